@@ -1,0 +1,89 @@
+"""omeframe: Arrow-native columnar image tables.
+
+Images of any dimensionality (TCZYX) become rows of Arrow tables in the
+canonical OME-Arrow schema, stored in Parquet or Vortex, queryable with
+DuckDB, Polars and pyarrow, and read back region by region.
+"""
+
+from __future__ import annotations
+
+from ._threads import num_threads, set_num_threads
+from ._version import __version__
+from .core import OMEArrow
+from .errors import (
+    ChunkChecksumError,
+    CorruptFileError,
+    DimOrderError,
+    DtypeError,
+    NoOmeArrowColumnError,
+    OmeframeError,
+    OptionalDependencyError,
+    PixelPayloadError,
+    RowIndexError,
+    SchemaError,
+    SelectionError,
+)
+from .export.pixels import plane_from_chunks, to_dict, to_numpy
+from .ingest.arrays import from_jax_array, from_numpy, from_torch_array, to_ome_arrow
+from .schema.types import (
+    OME_ARROW_BYTE_STRUCT,
+    OME_ARROW_KNOWN_STRUCTS,
+    OME_ARROW_STRUCT,
+    OME_ARROW_TAG_TYPE,
+    OME_ARROW_TAG_VERSION,
+)
+from .tables import (
+    from_ome_parquet,
+    from_ome_vortex,
+    read_table,
+    records_from_arrays,
+    to_ome_parquet,
+    to_ome_vortex,
+    write_table,
+)
+from .transform import slice_ome_arrow
+from .utils import describe_ome_arrow, verify_ome_arrow
+from .view import view_matplotlib
+
+ome_arrow_version = __version__
+
+__all__ = [
+    "__version__",
+    "OMEArrow",
+    "OME_ARROW_STRUCT",
+    "OME_ARROW_BYTE_STRUCT",
+    "OME_ARROW_KNOWN_STRUCTS",
+    "OME_ARROW_TAG_TYPE",
+    "OME_ARROW_TAG_VERSION",
+    "from_numpy",
+    "from_torch_array",
+    "from_jax_array",
+    "to_ome_arrow",
+    "to_numpy",
+    "plane_from_chunks",
+    "to_dict",
+    "to_ome_parquet",
+    "to_ome_vortex",
+    "from_ome_parquet",
+    "from_ome_vortex",
+    "write_table",
+    "read_table",
+    "records_from_arrays",
+    "slice_ome_arrow",
+    "describe_ome_arrow",
+    "verify_ome_arrow",
+    "view_matplotlib",
+    "num_threads",
+    "set_num_threads",
+    "OmeframeError",
+    "DimOrderError",
+    "DtypeError",
+    "SchemaError",
+    "NoOmeArrowColumnError",
+    "RowIndexError",
+    "PixelPayloadError",
+    "CorruptFileError",
+    "ChunkChecksumError",
+    "SelectionError",
+    "OptionalDependencyError",
+]

@@ -1,0 +1,43 @@
+"""One shared thread pool for decode/encode work (codecs release the GIL)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_workers: int = max(1, os.cpu_count() or 1)
+
+
+def num_threads() -> int:
+    """Return how many worker threads omeframe uses for pixel work."""
+    return _workers
+
+
+def set_num_threads(n: int) -> None:
+    """Set how many worker threads omeframe uses for decode/encode (>= 1).
+
+    Parameters
+    ----------
+    n
+        Number of threads. ``1`` makes every read and write single-threaded.
+    """
+    global _pool, _workers
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads expects an integer >= 1, got {n!r}")
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool = None
+        _workers = n
+
+
+def pool() -> ThreadPoolExecutor:
+    """Return the shared executor, creating it on first use."""
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_workers, thread_name_prefix="omeframe")
+        return _pool

@@ -1,0 +1,139 @@
+"""Chunk payload codecs: compress native-dtype chunk bytes and decode them back.
+
+Compression uses Arrow's codecs (``pyarrow.Codec``), the same ones the
+OME-Arrow byte variant names in ``chunks[].compression``, so payloads written
+here decode in any OME-Arrow reader and the other way round. Arrow's codecs
+release the GIL, so a thread pool decodes chunks in parallel.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import PixelPayloadError
+
+__all__ = ["normalize_compression", "encode_payload", "decode_payload", "CODECS"]
+
+#: Compression names a chunk may carry (besides ``None`` for raw bytes).
+CODECS = ("zstd", "lz4", "gzip", "brotli", "snappy", "bz2", "lz4_raw")
+
+# Convenience presets understood by ome-arrow as well: the preset picks the codec
+# and keeps the raw bytes when compression does not make the chunk smaller.
+_PRESETS: dict[str, tuple[str, int | None]] = {
+    "auto": ("zstd", 1),
+    "balanced": ("zstd", 1),
+    "small": ("zstd", 1),
+    "fast": ("lz4", None),
+}
+_NONE = {"", "none", "null", "false", "raw", "uncompressed"}
+
+
+def normalize_compression(compression: str | None) -> str | None:
+    """Return the canonical compression name, ``None`` for raw bytes.
+
+    Raises
+    ------
+    ValueError
+        If the name is not a codec Arrow provides or a preset.
+    """
+    if compression is None:
+        return None
+    value = str(compression).strip().lower()
+    if value in _NONE:
+        return None
+    if value in _PRESETS:
+        return value
+    if value not in CODECS or not pa.Codec.is_available(value):
+        raise ValueError(
+            f"unknown chunk compression {compression!r}; expected None or one of "
+            f"{', '.join(c for c in CODECS if pa.Codec.is_available(c))} "
+            f"or a preset ({', '.join(_PRESETS)})"
+        )
+    return value
+
+
+@functools.lru_cache(maxsize=64)
+def _codec(name: str, level: int | None) -> pa.Codec:
+    if level is None:
+        return pa.Codec(name)
+    return pa.Codec(name, compression_level=level)
+
+
+def encode_payload(
+    block: np.ndarray, compression: str | None, level: int | None
+) -> tuple[str | None, Any]:
+    """Encode one C-contiguous chunk; return ``(stored_compression, bytes_like)``.
+
+    ``compression`` must already be normalised. Presets fall back to raw bytes
+    when compressing does not shrink the chunk.
+    """
+    raw = np.ascontiguousarray(block)
+    if compression is None:
+        return None, raw
+    name, preset_level = _PRESETS.get(compression, (compression, None))
+    lvl = level if level is not None else preset_level
+    packed = _codec(name, lvl).compress(raw, asbytes=False)
+    if compression in _PRESETS and packed.size >= raw.nbytes:
+        return None, raw
+    return name, packed
+
+
+def decode_payload(
+    payload: Any,
+    compression: str | None,
+    dtype: np.dtype[Any],
+    count: int,
+    *,
+    label: str,
+    strict: bool = True,
+) -> np.ndarray:
+    """Decode one chunk payload into a flat array of ``count`` elements of ``dtype``.
+
+    Raw payloads are returned as zero-copy, read-only views of the Arrow buffer.
+
+    Raises
+    ------
+    PixelPayloadError
+        When the payload does not decode to ``count`` elements (``strict``),
+        or the codec rejects the bytes.
+    """
+    nbytes = count * dtype.itemsize
+    name = None if compression is None else str(compression).strip().lower()
+    if name and name not in _NONE:
+        try:
+            buf = _codec(name, None).decompress(payload, decompressed_size=nbytes, asbytes=False)
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise PixelPayloadError(
+                f"{label}: cannot decode {name}-compressed payload of "
+                f"{len(memoryview(payload))} bytes into {count} {dtype} values ({exc})"
+            ) from exc
+        flat = np.frombuffer(buf, dtype=dtype)
+    else:
+        mv = memoryview(payload)
+        if mv.nbytes % dtype.itemsize:
+            raise PixelPayloadError(
+                f"{label}: payload of {mv.nbytes} bytes is not a whole number of "
+                f"{dtype} values"
+            )
+        flat = np.frombuffer(mv, dtype=dtype)
+    if flat.size != count:
+        if strict:
+            raise PixelPayloadError(
+                f"{label}: payload holds {flat.size} values, expected {count} "
+                f"({dtype}); pass strict=False to pad/truncate"
+            )
+        flat = fit_length(flat, count)
+    return flat
+
+
+def fit_length(flat: np.ndarray, count: int) -> np.ndarray:
+    """Truncate or zero-pad a flat array to ``count`` elements (lenient reads)."""
+    if flat.size > count:
+        return flat[:count]
+    out = np.zeros(count, dtype=flat.dtype)
+    out[: flat.size] = flat
+    return out

@@ -1,0 +1,299 @@
+"""Tests for omeframe.storage._vortex against real Vortex files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+vortex = pytest.importorskip("vortex")
+
+from omeframe.errors import CorruptFileError, RowIndexError  # noqa: E402
+from omeframe.storage._vortex import (  # noqa: E402
+    SCHEMA_COLUMN_PREFIX,
+    read_vortex_schema,
+    read_vortex_table,
+    vortex_dataset,
+    vortex_num_rows,
+    write_vortex_table,
+)
+
+CHUNK = pa.struct(
+    [("t", pa.int32()), ("c", pa.int16()), ("pixel_bytes", pa.large_binary())]
+)
+IMAGE = pa.struct(
+    [("id", pa.string()), ("chunks", pa.list_(CHUNK)), ("masks", pa.null())]
+)
+OME_META = {b"ome.arrow.type": b"ome.arrow", b"ome.arrow.version": b"0.1.0"}
+
+
+def make_table(n: int = 12) -> pa.Table:
+    images = [
+        {
+            "id": f"img{i}",
+            "chunks": [
+                {"t": i, "c": c, "pixel_bytes": bytes([i % 256, c]) * (c + 1)}
+                for c in range(i % 3)
+            ],
+            "masks": None,
+        }
+        for i in range(n)
+    ]
+    table = pa.table(
+        {
+            "n": pa.array(range(n), pa.int64()),
+            "name": pa.array([f"name{i}" if i % 5 else None for i in range(n)]),
+            "img": pa.array(images, type=IMAGE),
+        }
+    )
+    return table.replace_schema_metadata(OME_META)
+
+
+@pytest.fixture
+def table() -> pa.Table:
+    return make_table()
+
+
+@pytest.fixture
+def vfile(tmp_path: Path, table: pa.Table) -> Path:
+    path = tmp_path / "t.vortex"
+    write_vortex_table(table, path)
+    return path
+
+
+def test_round_trip_types_and_values(vfile: Path, table: pa.Table) -> None:
+    read = read_vortex_table(vfile)
+    assert read.schema.equals(table.schema, check_metadata=True)
+    assert read.schema.field("name").type == pa.string()
+    assert read.schema.field("img").type == IMAGE
+    assert read.schema.field("img").type.field("chunks").type.value_type.field(
+        "pixel_bytes"
+    ).type == pa.large_binary()
+    assert read.equals(table)
+    assert read.column("img")[4].as_py() == table.column("img")[4].as_py()
+    assert read.column("img")[5]["chunks"][1]["pixel_bytes"].as_py() == b"\x05\x01" * 2
+
+
+def test_null_typed_struct_field_survives(vfile: Path) -> None:
+    read = read_vortex_table(vfile, columns=["img"])
+    masks = read.column("img").combine_chunks().field("masks")
+    assert masks.type == pa.null()
+    assert masks.null_count == len(masks) == 12
+
+
+def test_schema_is_original_and_metadata_round_trips(
+    tmp_path: Path, table: pa.Table
+) -> None:
+    path = tmp_path / "m.vortex"
+    extra = {"omeframe.note": "hello", "ome.arrow.version": "9"}
+    write_vortex_table(table, path, metadata=extra)
+    schema = read_vortex_schema(path)
+    expected_meta = {**OME_META, b"omeframe.note": b"hello", b"ome.arrow.version": b"9"}
+    assert schema.metadata == expected_meta
+    assert schema.names == ["n", "name", "img"]
+    assert [f.type for f in schema] == [pa.int64(), pa.string(), IMAGE]
+    read = read_vortex_table(path, columns=["name"], rows=[1])
+    assert read.schema.metadata == expected_meta
+    # metadata passed only as the keyword, on a table without schema metadata
+    bare = tmp_path / "bare.vortex"
+    write_vortex_table(table.replace_schema_metadata(None), bare, metadata={"k": "v"})
+    assert read_vortex_schema(bare).metadata == {b"k": b"v"}
+
+
+def test_schema_and_num_rows_do_not_scan(
+    vfile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data was read")
+
+    monkeypatch.setattr(vortex.file.VortexFile, "to_arrow", boom)
+    monkeypatch.setattr(vortex.file.VortexFile, "scan", boom)
+    assert vortex_num_rows(vfile) == 12
+    assert read_vortex_schema(vfile).names == ["n", "name", "img"]
+    with pytest.raises(AssertionError, match="data was read"):
+        read_vortex_table(vfile)
+
+
+def test_column_projection(vfile: Path, table: pa.Table) -> None:
+    read = read_vortex_table(vfile, columns=["img", "n"])
+    assert read.column_names == ["img", "n"]
+    assert read.equals(table.select(["img", "n"]))
+    assert read.schema.field("img").type == IMAGE
+    none = read_vortex_table(vfile, columns=[])
+    assert none.num_columns == 0 and none.num_rows == 12
+    with pytest.raises(KeyError, match="nope"):
+        read_vortex_table(vfile, columns=["n", "nope"])
+
+
+def test_row_take_in_given_order(vfile: Path, table: pa.Table) -> None:
+    rows = [7, 2, 7, 0, 11]
+    read = read_vortex_table(vfile, rows=rows)
+    assert read["n"].to_pylist() == rows
+    assert read.equals(table.take(rows))
+    assert read.schema.equals(table.schema, check_metadata=True)
+    one = read_vortex_table(vfile, columns=["img"], rows=[5])
+    assert one.column("img").to_pylist() == [table.column("img")[5].as_py()]
+    empty = read_vortex_table(vfile, columns=["name", "img"], rows=[])
+    assert empty.num_rows == 0
+    expected = table.select(["name", "img"]).schema
+    assert empty.schema.equals(expected, check_metadata=True)
+
+
+def test_row_take_across_8192_row_blocks(tmp_path: Path) -> None:
+    n = 9000
+    strings = pa.array([f"s{i}" for i in range(n)])
+    big = pa.table({"n": pa.array(range(n)), "s": strings})
+    path = tmp_path / "big.vortex"
+    write_vortex_table(big, path)
+    rows = [8999, 0, 8192, 8191, 4000]
+    read = read_vortex_table(path, rows=rows)
+    assert read["n"].to_pylist() == rows
+    assert read["s"].to_pylist() == [f"s{i}" for i in rows]
+    assert read.schema.field("s").type == pa.string()
+
+
+@pytest.mark.parametrize(
+    "field, values",
+    [
+        (pa.field("x", pa.large_string()), ["a", None]),
+        (pa.field("x", pa.binary()), [b"a", None]),
+        (pa.field("x", pa.large_list(pa.int8())), [[1], None]),
+        (pa.field("x", pa.int32(), nullable=False), [1, 2]),
+        (pa.field("x", pa.string(), metadata={"unit": "um"}), ["a", "b"]),
+    ],
+)
+def test_other_types_keep_their_exact_arrow_type(
+    tmp_path: Path, field: pa.Field, values: list[object]
+) -> None:
+    t = pa.table([pa.array(values, field.type)], schema=pa.schema([field]))
+    path = tmp_path / "x.vortex"
+    write_vortex_table(t, path)
+    read = read_vortex_table(path, rows=[1, 0])
+    assert read.schema.field("x").equals(field, check_metadata=True)
+    assert read["x"].to_pylist() == values[::-1]
+
+
+def test_zero_row_table(tmp_path: Path, table: pa.Table) -> None:
+    path = tmp_path / "z.vortex"
+    write_vortex_table(table.slice(0, 0), path)
+    assert vortex_num_rows(path) == 0
+    read = read_vortex_table(path)
+    assert read.num_rows == 0
+    assert read.schema.equals(table.schema, check_metadata=True)
+
+
+def test_row_out_of_range(vfile: Path) -> None:
+    with pytest.raises(RowIndexError, match=r"row 12 .*12 rows") as info:
+        read_vortex_table(vfile, rows=[0, 12])
+    assert isinstance(info.value, IndexError) and isinstance(info.value, ValueError)
+    with pytest.raises(RowIndexError, match=r"row -1 .*12 rows"):
+        read_vortex_table(vfile, rows=[-1])
+    with pytest.raises(TypeError):
+        read_vortex_table(vfile, rows=[0.5])
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.vortex"
+    with pytest.raises(FileNotFoundError):
+        read_vortex_table(missing)
+    with pytest.raises(FileNotFoundError):
+        read_vortex_schema(missing)
+    with pytest.raises(FileNotFoundError):
+        vortex_num_rows(missing)
+    with pytest.raises(FileNotFoundError):
+        vortex_dataset(missing)
+
+
+def test_truncated_file(vfile: Path) -> None:
+    data = vfile.read_bytes()
+    vfile.write_bytes(data[: len(data) // 2])
+    for fn in (read_vortex_table, read_vortex_schema, vortex_num_rows, vortex_dataset):
+        with pytest.raises(CorruptFileError, match=str(vfile.name)):
+            fn(vfile)
+    with pytest.raises(CorruptFileError, match=str(vfile.name)):
+        read_vortex_table(vfile, rows=[0])
+
+
+def test_random_bytes_file(tmp_path: Path) -> None:
+    path = tmp_path / "random.vortex"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(CorruptFileError, match="random.vortex"):
+        read_vortex_table(path)
+    with pytest.raises(CorruptFileError, match="random.vortex"):
+        read_vortex_table(path, rows=[0])
+    empty = tmp_path / "empty.vortex"
+    empty.write_bytes(b"")
+    with pytest.raises(CorruptFileError, match="empty.vortex"):
+        read_vortex_schema(empty)
+
+
+def _siblings(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+def test_unwritable_table_leaves_existing_file(vfile: Path) -> None:
+    before = vfile.read_bytes()
+    names_before = _siblings(vfile)
+    union = pa.UnionArray.from_sparse(
+        pa.array([0, 1], pa.int8()), [pa.array([1, 2]), pa.array(["a", "b"])]
+    )
+    with pytest.raises(TypeError, match="'u'"):
+        write_vortex_table(pa.table({"u": union}), vfile)
+    with pytest.raises(ValueError, match="reserved"):
+        write_vortex_table(pa.table({SCHEMA_COLUMN_PREFIX + "x": [1]}), vfile)
+    assert vfile.read_bytes() == before
+    assert _siblings(vfile) == names_before
+
+
+def test_failure_inside_write_leaves_existing_file(
+    vfile: Path, table: pa.Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = vfile.read_bytes()
+    names_before = _siblings(vfile)
+    real_write = vortex.io.write
+
+    def half_then_fail(data: object, path: str, **kwargs: object) -> None:
+        real_write(data, path)  # a complete temp file exists ...
+        Path(path).write_bytes(b"partial")  # ... is damaged ...
+        raise RuntimeError("disk full")  # ... and the write fails
+
+    monkeypatch.setattr(vortex.io, "write", half_then_fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_vortex_table(table.slice(0, 3), vfile)
+    assert vfile.read_bytes() == before
+    assert _siblings(vfile) == names_before
+    assert read_vortex_table(vfile).equals(table)
+
+
+def test_overwrite_replaces_file(vfile: Path, table: pa.Table) -> None:
+    write_vortex_table(table.slice(0, 3), vfile)
+    assert vortex_num_rows(vfile) == 3
+    assert read_vortex_table(vfile).equals(table.slice(0, 3))
+
+
+def test_foreign_vortex_file_gets_plain_types(tmp_path: Path, table: pa.Table) -> None:
+    path = tmp_path / "plain.vortex"
+    vortex.io.write(table, str(path))  # no stored schema
+    schema = read_vortex_schema(path)
+    assert schema.metadata is None  # vortex itself drops schema metadata
+    assert schema.field("name").type == pa.string()
+    chunk = schema.field("img").type.field("chunks").type.value_type
+    pixel = chunk.field("pixel_bytes")
+    assert pixel.type == pa.binary()  # large_binary is not recoverable
+    read = read_vortex_table(path, rows=[3])
+    assert read["n"].to_pylist() == [3]
+    assert read.schema.field("img").type.field("masks").type == pa.null()
+
+
+def test_dataset_reports_view_types_and_pushes_filters(vfile: Path) -> None:
+    ds = vortex_dataset(vfile)
+    assert ds.schema.field("name").type == pa.string_view()
+    assert ds.schema.names[:3] == ["n", "name", "img"]
+    assert ds.schema.names[3].startswith(SCHEMA_COLUMN_PREFIX)
+    got = ds.to_table(columns=["n", "name"], filter=pc.field("n") >= 9)
+    assert got.column_names == ["n", "name"]
+    assert got["n"].to_pylist() == [9, 10, 11]
+    assert got["name"].to_pylist() == ["name9", None, "name11"]
