@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from ._threads import num_threads, set_num_threads
 from ._version import __version__
-from .core import OMEArrow
+from .core import OMEArrow, scan
+from .dataset import Dataset, open_dataset, write_dataset
+from .plan.lazy import LazyImage
+from .plan.predicates import chunk
+from .tensor.view import LazyTensorView, TensorView
 from .errors import (
     ChunkChecksumError,
     CorruptFileError,
@@ -50,6 +54,14 @@ ome_arrow_version = __version__
 __all__ = [
     "__version__",
     "OMEArrow",
+    "scan",
+    "Dataset",
+    "open_dataset",
+    "write_dataset",
+    "LazyImage",
+    "chunk",
+    "TensorView",
+    "LazyTensorView",
     "OME_ARROW_STRUCT",
     "OME_ARROW_BYTE_STRUCT",
     "OME_ARROW_KNOWN_STRUCTS",

@@ -18,7 +18,14 @@ import pyarrow as pa
 
 from .errors import SchemaError
 from .ingest._builder import ImageHeader, RecordBuilder, default_channels
-from .ingest.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL, _check_array, clamp_u16
+from .ingest.arrays import (
+    DEFAULT_COMPRESSION,
+    DEFAULT_COMPRESSION_LEVEL,
+    UNSET,
+    _check_array,
+    clamp_u16,
+    resolve_chunk_compression,
+)
 from .ingest.dims import default_dim_order, to_tczyx
 from .schema.record import as_record_scalar
 from .schema.types import DEFAULT_COLUMN_NAME
@@ -40,6 +47,20 @@ def _single_record_table(data: Any, column_name: str) -> pa.Table:
     return pa.table({column_name: pa.repeat(as_record_scalar(data), 1)})
 
 
+def _reencode(data: Any, encoding: str, compression: str | None, level: int | None) -> Any:
+    """Return ``data`` stored as ``encoding`` (``"bytes"`` / ``"list"``)."""
+    from .export.pixels import read_region
+    from .schema.record import RecordView
+    from .transform import record_like
+
+    view = RecordView(data)
+    if (encoding == "bytes") == (view.variant == "bytes"):
+        return view.scalar  # already in that variant: stored as it is
+    return record_like(
+        view, read_region(view), encoding=encoding, compression=compression, compression_level=level
+    )
+
+
 def to_ome_parquet(
     data: Any,
     out_path: str | os.PathLike[str],
@@ -47,6 +68,9 @@ def to_ome_parquet(
     file_metadata: Mapping[str, str] | None = None,
     compression: str | None = "zstd",
     row_group_size: int | None = None,
+    inline_chunk_encoding: Literal["existing", "list", "bytes"] = "existing",
+    inline_chunk_compression: str | None = None,
+    inline_chunk_compression_level: int | None = None,
 ) -> None:
     """Write one record to a Parquet file (one row, one struct column), atomically.
 
@@ -54,7 +78,21 @@ def to_ome_parquet(
     pixels when the chunks are stored raw); already-compressed chunk bytes
     are not compressed twice. The file carries the ``ome.arrow.type`` and
     ``ome.arrow.version`` keys plus ``file_metadata``.
+
+    ``inline_chunk_encoding`` (as in ome-arrow) re-encodes the record on the
+    way out: ``"existing"`` keeps it, ``"bytes"`` stores native-dtype chunks
+    compressed with ``inline_chunk_compression`` (``None``: raw), ``"list"``
+    stores ``list<uint16>`` chunks (``DtypeError`` for data that does not fit).
     """
+    if inline_chunk_encoding not in ("existing", "list", "bytes"):
+        raise ValueError(
+            "inline_chunk_encoding must be 'existing', 'list' or 'bytes', got "
+            f"{inline_chunk_encoding!r}"
+        )
+    if inline_chunk_encoding != "existing":
+        data = _reencode(
+            data, inline_chunk_encoding, inline_chunk_compression, inline_chunk_compression_level
+        )
     write_record_table(
         _single_record_table(data, column_name),
         out_path,
@@ -154,13 +192,21 @@ def records_from_arrays(
     physical_size_z: float = 1.0,
     physical_size_unit: str = "µm",
     progress: bool | None = None,
+    chunk_compression: str | None = UNSET,
+    chunk_compression_level: int | None = UNSET,
 ) -> pa.StructArray:
     """Encode many arrays into one ``StructArray`` of records in a single pass.
 
     Much faster than calling :func:`from_numpy` per image for many small
     images (cell crops): all records are assembled in one Arrow build.
     ``progress`` shows a progress bar (default: on for more than 1000 images).
+    ``chunk_compression[_level]`` (ome-arrow's names) override
+    ``compression[_level]``; through :func:`write_table`, whose own
+    ``compression`` is the Parquet codec, they are the way to pick the chunk codec.
     """
+    compression, compression_level = resolve_chunk_compression(
+        compression, compression_level, chunk_compression, chunk_compression_level
+    )
     n = len(images)
     for label, seq in (("image_ids", image_ids), ("names", names)):
         if seq is not None and len(seq) != n:
@@ -222,7 +268,9 @@ def write_table(
         renamed, so a failure never leaves a half-written table.
     images
         A sequence of numpy arrays (encoded with ``**encode``, the keyword
-        arguments of :func:`records_from_arrays`), a sequence of records, a
+        arguments of :func:`records_from_arrays`; pick the chunk codec with
+        ``chunk_compression=``, since ``compression`` here is the Parquet
+        codec), a sequence of records, a
         ``StructArray`` of records, or a ``pa.Table`` already holding an
         OME-Arrow column named ``column_name``.
     columns

@@ -30,24 +30,44 @@ def _keep(sel: Iterable[int] | None, size: int, axis: str) -> list[int] | None:
     return keep
 
 
-def record_like(view: RecordView, pixels: np.ndarray, *, channels: list[int] | None = None) -> pa.StructScalar:
-    """Build a record holding ``pixels`` (TCZYX) with ``view``'s metadata and encoding."""
+_SAME: Any = object()
+
+
+def record_like(
+    view: RecordView,
+    pixels: np.ndarray,
+    *,
+    channels: list[int] | None = None,
+    encoding: str | None = None,
+    compression: str | None = _SAME,
+    compression_level: int | None = None,
+) -> pa.StructScalar:
+    """Build a record holding ``pixels`` (TCZYX) with ``view``'s metadata.
+
+    The encoding, chunk compression and chunk shape follow ``view`` unless
+    ``encoding`` (``"bytes"`` / ``"list"``) or ``compression`` are given.
+    """
     meta = view.meta
     grid = view.chunk_grid or {}
     ct = view.chunks
-    encoding = "list" if view.variant in ("list", "planes") else "bytes"
+    same_encoding = "list" if view.variant in ("list", "planes") else "bytes"
+    if encoding is None:
+        encoding = same_encoding
     comp = None
-    if ct is not None and ct.kind == "bytes" and ct.compressions:
+    if compression is not _SAME:
+        comp = compression if encoding == "bytes" else None
+    elif encoding == "bytes" and ct is not None and ct.kind == "bytes" and ct.compressions:
         comp = next((c for c in ct.compressions if c), None)
     builder = RecordBuilder(
         chunk_encoding=encoding,  # type: ignore[arg-type]
         compression=comp,
+        compression_level=compression_level if comp is not None else None,
         chunk_shape=(
             int(grid.get("chunk_z") or 1),
             int(grid.get("chunk_y") or 512),
             int(grid.get("chunk_x") or 512),
         ),
-        build_chunks=view.variant != "planes",
+        build_chunks=not (view.variant == "planes" and encoding == same_encoding),
     )
     chans = meta.get("channels") or []
     if channels is not None and len(chans) == meta.get("size_c"):

@@ -21,6 +21,35 @@ DEFAULT_COMPRESSION = "zstd"
 DEFAULT_COMPRESSION_LEVEL = 3
 
 
+class _Unset:
+    """Marks an ome-arrow alias argument that was not passed."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Any = _Unset()
+
+
+def resolve_chunk_compression(
+    compression: str | None,
+    compression_level: int | None,
+    chunk_compression: Any = UNSET,
+    chunk_compression_level: Any = UNSET,
+) -> tuple[str | None, int | None]:
+    """Apply ome-arrow's names ``chunk_compression[_level]`` over omeframe's.
+
+    ``ome_arrow.from_numpy(..., chunk_compression=None)`` means raw bytes, so an
+    explicitly passed ``None`` wins over omeframe's ``zstd`` default.
+    """
+    if chunk_compression is not UNSET:
+        # As in ome-arrow: without an explicit level, the codec's default.
+        compression, compression_level = chunk_compression, None
+    if chunk_compression_level is not UNSET:
+        compression_level = chunk_compression_level
+    return compression, compression_level
+
+
 def clamp_u16(arr: np.ndarray) -> np.ndarray:
     """Clip to ``[0, 65535]`` and cast to uint16 (NaN becomes 0)."""
     if arr.dtype == np.uint16:
@@ -71,6 +100,8 @@ def from_numpy(
     chunk_encoding: Literal["bytes", "list"] = "bytes",
     compression: str | None = DEFAULT_COMPRESSION,
     compression_level: int | None = DEFAULT_COMPRESSION_LEVEL,
+    chunk_compression: str | None = UNSET,
+    chunk_compression_level: int | None = UNSET,
 ) -> pa.StructScalar:
     """Build an OME-Arrow record from a numpy array.
 
@@ -112,6 +143,9 @@ def from_numpy(
     compression, compression_level
         Per-chunk codec of the byte variant: ``"zstd"`` (default, level 3),
         ``"lz4"``, ``"gzip"`` ..., or ``None`` for raw bytes.
+    chunk_compression, chunk_compression_level
+        ``ome_arrow``'s names for ``compression`` / ``compression_level``;
+        when passed (even as ``None``) they take precedence.
 
     Returns
     -------
@@ -127,6 +161,9 @@ def from_numpy(
     DtypeError
         For unsupported dtypes, or non-uint16 data in the list variant.
     """
+    compression, compression_level = resolve_chunk_compression(
+        compression, compression_level, chunk_compression, chunk_compression_level
+    )
     arr = _check_array(arr)
     order = dim_order if dim_order is not None else default_dim_order(arr.ndim)
     tczyx = to_tczyx(arr, order)
@@ -230,6 +267,8 @@ def to_ome_arrow(
     chunk_encoding: Literal["bytes", "list"] = "bytes",
     compression: str | None = DEFAULT_COMPRESSION,
     compression_level: int | None = DEFAULT_COMPRESSION_LEVEL,
+    chunk_compression: str | None = UNSET,
+    chunk_compression_level: int | None = UNSET,
 ) -> pa.StructScalar:
     """Build a record from header fields plus planes (or ready-made chunks).
 
@@ -238,12 +277,17 @@ def to_ome_arrow(
     stored as chunks; missing planes are zero. Ready-made ``chunks`` dicts are
     stored as given (the variant follows from whether they carry
     ``pixel_bytes``). With neither, the image is all zeros.
+    ``chunk_compression[_level]`` are ome-arrow's names for
+    ``compression[_level]`` and take precedence when passed.
 
     Raises
     ------
     PixelPayloadError
         If a plane has the wrong number of pixels or indices out of range.
     """
+    compression, compression_level = resolve_chunk_compression(
+        compression, compression_level, chunk_compression, chunk_compression_level
+    )
     if masks is not None:
         raise ValueError("masks is reserved by the OME-Arrow schema and must be None")
     np_dtype = to_numpy_dtype(dtype)

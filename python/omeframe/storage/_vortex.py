@@ -35,7 +35,7 @@ import base64
 import binascii
 import operator
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,6 +54,7 @@ __all__ = [
     "vortex_dataset",
     "vortex_num_rows",
     "write_vortex_table",
+    "write_vortex_stream",
 ]
 
 #: Name prefix of the hidden, null-typed column whose name carries the original
@@ -195,10 +196,26 @@ def write_vortex_table(
     is stored in the name of a hidden null-typed last column; see the module
     docstring.
     """
-    vortex = _import_vortex()
     if not isinstance(table, pa.Table):
         raise TypeError(f"table must be a pyarrow.Table, not {type(table).__name__}")
-    names = table.column_names
+    write_vortex_stream(table.schema, table.to_batches(), path, metadata=metadata)
+
+
+def write_vortex_stream(
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    path: PathLike,
+    *,
+    metadata: Mapping[str | bytes, str | bytes] | None = None,
+) -> None:
+    """Stream record batches of ``schema`` into a Vortex file, atomically.
+
+    The batches are pulled one at a time while vortex writes, so a writer
+    producing them lazily never holds the whole table in memory. Same rules
+    and hidden schema column as :func:`write_vortex_table`.
+    """
+    vortex = _import_vortex()
+    names = schema.names
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"Vortex needs unique column names; duplicated: {dup}")
@@ -207,7 +224,7 @@ def write_vortex_table(
         raise ValueError(
             f"column name prefix {SCHEMA_COLUMN_PREFIX!r} is reserved by omeframe"
         )
-    for field in table.schema:
+    for field in schema:
         try:
             vortex.DType.from_arrow(field.type)
         except ValueError as exc:
@@ -216,20 +233,26 @@ def write_vortex_table(
                 f"{_first_line(exc)}"
             ) from exc
 
-    merged: dict[bytes, bytes] = dict(table.schema.metadata or {})
+    merged: dict[bytes, bytes] = dict(schema.metadata or {})
     for key, value in (metadata or {}).items():
         k = key.encode() if isinstance(key, str) else bytes(key)
         v = value.encode() if isinstance(value, str) else bytes(value)
         merged[k] = v
-    schema = table.schema.remove_metadata()
+    stored = schema.remove_metadata()
     if merged:
-        schema = schema.with_metadata(merged)
-    encoded = base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
-    to_write = table.replace_schema_metadata(None).append_column(
-        pa.field(SCHEMA_COLUMN_PREFIX + encoded, pa.null()), pa.nulls(table.num_rows)
-    )
+        stored = stored.with_metadata(merged)
+    encoded = base64.b64encode(stored.serialize().to_pybytes()).decode("ascii")
+    hidden = pa.field(SCHEMA_COLUMN_PREFIX + encoded, pa.null())
+    out_schema = schema.remove_metadata().append(hidden)
+
+    def with_hidden() -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            arrays = list(batch.columns) + [pa.nulls(batch.num_rows)]
+            yield pa.RecordBatch.from_arrays(arrays, schema=out_schema)
+
+    reader = pa.RecordBatchReader.from_batches(out_schema, with_hidden())
     with atomic_path(path) as tmp:
-        vortex.io.write(to_write, os.fspath(tmp))
+        vortex.io.write(reader, os.fspath(tmp))
 
 
 def read_vortex_schema(path: PathLike) -> pa.Schema:

@@ -189,6 +189,10 @@ def read_parquet_rows(
     pf: pq.ParquetFile, rows: Iterable[int], columns: Sequence[str] | None = None
 ) -> pa.Table:
     """Read the given rows (in order) reading only the row groups that hold them."""
+    rows = list(rows)
+    for r in rows:  # no silent int("1") / int(1.7): a row index must be an integer
+        if not isinstance(r, (int, np.integer)) or isinstance(r, bool):
+            raise TypeError(f"row_index must be an integer, got {type(r).__name__}")
     rows = [int(r) for r in rows]
     located = [row_group_of(pf, r) for r in rows]
     groups = sorted({g for g, _ in located})

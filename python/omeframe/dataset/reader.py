@@ -1,0 +1,435 @@
+"""Open chunked image datasets and read pixels chunk by chunk.
+
+Opening reads ``manifest.json`` and the (small) images table only. Pixel
+reads use the byte index in the images table: one positional read per chunk,
+its CRC-32 checked before decoding, so a region read touches exactly the chunks
+it needs and nothing else. Images whose payloads could not be located (a
+container that re-encoded them) are read through the container's own row
+access instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import zlib
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..chunks.assemble import PixelSource, assemble, index_selection
+from ..chunks.codec import decode_payload
+from ..errors import ChunkChecksumError, CorruptFileError, SelectionError
+from ..schema.dtypes import to_numpy_dtype
+from ..storage import files
+from .manifest import Manifest, read_manifest
+from .schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
+
+__all__ = ["Dataset", "open_dataset", "ImageEntry"]
+
+
+class ImageEntry:
+    """One (image, level) row of the images table, with its chunk index."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.row = row
+        pm = row["pixels_meta"]
+        self.image_id: str = row["image_id"]
+        self.level: int = int(row["level"])
+        self.shape: tuple[int, int, int, int, int] = (
+            int(pm["size_t"]),
+            int(pm["size_c"]),
+            int(pm["size_z"]),
+            int(pm["size_y"]),
+            int(pm["size_x"]),
+        )
+        self.dtype = to_numpy_dtype(row["dtype"])
+        g = row["chunk_grid"]
+        self.chunk_shape: tuple[int, int, int] = (int(g["chunk_z"]), int(g["chunk_y"]), int(g["chunk_x"]))
+        self.codec: str | None = row["codec"]
+        self.part: str = row["part"]
+        self.row_start: int = int(row["row_start"])
+        self.n_chunks: int = int(row["n_chunks"])
+        self.offsets = None if row["chunk_offsets"] is None else np.asarray(row["chunk_offsets"], dtype=np.int64)
+        self.lengths = np.asarray(row["chunk_lengths"], dtype=np.int64)
+        self.checksums = np.asarray(row["chunk_checksums"], dtype=np.int64)
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int, int, int]:
+        st, sc, sz, sy, sx = self.shape
+        cz, cy, cx = self.chunk_shape
+        return (st, sc, -(-sz // cz), -(-sy // cy), -(-sx // cx))
+
+    def origins_extents(self) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk origins (n, 5) and ZYX extents (n, 3) in storage (grid C) order."""
+        st, sc, sz, sy, sx = self.shape
+        cz, cy, cx = self.chunk_shape
+        gt, gc, gz, gy, gx = self.grid_shape
+        idx = np.indices((gt, gc, gz, gy, gx)).reshape(5, -1).T
+        origins = idx * np.array([1, 1, cz, cy, cx], dtype=np.int64)
+        ext = np.stack(
+            [
+                np.minimum(cz, sz - origins[:, 2]),
+                np.minimum(cy, sy - origins[:, 3]),
+                np.minimum(cx, sx - origins[:, 4]),
+            ],
+            axis=1,
+        )
+        return origins.astype(np.int64), ext.astype(np.int64)
+
+    def metadata(self) -> dict[str, Any]:
+        """Header fields as a plain dict (``pixels_meta``, grid, ids, sizes)."""
+        r = self.row
+        return {
+            "image_id": self.image_id,
+            "level": self.level,
+            "name": r["name"],
+            "image_type": r["image_type"],
+            "parent_id": r["parent_id"],
+            "acquisition_datetime": r["acquisition_datetime"],
+            "shape": self.shape,
+            "dtype": self.dtype.name,
+            "chunk_shape": self.chunk_shape,
+            "n_chunks": self.n_chunks,
+            "stored_bytes": int(r["stored_bytes"]),
+            "codec": self.codec,
+            "pixels_meta": r["pixels_meta"],
+            "chunk_grid": r["chunk_grid"],
+        }
+
+
+class Dataset:
+    """A chunked image dataset directory (images table + chunks table parts).
+
+    Use :func:`open_dataset` or :func:`omeframe.write_dataset` to get one.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.manifest: Manifest = read_manifest(self.path)
+        self._files: dict[str, files.InputFile] = {}
+        self._lock = threading.Lock()
+
+    # ---- tables ---------------------------------------------------------
+    @property
+    def format(self) -> str:
+        """``"parquet"`` or ``"vortex"``."""
+        return self.manifest.format
+
+    @property
+    def images_path(self) -> Path:
+        """Path of the current images table."""
+        assert self.manifest.images is not None
+        return self.path / self.manifest.images
+
+    @property
+    def chunk_paths(self) -> list[Path]:
+        """Paths of the chunks table parts."""
+        return [self.path / p for p in self.manifest.parts]
+
+    @cached_property
+    def images_table(self) -> pa.Table:
+        """The images table (one row per image and level)."""
+        p = self.images_path
+        if not p.exists():
+            raise CorruptFileError(f"dataset {str(self.path)!r} lacks its images table {p.name!r}")
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            with files.open_input(p) as fh:
+                try:
+                    t = pq.read_table(fh)
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise CorruptFileError(f"unreadable images table {str(p)!r}: {exc}") from exc
+        else:
+            from ..storage._vortex import read_vortex_table
+
+            t = read_vortex_table(p)
+        return t.cast(IMAGES_SCHEMA) if t.schema != IMAGES_SCHEMA else t
+
+    @cached_property
+    def _entries(self) -> dict[tuple[str, int], ImageEntry]:
+        return {
+            (r["image_id"], int(r["level"])): ImageEntry(r) for r in self.images_table.to_pylist()
+        }
+
+    @property
+    def image_ids(self) -> list[str]:
+        """Image identifiers, in write order."""
+        seen: dict[str, None] = {}
+        for iid, _ in self._entries:
+            seen.setdefault(iid, None)
+        return list(seen)
+
+    def levels(self, image_id: str) -> list[int]:
+        """Pyramid levels stored for ``image_id`` (0 = full resolution)."""
+        lv = sorted(lv for iid, lv in self._entries if iid == image_id)
+        if not lv:
+            raise self._missing(image_id)
+        return lv
+
+    def entry(self, image_id: str | None = None, level: int = 0) -> ImageEntry:
+        """The images-table entry of ``image_id`` at ``level``."""
+        if image_id is None:
+            ids = self.image_ids
+            if len(ids) != 1:
+                raise ValueError(
+                    f"the dataset holds {len(ids)} images; pass image_id= (one of {ids[:5]}"
+                    f"{' ...' if len(ids) > 5 else ''})"
+                )
+            image_id = ids[0]
+        try:
+            return self._entries[(image_id, int(level))]
+        except KeyError:
+            if any(iid == image_id for iid, _ in self._entries):
+                raise SelectionError(
+                    f"image {image_id!r} has no level {level}; levels: {self.levels(image_id)}"
+                ) from None
+            raise self._missing(image_id) from None
+
+    def _missing(self, image_id: str) -> KeyError:
+        ids = self.image_ids
+        return KeyError(
+            f"no image {image_id!r} in dataset {str(self.path)!r}; it holds {len(ids)} images: "
+            f"{ids[:5]}{' ...' if len(ids) > 5 else ''}"
+        )
+
+    def image_metadata(self, image_id: str | None = None, level: int = 0) -> dict[str, Any]:
+        """Metadata of one image: shape, dtype, chunk grid, pixels_meta ..."""
+        return self.entry(image_id, level).metadata()
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __repr__(self) -> str:
+        return f"<omeframe.Dataset {str(self.path)!r} format={self.format} images={len(self)}>"
+
+    # ---- chunk access ---------------------------------------------------
+    def _file(self, part: str) -> files.InputFile:
+        with self._lock:
+            f = self._files.get(part)
+            if f is None:
+                p = self.path / part
+                if not p.exists():
+                    raise CorruptFileError(f"dataset {str(self.path)!r} lacks its chunk part {part!r}")
+                f = self._files[part] = files.open_input(p)
+            return f
+
+    def close(self) -> None:
+        """Close the files the dataset opened for reading."""
+        with self._lock:
+            for f in self._files.values():
+                f.close()
+            self._files.clear()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_chunk_bytes(self, image_id: str | None, level: int, index: int, *, verify: bool = True) -> bytes:
+        """Stored (encoded) bytes of chunk ``index`` (grid order) of an image."""
+        e = self.entry(image_id, level)
+        if e.offsets is not None:
+            data = self._file(e.part).read_range(int(e.offsets[index]), int(e.lengths[index]))
+        else:
+            from ..storage._vortex import read_vortex_table
+
+            t = read_vortex_table(self.path / e.part, columns=["pixel_bytes"], rows=[e.row_start + index])
+            data = t.column(0)[0].as_buffer()
+        if verify:
+            crc = zlib.crc32(data) & 0xFFFFFFFF
+            if crc != int(e.checksums[index]) or len(data) != int(e.lengths[index]):
+                o, _ = e.origins_extents()
+                key = dict(zip("tczyx", (int(v) for v in o[index])))
+                raise ChunkChecksumError(
+                    f"corrupt chunk in dataset {str(self.path)!r}: image {e.image_id!r} level "
+                    f"{e.level} chunk {key} (part {e.part!r}) has CRC-32 {crc:#010x} over "
+                    f"{len(data)} bytes, expected {int(e.checksums[index]):#010x} over "
+                    f"{int(e.lengths[index])} bytes"
+                )
+        return data
+
+    def pixel_source(self, image_id: str | None = None, level: int = 0, *, verify: bool = True) -> PixelSource:
+        """The image as a :class:`PixelSource` for the shared executor."""
+        e = self.entry(image_id, level)
+        origins, extents = e.origins_extents()
+        dtype = e.dtype
+        codec = e.codec
+        iid = e.image_id
+
+        def decode(i: int, strict: bool) -> np.ndarray:
+            data = self.read_chunk_bytes(iid, level, i, verify=verify)
+            count = int(extents[i, 0] * extents[i, 1] * extents[i, 2])
+            return decode_payload(data, codec, dtype, count, label=f"image {iid!r} chunk {i}", strict=strict)
+
+        meta_bytes = self.images_path.stat().st_size + (self.path / "manifest.json").stat().st_size
+        how = "byte-range reads" if e.offsets is not None else "vortex row takes"
+        return PixelSource(
+            e.shape,
+            dtype,
+            origins,
+            extents,
+            decode,
+            e.lengths,
+            True,
+            f"{self.format} dataset {str(self.path)!r} image {iid!r} level {level} "
+            f"(chunks {e.chunk_shape} ZYX, codec {codec}, {how})",
+            metadata_nbytes=meta_bytes,
+            extra={"dataset": self, "entry": e},
+        )
+
+    def chunk_table(self, image_id: str | None = None, level: int | None = 0, *, columns: Sequence[str] | None = None) -> pa.Table:
+        """Rows of the chunks table (without ``pixel_bytes`` unless asked) for one image or all."""
+        cols = list(columns) if columns else [f.name for f in CHUNKS_SCHEMA if f.name != "pixel_bytes"]
+        if image_id is not None:
+            e = self.entry(image_id, level or 0)
+            return self._read_rows(e.part, cols, e.row_start, e.n_chunks)
+        parts = [self._read_rows(p, cols, None, None) for p in self.manifest.parts]
+        return pa.concat_tables(parts) if parts else CHUNKS_SCHEMA.empty_table().select(cols)
+
+    def _read_rows(self, part: str, cols: list[str], start: int | None, n: int | None) -> pa.Table:
+        p = self.path / part
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            with files.open_input(p) as fh:
+                pf = pq.ParquetFile(fh)
+                if start is None:
+                    return pf.read(columns=cols)
+                # Read only the row groups that overlap [start, start + n).
+                md = pf.metadata
+                acc, groups, first = 0, [], None
+                for g in range(md.num_row_groups):
+                    k = md.row_group(g).num_rows
+                    if acc + k > start and acc < start + (n or 0):
+                        groups.append(g)
+                        first = acc if first is None else first
+                    acc += k
+                t = pf.read_row_groups(groups, columns=cols)
+                return t.slice(start - (first or 0), n)
+        from ..storage._vortex import read_vortex_table
+
+        rows = None if start is None else range(start, start + (n or 0))
+        return read_vortex_table(p, columns=cols, rows=rows)
+
+    def chunk_stats(self, image_id: str | None = None, level: int = 0) -> dict[str, np.ndarray]:
+        """Per-chunk ``min``/``max``/``mean``/``nonzero`` arrays in grid order."""
+        t = self.chunk_table(image_id, level, columns=["min", "max", "mean", "nonzero"])
+        return {name: t[name].to_numpy() for name in t.column_names}
+
+    # ---- whole-image conveniences ----------------------------------------
+    def read(
+        self,
+        image_id: str | None = None,
+        level: int = 0,
+        *,
+        t: Sequence[int] | None = None,
+        c: Sequence[int] | None = None,
+        z: Sequence[int] | None = None,
+        y: tuple[int, int] | None = None,
+        x: tuple[int, int] | None = None,
+        dtype: Any = None,
+    ) -> np.ndarray:
+        """Read a TCZYX region eagerly (only the chunks it touches)."""
+        src = self.pixel_source(image_id, level)
+        sel = index_selection(src.shape, t=t, c=c, z=z, y=y, x=x)
+        return assemble(src, sel, dtype=dtype)
+
+    def scan(self, image_id: str | None = None, level: int = 0) -> Any:
+        """A lazy plan over one image (see :class:`omeframe.OMEArrow`)."""
+        from ..core import OMEArrow
+        from ..plan.lazy import LazyImage
+        from ..sources.tables import DatasetSource
+
+        return OMEArrow._from_plan(LazyImage(DatasetSource(self, image_id, level)))
+
+    def _header(self, image_id: str | None, level: int) -> Any:
+        from ..ingest._builder import ImageHeader
+
+        e = self.entry(image_id, level)
+        pm = e.row["pixels_meta"]
+        return ImageHeader(
+            image_id=e.image_id,
+            name=e.row["name"] or e.image_id,
+            image_type=e.row["image_type"],
+            acquisition_datetime=e.row["acquisition_datetime"],
+            channels=pm.get("channels") or [],
+            physical_size_x=pm.get("physical_size_x"),
+            physical_size_y=pm.get("physical_size_y"),
+            physical_size_z=pm.get("physical_size_z"),
+            physical_size_x_unit=pm.get("physical_size_x_unit"),
+            physical_size_y_unit=pm.get("physical_size_y_unit"),
+            physical_size_z_unit=pm.get("physical_size_z_unit"),
+            dtype_meta=pm.get("type"),
+            dimension_order=pm.get("dimension_order"),
+        )
+
+    def to_record(self, image_id: str | None = None, level: int = 0) -> pa.StructScalar:
+        """The image as an OME-Arrow byte-variant record (chunks copied, not re-encoded)."""
+        from ..schema.types import BYTE_CHUNK_STRUCT, OME_ARROW_BYTE_STRUCT
+        from ..ingest._builder import RecordBuilder
+
+        e = self.entry(image_id, level)
+        t = self.chunk_table(e.image_id, level, columns=[f.name for f in CHUNKS_SCHEMA])
+        header = RecordBuilder(chunk_encoding="bytes")._header_row(self._header(e.image_id, level), e.shape, e.dtype.name)
+        chunks = pa.StructArray.from_arrays(
+            [
+                t["t"].combine_chunks(), t["c"].combine_chunks(), t["z"].combine_chunks(),
+                t["y"].combine_chunks(), t["x"].combine_chunks(), t["shape_z"].combine_chunks(),
+                t["shape_y"].combine_chunks(), t["shape_x"].combine_chunks(), t["dtype"].combine_chunks(),
+                t["codec"].combine_chunks(), t["pixel_bytes"].combine_chunks(),
+            ],
+            fields=list(BYTE_CHUNK_STRUCT),
+        )
+        g = e.row["chunk_grid"]
+        arrays = {
+            "type": pa.array([header["type"]]), "version": pa.array([header["version"]]),
+            "id": pa.array([header["id"]]), "name": pa.array([header["name"]]),
+            "image_type": pa.array([header["image_type"]], pa.string()),
+            "acquisition_datetime": pa.array([header["acquisition_datetime"]], pa.timestamp("us")),
+            "pixels_meta": pa.array([e.row["pixels_meta"]], OME_ARROW_BYTE_STRUCT.field("pixels_meta").type),
+            "chunk_grid": pa.array([g], OME_ARROW_BYTE_STRUCT.field("chunk_grid").type),
+            "chunks": pa.ListArray.from_arrays(pa.array([0, len(chunks)], pa.int32()), chunks),
+            "planes": pa.ListArray.from_arrays(
+                pa.array([0, 0], pa.int32()), pa.array([], OME_ARROW_BYTE_STRUCT.field("planes").type.value_type)
+            ),
+            "masks": pa.nulls(1, pa.null()),
+        }
+        return pa.StructArray.from_arrays(
+            [arrays[f.name] for f in OME_ARROW_BYTE_STRUCT], fields=list(OME_ARROW_BYTE_STRUCT)
+        )[0]
+
+    def verify(self) -> dict[str, int]:
+        """Check every chunk's checksum; return counts. Raises on the first corrupt chunk."""
+        n = 0
+        nbytes = 0
+        for (iid, lv), e in self._entries.items():
+            for i in range(e.n_chunks):
+                nbytes += len(self.read_chunk_bytes(iid, lv, i, verify=True))
+                n += 1
+        return {"images": len(self._entries), "chunks": n, "bytes": nbytes}
+
+    def append(self, images: Any, **kwargs: Any) -> Dataset:
+        """Add images (same options as :func:`omeframe.write_dataset`); returns the new state."""
+        from .writer import write_dataset
+
+        return write_dataset(images, self.path, mode="append", **kwargs)
+
+
+def open_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """Open a chunked image dataset directory written by :func:`omeframe.write_dataset`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not a dataset directory.
+    CorruptFileError
+        If its manifest or images table is unreadable.
+    """
+    return Dataset(path)

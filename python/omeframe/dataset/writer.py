@@ -1,0 +1,435 @@
+"""Streaming writer of chunked image datasets (Parquet or Vortex).
+
+Chunks are read block by block from each input, encoded, measured
+(min/max/mean/non-zero) and checksummed in the shared thread pool, a bounded
+batch at a time, and streamed to the part file as record batches: the whole
+image is never held in memory by the writer. A write becomes visible only when
+the manifest is replaced at the end; see :mod:`omeframe.dataset.manifest`.
+
+Sizing. Readers never need Parquet row groups or Vortex blocks to find a
+chunk: the images table stores each chunk's byte offset, so a region read is
+one ``pread`` per chunk whatever the container layout. Row groups are
+therefore sized for SQL scans (``row_group_bytes``, default 64 MiB: a
+100k-chunk image of 300 KB chunks has ~500 row groups, a ~1.5 MB footer that
+only DuckDB/Polars ever parse), and each write produces one part file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from .. import _threads
+from ..chunks.codec import encode_payload, normalize_compression
+from ..chunks.stats import checksum, chunk_stats
+from ..errors import SchemaError
+from ..ingest._builder import normalize_chunk_shape
+from ..schema.dtypes import dtype_name
+from .inputs import ImageInput, as_image_input
+from .locate import HEAD_BYTES, locate_payloads
+from .manifest import Manifest, read_manifest, write_manifest
+from .schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
+
+__all__ = ["write_dataset", "DEFAULT_CHUNK_ROW_GROUP_BYTES"]
+
+DEFAULT_CHUNK_ROW_GROUP_BYTES = 64 << 20
+_BATCH_CHUNKS_PER_THREAD = 4
+
+
+@dataclass
+class _ImageLog:
+    """What the writer learned about one image while streaming its chunks."""
+
+    inp: ImageInput
+    level: int
+    grid: tuple[int, int, int]
+    codec: str | None
+    row_start: int = 0
+    lengths: list[int] = field(default_factory=list)
+    checksums: list[int] = field(default_factory=list)
+    heads: list[bytes] = field(default_factory=list)
+
+
+def _grid_keys(shape: tuple[int, ...], grid: tuple[int, int, int]) -> np.ndarray:
+    """All chunk keys (t, c, z, y, x, dz, dy, dx) in C order, vectorised."""
+    st, sc, sz, sy, sx = shape
+    cz, cy, cx = grid
+    axes = [np.arange(st), np.arange(sc), np.arange(0, sz, cz), np.arange(0, sy, cy), np.arange(0, sx, cx)]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    keys = np.stack([m.reshape(-1) for m in mesh], axis=1).astype(np.int64)
+    ext = np.stack(
+        [np.minimum(cz, sz - keys[:, 2]), np.minimum(cy, sy - keys[:, 3]), np.minimum(cx, sx - keys[:, 4])],
+        axis=1,
+    )
+    return np.concatenate([keys, ext], axis=1)
+
+
+class _ChunkStream:
+    """Produces chunk-table record batches for a list of images, logging offsets."""
+
+    def __init__(
+        self,
+        logs: list[_ImageLog],
+        *,
+        compression: str | None,
+        level: int | None,
+        row_group_bytes: int,
+        progress: bool,
+    ) -> None:
+        self.logs = logs
+        self.compression = compression
+        self.level = level
+        self.row_group_bytes = row_group_bytes
+        self.progress = progress
+        self.rows = 0
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        total = sum(len(_grid_keys(log.inp.shape, log.grid)) for log in self.logs)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc="writing chunks", unit="chunk")
+        cols: dict[str, list[Any]] = {f.name: [] for f in CHUNKS_SCHEMA}
+        buffered = 0
+        step = max(1, _threads.num_threads() * _BATCH_CHUNKS_PER_THREAD)
+        try:
+            for log in self.logs:
+                log.row_start = self.rows
+                keys = _grid_keys(log.inp.shape, log.grid)
+                dname = dtype_name(log.inp.dtype)
+                image_id = log.inp.header.image_id
+                for lo in range(0, len(keys), step):
+                    batch = keys[lo : lo + step]
+                    if len(batch) > 1 and _threads.num_threads() > 1:
+                        results = list(_threads.pool().map(lambda k: self._encode(log.inp, k), batch))
+                    else:
+                        results = [self._encode(log.inp, k) for k in batch]
+                    for k, (stored, payload, st, crc, raw_nbytes) in zip(batch, results):
+                        t, c, z, y, x, dz, dy, dx = (int(v) for v in k)
+                        mv = memoryview(payload).cast("B")
+                        cols["image_id"].append(image_id)
+                        cols["level"].append(log.level)
+                        for name, v in zip(("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x"), (t, c, z, y, x, dz, dy, dx)):
+                            cols[name].append(v)
+                        cols["dtype"].append(dname)
+                        cols["codec"].append(stored)
+                        cols["min"].append(st.min)
+                        cols["max"].append(st.max)
+                        cols["mean"].append(st.mean)
+                        cols["nonzero"].append(st.nonzero)
+                        cols["checksum"].append(crc)
+                        cols["nbytes"].append(raw_nbytes)
+                        cols["pixel_bytes"].append(mv)
+                        log.lengths.append(mv.nbytes)
+                        log.checksums.append(crc)
+                        log.heads.append(bytes(mv[:HEAD_BYTES]))
+                        buffered += mv.nbytes
+                        self.rows += 1
+                    if bar is not None:
+                        bar.update(len(batch))
+                    if buffered >= self.row_group_bytes:
+                        yield _to_batch(cols)
+                        cols = {f.name: [] for f in CHUNKS_SCHEMA}
+                        buffered = 0
+            if cols["image_id"]:
+                yield _to_batch(cols)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _encode(self, inp: ImageInput, k: np.ndarray) -> tuple[str | None, Any, Any, int, int]:
+        t, c, z, y, x, dz, dy, dx = (int(v) for v in k)
+        block = np.ascontiguousarray(inp.read_block(t, c, z, z + dz, y, y + dy, x, x + dx))
+        if block.shape != (dz, dy, dx):
+            raise SchemaError(
+                f"image {inp.header.image_id!r}: source returned a block of shape {block.shape} "
+                f"for chunk (t={t}, c={c}, z={z}, y={y}, x={x}); expected {(dz, dy, dx)}"
+            )
+        stored, payload = encode_payload(block, self.compression, self.level)
+        return stored, payload, chunk_stats(block), checksum(payload), block.nbytes
+
+
+def _to_batch(cols: dict[str, list[Any]]) -> pa.RecordBatch:
+    arrays = []
+    for f in CHUNKS_SCHEMA:
+        vals = cols[f.name]
+        if f.name == "pixel_bytes":
+            lengths = np.fromiter((v.nbytes for v in vals), dtype=np.int64, count=len(vals))
+            offsets = np.zeros(len(vals) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            data = bytearray(int(offsets[-1]))
+            mv = memoryview(data)
+            for v, a, b in zip(vals, offsets[:-1], offsets[1:]):
+                mv[a:b] = v
+            arrays.append(
+                pa.LargeBinaryArray.from_buffers(
+                    pa.large_binary(), len(vals), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+                )
+            )
+        else:
+            arrays.append(pa.array(vals, f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=CHUNKS_SCHEMA)
+
+
+def _write_part(
+    path: Path, fmt: str, stream: _ChunkStream, row_group_bytes: int
+) -> None:
+    batches = stream.batches()
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        plain = [f.name for f in CHUNKS_SCHEMA if f.name != "pixel_bytes"]
+        comp = {f.name: ("NONE" if f.name == "pixel_bytes" else "zstd") for f in CHUNKS_SCHEMA}
+        with pq.ParquetWriter(
+            path,
+            CHUNKS_SCHEMA,
+            compression=comp,
+            use_dictionary=plain,
+            write_statistics=plain,
+            data_page_size=1 << 20,
+        ) as writer:
+            for batch in batches:
+                writer.write_batch(batch, row_group_size=batch.num_rows)
+    else:
+        from ..storage._vortex import write_vortex_stream
+
+        write_vortex_stream(CHUNKS_SCHEMA, batches, path)
+
+
+def _images_rows(logs: list[_ImageLog], part: str, offsets: dict[int, np.ndarray | None]) -> pa.Table:
+    rows: dict[str, list[Any]] = {f.name: [] for f in IMAGES_SCHEMA}
+    for i, log in enumerate(logs):
+        h = log.inp.header
+        st, sc, sz, sy, sx = log.inp.shape
+        rows["image_id"].append(h.image_id)
+        rows["level"].append(log.level)
+        rows["name"].append(h.name)
+        rows["image_type"].append(h.image_type)
+        rows["parent_id"].append(log.inp.parent_id)
+        rows["acquisition_datetime"].append(h.acquisition_datetime or datetime.now(timezone.utc))
+        rows["pixels_meta"].append(
+            {
+                "dimension_order": h.dimension_order or ("XYZCT" if sz > 1 else "XYCT"),
+                "type": h.dtype_meta or dtype_name(log.inp.dtype),
+                "size_x": sx,
+                "size_y": sy,
+                "size_z": sz,
+                "size_c": sc,
+                "size_t": st,
+                "physical_size_x": h.physical_size_x,
+                "physical_size_y": h.physical_size_y,
+                "physical_size_z": h.physical_size_z,
+                "physical_size_x_unit": h.physical_size_x_unit,
+                "physical_size_y_unit": h.physical_size_y_unit,
+                "physical_size_z_unit": h.physical_size_z_unit,
+                "channels": h.channels,
+            }
+        )
+        cz, cy, cx = log.grid
+        rows["chunk_grid"].append(
+            {"order": "TCZYX", "chunk_t": 1, "chunk_c": 1, "chunk_z": cz, "chunk_y": cy, "chunk_x": cx, "chunk_order": "ZYX"}
+        )
+        rows["dtype"].append(dtype_name(log.inp.dtype))
+        rows["codec"].append(log.codec)
+        rows["n_chunks"].append(len(log.lengths))
+        rows["stored_bytes"].append(int(sum(log.lengths)))
+        rows["part"].append(part)
+        rows["row_start"].append(log.row_start)
+        off = offsets.get(i)
+        rows["chunk_offsets"].append(None if off is None else off.tolist())
+        rows["chunk_lengths"].append(log.lengths)
+        rows["chunk_checksums"].append(log.checksums)
+    return pa.table({f.name: pa.array(rows[f.name], f.type) for f in IMAGES_SCHEMA}, schema=IMAGES_SCHEMA)
+
+
+def _write_images_table(table: pa.Table, path: Path, fmt: str) -> None:
+    from ..storage._atomic import atomic_path
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+    else:
+        from ..storage._vortex import write_vortex_table
+
+        write_vortex_table(table, path)
+
+
+def write_dataset(
+    images: Any,
+    path: str | os.PathLike[str],
+    *,
+    format: Literal["parquet", "vortex"] | None = None,
+    mode: Literal["create", "append", "overwrite"] = "create",
+    chunk_shape: tuple[int, int, int] | None = (1, 512, 512),
+    compression: str | None = "zstd",
+    compression_level: int | None = 3,
+    image_ids: Sequence[str] | None = None,
+    dim_order: str | None = None,
+    level: int = 0,
+    row_group_bytes: int = DEFAULT_CHUNK_ROW_GROUP_BYTES,
+    progress: bool | None = None,
+) -> Any:
+    """Write images into a chunked dataset directory, streaming chunk by chunk.
+
+    Parameters
+    ----------
+    images
+        One image or a list: numpy arrays (axes ``dim_order``), OME-Arrow
+        records, ``OMEArrow`` objects, or sources/lazy plans (anything with an
+        ``image_input()`` method), which are read block by block.
+    path
+        The dataset directory (created when missing).
+    format
+        ``"parquet"`` (default for new datasets) or ``"vortex"``; an existing
+        dataset keeps its format.
+    mode
+        ``"create"`` (fail if a dataset exists), ``"append"`` (add images to an
+        existing dataset, or create it) or ``"overwrite"``.
+    chunk_shape
+        ``(Z, Y, X)`` chunk shape, clipped to each image.
+    compression, compression_level
+        Per-chunk codec (``"zstd"`` level 3 by default; ``None`` = raw).
+    image_ids
+        Identifiers, one per image (default: the record's id, else ``img-<n>``).
+    level
+        Pyramid level the images are written as (0 = full resolution).
+    row_group_bytes
+        Parquet row-group size of the chunks table (affects SQL scans only).
+    progress
+        Show a progress bar (default: when writing more than 64 chunks).
+
+    Returns
+    -------
+    omeframe.Dataset
+        The dataset as committed.
+
+    Raises
+    ------
+    FileExistsError
+        In ``"create"`` mode when ``path`` already holds a dataset.
+    ValueError
+        For duplicate image ids or bad options; nothing is committed then.
+    """
+    from .reader import Dataset, open_dataset
+
+    root = Path(path)
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not items:
+        raise ValueError("write_dataset needs at least one image")
+    if image_ids is not None and len(image_ids) != len(items):
+        raise ValueError(f"image_ids has {len(image_ids)} entries for {len(items)} images")
+    if mode not in ("create", "append", "overwrite"):
+        raise ValueError(f"mode must be 'create', 'append' or 'overwrite', got {mode!r}")
+    comp = normalize_compression(compression)
+    existing: Manifest | None = None
+    if root.exists() and (root / "manifest.json").exists():
+        if mode == "create":
+            raise FileExistsError(
+                f"{str(root)!r} already holds a dataset; pass mode='append' to add images or "
+                "mode='overwrite' to replace it"
+            )
+        if mode == "append":
+            existing = read_manifest(root)
+    elif root.exists() and any(root.iterdir()) and mode != "overwrite":
+        raise FileExistsError(f"{str(root)!r} exists and is not an empty directory or a dataset")
+    fmt = existing.format if existing else (format or "parquet")
+    if format is not None and existing is not None and format != existing.format:
+        raise ValueError(f"the dataset at {str(root)!r} is {existing.format}; cannot append {format}")
+    if fmt not in ("parquet", "vortex"):
+        raise ValueError(f"format must be 'parquet' or 'vortex', got {format!r}")
+
+    prior = open_dataset(root) if existing else None
+    taken = set(prior.image_ids) if prior is not None else set()
+    logs: list[_ImageLog] = []
+    for i, obj in enumerate(items):
+        inp = as_image_input(obj, dim_order=dim_order, image_id=image_ids[i] if image_ids else None)
+        if image_ids is None and inp.header.image_id in ("unnamed", ""):
+            inp.header.image_id = f"img-{len(taken)}"
+        iid = inp.header.image_id
+        if iid in taken:
+            raise ValueError(
+                f"image id {iid!r} is already in the dataset (or given twice); image ids must be unique"
+            )
+        taken.add(iid)
+        grid = normalize_chunk_shape(chunk_shape, *inp.shape[2:])
+        logs.append(_ImageLog(inp=inp, level=level, grid=grid, codec=comp))
+
+    staging = root if existing else root.parent / f".{root.name}.staging-{uuid.uuid4().hex[:8]}"
+    if not existing:
+        if not root.parent.exists():
+            raise FileNotFoundError(f"parent directory of {str(root)!r} does not exist")
+        staging.mkdir()
+    (staging / "chunks").mkdir(exist_ok=True)
+    gen = (existing.generation + 1) if existing else 1
+    ext = "parquet" if fmt == "parquet" else "vortex"
+    part_rel = f"chunks/part-{gen:05d}-{uuid.uuid4().hex[:8]}.{ext}"
+    images_rel = f"images-{gen:05d}.{ext}"
+    part_tmp = staging / (part_rel + ".tmp")
+    n_chunks = sum(len(_grid_keys(log.inp.shape, log.grid)) for log in logs)
+    stream = _ChunkStream(
+        logs,
+        compression=comp,
+        level=compression_level,
+        row_group_bytes=row_group_bytes,
+        progress=bool(progress) if progress is not None else n_chunks > 64,
+    )
+    try:
+        _write_part(part_tmp, fmt, stream, row_group_bytes)
+        offsets: dict[int, np.ndarray | None] = {}
+        all_offsets = locate_payloads(
+            part_tmp,
+            [h for log in logs for h in log.heads],
+            [n for log in logs for n in log.lengths],
+            [c for log in logs for c in log.checksums],
+        )
+        pos = 0
+        for i, log in enumerate(logs):
+            k = len(log.lengths)
+            offsets[i] = None if all_offsets is None else all_offsets[pos : pos + k]
+            pos += k
+        os.replace(part_tmp, staging / part_rel)
+        new_rows = _images_rows(logs, part_rel, offsets)
+        table = pa.concat_tables([prior.images_table, new_rows]) if prior is not None else new_rows
+        _write_images_table(table, staging / images_rel, fmt)
+        manifest = Manifest(
+            format=fmt,
+            generation=gen,
+            images=images_rel,
+            parts=(existing.parts if existing else []) + [part_rel],
+        )
+        write_manifest(staging, manifest)
+    except BaseException:
+        if existing:  # leave the committed generation exactly as it was
+            for p in (part_tmp, staging / part_rel, staging / images_rel):
+                p.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not existing:
+        if root.exists():  # overwrite: swap the new dataset into place
+            trash = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(root, trash)
+            os.replace(staging, root)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, root)
+    else:
+        # Keep this and the previous generation's images table (a reader may
+        # have opened the previous manifest); older ones are garbage.
+        keep = {images_rel, existing.images}
+        for f in root.glob(f"images-*.{ext}"):
+            if f.name not in keep:
+                f.unlink(missing_ok=True)
+    return Dataset(root)

@@ -1,0 +1,94 @@
+"""Predicates over per-chunk statistics: ``chunk.max > 1000`` and friends.
+
+A predicate evaluates to one boolean per chunk from the statistics a dataset
+stores (``min``, ``max``, ``mean``, ``nonzero``); a plan skips the chunks for
+which it is false without reading them (their pixels read as zero).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["chunk", "ChunkPredicate", "ChunkStat"]
+
+Stats = dict[str, np.ndarray]
+_STATS = ("min", "max", "mean", "nonzero")
+
+
+@dataclass(frozen=True)
+class ChunkPredicate:
+    """A boolean expression over chunk statistics."""
+
+    fn: Callable[[Stats], np.ndarray]
+    text: str
+
+    def __call__(self, stats: Stats) -> np.ndarray:
+        return np.asarray(self.fn(stats), dtype=bool)
+
+    def __and__(self, other: ChunkPredicate) -> ChunkPredicate:
+        return ChunkPredicate(lambda s: self(s) & other(s), f"({self.text}) & ({other.text})")
+
+    def __or__(self, other: ChunkPredicate) -> ChunkPredicate:
+        return ChunkPredicate(lambda s: self(s) | other(s), f"({self.text}) | ({other.text})")
+
+    def __invert__(self) -> ChunkPredicate:
+        return ChunkPredicate(lambda s: ~self(s), f"~({self.text})")
+
+    def __bool__(self) -> bool:
+        raise TypeError("use & | ~ to combine chunk predicates, not 'and'/'or'/'not'")
+
+    def __repr__(self) -> str:
+        return f"<ChunkPredicate {self.text}>"
+
+
+@dataclass(frozen=True)
+class ChunkStat:
+    """One statistic column (``chunk.max`` ...); compare it to build a predicate."""
+
+    name: str
+
+    def _cmp(self, op: Callable[[Any, Any], Any], sym: str, value: float) -> ChunkPredicate:
+        if not isinstance(value, (int, float, np.number)):
+            raise TypeError(f"compare chunk.{self.name} with a number, got {type(value).__name__}")
+        name = self.name
+        return ChunkPredicate(lambda s: op(s[name], value), f"chunk.{name} {sym} {value!r}")
+
+    def __gt__(self, v: float) -> ChunkPredicate:  # type: ignore[override]
+        return self._cmp(operator.gt, ">", v)
+
+    def __ge__(self, v: float) -> ChunkPredicate:  # type: ignore[override]
+        return self._cmp(operator.ge, ">=", v)
+
+    def __lt__(self, v: float) -> ChunkPredicate:  # type: ignore[override]
+        return self._cmp(operator.lt, "<", v)
+
+    def __le__(self, v: float) -> ChunkPredicate:  # type: ignore[override]
+        return self._cmp(operator.le, "<=", v)
+
+    def __eq__(self, v: object) -> ChunkPredicate:  # type: ignore[override]
+        return self._cmp(operator.eq, "==", v)  # type: ignore[arg-type]
+
+    def __ne__(self, v: object) -> ChunkPredicate:  # type: ignore[override]
+        return self._cmp(operator.ne, "!=", v)  # type: ignore[arg-type]
+
+    __hash__ = object.__hash__
+
+
+class _ChunkNamespace:
+    """``omeframe.chunk``: the statistics a chunk predicate can use."""
+
+    min = ChunkStat("min")
+    max = ChunkStat("max")
+    mean = ChunkStat("mean")
+    nonzero = ChunkStat("nonzero")
+
+    def __repr__(self) -> str:
+        return f"<omeframe.chunk: {', '.join(_STATS)}>"
+
+
+chunk = _ChunkNamespace()

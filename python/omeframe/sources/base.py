@@ -1,0 +1,63 @@
+"""The source protocol that lazy plans read through.
+
+A :class:`LazySource` knows an image's shape, dtype and header cheaply (no
+pixel I/O) and hands out a :class:`~omeframe.chunks.assemble.PixelSource`
+(its pieces and how to decode them) when a plan runs or is explained.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from ..chunks.assemble import PixelSource
+from ..ingest._builder import ImageHeader
+
+__all__ = ["LazySource"]
+
+
+class LazySource(ABC):
+    """An image that can be planned without reading pixels."""
+
+    #: Short description for ``explain()``.
+    describe: str = "source"
+
+    def __init__(self) -> None:
+        self._pixels: PixelSource | None = None
+        self._lock = threading.Lock()
+
+    @property
+    @abstractmethod
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, C, Z, Y, X)``."""
+
+    @property
+    @abstractmethod
+    def dtype(self) -> np.dtype[Any]:
+        """Native pixel dtype."""
+
+    @abstractmethod
+    def header(self) -> ImageHeader:
+        """Image metadata (ids, names, channels, physical sizes)."""
+
+    @abstractmethod
+    def _open_pixels(self) -> PixelSource:
+        """Build the piece description (may read metadata or, for records, the row)."""
+
+    def pixel_source(self) -> PixelSource:
+        """The pieces of the image (built once, then reused)."""
+        with self._lock:
+            if self._pixels is None:
+                self._pixels = self._open_pixels()
+            return self._pixels
+
+    def chunk_stats(self) -> dict[str, np.ndarray] | None:
+        """Per-piece statistics (``min``, ``max``, ``mean``, ``nonzero``), if stored."""
+        return None
+
+    def chunk_shape(self) -> tuple[int, int, int] | None:
+        """The source's ZYX chunk shape when regular (used when materialising)."""
+        return None

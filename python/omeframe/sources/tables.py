@@ -1,0 +1,146 @@
+"""Sources over files: one record of a record table, one image of a dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..chunks.assemble import PixelSource
+from ..dataset.inputs import header_from_record
+from ..dataset.reader import Dataset
+from ..export.pixels import record_source
+from ..ingest._builder import ImageHeader
+from ..schema.record import RecordView
+from ..storage import parquet as pqio
+from ..storage.records import detect_format, find_record_column, read_record
+from .base import LazySource
+
+__all__ = ["RecordTableSource", "DatasetSource"]
+
+_HEADER_FIELDS = ("type", "version", "id", "name", "image_type", "acquisition_datetime", "pixels_meta", "chunk_grid")
+
+
+class RecordTableSource(LazySource):
+    """Row ``row_index`` of a Parquet/Vortex record table, read only when needed.
+
+    Planning reads the header fields alone (nested column projection); running
+    the plan reads the row group (Parquet) or row (Vortex) that holds the record.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, column_name: str | None = "ome_arrow", row_index: int = 0, format: str | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"no such file: {str(self.path)!r}")
+        self.format = detect_format(self.path, format)
+        self.row_index = int(row_index)
+        self._record: pa.StructScalar | None = None
+        if self.format == "parquet":
+            self._pf = pqio.open_parquet(self.path)
+            self.column = find_record_column(self._pf.schema_arrow, column_name, source=repr(str(self.path)))
+            self._group, self._row_in_group = pqio.row_group_of(self._pf, self.row_index)
+            st = self._pf.schema_arrow.field(self.column).type
+            present = [f for f in _HEADER_FIELDS if st.get_field_index(f) >= 0]
+            cols = [f"{self.column}.{f}" for f in present]
+            tbl = self._pf.read_row_group(self._group, columns=cols)
+            self._hdr = tbl[self.column][self._row_in_group].as_py()
+        else:
+            scalar, _, col = read_record(self.path, column_name=column_name, row_index=row_index, format="vortex")
+            self.column = col
+            self._record = scalar
+            self._hdr = {
+                f: (scalar[f].as_py() if scalar.type.get_field_index(f) >= 0 else None) for f in _HEADER_FIELDS
+            }
+        self._hdr_view = RecordView(self._header_record())
+        self.describe = (
+            f"{self.format} record table {str(self.path)!r} column {self.column!r} row {self.row_index}"
+        )
+
+    def _header_record(self) -> dict[str, Any]:
+        rec = {k: self._hdr.get(k) for k in _HEADER_FIELDS}
+        rec["chunks"] = []
+        rec["planes"] = []
+        rec["masks"] = None
+        return rec
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return self._hdr_view.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._hdr_view.dtype
+
+    def header(self) -> ImageHeader:
+        return header_from_record(self._hdr_view)
+
+    def chunk_shape(self) -> tuple[int, int, int] | None:
+        g = self._hdr.get("chunk_grid")
+        if not g:
+            return None
+        return (int(g["chunk_z"]), int(g["chunk_y"]), int(g["chunk_x"]))
+
+    def record(self) -> pa.StructScalar:
+        """The full record (reads the row group / row on first call)."""
+        if self._record is None:
+            tbl = pqio.read_parquet_rows(self._pf, [self.row_index], columns=[self.column])
+            self._record = tbl[self.column].combine_chunks()[0]
+        return self._record
+
+    def _open_pixels(self) -> PixelSource:
+        src = record_source(RecordView(self.record()))
+        meta = 0
+        if self.format == "parquet":
+            md = self._pf.metadata
+            meta = md.serialized_size
+        return PixelSource(
+            src.shape, src.dtype, src.origins, src.extents, src.decode, src.stored_nbytes,
+            src.parallel, self.describe, metadata_nbytes=meta, extra={"row_group_bytes": self.row_group_bytes()},
+        )
+
+    def row_group_bytes(self) -> int:
+        """Bytes a read of the record costs: its row group's OME-Arrow column chunks."""
+        if self.format != "parquet":
+            return 0
+        rg = self._pf.metadata.row_group(self._group)
+        prefix = self.column + "."
+        return sum(
+            rg.column(i).total_compressed_size
+            for i in range(rg.num_columns)
+            if rg.column(i).path_in_schema.startswith(prefix) or rg.column(i).path_in_schema == self.column
+        )
+
+
+class DatasetSource(LazySource):
+    """One image (and pyramid level) of a chunked dataset."""
+
+    def __init__(self, dataset: Dataset, image_id: str | None = None, level: int = 0) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.entry = dataset.entry(image_id, level)
+        self.level = level
+        self.describe = f"{dataset.format} dataset {str(dataset.path)!r} image {self.entry.image_id!r} level {level}"
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return self.entry.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.entry.dtype
+
+    def header(self) -> ImageHeader:
+        return self.dataset._header(self.entry.image_id, self.level)
+
+    def _open_pixels(self) -> PixelSource:
+        return self.dataset.pixel_source(self.entry.image_id, self.level)
+
+    def chunk_stats(self) -> dict[str, np.ndarray] | None:
+        return self.dataset.chunk_stats(self.entry.image_id, self.level)
+
+    def chunk_shape(self) -> tuple[int, int, int] | None:
+        return self.entry.chunk_shape
