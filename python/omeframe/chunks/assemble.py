@@ -175,16 +175,30 @@ def select_pieces(src: PixelSource, sel: IndexSelection) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
-def _limits(dtype: np.dtype[Any]) -> tuple[float, float] | None:
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return float(info.min), float(info.max)
-    if dtype.kind == "b":
-        return 0.0, 1.0
-    if dtype.kind == "f":
-        finfo = np.finfo(dtype)
-        return float(finfo.min), float(finfo.max)
-    return None
+def clamp_cast(piece: np.ndarray, out_dtype: np.dtype[Any]) -> np.ndarray:
+    """Saturating cast: values beyond ``out_dtype``'s range become its min/max.
+
+    Integer bounds are compared exactly (no float round trip, which loses
+    64-bit precision and rounds e.g. float32(2**31 - 1) up past int32's max);
+    NaN becomes 0 for integer targets.
+    """
+    if piece.dtype == out_dtype or out_dtype.kind not in "iuf":
+        return piece.astype(out_dtype, copy=False)
+    if out_dtype.kind == "f":
+        fi = np.finfo(out_dtype)
+        return np.clip(piece, fi.min, fi.max).astype(out_dtype)
+    info = np.iinfo(out_dtype)
+    if piece.dtype.kind in "iu":
+        si = np.iinfo(piece.dtype)
+        lo, hi = max(info.min, si.min), min(info.max, si.max)
+        return np.clip(piece, piece.dtype.type(lo), piece.dtype.type(hi)).astype(out_dtype)
+    if piece.dtype.kind == "b":
+        return piece.astype(out_dtype)
+    with np.errstate(invalid="ignore"):
+        res = np.where(np.isnan(piece), 0, np.clip(piece, info.min, info.max)).astype(out_dtype)
+    res[piece >= info.max] = info.max
+    res[piece <= info.min] = info.min
+    return res
 
 
 def assemble(
@@ -224,7 +238,6 @@ def assemble(
     ti, ci, zi = sel.t, sel.c, sel.z
     y0, y1 = sel.y
     x0, x1 = sel.x
-    limits = _limits(out_dtype) if clamp else None
     z_runs = zi.size == 1 or bool(np.all(np.diff(zi) == 1))
     t_pos = {int(v): np.flatnonzero(ti == v) for v in np.unique(ti)}
     c_pos = {int(v): np.flatnonzero(ci == v) for v in np.unique(ci)}
@@ -237,8 +250,8 @@ def assemble(
         ly0, ly1 = max(yy, y0), min(yy + dy, y1)
         lx0, lx1 = max(xx, x0), min(xx + dx, x1)
         piece = block[:, ly0 - yy : ly1 - yy, lx0 - xx : lx1 - xx]
-        if limits is not None and piece.dtype != out_dtype:
-            piece = np.clip(piece, limits[0], limits[1])
+        if clamp and piece.dtype != out_dtype:
+            piece = clamp_cast(piece, out_dtype)
         ys = slice(ly0 - y0, ly1 - y0)
         xs = slice(lx0 - x0, lx1 - x0)
         oz = np.flatnonzero((zi >= z0) & (zi < z0 + dz))
