@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -48,9 +49,14 @@ def test_from_path(tmp_path, suffix):
 def test_from_path_custom_column_and_missing(tmp_path, rec, arr):
     path = tmp_path / "one.parquet"
     of.to_ome_parquet(rec, str(path))  # reference default column "image"
-    with pytest.warns(UserWarning, match="'ome_arrow' not found"):
+    # "ome_arrow" -> "image" is the conventional fallback: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         o = of.OMEArrow(path)
     assert np.array_equal(o.export()[0], arr)
+    # Any other missing name still warns before auto-detecting.
+    with pytest.warns(UserWarning, match="'cells' not found"):
+        assert of.OMEArrow(path, column_name="cells").data == o.data
     assert of.OMEArrow(path, column_name="image").data == o.data
     with pytest.raises(FileNotFoundError):
         of.OMEArrow(tmp_path / "nope.parquet")

@@ -19,6 +19,7 @@ from .errors import (
     CorruptFileError,
     DimOrderError,
     DtypeError,
+    ImageNotFoundError,
     NoOmeArrowColumnError,
     OmeframeError,
     OptionalDependencyError,
@@ -48,6 +49,7 @@ from .tables import (
 from .transform import slice_ome_arrow
 from .utils import describe_ome_arrow, verify_ome_arrow
 from .view import view_matplotlib
+from .io.thumbnail import thumbnail_png
 
 ome_arrow_version = __version__
 
@@ -74,6 +76,7 @@ __all__ = [
     "to_numpy",
     "plane_from_chunks",
     "to_dict",
+    "thumbnail_png",
     "to_ome_parquet",
     "to_ome_vortex",
     "from_ome_parquet",
@@ -97,5 +100,6 @@ __all__ = [
     "CorruptFileError",
     "ChunkChecksumError",
     "SelectionError",
+    "ImageNotFoundError",
     "OptionalDependencyError",
 ]

@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 _lock = threading.Lock()
+_local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _workers: int = max(1, os.cpu_count() or 1)
 
@@ -34,10 +35,26 @@ def set_num_threads(n: int) -> None:
         _workers = n
 
 
+def _mark_worker() -> None:
+    _local.worker = True
+
+
+def can_parallelize() -> bool:
+    """True when the caller may hand work to the shared pool.
+
+    False inside a pool worker: nested submissions would wait on tasks queued
+    behind the very workers that wait for them (a deadlock), so nested pixel
+    work runs inline in the worker instead.
+    """
+    return _workers > 1 and not getattr(_local, "worker", False)
+
+
 def pool() -> ThreadPoolExecutor:
     """Return the shared executor, creating it on first use."""
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_workers, thread_name_prefix="omeframe")
+            _pool = ThreadPoolExecutor(
+                max_workers=_workers, thread_name_prefix="omeframe", initializer=_mark_worker
+            )
         return _pool

@@ -92,8 +92,14 @@ class OMEArrow:
         if isinstance(data, (str, os.PathLike)):
             path = Path(data)
             self._source = str(path)
-            if path.suffix.lower() not in _TABLE_SUFFIXES and not path.is_file():
+            if not path.exists():
                 raise FileNotFoundError(f"no such file: {str(path)!r}")
+            if path.is_dir() or path.suffix.lower() not in _TABLE_SUFFIXES:
+                raise ValueError(
+                    f"OMEArrow({str(path)!r}) reads record tables (.parquet / .vortex); for "
+                    "datasets, OME-Zarr stores and TIFF files use OMEArrow.scan(path) (lazy) "
+                    "and .collect()"
+                )
             detect_format(path)  # precise error for files that are not tables
             scalar, _, _ = read_record(path, column_name=column_name, row_index=row_index)
         elif isinstance(data, np.ndarray):
@@ -215,7 +221,9 @@ class OMEArrow:
         """
         if self._plan is None:
             return self
-        return OMEArrow._from_record(self.data, tcz=self.tcz, image_type=self._image_type)
+        # Do not cache the result on the plan: collecting never changes it.
+        scalar = self._data if self._data is not None else self._plan.materialize()
+        return OMEArrow._from_record(scalar, tcz=self.tcz, image_type=self._image_type)
 
     def explain(self) -> str:
         """The read plan: source, selection, chunks and bytes it will read."""
@@ -255,10 +263,14 @@ class OMEArrow:
         """
         if self._plan is None:
             return self.slice(x_min, x_max, y_min, y_max, t_indices, c_indices, z_indices, fill_missing)
+        from .transform import _keep
+
         sel: dict[str, Any] = {"y": (y_min, y_max), "x": (x_min, x_max)}
-        for axis, idx in (("t", t_indices), ("c", c_indices), ("z", z_indices)):
+        shape = self._plan.shape
+        for axis, idx, size in (("t", t_indices, shape[0]), ("c", c_indices, shape[1]), ("z", z_indices, shape[2])):
             if idx is not None:
-                sel[axis] = sorted({int(i) for i in idx})
+                # the same index-set rules as the eager slice (no negative indices)
+                sel[axis] = _keep(idx, size, axis.upper())
         from dataclasses import replace
 
         plan = self._plan.select(**sel)
@@ -312,7 +324,20 @@ class OMEArrow:
             return plan.select(t=[t], c=[c], z=slice(z0, z1), y=(y0, y1), x=(x0, x1)).execute()[0, 0]
 
         hint = plan.source.chunk_shape()
-        return ImageInput(plan.shape, plan.out_dtype, plan.source.header(), read_block, chunk_hint=hint)
+        # The plan's header: a copy (never the source's own object, which the
+        # writer renames), with the channels the selection keeps.
+        from dataclasses import replace
+
+        from .ingest._builder import default_channels
+
+        h = plan.source.header()
+        chans = [dict(ch) for ch in (h.channels or [])]
+        if plan.selection.c is not None and len(chans) == plan.source.shape[1]:
+            chans = [chans[i] for i in plan.selection.c]
+        if len(chans) != plan.shape[1]:
+            chans = default_channels(None, plan.shape[1])
+        header = replace(h, channels=chans, dtype_meta=None if plan.dtype is not None else h.dtype_meta)
+        return ImageInput(plan.shape, plan.out_dtype, header, read_block, chunk_hint=hint)
 
     # ---- conversions -------------------------------------------------------
     def export(

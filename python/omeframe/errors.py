@@ -18,6 +18,7 @@ __all__ = [
     "CorruptFileError",
     "ChunkChecksumError",
     "SelectionError",
+    "ImageNotFoundError",
     "OptionalDependencyError",
 ]
 
@@ -60,6 +61,13 @@ class ChunkChecksumError(CorruptFileError):
 
 class SelectionError(OmeframeError, ValueError):
     """A region or index selection does not fit the image."""
+
+
+class ImageNotFoundError(OmeframeError, KeyError):
+    """A dataset or table has no image with the requested id."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
 
 
 class OptionalDependencyError(OmeframeError, ImportError):

@@ -263,7 +263,7 @@ def assemble(
             out[ot[:, None, None], oc[None, :, None], oz[None, None, :], ys, xs] = sub[None, None]
 
     work = picked.tolist()
-    heavy = src.parallel and len(work) > 1 and _threads.num_threads() > 1 and (
+    heavy = src.parallel and len(work) > 1 and _threads.can_parallelize() and (
         int(src.stored_nbytes[picked].sum()) >= _PARALLEL_MIN_BYTES
     )
     if heavy:

@@ -77,6 +77,9 @@ def encode_payload(
     name, preset_level = _PRESETS.get(compression, (compression, None))
     lvl = level if level is not None else preset_level
     packed = _codec(name, lvl).compress(raw, asbytes=False)
+    # Arrow allocates the worst-case compressed size and keeps that capacity
+    # after compressing; give it back, or every held chunk costs ~its raw size.
+    packed.resize(packed.size, shrink_to_fit=True)
     if compression in _PRESETS and packed.size >= raw.nbytes:
         return None, raw
     return name, packed

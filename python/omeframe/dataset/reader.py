@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from ..chunks.assemble import PixelSource, assemble, index_selection
 from ..chunks.codec import decode_payload
-from ..errors import ChunkChecksumError, CorruptFileError, SelectionError
+from ..errors import ChunkChecksumError, CorruptFileError, ImageNotFoundError, SelectionError
 from ..schema.dtypes import to_numpy_dtype
 from ..storage import files
 from .manifest import Manifest, read_manifest
@@ -142,7 +142,9 @@ class Dataset:
 
             with files.open_input(p) as fh:
                 try:
-                    t = pq.read_table(fh)
+                    # One read of the whole (small) file: parsing from the file
+                    # object read the footer region twice (tail, then columns).
+                    t = pq.read_table(pa.BufferReader(fh.read_range(0, fh.size)))
                 except (pa.ArrowInvalid, OSError) as exc:
                     raise CorruptFileError(f"unreadable images table {str(p)!r}: {exc}") from exc
         else:
@@ -191,9 +193,9 @@ class Dataset:
                 ) from None
             raise self._missing(image_id) from None
 
-    def _missing(self, image_id: str) -> KeyError:
+    def _missing(self, image_id: str) -> ImageNotFoundError:
         ids = self.image_ids
-        return KeyError(
+        return ImageNotFoundError(
             f"no image {image_id!r} in dataset {str(self.path)!r}; it holds {len(ids)} images: "
             f"{ids[:5]}{' ...' if len(ids) > 5 else ''}"
         )

@@ -39,7 +39,7 @@ from .locate import HEAD_BYTES, locate_payloads
 from .manifest import Manifest, read_manifest, write_manifest
 from .schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 
-__all__ = ["write_dataset", "DEFAULT_CHUNK_ROW_GROUP_BYTES"]
+__all__ = ["write_dataset", "write_items", "DEFAULT_CHUNK_ROW_GROUP_BYTES"]
 
 DEFAULT_CHUNK_ROW_GROUP_BYTES = 64 << 20
 _BATCH_CHUNKS_PER_THREAD = 4
@@ -110,7 +110,7 @@ class _ChunkStream:
                 image_id = log.inp.header.image_id
                 for lo in range(0, len(keys), step):
                     batch = keys[lo : lo + step]
-                    if len(batch) > 1 and _threads.num_threads() > 1:
+                    if len(batch) > 1 and _threads.can_parallelize():
                         results = list(_threads.pool().map(lambda k: self._encode(log.inp, k), batch))
                     else:
                         results = [self._encode(log.inp, k) for k in batch]
@@ -272,7 +272,7 @@ def write_dataset(
     *,
     format: Literal["parquet", "vortex"] | None = None,
     mode: Literal["create", "append", "overwrite"] = "create",
-    chunk_shape: tuple[int, int, int] | None = (1, 512, 512),
+    chunk_shape: tuple[int, int, int] | None = None,
     compression: str | None = "zstd",
     compression_level: int | None = 3,
     image_ids: Sequence[str] | None = None,
@@ -298,11 +298,14 @@ def write_dataset(
         ``"create"`` (fail if a dataset exists), ``"append"`` (add images to an
         existing dataset, or create it) or ``"overwrite"``.
     chunk_shape
-        ``(Z, Y, X)`` chunk shape, clipped to each image.
+        ``(Z, Y, X)`` chunk shape, clipped to each image. Default: the chunk
+        shape of the dataset's first image when appending, else (1, 512, 512).
     compression, compression_level
         Per-chunk codec (``"zstd"`` level 3 by default; ``None`` = raw).
     image_ids
         Identifiers, one per image (default: the record's id, else ``img-<n>``).
+    dim_order
+        Axes of numpy inputs (inferred from the rank when ``None``).
     level
         Pyramid level the images are written as (0 = full resolution).
     row_group_bytes
@@ -322,14 +325,45 @@ def write_dataset(
     ValueError
         For duplicate image ids or bad options; nothing is committed then.
     """
+    items_in = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not items_in:
+        raise ValueError("write_dataset needs at least one image")
+    if image_ids is not None and len(image_ids) != len(items_in):
+        raise ValueError(f"image_ids has {len(image_ids)} entries for {len(items_in)} images")
+    items = [
+        (obj, None if image_ids is None else str(image_ids[i]), level, None)
+        for i, obj in enumerate(items_in)
+    ]
+    return write_items(
+        items, path, format=format, mode=mode, chunk_shape=chunk_shape, compression=compression,
+        compression_level=compression_level, dim_order=dim_order, row_group_bytes=row_group_bytes,
+        progress=progress,
+    )
+
+
+def write_items(
+    items: Sequence[tuple[Any, str | None, int, str | None]],
+    path: str | os.PathLike[str],
+    *,
+    format: Literal["parquet", "vortex"] | None = None,
+    mode: Literal["create", "append", "overwrite"] = "create",
+    chunk_shape: tuple[int, int, int] | None = None,
+    compression: str | None = "zstd",
+    compression_level: int | None = 3,
+    dim_order: str | None = None,
+    row_group_bytes: int = DEFAULT_CHUNK_ROW_GROUP_BYTES,
+    progress: bool | None = None,
+) -> Any:
+    """Write ``(image, image_id, level, parent_id)`` items as one committed generation.
+
+    The engine behind :func:`write_dataset` and the file ingesters (pyramid
+    levels and label images). ``(image_id, level)`` pairs must be unique.
+    """
     from .reader import Dataset, open_dataset
 
     root = Path(path)
-    items = list(images) if isinstance(images, (list, tuple)) else [images]
     if not items:
-        raise ValueError("write_dataset needs at least one image")
-    if image_ids is not None and len(image_ids) != len(items):
-        raise ValueError(f"image_ids has {len(image_ids)} entries for {len(items)} images")
+        raise ValueError("nothing to write: no images given")
     if mode not in ("create", "append", "overwrite"):
         raise ValueError(f"mode must be 'create', 'append' or 'overwrite', got {mode!r}")
     comp = normalize_compression(compression)
@@ -351,20 +385,26 @@ def write_dataset(
         raise ValueError(f"format must be 'parquet' or 'vortex', got {format!r}")
 
     prior = open_dataset(root) if existing else None
-    taken = set(prior.image_ids) if prior is not None else set()
+    if chunk_shape is None and prior is not None and prior._entries:
+        chunk_shape = next(iter(prior._entries.values())).chunk_shape
+    taken: set[tuple[str, int]] = set(prior._entries) if prior is not None else set()
+    n_ids = len({iid for iid, _ in taken})
     logs: list[_ImageLog] = []
-    for i, obj in enumerate(items):
-        inp = as_image_input(obj, dim_order=dim_order, image_id=image_ids[i] if image_ids else None)
-        if image_ids is None and inp.header.image_id in ("unnamed", ""):
-            inp.header.image_id = f"img-{len(taken)}"
+    for obj, iid_given, lvl, parent in items:
+        inp = as_image_input(obj, dim_order=dim_order, image_id=iid_given)
+        if iid_given is None and inp.header.image_id in ("unnamed", ""):
+            inp.header.image_id = f"img-{n_ids}"
+            n_ids += 1
+        inp.parent_id = parent if parent is not None else inp.parent_id
         iid = inp.header.image_id
-        if iid in taken:
+        if (iid, int(lvl)) in taken:
             raise ValueError(
-                f"image id {iid!r} is already in the dataset (or given twice); image ids must be unique"
+                f"image id {iid!r} level {lvl} is already in the dataset (or given twice); "
+                "image ids must be unique"
             )
-        taken.add(iid)
+        taken.add((iid, int(lvl)))
         grid = normalize_chunk_shape(chunk_shape, *inp.shape[2:])
-        logs.append(_ImageLog(inp=inp, level=level, grid=grid, codec=comp))
+        logs.append(_ImageLog(inp=inp, level=int(lvl), grid=grid, codec=comp))
 
     staging = root if existing else root.parent / f".{root.name}.staging-{uuid.uuid4().hex[:8]}"
     if not existing:

@@ -274,7 +274,7 @@ class RecordBuilder:
             t, c, z, y, x, dz, dy, dx = (int(v) for v in k)
             return encode_payload(a[t, c, z : z + dz, y : y + dy, x : x + dx], comp, level)
 
-        if comp is not None and n > 1 and a.nbytes >= _PARALLEL_MIN_BYTES and _threads.num_threads() > 1:
+        if comp is not None and n > 1 and a.nbytes >= _PARALLEL_MIN_BYTES and _threads.can_parallelize():
             results = list(_threads.pool().map(encode, keys))
         else:
             results = [encode(k) for k in keys]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -61,3 +62,25 @@ class LazySource(ABC):
     def chunk_shape(self) -> tuple[int, int, int] | None:
         """The source's ZYX chunk shape when regular (used when materialising)."""
         return None
+
+    def levels(self) -> list[LazySource]:
+        """Pyramid levels, full resolution first (``[self]`` when there is no pyramid)."""
+        return [self]
+
+    def labels(self) -> dict[str, LazySource]:
+        """Label images linked to this image, by name (empty when there are none)."""
+        return {}
+
+    def image_input(self) -> Any:
+        """Block reader for :func:`omeframe.write_dataset` (streams chunk by chunk)."""
+        from ..dataset.inputs import ImageInput
+        from ..plan.lazy import LazyImage
+
+        plan = LazyImage(self)
+
+        def read_block(t: int, c: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+            return plan.select(t=[t], c=[c], z=slice(z0, z1), y=(y0, y1), x=(x0, x1)).execute()[0, 0]
+
+        h = self.header()
+        header = replace(h, channels=[dict(c) for c in (h.channels or [])])
+        return ImageInput(self.shape, self.dtype, header, read_block, chunk_hint=self.chunk_shape())

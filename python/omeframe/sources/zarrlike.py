@@ -37,6 +37,8 @@ class ZarrArraySource(LazySource):
         self._shape = tuple(shape.get(a, 1) for a in CANONICAL)
         chunks = dict(zip(self.axes, (int(c) for c in array.chunks)))
         self._chunks = tuple(chunks.get(a, 1) for a in CANONICAL)
+        #: Stored bytes of the whole array when the store cannot tell (TIFF tiles).
+        self._stored_total: int | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -75,13 +77,13 @@ class ZarrArraySource(LazySource):
                 kept = ["Z", *kept]
             return block.transpose([kept.index(a) for a in "ZYX"])
 
-        nbytes = _stored_estimate(arr, len(origins))
+        nbytes = _stored_estimate(arr, len(origins), self._stored_total)
         return PixelSource(self._shape, self.dtype, origins, extents, decode, nbytes, True, self.describe)  # type: ignore[arg-type]
 
 
-def _stored_estimate(arr: Any, n: int) -> np.ndarray:
+def _stored_estimate(arr: Any, n: int, total: int | None = None) -> np.ndarray:
     try:
-        total = int(arr.nbytes_stored())
+        total = int(arr.nbytes_stored()) if total is None else int(total)
     except Exception:  # noqa: BLE001 - stores that cannot tell: fall back to raw size
         total = int(np.prod(arr.shape)) * np.dtype(arr.dtype).itemsize
     return np.full(n, total // max(n, 1), dtype=np.int64)
@@ -196,5 +198,8 @@ def open_tiff_source(path: str | os.PathLike[str], *, series: int = 0, level: in
     if isinstance(arr, zarr.Group):  # multi-level stores open as groups
         arr = arr[str(level)] if str(level) in arr else arr[next(iter(arr.array_keys()))]
     src = ZarrArraySource(arr, axes, _header(p.stem, p.name, 1), f"TIFF {str(p)!r} series {series} level {level} (tiles {arr.chunks})", keep=tf)
+    # tifffile's zarr store reports only its JSON metadata as "stored" bytes;
+    # the tiles' byte counts are in the pages.
+    src._stored_total = sum(int(sum(pg.databytecounts)) for pg in lv.pages if pg is not None) or None
     src._header.channels = default_channels(None, src.shape[1])
     return src

@@ -245,14 +245,27 @@ def write_vortex_stream(
     hidden = pa.field(SCHEMA_COLUMN_PREFIX + encoded, pa.null())
     out_schema = schema.remove_metadata().append(hidden)
 
+    failure: list[BaseException] = []
+
     def with_hidden() -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            arrays = list(batch.columns) + [pa.nulls(batch.num_rows)]
-            yield pa.RecordBatch.from_arrays(arrays, schema=out_schema)
+        try:
+            for batch in batches:
+                arrays = list(batch.columns) + [pa.nulls(batch.num_rows)]
+                yield pa.RecordBatch.from_arrays(arrays, schema=out_schema)
+        except BaseException as exc:
+            failure.append(exc)
+            raise
 
     reader = pa.RecordBatchReader.from_batches(out_schema, with_hidden())
     with atomic_path(path) as tmp:
-        vortex.io.write(reader, os.fspath(tmp))
+        try:
+            vortex.io.write(reader, os.fspath(tmp))
+        except Exception:
+            # vortex wraps an error of the batch producer in a RuntimeError
+            # ("C Data interface error"); re-raise the producer's own exception.
+            if failure:
+                raise failure[0] from None
+            raise
 
 
 def read_vortex_schema(path: PathLike) -> pa.Schema:

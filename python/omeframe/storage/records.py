@@ -118,7 +118,11 @@ def find_record_column(schema: pa.Schema, column_name: str | None, *, source: st
             f"{source} has no OME-Arrow column: none of its columns {names} is a struct "
             "with the OME-Arrow fields (type, version, id, name, pixels_meta, chunks/planes)"
         )
-    if column_name is not None:
+    # "ome_arrow" and "image" are the two conventional names (readers default to
+    # the first, ome-arrow's one-record writers to the second): falling back
+    # between them is expected, not worth a warning.
+    conventional = {"ome_arrow", "image"}
+    if column_name is not None and not (column_name in conventional and candidates[0] in conventional):
         warnings.warn(
             f"column {column_name!r} not found in {source}; using the OME-Arrow column "
             f"{candidates[0]!r}",

@@ -87,6 +87,17 @@ def _pair(lo: int, hi: int, axis: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _axis_range(lo: int, hi: int, size: int, axis: str) -> slice:
+    """A T/Z ROI range as a slice, refusing bounds outside ``[0, size]`` (no clipping)."""
+    lo, hi = _pair(lo, hi, axis)
+    if lo < 0 or hi > size:
+        raise SelectionError(
+            f"ROI {axis} range [{lo}, {hi}) lies outside the image ({axis}={size}); "
+            f"bounds must be within [0, {size}]"
+        )
+    return slice(lo, hi)
+
+
 def _spatial(spec: ViewSpec, plan: LazyImage) -> dict[str, Any]:
     sel: dict[str, Any] = {}
     if spec.roi is not None:
@@ -108,21 +119,18 @@ def _spatial(spec: ViewSpec, plan: LazyImage) -> dict[str, Any]:
             raise ValueError(f"roi_type must be one of {sorted(kinds)}, got {spec.roi_type!r}")
         if len(r) != kinds[spec.roi_type]:
             raise ValueError(f"roi_type {spec.roi_type!r} takes {kinds[spec.roi_type]} bounds, got {len(r)}")
+        st, _, sz, _, _ = plan.shape
         if spec.roi_type == "2d":
             ymin, xmin, ymax, xmax = r
         elif spec.roi_type == "2d_timelapse":
             tmin, ymin, xmin, tmax, ymax, xmax = r
-            sel["t"] = slice(tmin, tmax)
-            _pair(tmin, tmax, "T")
+            sel["t"] = _axis_range(tmin, tmax, st, "T")
         elif spec.roi_type == "3d":
             zmin, ymin, xmin, zmax, ymax, xmax = r
-            sel["z"] = slice(zmin, zmax)
-            _pair(zmin, zmax, "Z")
+            sel["z"] = _axis_range(zmin, zmax, sz, "Z")
         else:
             tmin, zmin, ymin, xmin, tmax, zmax, ymax, xmax = r
-            sel["t"], sel["z"] = slice(tmin, tmax), slice(zmin, zmax)
-            _pair(tmin, tmax, "T")
-            _pair(zmin, zmax, "Z")
+            sel["t"], sel["z"] = _axis_range(tmin, tmax, st, "T"), _axis_range(zmin, zmax, sz, "Z")
         sel["y"], sel["x"] = _pair(ymin, ymax, "Y"), _pair(xmin, xmax, "X")
     elif spec.tile is not None:
         ty, tx = (int(v) for v in spec.tile)

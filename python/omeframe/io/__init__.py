@@ -1,0 +1,1 @@
+"""File-format front ends: ingest files as records or datasets, render previews."""
