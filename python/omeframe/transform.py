@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from .errors import SelectionError
 from .export.pixels import read_region
-from .ingest._builder import ImageHeader, RecordBuilder
+from .ingest._builder import RecordBuilder, select_channels
 from .schema.record import RecordView
 
 __all__ = ["slice_ome_arrow", "record_like"]
@@ -69,32 +69,13 @@ def record_like(
         ),
         build_chunks=not (view.variant == "planes" and encoding == same_encoding),
     )
-    chans = meta.get("channels") or []
-    if channels is not None and len(chans) == meta.get("size_c"):
-        chans = [chans[i] for i in channels]
-    if len(chans) != pixels.shape[1]:
-        from .ingest._builder import default_channels
+    from dataclasses import replace
 
-        chans = default_channels(None, pixels.shape[1])
-    builder.add(
-        pixels,
-        ImageHeader(
-            image_id=view.header("id") or "unnamed",
-            name=view.header("name") or "unknown",
-            image_type=view.header("image_type"),
-            acquisition_datetime=view.header("acquisition_datetime"),
-            channels=chans,
-            physical_size_x=meta.get("physical_size_x"),
-            physical_size_y=meta.get("physical_size_y"),
-            physical_size_z=meta.get("physical_size_z"),
-            physical_size_x_unit=meta.get("physical_size_x_unit"),
-            physical_size_y_unit=meta.get("physical_size_y_unit"),
-            physical_size_z_unit=meta.get("physical_size_z_unit"),
-            dtype_meta=meta.get("type"),
-            type_=view.header("type") or "ome.arrow",
-            version=view.header("version") or "0.1.0",
-        ),
-    )
+    from .dataset.inputs import header_from_record
+
+    header = header_from_record(view)
+    header = replace(header, channels=select_channels(header.channels, channels, pixels.shape[1]))
+    builder.add(pixels, header)
     return builder.build()[0]
 
 

@@ -9,6 +9,7 @@ release the GIL, so a thread pool decodes chunks in parallel.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import pyarrow as pa
 
 from ..errors import PixelPayloadError
 
-__all__ = ["normalize_compression", "encode_payload", "decode_payload", "CODECS"]
+__all__ = ["normalize_compression", "encode_payload", "decode_payload", "pack_large_binary", "CODECS"]
 
 #: Compression names a chunk may carry (besides ``None`` for raw bytes).
 CODECS = ("zstd", "lz4", "gzip", "brotli", "snappy", "bz2", "lz4_raw")
@@ -140,3 +141,17 @@ def fit_length(flat: np.ndarray, count: int) -> np.ndarray:
     out = np.zeros(count, dtype=flat.dtype)
     out[: flat.size] = flat
     return out
+
+
+def pack_large_binary(payloads: Sequence[Any]) -> pa.LargeBinaryArray:
+    """One ``large_binary`` array holding ``payloads`` (buffer-like objects), one copy."""
+    views = [memoryview(p).cast("B") for p in payloads]
+    offsets = np.zeros(len(views) + 1, dtype=np.int64)
+    np.cumsum([v.nbytes for v in views], out=offsets[1:])
+    data = bytearray(int(offsets[-1]))
+    out = memoryview(data)
+    for v, lo, hi in zip(views, offsets[:-1].tolist(), offsets[1:].tolist()):
+        out[lo:hi] = v
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(views), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )

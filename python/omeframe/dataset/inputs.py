@@ -47,22 +47,14 @@ class SupportsImageInput(Protocol):
 
 def header_from_record(view: RecordView) -> ImageHeader:
     """The :class:`ImageHeader` of an existing record."""
-    meta = view.meta
-    chans = meta.get("channels") or default_channels(None, view.shape[1])
-    return ImageHeader(
-        image_id=view.header("id") or "unnamed",
-        name=view.header("name") or "unknown",
+    return ImageHeader.from_meta(
+        view.meta,
+        image_id=view.header("id"),
+        name=view.header("name"),
         image_type=view.header("image_type"),
         acquisition_datetime=view.header("acquisition_datetime"),
-        channels=chans,
-        physical_size_x=meta.get("physical_size_x"),
-        physical_size_y=meta.get("physical_size_y"),
-        physical_size_z=meta.get("physical_size_z"),
-        physical_size_x_unit=meta.get("physical_size_x_unit"),
-        physical_size_y_unit=meta.get("physical_size_y_unit"),
-        physical_size_z_unit=meta.get("physical_size_z_unit"),
-        dtype_meta=meta.get("type"),
-        dimension_order=meta.get("dimension_order"),
+        type_=view.header("type"),
+        version=view.header("version"),
     )
 
 

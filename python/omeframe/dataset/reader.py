@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from ..chunks.assemble import PixelSource, assemble, index_selection
 from ..chunks.codec import decode_payload
+from ..chunks.grid import regular_pieces
 from ..errors import ChunkChecksumError, CorruptFileError, ImageNotFoundError, SelectionError
 from ..schema.dtypes import to_numpy_dtype
 from ..storage import files
@@ -66,20 +67,7 @@ class ImageEntry:
 
     def origins_extents(self) -> tuple[np.ndarray, np.ndarray]:
         """Chunk origins (n, 5) and ZYX extents (n, 3) in storage (grid C) order."""
-        st, sc, sz, sy, sx = self.shape
-        cz, cy, cx = self.chunk_shape
-        gt, gc, gz, gy, gx = self.grid_shape
-        idx = np.indices((gt, gc, gz, gy, gx)).reshape(5, -1).T
-        origins = idx * np.array([1, 1, cz, cy, cx], dtype=np.int64)
-        ext = np.stack(
-            [
-                np.minimum(cz, sz - origins[:, 2]),
-                np.minimum(cy, sy - origins[:, 3]),
-                np.minimum(cx, sx - origins[:, 4]),
-            ],
-            axis=1,
-        )
-        return origins.astype(np.int64), ext.astype(np.int64)
+        return regular_pieces(self.shape, self.chunk_shape)
 
     def metadata(self) -> dict[str, Any]:
         """Header fields as a plain dict (``pixels_meta``, grid, ids, sizes)."""
@@ -355,21 +343,12 @@ class Dataset:
         from ..ingest._builder import ImageHeader
 
         e = self.entry(image_id, level)
-        pm = e.row["pixels_meta"]
-        return ImageHeader(
+        return ImageHeader.from_meta(
+            e.row["pixels_meta"],
             image_id=e.image_id,
             name=e.row["name"] or e.image_id,
             image_type=e.row["image_type"],
             acquisition_datetime=e.row["acquisition_datetime"],
-            channels=pm.get("channels") or [],
-            physical_size_x=pm.get("physical_size_x"),
-            physical_size_y=pm.get("physical_size_y"),
-            physical_size_z=pm.get("physical_size_z"),
-            physical_size_x_unit=pm.get("physical_size_x_unit"),
-            physical_size_y_unit=pm.get("physical_size_y_unit"),
-            physical_size_z_unit=pm.get("physical_size_z_unit"),
-            dtype_meta=pm.get("type"),
-            dimension_order=pm.get("dimension_order"),
         )
 
     def to_record(self, image_id: str | None = None, level: int = 0) -> pa.StructScalar:

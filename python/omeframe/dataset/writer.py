@@ -29,7 +29,8 @@ import numpy as np
 import pyarrow as pa
 
 from .. import _threads
-from ..chunks.codec import encode_payload, normalize_compression
+from ..chunks.codec import encode_payload, normalize_compression, pack_large_binary
+from ..chunks.grid import regular_pieces
 from ..chunks.stats import checksum, chunk_stats
 from ..errors import SchemaError
 from ..ingest._builder import normalize_chunk_shape
@@ -60,17 +61,9 @@ class _ImageLog:
 
 
 def _grid_keys(shape: tuple[int, ...], grid: tuple[int, int, int]) -> np.ndarray:
-    """All chunk keys (t, c, z, y, x, dz, dy, dx) in C order, vectorised."""
-    st, sc, sz, sy, sx = shape
-    cz, cy, cx = grid
-    axes = [np.arange(st), np.arange(sc), np.arange(0, sz, cz), np.arange(0, sy, cy), np.arange(0, sx, cx)]
-    mesh = np.meshgrid(*axes, indexing="ij")
-    keys = np.stack([m.reshape(-1) for m in mesh], axis=1).astype(np.int64)
-    ext = np.stack(
-        [np.minimum(cz, sz - keys[:, 2]), np.minimum(cy, sy - keys[:, 3]), np.minimum(cx, sx - keys[:, 4])],
-        axis=1,
-    )
-    return np.concatenate([keys, ext], axis=1)
+    """All chunk keys (t, c, z, y, x, dz, dy, dx) in C order."""
+    origins, extents = regular_pieces(shape, grid)
+    return np.concatenate([origins, extents], axis=1)
 
 
 class _ChunkStream:
@@ -164,18 +157,7 @@ def _to_batch(cols: dict[str, list[Any]]) -> pa.RecordBatch:
     for f in CHUNKS_SCHEMA:
         vals = cols[f.name]
         if f.name == "pixel_bytes":
-            lengths = np.fromiter((v.nbytes for v in vals), dtype=np.int64, count=len(vals))
-            offsets = np.zeros(len(vals) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            data = bytearray(int(offsets[-1]))
-            mv = memoryview(data)
-            for v, a, b in zip(vals, offsets[:-1], offsets[1:]):
-                mv[a:b] = v
-            arrays.append(
-                pa.LargeBinaryArray.from_buffers(
-                    pa.large_binary(), len(vals), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-                )
-            )
+            arrays.append(pack_large_binary(vals))
         else:
             arrays.append(pa.array(vals, f.type))
     return pa.RecordBatch.from_arrays(arrays, schema=CHUNKS_SCHEMA)

@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from .. import _threads
-from ..chunks.codec import encode_payload, normalize_compression
+from ..chunks.grid import regular_pieces
+from ..chunks.codec import encode_payload, normalize_compression, pack_large_binary
 from ..errors import DtypeError
 from ..schema.dtypes import LIST_VARIANT_DTYPES, dtype_name
 from ..schema.types import (
@@ -60,6 +61,40 @@ class ImageHeader:
     type_: str = OME_ARROW_TAG_TYPE
     version: str = OME_ARROW_TAG_VERSION
 
+    @classmethod
+    def from_meta(
+        cls,
+        pixels_meta: dict[str, Any],
+        *,
+        image_id: str | None,
+        name: str | None,
+        image_type: str | None = None,
+        acquisition_datetime: datetime | None = None,
+        type_: str | None = None,
+        version: str | None = None,
+    ) -> ImageHeader:
+        """The header of an image described by an OME-Arrow ``pixels_meta`` dict."""
+        pm = pixels_meta
+        size_c = int(pm.get("size_c") or 1)
+        chans = [dict(c) for c in (pm.get("channels") or [])] or default_channels(None, size_c)
+        return cls(
+            image_id=image_id or "unnamed",
+            name=name or "unknown",
+            image_type=image_type,
+            acquisition_datetime=acquisition_datetime,
+            channels=chans,
+            physical_size_x=pm.get("physical_size_x"),
+            physical_size_y=pm.get("physical_size_y"),
+            physical_size_z=pm.get("physical_size_z"),
+            physical_size_x_unit=pm.get("physical_size_x_unit"),
+            physical_size_y_unit=pm.get("physical_size_y_unit"),
+            physical_size_z_unit=pm.get("physical_size_z_unit"),
+            dtype_meta=pm.get("type"),
+            dimension_order=pm.get("dimension_order"),
+            type_=type_ or OME_ARROW_TAG_TYPE,
+            version=version or OME_ARROW_TAG_VERSION,
+        )
+
 
 def default_channels(names: Sequence[str] | None, size_c: int) -> list[dict[str, Any]]:
     """Channel entries for ``size_c`` channels (names ``C0..`` when not given)."""
@@ -76,6 +111,17 @@ def default_channels(names: Sequence[str] | None, size_c: int) -> list[dict[str,
         }
         for i, n in enumerate(names)
     ]
+
+
+def select_channels(
+    channels: Sequence[dict[str, Any]], selected: Sequence[int] | None, n_out: int
+) -> list[dict[str, Any]]:
+    """Channel entries after a C selection; defaults when they do not line up."""
+    chans = [dict(c) for c in channels]
+    if selected is not None and chans:
+        if max(selected, default=-1) < len(chans):
+            chans = [chans[i] for i in selected]
+    return chans if len(chans) == n_out else default_channels(None, n_out)
 
 
 def normalize_chunk_shape(
@@ -236,20 +282,8 @@ class RecordBuilder:
     def _add_chunks(self, a: np.ndarray, cshape: tuple[int, int, int], dname: str) -> None:
         st, sc, sz, sy, sx = a.shape
         cz, cy, cx = cshape
-        zs = range(0, sz, cz)
-        ys = range(0, sy, cy)
-        xs = range(0, sx, cx)
-        keys = np.array(
-            [
-                (t, c, z, y, x, min(cz, sz - z), min(cy, sy - y), min(cx, sx - x))
-                for t in range(st)
-                for c in range(sc)
-                for z in zs
-                for y in ys
-                for x in xs
-            ],
-            dtype=np.int64,
-        ).reshape(-1, 8)
+        origins, extents = regular_pieces(a.shape, cshape)
+        keys = np.concatenate([origins, extents], axis=1)
         n = len(keys)
         cols = self._cols
         cols.keys.append(keys)
@@ -342,19 +376,7 @@ class RecordBuilder:
             pa.array(keys[:, i].astype(t.to_pandas_dtype()), type=t) for i, t in enumerate(key_types)
         ]
         if self.encoding == "bytes":
-            lengths = np.fromiter(
-                (memoryview(p).nbytes for p in self._cols.payloads), dtype=np.int64,
-                count=len(self._cols.payloads),
-            )
-            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            data = bytearray(int(offsets[-1]))
-            view = memoryview(data)
-            for p, lo, hi in zip(self._cols.payloads, offsets[:-1], offsets[1:]):
-                view[lo:hi] = memoryview(p).cast("B")
-            pixel_bytes = pa.LargeBinaryArray.from_buffers(
-                pa.large_binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-            )
+            pixel_bytes = pack_large_binary(self._cols.payloads)
             tail = [
                 pa.array(self._cols.dtypes, pa.string()),
                 pa.array(self._cols.comps, pa.string()),

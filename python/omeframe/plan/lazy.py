@@ -17,7 +17,7 @@ import pyarrow as pa
 from ..chunks.assemble import IndexSelection, PixelSource, assemble, index_selection, select_pieces
 from ..chunks.grid import Selection
 from ..errors import SelectionError
-from ..ingest._builder import RecordBuilder
+from ..ingest._builder import RecordBuilder, select_channels
 from ..sources.base import LazySource
 from .predicates import ChunkPredicate
 
@@ -213,13 +213,7 @@ class LazyImage:
         """Run the plan and return the result as an OME-Arrow record."""
         pixels = self.execute()
         h = self.source.header()
-        chans = list(h.channels or [])
-        if self.selection.c is not None and len(chans) == self.source.shape[1]:
-            chans = [chans[i] for i in self.selection.c]
-        if len(chans) != pixels.shape[1]:
-            from ..ingest._builder import default_channels
-
-            chans = default_channels(None, pixels.shape[1])
+        chans = select_channels(h.channels or [], self.selection.c, pixels.shape[1])
         grid = self.source.chunk_shape() or (1, 512, 512)
         builder = RecordBuilder(
             chunk_encoding=chunk_encoding,  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..chunks.assemble import PixelSource
+from ..chunks.grid import regular_pieces
 from ..ingest._builder import ImageHeader
 from ..plan.lazy import LazyImage
 from ..sources.base import LazySource
@@ -63,15 +64,7 @@ class DownsampledSource(LazySource):
         return (1, cy, cx)
 
     def _open_pixels(self) -> PixelSource:
-        st, sc, sz, sy, sx = self._shape
-        _, cy, cx = self.chunk_shape()
-        grid = (st, sc, sz, -(-sy // cy), -(-sx // cx))
-        idx = np.indices(grid).reshape(5, -1).T.astype(np.int64)
-        origins = idx * np.array([1, 1, 1, cy, cx], dtype=np.int64)
-        extents = np.stack(
-            [np.ones(len(origins), dtype=np.int64), np.minimum(cy, sy - origins[:, 3]), np.minimum(cx, sx - origins[:, 4])],
-            axis=1,
-        )
+        origins, extents = regular_pieces(self._shape, self.chunk_shape())
         parent = LazyImage(self.parent)
         f = self.factor
         dtype = self.dtype

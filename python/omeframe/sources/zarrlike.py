@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..chunks.assemble import PixelSource
+from ..chunks.grid import regular_pieces
 from ..errors import DimOrderError, SchemaError
 from ..ingest._builder import ImageHeader, default_channels
 from ..ingest.dims import CANONICAL, default_dim_order, validate_dim_order
@@ -55,15 +56,7 @@ class ZarrArraySource(LazySource):
         return self._chunks[2:]  # type: ignore[return-value]
 
     def _open_pixels(self) -> PixelSource:
-        st, sc, sz, sy, sx = self._shape
-        _, _, cz, cy, cx = self._chunks
-        grid = (st, sc, -(-sz // cz), -(-sy // cy), -(-sx // cx))
-        idx = np.indices(grid).reshape(5, -1).T.astype(np.int64)
-        origins = idx * np.array([1, 1, cz, cy, cx], dtype=np.int64)
-        extents = np.stack(
-            [np.minimum(cz, sz - origins[:, 2]), np.minimum(cy, sy - origins[:, 3]), np.minimum(cx, sx - origins[:, 4])],
-            axis=1,
-        )
+        origins, extents = regular_pieces(self._shape, self._chunks[2:])
         arr, axes = self.array, self.axes
 
         def decode(i: int, strict: bool) -> np.ndarray:
