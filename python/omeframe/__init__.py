@@ -50,6 +50,9 @@ from .transform import slice_ome_arrow
 from .utils import describe_ome_arrow, verify_ome_arrow
 from .view import view_matplotlib
 from .io.thumbnail import thumbnail_png
+from .io.zarr_io import from_ome_zarr
+from .export.ome_zarr import to_ome_zarr
+from . import models
 
 ome_arrow_version = __version__
 
@@ -77,6 +80,9 @@ __all__ = [
     "plane_from_chunks",
     "to_dict",
     "thumbnail_png",
+    "from_ome_zarr",
+    "to_ome_zarr",
+    "models",
     "to_ome_parquet",
     "to_ome_vortex",
     "from_ome_parquet",

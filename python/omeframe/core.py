@@ -348,6 +348,10 @@ class OMEArrow:
         clamp: bool = False,
         *,
         out: str | os.PathLike[str] | None = None,
+        dim_order: str = "TCZYX",
+        chunks: tuple[int, int, int, int, int] | None = None,
+        zarr_compressor: str | None = "zstd",
+        zarr_level: int = 7,
         parquet_column_name: str = DEFAULT_COLUMN_NAME,
         parquet_compression: str | None = "zstd",
         parquet_metadata: dict[str, str] | None = None,
@@ -360,12 +364,15 @@ class OMEArrow:
         ----------
         how
             ``"numpy"`` (TCZYX array), ``"dict"``, ``"scalar"``,
-            ``"parquet"`` or ``"vortex"`` (write a one-row table to ``out``).
+            ``"parquet"`` or ``"vortex"`` (write a one-row table to ``out``),
+            ``"ome-zarr"`` (write OME-Zarr to ``out``; streams lazy plans).
         dtype, strict, clamp
             For ``"numpy"``: output dtype (native when ``None``), payload
             length checking, and clipping into ``dtype``'s range.
         out
             Output path for file formats.
+        dim_order, chunks, zarr_compressor, zarr_level
+            For ``"ome-zarr"``: axes order, TCZYX chunk shape, codec and level.
 
         Returns
         -------
@@ -382,6 +389,17 @@ class OMEArrow:
             return to_dict(self.data)
         if kind == "scalar":
             return self.data
+        if kind in ("ome-zarr", "omezarr", "zarr"):
+            if out is None:
+                raise ValueError(f"export(how={how!r}) needs out=<path>")
+            from .export.ome_zarr import to_ome_zarr
+
+            return str(
+                to_ome_zarr(
+                    self, out, dtype=dtype, clamp=clamp, dim_order=dim_order, chunks=chunks,
+                    compressor=zarr_compressor, compressor_level=zarr_level,
+                )
+            )
         if kind in ("parquet", "vortex"):
             if out is None:
                 raise ValueError(f"export(how={how!r}) needs out=<path>")
@@ -394,7 +412,8 @@ class OMEArrow:
                 to_ome_vortex(self.data, out, column_name=vortex_column_name, file_metadata=vortex_metadata)
             return str(out)
         raise ValueError(
-            f"unknown export format {how!r}; expected 'numpy', 'dict', 'scalar', 'parquet' or 'vortex'"
+            f"unknown export format {how!r}; expected 'numpy', 'dict', 'scalar', 'parquet', "
+            "'vortex' or 'ome-zarr'"
         )
 
     def slice(

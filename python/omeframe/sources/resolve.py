@@ -14,7 +14,8 @@ from ..dataset.reader import Dataset
 from .base import LazySource
 from .memory import ArraySource, RecordSource
 from .tables import DatasetSource, RecordTableSource
-from .zarrlike import open_tiff_source, open_zarr_source
+from .omezarr import open_ome_zarr_source
+from .zarrlike import open_tiff_source
 
 __all__ = ["open_source"]
 
@@ -67,7 +68,7 @@ def open_source(
             if (p / "manifest.json").is_file():
                 return DatasetSource(Dataset(p), image_id, level)
             if _is_zarr_dir(p):
-                return open_zarr_source(p, level=level, dim_order=dim_order)
+                return open_ome_zarr_source(p, level=level, dim_order=dim_order)
             from .ome_arrow_dataset import is_ome_arrow_dataset, open_ome_arrow_dataset
 
             if is_ome_arrow_dataset(p):
@@ -84,7 +85,7 @@ def open_source(
         import zarr
 
         if isinstance(obj, (zarr.Array, zarr.Group)):
-            return open_zarr_source(obj, level=level, dim_order=dim_order)
+            return open_ome_zarr_source(obj, level=level, dim_order=dim_order)
     except ImportError:  # pragma: no cover - zarr is a dependency
         pass
     raise TypeError(
