@@ -53,6 +53,9 @@ from .io.thumbnail import thumbnail_png
 from .io.zarr_io import from_ome_zarr
 from .export.ome_zarr import to_ome_zarr
 from . import models
+from .io.stack_io import from_stack_pattern_path
+from . import loaders
+from .loaders import ImageStack, load_arrays, load_czis, load_custom_file, load_iter_tiff, load_tiffs, load_zarrs
 
 ome_arrow_version = __version__
 
@@ -83,6 +86,15 @@ __all__ = [
     "from_ome_zarr",
     "to_ome_zarr",
     "models",
+    "from_stack_pattern_path",
+    "loaders",
+    "ImageStack",
+    "load_arrays",
+    "load_tiffs",
+    "load_iter_tiff",
+    "load_zarrs",
+    "load_czis",
+    "load_custom_file",
     "to_ome_parquet",
     "to_ome_vortex",
     "from_ome_parquet",

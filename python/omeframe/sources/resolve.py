@@ -78,6 +78,10 @@ def open_source(
                 "OME-Zarr store, nor an ome-arrow dataset"
             )
         suffix = p.suffix.lower()
+        if suffix == ".czi":
+            from .czi import open_czi_source
+
+            return open_czi_source(p, scene=series)
         if suffix in _TIFF:
             return open_tiff_source(p, series=series, level=level)
         return RecordTableSource(p, column_name=column_name, row_index=row_index, format=format)
