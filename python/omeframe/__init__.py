@@ -121,3 +121,12 @@ __all__ = [
     "ImageNotFoundError",
     "OptionalDependencyError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``omeframe.duckdb`` / ``omeframe.polars``: imported on first use (keeps import light)."""
+    if name in ("duckdb", "polars"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'omeframe' has no attribute {name!r}")

@@ -1,0 +1,202 @@
+"""DuckDB connections that know omeframe: SQL functions and table registration.
+
+:func:`connect` opens a connection with the ``ome_*`` SQL functions
+(:mod:`omeframe.query.duckdb_udfs`); :func:`register` makes record tables and
+chunked datasets appear as views, so plain SQL reaches their metadata,
+feature columns and chunk statistics with projection and filter pushdown:
+
+* Parquet files are read by DuckDB's own reader (``read_parquet``): it prunes
+  columns and row groups (by statistics) itself.
+* Vortex files (DuckDB has no Vortex reader here) are registered through a
+  ``pyarrow.dataset.Dataset`` that reports plain Arrow types
+  (:func:`omeframe.storage.vortex_dataset.vortex_plain_dataset`); DuckDB
+  pushes its projections and filters into that dataset's scanner.
+* A dataset directory becomes two views: ``<name>_images`` (one row per
+  image and level) and ``<name>_chunks`` (one row per chunk, all parts of
+  the manifest: never a glob, which could pick up files the manifest does
+  not name).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["connect", "register", "register_functions"]
+
+
+def register_functions(con: Any) -> Any:
+    """Add the ``ome_*`` SQL functions to an existing DuckDB connection."""
+    from .duckdb_udfs import register_functions as _reg
+
+    return _reg(con)
+
+
+def connect(database: str = ":memory:", **kwargs: Any) -> Any:
+    """Open a DuckDB connection with the ``ome_*`` SQL functions registered.
+
+    ``database`` and ``kwargs`` go to :func:`duckdb.connect`.
+    """
+    import duckdb
+
+    con = duckdb.connect(database, **kwargs)
+    register_functions(con)
+    return con
+
+
+def _ident(name: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a view name must be a non-empty string, got {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(path: str | os.PathLike[str]) -> str:
+    return "'" + os.fspath(path).replace("'", "''") + "'"
+
+
+def _parquet_list(paths: list[Path]) -> str:
+    return "[" + ", ".join(_literal(p) for p in paths) + "]"
+
+
+def _vortex_dataset(path: Path) -> Any:
+    try:
+        from ..storage.vortex_dataset import vortex_plain_dataset
+    except ImportError as exc:  # the wrapper module is not available yet
+        from ..errors import OptionalDependencyError
+
+        raise OptionalDependencyError(
+            f"registering the Vortex file {str(path)!r} in DuckDB needs "
+            "omeframe.storage.vortex_dataset.vortex_plain_dataset, which is not "
+            f"available ({exc}); read it with omeframe.read_table and register the "
+            "Arrow table instead"
+        ) from exc
+    return vortex_plain_dataset(path)
+
+
+def _drop(con: Any, name: str) -> None:
+    """Remove a registered object or temporary view called ``name``."""
+    try:
+        con.unregister(name)
+    except Exception:  # noqa: BLE001 - nothing registered under that name
+        pass
+    con.execute(f"DROP VIEW IF EXISTS temp.{_ident(name)}")
+
+
+def _view(con: Any, name: str, sql: str) -> None:
+    _drop(con, name)
+    con.execute(f"CREATE TEMP VIEW {_ident(name)} AS {sql}")
+
+
+def _register_arrow(con: Any, name: str, obj: Any) -> None:
+    """Register a Python Arrow object (table or dataset) as a temporary view."""
+    _drop(con, name)
+    con.register(name, obj)
+
+
+def _check_record_column(schema: Any, column_name: str | None, source: str) -> None:
+    if column_name is None:
+        return
+    from ..storage.records import find_record_column
+
+    found = find_record_column(schema, column_name, source=source)
+    if found != column_name:
+        from ..errors import NoOmeArrowColumnError
+
+        raise NoOmeArrowColumnError(
+            f"{source} has no OME-Arrow column {column_name!r}; its OME-Arrow column is {found!r}"
+        )
+
+
+def _register_file(con: Any, name: str, path: Path, column_name: str | None) -> list[str]:
+    from ..storage.records import detect_format
+
+    fmt = detect_format(path)
+    if fmt == "parquet":
+        if column_name is not None:
+            import pyarrow.parquet as pq
+
+            _check_record_column(pq.read_schema(path), column_name, repr(str(path)))
+        _view(con, name, f"SELECT * FROM read_parquet({_literal(path)})")
+        return [name]
+    ds = _vortex_dataset(path)
+    _check_record_column(ds.schema, column_name, repr(str(path)))
+    _register_arrow(con, name, ds)
+    return [name]
+
+
+def _register_dataset(con: Any, name: str, path: Path) -> list[str]:
+    from ..dataset import CHUNKS_SCHEMA, open_dataset
+
+    ds = open_dataset(path)
+    images, chunks = f"{name}_images", f"{name}_chunks"
+    parts = ds.chunk_paths
+    if ds.format == "parquet":
+        _view(con, images, f"SELECT * FROM read_parquet({_literal(ds.images_path)})")
+        if parts:
+            _view(con, chunks, f"SELECT * FROM read_parquet({_parquet_list(parts)})")
+        else:
+            _register_arrow(con, chunks, CHUNKS_SCHEMA.empty_table())
+        return [images, chunks]
+    _register_arrow(con, images, _vortex_dataset(ds.images_path))
+    if len(parts) == 1:
+        _register_arrow(con, chunks, _vortex_dataset(parts[0]))
+    elif parts:
+        # one registered scan per part under a UNION ALL view: DuckDB pushes
+        # projections and filters into every branch
+        selects = []
+        for i, part in enumerate(parts):
+            part_name = f"__{chunks}_part{i}"
+            _register_arrow(con, part_name, _vortex_dataset(part))
+            selects.append(f"SELECT * FROM {_ident(part_name)}")
+        _view(con, chunks, " UNION ALL ".join(selects))
+    else:
+        _register_arrow(con, chunks, CHUNKS_SCHEMA.empty_table())
+    return [images, chunks]
+
+
+def register(con: Any, name: str, path: Any, *, column_name: str | None = None) -> list[str]:
+    """Make a record table, a dataset or an Arrow object queryable as views.
+
+    Parameters
+    ----------
+    con
+        A DuckDB connection (from :func:`connect` or :func:`duckdb.connect`).
+    name
+        View name (a dataset gets ``<name>_images`` and ``<name>_chunks``).
+    path
+        A Parquet or Vortex record table, a dataset directory (with a
+        ``manifest.json``), or an Arrow object (``pyarrow.Table``,
+        ``pyarrow.dataset.Dataset``, a Polars/pandas frame) to register as it is.
+    column_name
+        When given, check that the table has this OME-Arrow column.
+
+    Returns
+    -------
+    list of str
+        The names of the views created.
+
+    Notes
+    -----
+    Parquet views read through ``read_parquet``: DuckDB prunes columns and
+    row groups by their statistics. Vortex files and Arrow datasets are
+    scanned through pyarrow, with DuckDB's projections and filters pushed
+    into the scanner (``EXPLAIN`` shows them in the scan operator).
+    """
+    _ident(name)
+    if not isinstance(path, (str, os.PathLike)):
+        import pyarrow as pa
+
+        schema = getattr(path, "schema", None)
+        if isinstance(schema, pa.Schema):
+            _check_record_column(schema, column_name, "the registered object")
+        _register_arrow(con, name, path)
+        return [name]
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        if column_name is not None:
+            raise ValueError("column_name applies to record tables, not to dataset directories")
+        return _register_dataset(con, name, p)
+    if not p.exists():
+        raise FileNotFoundError(f"no such file or dataset directory: {os.fspath(path)!r}")
+    return _register_file(con, name, p, column_name)
