@@ -1,0 +1,431 @@
+"""``omeframe.polars.scan``: a Polars IO-plugin scan that pushes work into the reader.
+
+Byte counts go through :func:`omeframe.storage.files.open_input` (every read of
+the scan passes there), replaced here by a subclass that adds up ``read_range``
+lengths.  Metadata caches are cleared first, so footers are charged too.
+Results are compared with ``pl.read_parquet(path)`` followed by the same query,
+which is the definition of "exact".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import omeframe as of
+import omeframe.polars as op
+from omeframe.errors import CorruptFileError, NoOmeArrowColumnError
+from omeframe.query import polars_scan
+from omeframe.storage import files
+from omeframe.storage import vortex_dataset as vxd
+from omeframe.tables import records_from_arrays, write_table
+
+N_IMAGES = 240
+SIDE = 96  # 96x96 uint16 random pixels: 18 KiB per image, ~4.4 MB per file
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.reads: list[tuple[str, int, int]] = []
+
+    def touched(self, path: Path, ranges: list[tuple[int, int]]) -> int:
+        """Bytes read inside ``ranges`` of ``path``."""
+        total = 0
+        for p, off, n in self.reads:
+            if os.path.samefile(p, path):
+                for lo, hi in ranges:
+                    total += max(0, min(hi, off + n) - max(lo, off))
+        return total
+
+
+def _pixel_ranges(path: Path) -> list[tuple[int, int]]:
+    """Byte ranges of the pixel column chunks of a Parquet file."""
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
+    out = []
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        for j in range(rg.num_columns):
+            col = rg.column(j)
+            if col.path_in_schema.endswith(("pixel_bytes", "pixels.list.element")):
+                start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+                out.append((start, start + col.total_compressed_size))
+    return out
+
+
+@pytest.fixture
+def counter(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    c = Counter()
+
+    class CountingInput(files.InputFile):
+        def read_range(self, offset: int, length: int) -> bytes:
+            data = super().read_range(offset, length)
+            c.bytes += len(data)
+            c.reads.append((self.path, offset, len(data)))
+            return data
+
+    monkeypatch.setattr(files, "open_input", CountingInput)
+    polars_scan._PQ_META.clear()
+    vxd._FOOTER_CACHE.clear()
+    return c
+
+
+def _features(n: int) -> dict[str, object]:
+    rng = np.random.default_rng(1)
+    area = rng.random(n) * 100
+    area[::17] = np.nan
+    score = [None if i % 11 == 0 else float(i % 13) for i in range(n)]
+    return {
+        "cell_id": np.arange(n, dtype=np.int64),  # sorted: row-group statistics prune
+        "area": area,
+        "score": score,
+        "plate": [f"P{i % 3}" for i in range(n)],
+        "well": [None if i % 29 == 0 else f"W{i % 24:02d}" for i in range(n)],
+        "n": np.arange(n, dtype=np.int32) % 50,
+    }
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("scan")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 65535, (SIDE, SIDE), dtype=np.uint16) for _ in range(N_IMAGES)]
+    ids = [f"img-{i:04d}" for i in range(N_IMAGES)]
+    records = records_from_arrays(images, image_ids=ids, chunk_compression=None, progress=False)
+    out = {}
+    for fmt in ("parquet", "vortex"):  # the same records (and timestamps) in both
+        out[fmt] = write_table(
+            d / f"cells.{fmt}",
+            records,
+            columns=_features(N_IMAGES),
+            row_group_bytes=400_000,  # ~21 images per row group, 12 groups
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Larger images (192x192 uint16, 72 KiB each) in default-sized row groups."""
+    d = tmp_path_factory.mktemp("big")
+    rng = np.random.default_rng(3)
+    n = 200
+    images = [rng.integers(0, 65535, (192, 192), dtype=np.uint16) for _ in range(n)]
+    records = records_from_arrays(images, chunk_compression=None, progress=False)
+    return {
+        fmt: write_table(d / f"big.{fmt}", records, columns=_features(n))
+        for fmt in ("parquet", "vortex")
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tables: dict[str, Path]) -> pl.DataFrame:
+    return pl.read_parquet(tables["parquet"])
+
+
+def _header_ref(df: pl.DataFrame) -> pl.DataFrame:
+    rec = pl.col("ome_arrow")
+    pm = rec.struct.field("pixels_meta")
+    return df.with_columns(
+        rec.struct.field("id").alias("ome_id"),
+        rec.struct.field("name").alias("ome_name"),
+        pm.struct.field("type").alias("ome_dtype"),
+        pm.struct.field("size_x").alias("ome_size_x"),
+        pm.struct.field("size_y").alias("ome_size_y"),
+        pm.struct.field("size_c").alias("ome_size_c"),
+    )
+
+
+# --------------------------------------------------------------------- schema
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+def test_schema_is_the_files(tables: dict[str, Path], reference: pl.DataFrame, fmt: str) -> None:
+    lf = op.scan(tables[fmt])
+    assert lf.collect_schema() == reference.schema
+    assert lf.collect_schema()["ome_arrow"].fields[8].dtype.inner.fields[-1].dtype == pl.Binary  # type: ignore[union-attr]
+    full = op.scan(tables[fmt]).collect()
+    assert_frame_equal(full, reference)
+
+
+def test_header_column_schema(tables: dict[str, Path]) -> None:
+    schema = op.scan(tables["parquet"], header_columns=True).collect_schema()
+    assert schema["ome_id"] == pl.String
+    assert schema["ome_size_x"] == pl.Int32
+    assert schema["ome_size_c"] == pl.Int16
+    assert schema["ome_dtype"] == pl.String
+    custom = op.scan(tables["parquet"], header_columns="img_").collect_schema()
+    assert "img_size_y" in custom and "ome_size_y" not in custom
+    assert set(op.HEADER_FIELDS) <= {n[len("img_") :] for n in custom.names() if n.startswith("img_")}
+
+
+# ------------------------------------------------------------- bytes read
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+def test_metadata_query_reads_under_2_percent(big: dict[str, Path], counter: Counter, fmt: str) -> None:
+    path = big[fmt]
+    size = os.path.getsize(path)
+    query = (
+        lambda lf: lf.filter(pl.col("area") > 50)
+        .select("cell_id", "area", "plate")
+        .select(pl.len(), pl.col("cell_id").sum())
+    )
+    got = query(op.scan(path)).collect()  # footer included: caches were cleared
+    assert counter.bytes < 0.02 * size, (counter.bytes, size)
+    assert_frame_equal(got, query(pl.scan_parquet(big["parquet"])).collect())
+    if fmt == "parquet":
+        assert counter.touched(path, _pixel_ranges(path)) == 0
+    print(f"{fmt}: metadata query read {counter.bytes} of {size} B ({100 * counter.bytes / size:.2f}%)")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+def test_header_columns_read_no_pixel_bytes(
+    tables: dict[str, Path], reference: pl.DataFrame, counter: Counter, fmt: str
+) -> None:
+    path = tables[fmt]
+    size = os.path.getsize(path)
+    lf = op.scan(path, header_columns=True)
+    got = (
+        lf.filter((pl.col("ome_size_x") == SIDE) & (pl.col("ome_id") >= "img-0200"))
+        .select("ome_id", "ome_dtype", "ome_size_y", "plate")
+        .collect()
+    )
+    if fmt == "parquet":  # small file, small row groups: footer-dominated, no pixels
+        assert counter.touched(path, _pixel_ranges(path)) == 0
+        assert counter.bytes < 0.05 * size, (counter.bytes, size)
+    else:
+        assert counter.bytes < 0.02 * size, (counter.bytes, size)
+    want = (
+        _header_ref(reference)
+        .filter((pl.col("ome_size_x") == SIDE) & (pl.col("ome_id") >= "img-0200"))
+        .select("ome_id", "ome_dtype", "ome_size_y", "plate")
+    )
+    assert_frame_equal(got, want)
+    assert got.height == N_IMAGES - 200
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+def test_projection_reads_only_the_selected_columns(big: dict[str, Path], counter: Counter, fmt: str) -> None:
+    path = big[fmt]
+    size = os.path.getsize(path)
+    assert op.scan(path).select("cell_id").collect().height == 200
+    small = counter.bytes
+    counter.bytes = 0
+    op.scan(path).select("ome_arrow").collect()
+    assert small < 0.01 * size, (small, size)
+    assert counter.bytes > 0.9 * size
+
+
+def test_row_group_pruning_and_late_materialisation(
+    tables: dict[str, Path], reference: pl.DataFrame, counter: Counter
+) -> None:
+    path = tables["parquet"]
+    size = os.path.getsize(path)
+    # One image: statistics on the sorted cell_id leave one row group, and the
+    # pixels are read for that group only.
+    one = op.scan(path).filter(pl.col("cell_id") == 123).select("ome_arrow", "plate").collect()
+    assert_frame_equal(one, reference.filter(pl.col("cell_id") == 123).select("ome_arrow", "plate"))
+    assert counter.bytes < 0.15 * size, (counter.bytes, size)
+    # A predicate the statistics cannot use (modulo): every row group's
+    # predicate column is read, pixels only where rows match.
+    counter.bytes = 0
+    q = lambda lf: lf.filter((pl.col("cell_id") % 97) == 5).select("ome_arrow")  # noqa: E731
+    got = q(op.scan(path)).collect()
+    assert_frame_equal(got, q(reference.lazy()).collect())
+    assert got.height == 3
+    assert counter.bytes < 0.35 * size, (counter.bytes, size)
+    # A struct field in the predicate: only that leaf is read to evaluate it.
+    counter.bytes = 0
+    q = lambda lf: lf.filter(pl.col("ome_arrow").struct.field("id") == "img-0007").select("cell_id")  # noqa: E731
+    assert q(op.scan(path)).collect()["cell_id"].to_list() == [7]
+    assert counter.bytes < 0.15 * size, (counter.bytes, size)
+
+
+# -------------------------------------------------------------- exactness
+PREDICATES = [
+    pl.col("cell_id") > 100,
+    pl.col("cell_id") == 7,
+    pl.col("cell_id").is_between(30, 40),
+    (pl.col("cell_id") >= 50) & (pl.col("plate") == "P1"),
+    (pl.col("cell_id") < 5) | (pl.col("cell_id") > 230),
+    pl.col("area") > 50,  # NaN: Polars orders it above every number
+    pl.col("area") == float("nan"),
+    pl.col("area").is_nan(),
+    ~(pl.col("area") > 50),
+    pl.col("score") <= 3.0,
+    pl.col("score").is_null(),
+    pl.col("well").is_not_null() & (pl.col("well") != "W03"),
+    pl.col("well") < "W05",
+    pl.col("well").is_in(["W01", "W07"]),
+    ~pl.col("well").is_in(["W01", "W07"]),
+    pl.col("well").str.starts_with("W1"),
+    pl.col("n") == 3,
+    pl.col("n").cast(pl.Float64) > 47.5,
+    (pl.col("cell_id") % 7) == 3,
+    pl.lit(5) < pl.col("n"),
+    pl.col("ome_arrow").struct.field("pixels_meta").struct.field("size_y") == SIDE,
+    pl.col("ome_arrow").struct.field("id").is_in(["img-0003", "img-0100"]),
+    pl.col("ome_arrow").is_not_null() & (pl.col("cell_id") == 1),
+]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+@pytest.mark.parametrize("i", range(len(PREDICATES)))
+def test_predicate_is_exact(tables: dict[str, Path], reference: pl.DataFrame, fmt: str, i: int) -> None:
+    pred = PREDICATES[i]
+    got = op.scan(tables[fmt]).filter(pred).select("cell_id", "area", "well").collect()
+    want = reference.filter(pred).select("cell_id", "area", "well")
+    assert_frame_equal(got, want)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+def test_predicate_on_header_columns_is_exact(tables: dict[str, Path], reference: pl.DataFrame, fmt: str) -> None:
+    ref = _header_ref(reference)
+    lf = op.scan(tables[fmt], header_columns=True)
+    for pred in [
+        pl.col("ome_id") == "img-0042",
+        pl.col("ome_id").is_between(pl.lit("img-0010"), pl.lit("img-0019")) & (pl.col("area") > 10),
+        (pl.col("ome_size_c") == 1) & (pl.col("ome_dtype") == "uint16") & (pl.col("n") < 3),
+        pl.col("ome_name").str.ends_with("7"),
+    ]:
+        cols = ["cell_id", "ome_id", "ome_size_x"]
+        assert_frame_equal(lf.filter(pred).select(cols).collect(), ref.filter(pred).select(cols))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+def test_streaming_engine_and_whole_rows(tables: dict[str, Path], reference: pl.DataFrame, fmt: str) -> None:
+    pred = (pl.col("cell_id") % 5 == 0) & (pl.col("plate") != "P2")
+    got = op.scan(tables[fmt]).filter(pred).collect(engine="streaming")
+    assert_frame_equal(got, reference.filter(pred))
+
+
+# ------------------------------------------------------------------ n_rows
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+def test_n_rows(tables: dict[str, Path], reference: pl.DataFrame, fmt: str) -> None:
+    lf = op.scan(tables[fmt])
+    for k in (0, 1, 21, 22, 100, N_IMAGES + 5):
+        assert_frame_equal(lf.head(k).collect(), reference.head(k))
+        assert_frame_equal(lf.select("cell_id", "well").head(k).collect(), reference.select("cell_id", "well").head(k))
+    # n_rows applies to source rows, before the predicate: head(5).filter(...)
+    pred = pl.col("cell_id") > 2
+    assert_frame_equal(lf.head(5).filter(pred).collect(), reference.head(5).filter(pred))
+    assert_frame_equal(lf.head(40).filter(pl.col("cell_id") > 30).select("plate").collect(),
+                       reference.head(40).filter(pl.col("cell_id") > 30).select("plate"))
+    assert_frame_equal(lf.filter(pred).head(5).collect(), reference.filter(pred).head(5))
+    assert_frame_equal(lf.slice(30, 7).collect(), reference.slice(30, 7))
+
+
+def test_n_rows_stops_reading(tables: dict[str, Path], counter: Counter) -> None:
+    path = tables["parquet"]
+    size = os.path.getsize(path)
+    got = op.scan(path).head(3).collect()
+    assert got["cell_id"].to_list() == [0, 1, 2]
+    assert counter.bytes < 0.15 * size, (counter.bytes, size)  # the first row group + footer
+
+
+def test_batch_size_is_honoured(tables: dict[str, Path], reference: pl.DataFrame) -> None:
+    tbl = polars_scan._Table([str(tables["parquet"])], "parquet", reference.to_arrow().schema)
+    frames = list(polars_scan._Reader(tbl, ["cell_id", "plate"], pl.col("n") < 40, None, 7))
+    assert max(f.height for f in frames) <= 7
+    got = pl.concat(frames)
+    assert_frame_equal(got, reference.filter(pl.col("n") < 40).select("cell_id", "plate"))
+
+
+# ---------------------------------------------------------------- datasets
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("ds") / "ds"
+    rng = np.random.default_rng(2)
+    imgs = [rng.integers(0, 1000, (1, 2, 2, 200, 200), dtype=np.uint16) for _ in range(3)]
+    of.write_dataset(imgs, d, chunk_shape=(1, 128, 128), image_ids=["a", "b", "c"], progress=False)
+    of.write_dataset(imgs[:1], d, mode="append", chunk_shape=(1, 100, 100), image_ids=["d"], progress=False)
+    return d
+
+
+def test_dataset_images_and_chunks(dataset_dir: Path) -> None:
+    m = of.open_dataset(dataset_dir).manifest
+    images = pl.read_parquet(dataset_dir / m.images)
+    assert_frame_equal(op.scan(dataset_dir).collect(), images)
+    assert_frame_equal(op.scan(dataset_dir, table="images").filter(pl.col("image_id") == "c").collect(),
+                       images.filter(pl.col("image_id") == "c"))
+    parts = [pl.read_parquet(dataset_dir / p) for p in m.parts]
+    assert len(parts) == 2
+    chunks = pl.concat(parts)
+    lf = op.scan(dataset_dir, table="chunks")
+    assert_frame_equal(lf.collect(), chunks)
+    pred = (pl.col("image_id") == "d") & (pl.col("max") > 500)
+    cols = ["image_id", "c", "z", "y", "x", "max"]
+    assert_frame_equal(lf.filter(pred).select(cols).collect(), chunks.filter(pred).select(cols))
+    k = parts[0].height + 3  # n_rows across parts
+    assert_frame_equal(lf.head(k).select(cols).collect(), chunks.head(k).select(cols))
+    hdr = op.scan(dataset_dir, header_columns=True).select("ome_id", "ome_size_x", "ome_size_c").collect()
+    assert hdr.rows() == [("a", 200, 2), ("b", 200, 2), ("c", 200, 2), ("d", 200, 2)]
+
+
+def test_dataset_chunks_metadata_query_reads_no_pixels(dataset_dir: Path, counter: Counter) -> None:
+    m = of.open_dataset(dataset_dir).manifest
+    got = (
+        op.scan(dataset_dir, table="chunks")
+        .group_by("image_id").agg(pl.col("max").max(), pl.len())
+        .sort("image_id").collect()
+    )
+    assert got["len"].to_list() == [16, 16, 16, 16]
+    for part in m.parts:
+        assert counter.touched(dataset_dir / part, _pixel_ranges(dataset_dir / part)) == 0
+
+
+# ---------------------------------------------------------- plain Parquet
+def test_polars_reads_omeframe_files_without_omeframe(tables: dict[str, Path]) -> None:
+    code = f"""
+import sys
+import polars as pl
+p = {str(tables["parquet"])!r}
+df = pl.read_parquet(p)
+assert df.height == {N_IMAGES} and df.columns[0] == "ome_arrow", df.columns
+assert df.schema["ome_arrow"].fields[8].dtype.inner.fields[-1].dtype == pl.Binary
+lf = pl.scan_parquet(p).filter(pl.col("cell_id") < 10)
+out = lf.select(pl.col("ome_arrow").struct.field("id"), "plate").collect()
+assert out["id"].to_list() == ["img-%04d" % i for i in range(10)], out
+assert not any(m.startswith("omeframe") for m in sys.modules), "omeframe was imported"
+print("ok")
+"""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+
+
+# ------------------------------------------------------------------ misc
+def test_explain_names_the_scan(tables: dict[str, Path]) -> None:
+    plan = op.scan(tables["parquet"]).filter(pl.col("cell_id") > 3).select("plate").explain()
+    assert "PYTHON[omeframe] SCAN" in plan
+    assert "SELECTION" in plan
+
+
+def test_errors(tmp_path: Path, tables: dict[str, Path]) -> None:
+    with pytest.raises(FileNotFoundError):
+        op.scan(tmp_path / "missing.parquet")
+    with pytest.raises(ValueError, match="table="):
+        op.scan(tables["parquet"], table="chunks")
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    with pytest.raises(CorruptFileError):
+        op.scan(bad)
+    plain = tmp_path / "plain.parquet"
+    pl.DataFrame({"ome_id": [1]}).write_parquet(plain)
+    with pytest.raises(NoOmeArrowColumnError):
+        op.scan(plain, header_columns=True)
+    assert op.scan(plain).collect()["ome_id"].to_list() == [1]  # any Parquet file scans
+
+
+def test_polars_schema_helper() -> None:
+    import pyarrow as pa
+
+    s = op.polars_schema(pa.schema([("b", pa.large_binary()), ("s", pa.large_string()), ("n", pa.null())]))
+    assert s == pl.Schema({"b": pl.Binary, "s": pl.String, "n": pl.Null})
