@@ -113,7 +113,9 @@ def test_export_in_memory(rec, arr):
     assert isinstance(d, dict) and d["id"] == "img-7" and d["pixels_meta"]["size_c"] == 2
     assert d == of.to_dict(rec)
     assert o.export("scalar") is o.data
-    with pytest.raises(ValueError, match="unknown export format 'tiff'"):
+    with pytest.raises(ValueError, match="unknown export format 'bmp'"):
+        o.export("bmp")
+    with pytest.raises(ValueError, match=r"export\(how='tiff'\) needs out=<path>"):
         o.export("tiff")
     with pytest.raises(ValueError, match="needs out="):
         o.export("parquet")

@@ -55,6 +55,11 @@ from .export.ome_zarr import to_ome_zarr
 from . import models
 from .io.stack_io import from_stack_pattern_path
 from . import loaders
+from .io.tiff_io import from_tiff, open_lazy_plane_source
+from .export.ome_tiff import to_ome_tiff
+from .omexml import OMEXMLMismatchWarning
+from .sources.tiff import UnsupportedTiffCompressionError
+from . import catalog
 from .loaders import ImageStack, load_arrays, load_czis, load_custom_file, load_iter_tiff, load_tiffs, load_zarrs
 
 ome_arrow_version = __version__
@@ -88,6 +93,12 @@ __all__ = [
     "models",
     "from_stack_pattern_path",
     "loaders",
+    "from_tiff",
+    "open_lazy_plane_source",
+    "to_ome_tiff",
+    "OMEXMLMismatchWarning",
+    "UnsupportedTiffCompressionError",
+    "catalog",
     "ImageStack",
     "load_arrays",
     "load_tiffs",

@@ -102,6 +102,8 @@ def _info(args: argparse.Namespace) -> int:
     import omeframe as of
 
     p = Path(args.path)
+    if _is_catalog(p):
+        return _catalog_info(p)
     if p.is_dir() and (p / "manifest.json").exists():
         ds = of.open_dataset(p)
         _say(f"dataset {p} ({ds.format}), {len(ds)} images")
@@ -140,6 +142,12 @@ def _verify(args: argparse.Namespace) -> int:
     import omeframe as of
 
     p = Path(args.path)
+    if _is_catalog(p):
+        for sub in ("images.parquet", "dataset"):
+            if (p / sub).exists():
+                _say(f"{sub}:")
+                _verify(argparse.Namespace(path=str(p / sub)))
+        return 0
     if p.is_dir() and (p / "manifest.json").exists():
         res = of.open_dataset(p).verify()
         _say(f"ok: {res['images']} images, {res['chunks']} chunks, {res['bytes'] / 2**20:.1f} MiB checked")
@@ -167,6 +175,326 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_catalog(p: Path) -> bool:
+    return p.is_dir() and (p / "catalog.parquet").is_file()
+
+
+def _progress_default(args: argparse.Namespace) -> bool:
+    flag = getattr(args, "progress", None)
+    return sys.stderr.isatty() if flag is None else bool(flag)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from .catalog import build
+
+    res = build(
+        args.paths,
+        args.out,
+        layout=args.layout,
+        workers=args.workers,
+        progress=_progress_default(args),
+        columns_from_path=args.columns_from_path,
+        image_id_from=args.image_id_from,
+        max_record_bytes=int(args.max_record_mib * 2**20),
+        resume=not args.no_resume,
+        compression=None if args.compression == "none" else args.compression,
+    )
+    _say(f"catalog {res.out}: {res.n_files} files found; {res.summary()}")
+    for name, path in res.paths.items():
+        _say(f"  {name}: {path}")
+    if res.n_errors:
+        rows = res.errors.select(["urlpath", "error_type", "error"]).to_pylist()
+        for r in rows[:10]:
+            _say(f"  failed: {r['urlpath']}: {r['error_type']}: {r['error']}")
+        if len(rows) > 10:
+            _say(f"  ... and {len(rows) - 10} more (SELECT * FROM errors, with omeframe sql --catalog {res.out})")
+        print(
+            f"omeframe ingest: error: {res.n_errors} of {res.n_ingested + res.n_errors} files failed "
+            f"(status='error' rows in {res.catalog_path})",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def _register_fallback(con: Any, name: str, path: Path) -> list[str]:
+    """Plain DuckDB views when omeframe.duckdb is not available."""
+
+    def lit(p: Path) -> str:
+        return "'" + p.as_posix().replace("'", "''") + "'"
+
+    def ident(n: str) -> str:
+        return '"' + n.replace('"', '""') + '"'
+
+    if path.is_dir() and (path / "manifest.json").is_file():
+        from .dataset.manifest import read_manifest
+
+        m = read_manifest(path)
+        if m.format != "parquet":
+            raise ValueError(f"dataset {str(path)!r} is {m.format}; querying it needs omeframe.duckdb")
+        parts = "[" + ", ".join(lit(path / q) for q in m.parts) + "]"
+        con.execute(f"CREATE OR REPLACE VIEW {ident(name + '_images')} AS SELECT * FROM read_parquet({lit(path / str(m.images))})")
+        con.execute(f"CREATE OR REPLACE VIEW {ident(name + '_chunks')} AS SELECT * FROM read_parquet({parts})")
+        return [name + "_images", name + "_chunks"]
+    if path.suffix.lower() in (".vortex", ".vtx"):
+        raise ValueError(f"{str(path)!r} is a Vortex table; querying it needs omeframe.duckdb")
+    if not path.exists():
+        raise FileNotFoundError(f"no such table: {str(path)!r}")
+    con.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS SELECT * FROM read_parquet({lit(path)})")
+    return [name]
+
+
+def _sql_connection() -> tuple[Any, Any]:
+    try:
+        from . import duckdb as ofdb  # type: ignore[attr-defined]
+
+        return ofdb.connect(), ofdb.register
+    except ImportError:
+        import duckdb
+
+        return duckdb.connect(), None
+
+
+def _register(con: Any, register: Any, name: str, path: Path) -> list[str]:
+    if not path.exists():
+        raise FileNotFoundError(f"no such table or dataset: {str(path)!r}")
+    if register is not None:
+        return list(register(con, name, path) or [name])
+    return _register_fallback(con, name, path)
+
+
+def _register_catalog(con: Any, register: Any, root: Path, prefix: str = "") -> list[str]:
+    views: list[str] = []
+    if (root / "images.parquet").is_file():
+        views += _register(con, register, prefix + "images", root / "images.parquet")
+    if (root / "dataset" / "manifest.json").is_file():
+        views += _register(con, register, prefix + "dataset", root / "dataset")
+    views += _register_fallback(con, prefix + "catalog", root / "catalog.parquet")
+    con.execute(
+        f'CREATE OR REPLACE VIEW "{prefix}errors" AS SELECT urlpath, error_type, error, ingested_at '
+        f"FROM \"{prefix}catalog\" WHERE status = 'error'"
+    )
+    return views + [prefix + "errors"]
+
+
+def _cell(v: Any, width: int) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        s = f"<{len(v)} bytes>"
+    elif isinstance(v, float):
+        s = f"{v:.6g}"
+    else:
+        s = str(v)
+    s = " ".join(s.split())
+    return s if len(s) <= width else s[: width - 3] + "..."
+
+
+def _print_table(names: list[str], rows: list[tuple[Any, ...]], width: int) -> None:
+    cells = [[_cell(v, width) for v in r] for r in rows]
+    widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
+    _say("  ".join(n.ljust(w) for n, w in zip(names, widths)).rstrip())
+    _say("  ".join("-" * w for w in widths))
+    for r in cells:
+        _say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _sql(args: argparse.Namespace) -> int:
+    con, register = _sql_connection()
+    views: list[str] = []
+    catalogs = [Path(c) for c in (args.catalog or [])]
+    if not catalogs and not args.table and _is_catalog(Path.cwd()):
+        catalogs = [Path.cwd()]
+    for c in catalogs:
+        if not _is_catalog(c):
+            raise FileNotFoundError(f"{str(c)!r} is not a catalog directory (no catalog.parquet)")
+        views += _register_catalog(con, register, c)
+    for spec in args.table or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--table expects NAME=PATH, got {spec!r}")
+        p = Path(path)
+        views += _register_catalog(con, register, p, prefix=name + "_") if _is_catalog(p) else _register(con, register, name, p)
+    if args.verbose and views:
+        print(f"views: {', '.join(views)}", file=sys.stderr)
+    rel = con.sql(args.query)
+    if rel is None:  # a statement without a result (CREATE, SET ...)
+        return 0
+    names = list(rel.columns)
+
+    def rows_of(limit: int | None) -> Any:
+        # Through Arrow: no pytz/pandas needed for timestamps with time zones.
+        n = 0
+        for batch in rel.to_arrow_reader(1024):
+            for r in batch.to_pylist():
+                if limit is not None and n >= limit:
+                    return
+                n += 1
+                yield tuple(r[k] for k in batch.schema.names)
+
+    if args.format == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(names)
+        for r in rows_of(None):
+            w.writerow(["" if v is None else (f"<{len(v)} bytes>" if isinstance(v, (bytes, bytearray)) else v) for v in r])
+        return 0
+    if args.format == "json":
+        import json
+
+        for r in rows_of(None):
+            print(json.dumps(dict(zip(names, r)), default=lambda v: f"<{len(v)} bytes>" if isinstance(v, (bytes, bytearray)) else str(v)))
+        return 0
+    rows = list(rows_of(args.max_rows + 1))
+    more = len(rows) > args.max_rows
+    _print_table(names, rows[: args.max_rows], args.width)
+    _say(f"({args.max_rows}+ rows shown: --max-rows to see more)" if more else f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return 0
+
+
+def _parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
+    if not text:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--roi expects x,y,w,h (four integers), got {text!r}") from None
+    if w <= 0 or h <= 0 or x < 0 or y < 0:
+        raise ValueError(f"--roi {text!r}: x and y must be >= 0, w and h > 0")
+    return x, y, w, h
+
+
+def _row_of_id(path: Path, image_id: str) -> int:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .storage.records import detect_format, find_record_column
+
+    if detect_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        schema = pq.ParquetFile(path).schema_arrow
+        col = find_record_column(schema, None, source=str(path))
+        ids = pq.read_table(path, columns=[f"{col}.id"]).column(0)
+    else:
+        from .tables import read_table
+
+        t = read_table(path)
+        col = find_record_column(t.schema, None, source=str(path))
+        ids = pc.struct_field(t[col], "id")
+    hits = pc.indices_nonzero(pc.equal(ids, pa.scalar(image_id, pa.string()))).to_pylist()
+    if not hits:
+        from .errors import ImageNotFoundError
+
+        raise ImageNotFoundError(f"no image {image_id!r} in {str(path)!r}")
+    return int(hits[0])
+
+
+def _open_for_export(src: Path, image_id: str | None, row: int | None) -> Any:
+    import omeframe as of
+
+    if _is_catalog(src):
+        from .catalog import read_catalog
+
+        cat = read_catalog(src)
+        ok = [r for r in cat.select(["image_id", "status", "location"]).to_pylist() if r["status"] == "ok"]
+        if image_id is None:
+            if len(ok) != 1:
+                raise ValueError(f"catalog {str(src)!r} holds {len(ok)} images; pick one with --image-id")
+            image_id = ok[0]["image_id"]
+        hit = next((r for r in ok if r["image_id"] == image_id), None)
+        if hit is None:
+            from .errors import ImageNotFoundError
+
+            raise ImageNotFoundError(f"no ingested image {image_id!r} in catalog {str(src)!r}")
+        if hit["location"] == "dataset":
+            return of.scan(src / "dataset", image_id=image_id)
+        return of.scan(src / "images.parquet", row_index=_row_of_id(src / "images.parquet", image_id))
+    if src.is_dir() and (src / "manifest.json").is_file():
+        return of.scan(src, image_id=image_id)
+    if src.suffix.lower() in (".parquet", ".pq", ".parq", ".vortex", ".vtx"):
+        idx = _row_of_id(src, image_id) if image_id is not None else (row or 0)
+        return of.scan(src, row_index=idx)
+    if src.suffix.lower() == ".npy":
+        from .catalog import open_image
+
+        return of.scan(open_image(src))
+    return of.scan(src)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    src, out = Path(args.src), Path(args.out)
+    if not src.exists():
+        raise FileNotFoundError(f"no such file or directory: {str(src)!r}")
+    name = out.name.lower()
+    kinds = {".npy": "npy", ".parquet": "parquet", ".vortex": "vortex", ".ome.tif": "ome-tiff",
+             ".ome.tiff": "ome-tiff", ".ome.zarr": "ome-zarr", ".zarr": "ome-zarr"}
+    kind = next((k for suf, k in kinds.items() if name.endswith(suf)), None)
+    if kind is None:
+        raise ValueError(
+            f"cannot tell the export format of {out.name!r}; use .npy, .parquet, .vortex, .ome.tif or .ome.zarr"
+        )
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{str(out)!r} exists; pass --overwrite to replace it")
+    img = _open_for_export(src, args.image_id, args.row)
+    roi = _parse_roi(args.roi)
+    if roi is not None:
+        x, y, w, h = roi
+        _, _, _, sy, sx = img.shape
+        if x + w > sx or y + h > sy:
+            raise ValueError(f"--roi {args.roi!r} reaches outside the image (X {sx}, Y {sy})")
+        img = img.select(y=(y, y + h), x=(x, x + w))
+    if kind == "npy":
+        arr = img.export("numpy")
+        with open(out, "wb") as fh:
+            np.save(fh, arr)
+        shape = arr.shape
+    elif kind in ("parquet", "vortex"):
+        img.export(kind, out=out)
+        shape = img.shape
+    else:
+        fn_name = "to_ome_tiff" if kind == "ome-tiff" else "to_ome_zarr"
+        import omeframe as of
+
+        fn = getattr(of, fn_name, None)
+        if fn is None:
+            try:
+                mod = __import__(f"omeframe.export.{fn_name[3:]}", fromlist=[fn_name])
+                fn = getattr(mod, fn_name)
+            except (ImportError, AttributeError):
+                from .errors import OptionalDependencyError
+
+                raise OptionalDependencyError(f"{kind} export is not available in this omeframe build") from None
+        fn(img, out, overwrite=args.overwrite) if args.overwrite else fn(img, out)
+        shape = img.shape
+    _say(f"wrote {out} ({kind}, TCZYX {tuple(int(v) for v in shape)})")
+    return 0
+
+
+def _catalog_info(p: Path) -> int:
+    import pyarrow.compute as pc
+
+    from .catalog import CATALOG_SCHEMA, read_catalog
+
+    cat = read_catalog(p)
+    status = cat["status"].to_pylist()
+    n_ok = status.count("ok")
+    locs = cat["location"].to_pylist()
+    _say(f"catalog {p}: {cat.num_rows} files, {n_ok} ok, {cat.num_rows - n_ok} errors")
+    _say(f"  images.parquet: {locs.count('images.parquet')} records; dataset/: {locs.count('dataset')} images")
+    readers = pc.value_counts(cat["reader"]).to_pylist()
+    _say("  readers: " + ", ".join(f"{r['values']} {r['counts']}" for r in readers))
+    extra = [c for c in cat.column_names if c not in CATALOG_SCHEMA.names]
+    if extra:
+        _say(f"  path columns: {extra}")
+    for r in cat.filter(pc.equal(cat["status"], "error")).select(["urlpath", "error_type", "error"]).to_pylist()[:5]:
+        _say(f"  failed: {r['urlpath']}: {r['error_type']}: {r['error']}")
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="omeframe", description="Arrow-native image tables.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -181,18 +509,90 @@ def _build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check every chunk checksum (datasets) or decode every record")
     v.add_argument("path")
     v.set_defaults(fn=_verify)
+
+    g = sub.add_parser("ingest", help="build or extend a catalog from image files, directories or globs")
+    g.add_argument("paths", nargs="+", help="files, directories or glob patterns (TIFF, OME-Zarr, .npy, CZI)")
+    g.add_argument("--out", required=True, help="catalog directory (created, or appended to)")
+    g.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    g.add_argument("--layout", choices=["auto", "records", "dataset"], default="auto",
+                   help="auto: small images as records, large ones in the dataset (default)")
+    g.add_argument("--columns-from-path", metavar="REGEX",
+                   help=r"regex with named groups turned into columns, e.g. '(?P<plate>P\d+)_(?P<well>[A-H]\d+)'")
+    g.add_argument("--image-id-from", choices=["stem", "path"], default="stem")
+    g.add_argument("--max-record-mib", type=float, default=64.0,
+                   help="layout auto: images larger than this (decoded) go to the dataset (default 64)")
+    g.add_argument("--compression", default="zstd", help="chunk codec (zstd, lz4, none ...)")
+    g.add_argument("--no-resume", action="store_true", help="re-ingest files even when unchanged")
+    g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    g.set_defaults(fn=_ingest)
+
+    q = sub.add_parser("sql", help="run a DuckDB query over image tables, datasets and catalogs")
+    q.add_argument("query")
+    q.add_argument("--table", action="append", metavar="NAME=PATH",
+                   help="register a record table / dataset (NAME_images, NAME_chunks) / catalog (NAME_images, NAME_catalog ...)")
+    q.add_argument("--catalog", action="append", metavar="DIR",
+                   help="register a catalog: views images, catalog, errors, dataset_images, dataset_chunks "
+                        "(default: the current directory when it is a catalog)")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.add_argument("--max-rows", type=int, default=100)
+    q.add_argument("--width", type=int, default=48, help="widest column shown (table format)")
+    q.add_argument("-v", "--verbose", action="store_true", help="list the registered views on stderr")
+    q.set_defaults(fn=_sql)
+
+    e = sub.add_parser("export", help="export one image (or an ROI) to .npy, .parquet, .vortex, .ome.tif or .ome.zarr")
+    e.add_argument("src", help="catalog dir, dataset dir, record table, TIFF, OME-Zarr or .npy")
+    e.add_argument("out")
+    e.add_argument("--image-id", help="image to export (catalogs, datasets, record tables)")
+    e.add_argument("--row", type=int, default=None, help="row of a record table (default 0)")
+    e.add_argument("--roi", metavar="x,y,w,h", help="export only this region (pixels)")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(fn=_export)
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``omeframe`` command; returns the exit status."""
+def _error_line(exc: BaseException) -> str:
+    """One line saying what went wrong (DuckDB's multi-line messages folded, no traceback)."""
     from .errors import OmeframeError
+
+    text = str(exc)
+    if isinstance(exc, KeyError) and not isinstance(exc, OmeframeError) and exc.args:
+        text = str(exc.args[0])
+    lines: list[str] = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("LINE "):
+            if lines:
+                break
+            continue
+        lines.append(line.strip())
+    msg = " ".join(lines) or type(exc).__name__
+    builtin = isinstance(exc, (OmeframeError, FileNotFoundError, FileExistsError, ValueError, KeyError))
+    if not builtin and not msg.startswith(type(exc).__name__) and "Error" not in msg.split(":")[0]:
+        msg = f"{type(exc).__name__}: {msg}"
+    return msg if len(msg) <= 1000 else msg[:997] + "..."
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``omeframe`` command; returns the exit status.
+
+    Errors print one line on stderr (``omeframe <command>: error: ...``) and
+    exit 1; set ``OMEFRAME_DEBUG=1`` to see the traceback instead.
+    ``omeframe ingest`` exits 2 when some files failed (the others are ingested).
+    """
+    import os
 
     args = _build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
-    except (OmeframeError, FileNotFoundError, ValueError, KeyError, TypeError) as exc:
-        print(f"omeframe {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"omeframe {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `omeframe sql ... | head`
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the CLI reports, it does not crash
+        if os.environ.get("OMEFRAME_DEBUG"):
+            raise
+        print(f"omeframe {args.command}: error: {_error_line(exc)}", file=sys.stderr)
         return 1
 
 

@@ -25,6 +25,7 @@ from .utils import describe_ome_arrow
 __all__ = ["OMEArrow", "scan"]
 
 _TABLE_SUFFIXES = (".parquet", ".pq", ".parq", ".vortex", ".vtx")
+_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 
 
 def _describe_shape(shape: tuple[int, int, int, int, int], dtype: np.dtype[Any]) -> dict[str, Any]:
@@ -94,10 +95,15 @@ class OMEArrow:
             self._source = str(path)
             if not path.exists():
                 raise FileNotFoundError(f"no such file: {str(path)!r}")
+            if path.is_file() and path.suffix.lower() in _TIFF_SUFFIXES:
+                from .io.tiff_io import from_tiff
+
+                self._set_data(from_tiff(path, image_type=image_type))
+                return
             if path.is_dir() or path.suffix.lower() not in _TABLE_SUFFIXES:
                 raise ValueError(
-                    f"OMEArrow({str(path)!r}) reads record tables (.parquet / .vortex); for "
-                    "datasets, OME-Zarr stores and TIFF files use OMEArrow.scan(path) (lazy) "
+                    f"OMEArrow({str(path)!r}) reads record tables (.parquet / .vortex) and TIFF "
+                    "files; for datasets and OME-Zarr stores use OMEArrow.scan(path) (lazy) "
                     "and .collect()"
                 )
             detect_format(path)  # precise error for files that are not tables
@@ -352,6 +358,7 @@ class OMEArrow:
         chunks: tuple[int, int, int, int, int] | None = None,
         zarr_compressor: str | None = "zstd",
         zarr_level: int = 7,
+        tiff_options: dict[str, Any] | None = None,
         parquet_column_name: str = DEFAULT_COLUMN_NAME,
         parquet_compression: str | None = "zstd",
         parquet_metadata: dict[str, str] | None = None,
@@ -365,7 +372,8 @@ class OMEArrow:
         how
             ``"numpy"`` (TCZYX array), ``"dict"``, ``"scalar"``,
             ``"parquet"`` or ``"vortex"`` (write a one-row table to ``out``),
-            ``"ome-zarr"`` (write OME-Zarr to ``out``; streams lazy plans).
+            ``"ome-tiff"`` / ``"ome-zarr"`` (write OME-TIFF / OME-Zarr to
+            ``out``; lazy plans are streamed chunk by chunk).
         dtype, strict, clamp
             For ``"numpy"``: output dtype (native when ``None``), payload
             length checking, and clipping into ``dtype``'s range.
@@ -373,6 +381,9 @@ class OMEArrow:
             Output path for file formats.
         dim_order, chunks, zarr_compressor, zarr_level
             For ``"ome-zarr"``: axes order, TCZYX chunk shape, codec and level.
+        tiff_options
+            For ``"ome-tiff"``: keyword arguments of :func:`omeframe.to_ome_tiff`
+            (``compression``, ``tile``, ``pyramid_levels`` ...).
 
         Returns
         -------
@@ -389,6 +400,12 @@ class OMEArrow:
             return to_dict(self.data)
         if kind == "scalar":
             return self.data
+        if kind in ("ome-tiff", "ometiff", "tiff", "tif"):
+            if out is None:
+                raise ValueError(f"export(how={how!r}) needs out=<path>")
+            from .export.ome_tiff import to_ome_tiff
+
+            return str(to_ome_tiff(self, out, dtype=dtype, clamp=clamp, dim_order=dim_order, **(tiff_options or {})))
         if kind in ("ome-zarr", "omezarr", "zarr"):
             if out is None:
                 raise ValueError(f"export(how={how!r}) needs out=<path>")
@@ -413,7 +430,7 @@ class OMEArrow:
             return str(out)
         raise ValueError(
             f"unknown export format {how!r}; expected 'numpy', 'dict', 'scalar', 'parquet', "
-            "'vortex' or 'ome-zarr'"
+            "'vortex', 'ome-tiff' or 'ome-zarr'"
         )
 
     def slice(

@@ -19,6 +19,7 @@ import numpy as np
 from .. import _threads
 from ..errors import PixelPayloadError, SelectionError
 from ..schema.dtypes import to_numpy_dtype
+from .grid import regular_pieces
 
 __all__ = ["PixelSource", "IndexSelection", "select_pieces", "assemble", "index_selection"]
 
@@ -46,6 +47,10 @@ class PixelSource:
         Whether decoding is heavy enough (compressed, or I/O) to use threads.
     describe
         One line naming the source, for ``explain()``.
+    regular
+        The ZYX chunk shape when the pieces are exactly a regular grid in C
+        order over (t, c, z, y, x) (as :func:`~omeframe.chunks.grid.regular_pieces`
+        lists them): piece selection is then index arithmetic, not a scan.
     """
 
     shape: tuple[int, int, int, int, int]
@@ -58,6 +63,7 @@ class PixelSource:
     describe: str = "pixels"
     metadata_nbytes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    regular: tuple[int, int, int] | None = None
 
     def __len__(self) -> int:
         return int(self.origins.shape[0])
@@ -131,10 +137,26 @@ def index_selection(
     )
 
 
+def regular_grid(src: PixelSource) -> tuple[int, int, int] | None:
+    """The source's regular ZYX chunk shape, declared or detected once (then cached)."""
+    if src.regular is not None:
+        return src.regular
+    if "_regular" not in src.extra:
+        found: tuple[int, int, int] | None = None
+        o, e = src.origins, src.extents
+        if o.size:
+            cand = tuple(int(v) for v in e[0])
+            ro, re_ = regular_pieces(src.shape, cand)
+            if ro.shape == o.shape and np.array_equal(ro, o) and np.array_equal(re_, e):
+                found = cand  # type: ignore[assignment]
+        src.extra["_regular"] = found
+    return src.extra["_regular"]
+
+
 def check_pieces(src: PixelSource) -> None:
-    """Raise ``PixelPayloadError`` when a piece lies outside the image."""
+    """Raise ``PixelPayloadError`` when a piece lies outside the image (checked once per source)."""
     o, e = src.origins, src.extents
-    if not o.size:
+    if not o.size or src.extra.get("_checked") or regular_grid(src) is not None:
         return
     st, sc, sz, sy, sx = src.shape
     bad = (
@@ -152,6 +174,24 @@ def check_pieces(src: PixelSource) -> None:
             f"chunks[{i}] at TCZYX origin {tuple(int(v) for v in o[i])} with ZYX shape "
             f"{tuple(int(v) for v in e[i])} lies outside the image TCZYX={src.shape}"
         )
+    src.extra["_checked"] = True
+
+
+def _select_regular(src: PixelSource, sel: IndexSelection) -> np.ndarray:
+    st, sc, sz, sy, sx = src.shape
+    cz, cy, cx = regular_grid(src)  # type: ignore[misc]
+    gz, gy, gx = -(-sz // cz), -(-sy // cy), -(-sx // cx)
+    t = np.unique(sel.t)
+    c = np.unique(sel.c)
+    z = np.unique(sel.z // cz)
+    y = np.arange(sel.y[0] // cy, (sel.y[1] - 1) // cy + 1)
+    x = np.arange(sel.x[0] // cx, (sel.x[1] - 1) // cx + 1)
+    lin = (
+        (((t[:, None, None, None, None] * sc + c[None, :, None, None, None]) * gz
+          + z[None, None, :, None, None]) * gy + y[None, None, None, :, None]) * gx
+        + x[None, None, None, None, :]
+    )
+    return lin.reshape(-1).astype(np.int64)
 
 
 def select_pieces(src: PixelSource, sel: IndexSelection) -> np.ndarray:
@@ -159,6 +199,8 @@ def select_pieces(src: PixelSource, sel: IndexSelection) -> np.ndarray:
     o, e = src.origins, src.extents
     if not o.size:
         return np.zeros(0, dtype=np.int64)
+    if regular_grid(src) is not None:
+        return _select_regular(src, sel)
     zs = np.sort(sel.z)
     z_hit = np.searchsorted(zs, o[:, 2], side="left") < np.searchsorted(zs, o[:, 2] + e[:, 0], side="left")
     y0, y1 = sel.y

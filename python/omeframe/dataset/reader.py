@@ -272,6 +272,7 @@ class Dataset:
             f"(chunks {e.chunk_shape} ZYX, codec {codec}, {how})",
             metadata_nbytes=meta_bytes,
             extra={"dataset": self, "entry": e},
+            regular=e.chunk_shape,
         )
 
     def chunk_table(self, image_id: str | None = None, level: int | None = 0, *, columns: Sequence[str] | None = None) -> pa.Table:

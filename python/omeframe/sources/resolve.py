@@ -15,7 +15,7 @@ from .base import LazySource
 from .memory import ArraySource, RecordSource
 from .tables import DatasetSource, RecordTableSource
 from .omezarr import open_ome_zarr_source
-from .zarrlike import open_tiff_source
+from .tiff import open_tiff_source
 
 __all__ = ["open_source"]
 

@@ -1,4 +1,4 @@
-"""Sources backed by zarr arrays: plain zarr, OME-Zarr 0.4/0.5 and tiled TIFF.
+"""Sources backed by zarr arrays (the pixel access OME-Zarr sources build on).
 
 Pieces are the array's own chunks (the read unit of zarr and of TIFF tiles
 through ``tifffile``'s zarr store), so a region read decodes only the chunks
@@ -21,7 +21,7 @@ from ..ingest._builder import ImageHeader, default_channels
 from ..ingest.dims import CANONICAL, default_dim_order, validate_dim_order
 from .base import LazySource
 
-__all__ = ["ZarrArraySource", "open_zarr_source", "open_tiff_source"]
+__all__ = ["ZarrArraySource", "open_zarr_source"]
 
 
 class ZarrArraySource(LazySource):
@@ -99,100 +99,14 @@ def _header(image_id: str, name: str, size_c: int, scale: dict[str, float] | Non
     )
 
 
-def _ome_multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
-    if "ome" in attrs and isinstance(attrs["ome"], dict) and "multiscales" in attrs["ome"]:
-        return attrs["ome"]["multiscales"]
-    return attrs.get("multiscales")
+def open_zarr_source(array: Any, *, dim_order: str | None = None) -> ZarrArraySource:
+    """A plain zarr array as a source (axes ``dim_order``, inferred from the rank).
 
-
-def open_zarr_source(path_or_array: Any, *, level: int = 0, dim_order: str | None = None) -> ZarrArraySource:
-    """Open a zarr array or an OME-Zarr image group (``level`` picks the resolution)."""
-    import zarr
-
-    if isinstance(path_or_array, (str, os.PathLike)):
-        p = Path(path_or_array)
-        if not p.exists():
-            raise FileNotFoundError(f"no such zarr store: {str(p)!r}")
-        node = zarr.open(str(p), mode="r")
-        label = str(p)
-    else:
-        node = path_or_array
-        label = f"zarr array {getattr(node, 'path', '') or ''}".strip()
-    if isinstance(node, zarr.Group):
-        ms = _ome_multiscales(dict(node.attrs))
-        if not ms:
-            raise SchemaError(
-                f"zarr group {label!r} has no OME-Zarr 'multiscales' metadata; open one of its "
-                f"arrays directly ({list(node.array_keys())[:5]}) with dim_order="
-            )
-        m = ms[0]
-        datasets = m.get("datasets") or []
-        if not 0 <= level < len(datasets):
-            raise SchemaError(f"{label!r} has {len(datasets)} resolution levels; level {level} does not exist")
-        ds = datasets[level]
-        arr = node[ds["path"]]
-        axes_meta = m.get("axes") or [{"name": a} for a in "tczyx"[-arr.ndim:]]
-        names = [(a["name"] if isinstance(a, dict) else str(a)).upper() for a in axes_meta]
-        axes = "".join(names)
-        scale: dict[str, float] = {}
-        for tr in ds.get("coordinateTransformations") or []:
-            if tr.get("type") == "scale":
-                scale = {n.lower(): float(s) for n, s in zip(names, tr["scale"])}
-        unit = None
-        for a in axes_meta:
-            if isinstance(a, dict) and a.get("type") == "space" and a.get("unit"):
-                unit = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm"}.get(a["unit"], a["unit"])
-                break
-        chans = None
-        omero = dict(node.attrs).get("omero") or (dict(node.attrs).get("ome") or {}).get("omero")
-        if isinstance(omero, dict) and omero.get("channels"):
-            chans = [str(ch.get("label", f"C{i}")) for i, ch in enumerate(omero["channels"])]
-        name = m.get("name") or Path(label).name
-        try:
-            src = ZarrArraySource(arr, axes, _header(name, name, 1, scale, unit or "µm"), f"OME-Zarr {label!r} level {level} (chunks {arr.chunks})")
-        except DimOrderError as exc:
-            raise SchemaError(f"OME-Zarr {label!r}: axes {axes!r} are not a subset of TCZYX ({exc})") from exc
-        sc = src.shape[1]
-        src._header.channels = default_channels(chans if chans and len(chans) == sc else None, sc)
-        return src
-    axes = dim_order or default_dim_order(node.ndim)
-    src = ZarrArraySource(node, axes, _header("unnamed", "unknown", 1), f"zarr array {label!r} (chunks {node.chunks})")
-    src._header.channels = default_channels(None, src.shape[1])
-    return src
-
-
-def open_tiff_source(path: str | os.PathLike[str], *, series: int = 0, level: int = 0) -> ZarrArraySource:
-    """Open a (tiled) TIFF / OME-TIFF series lazily through tifffile's zarr store."""
-    import tifffile
-    import zarr
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such TIFF file: {str(p)!r}")
-    try:
-        tf = tifffile.TiffFile(str(p))
-    except (tifffile.TiffFileError, ValueError, OSError) as exc:
-        raise SchemaError(f"{str(p)!r} is not a readable TIFF file: {exc}") from exc
-    if not 0 <= series < len(tf.series):
-        raise SchemaError(f"{str(p)!r} has {len(tf.series)} series; series {series} does not exist")
-    s = tf.series[series]
-    if not 0 <= level < len(s.levels):
-        raise SchemaError(f"{str(p)!r} series {series} has {len(s.levels)} levels; level {level} does not exist")
-    lv = s.levels[level]
-    axes = lv.axes.upper()
-    if "S" in axes:
-        axes = axes.replace("S", "C") if "C" not in axes else axes
-    unknown = [a for a in axes if a not in CANONICAL]
-    if unknown:
-        raise SchemaError(
-            f"TIFF series axes {lv.axes!r} include {unknown}, which omeframe cannot map to TCZYX yet"
-        )
-    arr = zarr.open(lv.aszarr(), mode="r")
-    if isinstance(arr, zarr.Group):  # multi-level stores open as groups
-        arr = arr[str(level)] if str(level) in arr else arr[next(iter(arr.array_keys()))]
-    src = ZarrArraySource(arr, axes, _header(p.stem, p.name, 1), f"TIFF {str(p)!r} series {series} level {level} (tiles {arr.chunks})", keep=tf)
-    # tifffile's zarr store reports only its JSON metadata as "stored" bytes;
-    # the tiles' byte counts are in the pages.
-    src._stored_total = sum(int(sum(pg.databytecounts)) for pg in lv.pages if pg is not None) or None
+    OME-Zarr image groups are opened by :func:`omeframe.sources.omezarr.open_ome_zarr_source`,
+    which reads their multiscales metadata and uses this for pixel access.
+    """
+    label = f"zarr array {getattr(array, 'path', '') or ''}".strip()
+    axes = dim_order or default_dim_order(array.ndim)
+    src = ZarrArraySource(array, axes, _header("unnamed", "unknown", 1), f"{label} (chunks {array.chunks})")
     src._header.channels = default_channels(None, src.shape[1])
     return src

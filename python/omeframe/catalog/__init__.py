@@ -1,0 +1,38 @@
+"""Catalogs: many image files -> one record table + one chunked dataset, in parallel.
+
+>>> res = omeframe.catalog.build("plates/", "plates.catalog", workers=4,  # doctest: +SKIP
+...                              columns_from_path=r"(?P<plate>P\\d+)_(?P<well>[A-H]\\d+)")
+>>> print(res.summary())                                                  # doctest: +SKIP
+
+See :mod:`omeframe.catalog.build` for the layout and the resume/append rules
+and :mod:`omeframe.catalog.records` for file records and identity.
+"""
+
+from __future__ import annotations
+
+from .build import (
+    CATALOG_SCHEMA,
+    CATALOG_VERSION,
+    CatalogError,
+    CatalogResult,
+    build,
+    discover,
+    open_image,
+    read_catalog,
+)
+from .records import CHECKSUM_ALGORITHM, FILE_RECORD_SCHEMA, FileRecord, file_checksum
+
+__all__ = [
+    "build",
+    "discover",
+    "read_catalog",
+    "open_image",
+    "CatalogResult",
+    "CatalogError",
+    "FileRecord",
+    "file_checksum",
+    "CATALOG_SCHEMA",
+    "CATALOG_VERSION",
+    "FILE_RECORD_SCHEMA",
+    "CHECKSUM_ALGORITHM",
+]

@@ -1,0 +1,359 @@
+"""Catalogs: many files -> images.parquet + dataset/ + catalog.parquet.
+
+A temporary tree of small TIFFs, ``.npy`` files, an OME-Zarr store and one
+corrupt TIFF is ingested; the tests check pixels against the sources, error
+rows, path-derived columns, resume (skip unchanged, re-ingest touched files
+without duplicates), appends, that 2 workers write what 1 worker writes, crash
+isolation, locking, and FileRecord's to_record / from_obj round trips.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import omeframe as of
+from omeframe.catalog import CatalogError, FileRecord, build, discover, read_catalog
+from omeframe.catalog.records import file_checksum, records_from_table, records_to_table
+
+build_mod = importlib.import_module("omeframe.catalog.build")  # the package attribute is the function
+tifffile = pytest.importorskip("tifffile")
+zarr = pytest.importorskip("zarr")
+
+REGEX = r"(?P<plate>P\d+)_(?P<well>[A-H]\d+)"
+
+
+def _arr(shape, seed, dtype=np.uint16):
+    return np.random.default_rng(seed).integers(0, 4000, shape).astype(dtype)
+
+
+def _write_ome_zarr(path: Path, arr: np.ndarray) -> None:
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"}]
+    datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.5, 0.5]}]}]
+    g = zarr.open_group(str(path), mode="w", zarr_format=2)
+    g.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": datasets, "name": "zimg"}]
+    z = zarr.create_array(store=str(path), name="0", shape=arr.shape, chunks=(1, 16, 16), dtype=arr.dtype, zarr_format=2)
+    z[:] = arr
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> dict[str, object]:
+    """src/: 6 TIFFs (P1/P2 x wells), 2 .npy, 1 OME-Zarr, 1 corrupt TIFF, 1 ignored .txt."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    expected: dict[str, np.ndarray] = {}  # image id -> TCZYX pixels
+    for i, (plate, well) in enumerate([("P1", "A1"), ("P1", "A2"), ("P1", "B1"), ("P2", "A1"), ("P2", "C3"), ("P2", "H12")]):
+        a = _arr((2, 24, 20), i)
+        where = src if i < 3 else src / "sub"
+        tifffile.imwrite(where / f"{plate}_{well}_f{i}.tif", a, metadata={"axes": "CYX"})
+        expected[f"{plate}_{well}_f{i}"] = a[None, :, None]
+    a2 = _arr((30, 26), 10, np.float32)
+    np.save(src / "plain2d.npy", a2)
+    expected["plain2d"] = a2[None, None, None]
+    a3 = _arr((5, 16, 18), 11, np.uint8)
+    np.save(src / "sub" / "stack.npy", a3)
+    expected["stack"] = a3[None, None]  # 3-D .npy: ZYX
+    rgb = _arr((12, 10, 3), 13, np.uint8)
+    np.save(src / "sub" / "rgb.npy", rgb)
+    expected["rgb"] = rgb.transpose(2, 0, 1)[None, :, None]  # trailing samples -> C
+    z = _arr((2, 40, 36), 12)
+    _write_ome_zarr(src / "zimg.ome.zarr", z)
+    expected["zimg"] = z[None, :, None]
+    (src / "broken.tif").write_bytes(np.random.default_rng(5).bytes(3000))
+    (src / "notes.txt").write_text("not an image")
+    return {"src": src, "expected": expected, "root": tmp_path}
+
+
+def _images(out: Path) -> pa.Table:
+    return pq.read_table(out / "images.parquet")
+
+
+def _pixels(out: Path, image_id: str) -> np.ndarray:
+    cat = read_catalog(out)
+    row = cat.filter(pc.equal(cat["image_id"], image_id)).to_pylist()[0]
+    if row["location"] == "dataset":
+        return of.scan(out / "dataset", image_id=image_id).export("numpy")
+    ids = _images(out)["image_id"].to_pylist()
+    return of.scan(out / "images.parquet", row_index=ids.index(image_id)).export("numpy")
+
+
+def _strip(t: pa.Table) -> pa.Table:
+    return t.drop_columns([c for c in ("ingested_at", "duration_s") if c in t.column_names])
+
+
+def test_build_mixed_sources_with_one_corrupt_file(tree):
+    src, out = tree["src"], tree["root"] / "cat"
+    res = build(src, out, workers=1, progress=False)
+    expected = tree["expected"]
+    assert res.n_files == len(expected) + 1
+    assert (res.n_ingested, res.n_errors, res.n_skipped) == (len(expected), 1, 0)
+    assert res.n_records == len(expected) and res.n_dataset == 0
+    cat = read_catalog(out)
+    assert cat.num_rows == len(expected) + 1
+    bad = cat.filter(pc.equal(cat["status"], "error")).to_pylist()
+    assert len(bad) == 1 and bad[0]["urlpath"].endswith("broken.tif")
+    assert bad[0]["error"] and bad[0]["error_type"] and bad[0]["location"] is None
+    assert res.errors.num_rows == 1 and res.errors["urlpath"][0].as_py().endswith("broken.tif")
+    readers = dict(zip(cat["image_id"].to_pylist(), cat["reader"].to_pylist()))
+    assert readers["zimg"] == "ome-zarr" and readers["stack"] == "numpy" and readers["P1_A1_f0"] == "tiff"
+    for iid, arr in expected.items():
+        got = _pixels(out, iid)
+        assert got.dtype == arr.dtype, iid
+        np.testing.assert_array_equal(got, arr, err_msg=iid)
+    imgs = _images(out)
+    assert sorted(imgs["image_id"].to_pylist()) == sorted(expected)
+    assert pc.all(pc.equal(imgs["ome_arrow"].combine_chunks().field("id"), imgs["image_id"])).as_py()
+    ok = cat.filter(pc.equal(cat["status"], "ok"))
+    assert set(ok["location"].to_pylist()) == {"images.parquet"}
+    assert all(len(c) == 32 for c in ok["checksum"].to_pylist())
+    # the record's acquisition time is the file's mtime: deterministic
+    fr = FileRecord.from_path(src / "P1_A1_f0.tif")
+    rec = imgs.filter(pc.equal(imgs["image_id"], "P1_A1_f0"))["ome_arrow"][0].as_py()
+    assert abs(rec["acquisition_datetime"].timestamp() - fr.mtime / 1e9) < 1e-5
+
+
+def test_columns_from_path_and_dataset_layout(tree):
+    src, out = tree["src"], tree["root"] / "cat"
+    # anything above 100 bytes decoded goes to the dataset
+    res = build(src, out, workers=1, progress=False, columns_from_path=REGEX, max_record_bytes=100)
+    assert res.n_dataset == len(tree["expected"]) and res.n_records == 0
+    cat = read_catalog(out)
+    rows = {r["image_id"]: r for r in cat.to_pylist()}
+    assert (rows["P2_H12_f5"]["plate"], rows["P2_H12_f5"]["well"]) == ("P2", "H12")
+    assert rows["zimg"]["plate"] is None and rows["zimg"]["location"] == "dataset"
+    ds = of.open_dataset(out / "dataset")
+    assert sorted(ds.image_ids) == sorted(tree["expected"])
+    for iid, arr in tree["expected"].items():
+        np.testing.assert_array_equal(_pixels(out, iid), arr)
+    assert not (out / "images.parquet").exists()
+    # records layout: extra columns land in images.parquet too
+    out2 = tree["root"] / "cat2"
+    build(src, out2, workers=1, progress=False, columns_from_path=REGEX, layout="records")
+    imgs = _images(out2)
+    got = dict(zip(imgs["image_id"].to_pylist(), zip(imgs["plate"].to_pylist(), imgs["well"].to_pylist())))
+    assert got["P1_B1_f2"] == ("P1", "B1") and got["plain2d"] == (None, None)
+    with pytest.raises(ValueError, match="named groups"):
+        build(src, out2, progress=False, columns_from_path=r"P\d+")
+    with pytest.raises(ValueError, match="clash"):
+        build(src, out2, progress=False, columns_from_path=r"(?P<status>P\d+)")
+
+
+def test_resume_touch_and_append(tree):
+    src, out = tree["src"], tree["root"] / "cat"
+    n = len(tree["expected"])
+    build(src, out, workers=1, progress=False, max_record_bytes=1500)  # TIFFs (1920 B) -> dataset
+    before = read_catalog(out)
+    again = build(src, out, workers=1, progress=False, max_record_bytes=1500)
+    assert (again.n_skipped, again.n_ingested, again.n_errors) == (n, 0, 1)  # the broken file is retried
+    # touch one record file and one dataset file: both re-ingested, nothing duplicated
+    rec_file, ds_file = src / "sub" / "stack.npy", src / "P1_A2_f1.tif"
+    for f in (rec_file, ds_file):
+        st = os.stat(f)
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    new = _arr((2, 24, 20), 99)
+    tifffile.imwrite(ds_file, new, metadata={"axes": "CYX"})  # new content as well
+    res = build(src, out, workers=1, progress=False, max_record_bytes=1500)
+    assert (res.n_ingested, res.n_skipped) == (2, n - 2)
+    cat = read_catalog(out)
+    assert cat.num_rows == before.num_rows
+    assert sorted(cat["image_id"].to_pylist()) == sorted(before["image_id"].to_pylist())
+    ds = of.open_dataset(out / "dataset")
+    assert len(ds.image_ids) == len(set(ds.image_ids))
+    np.testing.assert_array_equal(_pixels(out, "P1_A2_f1"), new[None, :, None])
+    assert _images(out)["image_id"].to_pylist().count("stack") == 1
+    assert read_catalog(out).filter(pc.equal(read_catalog(out)["image_id"], "stack"))["location"][0].as_py() == "images.parquet"
+    # append: new files only; a clashing stem gets a distinct id
+    (src / "more").mkdir()
+    tifffile.imwrite(src / "more" / "P3_D4_f9.tif", _arr((2, 8, 8), 7), metadata={"axes": "CYX"})
+    np.save(src / "more" / "plain2d.npy", _arr((9, 9), 8))
+    res = build(src, out, workers=1, progress=False, max_record_bytes=1500, columns_from_path=REGEX)
+    assert (res.n_ingested, res.n_skipped) == (2, n)
+    cat = read_catalog(out)
+    assert cat.num_rows == before.num_rows + 2
+    ids = cat["image_id"].to_pylist()
+    assert len(ids) == len(set(ids)) and "P3_D4_f9" in ids
+    clash = [i for i in ids if i.startswith("plain2d-")]
+    assert len(clash) == 1
+    np.testing.assert_array_equal(_pixels(out, clash[0])[0, 0, 0], np.load(src / "more" / "plain2d.npy"))
+    assert "plate" in cat.column_names  # a new path column joins older rows as nulls
+    # resume=False re-ingests everything without duplicating
+    res = build(src, out, workers=1, progress=False, max_record_bytes=1500, resume=False)
+    assert res.n_skipped == 0 and read_catalog(out).num_rows == cat.num_rows
+    ds = of.open_dataset(out / "dataset")
+    assert len(ds.image_ids) == len(set(ds.image_ids))
+
+
+def test_two_workers_write_what_one_worker_writes(tree):
+    src = tree["src"]
+    one, two = tree["root"] / "one", tree["root"] / "two"
+    r1 = build(src, one, workers=1, progress=False, columns_from_path=REGEX, max_record_bytes=5000)
+    r2 = build(src, two, workers=2, progress=False, columns_from_path=REGEX, max_record_bytes=5000, batch_size=2)
+    assert r2.workers == 2
+    assert (r1.n_ingested, r1.n_records, r1.n_dataset, r1.n_errors) == (r2.n_ingested, r2.n_records, r2.n_dataset, r2.n_errors)
+    assert r1.n_records and r1.n_dataset
+    assert _images(one).equals(_images(two))
+    assert _strip(read_catalog(one)).equals(_strip(read_catalog(two)))
+    for iid in tree["expected"]:
+        np.testing.assert_array_equal(_pixels(one, iid), _pixels(two, iid))
+
+
+def _crashing_open(path, reader=None):
+    if Path(path).name == "P1_A2_f1.tif":
+        os._exit(3)  # a reader segfault, as far as the pool can tell
+    return _real_open(path, reader)
+
+
+_real_open = build_mod.open_image
+
+
+def test_a_crashing_worker_costs_only_its_file(tree, monkeypatch):
+    if build_mod._mp_context().get_start_method() != "fork":
+        pytest.skip("needs forked workers to inherit the patched reader")
+    monkeypatch.setattr(build_mod, "open_image", _crashing_open)
+    out = tree["root"] / "cat"
+    res = build(tree["src"], out, workers=2, progress=False, batch_size=3)
+    cat = read_catalog(out)
+    errs = {r["urlpath"].rsplit("/", 1)[-1]: r["error_type"] for r in cat.to_pylist() if r["status"] == "error"}
+    assert errs == {"P1_A2_f1.tif": "WorkerCrashed", "broken.tif": errs["broken.tif"]}
+    assert res.n_ingested == len(tree["expected"]) - 1
+
+
+def test_on_error_raise_and_lock(tree):
+    src, out = tree["src"], tree["root"] / "cat"
+    with pytest.raises(CatalogError, match="broken.tif"):
+        build(src, out, workers=1, progress=False, on_error="raise")
+    cat = read_catalog(out)  # what succeeded before the failure is committed
+    assert "error" in cat["status"].to_pylist()
+    assert not (out / build_mod.LOCK_NAME).exists()
+    (out / build_mod.LOCK_NAME).write_text(str(os.getppid()))  # a live process holds it
+    with pytest.raises(CatalogError, match="being written"):
+        build(src, out, workers=1, progress=False)
+    (out / build_mod.LOCK_NAME).write_text("999999999")  # stale: taken over
+    build(src, out, workers=1, progress=False)
+    with pytest.raises(ValueError, match="layout"):
+        build(src, out, layout="tiles", progress=False)
+    with pytest.raises(ValueError, match="no image files"):
+        build(tree["root"] / "src" / "nothing-*.tif", out, progress=False)
+
+
+def test_discover_globs_dirs_and_exclusions(tree):
+    src = tree["src"]
+    out = src / "catalog-out"  # inside the source tree: never ingested
+    out.mkdir()
+    tifffile.imwrite(out / "junk.tif", _arr((4, 4), 1))
+    (src / ".hidden.tif").write_bytes(b"x")
+    found = [p.name for p in discover(src, exclude=out)]
+    assert "junk.tif" not in found and ".hidden.tif" not in found and "notes.txt" not in found
+    assert "zimg.ome.zarr" in found and "0" not in found  # a store is one entry
+    assert sorted(p.name for p in discover(str(src / "**" / "P2_*.tif"))) == ["P2_A1_f3.tif", "P2_C3_f4.tif", "P2_H12_f5.tif"]
+    assert [p.name for p in discover([src / "plain2d.npy", src / "plain2d.npy"])] == ["plain2d.npy"]
+    assert [p.name for p in discover(src / "missing.tif")] == ["missing.tif"]  # becomes an error row
+
+
+def test_file_record_round_trips(tree, tmp_path):
+    f = tree["src"] / "P1_A1_f0.tif"
+    rec = FileRecord.from_path(f, image_id="P1_A1_f0")
+    d = rec.to_record()
+    assert set(d) == {"urlpath", "size", "mtime", "checksum", "reader", "spec_version", "image_id"}
+    assert d["size"] == f.stat().st_size and d["mtime"] == f.stat().st_mtime_ns and d["reader"] == "tiff"
+    assert FileRecord.from_obj(d) == rec
+    assert FileRecord.from_obj(rec) is rec
+    assert FileRecord.from_obj(str(f)).same_file(rec)
+    assert rec.to_record(image_id="other", plate="P1")["plate"] == "P1"
+    # through Arrow (timestamp[ns, UTC]) and back, exactly
+    t = records_to_table([rec])
+    assert t.schema.field("mtime").type == pa.timestamp("ns", tz="UTC")
+    assert records_from_table(t) == [rec]
+    # a catalog row works too (the mtime is exact when read as int64 or pandas Timestamp)
+    out = tree["root"] / "cat"
+    build(tree["src"], out, workers=1, progress=False)
+    row = read_catalog(out).filter(pc.equal(read_catalog(out)["image_id"], "P1_A1_f0"))
+    assert records_from_table(row)[0].same_file(rec)
+    assert FileRecord.from_obj({**d, "mtime": rec.mtime / 1e9}).mtime == pytest.approx(rec.mtime, abs=1000)
+    with pytest.raises(ValueError, match="missing"):
+        FileRecord.from_obj({"urlpath": "x"})
+    with pytest.raises(TypeError):
+        FileRecord.from_obj(3)
+    # checksum: content-sensitive, edges of big files, directory listings
+    g = tmp_path / "g.bin"
+    g.write_bytes(b"a" * (3 << 20))
+    c1 = file_checksum(g)
+    with open(g, "r+b") as fh:
+        fh.seek((3 << 20) - 10)
+        fh.write(b"b")
+    assert file_checksum(g) != c1
+    z = tree["src"] / "zimg.ome.zarr"
+    zc = file_checksum(z)
+    assert FileRecord.from_path(z).reader == "ome-zarr" and FileRecord.from_path(z).size > 0
+    shutil.copytree(z, tmp_path / "copy.ome.zarr")
+    assert file_checksum(tmp_path / "copy.ome.zarr") == zc
+
+
+def test_checkpoints_and_crash_recovery_never_duplicate(tree, monkeypatch):
+    src, out = tree["src"], tree["root"] / "cat"
+    ref = tree["root"] / "ref"
+    build(src, ref, workers=1, progress=False, max_record_bytes=1500)
+    # checkpoint after every batch of one file
+    monkeypatch.setattr(build_mod, "_CHECKPOINT_MIN_BYTES", 1)
+    build(src, out, workers=1, progress=False, max_record_bytes=1500, batch_size=1)
+    assert _images(out).equals(_images(ref))
+    f = src / "sub" / "stack.npy"
+    np.save(f, _arr((5, 16, 18), 77, np.uint8))
+    build(src, out, workers=1, progress=False, max_record_bytes=1500, batch_size=1)
+    ids = _images(out)["image_id"].to_pylist()
+    assert sorted(ids) == sorted(_images(ref)["image_id"].to_pylist())
+    np.testing.assert_array_equal(_pixels(out, "stack")[0, 0], np.load(f))
+    # a crash after images.parquet and the dataset were written but before the
+    # catalog commit: the next build re-ingests those files, replacing (not
+    # duplicating) their rows and dataset images
+    monkeypatch.setattr(build_mod, "_CHECKPOINT_MIN_BYTES", 1 << 40)
+    f2 = src / "sub" / "P2_C3_f4.tif"
+    tifffile.imwrite(f2, _arr((2, 24, 20), 78), metadata={"axes": "CYX"})
+    np.save(f, _arr((5, 16, 18), 79, np.uint8))
+    real = build_mod._write_catalog
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(build_mod, "_write_catalog", boom)
+    with pytest.raises(OSError):
+        build(src, out, workers=1, progress=False, max_record_bytes=1500)
+    monkeypatch.setattr(build_mod, "_write_catalog", real)
+    res = build(src, out, workers=1, progress=False, max_record_bytes=1500)
+    assert res.n_ingested == 2
+    assert sorted(_images(out)["image_id"].to_pylist()) == sorted(ids)
+    ds = of.open_dataset(out / "dataset")
+    assert sorted(ds.image_ids) == sorted(set(ds.image_ids))
+    np.testing.assert_array_equal(_pixels(out, "P2_C3_f4")[0, :, 0], tifffile.imread(f2))
+    np.testing.assert_array_equal(_pixels(out, "stack")[0, 0], np.load(f))
+    assert not (out / build_mod.LOCK_NAME).exists()
+
+
+def test_interrupted_build_keeps_its_progress(tree, monkeypatch):
+    src, out = tree["src"], tree["root"] / "cat"
+    real = build_mod._Builder.handle
+    calls = {"n": 0}
+
+    def handle(self, *a, **k):
+        real(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_mod._Builder, "handle", handle)
+    with pytest.raises(KeyboardInterrupt):
+        build(src, out, workers=1, progress=False, batch_size=2)
+    monkeypatch.setattr(build_mod._Builder, "handle", real)
+    done = read_catalog(out).num_rows
+    assert done == 4 and not list(out.glob(".pending-*")) and not (out / build_mod.LOCK_NAME).exists()
+    res = build(src, out, workers=1, progress=False)
+    assert res.n_skipped == 4 and read_catalog(out).num_rows == len(tree["expected"]) + 1
