@@ -28,7 +28,7 @@ from .errors import (
     SchemaError,
     SelectionError,
 )
-from .export.pixels import plane_from_chunks, to_dict, to_numpy
+from .export.pixels import plane_from_chunks, to_dict, to_numpy, to_numpy_batch
 from .ingest.arrays import from_jax_array, from_numpy, from_torch_array, to_ome_arrow
 from .schema.types import (
     OME_ARROW_BYTE_STRUCT,
@@ -85,6 +85,7 @@ __all__ = [
     "from_jax_array",
     "to_ome_arrow",
     "to_numpy",
+    "to_numpy_batch",
     "plane_from_chunks",
     "to_dict",
     "thumbnail_png",

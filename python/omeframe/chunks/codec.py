@@ -9,6 +9,7 @@ release the GIL, so a thread pool decodes chunks in parallel.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,51 @@ def normalize_compression(compression: str | None) -> str | None:
     return value
 
 
+_tls = threading.local()
+
+
+def _zstd_d() -> Any:
+    """This thread's reusable zstd decompression context (``zstandard``), or ``None``."""
+    d = getattr(_tls, "zd", False)
+    if d is False:
+        try:
+            import zstandard
+        except ImportError:  # pragma: no cover - zstandard is a dependency
+            d = None
+        else:
+            d = zstandard.ZstdDecompressor()
+        _tls.zd = d
+    return d
+
+
+def _zstd_c(level: int | None) -> Any:
+    """This thread's reusable zstd compression context for ``level``, or ``None``."""
+    cache = getattr(_tls, "zc", None)
+    if cache is None:
+        cache = _tls.zc = {}
+    key = 3 if level is None else int(level)
+    c = cache.get(key, False)
+    if c is False:
+        try:
+            import zstandard
+        except ImportError:  # pragma: no cover - zstandard is a dependency
+            c = None
+        else:
+            c = zstandard.ZstdCompressor(level=key, write_content_size=True)
+        cache[key] = c
+    return c
+
+
+@functools.lru_cache(maxsize=1)
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (pa.ArrowException, ValueError, OSError)
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover
+        return errors
+    return (*errors, zstandard.ZstdError)
+
+
 @functools.lru_cache(maxsize=64)
 def _codec(name: str, level: int | None) -> pa.Codec:
     if level is None:
@@ -77,11 +123,24 @@ def encode_payload(
         return None, raw
     name, preset_level = _PRESETS.get(compression, (compression, None))
     lvl = level if level is not None else preset_level
-    packed = _codec(name, lvl).compress(raw, asbytes=False)
-    # Arrow allocates the worst-case compressed size and keeps that capacity
-    # after compressing; give it back, or every held chunk costs ~its raw size.
-    packed.resize(packed.size, shrink_to_fit=True)
-    if compression in _PRESETS and packed.size >= raw.nbytes:
+    zc = _zstd_c(lvl) if name == "zstd" else None
+    if zc is not None:
+        # Same libzstd frames as Arrow's codec, with far less per-call overhead
+        # (it matters for many small chunks such as cell crops).
+        packed: Any = zc.compress(raw)
+        size = len(packed)
+        if size < (raw.nbytes * 3) // 4:
+            # zstandard keeps the worst-case output allocation behind the
+            # bytes object; an exact-size copy gives the rest back, or every
+            # held chunk would cost about its raw size.
+            packed = bytes(memoryview(packed))
+    else:
+        packed = _codec(name, lvl).compress(raw, asbytes=False)
+        # Arrow allocates the worst-case compressed size and keeps that capacity
+        # after compressing; give it back, or every held chunk costs ~its raw size.
+        packed.resize(packed.size, shrink_to_fit=True)
+        size = packed.size
+    if compression in _PRESETS and size >= raw.nbytes:
         return None, raw
     return name, packed
 
@@ -108,9 +167,13 @@ def decode_payload(
     nbytes = count * dtype.itemsize
     name = None if compression is None else str(compression).strip().lower()
     if name and name not in _NONE:
+        zd = _zstd_d() if name == "zstd" else None
         try:
-            buf = _codec(name, None).decompress(payload, decompressed_size=nbytes, asbytes=False)
-        except (pa.ArrowException, ValueError, OSError) as exc:
+            if zd is not None:
+                buf = zd.decompress(payload, max_output_size=nbytes)
+            else:
+                buf = _codec(name, None).decompress(payload, decompressed_size=nbytes, asbytes=False)
+        except _decode_errors() as exc:
             raise PixelPayloadError(
                 f"{label}: cannot decode {name}-compressed payload of "
                 f"{len(memoryview(payload))} bytes into {count} {dtype} values ({exc})"
@@ -126,8 +189,9 @@ def decode_payload(
         flat = np.frombuffer(mv, dtype=dtype)
     if flat.size != count:
         if strict:
+            how = f"{name}-compressed payload decodes to" if name and name not in _NONE else "payload holds"
             raise PixelPayloadError(
-                f"{label}: payload holds {flat.size} values, expected {count} "
+                f"{label}: {how} {flat.size} values, expected {count} "
                 f"({dtype}); pass strict=False to pad/truncate"
             )
         flat = fit_length(flat, count)

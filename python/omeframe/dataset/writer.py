@@ -9,9 +9,11 @@ the manifest is replaced at the end; see :mod:`omeframe.dataset.manifest`.
 Sizing. Readers never need Parquet row groups or Vortex blocks to find a
 chunk: the images table stores each chunk's byte offset, so a region read is
 one ``pread`` per chunk whatever the container layout. Row groups are
-therefore sized for SQL scans (``row_group_bytes``, default 64 MiB: a
-100k-chunk image of 300 KB chunks has ~500 row groups, a ~1.5 MB footer that
-only DuckDB/Polars ever parse), and each write produces one part file.
+therefore sized for SQL scans and for the writer's memory: the writer holds
+one row group of encoded chunks (plus Parquet's page buffers, about three
+times ``row_group_bytes`` at peak), so the default is 16 MiB. A 100k-chunk
+image of 300 KB chunks then has ~1,900 row groups and a ~5 MB footer that
+only DuckDB/Polars ever parse. Each write produces one part file.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from .schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 
 __all__ = ["write_dataset", "write_items", "DEFAULT_CHUNK_ROW_GROUP_BYTES"]
 
-DEFAULT_CHUNK_ROW_GROUP_BYTES = 64 << 20
+DEFAULT_CHUNK_ROW_GROUP_BYTES = 16 << 20
 _BATCH_CHUNKS_PER_THREAD = 4
 
 
