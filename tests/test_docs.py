@@ -74,12 +74,12 @@ def test_relative_links_resolve(path: Path) -> None:
     assert not broken, f"{_rel(path)} links to missing files: {broken}"
 
 
-def _status_rows() -> list[tuple[str, str]]:
-    """``(name, status)`` of the reference-API status table in README.md."""
+def _table_rows(header: str) -> list[list[str]]:
+    """Cells of the rows of the README.md table whose header line starts with ``header``."""
     rows = []
     in_table = False
     for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
-        if line.startswith("| reference API"):
+        if line.startswith(header):
             in_table = True
             continue
         if in_table:
@@ -88,8 +88,23 @@ def _status_rows() -> list[tuple[str, str]]:
             cells = [c.strip() for c in line.strip("|").split("|")]
             if set(cells[0]) <= {"-", ":", " "}:
                 continue
-            rows.append((cells[0], cells[1]))
+            rows.append(cells)
     return rows
+
+
+def _status_rows() -> list[tuple[str, str]]:
+    """``(name, status)`` of the reference-API status table in README.md."""
+    return [(cells[0], cells[1]) for cells in _table_rows("| reference API")]
+
+
+def _assert_names_exist(name_cell: str, status: str) -> None:
+    names = re.findall(r"`([^`]+)`", name_cell)
+    assert names, name_cell
+    for name in names:
+        obj: object = omeframe
+        for part in name.split("(")[0].split("."):
+            assert hasattr(obj, part), f"README says {name!r} is {status!r}, but it does not exist"
+            obj = getattr(obj, part)
 
 
 def test_status_table_matches_the_package():
@@ -105,3 +120,19 @@ def test_status_table_matches_the_package():
             for part in name.split("(")[0].split("."):
                 assert hasattr(obj, part), f"README says {name!r} is {status!r}, but it does not exist"
                 obj = getattr(obj, part)
+
+
+def test_loader_table_matches_the_package():
+    rows = _table_rows("| loader |")
+    assert len(rows) >= 6, "README loader table not found"
+    for cells in rows:
+        if cells[1].startswith(("done", "partial")):
+            _assert_names_exist(cells[0], cells[1])
+
+
+def test_models_table_matches_the_package():
+    rows = _table_rows("| ome-zarr-models name |")
+    assert len(rows) >= 8, "README OME-Zarr models table not found"
+    for cells in rows:
+        if cells[2].startswith(("done", "partial")):
+            _assert_names_exist(cells[1], cells[2])

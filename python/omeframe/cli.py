@@ -376,7 +376,7 @@ def _row_of_id(path: Path, image_id: str) -> int:
 
         schema = pq.ParquetFile(path).schema_arrow
         col = find_record_column(schema, None, source=str(path))
-        ids = pq.read_table(path, columns=[f"{col}.id"]).column(0)
+        ids = pq.ParquetFile(path).read(columns=[f"{col}.id"]).column(0).combine_chunks().field("id")
     else:
         from .tables import read_table
 

@@ -47,7 +47,6 @@ def record_like(
     The encoding, chunk compression and chunk shape follow ``view`` unless
     ``encoding`` (``"bytes"`` / ``"list"``) or ``compression`` are given.
     """
-    meta = view.meta
     grid = view.chunk_grid or {}
     ct = view.chunks
     same_encoding = "list" if view.variant in ("list", "planes") else "bytes"

@@ -494,7 +494,7 @@ def read_catalog(out: str | os.PathLike[str]) -> pa.Table:
     p = Path(out) / CATALOG_NAME
     if not p.is_file():
         raise FileNotFoundError(f"{str(out)!r} holds no catalog ({CATALOG_NAME} missing)")
-    return pq.read_table(p)
+    return pq.ParquetFile(p).read()
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -563,7 +563,7 @@ def _holds_any(images: Path, urlpaths: set[str]) -> bool:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    col = pq.read_table(images, columns=["urlpath"])["urlpath"]
+    col = pq.ParquetFile(images).read(columns=["urlpath"])["urlpath"]
     return bool(pc.any(pc.is_in(col, value_set=pa.array(sorted(urlpaths), pa.string()))).as_py())
 
 

@@ -132,7 +132,7 @@ class Dataset:
                 try:
                     # One read of the whole (small) file: parsing from the file
                     # object read the footer region twice (tail, then columns).
-                    t = pq.read_table(pa.BufferReader(fh.read_range(0, fh.size)))
+                    t = pq.ParquetFile(pa.BufferReader(fh.read_range(0, fh.size))).read()
                 except (pa.ArrowInvalid, OSError) as exc:
                     raise CorruptFileError(f"unreadable images table {str(p)!r}: {exc}") from exc
         else:

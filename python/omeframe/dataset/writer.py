@@ -201,24 +201,7 @@ def _images_rows(logs: list[_ImageLog], part: str, offsets: dict[int, np.ndarray
         rows["image_type"].append(h.image_type)
         rows["parent_id"].append(log.inp.parent_id)
         rows["acquisition_datetime"].append(h.acquisition_datetime or datetime.now(timezone.utc))
-        rows["pixels_meta"].append(
-            {
-                "dimension_order": h.dimension_order or ("XYZCT" if sz > 1 else "XYCT"),
-                "type": h.dtype_meta or dtype_name(log.inp.dtype),
-                "size_x": sx,
-                "size_y": sy,
-                "size_z": sz,
-                "size_c": sc,
-                "size_t": st,
-                "physical_size_x": h.physical_size_x,
-                "physical_size_y": h.physical_size_y,
-                "physical_size_z": h.physical_size_z,
-                "physical_size_x_unit": h.physical_size_x_unit,
-                "physical_size_y_unit": h.physical_size_y_unit,
-                "physical_size_z_unit": h.physical_size_z_unit,
-                "channels": h.channels,
-            }
-        )
+        rows["pixels_meta"].append(h.pixels_meta(log.inp.shape, dtype_name(log.inp.dtype)))
         cz, cy, cx = log.grid
         rows["chunk_grid"].append(
             {"order": "TCZYX", "chunk_t": 1, "chunk_c": 1, "chunk_z": cz, "chunk_y": cy, "chunk_x": cx, "chunk_order": "ZYX"}

@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..chunks.assemble import PixelSource, clamp_cast
+from ..chunks.assemble import clamp_cast
 from ..errors import DimOrderError, DtypeError
-from ..ingest._builder import ImageHeader
 from ..omexml import tifffile_ome_metadata
 from ..plan.lazy import LazyImage
 from ..sources.base import LazySource
@@ -38,86 +37,11 @@ _BIGTIFF_THRESHOLD = (1 << 32) - (1 << 27)
 _OME_DTYPES = ("int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64", "bool")
 
 
-class _PlanSource(LazySource):
-    """A plan's result seen as a source (tiles of 512x512 read through the plan)."""
-
-    def __init__(self, plan: LazyImage, header: ImageHeader) -> None:
-        super().__init__()
-        self.plan = plan
-        self._header = header
-        self.describe = f"plan over {plan.source.describe}"
-
-    @property
-    def shape(self) -> tuple[int, int, int, int, int]:
-        return self.plan.shape
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self.plan.out_dtype
-
-    def header(self) -> ImageHeader:
-        return self._header
-
-    def chunk_shape(self) -> tuple[int, int, int]:
-        _, _, sz, sy, sx = self.shape
-        return (1, min(512, sy), min(512, sx))
-
-    def _open_pixels(self) -> PixelSource:
-        st, sc, sz, sy, sx = self.shape
-        _, cy, cx = self.chunk_shape()
-        grid = (st, sc, sz, -(-sy // cy), -(-sx // cx))
-        idx = np.indices(grid).reshape(5, -1).T.astype(np.int64)
-        origins = idx * np.array([1, 1, 1, cy, cx], dtype=np.int64)
-        ext = np.stack(
-            [np.ones(len(origins), np.int64), np.minimum(cy, sy - origins[:, 3]), np.minimum(cx, sx - origins[:, 4])],
-            axis=1,
-        )
-        plan = self.plan
-
-        def decode(i: int, strict: bool) -> np.ndarray:
-            t, c, z, y, x = (int(v) for v in origins[i])
-            _, dy, dx = (int(v) for v in ext[i])
-            return plan.select(t=[t], c=[c], z=[z], y=(y, y + dy), x=(x, x + dx)).execute(strict=strict)[0, 0, 0]
-
-        nbytes = ext[:, 1] * ext[:, 2] * self.dtype.itemsize
-        return PixelSource(self.shape, self.dtype, origins, ext, decode, nbytes, True, self.describe)
-
-
-def _plan_header(plan: LazyImage) -> ImageHeader:
-    from dataclasses import replace
-
-    from ..ingest._builder import default_channels
-
-    h = plan.source.header()
-    chans = [dict(ch) for ch in (h.channels or [])]
-    if plan.selection.c is not None and len(chans) == plan.source.shape[1]:
-        chans = [chans[i] for i in plan.selection.c]
-    if len(chans) != plan.shape[1]:
-        chans = default_channels(None, plan.shape[1])
-    return replace(h, channels=chans)
-
-
 def _as_source(data: Any) -> LazySource:
     """The image to export as a lazy source (plans with selections are wrapped)."""
-    from ..chunks.grid import Selection
+    from ..plan.derived import as_source
 
-    plan: LazyImage | None = None
-    if isinstance(data, LazyImage):
-        plan = data
-    elif hasattr(data, "_plan") and hasattr(data, "_record_view"):  # OMEArrow
-        if data._plan is not None and data._data is None:
-            plan = data._plan
-        else:
-            from ..sources.memory import RecordSource
-
-            return RecordSource(data.data)
-    if plan is not None:
-        if plan.selection == Selection() and plan.dtype is None and plan.predicate is None:
-            return plan.source
-        return _PlanSource(plan, _plan_header(plan))
-    from ..sources.resolve import open_source
-
-    return open_source(data)
+    return as_source(data)
 
 
 def _levels(src: LazySource, n: int, factor: int) -> list[LazySource]:

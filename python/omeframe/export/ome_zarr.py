@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 
 from .. import _threads
-from ..chunks.assemble import PixelSource
 from ..errors import DimOrderError
-from ..ingest._builder import ImageHeader, default_channels
+from ..ingest._builder import default_channels
 from ..ingest.dims import CANONICAL
 from ..plan.lazy import LazyImage
 from ..sources.base import LazySource
@@ -42,108 +41,12 @@ __all__ = ["to_ome_zarr", "as_export_source"]
 _DEFAULT_CHUNKS = (1, 1, 4, 512, 512)
 
 
-class _PlanSource(LazySource):
-    """A lazy plan (selection / dtype cast of a source) seen as a source."""
-
-    def __init__(self, plan: LazyImage, clamp: bool = True) -> None:
-        super().__init__()
-        self.plan = plan
-        self.clamp = clamp
-        self.describe = f"plan over {plan.source.describe}"
-
-    @property
-    def shape(self) -> tuple[int, int, int, int, int]:
-        return self.plan.shape
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self.plan.out_dtype
-
-    def header(self) -> ImageHeader:
-        plan = self.plan
-        h = plan.source.header()
-        chans = [dict(ch) for ch in (h.channels or [])]
-        if plan.selection.c is not None and len(chans) == plan.source.shape[1]:
-            chans = [chans[i] for i in plan.selection.c]
-        if len(chans) != self.shape[1]:
-            chans = default_channels(None, self.shape[1])
-        return replace(h, channels=chans, dtype_meta=None)
-
-    def chunk_shape(self) -> tuple[int, int, int] | None:
-        return self.plan.source.chunk_shape()
-
-    def _open_pixels(self) -> PixelSource:
-        st, sc, sz, sy, sx = self.shape
-        cz, cy, cx = self.chunk_shape() or (1, 512, 512)
-        cz, cy, cx = min(cz, sz), min(cy, sy), min(cx, sx)
-        grid = (st, sc, -(-sz // cz), -(-sy // cy), -(-sx // cx))
-        idx = np.indices(grid).reshape(5, -1).T.astype(np.int64)
-        origins = idx * np.array([1, 1, cz, cy, cx], dtype=np.int64)
-        extents = np.stack(
-            [np.minimum(cz, sz - origins[:, 2]), np.minimum(cy, sy - origins[:, 3]), np.minimum(cx, sx - origins[:, 4])],
-            axis=1,
-        )
-        plan, clamp = self.plan, self.clamp
-
-        def decode(i: int, strict: bool) -> np.ndarray:
-            t, c, z, y, x = (int(v) for v in origins[i])
-            dz, dy, dx = (int(v) for v in extents[i])
-            sel = plan.select(t=[t], c=[c], z=slice(z, z + dz), y=(y, y + dy), x=(x, x + dx))
-            return sel.execute(clamp=clamp, strict=strict)[0, 0]
-
-        nbytes = extents.prod(axis=1) * self.dtype.itemsize
-        return PixelSource(self.shape, self.dtype, origins, extents, decode, nbytes, True, self.describe)
-
-
 def as_export_source(data: Any) -> LazySource:
     """The :class:`LazySource` behind ``data`` (OMEArrow, plan, source, record, array, Dataset, path)."""
-    if isinstance(data, LazySource):
-        return data
-    if isinstance(data, LazyImage):
-        return data.source if _is_identity(data) else _PlanSource(data)
-    if hasattr(data, "_lazy") and hasattr(data, "is_lazy"):  # OMEArrow (lazy or materialised)
-        plan = data._lazy()
-        src = plan.source if _is_identity(plan) else _PlanSource(plan)
-        it = getattr(data, "_image_type", None)
-        return src if it is None else _Retyped(src, it)
-    from ..sources.resolve import open_source
+    from ..plan.derived import as_source
 
-    return open_source(data)
+    return as_source(data)
 
-
-class _Retyped(LazySource):
-    """``inner`` with another ``image_type`` in its header."""
-
-    def __init__(self, inner: LazySource, image_type: str) -> None:
-        super().__init__()
-        self.inner = inner
-        self.image_type = image_type
-        self.describe = inner.describe
-
-    @property
-    def shape(self) -> tuple[int, int, int, int, int]:
-        return self.inner.shape
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self.inner.dtype
-
-    def header(self) -> ImageHeader:
-        return replace(self.inner.header(), image_type=self.image_type)
-
-    def chunk_shape(self) -> tuple[int, int, int] | None:
-        return self.inner.chunk_shape()
-
-    def _open_pixels(self) -> PixelSource:
-        return self.inner.pixel_source()
-
-
-def _is_identity(plan: LazyImage) -> bool:
-    s = plan.selection
-    return (
-        s.t is None and s.c is None and s.z is None and s.y is None and s.x is None
-        and plan.dtype is None and plan.predicate is None
-    )
 
 
 def _check_dim_order(dim_order: str, shape: tuple[int, ...]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -24,7 +24,6 @@ from ..errors import DtypeError
 from ..schema.dtypes import LIST_VARIANT_DTYPES, dtype_name
 from ..schema.types import (
     BYTE_CHUNK_STRUCT,
-    CHANNEL_STRUCT,
     CHUNK_GRID_STRUCT,
     LIST_CHUNK_STRUCT,
     OME_ARROW_BYTE_STRUCT,
@@ -60,6 +59,26 @@ class ImageHeader:
     dimension_order: str | None = None
     type_: str = OME_ARROW_TAG_TYPE
     version: str = OME_ARROW_TAG_VERSION
+
+    def pixels_meta(self, shape: Sequence[int], dtype_str: str) -> dict[str, Any]:
+        """The OME-Arrow ``pixels_meta`` dict of an image of TCZYX ``shape`` with this header."""
+        st, sc, sz, sy, sx = (int(v) for v in shape)
+        return {
+            "dimension_order": self.dimension_order or ("XYZCT" if sz > 1 else "XYCT"),
+            "type": self.dtype_meta or dtype_str,
+            "size_x": sx,
+            "size_y": sy,
+            "size_z": sz,
+            "size_c": sc,
+            "size_t": st,
+            "physical_size_x": self.physical_size_x,
+            "physical_size_y": self.physical_size_y,
+            "physical_size_z": self.physical_size_z,
+            "physical_size_x_unit": self.physical_size_x_unit,
+            "physical_size_y_unit": self.physical_size_y_unit,
+            "physical_size_z_unit": self.physical_size_z_unit,
+            "channels": [dict(c) for c in (self.channels or [])],
+        }
 
     @classmethod
     def from_meta(
@@ -251,32 +270,15 @@ class RecordBuilder:
             self._add_planes(tczyx)
 
     def _header_row(self, h: ImageHeader, shape: tuple[int, ...], dtype_str: str) -> dict[str, Any]:
-        st, sc, sz, sy, sx = (int(v) for v in shape)
-        dim_order = h.dimension_order or ("XYZCT" if sz > 1 else "XYCT")
-        ts = h.acquisition_datetime or datetime.now(timezone.utc)
         return {
             "type": h.type_,
             "version": h.version,
             "id": h.image_id,
             "name": h.name,
             "image_type": h.image_type,
-            "acquisition_datetime": ts,
-            "pixels_meta": {
-                "dimension_order": dim_order,
-                "type": dtype_str,
-                "size_x": sx,
-                "size_y": sy,
-                "size_z": sz,
-                "size_c": sc,
-                "size_t": st,
-                "physical_size_x": h.physical_size_x,
-                "physical_size_y": h.physical_size_y,
-                "physical_size_z": h.physical_size_z,
-                "physical_size_x_unit": h.physical_size_x_unit,
-                "physical_size_y_unit": h.physical_size_y_unit,
-                "physical_size_z_unit": h.physical_size_z_unit,
-                "channels": h.channels,
-            },
+            "acquisition_datetime": h.acquisition_datetime or datetime.now(timezone.utc),
+            # dtype_str is the exact name the caller chose (it already honours dtype_meta)
+            "pixels_meta": replace(h, dtype_meta=None).pixels_meta(shape, dtype_str),
         }
 
     def _add_chunks(self, a: np.ndarray, cshape: tuple[int, int, int], dname: str) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..plan.lazy import LazyImage
-from ..sources.base import LazySource
+from ..sources.base import HeaderOverride, LazySource
 from ..ingest._builder import RecordBuilder, default_channels
 from ..ingest.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL, clamp_u16
 
@@ -54,33 +54,6 @@ def apply_overrides(
             ch["name"] = str(n)
     changes["channels"] = chans
     return replace(h, **changes)
-
-
-class _Renamed(LazySource):
-    """A source seen with another header (ids, names, channels)."""
-
-    def __init__(self, inner: LazySource, header: Any) -> None:
-        super().__init__()
-        self.inner = inner
-        self._hdr = header
-        self.describe = inner.describe
-
-    @property
-    def shape(self) -> tuple[int, int, int, int, int]:
-        return self.inner.shape
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self.inner.dtype
-
-    def header(self) -> Any:
-        return self._hdr
-
-    def _open_pixels(self) -> Any:
-        return self.inner.pixel_source()
-
-    def chunk_shape(self) -> tuple[int, int, int] | None:
-        return self.inner.chunk_shape()
 
 
 def ingest_source(
@@ -160,13 +133,13 @@ def ingest_source(
         src = all_levels[lv]
         h = replace(src.header(), image_id=iid, name=header.name, image_type=header.image_type,
                     channels=header.channels, acquisition_datetime=header.acquisition_datetime)
-        items.append((_Renamed(src, h), iid, lv, None))
+        items.append((HeaderOverride(src, h), iid, lv, None))
     if labels:
         for lname, lsrc in source.labels().items():
             lid = f"{iid}/labels/{lname}"
             lh = replace(lsrc.header(), image_id=lid, name=lname, image_type="label")
             for lv, lev in enumerate(lsrc.levels() if levels != "first" else [lsrc]):
-                items.append((_Renamed(lev, replace(lh, image_id=lid)), lid, lv, iid))
+                items.append((HeaderOverride(lev, replace(lh, image_id=lid)), lid, lv, iid))
     return write_items(
         items, out, format=format, mode=mode, chunk_shape=cshape, compression=compression,
         compression_level=compression_level, progress=progress,

@@ -9,6 +9,8 @@ large ones; ``levels="all"`` also stores the file's pyramid levels).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -101,24 +103,7 @@ def from_tiff(
 
 
 def _pixels_meta(src: Any) -> dict[str, Any]:
-    h = src.header()
-    st, sc, sz, sy, sx = src.shape
-    return {
-        "dimension_order": h.dimension_order or ("XYZCT" if sz > 1 else "XYCT"),
-        "type": src.dtype.name,
-        "size_x": sx,
-        "size_y": sy,
-        "size_z": sz,
-        "size_c": sc,
-        "size_t": st,
-        "physical_size_x": h.physical_size_x,
-        "physical_size_y": h.physical_size_y,
-        "physical_size_z": h.physical_size_z,
-        "physical_size_x_unit": h.physical_size_x_unit,
-        "physical_size_y_unit": h.physical_size_y_unit,
-        "physical_size_z_unit": h.physical_size_z_unit,
-        "channels": [dict(c) for c in h.channels],
-    }
+    return replace(src.header(), dtype_meta=None).pixels_meta(src.shape, src.dtype.name)
 
 
 def open_lazy_plane_source(

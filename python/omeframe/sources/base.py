@@ -17,7 +17,7 @@ import numpy as np
 from ..chunks.assemble import PixelSource
 from ..ingest._builder import ImageHeader
 
-__all__ = ["LazySource"]
+__all__ = ["LazySource", "HeaderOverride", "StoredSource"]
 
 
 class LazySource(ABC):
@@ -84,3 +84,52 @@ class LazySource(ABC):
         h = self.header()
         header = replace(h, channels=[dict(c) for c in (h.channels or [])])
         return ImageInput(self.shape, self.dtype, header, read_block, chunk_hint=self.chunk_shape())
+
+
+class HeaderOverride(LazySource):
+    """``inner`` seen with another header (ids, names, channels, image type)."""
+
+    def __init__(self, inner: LazySource, header: ImageHeader) -> None:
+        super().__init__()
+        self.inner = inner
+        self._hdr = header
+        self.describe = inner.describe
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return self.inner.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.inner.dtype
+
+    def header(self) -> ImageHeader:
+        return self._hdr
+
+    def chunk_shape(self) -> tuple[int, int, int] | None:
+        return self.inner.chunk_shape()
+
+    def chunk_stats(self) -> dict[str, np.ndarray] | None:
+        return self.inner.chunk_stats()
+
+    def _open_pixels(self) -> PixelSource:
+        return self.inner.pixel_source()
+
+
+class StoredSource(LazySource):
+    """Base for file sources that know shape, dtype and header when opened."""
+
+    _shape: tuple[int, int, int, int, int]
+    _dtype: np.dtype[Any]
+    _header: ImageHeader
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._dtype
+
+    def header(self) -> ImageHeader:
+        return self._header

@@ -27,7 +27,7 @@ from ..chunks.assemble import PixelSource
 from ..errors import DimOrderError
 from ..ingest._builder import ImageHeader, default_channels
 from ..ingest.dims import CANONICAL
-from .base import LazySource
+from .base import LazySource, StoredSource
 
 __all__ = ["LOADER_AXES", "check_axes", "AxesArraySource", "CustomSource", "LazyArray"]
 
@@ -79,7 +79,7 @@ def _header(image_id: str, name: str, size_c: int, channel_names: list[str] | No
     )
 
 
-class AxesArraySource(LazySource):
+class AxesArraySource(StoredSource):
     """An array-like with axes from ``STCZYX`` seen as one TCZYX image.
 
     Parameters
@@ -145,16 +145,6 @@ class AxesArraySource(LazySource):
         else:
             self._chunks = None
 
-    @property
-    def shape(self) -> tuple[int, int, int, int, int]:
-        return self._shape  # type: ignore[return-value]
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self._dtype
-
-    def header(self) -> ImageHeader:
-        return self._header
 
     def chunk_shape(self) -> tuple[int, int, int] | None:
         return self._chunks

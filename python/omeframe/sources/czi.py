@@ -27,7 +27,7 @@ import numpy as np
 from ..chunks.assemble import PixelSource
 from ..errors import CorruptFileError, OptionalDependencyError, SchemaError
 from ..ingest._builder import ImageHeader, default_channels
-from .base import LazySource
+from .base import StoredSource
 
 __all__ = ["CziSource", "open_czi_source", "czi_scenes", "import_pylibczirw", "INSTALL_HINT"]
 
@@ -106,7 +106,7 @@ def czi_scenes(path: str | os.PathLike[str]) -> list[int]:
     return scenes or [0]
 
 
-class CziSource(LazySource):
+class CziSource(StoredSource):
     """One scene of a CZI file; pieces are ``tile``-sized tiles of each plane."""
 
     def __init__(self, path: str | os.PathLike[str], *, scene: int = 0, tile: int = 1024) -> None:
@@ -199,16 +199,6 @@ class CziSource(LazySource):
             f"({', '.join(pt for _, pt in kinds)}; tiles {self.tile}x{self.tile})"
         )
 
-    @property
-    def shape(self) -> tuple[int, int, int, int, int]:
-        return self._shape  # type: ignore[return-value]
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self._dtype
-
-    def header(self) -> ImageHeader:
-        return self._header
 
     def chunk_shape(self) -> tuple[int, int, int]:
         return (1, min(self.tile, self._shape[3]), min(self.tile, self._shape[4]))

@@ -57,7 +57,7 @@ import numpy as np
 from ..chunks.assemble import PixelSource
 from ..errors import CorruptFileError, DimOrderError, PixelPayloadError
 from ..ingest._builder import ImageHeader, default_channels
-from .base import LazySource
+from .base import StoredSource
 
 __all__ = [
     "PatternToken",
@@ -471,7 +471,7 @@ class _FileCache:
 
 
 # ---------------------------------------------------------------- source
-class StackSource(LazySource):
+class StackSource(StoredSource):
     """Files named by a pattern, seen as one TCZYX image (one file = one piece per T/C plane).
 
     Parameters
@@ -576,16 +576,6 @@ class StackSource(LazySource):
             f"{info.shape[2]}x{sy}x{sx} {info.axes} each)"
         )
 
-    @property
-    def shape(self) -> tuple[int, int, int, int, int]:
-        return self._shape  # type: ignore[return-value]
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self._dtype
-
-    def header(self) -> ImageHeader:
-        return self._header
 
     def _read(self, path: Path) -> np.ndarray:
         arr = read_image_file(path)

@@ -632,7 +632,6 @@ class TiffSource(LazySource):
         if self._handle.closed:
             raise ValueError(f"{self._label}: the TIFF file is closed")
         kf = self._kf
-        series = self._series
         amap = self._map
         sep, depth, length, width, contig = (int(v) for v in kf.shaped)
         nframes = max(1, math.prod(amap.lead_sizes))

@@ -8,15 +8,12 @@ become channels when the image has no ``C`` axis.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..chunks.assemble import PixelSource
 from ..chunks.grid import regular_pieces
-from ..errors import DimOrderError, SchemaError
 from ..ingest._builder import ImageHeader, default_channels
 from ..ingest.dims import CANONICAL, default_dim_order, validate_dim_order
 from .base import LazySource
