@@ -172,7 +172,7 @@ def test_roi_reads_only_the_four_touched_chunks(big_dataset, counting):
     assert len(touched) == 4
     chunk_bytes = int(e.lengths[touched].sum())
     manifest = (big_dataset / "manifest.json").stat().st_size
-    images = ds.images_path.stat().st_size
+    images = ds.images_read_path.stat().st_size
     bound = chunk_bytes + manifest + images + SLACK
     total = sum(n for _, _, n in counting)
     print(f"{ds.format}: read {total} B through open_input; bound {bound} B "
@@ -187,7 +187,7 @@ def test_roi_reads_only_the_four_touched_chunks(big_dataset, counting):
     for off, n in pixel_reads:
         assert (off, off + n) in spans
     others = {p for p, _, _ in counting if p != part}
-    assert others <= {str(ds.images_path)}
+    assert others <= {str(ds.images_read_path)}
     assert sum(n for off, n in pixel_reads) == chunk_bytes
 
     # explain() announces exactly this read

@@ -11,6 +11,13 @@ from typing import Any
 __all__ = ["main"]
 
 
+def _existing(path: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such file or directory: {path!r}")
+    return p
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -101,7 +108,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     import omeframe as of
 
-    p = Path(args.path)
+    p = _existing(args.path)
     if _is_catalog(p):
         return _catalog_info(p)
     if p.is_dir() and (p / "manifest.json").exists():
@@ -141,7 +148,7 @@ def _info(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     import omeframe as of
 
-    p = Path(args.path)
+    p = _existing(args.path)
     if _is_catalog(p):
         for sub in ("images.parquet", "dataset"):
             if (p / sub).exists():

@@ -355,9 +355,13 @@ class OMEArrow:
         *,
         out: str | os.PathLike[str] | None = None,
         dim_order: str = "TCZYX",
+        compression: str | None = "zlib",
+        compression_level: int = 6,
+        tile: tuple[int, int] | None = None,
         chunks: tuple[int, int, int, int, int] | None = None,
         zarr_compressor: str | None = "zstd",
         zarr_level: int = 7,
+        use_channel_colors: bool = False,
         tiff_options: dict[str, Any] | None = None,
         parquet_column_name: str = DEFAULT_COLUMN_NAME,
         parquet_compression: str | None = "zstd",
@@ -381,9 +385,11 @@ class OMEArrow:
             Output path for file formats.
         dim_order, chunks, zarr_compressor, zarr_level
             For ``"ome-zarr"``: axes order, TCZYX chunk shape, codec and level.
+        compression, compression_level, tile, use_channel_colors
+            For ``"ome-tiff"``: codec and level, tile shape and channel colours.
         tiff_options
-            For ``"ome-tiff"``: keyword arguments of :func:`omeframe.to_ome_tiff`
-            (``compression``, ``tile``, ``pyramid_levels`` ...).
+            For ``"ome-tiff"``: further keyword arguments of
+            :func:`omeframe.to_ome_tiff` (``pyramid_levels``, ``bigtiff`` ...).
 
         Returns
         -------
@@ -405,7 +411,14 @@ class OMEArrow:
                 raise ValueError(f"export(how={how!r}) needs out=<path>")
             from .export.ome_tiff import to_ome_tiff
 
-            return str(to_ome_tiff(self, out, dtype=dtype, clamp=clamp, dim_order=dim_order, **(tiff_options or {})))
+            opts: dict[str, Any] = {
+                "compression": compression,
+                "compression_level": compression_level,
+                "tile": tile,
+                "use_channel_colors": use_channel_colors,
+            }
+            opts.update(tiff_options or {})
+            return str(to_ome_tiff(self, out, dtype=dtype, clamp=clamp, dim_order=dim_order, **opts))
         if kind in ("ome-zarr", "omezarr", "zarr"):
             if out is None:
                 raise ValueError(f"export(how={how!r}) needs out=<path>")

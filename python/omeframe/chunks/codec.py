@@ -1,8 +1,10 @@
 """Chunk payload codecs: compress native-dtype chunk bytes and decode them back.
 
-Compression uses Arrow's codecs (``pyarrow.Codec``), the same ones the
-OME-Arrow byte variant names in ``chunks[].compression``, so payloads written
-here decode in any OME-Arrow reader and the other way round. Arrow's codecs
+Codecs are the ones the OME-Arrow byte variant names in
+``chunks[].compression``: zstd goes through ``zstandard`` (the same libzstd
+frames Arrow's codec reads and writes, with far less per-call overhead and one
+reusable context per thread), the others through ``pyarrow.Codec``. Payloads
+written here decode in any OME-Arrow reader and the other way round. Both
 release the GIL, so a thread pool decodes chunks in parallel.
 """
 

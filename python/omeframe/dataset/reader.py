@@ -115,6 +115,12 @@ class Dataset:
         return self.path / self.manifest.images
 
     @property
+    def images_read_path(self) -> Path:
+        """The images file a reader opens: the Arrow IPC copy when present, else the table."""
+        fast = self.images_path.with_suffix(".arrow")
+        return fast if fast.is_file() else self.images_path
+
+    @property
     def chunk_paths(self) -> list[Path]:
         """Paths of the chunks table parts."""
         return [self.path / p for p in self.manifest.parts]
@@ -125,6 +131,16 @@ class Dataset:
         p = self.images_path
         if not p.exists():
             raise CorruptFileError(f"dataset {str(self.path)!r} lacks its images table {p.name!r}")
+        fast = self.images_read_path
+        if fast != p:
+            # The writer's Arrow IPC copy of the same table: opening it needs no
+            # Parquet or Vortex reader, which keeps a cold open to milliseconds.
+            with files.open_input(fast) as fh:
+                try:
+                    t = pa.ipc.open_file(pa.BufferReader(fh.read_range(0, fh.size))).read_all()
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise CorruptFileError(f"unreadable images index {str(fast)!r}: {exc}") from exc
+            return t.cast(IMAGES_SCHEMA) if t.schema != IMAGES_SCHEMA else t
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
@@ -258,7 +274,7 @@ class Dataset:
             count = int(extents[i, 0] * extents[i, 1] * extents[i, 2])
             return decode_payload(data, codec, dtype, count, label=f"image {iid!r} chunk {i}", strict=strict)
 
-        meta_bytes = self.images_path.stat().st_size + (self.path / "manifest.json").stat().st_size
+        meta_bytes = self.images_read_path.stat().st_size + (self.path / "manifest.json").stat().st_size
         how = "byte-range reads" if e.offsets is not None else "vortex row takes"
         return PixelSource(
             e.shape,

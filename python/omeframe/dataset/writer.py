@@ -222,6 +222,11 @@ def _images_rows(logs: list[_ImageLog], part: str, offsets: dict[int, np.ndarray
 def _write_images_table(table: pa.Table, path: Path, fmt: str) -> None:
     from ..storage._atomic import atomic_path
 
+    # The fast-open copy: Arrow IPC needs no Parquet or Vortex reader, so a
+    # cold process opens the dataset without importing either (see reader).
+    with atomic_path(path.with_suffix(".arrow")) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -419,7 +424,7 @@ def write_items(
         write_manifest(staging, manifest)
     except BaseException:
         if existing:  # leave the committed generation exactly as it was
-            for p in (part_tmp, staging / part_rel, staging / images_rel):
+            for p in (part_tmp, staging / part_rel, staging / images_rel, (staging / images_rel).with_suffix(".arrow")):
                 p.unlink(missing_ok=True)
         else:
             shutil.rmtree(staging, ignore_errors=True)
@@ -436,7 +441,8 @@ def write_items(
         # Keep this and the previous generation's images table (a reader may
         # have opened the previous manifest); older ones are garbage.
         keep = {images_rel, existing.images}
-        for f in root.glob(f"images-*.{ext}"):
+        keep |= {str(Path(k).with_suffix(".arrow")) for k in keep if k}
+        for f in [*root.glob(f"images-*.{ext}"), *root.glob("images-*.arrow")]:
             if f.name not in keep:
                 f.unlink(missing_ok=True)
     return Dataset(root)

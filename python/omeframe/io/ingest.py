@@ -138,8 +138,10 @@ def ingest_source(
         for lname, lsrc in source.labels().items():
             lid = f"{iid}/labels/{lname}"
             lh = replace(lsrc.header(), image_id=lid, name=lname, image_type="label")
-            for lv, lev in enumerate(lsrc.levels() if levels != "first" else [lsrc]):
-                items.append((HeaderOverride(lev, replace(lh, image_id=lid)), lid, lv, iid))
+            label_levels = lsrc.levels()
+            for lv in picked:
+                if lv < len(label_levels):
+                    items.append((HeaderOverride(label_levels[lv], replace(lh, image_id=lid)), lid, lv, iid))
     return write_items(
         items, out, format=format, mode=mode, chunk_shape=cshape, compression=compression,
         compression_level=compression_level, progress=progress,

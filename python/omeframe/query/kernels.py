@@ -11,8 +11,7 @@ arguments, give null results.
   :func:`channel_names`) are pure Arrow compute on struct fields: no Python
   loop over rows.
 * :func:`stats` decodes only the chunks of the requested channel (a loop
-  over chunks; zstd through a reused ``zstandard`` context when that package
-  is installed, Arrow's codec otherwise) and reduces them with segmented
+  over chunks, decoded by :mod:`omeframe.chunks.codec`) and reduces them with segmented
   numpy reductions in cache-sized groups: no Python loop over pixels, exact
   sums for integer data up to 16 bits.
 * :func:`crop` reads each row's region (only the chunks it touches) and
@@ -25,7 +24,6 @@ arguments, give null results.
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -258,28 +256,6 @@ def channel_names(records: Any) -> pa.ListArray:
 
 # --------------------------------------------------------------------------
 # payload decoding
-_tls = threading.local()
-
-
-def _zstd() -> Any:
-    """A per-thread ``zstandard`` decompressor, or ``None`` when not installed.
-
-    Arrow's zstd codec creates a context per call (~30 us for a 4 KiB chunk);
-    a reused ``zstandard`` context decodes the same frame in ~1 us. The
-    frames are standard zstd frames, so both decoders read them.
-    """
-    d = getattr(_tls, "zstd", False)
-    if d is False:
-        try:
-            import zstandard
-
-            d = zstandard.ZstdDecompressor()
-        except ImportError:  # optional: fall back to Arrow's codec
-            d = None
-        _tls.zstd = d
-    return d
-
-
 def _codec_name(comp: Any) -> str | None:
     """Lower-case codec name, ``None`` for raw payloads."""
     if comp is None:
@@ -289,19 +265,8 @@ def _codec_name(comp: Any) -> str | None:
 
 
 def _decode(payload: Any, comp: str | None, dt: np.dtype[Any], count: int, label: str) -> np.ndarray:
-    """Decode one chunk payload into ``count`` values (fast path for zstd)."""
-    comp = _codec_name(comp)
-    if comp == "zstd":
-        d = _zstd()
-        if d is not None:
-            nbytes = count * dt.itemsize
-            try:
-                raw = d.decompress(payload, max_output_size=nbytes)
-            except Exception:  # noqa: BLE001 - let Arrow's codec report the error
-                raw = None
-            if raw is not None and len(raw) == nbytes:
-                return np.frombuffer(raw, dtype=dt)
-    return decode_payload(payload, comp, dt, count, label=label)
+    """Decode one chunk payload into ``count`` values (the codec module's fast zstd path)."""
+    return decode_payload(payload, _codec_name(comp), dt, count, label=label)
 
 
 # --------------------------------------------------------------------------
