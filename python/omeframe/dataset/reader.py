@@ -33,6 +33,16 @@ from .schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 __all__ = ["Dataset", "open_dataset", "ImageEntry"]
 
 
+def _conform_images(t: pa.Table) -> pa.Table:
+    """Cast to the current images schema; columns added since a table was written read as null."""
+    if t.schema == IMAGES_SCHEMA:
+        return t
+    for f in IMAGES_SCHEMA:
+        if f.name not in t.column_names:
+            t = t.append_column(f, pa.nulls(t.num_rows, f.type))
+    return t.select(IMAGES_SCHEMA.names).cast(IMAGES_SCHEMA)
+
+
 class ImageEntry:
     """One (image, level) row of the images table, with its chunk index."""
 
@@ -54,10 +64,36 @@ class ImageEntry:
         self.codec: str | None = row["codec"]
         self.part: str = row["part"]
         self.row_start: int = int(row["row_start"])
+        # Chunks spread over several parts (Vortex roll-over): per-chunk part and row.
+        self.parts: list[str] = list(row.get("parts") or [self.part])
+        cp, cr = row.get("chunk_part"), row.get("chunk_rows")
+        self.chunk_part = None if cp is None else np.asarray(cp, dtype=np.int64)
+        self.chunk_rows = None if cr is None else np.asarray(cr, dtype=np.int64)
         self.n_chunks: int = int(row["n_chunks"])
         self.offsets = None if row["chunk_offsets"] is None else np.asarray(row["chunk_offsets"], dtype=np.int64)
         self.lengths = np.asarray(row["chunk_lengths"], dtype=np.int64)
         self.checksums = np.asarray(row["chunk_checksums"], dtype=np.int64)
+
+    def part_of(self, index: int) -> str:
+        """The part file holding chunk ``index`` (grid order)."""
+        return self.part if self.chunk_part is None else self.parts[int(self.chunk_part[index])]
+
+    def row_of(self, index: int) -> int:
+        """Chunk ``index``'s row within :meth:`part_of`."""
+        return self.row_start + index if self.chunk_rows is None else int(self.chunk_rows[index])
+
+    def part_ranges(self) -> list[tuple[str, int, int]]:
+        """``(part, first_row, n_rows)`` runs covering the image's chunks in grid order."""
+        if self.chunk_part is None:
+            return [(self.part, self.row_start, self.n_chunks)]
+        runs: list[tuple[str, int, int]] = []
+        for i in range(self.n_chunks):
+            part, row = self.part_of(i), self.row_of(i)
+            if runs and runs[-1][0] == part and runs[-1][1] + runs[-1][2] == row:
+                runs[-1] = (part, runs[-1][1], runs[-1][2] + 1)
+            else:
+                runs.append((part, row, 1))
+        return runs
 
     @property
     def grid_shape(self) -> tuple[int, int, int, int, int]:
@@ -140,7 +176,7 @@ class Dataset:
                     t = pa.ipc.open_file(pa.BufferReader(fh.read_range(0, fh.size))).read_all()
                 except (pa.ArrowInvalid, OSError) as exc:
                     raise CorruptFileError(f"unreadable images index {str(fast)!r}: {exc}") from exc
-            return t.cast(IMAGES_SCHEMA) if t.schema != IMAGES_SCHEMA else t
+            return _conform_images(t)
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
@@ -155,7 +191,7 @@ class Dataset:
             from ..storage._vortex import read_vortex_table
 
             t = read_vortex_table(p)
-        return t.cast(IMAGES_SCHEMA) if t.schema != IMAGES_SCHEMA else t
+        return _conform_images(t)
 
     @cached_property
     def _entries(self) -> dict[tuple[str, int], ImageEntry]:
@@ -242,11 +278,11 @@ class Dataset:
         """Stored (encoded) bytes of chunk ``index`` (grid order) of an image."""
         e = self.entry(image_id, level)
         if e.offsets is not None:
-            data = self._file(e.part).read_range(int(e.offsets[index]), int(e.lengths[index]))
+            data = self._file(e.part_of(index)).read_range(int(e.offsets[index]), int(e.lengths[index]))
         else:
             from ..storage._vortex import read_vortex_table
 
-            t = read_vortex_table(self.path / e.part, columns=["pixel_bytes"], rows=[e.row_start + index])
+            t = read_vortex_table(self.path / e.part_of(index), columns=["pixel_bytes"], rows=[e.row_of(index)])
             data = t.column(0)[0].as_buffer()
         if verify:
             crc = zlib.crc32(data) & 0xFFFFFFFF
@@ -255,7 +291,7 @@ class Dataset:
                 key = dict(zip("tczyx", (int(v) for v in o[index])))
                 raise ChunkChecksumError(
                     f"corrupt chunk in dataset {str(self.path)!r}: image {e.image_id!r} level "
-                    f"{e.level} chunk {key} (part {e.part!r}) has CRC-32 {crc:#010x} over "
+                    f"{e.level} chunk {key} (part {e.part_of(index)!r}) has CRC-32 {crc:#010x} over "
                     f"{len(data)} bytes, expected {int(e.checksums[index]):#010x} over "
                     f"{int(e.lengths[index])} bytes"
                 )
@@ -296,7 +332,8 @@ class Dataset:
         cols = list(columns) if columns else [f.name for f in CHUNKS_SCHEMA if f.name != "pixel_bytes"]
         if image_id is not None:
             e = self.entry(image_id, level or 0)
-            return self._read_rows(e.part, cols, e.row_start, e.n_chunks)
+            pieces = [self._read_rows(part, cols, start, n) for part, start, n in e.part_ranges()]
+            return pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
         parts = [self._read_rows(p, cols, None, None) for p in self.manifest.parts]
         return pa.concat_tables(parts) if parts else CHUNKS_SCHEMA.empty_table().select(cols)
 

@@ -64,6 +64,12 @@ IMAGES_SCHEMA = pa.schema(
         pa.field("chunk_offsets", pa.list_(pa.int64())),
         pa.field("chunk_lengths", pa.list_(pa.int64())),
         pa.field("chunk_checksums", pa.list_(pa.uint32())),
+        # When an image's chunks span several part files (Vortex writes roll
+        # over to bound memory): the parts, and each chunk's part index and
+        # row within it. Null when every chunk lies in ``part`` from ``row_start``.
+        pa.field("parts", pa.list_(pa.string())),
+        pa.field("chunk_part", pa.list_(pa.int16())),
+        pa.field("chunk_rows", pa.list_(pa.int64())),
     ]
 )
 

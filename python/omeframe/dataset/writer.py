@@ -45,6 +45,9 @@ from .schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 __all__ = ["write_dataset", "write_items", "DEFAULT_CHUNK_ROW_GROUP_BYTES"]
 
 DEFAULT_CHUNK_ROW_GROUP_BYTES = 16 << 20
+#: Payload per Vortex part file: vortex-data holds a file's batches until it
+#: closes, so this bounds a Vortex write's memory (Parquet writes one part).
+VORTEX_PART_BYTES = 16 << 20
 _BATCH_CHUNKS_PER_THREAD = 4
 
 
@@ -165,36 +168,80 @@ def _to_batch(cols: dict[str, list[Any]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=CHUNKS_SCHEMA)
 
 
-def _write_part(
-    path: Path, fmt: str, stream: _ChunkStream, row_group_bytes: int
+@dataclass
+class _Part:
+    """One chunk part file of a write: its path and the global rows it holds."""
+
+    rel: str
+    tmp: Path
+    row_start: int
+    row_end: int = 0
+
+
+def _write_parts(
+    staging: Path,
+    prefix: str,
+    ext: str,
+    fmt: str,
+    stream: _ChunkStream,
+    part_bytes: int | None,
+    parts: list[_Part],
 ) -> None:
-    batches = stream.batches()
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    """Stream the chunk batches into one part file, or several of about ``part_bytes``.
 
-        plain = [f.name for f in CHUNKS_SCHEMA if f.name != "pixel_bytes"]
-        comp = {f.name: ("NONE" if f.name == "pixel_bytes" else "zstd") for f in CHUNKS_SCHEMA}
-        with pq.ParquetWriter(
-            path,
-            CHUNKS_SCHEMA,
-            compression=comp,
-            use_dictionary=plain,
-            write_statistics=plain,
-            data_page_size=1 << 20,
-        ) as writer:
-            for batch in batches:
-                writer.write_batch(batch, row_group_size=batch.num_rows)
-    else:
-        from ..storage._vortex import write_vortex_stream
+    Parquet writes one part per write (its writer flushes every row group).
+    vortex-data's writer keeps every batch of a file alive until the file is
+    finished, so Vortex writes roll over to a new part every ``part_bytes``
+    of payload: memory stays bounded by one part, not by the image.
+    """
+    it = iter(stream.batches())
+    done = False
 
-        write_vortex_stream(CHUNKS_SCHEMA, batches, path)
+    def take() -> Iterator[pa.RecordBatch]:
+        nonlocal done
+        size = 0
+        for batch in it:
+            yield batch
+            size += batch.nbytes
+            if part_bytes is not None and size >= part_bytes:
+                return
+        done = True
+
+    while not done:
+        rel = f"{prefix}-{len(parts):03d}.{ext}" if part_bytes is not None else f"{prefix}.{ext}"
+        part = _Part(rel=rel, tmp=staging / (rel + ".tmp"), row_start=stream.rows)
+        parts.append(part)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            plain = [f.name for f in CHUNKS_SCHEMA if f.name != "pixel_bytes"]
+            comp = {f.name: ("NONE" if f.name == "pixel_bytes" else "zstd") for f in CHUNKS_SCHEMA}
+            with pq.ParquetWriter(
+                part.tmp,
+                CHUNKS_SCHEMA,
+                compression=comp,
+                use_dictionary=plain,
+                write_statistics=plain,
+                data_page_size=1 << 20,
+            ) as writer:
+                for batch in take():
+                    writer.write_batch(batch, row_group_size=batch.num_rows)
+        else:
+            from ..storage._vortex import write_vortex_stream
+
+            write_vortex_stream(CHUNKS_SCHEMA, take(), part.tmp)
+        part.row_end = stream.rows
+        if part.row_end == part.row_start and len(parts) > 1:  # an empty tail part
+            part.tmp.unlink(missing_ok=True)
+            parts.pop()
 
 
-def _images_rows(logs: list[_ImageLog], part: str, offsets: dict[int, np.ndarray | None]) -> pa.Table:
+def _images_rows(logs: list[_ImageLog], parts: list[_Part], offsets: np.ndarray | None) -> pa.Table:
+    """Images-table rows for ``logs``; ``offsets`` are byte offsets by global chunk row."""
     rows: dict[str, list[Any]] = {f.name: [] for f in IMAGES_SCHEMA}
-    for i, log in enumerate(logs):
+    starts = np.array([p.row_start for p in parts], dtype=np.int64)
+    for log in logs:
         h = log.inp.header
-        st, sc, sz, sy, sx = log.inp.shape
         rows["image_id"].append(h.image_id)
         rows["level"].append(log.level)
         rows["name"].append(h.name)
@@ -208,12 +255,25 @@ def _images_rows(logs: list[_ImageLog], part: str, offsets: dict[int, np.ndarray
         )
         rows["dtype"].append(dtype_name(log.inp.dtype))
         rows["codec"].append(log.codec)
-        rows["n_chunks"].append(len(log.lengths))
+        n = len(log.lengths)
+        rows["n_chunks"].append(n)
         rows["stored_bytes"].append(int(sum(log.lengths)))
-        rows["part"].append(part)
-        rows["row_start"].append(log.row_start)
-        off = offsets.get(i)
-        rows["chunk_offsets"].append(None if off is None else off.tolist())
+        glob = np.arange(log.row_start, log.row_start + n, dtype=np.int64)
+        pidx = np.searchsorted(starts, glob, side="right") - 1
+        first = int(pidx[0]) if n else 0
+        rows["part"].append(parts[first].rel)
+        rows["row_start"].append(log.row_start - int(starts[first]))
+        if n and int(pidx[-1]) != first:
+            used = sorted(set(pidx.tolist()))
+            local = {p: i for i, p in enumerate(used)}
+            rows["parts"].append([parts[p].rel for p in used])
+            rows["chunk_part"].append([local[p] for p in pidx.tolist()])
+            rows["chunk_rows"].append((glob - starts[pidx]).tolist())
+        else:
+            rows["parts"].append([parts[first].rel])
+            rows["chunk_part"].append(None)
+            rows["chunk_rows"].append(None)
+        rows["chunk_offsets"].append(None if offsets is None else offsets[glob].tolist())
         rows["chunk_lengths"].append(log.lengths)
         rows["chunk_checksums"].append(log.checksums)
     return pa.table({f.name: pa.array(rows[f.name], f.type) for f in IMAGES_SCHEMA}, schema=IMAGES_SCHEMA)
@@ -386,9 +446,9 @@ def write_items(
     (staging / "chunks").mkdir(exist_ok=True)
     gen = (existing.generation + 1) if existing else 1
     ext = "parquet" if fmt == "parquet" else "vortex"
-    part_rel = f"chunks/part-{gen:05d}-{uuid.uuid4().hex[:8]}.{ext}"
+    part_prefix = f"chunks/part-{gen:05d}-{uuid.uuid4().hex[:8]}"
     images_rel = f"images-{gen:05d}.{ext}"
-    part_tmp = staging / (part_rel + ".tmp")
+    parts: list[_Part] = []
     n_chunks = sum(len(_grid_keys(log.inp.shape, log.grid)) for log in logs)
     stream = _ChunkStream(
         logs,
@@ -398,33 +458,39 @@ def write_items(
         progress=bool(progress) if progress is not None else n_chunks > 64,
     )
     try:
-        _write_part(part_tmp, fmt, stream, row_group_bytes)
-        offsets: dict[int, np.ndarray | None] = {}
-        all_offsets = locate_payloads(
-            part_tmp,
-            [h for log in logs for h in log.heads],
-            [n for log in logs for n in log.lengths],
-            [c for log in logs for c in log.checksums],
+        _write_parts(
+            staging, part_prefix, ext, fmt, stream, None if fmt == "parquet" else VORTEX_PART_BYTES, parts
         )
-        pos = 0
-        for i, log in enumerate(logs):
-            k = len(log.lengths)
-            offsets[i] = None if all_offsets is None else all_offsets[pos : pos + k]
-            pos += k
-        os.replace(part_tmp, staging / part_rel)
-        new_rows = _images_rows(logs, part_rel, offsets)
+        heads = [h for log in logs for h in log.heads]
+        lengths = [n for log in logs for n in log.lengths]
+        crcs = [c for log in logs for c in log.checksums]
+        located: list[np.ndarray] = []
+        for part in parts:
+            lo, hi = part.row_start, part.row_end
+            off = locate_payloads(part.tmp, heads[lo:hi], lengths[lo:hi], crcs[lo:hi])
+            if off is None:
+                located = []
+                break
+            located.append(off)
+        offsets = np.concatenate(located) if located else None
+        for part in parts:
+            os.replace(part.tmp, staging / part.rel)
+        new_rows = _images_rows(logs, parts, offsets)
         table = pa.concat_tables([prior.images_table, new_rows]) if prior is not None else new_rows
         _write_images_table(table, staging / images_rel, fmt)
         manifest = Manifest(
             format=fmt,
             generation=gen,
             images=images_rel,
-            parts=(existing.parts if existing else []) + [part_rel],
+            parts=(existing.parts if existing else []) + [p.rel for p in parts],
         )
         write_manifest(staging, manifest)
     except BaseException:
         if existing:  # leave the committed generation exactly as it was
-            for p in (part_tmp, staging / part_rel, staging / images_rel, (staging / images_rel).with_suffix(".arrow")):
+            for part in parts:
+                part.tmp.unlink(missing_ok=True)
+                (staging / part.rel).unlink(missing_ok=True)
+            for p in (staging / images_rel, (staging / images_rel).with_suffix(".arrow")):
                 p.unlink(missing_ok=True)
         else:
             shutil.rmtree(staging, ignore_errors=True)
