@@ -255,7 +255,8 @@ def read_record(
         if not isinstance(row_index, (int, np.integer)) or isinstance(row_index, bool):
             raise TypeError(f"row_index must be an integer, got {type(row_index).__name__}")
         tbl = read_vortex_table(path, columns=[col], rows=[int(row_index)])
-    arr = tbl[col].combine_chunks()
+    col_data = tbl[col]
+    arr = col_data.chunk(0) if col_data.num_chunks == 1 else col_data.combine_chunks()
     if strict_schema and arr.type not in OME_ARROW_KNOWN_STRUCTS:
         raise SchemaError(
             f"column {col!r} is not exactly a canonical OME-Arrow struct (strict_schema=True); "

@@ -1,0 +1,269 @@
+"""Shared helpers for the omeframe benchmarks.
+
+* :func:`run_case` / :func:`case_main`: run one benchmark case in a fresh
+  Python subprocess and get its result back as JSON, together with the
+  interpreter's baseline RSS (after imports) and the process's peak RSS, so a
+  peak belongs to that case alone.
+* :func:`best_of`: best-of-N wall-clock timing with an optional time budget.
+* :func:`markdown_table` and the ``fmt_*`` helpers: print results.
+
+Only the standard library and psutil are used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MiB",
+    "CaseContext",
+    "CaseError",
+    "Timing",
+    "best_of",
+    "case_main",
+    "run_case",
+    "rss_bytes",
+    "peak_rss_bytes",
+    "markdown_table",
+    "fmt_seconds",
+    "fmt_mib",
+    "fmt_ratio",
+    "machine_summary",
+    "dir_size",
+    "preload_pyarrow",
+]
+
+_RESULT_MARK = "@@BENCH_RESULT@@ "
+MiB = 1 << 20
+
+
+# ---------------------------------------------------------------- memory
+def rss_bytes() -> int:
+    """Current resident set size of this process, in bytes."""
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except ImportError:  # pragma: no cover - psutil is a bench dependency
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far, in bytes (``ru_maxrss``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def preload_pyarrow() -> None:
+    """Load what pyarrow imports lazily on first use, so a baseline includes it.
+
+    pyarrow imports ``pyarrow.parquet`` on demand and pandas (when installed)
+    on the first ``pa.array`` / ``to_numpy`` call: ~50 MiB and ~0.3 s that do
+    not depend on the data. Call before :meth:`CaseContext.mark_baseline`.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet  # noqa: F401
+
+    pa.array([0]).to_numpy()
+
+
+def dir_size(path: str | os.PathLike[str]) -> int:
+    """Apparent size in bytes of a file, or of every file under a directory."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+# ---------------------------------------------------------------- timing
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock seconds of every run, the best one, and CPU seconds per run.
+
+    ``cpu`` is this process's user + system time (all threads): ``cpu / wall``
+    near the thread count means the work ran in parallel; near 1 with a
+    threaded library means it did not (or the cores were busy elsewhere).
+    """
+
+    best: float
+    runs: tuple[float, ...]
+    cpu: tuple[float, ...]
+
+    @property
+    def best_cpu(self) -> float:
+        """CPU seconds of the fastest run."""
+        return self.cpu[self.runs.index(self.best)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best, "runs": list(self.runs), "cpu": list(self.cpu),
+            "best_cpu": self.best_cpu,
+        }  # fmt: skip
+
+
+def best_of(
+    fn: Callable[[], Any],
+    repeats: int,
+    *,
+    budget_s: float | None = None,
+    setup: Callable[[], None] | None = None,
+) -> tuple[Timing, Any]:
+    """Run ``fn`` up to ``repeats`` times; return the timings and the last result.
+
+    ``setup`` runs (untimed) before every run. With ``budget_s``, no further
+    run starts once the time spent plus one more run would exceed the budget
+    (the first run always happens). The previous result is dropped before the
+    next run starts, so results of two runs never sit in memory together.
+    """
+    runs: list[float] = []
+    cpu: list[float] = []
+    result: Any = None
+    for i in range(max(1, repeats)):
+        if i and budget_s is not None and sum(runs) + runs[-1] > budget_s:
+            break
+        if setup is not None:
+            setup()
+        result = None
+        c0, t0 = time.process_time(), time.perf_counter()
+        result = fn()
+        runs.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return Timing(min(runs), tuple(runs), tuple(cpu)), result
+
+
+# ---------------------------------------------------------------- subprocess cases
+class CaseError(RuntimeError):
+    """A benchmark case failed in its subprocess."""
+
+
+@dataclass
+class CaseContext:
+    """What a case function gets: its parameters and a baseline-RSS marker."""
+
+    params: dict[str, Any]
+    baseline_rss: int | None = None
+
+    def mark_baseline(self) -> None:
+        """Record the current RSS as the interpreter baseline (call after imports)."""
+        self.baseline_rss = rss_bytes()
+
+
+CaseFn = Callable[[CaseContext], Mapping[str, Any]]
+
+
+def case_main(cases: Mapping[str, CaseFn], argv: Sequence[str] | None = None) -> None:
+    """Child side of :func:`run_case`: run one case and print its JSON result.
+
+    The printed result is the case's own mapping plus ``baseline_rss`` (from
+    :meth:`CaseContext.mark_baseline`, or the RSS at start when the case never
+    marked it), ``peak_rss`` and ``case_seconds`` (whole case, all runs).
+    """
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--case", required=True, choices=sorted(cases))
+    ap.add_argument("--params", default="{}")
+    ns, _ = ap.parse_known_args(argv)
+    start_rss = rss_bytes()
+    ctx = CaseContext(params=json.loads(ns.params))
+    t0 = time.perf_counter()
+    out = dict(cases[ns.case](ctx))
+    out["case_seconds"] = time.perf_counter() - t0
+    out["baseline_rss"] = ctx.baseline_rss if ctx.baseline_rss is not None else start_rss
+    out["peak_rss"] = peak_rss_bytes()
+    sys.stdout.write(_RESULT_MARK + json.dumps(out) + "\n")
+    sys.stdout.flush()
+
+
+def run_case(
+    script: str | os.PathLike[str],
+    case: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run ``case`` of ``script`` in a fresh interpreter and return its result dict.
+
+    ``script`` must call :func:`case_main` when given ``--case``. Raises
+    :class:`CaseError` with the tail of the child's stderr when it fails.
+    """
+    cmd = [sys.executable, os.fspath(script), "--case", case]
+    cmd += ["--params", json.dumps(dict(params or {}))]
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=child_env, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise CaseError(f"case {case!r} timed out after {timeout} s") from exc
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(_RESULT_MARK) and proc.returncode == 0:
+            return dict(json.loads(line[len(_RESULT_MARK) :]))
+    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
+    raise CaseError(f"case {case!r} failed (exit code {proc.returncode}):\n{tail}")
+
+
+# ---------------------------------------------------------------- printing
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+) -> str:
+    """A padded markdown table; ``align`` holds one ``l``/``r`` per column."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    ncol = len(headers)
+    align = (align or "l" + "r" * (ncol - 1)).ljust(ncol, "r")
+    widths = [max(len(r[i]) for r in cells) for i in range(ncol)]
+
+    def line(r: Sequence[str]) -> str:
+        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)]
+        return "| " + " | ".join(parts) + " |"
+
+    sep = "|" + "|".join(
+        ("-" * (w + 1) + ":") if a == "r" else (":" + "-" * (w + 1)) for w, a in zip(widths, align)
+    ) + "|"
+    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1.0:
+        return f"{s * 1e3:.0f} ms"
+    return f"{s:.2f} s"
+
+
+def fmt_mib(n: float | None, digits: int = 1) -> str:
+    return "-" if n is None else f"{n / MiB:.{digits}f}"
+
+
+def fmt_ratio(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.2f}x" if x < 10 else f"{x:.1f}x"
+
+
+def machine_summary() -> str:
+    """One line: CPU count, RAM, Python and OS."""
+    try:
+        import psutil
+
+        ram = f"{psutil.virtual_memory().total / (1 << 30):.0f} GiB RAM"
+    except ImportError:  # pragma: no cover
+        ram = "RAM unknown"
+    return (
+        f"{os.cpu_count()} CPUs, {ram}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}"
+    )
