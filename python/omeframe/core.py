@@ -304,7 +304,11 @@ class OMEArrow:
 
         See :class:`omeframe.TensorView` for the parameters. A lazy view
         knows its shape and dtype without reading and reads only the chunks
-        it touches when collected.
+        it touches when collected. ``scene`` must be 0 or ``None`` (a record
+        holds one scene). ``chunk_policy`` is validated for compatibility with
+        code written for ``ome_arrow``, but it only matters for
+        ``ChunkedArray`` inputs to :class:`~omeframe.TensorView`; an
+        ``OMEArrow`` holds a single record, so every policy reads the same.
         """
         if scene not in (None, 0):
             raise ValueError(f"scene {scene} does not exist: an OME-Arrow record holds one scene (0)")
