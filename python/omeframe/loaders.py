@@ -33,7 +33,7 @@ import numpy as np
 
 from .chunks.assemble import PixelSource
 from .errors import DimOrderError, SchemaError
-from .ingest._builder import ImageHeader, default_channels
+from .ingest._builder import ImageHeader
 from .sources.base import LazySource
 from .sources.custom import AxesArraySource, CustomSource, LazyArray, check_axes
 
@@ -200,24 +200,6 @@ def _split(
     return [ImageStack(make(s), origin=origin, axes=axes, kind=kind, sample=s) for s in range(n)]
 
 
-def _hdr(image_id: str, name: str, size_c: int = 1, phys: Mapping[str, Any] | None = None) -> ImageHeader:
-    phys = phys or {}
-    unit = phys.get("unit", "µm")
-    return ImageHeader(
-        image_id=image_id,
-        name=name,
-        image_type=None,
-        acquisition_datetime=None,
-        channels=default_channels(None, size_c),
-        physical_size_x=phys.get("x", 1.0),
-        physical_size_y=phys.get("y", 1.0),
-        physical_size_z=phys.get("z", 1.0),
-        physical_size_x_unit=unit,
-        physical_size_y_unit=unit,
-        physical_size_z_unit=unit,
-    )
-
-
 def _sid(base: str, s: int | None) -> str:
     return base if s is None else f"{base}_s{s}"
 
@@ -244,7 +226,7 @@ def load_arrays(source: Any, axes: str) -> ImageStacks:
 
         def make(s: int | None, arr: Any = arr, i: int = i) -> LazySource:
             sizes = dict(zip(order, arr.shape))
-            return AxesArraySource(arr, order, _hdr(_sid(f"array{i}", s), f"array {i}", sizes.get("C", 1)), sample=s)
+            return AxesArraySource(arr, order, ImageHeader.basic(_sid(f"array{i}", s), f"array {i}", sizes.get("C", 1)), sample=s)
 
         out += _split(make, tuple(arr.shape), order, origin=f"array[{i}]", kind="array")
     return out
@@ -300,7 +282,7 @@ def _open_tiff(path: Any, axes: str, series: int, level: int) -> list[ImageStack
         raise
 
     def make(si: int | None) -> LazySource:
-        h = _hdr(_sid(p.stem, si), p.name, sizes.get("C", 1), phys)
+        h = ImageHeader.basic(_sid(p.stem, si), p.name, sizes.get("C", 1), physical=phys)
         return AxesArraySource(arr, order, h, f"TIFF {str(p)!r} series {series} level {level}", sample=si, keep=tf)
 
     return _split(make, shape, order, origin=str(p), kind="tiff")
@@ -409,7 +391,7 @@ def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
     sizes = dict(zip(order, shape))
 
     def make(s: int | None) -> LazySource:
-        return AxesArraySource(array, order, _hdr(_sid(base_id, s), base_id, sizes.get("C", 1)), desc, sample=s)
+        return AxesArraySource(array, order, ImageHeader.basic(_sid(base_id, s), base_id, sizes.get("C", 1)), desc, sample=s)
 
     return _split(make, shape, order, origin=label, kind="zarr")
 

@@ -81,6 +81,37 @@ class ImageHeader:
         }
 
     @classmethod
+    def basic(
+        cls,
+        image_id: str,
+        name: str,
+        size_c: int,
+        *,
+        channel_names: Sequence[str] | None = None,
+        physical: Any = None,
+    ) -> ImageHeader:
+        """A header for a source that knows little: ids, default channels, spacing.
+
+        ``physical`` maps ``"x"``/``"y"``/``"z"`` to pixel sizes and ``"unit"``
+        to their unit (missing entries: 1.0 and ``"µm"``).
+        """
+        phys = physical or {}
+        unit = phys.get("unit") or "µm"
+        return cls(
+            image_id=image_id,
+            name=name,
+            image_type=None,
+            acquisition_datetime=None,
+            channels=default_channels(channel_names, size_c),
+            physical_size_x=phys.get("x", 1.0),
+            physical_size_y=phys.get("y", 1.0),
+            physical_size_z=phys.get("z", 1.0),
+            physical_size_x_unit=unit,
+            physical_size_y_unit=unit,
+            physical_size_z_unit=unit,
+        )
+
+    @classmethod
     def from_meta(
         cls,
         pixels_meta: dict[str, Any],

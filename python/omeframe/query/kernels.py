@@ -562,29 +562,13 @@ def stats(records: Any, c: Any = 0) -> pa.StructArray:
 # --------------------------------------------------------------------------
 # per-row pixel kernels
 def _header(view: Any) -> Any:
-    from ..ingest._builder import ImageHeader, default_channels
+    from dataclasses import replace
 
-    meta = view.meta
-    chans = meta.get("channels") or []
-    if len(chans) != view.shape[1]:
-        chans = default_channels(None, view.shape[1])
-    return ImageHeader(
-        image_id=view.header("id") or "unnamed",
-        name=view.header("name") or "unknown",
-        image_type=view.header("image_type"),
-        acquisition_datetime=view.header("acquisition_datetime"),
-        channels=chans,
-        physical_size_x=meta.get("physical_size_x"),
-        physical_size_y=meta.get("physical_size_y"),
-        physical_size_z=meta.get("physical_size_z"),
-        physical_size_x_unit=meta.get("physical_size_x_unit"),
-        physical_size_y_unit=meta.get("physical_size_y_unit"),
-        physical_size_z_unit=meta.get("physical_size_z_unit"),
-        dtype_meta=meta.get("type"),
-        dimension_order=meta.get("dimension_order"),
-        type_=view.header("type") or "ome.arrow",
-        version=view.header("version") or "0.1.0",
-    )
+    from ..dataset.inputs import header_from_record
+    from ..ingest._builder import select_channels
+
+    h = header_from_record(view)
+    return replace(h, channels=select_channels(h.channels, None, view.shape[1]))
 
 
 def _variant(arr: pa.Array) -> str:

@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from ..errors import CorruptFileError
 from ..storage import files
-from ..storage.records import detect_format, find_record_column
+from ..storage.records import detect_format, field_type, find_record_column
 
 if TYPE_CHECKING:
     import polars as pl
@@ -295,7 +295,7 @@ class _Table:
     def out_schema(self) -> pa.Schema:
         fields = list(self.schema)
         for name, path in self.virtual.items():
-            t = _field_type(self.schema, path)
+            t = field_type(self.schema, path)
             assert t is not None
             fields.append(pa.field(name, t))
         return pa.schema(fields, metadata=self.schema.metadata)
@@ -305,17 +305,6 @@ class _Table:
         if path[0] in self.virtual:
             return self.virtual[path[0]] + path[1:]
         return path
-
-
-def _field_type(schema: pa.Schema, path: Sequence[str]) -> pa.DataType | None:
-    if not path or path[0] not in schema.names:
-        return None
-    t = schema.field(path[0]).type
-    for name in path[1:]:
-        if not pa.types.is_struct(t) or t.get_field_index(name) < 0:
-            return None
-        t = t.field(name).type
-    return t
 
 
 # ------------------------------------------------------------ metadata caches
@@ -806,7 +795,7 @@ class _GroupStats:
 
     def _stats(self, g: int, ref: _Ref, kind: str) -> Any:
         path = self.tbl.resolve(ref.path)
-        t = _field_type(self.tbl.schema, path)
+        t = field_type(self.tbl.schema, path)
         if t is None:
             return None
         if kind == "int" and not pa.types.is_integer(t):
@@ -882,7 +871,7 @@ def _vortex_filter(tree: Any, tbl: _Table) -> Any:
             return None if any(p is None for p in parts) else ve.or_collect(parts)
         if isinstance(node, (_Cmp, _Between, _Null)):
             path = tbl.resolve(node.ref.path)
-            t = _field_type(tbl.schema, path)
+            t = field_type(tbl.schema, path)
             if t is None:
                 return None
             col = vortex_column(path)
@@ -951,12 +940,12 @@ def _virtual_columns(
         col = find_record_column(schema, column_name, source=label)
         for suffix, path in HEADER_FIELDS.items():
             full = (col,) + path
-            if _field_type(schema, full) is not None:
+            if field_type(schema, full) is not None:
                 out[prefix + suffix] = full
     else:  # images table: record fields are its columns
         for suffix, path in HEADER_FIELDS.items():
             full = _IMAGES_TABLE_FIELDS.get(suffix, path)
-            if _field_type(schema, full) is not None:
+            if field_type(schema, full) is not None:
                 out[prefix + suffix] = full
     clash = [n for n in out if n in schema.names]
     if clash:

@@ -69,16 +69,6 @@ def _native(dtype: Any) -> np.dtype[Any]:
     return dt.newbyteorder("=") if dt.byteorder == ">" else dt
 
 
-def _header(image_id: str, name: str, size_c: int, channel_names: list[str] | None = None) -> ImageHeader:
-    return ImageHeader(
-        image_id=image_id,
-        name=name,
-        image_type=None,
-        acquisition_datetime=None,
-        channels=default_channels(channel_names, size_c),
-    )
-
-
 class AxesArraySource(StoredSource):
     """An array-like with axes from ``STCZYX`` seen as one TCZYX image.
 
@@ -131,7 +121,7 @@ class AxesArraySource(StoredSource):
             self.sample = None
         self._shape = tuple(sizes.get(a, 1) for a in CANONICAL)
         self._dtype = _native(array.dtype)
-        self._header = header or _header("unnamed", "unknown", self._shape[1])
+        self._header = header or ImageHeader.basic("unnamed", "unknown", self._shape[1])
         if len(self._header.channels or []) != self._shape[1]:
             self._header.channels = default_channels(None, self._shape[1])
         s = "" if self.sample is None else f" sample {self.sample}"
@@ -282,7 +272,7 @@ class CustomSource(LazySource):
                 arr = self.lazy.get()
                 check_axes(self.axes, tuple(arr.shape), what=f"the array read_func {self.lazy.func_name} returned for {str(self.lazy.path)!r}")
                 self._inner = AxesArraySource(
-                    arr, self.axes, _header(self._image_id, self._name, 1), self.describe, sample=self.sample
+                    arr, self.axes, ImageHeader.basic(self._image_id, self._name, 1), self.describe, sample=self.sample
                 )
             return self._inner
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..chunks.assemble import PixelSource
 from ..errors import CorruptFileError, OptionalDependencyError, SchemaError
-from ..ingest._builder import ImageHeader, default_channels
+from ..ingest._builder import ImageHeader
 from .base import StoredSource
 
 __all__ = ["CziSource", "open_czi_source", "czi_scenes", "import_pylibczirw", "INSTALL_HINT"]
@@ -184,15 +184,12 @@ class CziSource(StoredSource):
         title = ((meta.get("Information") or {}).get("Document") or {}).get("Title")
         multi = len(scenes) > 1
         sfx = f"_scene{self.scene}" if multi else ""
-        self._header = ImageHeader(
-            image_id=f"{p.stem}{sfx}",
-            name=str(title or p.name) + (f" scene {self.scene}" if multi else ""),
-            image_type=None,
-            acquisition_datetime=None,
-            channels=default_channels(names, self._shape[1]),
-            physical_size_x=scale.get("x", 1.0),
-            physical_size_y=scale.get("y", 1.0),
-            physical_size_z=scale.get("z", 1.0),
+        self._header = ImageHeader.basic(
+            f"{p.stem}{sfx}",
+            str(title or p.name) + (f" scene {self.scene}" if multi else ""),
+            self._shape[1],
+            channel_names=names,
+            physical=scale,
         )
         self.describe = (
             f"CZI {str(p)!r} scene {self.scene if self.scene is not None else 0} "

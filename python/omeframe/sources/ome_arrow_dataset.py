@@ -49,7 +49,7 @@ from ..errors import CorruptFileError, PixelPayloadError, SchemaError
 from ..ingest._builder import ImageHeader, default_channels
 from ..schema.dtypes import to_numpy_dtype
 from ..storage.files import open_input
-from .base import LazySource
+from .base import StoredSource
 
 __all__ = ["OMEArrowDatasetSource", "is_ome_arrow_dataset", "open_ome_arrow_dataset"]
 
@@ -206,7 +206,7 @@ class _GroupCache:
             return table
 
 
-class OMEArrowDatasetSource(LazySource):
+class OMEArrowDatasetSource(StoredSource):
     """One image of an ome-arrow typed-chunk dataset directory."""
 
     def __init__(self, path: str | Path, *, image_id: str | None = None) -> None:
@@ -245,14 +245,6 @@ class OMEArrowDatasetSource(LazySource):
         self.describe = f"ome-arrow dataset {str(self.path)!r} image {image_id!r}"
 
     # ---- cheap metadata --------------------------------------------------
-    @property
-    def shape(self) -> tuple[int, int, int, int, int]:
-        return self._shape
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self._dtype
-
     def chunk_shape(self) -> tuple[int, int, int] | None:
         try:
             cz, cy, cx = (int(self.row[f"chunk_{a}"]) for a in "zyx")

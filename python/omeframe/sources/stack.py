@@ -56,7 +56,7 @@ import numpy as np
 
 from ..chunks.assemble import PixelSource
 from ..errors import CorruptFileError, DimOrderError, PixelPayloadError
-from ..ingest._builder import ImageHeader, default_channels
+from ..ingest._builder import ImageHeader
 from .base import StoredSource
 
 __all__ = [
@@ -554,20 +554,12 @@ class StackSource(StoredSource):
         names = list(channel_names) if channel_names is not None else literal_names
         if channel_names is not None and len(names) != self._shape[1]:  # type: ignore[arg-type]
             raise ValueError(f"channel_names length {len(names)} != size_c {self._shape[1]}")  # type: ignore[arg-type]
-        phys = info.physical
-        unit = phys.get("unit", "µm")
-        self._header = ImageHeader(
-            image_id=image_id or Path(pat.pattern).stem,
-            name=name or pat.pattern,
-            image_type=None,
-            acquisition_datetime=None,
-            channels=default_channels(names, self._shape[1]),
-            physical_size_x=phys.get("x", 1.0),
-            physical_size_y=phys.get("y", 1.0),
-            physical_size_z=phys.get("z", 1.0),
-            physical_size_x_unit=unit,
-            physical_size_y_unit=unit,
-            physical_size_z_unit=unit,
+        self._header = ImageHeader.basic(
+            image_id or Path(pat.pattern).stem,
+            name or pat.pattern,
+            self._shape[1],  # type: ignore[arg-type]
+            channel_names=names,
+            physical=info.physical,
         )
         self._cache = _FileCache(cache_bytes)
         n = len(grid)

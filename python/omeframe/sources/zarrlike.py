@@ -79,23 +79,6 @@ def _stored_estimate(arr: Any, n: int, total: int | None = None) -> np.ndarray:
     return np.full(n, total // max(n, 1), dtype=np.int64)
 
 
-def _header(image_id: str, name: str, size_c: int, scale: dict[str, float] | None = None, unit: str | None = "µm", channel_names: list[str] | None = None) -> ImageHeader:
-    scale = scale or {}
-    return ImageHeader(
-        image_id=image_id,
-        name=name,
-        image_type=None,
-        acquisition_datetime=None,
-        channels=default_channels(channel_names, size_c),
-        physical_size_x=scale.get("x", 1.0),
-        physical_size_y=scale.get("y", 1.0),
-        physical_size_z=scale.get("z", 1.0),
-        physical_size_x_unit=unit,
-        physical_size_y_unit=unit,
-        physical_size_z_unit=unit,
-    )
-
-
 def open_zarr_source(array: Any, *, dim_order: str | None = None) -> ZarrArraySource:
     """A plain zarr array as a source (axes ``dim_order``, inferred from the rank).
 
@@ -104,6 +87,6 @@ def open_zarr_source(array: Any, *, dim_order: str | None = None) -> ZarrArraySo
     """
     label = f"zarr array {getattr(array, 'path', '') or ''}".strip()
     axes = dim_order or default_dim_order(array.ndim)
-    src = ZarrArraySource(array, axes, _header("unnamed", "unknown", 1), f"{label} (chunks {array.chunks})")
+    src = ZarrArraySource(array, axes, ImageHeader.basic("unnamed", "unknown", 1), f"{label} (chunks {array.chunks})")
     src._header.channels = default_channels(None, src.shape[1])
     return src

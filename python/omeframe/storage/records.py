@@ -37,6 +37,7 @@ __all__ = [
     "read_record",
     "read_record_table",
     "table_metadata",
+    "field_type",
 ]
 
 FileFormat = Literal["parquet", "vortex"]
@@ -313,3 +314,15 @@ def as_record_array(records: Any) -> pa.StructArray | pa.ChunkedArray:
             )
         return pa.chunked_array(parts)
     raise TypeError(f"expected OME-Arrow records, got {type(records).__name__}")
+
+
+def field_type(schema: pa.Schema, path: Sequence[str]) -> pa.DataType | None:
+    """Arrow type at a struct path (``("ome_arrow", "pixels_meta", "size_x")``)."""
+    if not path or path[0] not in schema.names:
+        return None
+    t = schema.field(path[0]).type
+    for name in path[1:]:
+        if not pa.types.is_struct(t) or t.get_field_index(name) < 0:
+            return None
+        t = t.field(name).type
+    return t

@@ -52,6 +52,7 @@ import pyarrow.dataset as pds
 from ..errors import CorruptFileError
 from . import files
 from ._vortex import _first_line, _import_vortex, _stored_schema
+from .records import field_type
 
 __all__ = [
     "VortexPlainDataset",
@@ -207,18 +208,6 @@ def pushable_type(t: pa.DataType) -> bool:
         or pa.types.is_string_view(t)
         or pa.types.is_boolean(t)
     )
-
-
-def field_type(schema: pa.Schema, path: Sequence[str]) -> pa.DataType | None:
-    """Arrow type at a struct path (``("ome_arrow", "pixels_meta", "size_x")``)."""
-    if not path or path[0] not in schema.names:
-        return None
-    t = schema.field(path[0]).type
-    for name in path[1:]:
-        if not pa.types.is_struct(t) or t.get_field_index(name) < 0:
-            return None
-        t = t.field(name).type
-    return t
 
 
 def vortex_column(path: Sequence[str]) -> Any:
