@@ -465,6 +465,91 @@ def test_corrupt_chunk_is_detected(tmp_path, fmt):
     assert np.array_equal(ds.read("im-7", c=[1], y=(0, 32)), a[:, [1], :, :32])
 
 
+def _smooth(shape: tuple[int, ...], seed: int = 3) -> np.ndarray:
+    """Compressible uint16 pixels (a ramp plus noise)."""
+    rng = np.random.default_rng(seed)
+    ramp = np.add.outer(np.arange(shape[-2]), np.arange(shape[-1])).astype(np.int64)
+    return (ramp + rng.integers(0, 50, shape)).astype(np.uint16)
+
+
+def test_framed_chunks_decode_only_touched_frames(tmp_path, fmt):
+    a = _smooth((1, 1, 3, 256, 200))
+    ds = of.write_dataset(a, tmp_path / "d", format=fmt, chunk_shape=(2, 128, 128), frame_bytes=32 * 128 * 2)
+    e = ds.entry()
+    assert e.frame_rows == 32
+    first, ends = e.frames
+    # full chunks: 2 planes x 128 rows = 8 frames; the z edge chunk has 4
+    _, ext = e.origins_extents()
+    assert np.array_equal(np.diff(first), -(-(ext[:, 0] * ext[:, 1]) // 32))
+    # frames are independent zstd frames; the payload is still one valid zstd stream
+    whole = pa.Codec("zstd").decompress(ds.read_chunk_bytes(None, 0, 0), decompressed_size=2 * 128 * 128 * 2)
+    assert np.array_equal(np.frombuffer(whole, np.uint16).reshape(2, 128, 128), a[0, 0, :2, :128, :128])
+    for sel in ({"z": [1], "y": (40, 70), "x": (100, 150)}, {"z": [0, 2], "y": (120, 140), "x": (0, 200)},
+                {"z": [2, 0, 1], "y": (255, 256), "x": (3, 4)}, {}):
+        plan = ds.scan().select(**sel)
+        want = a[:, :, sel.get("z", slice(None))][..., slice(*sel.get("y", (0, 256))), slice(*sel.get("x", (0, 200)))]
+        assert np.array_equal(plan.export("numpy"), want)
+    info = ds.scan().select(z=[1], y=(40, 70), x=(100, 150))._lazy().info()
+    # z=1 is the second plane of the first chunk layer: rows 168..198 = frames 5..6
+    want_bytes = sum(int(ends[first[i] + 7] - ends[first[i] + 5]) for i in (0, 1))
+    assert info.bytes_read == want_bytes < int(e.lengths[:2].sum()) // 3
+
+
+def test_corrupt_frame_names_image_chunk_and_frames(tmp_path):
+    a = _smooth((1, 1, 1, 256, 256))
+    ds = of.write_dataset(a, tmp_path / "d", chunk_shape=(1, 256, 256), image_ids=["im-9"], frame_bytes=64 * 256 * 2)
+    e = ds.entry("im-9")
+    first, ends = e.frames
+    assert int(first[1]) == 4
+    with open(ds.path / e.part, "r+b") as fh:  # damage the middle of frame 2 (rows 128..192)
+        pos = int(e.offsets[0] + (ends[2] + ends[3]) // 2)
+        fh.seek(pos)
+        b = fh.read(1)
+        fh.seek(pos)
+        fh.write(bytes([b[0] ^ 0x5A]))
+    ds = of.open_dataset(tmp_path / "d")
+    # rows outside frame 2 still read (their frames verify on their own)
+    assert np.array_equal(ds.read("im-9", y=(0, 128)), a[..., :128, :])
+    assert np.array_equal(ds.read("im-9", y=(200, 256)), a[..., 200:, :])
+    key = r"\{'t': 0, 'c': 0, 'z': 0, 'y': 0, 'x': 0\}"
+    with pytest.raises(ChunkChecksumError, match=rf"image 'im-9' level 0 chunk {key}.*frames 2\.\.2"):
+        ds.read("im-9", y=(130, 140), x=(0, 10))
+    with pytest.raises(ChunkChecksumError, match="CRC-32"):  # whole-chunk reads check the chunk CRC
+        ds.read("im-9")
+
+
+def test_frame_bytes_is_validated(tmp_path):
+    with pytest.raises(ValueError, match="frame_bytes must be None or a non-negative integer"):
+        of.write_dataset(np.zeros((8, 8), np.uint8), tmp_path / "d", frame_bytes=-1)
+    assert not (tmp_path / "d").exists()
+
+
+def test_compression_preset_keeps_incompressible_chunks_raw(tmp_path, fmt):
+    a = _smooth((1, 1, 1, 256, 256))
+    a[..., :128, :128] = np.random.default_rng(1).integers(0, 65535, (128, 128), dtype=np.uint16)
+    ds = of.write_dataset(a, tmp_path / "d", format=fmt, chunk_shape=(1, 128, 128), compression="auto")
+    e = ds.entry()
+    assert e.codec == "zstd"
+    assert e.raw is not None and e.raw.tolist() == [True, False, False, False]
+    assert ds.chunk_table(columns=["codec"])["codec"].to_pylist() == [None, "zstd", "zstd", "zstd"]
+    assert np.array_equal(ds.read(), a)
+    assert np.array_equal(ds.read(y=(100, 140), x=(100, 140)), a[..., 100:140, 100:140])
+    assert np.array_equal(of.to_numpy(ds.to_record()), a)
+
+
+def test_record_of_framed_dataset_reads_in_ome_arrow(tmp_path):
+    oa = pytest.importorskip("ome_arrow")
+    a = _smooth((1, 1, 1, 300, 260))
+    ds = of.write_dataset(a, tmp_path / "d", chunk_shape=(1, 256, 256))
+    assert ds.entry().frames is not None
+    rec = ds.to_record()
+    assert np.array_equal(of.to_numpy(rec), a)
+    from ome_arrow.export import to_numpy as oa_to_numpy
+
+    assert np.array_equal(np.asarray(oa_to_numpy(rec)), a)
+    del oa
+
+
 def test_verify_counts(ds_path):
     ds = of.open_dataset(ds_path)
     res = ds.verify()

@@ -126,6 +126,26 @@ def _touched(entry, y, x):  # noqa: ANN001, ANN202
     return np.flatnonzero(hit)
 
 
+def _frame_spans(entry, touched, y):  # noqa: ANN001, ANN202
+    """File byte spans of the zstd frames a YX box needs in each touched chunk.
+
+    Worked out here from the images table's frame index alone: chunk ``i``'s
+    frames are ``first[i]:first[i + 1]``, each of ``frame_rows`` rows.
+    """
+    first, ends = entry.frames
+    fr = entry.frame_rows
+    origins, _ = entry.origins_extents()
+    spans = set()
+    for i in touched.tolist():
+        ly0 = max(y[0] - int(origins[i, 3]), 0)
+        ly1 = min(y[1] - int(origins[i, 3]), CHUNK)
+        fa = int(first[i])
+        lo = int(ends[fa + ly0 // fr] - ends[fa])
+        hi = int(ends[fa + -(-ly1 // fr)] - ends[fa])
+        spans.add((int(entry.offsets[i]) + lo, int(entry.offsets[i]) + hi))
+    return spans
+
+
 @pytest.fixture(scope="module", params=["parquet", "vortex"])
 def big_dataset(request, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pushdown") / f"big-{request.param}"
@@ -181,19 +201,23 @@ def test_roi_reads_only_the_four_touched_chunks(big_dataset, counting):
     assert total <= bound
 
     part = str(big_dataset / e.part)
-    spans = {(int(e.offsets[i]), int(e.offsets[i] + e.lengths[i])) for i in touched}
+    # Chunks are stored as zstd frames of 64 rows: the ROI needs rows 384..512
+    # of the upper chunks and 0..128 of the lower ones, i.e. 2 of 8 frames each.
+    assert e.frame_rows == 64
+    spans = _frame_spans(e, touched, ROI_Y)
     pixel_reads = [(off, n) for p, off, n in counting if p == part]
-    assert len(pixel_reads) == 4  # one pread per chunk
-    for off, n in pixel_reads:
-        assert (off, off + n) in spans
+    assert len(pixel_reads) == 4  # one pread per chunk, of just its needed frames
+    assert {(off, off + n) for off, n in pixel_reads} == spans
     others = {p for p, _, _ in counting if p != part}
     assert others <= {str(ds.images_read_path)}
-    assert sum(n for off, n in pixel_reads) == chunk_bytes
+    frame_bytes = sum(hi - lo for lo, hi in spans)
+    assert sum(n for off, n in pixel_reads) == frame_bytes
+    assert frame_bytes < chunk_bytes // 3  # 2 of 8 frames per chunk, plus frame headers
 
     # explain() announces exactly this read
     info = plan._lazy().info()
     assert info.chunks_touched == 4 and info.chunks_total == 1024
-    assert info.bytes_read == chunk_bytes
+    assert info.bytes_read == frame_bytes
     text = plan.explain()
     assert "chunks:    4 of 1024" in text
 
@@ -215,8 +239,22 @@ def test_warm_roi_reads_exactly_its_chunks(big_dataset, counting):
     e = ds.entry("big")
     touched = _touched(e, y, x)
     assert len(touched) == 2
-    assert sum(n for _, _, n in counting) == int(e.lengths[touched].sum())
+    # rows 100..356 of the top chunks: frames 1..5 of 8
+    spans = _frame_spans(e, touched, y)
+    assert {(off, off + n) for _, off, n in counting} == spans
+    assert sum(n for _, _, n in counting) == sum(hi - lo for lo, hi in spans) < int(e.lengths[touched].sum())
     ds.close()
+
+
+def test_unframed_chunks_read_whole(tmp_path):
+    """``frame_bytes=None`` stores one frame per chunk; an ROI then reads whole chunks."""
+    img = _expected((0, 1024), (0, 1024))[None, None, None]
+    ds = of.write_dataset(img, tmp_path / "d", chunk_shape=(1, CHUNK, CHUNK), frame_bytes=None, progress=False)
+    e = ds.entry()
+    assert e.frame_rows is None and e.frames is None
+    plan = ds.scan().select(y=(384, 640), x=(384, 640))
+    assert plan._lazy().info().bytes_read == int(e.lengths.sum())
+    assert np.array_equal(plan.export("numpy")[0, 0, 0], img[0, 0, 0, 384:640, 384:640])
 
 
 # ---------------------------------------------------------------------------

@@ -61,3 +61,28 @@ def test_set_num_threads_validates_and_single_thread_reads_match(tmp_path: Path)
         of.set_num_threads(before)
     assert np.array_equal(one, of.to_numpy(rec))
     assert np.array_equal(one[0, :, 0], a)
+
+
+def test_run_each_uses_caller_and_workers_and_reraises() -> None:
+    if of.num_threads() < 2:
+        pytest.skip("needs at least 2 threads")
+    done: list[int] = []
+    names: set[str] = set()
+    gate = threading.Barrier(2, timeout=10)
+
+    def work(i: int) -> None:
+        if i < 2:
+            gate.wait()  # both threads must run at once, or this times out
+        names.add(threading.current_thread().name)
+        done.append(i)
+
+    _threads.run_each(work, list(range(20)))
+    assert sorted(done) == list(range(20))
+    assert threading.current_thread().name in names and any(n.startswith("omeframe") for n in names)
+
+    def fail(i: int) -> None:
+        if i == 3:
+            raise KeyError("piece 3")
+
+    with pytest.raises(KeyError, match="piece 3"):
+        _threads.run_each(fail, list(range(50)))

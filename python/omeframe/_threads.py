@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+_DONE = object()
 
 _lock = threading.Lock()
 _local = threading.local()
@@ -58,3 +63,39 @@ def pool() -> ThreadPoolExecutor:
                 max_workers=_workers, thread_name_prefix="omeframe", initializer=_mark_worker
             )
         return _pool
+
+
+def run_each(fn: Callable[[T], object], items: Sequence[T]) -> None:
+    """Call ``fn`` on every item, in the calling thread plus up to ``num_threads() - 1`` workers.
+
+    The caller takes items too, so a short batch (e.g. the 4 chunks of a small
+    region) costs one hand-off instead of one per item and never waits idle.
+    The first exception stops the remaining items and is re-raised here.
+    """
+    n = min(_workers, len(items)) if can_parallelize() else 1
+    if n <= 1:
+        for item in items:
+            fn(item)
+        return
+    it = iter(items)
+    take = threading.Lock()
+    failed: list[BaseException] = []
+
+    def loop() -> None:
+        while not failed:
+            with take:
+                item = next(it, _DONE)
+            if item is _DONE:
+                return
+            try:
+                fn(item)  # type: ignore[arg-type]
+            except BaseException as exc:  # re-raised in the caller
+                failed.append(exc)
+                return
+
+    helpers = [pool().submit(loop) for _ in range(n - 1)]
+    loop()
+    for f in helpers:
+        f.result()
+    if failed:
+        raise failed[0]

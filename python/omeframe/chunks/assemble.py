@@ -21,9 +21,11 @@ from ..errors import PixelPayloadError, SelectionError
 from ..schema.dtypes import to_numpy_dtype
 from .grid import regular_pieces
 
-__all__ = ["PixelSource", "IndexSelection", "select_pieces", "assemble", "index_selection"]
+__all__ = ["PixelSource", "IndexSelection", "select_pieces", "assemble", "index_selection", "selected_nbytes"]
 
-_PARALLEL_MIN_BYTES = 1 << 20
+# Stored bytes a read must fetch before its pieces are decoded in the thread
+# pool: below this, handing work to threads costs more than it saves.
+_PARALLEL_MIN_BYTES = 192 << 10
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,14 @@ class PixelSource:
         The ZYX chunk shape when the pieces are exactly a regular grid in C
         order over (t, c, z, y, x) (as :func:`~omeframe.chunks.grid.regular_pieces`
         lists them): piece selection is then index arithmetic, not a scan.
+    decode_rows
+        Optional partial decoder ``decode_rows(i, r0, r1, strict) -> (flat, ra)``
+        for pieces stored in independently decodable bands of rows (framed
+        chunks): it returns whole rows ``ra ..`` of piece ``i``'s flattened
+        Z*Y row space covering at least rows ``[r0, r1)``.
+    span_nbytes
+        ``span_nbytes(i, r0, r1)``: stored bytes :attr:`decode_rows` reads for
+        those rows (what :func:`selected_nbytes` reports).
     """
 
     shape: tuple[int, int, int, int, int]
@@ -64,6 +74,8 @@ class PixelSource:
     metadata_nbytes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     regular: tuple[int, int, int] | None = None
+    decode_rows: Callable[[int, int, int, bool], tuple[np.ndarray, int]] | None = None
+    span_nbytes: Callable[[int, int, int], int] | None = None
 
     def __len__(self) -> int:
         return int(self.origins.shape[0])
@@ -217,6 +229,31 @@ def select_pieces(src: PixelSource, sel: IndexSelection) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
+def _row_span(src: PixelSource, sel: IndexSelection, i: int) -> tuple[int, int, int, int, int, int]:
+    """Rows ``[r0, r1)`` of piece ``i``'s flattened Z*Y row space that ``sel`` needs.
+
+    Also returns the first and last needed local z and the clipped local Y range.
+    """
+    o, e = src.origins, src.extents
+    z0, yy = int(o[i, 2]), int(o[i, 3])
+    dz, dy = int(e[i, 0]), int(e[i, 1])
+    zin = sel.z[(sel.z >= z0) & (sel.z < z0 + dz)]
+    za, zb = (int(zin.min()) - z0, int(zin.max()) - z0) if zin.size else (0, dz - 1)
+    ly0, ly1 = max(yy, sel.y[0]) - yy, min(yy + dy, sel.y[1]) - yy
+    return za * dy + ly0, zb * dy + ly1, za, zb, ly0, ly1
+
+
+def selected_nbytes(src: PixelSource, sel: IndexSelection, pieces: np.ndarray) -> int:
+    """Stored bytes a read of ``pieces`` for ``sel`` fetches (partial pieces count their frames)."""
+    if src.span_nbytes is None:
+        return int(src.stored_nbytes[pieces].sum())
+    total = 0
+    for i in pieces.tolist():
+        r0, r1, *_ = _row_span(src, sel, i)
+        total += src.span_nbytes(i, r0, r1)
+    return total
+
+
 def clamp_cast(piece: np.ndarray, out_dtype: np.dtype[Any]) -> np.ndarray:
     """Saturating cast: values beyond ``out_dtype``'s range become its min/max.
 
@@ -287,11 +324,28 @@ def assemble(
     def place(i: int) -> None:
         t0, c0, z0, yy, xx = (int(v) for v in o[i])
         dz, dy, dx = (int(v) for v in e[i])
-        block = src.decode(i, strict).reshape(dz, dy, dx)
         ot, oc = t_pos[t0], c_pos[c0]
         ly0, ly1 = max(yy, y0), min(yy + dy, y1)
         lx0, lx1 = max(xx, x0), min(xx + dx, x1)
-        piece = block[:, ly0 - yy : ly1 - yy, lx0 - xx : lx1 - xx]
+        zoff = z0
+        if src.decode_rows is not None:
+            r0, r1, za, zb, ya, yb = _row_span(src, sel, i)
+            flat, ra = src.decode_rows(i, r0, r1, strict)
+            if ra == 0 and flat.size == dz * dy * dx:
+                piece = flat.reshape(dz, dy, dx)[:, ya:yb, lx0 - xx : lx1 - xx]
+            else:
+                # Only rows ra.. were decoded: view them as (z, y, x) from the
+                # first needed (z, y), without copying.
+                rows = flat.reshape(-1, dx)
+                rs = rows.strides[0]
+                piece = np.lib.stride_tricks.as_strided(
+                    rows[r0 - ra :], shape=(zb - za + 1, yb - ya, dx), strides=(dy * rs, rs, rows.strides[1]),
+                    writeable=False,
+                )[:, :, lx0 - xx : lx1 - xx]
+                zoff = z0 + za
+        else:
+            block = src.decode(i, strict).reshape(dz, dy, dx)
+            piece = block[:, ly0 - yy : ly1 - yy, lx0 - xx : lx1 - xx]
         if clamp and piece.dtype != out_dtype:
             piece = clamp_cast(piece, out_dtype)
         ys = slice(ly0 - y0, ly1 - y0)
@@ -299,18 +353,17 @@ def assemble(
         oz = np.flatnonzero((zi >= z0) & (zi < z0 + dz))
         if ot.size == 1 and oc.size == 1 and z_runs:
             a, b = int(oz[0]), int(oz[-1]) + 1
-            out[int(ot[0]), int(oc[0]), a:b, ys, xs] = piece[int(zi[a]) - z0 : int(zi[b - 1]) - z0 + 1]
+            out[int(ot[0]), int(oc[0]), a:b, ys, xs] = piece[int(zi[a]) - zoff : int(zi[b - 1]) - zoff + 1]
         else:
-            sub = piece[zi[oz] - z0]
+            sub = piece[zi[oz] - zoff]
             out[ot[:, None, None], oc[None, :, None], oz[None, None, :], ys, xs] = sub[None, None]
 
     work = picked.tolist()
     heavy = src.parallel and len(work) > 1 and _threads.can_parallelize() and (
-        int(src.stored_nbytes[picked].sum()) >= _PARALLEL_MIN_BYTES
+        selected_nbytes(src, sel, picked) >= _PARALLEL_MIN_BYTES
     )
     if heavy:
-        for _ in _threads.pool().map(place, work):
-            pass
+        _threads.run_each(place, work)
     else:
         for i in work:
             place(i)

@@ -20,7 +20,17 @@ import pyarrow as pa
 
 from ..errors import PixelPayloadError
 
-__all__ = ["normalize_compression", "encode_payload", "decode_payload", "pack_large_binary", "CODECS"]
+__all__ = [
+    "normalize_compression",
+    "encode_payload",
+    "encode_framed",
+    "decode_payload",
+    "decode_frames",
+    "frame_rows_for",
+    "pack_large_binary",
+    "resolve_codec",
+    "CODECS",
+]
 
 #: Compression names a chunk may carry (besides ``None`` for raw bytes).
 CODECS = ("zstd", "lz4", "gzip", "brotli", "snappy", "bz2", "lz4_raw")
@@ -77,12 +87,16 @@ def _zstd_d() -> Any:
     return d
 
 
-def _zstd_c(level: int | None) -> Any:
-    """This thread's reusable zstd compression context for ``level``, or ``None``."""
+def _zstd_c(level: int | None, checksum: bool = False) -> Any:
+    """This thread's reusable zstd compression context for ``level``, or ``None``.
+
+    ``checksum`` adds zstd's content checksum to every frame, which any zstd
+    decoder verifies: framed dataset chunks rely on it for partial reads.
+    """
     cache = getattr(_tls, "zc", None)
     if cache is None:
         cache = _tls.zc = {}
-    key = 3 if level is None else int(level)
+    key = (3 if level is None else int(level), checksum)
     c = cache.get(key, False)
     if c is False:
         try:
@@ -90,7 +104,7 @@ def _zstd_c(level: int | None) -> Any:
         except ImportError:  # pragma: no cover - zstandard is a dependency
             c = None
         else:
-            c = zstandard.ZstdCompressor(level=key, write_content_size=True)
+            c = zstandard.ZstdCompressor(level=key[0], write_content_size=True, write_checksum=checksum)
         cache[key] = c
     return c
 
@@ -110,6 +124,58 @@ def _codec(name: str, level: int | None) -> pa.Codec:
     if level is None:
         return pa.Codec(name)
     return pa.Codec(name, compression_level=level)
+
+
+def resolve_codec(compression: str | None) -> str | None:
+    """The codec a normalised compression stores chunks with (presets resolved)."""
+    if compression is None:
+        return None
+    return _PRESETS.get(compression, (compression, None))[0]
+
+
+def frame_rows_for(
+    compression: str | None, chunk_shape: tuple[int, int, int], itemsize: int, frame_bytes: int | None
+) -> int | None:
+    """Rows (of the flattened Z*Y row space) per zstd frame, or ``None`` for one frame per chunk.
+
+    Chunks are split into frames only for zstd and only when a chunk holds
+    more than one frame of about ``frame_bytes`` raw bytes.
+    """
+    if not frame_bytes or resolve_codec(compression) != "zstd":
+        return None
+    cz, cy, cx = chunk_shape
+    rows = max(1, int(frame_bytes) // max(1, cx * itemsize))
+    return rows if rows < cz * cy else None
+
+
+def encode_framed(
+    block: np.ndarray, compression: str | None, level: int | None, frame_rows: int | None
+) -> tuple[str | None, Any, list[int] | None]:
+    """Encode one chunk as concatenated independent zstd frames of ``frame_rows`` rows.
+
+    Returns ``(stored_compression, bytes_like, frame_lengths)``;
+    ``frame_lengths`` is ``None`` when the chunk is stored as a single frame
+    or raw (see :func:`encode_payload`). The payload stays one valid zstd
+    stream (a decoder concatenates the frames), and every frame carries zstd's
+    content checksum, so a reader can fetch, decode and verify only the frames
+    a selection touches.
+    """
+    raw = np.ascontiguousarray(block)
+    rows = int(np.prod(raw.shape[:-1])) if raw.ndim > 1 else 1
+    if frame_rows is None or rows <= frame_rows or compression is None:
+        stored, payload = encode_payload(raw, compression, level)
+        return stored, payload, None
+    name, preset_level = _PRESETS.get(compression, (compression, None))
+    zc = _zstd_c(level if level is not None else preset_level, checksum=True) if name == "zstd" else None
+    if zc is None:
+        stored, payload = encode_payload(raw, compression, level)
+        return stored, payload, None
+    flat = raw.reshape(rows, -1)
+    frames = [zc.compress(flat[r : r + frame_rows]) for r in range(0, rows, frame_rows)]
+    lengths = [len(f) for f in frames]
+    if compression in _PRESETS and sum(lengths) >= raw.nbytes:
+        return None, raw, None
+    return name, b"".join(frames), lengths
 
 
 def encode_payload(
@@ -155,10 +221,13 @@ def decode_payload(
     *,
     label: str,
     strict: bool = True,
+    multi_frame: bool = False,
 ) -> np.ndarray:
     """Decode one chunk payload into a flat array of ``count`` elements of ``dtype``.
 
     Raw payloads are returned as zero-copy, read-only views of the Arrow buffer.
+    A zstd payload may hold several concatenated frames; pass ``multi_frame``
+    when that is known (framed dataset chunks) to decode them in one call.
 
     Raises
     ------
@@ -171,8 +240,10 @@ def decode_payload(
     if name and name not in _NONE:
         zd = _zstd_d() if name == "zstd" else None
         try:
-            if zd is not None:
+            if zd is not None and not multi_frame:
                 buf = zd.decompress(payload, max_output_size=nbytes)
+                if len(buf) < nbytes:
+                    buf = _later_frames(zd, payload, buf)
             else:
                 buf = _codec(name, None).decompress(payload, decompressed_size=nbytes, asbytes=False)
         except _decode_errors() as exc:
@@ -198,6 +269,61 @@ def decode_payload(
             )
         flat = fit_length(flat, count)
     return flat
+
+
+def decode_frames(
+    payload: Any, frame_lengths: Sequence[int], dtype: np.dtype[Any], count: int, *, label: str
+) -> np.ndarray:
+    """Decode consecutive zstd frames of known stored lengths into ``count`` values.
+
+    Each frame is decoded with this thread's reusable context (and its
+    checksum verified), then the frames' bytes are joined.
+
+    Raises
+    ------
+    PixelPayloadError
+        When a frame does not decode (damaged bytes, checksum mismatch) or the
+        frames do not hold ``count`` values.
+    """
+    zd = _zstd_d()
+    if zd is None or len(frame_lengths) == 0:  # pragma: no cover - zstandard is a dependency
+        return decode_payload(payload, "zstd", dtype, count, label=label, multi_frame=True)
+    mv = memoryview(payload).cast("B")
+    nbytes = count * dtype.itemsize
+    parts = []
+    pos = 0
+    try:
+        for n in frame_lengths:
+            parts.append(zd.decompress(mv[pos : pos + n], max_output_size=nbytes))
+            pos += n
+    except _decode_errors() as exc:
+        raise PixelPayloadError(
+            f"{label}: cannot decode zstd frame {len(parts)} of {len(frame_lengths)} "
+            f"({frame_lengths[len(parts)]} bytes) ({exc})"
+        ) from exc
+    buf = parts[0] if len(parts) == 1 else b"".join(parts)
+    if len(buf) != nbytes:
+        raise PixelPayloadError(f"{label}: zstd frames decode to {len(buf)} bytes, expected {nbytes}")
+    return np.frombuffer(buf, dtype=dtype)
+
+
+def _later_frames(zd: Any, payload: Any, first: bytes) -> Any:
+    """``first`` plus the frames after the first one in ``payload`` (if any).
+
+    ``zstandard`` decodes only a payload's first frame; concatenated frames
+    (framed dataset chunks, other writers) are a valid zstd stream too.
+    """
+    obj = zd.decompressobj()
+    obj.decompress(payload)
+    rest = obj.unused_data
+    if not rest:
+        return first
+    parts = [first]
+    while rest:
+        obj = zd.decompressobj()
+        parts.append(obj.decompress(rest))
+        rest = obj.unused_data
+    return b"".join(parts)
 
 
 def fit_length(flat: np.ndarray, count: int) -> np.ndarray:

@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 from ..chunks.assemble import PixelSource, assemble, index_selection
-from ..chunks.codec import decode_payload
+from ..chunks.codec import decode_frames, decode_payload, resolve_codec
 from ..chunks.grid import regular_pieces
-from ..errors import ChunkChecksumError, CorruptFileError, ImageNotFoundError, SelectionError
+from ..errors import ChunkChecksumError, CorruptFileError, ImageNotFoundError, PixelPayloadError, SelectionError
 from ..schema.dtypes import to_numpy_dtype
 from ..storage import files
 from .manifest import Manifest, read_manifest
@@ -61,7 +61,7 @@ class ImageEntry:
         self.dtype = to_numpy_dtype(row["dtype"])
         g = row["chunk_grid"]
         self.chunk_shape: tuple[int, int, int] = (int(g["chunk_z"]), int(g["chunk_y"]), int(g["chunk_x"]))
-        self.codec: str | None = row["codec"]
+        self.codec: str | None = resolve_codec(row["codec"])
         self.part: str = row["part"]
         self.row_start: int = int(row["row_start"])
         # Chunks spread over several parts (Vortex roll-over): per-chunk part and row.
@@ -73,6 +73,50 @@ class ImageEntry:
         self.offsets = None if row["chunk_offsets"] is None else np.asarray(row["chunk_offsets"], dtype=np.int64)
         self.lengths = np.asarray(row["chunk_lengths"], dtype=np.int64)
         self.checksums = np.asarray(row["chunk_checksums"], dtype=np.int64)
+        fr = row.get("frame_rows")
+        self.frame_rows: int | None = None if fr is None else int(fr)
+        fl = row.get("chunk_frame_lengths")
+        self._frame_lengths = None if fl is None else np.asarray(fl, dtype=np.int64)
+        raw = row.get("chunk_raw")
+        self.raw: np.ndarray | None = None if raw is None else np.asarray(raw, dtype=bool)
+
+    def chunk_codec(self, index: int) -> str | None:
+        """Codec of chunk ``index`` (``None`` for chunks a preset stored raw)."""
+        return None if self.raw is not None and self.raw[index] else self.codec
+
+    @cached_property
+    def frames(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The frame index of framed zstd chunks, or ``None``.
+
+        ``(first, ends)``: chunk ``i``'s frames are ``first[i]:first[i + 1]``
+        and frame ``j`` spans bytes ``ends[j] - ends[first[i]]`` .. up to
+        ``ends[j + 1] - ends[first[i]]`` of the chunk payload.
+        """
+        if self.frame_rows is None or self._frame_lengths is None:
+            return None
+        _, ext = self.origins_extents()
+        rows = ext[:, 0] * ext[:, 1]
+        counts = -(-rows // self.frame_rows)
+        if self.raw is not None:
+            counts[self.raw] = 0
+        first = np.zeros(self.n_chunks + 1, dtype=np.int64)
+        np.cumsum(counts, out=first[1:])
+        ends = np.zeros(self._frame_lengths.size + 1, dtype=np.int64)
+        np.cumsum(self._frame_lengths, out=ends[1:])
+        if first[-1] != self._frame_lengths.size or not np.array_equal(
+            (ends[first[1:]] - ends[first[:-1]])[counts > 0], self.lengths[counts > 0]
+        ):
+            raise CorruptFileError(
+                f"image {self.image_id!r} level {self.level}: the frame index of its chunks "
+                f"({self._frame_lengths.size} frames of {self.frame_rows} rows) does not match "
+                "the chunk lengths; the images table is damaged"
+            )
+        return first, ends
+
+    def chunk_key(self, index: int) -> dict[str, int]:
+        """TCZYX origin of chunk ``index`` as a dict (for error messages)."""
+        o, _ = self.origins_extents()
+        return dict(zip("tczyx", (int(v) for v in o[index])))
 
     def part_of(self, index: int) -> str:
         """The part file holding chunk ``index`` (grid order)."""
@@ -287,8 +331,7 @@ class Dataset:
         if verify:
             crc = zlib.crc32(data) & 0xFFFFFFFF
             if crc != int(e.checksums[index]) or len(data) != int(e.lengths[index]):
-                o, _ = e.origins_extents()
-                key = dict(zip("tczyx", (int(v) for v in o[index])))
+                key = e.chunk_key(index)
                 raise ChunkChecksumError(
                     f"corrupt chunk in dataset {str(self.path)!r}: image {e.image_id!r} level "
                     f"{e.level} chunk {key} (part {e.part_of(index)!r}) has CRC-32 {crc:#010x} over "
@@ -302,13 +345,57 @@ class Dataset:
         e = self.entry(image_id, level)
         origins, extents = e.origins_extents()
         dtype = e.dtype
-        codec = e.codec
         iid = e.image_id
+        frames = e.frames
 
         def decode(i: int, strict: bool) -> np.ndarray:
             data = self.read_chunk_bytes(iid, level, i, verify=verify)
             count = int(extents[i, 0] * extents[i, 1] * extents[i, 2])
-            return decode_payload(data, codec, dtype, count, label=f"image {iid!r} chunk {i}", strict=strict)
+            multi = frames is not None and frames[0][i + 1] - frames[0][i] > 1
+            return decode_payload(
+                data, e.chunk_codec(i), dtype, count, label=f"image {iid!r} chunk {i}", strict=strict,
+                multi_frame=multi,
+            )
+
+        def frame_span(i: int, r0: int, r1: int) -> tuple[int, int, int, int] | None:
+            """``(first frame, end frame, byte lo, byte hi)`` covering rows [r0, r1), or None for the whole chunk."""
+            if frames is None:
+                return None
+            first, ends = frames
+            fa, n = int(first[i]), int(first[i + 1] - first[i])
+            fr = e.frame_rows or 1
+            ka, kb = r0 // fr, min(n, -(-r1 // fr))
+            if n <= 1 or (ka == 0 and kb == n):
+                return None
+            return ka, kb, int(ends[fa + ka] - ends[fa]), int(ends[fa + kb] - ends[fa])
+
+        def decode_rows(i: int, r0: int, r1: int, strict: bool) -> tuple[np.ndarray, int]:
+            span = frame_span(i, r0, r1)
+            if span is None:
+                return decode(i, strict), 0
+            ka, kb, lo, hi = span
+            data = self._read_part_range(e, i, lo, hi)
+            fr = e.frame_rows or 1
+            rows = int(extents[i, 0] * extents[i, 1])
+            row_a, row_b = ka * fr, min(kb * fr, rows)
+            count = (row_b - row_a) * int(extents[i, 2])
+            fa = int(frames[0][i])
+            try:
+                flat = decode_frames(
+                    data, np.diff(frames[1][fa + ka : fa + kb + 1]).tolist(), dtype, count,
+                    label=f"image {iid!r} chunk {i}",
+                )
+            except PixelPayloadError as exc:
+                raise ChunkChecksumError(
+                    f"corrupt chunk in dataset {str(self.path)!r}: image {iid!r} level {level} chunk "
+                    f"{e.chunk_key(i)} (part {e.part_of(i)!r}): its zstd frames {ka}..{kb - 1} "
+                    f"(bytes {lo}..{hi} of the chunk) fail to decode or to match their checksums ({exc})"
+                ) from exc
+            return flat, row_a
+
+        def span_nbytes(i: int, r0: int, r1: int) -> int:
+            span = frame_span(i, r0, r1)
+            return int(e.lengths[i]) if span is None else span[3] - span[2]
 
         meta_bytes = self.images_read_path.stat().st_size + (self.path / "manifest.json").stat().st_size
         how = "byte-range reads" if e.offsets is not None else "vortex row takes"
@@ -321,11 +408,22 @@ class Dataset:
             e.lengths,
             True,
             f"{self.format} dataset {str(self.path)!r} image {iid!r} level {level} "
-            f"(chunks {e.chunk_shape} ZYX, codec {codec}, {how})",
+            f"(chunks {e.chunk_shape} ZYX, codec {e.codec}"
+            + (f" in frames of {e.frame_rows} rows" if frames is not None else "")
+            + f", {how})",
             metadata_nbytes=meta_bytes,
             extra={"dataset": self, "entry": e},
             regular=e.chunk_shape,
+            decode_rows=decode_rows if frames is not None else None,
+            span_nbytes=span_nbytes if frames is not None else None,
         )
+
+    def _read_part_range(self, e: ImageEntry, index: int, lo: int, hi: int) -> Any:
+        """Bytes ``lo:hi`` of chunk ``index``'s payload: one pread when the byte index is known."""
+        if e.offsets is not None:
+            return self._file(e.part_of(index)).read_range(int(e.offsets[index]) + lo, hi - lo)
+        data = self.read_chunk_bytes(e.image_id, e.level, index, verify=False)
+        return memoryview(data)[lo:hi]
 
     def chunk_table(self, image_id: str | None = None, level: int | None = 0, *, columns: Sequence[str] | None = None) -> pa.Table:
         """Rows of the chunks table (without ``pixel_bytes`` unless asked) for one image or all."""

@@ -70,6 +70,16 @@ IMAGES_SCHEMA = pa.schema(
         pa.field("parts", pa.list_(pa.string())),
         pa.field("chunk_part", pa.list_(pa.int16())),
         pa.field("chunk_rows", pa.list_(pa.int64())),
+        # Framed zstd chunks: each chunk is concatenated independent zstd
+        # frames (with content checksums) of ``frame_rows`` rows of its
+        # flattened Z*Y row space; ``chunk_frame_lengths`` lists every frame's
+        # stored length, chunk after chunk in grid order, so a reader fetches
+        # and decodes only the frames a selection touches. Null: one frame per chunk.
+        pa.field("frame_rows", pa.int32()),
+        pa.field("chunk_frame_lengths", pa.list_(pa.int32())),
+        # True where a chunk is stored raw although ``codec`` names a codec
+        # (compression presets keep chunks that do not shrink raw). Null: none.
+        pa.field("chunk_raw", pa.list_(pa.bool_())),
     ]
 )
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..chunks.assemble import IndexSelection, PixelSource, assemble, index_selection, select_pieces
+from ..chunks.assemble import IndexSelection, PixelSource, assemble, index_selection, select_pieces, selected_nbytes
 from ..chunks.grid import Selection
 from ..errors import SelectionError
 from ..ingest._builder import RecordBuilder, select_channels
@@ -156,7 +156,7 @@ class LazyImage:
         sel = self._index_selection()
         pieces, skipped = self._pieces(src, sel)
         rg = src.extra.get("row_group_bytes")
-        bytes_read = int(rg) if rg else int(src.stored_nbytes[pieces].sum())
+        bytes_read = int(rg) if rg else selected_nbytes(src, sel, pieces)
         return PlanInfo(
             source=src.describe,
             image_shape=self.source.shape,
