@@ -36,7 +36,9 @@ memory-mapped data files are reported as well (for mmap-based readers).
 The OS page cache is warm (files are read once before their cases); cold
 means a new process. The decode floor is the time to zstd-decompress just
 the touched chunks' stored bytes (taken from omeframe's Parquet dataset) in
-one thread, best of N. Every result is checked against the source pixels.
+one thread, best of N; for ROIs and sub-volumes it also shows the time of
+just the zstd frames under the selection (omeframe stores chunks as row-band
+frames and decodes only those). Every result is checked against the source pixels.
 
 Usage::
 
@@ -725,6 +727,30 @@ def _floor(ctx: CaseContext) -> dict[str, Any]:
             "stored": int(sum(len(b) for b in blobs)),
             "raw": int(sum(sizes)),
         }
+        if sel is not None and e.frames is not None:
+            # Diagnostic: just the zstd frames holding the selection's rows
+            # (what omeframe's framed chunks let a reader decode).
+            first, ends = e.frames
+            fr = int(e.frame_rows)
+            spans = []
+            for k, i in enumerate(idx.tolist()):
+                oz, oy = int(origins[i, 2]), int(origins[i, 3])
+                ez, ey, ex = (int(v) for v in extents[i])
+                za, zb = max(sel["z0"], oz) - oz, min(sel["z1"], oz + ez) - 1 - oz
+                r0 = za * ey + max(sel["y0"], oy) - oy
+                r1 = zb * ey + min(sel["y1"], oy + ey) - oy
+                fa, n = int(first[i]), int(first[i + 1] - first[i])
+                ka, kb = r0 // fr, min(n, -(-r1 // fr))
+                lo, hi = int(ends[fa + ka] - ends[fa]), int(ends[fa + kb] - ends[fa])
+                spans.append((blobs[k][lo:hi], (min(kb * fr, ez * ey) - ka * fr) * ex * itemsize))
+
+            def decode_frames() -> None:
+                for b, n in spans:
+                    codec.decompress(b, decompressed_size=n, asbytes=False)
+
+            ft, _ = best_of(decode_frames, int(p["repeats"]), budget_s=float(p["budget"]))
+            entry["frames_best"] = ft.best
+            entry["frames_stored"] = int(sum(len(b) for b, _ in spans))
         if sel is None:  # full: also in 2 threads (Arrow's codecs release the GIL) = usable cores now
             from concurrent.futures import ThreadPoolExecutor
 
@@ -1484,6 +1510,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{op}: {_ms(b)} ms for {s[-1]['chunks']} chunks ({s[-1]['stored'] / MiB:.2f} MiB stored -> "
                     f"{s[-1]['raw'] / MiB:.2f} MiB)"
                     + (f", {_ms(two)} ms in 2 threads (x{b / two:.2f}: the cores actually free)" if two else "")
+                    + (
+                        f" (of which the zstd frames under the selection: {_ms(min(x['frames_best'] for x in s))} ms, "
+                        f"{s[-1]['frames_stored'] / MiB:.2f} MiB stored)"
+                        if "frames_best" in s[-1] else ""
+                    )
                 )
         if parts:
             out_lines.append("Decode floor (zstd, 1 thread, best): " + "; ".join(parts) + ".")
