@@ -35,10 +35,12 @@ Usage::
 
     python benchmarks/bench_query.py            # full size (~10 minutes)
     python benchmarks/bench_query.py --quick    # smoke run, under a minute
+    python benchmarks/bench_query.py --only catalog   # one section: query, stats or catalog
 
 Prints markdown tables plus the issue's targets (PASS/MISS, reported, not
 asserted) and writes them to ``bench-output/bench_query.md``
-(``bench_query-quick.md`` for ``--quick``).
+(``bench_query-quick.md`` for ``--quick``; ``--only SECTION`` appends
+``-SECTION``, so a partial run never overwrites the full report).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ SQL_QUERY = (
     "WHERE area > 100 AND well LIKE 'A%' GROUP BY well ORDER BY well"
 )
 WELLS = [f"{r}{c:02d}" for r in "ABCDEFGH" for c in range(1, 13)]
+SECTIONS = ("query", "stats", "catalog")  # --only choices: the report's sections
 
 
 # ---------------------------------------------------------------- /proc helpers
@@ -426,8 +429,10 @@ CASES = {
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10k rows, 200 TIFFs, < 60 s")
+    ap.add_argument("--only", choices=SECTIONS, help="run one section only (its own report file)")
     args = ap.parse_args()
     quick = args.quick
+    todo = [sec for sec in SECTIONS if args.only in (None, sec)]
     n_rows = 10_000 if quick else 100_000
     n_tiffs = 200 if quick else 2_000
     loop_rows = 50 if quick else 300
@@ -440,8 +445,10 @@ def main() -> int:
         print(s, flush=True)
         out_lines.append(s)
 
-    big, small = make_tables(n_rows)
-    tdir = tiff_subset(n_tiffs)
+    if "query" in todo or "stats" in todo:
+        big, small = make_tables(n_rows)
+    if "catalog" in todo:
+        tdir = tiff_subset(n_tiffs)
     tmp = DATA_DIR / "tmp"
     tmp.mkdir(exist_ok=True)
     failures = 0
@@ -456,7 +463,7 @@ def main() -> int:
             return None
 
     versions = {p: metadata.version(p) for p in ("omeframe", "ome-arrow", "duckdb", "polars", "pyarrow")}
-    emit(f"# bench_query{' (--quick)' if quick else ''}")
+    emit(f"# bench_query{' (--quick)' if quick else ''}{f' (--only {args.only})' if args.only else ''}")
     emit()
     emit(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {machine_summary()}; "
          + ", ".join(f"{k} {v}" for k, v in versions.items()))
@@ -465,101 +472,108 @@ def main() -> int:
          "fresh process.")
     emit()
 
-    # ---- metadata/feature query
-    qrows = []
+    agree = True
     q: dict[str, dict[str, Any] | None] = {}
-    for label, case in (("DuckDB (omeframe.duckdb)", "duckdb"),
-                        ("Polars omeframe.polars.scan", "polars_omeframe"),
-                        ("Polars pl.scan_parquet", "polars_plain")):
-        r = q[case] = run(case, path=str(big))
-        if r is None:
-            qrows.append([label, "failed", "", "", "", "", ""])
-            continue
-        read = max(r["rchar"], r["mmap"])
-        qrows.append([
-            label, fmt_seconds(r["cold"]), fmt_seconds(r["warm"]),
-            fmt_mib(r["rchar"], 2), fmt_mib(r["mmap"], 2),
-            f"{100 * read / r['file_size']:.2f}%", fmt_mib(r["peak_rss"] - r["baseline_rss"]),
-        ])
-    results = {k: v["result"] for k, v in q.items() if v}
-    agree = len({repr(v) for v in results.values()}) == 1
-    fsize = dir_size(big)
-    emit(f"## Metadata/feature query over {n_rows:,} crops ({fsize / MiB:.0f} MiB file)")
-    emit()
-    emit(f"`{SQL_QUERY}` (Polars: the same filter/group_by/agg). Results agree across engines: "
-         f"{'yes' if agree else 'NO'}.")
-    emit()
-    emit(markdown_table(
-        ["engine", "cold", "warm (best)", "rchar MiB", "mmap RSS MiB", "% of file", "peak RSS +MiB"],
-        qrows, "lrrrrrr"))
-    emit()
+    n_stats = min(n_rows, STATS_ROWS)
+    loop_est: float | None = None
+    tab_est: float | None = None
+    sql_s: float | None = None
+    cat: dict[int, float | None] = {}
+    # ---- metadata/feature query
+    if "query" in todo:
+        qrows = []
+        for label, case in (("DuckDB (omeframe.duckdb)", "duckdb"),
+                            ("Polars omeframe.polars.scan", "polars_omeframe"),
+                            ("Polars pl.scan_parquet", "polars_plain")):
+            r = q[case] = run(case, path=str(big))
+            if r is None:
+                qrows.append([label, "failed", "", "", "", "", ""])
+                continue
+            read = max(r["rchar"], r["mmap"])
+            qrows.append([
+                label, fmt_seconds(r["cold"]), fmt_seconds(r["warm"]),
+                fmt_mib(r["rchar"], 2), fmt_mib(r["mmap"], 2),
+                f"{100 * read / r['file_size']:.2f}%", fmt_mib(r["peak_rss"] - r["baseline_rss"]),
+            ])
+        results = {k: v["result"] for k, v in q.items() if v}
+        agree = len({repr(v) for v in results.values()}) == 1
+        fsize = dir_size(big)
+        emit(f"## Metadata/feature query over {n_rows:,} crops ({fsize / MiB:.0f} MiB file)")
+        emit()
+        emit(f"`{SQL_QUERY}` (Polars: the same filter/group_by/agg). Results agree across engines: "
+             f"{'yes' if agree else 'NO'}.")
+        emit()
+        emit(markdown_table(
+            ["engine", "cold", "warm (best)", "rchar MiB", "mmap RSS MiB", "% of file", "peak RSS +MiB"],
+            qrows, "lrrrrrr"))
+        emit()
 
     # ---- ome_stats
-    sql_npy, loop_npy, tab_npy = (tmp / f"{k}.npy" for k in ("sql", "loop", "tab"))
-    n_stats = min(n_rows, STATS_ROWS)
-    s_sql = run("stats_sql", path=str(small), out=str(sql_npy))
-    s_loop = run("stats_oa_loop", path=str(small), out=str(loop_npy), rows=loop_rows, budget=60.0)
-    s_tab = run("stats_oa_table", path=str(small), out=str(tab_npy), rows=n_stats, budget=table_budget)
-    import numpy as np
+    if "stats" in todo:
+        sql_npy, loop_npy, tab_npy = (tmp / f"{k}.npy" for k in ("sql", "loop", "tab"))
+        s_sql = run("stats_sql", path=str(small), out=str(sql_npy))
+        s_loop = run("stats_oa_loop", path=str(small), out=str(loop_npy), rows=loop_rows, budget=60.0)
+        s_tab = run("stats_oa_table", path=str(small), out=str(tab_npy), rows=n_stats, budget=table_budget)
+        import numpy as np
 
-    def check(npy: Path, r: dict[str, Any] | None) -> str:
-        if r is None or s_sql is None:
-            return "-"
-        a, b = np.load(sql_npy), np.load(npy)
-        return "yes" if np.allclose(a[: len(b)], b, rtol=1e-6, atol=1e-6) else "NO"
+        def check(npy: Path, r: dict[str, Any] | None) -> str:
+            if r is None or s_sql is None:
+                return "-"
+            a, b = np.load(sql_npy), np.load(npy)
+            return "yes" if np.allclose(a[: len(b)], b, rtol=1e-6, atol=1e-6) else "NO"
 
-    srows = []
-    sql_s = s_sql["warm"] if s_sql else None
-    if s_sql:
-        srows.append(["SQL `ome_stats(ome_arrow, 1)` (DuckDB)", f"{s_sql['rows']:,}",
-                      fmt_seconds(s_sql["cold"]), fmt_seconds(s_sql["warm"]), "measured", "1.00x", "ref"])
-    loop_est = tab_est = None
-    for label, r, npy in (("ome-arrow `from_ome_parquet(row_index=i)` + to_numpy", s_loop, loop_npy),
-                          ("ome-arrow pyarrow read once + to_numpy per row", s_tab, tab_npy)):
-        if r is None:
-            srows.append([label, "failed", "", "", "", "", ""])
-            continue
-        est = r["seconds"] * n_stats / r["rows"]
-        if r is s_loop:
-            loop_est = est
-        else:
-            tab_est = est
-        how = "measured" if r["rows"] >= n_stats else f"extrapolated from {r['rows']:,} rows"
-        srows.append([label, f"{n_stats:,}", fmt_seconds(est), "-", how,
-                      fmt_ratio(est / sql_s) if sql_s else "-", check(npy, r)])
-    emit(f"## Per-image statistics of channel 1 over {n_stats:,} crops")
-    emit()
-    emit(markdown_table(["method", "rows", "time (cold)", "warm", "how", "slower than SQL (warm)",
-                         "stats match SQL"], srows, "lrrrlrl"))
-    emit()
+        srows = []
+        sql_s = s_sql["warm"] if s_sql else None
+        if s_sql:
+            srows.append(["SQL `ome_stats(ome_arrow, 1)` (DuckDB)", f"{s_sql['rows']:,}",
+                          fmt_seconds(s_sql["cold"]), fmt_seconds(s_sql["warm"]), "measured", "1.00x", "ref"])
+        for label, r, npy in (("ome-arrow `from_ome_parquet(row_index=i)` + to_numpy", s_loop, loop_npy),
+                              ("ome-arrow pyarrow read once + to_numpy per row", s_tab, tab_npy)):
+            if r is None:
+                srows.append([label, "failed", "", "", "", "", ""])
+                continue
+            est = r["seconds"] * n_stats / r["rows"]
+            if r is s_loop:
+                loop_est = est
+            else:
+                tab_est = est
+            how = "measured" if r["rows"] >= n_stats else f"extrapolated from {r['rows']:,} rows"
+            srows.append([label, f"{n_stats:,}", fmt_seconds(est), "-", how,
+                          fmt_ratio(est / sql_s) if sql_s else "-", check(npy, r)])
+        emit(f"## Per-image statistics of channel 1 over {n_stats:,} crops")
+        emit()
+        emit(markdown_table(["method", "rows", "time (cold)", "warm", "how", "slower than SQL (warm)",
+                             "stats match SQL"], srows, "lrrrlrl"))
+        emit()
 
     # ---- catalog
-    crows = []
-    cat: dict[int, float | None] = {}
-    for workers in (1, 2):
-        runs = []
-        for k in range(2):
-            r = run("catalog", src=str(tdir), out=str(tmp / f"catalog-w{workers}-{k}"), workers=workers)
-            if r is not None:
-                runs.append(r)
-        if not runs:
-            cat[workers] = None
-            crows.append([f"workers={workers}", "failed", "", "", ""])
-            continue
-        best = min(x["seconds"] for x in runs)
-        cat[workers] = n_tiffs / best
-        crows.append([f"workers={workers}" + (" (serial)" if workers == 1 else ""),
-                      " / ".join(fmt_seconds(x["seconds"]) for x in runs), fmt_seconds(best),
-                      f"{n_tiffs / best:.0f}", f"{runs[-1]['ok']}/{runs[-1]['rows']}"])
-    emit(f"## Catalog build: {n_tiffs:,} TIFFs (2x128x128 uint16), best of 2, fresh output dirs")
-    emit()
-    emit(markdown_table(["build", "runs", "best", "files/s", "ok rows"], crows, "lrrrr"))
-    emit()
+    if "catalog" in todo:
+        crows = []
+        for workers in (1, 2):
+            runs = []
+            for k in range(2):
+                r = run("catalog", src=str(tdir), out=str(tmp / f"catalog-w{workers}-{k}"), workers=workers)
+                if r is not None:
+                    runs.append(r)
+            if not runs:
+                cat[workers] = None
+                crows.append([f"workers={workers}", "failed", "", "", ""])
+                continue
+            best = min(x["seconds"] for x in runs)
+            cat[workers] = n_tiffs / best
+            crows.append([f"workers={workers}" + (" (serial)" if workers == 1 else ""),
+                          " / ".join(fmt_seconds(x["seconds"]) for x in runs), fmt_seconds(best),
+                          f"{n_tiffs / best:.0f}", f"{runs[-1]['ok']}/{runs[-1]['rows']}"])
+        emit(f"## Catalog build: {n_tiffs:,} TIFFs (2x128x128 uint16), best of 2, fresh output dirs")
+        emit()
+        emit(markdown_table(["build", "runs", "best", "files/s", "ok rows"], crows, "lrrrr"))
+        emit()
 
     # ---- targets
     emit("## Targets")
     emit()
-    for label, case in (("DuckDB", "duckdb"), ("omeframe.polars", "polars_omeframe")):
+    query_targets = (("DuckDB", "duckdb"), ("omeframe.polars", "polars_omeframe"))
+    for label, case in query_targets if "query" in todo else ():
         r = q.get(case)
         if r is None:
             emit(f"- MISS: metadata query ({label}): case failed")
@@ -570,24 +584,27 @@ def main() -> int:
              f"{100 * frac:.2f}% of the file's bytes (< 2%) in {fmt_seconds(r['cold'])} cold / "
              f"{fmt_seconds(r['warm'])} warm (< 100 ms, checked on cold; warm "
              f"{'also under' if r['warm'] < 0.1 else 'over'} 100 ms)")
-    for label, est in (("from_ome_parquet loop", loop_est), ("pyarrow read + to_numpy loop", tab_est)):
+    stats_targets = (("from_ome_parquet loop", loop_est), ("pyarrow read + to_numpy loop", tab_est))
+    for label, est in stats_targets if "stats" in todo else ():
         if est is None or sql_s is None:
             emit(f"- MISS: ome_stats SQL vs ome-arrow {label}: case failed")
             continue
         ratio = est / sql_s
         emit(f"- {'PASS' if ratio >= 10 else 'MISS'}: ome_stats over {n_stats:,} crops in SQL "
              f"{fmt_seconds(sql_s)} vs ome-arrow {label} {fmt_seconds(est)}: {fmt_ratio(ratio)} (>= 10x)")
-    if cat.get(1) and cat.get(2):
-        sp = cat[2] / cat[1]
-        emit(f"- {'PASS' if sp >= 1.7 else 'MISS'}: catalog build 2 workers {cat[2]:.0f} files/s vs "
-             f"serial {cat[1]:.0f} files/s: {fmt_ratio(sp)} (>= 1.7x)")
-    else:
-        emit("- MISS: catalog build: case failed")
+    if "catalog" in todo:
+        if cat.get(1) and cat.get(2):
+            sp = cat[2] / cat[1]
+            emit(f"- {'PASS' if sp >= 1.7 else 'MISS'}: catalog build 2 workers {cat[2]:.0f} files/s vs "
+                 f"serial {cat[1]:.0f} files/s: {fmt_ratio(sp)} (>= 1.7x)")
+        else:
+            emit("- MISS: catalog build: case failed")
     emit()
     emit(f"Load average at end: {loadavg()}; total {time.perf_counter() - t_start:.0f} s.")
 
     OUT_DIR.mkdir(exist_ok=True)
-    md = OUT_DIR / ("bench_query-quick.md" if quick else "bench_query.md")
+    tag = ("-quick" if quick else "") + (f"-{args.only}" if args.only else "")  # never overwrite the full report
+    md = OUT_DIR / f"bench_query{tag}.md"
     md.write_text("\n".join(out_lines) + "\n")
     print(f"wrote {md}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -3,8 +3,9 @@
 A temporary tree of small TIFFs, ``.npy`` files, an OME-Zarr store and one
 corrupt TIFF is ingested; the tests check pixels against the sources, error
 rows, path-derived columns, resume (skip unchanged, re-ingest touched files
-without duplicates), appends, that 2 workers write what 1 worker writes, crash
-isolation, locking, and FileRecord's to_record / from_obj round trips.
+without duplicates), appends, that 2 workers write what 1 worker writes (rows in
+discovery order, the same row groups), crash isolation, Ctrl-C, locking, and
+FileRecord's to_record / from_obj round trips.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +206,116 @@ def test_two_workers_write_what_one_worker_writes(tree):
     assert _strip(read_catalog(one)).equals(_strip(read_catalog(two)))
     for iid in tree["expected"]:
         np.testing.assert_array_equal(_pixels(one, iid), _pixels(two, iid))
+
+
+def _row_groups(path: Path) -> list[int]:
+    md = pq.ParquetFile(path).metadata
+    return [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+
+
+def test_parallel_build_writes_the_serial_files_row_group_for_row_group(tmp_path, monkeypatch):
+    # many small batches finishing in any order, and row groups of a few rows
+    # (records are ~2 KiB): the streamed images.parquet must still equal the
+    # serial one, rows in discovery order, cut into the same row groups
+    monkeypatch.setattr(importlib.import_module("omeframe.storage.parquet"), "DEFAULT_ROW_GROUP_BYTES", 5000)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        tifffile.imwrite(src / f"P{i % 3}_A{i % 7 + 1}_{i:03d}.tif", _arr((2, 16, 16), 100 + i),
+                         metadata={"axes": "CYX"})
+    (src / "P9_B1_bad.tif").write_bytes(b"not a tiff")
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = build(src, one, workers=1, progress=False, columns_from_path=REGEX, batch_size=3)
+    r2 = build(src, two, workers=2, progress=False, columns_from_path=REGEX, batch_size=3)
+    assert (r1.n_records, r1.n_errors) == (r2.n_records, r2.n_errors) == (40, 1) and r2.workers == 2
+    assert _images(one).equals(_images(two))
+    assert _row_groups(one / "images.parquet") == _row_groups(two / "images.parquet")
+    assert len(_row_groups(one / "images.parquet")) > 5
+    assert _images(one)["urlpath"].to_pylist() == sorted(_images(one)["urlpath"].to_pylist())
+    assert _strip(read_catalog(one)).equals(_strip(read_catalog(two)))
+    for out in (one, two):  # no temporary images file, no record file of a worker left behind
+        assert not list(out.glob(".pending-*"))
+
+
+def test_staging_writes_batches_in_order_whatever_order_they_finish(tmp_path, monkeypatch):
+    monkeypatch.setattr(importlib.import_module("omeframe.storage.parquet"), "DEFAULT_ROW_GROUP_BYTES", 3000)
+    rows = [of.records_from_arrays([_arr((8, 8), k)], dim_order="YX", image_ids=[f"im{k}"], progress=False)
+            for k in range(7)]
+
+    def batch(ks):
+        return pa.table({"ome_arrow": pa.concat_arrays([rows[k] for k in ks]),
+                         "urlpath": pa.array([f"/x/{k}" for k in ks]), "_index": pa.array(ks, pa.int64())})
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    build_mod._rewrite_images(ref / "images.parquet", set(), batch(range(7)).drop_columns(["_index"]),
+                              column_name="ome_arrow", compression="zstd")
+    st = build_mod._Staging(tmp_path)
+    st.add(2, batch([5, 6]))
+    st.add(1, None)  # a batch without records (errors, large images)
+    assert st.writer is None and set(st.waiting) == {1, 2}  # nothing written before batch 0 is in
+    st.add(0, batch([0, 1, 2, 3, 4]))
+    assert not st.waiting and st.writer is not None and st.nbytes > 0
+    st.add(4, None)
+    with pytest.raises(RuntimeError, match="twice"):
+        st.add(4, None)
+    assert st.commit() and not list(tmp_path.glob(".pending-*"))
+    assert _images(tmp_path).equals(_images(ref))
+    assert _row_groups(tmp_path / "images.parquet") == _row_groups(ref / "images.parquet")
+    # a commit over a gap (batch 3 never finished) writes what waits; a late batch is appended
+    st.drop = {"/x/0"}
+    st.add(5, batch([6]))
+    assert st.commit()
+    st.add(3, batch([5]))
+    assert st.commit()
+    assert _images(tmp_path)["urlpath"].to_pylist() == [f"/x/{k}" for k in (1, 2, 3, 4, 5, 6, 6, 5)]
+    st.add(None, batch([0]))
+    st.discard()  # uncommitted: the file is left as it was, the temporary file removed
+    assert _images(tmp_path).num_rows == 8 and not list(tmp_path.glob(".pending-*"))
+
+
+_SLOW = {"name": ""}
+
+
+def _slow_open(path, reader=None):
+    if Path(path).name == _SLOW["name"]:
+        time.sleep(1.0)  # the first batch finishes last: the others wait in the staging
+    return _real_open(path, reader)
+
+
+def test_ctrl_c_while_batches_are_written_keeps_catalog_and_images_in_step(tree, monkeypatch):
+    import signal
+
+    if build_mod._mp_context().get_start_method() != "fork":
+        pytest.skip("needs forked workers to inherit the patched reader")
+    src, out = tree["src"], tree["root"] / "cat"
+    _SLOW["name"] = discover(src)[0].name
+    monkeypatch.setattr(build_mod, "open_image", _slow_open)
+    real = build_mod._ImagesWriter.append
+    calls = {"n": 0}
+
+    def append(self, table):
+        calls["n"] += 1
+        if calls["n"] == 2:  # batch 1, written after batch 0 came in: its catalog rows are taken already
+            os.kill(os.getpid(), signal.SIGINT)
+        real(self, table)
+
+    monkeypatch.setattr(build_mod._ImagesWriter, "append", append)
+    with pytest.raises(KeyboardInterrupt):
+        build(src, out, workers=2, progress=False, batch_size=2, max_record_bytes=5000)
+    assert calls["n"] >= 2
+    cat = read_catalog(out)
+    in_images = cat.filter(pc.equal(cat["location"], "images.parquet"))
+    assert in_images.num_rows >= 2
+    assert sorted(_images(out)["urlpath"].to_pylist()) == sorted(in_images["urlpath"].to_pylist())
+    assert not list(out.glob(".pending-*")) and not (out / build_mod.LOCK_NAME).exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(build_mod._ImagesWriter, "append", real)
+    monkeypatch.setattr(build_mod, "open_image", _real_open)
+    res = build(src, out, workers=1, progress=False, max_record_bytes=5000)
+    assert res.n_skipped == cat["status"].to_pylist().count("ok")  # what was committed is not redone
+    assert read_catalog(out).num_rows == len(tree["expected"]) + 1
+    assert sorted(_images(out)["urlpath"].to_pylist()) == sorted(set(_images(out)["urlpath"].to_pylist()))
 
 
 def _crashing_open(path, reader=None):

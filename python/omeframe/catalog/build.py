@@ -18,23 +18,31 @@ Decisions
   the error and every other file is ingested. Error rows are retried on the
   next build.
 * **Parallelism**: files are grouped in small batches and sent to a
-  ``ProcessPoolExecutor``. A worker stats and checksums each file, opens it and,
-  for a small image, encodes its record and returns the batch's rows as one
-  Arrow IPC buffer; the parent only concatenates. Large images are reported
-  back and streamed by the parent into ``dataset/`` (the dataset writer
-  already encodes chunks in a thread pool) while the workers carry on, up to
-  16 per committed generation; a failing batch is retried image by image so
-  the error lands on the right file (``layout="dataset"`` over many small
-  files therefore does not scale with ``workers``: prefer ``"auto"``).
-  Workers are forked on Linux: no re-import, no ``__main__`` guard needed. A worker that crashes (a codec segfault)
-  costs nothing but its own files: they are re-run one by one in a fresh
+  ``ProcessPoolExecutor``. A worker stats and checksums each file, opens it
+  and, for a small image, encodes its record; it writes the batch's rows to
+  an Arrow IPC file in the catalog directory (cheaper than pickling megabytes
+  through a pipe) and returns its path. The parent memory-maps it and appends
+  the rows to ``images.parquet``'s temporary file right away, so writing the
+  table overlaps the workers' reading instead of following it. Large images
+  are reported back and streamed by the parent into ``dataset/`` (the dataset
+  writer already encodes chunks in a thread pool) while the workers carry on,
+  up to 16 per committed generation; a failing batch is retried image by
+  image so the error lands on the right file (``layout="dataset"`` over many
+  small files therefore does not scale with ``workers``: prefer ``"auto"``).
+  Workers are forked on Linux (the parent's objects frozen for the fork, so
+  the workers' garbage collector does not copy their pages): no re-import, no
+  ``__main__`` guard needed. A worker that crashes (a codec segfault) costs
+  nothing but its own files: they are re-run one by one in a fresh
   single-worker pool and the culprit gets an error row.
 * **Commits are atomic and ordered**: dataset generations first, then
   ``images.parquet`` (streamed rewrite, row group by row group, of the kept
-  rows plus the new ones into a temporary file, renamed into place), then
-  ``catalog.parquet``, the commit point of a build. New records wait in an
-  Arrow IPC spool file beside the catalog (bounded memory). Checkpoints repeat
-  the commit when the spool exceeds ``max(1 GiB, size of images.parquet)``
+  rows plus the new ones into a temporary ``.pending-*.parquet`` file,
+  renamed into place), then ``catalog.parquet``, the commit point of a build.
+  New records go into that temporary file while the build runs, in file
+  order whatever the number of workers (a batch that finishes ahead of an
+  earlier one waits in memory until that one is in), so memory stays bounded
+  and the parent does not write everything at the end. Checkpoints repeat
+  the commit when the new records exceed ``max(1 GiB, size of images.parquet)``
   (geometric, so rewrites cost O(total) I/O), and Ctrl-C commits what is done.
   After a crash, files without an ``ok`` row are simply ingested again, and
   their stale rows or dataset images are replaced, never duplicated. A lock
@@ -48,6 +56,8 @@ Decisions
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import glob as _glob
 import hashlib
 import math
@@ -55,7 +65,8 @@ import multiprocessing as mp
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -399,13 +410,18 @@ class _QuietReaders:
             lg.setLevel(level)
 
 
-def _process_batch(tasks: list[_Task], opts: dict[str, Any]) -> tuple[list[dict[str, Any]], bytes | None]:
-    """Worker entry point: ingest a batch; returns per-file outcomes and the records as IPC."""
+# The records of a batch: the table itself when the batch ran in this process,
+# else the path of the Arrow IPC stream file the worker wrote them to.
+_Records = pa.Table | str | None
+
+
+def _process_batch(tasks: list[_Task], opts: dict[str, Any]) -> tuple[list[dict[str, Any]], _Records]:
+    """Worker entry point: ingest a batch; returns per-file outcomes and the batch's records."""
     with _QuietReaders():
         return _process_batch_inner(tasks, opts)
 
 
-def _process_batch_inner(tasks: list[_Task], opts: dict[str, Any]) -> tuple[list[dict[str, Any]], bytes | None]:
+def _process_batch_inner(tasks: list[_Task], opts: dict[str, Any]) -> tuple[list[dict[str, Any]], _Records]:
     from dataclasses import replace as _replace
 
     from ..ingest._builder import RecordBuilder
@@ -455,19 +471,24 @@ def _process_batch_inner(tasks: list[_Task], opts: dict[str, Any]) -> tuple[list
                 _close_source(src)
         oc["duration_s"] = time.perf_counter() - t0
         outcomes.append(oc)
-    ipc = None
+    records: _Records = None
     if arrays:
         by_index = {oc["index"]: oc for oc in outcomes}
+        in_rows = set(rows)
         try:
-            ipc = _records_ipc(arrays, [by_index[i] for i in rows], [t for t in tasks if t[0] in set(rows)], opts)
+            records = _records_table(arrays, [by_index[i] for i in rows], [t for t in tasks if t[0] in in_rows], opts)
         except Exception as exc:  # noqa: BLE001 - should not happen; never lose the batch silently
             for i in rows:
                 by_index[i].update(status="error", location=None, error_type=type(exc).__name__,
                                    error=f"could not assemble the record: {_one_line(exc)}")
-    return outcomes, ipc
+    return outcomes, records
 
 
-def _records_ipc(arrays: list[pa.Array], outcomes: list[dict[str, Any]], tasks: list[_Task], opts: dict[str, Any]) -> bytes:
+def _records_table(arrays: list[pa.Array], outcomes: list[dict[str, Any]], tasks: list[_Task], opts: dict[str, Any]) -> _Records:
+    """The batch's records as a table, or, in a worker process (``opts["spool"]`` set), the
+    path of the IPC stream file they were written to: a file in the catalog directory is
+    cheaper to hand over than megabytes pickled through a pipe (no copies in Python, and
+    the worker never waits for the parent to drain the pipe); the parent memory-maps it."""
     cols: dict[str, pa.Array] = {opts["column_name"]: pa.concat_arrays(arrays)}
     files = [oc["file"] for oc in outcomes]
     cols["image_id"] = pa.array([f["image_id"] for f in files], pa.string())
@@ -478,10 +499,18 @@ def _records_ipc(arrays: list[pa.Array], outcomes: list[dict[str, Any]], tasks: 
             cols[f.name] = pa.array([fr[f.name] for fr in files], f.type)
     cols["_index"] = pa.array([oc["index"] for oc in outcomes], pa.int64())
     table = pa.table(cols)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
-        w.write_table(table)
-    return sink.getvalue().to_pybytes()
+    spool = opts.get("spool")
+    if spool is None:
+        return table
+    path = f"{spool}-{os.getpid()}-{int(tasks[0][0])}.arrows"
+    try:
+        with pa.OSFile(path, "wb") as fh, pa.ipc.new_stream(fh, table.schema) as w:
+            w.write_table(table)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
 
 
 # ---------------------------------------------------------------------------
@@ -524,39 +553,127 @@ def _file_meta() -> dict[str, str]:
     }
 
 
+class _ImagesWriter:
+    """One atomic rewrite of ``images.parquet``, fed incrementally.
+
+    Opening it streams the kept rows of the existing file (those whose
+    ``urlpath`` is not in ``drop``) row group by row group into a temporary
+    file beside the catalog; :meth:`append` then adds new rows as they come,
+    cut greedily into row groups of about
+    :data:`~omeframe.storage.parquet.DEFAULT_ROW_GROUP_BYTES` (the same groups
+    a one-shot write of all new rows would make); :meth:`commit` renames the
+    file into place and :meth:`abort` deletes it. The temporary file is named
+    ``.pending-*.parquet``, so a build that crashes leaves nothing the next
+    build does not clean up.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        drop: set[str],
+        new_schema: pa.Schema | None,
+        *,
+        column_name: str,
+        compression: str | None,
+    ) -> None:
+        import pyarrow.parquet as pq
+
+        from ..storage import parquet as pqio
+        from ..storage.records import table_metadata
+
+        self.path = path
+        self.column_name = column_name
+        self.tmp = path.parent / f".pending-{uuid.uuid4().hex[:12]}.parquet"
+        self._target = float(pqio.DEFAULT_ROW_GROUP_BYTES)
+        self._parts: list[pa.Table] = []  # new rows of the row group being filled
+        self._rows = 0
+        self._acc = 0.0
+        old = pq.ParquetFile(path) if path.exists() else None
+        try:
+            schemas = ([old.schema_arrow] if old is not None else []) + ([new_schema] if new_schema is not None else [])
+            if not schemas:
+                raise ValueError(f"nothing to write to {str(path)!r}: no existing table and no new rows")
+            schema = _unify(schemas).remove_metadata()
+            self.schema = schema.with_metadata(table_metadata(_file_meta()))
+            kwargs = pqio._writer_kwargs(self.schema, "zstd", compression is not None)
+            self.writer: Any = pq.ParquetWriter(self.tmp, self.schema, **kwargs)
+            try:
+                if old is not None:
+                    drop_arr = pa.array(sorted(drop), pa.string()) if drop else None
+                    for g in range(old.metadata.num_row_groups):
+                        t = old.read_row_group(g)
+                        if drop_arr is not None:
+                            import pyarrow.compute as pc
+
+                            t = t.filter(pc.invert(pc.is_in(t["urlpath"], value_set=drop_arr)))
+                        if t.num_rows:
+                            self.writer.write_table(_conform(t, self.schema), row_group_size=t.num_rows)
+            except BaseException:
+                self.abort()
+                raise
+        finally:
+            if old is not None:
+                old.close()  # released before any rename over it
+
+    def append(self, table: pa.Table) -> None:
+        """Add new rows (after every row added before), writing each row group once it is full."""
+        from ..storage.records import record_row_sizes
+
+        if not table.num_rows:
+            return
+        t = _conform(table, self.schema)
+        sizes = np.asarray(record_row_sizes(t[self.column_name]), dtype=np.float64).tolist()
+        start = 0
+        for i, s in enumerate(sizes):
+            if self._rows + i - start > 0 and self._acc + s > self._target:
+                if i > start:
+                    self._parts.append(t.slice(start, i - start))
+                    self._rows += i - start
+                self._write_group()
+                start = i
+            self._acc += s
+        if start < t.num_rows:
+            self._parts.append(t.slice(start))
+            self._rows += t.num_rows - start
+
+    def _write_group(self) -> None:
+        parts, n = self._parts, self._rows
+        self._parts, self._rows, self._acc = [], 0, 0.0
+        if n:
+            self.writer.write_table(pa.concat_tables(parts), row_group_size=n)
+
+    def commit(self) -> None:
+        """Write the last row group, close the file and rename it over ``images.parquet``."""
+        try:
+            self._write_group()
+            self.writer.close()
+            self.writer = None
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Close and delete the temporary file; ``images.parquet`` stays as it was."""
+        self._parts, self._rows, self._acc = [], 0, 0.0
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001 - the file is deleted anyway
+                pass
+            self.writer = None
+        self.tmp.unlink(missing_ok=True)
+
+
 def _rewrite_images(path: Path, drop: set[str], new: pa.Table | None, *, column_name: str, compression: str | None) -> None:
     """Atomically rewrite ``images.parquet``: kept rows streamed group by group, then ``new``."""
-    import pyarrow.parquet as pq
-
-    from ..storage import parquet as pqio
-    from ..storage._atomic import atomic_path
-    from ..storage.records import record_row_sizes, table_metadata
-
-    old = pq.ParquetFile(path) if path.exists() else None
-    schemas = ([old.schema_arrow] if old is not None else []) + ([new.schema] if new is not None else [])
-    if not schemas:
+    if not path.exists() and new is None:
         return
-    schema = _unify(schemas).remove_metadata()
-    schema = schema.with_metadata(table_metadata(_file_meta()))
-    kwargs = pqio._writer_kwargs(schema, "zstd", compression is not None)
-    drop_arr = pa.array(sorted(drop), pa.string())
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema, **kwargs) as writer:
-            if old is not None:
-                for g in range(old.metadata.num_row_groups):
-                    t = old.read_row_group(g)
-                    if drop:
-                        import pyarrow.compute as pc
-
-                        t = t.filter(pc.invert(pc.is_in(t["urlpath"], value_set=drop_arr)))
-                    if t.num_rows:
-                        writer.write_table(_conform(t, schema), row_group_size=t.num_rows)
-            if new is not None and new.num_rows:
-                t = _conform(new, schema)
-                sizes = record_row_sizes(t[column_name])
-                for lo, hi in pqio._group_bounds(np.asarray(sizes, dtype=np.float64), pqio.DEFAULT_ROW_GROUP_BYTES):
-                    writer.write_table(t.slice(lo, hi - lo), row_group_size=hi - lo)
-        old = None  # release before the rename
+    w = _ImagesWriter(path, drop, new.schema if new is not None else None,
+                      column_name=column_name, compression=compression)
+    if new is not None:
+        w.append(new)
+    w.commit()
 
 
 def _holds_any(images: Path, urlpaths: set[str]) -> bool:
@@ -688,55 +805,114 @@ def _ping() -> int:
 
 
 class _Staging:
-    """New records waiting for the next commit, spooled to an Arrow IPC file in
-    the catalog directory (memory stays bounded however many arrive)."""
+    """New records on their way into ``images.parquet``, in file order.
+
+    Every batch of files has a sequence number (its position in the build's
+    batch list). Record tables are handed to :meth:`add` as batches finish, in
+    any order; they are written, in sequence order, into an
+    :class:`_ImagesWriter` as soon as every earlier batch has been accounted
+    for (a batch without records counts too), so the file is written while
+    the workers are still busy and its rows are in discovery order whatever
+    the number of workers. Only the few batches that finish ahead of an
+    earlier one wait in memory. :meth:`commit` writes what is still waiting
+    (skipping gaps: files that never finished are retried by the next build)
+    and renames the file into place.
+    """
 
     def __init__(self, out: Path) -> None:
-        import uuid
+        self.images = out / IMAGES_NAME
+        self.column_name = DEFAULT_COLUMN_NAME
+        self.compression: str | None = "zstd"
+        #: urlpaths whose old rows the next rewrite leaves out (set by the builder)
+        self.drop: set[str] = set()
+        self.writer: _ImagesWriter | None = None
+        self.waiting: dict[int, pa.Table | None] = {}
+        self.next_seq = 0
+        self.nbytes = 0  # bytes of new records since the last commit
 
-        self.path = out / f".pending-{uuid.uuid4().hex[:12]}.arrows"
-        self.writer: Any = None
-        self.schema: pa.Schema | None = None
+    def add(self, seq: int | None, table: pa.Table | None) -> None:
+        """The records of batch ``seq`` (``None``: no records); ``seq=None`` appends right away."""
+        if table is not None:
+            self.nbytes += table.nbytes
+        if seq is None or seq < self.next_seq:  # re-runs of crashed batches, stragglers of a checkpoint
+            if table is not None:
+                self._write(table)
+            return
+        if seq in self.waiting:
+            raise RuntimeError(f"catalog batch {seq} was handed in twice")
+        self.waiting[seq] = table
+        while self.next_seq in self.waiting:
+            t = self.waiting.pop(self.next_seq)
+            self.next_seq += 1
+            if t is not None:
+                self._write(t)
+
+    def _write(self, table: pa.Table) -> None:
+        t = table.drop_columns(["_index"])
+        if self.writer is None:
+            self.writer = _ImagesWriter(self.images, self.drop, t.schema,
+                                        column_name=self.column_name, compression=self.compression)
+        self.writer.append(t)
+
+    def commit(self) -> bool:
+        """Write every waiting table and rename the file into place; ``False`` when there was nothing new."""
+        if self.waiting:
+            last = max(self.waiting)
+            for seq in sorted(self.waiting):
+                t = self.waiting.pop(seq)
+                if t is not None:
+                    self._write(t)
+            self.next_seq = last + 1
         self.nbytes = 0
-        self.firsts: list[int] = []  # first file index of each spooled batch
-
-    def add(self, table: pa.Table) -> None:
         if self.writer is None:
-            self.schema = table.schema
-            self.writer = pa.ipc.new_file(str(self.path), table.schema)
-        elif table.schema != self.schema:
-            table = _conform(table, self.schema)
-        for batch in table.combine_chunks().to_batches():
-            self.writer.write_batch(batch)
-            self.firsts.append(int(batch.column(batch.schema.get_field_index("_index"))[0].as_py()))
-        self.nbytes += table.nbytes
-
-    def __len__(self) -> int:
-        return len(self.firsts)
-
-    def take(self) -> pa.Table | None:
-        """Everything spooled, in file-index order (memory-mapped, not copied), and reset."""
-        if self.writer is None:
-            return None
-        self.writer.close()
-        self.writer = None
-        reader = pa.ipc.open_file(pa.memory_map(str(self.path), "r"))
-        order = sorted(range(reader.num_record_batches), key=lambda i: self.firsts[i])
-        table = pa.Table.from_batches([reader.get_batch(i) for i in order], schema=reader.schema)
-        idx = table["_index"].to_numpy()
-        if idx.size > 1 and not bool(np.all(idx[1:] > idx[:-1])):
-            table = table.sort_by("_index")
-        self.firsts, self.nbytes = [], 0
-        return table.drop_columns(["_index"])
+            return False
+        w, self.writer = self.writer, None
+        w.commit()
+        return True
 
     def discard(self) -> None:
+        """Drop whatever is not committed (the temporary file included)."""
+        self.waiting.clear()
         if self.writer is not None:
-            try:
-                self.writer.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self.writer = None
-        self.path.unlink(missing_ok=True)
+            w, self.writer = self.writer, None
+            w.abort()
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back until the block is done, then raise ``KeyboardInterrupt``.
+
+    Only in the main thread and while Python's default handler is installed;
+    anywhere else this does nothing.
+    """
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    hit: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: hit.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hit:
+        raise KeyboardInterrupt
+
+
+def _load_records(records: _Records) -> pa.Table | None:
+    """A batch's records as a table; a worker's spool file is memory-mapped (no copy)
+    and unlinked at once (the mapping outlives the name; where a mapped file cannot
+    be unlinked, the build's final clean-up removes it)."""
+    if records is None or isinstance(records, pa.Table):
+        return records
+    with pa.memory_map(records, "r") as src, pa.ipc.open_stream(src) as r:
+        t = r.read_all()
+    with contextlib.suppress(OSError):
+        os.unlink(records)
+    return t
 
 
 @dataclass
@@ -759,11 +935,13 @@ class _Builder:
         self.progress = progress
         self.on_error = on_error
         self.staging = _Staging(out)
+        self.spool = os.fspath(out / f".pending-{uuid.uuid4().hex[:12]}-records")  # prefix of workers' record files
         self.done_rows: list[dict[str, Any]] = []  # catalog rows of this run
         self.large: list[tuple[_Todo, dict[str, Any]]] = []
         self.large_bytes = 0
         self.attempted: set[str] = set()
         self.committed_once = False
+        self.commit_failed = False
         self.result = CatalogResult(out=out)
         self.first_error: str | None = None
         self.bar: Any = None
@@ -793,11 +971,18 @@ class _Builder:
             row[name] = v
         return row
 
-    def handle(self, todos: dict[int, _Todo], outcomes: list[dict[str, Any]], ipc: bytes | None) -> None:
-        if ipc is not None:
-            with pa.ipc.open_stream(pa.py_buffer(ipc)) as r:
-                t = r.read_all()
-            self.staging.add(t)
+    def handle(self, todos: dict[int, _Todo], outcomes: list[dict[str, Any]], records: _Records, seq: int | None) -> None:
+        """Take in a finished batch: ``seq`` is its position in the batch list
+        (``None`` for files re-run one by one after a worker crash).
+
+        Ctrl-C waits until the batch is in: its records and its catalog rows go
+        together (an ``ok`` row always has its record in the next commit).
+        """
+        with _sigint_deferred():
+            self._handle(todos, outcomes, records, seq)
+
+    def _handle(self, todos: dict[int, _Todo], outcomes: list[dict[str, Any]], records: _Records, seq: int | None) -> None:
+        self.staging.add(seq, _load_records(records))
         for oc in outcomes:
             todo = todos[oc["index"]]
             if oc["status"] == "large":
@@ -885,23 +1070,37 @@ class _Builder:
         assert exc is not None
         self.record(td, {**oc, "status": "error", "error_type": type(exc).__name__, "error": _one_line(exc)})
 
+    def cleanup(self) -> None:
+        """Remove what a build leaves behind uncommitted: the temporary images file and
+        any record files of workers that were not taken in (crashed, interrupted)."""
+        self.staging.discard()
+        for f in self.out.glob(f"{Path(self.spool).name}-*.arrows"):
+            f.unlink(missing_ok=True)
+
     # ---- commits ------------------------------------------------------------
     def commit(self, old_catalog: pa.Table | None) -> None:
         """Write images.parquet, then catalog.parquet, for everything processed so far.
 
         The first commit of a run drops the old rows of every file this run
         attempts (changed files, error retries, orphans of a crashed run);
-        later ones (checkpoints) only append.
+        later ones (checkpoints) only append. After a commit that failed half
+        way (its new records are gone), later ones write nothing: the catalog
+        must not claim records that are not there; the next build redoes them.
         """
-        self.flush_large()
-        images = self.out / IMAGES_NAME
-        drop = set() if self.committed_once else set(self.attempted)
-        new = self.staging.take()
-        if new is not None or (drop and images.exists() and _holds_any(images, drop)):
-            _rewrite_images(images, drop, new, column_name=self.opts["column_name"],
-                            compression=self.opts["compression"])
-        new = None
-        self.staging.discard()
+        if self.commit_failed:
+            return
+        try:
+            self.flush_large()
+            images = self.out / IMAGES_NAME
+            drop = set() if self.committed_once else set(self.attempted)
+            self.staging.drop = drop  # for a writer not opened yet
+            if not self.staging.commit() and drop and images.exists() and _holds_any(images, drop):
+                _rewrite_images(images, drop, None, column_name=self.opts["column_name"],
+                                compression=self.opts["compression"])
+        except BaseException:
+            self.commit_failed = True
+            raise
+        self.staging.drop = set()  # later commits (checkpoints) only append
         self.committed_once = True
         parts: list[pa.Table] = []
         if old_catalog is not None and old_catalog.num_rows:
@@ -1017,8 +1216,9 @@ def build(
     out_p.mkdir(parents=True, exist_ok=True)
 
     with _Lock(out_p):
-        for stale in out_p.glob(".pending-*.arrows"):  # spool of a crashed build
-            stale.unlink(missing_ok=True)
+        for stale in out_p.glob(".pending-*"):  # records and temporary files of a crashed build
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
         old_catalog = read_catalog(out_p) if (out_p / CATALOG_NAME).is_file() else None
         old_by_path: dict[str, dict[str, Any]] = {}
         used_ids: dict[str, str] = {}  # image_id -> urlpath
@@ -1081,6 +1281,8 @@ def build(
             "extra_names": extra_names,
         }
         b.opts = opts
+        b.staging.column_name, b.staging.compression = column_name, compression
+        b.staging.drop = set(b.attempted)  # the first commit replaces the old rows of these files
 
         if todos:
             # Images of re-ingested files (or left by a crashed run) are replaced, not duplicated.
@@ -1108,7 +1310,7 @@ def build(
                         b.bar.close()
                 b.commit(old_catalog)
             finally:
-                b.staging.discard()
+                b.cleanup()
         b.result.elapsed_s = time.perf_counter() - t_start
         errs = [r for r in b.done_rows if r["status"] == "error"]
         if errs:
@@ -1152,53 +1354,73 @@ def _maybe_checkpoint(b: _Builder, old_catalog: pa.Table | None) -> None:
 
 def _run(b: _Builder, batches: list[list[_Todo]], by_index: dict[int, _Todo], n_workers: int, opts: dict[str, Any], old_catalog: pa.Table | None) -> None:
     if n_workers <= 1:
-        for batch in batches:
+        for seq, batch in enumerate(batches):
             if _should_stop(b):
                 break
-            outcomes, ipc = _process_batch(_tasks(batch), opts)
-            b.handle(by_index, outcomes, ipc)
+            outcomes, records = _process_batch(_tasks(batch), opts)
+            b.handle(by_index, outcomes, records, seq)
             _maybe_checkpoint(b, old_catalog)
         return
     suspects: list[_Todo] = []
+    opts = {**opts, "spool": b.spool}  # workers hand their records over in files
     ctx = _mp_context()
     if ctx.get_start_method() == "fork":
         _warm_imports()  # forked workers inherit them instead of each importing on first use
     completed = 0
+
+    def suspect(seq: int, batch: list[_Todo]) -> None:
+        # re-run one by one after the pool is done; their records come last
+        suspects.extend(batch)
+        b.staging.add(seq, None)
+
     pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_init_worker)
+    # Forked workers share the parent's memory copy-on-write; a garbage collection
+    # in a worker would write to (and so copy) every page holding a parent object.
+    # Frozen objects are left alone by the collector: freeze them for the fork,
+    # which happens at the first submit, then let the parent collect them again.
+    thaw = ctx.get_start_method() == "fork" and gc.get_freeze_count() == 0
+    if thaw:
+        gc.freeze()
     try:
-        queue = list(reversed(batches))
-        running: dict[Future[Any], list[_Todo]] = {}
+        queue = list(reversed(list(enumerate(batches))))
+        running: dict[Future[Any], tuple[int, list[_Todo]]] = {}
         broken = False
         while queue or running:
             while queue and not broken and not _should_stop(b) and len(running) < n_workers * 2:
-                batch = queue.pop()
+                seq, batch = queue.pop()
                 try:
-                    running[pool.submit(_process_batch, _tasks(batch), opts)] = batch
+                    running[pool.submit(_process_batch, _tasks(batch), opts)] = (seq, batch)
                 except BrokenProcessPool:
                     broken = True
-                    suspects.extend(batch)
+                    suspect(seq, batch)
+                finally:
+                    if thaw:  # the workers exist now
+                        gc.unfreeze()
+                        thaw = False
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                batch = running.pop(fut)
+            for fut in sorted(done, key=lambda f: running[f][0]):
+                seq, batch = running.pop(fut)
                 try:
-                    outcomes, ipc = fut.result()
+                    outcomes, records = fut.result()
                 except BrokenProcessPool:
                     broken = True
-                    suspects.extend(batch)
+                    suspect(seq, batch)
                     continue
                 except Exception:  # noqa: BLE001 - e.g. a result that failed to travel back
-                    suspects.extend(batch)
+                    suspect(seq, batch)
                     continue
                 completed += 1
-                b.handle(by_index, outcomes, ipc)
+                b.handle(by_index, outcomes, records, seq)
             if broken:
-                for batch in queue:
-                    suspects.extend(batch)
+                for seq, batch in reversed(queue):
+                    suspect(seq, batch)
                 queue = []
             _maybe_checkpoint(b, old_catalog)
     finally:
+        if thaw:
+            gc.unfreeze()
         pool.shutdown(wait=True, cancel_futures=True)
     if suspects and not _should_stop(b):
         if not completed:
@@ -1239,7 +1461,7 @@ def _isolate(b: _Builder, todos: list[_Todo], by_index: dict[int, _Todo], opts: 
             if pool is None:
                 pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker)
             try:
-                outcomes, ipc = pool.submit(_process_batch, _tasks([td]), opts).result()
+                outcomes, records = pool.submit(_process_batch, _tasks([td]), opts).result()
             except BrokenProcessPool:
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = None
@@ -1250,7 +1472,7 @@ def _isolate(b: _Builder, todos: list[_Todo], by_index: dict[int, _Todo], opts: 
                 b.record(td, {"index": td.index, "status": "error", "error_type": type(exc).__name__,
                               "error": _one_line(exc)})
                 continue
-            b.handle(by_index, outcomes, ipc)
+            b.handle(by_index, outcomes, records, None)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
