@@ -514,8 +514,11 @@ def test_corrupt_frame_names_image_chunk_and_frames(tmp_path):
     key = r"\{'t': 0, 'c': 0, 'z': 0, 'y': 0, 'x': 0\}"
     with pytest.raises(ChunkChecksumError, match=rf"image 'im-9' level 0 chunk {key}.*frames 2\.\.2"):
         ds.read("im-9", y=(130, 140), x=(0, 10))
-    with pytest.raises(ChunkChecksumError, match="CRC-32"):  # whole-chunk reads check the chunk CRC
+    # whole-chunk reads verify every frame's checksum (the chunk CRC-32 stays for verify())
+    with pytest.raises(ChunkChecksumError, match=rf"chunk {key}.*frames 0\.\.3"):
         ds.read("im-9")
+    with pytest.raises(ChunkChecksumError, match="CRC-32"):
+        ds.verify()
 
 
 def test_frame_bytes_is_validated(tmp_path):

@@ -229,29 +229,37 @@ def select_pieces(src: PixelSource, sel: IndexSelection) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
-def _row_span(src: PixelSource, sel: IndexSelection, i: int) -> tuple[int, int, int, int, int, int]:
-    """Rows ``[r0, r1)`` of piece ``i``'s flattened Z*Y row space that ``sel`` needs.
+def _row_spans(src: PixelSource, sel: IndexSelection, pieces: np.ndarray) -> np.ndarray:
+    """Per piece, the rows of its flattened Z*Y row space that ``sel`` needs.
 
-    Also returns the first and last needed local z and the clipped local Y range.
+    Returns an ``(n, 6)`` array of ``r0, r1, za, zb, ly0, ly1``: rows
+    ``[r0, r1)``, the first and last needed local z and the local Y range.
+    Pieces without a selected z (not produced by :func:`select_pieces`) get
+    their whole depth.
     """
-    o, e = src.origins, src.extents
-    z0, yy = int(o[i, 2]), int(o[i, 3])
-    dz, dy = int(e[i, 0]), int(e[i, 1])
-    zin = sel.z[(sel.z >= z0) & (sel.z < z0 + dz)]
-    za, zb = (int(zin.min()) - z0, int(zin.max()) - z0) if zin.size else (0, dz - 1)
-    ly0, ly1 = max(yy, sel.y[0]) - yy, min(yy + dy, sel.y[1]) - yy
-    return za * dy + ly0, zb * dy + ly1, za, zb, ly0, ly1
+    o, e = src.origins[pieces], src.extents[pieces]
+    z0, dz, dy, yy = o[:, 2], e[:, 0], e[:, 1], o[:, 3]
+    zs = np.unique(sel.z)
+    ia = np.searchsorted(zs, z0, side="left")
+    ib = np.searchsorted(zs, z0 + dz, side="left") - 1
+    hit = ia <= ib
+    za = np.where(hit, zs[np.minimum(ia, zs.size - 1)] - z0, 0)
+    zb = np.where(hit, zs[np.maximum(ib, 0)] - z0, dz - 1)
+    ly0 = np.maximum(yy, sel.y[0]) - yy
+    ly1 = np.minimum(yy + dy, sel.y[1]) - yy
+    return np.stack([za * dy + ly0, zb * dy + ly1, za, zb, ly0, ly1], axis=1)
 
 
-def selected_nbytes(src: PixelSource, sel: IndexSelection, pieces: np.ndarray) -> int:
+def selected_nbytes(
+    src: PixelSource, sel: IndexSelection, pieces: np.ndarray, spans: np.ndarray | None = None
+) -> int:
     """Stored bytes a read of ``pieces`` for ``sel`` fetches (partial pieces count their frames)."""
     if src.span_nbytes is None:
         return int(src.stored_nbytes[pieces].sum())
-    total = 0
-    for i in pieces.tolist():
-        r0, r1, *_ = _row_span(src, sel, i)
-        total += src.span_nbytes(i, r0, r1)
-    return total
+    if spans is None:
+        spans = _row_spans(src, sel, pieces)
+    cost = src.span_nbytes
+    return sum(cost(i, r0, r1) for i, (r0, r1) in zip(pieces.tolist(), spans[:, :2].tolist()))
 
 
 def clamp_cast(piece: np.ndarray, out_dtype: np.dtype[Any]) -> np.ndarray:
@@ -318,30 +326,40 @@ def assemble(
     y0, y1 = sel.y
     x0, x1 = sel.x
     z_runs = zi.size == 1 or bool(np.all(np.diff(zi) == 1))
+    zfirst, zlast = int(zi[0]), int(zi[-1])
     t_pos = {int(v): np.flatnonzero(ti == v) for v in np.unique(ti)}
     c_pos = {int(v): np.flatnonzero(ci == v) for v in np.unique(ci)}
+    # Per piece, as Python ints: origin, extent and (partial decoders) the rows needed.
+    o_l, e_l = o[picked].tolist(), e[picked].tolist()
+    partial = src.decode_rows
+    spans = _row_spans(src, sel, picked) if partial is not None else None
+    span_l = spans.tolist() if spans is not None else None
 
-    def place(i: int) -> None:
-        t0, c0, z0, yy, xx = (int(v) for v in o[i])
-        dz, dy, dx = (int(v) for v in e[i])
+    def place(k: int) -> None:
+        i = int(picked[k])
+        t0, c0, z0, yy, xx = o_l[k]
+        dz, dy, dx = e_l[k]
         ot, oc = t_pos[t0], c_pos[c0]
         ly0, ly1 = max(yy, y0), min(yy + dy, y1)
         lx0, lx1 = max(xx, x0), min(xx + dx, x1)
         zoff = z0
-        if src.decode_rows is not None:
-            r0, r1, za, zb, ya, yb = _row_span(src, sel, i)
-            flat, ra = src.decode_rows(i, r0, r1, strict)
+        if partial is not None:
+            r0, r1, za, zb, ya, yb = span_l[k]  # type: ignore[index]
+            flat, ra = partial(i, r0, r1, strict)
             if ra == 0 and flat.size == dz * dy * dx:
                 piece = flat.reshape(dz, dy, dx)[:, ya:yb, lx0 - xx : lx1 - xx]
             else:
                 # Only rows ra.. were decoded: view them as (z, y, x) from the
                 # first needed (z, y), without copying.
                 rows = flat.reshape(-1, dx)
-                rs = rows.strides[0]
-                piece = np.lib.stride_tricks.as_strided(
-                    rows[r0 - ra :], shape=(zb - za + 1, yb - ya, dx), strides=(dy * rs, rs, rows.strides[1]),
-                    writeable=False,
-                )[:, :, lx0 - xx : lx1 - xx]
+                if za == zb:
+                    piece = rows[r0 - ra : r1 - ra, lx0 - xx : lx1 - xx][None]
+                else:
+                    rs = rows.strides[0]
+                    piece = np.lib.stride_tricks.as_strided(
+                        rows[r0 - ra :], shape=(zb - za + 1, yb - ya, dx),
+                        strides=(dy * rs, rs, rows.strides[1]), writeable=False,
+                    )[:, :, lx0 - xx : lx1 - xx]
                 zoff = z0 + za
         else:
             block = src.decode(i, strict).reshape(dz, dy, dx)
@@ -350,23 +368,24 @@ def assemble(
             piece = clamp_cast(piece, out_dtype)
         ys = slice(ly0 - y0, ly1 - y0)
         xs = slice(lx0 - x0, lx1 - x0)
-        oz = np.flatnonzero((zi >= z0) & (zi < z0 + dz))
         if ot.size == 1 and oc.size == 1 and z_runs:
-            a, b = int(oz[0]), int(oz[-1]) + 1
-            out[int(ot[0]), int(oc[0]), a:b, ys, xs] = piece[int(zi[a]) - zoff : int(zi[b - 1]) - zoff + 1]
+            # zi is a run zfirst..zlast: output planes a..b hold this piece's z
+            a, b = max(z0, zfirst) - zfirst, min(z0 + dz - 1, zlast) - zfirst + 1
+            out[int(ot[0]), int(oc[0]), a:b, ys, xs] = piece[zfirst + a - zoff : zfirst + b - zoff]
         else:
+            oz = np.flatnonzero((zi >= z0) & (zi < z0 + dz))
             sub = piece[zi[oz] - zoff]
             out[ot[:, None, None], oc[None, :, None], oz[None, None, :], ys, xs] = sub[None, None]
 
-    work = picked.tolist()
+    work = list(range(picked.size))
     heavy = src.parallel and len(work) > 1 and _threads.can_parallelize() and (
-        selected_nbytes(src, sel, picked) >= _PARALLEL_MIN_BYTES
+        selected_nbytes(src, sel, picked, spans) >= _PARALLEL_MIN_BYTES
     )
     if heavy:
         _threads.run_each(place, work)
     else:
-        for i in work:
-            place(i)
+        for k in work:
+            place(k)
     if not fill_missing:
         covered = _covered(o[all_hit], e[all_hit], sel, t_pos, c_pos)
         if covered < out.size:
