@@ -189,13 +189,18 @@ def check_pieces(src: PixelSource) -> None:
     src.extra["_checked"] = True
 
 
+def _uniq(a: np.ndarray) -> np.ndarray:
+    """``np.unique`` without its cost for the common one-index selection."""
+    return a if a.size == 1 else np.unique(a)
+
+
 def _select_regular(src: PixelSource, sel: IndexSelection) -> np.ndarray:
     st, sc, sz, sy, sx = src.shape
     cz, cy, cx = regular_grid(src)  # type: ignore[misc]
     gz, gy, gx = -(-sz // cz), -(-sy // cy), -(-sx // cx)
-    t = np.unique(sel.t)
-    c = np.unique(sel.c)
-    z = np.unique(sel.z // cz)
+    t = _uniq(sel.t)
+    c = _uniq(sel.c)
+    z = _uniq(sel.z // cz)
     y = np.arange(sel.y[0] // cy, (sel.y[1] - 1) // cy + 1)
     x = np.arange(sel.x[0] // cx, (sel.x[1] - 1) // cx + 1)
     lin = (
@@ -237,6 +242,16 @@ def _row_spans(src: PixelSource, sel: IndexSelection, pieces: np.ndarray) -> np.
     Pieces without a selected z (not produced by :func:`select_pieces`) get
     their whole depth.
     """
+    if pieces.size <= 16 and sel.z.size == 1:
+        # a plane of a few pieces (a typical region read): plain ints beat numpy here
+        z = int(sel.z[0])
+        out = []
+        for (z0, yy), (dz, dy) in zip(src.origins[pieces][:, 2:4].tolist(), src.extents[pieces][:, :2].tolist()):
+            za = z - z0 if z0 <= z < z0 + dz else 0
+            zb = za if z0 <= z < z0 + dz else dz - 1
+            ly0, ly1 = max(yy, sel.y[0]) - yy, min(yy + dy, sel.y[1]) - yy
+            out.append((za * dy + ly0, zb * dy + ly1, za, zb, ly0, ly1))
+        return np.array(out, dtype=np.int64).reshape(-1, 6)
     o, e = src.origins[pieces], src.extents[pieces]
     z0, dz, dy, yy = o[:, 2], e[:, 0], e[:, 1], o[:, 3]
     zs = np.unique(sel.z)
@@ -327,8 +342,8 @@ def assemble(
     x0, x1 = sel.x
     z_runs = zi.size == 1 or bool(np.all(np.diff(zi) == 1))
     zfirst, zlast = int(zi[0]), int(zi[-1])
-    t_pos = {int(v): np.flatnonzero(ti == v) for v in np.unique(ti)}
-    c_pos = {int(v): np.flatnonzero(ci == v) for v in np.unique(ci)}
+    t_pos = {int(v): np.flatnonzero(ti == v) for v in _uniq(ti)}
+    c_pos = {int(v): np.flatnonzero(ci == v) for v in _uniq(ci)}
     # Per piece, as Python ints: origin, extent and (partial decoders) the rows needed.
     o_l, e_l = o[picked].tolist(), e[picked].tolist()
     partial = src.decode_rows

@@ -59,6 +59,8 @@ RangeSpec: TypeAlias = "tuple[int, int] | Sequence[int] | slice | None"
 # --------------------------------------------------------------------------- #
 def _as_int(value: Any, what: str) -> int:
     """Return ``value`` as a Python int, rejecting bools and non-integers."""
+    if type(value) is int:  # the common case, checked first (bool is not int here)
+        return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{what} must be an integer, not a bool ({value!r})")
     try:
@@ -71,6 +73,8 @@ def _as_int(value: Any, what: str) -> int:
 
 def _as_shape5(value: Any, what: str) -> Shape5:
     """Validate a 5-entry sequence of positive ints and return it as a tuple."""
+    if type(value) is tuple and len(value) == 5 and all(type(v) is int and v > 0 for v in value):
+        return value  # type: ignore[return-value]
     try:
         items = tuple(value)
     except TypeError:
