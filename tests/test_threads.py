@@ -63,7 +63,7 @@ def test_set_num_threads_validates_and_single_thread_reads_match(tmp_path: Path)
     assert np.array_equal(one[0, :, 0], a)
 
 
-def test_run_each_uses_caller_and_workers_and_reraises() -> None:
+def test_crew_uses_caller_and_helpers_and_reraises() -> None:
     if of.num_threads() < 2:
         pytest.skip("needs at least 2 threads")
     done: list[int] = []
@@ -76,7 +76,9 @@ def test_run_each_uses_caller_and_workers_and_reraises() -> None:
         names.add(threading.current_thread().name)
         done.append(i)
 
-    _threads.run_each(work, list(range(20)))
+    crew = _threads.crew()
+    assert crew is not None
+    crew.run(work, list(range(20)))
     assert sorted(done) == list(range(20))
     assert threading.current_thread().name in names and any(n.startswith("omeframe") for n in names)
 
@@ -84,5 +86,17 @@ def test_run_each_uses_caller_and_workers_and_reraises() -> None:
         if i == 3:
             raise KeyError("piece 3")
 
+    crew = _threads.crew()
+    assert crew is not None
     with pytest.raises(KeyError, match="piece 3"):
-        _threads.run_each(fail, list(range(50)))
+        crew.run(fail, list(range(50)))
+
+
+def test_cancelled_crew_frees_the_pool() -> None:
+    if of.num_threads() < 2:
+        pytest.skip("needs at least 2 threads")
+    for _ in range(3 * of.num_threads()):  # more crews than threads: none may stay parked
+        crew = _threads.crew()
+        assert crew is not None
+        crew.cancel()
+    assert _threads.pool().submit(lambda: 42).result(timeout=10) == 42

@@ -6,7 +6,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
@@ -65,37 +65,58 @@ def pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def run_each(fn: Callable[[T], object], items: Sequence[T]) -> None:
-    """Call ``fn`` on every item, in the calling thread plus up to ``num_threads() - 1`` workers.
+class Crew:
+    """Helpers woken ahead of the work they will share with the calling thread.
 
-    The caller takes items too, so a short batch (e.g. the 4 chunks of a small
-    region) costs one hand-off instead of one per item and never waits idle.
-    The first exception stops the remaining items and is re-raised here.
+    Waking an idle worker thread can take longer than decoding a chunk, so a
+    read that will likely go parallel starts its helpers first
+    (:func:`crew`), plans meanwhile, then hands them the items with
+    :meth:`run` (the caller takes items too) or releases them with
+    :meth:`cancel` when the read turned out small.
     """
-    n = min(_workers, len(items)) if can_parallelize() else 1
-    if n <= 1:
-        for item in items:
-            fn(item)
-        return
-    it = iter(items)
-    take = threading.Lock()
-    failed: list[BaseException] = []
 
-    def loop() -> None:
-        while not failed:
-            with take:
-                item = next(it, _DONE)
+    def __init__(self, helpers: int) -> None:
+        self._ready = threading.Event()
+        self._take = threading.Lock()
+        self._it: Any = iter(())
+        self._fn: Callable[[Any], object] | None = None
+        self._failed: list[BaseException] = []
+        self._futures = [pool().submit(self._loop) for _ in range(helpers)]
+
+    def _loop(self) -> None:
+        self._ready.wait()
+        fn = self._fn
+        while fn is not None and not self._failed:
+            with self._take:
+                item = next(self._it, _DONE)
             if item is _DONE:
                 return
             try:
-                fn(item)  # type: ignore[arg-type]
-            except BaseException as exc:  # re-raised in the caller
-                failed.append(exc)
+                fn(item)
+            except BaseException as exc:  # re-raised by run()
+                self._failed.append(exc)
                 return
 
-    helpers = [pool().submit(loop) for _ in range(n - 1)]
-    loop()
-    for f in helpers:
-        f.result()
-    if failed:
-        raise failed[0]
+    def run(self, fn: Callable[[T], object], items: Sequence[T]) -> None:
+        """Call ``fn`` on every item in this thread and the helpers; re-raise the first error."""
+        self._fn, self._it = fn, iter(items)
+        self._ready.set()
+        self._loop()
+        for f in self._futures:
+            if not f.cancel():  # a helper that never started (a busy pool) is not waited for
+                f.result()
+        if self._failed:
+            raise self._failed[0]
+
+    def cancel(self) -> None:
+        """Release the helpers without work (they return at once)."""
+        for f in self._futures:
+            f.cancel()
+        self._ready.set()
+
+
+def crew() -> Crew | None:
+    """Start ``num_threads() - 1`` helpers for :meth:`Crew.run`, or ``None`` when work must stay inline."""
+    if not can_parallelize():
+        return None
+    return Crew(_workers - 1)
