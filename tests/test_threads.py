@@ -63,7 +63,7 @@ def test_set_num_threads_validates_and_single_thread_reads_match(tmp_path: Path)
     assert np.array_equal(one[0, :, 0], a)
 
 
-def test_crew_uses_caller_and_helpers_and_reraises() -> None:
+def test_run_each_uses_caller_and_helpers_and_reraises() -> None:
     if of.num_threads() < 2:
         pytest.skip("needs at least 2 threads")
     done: list[int] = []
@@ -76,27 +76,69 @@ def test_crew_uses_caller_and_helpers_and_reraises() -> None:
         names.add(threading.current_thread().name)
         done.append(i)
 
-    crew = _threads.crew()
-    assert crew is not None
-    crew.run(work, list(range(20)))
+    _threads.run_each(work, list(range(20)))
     assert sorted(done) == list(range(20))
-    assert threading.current_thread().name in names and any(n.startswith("omeframe") for n in names)
+    assert threading.current_thread().name in names and any(n.startswith("omeframe-helper") for n in names)
 
     def fail(i: int) -> None:
         if i == 3:
             raise KeyError("piece 3")
 
-    crew = _threads.crew()
-    assert crew is not None
     with pytest.raises(KeyError, match="piece 3"):
-        crew.run(fail, list(range(50)))
+        _threads.run_each(fail, list(range(50)))
+    # helpers are back in service after an error
+    seen: list[int] = []
+    _threads.run_each(seen.append, list(range(10)))
+    assert sorted(seen) == list(range(10))
 
 
-def test_cancelled_crew_frees_the_pool() -> None:
-    if of.num_threads() < 2:
-        pytest.skip("needs at least 2 threads")
-    for _ in range(3 * of.num_threads()):  # more crews than threads: none may stay parked
-        crew = _threads.crew()
-        assert crew is not None
-        crew.cancel()
-    assert _threads.pool().submit(lambda: 42).result(timeout=10) == 42
+def test_run_each_does_not_wait_for_a_busy_helper() -> None:
+    if of.num_threads() != 2:
+        pytest.skip("needs exactly 2 threads (one helper)")
+    release = threading.Event()
+    started = threading.Event()
+
+    def hold(i: int) -> None:
+        if i == 1:  # the helper takes item 1 and keeps busy until released
+            started.set()
+            release.wait(10)
+
+    other = threading.Thread(target=_threads.run_each, args=(hold, [0, 1]))
+    other.start()
+    assert started.wait(10)
+    # The only helper is busy: this call must finish on the calling thread alone.
+    seen: list[int] = []
+    _threads.run_each(seen.append, list(range(5)))
+    assert seen == list(range(5))
+    release.set()
+    other.join(10)
+    assert not other.is_alive()
+
+
+def test_helpers_restart_after_fork(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    if of.num_threads() < 2 or not hasattr(os, "fork"):
+        pytest.skip("needs fork and 2 threads")
+    code = (
+        "import os, threading, omeframe._threads as t\n"
+        "t.run_each(lambda i: None, [0, 1, 2])\n"  # helpers exist in the parent
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    gate, out = threading.Barrier(2, timeout=10), []\n"
+        "    def work(i):\n"
+        "        if i < 2:\n"
+        "            gate.wait()\n"  # needs a live helper in the child
+        "        out.append(i)\n"
+        "    try:\n"
+        "        t.run_each(work, list(range(8)))\n"
+        "    except threading.BrokenBarrierError:\n"
+        "        os._exit(4)\n"
+        "    os._exit(0 if sorted(out) == list(range(8)) else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "raise SystemExit(os.waitstatus_to_exitcode(status))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -65,58 +66,98 @@ def pool() -> ThreadPoolExecutor:
         return _pool
 
 
-class Crew:
-    """Helpers woken ahead of the work they will share with the calling thread.
+class _Job:
+    """One helper's share of a :func:`run_each` call (items come from a shared iterator)."""
 
-    Waking an idle worker thread can take longer than decoding a chunk, so a
-    read that will likely go parallel starts its helpers first
-    (:func:`crew`), plans meanwhile, then hands them the items with
-    :meth:`run` (the caller takes items too) or releases them with
-    :meth:`cancel` when the read turned out small.
+    __slots__ = ("fn", "it", "take", "failed", "state", "done")
+
+    def __init__(self, fn: Callable[[Any], object], it: Any, take: Any, failed: list[BaseException]) -> None:
+        self.fn, self.it, self.take, self.failed = fn, it, take, failed
+        self.state = 0  # 0 queued, 1 taken by a helper, 2 withdrawn by the caller
+        self.done = threading.Lock()
+        self.done.acquire()
+
+
+def _drain(fn: Callable[[Any], object], it: Any, take: Any, failed: list[BaseException]) -> None:
+    while not failed:
+        with take:
+            item = next(it, _DONE)
+        if item is _DONE:
+            return
+        try:
+            fn(item)
+        except BaseException as exc:  # re-raised by run_each in the caller
+            failed.append(exc)
+            return
+
+
+def _helper_main(jobs: Any) -> None:
+    _local.worker = True
+    while True:
+        job = jobs.get()
+        with job.take:
+            if job.state == 2:
+                continue
+            job.state = 1
+        try:
+            _drain(job.fn, job.it, job.take, job.failed)
+        finally:
+            job.done.release()
+
+
+_jobs: Any = queue.SimpleQueue()
+_helpers: list[threading.Thread] = []
+
+
+def _ensure_helpers(n: int) -> None:
+    with _lock:
+        while len(_helpers) < n:
+            t = threading.Thread(
+                target=_helper_main, args=(_jobs,), name=f"omeframe-helper-{len(_helpers)}", daemon=True
+            )
+            t.start()
+            _helpers.append(t)
+
+
+def run_each(fn: Callable[[T], object], items: Sequence[T]) -> None:
+    """Call ``fn`` on every item, in the calling thread plus up to ``num_threads() - 1`` helpers.
+
+    The caller takes items too, and helpers are parked threads woken through
+    one C-level queue (no futures): a short batch such as the 4 chunks of a
+    small region costs one wake-up. A helper still busy elsewhere when the
+    caller runs out of items is not waited for. The first exception stops the
+    remaining items and is re-raised here.
     """
-
-    def __init__(self, helpers: int) -> None:
-        self._ready = threading.Event()
-        self._take = threading.Lock()
-        self._it: Any = iter(())
-        self._fn: Callable[[Any], object] | None = None
-        self._failed: list[BaseException] = []
-        self._futures = [pool().submit(self._loop) for _ in range(helpers)]
-
-    def _loop(self) -> None:
-        self._ready.wait()
-        fn = self._fn
-        while fn is not None and not self._failed:
-            with self._take:
-                item = next(self._it, _DONE)
-            if item is _DONE:
-                return
-            try:
-                fn(item)
-            except BaseException as exc:  # re-raised by run()
-                self._failed.append(exc)
-                return
-
-    def run(self, fn: Callable[[T], object], items: Sequence[T]) -> None:
-        """Call ``fn`` on every item in this thread and the helpers; re-raise the first error."""
-        self._fn, self._it = fn, iter(items)
-        self._ready.set()
-        self._loop()
-        for f in self._futures:
-            if not f.cancel():  # a helper that never started (a busy pool) is not waited for
-                f.result()
-        if self._failed:
-            raise self._failed[0]
-
-    def cancel(self) -> None:
-        """Release the helpers without work (they return at once)."""
-        for f in self._futures:
-            f.cancel()
-        self._ready.set()
+    n = min(_workers, len(items)) if can_parallelize() else 1
+    if n <= 1:
+        for item in items:
+            fn(item)
+        return
+    _ensure_helpers(n - 1)
+    it, take, failed = iter(items), threading.Lock(), []  # type: ignore[var-annotated]
+    jobs = [_Job(fn, it, take, failed) for _ in range(n - 1)]
+    for job in jobs:
+        _jobs.put(job)
+    _drain(fn, it, take, failed)
+    for job in jobs:
+        with take:
+            withdrawn = job.state == 0
+            if withdrawn:
+                job.state = 2
+        if not withdrawn:
+            job.done.acquire()
+    if failed:
+        raise failed[0]
 
 
-def crew() -> Crew | None:
-    """Start ``num_threads() - 1`` helpers for :meth:`Crew.run`, or ``None`` when work must stay inline."""
-    if not can_parallelize():
-        return None
-    return Crew(_workers - 1)
+def _after_fork_in_child() -> None:
+    """Threads do not survive ``fork``: forget the pool and helpers (new ones start on demand)."""
+    global _pool, _jobs, _lock
+    _lock = threading.Lock()
+    _pool = None
+    _jobs = queue.SimpleQueue()
+    _helpers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

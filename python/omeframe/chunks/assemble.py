@@ -336,76 +336,71 @@ def assemble(
     check_pieces(src)
     all_hit = select_pieces(src, sel)
     picked = all_hit if pieces is None else pieces
-    # Wake the helpers now, while this thread plans: waking an idle thread can
-    # cost as much as decoding one chunk.
-    crew = _threads.crew() if src.parallel and picked.size > 1 else None
-    try:
-        o, e = src.origins, src.extents
-        ti, ci, zi = sel.t, sel.c, sel.z
-        y0, y1 = sel.y
-        x0, x1 = sel.x
-        z_runs = zi.size == 1 or bool(np.all(np.diff(zi) == 1))
-        zfirst, zlast = int(zi[0]), int(zi[-1])
-        t_pos = {int(v): np.flatnonzero(ti == v) for v in _uniq(ti)}
-        c_pos = {int(v): np.flatnonzero(ci == v) for v in _uniq(ci)}
-        # Per piece, as Python ints: origin, extent and (partial decoders) the rows needed.
-        o_l, e_l = o[picked].tolist(), e[picked].tolist()
-        partial = src.decode_rows
-        spans = _row_spans(src, sel, picked) if partial is not None else None
-        span_l = spans.tolist() if spans is not None else None
+    o, e = src.origins, src.extents
+    ti, ci, zi = sel.t, sel.c, sel.z
+    y0, y1 = sel.y
+    x0, x1 = sel.x
+    z_runs = zi.size == 1 or bool(np.all(np.diff(zi) == 1))
+    zfirst, zlast = int(zi[0]), int(zi[-1])
+    t_pos = {int(v): np.flatnonzero(ti == v) for v in _uniq(ti)}
+    c_pos = {int(v): np.flatnonzero(ci == v) for v in _uniq(ci)}
+    # Per piece, as Python ints: origin, extent and (partial decoders) the rows needed.
+    o_l, e_l = o[picked].tolist(), e[picked].tolist()
+    partial = src.decode_rows
+    spans = _row_spans(src, sel, picked) if partial is not None else None
+    span_l = spans.tolist() if spans is not None else None
 
-        def place(k: int) -> None:
-            i = int(picked[k])
-            t0, c0, z0, yy, xx = o_l[k]
-            dz, dy, dx = e_l[k]
-            ot, oc = t_pos[t0], c_pos[c0]
-            ly0, ly1 = max(yy, y0), min(yy + dy, y1)
-            lx0, lx1 = max(xx, x0), min(xx + dx, x1)
-            zoff = z0
-            if partial is not None:
-                r0, r1, za, zb, ya, yb = span_l[k]  # type: ignore[index]
-                flat, ra = partial(i, r0, r1, strict)
-                if ra == 0 and flat.size == dz * dy * dx:
-                    piece = flat.reshape(dz, dy, dx)[:, ya:yb, lx0 - xx : lx1 - xx]
+    def place(k: int) -> None:
+        i = int(picked[k])
+        t0, c0, z0, yy, xx = o_l[k]
+        dz, dy, dx = e_l[k]
+        ot, oc = t_pos[t0], c_pos[c0]
+        ly0, ly1 = max(yy, y0), min(yy + dy, y1)
+        lx0, lx1 = max(xx, x0), min(xx + dx, x1)
+        zoff = z0
+        if partial is not None:
+            r0, r1, za, zb, ya, yb = span_l[k]  # type: ignore[index]
+            flat, ra = partial(i, r0, r1, strict)
+            if ra == 0 and flat.size == dz * dy * dx:
+                piece = flat.reshape(dz, dy, dx)[:, ya:yb, lx0 - xx : lx1 - xx]
+            else:
+                # Only rows ra.. were decoded: view them as (z, y, x) from the
+                # first needed (z, y), without copying.
+                rows = flat.reshape(-1, dx)
+                if za == zb:
+                    piece = rows[r0 - ra : r1 - ra, lx0 - xx : lx1 - xx][None]
                 else:
-                    # Only rows ra.. were decoded: view them as (z, y, x) from the
-                    # first needed (z, y), without copying.
-                    rows = flat.reshape(-1, dx)
-                    if za == zb:
-                        piece = rows[r0 - ra : r1 - ra, lx0 - xx : lx1 - xx][None]
-                    else:
-                        rs = rows.strides[0]
-                        piece = np.lib.stride_tricks.as_strided(
-                            rows[r0 - ra :], shape=(zb - za + 1, yb - ya, dx),
-                            strides=(dy * rs, rs, rows.strides[1]), writeable=False,
-                        )[:, :, lx0 - xx : lx1 - xx]
-                    zoff = z0 + za
-            else:
-                block = src.decode(i, strict).reshape(dz, dy, dx)
-                piece = block[:, ly0 - yy : ly1 - yy, lx0 - xx : lx1 - xx]
-            if clamp and piece.dtype != out_dtype:
-                piece = clamp_cast(piece, out_dtype)
-            ys = slice(ly0 - y0, ly1 - y0)
-            xs = slice(lx0 - x0, lx1 - x0)
-            if ot.size == 1 and oc.size == 1 and z_runs:
-                # zi is a run zfirst..zlast: output planes a..b hold this piece's z
-                a, b = max(z0, zfirst) - zfirst, min(z0 + dz - 1, zlast) - zfirst + 1
-                out[int(ot[0]), int(oc[0]), a:b, ys, xs] = piece[zfirst + a - zoff : zfirst + b - zoff]
-            else:
-                oz = np.flatnonzero((zi >= z0) & (zi < z0 + dz))
-                sub = piece[zi[oz] - zoff]
-                out[ot[:, None, None], oc[None, :, None], oz[None, None, :], ys, xs] = sub[None, None]
-
-        work = list(range(picked.size))
-        heavy = crew is not None and selected_nbytes(src, sel, picked, spans) >= _PARALLEL_MIN_BYTES
-        if heavy and crew is not None:
-            crew.run(place, work)
+                    rs = rows.strides[0]
+                    piece = np.lib.stride_tricks.as_strided(
+                        rows[r0 - ra :], shape=(zb - za + 1, yb - ya, dx),
+                        strides=(dy * rs, rs, rows.strides[1]), writeable=False,
+                    )[:, :, lx0 - xx : lx1 - xx]
+                zoff = z0 + za
         else:
-            for k in work:
-                place(k)
-    finally:
-        if crew is not None:
-            crew.cancel()  # a no-op once run; otherwise releases the helpers
+            block = src.decode(i, strict).reshape(dz, dy, dx)
+            piece = block[:, ly0 - yy : ly1 - yy, lx0 - xx : lx1 - xx]
+        if clamp and piece.dtype != out_dtype:
+            piece = clamp_cast(piece, out_dtype)
+        ys = slice(ly0 - y0, ly1 - y0)
+        xs = slice(lx0 - x0, lx1 - x0)
+        if ot.size == 1 and oc.size == 1 and z_runs:
+            # zi is a run zfirst..zlast: output planes a..b hold this piece's z
+            a, b = max(z0, zfirst) - zfirst, min(z0 + dz - 1, zlast) - zfirst + 1
+            out[int(ot[0]), int(oc[0]), a:b, ys, xs] = piece[zfirst + a - zoff : zfirst + b - zoff]
+        else:
+            oz = np.flatnonzero((zi >= z0) & (zi < z0 + dz))
+            sub = piece[zi[oz] - zoff]
+            out[ot[:, None, None], oc[None, :, None], oz[None, None, :], ys, xs] = sub[None, None]
+
+    work = list(range(picked.size))
+    # Helpers are woken only now, right before this thread starts decoding:
+    # a helper woken earlier takes the GIL back and forth with the planning
+    # above, which on a VM costs more than it saves.
+    if src.parallel and len(work) > 1 and selected_nbytes(src, sel, picked, spans) >= _PARALLEL_MIN_BYTES:
+        _threads.run_each(place, work)
+    else:
+        for k in work:
+            place(k)
     if not fill_missing:
         covered = _covered(o[all_hit], e[all_hit], sel, t_pos, c_pos)
         if covered < out.size:
