@@ -105,6 +105,13 @@ class IndexSelection:
 def _index_array(sel: Sequence[int] | np.ndarray | None, size: int, axis: str) -> np.ndarray:
     if sel is None:
         return np.arange(size, dtype=np.int64)
+    if type(sel) in (tuple, list) and len(sel) == 1 and type(sel[0]) is int:
+        # one index (the common region read): checked without numpy
+        if not 0 <= sel[0] < size:
+            raise SelectionError(
+                f"{axis} index {sel[0]} is out of range: the image has {axis}={size} (valid 0..{size - 1})"
+            )
+        return np.array(sel, dtype=np.int64)
     idx = np.asarray(sel if isinstance(sel, np.ndarray) else list(sel), dtype=np.int64).reshape(-1)
     if idx.size == 0:
         raise SelectionError(f"empty {axis} selection: select at least one index in [0, {size})")
@@ -189,6 +196,17 @@ def check_pieces(src: PixelSource) -> None:
     src.extra["_checked"] = True
 
 
+_FIRST = np.zeros(1, dtype=np.int64)
+_FIRST.flags.writeable = False
+
+
+def _positions(idx: np.ndarray) -> dict[int, np.ndarray]:
+    """Output positions of each source index in an index selection."""
+    if idx.size == 1:
+        return {int(idx[0]): _FIRST}
+    return {int(v): np.flatnonzero(idx == v) for v in np.unique(idx)}
+
+
 def _uniq(a: np.ndarray) -> np.ndarray:
     """``np.unique`` without its cost for the common one-index selection."""
     return a if a.size == 1 else np.unique(a)
@@ -198,11 +216,17 @@ def _select_regular(src: PixelSource, sel: IndexSelection) -> np.ndarray:
     st, sc, sz, sy, sx = src.shape
     cz, cy, cx = regular_grid(src)  # type: ignore[misc]
     gz, gy, gx = -(-sz // cz), -(-sy // cy), -(-sx // cx)
+    ys = range(sel.y[0] // cy, (sel.y[1] - 1) // cy + 1)
+    xs = range(sel.x[0] // cx, (sel.x[1] - 1) // cx + 1)
+    if sel.t.size == 1 and sel.c.size == 1 and sel.z.size == 1 and len(ys) * len(xs) <= 64:
+        # one plane, a few chunks: plain ints (numpy calls cost more than this)
+        base = ((int(sel.t[0]) * sc + int(sel.c[0])) * gz + int(sel.z[0]) // cz) * gy
+        return np.array([(base + yi) * gx + xi for yi in ys for xi in xs], dtype=np.int64)
     t = _uniq(sel.t)
     c = _uniq(sel.c)
     z = _uniq(sel.z // cz)
-    y = np.arange(sel.y[0] // cy, (sel.y[1] - 1) // cy + 1)
-    x = np.arange(sel.x[0] // cx, (sel.x[1] - 1) // cx + 1)
+    y = np.arange(ys.start, ys.stop)
+    x = np.arange(xs.start, xs.stop)
     lin = (
         (((t[:, None, None, None, None] * sc + c[None, :, None, None, None]) * gz
           + z[None, None, :, None, None]) * gy + y[None, None, None, :, None]) * gx
@@ -277,6 +301,20 @@ def selected_nbytes(
     return sum(cost(i, r0, r1) for i, (r0, r1) in zip(pieces.tolist(), spans[:, :2].tolist()))
 
 
+def _estimated_nbytes(src: PixelSource, pieces: np.ndarray, spans: np.ndarray | None) -> float:
+    """Stored bytes a read fetches, pro rata of the rows it needs (to decide on threads)."""
+    stored = src.stored_nbytes[pieces]
+    if spans is None:
+        return float(stored.sum())
+    e = src.extents[pieces]
+    if pieces.size <= 16:
+        return sum(
+            n * (r1 - r0) / (dz * dy)
+            for n, (r0, r1), (dz, dy) in zip(stored.tolist(), spans[:, :2].tolist(), e[:, :2].tolist())
+        )
+    return float((stored * (spans[:, 1] - spans[:, 0]) / (e[:, 0] * e[:, 1])).sum())
+
+
 def clamp_cast(piece: np.ndarray, out_dtype: np.dtype[Any]) -> np.ndarray:
     """Saturating cast: values beyond ``out_dtype``'s range become its min/max.
 
@@ -342,16 +380,18 @@ def assemble(
     x0, x1 = sel.x
     z_runs = zi.size == 1 or bool(np.all(np.diff(zi) == 1))
     zfirst, zlast = int(zi[0]), int(zi[-1])
-    t_pos = {int(v): np.flatnonzero(ti == v) for v in _uniq(ti)}
-    c_pos = {int(v): np.flatnonzero(ci == v) for v in _uniq(ci)}
+    t_pos = _positions(ti)
+    c_pos = _positions(ci)
     # Per piece, as Python ints: origin, extent and (partial decoders) the rows needed.
     o_l, e_l = o[picked].tolist(), e[picked].tolist()
     partial = src.decode_rows
     spans = _row_spans(src, sel, picked) if partial is not None else None
     span_l = spans.tolist() if spans is not None else None
 
+    picked_l = picked.tolist()
+
     def place(k: int) -> None:
-        i = int(picked[k])
+        i = picked_l[k]
         t0, c0, z0, yy, xx = o_l[k]
         dz, dy, dx = e_l[k]
         ot, oc = t_pos[t0], c_pos[c0]
@@ -396,7 +436,7 @@ def assemble(
     # Helpers are woken only now, right before this thread starts decoding:
     # a helper woken earlier takes the GIL back and forth with the planning
     # above, which on a VM costs more than it saves.
-    if src.parallel and len(work) > 1 and selected_nbytes(src, sel, picked, spans) >= _PARALLEL_MIN_BYTES:
+    if src.parallel and len(work) > 1 and _estimated_nbytes(src, picked, spans) >= _PARALLEL_MIN_BYTES:
         _threads.run_each(place, work)
     else:
         for k in work:

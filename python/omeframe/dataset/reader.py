@@ -374,29 +374,30 @@ class Dataset:
             except PixelPayloadError as exc:
                 raise frames_error(i, 0, n, 0, int(e.lengths[i]), exc) from exc
 
-        def frame_span(i: int, r0: int, r1: int) -> tuple[int, int, int, int] | None:
-            """``(first frame, end frame, byte lo, byte hi)`` covering rows [r0, r1), or None for the whole chunk."""
+        def frame_span(i: int, r0: int, r1: int) -> tuple[int, int, int, int, int] | None:
+            """``(first frame index, ka, kb, byte lo, byte hi)``: frames ``ka:kb`` of chunk ``i``
+            cover rows ``[r0, r1)``; ``None`` when the whole chunk must be read."""
             if frames is None:
                 return None
             first, ends = frames
-            fa, n = int(first[i]), int(first[i + 1] - first[i])
+            fa, fb = first[i : i + 2].tolist()  # few numpy calls: this runs per chunk of a read
             fr = e.frame_rows or 1
-            ka, kb = r0 // fr, min(n, -(-r1 // fr))
-            if n <= 1 or (ka == 0 and kb == n):
+            ka, kb = r0 // fr, min(fb - fa, -(-r1 // fr))
+            if fb - fa <= 1 or (ka == 0 and kb == fb - fa):
                 return None
-            return ka, kb, int(ends[fa + ka] - ends[fa]), int(ends[fa + kb] - ends[fa])
+            base, lo, hi = ends[[fa, fa + ka, fa + kb]].tolist()
+            return fa, ka, kb, lo - base, hi - base
 
         def decode_rows(i: int, r0: int, r1: int, strict: bool) -> tuple[np.ndarray, int]:
             span = frame_span(i, r0, r1)
             if span is None:
                 return decode(i, strict), 0
-            ka, kb, lo, hi = span
+            fa, ka, kb, lo, hi = span
             data = self._read_part_range(e, i, lo, hi)
             fr = e.frame_rows or 1
-            rows = int(extents[i, 0] * extents[i, 1])
-            row_a, row_b = ka * fr, min(kb * fr, rows)
-            count = (row_b - row_a) * int(extents[i, 2])
-            fa = int(frames[0][i])
+            ez, ey, ex = extents[i].tolist()
+            row_a = ka * fr
+            count = (min(kb * fr, ez * ey) - row_a) * ex
             try:
                 flat = decode_frames(
                     data, frame_lengths[fa + ka : fa + kb].tolist(), dtype, count, label=f"image {iid!r} chunk {i}"
@@ -407,7 +408,7 @@ class Dataset:
 
         def span_nbytes(i: int, r0: int, r1: int) -> int:
             span = frame_span(i, r0, r1)
-            return int(e.lengths[i]) if span is None else span[3] - span[2]
+            return int(e.lengths[i]) if span is None else span[4] - span[3]
 
         meta_bytes = self.images_read_path.stat().st_size + (self.path / "manifest.json").stat().st_size
         how = "byte-range reads" if e.offsets is not None else "vortex row takes"
