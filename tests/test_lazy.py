@@ -552,3 +552,14 @@ def test_torch_jax_absent_raise_clear_error(plan, monkeypatch):
     with pytest.raises(of.OptionalDependencyError, match="JAX"):
         v.to_jax()
 
+
+
+def test_plan_info_is_public_and_matches_explain(tmp_path):
+    a = np.arange(2 * 300 * 300, dtype=np.uint16).reshape(1, 2, 1, 300, 300)
+    of.write_dataset(a, tmp_path / "d", dim_order="TCZYX", chunk_shape=(1, 128, 128), image_ids=["p"], progress=False)
+    plan = of.scan(tmp_path / "d", image_id="p").select(c=[1], y=(100, 200), x=(0, 300))
+    info = plan.plan_info()
+    assert isinstance(info, of.PlanInfo)
+    assert info.out_shape == (1, 1, 1, 100, 300) and info.chunks_touched == 6 and info.chunks_total == 18
+    assert f"chunks:    {info.chunks_touched} of {info.chunks_total}" in plan.explain()
+    assert plan.is_lazy  # nothing was read

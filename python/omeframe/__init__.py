@@ -11,7 +11,7 @@ from ._threads import num_threads, set_num_threads
 from ._version import __version__
 from .core import OMEArrow, scan
 from .dataset import Dataset, open_dataset, write_dataset
-from .plan.lazy import LazyImage
+from .plan.lazy import LazyImage, PlanInfo
 from .plan.predicates import chunk
 from .tensor.view import LazyTensorView, TensorView
 from .errors import (
@@ -72,6 +72,7 @@ __all__ = [
     "open_dataset",
     "write_dataset",
     "LazyImage",
+    "PlanInfo",
     "chunk",
     "TensorView",
     "LazyTensorView",

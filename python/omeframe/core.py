@@ -13,7 +13,7 @@ import pyarrow as pa
 from .errors import SchemaError
 from .export.pixels import to_dict, to_numpy
 from .ingest.arrays import from_numpy
-from .plan.lazy import LazyImage
+from .plan.lazy import LazyImage, PlanInfo
 from .plan.predicates import ChunkPredicate
 from .schema.record import RecordView, as_record_scalar
 from .schema.types import DEFAULT_COLUMN_NAME
@@ -234,6 +234,21 @@ class OMEArrow:
     def explain(self) -> str:
         """The read plan: source, selection, chunks and bytes it will read."""
         return self._lazy().explain()
+
+    def plan_info(self) -> PlanInfo:
+        """The numbers behind :meth:`explain`, for code rather than eyes.
+
+        Returns
+        -------
+        omeframe.PlanInfo
+            ``source``, ``image_shape``, ``out_shape``, ``dtype``,
+            ``chunk_keys`` (TCZYX origins of the chunks that will be read),
+            ``chunks_total``/``chunks_touched``/``chunks_skipped``,
+            ``bytes_read`` (stored bytes the read fetches: for framed dataset
+            chunks only the frames under the selection) and ``metadata_bytes``.
+            Nothing is decoded.
+        """
+        return self._lazy().info()
 
     def select(self, *, t: Any = None, c: Any = None, z: Any = None, y: Any = None, x: Any = None) -> OMEArrow:
         """A lazy plan narrowed to the given indices (int, slice or sequence; order kept).
