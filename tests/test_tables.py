@@ -254,3 +254,21 @@ def test_chunk_codec_and_parquet_codec_are_separate(tmp_path):
     assert codecs["ome_arrow.chunks.list.element.pixel_bytes"] == "ZSTD"  # raw chunks: Parquet compresses
     for p in (path, raw):
         assert np.array_equal(of.to_numpy(of.from_ome_parquet(p, row_index=2))[0, 0], imgs[2])
+
+
+def test_read_table_does_not_keep_the_file_mapped(tmp_path):
+    # Paths are memory-mapped while read; no column of the table may keep the
+    # mapping (and with it the file, on Windows) alive after the read.
+    import os
+
+    maps = "/proc/self/maps"
+    if not os.path.exists(maps):
+        pytest.skip("needs /proc/self/maps")
+    path = of.write_table(tmp_path / "t.parquet", _images(3), dim_order="ZYX", chunk_shape=(1, 8, 8))
+    table = of.read_table(path)
+    rec = of.from_ome_parquet(path, row_index=1)
+    with open(maps) as fh:
+        assert os.fspath(path) not in fh.read()
+    imgs = _images(3)
+    assert np.array_equal(of.to_numpy(table["ome_arrow"][2])[0, 0], imgs[2])
+    assert np.array_equal(of.to_numpy(rec)[0, 0], imgs[1])

@@ -142,3 +142,31 @@ def test_helpers_restart_after_fork(tmp_path: Path) -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_finished_read_does_not_keep_the_record_payloads_alive(tmp_path: Path) -> None:
+    # Pool helpers hold their last task until they get another one. A finished
+    # to_numpy must not pin the record's payload buffers through that task:
+    # they must go away with the table they came from.
+    import gc
+
+    import pyarrow as pa
+
+    if of.num_threads() < 2:
+        pytest.skip("needs at least 2 threads (the decode must go parallel)")
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:512, 0:512]
+    smooth = (yy * 7 + xx * 3) % 4000
+    a = (smooth + rng.integers(0, 4000, size=(1, 1, 4, 512, 512))).astype(np.uint16)
+    path = of.write_table(tmp_path / "t.parquet", [a], dim_order="TCZYX", chunk_shape=(1, 128, 128))
+    table = of.read_table(path)
+    payload = table["ome_arrow"].chunk(0).field("chunks").values.field("pixel_bytes")
+    stored = sum(b.size for b in payload.buffers() if b is not None)
+    assert stored > 1 << 20  # compressed, big enough for the parallel decode
+    del payload, table
+    gc.collect()
+    before = pa.total_allocated_bytes()
+    out = of.to_numpy(of.read_table(path)["ome_arrow"][0])
+    gc.collect()
+    assert np.array_equal(out, a)
+    assert pa.total_allocated_bytes() - before < stored // 4

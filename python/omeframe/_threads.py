@@ -96,13 +96,16 @@ def _helper_main(jobs: Any) -> None:
     while True:
         job = jobs.get()
         with job.take:
-            if job.state == 2:
-                continue
-            job.state = 1
-        try:
-            _drain(job.fn, job.it, job.take, job.failed)
-        finally:
-            job.done.release()
+            withdrawn = job.state == 2
+            job.state = 1 if not withdrawn else 2
+        if not withdrawn:
+            try:
+                _drain(job.fn, job.it, job.take, job.failed)
+            finally:
+                job.done.release()
+        # Drop the finished job before waiting for the next one: it references
+        # the caller's function, and through it the read's output and payloads.
+        job = None
 
 
 _jobs: Any = queue.SimpleQueue()

@@ -140,7 +140,37 @@ def _group_bounds(sizes: np.ndarray, target: int) -> list[tuple[int, int]]:
 
 
 def open_parquet(source: str | os.PathLike[str] | BinaryIO) -> pq.ParquetFile:
-    """Open a Parquet file, turning low-level failures into precise errors."""
+    """Open a Parquet file, turning low-level failures into precise errors.
+
+    A path is memory-mapped. Arrow's reader holds a whole data page in memory
+    while it decodes the page, and a record's pixel payloads form one page
+    (Arrow cuts pages of a nested column only between rows): read into the
+    memory pool, that page doubles the payload's footprint, and the pool keeps
+    the freed page for later Arrow allocations, never for numpy's. Mapped, the
+    page is the file's own pages, which go back to the system as soon as the
+    returned :class:`pyarrow.parquet.ParquetFile` is released; no column of a
+    table read from it keeps the mapping alive (the reader copies values out).
+    Reads of mapped files are also faster (no copy into the pool). The file
+    must not be truncated in place while it is read (omeframe's writers
+    replace files atomically).
+
+    Parameters
+    ----------
+    source
+        A local path, or a seekable binary file object (read as is).
+
+    Returns
+    -------
+    pyarrow.parquet.ParquetFile
+        The opened file (its footer parsed).
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        When ``source`` is a path to nothing or to a directory.
+    CorruptFileError
+        When the file is not a readable Parquet file.
+    """
     if isinstance(source, (str, os.PathLike)):
         p = os.fspath(source)
         if not os.path.exists(p):
@@ -153,7 +183,7 @@ def open_parquet(source: str | os.PathLike[str] | BinaryIO) -> pq.ParquetFile:
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(source)
+        return pq.ParquetFile(source, memory_map=isinstance(source, (str, os.PathLike)))
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptFileError(
             f"{_name(source)} is not a readable Parquet file (truncated or corrupt?): {exc}"
