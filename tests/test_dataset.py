@@ -136,11 +136,14 @@ def test_native_dtypes_and_raw_codec(tmp_path, dtype):
     assert (ds.chunk_table(e.image_id)["codec"].null_count) == e.n_chunks
 
 
-def test_vortex_fallback_without_byte_index(tmp_path):
+@pytest.mark.parametrize("frame_bytes", [None, 4 * 16 * 2])  # one frame per chunk, or frames of 4 rows
+def test_vortex_fallback_without_byte_index(tmp_path, frame_bytes):
     """Compressible payloads that vortex re-encodes are read through vortex row takes."""
     ramp = np.tile(np.arange(64, dtype=np.uint16), (4, 64, 1))  # identical chunks
-    ds = of.write_dataset(ramp, tmp_path / "vx", format="vortex", chunk_shape=(1, 16, 16), dim_order="ZYX")
+    ds = of.write_dataset(ramp, tmp_path / "vx", format="vortex", chunk_shape=(1, 16, 16), dim_order="ZYX",
+                          frame_bytes=frame_bytes)
     e = ds.entry()
+    assert (e.frame_rows is None) == (frame_bytes is None)
     if e.offsets is not None:
         pytest.skip("vortex stored these payloads verbatim; the fallback path is not exercised")
     assert "vortex row takes" in ds.pixel_source().describe
