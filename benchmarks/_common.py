@@ -44,6 +44,10 @@ __all__ = [
     "preload_pyarrow",
 ]
 
+#: The repository root and the (git-ignored) directory every benchmark writes to.
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "bench-output"
+
 _RESULT_MARK = "@@BENCH_RESULT@@ "
 MiB = 1 << 20
 

@@ -61,6 +61,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    OUT_DIR,
+    ROOT,
     MiB,
     CaseContext,
     CaseError,
@@ -77,8 +79,6 @@ from _common import (  # noqa: E402
 )
 
 SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parent.parent
-OUT_DIR = ROOT / "bench-output"
 DATA_ROOT = OUT_DIR / "ingest-data"
 WORK_ROOT = OUT_DIR / "ingest-out"
 

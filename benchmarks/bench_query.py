@@ -58,6 +58,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    OUT_DIR,
     MiB,
     CaseContext,
     CaseError,
@@ -74,8 +75,6 @@ from _common import (  # noqa: E402
 )
 
 SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parent.parent
-OUT_DIR = ROOT / "bench-output"
 DATA_DIR = OUT_DIR / "query-data"
 COLUMN = "ome_arrow"
 N_FEATURES = 16  # float32 features besides plate, well, site, area (20 columns in all)

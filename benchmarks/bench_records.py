@@ -45,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    OUT_DIR,
     MiB,
     CaseContext,
     CaseError,
@@ -61,8 +62,6 @@ from _common import (  # noqa: E402
 )
 
 SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parent.parent
-OUT_DIR = ROOT / "bench-output"
 
 COLUMN = "ome_arrow"  # record column name in every Parquet file
 CHUNK_ZYX = (1, 512, 512)  # record chunk shape (Z, Y, X); clipped to 64x64 for crops

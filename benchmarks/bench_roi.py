@@ -77,6 +77,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    OUT_DIR,
+    ROOT,
     MiB,
     CaseContext,
     CaseError,
@@ -92,8 +94,6 @@ from _common import (  # noqa: E402
 )
 
 SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parent.parent
-OUT_DIR = ROOT / "bench-output"
 DATA_ROOT = OUT_DIR / "roi-data"
 
 GEN_VERSION = 1  # bump when the generator or the file layout changes

@@ -271,8 +271,7 @@ def _row_spans(src: PixelSource, sel: IndexSelection, pieces: np.ndarray) -> np.
         z = int(sel.z[0])
         out = []
         for (z0, yy), (dz, dy) in zip(src.origins[pieces][:, 2:4].tolist(), src.extents[pieces][:, :2].tolist()):
-            za = z - z0 if z0 <= z < z0 + dz else 0
-            zb = za if z0 <= z < z0 + dz else dz - 1
+            za, zb = (z - z0, z - z0) if z0 <= z < z0 + dz else (0, dz - 1)
             ly0, ly1 = max(yy, sel.y[0]) - yy, min(yy + dy, sel.y[1]) - yy
             out.append((za * dy + ly0, zb * dy + ly1, za, zb, ly0, ly1))
         return np.array(out, dtype=np.int64).reshape(-1, 6)

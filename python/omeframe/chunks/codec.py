@@ -126,11 +126,14 @@ def _codec(name: str, level: int | None) -> pa.Codec:
     return pa.Codec(name, compression_level=level)
 
 
+def _preset(compression: str) -> tuple[str, int | None]:
+    """``(codec, default level)`` of a normalised compression name (presets resolved)."""
+    return _PRESETS.get(compression, (compression, None))
+
+
 def resolve_codec(compression: str | None) -> str | None:
     """The codec a normalised compression stores chunks with (presets resolved)."""
-    if compression is None:
-        return None
-    return _PRESETS.get(compression, (compression, None))[0]
+    return None if compression is None else _preset(compression)[0]
 
 
 def frame_rows_for(
@@ -165,7 +168,7 @@ def encode_framed(
     if frame_rows is None or rows <= frame_rows or compression is None:
         stored, payload = encode_payload(raw, compression, level)
         return stored, payload, None
-    name, preset_level = _PRESETS.get(compression, (compression, None))
+    name, preset_level = _preset(compression)
     zc = _zstd_c(level if level is not None else preset_level, checksum=True) if name == "zstd" else None
     if zc is None:
         stored, payload = encode_payload(raw, compression, level)
@@ -189,7 +192,7 @@ def encode_payload(
     raw = np.ascontiguousarray(block)
     if compression is None:
         return None, raw
-    name, preset_level = _PRESETS.get(compression, (compression, None))
+    name, preset_level = _preset(compression)
     lvl = level if level is not None else preset_level
     zc = _zstd_c(lvl) if name == "zstd" else None
     if zc is not None:
@@ -221,13 +224,12 @@ def decode_payload(
     *,
     label: str,
     strict: bool = True,
-    multi_frame: bool = False,
 ) -> np.ndarray:
     """Decode one chunk payload into a flat array of ``count`` elements of ``dtype``.
 
     Raw payloads are returned as zero-copy, read-only views of the Arrow buffer.
-    A zstd payload may hold several concatenated frames; pass ``multi_frame``
-    when that is known (framed dataset chunks) to decode them in one call.
+    A zstd payload may hold several concatenated frames (when their lengths
+    are known, :func:`decode_frames` avoids decoding the first one twice).
 
     Raises
     ------
@@ -240,7 +242,7 @@ def decode_payload(
     if name and name not in _NONE:
         zd = _zstd_d() if name == "zstd" else None
         try:
-            if zd is not None and not multi_frame:
+            if zd is not None:
                 buf = zd.decompress(payload, max_output_size=nbytes)
                 if len(buf) < nbytes:
                     buf = _later_frames(zd, payload, buf)
@@ -287,7 +289,7 @@ def decode_frames(
     """
     zd = _zstd_d()
     if zd is None or len(frame_lengths) == 0:  # pragma: no cover - zstandard is a dependency
-        return decode_payload(payload, "zstd", dtype, count, label=label, multi_frame=True)
+        return decode_payload(payload, "zstd", dtype, count, label=label)
     mv = memoryview(payload).cast("B")
     nbytes = count * dtype.itemsize
     parts = []
@@ -312,6 +314,9 @@ def _later_frames(zd: Any, payload: Any, first: bytes) -> Any:
 
     ``zstandard`` decodes only a payload's first frame; concatenated frames
     (framed dataset chunks, other writers) are a valid zstd stream too.
+    Finding where the first frame ends means decoding it once more
+    (``zstandard`` has no frame-size lookup); callers that know the frame
+    lengths use :func:`decode_frames` instead.
     """
     obj = zd.decompressobj()
     obj.decompress(payload)

@@ -76,7 +76,8 @@ class ImageEntry:
         fr = row.get("frame_rows")
         self.frame_rows: int | None = None if fr is None else int(fr)
         fl = row.get("chunk_frame_lengths")
-        self._frame_lengths = None if fl is None else np.asarray(fl, dtype=np.int64)
+        #: stored length of every frame, chunk after chunk (framed zstd chunks), else None
+        self.frame_lengths: np.ndarray | None = None if fl is None else np.asarray(fl, dtype=np.int64)
         raw = row.get("chunk_raw")
         self.raw: np.ndarray | None = None if raw is None else np.asarray(raw, dtype=bool)
 
@@ -92,7 +93,7 @@ class ImageEntry:
         and frame ``j`` spans bytes ``ends[j] - ends[first[i]]`` .. up to
         ``ends[j + 1] - ends[first[i]]`` of the chunk payload.
         """
-        if self.frame_rows is None or self._frame_lengths is None:
+        if self.frame_rows is None or self.frame_lengths is None:
             return None
         _, ext = self.origins_extents()
         rows = ext[:, 0] * ext[:, 1]
@@ -101,14 +102,14 @@ class ImageEntry:
             counts[self.raw] = 0
         first = np.zeros(self.n_chunks + 1, dtype=np.int64)
         np.cumsum(counts, out=first[1:])
-        ends = np.zeros(self._frame_lengths.size + 1, dtype=np.int64)
-        np.cumsum(self._frame_lengths, out=ends[1:])
-        if first[-1] != self._frame_lengths.size or not np.array_equal(
+        ends = np.zeros(self.frame_lengths.size + 1, dtype=np.int64)
+        np.cumsum(self.frame_lengths, out=ends[1:])
+        if first[-1] != self.frame_lengths.size or not np.array_equal(
             (ends[first[1:]] - ends[first[:-1]])[counts > 0], self.lengths[counts > 0]
         ):
             raise CorruptFileError(
                 f"image {self.image_id!r} level {self.level}: the frame index of its chunks "
-                f"({self._frame_lengths.size} frames of {self.frame_rows} rows) does not match "
+                f"({self.frame_lengths.size} frames of {self.frame_rows} rows) does not match "
                 "the chunk lengths; the images table is damaged"
             )
         return first, ends
@@ -347,7 +348,7 @@ class Dataset:
         dtype = e.dtype
         iid = e.image_id
         frames = e.frames
-        frame_lengths = e._frame_lengths
+        frame_lengths = e.frame_lengths
 
         def frames_error(i: int, ka: int, kb: int, lo: int, hi: int, exc: Exception) -> ChunkChecksumError:
             return ChunkChecksumError(
@@ -367,9 +368,10 @@ class Dataset:
             # Several frames: each carries zstd's checksum of its content, which
             # decoding verifies, so the chunk's CRC-32 would only check twice.
             data = self.read_chunk_bytes(iid, level, i, verify=False)
+            fa = int(frames[0][i])  # type: ignore[index]
             try:
-                return decode_payload(
-                    data, e.codec, dtype, count, label=f"image {iid!r} chunk {i}", multi_frame=True
+                return decode_frames(
+                    data, frame_lengths[fa : fa + n].tolist(), dtype, count, label=f"image {iid!r} chunk {i}"
                 )
             except PixelPayloadError as exc:
                 raise frames_error(i, 0, n, 0, int(e.lengths[i]), exc) from exc
