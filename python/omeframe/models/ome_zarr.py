@@ -276,6 +276,13 @@ def _check_vector(v: Sequence[float], what: str, positive: bool) -> tuple[float,
     return vals
 
 
+def _inline_vector(v: Any, what: str, *, positive: bool) -> Any:
+    """A transform's values, given inline (a path to a binary file is not supported)."""
+    if isinstance(v, str):
+        raise ValueError(f"{what} given by a path (binary file) is not supported; give the values inline")
+    return _check_vector(v, what, positive=positive)
+
+
 class ScaleTransform(_Model):
     """``{"type": "scale", "scale": [...]}``: pixel size per axis."""
 
@@ -285,11 +292,7 @@ class ScaleTransform(_Model):
     @field_validator("scale", mode="before")
     @classmethod
     def _vals(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            raise ValueError(
-                "scale given by a path (binary file) is not supported; give the values inline"
-            )
-        return _check_vector(v, "scale", positive=True)
+        return _inline_vector(v, "scale", positive=True)
 
 
 class TranslationTransform(_Model):
@@ -301,11 +304,7 @@ class TranslationTransform(_Model):
     @field_validator("translation", mode="before")
     @classmethod
     def _vals(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            raise ValueError(
-                "translation given by a path (binary file) is not supported; give the values inline"
-            )
-        return _check_vector(v, "translation", positive=False)
+        return _inline_vector(v, "translation", positive=False)
 
 
 Transform = Annotated[Union[ScaleTransform, TranslationTransform], Field(discriminator="type")]

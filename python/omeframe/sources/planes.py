@@ -9,39 +9,26 @@ import numpy as np
 
 from ..chunks.assemble import PixelSource
 from ..errors import PixelPayloadError
-from ..ingest._builder import ImageHeader
 from ..schema.record import RecordView
-from .base import LazySource
+from .memory import RecordSource
 
 __all__ = ["PlaneLoaderSource"]
 
 
-class PlaneLoaderSource(LazySource):
+class PlaneLoaderSource(RecordSource):
     """Metadata from a record (or ``pixels_meta`` dict), pixels from ``plane_loader``."""
 
     def __init__(self, meta: Any, plane_loader: Callable[[int, int, int], np.ndarray]) -> None:
-        super().__init__()
         if isinstance(meta, dict) and "pixels_meta" not in meta and "size_x" in meta:
             meta = {"type": "ome.arrow", "version": "0.1.0", "id": "unnamed", "name": "unknown",
                     "pixels_meta": meta, "chunks": [], "planes": []}
         if isinstance(meta, dict):
             meta = {**meta, "chunks": [], "planes": []}
-        self.view = RecordView(meta)
+        super().__init__(RecordView(meta), describe="plane loader callback")
         self.loader = plane_loader
-        self.describe = "plane loader callback"
 
-    @property
-    def shape(self) -> tuple[int, int, int, int, int]:
-        return self.view.shape
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self.view.dtype
-
-    def header(self) -> ImageHeader:
-        from ..dataset.inputs import header_from_record
-
-        return header_from_record(self.view)
+    def chunk_shape(self) -> tuple[int, int, int] | None:
+        return None  # planes come from the callback, whatever grid the metadata names
 
     def _open_pixels(self) -> PixelSource:
         st, sc, sz, sy, sx = self.shape
