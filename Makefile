@@ -30,7 +30,7 @@ bench: $(STAMP_BENCH)
 	$(PY) benchmarks/run_all.py
 
 schemas: $(STAMP_TEST)
-	$(PY) -m omeframe.schema.files schemas
+	$(PY) -m omeframe.formats.schemas schemas
 
 clean:
 	rm -rf $(VENV) demo-output bench-output .pytest_cache .hypothesis

@@ -376,8 +376,8 @@ def case_catalog(ctx: CaseContext) -> dict[str, Any]:
     import tifffile  # noqa: F401
     import zarr  # noqa: F401
 
-    import omeframe.io.ingest  # noqa: F401
-    import omeframe.sources.resolve  # noqa: F401
+    import omeframe.formats.dataset.ingest  # noqa: F401
+    import omeframe.registry  # noqa: F401
 
     ctx.mark_baseline()
     t0 = time.perf_counter()

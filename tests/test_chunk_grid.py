@@ -1,4 +1,4 @@
-"""Tests for omeframe.chunks.grid: chunk-grid math, selections, copy plans."""
+"""Tests for omeframe.model.selection: chunk-grid math, selections, copy plans."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from omeframe.chunks.grid import (
+from omeframe.model.selection import (
     ChunkGrid,
     CopyPlan,
     Selection,

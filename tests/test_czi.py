@@ -15,9 +15,9 @@ import pytest
 
 import omeframe as of
 from omeframe.errors import CorruptFileError, OptionalDependencyError, SchemaError
-from omeframe.io.ingest import ingest_source
-from omeframe.plan.lazy import LazyImage
-from omeframe.schema.record import RecordView
+from omeframe.formats.dataset.ingest import ingest_source
+from omeframe.engine.lazy import LazyImage
+from omeframe.model.record import RecordView
 
 RNG = np.random.default_rng(11)
 
@@ -52,7 +52,7 @@ def tczyx_czi(tmp_path):
 
 
 def test_gray16_tczyx_lazy_reads(tczyx_czi):
-    from omeframe.sources.czi import open_czi_source
+    from omeframe.formats.czi.source import open_czi_source
 
     path, a = tczyx_czi
     src = open_czi_source(path, tile=16)
@@ -67,7 +67,7 @@ def test_gray16_tczyx_lazy_reads(tczyx_czi):
 
 
 def test_only_touched_tiles_are_read(tczyx_czi, monkeypatch):
-    from omeframe.sources.czi import open_czi_source
+    from omeframe.formats.czi.source import open_czi_source
 
     path, a = tczyx_czi
     src = open_czi_source(path, tile=16)
@@ -82,7 +82,7 @@ def test_only_touched_tiles_are_read(tczyx_czi, monkeypatch):
 
 def test_float32_and_bgr24(tmp_path):
     pyczi = _pyczi()
-    from omeframe.sources.czi import open_czi_source
+    from omeframe.formats.czi.source import open_czi_source
 
     f = RNG.random((20, 25), dtype=np.float32)
     with pyczi.create_czi(str(tmp_path / "f.czi"), exist_ok=True) as w:
@@ -104,7 +104,7 @@ def test_float32_and_bgr24(tmp_path):
 
 def test_scenes(tmp_path):
     pyczi = _pyczi()
-    from omeframe.sources.czi import czi_scenes, open_czi_source
+    from omeframe.formats.czi.source import czi_scenes, open_czi_source
 
     s0 = RNG.integers(0, 255, (2, 16, 20), dtype=np.uint8)  # Z, Y, X
     s1 = RNG.integers(0, 255, (2, 12, 10), dtype=np.uint8)
@@ -122,7 +122,7 @@ def test_scenes(tmp_path):
 
 
 def test_ingest_record_and_dataset(tczyx_czi, tmp_path):
-    from omeframe.sources.czi import open_czi_source
+    from omeframe.formats.czi.source import open_czi_source
 
     path, a = tczyx_czi
     rec = ingest_source(open_czi_source(path))
@@ -135,7 +135,7 @@ def test_ingest_record_and_dataset(tczyx_czi, tmp_path):
 
 def test_bad_files(tmp_path):
     _pyczi()
-    from omeframe.sources.czi import open_czi_source
+    from omeframe.formats.czi.source import open_czi_source
 
     with pytest.raises(FileNotFoundError, match="no such CZI file"):
         open_czi_source(tmp_path / "nope.czi")
@@ -147,7 +147,7 @@ def test_bad_files(tmp_path):
 def test_missing_pylibczirw_gives_install_hint(monkeypatch, tmp_path):
     """Simulate an environment without pylibCZIrw (whether or not it is installed)."""
     from omeframe.loaders import load_czis
-    from omeframe.sources.czi import open_czi_source
+    from omeframe.formats.czi.source import open_czi_source
 
     for mod in [m for m in sys.modules if m == "pylibCZIrw" or m.startswith("pylibCZIrw.")]:
         monkeypatch.delitem(sys.modules, mod)

@@ -23,11 +23,11 @@ import pyarrow as pa
 import pytest
 
 import omeframe as of
-import omeframe.dataset.writer as writer_mod
-from omeframe.dataset import CHUNKS_SCHEMA, IMAGES_SCHEMA
-from omeframe.dataset.inputs import ImageInput
+import omeframe.formats.dataset.writer as writer_mod
+from omeframe.formats.dataset import CHUNKS_SCHEMA, IMAGES_SCHEMA
+from omeframe.formats.dataset.inputs import ImageInput
 from omeframe.errors import ChunkChecksumError
-from omeframe.ingest._builder import ImageHeader, default_channels
+from omeframe.model.header import ImageHeader, default_channels
 
 vortex = pytest.importorskip("vortex")
 
@@ -261,7 +261,7 @@ def test_polars_reads_parquet_tables(tmp_path, images):
 def test_vortex_tables_open_with_plain_vortex(tmp_path, images):
     ds = of.write_dataset([images["a"], images["b"]], tmp_path / "d", format="vortex",
                           chunk_shape=(2, 32, 40), image_ids=["a", "b"], dim_order="TCZYX")
-    from omeframe.storage._vortex import SCHEMA_COLUMN_PREFIX
+    from omeframe.formats.vortex.file import SCHEMA_COLUMN_PREFIX
 
     chunks = vortex.open(str(ds.chunk_paths[0])).to_arrow().read_all()
     # omeframe appends one hidden, null-typed column whose name carries the Arrow schema
@@ -390,7 +390,7 @@ def test_killed_append_leaves_previous_state(ds_path, images, tmp_path):
     script = textwrap.dedent(
         f"""
         import os, numpy as np, omeframe as of
-        import omeframe.dataset.writer as w
+        import omeframe.formats.dataset.writer as w
         def die(*a, **k):
             os._exit(17)
         w.write_manifest = die
@@ -588,8 +588,8 @@ def test_block_reader_is_called_per_chunk(tmp_path, fmt):
 _STREAM_SCRIPT = r"""
 import json, sys, tracemalloc
 import numpy as np, pyarrow as pa, omeframe as of
-from omeframe.dataset.inputs import ImageInput
-from omeframe.ingest._builder import ImageHeader, default_channels
+from omeframe.formats.dataset.inputs import ImageInput
+from omeframe.model.header import ImageHeader, default_channels
 out, fmt, Z, rg = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 C = (1, 512, 512)
 hdr = ImageHeader(image_id="big", name="big", image_type=None, acquisition_datetime=None,
@@ -661,7 +661,7 @@ def test_streaming_write_memory_vortex(tmp_path):
     peak stays below 1/4 of the raw image (one part + one row group in flight),
     and the image is spread over several part files.
     """
-    from omeframe.dataset.writer import VORTEX_PART_BYTES
+    from omeframe.formats.dataset.writer import VORTEX_PART_BYTES
 
     m = _stream(tmp_path, "vortex", 4, 4 << 20)
     assert m["raw"] == 128 << 20

@@ -178,7 +178,7 @@ def test_no_ome_arrow_column(tmp_path):
     with pytest.raises(NoOmeArrowColumnError):
         of.OMEArrow(path)
     vpath = tmp_path / "plain.vortex"
-    from omeframe.storage._vortex import write_vortex_table
+    from omeframe.formats.vortex.file import write_vortex_table
 
     write_vortex_table(pa.table({"x": [1, 2]}), vpath)
     with pytest.raises(NoOmeArrowColumnError, match="no OME-Arrow column"):

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import omeframe as of
-from omeframe.plan.lazy import _fmt_bytes
+from omeframe.engine.lazy import _fmt_bytes
 from omeframe.storage import files
 
 pytest.importorskip("vortex")

@@ -28,8 +28,8 @@ from omeframe.loaders import (
     load_zarrs,
     parse_zarr_uri,
 )
-from omeframe.plan.lazy import LazyImage
-from omeframe.sources.base import LazySource
+from omeframe.engine.lazy import LazyImage
+from omeframe.engine.source import LazySource
 
 RNG = np.random.default_rng(3)
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import omeframe as of
-import omeframe.sources.ome_arrow_dataset as oad
+import omeframe.formats.ome_arrow_dataset.source as oad
 from omeframe.errors import CorruptFileError
-from omeframe.sources.ome_arrow_dataset import (
+from omeframe.formats.ome_arrow_dataset.source import (
     OMEArrowDatasetSource,
     is_ome_arrow_dataset,
     open_ome_arrow_dataset,

@@ -18,9 +18,9 @@ import zarr
 
 import omeframe as of
 from omeframe.errors import SchemaError
-from omeframe.export.ome_zarr import to_ome_zarr
-from omeframe.io.zarr_io import from_ome_zarr
-from omeframe.models.ome_zarr import (
+from omeframe.formats.zarr.writer import to_ome_zarr
+from omeframe.formats.zarr.ingest import from_ome_zarr
+from omeframe.formats.zarr.models import (
     Axis,
     ImageMetadata,
     Multiscale,
@@ -29,8 +29,8 @@ from omeframe.models.ome_zarr import (
     color_hex_to_rgba,
     color_rgba_to_hex,
 )
-from omeframe.plan.lazy import LazyImage
-from omeframe.sources.omezarr import OmeZarrSource, open_ome_zarr_source
+from omeframe.engine.lazy import LazyImage
+from omeframe.formats.zarr.source import OmeZarrSource, open_ome_zarr_source
 
 ozm_v04 = pytest.importorskip("ome_zarr_models.v04")
 ozm_v05 = pytest.importorskip("ome_zarr_models.v05")

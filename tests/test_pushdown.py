@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import omeframe as of
-from omeframe.dataset.inputs import ImageInput
-from omeframe.ingest._builder import ImageHeader, default_channels
+from omeframe.formats.dataset.inputs import ImageInput
+from omeframe.model.header import ImageHeader, default_channels
 from omeframe.storage import files
 
 pytest.importorskip("vortex")

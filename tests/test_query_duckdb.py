@@ -22,7 +22,7 @@ import pytest
 import omeframe as of
 import omeframe.duckdb as ofdb
 from omeframe.errors import NoOmeArrowColumnError
-from omeframe.schema.types import OME_ARROW_BYTE_STRUCT, OME_ARROW_STRUCT
+from omeframe.model.arrow import OME_ARROW_BYTE_STRUCT, OME_ARROW_STRUCT
 
 duckdb = pytest.importorskip("duckdb")
 
@@ -33,11 +33,11 @@ WELLS = ["A1", "A2", "B1"]
 def _vortex_wrapper():
     """The plain-type Vortex dataset wrapper, or skip (it is built separately)."""
     mod = pytest.importorskip(
-        "omeframe.storage.vortex_dataset",
-        reason="omeframe.storage.vortex_dataset (the plain-type Vortex dataset wrapper) is not available yet",
+        "omeframe.formats.vortex.arrow_dataset",
+        reason="omeframe.formats.vortex.arrow_dataset (the plain-type Vortex dataset wrapper) is not available yet",
     )
     if not hasattr(mod, "vortex_plain_dataset"):
-        pytest.skip("omeframe.storage.vortex_dataset has no vortex_plain_dataset yet")
+        pytest.skip("omeframe.formats.vortex.arrow_dataset has no vortex_plain_dataset yet")
     return mod.vortex_plain_dataset
 
 

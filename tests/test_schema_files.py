@@ -1,4 +1,4 @@
-"""The files in schemas/ are generated from omeframe.schema and must not drift."""
+"""The files in schemas/ are generated from omeframe.model and must not drift."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc
 
-from omeframe.schema.files import generate, schema_registry
-from omeframe.schema.types import OME_ARROW_BYTE_STRUCT, OME_ARROW_STRUCT
+from omeframe.formats.schemas import generate, schema_registry
+from omeframe.model.arrow import OME_ARROW_BYTE_STRUCT, OME_ARROW_STRUCT
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 

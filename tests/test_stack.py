@@ -14,10 +14,10 @@ import tifffile
 
 import omeframe as of
 from omeframe.errors import CorruptFileError, PixelPayloadError
-from omeframe.io.stack_io import from_stack_pattern_path
-from omeframe.plan.lazy import LazyImage
-from omeframe.schema.record import RecordView
-from omeframe.sources.stack import StackSource, parse_stack_pattern
+from omeframe.formats.stack.ingest import from_stack_pattern_path
+from omeframe.engine.lazy import LazyImage
+from omeframe.model.record import RecordView
+from omeframe.formats.stack.source import StackSource, parse_stack_pattern
 
 RNG = np.random.default_rng(7)
 
@@ -90,7 +90,7 @@ def test_cz_stack_lazy_reads_equal_numpy(cz_stack, monkeypatch):
     assert src.shape == (1, 3, 4, 24, 30) and src.dtype == np.uint16
     assert [c["name"] for c in src.header().channels] == ["C0", "C1", "C2"]
     # Only the files a selection touches are read.
-    import omeframe.sources.stack as stack_mod
+    import omeframe.formats.stack.source as stack_mod
 
     read = []
     real = stack_mod.read_image_file

@@ -1,4 +1,4 @@
-"""Tests for omeframe.storage._vortex against real Vortex files."""
+"""Tests for omeframe.formats.vortex.file against real Vortex files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 vortex = pytest.importorskip("vortex")
 
 from omeframe.errors import CorruptFileError, RowIndexError  # noqa: E402
-from omeframe.storage._vortex import (  # noqa: E402
+from omeframe.formats.vortex.file import (  # noqa: E402
     SCHEMA_COLUMN_PREFIX,
     read_vortex_schema,
     read_vortex_table,

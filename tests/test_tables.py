@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import omeframe as of
-from omeframe.storage._vortex import read_vortex_schema
+from omeframe.formats.vortex.file import read_vortex_schema
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
 
 pytest.importorskip("vortex")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import omeframe as of
-from omeframe import _threads
+from omeframe.engine import threads as _threads
 
 
 def test_pool_workers_do_not_resubmit() -> None:
@@ -123,7 +123,7 @@ def test_helpers_restart_after_fork(tmp_path: Path) -> None:
     if of.num_threads() < 2 or not hasattr(os, "fork"):
         pytest.skip("needs fork and 2 threads")
     code = (
-        "import os, threading, omeframe._threads as t\n"
+        "import os, threading, omeframe.engine.threads as t\n"
         "t.run_each(lambda i: None, [0, 1, 2])\n"  # helpers exist in the parent
         "pid = os.fork()\n"
         "if pid == 0:\n"

@@ -26,17 +26,17 @@ import tifffile
 
 import omeframe as of
 from omeframe.errors import CorruptFileError, DimOrderError, SchemaError
-from omeframe.export.ome_tiff import to_ome_tiff
-from omeframe.ingest.dims import to_tczyx
-from omeframe.io.tiff_io import from_tiff, open_lazy_plane_source
-from omeframe.omexml import (
+from omeframe.formats.tiff.writer import to_ome_tiff
+from omeframe.model.dims import to_tczyx
+from omeframe.formats.tiff.ingest import from_tiff, open_lazy_plane_source
+from omeframe.formats.tiff.omexml import (
     OMEXMLMismatchWarning,
     build_ome_xml,
     parse_ome_xml,
     rgba_to_ome_color,
 )
-from omeframe.plan.lazy import LazyImage
-from omeframe.sources.tiff import (
+from omeframe.engine.lazy import LazyImage
+from omeframe.formats.tiff.source import (
     TiffSource,
     UnsupportedTiffCompressionError,
     list_tiff_series,
@@ -714,7 +714,7 @@ _RSS_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys, time
     import numpy, pyarrow, pyarrow.parquet, tifffile, omeframe
-    from omeframe.io.tiff_io import from_tiff
+    from omeframe.formats.tiff.ingest import from_tiff
     def peak():  # VmHWM: this process image's peak RSS (ru_maxrss would include the forking parent's)
         with open("/proc/self/status") as f:
             for line in f:

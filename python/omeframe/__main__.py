@@ -1,5 +1,5 @@
 """``python -m omeframe``: the command line."""
 
-from .cli import main
+from omeframe.cli import main
 
 raise SystemExit(main())

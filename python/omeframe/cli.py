@@ -29,7 +29,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     import omeframe as of
 
-    from ._sample import make_sample
+    from omeframe._sample import make_sample
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,16 +121,16 @@ def _info(args: argparse.Namespace) -> int:
                      f"{m['n_chunks']} chunks, {m['stored_bytes'] / 2**20:.1f} MiB, codec {m['codec']}")
         return 0
     if p.suffix.lower() in (".parquet", ".vortex", ".pq", ".vtx"):
-        from .storage.records import detect_format, find_record_column
+        from omeframe.formats.record.files import detect_format, find_record_column
 
         fmt = detect_format(p)
         if fmt == "parquet":
-            from .storage.parquet import open_parquet
+            from omeframe.storage.parquet import open_parquet
 
             pf = open_parquet(p)
             schema, n, groups = pf.schema_arrow, pf.metadata.num_rows, pf.metadata.num_row_groups
         else:
-            from .storage._vortex import read_vortex_schema, vortex_num_rows
+            from omeframe.formats.vortex.file import read_vortex_schema, vortex_num_rows
 
             schema, n, groups = read_vortex_schema(p), vortex_num_rows(p), None
         col = find_record_column(schema, None, source=str(p))
@@ -159,11 +159,11 @@ def _verify(args: argparse.Namespace) -> int:
         res = of.open_dataset(p).verify()
         _say(f"ok: {res['images']} images, {res['chunks']} chunks, {res['bytes'] / 2**20:.1f} MiB checked")
         return 0
-    from .storage.records import detect_format, find_record_column
+    from omeframe.formats.record.files import detect_format, find_record_column
 
     n = 0
     if detect_format(p) == "parquet":
-        from .storage.parquet import open_parquet
+        from omeframe.storage.parquet import open_parquet
 
         pf = open_parquet(p)
         col = find_record_column(pf.schema_arrow, None, source=str(p))
@@ -172,7 +172,11 @@ def _verify(args: argparse.Namespace) -> int:
                 of.to_numpy(rec)
                 n += 1
     else:
-        from .storage._vortex import read_vortex_schema, read_vortex_table, vortex_num_rows
+        from omeframe.formats.vortex.file import (
+            read_vortex_schema,
+            read_vortex_table,
+            vortex_num_rows,
+        )
 
         col = find_record_column(read_vortex_schema(p), None, source=str(p))
         for i in range(vortex_num_rows(p)):
@@ -192,7 +196,7 @@ def _progress_default(args: argparse.Namespace) -> bool:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from .catalog import build
+    from omeframe.catalog import build
 
     res = build(
         args.paths,
@@ -234,7 +238,7 @@ def _register_fallback(con: Any, name: str, path: Path) -> list[str]:
         return '"' + n.replace('"', '""') + '"'
 
     if path.is_dir() and (path / "manifest.json").is_file():
-        from .dataset.manifest import read_manifest
+        from omeframe.formats.dataset.manifest import read_manifest
 
         m = read_manifest(path)
         if m.format != "parquet":
@@ -253,7 +257,7 @@ def _register_fallback(con: Any, name: str, path: Path) -> list[str]:
 
 def _sql_connection() -> tuple[Any, Any]:
     try:
-        from . import duckdb as ofdb  # type: ignore[attr-defined]
+        from omeframe import duckdb as ofdb  # type: ignore[attr-defined]
 
         return ofdb.connect(), ofdb.register
     except ImportError:
@@ -376,7 +380,7 @@ def _row_of_id(path: Path, image_id: str) -> int:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .storage.records import detect_format, find_record_column
+    from omeframe.formats.record.files import detect_format, find_record_column
 
     if detect_format(path) == "parquet":
         import pyarrow.parquet as pq
@@ -385,14 +389,14 @@ def _row_of_id(path: Path, image_id: str) -> int:
         col = find_record_column(schema, None, source=str(path))
         ids = pq.ParquetFile(path).read(columns=[f"{col}.id"]).column(0).combine_chunks().field("id")
     else:
-        from .tables import read_table
+        from omeframe.formats.record.tables import read_table
 
         t = read_table(path)
         col = find_record_column(t.schema, None, source=str(path))
         ids = pc.struct_field(t[col], "id")
     hits = pc.indices_nonzero(pc.equal(ids, pa.scalar(image_id, pa.string()))).to_pylist()
     if not hits:
-        from .errors import ImageNotFoundError
+        from omeframe.model.errors import ImageNotFoundError
 
         raise ImageNotFoundError(f"no image {image_id!r} in {str(path)!r}")
     return int(hits[0])
@@ -402,7 +406,7 @@ def _open_for_export(src: Path, image_id: str | None, row: int | None) -> Any:
     import omeframe as of
 
     if _is_catalog(src):
-        from .catalog import read_catalog
+        from omeframe.catalog import read_catalog
 
         cat = read_catalog(src)
         ok = [r for r in cat.select(["image_id", "status", "location"]).to_pylist() if r["status"] == "ok"]
@@ -412,7 +416,7 @@ def _open_for_export(src: Path, image_id: str | None, row: int | None) -> Any:
             image_id = ok[0]["image_id"]
         hit = next((r for r in ok if r["image_id"] == image_id), None)
         if hit is None:
-            from .errors import ImageNotFoundError
+            from omeframe.model.errors import ImageNotFoundError
 
             raise ImageNotFoundError(f"no ingested image {image_id!r} in catalog {str(src)!r}")
         if hit["location"] == "dataset":
@@ -424,7 +428,7 @@ def _open_for_export(src: Path, image_id: str | None, row: int | None) -> Any:
         idx = _row_of_id(src, image_id) if image_id is not None else (row or 0)
         return of.scan(src, row_index=idx)
     if src.suffix.lower() == ".npy":
-        from .catalog import open_image
+        from omeframe.catalog import open_image
 
         return of.scan(open_image(src))
     return of.scan(src)
@@ -472,7 +476,7 @@ def _export(args: argparse.Namespace) -> int:
                 mod = __import__(f"omeframe.export.{fn_name[3:]}", fromlist=[fn_name])
                 fn = getattr(mod, fn_name)
             except (ImportError, AttributeError):
-                from .errors import OptionalDependencyError
+                from omeframe.model.errors import OptionalDependencyError
 
                 raise OptionalDependencyError(f"{kind} export is not available in this omeframe build") from None
         fn(img, out, overwrite=args.overwrite) if args.overwrite else fn(img, out)
@@ -484,7 +488,7 @@ def _export(args: argparse.Namespace) -> int:
 def _catalog_info(p: Path) -> int:
     import pyarrow.compute as pc
 
-    from .catalog import CATALOG_SCHEMA, read_catalog
+    from omeframe.catalog import CATALOG_SCHEMA, read_catalog
 
     cat = read_catalog(p)
     status = cat["status"].to_pylist()
@@ -560,7 +564,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _error_line(exc: BaseException) -> str:
     """One line saying what went wrong (DuckDB's multi-line messages folded, no traceback)."""
-    from .errors import OmeframeError
+    from omeframe.model.errors import OmeframeError
 
     text = str(exc)
     if isinstance(exc, KeyError) and not isinstance(exc, OmeframeError) and exc.args:

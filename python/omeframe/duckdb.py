@@ -14,7 +14,7 @@ This module imports ``duckdb`` on first use only.
 
 from __future__ import annotations
 
-from .query.duckdb_conn import connect, register, register_functions
-from .query.duckdb_udfs import FUNCTIONS
+from omeframe.query.duckdb_conn import connect, register, register_functions
+from omeframe.query.duckdb_udfs import FUNCTIONS
 
 __all__ = ["connect", "register", "register_functions", "FUNCTIONS"]

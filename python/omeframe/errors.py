@@ -1,74 +1,10 @@
-"""Exception types raised by omeframe.
+"""The public exception types (defined in :mod:`omeframe.model.errors`).
 
-Every error derives from :class:`OmeframeError` and from the builtin type a
-caller would naturally catch (``ValueError``, ``TypeError``, ``IndexError`` ...),
-so ``except ValueError`` keeps working for code written against ``ome_arrow``.
+Every error derives from :class:`OmeframeError` and from the builtin a caller
+would catch (``ValueError``, ``KeyError``, ``IndexError``, ``OSError`` …).
 """
 
 from __future__ import annotations
 
-__all__ = [
-    "OmeframeError",
-    "DimOrderError",
-    "DtypeError",
-    "SchemaError",
-    "NoOmeArrowColumnError",
-    "RowIndexError",
-    "PixelPayloadError",
-    "CorruptFileError",
-    "ChunkChecksumError",
-    "SelectionError",
-    "ImageNotFoundError",
-    "OptionalDependencyError",
-]
-
-
-class OmeframeError(Exception):
-    """Base class of every error omeframe raises on purpose."""
-
-
-class DimOrderError(OmeframeError, ValueError):
-    """A dimension-order / axes string does not describe the array."""
-
-
-class DtypeError(OmeframeError, ValueError):
-    """A pixel dtype is unknown, unsupported, or cannot be stored as asked."""
-
-
-class SchemaError(OmeframeError, ValueError):
-    """An Arrow value or table does not follow the OME-Arrow schema."""
-
-
-class NoOmeArrowColumnError(SchemaError):
-    """A table has no column holding OME-Arrow records."""
-
-
-class RowIndexError(OmeframeError, IndexError, ValueError):
-    """A row index is outside the table."""
-
-
-class PixelPayloadError(OmeframeError, ValueError):
-    """A chunk or plane carries a pixel payload of the wrong size or encoding."""
-
-
-class CorruptFileError(OmeframeError, ValueError):
-    """A file is truncated, corrupt, or not of the format it claims."""
-
-
-class ChunkChecksumError(CorruptFileError):
-    """A chunk's bytes do not match the checksum stored beside them."""
-
-
-class SelectionError(OmeframeError, ValueError):
-    """A region or index selection does not fit the image."""
-
-
-class ImageNotFoundError(OmeframeError, KeyError):
-    """A dataset or table has no image with the requested id."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
-
-
-class OptionalDependencyError(OmeframeError, ImportError):
-    """A feature needs an optional package that is not installed."""
+from omeframe.model.errors import *  # noqa: F403
+from omeframe.model.errors import __all__ as __all__  # noqa: F401

@@ -4,7 +4,7 @@ Every loader is called as ``loader(source, axes, **options)``: ``source``
 wholly determines *what* is loaded (arrays, file paths, zarr stores or URIs),
 ``axes`` names the axes of the data as stored, and options only change *how*
 it is read. Each returns image stacks that read nothing until asked:
-:class:`ImageStack` objects, which are :class:`~omeframe.sources.base.LazySource`
+:class:`ImageStack` objects, which are :class:`~omeframe.engine.source.LazySource`
 instances, so they plug straight into ``LazyImage``, ``OMEArrow.scan``,
 ``omeframe.write_dataset`` and ``ingest_source``.
 
@@ -31,11 +31,16 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from .chunks.assemble import PixelSource
-from .errors import DimOrderError, SchemaError
-from .ingest._builder import ImageHeader
-from .sources.base import LazySource
-from .sources.custom import AxesArraySource, CustomSource, LazyArray, check_axes
+from omeframe.engine.executor import PixelSource
+from omeframe.model.errors import DimOrderError, SchemaError
+from omeframe.model.header import ImageHeader
+from omeframe.engine.source import LazySource
+from omeframe.formats.custom.source import (
+    AxesArraySource,
+    CustomSource,
+    LazyArray,
+    check_axes,
+)
 
 __all__ = [
     "ImageStack",
@@ -117,13 +122,13 @@ class ImageStack(LazySource):
 
     def plan(self) -> Any:
         """A :class:`~omeframe.LazyImage` over this stack."""
-        from .plan.lazy import LazyImage
+        from omeframe.engine.lazy import LazyImage
 
         return LazyImage(self)
 
     def scan(self, *, tcz: tuple[int, int, int] = (0, 0, 0), image_type: str | None = None) -> Any:
         """This stack as a lazy :class:`~omeframe.OMEArrow` (``select`` / ``explain`` / ``collect``)."""
-        from .core import OMEArrow
+        from omeframe.facade import OMEArrow
 
         obj = OMEArrow._from_plan(self.plan(), tcz=tcz, image_type=image_type)
         obj._source = self.origin
@@ -144,8 +149,8 @@ class ImageStack(LazySource):
         return full[idx].transpose([kept.index(a) for a in order])
 
     def ingest(self, **options: Any) -> Any:
-        """Ingest into a record (``out=None``) or a dataset; see :func:`omeframe.io.ingest.ingest_source`."""
-        from .io.ingest import ingest_source
+        """Ingest into a record (``out=None``) or a dataset; see :func:`omeframe.formats.dataset.ingest.ingest_source`."""
+        from omeframe.formats.dataset.ingest import ingest_source
 
         return ingest_source(self, **options)
 
@@ -171,7 +176,7 @@ class ImageStacks(list):  # type: ignore[type-arg]
 
     def write_dataset(self, path: str | os.PathLike[str], **options: Any) -> Any:
         """Stream every stack into one chunked dataset (ids from the stacks' headers)."""
-        from .dataset import write_dataset
+        from omeframe.formats.dataset import write_dataset
 
         ids, seen = [], set()
         for k, s in enumerate(self):
@@ -242,9 +247,9 @@ def _open_tiff(path: Any, axes: str, series: int, level: int) -> list[ImageStack
     import tifffile
     import zarr
 
-    from .errors import CorruptFileError
-    from .sources.resolve import open_source
-    from .sources.stack import _tiff_physical
+    from omeframe.model.errors import CorruptFileError
+    from omeframe.registry import open_source
+    from omeframe.formats.stack.source import _tiff_physical
 
     p = Path(path)
     if not p.is_file():
@@ -341,7 +346,7 @@ def _ome_meta(node: Any) -> list[dict[str, Any]] | None:
 def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
     import zarr
 
-    from .sources.resolve import open_source
+    from omeframe.registry import open_source
 
     if isinstance(item, str) and item.startswith("file://"):
         store, inner = parse_zarr_uri(item)
@@ -431,7 +436,11 @@ def load_czis(source: Any, axes: str, *, tile: int = 1024) -> ImageStacks:
     ``axes``; otherwise a ``DimOrderError`` says which axis to add. Planes are
     read tile by tile (``tile`` pixels) when a plan touches them.
     """
-    from .sources.czi import czi_scenes, import_pylibczirw, open_czi_source
+    from omeframe.formats.czi.source import (
+        czi_scenes,
+        import_pylibczirw,
+        open_czi_source,
+    )
 
     order = axes.strip().upper() if isinstance(axes, str) else axes
     if order not in _CZI_AXES:

@@ -10,7 +10,7 @@ and :mod:`omeframe.catalog.records` for file records and identity.
 
 from __future__ import annotations
 
-from .build import (
+from omeframe.catalog.build import (
     CATALOG_SCHEMA,
     CATALOG_VERSION,
     CatalogError,
@@ -20,7 +20,12 @@ from .build import (
     open_image,
     read_catalog,
 )
-from .records import CHECKSUM_ALGORITHM, FILE_RECORD_SCHEMA, FileRecord, file_checksum
+from omeframe.catalog.records import (
+    CHECKSUM_ALGORITHM,
+    FILE_RECORD_SCHEMA,
+    FileRecord,
+    file_checksum,
+)
 
 __all__ = [
     "build",

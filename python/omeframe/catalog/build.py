@@ -77,9 +77,9 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from ..errors import OmeframeError
-from ..schema.types import DEFAULT_COLUMN_NAME
-from .records import (
+from omeframe.model.errors import OmeframeError
+from omeframe.model.arrow import DEFAULT_COLUMN_NAME
+from omeframe.catalog.records import (
     FILE_RECORD_SCHEMA,
     CHECKSUM_ALGORITHM,
     FileRecord,
@@ -296,7 +296,7 @@ def discover(
 def _infer_npy_dims(shape: tuple[int, ...]) -> str:
     """Axes of a ``.npy`` array: omeframe's defaults by rank (``YX``, ``ZYX``,
     ``TCYX``, ``TCZYX``), except that trailing RGB(A) samples become channels."""
-    from ..ingest.dims import default_dim_order
+    from omeframe.model.dims import default_dim_order
 
     if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4 and shape[1] > 4:
         return "YXC"
@@ -304,15 +304,15 @@ def _infer_npy_dims(shape: tuple[int, ...]) -> str:
 
 
 def open_image(path: str | os.PathLike[str], reader: str | None = None) -> Any:
-    """Open one catalog input lazily (a :class:`~omeframe.sources.base.LazySource`).
+    """Open one catalog input lazily (a :class:`~omeframe.engine.source.LazySource`).
 
     ``.npy`` files are memory-mapped (axes by rank: ``YX``, ``ZYX`` — or
     ``YXC`` for a trailing RGB(A) axis — ``TCYX``, ``TCZYX``); everything else goes through
-    :func:`omeframe.sources.resolve.open_source`. A TIFF whose series axes
+    :func:`omeframe.registry.open_source`. A TIFF whose series axes
     :func:`open_source` cannot map (tifffile's generic ``Q`` axes of
     metadata-less files) is read as a plain array with inferred axes.
     """
-    from ..sources.resolve import open_source
+    from omeframe.registry import open_source
 
     p = Path(path)
     reader = reader or detect_reader(p)
@@ -325,7 +325,7 @@ def open_image(path: str | os.PathLike[str], reader: str | None = None) -> Any:
         try:
             return open_source(p)
         except (ValueError, TypeError, OmeframeError) as exc:
-            from ..errors import OptionalDependencyError
+            from omeframe.model.errors import OptionalDependencyError
 
             raise OptionalDependencyError(
                 f"cannot read CZI file {p.name!r}: {exc} (CZI support needs a CZI reader)"
@@ -352,7 +352,7 @@ def _close_source(src: Any) -> None:
 def _plain_tiff(p: Path) -> Any:
     import tifffile
 
-    from ..sources.resolve import open_source
+    from omeframe.registry import open_source
 
     with tifffile.TiffFile(str(p)) as tf:
         arr = tf.series[0].asarray()
@@ -372,7 +372,7 @@ _Task = tuple[int, str, str, str, tuple[Any, ...]]
 def _init_worker() -> None:
     import threading
 
-    from .. import _threads
+    from omeframe.engine import threads as _threads
 
     # A forked worker inherits the parent's pool object and lock but not its
     # threads: forget them, then run single-threaded (one process per core).
@@ -424,9 +424,9 @@ def _process_batch(tasks: list[_Task], opts: dict[str, Any]) -> tuple[list[dict[
 def _process_batch_inner(tasks: list[_Task], opts: dict[str, Any]) -> tuple[list[dict[str, Any]], _Records]:
     from dataclasses import replace as _replace
 
-    from ..ingest._builder import RecordBuilder
-    from ..io.ingest import apply_overrides
-    from ..plan.lazy import LazyImage
+    from omeframe.model.header import RecordBuilder
+    from omeframe.formats.dataset.ingest import apply_overrides
+    from omeframe.engine.lazy import LazyImage
 
     outcomes: list[dict[str, Any]] = []
     arrays: list[pa.Array] = []
@@ -578,8 +578,8 @@ class _ImagesWriter:
     ) -> None:
         import pyarrow.parquet as pq
 
-        from ..storage import parquet as pqio
-        from ..storage.records import table_metadata
+        from omeframe.storage import parquet as pqio
+        from omeframe.formats.record.files import table_metadata
 
         self.path = path
         self.column_name = column_name
@@ -617,7 +617,7 @@ class _ImagesWriter:
 
     def append(self, table: pa.Table) -> None:
         """Add new rows (after every row added before), writing each row group once it is full."""
-        from ..storage.records import record_row_sizes
+        from omeframe.formats.record.files import record_row_sizes
 
         if not table.num_rows:
             return
@@ -687,7 +687,7 @@ def _holds_any(images: Path, urlpaths: set[str]) -> bool:
 def _write_catalog(path: Path, table: pa.Table) -> None:
     import pyarrow.parquet as pq
 
-    from ..storage._atomic import atomic_path
+    from omeframe.storage.atomic import atomic_path
 
     meta = {k.encode(): v.encode() for k, v in _file_meta().items()}
     table = table.replace_schema_metadata(meta)
@@ -699,9 +699,13 @@ def _drop_dataset_images(root: Path, ids: set[str]) -> None:
     """Commit a dataset generation without the images ``ids`` (their chunks become garbage)."""
     import pyarrow.compute as pc
 
-    from ..dataset.manifest import Manifest, read_manifest, write_manifest
-    from ..dataset.reader import Dataset
-    from ..dataset.writer import _write_images_table
+    from omeframe.formats.dataset.manifest import (
+        Manifest,
+        read_manifest,
+        write_manifest,
+    )
+    from omeframe.formats.dataset.reader import Dataset
+    from omeframe.formats.dataset.writer import _write_images_table
 
     if not ids or not (root / "manifest.json").is_file():
         return
@@ -1013,7 +1017,7 @@ class _Builder:
                 self.bar.set_postfix(errors=self.result.n_errors, refresh=False)
 
     def flush_large(self) -> None:
-        from ..dataset.writer import write_items
+        from omeframe.formats.dataset.writer import write_items
 
         batch, self.large, self.large_bytes = self.large, [], 0
         if not batch:
@@ -1431,7 +1435,7 @@ def _run(b: _Builder, batches: list[list[_Todo]], by_index: dict[int, _Todo], n_
 def _warm_imports() -> None:
     import importlib
 
-    for name in ("omeframe.sources.resolve", "omeframe.io.ingest", "omeframe.plan.lazy", "tifffile", "zarr"):
+    for name in ("omeframe.registry", "omeframe.formats.dataset.ingest", "omeframe.engine.lazy", "tifffile", "zarr"):
         try:
             importlib.import_module(name)
         except ImportError:  # pragma: no cover - optional readers

@@ -35,7 +35,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..schema.types import OME_ARROW_TAG_VERSION
+from omeframe.model.arrow import OME_ARROW_TAG_VERSION
 
 __all__ = [
     "FileRecord",

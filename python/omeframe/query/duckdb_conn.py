@@ -9,7 +9,7 @@ feature columns and chunk statistics with projection and filter pushdown:
   columns and row groups (by statistics) itself.
 * Vortex files (DuckDB has no Vortex reader here) are registered through a
   ``pyarrow.dataset.Dataset`` that reports plain Arrow types
-  (:func:`omeframe.storage.vortex_dataset.vortex_plain_dataset`); DuckDB
+  (:func:`omeframe.formats.vortex.arrow_dataset.vortex_plain_dataset`); DuckDB
   pushes its projections and filters into that dataset's scanner.
 * A dataset directory becomes two views: ``<name>_images`` (one row per
   image and level) and ``<name>_chunks`` (one row per chunk, all parts of
@@ -28,7 +28,7 @@ __all__ = ["connect", "register", "register_functions"]
 
 def register_functions(con: Any) -> Any:
     """Add the ``ome_*`` SQL functions to an existing DuckDB connection."""
-    from .duckdb_udfs import register_functions as _reg
+    from omeframe.query.duckdb_udfs import register_functions as _reg
 
     return _reg(con)
 
@@ -61,13 +61,13 @@ def _parquet_list(paths: list[Path]) -> str:
 
 def _vortex_dataset(path: Path) -> Any:
     try:
-        from ..storage.vortex_dataset import vortex_plain_dataset
+        from omeframe.formats.vortex.arrow_dataset import vortex_plain_dataset
     except ImportError as exc:  # the wrapper module is not available yet
-        from ..errors import OptionalDependencyError
+        from omeframe.model.errors import OptionalDependencyError
 
         raise OptionalDependencyError(
             f"registering the Vortex file {str(path)!r} in DuckDB needs "
-            "omeframe.storage.vortex_dataset.vortex_plain_dataset, which is not "
+            "omeframe.formats.vortex.arrow_dataset.vortex_plain_dataset, which is not "
             f"available ({exc}); read it with omeframe.read_table and register the "
             "Arrow table instead"
         ) from exc
@@ -97,11 +97,11 @@ def _register_arrow(con: Any, name: str, obj: Any) -> None:
 def _check_record_column(schema: Any, column_name: str | None, source: str) -> None:
     if column_name is None:
         return
-    from ..storage.records import find_record_column
+    from omeframe.formats.record.files import find_record_column
 
     found = find_record_column(schema, column_name, source=source)
     if found != column_name:
-        from ..errors import NoOmeArrowColumnError
+        from omeframe.model.errors import NoOmeArrowColumnError
 
         raise NoOmeArrowColumnError(
             f"{source} has no OME-Arrow column {column_name!r}; its OME-Arrow column is {found!r}"
@@ -109,7 +109,7 @@ def _check_record_column(schema: Any, column_name: str | None, source: str) -> N
 
 
 def _register_file(con: Any, name: str, path: Path, column_name: str | None) -> list[str]:
-    from ..storage.records import detect_format
+    from omeframe.formats.record.files import detect_format
 
     fmt = detect_format(path)
     if fmt == "parquet":
@@ -126,7 +126,7 @@ def _register_file(con: Any, name: str, path: Path, column_name: str | None) -> 
 
 
 def _register_dataset(con: Any, name: str, path: Path) -> list[str]:
-    from ..dataset import CHUNKS_SCHEMA, open_dataset
+    from omeframe.formats.dataset import CHUNKS_SCHEMA, open_dataset
 
     ds = open_dataset(path)
     images, chunks = f"{name}_images", f"{name}_chunks"

@@ -11,7 +11,7 @@ arguments, give null results.
   :func:`channel_names`) are pure Arrow compute on struct fields: no Python
   loop over rows.
 * :func:`stats` decodes only the chunks of the requested channel (a loop
-  over chunks, decoded by :mod:`omeframe.chunks.codec`) and reduces them with segmented
+  over chunks, decoded by :mod:`omeframe.engine.codec`) and reduces them with segmented
   numpy reductions in cache-sized groups: no Python loop over pixels, exact
   sums for integer data up to 16 bits.
 * :func:`crop` reads each row's region (only the chunks it touches) and
@@ -31,10 +31,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..chunks.codec import decode_payload
-from ..errors import SchemaError
-from ..schema.dtypes import to_numpy_dtype
-from ..schema.record import looks_like_record_type
+from omeframe.engine.codec import decode_payload
+from omeframe.model.errors import SchemaError
+from omeframe.model.dtypes import to_numpy_dtype
+from omeframe.model.record import looks_like_record_type
 
 __all__ = [
     "STATS_TYPE",
@@ -94,7 +94,7 @@ def record_array(records: Any) -> pa.StructArray:
     elif isinstance(records, pa.StructScalar):
         arr = pa.repeat(records, 1)
     elif isinstance(records, Sequence) and not isinstance(records, (str, bytes)):
-        from ..storage.records import as_record_array
+        from omeframe.formats.record.files import as_record_array
 
         return record_array(as_record_array(list(records)))
     else:
@@ -332,7 +332,7 @@ class _Chunks:
 
     def decode_many(self, entries: np.ndarray, natives: list[np.dtype[Any]]) -> list[np.ndarray]:
         """Flat values of the chunk entries (stored dtype for the list variant)."""
-        from ..errors import PixelPayloadError
+        from omeframe.model.errors import PixelPayloadError
 
         bad = ~self.payload_ok[entries]
         if bad.any():
@@ -551,7 +551,7 @@ def stats(records: Any, c: Any = 0) -> pa.StructArray:
         std[sel] = np.sqrt(np.maximum(r_m2[sel], 0.0) / r_cnt[sel])
     slow = ok & ~has_chunks
     if slow.any():  # planes-only records: decode the channel through read_region
-        from ..export.pixels import read_region
+        from omeframe.formats.record.decode import read_region
 
         for i in np.flatnonzero(slow):
             a = read_region(arr[int(i)], c=[int(cc[i])])
@@ -564,8 +564,8 @@ def stats(records: Any, c: Any = 0) -> pa.StructArray:
 def _header(view: Any) -> Any:
     from dataclasses import replace
 
-    from ..dataset.inputs import header_from_record
-    from ..ingest._builder import select_channels
+    from omeframe.formats.dataset.inputs import header_from_record
+    from omeframe.model.header import select_channels
 
     h = header_from_record(view)
     return replace(h, channels=select_channels(h.channels, None, view.shape[1]))
@@ -603,9 +603,9 @@ def crop(
     the input's variant), the input's chunk codec (unless ``compression``
     is given) and chunk shape clipped to the crop. All rows are built at once.
     """
-    from ..export.pixels import read_region
-    from ..ingest._builder import RecordBuilder
-    from ..schema.record import RecordView
+    from omeframe.formats.record.decode import read_region
+    from omeframe.model.header import RecordBuilder
+    from omeframe.model.record import RecordView
 
     arr = record_array(records)
     n = len(arr)
@@ -677,9 +677,9 @@ def thumbnail(records: Any, size: Any = 256) -> pa.BinaryArray:
     """
     from PIL import Image
 
-    from ..export.pixels import read_region
-    from ..export.thumbnail import composite_rgb, downsample_cyx
-    from ..schema.record import RecordView
+    from omeframe.formats.record.decode import read_region
+    from omeframe.ops.thumbnail import composite_rgb, downsample_cyx
+    from omeframe.model.record import RecordView
 
     arr = record_array(records)
     n = len(arr)
@@ -702,7 +702,7 @@ def thumbnail(records: Any, size: Any = 256) -> pa.BinaryArray:
 
 def to_numpy(records: Any, dtype: Any = None) -> list[np.ndarray | None]:
     """Decode each record into a TCZYX array (``None`` for null rows)."""
-    from ..export.pixels import read_region
+    from omeframe.formats.record.decode import read_region
 
     arr = record_array(records)
     ok = _valid(arr)

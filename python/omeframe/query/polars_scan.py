@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import CorruptFileError
-from ..storage import files
-from ..storage.records import detect_format, field_type, find_record_column
+from omeframe.model.errors import CorruptFileError
+from omeframe.storage import files
+from omeframe.formats.record.files import detect_format, field_type, find_record_column
 
 if TYPE_CHECKING:
     import polars as pl
@@ -83,7 +83,7 @@ def _import_polars() -> Any:
     try:
         import polars as pl
     except ImportError as exc:  # pragma: no cover - polars is installed in CI
-        from ..errors import OptionalDependencyError
+        from omeframe.model.errors import OptionalDependencyError
 
         raise OptionalDependencyError(
             "omeframe.polars needs the 'polars' package; install it with `pip install polars`"
@@ -371,7 +371,7 @@ def _file_schema(path: str, fmt: str) -> pa.Schema:
     if fmt == "parquet":
         with files.open_input(path) as fh:
             return _parquet_file(path, fh).schema_arrow
-    from ..storage.vortex_dataset import open_vortex_input
+    from omeframe.formats.vortex.arrow_dataset import open_vortex_input
 
     with open_vortex_input(path) as vin:
         return vin.schema
@@ -628,7 +628,7 @@ class _Reader:
 
     # -- Vortex -----------------------------------------------------------
     def _vortex(self, path: str, limit: int | None) -> Iterator[tuple[pl.DataFrame | None, int]]:
-        from ..storage.vortex_dataset import open_vortex_input
+        from omeframe.formats.vortex.arrow_dataset import open_vortex_input
 
         pl = _import_polars()
         with open_vortex_input(path) as vin:
@@ -693,7 +693,7 @@ class _Reader:
         import vortex
         import vortex.expr as ve
 
-        from ..storage.vortex_dataset import vortex_column
+        from omeframe.formats.vortex.arrow_dataset import vortex_column
 
         pl = _import_polars()
         schema = self.tbl.schema
@@ -726,7 +726,7 @@ class _Reader:
             kwargs["indices"] = vortex.array(pa.array(np.arange(end, dtype=np.uint64)))
         vf = vin.file
         if "indices" in kwargs:  # a take: map the file, touch only the needed pages
-            from ..storage.vortex_dataset import open_vortex_mapped
+            from omeframe.formats.vortex.arrow_dataset import open_vortex_mapped
 
             vf = open_vortex_mapped(vin.path)
         try:
@@ -858,7 +858,11 @@ def _vortex_filter(tree: Any, tbl: _Table) -> Any:
     """A Vortex expression implied by the predicate (weaker or equal), or ``None``."""
     if tree is None:
         return None
-    from ..storage.vortex_dataset import pushable_type, vortex_column, vortex_literal
+    from omeframe.formats.vortex.arrow_dataset import (
+        pushable_type,
+        vortex_column,
+        vortex_literal,
+    )
 
     import vortex.expr as ve
 
@@ -907,7 +911,7 @@ def _describe(
     """Files, format and kind (``"records"``, ``"images"``, ``"chunks"``) of a source."""
     p = Path(source)
     if p.is_dir():
-        from ..dataset.manifest import read_manifest
+        from omeframe.formats.dataset.manifest import read_manifest
 
         m = read_manifest(p)
         kind = table or "images"
@@ -1009,7 +1013,7 @@ def scan(
     if paths:
         schema = _file_schema(paths[0], fmt)
     else:  # a dataset without chunk parts yet
-        from ..dataset.schema import CHUNKS_SCHEMA
+        from omeframe.formats.dataset.schema import CHUNKS_SCHEMA
 
         schema = CHUNKS_SCHEMA
     virtual = _virtual_columns(schema, kind, column_name, header_columns, label)

@@ -19,8 +19,8 @@ import pyarrow as pa
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
-from ..errors import CorruptFileError, RowIndexError
-from ._atomic import atomic_path
+from omeframe.model.errors import CorruptFileError, RowIndexError
+from omeframe.storage.atomic import atomic_path
 
 __all__ = [
     "DEFAULT_ROW_GROUP_BYTES",

@@ -1,0 +1,274 @@
+"""Write OME-TIFF with ``tifffile`` directly, streaming tile by tile.
+
+:func:`to_ome_tiff` accepts an :class:`~omeframe.OMEArrow` (lazy or not), an
+OME-Arrow record, a :class:`~omeframe.LazyImage` plan, a lazy source or a
+numpy array. Pixels are read from the plan one band of tiles at a time and
+handed to ``tifffile.TiffWriter.write`` as a generator, so an image larger
+than memory (e.g. a chunked dataset) is exported with a few tiles in memory.
+Pyramid levels are computed lazily (2x block means by default, or the
+source's own levels when their shapes match) and written as SubIFDs, the
+layout OME-TIFF readers expect. The file is written to a temporary name in
+the target directory and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omeframe.engine.executor import clamp_cast
+from omeframe.model.errors import DimOrderError, DtypeError
+from omeframe.formats.tiff.omexml import tifffile_ome_metadata
+from omeframe.engine.lazy import LazyImage
+from omeframe.engine.source import LazySource
+
+__all__ = ["to_ome_tiff"]
+
+#: Rough byte budget of one band of tiles read from the source.
+_BAND_BYTES = 16 << 20
+#: Above this many bytes of pixel data (all levels) the file is written as BigTIFF.
+_BIGTIFF_THRESHOLD = (1 << 32) - (1 << 27)
+
+_OME_DTYPES = ("int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64", "bool")
+
+
+def _as_source(data: Any) -> LazySource:
+    """The image to export as a lazy source (plans with selections are wrapped)."""
+    from omeframe.engine.derived import as_source
+
+    return as_source(data)
+
+
+def _levels(src: LazySource, n: int, factor: int) -> list[LazySource]:
+    """``n`` levels (fewer when the image gets too small): native levels when their shapes match."""
+    from omeframe.engine.pyramid import DownsampledSource
+
+    if n < 1:
+        raise ValueError(f"pyramid_levels must be >= 1, got {n}")
+    if factor < 2:
+        raise ValueError(f"downscale must be an integer >= 2, got {factor}")
+    native = src.levels()
+    out = [src]
+    method = "nearest" if (src.header().image_type or "") == "label" else "mean"
+    while len(out) < n:
+        prev = out[-1]
+        if min(prev.shape[3], prev.shape[4]) // factor < 1:
+            break
+        expect = (*prev.shape[:3], max(1, prev.shape[3] // factor), max(1, prev.shape[4] // factor))
+        k = len(out)
+        if k < len(native) and native[k].shape == expect and native[k].dtype == src.dtype:
+            out.append(native[k])
+        else:
+            out.append(DownsampledSource(prev, factor, method=method))
+    return out
+
+
+def _check_dim_order(dim_order: str) -> str:
+    order = str(dim_order).strip().upper()
+    if sorted(order) != sorted("TCZYX") or not order.endswith("YX"):
+        raise DimOrderError(
+            f"dim_order {dim_order!r} must be a permutation of 'TCZYX' ending in 'YX' "
+            "(e.g. 'TCZYX', 'TZCYX', 'CTZYX')"
+        )
+    return order
+
+
+def _tile_blocks(
+    src: LazySource, axes: str, tile: tuple[int, int] | None, out_dtype: np.dtype[Any], clamp: bool
+) -> Any:
+    """Generator of tiles (or planes when ``tile`` is None) in TIFF page/tile order."""
+    plan = LazyImage(src)
+    st, sc, sz, sy, sx = src.shape
+    sizes = dict(zip("TCZ", (st, sc, sz)))
+    lead = [a for a in axes if a in "TCZ"]
+    item = max(1, np.dtype(out_dtype).itemsize, src.dtype.itemsize)
+
+    def cast(a: np.ndarray) -> np.ndarray:
+        if a.dtype == out_dtype:
+            return a
+        return clamp_cast(a, out_dtype) if clamp else a.astype(out_dtype)
+
+    def pages() -> Any:
+        for idx in np.ndindex(*(sizes[a] for a in lead)):
+            pos = dict(zip(lead, idx))
+            yield pos["T"], pos["C"], pos["Z"]
+
+    for t, c, z in pages():
+        if tile is None:
+            yield cast(plan.select(t=[t], c=[c], z=[z]).execute()[0, 0, 0])
+            continue
+        th, tw = tile
+        hint = src.chunk_shape() or (1, th, tw)
+        cy = int(hint[1])
+        band_h = th
+        if cy % th == 0 and cy > th and cy * sx * item <= _BAND_BYTES:
+            band_h = cy  # whole source chunk rows: each source chunk decoded once
+        if band_h * sx * item <= _BAND_BYTES:
+            band_w = sx
+        else:
+            band_w = max(1, _BAND_BYTES // (band_h * tw * item)) * tw
+        for by in range(0, sy, band_h):
+            bh = min(band_h, sy - by)
+            if band_w >= sx:
+                band = plan.select(t=[t], c=[c], z=[z], y=(by, by + bh), x=(0, sx)).execute()[0, 0, 0]
+                for ty in range(0, bh, th):
+                    for tx in range(0, sx, tw):
+                        yield cast(band[ty : ty + th, tx : tx + tw])
+                del band
+            else:
+                for bx in range(0, sx, band_w):
+                    bw = min(band_w, sx - bx)
+                    band = plan.select(t=[t], c=[c], z=[z], y=(by, by + bh), x=(bx, bx + bw)).execute()[0, 0, 0]
+                    for tx in range(0, bw, tw):
+                        yield cast(band[:, tx : tx + tw])
+                    del band
+
+
+def to_ome_tiff(
+    data: Any,
+    out_path: str | os.PathLike[str],
+    *,
+    dtype: Any = None,
+    clamp: bool = False,
+    dim_order: str = "TCZYX",
+    compression: str | None = "zlib",
+    compression_level: int | None = 6,
+    tile: tuple[int, int] | None = None,
+    use_channel_colors: bool = False,
+    pyramid_levels: int = 1,
+    downscale: int = 2,
+    bigtiff: bool | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Write an image as OME-TIFF, streaming tiles from its plan.
+
+    Parameters
+    ----------
+    data
+        ``OMEArrow`` (lazy or materialised), OME-Arrow record, ``LazyImage``,
+        lazy source, numpy array (axes from its rank) or anything ``scan`` opens.
+    out_path
+        Target file (``.ome.tif`` recommended).
+    dtype, clamp
+        Output pixel type (native when ``None``); ``clamp`` saturates values
+        outside its range instead of wrapping them.
+    dim_order
+        Page order of the file: a permutation of ``TCZYX`` ending in ``YX``
+        (OME ``DimensionOrder`` is its reverse, e.g. ``XYZCT``).
+    compression, compression_level
+        A ``tifffile`` codec name (``"zlib"``, ``"zstd"``, ``"lzw"``,
+        ``"jpeg"``...) or ``None``; the level where the codec has one.
+    tile
+        ``(height, width)``, multiples of 16. Default ``(256, 256)`` for
+        planes larger than 512 in Y or X, else one strip per plane.
+    use_channel_colors
+        Also write each channel's ``color_rgba`` as OME ``Color``.
+    pyramid_levels, downscale
+        Levels in all (1 = none) and the factor between them; levels 1.. are
+        written as SubIFDs of each plane.
+    bigtiff
+        Force (or forbid) BigTIFF; ``None`` picks it when the pixel data
+        approaches 4 GiB.
+    overwrite
+        Replace an existing file (else ``FileExistsError``).
+
+    Returns
+    -------
+    str
+        The written path.
+    """
+    out = Path(out_path)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{str(out)!r} exists; pass overwrite=True to replace it")
+    if out.is_dir():
+        raise IsADirectoryError(f"{str(out)!r} is a directory")
+    if not out.parent.exists():
+        raise FileNotFoundError(f"the directory of {str(out)!r} does not exist")
+    axes = _check_dim_order(dim_order)
+    src = _as_source(data)
+    try:
+        return _write(src, out, axes, dtype, clamp, compression, compression_level, tile,
+                      use_channel_colors, pyramid_levels, downscale, bigtiff)
+    finally:
+        if isinstance(data, (str, os.PathLike)) and hasattr(src, "close"):
+            src.close()  # a file we opened ourselves
+
+
+def _write(
+    src: LazySource,
+    out: Path,
+    axes: str,
+    dtype: Any,
+    clamp: bool,
+    compression: str | None,
+    compression_level: int | None,
+    tile: tuple[int, int] | None,
+    use_channel_colors: bool,
+    pyramid_levels: int,
+    downscale: int,
+    bigtiff: bool | None,
+) -> str:
+    import tifffile
+
+    out_dtype = np.dtype(dtype) if dtype is not None else np.dtype(src.dtype)
+    if out_dtype.name not in _OME_DTYPES:
+        raise DtypeError(
+            f"OME-TIFF cannot store {out_dtype.name} pixels; pass dtype= one of {', '.join(_OME_DTYPES)}"
+        )
+    if out_dtype.kind == "b":
+        out_dtype = np.dtype(np.uint8)  # OME 'bit' pages are bilevel; store 0/1 bytes instead
+    levels = _levels(src, int(pyramid_levels), int(downscale))
+    st, sc, sz, sy, sx = src.shape
+    if tile is None:
+        tile = (256, 256) if max(sy, sx) > 512 else None
+    if tile is not None:
+        tile = (int(tile[0]), int(tile[1]))
+        if len(tile) != 2 or min(tile) < 16 or tile[0] % 16 or tile[1] % 16:
+            raise ValueError(f"tile must be (height, width) with multiples of 16, got {tile!r}")
+    total = sum(math.prod(lv.shape) for lv in levels) * out_dtype.itemsize
+    if bigtiff is None:
+        bigtiff = total > _BIGTIFF_THRESHOLD
+    comp: Any = None if compression in (None, "none", "None") else compression
+    cargs = None
+    if comp is not None and compression_level is not None and str(comp).lower() in ("zlib", "deflate", "adobe_deflate", "zstd", "lzma", "webp", "jpeg", "jpegxl", "jpeg2000", "lerc", "brotli"):
+        cargs = {"level": int(compression_level)}
+    header = src.header()
+    md = tifffile_ome_metadata(header, axes=axes, use_channel_colors=use_channel_colors, size_c=sc)
+
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with tifffile.TiffWriter(tmp, bigtiff=bool(bigtiff), ome=True) as tw:
+            for k, lv in enumerate(levels):
+                lsizes = dict(zip("TCZYX", lv.shape))
+                ltile = tile
+                shape = tuple(lsizes[a] for a in axes)
+                opts: dict[str, Any] = {
+                    "shape": shape,
+                    "dtype": out_dtype,
+                    "photometric": "minisblack",
+                    "compression": comp,
+                    "compressionargs": cargs,
+                }
+                if ltile is not None:
+                    opts["tile"] = ltile
+                if k == 0:
+                    opts["metadata"] = md
+                    if len(levels) > 1:
+                        opts["subifds"] = len(levels) - 1
+                else:
+                    opts["subfiletype"] = 1
+                    opts["metadata"] = None
+                tw.write(_tile_blocks(lv, axes, ltile, out_dtype, clamp), **opts)
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    return str(out)

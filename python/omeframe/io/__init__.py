@@ -1,1 +1,0 @@
-"""File-format front ends: ingest files as records or datasets, render previews."""
