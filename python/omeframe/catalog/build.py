@@ -424,7 +424,7 @@ def _process_batch(tasks: list[_Task], opts: dict[str, Any]) -> tuple[list[dict[
 def _process_batch_inner(tasks: list[_Task], opts: dict[str, Any]) -> tuple[list[dict[str, Any]], _Records]:
     from dataclasses import replace as _replace
 
-    from omeframe.model.header import RecordBuilder
+    from omeframe.formats.record.builder import RecordBuilder
     from omeframe.formats.dataset.ingest import apply_overrides
     from omeframe.engine.lazy import LazyImage
 

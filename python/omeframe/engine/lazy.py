@@ -24,7 +24,8 @@ from omeframe.engine.executor import (
 )
 from omeframe.model.selection import Selection
 from omeframe.model.errors import SelectionError
-from omeframe.model.header import RecordBuilder, select_channels
+from omeframe.model.header import select_channels
+from omeframe.formats.record.builder import RecordBuilder
 from omeframe.engine.source import LazySource
 from omeframe.engine.predicates import ChunkPredicate
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from omeframe.model.errors import SelectionError
 from omeframe.formats.record.decode import read_region
-from omeframe.model.header import RecordBuilder, select_channels
+from omeframe.model.header import select_channels
+from omeframe.formats.record.builder import RecordBuilder
 from omeframe.model.record import RecordView
 
 __all__ = ["slice_ome_arrow", "record_like"]

@@ -604,7 +604,7 @@ def crop(
     is given) and chunk shape clipped to the crop. All rows are built at once.
     """
     from omeframe.formats.record.decode import read_region
-    from omeframe.model.header import RecordBuilder
+    from omeframe.formats.record.builder import RecordBuilder
     from omeframe.model.record import RecordView
 
     arr = record_array(records)

@@ -18,7 +18,8 @@ import pyarrow as pa
 
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import HeaderOverride, LazySource
-from omeframe.model.header import RecordBuilder, default_channels
+from omeframe.model.header import default_channels
+from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.record.arrays import (
     DEFAULT_COMPRESSION,
     DEFAULT_COMPRESSION_LEVEL,

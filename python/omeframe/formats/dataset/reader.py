@@ -527,7 +527,7 @@ class Dataset:
     def to_record(self, image_id: str | None = None, level: int = 0) -> pa.StructScalar:
         """The image as an OME-Arrow byte-variant record (chunks copied, not re-encoded)."""
         from omeframe.model.arrow import BYTE_CHUNK_STRUCT, OME_ARROW_BYTE_STRUCT
-        from omeframe.model.header import RecordBuilder
+        from omeframe.formats.record.builder import RecordBuilder
 
         e = self.entry(image_id, level)
         t = self.chunk_table(e.image_id, level, columns=[f.name for f in CHUNKS_SCHEMA])

@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.model.errors import SchemaError
-from omeframe.model.header import ImageHeader, RecordBuilder, default_channels
+from omeframe.model.header import ImageHeader, default_channels
+from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.record.arrays import (
     DEFAULT_COMPRESSION,
     DEFAULT_COMPRESSION_LEVEL,
