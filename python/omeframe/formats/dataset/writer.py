@@ -39,6 +39,8 @@ from omeframe.engine.codec import (
     resolve_codec,
 )
 from omeframe.model.selection import regular_pieces
+from omeframe.engine.progress import bar as progress_bar
+from omeframe.engine.progress import wanted
 from omeframe.engine.stats import checksum, chunk_stats
 from omeframe.model.errors import SchemaError
 from omeframe.model.header import normalize_chunk_shape
@@ -105,11 +107,7 @@ class _ChunkStream:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         total = sum(len(_grid_keys(log.inp.shape, log.grid)) for log in self.logs)
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, desc="writing chunks", unit="chunk")
+        bar = progress_bar(self.progress, total=total, desc="writing chunks", unit="chunk")
         cols: dict[str, list[Any]] = {f.name: [] for f in CHUNKS_SCHEMA}
         buffered = 0
         step = max(1, _threads.num_threads() * _BATCH_CHUNKS_PER_THREAD)
@@ -151,8 +149,7 @@ class _ChunkStream:
                             log.frame_lengths.append(mv.nbytes)  # a chunk of one frame
                         buffered += mv.nbytes
                         self.rows += 1
-                    if bar is not None:
-                        bar.update(len(batch))
+                    bar.update(len(batch))
                     if buffered >= self.row_group_bytes:
                         yield _to_batch(cols)
                         cols = {f.name: [] for f in CHUNKS_SCHEMA}
@@ -160,8 +157,7 @@ class _ChunkStream:
             if cols["image_id"]:
                 yield _to_batch(cols)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     def _encode(self, log: _ImageLog, k: np.ndarray) -> tuple[str | None, Any, list[int] | None, Any, int, int]:
         inp = log.inp
@@ -372,7 +368,8 @@ def write_dataset(
         stores one frame per chunk. Either way the payload is one valid zstd
         stream that any zstd decoder reads.
     progress
-        Show a progress bar (default: when writing more than 64 chunks).
+        Show a progress bar (default ``None``: only on an interactive terminal,
+        when writing more than 64 chunks).
 
     Returns
     -------
@@ -488,7 +485,7 @@ def write_items(
         compression=comp,
         level=compression_level,
         row_group_bytes=row_group_bytes,
-        progress=bool(progress) if progress is not None else n_chunks > 64,
+        progress=wanted(progress, large=n_chunks > 64),
     )
     try:
         _write_parts(

@@ -30,6 +30,7 @@ from omeframe.formats.record.arrays import (
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.record import as_record_scalar
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
+from omeframe.engine.progress import track
 from omeframe.storage import parquet as pqio
 from omeframe.formats.record.files import (
     as_record_array,
@@ -205,7 +206,8 @@ def records_from_arrays(
 
     Much faster than calling :func:`from_numpy` per image for many small
     images (cell crops): all records are assembled in one Arrow build.
-    ``progress`` shows a progress bar (default: on for more than 1000 images).
+    ``progress`` shows a progress bar (default ``None``: only on an interactive
+    terminal, for more than 1000 images).
     ``chunk_compression[_level]`` (ome-arrow's names) override
     ``compression[_level]``; through :func:`write_table`, whose own
     ``compression`` is the Parquet codec, they are the way to pick the chunk codec.
@@ -223,11 +225,7 @@ def records_from_arrays(
         compression_level=compression_level if chunk_encoding == "bytes" else None,
         chunk_shape=chunk_shape,
     )
-    it: Any = images
-    if progress or (progress is None and n > 1000):
-        from tqdm.auto import tqdm
-
-        it = tqdm(images, desc="encoding images", unit="img")
+    it = track(images, progress, total=n, desc="encoding images", unit="img", large=n > 1000)
     for i, arr in enumerate(it):
         arr = _check_array(arr)
         tczyx = to_tczyx(arr, dim_order or default_dim_order(arr.ndim))
