@@ -15,7 +15,7 @@ import pytest
 
 import omeframe as of
 from omeframe.errors import CorruptFileError, OptionalDependencyError, SchemaError
-from omeframe.formats.dataset.ingest import ingest_source
+from omeframe.facade import ingest_source
 from omeframe.engine.lazy import LazyImage
 from omeframe.model.record import RecordView
 

@@ -19,7 +19,7 @@ import zarr
 import omeframe as of
 from omeframe.errors import SchemaError
 from omeframe.formats.zarr.writer import to_ome_zarr
-from omeframe.formats.zarr.ingest import from_ome_zarr
+from omeframe.facade import from_ome_zarr
 from omeframe.formats.zarr.models import (
     Axis,
     ImageMetadata,

@@ -14,7 +14,7 @@ import tifffile
 
 import omeframe as of
 from omeframe.errors import CorruptFileError, PixelPayloadError
-from omeframe.formats.stack.ingest import from_stack_pattern_path
+from omeframe.facade import from_stack_pattern_path
 from omeframe.engine.lazy import LazyImage
 from omeframe.model.record import RecordView
 from omeframe.formats.stack.source import StackSource, parse_stack_pattern

@@ -28,7 +28,8 @@ import omeframe as of
 from omeframe.errors import CorruptFileError, DimOrderError, SchemaError
 from omeframe.formats.tiff.writer import to_ome_tiff
 from omeframe.model.dims import to_tczyx
-from omeframe.formats.tiff.ingest import from_tiff, open_lazy_plane_source
+from omeframe.facade import from_tiff
+from omeframe.registry import open_lazy_plane_source
 from omeframe.formats.tiff.omexml import (
     OMEXMLMismatchWarning,
     build_ome_xml,
@@ -714,7 +715,7 @@ _RSS_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys, time
     import numpy, pyarrow, pyarrow.parquet, tifffile, omeframe
-    from omeframe.formats.tiff.ingest import from_tiff
+    from omeframe.facade import from_tiff
     def peak():  # VmHWM: this process image's peak RSS (ru_maxrss would include the forking parent's)
         with open("/proc/self/status") as f:
             for line in f:

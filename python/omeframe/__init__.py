@@ -9,8 +9,18 @@ from __future__ import annotations
 
 from omeframe.engine.threads import num_threads, set_num_threads
 from omeframe._version import __version__
-from omeframe.facade import OMEArrow, scan
-from omeframe.formats.dataset import Dataset, open_dataset, write_dataset
+from omeframe.facade import (
+    Dataset,
+    OMEArrow,
+    from_ome_zarr,
+    from_stack_pattern_path,
+    from_tiff,
+    ingest_source,
+    open_dataset,
+    scan,
+    write_dataset,
+)
+from omeframe.registry import open_lazy_plane_source
 from omeframe.engine.lazy import LazyImage, PlanInfo
 from omeframe.engine.predicates import chunk
 from omeframe.ops.tensor_view import LazyTensorView, TensorView
@@ -24,6 +34,7 @@ from omeframe.model.errors import (
     OmeframeError,
     OptionalDependencyError,
     PixelPayloadError,
+    UnsupportedFormatError,
     RowIndexError,
     SchemaError,
     SelectionError,
@@ -59,13 +70,10 @@ from omeframe.formats.record.tables import (
 from omeframe.ops.slicing import slice_ome_arrow
 from omeframe.ops.describe import describe_ome_arrow, verify_ome_arrow
 from omeframe.ops.view import view_matplotlib
-from omeframe.ops.thumbnail_png import thumbnail_png
-from omeframe.formats.zarr.ingest import from_ome_zarr
+from omeframe.ops.thumbnail import thumbnail_png
 from omeframe.formats.zarr.writer import to_ome_zarr
 from omeframe import models
-from omeframe.formats.stack.ingest import from_stack_pattern_path
 from omeframe import loaders
-from omeframe.formats.tiff.ingest import from_tiff, open_lazy_plane_source
 from omeframe.formats.tiff.writer import to_ome_tiff
 from omeframe.formats.tiff.omexml import OMEXMLMismatchWarning
 from omeframe.formats.tiff.source import UnsupportedTiffCompressionError
@@ -89,6 +97,7 @@ __all__ = [
     "Dataset",
     "open_dataset",
     "write_dataset",
+    "ingest_source",
     "LazyImage",
     "PlanInfo",
     "chunk",
@@ -151,6 +160,7 @@ __all__ = [
     "SelectionError",
     "ImageNotFoundError",
     "OptionalDependencyError",
+    "UnsupportedFormatError",
 ]
 
 

@@ -8,6 +8,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from omeframe._sample import make_sample
+from omeframe._version import __version__
+from omeframe.catalog import CATALOG_SCHEMA, build, open_image, read_catalog
+from omeframe.facade import OMEArrow, open_dataset, scan, write_dataset
+from omeframe.formats.dataset.manifest import MANIFEST_NAME, read_manifest
+from omeframe.formats.record.decode import to_numpy
+from omeframe.formats.record.files import TABLE_FORMATS, detect_format, find_record_column
+from omeframe.formats.record.tables import from_ome_parquet, read_table, write_table
+from omeframe.formats.tiff.writer import to_ome_tiff
+from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
+from omeframe.formats.zarr.writer import to_ome_zarr
+from omeframe.model.errors import ImageNotFoundError, OmeframeError
+from omeframe.ops.thumbnail import thumbnail_png
+from omeframe.registry import find
+from omeframe.storage.parquet import open_parquet
+
 __all__ = ["main"]
 
 
@@ -27,20 +43,18 @@ def _demo(args: argparse.Namespace) -> int:
     import numpy as np
     import polars as pl
 
-    import omeframe as of
 
-    from omeframe._sample import make_sample
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    _say(f"omeframe {of.__version__} demo -> {out}/")
+    _say(f"omeframe {__version__} demo -> {out}/")
     sample = make_sample(size=args.size)
     slide = sample.slide
     _say(f"1. made a synthetic slide: CYX {slide.shape} uint16 with {len(sample.centers)} cells")
 
     # Ingest the slide as a chunked dataset, and one crop per cell as a record table.
-    ds = of.write_dataset(
+    ds = write_dataset(
         slide, out / "slide.omeds", dim_order="CYX", image_ids=["slide-1"],
         chunk_shape=(1, 256, 256), mode="overwrite", progress=False,
     )
@@ -57,7 +71,7 @@ def _demo(args: argparse.Namespace) -> int:
         rows["x"].append(int(cx))
         rows["radius"].append(float(r))
         rows["dapi_mean"].append(float(crop[0].mean()))
-    table_path = of.write_table(
+    table_path = write_table(
         out / "cells.parquet", crops, dim_order="CYX", columns=rows,
         image_ids=[f"cell-{i}" for i in rows["cell_id"]], channel_names=list(sample.channel_names),
     )
@@ -85,7 +99,7 @@ def _demo(args: argparse.Namespace) -> int:
     # Lazy ROI read: only the chunks it touches.
     cy, cx = (int(v) for v in sample.centers[int(big['cell_id'][0]) if big.height else 0])
     y0, x0 = max(0, cy - 200), max(0, cx - 200)
-    plan = of.scan(out / "slide.omeds", image_id="slide-1").select(
+    plan = scan(out / "slide.omeds", image_id="slide-1").select(
         c=[0, 1], y=(y0, min(slide.shape[1], y0 + 400)), x=(x0, min(slide.shape[2], x0 + 400))
     )
     _say("6. lazy ROI plan:")
@@ -96,23 +110,28 @@ def _demo(args: argparse.Namespace) -> int:
     _say(f"   read ROI {roi.shape} and checked it against the source pixels")
 
     # Thumbnail of the whole slide.
-    png = of.thumbnail_png(of.scan(out / "slide.omeds"), size=512)
+    png = thumbnail_png(scan(out / "slide.omeds"), size=512)
     (out / "thumbnail.png").write_bytes(png)
-    crop_png = of.thumbnail_png(of.from_ome_parquet(table_path, row_index=int(big["cell_id"][0]) if big.height else 0), size=128)
+    crop_png = thumbnail_png(from_ome_parquet(table_path, row_index=int(big["cell_id"][0]) if big.height else 0), size=128)
     (out / "cell.png").write_bytes(crop_png)
     _say(f"7. wrote thumbnail.png ({len(png) / 1024:.0f} KiB) and cell.png ({len(crop_png) / 1024:.0f} KiB)")
     _say(f"done in {time.perf_counter() - t0:.1f} s; outputs in {out}/")
     return 0
 
 
-def _info(args: argparse.Namespace) -> int:
-    import omeframe as of
+def _format_of(p: Path) -> str | None:
+    """The registry's name for the format at ``p`` (``None``: no known format)."""
+    entry = find(p)
+    return None if entry is None else entry.name
 
+
+def _info(args: argparse.Namespace) -> int:
     p = _existing(args.path)
     if _is_catalog(p):
         return _catalog_info(p)
-    if p.is_dir() and (p / "manifest.json").exists():
-        ds = of.open_dataset(p)
+    kind = _format_of(p)
+    if kind == "dataset":
+        ds = open_dataset(p)
         _say(f"dataset {p} ({ds.format}), {len(ds)} images")
         for iid in ds.image_ids:
             for lv in ds.levels(iid):
@@ -120,34 +139,26 @@ def _info(args: argparse.Namespace) -> int:
                 _say(f"  {iid} level {lv}: TCZYX {m['shape']} {m['dtype']}, chunks {m['chunk_shape']}, "
                      f"{m['n_chunks']} chunks, {m['stored_bytes'] / 2**20:.1f} MiB, codec {m['codec']}")
         return 0
-    if p.suffix.lower() in (".parquet", ".vortex", ".pq", ".vtx"):
-        from omeframe.formats.record.files import detect_format, find_record_column
-
+    if kind == "record-table":
         fmt = detect_format(p)
         if fmt == "parquet":
-            from omeframe.storage.parquet import open_parquet
-
             pf = open_parquet(p)
             schema, n, groups = pf.schema_arrow, pf.metadata.num_rows, pf.metadata.num_row_groups
         else:
-            from omeframe.formats.vortex.file import read_vortex_schema, vortex_num_rows
-
             schema, n, groups = read_vortex_schema(p), vortex_num_rows(p), None
         col = find_record_column(schema, None, source=str(p))
         _say(f"record table {p} ({fmt}): {n} rows" + (f" in {groups} row groups" if groups else ""))
         _say(f"  OME-Arrow column: {col!r}; other columns: {[c for c in schema.names if c != col]}")
         for i in range(min(n, args.rows)):
-            _say(f"  row {i}: {of.scan(p, row_index=i, column_name=col).info()['summary']}")
+            _say(f"  row {i}: {scan(p, row_index=i, column_name=col).info()['summary']}")
         return 0
-    img = of.scan(p)
+    img = scan(p)
     _say(f"{p}: {img.info()['summary']}")
     _say(img.explain())
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    import omeframe as of
-
     p = _existing(args.path)
     if _is_catalog(p):
         for sub in ("images.parquet", "dataset"):
@@ -155,32 +166,22 @@ def _verify(args: argparse.Namespace) -> int:
                 _say(f"{sub}:")
                 _verify(argparse.Namespace(path=str(p / sub)))
         return 0
-    if p.is_dir() and (p / "manifest.json").exists():
-        res = of.open_dataset(p).verify()
+    if _format_of(p) == "dataset":
+        res = open_dataset(p).verify()
         _say(f"ok: {res['images']} images, {res['chunks']} chunks, {res['bytes'] / 2**20:.1f} MiB checked")
         return 0
-    from omeframe.formats.record.files import detect_format, find_record_column
-
     n = 0
     if detect_format(p) == "parquet":
-        from omeframe.storage.parquet import open_parquet
-
         pf = open_parquet(p)
         col = find_record_column(pf.schema_arrow, None, source=str(p))
         for g in range(pf.metadata.num_row_groups):  # one row group in memory at a time
             for rec in pf.read_row_group(g, columns=[col])[col]:
-                of.to_numpy(rec)
+                to_numpy(rec)
                 n += 1
     else:
-        from omeframe.formats.vortex.file import (
-            read_vortex_schema,
-            read_vortex_table,
-            vortex_num_rows,
-        )
-
         col = find_record_column(read_vortex_schema(p), None, source=str(p))
         for i in range(vortex_num_rows(p)):
-            of.to_numpy(read_vortex_table(p, columns=[col], rows=[i])[col][0])
+            to_numpy(read_vortex_table(p, columns=[col], rows=[i])[col][0])
             n += 1
     _say(f"ok: {n} records decode")
     return 0
@@ -196,7 +197,6 @@ def _progress_default(args: argparse.Namespace) -> bool:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from omeframe.catalog import build
 
     res = build(
         args.paths,
@@ -237,9 +237,7 @@ def _register_fallback(con: Any, name: str, path: Path) -> list[str]:
     def ident(n: str) -> str:
         return '"' + n.replace('"', '""') + '"'
 
-    if path.is_dir() and (path / "manifest.json").is_file():
-        from omeframe.formats.dataset.manifest import read_manifest
-
+    if _format_of(path) == "dataset":
         m = read_manifest(path)
         if m.format != "parquet":
             raise ValueError(f"dataset {str(path)!r} is {m.format}; querying it needs omeframe.duckdb")
@@ -247,7 +245,7 @@ def _register_fallback(con: Any, name: str, path: Path) -> list[str]:
         con.execute(f"CREATE OR REPLACE VIEW {ident(name + '_images')} AS SELECT * FROM read_parquet({lit(path / str(m.images))})")
         con.execute(f"CREATE OR REPLACE VIEW {ident(name + '_chunks')} AS SELECT * FROM read_parquet({parts})")
         return [name + "_images", name + "_chunks"]
-    if path.suffix.lower() in (".vortex", ".vtx"):
+    if TABLE_FORMATS.get(path.suffix.lower()) == "vortex":
         raise ValueError(f"{str(path)!r} is a Vortex table; querying it needs omeframe.duckdb")
     if not path.exists():
         raise FileNotFoundError(f"no such table: {str(path)!r}")
@@ -257,7 +255,7 @@ def _register_fallback(con: Any, name: str, path: Path) -> list[str]:
 
 def _sql_connection() -> tuple[Any, Any]:
     try:
-        from omeframe import duckdb as ofdb  # type: ignore[attr-defined]
+        import omeframe.duckdb as ofdb  # duckdb is optional and heavy: imported on use
 
         return ofdb.connect(), ofdb.register
     except ImportError:
@@ -278,7 +276,7 @@ def _register_catalog(con: Any, register: Any, root: Path, prefix: str = "") -> 
     views: list[str] = []
     if (root / "images.parquet").is_file():
         views += _register(con, register, prefix + "images", root / "images.parquet")
-    if (root / "dataset" / "manifest.json").is_file():
+    if (root / "dataset" / MANIFEST_NAME).is_file():
         views += _register(con, register, prefix + "dataset", root / "dataset")
     views += _register_fallback(con, prefix + "catalog", root / "catalog.parquet")
     con.execute(
@@ -380,7 +378,6 @@ def _row_of_id(path: Path, image_id: str) -> int:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from omeframe.formats.record.files import detect_format, find_record_column
 
     if detect_format(path) == "parquet":
         import pyarrow.parquet as pq
@@ -389,25 +386,19 @@ def _row_of_id(path: Path, image_id: str) -> int:
         col = find_record_column(schema, None, source=str(path))
         ids = pq.ParquetFile(path).read(columns=[f"{col}.id"]).column(0).combine_chunks().field("id")
     else:
-        from omeframe.formats.record.tables import read_table
 
         t = read_table(path)
         col = find_record_column(t.schema, None, source=str(path))
         ids = pc.struct_field(t[col], "id")
     hits = pc.indices_nonzero(pc.equal(ids, pa.scalar(image_id, pa.string()))).to_pylist()
     if not hits:
-        from omeframe.model.errors import ImageNotFoundError
 
         raise ImageNotFoundError(f"no image {image_id!r} in {str(path)!r}")
     return int(hits[0])
 
 
-def _open_for_export(src: Path, image_id: str | None, row: int | None) -> Any:
-    import omeframe as of
-
+def _open_for_export(src: Path, image_id: str | None, row: int | None) -> OMEArrow:
     if _is_catalog(src):
-        from omeframe.catalog import read_catalog
-
         cat = read_catalog(src)
         ok = [r for r in cat.select(["image_id", "status", "location"]).to_pylist() if r["status"] == "ok"]
         if image_id is None:
@@ -416,22 +407,20 @@ def _open_for_export(src: Path, image_id: str | None, row: int | None) -> Any:
             image_id = ok[0]["image_id"]
         hit = next((r for r in ok if r["image_id"] == image_id), None)
         if hit is None:
-            from omeframe.model.errors import ImageNotFoundError
-
             raise ImageNotFoundError(f"no ingested image {image_id!r} in catalog {str(src)!r}")
         if hit["location"] == "dataset":
-            return of.scan(src / "dataset", image_id=image_id)
-        return of.scan(src / "images.parquet", row_index=_row_of_id(src / "images.parquet", image_id))
-    if src.is_dir() and (src / "manifest.json").is_file():
-        return of.scan(src, image_id=image_id)
-    if src.suffix.lower() in (".parquet", ".pq", ".parq", ".vortex", ".vtx"):
+            return scan(src / "dataset", image_id=image_id)
+        return scan(src / "images.parquet", row_index=_row_of_id(src / "images.parquet", image_id))
+    kind = _format_of(src)
+    if kind == "dataset":
+        return scan(src, image_id=image_id)
+    if kind == "record-table":
         idx = _row_of_id(src, image_id) if image_id is not None else (row or 0)
-        return of.scan(src, row_index=idx)
+        return scan(src, row_index=idx)
     if src.suffix.lower() == ".npy":
-        from omeframe.catalog import open_image
 
-        return of.scan(open_image(src))
-    return of.scan(src)
+        return scan(open_image(src))
+    return scan(src)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -467,18 +456,7 @@ def _export(args: argparse.Namespace) -> int:
         img.export(kind, out=out)
         shape = img.shape
     else:
-        fn_name = "to_ome_tiff" if kind == "ome-tiff" else "to_ome_zarr"
-        import omeframe as of
-
-        fn = getattr(of, fn_name, None)
-        if fn is None:
-            try:
-                mod = __import__(f"omeframe.export.{fn_name[3:]}", fromlist=[fn_name])
-                fn = getattr(mod, fn_name)
-            except (ImportError, AttributeError):
-                from omeframe.model.errors import OptionalDependencyError
-
-                raise OptionalDependencyError(f"{kind} export is not available in this omeframe build") from None
+        fn = to_ome_tiff if kind == "ome-tiff" else to_ome_zarr
         fn(img, out, overwrite=args.overwrite) if args.overwrite else fn(img, out)
         shape = img.shape
     _say(f"wrote {out} ({kind}, TCZYX {tuple(int(v) for v in shape)})")
@@ -488,7 +466,6 @@ def _export(args: argparse.Namespace) -> int:
 def _catalog_info(p: Path) -> int:
     import pyarrow.compute as pc
 
-    from omeframe.catalog import CATALOG_SCHEMA, read_catalog
 
     cat = read_catalog(p)
     status = cat["status"].to_pylist()
@@ -564,7 +541,6 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _error_line(exc: BaseException) -> str:
     """One line saying what went wrong (DuckDB's multi-line messages folded, no traceback)."""
-    from omeframe.model.errors import OmeframeError
 
     text = str(exc)
     if isinstance(exc, KeyError) and not isinstance(exc, OmeframeError) and exc.args:

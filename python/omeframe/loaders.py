@@ -30,11 +30,17 @@ from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
+import pyarrow as pa
 
 from omeframe.engine.executor import PixelSource
-from omeframe.model.errors import DimOrderError, SchemaError
+from omeframe.model.errors import CorruptFileError, DimOrderError, SchemaError
 from omeframe.model.header import ImageHeader
+from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
+from omeframe.facade import Dataset, OMEArrow, ingest_source, write_dataset
+from omeframe.formats.czi.source import czi_scenes, import_pylibczirw, open_czi_source
+from omeframe.formats.stack.source import _tiff_physical
+from omeframe.registry import open_source
 from omeframe.formats.custom.source import (
     AxesArraySource,
     CustomSource,
@@ -120,16 +126,12 @@ class ImageStack(LazySource):
         """The original axes without ``S`` (the layout of :meth:`to_numpy`)."""
         return "".join(a for a in self.axes if a != "S")
 
-    def plan(self) -> Any:
+    def plan(self) -> LazyImage:
         """A :class:`~omeframe.LazyImage` over this stack."""
-        from omeframe.engine.lazy import LazyImage
-
         return LazyImage(self)
 
-    def scan(self, *, tcz: tuple[int, int, int] = (0, 0, 0), image_type: str | None = None) -> Any:
+    def scan(self, *, tcz: tuple[int, int, int] = (0, 0, 0), image_type: str | None = None) -> OMEArrow:
         """This stack as a lazy :class:`~omeframe.OMEArrow` (``select`` / ``explain`` / ``collect``)."""
-        from omeframe.facade import OMEArrow
-
         obj = OMEArrow._from_plan(self.plan(), tcz=tcz, image_type=image_type)
         obj._source = self.origin
         return obj
@@ -148,10 +150,8 @@ class ImageStack(LazySource):
         kept = [a for a in "TCZYX" if a in order]
         return full[idx].transpose([kept.index(a) for a in order])
 
-    def ingest(self, **options: Any) -> Any:
-        """Ingest into a record (``out=None``) or a dataset; see :func:`omeframe.formats.dataset.ingest.ingest_source`."""
-        from omeframe.formats.dataset.ingest import ingest_source
-
+    def ingest(self, **options: Any) -> pa.StructScalar | Dataset:
+        """Ingest into a record (``out=None``) or a dataset; see :func:`omeframe.ingest_source`."""
         return ingest_source(self, **options)
 
 
@@ -170,14 +170,12 @@ class ImageStacks(list):  # type: ignore[type-arg]
     def dtypes(self) -> list[np.dtype[Any]]:
         return [s.dtype for s in self]
 
-    def scan(self, i: int = 0, **options: Any) -> Any:
+    def scan(self, i: int = 0, **options: Any) -> OMEArrow:
         """Stack ``i`` as a lazy :class:`~omeframe.OMEArrow`."""
         return self[i].scan(**options)
 
-    def write_dataset(self, path: str | os.PathLike[str], **options: Any) -> Any:
+    def write_dataset(self, path: str | os.PathLike[str], **options: Any) -> Dataset:
         """Stream every stack into one chunked dataset (ids from the stacks' headers)."""
-        from omeframe.formats.dataset import write_dataset
-
         ids, seen = [], set()
         for k, s in enumerate(self):
             iid = s.header().image_id
@@ -247,9 +245,6 @@ def _open_tiff(path: Any, axes: str, series: int, level: int) -> list[ImageStack
     import tifffile
     import zarr
 
-    from omeframe.model.errors import CorruptFileError
-    from omeframe.registry import open_source
-    from omeframe.formats.stack.source import _tiff_physical
 
     p = Path(path)
     if not p.is_file():
@@ -346,7 +341,6 @@ def _ome_meta(node: Any) -> list[dict[str, Any]] | None:
 def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
     import zarr
 
-    from omeframe.registry import open_source
 
     if isinstance(item, str) and item.startswith("file://"):
         store, inner = parse_zarr_uri(item)
@@ -436,12 +430,6 @@ def load_czis(source: Any, axes: str, *, tile: int = 1024) -> ImageStacks:
     ``axes``; otherwise a ``DimOrderError`` says which axis to add. Planes are
     read tile by tile (``tile`` pixels) when a plan touches them.
     """
-    from omeframe.formats.czi.source import (
-        czi_scenes,
-        import_pylibczirw,
-        open_czi_source,
-    )
-
     order = axes.strip().upper() if isinstance(axes, str) else axes
     if order not in _CZI_AXES:
         raise DimOrderError(

@@ -1,39 +1,287 @@
-"""Turn whatever a user passes to ``scan`` into a :class:`LazySource`."""
+"""The one table of image formats: how to recognise a path and open it as a :class:`LazySource`.
+
+Every "open anything" entry point (``omeframe.scan``, ``OMEArrow``, the
+loaders, the CLI, the writers' input resolution) goes through
+:func:`open_source`, which asks :func:`detect` which :class:`FormatEntry`
+claims a path. Unknown suffixes, unreadable paths and unsupported objects
+raise :class:`~omeframe.errors.UnsupportedFormatError`, whose message lists
+the formats known here and the extra to install where one is needed.
+
+Adding a format
+---------------
+1. Write the reader in its own folder, ``formats/<name>/``, with a
+   ``source.py`` whose :class:`~omeframe.engine.source.LazySource` subclass
+   reads the pixels lazily (and the format's suffix constants in the
+   folder's ``__init__.py``).
+2. Add one :class:`FormatEntry` to :data:`FORMATS` below: its name, suffixes
+   (or a ``matches`` test for directories), the function that opens it
+   with :class:`OpenOptions`, and the extra to install when its reader
+   needs an optional package.
+
+Nothing else changes: ``scan``, the loaders, the CLI and the writers pick it up.
+
+Example
+-------
+>>> entry = detect("cells.ome.tif")          # doctest: +SKIP
+>>> entry.name
+'tiff'
+>>> src = open_source("cells.ome.tif", series=0)   # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from omeframe.formats.dataset.inputs import as_image_input
-from omeframe.formats.dataset.reader import Dataset
+from omeframe.engine.derived import known_source, set_resolver
+from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
 from omeframe.formats.array.source import ArraySource, RecordSource
-from omeframe.formats.record.source import DatasetSource, RecordTableSource
-from omeframe.formats.zarr.source import open_ome_zarr_source
+from omeframe.formats.czi import CZI_EXTRA, CZI_SUFFIXES
+from omeframe.formats.czi.source import open_czi_source
+from omeframe.formats.dataset.manifest import MANIFEST_NAME
+from omeframe.formats.dataset.reader import DatasetReader
+from omeframe.formats.dataset.source import DatasetSource
+from omeframe.formats.ome_arrow_dataset.source import is_ome_arrow_dataset, open_ome_arrow_dataset
+from omeframe.formats.record.arrays import _check_array
+from omeframe.formats.record.files import TABLE_SUFFIXES
+from omeframe.formats.record.source import RecordTableSource
+from omeframe.formats.tiff import TIFF_SUFFIXES
 from omeframe.formats.tiff.source import open_tiff_source
+from omeframe.formats.zarr import ZARR_SUFFIX, is_zarr_dir
+from omeframe.formats.zarr.source import open_ome_zarr_source
+from omeframe.model.arrow import DEFAULT_COLUMN_NAME
+from omeframe.model.dims import default_dim_order, to_tczyx
+from omeframe.model.errors import UnsupportedFormatError
+from omeframe.model.header import ImageHeader, default_channels
 
-__all__ = ["open_source"]
+__all__ = [
+    "FORMATS",
+    "FormatEntry",
+    "OpenOptions",
+    "detect",
+    "find",
+    "open_source",
+    "open_path",
+    "array_source",
+    "formats_help",
+    "open_lazy_plane_source",
+    "UnsupportedFormatError",
+]
 
-_TIFF = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
-_TABLE = (".parquet", ".pq", ".parq", ".vortex", ".vtx")
+
+@dataclass(frozen=True, kw_only=True)
+class OpenOptions:
+    """How to open an image: the options of :func:`open_source` (each format reads the ones it knows).
+
+    Attributes
+    ----------
+    column_name, row_index, format
+        Record tables: the OME-Arrow column (``None``: find it), the row, and
+        ``"parquet"``/``"vortex"`` when the suffix misleads.
+    image_id, level
+        Datasets (and ome-arrow datasets: ``image_id``): which image and
+        pyramid level; OME-Zarr and TIFF: ``level``.
+    dim_order
+        Axes of numpy arrays and zarr arrays (inferred when ``None``).
+    series
+        TIFF series / CZI scene.
+    """
+
+    column_name: str | None = DEFAULT_COLUMN_NAME
+    row_index: int = 0
+    image_id: str | None = None
+    level: int = 0
+    dim_order: str | None = None
+    series: int = 0
+    format: str | None = None
 
 
-def _is_zarr_dir(p: Path) -> bool:
-    return p.is_dir() and (
-        p.suffix.lower() == ".zarr"
-        or any((p / n).exists() for n in ("zarr.json", ".zgroup", ".zarray", ".zattrs"))
+@dataclass(frozen=True, kw_only=True)
+class FormatEntry:
+    """One image format the registry knows.
+
+    Attributes
+    ----------
+    name
+        Short name (``"tiff"``, ``"ome-zarr"`` ...), shown in error messages.
+    description
+        What the format is, for error messages and ``omeframe info``.
+    suffixes
+        File (or directory) suffixes, lower case with the dot.
+    open
+        ``(path, options) -> LazySource``.
+    matches
+        ``path -> bool`` for formats recognised by content (directories with
+        a marker file); ``None``: by suffix alone.
+    directory
+        True when the format is a directory rather than a file.
+    extra
+        The ``omeframe[<extra>]`` extra its reader needs, or ``None``.
+    """
+
+    name: str
+    description: str
+    suffixes: tuple[str, ...]
+    open: Callable[[Path, OpenOptions], LazySource]
+    matches: Callable[[Path], bool] | None = None
+    directory: bool = False
+    extra: str | None = None
+
+    def claims(self, path: Path) -> bool:
+        """True when ``path`` (which exists) is of this format."""
+        if path.is_dir() != self.directory:
+            return False
+        if self.matches is not None:
+            return self.matches(path)
+        return path.suffix.lower() in self.suffixes
+
+    def label(self) -> str:
+        """``name (suffixes)`` plus the install hint when an extra is needed."""
+        what = ", ".join(self.suffixes) if self.suffixes else ("a directory" if self.directory else "")
+        hint = f"; needs pip install 'omeframe[{self.extra}]'" if self.extra else ""
+        return f"{self.name} ({what}{hint})"
+
+
+def _is_dataset(p: Path) -> bool:
+    return (p / MANIFEST_NAME).is_file()
+
+
+def _is_zarr(p: Path) -> bool:
+    return is_zarr_dir(p) and not _is_dataset(p)
+
+
+def _is_table_file(p: Path) -> bool:
+    if p.suffix.lower() in TABLE_SUFFIXES:
+        return True
+    with open(p, "rb") as fh:  # record tables under another suffix: the magic bytes
+        return fh.read(4) in (b"PAR1", b"VTXF")
+
+
+def _open_czi(p: Path, o: OpenOptions) -> LazySource:
+    return open_czi_source(p, scene=o.series)  # imports the optional pylibCZIrw on first use
+
+
+#: The formats, in detection order (the first entry that claims a path opens it).
+FORMATS: tuple[FormatEntry, ...] = (
+    FormatEntry(
+        name="dataset", description=f"omeframe chunked dataset (directory with {MANIFEST_NAME})",
+        suffixes=(), directory=True, matches=_is_dataset,
+        open=lambda p, o: DatasetSource(DatasetReader(p), o.image_id, o.level),
+    ),
+    FormatEntry(
+        name="ome-zarr", description="OME-Zarr 0.4/0.5 image (zarr v2 or v3 store)",
+        suffixes=(ZARR_SUFFIX,), directory=True, matches=_is_zarr,
+        open=lambda p, o: open_ome_zarr_source(p, level=o.level, dim_order=o.dim_order),
+    ),
+    FormatEntry(
+        name="ome-arrow-dataset", description="ome-arrow typed-chunk dataset directory",
+        suffixes=(), directory=True, matches=is_ome_arrow_dataset,
+        open=lambda p, o: open_ome_arrow_dataset(p, image_id=o.image_id),
+    ),
+    FormatEntry(
+        name="tiff", description="TIFF / OME-TIFF file",
+        suffixes=TIFF_SUFFIXES,
+        open=lambda p, o: open_tiff_source(p, series=o.series, level=o.level),
+    ),
+    FormatEntry(
+        name="czi", description="Zeiss CZI file", suffixes=CZI_SUFFIXES, extra=CZI_EXTRA, open=_open_czi,
+    ),
+    FormatEntry(
+        name="record-table", description="OME-Arrow record table (Parquet or Vortex)",
+        suffixes=TABLE_SUFFIXES, matches=_is_table_file,
+        open=lambda p, o: RecordTableSource(p, column_name=o.column_name, row_index=o.row_index, format=o.format),
+    ),
+)
+
+
+_RECORD_TABLE = next(e for e in FORMATS if e.name == "record-table")
+
+
+def formats_help() -> str:
+    """One line per known format: name, suffixes and the extra it needs."""
+    return "; ".join(e.label() for e in FORMATS)
+
+
+def find(path: str | os.PathLike[str]) -> FormatEntry | None:
+    """The entry that claims ``path``, or ``None`` (``path`` must exist)."""
+    p = Path(path)
+    for entry in FORMATS:
+        if entry.claims(p):
+            return entry
+    return None
+
+
+def detect(path: str | os.PathLike[str]) -> FormatEntry:
+    """The format of the file or directory at ``path``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When nothing exists at ``path``.
+    UnsupportedFormatError
+        When no known format claims it (the message lists the known ones).
+
+    Example
+    -------
+    >>> detect("slides/").name     # doctest: +SKIP
+    'dataset'
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"nothing to scan at {str(p)!r}: no such file or directory")
+    entry = find(p)
+    if entry is None:
+        if p.is_dir():
+            raise UnsupportedFormatError(
+                f"{str(p)!r} is a directory but neither an omeframe dataset ({MANIFEST_NAME}), an "
+                f"OME-Zarr store, nor an ome-arrow dataset; known formats: {formats_help()}"
+            )
+        raise UnsupportedFormatError(
+            f"{str(p)!r} (suffix {p.suffix.lower() or '(none)'!r}) is of no format omeframe reads; "
+            f"known formats: {formats_help()}. A record table under another suffix: pass "
+            "format='parquet' or format='vortex'"
+        )
+    return entry
+
+
+def open_path(path: str | os.PathLike[str], options: OpenOptions = OpenOptions()) -> LazySource:
+    """Open the image at ``path`` with the format :func:`detect` finds."""
+    p = Path(path)
+    if options.format is not None and p.is_file():  # the caller names the table format
+        return _RECORD_TABLE.open(p, options)
+    return detect(p).open(p, options)
+
+
+def array_source(arr: np.ndarray, dim_order: str | None = None) -> ArraySource:
+    """A numpy array (axes ``dim_order``, inferred from the rank when ``None``) as a source.
+
+    The header is the default one of unnamed arrays (id ``"unnamed"``, unit
+    sizes); big-endian arrays are converted to native byte order.
+    """
+    arr = _check_array(arr)
+    view = to_tczyx(arr, dim_order or default_dim_order(arr.ndim))
+    if view.dtype.byteorder == ">":
+        view = view.astype(view.dtype.newbyteorder("="))
+    header = ImageHeader(
+        image_id="unnamed", name="unknown", image_type=None, acquisition_datetime=None,
+        channels=default_channels(None, view.shape[1]),
+        physical_size_x=1.0, physical_size_y=1.0, physical_size_z=1.0,
+        physical_size_x_unit="µm", physical_size_y_unit="µm", physical_size_z_unit="µm",
     )
+    return ArraySource(view, header)
 
 
 def open_source(
-    obj: Any,
+    obj: object,
     *,
-    column_name: str | None = "ome_arrow",
+    column_name: str | None = DEFAULT_COLUMN_NAME,
     row_index: int = 0,
     image_id: str | None = None,
     level: int = 0,
@@ -43,59 +291,105 @@ def open_source(
 ) -> LazySource:
     """Open ``obj`` lazily.
 
-    ``obj`` may be a record table file (``.parquet``/``.vortex``: ``column_name``,
-    ``row_index``), a dataset directory or :class:`Dataset` (``image_id``,
-    ``level``), an OME-Zarr store or zarr array (``level``, ``dim_order``), a
-    TIFF/OME-TIFF file (``series``, ``level``), a numpy array (``dim_order``),
-    an OME-Arrow record, or an existing source.
+    ``obj`` may be a path of any format in :data:`FORMATS` (record table:
+    ``column_name``, ``row_index``, ``format``; dataset: ``image_id``,
+    ``level``; OME-Zarr: ``level``, ``dim_order``; TIFF: ``series``,
+    ``level``; CZI: ``series``), a :class:`DatasetReader` / ``Dataset``, a
+    numpy array (``dim_order``), a zarr array or group, an OME-Arrow record,
+    a source, a lazy plan or an :class:`~omeframe.OMEArrow`.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a path where nothing exists.
+    UnsupportedFormatError
+        For paths of no known format and objects of unsupported types.
+
+    Example
+    -------
+    >>> src = open_source("slides/", image_id="slide-1", level=1)   # doctest: +SKIP
     """
-    if isinstance(obj, LazySource):
-        return obj
-    if isinstance(obj, Dataset):
+    opts = OpenOptions(
+        column_name=column_name, row_index=row_index, image_id=image_id, level=level,
+        dim_order=dim_order, series=series, format=format,
+    )
+    src = known_source(obj)
+    if src is not None:
+        return src
+    if isinstance(obj, DatasetReader):
         return DatasetSource(obj, image_id, level)
     if isinstance(obj, np.ndarray):
-        from omeframe.model.dims import default_dim_order, to_tczyx
-
-        header = as_image_input(obj, dim_order=dim_order).header
-        return ArraySource(to_tczyx(obj, dim_order or default_dim_order(obj.ndim)), header)
+        return array_source(obj, dim_order)
     if isinstance(obj, (pa.StructScalar, pa.StructArray, pa.ChunkedArray, dict)):
         return RecordSource(obj)
-    if isinstance(obj, (str, os.PathLike)):
-        p = Path(obj)
-        if not p.exists():
-            raise FileNotFoundError(f"nothing to scan at {str(p)!r}: no such file or directory")
-        if p.is_dir():
-            if (p / "manifest.json").is_file():
-                return DatasetSource(Dataset(p), image_id, level)
-            if _is_zarr_dir(p):
-                return open_ome_zarr_source(p, level=level, dim_order=dim_order)
-            from omeframe.formats.ome_arrow_dataset.source import (
-                is_ome_arrow_dataset,
-                open_ome_arrow_dataset,
-            )
-
-            if is_ome_arrow_dataset(p):
-                return open_ome_arrow_dataset(p, image_id=image_id)
-            raise ValueError(
-                f"{str(p)!r} is a directory but neither an omeframe dataset (manifest.json), an "
-                "OME-Zarr store, nor an ome-arrow dataset"
-            )
-        suffix = p.suffix.lower()
-        if suffix == ".czi":
-            from omeframe.formats.czi.source import open_czi_source
-
-            return open_czi_source(p, scene=series)
-        if suffix in _TIFF:
-            return open_tiff_source(p, series=series, level=level)
-        return RecordTableSource(p, column_name=column_name, row_index=row_index, format=format)
-    try:
-        import zarr
+    if type(obj).__module__.partition(".")[0] == "zarr":
+        import zarr  # heavy: imported only when a zarr object is passed
 
         if isinstance(obj, (zarr.Array, zarr.Group)):
             return open_ome_zarr_source(obj, level=level, dim_order=dim_order)
-    except ImportError:  # pragma: no cover - zarr is a dependency
-        pass
-    raise TypeError(
-        f"cannot scan a {type(obj).__name__}; pass a path (record table, dataset, OME-Zarr, "
-        "TIFF), a Dataset, a numpy array, a zarr array or an OME-Arrow record"
+    if isinstance(obj, (str, os.PathLike)):
+        return open_path(obj, opts)
+    raise UnsupportedFormatError(
+        f"cannot scan a {type(obj).__name__}: it is no image omeframe can open; pass a path ({formats_help()}), a Dataset, "
+        "a numpy array, a zarr array or group, an OME-Arrow record, an OMEArrow or a lazy plan"
     )
+
+
+def open_lazy_plane_source(
+    source: str | os.PathLike[str],
+) -> tuple[dict[str, Any], Callable[[int, int, int], np.ndarray]] | None:
+    """``(pixels_meta, plane_loader)`` for a TIFF or OME-Zarr path, else ``None``.
+
+    ``plane_loader(t, z, c)`` returns the ``(Y, X)`` plane in the native dtype,
+    reading only that plane's tiles. The file stays open while the loader is
+    referenced and is closed when it is garbage-collected.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a TIFF path where no file exists.
+
+    Example
+    -------
+    >>> meta, load = open_lazy_plane_source("cells.ome.tif")   # doctest: +SKIP
+    >>> plane = load(0, 0, 1)                                   # doctest: +SKIP
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    text = os.fspath(source)
+    if "://" in text:
+        return None
+    p = Path(text)
+    if not p.exists():
+        if p.suffix.lower() in TIFF_SUFFIXES:
+            raise FileNotFoundError(f"no such TIFF file: {text!r}")
+        return None
+    entry = find(p)
+    src: LazySource
+    if entry is not None and entry.name == "tiff":
+        src = open_tiff_source(p)
+    elif entry is not None and entry.name == "ome-zarr":
+        try:
+            src = open_ome_zarr_source(p)
+        except Exception:  # noqa: BLE001 - not an image we can plane-load
+            return None
+    else:
+        return None
+    plan = LazyImage(src)
+    st, sc, sz, _, _ = src.shape
+
+    def plane_loader(t: int, z: int, c: int) -> np.ndarray:
+        for name, v, n in (("t", t, st), ("z", z, sz), ("c", c, sc)):
+            if not 0 <= int(v) < n:
+                raise IndexError(f"{name}={v} is out of range [0, {n})")
+        return plan.select(t=[int(t)], c=[int(c)], z=[int(z)]).execute()[0, 0, 0]
+
+    meta = replace(src.header(), dtype_meta=None).pixels_meta(src.shape, src.dtype.name)
+    return meta, plane_loader
+
+
+def _resolve(obj: object) -> LazySource:
+    return open_source(obj)
+
+
+set_resolver(_resolve)

@@ -704,7 +704,7 @@ def _drop_dataset_images(root: Path, ids: set[str]) -> None:
         read_manifest,
         write_manifest,
     )
-    from omeframe.formats.dataset.reader import Dataset
+    from omeframe.formats.dataset.reader import DatasetReader as Dataset
     from omeframe.formats.dataset.writer import _write_images_table
 
     if not ids or not (root / "manifest.json").is_file():
@@ -1017,7 +1017,8 @@ class _Builder:
                 self.bar.set_postfix(errors=self.result.n_errors, refresh=False)
 
     def flush_large(self) -> None:
-        from omeframe.formats.dataset.writer import write_items
+        from omeframe.formats.dataset.inputs import source_input
+        from omeframe.formats.dataset.writer import WriteOptions, write_items
 
         batch, self.large, self.large_bytes = self.large, [], 0
         if not batch:
@@ -1027,7 +1028,7 @@ class _Builder:
         def item(td: _Todo, oc: dict[str, Any], opened: list[Any]) -> tuple[Any, str, int, None]:
             src = open_image(td.path, td.reader)
             opened.append(src)
-            inp = src.image_input()
+            inp = source_input(src)
             h = inp.header
             h.image_id, h.name = td.image_id, td.path.name
             if h.acquisition_datetime is None and (oc.get("file") or {}).get("mtime") is not None:
@@ -1038,11 +1039,11 @@ class _Builder:
             opened: list[Any] = []
             try:
                 items = [item(td, oc, opened) for td, oc in group]
-                write_items(
-                    items, root, mode="append", chunk_shape=self.opts["chunk_shape"],
+                write_items(items, root, WriteOptions(
+                    mode="append", chunk_shape=self.opts["chunk_shape"],
                     compression=self.opts["compression"],
                     compression_level=self.opts["compression_level"], progress=False,
-                )
+                ))
             finally:
                 for src in opened:
                     _close_source(src)

@@ -9,6 +9,7 @@ pyramids, ingest) streams a plan chunk by chunk like any other image.
 from __future__ import annotations
 
 from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,10 +17,10 @@ import numpy as np
 from omeframe.engine.executor import PixelSource
 from omeframe.model.selection import Selection, regular_pieces
 from omeframe.model.header import ImageHeader, select_channels
-from omeframe.engine.source import HeaderOverride, LazySource
+from omeframe.engine.source import LazySource, SourceLike
 from omeframe.engine.lazy import LazyImage
 
-__all__ = ["PlanSource", "as_source", "is_identity"]
+__all__ = ["PlanSource", "as_source", "known_source", "set_resolver", "is_identity"]
 
 
 def is_identity(plan: LazyImage) -> bool:
@@ -72,22 +73,47 @@ class PlanSource(LazySource):
         )
 
 
-def as_source(data: Any) -> LazySource:
-    """The :class:`LazySource` behind ``data``.
+def known_source(data: object) -> LazySource | None:
+    """The source behind a source, a plan or a :class:`SourceLike`; ``None`` for anything else.
 
-    ``data`` may be a source, a plan, an :class:`~omeframe.OMEArrow` (lazy or
-    materialised), a record, an array, a :class:`~omeframe.Dataset` or a path.
     Plans that change nothing return their source itself.
     """
     if isinstance(data, LazySource):
         return data
     if isinstance(data, LazyImage):
         return data.source if is_identity(data) else PlanSource(data)
-    if hasattr(data, "_lazy") and hasattr(data, "is_lazy"):  # OMEArrow
-        plan = data._lazy()
-        src = plan.source if is_identity(plan) else PlanSource(plan)
-        it = getattr(data, "_image_type", None)
-        return src if it is None else HeaderOverride(src, replace(src.header(), image_type=it))
-    from omeframe.registry import open_source
+    if isinstance(data, SourceLike):
+        return data.to_source()
+    return None
 
-    return open_source(data)
+
+_resolvers: list[Callable[[object], LazySource]] = []
+
+
+def set_resolver(resolver: Callable[[object], LazySource]) -> None:
+    """Install the function :func:`as_source` hands paths, arrays and records to.
+
+    :mod:`omeframe.registry` installs its ``open_source`` when it is imported
+    (the package's ``__init__`` always imports it), so the engine and the
+    format writers resolve any input without importing the layer above them.
+    """
+    _resolvers[:] = [resolver]
+
+
+def as_source(data: object) -> LazySource:
+    """The :class:`LazySource` behind ``data``.
+
+    ``data`` may be a source, a plan, an :class:`~omeframe.OMEArrow` (lazy or
+    materialised), a record, an array, a :class:`~omeframe.Dataset` or a path;
+    the last four go through :func:`omeframe.registry.open_source`.
+
+    Example
+    -------
+    >>> src = as_source(omeframe.scan("img.ome.tif").select(c=[0]))   # doctest: +SKIP
+    """
+    src = known_source(data)
+    if src is not None:
+        return src
+    if not _resolvers:  # pragma: no cover - omeframe/__init__ imports the registry
+        raise TypeError(f"cannot use a {type(data).__name__} as an image: no format registry is loaded")
+    return _resolvers[0](data)

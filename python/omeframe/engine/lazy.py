@@ -1,7 +1,7 @@
 """Immutable lazy plans over one image: selections, chunk filters, explain, execute.
 
 A :class:`LazyImage` is a value: every method returns a new plan, and running
-one (``execute`` / ``materialize``) never changes it. Selections compose (a
+one (``execute``) never changes it. Selections compose (a
 slice of a slice maps straight back to source coordinates), so however a plan
 was built, running it reads only the chunks its final selection touches.
 """
@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from omeframe.engine.executor import (
     IndexSelection,
@@ -24,8 +23,6 @@ from omeframe.engine.executor import (
 )
 from omeframe.model.selection import Selection
 from omeframe.model.errors import SelectionError
-from omeframe.model.header import select_channels
-from omeframe.formats.record.builder import RecordBuilder
 from omeframe.engine.source import LazySource
 from omeframe.engine.predicates import ChunkPredicate
 
@@ -216,18 +213,3 @@ class LazyImage:
         return assemble(
             src, sel, dtype=self.dtype, clamp=clamp, strict=strict, fill_missing=self.fill_missing, pieces=pieces
         )
-
-    def materialize(self, *, chunk_encoding: str = "bytes", compression: str | None = "zstd") -> pa.StructScalar:
-        """Run the plan and return the result as an OME-Arrow record."""
-        pixels = self.execute()
-        h = self.source.header()
-        chans = select_channels(h.channels or [], self.selection.c, pixels.shape[1])
-        grid = self.source.chunk_shape() or (1, 512, 512)
-        builder = RecordBuilder(
-            chunk_encoding=chunk_encoding,  # type: ignore[arg-type]
-            compression=compression if chunk_encoding == "bytes" else None,
-            chunk_shape=grid,
-        )
-        header = replace(h, channels=chans, dtype_meta=None if self.dtype is not None else h.dtype_meta)
-        builder.add(pixels, header)
-        return builder.build()[0]

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
-from omeframe.model.header import ImageHeader
+from omeframe.model.header import ImageHeader, default_channels
 
-__all__ = ["LazySource", "HeaderOverride", "StoredSource"]
+__all__ = ["LazySource", "HeaderOverride", "HeaderOptions", "SourceLike", "StoredSource"]
 
 
 class LazySource(ABC):
@@ -71,19 +73,73 @@ class LazySource(ABC):
         """Label images linked to this image, by name (empty when there are none)."""
         return {}
 
-    def image_input(self) -> Any:
-        """Block reader for :func:`omeframe.write_dataset` (streams chunk by chunk)."""
-        from omeframe.formats.dataset.inputs import ImageInput
-        from omeframe.engine.lazy import LazyImage
 
-        plan = LazyImage(self)
+class SourceLike(ABC):
+    """An object that stands for one image and can present it as a :class:`LazySource`.
 
-        def read_block(t: int, c: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-            return plan.select(t=[t], c=[c], z=slice(z0, z1), y=(y0, y1), x=(x0, x1)).execute()[0, 0]
+    Higher layers implement it (``omeframe.OMEArrow``) so that engine code,
+    writers and exporters accept them through an ``isinstance`` check without
+    importing them.
+    """
 
-        h = self.header()
-        header = replace(h, channels=[dict(c) for c in (h.channels or [])])
-        return ImageInput(self.shape, self.dtype, header, read_block, chunk_hint=self.chunk_shape())
+    @abstractmethod
+    def to_source(self) -> LazySource:
+        """The image as a source (a plan's result, or the record in memory)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeaderOptions:
+    """Overrides of an image's metadata applied when it is ingested or written.
+
+    ``None`` keeps the source's value. Public functions (``from_tiff``,
+    ``from_ome_zarr`` ...) build one from their flat keyword arguments.
+
+    Example
+    -------
+    >>> opts = HeaderOptions(image_id="cell-1", channel_names=["dna", "actin"])  # doctest: +SKIP
+    >>> src = opts.apply(source)                                                  # doctest: +SKIP
+    """
+
+    image_id: str | None = None
+    name: str | None = None
+    image_type: str | None = None
+    channel_names: Sequence[str] | None = None
+    acquisition_datetime: datetime | None = None
+
+    def header(self, source: LazySource) -> ImageHeader:
+        """A copy of ``source``'s header with these overrides (channels always copied).
+
+        Raises
+        ------
+        ValueError
+            When ``channel_names`` does not have one name per channel.
+        """
+        h = source.header()
+        changes: dict[str, Any] = {}
+        if self.image_id is not None:
+            changes["image_id"] = str(self.image_id)
+        if self.name is not None:
+            changes["name"] = str(self.name)
+        if self.image_type is not None:
+            changes["image_type"] = self.image_type
+        if self.acquisition_datetime is not None:
+            changes["acquisition_datetime"] = self.acquisition_datetime
+        n = source.shape[1]
+        chans = [dict(c) for c in (h.channels or default_channels(None, n))]
+        if self.channel_names is not None:
+            if len(self.channel_names) != n:
+                raise ValueError(
+                    f"channel_names has {len(self.channel_names)} names but the image has {n} channels; "
+                    "pass one name per channel"
+                )
+            for ch, name in zip(chans, self.channel_names):
+                ch["name"] = str(name)
+        changes["channels"] = chans
+        return replace(h, **changes)
+
+    def apply(self, source: LazySource) -> LazySource:
+        """``source`` seen with the overridden header (a :class:`HeaderOverride`)."""
+        return HeaderOverride(source, self.header(source))
 
 
 class HeaderOverride(LazySource):

@@ -7,9 +7,12 @@ files written by either implementation open in the other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pyarrow as pa
 
 __all__ = [
+    "field_type",
     "OME_ARROW_TAG_TYPE",
     "OME_ARROW_TAG_VERSION",
     "METADATA_KEY_TYPE",
@@ -144,3 +147,15 @@ OME_ARROW_KNOWN_STRUCTS: tuple[pa.StructType, pa.StructType] = (
     OME_ARROW_STRUCT,
     OME_ARROW_BYTE_STRUCT,
 )
+
+
+def field_type(schema: pa.Schema, path: Sequence[str]) -> pa.DataType | None:
+    """Arrow type at a struct path (``("ome_arrow", "pixels_meta", "size_x")``), or ``None``."""
+    if not path or path[0] not in schema.names:
+        return None
+    t = schema.field(path[0]).type
+    for name in path[1:]:
+        if not pa.types.is_struct(t) or t.get_field_index(name) < 0:
+            return None
+        t = t.field(name).type
+    return t

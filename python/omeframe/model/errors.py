@@ -20,6 +20,7 @@ __all__ = [
     "SelectionError",
     "ImageNotFoundError",
     "OptionalDependencyError",
+    "UnsupportedFormatError",
 ]
 
 
@@ -72,3 +73,14 @@ class ImageNotFoundError(OmeframeError, KeyError):
 
 class OptionalDependencyError(OmeframeError, ImportError):
     """A feature needs an optional package that is not installed."""
+
+
+class UnsupportedFormatError(OmeframeError, ValueError, TypeError):
+    """A path or object is of no format omeframe can open.
+
+    A ``ValueError`` for paths and a ``TypeError`` for objects of unsupported
+    types, as callers of ``ome_arrow`` would catch them.
+
+    The message names what was given, the formats the registry knows (with
+    their suffixes) and, where a format needs one, the extra to install.
+    """

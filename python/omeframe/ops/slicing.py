@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from omeframe.model.errors import SelectionError
 from omeframe.formats.record.decode import read_region
-from omeframe.model.header import select_channels
-from omeframe.formats.record.builder import RecordBuilder
+from omeframe.formats.record.source import record_like
 from omeframe.model.record import RecordView
 
 __all__ = ["slice_ome_arrow", "record_like"]
@@ -29,54 +27,6 @@ def _keep(sel: Iterable[int] | None, size: int, axis: str) -> list[int] | None:
             f"{axis} index {bad[0]} is out of range for {axis}={size} (valid 0..{size - 1})"
         )
     return keep
-
-
-_SAME: Any = object()
-
-
-def record_like(
-    view: RecordView,
-    pixels: np.ndarray,
-    *,
-    channels: list[int] | None = None,
-    encoding: str | None = None,
-    compression: str | None = _SAME,
-    compression_level: int | None = None,
-) -> pa.StructScalar:
-    """Build a record holding ``pixels`` (TCZYX) with ``view``'s metadata.
-
-    The encoding, chunk compression and chunk shape follow ``view`` unless
-    ``encoding`` (``"bytes"`` / ``"list"``) or ``compression`` are given.
-    """
-    grid = view.chunk_grid or {}
-    ct = view.chunks
-    same_encoding = "list" if view.variant in ("list", "planes") else "bytes"
-    if encoding is None:
-        encoding = same_encoding
-    comp = None
-    if compression is not _SAME:
-        comp = compression if encoding == "bytes" else None
-    elif encoding == "bytes" and ct is not None and ct.kind == "bytes" and ct.compressions:
-        comp = next((c for c in ct.compressions if c), None)
-    builder = RecordBuilder(
-        chunk_encoding=encoding,  # type: ignore[arg-type]
-        compression=comp,
-        compression_level=compression_level if comp is not None else None,
-        chunk_shape=(
-            int(grid.get("chunk_z") or 1),
-            int(grid.get("chunk_y") or 512),
-            int(grid.get("chunk_x") or 512),
-        ),
-        build_chunks=not (view.variant == "planes" and encoding == same_encoding),
-    )
-    from dataclasses import replace
-
-    from omeframe.formats.dataset.inputs import header_from_record
-
-    header = header_from_record(view)
-    header = replace(header, channels=select_channels(header.channels, channels, pixels.shape[1]))
-    builder.add(pixels, header)
-    return builder.build()[0]
 
 
 def slice_ome_arrow(

@@ -126,9 +126,9 @@ def _register_file(con: Any, name: str, path: Path, column_name: str | None) -> 
 
 
 def _register_dataset(con: Any, name: str, path: Path) -> list[str]:
-    from omeframe.formats.dataset import CHUNKS_SCHEMA, open_dataset
+    from omeframe.formats.dataset import CHUNKS_SCHEMA, DatasetReader
 
-    ds = open_dataset(path)
+    ds = DatasetReader(path)
     images, chunks = f"{name}_images", f"{name}_chunks"
     parts = ds.chunk_paths
     if ds.format == "parquet":

@@ -1,7 +1,26 @@
-"""Chunked image datasets: an images table plus a chunks table, in Parquet or Vortex."""
+"""Chunked image datasets: an images table plus a chunks table, in Parquet or Vortex.
 
-from omeframe.formats.dataset.reader import Dataset, ImageEntry, open_dataset
+The storage side only: :class:`DatasetReader`, :class:`DatasetSource` and
+:func:`write_items` (which returns the committed :class:`Manifest`). The
+public :class:`omeframe.Dataset`, ``open_dataset`` and ``write_dataset`` live
+in :mod:`omeframe.facade`.
+"""
+
+from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest
+from omeframe.formats.dataset.reader import DatasetReader, ImageEntry
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
-from omeframe.formats.dataset.writer import write_dataset
+from omeframe.formats.dataset.source import DatasetSource
+from omeframe.formats.dataset.writer import WriteItem, WriteOptions, write_items
 
-__all__ = ["Dataset", "ImageEntry", "open_dataset", "write_dataset", "CHUNKS_SCHEMA", "IMAGES_SCHEMA"]
+__all__ = [
+    "DatasetReader",
+    "DatasetSource",
+    "ImageEntry",
+    "Manifest",
+    "MANIFEST_NAME",
+    "WriteItem",
+    "WriteOptions",
+    "write_items",
+    "CHUNKS_SCHEMA",
+    "IMAGES_SCHEMA",
+]

@@ -2,7 +2,8 @@
 
 This is the common tail of ``from_tiff``, ``from_ome_zarr``,
 ``from_stack_pattern_path`` and the loaders: the file-specific code only opens
-a :class:`~omeframe.engine.source.LazySource`.
+a :class:`~omeframe.engine.source.LazySource`; the public functions (in
+:mod:`omeframe.facade`) build the option objects from their flat keywords.
 """
 
 from __future__ import annotations
@@ -10,135 +11,108 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 
 from omeframe.engine.lazy import LazyImage
-from omeframe.engine.source import HeaderOverride, LazySource
-from omeframe.model.header import default_channels
-from omeframe.formats.record.builder import RecordBuilder
-from omeframe.formats.record.arrays import (
-    DEFAULT_COMPRESSION,
-    DEFAULT_COMPRESSION_LEVEL,
-    clamp_u16,
-)
+from omeframe.engine.source import HeaderOptions, HeaderOverride, LazySource
+from omeframe.formats.dataset.manifest import Manifest
+from omeframe.formats.dataset.writer import WriteItem, WriteOptions, write_items
+from omeframe.formats.record.arrays import clamp_u16
+from omeframe.formats.record.source import build_record
+from omeframe.model.header import ImageHeader
 
-__all__ = ["ingest_source", "apply_overrides"]
+__all__ = ["ingest", "to_record", "pick_levels", "check_clamp", "apply_overrides", "Levels"]
+
+#: Pyramid levels to ingest: ``"first"``, ``"all"``, a count, or level indices.
+Levels = Literal["all", "first"] | int | Sequence[int]
 
 
-def apply_overrides(
+def pick_levels(levels: Levels, n: int) -> list[int]:
+    """The level indices ``levels`` names among ``n`` levels.
+
+    Raises
+    ------
+    ValueError
+        For indices outside ``[0, n)``.
+    """
+    if levels == "first":
+        picked = [0]
+    elif levels == "all":
+        picked = list(range(n))
+    elif isinstance(levels, int):
+        picked = list(range(min(levels, n)))
+    else:
+        picked = [int(v) for v in levels]
+    bad = [v for v in picked if not 0 <= v < n]
+    if bad:
+        raise ValueError(f"level(s) {bad} do not exist; the source has {n} levels (0..{n - 1})")
+    return picked
+
+
+def to_record(
     source: LazySource,
     *,
-    image_id: str | None = None,
-    name: str | None = None,
-    image_type: str | None = None,
-    channel_names: Sequence[str] | None = None,
-    acquisition_datetime: datetime | None = None,
-) -> Any:
-    """The source's header with the caller's overrides applied."""
-    h = source.header()
-    changes: dict[str, Any] = {}
-    if image_id is not None:
-        changes["image_id"] = str(image_id)
-    if name is not None:
-        changes["name"] = str(name)
-    if image_type is not None:
-        changes["image_type"] = image_type
-    if acquisition_datetime is not None:
-        changes["acquisition_datetime"] = acquisition_datetime
-    chans = [dict(c) for c in (h.channels or default_channels(None, source.shape[1]))]
-    if channel_names is not None:
-        if len(channel_names) != source.shape[1]:
-            raise ValueError(
-                f"channel_names has {len(channel_names)} names but the image has {source.shape[1]} channels"
-            )
-        for ch, n in zip(chans, channel_names):
-            ch["name"] = str(n)
-    changes["channels"] = chans
-    return replace(h, **changes)
-
-
-def ingest_source(
-    source: LazySource,
-    *,
-    out: str | os.PathLike[str] | None = None,
-    format: Literal["parquet", "vortex"] | None = None,
-    mode: Literal["create", "append", "overwrite"] = "create",
-    levels: Literal["all", "first"] | int | Sequence[int] = "first",
-    labels: bool = False,
-    image_id: str | None = None,
-    name: str | None = None,
-    image_type: str | None = None,
-    channel_names: Sequence[str] | None = None,
-    acquisition_datetime: datetime | None = None,
+    header: HeaderOptions = HeaderOptions(),
+    write: WriteOptions = WriteOptions(),
     clamp_to_uint16: bool = False,
-    chunk_shape: tuple[int, int, int] | None = None,
     chunk_encoding: Literal["bytes", "list"] = "bytes",
-    compression: str | None = DEFAULT_COMPRESSION,
-    compression_level: int | None = DEFAULT_COMPRESSION_LEVEL,
-    progress: bool | None = None,
-) -> pa.StructScalar | Any:
-    """Read ``source`` into a record (``out=None``) or stream it into a dataset at ``out``.
+) -> pa.StructScalar:
+    """Read ``source`` in full into one OME-Arrow record.
+
+    ``write`` supplies the chunk shape (default: the source's chunking) and
+    the codec of ``"bytes"`` chunks.
+    """
+    h = header.header(source)
+    pixels = LazyImage(source).execute()
+    if clamp_to_uint16:
+        pixels = clamp_u16(pixels)
+    return build_record(
+        pixels, h, chunk_shape=write.chunk_shape or source.chunk_shape(), chunk_encoding=chunk_encoding,
+        compression=write.compression, compression_level=write.compression_level,
+    )
+
+
+def ingest(
+    source: LazySource,
+    out: str | os.PathLike[str],
+    *,
+    header: HeaderOptions = HeaderOptions(),
+    write: WriteOptions = WriteOptions(),
+    levels: Levels = "first",
+    labels: bool = False,
+) -> Manifest:
+    """Stream ``source`` (its picked pyramid levels, and label images when asked) into a dataset.
 
     Parameters
     ----------
     levels
-        Pyramid levels to ingest into a dataset: ``"first"`` (full resolution
-        only), ``"all"``, a count, or explicit level indices.
+        Pyramid levels to ingest (``"first"``: full resolution only).
     labels
         Also ingest the source's label images (as images with
         ``image_type="label"`` and ``parent_id`` set).
-    chunk_shape
-        ``(Z, Y, X)`` chunk shape; default: the source's own chunking, else (1, 512, 512).
+    write
+        Dataset options; ``chunk_shape`` ``None`` means the source's own
+        chunking, else (1, 512, 512).
 
     Returns
     -------
-    pyarrow.StructScalar or omeframe.Dataset
-        The record (level 0, read in full) or the dataset written.
+    Manifest
+        The committed manifest.
     """
-    header = apply_overrides(
-        source, image_id=image_id, name=name, image_type=image_type,
-        channel_names=channel_names, acquisition_datetime=acquisition_datetime,
-    )
-    cshape = chunk_shape or source.chunk_shape() or (1, 512, 512)
-    if out is None:
-        pixels = LazyImage(source).execute()
-        if clamp_to_uint16:
-            pixels = clamp_u16(pixels)
-        builder = RecordBuilder(
-            chunk_encoding=chunk_encoding,
-            compression=compression if chunk_encoding == "bytes" else None,
-            compression_level=compression_level if chunk_encoding == "bytes" else None,
-            chunk_shape=cshape,
-        )
-        builder.add(pixels, header)
-        return builder.build()[0]
-    if clamp_to_uint16 and source.dtype != np.uint16:
-        raise ValueError("clamp_to_uint16 applies to records; datasets keep the native dtype")
-    from omeframe.formats.dataset.writer import write_items
-
+    hdr = header.header(source)
+    write = replace(write, chunk_shape=write.chunk_shape or source.chunk_shape() or (1, 512, 512))
     all_levels = source.levels()
-    if levels == "first":
-        picked = [0]
-    elif levels == "all":
-        picked = list(range(len(all_levels)))
-    elif isinstance(levels, int):
-        picked = list(range(min(levels, len(all_levels))))
-    else:
-        picked = [int(v) for v in levels]
-    bad = [v for v in picked if not 0 <= v < len(all_levels)]
-    if bad:
-        raise ValueError(f"level(s) {bad} do not exist; the source has {len(all_levels)} levels")
-    items: list[tuple[Any, str, int, str | None]] = []
-    iid = header.image_id
+    picked = pick_levels(levels, len(all_levels))
+    items: list[WriteItem] = []
+    iid = hdr.image_id
     for lv in picked:
         src = all_levels[lv]
-        h = replace(src.header(), image_id=iid, name=header.name, image_type=header.image_type,
-                    channels=header.channels, acquisition_datetime=header.acquisition_datetime)
-        items.append((HeaderOverride(src, h), iid, lv, None))
+        h = replace(src.header(), image_id=iid, name=hdr.name, image_type=hdr.image_type,
+                    channels=hdr.channels, acquisition_datetime=hdr.acquisition_datetime)
+        items.append(WriteItem(HeaderOverride(src, h), iid, lv, None))
     if labels:
         for lname, lsrc in source.labels().items():
             lid = f"{iid}/labels/{lname}"
@@ -146,8 +120,19 @@ def ingest_source(
             label_levels = lsrc.levels()
             for lv in picked:
                 if lv < len(label_levels):
-                    items.append((HeaderOverride(label_levels[lv], replace(lh, image_id=lid)), lid, lv, iid))
-    return write_items(
-        items, out, format=format, mode=mode, chunk_shape=cshape, compression=compression,
-        compression_level=compression_level, progress=progress,
-    )
+                    items.append(WriteItem(HeaderOverride(label_levels[lv], replace(lh, image_id=lid)), lid, lv, iid))
+    return write_items(items, out, write)
+
+
+def check_clamp(source: LazySource, clamp_to_uint16: bool) -> None:
+    """Reject ``clamp_to_uint16`` for datasets (they keep the native dtype)."""
+    if clamp_to_uint16 and source.dtype != np.uint16:
+        raise ValueError(
+            "clamp_to_uint16 applies to records; datasets keep the native dtype "
+            "(drop clamp_to_uint16, or pass out=None for a uint16 record)"
+        )
+
+
+def apply_overrides(source: LazySource, **overrides: object) -> ImageHeader:
+    """``source``'s header with :class:`HeaderOptions` overrides (``image_id=``, ``name=`` ...)."""
+    return HeaderOptions(**overrides).header(source)  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """Open chunked image datasets and read pixels chunk by chunk.
 
-Opening reads ``manifest.json`` and the (small) images table only. Pixel
+Opening reads the manifest and the (small) images table only. Pixel
 reads use the byte index in the images table: one positional read per chunk,
 its CRC-32 checked before decoding, so a region read touches exactly the chunks
 it needs and nothing else. Images whose payloads could not be located (a
@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
@@ -33,10 +33,13 @@ from omeframe.model.errors import (
 )
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.storage import files
-from omeframe.formats.dataset.manifest import Manifest, read_manifest
+from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest, read_manifest
+from omeframe.formats.record.builder import RecordBuilder
+from omeframe.model.arrow import BYTE_CHUNK_STRUCT, OME_ARROW_BYTE_STRUCT
+from omeframe.model.header import ImageHeader
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 
-__all__ = ["Dataset", "open_dataset", "ImageEntry"]
+__all__ = ["DatasetReader", "ImageEntry"]
 
 
 def _conform_images(t: pa.Table) -> pa.Table:
@@ -177,10 +180,16 @@ class ImageEntry:
         }
 
 
-class Dataset:
-    """A chunked image dataset directory (images table + chunks table parts).
+class DatasetReader:
+    """Reads a chunked image dataset directory (images table + chunks table parts).
 
-    Use :func:`open_dataset` or :func:`omeframe.write_dataset` to get one.
+    The storage side of :class:`omeframe.Dataset` (which adds lazy plans and
+    appends); use :func:`omeframe.open_dataset` to get one.
+
+    Example
+    -------
+    >>> reader = DatasetReader("slides/")             # doctest: +SKIP
+    >>> reader.read("slide-1", y=(0, 256), x=(0, 256))  # doctest: +SKIP
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -319,7 +328,7 @@ class Dataset:
                 f.close()
             self._files.clear()
 
-    def __enter__(self) -> Dataset:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -418,7 +427,7 @@ class Dataset:
             span = frame_span(i, r0, r1)
             return int(e.lengths[i]) if span is None else span[4] - span[3]
 
-        meta_bytes = self.images_read_path.stat().st_size + (self.path / "manifest.json").stat().st_size
+        meta_bytes = self.images_read_path.stat().st_size + (self.path / MANIFEST_NAME).stat().st_size
         how = "byte-range reads" if e.offsets is not None else "vortex row takes"
         return PixelSource(
             e.shape,
@@ -504,17 +513,8 @@ class Dataset:
         sel = index_selection(src.shape, t=t, c=c, z=z, y=y, x=x)
         return assemble(src, sel, dtype=dtype)
 
-    def scan(self, image_id: str | None = None, level: int = 0) -> Any:
-        """A lazy plan over one image (see :class:`omeframe.OMEArrow`)."""
-        from omeframe.facade import OMEArrow
-        from omeframe.engine.lazy import LazyImage
-        from omeframe.formats.record.source import DatasetSource
-
-        return OMEArrow._from_plan(LazyImage(DatasetSource(self, image_id, level)))
-
-    def _header(self, image_id: str | None, level: int) -> Any:
-        from omeframe.model.header import ImageHeader
-
+    def header(self, image_id: str | None = None, level: int = 0) -> ImageHeader:
+        """The :class:`~omeframe.model.header.ImageHeader` of one image."""
         e = self.entry(image_id, level)
         return ImageHeader.from_meta(
             e.row["pixels_meta"],
@@ -526,12 +526,9 @@ class Dataset:
 
     def to_record(self, image_id: str | None = None, level: int = 0) -> pa.StructScalar:
         """The image as an OME-Arrow byte-variant record (chunks copied, not re-encoded)."""
-        from omeframe.model.arrow import BYTE_CHUNK_STRUCT, OME_ARROW_BYTE_STRUCT
-        from omeframe.formats.record.builder import RecordBuilder
-
         e = self.entry(image_id, level)
         t = self.chunk_table(e.image_id, level, columns=[f.name for f in CHUNKS_SCHEMA])
-        header = RecordBuilder(chunk_encoding="bytes")._header_row(self._header(e.image_id, level), e.shape, e.dtype.name)
+        header = RecordBuilder(chunk_encoding="bytes")._header_row(self.header(e.image_id, level), e.shape, e.dtype.name)
         chunks = pa.StructArray.from_arrays(
             [
                 t["t"].combine_chunks(), t["c"].combine_chunks(), t["z"].combine_chunks(),
@@ -568,22 +565,3 @@ class Dataset:
                 nbytes += len(self.read_chunk_bytes(iid, lv, i, verify=True))
                 n += 1
         return {"images": len(self._entries), "chunks": n, "bytes": nbytes}
-
-    def append(self, images: Any, **kwargs: Any) -> Dataset:
-        """Add images (same options as :func:`omeframe.write_dataset`); returns the new state."""
-        from omeframe.formats.dataset.writer import write_dataset
-
-        return write_dataset(images, self.path, mode="append", **kwargs)
-
-
-def open_dataset(path: str | os.PathLike[str]) -> Dataset:
-    """Open a chunked image dataset directory written by :func:`omeframe.write_dataset`.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` is not a dataset directory.
-    CorruptFileError
-        If its manifest or images table is unreadable.
-    """
-    return Dataset(path)

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -45,12 +45,21 @@ from omeframe.engine.stats import checksum, chunk_stats
 from omeframe.model.errors import SchemaError
 from omeframe.model.header import normalize_chunk_shape
 from omeframe.model.dtypes import dtype_name
-from omeframe.formats.dataset.inputs import ImageInput, as_image_input
+from omeframe.engine.source import LazySource
+from omeframe.formats.dataset.inputs import ImageInput, source_input
+from omeframe.formats.dataset.reader import DatasetReader
+from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
 from omeframe.formats.dataset.locate import HEAD_BYTES, locate_payloads
-from omeframe.formats.dataset.manifest import Manifest, read_manifest, write_manifest
+from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 
-__all__ = ["write_dataset", "write_items", "DEFAULT_CHUNK_ROW_GROUP_BYTES", "DEFAULT_FRAME_BYTES"]
+__all__ = [
+    "WriteOptions",
+    "WriteItem",
+    "write_items",
+    "DEFAULT_CHUNK_ROW_GROUP_BYTES",
+    "DEFAULT_FRAME_BYTES",
+]
 
 DEFAULT_CHUNK_ROW_GROUP_BYTES = 16 << 20
 #: Raw bytes per zstd frame inside a chunk: a 512x512 uint16 chunk becomes 8
@@ -316,65 +325,79 @@ def _write_images_table(table: pa.Table, path: Path, fmt: str) -> None:
         write_vortex_table(table, path)
 
 
-def write_dataset(
-    images: Any,
-    path: str | os.PathLike[str],
-    *,
-    format: Literal["parquet", "vortex"] | None = None,
-    mode: Literal["create", "append", "overwrite"] = "create",
-    chunk_shape: tuple[int, int, int] | None = None,
-    compression: str | None = "zstd",
-    compression_level: int | None = 3,
-    image_ids: Sequence[str] | None = None,
-    dim_order: str | None = None,
-    level: int = 0,
-    row_group_bytes: int = DEFAULT_CHUNK_ROW_GROUP_BYTES,
-    frame_bytes: int | None = DEFAULT_FRAME_BYTES,
-    progress: bool | None = None,
-) -> Any:
-    """Write images into a chunked dataset directory, streaming chunk by chunk.
+@dataclass(frozen=True, kw_only=True)
+class WriteOptions:
+    """How a dataset is written: the options shared by every function that writes one.
 
-    Parameters
+    ``omeframe.write_dataset``, ``from_tiff(out=...)``, ``from_ome_zarr``,
+    ``from_stack_pattern_path`` and ``ingest_source`` build one from their
+    flat keyword arguments; the defaults here are the only ones.
+
+    Attributes
     ----------
-    images
-        One image or a list: numpy arrays (axes ``dim_order``), OME-Arrow
-        records, ``OMEArrow`` objects, or sources/lazy plans (anything with an
-        ``image_input()`` method), which are read block by block.
-    path
-        The dataset directory (created when missing).
     format
         ``"parquet"`` (default for new datasets) or ``"vortex"``; an existing
         dataset keeps its format.
     mode
-        ``"create"`` (fail if a dataset exists), ``"append"`` (add images to an
-        existing dataset, or create it) or ``"overwrite"``.
+        ``"create"`` (fail if a dataset exists), ``"append"`` (add images, or
+        create) or ``"overwrite"``.
     chunk_shape
-        ``(Z, Y, X)`` chunk shape, clipped to each image. Default: the chunk
+        ``(Z, Y, X)`` chunk shape, clipped to each image. ``None``: the chunk
         shape of the dataset's first image when appending, else (1, 512, 512).
     compression, compression_level
         Per-chunk codec (``"zstd"`` level 3 by default; ``None`` = raw).
-    image_ids
-        Identifiers, one per image (default: the record's id, else ``img-<n>``).
-    dim_order
-        Axes of numpy inputs (inferred from the rank when ``None``).
-    level
-        Pyramid level the images are written as (0 = full resolution).
     row_group_bytes
         Parquet row-group size of the chunks table (affects SQL scans only).
     frame_bytes
-        With zstd, each chunk is stored as independent zstd frames of about
-        this many raw bytes (whole rows; 64 KiB by default), so a region read
-        decodes only the frames it touches, not whole chunks. ``None`` or 0
-        stores one frame per chunk. Either way the payload is one valid zstd
-        stream that any zstd decoder reads.
+        With zstd, chunks are stored as independent frames of about this many
+        raw bytes (whole rows) so region reads decode only the frames they
+        touch; ``None`` or 0 stores one frame per chunk.
     progress
-        Show a progress bar (default ``None``: only on an interactive terminal,
-        when writing more than 64 chunks).
+        Show a progress bar (``None``: only on an interactive terminal, when
+        writing more than 64 chunks).
+
+    Example
+    -------
+    >>> opts = WriteOptions(format="vortex", chunk_shape=(1, 256, 256))   # doctest: +SKIP
+    >>> write_items([(source, "img", 0, None)], "out/", opts)            # doctest: +SKIP
+    """
+
+    format: Literal["parquet", "vortex"] | None = None
+    mode: Literal["create", "append", "overwrite"] = "create"
+    chunk_shape: tuple[int, int, int] | None = None
+    compression: str | None = DEFAULT_COMPRESSION
+    compression_level: int | None = DEFAULT_COMPRESSION_LEVEL
+    row_group_bytes: int = DEFAULT_CHUNK_ROW_GROUP_BYTES
+    frame_bytes: int | None = DEFAULT_FRAME_BYTES
+    progress: bool | None = None
+
+
+class WriteItem(NamedTuple):
+    """One image of a write: what to read, its id (``None``: the header's), level and parent."""
+
+    image: LazySource | ImageInput
+    image_id: str | None
+    level: int
+    parent_id: str | None
+
+
+def write_items(
+    items: Sequence[WriteItem | tuple[LazySource | ImageInput, str | None, int, str | None]],
+    path: str | os.PathLike[str],
+    options: WriteOptions = WriteOptions(),
+) -> Manifest:
+    """Write ``(image, image_id, level, parent_id)`` items as one committed generation.
+
+    The engine behind :func:`omeframe.write_dataset` and the file ingesters
+    (pyramid levels and label images). ``(image_id, level)`` pairs must be
+    unique. Images are sources (read block by block) or :class:`ImageInput`.
 
     Returns
     -------
-    omeframe.Dataset
-        The dataset as committed.
+    Manifest
+        The manifest this write committed (open it with
+        :class:`~omeframe.formats.dataset.reader.DatasetReader` or
+        :func:`omeframe.open_dataset`).
 
     Raises
     ------
@@ -383,43 +406,9 @@ def write_dataset(
     ValueError
         For duplicate image ids or bad options; nothing is committed then.
     """
-    items_in = list(images) if isinstance(images, (list, tuple)) else [images]
-    if not items_in:
-        raise ValueError("write_dataset needs at least one image")
-    if image_ids is not None and len(image_ids) != len(items_in):
-        raise ValueError(f"image_ids has {len(image_ids)} entries for {len(items_in)} images")
-    items = [
-        (obj, None if image_ids is None else str(image_ids[i]), level, None)
-        for i, obj in enumerate(items_in)
-    ]
-    return write_items(
-        items, path, format=format, mode=mode, chunk_shape=chunk_shape, compression=compression,
-        compression_level=compression_level, dim_order=dim_order, row_group_bytes=row_group_bytes,
-        frame_bytes=frame_bytes, progress=progress,
-    )
-
-
-def write_items(
-    items: Sequence[tuple[Any, str | None, int, str | None]],
-    path: str | os.PathLike[str],
-    *,
-    format: Literal["parquet", "vortex"] | None = None,
-    mode: Literal["create", "append", "overwrite"] = "create",
-    chunk_shape: tuple[int, int, int] | None = None,
-    compression: str | None = "zstd",
-    compression_level: int | None = 3,
-    dim_order: str | None = None,
-    row_group_bytes: int = DEFAULT_CHUNK_ROW_GROUP_BYTES,
-    frame_bytes: int | None = DEFAULT_FRAME_BYTES,
-    progress: bool | None = None,
-) -> Any:
-    """Write ``(image, image_id, level, parent_id)`` items as one committed generation.
-
-    The engine behind :func:`write_dataset` and the file ingesters (pyramid
-    levels and label images). ``(image_id, level)`` pairs must be unique.
-    """
-    from omeframe.formats.dataset.reader import Dataset, open_dataset
-
+    format, mode, chunk_shape = options.format, options.mode, options.chunk_shape
+    compression, compression_level = options.compression, options.compression_level
+    row_group_bytes, frame_bytes, progress = options.row_group_bytes, options.frame_bytes, options.progress
     root = Path(path)
     if not items:
         raise ValueError("nothing to write: no images given")
@@ -429,7 +418,7 @@ def write_items(
     if frame_bytes is not None and (not isinstance(frame_bytes, (int, np.integer)) or frame_bytes < 0):
         raise ValueError(f"frame_bytes must be None or a non-negative integer (0 = one frame per chunk), got {frame_bytes!r}")
     existing: Manifest | None = None
-    if root.exists() and (root / "manifest.json").exists():
+    if root.exists() and (root / MANIFEST_NAME).exists():
         if mode == "create":
             raise FileExistsError(
                 f"{str(root)!r} already holds a dataset; pass mode='append' to add images or "
@@ -445,14 +434,16 @@ def write_items(
     if fmt not in ("parquet", "vortex"):
         raise ValueError(f"format must be 'parquet' or 'vortex', got {format!r}")
 
-    prior = open_dataset(root) if existing else None
+    prior = DatasetReader(root) if existing else None
     if chunk_shape is None and prior is not None and prior._entries:
         chunk_shape = next(iter(prior._entries.values())).chunk_shape
     taken: set[tuple[str, int]] = set(prior._entries) if prior is not None else set()
     n_ids = len({iid for iid, _ in taken})
     logs: list[_ImageLog] = []
     for obj, iid_given, lvl, parent in items:
-        inp = as_image_input(obj, dim_order=dim_order, image_id=iid_given)
+        inp = obj if isinstance(obj, ImageInput) else source_input(obj)
+        if iid_given is not None:
+            inp.header.image_id = str(iid_given)
         if iid_given is None and inp.header.image_id in ("unnamed", ""):
             inp.header.image_id = f"img-{n_ids}"
             n_ids += 1
@@ -541,4 +532,4 @@ def write_items(
         for f in [*root.glob(f"images-*.{ext}"), *root.glob("images-*.arrow")]:
             if f.name not in keep:
                 f.unlink(missing_ok=True)
-    return Dataset(root)
+    return manifest

@@ -19,6 +19,7 @@ from omeframe._version import __version__
 from omeframe.model.errors import CorruptFileError, NoOmeArrowColumnError, SchemaError
 from omeframe.model.record import looks_like_record_type
 from omeframe.model.arrow import (
+    field_type,
     METADATA_KEY_TYPE,
     METADATA_KEY_VERSION,
     METADATA_KEY_WRITER,
@@ -38,17 +39,22 @@ __all__ = [
     "read_record_table",
     "table_metadata",
     "field_type",
+    "TABLE_FORMATS",
+    "TABLE_SUFFIXES",
 ]
 
 FileFormat = Literal["parquet", "vortex"]
 
-_SUFFIXES: dict[str, FileFormat] = {
+#: File suffix -> table format: the one list of record-table suffixes.
+TABLE_FORMATS: dict[str, FileFormat] = {
     ".parquet": "parquet",
     ".pq": "parquet",
     ".parq": "parquet",
     ".vortex": "vortex",
     ".vtx": "vortex",
 }
+#: Suffixes of record-table files (Parquet and Vortex).
+TABLE_SUFFIXES: tuple[str, ...] = tuple(TABLE_FORMATS)
 
 
 def detect_format(path: str | os.PathLike[str], format: str | None = None) -> FileFormat:
@@ -59,7 +65,7 @@ def detect_format(path: str | os.PathLike[str], format: str | None = None) -> Fi
             raise ValueError(f"format must be 'parquet' or 'vortex', got {format!r}")
         return f  # type: ignore[return-value]
     p = Path(path)
-    found = _SUFFIXES.get(p.suffix.lower())
+    found = TABLE_FORMATS.get(p.suffix.lower())
     if found:
         return found
     if p.is_file():
@@ -314,15 +320,3 @@ def as_record_array(records: Any) -> pa.StructArray | pa.ChunkedArray:
             )
         return pa.chunked_array(parts)
     raise TypeError(f"expected OME-Arrow records, got {type(records).__name__}")
-
-
-def field_type(schema: pa.Schema, path: Sequence[str]) -> pa.DataType | None:
-    """Arrow type at a struct path (``("ome_arrow", "pixels_meta", "size_x")``)."""
-    if not path or path[0] not in schema.names:
-        return None
-    t = schema.field(path[0]).type
-    for name in path[1:]:
-        if not pa.types.is_struct(t) or t.get_field_index(name) < 0:
-            return None
-        t = t.field(name).type
-    return t

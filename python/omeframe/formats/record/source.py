@@ -1,20 +1,25 @@
-"""Sources over files: one record of a record table, one image of a dataset."""
+"""Records as sources and back: one record of a record table, headers of records, records from pixels.
+
+:class:`RecordTableSource` reads one row of a Parquet/Vortex record table
+lazily; :func:`header_from_record` is the :class:`ImageHeader` of a record;
+:func:`record_like` and :func:`build_record` build records from pixels.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from omeframe.engine.executor import PixelSource
-from omeframe.formats.dataset.inputs import header_from_record
-from omeframe.formats.dataset.reader import Dataset
+from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.record.decode import record_source
 from omeframe.model.errors import SchemaError
-from omeframe.model.header import ImageHeader
+from omeframe.model.header import ImageHeader, select_channels
 from omeframe.model.record import RecordView
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage import files
@@ -22,7 +27,93 @@ from omeframe.storage import parquet as pqio
 from omeframe.formats.record.files import detect_format, find_record_column, read_record
 from omeframe.engine.source import LazySource
 
-__all__ = ["RecordTableSource", "DatasetSource"]
+__all__ = ["RecordTableSource", "header_from_record", "record_like", "build_record"]
+
+_SAME: Any = object()
+
+
+def header_from_record(view: RecordView) -> ImageHeader:
+    """The :class:`ImageHeader` of an existing record."""
+    return ImageHeader.from_meta(
+        view.meta,
+        image_id=view.header("id"),
+        name=view.header("name"),
+        image_type=view.header("image_type"),
+        acquisition_datetime=view.header("acquisition_datetime"),
+        type_=view.header("type"),
+        version=view.header("version"),
+    )
+
+
+def build_record(
+    pixels: np.ndarray,
+    header: ImageHeader,
+    *,
+    chunk_shape: tuple[int, int, int] | None,
+    chunk_encoding: str = "bytes",
+    compression: str | None = "zstd",
+    compression_level: int | None = None,
+) -> pa.StructScalar:
+    """One OME-Arrow record holding the TCZYX array ``pixels`` with ``header``.
+
+    ``compression`` and ``compression_level`` apply to the ``"bytes"``
+    encoding only; ``chunk_shape`` ``None`` means (1, 512, 512).
+
+    Example
+    -------
+    >>> rec = build_record(np.zeros((1, 1, 1, 8, 8), np.uint8), header, chunk_shape=None)  # doctest: +SKIP
+    """
+    builder = RecordBuilder(
+        chunk_encoding=chunk_encoding,  # type: ignore[arg-type]
+        compression=compression if chunk_encoding == "bytes" else None,
+        compression_level=compression_level if chunk_encoding == "bytes" else None,
+        chunk_shape=chunk_shape or (1, 512, 512),
+    )
+    builder.add(pixels, header)
+    return builder.build()[0]
+
+
+def record_like(
+    view: RecordView,
+    pixels: np.ndarray,
+    *,
+    channels: list[int] | None = None,
+    encoding: str | None = None,
+    compression: str | None = _SAME,
+    compression_level: int | None = None,
+) -> pa.StructScalar:
+    """Build a record holding ``pixels`` (TCZYX) with ``view``'s metadata.
+
+    The encoding, chunk compression and chunk shape follow ``view`` unless
+    ``encoding`` (``"bytes"`` / ``"list"``) or ``compression`` are given.
+    ``channels`` are the indices of ``view``'s channels that ``pixels`` keeps.
+    """
+    grid = view.chunk_grid or {}
+    ct = view.chunks
+    same_encoding = "list" if view.variant in ("list", "planes") else "bytes"
+    if encoding is None:
+        encoding = same_encoding
+    comp = None
+    if compression is not _SAME:
+        comp = compression if encoding == "bytes" else None
+    elif encoding == "bytes" and ct is not None and ct.kind == "bytes" and ct.compressions:
+        comp = next((c for c in ct.compressions if c), None)
+    builder = RecordBuilder(
+        chunk_encoding=encoding,  # type: ignore[arg-type]
+        compression=comp,
+        compression_level=compression_level if comp is not None else None,
+        chunk_shape=(
+            int(grid.get("chunk_z") or 1),
+            int(grid.get("chunk_y") or 512),
+            int(grid.get("chunk_x") or 512),
+        ),
+        build_chunks=not (view.variant == "planes" and encoding == same_encoding),
+    )
+    header = header_from_record(view)
+    header = replace(header, channels=select_channels(header.channels, channels, pixels.shape[1]))
+    builder.add(pixels, header)
+    return builder.build()[0]
+
 
 _HEADER_FIELDS = ("type", "version", "id", "name", "image_type", "acquisition_datetime", "pixels_meta", "chunk_grid")
 
@@ -167,39 +258,3 @@ class RecordTableSource(LazySource):
             for i in range(rg.num_columns)
             if rg.column(i).path_in_schema.startswith(prefix) or rg.column(i).path_in_schema == self.column
         )
-
-
-class DatasetSource(LazySource):
-    """One image (and pyramid level) of a chunked dataset."""
-
-    def __init__(self, dataset: Dataset, image_id: str | None = None, level: int = 0) -> None:
-        super().__init__()
-        self.dataset = dataset
-        self.entry = dataset.entry(image_id, level)
-        self.level = level
-        self._stats: dict[str, np.ndarray] | None = None
-        self.describe = f"{dataset.format} dataset {str(dataset.path)!r} image {self.entry.image_id!r} level {level}"
-
-    @property
-    def shape(self) -> tuple[int, int, int, int, int]:
-        return self.entry.shape
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self.entry.dtype
-
-    def header(self) -> ImageHeader:
-        return self.dataset._header(self.entry.image_id, self.level)
-
-    def _open_pixels(self) -> PixelSource:
-        return self.dataset.pixel_source(self.entry.image_id, self.level)
-
-    def chunk_stats(self) -> dict[str, np.ndarray] | None:
-        # Read once per source: filter_chunks, explain and execute all ask.
-        with self._lock:
-            if self._stats is None:
-                self._stats = self.dataset.chunk_stats(self.entry.image_id, self.level)
-            return self._stats
-
-    def chunk_shape(self) -> tuple[int, int, int] | None:
-        return self.entry.chunk_shape

@@ -28,7 +28,9 @@ from omeframe.formats.record.arrays import (
     resolve_chunk_compression,
 )
 from omeframe.model.dims import default_dim_order, to_tczyx
-from omeframe.model.record import as_record_scalar
+from omeframe.model.record import RecordView, as_record_scalar
+from omeframe.formats.record.decode import read_region
+from omeframe.formats.record.source import record_like
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.engine.progress import track
 from omeframe.storage import parquet as pqio
@@ -56,10 +58,6 @@ def _single_record_table(data: Any, column_name: str) -> pa.Table:
 
 def _reencode(data: Any, encoding: str, compression: str | None, level: int | None) -> Any:
     """Return ``data`` stored as ``encoding`` (``"bytes"`` / ``"list"``)."""
-    from omeframe.formats.record.decode import read_region
-    from omeframe.model.record import RecordView
-    from omeframe.ops.slicing import record_like
-
     view = RecordView(data)
     if (encoding == "bytes") == (view.variant == "bytes"):
         return view.scalar  # already in that variant: stored as it is

@@ -52,7 +52,7 @@ import pyarrow.dataset as pds
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage import files
 from omeframe.formats.vortex.file import _first_line, _import_vortex, _stored_schema
-from omeframe.formats.record.files import field_type
+from omeframe.model.arrow import field_type
 
 __all__ = [
     "VortexPlainDataset",
