@@ -18,6 +18,8 @@ from omeframe.formats.record.files import TABLE_FORMATS, detect_format, find_rec
 from omeframe.formats.record.tables import from_ome_parquet, read_table, write_table
 from omeframe.formats.tiff.writer import to_ome_tiff
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
+from omeframe.formats.tiff import TIFF_SUFFIXES
+from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.formats.zarr.writer import to_ome_zarr
 from omeframe.model.errors import ImageNotFoundError, OmeframeError
 from omeframe.ops.thumbnail import thumbnail_png
@@ -423,16 +425,27 @@ def _open_for_export(src: Path, image_id: str | None, row: int | None) -> OMEArr
     return scan(src)
 
 
+def _export_kind(name: str) -> str | None:
+    """``"npy"``, ``"parquet"``/``"vortex"``, ``"ome-tiff"`` or ``"ome-zarr"`` from an output file name."""
+    suffix = Path(name).suffix
+    if suffix == ".npy":
+        return "npy"
+    if suffix in TABLE_FORMATS:
+        return TABLE_FORMATS[suffix]
+    if suffix == ZARR_SUFFIX:
+        return "ome-zarr"
+    if suffix in TIFF_SUFFIXES and Path(name).stem.endswith(".ome"):
+        return "ome-tiff"
+    return None
+
+
 def _export(args: argparse.Namespace) -> int:
     import numpy as np
 
     src, out = Path(args.src), Path(args.out)
     if not src.exists():
         raise FileNotFoundError(f"no such file or directory: {str(src)!r}")
-    name = out.name.lower()
-    kinds = {".npy": "npy", ".parquet": "parquet", ".vortex": "vortex", ".ome.tif": "ome-tiff",
-             ".ome.tiff": "ome-tiff", ".ome.zarr": "ome-zarr", ".zarr": "ome-zarr"}
-    kind = next((k for suf, k in kinds.items() if name.endswith(suf)), None)
+    kind = _export_kind(out.name.lower())
     if kind is None:
         raise ValueError(
             f"cannot tell the export format of {out.name!r}; use .npy, .parquet, .vortex, .ome.tif or .ome.zarr"

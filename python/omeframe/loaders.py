@@ -40,6 +40,7 @@ from omeframe.engine.source import LazySource
 from omeframe.facade import Dataset, OMEArrow, ingest_source, write_dataset
 from omeframe.formats.czi.source import czi_scenes, import_pylibczirw, open_czi_source
 from omeframe.formats.stack.source import _tiff_physical
+from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.registry import open_source
 from omeframe.formats.custom.source import (
     AxesArraySource,
@@ -323,7 +324,7 @@ def parse_zarr_uri(uri: str) -> tuple[Path, str]:
         rest = rest[len("localhost") :]
     parts = Path(rest).parts
     for k, part in enumerate(parts):
-        if part.lower().endswith(".zarr"):
+        if part.lower().endswith(ZARR_SUFFIX):
             return Path(*parts[: k + 1]), "/".join(parts[k + 1 :])
     raise ValueError(
         f"zarr URI {uri!r} names no store: one path component must end with '.zarr' "

@@ -21,6 +21,7 @@ from typing import Any, Self
 import numpy as np
 import pyarrow as pa
 
+from omeframe.formats.vortex.file import read_vortex_table
 from omeframe.engine.executor import PixelSource, assemble, index_selection
 from omeframe.engine.codec import decode_frames, decode_payload, resolve_codec
 from omeframe.model.selection import regular_pieces
@@ -248,8 +249,6 @@ class DatasetReader:
                 except (pa.ArrowInvalid, OSError) as exc:
                     raise CorruptFileError(f"unreadable images table {str(p)!r}: {exc}") from exc
         else:
-            from omeframe.formats.vortex.file import read_vortex_table
-
             t = read_vortex_table(p)
         return _conform_images(t)
 
@@ -340,8 +339,6 @@ class DatasetReader:
         if e.offsets is not None:
             data = self._file(e.part_of(index)).read_range(int(e.offsets[index]), int(e.lengths[index]))
         else:
-            from omeframe.formats.vortex.file import read_vortex_table
-
             t = read_vortex_table(self.path / e.part_of(index), columns=["pixel_bytes"], rows=[e.row_of(index)])
             data = t.column(0)[0].as_buffer()
         if verify:
@@ -485,8 +482,6 @@ class DatasetReader:
                     acc += k
                 t = pf.read_row_groups(groups, columns=cols)
                 return t.slice(start - (first or 0), n)
-        from omeframe.formats.vortex.file import read_vortex_table
-
         rows = None if start is None else range(start, start + (n or 0))
         return read_vortex_table(p, columns=cols, rows=rows)
 

@@ -30,6 +30,8 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from omeframe.formats.vortex.file import write_vortex_stream, write_vortex_table
+from omeframe.storage.atomic import atomic_path
 from omeframe.engine import threads as _threads
 from omeframe.engine.codec import (
     encode_framed,
@@ -251,8 +253,6 @@ def _write_parts(
                 for batch in take():
                     writer.write_batch(batch, row_group_size=batch.num_rows)
         else:
-            from omeframe.formats.vortex.file import write_vortex_stream
-
             write_vortex_stream(CHUNKS_SCHEMA, take(), part.tmp)
         part.row_end = stream.rows
         if part.row_end == part.row_start and len(parts) > 1:  # an empty tail part
@@ -307,8 +307,6 @@ def _images_rows(logs: list[_ImageLog], parts: list[_Part], offsets: np.ndarray 
 
 
 def _write_images_table(table: pa.Table, path: Path, fmt: str) -> None:
-    from omeframe.storage.atomic import atomic_path
-
     # The fast-open copy: Arrow IPC needs no Parquet or Vortex reader, so a
     # cold process opens the dataset without importing either (see reader).
     with atomic_path(path.with_suffix(".arrow")) as tmp:
@@ -320,8 +318,6 @@ def _write_images_table(table: pa.Table, path: Path, fmt: str) -> None:
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
     else:
-        from omeframe.formats.vortex.file import write_vortex_table
-
         write_vortex_table(table, path)
 
 

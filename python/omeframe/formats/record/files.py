@@ -15,6 +15,8 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, write_vortex_table
+from omeframe.model.record import as_record_scalar
 from omeframe._version import __version__
 from omeframe.model.errors import CorruptFileError, NoOmeArrowColumnError, SchemaError
 from omeframe.model.record import looks_like_record_type
@@ -225,8 +227,6 @@ def write_record_table(
             metadata=meta,
         )
     else:
-        from omeframe.formats.vortex.file import write_vortex_table
-
         write_vortex_table(table, path, metadata=meta)
     return Path(path)
 
@@ -255,8 +255,6 @@ def read_record(
         col = find_record_column(pf.schema_arrow, column_name, source=repr(os.fspath(path)))
         tbl = pqio.read_parquet_rows(pf, [row_index], columns=[col])
     else:
-        from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table
-
         schema = read_vortex_schema(path)
         col = find_record_column(schema, column_name, source=repr(os.fspath(path)))
         if not isinstance(row_index, (int, np.integer)) or isinstance(row_index, bool):
@@ -290,8 +288,6 @@ def read_record_table(
             return pf.read(columns=list(columns) if columns else None)
         except (pa.ArrowInvalid, OSError) as exc:
             raise CorruptFileError(f"cannot read {os.fspath(path)!r}: {exc}") from exc
-    from omeframe.formats.vortex.file import read_vortex_table
-
     return read_vortex_table(path, columns=list(columns) if columns else None, rows=rows)
 
 
@@ -309,8 +305,6 @@ def as_record_array(records: Any) -> pa.StructArray | pa.ChunkedArray:
             elif isinstance(r, pa.StructArray):
                 parts.append(r)
             else:
-                from omeframe.model.record import as_record_scalar
-
                 parts.append(pa.repeat(as_record_scalar(r), 1))
         types = {p.type for p in parts}
         if len(types) > 1:
