@@ -691,6 +691,16 @@ def ingest_source(
     chunk_encoding: Literal["bytes", "list"] = ..., compression: str | None = ...,
     compression_level: int | None = ..., progress: bool | None = ...,
 ) -> Dataset: ...
+@overload
+def ingest_source(
+    source: LazySource, *, out: Out | None = ..., format: Literal["parquet", "vortex"] | None = ...,
+    mode: Literal["create", "append", "overwrite"] = ..., levels: Levels = ..., labels: bool = ...,
+    image_id: str | None = ..., name: str | None = ..., image_type: str | None = ...,
+    channel_names: Sequence[str] | None = ..., acquisition_datetime: datetime | None = ...,
+    clamp_to_uint16: bool = ..., chunk_shape: tuple[int, int, int] | None = ...,
+    chunk_encoding: Literal["bytes", "list"] = ..., compression: str | None = ...,
+    compression_level: int | None = ..., progress: bool | None = ...,
+) -> pa.StructScalar | Dataset: ...
 def ingest_source(
     source: LazySource,
     *,

@@ -56,7 +56,7 @@ def _single_record_table(data: Any, column_name: str) -> pa.Table:
     return pa.table({column_name: pa.repeat(as_record_scalar(data), 1)})
 
 
-def _reencode(data: Any, encoding: str, compression: str | None, level: int | None) -> Any:
+def _reencode(data: Any, encoding: str, compression: str | None, level: int | None) -> pa.StructScalar:
     """Return ``data`` stored as ``encoding`` (``"bytes"`` / ``"list"``)."""
     view = RecordView(data)
     if (encoding == "bytes") == (view.variant == "bytes"):
