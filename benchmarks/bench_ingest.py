@@ -63,9 +63,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     OUT_DIR,
     ROOT,
-    MiB,
     CaseContext,
     CaseError,
+    MiB,
     best_of,
     case_main,
     dir_size,

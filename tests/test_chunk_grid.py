@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from omeframe.errors import OmeframeError, PixelPayloadError, SelectionError
 from omeframe.model.selection import (
     ChunkGrid,
     CopyPlan,
@@ -18,7 +19,6 @@ from omeframe.model.selection import (
     chunks_for_roi,
     plan_copies,
 )
-from omeframe.errors import OmeframeError, PixelPayloadError, SelectionError
 
 PROPS = settings(
     max_examples=200,
@@ -100,7 +100,7 @@ def grids(draw: st.DrawFn) -> ChunkGrid:
     return ChunkGrid(shape, chunk)
 
 
-@functools.lru_cache(maxsize=None)  # building strategies dominates run time
+@functools.cache  # building strategies dominates run time
 def index_specs(n: int) -> st.SearchStrategy[Any]:
     """Raw T/C/Z specs: None, int, non-empty slice, or index list."""
     return st.one_of(
@@ -112,7 +112,7 @@ def index_specs(n: int) -> st.SearchStrategy[Any]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def range_specs(n: int) -> st.SearchStrategy[Any]:
     """Raw Y/X specs: None or a non-empty half-open range."""
     return st.one_of(

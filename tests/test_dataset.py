@@ -24,9 +24,9 @@ import pytest
 
 import omeframe as of
 import omeframe.formats.dataset.writer as writer_mod
+from omeframe.errors import ChunkChecksumError
 from omeframe.formats.dataset import CHUNKS_SCHEMA, IMAGES_SCHEMA
 from omeframe.formats.dataset.inputs import ImageInput
-from omeframe.errors import ChunkChecksumError
 from omeframe.model.header import ImageHeader, default_channels
 
 vortex = pytest.importorskip("vortex")

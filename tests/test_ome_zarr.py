@@ -17,8 +17,8 @@ import pytest
 import zarr
 
 import omeframe as of
+from omeframe.engine.lazy import LazyImage
 from omeframe.errors import SchemaError
-from omeframe.formats.zarr.writer import to_ome_zarr
 from omeframe.formats.zarr.ingest import from_ome_zarr
 from omeframe.formats.zarr.models import (
     Axis,
@@ -29,8 +29,8 @@ from omeframe.formats.zarr.models import (
     color_hex_to_rgba,
     color_rgba_to_hex,
 )
-from omeframe.engine.lazy import LazyImage
 from omeframe.formats.zarr.source import OmeZarrSource, open_ome_zarr_source
+from omeframe.formats.zarr.writer import to_ome_zarr
 
 ozm_v04 = pytest.importorskip("ome_zarr_models.v04")
 ozm_v05 = pytest.importorskip("ome_zarr_models.v05")

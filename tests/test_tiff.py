@@ -25,9 +25,8 @@ import pytest
 import tifffile
 
 import omeframe as of
+from omeframe.engine.lazy import LazyImage
 from omeframe.errors import CorruptFileError, DimOrderError, SchemaError
-from omeframe.formats.tiff.writer import to_ome_tiff
-from omeframe.model.dims import to_tczyx
 from omeframe.formats.tiff.ingest import from_tiff, open_lazy_plane_source
 from omeframe.formats.tiff.omexml import (
     OMEXMLMismatchWarning,
@@ -35,13 +34,14 @@ from omeframe.formats.tiff.omexml import (
     parse_ome_xml,
     rgba_to_ome_color,
 )
-from omeframe.engine.lazy import LazyImage
 from omeframe.formats.tiff.source import (
     TiffSource,
     UnsupportedTiffCompressionError,
     list_tiff_series,
     open_tiff_source,
 )
+from omeframe.formats.tiff.writer import to_ome_tiff
+from omeframe.model.dims import to_tczyx
 
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]

@@ -18,11 +18,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pytest
 
-from omeframe.storage import files
-from omeframe.formats.vortex import arrow_dataset as vxd
-from omeframe.formats.vortex.file import SCHEMA_COLUMN_PREFIX, read_vortex_table
-from omeframe.formats.vortex.arrow_dataset import plan_filter, vortex_plain_dataset
 from omeframe.formats.record.tables import records_from_arrays, write_table
+from omeframe.formats.vortex import arrow_dataset as vxd
+from omeframe.formats.vortex.arrow_dataset import plan_filter, vortex_plain_dataset
+from omeframe.formats.vortex.file import SCHEMA_COLUMN_PREFIX, read_vortex_table
+from omeframe.storage import files
 
 duckdb = pytest.importorskip("duckdb")
 vortex = pytest.importorskip("vortex")

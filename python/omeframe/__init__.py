@@ -7,13 +7,57 @@ DuckDB, Polars and pyarrow, and read back region by region.
 
 from __future__ import annotations
 
-from omeframe.engine.threads import num_threads, set_num_threads
+from omeframe import catalog, loaders, models
 from omeframe._version import __version__
-from omeframe.facade import OMEArrow, scan
-from omeframe.formats.dataset import Dataset, open_dataset, write_dataset
 from omeframe.engine.lazy import LazyImage, PlanInfo
 from omeframe.engine.predicates import chunk
-from omeframe.ops.tensor_view import LazyTensorView, TensorView
+from omeframe.engine.threads import num_threads, set_num_threads
+from omeframe.facade import OMEArrow, scan
+from omeframe.formats.dataset import Dataset, open_dataset, write_dataset
+from omeframe.formats.record.arrays import (
+    from_jax_array,
+    from_numpy,
+    from_torch_array,
+    to_ome_arrow,
+)
+from omeframe.formats.record.decode import (
+    plane_from_chunks,
+    to_dict,
+    to_numpy,
+    to_numpy_batch,
+)
+from omeframe.formats.record.tables import (
+    from_ome_parquet,
+    from_ome_vortex,
+    read_table,
+    records_from_arrays,
+    to_ome_parquet,
+    to_ome_vortex,
+    write_table,
+)
+from omeframe.formats.stack.ingest import from_stack_pattern_path
+from omeframe.formats.tiff.ingest import from_tiff, open_lazy_plane_source
+from omeframe.formats.tiff.omexml import OMEXMLMismatchWarning
+from omeframe.formats.tiff.source import UnsupportedTiffCompressionError
+from omeframe.formats.tiff.writer import to_ome_tiff
+from omeframe.formats.zarr.ingest import from_ome_zarr
+from omeframe.formats.zarr.writer import to_ome_zarr
+from omeframe.loaders import (
+    ImageStack,
+    load_arrays,
+    load_custom_file,
+    load_czis,
+    load_iter_tiff,
+    load_tiffs,
+    load_zarrs,
+)
+from omeframe.model.arrow import (
+    OME_ARROW_BYTE_STRUCT,
+    OME_ARROW_KNOWN_STRUCTS,
+    OME_ARROW_STRUCT,
+    OME_ARROW_TAG_TYPE,
+    OME_ARROW_TAG_VERSION,
+)
 from omeframe.model.errors import (
     ChunkChecksumError,
     CorruptFileError,
@@ -28,57 +72,11 @@ from omeframe.model.errors import (
     SchemaError,
     SelectionError,
 )
-from omeframe.formats.record.decode import (
-    plane_from_chunks,
-    to_dict,
-    to_numpy,
-    to_numpy_batch,
-)
-from omeframe.formats.record.arrays import (
-    from_jax_array,
-    from_numpy,
-    from_torch_array,
-    to_ome_arrow,
-)
-from omeframe.model.arrow import (
-    OME_ARROW_BYTE_STRUCT,
-    OME_ARROW_KNOWN_STRUCTS,
-    OME_ARROW_STRUCT,
-    OME_ARROW_TAG_TYPE,
-    OME_ARROW_TAG_VERSION,
-)
-from omeframe.formats.record.tables import (
-    from_ome_parquet,
-    from_ome_vortex,
-    read_table,
-    records_from_arrays,
-    to_ome_parquet,
-    to_ome_vortex,
-    write_table,
-)
-from omeframe.ops.slicing import slice_ome_arrow
 from omeframe.ops.describe import describe_ome_arrow, verify_ome_arrow
-from omeframe.ops.view import view_matplotlib
+from omeframe.ops.slicing import slice_ome_arrow
+from omeframe.ops.tensor_view import LazyTensorView, TensorView
 from omeframe.ops.thumbnail_png import thumbnail_png
-from omeframe.formats.zarr.ingest import from_ome_zarr
-from omeframe.formats.zarr.writer import to_ome_zarr
-from omeframe import models
-from omeframe.formats.stack.ingest import from_stack_pattern_path
-from omeframe import loaders
-from omeframe.formats.tiff.ingest import from_tiff, open_lazy_plane_source
-from omeframe.formats.tiff.writer import to_ome_tiff
-from omeframe.formats.tiff.omexml import OMEXMLMismatchWarning
-from omeframe.formats.tiff.source import UnsupportedTiffCompressionError
-from omeframe import catalog
-from omeframe.loaders import (
-    ImageStack,
-    load_arrays,
-    load_czis,
-    load_custom_file,
-    load_iter_tiff,
-    load_tiffs,
-    load_zarrs,
-)
+from omeframe.ops.view import view_matplotlib
 
 ome_arrow_version = __version__
 

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
-from omeframe.model.selection import regular_pieces
-from omeframe.model.header import ImageHeader
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
+from omeframe.model.header import ImageHeader
+from omeframe.model.selection import regular_pieces
 
 __all__ = ["DownsampledSource", "pyramid_levels", "level_for_scale"]
 

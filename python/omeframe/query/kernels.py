@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from omeframe.engine.codec import decode_payload
-from omeframe.model.errors import SchemaError
 from omeframe.model.dtypes import to_numpy_dtype
+from omeframe.model.errors import SchemaError
 from omeframe.model.record import looks_like_record_type
 
 __all__ = [
@@ -341,7 +341,7 @@ class _Chunks:
         out: list[np.ndarray] = []
         if self.kind == "list":
             offs = self.offsets
-            for i, count in zip(entries.tolist(), counts):
+            for i, count in zip(entries.tolist(), counts, strict=True):
                 flat = self.values[offs[i] : offs[i + 1]]
                 if flat.size != count:
                     raise PixelPayloadError(
@@ -421,7 +421,7 @@ def _segment_stats(pieces: list[np.ndarray], owner: np.ndarray, n_rows: int) -> 
     """
     segs: list[np.ndarray] = []
     seg_owner: list[int] = []
-    for p, o in zip(pieces, owner.tolist()):
+    for p, o in zip(pieces, owner.tolist(), strict=True):
         if p.dtype.kind == "b":
             p = p.view(np.uint8)
         if p.size <= _PIECE:
@@ -603,8 +603,8 @@ def crop(
     the input's variant), the input's chunk codec (unless ``compression``
     is given) and chunk shape clipped to the crop. All rows are built at once.
     """
-    from omeframe.formats.record.decode import read_region
     from omeframe.formats.record.builder import RecordBuilder
+    from omeframe.formats.record.decode import read_region
     from omeframe.model.record import RecordView
 
     arr = record_array(records)
@@ -678,8 +678,8 @@ def thumbnail(records: Any, size: Any = 256) -> pa.BinaryArray:
     from PIL import Image
 
     from omeframe.formats.record.decode import read_region
-    from omeframe.ops.thumbnail import composite_rgb, downsample_cyx
     from omeframe.model.record import RecordView
+    from omeframe.ops.thumbnail import composite_rgb, downsample_cyx
 
     arr = record_array(records)
     n = len(arr)

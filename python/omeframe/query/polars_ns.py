@@ -78,7 +78,7 @@ def _map(expr: pl.Expr, args: list[Any], fn: Any, return_dtype: Any) -> pl.Expr:
     def many(series: list[pl.Series]) -> pl.Series:
         s = series[0]
         values = list(args)
-        for pos, col in zip(positions, series[1:]):
+        for pos, col in zip(positions, series[1:], strict=True):
             values[pos] = _arg(col)
         return _series(fn(_arrow(s), *values), s.name, return_dtype if isinstance(return_dtype, pl.DataType) else None)
 

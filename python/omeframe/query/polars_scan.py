@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from omeframe.formats.record.files import detect_format, field_type, find_record_column
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage import files
-from omeframe.formats.record.files import detect_format, field_type, find_record_column
 
 if TYPE_CHECKING:
     import polars as pl
@@ -736,7 +736,7 @@ class _Reader:
         for batch in reader:
             if not batch.schema.equals(target):
                 batch = pa.RecordBatch.from_arrays(
-                    [c.cast(f.type) for c, f in zip(batch.columns, target)], schema=target
+                    [c.cast(f.type) for c, f in zip(batch.columns, target, strict=True)], schema=target
                 )
             yield pl.from_arrow(batch)  # type: ignore[misc]
 
@@ -858,13 +858,13 @@ def _vortex_filter(tree: Any, tbl: _Table) -> Any:
     """A Vortex expression implied by the predicate (weaker or equal), or ``None``."""
     if tree is None:
         return None
+    import vortex.expr as ve
+
     from omeframe.formats.vortex.arrow_dataset import (
         pushable_type,
         vortex_column,
         vortex_literal,
     )
-
-    import vortex.expr as ve
 
     def conv(node: Any) -> Any:
         if isinstance(node, _Bool):

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
+from omeframe.engine.source import LazySource, StoredSource
+from omeframe.model.dims import CANONICAL
 from omeframe.model.errors import DimOrderError
 from omeframe.model.header import ImageHeader, default_channels
-from omeframe.model.dims import CANONICAL
-from omeframe.engine.source import LazySource, StoredSource
 
 __all__ = ["LOADER_AXES", "check_axes", "AxesArraySource", "CustomSource", "LazyArray"]
 
@@ -106,7 +106,7 @@ class AxesArraySource(StoredSource):
         self.axes = check_axes(axes, shape)
         self.array = array
         self._keep = keep
-        sizes = dict(zip(self.axes, shape))
+        sizes = dict(zip(self.axes, shape, strict=True))
         if "S" in self.axes:
             if sample is None:
                 raise DimOrderError(
@@ -130,7 +130,7 @@ class AxesArraySource(StoredSource):
         self._chunked = not isinstance(array, np.ndarray) and _is_int_tuple(chunks, len(shape))
         self._in_memory = isinstance(array, np.ndarray) and not isinstance(array, np.memmap)
         if self._chunked:
-            cs = dict(zip(self.axes, (int(c) for c in chunks)))
+            cs = dict(zip(self.axes, (int(c) for c in chunks), strict=True))
             self._chunks: tuple[int, int, int] | None = (cs.get("Z", 1), cs.get("Y", 1), cs.get("X", 1))
         else:
             self._chunks = None

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
+from omeframe.engine.source import StoredSource
 from omeframe.model.errors import CorruptFileError, OptionalDependencyError, SchemaError
 from omeframe.model.header import ImageHeader
-from omeframe.engine.source import StoredSource
 
 __all__ = ["CziSource", "open_czi_source", "czi_scenes", "import_pylibczirw", "INSTALL_HINT"]
 

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.model.errors import DimOrderError, SchemaError
-from omeframe.model.header import ImageHeader, default_channels
-from omeframe.model.dims import CANONICAL
 from omeframe.engine.source import LazySource
 from omeframe.formats.zarr.array import ZarrArraySource, open_zarr_source
+from omeframe.model.dims import CANONICAL
+from omeframe.model.errors import DimOrderError, SchemaError
+from omeframe.model.header import ImageHeader, default_channels
 
 __all__ = ["OmeZarrSource", "open_ome_zarr_source", "label_names"]
 
@@ -181,7 +181,7 @@ def _header(
 ) -> ImageHeader:
     pm = metadata.to_pixels_meta(shape, np.dtype(dtype).name if np.dtype(dtype).kind != "b" else "bool")
     ms = metadata.multiscale
-    scale = dict(zip((a.name.lower() for a in ms.axes), ms.level_scale(level)))
+    scale = dict(zip((a.name.lower() for a in ms.axes), ms.level_scale(level), strict=True))
     chans = pm["channels"] or default_channels(None, pm["size_c"])
     return ImageHeader(
         image_id=image_id,
