@@ -105,7 +105,7 @@ def test_build_mixed_sources_with_one_corrupt_file(tree):
     assert len(bad) == 1 and bad[0]["urlpath"].endswith("broken.tif")
     assert bad[0]["error"] and bad[0]["error_type"] and bad[0]["location"] is None
     assert res.errors.num_rows == 1 and res.errors["urlpath"][0].as_py().endswith("broken.tif")
-    readers = dict(zip(cat["image_id"].to_pylist(), cat["reader"].to_pylist()))
+    readers = dict(zip(cat["image_id"].to_pylist(), cat["reader"].to_pylist(), strict=True))
     assert readers["zimg"] == "ome-zarr" and readers["stack"] == "numpy" and readers["P1_A1_f0"] == "tiff"
     for iid, arr in expected.items():
         got = _pixels(out, iid)
@@ -141,7 +141,7 @@ def test_columns_from_path_and_dataset_layout(tree):
     out2 = tree["root"] / "cat2"
     build(src, out2, workers=1, progress=False, columns_from_path=REGEX, layout="records")
     imgs = _images(out2)
-    got = dict(zip(imgs["image_id"].to_pylist(), zip(imgs["plate"].to_pylist(), imgs["well"].to_pylist())))
+    got = dict(zip(imgs["image_id"].to_pylist(), zip(imgs["plate"].to_pylist(), imgs["well"].to_pylist(), strict=True), strict=True))
     assert got["P1_B1_f2"] == ("P1", "B1") and got["plain2d"] == (None, None)
     with pytest.raises(ValueError, match="named groups"):
         build(src, out2, progress=False, columns_from_path=r"P\d+")

@@ -188,7 +188,7 @@ def test_chunks_table_columns_stats_and_order(ds_path, images):
             raw = pa.Codec("zstd").decompress(payload, decompressed_size=block.nbytes)
             assert np.array_equal(np.frombuffer(raw, a.dtype).reshape(block.shape), block)
         # the grid covers every pixel exactly once
-        assert sum(int(np.prod(s)) for s in zip(t["shape_z"], t["shape_y"], t["shape_x"])) == a[0, 0].size * a.shape[0] * a.shape[1]
+        assert sum(int(np.prod(s)) for s in zip(t["shape_z"], t["shape_y"], t["shape_x"], strict=True)) == a[0, 0].size * a.shape[0] * a.shape[1]
         stats = ds.chunk_stats(iid)
         assert np.array_equal(stats["max"], np.array(t["max"]))
     ds.close()
@@ -219,7 +219,7 @@ def test_duckdb_reads_parquet_tables(tmp_path, images):
         f"select image_id, count(*), min(min), max(max), sum(nonzero), sum(nbytes) "
         f"from read_parquet('{part}') group by image_id order by image_id"
     ).fetchall()
-    for (iid, n, mn, mx, nz, nbytes), key in zip(rows, ("a", "b")):
+    for (iid, n, mn, mx, nz, nbytes), key in zip(rows, ("a", "b"), strict=True):
         a = images[key]
         assert iid == key and n == ds.entry(key).n_chunks
         assert (mn, mx) == (float(a.min()), float(a.max()))

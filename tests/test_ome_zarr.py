@@ -13,6 +13,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pydantic
 import pytest
 import zarr
 
@@ -100,9 +101,9 @@ def write_v04(path: Path, data: np.ndarray, *, names="tczyx", n_levels=2, chunks
     g = zarr.open_group(str(path), mode="w", zarr_format=2)
     lv = _levels(data, n_levels, names)
     base = [1.0 if n in "tc" else (2.0 if n == "z" else 0.5) for n in names]
-    scales = [[b * (2**k if n in "yx" else 1) for b, n in zip(base, names)] for k in range(n_levels)]
+    scales = [[b * (2**k if n in "yx" else 1) for b, n in zip(base, names, strict=True)] for k in range(n_levels)]
     for k, a in enumerate(lv):
-        ch = chunks or tuple(1 if n in "tc" else min(s, 2 if n == "z" else 16) for n, s in zip(names, a.shape))
+        ch = chunks or tuple(1 if n in "tc" else min(s, 2 if n == "z" else 16) for n, s in zip(names, a.shape, strict=True))
         arr = g.create_array(str(k), shape=a.shape, dtype=a.dtype, chunks=ch, fill_value=0)
         arr[...] = a
     attrs = {"multiscales": [_multiscale(names, scales, version="0.4")]}
@@ -115,7 +116,7 @@ def write_v04(path: Path, data: np.ndarray, *, names="tczyx", n_levels=2, chunks
         ig = lg.create_group(lname)
         llv = _levels(ldata, n_levels, names)
         for k, a in enumerate(llv):
-            ch = tuple(1 if n in "tc" else min(s, 16) for n, s in zip(names, a.shape))
+            ch = tuple(1 if n in "tc" else min(s, 16) for n, s in zip(names, a.shape, strict=True))
             arr = ig.create_array(str(k), shape=a.shape, dtype=a.dtype, chunks=ch, fill_value=0)
             arr[...] = a
         ig.attrs.update(
@@ -134,13 +135,13 @@ def write_v05(path: Path, data: np.ndarray, *, names="czyx", n_levels=2, chunks=
     g = zarr.open_group(str(path), mode="w", zarr_format=3)
     lv = _levels(data, n_levels, names)
     base = [1.0 if n in "tc" else (300.0 if n == "z" else 100.0) for n in names]
-    scales = [[b * (2**k if n in "yx" else 1) for b, n in zip(base, names)] for k in range(n_levels)]
+    scales = [[b * (2**k if n in "yx" else 1) for b, n in zip(base, names, strict=True)] for k in range(n_levels)]
     for k, a in enumerate(lv):
         want = chunks or tuple(1 if n in "tc" else 8 for n in names)
-        ch = tuple(min(c, n) for c, n in zip(want, a.shape))
+        ch = tuple(min(c, n) for c, n in zip(want, a.shape, strict=True))
         sh = None
         if shards is not None:  # whole shards, clipped to the (smaller) level
-            sh = tuple(c if c < w else min(s, -(-n // c) * c) for s, c, w, n in zip(shards, ch, want, a.shape))
+            sh = tuple(c if c < w else min(s, -(-n // c) * c) for s, c, w, n in zip(shards, ch, want, a.shape, strict=True))
         arr = g.create_array(str(k), shape=a.shape, dtype=a.dtype, chunks=ch, shards=sh,
                              dimension_names=list(names), fill_value=0)
         arr[...] = a
@@ -223,8 +224,8 @@ def test_model_new_from_shapes_frozen_and_extra_fields():
     assert ds[0].scale == (1, 1, 2, 0.5, 0.5) and ds[1].scale == (1, 1, 2, 1.0, 1.0)
     assert m.axes[2].unit == "micrometer" and m.axes[0].type == "time"
     assert m.omero.channels[0].color == "FF00FF"
-    with pytest.raises(Exception):
-        m.version = "0.5"  # frozen
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        m.version = "0.5"
     attrs = {"multiscales": [{**_multiscale("yx", [[1, 1]], version="0.4"), "custom": 1}], "foo": "bar"}
     out = ImageMetadata.from_attrs(attrs).to_attrs()
     assert out["multiscales"][0]["custom"] == 1
@@ -380,6 +381,18 @@ def test_source_labels_linked_to_parent(v04, v05):
     assert src.levels()[1].labels()["nuclei"].shape == (2, 1, 4, 20, 25)
     s5 = open_ome_zarr_source(v05[0])
     assert s5.labels()["seg"].dtype == np.uint8
+
+
+def test_source_label_that_is_a_plain_array(tmp_path):
+    # a label stored as a bare array (not a multiscale group): level 0 reads it, a coarser level cannot
+    data = _data((1, 1, 1, 32, 32))
+    out = to_ome_zarr(data, tmp_path / "img.zarr", multiscale_levels=2)
+    lg = zarr.open_group(out, mode="a").require_group("labels")
+    lg.attrs.update({"ome": {"version": "0.5", "labels": ["flat"]}})
+    lg.create_array("flat", shape=(32, 32), dtype=np.uint8, dimension_names=["y", "x"], fill_value=0)[...] = 1
+    assert open_ome_zarr_source(out).labels()["flat"].shape == (1, 1, 1, 32, 32)
+    with pytest.raises(SchemaError, match="label 'flat' is a plain zarr array.*level 1"):
+        open_ome_zarr_source(out, level=1).labels()
 
 
 def test_source_v05_sharded_reads_inner_chunks(v05):

@@ -249,7 +249,7 @@ def test_pyramids_subifds_and_multiseries(tmp_path):
         with open_tiff_source(p) as src:
             lv = src.levels()
             assert [s.shape for s in lv] == [(1, 2, 1, 256, 256), (1, 2, 1, 128, 128), (1, 2, 1, 64, 64)]
-            for s, ref in zip(lv, levels):
+            for s, ref in zip(lv, levels, strict=True):
                 assert np.array_equal(LazyImage(s).execute()[0, :, 0], ref)
         with open_tiff_source(p, level=1) as src1:
             assert src1.shape == (1, 2, 1, 128, 128) and len(src1.levels()) == 2
@@ -419,7 +419,7 @@ def _multichannel_record():
                         physical_size_x=0.25, physical_size_y=0.25, physical_size_z=2.0)
     d = of.to_dict(rec)
     colors = [0xFF0000FF, 0x00FF00FF, 0x0000FFFF]
-    for ch, col, em in zip(d["pixels_meta"]["channels"], colors, (0.461, 0.52, None)):
+    for ch, col, em in zip(d["pixels_meta"]["channels"], colors, (0.461, 0.52, None), strict=True):
         ch["color_rgba"] = col
         ch["emission_um"] = em
     return a, d, colors

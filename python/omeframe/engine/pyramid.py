@@ -41,7 +41,7 @@ class DownsampledSource(LazySource):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
-        return self._shape  # type: ignore[return-value]
+        return self._shape
 
     @property
     def dtype(self) -> np.dtype[Any]:

@@ -26,6 +26,7 @@ per row, e.g. ``pl.col("x")``). Null records and null arguments give null.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,7 @@ def _map(expr: pl.Expr, args: list[Any], fn: Any, return_dtype: Any) -> pl.Expr:
 
     positions = [i for i, a in enumerate(args) if isinstance(a, pl.Expr)]
 
-    def many(series: list[pl.Series]) -> pl.Series:
+    def many(series: Sequence[pl.Series]) -> pl.Series:
         s = series[0]
         values = list(args)
         for pos, col in zip(positions, series[1:], strict=True):

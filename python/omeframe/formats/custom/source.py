@@ -119,18 +119,19 @@ class AxesArraySource(StoredSource):
             raise DimOrderError(f"sample={sample} given but axes {self.axes!r} have no S axis")
         else:
             self.sample = None
-        self._shape = tuple(sizes.get(a, 1) for a in CANONICAL)
+        t, c, z, y, x = (sizes.get(a, 1) for a in CANONICAL)
+        self._shape = (t, c, z, y, x)
         self._dtype = _native(array.dtype)
         self._header = header or ImageHeader.basic("unnamed", "unknown", self._shape[1])
         if len(self._header.channels or []) != self._shape[1]:
             self._header.channels = default_channels(None, self._shape[1])
         s = "" if self.sample is None else f" sample {self.sample}"
         self.describe = (describe or f"{type(array).__name__} {shape} {self._dtype}") + f" axes {self.axes}{s}"
-        chunks = getattr(array, "chunks", None)
-        self._chunked = not isinstance(array, np.ndarray) and _is_int_tuple(chunks, len(shape))
+        chunks = None if isinstance(array, np.ndarray) else _chunk_sizes(getattr(array, "chunks", None), len(shape))
+        self._chunked = chunks is not None
         self._in_memory = isinstance(array, np.ndarray) and not isinstance(array, np.memmap)
-        if self._chunked:
-            cs = dict(zip(self.axes, (int(c) for c in chunks), strict=True))
+        if chunks is not None:
+            cs = dict(zip(self.axes, chunks, strict=True))
             self._chunks: tuple[int, int, int] | None = (cs.get("Z", 1), cs.get("Y", 1), cs.get("X", 1))
         else:
             self._chunks = None
@@ -174,11 +175,13 @@ class AxesArraySource(StoredSource):
         )
 
 
-def _is_int_tuple(v: Any, n: int) -> bool:
+def _chunk_sizes(v: Any, n: int) -> tuple[int, ...] | None:
+    """``v`` as ``n`` positive ints (a zarr-style ``chunks``), else ``None``."""
     try:
-        return len(v) == n and all(int(c) > 0 for c in v)  # dask's tuple-of-tuples fails here
+        sizes = tuple(int(c) for c in v)  # dask's tuple-of-tuples fails here
     except (TypeError, ValueError):
-        return False
+        return None
+    return sizes if len(sizes) == n and all(c > 0 for c in sizes) else None
 
 
 class LazyArray:

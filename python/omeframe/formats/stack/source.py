@@ -557,7 +557,7 @@ class StackSource(StoredSource):
         self._header = ImageHeader.basic(
             image_id or Path(pat.pattern).stem,
             name or pat.pattern,
-            self._shape[1],  # type: ignore[arg-type]
+            self._shape[1],
             channel_names=names,
             physical=info.physical,
         )
@@ -600,7 +600,7 @@ class StackSource(StoredSource):
         file_bytes = np.array(
             [max(os.stat(p).st_size // max(t_in * c_in, 1), 1) for p in paths], dtype=np.int64
         )
-        return PixelSource(self._shape, dtype, origins, extents, decode, file_bytes, True, self.describe)  # type: ignore[arg-type]
+        return PixelSource(self._shape, dtype, origins, extents, decode, file_bytes, True, self.describe)
 
 
 def open_stack_source(

@@ -128,8 +128,14 @@ class OmeZarrSource(ZarrArraySource):
                 _label=f"{self._label} label {lname!r}",
                 _parent=self,
             )
-            if self.level and self.level < src.n_levels:
-                src = src.level_source(self.level)
+            if self.level:
+                if not isinstance(src, OmeZarrSource):
+                    raise SchemaError(
+                        f"{self._label}: label {lname!r} is a plain zarr array (one level), but level "
+                        f"{self.level} was asked for; OME-Zarr label images are multiscale image groups"
+                    )
+                if self.level < src.n_levels:
+                    src = src.level_source(self.level)
             out[lname] = src
         return out
 
@@ -269,6 +275,8 @@ def open_ome_zarr_source(
 
     from omeframe.formats.zarr.models import ImageMetadata
 
+    default_id: str | None
+    default_name: str | None
     if isinstance(path_or_group, (str, os.PathLike)):
         p = Path(path_or_group)
         if not p.exists():
