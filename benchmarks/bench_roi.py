@@ -976,7 +976,9 @@ class Runner:
 
 
 # =============================================================== parent side
-def ensure_data(lay: Layout, shape: tuple[int, ...], systems: list[str], root: Path, rewrite: bool) -> tuple[Path, dict[str, Any]]:
+def ensure_data(
+    lay: Layout, shape: tuple[int, ...], systems: list[str], root: Path, rewrite: bool
+) -> tuple[Path, dict[str, Any]]:
     """Generate the source array and every system's copy unless cached with a matching marker."""
     droot = root / lay.dataset
     droot.mkdir(parents=True, exist_ok=True)
@@ -1012,7 +1014,9 @@ def ensure_data(lay: Layout, shape: tuple[int, ...], systems: list[str], root: P
             timeout=1800,
         )
         (tmp / "MARKER.json").write_text(
-            json.dumps({"spec": spec, "source": m["digest"], "write_s": res["seconds"], "bytes": dir_size(tmp)}, indent=1)
+            json.dumps(
+                {"spec": spec, "source": m["digest"], "write_s": res["seconds"], "bytes": dir_size(tmp)}, indent=1
+            )
         )
         os.replace(tmp, sdir)
         _log(f"[{lay.key}] wrote {system} in {time.perf_counter() - t0:.1f} s ({dir_size(sdir) / MiB:.0f} MiB)")
@@ -1048,7 +1052,8 @@ def touched_raw(lay: Layout, shape: tuple[int, ...], sel: dict[str, int]) -> int
     cz, cy, cx = lay.chunk
     sz, sy, sx = shape[2:]
     n = 1
-    for lo, hi, c, size in ((sel["z0"], sel["z1"], cz, sz), (sel["y0"], sel["y1"], cy, sy), (sel["x0"], sel["x1"], cx, sx)):
+    axes = ((sel["z0"], sel["z1"], cz, sz), (sel["y0"], sel["y1"], cy, sy), (sel["x0"], sel["x1"], cx, sx))
+    for lo, hi, c, size in axes:
         first, last = lo // c, (hi - 1) // c
         n_ax = 0
         for k in range(first, last + 1):
@@ -1111,7 +1116,9 @@ def _mib(n: float | None) -> str:
     return f"{n / MiB:.2f}" if n < 10 * MiB else f"{n / MiB:.0f}"
 
 
-def run_layout(lay: Layout, sizes: Sizes, systems: list[str], runner: Runner, root: Path, rewrite: bool) -> dict[str, Any]:
+def run_layout(
+    lay: Layout, sizes: Sizes, systems: list[str], runner: Runner, root: Path, rewrite: bool
+) -> dict[str, Any]:
     import numpy as np
 
     shape = sizes.image_shape if lay.dataset == "image" else sizes.stack_shape
@@ -1220,7 +1227,9 @@ def run_layout(lay: Layout, sizes: Sizes, systems: list[str], runner: Runner, ro
             except CaseError as exc:
                 problems.append(f"{lay.key} floor {op}: {exc}")
     raw_full = int(np.prod(shape)) * 2
-    sizes_on_disk = {s: dir_size(root / lay.key / s) - (root / lay.key / s / "MARKER.json").stat().st_size for s in systems}
+    sizes_on_disk = {
+        s: dir_size(root / lay.key / s) - (root / lay.key / s / "MARKER.json").stat().st_size for s in systems
+    }
     return {
         "layout": lay,
         "shape": shape,

@@ -188,7 +188,8 @@ def test_chunks_table_columns_stats_and_order(ds_path, images):
             raw = pa.Codec("zstd").decompress(payload, decompressed_size=block.nbytes)
             assert np.array_equal(np.frombuffer(raw, a.dtype).reshape(block.shape), block)
         # the grid covers every pixel exactly once
-        assert sum(int(np.prod(s)) for s in zip(t["shape_z"], t["shape_y"], t["shape_x"], strict=True)) == a[0, 0].size * a.shape[0] * a.shape[1]
+        shapes = zip(t["shape_z"], t["shape_y"], t["shape_x"], strict=True)
+        assert sum(int(np.prod(s)) for s in shapes) == a[0, 0].size * a.shape[0] * a.shape[1]
         stats = ds.chunk_stats(iid)
         assert np.array_equal(stats["max"], np.array(t["max"]))
     ds.close()

@@ -506,7 +506,8 @@ def test_iterators_with_prefetch(plan, arr):
     assert np.array_equal(t3[-1], arr[1, 2, 2:4, 32:50, 64:70])
     # the eager view iterates from memory and agrees
     eager = cube.collect()
-    assert all(np.array_equal(x, y) for x, y in zip(eager.iter_tiles_3d(tile_size=(2, 32, 64), prefetch=2), t3, strict=True))
+    tiles = eager.iter_tiles_3d(tile_size=(2, 32, 64), prefetch=2)
+    assert all(np.array_equal(x, y) for x, y in zip(tiles, t3, strict=True))
     with pytest.raises(ValueError, match="prefetch must be >= 0"):
         list(lv.iter_dlpack(batch_size=1, prefetch=-1))
 

@@ -88,9 +88,12 @@ def _levels(a: np.ndarray, n: int, names: str) -> list[np.ndarray]:
 
 OMERO = {
     "channels": [
-        {"label": "DAPI", "color": "0000FF", "window": {"min": 0, "max": 65535, "start": 10, "end": 2000}, "active": True},
-        {"label": "GFP", "color": "00FF00", "window": {"min": 0, "max": 65535, "start": 0, "end": 3000}, "active": True},
-        {"label": "RFP", "color": "FF0000", "window": {"min": 0, "max": 65535, "start": 0, "end": 1000}, "active": False},
+        {"label": "DAPI", "color": "0000FF", "active": True,
+         "window": {"min": 0, "max": 65535, "start": 10, "end": 2000}},
+        {"label": "GFP", "color": "00FF00", "active": True,
+         "window": {"min": 0, "max": 65535, "start": 0, "end": 3000}},
+        {"label": "RFP", "color": "FF0000", "active": False,
+         "window": {"min": 0, "max": 65535, "start": 0, "end": 1000}},
     ],
     "rdefs": {"defaultT": 0, "defaultZ": 1, "model": "color"},
 }
@@ -103,7 +106,9 @@ def write_v04(path: Path, data: np.ndarray, *, names="tczyx", n_levels=2, chunks
     base = [1.0 if n in "tc" else (2.0 if n == "z" else 0.5) for n in names]
     scales = [[b * (2**k if n in "yx" else 1) for b, n in zip(base, names, strict=True)] for k in range(n_levels)]
     for k, a in enumerate(lv):
-        ch = chunks or tuple(1 if n in "tc" else min(s, 2 if n == "z" else 16) for n, s in zip(names, a.shape, strict=True))
+        ch = chunks or tuple(
+            1 if n in "tc" else min(s, 2 if n == "z" else 16) for n, s in zip(names, a.shape, strict=True)
+        )
         arr = g.create_array(str(k), shape=a.shape, dtype=a.dtype, chunks=ch, fill_value=0)
         arr[...] = a
     attrs = {"multiscales": [_multiscale(names, scales, version="0.4")]}
@@ -141,7 +146,9 @@ def write_v05(path: Path, data: np.ndarray, *, names="czyx", n_levels=2, chunks=
         ch = tuple(min(c, n) for c, n in zip(want, a.shape, strict=True))
         sh = None
         if shards is not None:  # whole shards, clipped to the (smaller) level
-            sh = tuple(c if c < w else min(s, -(-n // c) * c) for s, c, w, n in zip(shards, ch, want, a.shape, strict=True))
+            sh = tuple(
+                c if c < w else min(s, -(-n // c) * c) for s, c, w, n in zip(shards, ch, want, a.shape, strict=True)
+            )
         arr = g.create_array(str(k), shape=a.shape, dtype=a.dtype, chunks=ch, shards=sh,
                              dimension_names=list(names), fill_value=0)
         arr[...] = a
@@ -149,10 +156,12 @@ def write_v05(path: Path, data: np.ndarray, *, names="czyx", n_levels=2, chunks=
     for ax in ms["axes"]:
         if "unit" in ax:
             ax["unit"] = unit
-    g.attrs.update({"ome": {"version": "0.5", "multiscales": [ms],
-                            "omero": {"channels": [{"label": f"ch{i}", "color": "FFFF00",
-                                                    "window": {"min": 0, "max": 1, "start": 0, "end": 1}}
-                                                   for i in range(data.shape[names.index("c")])] if "c" in names else []}}})
+    n_channels = data.shape[names.index("c")] if "c" in names else 0
+    omero_channels = [
+        {"label": f"ch{i}", "color": "FFFF00", "window": {"min": 0, "max": 1, "start": 0, "end": 1}}
+        for i in range(n_channels)
+    ]
+    g.attrs.update({"ome": {"version": "0.5", "multiscales": [ms], "omero": {"channels": omero_channels}}})
     for lname, ldata in (labels or {}).items():
         lg = g.require_group("labels")
         lg.attrs.update({"ome": {"version": "0.5", "labels": [lname]}})
@@ -326,7 +335,10 @@ def test_model_pixels_meta_mapping():
     pm2 = back.to_pixels_meta((2, 3, 4, 40, 50), "uint16")
     for k in ("physical_size_x", "physical_size_z", "physical_size_x_unit", "size_c"):
         assert pm2[k] == pm[k]
-    assert [(c["name"], c["color_rgba"]) for c in pm2["channels"]] == [(c["name"], c["color_rgba"]) for c in pm["channels"]]
+    def named_colours(meta):
+        return [(c["name"], c["color_rgba"]) for c in meta["channels"]]
+
+    assert named_colours(pm2) == named_colours(pm)
     ImageAttrsV05.model_validate(back.to_attrs()["ome"])
 
 

@@ -269,7 +269,8 @@ def test_crop_clips_to_the_image_and_composes_with_stats(con, data):
 
 
 def test_crop_keeps_uint16_and_multi_chunk(con, data):
-    t = con.sql(f"SELECT k, ome_crop(ome_arrow, 20, 25, 40, 30) AS r FROM {_src(data, 'u16')} ORDER BY k").to_arrow_table()
+    q = f"SELECT k, ome_crop(ome_arrow, 20, 25, 40, 30) AS r FROM {_src(data, 'u16')} ORDER BY k"
+    t = con.sql(q).to_arrow_table()
     for k, rec in zip(t["k"].to_pylist(), t["r"], strict=True):
         src = data["big"][k]
         exp = src[..., 25 : min(55, src.shape[3]), 20 : min(60, src.shape[4])]
@@ -458,7 +459,9 @@ def test_register_vortex_dataset_directory(con, data, dataset):
     _vortex_wrapper()
     _, truth = dataset
     path = data["root"] / "slides_vx.omeds"
-    of.write_dataset(truth["s1"][0, :, 0], path, format="vortex", dim_order="CYX", image_ids=["s1"], chunk_shape=(1, 32, 32))
+    of.write_dataset(
+        truth["s1"][0, :, 0], path, format="vortex", dim_order="CYX", image_ids=["s1"], chunk_shape=(1, 32, 32)
+    )
     of.write_dataset(truth["s2"][0, :, 0], path, dim_order="CYX", image_ids=["s2"], mode="append")
     assert ofdb.register(con, "vxs", path) == ["vxs_images", "vxs_chunks"]
     sql = _check_dataset_views(con, "vxs", truth)
@@ -510,7 +513,8 @@ def test_records_written_by_ome_arrow(con, tmp_path, kwargs):
     path = tmp_path / "oa.parquet"
     ome_arrow.to_ome_parquet(ome_arrow.from_numpy(a, dim_order="CZYX", chunk_shape=(1, 16, 32), **kwargs), str(path))
     ofdb.register(con, "oa", path)
-    shape, s, crop = con.sql("SELECT ome_shape(image), ome_stats(image, 1), ome_crop(image, 3, 4, 20, 30) FROM oa").fetchall()[0]
+    q = "SELECT ome_shape(image), ome_stats(image, 1), ome_crop(image, 3, 4, 20, 30) FROM oa"
+    shape, s, crop = con.sql(q).fetchall()[0]
     assert tuple(shape) == (1, 2, 3, 40, 50)
     b = a[1].astype(np.float64)
     assert (s["min"], s["max"]) == (b.min(), b.max())

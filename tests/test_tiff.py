@@ -646,7 +646,8 @@ def test_unsupported_compression(tmp_path):
 
 def test_ome_xml_disagreeing_with_pixels_warns_and_follows_pixels(tmp_path):
     a = _rng(21).integers(0, 1000, (2, 64, 80), dtype=np.uint16)
-    xml = build_ome_xml([((2, 100, 80), "uint16", {"axes": "CYX", "PhysicalSizeX": 0.5, "Channel": {"Name": ["a", "b"]}})])
+    meta = {"axes": "CYX", "PhysicalSizeX": 0.5, "Channel": {"Name": ["a", "b"]}}
+    xml = build_ome_xml([((2, 100, 80), "uint16", meta)])
     p = tmp_path / "lies.ome.tif"
     tifffile.imwrite(p, a, description=xml, metadata=None)
     with pytest.warns(OMEXMLMismatchWarning, match=r"SizeY=100.*Y=64"):
@@ -685,7 +686,8 @@ def _big_region(y0, y1, x0, x1) -> np.ndarray:
             t = _big_tile(ty, tx)
             ya, yb = max(y0, ty * _TILE), min(y1, (ty + 1) * _TILE)
             xa, xb = max(x0, tx * _TILE), min(x1, (tx + 1) * _TILE)
-            out[ya - y0 : yb - y0, xa - x0 : xb - x0] = t[ya - ty * _TILE : yb - ty * _TILE, xa - tx * _TILE : xb - tx * _TILE]
+            ty0, tx0 = ty * _TILE, tx * _TILE
+            out[ya - y0 : yb - y0, xa - x0 : xb - x0] = t[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
     return out
 
 

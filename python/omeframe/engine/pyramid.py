@@ -72,7 +72,8 @@ class DownsampledSource(LazySource):
         def decode(i: int, strict: bool) -> np.ndarray:
             t, c, z, y, x = (int(v) for v in origins[i])
             _, dy, dx = (int(v) for v in extents[i])
-            block = parent.select(t=[t], c=[c], z=[z], y=(y * f, (y + dy) * f), x=(x * f, (x + dx) * f)).execute()[0, 0, 0]
+            window = parent.select(t=[t], c=[c], z=[z], y=(y * f, (y + dy) * f), x=(x * f, (x + dx) * f))
+            block = window.execute()[0, 0, 0]
             if self.method == "nearest":
                 return block[::f, ::f]
             red = block.reshape(dy, f, dx, f).mean(axis=(1, 3), dtype=np.float64)

@@ -70,7 +70,8 @@ def _map(expr: pl.Expr, args: list[Any], fn: Any, return_dtype: Any) -> pl.Expr:
     if not exprs:
 
         def one(s: pl.Series) -> pl.Series:
-            return _series(fn(_arrow(s), *args), s.name, return_dtype if isinstance(return_dtype, pl.DataType) else None)
+            out_dtype = return_dtype if isinstance(return_dtype, pl.DataType) else None
+            return _series(fn(_arrow(s), *args), s.name, out_dtype)
 
         return expr.map_batches(one, return_dtype=return_dtype, is_elementwise=True)
 

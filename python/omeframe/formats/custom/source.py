@@ -151,7 +151,11 @@ class AxesArraySource(StoredSource):
         grid = (st, sc, -(-sz // cz), -(-sy // cy), -(-sx // cx))
         origins = np.indices(grid).reshape(5, -1).T.astype(np.int64) * np.array([1, 1, cz, cy, cx], dtype=np.int64)
         extents = np.stack(
-            [np.minimum(cz, sz - origins[:, 2]), np.minimum(cy, sy - origins[:, 3]), np.minimum(cx, sx - origins[:, 4])],
+            [
+                np.minimum(cz, sz - origins[:, 2]),
+                np.minimum(cy, sy - origins[:, 3]),
+                np.minimum(cx, sx - origins[:, 4]),
+            ],
             axis=1,
         )
         arr, axes, s, dtype = self.array, self.axes, self.sample, self._dtype
@@ -187,7 +191,12 @@ def _chunk_sizes(v: Any, n: int) -> tuple[int, ...] | None:
 class LazyArray:
     """``read_func(path, **read_kwargs)``, called once on first :meth:`get` (thread-safe)."""
 
-    def __init__(self, path: str | os.PathLike[str], read_func: Callable[..., Any], read_kwargs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        read_func: Callable[..., Any],
+        read_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
         if not callable(read_func):
             raise TypeError(f"read_func must be callable, got {type(read_func).__name__}")
         self.path = Path(path)
@@ -211,7 +220,9 @@ class LazyArray:
                     raise FileNotFoundError(f"no such file: {str(self.path)!r}")
                 out = self.read_func(self.path, **self.read_kwargs)
                 if out is None:
-                    raise TypeError(f"read_func {self.func_name} returned None for {str(self.path)!r}; it must return an array")
+                    raise TypeError(
+                        f"read_func {self.func_name} returned None for {str(self.path)!r}; it must return an array"
+                    )
                 if not (hasattr(out, "shape") and hasattr(out, "dtype") and hasattr(out, "__getitem__")):
                     out = np.asarray(out)
                 if len(out.shape) < 2:
@@ -273,7 +284,8 @@ class CustomSource(LazySource):
         with self._inner_lock:
             if self._inner is None:
                 arr = self.lazy.get()
-                check_axes(self.axes, tuple(arr.shape), what=f"the array read_func {self.lazy.func_name} returned for {str(self.lazy.path)!r}")
+                what = f"the array read_func {self.lazy.func_name} returned for {str(self.lazy.path)!r}"
+                check_axes(self.axes, tuple(arr.shape), what=what)
                 self._inner = AxesArraySource(
                     arr, self.axes, ImageHeader.basic(self._image_id, self._name, 1), self.describe, sample=self.sample
                 )

@@ -215,7 +215,11 @@ class CziSource(StoredSource):
         grid = (st, sc, sz, -(-sy // ty), -(-sx // tx))
         origins = np.indices(grid).reshape(5, -1).T.astype(np.int64) * np.array([1, 1, 1, ty, tx], dtype=np.int64)
         extents = np.stack(
-            [np.ones(len(origins), dtype=np.int64), np.minimum(ty, sy - origins[:, 3]), np.minimum(tx, sx - origins[:, 4])],
+            [
+                np.ones(len(origins), dtype=np.int64),
+                np.minimum(ty, sy - origins[:, 3]),
+                np.minimum(tx, sx - origins[:, 4]),
+            ],
             axis=1,
         )
         rx, ry = self.rect[0], self.rect[1]

@@ -177,7 +177,10 @@ def _batch_byte_variant(
     if pm.null_count or arr.null_count:
         return out
     sizes = np.stack(
-        [pm.field(k).to_numpy(zero_copy_only=False).astype(np.int64) for k in ("size_t", "size_c", "size_z", "size_y", "size_x")],
+        [
+            pm.field(k).to_numpy(zero_copy_only=False).astype(np.int64)
+            for k in ("size_t", "size_c", "size_z", "size_y", "size_x")
+        ],
         axis=1,
     )
     tcodes, tnames = _dict_codes(pm.field("type"))
@@ -193,7 +196,10 @@ def _batch_byte_variant(
     if "pixel_bytes" not in names:
         return out
     keys = np.stack(
-        [inner.field(k).to_numpy(zero_copy_only=False).astype(np.int64) for k in ("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x")],
+        [
+            inner.field(k).to_numpy(zero_copy_only=False).astype(np.int64)
+            for k in ("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x")
+        ],
         axis=1,
     )
     pb = inner.field("pixel_bytes")

@@ -641,7 +641,9 @@ class ImageAttrs05(_Model):
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 
 
-def _axes_from(axes: str | Sequence[Axis | Mapping[str, Any]], space_unit: str | None, time_unit: str | None) -> tuple[Axis, ...]:
+def _axes_from(
+    axes: str | Sequence[Axis | Mapping[str, Any]], space_unit: str | None, time_unit: str | None
+) -> tuple[Axis, ...]:
     if isinstance(axes, str):
         out = []
         for a in axes.lower():
@@ -803,7 +805,9 @@ class ImageMetadata(_Model):
                 channels=tuple(c if isinstance(c, OmeroChannel) else OmeroChannel(**dict(c)) for c in channels or ()),
                 rdefs=dict(rdefs) if rdefs is not None else None,
             )
-        il = image_label if image_label is None or isinstance(image_label, ImageLabel) else ImageLabel(**dict(image_label))
+        il = image_label
+        if il is not None and not isinstance(il, ImageLabel):
+            il = ImageLabel(**dict(il))
         return cls(version=version, multiscales=(ms,), omero=omero, image_label=il)
 
     # ---- accessors -------------------------------------------------------

@@ -122,7 +122,9 @@ def _codec(compressor: str | None, level: int | None, zarr_format: int) -> Any:
         if name == "zlib":
             return numcodecs.Zlib(level=6 if level is None else int(level))
         if name in _BLOSC_CNAMES:
-            return numcodecs.Blosc(cname=_BLOSC_CNAMES[name], clevel=5 if level is None else int(level), shuffle=numcodecs.Blosc.SHUFFLE)
+            return numcodecs.Blosc(
+                cname=_BLOSC_CNAMES[name], clevel=5 if level is None else int(level), shuffle=numcodecs.Blosc.SHUFFLE
+            )
     raise ValueError(
         f"unknown compressor {compressor!r}; use 'zstd', 'gzip', 'zlib', 'blosc' "
         "('blosc-lz4', 'blosc-zstd', ...) or None"
@@ -150,7 +152,10 @@ def _level_layout(
 
 def _unit_regions(shape: tuple[int, ...], unit: tuple[int, ...]) -> list[tuple[slice, ...]]:
     ranges = [range(0, n, u) for n, u in zip(shape, unit, strict=True)]
-    return [tuple(slice(o, min(o + u, n)) for o, u, n in zip(origin, unit, shape, strict=True)) for origin in product(*ranges)]
+    return [
+        tuple(slice(o, min(o + u, n)) for o, u, n in zip(origin, unit, shape, strict=True))
+        for origin in product(*ranges)
+    ]
 
 
 def _write_level(
@@ -317,7 +322,10 @@ def to_ome_zarr(
     shape = source.shape
     order = _check_dim_order(dim_order, shape)
     out_dtype = source.dtype if dtype is None else to_numpy_dtype(dtype)
-    chunk_d = dict(zip(CANONICAL, _DEFAULT_CHUNKS, strict=True)) if chunks is None else _per_axis(chunks, order, "chunks")
+    if chunks is None:
+        chunk_d = dict(zip(CANONICAL, _DEFAULT_CHUNKS, strict=True))
+    else:
+        chunk_d = _per_axis(chunks, order, "chunks")
     shard_d: dict[str, int] | None = None
     if shards is not None:
         shard_d = _per_axis(shards, order, "shards")
