@@ -243,17 +243,15 @@ class RecordView:
         )
         if "pixel_bytes" in names:
             col = arr.field("pixel_bytes")
-            if pa.types.is_binary(col.type):
-                col = col.cast(pa.large_binary())
-            elif not pa.types.is_large_binary(col.type):
+            if not pa.types.is_large_binary(col.type):
                 col = col.cast(pa.large_binary())
             bufs = col.buffers()
             offsets = np.frombuffer(bufs[1], dtype=np.int64)[col.offset : col.offset + len(col) + 1]
             valid = None
             if col.null_count:
                 valid = col.is_valid().to_numpy(zero_copy_only=False)
-            dts = arr.field("dtype").to_pylist() if "dtype" in names else [None] * len(arr)
-            comps = (
+            dts: list[str | None] = arr.field("dtype").to_pylist() if "dtype" in names else [None] * len(arr)
+            comps: list[str | None] = (
                 arr.field("compression").to_pylist() if "compression" in names else [None] * len(arr)
             )
             data = bufs[2] if bufs[2] is not None else pa.py_buffer(b"")

@@ -322,6 +322,7 @@ def to_ome_zarr(
     shape = source.shape
     order = _check_dim_order(dim_order, shape)
     out_dtype = source.dtype if dtype is None else to_numpy_dtype(dtype)
+    chunk_d: dict[str, int]
     if chunks is None:
         chunk_d = dict(zip(CANONICAL, _DEFAULT_CHUNKS, strict=True))
     else:
