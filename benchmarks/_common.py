@@ -230,11 +230,11 @@ def markdown_table(
     widths = [max(len(r[i]) for r in cells) for i in range(ncol)]
 
     def line(r: Sequence[str]) -> str:
-        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)]
+        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align, strict=False)]
         return "| " + " | ".join(parts) + " |"
 
     sep = "|" + "|".join(
-        ("-" * (w + 1) + ":") if a == "r" else (":" + "-" * (w + 1)) for w, a in zip(widths, align)
+        ("-" * (w + 1) + ":") if a == "r" else (":" + "-" * (w + 1)) for w, a in zip(widths, align, strict=True)
     ) + "|"
     return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
 

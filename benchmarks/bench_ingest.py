@@ -63,9 +63,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     OUT_DIR,
     ROOT,
-    MiB,
     CaseContext,
     CaseError,
+    MiB,
     best_of,
     case_main,
     dir_size,
@@ -332,7 +332,8 @@ def run_one(system: str, fmt: str, src: Path, shape: tuple[int, ...], repeats: i
             base=res["baseline_rss"],
             out_bytes=res["out_bytes"],
         )
-        _log(f"  {fmt_seconds(row['best'])}, {row['raw'] / row['best'] / 1e6:.0f} MB/s, peak {fmt_mib(row['peak'])} MiB")
+        rate = row["raw"] / row["best"] / 1e6
+        _log(f"  {fmt_seconds(row['best'])}, {rate:.0f} MB/s, peak {fmt_mib(row['peak'])} MiB")
     _rm(out.parent)
     return row
 
@@ -382,7 +383,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 def targets(rows: list[dict[str, Any]], big: bool) -> list[str]:
     def find(system: str, fmt: str, kind: str) -> dict[str, Any] | None:
         for r in rows:
-            if r["system"] == system and r["fmt"] == fmt and (r["shape"][2:] == (1, r["shape"][3], r["shape"][4]) and r["shape"][3] >= 8192) == (kind == "big"):
+            is_big = r["shape"][2:] == (1, r["shape"][3], r["shape"][4]) and r["shape"][3] >= 8192
+            if r["system"] == system and r["fmt"] == fmt and is_big == (kind == "big"):
                 return r
         return None
 

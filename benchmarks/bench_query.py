@@ -50,7 +50,7 @@ import os
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     OUT_DIR,
-    MiB,
     CaseContext,
     CaseError,
+    MiB,
     best_of,
     case_main,
     dir_size,
@@ -303,7 +303,7 @@ def case_stats_sql(ctx: CaseContext) -> dict[str, Any]:
 
     def run() -> Any:
         res = con.execute(sql)
-        fetch = getattr(res, "to_arrow_table", None) or getattr(res, "fetch_arrow_table")
+        fetch = getattr(res, "to_arrow_table", None) or res.fetch_arrow_table
         return fetch()
 
     t0 = time.perf_counter()
@@ -454,7 +454,7 @@ def main() -> int:
     versions = {p: metadata.version(p) for p in ("omeframe", "ome-arrow", "duckdb", "polars", "pyarrow")}
     emit(f"# bench_query{' (--quick)' if quick else ''}{f' (--only {args.only})' if args.only else ''}")
     emit()
-    emit(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {machine_summary()}; "
+    emit(f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}; {machine_summary()}; "
          + ", ".join(f"{k} {v}" for k, v in versions.items()))
     emit(f"Load average (1/5/15 min) at start: {load_start} (shared machine; timings are noisy).")
     emit("Page cache is warm for every case (it cannot be dropped here): 'cold' = first run in a "

@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     OUT_DIR,
-    MiB,
     CaseContext,
     CaseError,
+    MiB,
     best_of,
     case_main,
     dir_size,
@@ -690,7 +690,7 @@ def _versions() -> str:
 def _header(quick: bool, sizes: Sizes, load_start: float) -> list[str]:
     lines = [
         f"## bench_records ({'quick' if quick else 'full'} run, "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
         f"Machine: {machine_summary()}; 1-min load average {load_start:.2f} at start, "
         f"{os.getloadavg()[0]:.2f} at end. {_versions()}.",

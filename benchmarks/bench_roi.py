@@ -55,6 +55,7 @@ or returns wrong pixels.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import hashlib
 import json
@@ -69,7 +70,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     OUT_DIR,
     ROOT,
-    MiB,
     CaseContext,
     CaseError,
+    MiB,
     best_of,
     case_main,
     dir_size,
@@ -490,7 +491,7 @@ def _tiff_open(system: str, path: str) -> Any:
     axes = s.axes
     if any(a not in "TCZYX" for a in axes) or "".join(a for a in "TCZYX" if a in axes) != axes:
         raise ValueError(f"unexpected TIFF axes {axes!r}")
-    full = {a: n for a, n in zip(axes, s.shape)}
+    full = {a: n for a, n in zip(axes, s.shape, strict=True)}
     shape5 = tuple(full.get(a, 1) for a in "TCZYX")
     return (tf, zarr.open(s.aszarr(), mode="r"), axes, shape5)
 
@@ -685,12 +686,19 @@ def _read(ctx: CaseContext) -> dict[str, Any]:
     return res
 
 
+def _decompress_all(codec: Any, items: list[tuple[Any, int]]) -> None:
+    """Decompress every ``(payload, decompressed size)`` of ``items`` (results dropped)."""
+    for b, n in items:
+        codec.decompress(b, decompressed_size=n, asbytes=False)
+
+
 @case("floor")
 def _floor(ctx: CaseContext) -> dict[str, Any]:
     """zstd-decompress exactly the touched chunks' stored bytes, one thread, best of N."""
     import numpy as np
-    import omeframe
     import pyarrow as pa
+
+    import omeframe
 
     p = ctx.params
     ds = omeframe.open_dataset(p["path"])
@@ -718,11 +726,10 @@ def _floor(ctx: CaseContext) -> dict[str, Any]:
         blobs = [ds.read_chunk_bytes(IMAGE_ID, 0, int(i), verify=False) for i in idx]
         sizes = [int(np.prod(extents[i])) * itemsize for i in idx]
 
-        def decode_all() -> None:
-            for b, n in zip(blobs, sizes):
-                codec.decompress(b, decompressed_size=n, asbytes=False)
-
-        timing, _ = best_of(decode_all, int(p["repeats"]), budget_s=float(p["budget"]))
+        pairs = list(zip(blobs, sizes, strict=True))
+        timing, _ = best_of(
+            functools.partial(_decompress_all, codec, pairs), int(p["repeats"]), budget_s=float(p["budget"])
+        )
         entry = {
             "best": timing.best,
             "chunks": int(len(idx)),
@@ -746,11 +753,9 @@ def _floor(ctx: CaseContext) -> dict[str, Any]:
                 lo, hi = int(ends[fa + ka] - ends[fa]), int(ends[fa + kb] - ends[fa])
                 spans.append((blobs[k][lo:hi], (min(kb * fr, ez * ey) - ka * fr) * ex * itemsize))
 
-            def decode_frames() -> None:
-                for b, n in spans:
-                    codec.decompress(b, decompressed_size=n, asbytes=False)
-
-            ft, _ = best_of(decode_frames, int(p["repeats"]), budget_s=float(p["budget"]))
+            ft, _ = best_of(
+                functools.partial(_decompress_all, codec, spans), int(p["repeats"]), budget_s=float(p["budget"])
+            )
             entry["frames_best"] = ft.best
             entry["frames_stored"] = int(sum(len(b) for b, _ in spans))
         if sel is None:  # full: also in 2 threads (Arrow's codecs release the GIL) = usable cores now
@@ -758,12 +763,11 @@ def _floor(ctx: CaseContext) -> dict[str, Any]:
 
             with ThreadPoolExecutor(2) as pool:
                 t0 = time.perf_counter()
-                for _ in pool.map(lambda k: codec.decompress(blobs[k], decompressed_size=sizes[k], asbytes=False),
-                                  range(len(blobs))):
+                for _ in pool.map(lambda b, n: codec.decompress(b, decompressed_size=n, asbytes=False), blobs, sizes):
                     pass
                 entry["best_2threads"] = time.perf_counter() - t0
         per_sel.append(entry)
-        del blobs
+        del blobs, pairs
     root = Path(p["path"])
     meta = (root / "manifest.json").stat().st_size + ds.images_path.stat().st_size
     return {"sels": per_sel, "metadata_bytes": int(meta)}
@@ -972,7 +976,9 @@ class Runner:
 
 
 # =============================================================== parent side
-def ensure_data(lay: Layout, shape: tuple[int, ...], systems: list[str], root: Path, rewrite: bool) -> tuple[Path, dict[str, Any]]:
+def ensure_data(
+    lay: Layout, shape: tuple[int, ...], systems: list[str], root: Path, rewrite: bool
+) -> tuple[Path, dict[str, Any]]:
     """Generate the source array and every system's copy unless cached with a matching marker."""
     droot = root / lay.dataset
     droot.mkdir(parents=True, exist_ok=True)
@@ -1008,7 +1014,9 @@ def ensure_data(lay: Layout, shape: tuple[int, ...], systems: list[str], root: P
             timeout=1800,
         )
         (tmp / "MARKER.json").write_text(
-            json.dumps({"spec": spec, "source": m["digest"], "write_s": res["seconds"], "bytes": dir_size(tmp)}, indent=1)
+            json.dumps(
+                {"spec": spec, "source": m["digest"], "write_s": res["seconds"], "bytes": dir_size(tmp)}, indent=1
+            )
         )
         os.replace(tmp, sdir)
         _log(f"[{lay.key}] wrote {system} in {time.perf_counter() - t0:.1f} s ({dir_size(sdir) / MiB:.0f} MiB)")
@@ -1044,7 +1052,8 @@ def touched_raw(lay: Layout, shape: tuple[int, ...], sel: dict[str, int]) -> int
     cz, cy, cx = lay.chunk
     sz, sy, sx = shape[2:]
     n = 1
-    for lo, hi, c, size in ((sel["z0"], sel["z1"], cz, sz), (sel["y0"], sel["y1"], cy, sy), (sel["x0"], sel["x1"], cx, sx)):
+    axes = ((sel["z0"], sel["z1"], cz, sz), (sel["y0"], sel["y1"], cy, sy), (sel["x0"], sel["x1"], cx, sx))
+    for lo, hi, c, size in axes:
         first, last = lo // c, (hi - 1) // c
         n_ax = 0
         for k in range(first, last + 1):
@@ -1107,7 +1116,9 @@ def _mib(n: float | None) -> str:
     return f"{n / MiB:.2f}" if n < 10 * MiB else f"{n / MiB:.0f}"
 
 
-def run_layout(lay: Layout, sizes: Sizes, systems: list[str], runner: Runner, root: Path, rewrite: bool) -> dict[str, Any]:
+def run_layout(
+    lay: Layout, sizes: Sizes, systems: list[str], runner: Runner, root: Path, rewrite: bool
+) -> dict[str, Any]:
     import numpy as np
 
     shape = sizes.image_shape if lay.dataset == "image" else sizes.stack_shape
@@ -1216,7 +1227,9 @@ def run_layout(lay: Layout, sizes: Sizes, systems: list[str], runner: Runner, ro
             except CaseError as exc:
                 problems.append(f"{lay.key} floor {op}: {exc}")
     raw_full = int(np.prod(shape)) * 2
-    sizes_on_disk = {s: dir_size(root / lay.key / s) - (root / lay.key / s / "MARKER.json").stat().st_size for s in systems}
+    sizes_on_disk = {
+        s: dir_size(root / lay.key / s) - (root / lay.key / s / "MARKER.json").stat().st_size for s in systems
+    }
     return {
         "layout": lay,
         "shape": shape,
@@ -1476,7 +1489,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.close()
 
     out_lines = [
-        f"## bench_roi ({'quick' if args.quick else 'full'} run, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)",
+        f"## bench_roi ({'quick' if args.quick else 'full'} run, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
         f"Machine: {machine_summary()}. Versions: {_versions()}.",
         f"Load average (1 min) at start {load0[0]:.1f}, at end {os.getloadavg()[0]:.1f} "

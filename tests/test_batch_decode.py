@@ -23,7 +23,7 @@ def test_batch_equals_per_record(tmp_path, images) -> None:
     col = of.read_table(path)["ome_arrow"]
     batch = of.to_numpy_batch(col)
     assert len(batch) == len(images)
-    for got, rec, img in zip(batch, col, images):
+    for got, rec, img in zip(batch, col, images, strict=True):
         assert got.dtype == np.uint8
         assert np.array_equal(got, of.to_numpy(rec))
         assert np.array_equal(got[0, :, 0], img.transpose(2, 0, 1))
@@ -35,10 +35,10 @@ def test_batch_mixed_variants_and_chunked_input(images) -> None:
     chunked = pa.chunked_array([byte_recs.slice(1, 3)])  # a sliced array inside a ChunkedArray
     got = of.to_numpy_batch(chunked)
     assert [g.shape for g in got] == [of.to_numpy(r).shape for r in byte_recs.slice(1, 3)]
-    for g, img in zip(got, images[1:4]):
+    for g, img in zip(got, images[1:4], strict=True):
         assert np.array_equal(g[0, :, 0], img.transpose(2, 0, 1))
     # list-variant records go through the per-record path and still decode
-    for g, img in zip(of.to_numpy_batch(list_recs), images[5:8]):
+    for g, img in zip(of.to_numpy_batch(list_recs), images[5:8], strict=True):
         assert np.array_equal(g[0, :, 0], img.transpose(2, 0, 1))
     # a plain sequence of scalars works too
     assert np.array_equal(of.to_numpy_batch([byte_recs[0]])[0][0, :, 0], images[0].transpose(2, 0, 1))

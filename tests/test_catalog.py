@@ -43,7 +43,9 @@ def _write_ome_zarr(path: Path, arr: np.ndarray) -> None:
     datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.5, 0.5]}]}]
     g = zarr.open_group(str(path), mode="w", zarr_format=2)
     g.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": datasets, "name": "zimg"}]
-    z = zarr.create_array(store=str(path), name="0", shape=arr.shape, chunks=(1, 16, 16), dtype=arr.dtype, zarr_format=2)
+    z = zarr.create_array(
+        store=str(path), name="0", shape=arr.shape, chunks=(1, 16, 16), dtype=arr.dtype, zarr_format=2
+    )
     z[:] = arr
 
 
@@ -53,7 +55,8 @@ def tree(tmp_path: Path) -> dict[str, object]:
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     expected: dict[str, np.ndarray] = {}  # image id -> TCZYX pixels
-    for i, (plate, well) in enumerate([("P1", "A1"), ("P1", "A2"), ("P1", "B1"), ("P2", "A1"), ("P2", "C3"), ("P2", "H12")]):
+    wells = [("P1", "A1"), ("P1", "A2"), ("P1", "B1"), ("P2", "A1"), ("P2", "C3"), ("P2", "H12")]
+    for i, (plate, well) in enumerate(wells):
         a = _arr((2, 24, 20), i)
         where = src if i < 3 else src / "sub"
         tifffile.imwrite(where / f"{plate}_{well}_f{i}.tif", a, metadata={"axes": "CYX"})
@@ -105,7 +108,7 @@ def test_build_mixed_sources_with_one_corrupt_file(tree):
     assert len(bad) == 1 and bad[0]["urlpath"].endswith("broken.tif")
     assert bad[0]["error"] and bad[0]["error_type"] and bad[0]["location"] is None
     assert res.errors.num_rows == 1 and res.errors["urlpath"][0].as_py().endswith("broken.tif")
-    readers = dict(zip(cat["image_id"].to_pylist(), cat["reader"].to_pylist()))
+    readers = dict(zip(cat["image_id"].to_pylist(), cat["reader"].to_pylist(), strict=True))
     assert readers["zimg"] == "ome-zarr" and readers["stack"] == "numpy" and readers["P1_A1_f0"] == "tiff"
     for iid, arr in expected.items():
         got = _pixels(out, iid)
@@ -141,7 +144,8 @@ def test_columns_from_path_and_dataset_layout(tree):
     out2 = tree["root"] / "cat2"
     build(src, out2, workers=1, progress=False, columns_from_path=REGEX, layout="records")
     imgs = _images(out2)
-    got = dict(zip(imgs["image_id"].to_pylist(), zip(imgs["plate"].to_pylist(), imgs["well"].to_pylist())))
+    pw = zip(imgs["plate"].to_pylist(), imgs["well"].to_pylist(), strict=True)
+    got = dict(zip(imgs["image_id"].to_pylist(), pw, strict=True))
     assert got["P1_B1_f2"] == ("P1", "B1") and got["plain2d"] == (None, None)
     with pytest.raises(ValueError, match="named groups"):
         build(src, out2, progress=False, columns_from_path=r"P\d+")
@@ -172,7 +176,8 @@ def test_resume_touch_and_append(tree):
     assert len(ds.image_ids) == len(set(ds.image_ids))
     np.testing.assert_array_equal(_pixels(out, "P1_A2_f1"), new[None, :, None])
     assert _images(out)["image_id"].to_pylist().count("stack") == 1
-    assert read_catalog(out).filter(pc.equal(read_catalog(out)["image_id"], "stack"))["location"][0].as_py() == "images.parquet"
+    cat = read_catalog(out)
+    assert cat.filter(pc.equal(cat["image_id"], "stack"))["location"][0].as_py() == "images.parquet"
     # append: new files only; a clashing stem gets a distinct id
     (src / "more").mkdir()
     tifffile.imwrite(src / "more" / "P3_D4_f9.tif", _arr((2, 8, 8), 7), metadata={"axes": "CYX"})
@@ -200,7 +205,8 @@ def test_two_workers_write_what_one_worker_writes(tree):
     r1 = build(src, one, workers=1, progress=False, columns_from_path=REGEX, max_record_bytes=5000)
     r2 = build(src, two, workers=2, progress=False, columns_from_path=REGEX, max_record_bytes=5000, batch_size=2)
     assert r2.workers == 2
-    assert (r1.n_ingested, r1.n_records, r1.n_dataset, r1.n_errors) == (r2.n_ingested, r2.n_records, r2.n_dataset, r2.n_errors)
+    counts = [(r.n_ingested, r.n_records, r.n_dataset, r.n_errors) for r in (r1, r2)]
+    assert counts[0] == counts[1]
     assert r1.n_records and r1.n_dataset
     assert _images(one).equals(_images(two))
     assert _strip(read_catalog(one)).equals(_strip(read_catalog(two)))
@@ -366,7 +372,8 @@ def test_discover_globs_dirs_and_exclusions(tree):
     found = [p.name for p in discover(src, exclude=out)]
     assert "junk.tif" not in found and ".hidden.tif" not in found and "notes.txt" not in found
     assert "zimg.ome.zarr" in found and "0" not in found  # a store is one entry
-    assert sorted(p.name for p in discover(str(src / "**" / "P2_*.tif"))) == ["P2_A1_f3.tif", "P2_C3_f4.tif", "P2_H12_f5.tif"]
+    found = sorted(p.name for p in discover(str(src / "**" / "P2_*.tif")))
+    assert found == ["P2_A1_f3.tif", "P2_C3_f4.tif", "P2_H12_f5.tif"]
     assert [p.name for p in discover([src / "plain2d.npy", src / "plain2d.npy"])] == ["plain2d.npy"]
     assert [p.name for p in discover(src / "missing.tif")] == ["missing.tif"]  # becomes an error row
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from omeframe.errors import OmeframeError, PixelPayloadError, SelectionError
 from omeframe.model.selection import (
     ChunkGrid,
     CopyPlan,
@@ -18,7 +19,6 @@ from omeframe.model.selection import (
     chunks_for_roi,
     plan_copies,
 )
-from omeframe.errors import OmeframeError, PixelPayloadError, SelectionError
 
 PROPS = settings(
     max_examples=200,
@@ -52,8 +52,8 @@ def ref_apply(src: np.ndarray, specs: dict[str, Any]) -> np.ndarray:
 def assemble(plan: CopyPlan, src: np.ndarray, use_3d: bool = False) -> np.ndarray:
     """Decode every touched chunk from ``src`` and copy it into a fresh output."""
     out = np.full(plan.out_shape, -1, dtype=src.dtype)
-    for i, (origin, extent) in enumerate(zip(plan.origins, plan.extents)):
-        chunk = src[tuple(slice(o, o + e) for o, e in zip(origin, extent))]
+    for i, (origin, extent) in enumerate(zip(plan.origins, plan.extents, strict=True)):
+        chunk = src[tuple(slice(o, o + e) for o, e in zip(origin, extent, strict=True))]
         if use_3d:
             chunk = chunk[0, 0]
         plan.copy(i, chunk, out)
@@ -66,7 +66,7 @@ def brute_force_touched(grid: ChunkGrid, sel: Selection) -> set[tuple[int, ...]]
     for a, name in enumerate("tcz"):
         idx = getattr(sel, name)
         sets.append(set(range(grid.shape[a])) if idx is None else set(idx))
-    for a, name in zip((3, 4), "yx"):
+    for a, name in zip((3, 4), "yx", strict=True):
         r = getattr(sel, name)
         lo, hi = (0, grid.shape[a]) if r is None else r
         sets.append(set(range(lo, hi)))
@@ -75,7 +75,7 @@ def brute_force_touched(grid: ChunkGrid, sel: Selection) -> set[tuple[int, ...]]
         extent = grid.chunk_extent(origin)
         if all(
             any(o <= v < o + e for v in sets[a])
-            for a, (o, e) in enumerate(zip(origin, extent))
+            for a, (o, e) in enumerate(zip(origin, extent, strict=True))
         ):
             touched.add(tuple(origin))
     return touched
@@ -100,7 +100,7 @@ def grids(draw: st.DrawFn) -> ChunkGrid:
     return ChunkGrid(shape, chunk)
 
 
-@functools.lru_cache(maxsize=None)  # building strategies dominates run time
+@functools.cache  # building strategies dominates run time
 def index_specs(n: int) -> st.SearchStrategy[Any]:
     """Raw T/C/Z specs: None, int, non-empty slice, or index list."""
     return st.one_of(
@@ -112,7 +112,7 @@ def index_specs(n: int) -> st.SearchStrategy[Any]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def range_specs(n: int) -> st.SearchStrategy[Any]:
     """Raw Y/X specs: None or a non-empty half-open range."""
     return st.one_of(

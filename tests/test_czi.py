@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import omeframe as of
+from omeframe.engine.lazy import LazyImage
 from omeframe.errors import CorruptFileError, OptionalDependencyError, SchemaError
 from omeframe.facade import ingest_source
-from omeframe.engine.lazy import LazyImage
 from omeframe.model.record import RecordView
 
 RNG = np.random.default_rng(11)
@@ -146,8 +146,8 @@ def test_bad_files(tmp_path):
 
 def test_missing_pylibczirw_gives_install_hint(monkeypatch, tmp_path):
     """Simulate an environment without pylibCZIrw (whether or not it is installed)."""
-    from omeframe.loaders import load_czis
     from omeframe.formats.czi.source import open_czi_source
+    from omeframe.loaders import load_czis
 
     for mod in [m for m in sys.modules if m == "pylibCZIrw" or m.startswith("pylibCZIrw.")]:
         monkeypatch.delitem(sys.modules, mod)

@@ -24,9 +24,9 @@ import pytest
 
 import omeframe as of
 import omeframe.formats.dataset.writer as writer_mod
+from omeframe.errors import ChunkChecksumError
 from omeframe.formats.dataset import CHUNKS_SCHEMA, IMAGES_SCHEMA
 from omeframe.formats.dataset.inputs import ImageInput
-from omeframe.errors import ChunkChecksumError
 from omeframe.model.header import ImageHeader, default_channels
 
 vortex = pytest.importorskip("vortex")
@@ -188,7 +188,8 @@ def test_chunks_table_columns_stats_and_order(ds_path, images):
             raw = pa.Codec("zstd").decompress(payload, decompressed_size=block.nbytes)
             assert np.array_equal(np.frombuffer(raw, a.dtype).reshape(block.shape), block)
         # the grid covers every pixel exactly once
-        assert sum(int(np.prod(s)) for s in zip(t["shape_z"], t["shape_y"], t["shape_x"])) == a[0, 0].size * a.shape[0] * a.shape[1]
+        shapes = zip(t["shape_z"], t["shape_y"], t["shape_x"], strict=True)
+        assert sum(int(np.prod(s)) for s in shapes) == a[0, 0].size * a.shape[0] * a.shape[1]
         stats = ds.chunk_stats(iid)
         assert np.array_equal(stats["max"], np.array(t["max"]))
     ds.close()
@@ -219,7 +220,7 @@ def test_duckdb_reads_parquet_tables(tmp_path, images):
         f"select image_id, count(*), min(min), max(max), sum(nonzero), sum(nbytes) "
         f"from read_parquet('{part}') group by image_id order by image_id"
     ).fetchall()
-    for (iid, n, mn, mx, nz, nbytes), key in zip(rows, ("a", "b")):
+    for (iid, n, mn, mx, nz, nbytes), key in zip(rows, ("a", "b"), strict=True):
         a = images[key]
         assert iid == key and n == ds.entry(key).n_chunks
         assert (mn, mx) == (float(a.min()), float(a.max()))

@@ -353,10 +353,10 @@ def _case(draw):
 
     def sel(sh):
         out = {}
-        for axis, n in zip("tcz", sh[:3]):
+        for axis, n in zip("tcz", sh[:3], strict=True):
             if draw(st.booleans()):
                 out[axis] = draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=5))
-        for axis, n in zip("yx", sh[3:]):
+        for axis, n in zip("yx", sh[3:], strict=True):
             if draw(st.booleans()):
                 lo = draw(st.integers(0, n - 1))
                 out[axis] = (lo, draw(st.integers(lo + 1, n)))
@@ -485,12 +485,12 @@ def test_iterators_with_prefetch(plan, arr):
     plain = list(lv.iter_dlpack(batch_size=1, mode="numpy"))
     pre = list(lv.iter_dlpack(batch_size=1, prefetch=2, mode="numpy"))
     assert len(plain) == len(pre) == 2
-    for a_, b_, t in zip(plain, pre, range(2)):
+    for a_, b_, t in zip(plain, pre, range(2), strict=True):
         assert np.array_equal(a_, b_) and np.array_equal(a_, arr[t : t + 1].transpose(0, 2, 1, 3, 4))
     tiles = list(lv.iter_dlpack(tile_size=(16, 32), prefetch=2))
     tiles0 = list(lv.iter_dlpack(tile_size=(16, 32)))
     assert len(tiles) == 4 * 3
-    assert all(np.array_equal(x, y) for x, y in zip(tiles, tiles0))
+    assert all(np.array_equal(x, y) for x, y in zip(tiles, tiles0, strict=True))
     assert tiles[0].ndim == 1  # mode="arrow": flat buffers
     assert np.array_equal(tiles[0], arr[:, :, :, 0:16, 0:32].transpose(0, 2, 1, 3, 4).reshape(-1))
     both = list(lv.iter_dlpack(batch_size=1, tile_size=(32, 64), prefetch=2, mode="numpy"))
@@ -506,7 +506,8 @@ def test_iterators_with_prefetch(plan, arr):
     assert np.array_equal(t3[-1], arr[1, 2, 2:4, 32:50, 64:70])
     # the eager view iterates from memory and agrees
     eager = cube.collect()
-    assert all(np.array_equal(x, y) for x, y in zip(eager.iter_tiles_3d(tile_size=(2, 32, 64), prefetch=2), t3))
+    tiles = eager.iter_tiles_3d(tile_size=(2, 32, 64), prefetch=2)
+    assert all(np.array_equal(x, y) for x, y in zip(tiles, t3, strict=True))
     with pytest.raises(ValueError, match="prefetch must be >= 0"):
         list(lv.iter_dlpack(batch_size=1, prefetch=-1))
 

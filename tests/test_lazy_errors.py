@@ -133,14 +133,22 @@ def test_nested_selection_checked_against_the_outer_result(plan):
     [
         (dict(t=0, z=0, roi=(60, 0, 20, 10)), SelectionError,
          r"ROI X range \[60, 80\) lies outside the image \(X=70\); bounds must be within \[0, 70\]"),
-        (dict(t=0, z=0, roi=(0, 45, 10, 10)), SelectionError, r"ROI Y range \[45, 55\) lies outside the image \(Y=50\)"),
+        (
+            dict(t=0, z=0, roi=(0, 45, 10, 10)),
+            SelectionError,
+            r"ROI Y range \[45, 55\) lies outside the image \(Y=50\)",
+        ),
         (dict(t=0, z=0, roi=(-5, 0, 20, 10)), SelectionError, r"ROI X range \[-5, 15\) lies outside the image"),
         (dict(t=0, z=0, roi=(5, 0, 0, 10)), SelectionError, r"roi width and height must be positive, got w=0, h=10"),
         (dict(t=0, z=0, roi=(5, 0, 10, -3)), SelectionError, r"roi width and height must be positive"),
         (dict(t=0, roi3d=(0, 0, 3, 10, 10, 2)), SelectionError, r"roi3d Z range \[3, 5\) is outside Z=4"),
         (dict(t=0, roi3d=(0, 0, 0, 10, 10, 0)), SelectionError, r"roi3d sizes must be positive"),
         (dict(t=0, z=0, roi_nd=(10, 10, 5, 20), roi_type="2d"), SelectionError, r"empty or reversed Y range \[10, 5\)"),
-        (dict(t=0, z=0, roi_nd=(0, 30, 10, 30), roi_type="2d"), SelectionError, r"empty or reversed X range \[30, 30\)"),
+        (
+            dict(t=0, z=0, roi_nd=(0, 30, 10, 30), roi_type="2d"),
+            SelectionError,
+            r"empty or reversed X range \[30, 30\)",
+        ),
         (dict(t=0, roi_nd=(0, 0, 0, 9, 5, 5), roi_type="3d"), SelectionError,
          r"ROI Z range \[0, 9\) lies outside the image \(Z=4\)"),
         (dict(z=0, roi_nd=(-1, 0, 0, 1, 5, 5), roi_type="2d_timelapse"), SelectionError,
@@ -246,7 +254,8 @@ def sparse_record():
     d = rec.as_py()
     d["chunks"] = [
         ch for ch in d["chunks"]
-        if not (ch["c"] == 1 and ch["z"] == 2) and not (ch["c"] == 0 and ch["z"] == 0 and ch["y"] == 8 and ch["x"] == 16)
+        if not (ch["c"] == 1 and ch["z"] == 2)
+        and not (ch["c"] == 0 and ch["z"] == 0 and ch["y"] == 8 and ch["x"] == 16)
     ]
     sparse = pa.scalar(d, type=rec.type)
     expected = a.copy()

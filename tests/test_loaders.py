@@ -16,6 +16,8 @@ import tifffile
 import zarr
 
 import omeframe as of
+from omeframe.engine.lazy import LazyImage
+from omeframe.engine.source import LazySource
 from omeframe.errors import CorruptFileError, DimOrderError, SchemaError
 from omeframe.loaders import (
     ImageStack,
@@ -28,8 +30,6 @@ from omeframe.loaders import (
     load_zarrs,
     parse_zarr_uri,
 )
-from omeframe.engine.lazy import LazyImage
-from omeframe.engine.source import LazySource
 
 RNG = np.random.default_rng(3)
 

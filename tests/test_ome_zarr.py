@@ -13,12 +13,13 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pydantic
 import pytest
 import zarr
 
 import omeframe as of
+from omeframe.engine.lazy import LazyImage
 from omeframe.errors import SchemaError
-from omeframe.formats.zarr.writer import to_ome_zarr
 from omeframe.facade import from_ome_zarr
 from omeframe.formats.zarr.models import (
     Axis,
@@ -29,8 +30,8 @@ from omeframe.formats.zarr.models import (
     color_hex_to_rgba,
     color_rgba_to_hex,
 )
-from omeframe.engine.lazy import LazyImage
 from omeframe.formats.zarr.source import OmeZarrSource, open_ome_zarr_source
+from omeframe.formats.zarr.writer import to_ome_zarr
 
 ozm_v04 = pytest.importorskip("ome_zarr_models.v04")
 ozm_v05 = pytest.importorskip("ome_zarr_models.v05")
@@ -87,9 +88,12 @@ def _levels(a: np.ndarray, n: int, names: str) -> list[np.ndarray]:
 
 OMERO = {
     "channels": [
-        {"label": "DAPI", "color": "0000FF", "window": {"min": 0, "max": 65535, "start": 10, "end": 2000}, "active": True},
-        {"label": "GFP", "color": "00FF00", "window": {"min": 0, "max": 65535, "start": 0, "end": 3000}, "active": True},
-        {"label": "RFP", "color": "FF0000", "window": {"min": 0, "max": 65535, "start": 0, "end": 1000}, "active": False},
+        {"label": "DAPI", "color": "0000FF", "active": True,
+         "window": {"min": 0, "max": 65535, "start": 10, "end": 2000}},
+        {"label": "GFP", "color": "00FF00", "active": True,
+         "window": {"min": 0, "max": 65535, "start": 0, "end": 3000}},
+        {"label": "RFP", "color": "FF0000", "active": False,
+         "window": {"min": 0, "max": 65535, "start": 0, "end": 1000}},
     ],
     "rdefs": {"defaultT": 0, "defaultZ": 1, "model": "color"},
 }
@@ -100,9 +104,11 @@ def write_v04(path: Path, data: np.ndarray, *, names="tczyx", n_levels=2, chunks
     g = zarr.open_group(str(path), mode="w", zarr_format=2)
     lv = _levels(data, n_levels, names)
     base = [1.0 if n in "tc" else (2.0 if n == "z" else 0.5) for n in names]
-    scales = [[b * (2**k if n in "yx" else 1) for b, n in zip(base, names)] for k in range(n_levels)]
+    scales = [[b * (2**k if n in "yx" else 1) for b, n in zip(base, names, strict=True)] for k in range(n_levels)]
     for k, a in enumerate(lv):
-        ch = chunks or tuple(1 if n in "tc" else min(s, 2 if n == "z" else 16) for n, s in zip(names, a.shape))
+        ch = chunks or tuple(
+            1 if n in "tc" else min(s, 2 if n == "z" else 16) for n, s in zip(names, a.shape, strict=True)
+        )
         arr = g.create_array(str(k), shape=a.shape, dtype=a.dtype, chunks=ch, fill_value=0)
         arr[...] = a
     attrs = {"multiscales": [_multiscale(names, scales, version="0.4")]}
@@ -115,7 +121,7 @@ def write_v04(path: Path, data: np.ndarray, *, names="tczyx", n_levels=2, chunks
         ig = lg.create_group(lname)
         llv = _levels(ldata, n_levels, names)
         for k, a in enumerate(llv):
-            ch = tuple(1 if n in "tc" else min(s, 16) for n, s in zip(names, a.shape))
+            ch = tuple(1 if n in "tc" else min(s, 16) for n, s in zip(names, a.shape, strict=True))
             arr = ig.create_array(str(k), shape=a.shape, dtype=a.dtype, chunks=ch, fill_value=0)
             arr[...] = a
         ig.attrs.update(
@@ -134,13 +140,15 @@ def write_v05(path: Path, data: np.ndarray, *, names="czyx", n_levels=2, chunks=
     g = zarr.open_group(str(path), mode="w", zarr_format=3)
     lv = _levels(data, n_levels, names)
     base = [1.0 if n in "tc" else (300.0 if n == "z" else 100.0) for n in names]
-    scales = [[b * (2**k if n in "yx" else 1) for b, n in zip(base, names)] for k in range(n_levels)]
+    scales = [[b * (2**k if n in "yx" else 1) for b, n in zip(base, names, strict=True)] for k in range(n_levels)]
     for k, a in enumerate(lv):
         want = chunks or tuple(1 if n in "tc" else 8 for n in names)
-        ch = tuple(min(c, n) for c, n in zip(want, a.shape))
+        ch = tuple(min(c, n) for c, n in zip(want, a.shape, strict=True))
         sh = None
         if shards is not None:  # whole shards, clipped to the (smaller) level
-            sh = tuple(c if c < w else min(s, -(-n // c) * c) for s, c, w, n in zip(shards, ch, want, a.shape))
+            sh = tuple(
+                c if c < w else min(s, -(-n // c) * c) for s, c, w, n in zip(shards, ch, want, a.shape, strict=True)
+            )
         arr = g.create_array(str(k), shape=a.shape, dtype=a.dtype, chunks=ch, shards=sh,
                              dimension_names=list(names), fill_value=0)
         arr[...] = a
@@ -148,10 +156,12 @@ def write_v05(path: Path, data: np.ndarray, *, names="czyx", n_levels=2, chunks=
     for ax in ms["axes"]:
         if "unit" in ax:
             ax["unit"] = unit
-    g.attrs.update({"ome": {"version": "0.5", "multiscales": [ms],
-                            "omero": {"channels": [{"label": f"ch{i}", "color": "FFFF00",
-                                                    "window": {"min": 0, "max": 1, "start": 0, "end": 1}}
-                                                   for i in range(data.shape[names.index("c")])] if "c" in names else []}}})
+    n_channels = data.shape[names.index("c")] if "c" in names else 0
+    omero_channels = [
+        {"label": f"ch{i}", "color": "FFFF00", "window": {"min": 0, "max": 1, "start": 0, "end": 1}}
+        for i in range(n_channels)
+    ]
+    g.attrs.update({"ome": {"version": "0.5", "multiscales": [ms], "omero": {"channels": omero_channels}}})
     for lname, ldata in (labels or {}).items():
         lg = g.require_group("labels")
         lg.attrs.update({"ome": {"version": "0.5", "labels": [lname]}})
@@ -223,8 +233,8 @@ def test_model_new_from_shapes_frozen_and_extra_fields():
     assert ds[0].scale == (1, 1, 2, 0.5, 0.5) and ds[1].scale == (1, 1, 2, 1.0, 1.0)
     assert m.axes[2].unit == "micrometer" and m.axes[0].type == "time"
     assert m.omero.channels[0].color == "FF00FF"
-    with pytest.raises(Exception):
-        m.version = "0.5"  # frozen
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        m.version = "0.5"
     attrs = {"multiscales": [{**_multiscale("yx", [[1, 1]], version="0.4"), "custom": 1}], "foo": "bar"}
     out = ImageMetadata.from_attrs(attrs).to_attrs()
     assert out["multiscales"][0]["custom"] == 1
@@ -325,7 +335,10 @@ def test_model_pixels_meta_mapping():
     pm2 = back.to_pixels_meta((2, 3, 4, 40, 50), "uint16")
     for k in ("physical_size_x", "physical_size_z", "physical_size_x_unit", "size_c"):
         assert pm2[k] == pm[k]
-    assert [(c["name"], c["color_rgba"]) for c in pm2["channels"]] == [(c["name"], c["color_rgba"]) for c in pm["channels"]]
+    def named_colours(meta):
+        return [(c["name"], c["color_rgba"]) for c in meta["channels"]]
+
+    assert named_colours(pm2) == named_colours(pm)
     ImageAttrsV05.model_validate(back.to_attrs()["ome"])
 
 
@@ -380,6 +393,18 @@ def test_source_labels_linked_to_parent(v04, v05):
     assert src.levels()[1].labels()["nuclei"].shape == (2, 1, 4, 20, 25)
     s5 = open_ome_zarr_source(v05[0])
     assert s5.labels()["seg"].dtype == np.uint8
+
+
+def test_source_label_that_is_a_plain_array(tmp_path):
+    # a label stored as a bare array (not a multiscale group): level 0 reads it, a coarser level cannot
+    data = _data((1, 1, 1, 32, 32))
+    out = to_ome_zarr(data, tmp_path / "img.zarr", multiscale_levels=2)
+    lg = zarr.open_group(out, mode="a").require_group("labels")
+    lg.attrs.update({"ome": {"version": "0.5", "labels": ["flat"]}})
+    lg.create_array("flat", shape=(32, 32), dtype=np.uint8, dimension_names=["y", "x"], fill_value=0)[...] = 1
+    assert open_ome_zarr_source(out).labels()["flat"].shape == (1, 1, 1, 32, 32)
+    with pytest.raises(SchemaError, match="label 'flat' is a plain zarr array.*level 1"):
+        open_ome_zarr_source(out, level=1).labels()
 
 
 def test_source_v05_sharded_reads_inner_chunks(v05):

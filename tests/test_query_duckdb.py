@@ -130,10 +130,10 @@ def test_header_functions_match_numpy(con, data, table):
     ).fetchall()
     truth = _truth(data, table)
     assert len(rows) == len(truth)
-    for (shape, dt, sizes, names), arr in zip(rows, truth):
+    for (shape, dt, sizes, names), arr in zip(rows, truth, strict=True):
         assert tuple(shape) == arr.shape
         assert dt == arr.dtype.name
-        assert sizes == dict(zip("tczyx", arr.shape))
+        assert sizes == dict(zip("tczyx", arr.shape, strict=True))
         assert len(names) == arr.shape[1]
     if table in ("bytes", "list"):
         assert rows[0][3] == ["DAPI", "GFP", "RFP"]
@@ -187,7 +187,7 @@ def test_stats_multi_chunk_images(con, data, table):
     nc = truth[0].shape[1]
     for c in range(nc):
         got = con.sql(f"SELECT ome_stats(ome_arrow, {c}) FROM {_src(data, table)}").fetchall()
-        for (s,), arr in zip(got, truth):
+        for (s,), arr in zip(got, truth, strict=True):
             exp = _np_stats(arr[:, c])
             assert (s["min"], s["max"]) == exp[:2]
             assert s["mean"] == pytest.approx(exp[2], rel=1e-12)
@@ -237,7 +237,7 @@ def test_crop_returns_records_that_decode_to_the_numpy_crop(con, data, table, fn
     assert [f.name for f in rtype] == [f.name for f in struct]
     chunk_fields = [f.name for f in rtype.field("chunks").type.value_type]
     assert chunk_fields == [f.name for f in struct.field("chunks").type.value_type]
-    for cid, rec in zip(t["cell_id"].to_pylist(), t["r"]):
+    for cid, rec in zip(t["cell_id"].to_pylist(), t["r"], strict=True):
         arr = of.to_numpy(rec)
         exp = data["crops"][cid][:, :, :, 7:18, 5 + cid : 25 + cid]
         assert arr.dtype == np.uint8 and np.array_equal(arr, exp)
@@ -269,8 +269,9 @@ def test_crop_clips_to_the_image_and_composes_with_stats(con, data):
 
 
 def test_crop_keeps_uint16_and_multi_chunk(con, data):
-    t = con.sql(f"SELECT k, ome_crop(ome_arrow, 20, 25, 40, 30) AS r FROM {_src(data, 'u16')} ORDER BY k").to_arrow_table()
-    for k, rec in zip(t["k"].to_pylist(), t["r"]):
+    q = f"SELECT k, ome_crop(ome_arrow, 20, 25, 40, 30) AS r FROM {_src(data, 'u16')} ORDER BY k"
+    t = con.sql(q).to_arrow_table()
+    for k, rec in zip(t["k"].to_pylist(), t["r"], strict=True):
         src = data["big"][k]
         exp = src[..., 25 : min(55, src.shape[3]), 20 : min(60, src.shape[4])]
         if exp.size == 0:
@@ -287,7 +288,7 @@ def test_thumbnail_png(con, data):
     rows = con.sql(
         f"SELECT ome_thumbnail(ome_arrow, 32) AS p, ome_arrow FROM {_src(data, 'bytes')} LIMIT 3"
     ).to_arrow_table()
-    for png, rec in zip(rows["p"].to_pylist(), rows["ome_arrow"]):
+    for png, rec in zip(rows["p"].to_pylist(), rows["ome_arrow"], strict=True):
         im = Image.open(io.BytesIO(png))
         assert im.format == "PNG" and im.size == (32, 32) and im.mode == "RGB"
         assert png == of.thumbnail_png(rec, 32)
@@ -458,7 +459,9 @@ def test_register_vortex_dataset_directory(con, data, dataset):
     _vortex_wrapper()
     _, truth = dataset
     path = data["root"] / "slides_vx.omeds"
-    of.write_dataset(truth["s1"][0, :, 0], path, format="vortex", dim_order="CYX", image_ids=["s1"], chunk_shape=(1, 32, 32))
+    of.write_dataset(
+        truth["s1"][0, :, 0], path, format="vortex", dim_order="CYX", image_ids=["s1"], chunk_shape=(1, 32, 32)
+    )
     of.write_dataset(truth["s2"][0, :, 0], path, dim_order="CYX", image_ids=["s2"], mode="append")
     assert ofdb.register(con, "vxs", path) == ["vxs_images", "vxs_chunks"]
     sql = _check_dataset_views(con, "vxs", truth)
@@ -510,7 +513,8 @@ def test_records_written_by_ome_arrow(con, tmp_path, kwargs):
     path = tmp_path / "oa.parquet"
     ome_arrow.to_ome_parquet(ome_arrow.from_numpy(a, dim_order="CZYX", chunk_shape=(1, 16, 32), **kwargs), str(path))
     ofdb.register(con, "oa", path)
-    shape, s, crop = con.sql("SELECT ome_shape(image), ome_stats(image, 1), ome_crop(image, 3, 4, 20, 30) FROM oa").fetchall()[0]
+    q = "SELECT ome_shape(image), ome_stats(image, 1), ome_crop(image, 3, 4, 20, 30) FROM oa"
+    shape, s, crop = con.sql(q).fetchall()[0]
     assert tuple(shape) == (1, 2, 3, 40, 50)
     b = a[1].astype(np.float64)
     assert (s["min"], s["max"]) == (b.min(), b.max())

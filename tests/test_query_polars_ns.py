@@ -62,10 +62,10 @@ def test_header_expressions(data, table):
             "names": pl.List(pl.String),
         }
     )
-    for row, arr in zip(out.iter_rows(named=True), _truth(data, table)):
+    for row, arr in zip(out.iter_rows(named=True), _truth(data, table), strict=True):
         assert tuple(row["shape"]) == arr.shape
         assert row["dtype"] == arr.dtype.name
-        assert row["sizes"] == dict(zip("tczyx", arr.shape))
+        assert row["sizes"] == dict(zip("tczyx", arr.shape, strict=True))
         assert len(row["names"]) == arr.shape[1]
     if table != "u16":
         assert out["names"][0].to_list() == ["DAPI", "GFP", "RFP"]
@@ -78,7 +78,7 @@ def test_stats_expression_matches_numpy(data, table):
     for c in range(truth[0].shape[1]):
         st = df.select(pl.col("ome_arrow").ome.stats(c)).to_series()
         assert st.dtype == pl.Struct({k: pl.Float64 for k in ("min", "max", "mean", "std")})
-        for s, arr in zip(st.to_list(), truth):
+        for s, arr in zip(st.to_list(), truth, strict=True):
             a = arr[:, c].astype(np.float64)
             assert (s["min"], s["max"]) == (a.min(), a.max())
             assert s["mean"] == pytest.approx(a.mean(), rel=1e-12)
@@ -124,7 +124,7 @@ def test_crop_keeps_the_variant_and_decodes(data, table):
     df = pl.read_parquet(data["paths"][table])
     out = df.select("cell_id", "x0", crop=pl.col("ome_arrow").ome.crop(pl.col("x0"), 3, 30, 17))
     assert out.schema["crop"] == df.schema["ome_arrow"]
-    for (cid, x0), arr in zip(out.select("cell_id", "x0").iter_rows(), out["crop"].ome.to_numpy()):
+    for (cid, x0), arr in zip(out.select("cell_id", "x0").iter_rows(), out["crop"].ome.to_numpy(), strict=True):
         assert np.array_equal(arr, data["crops"][cid][..., 3:20, x0 : x0 + 30])
     other = "list" if table == "bytes" else "bytes"
     conv = df.select(pl.col("ome_arrow").ome.crop(1, 1, 5, 5, encoding=other)).to_series()
@@ -136,7 +136,7 @@ def test_crop_keeps_the_variant_and_decodes(data, table):
 def test_crop_series_and_written_back(data, tmp_path):
     s = pl.read_parquet(data["paths"]["u16"])["ome_arrow"]
     cropped = s.ome.crop(10, 20, 30, 40)
-    for arr, src in zip(cropped.ome.to_numpy(), data["big"]):
+    for arr, src in zip(cropped.ome.to_numpy(), data["big"], strict=True):
         assert arr.dtype == np.uint16 and np.array_equal(arr, src[..., 20:60, 10:40])
     path = of.write_table(tmp_path / "c.parquet", pa.table({"ome_arrow": cropped.to_arrow()}))
     assert np.array_equal(of.to_numpy(of.read_table(path)["ome_arrow"][1]), data["big"][1][..., 20:33, 10:40])
@@ -157,8 +157,8 @@ def test_to_numpy_helpers(data):
     s = pl.read_parquet(data["paths"]["bytes"])["ome_arrow"]
     arrays = polars_ns.to_numpy(s)
     assert len(arrays) == N
-    assert all(np.array_equal(a, b) for a, b in zip(arrays, data["crops"]))
-    assert all(np.array_equal(a, b) for a, b in zip(s.ome.to_numpy(), data["crops"]))
+    assert all(np.array_equal(a, b) for a, b in zip(arrays, data["crops"], strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(s.ome.to_numpy(), data["crops"], strict=True))
     as_f32 = s.ome.to_numpy(dtype="float32")
     assert as_f32[0].dtype == np.float32
     obj = s.to_frame().select(pl.col("ome_arrow").ome.to_numpy()).to_series()

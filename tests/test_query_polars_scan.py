@@ -22,10 +22,10 @@ from polars.testing import assert_frame_equal
 import omeframe as of
 import omeframe.polars as op
 from omeframe.errors import CorruptFileError, NoOmeArrowColumnError
+from omeframe.formats.record.tables import records_from_arrays, write_table
+from omeframe.formats.vortex import arrow_dataset as vxd
 from omeframe.query import polars_scan
 from omeframe.storage import files
-from omeframe.formats.vortex import arrow_dataset as vxd
-from omeframe.formats.record.tables import records_from_arrays, write_table
 
 N_IMAGES = 240
 SIDE = 96  # 96x96 uint16 random pixels: 18 KiB per image, ~4.4 MB per file

@@ -13,11 +13,11 @@ import pytest
 import tifffile
 
 import omeframe as of
+from omeframe.engine.lazy import LazyImage
 from omeframe.errors import CorruptFileError, PixelPayloadError
 from omeframe.facade import from_stack_pattern_path
-from omeframe.engine.lazy import LazyImage
-from omeframe.model.record import RecordView
 from omeframe.formats.stack.source import StackSource, parse_stack_pattern
+from omeframe.model.record import RecordView
 
 RNG = np.random.default_rng(7)
 

@@ -25,24 +25,24 @@ import pytest
 import tifffile
 
 import omeframe as of
+from omeframe.engine.lazy import LazyImage
 from omeframe.errors import CorruptFileError, DimOrderError, SchemaError
-from omeframe.formats.tiff.writer import to_ome_tiff
-from omeframe.model.dims import to_tczyx
 from omeframe.facade import from_tiff
-from omeframe.registry import open_lazy_plane_source
 from omeframe.formats.tiff.omexml import (
     OMEXMLMismatchWarning,
     build_ome_xml,
     parse_ome_xml,
     rgba_to_ome_color,
 )
-from omeframe.engine.lazy import LazyImage
 from omeframe.formats.tiff.source import (
     TiffSource,
     UnsupportedTiffCompressionError,
     list_tiff_series,
     open_tiff_source,
 )
+from omeframe.formats.tiff.writer import to_ome_tiff
+from omeframe.model.dims import to_tczyx
+from omeframe.registry import open_lazy_plane_source
 
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -250,7 +250,7 @@ def test_pyramids_subifds_and_multiseries(tmp_path):
         with open_tiff_source(p) as src:
             lv = src.levels()
             assert [s.shape for s in lv] == [(1, 2, 1, 256, 256), (1, 2, 1, 128, 128), (1, 2, 1, 64, 64)]
-            for s, ref in zip(lv, levels):
+            for s, ref in zip(lv, levels, strict=True):
                 assert np.array_equal(LazyImage(s).execute()[0, :, 0], ref)
         with open_tiff_source(p, level=1) as src1:
             assert src1.shape == (1, 2, 1, 128, 128) and len(src1.levels()) == 2
@@ -420,7 +420,7 @@ def _multichannel_record():
                         physical_size_x=0.25, physical_size_y=0.25, physical_size_z=2.0)
     d = of.to_dict(rec)
     colors = [0xFF0000FF, 0x00FF00FF, 0x0000FFFF]
-    for ch, col, em in zip(d["pixels_meta"]["channels"], colors, (0.461, 0.52, None)):
+    for ch, col, em in zip(d["pixels_meta"]["channels"], colors, (0.461, 0.52, None), strict=True):
         ch["color_rgba"] = col
         ch["emission_um"] = em
     return a, d, colors
@@ -647,7 +647,8 @@ def test_unsupported_compression(tmp_path):
 
 def test_ome_xml_disagreeing_with_pixels_warns_and_follows_pixels(tmp_path):
     a = _rng(21).integers(0, 1000, (2, 64, 80), dtype=np.uint16)
-    xml = build_ome_xml([((2, 100, 80), "uint16", {"axes": "CYX", "PhysicalSizeX": 0.5, "Channel": {"Name": ["a", "b"]}})])
+    meta = {"axes": "CYX", "PhysicalSizeX": 0.5, "Channel": {"Name": ["a", "b"]}}
+    xml = build_ome_xml([((2, 100, 80), "uint16", meta)])
     p = tmp_path / "lies.ome.tif"
     tifffile.imwrite(p, a, description=xml, metadata=None)
     with pytest.warns(OMEXMLMismatchWarning, match=r"SizeY=100.*Y=64"):
@@ -686,7 +687,8 @@ def _big_region(y0, y1, x0, x1) -> np.ndarray:
             t = _big_tile(ty, tx)
             ya, yb = max(y0, ty * _TILE), min(y1, (ty + 1) * _TILE)
             xa, xb = max(x0, tx * _TILE), min(x1, (tx + 1) * _TILE)
-            out[ya - y0 : yb - y0, xa - x0 : xb - x0] = t[ya - ty * _TILE : yb - ty * _TILE, xa - tx * _TILE : xb - tx * _TILE]
+            ty0, tx0 = ty * _TILE, tx * _TILE
+            out[ya - y0 : yb - y0, xa - x0 : xb - x0] = t[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
     return out
 
 

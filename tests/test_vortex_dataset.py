@@ -18,11 +18,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pytest
 
-from omeframe.storage import files
-from omeframe.formats.vortex import arrow_dataset as vxd
-from omeframe.formats.vortex.file import SCHEMA_COLUMN_PREFIX, read_vortex_table
-from omeframe.formats.vortex.arrow_dataset import plan_filter, vortex_plain_dataset
 from omeframe.formats.record.tables import records_from_arrays, write_table
+from omeframe.formats.vortex import arrow_dataset as vxd
+from omeframe.formats.vortex.arrow_dataset import plan_filter, vortex_plain_dataset
+from omeframe.formats.vortex.file import SCHEMA_COLUMN_PREFIX, read_vortex_table
+from omeframe.storage import files
 
 duckdb = pytest.importorskip("duckdb")
 vortex = pytest.importorskip("vortex")
@@ -188,7 +188,8 @@ QUERIES = [
     "SELECT ome_arrow.id FROM {t} WHERE ome_arrow.pixels_meta.size_x = 128 AND cell_id < 3",
     "SELECT cell_id FROM {t} WHERE ome_arrow.id = 'img-042'",
     "SELECT cell_id FROM {t} WHERE ome_arrow.id IN ('img-001', 'img-299')",
-    "SELECT plate, count(*), sum(cell_id), round(avg(area) FILTER (WHERE NOT isnan(area)), 6) FROM {t} WHERE k > 1 GROUP BY plate",
+    "SELECT plate, count(*), sum(cell_id), round(avg(area) FILTER (WHERE NOT isnan(area)), 6) "
+    "FROM {t} WHERE k > 1 GROUP BY plate",
     "SELECT cell_id, k, u, area, plate, well, ok FROM {t} WHERE cell_id > 295",
     "SELECT max(cell_id) FROM {t} WHERE cell_id < 100",
 ]

@@ -7,8 +7,11 @@ DuckDB, Polars and pyarrow, and read back region by region.
 
 from __future__ import annotations
 
-from omeframe.engine.threads import num_threads, set_num_threads
+from omeframe import catalog, loaders, models
 from omeframe._version import __version__
+from omeframe.engine.lazy import LazyImage, PlanInfo
+from omeframe.engine.predicates import chunk
+from omeframe.engine.threads import num_threads, set_num_threads
 from omeframe.facade import (
     Dataset,
     OMEArrow,
@@ -20,43 +23,17 @@ from omeframe.facade import (
     scan,
     write_dataset,
 )
-from omeframe.registry import open_lazy_plane_source
-from omeframe.engine.lazy import LazyImage, PlanInfo
-from omeframe.engine.predicates import chunk
-from omeframe.ops.tensor_view import LazyTensorView, TensorView
-from omeframe.model.errors import (
-    ChunkChecksumError,
-    CorruptFileError,
-    DimOrderError,
-    DtypeError,
-    ImageNotFoundError,
-    NoOmeArrowColumnError,
-    OmeframeError,
-    OptionalDependencyError,
-    PixelPayloadError,
-    UnsupportedFormatError,
-    RowIndexError,
-    SchemaError,
-    SelectionError,
-)
-from omeframe.formats.record.decode import (
-    plane_from_chunks,
-    to_dict,
-    to_numpy,
-    to_numpy_batch,
-)
 from omeframe.formats.record.arrays import (
     from_jax_array,
     from_numpy,
     from_torch_array,
     to_ome_arrow,
 )
-from omeframe.model.arrow import (
-    OME_ARROW_BYTE_STRUCT,
-    OME_ARROW_KNOWN_STRUCTS,
-    OME_ARROW_STRUCT,
-    OME_ARROW_TAG_TYPE,
-    OME_ARROW_TAG_VERSION,
+from omeframe.formats.record.decode import (
+    plane_from_chunks,
+    to_dict,
+    to_numpy,
+    to_numpy_batch,
 )
 from omeframe.formats.record.tables import (
     from_ome_parquet,
@@ -67,26 +44,47 @@ from omeframe.formats.record.tables import (
     to_ome_vortex,
     write_table,
 )
-from omeframe.ops.slicing import slice_ome_arrow
-from omeframe.ops.describe import describe_ome_arrow, verify_ome_arrow
-from omeframe.ops.view import view_matplotlib
-from omeframe.ops.thumbnail import thumbnail_png
-from omeframe.formats.zarr.writer import to_ome_zarr
-from omeframe import models
-from omeframe import loaders
-from omeframe.formats.tiff.writer import to_ome_tiff
 from omeframe.formats.tiff.omexml import OMEXMLMismatchWarning
 from omeframe.formats.tiff.source import UnsupportedTiffCompressionError
-from omeframe import catalog
+from omeframe.formats.tiff.writer import to_ome_tiff
+from omeframe.formats.zarr.writer import to_ome_zarr
 from omeframe.loaders import (
     ImageStack,
     load_arrays,
-    load_czis,
     load_custom_file,
+    load_czis,
     load_iter_tiff,
     load_tiffs,
     load_zarrs,
 )
+from omeframe.model.arrow import (
+    OME_ARROW_BYTE_STRUCT,
+    OME_ARROW_KNOWN_STRUCTS,
+    OME_ARROW_STRUCT,
+    OME_ARROW_TAG_TYPE,
+    OME_ARROW_TAG_VERSION,
+)
+from omeframe.model.errors import (
+    ChunkChecksumError,
+    CorruptFileError,
+    DimOrderError,
+    DtypeError,
+    ImageNotFoundError,
+    NoOmeArrowColumnError,
+    OmeframeError,
+    OptionalDependencyError,
+    PixelPayloadError,
+    RowIndexError,
+    SchemaError,
+    SelectionError,
+    UnsupportedFormatError,
+)
+from omeframe.ops.describe import describe_ome_arrow, verify_ome_arrow
+from omeframe.ops.slicing import slice_ome_arrow
+from omeframe.ops.tensor_view import LazyTensorView, TensorView
+from omeframe.ops.thumbnail import thumbnail_png
+from omeframe.ops.view import view_matplotlib
+from omeframe.registry import open_lazy_plane_source
 
 ome_arrow_version = __version__
 

@@ -28,7 +28,7 @@ def make_sample(size: int = 2048, n_cells: int = 300, seed: int = 7) -> Sample:
     yy, xx = np.mgrid[-32:33, -32:33].astype(np.float32)
     dist = np.sqrt(yy**2 + xx**2)
     field = np.zeros((3, size, size), dtype=np.float32)
-    for (cy, cx), r in zip(centers, radii):
+    for (cy, cx), r in zip(centers, radii, strict=True):
         nucleus = np.exp(-((dist / (0.55 * r)) ** 4))
         membrane = np.exp(-(((dist - r) / 1.6) ** 2))
         cyto = np.exp(-((dist / r) ** 6)) - 0.7 * nucleus

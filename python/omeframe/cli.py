@@ -16,9 +16,9 @@ from omeframe.formats.dataset.manifest import MANIFEST_NAME, read_manifest
 from omeframe.formats.record.decode import to_numpy
 from omeframe.formats.record.files import TABLE_FORMATS, detect_format, find_record_column
 from omeframe.formats.record.tables import from_ome_parquet, read_table, write_table
+from omeframe.formats.tiff import TIFF_SUFFIXES
 from omeframe.formats.tiff.writer import to_ome_tiff
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
-from omeframe.formats.tiff import TIFF_SUFFIXES
 from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.formats.zarr.writer import to_ome_zarr
 from omeframe.model.errors import ImageNotFoundError, OmeframeError

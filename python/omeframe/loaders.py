@@ -33,21 +33,21 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.engine.executor import PixelSource
-from omeframe.model.errors import CorruptFileError, DimOrderError, SchemaError
-from omeframe.model.header import ImageHeader
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
 from omeframe.facade import Dataset, OMEArrow, ingest_source, write_dataset
-from omeframe.formats.czi.source import czi_scenes, import_pylibczirw, open_czi_source
-from omeframe.formats.stack.source import _tiff_physical
-from omeframe.formats.zarr import ZARR_SUFFIX
-from omeframe.registry import open_source
 from omeframe.formats.custom.source import (
     AxesArraySource,
     CustomSource,
     LazyArray,
     check_axes,
 )
+from omeframe.formats.czi.source import czi_scenes, import_pylibczirw, open_czi_source
+from omeframe.formats.stack.source import _tiff_physical
+from omeframe.formats.zarr import ZARR_SUFFIX
+from omeframe.model.errors import CorruptFileError, DimOrderError, SchemaError
+from omeframe.model.header import ImageHeader
+from omeframe.registry import open_source
 
 __all__ = [
     "ImageStack",

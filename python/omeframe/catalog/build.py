@@ -70,23 +70,23 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
-from omeframe.model.errors import OmeframeError
-from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.catalog.records import (
-    FILE_RECORD_SCHEMA,
     CHECKSUM_ALGORITHM,
+    FILE_RECORD_SCHEMA,
     FileRecord,
     detect_reader,
     file_checksum,
     stat_path,
 )
+from omeframe.model.arrow import DEFAULT_COLUMN_NAME
+from omeframe.model.errors import OmeframeError
 
 __all__ = [
     "build",
@@ -424,9 +424,9 @@ def _process_batch(tasks: list[_Task], opts: dict[str, Any]) -> tuple[list[dict[
 def _process_batch_inner(tasks: list[_Task], opts: dict[str, Any]) -> tuple[list[dict[str, Any]], _Records]:
     from dataclasses import replace as _replace
 
-    from omeframe.formats.record.builder import RecordBuilder
-    from omeframe.formats.dataset.ingest import apply_overrides
     from omeframe.engine.lazy import LazyImage
+    from omeframe.formats.dataset.ingest import apply_overrides
+    from omeframe.formats.record.builder import RecordBuilder
 
     outcomes: list[dict[str, Any]] = []
     arrays: list[pa.Array] = []
@@ -578,8 +578,8 @@ class _ImagesWriter:
     ) -> None:
         import pyarrow.parquet as pq
 
-        from omeframe.storage import parquet as pqio
         from omeframe.formats.record.files import table_metadata
+        from omeframe.storage import parquet as pqio
 
         self.path = path
         self.column_name = column_name
@@ -967,7 +967,7 @@ class _Builder:
             "dtype": oc.get("dtype"),
             "error_type": oc.get("error_type"),
             "error": oc.get("error"),
-            "ingested_at": datetime.now(timezone.utc),
+            "ingested_at": datetime.now(UTC),
             "duration_s": float(oc.get("duration_s") or 0.0),
             "_index": todo.index,
         }
@@ -1032,7 +1032,7 @@ class _Builder:
             h = inp.header
             h.image_id, h.name = td.image_id, td.path.name
             if h.acquisition_datetime is None and (oc.get("file") or {}).get("mtime") is not None:
-                h.acquisition_datetime = datetime.fromtimestamp(oc["file"]["mtime"] / 1e9, tz=timezone.utc)
+                h.acquisition_datetime = datetime.fromtimestamp(oc["file"]["mtime"] / 1e9, tz=UTC)
             return (inp, td.image_id, 0, None)
 
         def write(group: list[tuple[_Todo, dict[str, Any]]]) -> None:

@@ -29,7 +29,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -159,8 +159,8 @@ def _to_ns(value: Any) -> int:
     if hasattr(value, "value") and hasattr(value, "to_pydatetime"):  # pandas.Timestamp
         return int(value.value)
     if isinstance(value, datetime):
-        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
+        delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
         return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
     if isinstance(value, float):
         return int(round(value * 1e9))
@@ -280,7 +280,7 @@ class FileRecord:
     @property
     def mtime_datetime(self) -> datetime:
         """The modification time as an aware UTC datetime (microsecond precision)."""
-        return datetime.fromtimestamp(self.mtime / 1e9, tz=timezone.utc)
+        return datetime.fromtimestamp(self.mtime / 1e9, tz=UTC)
 
     @property
     def path(self) -> Path:

@@ -8,17 +8,17 @@ pyramids, ingest) streams a plan chunk by chunk like any other image.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
-from omeframe.model.selection import Selection, regular_pieces
-from omeframe.model.header import ImageHeader, select_channels
-from omeframe.engine.source import LazySource, SourceLike
 from omeframe.engine.lazy import LazyImage
+from omeframe.engine.source import LazySource, SourceLike
+from omeframe.model.header import ImageHeader, select_channels
+from omeframe.model.selection import Selection, regular_pieces
 
 __all__ = ["PlanSource", "as_source", "known_source", "set_resolver", "is_identity"]
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine import threads as _threads
-from omeframe.model.errors import PixelPayloadError, SelectionError
 from omeframe.model.dtypes import to_numpy_dtype
+from omeframe.model.errors import PixelPayloadError, SelectionError
 from omeframe.model.selection import regular_pieces
 
 __all__ = ["PixelSource", "IndexSelection", "select_pieces", "assemble", "index_selection", "selected_nbytes"]

@@ -21,10 +21,10 @@ from omeframe.engine.executor import (
     select_pieces,
     selected_nbytes,
 )
-from omeframe.model.selection import Selection
-from omeframe.model.errors import SelectionError
-from omeframe.engine.source import LazySource
 from omeframe.engine.predicates import ChunkPredicate
+from omeframe.engine.source import LazySource
+from omeframe.model.errors import SelectionError
+from omeframe.model.selection import Selection
 
 __all__ = ["LazyImage", "PlanInfo"]
 

@@ -58,16 +58,16 @@ class ChunkStat:
         name = self.name
         return ChunkPredicate(lambda s: op(s[name], value), f"chunk.{name} {sym} {value!r}")
 
-    def __gt__(self, v: float) -> ChunkPredicate:  # type: ignore[override]
+    def __gt__(self, v: float) -> ChunkPredicate:
         return self._cmp(operator.gt, ">", v)
 
-    def __ge__(self, v: float) -> ChunkPredicate:  # type: ignore[override]
+    def __ge__(self, v: float) -> ChunkPredicate:
         return self._cmp(operator.ge, ">=", v)
 
-    def __lt__(self, v: float) -> ChunkPredicate:  # type: ignore[override]
+    def __lt__(self, v: float) -> ChunkPredicate:
         return self._cmp(operator.lt, "<", v)
 
-    def __le__(self, v: float) -> ChunkPredicate:  # type: ignore[override]
+    def __le__(self, v: float) -> ChunkPredicate:
         return self._cmp(operator.le, "<=", v)
 
     def __eq__(self, v: object) -> ChunkPredicate:  # type: ignore[override]

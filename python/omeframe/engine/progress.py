@@ -68,7 +68,7 @@ def bar(progress: bool | None, *, total: int, desc: str, unit: str, large: bool 
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)  # type: ignore[no-any-return]
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
 
 
 def track(items: Iterable[T], progress: bool | None, *, total: int, desc: str, unit: str,

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
-from omeframe.model.selection import regular_pieces
-from omeframe.model.header import ImageHeader
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
+from omeframe.model.header import ImageHeader
+from omeframe.model.selection import regular_pieces
 
 __all__ = ["DownsampledSource", "pyramid_levels", "level_for_scale"]
 
@@ -41,7 +41,7 @@ class DownsampledSource(LazySource):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
-        return self._shape  # type: ignore[return-value]
+        return self._shape
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -72,7 +72,8 @@ class DownsampledSource(LazySource):
         def decode(i: int, strict: bool) -> np.ndarray:
             t, c, z, y, x = (int(v) for v in origins[i])
             _, dy, dx = (int(v) for v in extents[i])
-            block = parent.select(t=[t], c=[c], z=[z], y=(y * f, (y + dy) * f), x=(x * f, (x + dx) * f)).execute()[0, 0, 0]
+            window = parent.select(t=[t], c=[c], z=[z], y=(y * f, (y + dy) * f), x=(x * f, (x + dx) * f))
+            block = window.execute()[0, 0, 0]
             if self.method == "nearest":
                 return block[::f, ::f]
             red = block.reshape(dy, f, dx, f).mean(axis=(1, 3), dtype=np.float64)

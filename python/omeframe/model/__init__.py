@@ -1,6 +1,5 @@
 """The canonical OME-Arrow schema: Arrow types, dtypes, record access."""
 
-from omeframe.model.dtypes import SUPPORTED_DTYPES, dtype_name, to_numpy_dtype
 from omeframe.model.arrow import (
     BYTE_CHUNK_STRUCT,
     CHANNEL_STRUCT,
@@ -15,6 +14,7 @@ from omeframe.model.arrow import (
     PIXELS_META_STRUCT,
     PLANE_STRUCT,
 )
+from omeframe.model.dtypes import SUPPORTED_DTYPES, dtype_name, to_numpy_dtype
 
 __all__ = [
     "SUPPORTED_DTYPES",

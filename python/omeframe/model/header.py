@@ -14,6 +14,7 @@ from typing import Any
 
 from omeframe.model.arrow import OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
 
+
 @dataclass
 class ImageHeader:
     """Everything about one image except its pixels."""

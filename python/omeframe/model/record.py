@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from omeframe.model.errors import PixelPayloadError, SchemaError
-from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.arrow import OME_ARROW_BYTE_STRUCT, OME_ARROW_STRUCT
+from omeframe.model.dtypes import to_numpy_dtype
+from omeframe.model.errors import PixelPayloadError, SchemaError
 
 __all__ = ["RecordView", "ChunkTable", "PlaneTable", "as_record_scalar", "REQUIRED_FIELDS"]
 
@@ -104,7 +104,7 @@ class ChunkTable:
     kind: str  # "bytes" or "list"
     # byte variant
     data: pa.Buffer | None
-    offsets: np.ndarray | None
+    offsets: np.ndarray  # n + 1 payload offsets (bytes, or values for the list variant)
     valid: np.ndarray | None
     dtypes: list[str | None] | None
     compressions: list[str | None] | None
@@ -116,7 +116,6 @@ class ChunkTable:
 
     def payload(self, i: int) -> Any:
         """The stored payload of chunk ``i``: a memoryview (bytes) or an array (list)."""
-        assert self.offsets is not None
         lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
         if self.kind == "bytes":
             if self.valid is not None and not self.valid[i]:
@@ -126,12 +125,20 @@ class ChunkTable:
         assert self.values is not None
         return self.values[lo:hi]
 
+    @property
+    def offset_unit(self) -> int:
+        """Bytes per unit of ``offsets``: 1 for byte payloads, the pixel itemsize for list payloads."""
+        if self.kind == "bytes":
+            return 1
+        if self.values is None:
+            raise SchemaError("a list-variant chunk table needs its pixel values")
+        return int(self.values.dtype.itemsize)
+
     def stored_nbytes(self) -> int:
         """Bytes of pixel payload stored for all chunks (compressed size)."""
-        if self.offsets is None or len(self) == 0:
+        if len(self) == 0:
             return 0
-        width = 1 if self.kind == "bytes" else self.values.dtype.itemsize  # type: ignore[union-attr]
-        return int(self.offsets[-1] - self.offsets[0]) * width
+        return int(self.offsets[-1] - self.offsets[0]) * self.offset_unit
 
 
 @dataclass(frozen=True)
@@ -236,17 +243,15 @@ class RecordView:
         )
         if "pixel_bytes" in names:
             col = arr.field("pixel_bytes")
-            if pa.types.is_binary(col.type):
-                col = col.cast(pa.large_binary())
-            elif not pa.types.is_large_binary(col.type):
+            if not pa.types.is_large_binary(col.type):
                 col = col.cast(pa.large_binary())
             bufs = col.buffers()
             offsets = np.frombuffer(bufs[1], dtype=np.int64)[col.offset : col.offset + len(col) + 1]
             valid = None
             if col.null_count:
                 valid = col.is_valid().to_numpy(zero_copy_only=False)
-            dts = arr.field("dtype").to_pylist() if "dtype" in names else [None] * len(arr)
-            comps = (
+            dts: list[str | None] = arr.field("dtype").to_pylist() if "dtype" in names else [None] * len(arr)
+            comps: list[str | None] = (
                 arr.field("compression").to_pylist() if "compression" in names else [None] * len(arr)
             )
             data = bufs[2] if bufs[2] is not None else pa.py_buffer(b"")

@@ -7,9 +7,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from omeframe.model.errors import SelectionError
 from omeframe.formats.record.decode import read_region
 from omeframe.formats.record.source import record_like
+from omeframe.model.errors import SelectionError
 from omeframe.model.record import RecordView
 
 __all__ = ["slice_ome_arrow", "record_like"]

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from omeframe.model.errors import SelectionError
 from omeframe.engine.lazy import LazyImage
+from omeframe.model.errors import SelectionError
 
 __all__ = ["ViewSpec", "resolve_view", "normalize_layout", "UNSET"]
 

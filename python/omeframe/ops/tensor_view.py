@@ -18,9 +18,9 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from omeframe.model.errors import OptionalDependencyError
 from omeframe.engine.lazy import LazyImage
 from omeframe.formats.array.source import RecordSource
+from omeframe.model.errors import OptionalDependencyError
 from omeframe.ops.tensor_spec import (
     UNSET,
     ViewSpec,

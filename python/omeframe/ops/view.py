@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.model.errors import OptionalDependencyError
 from omeframe.formats.record.decode import plane_from_chunks
+from omeframe.model.errors import OptionalDependencyError
 
 __all__ = ["view_matplotlib"]
 

@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from omeframe.engine.codec import decode_payload
-from omeframe.model.errors import SchemaError
 from omeframe.model.dtypes import to_numpy_dtype
+from omeframe.model.errors import SchemaError
 from omeframe.model.record import looks_like_record_type
 
 __all__ = [
@@ -103,13 +103,13 @@ def record_array(records: Any) -> pa.StructArray:
             f"got {type(records).__name__}"
         )
     if pa.types.is_null(arr.type):  # an all-null column without a struct type
-        return arr  # type: ignore[return-value]
+        return arr
     if not looks_like_record_type(arr.type):
         raise SchemaError(
             "the column does not hold OME-Arrow records: its type lacks the fields "
             f"type, version, id, name, pixels_meta and chunks/planes; got {arr.type}"
         )
-    return arr  # type: ignore[return-value]
+    return arr
 
 
 def _valid(arr: pa.Array) -> np.ndarray:
@@ -226,7 +226,7 @@ def _dtype_names(arr: pa.Array) -> pa.Array:
 
 def dtype(records: Any) -> pa.StringArray:
     """Native pixel dtype name of each record (``pixels_meta.type``, canonical)."""
-    return _dtype_names(record_array(records))  # type: ignore[return-value]
+    return _dtype_names(record_array(records))
 
 
 def channel_names(records: Any) -> pa.ListArray:
@@ -341,7 +341,7 @@ class _Chunks:
         out: list[np.ndarray] = []
         if self.kind == "list":
             offs = self.offsets
-            for i, count in zip(entries.tolist(), counts):
+            for i, count in zip(entries.tolist(), counts, strict=True):
                 flat = self.values[offs[i] : offs[i + 1]]
                 if flat.size != count:
                     raise PixelPayloadError(
@@ -421,7 +421,7 @@ def _segment_stats(pieces: list[np.ndarray], owner: np.ndarray, n_rows: int) -> 
     """
     segs: list[np.ndarray] = []
     seg_owner: list[int] = []
-    for p, o in zip(pieces, owner.tolist()):
+    for p, o in zip(pieces, owner.tolist(), strict=True):
         if p.dtype.kind == "b":
             p = p.view(np.uint8)
         if p.size <= _PIECE:
@@ -603,8 +603,8 @@ def crop(
     the input's variant), the input's chunk codec (unless ``compression``
     is given) and chunk shape clipped to the crop. All rows are built at once.
     """
-    from omeframe.formats.record.decode import read_region
     from omeframe.formats.record.builder import RecordBuilder
+    from omeframe.formats.record.decode import read_region
     from omeframe.model.record import RecordView
 
     arr = record_array(records)
@@ -651,14 +651,14 @@ def crop(
         builder.add(pix, _header(view))
     struct_type = builder.struct_type
     if not rows.size:
-        return pa.nulls(n, struct_type)  # type: ignore[return-value]
+        return pa.nulls(n, struct_type)
     built = builder.build()
     if rows.size == n:
         return built
     take = np.full(n, -1, dtype=np.int64)
     take[rows] = np.arange(rows.size)
     idx = pa.array(take, mask=~ok)
-    return built.take(idx)  # type: ignore[return-value]
+    return built.take(idx)
 
 
 def _broadcast_size(size: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -678,8 +678,8 @@ def thumbnail(records: Any, size: Any = 256) -> pa.BinaryArray:
     from PIL import Image
 
     from omeframe.formats.record.decode import read_region
-    from omeframe.ops.thumbnail import composite_rgb, downsample_cyx
     from omeframe.model.record import RecordView
+    from omeframe.ops.thumbnail import composite_rgb, downsample_cyx
 
     arr = record_array(records)
     n = len(arr)
@@ -697,7 +697,7 @@ def thumbnail(records: Any, size: Any = 256) -> pa.BinaryArray:
         buf = io.BytesIO()
         Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", optimize=True)
         out[i] = buf.getvalue()
-    return pa.array(out, pa.binary())  # type: ignore[return-value]
+    return pa.array(out, pa.binary())
 
 
 def to_numpy(records: Any, dtype: Any = None) -> list[np.ndarray | None]:
@@ -773,7 +773,7 @@ def chunk_values(
     values = np.concatenate(parts) if parts else np.zeros(0)
     otype = pa.int32() if offsets[-1] < 2**31 else pa.int64()
     cls = pa.ListArray if otype == pa.int32() else pa.LargeListArray
-    return cls.from_arrays(pa.array(offsets, otype), pa.array(values), mask=_mask(ok))  # type: ignore[return-value]
+    return cls.from_arrays(pa.array(offsets, otype), pa.array(values), mask=_mask(ok))
 
 
 def chunk_stats(
@@ -787,7 +787,7 @@ def chunk_stats(
     mean = np.full(n, np.nan)
     std = np.full(n, np.nan)
     if rows.size:
-        cnt, a, b, m, m2 = _segment_stats([decoded[i] for i in rows.tolist()], rows, n)  # type: ignore[misc]
+        cnt, a, b, m, m2 = _segment_stats([decoded[i] for i in rows.tolist()], rows, n)
         mn[rows], mx[rows], mean[rows] = a[rows], b[rows], m[rows]
         std[rows] = np.sqrt(np.maximum(m2[rows], 0.0) / cnt[rows])
     return _stats_array(ok, mn, mx, mean, std)

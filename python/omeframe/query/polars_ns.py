@@ -26,6 +26,7 @@ per row, e.g. ``pl.col("x")``). Null records and null arguments give null.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -69,16 +70,17 @@ def _map(expr: pl.Expr, args: list[Any], fn: Any, return_dtype: Any) -> pl.Expr:
     if not exprs:
 
         def one(s: pl.Series) -> pl.Series:
-            return _series(fn(_arrow(s), *args), s.name, return_dtype if isinstance(return_dtype, pl.DataType) else None)
+            out_dtype = return_dtype if isinstance(return_dtype, pl.DataType) else None
+            return _series(fn(_arrow(s), *args), s.name, out_dtype)
 
         return expr.map_batches(one, return_dtype=return_dtype, is_elementwise=True)
 
     positions = [i for i, a in enumerate(args) if isinstance(a, pl.Expr)]
 
-    def many(series: list[pl.Series]) -> pl.Series:
+    def many(series: Sequence[pl.Series]) -> pl.Series:
         s = series[0]
         values = list(args)
-        for pos, col in zip(positions, series[1:]):
+        for pos, col in zip(positions, series[1:], strict=True):
             values[pos] = _arg(col)
         return _series(fn(_arrow(s), *values), s.name, return_dtype if isinstance(return_dtype, pl.DataType) else None)
 

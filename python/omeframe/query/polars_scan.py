@@ -45,12 +45,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from omeframe.formats.record.files import detect_format, field_type, find_record_column
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage import files
-from omeframe.formats.record.files import detect_format, field_type, find_record_column
 
 if TYPE_CHECKING:
     import polars as pl
+
+    # for annotations inside functions whose local ``pl`` is the lazily imported module
+    from polars import DataFrame as _DataFrame
+    from polars import Expr as _Expr
 
 __all__ = ["HEADER_FIELDS", "scan", "polars_schema"]
 
@@ -388,7 +392,7 @@ def _leaf_paths(names: Sequence[str], nested: Sequence[tuple[str, ...]]) -> list
 
 def _to_polars(table: pa.Table) -> pl.DataFrame:
     pl = _import_polars()
-    return pl.from_arrow(table, rechunk=False)  # type: ignore[return-value]
+    return pl.from_arrow(table, rechunk=False)
 
 
 def _add_virtual(df: pl.DataFrame, names: Sequence[str], tbl: _Table) -> pl.DataFrame:
@@ -656,7 +660,7 @@ class _Reader:
             # Two phases: predicate columns for all rows, then the rest at the hits.
             assert self.pred is not None
             idx_name = "__omeframe_row__"
-            hits: list[pl.DataFrame] = []
+            hits: list[_DataFrame] = []
             offset = 0
             for p1 in self._vortex_read(vin, self.p1_real, self.p1_nested, None, None, end):
                 p1 = _add_virtual(p1, self.p1_virtual, self.tbl)
@@ -736,9 +740,9 @@ class _Reader:
         for batch in reader:
             if not batch.schema.equals(target):
                 batch = pa.RecordBatch.from_arrays(
-                    [c.cast(f.type) for c, f in zip(batch.columns, target)], schema=target
+                    [c.cast(f.type) for c, f in zip(batch.columns, target, strict=True)], schema=target
                 )
-            yield pl.from_arrow(batch)  # type: ignore[misc]
+            yield pl.from_arrow(batch)
 
 
 def _column_bytes(md: Any, leaves: Sequence[int]) -> int:
@@ -858,13 +862,13 @@ def _vortex_filter(tree: Any, tbl: _Table) -> Any:
     """A Vortex expression implied by the predicate (weaker or equal), or ``None``."""
     if tree is None:
         return None
+    import vortex.expr as ve
+
     from omeframe.formats.vortex.arrow_dataset import (
         pushable_type,
         vortex_column,
         vortex_literal,
     )
-
-    import vortex.expr as ve
 
     def conv(node: Any) -> Any:
         if isinstance(node, _Bool):
@@ -1022,10 +1026,10 @@ def scan(
 
     def io_source(
         with_columns: list[str] | None,
-        predicate: pl.Expr | None,
+        predicate: _Expr | None,
         n_rows: int | None,
         batch_size: int | None,
-    ) -> Iterator[pl.DataFrame]:
+    ) -> Iterator[_DataFrame]:
         reader = _Reader(tbl, with_columns, predicate, n_rows, batch_size)
         empty = True
         for df in reader:

@@ -9,6 +9,7 @@ cut by bytes, so one large image gets a row group of its own and reading row
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -139,7 +140,7 @@ def _group_bounds(sizes: np.ndarray, target: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def open_parquet(source: str | os.PathLike[str] | BinaryIO) -> pq.ParquetFile:
+def open_parquet(source: str | os.PathLike[str] | BinaryIO | io.RawIOBase) -> pq.ParquetFile:
     """Open a Parquet file, turning low-level failures into precise errors.
 
     A path is memory-mapped. Arrow's reader holds a whole data page in memory
@@ -157,7 +158,8 @@ def open_parquet(source: str | os.PathLike[str] | BinaryIO) -> pq.ParquetFile:
     Parameters
     ----------
     source
-        A local path, or a seekable binary file object (read as is).
+        A local path, or a seekable binary file object (read as is, e.g. a
+        :class:`~omeframe.storage.files.InputFile`).
 
     Returns
     -------

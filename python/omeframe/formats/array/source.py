@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
+from omeframe.engine.source import LazySource
 from omeframe.formats.dataset.inputs import header_from_record
 from omeframe.formats.record.decode import record_source
 from omeframe.model.header import ImageHeader
 from omeframe.model.record import RecordView
-from omeframe.engine.source import LazySource
 
 __all__ = ["RecordSource", "ArraySource"]
 

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
+from omeframe.formats.array.source import RecordSource
 from omeframe.model.errors import PixelPayloadError
 from omeframe.model.record import RecordView
-from omeframe.formats.array.source import RecordSource
 
 __all__ = ["PlaneLoaderSource"]
 

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
+from omeframe.engine.source import LazySource, StoredSource
+from omeframe.model.dims import CANONICAL
 from omeframe.model.errors import DimOrderError
 from omeframe.model.header import ImageHeader, default_channels
-from omeframe.model.dims import CANONICAL
-from omeframe.engine.source import LazySource, StoredSource
 
 __all__ = ["LOADER_AXES", "check_axes", "AxesArraySource", "CustomSource", "LazyArray"]
 
@@ -106,7 +106,7 @@ class AxesArraySource(StoredSource):
         self.axes = check_axes(axes, shape)
         self.array = array
         self._keep = keep
-        sizes = dict(zip(self.axes, shape))
+        sizes = dict(zip(self.axes, shape, strict=True))
         if "S" in self.axes:
             if sample is None:
                 raise DimOrderError(
@@ -119,18 +119,19 @@ class AxesArraySource(StoredSource):
             raise DimOrderError(f"sample={sample} given but axes {self.axes!r} have no S axis")
         else:
             self.sample = None
-        self._shape = tuple(sizes.get(a, 1) for a in CANONICAL)
+        t, c, z, y, x = (sizes.get(a, 1) for a in CANONICAL)
+        self._shape = (t, c, z, y, x)
         self._dtype = _native(array.dtype)
         self._header = header or ImageHeader.basic("unnamed", "unknown", self._shape[1])
         if len(self._header.channels or []) != self._shape[1]:
             self._header.channels = default_channels(None, self._shape[1])
         s = "" if self.sample is None else f" sample {self.sample}"
         self.describe = (describe or f"{type(array).__name__} {shape} {self._dtype}") + f" axes {self.axes}{s}"
-        chunks = getattr(array, "chunks", None)
-        self._chunked = not isinstance(array, np.ndarray) and _is_int_tuple(chunks, len(shape))
+        chunks = None if isinstance(array, np.ndarray) else _chunk_sizes(getattr(array, "chunks", None), len(shape))
+        self._chunked = chunks is not None
         self._in_memory = isinstance(array, np.ndarray) and not isinstance(array, np.memmap)
-        if self._chunked:
-            cs = dict(zip(self.axes, (int(c) for c in chunks)))
+        if chunks is not None:
+            cs = dict(zip(self.axes, chunks, strict=True))
             self._chunks: tuple[int, int, int] | None = (cs.get("Z", 1), cs.get("Y", 1), cs.get("X", 1))
         else:
             self._chunks = None
@@ -150,7 +151,11 @@ class AxesArraySource(StoredSource):
         grid = (st, sc, -(-sz // cz), -(-sy // cy), -(-sx // cx))
         origins = np.indices(grid).reshape(5, -1).T.astype(np.int64) * np.array([1, 1, cz, cy, cx], dtype=np.int64)
         extents = np.stack(
-            [np.minimum(cz, sz - origins[:, 2]), np.minimum(cy, sy - origins[:, 3]), np.minimum(cx, sx - origins[:, 4])],
+            [
+                np.minimum(cz, sz - origins[:, 2]),
+                np.minimum(cy, sy - origins[:, 3]),
+                np.minimum(cx, sx - origins[:, 4]),
+            ],
             axis=1,
         )
         arr, axes, s, dtype = self.array, self.axes, self.sample, self._dtype
@@ -174,17 +179,24 @@ class AxesArraySource(StoredSource):
         )
 
 
-def _is_int_tuple(v: Any, n: int) -> bool:
+def _chunk_sizes(v: Any, n: int) -> tuple[int, ...] | None:
+    """``v`` as ``n`` positive ints (a zarr-style ``chunks``), else ``None``."""
     try:
-        return len(v) == n and all(int(c) > 0 for c in v)  # dask's tuple-of-tuples fails here
+        sizes = tuple(int(c) for c in v)  # dask's tuple-of-tuples fails here
     except (TypeError, ValueError):
-        return False
+        return None
+    return sizes if len(sizes) == n and all(c > 0 for c in sizes) else None
 
 
 class LazyArray:
     """``read_func(path, **read_kwargs)``, called once on first :meth:`get` (thread-safe)."""
 
-    def __init__(self, path: str | os.PathLike[str], read_func: Callable[..., Any], read_kwargs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        read_func: Callable[..., Any],
+        read_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
         if not callable(read_func):
             raise TypeError(f"read_func must be callable, got {type(read_func).__name__}")
         self.path = Path(path)
@@ -208,7 +220,9 @@ class LazyArray:
                     raise FileNotFoundError(f"no such file: {str(self.path)!r}")
                 out = self.read_func(self.path, **self.read_kwargs)
                 if out is None:
-                    raise TypeError(f"read_func {self.func_name} returned None for {str(self.path)!r}; it must return an array")
+                    raise TypeError(
+                        f"read_func {self.func_name} returned None for {str(self.path)!r}; it must return an array"
+                    )
                 if not (hasattr(out, "shape") and hasattr(out, "dtype") and hasattr(out, "__getitem__")):
                     out = np.asarray(out)
                 if len(out.shape) < 2:
@@ -270,7 +284,8 @@ class CustomSource(LazySource):
         with self._inner_lock:
             if self._inner is None:
                 arr = self.lazy.get()
-                check_axes(self.axes, tuple(arr.shape), what=f"the array read_func {self.lazy.func_name} returned for {str(self.lazy.path)!r}")
+                what = f"the array read_func {self.lazy.func_name} returned for {str(self.lazy.path)!r}"
+                check_axes(self.axes, tuple(arr.shape), what=what)
                 self._inner = AxesArraySource(
                     arr, self.axes, ImageHeader.basic(self._image_id, self._name, 1), self.describe, sample=self.sample
                 )

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
+from omeframe.engine.source import StoredSource
 from omeframe.model.errors import CorruptFileError, OptionalDependencyError, SchemaError
 from omeframe.model.header import ImageHeader
-from omeframe.engine.source import StoredSource
 
 __all__ = ["CziSource", "open_czi_source", "czi_scenes", "import_pylibczirw", "INSTALL_HINT"]
 
@@ -215,7 +215,11 @@ class CziSource(StoredSource):
         grid = (st, sc, sz, -(-sy // ty), -(-sx // tx))
         origins = np.indices(grid).reshape(5, -1).T.astype(np.int64) * np.array([1, 1, 1, ty, tx], dtype=np.int64)
         extents = np.stack(
-            [np.ones(len(origins), dtype=np.int64), np.minimum(ty, sy - origins[:, 3]), np.minimum(tx, sx - origins[:, 4])],
+            [
+                np.ones(len(origins), dtype=np.int64),
+                np.minimum(ty, sy - origins[:, 3]),
+                np.minimum(tx, sx - origins[:, 4]),
+            ],
             axis=1,
         )
         rx, ry = self.rect[0], self.rect[1]
@@ -237,7 +241,7 @@ class CziSource(StoredSource):
             return np.ascontiguousarray(data, dtype=dtype).reshape(1, h, w)
 
         nbytes = extents.prod(axis=1) * dtype.itemsize
-        return PixelSource(self._shape, dtype, origins, extents, decode, nbytes.astype(np.int64), True, self.describe)  # type: ignore[arg-type]
+        return PixelSource(self._shape, dtype, origins, extents, decode, nbytes.astype(np.int64), True, self.describe)
 
 
 def _close_all(readers: list[Any]) -> None:

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omeframe._version import __version__
+from omeframe.formats.dataset.schema import DATASET_FORMAT_VERSION
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage.atomic import atomic_path
-from omeframe.formats.dataset.schema import DATASET_FORMAT_VERSION
 
 __all__ = ["Manifest", "read_manifest", "write_manifest", "MANIFEST_NAME"]
 

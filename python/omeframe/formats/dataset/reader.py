@@ -21,10 +21,14 @@ from typing import Any, Self
 import numpy as np
 import pyarrow as pa
 
-from omeframe.formats.vortex.file import read_vortex_table
-from omeframe.engine.executor import PixelSource, assemble, index_selection
 from omeframe.engine.codec import decode_frames, decode_payload, resolve_codec
-from omeframe.model.selection import regular_pieces
+from omeframe.engine.executor import PixelSource, assemble, index_selection
+from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest, read_manifest
+from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
+from omeframe.formats.record.builder import RecordBuilder
+from omeframe.formats.vortex.file import read_vortex_table
+from omeframe.model.arrow import BYTE_CHUNK_STRUCT, OME_ARROW_BYTE_STRUCT
+from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import (
     ChunkChecksumError,
     CorruptFileError,
@@ -32,13 +36,9 @@ from omeframe.model.errors import (
     PixelPayloadError,
     SelectionError,
 )
-from omeframe.model.dtypes import to_numpy_dtype
-from omeframe.storage import files
-from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest, read_manifest
-from omeframe.formats.record.builder import RecordBuilder
-from omeframe.model.arrow import BYTE_CHUNK_STRUCT, OME_ARROW_BYTE_STRUCT
 from omeframe.model.header import ImageHeader
-from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
+from omeframe.model.selection import regular_pieces
+from omeframe.storage import files
 
 __all__ = ["DatasetReader", "ImageEntry"]
 

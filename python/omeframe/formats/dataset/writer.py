@@ -23,15 +23,13 @@ import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
-from omeframe.formats.vortex.file import write_vortex_stream, write_vortex_table
-from omeframe.storage.atomic import atomic_path
 from omeframe.engine import threads as _threads
 from omeframe.engine.codec import (
     encode_framed,
@@ -40,20 +38,22 @@ from omeframe.engine.codec import (
     pack_large_binary,
     resolve_codec,
 )
-from omeframe.model.selection import regular_pieces
 from omeframe.engine.progress import bar as progress_bar
 from omeframe.engine.progress import wanted
-from omeframe.engine.stats import checksum, chunk_stats
-from omeframe.model.errors import SchemaError
-from omeframe.model.header import normalize_chunk_shape
-from omeframe.model.dtypes import dtype_name
 from omeframe.engine.source import LazySource
+from omeframe.engine.stats import checksum, chunk_stats
 from omeframe.formats.dataset.inputs import ImageInput, source_input
-from omeframe.formats.dataset.reader import DatasetReader
-from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
 from omeframe.formats.dataset.locate import HEAD_BYTES, locate_payloads
 from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
+from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
+from omeframe.formats.vortex.file import write_vortex_stream, write_vortex_table
+from omeframe.model.dtypes import dtype_name
+from omeframe.model.errors import SchemaError
+from omeframe.model.header import normalize_chunk_shape
+from omeframe.model.selection import regular_pieces
+from omeframe.storage.atomic import atomic_path
 
 __all__ = [
     "WriteOptions",
@@ -271,7 +271,7 @@ def _images_rows(logs: list[_ImageLog], parts: list[_Part], offsets: np.ndarray 
         rows["name"].append(h.name)
         rows["image_type"].append(h.image_type)
         rows["parent_id"].append(log.inp.parent_id)
-        rows["acquisition_datetime"].append(h.acquisition_datetime or datetime.now(timezone.utc))
+        rows["acquisition_datetime"].append(h.acquisition_datetime or datetime.now(UTC))
         rows["pixels_meta"].append(h.pixels_meta(log.inp.shape, dtype_name(log.inp.dtype)))
         cz, cy, cx = log.grid
         rows["chunk_grid"].append(

@@ -43,13 +43,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from omeframe.engine.executor import PixelSource
 from omeframe.engine.codec import decode_payload
+from omeframe.engine.executor import PixelSource
+from omeframe.engine.source import StoredSource
+from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, PixelPayloadError, SchemaError
 from omeframe.model.header import ImageHeader, default_channels
-from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.storage.files import open_input
-from omeframe.engine.source import StoredSource
 
 __all__ = ["OMEArrowDatasetSource", "is_ome_arrow_dataset", "open_ome_arrow_dataset"]
 
@@ -295,7 +295,7 @@ class OMEArrowDatasetSource(StoredSource):
         if not isinstance(stored, list) or len(stored) != size_c:
             return defaults
         out = []
-        for base, ch in zip(defaults, stored):
+        for base, ch in zip(defaults, stored, strict=True):
             if isinstance(ch, str):
                 ch = {"name": ch}
             if not isinstance(ch, dict):

@@ -9,12 +9,12 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from omeframe.model.errors import DtypeError, OptionalDependencyError, PixelPayloadError
-from omeframe.model.dtypes import SUPPORTED_DTYPES, to_numpy_dtype
-from omeframe.model.arrow import OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
-from omeframe.model.header import ImageHeader, default_channels
 from omeframe.formats.record.builder import RecordBuilder
+from omeframe.model.arrow import OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
 from omeframe.model.dims import default_dim_order, to_tczyx
+from omeframe.model.dtypes import SUPPORTED_DTYPES, to_numpy_dtype
+from omeframe.model.errors import DtypeError, OptionalDependencyError, PixelPayloadError
+from omeframe.model.header import ImageHeader, default_channels
 
 __all__ = ["from_numpy", "from_torch_array", "from_jax_array", "to_ome_arrow", "clamp_u16"]
 

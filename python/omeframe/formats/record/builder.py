@@ -11,21 +11,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
 from omeframe.engine import threads as _threads
-from omeframe.model.selection import regular_pieces
 from omeframe.engine.codec import (
     encode_payload,
     normalize_compression,
     pack_large_binary,
 )
-from omeframe.model.errors import DtypeError
-from omeframe.model.dtypes import LIST_VARIANT_DTYPES, dtype_name
 from omeframe.model.arrow import (
     BYTE_CHUNK_STRUCT,
     CHUNK_GRID_STRUCT,
@@ -35,8 +32,10 @@ from omeframe.model.arrow import (
     PIXELS_META_STRUCT,
     PLANE_STRUCT,
 )
-
+from omeframe.model.dtypes import LIST_VARIANT_DTYPES, dtype_name
+from omeframe.model.errors import DtypeError
 from omeframe.model.header import ImageHeader, normalize_chunk_shape
+from omeframe.model.selection import regular_pieces
 
 ChunkEncoding = Literal["bytes", "list"]
 
@@ -158,7 +157,7 @@ class RecordBuilder:
             "id": h.image_id,
             "name": h.name,
             "image_type": h.image_type,
-            "acquisition_datetime": h.acquisition_datetime or datetime.now(timezone.utc),
+            "acquisition_datetime": h.acquisition_datetime or datetime.now(UTC),
             # dtype_str is the exact name the caller chose (it already honours dtype_meta)
             "pixels_meta": replace(h, dtype_meta=None).pixels_meta(shape, dtype_str),
         }
@@ -177,7 +176,7 @@ class RecordBuilder:
             sizes = keys[:, 5] * keys[:, 6] * keys[:, 7]
             flat = np.empty(int(sizes.sum()), dtype=np.uint16)
             pos = 0
-            for k, size in zip(keys, sizes):
+            for k, size in zip(keys, sizes, strict=True):
                 t, c, z, y, x, dz, dy, dx = (int(v) for v in k)
                 flat[pos : pos + size].reshape(dz, dy, dx)[...] = a[
                     t, c, z : z + dz, y : y + dy, x : x + dx

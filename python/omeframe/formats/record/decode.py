@@ -9,15 +9,16 @@ preallocated output.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from omeframe.engine.executor import PixelSource, assemble, index_selection
 from omeframe.engine.codec import decode_payload, fit_length
-from omeframe.model.errors import PixelPayloadError, SchemaError
+from omeframe.engine.executor import PixelSource, assemble, index_selection
 from omeframe.model.dtypes import to_numpy_dtype
+from omeframe.model.errors import PixelPayloadError, SchemaError
 from omeframe.model.record import RecordView
 
 __all__ = ["to_numpy", "to_numpy_batch", "plane_from_chunks", "to_dict", "read_region", "record_source"]
@@ -31,7 +32,7 @@ def record_source(view: RecordView) -> PixelSource:
     name = f"record {view.header('id')!r}"
     if ct is not None:
         ext = ct.extents
-        sizes = np.diff(ct.offsets) * (1 if ct.kind == "bytes" else ct.values.dtype.itemsize)  # type: ignore[union-attr, arg-type]
+        sizes = np.diff(ct.offsets) * ct.offset_unit
         if ct.kind == "bytes":
             dts = [to_numpy_dtype(d) if d else native for d in ct.dtypes or []]
             comps = ct.compressions or []
@@ -176,7 +177,10 @@ def _batch_byte_variant(
     if pm.null_count or arr.null_count:
         return out
     sizes = np.stack(
-        [pm.field(k).to_numpy(zero_copy_only=False).astype(np.int64) for k in ("size_t", "size_c", "size_z", "size_y", "size_x")],
+        [
+            pm.field(k).to_numpy(zero_copy_only=False).astype(np.int64)
+            for k in ("size_t", "size_c", "size_z", "size_y", "size_x")
+        ],
         axis=1,
     )
     tcodes, tnames = _dict_codes(pm.field("type"))
@@ -192,7 +196,10 @@ def _batch_byte_variant(
     if "pixel_bytes" not in names:
         return out
     keys = np.stack(
-        [inner.field(k).to_numpy(zero_copy_only=False).astype(np.int64) for k in ("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x")],
+        [
+            inner.field(k).to_numpy(zero_copy_only=False).astype(np.int64)
+            for k in ("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x")
+        ],
         axis=1,
     )
     pb = inner.field("pixel_bytes")
@@ -260,7 +267,7 @@ def _batch_byte_variant(
     if total > 1 and stored >= (4 << 20) and _threads.can_parallelize():
         k = _threads.num_threads() * 4
         bounds = np.linspace(0, total, k + 1).astype(int)
-        for fut in [_threads.pool().submit(run, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]:
+        for fut in [_threads.pool().submit(run, int(a), int(b)) for a, b in pairwise(bounds)]:
             fut.result()
     else:
         run(0, total)

@@ -15,20 +15,19 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, write_vortex_table
-from omeframe.model.record import as_record_scalar
 from omeframe._version import __version__
-from omeframe.model.errors import CorruptFileError, NoOmeArrowColumnError, SchemaError
-from omeframe.model.record import looks_like_record_type
+from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, write_vortex_table
 from omeframe.model.arrow import (
-    field_type,
     METADATA_KEY_TYPE,
     METADATA_KEY_VERSION,
     METADATA_KEY_WRITER,
     OME_ARROW_KNOWN_STRUCTS,
     OME_ARROW_TAG_TYPE,
     OME_ARROW_TAG_VERSION,
+    field_type,
 )
+from omeframe.model.errors import CorruptFileError, NoOmeArrowColumnError, SchemaError
+from omeframe.model.record import as_record_scalar, looks_like_record_type
 from omeframe.storage import parquet as pqio
 
 __all__ = [

@@ -8,24 +8,23 @@ lazily; :func:`header_from_record` is the :class:`ImageHeader` of a record;
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from omeframe.engine.executor import PixelSource
+from omeframe.engine.source import LazySource
 from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.record.decode import record_source
-from omeframe.model.errors import SchemaError
+from omeframe.formats.record.files import detect_format, find_record_column, read_record
+from omeframe.model.errors import CorruptFileError, SchemaError
 from omeframe.model.header import ImageHeader, select_channels
 from omeframe.model.record import RecordView
-from omeframe.model.errors import CorruptFileError
 from omeframe.storage import files
 from omeframe.storage import parquet as pqio
-from omeframe.formats.record.files import detect_format, find_record_column, read_record
-from omeframe.engine.source import LazySource
 
 __all__ = ["RecordTableSource", "header_from_record", "record_like", "build_record"]
 

@@ -16,9 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from omeframe.model.errors import SchemaError
-from omeframe.model.header import ImageHeader, default_channels
-from omeframe.formats.record.builder import RecordBuilder
+from omeframe.engine.progress import track
 from omeframe.formats.record.arrays import (
     DEFAULT_COMPRESSION,
     DEFAULT_COMPRESSION_LEVEL,
@@ -27,19 +25,21 @@ from omeframe.formats.record.arrays import (
     clamp_u16,
     resolve_chunk_compression,
 )
-from omeframe.model.dims import default_dim_order, to_tczyx
-from omeframe.model.record import RecordView, as_record_scalar
+from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.record.decode import read_region
-from omeframe.formats.record.source import record_like
-from omeframe.model.arrow import DEFAULT_COLUMN_NAME
-from omeframe.engine.progress import track
-from omeframe.storage import parquet as pqio
 from omeframe.formats.record.files import (
     as_record_array,
     read_record,
     read_record_table,
     write_record_table,
 )
+from omeframe.formats.record.source import record_like
+from omeframe.model.arrow import DEFAULT_COLUMN_NAME
+from omeframe.model.dims import default_dim_order, to_tczyx
+from omeframe.model.errors import SchemaError
+from omeframe.model.header import ImageHeader, default_channels
+from omeframe.model.record import RecordView, as_record_scalar
+from omeframe.storage import parquet as pqio
 
 __all__ = [
     "to_ome_parquet",

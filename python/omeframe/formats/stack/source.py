@@ -55,9 +55,9 @@ from typing import Any, Literal
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
+from omeframe.engine.source import StoredSource
 from omeframe.model.errors import CorruptFileError, DimOrderError, PixelPayloadError
 from omeframe.model.header import ImageHeader
-from omeframe.engine.source import StoredSource
 
 __all__ = [
     "PatternToken",
@@ -104,7 +104,7 @@ class StackPattern:
 
     def filename(self, combo: Sequence[str]) -> str:
         parts = [self.literals[0]]
-        for value, lit in zip(combo, self.literals[1:]):
+        for value, lit in zip(combo, self.literals[1:], strict=True):
             parts += [value, lit]
         return "".join(parts)
 
@@ -271,7 +271,7 @@ def _file_axes_to_tczyx(axes: str, shape: tuple[int, ...], path: Path) -> tuple[
     out: list[str] = []
     index: list[Any] = []
     present = set(axes)
-    for a, n in zip(axes, shape):
+    for a, n in zip(axes, shape, strict=True):
         if a in "TCZYX":
             out.append(a)
             index.append(slice(None))
@@ -398,7 +398,7 @@ def probe_image_file(path: str | os.PathLike[str]) -> FileInfo:
         dtype, phys = np.dtype(dt), {}
     dtype = dtype.newbyteorder("=") if dtype.byteorder == ">" else dtype
     kept, index = _file_axes_to_tczyx(axes, shape, p)
-    sizes = dict(zip(kept, (n for n, ix in zip(shape, index) if not isinstance(ix, int))))
+    sizes = dict(zip(kept, (n for n, ix in zip(shape, index, strict=True) if not isinstance(ix, int)), strict=True))
     return FileInfo(tuple(sizes.get(a, 1) for a in "TCZYX"), dtype, axes, phys)  # type: ignore[arg-type]
 
 
@@ -514,9 +514,9 @@ class StackSource(StoredSource):
             sizes = pat.sizes()
             for combo in itertools.product(*(range(len(t.choices)) for t in pat.tokens)):
                 pos = {"T": 0, "C": 0, "Z": 0}
-                for tok, k in zip(pat.tokens, combo):
+                for tok, k in zip(pat.tokens, combo, strict=True):
                     pos[tok.dim] = pos[tok.dim] * len(tok.choices) + k
-                f = pat.folder / pat.filename([tok.choices[k] for tok, k in zip(pat.tokens, combo)])
+                f = pat.folder / pat.filename([tok.choices[k] for tok, k in zip(pat.tokens, combo, strict=True)])
                 if f.is_file():
                     grid[(pos["T"], pos["C"], pos["Z"])] = f
                 else:
@@ -557,7 +557,7 @@ class StackSource(StoredSource):
         self._header = ImageHeader.basic(
             image_id or Path(pat.pattern).stem,
             name or pat.pattern,
-            self._shape[1],  # type: ignore[arg-type]
+            self._shape[1],
             channel_names=names,
             physical=info.physical,
         )
@@ -600,7 +600,7 @@ class StackSource(StoredSource):
         file_bytes = np.array(
             [max(os.stat(p).st_size // max(t_in * c_in, 1), 1) for p in paths], dtype=np.int64
         )
-        return PixelSource(self._shape, dtype, origins, extents, decode, file_bytes, True, self.describe)  # type: ignore[arg-type]
+        return PixelSource(self._shape, dtype, origins, extents, decode, file_bytes, True, self.describe)
 
 
 def open_stack_source(

@@ -237,8 +237,12 @@ def parse_ome_xml(xml: str | bytes) -> list[OmeImage]:
                         name=ch.get("Name"),
                         samples_per_pixel=_int(ch.get("SamplesPerPixel"), 1) or 1,
                         color_rgba=ome_color_to_rgba(ch.get("Color")),
-                        emission_um=wavelength_to_um(ch.get("EmissionWavelength"), ch.get("EmissionWavelengthUnit") or "nm"),
-                        excitation_um=wavelength_to_um(ch.get("ExcitationWavelength"), ch.get("ExcitationWavelengthUnit") or "nm"),
+                        emission_um=wavelength_to_um(
+                            ch.get("EmissionWavelength"), ch.get("EmissionWavelengthUnit") or "nm"
+                        ),
+                        excitation_um=wavelength_to_um(
+                            ch.get("ExcitationWavelength"), ch.get("ExcitationWavelengthUnit") or "nm"
+                        ),
                         illumination=ch.get("IlluminationType"),
                         fluor=ch.get("Fluor"),
                     )

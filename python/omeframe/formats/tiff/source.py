@@ -60,17 +60,17 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
-from omeframe.model.errors import CorruptFileError, OmeframeError, SchemaError
-from omeframe.model.header import ImageHeader, default_channels
+from omeframe.engine.source import LazySource
 from omeframe.formats.tiff.omexml import (
-    OMEXMLMismatchWarning,
     OmeImage,
+    OMEXMLMismatchWarning,
     header_channels,
     normalize_length_unit,
     parse_datetime,
     parse_ome_xml,
 )
-from omeframe.engine.source import LazySource
+from omeframe.model.errors import CorruptFileError, OmeframeError, SchemaError
+from omeframe.model.header import ImageHeader, default_channels
 
 __all__ = [
     "TiffSource",

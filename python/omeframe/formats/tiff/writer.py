@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import clamp_cast
-from omeframe.model.errors import DimOrderError, DtypeError
-from omeframe.formats.tiff.omexml import tifffile_ome_metadata
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
+from omeframe.formats.tiff.omexml import tifffile_ome_metadata
+from omeframe.model.errors import DimOrderError, DtypeError
 
 __all__ = ["to_ome_tiff"]
 

@@ -49,10 +49,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
-from omeframe.model.errors import CorruptFileError
-from omeframe.storage import files
 from omeframe.formats.vortex.file import _first_line, _import_vortex, _stored_schema
 from omeframe.model.arrow import field_type
+from omeframe.model.errors import CorruptFileError
+from omeframe.storage import files
 
 __all__ = [
     "VortexPlainDataset",

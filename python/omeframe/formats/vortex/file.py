@@ -51,6 +51,10 @@ from omeframe.storage.atomic import atomic_path
 if TYPE_CHECKING:
     import pyarrow.dataset as pds
 
+#: File-level key/value metadata: str or bytes keys and values (Mapping is
+#: invariant in its key type, hence one member per key type).
+FileMetadata = Mapping[str, str | bytes] | Mapping[bytes, str | bytes] | Mapping[str | bytes, str | bytes]
+
 __all__ = [
     "SCHEMA_COLUMN_PREFIX",
     "read_vortex_schema",
@@ -165,7 +169,7 @@ def write_vortex_table(
     table: pa.Table,
     path: PathLike,
     *,
-    metadata: Mapping[str | bytes, str | bytes] | None = None,
+    metadata: FileMetadata | None = None,
 ) -> None:
     """Write ``table`` to a Vortex file at ``path``, atomically.
 
@@ -210,7 +214,7 @@ def write_vortex_stream(
     batches: Iterable[pa.RecordBatch],
     path: PathLike,
     *,
-    metadata: Mapping[str | bytes, str | bytes] | None = None,
+    metadata: FileMetadata | None = None,
 ) -> None:
     """Stream record batches of ``schema`` into a Vortex file, atomically.
 
@@ -320,7 +324,7 @@ def _row_error(row: int, num_rows: int, path: str) -> RowIndexError:
     return RowIndexError(f"row {row} is out of range for {path!r} with {num_rows} rows")
 
 
-def _normalize_rows(rows: Sequence[int], num_rows: int, path: str) -> np.ndarray:
+def _normalize_rows(rows: Sequence[int] | np.ndarray, num_rows: int, path: str) -> np.ndarray:
     """Validate ``rows`` against ``num_rows`` and return them as int64."""
     arr = np.asarray(rows)
     if arr.ndim != 1:
@@ -347,7 +351,7 @@ def read_vortex_table(
     path: PathLike,
     *,
     columns: list[str] | None = None,
-    rows: Sequence[int] | None = None,
+    rows: Sequence[int] | np.ndarray | None = None,
 ) -> pa.Table:
     """Read columns and rows of a Vortex file with the original Arrow types.
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
-from omeframe.model.selection import regular_pieces
-from omeframe.model.header import ImageHeader, default_channels
-from omeframe.model.dims import CANONICAL, default_dim_order, validate_dim_order
 from omeframe.engine.source import LazySource
+from omeframe.model.dims import CANONICAL, default_dim_order, validate_dim_order
+from omeframe.model.header import ImageHeader, default_channels
+from omeframe.model.selection import regular_pieces
 
 __all__ = ["ZarrArraySource", "open_zarr_source"]
 
@@ -31,9 +31,9 @@ class ZarrArraySource(LazySource):
         self._header = header
         self.describe = describe
         self._keep = keep  # objects (files, stores) that must outlive the array
-        shape = dict(zip(self.axes, (int(s) for s in array.shape)))
+        shape = dict(zip(self.axes, (int(s) for s in array.shape), strict=True))
         self._shape = tuple(shape.get(a, 1) for a in CANONICAL)
-        chunks = dict(zip(self.axes, (int(c) for c in array.chunks)))
+        chunks = dict(zip(self.axes, (int(c) for c in array.chunks), strict=True))
         self._chunks = tuple(chunks.get(a, 1) for a in CANONICAL)
         #: Stored bytes of the whole array when the store cannot tell (TIFF tiles).
         self._stored_total: int | None = None

@@ -28,7 +28,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
@@ -113,8 +113,7 @@ def unit_to_ngff(unit: str | None) -> str | None:
     u = str(unit).strip()
     if u in SPACE_UNITS or u in TIME_UNITS:
         return u
-    u = _SYMBOL_TO_NGFF.get(u) or _UNIT_ALIASES.get(u) or _UNIT_ALIASES.get(u.lower())
-    return u
+    return _SYMBOL_TO_NGFF.get(u) or _UNIT_ALIASES.get(u) or _UNIT_ALIASES.get(u.lower())
 
 
 def unit_to_ome_arrow(unit: str | None) -> str | None:
@@ -307,7 +306,31 @@ class TranslationTransform(_Model):
         return _inline_vector(v, "translation", positive=False)
 
 
-Transform = Annotated[Union[ScaleTransform, TranslationTransform], Field(discriminator="type")]
+Transform = Annotated[ScaleTransform | TranslationTransform, Field(discriminator="type")]
+
+
+def _scale_of(ts: Sequence[ScaleTransform | TranslationTransform]) -> tuple[float, ...]:
+    """The values of the leading ``scale`` transform of ``ts`` (validated by :func:`_check_transforms`)."""
+    t = ts[0] if ts else None
+    if not isinstance(t, ScaleTransform):
+        raise SchemaError(
+            "coordinateTransformations must start with a 'scale' transform, got "
+            f"{[x.type for x in ts]}"
+        )
+    return t.scale
+
+
+def _translation_of(ts: Sequence[ScaleTransform | TranslationTransform]) -> tuple[float, ...] | None:
+    """The values of the ``translation`` transform following the scale in ``ts``, if any."""
+    if len(ts) < 2:
+        return None
+    t = ts[1]
+    if not isinstance(t, TranslationTransform):
+        raise SchemaError(
+            "the second coordinate transformation must be a 'translation', got "
+            f"{[x.type for x in ts]}"
+        )
+    return t.translation
 
 
 def _check_transforms(ts: Sequence[Any]) -> Sequence[Any]:
@@ -344,12 +367,11 @@ class Dataset(_Model):
 
     @property
     def scale(self) -> tuple[float, ...]:
-        return self.coordinateTransformations[0].scale
+        return _scale_of(self.coordinateTransformations)
 
     @property
     def translation(self) -> tuple[float, ...] | None:
-        ts = self.coordinateTransformations
-        return ts[1].translation if len(ts) > 1 else None
+        return _translation_of(self.coordinateTransformations)
 
     @classmethod
     def build(cls, path: str, scale: Sequence[float], translation: Sequence[float] | None = None) -> Dataset:
@@ -463,7 +485,7 @@ class Multiscale(_Model):
         s = self.datasets[level].scale
         g = self.coordinateTransformations
         if g:
-            s = tuple(a * b for a, b in zip(s, g[0].scale))
+            s = tuple(a * b for a, b in zip(s, _scale_of(g), strict=True))
         return s
 
 
@@ -619,7 +641,9 @@ class ImageAttrs05(_Model):
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 
 
-def _axes_from(axes: str | Sequence[Any], space_unit: str | None, time_unit: str | None) -> tuple[Axis, ...]:
+def _axes_from(
+    axes: str | Sequence[Axis | Mapping[str, Any]], space_unit: str | None, time_unit: str | None
+) -> tuple[Axis, ...]:
     if isinstance(axes, str):
         out = []
         for a in axes.lower():
@@ -759,7 +783,7 @@ class ImageMetadata(_Model):
                 if len(s) != n:
                     raise SchemaError(f"shapes[{i}] has {len(s)} dimensions but there are {n} axes")
             scales = [
-                tuple(b * (a0 / a) if a else b for b, a0, a in zip(base, s0, s)) for s in shapes
+                tuple(b * (a0 / a) if a else b for b, a0, a in zip(base, s0, s, strict=True)) for s in shapes
             ]
         paths = list(paths) if paths is not None else [str(i) for i in range(len(scales))]
         if len(paths) != len(scales):
@@ -769,7 +793,7 @@ class ImageMetadata(_Model):
             raise SchemaError(f"{len(trs)} translations given for {len(scales)} levels")
         ms = Multiscale(
             axes=ax,
-            datasets=tuple(Dataset.build(p, s, t) for p, s, t in zip(paths, scales, trs)),
+            datasets=tuple(Dataset.build(p, s, t) for p, s, t in zip(paths, scales, trs, strict=True)),
             name=name,
             type=multiscale_type,
             metadata=metadata,
@@ -781,7 +805,9 @@ class ImageMetadata(_Model):
                 channels=tuple(c if isinstance(c, OmeroChannel) else OmeroChannel(**dict(c)) for c in channels or ()),
                 rdefs=dict(rdefs) if rdefs is not None else None,
             )
-        il = image_label if image_label is None or isinstance(image_label, ImageLabel) else ImageLabel(**dict(image_label))
+        il = image_label
+        if il is not None and not isinstance(il, ImageLabel):
+            il = ImageLabel(**dict(il))
         return cls(version=version, multiscales=(ms,), omero=omero, image_label=il)
 
     # ---- accessors -------------------------------------------------------
@@ -852,7 +878,7 @@ class ImageMetadata(_Model):
         """
         from omeframe.model.dtypes import dtype_name, to_numpy_dtype
 
-        shape = list(shapes)
+        shape: list[Any] = list(shapes)
         if shape and isinstance(shape[0], (list, tuple)):
             shape = list(shape[0])
         names = [a.name.lower() for a in self.axes]
@@ -861,8 +887,8 @@ class ImageMetadata(_Model):
                 f"shape {tuple(shape)} has {len(shape)} dimensions but the metadata has "
                 f"{len(names)} axes {names}"
             )
-        size = dict(zip(names, (int(s) for s in shape)))
-        scale = dict(zip(names, self.multiscale.level_scale(0)))
+        size = dict(zip(names, (int(s) for s in shape), strict=True))
+        scale = dict(zip(names, self.multiscale.level_scale(0), strict=True))
         units = {a.name.lower(): a.unit for a in self.axes}
         st, sc, sz = size.get("t", 1), size.get("c", 1), size.get("z", 1)
 

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.model.errors import DimOrderError, SchemaError
-from omeframe.model.header import ImageHeader, default_channels
-from omeframe.model.dims import CANONICAL
 from omeframe.engine.source import LazySource
 from omeframe.formats.zarr.array import ZarrArraySource, open_zarr_source
+from omeframe.model.dims import CANONICAL
+from omeframe.model.errors import DimOrderError, SchemaError
+from omeframe.model.header import ImageHeader, default_channels
 
 __all__ = ["OmeZarrSource", "open_ome_zarr_source", "label_names"]
 
@@ -128,8 +128,14 @@ class OmeZarrSource(ZarrArraySource):
                 _label=f"{self._label} label {lname!r}",
                 _parent=self,
             )
-            if self.level and self.level < src.n_levels:
-                src = src.level_source(self.level)
+            if self.level:
+                if not isinstance(src, OmeZarrSource):
+                    raise SchemaError(
+                        f"{self._label}: label {lname!r} is a plain zarr array (one level), but level "
+                        f"{self.level} was asked for; OME-Zarr label images are multiscale image groups"
+                    )
+                if self.level < src.n_levels:
+                    src = src.level_source(self.level)
             out[lname] = src
         return out
 
@@ -181,7 +187,7 @@ def _header(
 ) -> ImageHeader:
     pm = metadata.to_pixels_meta(shape, np.dtype(dtype).name if np.dtype(dtype).kind != "b" else "bool")
     ms = metadata.multiscale
-    scale = dict(zip((a.name.lower() for a in ms.axes), ms.level_scale(level)))
+    scale = dict(zip((a.name.lower() for a in ms.axes), ms.level_scale(level), strict=True))
     chans = pm["channels"] or default_channels(None, pm["size_c"])
     return ImageHeader(
         image_id=image_id,
@@ -269,6 +275,8 @@ def open_ome_zarr_source(
 
     from omeframe.formats.zarr.models import ImageMetadata
 
+    default_id: str | None
+    default_name: str | None
     if isinstance(path_or_group, (str, os.PathLike)):
         p = Path(path_or_group)
         if not p.exists():

@@ -20,25 +20,35 @@ import math
 import os
 import shutil
 import uuid
-from concurrent.futures import wait
 from collections.abc import Sequence
+from concurrent.futures import wait
 from dataclasses import replace
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from omeframe.engine import threads as _threads
-from omeframe.model.errors import DimOrderError
-from omeframe.model.header import default_channels
-from omeframe.model.dims import CANONICAL
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
+from omeframe.model.dims import CANONICAL
+from omeframe.model.errors import DimOrderError
+from omeframe.model.header import default_channels
 
 __all__ = ["to_ome_zarr", "as_export_source"]
 
 _DEFAULT_CHUNKS = (1, 1, 4, 512, 512)
+
+# compressor name -> blosc inner compressor
+_BLOSC_CNAMES: dict[str, Literal["lz4", "lz4hc", "zstd", "zlib"]] = {
+    "blosc": "lz4",
+    "lz4": "lz4",
+    "blosc-lz4": "lz4",
+    "blosc-lz4hc": "lz4hc",
+    "blosc-zstd": "zstd",
+    "blosc-zlib": "zlib",
+}
 
 
 def as_export_source(data: Any) -> LazySource:
@@ -65,7 +75,7 @@ def _check_dim_order(dim_order: str, shape: tuple[int, ...]) -> str:
             f"dim_order {dim_order!r} is not in OME-Zarr axis order: axes must come as time, "
             f"channel, then space (a subsequence of 'TCZYX', e.g. {''.join(a for a in CANONICAL if a in order)!r})"
         )
-    for a, n in zip(CANONICAL, shape):
+    for a, n in zip(CANONICAL, shape, strict=True):
         if a not in order and n != 1:
             raise DimOrderError(
                 f"dim_order {dim_order!r} leaves out axis {a}, but the image has {a}={n}; only "
@@ -74,14 +84,12 @@ def _check_dim_order(dim_order: str, shape: tuple[int, ...]) -> str:
     return order
 
 
-def _per_axis(value: Sequence[int] | None, order: str, what: str) -> dict[str, int] | None:
-    if value is None:
-        return None
+def _per_axis(value: Sequence[int], order: str, what: str) -> dict[str, int]:
     vals = [int(v) for v in value]
     if len(vals) == 5:
-        d = dict(zip(CANONICAL, vals))
+        d = dict(zip(CANONICAL, vals, strict=True))
     elif len(vals) == len(order):
-        d = dict(zip(order, vals))
+        d = dict(zip(order, vals, strict=True))
     else:
         raise ValueError(
             f"{what} must give 5 sizes (T, C, Z, Y, X) or one per axis of dim_order {order!r}, got {tuple(value)}"
@@ -102,9 +110,8 @@ def _codec(compressor: str | None, level: int | None, zarr_format: int) -> Any:
             return ZstdCodec(level=3 if level is None else int(level))
         if name in ("gzip", "zlib"):
             return GzipCodec(level=6 if level is None else int(level))
-        if name in ("blosc", "lz4", "blosc-lz4", "blosc-zstd", "blosc-zlib", "blosc-lz4hc"):
-            cname = "lz4" if name in ("blosc", "lz4") else name.split("-", 1)[1]
-            return BloscCodec(cname=cname, clevel=5 if level is None else int(level), shuffle="shuffle")
+        if name in _BLOSC_CNAMES:
+            return BloscCodec(cname=_BLOSC_CNAMES[name], clevel=5 if level is None else int(level), shuffle="shuffle")
     else:
         import numcodecs
 
@@ -114,9 +121,10 @@ def _codec(compressor: str | None, level: int | None, zarr_format: int) -> Any:
             return numcodecs.GZip(level=6 if level is None else int(level))
         if name == "zlib":
             return numcodecs.Zlib(level=6 if level is None else int(level))
-        if name in ("blosc", "lz4", "blosc-lz4", "blosc-zstd", "blosc-zlib", "blosc-lz4hc"):
-            cname = "lz4" if name in ("blosc", "lz4") else name.split("-", 1)[1]
-            return numcodecs.Blosc(cname=cname, clevel=5 if level is None else int(level), shuffle=numcodecs.Blosc.SHUFFLE)
+        if name in _BLOSC_CNAMES:
+            return numcodecs.Blosc(
+                cname=_BLOSC_CNAMES[name], clevel=5 if level is None else int(level), shuffle=numcodecs.Blosc.SHUFFLE
+            )
     raise ValueError(
         f"unknown compressor {compressor!r}; use 'zstd', 'gzip', 'zlib', 'blosc' "
         "('blosc-lz4', 'blosc-zstd', ...) or None"
@@ -126,7 +134,7 @@ def _codec(compressor: str | None, level: int | None, zarr_format: int) -> Any:
 def _level_layout(
     shape: tuple[int, ...], chunks: dict[str, int], shards: dict[str, int] | None, order: str
 ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-    full = dict(zip(CANONICAL, shape))
+    full = dict(zip(CANONICAL, shape, strict=True))
     ch, sh = [], []
     for a in order:
         n = full[a]
@@ -143,8 +151,11 @@ def _level_layout(
 
 
 def _unit_regions(shape: tuple[int, ...], unit: tuple[int, ...]) -> list[tuple[slice, ...]]:
-    ranges = [range(0, n, u) for n, u in zip(shape, unit)]
-    return [tuple(slice(o, min(o + u, n)) for o, u, n in zip(origin, unit, shape)) for origin in product(*ranges)]
+    ranges = [range(0, n, u) for n, u in zip(shape, unit, strict=True)]
+    return [
+        tuple(slice(o, min(o + u, n)) for o, u, n in zip(origin, unit, shape, strict=True))
+        for origin in product(*ranges)
+    ]
 
 
 def _write_level(
@@ -215,7 +226,7 @@ def _write_level(
 
 def _windows(lo: np.ndarray, hi: np.ndarray, dtype: np.dtype[Any]) -> list[tuple[float, float, float, float]]:
     out = []
-    for a, b in zip(lo, hi):
+    for a, b in zip(lo, hi, strict=True):
         a = 0.0 if math.isnan(a) else float(a)
         b = a if math.isnan(b) else float(b)
         if dtype.kind in "iu":
@@ -287,13 +298,14 @@ def to_ome_zarr(
     """
     import zarr
 
-    from omeframe.formats.zarr.models import ImageMetadata
     from omeframe.engine.pyramid import pyramid_levels
-    from omeframe.model.dtypes import dtype_name, to_numpy_dtype
     from omeframe.formats.zarr.array import ZarrArraySource
+    from omeframe.formats.zarr.models import ImageMetadata
+    from omeframe.model.dtypes import dtype_name, to_numpy_dtype
 
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 (OME-Zarr 0.4) or 3 (OME-Zarr 0.5), got {zarr_format!r}")
+    fmt: Literal[2, 3] = 3 if zarr_format == 3 else 2
     if shards is not None and zarr_format != 3:
         raise ValueError("shards need zarr_format=3 (OME-Zarr 0.5); zarr v2 has no sharding")
     if int(multiscale_levels) < 1:
@@ -310,9 +322,14 @@ def to_ome_zarr(
     shape = source.shape
     order = _check_dim_order(dim_order, shape)
     out_dtype = source.dtype if dtype is None else to_numpy_dtype(dtype)
-    chunk_d = _per_axis(chunks, order, "chunks") or dict(zip(CANONICAL, _DEFAULT_CHUNKS))
-    shard_d = _per_axis(shards, order, "shards")
-    if shard_d is not None:
+    chunk_d: dict[str, int]
+    if chunks is None:
+        chunk_d = dict(zip(CANONICAL, _DEFAULT_CHUNKS, strict=True))
+    else:
+        chunk_d = _per_axis(chunks, order, "chunks")
+    shard_d: dict[str, int] | None = None
+    if shards is not None:
+        shard_d = _per_axis(shards, order, "shards")
         bad = [a for a in order if shard_d[a] % chunk_d[a]]
         if bad:
             raise ValueError(
@@ -326,17 +343,13 @@ def to_ome_zarr(
 
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=zarr_format)
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=fmt)
         level_src: LazySource = source
         level_shapes: list[tuple[int, ...]] = []
         windows = None
-        for lv in range(int(multiscale_levels)):
-            if lv > 0:
-                nxt = pyramid_levels(prev, 2, factor=int(downscale_spatial_by))
-                if len(nxt) < 2:
-                    break
-                level_src = nxt[1]
-            full = dict(zip(CANONICAL, level_src.shape))
+        n_levels = int(multiscale_levels)
+        for lv in range(n_levels):
+            full = dict(zip(CANONICAL, level_src.shape, strict=True))
             arr_shape = tuple(full[a] for a in order)
             ch, sh = _level_layout(level_src.shape, chunk_d, shard_d, order)
             kwargs: dict[str, Any] = {
@@ -357,7 +370,14 @@ def to_ome_zarr(
             if measured is not None:
                 windows = _windows(measured[0], measured[1], out_dtype)
             level_shapes.append(arr_shape)
-            prev = ZarrArraySource(arr, order, replace(header), f"written level {lv}")
+            if lv + 1 == n_levels:
+                break
+            # the next level is reduced from this level as written (not from the source)
+            written = ZarrArraySource(arr, order, replace(header), f"written level {lv}")
+            nxt = pyramid_levels(written, 2, factor=int(downscale_spatial_by))
+            if len(nxt) < 2:  # too small to reduce further
+                break
+            level_src = nxt[1]
         pm = {
             "type": dtype_name(out_dtype),
             "size_c": shape[1],
