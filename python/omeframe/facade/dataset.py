@@ -1,0 +1,153 @@
+"""The public ``Dataset`` (a reader with plans) and ``open_dataset`` / ``write_dataset``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from omeframe.engine.lazy import LazyImage
+from omeframe.engine.source import LazySource
+from omeframe.facade.omearrow import OMEArrow
+from omeframe.formats.dataset.inputs import ImageInput
+from omeframe.formats.dataset.reader import DatasetReader
+from omeframe.formats.dataset.source import DatasetSource
+from omeframe.formats.dataset.writer import (
+    DEFAULT_CHUNK_ROW_GROUP_BYTES,
+    DEFAULT_FRAME_BYTES,
+    WriteItem,
+    WriteOptions,
+    write_items,
+)
+from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
+from omeframe.model.errors import UnsupportedFormatError
+from omeframe.registry import open_source
+
+
+class Dataset(DatasetReader):
+    """A chunked image dataset directory: reads, lazy plans and appends.
+
+    Use :func:`open_dataset` or :func:`write_dataset` to get one.
+
+    Example
+    -------
+    >>> ds = omeframe.open_dataset("slides/")                       # doctest: +SKIP
+    >>> roi = ds.scan("slide-1").select(y=(0, 256), x=(0, 256))     # doctest: +SKIP
+    """
+
+    def scan(self, image_id: str | None = None, level: int = 0) -> OMEArrow:
+        """A lazy plan over one image (see :class:`omeframe.OMEArrow`)."""
+        return OMEArrow._from_plan(LazyImage(DatasetSource(self, image_id, level)))
+
+    def append(self, images: Any, **options: Any) -> Dataset:
+        """Add images (same options as :func:`write_dataset`); returns the new state."""
+        return write_dataset(images, self.path, mode="append", **options)
+
+
+def _write_source(obj: object, dim_order: str | None) -> LazySource | ImageInput:
+    """What the writer reads for one of :func:`write_dataset`'s images."""
+    if isinstance(obj, ImageInput):
+        return obj
+    if not isinstance(obj, (str, os.PathLike)):
+        try:
+            return open_source(obj, dim_order=dim_order)
+        except UnsupportedFormatError:
+            pass
+    raise UnsupportedFormatError(
+        f"cannot write an image from a {type(obj).__name__}; pass a numpy array, an OME-Arrow record, "
+        "an OMEArrow, a source or lazy plan (for files: omeframe.scan(path)) or an ImageInput"
+    )
+
+
+def open_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """Open a chunked image dataset directory written by :func:`omeframe.write_dataset`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not a dataset directory.
+    CorruptFileError
+        If its manifest or images table is unreadable.
+
+    Example
+    -------
+    >>> ds = omeframe.open_dataset("slides/")    # doctest: +SKIP
+    >>> ds.image_ids                              # doctest: +SKIP
+    """
+    return Dataset(path)
+
+
+def write_dataset(
+    images: Any,
+    path: str | os.PathLike[str],
+    *,
+    format: Literal["parquet", "vortex"] | None = None,
+    mode: Literal["create", "append", "overwrite"] = "create",
+    chunk_shape: tuple[int, int, int] | None = None,
+    compression: str | None = DEFAULT_COMPRESSION,
+    compression_level: int | None = DEFAULT_COMPRESSION_LEVEL,
+    image_ids: Sequence[str] | None = None,
+    dim_order: str | None = None,
+    level: int = 0,
+    row_group_bytes: int = DEFAULT_CHUNK_ROW_GROUP_BYTES,
+    frame_bytes: int | None = DEFAULT_FRAME_BYTES,
+    progress: bool | None = None,
+) -> Dataset:
+    """Write images into a chunked dataset directory, streaming chunk by chunk.
+
+    Parameters
+    ----------
+    images
+        One image or a list: numpy arrays (axes ``dim_order``), OME-Arrow
+        records, ``OMEArrow`` objects, sources or lazy plans (open files with
+        :func:`omeframe.scan`), or
+        :class:`~omeframe.formats.dataset.inputs.ImageInput` block readers;
+        all are read block by block.
+    path
+        The dataset directory (created when missing).
+    format, mode, chunk_shape, compression, compression_level, row_group_bytes, frame_bytes, progress
+        See :class:`~omeframe.formats.dataset.writer.WriteOptions`.
+    image_ids
+        Identifiers, one per image (default: the record's id, else ``img-<n>``).
+    dim_order
+        Axes of numpy inputs (inferred from the rank when ``None``).
+    level
+        Pyramid level the images are written as (0 = full resolution).
+
+    Returns
+    -------
+    Dataset
+        The dataset as committed.
+
+    Raises
+    ------
+    FileExistsError
+        In ``"create"`` mode when ``path`` already holds a dataset.
+    ValueError
+        For duplicate image ids or bad options; nothing is committed then.
+
+    Example
+    -------
+    >>> ds = omeframe.write_dataset(np.zeros((1, 2, 3, 600, 700), np.uint16), "out/", image_ids=["a"])  # doctest: +SKIP
+    """
+    given = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not given:
+        raise ValueError("write_dataset needs at least one image")
+    if image_ids is not None and len(image_ids) != len(given):
+        raise ValueError(f"image_ids has {len(image_ids)} entries for {len(given)} images")
+    items = [
+        WriteItem(_write_source(obj, dim_order), None if image_ids is None else str(image_ids[i]), level, None)
+        for i, obj in enumerate(given)
+    ]
+    opts = WriteOptions(
+        format=format, mode=mode, chunk_shape=chunk_shape, compression=compression,
+        compression_level=compression_level, row_group_bytes=row_group_bytes,
+        frame_bytes=frame_bytes, progress=progress,
+    )
+    write_items(items, path, opts)
+    return Dataset(path)
+
+
+# ---------------------------------------------------------------------------
+# ingest: sources into records or datasets
+# ---------------------------------------------------------------------------
