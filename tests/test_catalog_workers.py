@@ -21,10 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import omeframe as of
 import pyarrow.compute as pc
 import pytest
-
-import omeframe as of
 from omeframe.catalog import CatalogError, build, read_catalog
 from omeframe.catalog.worker import init_worker
 from omeframe.engine import threads as _threads
