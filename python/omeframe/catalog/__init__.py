@@ -15,7 +15,12 @@ See :mod:`omeframe.catalog.build` for the layout and the resume/append rules
 from __future__ import annotations
 
 from omeframe.catalog.build import CatalogResult, build
-from omeframe.catalog.commit import CATALOG_SCHEMA, CATALOG_VERSION, CatalogError, read_catalog
+from omeframe.catalog.commit import (
+    CATALOG_SCHEMA,
+    CATALOG_VERSION,
+    CatalogError,
+    read_catalog,
+)
 from omeframe.catalog.discover import discover, open_image
 from omeframe.catalog.records import (
     CHECKSUM_ALGORITHM,

@@ -19,7 +19,7 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -71,7 +71,7 @@ class CatalogError(OmeframeError, RuntimeError):
 
 # The records of a batch: the table itself when the batch ran in this process,
 # else the path of the Arrow IPC stream file the worker wrote them to.
-Records = pa.Table | str | None
+Records: TypeAlias = "pa.Table | str | None"
 
 
 # ---------------------------------------------------------------------------
