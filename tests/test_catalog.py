@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 from omeframe.catalog import CatalogError, FileRecord, build, discover, read_catalog
 from omeframe.catalog.commit import LOCK_NAME, ImagesWriter, Staging, rewrite_images
-from omeframe.catalog.discover import open_image
+from omeframe.catalog.discover import detect_reader, open_image
 from omeframe.catalog.records import file_checksum, records_from_table, records_to_table
 
 build_mod = importlib.import_module("omeframe.catalog.build")  # the package attribute is the function
@@ -369,6 +369,11 @@ def test_discover_globs_dirs_and_exclusions(tree):
     assert sorted(p.name for p in discover(str(src / "**" / "P2_*.tif"))) == ["P2_A1_f3.tif", "P2_C3_f4.tif", "P2_H12_f5.tif"]
     assert [p.name for p in discover([src / "plain2d.npy", src / "plain2d.npy"])] == ["plain2d.npy"]
     assert [p.name for p in discover(src / "missing.tif")] == ["missing.tif"]  # becomes an error row
+    # one function names every kind: files, stores, and folders that are walked
+    kinds = {p.name: detect_reader(p) for p in (src / "sub", src / "zimg.ome.zarr", src / "notes.txt",
+                                                src / "plain2d.npy", src / "P1_A1_f0.tif")}
+    assert kinds == {"sub": "directory", "zimg.ome.zarr": "ome-zarr", "notes.txt": "unknown",
+                     "plain2d.npy": "numpy", "P1_A1_f0.tif": "tiff"}
 
 
 def test_file_record_round_trips(tree, tmp_path):
