@@ -5,11 +5,13 @@ corrupt TIFF is ingested; the tests check pixels against the sources, error
 rows, path-derived columns, resume (skip unchanged, re-ingest touched files
 without duplicates), appends, that 2 workers write what 1 worker writes (rows in
 discovery order, the same row groups), crash isolation, Ctrl-C, locking, and
-FileRecord's to_record / from_obj round trips.
+FileRecord's to_record / from_obj round trips. Slowness, failures and crashes
+are injected through the build's seams (``omeframe.catalog.build.Seams``).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shutil
@@ -17,16 +19,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import omeframe as of
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-
-import omeframe as of
 from omeframe.catalog import CatalogError, FileRecord, build, discover, read_catalog
+from omeframe.catalog.commit import LOCK_NAME, ImagesWriter, Staging, rewrite_images
+from omeframe.catalog.discover import detect_reader, open_image
 from omeframe.catalog.records import file_checksum, records_from_table, records_to_table
 
 build_mod = importlib.import_module("omeframe.catalog.build")  # the package attribute is the function
+Seams, build_with = build_mod.Seams, build_mod.build_with
 tifffile = pytest.importorskip("tifffile")
 zarr = pytest.importorskip("zarr")
 
@@ -219,11 +223,11 @@ def _row_groups(path: Path) -> list[int]:
     return [md.row_group(g).num_rows for g in range(md.num_row_groups)]
 
 
-def test_parallel_build_writes_the_serial_files_row_group_for_row_group(tmp_path, monkeypatch):
+def test_parallel_build_writes_the_serial_files_row_group_for_row_group(tmp_path):
     # many small batches finishing in any order, and row groups of a few rows
     # (records are ~2 KiB): the streamed images.parquet must still equal the
     # serial one, rows in discovery order, cut into the same row groups
-    monkeypatch.setattr(importlib.import_module("omeframe.storage.parquet"), "DEFAULT_ROW_GROUP_BYTES", 5000)
+    seams = Seams(open_images_writer=functools.partial(ImagesWriter, row_group_bytes=5000))
     src = tmp_path / "src"
     src.mkdir()
     for i in range(40):
@@ -231,8 +235,8 @@ def test_parallel_build_writes_the_serial_files_row_group_for_row_group(tmp_path
                          metadata={"axes": "CYX"})
     (src / "P9_B1_bad.tif").write_bytes(b"not a tiff")
     one, two = tmp_path / "one", tmp_path / "two"
-    r1 = build(src, one, workers=1, progress=False, columns_from_path=REGEX, batch_size=3)
-    r2 = build(src, two, workers=2, progress=False, columns_from_path=REGEX, batch_size=3)
+    r1 = build_with(src, one, seams=seams, workers=1, progress=False, columns_from_path=REGEX, batch_size=3)
+    r2 = build_with(src, two, seams=seams, workers=2, progress=False, columns_from_path=REGEX, batch_size=3)
     assert (r1.n_records, r1.n_errors) == (r2.n_records, r2.n_errors) == (40, 1) and r2.workers == 2
     assert _images(one).equals(_images(two))
     assert _row_groups(one / "images.parquet") == _row_groups(two / "images.parquet")
@@ -243,8 +247,8 @@ def test_parallel_build_writes_the_serial_files_row_group_for_row_group(tmp_path
         assert not list(out.glob(".pending-*"))
 
 
-def test_staging_writes_batches_in_order_whatever_order_they_finish(tmp_path, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("omeframe.storage.parquet"), "DEFAULT_ROW_GROUP_BYTES", 3000)
+def test_staging_writes_batches_in_order_whatever_order_they_finish(tmp_path):
+    small_groups = functools.partial(ImagesWriter, row_group_bytes=3000)
     rows = [of.records_from_arrays([_arr((8, 8), k)], dim_order="YX", image_ids=[f"im{k}"], progress=False)
             for k in range(7)]
 
@@ -254,9 +258,9 @@ def test_staging_writes_batches_in_order_whatever_order_they_finish(tmp_path, mo
 
     ref = tmp_path / "ref"
     ref.mkdir()
-    build_mod._rewrite_images(ref / "images.parquet", set(), batch(range(7)).drop_columns(["_index"]),
-                              column_name="ome_arrow", compression="zstd")
-    st = build_mod._Staging(tmp_path)
+    rewrite_images(ref / "images.parquet", set(), batch(range(7)).drop_columns(["_index"]),
+                   column_name="ome_arrow", compression="zstd", open_writer=small_groups)
+    st = Staging(tmp_path, open_writer=small_groups)
     st.add(2, batch([5, 6]))
     st.add(1, None)  # a batch without records (errors, large images)
     assert st.writer is None and set(st.waiting) == {1, 2}  # nothing written before batch 0 is in
@@ -289,35 +293,32 @@ def _slow_open(path, reader=None):
     return _real_open(path, reader)
 
 
-def test_ctrl_c_while_batches_are_written_keeps_catalog_and_images_in_step(tree, monkeypatch):
+def test_ctrl_c_while_batches_are_written_keeps_catalog_and_images_in_step(tree):
     import signal
 
-    if build_mod._mp_context().get_start_method() != "fork":
-        pytest.skip("needs forked workers to inherit the patched reader")
+    if build_mod.mp_context().get_start_method() != "fork":
+        pytest.skip("needs forked workers to inherit the test's reader")
     src, out = tree["src"], tree["root"] / "cat"
     _SLOW["name"] = discover(src)[0].name
-    monkeypatch.setattr(build_mod, "open_image", _slow_open)
-    real = build_mod._ImagesWriter.append
     calls = {"n": 0}
 
-    def append(self, table):
-        calls["n"] += 1
-        if calls["n"] == 2:  # batch 1, written after batch 0 came in: its catalog rows are taken already
-            os.kill(os.getpid(), signal.SIGINT)
-        real(self, table)
+    class InterruptedWriter(ImagesWriter):
+        def append(self, table):
+            calls["n"] += 1
+            if calls["n"] == 2:  # batch 1, written after batch 0 came in: its catalog rows are taken already
+                os.kill(os.getpid(), signal.SIGINT)
+            super().append(table)
 
-    monkeypatch.setattr(build_mod._ImagesWriter, "append", append)
+    seams = Seams(open_image=_slow_open, open_images_writer=InterruptedWriter)
     with pytest.raises(KeyboardInterrupt):
-        build(src, out, workers=2, progress=False, batch_size=2, max_record_bytes=5000)
+        build_with(src, out, seams=seams, workers=2, progress=False, batch_size=2, max_record_bytes=5000)
     assert calls["n"] >= 2
     cat = read_catalog(out)
     in_images = cat.filter(pc.equal(cat["location"], "images.parquet"))
     assert in_images.num_rows >= 2
     assert sorted(_images(out)["urlpath"].to_pylist()) == sorted(in_images["urlpath"].to_pylist())
-    assert not list(out.glob(".pending-*")) and not (out / build_mod.LOCK_NAME).exists()
+    assert not list(out.glob(".pending-*")) and not (out / LOCK_NAME).exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    monkeypatch.setattr(build_mod._ImagesWriter, "append", real)
-    monkeypatch.setattr(build_mod, "open_image", _real_open)
     res = build(src, out, workers=1, progress=False, max_record_bytes=5000)
     assert res.n_skipped == cat["status"].to_pylist().count("ok")  # what was committed is not redone
     assert read_catalog(out).num_rows == len(tree["expected"]) + 1
@@ -330,15 +331,14 @@ def _crashing_open(path, reader=None):
     return _real_open(path, reader)
 
 
-_real_open = build_mod.open_image
+_real_open = open_image
 
 
-def test_a_crashing_worker_costs_only_its_file(tree, monkeypatch):
-    if build_mod._mp_context().get_start_method() != "fork":
-        pytest.skip("needs forked workers to inherit the patched reader")
-    monkeypatch.setattr(build_mod, "open_image", _crashing_open)
+def test_a_crashing_worker_costs_only_its_file(tree):
+    if build_mod.mp_context().get_start_method() != "fork":
+        pytest.skip("needs forked workers to inherit the test's reader")
     out = tree["root"] / "cat"
-    res = build(tree["src"], out, workers=2, progress=False, batch_size=3)
+    res = build_with(tree["src"], out, seams=Seams(open_image=_crashing_open), workers=2, progress=False, batch_size=3)
     cat = read_catalog(out)
     errs = {r["urlpath"].rsplit("/", 1)[-1]: r["error_type"] for r in cat.to_pylist() if r["status"] == "error"}
     assert errs == {"P1_A2_f1.tif": "WorkerCrashed", "broken.tif": errs["broken.tif"]}
@@ -351,11 +351,11 @@ def test_on_error_raise_and_lock(tree):
         build(src, out, workers=1, progress=False, on_error="raise")
     cat = read_catalog(out)  # what succeeded before the failure is committed
     assert "error" in cat["status"].to_pylist()
-    assert not (out / build_mod.LOCK_NAME).exists()
-    (out / build_mod.LOCK_NAME).write_text(str(os.getppid()))  # a live process holds it
+    assert not (out / LOCK_NAME).exists()
+    (out / LOCK_NAME).write_text(str(os.getppid()))  # a live process holds it
     with pytest.raises(CatalogError, match="being written"):
         build(src, out, workers=1, progress=False)
-    (out / build_mod.LOCK_NAME).write_text("999999999")  # stale: taken over
+    (out / LOCK_NAME).write_text("999999999")  # stale: taken over
     build(src, out, workers=1, progress=False)
     with pytest.raises(ValueError, match="layout"):
         build(src, out, layout="tiles", progress=False)
@@ -376,6 +376,11 @@ def test_discover_globs_dirs_and_exclusions(tree):
     assert found == ["P2_A1_f3.tif", "P2_C3_f4.tif", "P2_H12_f5.tif"]
     assert [p.name for p in discover([src / "plain2d.npy", src / "plain2d.npy"])] == ["plain2d.npy"]
     assert [p.name for p in discover(src / "missing.tif")] == ["missing.tif"]  # becomes an error row
+    # one function names every kind: files, stores, and folders that are walked
+    kinds = {p.name: detect_reader(p) for p in (src / "sub", src / "zimg.ome.zarr", src / "notes.txt",
+                                                src / "plain2d.npy", src / "P1_A1_f0.tif")}
+    assert kinds == {"sub": "directory", "zimg.ome.zarr": "ome-zarr", "notes.txt": "unknown",
+                     "plain2d.npy": "numpy", "P1_A1_f0.tif": "tiff"}
 
 
 def test_file_record_round_trips(tree, tmp_path):
@@ -417,36 +422,32 @@ def test_file_record_round_trips(tree, tmp_path):
     assert file_checksum(tmp_path / "copy.ome.zarr") == zc
 
 
-def test_checkpoints_and_crash_recovery_never_duplicate(tree, monkeypatch):
+def test_checkpoints_and_crash_recovery_never_duplicate(tree):
     src, out = tree["src"], tree["root"] / "cat"
     ref = tree["root"] / "ref"
     build(src, ref, workers=1, progress=False, max_record_bytes=1500)
     # checkpoint after every batch of one file
-    monkeypatch.setattr(build_mod, "_CHECKPOINT_MIN_BYTES", 1)
-    build(src, out, workers=1, progress=False, max_record_bytes=1500, batch_size=1)
+    every_batch = Seams(checkpoint_min_bytes=1)
+    build_with(src, out, seams=every_batch, workers=1, progress=False, max_record_bytes=1500, batch_size=1)
     assert _images(out).equals(_images(ref))
     f = src / "sub" / "stack.npy"
     np.save(f, _arr((5, 16, 18), 77, np.uint8))
-    build(src, out, workers=1, progress=False, max_record_bytes=1500, batch_size=1)
+    build_with(src, out, seams=every_batch, workers=1, progress=False, max_record_bytes=1500, batch_size=1)
     ids = _images(out)["image_id"].to_pylist()
     assert sorted(ids) == sorted(_images(ref)["image_id"].to_pylist())
     np.testing.assert_array_equal(_pixels(out, "stack")[0, 0], np.load(f))
     # a crash after images.parquet and the dataset were written but before the
     # catalog commit: the next build re-ingests those files, replacing (not
     # duplicating) their rows and dataset images
-    monkeypatch.setattr(build_mod, "_CHECKPOINT_MIN_BYTES", 1 << 40)
     f2 = src / "sub" / "P2_C3_f4.tif"
     tifffile.imwrite(f2, _arr((2, 24, 20), 78), metadata={"axes": "CYX"})
     np.save(f, _arr((5, 16, 18), 79, np.uint8))
-    real = build_mod._write_catalog
-
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(build_mod, "_write_catalog", boom)
+    full_disk = Seams(checkpoint_min_bytes=1 << 40, write_catalog=boom)
     with pytest.raises(OSError):
-        build(src, out, workers=1, progress=False, max_record_bytes=1500)
-    monkeypatch.setattr(build_mod, "_write_catalog", real)
+        build_with(src, out, seams=full_disk, workers=1, progress=False, max_record_bytes=1500)
     res = build(src, out, workers=1, progress=False, max_record_bytes=1500)
     assert res.n_ingested == 2
     assert sorted(_images(out)["image_id"].to_pylist()) == sorted(ids)
@@ -454,25 +455,23 @@ def test_checkpoints_and_crash_recovery_never_duplicate(tree, monkeypatch):
     assert sorted(ds.image_ids) == sorted(set(ds.image_ids))
     np.testing.assert_array_equal(_pixels(out, "P2_C3_f4")[0, :, 0], tifffile.imread(f2))
     np.testing.assert_array_equal(_pixels(out, "stack")[0, 0], np.load(f))
-    assert not (out / build_mod.LOCK_NAME).exists()
+    assert not (out / LOCK_NAME).exists()
 
 
-def test_interrupted_build_keeps_its_progress(tree, monkeypatch):
+def test_interrupted_build_keeps_its_progress(tree):
     src, out = tree["src"], tree["root"] / "cat"
-    real = build_mod._Builder.handle
     calls = {"n": 0}
 
-    def handle(self, *a, **k):
-        real(self, *a, **k)
+    def ctrl_c_at_the_fifth_file(path, reader=None):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 5:  # the first file of the third batch: two batches (4 files) are in
             raise KeyboardInterrupt
+        return open_image(path, reader)
 
-    monkeypatch.setattr(build_mod._Builder, "handle", handle)
     with pytest.raises(KeyboardInterrupt):
-        build(src, out, workers=1, progress=False, batch_size=2)
-    monkeypatch.setattr(build_mod._Builder, "handle", real)
+        build_with(src, out, seams=Seams(open_image=ctrl_c_at_the_fifth_file), workers=1, progress=False,
+                   batch_size=2)
     done = read_catalog(out).num_rows
-    assert done == 4 and not list(out.glob(".pending-*")) and not (out / build_mod.LOCK_NAME).exists()
+    assert done == 4 and not list(out.glob(".pending-*")) and not (out / LOCK_NAME).exists()
     res = build(src, out, workers=1, progress=False)
     assert res.n_skipped == 4 and read_catalog(out).num_rows == len(tree["expected"]) + 1

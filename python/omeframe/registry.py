@@ -42,6 +42,8 @@ import pyarrow as pa
 from omeframe.engine.derived import known_source, set_resolver
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
+from omeframe.formats.array import NPY_SUFFIXES
+from omeframe.formats.array.npy import infer_array_dims, load_npy
 from omeframe.formats.array.source import ArraySource, RecordSource
 from omeframe.formats.czi import CZI_EXTRA, CZI_SUFFIXES
 from omeframe.formats.czi.source import open_czi_source
@@ -67,6 +69,7 @@ __all__ = [
     "OpenOptions",
     "detect",
     "find",
+    "by_suffix",
     "open_source",
     "open_path",
     "array_source",
@@ -168,6 +171,11 @@ def _open_czi(p: Path, o: OpenOptions) -> LazySource:
     return open_czi_source(p, scene=o.series)  # imports the optional pylibCZIrw on first use
 
 
+def _open_npy(p: Path, o: OpenOptions) -> LazySource:
+    arr = load_npy(p)
+    return array_source(arr, o.dim_order or infer_array_dims(arr.shape))
+
+
 #: The formats, in detection order (the first entry that claims a path opens it).
 FORMATS: tuple[FormatEntry, ...] = (
     FormatEntry(
@@ -194,6 +202,10 @@ FORMATS: tuple[FormatEntry, ...] = (
         name="czi", description="Zeiss CZI file", suffixes=CZI_SUFFIXES, extra=CZI_EXTRA, open=_open_czi,
     ),
     FormatEntry(
+        name="numpy", description="numpy array file (memory-mapped; axes from dim_order or the shape)",
+        suffixes=NPY_SUFFIXES, open=_open_npy,
+    ),
+    FormatEntry(
         name="record-table", description="OME-Arrow record table (Parquet or Vortex)",
         suffixes=TABLE_SUFFIXES, matches=_is_table_file,
         open=lambda p, o: RecordTableSource(p, column_name=o.column_name, row_index=o.row_index, format=o.format),
@@ -207,6 +219,19 @@ _RECORD_TABLE = next(e for e in FORMATS if e.name == "record-table")
 def formats_help() -> str:
     """One line per known format: name, suffixes and the extra it needs."""
     return "; ".join(e.label() for e in FORMATS)
+
+
+def by_suffix(path: str | os.PathLike[str]) -> FormatEntry | None:
+    """The file format that claims ``path`` by its suffix alone (no file system access).
+
+    For directory walks that already know a path is a file; ``None`` when no
+    file format has that suffix.
+    """
+    suffix = Path(path).suffix.lower()
+    for entry in FORMATS:
+        if not entry.directory and suffix in entry.suffixes:
+            return entry
+    return None
 
 
 def find(path: str | os.PathLike[str]) -> FormatEntry | None:

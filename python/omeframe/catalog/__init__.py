@@ -5,21 +5,23 @@
 >>> print(res.summary())                                                  # doctest: +SKIP
 
 See :mod:`omeframe.catalog.build` for the layout and the resume/append rules
-and :mod:`omeframe.catalog.records` for file records and identity.
+(and the :class:`~omeframe.catalog.build.Seams` a test may replace),
+:mod:`omeframe.catalog.discover` for what is ingested and how it is opened,
+:mod:`omeframe.catalog.worker` for the per-file work,
+:mod:`omeframe.catalog.commit` for the tables and their atomic commits, and
+:mod:`omeframe.catalog.records` for file records and identity.
 """
 
 from __future__ import annotations
 
-from omeframe.catalog.build import (
+from omeframe.catalog.build import CatalogResult, build
+from omeframe.catalog.commit import (
     CATALOG_SCHEMA,
     CATALOG_VERSION,
     CatalogError,
-    CatalogResult,
-    build,
-    discover,
-    open_image,
     read_catalog,
 )
+from omeframe.catalog.discover import discover, open_image
 from omeframe.catalog.records import (
     CHECKSUM_ALGORITHM,
     FILE_RECORD_SCHEMA,

@@ -35,6 +35,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from omeframe.catalog.discover import detect_reader
+from omeframe.formats.zarr import ZARR_MARKERS
 from omeframe.model.arrow import OME_ARROW_TAG_VERSION
 
 __all__ = [
@@ -50,7 +52,7 @@ __all__ = [
 
 CHECKSUM_ALGORITHM = "blake2b-128(size|first 1 MiB|last 1 MiB); dirs: listing + zarr metadata"
 _EDGE = 1 << 20
-_ZARR_META = {"zarr.json", ".zattrs", ".zgroup", ".zarray", ".zmetadata"}
+_ZARR_META = {*ZARR_MARKERS, ".zmetadata"}  # consolidated v2 metadata too
 
 #: Arrow types of the file-record columns of ``images.parquet`` and ``catalog.parquet``.
 FILE_RECORD_SCHEMA = pa.schema(
@@ -64,42 +66,6 @@ FILE_RECORD_SCHEMA = pa.schema(
         pa.field("spec_version", pa.string()),
     ]
 )
-
-_TIFF = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
-
-
-def detect_reader(path: str | os.PathLike[str]) -> str:
-    """Name of the reader a path goes through: ``tiff``, ``ome-tiff``, ``ome-zarr``,
-    ``zarr``, ``numpy``, ``czi``, ``table``, ``dataset`` or ``unknown``."""
-    p = Path(path)
-    name = p.name.lower()
-    if p.is_dir():
-        if (p / "manifest.json").is_file():
-            return "dataset"
-        if name.endswith(".ome.zarr"):
-            return "ome-zarr"
-        for meta in ("zarr.json", ".zattrs"):
-            f = p / meta
-            if f.is_file():
-                try:
-                    if b"multiscales" in f.read_bytes():
-                        return "ome-zarr"
-                except OSError:
-                    pass
-        return "zarr"
-    if name.endswith((".ome.tif", ".ome.tiff", ".ome.btf")):
-        return "ome-tiff"
-    suffix = p.suffix.lower()
-    if suffix in _TIFF:
-        return "tiff"
-    if suffix == ".npy":
-        return "numpy"
-    if suffix == ".czi":
-        return "czi"
-    if suffix in (".parquet", ".pq", ".parq", ".vortex", ".vtx"):
-        return "table"
-    return "unknown"
-
 
 def _walk_files(root: Path) -> list[tuple[str, os.stat_result]]:
     out: list[tuple[str, os.stat_result]] = []
@@ -156,6 +122,8 @@ def _to_ns(value: Any) -> int:
     """Nanoseconds since the epoch from an int (ns), float (s), datetime or pandas Timestamp."""
     if value is None:
         raise ValueError("a file record needs an mtime")
+    if isinstance(value, pa.TimestampScalar):  # exact, and needs no pandas (unlike .as_py())
+        return int(value.cast(pa.timestamp("ns", value.type.tz)).value)
     if hasattr(value, "value") and hasattr(value, "to_pydatetime"):  # pandas.Timestamp
         return int(value.value)
     if isinstance(value, datetime):
@@ -229,14 +197,16 @@ class FileRecord:
         """A record from a path, a mapping (``to_record()`` output, a catalog row
         as dict / ``pyarrow.StructScalar`` / ``pandas.Series``) or a :class:`FileRecord`.
 
-        ``mtime`` may be integer ns, float seconds, a datetime (µs precision)
-        or a pandas Timestamp (exact)."""
+        ``mtime`` may be integer ns, float seconds, a datetime (µs precision),
+        an Arrow timestamp scalar or a pandas Timestamp (both exact). A row
+        taken as an Arrow scalar (``table.to_struct_array()[i]``) needs no
+        pandas, unlike ``table.to_pylist()`` on the ``timestamp[ns]`` mtime."""
         if isinstance(obj, FileRecord):
             return obj
         if isinstance(obj, (str, os.PathLike)):
             return cls.from_path(obj)
         if isinstance(obj, pa.StructScalar):  # a row of a catalog table
-            obj = obj.as_py()
+            obj = _row_dict(obj)
         if isinstance(obj, Mapping) or hasattr(obj, "to_dict"):
             d = dict(obj.to_dict() if not isinstance(obj, Mapping) else obj)
             missing = [k for k in ("urlpath", "size", "mtime") if d.get(k) is None]
@@ -285,6 +255,21 @@ class FileRecord:
     @property
     def path(self) -> Path:
         return Path(self.urlpath)
+
+
+def _row_dict(row: pa.StructScalar) -> dict[str, Any]:
+    """A struct scalar's fields as a dict, timestamps left as Arrow scalars.
+
+    ``StructScalar.as_py()`` turns a ``timestamp[ns]`` field into a
+    ``pandas.Timestamp`` (or fails when pandas is not installed and the value
+    has sub-microsecond digits); :func:`_to_ns` reads the scalar exactly instead.
+    """
+    if not row.is_valid:
+        raise ValueError("cannot build a FileRecord from a null catalog row")
+    return {
+        name: (value if isinstance(value, pa.TimestampScalar) else value.as_py())
+        for name, value in row.items()
+    }
 
 
 def _urlpath(p: Path) -> str:

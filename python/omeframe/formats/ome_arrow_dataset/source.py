@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from omeframe.engine.codec import decode_payload
 from omeframe.engine.executor import PixelSource
 from omeframe.engine.source import StoredSource
+from omeframe.formats.dataset.manifest import MANIFEST_NAME
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, PixelPayloadError, SchemaError
 from omeframe.model.header import ImageHeader, default_channels
@@ -95,7 +96,7 @@ def is_ome_arrow_dataset(path: Path) -> bool:
     """
     try:
         p = Path(path)
-        if not p.is_dir() or (p / "manifest.json").is_file():
+        if not p.is_dir() or (p / MANIFEST_NAME).is_file():
             return False
         if (p / MARKER).is_file() and _marker_says_dataset(p):
             return True

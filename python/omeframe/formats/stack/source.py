@@ -56,6 +56,7 @@ import numpy as np
 
 from omeframe.engine.executor import PixelSource
 from omeframe.engine.source import StoredSource
+from omeframe.formats.tiff import TIFF_SUFFIXES
 from omeframe.model.errors import CorruptFileError, DimOrderError, PixelPayloadError
 from omeframe.model.header import ImageHeader
 
@@ -77,7 +78,6 @@ DIM_NAMES: dict[str, frozenset[str]] = {
 }
 _NUM_RANGE = re.compile(r"^(?P<a>\d+)-(?P<b>\d+)(?::(?P<step>\d+))?$")
 _ALPHA_RANGE = re.compile(r"^(?P<a>[A-Za-z])-(?P<b>[A-Za-z])(?::(?P<step>\d+))?$")
-_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 MissingPolicy = Literal["error", "zero"]
 
 
@@ -361,7 +361,7 @@ def probe_image_file(path: str | os.PathLike[str]) -> FileInfo:
     if not p.is_file():
         raise FileNotFoundError(f"no such image file: {str(p)!r}")
     suffix = p.suffix.lower()
-    if suffix in _TIFF_SUFFIXES:
+    if suffix in TIFF_SUFFIXES:
         import tifffile
 
         try:
@@ -408,7 +408,7 @@ def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
     if not p.is_file():
         raise FileNotFoundError(f"image file disappeared: {str(p)!r}")
     suffix = p.suffix.lower()
-    if suffix in _TIFF_SUFFIXES:
+    if suffix in TIFF_SUFFIXES:
         import tifffile
 
         try:

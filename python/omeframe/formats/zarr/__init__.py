@@ -6,6 +6,8 @@ from pathlib import Path
 ZARR_SUFFIX = ".zarr"
 #: Metadata files that mark a directory as a Zarr v3 (``zarr.json``) or v2 node.
 ZARR_MARKERS: tuple[str, ...] = ("zarr.json", ".zgroup", ".zarray", ".zattrs")
+#: The metadata files that hold a node's attributes (v3 ``zarr.json``, v2 ``.zattrs``).
+ZARR_ATTRS_FILES: tuple[str, ...] = ("zarr.json", ".zattrs")
 
 
 def is_zarr_dir(path: Path) -> bool:
@@ -15,4 +17,4 @@ def is_zarr_dir(path: Path) -> bool:
     )
 
 
-__all__ = ["ZARR_SUFFIX", "ZARR_MARKERS", "is_zarr_dir"]
+__all__ = ["ZARR_SUFFIX", "ZARR_MARKERS", "ZARR_ATTRS_FILES", "is_zarr_dir"]

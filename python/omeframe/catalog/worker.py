@@ -1,0 +1,233 @@
+"""What a catalog worker does with one batch of files.
+
+:func:`process_batch` runs in a worker process (or in the building process
+when ``workers=1``). For each file it stats and checksums it (the file
+record), opens it, and for a small image encodes its OME-Arrow record; a
+large image is only measured and reported back (the parent streams it into
+the dataset). A failing file never stops the batch: its outcome carries the
+error. The batch's records come back as a table, or, from a worker process,
+as the path of an Arrow IPC stream file in the catalog directory (cheaper to
+hand over than megabytes pickled through a pipe).
+
+Everything a worker needs travels in a :class:`WorkerOptions` (picklable:
+plain values plus the ``open_image`` step, a module-level function).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from omeframe.catalog.commit import DATASET_NAME, IMAGES_NAME, Records
+from omeframe.catalog.discover import close_source, open_image
+from omeframe.catalog.records import FILE_RECORD_SCHEMA, FileRecord
+
+__all__ = ["Task", "WorkerOptions", "process_batch", "init_worker", "one_line", "ping"]
+
+#: One file of a batch: ``(index, path, image_id, reader, path-column values)``.
+Task = tuple[int, str, str, str, tuple[Any, ...]]
+
+#: What a worker does to open an input: ``(path, reader) -> LazySource``.
+OpenImage = Callable[[str | os.PathLike[str], str | None], Any]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker ingests its files (the build's options that matter there).
+
+    Attributes
+    ----------
+    layout
+        ``"auto"``, ``"records"`` or ``"dataset"`` (see :func:`omeframe.catalog.build`).
+    max_record_bytes
+        Largest decoded image that becomes a record with ``layout="auto"``.
+    chunk_shape
+        ``(Z, Y, X)`` chunk shape of records (``None``: (1, 512, 512)).
+    compression, compression_level
+        Per-chunk codec of the records.
+    column_name
+        OME-Arrow column of the records table.
+    extra_names
+        Names of the path-derived columns (the last element of each :data:`Task`).
+    spool
+        Path prefix of the IPC files a worker process hands its records over
+        in; ``None``: return the table itself (same process).
+    open_image
+        Opens one input (:func:`omeframe.catalog.discover.open_image`, or a
+        replacement injected through :class:`omeframe.catalog.build.Seams`).
+    """
+
+    layout: Literal["auto", "records", "dataset"] = "auto"
+    max_record_bytes: int = 64 << 20
+    chunk_shape: tuple[int, int, int] | None = None
+    compression: str | None = "zstd"
+    compression_level: int | None = 3
+    column_name: str = "ome_arrow"
+    extra_names: tuple[str, ...] = ()
+    spool: str | None = None
+    open_image: OpenImage = open_image
+
+
+def init_worker() -> None:
+    """Initializer of a catalog worker process: one thread (one process per core), and
+    Ctrl-C left to the parent.
+
+    The thread pool of a forked worker needs no reset here: :mod:`omeframe.engine.threads`
+    forgets the parent's pool and helper threads after every fork (``os.register_at_fork``).
+    """
+    from omeframe.engine import threads as _threads
+
+    _threads.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+def ping() -> int:
+    """A task that only proves a worker process starts (its pid)."""
+    return os.getpid()
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line of at most 500 characters."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return msg if len(msg) <= 500 else msg[:497] + "..."
+
+
+class _QuietReaders:
+    """Readers' own log lines about bad files (tifffile's "invalid offset ...") are
+    noise here: the failure is recorded in the file's error row instead."""
+
+    _NAMES = ("tifffile", "zarr", "numcodecs")
+
+    def __enter__(self) -> None:
+        self._saved = []
+        for name in self._NAMES:
+            lg = logging.getLogger(name)
+            self._saved.append((lg, lg.level))
+            lg.setLevel(max(lg.level, logging.ERROR + 1))
+
+    def __exit__(self, *exc: object) -> None:
+        for lg, level in self._saved:
+            lg.setLevel(level)
+
+
+def process_batch(tasks: list[Task], opts: WorkerOptions) -> tuple[list[dict[str, Any]], Records]:
+    """Ingest a batch of files: per-file outcomes and the batch's records.
+
+    Parameters
+    ----------
+    tasks
+        The files, in file order.
+    opts
+        How to ingest them.
+
+    Returns
+    -------
+    outcomes
+        One dict per task: ``index``, ``status`` (``"ok"``: a record;
+        ``"large"``: for the dataset; ``"error"``), ``file`` (the file record),
+        ``shape``, ``dtype``, ``location``, ``error_type``, ``error``, ``duration_s``.
+    records
+        The records of the ``ok`` files (a table, or the path of the IPC file
+        holding it when ``opts.spool`` is set), ``None`` when there are none.
+    """
+    with _QuietReaders():
+        return _process_batch(tasks, opts)
+
+
+def _process_batch(tasks: list[Task], opts: WorkerOptions) -> tuple[list[dict[str, Any]], Records]:
+    from omeframe.engine.lazy import LazyImage
+    from omeframe.formats.dataset.ingest import apply_overrides
+    from omeframe.formats.record.builder import RecordBuilder
+
+    outcomes: list[dict[str, Any]] = []
+    arrays: list[pa.Array] = []
+    rows: list[int] = []
+    for index, path, image_id, reader, _extras in tasks:
+        t0 = time.perf_counter()
+        oc: dict[str, Any] = {"index": index, "status": "error", "file": None}
+        src = None
+        try:
+            rec = FileRecord.from_path(path, reader=reader, image_id=image_id)
+            oc["file"] = rec.to_record()
+            src = opts.open_image(path, reader)
+            shape = tuple(int(s) for s in src.shape)
+            dtype = np.dtype(src.dtype)
+            oc["shape"], oc["dtype"] = list(shape), str(dtype)
+            nbytes = math.prod(shape) * dtype.itemsize
+            small = opts.layout == "records" or (opts.layout == "auto" and nbytes <= opts.max_record_bytes)
+            if small:
+                header = apply_overrides(src, image_id=image_id, name=Path(path).name)
+                if header.acquisition_datetime is None:
+                    header = replace(header, acquisition_datetime=rec.mtime_datetime)
+                pixels = LazyImage(src).execute()
+                builder = RecordBuilder(
+                    chunk_encoding="bytes",
+                    compression=opts.compression,
+                    compression_level=opts.compression_level,
+                    chunk_shape=opts.chunk_shape or (1, 512, 512),
+                )
+                builder.add(pixels, header)
+                arrays.append(builder.build())
+                rows.append(index)
+                oc["status"], oc["location"] = "ok", IMAGES_NAME
+            else:
+                oc["status"], oc["location"] = "large", DATASET_NAME
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+            oc["error_type"] = type(exc).__name__
+            oc["error"] = one_line(exc)
+        finally:
+            if src is not None:
+                close_source(src)
+        oc["duration_s"] = time.perf_counter() - t0
+        outcomes.append(oc)
+    records: Records = None
+    if arrays:
+        by_index = {oc["index"]: oc for oc in outcomes}
+        in_rows = set(rows)
+        try:
+            records = _records_table(arrays, [by_index[i] for i in rows], [t for t in tasks if t[0] in in_rows], opts)
+        except Exception as exc:  # noqa: BLE001 - should not happen; never lose the batch silently
+            for i in rows:
+                by_index[i].update(status="error", location=None, error_type=type(exc).__name__,
+                                   error=f"could not assemble the record: {one_line(exc)}")
+    return outcomes, records
+
+
+def _records_table(arrays: list[pa.Array], outcomes: list[dict[str, Any]], tasks: list[Task],
+                   opts: WorkerOptions) -> Records:
+    """The batch's records as a table, or, in a worker process (``opts.spool`` set), the
+    path of the IPC stream file they were written to: a file in the catalog directory is
+    cheaper to hand over than megabytes pickled through a pipe (no copies in Python, and
+    the worker never waits for the parent to drain the pipe); the parent memory-maps it."""
+    cols: dict[str, pa.Array] = {opts.column_name: pa.concat_arrays(arrays)}
+    files = [oc["file"] for oc in outcomes]
+    cols["image_id"] = pa.array([f["image_id"] for f in files], pa.string())
+    for j, name in enumerate(opts.extra_names):
+        cols[name] = pa.array([t[4][j] for t in tasks], pa.string())
+    for f in FILE_RECORD_SCHEMA:
+        if f.name != "image_id":
+            cols[f.name] = pa.array([fr[f.name] for fr in files], f.type)
+    cols["_index"] = pa.array([oc["index"] for oc in outcomes], pa.int64())
+    table = pa.table(cols)
+    if opts.spool is None:
+        return table
+    path = f"{opts.spool}-{os.getpid()}-{int(tasks[0][0])}.arrows"
+    try:
+        with pa.OSFile(path, "wb") as fh, pa.ipc.new_stream(fh, table.schema) as w:
+            w.write_table(table)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
