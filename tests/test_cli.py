@@ -164,3 +164,18 @@ def test_other_commands_still_work(tmp_path, catalog, capsys):
     d = run("demo", "--out", str(tmp_path / "demo"), "--size", "512")
     assert d.returncode == 0, d.stderr
     assert "done in" in d.stdout
+
+
+def test_sql_rows_need_no_pandas_for_nanosecond_timestamps(catalog, capsys):
+    import pyarrow as pa
+
+    from omeframe.cli import _without_nanoseconds
+
+    ns = pa.array([1_700_000_000_123_456_789], pa.timestamp("ns", tz="UTC"))
+    out = _without_nanoseconds(pa.RecordBatch.from_arrays([ns, pa.array([1])], names=["t", "n"]))
+    assert out.schema.field("t").type == pa.timestamp("us", tz="UTC") and out.schema.field("n").type == pa.int64()
+    assert out.to_pylist()[0]["t"].microsecond == 123456
+    p = inproc(capsys, "sql", "SELECT urlpath, mtime FROM catalog ORDER BY urlpath LIMIT 1",
+               "--catalog", str(catalog["out"]), "--format", "json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.splitlines()[0])["mtime"].startswith("20")

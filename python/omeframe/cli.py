@@ -310,6 +310,23 @@ def _print_table(names: list[str], rows: list[tuple[Any, ...]], width: int) -> N
         _say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+def _without_nanoseconds(batch: Any) -> Any:
+    """``batch`` (a ``pyarrow.RecordBatch``) with nanosecond timestamps shown to the microsecond.
+
+    Python's ``datetime`` has no nanoseconds, and pyarrow converts them to
+    Python objects only through pandas, which omeframe does not require.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols = [
+        pc.cast(col, pa.timestamp("us", col.type.tz), safe=False)
+        if pa.types.is_timestamp(col.type) and col.type.unit == "ns" else col
+        for col in batch.columns
+    ]
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
+
+
 def _sql(args: argparse.Namespace) -> int:
     con, register = _sql_connection()
     views: list[str] = []
@@ -337,7 +354,7 @@ def _sql(args: argparse.Namespace) -> int:
         # Through Arrow: no pytz/pandas needed for timestamps with time zones.
         n = 0
         for batch in rel.to_arrow_reader(1024):
-            for r in batch.to_pylist():
+            for r in _without_nanoseconds(batch).to_pylist():
                 if limit is not None and n >= limit:
                     return
                 n += 1
