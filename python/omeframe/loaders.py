@@ -31,7 +31,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import Pieces
 from omeframe.model.errors import DimOrderError, SchemaError
 from omeframe.model.header import ImageHeader
 from omeframe.engine.source import LazySource
@@ -98,7 +98,7 @@ class ImageStack(LazySource):
     def header(self) -> ImageHeader:
         return self.source.header()
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         return self.source.pixel_source()
 
     def chunk_stats(self) -> dict[str, np.ndarray] | None:

@@ -38,7 +38,7 @@ from omeframe.engine.codec import (
     pack_large_binary,
     resolve_codec,
 )
-from omeframe.model.selection import regular_pieces
+from omeframe.engine.pieces import regular_pieces
 from omeframe.engine.progress import bar as progress_bar
 from omeframe.engine.progress import wanted
 from omeframe.engine.stats import checksum, chunk_stats

@@ -8,7 +8,6 @@ collects per-image headers and per-chunk payloads, then assembles a single
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -18,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.engine import threads as _threads
-from omeframe.model.selection import regular_pieces
+from omeframe.engine.pieces import regular_pieces
 from omeframe.engine.codec import (
     encode_payload,
     normalize_compression,
@@ -298,9 +297,3 @@ class RecordBuilder:
             ],
             fields=list(PLANE_STRUCT),
         )
-
-
-def chunk_count(shape: tuple[int, int, int, int, int], cshape: tuple[int, int, int]) -> int:
-    """Number of chunks a TCZYX image of ``shape`` has with ZYX chunks ``cshape``."""
-    st, sc, sz, sy, sx = shape
-    return st * sc * math.ceil(sz / cshape[0]) * math.ceil(sy / cshape[1]) * math.ceil(sx / cshape[2])
