@@ -346,6 +346,29 @@ class Selection:
             x=_normalize_range(x, "x", shape[4]),
         )
 
+    @classmethod
+    def of(
+        cls,
+        *,
+        t: Iterable[int] | np.ndarray | None = None,
+        c: Iterable[int] | np.ndarray | None = None,
+        z: Iterable[int] | np.ndarray | None = None,
+        y: Sequence[int] | None = None,
+        x: Sequence[int] | None = None,
+    ) -> Selection:
+        """A selection of source indices given as any sequences (the constructor's checks).
+
+        Unlike :meth:`normalize` nothing is interpreted: indices must be
+        non-negative, lists non-empty, ranges ``(start, stop)`` with
+        ``0 <= start < stop``. The image is checked by :meth:`resolve`.
+
+        Example
+        -------
+        >>> Selection.of(z=[2, 0], y=[0, 4])
+        Selection(t=None, c=None, z=(2, 0), y=(0, 4), x=None)
+        """
+        return cls(t=t, c=c, z=z, y=y, x=x)  # type: ignore[arg-type]
+
     # -- queries ----------------------------------------------------------- #
     def check_fits(self, shape5: Sequence[int]) -> None:
         """Raise :class:`SelectionError` unless the selection fits ``shape5``."""

@@ -499,7 +499,7 @@ class Dataset:
     ) -> np.ndarray:
         """Read a TCZYX region eagerly (only the chunks it touches)."""
         src = self.pixel_source(image_id, level)
-        sel = Selection(t=t, c=c, z=z, y=y, x=x).resolve(src.shape)
+        sel = Selection.of(t=t, c=c, z=z, y=y, x=x).resolve(src.shape)
         return assemble(src, sel, dtype=dtype)
 
     def scan(self, image_id: str | None = None, level: int = 0) -> Any:

@@ -110,7 +110,7 @@ def read_region(
     """
     view = data if isinstance(data, RecordView) else RecordView(data)
     src = record_source(view)
-    sel = Selection(t=t, c=c, z=z, y=y, x=x).resolve(view.shape)
+    sel = Selection.of(t=t, c=c, z=z, y=y, x=x).resolve(view.shape)
     return assemble(src, sel, dtype=dtype, clamp=clamp, strict=strict, fill_missing=fill_missing)
 
 
