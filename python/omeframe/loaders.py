@@ -32,8 +32,8 @@ from urllib.parse import unquote
 import numpy as np
 import pyarrow as pa
 
-from omeframe.engine.executor import PixelSource
 from omeframe.engine.lazy import LazyImage
+from omeframe.engine.pieces import Pieces
 from omeframe.engine.source import LazySource
 from omeframe.facade import Dataset, OMEArrow, ingest_source, write_dataset
 from omeframe.formats.custom.source import (
@@ -105,7 +105,7 @@ class ImageStack(LazySource):
     def header(self) -> ImageHeader:
         return self.source.header()
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         return self.source.pixel_source()
 
     def chunk_stats(self) -> dict[str, np.ndarray] | None:

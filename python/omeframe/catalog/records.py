@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -232,9 +232,6 @@ class FileRecord:
             rec["image_id"] = image_id
         rec.update(extra)
         return rec
-
-    def with_image_id(self, image_id: str) -> FileRecord:
-        return replace(self, image_id=image_id)
 
     # ---- identity -----------------------------------------------------------
     @property

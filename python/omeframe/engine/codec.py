@@ -248,6 +248,9 @@ def decode_payload(
                     buf = _later_frames(zd, payload, buf)
             else:
                 buf = _codec(name, None).decompress(payload, decompressed_size=nbytes, asbytes=False)
+        except MemoryError:
+            _raise_if_header_damaged(payload, nbytes, f"{label}: the zstd payload")
+            raise
         except _decode_errors() as exc:
             raise PixelPayloadError(
                 f"{label}: cannot decode {name}-compressed payload of "
@@ -298,6 +301,9 @@ def decode_frames(
         for n in frame_lengths:
             parts.append(zd.decompress(mv[pos : pos + n], max_output_size=nbytes))
             pos += n
+    except MemoryError:
+        _raise_if_header_damaged(mv[pos:], nbytes, f"{label}: zstd frame {len(parts)} of {len(frame_lengths)}")
+        raise
     except _decode_errors() as exc:
         raise PixelPayloadError(
             f"{label}: cannot decode zstd frame {len(parts)} of {len(frame_lengths)} "
@@ -307,6 +313,26 @@ def decode_frames(
     if len(buf) != nbytes:
         raise PixelPayloadError(f"{label}: zstd frames decode to {len(buf)} bytes, expected {nbytes}")
     return np.frombuffer(buf, dtype=dtype)
+
+
+def _raise_if_header_damaged(frame: Any, nbytes: int, what: str) -> None:
+    """Raise ``PixelPayloadError`` when a zstd frame header declares more than ``nbytes`` of content.
+
+    Called when decoding ran out of memory: a damaged header can declare an
+    absurd content size, which ``zstandard`` tries to allocate before it
+    decodes anything.
+    """
+    try:
+        import zstandard
+
+        declared = zstandard.frame_content_size(frame)
+    except Exception:  # not a readable zstd header: the MemoryError stands
+        return
+    if declared > nbytes:
+        raise PixelPayloadError(
+            f"{what} declares {declared} bytes of content in its header, expected at most "
+            f"{nbytes}: the bytes are damaged"
+        ) from None
 
 
 def _later_frames(zd: Any, payload: Any, first: bytes) -> Any:

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
 from omeframe.engine.lazy import LazyImage
+from omeframe.engine.pieces import RegularPieces, regular_pieces
 from omeframe.engine.source import LazySource, SourceLike
 from omeframe.model.header import ImageHeader, select_channels
-from omeframe.model.selection import Selection, regular_pieces
+from omeframe.model.selection import Selection
 
 __all__ = ["PlanSource", "as_source", "known_source", "set_resolver", "is_identity"]
 
@@ -56,7 +56,7 @@ class PlanSource(LazySource):
         cz, cy, cx = self.plan.source.chunk_shape() or (1, 512, 512)
         return (max(1, min(cz, sz)), max(1, min(cy, sy)), max(1, min(cx, sx)))
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> RegularPieces:
         origins, extents = regular_pieces(self.shape, self.chunk_shape())
         plan, clamp = self.plan, self.clamp
 
@@ -67,10 +67,7 @@ class PlanSource(LazySource):
             return sel.execute(clamp=clamp, strict=strict)[0, 0]
 
         nbytes = extents.prod(axis=1) * self.dtype.itemsize
-        return PixelSource(
-            self.shape, self.dtype, origins, extents, decode, nbytes, True, self.describe,
-            regular=self.chunk_shape(),
-        )
+        return RegularPieces(self.shape, self.dtype, self.chunk_shape(), decode, nbytes, True, self.describe)
 
 
 def known_source(data: object) -> LazySource | None:

@@ -1,199 +1,34 @@
 """Assemble a TCZYX selection from decoded pieces (chunks, planes or tiles).
 
-A :class:`PixelSource` describes any chunked image: where each piece sits
-(``origins``/``extents``), how to fetch and decode piece ``i``, and how many
-stored bytes each piece costs. :func:`select_pieces` picks, with vectorised
-numpy tests, the pieces a selection touches; :func:`assemble` decodes them
-(in the shared thread pool when worthwhile) and copies each one straight into a
-single preallocated output. Nothing loops over pixels or planes.
+The executor reads a :class:`~omeframe.engine.pieces.Pieces` value (where each
+piece sits, how to decode it, what it costs) for a
+:class:`~omeframe.model.selection.Selection` resolved against the image
+(:meth:`Selection.resolve <omeframe.model.selection.Selection.resolve>`).
+:func:`select_pieces` picks the pieces a selection touches (index arithmetic on
+:class:`~omeframe.engine.pieces.RegularPieces`, vectorised numpy tests on
+explicit ones); :func:`assemble` decodes them (in the shared thread pool when
+worthwhile; only the needed bands of rows of pieces that declare
+:attr:`~omeframe.engine.pieces.Pieces.partial_decode`) and copies each one
+straight into a single preallocated output. Nothing loops over pixels or planes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from omeframe.engine import threads as _threads
+from omeframe.engine.pieces import Pieces, RegularPieces
 from omeframe.model.dtypes import to_numpy_dtype
-from omeframe.model.errors import PixelPayloadError, SelectionError
-from omeframe.model.selection import regular_pieces
+from omeframe.model.errors import SelectionError
+from omeframe.model.selection import ResolvedSelection
 
-__all__ = ["PixelSource", "IndexSelection", "select_pieces", "assemble", "index_selection", "selected_nbytes"]
+__all__ = ["select_pieces", "assemble", "selected_nbytes", "clamp_cast"]
 
 # Stored bytes a read must fetch before its pieces are decoded in the thread
 # pool: below this, handing work to threads costs more than it saves.
 _PARALLEL_MIN_BYTES = 192 << 10
-
-
-@dataclass(frozen=True)
-class PixelSource:
-    """Uniform description of a chunked image.
-
-    Attributes
-    ----------
-    shape
-        ``(T, C, Z, Y, X)`` of the whole image.
-    dtype
-        Native pixel dtype.
-    origins, extents
-        ``(n, 5)`` TCZYX origins and ``(n, 3)`` ZYX extents of the pieces
-        (T and C extents are 1).
-    decode
-        ``decode(i, strict) -> ndarray`` of piece ``i``'s ``prod(extent)`` values.
-    stored_nbytes
-        ``(n,)`` bytes each piece occupies in storage (what a read costs).
-    parallel
-        Whether decoding is heavy enough (compressed, or I/O) to use threads.
-    describe
-        One line naming the source, for ``explain()``.
-    regular
-        The ZYX chunk shape when the pieces are exactly a regular grid in C
-        order over (t, c, z, y, x) (as :func:`~omeframe.model.selection.regular_pieces`
-        lists them): piece selection is then index arithmetic, not a scan.
-    decode_rows
-        Optional partial decoder ``decode_rows(i, r0, r1, strict) -> (flat, ra)``
-        for pieces stored in independently decodable bands of rows (framed
-        chunks): it returns whole rows ``ra ..`` of piece ``i``'s flattened
-        Z*Y row space covering at least rows ``[r0, r1)``.
-    span_nbytes
-        ``span_nbytes(i, r0, r1)``: stored bytes :attr:`decode_rows` reads for
-        those rows (what :func:`selected_nbytes` reports).
-    """
-
-    shape: tuple[int, int, int, int, int]
-    dtype: np.dtype[Any]
-    origins: np.ndarray
-    extents: np.ndarray
-    decode: Callable[[int, bool], np.ndarray]
-    stored_nbytes: np.ndarray
-    parallel: bool
-    describe: str = "pixels"
-    metadata_nbytes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-    regular: tuple[int, int, int] | None = None
-    decode_rows: Callable[[int, int, int, bool], tuple[np.ndarray, int]] | None = None
-    span_nbytes: Callable[[int, int, int], int] | None = None
-
-    def __len__(self) -> int:
-        return int(self.origins.shape[0])
-
-
-@dataclass(frozen=True)
-class IndexSelection:
-    """Explicit source indices per axis: T/C/Z index arrays, Y/X half-open ranges."""
-
-    t: np.ndarray
-    c: np.ndarray
-    z: np.ndarray
-    y: tuple[int, int]
-    x: tuple[int, int]
-
-    @property
-    def out_shape(self) -> tuple[int, int, int, int, int]:
-        return (
-            int(self.t.size),
-            int(self.c.size),
-            int(self.z.size),
-            self.y[1] - self.y[0],
-            self.x[1] - self.x[0],
-        )
-
-
-def _index_array(sel: Sequence[int] | np.ndarray | None, size: int, axis: str) -> np.ndarray:
-    if sel is None:
-        return np.arange(size, dtype=np.int64)
-    if type(sel) in (tuple, list) and len(sel) == 1 and type(sel[0]) is int:
-        # one index (the common region read): checked without numpy
-        if not 0 <= sel[0] < size:
-            raise SelectionError(
-                f"{axis} index {sel[0]} is out of range: the image has {axis}={size} (valid 0..{size - 1})"
-            )
-        return np.array(sel, dtype=np.int64)
-    idx = np.asarray(sel if isinstance(sel, np.ndarray) else list(sel), dtype=np.int64).reshape(-1)
-    if idx.size == 0:
-        raise SelectionError(f"empty {axis} selection: select at least one index in [0, {size})")
-    bad = idx[(idx < 0) | (idx >= size)]
-    if bad.size:
-        raise SelectionError(
-            f"{axis} index {int(bad[0])} is out of range: the image has {axis}={size} "
-            f"(valid 0..{size - 1})"
-        )
-    return idx
-
-
-def _range(r: tuple[int, int] | None, size: int, axis: str) -> tuple[int, int]:
-    if r is None:
-        return 0, size
-    lo, hi = int(r[0]), int(r[1])
-    if lo < 0 or hi > size or lo >= hi:
-        raise SelectionError(
-            f"{axis} range [{lo}, {hi}) is invalid for an image with {axis}={size}: "
-            f"bounds must satisfy 0 <= min < max <= {size}"
-        )
-    return lo, hi
-
-
-def index_selection(
-    shape: tuple[int, int, int, int, int],
-    *,
-    t: Sequence[int] | np.ndarray | None = None,
-    c: Sequence[int] | np.ndarray | None = None,
-    z: Sequence[int] | np.ndarray | None = None,
-    y: tuple[int, int] | None = None,
-    x: tuple[int, int] | None = None,
-) -> IndexSelection:
-    """Validate a selection against ``shape`` (precise ``SelectionError`` otherwise)."""
-    st, sc, sz, sy, sx = shape
-    return IndexSelection(
-        _index_array(t, st, "T"),
-        _index_array(c, sc, "C"),
-        _index_array(z, sz, "Z"),
-        _range(y, sy, "Y"),
-        _range(x, sx, "X"),
-    )
-
-
-def regular_grid(src: PixelSource) -> tuple[int, int, int] | None:
-    """The source's regular ZYX chunk shape, declared or detected once (then cached)."""
-    if src.regular is not None:
-        return src.regular
-    if "_regular" not in src.extra:
-        found: tuple[int, int, int] | None = None
-        o, e = src.origins, src.extents
-        if len(o) > 64:  # a scan of a few pieces is cheaper than the check
-            cand = tuple(int(v) for v in e[0])
-            ro, re_ = regular_pieces(src.shape, cand)
-            if ro.shape == o.shape and np.array_equal(ro, o) and np.array_equal(re_, e):
-                found = cand  # type: ignore[assignment]
-        src.extra["_regular"] = found
-    return src.extra["_regular"]
-
-
-def check_pieces(src: PixelSource) -> None:
-    """Raise ``PixelPayloadError`` when a piece lies outside the image (checked once per source)."""
-    o, e = src.origins, src.extents
-    if not o.size or src.extra.get("_checked") or regular_grid(src) is not None:
-        return
-    st, sc, sz, sy, sx = src.shape
-    bad = (
-        (o < 0).any(axis=1)
-        | (e <= 0).any(axis=1)
-        | (o[:, 0] >= st)
-        | (o[:, 1] >= sc)
-        | (o[:, 2] + e[:, 0] > sz)
-        | (o[:, 3] + e[:, 1] > sy)
-        | (o[:, 4] + e[:, 2] > sx)
-    )
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise PixelPayloadError(
-            f"chunks[{i}] at TCZYX origin {tuple(int(v) for v in o[i])} with ZYX shape "
-            f"{tuple(int(v) for v in e[i])} lies outside the image TCZYX={src.shape}"
-        )
-    src.extra["_checked"] = True
 
 
 _FIRST = np.zeros(1, dtype=np.int64)
@@ -212,9 +47,10 @@ def _uniq(a: np.ndarray) -> np.ndarray:
     return a if a.size == 1 else np.unique(a)
 
 
-def _select_regular(src: PixelSource, sel: IndexSelection) -> np.ndarray:
+def _select_regular(src: RegularPieces, sel: ResolvedSelection) -> np.ndarray:
+    """Touched chunks of a regular grid by index arithmetic (storage order, each once)."""
     st, sc, sz, sy, sx = src.shape
-    cz, cy, cx = regular_grid(src)  # type: ignore[misc]
+    cz, cy, cx = src.chunk
     gz, gy, gx = -(-sz // cz), -(-sy // cy), -(-sx // cx)
     ys = range(sel.y[0] // cy, (sel.y[1] - 1) // cy + 1)
     xs = range(sel.x[0] // cx, (sel.x[1] - 1) // cx + 1)
@@ -235,13 +71,13 @@ def _select_regular(src: PixelSource, sel: IndexSelection) -> np.ndarray:
     return lin.reshape(-1).astype(np.int64)
 
 
-def select_pieces(src: PixelSource, sel: IndexSelection) -> np.ndarray:
+def select_pieces(src: Pieces, sel: ResolvedSelection) -> np.ndarray:
     """Indices of the pieces that intersect ``sel`` (each once, in storage order)."""
+    if isinstance(src, RegularPieces):
+        return _select_regular(src, sel)
     o, e = src.origins, src.extents
     if not o.size:
         return np.zeros(0, dtype=np.int64)
-    if regular_grid(src) is not None:
-        return _select_regular(src, sel)
     zs = np.sort(sel.z)
     z_hit = np.searchsorted(zs, o[:, 2], side="left") < np.searchsorted(zs, o[:, 2] + e[:, 0], side="left")
     y0, y1 = sel.y
@@ -258,7 +94,7 @@ def select_pieces(src: PixelSource, sel: IndexSelection) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
-def _row_spans(src: PixelSource, sel: IndexSelection, pieces: np.ndarray) -> np.ndarray:
+def _row_spans(src: Pieces, sel: ResolvedSelection, pieces: np.ndarray) -> np.ndarray:
     """Per piece, the rows of its flattened Z*Y row space that ``sel`` needs.
 
     Returns an ``(n, 6)`` array of ``r0, r1, za, zb, ly0, ly1``: rows
@@ -289,18 +125,19 @@ def _row_spans(src: PixelSource, sel: IndexSelection, pieces: np.ndarray) -> np.
 
 
 def selected_nbytes(
-    src: PixelSource, sel: IndexSelection, pieces: np.ndarray, spans: np.ndarray | None = None
+    src: Pieces, sel: ResolvedSelection, pieces: np.ndarray, spans: np.ndarray | None = None
 ) -> int:
     """Stored bytes a read of ``pieces`` for ``sel`` fetches (partial pieces count their frames)."""
-    if src.span_nbytes is None:
+    bands = src.bands
+    if bands is None:
         return int(src.stored_nbytes[pieces].sum())
     if spans is None:
         spans = _row_spans(src, sel, pieces)
-    cost = src.span_nbytes
+    cost = bands.span_nbytes
     return sum(cost(i, r0, r1) for i, (r0, r1) in zip(pieces.tolist(), spans[:, :2].tolist()))
 
 
-def _estimated_nbytes(src: PixelSource, pieces: np.ndarray, spans: np.ndarray | None) -> float:
+def _estimated_nbytes(src: Pieces, pieces: np.ndarray, spans: np.ndarray | None) -> float:
     """Stored bytes a read fetches, pro rata of the rows it needs (to decide on threads)."""
     stored = src.stored_nbytes[pieces]
     if spans is None:
@@ -341,8 +178,8 @@ def clamp_cast(piece: np.ndarray, out_dtype: np.dtype[Any]) -> np.ndarray:
 
 
 def assemble(
-    src: PixelSource,
-    sel: IndexSelection,
+    src: Pieces,
+    sel: ResolvedSelection,
     *,
     dtype: Any = None,
     clamp: bool = False,
@@ -370,7 +207,7 @@ def assemble(
         raise ValueError(f"out has shape {out.shape}, expected {sel.out_shape}")
     else:
         out_dtype = out.dtype
-    check_pieces(src)
+    src.check_bounds()
     all_hit = select_pieces(src, sel)
     picked = all_hit if pieces is None else pieces
     o, e = src.origins, src.extents
@@ -383,7 +220,8 @@ def assemble(
     c_pos = _positions(ci)
     # Per piece, as Python ints: origin, extent and (partial decoders) the rows needed.
     o_l, e_l = o[picked].tolist(), e[picked].tolist()
-    partial = src.decode_rows
+    bands = src.bands
+    partial = None if bands is None else bands.decode_rows
     spans = _row_spans(src, sel, picked) if partial is not None else None
     span_l = spans.tolist() if spans is not None else None
 
@@ -451,7 +289,7 @@ def assemble(
 
 
 def _covered(
-    o: np.ndarray, e: np.ndarray, sel: IndexSelection, t_pos: dict[int, np.ndarray], c_pos: dict[int, np.ndarray]
+    o: np.ndarray, e: np.ndarray, sel: ResolvedSelection, t_pos: dict[int, np.ndarray], c_pos: dict[int, np.ndarray]
 ) -> int:
     """Output pixels the given pieces cover (pieces assumed not to overlap)."""
     if not o.size:

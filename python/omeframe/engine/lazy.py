@@ -13,18 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.engine.executor import (
-    IndexSelection,
-    PixelSource,
-    assemble,
-    index_selection,
-    select_pieces,
-    selected_nbytes,
-)
+from omeframe.engine.executor import assemble, select_pieces, selected_nbytes
+from omeframe.engine.pieces import Pieces
 from omeframe.engine.predicates import ChunkPredicate
 from omeframe.engine.source import LazySource
 from omeframe.model.errors import SelectionError
-from omeframe.model.selection import Selection
+from omeframe.model.selection import ResolvedSelection, Selection
 
 __all__ = ["LazyImage", "PlanInfo"]
 
@@ -137,11 +131,7 @@ class LazyImage:
         return replace(self, dtype=None if dtype is None else np.dtype(dtype))
 
     # ---- planning -------------------------------------------------------
-    def _index_selection(self) -> IndexSelection:
-        s = self.selection
-        return index_selection(self.source.shape, t=s.t, c=s.c, z=s.z, y=s.y, x=s.x)
-
-    def _pieces(self, src: PixelSource, sel: IndexSelection) -> tuple[np.ndarray, int]:
+    def _pieces(self, src: Pieces, sel: ResolvedSelection) -> tuple[np.ndarray, int]:
         touched = select_pieces(src, sel)
         if self.predicate is None:
             return touched, 0
@@ -158,7 +148,7 @@ class LazyImage:
     def info(self) -> PlanInfo:
         """The read this plan will do: chunks, bytes, output shape."""
         src = self.source.pixel_source()
-        sel = self._index_selection()
+        sel = self.selection.resolve(self.source.shape)
         pieces, skipped = self._pieces(src, sel)
         rg = src.extra.get("row_group_bytes")
         bytes_read = int(rg) if rg else selected_nbytes(src, sel, pieces)
@@ -208,7 +198,7 @@ class LazyImage:
     def execute(self, *, clamp: bool = True, strict: bool = True) -> np.ndarray:
         """Read the selection into a new TCZYX array (only the chunks it needs)."""
         src = self.source.pixel_source()
-        sel = self._index_selection()
+        sel = self.selection.resolve(self.source.shape)
         pieces = None if self.predicate is None else self._pieces(src, sel)[0]
         return assemble(
             src, sel, dtype=self.dtype, clamp=clamp, strict=strict, fill_missing=self.fill_missing, pieces=pieces

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
 from omeframe.engine.lazy import LazyImage
+from omeframe.engine.pieces import RegularPieces, regular_pieces
 from omeframe.engine.source import LazySource
 from omeframe.model.header import ImageHeader
-from omeframe.model.selection import regular_pieces
 
 __all__ = ["DownsampledSource", "pyramid_levels", "level_for_scale"]
 
@@ -63,7 +62,7 @@ class DownsampledSource(LazySource):
         cx = min(self.tile, self._shape[4]) if pc is None else max(1, min(pc[2], self._shape[4]))
         return (1, cy, cx)
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> RegularPieces:
         origins, extents = regular_pieces(self._shape, self.chunk_shape())
         parent = LazyImage(self.parent)
         f = self.factor
@@ -82,7 +81,7 @@ class DownsampledSource(LazySource):
             return red.astype(dtype)
 
         nbytes = extents[:, 1] * extents[:, 2] * dtype.itemsize * f * f
-        return PixelSource(self._shape, dtype, origins, extents, decode, nbytes, True, self.describe)
+        return RegularPieces(self._shape, dtype, self.chunk_shape(), decode, nbytes, True, self.describe)
 
 
 def pyramid_levels(

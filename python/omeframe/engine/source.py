@@ -1,7 +1,7 @@
 """The source protocol that lazy plans read through.
 
 A :class:`LazySource` knows an image's shape, dtype and header cheaply (no
-pixel I/O) and hands out a :class:`~omeframe.engine.executor.PixelSource`
+pixel I/O) and hands out a :class:`~omeframe.engine.pieces.Pieces`
 (its pieces and how to decode them) when a plan runs or is explained.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import Pieces
 from omeframe.model.header import ImageHeader, default_channels
 
 __all__ = ["LazySource", "HeaderOverride", "HeaderOptions", "SourceLike", "StoredSource"]
@@ -29,7 +29,7 @@ class LazySource(ABC):
     describe: str = "source"
 
     def __init__(self) -> None:
-        self._pixels: PixelSource | None = None
+        self._pixels: Pieces | None = None
         self._lock = threading.Lock()
 
     @property
@@ -47,10 +47,10 @@ class LazySource(ABC):
         """Image metadata (ids, names, channels, physical sizes)."""
 
     @abstractmethod
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         """Build the piece description (may read metadata or, for records, the row)."""
 
-    def pixel_source(self) -> PixelSource:
+    def pixel_source(self) -> Pieces:
         """The pieces of the image (built once, then reused)."""
         with self._lock:
             if self._pixels is None:
@@ -168,7 +168,7 @@ class HeaderOverride(LazySource):
     def chunk_stats(self) -> dict[str, np.ndarray] | None:
         return self.inner.chunk_stats()
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         return self.inner.pixel_source()
 
 

@@ -1,47 +1,33 @@
-"""Chunk-grid arithmetic for 5-D ``TCZYX`` images.
+"""Selections of 5-D ``TCZYX`` images: one value type, normalised and composable.
 
-This module is pure math: no I/O, numpy only.  It answers three questions for
-an image of shape ``(T, C, Z, Y, X)`` stored as a regular grid of chunks:
+A :class:`Selection` picks explicit index lists along T, C and Z (``None`` =
+the whole axis) and half-open ranges ``[y0, y1)``, ``[x0, x1)`` along Y and X
+(``None`` = the whole axis). Index lists may be unsorted and may repeat; the
+output follows list order, exactly like ``arr[np.ix_(t, c, z)][..., y0:y1,
+x0:x1]``. Axes are never dropped: the output is always 5-D.
 
-* which chunks exist and how large each one is (:class:`ChunkGrid`);
-* what part of the image a user asked for (:class:`Selection`);
-* which chunks a selection touches and how to copy each decoded chunk into a
-  preallocated output array (:func:`plan_copies`, :class:`CopyPlan`,
-  :func:`chunks_for_roi`).
+* :meth:`Selection.normalize` builds one from user input (ints, slices,
+  negative indices, lists, integer arrays) against an image shape;
+* :meth:`Selection.compose` maps a selection of a selection straight back to
+  source coordinates (plans compose this way);
+* :meth:`Selection.resolve` checks it against an image shape and returns the
+  :class:`ResolvedSelection` (index arrays and ranges) the executor reads with.
 
-Conventions
------------
-* A chunk is identified by its *origin* ``(t, c, z, y, x)``: element
-  coordinates of its first element, always multiples of the chunk shape.
-* Edge chunks are clipped to the image; :meth:`ChunkGrid.chunk_extent` gives
-  the clipped shape of the chunk at an origin.
-* A selection picks explicit index lists along T, C and Z (``None`` = all) and
-  half-open ranges ``[y0, y1)``, ``[x0, x1)`` along Y and X (``None`` = all).
-  Index lists may be unsorted and may repeat; the output follows list order,
-  exactly like ``arr[np.ix_(t, c, z)][..., y0:y1, x0:x1]``.  Axes are never
-  dropped: the output is always 5-D.
+Pure values: this module imports numpy and :mod:`omeframe.model.errors` only.
 """
 
 from __future__ import annotations
 
-import itertools
 import operator
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
 
-from omeframe.model.errors import PixelPayloadError, SelectionError
+from omeframe.model.errors import SelectionError
 
-__all__ = [
-    "Shape5",
-    "ChunkGrid",
-    "Selection",
-    "CopyPlan",
-    "plan_copies",
-    "chunks_for_roi",
-]
+__all__ = ["Shape5", "Selection", "ResolvedSelection"]
 
 Shape5: TypeAlias = tuple[int, int, int, int, int]
 """A 5-tuple of ints in ``TCZYX`` order."""
@@ -94,184 +80,10 @@ def _as_shape5(value: Any, what: str) -> Shape5:
     return out  # type: ignore[return-value]
 
 
-def _shape_of(grid_or_shape: ChunkGrid | Sequence[int] | Any) -> Shape5:
-    """Image shape from a :class:`ChunkGrid`, an array-like or a 5-sequence."""
-    if isinstance(grid_or_shape, ChunkGrid):
-        return grid_or_shape.shape
-    shape = getattr(grid_or_shape, "shape", grid_or_shape)
+def _shape_of(shape_or_array: Sequence[int] | Any) -> Shape5:
+    """Image shape from an array-like (its ``shape``) or a 5-sequence."""
+    shape = getattr(shape_or_array, "shape", shape_or_array)
     return _as_shape5(shape, "image shape")
-
-
-def _product_rows(columns: Sequence[np.ndarray]) -> np.ndarray:
-    """Cartesian product of 1-D int64 arrays as a C-ordered ``(n, len)`` array."""
-    sizes = [len(col) for col in columns]
-    n = int(np.prod(sizes, dtype=np.int64))
-    out = np.empty((n, len(columns)), dtype=np.int64)
-    inner = n
-    outer = 1
-    for a, col in enumerate(columns):
-        inner //= sizes[a] if sizes[a] else 1
-        if n:
-            out[:, a] = np.tile(np.repeat(col, inner), outer)
-        outer *= sizes[a]
-    return out
-
-
-def _readonly(arr: np.ndarray) -> np.ndarray:
-    arr.setflags(write=False)
-    return arr
-
-
-# --------------------------------------------------------------------------- #
-# ChunkGrid
-# --------------------------------------------------------------------------- #
-@dataclass(frozen=True)
-class ChunkGrid:
-    """A regular grid of chunks covering a ``TCZYX`` image.
-
-    Parameters
-    ----------
-    shape : tuple of 5 int
-        Image shape ``(T, C, Z, Y, X)``; every entry must be positive.
-    chunk_shape : tuple of 5 int
-        Nominal chunk shape ``(ct, cc, cz, cy, cx)``; every entry must be
-        positive.  Entries larger than the image along that axis are clipped
-        to the image size, so ``ChunkGrid((2, 1, 3, 10, 10), (1, 1, 8, 64, 64))``
-        stores ``chunk_shape == (1, 1, 3, 10, 10)``.
-
-    Raises
-    ------
-    TypeError
-        If an entry is not an integer (bools are rejected).
-    ValueError
-        If a tuple does not have 5 entries or an entry is not positive.
-
-    Notes
-    -----
-    Chunks along an axis start at multiples of the chunk size; the last chunk
-    along an axis is clipped to the image (see :meth:`chunk_extent`).
-    """
-
-    shape: Shape5
-    chunk_shape: Shape5
-
-    def __post_init__(self) -> None:
-        shape = _as_shape5(self.shape, "shape")
-        chunk = _as_shape5(self.chunk_shape, "chunk_shape")
-        chunk = tuple(min(c, s) for c, s in zip(chunk, shape))
-        object.__setattr__(self, "shape", shape)
-        object.__setattr__(self, "chunk_shape", chunk)
-
-    # -- counts ------------------------------------------------------------ #
-    @property
-    def grid_shape(self) -> Shape5:
-        """Number of chunks along each axis, ``ceil(shape / chunk_shape)``."""
-        return tuple(  # type: ignore[return-value]
-            -(-s // c) for s, c in zip(self.shape, self.chunk_shape)
-        )
-
-    @property
-    def n_chunks(self) -> int:
-        """Total number of chunks in the grid."""
-        return int(np.prod(self.grid_shape, dtype=np.int64))
-
-    # -- single chunks ----------------------------------------------------- #
-    def chunk_origin(self, index5: Sequence[int]) -> Shape5:
-        """Origin (element coordinates) of the chunk at grid index ``index5``.
-
-        Parameters
-        ----------
-        index5 : sequence of 5 int
-            Chunk index along each axis, ``0 <= index5[a] < grid_shape[a]``.
-
-        Returns
-        -------
-        tuple of 5 int
-            ``index5 * chunk_shape``.
-
-        Raises
-        ------
-        IndexError
-            If an index is outside the grid.
-        """
-        idx = tuple(index5)
-        if len(idx) != 5:
-            raise ValueError(f"chunk index must have 5 entries (TCZYX), got {idx!r}")
-        out = []
-        for a, (i, g, c) in enumerate(zip(idx, self.grid_shape, self.chunk_shape)):
-            i = _as_int(i, f"chunk index[{AXES[a]}]")
-            if not 0 <= i < g:
-                raise IndexError(
-                    f"chunk index {AXES[a]}={i} is outside the grid: axis {AXES[a]} "
-                    f"has {g} chunk(s), valid indices are 0..{g - 1}"
-                )
-            out.append(i * c)
-        return tuple(out)  # type: ignore[return-value]
-
-    def chunk_extent(self, origin5: Sequence[int]) -> Shape5:
-        """Clipped shape of the chunk starting at ``origin5``.
-
-        Parameters
-        ----------
-        origin5 : sequence of 5 int
-            A chunk origin: multiples of ``chunk_shape`` inside the image.
-
-        Returns
-        -------
-        tuple of 5 int
-            ``min(chunk_shape, shape - origin5)`` per axis.
-
-        Raises
-        ------
-        ValueError
-            If ``origin5`` is not aligned to the grid or lies outside the image.
-        """
-        org = tuple(origin5)
-        if len(org) != 5:
-            raise ValueError(f"chunk origin must have 5 entries (TCZYX), got {org!r}")
-        out = []
-        for a, (o, s, c) in enumerate(zip(org, self.shape, self.chunk_shape)):
-            o = _as_int(o, f"chunk origin[{AXES[a]}]")
-            if not 0 <= o < s:
-                raise ValueError(
-                    f"chunk origin {AXES[a]}={o} is outside the image: axis "
-                    f"{AXES[a]} has size {s}, valid origins are 0..{s - 1}"
-                )
-            if o % c:
-                raise ValueError(
-                    f"chunk origin {AXES[a]}={o} is not a multiple of the chunk "
-                    f"size {c} along {AXES[a]}"
-                )
-            out.append(min(c, s - o))
-        return tuple(out)  # type: ignore[return-value]
-
-    # -- all chunks -------------------------------------------------------- #
-    def iter_origins(self) -> Iterator[Shape5]:
-        """Yield every chunk origin in C order over ``(t, c, z, y, x)``."""
-        ranges = [range(0, s, c) for s, c in zip(self.shape, self.chunk_shape)]
-        return itertools.product(*ranges)  # type: ignore[return-value]
-
-    def origins_array(self) -> np.ndarray:
-        """All chunk origins as an int64 array of shape ``(n_chunks, 5)``.
-
-        Rows are in the same C order as :meth:`iter_origins`.
-        """
-        cols = [
-            np.arange(0, s, c, dtype=np.int64)
-            for s, c in zip(self.shape, self.chunk_shape)
-        ]
-        return _product_rows(cols)
-
-    def extents_array(self) -> np.ndarray:
-        """Clipped chunk shapes matching :meth:`origins_array`, ``(n_chunks, 5)``."""
-        return self.extents_for(self.origins_array())
-
-    def extents_for(self, origins: np.ndarray) -> np.ndarray:
-        """Clipped chunk shapes for an ``(n, 5)`` array of (valid) origins."""
-        origins = np.asarray(origins, dtype=np.int64).reshape(-1, 5)
-        shape = np.asarray(self.shape, dtype=np.int64)
-        chunk = np.asarray(self.chunk_shape, dtype=np.int64)
-        return np.minimum(chunk, shape - origins)
 
 
 # --------------------------------------------------------------------------- #
@@ -281,6 +93,8 @@ def _check_index_tuple(value: Any, axis: str) -> tuple[int, ...] | None:
     """Validate a stored (already normalized) index tuple."""
     if value is None:
         return None
+    if type(value) in (tuple, list) and value and all(type(v) is int and v >= 0 for v in value):
+        return tuple(value)  # the common case, checked without the loop below
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise TypeError(
             f"Selection.{axis} must be None or a sequence of non-negative ints, "
@@ -298,8 +112,9 @@ def _check_index_tuple(value: Any, axis: str) -> tuple[int, ...] | None:
     for v in items:
         if v < 0:
             raise SelectionError(
-                f"Selection.{axis} holds the negative index {v}; stored selections "
-                "are normalized, use Selection.normalize for negative indices"
+                f"Selection.{axis} holds the negative index {v}: a Selection "
+                "stores source indices counted from 0; use Selection.normalize "
+                "to pass Python-style negative indices"
             )
     return items
 
@@ -310,6 +125,10 @@ def _check_range_pair(
     """Validate a half-open range ``(lo, hi)``; ``size`` only refines messages."""
     if value is None:
         return None
+    if type(value) is tuple and len(value) == 2:
+        lo, hi = value
+        if type(lo) is int and type(hi) is int and 0 <= lo < hi:
+            return value  # the common case, checked without the checks below
     if isinstance(value, slice):
         raise TypeError(
             f"Selection.{axis} must be None or a (start, stop) pair; use "
@@ -475,7 +294,7 @@ class Selection:
     @classmethod
     def normalize(
         cls,
-        grid_or_shape: ChunkGrid | Sequence[int] | Any,
+        shape: Sequence[int] | Any,
         *,
         t: IndexSpec = None,
         c: IndexSpec = None,
@@ -487,8 +306,9 @@ class Selection:
 
         Parameters
         ----------
-        grid_or_shape : ChunkGrid, array-like or sequence of 5 int
-            The image the selection applies to (its ``shape`` is used).
+        shape : sequence of 5 int or array-like
+            The shape of the image the selection applies to (or an array,
+            whose ``shape`` is used).
         t, c, z : None, int, slice or iterable of int
             ``None`` selects the whole axis.  An int selects one index (the
             axis is kept, with length 1).  A slice follows Python semantics
@@ -517,7 +337,7 @@ class Selection:
             For values that are not integers (bools and boolean masks are
             rejected).
         """
-        shape = _shape_of(grid_or_shape)
+        shape = _shape_of(shape)
         return cls(
             t=_normalize_indices(t, "t", shape[0]),
             c=_normalize_indices(c, "c", shape[1]),
@@ -525,6 +345,29 @@ class Selection:
             y=_normalize_range(y, "y", shape[3]),
             x=_normalize_range(x, "x", shape[4]),
         )
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        t: Iterable[int] | np.ndarray | None = None,
+        c: Iterable[int] | np.ndarray | None = None,
+        z: Iterable[int] | np.ndarray | None = None,
+        y: Sequence[int] | None = None,
+        x: Sequence[int] | None = None,
+    ) -> Selection:
+        """A selection of source indices given as any sequences (the constructor's checks).
+
+        Unlike :meth:`normalize` nothing is interpreted: indices must be
+        non-negative, lists non-empty, ranges ``(start, stop)`` with
+        ``0 <= start < stop``. The image is checked by :meth:`resolve`.
+
+        Example
+        -------
+        >>> Selection.of(z=[2, 0], y=[0, 4])
+        Selection(t=None, c=None, z=(2, 0), y=(0, 4), x=None)
+        """
+        return cls(t=t, c=c, z=z, y=y, x=x)  # type: ignore[arg-type]
 
     # -- queries ----------------------------------------------------------- #
     def check_fits(self, shape5: Sequence[int]) -> None:
@@ -633,6 +476,41 @@ class Selection:
                 kw[axis] = (outer_r[0] + inner_r[0], outer_r[0] + inner_r[1])
         return Selection(**kw)
 
+    def resolve(self, shape5: Sequence[int]) -> ResolvedSelection:
+        """Check the selection against an image and return its index form.
+
+        Parameters
+        ----------
+        shape5 : sequence of 5 int
+            Image shape ``(T, C, Z, Y, X)``.
+
+        Returns
+        -------
+        ResolvedSelection
+            Source index arrays for T/C/Z (whole axes spelled out) and
+            ``(start, stop)`` ranges for Y/X: what the executor reads with.
+
+        Raises
+        ------
+        SelectionError
+            If an index or range does not fit ``shape5``; the message names
+            the axis, the bad value and the valid range.
+
+        Example
+        -------
+        >>> r = Selection(z=(3, 1), y=(0, 8)).resolve((1, 2, 4, 16, 16))
+        >>> r.z.tolist(), r.c.tolist(), r.x, r.out_shape
+        ([3, 1], [0, 1], (0, 16), (1, 2, 2, 8, 16))
+        """
+        st, sc, sz, sy, sx = _as_shape5(shape5, "image shape")
+        return ResolvedSelection(
+            _resolve_indices(self.t, "t", st),
+            _resolve_indices(self.c, "c", sc),
+            _resolve_indices(self.z, "z", sz),
+            _resolve_range(self.y, "y", sy),
+            _resolve_range(self.x, "x", sx),
+        )
+
     def apply(self, array: np.ndarray) -> np.ndarray:
         """Apply the selection to an in-memory 5-D array (reference semantics).
 
@@ -660,328 +538,63 @@ class Selection:
         return arr[..., ys, xs]
 
 
-# --------------------------------------------------------------------------- #
-# copy planning
-# --------------------------------------------------------------------------- #
-@dataclass(frozen=True, eq=False)
-class _AxisPlan:
-    """Per-axis part of a :class:`CopyPlan`.
-
-    For each touched chunk ``g`` along the axis (sorted by origin):
-    ``starts[g]`` is the chunk origin; if ``contig[g]`` the chunk contributes
-    ``length[g]`` consecutive elements from local offset ``loc_start[g]`` to
-    output offset ``out_start[g]`` (basic slicing); otherwise it contributes
-    the fancy index pairs ``flat_loc[s:s+n]`` -> ``flat_out[s:s+n]`` with
-    ``s = offset[g]``, ``n = length[g]``.
-    """
-
-    starts: np.ndarray
-    loc_start: np.ndarray
-    out_start: np.ndarray
-    length: np.ndarray
-    contig: np.ndarray
-    offset: np.ndarray
-    flat_loc: np.ndarray
-    flat_out: np.ndarray
-
-    def index(self, g: int) -> tuple[slice | np.ndarray, slice | np.ndarray]:
-        """``(chunk_index, out_index)`` for touched chunk ``g`` along the axis."""
-        n = int(self.length[g])
-        if self.contig[g]:
-            lo = int(self.loc_start[g])
-            oo = int(self.out_start[g])
-            return slice(lo, lo + n), slice(oo, oo + n)
-        s = int(self.offset[g])
-        return self.flat_loc[s : s + n], self.flat_out[s : s + n]
 
 
-def _axis_plan_range(lo: int, hi: int, chunk: int) -> _AxisPlan:
-    """Axis plan for the contiguous range ``[lo, hi)`` (vectorised)."""
-    ks = np.arange(lo // chunk, (hi - 1) // chunk + 1, dtype=np.int64)
-    starts = ks * chunk
-    a = np.maximum(starts, lo)
-    b = np.minimum(starts + chunk, hi)
-    empty = np.empty(0, dtype=np.int64)
-    return _AxisPlan(
-        starts=_readonly(starts),
-        loc_start=_readonly(a - starts),
-        out_start=_readonly(a - lo),
-        length=_readonly(b - a),
-        contig=_readonly(np.ones(len(ks), dtype=bool)),
-        offset=_readonly(np.zeros(len(ks), dtype=np.int64)),
-        flat_loc=_readonly(empty),
-        flat_out=_readonly(empty.copy()),
-    )
+def _resolve_indices(idx: tuple[int, ...] | None, axis: str, size: int) -> np.ndarray:
+    """Source indices of one list axis as an int64 array (``None``: all)."""
+    if idx is None:
+        return np.arange(size, dtype=np.int64)
+    bad = idx[0] if len(idx) == 1 else max(idx)
+    if bad >= size:
+        raise SelectionError(
+            f"{axis} index {bad} is out of range: axis {axis.upper()} "
+            f"has size {size}, valid indices are 0..{size - 1}"
+        )
+    return np.array(idx, dtype=np.int64)
 
 
-def _axis_plan_list(idx: Sequence[int], chunk: int) -> _AxisPlan:
-    """Axis plan for an explicit index list (vectorised over the list)."""
-    src = np.asarray(idx, dtype=np.int64)
-    n = len(src)
-    ck = src // chunk
-    order = np.argsort(ck, kind="stable").astype(np.int64)  # output positions
-    sck = ck[order]
-    sloc = src[order] - sck * chunk
-    new = np.empty(n, dtype=bool)
-    new[0] = True
-    np.not_equal(sck[1:], sck[:-1], out=new[1:])
-    gstart = np.flatnonzero(new)
-    gend = np.append(gstart[1:], n)
-    # a group is contiguous when every consecutive pair inside it steps by
-    # one both in the output and in the chunk
-    brk = np.zeros(n, dtype=np.int64)
-    if n > 1:
-        step_ok = (np.diff(order) == 1) & (np.diff(sloc) == 1)
-        brk[1:] = (~step_ok & ~new[1:]).astype(np.int64)
-    cum = np.cumsum(brk)
-    contig = (cum[gend - 1] - cum[gstart]) == 0
-    return _AxisPlan(
-        starts=_readonly(sck[gstart] * chunk),
-        loc_start=_readonly(sloc[gstart]),
-        out_start=_readonly(order[gstart]),
-        length=_readonly((gend - gstart).astype(np.int64)),
-        contig=_readonly(contig),
-        offset=_readonly(gstart.astype(np.int64)),
-        flat_loc=_readonly(sloc.astype(np.intp)),
-        flat_out=_readonly(order.astype(np.intp)),
-    )
+def _resolve_range(pair: tuple[int, int] | None, axis: str, size: int) -> tuple[int, int]:
+    """``(start, stop)`` of one range axis (``None``: the whole axis)."""
+    if pair is None:
+        return (0, size)
+    _check_range_fits(pair, axis, size)
+    return pair
 
 
-def _axis_plans(grid: ChunkGrid, sel: Selection) -> tuple[_AxisPlan, ...]:
-    plans = []
-    for a, axis in enumerate(_LIST_AXES):
-        idx = getattr(sel, axis)
-        if idx is None:
-            plans.append(_axis_plan_range(0, grid.shape[a], grid.chunk_shape[a]))
-        else:
-            plans.append(_axis_plan_list(idx, grid.chunk_shape[a]))
-    for a, axis in zip((3, 4), _RANGE_AXES):
-        pair = getattr(sel, axis)
-        lo, hi = (0, grid.shape[a]) if pair is None else pair
-        plans.append(_axis_plan_range(lo, hi, grid.chunk_shape[a]))
-    return tuple(plans)
+@dataclass(frozen=True, eq=False, slots=True)
+class ResolvedSelection:
+    """A :class:`Selection` checked against one image, in the executor's index form.
 
-
-@dataclass(frozen=True, eq=False)
-class CopyPlan:
-    """How to assemble a selection from the chunks it touches.
+    Built by :meth:`Selection.resolve`; not a second selection type but the
+    same selection with whole axes spelled out.
 
     Attributes
     ----------
-    grid : ChunkGrid
-        The grid the plan was made for.
-    selection : Selection
-        The (validated) selection.
-    origins : numpy.ndarray
-        ``(k, 5)`` int64 origins of the touched chunks, each exactly once, in
-        C order over ``(t, c, z, y, x)``.  Read-only.
-    extents : numpy.ndarray
-        ``(k, 5)`` int64 clipped shapes of those chunks.  Read-only.
-    out_shape : tuple of 5 int
-        Shape of the assembled output.
+    t, c, z : numpy.ndarray
+        int64 source indices in output order (unsorted and repeated indices
+        allowed; a whole axis is ``arange(size)``); not to be modified.
+    y, x : tuple of (int, int)
+        Half-open source ranges ``(start, stop)``.
 
-    Notes
-    -----
-    The touched chunks form a Cartesian product of touched chunk positions
-    per axis, so the plan stores per-axis index data (vectorised, ``O(number
-    of selected indices + touched chunks per axis)``) and decomposes a chunk
-    number into per-axis positions at :meth:`copy` time.
+    Example
+    -------
+    >>> Selection(t=(0, 0)).resolve((1, 1, 1, 4, 4)).out_shape
+    (2, 1, 1, 4, 4)
     """
 
-    grid: ChunkGrid
-    selection: Selection
-    origins: np.ndarray
-    extents: np.ndarray
-    out_shape: Shape5
-    _axes: tuple[_AxisPlan, ...] = field(repr=False)
-
-    def __len__(self) -> int:
-        return int(self.origins.shape[0])
+    t: np.ndarray
+    c: np.ndarray
+    z: np.ndarray
+    y: tuple[int, int]
+    x: tuple[int, int]
 
     @property
-    def n_chunks(self) -> int:
-        """Number of touched chunks ``k``."""
-        return len(self)
-
-    def indices(
-        self, chunk_index: int
-    ) -> tuple[tuple[slice | np.ndarray, ...], tuple[slice | np.ndarray, ...]]:
-        """Index tuples ``(src, dst)`` with ``out[dst] = chunk[src]`` for a chunk.
-
-        Each tuple has 5 entries, a ``slice`` or an int index array per axis;
-        index arrays are shaped for mutual broadcasting like ``np.ix_``.
-
-        Raises
-        ------
-        IndexError
-            If ``chunk_index`` is not in ``0..k-1``.
-        """
-        i = _as_int(chunk_index, "chunk_index")
-        k = len(self)
-        if not 0 <= i < k:
-            raise IndexError(
-                f"chunk_index {i} is out of range: the plan touches {k} chunk(s), "
-                f"valid indices are 0..{k - 1}"
-            )
-        pos = [0] * 5
-        for a in range(4, -1, -1):
-            n_a = len(self._axes[a].starts)
-            i, pos[a] = divmod(i, n_a)
-        src: list[slice | np.ndarray] = []
-        dst: list[slice | np.ndarray] = []
-        for a in range(5):
-            s, d = self._axes[a].index(pos[a])
-            src.append(s)
-            dst.append(d)
-        fancy = [a for a in range(5) if not isinstance(src[a], slice)]
-        m = len(fancy)
-        if m > 1:
-            for j, a in enumerate(fancy):
-                shp = [1] * m
-                shp[j] = -1
-                src[a] = src[a].reshape(shp)  # type: ignore[union-attr]
-                dst[a] = dst[a].reshape(shp)  # type: ignore[union-attr]
-        return tuple(src), tuple(dst)
-
-    def copy(self, chunk_index: int, chunk_data: np.ndarray, out: np.ndarray) -> None:
-        """Copy the selected part of one decoded chunk into ``out``.
-
-        Parameters
-        ----------
-        chunk_index : int
-            Row of :attr:`origins` the data belongs to.
-        chunk_data : numpy.ndarray
-            The decoded chunk, of its clipped extent ``extents[chunk_index]``:
-            5-D ``(ct, cc, cz, cy, cx)``, or 3-D ``(cz, cy, cx)`` when the
-            chunk has ``ct == cc == 1``.
-        out : numpy.ndarray
-            Preallocated output of shape :attr:`out_shape`; written in place
-            (numpy assignment casting rules apply).
-
-        Raises
-        ------
-        IndexError
-            If ``chunk_index`` is out of range.
-        PixelPayloadError
-            If ``chunk_data`` does not have the chunk's clipped shape.
-        SelectionError
-            If ``out`` does not have :attr:`out_shape`.
-
-        Notes
-        -----
-        One numpy assignment per chunk: T/C/Z index lists that pick several
-        (possibly repeated or unordered) planes are handled by fancy indexing,
-        contiguous runs by basic slicing; there is no Python loop over planes
-        or pixels.
-        """
-        src, dst = self.indices(chunk_index)
-        extent = tuple(int(v) for v in self.extents[chunk_index])
-        data = chunk_data
-        if not isinstance(data, np.ndarray):
-            data = np.asarray(data)
-        if data.ndim == 3 and extent[0] == 1 and extent[1] == 1:
-            data = data[np.newaxis, np.newaxis]
-        if data.shape != extent:
-            raise PixelPayloadError(
-                f"chunk {chunk_index} at origin "
-                f"{tuple(int(v) for v in self.origins[chunk_index])} has shape "
-                f"{data.shape}, expected {extent}"
-                + (
-                    f" or {extent[2:]}"
-                    if extent[0] == 1 and extent[1] == 1
-                    else ""
-                )
-            )
-        if tuple(out.shape) != self.out_shape:
-            raise SelectionError(
-                f"output array has shape {tuple(out.shape)}, but the selection "
-                f"produces {self.out_shape}"
-            )
-        out[dst] = data[src]
-
-
-def plan_copies(grid: ChunkGrid, sel: Selection) -> CopyPlan:
-    """Plan reading ``sel`` from ``grid``: touched chunks and copy indices.
-
-    Parameters
-    ----------
-    grid : ChunkGrid
-        The chunk grid of the image.
-    sel : Selection
-        A selection that fits ``grid.shape``.
-
-    Returns
-    -------
-    CopyPlan
-        ``origins`` lists exactly the chunks that intersect the selection,
-        each once, in C order; ``copy`` moves a decoded chunk into the output.
-
-    Raises
-    ------
-    SelectionError
-        If ``sel`` does not fit the image.
-    """
-    out_shape = sel.out_shape(grid.shape)
-    axes = _axis_plans(grid, sel)
-    origins = _product_rows([ax.starts for ax in axes])
-    extents = grid.extents_for(origins)
-    return CopyPlan(
-        grid=grid,
-        selection=sel,
-        origins=_readonly(origins),
-        extents=_readonly(extents),
-        out_shape=out_shape,
-        _axes=axes,
-    )
-
-
-def chunks_for_roi(grid: ChunkGrid, sel: Selection) -> np.ndarray:
-    """Origins of the chunks a selection touches, ``(k, 5)`` int64, C order.
-
-    Equal to ``plan_copies(grid, sel).origins`` but cheaper (no copy indices).
-
-    Raises
-    ------
-    SelectionError
-        If ``sel`` does not fit the image.
-    """
-    sel.check_fits(grid.shape)
-    cols: list[np.ndarray] = []
-    for a, axis in enumerate(_LIST_AXES):
-        idx = getattr(sel, axis)
-        c = grid.chunk_shape[a]
-        if idx is None:
-            cols.append(np.arange(0, grid.shape[a], c, dtype=np.int64))
-        else:
-            cols.append(np.unique(np.asarray(idx, dtype=np.int64) // c) * c)
-    for a, axis in zip((3, 4), _RANGE_AXES):
-        pair = getattr(sel, axis)
-        lo, hi = (0, grid.shape[a]) if pair is None else pair
-        c = grid.chunk_shape[a]
-        cols.append(np.arange(lo // c, (hi - 1) // c + 1, dtype=np.int64) * c)
-    return _product_rows(cols)
-
-
-def regular_pieces(
-    shape: Sequence[int], chunk_zyx: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Origins ``(n, 5)`` and clipped ZYX extents ``(n, 3)`` of a regular chunk grid.
-
-    T and C chunks are 1 deep (the OME-Arrow chunk model); chunks are listed in
-    C order over ``(t, c, z, y, x)``, the order records and datasets store them.
-    Vectorised: a 100k-chunk grid takes a few milliseconds.
-    """
-    st, sc, sz, sy, sx = (int(v) for v in shape)
-    cz, cy, cx = (max(1, int(v)) for v in chunk_zyx)
-    grid = (st, sc, -(-sz // cz), -(-sy // cy), -(-sx // cx))
-    origins = np.indices(grid).reshape(5, -1).T.astype(np.int64)
-    origins *= np.array([1, 1, cz, cy, cx], dtype=np.int64)
-    extents = np.stack(
-        [
-            np.minimum(cz, sz - origins[:, 2]),
-            np.minimum(cy, sy - origins[:, 3]),
-            np.minimum(cx, sx - origins[:, 4]),
-        ],
-        axis=1,
-    )
-    return origins, extents
+    def out_shape(self) -> Shape5:
+        """Shape ``(T, C, Z, Y, X)`` of the result of reading this selection."""
+        return (
+            int(self.t.size),
+            int(self.c.size),
+            int(self.z.size),
+            self.y[1] - self.y[0],
+            self.x[1] - self.x[0],
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -200,6 +200,3 @@ def to_layout(arr: np.ndarray, layout: str) -> np.ndarray:
     present = [a for a in "TCZYX" if a in layout]
     return squeezed.transpose([present.index(a) for a in layout])
 
-
-def spec_fields() -> list[str]:
-    return [f.name for f in fields(ViewSpec)]

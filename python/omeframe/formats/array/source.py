@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import LazySource
 from omeframe.formats.dataset.inputs import header_from_record
 from omeframe.formats.record.decode import record_source
@@ -35,12 +35,8 @@ class RecordSource(LazySource):
     def header(self) -> ImageHeader:
         return header_from_record(self.view)
 
-    def _open_pixels(self) -> PixelSource:
-        src = record_source(self.view)
-        return PixelSource(
-            src.shape, src.dtype, src.origins, src.extents, src.decode, src.stored_nbytes,
-            src.parallel, self.describe,
-        )
+    def _open_pixels(self) -> Pieces:
+        return record_source(self.view).replace(describe=self.describe)
 
     def chunk_shape(self) -> tuple[int, int, int] | None:
         g = self.view.chunk_grid
@@ -69,7 +65,7 @@ class ArraySource(LazySource):
     def header(self) -> ImageHeader:
         return self._header
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         st, sc, sz, sy, sx = self.shape
         tc = np.indices((st, sc)).reshape(2, -1).T
         origins = np.zeros((len(tc), 5), dtype=np.int64)
@@ -82,4 +78,4 @@ class ArraySource(LazySource):
             return arr[t, c]
 
         nbytes = np.full(len(tc), sz * sy * sx * arr.dtype.itemsize, dtype=np.int64)
-        return PixelSource(self.shape, arr.dtype, origins, extents, decode, nbytes, False, self.describe)
+        return make_pieces(self.shape, arr.dtype, origins, extents, decode, nbytes, False, self.describe)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.formats.array.source import RecordSource
 from omeframe.model.errors import PixelPayloadError
 from omeframe.model.record import RecordView
@@ -30,7 +30,7 @@ class PlaneLoaderSource(RecordSource):
     def chunk_shape(self) -> tuple[int, int, int] | None:
         return None  # planes come from the callback, whatever grid the metadata names
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         st, sc, sz, sy, sx = self.shape
         tcz = np.indices((st, sc, sz)).reshape(3, -1).T
         origins = np.zeros((len(tcz), 5), dtype=np.int64)
@@ -47,4 +47,4 @@ class PlaneLoaderSource(RecordSource):
             return plane
 
         nbytes = np.full(len(tcz), sy * sx * self.dtype.itemsize, dtype=np.int64)
-        return PixelSource(self.shape, self.dtype, origins, extents, decode, nbytes, True, self.describe)
+        return make_pieces(self.shape, self.dtype, origins, extents, decode, nbytes, True, self.describe)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import LazySource, StoredSource
 from omeframe.model.dims import CANONICAL
 from omeframe.model.errors import DimOrderError
@@ -140,7 +140,7 @@ class AxesArraySource(StoredSource):
     def chunk_shape(self) -> tuple[int, int, int] | None:
         return self._chunks
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         st, sc, sz, sy, sx = self._shape
         if self._chunks is not None:
             cz, cy, cx = self._chunks
@@ -174,7 +174,7 @@ class AxesArraySource(StoredSource):
             return block if block.dtype == dtype else block.astype(dtype)
 
         nbytes = extents.prod(axis=1) * dtype.itemsize
-        return PixelSource(
+        return make_pieces(
             self.shape, dtype, origins, extents, decode, nbytes.astype(np.int64), not self._in_memory, self.describe
         )
 
@@ -305,5 +305,5 @@ class CustomSource(LazySource):
     def chunk_shape(self) -> tuple[int, int, int] | None:
         return self._view().chunk_shape()
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         return self._view().pixel_source()

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import StoredSource
 from omeframe.model.errors import CorruptFileError, OptionalDependencyError, SchemaError
 from omeframe.model.header import ImageHeader
@@ -209,7 +209,7 @@ class CziSource(StoredSource):
                 self._readers.append(r)
         return r
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         st, sc, sz, sy, sx = self._shape
         ty = tx = self.tile
         grid = (st, sc, sz, -(-sy // ty), -(-sx // tx))
@@ -241,7 +241,7 @@ class CziSource(StoredSource):
             return np.ascontiguousarray(data, dtype=dtype).reshape(1, h, w)
 
         nbytes = extents.prod(axis=1) * dtype.itemsize
-        return PixelSource(self._shape, dtype, origins, extents, decode, nbytes.astype(np.int64), True, self.describe)
+        return make_pieces(self._shape, dtype, origins, extents, decode, nbytes.astype(np.int64), True, self.describe)  # type: ignore[arg-type]
 
 
 def _close_all(readers: list[Any]) -> None:

@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.engine.codec import decode_frames, decode_payload, resolve_codec
-from omeframe.engine.executor import PixelSource, assemble, index_selection
+from omeframe.engine.executor import assemble
+from omeframe.engine.pieces import RegularPieces, RowBands, regular_pieces
 from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest, read_manifest
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 from omeframe.formats.record.builder import RecordBuilder
@@ -37,7 +38,7 @@ from omeframe.model.errors import (
     SelectionError,
 )
 from omeframe.model.header import ImageHeader
-from omeframe.model.selection import regular_pieces
+from omeframe.model.selection import Selection
 from omeframe.storage import files
 
 __all__ = ["DatasetReader", "ImageEntry"]
@@ -353,8 +354,8 @@ class DatasetReader:
                 )
         return data
 
-    def pixel_source(self, image_id: str | None = None, level: int = 0, *, verify: bool = True) -> PixelSource:
-        """The image as a :class:`PixelSource` for the shared executor."""
+    def pixel_source(self, image_id: str | None = None, level: int = 0, *, verify: bool = True) -> RegularPieces:
+        """The image as :class:`~omeframe.engine.pieces.RegularPieces` for the shared executor."""
         e = self.entry(image_id, level)
         origins, extents = e.origins_extents()
         dtype = e.dtype
@@ -426,11 +427,10 @@ class DatasetReader:
 
         meta_bytes = self.images_read_path.stat().st_size + (self.path / MANIFEST_NAME).stat().st_size
         how = "byte-range reads" if e.offsets is not None else "vortex row takes"
-        return PixelSource(
+        return RegularPieces(
             e.shape,
             dtype,
-            origins,
-            extents,
+            e.chunk_shape,
             decode,
             e.lengths,
             True,
@@ -440,9 +440,7 @@ class DatasetReader:
             + f", {how})",
             metadata_nbytes=meta_bytes,
             extra={"dataset": self, "entry": e},
-            regular=e.chunk_shape,
-            decode_rows=decode_rows if frames is not None else None,
-            span_nbytes=span_nbytes if frames is not None else None,
+            bands=RowBands(decode_rows, span_nbytes) if frames is not None else None,
         )
 
     def _read_part_range(self, e: ImageEntry, index: int, lo: int, hi: int) -> Any:
@@ -505,7 +503,7 @@ class DatasetReader:
     ) -> np.ndarray:
         """Read a TCZYX region eagerly (only the chunks it touches)."""
         src = self.pixel_source(image_id, level)
-        sel = index_selection(src.shape, t=t, c=c, z=z, y=y, x=x)
+        sel = Selection.of(t=t, c=c, z=z, y=y, x=x).resolve(src.shape)
         return assemble(src, sel, dtype=dtype)
 
     def header(self, image_id: str | None = None, level: int = 0) -> ImageHeader:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import Pieces
 from omeframe.engine.source import LazySource
 from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.model.header import ImageHeader
@@ -41,7 +41,7 @@ class DatasetSource(LazySource):
     def header(self) -> ImageHeader:
         return self.dataset.header(self.entry.image_id, self.level)
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         return self.dataset.pixel_source(self.entry.image_id, self.level)
 
     def chunk_stats(self) -> dict[str, np.ndarray] | None:

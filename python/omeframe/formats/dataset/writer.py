@@ -38,6 +38,7 @@ from omeframe.engine.codec import (
     pack_large_binary,
     resolve_codec,
 )
+from omeframe.engine.pieces import regular_pieces
 from omeframe.engine.progress import bar as progress_bar
 from omeframe.engine.progress import wanted
 from omeframe.engine.source import LazySource
@@ -52,7 +53,6 @@ from omeframe.formats.vortex.file import write_vortex_stream, write_vortex_table
 from omeframe.model.dtypes import dtype_name
 from omeframe.model.errors import SchemaError
 from omeframe.model.header import normalize_chunk_shape
-from omeframe.model.selection import regular_pieces
 from omeframe.storage.atomic import atomic_path
 
 __all__ = [

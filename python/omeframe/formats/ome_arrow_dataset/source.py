@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from omeframe.engine.codec import decode_payload
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import StoredSource
 from omeframe.formats.dataset.manifest import MANIFEST_NAME
 from omeframe.model.dtypes import to_numpy_dtype
@@ -330,7 +330,7 @@ class OMEArrowDatasetSource(StoredSource):
         t = t.filter(pc.equal(t["image_id"], self.image_id))
         return t, [CHUNKS] * t.num_rows, False
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         table, frag_names, indexed = self._chunk_rows()
         names = ("chunk_id", "row_group_id", "row_index_in_group", *_GEOMETRY)
         table_cols = {name: table[name].to_numpy().astype(np.int64) for name in names}
@@ -418,7 +418,7 @@ class OMEArrowDatasetSource(StoredSource):
             f"{self.describe} (chunks {ct} TCZYX, parquet {str(codec).lower()}, "
             f"{rows_per_group} chunk(s) per row group, located via {how})"
         )
-        return PixelSource(
+        return make_pieces(
             self._shape,
             dtype,
             origins,

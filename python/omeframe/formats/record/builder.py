@@ -8,7 +8,6 @@ collects per-image headers and per-chunk payloads, then assembles a single
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from omeframe.engine.codec import (
     normalize_compression,
     pack_large_binary,
 )
+from omeframe.engine.pieces import regular_pieces
 from omeframe.model.arrow import (
     BYTE_CHUNK_STRUCT,
     CHUNK_GRID_STRUCT,
@@ -35,7 +35,6 @@ from omeframe.model.arrow import (
 from omeframe.model.dtypes import LIST_VARIANT_DTYPES, dtype_name
 from omeframe.model.errors import DtypeError
 from omeframe.model.header import ImageHeader, normalize_chunk_shape
-from omeframe.model.selection import regular_pieces
 
 ChunkEncoding = Literal["bytes", "list"]
 
@@ -297,9 +296,3 @@ class RecordBuilder:
             ],
             fields=list(PLANE_STRUCT),
         )
-
-
-def chunk_count(shape: tuple[int, int, int, int, int], cshape: tuple[int, int, int]) -> int:
-    """Number of chunks a TCZYX image of ``shape`` has with ZYX chunks ``cshape``."""
-    st, sc, sz, sy, sx = shape
-    return st * sc * math.ceil(sz / cshape[0]) * math.ceil(sy / cshape[1]) * math.ceil(sx / cshape[2])

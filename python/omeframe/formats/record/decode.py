@@ -1,6 +1,6 @@
 """Decode OME-Arrow records into numpy arrays.
 
-A record's chunks (or planes) become a :class:`~omeframe.engine.executor.PixelSource`;
+A record's chunks (or planes) become :class:`~omeframe.engine.pieces.Pieces`;
 every read goes through :func:`~omeframe.engine.executor.assemble`, which
 decodes only the pieces a selection touches and copies each straight into one
 preallocated output.
@@ -16,16 +16,18 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.engine.codec import decode_payload, fit_length
-from omeframe.engine.executor import PixelSource, assemble, index_selection
+from omeframe.engine.executor import assemble
+from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import PixelPayloadError, SchemaError
 from omeframe.model.record import RecordView
+from omeframe.model.selection import Selection
 
 __all__ = ["to_numpy", "to_numpy_batch", "plane_from_chunks", "to_dict", "read_region", "record_source"]
 
 
-def record_source(view: RecordView) -> PixelSource:
-    """Return the chunk (or plane) pieces of a record as a :class:`PixelSource`."""
+def record_source(view: RecordView) -> Pieces:
+    """Return the chunk (or plane) pieces of a record as :class:`~omeframe.engine.pieces.Pieces`."""
     shape = view.shape
     native = view.dtype
     ct = view.chunks
@@ -44,7 +46,7 @@ def record_source(view: RecordView) -> PixelSource:
                 )
 
             compressed = any(c not in (None, "", "none") for c in comps)
-            return PixelSource(
+            return make_pieces(
                 shape, native, ct.origins, ext, decode_bytes, sizes, compressed, name + " (byte chunks)"
             )
 
@@ -60,7 +62,7 @@ def record_source(view: RecordView) -> PixelSource:
                 flat = fit_length(flat, count)
             return flat
 
-        return PixelSource(shape, native, ct.origins, ext, decode_list, sizes, False, name + " (list chunks)")
+        return make_pieces(shape, native, ct.origins, ext, decode_list, sizes, False, name + " (list chunks)")
 
     pt = view.planes
     if pt is None:
@@ -84,7 +86,7 @@ def record_source(view: RecordView) -> PixelSource:
         return flat
 
     sizes = np.diff(pt.offsets) * pt.values.dtype.itemsize
-    return PixelSource(shape, native, origins, extents, decode_plane, sizes, False, name + " (planes)")
+    return make_pieces(shape, native, origins, extents, decode_plane, sizes, False, name + " (planes)")
 
 
 def read_region(
@@ -109,7 +111,7 @@ def read_region(
     """
     view = data if isinstance(data, RecordView) else RecordView(data)
     src = record_source(view)
-    sel = index_selection(view.shape, t=t, c=c, z=z, y=y, x=x)
+    sel = Selection.of(t=t, c=c, z=z, y=y, x=x).resolve(view.shape)
     return assemble(src, sel, dtype=dtype, clamp=clamp, strict=strict, fill_missing=fill_missing)
 
 

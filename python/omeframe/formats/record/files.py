@@ -6,6 +6,7 @@ This module hides the file format (Parquet or Vortex) behind three calls:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -250,9 +251,9 @@ def read_record(
     _check_exists(path)
     fmt = detect_format(path, format)
     if fmt == "parquet":
-        pf = pqio.open_parquet(path)
-        col = find_record_column(pf.schema_arrow, column_name, source=repr(os.fspath(path)))
-        tbl = pqio.read_parquet_rows(pf, [row_index], columns=[col])
+        with contextlib.closing(pqio.open_parquet(path)) as pf:  # unmap now, not at GC
+            col = find_record_column(pf.schema_arrow, column_name, source=repr(os.fspath(path)))
+            tbl = pqio.read_parquet_rows(pf, [row_index], columns=[col])
     else:
         schema = read_vortex_schema(path)
         col = find_record_column(schema, column_name, source=repr(os.fspath(path)))
@@ -280,13 +281,13 @@ def read_record_table(
     _check_exists(path)
     fmt = detect_format(path, format)
     if fmt == "parquet":
-        pf = pqio.open_parquet(path)
-        if rows is not None:
-            return pqio.read_parquet_rows(pf, rows, columns)
-        try:
-            return pf.read(columns=list(columns) if columns else None)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise CorruptFileError(f"cannot read {os.fspath(path)!r}: {exc}") from exc
+        with contextlib.closing(pqio.open_parquet(path)) as pf:  # unmap now, not at GC
+            if rows is not None:
+                return pqio.read_parquet_rows(pf, rows, columns)
+            try:
+                return pf.read(columns=list(columns) if columns else None)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise CorruptFileError(f"cannot read {os.fspath(path)!r}: {exc}") from exc
     return read_vortex_table(path, columns=list(columns) if columns else None, rows=rows)
 
 

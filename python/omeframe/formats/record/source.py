@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import LazySource
 from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.record.decode import record_source
@@ -193,19 +193,17 @@ class RecordTableSource(LazySource):
             self._record = tbl[self.column].combine_chunks()[0]
         return self._record
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         if self.format != "parquet" or self._record is not None:
-            src = record_source(RecordView(self.record()))
-            return PixelSource(
-                src.shape, src.dtype, src.origins, src.extents, src.decode, src.stored_nbytes,
-                src.parallel, self.describe,
+            return record_source(RecordView(self.record())).replace(
+                describe=self.describe,
                 metadata_nbytes=self._pf.metadata.serialized_size if self.format == "parquet" else 0,
                 extra={"row_group_bytes": self.row_group_bytes()},
             )
         # Plan from the chunk keys alone (nested projection, no pixel bytes);
         # the row group is read on the first decode, once.
         origins, extents = self._piece_keys()
-        full: list[PixelSource] = []
+        full: list[Pieces] = []
 
         def decode(i: int, strict: bool) -> np.ndarray:
             with self._lock:
@@ -215,7 +213,7 @@ class RecordTableSource(LazySource):
 
         rg = self.row_group_bytes()
         n = max(len(origins), 1)
-        return PixelSource(
+        return make_pieces(
             self.shape, self.dtype, origins, extents, decode, np.full(len(origins), rg // n, dtype=np.int64),
             True, self.describe, metadata_nbytes=self._pf.metadata.serialized_size,
             extra={"row_group_bytes": rg},

@@ -54,7 +54,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import StoredSource
 from omeframe.formats.tiff import TIFF_SUFFIXES
 from omeframe.model.errors import CorruptFileError, DimOrderError, PixelPayloadError
@@ -579,7 +579,7 @@ class StackSource(StoredSource):
             )
         return arr
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         t_in, c_in, z_in, sy, sx = self.inner_shape
         keys = sorted(self.files)
         rows = [(k, tl, cl) for k in keys for tl in range(t_in) for cl in range(c_in)]
@@ -600,7 +600,7 @@ class StackSource(StoredSource):
         file_bytes = np.array(
             [max(os.stat(p).st_size // max(t_in * c_in, 1), 1) for p in paths], dtype=np.int64
         )
-        return PixelSource(self._shape, dtype, origins, extents, decode, file_bytes, True, self.describe)
+        return make_pieces(self._shape, dtype, origins, extents, decode, file_bytes, True, self.describe)  # type: ignore[arg-type]
 
 
 def open_stack_source(

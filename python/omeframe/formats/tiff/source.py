@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import LazySource
 from omeframe.formats.tiff.omexml import (
     OmeImage,
@@ -628,7 +628,7 @@ class TiffSource(LazySource):
         return parse_datetime(t.value) if t is not None and isinstance(t.value, str) else None
 
     # ---- pixels -------------------------------------------------------------
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> Pieces:
         if self._handle.closed:
             raise ValueError(f"{self._label}: the TIFF file is closed")
         kf = self._kf
@@ -735,7 +735,7 @@ class TiffSource(LazySource):
             return block[:dz, :dy_, :dx, int(csr[i])]
 
         describe = self.describe
-        return PixelSource(
+        return make_pieces(
             self.shape, dtype, origins, ext.astype(np.int64), decode, nbytes.astype(np.int64), True, describe,
         )
 

@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from omeframe.engine.executor import PixelSource
+from omeframe.engine.pieces import RegularPieces, regular_pieces
 from omeframe.engine.source import LazySource
 from omeframe.model.dims import CANONICAL, default_dim_order, validate_dim_order
 from omeframe.model.header import ImageHeader, default_channels
-from omeframe.model.selection import regular_pieces
 
 __all__ = ["ZarrArraySource", "open_zarr_source"]
 
@@ -52,7 +51,7 @@ class ZarrArraySource(LazySource):
     def chunk_shape(self) -> tuple[int, int, int]:
         return self._chunks[2:]  # type: ignore[return-value]
 
-    def _open_pixels(self) -> PixelSource:
+    def _open_pixels(self) -> RegularPieces:
         origins, extents = regular_pieces(self._shape, self._chunks[2:])
         arr, axes = self.array, self.axes
 
@@ -68,7 +67,7 @@ class ZarrArraySource(LazySource):
             return block.transpose([kept.index(a) for a in "ZYX"])
 
         nbytes = _stored_estimate(arr, len(origins), self._stored_total)
-        return PixelSource(self._shape, self.dtype, origins, extents, decode, nbytes, True, self.describe)  # type: ignore[arg-type]
+        return RegularPieces(self._shape, self.dtype, self._chunks[2:], decode, nbytes, True, self.describe)  # type: ignore[arg-type]
 
 
 def _stored_estimate(arr: Any, n: int, total: int | None = None) -> np.ndarray:
