@@ -187,7 +187,7 @@ class _TiffHandle:
 def _frame_count(series: Any) -> int:
     kf = series.keyframe
     size = max(1, int(math.prod(kf.shaped)))
-    return int(math.prod(series.get_shape(False))) // size
+    return int(math.prod(series.shape)) // size
 
 
 def _level_map(base: _AxisMap, series: Any, base_series: Any, label: str) -> _AxisMap:
@@ -201,7 +201,7 @@ def _level_map(base: _AxisMap, series: Any, base_series: Any, label: str) -> _Ax
             f"the full-resolution pages {bk.shaped} x {_frame_count(base_series)}"
         )
     st, sc, sz, _, _ = base.shape
-    return _AxisMap((st, sc, sz, int(kf.shaped[2]), int(kf.shaped[3])), base.lead_sizes, base.assign, series.get_axes(False))
+    return _AxisMap((st, sc, sz, int(kf.shaped[2]), int(kf.shaped[3])), base.lead_sizes, base.assign, series.axes)
 
 
 # ---------------------------------------------------------------------------
@@ -225,8 +225,10 @@ class _AxisMap:
 
 def _map_axes(series: Any, label: str) -> _AxisMap:
     kf = series.keyframe
-    shape = tuple(int(s) for s in series.get_shape(False))
-    axes = series.get_axes(False).upper()
+    # tifffile's public (default, squeezed) shape and axes: length-1 axes other than
+    # Y and X may be dropped, which changes neither the page split nor the mapping.
+    shape = tuple(int(s) for s in series.shape)
+    axes = str(series.axes).upper()
     sep, depth, length, width, contig = (int(v) for v in kf.shaped)
     size = sep * depth * length * width * contig
     if size == 0:
@@ -272,13 +274,13 @@ def _map_axes(series: Any, label: str) -> _AxisMap:
     if dup:
         a, ds = next(iter(dup.items()))
         raise SchemaError(
-            f"{label}: TIFF axes {series.get_axes(False)!r} (shape {shape}) map "
+            f"{label}: TIFF axes {series.axes!r} (shape {shape}) map "
             f"{[d.letter for d in ds]} to the same axis {a}; omeframe cannot represent this as TCZYX"
         )
     free = [a for a in "TCZ" if a not in assign]
     if len(generic) > len(free):
         raise SchemaError(
-            f"{label}: TIFF axes {series.get_axes(False)!r} (shape {shape}) have "
+            f"{label}: TIFF axes {series.axes!r} (shape {shape}) have "
             f"{len(generic)} non-TCZYX axes {[d.letter for d in generic]} of length > 1 but only "
             f"{len(free)} free TCZ axes ({free}) to map them to"
         )
@@ -297,7 +299,7 @@ def _map_axes(series: Any, label: str) -> _AxisMap:
         (sizes["T"], sizes["C"], sizes["Z"], length, width),
         tuple(n for _, n in lead),
         {a: tuple(ds) for a, ds in assign.items()},
-        series.get_axes(False),
+        str(series.axes),
     )
 
 
@@ -429,7 +431,7 @@ class TiffSource(LazySource):
 
     @property
     def file_axes(self) -> str:
-        """The series' axes as ``tifffile`` names them (unsqueezed)."""
+        """The series' axes as ``tifffile`` names them (its ``series.axes``)."""
         return self._map.file_axes
 
     def chunk_shape(self) -> tuple[int, int, int]:
@@ -760,7 +762,9 @@ class TiffSource(LazySource):
         counts = np.zeros((nframes, nseg), dtype=np.int64)
         pages: list[Any] = [None] * nframes
         with self._handle.lock:
-            contiguous = series.dataoffset is not None and len(series._pages) == 1 and nframes > 1
+            # Uncompressed pages stored back to back (tifffile's dataoffset): offsets follow
+            # from the first page, without reading every IFD (ImageJ hyperstacks index one).
+            contiguous = series.dataoffset is not None and nframes > 1
             if contiguous:
                 page0 = series[0]
                 o = np.asarray(page0.dataoffsets, dtype=np.int64)[:nseg]
@@ -814,7 +818,7 @@ class TiffSource(LazySource):
             return data
 
         def decode_raw(page: Any, data: bytes, index: int, what: str) -> np.ndarray:
-            args: dict[str, Any] = {"_fullsize": tiled}
+            args: dict[str, Any] = {}  # edge tiles come back cropped to the image
             jt = getattr(page, "jpegtables", None)
             if jt is not None:
                 args["jpegtables"] = jt
