@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.executor import PixelSource
-from omeframe.model.errors import CorruptFileError, OmeframeError, SchemaError
+from omeframe.model.errors import CorruptFileError, OmeframeError, OptionalDependencyError, SchemaError
 from omeframe.model.header import ImageHeader, default_channels
 from omeframe.formats.tiff.omexml import (
     OMEXMLMismatchWarning,
@@ -77,7 +77,12 @@ __all__ = [
     "open_tiff_source",
     "list_tiff_series",
     "UnsupportedTiffCompressionError",
+    "TiffCodecNotInstalledError",
+    "imagecodecs_installed",
 ]
+
+#: What to install for the TIFF codecs that tifffile takes from imagecodecs.
+TIFF_EXTRA_HINT = "pip install 'omeframe[tiff]' (or pip install imagecodecs)"
 
 #: Target size of a strip-group piece (rows are added while under this).
 _STRIP_PIECE_BYTES = 4 << 20
@@ -90,6 +95,25 @@ _SAMPLE_COLORS = (0xFF0000FF, 0x00FF00FF, 0x0000FFFF, 0xFFFFFFFF)
 
 class UnsupportedTiffCompressionError(OmeframeError, ValueError):
     """A TIFF's pixels use a compression that no installed codec can decode."""
+
+
+class TiffCodecNotInstalledError(UnsupportedTiffCompressionError, OptionalDependencyError):
+    """A TIFF's compression needs ``imagecodecs`` (the extra ``omeframe[tiff]``), which is not installed."""
+
+
+def imagecodecs_installed() -> bool:
+    """Whether ``imagecodecs``, tifffile's codec package (zstd, LZW, JPEG...), can be imported.
+
+    Example
+    -------
+    >>> isinstance(imagecodecs_installed(), bool)
+    True
+    """
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -827,6 +851,12 @@ class TiffSource(LazySource):
             try:
                 arr, _, _ = kf.decode(data, index, **args)
             except (ValueError, NotImplementedError, KeyError, ImportError) as exc:
+                if _unsupported(code, exc) and not imagecodecs_installed():
+                    raise TiffCodecNotInstalledError(
+                        f"{path!r}: pixels compressed with TIFF compression {_compression_name(code)} need the "
+                        f"imagecodecs package, which is not installed ({type(exc).__name__}: {exc}); "
+                        f"install it with {TIFF_EXTRA_HINT}"
+                    ) from exc
                 if _unsupported(code, exc):
                     raise UnsupportedTiffCompressionError(
                         f"{path!r}: cannot decode pixels compressed with TIFF compression "
