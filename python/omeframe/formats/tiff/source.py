@@ -34,8 +34,15 @@ metadata is used only when its channel count matches.
 Errors. Unreadable files raise :class:`~omeframe.CorruptFileError`; pixels
 whose compression no installed codec decodes raise
 :class:`UnsupportedTiffCompressionError` (naming the file and the
-compression) when read; truncated or corrupt segments raise
+compression) when read, or :class:`TiffCodecNotInstalledError` (also an
+:class:`~omeframe.OptionalDependencyError`) when the codec is one that
+``imagecodecs``, the extra ``omeframe[tiff]``, would provide; truncated or corrupt segments raise
 ``CorruptFileError`` naming the file, page and segment.
+
+Only ``tifffile``'s public API is used (``series.shape``/``.axes``,
+``series.dataoffset``, ``TiffPage.decode``...), so the source works with the
+releases Python 3.11 gets and with 2026.11+, which dropped
+``TiffPageSeries.get_shape``/``get_axes``.
 
 The file stays open while the source (or any of its pyramid levels) is alive;
 ``close()`` or a ``with`` block closes it, and a ``weakref`` finalizer closes it
