@@ -234,7 +234,7 @@ def _check_codec(comp: Any, cargs: dict[str, Any] | None, dtype: np.dtype[Any], 
             io.BytesIO(), np.zeros((16, 16), dtype), photometric="minisblack",
             compression=comp, compressionargs=cargs, tile=(16, 16) if tile is not None else None,
         )
-    except Exception as exc:  # noqa: BLE001 - tifffile and the codecs raise many types
+    except Exception as exc:  # tifffile and the codecs raise many types
         if not imagecodecs_installed():
             raise OptionalDependencyError(
                 f"to_ome_tiff(compression={comp!r}) needs the imagecodecs package, which is not installed "
