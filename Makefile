@@ -61,12 +61,13 @@ endef
 
 # Runs the suite on each version in turn (all of them, even after a failure),
 # prints the time each took, and fails if any version failed (pytest's exit 5, no
-# tests collected, counts as a failure too).
+# tests collected, counts as a failure too). The slow tests run too (OMEFRAME_SLOW=1:
+# the 32k x 32k TIFF ingest, about 35 s each).
 test-all: $(foreach v,$(VERSIONS),.venv-$(v)/.installed-test)
 	@failed=""; summary=""; \
 	for v in $(VERSIONS); do \
 	  echo "=== Python $$v"; t0=$$(date +%s); \
-	  OMEFRAME_REQUIRE_EXTRAS=1 .venv-$$v/bin/python -m pytest -q -p no:cacheprovider || failed="$$failed $$v"; \
+	  OMEFRAME_REQUIRE_EXTRAS=1 OMEFRAME_SLOW=1 .venv-$$v/bin/python -m pytest -q -p no:cacheprovider || failed="$$failed $$v"; \
 	  summary="$$summary Python $$v: $$(( $$(date +%s) - t0 )) s;"; \
 	done; \
 	echo "=== test-all:$$summary"; \
