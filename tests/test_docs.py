@@ -9,7 +9,11 @@ Blocks fenced as ``python no-run`` are shown to readers but not executed
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +63,43 @@ def test_doc_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.Monkey
         # Pad with newlines so tracebacks point at the line in the Markdown file.
         compiled = compile("\n" * (first_line - 1) + code, str(path), "exec")
         exec(compiled, namespace)  # noqa: S102 - the docs are our own code
+
+
+#: Docs whose examples must run on a plain ``pip install omeframe``: the
+#: optional packages (extras) listed are made unimportable while they run.
+PLAIN_INSTALL_DOCS = {
+    "docs/howto/tiff-and-zarr.md": ("imagecodecs", "torch", "jax", "dask", "matplotlib", "pylibCZIrw"),
+}
+
+_RUN_WITHOUT = """
+import json, sys, warnings
+blocked, doc = json.loads(sys.argv[1]), sys.argv[2]
+for name in blocked:
+    sys.modules[name] = None  # import name -> ImportError, as when the package is not installed
+warnings.simplefilter("error", UserWarning)
+namespace = {"__name__": "docs:" + doc}
+for first_line, code in json.loads(sys.stdin.read()):
+    exec(compile("\\n" * (first_line - 1) + code, doc, "exec"), namespace)
+print("ran", doc)
+"""
+
+
+@pytest.mark.parametrize("doc", sorted(PLAIN_INSTALL_DOCS))
+def test_doc_examples_run_on_a_plain_install(doc: str, tmp_path: Path) -> None:
+    path = ROOT / doc
+    blocks = _blocks(path)
+    assert blocks, f"{doc} has no runnable examples"
+    env = dict(os.environ, MPLBACKEND="Agg")
+    env["PYTHONPATH"] = str(ROOT / "python") + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_WITHOUT, json.dumps(PLAIN_INSTALL_DOCS[doc]), str(path)],
+        input=json.dumps(blocks), capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, (
+        f"{doc} needs a package outside its plain install ({', '.join(PLAIN_INSTALL_DOCS[doc])} made "
+        f"unimportable):\n{proc.stderr[-3000:]}"
+    )
+    assert f"ran {path}" in proc.stdout
 
 
 @pytest.mark.parametrize("path", [p for p in DOC_FILES if p.exists()], ids=_rel)

@@ -522,15 +522,13 @@ def test_dlpack_export(plan, arr):
         v.to_dlpack(device="tpu")
 
 
-def test_to_torch(plan, arr):
-    torch = pytest.importorskip("torch")
+def test_to_torch(plan, arr, torch):  # torch: tests/conftest.py (skips with the reason where absent)
     t = plan.tensor_view(t=0, z=0, layout="CHW", dtype="float32").to_torch()
     assert isinstance(t, torch.Tensor) and tuple(t.shape) == (3, 50, 70)
     assert np.array_equal(t.numpy(), arr[0, :, 0].astype(np.float32))
 
 
-def test_to_jax(plan, arr):
-    pytest.importorskip("jax")
+def test_to_jax(plan, arr, jax):  # jax: tests/conftest.py
     j = plan.tensor_view(t=0, z=0, layout="CHW", dtype="float32").to_jax()
     assert tuple(j.shape) == (3, 50, 70)
     assert np.array_equal(np.asarray(j), arr[0, :, 0].astype(np.float32))

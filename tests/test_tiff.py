@@ -645,6 +645,65 @@ def test_unsupported_compression(tmp_path):
         from_tiff(p)
 
 
+# Runs in a fresh interpreter where ``import imagecodecs`` fails, as on a plain
+# ``pip install omeframe`` (tifffile keeps the codecs it loaded, so this cannot be
+# simulated in the test process once any test has used zstd).
+_NO_IMAGECODECS = """
+import sys
+sys.modules["imagecodecs"] = None  # import imagecodecs -> ImportError
+import json, pathlib, numpy as np, tifffile
+import omeframe as of
+from omeframe.errors import OptionalDependencyError
+from omeframe.formats.tiff.source import TiffCodecNotInstalledError, UnsupportedTiffCompressionError
+
+out = pathlib.Path(sys.argv[1])
+img = np.arange(2 * 40 * 50, dtype=np.uint16).reshape(2, 40, 50)
+res = {}
+try:
+    of.to_ome_tiff(img, out / "a.ome.tif", compression="zstd")
+except OptionalDependencyError as exc:
+    res["write"] = ["OptionalDependencyError", str(exc)]
+res["left"] = sorted(p.name for p in out.iterdir() if p.name != "zstd.tif")
+res["zlib"] = bool((tifffile.imread(of.to_ome_tiff(img, out / "z.ome.tif", compression="zlib")) == img).all())
+res["lzma"] = bool((tifffile.imread(of.to_ome_tiff(img, out / "l.ome.tif", compression="lzma")) == img).all())
+src = of.scan(out / "zstd.tif")
+res["shape"] = list(src.shape)  # metadata needs no codec
+try:
+    src.export("numpy")
+except TiffCodecNotInstalledError as exc:
+    res["read"] = [isinstance(exc, OptionalDependencyError), isinstance(exc, UnsupportedTiffCompressionError), str(exc)]
+print(json.dumps(res))
+"""
+
+
+def test_codecs_without_imagecodecs_name_the_extra(tmp_path):
+    a = _rng(40).integers(0, 1000, (3, 64, 64), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "zstd.tif", a, photometric="minisblack", compression="zstd", metadata={"axes": "CYX"})
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "python") + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-c", _NO_IMAGECODECS, str(tmp_path)], check=False, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    kind, msg = res["write"]
+    assert kind == "OptionalDependencyError"
+    assert "compression='zstd'" in msg and "imagecodecs" in msg and "pip install 'omeframe[tiff]'" in msg
+    assert res["left"] == []  # refused before the temporary file was created
+    assert res["zlib"] and res["lzma"]  # the codecs tifffile has without imagecodecs still work
+    assert res["shape"] == [1, 3, 1, 64, 64]
+    is_optional, is_unsupported, msg = res["read"]
+    assert is_optional and is_unsupported
+    assert "zstd.tif" in msg and "ZSTD" in msg and "pip install 'omeframe[tiff]'" in msg
+
+
+def test_unknown_compression_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match=r"tifffile cannot write uint16 pages with compression='no-such-codec'"):
+        to_ome_tiff(np.zeros((1, 32, 32), np.uint16), tmp_path / "x.ome.tif", compression="no-such-codec")
+    with pytest.raises(ValueError, match=r"tifffile cannot write float32 pages with compression='jpeg'"):
+        to_ome_tiff(np.zeros((1, 32, 32), np.float32), tmp_path / "x.ome.tif", compression="jpeg")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ome_xml_disagreeing_with_pixels_warns_and_follows_pixels(tmp_path):
     a = _rng(21).integers(0, 1000, (2, 64, 80), dtype=np.uint16)
     meta = {"axes": "CYX", "PhysicalSizeX": 0.5, "Channel": {"Name": ["a", "b"]}}

@@ -34,8 +34,15 @@ metadata is used only when its channel count matches.
 Errors. Unreadable files raise :class:`~omeframe.CorruptFileError`; pixels
 whose compression no installed codec decodes raise
 :class:`UnsupportedTiffCompressionError` (naming the file and the
-compression) when read; truncated or corrupt segments raise
+compression) when read, or :class:`TiffCodecNotInstalledError` (also an
+:class:`~omeframe.OptionalDependencyError`) when the codec is one that
+``imagecodecs``, the extra ``omeframe[tiff]``, would provide; truncated or corrupt segments raise
 ``CorruptFileError`` naming the file, page and segment.
+
+Only ``tifffile``'s public API is used (``series.shape``/``.axes``,
+``series.dataoffset``, ``TiffPage.decode``...), so the source works with the
+releases Python 3.11 gets and with 2026.11+, which dropped
+``TiffPageSeries.get_shape``/``get_axes``.
 
 The file stays open while the source (or any of its pyramid levels) is alive;
 ``close()`` or a ``with`` block closes it, and a ``weakref`` finalizer closes it
@@ -69,7 +76,7 @@ from omeframe.formats.tiff.omexml import (
     parse_datetime,
     parse_ome_xml,
 )
-from omeframe.model.errors import CorruptFileError, OmeframeError, SchemaError
+from omeframe.model.errors import CorruptFileError, OmeframeError, OptionalDependencyError, SchemaError
 from omeframe.model.header import ImageHeader, default_channels
 
 __all__ = [
@@ -77,7 +84,12 @@ __all__ = [
     "open_tiff_source",
     "list_tiff_series",
     "UnsupportedTiffCompressionError",
+    "TiffCodecNotInstalledError",
+    "imagecodecs_installed",
 ]
+
+#: What to install for the TIFF codecs that tifffile takes from imagecodecs.
+TIFF_EXTRA_HINT = "pip install 'omeframe[tiff]' (or pip install imagecodecs)"
 
 #: Target size of a strip-group piece (rows are added while under this).
 _STRIP_PIECE_BYTES = 4 << 20
@@ -90,6 +102,25 @@ _SAMPLE_COLORS = (0xFF0000FF, 0x00FF00FF, 0x0000FFFF, 0xFFFFFFFF)
 
 class UnsupportedTiffCompressionError(OmeframeError, ValueError):
     """A TIFF's pixels use a compression that no installed codec can decode."""
+
+
+class TiffCodecNotInstalledError(UnsupportedTiffCompressionError, OptionalDependencyError):
+    """A TIFF's compression needs ``imagecodecs`` (the extra ``omeframe[tiff]``), which is not installed."""
+
+
+def imagecodecs_installed() -> bool:
+    """Whether ``imagecodecs``, tifffile's codec package (zstd, LZW, JPEG...), can be imported.
+
+    Example
+    -------
+    >>> isinstance(imagecodecs_installed(), bool)
+    True
+    """
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -187,7 +218,7 @@ class _TiffHandle:
 def _frame_count(series: Any) -> int:
     kf = series.keyframe
     size = max(1, int(math.prod(kf.shaped)))
-    return int(math.prod(series.get_shape(False))) // size
+    return int(math.prod(series.shape)) // size
 
 
 def _level_map(base: _AxisMap, series: Any, base_series: Any, label: str) -> _AxisMap:
@@ -201,7 +232,7 @@ def _level_map(base: _AxisMap, series: Any, base_series: Any, label: str) -> _Ax
             f"the full-resolution pages {bk.shaped} x {_frame_count(base_series)}"
         )
     st, sc, sz, _, _ = base.shape
-    return _AxisMap((st, sc, sz, int(kf.shaped[2]), int(kf.shaped[3])), base.lead_sizes, base.assign, series.get_axes(False))
+    return _AxisMap((st, sc, sz, int(kf.shaped[2]), int(kf.shaped[3])), base.lead_sizes, base.assign, series.axes)
 
 
 # ---------------------------------------------------------------------------
@@ -225,8 +256,10 @@ class _AxisMap:
 
 def _map_axes(series: Any, label: str) -> _AxisMap:
     kf = series.keyframe
-    shape = tuple(int(s) for s in series.get_shape(False))
-    axes = series.get_axes(False).upper()
+    # tifffile's public (default, squeezed) shape and axes: length-1 axes other than
+    # Y and X may be dropped, which changes neither the page split nor the mapping.
+    shape = tuple(int(s) for s in series.shape)
+    axes = str(series.axes).upper()
     sep, depth, length, width, contig = (int(v) for v in kf.shaped)
     size = sep * depth * length * width * contig
     if size == 0:
@@ -272,13 +305,13 @@ def _map_axes(series: Any, label: str) -> _AxisMap:
     if dup:
         a, ds = next(iter(dup.items()))
         raise SchemaError(
-            f"{label}: TIFF axes {series.get_axes(False)!r} (shape {shape}) map "
+            f"{label}: TIFF axes {series.axes!r} (shape {shape}) map "
             f"{[d.letter for d in ds]} to the same axis {a}; omeframe cannot represent this as TCZYX"
         )
     free = [a for a in "TCZ" if a not in assign]
     if len(generic) > len(free):
         raise SchemaError(
-            f"{label}: TIFF axes {series.get_axes(False)!r} (shape {shape}) have "
+            f"{label}: TIFF axes {series.axes!r} (shape {shape}) have "
             f"{len(generic)} non-TCZYX axes {[d.letter for d in generic]} of length > 1 but only "
             f"{len(free)} free TCZ axes ({free}) to map them to"
         )
@@ -297,7 +330,7 @@ def _map_axes(series: Any, label: str) -> _AxisMap:
         (sizes["T"], sizes["C"], sizes["Z"], length, width),
         tuple(n for _, n in lead),
         {a: tuple(ds) for a, ds in assign.items()},
-        series.get_axes(False),
+        str(series.axes),
     )
 
 
@@ -429,7 +462,7 @@ class TiffSource(LazySource):
 
     @property
     def file_axes(self) -> str:
-        """The series' axes as ``tifffile`` names them (unsqueezed)."""
+        """The series' axes as ``tifffile`` names them (its ``series.axes``)."""
         return self._map.file_axes
 
     def chunk_shape(self) -> tuple[int, int, int]:
@@ -760,7 +793,9 @@ class TiffSource(LazySource):
         counts = np.zeros((nframes, nseg), dtype=np.int64)
         pages: list[Any] = [None] * nframes
         with self._handle.lock:
-            contiguous = series.dataoffset is not None and len(series._pages) == 1 and nframes > 1
+            # Uncompressed pages stored back to back (tifffile's dataoffset): offsets follow
+            # from the first page, without reading every IFD (ImageJ hyperstacks index one).
+            contiguous = series.dataoffset is not None and nframes > 1
             if contiguous:
                 page0 = series[0]
                 o = np.asarray(page0.dataoffsets, dtype=np.int64)[:nseg]
@@ -814,7 +849,7 @@ class TiffSource(LazySource):
             return data
 
         def decode_raw(page: Any, data: bytes, index: int, what: str) -> np.ndarray:
-            args: dict[str, Any] = {"_fullsize": tiled}
+            args: dict[str, Any] = {}  # edge tiles come back cropped to the image
             jt = getattr(page, "jpegtables", None)
             if jt is not None:
                 args["jpegtables"] = jt
@@ -823,6 +858,12 @@ class TiffSource(LazySource):
             try:
                 arr, _, _ = kf.decode(data, index, **args)
             except (ValueError, NotImplementedError, KeyError, ImportError) as exc:
+                if _unsupported(code, exc) and not imagecodecs_installed():
+                    raise TiffCodecNotInstalledError(
+                        f"{path!r}: pixels compressed with TIFF compression {_compression_name(code)} need the "
+                        f"imagecodecs package, which is not installed ({type(exc).__name__}: {exc}); "
+                        f"install it with {TIFF_EXTRA_HINT}"
+                    ) from exc
                 if _unsupported(code, exc):
                     raise UnsupportedTiffCompressionError(
                         f"{path!r}: cannot decode pixels compressed with TIFF compression "

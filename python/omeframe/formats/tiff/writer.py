@@ -13,6 +13,7 @@ the target directory and renamed when complete.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import uuid
@@ -25,7 +26,8 @@ from omeframe.engine.executor import clamp_cast
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
 from omeframe.formats.tiff.omexml import tifffile_ome_metadata
-from omeframe.model.errors import DimOrderError, DtypeError
+from omeframe.formats.tiff.source import TIFF_EXTRA_HINT, imagecodecs_installed
+from omeframe.model.errors import DimOrderError, DtypeError, OptionalDependencyError
 
 __all__ = ["to_ome_tiff"]
 
@@ -163,6 +165,8 @@ def to_ome_tiff(
     compression, compression_level
         A ``tifffile`` codec name (``"zlib"``, ``"zstd"``, ``"lzw"``,
         ``"jpeg"``...) or ``None``; the level where the codec has one.
+        ``"zlib"``, ``"lzma"`` and ``None`` work on a plain install; the
+        others need ``imagecodecs``: ``pip install 'omeframe[tiff]'``.
     tile
         ``(height, width)``, multiples of 16. Default ``(256, 256)`` for
         planes larger than 512 in Y or X, else one strip per plane.
@@ -181,6 +185,21 @@ def to_ome_tiff(
     -------
     str
         The written path.
+
+    Raises
+    ------
+    OptionalDependencyError
+        ``compression`` needs ``imagecodecs``, which is not installed.
+    ValueError
+        tifffile cannot write ``compression`` for these pixels (unknown codec
+        name, a codec that does not take this dtype...), or a bad ``tile``.
+
+    Example
+    -------
+    >>> import numpy as np, tempfile, os
+    >>> out = os.path.join(tempfile.mkdtemp(), "img.ome.tif")
+    >>> to_ome_tiff(np.zeros((2, 64, 64), np.uint16), out, compression="zlib") == out
+    True
     """
     out = Path(out_path)
     if out.exists() and not overwrite:
@@ -197,6 +216,35 @@ def to_ome_tiff(
     finally:
         if isinstance(data, (str, os.PathLike)) and hasattr(src, "close"):
             src.close()  # a file we opened ourselves
+
+
+def _check_codec(comp: Any, cargs: dict[str, Any] | None, dtype: np.dtype[Any], tile: tuple[int, int] | None) -> None:
+    """Fail before anything is read or written when tifffile cannot encode ``comp`` here.
+
+    A 16 x 16 page with the export's codec, arguments, dtype and layout is
+    encoded in memory: whatever tifffile (and imagecodecs, where it needs it)
+    accept, the export accepts, with no list of codec names to keep in sync.
+    """
+    if comp is None:
+        return
+    import tifffile
+
+    try:
+        tifffile.imwrite(
+            io.BytesIO(), np.zeros((16, 16), dtype), photometric="minisblack",
+            compression=comp, compressionargs=cargs, tile=(16, 16) if tile is not None else None,
+        )
+    except Exception as exc:  # tifffile and the codecs raise many types
+        if not imagecodecs_installed():
+            raise OptionalDependencyError(
+                f"to_ome_tiff(compression={comp!r}) needs the imagecodecs package, which is not installed "
+                f"({type(exc).__name__}: {exc}); install it with {TIFF_EXTRA_HINT}, or pass "
+                f"compression='zlib', 'lzma' or None, which need nothing extra"
+            ) from exc
+        raise ValueError(
+            f"tifffile cannot write {dtype.name} pages with compression={comp!r}"
+            f"{'' if cargs is None else f' {cargs}'}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _write(
@@ -237,6 +285,7 @@ def _write(
     cargs = None
     if comp is not None and compression_level is not None and str(comp).lower() in ("zlib", "deflate", "adobe_deflate", "zstd", "lzma", "webp", "jpeg", "jpegxl", "jpeg2000", "lerc", "brotli"):
         cargs = {"level": int(compression_level)}
+    _check_codec(comp, cargs, out_dtype, tile)
     header = src.header()
     md = tifffile_ome_metadata(header, axes=axes, use_channel_colors=use_channel_colors, size_c=sc)
 
