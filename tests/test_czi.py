@@ -58,7 +58,7 @@ def test_gray16_tczyx_lazy_reads(tczyx_czi):
     src = open_czi_source(path, tile=16)
     assert src.shape == (2, 3, 4, 40, 50) and src.dtype == np.uint16
     h = src.header()
-    assert [c["name"] for c in h.channels] == ["DAPI", "GFP", "RFP"]
+    assert [c.name for c in h.channels] == ["DAPI", "GFP", "RFP"]
     assert h.physical_size_x == pytest.approx(0.5) and h.physical_size_z == pytest.approx(2.0)
     np.testing.assert_array_equal(LazyImage(src).execute(), a)
     plan = LazyImage(src).select(t=[1], c=[2], z=[3], y=(5, 15), x=(3, 20))
@@ -97,7 +97,7 @@ def test_float32_and_bgr24(tmp_path):
         w.write_metadata(channel_names={0: "brightfield"})
     src = open_czi_source(tmp_path / "rgb.czi")
     assert src.shape == (1, 3, 1, 30, 40) and src.dtype == np.uint8
-    assert [c["name"] for c in src.header().channels] == ["brightfield_R", "brightfield_G", "brightfield_B"]
+    assert [c.name for c in src.header().channels] == ["brightfield_R", "brightfield_G", "brightfield_B"]
     # CZI stores BGR; omeframe exposes R, G, B.
     np.testing.assert_array_equal(LazyImage(src).execute()[0, :, 0], bgr[..., ::-1].transpose(2, 0, 1))
 

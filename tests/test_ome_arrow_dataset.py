@@ -155,7 +155,7 @@ def test_several_images_and_image_id(tmp_path):
     assert src.chunk_stats() is None
     h = src.header()
     assert (h.image_id, h.name) == ("named", "A named image")
-    assert [ch["name"] for ch in h.channels] == ["DAPI", "GFP"]
+    assert [ch.name for ch in h.channels] == ["DAPI", "GFP"]
     assert h.physical_size_x == 1.0 and h.physical_size_x_unit == "µm"
     h0 = open_ome_arrow_dataset(d, image_id="image-00001").header()
     assert h0.image_id == "image-00001" and len(h0.channels) == 1

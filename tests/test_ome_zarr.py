@@ -366,8 +366,8 @@ def test_source_v04_select_header_levels(v04):
     np.testing.assert_array_equal(got, data[1:2][:, [2, 0]][:, :, 1:3, 5:33, 7:49])
     h = src.header()
     assert h.image_id == "cells.ome" and h.name == "cells.ome.zarr"
-    assert [c["name"] for c in h.channels] == ["DAPI", "GFP", "RFP"]
-    assert h.channels[1]["color_rgba"] == 0x00FF00FF
+    assert [c.name for c in h.channels] == ["DAPI", "GFP", "RFP"]
+    assert h.channels[1].color_rgba == 0x00FF00FF
     assert (h.physical_size_x, h.physical_size_z, h.physical_size_x_unit) == (0.5, 2.0, "µm")
     assert src.metadata.omero.channels[0].window.end == 2000  # display windows stay in the model
     levels = src.levels()
@@ -414,7 +414,7 @@ def test_source_v05_sharded_reads_inner_chunks(v05):
     assert src.array.shards == (1, 2, 16, 16) and src.chunk_shape() == (2, 8, 8)
     h = src.header()
     assert (h.physical_size_x, h.physical_size_z, h.physical_size_x_unit) == (100.0, 300.0, "nm")
-    assert [c["name"] for c in h.channels] == ["ch0", "ch1", "ch2"]
+    assert [c.name for c in h.channels] == ["ch0", "ch1", "ch2"]
     img = _scan(src)
     roi = img.select(c=[1], z=slice(2, 4), y=(8, 16), x=(16, 24))
     info = roi._lazy().info()

@@ -160,8 +160,8 @@ def test_one_default_per_write_option():
 def test_header_options_check_channel_names(files):
     src = registry.open_source(files["tiff"])
     h = HeaderOptions(name="n", channel_names=["a", "b", "c"]).header(src)
-    assert h.name == "n" and [c["name"] for c in h.channels] == ["a", "b", "c"]
-    assert src.header().channels[0].get("name") != "a"  # the source's header is untouched
+    assert h.name == "n" and [c.name for c in h.channels] == ["a", "b", "c"]
+    assert src.header().channels[0].name != "a"  # the source's header is untouched
     with pytest.raises(ValueError, match="channel_names has 2 names but the image has 3 channels"):
         HeaderOptions(channel_names=["a", "b"]).header(src)
 

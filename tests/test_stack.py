@@ -88,7 +88,7 @@ def test_cz_stack_lazy_reads_equal_numpy(cz_stack, monkeypatch):
     folder, a = cz_stack
     src = StackSource(str(folder / "img_C<0-2>_Z<000-003>.tif"))
     assert src.shape == (1, 3, 4, 24, 30) and src.dtype == np.uint16
-    assert [c["name"] for c in src.header().channels] == ["C0", "C1", "C2"]
+    assert [c.name for c in src.header().channels] == ["C0", "C1", "C2"]
     # Only the files a selection touches are read.
     import omeframe.formats.stack.source as stack_mod
 
@@ -108,7 +108,7 @@ def test_channel_names_from_tokens_and_time(tmp_path):
             tifffile.imwrite(tmp_path / f"img_{ch}_t{t + 1}.tif", a[t, c])
     src = StackSource(tmp_path / "img_<DAPI,GFP>_t<1-3>.tif")
     assert src.shape == (3, 2, 1, 10, 12)
-    assert [c["name"] for c in src.header().channels] == ["DAPI", "GFP"]
+    assert [c.name for c in src.header().channels] == ["DAPI", "GFP"]
     np.testing.assert_array_equal(LazyImage(src).execute()[:, :, 0], a)
 
 

@@ -104,10 +104,10 @@ def test_ome_tiff_channel_metadata(tmp_path):
         assert src.shape == (2, 3, 4, 64, 80)
         h = src.header()
         assert h.name == "cells" and h.image_id == "multi"
-        assert [c["name"] for c in h.channels] == ["DAPI", "GFP", "mCherry"]
-        assert [c["color_rgba"] for c in h.channels] == colors
-        assert [c["emission_um"] for c in h.channels] == pytest.approx([0.461, 0.51, 0.61])
-        assert [c["excitation_um"] for c in h.channels] == pytest.approx([0.358, 0.488, 0.587])
+        assert [c.name for c in h.channels] == ["DAPI", "GFP", "mCherry"]
+        assert [c.color_rgba for c in h.channels] == colors
+        assert [c.emission_um for c in h.channels] == pytest.approx([0.461, 0.51, 0.61])
+        assert [c.excitation_um for c in h.channels] == pytest.approx([0.358, 0.488, 0.587])
         assert (h.physical_size_x, h.physical_size_x_unit) == (0.325, "µm")
         assert (h.physical_size_z, h.physical_size_z_unit) == (1500.0, "nm")
         assert h.acquisition_datetime == datetime(2021, 3, 4, 5, 6, 7)
@@ -132,7 +132,7 @@ def test_imagej_hyperstack(tmp_path):
         h = src.header()
         assert h.physical_size_x == pytest.approx(0.2) and h.physical_size_x_unit == "µm"
         assert h.physical_size_z == 2.5 and h.physical_size_z_unit == "µm"
-        assert [c["color_rgba"] for c in h.channels] == [0x00FF00FF, 0xFF0000FF]
+        assert [c.color_rgba for c in h.channels] == [0x00FF00FF, 0xFF0000FF]
 
 
 @pytest.mark.parametrize("planar", ["contig", "separate"])
@@ -145,7 +145,7 @@ def test_rgb_samples_become_channels(tmp_path, planar):
         tifffile.imwrite(p, rgb.transpose(2, 0, 1), photometric="rgb", planarconfig="separate", rowsperstrip=16)
     with open_tiff_source(p) as src:
         assert src.shape == (1, 3, 1, 100, 120)
-        assert [c["color_rgba"] for c in src.header().channels] == [0xFF0000FF, 0x00FF00FF, 0x0000FFFF]
+        assert [c.color_rgba for c in src.header().channels] == [0xFF0000FF, 0x00FF00FF, 0x0000FFFF]
         out = LazyImage(src).execute()
         assert np.array_equal(out[0, :, 0], rgb.transpose(2, 0, 1))
         g = LazyImage(src).select(c=[1], y=(17, 90), x=(33, 101)).execute()
@@ -163,7 +163,7 @@ def test_ome_rgb_channel_expands_to_samples(tmp_path):
     tifffile.imwrite(p, rgb, photometric="rgb", ome=True, metadata={"Channel": {"Name": ["bright"]}})
     with open_tiff_source(p) as src:
         assert src.shape == (1, 3, 1, 30, 40)
-        assert [c["name"] for c in src.header().channels] == ["bright:R", "bright:G", "bright:B"]
+        assert [c.name for c in src.header().channels] == ["bright:R", "bright:G", "bright:B"]
         assert np.array_equal(LazyImage(src).execute()[0, :, 0], rgb.transpose(2, 0, 1))
 
 
@@ -451,8 +451,8 @@ def test_to_ome_tiff_round_trip_read_by_tifffile(tmp_path):
     assert img.sizes == {"X": 520, "Y": 300, "Z": 2, "C": 3, "T": 2}
     # and omeframe reads its own output back with the metadata
     with open_tiff_source(out) as src:
-        assert [c["name"] for c in src.header().channels] == ["dna", "actin", "tubulin"]
-        assert [c["color_rgba"] for c in src.header().channels] == colors
+        assert [c.name for c in src.header().channels] == ["dna", "actin", "tubulin"]
+        assert [c.color_rgba for c in src.header().channels] == colors
         assert len(src.levels()) == 3
 
 

@@ -437,11 +437,10 @@ class _Builder:
             src = self.seams.open_image(td.path, td.reader)
             opened.append(src)
             inp = source_input(src)
-            h = inp.header
-            h.image_id, h.name = td.image_id, td.path.name
+            h = replace(inp.header, image_id=td.image_id, name=td.path.name)
             if h.acquisition_datetime is None and (oc.get("file") or {}).get("mtime") is not None:
-                h.acquisition_datetime = datetime.fromtimestamp(oc["file"]["mtime"] / 1e9, tz=UTC)
-            return (inp, td.image_id, 0, None)
+                h = replace(h, acquisition_datetime=datetime.fromtimestamp(oc["file"]["mtime"] / 1e9, tz=UTC))
+            return (replace(inp, header=h), td.image_id, 0, None)
 
         def write(group: list[tuple[_Todo, dict[str, Any]]]) -> None:
             opened: list[Any] = []

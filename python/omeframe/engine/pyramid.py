@@ -51,7 +51,6 @@ class DownsampledSource(LazySource):
         f = float(self.factor)
         return replace(
             h,
-            channels=[dict(c) for c in h.channels],
             physical_size_x=None if h.physical_size_x is None else h.physical_size_x * f,
             physical_size_y=None if h.physical_size_y is None else h.physical_size_y * f,
         )

@@ -125,15 +125,14 @@ class HeaderOptions:
         if self.acquisition_datetime is not None:
             changes["acquisition_datetime"] = self.acquisition_datetime
         n = source.shape[1]
-        chans = [dict(c) for c in (h.channels or default_channels(None, n))]
+        chans = h.channels or default_channels(None, n)
         if self.channel_names is not None:
             if len(self.channel_names) != n:
                 raise ValueError(
                     f"channel_names has {len(self.channel_names)} names but the image has {n} channels; "
                     "pass one name per channel"
                 )
-            for ch, name in zip(chans, self.channel_names):
-                ch["name"] = str(name)
+            chans = tuple(replace(ch, name=str(name)) for ch, name in zip(chans, self.channel_names, strict=True))
         changes["channels"] = chans
         return replace(h, **changes)
 

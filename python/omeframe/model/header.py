@@ -1,29 +1,113 @@
 """The header of an image: everything about it except its pixels.
 
-:class:`ImageHeader` is what every source reports and every writer records;
-``default_channels`` / ``select_channels`` build its channel entries and
+:class:`ImageHeader` is what every source reports and every writer records.
+It is immutable (a frozen dataclass whose channels are a tuple of frozen
+:class:`Channel` values): derive a changed header with
+``dataclasses.replace``, so no reader or writer can alter another's header.
+``default_channels`` / ``select_channels`` build channel entries and
 ``normalize_chunk_shape`` clips a chunk shape to an image.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from omeframe.model.arrow import OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
 
+#: ``color_rgba`` of a channel without a colour of its own (opaque white).
+DEFAULT_COLOR_RGBA = 0xFFFFFFFF
 
-@dataclass
+
+@dataclass(frozen=True)
+class Channel:
+    """One channel of an image: the ``pixels_meta.channels`` entry of OME-Arrow.
+
+    Attributes
+    ----------
+    id, name
+        Identifier and display name.
+    emission_um, excitation_um
+        Wavelengths in micrometres, when known.
+    illumination
+        Illumination type (e.g. ``"Epifluorescence"``), when known.
+    color_rgba
+        Display colour packed as ``0xRRGGBBAA``.
+
+    Examples
+    --------
+    >>> ch = Channel.from_dict({"id": "ch-0", "name": "DAPI", "color_rgba": 0x0000FFFF})
+    >>> ch.name, hex(ch.color_rgba)
+    ('DAPI', '0xffff')
+    >>> Channel.from_dict(ch.as_dict()) == ch
+    True
+    """
+
+    id: str | None = None
+    name: str | None = None
+    emission_um: float | None = None
+    excitation_um: float | None = None
+    illumination: str | None = None
+    color_rgba: int | None = None
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any] | Channel, index: int = 0) -> Channel:
+        """A channel from an OME-Arrow ``channels`` entry (missing fields stay ``None``).
+
+        Raises
+        ------
+        TypeError
+            When ``entry`` is neither a mapping nor a :class:`Channel`.
+        """
+        if isinstance(entry, Channel):
+            return entry
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"a channel entry must be a mapping or a Channel, got {type(entry).__name__}")
+        unknown = set(entry) - _CHANNEL_FIELDS
+        if unknown:
+            raise ValueError(
+                f"channel {index} has unknown fields {sorted(unknown)}; an OME-Arrow channel has "
+                f"{sorted(_CHANNEL_FIELDS)}"
+            )
+        return cls(**entry)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The OME-Arrow ``channels`` entry (a plain dict)."""
+        return asdict(self)
+
+
+_CHANNEL_FIELDS = frozenset(f.name for f in fields(Channel))
+
+
+def channels_of(entries: Iterable[Mapping[str, Any] | Channel] | None) -> tuple[Channel, ...]:
+    """Channel entries (mappings or :class:`Channel` values) as a tuple of channels."""
+    return tuple(Channel.from_dict(e, i) for i, e in enumerate(entries or ()))
+
+
+@dataclass(frozen=True)
 class ImageHeader:
-    """Everything about one image except its pixels."""
+    """Everything about one image except its pixels (immutable).
+
+    ``channels`` may be given as mappings (OME-Arrow ``channels`` entries);
+    they are stored as a tuple of :class:`Channel`.
+
+    Examples
+    --------
+    >>> from dataclasses import replace
+    >>> h = ImageHeader.basic("img-1", "cells", 2)
+    >>> [c.name for c in h.channels]
+    ['C0', 'C1']
+    >>> replace(h, name="renamed").name, h.name
+    ('renamed', 'cells')
+    """
 
     image_id: str
     name: str
     image_type: str | None
     acquisition_datetime: datetime | None
-    channels: list[dict[str, Any]]
+    channels: tuple[Channel, ...]
     physical_size_x: float | None = 1.0
     physical_size_y: float | None = 1.0
     physical_size_z: float | None = 1.0
@@ -34,6 +118,11 @@ class ImageHeader:
     dimension_order: str | None = None
     type_: str = OME_ARROW_TAG_TYPE
     version: str = OME_ARROW_TAG_VERSION
+
+    def __post_init__(self) -> None:
+        chans: Any = self.channels
+        if not (isinstance(chans, tuple) and all(isinstance(c, Channel) for c in chans)):
+            object.__setattr__(self, "channels", channels_of(chans))
 
     def pixels_meta(self, shape: Sequence[int], dtype_str: str) -> dict[str, Any]:
         """The OME-Arrow ``pixels_meta`` dict of an image of TCZYX ``shape`` with this header."""
@@ -52,7 +141,7 @@ class ImageHeader:
             "physical_size_x_unit": self.physical_size_x_unit,
             "physical_size_y_unit": self.physical_size_y_unit,
             "physical_size_z_unit": self.physical_size_z_unit,
-            "channels": [dict(c) for c in (self.channels or [])],
+            "channels": [c.as_dict() for c in self.channels],
         }
 
     @classmethod
@@ -101,7 +190,7 @@ class ImageHeader:
         """The header of an image described by an OME-Arrow ``pixels_meta`` dict."""
         pm = pixels_meta
         size_c = int(pm.get("size_c") or 1)
-        chans = [dict(c) for c in (pm.get("channels") or [])] or default_channels(None, size_c)
+        chans = channels_of(pm.get("channels")) or default_channels(None, size_c)
         return cls(
             image_id=image_id or "unnamed",
             name=name or "unknown",
@@ -121,31 +210,27 @@ class ImageHeader:
         )
 
 
-def default_channels(names: Sequence[str] | None, size_c: int) -> list[dict[str, Any]]:
-    """Channel entries for ``size_c`` channels (names ``C0..`` when not given)."""
+def default_channels(names: Sequence[str] | None, size_c: int) -> tuple[Channel, ...]:
+    """Channel entries for ``size_c`` channels (names ``C0..`` when not given).
+
+    Examples
+    --------
+    >>> [c.name for c in default_channels(["DNA", "actin"], 2)]
+    ['DNA', 'actin']
+    """
     if not names or len(names) != size_c:
         names = [f"C{i}" for i in range(size_c)]
-    return [
-        {
-            "id": f"ch-{i}",
-            "name": str(n),
-            "emission_um": None,
-            "excitation_um": None,
-            "illumination": None,
-            "color_rgba": 0xFFFFFFFF,
-        }
-        for i, n in enumerate(names)
-    ]
+    return tuple(Channel(id=f"ch-{i}", name=str(n), color_rgba=DEFAULT_COLOR_RGBA) for i, n in enumerate(names))
 
 
 def select_channels(
-    channels: Sequence[dict[str, Any]], selected: Sequence[int] | None, n_out: int
-) -> list[dict[str, Any]]:
+    channels: Sequence[Channel], selected: Sequence[int] | None, n_out: int
+) -> tuple[Channel, ...]:
     """Channel entries after a C selection; defaults when they do not line up."""
-    chans = [dict(c) for c in channels]
+    chans = tuple(channels)
     if selected is not None and chans:
         if max(selected, default=-1) < len(chans):
-            chans = [chans[i] for i in selected]
+            chans = tuple(chans[i] for i in selected)
     return chans if len(chans) == n_out else default_channels(None, n_out)
 
 

@@ -100,7 +100,7 @@ def thumbnail_png(data: object, size: int = 256, *, t: int = 0, z: int | None = 
         cyx = LazyImage(src).select(t=[t], z=[zz]).execute()[0, :, 0]
         try:
             chans = src.header().channels
-            colors = [ch.get("color_rgba") for ch in chans] if len(chans) == sc else None
+            colors = [ch.color_rgba for ch in chans] if len(chans) == sc else None
         except Exception:  # noqa: BLE001 - colours are cosmetic
             colors = None
     rgb = composite_rgb(downsample_cyx(cyx, size), colors)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ class AxesArraySource(StoredSource):
         self._dtype = _native(array.dtype)
         self._header = header or ImageHeader.basic("unnamed", "unknown", self._shape[1])
         if len(self._header.channels or []) != self._shape[1]:
-            self._header.channels = default_channels(None, self._shape[1])
+            self._header = replace(self._header, channels=default_channels(None, self._shape[1]))
         s = "" if self.sample is None else f" sample {self.sample}"
         self.describe = (describe or f"{type(array).__name__} {shape} {self._dtype}") + f" axes {self.axes}{s}"
         chunks = None if isinstance(array, np.ndarray) else _chunk_sizes(getattr(array, "chunks", None), len(shape))

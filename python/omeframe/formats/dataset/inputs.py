@@ -11,7 +11,7 @@ records, lazy plans); callers with their own block reader build an
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,14 +48,12 @@ class ImageInput:
 def source_input(source: LazySource) -> ImageInput:
     """A block reader over ``source`` (streams chunk by chunk through a lazy plan).
 
-    The header is a copy (channels included), so the writer may rename it
-    without touching the source.
+    Headers are immutable: the writer renames an image by replacing the
+    input's header, never the source's.
     """
     plan = LazyImage(source)
 
     def read_block(t: int, c: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         return plan.select(t=[t], c=[c], z=slice(z0, z1), y=(y0, y1), x=(x0, x1)).execute()[0, 0]
 
-    h = source.header()
-    header = replace(h, channels=[dict(c) for c in (h.channels or [])])
-    return ImageInput(source.shape, source.dtype, header, read_block, chunk_hint=source.chunk_shape())
+    return ImageInput(source.shape, source.dtype, source.header(), read_block, chunk_hint=source.chunk_shape())

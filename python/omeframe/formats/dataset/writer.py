@@ -22,7 +22,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -439,11 +439,12 @@ def write_items(
     for obj, iid_given, lvl, parent in items:
         inp = obj if isinstance(obj, ImageInput) else source_input(obj)
         if iid_given is not None:
-            inp.header.image_id = str(iid_given)
+            inp = replace(inp, header=replace(inp.header, image_id=str(iid_given)))
         if iid_given is None and inp.header.image_id in ("unnamed", ""):
-            inp.header.image_id = f"img-{n_ids}"
+            inp = replace(inp, header=replace(inp.header, image_id=f"img-{n_ids}"))
             n_ids += 1
-        inp.parent_id = parent if parent is not None else inp.parent_id
+        if parent is not None:
+            inp = replace(inp, parent_id=parent)
         iid = inp.header.image_id
         if (iid, int(lvl)) in taken:
             raise ValueError(

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,9 @@ from omeframe.engine.source import StoredSource
 from omeframe.formats.dataset.manifest import MANIFEST_NAME
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, PixelPayloadError, SchemaError
-from omeframe.model.header import ImageHeader, default_channels
+from omeframe.model.header import Channel, ImageHeader, default_channels
+
+_CHANNEL_KEYS = frozenset(f.name for f in fields(Channel))
 from omeframe.storage.files import open_input
 
 __all__ = ["OMEArrowDatasetSource", "is_ome_arrow_dataset", "open_ome_arrow_dataset"]
@@ -287,7 +290,7 @@ class OMEArrowDatasetSource(StoredSource):
         )
 
     @staticmethod
-    def _channels(text: Any, size_c: int) -> list[dict[str, Any]]:
+    def _channels(text: Any, size_c: int) -> tuple[Channel, ...]:
         defaults = default_channels(None, size_c)
         try:
             stored = json.loads(text) if text else []
@@ -301,8 +304,8 @@ class OMEArrowDatasetSource(StoredSource):
                 ch = {"name": ch}
             if not isinstance(ch, dict):
                 return defaults
-            out.append({k: ch.get(k, v) if ch.get(k) is not None else v for k, v in base.items()})
-        return out
+            out.append(replace(base, **{k: v for k, v in ch.items() if v is not None and k in _CHANNEL_KEYS}))
+        return tuple(out)
 
     # ---- pieces ----------------------------------------------------------
     def _chunk_rows(self) -> tuple[pa.Table, list[str], bool]:

@@ -14,7 +14,7 @@ from omeframe.model.arrow import OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.dtypes import SUPPORTED_DTYPES, to_numpy_dtype
 from omeframe.model.errors import DtypeError, OptionalDependencyError, PixelPayloadError
-from omeframe.model.header import ImageHeader, default_channels
+from omeframe.model.header import ImageHeader, channels_of, default_channels
 
 __all__ = ["from_numpy", "from_torch_array", "from_jax_array", "to_ome_arrow", "clamp_u16"]
 
@@ -295,7 +295,7 @@ def to_ome_arrow(
     shape = (int(size_t), int(size_c), int(size_z), int(size_y), int(size_x))
     if min(shape) <= 0:
         raise ValueError(f"sizes must be positive, got TCZYX={shape}")
-    chan = channels if channels is not None else default_channels(None, shape[1])
+    chan = channels_of(channels) if channels is not None else default_channels(None, shape[1])
     if chunks is not None:
         from omeframe.model.record import as_record_scalar
 
@@ -322,7 +322,7 @@ def to_ome_arrow(
                 "physical_size_x_unit": physical_size_unit,
                 "physical_size_y_unit": physical_size_unit,
                 "physical_size_z_unit": physical_size_unit,
-                "channels": chan,
+                "channels": [c.as_dict() for c in chan],
             },
             "chunk_grid": {
                 "order": "TCZYX", "chunk_t": 1, "chunk_c": 1,

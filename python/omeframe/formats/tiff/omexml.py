@@ -29,6 +29,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from omeframe.model.errors import SchemaError
+from omeframe.model.header import DEFAULT_COLOR_RGBA, Channel
 
 __all__ = [
     "OMEXMLMismatchWarning",
@@ -255,15 +256,15 @@ _SAMPLE_COLORS = (0xFF0000FF, 0x00FF00FF, 0x0000FFFF, 0xFFFFFFFF)
 _SAMPLE_SUFFIX = ("R", "G", "B", "A")
 
 
-def header_channels(image: OmeImage | None, size_c: int, *, rgb: bool = False) -> list[dict[str, Any]] | None:
-    """OME-Arrow channel dicts for ``size_c`` channels, or ``None`` if the counts disagree.
+def header_channels(image: OmeImage | None, size_c: int, *, rgb: bool = False) -> list[Channel] | None:
+    """OME-Arrow channels for ``size_c`` channels, or ``None`` if the counts disagree.
 
     OME channels with ``SamplesPerPixel`` > 1 (RGB) expand into one channel per
     sample, named ``"<name>:R"`` etc. and coloured red, green, blue.
     """
     if image is None or not image.channels:
         return None
-    out: list[dict[str, Any]] = []
+    out: list[Channel] = []
     for i, ch in enumerate(image.channels):
         spp = max(1, ch.samples_per_pixel)
         for s in range(spp):
@@ -276,14 +277,14 @@ def header_channels(image: OmeImage | None, size_c: int, *, rgb: bool = False) -
                 name = ch.name if ch.name else f"C{n}"
                 color = ch.color_rgba
             out.append(
-                {
-                    "id": (ch.id or f"ch-{n}") + (f":{s}" if spp > 1 else ""),
-                    "name": str(name),
-                    "emission_um": ch.emission_um,
-                    "excitation_um": ch.excitation_um,
-                    "illumination": ch.illumination,
-                    "color_rgba": 0xFFFFFFFF if color is None else int(color),
-                }
+                Channel(
+                    id=(ch.id or f"ch-{n}") + (f":{s}" if spp > 1 else ""),
+                    name=str(name),
+                    emission_um=ch.emission_um,
+                    excitation_um=ch.excitation_um,
+                    illumination=ch.illumination,
+                    color_rgba=DEFAULT_COLOR_RGBA if color is None else int(color),
+                )
             )
     if len(out) != size_c:
         return None
@@ -331,17 +332,16 @@ def tifffile_ome_metadata(
     if size_c is not None and len(chans) != size_c:
         chans = []
     if chans:
-        ch_md: dict[str, list[Any]] = {"Name": [str(c.get("name") or f"C{i}") for i, c in enumerate(chans)]}
+        chans = [Channel.from_dict(c, i) for i, c in enumerate(chans)]
+        ch_md: dict[str, list[Any]] = {"Name": [str(c.name or f"C{i}") for i, c in enumerate(chans)]}
         if use_channel_colors:
-            ch_md["Color"] = [
-                None if c.get("color_rgba") is None else rgba_to_ome_color(int(c["color_rgba"])) for c in chans
-            ]
+            ch_md["Color"] = [None if c.color_rgba is None else rgba_to_ome_color(int(c.color_rgba)) for c in chans]
         for key, ome in (("emission_um", "EmissionWavelength"), ("excitation_um", "ExcitationWavelength")):
-            vals = [c.get(key) for c in chans]
+            vals = [getattr(c, key) for c in chans]
             if any(v is not None for v in vals):
                 ch_md[ome] = [None if v is None else round(float(v) * 1000.0, 6) for v in vals]
                 ch_md[ome + "Unit"] = ["nm" if v is not None else None for v in vals]
-        illum = [c.get("illumination") for c in chans]
+        illum = [c.illumination for c in chans]
         if any(illum):
             ch_md["IlluminationType"] = [i or None for i in illum]
         md["Channel"] = ch_md

@@ -77,7 +77,7 @@ from omeframe.formats.tiff.omexml import (
     parse_ome_xml,
 )
 from omeframe.model.errors import CorruptFileError, OmeframeError, OptionalDependencyError, SchemaError
-from omeframe.model.header import ImageHeader, default_channels
+from omeframe.model.header import Channel, ImageHeader, default_channels
 
 __all__ = [
     "TiffSource",
@@ -494,7 +494,6 @@ class TiffSource(LazySource):
                 fx = base.shape[4] / max(1, self.shape[4])
                 self._header = replace(
                     h,
-                    channels=[dict(c) for c in h.channels],
                     physical_size_x=None if h.physical_size_x is None else h.physical_size_x * fx,
                     physical_size_y=None if h.physical_size_y is None else h.physical_size_y * fy,
                 )
@@ -515,7 +514,7 @@ class TiffSource(LazySource):
         if multi and self.series_index > 0:
             image_id = f"{image_id}_s{self.series_index}"
         name = p.name
-        channels: list[dict[str, Any]] | None = None
+        channels: list[Channel] | None = None
         phys: dict[str, float | None] = {}
         units: dict[str, str | None] = {}
         acq: datetime | None = None
@@ -548,12 +547,12 @@ class TiffSource(LazySource):
                     pass
             luts = ij.get("LUTs")
             if luts is not None and len(luts) == sc:
-                channels = default_channels(None, sc)
-                for ch, lut in zip(channels, luts):
+                channels = list(default_channels(None, sc))
+                for i, lut in enumerate(luts):
                     lut = np.asarray(lut)
                     if lut.shape[:1] == (3,) and lut.shape[-1] >= 1:
                         r, g, b = (int(v) >> (8 if lut.dtype.itemsize > 1 else 0) for v in lut[:, -1])
-                        ch["color_rgba"] = (r << 24) | (g << 16) | (b << 8) | 0xFF
+                        channels[i] = replace(channels[i], color_rgba=(r << 24) | (g << 16) | (b << 8) | 0xFF)
         else:
             ps = self._resolution_um()
             if ps is not None:
@@ -562,16 +561,15 @@ class TiffSource(LazySource):
         if acq is None:
             acq = self._tiff_datetime()
         if channels is None:
-            channels = default_channels(None, sc)
+            channels = list(default_channels(None, sc))
             if rgb:
-                for i, ch in enumerate(channels):
-                    ch["color_rgba"] = _SAMPLE_COLORS[i]
+                channels = [replace(ch, color_rgba=_SAMPLE_COLORS[i]) for i, ch in enumerate(channels)]
         return ImageHeader(
             image_id=image_id,
             name=name,
             image_type=None,
             acquisition_datetime=acq,
-            channels=channels,
+            channels=tuple(channels),
             physical_size_x=phys.get("x") if phys.get("x") is not None else 1.0,
             physical_size_y=phys.get("y") if phys.get("y") is not None else 1.0,
             physical_size_z=phys.get("z") if phys.get("z") is not None else 1.0,

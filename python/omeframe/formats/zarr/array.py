@@ -8,6 +8,7 @@ become channels when the image has no ``C`` axis.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -87,5 +88,5 @@ def open_zarr_source(array: Any, *, dim_order: str | None = None) -> ZarrArraySo
     label = f"zarr array {getattr(array, 'path', '') or ''}".strip()
     axes = dim_order or default_dim_order(array.ndim)
     src = ZarrArraySource(array, axes, ImageHeader.basic("unnamed", "unknown", 1), f"{label} (chunks {array.chunks})")
-    src._header.channels = default_channels(None, src.shape[1])
+    src._header = replace(src._header, channels=default_channels(None, src.shape[1]))
     return src

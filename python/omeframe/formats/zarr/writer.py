@@ -388,7 +388,7 @@ def to_ome_zarr(
             "physical_size_x_unit": header.physical_size_x_unit,
             "physical_size_y_unit": header.physical_size_y_unit,
             "physical_size_z_unit": header.physical_size_z_unit,
-            "channels": header.channels,
+            "channels": [c.as_dict() for c in header.channels],
         }
         meta = ImageMetadata.from_pixels_meta(
             pm,
