@@ -216,3 +216,23 @@ def test_tensor_view_roi_form_errors() -> None:
     roi = (np.int64(1), np.int64(2), np.int64(3), np.int64(4))
     v = plan.tensor_view(roi=roi, layout="TCZYX")  # type: ignore[arg-type]
     assert v.shape == (2, 3, 4, 4, 3)
+
+
+@PROPS
+@given(data=st.data())
+def test_tensor_view_tiles_of_a_roi_equal_numpy(data: st.DataObject) -> None:
+    shape = data.draw(st.sampled_from(SHAPES))
+    arr, rec = image(shape)
+    y, x = data.draw(ranges(shape[3])), data.draw(ranges(shape[4]))
+    c = data.draw(st.lists(st.integers(0, shape[1] - 1), min_size=1, max_size=3))
+    th, tw = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 9))
+    lazy = of.scan(rec).tensor_view(c=c, roi=(x[0], y[0], x[1] - x[0], y[1] - y[0]), layout="TCZYX")
+    roi = arr[:, c][..., y[0] : y[1], x[0] : x[1]]
+    want = [
+        roi[..., y0 : y0 + th, x0 : x0 + tw] for y0 in range(0, roi.shape[3], th) for x0 in range(0, roi.shape[4], tw)
+    ]
+    # lazy views read each tile; a collected view slices its array in memory
+    for view in (lazy, lazy.collect()):
+        got = list(view.iter_dlpack(tile_size=(th, tw), mode="numpy", prefetch=0))
+        assert len(got) == len(want)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
