@@ -60,7 +60,7 @@ def _as_int(value: Any, what: str) -> int:
 def _as_shape5(value: Any, what: str) -> Shape5:
     """Validate a 5-entry sequence of positive ints and return it as a tuple."""
     if type(value) is tuple and len(value) == 5 and all(type(v) is int and v > 0 for v in value):
-        return value  # type: ignore[return-value]
+        return value
     try:
         items = tuple(value)
     except TypeError:
@@ -161,8 +161,14 @@ def _check_range_pair(
     return (lo, hi)
 
 
-def _normalize_indices(spec: Any, axis: str, size: int) -> tuple[int, ...] | None:
-    """Turn a user index spec for T/C/Z into an explicit non-negative tuple."""
+def _normalize_indices(
+    spec: Any, axis: str, size: int, negative: bool = True
+) -> tuple[int, ...] | None:
+    """Turn a user index spec for T/C/Z into an explicit non-negative tuple.
+
+    ``negative=False`` refuses negative explicit indices (slices keep their
+    Python meaning).
+    """
     label = axis.upper()
     if spec is None:
         return None
@@ -205,12 +211,13 @@ def _normalize_indices(spec: Any, axis: str, size: int) -> tuple[int, ...] | Non
             f"{axis} selection is empty: at least one index is required "
             f"(axis {label} has size {size})"
         )
+    low = -size if negative else 0
     out: list[int] = []
     for v in values:
-        if not -size <= v < size:
+        if not low <= v < size:
             raise SelectionError(
                 f"{axis} index {v} is out of range: axis {label} has size {size}, "
-                f"valid indices are {-size}..{size - 1}"
+                f"valid indices are {low}..{size - 1}"
             )
         out.append(v + size if v < 0 else v)
     return tuple(out)
@@ -301,6 +308,7 @@ class Selection:
         z: IndexSpec = None,
         y: RangeSpec = None,
         x: RangeSpec = None,
+        negative_indices: bool = True,
     ) -> Selection:
         """Build a validated selection from user-style specs.
 
@@ -319,6 +327,10 @@ class Selection:
             Half-open range along Y / X.  A slice must have step ``None`` or
             1; ``None`` bounds mean the image edges.  Negative bounds are not
             allowed.
+        negative_indices : bool, default True
+            Whether negative T/C/Z indices in ints and lists count from the
+            end (Python style).  When false they are out of range, the valid
+            indices being ``0..size-1`` (slices keep their Python meaning).
 
         Returns
         -------
@@ -336,15 +348,69 @@ class Selection:
         TypeError
             For values that are not integers (bools and boolean masks are
             rejected).
+
+        Example
+        -------
+        >>> Selection.normalize((2, 3, 4, 10, 10), c=-1, z=slice(1, None), y=(2, 5))
+        Selection(t=None, c=(2,), z=(1, 2, 3), y=(2, 5), x=None)
         """
         shape = _shape_of(shape)
+        neg = bool(negative_indices)
         return cls(
-            t=_normalize_indices(t, "t", shape[0]),
-            c=_normalize_indices(c, "c", shape[1]),
-            z=_normalize_indices(z, "z", shape[2]),
+            t=_normalize_indices(t, "t", shape[0], neg),
+            c=_normalize_indices(c, "c", shape[1], neg),
+            z=_normalize_indices(z, "z", shape[2], neg),
             y=_normalize_range(y, "y", shape[3]),
             x=_normalize_range(x, "x", shape[4]),
         )
+
+    @classmethod
+    def box(
+        cls,
+        shape: Sequence[int] | Any,
+        *,
+        t: RangeSpec = None,
+        c: RangeSpec = None,
+        z: RangeSpec = None,
+        y: RangeSpec = None,
+        x: RangeSpec = None,
+    ) -> Selection:
+        """A box: a half-open range along every given axis, checked without clipping.
+
+        Parameters
+        ----------
+        shape : sequence of 5 int or array-like
+            The shape of the image the box applies to (or an array).
+        t, c, z, y, x : None, (start, stop) or slice
+            Half-open range along the axis, under the Y/X rules of
+            :meth:`normalize` for every axis: ``0 <= start < stop <= size``,
+            step 1, no negative bounds, no clipping.  ``None`` keeps the
+            whole axis.  T/C/Z ranges become the index lists
+            ``start..stop-1``.
+
+        Returns
+        -------
+        Selection
+
+        Raises
+        ------
+        SelectionError
+            For an empty, reversed, negative or too large range; the message
+            names the axis, the range and the valid bounds.
+        TypeError
+            For bounds that are not integers or a spec that is not a pair.
+
+        Example
+        -------
+        >>> Selection.box((2, 1, 4, 10, 10), z=(1, 3), x=(0, 5))
+        Selection(t=None, c=None, z=(1, 2), y=None, x=(0, 5))
+        """
+        shape = _shape_of(shape)
+        kw: dict[str, Any] = {}
+        for a, (axis, spec) in enumerate(zip("tczyx", (t, c, z, y, x), strict=True)):
+            pair = _normalize_range(spec, axis, shape[a])
+            kw[axis] = pair if pair is None or a >= 3 else tuple(range(*pair))
+        return cls(**kw)
 
     @classmethod
     def of(
@@ -369,6 +435,20 @@ class Selection:
         """
         return cls(t=t, c=c, z=z, y=y, x=x)  # type: ignore[arg-type]
 
+    def sorted_unique(self) -> Selection:
+        """The same selection with every T/C/Z index list sorted and de-duplicated.
+
+        Example
+        -------
+        >>> Selection(z=(3, 1, 3)).sorted_unique()
+        Selection(t=None, c=None, z=(1, 3), y=None, x=None)
+        """
+        kw: dict[str, Any] = {}
+        for axis in _LIST_AXES:
+            idx = getattr(self, axis)
+            kw[axis] = None if idx is None else tuple(sorted(set(idx)))
+        return Selection(t=kw["t"], c=kw["c"], z=kw["z"], y=self.y, x=self.x)
+
     # -- queries ----------------------------------------------------------- #
     def check_fits(self, shape5: Sequence[int]) -> None:
         """Raise :class:`SelectionError` unless the selection fits ``shape5``."""
@@ -382,7 +462,7 @@ class Selection:
                         f"{axis} index {bad} is out of range: axis {axis.upper()} "
                         f"has size {shape[a]}, valid indices are 0..{shape[a] - 1}"
                     )
-        for a, axis in zip((3, 4), _RANGE_AXES):
+        for a, axis in zip((3, 4), _RANGE_AXES, strict=True):
             pair = getattr(self, axis)
             if pair is not None:
                 _check_range_fits(pair, axis, shape[a])
@@ -410,7 +490,7 @@ class Selection:
         for a, axis in enumerate(_LIST_AXES):
             idx = getattr(self, axis)
             out.append(shape[a] if idx is None else len(idx))
-        for a, axis in zip((3, 4), _RANGE_AXES):
+        for a, axis in zip((3, 4), _RANGE_AXES, strict=True):
             pair = getattr(self, axis)
             out.append(shape[a] if pair is None else pair[1] - pair[0])
         return tuple(out)  # type: ignore[return-value]

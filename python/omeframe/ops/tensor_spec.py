@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from omeframe.engine.lazy import LazyImage
 from omeframe.model.errors import SelectionError
+from omeframe.model.selection import Selection, Shape5
 
 __all__ = ["ViewSpec", "resolve_view", "normalize_layout", "UNSET"]
 
@@ -80,93 +82,109 @@ class ViewSpec:
         return replace(self, **real)
 
 
-def _pair(lo: int, hi: int, axis: str) -> tuple[int, int]:
-    lo, hi = int(lo), int(hi)
-    if hi <= lo:
-        raise SelectionError(f"empty or reversed {axis} range [{lo}, {hi})")
-    return lo, hi
+_ROI_FIELDS: dict[str, str] = {
+    "roi": "(x, y, w, h)",
+    "roi3d": "(x, y, z, w, h, d)",
+    "2d": "(ymin, xmin, ymax, xmax)",
+    "2d_timelapse": "(tmin, ymin, xmin, tmax, ymax, xmax)",
+    "3d": "(zmin, ymin, xmin, zmax, ymax, xmax)",
+    "4d": "(tmin, zmin, ymin, xmin, tmax, zmax, ymax, xmax)",
+}
 
 
-def _axis_range(lo: int, hi: int, size: int, axis: str) -> slice:
-    """A T/Z ROI range as a slice, refusing bounds outside ``[0, size]`` (no clipping)."""
-    lo, hi = _pair(lo, hi, axis)
-    if lo < 0 or hi > size:
-        raise SelectionError(
-            f"ROI {axis} range [{lo}, {hi}) lies outside the image ({axis}={size}); "
-            f"bounds must be within [0, {size}]"
-        )
-    return slice(lo, hi)
+def _ints(value: Any, label: str) -> tuple[int, ...]:
+    """The integers of an ROI/tile tuple (its form only; the ranges are checked by Selection)."""
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"{label} must be a tuple of ints, got {value!r}") from None
+    out = []
+    for v in items:
+        if isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{label} must hold integers, got the bool {v!r} in {items!r}")
+        try:
+            out.append(operator.index(v))
+        except TypeError:
+            raise TypeError(
+                f"{label} must hold integers, got {type(v).__name__} {v!r} in {items!r}"
+            ) from None
+    return tuple(out)
 
 
-def _spatial(spec: ViewSpec, plan: LazyImage) -> dict[str, Any]:
-    sel: dict[str, Any] = {}
+def _roi_box(shape: Shape5, label: str, **ranges: tuple[int, int]) -> Selection:
+    """``Selection.box`` of an ROI form; errors name the ROI argument as given."""
+    try:
+        return Selection.box(shape, **ranges)
+    except SelectionError as exc:
+        raise SelectionError(f"{label}: {exc}") from None
+
+
+def _spatial(spec: ViewSpec, plan: LazyImage) -> Selection:
+    """The box an ROI or tile argument selects, in the plan's coordinates."""
+    shape = plan.shape
     if spec.roi is not None:
-        x, y, w, h = (int(v) for v in spec.roi)
-        if w <= 0 or h <= 0:
-            raise SelectionError(f"roi width and height must be positive, got w={w}, h={h}")
-        sel["y"], sel["x"] = _pair(y, y + h, "Y"), _pair(x, x + w, "X")
-    elif spec.roi3d is not None:
-        x, y, z, w, h, d = (int(v) for v in spec.roi3d)
-        if min(w, h, d) <= 0:
-            raise SelectionError(f"roi3d sizes must be positive, got w={w}, h={h}, d={d}")
-        sel["y"], sel["x"], sel["z"] = _pair(y, y + h, "Y"), _pair(x, x + w, "X"), slice(z, z + d)
-        if z < 0 or z + d > plan.shape[2]:
-            raise SelectionError(f"roi3d Z range [{z}, {z + d}) is outside Z={plan.shape[2]}")
-    elif spec.roi_nd is not None:
-        r = tuple(int(v) for v in spec.roi_nd)
+        r = _ints(spec.roi, "roi")
+        label = f"roi={r!r} as {_ROI_FIELDS['roi']}"
+        if len(r) != 4:
+            raise ValueError(f"roi takes 4 values {_ROI_FIELDS['roi']}, got {len(r)}: {r!r}")
+        x, y, w, h = r
+        return _roi_box(shape, label, y=(y, y + h), x=(x, x + w))
+    if spec.roi3d is not None:
+        r = _ints(spec.roi3d, "roi3d")
+        label = f"roi3d={r!r} as {_ROI_FIELDS['roi3d']}"
+        if len(r) != 6:
+            raise ValueError(f"roi3d takes 6 values {_ROI_FIELDS['roi3d']}, got {len(r)}: {r!r}")
+        x, y, z, w, h, d = r
+        return _roi_box(shape, label, z=(z, z + d), y=(y, y + h), x=(x, x + w))
+    if spec.roi_nd is not None:
+        r = _ints(spec.roi_nd, "roi_nd")
         kinds = {"2d": 4, "2d_timelapse": 6, "3d": 6, "4d": 8}
         if spec.roi_type not in kinds:
             raise ValueError(f"roi_type must be one of {sorted(kinds)}, got {spec.roi_type!r}")
         if len(r) != kinds[spec.roi_type]:
             raise ValueError(f"roi_type {spec.roi_type!r} takes {kinds[spec.roi_type]} bounds, got {len(r)}")
-        st, _, sz, _, _ = plan.shape
+        label = f"roi_nd={r!r} as {_ROI_FIELDS[spec.roi_type]}"
         if spec.roi_type == "2d":
             ymin, xmin, ymax, xmax = r
-        elif spec.roi_type == "2d_timelapse":
+            return _roi_box(shape, label, y=(ymin, ymax), x=(xmin, xmax))
+        if spec.roi_type == "2d_timelapse":
             tmin, ymin, xmin, tmax, ymax, xmax = r
-            sel["t"] = _axis_range(tmin, tmax, st, "T")
-        elif spec.roi_type == "3d":
+            return _roi_box(shape, label, t=(tmin, tmax), y=(ymin, ymax), x=(xmin, xmax))
+        if spec.roi_type == "3d":
             zmin, ymin, xmin, zmax, ymax, xmax = r
-            sel["z"] = _axis_range(zmin, zmax, sz, "Z")
-        else:
-            tmin, zmin, ymin, xmin, tmax, zmax, ymax, xmax = r
-            sel["t"], sel["z"] = _axis_range(tmin, tmax, st, "T"), _axis_range(zmin, zmax, sz, "Z")
-        sel["y"], sel["x"] = _pair(ymin, ymax, "Y"), _pair(xmin, xmax, "X")
-    elif spec.tile is not None:
-        ty, tx = (int(v) for v in spec.tile)
+            return _roi_box(shape, label, z=(zmin, zmax), y=(ymin, ymax), x=(xmin, xmax))
+        tmin, zmin, ymin, xmin, tmax, zmax, ymax, xmax = r
+        return _roi_box(shape, label, t=(tmin, tmax), z=(zmin, zmax), y=(ymin, ymax), x=(xmin, xmax))
+    if spec.tile is not None:
+        tile = _ints(spec.tile, "tile")
+        if len(tile) != 2:
+            raise ValueError(f"tile takes 2 values (tile_y, tile_x), got {len(tile)}: {tile!r}")
+        ty, tx = tile
         cz_cy_cx = plan.source.chunk_shape() or (1, 512, 512)
         cy, cx = cz_cy_cx[1], cz_cy_cx[2]
-        sy, sx = plan.shape[3], plan.shape[4]
+        sy, sx = shape[3], shape[4]
         ny, nx = -(-sy // cy), -(-sx // cx)
         if not (0 <= ty < ny and 0 <= tx < nx):
             raise SelectionError(f"tile ({ty}, {tx}) is outside the {ny} x {nx} tile grid of {cy}x{cx} tiles")
-        sel["y"] = (ty * cy, min(sy, (ty + 1) * cy))
-        sel["x"] = (tx * cx, min(sx, (tx + 1) * cx))
-    return sel
-
-
-def _check_roi_bounds(sel: dict[str, Any], shape: tuple[int, ...]) -> None:
-    for axis, size in (("y", shape[3]), ("x", shape[4])):
-        if axis in sel:
-            lo, hi = sel[axis]
-            if lo < 0 or hi > size:
-                raise SelectionError(
-                    f"ROI {axis.upper()} range [{lo}, {hi}) lies outside the image ({axis.upper()}={size}); "
-                    f"bounds must be within [0, {size}]"
-                )
+        return Selection.box(shape, y=(ty * cy, min(sy, (ty + 1) * cy)), x=(tx * cx, min(sx, (tx + 1) * cx)))
+    return Selection()
 
 
 def resolve_view(plan: LazyImage, spec: ViewSpec) -> tuple[LazyImage, str, bool]:
     """Apply ``spec`` to ``plan``: return (narrowed plan, layout, take-first-channel)."""
-    sel = _spatial(spec, plan)
-    _check_roi_bounds(sel, plan.shape)
+    box = _spatial(spec, plan)
     for axis in ("t", "z", "c"):
-        v = getattr(spec, axis)
-        if v is not None:
-            if axis in sel:
-                raise ValueError(f"{axis}= conflicts with the {axis.upper()} range of the ROI")
-            sel[axis] = [v] if isinstance(v, (int, np.integer)) else v
-    narrowed = plan.select(**sel) if sel else plan
+        if getattr(spec, axis) is not None and getattr(box, axis) is not None:
+            raise ValueError(f"{axis}= conflicts with the {axis.upper()} range of the ROI")
+    picked = Selection.normalize(plan.shape, t=spec.t, z=spec.z, c=spec.c)
+    sel = Selection(
+        t=picked.t if box.t is None else box.t,
+        c=picked.c if box.c is None else box.c,
+        z=picked.z if box.z is None else box.z,
+        y=box.y,
+        x=box.x,
+    )
+    narrowed = plan if sel == Selection() else plan.select(t=sel.t, c=sel.c, z=sel.z, y=sel.y, x=sel.x)
     if spec.dtype is not None:
         narrowed = narrowed.with_dtype(spec.dtype)
     st, sc, sz, _, _ = narrowed.shape
@@ -188,7 +206,7 @@ def resolve_view(plan: LazyImage, spec: ViewSpec) -> tuple[LazyImage, str, bool]
 
 
 def layout_shape(tczyx: tuple[int, int, int, int, int], layout: str) -> tuple[int, ...]:
-    sizes = dict(zip("TCZYX", tczyx))
+    sizes = dict(zip("TCZYX", tczyx, strict=True))
     return tuple(sizes[a] for a in layout)
 
 

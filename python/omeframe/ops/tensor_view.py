@@ -21,6 +21,7 @@ import pyarrow as pa
 from omeframe.engine.lazy import LazyImage
 from omeframe.formats.array.source import RecordSource
 from omeframe.model.errors import OptionalDependencyError
+from omeframe.model.selection import Selection
 from omeframe.ops.tensor_spec import (
     UNSET,
     ViewSpec,
@@ -152,7 +153,8 @@ class _ViewBase:
         return self._plan.explain() + f"\n  layout:    {self._layout} {self.shape}"
 
     # ---- iteration --------------------------------------------------------
-    def _read(self, plan: LazyImage) -> np.ndarray:
+    def _read_part(self, part: dict[str, Any]) -> np.ndarray:
+        """TCZYX pixels of one iteration item (a selection in this view's coordinates)."""
         raise NotImplementedError
 
     def _items(
@@ -203,7 +205,7 @@ class _ViewBase:
             random.Random(seed).shuffle(items)
 
         def run(sel: dict[str, Any]) -> Any:
-            arr = to_layout(self._read(self._plan.select(**sel)), self._layout)
+            arr = to_layout(self._read_part(sel), self._layout)
             return _export(arr, device, contiguous, mode)
 
         return _prefetched(items, run, int(prefetch))
@@ -243,7 +245,9 @@ class _ViewBase:
                 raise ValueError("pass tile_size or its deprecated alias tiles, not both")
             tile_size = tiles
         items = self._items(batch_size=batch_size, tile_size=tile_size, three_d=False)
-        return self._iterate(items, shuffle=shuffle, seed=seed, prefetch=prefetch, device=device, contiguous=contiguous, mode=mode)
+        return self._iterate(
+            items, shuffle=shuffle, seed=seed, prefetch=prefetch, device=device, contiguous=contiguous, mode=mode
+        )
 
     def iter_tiles_3d(
         self,
@@ -260,7 +264,9 @@ class _ViewBase:
         if len(tuple(tile_size)) != 3:
             raise ValueError(f"tile_size must be (tile_z, tile_h, tile_w), got {tile_size!r}")
         items = self._items(batch_size=None, tile_size=tuple(tile_size), three_d=True)
-        return self._iterate(items, shuffle=shuffle, seed=seed, prefetch=prefetch, device=device, contiguous=contiguous, mode=mode)
+        return self._iterate(
+            items, shuffle=shuffle, seed=seed, prefetch=prefetch, device=device, contiguous=contiguous, mode=mode
+        )
 
 
 class TensorView(_ViewBase):
@@ -346,30 +352,11 @@ class TensorView(_ViewBase):
             self._array = self._plan.execute()
         return self._array
 
-    def _read(self, plan: LazyImage) -> np.ndarray:
-        if self._array is None and plan is not self._plan:
-            return plan.execute()
-        full = self._tczyx()
-        if plan is self._plan:
-            return full
-        # A sub-selection of what is already in memory: compose and slice.
-        sel = plan.selection
-        base = self._plan.selection
-        idx = []
-        for axis, size in zip("tcz", full.shape[:3]):
-            want = getattr(sel, axis)
-            have = getattr(base, axis)
-            if want is None:
-                idx.append(np.arange(size))
-            else:
-                have_list = list(range(self._plan.source_shape["tcz".index(axis)])) if have is None else list(have)
-                pos = {v: i for i, v in enumerate(have_list)}
-                idx.append(np.array([pos[v] for v in want]))
-        (y0, y1), (x0, x1) = sel.y or (0, full.shape[3]), sel.x or (0, full.shape[4])
-        by0 = base.y[0] if base.y else 0
-        bx0 = base.x[0] if base.x else 0
-        out = full[np.ix_(*idx)][..., y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
-        return out
+    def _read_part(self, part: dict[str, Any]) -> np.ndarray:
+        if self._array is None:  # not read yet: read just this part
+            return self._plan.select(**part).execute()
+        # already in memory: the same selection applied to the array
+        return Selection.normalize(self._array.shape, **part).apply(self._array)
 
     def to_numpy(self, *, contiguous: bool = False) -> np.ndarray:
         """The view as a numpy array in :attr:`layout` (a view unless ``contiguous``)."""
@@ -416,8 +403,8 @@ class LazyTensorView(_ViewBase):
         """Read the view's chunks and return the concrete :class:`TensorView`."""
         return TensorView._from_array(self._base, self._spec, self._plan.execute())
 
-    def _read(self, plan: LazyImage) -> np.ndarray:
-        return plan.execute()
+    def _read_part(self, part: dict[str, Any]) -> np.ndarray:
+        return self._plan.select(**part).execute()
 
     def select(
         self,
