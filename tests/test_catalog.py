@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import omeframe as of
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+
+import omeframe as of
 from omeframe.catalog import CatalogError, FileRecord, build, discover, read_catalog
 from omeframe.catalog.commit import LOCK_NAME, ImagesWriter, Staging, rewrite_images
 from omeframe.catalog.discover import detect_reader, open_image

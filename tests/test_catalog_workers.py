@@ -17,13 +17,14 @@ import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import omeframe as of
 import pyarrow.compute as pc
 import pytest
+
+import omeframe as of
 from omeframe.catalog import CatalogError, build, read_catalog
 from omeframe.catalog.worker import init_worker
 from omeframe.engine import threads as _threads
@@ -129,7 +130,7 @@ def test_workers_that_die_at_start_up_stop_the_build_with_a_clear_error(tmp_path
 
 def test_ingested_at_comes_from_the_clock_seam(tmp_path):
     arrays = _npy_tree(tmp_path / "src")
-    when = datetime(2031, 5, 17, 8, 30, tzinfo=timezone.utc)
+    when = datetime(2031, 5, 17, 8, 30, tzinfo=UTC)
     res = build_with(tmp_path / "src", tmp_path / "cat", seams=Seams(now=lambda: when), workers=1,
                      progress=False)
     cat = read_catalog(tmp_path / "cat")

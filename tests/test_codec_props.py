@@ -204,7 +204,7 @@ def _write(tmp: str, blob: bytes) -> Path:
 def _contract(blob: bytes, payloads: list[bytes], offsets: np.ndarray) -> None:
     """Offsets point at the payloads' bytes, in order, without overlap."""
     end = 0
-    for p, off in zip(payloads, offsets.tolist()):
+    for p, off in zip(payloads, offsets.tolist(), strict=True):
         assert off >= end
         assert blob[off : off + len(p)] == p
         end = off + len(p)
@@ -239,7 +239,7 @@ def test_locate_payloads_finds_every_payload(payloads: list[bytes], data: st.Dat
     _contract(blob, payloads, got)
     # where a payload's bytes occur only at its own place, that place is found
     end = 0
-    for p, off, true in zip(payloads, got.tolist(), actual):
+    for p, off, true in zip(payloads, got.tolist(), actual, strict=True):
         if blob.find(p, end) == true:
             assert off == true
         end = off + len(p)

@@ -8,6 +8,7 @@ partially); every read must equal numpy fancy indexing of the array.
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -83,9 +84,9 @@ def irregular_tiling(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[np.ndarra
     rows_o, rows_e = [], []
     for t in range(shape[0]):
         for c in range(shape[1]):
-            for z0, z1 in zip(cuts[0], cuts[0][1:]):
-                for y0, y1 in zip(cuts[1], cuts[1][1:]):
-                    for x0, x1 in zip(cuts[2], cuts[2][1:]):
+            for z0, z1 in pairwise(cuts[0]):
+                for y0, y1 in pairwise(cuts[1]):
+                    for x0, x1 in pairwise(cuts[2]):
                         rows_o.append((t, c, z0, y0, x0))
                         rows_e.append((z1 - z0, y1 - y0, x1 - x0))
     return np.array(rows_o, dtype=np.int64), np.array(rows_e, dtype=np.int64)
@@ -98,7 +99,7 @@ def ref_read(src: np.ndarray, t: list[int], c: list[int], z: list[int], y: tuple
 def touched(o: np.ndarray, e: np.ndarray, t: list[int], c: list[int], z: list[int], y: tuple[int, int], x: tuple[int, int]) -> set[int]:
     """Pieces intersecting the selection, checked one by one."""
     hit = set()
-    for i, ((pt, pc, pz, py, px), (dz, dy, dx)) in enumerate(zip(o.tolist(), e.tolist())):
+    for i, ((pt, pc, pz, py, px), (dz, dy, dx)) in enumerate(zip(o.tolist(), e.tolist(), strict=True)):
         if (
             pt in t
             and pc in c

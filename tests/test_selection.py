@@ -49,7 +49,7 @@ def shapes(draw: st.DrawFn) -> tuple[int, int, int, int, int]:
     )
 
 
-@functools.lru_cache(maxsize=None)  # building strategies dominates run time
+@functools.cache  # building strategies dominates run time
 def index_specs(n: int) -> st.SearchStrategy[Any]:
     """Raw T/C/Z specs: None, int, non-empty slice, or index list (negatives allowed)."""
     return st.one_of(
@@ -61,7 +61,7 @@ def index_specs(n: int) -> st.SearchStrategy[Any]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def range_specs(n: int) -> st.SearchStrategy[Any]:
     """Raw Y/X specs: None, a non-empty half-open pair or a step-1 slice."""
     pair = st.lists(st.integers(0, n), min_size=2, max_size=2, unique=True).map(lambda p: (min(p), max(p)))

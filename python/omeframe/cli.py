@@ -64,7 +64,7 @@ def _demo(args: argparse.Namespace) -> int:
     _say(f"2. wrote dataset {ds.path.name}: {e.n_chunks} chunks of 256x256, "
          f"{e.row['stored_bytes'] / 2**20:.1f} MiB stored (raw {slide.nbytes / 2**20:.1f} MiB)")
     crops, rows = [], {"cell_id": [], "well": [], "y": [], "x": [], "radius": [], "dapi_mean": []}
-    for i, ((cy, cx), r) in enumerate(zip(sample.centers, sample.radii)):
+    for i, ((cy, cx), r) in enumerate(zip(sample.centers, sample.radii, strict=True)):
         crop = slide[:, cy - 32 : cy + 32, cx - 32 : cx + 32]
         crops.append(crop)
         rows["cell_id"].append(i)
@@ -304,10 +304,10 @@ def _cell(v: Any, width: int) -> str:
 def _print_table(names: list[str], rows: list[tuple[Any, ...]], width: int) -> None:
     cells = [[_cell(v, width) for v in r] for r in rows]
     widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
-    _say("  ".join(n.ljust(w) for n, w in zip(names, widths)).rstrip())
+    _say("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)).rstrip())
     _say("  ".join("-" * w for w in widths))
     for r in cells:
-        _say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        _say("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _without_nanoseconds(batch: Any) -> Any:
@@ -372,7 +372,7 @@ def _sql(args: argparse.Namespace) -> int:
         import json
 
         for r in rows_of(None):
-            print(json.dumps(dict(zip(names, r)), default=lambda v: f"<{len(v)} bytes>" if isinstance(v, (bytes, bytearray)) else str(v)))
+            print(json.dumps(dict(zip(names, r, strict=True)), default=lambda v: f"<{len(v)} bytes>" if isinstance(v, (bytes, bytearray)) else str(v)))
         return 0
     rows = list(rows_of(args.max_rows + 1))
     more = len(rows) > args.max_rows

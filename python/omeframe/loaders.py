@@ -228,8 +228,8 @@ def load_arrays(source: Any, axes: str) -> ImageStacks:
             arr = np.asarray(arr)
         order = check_axes(axes, tuple(arr.shape), what=f"array {i}")
 
-        def make(s: int | None, arr: Any = arr, i: int = i) -> LazySource:
-            sizes = dict(zip(order, arr.shape))
+        def make(s: int | None, arr: Any = arr, i: int = i, order: str = order) -> LazySource:
+            sizes = dict(zip(order, arr.shape, strict=True))
             return AxesArraySource(arr, order, ImageHeader.basic(_sid(f"array{i}", s), f"array {i}", sizes.get("C", 1)), sample=s)
 
         out += _split(make, tuple(arr.shape), order, origin=f"array[{i}]", kind="array")
@@ -263,7 +263,7 @@ def _open_tiff(path: Any, axes: str, series: int, level: int) -> list[ImageStack
         lv = s.levels[level]
         shape = tuple(int(v) for v in lv.shape)
         order = check_axes(axes, shape, what=f"TIFF {str(p)!r} (tifffile axes {lv.axes!r})")
-        sizes = dict(zip(order, shape))
+        sizes = dict(zip(order, shape, strict=True))
         expected = tuple(sizes.get(a, 1) for a in "TCZYX")
         if "S" not in order and _file_axes(lv.axes) == order:
             # The file agrees with the caller: use the regular TIFF source (pyramids, metadata).
@@ -388,7 +388,7 @@ def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
         shape = tuple(int(v) for v in node.shape)
         order = check_axes(axes, shape, what=f"zarr array {label!r}")
         array, desc = node, f"zarr array {label!r} (chunks {node.chunks})"
-    sizes = dict(zip(order, shape))
+    sizes = dict(zip(order, shape, strict=True))
 
     def make(s: int | None) -> LazySource:
         return AxesArraySource(array, order, ImageHeader.basic(_sid(base_id, s), base_id, sizes.get("C", 1)), desc, sample=s)

@@ -379,7 +379,7 @@ class _Builder:
             "duration_s": float(oc.get("duration_s") or 0.0),
             "_index": todo.index,
         }
-        for name, v in zip(self.extra_names, todo.extras):
+        for name, v in zip(self.extra_names, todo.extras, strict=True):
             row[name] = v
         return row
 

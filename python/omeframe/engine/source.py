@@ -132,7 +132,7 @@ class HeaderOptions:
                     f"channel_names has {len(self.channel_names)} names but the image has {n} channels; "
                     "pass one name per channel"
                 )
-            for ch, name in zip(chans, self.channel_names):
+            for ch, name in zip(chans, self.channel_names, strict=True):
                 ch["name"] = str(name)
         changes["channels"] = chans
         return replace(h, **changes)

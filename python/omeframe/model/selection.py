@@ -382,7 +382,7 @@ class Selection:
                         f"{axis} index {bad} is out of range: axis {axis.upper()} "
                         f"has size {shape[a]}, valid indices are 0..{shape[a] - 1}"
                     )
-        for a, axis in zip((3, 4), _RANGE_AXES):
+        for a, axis in zip((3, 4), _RANGE_AXES, strict=True):
             pair = getattr(self, axis)
             if pair is not None:
                 _check_range_fits(pair, axis, shape[a])
@@ -410,7 +410,7 @@ class Selection:
         for a, axis in enumerate(_LIST_AXES):
             idx = getattr(self, axis)
             out.append(shape[a] if idx is None else len(idx))
-        for a, axis in zip((3, 4), _RANGE_AXES):
+        for a, axis in zip((3, 4), _RANGE_AXES, strict=True):
             pair = getattr(self, axis)
             out.append(shape[a] if pair is None else pair[1] - pair[0])
         return tuple(out)  # type: ignore[return-value]

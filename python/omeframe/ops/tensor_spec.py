@@ -188,7 +188,7 @@ def resolve_view(plan: LazyImage, spec: ViewSpec) -> tuple[LazyImage, str, bool]
 
 
 def layout_shape(tczyx: tuple[int, int, int, int, int], layout: str) -> tuple[int, ...]:
-    sizes = dict(zip("TCZYX", tczyx))
+    sizes = dict(zip("TCZYX", tczyx, strict=True))
     return tuple(sizes[a] for a in layout)
 
 

@@ -356,7 +356,7 @@ class TensorView(_ViewBase):
         sel = plan.selection
         base = self._plan.selection
         idx = []
-        for axis, size in zip("tcz", full.shape[:3]):
+        for axis, size in zip("tcz", full.shape[:3], strict=True):
             want = getattr(sel, axis)
             have = getattr(base, axis)
             if want is None:

@@ -128,7 +128,7 @@ class ImageEntry:
     def chunk_key(self, index: int) -> dict[str, int]:
         """TCZYX origin of chunk ``index`` as a dict (for error messages)."""
         o, _ = self.origins_extents()
-        return dict(zip("tczyx", (int(v) for v in o[index])))
+        return dict(zip("tczyx", (int(v) for v in o[index]), strict=True))
 
     def part_of(self, index: int) -> str:
         """The part file holding chunk ``index`` (grid order)."""

@@ -18,6 +18,7 @@ only DuckDB/Polars ever parse. Each write produces one part file.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
@@ -131,15 +132,15 @@ class _ChunkStream:
                 for lo in range(0, len(keys), step):
                     batch = keys[lo : lo + step]
                     if len(batch) > 1 and _threads.can_parallelize():
-                        results = list(_threads.pool().map(lambda k: self._encode(log, k), batch))
+                        results = list(_threads.pool().map(functools.partial(self._encode, log), batch))
                     else:
                         results = [self._encode(log, k) for k in batch]
-                    for k, (stored, payload, frames, st, crc, raw_nbytes) in zip(batch, results):
+                    for k, (stored, payload, frames, st, crc, raw_nbytes) in zip(batch, results, strict=True):
                         t, c, z, y, x, dz, dy, dx = (int(v) for v in k)
                         mv = memoryview(payload).cast("B")
                         cols["image_id"].append(image_id)
                         cols["level"].append(log.level)
-                        for name, v in zip(("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x"), (t, c, z, y, x, dz, dy, dx)):
+                        for name, v in zip(("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x"), (t, c, z, y, x, dz, dy, dx), strict=True):
                             cols[name].append(v)
                         cols["dtype"].append(dname)
                         cols["codec"].append(stored)

@@ -273,8 +273,8 @@ def _map_axes(series: Any, label: str) -> _AxisMap:
             break
     if split is None:
         raise SchemaError(f"{label}: series shape {shape} ({axes}) does not match its page shape {kf.shape}")
-    lead = list(zip(axes[:split], shape[:split]))
-    trail = list(zip(axes[split:], shape[split:]))
+    lead = list(zip(axes[:split], shape[:split], strict=True))
+    trail = list(zip(axes[split:], shape[split:], strict=True))
     samples = sep * contig
     s_letter, d_letter = "S", "Z"
     others = [(a, n) for a, n in trail if a not in "YX" and n > 1]
@@ -319,7 +319,7 @@ def _map_axes(series: Any, label: str) -> _AxisMap:
         target = next(a for a in ("Z", "T", "C") if a in free)
         assign[target] = [generic[0]]
     else:
-        for d, a in zip(generic, free[len(free) - len(generic):]):
+        for d, a in zip(generic, free[len(free) - len(generic):], strict=True):
             assign[a] = [d]
     for a, ds in assign.items():
         for d in ds:
@@ -549,7 +549,7 @@ class TiffSource(LazySource):
             luts = ij.get("LUTs")
             if luts is not None and len(luts) == sc:
                 channels = default_channels(None, sc)
-                for ch, lut in zip(channels, luts):
+                for ch, lut in zip(channels, luts, strict=True):
                     lut = np.asarray(lut)
                     if lut.shape[:1] == (3,) and lut.shape[-1] >= 1:
                         r, g, b = (int(v) >> (8 if lut.dtype.itemsize > 1 else 0) for v in lut[:, -1])

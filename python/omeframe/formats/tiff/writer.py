@@ -86,7 +86,7 @@ def _tile_blocks(
     """Generator of tiles (or planes when ``tile`` is None) in TIFF page/tile order."""
     plan = LazyImage(src)
     st, sc, sz, sy, sx = src.shape
-    sizes = dict(zip("TCZ", (st, sc, sz)))
+    sizes = dict(zip("TCZ", (st, sc, sz), strict=True))
     lead = [a for a in axes if a in "TCZ"]
     item = max(1, np.dtype(out_dtype).itemsize, src.dtype.itemsize)
 
@@ -97,7 +97,7 @@ def _tile_blocks(
 
     def pages() -> Any:
         for idx in np.ndindex(*(sizes[a] for a in lead)):
-            pos = dict(zip(lead, idx))
+            pos = dict(zip(lead, idx, strict=True))
             yield pos["T"], pos["C"], pos["Z"]
 
     for t, c, z in pages():
@@ -293,7 +293,7 @@ def _write(
     try:
         with tifffile.TiffWriter(tmp, bigtiff=bool(bigtiff), ome=True) as tw:
             for k, lv in enumerate(levels):
-                lsizes = dict(zip("TCZYX", lv.shape))
+                lsizes = dict(zip("TCZYX", lv.shape, strict=True))
                 ltile = tile
                 shape = tuple(lsizes[a] for a in axes)
                 opts: dict[str, Any] = {
