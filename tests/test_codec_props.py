@@ -182,13 +182,17 @@ def test_dataset_bands_decode_any_rows_and_damage_raises_checksum_error(data: st
                 ds.read("a", z=[zd], y=(yd, yd + 1), x=(x0, x0 + dx))
         else:  # an unused header bit: the frame is still valid and exact
             assert pos < int(e.offsets[i]) + hi - 4, "a damaged content checksum must never decode"
-            np.testing.assert_array_equal(flat.reshape(-1, dx)[krows[0] - ra : krows[1] - ra], chunk_rows[krows[0] : krows[1]])
+            np.testing.assert_array_equal(
+                flat.reshape(-1, dx)[krows[0] - ra : krows[1] - ra], chunk_rows[krows[0] : krows[1]]
+            )
         # rows of the other frames still read (the damaged frame is not fetched)
         other = next((j for j in range(fb - fa) if j != k), None)
         if other is not None:
             orows = (other * fr, min((other + 1) * fr, rows))
             flat, ra = pieces.bands.decode_rows(i, orows[0], orows[1], True)
-            np.testing.assert_array_equal(flat.reshape(-1, dx)[orows[0] - ra : orows[1] - ra], chunk_rows[orows[0] : orows[1]])
+            np.testing.assert_array_equal(
+                flat.reshape(-1, dx)[orows[0] - ra : orows[1] - ra], chunk_rows[orows[0] : orows[1]]
+            )
         ds.close()
 
 

@@ -230,7 +230,8 @@ def load_arrays(source: Any, axes: str) -> ImageStacks:
 
         def make(s: int | None, arr: Any = arr, i: int = i, order: str = order) -> LazySource:
             sizes = dict(zip(order, arr.shape, strict=True))
-            return AxesArraySource(arr, order, ImageHeader.basic(_sid(f"array{i}", s), f"array {i}", sizes.get("C", 1)), sample=s)
+            h = ImageHeader.basic(_sid(f"array{i}", s), f"array {i}", sizes.get("C", 1))
+            return AxesArraySource(arr, order, h, sample=s)
 
         out += _split(make, tuple(arr.shape), order, origin=f"array[{i}]", kind="array")
     return out
@@ -391,7 +392,8 @@ def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
     sizes = dict(zip(order, shape, strict=True))
 
     def make(s: int | None) -> LazySource:
-        return AxesArraySource(array, order, ImageHeader.basic(_sid(base_id, s), base_id, sizes.get("C", 1)), desc, sample=s)
+        h = ImageHeader.basic(_sid(base_id, s), base_id, sizes.get("C", 1))
+        return AxesArraySource(array, order, h, desc, sample=s)
 
     return _split(make, shape, order, origin=label, kind="zarr")
 
@@ -444,7 +446,8 @@ def load_czis(source: Any, axes: str, *, tile: int = 1024) -> ImageStacks:
             st, _, sz, _, _ = src.shape
             for letter, size in (("Z", sz), ("T", st)):
                 if size > 1 and letter not in order:
-                    hint = "SCTZYX" if (letter == "Z" and "T" in order) or (letter == "T" and "Z" in order) else f"SC{letter}YX"
+                    both = (letter == "Z" and "T" in order) or (letter == "T" and "Z" in order)
+                    hint = "SCTZYX" if both else f"SC{letter}YX"
                     raise DimOrderError(
                         f"CZI {str(path)!r} scene {scene} has {letter}={size} but axes {order!r} have no "
                         f"{letter}; use axes={hint!r}"

@@ -106,7 +106,8 @@ def _row_spans(src: Pieces, sel: ResolvedSelection, pieces: np.ndarray) -> np.nd
         # a plane of a few pieces (a typical region read): plain ints beat numpy here
         z = int(sel.z[0])
         out = []
-        for (z0, yy), (dz, dy) in zip(src.origins[pieces][:, 2:4].tolist(), src.extents[pieces][:, :2].tolist(), strict=True):
+        origins = src.origins[pieces][:, 2:4].tolist()
+        for (z0, yy), (dz, dy) in zip(origins, src.extents[pieces][:, :2].tolist(), strict=True):
             za, zb = (z - z0, z - z0) if z0 <= z < z0 + dz else (0, dz - 1)
             ly0, ly1 = max(yy, sel.y[0]) - yy, min(yy + dy, sel.y[1]) - yy
             out.append((za * dy + ly0, zb * dy + ly1, za, zb, ly0, ly1))

@@ -160,7 +160,9 @@ class OMEArrow(SourceLike):
         return obj
 
     @classmethod
-    def _from_record(cls, scalar: pa.StructScalar, *, tcz: tuple[int, int, int] = (0, 0, 0), image_type: str | None = None) -> OMEArrow:
+    def _from_record(
+        cls, scalar: pa.StructScalar, *, tcz: tuple[int, int, int] = (0, 0, 0), image_type: str | None = None
+    ) -> OMEArrow:
         obj = cls.__new__(cls)
         obj.tcz = tuple(int(v) for v in tcz)
         obj._source = None
@@ -265,7 +267,8 @@ class OMEArrow(SourceLike):
         ``y``/``x`` take half-open ``(start, stop)`` ranges. Coordinates are
         those of this plan's result.
         """
-        return OMEArrow._from_plan(self._lazy().select(t=t, c=c, z=z, y=y, x=x), tcz=self.tcz, image_type=self._image_type)
+        plan = self._lazy().select(t=t, c=c, z=z, y=y, x=x)
+        return OMEArrow._from_plan(plan, tcz=self.tcz, image_type=self._image_type)
 
     def filter_chunks(self, predicate: ChunkPredicate) -> OMEArrow:
         """A lazy plan that skips chunks whose stored statistics fail ``predicate``.

@@ -243,7 +243,9 @@ class _ViewBase:
                 raise ValueError("pass tile_size or its deprecated alias tiles, not both")
             tile_size = tiles
         items = self._items(batch_size=batch_size, tile_size=tile_size, three_d=False)
-        return self._iterate(items, shuffle=shuffle, seed=seed, prefetch=prefetch, device=device, contiguous=contiguous, mode=mode)
+        return self._iterate(
+            items, shuffle=shuffle, seed=seed, prefetch=prefetch, device=device, contiguous=contiguous, mode=mode
+        )
 
     def iter_tiles_3d(
         self,
@@ -260,7 +262,9 @@ class _ViewBase:
         if len(tuple(tile_size)) != 3:
             raise ValueError(f"tile_size must be (tile_z, tile_h, tile_w), got {tile_size!r}")
         items = self._items(batch_size=None, tile_size=tuple(tile_size), three_d=True)
-        return self._iterate(items, shuffle=shuffle, seed=seed, prefetch=prefetch, device=device, contiguous=contiguous, mode=mode)
+        return self._iterate(
+            items, shuffle=shuffle, seed=seed, prefetch=prefetch, device=device, contiguous=contiguous, mode=mode
+        )
 
 
 class TensorView(_ViewBase):

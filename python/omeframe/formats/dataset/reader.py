@@ -450,7 +450,9 @@ class DatasetReader:
         data = self.read_chunk_bytes(e.image_id, e.level, index, verify=False)
         return memoryview(data)[lo:hi]
 
-    def chunk_table(self, image_id: str | None = None, level: int | None = 0, *, columns: Sequence[str] | None = None) -> pa.Table:
+    def chunk_table(
+        self, image_id: str | None = None, level: int | None = 0, *, columns: Sequence[str] | None = None
+    ) -> pa.Table:
         """Rows of the chunks table (without ``pixel_bytes`` unless asked) for one image or all."""
         cols = list(columns) if columns else [f.name for f in CHUNKS_SCHEMA if f.name != "pixel_bytes"]
         if image_id is not None:
@@ -521,7 +523,9 @@ class DatasetReader:
         """The image as an OME-Arrow byte-variant record (chunks copied, not re-encoded)."""
         e = self.entry(image_id, level)
         t = self.chunk_table(e.image_id, level, columns=[f.name for f in CHUNKS_SCHEMA])
-        header = RecordBuilder(chunk_encoding="bytes")._header_row(self.header(e.image_id, level), e.shape, e.dtype.name)
+        header = RecordBuilder(chunk_encoding="bytes")._header_row(
+            self.header(e.image_id, level), e.shape, e.dtype.name
+        )
         chunks = pa.StructArray.from_arrays(
             [
                 t["t"].combine_chunks(), t["c"].combine_chunks(), t["z"].combine_chunks(),

@@ -148,7 +148,9 @@ class _TiffHandle:
             self.series = list(self.tf.series)
         except Exception as exc:  # noqa: BLE001 - tifffile raises many types on broken files
             self.tf.close()
-            raise CorruptFileError(f"{str(path)!r}: cannot parse the TIFF image series ({type(exc).__name__}: {exc})") from exc
+            raise CorruptFileError(
+                f"{str(path)!r}: cannot parse the TIFF image series ({type(exc).__name__}: {exc})"
+            ) from exc
         self._ome: list[OmeImage] | None | bool = False  # False: not parsed yet
 
     def levels(self, index: int) -> list[Any]:
@@ -519,7 +521,8 @@ class TiffSource(LazySource):
         phys: dict[str, float | None] = {}
         units: dict[str, str | None] = {}
         acq: datetime | None = None
-        rgb = self._kf.photometric == 2 and sc in (3, 4) and "S" in "".join(d.letter for d in self._map.assign.get("C", ()))
+        c_letters = "".join(d.letter for d in self._map.assign.get("C", ()))
+        rgb = self._kf.photometric == 2 and sc in (3, 4) and "S" in c_letters
         ome_imgs = self._handle.ome_images()
         if ome_imgs:
             img = self._ome_image(ome_imgs)
@@ -701,7 +704,9 @@ class TiffSource(LazySource):
             f, ss, di, yi, xi, cs = g
             seg = ss * (nd * ny * nx) + di * (ny * nx) + yi * nx + xi
             z0, y0, x0 = di * td, yi * th, xi * tw
-            ext = np.stack([np.minimum(td, depth - z0), np.minimum(th, length - y0), np.minimum(tw, width - x0)], axis=1)
+            ext = np.stack(
+                [np.minimum(td, depth - z0), np.minimum(th, length - y0), np.minimum(tw, width - x0)], axis=1
+            )
             nbytes = counts[f, seg] // contig
             piece_seg = seg
         else:
@@ -809,7 +814,9 @@ class TiffSource(LazySource):
                     try:
                         page = series[fi]
                     except Exception as exc:  # noqa: BLE001 - broken IFD chains
-                        raise CorruptFileError(f"{self._label}: cannot read page {fi} ({type(exc).__name__}: {exc})") from exc
+                        raise CorruptFileError(
+                            f"{self._label}: cannot read page {fi} ({type(exc).__name__}: {exc})"
+                        ) from exc
                     if page is None:
                         continue
                     pages[fi] = page
@@ -909,7 +916,8 @@ class TiffSource(LazySource):
                     need = min(s0 + rps, length) - s0
                     if arr.shape[0] < need:
                         raise CorruptFileError(
-                            f"{path!r}: {what} decodes to {arr.shape[0]} rows, expected {need} (truncated or corrupt TIFF)"
+                            f"{path!r}: {what} decodes to {arr.shape[0]} rows, expected {need} "
+                            "(truncated or corrupt TIFF)"
                         )
                     out[0, r - a : r1 - a] = arr[r - s0 : r1 - s0]
                 r = r1

@@ -35,6 +35,10 @@ __all__ = ["to_ome_tiff"]
 _BAND_BYTES = 16 << 20
 #: Above this many bytes of pixel data (all levels) the file is written as BigTIFF.
 _BIGTIFF_THRESHOLD = (1 << 32) - (1 << 27)
+#: Codecs whose encoder takes a ``level`` (``compression_level`` is passed to them only).
+_LEVELED_CODECS = (
+    "zlib", "deflate", "adobe_deflate", "zstd", "lzma", "webp", "jpeg", "jpegxl", "jpeg2000", "lerc", "brotli"
+)
 
 _OME_DTYPES = ("int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64", "bool")
 
@@ -283,7 +287,7 @@ def _write(
         bigtiff = total > _BIGTIFF_THRESHOLD
     comp: Any = None if compression in (None, "none", "None") else compression
     cargs = None
-    if comp is not None and compression_level is not None and str(comp).lower() in ("zlib", "deflate", "adobe_deflate", "zstd", "lzma", "webp", "jpeg", "jpegxl", "jpeg2000", "lerc", "brotli"):
+    if comp is not None and compression_level is not None and str(comp).lower() in _LEVELED_CODECS:
         cargs = {"level": int(compression_level)}
     _check_codec(comp, cargs, out_dtype, tile)
     header = src.header()
