@@ -63,7 +63,8 @@ def _demo(args: argparse.Namespace) -> int:
     e = ds.entry("slide-1")
     _say(f"2. wrote dataset {ds.path.name}: {e.n_chunks} chunks of 256x256, "
          f"{e.row['stored_bytes'] / 2**20:.1f} MiB stored (raw {slide.nbytes / 2**20:.1f} MiB)")
-    crops, rows = [], {"cell_id": [], "well": [], "y": [], "x": [], "radius": [], "dapi_mean": []}
+    crops: list[Any] = []
+    rows: dict[str, list[Any]] = {"cell_id": [], "well": [], "y": [], "x": [], "radius": [], "dapi_mean": []}
     for i, ((cy, cx), r) in enumerate(zip(sample.centers, sample.radii, strict=True)):
         crop = slide[:, cy - 32 : cy + 32, cx - 32 : cx + 32]
         crops.append(crop)

@@ -156,7 +156,7 @@ class ImageStack(LazySource):
         return ingest_source(self, **options)
 
 
-class ImageStacks(list):  # type: ignore[type-arg]
+class ImageStacks(list[ImageStack]):
     """The list a loader returns, with a few helpers over its stacks."""
 
     @property
@@ -349,10 +349,16 @@ def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
         if not store.exists():
             raise FileNotFoundError(f"zarr URI {item!r}: no such store {str(store)!r}")
         root = zarr.open(str(store), mode="r")
-        try:
-            node = root[inner] if inner else root
-        except KeyError:
-            raise FileNotFoundError(f"zarr URI {item!r}: store {str(store)!r} has no node {inner!r}") from None
+        node: zarr.Array | zarr.Group = root
+        if inner:
+            if not isinstance(root, zarr.Group):
+                raise FileNotFoundError(
+                    f"zarr URI {item!r}: store {str(store)!r} is an array, not a group; it has no node {inner!r}"
+                )
+            try:
+                node = root[inner]
+            except KeyError:
+                raise FileNotFoundError(f"zarr URI {item!r}: store {str(store)!r} has no node {inner!r}") from None
         disk, label = store / inner if inner else store, item
         base_id = f"{store.stem}/{inner}" if inner else store.stem
     else:
@@ -375,6 +381,10 @@ def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
         if not 0 <= lv < n:
             raise SchemaError(f"OME-Zarr {label!r} has {n} resolution levels; level {level} does not exist")
         arr = node[datasets[lv]["path"]]
+        if not isinstance(arr, zarr.Array):
+            raise SchemaError(
+                f"OME-Zarr {label!r}: level {lv} path {datasets[lv]['path']!r} is a group, not an array"
+            )
         meta_axes = "".join(
             (a["name"] if isinstance(a, dict) else str(a)).upper() for a in (ms[0].get("axes") or [])
         ) or "TCZYX"[-arr.ndim :]
@@ -481,8 +491,11 @@ def load_custom_file(
             arr = lazy.get()
             shape = tuple(int(v) for v in arr.shape)
             check_axes(order, shape, what=f"the array read_func {lazy.func_name} returned for {str(lazy.path)!r}")
-            out += _split(lambda s, lazy=lazy: CustomSource(lazy, axes=order, sample=s), shape, order,
-                          origin=str(lazy.path), kind="custom")
+
+            def make(s: int | None, lazy: LazyArray = lazy) -> LazySource:
+                return CustomSource(lazy, axes=order, sample=s)
+
+            out += _split(make, shape, order, origin=str(lazy.path), kind="custom")
         else:
             out.append(ImageStack(CustomSource(lazy, axes=order), origin=str(lazy.path), axes=order, kind="custom"))
     return out

@@ -60,7 +60,7 @@ def _as_int(value: Any, what: str) -> int:
 def _as_shape5(value: Any, what: str) -> Shape5:
     """Validate a 5-entry sequence of positive ints and return it as a tuple."""
     if type(value) is tuple and len(value) == 5 and all(type(v) is int and v > 0 for v in value):
-        return value  # type: ignore[return-value]
+        return value
     try:
         items = tuple(value)
     except TypeError:

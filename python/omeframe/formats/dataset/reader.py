@@ -373,7 +373,7 @@ class DatasetReader:
         def decode(i: int, strict: bool) -> np.ndarray:
             count = int(extents[i, 0] * extents[i, 1] * extents[i, 2])
             n = 0 if frames is None else int(frames[0][i + 1] - frames[0][i])
-            if n <= 1:
+            if frames is None or frame_lengths is None or n <= 1:
                 data = self.read_chunk_bytes(iid, level, i, verify=verify)
                 return decode_payload(
                     data, e.chunk_codec(i), dtype, count, label=f"image {iid!r} chunk {i}", strict=strict
@@ -381,7 +381,7 @@ class DatasetReader:
             # Several frames: each carries zstd's checksum of its content, which
             # decoding verifies, so the chunk's CRC-32 would only check twice.
             data = self.read_chunk_bytes(iid, level, i, verify=False)
-            fa = int(frames[0][i])  # type: ignore[index]
+            fa = int(frames[0][i])
             try:
                 return decode_frames(
                     data, frame_lengths[fa : fa + n].tolist(), dtype, count, label=f"image {iid!r} chunk {i}"
@@ -405,7 +405,7 @@ class DatasetReader:
 
         def decode_rows(i: int, r0: int, r1: int, strict: bool) -> tuple[np.ndarray, int]:
             span = frame_span(i, r0, r1)
-            if span is None:
+            if span is None or frame_lengths is None:  # no frame index: e.frames is None too
                 return decode(i, strict), 0
             fa, ka, kb, lo, hi = span
             data = self._read_part_range(e, i, lo, hi)

@@ -349,7 +349,7 @@ class _Cache:
         self.lock = threading.Lock()
         self.inflight: dict[Any, threading.Event] = {}
 
-    def get(self, key: Any, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    def get(self, key: Any, compute: Callable[[], np.ndarray | None]) -> np.ndarray | None:
         while True:
             with self.lock:
                 hit = self.data.get(key)
@@ -753,11 +753,11 @@ class TiffSource(LazySource):
         dtype = self.dtype
         if self._tiled:
 
-            def region(i: int) -> np.ndarray:
+            def region(i: int) -> np.ndarray | None:
                 return decode_segment(int(fr[i]), int(ssr[i]), int(sgr[i]), None)
         else:
 
-            def region(i: int) -> np.ndarray:
+            def region(i: int) -> np.ndarray | None:
                 r0 = int(sgr[i]) * rows
                 return decode_segment(int(fr[i]), int(ssr[i]), r0, min(rows, length - r0))
 
@@ -855,7 +855,7 @@ class TiffSource(LazySource):
                 )
             return data
 
-        def decode_raw(page: Any, data: bytes, index: int, what: str) -> np.ndarray:
+        def decode_raw(page: Any, data: bytes, index: int, what: str) -> np.ndarray | None:
             args: dict[str, Any] = {}  # edge tiles come back cropped to the image
             jt = getattr(page, "jpegtables", None)
             if jt is not None:
@@ -879,9 +879,7 @@ class TiffSource(LazySource):
                 raise CorruptFileError(f"{path!r}: {what} cannot be decoded ({type(exc).__name__}: {exc})") from exc
             except Exception as exc:  # noqa: BLE001 - codec errors have many types
                 raise CorruptFileError(f"{path!r}: {what} cannot be decoded ({type(exc).__name__}: {exc})") from exc
-            if arr is None:
-                return None  # type: ignore[return-value]
-            return arr
+            return arr  # None: tifffile found no pixels in the segment
 
         def segment(fi: int, ss: int, a: int, nrows: int | None) -> np.ndarray | None:
             page = pages[fi]
@@ -911,8 +909,10 @@ class TiffSource(LazySource):
                     data = read(page, off + (r - s0) * row_bytes, (r1 - r) * row_bytes, what)
                     out[0, r - a : r1 - a] = np.frombuffer(data, file_dtype).reshape(r1 - r, width, contig)
                 else:
-                    arr = decode_raw(page, read(page, off, cnt, what), idx, what)
-                    arr = np.asarray(arr).reshape(-1, width, contig)
+                    raw = decode_raw(page, read(page, off, cnt, what), idx, what)
+                    if raw is None:
+                        raise CorruptFileError(f"{path!r}: {what} decodes to no pixels (truncated or corrupt TIFF)")
+                    arr = np.asarray(raw).reshape(-1, width, contig)
                     need = min(s0 + rps, length) - s0
                     if arr.shape[0] < need:
                         raise CorruptFileError(
