@@ -8,7 +8,7 @@ STAMP_BENCH := $(VENV)/.installed-bench
 # Python versions that `make test-all` (and CI) run the suite on, one venv each.
 VERSIONS := 3.11 3.12 3.13
 
-.PHONY: demo test test-all bench schemas clean
+.PHONY: demo lint test test-all bench schemas clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,15 @@ $(STAMP_BENCH): pyproject.toml $(STAMP_TEST)
 demo: $(STAMP_TEST)
 	$(PY) -m omeframe demo --out demo-output
 
+# Static checks: ruff (style, bugbear, pyupgrade, import order) and mypy (types), both
+# configured in pyproject.toml and pinned in the test extra. `test` and `test-all` run it first.
+lint: $(STAMP_TEST)
+	$(PY) -m ruff check python tests benchmarks
+	$(PY) -m mypy python/omeframe
+
 # OMEFRAME_REQUIRE_EXTRAS: an optional package the test extra declares for this Python
 # but that cannot be imported fails its tests instead of skipping them (tests/conftest.py).
-test: $(STAMP_TEST)
+test: lint
 	OMEFRAME_REQUIRE_EXTRAS=1 $(PY) -m pytest -q
 
 # ---- every supported Python -------------------------------------------------
@@ -62,8 +68,9 @@ endef
 # Runs the suite on each version in turn (all of them, even after a failure),
 # prints the time each took, and fails if any version failed (pytest's exit 5, no
 # tests collected, counts as a failure too). The slow tests run too (OMEFRAME_SLOW=1:
-# the 32k x 32k TIFF ingest, about 35 s each).
-test-all: $(foreach v,$(VERSIONS),.venv-$(v)/.installed-test)
+# the 32k x 32k TIFF ingest, about 35 s each). Lint runs once, first, with the default
+# venv's tools (the checks do not depend on the interpreter: mypy targets python_version).
+test-all: lint $(foreach v,$(VERSIONS),.venv-$(v)/.installed-test)
 	@failed=""; summary=""; \
 	for v in $(VERSIONS); do \
 	  echo "=== Python $$v"; t0=$$(date +%s); \
@@ -80,4 +87,4 @@ schemas: $(STAMP_TEST)
 	$(PY) -m omeframe.formats.schemas schemas
 
 clean:
-	rm -rf $(VENV) $(foreach v,$(VERSIONS),.venv-$(v)) demo-output bench-output .pytest_cache .hypothesis
+	rm -rf $(VENV) $(foreach v,$(VERSIONS),.venv-$(v)) demo-output bench-output .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -182,13 +182,17 @@ def test_dataset_bands_decode_any_rows_and_damage_raises_checksum_error(data: st
                 ds.read("a", z=[zd], y=(yd, yd + 1), x=(x0, x0 + dx))
         else:  # an unused header bit: the frame is still valid and exact
             assert pos < int(e.offsets[i]) + hi - 4, "a damaged content checksum must never decode"
-            np.testing.assert_array_equal(flat.reshape(-1, dx)[krows[0] - ra : krows[1] - ra], chunk_rows[krows[0] : krows[1]])
+            np.testing.assert_array_equal(
+                flat.reshape(-1, dx)[krows[0] - ra : krows[1] - ra], chunk_rows[krows[0] : krows[1]]
+            )
         # rows of the other frames still read (the damaged frame is not fetched)
         other = next((j for j in range(fb - fa) if j != k), None)
         if other is not None:
             orows = (other * fr, min((other + 1) * fr, rows))
             flat, ra = pieces.bands.decode_rows(i, orows[0], orows[1], True)
-            np.testing.assert_array_equal(flat.reshape(-1, dx)[orows[0] - ra : orows[1] - ra], chunk_rows[orows[0] : orows[1]])
+            np.testing.assert_array_equal(
+                flat.reshape(-1, dx)[orows[0] - ra : orows[1] - ra], chunk_rows[orows[0] : orows[1]]
+            )
         ds.close()
 
 
@@ -204,7 +208,7 @@ def _write(tmp: str, blob: bytes) -> Path:
 def _contract(blob: bytes, payloads: list[bytes], offsets: np.ndarray) -> None:
     """Offsets point at the payloads' bytes, in order, without overlap."""
     end = 0
-    for p, off in zip(payloads, offsets.tolist()):
+    for p, off in zip(payloads, offsets.tolist(), strict=True):
         assert off >= end
         assert blob[off : off + len(p)] == p
         end = off + len(p)
@@ -239,7 +243,7 @@ def test_locate_payloads_finds_every_payload(payloads: list[bytes], data: st.Dat
     _contract(blob, payloads, got)
     # where a payload's bytes occur only at its own place, that place is found
     end = 0
-    for p, off, true in zip(payloads, got.tolist(), actual):
+    for p, off, true in zip(payloads, got.tolist(), actual, strict=True):
         if blob.find(p, end) == true:
             assert off == true
         end = off + len(p)

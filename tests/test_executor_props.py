@@ -8,6 +8,7 @@ partially); every read must equal numpy fancy indexing of the array.
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,9 @@ def banded(src: np.ndarray, o: np.ndarray, e: np.ndarray, rows: int, log: list[A
     return RowBands(decode_rows, span_nbytes)
 
 
-def regular(src: np.ndarray, chunk: tuple[int, int, int], *, rows: int | None = None, parallel: bool = False) -> RegularPieces:
+def regular(
+    src: np.ndarray, chunk: tuple[int, int, int], *, rows: int | None = None, parallel: bool = False
+) -> RegularPieces:
     o, e = regular_pieces(src.shape, chunk)
     bands = None if rows is None else banded(src, o, e, rows)
     return RegularPieces(
@@ -83,22 +86,26 @@ def irregular_tiling(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[np.ndarra
     rows_o, rows_e = [], []
     for t in range(shape[0]):
         for c in range(shape[1]):
-            for z0, z1 in zip(cuts[0], cuts[0][1:]):
-                for y0, y1 in zip(cuts[1], cuts[1][1:]):
-                    for x0, x1 in zip(cuts[2], cuts[2][1:]):
+            for z0, z1 in pairwise(cuts[0]):
+                for y0, y1 in pairwise(cuts[1]):
+                    for x0, x1 in pairwise(cuts[2]):
                         rows_o.append((t, c, z0, y0, x0))
                         rows_e.append((z1 - z0, y1 - y0, x1 - x0))
     return np.array(rows_o, dtype=np.int64), np.array(rows_e, dtype=np.int64)
 
 
-def ref_read(src: np.ndarray, t: list[int], c: list[int], z: list[int], y: tuple[int, int], x: tuple[int, int]) -> np.ndarray:
+def ref_read(
+    src: np.ndarray, t: list[int], c: list[int], z: list[int], y: tuple[int, int], x: tuple[int, int]
+) -> np.ndarray:
     return src[np.ix_(t, c, z)][..., y[0] : y[1], x[0] : x[1]]
 
 
-def touched(o: np.ndarray, e: np.ndarray, t: list[int], c: list[int], z: list[int], y: tuple[int, int], x: tuple[int, int]) -> set[int]:
+def touched(
+    o: np.ndarray, e: np.ndarray, t: list[int], c: list[int], z: list[int], y: tuple[int, int], x: tuple[int, int]
+) -> set[int]:
     """Pieces intersecting the selection, checked one by one."""
     hit = set()
-    for i, ((pt, pc, pz, py, px), (dz, dy, dx)) in enumerate(zip(o.tolist(), e.tolist())):
+    for i, ((pt, pc, pz, py, px), (dz, dy, dx)) in enumerate(zip(o.tolist(), e.tolist(), strict=True)):
         if (
             pt in t
             and pc in c
@@ -148,7 +155,9 @@ def selections(draw: st.DrawFn, shape: tuple[int, ...]) -> dict[str, Any]:
     return {"t": idx(shape[0]), "c": idx(shape[1]), "z": idx(shape[2]), "y": rng(shape[3]), "x": rng(shape[4])}
 
 
-def spelled(spec: dict[str, Any], shape: tuple[int, ...]) -> tuple[list[int], list[int], list[int], tuple[int, int], tuple[int, int]]:
+def spelled(
+    spec: dict[str, Any], shape: tuple[int, ...]
+) -> tuple[list[int], list[int], list[int], tuple[int, int], tuple[int, int]]:
     t, c, z = (list(range(shape[a])) if spec[n] is None else spec[n] for a, n in enumerate("tcz"))
     y = (0, shape[3]) if spec["y"] is None else spec["y"]
     x = (0, shape[4]) if spec["x"] is None else spec["x"]
@@ -219,7 +228,8 @@ def test_partial_decode_by_bands_of_rows_equals_numpy(data: st.DataObject) -> No
     picked = select_pieces(pieces, sel)
     # each touched piece is decoded once, by bands only
     assert sorted(i for i, _, _ in log) == picked.tolist()
-    assert selected_nbytes(pieces, sel, picked) == sum((rb - ra) * int(pieces.extents[i, 2]) * src.itemsize for i, ra, rb in log)
+    want = sum((rb - ra) * int(pieces.extents[i, 2]) * src.itemsize for i, ra, rb in log)
+    assert selected_nbytes(pieces, sel, picked) == want
     assert selected_nbytes(pieces, sel, picked) <= int(pieces.stored_nbytes[picked].sum())
 
 
@@ -330,7 +340,8 @@ def test_regular_pieces_validate_chunk_and_are_read_only() -> None:
     o, e = regular_pieces((1, 2, 3, 10, 10), (2, 4, 4))
     assert not o.flags.writeable and not e.flags.writeable
     assert len(o) == 2 * 2 * 3 * 3
-    assert isinstance(make_pieces((1, 1, 1, 4, 4), np.dtype("u1"), o[:0], e[:0], lambda i, s: o, e[:0, 0], False), Pieces)
+    empty = make_pieces((1, 1, 1, 4, 4), np.dtype("u1"), o[:0], e[:0], lambda i, s: o, e[:0, 0], False)
+    assert isinstance(empty, Pieces)
 
 
 def test_select_regular_128k_chunks_is_fast() -> None:

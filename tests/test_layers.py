@@ -105,7 +105,9 @@ def test_no_module_imports_a_layer_above_it():
             # formats.vortex / .record / .dataset are separate layers of one rank group
             sideways = t_rank == rank and t_group != group and group.startswith("formats")
             if upward or sideways:
-                bad.append(f"{path.relative_to(PKG.parent)}:{line}: {m} (layer {rank}) imports {target} (layer {t_rank})")
+                bad.append(
+                    f"{path.relative_to(PKG.parent)}:{line}: {m} (layer {rank}) imports {target} (layer {t_rank})"
+                )
     assert not bad, "layer violations:\n" + "\n".join(bad)
 
 

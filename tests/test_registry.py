@@ -187,7 +187,8 @@ def _literals(path: Path) -> list[tuple[int, str]]:
     }
     return [
         (n.lineno, n.value) for n in ast.walk(tree)
-        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs and n.value in _FORMAT_LITERALS
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        and id(n) not in docs and n.value in _FORMAT_LITERALS
     ]
 
 

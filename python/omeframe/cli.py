@@ -63,8 +63,9 @@ def _demo(args: argparse.Namespace) -> int:
     e = ds.entry("slide-1")
     _say(f"2. wrote dataset {ds.path.name}: {e.n_chunks} chunks of 256x256, "
          f"{e.row['stored_bytes'] / 2**20:.1f} MiB stored (raw {slide.nbytes / 2**20:.1f} MiB)")
-    crops, rows = [], {"cell_id": [], "well": [], "y": [], "x": [], "radius": [], "dapi_mean": []}
-    for i, ((cy, cx), r) in enumerate(zip(sample.centers, sample.radii)):
+    crops: list[Any] = []
+    rows: dict[str, list[Any]] = {"cell_id": [], "well": [], "y": [], "x": [], "radius": [], "dapi_mean": []}
+    for i, ((cy, cx), r) in enumerate(zip(sample.centers, sample.radii, strict=True)):
         crop = slide[:, cy - 32 : cy + 32, cx - 32 : cx + 32]
         crops.append(crop)
         rows["cell_id"].append(i)
@@ -114,7 +115,8 @@ def _demo(args: argparse.Namespace) -> int:
     # Thumbnail of the whole slide.
     png = thumbnail_png(scan(out / "slide.omeds"), size=512)
     (out / "thumbnail.png").write_bytes(png)
-    crop_png = thumbnail_png(from_ome_parquet(table_path, row_index=int(big["cell_id"][0]) if big.height else 0), size=128)
+    crop_row = int(big["cell_id"][0]) if big.height else 0
+    crop_png = thumbnail_png(from_ome_parquet(table_path, row_index=crop_row), size=128)
     (out / "cell.png").write_bytes(crop_png)
     _say(f"7. wrote thumbnail.png ({len(png) / 1024:.0f} KiB) and cell.png ({len(crop_png) / 1024:.0f} KiB)")
     _say(f"done in {time.perf_counter() - t0:.1f} s; outputs in {out}/")
@@ -244,7 +246,8 @@ def _register_fallback(con: Any, name: str, path: Path) -> list[str]:
         if m.format != "parquet":
             raise ValueError(f"dataset {str(path)!r} is {m.format}; querying it needs omeframe.duckdb")
         parts = "[" + ", ".join(lit(path / q) for q in m.parts) + "]"
-        con.execute(f"CREATE OR REPLACE VIEW {ident(name + '_images')} AS SELECT * FROM read_parquet({lit(path / str(m.images))})")
+        images = lit(path / str(m.images))
+        con.execute(f"CREATE OR REPLACE VIEW {ident(name + '_images')} AS SELECT * FROM read_parquet({images})")
         con.execute(f"CREATE OR REPLACE VIEW {ident(name + '_chunks')} AS SELECT * FROM read_parquet({parts})")
         return [name + "_images", name + "_chunks"]
     if TABLE_FORMATS.get(path.suffix.lower()) == "vortex":
@@ -288,6 +291,16 @@ def _register_catalog(con: Any, register: Any, root: Path, prefix: str = "") -> 
     return views + [prefix + "errors"]
 
 
+def _bytes_label(v: bytes | bytearray) -> str:
+    """How the CSV and JSON outputs show a binary value: its size, not its bytes."""
+    return f"<{len(v)} bytes>"
+
+
+def _json_value(v: Any) -> str:
+    """``json.dumps`` fallback: binary values as their size, anything else as ``str``."""
+    return _bytes_label(v) if isinstance(v, (bytes, bytearray)) else str(v)
+
+
 def _cell(v: Any, width: int) -> str:
     if v is None:
         return "NULL"
@@ -304,10 +317,10 @@ def _cell(v: Any, width: int) -> str:
 def _print_table(names: list[str], rows: list[tuple[Any, ...]], width: int) -> None:
     cells = [[_cell(v, width) for v in r] for r in rows]
     widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
-    _say("  ".join(n.ljust(w) for n, w in zip(names, widths)).rstrip())
+    _say("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)).rstrip())
     _say("  ".join("-" * w for w in widths))
     for r in cells:
-        _say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        _say("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _without_nanoseconds(batch: Any) -> Any:
@@ -342,7 +355,10 @@ def _sql(args: argparse.Namespace) -> int:
         if not sep or not name or not path:
             raise ValueError(f"--table expects NAME=PATH, got {spec!r}")
         p = Path(path)
-        views += _register_catalog(con, register, p, prefix=name + "_") if _is_catalog(p) else _register(con, register, name, p)
+        if _is_catalog(p):
+            views += _register_catalog(con, register, p, prefix=name + "_")
+        else:
+            views += _register(con, register, name, p)
     if args.verbose and views:
         print(f"views: {', '.join(views)}", file=sys.stderr)
     rel = con.sql(args.query)
@@ -366,18 +382,21 @@ def _sql(args: argparse.Namespace) -> int:
         w = csv.writer(sys.stdout)
         w.writerow(names)
         for r in rows_of(None):
-            w.writerow(["" if v is None else (f"<{len(v)} bytes>" if isinstance(v, (bytes, bytearray)) else v) for v in r])
+            w.writerow(["" if v is None else (_bytes_label(v) if isinstance(v, (bytes, bytearray)) else v) for v in r])
         return 0
     if args.format == "json":
         import json
 
         for r in rows_of(None):
-            print(json.dumps(dict(zip(names, r)), default=lambda v: f"<{len(v)} bytes>" if isinstance(v, (bytes, bytearray)) else str(v)))
+            print(json.dumps(dict(zip(names, r, strict=True)), default=_json_value))
         return 0
     rows = list(rows_of(args.max_rows + 1))
     more = len(rows) > args.max_rows
     _print_table(names, rows[: args.max_rows], args.width)
-    _say(f"({args.max_rows}+ rows shown: --max-rows to see more)" if more else f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    if more:
+        _say(f"({args.max_rows}+ rows shown: --max-rows to see more)")
+    else:
+        _say(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
     return 0
 
 
@@ -548,7 +567,8 @@ def _build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("sql", help="run a DuckDB query over image tables, datasets and catalogs")
     q.add_argument("query")
     q.add_argument("--table", action="append", metavar="NAME=PATH",
-                   help="register a record table / dataset (NAME_images, NAME_chunks) / catalog (NAME_images, NAME_catalog ...)")
+                   help="register a record table / dataset (NAME_images, NAME_chunks) "
+                        "/ catalog (NAME_images, NAME_catalog ...)")
     q.add_argument("--catalog", action="append", metavar="DIR",
                    help="register a catalog: views images, catalog, errors, dataset_images, dataset_chunks "
                         "(default: the current directory when it is a catalog)")

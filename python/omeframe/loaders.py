@@ -156,7 +156,7 @@ class ImageStack(LazySource):
         return ingest_source(self, **options)
 
 
-class ImageStacks(list):  # type: ignore[type-arg]
+class ImageStacks(list[ImageStack]):
     """The list a loader returns, with a few helpers over its stacks."""
 
     @property
@@ -228,9 +228,10 @@ def load_arrays(source: Any, axes: str) -> ImageStacks:
             arr = np.asarray(arr)
         order = check_axes(axes, tuple(arr.shape), what=f"array {i}")
 
-        def make(s: int | None, arr: Any = arr, i: int = i) -> LazySource:
-            sizes = dict(zip(order, arr.shape))
-            return AxesArraySource(arr, order, ImageHeader.basic(_sid(f"array{i}", s), f"array {i}", sizes.get("C", 1)), sample=s)
+        def make(s: int | None, arr: Any = arr, i: int = i, order: str = order) -> LazySource:
+            sizes = dict(zip(order, arr.shape, strict=True))
+            h = ImageHeader.basic(_sid(f"array{i}", s), f"array {i}", sizes.get("C", 1))
+            return AxesArraySource(arr, order, h, sample=s)
 
         out += _split(make, tuple(arr.shape), order, origin=f"array[{i}]", kind="array")
     return out
@@ -263,7 +264,7 @@ def _open_tiff(path: Any, axes: str, series: int, level: int) -> list[ImageStack
         lv = s.levels[level]
         shape = tuple(int(v) for v in lv.shape)
         order = check_axes(axes, shape, what=f"TIFF {str(p)!r} (tifffile axes {lv.axes!r})")
-        sizes = dict(zip(order, shape))
+        sizes = dict(zip(order, shape, strict=True))
         expected = tuple(sizes.get(a, 1) for a in "TCZYX")
         if "S" not in order and _file_axes(lv.axes) == order:
             # The file agrees with the caller: use the regular TIFF source (pyramids, metadata).
@@ -348,10 +349,16 @@ def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
         if not store.exists():
             raise FileNotFoundError(f"zarr URI {item!r}: no such store {str(store)!r}")
         root = zarr.open(str(store), mode="r")
-        try:
-            node = root[inner] if inner else root
-        except KeyError:
-            raise FileNotFoundError(f"zarr URI {item!r}: store {str(store)!r} has no node {inner!r}") from None
+        node: zarr.Array | zarr.Group = root
+        if inner:
+            if not isinstance(root, zarr.Group):
+                raise FileNotFoundError(
+                    f"zarr URI {item!r}: store {str(store)!r} is an array, not a group; it has no node {inner!r}"
+                )
+            try:
+                node = root[inner]
+            except KeyError:
+                raise FileNotFoundError(f"zarr URI {item!r}: store {str(store)!r} has no node {inner!r}") from None
         disk, label = store / inner if inner else store, item
         base_id = f"{store.stem}/{inner}" if inner else store.stem
     else:
@@ -374,6 +381,10 @@ def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
         if not 0 <= lv < n:
             raise SchemaError(f"OME-Zarr {label!r} has {n} resolution levels; level {level} does not exist")
         arr = node[datasets[lv]["path"]]
+        if not isinstance(arr, zarr.Array):
+            raise SchemaError(
+                f"OME-Zarr {label!r}: level {lv} path {datasets[lv]['path']!r} is a group, not an array"
+            )
         meta_axes = "".join(
             (a["name"] if isinstance(a, dict) else str(a)).upper() for a in (ms[0].get("axes") or [])
         ) or "TCZYX"[-arr.ndim :]
@@ -388,10 +399,11 @@ def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
         shape = tuple(int(v) for v in node.shape)
         order = check_axes(axes, shape, what=f"zarr array {label!r}")
         array, desc = node, f"zarr array {label!r} (chunks {node.chunks})"
-    sizes = dict(zip(order, shape))
+    sizes = dict(zip(order, shape, strict=True))
 
     def make(s: int | None) -> LazySource:
-        return AxesArraySource(array, order, ImageHeader.basic(_sid(base_id, s), base_id, sizes.get("C", 1)), desc, sample=s)
+        h = ImageHeader.basic(_sid(base_id, s), base_id, sizes.get("C", 1))
+        return AxesArraySource(array, order, h, desc, sample=s)
 
     return _split(make, shape, order, origin=label, kind="zarr")
 
@@ -444,7 +456,8 @@ def load_czis(source: Any, axes: str, *, tile: int = 1024) -> ImageStacks:
             st, _, sz, _, _ = src.shape
             for letter, size in (("Z", sz), ("T", st)):
                 if size > 1 and letter not in order:
-                    hint = "SCTZYX" if (letter == "Z" and "T" in order) or (letter == "T" and "Z" in order) else f"SC{letter}YX"
+                    both = (letter == "Z" and "T" in order) or (letter == "T" and "Z" in order)
+                    hint = "SCTZYX" if both else f"SC{letter}YX"
                     raise DimOrderError(
                         f"CZI {str(path)!r} scene {scene} has {letter}={size} but axes {order!r} have no "
                         f"{letter}; use axes={hint!r}"
@@ -478,8 +491,11 @@ def load_custom_file(
             arr = lazy.get()
             shape = tuple(int(v) for v in arr.shape)
             check_axes(order, shape, what=f"the array read_func {lazy.func_name} returned for {str(lazy.path)!r}")
-            out += _split(lambda s, lazy=lazy: CustomSource(lazy, axes=order, sample=s), shape, order,
-                          origin=str(lazy.path), kind="custom")
+
+            def make(s: int | None, lazy: LazyArray = lazy) -> LazySource:
+                return CustomSource(lazy, axes=order, sample=s)
+
+            out += _split(make, shape, order, origin=str(lazy.path), kind="custom")
         else:
             out.append(ImageStack(CustomSource(lazy, axes=order), origin=str(lazy.path), axes=order, kind="custom"))
     return out

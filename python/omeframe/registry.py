@@ -355,7 +355,8 @@ def open_source(
     if isinstance(obj, (str, os.PathLike)):
         return open_path(obj, opts)
     raise UnsupportedFormatError(
-        f"cannot scan a {type(obj).__name__}: it is no image omeframe can open; pass a path ({formats_help()}), a Dataset, "
+        f"cannot scan a {type(obj).__name__}: it is no image omeframe can open; "
+        f"pass a path ({formats_help()}), a Dataset, "
         "a numpy array, a zarr array or group, an OME-Arrow record, an OMEArrow or a lazy plan"
     )
 

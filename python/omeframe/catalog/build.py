@@ -379,11 +379,13 @@ class _Builder:
             "duration_s": float(oc.get("duration_s") or 0.0),
             "_index": todo.index,
         }
-        for name, v in zip(self.extra_names, todo.extras):
+        for name, v in zip(self.extra_names, todo.extras, strict=True):
             row[name] = v
         return row
 
-    def handle(self, todos: dict[int, _Todo], outcomes: list[dict[str, Any]], records: Records, seq: int | None) -> None:
+    def handle(
+        self, todos: dict[int, _Todo], outcomes: list[dict[str, Any]], records: Records, seq: int | None
+    ) -> None:
         """Take in a finished batch: ``seq`` is its position in the batch list
         (``None`` for files re-run one by one after a worker crash).
 
@@ -393,7 +395,9 @@ class _Builder:
         with _sigint_deferred():
             self._handle(todos, outcomes, records, seq)
 
-    def _handle(self, todos: dict[int, _Todo], outcomes: list[dict[str, Any]], records: Records, seq: int | None) -> None:
+    def _handle(
+        self, todos: dict[int, _Todo], outcomes: list[dict[str, Any]], records: Records, seq: int | None
+    ) -> None:
         self.staging.add(seq, load_records(records))
         for oc in outcomes:
             todo = todos[oc["index"]]
@@ -471,7 +475,8 @@ class _Builder:
             t1 = time.perf_counter()
             try:
                 write([(td, oc)])
-                self.record(td, {**oc, "status": "ok", "duration_s": (oc.get("duration_s") or 0) + time.perf_counter() - t1})
+                took = (oc.get("duration_s") or 0) + time.perf_counter() - t1
+                self.record(td, {**oc, "status": "ok", "duration_s": took})
             except Exception:  # noqa: BLE001
                 self._large_failed(td, oc)
 
@@ -777,7 +782,8 @@ def build_with(
         if errs:
             b.result.errors = b._rows_table(errs)
         else:
-            b.result.errors = pa.schema(list(CATALOG_SCHEMA) + [pa.field(n, pa.string()) for n in extra_names]).empty_table()
+            errors_schema = pa.schema(list(CATALOG_SCHEMA) + [pa.field(n, pa.string()) for n in extra_names])
+            b.result.errors = errors_schema.empty_table()
     if on_error == "raise" and b.first_error is not None:
         raise CatalogError(f"ingest failed: {b.first_error}")
     return b.result

@@ -373,7 +373,7 @@ def pack_large_binary(payloads: Sequence[Any]) -> pa.LargeBinaryArray:
     np.cumsum([v.nbytes for v in views], out=offsets[1:])
     data = bytearray(int(offsets[-1]))
     out = memoryview(data)
-    for v, lo, hi in zip(views, offsets[:-1].tolist(), offsets[1:].tolist()):
+    for v, lo, hi in zip(views, offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
         out[lo:hi] = v
     return pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), len(views), [None, pa.py_buffer(offsets), pa.py_buffer(data)]

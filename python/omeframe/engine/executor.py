@@ -106,7 +106,8 @@ def _row_spans(src: Pieces, sel: ResolvedSelection, pieces: np.ndarray) -> np.nd
         # a plane of a few pieces (a typical region read): plain ints beat numpy here
         z = int(sel.z[0])
         out = []
-        for (z0, yy), (dz, dy) in zip(src.origins[pieces][:, 2:4].tolist(), src.extents[pieces][:, :2].tolist()):
+        origins = src.origins[pieces][:, 2:4].tolist()
+        for (z0, yy), (dz, dy) in zip(origins, src.extents[pieces][:, :2].tolist(), strict=True):
             za, zb = (z - z0, z - z0) if z0 <= z < z0 + dz else (0, dz - 1)
             ly0, ly1 = max(yy, sel.y[0]) - yy, min(yy + dy, sel.y[1]) - yy
             out.append((za * dy + ly0, zb * dy + ly1, za, zb, ly0, ly1))
@@ -134,7 +135,7 @@ def selected_nbytes(
     if spans is None:
         spans = _row_spans(src, sel, pieces)
     cost = bands.span_nbytes
-    return sum(cost(i, r0, r1) for i, (r0, r1) in zip(pieces.tolist(), spans[:, :2].tolist()))
+    return sum(cost(i, r0, r1) for i, (r0, r1) in zip(pieces.tolist(), spans[:, :2].tolist(), strict=True))
 
 
 def _estimated_nbytes(src: Pieces, pieces: np.ndarray, spans: np.ndarray | None) -> float:
@@ -146,7 +147,7 @@ def _estimated_nbytes(src: Pieces, pieces: np.ndarray, spans: np.ndarray | None)
     if pieces.size <= 16:
         return sum(
             n * (r1 - r0) / (dz * dy)
-            for n, (r0, r1), (dz, dy) in zip(stored.tolist(), spans[:, :2].tolist(), e[:, :2].tolist())
+            for n, (r0, r1), (dz, dy) in zip(stored.tolist(), spans[:, :2].tolist(), e[:, :2].tolist(), strict=True)
         )
     return float((stored * (spans[:, 1] - spans[:, 0]) / (e[:, 0] * e[:, 1])).sum())
 
@@ -301,6 +302,6 @@ def _covered(
     nt = np.array([t_pos[int(v)].size for v in o[:, 0]])
     nc = np.array([c_pos[int(v)].size for v in o[:, 1]])
     nz = np.array(
-        [int(np.count_nonzero((sel.z >= a) & (sel.z < a + d))) for a, d in zip(o[:, 2], e[:, 0])]
+        [int(np.count_nonzero((sel.z >= a) & (sel.z < a + d))) for a, d in zip(o[:, 2], e[:, 0], strict=True)]
     )
     return int((nt * nc * nz * h * w).sum())

@@ -9,6 +9,7 @@ was built, running it reads only the chunks its final selection touches.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ def _fmt_bytes(n: float) -> str:
 def _fmt_axis(idx: tuple[int, ...] | None, size: int) -> str:
     if idx is None:
         return f"all {size}"
-    if len(idx) > 1 and all(b - a == 1 for a, b in zip(idx, idx[1:])):
+    if len(idx) > 1 and all(b - a == 1 for a, b in pairwise(idx)):
         return f"{idx[0]}:{idx[-1] + 1}"
     return "[" + ", ".join(map(str, idx[:8])) + (", ..." if len(idx) > 8 else "") + "]"
 

@@ -36,6 +36,14 @@ from omeframe.ops.view import view_matplotlib
 from omeframe.registry import detect, open_source
 
 
+def _as_tcz(tcz: Any) -> tuple[int, int, int]:
+    """``tcz`` as a tuple of three ints; a clear error for any other length."""
+    values = tuple(int(v) for v in tcz)
+    if len(values) != 3:
+        raise ValueError(f"tcz must be a (t, c, z) plane index of three ints, got {tcz!r}")
+    return values[0], values[1], values[2]
+
+
 def _describe_shape(shape: tuple[int, int, int, int, int], dtype: np.dtype[Any]) -> dict[str, Any]:
     t, c, z, y, x = shape
     kind = (
@@ -85,7 +93,7 @@ class OMEArrow(SourceLike):
         image_type: str | None = None,
         lazy: bool = False,
     ) -> None:
-        self.tcz = tuple(int(v) for v in tcz)
+        self.tcz = _as_tcz(tcz)
         self._source: str | None = None
         self._plan: LazyImage | None = None
         self._data: pa.StructScalar | None = None
@@ -152,7 +160,7 @@ class OMEArrow(SourceLike):
         cls, plan: LazyImage, *, tcz: tuple[int, int, int] = (0, 0, 0), image_type: str | None = None
     ) -> OMEArrow:
         obj = cls.__new__(cls)
-        obj.tcz = tuple(int(v) for v in tcz)
+        obj.tcz = _as_tcz(tcz)
         obj._source = None
         obj._plan = plan
         obj._data = None
@@ -160,9 +168,11 @@ class OMEArrow(SourceLike):
         return obj
 
     @classmethod
-    def _from_record(cls, scalar: pa.StructScalar, *, tcz: tuple[int, int, int] = (0, 0, 0), image_type: str | None = None) -> OMEArrow:
+    def _from_record(
+        cls, scalar: pa.StructScalar, *, tcz: tuple[int, int, int] = (0, 0, 0), image_type: str | None = None
+    ) -> OMEArrow:
         obj = cls.__new__(cls)
-        obj.tcz = tuple(int(v) for v in tcz)
+        obj.tcz = _as_tcz(tcz)
         obj._source = None
         obj._plan = None
         obj._data = None
@@ -265,7 +275,8 @@ class OMEArrow(SourceLike):
         ``y``/``x`` take half-open ``(start, stop)`` ranges. Coordinates are
         those of this plan's result.
         """
-        return OMEArrow._from_plan(self._lazy().select(t=t, c=c, z=z, y=y, x=x), tcz=self.tcz, image_type=self._image_type)
+        plan = self._lazy().select(t=t, c=c, z=z, y=y, x=x)
+        return OMEArrow._from_plan(plan, tcz=self.tcz, image_type=self._image_type)
 
     def filter_chunks(self, predicate: ChunkPredicate) -> OMEArrow:
         """A lazy plan that skips chunks whose stored statistics fail ``predicate``.

@@ -241,7 +241,7 @@ class CziSource(StoredSource):
             return np.ascontiguousarray(data, dtype=dtype).reshape(1, h, w)
 
         nbytes = extents.prod(axis=1) * dtype.itemsize
-        return make_pieces(self._shape, dtype, origins, extents, decode, nbytes.astype(np.int64), True, self.describe)  # type: ignore[arg-type]
+        return make_pieces(self._shape, dtype, origins, extents, decode, nbytes.astype(np.int64), True, self.describe)
 
 
 def _close_all(readers: list[Any]) -> None:

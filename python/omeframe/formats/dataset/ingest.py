@@ -29,6 +29,11 @@ __all__ = ["ingest", "to_record", "pick_levels", "check_clamp", "apply_overrides
 #: Pyramid levels to ingest: ``"first"``, ``"all"``, a count, or level indices.
 Levels = Literal["all", "first"] | int | Sequence[int]
 
+# The defaults of ``header=`` / ``write=``: both are frozen dataclasses, so one shared
+# instance is safe, and it is built once instead of at every call.
+_NO_HEADER_OPTIONS = HeaderOptions()
+_DEFAULT_WRITE = WriteOptions()
+
 
 def pick_levels(levels: Levels, n: int) -> list[int]:
     """The level indices ``levels`` names among ``n`` levels.
@@ -55,8 +60,8 @@ def pick_levels(levels: Levels, n: int) -> list[int]:
 def to_record(
     source: LazySource,
     *,
-    header: HeaderOptions = HeaderOptions(),
-    write: WriteOptions = WriteOptions(),
+    header: HeaderOptions = _NO_HEADER_OPTIONS,
+    write: WriteOptions = _DEFAULT_WRITE,
     clamp_to_uint16: bool = False,
     chunk_encoding: Literal["bytes", "list"] = "bytes",
 ) -> pa.StructScalar:
@@ -79,8 +84,8 @@ def ingest(
     source: LazySource,
     out: str | os.PathLike[str],
     *,
-    header: HeaderOptions = HeaderOptions(),
-    write: WriteOptions = WriteOptions(),
+    header: HeaderOptions = _NO_HEADER_OPTIONS,
+    write: WriteOptions = _DEFAULT_WRITE,
     levels: Levels = "first",
     labels: bool = False,
 ) -> Manifest:

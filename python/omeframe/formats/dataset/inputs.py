@@ -34,7 +34,8 @@ class ImageInput:
     Example
     -------
     >>> inp = ImageInput((1, 1, 1, 64, 64), np.dtype(np.uint8), header,
-    ...                  lambda t, c, z0, z1, y0, y1, x0, x1: np.zeros((z1 - z0, y1 - y0, x1 - x0), np.uint8))  # doctest: +SKIP
+    ...                  lambda t, c, z0, z1, y0, y1, x0, x1:
+    ...                      np.zeros((z1 - z0, y1 - y0, x1 - x0), np.uint8))  # doctest: +SKIP
     """
 
     shape: tuple[int, int, int, int, int]

@@ -77,7 +77,7 @@ def locate_payloads(
     try:
         size = os.fstat(fd).st_size
         cursor = 0
-        for i, (head, n, crc) in enumerate(zip(heads, lengths, checksums)):
+        for i, (head, n, crc) in enumerate(zip(heads, lengths, checksums, strict=True)):
             n = int(n)
             pos = cursor
             while True:

@@ -128,7 +128,7 @@ class ImageEntry:
     def chunk_key(self, index: int) -> dict[str, int]:
         """TCZYX origin of chunk ``index`` as a dict (for error messages)."""
         o, _ = self.origins_extents()
-        return dict(zip("tczyx", (int(v) for v in o[index])))
+        return dict(zip("tczyx", (int(v) for v in o[index]), strict=True))
 
     def part_of(self, index: int) -> str:
         """The part file holding chunk ``index`` (grid order)."""
@@ -373,7 +373,7 @@ class DatasetReader:
         def decode(i: int, strict: bool) -> np.ndarray:
             count = int(extents[i, 0] * extents[i, 1] * extents[i, 2])
             n = 0 if frames is None else int(frames[0][i + 1] - frames[0][i])
-            if n <= 1:
+            if frames is None or frame_lengths is None or n <= 1:
                 data = self.read_chunk_bytes(iid, level, i, verify=verify)
                 return decode_payload(
                     data, e.chunk_codec(i), dtype, count, label=f"image {iid!r} chunk {i}", strict=strict
@@ -381,7 +381,7 @@ class DatasetReader:
             # Several frames: each carries zstd's checksum of its content, which
             # decoding verifies, so the chunk's CRC-32 would only check twice.
             data = self.read_chunk_bytes(iid, level, i, verify=False)
-            fa = int(frames[0][i])  # type: ignore[index]
+            fa = int(frames[0][i])
             try:
                 return decode_frames(
                     data, frame_lengths[fa : fa + n].tolist(), dtype, count, label=f"image {iid!r} chunk {i}"
@@ -405,7 +405,7 @@ class DatasetReader:
 
         def decode_rows(i: int, r0: int, r1: int, strict: bool) -> tuple[np.ndarray, int]:
             span = frame_span(i, r0, r1)
-            if span is None:
+            if span is None or frame_lengths is None:  # no frame index: e.frames is None too
                 return decode(i, strict), 0
             fa, ka, kb, lo, hi = span
             data = self._read_part_range(e, i, lo, hi)
@@ -450,7 +450,9 @@ class DatasetReader:
         data = self.read_chunk_bytes(e.image_id, e.level, index, verify=False)
         return memoryview(data)[lo:hi]
 
-    def chunk_table(self, image_id: str | None = None, level: int | None = 0, *, columns: Sequence[str] | None = None) -> pa.Table:
+    def chunk_table(
+        self, image_id: str | None = None, level: int | None = 0, *, columns: Sequence[str] | None = None
+    ) -> pa.Table:
         """Rows of the chunks table (without ``pixel_bytes`` unless asked) for one image or all."""
         cols = list(columns) if columns else [f.name for f in CHUNKS_SCHEMA if f.name != "pixel_bytes"]
         if image_id is not None:
@@ -521,7 +523,9 @@ class DatasetReader:
         """The image as an OME-Arrow byte-variant record (chunks copied, not re-encoded)."""
         e = self.entry(image_id, level)
         t = self.chunk_table(e.image_id, level, columns=[f.name for f in CHUNKS_SCHEMA])
-        header = RecordBuilder(chunk_encoding="bytes")._header_row(self.header(e.image_id, level), e.shape, e.dtype.name)
+        header = RecordBuilder(chunk_encoding="bytes")._header_row(
+            self.header(e.image_id, level), e.shape, e.dtype.name
+        )
         chunks = pa.StructArray.from_arrays(
             [
                 t["t"].combine_chunks(), t["c"].combine_chunks(), t["z"].combine_chunks(),

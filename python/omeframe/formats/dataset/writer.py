@@ -18,6 +18,7 @@ only DuckDB/Polars ever parse. Each write produces one part file.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
@@ -131,15 +132,16 @@ class _ChunkStream:
                 for lo in range(0, len(keys), step):
                     batch = keys[lo : lo + step]
                     if len(batch) > 1 and _threads.can_parallelize():
-                        results = list(_threads.pool().map(lambda k: self._encode(log, k), batch))
+                        results = list(_threads.pool().map(functools.partial(self._encode, log), batch))
                     else:
                         results = [self._encode(log, k) for k in batch]
-                    for k, (stored, payload, frames, st, crc, raw_nbytes) in zip(batch, results):
+                    for k, (stored, payload, frames, st, crc, raw_nbytes) in zip(batch, results, strict=True):
                         t, c, z, y, x, dz, dy, dx = (int(v) for v in k)
                         mv = memoryview(payload).cast("B")
                         cols["image_id"].append(image_id)
                         cols["level"].append(log.level)
-                        for name, v in zip(("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x"), (t, c, z, y, x, dz, dy, dx)):
+                        keys8 = ("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x")
+                        for name, v in zip(keys8, (t, c, z, y, x, dz, dy, dx), strict=True):
                             cols[name].append(v)
                         cols["dtype"].append(dname)
                         cols["codec"].append(stored)
@@ -275,7 +277,8 @@ def _images_rows(logs: list[_ImageLog], parts: list[_Part], offsets: np.ndarray 
         rows["pixels_meta"].append(h.pixels_meta(log.inp.shape, dtype_name(log.inp.dtype)))
         cz, cy, cx = log.grid
         rows["chunk_grid"].append(
-            {"order": "TCZYX", "chunk_t": 1, "chunk_c": 1, "chunk_z": cz, "chunk_y": cy, "chunk_x": cx, "chunk_order": "ZYX"}
+            {"order": "TCZYX", "chunk_t": 1, "chunk_c": 1, "chunk_z": cz, "chunk_y": cy, "chunk_x": cx,
+             "chunk_order": "ZYX"}
         )
         rows["dtype"].append(dtype_name(log.inp.dtype))
         rows["codec"].append(resolve_codec(log.codec))
@@ -412,7 +415,9 @@ def write_items(
         raise ValueError(f"mode must be 'create', 'append' or 'overwrite', got {mode!r}")
     comp = normalize_compression(compression)
     if frame_bytes is not None and (not isinstance(frame_bytes, (int, np.integer)) or frame_bytes < 0):
-        raise ValueError(f"frame_bytes must be None or a non-negative integer (0 = one frame per chunk), got {frame_bytes!r}")
+        raise ValueError(
+            f"frame_bytes must be None or a non-negative integer (0 = one frame per chunk), got {frame_bytes!r}"
+        )
     existing: Manifest | None = None
     if root.exists() and (root / MANIFEST_NAME).exists():
         if mode == "create":

@@ -124,7 +124,14 @@ class RecordTableSource(LazySource):
     the plan reads the row group (Parquet) or row (Vortex) that holds the record.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, column_name: str | None = "ome_arrow", row_index: int = 0, format: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        column_name: str | None = "ome_arrow",
+        row_index: int = 0,
+        format: str | None = None,
+    ) -> None:
         super().__init__()
         self.path = Path(path)
         if not self.path.exists():

@@ -600,7 +600,7 @@ class StackSource(StoredSource):
         file_bytes = np.array(
             [max(os.stat(p).st_size // max(t_in * c_in, 1), 1) for p in paths], dtype=np.int64
         )
-        return make_pieces(self._shape, dtype, origins, extents, decode, file_bytes, True, self.describe)  # type: ignore[arg-type]
+        return make_pieces(self._shape, dtype, origins, extents, decode, file_bytes, True, self.describe)
 
 
 def open_stack_source(

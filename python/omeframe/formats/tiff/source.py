@@ -148,7 +148,9 @@ class _TiffHandle:
             self.series = list(self.tf.series)
         except Exception as exc:  # noqa: BLE001 - tifffile raises many types on broken files
             self.tf.close()
-            raise CorruptFileError(f"{str(path)!r}: cannot parse the TIFF image series ({type(exc).__name__}: {exc})") from exc
+            raise CorruptFileError(
+                f"{str(path)!r}: cannot parse the TIFF image series ({type(exc).__name__}: {exc})"
+            ) from exc
         self._ome: list[OmeImage] | None | bool = False  # False: not parsed yet
 
     def levels(self, index: int) -> list[Any]:
@@ -273,8 +275,8 @@ def _map_axes(series: Any, label: str) -> _AxisMap:
             break
     if split is None:
         raise SchemaError(f"{label}: series shape {shape} ({axes}) does not match its page shape {kf.shape}")
-    lead = list(zip(axes[:split], shape[:split]))
-    trail = list(zip(axes[split:], shape[split:]))
+    lead = list(zip(axes[:split], shape[:split], strict=True))
+    trail = list(zip(axes[split:], shape[split:], strict=True))
     samples = sep * contig
     s_letter, d_letter = "S", "Z"
     others = [(a, n) for a, n in trail if a not in "YX" and n > 1]
@@ -319,7 +321,7 @@ def _map_axes(series: Any, label: str) -> _AxisMap:
         target = next(a for a in ("Z", "T", "C") if a in free)
         assign[target] = [generic[0]]
     else:
-        for d, a in zip(generic, free[len(free) - len(generic):]):
+        for d, a in zip(generic, free[len(free) - len(generic):], strict=True):
             assign[a] = [d]
     for a, ds in assign.items():
         for d in ds:
@@ -347,7 +349,7 @@ class _Cache:
         self.lock = threading.Lock()
         self.inflight: dict[Any, threading.Event] = {}
 
-    def get(self, key: Any, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    def get(self, key: Any, compute: Callable[[], np.ndarray | None]) -> np.ndarray | None:
         while True:
             with self.lock:
                 hit = self.data.get(key)
@@ -518,7 +520,8 @@ class TiffSource(LazySource):
         phys: dict[str, float | None] = {}
         units: dict[str, str | None] = {}
         acq: datetime | None = None
-        rgb = self._kf.photometric == 2 and sc in (3, 4) and "S" in "".join(d.letter for d in self._map.assign.get("C", ()))
+        c_letters = "".join(d.letter for d in self._map.assign.get("C", ()))
+        rgb = self._kf.photometric == 2 and sc in (3, 4) and "S" in c_letters
         ome_imgs = self._handle.ome_images()
         if ome_imgs:
             img = self._ome_image(ome_imgs)
@@ -699,7 +702,9 @@ class TiffSource(LazySource):
             f, ss, di, yi, xi, cs = g
             seg = ss * (nd * ny * nx) + di * (ny * nx) + yi * nx + xi
             z0, y0, x0 = di * td, yi * th, xi * tw
-            ext = np.stack([np.minimum(td, depth - z0), np.minimum(th, length - y0), np.minimum(tw, width - x0)], axis=1)
+            ext = np.stack(
+                [np.minimum(td, depth - z0), np.minimum(th, length - y0), np.minimum(tw, width - x0)], axis=1
+            )
             nbytes = counts[f, seg] // contig
             piece_seg = seg
         else:
@@ -746,11 +751,11 @@ class TiffSource(LazySource):
         dtype = self.dtype
         if self._tiled:
 
-            def region(i: int) -> np.ndarray:
+            def region(i: int) -> np.ndarray | None:
                 return decode_segment(int(fr[i]), int(ssr[i]), int(sgr[i]), None)
         else:
 
-            def region(i: int) -> np.ndarray:
+            def region(i: int) -> np.ndarray | None:
                 r0 = int(sgr[i]) * rows
                 return decode_segment(int(fr[i]), int(ssr[i]), r0, min(rows, length - r0))
 
@@ -807,7 +812,9 @@ class TiffSource(LazySource):
                     try:
                         page = series[fi]
                     except Exception as exc:  # noqa: BLE001 - broken IFD chains
-                        raise CorruptFileError(f"{self._label}: cannot read page {fi} ({type(exc).__name__}: {exc})") from exc
+                        raise CorruptFileError(
+                            f"{self._label}: cannot read page {fi} ({type(exc).__name__}: {exc})"
+                        ) from exc
                     if page is None:
                         continue
                     pages[fi] = page
@@ -846,7 +853,7 @@ class TiffSource(LazySource):
                 )
             return data
 
-        def decode_raw(page: Any, data: bytes, index: int, what: str) -> np.ndarray:
+        def decode_raw(page: Any, data: bytes, index: int, what: str) -> np.ndarray | None:
             args: dict[str, Any] = {}  # edge tiles come back cropped to the image
             jt = getattr(page, "jpegtables", None)
             if jt is not None:
@@ -870,9 +877,7 @@ class TiffSource(LazySource):
                 raise CorruptFileError(f"{path!r}: {what} cannot be decoded ({type(exc).__name__}: {exc})") from exc
             except Exception as exc:  # noqa: BLE001 - codec errors have many types
                 raise CorruptFileError(f"{path!r}: {what} cannot be decoded ({type(exc).__name__}: {exc})") from exc
-            if arr is None:
-                return None  # type: ignore[return-value]
-            return arr
+            return arr  # None: tifffile found no pixels in the segment
 
         def segment(fi: int, ss: int, a: int, nrows: int | None) -> np.ndarray | None:
             page = pages[fi]
@@ -902,12 +907,15 @@ class TiffSource(LazySource):
                     data = read(page, off + (r - s0) * row_bytes, (r1 - r) * row_bytes, what)
                     out[0, r - a : r1 - a] = np.frombuffer(data, file_dtype).reshape(r1 - r, width, contig)
                 else:
-                    arr = decode_raw(page, read(page, off, cnt, what), idx, what)
-                    arr = np.asarray(arr).reshape(-1, width, contig)
+                    raw = decode_raw(page, read(page, off, cnt, what), idx, what)
+                    if raw is None:
+                        raise CorruptFileError(f"{path!r}: {what} decodes to no pixels (truncated or corrupt TIFF)")
+                    arr = np.asarray(raw).reshape(-1, width, contig)
                     need = min(s0 + rps, length) - s0
                     if arr.shape[0] < need:
                         raise CorruptFileError(
-                            f"{path!r}: {what} decodes to {arr.shape[0]} rows, expected {need} (truncated or corrupt TIFF)"
+                            f"{path!r}: {what} decodes to {arr.shape[0]} rows, expected {need} "
+                            "(truncated or corrupt TIFF)"
                         )
                     out[0, r - a : r1 - a] = arr[r - s0 : r1 - s0]
                 r = r1

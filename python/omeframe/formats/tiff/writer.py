@@ -35,6 +35,10 @@ __all__ = ["to_ome_tiff"]
 _BAND_BYTES = 16 << 20
 #: Above this many bytes of pixel data (all levels) the file is written as BigTIFF.
 _BIGTIFF_THRESHOLD = (1 << 32) - (1 << 27)
+#: Codecs whose encoder takes a ``level`` (``compression_level`` is passed to them only).
+_LEVELED_CODECS = (
+    "zlib", "deflate", "adobe_deflate", "zstd", "lzma", "webp", "jpeg", "jpegxl", "jpeg2000", "lerc", "brotli"
+)
 
 _OME_DTYPES = ("int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64", "bool")
 
@@ -86,7 +90,7 @@ def _tile_blocks(
     """Generator of tiles (or planes when ``tile`` is None) in TIFF page/tile order."""
     plan = LazyImage(src)
     st, sc, sz, sy, sx = src.shape
-    sizes = dict(zip("TCZ", (st, sc, sz)))
+    sizes = dict(zip("TCZ", (st, sc, sz), strict=True))
     lead = [a for a in axes if a in "TCZ"]
     item = max(1, np.dtype(out_dtype).itemsize, src.dtype.itemsize)
 
@@ -97,7 +101,7 @@ def _tile_blocks(
 
     def pages() -> Any:
         for idx in np.ndindex(*(sizes[a] for a in lead)):
-            pos = dict(zip(lead, idx))
+            pos = dict(zip(lead, idx, strict=True))
             yield pos["T"], pos["C"], pos["Z"]
 
     for t, c, z in pages():
@@ -283,7 +287,7 @@ def _write(
         bigtiff = total > _BIGTIFF_THRESHOLD
     comp: Any = None if compression in (None, "none", "None") else compression
     cargs = None
-    if comp is not None and compression_level is not None and str(comp).lower() in ("zlib", "deflate", "adobe_deflate", "zstd", "lzma", "webp", "jpeg", "jpegxl", "jpeg2000", "lerc", "brotli"):
+    if comp is not None and compression_level is not None and str(comp).lower() in _LEVELED_CODECS:
         cargs = {"level": int(compression_level)}
     _check_codec(comp, cargs, out_dtype, tile)
     header = src.header()
@@ -293,7 +297,7 @@ def _write(
     try:
         with tifffile.TiffWriter(tmp, bigtiff=bool(bigtiff), ome=True) as tw:
             for k, lv in enumerate(levels):
-                lsizes = dict(zip("TCZYX", lv.shape))
+                lsizes = dict(zip("TCZYX", lv.shape, strict=True))
                 ltile = tile
                 shape = tuple(lsizes[a] for a in axes)
                 opts: dict[str, Any] = {

@@ -545,7 +545,7 @@ class _ScanSpec:
             for batch in reader:
                 if not batch.schema.equals(target):
                     batch = pa.RecordBatch.from_arrays(
-                        [c.cast(f.type) for c, f in zip(batch.columns, target)], schema=target
+                        [c.cast(f.type) for c, f in zip(batch.columns, target, strict=True)], schema=target
                     )
                 if self.post_filter is not None:
                     batch = _filter_batch(batch, self.post_filter)
