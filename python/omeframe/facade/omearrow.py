@@ -29,7 +29,7 @@ from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.errors import SchemaError
 from omeframe.model.record import RecordView, as_record_scalar
 from omeframe.ops.describe import describe_ome_arrow
-from omeframe.ops.slicing import _keep, slice_ome_arrow
+from omeframe.ops.slicing import crop_selection, slice_ome_arrow
 from omeframe.ops.tensor_spec import ViewSpec
 from omeframe.ops.tensor_view import LazyTensorView, TensorView
 from omeframe.ops.view import view_matplotlib
@@ -304,13 +304,9 @@ class OMEArrow(SourceLike):
         """
         if self._plan is None:
             return self.slice(x_min, x_max, y_min, y_max, t_indices, c_indices, z_indices, fill_missing)
-        sel: dict[str, Any] = {"y": (y_min, y_max), "x": (x_min, x_max)}
-        shape = self._plan.shape
-        for axis, idx, size in (("t", t_indices, shape[0]), ("c", c_indices, shape[1]), ("z", z_indices, shape[2])):
-            if idx is not None:
-                # the same index-set rules as the eager slice (no negative indices)
-                sel[axis] = _keep(idx, size, axis.upper())
-        plan = self._plan.select(**sel)
+        # the eager slice's rules (no negative indices, sorted and de-duplicated index sets)
+        crop = crop_selection(self._plan.shape, x_min, x_max, y_min, y_max, t_indices, c_indices, z_indices)
+        plan = self._plan.select(t=crop.t, c=crop.c, z=crop.z, y=crop.y, x=crop.x)
         plan = replace(plan, fill_missing=plan.fill_missing and fill_missing)
         return OMEArrow._from_plan(plan, tcz=self.tcz, image_type=self._image_type)
 

@@ -54,16 +54,6 @@ def crop_selection(
     ).sorted_unique()
 
 
-def _keep(sel: Iterable[int] | None, size: int, axis: str) -> list[int] | None:
-    """One T/C/Z index set of a crop (see :func:`crop_selection`) as a sorted list."""
-    name = axis.lower()
-    shape = [1, 1, 1, 1, 1]
-    shape["tcz".index(name)] = size
-    spec: dict[str, Any] = {name: sel}
-    idx = getattr(Selection.normalize(shape, negative_indices=False, **spec).sorted_unique(), name)
-    return None if idx is None else list(idx)
-
-
 def slice_ome_arrow(
     data: Any,
     x_min: int,
