@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import omeframe.duckdb as ofdb
 from omeframe._sample import make_sample
 from omeframe._version import __version__
 from omeframe.catalog import CATALOG_SCHEMA, build, open_image, read_catalog
@@ -260,8 +261,6 @@ def _register_fallback(con: Any, name: str, path: Path) -> list[str]:
 
 def _sql_connection() -> tuple[Any, Any]:
     try:
-        import omeframe.duckdb as ofdb  # duckdb is optional and heavy: imported on use
-
         return ofdb.connect(), ofdb.register
     except ImportError:
         import duckdb

@@ -141,6 +141,8 @@ from omeframe.catalog.worker import (
     process_batch,
 )
 from omeframe.engine import progress as _progress
+from omeframe.formats.dataset.inputs import source_input
+from omeframe.formats.dataset.writer import WriteOptions, write_items
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 
 __all__ = [
@@ -429,9 +431,6 @@ class _Builder:
             set_postfix(errors=self.result.n_errors, refresh=False)
 
     def flush_large(self) -> None:
-        from omeframe.formats.dataset.inputs import source_input
-        from omeframe.formats.dataset.writer import WriteOptions, write_items
-
         batch, self.large, self.large_bytes = self.large, [], 0
         if not batch:
             return

@@ -25,8 +25,14 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.catalog.records import CHECKSUM_ALGORITHM, FILE_RECORD_SCHEMA
+from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from omeframe.formats.dataset.reader import DatasetReader as Dataset
+from omeframe.formats.dataset.writer import _write_images_table
+from omeframe.formats.record.files import record_row_sizes, table_metadata
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.errors import OmeframeError
+from omeframe.storage import parquet as pqio
+from omeframe.storage.atomic import atomic_path
 
 __all__ = [
     "CATALOG_VERSION",
@@ -168,9 +174,6 @@ class ImagesWriter:
     ) -> None:
         import pyarrow.parquet as pq
 
-        from omeframe.formats.record.files import table_metadata
-        from omeframe.storage import parquet as pqio
-
         self.path = path
         self.column_name = column_name
         self.tmp = path.parent / f".pending-{uuid.uuid4().hex[:12]}{path.suffix}"
@@ -209,8 +212,6 @@ class ImagesWriter:
 
     def append(self, table: pa.Table) -> None:
         """Add new rows (after every row added before), writing each row group once it is full."""
-        from omeframe.formats.record.files import record_row_sizes
-
         if not table.num_rows:
             return
         t = conform(table, self.schema)
@@ -292,8 +293,6 @@ def write_catalog(path: Path, table: pa.Table) -> None:
     """Write ``catalog.parquet`` atomically (the commit point of a build)."""
     import pyarrow.parquet as pq
 
-    from omeframe.storage.atomic import atomic_path
-
     meta = {k.encode(): v.encode() for k, v in _file_meta().items()}
     table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
@@ -303,15 +302,6 @@ def write_catalog(path: Path, table: pa.Table) -> None:
 def drop_dataset_images(root: Path, ids: set[str]) -> None:
     """Commit a dataset generation without the images ``ids`` (their chunks become garbage)."""
     import pyarrow.compute as pc
-
-    from omeframe.formats.dataset.manifest import (
-        MANIFEST_NAME,
-        Manifest,
-        read_manifest,
-        write_manifest,
-    )
-    from omeframe.formats.dataset.reader import DatasetReader as Dataset
-    from omeframe.formats.dataset.writer import _write_images_table
 
     if not ids or not (root / MANIFEST_NAME).is_file():
         return

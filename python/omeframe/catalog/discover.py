@@ -28,7 +28,7 @@ import numpy as np
 from omeframe.formats.array.npy import infer_array_dims
 from omeframe.formats.tiff import TIFF_SUFFIXES
 from omeframe.formats.zarr import ZARR_ATTRS_FILES, ZARR_SUFFIX
-from omeframe.model.errors import OmeframeError
+from omeframe.model.errors import OmeframeError, OptionalDependencyError
 from omeframe.registry import by_suffix, find, open_source
 
 __all__ = [
@@ -146,8 +146,6 @@ def open_image(path: str | os.PathLike[str], reader: str | None = None) -> Any:
         try:
             return open_source(p)
         except (ValueError, TypeError, OmeframeError) as exc:
-            from omeframe.model.errors import OptionalDependencyError
-
             raise OptionalDependencyError(
                 f"cannot read CZI file {p.name!r}: {exc} (CZI support needs a CZI reader)"
             ) from exc

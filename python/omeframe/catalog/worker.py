@@ -32,6 +32,10 @@ import pyarrow as pa
 from omeframe.catalog.commit import DATASET_NAME, IMAGES_NAME, Records
 from omeframe.catalog.discover import close_source, open_image
 from omeframe.catalog.records import FILE_RECORD_SCHEMA, FileRecord
+from omeframe.engine import threads as _threads
+from omeframe.engine.lazy import LazyImage
+from omeframe.formats.dataset.ingest import apply_overrides
+from omeframe.formats.record.builder import RecordBuilder
 
 __all__ = ["Task", "WorkerOptions", "process_batch", "init_worker", "one_line", "ping"]
 
@@ -86,8 +90,6 @@ def init_worker() -> None:
     The thread pool of a forked worker needs no reset here: :mod:`omeframe.engine.threads`
     forgets the parent's pool and helper threads after every fork (``os.register_at_fork``).
     """
-    from omeframe.engine import threads as _threads
-
     _threads.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
@@ -146,10 +148,6 @@ def process_batch(tasks: list[Task], opts: WorkerOptions) -> tuple[list[dict[str
 
 
 def _process_batch(tasks: list[Task], opts: WorkerOptions) -> tuple[list[dict[str, Any]], Records]:
-    from omeframe.engine.lazy import LazyImage
-    from omeframe.formats.dataset.ingest import apply_overrides
-    from omeframe.formats.record.builder import RecordBuilder
-
     outcomes: list[dict[str, Any]] = []
     arrays: list[pa.Array] = []
     rows: list[int] = []

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from omeframe.formats.dataset.schema import dataset_schemas
 from omeframe.model.arrow import (
     OME_ARROW_BYTE_STRUCT,
     OME_ARROW_STRUCT,
@@ -36,10 +37,6 @@ def schema_registry() -> dict[str, tuple[pa.Schema, str]]:
             "Record table, byte variant (default): native-dtype chunk bytes, per-chunk codec.",
         ),
     }
-    try:  # dataset tables join when the dataset layer is present
-        from omeframe.formats.dataset.schema import dataset_schemas
-    except ImportError:  # pragma: no cover - only before the dataset layer exists
-        return reg
     reg.update(dataset_schemas())
     return reg
 

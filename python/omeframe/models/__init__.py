@@ -25,7 +25,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from omeframe.formats.zarr import models as ome_zarr
+        from omeframe.formats.zarr import models as ome_zarr  # lazy: pydantic
 
         return getattr(ome_zarr, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from omeframe.engine.lazy import LazyImage
 from omeframe.formats.array.source import RecordSource
+from omeframe.formats.custom.planes import PlaneLoaderSource
 from omeframe.model.errors import OptionalDependencyError
 from omeframe.model.selection import Selection
 from omeframe.ops.tensor_spec import (
@@ -331,8 +332,6 @@ class TensorView(_ViewBase):
             if isinstance(data, pa.ChunkedArray) and chunk_policy == "combine":
                 data = data.combine_chunks()
             if plane_loader is not None:
-                from omeframe.formats.custom.planes import PlaneLoaderSource
-
                 plan = LazyImage(PlaneLoaderSource(data, plane_loader))
             else:
                 plan = LazyImage(RecordSource(data))

@@ -23,13 +23,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from omeframe.formats.dataset import CHUNKS_SCHEMA, DatasetReader
+from omeframe.formats.record.files import detect_format, find_record_column
+from omeframe.model.errors import NoOmeArrowColumnError, OptionalDependencyError
+from omeframe.query.duckdb_udfs import register_functions as _reg
+
 __all__ = ["connect", "register", "register_functions"]
 
 
 def register_functions(con: Any) -> Any:
     """Add the ``ome_*`` SQL functions to an existing DuckDB connection."""
-    from omeframe.query.duckdb_udfs import register_functions as _reg
-
     return _reg(con)
 
 
@@ -61,10 +64,8 @@ def _parquet_list(paths: list[Path]) -> str:
 
 def _vortex_dataset(path: Path) -> Any:
     try:
-        from omeframe.formats.vortex.arrow_dataset import vortex_plain_dataset
+        from omeframe.formats.vortex.arrow_dataset import vortex_plain_dataset  # lazy: pyarrow.dataset
     except ImportError as exc:  # the wrapper module is not available yet
-        from omeframe.model.errors import OptionalDependencyError
-
         raise OptionalDependencyError(
             f"registering the Vortex file {str(path)!r} in DuckDB needs "
             "omeframe.formats.vortex.arrow_dataset.vortex_plain_dataset, which is not "
@@ -97,20 +98,14 @@ def _register_arrow(con: Any, name: str, obj: Any) -> None:
 def _check_record_column(schema: Any, column_name: str | None, source: str) -> None:
     if column_name is None:
         return
-    from omeframe.formats.record.files import find_record_column
-
     found = find_record_column(schema, column_name, source=source)
     if found != column_name:
-        from omeframe.model.errors import NoOmeArrowColumnError
-
         raise NoOmeArrowColumnError(
             f"{source} has no OME-Arrow column {column_name!r}; its OME-Arrow column is {found!r}"
         )
 
 
 def _register_file(con: Any, name: str, path: Path, column_name: str | None) -> list[str]:
-    from omeframe.formats.record.files import detect_format
-
     fmt = detect_format(path)
     if fmt == "parquet":
         if column_name is not None:
@@ -126,8 +121,6 @@ def _register_file(con: Any, name: str, path: Path, column_name: str | None) -> 
 
 
 def _register_dataset(con: Any, name: str, path: Path) -> list[str]:
-    from omeframe.formats.dataset import CHUNKS_SCHEMA, DatasetReader
-
     ds = DatasetReader(path)
     images, chunks = f"{name}_images", f"{name}_chunks"
     parts = ds.chunk_paths

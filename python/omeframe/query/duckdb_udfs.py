@@ -43,6 +43,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from omeframe.model.arrow import OME_ARROW_BYTE_STRUCT, OME_ARROW_STRUCT
 from omeframe.query import kernels
 
 __all__ = ["FUNCTIONS", "register_functions", "duckdb_type"]
@@ -86,8 +87,6 @@ def _ome_chunk_stats(pb: Any, codec: Any, dtype: Any, sz: Any, sy: Any, sx: Any)
 
 
 def _functions() -> dict[str, tuple[Callable[..., pa.Array], Any]]:
-    from omeframe.model.arrow import OME_ARROW_BYTE_STRUCT, OME_ARROW_STRUCT
-
     return {
         "ome_shape": (_unary(kernels.shape), pa.list_(pa.int32())),
         "ome_dtype": (_unary(kernels.dtype), pa.string()),

@@ -32,9 +32,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from omeframe.engine.codec import decode_payload
+from omeframe.formats.dataset.inputs import header_from_record
+from omeframe.formats.record.builder import RecordBuilder
+from omeframe.formats.record.decode import read_region
+from omeframe.formats.record.files import as_record_array
 from omeframe.model.dtypes import to_numpy_dtype
-from omeframe.model.errors import SchemaError
-from omeframe.model.record import looks_like_record_type
+from omeframe.model.errors import PixelPayloadError, SchemaError
+from omeframe.model.header import select_channels
+from omeframe.model.record import RecordView, looks_like_record_type
+from omeframe.ops.thumbnail import composite_rgb, downsample_cyx
 
 __all__ = [
     "STATS_TYPE",
@@ -94,8 +100,6 @@ def record_array(records: Any) -> pa.StructArray:
     elif isinstance(records, pa.StructScalar):
         arr = pa.repeat(records, 1)
     elif isinstance(records, Sequence) and not isinstance(records, (str, bytes)):
-        from omeframe.formats.record.files import as_record_array
-
         return record_array(as_record_array(list(records)))
     else:
         raise TypeError(
@@ -332,8 +336,6 @@ class _Chunks:
 
     def decode_many(self, entries: np.ndarray, natives: list[np.dtype[Any]]) -> list[np.ndarray]:
         """Flat values of the chunk entries (stored dtype for the list variant)."""
-        from omeframe.model.errors import PixelPayloadError
-
         bad = ~self.payload_ok[entries]
         if bad.any():
             raise PixelPayloadError(f"chunk entry {int(entries[bad][0])} has a null payload")
@@ -551,8 +553,6 @@ def stats(records: Any, c: Any = 0) -> pa.StructArray:
         std[sel] = np.sqrt(np.maximum(r_m2[sel], 0.0) / r_cnt[sel])
     slow = ok & ~has_chunks
     if slow.any():  # planes-only records: decode the channel through read_region
-        from omeframe.formats.record.decode import read_region
-
         for i in np.flatnonzero(slow):
             a = read_region(arr[int(i)], c=[int(cc[i])])
             mn[i], mx[i], mean[i], std[i] = a.min(), a.max(), a.mean(dtype=np.float64), a.std(dtype=np.float64)
@@ -563,9 +563,6 @@ def stats(records: Any, c: Any = 0) -> pa.StructArray:
 # per-row pixel kernels
 def _header(view: Any) -> Any:
     from dataclasses import replace
-
-    from omeframe.formats.dataset.inputs import header_from_record
-    from omeframe.model.header import select_channels
 
     h = header_from_record(view)
     return replace(h, channels=select_channels(h.channels, None, view.shape[1]))
@@ -603,10 +600,6 @@ def crop(
     the input's variant), the input's chunk codec (unless ``compression``
     is given) and chunk shape clipped to the crop. All rows are built at once.
     """
-    from omeframe.formats.record.builder import RecordBuilder
-    from omeframe.formats.record.decode import read_region
-    from omeframe.model.record import RecordView
-
     arr = record_array(records)
     n = len(arr)
     enc = encoding or _variant(arr)
@@ -677,10 +670,6 @@ def thumbnail(records: Any, size: Any = 256) -> pa.BinaryArray:
     """
     from PIL import Image
 
-    from omeframe.formats.record.decode import read_region
-    from omeframe.model.record import RecordView
-    from omeframe.ops.thumbnail import composite_rgb, downsample_cyx
-
     arr = record_array(records)
     n = len(arr)
     sizes_, ok_s = _broadcast_size(size, n)
@@ -702,8 +691,6 @@ def thumbnail(records: Any, size: Any = 256) -> pa.BinaryArray:
 
 def to_numpy(records: Any, dtype: Any = None) -> list[np.ndarray | None]:
     """Decode each record into a TCZYX array (``None`` for null rows)."""
-    from omeframe.formats.record.decode import read_region
-
     arr = record_array(records)
     ok = _valid(arr)
     return [read_region(arr[i], dtype=dtype) if ok[i] else None for i in range(len(arr))]

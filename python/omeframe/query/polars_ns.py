@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from omeframe.model.arrow import OME_ARROW_BYTE_STRUCT, OME_ARROW_STRUCT
 from omeframe.query import kernels
 
 __all__ = ["OmeExprNamespace", "OmeSeriesNamespace", "to_numpy"]
@@ -93,8 +94,6 @@ def to_numpy(series: pl.Series, dtype: Any = None) -> list[np.ndarray | None]:
 
 
 def _crop_dtype(expr: pl.Expr, encoding: str | None) -> Any:
-    from omeframe.model.arrow import OME_ARROW_BYTE_STRUCT, OME_ARROW_STRUCT
-
     if encoding is None:
         return pl.dtype_of(expr)  # same variant as the input
     if encoding == "bytes":

@@ -45,8 +45,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from omeframe.formats.dataset.manifest import read_manifest
+from omeframe.formats.dataset.schema import CHUNKS_SCHEMA
 from omeframe.formats.record.files import detect_format, field_type, find_record_column
-from omeframe.model.errors import CorruptFileError
+from omeframe.model.errors import CorruptFileError, OptionalDependencyError
 from omeframe.storage import files
 
 if TYPE_CHECKING:
@@ -87,8 +89,6 @@ def _import_polars() -> Any:
     try:
         import polars as pl
     except ImportError as exc:  # pragma: no cover - polars is installed in CI
-        from omeframe.model.errors import OptionalDependencyError
-
         raise OptionalDependencyError(
             "omeframe.polars needs the 'polars' package; install it with `pip install polars`"
         ) from exc
@@ -375,7 +375,7 @@ def _file_schema(path: str, fmt: str) -> pa.Schema:
     if fmt == "parquet":
         with files.open_input(path) as fh:
             return _parquet_file(path, fh).schema_arrow
-    from omeframe.formats.vortex.arrow_dataset import open_vortex_input
+    from omeframe.formats.vortex.arrow_dataset import open_vortex_input  # lazy: pyarrow.dataset
 
     with open_vortex_input(path) as vin:
         return vin.schema
@@ -632,7 +632,7 @@ class _Reader:
 
     # -- Vortex -----------------------------------------------------------
     def _vortex(self, path: str, limit: int | None) -> Iterator[tuple[pl.DataFrame | None, int]]:
-        from omeframe.formats.vortex.arrow_dataset import open_vortex_input
+        from omeframe.formats.vortex.arrow_dataset import open_vortex_input  # lazy: pyarrow.dataset
 
         pl = _import_polars()
         with open_vortex_input(path) as vin:
@@ -697,7 +697,7 @@ class _Reader:
         import vortex
         import vortex.expr as ve
 
-        from omeframe.formats.vortex.arrow_dataset import vortex_column
+        from omeframe.formats.vortex.arrow_dataset import vortex_column  # lazy: pyarrow.dataset
 
         pl = _import_polars()
         schema = self.tbl.schema
@@ -730,7 +730,7 @@ class _Reader:
             kwargs["indices"] = vortex.array(pa.array(np.arange(end, dtype=np.uint64)))
         vf = vin.file
         if "indices" in kwargs:  # a take: map the file, touch only the needed pages
-            from omeframe.formats.vortex.arrow_dataset import open_vortex_mapped
+            from omeframe.formats.vortex.arrow_dataset import open_vortex_mapped  # lazy: pyarrow.dataset
 
             vf = open_vortex_mapped(vin.path)
         try:
@@ -864,7 +864,7 @@ def _vortex_filter(tree: Any, tbl: _Table) -> Any:
         return None
     import vortex.expr as ve
 
-    from omeframe.formats.vortex.arrow_dataset import (
+    from omeframe.formats.vortex.arrow_dataset import (  # lazy: pyarrow.dataset
         pushable_type,
         vortex_column,
         vortex_literal,
@@ -915,8 +915,6 @@ def _describe(
     """Files, format and kind (``"records"``, ``"images"``, ``"chunks"``) of a source."""
     p = Path(source)
     if p.is_dir():
-        from omeframe.formats.dataset.manifest import read_manifest
-
         m = read_manifest(p)
         kind = table or "images"
         if kind == "images":
@@ -1017,8 +1015,6 @@ def scan(
     if paths:
         schema = _file_schema(paths[0], fmt)
     else:  # a dataset without chunk parts yet
-        from omeframe.formats.dataset.schema import CHUNKS_SCHEMA
-
         schema = CHUNKS_SCHEMA
     virtual = _virtual_columns(schema, kind, column_name, header_columns, label)
     tbl = _Table(paths, fmt, schema, virtual, label)

@@ -15,6 +15,7 @@ from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.dtypes import SUPPORTED_DTYPES, to_numpy_dtype
 from omeframe.model.errors import DtypeError, OptionalDependencyError, PixelPayloadError
 from omeframe.model.header import ImageHeader, channels_of, default_channels
+from omeframe.model.record import as_record_scalar
 
 __all__ = ["from_numpy", "from_torch_array", "from_jax_array", "to_ome_arrow", "clamp_u16"]
 
@@ -297,8 +298,6 @@ def to_ome_arrow(
         raise ValueError(f"sizes must be positive, got TCZYX={shape}")
     chan = channels_of(channels) if channels is not None else default_channels(None, shape[1])
     if chunks is not None:
-        from omeframe.model.record import as_record_scalar
-
         is_bytes = bool(chunks) and "pixel_bytes" in chunks[0]
         cz, cy, cx = (int(chunks[0][k]) for k in ("shape_z", "shape_y", "shape_x")) if chunks else (1, 1, 1)
         record = {

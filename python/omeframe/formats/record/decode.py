@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from omeframe.engine import threads as _threads
 from omeframe.engine.codec import decode_payload, fit_length
-from omeframe.engine.executor import assemble
+from omeframe.engine.executor import assemble, clamp_cast
 from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import PixelPayloadError, SchemaError
@@ -243,7 +244,6 @@ def _batch_byte_variant(
     for i in np.flatnonzero(ok).tolist():
         nat = natives[tcodes[i]] if tcodes[i] >= 0 else np.dtype("uint16")
         out[i] = np.zeros(tuple(int(v) for v in sizes[i]), dtype=out_dtype or nat)
-    from omeframe.engine.executor import clamp_cast
 
     def run(lo: int, hi: int) -> None:
         for j in range(lo, hi):
@@ -263,8 +263,6 @@ def _batch_byte_variant(
             target[t, c, z : z + dz, y : y + dy, x : x + dx] = block  # type: ignore[index]
 
     total = len(keys)
-    from omeframe.engine import threads as _threads
-
     stored = int(poffs[-1] - poffs[0]) if total else 0
     if total > 1 and stored >= (4 << 20) and _threads.can_parallelize():
         k = _threads.num_threads() * 4

@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from omeframe.engine.derived import as_source
 from omeframe.engine.executor import clamp_cast
 from omeframe.engine.lazy import LazyImage
+from omeframe.engine.pyramid import DownsampledSource
 from omeframe.engine.source import LazySource
 from omeframe.formats.tiff.omexml import tifffile_ome_metadata
 from omeframe.formats.tiff.source import TIFF_EXTRA_HINT, imagecodecs_installed
@@ -45,15 +47,11 @@ _OME_DTYPES = ("int8", "int16", "int32", "uint8", "uint16", "uint32", "float32",
 
 def _as_source(data: Any) -> LazySource:
     """The image to export as a lazy source (plans with selections are wrapped)."""
-    from omeframe.engine.derived import as_source
-
     return as_source(data)
 
 
 def _levels(src: LazySource, n: int, factor: int) -> list[LazySource]:
     """``n`` levels (fewer when the image gets too small): native levels when their shapes match."""
-    from omeframe.engine.pyramid import DownsampledSource
-
     if n < 1:
         raise ValueError(f"pyramid_levels must be >= 1, got {n}")
     if factor < 2:

@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
-from omeframe.formats.vortex.file import _first_line, _import_vortex, _stored_schema
+from omeframe.formats.vortex.file import _first_line, _import_vortex, _stored_schema, read_vortex_table
 from omeframe.model.arrow import field_type
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage import files
@@ -705,8 +705,6 @@ class VortexPlainDataset(pds.Dataset):
     ) -> pa.Table:
         if filter is None and self._filter is None:
             # Row takes straight from the file: vortex reads only the touched blocks.
-            from omeframe.formats.vortex.file import read_vortex_table
-
             idx = np.asarray(indices.to_numpy() if hasattr(indices, "to_numpy") else indices)
             cols = list(self._schema.names) if columns is None else list(columns)
             return read_vortex_table(self.path, columns=cols, rows=idx.astype(np.int64))

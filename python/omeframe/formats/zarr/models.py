@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from omeframe.model.dtypes import dtype_name, to_numpy_dtype
 from omeframe.model.errors import SchemaError
 
 __all__ = [
@@ -876,8 +877,6 @@ class ImageMetadata(_Model):
         as ome-arrow does); channel names and colours come from ``omero``
         (``RRGGBB`` -> ``0xRRGGBBFF``). Display windows stay in :attr:`omero`.
         """
-        from omeframe.model.dtypes import dtype_name, to_numpy_dtype
-
         shape: list[Any] = list(shapes)
         if shape and isinstance(shape[0], (list, tuple)):
             shape = list(shape[0])
@@ -985,8 +984,6 @@ class ImageMetadata(_Model):
             scales.append(s)
         dtype = None
         try:
-            from omeframe.model.dtypes import to_numpy_dtype
-
             dtype = to_numpy_dtype(pm.get("type")) if pm.get("type") else None
         except Exception:  # noqa: BLE001 - unknown dtype names: no default windows
             dtype = None

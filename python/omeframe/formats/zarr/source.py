@@ -273,7 +273,7 @@ def open_ome_zarr_source(
     """
     import zarr
 
-    from omeframe.formats.zarr.models import ImageMetadata
+    from omeframe.formats.zarr.models import ImageMetadata  # lazy: pydantic
 
     default_id: str | None
     default_name: str | None

@@ -30,9 +30,13 @@ from typing import Any, Literal
 import numpy as np
 
 from omeframe.engine import threads as _threads
+from omeframe.engine.derived import as_source
 from omeframe.engine.lazy import LazyImage
+from omeframe.engine.pyramid import pyramid_levels
 from omeframe.engine.source import LazySource
+from omeframe.formats.zarr.array import ZarrArraySource
 from omeframe.model.dims import CANONICAL
+from omeframe.model.dtypes import dtype_name, to_numpy_dtype
 from omeframe.model.errors import DimOrderError
 from omeframe.model.header import default_channels
 
@@ -53,8 +57,6 @@ _BLOSC_CNAMES: dict[str, Literal["lz4", "lz4hc", "zstd", "zlib"]] = {
 
 def as_export_source(data: Any) -> LazySource:
     """The :class:`LazySource` behind ``data`` (OMEArrow, plan, source, record, array, Dataset, path)."""
-    from omeframe.engine.derived import as_source
-
     return as_source(data)
 
 
@@ -298,10 +300,7 @@ def to_ome_zarr(
     """
     import zarr
 
-    from omeframe.engine.pyramid import pyramid_levels
-    from omeframe.formats.zarr.array import ZarrArraySource
-    from omeframe.formats.zarr.models import ImageMetadata
-    from omeframe.model.dtypes import dtype_name, to_numpy_dtype
+    from omeframe.formats.zarr.models import ImageMetadata  # lazy: pydantic
 
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 (OME-Zarr 0.4) or 3 (OME-Zarr 0.5), got {zarr_format!r}")
