@@ -13,7 +13,7 @@ from omeframe._sample import make_sample
 from omeframe._version import __version__
 from omeframe.catalog import CATALOG_SCHEMA, build, open_image, read_catalog
 from omeframe.facade import OMEArrow, open_dataset, scan, write_dataset
-from omeframe.formats.dataset.manifest import MANIFEST_NAME, read_manifest
+from omeframe.formats.dataset.manifest import MANIFEST_NAME
 from omeframe.formats.record.decode import to_numpy
 from omeframe.formats.record.files import TABLE_FORMATS, detect_format, find_record_column
 from omeframe.formats.record.tables import from_ome_parquet, read_table, write_table
@@ -233,56 +233,29 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_fallback(con: Any, name: str, path: Path) -> list[str]:
-    """Plain DuckDB views when omeframe.duckdb is not available."""
-
-    def lit(p: Path) -> str:
-        return "'" + p.as_posix().replace("'", "''") + "'"
-
-    def ident(n: str) -> str:
-        return '"' + n.replace('"', '""') + '"'
-
-    if _format_of(path) == "dataset":
-        m = read_manifest(path)
-        if m.format != "parquet":
-            raise ValueError(f"dataset {str(path)!r} is {m.format}; querying it needs omeframe.duckdb")
-        parts = "[" + ", ".join(lit(path / q) for q in m.parts) + "]"
-        images = lit(path / str(m.images))
-        con.execute(f"CREATE OR REPLACE VIEW {ident(name + '_images')} AS SELECT * FROM read_parquet({images})")
-        con.execute(f"CREATE OR REPLACE VIEW {ident(name + '_chunks')} AS SELECT * FROM read_parquet({parts})")
-        return [name + "_images", name + "_chunks"]
-    if TABLE_FORMATS.get(path.suffix.lower()) == "vortex":
-        raise ValueError(f"{str(path)!r} is a Vortex table; querying it needs omeframe.duckdb")
+def _plain_view(con: Any, name: str, path: Path) -> list[str]:
+    """A DuckDB view over a plain Parquet file (a catalog's ``catalog.parquet``)."""
     if not path.exists():
         raise FileNotFoundError(f"no such table: {str(path)!r}")
-    con.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS SELECT * FROM read_parquet({lit(path)})")
+    lit = "'" + path.as_posix().replace("'", "''") + "'"
+    ident = '"' + name.replace('"', '""') + '"'
+    con.execute(f"CREATE OR REPLACE VIEW {ident} AS SELECT * FROM read_parquet({lit})")
     return [name]
 
 
-def _sql_connection() -> tuple[Any, Any]:
-    try:
-        return ofdb.connect(), ofdb.register
-    except ImportError:
-        import duckdb
-
-        return duckdb.connect(), None
-
-
-def _register(con: Any, register: Any, name: str, path: Path) -> list[str]:
+def _register(con: Any, name: str, path: Path) -> list[str]:
     if not path.exists():
         raise FileNotFoundError(f"no such table or dataset: {str(path)!r}")
-    if register is not None:
-        return list(register(con, name, path) or [name])
-    return _register_fallback(con, name, path)
+    return list(ofdb.register(con, name, path) or [name])
 
 
-def _register_catalog(con: Any, register: Any, root: Path, prefix: str = "") -> list[str]:
+def _register_catalog(con: Any, root: Path, prefix: str = "") -> list[str]:
     views: list[str] = []
     if (root / "images.parquet").is_file():
-        views += _register(con, register, prefix + "images", root / "images.parquet")
+        views += _register(con, prefix + "images", root / "images.parquet")
     if (root / "dataset" / MANIFEST_NAME).is_file():
-        views += _register(con, register, prefix + "dataset", root / "dataset")
-    views += _register_fallback(con, prefix + "catalog", root / "catalog.parquet")
+        views += _register(con, prefix + "dataset", root / "dataset")
+    views += _plain_view(con, prefix + "catalog", root / "catalog.parquet")
     con.execute(
         f'CREATE OR REPLACE VIEW "{prefix}errors" AS SELECT urlpath, error_type, error, ingested_at '
         f"FROM \"{prefix}catalog\" WHERE status = 'error'"
@@ -340,7 +313,7 @@ def _without_nanoseconds(batch: Any) -> Any:
 
 
 def _sql(args: argparse.Namespace) -> int:
-    con, register = _sql_connection()
+    con = ofdb.connect()
     views: list[str] = []
     catalogs = [Path(c) for c in (args.catalog or [])]
     if not catalogs and not args.table and _is_catalog(Path.cwd()):
@@ -348,16 +321,16 @@ def _sql(args: argparse.Namespace) -> int:
     for c in catalogs:
         if not _is_catalog(c):
             raise FileNotFoundError(f"{str(c)!r} is not a catalog directory (no catalog.parquet)")
-        views += _register_catalog(con, register, c)
+        views += _register_catalog(con, c)
     for spec in args.table or []:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"--table expects NAME=PATH, got {spec!r}")
         p = Path(path)
         if _is_catalog(p):
-            views += _register_catalog(con, register, p, prefix=name + "_")
+            views += _register_catalog(con, p, prefix=name + "_")
         else:
-            views += _register(con, register, name, p)
+            views += _register(con, name, p)
     if args.verbose and views:
         print(f"views: {', '.join(views)}", file=sys.stderr)
     rel = con.sql(args.query)

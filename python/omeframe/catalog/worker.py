@@ -34,7 +34,7 @@ from omeframe.catalog.discover import close_source, open_image
 from omeframe.catalog.records import FILE_RECORD_SCHEMA, FileRecord
 from omeframe.engine import threads as _threads
 from omeframe.engine.lazy import LazyImage
-from omeframe.formats.dataset.ingest import apply_overrides
+from omeframe.engine.source import HeaderOptions
 from omeframe.formats.record.builder import RecordBuilder
 
 __all__ = ["Task", "WorkerOptions", "process_batch", "init_worker", "one_line", "ping"]
@@ -165,7 +165,7 @@ def _process_batch(tasks: list[Task], opts: WorkerOptions) -> tuple[list[dict[st
             nbytes = math.prod(shape) * dtype.itemsize
             small = opts.layout == "records" or (opts.layout == "auto" and nbytes <= opts.max_record_bytes)
             if small:
-                header = apply_overrides(src, image_id=image_id, name=Path(path).name)
+                header = HeaderOptions(image_id=image_id, name=Path(path).name).header(src)
                 if header.acquisition_datetime is None:
                     header = replace(header, acquisition_datetime=rec.mtime_datetime)
                 pixels = LazyImage(src).execute()

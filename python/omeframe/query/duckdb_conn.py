@@ -25,7 +25,7 @@ from typing import Any
 
 from omeframe.formats.dataset import CHUNKS_SCHEMA, DatasetReader
 from omeframe.formats.record.files import detect_format, find_record_column
-from omeframe.model.errors import NoOmeArrowColumnError, OptionalDependencyError
+from omeframe.model.errors import NoOmeArrowColumnError
 from omeframe.query.duckdb_udfs import register_functions as _reg
 
 __all__ = ["connect", "register", "register_functions"]
@@ -63,15 +63,8 @@ def _parquet_list(paths: list[Path]) -> str:
 
 
 def _vortex_dataset(path: Path) -> Any:
-    try:
-        from omeframe.formats.vortex.arrow_dataset import vortex_plain_dataset  # lazy: pyarrow.dataset
-    except ImportError as exc:  # the wrapper module is not available yet
-        raise OptionalDependencyError(
-            f"registering the Vortex file {str(path)!r} in DuckDB needs "
-            "omeframe.formats.vortex.arrow_dataset.vortex_plain_dataset, which is not "
-            f"available ({exc}); read it with omeframe.read_table and register the "
-            "Arrow table instead"
-        ) from exc
+    from omeframe.formats.vortex.arrow_dataset import vortex_plain_dataset  # lazy: pyarrow.dataset
+
     return vortex_plain_dataset(path)
 
 

@@ -22,9 +22,8 @@ from omeframe.formats.dataset.manifest import Manifest
 from omeframe.formats.dataset.writer import WriteItem, WriteOptions, write_items
 from omeframe.formats.record.arrays import clamp_u16
 from omeframe.formats.record.source import build_record
-from omeframe.model.header import ImageHeader
 
-__all__ = ["ingest", "to_record", "pick_levels", "check_clamp", "apply_overrides", "Levels"]
+__all__ = ["ingest", "to_record", "pick_levels", "check_clamp", "Levels"]
 
 #: Pyramid levels to ingest: ``"first"``, ``"all"``, a count, or level indices.
 Levels = Literal["all", "first"] | int | Sequence[int]
@@ -136,8 +135,3 @@ def check_clamp(source: LazySource, clamp_to_uint16: bool) -> None:
             "clamp_to_uint16 applies to records; datasets keep the native dtype "
             "(drop clamp_to_uint16, or pass out=None for a uint16 record)"
         )
-
-
-def apply_overrides(source: LazySource, **overrides: object) -> ImageHeader:
-    """``source``'s header with :class:`HeaderOptions` overrides (``image_id=``, ``name=`` ...)."""
-    return HeaderOptions(**overrides).header(source)  # type: ignore[arg-type]
