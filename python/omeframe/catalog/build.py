@@ -540,6 +540,10 @@ class _Builder:
 
 
 
+#: The dataset writer's option defaults: a catalog compresses records and chunks alike.
+_WRITE_DEFAULTS = WriteOptions()
+
+
 def build(
     sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -553,8 +557,8 @@ def build(
     max_record_bytes: int = 64 << 20,
     resume: bool = True,
     chunk_shape: tuple[int, int, int] | None = None,
-    compression: str | None = "zstd",
-    compression_level: int | None = 3,
+    compression: str | None = _WRITE_DEFAULTS.compression,
+    compression_level: int | None = _WRITE_DEFAULTS.compression_level,
     column_name: str = DEFAULT_COLUMN_NAME,
     batch_size: int | None = None,
 ) -> CatalogResult:
@@ -647,8 +651,8 @@ def build_with(
     max_record_bytes: int = 64 << 20,
     resume: bool = True,
     chunk_shape: tuple[int, int, int] | None = None,
-    compression: str | None = "zstd",
-    compression_level: int | None = 3,
+    compression: str | None = _WRITE_DEFAULTS.compression,
+    compression_level: int | None = _WRITE_DEFAULTS.compression_level,
     column_name: str = DEFAULT_COLUMN_NAME,
     batch_size: int | None = None,
 ) -> CatalogResult:
