@@ -297,7 +297,8 @@ def make_pieces(
     >>> type(p).__name__, p.grid
     ('RegularPieces', (1, 10, 10))
     """
-    shp: Shape5 = tuple(int(v) for v in shape)  # type: ignore[assignment]
+    t, c, z, y, x = (int(v) for v in shape)
+    shp: Shape5 = (t, c, z, y, x)
     kw: dict[str, Any] = {
         "describe": describe,
         "metadata_nbytes": metadata_nbytes,
@@ -306,9 +307,10 @@ def make_pieces(
     }
     o, e = origins, extents
     if len(o) > _REGULAR_MIN_PIECES and e.shape == (len(o), 3):
-        cand = tuple(int(v) for v in e[0])
+        cz, cy, cx = (int(v) for v in e[0])
+        cand = (cz, cy, cx)
         if min(cand) >= 1:
             ro, re_ = regular_pieces(shp, cand)
             if ro.shape == o.shape and np.array_equal(ro, o) and np.array_equal(re_, e):
-                return RegularPieces(shp, dtype, cand, decode, stored_nbytes, parallel, **kw)  # type: ignore[arg-type]
+                return RegularPieces(shp, dtype, cand, decode, stored_nbytes, parallel, **kw)
     return ExplicitPieces(shp, dtype, origins, extents, decode, stored_nbytes, parallel, **kw)

@@ -32,15 +32,17 @@ class ZarrArraySource(LazySource):
         self.describe = describe
         self._keep = keep  # objects (files, stores) that must outlive the array
         shape = dict(zip(self.axes, (int(s) for s in array.shape), strict=True))
-        self._shape = tuple(shape.get(a, 1) for a in CANONICAL)
-        chunks = dict(zip(self.axes, (int(c) for c in array.chunks), strict=True))
-        self._chunks = tuple(chunks.get(a, 1) for a in CANONICAL)
+        t, c, z, y, x = (shape.get(a, 1) for a in CANONICAL)
+        self._shape = (t, c, z, y, x)
+        chunks = dict(zip(self.axes, (int(n) for n in array.chunks), strict=True))
+        cz, cy, cx = (chunks.get(a, 1) for a in "ZYX")
+        self._chunk_zyx = (cz, cy, cx)
         #: Stored bytes of the whole array when the store cannot tell (TIFF tiles).
         self._stored_total: int | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
-        return self._shape  # type: ignore[return-value]
+        return self._shape
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -50,10 +52,10 @@ class ZarrArraySource(LazySource):
         return self._header
 
     def chunk_shape(self) -> tuple[int, int, int]:
-        return self._chunks[2:]  # type: ignore[return-value]
+        return self._chunk_zyx
 
     def _open_pixels(self) -> RegularPieces:
-        origins, extents = regular_pieces(self._shape, self._chunks[2:])
+        origins, extents = regular_pieces(self._shape, self._chunk_zyx)
         arr, axes = self.array, self.axes
 
         def decode(i: int, strict: bool) -> np.ndarray:
@@ -68,7 +70,7 @@ class ZarrArraySource(LazySource):
             return block.transpose([kept.index(a) for a in "ZYX"])
 
         nbytes = _stored_estimate(arr, len(origins), self._stored_total)
-        return RegularPieces(self._shape, self.dtype, self._chunks[2:], decode, nbytes, True, self.describe)  # type: ignore[arg-type]
+        return RegularPieces(self._shape, self.dtype, self._chunk_zyx, decode, nbytes, True, self.describe)
 
 
 def _stored_estimate(arr: Any, n: int, total: int | None = None) -> np.ndarray:
