@@ -35,6 +35,8 @@ from omeframe.formats.record.decode import (
     to_numpy,
     to_numpy_batch,
 )
+from omeframe.formats.record.image_table import ImageTable, open_table
+from omeframe.formats.record.stack import to_numpy_stack
 from omeframe.formats.record.tables import (
     from_ome_parquet,
     from_ome_vortex,
@@ -139,6 +141,9 @@ __all__ = [
     "from_ome_vortex",
     "write_table",
     "read_table",
+    "open_table",
+    "ImageTable",
+    "to_numpy_stack",
     "records_from_arrays",
     "slice_ome_arrow",
     "describe_ome_arrow",

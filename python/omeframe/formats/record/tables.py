@@ -9,7 +9,7 @@ in; :func:`read_table` reads the whole table.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from omeframe.formats.record.arrays import (
     resolve_chunk_compression,
 )
 from omeframe.formats.record.builder import RecordBuilder
+from omeframe.formats.record.bulk import encode_stack
 from omeframe.formats.record.decode import read_region
 from omeframe.formats.record.files import (
     as_record_array,
@@ -34,12 +35,12 @@ from omeframe.formats.record.files import (
     write_record_table,
 )
 from omeframe.formats.record.source import record_like
+from omeframe.formats.record.writer import write_record_batches
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.errors import SchemaError
 from omeframe.model.header import ImageHeader, default_channels
 from omeframe.model.record import RecordView, as_record_scalar
-from omeframe.storage import parquet as pqio
 
 __all__ = [
     "to_ome_parquet",
@@ -248,6 +249,195 @@ def records_from_arrays(
     return builder.build()
 
 
+#: Raw pixel bytes per encoded batch when writing a stack or a list of arrays:
+#: bounds the memory a write holds beside its input.
+BATCH_BYTES = 64 << 20
+#: Images per batch on the per-image (general) path.
+BATCH_IMAGES = 4096
+
+_STACK_OPTIONS = {
+    "dim_order", "image_ids", "names", "image_type", "channel_names", "chunk_shape",
+    "compression", "compression_level", "chunk_compression", "chunk_compression_level",
+    "physical_size_x", "physical_size_y", "physical_size_z", "physical_size_unit", "progress",
+}
+
+
+def _slice_opt(value: Any, lo: int, hi: int) -> Any:
+    return None if value is None else value[lo:hi]
+
+
+def _encode_stack_batches(stack: np.ndarray, encode: dict[str, Any]) -> Iterator[pa.StructArray]:
+    """Records of an ``(N, ...)`` stack, batch by batch (vectorised when the layout allows)."""
+    n = int(stack.shape[0])
+    opts = dict(encode)
+    progress = opts.pop("progress", None)
+    dim_order = opts.pop("dim_order", None) or default_dim_order(stack.ndim - 1)
+    comp, level = resolve_chunk_compression(
+        opts.pop("compression", DEFAULT_COMPRESSION),
+        opts.pop("compression_level", DEFAULT_COMPRESSION_LEVEL),
+        opts.pop("chunk_compression", UNSET),
+        opts.pop("chunk_compression_level", UNSET),
+    )
+    ids, names = opts.pop("image_ids", None), opts.pop("names", None)
+    for label, seq in (("image_ids", ids), ("names", names)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"{label} has {len(seq)} entries for {n} images")
+    fast = set(opts) <= _STACK_OPTIONS
+    per_image = max(1, stack[:1].nbytes)
+    step = max(1, BATCH_BYTES // per_image)
+    bounds = list(range(0, n, step))
+    for lo in track(bounds, progress, total=len(bounds), desc="encoding batches", unit="batch", large=n > 10000):
+        hi = min(n, lo + step)
+        part = stack[lo:hi]
+        arr = None
+        if fast:
+            arr = encode_stack(
+                part, dim_order=dim_order, compression=comp, compression_level=level,
+                chunk_shape=opts.get("chunk_shape", (1, 512, 512)),
+                image_ids=_slice_opt(ids, lo, hi), names=_slice_opt(names, lo, hi), start=lo,
+                **{k: v for k, v in opts.items() if k != "chunk_shape"},
+            )
+        if arr is None:
+            arr = records_from_arrays(
+                list(part), dim_order=dim_order, chunk_compression=comp, chunk_compression_level=level,
+                image_ids=ids[lo:hi] if ids is not None else [f"img-{i}" for i in range(lo, hi)],
+                names=names[lo:hi] if names is not None else [f"img-{i}" for i in range(lo, hi)],
+                **opts,
+            )
+        yield arr
+
+
+def _encode_list_batches(images: Sequence[np.ndarray], encode: dict[str, Any]) -> Iterator[pa.StructArray]:
+    """Records of a list of arrays (any shapes), a bounded batch at a time."""
+    n = len(images)
+    ids, names = encode.pop("image_ids", None), encode.pop("names", None)
+    for label, seq in (("image_ids", ids), ("names", names)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"{label} has {len(seq)} entries for {n} images")
+    lo = 0
+    while lo < n:
+        hi, acc = lo, 0
+        while hi < n and (hi == lo or (acc < BATCH_BYTES and hi - lo < BATCH_IMAGES)):
+            acc += int(getattr(images[hi], "nbytes", 0))
+            hi += 1
+        yield records_from_arrays(
+            images[lo:hi],
+            image_ids=ids[lo:hi] if ids is not None else [f"img-{i}" for i in range(lo, hi)],
+            names=names[lo:hi] if names is not None else [f"img-{i}" for i in range(lo, hi)],
+            **encode,
+        )
+        lo = hi
+
+
+def _is_array_list(images: Any) -> bool:
+    return isinstance(images, Sequence) and bool(images) and isinstance(images[0], np.ndarray)
+
+
+def _record_batches(images: Any, encode: dict[str, Any]) -> Iterator[tuple[Any, Any, bool]]:
+    """``(records, columns_or_None, encoded_here)`` triples from any accepted ``images`` input."""
+    if isinstance(images, pa.Table):
+        if encode:
+            raise TypeError(f"encoding options {sorted(encode)} apply to numpy images only")
+        yield images, None, False
+    elif isinstance(images, np.ndarray):
+        for arr in _encode_stack_batches(images, encode):
+            yield arr, None, True
+    elif _is_array_list(images):
+        for arr in _encode_list_batches(images, dict(encode)):
+            yield arr, None, True
+    elif isinstance(images, (pa.StructArray, pa.ChunkedArray, pa.StructScalar, Sequence)):
+        if encode:
+            raise TypeError(
+                f"encoding options {sorted(encode)} apply to numpy images only; the "
+                "records given are already encoded"
+            )
+        yield as_record_array(images), None, False
+    elif isinstance(images, Iterable):
+        for i, item in enumerate(images):
+            if isinstance(item, tuple) and len(item) != 2:
+                raise TypeError(
+                    f"batch {i}: expected images or an (images, columns) pair, got a tuple of {len(item)}"
+                )
+            imgs, cols = item if isinstance(item, tuple) else (item, None)
+            if not isinstance(imgs, (np.ndarray, pa.Table, pa.Array, pa.ChunkedArray, Sequence)):
+                raise TypeError(
+                    f"batch {i}: expected a numpy stack, a list of arrays, records or a table; "
+                    f"got {type(imgs).__name__}"
+                )
+            for arr, _, here in _record_batches(imgs, encode):
+                yield arr, cols, here
+    else:
+        raise TypeError(
+            "images must be a numpy stack (N, ...), a sequence of numpy arrays, OME-Arrow "
+            f"records, a pyarrow Table or an iterable of batches; got {type(images).__name__}"
+        )
+
+
+def _extra_table(columns: Mapping[str, Any] | pa.Table) -> pa.Table:
+    return columns if isinstance(columns, pa.Table) else pa.table(dict(columns))
+
+
+def _with_columns(table: pa.Table, extra: pa.Table | None) -> pa.Table:
+    if extra is None:
+        return table
+    if extra.num_rows != table.num_rows:
+        raise ValueError(f"extra columns have {extra.num_rows} rows but there are {table.num_rows} images")
+    clash = set(extra.column_names) & set(table.column_names)
+    if clash:
+        raise SchemaError(f"extra column name(s) {sorted(clash)} clash with the image column")
+    for name in extra.column_names:
+        table = table.append_column(extra.schema.field(name), extra[name])
+    return table
+
+
+def _numbered_batches(
+    images: Any, column_name: str, columns: Mapping[str, Any] | pa.Table | None, encode: dict[str, Any]
+) -> Iterator[pa.Table]:
+    """Tables of records plus their user columns, batch by batch.
+
+    Default ids and names (``img-<i>``) of images encoded here count over the
+    whole stream, not per batch.
+    """
+    extra = _extra_table(columns) if columns is not None else None
+    streaming = not isinstance(images, (pa.Table, np.ndarray, Sequence, pa.Array, pa.ChunkedArray, pa.StructScalar))
+    defaults = [k for k, opt in (("id", "image_ids"), ("name", "names")) if opt not in encode]
+    if extra is not None and not streaming and not isinstance(images, pa.StructScalar):
+        total = images.num_rows if isinstance(images, pa.Table) else len(images)
+        if total != extra.num_rows:
+            raise ValueError(f"extra columns have {extra.num_rows} rows but there are {total} images")
+    pos = 0
+    for recs, cols, encoded_here in _record_batches(images, encode):
+        table = recs if isinstance(recs, pa.Table) else pa.table({column_name: recs})
+        if streaming and encoded_here and defaults:
+            table = _renumber(table, column_name, pos, defaults)
+        n = table.num_rows
+        if cols is not None:
+            if extra is not None:
+                raise ValueError("pass user columns either with columns= or inside the batches, not both")
+            table = _with_columns(table, _extra_table(cols))
+        elif extra is not None:
+            if pos + n > extra.num_rows:
+                raise ValueError(f"extra columns have {extra.num_rows} rows but there are more images")
+            table = _with_columns(table, extra.slice(pos, n))
+        pos += n
+        yield table
+    if extra is not None and pos != extra.num_rows:
+        raise ValueError(f"extra columns have {extra.num_rows} rows but there are {pos} images")
+
+
+def _renumber(table: pa.Table, column_name: str, start: int, keys: Sequence[str]) -> pa.Table:
+    """Set the ``keys`` fields (``id`` / ``name``) of every record to ``img-<start + i>``."""
+    import pyarrow.compute as pc
+
+    col = table[column_name].combine_chunks()
+    n = len(col)
+    numbers = pc.cast(pa.array(np.arange(start, start + n, dtype=np.int64)), pa.string())
+    label = pc.binary_join_element_wise(pa.scalar("img-"), numbers, "")
+    children = [label if f.name in keys else col.field(f.name) for f in col.type]
+    rebuilt = pa.StructArray.from_arrays(children, fields=list(col.type))
+    return table.set_column(table.column_names.index(column_name), column_name, rebuilt)
+
+
 def write_table(
     path: str | os.PathLike[str],
     images: Any,
@@ -255,12 +445,18 @@ def write_table(
     column_name: str = DEFAULT_COLUMN_NAME,
     columns: Mapping[str, Sequence[Any]] | pa.Table | None = None,
     format: Literal["parquet", "vortex"] | None = None,
-    row_group_bytes: int = pqio.DEFAULT_ROW_GROUP_BYTES,
+    row_group_bytes: int | None = None,
     compression: str | None = "zstd",
     file_metadata: Mapping[str, str] | None = None,
+    pixel_index: bool = True,
     **encode: Any,
 ) -> Path:
     """Write an image table: one row per image, plus any extra columns.
+
+    A stack of same-shape images is encoded without Python work per image
+    (chunk keys and headers as whole columns, every chunk compressed by
+    zstd's multi-frame compressor in parallel), and any input is written in
+    bounded batches, so memory stays flat for any number of images.
 
     Parameters
     ----------
@@ -269,58 +465,55 @@ def write_table(
         (``.parquet`` / ``.vortex``). Written to a temporary file, then
         renamed, so a failure never leaves a half-written table.
     images
-        A sequence of numpy arrays (encoded with ``**encode``, the keyword
-        arguments of :func:`records_from_arrays`; pick the chunk codec with
-        ``chunk_compression=``, since ``compression`` here is the Parquet
-        codec), a sequence of records, a
-        ``StructArray`` of records, or a ``pa.Table`` already holding an
-        OME-Arrow column named ``column_name``.
+        One of:
+
+        - a numpy stack ``(N, *image_axes)``: ``dim_order`` names the axes of
+          one image (e.g. ``"CYX"``; default by rank as for one array);
+        - a sequence of numpy arrays (any shapes: the general path);
+        - OME-Arrow records (a ``StructArray``, scalars) or a ``pa.Table``
+          holding an OME-Arrow column named ``column_name``;
+        - an iterable of batches, each any of the above or an
+          ``(images, columns)`` pair, written as they arrive (streaming).
+
+        Numpy images are encoded with ``**encode``, the keyword arguments of
+        :func:`records_from_arrays`; pick the chunk codec with
+        ``chunk_compression=`` (``compression`` here is the Parquet codec).
     columns
         Extra columns (plate, well, cell id, features ...) as a mapping of
         equal-length sequences or a table with one row per image.
     row_group_bytes
-        Parquet row groups hold about this many pixel bytes; a large image
-        gets a group of its own, so one image reads without its neighbours.
+        Parquet row groups hold about this many bytes. Default: 64 MiB for
+        small images (takes go through the pixel index, not row groups; large
+        groups keep the footer small and scans fast), else 4 MiB, so every
+        large image gets a row group of its own.
     compression
         Parquet codec for non-pixel columns (and raw pixel chunks).
+    pixel_index
+        Add the pixel index (see :class:`ImageTable`) when chunks are
+        compressed per chunk, as by default.
 
     Returns
     -------
     pathlib.Path
         The written path.
+
+    Example
+    -------
+    >>> import numpy as np, omeframe as of, tempfile, os
+    >>> crops = np.zeros((100, 3, 32, 32), np.uint8)
+    >>> path = os.path.join(tempfile.mkdtemp(), "cells.parquet")
+    >>> of.write_table(path, crops, dim_order="CYX", columns={"area": np.arange(100)}).name
+    'cells.parquet'
     """
-    if isinstance(images, pa.Table):
-        table = images
-    else:
-        if isinstance(images, Sequence) and images and isinstance(images[0], np.ndarray):
-            arr: Any = records_from_arrays(images, **encode)
-        else:
-            if encode:
-                raise TypeError(
-                    f"encoding options {sorted(encode)} apply to numpy images only; the "
-                    "records given are already encoded"
-                )
-            arr = as_record_array(images)
-        table = pa.table({column_name: arr})
-    if columns is not None:
-        extra = columns if isinstance(columns, pa.Table) else pa.table(dict(columns))
-        if extra.num_rows != table.num_rows:
-            raise ValueError(
-                f"extra columns have {extra.num_rows} rows but there are {table.num_rows} images"
-            )
-        clash = set(extra.column_names) & set(table.column_names)
-        if clash:
-            raise SchemaError(f"extra column name(s) {sorted(clash)} clash with the image column")
-        for name in extra.column_names:
-            table = table.append_column(extra.schema.field(name), extra[name])
-    return write_record_table(
-        table,
+    return write_record_batches(
         path,
+        _numbered_batches(images, column_name, columns, encode),
         column_name=column_name,
         format=format,
         compression=compression,
         row_group_bytes=row_group_bytes,
         file_metadata=file_metadata,
+        pixel_index=pixel_index,
     )
 
 

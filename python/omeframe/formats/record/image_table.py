@@ -1,0 +1,341 @@
+"""An open record table: random takes and full decodes of its pixels, fast.
+
+:class:`ImageTable` keeps a Parquet table memory-mapped and, when the file
+carries a pixel index, serves ``to_numpy(rows)`` with positional reads of
+just those rows' chunk payloads and one multi-frame decode; opening it parses
+neither the Parquet footer nor any row group. Tables without an index
+(written by other tools, or Vortex) read through Parquet / Vortex and decode
+with :func:`~omeframe.formats.record.stack.to_numpy_stack`.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from omeframe.formats.record.files import (
+    FileFormat,
+    detect_format,
+    find_record_column,
+    read_record_table,
+)
+from omeframe.formats.record.pixel_index import PixelIndex, check_prefixes, load_index
+from omeframe.formats.record.stack import (
+    UniformLayout,
+    decode_zstd_into,
+    scatter_chunks,
+    shape_dims,
+    stack_dims,
+    to_numpy_stack,
+)
+from omeframe.formats.vortex.file import read_vortex_schema, vortex_num_rows
+from omeframe.model.dtypes import to_numpy_dtype
+from omeframe.model.errors import CorruptFileError, RowIndexError
+from omeframe.storage.parquet import open_parquet
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
+
+__all__ = ["ImageTable", "open_table", "normalize_rows"]
+
+
+def normalize_rows(rows: Any, num_rows: int, name: str) -> np.ndarray:
+    """Row indices as a validated ``int64`` array: in range, no negatives, no duplicates.
+
+    Raises
+    ------
+    RowIndexError
+        For an index outside ``0..num_rows-1`` or a repeated index (an ``IndexError``).
+    TypeError
+        For non-integer indices.
+    """
+    arr = np.asarray(rows)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype == bool or arr.dtype.kind not in "iu":
+        raise TypeError(f"rows must be integers, got {arr.dtype} values")
+    arr = arr.astype(np.int64, copy=False).reshape(-1)
+    bad = (arr < 0) | (arr >= num_rows)
+    if bad.any():
+        first = int(arr[np.flatnonzero(bad)[0]])
+        raise RowIndexError(
+            f"row {first} is out of range for {name}, which has {num_rows} rows "
+            f"(valid 0..{num_rows - 1}; negative indices are not allowed)"
+        )
+    if len(np.unique(arr)) != arr.size:
+        u, counts = np.unique(arr, return_counts=True)
+        raise RowIndexError(f"row {int(u[counts > 1][0])} is requested twice from {name}; pass each row once")
+    return arr
+
+
+class ImageTable:
+    """A record table opened for reading pixels by row.
+
+    Parameters
+    ----------
+    path
+        A Parquet or Vortex record table.
+    column
+        The OME-Arrow column (default: detected).
+    format
+        ``"parquet"`` / ``"vortex"`` (default: from the suffix or magic bytes).
+    use_index
+        Use the pixel index when the file has one (default ``True``); ``False``
+        always reads through Parquet.
+
+    Notes
+    -----
+    An ``ImageTable`` pickles as its path and options: a copy sent to a
+    worker process (a ``DataLoader`` worker, a Dask task) reopens the file
+    there.
+
+    Example
+    -------
+    >>> import numpy as np, omeframe as of, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "crops.parquet")
+    >>> _ = of.write_table(path, np.zeros((10, 2, 8, 8), np.uint8), dim_order="CYX")
+    >>> t = of.open_table(path)
+    >>> t.to_numpy([3, 1]).shape
+    (2, 2, 8, 8)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        column: str | None = None,
+        format: str | None = None,
+        use_index: bool = True,
+    ) -> None:
+        self._path = os.fspath(path)
+        if not os.path.exists(self._path):
+            raise FileNotFoundError(f"no such record table: {self._path!r}")
+        if os.path.isdir(self._path):
+            raise IsADirectoryError(
+                f"{self._path!r} is a directory; open a dataset with omeframe.open_dataset"
+            )
+        self._column_arg = column
+        self._format: FileFormat = detect_format(self._path, format)
+        self._use_index = use_index
+        self._mm: mmap.mmap | None = None
+        self._index: PixelIndex | None = None
+        self._pf: pq.ParquetFile | None = None
+        self._column: str | None = None
+        self._num_rows: int | None = None
+        self._open()
+
+    def _open(self) -> None:
+        if self._format != "parquet":
+            return
+        with open(self._path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 12:
+                raise CorruptFileError(f"{self._path!r} is too short to be a Parquet file ({size} bytes)")
+            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        if self._use_index:
+            try:
+                self._index = load_index(self._path, self._mm)
+            except CorruptFileError as exc:
+                warnings.warn(f"{exc}; reading through Parquet instead", UserWarning, stacklevel=3)
+                self._index = None
+            if self._index is not None:
+                self._num_rows = self._index.num_rows
+
+    # -- pickling: reopen in the worker -------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self._path, "column": self._column_arg, "format": self._format, "use_index": self._use_index}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["path"], column=state["column"], format=state["format"], use_index=state["use_index"]
+        )
+
+    def __repr__(self) -> str:
+        return f"ImageTable({self._path!r}, rows={len(self)}, format={self._format!r}, indexed={self.indexed})"
+
+    def close(self) -> None:
+        """Release the memory map and the Parquet reader."""
+        if self._pf is not None:
+            self._pf.close()
+            self._pf = None
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+    def __enter__(self) -> ImageTable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """The table's file path."""
+        return self._path
+
+    @property
+    def format(self) -> FileFormat:
+        """``"parquet"`` or ``"vortex"``."""
+        return self._format
+
+    @property
+    def indexed(self) -> bool:
+        """True when takes use the pixel index (no row-group reads)."""
+        return self._index is not None
+
+    def _parquet(self) -> pq.ParquetFile:
+        if self._pf is None:
+            self._pf = open_parquet(self._path)
+        return self._pf
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of the table."""
+        if self._format == "parquet":
+            return self._parquet().schema_arrow
+        return read_vortex_schema(self._path)
+
+    @property
+    def column(self) -> str:
+        """Name of the OME-Arrow column."""
+        if self._column is None:
+            self._column = find_record_column(self.schema, self._column_arg or "ome_arrow", source=repr(self._path))
+        return self._column
+
+    def __len__(self) -> int:
+        if self._num_rows is None:
+            if self._format == "parquet":
+                self._num_rows = int(self._parquet().metadata.num_rows)
+            else:
+                self._num_rows = vortex_num_rows(self._path)
+        return self._num_rows
+
+    @property
+    def num_rows(self) -> int:
+        """Number of images (rows)."""
+        return len(self)
+
+    # -- reads --------------------------------------------------------------------------
+    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """Read the whole table (or some ``columns``) as Arrow."""
+        return read_record_table(self._path, columns=columns, format=self._format)
+
+    def take(self, rows: Any, columns: Sequence[str] | None = None) -> pa.Table:
+        """Rows ``rows`` (in that order) as an Arrow table of records and ``columns``.
+
+        Raises
+        ------
+        RowIndexError
+            For rows out of range, negative or repeated.
+        """
+        idx = normalize_rows(rows, len(self), repr(self._path))
+        return read_record_table(self._path, columns=columns, rows=idx.tolist(), format=self._format)
+
+    def to_numpy(self, rows: Any = None, *, dims: str = "CYX", dtype: Any = None) -> np.ndarray:
+        """Decode the pixels of ``rows`` (default: all) into one ``(n, *dims)`` array.
+
+        Parameters
+        ----------
+        rows
+            Row indices, in the order wanted (no repeats); ``None`` for every row.
+        dims
+            Axes of each image in the output, from ``TCZYX`` (default ``"CYX"``).
+            Axes left out must have length 1.
+        dtype
+            Cast the result (default: the stored pixel type).
+
+        Raises
+        ------
+        RowIndexError
+            For rows out of range, negative or repeated.
+        ValueError
+            When the selected images differ in shape.
+        PixelPayloadError, CorruptFileError
+            When stored bytes are damaged (checksums and length prefixes are
+            checked on every read).
+        """
+        d = stack_dims(dims)
+        n = len(self)
+        idx = np.arange(n, dtype=np.int64) if rows is None else normalize_rows(rows, n, repr(self._path))
+        if self._index is not None and self._mm is not None:
+            out6 = self._take_indexed(idx)
+            if out6 is not None:
+                res = shape_dims(out6, d)
+                return res if dtype is None else res.astype(dtype)
+        if rows is None:
+            col = self.read([self.column])[self.column]
+        else:
+            col = read_record_table(self._path, columns=[self.column], rows=idx.tolist(), format=self._format)[
+                self.column
+            ]
+        return to_numpy_stack(col, dims=d, dtype=dtype)
+
+    def _take_indexed(self, idx: np.ndarray) -> np.ndarray | None:
+        index = self._index
+        mm = self._mm
+        assert index is not None and mm is not None
+        lay_ids = index.record_layout[idx]
+        if len(idx) and (lay_ids != lay_ids[0]).any():
+            return None  # mixed layouts among these rows: the general path stacks them
+        lay = index.layouts[int(lay_ids[0])] if len(idx) else index.layouts[0] if index.layouts else None
+        if lay is None or len(set(lay.codecs)) != 1:
+            return None
+        dtype = to_numpy_dtype(lay.dtype)
+        ulay = UniformLayout(shape=lay.shape, dtype=dtype, keys=lay.keys, codec=lay.codecs[0])
+        k = lay.num_chunks
+        chunk_ids = (index.first_chunk[idx][:, None] + np.arange(k)).reshape(-1)
+        starts = index.offsets[chunk_ids]
+        lengths = index.lengths[chunk_ids]
+        if not check_prefixes(mm, starts, lengths):
+            raise CorruptFileError(
+                f"{self._path!r}: the pixel index does not match the file's bytes (was the file "
+                "modified in place?); reopen with use_index=False or rewrite the table"
+            )
+        out6 = np.empty((len(idx), *lay.shape), dtype=dtype)
+        sizes = np.tile(ulay.chunk_bytes(), len(idx))
+        whole = ulay.whole_blocks
+        target = out6 if whole else np.empty(int(sizes.sum()), dtype=np.uint8)
+        what = f"{self._path!r}"
+        if ulay.codec == "zstd":
+            decode_zstd_into(target, mm, starts, lengths, sizes, what=what)
+        else:
+            if not np.array_equal(lengths, sizes):
+                raise CorruptFileError(f"{what}: a raw chunk's stored length differs from its shape")
+            flat = target.reshape(-1).view(np.uint8)
+            src = np.frombuffer(mm, dtype=np.uint8)
+            pos = 0
+            for s, ln in zip(starts.tolist(), lengths.tolist(), strict=True):  # raw: one memcpy per chunk
+                flat[pos : pos + ln] = src[s : s + ln]
+                pos += ln
+        if not whole:
+            scatter_chunks(target, ulay, out6)
+        return out6
+
+
+def open_table(
+    path: str | os.PathLike[str],
+    *,
+    column: str | None = None,
+    format: str | None = None,
+    use_index: bool = True,
+) -> ImageTable:
+    """Open a record table for reading pixels by row (see :class:`ImageTable`).
+
+    Example
+    -------
+    >>> import numpy as np, omeframe as of, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "crops.parquet")
+    >>> _ = of.write_table(path, np.ones((5, 3, 16, 16), np.uint16), dim_order="CYX")
+    >>> of.open_table(path).to_numpy().shape
+    (5, 3, 16, 16)
+    """
+    return ImageTable(path, column=column, format=format, use_index=use_index)

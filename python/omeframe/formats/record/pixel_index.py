@@ -1,0 +1,340 @@
+"""The pixel index of a Parquet record table: where every chunk payload lies in the file.
+
+A record table stays one ordinary Parquet file. After its last row group,
+omeframe inserts a small block between the data and the footer, which
+Parquet readers skip (they find every column chunk by the offsets the footer
+holds)::
+
+    ... row groups ... | index blob | trailer (32 B) | footer | len | PAR1
+
+The blob holds, for every chunk of every record, the stored length of its
+payload, plus the page table of the ``pixel_bytes`` column (where each page's
+values begin) and the distinct chunk layouts (shape, dtype, chunk keys,
+codec) with one layout id per record. A chunk's byte range in the file is
+computed from these with a few vectorised sums, so a random take of ``n``
+rows is ``n`` positional reads and one multi-frame decode; a full scan reads
+the payloads straight from the file without decoding Parquet pages.
+
+The index is written only when the payload column is stored so that ranges
+are exact: uncompressed, PLAIN pages (chunk payloads compressed per chunk with
+zstd, each frame carrying its own checksum), which is what
+:func:`~omeframe.write_table` writes by default. Every read checks the
+4-byte length prefix Parquet stores before each value against the index, and
+the blob carries a CRC, so a stale or damaged index is detected, never
+trusted: the table then reads through Parquet as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from omeframe.formats.record.decode import _flat_struct
+from omeframe.formats.record.stack import uniform_layout
+from omeframe.model.dtypes import dtype_name
+from omeframe.model.errors import CorruptFileError
+from omeframe.storage.parquet_pages import UnsupportedLayout, value_pages
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = [
+    "INDEX_KEY",
+    "Layout",
+    "IndexBuilder",
+    "PixelIndex",
+    "append_index",
+    "load_index",
+]
+
+#: File metadata key marking a table that carries a pixel index (value: index version).
+INDEX_KEY = b"omeframe.pixel_index"
+INDEX_VERSION = "1"
+_MAGIC = b"OFPXIDX1"
+_TRAILER = struct.Struct("<8sQQII")  # magic, blob offset, blob length, crc32, reserved
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one record's pixels are chunked: shared by all records of a crop table."""
+
+    shape: tuple[int, int, int, int, int]
+    dtype: str
+    keys: np.ndarray  # (k, 8) int64: t, c, z, y, x, shape_z, shape_y, shape_x
+    codecs: tuple[str | None, ...]  # per chunk: "zstd" or None
+
+    def ident(self) -> tuple[Any, ...]:
+        return (self.shape, self.dtype, self.keys.tobytes(), self.codecs)
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self.keys)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "keys": self.keys.tolist(),
+            "codecs": list(self.codecs),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Layout:
+        keys = np.asarray(d["keys"], dtype=np.int64).reshape(-1, 8)
+        return cls(tuple(int(v) for v in d["shape"]), str(d["dtype"]), keys, tuple(d["codecs"]))  # type: ignore[arg-type]
+
+
+@dataclass
+class IndexBuilder:
+    """Collects layouts and payload lengths batch by batch while a table is written."""
+
+    layouts: list[Layout] = field(default_factory=list)
+    _ids: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    record_layout: list[np.ndarray] = field(default_factory=list)
+    lengths: list[np.ndarray] = field(default_factory=list)
+    usable: bool = True
+
+    def layout_id(self, layout: Layout) -> int:
+        key = layout.ident()
+        found = self._ids.get(key)
+        if found is None:
+            found = self._ids[key] = len(self.layouts)
+            self.layouts.append(layout)
+        return found
+
+    def observe(self, column: pa.Array | pa.ChunkedArray) -> None:
+        """Record the layouts and payload lengths of a batch's OME-Arrow column."""
+        if not self.usable:
+            return
+        parts = column.chunks if hasattr(column, "chunks") else [column]
+        for part in parts:
+            if not len(part):
+                continue
+            arr = _flat_struct(part)
+            lay = layout_of(arr)
+            if lay is not None:
+                ids = np.full(len(arr), self.layout_id(lay), dtype=np.uint32)
+            else:  # ragged records: one layout each (the general path is per record anyway)
+                found = [layout_of(arr.slice(i, 1)) for i in range(len(arr))]
+                if any(f is None for f in found):
+                    self.usable = False
+                    return
+                ids = np.asarray([self.layout_id(f) for f in found if f is not None], dtype=np.uint32)
+            chunks = arr.field("chunks")
+            loffs = chunks.offsets.to_numpy()
+            inner = _flat_struct(chunks.values.slice(int(loffs[0]), int(loffs[-1] - loffs[0])))
+            pb = inner.field("pixel_bytes")
+            poffs = np.frombuffer(pb.buffers()[1], dtype=np.int64)[pb.offset : pb.offset + len(pb) + 1]
+            self.record_layout.append(ids)
+            self.lengths.append(np.diff(poffs))
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.concatenate(self.record_layout) if self.record_layout else np.zeros(0, np.uint32)
+        lens = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
+        return ids, lens
+
+
+@dataclass(frozen=True)
+class PixelIndex:
+    """Byte ranges of every chunk payload of a Parquet record table."""
+
+    layouts: tuple[Layout, ...]
+    record_layout: np.ndarray  # (n,) uint32
+    first_chunk: np.ndarray  # (n + 1,) int64
+    offsets: np.ndarray  # (chunks,) int64 file offset of each payload
+    lengths: np.ndarray  # (chunks,) int64
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.record_layout)
+
+    def uniform(self) -> Layout | None:
+        """The one layout of every record, or ``None`` when records differ."""
+        return self.layouts[0] if len(self.layouts) == 1 else None
+
+
+def _chunk_starts(layouts: tuple[Layout, ...], record_layout: np.ndarray) -> np.ndarray:
+    per = np.asarray([lay.num_chunks for lay in layouts], dtype=np.int64)
+    first = np.zeros(len(record_layout) + 1, dtype=np.int64)
+    if len(record_layout):
+        np.cumsum(per[record_layout], out=first[1:])
+    return first
+
+
+def _pack(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
+    import zstandard
+
+    zc = zstandard.ZstdCompressor(level=3)
+    parts: list[bytes] = []
+    desc = []
+    for name, arr in arrays.items():
+        a = np.ascontiguousarray(arr)
+        packed = zc.compress(a.tobytes())
+        desc.append({"name": name, "dtype": a.dtype.str, "count": int(a.size), "nbytes": len(packed)})
+        parts.append(packed)
+    head = json.dumps({"version": INDEX_VERSION, "meta": meta, "arrays": desc}).encode()
+    return struct.pack("<I", len(head)) + head + b"".join(parts)
+
+
+def _unpack(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    import zstandard
+
+    (hlen,) = struct.unpack_from("<I", blob, 0)
+    head = json.loads(blob[4 : 4 + hlen])
+    if head.get("version") != INDEX_VERSION:
+        raise ValueError(f"pixel index version {head.get('version')!r} is not {INDEX_VERSION!r}")
+    pos = 4 + hlen
+    out: dict[str, np.ndarray] = {}
+    zd = zstandard.ZstdDecompressor()
+    for d in head["arrays"]:
+        dt = np.dtype(d["dtype"])
+        raw = zd.decompress(blob[pos : pos + d["nbytes"]], max_output_size=int(d["count"]) * dt.itemsize)
+        if len(raw) != int(d["count"]) * dt.itemsize:
+            raise ValueError(f"pixel index array {d['name']!r} has the wrong size")
+        out[d["name"]] = np.frombuffer(raw, dtype=dt)
+        pos += d["nbytes"]
+    return out, head["meta"]
+
+
+def _file_offsets(lengths: np.ndarray, firsts: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """File offset of each value's bytes from the page table and the value lengths."""
+    step = lengths + 4  # PLAIN byte arrays: 4-byte length prefix, then the bytes
+    excl = np.zeros(len(step), dtype=np.int64)
+    if len(step) > 1:
+        np.cumsum(step[:-1], out=excl[1:])
+    page_of = np.repeat(np.arange(len(firsts)), counts)
+    return starts[page_of] + (excl - excl[firsts[page_of]]) + 4
+
+
+def check_prefixes(mm: Any, offsets: np.ndarray, lengths: np.ndarray) -> bool:
+    """True when the 4-byte length prefix before every payload equals its indexed length."""
+    if not len(offsets):
+        return True
+    raw = np.frombuffer(mm, dtype=np.uint8)
+    if int(offsets.min()) < 4 or int((offsets + lengths).max()) > raw.size:
+        return False
+    pos = (offsets - 4)[:, None] + np.arange(4)
+    prefix = raw[pos].copy().view("<u4").reshape(-1)
+    return bool(np.array_equal(prefix.astype(np.int64), lengths))
+
+
+def append_index(path: str | os.PathLike[str], column_path: str, builder: IndexBuilder) -> bool:
+    """Insert the pixel index of the freshly written Parquet file at ``path``.
+
+    ``column_path`` is the dotted Parquet path of the ``pixel_bytes`` leaf. Returns
+    ``False`` (and leaves the file as it is) when its pages are not in the
+    layout byte ranges can be computed for.
+    """
+    import mmap
+
+    import pyarrow.parquet as pq
+
+    if not builder.usable:
+        return False
+    ids, lengths = builder.finish()
+    layouts = tuple(builder.layouts)
+    p = os.fspath(path)
+    pf = pq.ParquetFile(p)
+    try:
+        paths = [pf.schema.column(i).path for i in range(len(pf.schema))]
+        if column_path not in paths:
+            return False
+        try:
+            pages = value_pages(p, pf, paths.index(column_path))
+        except UnsupportedLayout:
+            return False
+    finally:
+        pf.close()
+    if int(pages.num_values.sum()) != len(lengths) or int(_chunk_starts(layouts, ids)[-1]) != len(lengths):
+        return False
+    offsets = _file_offsets(lengths, pages.first_value, pages.values_start, pages.num_values)
+    with open(p, "r+b") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            if not check_prefixes(mm, offsets, lengths):
+                return False
+            footer_len = struct.unpack_from("<I", mm, size - 8)[0]
+            footer_start = size - 8 - footer_len
+            tail = mm[footer_start:size]
+        blob = _pack(
+            {
+                "record_layout": ids,
+                "lengths": lengths.astype(np.uint32) if lengths.size and lengths.max() < 2**32 else lengths,
+                "page_first": pages.first_value,
+                "page_start": pages.values_start,
+                "page_count": pages.num_values,
+            },
+            {"layouts": [lay.as_json() for lay in layouts]},
+        )
+        trailer = _TRAILER.pack(_MAGIC, footer_start, len(blob), zlib.crc32(blob), 0)
+        fh.seek(footer_start)
+        fh.write(blob)
+        fh.write(trailer)
+        fh.write(tail)
+        fh.truncate()
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+def load_index(path: str | os.PathLike[str], mm: Any) -> PixelIndex | None:
+    """Read the pixel index of the Parquet file mapped in ``mm``, or ``None`` if it has none.
+
+    Raises
+    ------
+    CorruptFileError
+        When the trailer is present but the blob is damaged (CRC mismatch).
+    """
+    size = len(mm)
+    if size < 12 + _TRAILER.size or mm[size - 4 : size] != b"PAR1":
+        return None
+    footer_len = struct.unpack_from("<I", mm, size - 8)[0]
+    at = size - 8 - footer_len - _TRAILER.size
+    if at < 4:
+        return None
+    magic, off, length, crc, _ = _TRAILER.unpack_from(mm, at)
+    if magic != _MAGIC:
+        return None
+    if off + length != at:
+        raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index trailer points outside its block")
+    blob = bytes(mm[off : off + length])
+    if zlib.crc32(blob) != crc:
+        raise CorruptFileError(
+            f"{os.fspath(path)!r}: the pixel index is damaged (CRC mismatch); rewrite the table "
+            "or read it with pyarrow / omeframe.read_table(..., use_index=False)"
+        )
+    try:
+        arrays, meta = _unpack(blob)
+        layouts = tuple(Layout.from_json(d) for d in meta["layouts"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptFileError(f"{os.fspath(path)!r}: unreadable pixel index ({exc})") from exc
+    ids = arrays["record_layout"].astype(np.int64)
+    if ids.size and (ids.max() >= len(layouts)):
+        raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index names an unknown layout")
+    lengths = arrays["lengths"].astype(np.int64)
+    first = _chunk_starts(layouts, ids)
+    if int(first[-1]) != len(lengths) or int(arrays["page_count"].sum()) != len(lengths):
+        raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index chunk counts disagree")
+    offsets = _file_offsets(lengths, arrays["page_first"], arrays["page_start"], arrays["page_count"])
+    if len(offsets) and (int(offsets.min()) < 4 or int((offsets + lengths).max()) > off):
+        raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index points outside the data")
+    return PixelIndex(layouts, ids.astype(np.uint32), first, offsets, lengths)
+
+
+def layout_of_record(arr: pa.StructArray, i: int) -> Layout | None:
+    """The layout of record ``i`` of a flat record array (ragged tables), or ``None``."""
+    return layout_of(arr.slice(i, 1))
+
+
+def layout_of(arr: pa.StructArray) -> Layout | None:
+    """The one layout every record of ``arr`` shares, or ``None`` when they differ."""
+    lay = uniform_layout(arr)
+    if lay is None:
+        return None
+    return Layout(lay.shape, dtype_name(lay.dtype), lay.keys, (lay.codec,) * len(lay.keys))

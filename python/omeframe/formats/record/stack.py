@@ -1,0 +1,342 @@
+"""Decode many same-shape records into one ``(N, ...)`` array without per-record Python.
+
+:func:`to_numpy_stack` checks once, over whole Arrow columns, that the
+records agree (shape, dtype, chunk layout), then decodes every chunk payload
+of the column in one ``zstandard`` multi-frame call (raw chunks are a single
+copy) and scatters chunk ``j`` of all records at once. Records that do not
+agree (ragged crops, list variant, mixed codecs) take the per-record path of
+:func:`~omeframe.formats.record.decode.to_numpy_batch` and must still share a shape.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from omeframe.engine import threads as _threads
+from omeframe.formats.record.decode import _flat_struct, to_numpy_batch
+from omeframe.model.dims import CANONICAL
+from omeframe.model.dtypes import to_numpy_dtype
+from omeframe.model.errors import PixelPayloadError
+
+__all__ = ["to_numpy_stack", "stack_dims", "decode_zstd_into", "scatter_chunks", "UniformLayout"]
+
+_KEYS = ("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x")
+
+
+def stack_dims(dims: str) -> str:
+    """Validate the per-image output axes of a stack (letters of ``TCZYX``, each once)."""
+    d = str(dims).upper()
+    if not d or len(set(d)) != len(d) or set(d) - set(CANONICAL) or not {"Y", "X"} <= set(d):
+        raise ValueError(
+            f"dims must name each output axis once from 'TCZYX' and include Y and X "
+            f"(e.g. 'CYX', 'TCZYX', 'YXC'); got {dims!r}"
+        )
+    return d
+
+
+def shape_dims(out6: np.ndarray, dims: str) -> np.ndarray:
+    """Turn an ``(N, T, C, Z, Y, X)`` array into ``(N, *dims)`` (contiguous)."""
+    dropped = [a for a in CANONICAL if a not in dims]
+    shape = dict(zip(CANONICAL, out6.shape[1:], strict=True))
+    big = [f"{a}={shape[a]}" for a in dropped if shape[a] != 1]
+    if big:
+        raise ValueError(
+            f"dims={dims!r} drops axes of length > 1 ({', '.join(big)}); include them, e.g. "
+            f"dims='{''.join(a for a in CANONICAL if a in dims or shape[a] != 1)}'"
+        )
+    kept = [a for a in CANONICAL if a in dims]
+    view = out6.reshape(out6.shape[0], *(shape[a] for a in kept))
+    if list(dims) == kept:
+        return view
+    return np.ascontiguousarray(view.transpose([0, *(1 + kept.index(a) for a in dims)]))
+
+
+def decode_zstd_into(
+    out: np.ndarray,
+    data: Any,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    sizes: np.ndarray,
+    *,
+    what: str,
+) -> None:
+    """Decode zstd frames lying anywhere in ``data`` back to back into ``out``.
+
+    Frame ``i`` is ``data[starts[i]:starts[i] + lengths[i]]`` (``data``: any
+    buffer, e.g. an Arrow buffer or a memory map) and must decode to exactly
+    ``sizes[i]`` bytes (no frame may expand beyond it) and pass its checksum.
+    All frames are decoded in one call of ``zstandard``'s multi-frame decoder,
+    in its own threads.
+
+    Raises
+    ------
+    PixelPayloadError
+        Naming the first frame that does not decode.
+    """
+    n = len(starts)
+    flat = out.reshape(-1).view(np.uint8)
+    if flat.size != int(np.sum(sizes)):
+        raise PixelPayloadError(f"{what}: {n} frames of {int(np.sum(sizes))} bytes do not fill {flat.size} bytes")
+    if n == 0:
+        return
+    import zstandard
+
+    seg = np.empty((n, 2), dtype=np.uint64)
+    seg[:, 0] = starts
+    seg[:, 1] = lengths
+    frames = zstandard.BufferWithSegments(data, seg.tobytes())
+    threads = _threads.num_threads() if _threads.can_parallelize() and n > 64 else 0
+    try:
+        decoded = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
+            frames, decompressed_sizes=np.asarray(sizes, dtype=np.uint64).tobytes(), threads=threads
+        )
+    except zstandard.ZstdError as exc:
+        m = re.search(r"item (\d+)", str(exc))
+        where = f" (frame {m.group(1)})" if m else ""
+        raise PixelPayloadError(f"{what}: a zstd chunk payload does not decode{where}: {exc}") from exc
+    parts: list[Any] = [decoded[i] for i in range(n)]
+    flat[:] = np.frombuffer(b"".join(parts), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class UniformLayout:
+    """The layout every record of a column shares: the fast path's precondition."""
+
+    shape: tuple[int, int, int, int, int]
+    dtype: np.dtype[Any]
+    keys: np.ndarray  # (k, 8) chunk keys of one record, in stored order
+    codec: str | None  # "zstd" or None (raw)
+
+    @property
+    def whole_blocks(self) -> bool:
+        """True when chunk ``j`` is plane set ``(t, c) = divmod(j, C)`` in full."""
+        st, sc, sz, sy, sx = self.shape
+        k = len(self.keys)
+        if k != st * sc:
+            return False
+        tc = np.stack([np.repeat(np.arange(st), sc), np.tile(np.arange(sc), st)], axis=1)
+        return bool(
+            np.array_equal(self.keys[:, :2], tc)
+            and not self.keys[:, 2:5].any()
+            and (self.keys[:, 5:] == (sz, sy, sx)).all()
+        )
+
+    def chunk_bytes(self) -> np.ndarray:
+        return self.keys[:, 5:].prod(axis=1) * self.dtype.itemsize
+
+
+def _column_values(arr: pa.Array) -> np.ndarray:
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def uniform_layout(arr: pa.StructArray) -> UniformLayout | None:
+    """The shared layout of a flat record array, or ``None`` when records differ."""
+    names = {f.name for f in arr.type}
+    if not {"pixels_meta", "chunks"} <= names or arr.null_count:
+        return None
+    pm = arr.field("pixels_meta")
+    if pm.null_count:
+        return None
+    sizes = [pm.field(f"size_{a}") for a in "tczyx"]
+    if any(s.null_count for s in sizes):
+        return None
+    vals = [_column_values(s) for s in sizes]
+    shape = tuple(int(v[0]) for v in vals)
+    if any((v != v[0]).any() for v in vals) or min(shape) <= 0:
+        return None
+    types = pc.unique(pm.field("type"))
+    if len(types) != 1 or types[0].as_py() is None:
+        return None
+    try:
+        dtype = to_numpy_dtype(types[0].as_py())
+    except Exception:
+        return None
+    chunks = arr.field("chunks")
+    if chunks.null_count:
+        return None
+    loffs = chunks.offsets.to_numpy()
+    counts = np.diff(loffs)
+    k = int(counts[0])
+    if k == 0 or (counts != k).any():
+        return None
+    inner = chunks.values.slice(int(loffs[0]), int(loffs[-1] - loffs[0]))
+    if inner.type.get_field_index("pixel_bytes") < 0:
+        return None
+    inner = _flat_struct(inner)
+    keys = np.stack([_column_values(inner.field(f)).astype(np.int64) for f in _KEYS], axis=1)
+    first = keys[:k]
+    if not (keys.reshape(-1, k, 8) == first).all():
+        return None
+    for f, expect in (("dtype", dtype), ("compression", None)):
+        col = inner.field(f)
+        uniq = pc.unique(col)
+        if len(uniq) != 1:
+            return None
+        v = uniq[0].as_py()
+        if f == "dtype" and v is not None and to_numpy_dtype(v) != expect:
+            return None
+        if f == "compression":
+            codec = None if v is None or str(v).lower() in ("", "none") else str(v).lower()
+            if codec not in (None, "zstd"):
+                return None
+    if not _tiles(first, shape):
+        return None
+    return UniformLayout(shape=shape, dtype=dtype, keys=first, codec=codec)  # type: ignore[arg-type]
+
+
+def _tiles(keys: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """True when the chunk boxes cover the image exactly once."""
+    st, sc, sz, sy, sx = shape
+    if (keys[:, 5:] <= 0).any() or (keys[:, :5] < 0).any():
+        return False
+    ends = keys[:, 2:5] + keys[:, 5:]
+    if (keys[:, 0] >= st).any() or (keys[:, 1] >= sc).any() or (ends > (sz, sy, sx)).any():
+        return False
+    if int(keys[:, 5:].prod(axis=1).sum()) != st * sc * sz * sy * sx:
+        return False
+    cover = np.zeros(shape, dtype=np.uint8)
+    for t, c, z, y, x, dz, dy, dx in keys.tolist():  # one record's chunks, once per column
+        cover[t, c, z : z + dz, y : y + dy, x : x + dx] += 1
+    return bool((cover == 1).all())
+
+
+def decode_uniform(
+    arr: pa.StructArray, layout: UniformLayout, out6: np.ndarray, *, what: str
+) -> None:
+    """Decode a flat record array sharing ``layout`` into ``out6`` ``(N, T, C, Z, Y, X)``."""
+    chunks = arr.field("chunks")
+    loffs = chunks.offsets.to_numpy()
+    inner = _flat_struct(chunks.values.slice(int(loffs[0]), int(loffs[-1] - loffs[0])))
+    pb = inner.field("pixel_bytes")
+    poffs = np.frombuffer(pb.buffers()[1], dtype=np.int64)[pb.offset : pb.offset + len(pb) + 1]
+    data = pb.buffers()[2]
+    n = len(arr)
+    k = len(layout.keys)
+    sizes = layout.chunk_bytes()
+    if layout.whole_blocks and len(set(sizes.tolist())) == 1:
+        target = out6
+        block = int(sizes[0])
+    else:
+        target = np.empty(n * int(sizes.sum()), dtype=np.uint8)
+        block = 0
+    stored = np.diff(poffs)
+    if layout.codec is None:
+        expect = np.tile(sizes, n)
+        bad = np.flatnonzero(stored != expect)
+        if bad.size:
+            j = int(bad[0])
+            raise PixelPayloadError(
+                f"{what}: record {j // k} chunk {j % k} holds {int(stored[j])} raw bytes, "
+                f"expected {int(expect[j])}"
+            )
+        src = np.frombuffer(data, dtype=np.uint8)[int(poffs[0]) : int(poffs[-1])]
+        target.reshape(-1).view(np.uint8)[:] = src
+    else:
+        decode_zstd_into(target, data, poffs[:-1], stored, np.tile(sizes, n), what=what)
+    if not block:
+        scatter_chunks(target, layout, out6)
+
+
+def scatter_chunks(decoded: np.ndarray, layout: UniformLayout, out6: np.ndarray) -> None:
+    """Place records' decoded chunks (back to back, record-major) into ``out6``.
+
+    One assignment per chunk of the layout, covering every record at once.
+    """
+    n = out6.shape[0]
+    sizes = layout.chunk_bytes()
+    flat = decoded.reshape(n, -1)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    for j, (t, c, z, y, x, dz, dy, dx) in enumerate(layout.keys.tolist()):  # chunks of one record
+        part = flat[:, starts[j] : starts[j + 1]].view(layout.dtype).reshape(n, dz, dy, dx)
+        out6[:, t, c, z : z + dz, y : y + dy, x : x + dx] = part
+
+
+def _parts(records: Any) -> list[pa.StructArray] | None:
+    if isinstance(records, pa.ChunkedArray):
+        return [_flat_struct(c) for c in records.chunks if len(c)]
+    if isinstance(records, pa.StructArray):
+        return [_flat_struct(records)] if len(records) else []
+    return None
+
+
+def to_numpy_stack(records: Any, *, dims: str = "CYX", dtype: Any = None) -> np.ndarray:
+    """Decode records of one shape into a single ``(N, *dims)`` array.
+
+    The fast path handles a column whose records share shape, dtype and
+    chunk layout with raw or zstd chunks (every table written by
+    :func:`~omeframe.write_table` from a stack): all chunks are decoded in
+    one multi-threaded call, without Python work per record. Other records
+    are decoded one by one and stacked.
+
+    Parameters
+    ----------
+    records
+        An OME-Arrow column (``StructArray`` / ``ChunkedArray``) or a
+        sequence of records.
+    dims
+        Axes of each image in the output, from ``TCZYX`` (default ``"CYX"``:
+        ``(N, C, Y, X)``). Axes left out must have length 1.
+    dtype
+        Cast the result (default: the stored pixel type).
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous, shape ``(N, *sizes of dims)``.
+
+    Raises
+    ------
+    ValueError
+        When the records differ in shape, or ``dims`` drops an axis longer than 1.
+    PixelPayloadError
+        When a chunk payload does not decode (names the record).
+
+    Example
+    -------
+    >>> import numpy as np, omeframe as of
+    >>> recs = of.records_from_arrays(list(np.zeros((4, 2, 8, 8), np.uint8)), dim_order="CYX")
+    >>> of.to_numpy_stack(recs).shape
+    (4, 2, 8, 8)
+    """
+    d = stack_dims(dims)
+    parts = _parts(records)
+    layouts = [uniform_layout(p) for p in parts] if parts is not None else None
+    if parts is not None and layouts is not None and all(layouts) and parts:
+        first = layouts[0]
+        assert first is not None
+        if all(lay.shape == first.shape and lay.dtype == first.dtype for lay in layouts if lay):
+            total = sum(len(p) for p in parts)
+            out6 = np.empty((total, *first.shape), dtype=first.dtype)
+            pos = 0
+            for p, lay in zip(parts, layouts, strict=True):
+                assert lay is not None
+                decode_uniform(p, lay, out6[pos : pos + len(p)], what=f"records {pos}..{pos + len(p) - 1}")
+                pos += len(p)
+            res = shape_dims(out6, d)
+            return res if dtype is None else res.astype(dtype)
+    arrays = to_numpy_batch(records)
+    return stack_arrays(arrays, d, dtype)
+
+
+def stack_arrays(arrays: Sequence[np.ndarray], dims: str, dtype: Any = None) -> np.ndarray:
+    """Stack decoded TCZYX arrays of one shape into ``(N, *dims)``."""
+    if not arrays:
+        raise ValueError("no records to stack")
+    shape = arrays[0].shape
+    for i, a in enumerate(arrays):
+        if a.shape != shape:
+            raise ValueError(
+                f"records differ in shape: record 0 is {shape} (TCZYX) but record {i} is "
+                f"{a.shape}; crop or pad them to one shape, or decode them one by one with "
+                "to_numpy_batch"
+            )
+    out6 = np.stack(arrays)
+    res = shape_dims(out6, dims)
+    return res if dtype is None else res.astype(dtype)

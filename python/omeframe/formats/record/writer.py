@@ -1,0 +1,175 @@
+"""Stream batches of records into one Parquet or Vortex table, in bounded memory.
+
+:func:`write_record_batches` pulls ``pa.Table`` batches (each holding the
+OME-Arrow column and any user columns) from an iterator and writes them as
+they come: Parquet row groups are cut by bytes across batch boundaries, and
+Vortex reads the batches as a stream. The file appears atomically when the
+last batch is written. A Parquet table whose chunk payloads are compressed per
+chunk also gets its pixel index (see :mod:`~omeframe.formats.record.pixel_index`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from omeframe.formats.record.files import (
+    _pixels_precompressed,
+    detect_format,
+    record_row_sizes,
+    table_metadata,
+)
+from omeframe.formats.record.pixel_index import INDEX_KEY, INDEX_VERSION, IndexBuilder, append_index
+from omeframe.formats.vortex.file import write_vortex_stream
+from omeframe.model.errors import SchemaError
+from omeframe.model.record import looks_like_record_type
+from omeframe.storage import parquet as pqio
+from omeframe.storage.atomic import atomic_path
+
+__all__ = ["write_record_batches", "SMALL_IMAGE_BYTES", "SMALL_IMAGE_ROW_GROUP_BYTES"]
+
+#: Images below this many stored bytes on average count as small (cell crops).
+SMALL_IMAGE_BYTES = 256 << 10
+#: Row-group size of tables of small images: takes use the pixel index, not row
+#: groups, so groups are sized for scans and a small footer (measured in
+#: ``benchmarks/bench_tables.py``; see docs/concepts/layouts.md).
+SMALL_IMAGE_ROW_GROUP_BYTES = 64 << 20
+
+
+def _check_batch(batch: pa.Table, column_name: str, schema: pa.Schema | None) -> pa.Table:
+    if column_name not in batch.column_names:
+        raise SchemaError(f"table has no column {column_name!r}; columns: {batch.column_names}")
+    if not looks_like_record_type(batch.schema.field(column_name).type):
+        raise SchemaError(
+            f"column {column_name!r} is not an OME-Arrow struct: {batch.schema.field(column_name).type}"
+        )
+    if schema is not None and not batch.schema.equals(schema, check_metadata=False):
+        try:
+            return batch.cast(schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+            raise SchemaError(
+                "every batch must have the schema of the first one; first "
+                f"{schema}, got {batch.schema} ({exc})"
+            ) from exc
+    return batch
+
+
+def write_record_batches(
+    path: str | os.PathLike[str],
+    batches: Iterable[pa.Table],
+    *,
+    column_name: str,
+    format: str | None = None,
+    compression: str | None = "zstd",
+    row_group_bytes: int | None = None,
+    file_metadata: Mapping[str, str] | None = None,
+    pixel_index: bool = True,
+) -> Path:
+    """Write record batches to ``path`` atomically; return the path.
+
+    Parameters
+    ----------
+    batches
+        Tables of one schema, each with the OME-Arrow column ``column_name``.
+        An empty iterator writes nothing and raises ``ValueError``.
+    compression
+        Parquet codec of the metadata columns (and of raw pixel chunks).
+    row_group_bytes
+        Parquet row groups hold about this many bytes (estimated per record).
+        Default (``None``): :data:`SMALL_IMAGE_ROW_GROUP_BYTES` when the first
+        batch's images are small (below :data:`SMALL_IMAGE_BYTES` on average),
+        else :data:`~omeframe.storage.parquet.DEFAULT_ROW_GROUP_BYTES`, so
+        that every large image gets a row group of its own.
+    pixel_index
+        Add the pixel index to a Parquet table when its layout allows one.
+    """
+    fmt = detect_format(path, format)
+    if row_group_bytes is not None and row_group_bytes <= 0:
+        raise ValueError(f"row_group_bytes must be positive, got {row_group_bytes}")
+    it = iter(batches)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("no batches to write; pass at least one batch of images")
+    first = _check_batch(first, column_name, None)
+    meta = table_metadata(file_metadata)
+    if fmt == "vortex":
+        schema = first.schema
+
+        def all_batches() -> Iterator[pa.RecordBatch]:
+            yield from first.to_batches()
+            for b in it:
+                yield from _check_batch(b, column_name, schema).to_batches()
+
+        write_vortex_stream(schema, all_batches(), path, metadata=meta)
+        return Path(path)
+    return _write_parquet(path, first, it, column_name, compression, row_group_bytes, meta, pixel_index)
+
+
+def _write_parquet(
+    path: str | os.PathLike[str],
+    first: pa.Table,
+    rest: Iterator[pa.Table],
+    column_name: str,
+    compression: str | None,
+    row_group_bytes: int | None,
+    meta: dict[bytes, bytes],
+    pixel_index: bool,
+) -> Path:
+    import pyarrow.parquet as pq
+
+    if row_group_bytes is None:
+        mean = float(record_row_sizes(first[column_name]).mean()) if first.num_rows else 0.0
+        row_group_bytes = SMALL_IMAGE_ROW_GROUP_BYTES if mean < SMALL_IMAGE_BYTES else pqio.DEFAULT_ROW_GROUP_BYTES
+
+    precompressed = _pixels_precompressed(first[column_name])
+    index = IndexBuilder(usable=pixel_index and precompressed)
+    if index.usable:
+        meta = {**meta, INDEX_KEY: INDEX_VERSION.encode()}
+    merged = dict(first.schema.metadata or {})
+    merged.update(meta)
+    schema = first.schema.with_metadata(merged)
+    kwargs = pqio._writer_kwargs(schema, compression, precompressed)
+    pending: list[pa.Table] = []
+    sizes: list[np.ndarray] = []
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema, **kwargs) as writer:
+
+            def flush(final: bool) -> None:
+                if not pending:
+                    return
+                table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+                row_sizes = np.concatenate(sizes)
+                bounds = pqio._group_bounds(row_sizes, row_group_bytes)
+                keep_from = table.num_rows if final or len(bounds) < 2 else bounds[-1][0]
+                for lo, hi in bounds:
+                    if lo >= keep_from:
+                        break
+                    writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
+                pending.clear()
+                sizes.clear()
+                if keep_from < table.num_rows:
+                    pending.append(table.slice(keep_from))
+                    sizes.append(row_sizes[keep_from:])
+
+            batch: pa.Table | None = first
+            total = 0
+            while batch is not None:
+                batch = _check_batch(batch, column_name, schema).replace_schema_metadata(merged)
+                col = batch[column_name]
+                index.observe(col)
+                pending.append(batch)
+                sizes.append(record_row_sizes(col))
+                total += batch.num_rows
+                if sum(int(s.sum()) for s in sizes) >= 2 * row_group_bytes:
+                    flush(final=False)
+                batch = next(rest, None)
+            flush(final=True)
+            if total == 0:
+                writer.write_table(schema.empty_table())
+        if index.usable and total:
+            append_index(tmp, f"{column_name}.chunks.list.element.pixel_bytes", index)
+    return Path(path)
