@@ -80,6 +80,9 @@ def _writer_kwargs(
         "compression": comp,
         "write_statistics": plain,
         "use_dictionary": plain,
+        # A CRC32 in every page header, verified by open_parquet's readers: a
+        # damaged page is an error, never wrong values.
+        "write_page_checksum": True,
     }
 
 
@@ -185,7 +188,9 @@ def open_parquet(source: str | os.PathLike[str] | BinaryIO | io.RawIOBase) -> pq
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(source, memory_map=isinstance(source, (str, os.PathLike)))
+        return pq.ParquetFile(
+            source, memory_map=isinstance(source, (str, os.PathLike)), page_checksum_verification=True
+        )
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptFileError(
             f"{_name(source)} is not a readable Parquet file (truncated or corrupt?): {exc}"

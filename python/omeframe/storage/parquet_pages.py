@@ -73,7 +73,8 @@ class _Reader:
         elif ttype == _DOUBLE:
             self.pos += 8
         elif ttype == _BINARY:
-            self.pos += self.varint()
+            size = self.varint()  # read the length before moving past it
+            self.pos += size
         elif ttype in (_LIST, _SET):
             h = self.byte()
             size = h >> 4

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from omeframe.formats.record.decode import _flat_struct
-from omeframe.formats.record.stack import uniform_layout
+from omeframe.formats.record.stack import binary_offsets, uniform_layout
 from omeframe.model.dtypes import dtype_name
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage.parquet_pages import UnsupportedLayout, value_pages
@@ -118,19 +118,23 @@ class IndexBuilder:
                 continue
             arr = _flat_struct(part)
             lay = layout_of(arr)
+            if lay is not None and None in lay.codecs:
+                # Raw chunks carry no checksum of their own: they read through
+                # Parquet, whose page checksums cover them.
+                self.usable = False
+                return
             if lay is not None:
                 ids = np.full(len(arr), self.layout_id(lay), dtype=np.uint32)
             else:  # ragged records: one layout each (the general path is per record anyway)
                 found = [layout_of(arr.slice(i, 1)) for i in range(len(arr))]
-                if any(f is None for f in found):
+                if any(f is None or None in f.codecs for f in found):
                     self.usable = False
                     return
                 ids = np.asarray([self.layout_id(f) for f in found if f is not None], dtype=np.uint32)
             chunks = arr.field("chunks")
             loffs = chunks.offsets.to_numpy()
             inner = _flat_struct(chunks.values.slice(int(loffs[0]), int(loffs[-1] - loffs[0])))
-            pb = inner.field("pixel_bytes")
-            poffs = np.frombuffer(pb.buffers()[1], dtype=np.int64)[pb.offset : pb.offset + len(pb) + 1]
+            poffs, _ = binary_offsets(inner.field("pixel_bytes"))
             self.record_layout.append(ids)
             self.lengths.append(np.diff(poffs))
 

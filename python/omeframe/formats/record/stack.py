@@ -207,6 +207,20 @@ def _tiles(keys: np.ndarray, shape: tuple[int, ...]) -> bool:
     return bool((cover == 1).all())
 
 
+def binary_offsets(values: pa.Array) -> tuple[np.ndarray, pa.Buffer]:
+    """``(int64 offsets, data buffer)`` of a binary column of any Arrow flavour.
+
+    ``large_binary`` and ``binary`` are read in place; other flavours (e.g.
+    ``binary_view`` from some engines) are converted to ``large_binary`` first.
+    """
+    if pa.types.is_large_binary(values.type) or pa.types.is_binary(values.type):
+        width = np.int64 if pa.types.is_large_binary(values.type) else np.int32
+        offs = np.frombuffer(values.buffers()[1], dtype=width)[values.offset : values.offset + len(values) + 1]
+        data = values.buffers()[2]
+        return offs.astype(np.int64, copy=False), data if data is not None else pa.py_buffer(b"")
+    return binary_offsets(pc.cast(values, pa.large_binary()))
+
+
 def decode_uniform(
     arr: pa.StructArray, layout: UniformLayout, out6: np.ndarray, *, what: str
 ) -> None:
@@ -214,9 +228,7 @@ def decode_uniform(
     chunks = arr.field("chunks")
     loffs = chunks.offsets.to_numpy()
     inner = _flat_struct(chunks.values.slice(int(loffs[0]), int(loffs[-1] - loffs[0])))
-    pb = inner.field("pixel_bytes")
-    poffs = np.frombuffer(pb.buffers()[1], dtype=np.int64)[pb.offset : pb.offset + len(pb) + 1]
-    data = pb.buffers()[2]
+    poffs, data = binary_offsets(inner.field("pixel_bytes"))
     n = len(arr)
     k = len(layout.keys)
     sizes = layout.chunk_bytes()

@@ -1,0 +1,244 @@
+"""Bulk writes of image stacks, the pixel index, ImageTable takes and to_numpy_stack."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import omeframe as of
+from omeframe.formats.record import tables as tables_mod
+from omeframe.formats.record.bulk import encode_stack
+from omeframe.storage.parquet_pages import UnsupportedLayout, value_pages
+
+
+def cells(n: int, c: int = 3, y: int = 24, x: int = 20, dtype=np.uint8, seed: int = 0) -> np.ndarray:
+    """Blobs plus noise, like cell crops."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:y, :x]
+    cy = rng.uniform(0, y, (n, 1, 1, 1))
+    cx = rng.uniform(0, x, (n, 1, 1, 1))
+    blob = 180 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 30.0) * rng.uniform(0.3, 1, (n, c, 1, 1))
+    img = blob + rng.normal(12, 3, (n, c, y, x))
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    return np.clip(img, 0, info.max if info else None).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.int16])
+@pytest.mark.parametrize("comp", ["zstd", None])
+def test_stack_encoding_equals_the_per_image_builder(dtype, comp):
+    stack = cells(7, dtype=dtype, seed=1)
+    fast = encode_stack(stack, dim_order="CYX", compression=comp, compression_level=3, chunk_shape=(1, 512, 512))
+    slow = of.records_from_arrays(list(stack), dim_order="CYX", chunk_compression=comp)
+    assert fast is not None and fast.type == slow.type
+    for i in range(len(stack)):
+        assert np.array_equal(of.to_numpy(fast[i]), of.to_numpy(slow[i]))
+        for key in ("id", "name", "type", "version", "pixels_meta", "chunk_grid"):
+            assert fast[i][key] == slow[i][key], key
+    big = stack.astype(stack.dtype.newbyteorder(">"))
+    again = encode_stack(big, dim_order="CYX", compression=comp, compression_level=3, chunk_shape=None)
+    assert again is not None and np.array_equal(of.to_numpy_stack(again), stack)
+
+
+@pytest.mark.parametrize(
+    "order,shape", [("YX", (5, 9, 11)), ("ZYX", (4, 3, 9, 11)), ("TCZYX", (3, 2, 2, 3, 5, 6)), ("YXC", (4, 7, 8, 3))]
+)
+def test_stack_axes_follow_dim_order(order, shape):
+    stack = np.random.default_rng(2).integers(0, 4000, shape, dtype=np.uint16)
+    recs = of.records_from_arrays(stack, dim_order=order)
+    for i in (0, len(stack) - 1):
+        want = of.to_numpy(of.records_from_arrays(list(stack[i : i + 1]), dim_order=order)[0])
+        assert np.array_equal(of.to_numpy(recs[i]), want)
+    back = of.to_numpy_stack(recs, dims=order)
+    assert np.array_equal(back, stack)
+
+
+def test_stack_falls_back_when_chunks_are_smaller_than_the_image():
+    stack = cells(4, y=40, x=36, seed=3)
+    small = (1, 16, 16)
+    assert encode_stack(stack, dim_order="CYX", compression="zstd", compression_level=1, chunk_shape=small) is None
+    assert encode_stack(stack, dim_order="CYX", compression="lz4", compression_level=None, chunk_shape=None) is None
+    recs = of.records_from_arrays(stack, dim_order="CYX", chunk_shape=(1, 16, 16))
+    assert len(recs[0]["chunks"]) == 3 * 3 * 3
+    assert np.array_equal(of.to_numpy_stack(recs), stack)
+
+
+def test_write_table_from_a_stack_is_indexed_and_exact(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables_mod, "BATCH_BYTES", 20 * 3 * 24 * 20)  # 20 images per batch
+    stack = cells(130, seed=4)
+    well = np.arange(130) % 7
+    path = of.write_table(tmp_path / "c.parquet", stack, dim_order="CYX", columns={"well": well})
+    t = of.open_table(path)
+    assert t.indexed and len(t) == 130
+    rows = [129, 3, 64, 0, 20, 19]
+    assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert np.array_equal(t.to_numpy(), stack)
+    assert np.array_equal(t.to_numpy(rows, dims="YXC"), stack[rows].transpose(0, 2, 3, 1))
+    taken = t.take([5, 101], columns=["ome_arrow", "well"])
+    assert taken["well"].to_pylist() == [5 % 7, 101 % 7]
+    assert taken["ome_arrow"].to_pylist()[1]["id"] == "img-101"
+    full = pq.read_table(path)
+    assert full["ome_arrow"].combine_chunks().field("id").to_pylist() == [f"img-{i}" for i in range(130)]
+    assert full["well"].to_pylist() == well.tolist()
+    assert np.array_equal(of.to_numpy_stack(full["ome_arrow"]), stack)
+    assert np.array_equal(of.to_numpy(of.read_table(path, rows=[77])["ome_arrow"][0])[0, :, 0], stack[77])
+
+
+def test_indexed_tables_stay_plain_parquet(tmp_path):
+    import duckdb
+    import polars as pl
+
+    stack = cells(50, seed=5)
+    path = of.write_table(tmp_path / "c.parquet", stack, dim_order="CYX", columns={"area": np.arange(50.0)})
+    got = duckdb.sql(f"select count(*), sum(area), min(ome_arrow.id) from '{path}' where area >= 10").fetchall()[0]
+    assert got == (40, float(sum(range(10, 50))), "img-10")
+    df = pl.read_parquet(path)
+    assert df.height == 50 and df["area"].to_list() == list(np.arange(50.0))
+    meta = pq.ParquetFile(path).schema_arrow.metadata
+    assert meta[b"omeframe.pixel_index"] == b"1" and meta[b"ome.arrow.type"] == b"ome.arrow"
+
+
+def test_streaming_batches_number_images_globally(tmp_path):
+    stacks = [cells(n, seed=10 + n) for n in (5, 8, 3)]
+
+    def gen():
+        for k, s in enumerate(stacks):
+            yield s, {"batch": [k] * len(s)}
+
+    path = of.write_table(tmp_path / "s.parquet", gen(), dim_order="CYX")
+    tbl = of.read_table(path)
+    assert tbl["batch"].to_pylist() == [0] * 5 + [1] * 8 + [2] * 3
+    assert tbl["ome_arrow"].combine_chunks().field("id").to_pylist() == [f"img-{i}" for i in range(16)]
+    assert np.array_equal(of.open_table(path).to_numpy(), np.concatenate(stacks))
+    with pytest.raises(ValueError, match="no batches"):
+        of.write_table(tmp_path / "e.parquet", iter([]))
+    with pytest.raises(TypeError, match="batch 0"):
+        of.write_table(tmp_path / "e.parquet", iter([(1, 2, 3)]))
+    with pytest.raises(ValueError, match="not both"):
+        of.write_table(tmp_path / "e.parquet", gen(), dim_order="CYX", columns={"x": list(range(16))})
+
+
+def test_takes_reject_bad_rows(tmp_path):
+    path = of.write_table(tmp_path / "c.parquet", cells(10), dim_order="CYX")
+    t = of.open_table(path)
+    for bad in ([10], [-1], [3, 3]):
+        with pytest.raises(of.RowIndexError) as info:
+            t.to_numpy(bad)
+        assert isinstance(info.value, IndexError) and "c.parquet" in str(info.value)
+    with pytest.raises(of.RowIndexError, match="twice"):
+        t.take([1, 2, 1])
+    with pytest.raises(TypeError, match="integers"):
+        t.to_numpy([0.5])
+    assert t.to_numpy([]).shape == (0, 3, 24, 20)
+    with pytest.raises(ValueError, match="drops axes"):
+        t.to_numpy([0], dims="YX")
+    with pytest.raises(ValueError, match="dims must"):
+        t.to_numpy([0], dims="CYQ")
+
+
+def test_ragged_and_multichunk_tables(tmp_path):
+    a, b = cells(6, y=30, x=28, seed=6), cells(4, y=16, x=16, seed=7)
+    imgs = [*a[:3], *b, *a[3:]]
+    path = of.write_table(tmp_path / "r.parquet", imgs, dim_order="CYX", chunk_shape=(1, 16, 16))
+    t = of.open_table(path)
+    assert t.indexed
+    assert np.array_equal(t.to_numpy([0, 8, 2]), a[[0, 4, 2]])
+    assert np.array_equal(t.to_numpy([3, 6]), b[[0, 3]])
+    with pytest.raises(ValueError, match="differ in shape"):
+        t.to_numpy([0, 3])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"pixel_index": False}, {"chunk_compression": None}, {"chunk_compression": "lz4"}, {"format": "vortex"}],
+)
+def test_tables_without_an_index_read_the_same(tmp_path, kwargs):
+    stack = cells(40, seed=8)
+    suffix = ".vortex" if kwargs.get("format") == "vortex" else ".parquet"
+    path = of.write_table(tmp_path / f"n{suffix}", stack, dim_order="CYX", **kwargs)
+    t = of.open_table(path)
+    assert not t.indexed
+    assert np.array_equal(t.to_numpy([39, 0, 17]), stack[[39, 0, 17]])
+    assert np.array_equal(t.to_numpy(), stack)
+    t2 = pickle.loads(pickle.dumps(t))
+    assert t2.path == t.path and np.array_equal(t2.to_numpy([5]), stack[[5]])
+
+
+def _payload_span(path):
+    t = of.open_table(path)
+    assert t._index is not None
+    return int(t._index.offsets[0]), int(t._index.lengths[0])
+
+
+def test_a_flipped_pixel_byte_is_an_error_not_a_wrong_pixel(tmp_path):
+    stack = cells(30, seed=9)
+    path = of.write_table(tmp_path / "c.parquet", stack, dim_order="CYX")
+    start, length = _payload_span(path)
+    raw = bytearray(path.read_bytes())
+    raw[start + length // 2] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    t = of.open_table(path)
+    assert np.array_equal(t.to_numpy([1, 2]), stack[[1, 2]])  # other rows are fine
+    with pytest.raises(of.PixelPayloadError, match="does not decode"):
+        t.to_numpy([0])
+    with pytest.raises(of.PixelPayloadError):
+        t.to_numpy()
+
+
+def test_a_damaged_index_is_never_trusted(tmp_path):
+    stack = cells(30, seed=11)
+    path = of.write_table(tmp_path / "c.parquet", stack, dim_order="CYX")
+    raw = bytearray(path.read_bytes())
+    footer_len = struct.unpack_from("<I", raw, len(raw) - 8)[0]
+    trailer_at = len(raw) - 8 - footer_len - 32
+    blob_at = struct.unpack_from("<Q", raw, trailer_at + 8)[0]
+    raw[blob_at + 10] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="CRC"):
+        t = of.open_table(path)
+    assert not t.indexed
+    assert np.array_equal(t.to_numpy([4, 29]), stack[[4, 29]])
+    assert pq.read_table(path).num_rows == 30  # Parquet readers never look at the block
+
+
+def test_value_pages_locate_plain_values_in_v1_and_v2_pages(tmp_path):
+    rng = np.random.default_rng(12)
+    values = [rng.bytes(int(n)) for n in rng.integers(1, 3000, 500)]
+    for version in ("1.0", "2.0"):
+        path = tmp_path / f"v{version}.parquet"
+        pq.write_table(
+            pa.table({"v": pa.array(values, pa.large_binary())}), path, compression="NONE",
+            use_dictionary=False, data_page_version=version, data_page_size=20_000, row_group_size=170,
+            write_batch_size=16,
+        )
+        pf = pq.ParquetFile(path)
+        pages = value_pages(path, pf, 0)
+        assert pages.num_values.sum() == 500 and len(pages.num_values) > 3
+        lengths = np.array([len(v) for v in values])
+        from omeframe.formats.record.pixel_index import _file_offsets
+
+        offs = _file_offsets(lengths, pages.first_value, pages.values_start, pages.num_values)
+        data = path.read_bytes()
+        assert all(data[o : o + len(v)] == v for o, v in zip(offs.tolist(), values, strict=True))
+    zpath = tmp_path / "z.parquet"
+    pq.write_table(pa.table({"v": pa.array(values, pa.large_binary())}), zpath, compression="zstd")
+    with pytest.raises(UnsupportedLayout, match="ZSTD"):
+        value_pages(zpath, pq.ParquetFile(zpath), 0)
+
+
+def test_to_numpy_stack_of_in_memory_records():
+    stack = cells(12, seed=13)
+    recs = of.records_from_arrays(stack, dim_order="CYX")
+    chunked = pa.chunked_array([recs.slice(0, 5), recs.slice(5)])
+    assert np.array_equal(of.to_numpy_stack(chunked), stack)
+    assert np.array_equal(of.to_numpy_stack(recs.slice(3, 4)), stack[3:7])
+    assert of.to_numpy_stack(recs, dtype=np.float32).dtype == np.float32
+    listed = of.records_from_arrays(list(stack), dim_order="CYX", chunk_encoding="list")
+    assert np.array_equal(of.to_numpy_stack(listed), stack)
+    mixed = [recs[0], of.records_from_arrays([stack[1, :, :10]], dim_order="CYX")[0]]
+    with pytest.raises(ValueError, match="differ in shape"):
+        of.to_numpy_stack(mixed)
