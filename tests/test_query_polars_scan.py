@@ -175,7 +175,7 @@ def test_metadata_query_reads_under_2_percent(big: dict[str, Path], counter: Cou
         .select("cell_id", "area", "plate")
         .select(pl.len(), pl.col("cell_id").sum())
     )
-    got = query(op.scan(path)).collect()  # footer included: caches were cleared
+    got = query(op.scan(path, reader="omeframe")).collect()  # footer included: caches were cleared
     assert counter.bytes < 0.02 * size, (counter.bytes, size)
     assert_frame_equal(got, query(pl.scan_parquet(big["parquet"])).collect())
     if fmt == "parquet":
@@ -189,12 +189,13 @@ def test_header_columns_read_no_pixel_bytes(
 ) -> None:
     path = tables[fmt]
     size = os.path.getsize(path)
-    lf = op.scan(path, header_columns=True)
-    got = (
-        lf.filter((pl.col("ome_size_x") == SIDE) & (pl.col("ome_id") >= "img-0200"))
+    lf = (
+        op.scan(path, header_columns=True)
+        .filter((pl.col("ome_size_x") == SIDE) & (pl.col("ome_id") >= "img-0200"))
         .select("ome_id", "ome_dtype", "ome_size_y", "plate")
-        .collect()
     )
+    got = lf.collect()
+    assert [r.reader for r in op.scan_routes(lf)] == ["omeframe"]
     if fmt == "parquet":  # small file, small row groups: footer-dominated, no pixels
         assert counter.touched(path, _pixel_ranges(path)) == 0
         assert counter.bytes < 0.05 * size, (counter.bytes, size)
@@ -213,10 +214,10 @@ def test_header_columns_read_no_pixel_bytes(
 def test_projection_reads_only_the_selected_columns(big: dict[str, Path], counter: Counter, fmt: str) -> None:
     path = big[fmt]
     size = os.path.getsize(path)
-    assert op.scan(path).select("cell_id").collect().height == 200
+    assert op.scan(path, reader="omeframe").select("cell_id").collect().height == 200
     small = counter.bytes
     counter.bytes = 0
-    op.scan(path).select("ome_arrow").collect()
+    op.scan(path, reader="omeframe").select("ome_arrow").collect()
     assert small < 0.01 * size, (small, size)
     assert counter.bytes > 0.9 * size
 
@@ -228,22 +229,24 @@ def test_row_group_pruning_and_late_materialisation(
     size = os.path.getsize(path)
     # One image: statistics on the sorted cell_id leave one row group, and the
     # pixels are read for that group only.
-    one = op.scan(path).filter(pl.col("cell_id") == 123).select("ome_arrow", "plate").collect()
+    one = op.scan(path, reader="omeframe").filter(pl.col("cell_id") == 123).select("ome_arrow", "plate").collect()
     assert_frame_equal(one, reference.filter(pl.col("cell_id") == 123).select("ome_arrow", "plate"))
     assert counter.bytes < 0.15 * size, (counter.bytes, size)
     # A predicate the statistics cannot use (modulo): every row group's
     # predicate column is read, pixels only where rows match.
     counter.bytes = 0
     q = lambda lf: lf.filter((pl.col("cell_id") % 97) == 5).select("ome_arrow")  # noqa: E731
-    got = q(op.scan(path)).collect()
+    got = q(op.scan(path, reader="omeframe")).collect()
     assert_frame_equal(got, q(reference.lazy()).collect())
     assert got.height == 3
     assert counter.bytes < 0.35 * size, (counter.bytes, size)
     # A struct field in the predicate: only that leaf is read to evaluate it.
     counter.bytes = 0
     q = lambda lf: lf.filter(pl.col("ome_arrow").struct.field("id") == "img-0007").select("cell_id")  # noqa: E731
-    assert q(op.scan(path)).collect()["cell_id"].to_list() == [7]
+    lf = q(op.scan(path))  # routed to omeframe's reader: the predicate reads a struct field
+    assert lf.collect()["cell_id"].to_list() == [7]
     assert counter.bytes < 0.15 * size, (counter.bytes, size)
+    assert [r.reader for r in op.scan_routes(lf)] == ["omeframe"]
 
 
 # -------------------------------------------------------------- exactness
@@ -274,19 +277,27 @@ PREDICATES = [
 ]
 
 
+@pytest.mark.parametrize("reader", op.READERS)
 @pytest.mark.parametrize("fmt", ["parquet", "vortex"])
 @pytest.mark.parametrize("i", range(len(PREDICATES)))
-def test_predicate_is_exact(tables: dict[str, Path], reference: pl.DataFrame, fmt: str, i: int) -> None:
+def test_predicate_is_exact(
+    tables: dict[str, Path], reference: pl.DataFrame, fmt: str, i: int, reader: str
+) -> None:
     pred = PREDICATES[i]
-    got = op.scan(tables[fmt]).filter(pred).select("cell_id", "area", "well").collect()
+    lf = op.scan(tables[fmt], reader=reader).filter(pred).select("cell_id", "area", "well")
     want = reference.filter(pred).select("cell_id", "area", "well")
-    assert_frame_equal(got, want)
+    assert_frame_equal(lf.collect(), want)
+    if reader != "auto":
+        assert [r.reader for r in op.scan_routes(lf)] == [reader]
 
 
+@pytest.mark.parametrize("reader", op.READERS)
 @pytest.mark.parametrize("fmt", ["parquet", "vortex"])
-def test_predicate_on_header_columns_is_exact(tables: dict[str, Path], reference: pl.DataFrame, fmt: str) -> None:
+def test_predicate_on_header_columns_is_exact(
+    tables: dict[str, Path], reference: pl.DataFrame, fmt: str, reader: str
+) -> None:
     ref = _header_ref(reference)
-    lf = op.scan(tables[fmt], header_columns=True)
+    lf = op.scan(tables[fmt], header_columns=True, reader=reader)
     for pred in [
         pl.col("ome_id") == "img-0042",
         pl.col("ome_id").is_between(pl.lit("img-0010"), pl.lit("img-0019")) & (pl.col("area") > 10),
@@ -305,9 +316,10 @@ def test_streaming_engine_and_whole_rows(tables: dict[str, Path], reference: pl.
 
 
 # ------------------------------------------------------------------ n_rows
+@pytest.mark.parametrize("reader", op.READERS)
 @pytest.mark.parametrize("fmt", ["parquet", "vortex"])
-def test_n_rows(tables: dict[str, Path], reference: pl.DataFrame, fmt: str) -> None:
-    lf = op.scan(tables[fmt])
+def test_n_rows(tables: dict[str, Path], reference: pl.DataFrame, fmt: str, reader: str) -> None:
+    lf = op.scan(tables[fmt], reader=reader)
     for k in (0, 1, 21, 22, 100, N_IMAGES + 5):
         assert_frame_equal(lf.head(k).collect(), reference.head(k))
         assert_frame_equal(lf.select("cell_id", "well").head(k).collect(), reference.select("cell_id", "well").head(k))
@@ -323,7 +335,7 @@ def test_n_rows(tables: dict[str, Path], reference: pl.DataFrame, fmt: str) -> N
 def test_n_rows_stops_reading(tables: dict[str, Path], counter: Counter) -> None:
     path = tables["parquet"]
     size = os.path.getsize(path)
-    got = op.scan(path).head(3).collect()
+    got = op.scan(path, reader="omeframe").head(3).collect()
     assert got["cell_id"].to_list() == [0, 1, 2]
     assert counter.bytes < 0.15 * size, (counter.bytes, size)  # the first row group + footer
 
@@ -370,7 +382,7 @@ def test_dataset_images_and_chunks(dataset_dir: Path) -> None:
 def test_dataset_chunks_metadata_query_reads_no_pixels(dataset_dir: Path, counter: Counter) -> None:
     m = of.open_dataset(dataset_dir).manifest
     got = (
-        op.scan(dataset_dir, table="chunks")
+        op.scan(dataset_dir, table="chunks", reader="omeframe")
         .group_by("image_id").agg(pl.col("max").max(), pl.len())
         .sort("image_id").collect()
     )

@@ -32,10 +32,13 @@ Files written by omeframe are plain Parquet: ``pl.read_parquet`` /
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +61,7 @@ if TYPE_CHECKING:
     from polars import DataFrame as _DataFrame
     from polars import Expr as _Expr
 
-__all__ = ["HEADER_FIELDS", "scan", "polars_schema"]
+__all__ = ["HEADER_FIELDS", "READERS", "ScanRoute", "polars_schema", "scan", "scan_routes"]
 
 #: Virtual header columns (suffix after the prefix, default ``"ome_"``) and the
 #: path of the OME-Arrow record field each one reads.
@@ -417,11 +420,16 @@ class _Reader:
         predicate: pl.Expr | None,
         n_rows: int | None,
         batch_size: int | None,
+        *,
+        analysed: _Predicate | None = None,
     ) -> None:
         self.tbl = tbl
         all_names = tbl.out_schema().names
         self.out = list(with_columns) if with_columns is not None else all_names
-        self.pred = _analyse(predicate) if predicate is not None else None
+        if analysed is not None:
+            self.pred: _Predicate | None = analysed
+        else:
+            self.pred = _analyse(predicate) if predicate is not None else None
         self.n_rows = n_rows
         self.batch_size = max(int(batch_size or 100_000), 1)
         needed = list(dict.fromkeys(self.out + (list(self.pred.uses) if self.pred else [])))
@@ -908,6 +916,229 @@ def _vortex_filter(tree: Any, tbl: _Table) -> Any:
         return None
 
 
+# ================================================================== routing
+#: Accepted values of ``scan(reader=...)``: ``"auto"`` routes each query (see
+#: :func:`scan`), ``"omeframe"`` always reads with omeframe's reader,
+#: ``"native"`` always with Polars' own scan.
+READERS = ("auto", "omeframe", "native")
+
+_ROUTE_TAG = "omeframe scan #"
+
+
+@dataclass(frozen=True)
+class ScanRoute:
+    """Which reader served one execution of an omeframe scan, and why.
+
+    Attributes
+    ----------
+    reader
+        ``"native"`` (Polars' own scan of the same files) or ``"omeframe"``
+        (omeframe's reader inside the IO plugin).
+    via
+        What read the files: ``"polars.scan_parquet"``,
+        ``"polars.scan_pyarrow_dataset"`` or ``"omeframe"``.
+    reason
+        The routing rule that chose the reader.
+    columns
+        The columns Polars asked the scan for (those of the predicate included).
+    predicate
+        The predicate Polars pushed into the scan, as text, or ``None``.
+    n_rows
+        The row limit Polars pushed into the scan, or ``None``.
+
+    Example
+    -------
+    >>> import polars as pl, omeframe.polars as ofpl
+    >>> q = ofpl.scan("cells.parquet").select("well")      # doctest: +SKIP
+    >>> _ = q.collect()                                     # doctest: +SKIP
+    >>> print(ofpl.scan_routes(q)[0])                       # doctest: +SKIP
+    native (polars.scan_parquet): plain columns; columns ['well']
+    """
+
+    reader: str
+    via: str
+    reason: str
+    columns: tuple[str, ...]
+    predicate: str | None
+    n_rows: int | None
+
+    def __str__(self) -> str:
+        parts = [f"{self.reader} ({self.via}): {self.reason}", f"columns {list(self.columns)}"]
+        if self.predicate is not None:
+            parts.append(f"predicate {self.predicate}")
+        if self.n_rows is not None:
+            parts.append(f"n_rows {self.n_rows}")
+        return "; ".join(parts)
+
+
+def _choose_route(
+    tbl: _Table, names: Sequence[str], pred: _Predicate | None, n_rows: int | None, mode: str
+) -> tuple[str, str, str]:
+    """``(reader, via, reason)`` for one query; the rule is documented in :func:`scan`."""
+    native_via = "polars.scan_parquet" if tbl.format == "parquet" else "polars.scan_pyarrow_dataset"
+    if not tbl.paths:
+        return "omeframe", "omeframe", "no files yet (a dataset without chunk parts)"
+    if mode == "omeframe":
+        return "omeframe", "omeframe", "reader='omeframe'"
+    if mode == "native":
+        return "native", native_via, "reader='native'"
+    projected = set(names)
+    header = sorted(c for c in projected if c in tbl.virtual)
+    if any(tbl.virtual[c][0] not in projected for c in header):
+        return (
+            "omeframe",
+            "omeframe",
+            f"header column(s) {header} read as single leaves of the record struct "
+            "(the native scan reads the whole struct, pixels included)",
+        )
+    if pred is not None:
+        fields = sorted(c for c, paths in pred.uses.items() if c in tbl.virtual or paths is not None)
+        if fields:
+            return (
+                "omeframe",
+                "omeframe",
+                f"the predicate reads struct fields through {fields}: those leaves are read "
+                "first, the other columns at matching rows only",
+            )
+    if tbl.format == "vortex":
+        if pred is not None:
+            return (
+                "omeframe",
+                "omeframe",
+                "a predicate on Vortex: applied with Polars semantics, pushed into the Vortex "
+                "scan where exact, the other columns read at matching rows only",
+            )
+        if n_rows is not None:
+            return "omeframe", "omeframe", "n_rows on Vortex: the read stops after n_rows rows"
+    if header:
+        return "native", native_via, "plain columns; header columns derived from the record column read whole"
+    return "native", native_via, "plain columns"
+
+
+def _field_expr(path: tuple[str, ...]) -> _Expr:
+    pl = _import_polars()
+    e = pl.col(path[0])
+    for f in path[1:]:
+        e = e.struct.field(f)
+    return e
+
+
+def _native_frame(
+    tbl: _Table, names: Sequence[str], predicate: _Expr | None, n_rows: int | None
+) -> pl.LazyFrame:
+    """The query on Polars' own scan of the table's files (header columns derived)."""
+    pl = _import_polars()
+    if tbl.format == "parquet":
+        lf = pl.scan_parquet(tbl.paths, glob=False, hive_partitioning=False)
+    else:
+        from omeframe.formats.vortex.arrow_dataset import vortex_plain_dataset  # lazy: pyarrow.dataset
+
+        # allow_pyarrow_filter=False: pyarrow's comparison semantics differ from
+        # Polars' (NaN), so a predicate is applied by Polars, never by pyarrow.
+        frames = [
+            pl.scan_pyarrow_dataset(vortex_plain_dataset(p), allow_pyarrow_filter=False)
+            for p in tbl.paths
+        ]
+        lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
+    if n_rows is not None:
+        lf = lf.head(n_rows)
+    wanted = set(names) | (set(predicate.meta.root_names()) if predicate is not None else set())
+    derived = [c for c in tbl.virtual if c in wanted]
+    if derived:
+        lf = lf.with_columns([_field_expr(tbl.virtual[c]).alias(c) for c in derived])
+    if predicate is not None:
+        lf = lf.filter(predicate)
+    return lf.select(list(names))
+
+
+class _ScanSource:
+    """The IO-plugin callable of one :func:`scan`: routes each query, remembers the last route."""
+
+    def __init__(self, tbl: _Table, pl_schema: Any, mode: str) -> None:
+        self.tbl = tbl
+        self.pl_schema = pl_schema
+        self.mode = mode
+        self.last_route: ScanRoute | None = None
+
+    def route(
+        self, with_columns: Sequence[str] | None, predicate: _Expr | None, n_rows: int | None
+    ) -> tuple[ScanRoute, _Predicate | None]:
+        names = list(with_columns) if with_columns is not None else list(self.pl_schema.names())
+        pred = _analyse(predicate) if predicate is not None else None
+        reader, via, reason = _choose_route(self.tbl, names, pred, n_rows, self.mode)
+        text = None if predicate is None else str(predicate)
+        return ScanRoute(reader, via, reason, tuple(names), text, n_rows), pred
+
+    def __call__(
+        self,
+        with_columns: list[str] | None,
+        predicate: _Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[_DataFrame]:
+        pl = _import_polars()
+        route, pred = self.route(with_columns, predicate, n_rows)
+        self.last_route = route
+        schema = self.pl_schema
+        if route.reader == "native":
+            unknown = [c for c in route.columns if c not in schema]
+            if unknown:
+                raise KeyError(f"no column(s) {unknown} in {self.tbl.label}; columns: {schema.names()}")
+            df = _native_frame(self.tbl, route.columns, predicate, n_rows).collect()
+            df = _match_schema(df, schema)
+            step = max(int(batch_size or 100_000), 1)
+            if df.height <= step:
+                yield df
+            else:
+                for start in range(0, df.height, step):
+                    yield df.slice(start, step)
+            return
+        reader = _Reader(self.tbl, with_columns, predicate, n_rows, batch_size, analysed=pred)
+        empty = True
+        for df in reader:
+            if df.columns != reader.out:
+                df = df.select(reader.out)
+            empty = False
+            yield _match_schema(df, schema)
+        if empty:
+            yield pl.DataFrame(schema={c: schema[c] for c in reader.out})
+
+
+_SOURCES: weakref.WeakValueDictionary[int, _ScanSource] = weakref.WeakValueDictionary()
+_SOURCE_IDS = itertools.count(1)
+
+
+def scan_routes(lf: pl.LazyFrame) -> list[ScanRoute]:
+    """How the omeframe scans in a query's plan were read the last time it ran.
+
+    Parameters
+    ----------
+    lf
+        A ``LazyFrame`` built on :func:`scan` (filters, selects, joins ...).
+
+    Returns
+    -------
+    list of ScanRoute
+        One entry per omeframe scan in the plan that has run, in plan order:
+        the route of its most recent execution (by any query sharing that scan).
+
+    Example
+    -------
+    >>> import polars as pl, omeframe.polars as ofpl
+    >>> q = ofpl.scan("cells.parquet").filter(pl.col("area") > 90).select("ome_arrow")  # doctest: +SKIP
+    >>> _ = q.collect()                                                                # doctest: +SKIP
+    >>> [r.via for r in ofpl.scan_routes(q)]                                           # doctest: +SKIP
+    ['polars.scan_parquet']
+    """
+    plan = lf.explain(optimized=False)
+    out: list[ScanRoute] = []
+    for key in dict.fromkeys(int(m) for m in re.findall(re.escape(_ROUTE_TAG) + r"(\d+)", plan)):
+        src = _SOURCES.get(key)
+        if src is not None and src.last_route is not None:
+            out.append(src.last_route)
+    return out
+
+
 # ==================================================================== scan
 def _describe(
     source: str | os.PathLike[str], table: str | None, format: str | None
@@ -969,8 +1200,9 @@ def scan(
     column_name: str | None = None,
     header_columns: bool | str = False,
     format: str | None = None,
+    reader: str = "auto",
 ) -> pl.LazyFrame:
-    """Lazily scan an omeframe table with Polars, pushing work into the reader.
+    """Lazily scan an omeframe table with Polars, each query read by the faster reader.
 
     Parameters
     ----------
@@ -984,11 +1216,15 @@ def scan(
         used by ``header_columns``.
     header_columns
         ``True`` adds the virtual columns of :data:`HEADER_FIELDS` with the
-        prefix ``"ome_"`` (a string sets another prefix).  They are read by
-        nested projection of single leaves of the record struct, so filtering or
-        selecting them reads no pixel bytes.
+        prefix ``"ome_"`` (a string sets another prefix).  omeframe's reader
+        reads them by nested projection of single leaves of the record struct,
+        so filtering or selecting them reads no pixel bytes.
     format
         ``"parquet"`` or ``"vortex"`` when the suffix does not tell.
+    reader
+        ``"auto"`` (default) routes each query as below; ``"omeframe"`` always
+        uses omeframe's reader, ``"native"`` always Polars' own scan (header
+        columns are then derived from the whole record struct).
 
     Returns
     -------
@@ -996,7 +1232,8 @@ def scan(
         Its schema is the file's (Polars types of the stored Arrow schema, e.g.
         ``large_binary`` -> ``Binary``) plus the header columns.  Projection,
         predicate (applied exactly) and ``n_rows`` are pushed into the reader;
-        ``lf.explain()`` shows ``PYTHON[omeframe] SCAN``.
+        ``lf.explain()`` shows ``PYTHON[omeframe] SCAN`` and
+        :func:`scan_routes` tells which reader served the last execution.
 
     Raises
     ------
@@ -1006,10 +1243,41 @@ def scan(
         If a file is not readable Parquet/Vortex.
     NoOmeArrowColumnError
         With ``header_columns`` on a table without an OME-Arrow column.
+    ValueError
+        For an unknown ``reader`` or ``table``.
+
+    Notes
+    -----
+    The scan is a Polars IO plugin; Polars hands it each query's columns
+    (those of the predicate included), predicate and ``n_rows``, and the
+    plugin routes the query (``reader="auto"``):
+
+    1. **omeframe's reader** when a header column is needed without its record
+       column (a nested projection: the native scans read the whole struct,
+       pixels included) or when the predicate reads struct fields
+       (``ome_size_x > 64``, ``pl.col("ome_arrow").struct.field("id") == ...``):
+       those leaves are read first, the rest of the record at matching rows
+       only.  On Vortex also for any predicate (applied with Polars semantics;
+       pyarrow's differ on NaN) and for ``n_rows`` (the read stops early).
+    2. **Polars' own scan** otherwise: ``pl.scan_parquet`` over the same files
+       (it prunes columns and row groups and materialises late itself), or
+       ``pl.scan_pyarrow_dataset`` over omeframe's Vortex Arrow dataset.
+       Header columns, when their record column is read anyway, are derived
+       from it with ``struct.field``.
+
+    Either way the result is the same frame.
+
+    Example
+    -------
+    >>> import polars as pl, omeframe.polars as ofpl
+    >>> lf = ofpl.scan("cells.parquet", header_columns=True)          # doctest: +SKIP
+    >>> lf.filter(pl.col("ome_size_x") > 32).select("ome_id").collect()  # doctest: +SKIP
     """
-    pl = _import_polars()
+    _import_polars()  # a clear error when polars is missing
     from polars.io.plugins import register_io_source
 
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
     paths, fmt, kind = _describe(source, table, format)
     label = repr(os.fspath(source)) + (f" ({kind} table)" if kind != "records" else "")
     if paths:
@@ -1018,29 +1286,17 @@ def scan(
         schema = CHUNKS_SCHEMA
     virtual = _virtual_columns(schema, kind, column_name, header_columns, label)
     tbl = _Table(paths, fmt, schema, virtual, label)
-    pl_schema = polars_schema(tbl.out_schema())
-
-    def io_source(
-        with_columns: list[str] | None,
-        predicate: _Expr | None,
-        n_rows: int | None,
-        batch_size: int | None,
-    ) -> Iterator[_DataFrame]:
-        reader = _Reader(tbl, with_columns, predicate, n_rows, batch_size)
-        empty = True
-        for df in reader:
-            if df.columns != reader.out:
-                df = df.select(reader.out)
-            empty = False
-            yield _match_schema(df, pl_schema)
-        if empty:
-            yield pl.DataFrame(schema={c: pl_schema[c] for c in reader.out})
-
+    src = _ScanSource(tbl, polars_schema(tbl.out_schema()), reader)
+    key = next(_SOURCE_IDS)
+    _SOURCES[key] = src
     return register_io_source(
-        io_source,
-        schema=pl_schema,
+        src,
+        schema=src.pl_schema,
         explain_name="omeframe",
-        explain_detail=f"{fmt} {kind} table {os.fspath(source)} ({len(paths)} file(s))",
+        explain_detail=(
+            f"{fmt} {kind} table {os.fspath(source)} ({len(paths)} file(s)); "
+            f"reader={reader}; {_ROUTE_TAG}{key}"
+        ),
     )
 
 
