@@ -10,6 +10,7 @@ which is the definition of "exact".
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -243,10 +244,8 @@ def test_row_group_pruning_and_late_materialisation(
     # A struct field in the predicate: only that leaf is read to evaluate it.
     counter.bytes = 0
     q = lambda lf: lf.filter(pl.col("ome_arrow").struct.field("id") == "img-0007").select("cell_id")  # noqa: E731
-    lf = q(op.scan(path))  # routed to omeframe's reader: the predicate reads a struct field
-    assert lf.collect()["cell_id"].to_list() == [7]
+    assert q(op.scan(path, reader="omeframe")).collect()["cell_id"].to_list() == [7]
     assert counter.bytes < 0.15 * size, (counter.bytes, size)
-    assert [r.reader for r in op.scan_routes(lf)] == ["omeframe"]
 
 
 # -------------------------------------------------------------- exactness
@@ -415,9 +414,15 @@ print("ok")
 
 # ------------------------------------------------------------------ misc
 def test_explain_names_the_scan(tables: dict[str, Path]) -> None:
+    for kwargs in ({"reader": "omeframe"}, {"header_columns": True}, {"reader": "native"}):
+        plan = op.scan(tables["parquet"], **kwargs).filter(pl.col("cell_id") > 3).select("plate").explain()
+        assert "PYTHON[omeframe] SCAN" in plan and "omeframe scan #" in plan, plan
+        assert "SELECTION" in plan
+    # a Parquet table without header columns is Polars' own scan, as it is
     plan = op.scan(tables["parquet"]).filter(pl.col("cell_id") > 3).select("plate").explain()
-    assert "PYTHON[omeframe] SCAN" in plan
-    assert "SELECTION" in plan
+    assert "Parquet SCAN" in plan and "PYTHON" not in plan, plan
+    plan = op.scan(tables["vortex"]).select("plate").explain()
+    assert "PYTHON[omeframe] SCAN" in plan, plan
 
 
 def test_errors(tmp_path: Path, tables: dict[str, Path]) -> None:
@@ -441,3 +446,105 @@ def test_polars_schema_helper() -> None:
 
     s = op.polars_schema(pa.schema([("b", pa.large_binary()), ("s", pa.large_string()), ("n", pa.null())]))
     assert s == pl.Schema({"b": pl.Binary, "s": pl.String, "n": pl.Null})
+
+
+# ----------------------------------------------------------------- routing
+# (query, reader on Parquet, reader on Vortex); every query on a scan with header columns
+ROUTED = {
+    "header-only count by well": (
+        lambda lf: lf.group_by("well").len().sort("well"), "native", "native"),
+    "filter + pixels": (
+        lambda lf: lf.filter(pl.col("n") > 40).select("well", "ome_arrow"), "native", "omeframe"),
+    "all rows + pixels": (lambda lf: lf.select("ome_arrow"), "native", "native"),
+    "head": (lambda lf: lf.head(5).select("cell_id", "ome_arrow"), "native", "omeframe"),
+    "header columns only": (
+        lambda lf: lf.filter(pl.col("ome_id") > "img-0100").select("ome_id", "plate"), "omeframe", "omeframe"),
+    "header column beside its record": (
+        lambda lf: lf.select("ome_size_x", "ome_arrow"), "native", "native"),
+    "header predicate, pixels": (
+        lambda lf: lf.filter(pl.col("ome_id") == "img-0042").select("ome_arrow"), "omeframe", "omeframe"),
+    "struct-field predicate": (
+        lambda lf: lf.filter(pl.col("ome_arrow").struct.field("name") == "img-7").select("cell_id"),
+        "omeframe", "omeframe"),
+}
+
+
+def _native_scan(path: Path) -> pl.LazyFrame:
+    """Polars' own scan of the same file, with the header columns derived."""
+    if path.suffix == ".parquet":
+        lf = pl.scan_parquet(path)
+    else:
+        lf = pl.scan_pyarrow_dataset(vxd.vortex_plain_dataset(path), allow_pyarrow_filter=False)
+    rec = pl.col("ome_arrow")
+    return lf.with_columns(
+        rec.struct.field("id").alias("ome_id"),
+        rec.struct.field("pixels_meta").struct.field("size_x").alias("ome_size_x"),
+    )
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+@pytest.mark.parametrize("name", list(ROUTED))
+def test_routing_and_results_equal_the_native_scan(tables: dict[str, Path], fmt: str, name: str) -> None:
+    query, on_parquet, on_vortex = ROUTED[name]
+    lf = query(op.scan(tables[fmt], header_columns=True))
+    got = lf.collect()
+    (route,) = op.scan_routes(lf)
+    assert route.reader == (on_parquet if fmt == "parquet" else on_vortex), str(route)
+    if route.reader == "native":
+        assert route.via == ("polars.scan_parquet" if fmt == "parquet" else "polars.scan_pyarrow_dataset")
+    else:
+        assert route.via == "omeframe"
+    assert str(route).startswith(f"{route.reader} ({route.via}): ")
+    assert got.height > 0
+    assert_frame_equal(got, query(_native_scan(tables[fmt])).collect())
+    # the other reader gives the same frame
+    other = "omeframe" if route.reader == "native" else "native"
+    forced = query(op.scan(tables[fmt], header_columns=True, reader=other))
+    assert_frame_equal(forced.collect(), got)
+    assert [r.reader for r in op.scan_routes(forced)] == [other]
+
+
+def test_routes_of_a_plan_with_two_scans(tables: dict[str, Path]) -> None:
+    left = op.scan(tables["parquet"], reader="native").select("cell_id", "plate")
+    right = op.scan(tables["vortex"], header_columns=True).select("cell_id", "ome_id")
+    q = left.join(right, on="cell_id").filter(pl.col("ome_id") < "img-0010")
+    assert op.scan_routes(q) == []  # nothing has run yet
+    assert q.collect().height == 10
+    routes = op.scan_routes(q)
+    assert sorted(r.via for r in routes) == ["omeframe", "polars.scan_parquet"]
+
+
+def test_native_route_honours_batch_size(tables: dict[str, Path]) -> None:
+    lf = op.scan(tables["parquet"], reader="native")
+    tag = re.search(r"omeframe scan #(\d+)", lf.explain())
+    assert tag is not None
+    src = polars_scan._SOURCES[int(tag.group(1))]
+    frames = list(src(["cell_id", "plate"], pl.col("n") < 40, None, 50))
+    assert src.last_route is not None and src.last_route.reader == "native"
+    assert len(frames) > 1 and max(f.height for f in frames) <= 50
+    want = pl.read_parquet(tables["parquet"]).filter(pl.col("n") < 40).select("cell_id", "plate")
+    assert_frame_equal(pl.concat(frames), want)
+    assert lf.collect_schema().names()[0] == "ome_arrow"
+
+
+def test_native_route_of_a_dataset(dataset_dir: Path) -> None:
+    m = of.open_dataset(dataset_dir).manifest
+    chunks = pl.concat([pl.read_parquet(dataset_dir / p) for p in m.parts])
+    q = lambda lf: lf.filter(pl.col("max") > 900).select("image_id", "c", "max")  # noqa: E731
+    want = q(chunks.lazy()).collect()
+    lf = q(op.scan(dataset_dir, table="chunks"))  # Polars' own scan of the manifest's parts
+    assert_frame_equal(lf.collect(), want)
+    assert "Parquet SCAN" in lf.explain() and op.scan_routes(lf) == []
+    lf = q(op.scan(dataset_dir, table="chunks", reader="native"))  # the same, through the plugin
+    assert_frame_equal(lf.collect(), want)
+    (route,) = op.scan_routes(lf)
+    assert route.via == "polars.scan_parquet" and route.predicate is not None
+    # header columns of the images table: leaves of pixels_meta, omeframe's reader
+    lf = op.scan(dataset_dir, header_columns=True).filter(pl.col("ome_size_x") == 200).select("image_id")
+    assert lf.collect()["image_id"].to_list() == ["a", "b", "c", "d"]
+    assert [r.reader for r in op.scan_routes(lf)] == ["omeframe"]
+
+
+def test_reader_must_be_known(tables: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="reader must be one of"):
+        op.scan(tables["parquet"], reader="pyarrow")

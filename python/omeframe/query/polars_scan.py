@@ -1,13 +1,16 @@
-"""Polars IO-plugin scan of omeframe tables: ``omeframe.polars.scan(path)``.
+"""Polars scan of omeframe tables: ``omeframe.polars.scan(path)``.
 
-:func:`scan` returns a :class:`polars.LazyFrame` built with
-``polars.io.plugins.register_io_source``.  Polars hands the source the
-projected columns (including the columns its predicate needs), the predicate
-(a ``pl.Expr`` it does **not** re-apply), ``n_rows`` and a batch size.  The
-source, reading with pyarrow / vortex through
+:func:`scan` hands every read it cannot improve on to Polars' own scans
+(``pl.scan_parquet``; ``pl.scan_pyarrow_dataset`` over omeframe's Vortex Arrow
+dataset) and reads the rest itself, inside a Polars IO plugin
+(``polars.io.plugins.register_io_source``); the routing rule is in
+:func:`scan`'s notes, and :func:`scan_routes` tells which reader served a
+query.  omeframe's reader, reading with pyarrow / vortex through
 :func:`omeframe.storage.files.open_input`:
 
-* reads only the projected columns (Parquet column chunks, Vortex segments);
+* reads only the projected columns (Parquet column chunks, Vortex segments),
+  and of a record struct only the leaves a header column or a struct-field
+  predicate needs;
 * applies the predicate exactly, with Polars itself (``DataFrame.filter``), and
   uses it twice to read less: row groups whose statistics rule it out are
   skipped (comparisons of integer/string columns and struct fields with
@@ -19,7 +22,7 @@ source, reading with pyarrow / vortex through
   before the predicate (``lf.head(5).filter(...)``), and stops reading there.
 
 Polars projects **top-level** columns only: ``pl.col("ome_arrow").struct.field("id")``
-makes the source read the whole ``ome_arrow`` column, pixels included.  Pass
+makes any reader load the whole ``ome_arrow`` column, pixels included.  Pass
 ``header_columns=True`` to add flat virtual columns (``ome_id``, ``ome_name``,
 ``ome_size_t/c/z/y/x``, ``ome_dtype`` ... see :data:`HEADER_FIELDS`) that are read
 by nested projection of just those leaves: an image-aware query such as
@@ -372,6 +375,18 @@ def _read_footer(fh: files.InputFile) -> Any:
         raise pa.ArrowInvalid(f"footer of {n} bytes does not fit in a file of {size} bytes")
     footer = fh.read_range(size - 8 - n, n)
     return pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
+
+
+def _check_parquet(path: str) -> None:
+    """Raise :class:`CorruptFileError` unless ``path`` starts and ends like a Parquet file."""
+    with files.open_input(path) as fh:
+        size = fh.size
+        ok = size >= 12 and fh.read_range(0, 4) == b"PAR1" and fh.read_range(size - 4, 4) in (b"PAR1", b"PARE")
+    if not ok:
+        raise CorruptFileError(
+            f"{path!r} is not a readable Parquet file (no Parquet magic bytes: truncated or "
+            "not Parquet?); rewrite it or pass format='vortex' if it is a Vortex file"
+        )
 
 
 def _file_schema(path: str, fmt: str) -> pa.Schema:
@@ -1248,22 +1263,31 @@ def scan(
 
     Notes
     -----
-    The scan is a Polars IO plugin; Polars hands it each query's columns
-    (those of the predicate included), predicate and ``n_rows``, and the
-    plugin routes the query (``reader="auto"``):
+    Routing (``reader="auto"``), decided first from the options, then per query:
 
-    1. **omeframe's reader** when a header column is needed without its record
-       column (a nested projection: the native scans read the whole struct,
-       pixels included) or when the predicate reads struct fields
-       (``ome_size_x > 64``, ``pl.col("ome_arrow").struct.field("id") == ...``):
-       those leaves are read first, the rest of the record at matching rows
-       only.  On Vortex also for any predicate (applied with Polars semantics;
-       pyarrow's differ on NaN) and for ``n_rows`` (the read stops early).
-    2. **Polars' own scan** otherwise: ``pl.scan_parquet`` over the same files
-       (it prunes columns and row groups and materialises late itself), or
-       ``pl.scan_pyarrow_dataset`` over omeframe's Vortex Arrow dataset.
-       Header columns, when their record column is read anyway, are derived
-       from it with ``struct.field``.
+    * **A Parquet table without header columns** is ``pl.scan_parquet`` over
+      its files, returned as it is: Polars prunes columns and row groups and
+      materialises late itself, and nothing stands between it and the query
+      (``explain()`` shows ``Parquet SCAN``).
+    * **Otherwise** the scan is a Polars IO plugin.  Polars hands it each
+      query's columns (those of the predicate included), predicate and
+      ``n_rows``, and the plugin uses omeframe's reader when it reads less than
+      the native scan would:
+
+      1. a header column is needed without its record column (a nested
+         projection: the native scans read the whole struct, pixels included);
+      2. the predicate reads struct fields (``ome_size_x > 64``,
+         ``pl.col("ome_arrow").struct.field("id") == ...``): those leaves are
+         read first, the rest of the record at matching rows only;
+      3. on Vortex, any predicate (applied with Polars semantics, pyarrow's
+         differ on NaN; the other columns read at matching rows only) and
+         ``n_rows`` (the read stops early).
+
+      Any other query goes to Polars' own scan inside the plugin:
+      ``pl.scan_parquet``, or ``pl.scan_pyarrow_dataset`` over omeframe's
+      Vortex Arrow dataset; header columns, whose record column is then read
+      whole anyway, are derived from it with ``struct.field``.
+      :func:`scan_routes` tells which reader served a query and why.
 
     Either way the result is the same frame.
 
@@ -1273,13 +1297,19 @@ def scan(
     >>> lf = ofpl.scan("cells.parquet", header_columns=True)          # doctest: +SKIP
     >>> lf.filter(pl.col("ome_size_x") > 32).select("ome_id").collect()  # doctest: +SKIP
     """
-    _import_polars()  # a clear error when polars is missing
+    pl = _import_polars()
     from polars.io.plugins import register_io_source
 
     if reader not in READERS:
         raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
     paths, fmt, kind = _describe(source, table, format)
     label = repr(os.fspath(source)) + (f" ({kind} table)" if kind != "records" else "")
+    if reader == "auto" and fmt == "parquet" and paths and not header_columns:
+        # Nothing for omeframe's reader to add that is worth a plugin layer:
+        # Polars' own scan, as it is.
+        for path in paths:
+            _check_parquet(path)
+        return pl.scan_parquet(paths, glob=False, hive_partitioning=False)
     if paths:
         schema = _file_schema(paths[0], fmt)
     else:  # a dataset without chunk parts yet
