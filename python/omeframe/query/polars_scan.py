@@ -1,8 +1,8 @@
 """Polars scan of omeframe tables: ``omeframe.polars.scan(path)``.
 
-:func:`scan` hands every read it cannot improve on to Polars' own scans
-(``pl.scan_parquet``; ``pl.scan_pyarrow_dataset`` over omeframe's Vortex Arrow
-dataset) and reads the rest itself, inside a Polars IO plugin
+:func:`scan` hands every Parquet read it cannot improve on to Polars' own
+``pl.scan_parquet`` and reads the rest (and Vortex, where it is at least as
+fast as ``pl.scan_pyarrow_dataset``) itself, inside a Polars IO plugin
 (``polars.io.plugins.register_io_source``); the routing rule is in
 :func:`scan`'s notes, and :func:`scan_routes` tells which reader served a
 query.  omeframe's reader, reading with pyarrow / vortex through
@@ -375,6 +375,29 @@ def _read_footer(fh: files.InputFile) -> Any:
         raise pa.ArrowInvalid(f"footer of {n} bytes does not fit in a file of {size} bytes")
     footer = fh.read_range(size - 8 - n, n)
     return pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
+
+
+#: (file version, format) -> its Arrow schema, and ((file version, format),
+#: header columns) -> the scan's Polars schema: what :func:`scan` would
+#: otherwise rebuild from the footer on every call.
+_SCHEMAS: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+
+def _schema_cache_get(key: tuple[Any, ...] | None) -> Any:
+    if key is None:
+        return None
+    with _PQ_LOCK:
+        hit = _SCHEMAS.get(key)
+        if hit is not None:
+            _SCHEMAS.move_to_end(key)
+        return hit
+
+
+def _schema_cache_put(key: tuple[Any, ...], value: Any) -> None:
+    with _PQ_LOCK:
+        _SCHEMAS[key] = value
+        while len(_SCHEMAS) > 128:
+            _SCHEMAS.popitem(last=False)
 
 
 def _check_parquet(path: str) -> None:
@@ -1016,15 +1039,16 @@ def _choose_route(
                 "first, the other columns at matching rows only",
             )
     if tbl.format == "vortex":
+        # Measured (benchmarks/bench_query_scan.py): omeframe's Vortex reader is
+        # as fast as pl.scan_pyarrow_dataset on plain projections and several
+        # times faster with a predicate (late materialisation) or n_rows, while
+        # the nested native scan adds its own set-up: omeframe's reader always.
         if pred is not None:
-            return (
-                "omeframe",
-                "omeframe",
-                "a predicate on Vortex: applied with Polars semantics, pushed into the Vortex "
-                "scan where exact, the other columns read at matching rows only",
-            )
+            why = "a predicate on Vortex: applied with Polars semantics, pushed into the Vortex scan"
+            return "omeframe", "omeframe", why + " where exact, the other columns read at matching rows only"
         if n_rows is not None:
             return "omeframe", "omeframe", "n_rows on Vortex: the read stops after n_rows rows"
+        return "omeframe", "omeframe", "Vortex: omeframe's reader is at least as fast as pl.scan_pyarrow_dataset"
     if header:
         return "native", native_via, "plain columns; header columns derived from the record column read whole"
     return "native", native_via, "plain columns"
@@ -1279,14 +1303,17 @@ def scan(
       2. the predicate reads struct fields (``ome_size_x > 64``,
          ``pl.col("ome_arrow").struct.field("id") == ...``): those leaves are
          read first, the rest of the record at matching rows only;
-      3. on Vortex, any predicate (applied with Polars semantics, pyarrow's
-         differ on NaN; the other columns read at matching rows only) and
-         ``n_rows`` (the read stops early).
+      3. on Vortex, every query: with a predicate (applied with Polars
+         semantics, pyarrow's differ on NaN; the other columns read at
+         matching rows only) or ``n_rows`` (the read stops early) it is several
+         times faster than ``pl.scan_pyarrow_dataset``, and on plain
+         projections it is as fast, without the native scan's set-up.
 
-      Any other query goes to Polars' own scan inside the plugin:
-      ``pl.scan_parquet``, or ``pl.scan_pyarrow_dataset`` over omeframe's
-      Vortex Arrow dataset; header columns, whose record column is then read
-      whole anyway, are derived from it with ``struct.field``.
+      Any other query goes to ``pl.scan_parquet`` inside the plugin; header
+      columns, whose record column is then read whole anyway, are derived
+      from it with ``struct.field``.  ``reader="native"`` sends every query
+      to Polars' own scan (``pl.scan_pyarrow_dataset`` over omeframe's Vortex
+      Arrow dataset for Vortex).
       :func:`scan_routes` tells which reader served a query and why.
 
     Either way the result is the same frame.
@@ -1310,13 +1337,24 @@ def scan(
         for path in paths:
             _check_parquet(path)
         return pl.scan_parquet(paths, glob=False, hive_partitioning=False)
-    if paths:
+    file_key = (_file_key(paths[0]), fmt) if paths else None
+    cached = _schema_cache_get(file_key)
+    if cached is not None:
+        schema = cached
+    elif paths:
         schema = _file_schema(paths[0], fmt)
     else:  # a dataset without chunk parts yet
         schema = CHUNKS_SCHEMA
     virtual = _virtual_columns(schema, kind, column_name, header_columns, label)
     tbl = _Table(paths, fmt, schema, virtual, label)
-    src = _ScanSource(tbl, polars_schema(tbl.out_schema()), reader)
+    pl_key = (file_key, tuple(virtual.items())) if file_key is not None else None
+    pl_schema = _schema_cache_get(pl_key)
+    if pl_schema is None:
+        pl_schema = polars_schema(tbl.out_schema())
+        if file_key is not None and pl_key is not None:
+            _schema_cache_put(file_key, schema)
+            _schema_cache_put(pl_key, pl_schema)
+    src = _ScanSource(tbl, pl_schema, reader)
     key = next(_SOURCE_IDS)
     _SOURCES[key] = src
     return register_io_source(
