@@ -522,3 +522,36 @@ def test_records_written_by_ome_arrow(con, tmp_path, kwargs):
     t = con.sql("SELECT ome_crop(image, 3, 4, 20, 30) AS r, ome_thumbnail(image, 16) AS p FROM oa").to_arrow_table()
     assert np.array_equal(of.to_numpy(t["r"][0])[0], a[:, :, 4:34, 3:23])
     assert t["p"][0].as_py()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------ register() = the native scans
+SCAN_QUERIES = {
+    "header-only count by well": "SELECT well, count(*) AS n FROM {t} GROUP BY well ORDER BY well",
+    "filter + pixels": "SELECT cell_id, ome_arrow FROM {t} WHERE area > 80 ORDER BY cell_id",
+    "all rows + pixels": "SELECT cell_id, ome_arrow FROM {t} ORDER BY cell_id",
+    "filter + pixel function": (
+        "SELECT cell_id, ome_stats(ome_arrow, 1).mean AS m FROM {t} WHERE well = 'A2' ORDER BY cell_id"
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+@pytest.mark.parametrize("name", list(SCAN_QUERIES))
+def test_register_reads_through_the_native_scan(con, data, fmt, name):
+    """A registered record table is DuckDB's read_parquet (Parquet) or the Vortex Arrow
+    dataset (Vortex) as it is: same rows, and EXPLAIN shows that scan operator."""
+    path = data["paths"]["bytes"]
+    if fmt == "vortex":
+        vortex_plain_dataset = _vortex_wrapper()
+        path = of.write_table(data["root"] / "scan.vortex", of.read_table(path))
+        con.register("native_vx", vortex_plain_dataset(path))
+        native, operator = "native_vx", "ARROW_SCAN"
+    else:
+        native, operator = f"read_parquet('{path}')", "READ_PARQUET"
+    ofdb.register(con, "cells", path)
+    sql = SCAN_QUERIES[name]
+    ours = con.sql(sql.format(t="cells")).to_arrow_table()
+    theirs = con.sql(sql.format(t=native)).to_arrow_table()
+    assert ours.num_rows > 0 and ours.equals(theirs)
+    plan = _explain(con, sql.format(t="cells"))
+    assert operator in plan, plan

@@ -10,6 +10,7 @@ which is the definition of "exact".
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,7 @@ def counter(monkeypatch: pytest.MonkeyPatch) -> Counter:
 
     monkeypatch.setattr(files, "open_input", CountingInput)
     polars_scan._PQ_META.clear()
+    polars_scan._SCHEMAS.clear()
     vxd._FOOTER_CACHE.clear()
     return c
 
@@ -175,7 +177,7 @@ def test_metadata_query_reads_under_2_percent(big: dict[str, Path], counter: Cou
         .select("cell_id", "area", "plate")
         .select(pl.len(), pl.col("cell_id").sum())
     )
-    got = query(op.scan(path)).collect()  # footer included: caches were cleared
+    got = query(op.scan(path, reader="omeframe")).collect()  # footer included: caches were cleared
     assert counter.bytes < 0.02 * size, (counter.bytes, size)
     assert_frame_equal(got, query(pl.scan_parquet(big["parquet"])).collect())
     if fmt == "parquet":
@@ -189,12 +191,13 @@ def test_header_columns_read_no_pixel_bytes(
 ) -> None:
     path = tables[fmt]
     size = os.path.getsize(path)
-    lf = op.scan(path, header_columns=True)
-    got = (
-        lf.filter((pl.col("ome_size_x") == SIDE) & (pl.col("ome_id") >= "img-0200"))
+    lf = (
+        op.scan(path, header_columns=True)
+        .filter((pl.col("ome_size_x") == SIDE) & (pl.col("ome_id") >= "img-0200"))
         .select("ome_id", "ome_dtype", "ome_size_y", "plate")
-        .collect()
     )
+    got = lf.collect()
+    assert [r.reader for r in op.scan_routes(lf)] == ["omeframe"]
     if fmt == "parquet":  # small file, small row groups: footer-dominated, no pixels
         assert counter.touched(path, _pixel_ranges(path)) == 0
         assert counter.bytes < 0.05 * size, (counter.bytes, size)
@@ -213,10 +216,10 @@ def test_header_columns_read_no_pixel_bytes(
 def test_projection_reads_only_the_selected_columns(big: dict[str, Path], counter: Counter, fmt: str) -> None:
     path = big[fmt]
     size = os.path.getsize(path)
-    assert op.scan(path).select("cell_id").collect().height == 200
+    assert op.scan(path, reader="omeframe").select("cell_id").collect().height == 200
     small = counter.bytes
     counter.bytes = 0
-    op.scan(path).select("ome_arrow").collect()
+    op.scan(path, reader="omeframe").select("ome_arrow").collect()
     assert small < 0.01 * size, (small, size)
     assert counter.bytes > 0.9 * size
 
@@ -228,21 +231,21 @@ def test_row_group_pruning_and_late_materialisation(
     size = os.path.getsize(path)
     # One image: statistics on the sorted cell_id leave one row group, and the
     # pixels are read for that group only.
-    one = op.scan(path).filter(pl.col("cell_id") == 123).select("ome_arrow", "plate").collect()
+    one = op.scan(path, reader="omeframe").filter(pl.col("cell_id") == 123).select("ome_arrow", "plate").collect()
     assert_frame_equal(one, reference.filter(pl.col("cell_id") == 123).select("ome_arrow", "plate"))
     assert counter.bytes < 0.15 * size, (counter.bytes, size)
     # A predicate the statistics cannot use (modulo): every row group's
     # predicate column is read, pixels only where rows match.
     counter.bytes = 0
     q = lambda lf: lf.filter((pl.col("cell_id") % 97) == 5).select("ome_arrow")  # noqa: E731
-    got = q(op.scan(path)).collect()
+    got = q(op.scan(path, reader="omeframe")).collect()
     assert_frame_equal(got, q(reference.lazy()).collect())
     assert got.height == 3
     assert counter.bytes < 0.35 * size, (counter.bytes, size)
     # A struct field in the predicate: only that leaf is read to evaluate it.
     counter.bytes = 0
     q = lambda lf: lf.filter(pl.col("ome_arrow").struct.field("id") == "img-0007").select("cell_id")  # noqa: E731
-    assert q(op.scan(path)).collect()["cell_id"].to_list() == [7]
+    assert q(op.scan(path, reader="omeframe")).collect()["cell_id"].to_list() == [7]
     assert counter.bytes < 0.15 * size, (counter.bytes, size)
 
 
@@ -274,19 +277,27 @@ PREDICATES = [
 ]
 
 
+@pytest.mark.parametrize("reader", op.READERS)
 @pytest.mark.parametrize("fmt", ["parquet", "vortex"])
 @pytest.mark.parametrize("i", range(len(PREDICATES)))
-def test_predicate_is_exact(tables: dict[str, Path], reference: pl.DataFrame, fmt: str, i: int) -> None:
+def test_predicate_is_exact(
+    tables: dict[str, Path], reference: pl.DataFrame, fmt: str, i: int, reader: str
+) -> None:
     pred = PREDICATES[i]
-    got = op.scan(tables[fmt]).filter(pred).select("cell_id", "area", "well").collect()
+    lf = op.scan(tables[fmt], reader=reader).filter(pred).select("cell_id", "area", "well")
     want = reference.filter(pred).select("cell_id", "area", "well")
-    assert_frame_equal(got, want)
+    assert_frame_equal(lf.collect(), want)
+    if reader != "auto":
+        assert [r.reader for r in op.scan_routes(lf)] == [reader]
 
 
+@pytest.mark.parametrize("reader", op.READERS)
 @pytest.mark.parametrize("fmt", ["parquet", "vortex"])
-def test_predicate_on_header_columns_is_exact(tables: dict[str, Path], reference: pl.DataFrame, fmt: str) -> None:
+def test_predicate_on_header_columns_is_exact(
+    tables: dict[str, Path], reference: pl.DataFrame, fmt: str, reader: str
+) -> None:
     ref = _header_ref(reference)
-    lf = op.scan(tables[fmt], header_columns=True)
+    lf = op.scan(tables[fmt], header_columns=True, reader=reader)
     for pred in [
         pl.col("ome_id") == "img-0042",
         pl.col("ome_id").is_between(pl.lit("img-0010"), pl.lit("img-0019")) & (pl.col("area") > 10),
@@ -305,9 +316,10 @@ def test_streaming_engine_and_whole_rows(tables: dict[str, Path], reference: pl.
 
 
 # ------------------------------------------------------------------ n_rows
+@pytest.mark.parametrize("reader", op.READERS)
 @pytest.mark.parametrize("fmt", ["parquet", "vortex"])
-def test_n_rows(tables: dict[str, Path], reference: pl.DataFrame, fmt: str) -> None:
-    lf = op.scan(tables[fmt])
+def test_n_rows(tables: dict[str, Path], reference: pl.DataFrame, fmt: str, reader: str) -> None:
+    lf = op.scan(tables[fmt], reader=reader)
     for k in (0, 1, 21, 22, 100, N_IMAGES + 5):
         assert_frame_equal(lf.head(k).collect(), reference.head(k))
         assert_frame_equal(lf.select("cell_id", "well").head(k).collect(), reference.select("cell_id", "well").head(k))
@@ -323,7 +335,7 @@ def test_n_rows(tables: dict[str, Path], reference: pl.DataFrame, fmt: str) -> N
 def test_n_rows_stops_reading(tables: dict[str, Path], counter: Counter) -> None:
     path = tables["parquet"]
     size = os.path.getsize(path)
-    got = op.scan(path).head(3).collect()
+    got = op.scan(path, reader="omeframe").head(3).collect()
     assert got["cell_id"].to_list() == [0, 1, 2]
     assert counter.bytes < 0.15 * size, (counter.bytes, size)  # the first row group + footer
 
@@ -370,7 +382,7 @@ def test_dataset_images_and_chunks(dataset_dir: Path) -> None:
 def test_dataset_chunks_metadata_query_reads_no_pixels(dataset_dir: Path, counter: Counter) -> None:
     m = of.open_dataset(dataset_dir).manifest
     got = (
-        op.scan(dataset_dir, table="chunks")
+        op.scan(dataset_dir, table="chunks", reader="omeframe")
         .group_by("image_id").agg(pl.col("max").max(), pl.len())
         .sort("image_id").collect()
     )
@@ -403,9 +415,15 @@ print("ok")
 
 # ------------------------------------------------------------------ misc
 def test_explain_names_the_scan(tables: dict[str, Path]) -> None:
+    for kwargs in ({"reader": "omeframe"}, {"header_columns": True}, {"reader": "native"}):
+        plan = op.scan(tables["parquet"], **kwargs).filter(pl.col("cell_id") > 3).select("plate").explain()
+        assert "PYTHON[omeframe] SCAN" in plan and "omeframe scan #" in plan, plan
+        assert "SELECTION" in plan
+    # a Parquet table without header columns is Polars' own scan, as it is
     plan = op.scan(tables["parquet"]).filter(pl.col("cell_id") > 3).select("plate").explain()
-    assert "PYTHON[omeframe] SCAN" in plan
-    assert "SELECTION" in plan
+    assert "Parquet SCAN" in plan and "PYTHON" not in plan, plan
+    plan = op.scan(tables["vortex"]).select("plate").explain()
+    assert "PYTHON[omeframe] SCAN" in plan, plan
 
 
 def test_errors(tmp_path: Path, tables: dict[str, Path]) -> None:
@@ -429,3 +447,105 @@ def test_polars_schema_helper() -> None:
 
     s = op.polars_schema(pa.schema([("b", pa.large_binary()), ("s", pa.large_string()), ("n", pa.null())]))
     assert s == pl.Schema({"b": pl.Binary, "s": pl.String, "n": pl.Null})
+
+
+# ----------------------------------------------------------------- routing
+# (query, reader on Parquet, reader on Vortex); every query on a scan with header columns
+ROUTED = {
+    "header-only count by well": (
+        lambda lf: lf.group_by("well").len().sort("well"), "native", "omeframe"),
+    "filter + pixels": (
+        lambda lf: lf.filter(pl.col("n") > 40).select("well", "ome_arrow"), "native", "omeframe"),
+    "all rows + pixels": (lambda lf: lf.select("ome_arrow"), "native", "omeframe"),
+    "head": (lambda lf: lf.head(5).select("cell_id", "ome_arrow"), "native", "omeframe"),
+    "header columns only": (
+        lambda lf: lf.filter(pl.col("ome_id") > "img-0100").select("ome_id", "plate"), "omeframe", "omeframe"),
+    "header column beside its record": (
+        lambda lf: lf.select("ome_size_x", "ome_arrow"), "native", "omeframe"),
+    "header predicate, pixels": (
+        lambda lf: lf.filter(pl.col("ome_id") == "img-0042").select("ome_arrow"), "omeframe", "omeframe"),
+    "struct-field predicate": (
+        lambda lf: lf.filter(pl.col("ome_arrow").struct.field("name") == "img-7").select("cell_id"),
+        "omeframe", "omeframe"),
+}
+
+
+def _native_scan(path: Path) -> pl.LazyFrame:
+    """Polars' own scan of the same file, with the header columns derived."""
+    if path.suffix == ".parquet":
+        lf = pl.scan_parquet(path)
+    else:
+        lf = pl.scan_pyarrow_dataset(vxd.vortex_plain_dataset(path), allow_pyarrow_filter=False)
+    rec = pl.col("ome_arrow")
+    return lf.with_columns(
+        rec.struct.field("id").alias("ome_id"),
+        rec.struct.field("pixels_meta").struct.field("size_x").alias("ome_size_x"),
+    )
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+@pytest.mark.parametrize("name", list(ROUTED))
+def test_routing_and_results_equal_the_native_scan(tables: dict[str, Path], fmt: str, name: str) -> None:
+    query, on_parquet, on_vortex = ROUTED[name]
+    lf = query(op.scan(tables[fmt], header_columns=True))
+    got = lf.collect()
+    (route,) = op.scan_routes(lf)
+    assert route.reader == (on_parquet if fmt == "parquet" else on_vortex), str(route)
+    if route.reader == "native":
+        assert route.via == ("polars.scan_parquet" if fmt == "parquet" else "polars.scan_pyarrow_dataset")
+    else:
+        assert route.via == "omeframe"
+    assert str(route).startswith(f"{route.reader} ({route.via}): ")
+    assert got.height > 0
+    assert_frame_equal(got, query(_native_scan(tables[fmt])).collect())
+    # the other reader gives the same frame
+    other = "omeframe" if route.reader == "native" else "native"
+    forced = query(op.scan(tables[fmt], header_columns=True, reader=other))
+    assert_frame_equal(forced.collect(), got)
+    assert [r.reader for r in op.scan_routes(forced)] == [other]
+
+
+def test_routes_of_a_plan_with_two_scans(tables: dict[str, Path]) -> None:
+    left = op.scan(tables["parquet"], reader="native").select("cell_id", "plate")
+    right = op.scan(tables["vortex"], header_columns=True).select("cell_id", "ome_id")
+    q = left.join(right, on="cell_id").filter(pl.col("ome_id") < "img-0010")
+    assert op.scan_routes(q) == []  # nothing has run yet
+    assert q.collect().height == 10
+    routes = op.scan_routes(q)
+    assert sorted(r.via for r in routes) == ["omeframe", "polars.scan_parquet"]
+
+
+def test_native_route_honours_batch_size(tables: dict[str, Path]) -> None:
+    lf = op.scan(tables["parquet"], reader="native")
+    tag = re.search(r"omeframe scan #(\d+)", lf.explain())
+    assert tag is not None
+    src = polars_scan._SOURCES[int(tag.group(1))]
+    frames = list(src(["cell_id", "plate"], pl.col("n") < 40, None, 50))
+    assert src.last_route is not None and src.last_route.reader == "native"
+    assert len(frames) > 1 and max(f.height for f in frames) <= 50
+    want = pl.read_parquet(tables["parquet"]).filter(pl.col("n") < 40).select("cell_id", "plate")
+    assert_frame_equal(pl.concat(frames), want)
+    assert lf.collect_schema().names()[0] == "ome_arrow"
+
+
+def test_native_route_of_a_dataset(dataset_dir: Path) -> None:
+    m = of.open_dataset(dataset_dir).manifest
+    chunks = pl.concat([pl.read_parquet(dataset_dir / p) for p in m.parts])
+    q = lambda lf: lf.filter(pl.col("max") > 900).select("image_id", "c", "max")  # noqa: E731
+    want = q(chunks.lazy()).collect()
+    lf = q(op.scan(dataset_dir, table="chunks"))  # Polars' own scan of the manifest's parts
+    assert_frame_equal(lf.collect(), want)
+    assert "Parquet SCAN" in lf.explain() and op.scan_routes(lf) == []
+    lf = q(op.scan(dataset_dir, table="chunks", reader="native"))  # the same, through the plugin
+    assert_frame_equal(lf.collect(), want)
+    (route,) = op.scan_routes(lf)
+    assert route.via == "polars.scan_parquet" and route.predicate is not None
+    # header columns of the images table: leaves of pixels_meta, omeframe's reader
+    lf = op.scan(dataset_dir, header_columns=True).filter(pl.col("ome_size_x") == 200).select("image_id")
+    assert lf.collect()["image_id"].to_list() == ["a", "b", "c", "d"]
+    assert [r.reader for r in op.scan_routes(lf)] == ["omeframe"]
+
+
+def test_reader_must_be_known(tables: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="reader must be one of"):
+        op.scan(tables["parquet"], reader="pyarrow")

@@ -1,13 +1,16 @@
-"""Polars IO-plugin scan of omeframe tables: ``omeframe.polars.scan(path)``.
+"""Polars scan of omeframe tables: ``omeframe.polars.scan(path)``.
 
-:func:`scan` returns a :class:`polars.LazyFrame` built with
-``polars.io.plugins.register_io_source``.  Polars hands the source the
-projected columns (including the columns its predicate needs), the predicate
-(a ``pl.Expr`` it does **not** re-apply), ``n_rows`` and a batch size.  The
-source, reading with pyarrow / vortex through
+:func:`scan` hands every Parquet read it cannot improve on to Polars' own
+``pl.scan_parquet`` and reads the rest (and Vortex, where it is at least as
+fast as ``pl.scan_pyarrow_dataset``) itself, inside a Polars IO plugin
+(``polars.io.plugins.register_io_source``); the routing rule is in
+:func:`scan`'s notes, and :func:`scan_routes` tells which reader served a
+query.  omeframe's reader, reading with pyarrow / vortex through
 :func:`omeframe.storage.files.open_input`:
 
-* reads only the projected columns (Parquet column chunks, Vortex segments);
+* reads only the projected columns (Parquet column chunks, Vortex segments),
+  and of a record struct only the leaves a header column or a struct-field
+  predicate needs;
 * applies the predicate exactly, with Polars itself (``DataFrame.filter``), and
   uses it twice to read less: row groups whose statistics rule it out are
   skipped (comparisons of integer/string columns and struct fields with
@@ -19,7 +22,7 @@ source, reading with pyarrow / vortex through
   before the predicate (``lf.head(5).filter(...)``), and stops reading there.
 
 Polars projects **top-level** columns only: ``pl.col("ome_arrow").struct.field("id")``
-makes the source read the whole ``ome_arrow`` column, pixels included.  Pass
+makes any reader load the whole ``ome_arrow`` column, pixels included.  Pass
 ``header_columns=True`` to add flat virtual columns (``ome_id``, ``ome_name``,
 ``ome_size_t/c/z/y/x``, ``ome_dtype`` ... see :data:`HEADER_FIELDS`) that are read
 by nested projection of just those leaves: an image-aware query such as
@@ -32,10 +35,13 @@ Files written by omeframe are plain Parquet: ``pl.read_parquet`` /
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +64,7 @@ if TYPE_CHECKING:
     from polars import DataFrame as _DataFrame
     from polars import Expr as _Expr
 
-__all__ = ["HEADER_FIELDS", "scan", "polars_schema"]
+__all__ = ["HEADER_FIELDS", "READERS", "ScanRoute", "polars_schema", "scan", "scan_routes"]
 
 #: Virtual header columns (suffix after the prefix, default ``"ome_"``) and the
 #: path of the OME-Arrow record field each one reads.
@@ -371,6 +377,41 @@ def _read_footer(fh: files.InputFile) -> Any:
     return pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
 
 
+#: (file version, format) -> its Arrow schema, and ((file version, format),
+#: header columns) -> the scan's Polars schema: what :func:`scan` would
+#: otherwise rebuild from the footer on every call.
+_SCHEMAS: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+
+def _schema_cache_get(key: tuple[Any, ...] | None) -> Any:
+    if key is None:
+        return None
+    with _PQ_LOCK:
+        hit = _SCHEMAS.get(key)
+        if hit is not None:
+            _SCHEMAS.move_to_end(key)
+        return hit
+
+
+def _schema_cache_put(key: tuple[Any, ...], value: Any) -> None:
+    with _PQ_LOCK:
+        _SCHEMAS[key] = value
+        while len(_SCHEMAS) > 128:
+            _SCHEMAS.popitem(last=False)
+
+
+def _check_parquet(path: str) -> None:
+    """Raise :class:`CorruptFileError` unless ``path`` starts and ends like a Parquet file."""
+    with files.open_input(path) as fh:
+        size = fh.size
+        ok = size >= 12 and fh.read_range(0, 4) == b"PAR1" and fh.read_range(size - 4, 4) in (b"PAR1", b"PARE")
+    if not ok:
+        raise CorruptFileError(
+            f"{path!r} is not a readable Parquet file (no Parquet magic bytes: truncated or "
+            "not Parquet?); rewrite it or pass format='vortex' if it is a Vortex file"
+        )
+
+
 def _file_schema(path: str, fmt: str) -> pa.Schema:
     if fmt == "parquet":
         with files.open_input(path) as fh:
@@ -417,11 +458,16 @@ class _Reader:
         predicate: pl.Expr | None,
         n_rows: int | None,
         batch_size: int | None,
+        *,
+        analysed: _Predicate | None = None,
     ) -> None:
         self.tbl = tbl
         all_names = tbl.out_schema().names
         self.out = list(with_columns) if with_columns is not None else all_names
-        self.pred = _analyse(predicate) if predicate is not None else None
+        if analysed is not None:
+            self.pred: _Predicate | None = analysed
+        else:
+            self.pred = _analyse(predicate) if predicate is not None else None
         self.n_rows = n_rows
         self.batch_size = max(int(batch_size or 100_000), 1)
         needed = list(dict.fromkeys(self.out + (list(self.pred.uses) if self.pred else [])))
@@ -908,6 +954,230 @@ def _vortex_filter(tree: Any, tbl: _Table) -> Any:
         return None
 
 
+# ================================================================== routing
+#: Accepted values of ``scan(reader=...)``: ``"auto"`` routes each query (see
+#: :func:`scan`), ``"omeframe"`` always reads with omeframe's reader,
+#: ``"native"`` always with Polars' own scan.
+READERS = ("auto", "omeframe", "native")
+
+_ROUTE_TAG = "omeframe scan #"
+
+
+@dataclass(frozen=True)
+class ScanRoute:
+    """Which reader served one execution of an omeframe scan, and why.
+
+    Attributes
+    ----------
+    reader
+        ``"native"`` (Polars' own scan of the same files) or ``"omeframe"``
+        (omeframe's reader inside the IO plugin).
+    via
+        What read the files: ``"polars.scan_parquet"``,
+        ``"polars.scan_pyarrow_dataset"`` or ``"omeframe"``.
+    reason
+        The routing rule that chose the reader.
+    columns
+        The columns Polars asked the scan for (those of the predicate included).
+    predicate
+        The predicate Polars pushed into the scan, as text, or ``None``.
+    n_rows
+        The row limit Polars pushed into the scan, or ``None``.
+
+    Example
+    -------
+    >>> import polars as pl, omeframe.polars as ofpl
+    >>> q = ofpl.scan("cells.parquet").select("well")      # doctest: +SKIP
+    >>> _ = q.collect()                                     # doctest: +SKIP
+    >>> print(ofpl.scan_routes(q)[0])                       # doctest: +SKIP
+    native (polars.scan_parquet): plain columns; columns ['well']
+    """
+
+    reader: str
+    via: str
+    reason: str
+    columns: tuple[str, ...]
+    predicate: str | None
+    n_rows: int | None
+
+    def __str__(self) -> str:
+        parts = [f"{self.reader} ({self.via}): {self.reason}", f"columns {list(self.columns)}"]
+        if self.predicate is not None:
+            parts.append(f"predicate {self.predicate}")
+        if self.n_rows is not None:
+            parts.append(f"n_rows {self.n_rows}")
+        return "; ".join(parts)
+
+
+def _choose_route(
+    tbl: _Table, names: Sequence[str], pred: _Predicate | None, n_rows: int | None, mode: str
+) -> tuple[str, str, str]:
+    """``(reader, via, reason)`` for one query; the rule is documented in :func:`scan`."""
+    native_via = "polars.scan_parquet" if tbl.format == "parquet" else "polars.scan_pyarrow_dataset"
+    if not tbl.paths:
+        return "omeframe", "omeframe", "no files yet (a dataset without chunk parts)"
+    if mode == "omeframe":
+        return "omeframe", "omeframe", "reader='omeframe'"
+    if mode == "native":
+        return "native", native_via, "reader='native'"
+    projected = set(names)
+    header = sorted(c for c in projected if c in tbl.virtual)
+    if any(tbl.virtual[c][0] not in projected for c in header):
+        return (
+            "omeframe",
+            "omeframe",
+            f"header column(s) {header} read as single leaves of the record struct "
+            "(the native scan reads the whole struct, pixels included)",
+        )
+    if pred is not None:
+        fields = sorted(c for c, paths in pred.uses.items() if c in tbl.virtual or paths is not None)
+        if fields:
+            return (
+                "omeframe",
+                "omeframe",
+                f"the predicate reads struct fields through {fields}: those leaves are read "
+                "first, the other columns at matching rows only",
+            )
+    if tbl.format == "vortex":
+        # Measured (benchmarks/bench_query_scan.py): omeframe's Vortex reader is
+        # as fast as pl.scan_pyarrow_dataset on plain projections and several
+        # times faster with a predicate (late materialisation) or n_rows, while
+        # the nested native scan adds its own set-up: omeframe's reader always.
+        if pred is not None:
+            why = "a predicate on Vortex: applied with Polars semantics, pushed into the Vortex scan"
+            return "omeframe", "omeframe", why + " where exact, the other columns read at matching rows only"
+        if n_rows is not None:
+            return "omeframe", "omeframe", "n_rows on Vortex: the read stops after n_rows rows"
+        return "omeframe", "omeframe", "Vortex: omeframe's reader is at least as fast as pl.scan_pyarrow_dataset"
+    if header:
+        return "native", native_via, "plain columns; header columns derived from the record column read whole"
+    return "native", native_via, "plain columns"
+
+
+def _field_expr(path: tuple[str, ...]) -> _Expr:
+    pl = _import_polars()
+    e = pl.col(path[0])
+    for f in path[1:]:
+        e = e.struct.field(f)
+    return e
+
+
+def _native_frame(
+    tbl: _Table, names: Sequence[str], predicate: _Expr | None, n_rows: int | None
+) -> pl.LazyFrame:
+    """The query on Polars' own scan of the table's files (header columns derived)."""
+    pl = _import_polars()
+    if tbl.format == "parquet":
+        lf = pl.scan_parquet(tbl.paths, glob=False, hive_partitioning=False)
+    else:
+        from omeframe.formats.vortex.arrow_dataset import vortex_plain_dataset  # lazy: pyarrow.dataset
+
+        # allow_pyarrow_filter=False: pyarrow's comparison semantics differ from
+        # Polars' (NaN), so a predicate is applied by Polars, never by pyarrow.
+        frames = [
+            pl.scan_pyarrow_dataset(vortex_plain_dataset(p), allow_pyarrow_filter=False)
+            for p in tbl.paths
+        ]
+        lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
+    if n_rows is not None:
+        lf = lf.head(n_rows)
+    wanted = set(names) | (set(predicate.meta.root_names()) if predicate is not None else set())
+    derived = [c for c in tbl.virtual if c in wanted]
+    if derived:
+        lf = lf.with_columns([_field_expr(tbl.virtual[c]).alias(c) for c in derived])
+    if predicate is not None:
+        lf = lf.filter(predicate)
+    return lf.select(list(names))
+
+
+class _ScanSource:
+    """The IO-plugin callable of one :func:`scan`: routes each query, remembers the last route."""
+
+    def __init__(self, tbl: _Table, pl_schema: Any, mode: str) -> None:
+        self.tbl = tbl
+        self.pl_schema = pl_schema
+        self.mode = mode
+        self.last_route: ScanRoute | None = None
+
+    def route(
+        self, with_columns: Sequence[str] | None, predicate: _Expr | None, n_rows: int | None
+    ) -> tuple[ScanRoute, _Predicate | None]:
+        names = list(with_columns) if with_columns is not None else list(self.pl_schema.names())
+        pred = _analyse(predicate) if predicate is not None else None
+        reader, via, reason = _choose_route(self.tbl, names, pred, n_rows, self.mode)
+        text = None if predicate is None else str(predicate)
+        return ScanRoute(reader, via, reason, tuple(names), text, n_rows), pred
+
+    def __call__(
+        self,
+        with_columns: list[str] | None,
+        predicate: _Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[_DataFrame]:
+        pl = _import_polars()
+        route, pred = self.route(with_columns, predicate, n_rows)
+        self.last_route = route
+        schema = self.pl_schema
+        if route.reader == "native":
+            unknown = [c for c in route.columns if c not in schema]
+            if unknown:
+                raise KeyError(f"no column(s) {unknown} in {self.tbl.label}; columns: {schema.names()}")
+            df = _native_frame(self.tbl, route.columns, predicate, n_rows).collect()
+            df = _match_schema(df, schema)
+            step = max(int(batch_size or 100_000), 1)
+            if df.height <= step:
+                yield df
+            else:
+                for start in range(0, df.height, step):
+                    yield df.slice(start, step)
+            return
+        reader = _Reader(self.tbl, with_columns, predicate, n_rows, batch_size, analysed=pred)
+        empty = True
+        for df in reader:
+            if df.columns != reader.out:
+                df = df.select(reader.out)
+            empty = False
+            yield _match_schema(df, schema)
+        if empty:
+            yield pl.DataFrame(schema={c: schema[c] for c in reader.out})
+
+
+_SOURCES: weakref.WeakValueDictionary[int, _ScanSource] = weakref.WeakValueDictionary()
+_SOURCE_IDS = itertools.count(1)
+
+
+def scan_routes(lf: pl.LazyFrame) -> list[ScanRoute]:
+    """How the omeframe scans in a query's plan were read the last time it ran.
+
+    Parameters
+    ----------
+    lf
+        A ``LazyFrame`` built on :func:`scan` (filters, selects, joins ...).
+
+    Returns
+    -------
+    list of ScanRoute
+        One entry per omeframe scan in the plan that has run, in plan order:
+        the route of its most recent execution (by any query sharing that scan).
+
+    Example
+    -------
+    >>> import polars as pl, omeframe.polars as ofpl
+    >>> q = ofpl.scan("cells.parquet").filter(pl.col("area") > 90).select("ome_arrow")  # doctest: +SKIP
+    >>> _ = q.collect()                                                                # doctest: +SKIP
+    >>> [r.via for r in ofpl.scan_routes(q)]                                           # doctest: +SKIP
+    ['polars.scan_parquet']
+    """
+    plan = lf.explain(optimized=False)
+    out: list[ScanRoute] = []
+    for key in dict.fromkeys(int(m) for m in re.findall(re.escape(_ROUTE_TAG) + r"(\d+)", plan)):
+        src = _SOURCES.get(key)
+        if src is not None and src.last_route is not None:
+            out.append(src.last_route)
+    return out
+
+
 # ==================================================================== scan
 def _describe(
     source: str | os.PathLike[str], table: str | None, format: str | None
@@ -969,8 +1239,9 @@ def scan(
     column_name: str | None = None,
     header_columns: bool | str = False,
     format: str | None = None,
+    reader: str = "auto",
 ) -> pl.LazyFrame:
-    """Lazily scan an omeframe table with Polars, pushing work into the reader.
+    """Lazily scan an omeframe table with Polars, each query read by the faster reader.
 
     Parameters
     ----------
@@ -984,11 +1255,15 @@ def scan(
         used by ``header_columns``.
     header_columns
         ``True`` adds the virtual columns of :data:`HEADER_FIELDS` with the
-        prefix ``"ome_"`` (a string sets another prefix).  They are read by
-        nested projection of single leaves of the record struct, so filtering or
-        selecting them reads no pixel bytes.
+        prefix ``"ome_"`` (a string sets another prefix).  omeframe's reader
+        reads them by nested projection of single leaves of the record struct,
+        so filtering or selecting them reads no pixel bytes.
     format
         ``"parquet"`` or ``"vortex"`` when the suffix does not tell.
+    reader
+        ``"auto"`` (default) routes each query as below; ``"omeframe"`` always
+        uses omeframe's reader, ``"native"`` always Polars' own scan (header
+        columns are then derived from the whole record struct).
 
     Returns
     -------
@@ -996,7 +1271,8 @@ def scan(
         Its schema is the file's (Polars types of the stored Arrow schema, e.g.
         ``large_binary`` -> ``Binary``) plus the header columns.  Projection,
         predicate (applied exactly) and ``n_rows`` are pushed into the reader;
-        ``lf.explain()`` shows ``PYTHON[omeframe] SCAN``.
+        ``lf.explain()`` shows ``PYTHON[omeframe] SCAN`` and
+        :func:`scan_routes` tells which reader served the last execution.
 
     Raises
     ------
@@ -1006,41 +1282,89 @@ def scan(
         If a file is not readable Parquet/Vortex.
     NoOmeArrowColumnError
         With ``header_columns`` on a table without an OME-Arrow column.
+    ValueError
+        For an unknown ``reader`` or ``table``.
+
+    Notes
+    -----
+    Routing (``reader="auto"``), decided first from the options, then per query:
+
+    * **A Parquet table without header columns** is ``pl.scan_parquet`` over
+      its files, returned as it is: Polars prunes columns and row groups and
+      materialises late itself, and nothing stands between it and the query
+      (``explain()`` shows ``Parquet SCAN``).
+    * **Otherwise** the scan is a Polars IO plugin.  Polars hands it each
+      query's columns (those of the predicate included), predicate and
+      ``n_rows``, and the plugin uses omeframe's reader when it reads less than
+      the native scan would:
+
+      1. a header column is needed without its record column (a nested
+         projection: the native scans read the whole struct, pixels included);
+      2. the predicate reads struct fields (``ome_size_x > 64``,
+         ``pl.col("ome_arrow").struct.field("id") == ...``): those leaves are
+         read first, the rest of the record at matching rows only;
+      3. on Vortex, every query: with a predicate (applied with Polars
+         semantics, pyarrow's differ on NaN; the other columns read at
+         matching rows only) or ``n_rows`` (the read stops early) it is several
+         times faster than ``pl.scan_pyarrow_dataset``, and on plain
+         projections it is as fast, without the native scan's set-up.
+
+      Any other query goes to ``pl.scan_parquet`` inside the plugin; header
+      columns, whose record column is then read whole anyway, are derived
+      from it with ``struct.field``.  ``reader="native"`` sends every query
+      to Polars' own scan (``pl.scan_pyarrow_dataset`` over omeframe's Vortex
+      Arrow dataset for Vortex).
+      :func:`scan_routes` tells which reader served a query and why.
+
+    Either way the result is the same frame.
+
+    Example
+    -------
+    >>> import polars as pl, omeframe.polars as ofpl
+    >>> lf = ofpl.scan("cells.parquet", header_columns=True)          # doctest: +SKIP
+    >>> lf.filter(pl.col("ome_size_x") > 32).select("ome_id").collect()  # doctest: +SKIP
     """
     pl = _import_polars()
     from polars.io.plugins import register_io_source
 
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
     paths, fmt, kind = _describe(source, table, format)
     label = repr(os.fspath(source)) + (f" ({kind} table)" if kind != "records" else "")
-    if paths:
+    if reader == "auto" and fmt == "parquet" and paths and not header_columns:
+        # Nothing for omeframe's reader to add that is worth a plugin layer:
+        # Polars' own scan, as it is.
+        for path in paths:
+            _check_parquet(path)
+        return pl.scan_parquet(paths, glob=False, hive_partitioning=False)
+    file_key = (_file_key(paths[0]), fmt) if paths else None
+    cached = _schema_cache_get(file_key)
+    if cached is not None:
+        schema = cached
+    elif paths:
         schema = _file_schema(paths[0], fmt)
     else:  # a dataset without chunk parts yet
         schema = CHUNKS_SCHEMA
     virtual = _virtual_columns(schema, kind, column_name, header_columns, label)
     tbl = _Table(paths, fmt, schema, virtual, label)
-    pl_schema = polars_schema(tbl.out_schema())
-
-    def io_source(
-        with_columns: list[str] | None,
-        predicate: _Expr | None,
-        n_rows: int | None,
-        batch_size: int | None,
-    ) -> Iterator[_DataFrame]:
-        reader = _Reader(tbl, with_columns, predicate, n_rows, batch_size)
-        empty = True
-        for df in reader:
-            if df.columns != reader.out:
-                df = df.select(reader.out)
-            empty = False
-            yield _match_schema(df, pl_schema)
-        if empty:
-            yield pl.DataFrame(schema={c: pl_schema[c] for c in reader.out})
-
+    pl_key = (file_key, tuple(virtual.items())) if file_key is not None else None
+    pl_schema = _schema_cache_get(pl_key)
+    if pl_schema is None:
+        pl_schema = polars_schema(tbl.out_schema())
+        if file_key is not None and pl_key is not None:
+            _schema_cache_put(file_key, schema)
+            _schema_cache_put(pl_key, pl_schema)
+    src = _ScanSource(tbl, pl_schema, reader)
+    key = next(_SOURCE_IDS)
+    _SOURCES[key] = src
     return register_io_source(
-        io_source,
-        schema=pl_schema,
+        src,
+        schema=src.pl_schema,
         explain_name="omeframe",
-        explain_detail=f"{fmt} {kind} table {os.fspath(source)} ({len(paths)} file(s))",
+        explain_detail=(
+            f"{fmt} {kind} table {os.fspath(source)} ({len(paths)} file(s)); "
+            f"reader={reader}; {_ROUTE_TAG}{key}"
+        ),
     )
 
 
