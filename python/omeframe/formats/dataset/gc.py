@@ -3,7 +3,8 @@
 The rule (also in ``docs/concepts/guarantees.md``):
 
 * The **current** generation (the highest committed one) is never collected,
-  nor the generation ``manifest.json`` names (what older omeframe versions read).
+  nor the generation ``manifest.json`` names (what older omeframe versions
+  read; a collection first brings a lagging ``manifest.json`` up to date).
 * A generation is **retired** once its successor was committed more than
   ``grace_seconds`` ago (default :data:`DEFAULT_GC_GRACE_SECONDS`, one hour).
   Until then it is *live*: its manifest and every file it names stay, so a
@@ -35,6 +36,7 @@ from omeframe.formats.dataset.manifest import (
     generation_path,
     list_generations,
     read_manifest,
+    publish_copy,
     read_manifest_file,
 )
 from omeframe.model.errors import CorruptFileError
@@ -146,6 +148,10 @@ def collect_garbage(
             except FileNotFoundError:  # a concurrent collection removed it
                 continue
     copy = _read_copy(legacy_path)  # what older omeframe versions read: kept live too
+    if gens and (copy is None or copy.generation < current.generation):
+        # A writer died between its commit and refreshing the copy: refresh it now.
+        publish_copy(root)
+        copy, legacy_time = _read_copy(legacy_path), _mtime(legacy_path)
     if copy is not None:
         live.setdefault(copy.generation, copy)
         if legacy_time is not None:

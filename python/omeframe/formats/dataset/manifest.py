@@ -41,6 +41,7 @@ __all__ = [
     "list_generations",
     "generation_path",
     "manifest_file",
+    "publish_copy",
     "MANIFEST_NAME",
     "MANIFESTS_DIR",
 ]
@@ -160,7 +161,7 @@ def manifest_file(root: str | os.PathLike[str], manifest: Manifest) -> Path:
     return p if p.is_file() else Path(root) / MANIFEST_NAME
 
 
-def _publish_copy(root: Path) -> None:
+def publish_copy(root: Path) -> None:
     """Point ``manifest.json`` at the highest generation (a copy of its manifest).
 
     Re-checked after each replace: when a concurrent commit overtook this one,
@@ -227,7 +228,7 @@ def write_manifest(root: str | os.PathLike[str], manifest: Manifest) -> Path:
     commit_step("commit")
     fsync_dir(mdir)
     commit_step("fsync-dir:_manifests")
-    _publish_copy(root)
+    publish_copy(root)
     return target
 
 

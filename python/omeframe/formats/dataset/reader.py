@@ -439,7 +439,10 @@ class DatasetReader:
             span = frame_span(i, r0, r1)
             return int(e.lengths[i]) if span is None else span[4] - span[3]
 
-        meta_bytes = self.images_read_path.stat().st_size + manifest_file(self.path, self.manifest).stat().st_size
+        try:
+            meta_bytes = self.images_read_path.stat().st_size + manifest_file(self.path, self.manifest).stat().st_size
+        except FileNotFoundError:
+            raise self._lacks("images table", self.images_path.name) from None
         how = "byte-range reads" if e.offsets is not None else "vortex row takes"
         return RegularPieces(
             e.shape,
