@@ -352,7 +352,7 @@ _AFTER = {"create": ["a", "b"], "append": ["a", "b", "c"], "overwrite": ["o"]}
 def forkserver() -> Any:
     """A forkserver context with omeframe preloaded: a killed writer costs a fork, not an interpreter start."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["omeframe", "pyarrow.parquet", "vortex", __name__])
+    ctx.set_forkserver_preload(["pytest", "omeframe", "pyarrow.parquet", "vortex", __name__])
     return ctx
 
 
