@@ -35,8 +35,8 @@ from omeframe.formats.dataset.manifest import (
     Manifest,
     generation_path,
     list_generations,
-    read_manifest,
     publish_copy,
+    read_manifest,
     read_manifest_file,
 )
 from omeframe.model.errors import CorruptFileError
