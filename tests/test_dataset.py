@@ -294,11 +294,16 @@ def test_append_new_generation(ds_path, fmt, images):
         assert np.array_equal(ds.read(iid), arr)
     # the reader opened on generation 1 still reads its images
     assert old.image_ids == ["a", "b"] and np.array_equal(old.read("a"), images["a"])
-    # Dataset.append is the same operation; older images tables are pruned
+    # Dataset.append is the same operation; superseded images tables stay for the
+    # garbage-collection grace period (readers may hold them), then go
     ds3 = ds.append(images["c"][..., :10, :10], image_ids=["c-crop"], dim_order="TCZYX")
     assert ds3.manifest.generation == 3 and ds3.image_ids[-1] == "c-crop"
     ext = "parquet" if fmt == "parquet" else "vortex"
-    assert sorted(p.name for p in ds_path.glob(f"images-*.{ext}")) == [f"images-00002.{ext}", f"images-00003.{ext}"]
+    gens = [p.name.split("-")[1] for p in sorted(ds_path.glob(f"images-*.{ext}"))]
+    assert gens == ["00001", "00002", "00003"]
+    report = ds3.gc(grace_seconds=0)
+    assert report.current == 3 and report.kept == [3]
+    assert [p.name for p in ds_path.glob(f"images-*.{ext}")] == [Path(ds3.manifest.images).name]
     assert np.array_equal(of.open_dataset(ds_path).read("a"), images["a"])
 
 
@@ -332,9 +337,9 @@ def test_modes(ds_path, fmt, images, tmp_path):
     with pytest.raises(FileNotFoundError, match="parent directory"):
         of.write_dataset(images["c"], tmp_path / "no" / "such" / "dir", dim_order="TCZYX")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
-    # overwrite replaces the dataset as a whole
+    # overwrite replaces the dataset as a whole, as its next generation (in place, no swap)
     ds = of.write_dataset(images["c"], ds_path, mode="overwrite", image_ids=["only"], dim_order="TCZYX")
-    assert ds.image_ids == ["only"] and ds.manifest.generation == 1 and ds.format == "parquet"
+    assert ds.image_ids == ["only"] and ds.manifest.generation == 2 and ds.format == "parquet"
     assert np.array_equal(of.open_dataset(ds_path).read("only"), images["c"])
     assert not list(tmp_path.glob(".*staging*")) and not list(tmp_path.glob(".*old*"))
     # append to a missing path creates the dataset

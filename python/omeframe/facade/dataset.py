@@ -9,6 +9,7 @@ from typing import Any, Literal
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
 from omeframe.facade.omearrow import OMEArrow
+from omeframe.formats.dataset.gc import DEFAULT_GC_GRACE_SECONDS, GcReport, collect_garbage
 from omeframe.formats.dataset.inputs import ImageInput
 from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.formats.dataset.source import DatasetSource
@@ -40,8 +41,43 @@ class Dataset(DatasetReader):
         return OMEArrow._from_plan(LazyImage(DatasetSource(self, image_id, level)))
 
     def append(self, images: Any, **options: Any) -> Dataset:
-        """Add images (same options as :func:`write_dataset`); returns the new state."""
+        """Add images (same options as :func:`write_dataset`); returns the new state.
+
+        This object keeps reading the generation it opened; the returned
+        ``Dataset`` reads the new one. With ``retries=N`` an append that loses
+        the commit race to another writer merges into its generation.
+
+        Example
+        -------
+        >>> ds = ds.append(np.zeros((64, 64), np.uint8), image_ids=["extra"], retries=3)   # doctest: +SKIP
+        """
         return write_dataset(images, self.path, mode="append", **options)
+
+    @property
+    def generation(self) -> int:
+        """The committed generation this object reads (fixed until the dataset is reopened)."""
+        return self.manifest.generation
+
+    def gc(self, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> GcReport:
+        """Remove superseded generations and unreferenced files older than ``grace_seconds``.
+
+        The current generation is never removed; a generation superseded less
+        than ``grace_seconds`` ago (default one hour) stays readable, and so do
+        files written less than ``grace_seconds`` ago (a concurrent write in
+        progress). Writers run this after every commit; call it to collect at
+        once, e.g. ``grace_seconds=0`` when no other process uses the dataset.
+        See ``docs/concepts/guarantees.md``.
+
+        Returns
+        -------
+        GcReport
+            The generations kept and the files removed.
+
+        Example
+        -------
+        >>> omeframe.open_dataset("slides/").gc(grace_seconds=0).removed   # doctest: +SKIP
+        """
+        return collect_garbage(self.path, grace_seconds)
 
 
 def _write_source(obj: object, dim_order: str | None) -> LazySource | ImageInput:
@@ -92,8 +128,17 @@ def write_dataset(
     row_group_bytes: int = DEFAULT_CHUNK_ROW_GROUP_BYTES,
     frame_bytes: int | None = DEFAULT_FRAME_BYTES,
     progress: bool | None = None,
+    retries: int = 0,
+    gc_grace_seconds: float = DEFAULT_GC_GRACE_SECONDS,
 ) -> Dataset:
     """Write images into a chunked dataset directory, streaming chunk by chunk.
+
+    The write is atomic and durable: every file is fsynced and the new
+    generation becomes visible at once when its manifest is created (by
+    compare-and-swap, so of two concurrent writers exactly one commits on a
+    given generation); a crash leaves the previous or the new dataset. Open
+    ``Dataset`` objects keep reading the generation they opened. See
+    ``docs/concepts/guarantees.md``.
 
     Parameters
     ----------
@@ -107,6 +152,14 @@ def write_dataset(
         The dataset directory (created when missing).
     format, mode, chunk_shape, compression, compression_level, row_group_bytes, frame_bytes, progress
         See :class:`~omeframe.formats.dataset.writer.WriteOptions`.
+    retries
+        When another process commits to the dataset while this write runs,
+        rebase onto its generation and retry up to this many times (appends
+        merge their images into it when the image ids do not clash). ``0``
+        raises :class:`~omeframe.errors.ConcurrentWriteError` at once.
+    gc_grace_seconds
+        Grace period of the garbage collection run after the commit: a
+        superseded generation stays readable at least this long.
     image_ids
         Identifiers, one per image (default: the record's id, else ``img-<n>``).
     dim_order
@@ -125,6 +178,9 @@ def write_dataset(
         In ``"create"`` mode when ``path`` already holds a dataset.
     ValueError
         For duplicate image ids or bad options; nothing is committed then.
+    ConcurrentWriteError
+        When another writer committed first (and ``retries`` did not allow,
+        or its images clash); nothing is committed then.
 
     Example
     -------
@@ -142,10 +198,10 @@ def write_dataset(
     opts = WriteOptions(
         format=format, mode=mode, chunk_shape=chunk_shape, compression=compression,
         compression_level=compression_level, row_group_bytes=row_group_bytes,
-        frame_bytes=frame_bytes, progress=progress,
+        frame_bytes=frame_bytes, progress=progress, retries=retries, gc_grace_seconds=gc_grace_seconds,
     )
-    write_items(items, path, opts)
-    return Dataset(path)
+    committed = write_items(items, path, opts)
+    return Dataset(path, generation=committed.generation)
 
 
 # ---------------------------------------------------------------------------

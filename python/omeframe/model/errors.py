@@ -17,6 +17,7 @@ __all__ = [
     "PixelPayloadError",
     "CorruptFileError",
     "ChunkChecksumError",
+    "ConcurrentWriteError",
     "SelectionError",
     "ImageNotFoundError",
     "OptionalDependencyError",
@@ -58,6 +59,17 @@ class CorruptFileError(OmeframeError, ValueError):
 
 class ChunkChecksumError(CorruptFileError):
     """A chunk's bytes do not match the checksum stored beside them."""
+
+
+class ConcurrentWriteError(OmeframeError, RuntimeError):
+    """Another writer committed to the same dataset first; nothing of this write was committed.
+
+    Dataset writes commit by compare-and-swap on the manifest generation: of
+    two writers based on the same generation exactly one commits. The other
+    raises this error (after cleaning up its own files) unless it was given
+    ``retries=`` and its images do not clash with the winner's, in which case
+    it rebases onto the new generation and commits after it.
+    """
 
 
 class SelectionError(OmeframeError, ValueError):

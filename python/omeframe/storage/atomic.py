@@ -1,21 +1,108 @@
-"""Atomic file writes: write beside the target, then rename into place."""
+"""Atomic, durable file writes: write beside the target, fsync, rename into place, fsync the folder.
+
+Every step that makes data durable or visible (a file's fsync, a rename, a
+folder's fsync, a manifest's exclusive create) calls :func:`commit_step` with
+a name. In normal use that does nothing; tests set :data:`COMMIT_HOOK` to a
+callable that kills the process at a chosen step, which is how the crash
+tests prove that every step leaves either the old or the new state.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+__all__ = ["atomic_path", "commit_step", "fsync_file", "fsync_dir", "link_exclusive", "COMMIT_HOOK"]
+
+#: Test hook: called with the step's name after each named commit step
+#: (``None`` in normal use). A test sets it to kill the process at one step.
+COMMIT_HOOK: Callable[[str], None] | None = None
+
+
+def commit_step(name: str) -> None:
+    """Mark that commit step ``name`` has just completed (calls :data:`COMMIT_HOOK`)."""
+    hook = COMMIT_HOOK
+    if hook is not None:
+        hook(name)
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a file's data and metadata to stable storage."""
+    fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (new, renamed or removed names) to stable storage.
+
+    A no-op where folders cannot be opened (Windows), where renames are durable
+    once they return.
+    """
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (PermissionError, IsADirectoryError):  # Windows cannot open a folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems refuse fsync on folders
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def link_exclusive(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Give the complete file ``src`` the name ``dst`` only if ``dst`` does not exist.
+
+    The compare-and-swap of dataset commits: of several processes linking to
+    the same ``dst`` exactly one succeeds, and ``dst`` appears with its full
+    content at once. On filesystems without hard links the fallback is an
+    exclusive create (``O_CREAT | O_EXCL``) followed by a write and an fsync:
+    still exactly one winner, but a crash during that write can leave ``dst``
+    truncated (readers then report it as corrupt).
+
+    Raises
+    ------
+    FileExistsError
+        When ``dst`` already exists (another writer won).
+    """
+    try:
+        os.link(src, dst)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+    data = Path(src).read_bytes()
+    fd = os.open(os.fspath(dst), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` on success.
 
     On any exception the temporary file or directory is removed and ``path`` is
     left exactly as it was, so a failed write never destroys existing data.
+    With ``durable`` (the default) the written file is fsynced before the
+    rename and its folder after it, so once the block exits the new content
+    survives a power loss; commit steps ``fsync:<name>``, ``rename:<name>``
+    and ``fsync-dir:<name>`` are reported to :func:`commit_step`.
     """
     target = Path(path)
     parent = target.parent
@@ -27,7 +114,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
     try:
         yield tmp
+        if durable and tmp.is_file():
+            fsync_file(tmp)
+            commit_step(f"fsync:{target.name}")
         os.replace(tmp, target)
+        if durable:
+            commit_step(f"rename:{target.name}")
+            fsync_dir(parent)
+            commit_step(f"fsync-dir:{target.name}")
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

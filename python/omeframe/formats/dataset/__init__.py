@@ -6,6 +6,7 @@ public :class:`omeframe.Dataset`, ``open_dataset`` and ``write_dataset`` live
 in :mod:`omeframe.facade`.
 """
 
+from omeframe.formats.dataset.gc import DEFAULT_GC_GRACE_SECONDS, GcReport, collect_garbage
 from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest
 from omeframe.formats.dataset.reader import DatasetReader, ImageEntry
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
@@ -23,4 +24,7 @@ __all__ = [
     "write_items",
     "CHUNKS_SCHEMA",
     "IMAGES_SCHEMA",
+    "collect_garbage",
+    "GcReport",
+    "DEFAULT_GC_GRACE_SECONDS",
 ]

@@ -24,7 +24,7 @@ import pyarrow as pa
 from omeframe.engine.codec import decode_frames, decode_payload, resolve_codec
 from omeframe.engine.executor import assemble
 from omeframe.engine.pieces import RegularPieces, RowBands, regular_pieces
-from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest, read_manifest
+from omeframe.formats.dataset.manifest import Manifest, list_generations, manifest_file, read_manifest
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.vortex.file import read_vortex_table
@@ -194,9 +194,11 @@ class DatasetReader:
     >>> reader.read("slide-1", y=(0, 256), x=(0, 256))  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], generation: int | None = None) -> None:
         self.path = Path(path)
-        self.manifest: Manifest = read_manifest(self.path)
+        # The generation is fixed at open: later commits by other writers are
+        # seen only by a new reader (``generation``: open that one, not the current).
+        self.manifest: Manifest = read_manifest(self.path, generation)
         self._files: dict[str, files.InputFile] = {}
         self._lock = threading.Lock()
 
@@ -228,7 +230,7 @@ class DatasetReader:
         """The images table (one row per image and level)."""
         p = self.images_path
         if not p.exists():
-            raise CorruptFileError(f"dataset {str(self.path)!r} lacks its images table {p.name!r}")
+            raise self._lacks("images table", p.name)
         fast = self.images_read_path
         if fast != p:
             # The writer's Arrow IPC copy of the same table: opening it needs no
@@ -317,9 +319,21 @@ class DatasetReader:
             if f is None:
                 p = self.path / part
                 if not p.exists():
-                    raise CorruptFileError(f"dataset {str(self.path)!r} lacks its chunk part {part!r}")
+                    raise self._lacks("chunk part", part)
                 f = self._files[part] = files.open_input(p)
             return f
+
+    def _lacks(self, what: str, rel: str) -> Exception:
+        """The error for a file of this reader's generation that is not there."""
+        gens = list_generations(self.path)
+        newest = gens[-1] if gens else self.manifest.generation
+        if newest > self.manifest.generation:
+            return FileNotFoundError(
+                f"dataset {str(self.path)!r}: the {what} {rel!r} of generation {self.manifest.generation}, "
+                f"which this Dataset opened, was garbage-collected (generation {newest} is current; a "
+                "superseded generation stays readable for the writers' gc_grace_seconds); reopen the dataset"
+            )
+        return CorruptFileError(f"dataset {str(self.path)!r} lacks its {what} {rel!r}")
 
     def close(self) -> None:
         """Close the files the dataset opened for reading."""
@@ -425,7 +439,10 @@ class DatasetReader:
             span = frame_span(i, r0, r1)
             return int(e.lengths[i]) if span is None else span[4] - span[3]
 
-        meta_bytes = self.images_read_path.stat().st_size + (self.path / MANIFEST_NAME).stat().st_size
+        try:
+            meta_bytes = self.images_read_path.stat().st_size + manifest_file(self.path, self.manifest).stat().st_size
+        except FileNotFoundError:
+            raise self._lacks("images table", self.images_path.name) from None
         how = "byte-range reads" if e.offsets is not None else "vortex row takes"
         return RegularPieces(
             e.shape,

@@ -18,9 +18,12 @@ only DuckDB/Polars ever parse. Each write produces one part file.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,17 +47,26 @@ from omeframe.engine.progress import bar as progress_bar
 from omeframe.engine.progress import wanted
 from omeframe.engine.source import LazySource
 from omeframe.engine.stats import checksum, chunk_stats
+from omeframe.formats.dataset.gc import DEFAULT_GC_GRACE_SECONDS, maybe_collect
 from omeframe.formats.dataset.inputs import ImageInput, source_input
 from omeframe.formats.dataset.locate import HEAD_BYTES, locate_payloads
-from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from omeframe.formats.dataset.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    generation_path,
+    list_generations,
+    read_manifest,
+    read_manifest_file,
+    write_manifest,
+)
 from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
 from omeframe.formats.vortex.file import write_vortex_stream, write_vortex_table
 from omeframe.model.dtypes import dtype_name
-from omeframe.model.errors import SchemaError
+from omeframe.model.errors import ConcurrentWriteError, CorruptFileError, SchemaError
 from omeframe.model.header import normalize_chunk_shape
-from omeframe.storage.atomic import atomic_path
+from omeframe.storage.atomic import atomic_path, commit_step, fsync_dir, fsync_file
 
 __all__ = [
     "WriteOptions",
@@ -73,6 +85,9 @@ DEFAULT_FRAME_BYTES = 64 << 10
 #: closes, so this bounds a Vortex write's memory (Parquet writes one part).
 VORTEX_PART_BYTES = 16 << 20
 _BATCH_CHUNKS_PER_THREAD = 4
+#: A write in progress refreshes its files' modification times at least this
+#: often (seconds), so garbage collection never mistakes them for debris.
+KEEPALIVE_SECONDS = 60.0
 
 
 @dataclass
@@ -196,6 +211,34 @@ def _to_batch(cols: dict[str, list[Any]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=CHUNKS_SCHEMA)
 
 
+class _KeepAlive:
+    """Refreshes the modification time of a write's uncommitted files while it works.
+
+    Garbage collection removes a file no generation names only once it has
+    not been modified for the grace period; touching the files of a write in
+    progress (at most every :data:`KEEPALIVE_SECONDS`) keeps a concurrent
+    collection from taking them however long the write runs.
+    """
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+        self.last = time.monotonic()
+
+    def add(self, path: Path) -> None:
+        self.paths.append(path)
+
+    def rename(self, old: Path, new: Path) -> None:
+        self.paths = [new if p == old else p for p in self.paths]
+
+    def touch(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self.last < KEEPALIVE_SECONDS:
+            return
+        for p in self.paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(p)
+        self.last = time.monotonic()
+
+
 @dataclass
 class _Part:
     """One chunk part file of a write: its path and the global rows it holds."""
@@ -214,6 +257,7 @@ def _write_parts(
     stream: _ChunkStream,
     part_bytes: int | None,
     parts: list[_Part],
+    keepalive: _KeepAlive,
 ) -> None:
     """Stream the chunk batches into one part file, or several of about ``part_bytes``.
 
@@ -239,6 +283,7 @@ def _write_parts(
         rel = f"{prefix}-{len(parts):03d}.{ext}" if part_bytes is not None else f"{prefix}.{ext}"
         part = _Part(rel=rel, tmp=staging / (rel + ".tmp"), row_start=stream.rows)
         parts.append(part)
+        keepalive.touch()
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -254,12 +299,15 @@ def _write_parts(
             ) as writer:
                 for batch in take():
                     writer.write_batch(batch, row_group_size=batch.num_rows)
+            fsync_file(part.tmp)  # (Vortex parts are fsynced by their atomic write)
+            commit_step(f"fsync:{rel}")
         else:
             write_vortex_stream(CHUNKS_SCHEMA, take(), part.tmp)
         part.row_end = stream.rows
         if part.row_end == part.row_start and len(parts) > 1:  # an empty tail part
             part.tmp.unlink(missing_ok=True)
             parts.pop()
+        keepalive.add(part.tmp)
 
 
 def _images_rows(logs: list[_ImageLog], parts: list[_Part], offsets: np.ndarray | None) -> pa.Table:
@@ -354,6 +402,15 @@ class WriteOptions:
     progress
         Show a progress bar (``None``: only on an interactive terminal, when
         writing more than 64 chunks).
+    retries
+        How often a write that lost the commit race to a concurrent writer
+        rebases onto the new generation and tries again (appends merge their
+        images into it; overwrites replace it). ``0``: raise
+        :class:`~omeframe.model.errors.ConcurrentWriteError` at once.
+    gc_grace_seconds
+        Grace period of the garbage collection run after the commit:
+        superseded generations stay readable this long (see
+        :mod:`omeframe.formats.dataset.gc`).
 
     Example
     -------
@@ -369,6 +426,8 @@ class WriteOptions:
     row_group_bytes: int = DEFAULT_CHUNK_ROW_GROUP_BYTES
     frame_bytes: int | None = DEFAULT_FRAME_BYTES
     progress: bool | None = None
+    retries: int = 0
+    gc_grace_seconds: float = DEFAULT_GC_GRACE_SECONDS
 
 
 class WriteItem(NamedTuple):
@@ -378,6 +437,176 @@ class WriteItem(NamedTuple):
     image_id: str | None
     level: int
     parent_id: str | None
+
+
+class _Txn:
+    """What one write created and has not committed yet (removed again when it fails)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.staging = False  # ``folder`` is a private staging folder (removed whole)
+        self.parts: list[_Part] = []
+        self.files: list[str] = []
+        self.committed = False
+
+    def drop(self, rel: str) -> None:
+        (self.folder / rel).unlink(missing_ok=True)
+        if rel in self.files:
+            self.files.remove(rel)
+
+    def rollback(self) -> None:
+        if self.staging:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return
+        for part in self.parts:
+            part.tmp.unlink(missing_ok=True)
+            (self.folder / part.rel).unlink(missing_ok=True)
+        for rel in list(self.files):
+            self.drop(rel)
+
+
+def _is_dataset(root: Path) -> bool:
+    return root.is_dir() and ((root / MANIFEST_NAME).is_file() or bool(list_generations(root)))
+
+
+def _is_committed(root: Path, manifest: Manifest) -> bool:
+    """Whether ``manifest`` is what generation ``manifest.generation`` of ``root`` holds."""
+    try:
+        return read_manifest_file(generation_path(root, manifest.generation)) == manifest
+    except (FileNotFoundError, CorruptFileError):
+        return False
+
+
+def _commit_manifest(root: Path, manifest: Manifest, txn: _Txn) -> None:
+    """:func:`write_manifest`, noting in ``txn`` when a failure came after the commit point."""
+    try:
+        write_manifest(root, manifest)
+    except ConcurrentWriteError:
+        raise
+    except BaseException:
+        if _is_committed(root, manifest):
+            txn.committed = True
+        raise
+    txn.committed = True
+
+
+def _rebase(root: Path, mode: str, fmt: str, new_rows: pa.Table) -> tuple[Manifest, DatasetReader | None]:
+    """The generation a write that lost the commit race retries on (and its images, for appends).
+
+    Raises
+    ------
+    ConcurrentWriteError
+        When the new generation cannot take this append: it holds one of its
+        image ids, or it changed the dataset's format.
+    """
+    if mode != "append":
+        return read_manifest(root), None
+    prior = DatasetReader(root)
+    gen = prior.manifest.generation
+    if prior.format != fmt:
+        raise ConcurrentWriteError(
+            f"concurrent write to dataset {str(root)!r}: generation {gen}, committed by another writer, "
+            f"stores {prior.format} chunks; this append wrote {fmt} chunks and committed nothing; "
+            f"write again with format={prior.format!r}"
+        )
+    mine = set(zip(new_rows["image_id"].to_pylist(), new_rows["level"].to_pylist(), strict=True))
+    clash = sorted(mine & set(prior._entries))
+    if clash:
+        shown = ", ".join(f"{iid!r} level {lv}" for iid, lv in clash[:5]) + (" ..." if len(clash) > 5 else "")
+        raise ConcurrentWriteError(
+            f"concurrent write to dataset {str(root)!r}: generation {gen}, committed by another writer, "
+            f"already holds image {shown}; this append cannot be merged into it and committed nothing; "
+            "use other image ids"
+        )
+    return prior.manifest, prior
+
+
+def _commit_in_place(
+    root: Path,
+    base: Manifest,
+    prior: DatasetReader | None,
+    mode: str,
+    fmt: str,
+    token: str,
+    new_rows: pa.Table,
+    retries: int,
+    keepalive: _KeepAlive,
+    txn: _Txn,
+) -> Manifest:
+    """Write the images table of the next generation and commit it by compare-and-swap.
+
+    Appends keep ``base``'s parts and images and add this write's; overwrites
+    name only this write's parts. A lost race is retried ``retries`` times on
+    the newest generation (see :func:`_rebase`).
+    """
+    ext = "parquet" if fmt == "parquet" else "vortex"
+    mine = [p.rel for p in txn.parts]
+    for attempt in range(retries + 1):
+        gen = base.generation + 1
+        images_rel = f"images-{gen:05d}-{token}.{ext}"
+        txn.files += [images_rel, str(Path(images_rel).with_suffix(".arrow"))]
+        table = pa.concat_tables([prior.images_table, new_rows]) if prior is not None else new_rows
+        _write_images_table(table, root / images_rel, fmt)
+        manifest = Manifest(
+            format=fmt, generation=gen, images=images_rel,
+            parts=(list(base.parts) if mode == "append" else []) + mine,
+        )
+        gone = [rel for rel in mine if not (root / rel).is_file()]
+        if gone:
+            raise FileNotFoundError(
+                f"cannot commit to dataset {str(root)!r}: chunk part(s) {gone[:3]} of this write were "
+                "removed before it committed (a garbage collection with a grace period shorter than "
+                "this write took?); nothing was committed; write again"
+            )
+        keepalive.touch(force=True)
+        try:
+            _commit_manifest(root, manifest, txn)
+            return manifest
+        except ConcurrentWriteError as exc:
+            for rel in (images_rel, str(Path(images_rel).with_suffix(".arrow"))):
+                txn.drop(rel)
+            if attempt == retries:
+                if retries:
+                    raise ConcurrentWriteError(f"{exc} (gave up after {retries} retries)") from None
+                raise
+            base, prior = _rebase(root, mode, fmt, new_rows)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _create(root: Path, txn: _Txn, fmt: str, token: str, new_rows: pa.Table) -> Manifest | None:
+    """Commit generation 1 in the staging folder, then move it to ``root`` in one rename.
+
+    Returns ``None`` when another writer created a dataset at ``root`` first.
+    ``root`` may be missing or an empty folder (replaced by the rename); a
+    non-empty folder that is no dataset (``mode="overwrite"`` only) is moved
+    aside and removed, as there is no dataset to keep.
+    """
+    staging = txn.folder
+    ext = "parquet" if fmt == "parquet" else "vortex"
+    images_rel = f"images-00001-{token}.{ext}"
+    _write_images_table(new_rows, staging / images_rel, fmt)
+    manifest = Manifest(format=fmt, generation=1, images=images_rel, parts=[p.rel for p in txn.parts])
+    write_manifest(staging, manifest)
+    fsync_dir(staging)
+    if root.is_dir() and not _is_dataset(root) and any(root.iterdir()):
+        trash = root.parent / f".{root.name}.old-{token}"
+        os.replace(root, trash)
+        os.replace(staging, root)
+        txn.committed = True
+        fsync_dir(root.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+        return manifest
+    try:
+        os.rename(staging, root)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            return None
+        raise
+    txn.committed = True
+    commit_step("rename:dataset")
+    fsync_dir(root.parent)
+    commit_step("fsync-dir:parent")
+    return manifest
 
 
 def write_items(
@@ -390,6 +619,14 @@ def write_items(
     The engine behind :func:`omeframe.write_dataset` and the file ingesters
     (pyramid levels and label images). ``(image_id, level)`` pairs must be
     unique. Images are sources (read block by block) or :class:`ImageInput`.
+
+    Every file is written and fsynced before the commit. A new dataset is
+    built in a hidden staging folder beside ``path`` and moved into place with
+    one rename. Appends and overwrites of an existing dataset write their
+    files into it and commit the next generation by compare-and-swap (see
+    :mod:`omeframe.formats.dataset.manifest`): a crash at any point leaves
+    the old or the new generation, and readers that opened the old one keep
+    reading it (see :mod:`omeframe.formats.dataset.gc`).
 
     Returns
     -------
@@ -404,38 +641,53 @@ def write_items(
         In ``"create"`` mode when ``path`` already holds a dataset.
     ValueError
         For duplicate image ids or bad options; nothing is committed then.
+    ConcurrentWriteError
+        When another writer committed first and ``options.retries`` did not
+        allow (or could not) rebase onto its generation; nothing is committed then.
+
+    Example
+    -------
+    >>> write_items([(source, "img", 0, None)], "out/", WriteOptions(mode="append", retries=3))  # doctest: +SKIP
     """
     format, mode, chunk_shape = options.format, options.mode, options.chunk_shape
     compression, compression_level = options.compression, options.compression_level
     row_group_bytes, frame_bytes, progress = options.row_group_bytes, options.frame_bytes, options.progress
+    retries = options.retries
     root = Path(path)
     if not items:
         raise ValueError("nothing to write: no images given")
     if mode not in ("create", "append", "overwrite"):
         raise ValueError(f"mode must be 'create', 'append' or 'overwrite', got {mode!r}")
+    if not isinstance(retries, (int, np.integer)) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+    if not options.gc_grace_seconds >= 0:
+        raise ValueError(f"gc_grace_seconds must be a non-negative number, got {options.gc_grace_seconds!r}")
     comp = normalize_compression(compression)
     if frame_bytes is not None and (not isinstance(frame_bytes, (int, np.integer)) or frame_bytes < 0):
         raise ValueError(
             f"frame_bytes must be None or a non-negative integer (0 = one frame per chunk), got {frame_bytes!r}"
         )
-    existing: Manifest | None = None
-    if root.exists() and (root / MANIFEST_NAME).exists():
+    base: Manifest | None = None
+    prior: DatasetReader | None = None
+    if _is_dataset(root):
         if mode == "create":
             raise FileExistsError(
                 f"{str(root)!r} already holds a dataset; pass mode='append' to add images or "
                 "mode='overwrite' to replace it"
             )
         if mode == "append":
-            existing = read_manifest(root)
+            prior = DatasetReader(root)
+            base = prior.manifest
+        else:
+            base = read_manifest(root)
     elif root.exists() and any(root.iterdir()) and mode != "overwrite":
         raise FileExistsError(f"{str(root)!r} exists and is not an empty directory or a dataset")
-    fmt = existing.format if existing else (format or "parquet")
-    if format is not None and existing is not None and format != existing.format:
-        raise ValueError(f"the dataset at {str(root)!r} is {existing.format}; cannot append {format}")
+    fmt = prior.format if prior is not None else (format or "parquet")
+    if format is not None and prior is not None and format != prior.format:
+        raise ValueError(f"the dataset at {str(root)!r} is {prior.format}; cannot append {format}")
     if fmt not in ("parquet", "vortex"):
         raise ValueError(f"format must be 'parquet' or 'vortex', got {format!r}")
 
-    prior = DatasetReader(root) if existing else None
     if chunk_shape is None and prior is not None and prior._entries:
         chunk_shape = next(iter(prior._entries.values())).chunk_shape
     taken: set[tuple[str, int]] = set(prior._entries) if prior is not None else set()
@@ -461,17 +713,19 @@ def write_items(
         frame_rows = frame_rows_for(comp, grid, np.dtype(inp.dtype).itemsize, frame_bytes)
         logs.append(_ImageLog(inp=inp, level=int(lvl), grid=grid, codec=comp, frame_rows=frame_rows))
 
-    staging = root if existing else root.parent / f".{root.name}.staging-{uuid.uuid4().hex[:8]}"
-    if not existing:
+    token = uuid.uuid4().hex[:8]
+    if base is not None:
+        txn = _Txn(root)
+    else:
         if not root.parent.exists():
             raise FileNotFoundError(f"parent directory of {str(root)!r} does not exist")
-        staging.mkdir()
-    (staging / "chunks").mkdir(exist_ok=True)
-    gen = (existing.generation + 1) if existing else 1
+        txn = _Txn(root.parent / f".{root.name}.staging-{token}")
+        txn.staging = True
+        txn.folder.mkdir()
+    folder = txn.folder
+    (folder / "chunks").mkdir(exist_ok=True)
+    gen = base.generation + 1 if base is not None else 1
     ext = "parquet" if fmt == "parquet" else "vortex"
-    part_prefix = f"chunks/part-{gen:05d}-{uuid.uuid4().hex[:8]}"
-    images_rel = f"images-{gen:05d}.{ext}"
-    parts: list[_Part] = []
     n_chunks = sum(len(_grid_keys(log.inp.shape, log.grid)) for log in logs)
     stream = _ChunkStream(
         logs,
@@ -480,10 +734,14 @@ def write_items(
         row_group_bytes=row_group_bytes,
         progress=wanted(progress, large=n_chunks > 64),
     )
+    keepalive = _KeepAlive()
+    manifest: Manifest | None = None
     try:
         _write_parts(
-            staging, part_prefix, ext, fmt, stream, None if fmt == "parquet" else VORTEX_PART_BYTES, parts
+            folder, f"chunks/part-{gen:05d}-{token}", ext, fmt, stream,
+            None if fmt == "parquet" else VORTEX_PART_BYTES, txn.parts, keepalive,
         )
+        parts = txn.parts
         heads = [h for log in logs for h in log.heads]
         lengths = [n for log in logs for n in log.lengths]
         crcs = [c for log in logs for c in log.checksums]
@@ -495,43 +753,45 @@ def write_items(
                 located = []
                 break
             located.append(off)
+            keepalive.touch()
         offsets = np.concatenate(located) if located else None
         for part in parts:
-            os.replace(part.tmp, staging / part.rel)
+            os.replace(part.tmp, folder / part.rel)
+            keepalive.rename(part.tmp, folder / part.rel)
+            commit_step(f"rename:{part.rel}")
+        fsync_dir(folder / "chunks")
+        commit_step("fsync-dir:chunks")
         new_rows = _images_rows(logs, parts, offsets)
-        table = pa.concat_tables([prior.images_table, new_rows]) if prior is not None else new_rows
-        _write_images_table(table, staging / images_rel, fmt)
-        manifest = Manifest(
-            format=fmt,
-            generation=gen,
-            images=images_rel,
-            parts=(existing.parts if existing else []) + [p.rel for p in parts],
-        )
-        write_manifest(staging, manifest)
+        if base is None:
+            manifest = _create(root, txn, fmt, token, new_rows)
+            if manifest is None:  # another writer created the dataset first
+                if not _is_dataset(root):
+                    raise FileExistsError(f"{str(root)!r} exists and is not an empty directory or a dataset")
+                if mode == "create" or retries == 0:
+                    raise ConcurrentWriteError(
+                        f"concurrent write to dataset {str(root)!r}: another writer created it while this "
+                        f"{mode} was writing its first generation; nothing was committed"
+                        + ("; pass mode='append' to add to it" if mode == "create" else
+                           "; write again, or pass retries=N to rebase and retry automatically")
+                    )
+                # Adopt the other writer's dataset: move this write's parts into it and commit on top.
+                (root / "chunks").mkdir(exist_ok=True)
+                for part in parts:
+                    os.rename(folder / part.rel, root / part.rel)
+                    keepalive.rename(folder / part.rel, root / part.rel)
+                fsync_dir(root / "chunks")
+                shutil.rmtree(folder, ignore_errors=True)
+                txn.folder, txn.staging = root, False
+                base, prior = _rebase(root, mode, fmt, new_rows)
+                manifest = _commit_in_place(
+                    root, base, prior, mode, fmt, token, new_rows, retries - 1, keepalive, txn
+                )
+        else:
+            manifest = _commit_in_place(root, base, prior, mode, fmt, token, new_rows, retries, keepalive, txn)
     except BaseException:
-        if existing:  # leave the committed generation exactly as it was
-            for part in parts:
-                part.tmp.unlink(missing_ok=True)
-                (staging / part.rel).unlink(missing_ok=True)
-            for p in (staging / images_rel, (staging / images_rel).with_suffix(".arrow")):
-                p.unlink(missing_ok=True)
-        else:
-            shutil.rmtree(staging, ignore_errors=True)
+        if not txn.committed:
+            txn.rollback()
         raise
-    if not existing:
-        if root.exists():  # overwrite: swap the new dataset into place
-            trash = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(root, trash)
-            os.replace(staging, root)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, root)
-    else:
-        # Keep this and the previous generation's images table (a reader may
-        # have opened the previous manifest); older ones are garbage.
-        keep = {images_rel, existing.images}
-        keep |= {str(Path(k).with_suffix(".arrow")) for k in keep if k}
-        for f in [*root.glob(f"images-*.{ext}"), *root.glob("images-*.arrow")]:
-            if f.name not in keep:
-                f.unlink(missing_ok=True)
+    if base is not None:
+        maybe_collect(root, options.gc_grace_seconds)
     return manifest
