@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     )
     from omeframe.formats.record.image_table import ImageTable, open_table
     from omeframe.formats.record.stack import to_numpy_stack
+    from omeframe.formats.record.verify import verify_table
     from omeframe.formats.record.tables import (
         from_ome_parquet,
         from_ome_vortex,
@@ -125,6 +126,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "ImageTable": ("omeframe.formats.record.image_table", 'ImageTable'),
     "open_table": ("omeframe.formats.record.image_table", 'open_table'),
     "to_numpy_stack": ("omeframe.formats.record.stack", 'to_numpy_stack'),
+    "verify_table": ("omeframe.formats.record.verify", 'verify_table'),
     "from_ome_parquet": ("omeframe.formats.record.tables", 'from_ome_parquet'),
     "from_ome_vortex": ("omeframe.formats.record.tables", 'from_ome_vortex'),
     "read_table": ("omeframe.formats.record.tables", 'read_table'),
@@ -227,6 +229,7 @@ __all__ = [
     "open_table",
     "ImageTable",
     "to_numpy_stack",
+    "verify_table",
     "records_from_arrays",
     "slice_ome_arrow",
     "describe_ome_arrow",

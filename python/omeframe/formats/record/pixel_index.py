@@ -281,9 +281,7 @@ def append_index(path: str | os.PathLike[str], column_path: str, builder: IndexB
         fh.write(blob)
         fh.write(trailer)
         fh.write(tail)
-        fh.truncate()
-        fh.flush()
-        os.fsync(fh.fileno())
+        fh.truncate()  # the caller's atomic write fsyncs the file before it appears
     return True
 
 

@@ -23,7 +23,7 @@ from omeframe.engine import threads as _threads
 from omeframe.formats.record.decode import _flat_struct, to_numpy_batch
 from omeframe.model.dims import CANONICAL
 from omeframe.model.dtypes import to_numpy_dtype
-from omeframe.model.errors import PixelPayloadError
+from omeframe.model.errors import PixelPayloadError, SchemaError
 
 __all__ = ["to_numpy_stack", "stack_dims", "decode_zstd_into", "scatter_chunks", "UniformLayout"]
 
@@ -142,7 +142,7 @@ def uniform_layout(arr: pa.StructArray) -> UniformLayout | None:
     if not {"pixels_meta", "chunks"} <= names or arr.null_count:
         return None
     pm = arr.field("pixels_meta")
-    if pm.null_count:
+    if pm.null_count or not {f"size_{a}" for a in "tczyx"} | {"type"} <= {f.name for f in pm.type}:
         return None
     sizes = [pm.field(f"size_{a}") for a in "tczyx"]
     if any(s.null_count for s in sizes):
@@ -167,7 +167,7 @@ def uniform_layout(arr: pa.StructArray) -> UniformLayout | None:
     if k == 0 or (counts != k).any():
         return None
     inner = chunks.values.slice(int(loffs[0]), int(loffs[-1] - loffs[0]))
-    if inner.type.get_field_index("pixel_bytes") < 0:
+    if not {*_KEYS, "pixel_bytes", "dtype", "compression"} <= {f.name for f in inner.type}:
         return None
     inner = _flat_struct(inner)
     keys = np.stack([_column_values(inner.field(f)).astype(np.int64) for f in _KEYS], axis=1)
@@ -333,8 +333,27 @@ def to_numpy_stack(records: Any, *, dims: str = "CYX", dtype: Any = None) -> np.
                 pos += len(p)
             res = shape_dims(out6, d)
             return res if dtype is None else res.astype(dtype)
+    for part in parts or []:
+        _require_fields(part.type)
     arrays = to_numpy_batch(records)
     return stack_arrays(arrays, d, dtype)
+
+
+def _require_fields(t: pa.DataType) -> None:
+    """Raise ``SchemaError`` when a record type lacks what decoding needs."""
+    names = {f.name for f in t}
+    missing = [f for f in ("pixels_meta",) if f not in names]
+    if not missing:
+        pm = t.field("pixels_meta").type
+        pm_names = {f.name for f in pm} if pa.types.is_struct(pm) else set()
+        missing = [f"pixels_meta.{f}" for f in ("type", *(f"size_{a}" for a in "tczyx")) if f not in pm_names]
+    if not missing and "chunks" not in names and "planes" not in names:
+        missing = ["chunks"]
+    if missing:
+        raise SchemaError(
+            f"the records lack field(s) {', '.join(missing)} that decoding needs; the table "
+            "is damaged or not OME-Arrow"
+        )
 
 
 def stack_arrays(arrays: Sequence[np.ndarray], dims: str, dtype: Any = None) -> np.ndarray:
