@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     )
     from omeframe.formats.record.image_table import ImageTable, open_table
     from omeframe.formats.record.stack import to_numpy_stack
-    from omeframe.formats.record.verify import verify_table
     from omeframe.formats.record.tables import (
         from_ome_parquet,
         from_ome_vortex,
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
         to_ome_vortex,
         write_table,
     )
+    from omeframe.formats.record.verify import verify_table
     from omeframe.formats.tiff.omexml import OMEXMLMismatchWarning
     from omeframe.formats.tiff.source import UnsupportedTiffCompressionError
     from omeframe.formats.tiff.writer import to_ome_tiff
