@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     )
     from omeframe.model.errors import (
         ChunkChecksumError,
+        ConcurrentWriteError,
         CorruptFileError,
         DimOrderError,
         DtypeError,
@@ -151,6 +152,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "OME_ARROW_TAG_TYPE": ("omeframe.model.arrow", 'OME_ARROW_TAG_TYPE'),
     "OME_ARROW_TAG_VERSION": ("omeframe.model.arrow", 'OME_ARROW_TAG_VERSION'),
     "ChunkChecksumError": ("omeframe.model.errors", 'ChunkChecksumError'),
+    "ConcurrentWriteError": ("omeframe.model.errors", 'ConcurrentWriteError'),
     "CorruptFileError": ("omeframe.model.errors", 'CorruptFileError'),
     "DimOrderError": ("omeframe.model.errors", 'DimOrderError'),
     "DtypeError": ("omeframe.model.errors", 'DtypeError'),
@@ -246,6 +248,7 @@ __all__ = [
     "PixelPayloadError",
     "CorruptFileError",
     "ChunkChecksumError",
+    "ConcurrentWriteError",
     "SelectionError",
     "ImageNotFoundError",
     "OptionalDependencyError",

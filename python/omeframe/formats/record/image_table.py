@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from omeframe.formats.record.decode import _flat_struct
 from omeframe.formats.record.files import (
     FileFormat,
     detect_format,
@@ -208,7 +209,7 @@ class ImageTable:
     def column(self) -> str:
         """Name of the OME-Arrow column."""
         if self._column is None:
-            self._column = find_record_column(self.schema, self._column_arg or "ome_arrow", source=repr(self._path))
+            self._column = find_record_column(self.schema, self._column_arg, source=repr(self._path))
         return self._column
 
     def __len__(self) -> int:
@@ -238,7 +239,71 @@ class ImageTable:
             For rows out of range, negative or repeated.
         """
         idx = normalize_rows(rows, len(self), repr(self._path))
+        if self._index is not None and self._mm is not None and len(idx):
+            return self._take_records(idx, columns)
         return read_record_table(self._path, columns=columns, rows=idx.tolist(), format=self._format)
+
+    def _take_records(self, idx: np.ndarray, columns: Sequence[str] | None) -> pa.Table:
+        """Rows through the pixel index: every leaf but the pixel bytes from their row groups,
+        the pixel bytes by position (a table of small images has large row groups)."""
+        pf = self._parquet()
+        md = pf.metadata
+        wanted = list(columns) if columns is not None else pf.schema_arrow.names
+        col = self.column
+        pixel_leaf = f"{col}.chunks.list.element.pixel_bytes"
+        leaves = [pf.schema.column(i).path for i in range(len(pf.schema))]
+        keep = [p for p in leaves if p.split(".")[0] in wanted and p != pixel_leaf]
+        sizes = np.asarray([md.row_group(g).num_rows for g in range(md.num_row_groups)], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        groups = np.searchsorted(starts, idx, side="right") - 1
+        used = np.unique(groups)
+        try:
+            part = pf.read_row_groups(used.tolist(), columns=keep)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptFileError(f"cannot read row groups {used.tolist()} of {self._path!r}: {exc}") from exc
+        # position of each wanted row inside the concatenated groups
+        base = np.concatenate([[0], np.cumsum(sizes[used])])
+        local = base[np.searchsorted(used, groups)] + (idx - starts[groups])
+        part = part.take(pa.array(local))
+        if col not in wanted:
+            return part.select(wanted)
+        rec = part[col].combine_chunks()
+        full = pf.schema_arrow.field(col).type
+        return part.set_column(part.column_names.index(col), col, self._with_pixels(rec, full, idx))
+
+    def _with_pixels(self, rec: pa.StructArray, full: pa.StructType, idx: np.ndarray) -> pa.StructArray:
+        index, mm = self._index, self._mm
+        assert index is not None and mm is not None
+        rec = _flat_struct(rec)
+        chunks = rec.field("chunks")
+        loffs = chunks.offsets.to_numpy().astype(np.int64)
+        counts = np.diff(loffs)
+        firsts = index.first_chunk[idx]
+        if not np.array_equal(counts, index.first_chunk[idx + 1] - firsts):
+            raise CorruptFileError(f"{self._path!r}: the pixel index disagrees with the chunk lists")
+        chunk_ids = np.repeat(firsts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(
+            int(counts.sum())
+        )
+        offs, lens = index.offsets[chunk_ids], index.lengths[chunk_ids]
+        if not check_prefixes(mm, offs, lens):
+            raise CorruptFileError(f"{self._path!r}: the pixel index does not match the file's bytes")
+        view = memoryview(mm)
+        data = b"".join([view[o : o + n] for o, n in zip(offs.tolist(), lens.tolist(), strict=True)])
+        del view
+        boffs = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=boffs[1:])
+        pixel_bytes = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), len(lens), [None, pa.py_buffer(boffs), pa.py_buffer(data)]
+        )
+        inner = _flat_struct(chunks.values.slice(int(loffs[0]), int(loffs[-1] - loffs[0])))
+        chunk_type = full.field("chunks").type.value_type
+        children = [pixel_bytes if f.name == "pixel_bytes" else inner.field(f.name) for f in chunk_type]
+        values = pa.StructArray.from_arrays(children, fields=list(chunk_type))
+        new_chunks = pa.ListArray.from_arrays(
+            pa.array(loffs - loffs[0], pa.int32()), values, type=full.field("chunks").type, mask=chunks.is_null()
+        )
+        tops = [new_chunks if f.name == "chunks" else rec.field(f.name) for f in full]
+        return pa.StructArray.from_arrays(tops, fields=list(full), mask=rec.is_null())
 
     def to_numpy(self, rows: Any = None, *, dims: str = "CYX", dtype: Any = None) -> np.ndarray:
         """Decode the pixels of ``rows`` (default: all) into one ``(n, *dims)`` array.

@@ -30,15 +30,18 @@ from omeframe.formats.record.bulk import encode_stack
 from omeframe.formats.record.decode import read_region
 from omeframe.formats.record.files import (
     as_record_array,
+    detect_format,
+    find_record_column,
     read_record,
     read_record_table,
     write_record_table,
 )
+from omeframe.formats.record.image_table import ImageTable, normalize_rows
 from omeframe.formats.record.source import record_like
 from omeframe.formats.record.writer import write_record_batches
-from omeframe.model.arrow import DEFAULT_COLUMN_NAME
+from omeframe.model.arrow import DEFAULT_COLUMN_NAME, OME_ARROW_KNOWN_STRUCTS
 from omeframe.model.dims import default_dim_order, to_tczyx
-from omeframe.model.errors import SchemaError
+from omeframe.model.errors import CorruptFileError, RowIndexError, SchemaError
 from omeframe.model.header import ImageHeader, default_channels
 from omeframe.model.record import RecordView, as_record_scalar
 
@@ -151,6 +154,17 @@ def from_ome_parquet(
     CorruptFileError
         If the file is truncated or not Parquet.
     """
+    indexed = _indexed_table(parquet_path, "parquet")
+    if indexed is not None and isinstance(row_index, (int, np.integer)) and not isinstance(row_index, bool):
+        col = find_record_column(indexed.schema, column_name, source=repr(os.fspath(parquet_path)))
+        if 0 <= row_index < len(indexed):
+            arr = indexed.take([int(row_index)], columns=[col])[col].combine_chunks()
+            if strict_schema and arr.type not in OME_ARROW_KNOWN_STRUCTS:
+                raise SchemaError(
+                    f"column {col!r} is not exactly a canonical OME-Arrow struct (strict_schema=True); "
+                    f"got {arr.type}"
+                )
+            return (arr[0], arr) if return_array else arr[0]
     scalar, arr, _ = read_record(
         parquet_path,
         column_name=column_name,
@@ -159,6 +173,17 @@ def from_ome_parquet(
         strict_schema=strict_schema,
     )
     return (scalar, arr) if return_array else scalar
+
+
+def _indexed_table(path: str | os.PathLike[str], format: str | None) -> ImageTable | None:
+    """The table opened for takes when it is a Parquet table with a pixel index, else ``None``."""
+    if not os.path.isfile(os.fspath(path)) or detect_format(path, format) != "parquet":
+        return None
+    try:
+        table = ImageTable(path, format="parquet")
+    except (CorruptFileError, OSError, ValueError):
+        return None  # the regular reader reports what is wrong
+    return table if table.indexed else None
 
 
 def from_ome_vortex(
@@ -536,5 +561,18 @@ def read_table(
     rows: Sequence[int] | None = None,
     format: Literal["parquet", "vortex"] | None = None,
 ) -> pa.Table:
-    """Read an image table (all of it, or some ``columns`` / ``rows``)."""
+    """Read an image table (all of it, or some ``columns`` / ``rows``).
+
+    Rows of a Parquet table with a pixel index are read by position (their
+    row groups' other columns, and just their own pixel bytes).
+    """
+    if rows is not None:
+        indexed = _indexed_table(path, format)
+        if indexed is not None:
+            try:
+                idx = normalize_rows(rows, len(indexed), repr(os.fspath(path)))
+            except (RowIndexError, TypeError):
+                idx = None  # the regular reader raises its own precise error
+            if idx is not None and len(idx):
+                return indexed.take(idx, columns)
     return read_record_table(path, columns=columns, rows=rows, format=format)
