@@ -216,7 +216,9 @@ def test_a_worker_that_cannot_reopen_fails_with_the_file_name(tmp_path, crops, t
 
 def test_shuffled_rows_partition_and_stay_local():
     n, bs, bb, k = 103, 8, 3, 3
-    parts = [shuffled_rows(n, seed=5, epoch=2, block_size=bs, buffer_blocks=bb, shard=s, num_shards=k) for s in range(k)]
+    parts = [
+        shuffled_rows(n, seed=5, epoch=2, block_size=bs, buffer_blocks=bb, shard=s, num_shards=k) for s in range(k)
+    ]
     allrows = np.concatenate([r for r, _ in parts])
     assert sorted(allrows.tolist()) == list(range(n))
     for rows, starts in parts:

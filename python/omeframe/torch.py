@@ -347,7 +347,7 @@ class ImageTableDataset:
             x = self._transform(x)
         return x, idx
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any] | tuple[Any, Any]:
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any] | tuple[Any, Any]:
         """One batch for ``indices``, decoded in a single call (see the class notes)."""
         torch = _torch()
         x, idx = self._read_batch(indices)
@@ -751,7 +751,7 @@ class DatasetPatchDataset:
             st = tuple(int(v) for v in stride)
             if len(st) != len(ps) or min(st) < 1:
                 raise ValueError(f"stride must have {len(ps)} positive sizes like patch_shape {ps}, got {stride!r}")
-            self._stride = st if len(st) == 3 else (1, *st)
+            self._stride = (st[0], st[1], st[2]) if len(st) == 3 else (1, st[0], st[1])
         self._origins = self._make_origins()
 
     # -- patch positions ---------------------------------------------------------------
