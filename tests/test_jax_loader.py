@@ -11,6 +11,7 @@ import pytest
 import omeframe as of
 from omeframe.jax import batches
 from omeframe.model.errors import OptionalDependencyError
+from test_torch_loader import run_loader_examples  # the how-to's loader section, shared
 
 pytestmark = pytest.mark.usefixtures("jax")
 
@@ -68,3 +69,7 @@ def test_without_jax_batches_raises_optional_dependency_error(table, monkeypatch
     monkeypatch.setitem(sys.modules, "jax.numpy", None)
     with pytest.raises(OptionalDependencyError, match="pip install 'omeframe\\[jax\\]'"):
         batches(table, 2)
+
+
+def test_the_howto_jax_example_runs(tmp_path):
+    assert run_loader_examples("jax", tmp_path) == 1

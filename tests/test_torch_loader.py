@@ -9,6 +9,8 @@ available for Python 3.11 on this machine) and fails under
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -398,3 +400,39 @@ def test_importing_the_module_does_not_import_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1]) == [False, False]
+
+
+# -- the how-to's examples ----------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "howto" / "ml-tensors.md"
+_FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
+
+
+def run_loader_examples(extra: str, where: Path) -> int:
+    """Run the loader section of the ML how-to: its plain blocks and those tagged ``extra``
+    (``python no-run torch`` / ``python no-run jax``, which tests/test_docs.py skips because
+    the package is optional). Returns how many tagged blocks ran."""
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index("## Training loaders")
+    ns: dict[str, object] = {"np": np, "of": of, "rng": np.random.default_rng(3), "__name__": "docs"}
+    ran = 0
+    for m in _FENCE.finditer(text, start):
+        words = m.group("info").split()
+        if not words or words[0] != "python":
+            continue
+        tagged = words[1:] == ["no-run", extra]
+        if words[1:] and not tagged:
+            continue
+        first_line = text.count("\n", 0, m.start("body")) + 1
+        cwd = os.getcwd()
+        os.chdir(where)
+        try:
+            exec(compile("\n" * (first_line - 1) + m.group("body"), str(DOC), "exec"), ns)  # noqa: S102
+        finally:
+            os.chdir(cwd)
+        ran += tagged
+    return ran
+
+
+def test_the_howto_loader_examples_run(tmp_path):
+    assert run_loader_examples("torch", tmp_path) == 3
