@@ -1,0 +1,103 @@
+"""JAX batches from a record table.
+
+:func:`batches` walks a record table in mini-batches, each decoded in one
+:meth:`ImageTable.to_numpy <omeframe.ImageTable.to_numpy>` call and handed to
+JAX with ``jax.numpy.asarray``. Shuffling keeps reads local as in
+:mod:`omeframe.torch` (blocks of neighbouring rows, then rows within a
+buffer of blocks; see :func:`omeframe.torch.shuffled_rows`). JAX is imported
+on the first call, not with this module.
+
+Example
+-------
+>>> import numpy as np, omeframe as of, tempfile, os                    # doctest: +SKIP
+>>> from omeframe.jax import batches                                    # doctest: +SKIP
+>>> path = os.path.join(tempfile.mkdtemp(), "crops.parquet")            # doctest: +SKIP
+>>> _ = of.write_table(path, np.zeros((10, 2, 8, 8), np.uint8), dim_order="CYX")  # doctest: +SKIP
+>>> [b.shape for b in batches(path, 4)]                                 # doctest: +SKIP
+[(4, 2, 8, 8), (4, 2, 8, 8), (2, 2, 8, 8)]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from omeframe.formats.record.image_table import ImageTable
+from omeframe.formats.record.stack import stack_dims
+from omeframe.model.errors import OptionalDependencyError
+from omeframe.torch import shuffled_rows
+
+__all__ = ["batches"]
+
+
+def _jnp() -> Any:
+    try:
+        import jax.numpy as jnp
+    except ImportError as exc:
+        raise OptionalDependencyError(
+            f"omeframe.jax needs JAX, which cannot be imported ({exc}); install it with: "
+            "pip install 'omeframe[jax]'"
+        ) from exc
+    return jnp
+
+
+def batches(
+    table: ImageTable | str | os.PathLike[str],
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    dims: str = "CYX",
+    drop_last: bool = False,
+    block_size: int = 1024,
+    buffer_blocks: int = 8,
+) -> Iterator[Any]:
+    """Yield the table's images as ``jax.Array`` batches ``(n, *dims)``.
+
+    Parameters
+    ----------
+    table
+        An :class:`omeframe.ImageTable` or a record table path.
+    batch_size
+        Rows per batch (the last one may be shorter unless ``drop_last``).
+    shuffle, seed, epoch, block_size, buffer_blocks
+        Local shuffling (see :func:`omeframe.torch.shuffled_rows`); pass a
+        new ``epoch`` each epoch for a new order. ``shuffle=False`` reads in
+        row order.
+    dims
+        Axes of each image, from ``TCZYX`` (default ``"CYX"``).
+    drop_last
+        Drop the last, short batch.
+
+    Raises
+    ------
+    OptionalDependencyError
+        When JAX is not installed.
+    ValueError
+        For ``batch_size < 1`` and invalid ``dims`` (checked when called,
+        before the first batch).
+    FileNotFoundError
+        When ``table`` is a path that does not exist.
+
+    Example
+    -------
+    >>> import numpy as np, omeframe as of, tempfile, os
+    >>> from omeframe.jax import batches
+    >>> path = os.path.join(tempfile.mkdtemp(), "crops.parquet")
+    >>> _ = of.write_table(path, np.ones((5, 1, 4, 4), np.uint8), dim_order="CYX")
+    >>> [b.shape for b in batches(path, 2, shuffle=True, seed=1)]
+    [(2, 1, 4, 4), (2, 1, 4, 4), (1, 1, 4, 4)]
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    jnp = _jnp()
+    d = stack_dims(dims)
+    t = table if isinstance(table, ImageTable) else ImageTable(table)
+    rows, _ = shuffled_rows(
+        len(t), shuffle=shuffle, seed=seed, epoch=epoch, block_size=block_size, buffer_blocks=buffer_blocks
+    )
+    bs = int(batch_size)
+    stop = len(rows) - len(rows) % bs if drop_last else len(rows)
+    return (jnp.asarray(t.to_numpy(rows[i : i + bs], dims=d)) for i in range(0, stop, bs))

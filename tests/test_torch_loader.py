@@ -1,0 +1,438 @@
+"""omeframe.torch: map-style and iterable datasets over record tables, patches of datasets.
+
+Every test asks for the ``torch`` fixture (tests/conftest.py): it skips, with
+the reason, where the test extra installs no torch (torch's CPU wheel is only
+available for Python 3.11 on this machine) and fails under
+``OMEFRAME_REQUIRE_EXTRAS=1`` when torch should be there but is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import omeframe as of
+from omeframe.model.errors import OptionalDependencyError, RowIndexError
+from omeframe.torch import (
+    DatasetPatchDataset,
+    ImageTableDataset,
+    ImageTableIterableDataset,
+    collate,
+    shuffled_rows,
+)
+
+pytestmark = pytest.mark.usefixtures("torch")
+
+N = 40
+
+
+@pytest.fixture(scope="module")
+def crops() -> np.ndarray:
+    return np.random.default_rng(7).integers(0, 255, (N, 2, 6, 5), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory, crops: np.ndarray) -> str:
+    path = tmp_path_factory.mktemp("tables") / "crops.parquet"
+    of.write_table(
+        path, crops, dim_order="CYX",
+        columns={"label": np.arange(N) % 3, "area": np.arange(N) * 1.5, "well": [f"w{i}" for i in range(N)]},
+    )
+    return str(path)
+
+
+# -- map-style ----------------------------------------------------------------------------
+
+
+def test_getitem_returns_the_written_image_and_columns(table, crops, torch):
+    ds = ImageTableDataset(table, columns=["label", "well"])
+    assert len(ds) == N
+    s = ds[7]
+    assert isinstance(s["image"], torch.Tensor) and s["image"].dtype == torch.uint8
+    assert np.array_equal(s["image"].numpy(), crops[7])
+    assert (s["row"], s["label"], s["well"]) == (7, 1, "w7")
+
+
+def test_getitems_decodes_one_contiguous_batch(table, crops, torch):
+    ds = ImageTableDataset(table, columns=["area", "well"])
+    b = ds.__getitems__([9, 2, 30])
+    assert b["image"].shape == (3, 2, 6, 5) and b["image"].is_contiguous()
+    assert np.array_equal(b["image"].numpy(), crops[[9, 2, 30]])
+    assert b["row"].tolist() == [9, 2, 30]
+    assert b["area"].dtype == torch.float64 and b["area"].tolist() == [13.5, 3.0, 45.0]
+    assert b["well"] == ["w9", "w2", "w30"]
+
+
+def test_the_batch_tensor_shares_memory_with_the_decoded_array(table, monkeypatch):
+    ds = ImageTableDataset(table)
+    decoded = {}
+    real = of.ImageTable.to_numpy
+
+    def spy(self, rows=None, **kw):
+        decoded["arr"] = real(self, rows, **kw)
+        return decoded["arr"]
+
+    monkeypatch.setattr(of.ImageTable, "to_numpy", spy)
+    b = ds.__getitems__([1, 2])
+    assert np.shares_memory(b["image"].numpy(), decoded["arr"])  # torch.from_numpy, no copy
+
+
+def test_target_gives_tuples_and_dims_reorder(table, crops, torch):
+    ds = ImageTableDataset(table, target="label", dims="YXC")
+    x, y = ds[5]
+    assert np.array_equal(x.numpy(), crops[5].transpose(1, 2, 0)) and y == 2
+    xb, yb = ds.__getitems__([4, 5])
+    assert xb.shape == (2, 6, 5, 2) and xb.is_contiguous() and yb.tolist() == [1, 2]
+
+
+def test_transform_sees_batch_tensors(table, crops, torch):
+    ds = ImageTableDataset(table, transform=lambda x: x.float() / 255)
+    b = ds.__getitems__([0, 1])
+    assert b["image"].dtype == torch.float32
+    assert np.allclose(b["image"].numpy(), crops[:2] / 255)
+    assert ds[3]["image"].shape == (2, 6, 5)
+
+
+def test_bad_options_are_refused(table):
+    with pytest.raises(ValueError, match="not both"):
+        ImageTableDataset(table, columns=["area"], target="label")
+    with pytest.raises(ValueError, match=r"no column\(s\) \['nope'\].*label"):
+        ImageTableDataset(table, columns=["nope"])
+    with pytest.raises(TypeError, match="list of column names"):
+        ImageTableDataset(table, columns="label")
+    with pytest.raises(ValueError, match="dims"):
+        ImageTableDataset(table, dims="CQX")
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        ImageTableDataset(Path(table).with_name("missing.parquet"))
+    with pytest.raises(TypeError, match="ImageTable"):
+        ImageTableDataset(42)  # type: ignore[arg-type]
+
+
+def test_bad_indices_raise_index_errors(table):
+    ds = ImageTableDataset(table)
+    for bad in (N, -1):
+        with pytest.raises(IndexError, match="out of range"):
+            ds[bad]
+    with pytest.raises(RowIndexError, match=f"row {N + 3} is out of range"):
+        ds.__getitems__([1, N + 3])
+    with pytest.raises(RowIndexError, match="row 4 is requested twice"):
+        ds.__getitems__([4, 1, 4])
+    with pytest.raises(TypeError, match="integer"):
+        ds[1.0]  # type: ignore[index]
+
+
+def test_dataloader_in_process_reads_every_row_once(table, crops, torch):
+    ds = ImageTableDataset(table, target="label")
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True, collate_fn=collate)
+    seen = []
+    for x, y in loader:
+        assert x.is_contiguous() and x.shape[1:] == (2, 6, 5)
+        seen.append((x.numpy(), y.numpy()))
+    xs = np.concatenate([a for a, _ in seen])
+    ys = np.concatenate([b for _, b in seen])
+    assert len(xs) == N
+    # every crop once, each with its own label
+    order = [int(np.flatnonzero((crops == x).all(axis=(1, 2, 3)))[0]) for x in xs]
+    assert sorted(order) == list(range(N)) and (ys == np.array(order) % 3).all()
+
+
+def test_collate_falls_back_to_default_collate_for_sample_lists(table, torch):
+    ds = ImageTableDataset(table, columns=["label"])
+    batch = collate([ds[0], ds[1]])
+    assert batch["image"].shape == (2, 2, 6, 5) and batch["label"].tolist() == [0, 1]
+
+
+def test_pin_memory_path(table, torch):
+    ds = ImageTableDataset(table, columns=["label"])
+    cuda = torch.cuda.is_available()
+    loader = torch.utils.data.DataLoader(ds, batch_size=16, collate_fn=collate, pin_memory=cuda)
+    b = next(iter(loader))
+    assert b["image"].is_contiguous() and b["row"].is_contiguous() and b["label"].is_contiguous()
+    if cuda:  # pragma: no cover - no CUDA on this machine
+        assert b["image"].is_pinned()
+
+
+def test_fork_workers_reopen_the_table(table, crops, torch):
+    ds = ImageTableDataset(table)
+    ds[0]  # the parent has opened (and memory-mapped) the table before the fork
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=5, shuffle=True, collate_fn=collate, num_workers=2,
+        multiprocessing_context="fork", timeout=60,
+    )
+    rows = []
+    for b in loader:
+        assert np.array_equal(b["image"].numpy(), crops[b["row"].numpy()])
+        rows += b["row"].tolist()
+    assert sorted(rows) == list(range(N))
+
+
+def test_the_table_reopens_when_the_process_id_changes(table, monkeypatch):
+    ds = ImageTableDataset(table)
+    first = ds.table
+    assert ds.table is first
+    monkeypatch.setattr("os.getpid", lambda: -5)  # as in a forked child
+    assert ds.table is not first and ds.table.path == first.path
+
+
+def test_spawn_workers_split_an_iterable_epoch(table, crops, torch):
+    ds = ImageTableIterableDataset(table, batch_size=4, block_size=5, buffer_blocks=2, seed=3)
+    ds.set_epoch(1)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=2, multiprocessing_context="spawn", timeout=120
+    )
+    rows = []
+    for b in loader:
+        assert np.array_equal(b["image"].numpy(), crops[b["row"].numpy()])
+        rows += b["row"].tolist()
+    assert sorted(rows) == list(range(N))
+    expected = np.concatenate([ds.rows(0, 2), ds.rows(1, 2)])  # the epoch-1 plan, both workers
+    assert sorted(rows) == sorted(expected.tolist()) and set(rows[:4]) <= set(expected.tolist())
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt"])
+def test_a_worker_that_cannot_reopen_fails_with_the_file_name(tmp_path, crops, torch, damage):
+    path = tmp_path / "gone.parquet"
+    of.write_table(path, crops, dim_order="CYX")
+    ds = ImageTableDataset(path)
+    if damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(b"not a parquet file at all, just bytes " * 20)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=4, collate_fn=collate, num_workers=1, multiprocessing_context="fork", timeout=60
+    )
+    with pytest.raises((OSError, ValueError)) as err:
+        next(iter(loader))
+    assert str(path) in str(err.value)
+
+
+# -- iterable -----------------------------------------------------------------------------
+
+
+def test_shuffled_rows_partition_and_stay_local():
+    n, bs, bb, k = 103, 8, 3, 3
+    parts = [
+        shuffled_rows(n, seed=5, epoch=2, block_size=bs, buffer_blocks=bb, shard=s, num_shards=k) for s in range(k)
+    ]
+    allrows = np.concatenate([r for r, _ in parts])
+    assert sorted(allrows.tolist()) == list(range(n))
+    for rows, starts in parts:
+        assert starts[0] == 0 and starts[-1] == len(rows)
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
+            assert len(np.unique(rows[a:b] // bs)) <= bb  # a buffer spans at most bb blocks
+    r1, _ = shuffled_rows(n, seed=5, epoch=2, block_size=bs)
+    r2, _ = shuffled_rows(n, seed=5, epoch=2, block_size=bs)
+    r3, _ = shuffled_rows(n, seed=5, epoch=3, block_size=bs)
+    assert np.array_equal(r1, r2) and not np.array_equal(r1, r3)
+    assert not np.array_equal(r1, np.arange(n))
+    plain, _ = shuffled_rows(n, shuffle=False, block_size=bs)
+    assert np.array_equal(plain, np.arange(n))
+    with pytest.raises(ValueError, match="shard"):
+        shuffled_rows(n, shard=2, num_shards=2)
+    with pytest.raises(ValueError, match="block_size"):
+        shuffled_rows(n, block_size=0)
+
+
+def test_iterable_samples_each_row_once_per_epoch_and_reshuffle(table, crops, torch):
+    ds = ImageTableIterableDataset(table, block_size=6, buffer_blocks=2, seed=11, columns=["label"])
+    orders = []
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=None, num_workers=2, multiprocessing_context="fork", timeout=60
+        )
+        rows = []
+        for s in loader:
+            r = int(s["row"])
+            assert np.array_equal(s["image"].numpy(), crops[r]) and s["label"] == r % 3
+            rows.append(r)
+        assert sorted(rows) == list(range(N))
+        orders.append(rows)
+    assert orders[0] != orders[1]
+
+
+def test_iterable_batches_in_process_follow_the_plan(table, crops, torch):
+    ds = ImageTableIterableDataset(table, batch_size=7, block_size=10, buffer_blocks=1, target="label", drop_last=True)
+    batches = list(ds)
+    assert [len(x) for x, _ in batches] == [7] * (N // 7)
+    rows = ds.rows()
+    for i, (x, y) in enumerate(batches):
+        r = rows[i * 7 : i * 7 + 7]
+        assert np.array_equal(x.numpy(), crops[r]) and y.tolist() == (r % 3).tolist()
+    ordered = ImageTableIterableDataset(table, batch_size=16, shuffle=False)
+    got = list(ordered)
+    assert [b["row"].tolist() for b in got] == [list(range(0, 16)), list(range(16, 32)), list(range(32, N))]
+    assert isinstance(ordered, torch.utils.data.IterableDataset)
+    with pytest.raises(ValueError, match="drop_last"):
+        ImageTableIterableDataset(table, drop_last=True)
+    with pytest.raises(ValueError, match="batch_size"):
+        ImageTableIterableDataset(table, batch_size=0)
+
+
+def test_vortex_tables_take_the_general_path(tmp_path, crops):
+    pytest.importorskip("vortex")
+    path = tmp_path / "crops.vortex"
+    of.write_table(path, crops[:10], dim_order="CYX", columns={"label": np.arange(10)})
+    ds = ImageTableDataset(path, target="label")
+    x, y = ds.__getitems__([8, 3])
+    assert np.array_equal(x.numpy(), crops[[8, 3]]) and y.tolist() == [8, 3]
+
+
+# -- patches of datasets ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 60000, (2, 2, 3, 50, 70), dtype=np.uint16)
+    b = rng.integers(0, 60000, (1, 2, 1, 40, 36), dtype=np.uint16)
+    imgs = {"a": a, "a_labels": (a[:, :1] % 5).astype(np.uint8), "b": b, "b_labels": (b[:, :1] % 7).astype(np.uint8)}
+    path = tmp_path_factory.mktemp("ds") / "s.omeds"
+    of.write_dataset(list(imgs.values()), path, dim_order="TCZYX", image_ids=list(imgs), chunk_shape=(1, 16, 16),
+                     progress=False)
+    return str(path), imgs
+
+
+def test_random_patches_match_the_images_and_labels(chunked, torch):
+    path, imgs = chunked
+    ds = DatasetPatchDataset(path, patch_shape=(12, 10), n_patches=25, with_labels="{image_id}_labels", seed=4)
+    assert len(ds) == 25 and ds.image_ids == ["a", "b"]
+    assert set(ds.origins[:, 0].tolist()) == {0, 1}
+    for i in range(len(ds)):
+        s = ds[i]
+        t, z, y, x = s["origin"].tolist()
+        img = imgs[s["image_id"]]
+        assert np.array_equal(s["image"].numpy(), img[t, :, z, y : y + 12, x : x + 10])
+        assert np.array_equal(s["label"].numpy(), imgs[s["image_id"] + "_labels"][t, :, z, y : y + 12, x : x + 10])
+    again = DatasetPatchDataset(path, patch_shape=(12, 10), n_patches=25, seed=4, images=["a", "b"])
+    assert np.array_equal(again.origins, ds.origins)
+    first = ds.origins.copy()
+    ds.set_epoch(1)
+    assert not np.array_equal(first, ds.origins)
+
+
+def test_grid_patches_cover_the_image_in_3d_and_load_in_workers(chunked, torch):
+    path, imgs = chunked
+    ds = DatasetPatchDataset(of.open_dataset(path), patch_shape=(2, 16, 32), stride=(1, 16, 32), images=["a"])
+    # T=2; z origins 0, 1; y origins 0, 16, 32, 34; x origins 0, 32, 38
+    assert len(ds) == 2 * 2 * 4 * 3
+    assert sorted(set(ds.origins[:, 3].tolist())) == [0, 16, 32, 34]
+    assert sorted(set(ds.origins[:, 4].tolist())) == [0, 32, 38]
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=8, collate_fn=collate, num_workers=2, multiprocessing_context="fork", timeout=60
+    )
+    n = 0
+    for b in loader:
+        assert b["image"].shape[1:] == (2, 2, 16, 32) and b["image"].is_contiguous()
+        for img, (t, z, y, x) in zip(b["image"].numpy(), b["origin"].tolist(), strict=True):
+            assert np.array_equal(img, imgs["a"][t, :, z : z + 2, y : y + 16, x : x + 32])
+            n += 1
+    assert n == len(ds)
+
+
+def test_patch_errors(chunked):
+    path, _ = chunked
+    with pytest.raises(ValueError, match="exactly one"):
+        DatasetPatchDataset(path, patch_shape=(8, 8))
+    with pytest.raises(ValueError, match="smaller than the patch"):
+        DatasetPatchDataset(path, patch_shape=(45, 8), n_patches=3, images=["b"])
+    with pytest.raises(of.ImageNotFoundError, match="no label image 'a_seg'"):
+        DatasetPatchDataset(path, patch_shape=(8, 8), n_patches=3, images=["a"], with_labels="{image_id}_seg")
+    with pytest.raises(ValueError, match="does not match image 'a'"):
+        DatasetPatchDataset(path, patch_shape=(8, 8), n_patches=3, images=["a"], with_labels=lambda i: "b_labels")
+    with pytest.raises(ValueError, match="image_id"):
+        DatasetPatchDataset(path, patch_shape=(8, 8), n_patches=3, with_labels="labels")
+    ds = DatasetPatchDataset(path, patch_shape=(8, 8), n_patches=3)
+    with pytest.raises(IndexError, match="patch 3 is out of range"):
+        ds[3]
+
+
+def test_catalog_directories(tmp_path, torch):
+    tifffile = pytest.importorskip("tifffile")
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    small = [rng.integers(0, 255, (2, 8, 8), dtype=np.uint8) for _ in range(3)]
+    for i, a in enumerate(small):
+        tifffile.imwrite(src / f"s{i}.tif", a, metadata={"axes": "CYX"})
+    big = rng.integers(0, 255, (1, 64, 64), dtype=np.uint8)
+    tifffile.imwrite(src / "big.tif", big, metadata={"axes": "CYX"})
+    out = tmp_path / "cat"
+    of.catalog.build(src, out, workers=1, progress=False, max_record_bytes=1000)
+    records = ImageTableDataset(out)
+    assert len(records) == 3
+    got = sorted(records.__getitems__([0, 1, 2])["image"].numpy().tolist())
+    assert got == sorted(a.tolist() for a in small)
+    patches = DatasetPatchDataset(out, patch_shape=(16, 16), stride=(16, 16))
+    assert patches.image_ids == ["big"] and len(patches) == 16
+    s = patches[5]
+    _, _, y, x = s["origin"].tolist()
+    assert np.array_equal(s["image"].numpy(), big[:, y : y + 16, x : x + 16])
+
+
+# -- optional dependency ------------------------------------------------------------------
+
+
+def test_without_torch_the_datasets_raise_optional_dependency_error(table, chunked, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(OptionalDependencyError, match="pip install 'omeframe\\[torch\\]'"):
+        ImageTableDataset(table)
+    with pytest.raises(OptionalDependencyError):
+        ImageTableIterableDataset(table)
+    with pytest.raises(OptionalDependencyError):
+        DatasetPatchDataset(chunked[0], patch_shape=(8, 8), n_patches=2)
+
+
+def test_importing_the_module_does_not_import_torch():
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(Path(of.__file__).parents[1])!r})\n"
+        "import omeframe.torch, omeframe.jax\n"
+        "print(json.dumps(['torch' in sys.modules, 'jax' in sys.modules]))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == [False, False]
+
+
+# -- the how-to's examples ----------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "howto" / "ml-tensors.md"
+_FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
+
+
+def run_loader_examples(extra: str, where: Path) -> int:
+    """Run the loader section of the ML how-to: its plain blocks and those tagged ``extra``
+    (``python no-run torch`` / ``python no-run jax``, which tests/test_docs.py skips because
+    the package is optional). Returns how many tagged blocks ran."""
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index("## Training loaders")
+    ns: dict[str, object] = {"np": np, "of": of, "rng": np.random.default_rng(3), "__name__": "docs"}
+    ran = 0
+    for m in _FENCE.finditer(text, start):
+        words = m.group("info").split()
+        if not words or words[0] != "python":
+            continue
+        tagged = words[1:] == ["no-run", extra]
+        if words[1:] and not tagged:
+            continue
+        first_line = text.count("\n", 0, m.start("body")) + 1
+        cwd = os.getcwd()
+        os.chdir(where)
+        try:
+            exec(compile("\n" * (first_line - 1) + m.group("body"), str(DOC), "exec"), ns)  # noqa: S102
+        finally:
+            os.chdir(cwd)
+        ran += tagged
+    return ran
+
+
+def test_the_howto_loader_examples_run(tmp_path):
+    assert run_loader_examples("torch", tmp_path) == 3
