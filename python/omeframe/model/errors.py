@@ -21,6 +21,7 @@ __all__ = [
     "ImageNotFoundError",
     "OptionalDependencyError",
     "UnsupportedFormatError",
+    "ResourceLimitError",
 ]
 
 
@@ -83,4 +84,14 @@ class UnsupportedFormatError(OmeframeError, ValueError, TypeError):
 
     The message names what was given, the formats the registry knows (with
     their suffixes) and, where a format needs one, the extra to install.
+    """
+
+
+class ResourceLimitError(OmeframeError, MemoryError):
+    """An operation would allocate more memory than the configured limit allows.
+
+    Raised before allocating, from sizes a file or record declares (an image
+    claiming ``size_x=10**9``, a chunk grid, a tensor view). The message gives
+    the declared size, the limit and how to raise it
+    (``omeframe.set_max_bytes``).
     """
