@@ -22,6 +22,7 @@ __all__ = [
     "OptionalDependencyError",
     "UnsupportedFormatError",
     "ResourceLimitError",
+    "MissingChunksWarning",
 ]
 
 
@@ -95,3 +96,7 @@ class ResourceLimitError(OmeframeError, MemoryError):
     the declared size, the limit and how to raise it
     (``omeframe.set_max_bytes``).
     """
+
+
+class MissingChunksWarning(UserWarning):
+    """A lenient read (``strict=False``) filled pixels no stored chunk covers with zeros."""
