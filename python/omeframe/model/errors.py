@@ -23,6 +23,8 @@ __all__ = [
     "UnsupportedFormatError",
     "ResourceLimitError",
     "MissingChunksWarning",
+    "NotRegularFileError",
+    "FileTimeoutError",
 ]
 
 
@@ -100,3 +102,11 @@ class ResourceLimitError(OmeframeError, MemoryError):
 
 class MissingChunksWarning(UserWarning):
     """A lenient read (``strict=False``) filled pixels no stored chunk covers with zeros."""
+
+
+class NotRegularFileError(OmeframeError, OSError):
+    """A path names a FIFO, device, socket, symlink loop or dangling symlink: it is never opened."""
+
+
+class FileTimeoutError(OmeframeError, TimeoutError):
+    """Reading one file took longer than its time budget (a catalog build's ``timeout=``)."""
