@@ -10,6 +10,7 @@ from __future__ import annotations
 from omeframe import catalog, loaders, models
 from omeframe._version import __version__
 from omeframe.engine.lazy import LazyImage, PlanInfo
+from omeframe.engine.limits import get_max_bytes, set_max_bytes
 from omeframe.engine.predicates import chunk
 from omeframe.engine.threads import num_threads, set_num_threads
 from omeframe.facade import (
@@ -69,11 +70,15 @@ from omeframe.model.errors import (
     CorruptFileError,
     DimOrderError,
     DtypeError,
+    FileTimeoutError,
     ImageNotFoundError,
+    MissingChunksWarning,
     NoOmeArrowColumnError,
+    NotRegularFileError,
     OmeframeError,
     OptionalDependencyError,
     PixelPayloadError,
+    ResourceLimitError,
     RowIndexError,
     SchemaError,
     SelectionError,
@@ -146,6 +151,8 @@ __all__ = [
     "view_matplotlib",
     "num_threads",
     "set_num_threads",
+    "get_max_bytes",
+    "set_max_bytes",
     "OmeframeError",
     "DimOrderError",
     "DtypeError",
@@ -159,6 +166,10 @@ __all__ = [
     "ImageNotFoundError",
     "OptionalDependencyError",
     "UnsupportedFormatError",
+    "ResourceLimitError",
+    "MissingChunksWarning",
+    "NotRegularFileError",
+    "FileTimeoutError",
 ]
 
 
