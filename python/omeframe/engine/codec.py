@@ -384,7 +384,7 @@ def decode_frames(
         return decode_payload(payload, "zstd", dtype, count, label=label)
     mv = memoryview(payload).cast("B")
     nbytes = count * dtype.itemsize
-    parts = []
+    parts: list[bytes] = []
     pos = 0
     import zstandard
 

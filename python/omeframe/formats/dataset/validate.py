@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -128,7 +129,7 @@ def validate_images(root: str | os.PathLike[str], table: pa.Table, name: str) ->
         lv = levels[row].as_py()
         return CorruptFileError(f"{where}, image {ids[row]!r} level {lv}: field {field!r} {problem}")
 
-    def first(mask: np.ndarray) -> int | None:
+    def first(mask: Any) -> int | None:
         hit = np.flatnonzero(mask)
         return int(hit[0]) if hit.size else None
 
@@ -148,9 +149,9 @@ def validate_images(root: str | os.PathLike[str], table: pa.Table, name: str) ->
     keys = pa.table({"i": table.column("image_id"), "l": levels})
     if keys.group_by(["i", "l"]).aggregate([]).num_rows != n:
         seen: set[tuple[str, int]] = set()
-        for k, key in enumerate(zip(ids, lv.tolist(), strict=True)):
+        for r, key in enumerate(zip(ids, lv.tolist(), strict=True)):
             if key in seen:
-                raise fail(k, "image_id", "repeats an (image_id, level) pair of an earlier row")
+                raise fail(r, "image_id", "repeats an (image_id, level) pair of an earlier row")
             seen.add(key)
 
     pm_cols = {f: table.column("pixels_meta").combine_chunks().field(f) for f in ("size_t", "size_c", "size_z",
@@ -169,16 +170,16 @@ def validate_images(root: str | os.PathLike[str], table: pa.Table, name: str) ->
     if (row := first(expected != n_chunks)) is not None:
         raise fail(row, "n_chunks", f"is {int(n_chunks[row])}, but the chunk grid holds {int(expected[row])} chunks")
 
-    for k, d in enumerate(table.column("dtype").to_pylist()):
+    for r, d in enumerate(table.column("dtype").to_pylist()):
         try:
             to_numpy_dtype(d)
         except DtypeError as exc:
-            raise fail(k, "dtype", f"is unknown ({exc})") from None
-    for k, c in enumerate(table.column("codec").to_pylist()):
+            raise fail(r, "dtype", f"is unknown ({exc})") from None
+    for r, c in enumerate(table.column("codec").to_pylist()):
         try:
             normalize_compression(c)
         except ValueError as exc:
-            raise fail(k, "codec", f"is unknown ({exc})") from None
+            raise fail(r, "codec", f"is unknown ({exc})") from None
 
     row_start = _ints(table.column("row_start"))
     if (row := first(row_start < 0)) is not None:
@@ -201,11 +202,11 @@ def validate_images(root: str | os.PathLike[str], table: pa.Table, name: str) ->
     # Paths: the main part and every listed part stay inside the dataset.
     parts_col = table.column("parts").to_pylist()
     part_names: dict[str, None] = {}
-    for k, p in enumerate(table.column("part").to_pylist()):
-        contained_path(root, p, what=f"images table {name!r} image {ids[k]!r} field 'part'")
+    for r, p in enumerate(table.column("part").to_pylist()):
+        contained_path(root, p, what=f"images table {name!r} image {ids[r]!r} field 'part'")
         part_names.setdefault(p, None)
-        for q in parts_col[k] or []:
-            contained_path(root, q, what=f"images table {name!r} image {ids[k]!r} field 'parts'")
+        for q in parts_col[r] or []:
+            contained_path(root, q, what=f"images table {name!r} image {ids[r]!r} field 'parts'")
             part_names.setdefault(q, None)
     n_parts = np.array([len(p) if p else 1 for p in parts_col], dtype=np.int64)
     chunk_part_col = table.column("chunk_part")
