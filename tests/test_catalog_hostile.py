@@ -192,3 +192,57 @@ def test_timeout_must_be_positive(hostile, tmp_path):
     for bad in (0, -1, "10", True):
         with pytest.raises(ValueError, match="timeout must be a positive number"):
             build(hostile, tmp_path / "c", timeout=bad, progress=False)  # type: ignore[arg-type]
+
+
+_KILLED_REBUILD = """
+import os, sys, numpy as np
+import omeframe as of
+from omeframe.catalog.build import Seams, build_with
+from omeframe.catalog.commit import write_catalog
+
+src, out, where = sys.argv[1], sys.argv[2], sys.argv[3]
+
+def dying_write_catalog(path, table):
+    if where == "before":
+        os._exit(9)                      # kill -9 after images.parquet and the dataset were committed
+    write_catalog(path, table)
+    os._exit(9)                          # ... or right after the commit point
+
+build_with(src, out, seams=Seams(write_catalog=dying_write_catalog), workers=1, progress=False,
+           max_record_bytes=5000)
+"""
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_a_rebuild_killed_at_its_commit_resumes_without_duplicates(tmp_path, where):
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        np.save(src / f"small{i}.npy", rng.integers(0, 255, (8, 8), dtype=np.uint8))
+    np.save(src / "large.npy", rng.integers(0, 60000, (64, 64), dtype=np.uint16))  # 8 KiB: to the dataset
+    out = tmp_path / "cat"
+    build(src, out, workers=1, progress=False, max_record_bytes=5000)
+    for name in ("small1.npy", "large.npy"):  # changed files: re-ingested under their old image ids
+        np.save(src / name, rng.integers(0, 255, (8, 8) if "small" in name else (64, 64),
+                                         dtype=np.uint8 if "small" in name else np.uint16))
+    script = tmp_path / "run.py"
+    script.write_text(_KILLED_REBUILD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run([sys.executable, str(script), str(src), str(out), where], env=env, capture_output=True)
+    assert r.returncode == 9, r.stderr.decode()
+    build(src, out, workers=1, progress=False, max_record_bytes=5000)
+    images = pq.read_table(out / "images.parquet")
+    ids = images["image_id"].to_pylist()
+    assert sorted(ids) == ["small0", "small1", "small2"]
+    ds = of.open_dataset(out / "dataset")
+    assert ds.image_ids == ["large"]
+    np.testing.assert_array_equal(ds.read("large")[0, 0, 0], np.load(src / "large.npy"))
+    got = dict(zip(ids, of.to_numpy_batch(images["ome_arrow"]), strict=True))
+    np.testing.assert_array_equal(got["small1"][0, 0, 0], np.load(src / "small1.npy"))
+    cat = read_catalog(out)
+    assert sorted(Path(u).name for u in cat["urlpath"].to_pylist()) == sorted(p.name for p in src.iterdir())
+    assert set(cat["status"].to_pylist()) == {"ok"}
