@@ -15,6 +15,7 @@ from omeframe._version import __version__
 if TYPE_CHECKING:
     from omeframe import catalog, loaders, models
     from omeframe.engine.lazy import LazyImage, PlanInfo
+    from omeframe.engine.limits import get_max_bytes, set_max_bytes
     from omeframe.engine.predicates import chunk
     from omeframe.engine.threads import num_threads, set_num_threads
     from omeframe.facade import (
@@ -78,11 +79,15 @@ if TYPE_CHECKING:
         CorruptFileError,
         DimOrderError,
         DtypeError,
+        FileTimeoutError,
         ImageNotFoundError,
+        MissingChunksWarning,
         NoOmeArrowColumnError,
+        NotRegularFileError,
         OmeframeError,
         OptionalDependencyError,
         PixelPayloadError,
+        ResourceLimitError,
         RowIndexError,
         SchemaError,
         SelectionError,
@@ -97,8 +102,14 @@ if TYPE_CHECKING:
 
 # Public names load on first use (PEP 562), so ``import omeframe`` stays cheap
 # and a fresh process that only opens a table imports only what that needs.
-_WITHOUT_REGISTRY = ("omeframe.formats.record.", "omeframe.model.", "omeframe.engine.threads")
+_WITHOUT_REGISTRY = ("omeframe.formats.record.", "omeframe.model.", "omeframe.engine.threads", "omeframe.engine.limits")
 _LAZY: dict[str, tuple[str, str | None]] = {
+    "get_max_bytes": ("omeframe.engine.limits", 'get_max_bytes'),
+    "set_max_bytes": ("omeframe.engine.limits", 'set_max_bytes'),
+    "FileTimeoutError": ("omeframe.model.errors", 'FileTimeoutError'),
+    "MissingChunksWarning": ("omeframe.model.errors", 'MissingChunksWarning'),
+    "NotRegularFileError": ("omeframe.model.errors", 'NotRegularFileError'),
+    "ResourceLimitError": ("omeframe.model.errors", 'ResourceLimitError'),
     "catalog": ("omeframe.catalog", None),
     "loaders": ("omeframe.loaders", None),
     "models": ("omeframe.models", None),
@@ -239,6 +250,8 @@ __all__ = [
     "view_matplotlib",
     "num_threads",
     "set_num_threads",
+    "get_max_bytes",
+    "set_max_bytes",
     "OmeframeError",
     "DimOrderError",
     "DtypeError",
@@ -253,6 +266,10 @@ __all__ = [
     "ImageNotFoundError",
     "OptionalDependencyError",
     "UnsupportedFormatError",
+    "ResourceLimitError",
+    "MissingChunksWarning",
+    "NotRegularFileError",
+    "FileTimeoutError",
 ]
 
 

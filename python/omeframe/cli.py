@@ -214,6 +214,7 @@ def _ingest(args: argparse.Namespace) -> int:
         max_record_bytes=int(args.max_record_mib * 2**20),
         resume=not args.no_resume,
         compression=None if args.compression == "none" else args.compression,
+        timeout=None if args.timeout == 0 else args.timeout,
     )
     _say(f"catalog {res.out}: {res.n_files} files found; {res.summary()}")
     for name, path in res.paths.items():
@@ -504,16 +505,44 @@ def _catalog_info(p: Path) -> int:
     return 0
 
 
+def _number(kind: type[int] | type[float], minimum: int, what: str) -> Any:
+    """An argparse ``type=`` that parses ``kind`` and refuses values below ``minimum`` (exit 2)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value != value or value < minimum or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, 1, "a positive integer")
+_non_negative_int = _number(int, 0, "an integer >= 0")
+_non_negative_float = _number(float, 0, "a number >= 0")
+
+
+def _positive_float(text: str) -> float:
+    """A number > 0 (argparse ``type=``)."""
+    value = _non_negative_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return float(value)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="omeframe", description="Arrow-native image tables.")
     sub = ap.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run the end-to-end demo on a synthetic sample")
     d.add_argument("--out", default="demo-output", help="output directory (default: demo-output)")
-    d.add_argument("--size", type=int, default=2048, help="slide size in pixels (default 2048)")
+    d.add_argument("--size", type=_positive_int, default=2048, help="slide size in pixels (default 2048)")
     d.set_defaults(fn=_demo)
     i = sub.add_parser("info", help="describe a record table, dataset, OME-Zarr or TIFF")
     i.add_argument("path")
-    i.add_argument("--rows", type=int, default=3, help="rows of a record table to describe")
+    i.add_argument("--rows", type=_positive_int, default=3, help="rows of a record table to describe")
     i.set_defaults(fn=_info)
     v = sub.add_parser("verify", help="check every chunk checksum (datasets) or decode every record")
     v.add_argument("path")
@@ -522,16 +551,18 @@ def _build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("ingest", help="build or extend a catalog from image files, directories or globs")
     g.add_argument("paths", nargs="+", help="files, directories or glob patterns (TIFF, OME-Zarr, .npy, CZI)")
     g.add_argument("--out", required=True, help="catalog directory (created, or appended to)")
-    g.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    g.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: CPU count)")
     g.add_argument("--layout", choices=["auto", "records", "dataset"], default="auto",
                    help="auto: small images as records, large ones in the dataset (default)")
     g.add_argument("--columns-from-path", metavar="REGEX",
                    help=r"regex with named groups turned into columns, e.g. '(?P<plate>P\d+)_(?P<well>[A-H]\d+)'")
     g.add_argument("--image-id-from", choices=["stem", "path"], default="stem")
-    g.add_argument("--max-record-mib", type=float, default=64.0,
+    g.add_argument("--max-record-mib", type=_positive_float, default=64.0,
                    help="layout auto: images larger than this (decoded) go to the dataset (default 64)")
     g.add_argument("--compression", default="zstd", help="chunk codec (zstd, lz4, none ...)")
     g.add_argument("--no-resume", action="store_true", help="re-ingest files even when unchanged")
+    g.add_argument("--timeout", type=_non_negative_float, default=600.0,
+                   help="seconds one file may take before it gets an error row (default 600; 0: no limit)")
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
     g.set_defaults(fn=_ingest)
@@ -545,8 +576,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="register a catalog: views images, catalog, errors, dataset_images, dataset_chunks "
                         "(default: the current directory when it is a catalog)")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    q.add_argument("--max-rows", type=int, default=100)
-    q.add_argument("--width", type=int, default=48, help="widest column shown (table format)")
+    q.add_argument("--max-rows", type=_positive_int, default=100, help="most rows printed (default 100)")
+    q.add_argument("--width", type=_positive_int, default=48, help="widest column shown (table format)")
     q.add_argument("-v", "--verbose", action="store_true", help="list the registered views on stderr")
     q.set_defaults(fn=_sql)
 
@@ -554,7 +585,7 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("src", help="catalog dir, dataset dir, record table, TIFF, OME-Zarr or .npy")
     e.add_argument("out")
     e.add_argument("--image-id", help="image to export (catalogs, datasets, record tables)")
-    e.add_argument("--row", type=int, default=None, help="row of a record table (default 0)")
+    e.add_argument("--row", type=_non_negative_int, default=None, help="row of a record table (default 0)")
     e.add_argument("--roi", metavar="x,y,w,h", help="export only this region (pixels)")
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(fn=_export)

@@ -92,6 +92,7 @@ from concurrent.futures import (
     ProcessPoolExecutor,
     wait,
 )
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -126,6 +127,7 @@ from omeframe.catalog.discover import (
     close_source,
     detect_reader,
     discover,
+    file_problem,
     image_id_for,
     open_image,
     path_columns,
@@ -141,9 +143,11 @@ from omeframe.catalog.worker import (
     process_batch,
 )
 from omeframe.engine import progress as _progress
+from omeframe.engine.limits import get_max_bytes
 from omeframe.formats.dataset.inputs import source_input
 from omeframe.formats.dataset.writer import WriteOptions, write_items
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
+from omeframe.model.errors import FileTimeoutError, NotRegularFileError
 
 __all__ = [
     "build",
@@ -284,24 +288,42 @@ class CatalogResult:
 def mp_context() -> Any:
     """Start method of the worker processes.
 
-    ``fork`` on Linux: workers start in milliseconds, inherit the imported
+    On Linux, ``fork``: workers start in milliseconds, inherit the imported
     modules and never re-run the caller's ``__main__`` (so scripts need no
     ``if __name__ == "__main__"`` guard); the thread pools restart in the
     child by themselves (:mod:`omeframe.engine.threads` registers an
-    after-fork hook). Elsewhere ``spawn``. ``OMEFRAME_MP_START`` overrides
-    (``fork`` / ``forkserver`` / ``spawn``).
+    after-fork hook). From Python 3.12 on, forking a process whose other
+    threads are alive (Arrow's or omeframe's pools, the caller's) is
+    deprecated (it may copy a lock another thread holds), so there
+    ``forkserver`` is used once more than one thread runs: a clean server
+    process (omeframe imported) forks the workers, and a script then needs
+    the ``__main__`` guard. Elsewhere ``spawn``. ``OMEFRAME_MP_START``
+    overrides (``fork`` / ``forkserver`` / ``spawn``).
     """
     import sys
 
     method = os.environ.get("OMEFRAME_MP_START")
     if not method:
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        if not sys.platform.startswith("linux"):
+            method = "spawn"
+        elif sys.version_info >= (3, 12) and _os_thread_count() > 1:
+            method = "forkserver"
+        else:
+            method = "fork"
     if method not in mp.get_all_start_methods():
         raise ValueError(f"OMEFRAME_MP_START={method!r} is not available here: {mp.get_all_start_methods()}")
     ctx = mp.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(["omeframe.catalog.worker"])
     return ctx
+
+
+def _os_thread_count() -> int:
+    """Threads of this process as the OS counts them (C++ pools included); 2 when unknown."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 2
 
 
 @contextlib.contextmanager
@@ -540,6 +562,11 @@ class _Builder:
 
 
 
+#: Seconds one file may take in a catalog worker (``build(timeout=)``).
+DEFAULT_TIMEOUT = 600.0
+#: Extra seconds the building process grants a worker past ``timeout`` before it kills it.
+_KILL_GRACE = 15.0
+
 #: The dataset writer's option defaults: a catalog compresses records and chunks alike.
 _WRITE_DEFAULTS = WriteOptions()
 
@@ -561,6 +588,7 @@ def build(
     compression_level: int | None = _WRITE_DEFAULTS.compression_level,
     column_name: str = DEFAULT_COLUMN_NAME,
     batch_size: int | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> CatalogResult:
     """Ingest many image files into the catalog directory ``out`` (created or appended).
 
@@ -604,6 +632,13 @@ def build(
         Per-chunk codec of records and dataset chunks.
     batch_size
         Files per worker task (default: sized from the file count and ~64 MiB).
+    timeout
+        Seconds one file may take in a worker (default 600; ``None``: no
+        limit). A file past it gets a ``FileTimeoutError`` row; a worker that
+        does not give up by itself is killed and replaced. Workers also apply
+        the memory limit (:func:`omeframe.set_max_bytes`) of this process.
+        FIFOs, devices, sockets and symlink loops get a
+        ``NotRegularFileError`` row without being opened.
 
     Returns
     -------
@@ -630,7 +665,7 @@ def build(
         columns_from_path=columns_from_path, on_error=on_error, image_id_from=image_id_from,
         max_record_bytes=max_record_bytes, resume=resume, chunk_shape=chunk_shape,
         compression=compression, compression_level=compression_level, column_name=column_name,
-        batch_size=batch_size,
+        batch_size=batch_size, timeout=timeout,
     )
 
 
@@ -655,6 +690,7 @@ def build_with(
     compression_level: int | None = _WRITE_DEFAULTS.compression_level,
     column_name: str = DEFAULT_COLUMN_NAME,
     batch_size: int | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> CatalogResult:
     """:func:`build` with the replaceable steps ``seams`` (see :class:`Seams`).
 
@@ -677,6 +713,8 @@ def build_with(
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if max_record_bytes <= 0:
         raise ValueError(f"max_record_bytes must be positive, got {max_record_bytes}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
     regex = re.compile(columns_from_path) if isinstance(columns_from_path, str) else columns_from_path
     extra_names: list[str] = list(regex.groupindex) if regex is not None else []
     if regex is not None and not extra_names:
@@ -708,6 +746,8 @@ def build_with(
         column_name=column_name,
         extra_names=tuple(extra_names),
         open_image=seams.open_image,
+        timeout=None if timeout is None else float(timeout),
+        max_bytes=get_max_bytes(),
     )
 
     with Lock(out_p):
@@ -728,10 +768,25 @@ def build_with(
 
         b = _Builder(out_p, opts, seams, on_error)
         todos: list[_Todo] = []
+        refused: list[tuple[_Todo, NotRegularFileError]] = []  # never opened: error rows right away
         for p in files:
             urlpath = p.as_posix()  # discover() returns absolute paths
             old = old_by_path.get(urlpath)
             size = 0
+            problem = file_problem(p)
+            if problem is not None:
+                if old is not None and old.get("image_id"):
+                    iid = old["image_id"]
+                else:
+                    try:
+                        iid = image_id_for(p, image_id_from, used_ids)
+                    except ValueError as exc:
+                        raise CatalogError(str(exc)) from None
+                used_ids[iid] = urlpath
+                refused.append((_Todo(len(todos) + len(refused), p, detect_reader(p, is_dir=False), iid,
+                                      path_columns(regex, urlpath), 0), problem))
+                b.attempted.add(urlpath)
+                continue
             try:
                 size, mtime = stat_path(p)
                 if (
@@ -751,11 +806,19 @@ def build_with(
                 except ValueError as exc:
                     raise CatalogError(str(exc)) from None
             used_ids[iid] = urlpath
-            todos.append(_Todo(len(todos), p, detect_reader(p), iid, path_columns(regex, urlpath), size))
+            todos.append(_Todo(len(todos) + len(refused), p, detect_reader(p), iid, path_columns(regex, urlpath), size))
             b.attempted.add(urlpath)
 
         b.result.n_files = len(files)
         b.staging.drop = set(b.attempted)  # the first commit replaces the old rows of these files
+        for td, problem in refused:
+            b.record(td, {"index": td.index, "status": "error", "error_type": type(problem).__name__,
+                          "error": one_line(problem)})
+        if refused and not todos:
+            try:
+                b.commit(old_catalog)
+            finally:
+                b.cleanup()
 
         if todos:
             # Images of re-ingested files (or left by a crashed run) are replaced, not duplicated.
@@ -855,6 +918,7 @@ def _run(b: _Builder, batches: list[list[_Todo]], by_index: dict[int, _Todo], n_
     try:
         queue = list(reversed(list(enumerate(batches))))
         running: dict[Future[Any], tuple[int, list[_Todo]]] = {}
+        started: dict[Future[Any], float] = {}  # when a future was first seen running
         broken = False
         while queue or running:
             while queue and not broken and not _should_stop(b) and len(running) < n_workers * 2:
@@ -870,9 +934,15 @@ def _run(b: _Builder, batches: list[list[_Todo]], by_index: dict[int, _Todo], n_
                         thaw = False
             if not running:
                 break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            done, _ = wait(running, timeout=None if opts.timeout is None else 1.0, return_when=FIRST_COMPLETED)
+            if not done and opts.timeout is not None and _overdue(running, started, opts.timeout):
+                # A worker ignores its own timer (stuck in C code): kill the pool; its
+                # batches are re-run file by file below, each under a hard limit.
+                _kill_workers(pool)
+                continue
             for fut in sorted(done, key=lambda f: running[f][0]):
                 seq, batch = running.pop(fut)
+                started.pop(fut, None)
                 try:
                     outcomes, records = fut.result()
                 except BrokenProcessPool:
@@ -897,6 +967,35 @@ def _run(b: _Builder, batches: list[list[_Todo]], by_index: dict[int, _Todo], n_
         if not completed:
             _probe_workers(b.seams, ctx)
         _isolate(b, sorted(suspects, key=lambda td: td.index), by_index, opts, ctx)
+
+
+def _overdue(running: dict[Future[Any], tuple[int, list[_Todo]]], started: dict[Future[Any], float],
+             timeout: float) -> bool:
+    """Whether a running batch has had more than its files' time budget (plus a grace period).
+
+    A future counts from when it is first seen running; it may still wait in
+    the pool's call queue behind one other batch then, so each gets twice its budget.
+    """
+    now = time.monotonic()
+    for fut, (_, batch) in running.items():
+        if fut.running():
+            t0 = started.setdefault(fut, now)
+            if now - t0 > 2 * len(batch) * (timeout + _grace(timeout)):
+                return True
+    return False
+
+
+def _grace(timeout: float) -> float:
+    """Seconds past ``timeout`` before a worker is killed: its own timer should fire first."""
+    return max(1.0, min(_KILL_GRACE, timeout))
+
+
+def _kill_workers(pool: Executor) -> None:
+    """Kill the worker processes of ``pool`` (a ``ProcessPoolExecutor``); the pool then breaks."""
+    procs = getattr(pool, "_processes", None) or {}
+    for proc in list(procs.values()):
+        with contextlib.suppress(Exception):
+            proc.kill()
 
 
 def _warm_imports() -> None:
@@ -931,8 +1030,20 @@ def _isolate(b: _Builder, todos: list[_Todo], by_index: dict[int, _Todo], opts: 
                 break
             if pool is None:
                 pool = b.seams.open_pool(1, ctx)
+            limit = None if opts.timeout is None else opts.timeout + _grace(opts.timeout)
             try:
-                outcomes, records = pool.submit(process_batch, _tasks([td]), opts).result()
+                outcomes, records = pool.submit(process_batch, _tasks([td]), opts).result(timeout=limit)
+            except FutureTimeout:
+                _kill_workers(pool)
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = None
+                exc = FileTimeoutError(
+                    f"{td.path.as_posix()!r}: reading it took longer than timeout={opts.timeout} s; "
+                    "the worker was killed and replaced"
+                )
+                b.record(td, {"index": td.index, "status": "error", "error_type": type(exc).__name__,
+                              "error": one_line(exc)})
+                continue
             except BrokenProcessPool:
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = None

@@ -15,10 +15,12 @@ Three jobs of a catalog build that need no worker and no commit:
 
 from __future__ import annotations
 
+import errno
 import glob as _glob
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import numpy as np
 from omeframe.formats.array.npy import infer_array_dims
 from omeframe.formats.tiff import TIFF_SUFFIXES
 from omeframe.formats.zarr import ZARR_ATTRS_FILES, ZARR_SUFFIX
-from omeframe.model.errors import OmeframeError, OptionalDependencyError
+from omeframe.model.errors import NotRegularFileError, OmeframeError, OptionalDependencyError
 from omeframe.registry import by_suffix, find, open_source
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "INGESTED_KINDS",
     "image_id_for",
     "path_columns",
+    "file_problem",
 ]
 
 #: Catalog kinds of the registry's file formats (the ``reader`` column of a catalog).
@@ -140,6 +143,9 @@ def open_image(path: str | os.PathLike[str], reader: str | None = None) -> Any:
     """
     p = Path(path)
     reader = reader or detect_reader(p)
+    problem = file_problem(p)
+    if problem is not None:
+        raise problem
     if not p.exists():
         raise FileNotFoundError(f"no such file or directory: {str(p)!r}")
     if reader == "czi":
@@ -297,6 +303,44 @@ def discover(
         what = ", ".join(repr(os.fspath(s)) for s in sources) or "(no sources given)"
         raise ValueError(f"no image files found in {what}")
     return out
+
+
+def file_problem(path: str | os.PathLike[str]) -> NotRegularFileError | None:
+    """Why ``path`` must not be opened (a FIFO, device, socket, symlink loop or dangling symlink), else ``None``.
+
+    Only ``stat``/``lstat`` are used: nothing is opened, so a FIFO or a
+    symlink to ``/dev/zero`` cannot block or flood the build. Missing paths
+    and directories return ``None`` (the worker reports a missing file; a
+    directory is a store).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp(); os.symlink("/dev/zero", os.path.join(d, "z.tif"))
+    >>> str(file_problem(os.path.join(d, "z.tif"))).split(": ")[-1]
+    'a character device (through a symlink), not a regular file: never opened'
+    """
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return NotRegularFileError(f"{p!r}: a symlink loop, not a regular file: never opened")
+        if os.path.islink(p):
+            return NotRegularFileError(f"{p!r}: a dangling symlink, not a regular file: never opened")
+        return None
+    mode = st.st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = (
+        "a FIFO" if stat.S_ISFIFO(mode)
+        else "a character device" if stat.S_ISCHR(mode)
+        else "a block device" if stat.S_ISBLK(mode)
+        else "a socket" if stat.S_ISSOCK(mode)
+        else "a special file"
+    )
+    via = " (through a symlink)" if os.path.islink(p) else ""
+    return NotRegularFileError(f"{p!r}: {kind}{via}, not a regular file: never opened")
 
 
 # ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ import pyarrow as pa
 from omeframe.catalog.discover import detect_reader
 from omeframe.formats.zarr import ZARR_MARKERS
 from omeframe.model.arrow import OME_ARROW_TAG_VERSION
+from omeframe.model.errors import NotRegularFileError
 
 __all__ = [
     "FileRecord",
@@ -85,7 +87,9 @@ def stat_path(path: str | os.PathLike[str]) -> tuple[int, int]:
     """``(size, mtime_ns)`` of a file, or of a directory store (total size, newest mtime)."""
     p = Path(path)
     st = os.stat(p)
-    if not p.is_dir():
+    if not stat.S_ISDIR(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(f"{str(p)!r} is not a regular file (a FIFO, device or socket): not read")
         return int(st.st_size), int(st.st_mtime_ns)
     size, mtime = 0, int(st.st_mtime_ns)
     for _, fst in _walk_files(p):
@@ -106,14 +110,20 @@ def file_checksum(path: str | os.PathLike[str], size: int | None = None) -> str:
                 with open(p / rel, "rb") as fh:
                     h.update(fh.read())
         return h.hexdigest()
-    with open(p, "rb") as fh:
-        n = os.fstat(fh.fileno()).st_size if size is None else int(size)
+    # O_NONBLOCK: a FIFO swapped in after a stat must not block the open; the
+    # fstat below then refuses it. Reads never go past the size stated.
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(f"{str(p)!r} is not a regular file (a FIFO, device or socket): not read")
+        n = st.st_size if size is None else min(int(size), st.st_size)
         h.update(n.to_bytes(8, "little"))
         if n <= 2 * _EDGE:
-            h.update(fh.read())
+            h.update(fh.read(n))
         else:
             h.update(fh.read(_EDGE))
-            fh.seek(-_EDGE, os.SEEK_END)
+            fh.seek(n - _EDGE)
             h.update(fh.read(_EDGE))
     return h.hexdigest()
 

@@ -20,8 +20,9 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -34,8 +35,10 @@ from omeframe.catalog.discover import close_source, open_image
 from omeframe.catalog.records import FILE_RECORD_SCHEMA, FileRecord
 from omeframe.engine import threads as _threads
 from omeframe.engine.lazy import LazyImage
+from omeframe.engine.limits import set_max_bytes
 from omeframe.engine.source import HeaderOptions
 from omeframe.formats.record.builder import RecordBuilder
+from omeframe.model.errors import CorruptFileError, FileTimeoutError
 
 __all__ = ["Task", "WorkerOptions", "process_batch", "init_worker", "one_line", "ping"]
 
@@ -70,6 +73,11 @@ class WorkerOptions:
     open_image
         Opens one input (:func:`omeframe.catalog.discover.open_image`, or a
         replacement injected through :class:`omeframe.catalog.build.Seams`).
+    timeout
+        Seconds one file may take (``None``: no limit); past it the file gets a
+        :class:`~omeframe.model.errors.FileTimeoutError` row.
+    max_bytes
+        The memory limit (:func:`omeframe.set_max_bytes`) a worker process applies.
     """
 
     layout: Literal["auto", "records", "dataset"] = "auto"
@@ -81,6 +89,8 @@ class WorkerOptions:
     extra_names: tuple[str, ...] = ()
     spool: str | None = None
     open_image: OpenImage = open_image
+    timeout: float | None = None
+    max_bytes: int | None = None
 
 
 def init_worker() -> None:
@@ -147,44 +157,60 @@ def process_batch(tasks: list[Task], opts: WorkerOptions) -> tuple[list[dict[str
         return _process_batch(tasks, opts)
 
 
+#: Largest ratio of declared (decoded) image bytes to stored file bytes accepted
+#: for an image: far beyond what any codec reaches on real data (all-zero
+#: zstd tiles stay below it), so only a header that lies is refused.
+MAX_EXPANSION = 1 << 20
+
+
+@contextlib.contextmanager
+def _time_budget(seconds: float | None, path: str) -> Iterator[None]:
+    """Raise :class:`FileTimeoutError` in this (main) thread after ``seconds``.
+
+    A ``SIGALRM`` timer: it interrupts blocking system calls and Python code.
+    Outside the main thread, or without ``SIGALRM``, it does nothing: the
+    building process then enforces the limit by replacing the worker.
+    """
+    usable = (
+        seconds is not None and hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise FileTimeoutError(f"{path!r}: reading it took longer than timeout={seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _process_batch(tasks: list[Task], opts: WorkerOptions) -> tuple[list[dict[str, Any]], Records]:
+    if opts.max_bytes is not None and opts.spool is not None:  # a worker process: the build's limit
+        set_max_bytes(opts.max_bytes)
     outcomes: list[dict[str, Any]] = []
     arrays: list[pa.Array] = []
     rows: list[int] = []
     for index, path, image_id, reader, _extras in tasks:
         t0 = time.perf_counter()
         oc: dict[str, Any] = {"index": index, "status": "error", "file": None}
-        src = None
         try:
-            rec = FileRecord.from_path(path, reader=reader, image_id=image_id)
-            oc["file"] = rec.to_record()
-            src = opts.open_image(path, reader)
-            shape = tuple(int(s) for s in src.shape)
-            dtype = np.dtype(src.dtype)
-            oc["shape"], oc["dtype"] = list(shape), str(dtype)
-            nbytes = math.prod(shape) * dtype.itemsize
-            small = opts.layout == "records" or (opts.layout == "auto" and nbytes <= opts.max_record_bytes)
-            if small:
-                header = HeaderOptions(image_id=image_id, name=Path(path).name).header(src)
-                if header.acquisition_datetime is None:
-                    header = replace(header, acquisition_datetime=rec.mtime_datetime)
-                pixels = LazyImage(src).execute()
-                builder = RecordBuilder(
-                    chunk_encoding="bytes",
-                    compression=opts.compression,
-                    compression_level=opts.compression_level,
-                    chunk_shape=opts.chunk_shape or (1, 512, 512),
-                )
-                builder.add(pixels, header)
-                arrays.append(builder.build())
-                rows.append(index)
-                oc["status"], oc["location"] = "ok", IMAGES_NAME
-            else:
-                oc["status"], oc["location"] = "large", DATASET_NAME
+            with _time_budget(opts.timeout, path):
+                _ingest_one(path, image_id, reader, opts, oc, arrays, rows, index)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+            oc["status"], oc["location"] = "error", None
             oc["error_type"] = type(exc).__name__
             oc["error"] = one_line(exc)
+            if rows and rows[-1] == index:  # its record was built before the time ran out
+                rows.pop()
+                arrays.pop()
         finally:
+            src = oc.pop("_src", None)
             if src is not None:
                 close_source(src)
         oc["duration_s"] = time.perf_counter() - t0
@@ -200,6 +226,43 @@ def _process_batch(tasks: list[Task], opts: WorkerOptions) -> tuple[list[dict[st
                 by_index[i].update(status="error", location=None, error_type=type(exc).__name__,
                                    error=f"could not assemble the record: {one_line(exc)}")
     return outcomes, records
+
+
+def _ingest_one(
+    path: str, image_id: str, reader: str, opts: WorkerOptions, oc: dict[str, Any],
+    arrays: list[pa.Array], rows: list[int], index: int,
+) -> None:
+    """Stat, checksum, open and (small images) encode one file; fills ``oc`` in place."""
+    rec = FileRecord.from_path(path, reader=reader, image_id=image_id)
+    oc["file"] = rec.to_record()
+    src = oc["_src"] = opts.open_image(path, reader)
+    shape = tuple(int(s) for s in src.shape)
+    dtype = np.dtype(src.dtype)
+    oc["shape"], oc["dtype"] = list(shape), str(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > max(1, rec.size) * MAX_EXPANSION:
+        raise CorruptFileError(
+            f"{path!r} declares a {'x'.join(map(str, shape))} {dtype} image ({nbytes:,} bytes) in a file of "
+            f"{rec.size:,} bytes: more than any codec can expand to; its header is damaged"
+        )
+    small = opts.layout == "records" or (opts.layout == "auto" and nbytes <= opts.max_record_bytes)
+    if small:
+        header = HeaderOptions(image_id=image_id, name=Path(path).name).header(src)
+        if header.acquisition_datetime is None:
+            header = replace(header, acquisition_datetime=rec.mtime_datetime)
+        pixels = LazyImage(src).execute()
+        builder = RecordBuilder(
+            chunk_encoding="bytes",
+            compression=opts.compression,
+            compression_level=opts.compression_level,
+            chunk_shape=opts.chunk_shape or (1, 512, 512),
+        )
+        builder.add(pixels, header)
+        arrays.append(builder.build())
+        rows.append(index)
+        oc["status"], oc["location"] = "ok", IMAGES_NAME
+    else:
+        oc["status"], oc["location"] = "large", DATASET_NAME
 
 
 def _records_table(arrays: list[pa.Array], outcomes: list[dict[str, Any]], tasks: list[Task],

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from omeframe.engine.limits import check_alloc
 from omeframe.model.errors import PixelPayloadError
 
 __all__ = [
@@ -240,22 +241,34 @@ def decode_payload(
     nbytes = count * dtype.itemsize
     name = None if compression is None else str(compression).strip().lower()
     if name and name not in _NONE:
-        zd = _zstd_d() if name == "zstd" else None
+        check_alloc(nbytes, f"{label}: a decoded chunk of {count} {dtype} values")
         try:
-            if zd is not None:
-                buf = zd.decompress(payload, max_output_size=nbytes)
-                if len(buf) < nbytes:
-                    buf = _later_frames(zd, payload, buf)
-            else:
-                buf = _codec(name, None).decompress(payload, decompressed_size=nbytes, asbytes=False)
+            buf = _decompress_bounded(payload, name, nbytes, label)
         except MemoryError:
             _raise_if_header_damaged(payload, nbytes, f"{label}: the zstd payload")
+            raise
+        except PixelPayloadError:
             raise
         except _decode_errors() as exc:
             raise PixelPayloadError(
                 f"{label}: cannot decode {name}-compressed payload of "
                 f"{len(memoryview(payload))} bytes into {count} {dtype} values ({exc})"
             ) from exc
+        if isinstance(buf, _Short):
+            raise PixelPayloadError(
+                f"{label}: {name}-compressed payload of {len(memoryview(payload))} bytes "
+                + (f"declares {buf.declared} bytes" if buf.declared >= 0 else "does not decode")
+                + f", expected {nbytes} ({count} {dtype} values)"
+            )
+        got = len(memoryview(buf))
+        if got != nbytes and strict:
+            more = "more than " if got > nbytes else ""
+            raise PixelPayloadError(
+                f"{label}: {name}-compressed payload decodes to {more}{min(got, nbytes)} bytes, "
+                f"expected {nbytes} ({count} {dtype} values); pass strict=False to pad/truncate"
+            )
+        if got % dtype.itemsize or got > nbytes:
+            buf = memoryview(buf)[: min(nbytes, got - got % dtype.itemsize)]
         flat = np.frombuffer(buf, dtype=dtype)
     else:
         mv = memoryview(payload)
@@ -274,6 +287,82 @@ def decode_payload(
             )
         flat = fit_length(flat, count)
     return flat
+
+
+def _decompress_bounded(payload: Any, name: str, nbytes: int, label: str) -> Any:
+    """Decompress ``payload`` into at most ``nbytes + 1`` bytes, whatever its headers claim.
+
+    The result may be shorter or one byte longer than ``nbytes`` (the caller
+    compares); nothing larger is ever allocated, so a compression bomb or a
+    header that lies cannot exhaust memory. Codecs whose one-shot API cannot
+    say how many bytes they really produced are read as streams.
+    """
+    if name == "zstd":
+        zd = _zstd_d()
+        if zd is not None:
+            return _zstd_bounded(zd, payload, nbytes, label)
+    if name == "snappy":
+        declared = _snappy_length(payload)
+        if not 0 <= declared <= nbytes + 1:
+            return _Short(declared)
+        return _codec(name, None).decompress(payload, decompressed_size=declared, asbytes=False)
+    if name == "lz4_raw":
+        # A raw LZ4 block does not know its length: it decodes into nbytes but
+        # not into nbytes - 1 exactly when it holds nbytes.
+        codec = _codec(name, None)
+        buf = codec.decompress(payload, decompressed_size=nbytes, asbytes=False)
+        if nbytes:
+            try:
+                codec.decompress(payload, decompressed_size=nbytes - 1, asbytes=False)
+            except (pa.ArrowException, OSError):
+                return buf
+            return _Short(-1)
+        return buf
+    # Frame formats (lz4 frame, gzip, brotli, bz2): a stream read of at most
+    # nbytes + 1 bytes tells a short or long payload from an exact one.
+    stream = pa.CompressedInputStream(pa.BufferReader(pa.py_buffer(payload)), name)
+    return stream.read(nbytes + 1)
+
+
+class _Short:
+    """Stands for a payload that does not hold the expected bytes (``declared`` = what it holds, -1: unknown)."""
+
+    def __init__(self, declared: int) -> None:
+        self.declared = declared
+
+
+def _snappy_length(payload: Any) -> int:
+    """The uncompressed length a snappy block declares (its leading varint), -1 when unreadable."""
+    mv = memoryview(payload).cast("B")
+    value = shift = 0
+    for i in range(min(10, mv.nbytes)):
+        b = mv[i]
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value
+        shift += 7
+    return -1
+
+
+def _zstd_bounded(zd: Any, payload: Any, nbytes: int, label: str) -> Any:
+    """Decode a zstd payload (one or more frames) without ever producing more than ``nbytes + 1`` bytes."""
+    import zstandard
+
+    try:
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as exc:
+        raise PixelPayloadError(f"{label}: the payload is not a zstd frame ({exc})") from exc
+    if declared > nbytes:
+        raise PixelPayloadError(
+            f"{label}: the zstd frame declares {declared} bytes of content in its header, "
+            f"expected {nbytes}; the payload is damaged or not this chunk's"
+        )
+    if declared == nbytes:
+        # zstd checks the decoded size against the declared one.
+        return zd.decompress(payload)
+    # Unknown content size, or a first frame followed by more: stream at most nbytes + 1.
+    reader = zd.stream_reader(payload, read_across_frames=True)
+    return reader.read(nbytes + 1)
 
 
 def decode_frames(
@@ -295,14 +384,29 @@ def decode_frames(
         return decode_payload(payload, "zstd", dtype, count, label=label)
     mv = memoryview(payload).cast("B")
     nbytes = count * dtype.itemsize
-    parts = []
+    parts: list[bytes] = []
     pos = 0
+    import zstandard
+
+    got = 0
     try:
         for n in frame_lengths:
-            parts.append(zd.decompress(mv[pos : pos + n], max_output_size=nbytes))
+            frame = mv[pos : pos + n]
+            declared = zstandard.frame_content_size(frame)
+            if declared > nbytes - got:
+                raise PixelPayloadError(
+                    f"{label}: zstd frame {len(parts)} of {len(frame_lengths)} declares {declared} "
+                    f"bytes of content in its header, more than the {nbytes - got} bytes left of "
+                    "the chunk; the bytes are damaged"
+                )
+            part = zd.decompress(frame, max_output_size=max(1, nbytes - got))
+            parts.append(part)
+            got += len(part)
             pos += n
     except MemoryError:
         _raise_if_header_damaged(mv[pos:], nbytes, f"{label}: zstd frame {len(parts)} of {len(frame_lengths)}")
+        raise
+    except PixelPayloadError:
         raise
     except _decode_errors() as exc:
         raise PixelPayloadError(
@@ -333,28 +437,6 @@ def _raise_if_header_damaged(frame: Any, nbytes: int, what: str) -> None:
             f"{what} declares {declared} bytes of content in its header, expected at most "
             f"{nbytes}: the bytes are damaged"
         ) from None
-
-
-def _later_frames(zd: Any, payload: Any, first: bytes) -> Any:
-    """``first`` plus the frames after the first one in ``payload`` (if any).
-
-    ``zstandard`` decodes only a payload's first frame; concatenated frames
-    (framed dataset chunks, other writers) are a valid zstd stream too.
-    Finding where the first frame ends means decoding it once more
-    (``zstandard`` has no frame-size lookup); callers that know the frame
-    lengths use :func:`decode_frames` instead.
-    """
-    obj = zd.decompressobj()
-    obj.decompress(payload)
-    rest = obj.unused_data
-    if not rest:
-        return first
-    parts = [first]
-    while rest:
-        obj = zd.decompressobj()
-        parts.append(obj.decompress(rest))
-        rest = obj.unused_data
-    return b"".join(parts)
 
 
 def fit_length(flat: np.ndarray, count: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine import threads as _threads
+from omeframe.engine.limits import check_alloc
 from omeframe.engine.pieces import Pieces, RegularPieces
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import SelectionError
@@ -203,6 +204,8 @@ def assemble(
     """
     out_dtype = src.dtype if dtype is None else to_numpy_dtype(dtype)
     if out is None:
+        need = int(np.prod(sel.out_shape, dtype=object)) * out_dtype.itemsize
+        check_alloc(need, f"a read of {src.describe} {sel.out_shape}")
         out = np.zeros(sel.out_shape, dtype=out_dtype)
     elif out.shape != sel.out_shape:
         raise ValueError(f"out has shape {out.shape}, expected {sel.out_shape}")

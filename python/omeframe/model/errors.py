@@ -22,6 +22,10 @@ __all__ = [
     "ImageNotFoundError",
     "OptionalDependencyError",
     "UnsupportedFormatError",
+    "ResourceLimitError",
+    "MissingChunksWarning",
+    "NotRegularFileError",
+    "FileTimeoutError",
 ]
 
 
@@ -96,3 +100,25 @@ class UnsupportedFormatError(OmeframeError, ValueError, TypeError):
     The message names what was given, the formats the registry knows (with
     their suffixes) and, where a format needs one, the extra to install.
     """
+
+
+class ResourceLimitError(OmeframeError, MemoryError):
+    """An operation would allocate more memory than the configured limit allows.
+
+    Raised before allocating, from sizes a file or record declares (an image
+    claiming ``size_x=10**9``, a chunk grid, a tensor view). The message gives
+    the declared size, the limit and how to raise it
+    (``omeframe.set_max_bytes``).
+    """
+
+
+class MissingChunksWarning(UserWarning):
+    """A lenient read (``strict=False``) filled pixels no stored chunk covers with zeros."""
+
+
+class NotRegularFileError(OmeframeError, OSError):
+    """A path names a FIFO, device, socket, symlink loop or dangling symlink: it is never opened."""
+
+
+class FileTimeoutError(OmeframeError, TimeoutError):
+    """Reading one file took longer than its time budget (a catalog build's ``timeout=``)."""

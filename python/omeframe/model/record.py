@@ -20,7 +20,7 @@ from omeframe.model.arrow import OME_ARROW_BYTE_STRUCT, OME_ARROW_STRUCT
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import PixelPayloadError, SchemaError
 
-__all__ = ["RecordView", "ChunkTable", "PlaneTable", "as_record_scalar", "REQUIRED_FIELDS"]
+__all__ = ["RecordView", "ChunkTable", "PlaneTable", "as_record_scalar", "REQUIRED_FIELDS", "chunk_tiling"]
 
 #: Fields a struct must have to be read as an OME-Arrow record.
 REQUIRED_FIELDS = frozenset({"type", "version", "id", "name", "pixels_meta"})
@@ -289,3 +289,123 @@ class RecordView:
     def pixel_nbytes(self) -> int:
         """Uncompressed size of the image in bytes (``prod(shape) * itemsize``)."""
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def chunk_tiling(
+    shape: tuple[int, int, int, int, int], origins: np.ndarray, extents: np.ndarray, *, label: str
+) -> int:
+    """Check that chunks lie inside the image and do not overlap; return the pixels no chunk covers.
+
+    Parameters
+    ----------
+    shape
+        ``(T, C, Z, Y, X)`` of the image.
+    origins, extents
+        ``(n, 5)`` TCZYX chunk origins and ``(n, 3)`` ZYX extents (T and C extents are 1).
+    label
+        What the chunks belong to, for messages (``"record 'a'"``).
+
+    Returns
+    -------
+    int
+        How many pixels of the image no chunk covers (0 when the chunks tile it exactly).
+
+    Raises
+    ------
+    PixelPayloadError
+        When a chunk has a non-positive extent, lies (partly) outside the image,
+        or overlaps another chunk.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> o = np.array([[0, 0, 0, 0, 0], [0, 0, 0, 0, 2]])
+    >>> e = np.array([[1, 2, 2], [1, 2, 2]])
+    >>> chunk_tiling((1, 1, 1, 2, 4), o, e, label="r")
+    0
+    >>> chunk_tiling((1, 1, 1, 2, 6), o, e, label="r")
+    4
+    """
+    o = np.asarray(origins, dtype=np.int64).reshape(-1, 5)
+    e = np.asarray(extents, dtype=np.int64).reshape(-1, 3)
+    size = np.asarray(shape, dtype=np.int64)
+    total = int(np.prod(size.astype(object)))
+    if not len(o):
+        return total
+    bad = (
+        (o < 0).any(axis=1)
+        | (e <= 0).any(axis=1)
+        | (o[:, 0] >= size[0])
+        | (o[:, 1] >= size[1])
+        | (o[:, 2:] + e > size[2:]).any(axis=1)
+    )
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        what = "has a non-positive extent (image " if (e[i] <= 0).any() else "lies outside the image ("
+        raise PixelPayloadError(
+            f"{label}: chunks[{i}] at TCZYX origin {tuple(int(v) for v in o[i])} with ZYX shape "
+            f"{tuple(int(v) for v in e[i])} {what} TCZYX={tuple(int(v) for v in size)})"
+        )
+    covered = int(np.prod(e, axis=1).sum())
+    dup = _overlapping_chunk(size, o, e)
+    if dup is not None:
+        i, j = dup
+        raise PixelPayloadError(
+            f"{label}: chunks[{i}] (TCZYX origin {tuple(int(v) for v in o[i])}, ZYX shape "
+            f"{tuple(int(v) for v in e[i])}) overlaps chunks[{j}] (origin "
+            f"{tuple(int(v) for v in o[j])}, shape {tuple(int(v) for v in e[j])}); "
+            "the chunk list is damaged"
+        )
+    return total - covered
+
+
+def _overlapping_chunk(size: np.ndarray, o: np.ndarray, e: np.ndarray) -> tuple[int, int] | None:
+    """Indices of two overlapping chunks (all inside the image), or ``None`` (vectorised)."""
+    n = len(o)
+    if n < 2:
+        return None
+    cs = e.max(axis=0)
+    aligned = bool(
+        (o[:, 2:] % cs == 0).all() and np.array_equal(e, np.minimum(cs, size[2:] - o[:, 2:]))
+    )
+    if aligned:
+        # A regular grid: chunks overlap only when two share a grid cell.
+        cell = np.concatenate([o[:, :2], o[:, 2:] // cs], axis=1)
+        order = np.lexsort(cell.T[::-1])
+        same = (cell[order[1:]] == cell[order[:-1]]).all(axis=1)
+        if same.any():
+            k = int(np.flatnonzero(same)[0])
+            return int(order[k]), int(order[k + 1])
+        return None
+    # Any layout: count coverage on the grid of all chunk boundaries (a
+    # difference array over compressed coordinates, prefix-summed per axis).
+    bounds = [np.unique(np.concatenate([o[:, 2 + a], o[:, 2 + a] + e[:, a]])) for a in range(3)]
+    cells = int(size[0]) * int(size[1]) * int(np.prod([b.size for b in bounds]))
+    if cells <= 64 * n + (1 << 22):
+        lo = [np.searchsorted(bounds[a], o[:, 2 + a]) for a in range(3)]
+        hi = [np.searchsorted(bounds[a], o[:, 2 + a] + e[:, a]) for a in range(3)]
+        grid = np.zeros((int(size[0]), int(size[1]), *(b.size for b in bounds)), dtype=np.int32)
+        for corner in range(8):
+            idx = [hi[a] if corner >> a & 1 else lo[a] for a in range(3)]
+            sign = -1 if bin(corner).count("1") % 2 else 1
+            np.add.at(grid, (o[:, 0], o[:, 1], idx[0], idx[1], idx[2]), sign)
+        for axis in (2, 3, 4):
+            np.cumsum(grid, axis=axis, out=grid)
+        if int(grid.max()) <= 1:
+            return None
+    # Find the pair (also the fallback for huge irregular layouts): blocks of pairwise tests.
+    end = o[:, 2:] + e
+    step = max(1, (1 << 22) // n)
+    for start in range(0, n, step):
+        a = slice(start, min(n, start + step))
+        hit = (
+            (o[a, None, 0] == o[None, :, 0])
+            & (o[a, None, 1] == o[None, :, 1])
+            & (o[a, None, 2:] < end[None, :, :]).all(axis=2)
+            & (o[None, :, 2:] < end[a, None, :]).all(axis=2)
+        )
+        hit[np.arange(hit.shape[0]), np.arange(start, a.stop)] = False
+        if hit.any():
+            i, j = np.argwhere(hit)[0]
+            return int(start + i), int(j)
+    return None

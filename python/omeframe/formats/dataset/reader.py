@@ -26,6 +26,7 @@ from omeframe.engine.executor import assemble
 from omeframe.engine.pieces import RegularPieces, RowBands, regular_pieces
 from omeframe.formats.dataset.manifest import Manifest, list_generations, manifest_file, read_manifest
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
+from omeframe.formats.dataset.validate import validate_images, validate_manifest
 from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.vortex.file import read_vortex_table
 from omeframe.model.arrow import BYTE_CHUNK_STRUCT, OME_ARROW_BYTE_STRUCT
@@ -199,6 +200,7 @@ class DatasetReader:
         # The generation is fixed at open: later commits by other writers are
         # seen only by a new reader (``generation``: open that one, not the current).
         self.manifest: Manifest = read_manifest(self.path, generation)
+        validate_manifest(self.path, self.manifest.images, self.manifest.parts)
         self._files: dict[str, files.InputFile] = {}
         self._lock = threading.Lock()
 
@@ -257,6 +259,7 @@ class DatasetReader:
 
     @cached_property
     def _entries(self) -> dict[tuple[str, int], ImageEntry]:
+        validate_images(self.path, self.images_table, self.images_read_path.name)
         return {
             (r["image_id"], int(r["level"])): ImageEntry(r) for r in self.images_table.to_pylist()
         }

@@ -8,6 +8,7 @@ preallocated output.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
@@ -18,26 +19,70 @@ import pyarrow as pa
 from omeframe.engine import threads as _threads
 from omeframe.engine.codec import decode_payload, fit_length
 from omeframe.engine.executor import assemble, clamp_cast
+from omeframe.engine.limits import check_alloc, get_max_bytes
 from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.model.dtypes import to_numpy_dtype
-from omeframe.model.errors import PixelPayloadError, SchemaError
-from omeframe.model.record import RecordView
+from omeframe.model.errors import DtypeError, MissingChunksWarning, PixelPayloadError, SchemaError
+from omeframe.model.record import RecordView, chunk_tiling
 from omeframe.model.selection import Selection
 
 __all__ = ["to_numpy", "to_numpy_batch", "plane_from_chunks", "to_dict", "read_region", "record_source"]
 
 
+def _check_pieces(
+    name: str, shape: tuple[int, int, int, int, int], origins: np.ndarray, extents: np.ndarray, field: str
+) -> None:
+    """Raise unless the pieces lie inside the image without overlapping; warn when some are missing.
+
+    Missing chunks/planes read as 0 (sparse records are valid OME-Arrow and
+    ``fill_missing=False`` turns them into an error); the warning makes a
+    damaged chunk list visible instead of silently zero-filled.
+    """
+    missing = chunk_tiling(shape, origins, extents, label=f"{name} {field}")
+    if not missing:
+        return
+    total = int(np.prod(np.asarray(shape, dtype=object)))
+    msg = (
+        f"{name}: its {field} cover {total - missing} of the image's {total} pixels "
+        f"(TCZYX={shape}); {missing} pixels have no stored {field[:-1]}"
+    )
+    warnings.warn(
+        msg + "; they read as 0 (pass fill_missing=False to make this an error)", MissingChunksWarning, stacklevel=4
+    )
+
+
+def _check_chunk_dtypes(name: str, native: np.dtype[Any], dts: Sequence[np.dtype[Any]]) -> None:
+    """Raise when a chunk's ``dtype`` is not the record's ``pixels_meta.type``."""
+    for i, d in enumerate(dts):
+        if d != native:
+            raise PixelPayloadError(
+                f"{name}: chunks[{i}].dtype is {d.name!r} but pixels_meta.type says {native.name!r}; "
+                "the record is inconsistent (its pixels would be reinterpreted)"
+            )
+
+
 def record_source(view: RecordView) -> Pieces:
-    """Return the chunk (or plane) pieces of a record as :class:`~omeframe.engine.pieces.Pieces`."""
+    """Return the chunk (or plane) pieces of a record as :class:`~omeframe.engine.pieces.Pieces`.
+
+    The chunks (or planes) must lie inside the image without overlapping:
+    out-of-bounds, non-positive or overlapping chunks and chunk dtypes other
+    than ``pixels_meta.type`` raise ``PixelPayloadError``; missing chunks read
+    as 0 with a :class:`~omeframe.model.errors.MissingChunksWarning`.
+    """
     shape = view.shape
-    native = view.dtype
-    ct = view.chunks
     name = f"record {view.header('id')!r}"
+    try:
+        native = view.dtype
+    except DtypeError as exc:
+        raise DtypeError(f"{name}: pixels_meta.type: {exc}") from exc
+    ct = view.chunks
     if ct is not None:
         ext = ct.extents
+        _check_pieces(name, shape, ct.origins, ext, "chunks")
         sizes = np.diff(ct.offsets) * ct.offset_unit
         if ct.kind == "bytes":
             dts = [to_numpy_dtype(d) if d else native for d in ct.dtypes or []]
+            _check_chunk_dtypes(name, native, dts)
             comps = ct.compressions or []
 
             def decode_bytes(i: int, strict: bool) -> np.ndarray:
@@ -73,6 +118,7 @@ def record_source(view: RecordView) -> Pieces:
     origins[:, :3] = pt.tcz
     extents = np.empty((n, 3), dtype=np.int64)
     extents[:] = (1, shape[3], shape[4])
+    _check_pieces(name, shape, origins, extents, "planes")
     count = shape[3] * shape[4]
 
     def decode_plane(i: int, strict: bool) -> np.ndarray:
@@ -187,7 +233,13 @@ def _batch_byte_variant(
         axis=1,
     )
     tcodes, tnames = _dict_codes(pm.field("type"))
-    natives = [to_numpy_dtype(t) if t else np.dtype("uint16") for t in tnames]
+    natives = []
+    for k, t in enumerate(tnames):
+        try:
+            natives.append(to_numpy_dtype(t) if t else np.dtype("uint16"))
+        except DtypeError as exc:
+            i = int(np.flatnonzero(tcodes == k)[0])
+            raise DtypeError(f"record {i}: pixels_meta.type: {exc}") from exc
     lst = arr.field("chunks")
     counts = lst.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     loffs = lst.offsets.to_numpy().astype(np.int64)
@@ -241,6 +293,9 @@ def _batch_byte_variant(
                 f"lies outside the image TCZYX={tuple(int(v) for v in sizes[rec[j]])}"
             )
     out_dtype = None if dtype is None else to_numpy_dtype(dtype)
+    if keys.size:
+        _check_batch_chunks(sizes, keys, rec, first, counts, tcodes, natives, dcodes, chunk_dtypes)
+    _check_batch_alloc(sizes, tcodes, natives, ok, out_dtype)
     for i in np.flatnonzero(ok).tolist():
         nat = natives[tcodes[i]] if tcodes[i] >= 0 else np.dtype("uint16")
         out[i] = np.zeros(tuple(int(v) for v in sizes[i]), dtype=out_dtype or nat)
@@ -272,6 +327,104 @@ def _batch_byte_variant(
     else:
         run(0, total)
     return out
+
+
+def _check_batch_alloc(
+    sizes: np.ndarray, tcodes: np.ndarray, natives: list[np.dtype[Any]], ok: np.ndarray, out_dtype: np.dtype[Any] | None
+) -> None:
+    """Refuse (``ResourceLimitError``) outputs larger than the memory limit, before allocating any."""
+    if not ok.any():
+        return
+    item = np.array([d.itemsize for d in natives] + [2], dtype=np.float64)[tcodes]
+    if out_dtype is not None:
+        item[:] = out_dtype.itemsize
+    need = np.prod(sizes.astype(np.float64), axis=1) * item
+    need[~ok] = 0
+    limit = get_max_bytes()
+    if need.max() > limit:
+        i = int(np.argmax(need))
+        check_alloc(int(need[i]), f"record {i} (TCZYX={tuple(int(v) for v in sizes[i])})")
+    check_alloc(int(need.sum()), f"the {int(ok.sum())} decoded records of the batch")
+
+
+def _check_batch_chunks(
+    sizes: np.ndarray,
+    keys: np.ndarray,
+    rec: np.ndarray,
+    first: np.ndarray,
+    counts: np.ndarray,
+    tcodes: np.ndarray,
+    natives: list[np.dtype[Any]],
+    dcodes: np.ndarray,
+    chunk_dtypes: list[np.dtype[Any] | None],
+) -> None:
+    """Validate every record's chunk list at once (numpy over the chunk keys, no per-chunk Python).
+
+    Chunk dtypes must be the record's ``pixels_meta.type``; chunks must not
+    overlap (records whose chunks form a regular grid are checked together,
+    any other layout record by record); records whose chunks leave pixels
+    uncovered are reported by one :class:`MissingChunksWarning`.
+    """
+    n = len(sizes)
+    # chunk dtype == pixels_meta.type
+    if len(chunk_dtypes):
+        nat_codes = np.where(tcodes >= 0, tcodes, len(natives))
+        nats = [*natives, np.dtype("uint16")]
+        clash = np.array(
+            [[d is not None and d != nd for nd in nats] for d in chunk_dtypes], dtype=bool
+        ).reshape(len(chunk_dtypes), len(nats))
+        has = dcodes >= 0
+        bad = np.zeros(len(keys), dtype=bool)
+        bad[has] = clash[dcodes[has], nat_codes[rec[has]]]
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            i = int(rec[j])
+            raise PixelPayloadError(
+                f"record {i}: chunks[{j - int(first[i])}].dtype is {chunk_dtypes[dcodes[j]]!s} but "
+                f"pixels_meta.type says {nats[nat_codes[i]]!s}; the record is inconsistent "
+                "(its pixels would be reinterpreted)"
+            )
+    with_chunks = np.flatnonzero(counts > 0)
+    ext = keys[:, 5:]
+    cs = np.maximum.reduceat(ext, first[with_chunks], axis=0)
+    slot = np.zeros(n, dtype=np.int64)
+    slot[with_chunks] = np.arange(with_chunks.size)
+    cs_chunk = cs[slot[rec]]
+    s = sizes[rec]
+    aligned = ((keys[:, 2:5] % cs_chunk) == 0).all(axis=1) & (
+        ext == np.minimum(cs_chunk, s[:, 2:] - keys[:, 2:5])
+    ).all(axis=1)
+    regular = np.bincount(rec, weights=~aligned, minlength=n) == 0
+    missing = np.zeros(n, dtype=np.float64)
+    reg_chunk = regular[rec]
+    if reg_chunk.any():
+        cell = np.concatenate([rec[:, None], keys[:, :2], keys[:, 2:5] // cs_chunk], axis=1)[reg_chunk]
+        order = np.lexsort(cell.T[::-1])
+        same = (cell[order[1:]] == cell[order[:-1]]).all(axis=1)
+        if same.any():
+            k = int(np.flatnonzero(same)[0])
+            ja, jb = (int(v) for v in np.flatnonzero(reg_chunk)[order[k : k + 2]])
+            i = int(rec[ja])
+            raise PixelPayloadError(
+                f"record {i}: chunks[{ja - int(first[i])}] and chunks[{jb - int(first[i])}] both cover "
+                f"TCZYX origin {tuple(int(v) for v in keys[ja, :5])}; the chunk list is damaged"
+            )
+        vol = np.prod(ext.astype(np.float64), axis=1)
+        missing = np.prod(sizes.astype(np.float64), axis=1) - np.bincount(rec, weights=vol, minlength=n)
+        missing[~regular] = 0
+    for i in with_chunks[~regular[with_chunks]].tolist():  # irregular layouts only
+        lo, hi = int(first[i]), int(first[i]) + int(counts[i])
+        shape = tuple(int(v) for v in sizes[i])
+        missing[i] = chunk_tiling(shape, keys[lo:hi, :5], ext[lo:hi], label=f"record {i}")  # type: ignore[arg-type]
+    missing[counts == 0] = 0
+    if (missing > 0).any():
+        idx = np.flatnonzero(missing > 0)
+        warnings.warn(
+            f"{idx.size} record(s) store chunks that do not cover the whole image (record "
+            f"{int(idx[0])}: {int(missing[idx[0]])} pixels uncovered); the missing pixels read as 0",
+            MissingChunksWarning,
+            stacklevel=4,
+        )
 
 
 def to_numpy_batch(

@@ -35,6 +35,7 @@ import base64
 import binascii
 import operator
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -268,12 +269,35 @@ def write_vortex_stream(
     with atomic_path(path) as tmp:
         try:
             vortex.io.write(reader, os.fspath(tmp))
-        except Exception:
+        except Exception as exc:
             # vortex wraps an error of the batch producer in a RuntimeError
             # ("C Data interface error"); re-raise the producer's own exception.
             if failure:
                 raise failure[0] from None
+            os_error = _as_os_error(exc, os.fspath(path))
+            if os_error is not None:  # the temporary file is removed by atomic_path
+                raise os_error from None
             raise
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _as_os_error(exc: BaseException, path: str) -> OSError | None:
+    """The ``OSError`` (with its errno) behind a Rust ``RuntimeError`` of vortex, or ``None``.
+
+    Rust I/O errors read ``"No space left on device (os error 28)"`` followed
+    by a backtrace; the first line and the errno are what a caller needs
+    (``errno.ENOSPC`` for a full disk, ``EDQUOT``, ``EIO`` ...).
+    """
+    if isinstance(exc, OSError):
+        return None
+    first = _first_line(exc)
+    m = _OS_ERROR.search(first)
+    if m is None:
+        return None
+    code = int(m.group(1))
+    return OSError(code, f"cannot write Vortex file {path!r}: {first}; nothing was written")
 
 
 def read_vortex_schema(path: PathLike) -> pa.Schema:

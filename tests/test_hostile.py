@@ -1,0 +1,550 @@
+"""Hostile input: every probe ends in a typed error naming what is wrong, or in the exact result.
+
+* codecs: compression bombs, payloads that are short, long, truncated or garbage;
+* records: chunk lists that leave gaps, overlap, leave the image, have
+  non-positive shapes or another dtype than ``pixels_meta.type``, sizes beyond
+  the memory limit (hypothesis fuzz of the chunk keys against an independent
+  oracle);
+* datasets: images tables and manifests whose paths leave the dataset or
+  whose sizes, offsets, lengths, grids disagree (hypothesis fuzz of the index);
+* the CLI's numeric options, Vortex writes on a full disk.
+
+The long sweeps are marked ``slow`` (``-m slow`` or ``OMEFRAME_SLOW=1``).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import omeframe as of
+from omeframe.engine.codec import decode_frames, decode_payload, encode_payload
+from omeframe.engine.limits import check_alloc
+from omeframe.model.errors import (
+    CorruptFileError,
+    DtypeError,
+    MissingChunksWarning,
+    OmeframeError,
+    PixelPayloadError,
+    ResourceLimitError,
+)
+from omeframe.model.record import chunk_tiling
+
+SLOW = os.environ.get("OMEFRAME_SLOW") == "1"
+FUZZ = settings(max_examples=300 if SLOW else 40, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@pytest.fixture
+def small_limit():
+    """A 1 MiB memory limit for one test (restored afterwards)."""
+    old = of.set_max_bytes(1 << 20)
+    yield 1 << 20
+    of.set_max_bytes(old)
+
+
+# ---------------------------------------------------------------------------
+# memory limit
+# ---------------------------------------------------------------------------
+def test_max_bytes_api():
+    default = of.get_max_bytes()
+    assert default > 0
+    old = of.set_max_bytes(12345)
+    try:
+        assert old == default and of.get_max_bytes() == 12345
+        with pytest.raises(ResourceLimitError, match=r"12,346 bytes, more than the memory limit of 12,345 bytes.*"
+                                                     r"omeframe.set_max_bytes"):
+            check_alloc(12346, "a test buffer")
+        check_alloc(12345, "a test buffer")
+    finally:
+        of.set_max_bytes(None)
+    assert of.get_max_bytes() == default
+    for bad in (0, -1, 1.5, "1", True):
+        with pytest.raises(ValueError, match="set_max_bytes expects"):
+            of.set_max_bytes(bad)  # type: ignore[arg-type]
+    assert issubclass(ResourceLimitError, MemoryError) and issubclass(ResourceLimitError, OmeframeError)
+
+
+def _record(a: np.ndarray, chunk=(1, 4, 4), compression: str | None = None) -> dict[str, Any]:
+    rec = of.from_numpy(a, dim_order="TCZYX", chunk_shape=chunk, compression=compression)
+    return of.to_dict(rec)
+
+
+def _scalar(d: dict[str, Any]) -> pa.StructScalar:
+    return pa.scalar(d, type=of.OME_ARROW_BYTE_STRUCT)
+
+
+def test_a_record_declaring_a_huge_image_is_refused_before_allocating():
+    a = np.arange(64, dtype=np.uint16).reshape(1, 1, 1, 8, 8)
+    d = _record(a)
+    d["pixels_meta"]["size_x"] = 10**9
+    d["pixels_meta"]["size_y"] = 10**9
+    for read in (lambda: of.to_numpy(d), lambda: of.to_numpy_batch(pa.array([d], type=of.OME_ARROW_BYTE_STRUCT))):
+        with pytest.raises(ResourceLimitError, match=r"2,000,000,000,000,000,000 bytes.*set_max_bytes"):
+            read()
+
+
+def test_the_limit_applies_to_records_batches_and_datasets(small_limit, tmp_path):
+    a = np.ones((1, 1, 1, 1024, 1024), dtype=np.uint16)  # 2 MiB decoded
+    rec = of.from_numpy(a, dim_order="TCZYX", chunk_shape=(1, 256, 256))
+    with pytest.raises(ResourceLimitError, match="memory limit of 1,048,576 bytes"):
+        of.to_numpy(rec)
+    with pytest.raises(ResourceLimitError):
+        of.to_numpy_batch(pa.array([of.to_dict(rec)], type=rec.type))
+    of.set_max_bytes(None)
+    ds = of.write_dataset(a, tmp_path / "ds", chunk_shape=(1, 256, 256), progress=False)
+    of.set_max_bytes(small_limit)
+    with pytest.raises(ResourceLimitError):
+        of.open_dataset(tmp_path / "ds").read()
+    # a region inside the limit still reads, exactly
+    got = of.open_dataset(tmp_path / "ds").read(y=(0, 100), x=(0, 100))
+    np.testing.assert_array_equal(got, a[..., :100, :100])
+    del ds
+
+
+# ---------------------------------------------------------------------------
+# codecs: bombs and payloads that lie
+# ---------------------------------------------------------------------------
+def test_zstd_bomb_without_content_size_is_bounded():
+    bomb = zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * (64 << 20))
+    with pytest.raises(PixelPayloadError, match="decodes to more than 2048 bytes"):
+        decode_payload(bomb, "zstd", np.dtype("u2"), 1024, label="c")
+
+
+def test_zstd_bomb_with_a_content_size_is_refused_from_its_header():
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * (64 << 20))
+    with pytest.raises(PixelPayloadError, match="declares 67108864 bytes of content in its header"):
+        decode_payload(bomb, "zstd", np.dtype("u2"), 1024, label="c")
+    with pytest.raises(PixelPayloadError, match="declares 67108864 bytes"):
+        decode_frames(bomb, [len(bomb)], np.dtype("u2"), 1024, label="c")
+
+
+def test_a_zstd_bomb_hidden_behind_a_valid_first_frame_is_bounded():
+    a = np.arange(1024, dtype=np.uint16)
+    payload = zstandard.ZstdCompressor().compress(a[:512].tobytes()) + zstandard.ZstdCompressor(
+        write_content_size=False).compress(b"\0" * (64 << 20))
+    with pytest.raises(PixelPayloadError, match="more than 2048 bytes"):
+        decode_payload(payload, "zstd", a.dtype, a.size, label="c")
+    two = zstandard.ZstdCompressor().compress(a[:512].tobytes()) + zstandard.ZstdCompressor().compress(
+        a[512:].tobytes())
+    np.testing.assert_array_equal(decode_payload(two, "zstd", a.dtype, a.size, label="c"), a)
+
+
+CODECS = [c for c in ("zstd", "lz4", "gzip", "brotli", "snappy", "lz4_raw") if pa.Codec.is_available(c)]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_every_codec_refuses_short_long_and_truncated_payloads(codec):
+    a = np.arange(4096, dtype=np.uint16)
+    stored, payload = encode_payload(a, codec, None)
+    assert stored == codec
+    np.testing.assert_array_equal(decode_payload(payload, stored, a.dtype, a.size, label="c"), a)
+    raw = bytes(memoryview(payload))
+    for count in (a.size - 1, a.size + 1, 2 * a.size):
+        with pytest.raises(PixelPayloadError, match="^c: "):
+            decode_payload(raw, codec, a.dtype, count, label="c")
+    with pytest.raises(PixelPayloadError):
+        decode_payload(raw[: len(raw) // 2], codec, a.dtype, a.size, label="c")
+    with pytest.raises(PixelPayloadError):
+        decode_payload(b"not a compressed payload at all", codec, a.dtype, a.size, label="c")
+    if codec != "lz4_raw":  # a raw LZ4 block does not know its length: it cannot be padded
+        got = decode_payload(raw, codec, a.dtype, a.size + 10, label="c", strict=False)
+        np.testing.assert_array_equal(got[: a.size], a)
+        assert not got[a.size:].any()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@FUZZ
+@given(data=st.data())
+def test_damaged_payloads_decode_to_an_error_or_the_right_length(codec, data):
+    a = (np.arange(2048, dtype=np.uint16) * 7) % 500
+    _, payload = encode_payload(a, codec, None)
+    damaged = bytearray(bytes(memoryview(payload)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(damaged) - 1))
+        damaged[pos] ^= data.draw(st.integers(1, 255))
+    cut = data.draw(st.integers(1, len(damaged)))
+    try:
+        got = decode_payload(bytes(damaged[:cut]), codec, a.dtype, a.size, label="c")
+    except PixelPayloadError:
+        return
+    assert got.size == a.size  # never a silently padded or truncated chunk
+
+
+# ---------------------------------------------------------------------------
+# records: chunk lists that do not tile their image
+# ---------------------------------------------------------------------------
+IMG = (np.arange(2 * 3 * 8 * 12, dtype=np.uint16).reshape(1, 2, 3, 8, 12) * 37) % 4000
+
+
+def _both(d: dict[str, Any]) -> list[Any]:
+    """The record decoded one by one and in a batch (with the other records of the batch valid)."""
+    return [lambda: of.to_numpy(d), lambda: of.to_numpy_batch(
+        pa.array([_record(IMG), d], type=of.OME_ARROW_BYTE_STRUCT))[1]]
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda d: d["chunks"].__setitem__(1, {**d["chunks"][1], "x": d["chunks"][1]["x"] - 2}), "overlaps|both cover"),
+        (lambda d: d["chunks"].append(dict(d["chunks"][0])), "overlaps|both cover"),
+        (lambda d: d["chunks"][0].update(x=10), "outside the image"),
+        (lambda d: d["chunks"][0].update(c=5), "outside the image"),
+        (lambda d: d["chunks"][0].update(shape_y=0), "non-positive|outside"),
+        (lambda d: d["chunks"][0].update(shape_x=-4), "non-positive|outside"),
+        (lambda d: d["chunks"][0].update(y=-4), "outside the image"),
+        (lambda d: d["pixels_meta"].update(type="bit"), r"chunks\[0\]\.dtype is '?uint16'? but pixels_meta.type"),
+        (lambda d: d["chunks"][3].update(dtype="int16"), r"chunks\[3\]\.dtype is '?int16'?"),
+    ],
+)
+def test_damaged_chunk_lists_raise_naming_the_record_and_field(damage, match):
+    d = _record(IMG)
+    damage(d)
+    for read in _both(d):
+        with pytest.raises(PixelPayloadError, match=match) as info:
+            read()
+        assert "record" in str(info.value) and "chunks[" in str(info.value)
+
+
+def test_unknown_pixel_type_names_the_field():
+    d = _record(IMG)
+    d["pixels_meta"]["type"] = "uint12"
+    for read in _both(d):
+        with pytest.raises(DtypeError, match="pixels_meta.type"):
+            read()
+
+
+def test_missing_chunks_warn_and_read_as_zero_or_raise_without_fill():
+    d = _record(IMG)
+    gone = d["chunks"].pop(4)
+    expected = IMG.copy()
+    expected[gone["t"], gone["c"], gone["z"]:gone["z"] + gone["shape_z"], gone["y"]:gone["y"] + gone["shape_y"],
+             gone["x"]:gone["x"] + gone["shape_x"]] = 0
+    for read in _both(d):
+        with pytest.warns(MissingChunksWarning, match="pixels"):
+            got = read()
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(of.SelectionError, match="fill_missing=True"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingChunksWarning)
+        of.OMEArrow(_scalar(d)).slice(0, 12, 0, 8, fill_missing=False)
+
+
+def test_chunk_tiling_of_an_irregular_layout():
+    shape = (1, 1, 1, 6, 6)
+    o = np.array([[0, 0, 0, 0, 0], [0, 0, 0, 0, 4], [0, 0, 0, 4, 0]])
+    e = np.array([[1, 4, 4], [1, 6, 2], [1, 2, 4]])
+    assert chunk_tiling(shape, o, e, label="r") == 0
+    assert chunk_tiling(shape, o[:2], e[:2], label="r") == 8
+    o2 = np.vstack([o, [[0, 0, 0, 3, 3]]])
+    e2 = np.vstack([e, [[1, 1, 1]]])
+    with pytest.raises(PixelPayloadError, match=r"chunks\[0\].*overlaps chunks\[3\]"):
+        chunk_tiling(shape, o2, e2, label="r")
+
+
+def _oracle(d: dict[str, Any]) -> np.ndarray | None:
+    """Independent decoding of a raw (uncompressed) record: ``None`` when its chunks do not tile the image."""
+    pm = d["pixels_meta"]
+    shape = tuple(pm[k] for k in ("size_t", "size_c", "size_z", "size_y", "size_x"))
+    if min(shape) <= 0:
+        return None
+    cover = np.zeros(shape, dtype=np.int64)
+    out = np.zeros(shape, dtype=np.uint16)
+    for ch in d["chunks"]:
+        t, c, z, y, x = (ch[k] for k in "tczyx")
+        dz, dy, dx = ch["shape_z"], ch["shape_y"], ch["shape_x"]
+        if min(t, c, z, y, x) < 0 or min(dz, dy, dx) <= 0:
+            return None
+        if t >= shape[0] or c >= shape[1] or z + dz > shape[2] or y + dy > shape[3] or x + dx > shape[4]:
+            return None
+        block = np.frombuffer(ch["pixel_bytes"], dtype=np.uint16)
+        if block.size != dz * dy * dx:
+            return None
+        cover[t, c, z:z + dz, y:y + dy, x:x + dx] += 1
+        out[t, c, z:z + dz, y:y + dy, x:x + dx] = block.reshape(dz, dy, dx)
+    return out if (cover == 1).all() else None
+
+
+KEYS = ["t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x"]
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_record_fields_give_a_typed_error_or_the_exact_pixels(data):
+    d = _record(IMG, chunk=(2, 4, 6))
+    for _ in range(data.draw(st.integers(1, 3))):
+        what = data.draw(st.sampled_from(["key", "size", "drop", "dup", "type"]))
+        if what == "key":
+            ch = data.draw(st.sampled_from(d["chunks"]))
+            ch[data.draw(st.sampled_from(KEYS))] = data.draw(st.integers(-3, 14))
+        elif what == "size":
+            k = data.draw(st.sampled_from(["size_t", "size_c", "size_z", "size_y", "size_x"]))
+            d["pixels_meta"][k] = data.draw(st.integers(-1, 14))
+        elif what == "drop" and len(d["chunks"]) > 1:
+            d["chunks"].pop(data.draw(st.integers(0, len(d["chunks"]) - 1)))
+        elif what == "dup":
+            d["chunks"].append(dict(data.draw(st.sampled_from(d["chunks"]))))
+        else:
+            d["pixels_meta"]["type"] = data.draw(st.sampled_from(["uint16", "uint8", "bit", "float", "u2", "nope"]))
+    expected = _oracle(d) if of.to_dict(_scalar(d))["pixels_meta"]["type"] in ("uint16", "u2") else None
+    for read in _both(d):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", MissingChunksWarning)
+            try:
+                got = read()
+            except (OmeframeError, MissingChunksWarning):
+                continue
+        assert expected is not None, "a record whose chunks do not tile its image decoded without an error"
+        np.testing.assert_array_equal(got, expected)
+
+
+# ---------------------------------------------------------------------------
+# datasets: contained paths, consistent index
+# ---------------------------------------------------------------------------
+A = (np.arange(2 * 40 * 30, dtype=np.uint16).reshape(1, 2, 1, 40, 30) * 11) % 3000
+
+
+@pytest.fixture
+def ds(tmp_path):
+    path = tmp_path / "ds"
+    of.write_dataset(A, path, chunk_shape=(1, 16, 16), progress=False, image_ids=["a"])
+    return path
+
+
+def _images(path: Path) -> tuple[pa.Table, Path]:
+    m = json.loads((path / "manifest.json").read_text())
+    return pq.read_table(path / m["images"]), path / m["images"]
+
+
+def _rewrite(path: Path, table: pa.Table) -> None:
+    """Replace the images table (and its Arrow IPC copy) of a dataset: a crafted dataset."""
+    _, p = _images(path)
+    pq.write_table(table, p)
+    fast = p.with_suffix(".arrow")
+    if fast.exists():
+        with pa.OSFile(str(fast), "wb") as fh, pa.ipc.new_file(fh, table.schema) as w:
+            w.write_table(table)
+
+
+def _set(table: pa.Table, name: str, values: list[Any]) -> pa.Table:
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, table.schema.field(i), pa.array(values, table.schema.field(i).type))
+
+
+def _secret(tmp_path: Path) -> Path:
+    s = tmp_path / "secret.txt"
+    s.write_bytes(b"top secret bytes " * 64)
+    return s
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_a_part_outside_the_dataset_is_never_read(ds, tmp_path, how):
+    secret = _secret(tmp_path)
+    t, _ = _images(ds)
+    if how == "dotdot":
+        part = "../secret.txt"
+    elif how == "absolute":
+        part = str(secret)
+    else:
+        (ds / "chunks" / "evil.parquet").symlink_to(secret)
+        part = "chunks/evil.parquet"
+    _rewrite(ds, _set(t, "part", [part]))
+    with pytest.raises(CorruptFileError, match=r"field 'part'.*outside the dataset") as info:
+        of.open_dataset(ds).read("a")
+    assert str(ds) in str(info.value) and "image 'a'" in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["images", "parts"])
+def test_manifest_paths_outside_the_dataset_are_refused(ds, tmp_path, field):
+    _secret(tmp_path)
+    m = json.loads((ds / "manifest.json").read_text())
+    m[field] = "../secret.txt" if field == "images" else ["/etc/hostname"]
+    (ds / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CorruptFileError, match=f"manifest '{field}"):
+        of.open_dataset(ds).read("a")
+
+
+def test_a_symlinked_images_copy_pointing_out_is_refused(ds, tmp_path):
+    secret = _secret(tmp_path)
+    _, p = _images(ds)
+    fast = p.with_suffix(".arrow")
+    fast.unlink()
+    fast.symlink_to(secret)
+    with pytest.raises(CorruptFileError, match="outside the dataset"):
+        of.open_dataset(ds).read("a")
+
+
+def _with_list(t: pa.Table, name: str, fn) -> pa.Table:
+    row = t.column(name).to_pylist()
+    return _set(t, name, [fn(list(v)) if v is not None else v for v in row])
+
+
+@pytest.mark.parametrize(
+    "damage, field",
+    [
+        (lambda t: _set(t, "n_chunks", [t["n_chunks"][0].as_py() + 1]), "n_chunks"),
+        (lambda t: _with_list(t, "chunk_lengths", lambda v: v[:-1]), "chunk_lengths"),
+        (lambda t: _with_list(t, "chunk_lengths", lambda v: [-5] + v[1:]), "chunk_lengths"),
+        (lambda t: _with_list(t, "chunk_offsets", lambda v: [10**9] + v[1:]), "chunk_offsets"),
+        (lambda t: _with_list(t, "chunk_offsets", lambda v: [-1] + v[1:]), "chunk_offsets"),
+        (lambda t: _with_list(t, "chunk_checksums", lambda v: v + [1]), "chunk_checksums"),
+        (lambda t: _set(t, "row_start", [-1]), "row_start"),
+        (lambda t: _set(t, "dtype", ["uint12"]), "dtype"),
+        (lambda t: _set(t, "codec", ["zip"]), "codec"),
+        (lambda t: _set(t, "chunk_grid", [{**t["chunk_grid"][0].as_py(), "chunk_x": 0}]), "chunk_grid"),
+        (lambda t: _set(t, "pixels_meta", [{**t["pixels_meta"][0].as_py(), "size_y": -40}]), "pixels_meta"),
+        (lambda t: pa.concat_tables([t, t]), "image_id"),
+        (lambda t: _set(t, "part", [None]), "part"),
+    ],
+)
+def test_an_inconsistent_images_table_is_refused_at_open_naming_the_field(ds, damage, field):
+    t, p = _images(ds)
+    _rewrite(ds, damage(t))
+    with pytest.raises(CorruptFileError, match=f"images table '{p.stem}.*field '{field}'"):
+        of.open_dataset(ds).read("a")
+
+
+INDEX_FIELDS = ["n_chunks", "row_start", "chunk_offsets", "chunk_lengths", "chunk_checksums", "size_x", "size_y",
+                "chunk_x", "chunk_y", "part"]
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_images_tables_give_a_typed_error_or_the_exact_pixels(ds, data):
+    t, _ = _images(ds)
+    row = t.to_pylist()[0]
+    for _ in range(data.draw(st.integers(1, 3))):
+        f = data.draw(st.sampled_from(INDEX_FIELDS))
+        v = data.draw(st.integers(-2, 2_000))
+        if f in ("size_x", "size_y"):
+            row["pixels_meta"][f] = v
+        elif f in ("chunk_x", "chunk_y"):
+            row["chunk_grid"][f] = v
+        elif f == "part":
+            row["part"] = data.draw(st.sampled_from(["../x", "/etc/hostname", "chunks", "", "chunks/none.parquet"]))
+        elif f in ("n_chunks", "row_start"):
+            row[f] = v
+        else:
+            lst = list(row[f])
+            i = data.draw(st.integers(0, len(lst) - 1))
+            if data.draw(st.booleans()):
+                lst[i] = max(v, 0) if f == "chunk_checksums" else v
+            else:
+                del lst[i]
+            row[f] = lst
+    try:
+        bad = pa.Table.from_pylist([row], schema=t.schema)
+    except (pa.ArrowInvalid, OverflowError):
+        return
+    path = ds.parent / f"fz-{uuid.uuid4().hex[:8]}"
+    import shutil
+
+    shutil.copytree(ds, path)
+    try:
+        _rewrite(path, bad)
+        try:
+            got = of.open_dataset(path).read("a")
+        except (OmeframeError, FileNotFoundError):
+            return
+        np.testing.assert_array_equal(got, A)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_flipped_byte_in_a_chunk_part_is_an_error_or_exact(ds):
+    m = json.loads((ds / "manifest.json").read_text())
+    part = ds / m["parts"][0]
+    raw = bytearray(part.read_bytes())
+    for pos in range(0, len(raw), max(1, len(raw) // 97)):
+        damaged = bytearray(raw)
+        damaged[pos] ^= 0x5A
+        part.write_bytes(bytes(damaged))
+        try:
+            got = of.open_dataset(ds).read("a")
+        except (OmeframeError, OSError):
+            continue
+        np.testing.assert_array_equal(got, A)
+    part.write_bytes(bytes(raw))
+
+
+# ---------------------------------------------------------------------------
+# CLI and full disk
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["info", "x", "--rows", "-1"], "--rows"),
+        (["info", "x", "--rows", "0"], "--rows"),
+        (["sql", "select 1", "--max-rows", "-3"], "--max-rows"),
+        (["sql", "select 1", "--width", "0"], "--width"),
+        (["ingest", "a", "--out", "b", "--workers", "0"], "--workers"),
+        (["ingest", "a", "--out", "b", "--max-record-mib", "-1"], "--max-record-mib"),
+        (["ingest", "a", "--out", "b", "--timeout", "-2"], "--timeout"),
+        (["export", "a", "b", "--row", "-1"], "--row"),
+        (["demo", "--size", "nan"], "--size"),
+    ],
+)
+def test_cli_refuses_negative_and_zero_counts(argv, option, capsys):
+    from omeframe.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: expected" in err and argv[argv.index(option) + 1] in err
+
+
+def _tmpfs(tmp_path: Path, size: str) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("a full disk needs a small tmpfs, which only root can mount")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    return mnt
+
+
+def test_vortex_write_on_a_full_disk_is_enospc_and_leaves_nothing(tmp_path):
+    from omeframe.formats.vortex.file import write_vortex_table
+
+    mnt = _tmpfs(tmp_path, "256k")
+    try:
+        t = pa.table({"a": np.random.default_rng(0).integers(0, 2**62, size=200_000)})
+        with pytest.raises(OSError) as info:
+            write_vortex_table(t, mnt / "x.vortex")
+        assert info.value.errno == errno.ENOSPC
+        assert "cannot write Vortex file" in str(info.value) and "Backtrace" not in str(info.value)
+        assert os.listdir(mnt) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_the_full_disk_message_reaches_the_cli_as_one_line(tmp_path):
+    mnt = _tmpfs(tmp_path, "64k")
+    try:
+        src = tmp_path / "a.npy"
+        np.save(src, np.random.default_rng(1).integers(0, 60000, (512, 512), dtype=np.uint16))
+        r = subprocess.run(
+            [sys.executable, "-m", "omeframe", "export", str(src), str(mnt / "a.vortex")],
+            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert r.returncode == 1, r.stderr
+        assert "No space left on device" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert not [n for n in os.listdir(mnt) if n.endswith(".vortex")]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
