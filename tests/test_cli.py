@@ -179,3 +179,18 @@ def test_sql_rows_need_no_pandas_for_nanosecond_timestamps(catalog, capsys):
                "--catalog", str(catalog["out"]), "--format", "json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.splitlines()[0])["mtime"].startswith("20")
+
+
+def test_verify_names_damaged_records_and_exits_non_zero(tmp_path, capsys):
+    stack = np.random.default_rng(3).integers(0, 200, (12, 2, 16, 16), dtype=np.uint8)
+    path = of.write_table(tmp_path / "t.parquet", stack, dim_order="CYX")
+    ok = inproc(capsys, "verify", str(path))
+    assert ok.returncode == 0 and "12 records decode" in ok.stdout
+    index = of.open_table(path)._index
+    raw = bytearray(path.read_bytes())
+    chunk = int(index.first_chunk[7])
+    raw[int(index.offsets[chunk]) + 3] ^= 0x40
+    path.write_bytes(bytes(raw))
+    bad = inproc(capsys, "verify", str(path))
+    assert bad.returncode == 1
+    assert "damaged" in bad.stderr and "row 7 (img-7)" in bad.stderr

@@ -14,12 +14,12 @@ from omeframe._version import __version__
 from omeframe.catalog import CATALOG_SCHEMA, build, open_image, read_catalog
 from omeframe.facade import OMEArrow, open_dataset, scan, write_dataset
 from omeframe.formats.dataset.manifest import MANIFEST_NAME
-from omeframe.formats.record.decode import to_numpy
 from omeframe.formats.record.files import TABLE_FORMATS, detect_format, find_record_column
 from omeframe.formats.record.tables import from_ome_parquet, read_table, write_table
+from omeframe.formats.record.verify import verify_table
 from omeframe.formats.tiff import TIFF_SUFFIXES
 from omeframe.formats.tiff.writer import to_ome_tiff
-from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
+from omeframe.formats.vortex.file import read_vortex_schema, vortex_num_rows
 from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.formats.zarr.writer import to_ome_zarr
 from omeframe.model.errors import ImageNotFoundError, OmeframeError
@@ -166,29 +166,23 @@ def _info(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     p = _existing(args.path)
     if _is_catalog(p):
+        rc = 0
         for sub in ("images.parquet", "dataset"):
             if (p / sub).exists():
                 _say(f"{sub}:")
-                _verify(argparse.Namespace(path=str(p / sub)))
-        return 0
+                rc = max(rc, _verify(argparse.Namespace(path=str(p / sub))))
+        return rc
     if _format_of(p) == "dataset":
         res = open_dataset(p).verify()
         _say(f"ok: {res['images']} images, {res['chunks']} chunks, {res['bytes'] / 2**20:.1f} MiB checked")
         return 0
-    n = 0
-    if detect_format(p) == "parquet":
-        pf = open_parquet(p)
-        col = find_record_column(pf.schema_arrow, None, source=str(p))
-        for g in range(pf.metadata.num_row_groups):  # one row group in memory at a time
-            for rec in pf.read_row_group(g, columns=[col])[col]:
-                to_numpy(rec)
-                n += 1
-    else:
-        col = find_record_column(read_vortex_schema(p), None, source=str(p))
-        for i in range(vortex_num_rows(p)):
-            to_numpy(read_vortex_table(p, columns=[col], rows=[i])[col][0])
-            n += 1
-    _say(f"ok: {n} records decode")
+    report = verify_table(p)
+    for damage in report.damaged:
+        print(f"damaged: {p}: {damage}", file=sys.stderr)
+    if not report.ok:
+        _say(f"FAILED: {len(report.damaged)} damaged, {report.records} records decode")
+        return 1
+    _say(f"ok: {report.records} records decode ({report.pixel_bytes / 2**20:.1f} MiB of pixels checked)")
     return 0
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.catalog.records import CHECKSUM_ALGORITHM, FILE_RECORD_SCHEMA
+from omeframe.formats.dataset.gc import maybe_collect
 from omeframe.formats.dataset.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from omeframe.formats.dataset.reader import DatasetReader as Dataset
 from omeframe.formats.dataset.writer import _write_images_table
@@ -316,9 +317,9 @@ def drop_dataset_images(root: Path, ids: set[str]) -> None:
     images_rel = f"images-{gen:05d}.{ext}"
     _write_images_table(table.filter(pc.invert(mask)), root / images_rel, m.format)
     write_manifest(root, Manifest(format=m.format, generation=gen, images=images_rel, parts=list(m.parts)))
-    for f in root.glob(f"images-*.{ext}"):
-        if f.name not in (images_rel, m.images):
-            f.unlink(missing_ok=True)
+    # Superseded images tables stay for readers of older generations until
+    # their grace period ends (see docs/concepts/guarantees.md).
+    maybe_collect(root)
 
 
 # ---------------------------------------------------------------------------

@@ -195,7 +195,9 @@ def encode_payload(
         return None, raw
     name, preset_level = _preset(compression)
     lvl = level if level is not None else preset_level
-    zc = _zstd_c(lvl) if name == "zstd" else None
+    # Every zstd chunk carries zstd's content checksum (4 bytes), which any
+    # zstd decoder verifies: a damaged payload is an error, never wrong pixels.
+    zc = _zstd_c(lvl, checksum=True) if name == "zstd" else None
     if zc is not None:
         # Same libzstd frames as Arrow's codec, with far less per-call overhead
         # (it matters for many small chunks such as cell crops).
