@@ -371,9 +371,13 @@ def test_a_part_outside_the_dataset_is_never_read(ds, tmp_path, how):
 @pytest.mark.parametrize("field", ["images", "parts"])
 def test_manifest_paths_outside_the_dataset_are_refused(ds, tmp_path, field):
     _secret(tmp_path)
-    m = json.loads((ds / "manifest.json").read_text())
+    from omeframe.formats.dataset.manifest import generation_path, list_generations
+
+    current = generation_path(ds, list_generations(ds)[-1])  # the commit of record
+    m = json.loads(current.read_text())
     m[field] = "../secret.txt" if field == "images" else ["/etc/hostname"]
-    (ds / "manifest.json").write_text(json.dumps(m))
+    for target in (current, ds / "manifest.json"):
+        target.write_text(json.dumps(m))
     with pytest.raises(CorruptFileError, match=f"manifest '{field}"):
         of.open_dataset(ds).read("a")
 
