@@ -22,6 +22,7 @@ __all__ = [
     "ImageNotFoundError",
     "OptionalDependencyError",
     "UnsupportedFormatError",
+    "InvalidOMEXMLValueWarning",
 ]
 
 
@@ -95,4 +96,18 @@ class UnsupportedFormatError(OmeframeError, ValueError, TypeError):
 
     The message names what was given, the formats the registry knows (with
     their suffixes) and, where a format needs one, the extra to install.
+    """
+
+
+class InvalidOMEXMLValueWarning(UserWarning):
+    """An optional metadata value the OME schema forbids was left out of written OME-XML.
+
+    OME-XML writers (``to_ome_tiff``) validate every optional value against the
+    OME 2016-06 schema before writing it: a wavelength that is not > 0 (OME-Arrow
+    records often carry ``emission_um=0.0`` meaning "unknown"), an
+    ``IlluminationType`` outside ``Transmitted``, ``Epifluorescence``,
+    ``Oblique``, ``NonLinear``, ``Other`` (e.g. ``"Unknown"``), a physical size
+    that is not > 0 or has a unit the schema does not know. Such a value is
+    dropped, never written, so the file stays readable by strict OME readers;
+    the warning names each dropped value. Pixels are never affected.
     """
