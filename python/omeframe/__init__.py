@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from omeframe._version import __version__
 
 if TYPE_CHECKING:
-    from omeframe import catalog, loaders, models
+    from omeframe import catalog, loaders, models, shapes
     from omeframe.engine.lazy import LazyImage, PlanInfo
     from omeframe.engine.predicates import chunk
     from omeframe.engine.threads import num_threads, set_num_threads
@@ -87,6 +87,7 @@ if TYPE_CHECKING:
         RowIndexError,
         SchemaError,
         SelectionError,
+        ShapeValidationError,
         UnsupportedFormatError,
     )
     from omeframe.ops.describe import describe_ome_arrow, verify_ome_arrow
@@ -95,6 +96,16 @@ if TYPE_CHECKING:
     from omeframe.ops.thumbnail import thumbnail_png
     from omeframe.ops.view import view_matplotlib
     from omeframe.registry import open_lazy_plane_source
+    from omeframe.shapes import (
+        make_relationship_table,
+        make_shape_table,
+        read_shapes,
+        relationship_schema,
+        shape_schema,
+        validate_relationship_table,
+        validate_shape_table,
+        write_shapes,
+    )
 
 # Public names load on first use (PEP 562), so ``import omeframe`` stays cheap
 # and a fresh process that only opens a table imports only what that needs.
@@ -175,6 +186,16 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "thumbnail_png": ("omeframe.ops.thumbnail", 'thumbnail_png'),
     "view_matplotlib": ("omeframe.ops.view", 'view_matplotlib'),
     "open_lazy_plane_source": ("omeframe.registry", 'open_lazy_plane_source'),
+    "shapes": ("omeframe.shapes", None),
+    "make_shape_table": ("omeframe.shapes", 'make_shape_table'),
+    "make_relationship_table": ("omeframe.shapes", 'make_relationship_table'),
+    "validate_shape_table": ("omeframe.shapes", 'validate_shape_table'),
+    "validate_relationship_table": ("omeframe.shapes", 'validate_relationship_table'),
+    "shape_schema": ("omeframe.shapes", 'shape_schema'),
+    "relationship_schema": ("omeframe.shapes", 'relationship_schema'),
+    "read_shapes": ("omeframe.shapes", 'read_shapes'),
+    "write_shapes": ("omeframe.shapes", 'write_shapes'),
+    "ShapeValidationError": ("omeframe.model.errors", 'ShapeValidationError'),
 }
 
 ome_arrow_version = __version__
@@ -256,6 +277,16 @@ __all__ = [
     "ImageNotFoundError",
     "OptionalDependencyError",
     "UnsupportedFormatError",
+    "ShapeValidationError",
+    "shapes",
+    "make_shape_table",
+    "make_relationship_table",
+    "validate_shape_table",
+    "validate_relationship_table",
+    "shape_schema",
+    "relationship_schema",
+    "read_shapes",
+    "write_shapes",
 ]
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "OptionalDependencyError",
     "UnsupportedFormatError",
     "InvalidOMEXMLValueWarning",
+    "ShapeValidationError",
 ]
 
 
@@ -111,3 +112,19 @@ class InvalidOMEXMLValueWarning(UserWarning):
     dropped, never written, so the file stays readable by strict OME readers;
     the warning names each dropped value. Pixels are never affected.
     """
+
+
+class ShapeValidationError(SchemaError):
+    """A shape or relationship table breaks the OME-Arrow shapes rules.
+
+    ``row`` is the first offending row (``None`` when the schema or its
+    metadata is wrong), ``field`` the column, ``object_id`` the row's object
+    (for shape tables) when known.
+    """
+
+    def __init__(self, message: str, *, row: int | None = None, field: str | None = None,
+                 object_id: str | None = None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.field = field
+        self.object_id = object_id
