@@ -32,12 +32,12 @@ def _columns(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, what: str) ->
         try:
             arrays.append(pa.array(values, type=f.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-            row = next(_bad_row(values, f.type), None)
-            oid = rows[row].get("object_id") if row is not None else None
-            where = f"row {row}" + (f" (object_id {oid!r})" if oid is not None else "") if row is not None else "a row"
+            bad: int | None = next(_bad_row(values, f.type), None)
+            oid = rows[bad].get("object_id") if bad is not None else None
+            where = "a row" if bad is None else f"row {bad}" + (f" (object_id {oid!r})" if oid is not None else "")
             raise ShapeValidationError(
                 f"{what} {where}, field {f.name!r}: the value does not fit {f.type} ({exc})",
-                row=row, field=f.name, object_id=None if oid is None else str(oid),
+                row=bad, field=f.name, object_id=None if oid is None else str(oid),
             ) from exc
     return pa.Table.from_arrays(arrays, schema=schema.with_metadata(None)).replace_schema_metadata(schema.metadata)
 

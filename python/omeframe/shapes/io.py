@@ -212,7 +212,7 @@ def read_shapes(
             table = read_vortex_table(src, columns=wanted)
             if expr is not None:
                 table = table.filter(expr)
-    table = table.replace_schema_metadata(schema.metadata)
+    table = _arrow_list_names(table).replace_schema_metadata(schema.metadata)
     if validate:
         kind = table_kind(schema)
         if kind == "shapes":
@@ -222,6 +222,24 @@ def read_shapes(
         elif {"parent_id", "child_id", "relationship_type"} <= set(table.column_names):
             validate_relationship_table(table)
     return table
+
+
+def _item_type(t: pa.DataType) -> pa.DataType:
+    """``t`` with every list's child field named ``item`` (Parquet stores it as ``element``)."""
+    if pa.types.is_list(t):
+        f = t.value_field
+        return pa.list_(pa.field("item", _item_type(f.type), f.nullable, f.metadata))
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_item_type(t.field(i).type)) for i in range(t.num_fields)])
+    return t
+
+
+def _arrow_list_names(table: pa.Table) -> pa.Table:
+    """The table with Arrow's list child names, so a read equals the table that was written."""
+    target = pa.schema([f.with_type(_item_type(f.type)) for f in table.schema], metadata=table.schema.metadata)
+    return table if target.equals(table.schema, check_metadata=True) and all(
+        str(a.type) == str(b.type) for a, b in zip(target, table.schema, strict=True)
+    ) else table.cast(target)
 
 
 def _field_refs(expr: Any) -> set[str]:
