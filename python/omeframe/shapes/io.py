@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from omeframe.formats.record.files import TABLE_FORMATS
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, write_vortex_table
 from omeframe.model.errors import ShapeValidationError
 from omeframe.shapes.schema import read_shape_metadata, table_kind
@@ -34,14 +35,13 @@ def _format(path: Path, fmt: str | None) -> str:
             raise ValueError(f"format must be 'parquet' or 'vortex', got {fmt!r}")
         return fmt
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return "parquet"
-    if suffix == ".vortex":
-        return "vortex"
-    raise ValueError(
-        f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}; use .parquet or .vortex, "
-        "or pass format='parquet' / 'vortex'"
-    )
+    found = TABLE_FORMATS.get(suffix)
+    if found is None:
+        raise ValueError(
+            f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}; use one of "
+            f"{', '.join(TABLE_FORMATS)}, or pass format='parquet' / 'vortex'"
+        )
+    return str(found)
 
 
 def _kind(schema: pa.Schema) -> str:
