@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, int]] = [
     ("formats.dataset", 5),
     ("formats", 6),
     ("registry", 7),
-    ("ops", 8),
+    ("ops", 8), ("shapes", 8),
     ("facade", 9), ("query", 9), ("models", 9), ("errors", 9),
     ("loaders", 10), ("catalog", 10), ("duckdb", 10), ("polars", 10), ("torch", 10), ("jax", 10),
     ("cli", 11),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from omeframe._version import __version__
 
 if TYPE_CHECKING:
-    from omeframe import catalog, loaders, models
+    from omeframe import catalog, loaders, models, shapes
     from omeframe.engine.lazy import LazyImage, PlanInfo
     from omeframe.engine.limits import get_max_bytes, set_max_bytes
     from omeframe.engine.predicates import chunk
@@ -81,6 +81,7 @@ if TYPE_CHECKING:
         DtypeError,
         FileTimeoutError,
         ImageNotFoundError,
+        InvalidOMEXMLValueWarning,
         MissingChunksWarning,
         NoOmeArrowColumnError,
         NotRegularFileError,
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
         RowIndexError,
         SchemaError,
         SelectionError,
+        ShapeValidationError,
         UnsupportedFormatError,
     )
     from omeframe.ops.describe import describe_ome_arrow, verify_ome_arrow
@@ -99,6 +101,16 @@ if TYPE_CHECKING:
     from omeframe.ops.thumbnail import thumbnail_png
     from omeframe.ops.view import view_matplotlib
     from omeframe.registry import open_lazy_plane_source
+    from omeframe.shapes import (
+        make_relationship_table,
+        make_shape_table,
+        read_shapes,
+        relationship_schema,
+        shape_schema,
+        validate_relationship_table,
+        validate_shape_table,
+        write_shapes,
+    )
 
 # Public names load on first use (PEP 562), so ``import omeframe`` stays cheap
 # and a fresh process that only opens a table imports only what that needs.
@@ -168,6 +180,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "DimOrderError": ("omeframe.model.errors", 'DimOrderError'),
     "DtypeError": ("omeframe.model.errors", 'DtypeError'),
     "ImageNotFoundError": ("omeframe.model.errors", 'ImageNotFoundError'),
+    "InvalidOMEXMLValueWarning": ("omeframe.model.errors", 'InvalidOMEXMLValueWarning'),
     "NoOmeArrowColumnError": ("omeframe.model.errors", 'NoOmeArrowColumnError'),
     "OmeframeError": ("omeframe.model.errors", 'OmeframeError'),
     "OptionalDependencyError": ("omeframe.model.errors", 'OptionalDependencyError'),
@@ -184,6 +197,16 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "thumbnail_png": ("omeframe.ops.thumbnail", 'thumbnail_png'),
     "view_matplotlib": ("omeframe.ops.view", 'view_matplotlib'),
     "open_lazy_plane_source": ("omeframe.registry", 'open_lazy_plane_source'),
+    "shapes": ("omeframe.shapes", None),
+    "make_shape_table": ("omeframe.shapes", 'make_shape_table'),
+    "make_relationship_table": ("omeframe.shapes", 'make_relationship_table'),
+    "validate_shape_table": ("omeframe.shapes", 'validate_shape_table'),
+    "validate_relationship_table": ("omeframe.shapes", 'validate_relationship_table'),
+    "shape_schema": ("omeframe.shapes", 'shape_schema'),
+    "relationship_schema": ("omeframe.shapes", 'relationship_schema'),
+    "read_shapes": ("omeframe.shapes", 'read_shapes'),
+    "write_shapes": ("omeframe.shapes", 'write_shapes'),
+    "ShapeValidationError": ("omeframe.model.errors", 'ShapeValidationError'),
 }
 
 ome_arrow_version = __version__
@@ -224,6 +247,7 @@ __all__ = [
     "open_lazy_plane_source",
     "to_ome_tiff",
     "OMEXMLMismatchWarning",
+    "InvalidOMEXMLValueWarning",
     "UnsupportedTiffCompressionError",
     "catalog",
     "ImageStack",
@@ -270,6 +294,16 @@ __all__ = [
     "MissingChunksWarning",
     "NotRegularFileError",
     "FileTimeoutError",
+    "ShapeValidationError",
+    "shapes",
+    "make_shape_table",
+    "make_relationship_table",
+    "validate_shape_table",
+    "validate_relationship_table",
+    "shape_schema",
+    "relationship_schema",
+    "read_shapes",
+    "write_shapes",
 ]
 
 

@@ -26,6 +26,8 @@ __all__ = [
     "MissingChunksWarning",
     "NotRegularFileError",
     "FileTimeoutError",
+    "InvalidOMEXMLValueWarning",
+    "ShapeValidationError",
 ]
 
 
@@ -122,3 +124,33 @@ class NotRegularFileError(OmeframeError, OSError):
 
 class FileTimeoutError(OmeframeError, TimeoutError):
     """Reading one file took longer than its time budget (a catalog build's ``timeout=``)."""
+
+
+class InvalidOMEXMLValueWarning(UserWarning):
+    """An optional metadata value the OME schema forbids was left out of written OME-XML.
+
+    OME-XML writers (``to_ome_tiff``) validate every optional value against the
+    OME 2016-06 schema before writing it: a wavelength that is not > 0 (OME-Arrow
+    records often carry ``emission_um=0.0`` meaning "unknown"), an
+    ``IlluminationType`` outside ``Transmitted``, ``Epifluorescence``,
+    ``Oblique``, ``NonLinear``, ``Other`` (e.g. ``"Unknown"``), a physical size
+    that is not > 0 or has a unit the schema does not know. Such a value is
+    dropped, never written, so the file stays readable by strict OME readers;
+    the warning names each dropped value. Pixels are never affected.
+    """
+
+
+class ShapeValidationError(SchemaError):
+    """A shape or relationship table breaks the OME-Arrow shapes rules.
+
+    ``row`` is the first offending row (``None`` when the schema or its
+    metadata is wrong), ``field`` the column, ``object_id`` the row's object
+    (for shape tables) when known.
+    """
+
+    def __init__(self, message: str, *, row: int | None = None, field: str | None = None,
+                 object_id: str | None = None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.field = field
+        self.object_id = object_id

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 from xml.etree import ElementTree
 
-from omeframe.model.errors import SchemaError
+from omeframe.model.errors import InvalidOMEXMLValueWarning, SchemaError
 from omeframe.model.header import DEFAULT_COLOR_RGBA, Channel
 
 __all__ = [
@@ -43,6 +43,8 @@ __all__ = [
     "header_channels",
     "tifffile_ome_metadata",
     "build_ome_xml",
+    "OME_ILLUMINATION_TYPES",
+    "OME_LENGTH_UNITS",
 ]
 
 
@@ -295,20 +297,73 @@ def _fmt_float(v: float) -> float | int:
     return int(v) if float(v).is_integer() else float(v)
 
 
+#: ``IlluminationType`` values the OME 2016-06 schema allows (keyed by lower case).
+OME_ILLUMINATION_TYPES: dict[str, str] = {
+    v.lower(): v for v in ("Transmitted", "Epifluorescence", "Oblique", "NonLinear", "Other")
+}
+#: ``UnitsLength`` symbols of the OME 2016-06 schema.
+OME_LENGTH_UNITS: frozenset[str] = frozenset(
+    {
+        "Ym", "Zm", "Em", "Pm", "Tm", "Gm", "Mm", "km", "hm", "dam", "m", "dm", "cm", "mm", _MICRO,
+        "nm", "pm", "fm", "am", "zm", "ym", "Å", "thou", "li", "in", "ft", "yd", "mi", "ua", "ly",
+        "pc", "pt", "pixel", "reference frame",
+    }
+)
+
+
+def _positive_float(value: Any) -> float | None:
+    """``value`` as a finite float > 0 (the schema's ``PositiveFloat``), else ``None``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def _valid_illumination(value: Any) -> str | None:
+    """The schema spelling of an ``IlluminationType`` (case-insensitive), else ``None``."""
+    return OME_ILLUMINATION_TYPES.get(str(value).strip().lower())
+
+
 def tifffile_ome_metadata(
     header: Any,
     *,
     axes: str,
     use_channel_colors: bool = False,
     size_c: int | None = None,
+    stacklevel: int = 2,
 ) -> dict[str, Any]:
     """``metadata=`` for ``tifffile.TiffWriter(ome=True).write`` from an ImageHeader.
 
     ``axes`` is the written axes string (e.g. ``"TCZYX"``); channel names are
     always written, colours only with ``use_channel_colors``, wavelengths (nm)
     when known, physical sizes with their units.
+
+    Every optional value is checked against the OME 2016-06 schema first:
+    wavelengths and physical sizes must be finite and > 0, physical size units
+    OME ``UnitsLength`` symbols, illumination one of ``Transmitted``,
+    ``Epifluorescence``, ``Oblique``, ``NonLinear``, ``Other`` (any case). A
+    value that fails is left out and named in one
+    :class:`~omeframe.model.errors.InvalidOMEXMLValueWarning` (raised
+    ``stacklevel`` frames up), so the XML written from these metadata always
+    validates. OME-Arrow's "unknown" defaults (``emission_um=0.0``,
+    ``excitation_um=0.0``, ``illumination="Unknown"``) are such values.
+
+    Example
+    -------
+    >>> import warnings
+    >>> from dataclasses import replace
+    >>> from omeframe.model.header import ImageHeader
+    >>> h = ImageHeader.basic("img-1", "cells", 1)
+    >>> h = replace(h, channels=({"name": "DNA", "emission_um": 0.0, "illumination": "Unknown"},))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     md = tifffile_ome_metadata(h, axes="TCZYX")
+    >>> md["Channel"], caught[0].category.__name__
+    ([{'Name': 'DNA'}], 'InvalidOMEXMLValueWarning')
     """
     md: dict[str, Any] = {"axes": axes}
+    dropped: list[str] = []
     if getattr(header, "name", None):
         md["Name"] = str(header.name)
     dt = getattr(header, "acquisition_datetime", None)
@@ -318,33 +373,62 @@ def tifffile_ome_metadata(
         val = getattr(header, f"physical_size_{ax}", None)
         if val is None:
             continue
-        try:
-            v = float(val)
-        except (TypeError, ValueError):
+        key = f"PhysicalSize{ax.upper()}"
+        v = _positive_float(val)
+        if v is None:
+            dropped.append(f"{key}={val!r} (must be a number > 0)")
             continue
-        if not (math.isfinite(v) and v > 0):
+        raw_unit = getattr(header, f"physical_size_{ax}_unit", None)
+        unit = normalize_length_unit(raw_unit)
+        if unit is not None and unit not in OME_LENGTH_UNITS:
+            # without its unit the size would read as µm: leave both out
+            dropped.append(f"{key}={val!r} with unit {raw_unit!r} (not an OME length unit)")
             continue
-        md[f"PhysicalSize{ax.upper()}"] = _fmt_float(v)
-        unit = normalize_length_unit(getattr(header, f"physical_size_{ax}_unit", None))
-        if unit is not None and unit in _UM_PER_UNIT:
-            md[f"PhysicalSize{ax.upper()}Unit"] = unit
+        md[key] = _fmt_float(v)
+        if unit is not None:
+            md[f"{key}Unit"] = unit
     chans = list(getattr(header, "channels", None) or [])
     if size_c is not None and len(chans) != size_c:
         chans = []
     if chans:
         chans = [Channel.from_dict(c, i) for i, c in enumerate(chans)]
-        ch_md: dict[str, list[Any]] = {"Name": [str(c.name or f"C{i}") for i, c in enumerate(chans)]}
-        if use_channel_colors:
-            ch_md["Color"] = [None if c.color_rgba is None else rgba_to_ome_color(int(c.color_rgba)) for c in chans]
-        for key, ome in (("emission_um", "EmissionWavelength"), ("excitation_um", "ExcitationWavelength")):
-            vals = [getattr(c, key) for c in chans]
-            if any(v is not None for v in vals):
-                ch_md[ome] = [None if v is None else round(float(v) * 1000.0, 6) for v in vals]
-                ch_md[ome + "Unit"] = ["nm" if v is not None else None for v in vals]
-        illum = [c.illumination for c in chans]
-        if any(illum):
-            ch_md["IlluminationType"] = [i or None for i in illum]
-        md["Channel"] = ch_md
+        # One dict per channel with only the attributes it has: tifffile leaves out
+        # missing keys (in per-key lists it would write ``None`` as the text "None").
+        ch_list: list[dict[str, Any]] = []
+        for i, c in enumerate(chans):
+            entry: dict[str, Any] = {"Name": str(c.name or f"C{i}")}
+            if use_channel_colors and c.color_rgba is not None:
+                entry["Color"] = rgba_to_ome_color(int(c.color_rgba))
+            for key, ome in (("emission_um", "EmissionWavelength"), ("excitation_um", "ExcitationWavelength")):
+                raw = getattr(c, key)
+                if raw is None:
+                    continue
+                v = _positive_float(raw)
+                if v is None:
+                    dropped.append(f"channel {i} {ome}: {key}={raw!r} (must be a number > 0)")
+                    continue
+                # 7 significant digits: OME-Arrow stores wavelengths as float32
+                entry[ome] = float(f"{v * 1000.0:.7g}")
+                entry[ome + "Unit"] = "nm"
+            raw_il = c.illumination
+            if raw_il not in (None, ""):
+                il = _valid_illumination(raw_il)
+                if il is None:
+                    dropped.append(
+                        f"channel {i} IlluminationType={raw_il!r} "
+                        f"(allowed: {', '.join(OME_ILLUMINATION_TYPES.values())})"
+                    )
+                else:
+                    entry["IlluminationType"] = il
+            ch_list.append(entry)
+        md["Channel"] = ch_list
+    if dropped:
+        warnings.warn(
+            "OME-XML: left out optional values the OME 2016-06 schema forbids (the file stays valid; "
+            "pixels are unaffected): " + "; ".join(dropped),
+            InvalidOMEXMLValueWarning,
+            stacklevel=stacklevel,
+        )
     return md
 
 

@@ -289,7 +289,9 @@ def _write(
         cargs = {"level": int(compression_level)}
     _check_codec(comp, cargs, out_dtype, tile)
     header = src.header()
-    md = tifffile_ome_metadata(header, axes=axes, use_channel_colors=use_channel_colors, size_c=sc)
+    md = tifffile_ome_metadata(
+        header, axes=axes, use_channel_colors=use_channel_colors, size_c=sc, stacklevel=4
+    )
 
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

@@ -1,0 +1,250 @@
+"""Parquet and Vortex files of shape and relationship tables.
+
+Writes are atomic (a temporary file beside the target, renamed on success),
+validated first, so an invalid table never leaves a file, whole or half.
+Reads take a column projection and row filters (pushed down into Parquet
+row groups; applied after the read for Vortex). Parquet files are the ones
+``ome_arrow.shapes.write_shape_parquet`` / ``read_shape_parquet`` write and
+read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from omeframe.formats.record.files import TABLE_FORMATS
+from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, write_vortex_table
+from omeframe.model.errors import ShapeValidationError
+from omeframe.shapes.schema import read_shape_metadata, table_kind
+from omeframe.shapes.validate import validate_relationship_table, validate_shape_table
+from omeframe.storage.atomic import atomic_path
+
+__all__ = ["write_shapes", "read_shapes"]
+
+_FORMATS = ("parquet", "vortex")
+
+
+def _format(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in _FORMATS:
+            raise ValueError(f"format must be 'parquet' or 'vortex', got {fmt!r}")
+        return fmt
+    suffix = path.suffix.lower()
+    found = TABLE_FORMATS.get(suffix)
+    if found is None:
+        raise ValueError(
+            f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}; use one of "
+            f"{', '.join(TABLE_FORMATS)}, or pass format='parquet' / 'vortex'"
+        )
+    return str(found)
+
+
+def _kind(schema: pa.Schema) -> str:
+    kind = table_kind(schema)
+    if kind is None:
+        raise ShapeValidationError(
+            "the table is neither a shape table nor a relationship table (its schema has no "
+            "'ome.arrow.shapes' or 'ome.arrow.relationships' metadata); build it with "
+            "omeframe.make_shape_table or omeframe.make_relationship_table",
+            field="schema",
+        )
+    if kind == "shapes":
+        read_shape_metadata(schema)  # a known encoding, one unit per axis
+    return kind
+
+
+def _validate(table: pa.Table, *, strict: bool) -> None:
+    kind = _kind(table.schema)
+    if not strict:
+        return
+    if kind == "shapes":
+        validate_shape_table(table)
+    else:
+        validate_relationship_table(table)
+
+
+def write_shapes(
+    table: pa.Table,
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    compression: str | None = "zstd",
+    row_group_size: int = 65_536,
+    validate: bool = True,
+    overwrite: bool = True,
+) -> str:
+    """Write a shape or relationship table to Parquet or Vortex, atomically.
+
+    Parameters
+    ----------
+    table
+        A table from :func:`~omeframe.make_shape_table`,
+        :func:`~omeframe.make_relationship_table` or a file.
+    path
+        Target file; the format follows its suffix (``.parquet``, ``.vortex``)
+        unless ``format`` is given.
+    compression, row_group_size
+        Parquet codec and rows per row group (row groups keep statistics, so
+        filtered reads skip the groups that cannot match).
+    validate
+        Check every row first (raising :class:`ShapeValidationError` naming
+        the row and field); the table's kind is always checked.
+    overwrite
+        Replace an existing file (else ``FileExistsError``).
+
+    Returns
+    -------
+    str
+        The written path.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> from omeframe.shapes import make_shape_table
+    >>> t = make_shape_table([{"object_id": "a", "geometry": [1.0, 2.0]}], geometry_encoding="geoarrow.point")
+    >>> p = write_shapes(t, os.path.join(tempfile.mkdtemp(), "spots.parquet"))
+    >>> read_shapes(p, columns=["object_id"]).to_pylist()
+    [{'object_id': 'a'}]
+    """
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"expected a pyarrow.Table, got {type(table).__name__}")
+    out = Path(path)
+    fmt = _format(out, format)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{str(out)!r} exists; pass overwrite=True to replace it")
+    if row_group_size < 1:
+        raise ValueError(f"row_group_size must be >= 1, got {row_group_size}")
+    _validate(table, strict=validate)
+    if fmt == "vortex":
+        write_vortex_table(table, out)
+        return str(out)
+    import pyarrow.parquet as pq
+
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp, compression=compression, row_group_size=row_group_size, use_dictionary=True)
+    return str(out)
+
+
+def _expression(filters: Any) -> Any:
+    if filters is None:
+        return None
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if isinstance(filters, pc.Expression):
+        return filters
+    return pq.filters_to_expression(filters)
+
+
+def read_shapes(
+    path: str | os.PathLike[str],
+    *,
+    columns: Sequence[str] | None = None,
+    filters: Any = None,
+    format: str | None = None,
+    validate: bool = True,
+) -> pa.Table:
+    """Read a shape or relationship table from Parquet or Vortex.
+
+    Parameters
+    ----------
+    path
+        A file written by :func:`write_shapes` or by ``ome_arrow.shapes``.
+    columns
+        Columns to return (all by default).
+    filters
+        Rows to keep: a ``pyarrow.compute`` expression or Parquet-style
+        filters (``[("class", "==", "nucleus")]``, lists of lists for OR).
+    format
+        ``"parquet"`` or ``"vortex"``; from the suffix by default.
+    validate
+        Check the rows when the result holds the columns that define them
+        (``object_id`` and the geometry column; the relationship columns);
+        the table's metadata is always checked.
+
+    Returns
+    -------
+    pyarrow.Table
+        With the shape / relationship schema metadata.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ShapeValidationError
+        The file holds no shape or relationship table, or an invalid row.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> from omeframe.shapes import make_shape_table
+    >>> t = make_shape_table([{"object_id": str(i), "class": c, "geometry": [float(i), 0.0]}
+    ...                       for i, c in enumerate("aba")], geometry_encoding="geoarrow.point")
+    >>> p = write_shapes(t, os.path.join(tempfile.mkdtemp(), "spots.vortex"))
+    >>> read_shapes(p, columns=["object_id"], filters=[("class", "==", "a")])["object_id"].to_pylist()
+    ['0', '2']
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise FileNotFoundError(f"no shape table at {str(src)!r}")
+    fmt = _format(src, format)
+    expr = _expression(filters)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(src)
+        _kind(schema)
+        table = pq.read_table(src, columns=list(columns) if columns is not None else None, filters=expr)
+    else:
+        schema = read_vortex_schema(src)
+        _kind(schema)
+        wanted = None if columns is None else list(columns)
+        if expr is not None and wanted is not None:
+            # read the filter's columns too, then drop them
+            needed = [n for n in schema.names if n in set(wanted) or n in _field_refs(expr)]
+            table = read_vortex_table(src, columns=needed).filter(expr).select(wanted)
+        else:
+            table = read_vortex_table(src, columns=wanted)
+            if expr is not None:
+                table = table.filter(expr)
+    table = _arrow_list_names(table).replace_schema_metadata(schema.metadata)
+    if validate:
+        kind = table_kind(schema)
+        if kind == "shapes":
+            gcol = read_shape_metadata(schema)["geometry_column"]
+            if {"object_id", gcol} <= set(table.column_names):
+                validate_shape_table(table)
+        elif {"parent_id", "child_id", "relationship_type"} <= set(table.column_names):
+            validate_relationship_table(table)
+    return table
+
+
+def _item_type(t: pa.DataType) -> pa.DataType:
+    """``t`` with every list's child field named ``item`` (Parquet stores it as ``element``)."""
+    if pa.types.is_list(t):
+        f = t.value_field
+        return pa.list_(pa.field("item", _item_type(f.type), f.nullable, f.metadata))
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_item_type(t.field(i).type)) for i in range(t.num_fields)])
+    return t
+
+
+def _arrow_list_names(table: pa.Table) -> pa.Table:
+    """The table with Arrow's list child names, so a read equals the table that was written."""
+    target = pa.schema([f.with_type(_item_type(f.type)) for f in table.schema], metadata=table.schema.metadata)
+    return table if target.equals(table.schema, check_metadata=True) and all(
+        str(a.type) == str(b.type) for a, b in zip(target, table.schema, strict=True)
+    ) else table.cast(target)
+
+
+def _field_refs(expr: Any) -> set[str]:
+    """Column names an expression refers to (from its text form: ``(class == "a")``)."""
+    import re
+
+    text = str(expr)
+    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_.]*", text))
