@@ -769,20 +769,26 @@ def build_with(
         b = _Builder(out_p, opts, seams, on_error)
         todos: list[_Todo] = []
         refused: list[tuple[_Todo, NotRegularFileError]] = []  # never opened: error rows right away
+
+        def assign_id(p: Path, old: dict[str, Any] | None, urlpath: str) -> str:
+            """The file's image id: kept from the previous build, else derived and made unique."""
+            if old is not None and old.get("image_id"):
+                iid = str(old["image_id"])
+            else:
+                try:
+                    iid = image_id_for(p, image_id_from, used_ids)
+                except ValueError as exc:
+                    raise CatalogError(str(exc)) from None
+            used_ids[iid] = urlpath
+            return iid
+
         for p in files:
             urlpath = p.as_posix()  # discover() returns absolute paths
             old = old_by_path.get(urlpath)
             size = 0
             problem = file_problem(p)
             if problem is not None:
-                if old is not None and old.get("image_id"):
-                    iid = old["image_id"]
-                else:
-                    try:
-                        iid = image_id_for(p, image_id_from, used_ids)
-                    except ValueError as exc:
-                        raise CatalogError(str(exc)) from None
-                used_ids[iid] = urlpath
+                iid = assign_id(p, old, urlpath)
                 refused.append((_Todo(len(todos) + len(refused), p, detect_reader(p, is_dir=False), iid,
                                       path_columns(regex, urlpath), 0), problem))
                 b.attempted.add(urlpath)
@@ -798,14 +804,7 @@ def build_with(
                     continue
             except OSError:
                 pass  # the worker reports it
-            if old is not None and old.get("image_id"):
-                iid = old["image_id"]
-            else:
-                try:
-                    iid = image_id_for(p, image_id_from, used_ids)
-                except ValueError as exc:
-                    raise CatalogError(str(exc)) from None
-            used_ids[iid] = urlpath
+            iid = assign_id(p, old, urlpath)
             todos.append(_Todo(len(todos) + len(refused), p, detect_reader(p), iid, path_columns(regex, urlpath), size))
             b.attempted.add(urlpath)
 

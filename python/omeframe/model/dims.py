@@ -58,13 +58,18 @@ def validate_dim_order(dim_order: str, ndim: int) -> str:
     return order
 
 
-def to_tczyx(arr: np.ndarray, dim_order: str) -> np.ndarray:
-    """Return a TCZYX view of ``arr`` (missing axes become length-1; no copy)."""
-    order = validate_dim_order(dim_order, arr.ndim)
+def to_tczyx(arr: np.ndarray, dim_order: str, *, stacked: bool = False) -> np.ndarray:
+    """Return a TCZYX view of ``arr`` (missing axes become length-1; no copy).
+
+    With ``stacked``, the first axis indexes images (an ``(N, ...)`` stack),
+    ``dim_order`` names the axes of one image and the view is ``(N, T, C, Z, Y, X)``.
+    """
+    lead = 1 if stacked else 0
+    order = validate_dim_order(dim_order, arr.ndim - lead)
     view = arr
     axes = list(order)
     for a in CANONICAL:
         if a not in axes:
             view = view[..., np.newaxis]
             axes.append(a)
-    return view.transpose([axes.index(a) for a in CANONICAL])
+    return view.transpose([*range(lead), *(lead + axes.index(a) for a in CANONICAL)])

@@ -153,6 +153,7 @@ class ImageHeader:
         *,
         channel_names: Sequence[str] | None = None,
         physical: Any = None,
+        image_type: str | None = None,
     ) -> ImageHeader:
         """A header for a source that knows little: ids, default channels, spacing.
 
@@ -164,7 +165,7 @@ class ImageHeader:
         return cls(
             image_id=image_id,
             name=name,
-            image_type=None,
+            image_type=image_type,
             acquisition_datetime=None,
             channels=default_channels(channel_names, size_c),
             physical_size_x=phys.get("x", 1.0),

@@ -32,10 +32,10 @@ from omeframe.model.arrow import (
     PIXELS_META_STRUCT,
     PLANE_STRUCT,
 )
-from omeframe.model.dims import CANONICAL, validate_dim_order
+from omeframe.model.dims import to_tczyx
 from omeframe.model.dtypes import SUPPORTED_DTYPES, dtype_name
 from omeframe.model.errors import DtypeError
-from omeframe.model.header import ImageHeader, default_channels, normalize_chunk_shape
+from omeframe.model.header import ImageHeader, normalize_chunk_shape
 
 __all__ = ["stack_tczyx", "encode_stack", "zstd_frames", "segments_of"]
 
@@ -48,14 +48,7 @@ def stack_tczyx(stack: np.ndarray, dim_order: str) -> np.ndarray:
     ``dim_order`` names the axes of one image (e.g. ``"CYX"``); missing axes
     become length 1.
     """
-    order = validate_dim_order(dim_order, stack.ndim - 1)
-    view = stack
-    axes = list(order)
-    for a in CANONICAL:
-        if a not in axes:
-            view = view[..., np.newaxis]
-            axes.append(a)
-    return view.transpose([0, *(1 + axes.index(a) for a in CANONICAL)])
+    return to_tczyx(stack, dim_order, stacked=True)
 
 
 def segments_of(offsets: np.ndarray) -> bytes:
@@ -171,18 +164,9 @@ def encode_stack(
         data = pa.py_buffer(six.reshape(-1).view(np.uint8))  # zero copy
         offsets = raw_offsets
         comp_col = pa.nulls(n * per, pa.string())
-    header = ImageHeader(
-        image_id="",
-        name="",
-        image_type=image_type,
-        acquisition_datetime=None,
-        channels=default_channels(channel_names, sc),
-        physical_size_x=physical_size_x,
-        physical_size_y=physical_size_y,
-        physical_size_z=physical_size_z,
-        physical_size_x_unit=physical_size_unit,
-        physical_size_y_unit=physical_size_unit,
-        physical_size_z_unit=physical_size_unit,
+    header = ImageHeader.basic(
+        "", "", sc, channel_names=channel_names, image_type=image_type,
+        physical={"x": physical_size_x, "y": physical_size_y, "z": physical_size_z, "unit": physical_size_unit},
     )
     origins, extents = regular_pieces((st, sc, sz, sy, sx), (sz, sy, sx))
     keys = np.tile(np.concatenate([origins, extents], axis=1), (n, 1))

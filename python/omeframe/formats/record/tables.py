@@ -42,7 +42,7 @@ from omeframe.formats.record.writer import write_record_batches
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME, OME_ARROW_KNOWN_STRUCTS
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.errors import CorruptFileError, RowIndexError, SchemaError
-from omeframe.model.header import ImageHeader, default_channels
+from omeframe.model.header import ImageHeader
 from omeframe.model.record import RecordView, as_record_scalar
 
 __all__ = [
@@ -269,18 +269,13 @@ def records_from_arrays(
             tczyx = clamp_u16(tczyx)
         builder.add(
             tczyx,
-            ImageHeader(
-                image_id=str(image_ids[i]) if image_ids is not None else f"img-{i}",
-                name=str(names[i]) if names is not None else f"img-{i}",
+            ImageHeader.basic(
+                str(image_ids[i]) if image_ids is not None else f"img-{i}",
+                str(names[i]) if names is not None else f"img-{i}",
+                tczyx.shape[1],
+                channel_names=channel_names,
                 image_type=image_type,
-                acquisition_datetime=None,
-                channels=default_channels(channel_names, tczyx.shape[1]),
-                physical_size_x=physical_size_x,
-                physical_size_y=physical_size_y,
-                physical_size_z=physical_size_z,
-                physical_size_x_unit=physical_size_unit,
-                physical_size_y_unit=physical_size_unit,
-                physical_size_z_unit=physical_size_unit,
+                physical={"x": physical_size_x, "y": physical_size_y, "z": physical_size_z, "unit": physical_size_unit},
             ),
         )
     return builder.build()
