@@ -56,6 +56,7 @@ from _common import (  # noqa: E402
     fmt_ratio,
     fmt_seconds,
     machine_summary,
+    make_crops,
     markdown_table,
     preload_pyarrow,
     run_case,
@@ -123,38 +124,6 @@ def make_stack(shape: tuple[int, int, int, int, int], seed: int = 0) -> Any:
                         img[y0:y1, x0:x1] += w * patch
                 noisy = rng.poisson(img).astype(np.float32) + rng.normal(0.0, 6.0, img.shape)
                 out[t, c, z] = np.clip(noisy, 0, 65535).astype(np.uint16)
-    return out
-
-
-def make_crops(n: int, seed: int = 1, size: int = 64) -> Any:
-    """``n`` uint8 YXC crops of a cell (nucleus, cytoplasm, spots) on a dim background."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    out = np.empty((n, size, size, 3), dtype=np.uint8)
-    for lo in range(0, n, 1000):
-        b = min(1000, n - lo)
-        cy = rng.uniform(0.35 * size, 0.65 * size, (b, 1, 1)).astype(np.float32)
-        cx = rng.uniform(0.35 * size, 0.65 * size, (b, 1, 1)).astype(np.float32)
-        ry = rng.uniform(0.12 * size, 0.25 * size, (b, 1, 1)).astype(np.float32)
-        rx = ry * rng.uniform(0.7, 1.3, (b, 1, 1)).astype(np.float32)
-        d2 = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
-        cell = np.exp(-(d2**2) / 2)  # flat-topped cell body
-        nucleus = np.exp(-d2 / (2 * 0.35**2))
-        spots = np.zeros((b, size, size), dtype=np.float32)
-        for _ in range(6):
-            sy_ = cy + rng.normal(0, 0.5, (b, 1, 1)).astype(np.float32) * ry
-            sx_ = cx + rng.normal(0, 0.5, (b, 1, 1)).astype(np.float32) * rx
-            spots += np.exp(-((yy - sy_) ** 2 + (xx - sx_) ** 2) / (2 * 1.5**2))
-        chans = [
-            12 + 200 * rng.uniform(0.5, 1.0, (b, 1, 1)) * nucleus,
-            18 + 110 * rng.uniform(0.5, 1.0, (b, 1, 1)) * cell,
-            8 + 40 * cell + 150 * spots * cell,
-        ]
-        for c, ch in enumerate(chans):
-            noisy = ch + rng.normal(0.0, 4.0, ch.shape)
-            out[lo : lo + b, :, :, c] = np.clip(noisy, 0, 255).astype(np.uint8)
     return out
 
 
