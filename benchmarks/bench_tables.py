@@ -614,8 +614,9 @@ def run_system(ctx: CaseContext) -> dict[str, Any]:
         out["decode_ok"] = bool(arr.shape == expected.shape and np.array_equal(arr, expected))
         del arr
         if name == "omeframe parquet":
-            import omeframe
             import pyarrow.parquet as pq
+
+            import omeframe
 
             def via_pyarrow() -> Any:
                 return omeframe.to_numpy_stack(pq.read_table(system.path, columns=[COLUMN])[COLUMN])
@@ -742,7 +743,9 @@ def fresh_open(system: str, path: str, n: int, repeats: int, workdir: Path) -> d
     runs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code, path, str(rows_file)], capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, path, str(rows_file)], capture_output=True, text=True, env=env
+        )
         runs.append(time.perf_counter() - t0)
         if proc.returncode:
             raise CaseError(f"fresh open of {system} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -897,9 +900,7 @@ def ratio_table(res: Result) -> str:
     body = []
     for label, key in metrics:
         for ref in ("lance zstd", "zarr v3"):
-            body.append(
-                [f"{label} / {ref}"] + [fmt_ratio(_ratio(res.t(s, key), res.t(ref, key))) for s in systems]
-            )
+            body.append([f"{label} / {ref}"] + [fmt_ratio(_ratio(res.t(s, key), res.t(ref, key))) for s in systems])
     for ref in ("lance zstd", "zarr v3"):
         body.append([f"size / {ref}"] + [fmt_ratio(_ratio(res.size(s), res.size(ref))) for s in systems])
     return markdown_table(["time or size ratio (< 1: better)", *systems], body, "l" + "r" * len(systems))
@@ -938,7 +939,9 @@ def target_lines(res: Result) -> list[str]:
         check(f"[{s}] full decode speed-up vs Lance-zstd", _ratio(res.t(lz, "decode"), res.t(s, "decode")), ">=", 1.2)
         check(f"[{s}] full decode speed-up vs zarr", _ratio(res.t(zr, "decode"), res.t(s, "decode")), ">=", 1.0)
         check(f"[{s}] random batch time / Lance-zstd's", _ratio(res.t(s, "take"), res.t(lz, "take")), "<=", 1.0)
-        check(f"[{s}] fresh open + first batch / Lance-zstd's", _ratio(res.t(s, "fresh"), res.t(lz, "fresh")), "<=", 1.5)
+        check(
+            f"[{s}] fresh open + first batch / Lance-zstd's", _ratio(res.t(s, "fresh"), res.t(lz, "fresh")), "<=", 1.5
+        )
         check(f"[{s}] DataLoader samples/s / Lance torch dataset's", _ratio(res.loader(s), res.loader(lz)), ">=", 1.0)
     return lines
 
@@ -956,7 +959,9 @@ def exponent_lines(results: list[Result]) -> list[str]:
         for s in SYSTEMS:
             parts = []
             for key, limit in (("write", 1.1), ("decode", 1.1), ("take", 0.15)):
-                pts = [(math.log(r.cfg.n), math.log(t)) for r in rs if (t := r.t(s, key)) and not r.rows[s].get("subset")]
+                pts = [
+                    (math.log(r.cfg.n), math.log(t)) for r in rs if (t := r.t(s, key)) and not r.rows[s].get("subset")
+                ]
                 if len(pts) < 2:
                     continue
                 mx = sum(x for x, _ in pts) / len(pts)
