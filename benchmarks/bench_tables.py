@@ -221,14 +221,29 @@ def lance_to_tensor(batch: Any, **_: Any) -> Any:
     return torch.from_numpy(_binary_to_numpy(col, int(math.isqrt(first // 3))))
 
 
-def _shard_lance_worker(worker_id: int) -> None:
-    """``worker_init_fn``: worker ``i`` of ``k`` reads batches ``i, i+k, ...`` (no duplicates)."""
-    import torch
+class LanceShards:
+    """Lance's own ``LanceDataset``, created inside each DataLoader worker.
 
-    info = torch.utils.data.get_worker_info()
-    assert info is not None
-    info.dataset.rank = worker_id  # type: ignore[attr-defined]
-    info.dataset.world_size = info.num_workers  # type: ignore[attr-defined]
+    Worker ``i`` of ``k`` reads batches ``i, i+k, ...``. Lance's runtime does
+    not survive a fork once used, so nothing Lance is opened before the
+    workers start (the loader epochs run in a process of their own for the
+    same reason).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __iter__(self) -> Iterator[Any]:
+        import torch
+        from lance.torch.data import LanceDataset
+
+        info = torch.utils.data.get_worker_info()
+        rank, world = (0, 1) if info is None else (info.id, info.num_workers)
+        ds = LanceDataset(
+            self.path, batch_size=BATCH, columns=[IMAGE], to_tensor_fn=lance_to_tensor,
+            shard_granularity="batch", rank=rank, world_size=world,
+        )  # fmt: skip
+        yield from ds
 
 
 class RowBatches:
@@ -520,13 +535,12 @@ def _loader_epoch(system: System, params: Mapping[str, Any], n: int, shuffle: bo
     from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
     if isinstance(system, LanceSystem):
-        from lance.torch.data import LanceDataset
+        from torch.utils.data import IterableDataset
 
-        ds = LanceDataset(
-            system.path, batch_size=BATCH, columns=[IMAGE], to_tensor_fn=lance_to_tensor,
-            shard_granularity="batch", rank=0, world_size=1,
-        )  # fmt: skip
-        loader = DataLoader(ds, batch_size=None, num_workers=2, worker_init_fn=_shard_lance_worker)
+        class _Iterable(LanceShards, IterableDataset):  # type: ignore[misc]
+            pass
+
+        loader = DataLoader(_Iterable(system.path), batch_size=None, num_workers=2)
         kind = "lance.torch.data.LanceDataset (sharded by batch over the workers)"
     else:
         sampler_cls = RandomSampler if shuffle else SequentialSampler
@@ -651,10 +665,19 @@ def run_system(ctx: CaseContext) -> dict[str, Any]:
 
     if name in OMEFRAME and p["stats"]:
         out["stats"] = _stats_pass(system, n)
-    if p["loader_epoch"] and (name in OMEFRAME or name.startswith("lance")):
-        out["loader"] = _loader_epoch(system, p, n, shuffle=False)
-        if name in OMEFRAME:
-            out["loader_shuffled"] = _loader_epoch(system, p, n, shuffle=True)
+    return out
+
+
+def run_loader(ctx: CaseContext) -> dict[str, Any]:
+    """Child side: DataLoader epochs in a process that has not used Lance (or omeframe) before forking."""
+    p = ctx.params
+    name = p["system"]
+    system = make_system(name, p["path"], int(p["size"]))
+    system.name = name
+    n = int(p["rows"])
+    out = {"loader": _loader_epoch(system, p, n, shuffle=False)}
+    if name in OMEFRAME:
+        out["loader_shuffled"] = _loader_epoch(system, p, n, shuffle=True)
     return out
 
 
@@ -700,7 +723,11 @@ def run_floor(ctx: CaseContext) -> dict[str, Any]:
     return out
 
 
-CASES: dict[str, Callable[[CaseContext], Mapping[str, Any]]] = {"system": run_system, "floor": run_floor}
+CASES: dict[str, Callable[[CaseContext], Mapping[str, Any]]] = {
+    "system": run_system,
+    "floor": run_floor,
+    "loader": run_loader,
+}
 
 
 # =============================================================== fresh process (parent side)
@@ -822,6 +849,9 @@ def run_config(cfg: Config, workdir: Path, args: argparse.Namespace, systems: tu
             res.rows[system] = r
             fresh_n = r["rows"]
             r["fresh"] = fresh_open(system, path, fresh_n, 1 if args.quick else 5, workdir)
+            if base["loader_epoch"] and (system in OMEFRAME or system.startswith("lance")):
+                lp = dict(base, system=system, path=path, rows=fresh_n)
+                r.update(run_case(SCRIPT, "loader", lp, timeout=args.timeout))
             if not (r["decode_ok"] and r["take_ok"]):
                 res.problems.append(f"{cfg.label} {system}: pixels read back differ from the source")
             if system == "omeframe parquet":
