@@ -7,7 +7,11 @@
 * :func:`best_of`: best-of-N wall-clock timing with an optional time budget.
 * :func:`markdown_table` and the ``fmt_*`` helpers: print results.
 
-Only the standard library and psutil are used here.
+* :func:`make_crops` / :func:`make_cell_stack` / :func:`make_features`: realistic
+  synthetic single-cell crops (blobs + noise) and their feature columns.
+
+Only the standard library and psutil are used here (numpy and pyarrow are
+imported inside the data generators).
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ __all__ = [
     "machine_summary",
     "dir_size",
     "preload_pyarrow",
+    "make_crops",
+    "make_cell_stack",
+    "make_features",
 ]
 
 #: The repository root and the (git-ignored) directory every benchmark writes to.
@@ -270,4 +277,88 @@ def machine_summary() -> str:
     return (
         f"{os.cpu_count()} CPUs, {ram}, Python {platform.python_version()}, "
         f"{platform.system()} {platform.machine()}"
+    )
+
+
+# ---------------------------------------------------------------- synthetic cells
+def make_crops(n: int, seed: int = 1, size: int = 64) -> Any:
+    """``n`` uint8 YXC crops of a cell (nucleus, cytoplasm, spots) on a dim background."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for lo in range(0, n, 1000):
+        b = min(1000, n - lo)
+        cy = rng.uniform(0.35 * size, 0.65 * size, (b, 1, 1)).astype(np.float32)
+        cx = rng.uniform(0.35 * size, 0.65 * size, (b, 1, 1)).astype(np.float32)
+        ry = rng.uniform(0.12 * size, 0.25 * size, (b, 1, 1)).astype(np.float32)
+        rx = ry * rng.uniform(0.7, 1.3, (b, 1, 1)).astype(np.float32)
+        d2 = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+        cell = np.exp(-(d2**2) / 2)  # flat-topped cell body
+        nucleus = np.exp(-d2 / (2 * 0.35**2))
+        spots = np.zeros((b, size, size), dtype=np.float32)
+        for _ in range(6):
+            sy_ = cy + rng.normal(0, 0.5, (b, 1, 1)).astype(np.float32) * ry
+            sx_ = cx + rng.normal(0, 0.5, (b, 1, 1)).astype(np.float32) * rx
+            spots += np.exp(-((yy - sy_) ** 2 + (xx - sx_) ** 2) / (2 * 1.5**2))
+        chans = [
+            12 + 200 * rng.uniform(0.5, 1.0, (b, 1, 1)) * nucleus,
+            18 + 110 * rng.uniform(0.5, 1.0, (b, 1, 1)) * cell,
+            8 + 40 * cell + 150 * spots * cell,
+        ]
+        for c, ch in enumerate(chans):
+            noisy = ch + rng.normal(0.0, 4.0, ch.shape)
+            out[lo : lo + b, :, :, c] = np.clip(noisy, 0, 255).astype(np.uint8)
+    return out
+
+
+def make_cell_stack(n: int, size: int, seed: int = 1) -> Any:
+    """``n`` uint8 crops as one C-contiguous ``(n, 3, size, size)`` (CYX) stack.
+
+    The same cells as :func:`make_crops`, generated in slabs of 20,000 so
+    the float32 temporaries stay small for any ``n``.
+    """
+    import numpy as np
+
+    out = np.empty((n, 3, size, size), dtype=np.uint8)
+    for i, lo in enumerate(range(0, n, 20_000)):
+        hi = min(n, lo + 20_000)
+        out[lo:hi] = make_crops(hi - lo, seed=seed * 100_003 + i, size=size).transpose(0, 3, 1, 2)
+    return out
+
+
+WELLS = [f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25)]  # 384-well plate
+
+
+def make_features(n: int, seed: int = 2, start: int = 0) -> Any:
+    """A ``pyarrow.Table`` of per-cell features for rows ``start .. start + n - 1``.
+
+    Columns: ``plate`` (string), ``well`` (string, 384 wells, cells grouped by
+    well), ``cell_id`` (int64), ``area`` (float32, ~log-normal around 300 px),
+    ``mean_dna`` / ``mean_rna`` / ``mean_agp`` (float32), ``eccentricity``
+    (float32).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(seed + start)
+    ids = np.arange(start, start + n, dtype=np.int64)
+    per_well = 1_000
+    well_idx = (ids // per_well) % len(WELLS)
+    plate_idx = ids // (per_well * len(WELLS))
+    wells = pa.array(WELLS).take(pa.array(well_idx))
+    plates = pc.binary_join_element_wise(pa.scalar("plate-"), pc.cast(pa.array(plate_idx), pa.string()), "")
+    return pa.table(
+        {
+            "plate": plates,
+            "well": wells,
+            "cell_id": ids,
+            "area": rng.lognormal(np.log(300.0), 0.4, n).astype(np.float32),
+            "mean_dna": rng.normal(90.0, 20.0, n).astype(np.float32),
+            "mean_rna": rng.normal(60.0, 15.0, n).astype(np.float32),
+            "mean_agp": rng.normal(40.0, 10.0, n).astype(np.float32),
+            "eccentricity": rng.uniform(0.0, 0.95, n).astype(np.float32),
+        }
     )
