@@ -548,7 +548,7 @@ def _loader_epoch(system: System, params: Mapping[str, Any], n: int, shuffle: bo
         dataset: Any = None
         if choice in ("auto", "omeframe.torch"):
             try:
-                from omeframe.torch import ImageTableDataset  # type: ignore[import-not-found]
+                from omeframe.torch import ImageTableDataset, collate
 
                 dataset = ImageTableDataset(system.path)
                 kind = "omeframe.torch.ImageTableDataset"
@@ -556,7 +556,7 @@ def _loader_epoch(system: System, params: Mapping[str, Any], n: int, shuffle: bo
                 if choice == "omeframe.torch":
                     raise
         if dataset is not None:
-            loader = DataLoader(dataset, batch_size=BATCH, shuffle=shuffle, num_workers=2)
+            loader = DataLoader(dataset, batch_size=BATCH, shuffle=shuffle, num_workers=2, collate_fn=collate)
         else:
             dataset = RowBatches(system.path)
             kind = "minimal map-style dataset: ImageTable.to_numpy(rows) per batch"
@@ -565,6 +565,8 @@ def _loader_epoch(system: System, params: Mapping[str, Any], n: int, shuffle: bo
     seen = 0
     t0 = time.perf_counter()
     for batch in loader:
+        if isinstance(batch, dict):  # omeframe.torch samples: {"image": ..., "row": ...}
+            batch = batch["image"]
         assert isinstance(batch, torch.Tensor) and batch.dtype == torch.uint8
         seen += int(batch.shape[0])
     dt = time.perf_counter() - t0
