@@ -10,6 +10,7 @@ access instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import zlib
@@ -41,6 +42,7 @@ from omeframe.model.errors import (
 from omeframe.model.header import ImageHeader
 from omeframe.model.selection import Selection
 from omeframe.storage import files
+from omeframe.storage.parquet import open_parquet
 
 __all__ = ["DatasetReader", "ImageEntry"]
 
@@ -485,10 +487,10 @@ class DatasetReader:
     def _read_rows(self, part: str, cols: list[str], start: int | None, n: int | None) -> pa.Table:
         p = self.path / part
         if self.format == "parquet":
-            import pyarrow.parquet as pq
-
-            with files.open_input(p) as fh:
-                pf = pq.ParquetFile(fh)
+            # Memory-mapped through Arrow's own file, never a Python file object:
+            # pyarrow reading a Python file from worker threads can abort the
+            # interpreter at exit.
+            with contextlib.closing(open_parquet(p)) as pf:
                 if start is None:
                     return pf.read(columns=cols)
                 # Read only the row groups that overlap [start, start + n).
