@@ -79,7 +79,14 @@ def test_catalog_howto_and_rows_without_pandas(tmp_path):
     code = _howto_blocks()
     assert "FileRecord.from_path" in code and "to_struct_array" in code  # the blocks were found
     script = tmp_path / "run.py"
-    script.write_text(_NO_PANDAS + "\n" + code + "\n" + _CHECKS, encoding="utf-8")
+    # As the how-to says, a script whose catalog build may start worker processes
+    # by forkserver or spawn (Python >= 3.12 with threads alive) keeps its work
+    # under a main guard: the workers import the script without running it.
+    body = textwrap.indent(code + "\n" + _CHECKS, "    ")
+    script.write_text(
+        _NO_PANDAS + "\n\ndef _main():\n" + body + "\n\nif __name__ == '__main__':\n    _main()\n",
+        encoding="utf-8",
+    )
     work = tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
