@@ -154,7 +154,12 @@ def test_ragged_and_multichunk_tables(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"pixel_index": False}, {"chunk_compression": None}, {"chunk_compression": "lz4"}, {"format": "vortex"}],
+    [
+        {"pixel_index": False},
+        {"chunk_compression": "lz4"},
+        {"format": "vortex"},
+        {"chunk_compression": None, "compression": None},  # raw chunks in raw pages: Parquet reads them
+    ],
 )
 def test_tables_without_an_index_read_the_same(tmp_path, kwargs):
     stack = cells(40, seed=8)
@@ -225,8 +230,9 @@ def test_value_pages_locate_plain_values_in_v1_and_v2_pages(tmp_path):
         data = path.read_bytes()
         assert all(data[o : o + len(v)] == v for o, v in zip(offs.tolist(), values, strict=True))
     zpath = tmp_path / "z.parquet"
-    pq.write_table(pa.table({"v": pa.array(values, pa.large_binary())}), zpath, compression="zstd")
-    with pytest.raises(UnsupportedLayout, match="ZSTD"):
+    zstd_v1 = pa.table({"v": pa.array(values, pa.large_binary())})
+    pq.write_table(zstd_v1, zpath, compression="zstd", use_dictionary=False)
+    with pytest.raises(UnsupportedLayout, match="v1 data page is compressed"):
         value_pages(zpath, pq.ParquetFile(zpath), 0)
 
 
@@ -285,3 +291,31 @@ def test_verify_table_names_every_damaged_record(tmp_path):
     assert not report.ok
     text = "\n".join(str(d) for d in report.damaged)
     assert "row 3 (img-3)" in text and "row 31 (img-31)" in text and len(report.damaged) == 2
+
+
+def test_raw_chunks_get_compressed_pages_and_page_takes(tmp_path):
+    """Raw chunks: Parquet compresses small v2 pages; takes decompress only their pages."""
+    stack = cells(300, seed=31)
+    path = of.write_table(tmp_path / "raw.parquet", stack, dim_order="CYX", chunk_compression=None,
+                          columns={"well": np.arange(300) % 7})
+    t = of.open_table(path)
+    assert t.indexed and t._index is not None and t._index.pages is not None
+    assert len(t._index.pages.num_values) > 3  # many small pages, not one per row group
+    rows = [299, 0, 150, 151, 7]
+    assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert np.array_equal(t.to_numpy(), stack)
+    taken = t.take(rows, columns=["ome_arrow", "well"])
+    assert np.array_equal(of.to_numpy_stack(taken["ome_arrow"]), stack[rows])
+    assert taken.equals(of.read_table(path, rows=rows, columns=["ome_arrow", "well"]))
+    rec = taken["ome_arrow"].combine_chunks()[0]
+    assert rec["chunks"][0]["compression"].as_py() is None  # canonical raw chunks, readable anywhere
+    pages = t._index.pages
+    raw = bytearray(path.read_bytes())
+    raw[int(pages.values_start[2]) + 5] ^= 0x10  # inside page 2's compressed values
+    path.write_bytes(bytes(raw))
+    damaged = of.open_table(path)
+    first_in_page = int(pages.first_value[2]) // 3  # 3 chunks per record
+    with pytest.raises(of.ChunkChecksumError, match="CRC"):
+        damaged.to_numpy([first_in_page])
+    assert np.array_equal(damaged.to_numpy([0]), stack[[0]])
+    assert not of.verify_table(path).ok
