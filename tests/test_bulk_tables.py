@@ -181,7 +181,7 @@ def _payload_span(path):
 
 def test_a_flipped_pixel_byte_is_an_error_not_a_wrong_pixel(tmp_path):
     stack = cells(30, seed=9)
-    path = of.write_table(tmp_path / "c.parquet", stack, dim_order="CYX")
+    path = of.write_table(tmp_path / "c.parquet", stack, dim_order="CYX", chunk_compression="zstd")
     start, length = _payload_span(path)
     raw = bytearray(path.read_bytes())
     raw[start + length // 2] ^= 0x5A
@@ -250,12 +250,14 @@ def test_to_numpy_stack_of_in_memory_records():
         of.to_numpy_stack(mixed)
 
 
-@pytest.mark.parametrize("kind", ["stack", "list-raw", "vortex"])
+@pytest.mark.parametrize("kind", ["stack", "stack-frames", "list-raw", "vortex"])
 def test_byte_flips_anywhere_give_an_error_or_exact_pixels(tmp_path, kind):
     """Flip bytes all over a record table: every read is exact or a typed error."""
     stack = cells(24, seed=21)
     suffix = ".vortex" if kind == "vortex" else ".parquet"
     opts = {"chunk_compression": None} if kind == "list-raw" else {}
+    if kind == "stack-frames":
+        opts = {"chunk_compression": "zstd"}
     images = list(stack) if kind == "list-raw" else stack
     path = of.write_table(tmp_path / f"f{suffix}", images, dim_order="CYX", **opts)
     pristine = path.read_bytes()
@@ -277,7 +279,7 @@ def test_byte_flips_anywhere_give_an_error_or_exact_pixels(tmp_path, kind):
 
 def test_verify_table_names_every_damaged_record(tmp_path):
     stack = cells(40, seed=23)
-    path = of.write_table(tmp_path / "v.parquet", stack, dim_order="CYX")
+    path = of.write_table(tmp_path / "v.parquet", stack, dim_order="CYX", chunk_compression="zstd")
     assert of.verify_table(path).ok and of.verify_table(path).records == 40
     t = of.open_table(path)
     index = t._index
@@ -319,3 +321,14 @@ def test_raw_chunks_get_compressed_pages_and_page_takes(tmp_path):
         damaged.to_numpy([first_in_page])
     assert np.array_equal(damaged.to_numpy([0]), stack[[0]])
     assert not of.verify_table(path).ok
+
+
+def test_tiny_chunks_go_to_compressed_pages_unless_a_codec_is_chosen(tmp_path):
+    tiny = cells(50, y=16, x=16, seed=41)  # 256-byte chunks
+    auto = of.open_table(of.write_table(tmp_path / "a.parquet", tiny, dim_order="CYX"))
+    framed = of.open_table(of.write_table(tmp_path / "f.parquet", tiny, dim_order="CYX", chunk_compression="zstd"))
+    big = of.open_table(of.write_table(tmp_path / "b.parquet", cells(5, y=64, x=64, seed=42), dim_order="CYX"))
+    assert auto._index is not None and auto._index.pages is not None
+    assert framed._index is not None and framed._index.pages is None
+    assert big._index is not None and big._index.pages is None
+    assert np.array_equal(auto.to_numpy([3, 49]), framed.to_numpy([3, 49]))

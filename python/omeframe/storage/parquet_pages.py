@@ -199,7 +199,7 @@ class ValuePages:
     #: then ``values_start`` is where a page's compressed values begin, and
     #: the next three arrays describe each page.
     codec: str = "UNCOMPRESSED"
-    values_stored: np.ndarray | None = None  # compressed bytes of the values
+    values_stored: np.ndarray | None = None  # compressed bytes of the values (negative: stored raw)
     values_raw: np.ndarray | None = None  # their decompressed size
     body_start: np.ndarray | None = None  # page body (levels + values): what the page CRC covers
     body_len: np.ndarray | None = None
@@ -266,11 +266,15 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
                         raise UnsupportedLayout(f"row group {g}: a v2 data page is not PLAIN-encoded")
                     if h.num_nulls:
                         raise UnsupportedLayout(f"row group {g}: a data page holds nulls")
-                    if cc.compression != "UNCOMPRESSED" and not h.is_compressed:
-                        raise UnsupportedLayout(f"row group {g}: a page of a compressed column is stored raw")
                     vstart = body + h.rep_len + h.def_len
                     vstored = h.compressed_size - h.rep_len - h.def_len
                     vraw = h.uncompressed_size - h.rep_len - h.def_len
+                    if cc.compression != "UNCOMPRESSED" and not h.is_compressed:
+                        # A writer may store a page's values raw when compressing
+                        # does not shrink them: stored size == raw size, no codec.
+                        if vstored != vraw:
+                            raise UnsupportedLayout(f"row group {g}: a raw-stored page has two sizes")
+                        vstored = -vraw
                     n_values = h.num_values
                 elif h.type == _DICTIONARY_PAGE:
                     raise UnsupportedLayout(f"row group {g}: the column has a dictionary page")

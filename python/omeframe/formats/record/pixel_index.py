@@ -365,7 +365,7 @@ def load_index(path: str | os.PathLike[str], mm: Any) -> PixelIndex | None:
         if len(lengths) and (
             (lengths != lengths[0]).any()
             or int((pages.body_start + pages.body_len).max()) > off
-            or (pages.values_start + pages.values_stored > pages.body_start + pages.body_len).any()
+            or (pages.values_start + np.abs(pages.values_stored) > pages.body_start + pages.body_len).any()
         ):
             raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index points outside the data")
         value_size = int(lengths[0]) if len(lengths) else 0
@@ -412,6 +412,8 @@ def read_page_values(mm: Any, index: PixelIndex, chunk_ids: np.ndarray, *, what:
     assert pages is not None and pages.values_stored is not None and pages.values_raw is not None
     assert pages.body_start is not None and pages.body_len is not None and pages.crc is not None
     width = index.value_size + 4
+    if not len(chunk_ids):  # zstandard's multi-frame decoder must not see an empty batch
+        return np.zeros((0, index.value_size), dtype=np.uint8)
     page_of = np.searchsorted(pages.first_value, chunk_ids, side="right") - 1
     used, where = np.unique(page_of, return_inverse=True)
     view = memoryview(mm)
@@ -425,19 +427,26 @@ def read_page_values(mm: Any, index: PixelIndex, chunk_ids: np.ndarray, *, what:
                 )
     finally:
         view.release()
-    seg = np.empty((len(used), 2), dtype=np.uint64)
-    seg[:, 0] = pages.values_start[used]
-    seg[:, 1] = pages.values_stored[used]
-    raw_sizes = pages.values_raw[used]
-    try:
-        decoded = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
-            zstandard.BufferWithSegments(mm, seg.tobytes()),
-            decompressed_sizes=raw_sizes.astype(np.uint64).tobytes(),
-            threads=_threads.num_threads() if _threads.can_parallelize() and len(used) > 8 else 0,
-        )
-    except zstandard.ZstdError as exc:
-        raise PixelPayloadError(f"{what}: a page of the pixel column does not decompress: {exc}") from exc
-    parts: list[Any] = [decoded[i] for i in range(len(used))]
+    stored = pages.values_stored[used]
+    packed = np.flatnonzero(stored >= 0)  # pages whose values are zstd frames
+    parts: list[Any] = [None] * len(used)
+    if len(packed):
+        seg = np.empty((len(packed), 2), dtype=np.uint64)
+        seg[:, 0] = pages.values_start[used[packed]]
+        seg[:, 1] = stored[packed]
+        try:
+            decoded = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
+                zstandard.BufferWithSegments(mm, seg.tobytes()),
+                decompressed_sizes=pages.values_raw[used[packed]].astype(np.uint64).tobytes(),
+                threads=_threads.num_threads() if _threads.can_parallelize() and len(packed) > 8 else 0,
+            )
+        except zstandard.ZstdError as exc:
+            raise PixelPayloadError(f"{what}: a page of the pixel column does not decompress: {exc}") from exc
+        for j, i in enumerate(packed.tolist()):
+            parts[i] = decoded[j]
+    for i in np.flatnonzero(stored < 0).tolist():  # values the writer kept raw (incompressible)
+        lo = int(pages.values_start[used[i]])
+        parts[i] = mm[lo : lo - int(stored[i])]
     rows = np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(-1, width)
     base = np.zeros(len(used), dtype=np.int64)
     if len(used) > 1:
