@@ -103,8 +103,13 @@ STATS_MAX_ROWS = 20_000  # the ome_stats pass runs over at most this many rows
 #: map-style dataset below (one ``ImageTable.to_numpy(rows)`` per batch).
 LOADER_CHOICES = ("auto", "omeframe.torch", "minimal")
 
-SYSTEMS = ("omeframe parquet", "omeframe vortex", "lance zstd", "lance raw", "zarr v3", "ome-arrow bytes")
-OMEFRAME = ("omeframe parquet", "omeframe vortex")
+SYSTEMS = (
+    "omeframe parquet", "omeframe parquet-pages", "omeframe vortex", "lance zstd", "lance raw", "zarr v3",
+    "ome-arrow bytes",
+)
+#: "parquet": one zstd frame per chunk (the default); "parquet-pages": raw
+#: chunks in zstd-compressed Parquet pages (``chunk_compression=None``).
+OMEFRAME = ("omeframe parquet", "omeframe parquet-pages", "omeframe vortex")
 
 
 @dataclass(frozen=True)
@@ -314,17 +319,21 @@ class System:
 class OmeframeSystem(System):
     def __init__(self, path: str, size: int, fmt: str) -> None:
         super().__init__(path, size)
-        self.fmt = fmt
+        self.fmt = "parquet" if fmt == "parquet-pages" else fmt
+        self.options: dict[str, Any] = {"chunk_compression": None} if fmt == "parquet-pages" else {}
 
     def write(self, src: Source, limit: int | None) -> None:
         import omeframe
 
         if src.stream:
             batches = ((cells, feats) for _, cells, feats in src.batches(limit))
-            omeframe.write_table(self.path, batches, dim_order="CYX", format=self.fmt, progress=False)
+            omeframe.write_table(
+                self.path, batches, dim_order="CYX", format=self.fmt, progress=False, **self.options
+            )
         else:
             omeframe.write_table(
-                self.path, src.cells(), dim_order="CYX", columns=src.features, format=self.fmt, progress=False
+                self.path, src.cells(), dim_order="CYX", columns=src.features, format=self.fmt, progress=False,
+                **self.options,
             )
 
     def open(self) -> Any:
@@ -523,7 +532,10 @@ def make_system(name: str, path: str, size: int) -> System:
 
 def store_path(workdir: Path, cfg: Config, system: str) -> str:
     slug = system.replace(" ", "_").replace("-", "")
-    suffix = {"omeframe parquet": ".parquet", "omeframe vortex": ".vortex", "ome-arrow bytes": ".parquet"}
+    suffix = {
+        "omeframe parquet": ".parquet", "omeframe parquet-pages": ".parquet", "omeframe vortex": ".vortex",
+        "ome-arrow bytes": ".parquet",
+    }
     ext = suffix.get(system, ".lance" if system.startswith("lance") else ".zarr")
     return str(workdir / f"cells_{cfg.n}_{cfg.size}_{slug}{ext}")
 

@@ -154,7 +154,12 @@ def test_ragged_and_multichunk_tables(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"pixel_index": False}, {"chunk_compression": None}, {"chunk_compression": "lz4"}, {"format": "vortex"}],
+    [
+        {"pixel_index": False},
+        {"chunk_compression": "lz4"},
+        {"format": "vortex"},
+        {"chunk_compression": None, "compression": None},  # raw chunks in raw pages: Parquet reads them
+    ],
 )
 def test_tables_without_an_index_read_the_same(tmp_path, kwargs):
     stack = cells(40, seed=8)
@@ -176,7 +181,7 @@ def _payload_span(path):
 
 def test_a_flipped_pixel_byte_is_an_error_not_a_wrong_pixel(tmp_path):
     stack = cells(30, seed=9)
-    path = of.write_table(tmp_path / "c.parquet", stack, dim_order="CYX")
+    path = of.write_table(tmp_path / "c.parquet", stack, dim_order="CYX", chunk_compression="zstd")
     start, length = _payload_span(path)
     raw = bytearray(path.read_bytes())
     raw[start + length // 2] ^= 0x5A
@@ -225,8 +230,9 @@ def test_value_pages_locate_plain_values_in_v1_and_v2_pages(tmp_path):
         data = path.read_bytes()
         assert all(data[o : o + len(v)] == v for o, v in zip(offs.tolist(), values, strict=True))
     zpath = tmp_path / "z.parquet"
-    pq.write_table(pa.table({"v": pa.array(values, pa.large_binary())}), zpath, compression="zstd")
-    with pytest.raises(UnsupportedLayout, match="ZSTD"):
+    zstd_v1 = pa.table({"v": pa.array(values, pa.large_binary())})
+    pq.write_table(zstd_v1, zpath, compression="zstd", use_dictionary=False)
+    with pytest.raises(UnsupportedLayout, match="v1 data page is compressed"):
         value_pages(zpath, pq.ParquetFile(zpath), 0)
 
 
@@ -244,12 +250,14 @@ def test_to_numpy_stack_of_in_memory_records():
         of.to_numpy_stack(mixed)
 
 
-@pytest.mark.parametrize("kind", ["stack", "list-raw", "vortex"])
+@pytest.mark.parametrize("kind", ["stack", "stack-frames", "list-raw", "vortex"])
 def test_byte_flips_anywhere_give_an_error_or_exact_pixels(tmp_path, kind):
     """Flip bytes all over a record table: every read is exact or a typed error."""
     stack = cells(24, seed=21)
     suffix = ".vortex" if kind == "vortex" else ".parquet"
     opts = {"chunk_compression": None} if kind == "list-raw" else {}
+    if kind == "stack-frames":
+        opts = {"chunk_compression": "zstd"}
     images = list(stack) if kind == "list-raw" else stack
     path = of.write_table(tmp_path / f"f{suffix}", images, dim_order="CYX", **opts)
     pristine = path.read_bytes()
@@ -271,7 +279,7 @@ def test_byte_flips_anywhere_give_an_error_or_exact_pixels(tmp_path, kind):
 
 def test_verify_table_names_every_damaged_record(tmp_path):
     stack = cells(40, seed=23)
-    path = of.write_table(tmp_path / "v.parquet", stack, dim_order="CYX")
+    path = of.write_table(tmp_path / "v.parquet", stack, dim_order="CYX", chunk_compression="zstd")
     assert of.verify_table(path).ok and of.verify_table(path).records == 40
     t = of.open_table(path)
     index = t._index
@@ -285,3 +293,42 @@ def test_verify_table_names_every_damaged_record(tmp_path):
     assert not report.ok
     text = "\n".join(str(d) for d in report.damaged)
     assert "row 3 (img-3)" in text and "row 31 (img-31)" in text and len(report.damaged) == 2
+
+
+def test_raw_chunks_get_compressed_pages_and_page_takes(tmp_path):
+    """Raw chunks: Parquet compresses small v2 pages; takes decompress only their pages."""
+    stack = cells(300, seed=31)
+    path = of.write_table(tmp_path / "raw.parquet", stack, dim_order="CYX", chunk_compression=None,
+                          columns={"well": np.arange(300) % 7})
+    t = of.open_table(path)
+    assert t.indexed and t._index is not None and t._index.pages is not None
+    assert len(t._index.pages.num_values) > 3  # many small pages, not one per row group
+    rows = [299, 0, 150, 151, 7]
+    assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert np.array_equal(t.to_numpy(), stack)
+    taken = t.take(rows, columns=["ome_arrow", "well"])
+    assert np.array_equal(of.to_numpy_stack(taken["ome_arrow"]), stack[rows])
+    assert taken.equals(of.read_table(path, rows=rows, columns=["ome_arrow", "well"]))
+    rec = taken["ome_arrow"].combine_chunks()[0]
+    assert rec["chunks"][0]["compression"].as_py() is None  # canonical raw chunks, readable anywhere
+    pages = t._index.pages
+    raw = bytearray(path.read_bytes())
+    raw[int(pages.values_start[2]) + 5] ^= 0x10  # inside page 2's compressed values
+    path.write_bytes(bytes(raw))
+    damaged = of.open_table(path)
+    first_in_page = int(pages.first_value[2]) // 3  # 3 chunks per record
+    with pytest.raises(of.ChunkChecksumError, match="CRC"):
+        damaged.to_numpy([first_in_page])
+    assert np.array_equal(damaged.to_numpy([0]), stack[[0]])
+    assert not of.verify_table(path).ok
+
+
+def test_tiny_chunks_go_to_compressed_pages_unless_a_codec_is_chosen(tmp_path):
+    tiny = cells(50, y=16, x=16, seed=41)  # 256-byte chunks
+    auto = of.open_table(of.write_table(tmp_path / "a.parquet", tiny, dim_order="CYX"))
+    framed = of.open_table(of.write_table(tmp_path / "f.parquet", tiny, dim_order="CYX", chunk_compression="zstd"))
+    big = of.open_table(of.write_table(tmp_path / "b.parquet", cells(5, y=64, x=64, seed=42), dim_order="CYX"))
+    assert auto._index is not None and auto._index.pages is not None
+    assert framed._index is not None and framed._index.pages is None
+    assert big._index is not None and big._index.pages is None
+    assert np.array_equal(auto.to_numpy([3, 49]), framed.to_numpy([3, 49]))

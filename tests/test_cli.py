@@ -183,7 +183,7 @@ def test_sql_rows_need_no_pandas_for_nanosecond_timestamps(catalog, capsys):
 
 def test_verify_names_damaged_records_and_exits_non_zero(tmp_path, capsys):
     stack = np.random.default_rng(3).integers(0, 200, (12, 2, 16, 16), dtype=np.uint8)
-    path = of.write_table(tmp_path / "t.parquet", stack, dim_order="CYX")
+    path = of.write_table(tmp_path / "t.parquet", stack, dim_order="CYX", chunk_compression="zstd")
     ok = inproc(capsys, "verify", str(path))
     assert ok.returncode == 0 and "12 records decode" in ok.stdout
     index = of.open_table(path)._index

@@ -7,9 +7,11 @@ every value (because it wrote them) can compute each value's byte range in
 the file. That turns a random take of a few rows into a few positional reads
 instead of decoding whole row groups.
 
-Only what such a column needs is supported: data pages v1 and v2 without page
-compression, PLAIN encoding, no dictionary. Anything else raises
-:class:`UnsupportedLayout` and the caller keeps Parquet's own reader.
+Only what such a column needs is supported: PLAIN encoding, no dictionary,
+no nulls; data pages v1 without page compression, or v2 pages (whose levels
+are stored apart from the values) uncompressed or zstd-compressed. Anything
+else raises :class:`UnsupportedLayout` and the caller keeps Parquet's own
+reader.
 """
 
 from __future__ import annotations
@@ -116,7 +118,9 @@ class _Reader:
 @dataclass
 class _Header:
     type: int = -1
+    uncompressed_size: int = -1
     compressed_size: int = -1
+    crc: int | None = None
     num_values: int = -1
     num_nulls: int = 0
     encoding: int = -1
@@ -132,8 +136,12 @@ def _parse_header(buf: bytes) -> tuple[_Header, int]:
     def page_header(fid: int, t: int) -> bool:
         if fid == 1 and t == _I32:
             h.type = r.zigzag()
+        elif fid == 2 and t == _I32:
+            h.uncompressed_size = r.zigzag()
         elif fid == 3 and t == _I32:
             h.compressed_size = r.zigzag()
+        elif fid == 4 and t == _I32:
+            h.crc = r.zigzag() & 0xFFFFFFFF
         elif fid == 5 and t == _STRUCT:
             r.struct(v1)
         elif fid == 8 and t == _STRUCT:
@@ -187,6 +195,15 @@ class ValuePages:
     first_value: np.ndarray
     values_start: np.ndarray
     num_values: np.ndarray
+    #: ``"UNCOMPRESSED"``, or the codec of every page's values (``"ZSTD"``):
+    #: then ``values_start`` is where a page's compressed values begin, and
+    #: the next three arrays describe each page.
+    codec: str = "UNCOMPRESSED"
+    values_stored: np.ndarray | None = None  # compressed bytes of the values (negative: stored raw)
+    values_raw: np.ndarray | None = None  # their decompressed size
+    body_start: np.ndarray | None = None  # page body (levels + values): what the page CRC covers
+    body_len: np.ndarray | None = None
+    crc: np.ndarray | None = None  # the page's CRC-32 (-1: none written)
 
 
 def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: int) -> ValuePages:
@@ -203,11 +220,18 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
     firsts: list[int] = []
     starts: list[int] = []
     counts: list[int] = []
+    stored: list[int] = []
+    raw: list[int] = []
+    bodies: list[int] = []
+    body_lens: list[int] = []
+    crcs: list[int] = []
+    codecs: set[str] = set()
     seen = 0
     with open(os.fspath(path), "rb") as fh:
         for g in range(md.num_row_groups):
             cc = md.row_group(g).column(column_index)
-            if cc.compression != "UNCOMPRESSED":
+            codecs.add(cc.compression)
+            if cc.compression not in ("UNCOMPRESSED", "ZSTD"):
                 raise UnsupportedLayout(f"row group {g}: the column is {cc.compression}-compressed")
             if cc.has_dictionary_page:
                 raise UnsupportedLayout(f"row group {g}: the column has a dictionary page")
@@ -226,9 +250,10 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
                     except EOFError:
                         raise UnsupportedLayout(f"row group {g}: unreadable page header") from None
                 body = pos + hlen
+                vstored = vraw = 0
                 if h.type == _DATA_PAGE:
-                    if h.encoding != _PLAIN:
-                        raise UnsupportedLayout(f"row group {g}: a data page is not PLAIN-encoded")
+                    if h.encoding != _PLAIN or cc.compression != "UNCOMPRESSED":
+                        raise UnsupportedLayout(f"row group {g}: a v1 data page is compressed or not PLAIN")
                     fh.seek(body)
                     vstart = body
                     for present in (max_rep > 0, max_def > 0):  # v1: 4-byte-length-prefixed RLE levels
@@ -237,11 +262,19 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
                             vstart += 4 + int.from_bytes(fh.read(4), "little")
                     n_values = h.num_values
                 elif h.type == _DATA_PAGE_V2:
-                    if h.encoding != _PLAIN or h.is_compressed and cc.compression != "UNCOMPRESSED":
-                        raise UnsupportedLayout(f"row group {g}: a v2 data page is not plain")
+                    if h.encoding != _PLAIN:
+                        raise UnsupportedLayout(f"row group {g}: a v2 data page is not PLAIN-encoded")
                     if h.num_nulls:
                         raise UnsupportedLayout(f"row group {g}: a data page holds nulls")
                     vstart = body + h.rep_len + h.def_len
+                    vstored = h.compressed_size - h.rep_len - h.def_len
+                    vraw = h.uncompressed_size - h.rep_len - h.def_len
+                    if cc.compression != "UNCOMPRESSED" and not h.is_compressed:
+                        # A writer may store a page's values raw when compressing
+                        # does not shrink them: stored size == raw size, no codec.
+                        if vstored != vraw:
+                            raise UnsupportedLayout(f"row group {g}: a raw-stored page has two sizes")
+                        vstored = -vraw
                     n_values = h.num_values
                 elif h.type == _DICTIONARY_PAGE:
                     raise UnsupportedLayout(f"row group {g}: the column has a dictionary page")
@@ -254,10 +287,20 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
                     firsts.append(seen)
                     starts.append(vstart)
                     counts.append(n_values)
+                    stored.append(vstored)
+                    raw.append(vraw)
+                    bodies.append(body)
+                    body_lens.append(h.compressed_size)
+                    crcs.append(-1 if h.crc is None else h.crc)
                     seen += n_values
                 pos = body + h.compressed_size
+    if len(codecs) > 1:
+        raise UnsupportedLayout(f"the column's row groups use different codecs: {sorted(codecs)}")
+    codec = codecs.pop() if codecs else "UNCOMPRESSED"
+    as64 = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    if codec == "UNCOMPRESSED":
+        return ValuePages(as64(firsts), as64(starts), as64(counts))
     return ValuePages(
-        first_value=np.asarray(firsts, dtype=np.int64),
-        values_start=np.asarray(starts, dtype=np.int64),
-        num_values=np.asarray(counts, dtype=np.int64),
+        as64(firsts), as64(starts), as64(counts), codec, as64(stored), as64(raw), as64(bodies), as64(body_lens),
+        as64(crcs),
     )

@@ -26,7 +26,7 @@ from omeframe.formats.record.files import (
     find_record_column,
     read_record_table,
 )
-from omeframe.formats.record.pixel_index import PixelIndex, check_prefixes, load_index
+from omeframe.formats.record.pixel_index import PixelIndex, check_prefixes, load_index, read_page_values
 from omeframe.formats.record.stack import (
     UniformLayout,
     decode_zstd_into,
@@ -284,12 +284,16 @@ class ImageTable:
         chunk_ids = np.repeat(firsts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(
             int(counts.sum())
         )
-        offs, lens = index.offsets[chunk_ids], index.lengths[chunk_ids]
-        if not check_prefixes(mm, offs, lens):
-            raise CorruptFileError(f"{self._path!r}: the pixel index does not match the file's bytes")
-        view = memoryview(mm)
-        data = b"".join([view[o : o + n] for o, n in zip(offs.tolist(), lens.tolist(), strict=True)])
-        del view
+        lens = index.lengths[chunk_ids]
+        if index.pages is not None:
+            data = read_page_values(mm, index, chunk_ids, what=repr(self._path)).tobytes()
+        else:
+            offs = index.offsets[chunk_ids]
+            if not check_prefixes(mm, offs, lens):
+                raise CorruptFileError(f"{self._path!r}: the pixel index does not match the file's bytes")
+            view = memoryview(mm)
+            data = b"".join([view[o : o + n] for o, n in zip(offs.tolist(), lens.tolist(), strict=True)])
+            del view
         boffs = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=boffs[1:])
         pixel_bytes = pa.LargeBinaryArray.from_buffers(
@@ -358,6 +362,19 @@ class ImageTable:
         ulay = UniformLayout(shape=lay.shape, dtype=dtype, keys=lay.keys, codec=lay.codecs[0])
         k = lay.num_chunks
         chunk_ids = (index.first_chunk[idx][:, None] + np.arange(k)).reshape(-1)
+        out6 = np.empty((len(idx), *lay.shape), dtype=dtype)
+        sizes = np.tile(ulay.chunk_bytes(), len(idx))
+        whole = ulay.whole_blocks
+        target = out6 if whole else np.empty(int(sizes.sum()), dtype=np.uint8)
+        what = f"{self._path!r}"
+        if index.pages is not None:
+            if ulay.codec is not None or (sizes != index.value_size).any():
+                return None
+            values = read_page_values(mm, index, chunk_ids, what=what)
+            target.reshape(-1).view(np.uint8)[:] = values.reshape(-1)
+            if not whole:
+                scatter_chunks(target, ulay, out6)
+            return out6
         starts = index.offsets[chunk_ids]
         lengths = index.lengths[chunk_ids]
         if not check_prefixes(mm, starts, lengths):
@@ -365,11 +382,6 @@ class ImageTable:
                 f"{self._path!r}: the pixel index does not match the file's bytes (was the file "
                 "modified in place?); reopen with use_index=False or rewrite the table"
             )
-        out6 = np.empty((len(idx), *lay.shape), dtype=dtype)
-        sizes = np.tile(ulay.chunk_bytes(), len(idx))
-        whole = ulay.whole_blocks
-        target = out6 if whole else np.empty(int(sizes.sum()), dtype=np.uint8)
-        what = f"{self._path!r}"
         if ulay.codec == "zstd":
             decode_zstd_into(target, mm, starts, lengths, sizes, what=what)
         else:

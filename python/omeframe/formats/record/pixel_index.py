@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from omeframe.engine import threads as _threads
 from omeframe.formats.record.decode import _flat_struct
 from omeframe.formats.record.stack import binary_offsets, uniform_layout
 from omeframe.model.dtypes import dtype_name
-from omeframe.model.errors import CorruptFileError
-from omeframe.storage.parquet_pages import UnsupportedLayout, value_pages
+from omeframe.model.errors import ChunkChecksumError, CorruptFileError, PixelPayloadError
+from omeframe.storage.parquet_pages import UnsupportedLayout, ValuePages, value_pages
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -99,6 +100,9 @@ class IndexBuilder:
     record_layout: list[np.ndarray] = field(default_factory=list)
     lengths: list[np.ndarray] = field(default_factory=list)
     usable: bool = True
+    #: ``"frames"``: every chunk is its own zstd frame (pages stored raw);
+    #: ``"pages"``: chunks are raw and Parquet compresses the pages.
+    mode: str = "frames"
 
     def layout_id(self, layout: Layout) -> int:
         key = layout.ident()
@@ -118,16 +122,14 @@ class IndexBuilder:
                 continue
             arr = _flat_struct(part)
             lay = layout_of(arr)
-            if lay is not None and None in lay.codecs:
-                # Raw chunks carry no checksum of their own: they read through
-                # Parquet, whose page checksums cover them.
+            if lay is not None and not self._fits(lay):
                 self.usable = False
                 return
             if lay is not None:
                 ids = np.full(len(arr), self.layout_id(lay), dtype=np.uint32)
             else:  # ragged records: one layout each (the general path is per record anyway)
                 found = [layout_of(arr.slice(i, 1)) for i in range(len(arr))]
-                if any(f is None or None in f.codecs for f in found):
+                if any(f is None or not self._fits(f) for f in found):
                     self.usable = False
                     return
                 ids = np.asarray([self.layout_id(f) for f in found if f is not None], dtype=np.uint32)
@@ -137,6 +139,12 @@ class IndexBuilder:
             poffs, _ = binary_offsets(inner.field("pixel_bytes"))
             self.record_layout.append(ids)
             self.lengths.append(np.diff(poffs))
+
+    def _fits(self, lay: Layout) -> bool:
+        """Frames mode takes zstd chunks (each checks itself); pages mode raw chunks
+        (the page checksums cover them)."""
+        want: str | None = "zstd" if self.mode == "frames" else None
+        return all(c == want for c in lay.codecs)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         ids = np.concatenate(self.record_layout) if self.record_layout else np.zeros(0, np.uint32)
@@ -151,8 +159,13 @@ class PixelIndex:
     layouts: tuple[Layout, ...]
     record_layout: np.ndarray  # (n,) uint32
     first_chunk: np.ndarray  # (n + 1,) int64
-    offsets: np.ndarray  # (chunks,) int64 file offset of each payload
+    offsets: np.ndarray  # (chunks,) int64 file offset of each payload (uncompressed pages)
     lengths: np.ndarray  # (chunks,) int64
+    #: Compressed pages (raw chunks, zstd-compressed v2 pages): every chunk
+    #: payload has ``value_size`` bytes and the page table says where each
+    #: page's compressed values lie; ``None`` for uncompressed pages.
+    pages: ValuePages | None = None
+    value_size: int = 0
 
     @property
     def num_rows(self) -> int:
@@ -257,25 +270,40 @@ def append_index(path: str | os.PathLike[str], column_path: str, builder: IndexB
         pf.close()
     if int(pages.num_values.sum()) != len(lengths) or int(_chunk_starts(layouts, ids)[-1]) != len(lengths):
         return False
-    offsets = _file_offsets(lengths, pages.first_value, pages.values_start, pages.num_values)
+    arrays = {
+        "record_layout": ids,
+        "lengths": lengths.astype(np.uint32) if lengths.size and lengths.max() < 2**32 else lengths,
+        "page_first": pages.first_value,
+        "page_start": pages.values_start,
+        "page_count": pages.num_values,
+    }
+    compressed = pages.codec != "UNCOMPRESSED"
+    if compressed != (builder.mode == "pages") or (compressed and pages.codec != "ZSTD"):
+        return False
+    if compressed:
+        assert pages.values_stored is not None and pages.values_raw is not None
+        assert pages.body_start is not None and pages.body_len is not None and pages.crc is not None
+        # Raw chunks of one size: a page's values are (4-byte length, bytes) records
+        # of one width, which must add up to the page's decompressed size.
+        if not len(lengths) or (lengths != lengths[0]).any():
+            return False
+        if not np.array_equal(pages.num_values * (4 + int(lengths[0])), pages.values_raw):
+            return False
+        arrays.update(
+            page_stored=pages.values_stored, page_raw=pages.values_raw, page_body=pages.body_start,
+            page_body_len=pages.body_len, page_crc=pages.crc,
+        )
+    else:
+        offsets = _file_offsets(lengths, pages.first_value, pages.values_start, pages.num_values)
     with open(p, "r+b") as fh:
         size = os.fstat(fh.fileno()).st_size
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            if not check_prefixes(mm, offsets, lengths):
+            if not compressed and not check_prefixes(mm, offsets, lengths):
                 return False
             footer_len = struct.unpack_from("<I", mm, size - 8)[0]
             footer_start = size - 8 - footer_len
             tail = mm[footer_start:size]
-        blob = _pack(
-            {
-                "record_layout": ids,
-                "lengths": lengths.astype(np.uint32) if lengths.size and lengths.max() < 2**32 else lengths,
-                "page_first": pages.first_value,
-                "page_start": pages.values_start,
-                "page_count": pages.num_values,
-            },
-            {"layouts": [lay.as_json() for lay in layouts]},
-        )
+        blob = _pack(arrays, {"layouts": [lay.as_json() for lay in layouts], "pages": pages.codec.lower()})
         trailer = _TRAILER.pack(_MAGIC, footer_start, len(blob), zlib.crc32(blob), 0)
         fh.seek(footer_start)
         fh.write(blob)
@@ -323,6 +351,25 @@ def load_index(path: str | os.PathLike[str], mm: Any) -> PixelIndex | None:
     first = _chunk_starts(layouts, ids)
     if int(first[-1]) != len(lengths) or int(arrays["page_count"].sum()) != len(lengths):
         raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index chunk counts disagree")
+    if meta.get("pages", "uncompressed") == "zstd":
+        try:
+            pages = ValuePages(
+                arrays["page_first"].astype(np.int64), arrays["page_start"].astype(np.int64),
+                arrays["page_count"].astype(np.int64), "ZSTD", arrays["page_stored"].astype(np.int64),
+                arrays["page_raw"].astype(np.int64), arrays["page_body"].astype(np.int64),
+                arrays["page_body_len"].astype(np.int64), arrays["page_crc"].astype(np.int64),
+            )
+        except KeyError as exc:
+            raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index lacks {exc}") from None
+        assert pages.body_start is not None and pages.body_len is not None and pages.values_stored is not None
+        if len(lengths) and (
+            (lengths != lengths[0]).any()
+            or int((pages.body_start + pages.body_len).max()) > off
+            or (pages.values_start + np.abs(pages.values_stored) > pages.body_start + pages.body_len).any()
+        ):
+            raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index points outside the data")
+        value_size = int(lengths[0]) if len(lengths) else 0
+        return PixelIndex(layouts, ids.astype(np.uint32), first, np.zeros(0, np.int64), lengths, pages, value_size)
     offsets = _file_offsets(lengths, arrays["page_first"], arrays["page_start"], arrays["page_count"])
     if len(offsets) and (int(offsets.min()) < 4 or int((offsets + lengths).max()) > off):
         raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index points outside the data")
@@ -340,3 +387,71 @@ def layout_of(arr: pa.StructArray) -> Layout | None:
     if lay is None:
         return None
     return Layout(lay.shape, dtype_name(lay.dtype), lay.keys, (lay.codec,) * len(lay.keys))
+
+
+def read_page_values(mm: Any, index: PixelIndex, chunk_ids: np.ndarray, *, what: str) -> np.ndarray:
+    """The payloads of ``chunk_ids`` from a table whose raw chunks lie in compressed pages.
+
+    Reads each page the chunks live in once, checks its Parquet CRC-32,
+    decompresses the values of all those pages in one multi-frame call and
+    gathers the chunks, whose payloads all have ``index.value_size`` bytes.
+    Returns a ``(len(chunk_ids), value_size)`` uint8 array in the order asked.
+
+    Raises
+    ------
+    ChunkChecksumError
+        When a page's bytes do not match its CRC.
+    PixelPayloadError
+        When a page does not decompress to its declared size.
+    CorruptFileError
+        When a value's stored length disagrees with the index.
+    """
+    import zstandard
+
+    pages = index.pages
+    assert pages is not None and pages.values_stored is not None and pages.values_raw is not None
+    assert pages.body_start is not None and pages.body_len is not None and pages.crc is not None
+    width = index.value_size + 4
+    if not len(chunk_ids):  # zstandard's multi-frame decoder must not see an empty batch
+        return np.zeros((0, index.value_size), dtype=np.uint8)
+    page_of = np.searchsorted(pages.first_value, chunk_ids, side="right") - 1
+    used, where = np.unique(page_of, return_inverse=True)
+    view = memoryview(mm)
+    try:
+        for p in used.tolist():  # one CRC per page read, not per chunk
+            crc = int(pages.crc[p])
+            lo = int(pages.body_start[p])
+            if crc >= 0 and zlib.crc32(view[lo : lo + int(pages.body_len[p])]) != crc:
+                raise ChunkChecksumError(
+                    f"{what}: page {p} of the pixel column fails its CRC-32 (the file is damaged)"
+                )
+    finally:
+        view.release()
+    stored = pages.values_stored[used]
+    packed = np.flatnonzero(stored >= 0)  # pages whose values are zstd frames
+    parts: list[Any] = [None] * len(used)
+    if len(packed):
+        seg = np.empty((len(packed), 2), dtype=np.uint64)
+        seg[:, 0] = pages.values_start[used[packed]]
+        seg[:, 1] = stored[packed]
+        try:
+            decoded = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
+                zstandard.BufferWithSegments(mm, seg.tobytes()),
+                decompressed_sizes=pages.values_raw[used[packed]].astype(np.uint64).tobytes(),
+                threads=_threads.num_threads() if _threads.can_parallelize() and len(packed) > 8 else 0,
+            )
+        except zstandard.ZstdError as exc:
+            raise PixelPayloadError(f"{what}: a page of the pixel column does not decompress: {exc}") from exc
+        for j, i in enumerate(packed.tolist()):
+            parts[i] = decoded[j]
+    for i in np.flatnonzero(stored < 0).tolist():  # values the writer kept raw (incompressible)
+        lo = int(pages.values_start[used[i]])
+        parts[i] = mm[lo : lo - int(stored[i])]
+    rows = np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(-1, width)
+    base = np.zeros(len(used), dtype=np.int64)
+    if len(used) > 1:
+        np.cumsum(pages.num_values[used][:-1], out=base[1:])
+    picked = rows[base[where] + (chunk_ids - pages.first_value[page_of])]
+    if (picked[:, :4].copy().view("<u4").reshape(-1) != index.value_size).any():
+        raise CorruptFileError(f"{what}: a value's stored length disagrees with the pixel index")
+    return picked[:, 4:]

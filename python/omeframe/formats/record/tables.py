@@ -284,6 +284,9 @@ def records_from_arrays(
 #: Raw pixel bytes per encoded batch when writing a stack or a list of arrays:
 #: bounds the memory a write holds beside its input.
 BATCH_BYTES = 64 << 20
+#: Chunks of a stack below this many raw bytes are stored raw, in Parquet pages
+#: compressed with zstd, unless a chunk codec is chosen explicitly.
+SMALL_CHUNK_BYTES = 2048
 #: Images per batch on the per-image (general) path.
 BATCH_IMAGES = 4096
 
@@ -298,18 +301,28 @@ def _slice_opt(value: Any, lo: int, hi: int) -> Any:
     return None if value is None else value[lo:hi]
 
 
-def _encode_stack_batches(stack: np.ndarray, encode: dict[str, Any]) -> Iterator[pa.StructArray]:
+def _encode_stack_batches(
+    stack: np.ndarray, encode: dict[str, Any], *, pages_ok: bool = False
+) -> Iterator[pa.StructArray]:
     """Records of an ``(N, ...)`` stack, batch by batch (vectorised when the layout allows)."""
     n = int(stack.shape[0])
     opts = dict(encode)
     progress = opts.pop("progress", None)
     dim_order = opts.pop("dim_order", None) or default_dim_order(stack.ndim - 1)
+    chosen = {"compression", "chunk_compression"} & set(opts)
     comp, level = resolve_chunk_compression(
         opts.pop("compression", DEFAULT_COMPRESSION),
         opts.pop("compression_level", DEFAULT_COMPRESSION_LEVEL),
         opts.pop("chunk_compression", UNSET),
         opts.pop("chunk_compression_level", UNSET),
     )
+    if not chosen and pages_ok and stack.ndim >= 3:
+        # Tiny chunks: zstd's fixed cost per frame outweighs per-chunk frames;
+        # raw chunks in Parquet-compressed pages are smaller and faster (measured
+        # in benchmarks/bench_tables.py; docs/concepts/layouts.md).
+        six = to_tczyx(stack[:1], dim_order, stacked=True)
+        if int(np.prod(six.shape[3:])) * stack.dtype.itemsize < SMALL_CHUNK_BYTES:
+            comp, level = None, None
     ids, names = opts.pop("image_ids", None), opts.pop("names", None)
     for label, seq in (("image_ids", ids), ("names", names)):
         if seq is not None and len(seq) != n:
@@ -365,14 +378,16 @@ def _is_array_list(images: Any) -> bool:
     return isinstance(images, Sequence) and bool(images) and isinstance(images[0], np.ndarray)
 
 
-def _record_batches(images: Any, encode: dict[str, Any]) -> Iterator[tuple[Any, Any, bool]]:
+def _record_batches(
+    images: Any, encode: dict[str, Any], *, pages_ok: bool = False
+) -> Iterator[tuple[Any, Any, bool]]:
     """``(records, columns_or_None, encoded_here)`` triples from any accepted ``images`` input."""
     if isinstance(images, pa.Table):
         if encode:
             raise TypeError(f"encoding options {sorted(encode)} apply to numpy images only")
         yield images, None, False
     elif isinstance(images, np.ndarray):
-        for arr in _encode_stack_batches(images, encode):
+        for arr in _encode_stack_batches(images, encode, pages_ok=pages_ok):
             yield arr, None, True
     elif _is_array_list(images):
         for arr in _encode_list_batches(images, dict(encode)):
@@ -396,7 +411,7 @@ def _record_batches(images: Any, encode: dict[str, Any]) -> Iterator[tuple[Any, 
                     f"batch {i}: expected a numpy stack, a list of arrays, records or a table; "
                     f"got {type(imgs).__name__}"
                 )
-            for arr, _, here in _record_batches(imgs, encode):
+            for arr, _, here in _record_batches(imgs, encode, pages_ok=pages_ok):
                 yield arr, cols, here
     else:
         raise TypeError(
@@ -423,7 +438,12 @@ def _with_columns(table: pa.Table, extra: pa.Table | None) -> pa.Table:
 
 
 def _numbered_batches(
-    images: Any, column_name: str, columns: Mapping[str, Any] | pa.Table | None, encode: dict[str, Any]
+    images: Any,
+    column_name: str,
+    columns: Mapping[str, Any] | pa.Table | None,
+    encode: dict[str, Any],
+    *,
+    pages_ok: bool = False,
 ) -> Iterator[pa.Table]:
     """Tables of records plus their user columns, batch by batch.
 
@@ -438,7 +458,7 @@ def _numbered_batches(
         if total != extra.num_rows:
             raise ValueError(f"extra columns have {extra.num_rows} rows but there are {total} images")
     pos = 0
-    for recs, cols, encoded_here in _record_batches(images, encode):
+    for recs, cols, encoded_here in _record_batches(images, encode, pages_ok=pages_ok):
         table = recs if isinstance(recs, pa.Table) else pa.table({column_name: recs})
         if streaming and encoded_here and defaults:
             table = _renumber(table, column_name, pos, defaults)
@@ -510,6 +530,10 @@ def write_table(
         Numpy images are encoded with ``**encode``, the keyword arguments of
         :func:`records_from_arrays`; pick the chunk codec with
         ``chunk_compression=`` (``compression`` here is the Parquet codec).
+        Without one, chunks of a stack are zstd frames, except tiny chunks
+        (under :data:`SMALL_CHUNK_BYTES`, e.g. 16×16 uint8 crops), which are
+        stored raw in zstd-compressed Parquet pages: smaller, faster to write
+        and to scan (measured; see docs/concepts/layouts.md).
     columns
         Extra columns (plate, well, cell id, features ...) as a mapping of
         equal-length sequences or a table with one row per image.
@@ -537,9 +561,15 @@ def write_table(
     >>> of.write_table(path, crops, dim_order="CYX", columns={"area": np.arange(100)}).name
     'cells.parquet'
     """
+    # Tiny chunks of a stack go raw into zstd-compressed pages when the table
+    # is Parquet with zstd pages and a pixel index (see SMALL_CHUNK_BYTES).
+    pages_ok = (
+        pixel_index and compression is not None and str(compression).lower() == "zstd"
+        and detect_format(path, format) == "parquet"
+    )
     return write_record_batches(
         path,
-        _numbered_batches(images, column_name, columns, encode),
+        _numbered_batches(images, column_name, columns, encode, pages_ok=pages_ok),
         column_name=column_name,
         format=format,
         compression=compression,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from omeframe.formats.record.files import (
     _pixels_precompressed,
@@ -38,6 +39,10 @@ SMALL_IMAGE_BYTES = 256 << 10
 #: groups, so groups are sized for scans and a small footer (measured in
 #: ``benchmarks/bench_tables.py``; see docs/concepts/layouts.md).
 SMALL_IMAGE_ROW_GROUP_BYTES = 64 << 20
+#: Data-page size of raw chunks compressed by Parquet: a random take
+#: decompresses one page per row it reads, a scan pays a small cost per page
+#: (measured in ``benchmarks/bench_tables.py``; see docs/concepts/layouts.md).
+RAW_PAGE_BYTES = 16 << 10
 
 
 def _check_batch(batch: pa.Table, column_name: str, schema: pa.Schema | None) -> pa.Table:
@@ -109,6 +114,16 @@ def write_record_batches(
     return _write_parquet(path, first, it, column_name, compression, row_group_bytes, meta, pixel_index)
 
 
+def _mean_chunk_bytes(column: pa.ChunkedArray) -> int:
+    """Average stored bytes of one chunk payload (plus its 4-byte Parquet length)."""
+    arr = column.combine_chunks()
+    if not len(arr) or arr.type.get_field_index("chunks") < 0:
+        return 1
+    n_chunks = int(pa.compute.sum(pa.compute.list_value_length(arr.field("chunks"))).as_py() or 0)
+    pixels = float(record_row_sizes(column).sum()) - 512.0 * len(arr)
+    return max(1, int(pixels / max(n_chunks, 1)) + 4)
+
+
 def _write_parquet(
     path: str | os.PathLike[str],
     first: pa.Table,
@@ -126,13 +141,23 @@ def _write_parquet(
         row_group_bytes = SMALL_IMAGE_ROW_GROUP_BYTES if mean < SMALL_IMAGE_BYTES else pqio.DEFAULT_ROW_GROUP_BYTES
 
     precompressed = _pixels_precompressed(first[column_name])
-    index = IndexBuilder(usable=pixel_index and precompressed)
+    # Chunks compressed one by one: pages stored raw, each chunk read by position.
+    # Raw chunks: Parquet compresses small v2 pages of them, read page by page.
+    mode = "frames" if precompressed else "pages"
+    index = IndexBuilder(usable=pixel_index and (precompressed or compression is not None), mode=mode)
     if index.usable:
         meta = {**meta, INDEX_KEY: INDEX_VERSION.encode()}
     merged = dict(first.schema.metadata or {})
     merged.update(meta)
     schema = first.schema.with_metadata(merged)
     kwargs = pqio._writer_kwargs(schema, compression, precompressed)
+    if mode == "pages" and index.usable:
+        kwargs.update(
+            data_page_version="2.0",  # levels apart from values: a page's values are found from its header
+            data_page_size=RAW_PAGE_BYTES,
+            # Pages are cut between write batches: a batch of a quarter page keeps them near the target.
+            write_batch_size=max(1, RAW_PAGE_BYTES // 4 // _mean_chunk_bytes(first[column_name])),
+        )
     pending: list[pa.Table] = []
     sizes: list[np.ndarray] = []
     with atomic_path(path) as tmp:
