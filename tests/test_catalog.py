@@ -294,11 +294,10 @@ def _slow_open(path, reader=None):
     return _real_open(path, reader)
 
 
-def test_ctrl_c_while_batches_are_written_keeps_catalog_and_images_in_step(tree):
+def test_ctrl_c_while_batches_are_written_keeps_catalog_and_images_in_step(tree, monkeypatch):
     import signal
 
-    if build_mod.mp_context().get_start_method() != "fork":
-        pytest.skip("needs forked workers to inherit the test's reader")
+    monkeypatch.setenv("OMEFRAME_MP_START", "fork")  # the workers inherit the test's reader
     src, out = tree["src"], tree["root"] / "cat"
     _SLOW["name"] = discover(src)[0].name
     calls = {"n": 0}
@@ -335,9 +334,8 @@ def _crashing_open(path, reader=None):
 _real_open = open_image
 
 
-def test_a_crashing_worker_costs_only_its_file(tree):
-    if build_mod.mp_context().get_start_method() != "fork":
-        pytest.skip("needs forked workers to inherit the test's reader")
+def test_a_crashing_worker_costs_only_its_file(tree, monkeypatch):
+    monkeypatch.setenv("OMEFRAME_MP_START", "fork")  # the workers inherit the test's reader
     out = tree["root"] / "cat"
     res = build_with(tree["src"], out, seams=Seams(open_image=_crashing_open), workers=2, progress=False, batch_size=3)
     cat = read_catalog(out)

@@ -173,11 +173,10 @@ def test_a_file_past_its_timeout_gets_an_error_row(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_worker_deaf_to_its_timer_is_killed_and_replaced(tmp_path, request):
+def test_a_worker_deaf_to_its_timer_is_killed_and_replaced(tmp_path, request, monkeypatch):
     if not (os.environ.get("OMEFRAME_SLOW") == "1" or "slow" in (request.config.getoption("markexpr", "") or "")):
         pytest.skip("slow: run with -m slow or OMEFRAME_SLOW=1")
-    if build_mod.mp_context().get_start_method() != "fork":
-        pytest.skip("needs forked workers to inherit the test's reader")
+    monkeypatch.setenv("OMEFRAME_MP_START", "fork")  # the workers inherit the test's reader
     src = _stuck_tree(tmp_path)
     out = tmp_path / "cat"
     res = build_with(src, out, seams=Seams(open_image=_deaf_open), workers=2, progress=False, timeout=1,

@@ -32,9 +32,13 @@ from omeframe.engine import threads as _threads
 build_mod = importlib.import_module("omeframe.catalog.build")
 Seams, build_with = build_mod.Seams, build_mod.build_with
 
-needs_fork = pytest.mark.skipif(
-    build_mod.mp_context().get_start_method() != "fork", reason="needs the fork start method"
-)
+@pytest.fixture()
+def fork_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers start by fork (available on every Linux Python), so they inherit the test's patches."""
+    monkeypatch.setenv("OMEFRAME_MP_START", "fork")
+
+
+needs_fork = pytest.mark.usefixtures("fork_workers")
 
 
 def _npy_tree(root: Path, n: int = 4) -> dict[str, np.ndarray]:
