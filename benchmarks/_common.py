@@ -362,3 +362,40 @@ def make_features(n: int, seed: int = 2, start: int = 0) -> Any:
             "eccentricity": rng.uniform(0.0, 0.95, n).astype(np.float32),
         }
     )
+
+
+def zstd_chunk_frames(path: str, column: str) -> tuple[Any, Any, int, int, int] | None:
+    """Every chunk payload of a record table as ``zstandard`` frames, for decode floors.
+
+    Returns ``(frames, decompressed_sizes, n, compressed_bytes, raw_bytes)``:
+    a ``zstandard.BufferWithSegments`` over one copy of the payload bytes and
+    the ``uint64`` sizes they decode to, or ``None`` when the chunks are not
+    all zstd frames (e.g. raw chunks in compressed Parquet pages).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    rec = pq.read_table(path, columns=[column])[column].combine_chunks()
+    chunks = rec.field("chunks").flatten()  # one entry per chunk, all records
+    if set(chunks.field("compression").unique().to_pylist()) != {"zstd"}:
+        return None
+    payload = chunks.field("pixel_bytes")
+    n = len(payload)
+    width = 8 if pa.types.is_large_binary(payload.type) else 4
+    offs = np.frombuffer(
+        payload.buffers()[1], dtype=np.int64 if width == 8 else np.int32, count=n + 1, offset=payload.offset * width
+    ).astype(np.uint64)
+    data = np.frombuffer(payload.buffers()[2], dtype=np.uint8)[int(offs[0]) : int(offs[-1])].copy()
+    seg = np.empty((n, 2), dtype=np.uint64)
+    seg[:, 0] = offs[:-1] - offs[0]
+    seg[:, 1] = offs[1:] - offs[:-1]
+    itemsize = np.array([np.dtype(d).itemsize for d in chunks.field("dtype").to_pylist()], dtype=np.uint64)
+    sizes = (
+        chunks.field("shape_z").to_numpy().astype(np.uint64)
+        * chunks.field("shape_y").to_numpy().astype(np.uint64)
+        * chunks.field("shape_x").to_numpy().astype(np.uint64)
+        * itemsize
+    )
+    return zstandard.BufferWithSegments(data, seg.tobytes()), sizes, n, int(data.size), int(sizes.sum())

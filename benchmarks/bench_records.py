@@ -62,6 +62,7 @@ from _common import (  # noqa: E402
     markdown_table,
     preload_pyarrow,
     run_case,
+    zstd_chunk_frames,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -461,36 +462,14 @@ def _zarr_read_crops(ctx: CaseContext) -> dict[str, Any]:
 @case("crops", "floor", "read")
 def _decode_floor(ctx: CaseContext) -> dict[str, Any]:
     """One-thread ``zstandard`` decompression of exactly the chunk payloads in omeframe's file."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import zstandard
 
     preload_pyarrow()
     ctx.mark_baseline()
-    rec = pq.read_table(ctx.params["path"], columns=[COLUMN])[COLUMN].combine_chunks()
-    chunks = rec.field("chunks").flatten()  # one entry per chunk, all records
-    payload = chunks.field("pixel_bytes")
-    comps = set(chunks.field("compression").unique().to_pylist())
-    if comps != {"zstd"}:
-        raise RuntimeError(f"expected only zstd chunks in omeframe's file, got {comps}")
-    n = len(payload)
-    width = 8 if pa.types.is_large_binary(payload.type) else 4
-    offs = np.frombuffer(
-        payload.buffers()[1], dtype=np.int64 if width == 8 else np.int32, count=n + 1, offset=payload.offset * width
-    ).astype(np.uint64)
-    data = np.frombuffer(payload.buffers()[2], dtype=np.uint8)[int(offs[0]) : int(offs[-1])].copy()
-    seg = np.empty((n, 2), dtype=np.uint64)
-    seg[:, 0] = offs[:-1] - offs[0]
-    seg[:, 1] = offs[1:] - offs[:-1]
-    frames = zstandard.BufferWithSegments(data, seg.tobytes())
-    itemsize = np.array([np.dtype(d).itemsize for d in chunks.field("dtype").to_pylist()], dtype=np.uint64)
-    sizes = (
-        chunks.field("shape_z").to_numpy().astype(np.uint64)
-        * chunks.field("shape_y").to_numpy().astype(np.uint64)
-        * chunks.field("shape_x").to_numpy().astype(np.uint64)
-        * itemsize
-    )
+    found = zstd_chunk_frames(ctx.params["path"], COLUMN)
+    if found is None:
+        raise RuntimeError("expected only zstd chunks in omeframe's file")
+    frames, sizes, n, compressed, _ = found
     dctx = zstandard.ZstdDecompressor()
 
     def fn() -> int:
@@ -501,7 +480,7 @@ def _decode_floor(ctx: CaseContext) -> dict[str, Any]:
     return {
         "read": timing,
         "chunks": n,
-        "compressed": int(data.size),
+        "compressed": compressed,
         "raw": int(total),
     }
 

@@ -375,6 +375,8 @@ class ImageTable:
             if not whole:
                 scatter_chunks(target, ulay, out6)
             return out6
+        if ulay.codec != "zstd":
+            return None  # an index over uncompressed pages holds zstd frames only (IndexBuilder)
         starts = index.offsets[chunk_ids]
         lengths = index.lengths[chunk_ids]
         if not check_prefixes(mm, starts, lengths):
@@ -382,17 +384,7 @@ class ImageTable:
                 f"{self._path!r}: the pixel index does not match the file's bytes (was the file "
                 "modified in place?); reopen with use_index=False or rewrite the table"
             )
-        if ulay.codec == "zstd":
-            decode_zstd_into(target, mm, starts, lengths, sizes, what=what)
-        else:
-            if not np.array_equal(lengths, sizes):
-                raise CorruptFileError(f"{what}: a raw chunk's stored length differs from its shape")
-            flat = target.reshape(-1).view(np.uint8)
-            src = np.frombuffer(mm, dtype=np.uint8)
-            pos = 0
-            for s, ln in zip(starts.tolist(), lengths.tolist(), strict=True):  # raw: one memcpy per chunk
-                flat[pos : pos + ln] = src[s : s + ln]
-                pos += ln
+        decode_zstd_into(target, mm, starts, lengths, sizes, what=what)
         if not whole:
             scatter_chunks(target, ulay, out6)
         return out6

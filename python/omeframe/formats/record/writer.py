@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 - pa.compute
+import pyarrow.compute as pc
 
 from omeframe.formats.record.files import (
     _pixels_precompressed,
@@ -119,7 +119,7 @@ def _mean_chunk_bytes(column: pa.ChunkedArray) -> int:
     arr = column.combine_chunks()
     if not len(arr) or arr.type.get_field_index("chunks") < 0:
         return 1
-    n_chunks = int(pa.compute.sum(pa.compute.list_value_length(arr.field("chunks"))).as_py() or 0)
+    n_chunks = int(pc.sum(pc.list_value_length(arr.field("chunks"))).as_py() or 0)
     pixels = float(record_row_sizes(column).sum()) - 512.0 * len(arr)
     return max(1, int(pixels / max(n_chunks, 1)) + 4)
 
