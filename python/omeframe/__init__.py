@@ -14,6 +14,7 @@ from omeframe._version import __version__
 
 if TYPE_CHECKING:
     from omeframe import catalog, loaders, models, shapes
+    from omeframe.engine.cache import cache_info, set_cache_bytes
     from omeframe.engine.lazy import LazyImage, PlanInfo
     from omeframe.engine.limits import get_max_bytes, set_max_bytes
     from omeframe.engine.predicates import chunk
@@ -114,10 +115,18 @@ if TYPE_CHECKING:
 
 # Public names load on first use (PEP 562), so ``import omeframe`` stays cheap
 # and a fresh process that only opens a table imports only what that needs.
-_WITHOUT_REGISTRY = ("omeframe.formats.record.", "omeframe.model.", "omeframe.engine.threads", "omeframe.engine.limits")
+_WITHOUT_REGISTRY = (
+    "omeframe.formats.record.",
+    "omeframe.model.",
+    "omeframe.engine.threads",
+    "omeframe.engine.limits",
+    "omeframe.engine.cache",
+)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "get_max_bytes": ("omeframe.engine.limits", 'get_max_bytes'),
     "set_max_bytes": ("omeframe.engine.limits", 'set_max_bytes'),
+    "set_cache_bytes": ("omeframe.engine.cache", 'set_cache_bytes'),
+    "cache_info": ("omeframe.engine.cache", 'cache_info'),
     "FileTimeoutError": ("omeframe.model.errors", 'FileTimeoutError'),
     "MissingChunksWarning": ("omeframe.model.errors", 'MissingChunksWarning'),
     "NotRegularFileError": ("omeframe.model.errors", 'NotRegularFileError'),
@@ -276,6 +285,8 @@ __all__ = [
     "set_num_threads",
     "get_max_bytes",
     "set_max_bytes",
+    "set_cache_bytes",
+    "cache_info",
     "OmeframeError",
     "DimOrderError",
     "DtypeError",
