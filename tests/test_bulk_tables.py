@@ -250,12 +250,12 @@ def test_to_numpy_stack_of_in_memory_records():
         of.to_numpy_stack(mixed)
 
 
-@pytest.mark.parametrize("kind", ["stack", "stack-frames", "list-raw", "vortex"])
+@pytest.mark.parametrize("kind", ["stack", "stack-frames", "list-raw", "vortex", "vortex-raw"])
 def test_byte_flips_anywhere_give_an_error_or_exact_pixels(tmp_path, kind):
     """Flip bytes all over a record table: every read is exact or a typed error."""
     stack = cells(24, seed=21)
-    suffix = ".vortex" if kind == "vortex" else ".parquet"
-    opts = {"chunk_compression": None} if kind == "list-raw" else {}
+    suffix = ".vortex" if kind.startswith("vortex") else ".parquet"
+    opts = {"chunk_compression": None} if kind in ("list-raw", "vortex-raw") else {}
     if kind == "stack-frames":
         opts = {"chunk_compression": "zstd"}
     images = list(stack) if kind == "list-raw" else stack
@@ -275,6 +275,41 @@ def test_byte_flips_anywhere_give_an_error_or_exact_pixels(tmp_path, kind):
         if not np.array_equal(got, stack):
             wrong.append(pos)
     assert not wrong, f"silently wrong pixels after flips at {wrong}"
+
+
+def test_vortex_tables_store_row_crcs_and_verify_names_damaged_rows(tmp_path):
+    """Vortex record tables carry a CRC-32 of each row's pixel bytes in the hidden column."""
+    from omeframe.formats.vortex.checksum import row_crcs
+
+    stack = cells(30, y=16, x=16, seed=24)  # tiny crops: raw chunks, Vortex's own encodings
+    path = of.write_table(tmp_path / "t.vortex", stack, dim_order="CYX")
+    assert of.verify_table(path).ok
+    table = of.read_table(path, rows=[4, 2, 4])
+    assert np.array_equal(of.to_numpy_stack(table.column(0)), stack[[4, 2, 4]])
+    assert table.column_names == ["ome_arrow"]  # the hidden column never leaks
+    # Damage the pixel bytes of rows 3 and 17 in the Arrow data, rewrite the file with
+    # the original CRCs (as a byte flip inside a compressed Vortex segment would).
+    from omeframe.formats.vortex import file as vfile
+
+    good = of.read_table(path)
+    crcs = row_crcs([good.column(0).combine_chunks()])
+    recs = good.column(0).to_pylist()
+    for r in (3, 17):
+        chunk = recs[r]["chunks"][1]
+        chunk["pixel_bytes"] = bytes([chunk["pixel_bytes"][0] ^ 1]) + chunk["pixel_bytes"][1:]
+    damaged = pa.table({"ome_arrow": pa.array(recs, type=good.schema.field(0).type)})
+    assert (row_crcs([damaged.column(0).combine_chunks()]) != crcs).sum() == 2
+    original = vfile.row_crcs
+    try:
+        vfile.row_crcs = lambda cols: crcs  # the writer stores the CRCs of the intact rows
+        vfile.write_vortex_table(damaged, tmp_path / "d.vortex")
+    finally:
+        vfile.row_crcs = original
+    with pytest.raises(of.ChunkChecksumError, match=r"rows 3, 17"):
+        of.read_table(tmp_path / "d.vortex")
+    assert np.array_equal(of.to_numpy_stack(of.read_table(tmp_path / "d.vortex", rows=[5]).column(0)), stack[[5]])
+    report = of.verify_table(tmp_path / "d.vortex")
+    assert [d.rows for d in report.damaged] == [(3, 4), (17, 18)]
 
 
 def test_verify_table_names_every_damaged_record(tmp_path):

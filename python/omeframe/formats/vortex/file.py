@@ -42,7 +42,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from omeframe.formats.vortex.checksum import ome_columns, row_crcs
 from omeframe.model.errors import (
+    ChunkChecksumError,
     CorruptFileError,
     OptionalDependencyError,
     RowIndexError,
@@ -202,7 +204,8 @@ def write_vortex_table(
     -----
     Vortex has no Python API for file metadata and drops Arrow schema metadata,
     so the full original schema (types, nullability, field and schema metadata)
-    is stored in the name of a hidden null-typed last column; see the module
+    is stored in the name of a hidden last column (null-typed, or the rows' pixel
+    CRC-32 for tables with OME-Arrow columns); see the module
     docstring.
     """
     if not isinstance(table, pa.Table):
@@ -251,7 +254,11 @@ def write_vortex_stream(
     if merged:
         stored = stored.with_metadata(merged)
     encoded = base64.b64encode(stored.serialize().to_pybytes()).decode("ascii")
-    hidden = pa.field(SCHEMA_COLUMN_PREFIX + encoded, pa.null())
+    # The hidden column's name carries the schema; its values carry the CRC-32
+    # of each row's pixel bytes when the table has OME-Arrow columns (null-typed
+    # otherwise: a null column stores nothing).
+    ome = [schema.get_field_index(name) for name in ome_columns(schema)]
+    hidden = pa.field(SCHEMA_COLUMN_PREFIX + encoded, pa.uint32() if ome else pa.null())
     out_schema = schema.remove_metadata().append(hidden)
 
     failure: list[BaseException] = []
@@ -259,7 +266,11 @@ def write_vortex_stream(
     def with_hidden() -> Iterator[pa.RecordBatch]:
         try:
             for batch in batches:
-                arrays = list(batch.columns) + [pa.nulls(batch.num_rows)]
+                if ome:
+                    extra = pa.array(row_crcs([batch.column(i) for i in ome]), type=pa.uint32())
+                else:
+                    extra = pa.nulls(batch.num_rows)
+                arrays = list(batch.columns) + [extra]
                 yield pa.RecordBatch.from_arrays(arrays, schema=out_schema)
         except BaseException as exc:
             failure.append(exc)
@@ -422,6 +433,7 @@ def read_vortex_table(
     # mapped file can SIGBUS).
     vf = _open(p, memory_map=rows is not None)
     schema, _ = _stored_schema(vf, p)
+    hidden_name = str(vf.dtype.names()[-1])
 
     if columns is None:
         columns = list(schema.names)
@@ -446,6 +458,11 @@ def read_vortex_table(
         return pa.Table.from_batches([batch.replace_schema_metadata(schema.metadata)])
 
     target = pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
+    # Check the rows' pixel CRCs when the file stores them and the read returns
+    # every OME-Arrow column in full (the CRC covers them together).
+    ome = ome_columns(schema)
+    check = bool(ome) and set(ome) <= set(columns) and _stores_crcs(vf, hidden_name)
+    read_target = target.append(pa.field(hidden_name, pa.uint32())) if check else target
     vx_indices = None
     inverse = None
     if idx is not None:
@@ -456,9 +473,14 @@ def read_vortex_table(
             inverse = None
         vx_indices = vortex.array(pa.array(uniq.astype(np.uint64)))
     try:
-        table = vf.to_arrow(columns, indices=vx_indices, schema=target).read_all()
+        table = vf.to_arrow(
+            [*columns, hidden_name] if check else columns, indices=vx_indices, schema=read_target
+        ).read_all()
     except (RuntimeError, pa.ArrowException) as exc:
         raise CorruptFileError(f"{p!r} cannot be read: {_first_line(exc)}") from exc
+    if check:
+        _check_crcs(table, ome, p, None if idx is None else np.unique(idx))
+        table = table.drop_columns([hidden_name])
     if not table.schema.equals(target, check_metadata=False):
         # to_arrow(schema=...) already converts; keep a guard in case it did not.
         table = table.cast(target)
@@ -466,6 +488,34 @@ def read_vortex_table(
     if inverse is not None:
         table = table.take(pa.array(np.asarray(inverse).reshape(-1)))
     return table
+
+
+def _stores_crcs(vf: Any, hidden_name: str) -> bool:
+    """True when the hidden last column of an omeframe file holds row CRCs."""
+    if not hidden_name.startswith(SCHEMA_COLUMN_PREFIX):
+        return False
+    field = vf.dtype.to_arrow_schema().field(hidden_name)
+    return bool(pa.types.is_uint32(field.type))
+
+
+def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | None) -> None:
+    """Raise :class:`ChunkChecksumError` naming the rows whose pixel bytes changed."""
+    stored = table.column(table.num_columns - 1)
+    if stored.null_count:
+        raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
+    expected = np.asarray(stored.to_numpy(), dtype=np.uint32)
+    actual = row_crcs([table.column(name).combine_chunks() for name in ome])
+    bad = np.flatnonzero(expected != actual)
+    if bad.size:
+        where = bad if rows is None else rows[bad]
+        listed = ", ".join(str(int(r)) for r in where[:10]) + (" ..." if where.size > 10 else "")
+        error = ChunkChecksumError(
+            f"{path!r}: the pixel bytes of {where.size} row(s) fail their CRC-32 "
+            f"(rows {listed}); the file is damaged — restore it from a copy, or run "
+            "`omeframe verify` to list every damaged row"
+        )
+        error.rows = [int(r) for r in where]  # type: ignore[attr-defined]
+        raise error
 
 
 def vortex_dataset(path: PathLike) -> pds.Dataset:
