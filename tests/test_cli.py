@@ -194,3 +194,23 @@ def test_verify_names_damaged_records_and_exits_non_zero(tmp_path, capsys):
     bad = inproc(capsys, "verify", str(path))
     assert bad.returncode == 1
     assert "damaged" in bad.stderr and "row 7 (img-7)" in bad.stderr
+
+
+def test_verify_lists_every_damaged_dataset_chunk_and_exits_non_zero(tmp_path, capsys):
+    img = np.random.default_rng(4).integers(0, 60000, (64, 64), dtype=np.uint16)
+    ds = of.write_dataset(img, tmp_path / "d.omeds", chunk_shape=(1, 32, 32), compression=None, image_ids=["im"])
+    assert inproc(capsys, "verify", str(ds.path)).returncode == 0
+    e = ds.entry("im")
+    for i in (1, 3):
+        part = ds.path / e.part_of(i)
+        raw = bytearray(part.read_bytes())
+        raw[int(e.offsets[i]) + 10] ^= 0x01
+        part.write_bytes(bytes(raw))
+    res = of.open_dataset(ds.path).verify(collect=True)
+    assert len(res["damaged"]) == 2 and res["chunks"] == 4
+    bad = inproc(capsys, "verify", str(ds.path))
+    assert bad.returncode == 1
+    lines = [ln for ln in bad.stderr.splitlines() if ln.startswith("damaged:")]
+    assert len(lines) == 2 and all("image 'im'" in ln for ln in lines)
+    with pytest.raises(of.ChunkChecksumError):
+        of.open_dataset(ds.path).verify()

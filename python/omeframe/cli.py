@@ -173,7 +173,12 @@ def _verify(args: argparse.Namespace) -> int:
                 rc = max(rc, _verify(argparse.Namespace(path=str(p / sub))))
         return rc
     if _format_of(p) == "dataset":
-        res = open_dataset(p).verify()
+        res = open_dataset(p).verify(collect=True)
+        for message in res["damaged"]:
+            print(f"damaged: {message}", file=sys.stderr)
+        if res["damaged"]:
+            _say(f"FAILED: {len(res['damaged'])} of {res['chunks']} chunks damaged")
+            return 1
         _say(f"ok: {res['images']} images, {res['chunks']} chunks, {res['bytes'] / 2**20:.1f} MiB checked")
         return 0
     report = verify_table(p)

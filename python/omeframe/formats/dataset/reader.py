@@ -575,12 +575,36 @@ class DatasetReader:
             [arrays[f.name] for f in OME_ARROW_BYTE_STRUCT], fields=list(OME_ARROW_BYTE_STRUCT)
         )[0]
 
-    def verify(self) -> dict[str, int]:
-        """Check every chunk's checksum; return counts. Raises on the first corrupt chunk."""
+    def verify(self, *, collect: bool = False) -> dict[str, Any]:
+        """Check every chunk's checksum; return counts.
+
+        Parameters
+        ----------
+        collect : bool
+            ``False`` (default) raises :class:`ChunkChecksumError` on the first
+            damaged chunk. ``True`` checks every chunk and returns the messages
+            of all damaged ones under ``"damaged"`` (one per chunk, naming the
+            image, level, chunk key and part file).
+
+        Returns
+        -------
+        dict
+            ``images``, ``chunks`` and ``bytes`` checked, and with ``collect=True``
+            ``damaged`` (a list of str, empty when the dataset is intact).
+        """
         n = 0
         nbytes = 0
+        damaged: list[str] = []
         for (iid, lv), e in self._entries.items():
             for i in range(e.n_chunks):
-                nbytes += len(self.read_chunk_bytes(iid, lv, i, verify=True))
+                try:
+                    nbytes += len(self.read_chunk_bytes(iid, lv, i, verify=True))
+                except (CorruptFileError, OSError) as exc:
+                    if not collect:
+                        raise
+                    damaged.append(str(exc).splitlines()[0])
                 n += 1
-        return {"images": len(self._entries), "chunks": n, "bytes": nbytes}
+        out: dict[str, Any] = {"images": len(self._entries), "chunks": n, "bytes": nbytes}
+        if collect:
+            out["damaged"] = damaged
+        return out
