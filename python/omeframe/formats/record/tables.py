@@ -302,9 +302,13 @@ def _slice_opt(value: Any, lo: int, hi: int) -> Any:
 
 
 def _encode_stack_batches(
-    stack: np.ndarray, encode: dict[str, Any], *, pages_ok: bool = False
+    stack: np.ndarray, encode: dict[str, Any], *, pages_ok: bool = False, start: int = 0
 ) -> Iterator[pa.StructArray]:
-    """Records of an ``(N, ...)`` stack, batch by batch (vectorised when the layout allows)."""
+    """Records of an ``(N, ...)`` stack, batch by batch (vectorised when the layout allows).
+
+    ``start`` numbers the default ids (``img-<start + i>``) of a stack that
+    continues an earlier one.
+    """
     n = int(stack.shape[0])
     opts = dict(encode)
     progress = opts.pop("progress", None)
@@ -339,17 +343,45 @@ def _encode_stack_batches(
             arr = encode_stack(
                 part, dim_order=dim_order, compression=comp, compression_level=level,
                 chunk_shape=opts.get("chunk_shape", (1, 512, 512)),
-                image_ids=_slice_opt(ids, lo, hi), names=_slice_opt(names, lo, hi), start=lo,
+                image_ids=_slice_opt(ids, lo, hi), names=_slice_opt(names, lo, hi), start=start + lo,
                 **{k: v for k, v in opts.items() if k != "chunk_shape"},
             )
         if arr is None:
             arr = records_from_arrays(
                 list(part), dim_order=dim_order, chunk_compression=comp, chunk_compression_level=level,
-                image_ids=ids[lo:hi] if ids is not None else [f"img-{i}" for i in range(lo, hi)],
-                names=names[lo:hi] if names is not None else [f"img-{i}" for i in range(lo, hi)],
+                image_ids=ids[lo:hi] if ids is not None else [f"img-{i}" for i in range(start + lo, start + hi)],
+                names=names[lo:hi] if names is not None else [f"img-{i}" for i in range(start + lo, start + hi)],
                 **opts,
             )
         yield arr
+
+
+def _uniform(images: Sequence[np.ndarray]) -> bool:
+    """True when every array of ``images`` has the first one's shape and dtype."""
+    first = images[0]
+    return all(isinstance(a, np.ndarray) and a.shape == first.shape and a.dtype == first.dtype for a in images)
+
+
+def _encode_uniform_list_batches(
+    images: Sequence[np.ndarray], encode: dict[str, Any], *, pages_ok: bool = False
+) -> Iterator[pa.StructArray]:
+    """Records of a list of same-shape arrays: stacked a bounded batch at a time, then
+    encoded like a stack (one copy per batch instead of Python work per image)."""
+    n = len(images)
+    opts = dict(encode)
+    ids, names = opts.pop("image_ids", None), opts.pop("names", None)
+    for label, seq in (("image_ids", ids), ("names", names)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"{label} has {len(seq)} entries for {n} images")
+    step = max(1, BATCH_BYTES // max(1, images[0].nbytes))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        part_opts = dict(opts)
+        if ids is not None:
+            part_opts["image_ids"] = ids[lo:hi]
+        if names is not None:
+            part_opts["names"] = names[lo:hi]
+        yield from _encode_stack_batches(np.stack(images[lo:hi]), part_opts, pages_ok=pages_ok, start=lo)
 
 
 def _encode_list_batches(images: Sequence[np.ndarray], encode: dict[str, Any]) -> Iterator[pa.StructArray]:
@@ -388,6 +420,9 @@ def _record_batches(
         yield images, None, False
     elif isinstance(images, np.ndarray):
         for arr in _encode_stack_batches(images, encode, pages_ok=pages_ok):
+            yield arr, None, True
+    elif _is_array_list(images) and _uniform(images):
+        for arr in _encode_uniform_list_batches(images, encode, pages_ok=pages_ok):
             yield arr, None, True
     elif _is_array_list(images):
         for arr in _encode_list_batches(images, dict(encode)):
