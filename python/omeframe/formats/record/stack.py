@@ -10,6 +10,7 @@ agree (ragged crops, list variant, mixed codecs) take the per-record path of
 
 from __future__ import annotations
 
+import ctypes
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,8 +102,45 @@ def decode_zstd_into(
         m = re.search(r"item (\d+)", str(exc))
         where = f" (frame {m.group(1)})" if m else ""
         raise PixelPayloadError(f"{what}: a zstd chunk payload does not decode{where}: {exc}") from exc
-    parts: list[Any] = [decoded[i] for i in range(n)]
-    flat[:] = np.frombuffer(b"".join(parts), dtype=np.uint8)
+    _gather_segments(decoded, np.asarray(sizes, dtype=np.int64), flat)
+
+
+def _gather_segments(decoded: Any, sizes: np.ndarray, flat: np.ndarray) -> None:
+    """Copy the decoded frames of a ``BufferWithSegmentsCollection`` back to back into ``flat``.
+
+    The collection holds one buffer per decoding thread (or a few), each with
+    its frames back to back. Each buffer's run of frames is found by bisection
+    on the frames' offsets (a new buffer restarts at offset 0) and copied with
+    one memory copy, so the work does not grow with the number of frames.
+    """
+    n = len(sizes)
+    cum = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(sizes, out=cum[1:])
+    if n == 0 or not (sizes > 0).all():
+        flat[:] = np.frombuffer(b"".join(decoded[i] for i in range(n)), dtype=np.uint8)
+        return
+    i0 = 0
+    while i0 < n:
+        base = int(cum[i0])
+        lo, hi = i0, n - 1
+        while lo < hi:  # the last frame of the buffer that holds frame i0
+            mid = (lo + hi + 1) // 2
+            if decoded[mid].offset == int(cum[mid]) - base + decoded[i0].offset:
+                lo = mid
+            else:
+                hi = mid - 1
+        i1 = lo + 1
+        first = np.frombuffer(decoded[i0], dtype=np.uint8)
+        last = np.frombuffer(decoded[i1 - 1], dtype=np.uint8)
+        length = int(cum[i1]) - base
+        if last.ctypes.data - first.ctypes.data != int(cum[i1 - 1]) - base or last.size != int(sizes[i1 - 1]):
+            # not one contiguous run after all: copy frame by frame
+            for i in range(i0, i1):
+                flat[int(cum[i]) : int(cum[i + 1])] = np.frombuffer(decoded[i], dtype=np.uint8)
+        else:
+            run = (ctypes.c_uint8 * length).from_address(first.ctypes.data)
+            flat[base : base + length] = np.ctypeslib.as_array(run)
+        i0 = i1
 
 
 @dataclass(frozen=True)
