@@ -367,3 +367,25 @@ def test_tiny_chunks_go_to_compressed_pages_unless_a_codec_is_chosen(tmp_path):
     assert framed._index is not None and framed._index.pages is None
     assert big._index is not None and big._index.pages is None
     assert np.array_equal(auto.to_numpy([3, 49]), framed.to_numpy([3, 49]))
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_gather_segments_equals_joining_every_frame(threads):
+    """The decoder's buffers are copied run by run, exactly as joining frame by frame would."""
+    import zstandard
+
+    from omeframe.formats.record.stack import gather_segments
+
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 3000, 700)
+    raw = [rng.integers(0, 9, int(s), dtype=np.uint8).tobytes() for s in sizes]
+    frames = [zstandard.ZstdCompressor().compress(r) for r in raw]
+    lens = np.array([len(f) for f in frames], dtype=np.uint64)
+    seg = np.stack([np.concatenate([[0], np.cumsum(lens)[:-1]]), lens], axis=1).astype(np.uint64)
+    decoded = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
+        zstandard.BufferWithSegments(b"".join(frames), seg.tobytes()),
+        decompressed_sizes=sizes.astype(np.uint64).tobytes(), threads=threads,
+    )
+    out = np.empty(int(sizes.sum()), dtype=np.uint8)
+    gather_segments(decoded, sizes, out)
+    assert out.tobytes() == b"".join(raw)

@@ -37,7 +37,7 @@ import numpy as np
 
 from omeframe.engine import threads as _threads
 from omeframe.formats.record.decode import _flat_struct
-from omeframe.formats.record.stack import binary_offsets, uniform_layout
+from omeframe.formats.record.stack import binary_offsets, gather_segments, uniform_layout
 from omeframe.model.dtypes import dtype_name
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError, PixelPayloadError
 from omeframe.storage.parquet_pages import UnsupportedLayout, ValuePages, value_pages
@@ -442,12 +442,19 @@ def read_page_values(mm: Any, index: PixelIndex, chunk_ids: np.ndarray, *, what:
             )
         except zstandard.ZstdError as exc:
             raise PixelPayloadError(f"{what}: a page of the pixel column does not decompress: {exc}") from exc
-        for j, i in enumerate(packed.tolist()):
-            parts[i] = decoded[j]
-    for i in np.flatnonzero(stored < 0).tolist():  # values the writer kept raw (incompressible)
-        lo = int(pages.values_start[used[i]])
-        parts[i] = mm[lo : lo - int(stored[i])]
-    rows = np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(-1, width)
+        if len(packed) == len(used):  # every page compressed: one copy per decoder buffer
+            sizes = pages.values_raw[used].astype(np.int64)
+            flat = np.empty(int(sizes.sum()), dtype=np.uint8)
+            gather_segments(decoded, sizes, flat)
+        else:
+            for j, i in enumerate(packed.tolist()):
+                parts[i] = decoded[j]
+    if len(packed) < len(used):
+        for i in np.flatnonzero(stored < 0).tolist():  # values the writer kept raw (incompressible)
+            lo = int(pages.values_start[used[i]])
+            parts[i] = mm[lo : lo - int(stored[i])]
+        flat = np.frombuffer(b"".join(parts), dtype=np.uint8)
+    rows = flat.reshape(-1, width)
     base = np.zeros(len(used), dtype=np.int64)
     if len(used) > 1:
         np.cumsum(pages.num_values[used][:-1], out=base[1:])

@@ -102,10 +102,10 @@ def decode_zstd_into(
         m = re.search(r"item (\d+)", str(exc))
         where = f" (frame {m.group(1)})" if m else ""
         raise PixelPayloadError(f"{what}: a zstd chunk payload does not decode{where}: {exc}") from exc
-    _gather_segments(decoded, np.asarray(sizes, dtype=np.int64), flat)
+    gather_segments(decoded, np.asarray(sizes, dtype=np.int64), flat)
 
 
-def _gather_segments(decoded: Any, sizes: np.ndarray, flat: np.ndarray) -> None:
+def gather_segments(decoded: Any, sizes: np.ndarray, flat: np.ndarray) -> None:
     """Copy the decoded frames of a ``BufferWithSegmentsCollection`` back to back into ``flat``.
 
     The collection holds one buffer per decoding thread (or a few), each with
