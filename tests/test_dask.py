@@ -86,3 +86,46 @@ def test_other_sources_align_with_their_pieces(tmp_path: Path, image: np.ndarray
         )
         assert inside.sum() == 1
     np.testing.assert_array_equal(arr.compute(scheduler="sync"), image[..., 3:70, :])
+
+
+def _records(n: int, start: int = 0) -> list[Any]:
+    return [omeframe.from_numpy(np.full((2, 20, 30), i, np.uint16), dim_order="CYX") for i in range(start, start + n)]
+
+
+def test_read_table_partitions_by_row_group_and_runs_kernels(tmp_path: Path) -> None:
+    import omeframe.dask as ofd
+
+    omeframe.write_table(tmp_path / "t.parquet", _records(7), row_group_bytes=2000)
+    ddf = ofd.read_table(tmp_path / "t.parquet")
+    import pyarrow.parquet as pq
+
+    assert ddf.npartitions == pq.ParquetFile(tmp_path / "t.parquet").metadata.num_row_groups > 1
+    means = ddf.map_partitions(
+        lambda p: ofd.stats(p["ome_arrow"], c=0).struct.field("mean"), meta=("mean", "float64[pyarrow]")
+    )
+    assert means.compute(scheduler="sync").tolist() == [float(i) for i in range(7)]
+    shapes = ddf["ome_arrow"].map_partitions(lambda s: s.ome.shape(), meta=("shape", object))
+    assert [list(s) for s in shapes.compute(scheduler="sync")] == [[1, 2, 1, 20, 30]] * 7
+    crops = ddf.map_partitions(lambda p: ofd.shape(ofd.crop(p["ome_arrow"], 2, 3, 5, 4)), meta=("shape", object))
+    assert [list(s) for s in crops.compute(scheduler="sync")] == [[1, 2, 1, 4, 5]] * 7
+    first = ofd.read_partition(ofd.partitions(tmp_path / "t.parquet")[0])
+    pixels = first["ome_arrow"].ome.to_numpy()
+    assert pixels[0].shape == (1, 2, 1, 20, 30) and int(pixels[-1].max()) == len(pixels) - 1
+
+
+def test_read_table_of_a_folder_is_one_partition_per_file(tmp_path: Path) -> None:
+    import omeframe.dask as ofd
+
+    for k in range(3):
+        omeframe.write_table(tmp_path / f"part-{k}.parquet", _records(2, 2 * k))
+    (tmp_path / "notes.txt").write_text("not a table")
+    ddf = ofd.read_table(tmp_path, columns=["ome_arrow"])
+    assert ddf.npartitions == 3 and list(ddf.columns) == ["ome_arrow"]
+    dims = ddf["ome_arrow"].map_partitions(lambda s: ofd.dtype(s), meta=("dtype", "string[pyarrow]"))
+    assert dims.compute(scheduler="sync").tolist() == ["uint16"] * 6
+    with pytest.raises(ValueError, match="not in the table"):
+        ofd.read_table(tmp_path, columns=["nope"])
+    with pytest.raises(FileNotFoundError, match="no record table files"):
+        ofd.read_table(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        ofd.read_table(tmp_path / "missing.parquet")
