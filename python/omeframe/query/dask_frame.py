@@ -59,7 +59,7 @@ _registered = False
 
 def _pandas() -> Any:
     try:
-        import pandas as pd  # lazy: pandas
+        import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # lazy: pandas
     except ImportError as exc:  # pragma: no cover - dask.dataframe needs pandas
         raise OptionalDependencyError(
             "omeframe.dask needs pandas and dask; install them with pip install 'omeframe[dask]'"
