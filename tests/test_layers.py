@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, int]] = [
     ("registry", 7),
     ("ops", 8), ("shapes", 8),
     ("facade", 9), ("query", 9), ("models", 9), ("errors", 9),
-    ("loaders", 10), ("catalog", 10), ("duckdb", 10), ("polars", 10), ("torch", 10), ("jax", 10),
+    ("loaders", 10), ("catalog", 10), ("duckdb", 10), ("polars", 10), ("dask", 10), ("torch", 10), ("jax", 10),
     ("cli", 11),
     ("__main__", 12), ("", 12),
 ]
@@ -98,7 +98,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
 }
 
 #: Packages ``import omeframe`` must not load (each is optional or slow to import).
-HEAVY = ("duckdb", "polars", "vortex", "zarr", "tifffile", "pydantic", "torch", "jax", "pyarrow.dataset")
+HEAVY = ("duckdb", "polars", "vortex", "zarr", "tifffile", "pydantic", "torch", "jax", "pyarrow.dataset", "dask")
 
 
 def _function_imports(module: str, path: Path) -> list[tuple[str, int]]:

@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from omeframe.engine.derived import known_source, set_resolver
 from omeframe.engine.lazy import LazyImage
+from omeframe.engine.reopen import file_stamp, recipe_of, set_recipe
 from omeframe.engine.source import LazySource
 from omeframe.formats.array import NPY_SUFFIXES
 from omeframe.formats.array.npy import infer_array_dims, load_npy
@@ -277,11 +278,24 @@ def detect(path: str | os.PathLike[str]) -> FormatEntry:
 
 
 def open_path(path: str | os.PathLike[str], options: OpenOptions = OpenOptions()) -> LazySource:
-    """Open the image at ``path`` with the format :func:`detect` finds."""
+    """Open the image at ``path`` with the format :func:`detect` finds.
+
+    The source pickles as ``path`` and ``options`` (see ``engine/reopen.py``):
+    another process reopens it from there.
+    """
     p = Path(path)
     if options.format is not None and p.is_file():  # the caller names the table format
-        return _RECORD_TABLE.open(p, options)
-    return detect(p).open(p, options)
+        src = _RECORD_TABLE.open(p, options)
+    else:
+        src = detect(p).open(p, options)
+    if recipe_of(src) is None:
+        set_recipe(src, _reopen_path, (os.fspath(path), options, file_stamp(p)))
+    return src
+
+
+def _reopen_path(path: str, options: OpenOptions, stamp: tuple[int, int] | None) -> LazySource:
+    """:func:`open_path` again (``stamp``, the file's size and mtime when first opened, keys the reuse)."""
+    return open_path(path, options)
 
 
 def array_source(arr: np.ndarray, dim_order: str | None = None) -> ArraySource:

@@ -77,6 +77,7 @@ function) to reach worker processes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import math
 import multiprocessing as mp
@@ -132,6 +133,7 @@ from omeframe.catalog.discover import (
     open_image,
     path_columns,
 )
+from omeframe.catalog.distributed import client_pool, client_threads
 from omeframe.catalog.records import FILE_RECORD_SCHEMA, file_checksum, stat_path
 from omeframe.catalog.worker import (
     OpenImage,
@@ -589,6 +591,7 @@ def build(
     column_name: str = DEFAULT_COLUMN_NAME,
     batch_size: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    client: Any = None,
 ) -> CatalogResult:
     """Ingest many image files into the catalog directory ``out`` (created or appended).
 
@@ -639,6 +642,11 @@ def build(
         the memory limit (:func:`omeframe.set_max_bytes`) of this process.
         FIFOs, devices, sockets and symlink loops get a
         ``NotRegularFileError`` row without being opened.
+    client
+        A ``dask.distributed.Client``: the per-file work runs on its cluster
+        (``workers`` defaults to its thread count) with the same row order,
+        checkpoints and resumability; its workers must see ``sources`` and
+        ``out`` under the same paths (see :mod:`omeframe.catalog.distributed`).
 
     Returns
     -------
@@ -660,8 +668,13 @@ def build(
     >>> print(res.summary())                                            # doctest: +SKIP
     7 ingested (6 records in images.parquet, 1 images in dataset/), 0 unchanged skipped, ...
     """
+    seams = _DEFAULT_SEAMS
+    if client is not None:
+        seams = replace(seams, open_pool=functools.partial(client_pool, client))
+        # at least 2: one "worker" would ingest in this process instead of on the cluster
+        workers = workers or max(2, client_threads(client))
     return build_with(
-        sources, out, seams=_DEFAULT_SEAMS, layout=layout, workers=workers, progress=progress,
+        sources, out, seams=seams, layout=layout, workers=workers, progress=progress,
         columns_from_path=columns_from_path, on_error=on_error, image_id_from=image_id_from,
         max_record_bytes=max_record_bytes, resume=resume, chunk_shape=chunk_shape,
         compression=compression, compression_level=compression_level, column_name=column_name,

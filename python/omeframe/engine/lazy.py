@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from omeframe.engine.dask_array import plan_to_dask
 from omeframe.engine.executor import assemble, select_pieces, selected_nbytes
 from omeframe.engine.pieces import Pieces
 from omeframe.engine.predicates import ChunkPredicate
@@ -204,3 +205,17 @@ class LazyImage:
         return assemble(
             src, sel, dtype=self.dtype, clamp=clamp, strict=strict, fill_missing=self.fill_missing, pieces=pieces
         )
+
+    # ---- distributed ------------------------------------------------------
+    def to_dask(self) -> Any:
+        """The plan's TCZYX result as a ``dask.array`` with one task per stored chunk.
+
+        Blocks align with the source's chunks (pieces), each task reads only
+        its own (for datasets one byte-range read) and the plan pickles as
+        the path and options it was opened from. See ``engine/dask_array.py``.
+
+        Example
+        -------
+        >>> plan.to_dask().max(axis=(3, 4)).compute()   # doctest: +SKIP
+        """
+        return plan_to_dask(self)

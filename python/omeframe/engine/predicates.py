@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,23 @@ __all__ = ["chunk", "ChunkPredicate", "ChunkStat"]
 
 Stats = dict[str, np.ndarray]
 _STATS = ("min", "max", "mean", "nonzero")
+
+
+# Module-level pieces of predicates (not lambdas), so plans with filters pickle.
+def _both(a: ChunkPredicate, b: ChunkPredicate, s: Stats) -> np.ndarray:
+    return a(s) & b(s)
+
+
+def _either(a: ChunkPredicate, b: ChunkPredicate, s: Stats) -> np.ndarray:
+    return a(s) | b(s)
+
+
+def _negate(a: ChunkPredicate, s: Stats) -> np.ndarray:
+    return ~a(s)
+
+
+def _compare(op: Callable[[Any, Any], Any], name: str, value: float, s: Stats) -> np.ndarray:
+    return np.asarray(op(s[name], value))
 
 
 @dataclass(frozen=True)
@@ -31,13 +49,13 @@ class ChunkPredicate:
         return np.asarray(self.fn(stats), dtype=bool)
 
     def __and__(self, other: ChunkPredicate) -> ChunkPredicate:
-        return ChunkPredicate(lambda s: self(s) & other(s), f"({self.text}) & ({other.text})")
+        return ChunkPredicate(partial(_both, self, other), f"({self.text}) & ({other.text})")
 
     def __or__(self, other: ChunkPredicate) -> ChunkPredicate:
-        return ChunkPredicate(lambda s: self(s) | other(s), f"({self.text}) | ({other.text})")
+        return ChunkPredicate(partial(_either, self, other), f"({self.text}) | ({other.text})")
 
     def __invert__(self) -> ChunkPredicate:
-        return ChunkPredicate(lambda s: ~self(s), f"~({self.text})")
+        return ChunkPredicate(partial(_negate, self), f"~({self.text})")
 
     def __bool__(self) -> bool:
         raise TypeError("use & | ~ to combine chunk predicates, not 'and'/'or'/'not'")
@@ -56,7 +74,7 @@ class ChunkStat:
         if not isinstance(value, (int, float, np.number)):
             raise TypeError(f"compare chunk.{self.name} with a number, got {type(value).__name__}")
         name = self.name
-        return ChunkPredicate(lambda s: op(s[name], value), f"chunk.{name} {sym} {value!r}")
+        return ChunkPredicate(partial(_compare, op, name, value), f"chunk.{name} {sym} {value!r}")
 
     def __gt__(self, v: float) -> ChunkPredicate:
         return self._cmp(operator.gt, ">", v)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.pieces import Pieces
+from omeframe.engine.reopen import recipe_of, reopen
 from omeframe.model.header import ImageHeader, default_channels
 
 __all__ = ["LazySource", "HeaderOverride", "HeaderOptions", "SourceLike", "StoredSource"]
@@ -72,6 +73,25 @@ class LazySource(ABC):
     def labels(self) -> dict[str, LazySource]:
         """Label images linked to this image, by name (empty when there are none)."""
         return {}
+
+    # ---- pickling: file-backed sources travel as their recipe (engine/reopen.py) ----
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        recipe = recipe_of(self)
+        if recipe is not None:
+            return (reopen, recipe)
+        return super().__reduce_ex__(protocol)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # In-memory sources pickle by value; the lock and the built pieces
+        # (closures over open files) are made again on the other side.
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        state["_pixels"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 class SourceLike(ABC):

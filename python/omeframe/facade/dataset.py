@@ -40,6 +40,19 @@ class Dataset(DatasetReader):
         """A lazy plan over one image (see :class:`omeframe.OMEArrow`)."""
         return OMEArrow._from_plan(LazyImage(DatasetSource(self, image_id, level)))
 
+    def to_dask(self, image_id: str | None = None, level: int = 0) -> Any:
+        """One image (and level) as a TCZYX ``dask.array``: a task per stored chunk, each one byte-range read.
+
+        The tasks carry this dataset as its path and the generation it reads,
+        so workers read exactly this generation even while others append.
+
+        Example
+        -------
+        >>> arr = omeframe.open_dataset("slides/").to_dask("slide-1", level=1)   # doctest: +SKIP
+        >>> arr[0, 0].max().compute()                                          # doctest: +SKIP
+        """
+        return LazyImage(DatasetSource(self, image_id, level)).to_dask()
+
     def append(self, images: Any, **options: Any) -> Dataset:
         """Add images (same options as :func:`write_dataset`); returns the new state.
 

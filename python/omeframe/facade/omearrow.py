@@ -254,6 +254,15 @@ class OMEArrow(SourceLike):
         """The read plan: source, selection, chunks and bytes it will read."""
         return self._lazy().explain()
 
+    def to_dask(self) -> Any:
+        """The image (or the plan's selection) as a TCZYX ``dask.array``, one task per stored chunk.
+
+        Example
+        -------
+        >>> omeframe.scan("slides/", image_id="a").to_dask().mean().compute()   # doctest: +SKIP
+        """
+        return self._lazy().to_dask()
+
     def plan_info(self) -> PlanInfo:
         """The numbers behind :meth:`explain`, for code rather than eyes.
 

@@ -346,6 +346,13 @@ class TensorView(_ViewBase):
         view._array = array
         return view
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A view pickles as what it was opened from (its plan: a path and options, or
+        # an in-memory record) and its spec; the receiving process reads it lazily.
+        state = dict(self.__dict__)
+        state["_array"] = None
+        return state
+
     def _tczyx(self) -> np.ndarray:
         if self._array is None:
             self._array = self._plan.execute()

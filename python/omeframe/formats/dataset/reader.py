@@ -25,6 +25,7 @@ import pyarrow as pa
 from omeframe.engine.codec import decode_frames, decode_payload, resolve_codec
 from omeframe.engine.executor import assemble
 from omeframe.engine.pieces import RegularPieces, RowBands, regular_pieces
+from omeframe.engine.reopen import reopen
 from omeframe.formats.dataset.manifest import Manifest, list_generations, manifest_file, read_manifest
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 from omeframe.formats.dataset.validate import validate_images, validate_manifest
@@ -316,6 +317,10 @@ class DatasetReader:
 
     def __repr__(self) -> str:
         return f"<omeframe.Dataset {str(self.path)!r} format={self.format} images={len(self)}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles as its location and the generation it reads; reopened once per process.
+        return (reopen, (type(self), (str(self.path), self.manifest.generation)))
 
     # ---- chunk access ---------------------------------------------------
     def _file(self, part: str) -> files.InputFile:

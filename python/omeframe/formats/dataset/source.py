@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.pieces import Pieces
+from omeframe.engine.reopen import set_recipe
 from omeframe.engine.source import LazySource
 from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.model.header import ImageHeader
@@ -28,6 +29,8 @@ class DatasetSource(LazySource):
         self.entry = dataset.entry(image_id, level)
         self.level = level
         self._stats: dict[str, np.ndarray] | None = None
+        # Pickles as (dataset, image, level): the dataset pickles as its path and generation.
+        set_recipe(self, DatasetSource, (dataset, self.entry.image_id, level))
         self.describe = f"{dataset.format} dataset {str(dataset.path)!r} image {self.entry.image_id!r} level {level}"
 
     @property
