@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.engine.derived import PlanSource, is_identity
-from omeframe.engine.lazy import LazyImage, PlanInfo
+from omeframe.engine.lazy import LazyImage, PhysicalSize, PlanInfo
 from omeframe.engine.predicates import ChunkPredicate
 from omeframe.engine.source import HeaderOptions, HeaderOverride, LazySource, SourceLike
 from omeframe.formats.array.source import RecordSource
@@ -27,6 +27,7 @@ from omeframe.formats.tiff.writer import to_ome_tiff
 from omeframe.formats.zarr.writer import to_ome_zarr
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.errors import SchemaError
+from omeframe.model.header import ImageHeader
 from omeframe.model.record import RecordView, as_record_scalar
 from omeframe.ops.describe import describe_ome_arrow
 from omeframe.ops.slicing import crop_selection, slice_ome_arrow
@@ -208,6 +209,62 @@ class OMEArrow(SourceLike):
         if self._plan is not None:
             return self._plan.out_dtype
         return RecordView(self.data).dtype
+
+    @property
+    def ndim(self) -> int:
+        """Always 5 (TCZYX)."""
+        return 5
+
+    @property
+    def header(self) -> ImageHeader:
+        """The image's header (ids, channels, physical sizes), from metadata only.
+
+        Example
+        -------
+        >>> omeframe.scan("big.ome.tif").header.channels[0].name    # doctest: +SKIP
+        'DAPI'
+        """
+        h = self._lazy().header
+        it = self._image_type
+        return h if it is None else replace(h, image_type=it)
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """Channel names, from metadata only (a lazy image reads no pixels)."""
+        return self._lazy().channel_names
+
+    @property
+    def physical_sizes(self) -> dict[str, PhysicalSize]:
+        """Pixel size per axis ``{"z", "y", "x"}`` as ``PhysicalSize(value, unit)`` (no pixel read)."""
+        return self._lazy().physical_sizes
+
+    @property
+    def levels(self) -> tuple[OMEArrow, ...]:
+        """This image (or plan) at every pyramid level of its source, full resolution first.
+
+        See :attr:`omeframe.LazyImage.levels`; nothing is read.
+        """
+        return tuple(
+            OMEArrow._from_plan(p, tcz=self.tcz, image_type=self._image_type) for p in self._lazy().levels
+        )
+
+    def __getitem__(self, key: Any) -> OMEArrow:
+        """``img[t, c, z, y0:y1, x0:x1]``: a lazy selection (see :meth:`omeframe.LazyImage.__getitem__`).
+
+        Example
+        -------
+        >>> roi = omeframe.scan("slides/", image_id="s1")[0, :, 0, :512, :512]   # doctest: +SKIP
+        """
+        return OMEArrow._from_plan(self._lazy()[key], tcz=self.tcz, image_type=self._image_type)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(img)``: the TCZYX pixels (a lazy plan is read, within the memory limit)."""
+        if self._plan is None:
+            if copy is False:
+                raise ValueError("np.asarray(img, copy=False): a record's pixels are decoded, never shared")
+            out = to_numpy(self.data)
+            return out if dtype is None else out.astype(dtype, copy=False)
+        return self._plan.__array__(dtype, copy)
 
     def info(self) -> dict[str, Any]:
         """Describe the image: shape, kind, channels, dtype (no pixel read when lazy)."""
