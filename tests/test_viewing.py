@@ -107,3 +107,93 @@ def test_levels_scale_the_selection(tmp_path: Path) -> None:
     lv = roi.levels
     assert [x.shape for x in lv] == [(1, 1, 1, 21, 20), (1, 1, 1, 11, 10)]
     np.testing.assert_array_equal(np.asarray(lv[1]), a[..., ::2, ::2][..., 5:16, 10:20])
+
+
+# ---- zarr view ----------------------------------------------------------------
+
+
+def _pyramid_dataset(path: Path, compression: str | None = "zstd") -> np.ndarray:
+    """A 2-level dataset whose chunks do not divide the image (edge chunks are clipped)."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4000, (1, 2, 3, 70, 90), dtype=np.uint16)
+    opts = {"chunk_shape": (2, 32, 32), "compression": compression, "progress": False, "image_ids": ["a"]}
+    of.write_dataset(a, path, frame_bytes=512, **opts)
+    of.write_dataset(a[..., ::2, ::2].copy(), path, level=1, mode="append", **opts)
+    return a
+
+
+@pytest.mark.parametrize("compression, codecs", [("zstd", ["bytes", "zstd"]), (None, ["bytes"]), ("lz4", ["bytes"])])
+def test_zarr_view_of_a_dataset(tmp_path: Path, compression: str | None, codecs: list[str]) -> None:
+    import zarr
+
+    a = _pyramid_dataset(tmp_path / "ds", compression)
+    ds = of.open_dataset(tmp_path / "ds")
+    g = ds.zarr_group("a")
+    assert sorted(g.array_keys()) == ["0", "1"]
+    np.testing.assert_array_equal(g["0"][...], a)
+    np.testing.assert_array_equal(g["1"][...], a[..., ::2, ::2])
+    assert [c.to_dict()["name"] for c in g["0"].metadata.codecs] == codecs
+    store = ds.zarr_store("a", level=0)
+    arr = zarr.open_array(store, mode="r")
+    assert arr.shape == a.shape and arr.chunks == (1, 1, 2, 32, 32)
+    np.testing.assert_array_equal(arr[0, 1, 1:3, 30:65, 10:80], a[0, 1, 1:3, 30:65, 10:80])
+    if compression != "lz4":  # zstd and raw: interior chunks are the stored payloads, byte for byte
+        assert store.get_bytes_sync("c/0/0/0/0/0") == bytes(ds.read_chunk_bytes("a", 0, 0))
+    else:
+        assert store.describe.endswith("(decoded chunks)")
+
+
+def test_zarr_view_readers(tmp_path: Path) -> None:
+    import dask.array as da
+    import xarray as xr
+    from ome_zarr_models.v05.image import Image
+
+    a = _pyramid_dataset(tmp_path / "ds")
+    img = of.open_dataset(tmp_path / "ds").scan("a")
+    g = img.zarr_group()
+    Image.from_zarr(g)  # validates the OME-Zarr 0.5 metadata
+    ms = g.attrs["ome"]["multiscales"][0]
+    assert [ax["name"] for ax in ms["axes"]] == ["t", "c", "z", "y", "x"]
+    assert ms["datasets"][1]["coordinateTransformations"][0]["scale"][3:] == [70 / 35, 90 / 45]
+    lazy = da.from_zarr(img.zarr_store(level=1))
+    np.testing.assert_array_equal(lazy[:, 1].compute(), a[:, 1, :, ::2, ::2])
+    xa = xr.DataArray(lazy, dims=list("tczyx"))
+    assert int(xa.sel(c=0).max()) == int(a[..., ::2, ::2][:, 0].max())
+    single = of.scan(a[0, 0]).zarr_group()  # one level: xarray opens the group itself
+    dsx = xr.open_zarr(single.store, consolidated=False)
+    np.testing.assert_array_equal(dsx["0"].values[0, 0], a[0, 0])
+
+
+def test_zarr_view_of_plans_and_files(tmp_path: Path) -> None:
+    import zarr
+
+    p, a = _tiff(tmp_path)
+    img = of.scan(p)
+    plan = img[0, 1, 1:3, 5:50, 7:70]
+    arr = zarr.open_array(plan.zarr_store(), mode="r")
+    np.testing.assert_array_equal(arr[...], a[None, 1:2, 1:3, 5:50, 7:70])
+    assert [c.to_dict()["name"] for c in arr.metadata.codecs] == ["bytes"]
+    g = plan.zarr_group()
+    assert g.attrs["ome"]["omero"]["channels"][0]["label"] == "actin"
+    assert g.attrs["ome"]["multiscales"][0]["axes"][4]["unit"] == "micrometer"
+    with pytest.raises(SelectionError, match="level 3 does not exist"):
+        img.zarr_store(level=3)
+
+
+def test_zarr_view_is_read_only(tmp_path: Path) -> None:
+    import asyncio
+
+    import zarr
+    from zarr.core.buffer import default_buffer_prototype
+
+    store = of.scan(np.zeros((8, 8), np.uint8)).zarr_store()
+    assert store.read_only and not store.supports_writes
+    buf = default_buffer_prototype().buffer.from_bytes(b"x")
+    with pytest.raises(ValueError, match="read-only.*to_ome_zarr"):
+        asyncio.run(store.set("c/0/0/0/0/0", buf))
+    with pytest.raises(ValueError, match="read-only"):
+        asyncio.run(store.delete("zarr.json"))
+    with pytest.raises(ValueError):
+        zarr.open_array(store, mode="r+")[...] = 1
+    assert asyncio.run(store.exists("c/0/0/0/0/0")) and not asyncio.run(store.exists("c/0/0/0/0/9"))
+    assert asyncio.run(store.get("nope")) is None

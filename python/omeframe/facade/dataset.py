@@ -40,6 +40,28 @@ class Dataset(DatasetReader):
         """A lazy plan over one image (see :class:`omeframe.OMEArrow`)."""
         return OMEArrow._from_plan(LazyImage(DatasetSource(self, image_id, level)))
 
+    def zarr_store(self, image_id: str | None = None, level: int = 0) -> Any:
+        """A read-only zarr v3 store of one image's ``level``, serving its stored chunks.
+
+        See :meth:`omeframe.OMEArrow.zarr_store`.
+
+        Example
+        -------
+        >>> zarr.open_array(omeframe.open_dataset("slides/").zarr_store("s1"), mode="r")   # doctest: +SKIP
+        """
+        return self.scan(image_id).zarr_store(level)
+
+    def zarr_group(self, image_id: str | None = None) -> Any:
+        """One image as a read-only OME-Zarr 0.5 ``zarr.Group`` over all its stored levels.
+
+        See :meth:`omeframe.OMEArrow.zarr_group`.
+
+        Example
+        -------
+        >>> omeframe.open_dataset("slides/").zarr_group("s1")["0"].shape   # doctest: +SKIP
+        """
+        return self.scan(image_id).zarr_group()
+
     def append(self, images: Any, **options: Any) -> Dataset:
         """Add images (same options as :func:`write_dataset`); returns the new state.
 

@@ -266,6 +266,47 @@ class OMEArrow(SourceLike):
             return out if dtype is None else out.astype(dtype, copy=False)
         return self._plan.__array__(dtype, copy)
 
+    def zarr_store(self, level: int = 0) -> Any:
+        """A read-only zarr v3 store of one pyramid level (the array at the store's root).
+
+        Any zarr v3 reader reads the image in place: unchanged dataset images
+        serve their stored chunks (zstd or raw) by byte range; anything else
+        serves decoded chunks. See ``docs/howto/viewing.md``.
+
+        Returns
+        -------
+        omeframe.formats.zarr.view.ZarrView
+            A :class:`zarr.abc.store.Store`; writes raise ``ValueError``.
+
+        Example
+        -------
+        >>> import zarr
+        >>> arr = zarr.open_array(omeframe.scan("slides/", image_id="s1").zarr_store(), mode="r")  # doctest: +SKIP
+        >>> arr[0, 0, 0, :256, :256].shape                                                          # doctest: +SKIP
+        (256, 256)
+        """
+        from omeframe.formats.zarr.view import zarr_view  # lazy: zarr
+
+        return zarr_view(self._lazy(), level)
+
+    def zarr_group(self) -> Any:
+        """The image as a read-only OME-Zarr 0.5 ``zarr.Group``: one array per pyramid level.
+
+        ``group.store`` is the :class:`~omeframe.formats.zarr.view.ZarrView`
+        to hand to other tools (``ome-zarr-models``, napari-ome-zarr ...).
+
+        Example
+        -------
+        >>> g = omeframe.scan("slides/", image_id="s1").zarr_group()      # doctest: +SKIP
+        >>> g.attrs["ome"]["multiscales"][0]["datasets"][1]["path"]        # doctest: +SKIP
+        '1'
+        """
+        import zarr  # lazy: zarr
+
+        from omeframe.formats.zarr.view import zarr_group_view  # lazy: zarr
+
+        return zarr.open_group(zarr_group_view(self._lazy(), self.header), mode="r")
+
     def info(self) -> dict[str, Any]:
         """Describe the image: shape, kind, channels, dtype (no pixel read when lazy)."""
         if self._plan is not None:
