@@ -197,3 +197,129 @@ def test_zarr_view_is_read_only(tmp_path: Path) -> None:
         zarr.open_array(store, mode="r+")[...] = 1
     assert asyncio.run(store.exists("c/0/0/0/0/0")) and not asyncio.run(store.exists("c/0/0/0/0/9"))
     assert asyncio.run(store.get("nope")) is None
+
+
+# ---- notebook displays --------------------------------------------------------------
+
+
+class _Gradient(LazySource):
+    """A synthetic ``n``×``n`` uint8 image of 1024² chunks (cheap to write, compresses well)."""
+
+    describe = "synthetic gradient"
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return (1, 1, 1, self.n, self.n)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    def header(self):  # noqa: ANN201 - ImageHeader
+        from omeframe.model.header import ImageHeader
+
+        return ImageHeader.basic("big", "big", 1)
+
+    def chunk_shape(self) -> tuple[int, int, int]:
+        return (1, 1024, 1024)
+
+    def _open_pixels(self):  # noqa: ANN202 - RegularPieces
+        from omeframe.engine.pieces import RegularPieces, regular_pieces
+
+        o, e = regular_pieces(self.shape, (1, 1024, 1024))
+        row = (np.arange(1024) % 251).astype(np.uint8)
+
+        def decode(i: int, strict: bool) -> np.ndarray:
+            _, ey, ex = (int(v) for v in e[i])
+            return np.broadcast_to(row[:ex] + np.uint8(i % 5), (ey, ex)).ravel()
+
+        return RegularPieces(self.shape, self.dtype, (1, 1024, 1024), decode, e.prod(axis=1), False)
+
+
+@pytest.fixture(scope="module")
+def big_pyramid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 16384² dataset with stored 2× levels down to 128²."""
+    path = tmp_path_factory.mktemp("big") / "ds"
+    opts = {"image_ids": ["big"], "progress": False, "chunk_shape": (1, 1024, 1024)}
+    of.write_dataset(_Gradient(16384), path, **opts)
+    for k in range(1, 8):
+        of.write_dataset(_Gradient(16384 >> k), path, level=k, mode="append", **opts)
+    return path
+
+
+def test_repr_of_a_large_pyramid_is_bounded(big_pyramid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omeframe.formats.dataset import reader
+    from omeframe.storage import files
+
+    read, decoded = [0], [0]
+    orig_range = files.InputFile.read_range
+
+    def counting_range(self: files.InputFile, offset: int, length: int) -> bytes:
+        read[0] += length
+        return orig_range(self, offset, length)
+
+    def counting(fn):  # noqa: ANN001, ANN202
+        def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            out = fn(*args, **kwargs)
+            decoded[0] += out.nbytes
+            return out
+        return wrapped
+
+    monkeypatch.setattr(files.InputFile, "read_range", counting_range)
+    monkeypatch.setattr(reader, "decode_payload", counting(reader.decode_payload))
+    monkeypatch.setattr(reader, "decode_frames", counting(reader.decode_frames))
+    img = of.open_dataset(big_pyramid).scan("big")
+    html = img._repr_html_()
+    assert read[0] <= 4 << 20 and decoded[0] <= 4 << 20, (read, decoded)
+    assert decoded[0] == 128 * 128  # one plane of the coarsest level wide enough: 128²
+    assert len(html) < 8000 and "<img src=\"data:image/" in html and "level 7 (128×128)" in html
+    assert "Y=16384 X=16384" in html and "256 of 256 chunks" in html
+    assert len(repr(img)) < 200
+    roi = img[..., 4096:8192, 4096:8192]  # a plan: the thumbnail follows its selection
+    read[0] = decoded[0] = 0
+    html = roi._repr_html_()
+    assert decoded[0] <= 1 << 20 and "16 of 256 chunks" in html
+    listing = of.open_dataset(big_pyramid)._repr_html_()
+    assert "<td>big</td><td>1 1 1 16384 16384</td><td>uint8</td><td>8</td>" in listing
+
+
+def test_record_display_is_small(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rec = of.from_numpy(rng.integers(0, 60000, (3, 512, 512), dtype=np.uint16), dim_order="CYX")
+    assert len(repr(rec)) > 100_000  # pyarrow's own repr prints the pixels: why display exists
+    d = of.display(rec)
+    assert repr(d) == "<OME-Arrow record TCZYX (1, 3, 1, 512, 512) uint16, channels C0, C1, C2>"
+    assert len(d._repr_html_()) < 20_000 and "image/jpeg" in d._repr_html_()  # noise: JPEG, capped
+    img = of.OMEArrow(rec)
+    assert len(img._repr_html_()) < 20_000 and len(repr(img)) < 200
+    assert of.display(rec.as_py())._repr_html_().count("<img") == 1  # dicts too
+    assert "numpy array" in of.display(np.zeros((2, 30, 40), np.float32))._repr_html_()
+    with pytest.raises(TypeError, match="omeframe.scan"):
+        of.display("img.tif")
+
+
+def test_displays_of_tables_datasets_views(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omeframe.ops import display
+
+    a = np.arange(2 * 40 * 50, dtype=np.uint16).reshape(2, 40, 50)
+    ds = of.write_dataset([a, a], tmp_path / "ds", image_ids=["<b>x</b>", "y"], dim_order="CYX", progress=False)
+    h = ds._repr_html_()
+    assert "&lt;b&gt;x&lt;/b&gt;" in h and "<b>x</b>" not in h and "generation" in h
+    of.write_table(tmp_path / "t.parquet", np.zeros((5, 8, 8), np.uint8), dim_order="YX")
+    t = of.open_table(tmp_path / "t.parquet")
+    assert "5 images" in t._repr_html_()
+    img = ds.scan("y")
+    tv = img.tensor_view(c=0)
+    assert "not read" in tv._repr_html_() and "read" in tv.collect()._repr_html_()
+    plan = img._lazy()[0, 1]
+    assert "omeframe LazyImage" in plan._repr_html_() and repr(plan).startswith("<LazyImage TCZYX (1, 1, 1, 40, 50)")
+    monkeypatch.setattr(display, "THUMBNAIL_READ_BUDGET", 100)
+    h = img._repr_html_()
+    assert "<img" not in h and "no thumbnail: its plane would read" in h
+    monkeypatch.setattr(display, "composite_rgb", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(display, "THUMBNAIL_READ_BUDGET", 4 << 20)
+    assert "no thumbnail (ZeroDivisionError" in img._repr_html_()  # a display never raises

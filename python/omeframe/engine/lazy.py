@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from omeframe.engine.display import card, plan_facts
 from omeframe.engine.executor import assemble, select_pieces, selected_nbytes
 from omeframe.engine.limits import check_alloc
 from omeframe.engine.pieces import Pieces
@@ -236,6 +237,19 @@ class LazyImage:
                 LazyImage(src, replace(sel, y=y, x=x), None, self.cast, self.fill_missing)
             )
         return tuple(out)
+
+    def __repr__(self) -> str:
+        cast = f" cast to {self.out_dtype.name}" if self.cast is not None else ""
+        desc = self.source.describe
+        desc = desc if len(desc) <= 100 else desc[:97] + "..."
+        return f"<LazyImage TCZYX {self.shape} {self.source.dtype.name}{cast} from {desc}>"
+
+    def _repr_html_(self) -> str:
+        """Notebook display: shape, dtype, channels, pixel sizes, levels and what a read costs.
+
+        No pixels are read (``omeframe.OMEArrow`` adds a thumbnail).
+        """
+        return card("omeframe LazyImage (plan)", plan_facts(self))
 
     def __getitem__(self, key: Any) -> LazyImage:
         """``plan[t, c, z, y0:y1, x0:x1]``: a lazy :meth:`select` (nothing is read).

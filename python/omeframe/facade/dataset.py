@@ -22,6 +22,7 @@ from omeframe.formats.dataset.writer import (
 )
 from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
 from omeframe.model.errors import UnsupportedFormatError
+from omeframe.ops.display import dataset_html
 from omeframe.registry import open_source
 
 
@@ -39,6 +40,10 @@ class Dataset(DatasetReader):
     def scan(self, image_id: str | None = None, level: int = 0) -> OMEArrow:
         """A lazy plan over one image (see :class:`omeframe.OMEArrow`)."""
         return OMEArrow._from_plan(LazyImage(DatasetSource(self, image_id, level)))
+
+    def _repr_html_(self) -> str:
+        """Notebook display: path, format, generation and the first images (metadata only)."""
+        return dataset_html(self)
 
     def zarr_store(self, image_id: str | None = None, level: int = 0) -> Any:
         """A read-only zarr v3 store of one image's ``level``, serving its stored chunks.

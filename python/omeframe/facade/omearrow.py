@@ -30,6 +30,7 @@ from omeframe.model.errors import SchemaError
 from omeframe.model.header import ImageHeader
 from omeframe.model.record import RecordView, as_record_scalar
 from omeframe.ops.describe import describe_ome_arrow
+from omeframe.ops.display import image_html
 from omeframe.ops.slicing import crop_selection, slice_ome_arrow
 from omeframe.ops.tensor_spec import ViewSpec
 from omeframe.ops.tensor_view import LazyTensorView, TensorView
@@ -317,6 +318,15 @@ class OMEArrow(SourceLike):
         src = f" from {self._source!r}" if self._source else ""
         lazy = " (lazy)" if self.is_lazy else ""
         return f"<OMEArrow{lazy} {self.info()['summary']}{src}>"
+
+    def _repr_html_(self) -> str:
+        """Notebook display: a bounded thumbnail, shape, dtype, channels, sizes, levels, read cost.
+
+        The thumbnail comes from the coarsest pyramid level and reads at most
+        4 MiB (see :mod:`omeframe.ops.display`); the whole display is a few KB.
+        """
+        title = "OMEArrow (lazy plan)" if self.is_lazy else "OMEArrow"
+        return image_html(self._lazy(), title + (f" from {self._source}" if self._source else ""), lazy=self.is_lazy)
 
     # ---- lazy plans ----------------------------------------------------------
     def _lazy(self) -> LazyImage:
