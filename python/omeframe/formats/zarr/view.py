@@ -45,6 +45,7 @@ from omeframe.engine.lazy import LazyImage
 from omeframe.engine.pieces import Pieces
 from omeframe.engine.source import HeaderOverride, LazySource
 from omeframe.formats.dataset.source import DatasetSource
+from omeframe.formats.zarr import ZARR_MARKERS
 from omeframe.formats.zarr.models import ImageMetadata
 from omeframe.model.dtypes import dtype_name
 from omeframe.model.errors import SelectionError
@@ -53,6 +54,8 @@ from omeframe.model.header import ImageHeader
 __all__ = ["ZarrView", "ArrayServer", "zarr_view", "zarr_group_view"]
 
 _DIMS = ["t", "c", "z", "y", "x"]
+#: The metadata document of a zarr v3 node.
+_META = ZARR_MARKERS[0]
 #: zarr codec of an omeframe codec whose stored payloads zarr decodes as they are.
 _ZARR_CODECS = {"zstd": {"name": "zstd", "configuration": {"level": 0, "checksum": False}}}
 #: zstd level of chunks this view has to compress itself (edge and raw-stored chunks).
@@ -227,9 +230,9 @@ class ZarrView(Store):
         self._arrays = dict(arrays)
         self._docs: dict[str, bytes] = {}
         if group_attributes is not None:
-            self._docs["zarr.json"] = _json({"zarr_format": 3, "node_type": "group", "attributes": group_attributes})
+            self._docs[_META] = _json({"zarr_format": 3, "node_type": "group", "attributes": group_attributes})
         for path, server in self._arrays.items():
-            self._docs[f"{path}/zarr.json" if path else "zarr.json"] = _json(server.metadata())
+            self._docs[f"{path}/{_META}" if path else _META] = _json(server.metadata())
         self.describe = describe
 
     def __repr__(self) -> str:
