@@ -93,6 +93,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("omeframe.models", "omeframe.formats.zarr.models"): "pydantic",
     ("omeframe.formats.zarr.source", "omeframe.formats.zarr.models"): "pydantic",
     ("omeframe.formats.zarr.writer", "omeframe.formats.zarr.models"): "pydantic",
+    ("omeframe.facade.omearrow", "omeframe.formats.zarr.view"): "zarr",
     ("omeframe.query.duckdb_conn", "omeframe.formats.vortex.arrow_dataset"): "pyarrow.dataset",
     ("omeframe.query.polars_scan", "omeframe.formats.vortex.arrow_dataset"): "pyarrow.dataset",
 }

@@ -97,6 +97,7 @@ if TYPE_CHECKING:
         UnsupportedFormatError,
     )
     from omeframe.ops.describe import describe_ome_arrow, verify_ome_arrow
+    from omeframe.ops.display import display
     from omeframe.ops.slicing import slice_ome_arrow
     from omeframe.ops.tensor_view import LazyTensorView, TensorView
     from omeframe.ops.thumbnail import thumbnail_png
@@ -204,6 +205,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "LazyTensorView": ("omeframe.ops.tensor_view", 'LazyTensorView'),
     "TensorView": ("omeframe.ops.tensor_view", 'TensorView'),
     "thumbnail_png": ("omeframe.ops.thumbnail", 'thumbnail_png'),
+    "display": ("omeframe.ops.display", 'display'),
     "view_matplotlib": ("omeframe.ops.view", 'view_matplotlib'),
     "open_lazy_plane_source": ("omeframe.registry", 'open_lazy_plane_source'),
     "shapes": ("omeframe.shapes", None),
@@ -247,6 +249,7 @@ __all__ = [
     "plane_from_chunks",
     "to_dict",
     "thumbnail_png",
+    "display",
     "from_ome_zarr",
     "to_ome_zarr",
     "models",

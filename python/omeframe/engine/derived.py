@@ -9,7 +9,6 @@ pyramids, ingest) streams a plan chunk by chunk like any other image.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ import numpy as np
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.pieces import RegularPieces, regular_pieces
 from omeframe.engine.source import LazySource, SourceLike
-from omeframe.model.header import ImageHeader, select_channels
+from omeframe.model.header import ImageHeader
 from omeframe.model.selection import Selection
 
 __all__ = ["PlanSource", "as_source", "known_source", "set_resolver", "is_identity"]
@@ -25,7 +24,7 @@ __all__ = ["PlanSource", "as_source", "known_source", "set_resolver", "is_identi
 
 def is_identity(plan: LazyImage) -> bool:
     """True when running ``plan`` returns its source unchanged."""
-    return plan.selection == Selection() and plan.dtype is None and plan.predicate is None
+    return plan.selection == Selection() and plan.cast is None and plan.predicate is None
 
 
 class PlanSource(LazySource):
@@ -46,10 +45,7 @@ class PlanSource(LazySource):
         return self.plan.out_dtype
 
     def header(self) -> ImageHeader:
-        plan = self.plan
-        h = plan.source.header()
-        chans = select_channels(h.channels or [], plan.selection.c, self.shape[1])
-        return replace(h, channels=chans, dtype_meta=None if plan.dtype is not None else h.dtype_meta)
+        return self.plan.header
 
     def chunk_shape(self) -> tuple[int, int, int]:
         _, _, sz, sy, sx = self.shape

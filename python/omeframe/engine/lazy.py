@@ -8,21 +8,87 @@ was built, running it reads only the chunks its final selection touches.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from omeframe.engine.dask_array import plan_to_dask
+from omeframe.engine.display import card, plan_facts
 from omeframe.engine.executor import assemble, select_pieces, selected_nbytes
+from omeframe.engine.limits import check_alloc
 from omeframe.engine.pieces import Pieces
 from omeframe.engine.predicates import ChunkPredicate
 from omeframe.engine.source import LazySource
 from omeframe.model.errors import SelectionError
+from omeframe.model.header import ImageHeader, select_channels
 from omeframe.model.selection import ResolvedSelection, Selection
 
-__all__ = ["LazyImage", "PlanInfo"]
+__all__ = ["LazyImage", "PlanInfo", "PhysicalSize"]
+
+_AXES = "tczyx"
+
+
+class PhysicalSize(NamedTuple):
+    """The size of one pixel along an axis: ``value`` in ``unit`` (``None`` when unknown).
+
+    Example
+    -------
+    >>> PhysicalSize(0.65, "µm")
+    PhysicalSize(value=0.65, unit='µm')
+    """
+
+    value: float | None
+    unit: str | None
+
+
+def _index_item(item: Any, axis: str, size: int) -> Any:
+    """One item of ``plan[...]`` as a :meth:`LazyImage.select` argument for ``axis``.
+
+    Ints, slices with step 1 and (T/C/Z) sequences of ints are accepted;
+    negative indices and other steps raise :class:`SelectionError`.
+    """
+    label = axis.upper()
+    if isinstance(item, (bool, np.bool_)) or item is None:
+        raise TypeError(
+            f"plan[...] takes ints, slices and '...' per TCZYX axis; got {item!r} for axis {label} "
+            "(new axes and boolean masks are not supported: a plan is always TCZYX)"
+        )
+    if isinstance(item, (int, np.integer)):
+        i = int(item)
+        if i < 0:
+            raise SelectionError(
+                f"plan[...] index {i} on axis {label} is negative; plans take non-negative indices "
+                f"(axis {label} has size {size}: use {size + i} for the element {-i} from the end)"
+            )
+        if i >= size:
+            raise SelectionError(f"plan[...] index {i} is out of range for axis {label} of size {size}")
+        return [i] if axis in "tcz" else (i, i + 1)
+    if isinstance(item, slice):
+        if item.step not in (None, 1):
+            raise SelectionError(
+                f"plan[...] slice {item!r} on axis {label} has step {item.step}; plans read contiguous "
+                "ranges: read the range and stride the numpy result, or use a pyramid level (plan.levels)"
+            )
+        for bound in (item.start, item.stop):
+            if bound is not None and int(bound) < 0:
+                raise SelectionError(
+                    f"plan[...] slice {item!r} on axis {label} has a negative bound; plans take "
+                    f"non-negative bounds (axis {label} has size {size})"
+                )
+        lo = 0 if item.start is None else min(int(item.start), size)
+        hi = size if item.stop is None else min(int(item.stop), size)
+        if hi <= lo:
+            raise SelectionError(f"plan[...] slice {item!r} selects nothing of axis {label} (size {size})")
+        return list(range(lo, hi)) if axis in "tcz" else (lo, hi)
+    if axis in "tcz" and not isinstance(item, (str, bytes)):
+        return item  # a sequence of indices: select validates it
+    raise TypeError(
+        f"plan[...] takes ints, slices and '...' per TCZYX axis (sequences of ints on T, C, Z); "
+        f"got {type(item).__name__} for axis {label}"
+    )
 
 
 @dataclass(frozen=True)
@@ -71,8 +137,9 @@ class LazyImage:
         T/C/Z indices and Y/X ranges in *source* coordinates.
     predicate
         Optional chunk-statistics filter; chunks failing it are not read.
-    dtype
-        Output dtype (``None`` keeps the native one).
+    cast
+        Output dtype (``None`` keeps the native one); :attr:`dtype` is the
+        resulting dtype.
     fill_missing
         Zero-fill parts of the selection no chunk stores.
     """
@@ -80,7 +147,7 @@ class LazyImage:
     source: LazySource
     selection: Selection = Selection()
     predicate: ChunkPredicate | None = None
-    dtype: Any = None
+    cast: Any = None
     fill_missing: bool = True
 
     # ---- shape ----------------------------------------------------------
@@ -95,7 +162,148 @@ class LazyImage:
 
     @property
     def out_dtype(self) -> np.dtype[Any]:
-        return np.dtype(self.dtype) if self.dtype is not None else self.source.dtype
+        """Dtype of the plan's result (the cast when one was asked, else the source's)."""
+        return np.dtype(self.cast) if self.cast is not None else self.source.dtype
+
+    # ---- array-like metadata (never reads pixels) ------------------------
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Dtype of the plan's result, from metadata (same as :attr:`out_dtype`)."""
+        return self.out_dtype
+
+    @property
+    def ndim(self) -> int:
+        """Always 5: a plan's result is TCZYX."""
+        return 5
+
+    @property
+    def size(self) -> int:
+        """Number of pixels the plan's result holds."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the plan's result once read (``size * itemsize``)."""
+        return self.size * self.out_dtype.itemsize
+
+    @property
+    def header(self) -> ImageHeader:
+        """The result's header: the source's, with the selected channels (no pixel read).
+
+        Example
+        -------
+        >>> plan = LazyImage(src).select(c=[1])        # doctest: +SKIP
+        >>> plan.header.channels[0].name               # doctest: +SKIP
+        'actin'
+        """
+        h = self.source.header()
+        chans = select_channels(h.channels or [], self.selection.c, self.shape[1])
+        return replace(h, channels=chans, dtype_meta=None if self.cast is not None else h.dtype_meta)
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """Names of the result's channels (``"C<i>"`` when the source names none)."""
+        return tuple(ch.name or f"C{i}" for i, ch in enumerate(self.header.channels))
+
+    @property
+    def physical_sizes(self) -> dict[str, PhysicalSize]:
+        """Pixel size per spatial axis: ``{"z": PhysicalSize(value, unit), "y": ..., "x": ...}``."""
+        h = self.header
+        return {
+            "z": PhysicalSize(h.physical_size_z, h.physical_size_z_unit),
+            "y": PhysicalSize(h.physical_size_y, h.physical_size_y_unit),
+            "x": PhysicalSize(h.physical_size_x, h.physical_size_x_unit),
+        }
+
+    @property
+    def levels(self) -> tuple[LazyImage, ...]:
+        """This plan at every pyramid level of its source, full resolution first.
+
+        T/C/Z selections and the cast are kept; the Y/X ranges are scaled to
+        each level (widened to whole pixels). A source without a pyramid has
+        one level, this plan without its chunk filter (statistics are per level).
+        """
+        sources = self.source.levels()
+        _, _, _, sy, sx = self.source.shape
+        sel = self.selection
+        out: list[LazyImage] = []
+        for k, src in enumerate(sources):
+            if k == 0:
+                out.append(self)
+                continue
+            _, _, _, ly, lx = src.shape
+            y = None if sel.y is None else _scale_range(sel.y, sy, ly)
+            x = None if sel.x is None else _scale_range(sel.x, sx, lx)
+            out.append(
+                LazyImage(src, replace(sel, y=y, x=x), None, self.cast, self.fill_missing)
+            )
+        return tuple(out)
+
+    def __repr__(self) -> str:
+        cast = f" cast to {self.out_dtype.name}" if self.cast is not None else ""
+        desc = self.source.describe
+        desc = desc if len(desc) <= 100 else desc[:97] + "..."
+        return f"<LazyImage TCZYX {self.shape} {self.source.dtype.name}{cast} from {desc}>"
+
+    def _repr_html_(self) -> str:
+        """Notebook display: shape, dtype, channels, pixel sizes, levels and what a read costs.
+
+        No pixels are read (``omeframe.OMEArrow`` adds a thumbnail).
+        """
+        return card("omeframe LazyImage (plan)", plan_facts(self))
+
+    def __getitem__(self, key: Any) -> LazyImage:
+        """``plan[t, c, z, y0:y1, x0:x1]``: a lazy :meth:`select` (nothing is read).
+
+        Ints, slices (step 1, non-negative bounds, clipped like numpy's) and
+        ``...`` per TCZYX axis; T/C/Z also take sequences of ints. Axes are
+        never dropped: an int keeps its axis with length 1.
+
+        Example
+        -------
+        >>> roi = plan[0, :, 0, 100:356, 200:456]       # doctest: +SKIP
+        >>> roi.shape                                    # doctest: +SKIP
+        (1, 2, 1, 256, 256)
+        """
+        items = list(key) if isinstance(key, tuple) else [key]
+        n_ell = sum(1 for it in items if it is Ellipsis)
+        if n_ell > 1:
+            raise SelectionError("plan[...] takes at most one '...'")
+        if len(items) - n_ell > 5:
+            raise SelectionError(f"plan[...] got {len(items) - n_ell} indices for the 5 TCZYX axes")
+        if n_ell:
+            at = items.index(Ellipsis)
+            items[at : at + 1] = [slice(None)] * (5 - (len(items) - 1))
+        items += [slice(None)] * (5 - len(items))
+        shape = self.shape
+        args = {
+            axis: (None if it == slice(None) else _index_item(it, axis, shape[i]))
+            for i, (axis, it) in enumerate(zip(_AXES, items, strict=True))
+        }
+        return self.select(**args)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(plan)``: read the plan (guarded by the memory limit).
+
+        Raises
+        ------
+        ResourceLimitError
+            When the result is larger than :func:`omeframe.get_max_bytes`
+            (raise it with :func:`omeframe.set_max_bytes`, or select a region).
+        ValueError
+            For ``copy=False``: a plan has no buffer to share.
+        """
+        if copy is False:
+            raise ValueError(
+                "a plan holds no pixels to share, so np.asarray(plan, copy=False) cannot work; "
+                "call np.asarray(plan) (it reads the plan) or plan.execute()"
+            )
+        check_alloc(
+            self.nbytes,
+            f"np.asarray(plan) of TCZYX {self.shape} {self.out_dtype.name} from {self.source.describe}",
+        )
+        out = self.execute()
+        return out if dtype is None else out.astype(dtype, copy=False)
 
     # ---- building -------------------------------------------------------
     def select(
@@ -130,7 +338,7 @@ class LazyImage:
 
     def with_dtype(self, dtype: Any) -> LazyImage:
         """Cast the result to ``dtype`` (values clipped into its range)."""
-        return replace(self, dtype=None if dtype is None else np.dtype(dtype))
+        return replace(self, cast=None if dtype is None else np.dtype(dtype))
 
     # ---- planning -------------------------------------------------------
     def _pieces(self, src: Pieces, sel: ResolvedSelection) -> tuple[np.ndarray, int]:
@@ -203,7 +411,7 @@ class LazyImage:
         sel = self.selection.resolve(self.source.shape)
         pieces = None if self.predicate is None else self._pieces(src, sel)[0]
         return assemble(
-            src, sel, dtype=self.dtype, clamp=clamp, strict=strict, fill_missing=self.fill_missing, pieces=pieces
+            src, sel, dtype=self.cast, clamp=clamp, strict=strict, fill_missing=self.fill_missing, pieces=pieces
         )
 
     # ---- distributed ------------------------------------------------------
@@ -219,3 +427,9 @@ class LazyImage:
         >>> plan.to_dask().max(axis=(3, 4)).compute()   # doctest: +SKIP
         """
         return plan_to_dask(self)
+
+def _scale_range(r: tuple[int, int], full: int, level: int) -> tuple[int, int]:
+    """Range ``r`` of an axis of size ``full`` mapped onto the same axis of size ``level`` (widened)."""
+    lo = min(level - 1, (r[0] * level) // full)
+    hi = max(lo + 1, min(level, -(-(r[1] * level) // full)))
+    return (lo, hi)

@@ -22,6 +22,7 @@ from omeframe.formats.dataset.writer import (
 )
 from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
 from omeframe.model.errors import UnsupportedFormatError
+from omeframe.ops.display import dataset_html
 from omeframe.registry import open_source
 
 
@@ -52,6 +53,32 @@ class Dataset(DatasetReader):
         >>> arr[0, 0].max().compute()                                          # doctest: +SKIP
         """
         return LazyImage(DatasetSource(self, image_id, level)).to_dask()
+
+    def _repr_html_(self) -> str:
+        """Notebook display: path, format, generation and the first images (metadata only)."""
+        return dataset_html(self)
+
+    def zarr_store(self, image_id: str | None = None, level: int = 0) -> Any:
+        """A read-only zarr v3 store of one image's ``level``, serving its stored chunks.
+
+        See :meth:`omeframe.OMEArrow.zarr_store`.
+
+        Example
+        -------
+        >>> zarr.open_array(omeframe.open_dataset("slides/").zarr_store("s1"), mode="r")   # doctest: +SKIP
+        """
+        return self.scan(image_id).zarr_store(level)
+
+    def zarr_group(self, image_id: str | None = None) -> Any:
+        """One image as a read-only OME-Zarr 0.5 ``zarr.Group`` over all its stored levels.
+
+        See :meth:`omeframe.OMEArrow.zarr_group`.
+
+        Example
+        -------
+        >>> omeframe.open_dataset("slides/").zarr_group("s1")["0"].shape   # doctest: +SKIP
+        """
+        return self.scan(image_id).zarr_group()
 
     def append(self, images: Any, **options: Any) -> Dataset:
         """Add images (same options as :func:`write_dataset`); returns the new state.

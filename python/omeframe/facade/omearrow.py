@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.engine.derived import PlanSource, is_identity
-from omeframe.engine.lazy import LazyImage, PlanInfo
+from omeframe.engine.lazy import LazyImage, PhysicalSize, PlanInfo
 from omeframe.engine.predicates import ChunkPredicate
 from omeframe.engine.source import HeaderOptions, HeaderOverride, LazySource, SourceLike
 from omeframe.formats.array.source import RecordSource
@@ -27,8 +27,10 @@ from omeframe.formats.tiff.writer import to_ome_tiff
 from omeframe.formats.zarr.writer import to_ome_zarr
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.errors import SchemaError
+from omeframe.model.header import ImageHeader
 from omeframe.model.record import RecordView, as_record_scalar
 from omeframe.ops.describe import describe_ome_arrow
+from omeframe.ops.display import image_html
 from omeframe.ops.slicing import crop_selection, slice_ome_arrow
 from omeframe.ops.tensor_spec import ViewSpec
 from omeframe.ops.tensor_view import LazyTensorView, TensorView
@@ -209,6 +211,103 @@ class OMEArrow(SourceLike):
             return self._plan.out_dtype
         return RecordView(self.data).dtype
 
+    @property
+    def ndim(self) -> int:
+        """Always 5 (TCZYX)."""
+        return 5
+
+    @property
+    def header(self) -> ImageHeader:
+        """The image's header (ids, channels, physical sizes), from metadata only.
+
+        Example
+        -------
+        >>> omeframe.scan("big.ome.tif").header.channels[0].name    # doctest: +SKIP
+        'DAPI'
+        """
+        h = self._lazy().header
+        it = self._image_type
+        return h if it is None else replace(h, image_type=it)
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """Channel names, from metadata only (a lazy image reads no pixels)."""
+        return self._lazy().channel_names
+
+    @property
+    def physical_sizes(self) -> dict[str, PhysicalSize]:
+        """Pixel size per axis ``{"z", "y", "x"}`` as ``PhysicalSize(value, unit)`` (no pixel read)."""
+        return self._lazy().physical_sizes
+
+    @property
+    def levels(self) -> tuple[OMEArrow, ...]:
+        """This image (or plan) at every pyramid level of its source, full resolution first.
+
+        See :attr:`omeframe.LazyImage.levels`; nothing is read.
+        """
+        return tuple(
+            OMEArrow._from_plan(p, tcz=self.tcz, image_type=self._image_type) for p in self._lazy().levels
+        )
+
+    def __getitem__(self, key: Any) -> OMEArrow:
+        """``img[t, c, z, y0:y1, x0:x1]``: a lazy selection (see :meth:`omeframe.LazyImage.__getitem__`).
+
+        Example
+        -------
+        >>> roi = omeframe.scan("slides/", image_id="s1")[0, :, 0, :512, :512]   # doctest: +SKIP
+        """
+        return OMEArrow._from_plan(self._lazy()[key], tcz=self.tcz, image_type=self._image_type)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(img)``: the TCZYX pixels (a lazy plan is read, within the memory limit)."""
+        if self._plan is None:
+            if copy is False:
+                raise ValueError("np.asarray(img, copy=False): a record's pixels are decoded, never shared")
+            out = to_numpy(self.data)
+            return out if dtype is None else out.astype(dtype, copy=False)
+        return self._plan.__array__(dtype, copy)
+
+    def zarr_store(self, level: int = 0) -> Any:
+        """A read-only zarr v3 store of one pyramid level (the array at the store's root).
+
+        Any zarr v3 reader reads the image in place: unchanged dataset images
+        serve their stored chunks (zstd or raw) by byte range; anything else
+        serves decoded chunks. See ``docs/howto/viewing.md``.
+
+        Returns
+        -------
+        omeframe.formats.zarr.view.ZarrView
+            A :class:`zarr.abc.store.Store`; writes raise ``ValueError``.
+
+        Example
+        -------
+        >>> import zarr
+        >>> arr = zarr.open_array(omeframe.scan("slides/", image_id="s1").zarr_store(), mode="r")  # doctest: +SKIP
+        >>> arr[0, 0, 0, :256, :256].shape                                                          # doctest: +SKIP
+        (256, 256)
+        """
+        from omeframe.formats.zarr.view import zarr_view  # lazy: zarr
+
+        return zarr_view(self._lazy(), level)
+
+    def zarr_group(self) -> Any:
+        """The image as a read-only OME-Zarr 0.5 ``zarr.Group``: one array per pyramid level.
+
+        ``group.store`` is the :class:`~omeframe.formats.zarr.view.ZarrView`
+        to hand to other tools (``ome-zarr-models``, napari-ome-zarr ...).
+
+        Example
+        -------
+        >>> g = omeframe.scan("slides/", image_id="s1").zarr_group()      # doctest: +SKIP
+        >>> g.attrs["ome"]["multiscales"][0]["datasets"][1]["path"]        # doctest: +SKIP
+        '1'
+        """
+        import zarr  # lazy: zarr
+
+        from omeframe.formats.zarr.view import zarr_group_view  # lazy: zarr
+
+        return zarr.open_group(zarr_group_view(self._lazy(), self.header), mode="r")
+
     def info(self) -> dict[str, Any]:
         """Describe the image: shape, kind, channels, dtype (no pixel read when lazy)."""
         if self._plan is not None:
@@ -219,6 +318,15 @@ class OMEArrow(SourceLike):
         src = f" from {self._source!r}" if self._source else ""
         lazy = " (lazy)" if self.is_lazy else ""
         return f"<OMEArrow{lazy} {self.info()['summary']}{src}>"
+
+    def _repr_html_(self) -> str:
+        """Notebook display: a bounded thumbnail, shape, dtype, channels, sizes, levels, read cost.
+
+        The thumbnail comes from the coarsest pyramid level and reads at most
+        4 MiB (see :mod:`omeframe.ops.display`); the whole display is a few KB.
+        """
+        title = "OMEArrow (lazy plan)" if self.is_lazy else "OMEArrow"
+        return image_html(self._lazy(), title + (f" from {self._source}" if self._source else ""), lazy=self.is_lazy)
 
     # ---- lazy plans ----------------------------------------------------------
     def _lazy(self) -> LazyImage:

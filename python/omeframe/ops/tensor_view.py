@@ -23,6 +23,7 @@ from omeframe.formats.array.source import RecordSource
 from omeframe.formats.custom.planes import PlaneLoaderSource
 from omeframe.model.errors import OptionalDependencyError
 from omeframe.model.selection import Selection
+from omeframe.ops.display import tensor_view_html
 from omeframe.ops.tensor_spec import (
     UNSET,
     ViewSpec,
@@ -398,6 +399,10 @@ class TensorView(_ViewBase):
     def __repr__(self) -> str:
         return f"<TensorView layout={self.layout} shape={self.shape} dtype={self.dtype}>"
 
+    def _repr_html_(self) -> str:
+        """Notebook display: layout, shape, dtype, channels (metadata only)."""
+        return tensor_view_html(self, lazy=False)
+
 
 class LazyTensorView(_ViewBase):
     """A deferred :class:`TensorView`: nothing is read until ``collect()``/``to_*``."""
@@ -447,3 +452,7 @@ class LazyTensorView(_ViewBase):
 
     def __repr__(self) -> str:
         return f"<LazyTensorView layout={self.layout} shape={self.shape} dtype={self.dtype} (not read)>"
+
+    def _repr_html_(self) -> str:
+        """Notebook display: layout, shape, dtype, channels and what collecting reads."""
+        return tensor_view_html(self, lazy=True)

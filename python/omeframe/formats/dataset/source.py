@@ -56,3 +56,11 @@ class DatasetSource(LazySource):
 
     def chunk_shape(self) -> tuple[int, int, int] | None:
         return self.entry.chunk_shape
+
+    def levels(self) -> list[LazySource]:
+        """This level and the coarser levels the dataset stores for the image (metadata only)."""
+        iid = self.entry.image_id
+        coarser: list[LazySource] = [
+            DatasetSource(self.dataset, iid, lv) for lv in self.dataset.levels(iid) if lv > self.level
+        ]
+        return [self, *coarser]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from omeframe.engine.display import card, esc, fmt_bytes, shorten
 from omeframe.formats.record.decode import _flat_struct
 from omeframe.formats.record.files import (
     FileFormat,
@@ -161,6 +162,19 @@ class ImageTable:
 
     def __repr__(self) -> str:
         return f"ImageTable({self._path!r}, rows={len(self)}, format={self._format!r}, indexed={self.indexed})"
+
+    def _repr_html_(self) -> str:
+        """Notebook display: file, format, rows and columns (no pixel is read)."""
+        cols = [f.name for f in self.schema]
+        rows = [
+            ("path", esc(self._path)),
+            ("format", esc(f"{self._format}, {fmt_bytes(os.path.getsize(self._path))} on disk")),
+            ("rows", esc(f"{len(self):,} images")),
+            ("image column", esc(self.column)),
+            ("pixel index", "yes: takes read only their rows' chunks" if self.indexed else "no"),
+            ("columns", esc(", ".join(shorten(cols)))),
+        ]
+        return card("omeframe ImageTable", rows)
 
     def close(self) -> None:
         """Release the memory map and the Parquet reader."""
