@@ -53,3 +53,8 @@ class DatasetSource(LazySource):
 
     def chunk_shape(self) -> tuple[int, int, int] | None:
         return self.entry.chunk_shape
+
+    def levels(self) -> list[LazySource]:
+        """This level and every coarser pyramid level the dataset stores for the image."""
+        stored = self.dataset.levels(self.entry.image_id)
+        return [self, *(DatasetSource(self.dataset, self.entry.image_id, lv) for lv in stored if lv > self.level)]
