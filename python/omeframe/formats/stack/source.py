@@ -457,8 +457,8 @@ class _FileCache:
 
     def get(self, path: Path, load: Any) -> np.ndarray:
         if not self.keep:
-            return load(path)  # type: ignore[no-any-return]
-        return self._cache.get_or_compute(("stack", self.token, path), lambda: load(path))  # type: ignore[no-any-return]
+            return load(path)
+        return self._cache.get_or_compute(("stack", self.token, path), lambda: load(path))
 
 
 # ---------------------------------------------------------------- source
