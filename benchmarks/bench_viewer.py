@@ -218,9 +218,10 @@ def visible_tiles(size: int, level: int, cy: float, cx: float, scale: float) -> 
     f = 2**level
     n = size // f
     hh, hw = SCREEN[0] / scale / 2 / f, SCREEN[1] / scale / 2 / f
-    y0, y1 = max(0, int((cy / f - hh))), min(n, int(math.ceil(cy / f + hh)))
-    x0, x1 = max(0, int((cx / f - hw))), min(n, int(math.ceil(cx / f + hw)))
-    return [(ty, tx) for ty in range(y0 // CHUNK, (y1 - 1) // CHUNK + 1) for tx in range(x0 // CHUNK, (x1 - 1) // CHUNK + 1)]
+    y0, y1 = max(0, int(cy / f - hh)), min(n, int(math.ceil(cy / f + hh)))
+    x0, x1 = max(0, int(cx / f - hw)), min(n, int(math.ceil(cx / f + hw)))
+    rows = range(y0 // CHUNK, (y1 - 1) // CHUNK + 1)
+    return [(ty, tx) for ty in rows for tx in range(x0 // CHUNK, (x1 - 1) // CHUNK + 1)]
 
 
 def run_omeframe(levels: list[dict[str, Any]], trace: list[Any]) -> dict[str, Any]:
