@@ -30,7 +30,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "python" / "omeframe"
 
 #: (module prefix below ``omeframe``, rank); the first matching prefix wins.
-LAYERS: list[tuple[str, int]] = [
+LAYERS: list[tuple[str, float]] = [
     ("model", 0), ("_version", 0), ("_sample", 0),
     ("storage", 1),
     ("engine", 2),
@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, int]] = [
     ("formats", 6),
     ("registry", 7),
     ("ops", 8), ("shapes", 8),
+    ("tiles", 8.5),
     ("facade", 9), ("query", 9), ("models", 9), ("errors", 9),
     ("loaders", 10), ("catalog", 10), ("duckdb", 10), ("polars", 10), ("dask", 10), ("torch", 10), ("jax", 10),
     ("cli", 11),
@@ -47,7 +48,7 @@ LAYERS: list[tuple[str, int]] = [
 ]
 
 
-def layer(module: str) -> tuple[int, str]:
+def layer(module: str) -> tuple[float, str]:
     """``(rank, group)`` of a dotted ``omeframe...`` module name."""
     rel = module[len("omeframe"):].lstrip(".")
     for prefix, rank in LAYERS:

@@ -94,6 +94,7 @@ if TYPE_CHECKING:
         SchemaError,
         SelectionError,
         ShapeValidationError,
+        UnitError,
         UnsupportedFormatError,
     )
     from omeframe.ops.describe import describe_ome_arrow, verify_ome_arrow
@@ -113,6 +114,7 @@ if TYPE_CHECKING:
         validate_shape_table,
         write_shapes,
     )
+    from omeframe.tiles import PlaneProvider, TileProvider, get_array_at_mpp
 
 # Public names load on first use (PEP 562), so ``import omeframe`` stays cheap
 # and a fresh process that only opens a table imports only what that needs.
@@ -128,6 +130,10 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "set_max_bytes": ("omeframe.engine.limits", 'set_max_bytes'),
     "set_cache_bytes": ("omeframe.engine.cache", 'set_cache_bytes'),
     "cache_info": ("omeframe.engine.cache", 'cache_info'),
+    "TileProvider": ("omeframe.tiles", 'TileProvider'),
+    "PlaneProvider": ("omeframe.tiles", 'PlaneProvider'),
+    "get_array_at_mpp": ("omeframe.tiles", 'get_array_at_mpp'),
+    "UnitError": ("omeframe.model.errors", 'UnitError'),
     "FileTimeoutError": ("omeframe.model.errors", 'FileTimeoutError'),
     "MissingChunksWarning": ("omeframe.model.errors", 'MissingChunksWarning'),
     "NotRegularFileError": ("omeframe.model.errors", 'NotRegularFileError'),
@@ -290,6 +296,10 @@ __all__ = [
     "set_max_bytes",
     "set_cache_bytes",
     "cache_info",
+    "TileProvider",
+    "PlaneProvider",
+    "get_array_at_mpp",
+    "UnitError",
     "OmeframeError",
     "DimOrderError",
     "DtypeError",

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from omeframe.engine import resample as _resample
 from omeframe.engine.dask_array import plan_to_dask
 from omeframe.engine.display import card, plan_facts
 from omeframe.engine.executor import assemble, select_pieces, selected_nbytes
@@ -25,6 +26,7 @@ from omeframe.engine.source import LazySource
 from omeframe.model.errors import SelectionError
 from omeframe.model.header import ImageHeader, select_channels
 from omeframe.model.selection import ResolvedSelection, Selection
+from omeframe.model.units import pixel_size_um
 
 __all__ = ["LazyImage", "PlanInfo", "PhysicalSize"]
 
@@ -307,15 +309,75 @@ class LazyImage:
 
     # ---- building -------------------------------------------------------
     def select(
-        self, *, t: Any = None, c: Any = None, z: Any = None, y: Any = None, x: Any = None
+        self,
+        *,
+        t: Any = None,
+        c: Any = None,
+        z: Any = None,
+        y: Any = None,
+        x: Any = None,
+        x_um: Any = None,
+        y_um: Any = None,
+        z_um: Any = None,
     ) -> LazyImage:
         """Narrow the selection; arguments are in the current plan's coordinates.
 
         ``t``/``c``/``z`` take an int, a slice or a sequence (order and repeats
         kept); ``y``/``x`` take a half-open ``(start, stop)`` pair or a slice.
+        ``x_um``/``y_um``/``z_um`` take ``(start, stop)`` in micrometres from
+        the plan's first pixel and select every pixel the interval touches;
+        they need physical pixel sizes (:class:`~omeframe.errors.UnitError`
+        otherwise) and replace ``x``/``y``/``z``.
+
+        Example
+        -------
+        >>> plan.select(x_um=(100, 250), y_um=(0, 80)).at_resolution(mpp=2.0)   # doctest: +SKIP
         """
+        if x_um is not None or y_um is not None or z_um is not None:
+            h = self.source.header()
+            name = h.image_id
+            _, _, sz, sy, sx = self.shape
+            for axis, um, px, n in (("x", x_um, x, sx), ("y", y_um, y, sy), ("z", z_um, z, sz)):
+                if um is None:
+                    continue
+                if px is not None:
+                    raise TypeError(f"pass either {axis}= (pixels) or {axis}_um= (micrometres), not both")
+                pair = _resample.um_to_pixels(um, pixel_size_um(h, axis), n, axis, name)
+                if axis == "x":
+                    x = pair
+                elif axis == "y":
+                    y = pair
+                else:
+                    z = slice(*pair)
         inner = Selection.normalize(self.shape, t=t, c=c, z=z, y=y, x=x)
         return replace(self, selection=self.selection.compose(inner))
+
+    def at_resolution(self, mpp: float) -> LazyImage:
+        """The same region read at ``mpp`` micrometres per pixel (Y and X).
+
+        Reads the coarsest pyramid level at least as fine as ``mpp`` and
+        resamples the remainder exactly (area-weighted mean; nearest for label
+        images; integer dtypes stay integer; see :mod:`omeframe.engine.resample`).
+        Later ``select`` calls are in the new pixel grid.
+
+        Raises
+        ------
+        UnitError
+            When the image has no physical pixel size or its unit is not a length.
+        ValueError
+            When ``mpp`` is not a positive number.
+
+        Example
+        -------
+        >>> plan.at_resolution(mpp=0.5).execute()   # doctest: +SKIP
+        """
+        if self.predicate is not None:
+            raise SelectionError(
+                "at_resolution cannot keep a chunk filter (the resampled image has no chunk statistics); "
+                "call at_resolution before filter_chunks on the level you want, or drop the filter"
+            )
+        source, selection = _resample.resolution_plan(self.source, self.selection, mpp)
+        return replace(self, source=source, selection=selection)
 
     def filter_chunks(self, predicate: ChunkPredicate) -> LazyImage:
         """Skip chunks whose statistics fail ``predicate`` (e.g. ``chunk.max > 1000``).

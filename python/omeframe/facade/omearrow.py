@@ -386,14 +386,30 @@ class OMEArrow(SourceLike):
         """
         return self._lazy().info()
 
-    def select(self, *, t: Any = None, c: Any = None, z: Any = None, y: Any = None, x: Any = None) -> OMEArrow:
+    def select(
+        self, *, t: Any = None, c: Any = None, z: Any = None, y: Any = None, x: Any = None,
+        x_um: Any = None, y_um: Any = None, z_um: Any = None,
+    ) -> OMEArrow:
         """A lazy plan narrowed to the given indices (int, slice or sequence; order kept).
 
         ``y``/``x`` take half-open ``(start, stop)`` ranges. Coordinates are
-        those of this plan's result.
+        those of this plan's result. ``x_um``/``y_um``/``z_um`` take
+        ``(start, stop)`` in micrometres instead (see
+        :meth:`omeframe.engine.lazy.LazyImage.select`).
         """
-        plan = self._lazy().select(t=t, c=c, z=z, y=y, x=x)
+        plan = self._lazy().select(t=t, c=c, z=z, y=y, x=x, x_um=x_um, y_um=y_um, z_um=z_um)
         return OMEArrow._from_plan(plan, tcz=self.tcz, image_type=self._image_type)
+
+    def at_resolution(self, mpp: float) -> OMEArrow:
+        """A lazy plan of the same region at ``mpp`` micrometres per pixel (level chosen for you).
+
+        See :meth:`omeframe.engine.lazy.LazyImage.at_resolution`.
+
+        Example
+        -------
+        >>> omeframe.scan("slide.ome.tif").select(x_um=(0, 500), y_um=(0, 500)).at_resolution(2.0)  # doctest: +SKIP
+        """
+        return OMEArrow._from_plan(self._lazy().at_resolution(mpp), tcz=self.tcz, image_type=self._image_type)
 
     def filter_chunks(self, predicate: ChunkPredicate) -> OMEArrow:
         """A lazy plan that skips chunks whose stored statistics fail ``predicate``.

@@ -28,6 +28,7 @@ __all__ = [
     "FileTimeoutError",
     "InvalidOMEXMLValueWarning",
     "ShapeValidationError",
+    "UnitError",
 ]
 
 
@@ -154,3 +155,7 @@ class ShapeValidationError(SchemaError):
         self.row = row
         self.field = field
         self.object_id = object_id
+
+
+class UnitError(OmeframeError, ValueError):
+    """A physical size is missing, or its unit is not a length omeframe converts to µm."""

@@ -12,6 +12,10 @@ kernel of :mod:`omeframe.query.kernels` on them:
   ``c`` over all T, Z, Y, X (population std)
 * ``ome_crop(img, x, y, w, h)`` -> a new record (byte variant), the box
   ``[y, y+h) x [x, x+w)`` clipped to the image (null when empty)
+* ``ome_crop_um(img, x_um, y_um, w_um, h_um, mpp)`` -> a new record (byte
+  variant): the box in micrometres, clipped to the image, resampled to
+  ``mpp`` µm per pixel (:func:`omeframe.query.units.crop_um`), so images of
+  different pixel sizes give crops on one grid
 * ``ome_crop_list(img, x, y, w, h)`` -> the same as a list-variant record
   (uint16-range data only)
 * ``ome_thumbnail(img, size)`` -> ``BLOB``: PNG of the middle Z plane of
@@ -44,7 +48,7 @@ from typing import Any
 import pyarrow as pa
 
 from omeframe.model.arrow import OME_ARROW_BYTE_STRUCT, OME_ARROW_STRUCT
-from omeframe.query import kernels
+from omeframe.query import kernels, units
 
 __all__ = ["FUNCTIONS", "register_functions", "duckdb_type"]
 
@@ -68,6 +72,10 @@ def _ome_stats(img: Any, c: Any) -> pa.Array:
 
 def _ome_crop(img: Any, x: Any, y: Any, w: Any, h: Any) -> pa.Array:
     return kernels.crop(img, x, y, w, h, encoding="bytes")
+
+
+def _ome_crop_um(img: Any, x: Any, y: Any, w: Any, h: Any, mpp: Any) -> pa.Array:
+    return units.crop_um(img, x, y, w, h, mpp)
 
 
 def _ome_crop_list(img: Any, x: Any, y: Any, w: Any, h: Any) -> pa.Array:
@@ -94,6 +102,7 @@ def _functions() -> dict[str, tuple[Callable[..., pa.Array], Any]]:
         "ome_channel_names": (_unary(kernels.channel_names), pa.list_(pa.string())),
         "ome_stats": (_ome_stats, kernels.STATS_TYPE),
         "ome_crop": (_ome_crop, OME_ARROW_BYTE_STRUCT),
+        "ome_crop_um": (_ome_crop_um, OME_ARROW_BYTE_STRUCT),
         "ome_crop_list": (_ome_crop_list, OME_ARROW_STRUCT),
         "ome_thumbnail": (_ome_thumbnail, pa.binary()),
         "ome_chunk_values": (_ome_chunk_values, pa.list_(pa.float64())),
@@ -109,6 +118,7 @@ FUNCTIONS = (
     "ome_channel_names",
     "ome_stats",
     "ome_crop",
+    "ome_crop_um",
     "ome_crop_list",
     "ome_thumbnail",
     "ome_chunk_values",

@@ -58,9 +58,6 @@ class DatasetSource(LazySource):
         return self.entry.chunk_shape
 
     def levels(self) -> list[LazySource]:
-        """This level and the coarser levels the dataset stores for the image (metadata only)."""
-        iid = self.entry.image_id
-        coarser: list[LazySource] = [
-            DatasetSource(self.dataset, iid, lv) for lv in self.dataset.levels(iid) if lv > self.level
-        ]
-        return [self, *coarser]
+        """This level and every coarser pyramid level the dataset stores for the image."""
+        stored = self.dataset.levels(self.entry.image_id)
+        return [self, *(DatasetSource(self.dataset, self.entry.image_id, lv) for lv in stored if lv > self.level)]

@@ -45,8 +45,7 @@ import fnmatch
 import itertools
 import os
 import re
-import threading
-from collections import OrderedDict
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +53,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from omeframe.engine.cache import shared_cache
 from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import StoredSource
 from omeframe.formats.tiff import TIFF_SUFFIXES
@@ -434,40 +434,31 @@ def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
     return _to_tczyx(arr, axes, p)
 
 
+_TOKENS = itertools.count()
+
+
 class _FileCache:
-    """Byte-bounded LRU of decoded files with single-flight loading per file.
+    """Decoded files of one stack source, kept in the process-wide cache.
 
     Dataset writes read a plane tile by tile; without this every tile would
-    decode the whole file again.
+    decode the whole file again. Entries are keyed ``("stack", token, path)``
+    with a token per source and loaded once however many threads ask
+    (:meth:`~omeframe.engine.cache.ByteCache.get_or_compute`); when a file
+    decodes to more than ``max_bytes`` nothing is kept and each use decodes
+    it again. The entries are dropped when the cache object is collected.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, file_nbytes: int) -> None:
         self.max_bytes = max_bytes
-        self._data: OrderedDict[Path, np.ndarray] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self._loading: dict[Path, threading.Lock] = {}
+        self.keep = 0 < file_nbytes <= max_bytes
+        self.token = next(_TOKENS)
+        self._cache = shared_cache()
+        weakref.finalize(self, self._cache.discard_prefix, ("stack", self.token))
 
     def get(self, path: Path, load: Any) -> np.ndarray:
-        with self._lock:
-            if path in self._data:
-                self._data.move_to_end(path)
-                return self._data[path]
-            flight = self._loading.setdefault(path, threading.Lock())
-        with flight:
-            with self._lock:
-                if path in self._data:
-                    return self._data[path]
-            arr = load(path)
-            with self._lock:
-                self._loading.pop(path, None)
-                if arr.nbytes <= self.max_bytes:
-                    self._data[path] = arr
-                    self._bytes += arr.nbytes
-                    while self._bytes > self.max_bytes and self._data:
-                        _, old = self._data.popitem(last=False)
-                        self._bytes -= old.nbytes
-            return arr
+        if not self.keep:
+            return load(path)
+        return self._cache.get_or_compute(("stack", self.token, path), lambda: load(path))
 
 
 # ---------------------------------------------------------------- source
@@ -487,7 +478,9 @@ class StackSource(StoredSource):
     channel_names
         Names for the C axis (default: from non-numeric C tokens, else ``C0..``).
     cache_bytes
-        Bound of the decoded-file cache shared by this source's reads.
+        Largest decoded file kept for reuse (in the process-wide cache,
+        :func:`omeframe.set_cache_bytes`); larger files, or every file when
+        ``0``, are decoded on each read.
     """
 
     def __init__(
@@ -561,7 +554,7 @@ class StackSource(StoredSource):
             channel_names=names,
             physical=info.physical,
         )
-        self._cache = _FileCache(cache_bytes)
+        self._cache = _FileCache(cache_bytes, int(np.prod(info.shape)) * np.dtype(info.dtype).itemsize)
         n = len(grid)
         self.describe = (
             f"file stack {pat.pattern!r} ({n} file{'s' if n != 1 else ''}, "

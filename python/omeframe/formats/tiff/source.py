@@ -51,13 +51,13 @@ when the last source is garbage-collected (no ``ResourceWarning``).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import struct
 import threading
 import warnings
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -66,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from omeframe.engine.cache import shared_cache
 from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import LazySource
 from omeframe.formats.tiff.omexml import (
@@ -94,8 +95,6 @@ TIFF_EXTRA_HINT = "pip install 'omeframe[tiff]' (or pip install imagecodecs)"
 #: Target size of a strip-group piece (rows are added while under this).
 _STRIP_PIECE_BYTES = 4 << 20
 _STRIP_PIECE_ROWS = 256
-#: Decoded segments kept for reuse (interleaved samples, partial strip reads).
-_CACHE_BYTES = 64 << 20
 
 _SAMPLE_COLORS = (0xFF0000FF, 0x00FF00FF, 0x0000FFFF, 0xFFFFFFFF)
 
@@ -339,51 +338,13 @@ def _map_axes(series: Any, label: str) -> _AxisMap:
 # ---------------------------------------------------------------------------
 # decoded-segment cache
 # ---------------------------------------------------------------------------
-class _Cache:
-    """Byte-bounded LRU of decoded segments; concurrent requests for one key decode once."""
+#: Per-pixel-source tokens: segment keys of the shared cache are
+#: ``("tiff", token, frame, sample, segment)``.
+_TOKENS = itertools.count()
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.data: OrderedDict[Any, np.ndarray] = OrderedDict()
-        self.nbytes = 0
-        self.lock = threading.Lock()
-        self.inflight: dict[Any, threading.Event] = {}
 
-    def get(self, key: Any, compute: Callable[[], np.ndarray | None]) -> np.ndarray | None:
-        while True:
-            with self.lock:
-                hit = self.data.get(key)
-                if hit is not None:
-                    self.data.move_to_end(key)
-                    return hit
-                ev = self.inflight.get(key)
-                if ev is None:
-                    ev = self.inflight[key] = threading.Event()
-                    break
-            ev.wait()
-            with self.lock:
-                hit = self.data.get(key)
-                if hit is not None:
-                    return hit
-                if key in self.inflight:
-                    continue
-            return compute()  # the first reader failed or the entry was evicted
-        try:
-            val = compute()
-            if val is None:  # missing segment: nothing to keep
-                return val
-            with self.lock:
-                if val.nbytes <= self.max_bytes:
-                    self.data[key] = val
-                    self.nbytes += val.nbytes
-                    while self.nbytes > self.max_bytes and self.data:
-                        _, old = self.data.popitem(last=False)
-                        self.nbytes -= old.nbytes
-            return val
-        finally:
-            with self.lock:
-                self.inflight.pop(key, None)
-            ev.set()
+def _segment_nbytes(value: np.ndarray | None) -> int:
+    return 0 if value is None else int(value.nbytes)
 
 
 # ---------------------------------------------------------------------------
@@ -745,7 +706,13 @@ class TiffSource(LazySource):
         origins[:, 4] = x0
 
         decode_segment = self._decoder(offsets, counts, pages, direct, nseg)
-        cache = _Cache(_CACHE_BYTES) if (contig > 1 or not self._tiled) else None
+        # Interleaved samples and strip groups decode a segment once for several
+        # pieces: keep decoded segments in the process-wide cache under a token
+        # of this pixel source (dropped when the source is collected).
+        cache = shared_cache() if (contig > 1 or not self._tiled) else None
+        token = next(_TOKENS)
+        if cache is not None:
+            weakref.finalize(self, cache.discard_prefix, ("tiff", token))
         fr, ssr, sgr, csr = f, ss, piece_seg, cs
         nodata = kf.nodata
         dtype = self.dtype
@@ -762,8 +729,8 @@ class TiffSource(LazySource):
         def decode(i: int, strict: bool) -> np.ndarray:
             dz, dy_, dx = (int(v) for v in ext[i])
             if cache is not None:
-                key = (int(fr[i]), int(ssr[i]), int(sgr[i]))
-                block = cache.get(key, lambda: region(i))
+                key = ("tiff", token, int(fr[i]), int(ssr[i]), int(sgr[i]))
+                block = cache.get_or_compute(key, lambda: region(i), _segment_nbytes)
             else:
                 block = region(i)
             if block is None:  # missing page or segment
