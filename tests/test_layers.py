@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, int]] = [
     ("ops", 8), ("shapes", 8),
     ("facade", 9), ("query", 9), ("models", 9), ("errors", 9),
     ("loaders", 10), ("catalog", 10), ("duckdb", 10), ("polars", 10), ("torch", 10), ("jax", 10),
-    ("cli", 11),
+    ("cli", 11), ("compat", 12),
     ("__main__", 12), ("", 12),
 ]
 

@@ -238,19 +238,6 @@ def choose_chunking(
     return ChunkChoice(resolved, chunk, compression, rationale)  # type: ignore[arg-type]
 
 
-# ---------------------------------------------------------------- inputs
-def _as_source(image: Any) -> LazySource:
-    """A lazy source for one input: arrays follow the peer's rank rule (YX, ZYX, TZYX, TCZYX)."""
-    from omeframe.registry import open_source
-
-    if isinstance(image, np.ndarray):
-        axes = {2: "YX", 3: "ZYX", 4: "TZYX", 5: "TCZYX"}.get(image.ndim)
-        if axes is None:
-            raise ValueError(f"numpy image inputs must be 2-D to 5-D (YX, ZYX, TZYX, TCZYX), got {image.ndim}-D")
-        return open_source(image, dim_order=axes)
-    return open_source(image)
-
-
 def _channels_json(src: LazySource) -> str:
     """The image's channels as the JSON list of ``pixels_meta.channels`` dicts."""
     return json.dumps([asdict(ch) for ch in src.header().channels])
@@ -325,7 +312,7 @@ class _ChunkTableWriter:
 
 
 def write_ome_arrow_dataset(
-    images: Sequence[Any],
+    images: Sequence[LazySource],
     output_path: str | os.PathLike[str],
     *,
     layout: Layout = "auto",
@@ -343,11 +330,10 @@ def write_ome_arrow_dataset(
     Parameters
     ----------
     images
-        Images: numpy arrays (2-D ``YX``, 3-D ``ZYX``, 4-D ``TZYX``, 5-D
-        ``TCZYX``, as ome-arrow reads them), OME-Arrow records or dicts,
-        ``OMEArrow`` objects, plans, or any path or object
-        :func:`omeframe.scan` opens. Records keep their id, name, type and
-        channels; other inputs are named ``image-00000``, ``image-00001`` ...
+        The images as lazy sources (``omeframe.registry.open_source`` of an
+        array, record, path ...; ``omeframe.compat.ome_arrow`` converts
+        ome-arrow's inputs). Each keeps its id, name, type and channels;
+        images without an id are named ``image-00000``, ``image-00001`` ...
     output_path
         The folder. An existing file there is replaced by the folder; in an
         existing folder the tables are replaced (and a stale
@@ -379,8 +365,10 @@ def write_ome_arrow_dataset(
     Example
     -------
     >>> import numpy as np, tempfile, os
+    >>> from omeframe.registry import open_source
     >>> d = tempfile.mkdtemp()
-    >>> write_ome_arrow_dataset([np.zeros((4, 5), "uint8")], os.path.join(d, "ds"), layout="image").layout
+    >>> src = open_source(np.zeros((4, 5), "uint8"), dim_order="YX")
+    >>> write_ome_arrow_dataset([src], os.path.join(d, "ds"), layout="image").layout
     'image'
     """
     if len(images) == 0:
@@ -391,7 +379,7 @@ def write_ome_arrow_dataset(
     out = Path(output_path)
     if not out.parent.exists():
         raise FileNotFoundError(f"cannot write {str(out)!r}: folder {str(out.parent)!r} does not exist")
-    sources = [_as_source(image) for image in images]
+    sources = list(images)
     target_dtype = None if pixel_dtype is None else np.dtype(pixel_dtype)
     metadata = {
         b"ome.arrow.type": str(OME_ARROW_TAG_TYPE).encode(),
