@@ -23,6 +23,7 @@ import pyarrow as pa
 
 import omeframe as _of
 from omeframe.engine.lazy import LazyImage
+from omeframe.formats.record.files import detect_format
 from omeframe.registry import detect, open_source
 
 from . import ingest as _ingest
@@ -138,7 +139,7 @@ class OMEArrow(_of.OMEArrow):
         if entry.name == "tiff":
             return from_tiff(p, image_type=image_type)
         if entry.name == "record-table":
-            reader = _ingest.from_ome_vortex if p.suffix == ".vortex" else _ingest.from_ome_parquet
+            reader = _ingest.from_ome_vortex if detect_format(p) == "vortex" else _ingest.from_ome_parquet
             return reader(p, column_name=column_name, row_index=row_index)
         if entry.name in ("ome-zarr", "zarr"):
             return _ingest.from_ome_zarr(p, image_type=image_type)
