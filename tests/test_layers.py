@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, float]] = [
     ("tiles", 8.5),
     ("facade", 9), ("query", 9), ("models", 9), ("errors", 9),
     ("loaders", 10), ("catalog", 10), ("duckdb", 10), ("polars", 10), ("dask", 10), ("torch", 10), ("jax", 10),
-    ("cli", 11),
+    ("cli", 11), ("compat", 12),
     ("__main__", 12), ("", 12),
 ]
 

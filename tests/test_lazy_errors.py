@@ -161,7 +161,7 @@ def test_nested_selection_checked_against_the_outer_result(plan):
         (dict(roi_nd=(1, 0, 0, 0, 1, 4, 5, 5), roi_type="4d"), SelectionError,
          r"roi_nd=\(1, 0, 0, 0, 1, 4, 5, 5\) .*: t range \(1, 1\) is empty or reversed"),
         (dict(t=0, z=0, roi_nd=(0, 0, 5), roi_type="2d"), ValueError, r"roi_type '2d' takes 4 bounds, got 3"),
-        (dict(t=0, z=0, roi_nd=(0, 0, 5, 5)), ValueError, r"roi_nd needs roi_type"),
+        (dict(t=0, roi_nd=(0, 0, 0, 1, 5, 5)), ValueError, r"roi_nd with 6 values is ambiguous"),
         (dict(t=0, z=0, roi_nd=(0, 0, 5, 5), roi_type="5d"), ValueError, r"roi_type must be one of"),
         (dict(t=0, z=0, tile=(4, 0)), SelectionError, r"tile \(4, 0\) is outside the 4 x 3 tile grid of 16x32 tiles"),
         (dict(t=0, z=0, tile=(0, -1)), SelectionError, r"tile \(0, -1\) is outside the 4 x 3 tile grid"),

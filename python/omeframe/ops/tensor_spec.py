@@ -69,9 +69,16 @@ class ViewSpec:
         if len(given) > 1:
             raise ValueError(f"give at most one of roi, roi3d, roi_nd, tile; got {given}")
         if self.roi_nd is not None and self.roi_type is None:
-            raise ValueError("roi_nd needs roi_type ('2d', '2d_timelapse', '3d' or '4d')")
+            # 4 values can only be a 2-D box, 8 only a 4-D (T, Z, Y, X) box; 6 is 3-D or 2-D + time
+            inferred = {4: "2d", 8: "4d"}.get(len(self.roi_nd))
+            if inferred is None:
+                raise ValueError(
+                    f"roi_nd with {len(self.roi_nd)} values is ambiguous: pass roi_type "
+                    "('2d', '2d_timelapse', '3d' or '4d'); 4 and 8 values infer '2d' and '4d'"
+                )
+            object.__setattr__(self, "roi_type", inferred)
         if self.roi3d is not None and self.z is not None:
-            raise ValueError("roi3d already selects Z; do not pass z= as well")
+            raise ValueError("Provide either z or roi3d, not both: roi3d already selects Z")
 
     def updated(self, **changes: Any) -> ViewSpec:
         """A copy with the given (non-UNSET) fields replaced."""

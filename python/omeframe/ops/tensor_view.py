@@ -265,6 +265,11 @@ class _ViewBase:
         """Iterate ``(tile_z, tile_h, tile_w)`` 3-D tiles as DLPack-compatible arrays."""
         if len(tuple(tile_size)) != 3:
             raise ValueError(f"tile_size must be (tile_z, tile_h, tile_w), got {tile_size!r}")
+        if mode != "numpy":
+            raise ValueError(
+                f"iter_tiles_3d supports only mode='numpy' (shaped tiles), got mode={mode!r}; "
+                "flat Arrow buffers cannot hold a 3-D tile"
+            )
         items = self._items(batch_size=None, tile_size=tuple(tile_size), three_d=True)
         return self._iterate(
             items, shuffle=shuffle, seed=seed, prefetch=prefetch, device=device, contiguous=contiguous, mode=mode

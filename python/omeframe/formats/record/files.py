@@ -133,7 +133,7 @@ def find_record_column(schema: pa.Schema, column_name: str | None, *, source: st
     conventional = {"ome_arrow", "image"}
     if column_name is not None and not (column_name in conventional and candidates[0] in conventional):
         warnings.warn(
-            f"column {column_name!r} not found in {source}; using the OME-Arrow column "
+            f"Requested column {column_name!r} not found in {source}; auto-detected the OME-Arrow column "
             f"{candidates[0]!r}",
             UserWarning,
             stacklevel=3,
