@@ -41,4 +41,7 @@ def test_many_crops_write_prints_nothing_to_a_log(tmp_path, capfd) -> None:
 def test_asked_for_bar_is_drawn(tmp_path, capfd) -> None:
     of.write_table(tmp_path / "t.parquet", [np.zeros((4, 4), np.uint8)] * 3, dim_order="YX",
                    progress=True)
-    assert "encoding images" in capfd.readouterr().err
+    assert "encoding batches" in capfd.readouterr().err  # same-shape images: stacked batches
+    ragged = [np.zeros((4, 4), np.uint8), np.zeros((5, 3), np.uint8)]
+    of.write_table(tmp_path / "r.parquet", ragged, dim_order="YX", progress=True)
+    assert "encoding images" in capfd.readouterr().err  # the general, per-image path
