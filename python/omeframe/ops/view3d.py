@@ -129,6 +129,11 @@ def _robust_clim(vol: np.ndarray, percentile_clim: tuple[float, float]) -> tuple
     return lo, hi if hi > lo else lo + 1.0
 
 
+def _ascii_unit(unit: str) -> str:
+    """``unit`` for VTK's default font, which has no micro sign (``µm`` → ``um``)."""
+    return unit.replace("\u00b5", "u").replace("\u03bc", "u")
+
+
 def _jupyter_backend(backend: str) -> str:
     """The notebook backend to show with: ``backend``, or ``"static"`` when trame is missing."""
     has_trame = importlib.util.find_spec("trame") is not None and importlib.util.find_spec("trame_vtk") is not None
@@ -287,15 +292,13 @@ def view_pyvista(
         plotter.add_axes()
     r, g, b = pv.Color(background).float_rgb
     ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-    units = src.header()
-    plotter.show_bounds(
-        color=ink,
-        location="outer",
-        ticks="both",
-        xtitle=f"X ({units.physical_size_x_unit or 'px'})" if scaling_values is None else "X",
-        ytitle=f"Y ({units.physical_size_y_unit or 'px'})" if scaling_values is None else "Y",
-        ztitle=f"Z ({units.physical_size_z_unit or 'px'})" if scaling_values is None else "Z",
-    )
+    h = src.header()
+    units = (h.physical_size_x_unit, h.physical_size_y_unit, h.physical_size_z_unit)
+    titles = [
+        axis if scaling_values is not None or not unit else f"{axis} ({_ascii_unit(unit)})"
+        for axis, unit in zip("XYZ", units, strict=True)
+    ]
+    plotter.show_bounds(color=ink, location="outer", ticks="both", xtitle=titles[0], ytitle=titles[1], ztitle=titles[2])
     if show:
         if plotter.notebook:
             plotter.show(jupyter_backend=_jupyter_backend(backend))
