@@ -162,7 +162,7 @@ def test_view_returns_figure(rec, arr):
     finally:
         plt.close(fig)
     with pytest.raises(ValueError, match="unsupported view backend"):
-        of.OMEArrow(rec).view(how="pyvista", show=False)
+        of.OMEArrow(rec).view(how="vtk", show=False)
 
 
 # ---------------------------------------------------------------------------

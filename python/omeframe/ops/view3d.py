@@ -71,8 +71,10 @@ def _spacing(src_header: Any, scaling_values: Any) -> tuple[float, float, float]
         if not all(np.isfinite(v) and v > 0 for v in (dz, dy, dx)):
             raise ValueError(f"scaling_values must be positive and finite (Z, Y, X), got {scaling_values!r}")
         return dz, dy, dx
-    sizes = (src_header.physical_size_z, src_header.physical_size_y, src_header.physical_size_x)
-    return tuple(float(v) if v is not None and np.isfinite(v) and v > 0 else 1.0 for v in sizes)  # type: ignore[return-value]
+    def size(v: float | None) -> float:
+        return float(v) if v is not None and np.isfinite(v) and v > 0 else 1.0
+
+    return size(src_header.physical_size_z), size(src_header.physical_size_y), size(src_header.physical_size_x)
 
 
 def read_volume(data: Any, *, t: int = 0, c: int = 0, downsample: int = 1) -> np.ndarray:
@@ -112,11 +114,10 @@ def read_volume(data: Any, *, t: int = 0, c: int = 0, downsample: int = 1) -> np
 
 def _vtk_array(vol: np.ndarray) -> np.ndarray:
     """``vol`` in a dtype VTK volume mappers take (bool → uint8, 64-bit ints → float64)."""
-    if vol.dtype == np.bool_:
+    kind, size = vol.dtype.kind, vol.dtype.itemsize
+    if kind == "b":
         return vol.astype(np.uint8)
-    if vol.dtype.kind in "iu" and vol.dtype.itemsize > 4:
-        return vol.astype(np.float64)
-    if vol.dtype.kind == "f" and vol.dtype.itemsize > 8:
+    if kind in "iu" and size > 4:
         return vol.astype(np.float64)
     return np.ascontiguousarray(vol)
 
