@@ -58,3 +58,9 @@ def torch() -> ModuleType:
 def jax() -> ModuleType:
     """The ``jax`` module (declared in the test extra for every supported Python)."""
     return _optional("jax", True, "")
+
+
+@pytest.fixture
+def pyvista() -> ModuleType:
+    """The ``pyvista`` module (declared in the test extra for every supported Python)."""
+    return _optional("pyvista", True, "")

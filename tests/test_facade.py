@@ -162,7 +162,7 @@ def test_view_returns_figure(rec, arr):
     finally:
         plt.close(fig)
     with pytest.raises(ValueError, match="unsupported view backend"):
-        of.OMEArrow(rec).view(how="pyvista", show=False)
+        of.OMEArrow(rec).view(how="vtk", show=False)
 
 
 # ---------------------------------------------------------------------------
@@ -184,13 +184,14 @@ IMPLEMENTED = [
     "describe_ome_arrow",
     "verify_ome_arrow",
     "view_matplotlib",
+    "view_pyvista",
     "OME_ARROW_STRUCT",
     "OME_ARROW_BYTE_STRUCT",
     "OME_ARROW_TAG_TYPE",
     "OME_ARROW_TAG_VERSION",
 ]
 # Not covered here (other issues): from_tiff, from_ome_zarr, from_stack_pattern_path,
-# to_ome_tiff, to_ome_zarr, view_pyvista, TensorView / LazyTensorView, and the
+# to_ome_tiff, to_ome_zarr, TensorView / LazyTensorView, and the
 # OMEArrow lazy API (scan, slice_lazy, collect, tensor_view, lazy=).
 
 
@@ -223,6 +224,7 @@ SIGNATURE_FUNCS = [
     "slice_ome_arrow",
     "describe_ome_arrow",
     "verify_ome_arrow",
+    "view_pyvista",
 ]
 
 
@@ -249,7 +251,6 @@ NOT_YET = {
         "dim_order", "compression", "compression_level", "tile", "chunks",
         "zarr_compressor", "zarr_level", "use_channel_colors",
     },
-    "view": {"c", "downsample", "opacity", "clim", "show_axes", "scaling_values"},  # pyvista
 }
 
 

@@ -100,7 +100,10 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
 }
 
 #: Packages ``import omeframe`` must not load (each is optional or slow to import).
-HEAVY = ("duckdb", "polars", "vortex", "zarr", "tifffile", "pydantic", "torch", "jax", "pyarrow.dataset", "dask")
+HEAVY = (
+    "duckdb", "polars", "vortex", "zarr", "tifffile", "pydantic", "torch", "jax", "pyarrow.dataset", "dask",
+    "pyvista", "vtk",
+)
 
 
 def _function_imports(module: str, path: Path) -> list[tuple[str, int]]:

@@ -103,6 +103,7 @@ if TYPE_CHECKING:
     from omeframe.ops.tensor_view import LazyTensorView, TensorView
     from omeframe.ops.thumbnail import thumbnail_png
     from omeframe.ops.view import view_matplotlib
+    from omeframe.ops.view3d import view_pyvista
     from omeframe.registry import open_lazy_plane_source
     from omeframe.shapes import (
         make_relationship_table,
@@ -213,6 +214,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "thumbnail_png": ("omeframe.ops.thumbnail", 'thumbnail_png'),
     "display": ("omeframe.ops.display", 'display'),
     "view_matplotlib": ("omeframe.ops.view", 'view_matplotlib'),
+    "view_pyvista": ("omeframe.ops.view3d", 'view_pyvista'),
     "open_lazy_plane_source": ("omeframe.registry", 'open_lazy_plane_source'),
     "shapes": ("omeframe.shapes", None),
     "make_shape_table": ("omeframe.shapes", 'make_shape_table'),
@@ -290,6 +292,7 @@ __all__ = [
     "describe_ome_arrow",
     "verify_ome_arrow",
     "view_matplotlib",
+    "view_pyvista",
     "num_threads",
     "set_num_threads",
     "get_max_bytes",

@@ -35,6 +35,7 @@ from omeframe.ops.slicing import crop_selection, slice_ome_arrow
 from omeframe.ops.tensor_spec import ViewSpec
 from omeframe.ops.tensor_view import LazyTensorView, TensorView
 from omeframe.ops.view import view_matplotlib
+from omeframe.ops.view3d import view_pyvista
 from omeframe.registry import detect, open_source
 
 
@@ -604,15 +605,35 @@ class OMEArrow(SourceLike):
         vmax: float | None = None,
         cmap: str = "gray",
         show: bool = True,
+        c: int | None = None,
+        downsample: int = 1,
+        opacity: str | float = "sigmoid",
+        clim: tuple[float, float] | None = None,
+        show_axes: bool = True,
+        scaling_values: tuple[float, float, float] | None = None,
     ) -> Any:
-        """Render one ``(t, c, z)`` plane with Matplotlib; returns ``(figure, axes, image)``."""
-        if how != "matplotlib":
-            raise ValueError(f"unsupported view backend {how!r}; available: 'matplotlib'")
-        t, c, z = tcz or self.tcz
-        data = self.data if self._plan is None else self.select(t=[t], c=[c], z=[z]).data
+        """Render one ``(t, c, z)`` plane with Matplotlib, or a channel's volume with PyVista.
+
+        ``how="matplotlib"`` returns ``(figure, axes, image)`` and uses
+        ``tcz``, ``autoscale``, ``vmin``, ``vmax`` and ``cmap``.
+        ``how="pyvista"`` returns a ``pyvista.Plotter`` (see
+        :func:`omeframe.view_pyvista`) of time point ``tcz[0]`` and channel
+        ``c`` (``tcz[1]`` when ``None``), using ``downsample``, ``opacity``,
+        ``clim``, ``show_axes`` and ``scaling_values`` (Z, Y, X); a lazy plan
+        reads only that channel.
+        """
+        if how not in ("matplotlib", "pyvista"):
+            raise ValueError(f"unsupported view backend {how!r}; available: 'matplotlib', 'pyvista'")
+        t, cc, z = tcz or self.tcz
+        if how == "pyvista":
+            return view_pyvista(
+                self, c=cc if c is None else c, downsample=downsample, scaling_values=scaling_values,
+                opacity=opacity, clim=clim, show_axes=show_axes, show=show, t=t,
+            )
+        data = self.data if self._plan is None else self.select(t=[t], c=[cc], z=[z]).data
         if self._plan is not None:
-            t = c = z = 0
-        return view_matplotlib(data, (t, c, z), autoscale=autoscale, vmin=vmin, vmax=vmax, cmap=cmap, show=show)
+            t = cc = z = 0
+        return view_matplotlib(data, (t, cc, z), autoscale=autoscale, vmin=vmin, vmax=vmax, cmap=cmap, show=show)
 
 
 def scan(source: Any, **options: Any) -> OMEArrow:
