@@ -108,6 +108,7 @@ if TYPE_CHECKING:
         read_shapes,
         relationship_schema,
         shape_schema,
+        shapes_from_labels,
         validate_relationship_table,
         validate_shape_table,
         write_shapes,
@@ -215,6 +216,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "relationship_schema": ("omeframe.shapes", 'relationship_schema'),
     "read_shapes": ("omeframe.shapes", 'read_shapes'),
     "write_shapes": ("omeframe.shapes", 'write_shapes'),
+    "shapes_from_labels": ("omeframe.shapes", 'shapes_from_labels'),
     "ShapeValidationError": ("omeframe.model.errors", 'ShapeValidationError'),
 }
 
@@ -315,6 +317,7 @@ __all__ = [
     "relationship_schema",
     "read_shapes",
     "write_shapes",
+    "shapes_from_labels",
 ]
 
 
