@@ -103,6 +103,7 @@ if TYPE_CHECKING:
     from omeframe.ops.view import view_matplotlib
     from omeframe.registry import open_lazy_plane_source
     from omeframe.shapes import (
+        crop_objects,
         make_relationship_table,
         make_shape_table,
         read_shapes,
@@ -217,6 +218,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "read_shapes": ("omeframe.shapes", 'read_shapes'),
     "write_shapes": ("omeframe.shapes", 'write_shapes'),
     "shapes_from_labels": ("omeframe.shapes", 'shapes_from_labels'),
+    "crop_objects": ("omeframe.shapes", 'crop_objects'),
     "ShapeValidationError": ("omeframe.model.errors", 'ShapeValidationError'),
 }
 
@@ -318,6 +320,7 @@ __all__ = [
     "read_shapes",
     "write_shapes",
     "shapes_from_labels",
+    "crop_objects",
 ]
 
 
