@@ -136,6 +136,9 @@ def test_several_images_by_id_and_bad_objects_raise_or_skip():
     assert out["error"].to_pylist()[:2] == [None, None]
     assert "outside" in out["error"][2].as_py() and "not among" in out["error"][3].as_py()
     assert out["ome_arrow"].null_count == 2
+    mixed = {"a": imgs["a"], "b": np.zeros((1, 2, 1, 60, 60), np.uint16)}
+    with pytest.raises(ValueError, match="differ in T, channel count"):
+        of.crop_objects(mixed, shapes.slice(0, 2), size=8)
     # bbox from the polygon's coordinates: [min, ceil(max)) (a float box covers the pixels it touches)
     np.testing.assert_array_equal(of.to_numpy(out["ome_arrow"][0])[0, 0, 0], imgs["a"][0, 0, 0, 1:6, 1:5])
     np.testing.assert_array_equal(of.to_numpy(out["ome_arrow"][1])[0, 0, 0], imgs["b"][0, 0, 0, 50:59, 50:59])

@@ -469,10 +469,11 @@ def crop_objects(
             work.extend((img, chan_of[k], rows[g]) for g in _groups(w0[rows], w1[rows], _block_yx(img.source)))
     if size3 is not None and ok.any():
         first = next(iter(img for img, _, _ in work))
-        shapes_seen = {(img.source.shape[0], len(ch), img.source.dtype.str) for img, ch, _ in work}
+        shapes_seen = {(img.source.shape[0], len(ch), 0 if has_z else img.source.shape[2], img.source.dtype.str)
+                       for img, ch, _ in work}
         if len(shapes_seen) > 1:
             raise ValueError(
-                f"a fixed size stacks every crop, but the images differ in T, channel count or dtype "
+                f"a fixed size stacks every crop, but the images differ in T, channel count, Z or dtype "
                 f"({sorted(shapes_seen)}); crop each image separately or pick channels= to match"
             )
         st = first.source.shape[0]
