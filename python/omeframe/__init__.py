@@ -106,11 +106,13 @@ if TYPE_CHECKING:
     from omeframe.ops.view3d import view_pyvista
     from omeframe.registry import open_lazy_plane_source
     from omeframe.shapes import (
+        crop_objects,
         make_relationship_table,
         make_shape_table,
         read_shapes,
         relationship_schema,
         shape_schema,
+        shapes_from_labels,
         validate_relationship_table,
         validate_shape_table,
         write_shapes,
@@ -225,6 +227,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "relationship_schema": ("omeframe.shapes", 'relationship_schema'),
     "read_shapes": ("omeframe.shapes", 'read_shapes'),
     "write_shapes": ("omeframe.shapes", 'write_shapes'),
+    "shapes_from_labels": ("omeframe.shapes", 'shapes_from_labels'),
+    "crop_objects": ("omeframe.shapes", 'crop_objects'),
     "ShapeValidationError": ("omeframe.model.errors", 'ShapeValidationError'),
 }
 
@@ -331,6 +335,8 @@ __all__ = [
     "relationship_schema",
     "read_shapes",
     "write_shapes",
+    "shapes_from_labels",
+    "crop_objects",
 ]
 
 

@@ -11,13 +11,17 @@ kernel of :mod:`omeframe.query.kernels` on them:
 * ``ome_stats(img, c)`` -> ``STRUCT(min, max, mean, std DOUBLE)`` of channel
   ``c`` over all T, Z, Y, X (population std)
 * ``ome_crop(img, x, y, w, h)`` -> a new record (byte variant), the box
-  ``[y, y+h) x [x, x+w)`` clipped to the image (null when empty)
+  ``[y, y+h) x [x, x+w)`` clipped to the image (null when empty);
+  ``ome_crop(img, bbox[, pad])`` takes the box from a shape table's ``bbox``
+  column (``STRUCT(min DOUBLE[], max DOUBLE[])``, last two axes y, x; max one
+  past the last pixel), grown by ``pad`` pixels, for joins of shape tables
+  with image tables
 * ``ome_crop_um(img, x_um, y_um, w_um, h_um, mpp)`` -> a new record (byte
   variant): the box in micrometres, clipped to the image, resampled to
   ``mpp`` µm per pixel (:func:`omeframe.query.units.crop_um`), so images of
   different pixel sizes give crops on one grid
 * ``ome_crop_list(img, x, y, w, h)`` -> the same as a list-variant record
-  (uint16-range data only)
+  (uint16-range data only; takes the same arguments)
 * ``ome_thumbnail(img, size)`` -> ``BLOB``: PNG of the middle Z plane of
   T=0, all channels, longer side at most ``size`` (as ``thumbnail_png``)
 * ``ome_chunk_values(pixel_bytes, codec, dtype, shape_z, shape_y, shape_x)``
@@ -70,16 +74,26 @@ def _ome_stats(img: Any, c: Any) -> pa.Array:
     return kernels.stats(img, c)
 
 
-def _ome_crop(img: Any, x: Any, y: Any, w: Any, h: Any) -> pa.Array:
-    return kernels.crop(img, x, y, w, h, encoding="bytes")
+def _crop(img: Any, args: tuple[Any, ...], encoding: str) -> pa.Array:
+    if len(args) == 4:
+        return kernels.crop(img, *args, encoding=encoding)
+    if len(args) in (1, 2):
+        return kernels.crop_bbox(img, *args, encoding=encoding)
+    raise ValueError(
+        f"ome_crop takes (img, x, y, w, h) or (img, bbox) or (img, bbox, pad); got {len(args) + 1} arguments"
+    )
 
 
 def _ome_crop_um(img: Any, x: Any, y: Any, w: Any, h: Any, mpp: Any) -> pa.Array:
     return units.crop_um(img, x, y, w, h, mpp)
 
 
-def _ome_crop_list(img: Any, x: Any, y: Any, w: Any, h: Any) -> pa.Array:
-    return kernels.crop(img, x, y, w, h, encoding="list")
+def _ome_crop(img: Any, *args: Any) -> pa.Array:
+    return _crop(img, args, "bytes")
+
+
+def _ome_crop_list(img: Any, *args: Any) -> pa.Array:
+    return _crop(img, args, "list")
 
 
 def _ome_thumbnail(img: Any, size: Any) -> pa.Array:

@@ -15,7 +15,8 @@ arguments, give null results.
   numpy reductions in cache-sized groups: no Python loop over pixels, exact
   sums for integer data up to 16 bits.
 * :func:`crop` reads each row's region (only the chunks it touches) and
-  builds every new record in one Arrow build.
+  builds every new record in one Arrow build; :func:`crop_bbox` takes the
+  region from a shape table's ``bbox`` column.
 * :func:`thumbnail` renders PNG bytes of the middle Z plane, all channels.
 * :func:`chunk_values` / :func:`chunk_stats` decode single chunk payloads
   (a dataset's chunks table, or a record's unnested ``chunks``).
@@ -52,6 +53,7 @@ __all__ = [
     "channel_names",
     "stats",
     "crop",
+    "crop_bbox",
     "thumbnail",
     "to_numpy",
     "chunk_values",
@@ -652,6 +654,75 @@ def crop(
     take[rows] = np.arange(rows.size)
     idx = pa.array(take, mask=~ok)
     return built.take(idx)
+
+
+def _bbox_corner(coords: pa.Array, n: int, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The last two values (y, x) of every ``list<number>`` row: ``(y, x, valid)``."""
+    if pa.types.is_null(coords.type):
+        return np.zeros(n), np.zeros(n), np.zeros(n, bool)
+    if not (pa.types.is_list(coords.type) or pa.types.is_large_list(coords.type)
+            or pa.types.is_fixed_size_list(coords.type)):
+        raise TypeError(f"bbox {what} must be a list of coordinates ([.., y, x]), got {coords.type}")
+    lengths = np.asarray(pc.list_value_length(coords).fill_null(0), dtype=np.int64)
+    ok = _valid(coords) & (lengths >= 2)
+    values = np.asarray(pc.list_flatten(coords).cast(pa.float64()).fill_null(np.nan), dtype=np.float64)
+    ends = np.cumsum(lengths)
+    y = np.where(ok, values[np.clip(ends - 2, 0, max(values.size - 1, 0))] if values.size else 0.0, 0.0)
+    x = np.where(ok, values[np.clip(ends - 1, 0, max(values.size - 1, 0))] if values.size else 0.0, 0.0)
+    ok &= np.isfinite(y) & np.isfinite(x)
+    return np.where(ok, y, 0.0), np.where(ok, x, 0.0), ok
+
+
+def crop_bbox(
+    records: Any,
+    bbox: Any,
+    pad: Any = 0,
+    *,
+    encoding: str | None = None,
+    compression: str | None = _SAME,
+) -> pa.StructArray:
+    """Crop each record to a shape table's ``bbox`` (``{min: [.., y, x], max: [.., y, x]}``), grown by ``pad``.
+
+    The box covers the pixels ``[floor(min), ceil(max))`` of its last two
+    axes (y, x), as :func:`omeframe.shapes_from_labels` writes it (``max``
+    one past the last pixel), plus ``pad`` on every side, clipped to the
+    image; all T, C and Z are kept. ``bbox`` is a struct column (one box per
+    row) or one box as a dict; null boxes and records give null. The rest is
+    :func:`crop`.
+
+    Example
+    -------
+    >>> import numpy as np, omeframe as of
+    >>> rec = of.records_from_arrays([np.arange(100, dtype=np.uint8).reshape(10, 10)])
+    >>> out = crop_bbox(rec, {"min": [2.0, 3.0], "max": [4.0, 8.0]}, 1)
+    >>> of.to_numpy(out[0]).shape
+    (1, 1, 1, 4, 7)
+    """
+    arr = record_array(records)
+    n = len(arr)
+    box = bbox
+    if isinstance(box, pa.ChunkedArray):
+        box = box.combine_chunks() if box.num_chunks else pa.nulls(0, pa.struct([]))
+    if isinstance(box, (dict, pa.StructScalar)):
+        box = pa.array([box.as_py() if isinstance(box, pa.StructScalar) else box] * n)
+    if not isinstance(box, pa.StructArray):
+        raise TypeError(f"bbox must be a struct of min and max coordinate lists, got {type(box).__name__}")
+    if len(box) != n:
+        raise ValueError(f"bbox has {len(box)} values for {n} records")
+    if box.type.get_field_index("min") < 0 or box.type.get_field_index("max") < 0:
+        raise TypeError(f"bbox must have fields 'min' and 'max' (a shape table's bbox), got {box.type}")
+    pads, okp = _broadcast(pad, n, "pad")
+    if (pads[okp] < 0).any():
+        raise ValueError(f"pad must be >= 0, got {int(pads[okp][pads[okp] < 0][0])}")
+    y0, x0, ok0 = _bbox_corner(pc.struct_field(box, "min"), n, "min")
+    y1, x1, ok1 = _bbox_corner(pc.struct_field(box, "max"), n, "max")
+    ok = _valid(box) & ok0 & ok1 & okp
+    ys = np.floor(y0).astype(np.int64) - pads
+    xs = np.floor(x0).astype(np.int64) - pads
+    hs = np.ceil(y1).astype(np.int64) + pads - ys
+    ws = np.ceil(x1).astype(np.int64) + pads - xs
+    args = [pa.array(v, mask=~ok) for v in (xs, ys, ws, hs)]
+    return crop(arr, *args, encoding=encoding, compression=compression)
 
 
 def _broadcast_size(size: Any, n: int) -> tuple[np.ndarray, np.ndarray]:

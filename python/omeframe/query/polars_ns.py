@@ -13,6 +13,7 @@ Importing this module registers ``.ome`` on expressions and on series::
         pl.col("ome_arrow").ome.channel_names(),    # List(String)
         pl.col("ome_arrow").ome.stats(c=1),         # Struct{min, max, mean, std}
         pl.col("ome_arrow").ome.crop(4, 4, 16, 16), # new records (same variant)
+        pl.col("ome_arrow").ome.crop_bbox(pl.col("bbox"), pad=2),  # a shape table's bbox
         pl.col("ome_arrow").ome.thumbnail(64),      # Binary: PNG bytes
     )
     arrays = df["ome_arrow"].ome.to_numpy()         # list of TCZYX arrays
@@ -151,6 +152,25 @@ class OmeExprNamespace:
 
         return _map(self._expr, [x, y, w, h], fn, _crop_dtype(self._expr, encoding))
 
+    def crop_bbox(self, bbox: pl.Expr, pad: int | pl.Expr = 0, *, encoding: str | None = None) -> pl.Expr:
+        """New records cropped to a shape table's ``bbox`` (``Struct{min, max}``), grown by ``pad``.
+
+        As SQL's ``ome_crop(img, bbox, pad)``: the box's last two axes are y
+        and x, ``max`` is one past the last pixel, the window is clipped to
+        each image; for joins of shape tables with image tables.
+
+        Example
+        -------
+        >>> df.join(shapes, on="image_id").select(  # doctest: +SKIP
+        ...     "object_id", pl.col("ome_arrow").ome.crop_bbox(pl.col("bbox"), pad=4))
+        """
+
+        def fn(records: pa.Array, *a: Any) -> pa.Array:
+            enc = encoding or kernels._variant(records)
+            return kernels.crop_bbox(records, *a, encoding=enc)
+
+        return _map(self._expr, [bbox, pad], fn, _crop_dtype(self._expr, encoding))
+
     def thumbnail(self, size: int | pl.Expr = 256) -> pl.Expr:
         """PNG bytes (``Binary``) of the middle Z plane, all channels, longer side <= size."""
         return _map(self._expr, [size], kernels.thumbnail, pl.Binary)
@@ -193,6 +213,10 @@ class OmeSeriesNamespace:
         arr = _arrow(self._s)
         out = kernels.crop(arr, _arg(x), _arg(y), _arg(w), _arg(h), encoding=encoding)
         return pl.Series(self._s.name, out)
+
+    def crop_bbox(self, bbox: Any, pad: Any = 0, *, encoding: str | None = None) -> pl.Series:
+        arr = _arrow(self._s)
+        return pl.Series(self._s.name, kernels.crop_bbox(arr, _arg(bbox), _arg(pad), encoding=encoding))
 
     def thumbnail(self, size: int | pl.Series = 256) -> pl.Series:
         return self._run(kernels.thumbnail, size)
