@@ -38,12 +38,12 @@ def free_port() -> int:
 class Counts:
     """Requests and response body bytes per request path (thread-safe)."""
 
-    log: list[tuple[str, str, int, float]] = field(default_factory=list)  # (method, path, bytes, t)
+    log: list[tuple[str, str, int, float, float]] = field(default_factory=list)  # method, path, bytes, t0, t1
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, method: str, path: str, nbytes: int) -> None:
+    def add(self, method: str, path: str, nbytes: int, t0: float) -> None:
         with self.lock:
-            self.log.append((method, path, nbytes, time.monotonic()))
+            self.log.append((method, path, nbytes, t0, time.monotonic()))
 
     def reset(self) -> None:
         with self.lock:
@@ -51,16 +51,30 @@ class Counts:
 
     def requests(self, prefix: str = "", method: str | None = None) -> int:
         with self.lock:
-            return sum(1 for m, p, _, _ in self.log if p.lstrip("/").startswith(prefix) and method in (None, m))
+            return sum(1 for m, p, _, _, _ in self.log if p.lstrip("/").startswith(prefix) and method in (None, m))
 
     def bytes(self, prefix: str = "") -> int:
         with self.lock:
-            return sum(n for _, p, n, _ in self.log if p.lstrip("/").startswith(prefix))
+            return sum(n for _, p, n, _, _ in self.log if p.lstrip("/").startswith(prefix))
+
+    def rounds(self, prefix: str = "") -> int:
+        """Sequential round trips: the most requests of which each started after the previous ended.
+
+        Requests sent together overlap (the proxy's latency keeps them in
+        flight together), so they count as one round.
+        """
+        with self.lock:
+            spans = sorted((t1, t0) for _, p, _, t0, t1 in self.log if p.lstrip("/").startswith(prefix))
+        n, end = 0, float("-inf")
+        for t1, t0 in spans:
+            if t0 >= end:
+                n, end = n + 1, t1
+        return n
 
     def by_path(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
         with self.lock:
-            for _, p, _, _ in self.log:
+            for _, p, _, _, _ in self.log:
                 out[p] += 1
         return dict(out)
 
@@ -112,6 +126,7 @@ class _Proxy(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         srv = self.server
+        t0 = time.monotonic()
         path = urlsplit(self.path).path
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
@@ -119,7 +134,7 @@ class _Proxy(BaseHTTPRequestHandler):
             time.sleep(srv.faults.latency)
         fault = srv.faults.take(path)
         if fault is not None and fault[0] == "drop":
-            srv.counts.add(self.command, path, 0)
+            srv.counts.add(self.command, path, 0, t0)
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
@@ -127,7 +142,7 @@ class _Proxy(BaseHTTPRequestHandler):
             code = {403: "AccessDenied", 404: "NoSuchKey", 429: "SlowDown", 503: "SlowDown"}.get(
                 fault[1], "InternalError" if fault[1] >= 500 else "InvalidRequest")
             msg = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
-            srv.counts.add(self.command, path, 0)
+            srv.counts.add(self.command, path, 0, t0)
             self.send_response(fault[1])
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(msg)))
@@ -140,7 +155,7 @@ class _Proxy(BaseHTTPRequestHandler):
         resp = conn.getresponse()
         data = resp.read()
         conn.close()
-        srv.counts.add(self.command, path, len(data))
+        srv.counts.add(self.command, path, len(data), t0)
         self.send_response(resp.status, resp.reason)
         for k, v in resp.getheaders():
             if k.lower() not in HOP and k.lower() != "content-length":

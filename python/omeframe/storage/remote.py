@@ -35,6 +35,7 @@ Example
 from __future__ import annotations
 
 import io
+import os
 import random
 import threading
 import time
@@ -57,6 +58,7 @@ __all__ = [
     "RequestStats",
     "coalesce",
     "filesystem",
+    "open_remote_file",
     "set_block_cache",
 ]
 
@@ -375,7 +377,9 @@ class RemoteStore:
     # ---- reads -------------------------------------------------------------
     def cat(self, rel: str) -> bytes:
         """The whole object ``rel``."""
-        data = _call("GET", self.url_of(rel), lambda: self.fs.cat_file(self._path(rel)), self.stats)
+        # s3fs would HEAD the object first to split big reads: one round trip too many here.
+        kw = {"max_concurrency": 1} if self.location.protocol == "s3" else {}
+        data = _call("GET", self.url_of(rel), lambda: self.fs.cat_file(self._path(rel), **kw), self.stats)
         n = len(data)
         STATS.add(bytes=n)
         self.stats.add(bytes=n)
@@ -471,6 +475,15 @@ class RemoteStore:
             f"and memory:// only, not {proto}://; write the dataset to S3 (or an S3-compatible store) "
             "or locally", url=url,
         )
+
+    def upload(self, src: str | os.PathLike[str], rel: str) -> None:
+        """Upload the complete local file ``src`` as object ``rel``.
+
+        The object appears only when the upload completes (one PUT, or a
+        multipart upload that the store publishes at once on completion).
+        """
+        url = self.url_of(rel)
+        _call("PUT", url, lambda: self.fs.put_file(os.fspath(src), self._path(rel)), self.stats)
 
     def copy(self, src: str, dst: str) -> None:
         """Server-side copy of object ``src`` to ``dst`` (whole, in one request)."""
@@ -636,3 +649,25 @@ class RemoteFile(io.RawIOBase):
 
     def readall(self) -> bytes:
         return self.read(-1)
+
+
+def open_remote_file(location: object, storage_options: Mapping[str, Any] | None = None) -> RemoteFile | None:
+    """The object at ``location`` as a :class:`RemoteFile`, or ``None`` when ``location`` is local.
+
+    Costs one HEAD request (for the size, which Parquet and TIFF readers need).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the object does not exist.
+    """
+    loc = parse_location(location)
+    if loc is None:
+        return None
+    parent, _, name = loc.url.rpartition("/")
+    if "://" not in parent or not name:
+        raise ValueError(f"{loc.url!r} names no object (expected <scheme>://<bucket>/<key>)")
+    store = RemoteStore(parent, storage_options)
+    f = store.open(name)
+    _ = f.size  # fails early, naming the URL, when the object is missing
+    return f

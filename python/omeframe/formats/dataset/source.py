@@ -28,7 +28,7 @@ class DatasetSource(LazySource):
         self.entry = dataset.entry(image_id, level)
         self.level = level
         self._stats: dict[str, np.ndarray] | None = None
-        self.describe = f"{dataset.format} dataset {str(dataset.path)!r} image {self.entry.image_id!r} level {level}"
+        self.describe = f"{dataset.format} dataset {dataset.where!r} image {self.entry.image_id!r} level {level}"
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:

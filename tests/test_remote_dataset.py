@@ -1,0 +1,115 @@
+"""Datasets in object storage: open, ROI reads, explain, writes and concurrent appends (moto S3 on loopback)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import omeframe
+from omeframe.engine.cache import shared_cache
+from omeframe.errors import ConcurrentWriteError, RemoteStorageError
+
+
+def _image(h: int = 512, w: int = 512) -> np.ndarray:
+    return (np.arange(h * w, dtype=np.uint32).reshape(h, w) % 65521).astype(np.uint16)
+
+
+def test_cold_open_and_roi_in_three_round_trips(bucket) -> None:  # type: ignore[no-untyped-def]
+    url, opts, server = bucket
+    img = _image()
+    omeframe.write_dataset(img, f"{url}/ds", image_ids=["a"], chunk_shape=(1, 128, 128), storage_options=opts)
+    shared_cache().clear()
+    server.counts.reset()
+    server.faults.latency = 0.03  # keeps concurrent requests overlapping, so rounds are visible
+    ds = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
+    roi = ds.read("a", y=(100, 356), x=(100, 356))
+    server.faults.latency = 0.0
+    np.testing.assert_array_equal(roi[0, 0, 0], img[100:356, 100:356])
+    assert server.counts.rounds() <= 3, server.counts.log
+    # manifest (+ listing), images index, one coalesced GET for the 9 touched chunks
+    gets = [p for m, p, *_ in server.counts.log if m == "GET" and "/chunks/" in p]
+    assert len(gets) == 1
+    assert server.counts.requests() <= 4
+    before = server.counts.requests()
+    np.testing.assert_array_equal(ds.read("a", y=(120, 200), x=(120, 200))[0, 0, 0], img[120:200, 120:200])
+    assert server.counts.requests() == before  # warm: the shared cache holds the chunks
+
+
+def test_explain_and_scan_of_a_url(bucket) -> None:  # type: ignore[no-untyped-def]
+    url, opts, server = bucket
+    img = _image()
+    omeframe.write_dataset(img, f"{url}/ds", image_ids=["a"], chunk_shape=(1, 128, 128), storage_options=opts)
+    plan = omeframe.scan(f"{url}/ds", image_id="a", storage_options=opts).select(y=(0, 256), x=(0, 128))
+    text = plan.explain()
+    assert "requests:  1 concurrent GET" in text and "for 2 chunks" in text and url in text
+    np.testing.assert_array_equal(plan.export("numpy")[0, 0, 0], img[:256, :128])
+
+
+def _race(monkeypatch, ds, names: list[str], retries: int) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Append one image per name from as many threads, all reaching their commit together."""
+    from omeframe.formats.dataset import remote, writer
+
+    barrier = threading.Barrier(len(names), timeout=30)
+    real = remote.commit_manifest_remote
+    first: set[int] = set()
+
+    def commit(store, manifest):  # type: ignore[no-untyped-def]
+        if threading.get_ident() not in first:  # every writer's first attempt starts from the same base
+            first.add(threading.get_ident())
+            barrier.wait()
+        return real(store, manifest)
+
+    monkeypatch.setattr(writer, "commit_manifest_remote", commit)
+    results: dict[str, object] = {}
+
+    def append(name: str) -> None:
+        try:
+            results[name] = ds.append(np.full((32, 32), len(name), np.uint8), image_ids=[name], retries=retries)
+        except ConcurrentWriteError as exc:
+            results[name] = exc
+
+    threads = [threading.Thread(target=append, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_concurrent_appenders_never_lose_images(bucket, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    url, opts, _ = bucket
+    ds = omeframe.write_dataset(_image(64, 64), f"{url}/ds", image_ids=["a"], storage_options=opts)
+    with pytest.raises(FileExistsError):
+        omeframe.write_dataset(_image(64, 64), f"{url}/ds", image_ids=["z"], storage_options=opts)
+    results = _race(monkeypatch, ds, ["b", "cc"], retries=2)
+    assert not any(isinstance(r, Exception) for r in results.values()), results
+    final = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
+    assert sorted(final.image_ids) == ["a", "b", "cc"] and final.generation == 3
+    np.testing.assert_array_equal(final.read("cc")[0, 0, 0], np.full((32, 32), 2, np.uint8))
+    # Without retries the loser gets the conflict, and nothing of it is committed or left behind.
+    results = _race(monkeypatch, final, ["d", "ee"], retries=0)
+    lost = [n for n, r in results.items() if isinstance(r, ConcurrentWriteError)]
+    assert len(lost) == 1 and "committed nothing" in str(results[lost[0]]), results
+    now = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
+    assert now.generation == 4 and lost[0] not in now.image_ids and len(now.image_ids) == 4
+    assert len(now.manifest.parts) == 4 and all(now.store.exists(p) for p in now.manifest.parts)
+    names = now.store.list("chunks")
+    assert len(names) == 4  # the loser's uploaded part was removed again
+
+
+def test_bad_remote_datasets(bucket) -> None:  # type: ignore[no-untyped-def]
+    url, opts, server = bucket
+    with pytest.raises(FileNotFoundError, match="not an omeframe dataset"):
+        omeframe.open_dataset(f"{url}/nothing", storage_options=opts)
+    with pytest.raises(ValueError, match="unknown URL scheme 'ftp'"):
+        omeframe.open_dataset("ftp://host/x")
+    omeframe.write_dataset(_image(64, 64), f"{url}/ds", image_ids=["a"], storage_options=opts)
+    shared_cache().clear()
+    ds = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
+    server.faults.status(403, 1, match="/chunks/")
+    with pytest.raises(RemoteStorageError, match=r"chunks/part-.*HTTP 403"):
+        ds.read("a")
+    server.faults.status(503, 2, match="/chunks/")
+    np.testing.assert_array_equal(ds.read("a")[0, 0, 0], _image(64, 64))
