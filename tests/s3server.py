@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
+HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
 
 
 def free_port() -> int:
@@ -128,8 +128,11 @@ class _Proxy(BaseHTTPRequestHandler):
         srv = self.server
         t0 = time.monotonic()
         path = urlsplit(self.path).path
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else b""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            body = self._read_chunked()
+        else:
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
         if srv.faults.latency:
             time.sleep(srv.faults.latency)
         fault = srv.faults.take(path)
@@ -151,6 +154,9 @@ class _Proxy(BaseHTTPRequestHandler):
             return
         conn = http.client.HTTPConnection("127.0.0.1", srv.upstream_port, timeout=30)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        if body or self.command in ("PUT", "POST"):
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+            headers["Content-Length"] = str(len(body))
         conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
@@ -158,9 +164,10 @@ class _Proxy(BaseHTTPRequestHandler):
         srv.counts.add(self.command, path, len(data), t0)
         self.send_response(resp.status, resp.reason)
         for k, v in resp.getheaders():
-            if k.lower() not in HOP and k.lower() != "content-length":
+            if k.lower() not in HOP and (k.lower() != "content-length" or self.command == "HEAD"):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+        if self.command != "HEAD":
+            self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command == "HEAD":
             return
@@ -171,6 +178,17 @@ class _Proxy(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         self.wfile.write(data)
+
+    def _read_chunked(self) -> bytes:
+        out = bytearray()
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return bytes(out)
+            out += self.rfile.read(size)
+            self.rfile.readline()
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
 
