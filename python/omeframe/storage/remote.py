@@ -34,6 +34,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import random
@@ -44,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from omeframe.model.errors import ConcurrentWriteError, RemoteStorageError
+from omeframe.model.errors import ConcurrentWriteError, OptionalDependencyError, RemoteStorageError
 from omeframe.storage.url import RemoteURL, join_url, parse_location
 
 __all__ = [
@@ -186,15 +187,13 @@ def filesystem(protocol: str, storage_options: Mapping[str, Any] | None = None) 
     OptionalDependencyError
         When the fsspec implementation of ``protocol`` is not installed.
     """
-    from omeframe.model.errors import OptionalDependencyError
-
     opts = dict(storage_options or {})
     key = _options_key(protocol, opts)
     with _FS_LOCK:
         fs = _FS_CACHE.get(key)
         if fs is not None:
             return fs
-    import fsspec  # heavy: only remote locations need it
+    import fsspec  # type: ignore[import-untyped]  # heavy: only remote locations need it
 
     if protocol == "s3":
         cfg = dict(opts.get("config_kwargs") or {})
@@ -567,7 +566,7 @@ class RemoteFile(io.RawIOBase):
             merged = coalesce(todo)
             STATS.add(ranges=len(todo), merged=len(merged))
             self.store.stats.add(ranges=len(todo), merged=len(merged))
-            blocks = _run_all([(lambda a=a, b=b: self._fetch(a, b)) for a, b in merged])
+            blocks = _run_all([functools.partial(self._fetch, a, b) for a, b in merged])
             starts = [a for a, _ in merged]
             import bisect
 

@@ -559,9 +559,13 @@ class DatasetReader:
     def _prefetch(self, e: ImageEntry, picked: np.ndarray) -> None:
         """Fetch the chunks a read touches at once: coalesced ranges, concurrent requests, cached."""
         by_part = self._chunk_ranges(e, picked)
-        files_ = [(self._file(part), ranges) for part, ranges in by_part.items()]
-        if files_:
-            _run_all([functools.partial(f.read_ranges, r) for f, r in files_])
+        jobs = []
+        for part, ranges in by_part.items():
+            f = self._file(part)
+            if isinstance(f, RemoteFile):
+                jobs.append(functools.partial(f.read_ranges, ranges))
+        if jobs:
+            _run_all(jobs)
 
     def _describe_requests(self, e: ImageEntry, picked: np.ndarray) -> str:
         """What a remote read of chunks ``picked`` costs: requests, bytes and the merged ranges."""

@@ -26,6 +26,7 @@ import re
 import pyarrow as pa
 
 from omeframe.formats.dataset.manifest import MANIFEST_NAME, MANIFESTS_DIR, Manifest, _encode, _parse
+from omeframe.formats.vortex.file import read_vortex_table
 from omeframe.model.errors import ConcurrentWriteError, CorruptFileError
 from omeframe.storage.remote import RemoteStore, _run_all
 
@@ -127,8 +128,6 @@ def read_images_remote(store: RemoteStore, manifest: Manifest) -> tuple[pa.Table
             return pq.ParquetFile(pa.BufferReader(data)).read(), rel, len(data)
         import tempfile
         from pathlib import Path
-
-        from omeframe.formats.vortex.file import read_vortex_table
 
         with tempfile.TemporaryDirectory() as tmp:
             p = Path(tmp) / "images.vortex"

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
@@ -865,12 +865,13 @@ def _write_remote(
         local = Path(tmp) / "dataset"
         built = write_items(
             named, local,
-            replace(options, mode="create", format=fmt, chunk_shape=chunk_shape, storage_options=None, retries=0),
+            replace(options, mode="create", format=cast(Literal["parquet", "vortex"], fmt), chunk_shape=chunk_shape,
+                    storage_options=None, retries=0),
         )
         new_rows = DatasetReader(local).images_table
         mine = list(built.parts)
         try:
-            _run_all([(lambda rel=rel: _upload(store, local / rel, rel, uploaded)) for rel in mine])
+            _run_all([functools.partial(_upload, store, local / rel, rel, uploaded) for rel in mine])
             base = prior.manifest if prior is not None else None
             for attempt in range(options.retries + 1):
                 if keep is not None:

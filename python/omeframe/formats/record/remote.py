@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from omeframe.formats.record.image_table import normalize_rows
 from omeframe.storage.remote import RemoteStore, filesystem
 from omeframe.storage.url import RemoteURL, parse_location
 
@@ -81,8 +82,6 @@ def read_table_remote(
     """
     import numpy as np
     import pyarrow.parquet as pq
-
-    from omeframe.formats.record.image_table import normalize_rows
 
     fs, path = arrow_filesystem(url, storage_options)
     try:

@@ -34,6 +34,7 @@ from omeframe.formats.zarr.array import ZarrArraySource, open_zarr_source
 from omeframe.model.dims import CANONICAL
 from omeframe.model.errors import DimOrderError, SchemaError
 from omeframe.model.header import ImageHeader, default_channels
+from omeframe.storage.url import parse_location
 
 __all__ = ["OmeZarrSource", "open_ome_zarr_source", "label_names"]
 
@@ -249,8 +250,6 @@ def open_remote_zarr(url: str, storage_options: Mapping[str, Any] | None = None)
     """
     import zarr
     from zarr.storage import FsspecStore
-
-    from omeframe.storage.url import parse_location
 
     loc = parse_location(url)
     if loc is None:
