@@ -52,8 +52,9 @@ def test_ranges_coalesced_concurrent_and_cached(bucket) -> None:  # type: ignore
     assert server.counts.requests(method="GET") == 4
 
 
-def test_retries_and_errors(bucket) -> None:  # type: ignore[no-untyped-def]
+def test_retries_and_errors(bucket, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     url, opts, server = bucket
+    monkeypatch.setattr(remote, "BACKOFF_SECONDS", 0.001)
     store = RemoteStore(url, opts)
     store.put("x.bin", b"abcdefgh" * 100)
     for inject in (lambda: server.faults.status(503, 2), lambda: server.faults.drop(1),
@@ -70,8 +71,10 @@ def test_retries_and_errors(bucket) -> None:  # type: ignore[no-untyped-def]
         store.open("x.bin", size=800).read_range(0, 8)
     assert info.value.status == 403 and server.counts.requests() == 1  # 4xx: no retry
     server.faults.status(500, 99)
+    server.counts.reset()
     with pytest.raises(RemoteStorageError, match=r"HTTP 500.*gave up after 4 retries"):
         store.open("x.bin", size=800).read_range(0, 16)
+    assert server.counts.requests() == 1 + remote.RETRIES  # one retry layer, not the client's on top
     server.faults.clear()
     with pytest.raises(FileNotFoundError, match="missing.bin"):
         store.open("missing.bin").read_range(0, 4)

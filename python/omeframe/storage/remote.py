@@ -197,7 +197,7 @@ def filesystem(protocol: str, storage_options: Mapping[str, Any] | None = None) 
 
     if protocol == "s3":
         cfg = dict(opts.get("config_kwargs") or {})
-        cfg.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+        cfg.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})  # no client-side retries
         opts["config_kwargs"] = cfg
     try:
         fs = fsspec.filesystem(protocol, skip_instance_cache=True, **opts)
