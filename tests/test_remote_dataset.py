@@ -113,3 +113,38 @@ def test_bad_remote_datasets(bucket) -> None:  # type: ignore[no-untyped-def]
         ds.read("a")
     server.faults.status(503, 2, match="/chunks/")
     np.testing.assert_array_equal(ds.read("a")[0, 0, 0], _image(64, 64))
+
+
+def test_tiff_and_ome_zarr_from_s3(bucket, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import tifffile
+
+    from omeframe.storage.remote import RemoteStore
+
+    url, opts, server = bucket
+    img = _image(512, 512)
+    tifffile.imwrite(tmp_path / "slide.tif", img, tile=(128, 128))
+    store = RemoteStore(url, opts)
+    store.upload(tmp_path / "slide.tif", "slide.tif")
+    server.counts.reset()
+    roi = omeframe.scan(f"{url}/slide.tif", storage_options=opts).select(y=(0, 128), x=(128, 256)).export("numpy")
+    np.testing.assert_array_equal(roi[0, 0, 0], img[:128, 128:256])
+    tile_gets = server.counts.requests("", "GET")
+    assert tile_gets <= 3  # the IFD read-ahead block, then the one tile
+    ds = omeframe.from_tiff(f"{url}/slide.tif", out=f"{url}/from-tiff", chunk_shape=(1, 256, 256),
+                            storage_options=opts)
+    np.testing.assert_array_equal(ds.read()[0, 0, 0], img)
+    assert ds.where == f"{url}/from-tiff"
+
+
+def test_ome_zarr_from_s3(bucket, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from omeframe.storage.remote import RemoteStore
+
+    url, opts, server = bucket
+    img = _image(256, 256)
+    omeframe.scan(img).export("ome-zarr", out=tmp_path / "cells.ome.zarr")
+    store = RemoteStore(url, opts)
+    store.fs.put(str(tmp_path / "cells.ome.zarr"), f"{store.location.path}/cells.ome.zarr", recursive=True)
+    plan = omeframe.scan(f"{url}/cells.ome.zarr", storage_options=opts)
+    np.testing.assert_array_equal(plan.select(y=(10, 90), x=(0, 50)).export("numpy")[0, 0, 0], img[10:90, :50])
+    rec = omeframe.from_ome_zarr(f"{url}/cells.ome.zarr", storage_options=opts)
+    assert omeframe.OMEArrow(rec).shape == (1, 1, 1, 256, 256)
