@@ -105,6 +105,8 @@ def test_bad_remote_datasets(bucket) -> None:  # type: ignore[no-untyped-def]
         omeframe.open_dataset(f"{url}/nothing", storage_options=opts)
     with pytest.raises(ValueError, match="unknown URL scheme 'ftp'"):
         omeframe.open_dataset("ftp://host/x")
+    with pytest.raises(FileNotFoundError, match=f"no dataset or zarr store at '{url}/nothing'"):
+        omeframe.scan(f"{url}/nothing", storage_options=opts)
     omeframe.write_dataset(_image(64, 64), f"{url}/ds", image_ids=["a"], storage_options=opts)
     shared_cache().clear()
     ds = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
@@ -113,6 +115,8 @@ def test_bad_remote_datasets(bucket) -> None:  # type: ignore[no-untyped-def]
         ds.read("a")
     server.faults.status(503, 2, match="/chunks/")
     np.testing.assert_array_equal(ds.read("a")[0, 0, 0], _image(64, 64))
+    with pytest.raises(omeframe.errors.UnsupportedFormatError, match="lifecycle rule"):
+        ds.gc()
 
 
 def test_tiff_and_ome_zarr_from_s3(bucket, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -79,6 +79,11 @@ class Dataset(DatasetReader):
         -------
         >>> omeframe.open_dataset("slides/").gc(grace_seconds=0).removed   # doctest: +SKIP
         """
+        if self.store is not None:
+            raise UnsupportedFormatError(
+                f"garbage collection of datasets in object storage is not supported ({self.where!r}); "
+                "expire superseded files with a bucket lifecycle rule, or copy the dataset locally and gc() it"
+            )
         return collect_garbage(self.path, grace_seconds)
 
 
