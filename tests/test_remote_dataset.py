@@ -152,3 +152,20 @@ def test_ome_zarr_from_s3(bucket, tmp_path) -> None:  # type: ignore[no-untyped-
     np.testing.assert_array_equal(plan.select(y=(10, 90), x=(0, 50)).export("numpy")[0, 0, 0], img[10:90, :50])
     rec = omeframe.from_ome_zarr(f"{url}/cells.ome.zarr", storage_options=opts)
     assert omeframe.OMEArrow(rec).shape == (1, 1, 1, 256, 256)
+
+
+def test_reads_larger_than_the_cache_fetch_each_chunk_once(bucket) -> None:  # type: ignore[no-untyped-def]
+    url, opts, server = bucket
+    img = _image(512, 512)
+    omeframe.write_dataset(img, f"{url}/ds", image_ids=["a"], chunk_shape=(1, 64, 64), compression=None,
+                           storage_options=opts)
+    ds = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
+    old = shared_cache().max_bytes
+    try:
+        omeframe.set_cache_bytes(128 << 10)  # a quarter of the image
+        shared_cache().clear()
+        server.counts.reset()
+        np.testing.assert_array_equal(ds.read("a")[0, 0, 0], img)
+        assert server.counts.bytes() <= img.nbytes * 1.05  # nothing fetched twice
+    finally:
+        omeframe.set_cache_bytes(old)

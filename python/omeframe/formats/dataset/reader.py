@@ -23,7 +23,7 @@ from typing import Any, Self
 import numpy as np
 import pyarrow as pa
 
-from omeframe.engine import cache as _cache  # noqa: F401 - registers the shared cache for remote blocks
+from omeframe.engine import cache as _cache  # also registers the shared cache for remote blocks
 from omeframe.engine.codec import decode_frames, decode_payload, resolve_codec
 from omeframe.engine.executor import assemble
 from omeframe.engine.pieces import RegularPieces, RowBands, regular_pieces
@@ -557,7 +557,18 @@ class DatasetReader:
         return out
 
     def _prefetch(self, e: ImageEntry, picked: np.ndarray) -> None:
-        """Fetch the chunks a read touches at once: coalesced ranges, concurrent requests, cached."""
+        """Fetch the chunks a read touches at once: coalesced ranges, concurrent requests, cached.
+
+        At most half the shared cache's budget is fetched ahead (the first
+        chunks in grid order); the rest are read as they are decoded, so a
+        read larger than the cache never evicts what it fetched before using it.
+        """
+        budget = _cache.shared_cache().max_bytes // 2
+        if e.offsets is not None and budget > 0:
+            sizes = np.cumsum(e.lengths[np.asarray(picked, dtype=np.int64)])
+            picked = np.asarray(picked)[: int(np.searchsorted(sizes, budget, side="right"))]
+        elif budget <= 0:
+            return
         by_part = self._chunk_ranges(e, picked)
         jobs = []
         for part, ranges in by_part.items():
