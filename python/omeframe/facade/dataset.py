@@ -108,9 +108,9 @@ def open_dataset(path: str | os.PathLike[str], *, storage_options: Mapping[str, 
     ``path`` may be a URL (``s3://bucket/slides``, ``gs://``, ``az://``,
     ``https://``, ``file://``); ``storage_options`` go to its fsspec
     filesystem (credentials, ``endpoint_url`` ...; see
-    ``docs/howto/object-storage.md``). A remote open costs one round trip for
-    the manifest and one for the images index; a region read then fetches its
-    chunks in one more (coalesced, concurrent requests).
+    ``docs/howto/object-storage.md``). A remote open costs one round trip
+    (listing, manifest and images index fetched together); a region read then
+    fetches its chunks in one more (coalesced, concurrent requests).
 
     Raises
     ------

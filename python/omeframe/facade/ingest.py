@@ -20,6 +20,7 @@ from omeframe.formats.dataset.writer import (
 from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
 from omeframe.formats.stack.source import MissingPolicy, StackSource
 from omeframe.formats.tiff.source import open_tiff_source
+from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.formats.zarr.source import open_ome_zarr_source, open_remote_zarr
 from omeframe.storage.url import is_remote
 
@@ -331,7 +332,7 @@ def from_ome_zarr(
         stem = url.rstrip("/").rsplit("/", 1)[-1]
         source = open_ome_zarr_source(
             open_remote_zarr(url, storage_options), level=level, image_path=image_path,
-            image_id=image_id or (stem[: -len(".zarr")] if stem.endswith(".zarr") else stem), name=name or stem,
+            image_id=image_id or stem.removesuffix(ZARR_SUFFIX), name=name or stem,
         )
     else:
         if isinstance(zarr_path, (str, os.PathLike)) and not Path(zarr_path).exists():

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from omeframe.formats.dataset import CHUNKS_SCHEMA, DatasetReader
-from omeframe.formats.record.files import detect_format, find_record_column
+from omeframe.formats.record.files import TABLE_FORMATS, detect_format, find_record_column
 from omeframe.formats.record.remote import ranged_filesystem, read_schema_remote
 from omeframe.model.errors import NoOmeArrowColumnError, UnsupportedFormatError
 from omeframe.query.duckdb_udfs import register_functions as _reg
@@ -169,12 +169,13 @@ def _register_remote(
     fs = ranged_filesystem(loc, storage_options)
     con.register_filesystem(fs)
     name_part = loc.url.split("?", 1)[0].rsplit("/", 1)[-1].lower()
-    if name_part.endswith((".parquet", ".parq", ".pq")):
+    kind = TABLE_FORMATS.get("." + name_part.rsplit(".", 1)[-1]) if "." in name_part else None
+    if kind == "parquet":
         if column_name is not None:
             _check_record_column(read_schema_remote(loc.url, storage_options), column_name, repr(loc.url))
         _register_arrow(con, name, _remote_parquet(fs, [loc.path]))
         return [name]
-    if name_part.endswith(".vortex"):
+    if kind == "vortex":
         raise UnsupportedFormatError(
             f"{loc.url!r}: Vortex tables are queried from local files only; download it, or store it as Parquet"
         )

@@ -54,7 +54,7 @@ import pyarrow as pa
 from omeframe.formats.dataset.manifest import read_manifest
 from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA
-from omeframe.formats.record.files import detect_format, field_type, find_record_column
+from omeframe.formats.record.files import TABLE_FORMATS, detect_format, field_type, find_record_column
 from omeframe.formats.record.remote import ranged_filesystem
 from omeframe.model.errors import CorruptFileError, OptionalDependencyError
 from omeframe.storage import files
@@ -1252,7 +1252,7 @@ def _scan_remote(
 
     fs = PyFileSystem(FSSpecHandler(ranged_filesystem(loc, storage_options)))
     last = loc.url.split("?", 1)[0].rsplit("/", 1)[-1].lower()
-    if last.endswith((".parquet", ".parq", ".pq")):
+    if "." in last and TABLE_FORMATS.get("." + last.rsplit(".", 1)[-1]) == "parquet":
         if table is not None:
             raise ValueError("table= applies to dataset directories, not to record tables")
         paths = [loc.path]

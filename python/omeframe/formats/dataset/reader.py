@@ -245,7 +245,8 @@ class DatasetReader:
             self.store = RemoteStore(loc, storage_options)
             self.path = Path(loc.path)
             self.where = loc.url
-            self.manifest, self._meta_nbytes = read_manifest_remote(self.store, generation)
+            self._hint: dict[str, bytes] = {}
+            self.manifest, self._meta_nbytes = read_manifest_remote(self.store, generation, self._hint)
             _check_remote_names(self.where, self.manifest)
         else:
             self.path = local_path(path)
@@ -289,7 +290,8 @@ class DatasetReader:
     def images_table(self) -> pa.Table:
         """The images table (one row per image and level)."""
         if self.store is not None:
-            t, name, n = read_images_remote(self.store, self.manifest)
+            t, name, n = read_images_remote(self.store, self.manifest, self._hint)
+            self._hint.clear()
             self._remote_images = (t, name)
             self._meta_nbytes += n
             return _conform_images(t)

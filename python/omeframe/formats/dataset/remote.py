@@ -5,11 +5,12 @@ A dataset under ``s3://bucket/prefix`` has the same layout as on disk
 ``.parquet``, ``chunks/part-*``). What differs is how it is opened and
 committed, and that is all here:
 
-* **open** — the listing of ``_manifests/`` and ``manifest.json`` are fetched
-  concurrently (one round trip); only when the listing names a newer
-  generation than the copy is that generation's file fetched too. The images
-  index (the ``.arrow`` copy) is the second round trip; the chunks a region
-  touches, coalesced and fetched concurrently, the third.
+* **open** — the listing of ``_manifests/``, ``manifest.json`` and the copy
+  of the newest images index (:data:`LATEST_INDEX`) are fetched concurrently
+  (one round trip); only when the listing names a newer generation than the
+  copy, or the index copy is of another generation, is the right file
+  fetched too. The chunks a region touches, coalesced and fetched
+  concurrently, are the second round trip.
 * **commit** — parts and the images table are uploaded first, then the
   generation's manifest is created with a *conditional* put (S3
   ``If-None-Match: *``): of two writers based on generation ``n`` exactly one
@@ -39,6 +40,12 @@ __all__ = [
 
 _GEN_RE = re.compile(r"^(\d+)\.json$")
 
+#: A copy of the newest generation's images index (Arrow IPC), fetched with the
+#: manifest so that a cold open needs no separate round trip for it. Its schema
+#: metadata names the images table it copies; a stale copy is simply not used.
+LATEST_INDEX = "_index/images-latest.arrow"
+_INDEX_KEY = b"omeframe.images"
+
 
 def _gen_rel(generation: int) -> str:
     return f"{MANIFESTS_DIR}/{int(generation):010d}.json"
@@ -49,8 +56,13 @@ def list_generations_remote(store: RemoteStore) -> list[int]:
     return sorted(int(m.group(1)) for m in map(_GEN_RE.match, store.list(MANIFESTS_DIR)) if m)
 
 
-def read_manifest_remote(store: RemoteStore, generation: int | None = None) -> tuple[Manifest, int]:
+def read_manifest_remote(
+    store: RemoteStore, generation: int | None = None, hint: dict[str, bytes] | None = None
+) -> tuple[Manifest, int]:
     """The current (or ``generation``'s) manifest and the bytes read for it.
+
+    ``hint``, when given, receives the latest images index copy (fetched in the
+    same round trip) under ``"index"``, for :func:`read_images_remote`.
 
     Raises
     ------
@@ -81,7 +93,17 @@ def read_manifest_remote(store: RemoteStore, generation: int | None = None) -> t
         except FileNotFoundError:
             return None
 
-    _, legacy = _run_all([listing, copy])
+    def latest() -> bytes | None:
+        if hint is None:
+            return None
+        try:
+            return store.cat(LATEST_INDEX)
+        except FileNotFoundError:
+            return None
+
+    _, legacy, index = _run_all([listing, copy, latest])
+    if hint is not None and index is not None:
+        hint["index"] = index
     gens = gens_box[0]
     current = _parse_remote(store, MANIFEST_NAME, legacy) if legacy is not None else None
     if gens and (current is None or gens[-1] > current.generation):
@@ -92,7 +114,7 @@ def read_manifest_remote(store: RemoteStore, generation: int | None = None) -> t
             f"{where!r} is not an omeframe dataset: it has no {MANIFEST_NAME} and no {MANIFESTS_DIR}/ "
             "(check the URL; write one with omeframe.write_dataset)"
         )
-    return current, len(legacy or b"")
+    return current, len(legacy or b"") + len(index or b"")
 
 
 def _parse_remote(store: RemoteStore, rel: str, data: bytes) -> Manifest:
@@ -100,15 +122,26 @@ def _parse_remote(store: RemoteStore, rel: str, data: bytes) -> Manifest:
     return _parse(store.url_of(rel), data)  # type: ignore[arg-type]
 
 
-def read_images_remote(store: RemoteStore, manifest: Manifest) -> tuple[pa.Table, str, int]:
+def read_images_remote(
+    store: RemoteStore, manifest: Manifest, hint: dict[str, bytes] | None = None
+) -> tuple[pa.Table, str, int]:
     """The images table of ``manifest``: ``(table, file name read, bytes read)``.
 
-    Reads the Arrow IPC copy (one GET); falls back to the Parquet table when
-    the copy is missing. Vortex images tables without a copy are read whole.
+    Uses the latest-index copy in ``hint`` when it copies ``manifest``'s
+    images table (no request); else reads the Arrow IPC copy (one GET); falls
+    back to the Parquet table when the copy is missing. Vortex images tables
+    without a copy are read whole.
     """
     assert manifest.images is not None
     rel = manifest.images
     fast = rel.rsplit(".", 1)[0] + ".arrow"
+    if hint and "index" in hint:
+        try:
+            t = pa.ipc.open_file(pa.BufferReader(hint["index"])).read_all()
+            if (t.schema.metadata or {}).get(_INDEX_KEY) == rel.encode():
+                return t.replace_schema_metadata(None), fast, 0
+        except (pa.ArrowInvalid, OSError):
+            pass  # a damaged copy is only a missed shortcut: read the real index
     try:
         data = store.cat(fast)
         try:
@@ -137,8 +170,9 @@ def read_images_remote(store: RemoteStore, manifest: Manifest) -> tuple[pa.Table
         raise CorruptFileError(f"unreadable images table {store.url_of(rel)!r}: {exc}") from exc
 
 
-def commit_manifest_remote(store: RemoteStore, manifest: Manifest) -> None:
-    """Commit ``manifest`` as its generation by a conditional put, then refresh ``manifest.json``.
+def commit_manifest_remote(store: RemoteStore, manifest: Manifest, images: pa.Table | None = None) -> None:
+    """Commit ``manifest`` as its generation by a conditional put, then refresh ``manifest.json``
+    (and, given the generation's ``images`` table, the latest-index copy).
 
     Raises
     ------
@@ -158,4 +192,12 @@ def commit_manifest_remote(store: RemoteStore, manifest: Manifest) -> None:
     # manifest.json is a convenience copy for tools; readers trust the listing.
     gens = list_generations_remote(store)
     if gens and gens[-1] == manifest.generation:
+        if images is not None and manifest.images is not None:
+            meta = dict(images.schema.metadata or {})
+            meta[_INDEX_KEY] = manifest.images.encode()
+            sink = pa.BufferOutputStream()
+            tagged = images.replace_schema_metadata(meta)
+            with pa.ipc.new_file(sink, tagged.schema) as w:
+                w.write_table(tagged)
+            store.put(LATEST_INDEX, sink.getvalue().to_pybytes())
         store.put(MANIFEST_NAME, _encode(manifest))

@@ -895,7 +895,7 @@ def _write_remote(
                     parts=(list(base.parts) if keep is not None and base is not None else []) + mine,
                 )
                 try:
-                    commit_manifest_remote(store, manifest)
+                    commit_manifest_remote(store, manifest, table)
                     return manifest
                 except ConcurrentWriteError as exc:
                     if attempt == options.retries:
