@@ -117,6 +117,16 @@ def test_bad_remote_datasets(bucket) -> None:  # type: ignore[no-untyped-def]
     np.testing.assert_array_equal(ds.read("a")[0, 0, 0], _image(64, 64))
     with pytest.raises(omeframe.errors.UnsupportedFormatError, match="lifecycle rule"):
         ds.gc()
+    # A damaged or stale copy of the latest images index is a missed shortcut, never a wrong answer.
+    from omeframe.formats.dataset.remote import LATEST_INDEX
+
+    assert ds.store is not None
+    ds.store.put(LATEST_INDEX, b"not arrow")
+    server.counts.reset()
+    again = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
+    assert again.image_ids == ["a"]
+    fetched = [p.rsplit("/", 1)[-1] for m, p, *_ in server.counts.log if m == "GET"]
+    assert any(n.startswith("images-") and n.endswith(".arrow") for n in fetched), fetched  # the real index
 
 
 def test_tiff_and_ome_zarr_from_s3(bucket, tmp_path) -> None:  # type: ignore[no-untyped-def]
