@@ -64,3 +64,52 @@ def jax() -> ModuleType:
 def pyvista() -> ModuleType:
     """The ``pyvista`` module (declared in the test extra for every supported Python)."""
     return _optional("pyvista", True, "")
+
+
+@pytest.fixture(scope="session")
+def s3():  # type: ignore[no-untyped-def]
+    """A moto S3 server on 127.0.0.1 behind a counting, fault-injecting proxy (see tests/s3server.py).
+
+    Dummy AWS credentials are set for the session's duration only; nothing
+    leaves the loopback address.
+    """
+    _optional("moto.server", True, "")  # declared in the test extra: missing fails under OMEFRAME_REQUIRE_EXTRAS
+    _optional("s3fs", True, "")
+    import s3server
+
+    saved = {k: os.environ.get(k) for k in _AWS_ENV}
+    os.environ.update(_AWS_ENV)
+    server = s3server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture
+def bucket(s3):  # type: ignore[no-untyped-def]
+    """A fresh bucket on the test S3 server: ``(url, storage_options, server)``; counts and faults reset."""
+    import uuid
+
+    import boto3
+
+    name = f"b-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    s3.faults.clear()
+    s3.counts.reset()
+    yield f"s3://{name}", s3.storage_options, s3
+    s3.faults.clear()

@@ -75,10 +75,10 @@ def _demo(args: argparse.Namespace) -> int:
         rows["x"].append(int(cx))
         rows["radius"].append(float(r))
         rows["dapi_mean"].append(float(crop[0].mean()))
-    table_path = write_table(
+    table_path = Path(write_table(
         out / "cells.parquet", crops, dim_order="CYX", columns=rows,
         image_ids=[f"cell-{i}" for i in rows["cell_id"]], channel_names=list(sample.channel_names),
-    )
+    ))
     _say(f"3. wrote record table {table_path.name}: {len(crops)} rows (one 3x64x64 crop per cell + 6 feature columns)")
 
     # Query the image table with DuckDB and Polars, without omeframe in the loop.

@@ -31,7 +31,7 @@ Example
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,11 +58,12 @@ from omeframe.formats.record.source import RecordTableSource
 from omeframe.formats.tiff import TIFF_SUFFIXES
 from omeframe.formats.tiff.source import open_tiff_source
 from omeframe.formats.zarr import ZARR_SUFFIX, is_zarr_dir
-from omeframe.formats.zarr.source import open_ome_zarr_source
+from omeframe.formats.zarr.source import open_ome_zarr_source, open_remote_zarr
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.errors import UnsupportedFormatError
 from omeframe.model.header import ImageHeader, default_channels
+from omeframe.storage.url import RemoteURL, local_path, parse_location
 
 __all__ = [
     "FORMATS",
@@ -96,6 +97,9 @@ class OpenOptions:
         Axes of numpy arrays and zarr arrays (inferred when ``None``).
     series
         TIFF series / CZI scene.
+    storage_options
+        For URLs (``s3://``, ``gs://``, ``https://`` ...): options of the
+        fsspec filesystem (credentials, ``endpoint_url`` ...).
     """
 
     column_name: str | None = DEFAULT_COLUMN_NAME
@@ -105,6 +109,7 @@ class OpenOptions:
     dim_order: str | None = None
     series: int = 0
     format: str | None = None
+    storage_options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,13 +282,48 @@ def detect(path: str | os.PathLike[str]) -> FormatEntry:
     return entry
 
 
+def open_url(url: RemoteURL, options: OpenOptions = OpenOptions()) -> LazySource:
+    """Open the image at a remote ``url``: by suffix (record tables, TIFF, ``.zarr``),
+    else as a dataset (a ``manifest.json`` / ``_manifests/`` below it), else as OME-Zarr.
+
+    Raises
+    ------
+    FileNotFoundError
+        When nothing at ``url`` is a dataset or a zarr store.
+    """
+    so = options.storage_options
+    name = url.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].lower()
+    suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
+    if options.format is not None or suffix in TABLE_SUFFIXES:
+        return RecordTableSource(
+            url.url, column_name=options.column_name, row_index=options.row_index, format=options.format,
+            storage_options=so,
+        )
+    if suffix in TIFF_SUFFIXES:
+        return open_tiff_source(url.url, series=options.series, level=options.level, storage_options=so)
+    if suffix != ZARR_SUFFIX:
+        try:
+            return DatasetSource(DatasetReader(url.url, storage_options=so), options.image_id, options.level)
+        except FileNotFoundError:
+            pass
+    group = open_remote_zarr(url.url, so)
+    stem = name[: -len(ZARR_SUFFIX)] if name.endswith(ZARR_SUFFIX) else name
+    return open_ome_zarr_source(group, level=options.level, dim_order=options.dim_order, image_id=stem, name=name)
+
+
 def open_path(path: str | os.PathLike[str], options: OpenOptions = OpenOptions()) -> LazySource:
-    """Open the image at ``path`` with the format :func:`detect` finds.
+    """Open the image at ``path`` (a local path or a URL) with the format :func:`detect` finds.
 
     The source pickles as ``path`` and ``options`` (see ``engine/reopen.py``):
-    another process reopens it from there.
+    another process reopens it from there (a URL with its ``storage_options``).
     """
-    p = Path(path)
+    loc = parse_location(path)
+    if loc is not None:
+        src = open_url(loc, options)
+        if recipe_of(src) is None:
+            set_recipe(src, _reopen_path, (os.fspath(path), options, None))
+        return src
+    p = local_path(path)
     if options.format is not None and p.is_file():  # the caller names the table format
         src = _RECORD_TABLE.open(p, options)
     else:
@@ -327,8 +367,13 @@ def open_source(
     dim_order: str | None = None,
     series: int = 0,
     format: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> LazySource:
     """Open ``obj`` lazily.
+
+    Paths may be URLs (``s3://``, ``gs://``, ``az://``, ``https://``,
+    ``file://``, ``memory://``); ``storage_options`` configure their fsspec
+    filesystem.
 
     ``obj`` may be a path of any format in :data:`FORMATS` (record table:
     ``column_name``, ``row_index``, ``format``; dataset: ``image_id``,
@@ -351,6 +396,7 @@ def open_source(
     opts = OpenOptions(
         column_name=column_name, row_index=row_index, image_id=image_id, level=level,
         dim_order=dim_order, series=series, format=format,
+        storage_options=dict(storage_options) if storage_options else None,
     )
     src = known_source(obj)
     if src is not None:

@@ -31,6 +31,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from omeframe.storage import remote
+
 __all__ = [
     "DEFAULT_CACHE_BYTES",
     "ByteCache",
@@ -273,6 +275,7 @@ def _check_budget(max_bytes: int) -> int:
 
 
 _SHARED = ByteCache()
+remote.set_block_cache(_SHARED)  # remote byte blocks share the budget
 
 
 def shared_cache() -> ByteCache:

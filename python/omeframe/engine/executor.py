@@ -230,6 +230,9 @@ def assemble(
     span_l = spans.tolist() if spans is not None else None
 
     picked_l = picked.tolist()
+    prefetch = src.extra.get("prefetch")  # remote sources fetch all touched chunks in one round trip
+    if prefetch is not None and picked.size:
+        prefetch(picked, spans)
 
     def place(k: int) -> None:
         i = picked_l[k]

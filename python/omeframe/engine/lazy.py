@@ -464,6 +464,10 @@ class LazyImage:
             f"  reads:     {_fmt_bytes(info.bytes_read)} of pixel data"
             + (f" + {_fmt_bytes(info.metadata_bytes)} metadata" if info.metadata_bytes else ""),
         ]
+        src = self.source.pixel_source()
+        requests = src.extra.get("requests")  # remote sources: the requests the read makes
+        if requests is not None:
+            lines.append(f"  requests:  {requests(self._pieces(src, self.selection.resolve(self.source.shape))[0])}")
         return "\n".join(lines)
 
     # ---- running --------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from omeframe.engine.lazy import LazyImage
@@ -91,7 +91,9 @@ class Dataset(DatasetReader):
         -------
         >>> ds = ds.append(np.zeros((64, 64), np.uint8), image_ids=["extra"], retries=3)   # doctest: +SKIP
         """
-        return write_dataset(images, self.path, mode="append", **options)
+        if self.store is not None:
+            options.setdefault("storage_options", self.store.storage_options)
+        return write_dataset(images, self.location, mode="append", **options)
 
     @property
     def generation(self) -> int:
@@ -117,6 +119,11 @@ class Dataset(DatasetReader):
         -------
         >>> omeframe.open_dataset("slides/").gc(grace_seconds=0).removed   # doctest: +SKIP
         """
+        if self.store is not None:
+            raise UnsupportedFormatError(
+                f"garbage collection of datasets in object storage is not supported ({self.where!r}); "
+                "expire superseded files with a bucket lifecycle rule, or copy the dataset locally and gc() it"
+            )
         return collect_garbage(self.path, grace_seconds)
 
 
@@ -135,8 +142,15 @@ def _write_source(obj: object, dim_order: str | None) -> LazySource | ImageInput
     )
 
 
-def open_dataset(path: str | os.PathLike[str]) -> Dataset:
+def open_dataset(path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> Dataset:
     """Open a chunked image dataset directory written by :func:`omeframe.write_dataset`.
+
+    ``path`` may be a URL (``s3://bucket/slides``, ``gs://``, ``az://``,
+    ``https://``, ``file://``); ``storage_options`` go to its fsspec
+    filesystem (credentials, ``endpoint_url`` ...; see
+    ``docs/howto/object-storage.md``). A remote open costs one round trip
+    (listing, manifest and images index fetched together); a region read then
+    fetches its chunks in one more (coalesced, concurrent requests).
 
     Raises
     ------
@@ -149,8 +163,9 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
     -------
     >>> ds = omeframe.open_dataset("slides/")    # doctest: +SKIP
     >>> ds.image_ids                              # doctest: +SKIP
+    >>> remote = omeframe.open_dataset("s3://bucket/slides", storage_options={"anon": True})  # doctest: +SKIP
     """
-    return Dataset(path)
+    return Dataset(path, storage_options=storage_options)
 
 
 def write_dataset(
@@ -170,6 +185,7 @@ def write_dataset(
     progress: bool | None = None,
     retries: int = 0,
     gc_grace_seconds: float = DEFAULT_GC_GRACE_SECONDS,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Dataset:
     """Write images into a chunked dataset directory, streaming chunk by chunk.
 
@@ -189,7 +205,11 @@ def write_dataset(
         :class:`~omeframe.formats.dataset.inputs.ImageInput` block readers;
         all are read block by block.
     path
-        The dataset directory (created when missing).
+        The dataset directory (created when missing), or an ``s3://`` /
+        ``memory://`` URL: parts and the images table are uploaded first, then
+        the generation is committed by a conditional put of its manifest.
+    storage_options
+        Options of the URL's fsspec filesystem (credentials, ``endpoint_url`` ...).
     format, mode, chunk_shape, compression, compression_level, row_group_bytes, frame_bytes, progress
         See :class:`~omeframe.formats.dataset.writer.WriteOptions`.
     retries
@@ -239,9 +259,10 @@ def write_dataset(
         format=format, mode=mode, chunk_shape=chunk_shape, compression=compression,
         compression_level=compression_level, row_group_bytes=row_group_bytes,
         frame_bytes=frame_bytes, progress=progress, retries=retries, gc_grace_seconds=gc_grace_seconds,
+        storage_options=dict(storage_options) if storage_options else None,
     )
     committed = write_items(items, path, opts)
-    return Dataset(path, generation=committed.generation)
+    return Dataset(path, generation=committed.generation, storage_options=storage_options)
 
 
 # ---------------------------------------------------------------------------

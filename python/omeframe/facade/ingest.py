@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -20,7 +20,9 @@ from omeframe.formats.dataset.writer import (
 from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
 from omeframe.formats.stack.source import MissingPolicy, StackSource
 from omeframe.formats.tiff.source import open_tiff_source
-from omeframe.formats.zarr.source import open_ome_zarr_source
+from omeframe.formats.zarr import ZARR_SUFFIX
+from omeframe.formats.zarr.source import open_ome_zarr_source, open_remote_zarr
+from omeframe.storage.url import is_remote
 
 Out = str | os.PathLike[str]
 
@@ -34,6 +36,7 @@ def ingest_source(
     clamp_to_uint16: bool = ..., chunk_shape: tuple[int, int, int] | None = ...,
     chunk_encoding: Literal["bytes", "list"] = ..., compression: str | None = ...,
     compression_level: int | None = ..., progress: bool | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
 ) -> pa.StructScalar: ...
 @overload
 def ingest_source(
@@ -44,6 +47,7 @@ def ingest_source(
     clamp_to_uint16: bool = ..., chunk_shape: tuple[int, int, int] | None = ...,
     chunk_encoding: Literal["bytes", "list"] = ..., compression: str | None = ...,
     compression_level: int | None = ..., progress: bool | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
 ) -> Dataset: ...
 @overload
 def ingest_source(
@@ -54,6 +58,7 @@ def ingest_source(
     clamp_to_uint16: bool = ..., chunk_shape: tuple[int, int, int] | None = ...,
     chunk_encoding: Literal["bytes", "list"] = ..., compression: str | None = ...,
     compression_level: int | None = ..., progress: bool | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
 ) -> pa.StructScalar | Dataset: ...
 def ingest_source(
     source: LazySource,
@@ -74,6 +79,7 @@ def ingest_source(
     compression: str | None = DEFAULT_COMPRESSION,
     compression_level: int | None = DEFAULT_COMPRESSION_LEVEL,
     progress: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> pa.StructScalar | Dataset:
     """Read ``source`` into a record (``out=None``) or stream it into a dataset at ``out``.
 
@@ -94,6 +100,10 @@ def ingest_source(
     format, mode, compression, compression_level, progress
         See :class:`~omeframe.formats.dataset.writer.WriteOptions`.
 
+    storage_options
+        Options of the fsspec filesystem when the input or ``out`` is a URL
+        (``s3://`` ..., see docs/howto/object-storage.md).
+
     Returns
     -------
     pyarrow.StructScalar or Dataset
@@ -110,13 +120,14 @@ def ingest_source(
     write = WriteOptions(
         format=format, mode=mode, chunk_shape=chunk_shape, compression=compression,
         compression_level=compression_level, progress=progress,
+        storage_options=dict(storage_options) if storage_options else None,
     )
     if out is None:
         return to_record(source, header=header, write=write, clamp_to_uint16=clamp_to_uint16,
                          chunk_encoding=chunk_encoding)
     check_clamp(source, clamp_to_uint16)
     ingest(source, out, header=header, write=write, levels=levels, labels=labels)
-    return Dataset(out)
+    return Dataset(out, storage_options=storage_options)
 
 
 @overload
@@ -128,6 +139,7 @@ def from_tiff(
     chunk_shape: tuple[int, int, int] | None = ..., compression: str | None = ...,
     compression_level: int | None = ..., mode: Literal["create", "append", "overwrite"] = ...,
     progress: bool | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
 ) -> pa.StructScalar: ...
 @overload
 def from_tiff(
@@ -138,6 +150,7 @@ def from_tiff(
     chunk_shape: tuple[int, int, int] | None = ..., compression: str | None = ...,
     compression_level: int | None = ..., mode: Literal["create", "append", "overwrite"] = ...,
     progress: bool | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
 ) -> Dataset: ...
 def from_tiff(
     tiff_path: Out,
@@ -157,6 +170,7 @@ def from_tiff(
     compression_level: int | None = DEFAULT_COMPRESSION_LEVEL,
     mode: Literal["create", "append", "overwrite"] = "create",
     progress: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> pa.StructScalar | Dataset:
     """Read a TIFF / OME-TIFF series into an OME-Arrow record, or stream it into a dataset.
 
@@ -193,6 +207,10 @@ def from_tiff(
     progress
         Show a progress bar while writing a dataset.
 
+    storage_options
+        Options of the fsspec filesystem when the input or ``out`` is a URL
+        (``s3://`` ..., see docs/howto/object-storage.md).
+
     Returns
     -------
     pyarrow.StructScalar or Dataset
@@ -202,12 +220,12 @@ def from_tiff(
     >>> rec = omeframe.from_tiff("cells.ome.tif")                         # doctest: +SKIP
     >>> ds = omeframe.from_tiff("slide.ome.tif", out="ds/", levels="all")  # doctest: +SKIP
     """
-    with open_tiff_source(tiff_path, series=series) as src:
+    with open_tiff_source(tiff_path, series=series, storage_options=storage_options) as src:
         return ingest_source(
             src, out=out, format=format, mode=mode, levels=levels, image_id=image_id, name=name,
             image_type=image_type, channel_names=channel_names, acquisition_datetime=acquisition_datetime,
             clamp_to_uint16=clamp_to_uint16, chunk_shape=chunk_shape, compression=compression,
-            compression_level=compression_level, progress=progress,
+            compression_level=compression_level, progress=progress, storage_options=storage_options,
         )
 
 
@@ -219,6 +237,7 @@ def from_ome_zarr(
     format: Literal["parquet", "vortex"] | None = ..., mode: Literal["create", "append", "overwrite"] = ...,
     levels: Levels = ..., labels: bool = ..., chunk_shape: tuple[int, int, int] | None = ...,
     compression: str | None = ..., compression_level: int | None = ..., progress: bool | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
 ) -> pa.StructScalar: ...
 @overload
 def from_ome_zarr(
@@ -228,6 +247,7 @@ def from_ome_zarr(
     format: Literal["parquet", "vortex"] | None = ..., mode: Literal["create", "append", "overwrite"] = ...,
     levels: Levels = ..., labels: bool = ..., chunk_shape: tuple[int, int, int] | None = ...,
     compression: str | None = ..., compression_level: int | None = ..., progress: bool | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
 ) -> Dataset: ...
 def from_ome_zarr(
     zarr_path: Out | Any,
@@ -249,6 +269,7 @@ def from_ome_zarr(
     compression: str | None = DEFAULT_COMPRESSION,
     compression_level: int | None = DEFAULT_COMPRESSION_LEVEL,
     progress: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> pa.StructScalar | Dataset:
     """Read an OME-Zarr image (0.4 on zarr v2, 0.5 on zarr v3) lazily, chunk by chunk.
 
@@ -293,6 +314,10 @@ def from_ome_zarr(
     progress
         Progress bar for dataset writes (default: for more than 64 chunks).
 
+    storage_options
+        Options of the fsspec filesystem when the input or ``out`` is a URL
+        (``s3://`` ..., see docs/howto/object-storage.md).
+
     Returns
     -------
     pyarrow.StructScalar or Dataset
@@ -302,15 +327,23 @@ def from_ome_zarr(
     >>> rec = omeframe.from_ome_zarr("cells.ome.zarr")                          # doctest: +SKIP
     >>> ds = omeframe.from_ome_zarr("cells.ome.zarr", out="ds/", labels=True)   # doctest: +SKIP
     """
-    if isinstance(zarr_path, (str, os.PathLike)) and not Path(zarr_path).exists():
-        raise FileNotFoundError(f"no such OME-Zarr store: {str(zarr_path)!r}")
-    source = open_ome_zarr_source(zarr_path, level=level, image_path=image_path)
+    if is_remote(zarr_path):
+        url = os.fspath(zarr_path)
+        stem = url.rstrip("/").rsplit("/", 1)[-1]
+        source = open_ome_zarr_source(
+            open_remote_zarr(url, storage_options), level=level, image_path=image_path,
+            image_id=image_id or stem.removesuffix(ZARR_SUFFIX), name=name or stem,
+        )
+    else:
+        if isinstance(zarr_path, (str, os.PathLike)) and not Path(zarr_path).exists():
+            raise FileNotFoundError(f"no such OME-Zarr store: {str(zarr_path)!r}")
+        source = open_ome_zarr_source(zarr_path, level=level, image_path=image_path)
     return ingest_source(
         source, out=out, format=format, mode=mode, levels=levels, labels=labels, image_id=image_id,
         name=name, image_type=image_type, channel_names=channel_names,
         acquisition_datetime=acquisition_datetime, clamp_to_uint16=clamp_to_uint16,
         chunk_shape=chunk_shape, compression=compression, compression_level=compression_level,
-        progress=progress,
+        progress=progress, storage_options=storage_options,
     )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "InvalidOMEXMLValueWarning",
     "ShapeValidationError",
     "UnitError",
+    "RemoteStorageError",
 ]
 
 
@@ -77,6 +78,29 @@ class ConcurrentWriteError(OmeframeError, RuntimeError):
     ``retries=`` and its images do not clash with the winner's, in which case
     it rebases onto the new generation and commits after it.
     """
+
+
+class RemoteStorageError(OmeframeError, OSError):
+    """A request to object storage or an HTTP server failed (after any retries).
+
+    The message names the URL, the operation and the HTTP status (or the
+    network error) and says whether retrying could help.
+
+    Attributes
+    ----------
+    url : str
+        The object the request was for.
+    status : int | None
+        The HTTP status, when the server answered.
+    """
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class SelectionError(OmeframeError, ValueError):

@@ -20,13 +20,16 @@ feature columns and chunk statistics with projection and filter pushdown:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omeframe.formats.dataset import CHUNKS_SCHEMA, DatasetReader
-from omeframe.formats.record.files import detect_format, find_record_column
-from omeframe.model.errors import NoOmeArrowColumnError
+from omeframe.formats.record.files import TABLE_FORMATS, detect_format, find_record_column
+from omeframe.formats.record.remote import ranged_filesystem, read_schema_remote
+from omeframe.model.errors import NoOmeArrowColumnError, UnsupportedFormatError
 from omeframe.query.duckdb_udfs import register_functions as _reg
+from omeframe.storage.url import local_path, parse_location
 
 __all__ = ["connect", "register", "register_functions"]
 
@@ -141,7 +144,67 @@ def _register_dataset(con: Any, name: str, path: Path) -> list[str]:
     return [images, chunks]
 
 
-def register(con: Any, name: str, path: Any, *, column_name: str | None = None) -> list[str]:
+def _remote_parquet(fs: Any, paths: list[str]) -> Any:
+    import pyarrow.dataset as pads  # lazy: pyarrow.dataset
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return pads.dataset(paths, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)))
+
+
+def _register_remote(
+    con: Any, name: str, url: str, column_name: str | None, storage_options: Mapping[str, Any] | None
+) -> list[str]:
+    """Views over a remote record table or dataset.
+
+    The URL's fsspec filesystem (block cache off) is registered on ``con``
+    with DuckDB's ``register_filesystem``, so SQL may name ``s3://...`` files
+    itself without the httpfs extension. The views omeframe creates are
+    ``pyarrow.dataset`` scans over the same filesystem: DuckDB pushes its
+    projections and filters into them, so a query reads the footer and the
+    column chunks it needs (DuckDB's own fsspec reads fetched whole objects
+    per query when measured, see docs/howto/object-storage.md).
+    """
+    loc = parse_location(url)
+    assert loc is not None
+    fs = ranged_filesystem(loc, storage_options)
+    con.register_filesystem(fs)
+    name_part = loc.url.split("?", 1)[0].rsplit("/", 1)[-1].lower()
+    kind = TABLE_FORMATS.get("." + name_part.rsplit(".", 1)[-1]) if "." in name_part else None
+    if kind == "parquet":
+        if column_name is not None:
+            _check_record_column(read_schema_remote(loc.url, storage_options), column_name, repr(loc.url))
+        _register_arrow(con, name, _remote_parquet(fs, [loc.path]))
+        return [name]
+    if kind == "vortex":
+        raise UnsupportedFormatError(
+            f"{loc.url!r}: Vortex tables are queried from local files only; download it, or store it as Parquet"
+        )
+    if column_name is not None:
+        raise ValueError("column_name applies to record tables, not to dataset directories")
+    ds = DatasetReader(loc.url, storage_options=storage_options)
+    if ds.format != "parquet":
+        raise UnsupportedFormatError(
+            f"{loc.url!r}: remote Vortex datasets cannot be queried with DuckDB; their images and chunks "
+            "tables are read from local files only"
+        )
+    images, chunks = f"{name}_images", f"{name}_chunks"
+    assert ds.manifest.images is not None
+    _register_arrow(con, images, _remote_parquet(fs, [loc.join(ds.manifest.images).path]))
+    if ds.manifest.parts:
+        _register_arrow(con, chunks, _remote_parquet(fs, [loc.join(p).path for p in ds.manifest.parts]))
+    else:
+        _register_arrow(con, chunks, CHUNKS_SCHEMA.empty_table())
+    return [images, chunks]
+
+
+def register(
+    con: Any,
+    name: str,
+    path: Any,
+    *,
+    column_name: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Make a record table, a dataset or an Arrow object queryable as views.
 
     Parameters
@@ -156,6 +219,12 @@ def register(con: Any, name: str, path: Any, *, column_name: str | None = None) 
         ``pyarrow.dataset.Dataset``, a Polars/pandas frame) to register as it is.
     column_name
         When given, check that the table has this OME-Arrow column.
+    storage_options
+        For URLs (``s3://bucket/cells.parquet``, a remote dataset): options of
+        the fsspec filesystem, which is registered on ``con`` with DuckDB's
+        ``register_filesystem`` (no httpfs extension needed). Queries read
+        ranges: a metadata-only query reads the footer and the columns it
+        names, not the pixels.
 
     Returns
     -------
@@ -178,7 +247,9 @@ def register(con: Any, name: str, path: Any, *, column_name: str | None = None) 
             _check_record_column(schema, column_name, "the registered object")
         _register_arrow(con, name, path)
         return [name]
-    p = Path(path).expanduser().resolve()
+    if parse_location(path) is not None:
+        return _register_remote(con, name, os.fspath(path), column_name, storage_options)
+    p = Path(local_path(path)).expanduser().resolve()
     if p.is_dir():
         if column_name is not None:
             raise ValueError("column_name applies to record tables, not to dataset directories")

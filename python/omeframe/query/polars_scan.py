@@ -43,7 +43,7 @@ import threading
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,10 +52,13 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.formats.dataset.manifest import read_manifest
+from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA
-from omeframe.formats.record.files import detect_format, field_type, find_record_column
+from omeframe.formats.record.files import TABLE_FORMATS, detect_format, field_type, find_record_column
+from omeframe.formats.record.remote import ranged_filesystem
 from omeframe.model.errors import CorruptFileError, OptionalDependencyError
 from omeframe.storage import files
+from omeframe.storage.url import parse_location
 
 if TYPE_CHECKING:
     import polars as pl
@@ -1232,6 +1235,40 @@ def _virtual_columns(
     return out
 
 
+def _scan_remote(
+    pl: Any, url: str, table: str | None, header_columns: bool | str, storage_options: Mapping[str, Any] | None
+) -> pl.LazyFrame:
+    """A remote Parquet record table or dataset table as a Polars scan of a ``pyarrow.dataset``."""
+    import pyarrow.dataset as pads  # lazy: pyarrow.dataset
+
+    if header_columns:
+        raise ValueError(
+            "header_columns are not available for remote tables; select the record's fields with "
+            "pl.col(<column>).struct.field(...) instead"
+        )
+    loc = parse_location(url)
+    assert loc is not None
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs = PyFileSystem(FSSpecHandler(ranged_filesystem(loc, storage_options)))
+    last = loc.url.split("?", 1)[0].rsplit("/", 1)[-1].lower()
+    if "." in last and TABLE_FORMATS.get("." + last.rsplit(".", 1)[-1]) == "parquet":
+        if table is not None:
+            raise ValueError("table= applies to dataset directories, not to record tables")
+        paths = [loc.path]
+    else:
+        ds = DatasetReader(loc.url, storage_options=storage_options)
+        if ds.format != "parquet":
+            raise ValueError(f"{loc.url!r}: remote Vortex datasets cannot be scanned; copy the dataset locally")
+        which = table or "images"
+        if which not in ("images", "chunks"):
+            raise ValueError(f"table must be 'images' or 'chunks', got {table!r}")
+        assert ds.manifest.images is not None
+        rels = [ds.manifest.images] if which == "images" else list(ds.manifest.parts)
+        paths = [loc.join(r).path for r in rels]
+    return pl.scan_pyarrow_dataset(pads.dataset(paths, format="parquet", filesystem=fs))
+
+
 def scan(
     source: str | os.PathLike[str],
     *,
@@ -1240,6 +1277,7 @@ def scan(
     header_columns: bool | str = False,
     format: str | None = None,
     reader: str = "auto",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> pl.LazyFrame:
     """Lazily scan an omeframe table with Polars, each query read by the faster reader.
 
@@ -1264,6 +1302,12 @@ def scan(
         ``"auto"`` (default) routes each query as below; ``"omeframe"`` always
         uses omeframe's reader, ``"native"`` always Polars' own scan (header
         columns are then derived from the whole record struct).
+    storage_options
+        For a URL source (``s3://bucket/cells.parquet``, a remote dataset):
+        options of its fsspec filesystem. Remote Parquet tables are scanned
+        as a ``pyarrow.dataset`` over ranged reads, with projections and
+        predicates pushed into the scan (``header_columns`` and ``reader``
+        apply to local tables only).
 
     Returns
     -------
@@ -1329,6 +1373,8 @@ def scan(
 
     if reader not in READERS:
         raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
+    if parse_location(source) is not None:
+        return _scan_remote(pl, os.fspath(source), table, header_columns, storage_options)
     paths, fmt, kind = _describe(source, table, format)
     label = repr(os.fspath(source)) + (f" ({kind} table)" if kind != "records" else "")
     if reader == "auto" and fmt == "parquet" and paths and not header_columns:

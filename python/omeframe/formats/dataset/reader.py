@@ -11,10 +11,11 @@ access instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Self
@@ -22,11 +23,13 @@ from typing import Any, Self
 import numpy as np
 import pyarrow as pa
 
+from omeframe.engine import cache as _cache  # also registers the shared cache for remote blocks
 from omeframe.engine.codec import decode_frames, decode_payload, resolve_codec
 from omeframe.engine.executor import assemble
 from omeframe.engine.pieces import RegularPieces, RowBands, regular_pieces
 from omeframe.engine.reopen import reopen
 from omeframe.formats.dataset.manifest import Manifest, list_generations, manifest_file, read_manifest
+from omeframe.formats.dataset.remote import read_images_remote, read_manifest_remote
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 from omeframe.formats.dataset.validate import validate_images, validate_manifest
 from omeframe.formats.record.builder import RecordBuilder
@@ -39,13 +42,42 @@ from omeframe.model.errors import (
     ImageNotFoundError,
     PixelPayloadError,
     SelectionError,
+    UnsupportedFormatError,
 )
 from omeframe.model.header import ImageHeader
 from omeframe.model.selection import Selection
-from omeframe.storage import files
+from omeframe.storage import files, remote
 from omeframe.storage.parquet import open_parquet
+from omeframe.storage.remote import RemoteFile, RemoteStore, _run_all, coalesce
+from omeframe.storage.url import local_path, parse_location
 
 __all__ = ["DatasetReader", "ImageEntry"]
+
+
+def _slice_row_groups(pf: Any, cols: list[str], start: int, n: int) -> pa.Table:
+    """Rows ``[start, start + n)`` of Parquet file ``pf``, reading only the row groups they overlap."""
+    md = pf.metadata
+    acc, groups, first = 0, [], None
+    for g in range(md.num_row_groups):
+        k = md.row_group(g).num_rows
+        if acc + k > start and acc < start + n:
+            groups.append(g)
+            first = acc if first is None else first
+        acc += k
+    t = pf.read_row_groups(groups, columns=cols, use_threads=False)
+    return t.slice(start - (first or 0), n)
+
+
+def _check_remote_names(where: str, manifest: Manifest) -> None:
+    """The manifest's relative names must stay below the dataset's URL (no ``..``, no absolute names)."""
+    if not isinstance(manifest.parts, list):
+        raise CorruptFileError(f"dataset {where!r}: manifest 'parts' is not a list")
+    names = ([manifest.images] if manifest.images else []) + list(manifest.parts)
+    for name in names:
+        if not isinstance(name, str) or name.startswith("/") or "://" in name or ".." in name.split("/"):
+            raise CorruptFileError(
+                f"dataset {where!r}: the manifest names {name!r}, which is not a path inside the dataset"
+            )
 
 
 def _conform_images(t: pa.Table) -> pa.Table:
@@ -198,14 +230,39 @@ class DatasetReader:
     >>> reader.read("slide-1", y=(0, 256), x=(0, 256))  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | os.PathLike[str], generation: int | None = None) -> None:
-        self.path = Path(path)
-        # The generation is fixed at open: later commits by other writers are
-        # seen only by a new reader (``generation``: open that one, not the current).
-        self.manifest: Manifest = read_manifest(self.path, generation)
-        validate_manifest(self.path, self.manifest.images, self.manifest.parts)
-        self._files: dict[str, files.InputFile] = {}
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        generation: int | None = None,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        loc = parse_location(path)
+        #: The object store holding the dataset, or ``None`` for a local directory.
+        self.store: RemoteStore | None = None
+        self._meta_nbytes = 0
+        self._remote_images: tuple[pa.Table, str] | None = None
+        if loc is not None:
+            self.store = RemoteStore(loc, storage_options)
+            self.path = Path(loc.path)
+            self.where = loc.url
+            self._hint: dict[str, bytes] = {}
+            self.manifest, self._meta_nbytes = read_manifest_remote(self.store, generation, self._hint)
+            _check_remote_names(self.where, self.manifest)
+        else:
+            self.path = local_path(path)
+            self.where = str(self.path)
+            # The generation is fixed at open: later commits by other writers are
+            # seen only by a new reader (``generation``: open that one, not the current).
+            self.manifest = read_manifest(self.path, generation)
+            validate_manifest(self.path, self.manifest.images, self.manifest.parts)
+        self._files: dict[str, files.InputFile | RemoteFile] = {}
         self._lock = threading.Lock()
+
+    @property
+    def location(self) -> str | Path:
+        """The dataset's URL (remote) or directory path (local): what to pass to reopen it."""
+        return self.where if self.store is not None else self.path
 
     # ---- tables ---------------------------------------------------------
     @property
@@ -233,6 +290,12 @@ class DatasetReader:
     @cached_property
     def images_table(self) -> pa.Table:
         """The images table (one row per image and level)."""
+        if self.store is not None:
+            t, name, n = read_images_remote(self.store, self.manifest, self._hint)
+            self._hint.clear()
+            self._remote_images = (t, name)
+            self._meta_nbytes += n
+            return _conform_images(t)
         p = self.images_path
         if not p.exists():
             raise self._lacks("images table", p.name)
@@ -262,6 +325,10 @@ class DatasetReader:
 
     @cached_property
     def _entries(self) -> dict[tuple[str, int], ImageEntry]:
+        if self.store is not None:
+            table = self.images_table
+            validate_images(self.where, table, self._remote_images[1] if self._remote_images else "images")
+            return {(r["image_id"], int(r["level"])): ImageEntry(r) for r in table.to_pylist()}
         validate_images(self.path, self.images_table, self.images_read_path.name)
         return {
             (r["image_id"], int(r["level"])): ImageEntry(r) for r in self.images_table.to_pylist()
@@ -304,7 +371,7 @@ class DatasetReader:
     def _missing(self, image_id: str) -> ImageNotFoundError:
         ids = self.image_ids
         return ImageNotFoundError(
-            f"no image {image_id!r} in dataset {str(self.path)!r}; it holds {len(ids)} images: "
+            f"no image {image_id!r} in dataset {self.where!r}; it holds {len(ids)} images: "
             f"{ids[:5]}{' ...' if len(ids) > 5 else ''}"
         )
 
@@ -316,16 +383,18 @@ class DatasetReader:
         return len(self.image_ids)
 
     def __repr__(self) -> str:
-        return f"<omeframe.Dataset {str(self.path)!r} format={self.format} images={len(self)}>"
+        return f"<omeframe.Dataset {self.where!r} format={self.format} images={len(self)}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickles as its location and the generation it reads; reopened once per process.
         return (reopen, (type(self), (str(self.path), self.manifest.generation)))
 
     # ---- chunk access ---------------------------------------------------
-    def _file(self, part: str) -> files.InputFile:
+    def _file(self, part: str) -> files.InputFile | RemoteFile:
         with self._lock:
             f = self._files.get(part)
+            if f is None and self.store is not None:
+                f = self._files[part] = self.store.open(part)
             if f is None:
                 p = self.path / part
                 if not p.exists():
@@ -335,15 +404,17 @@ class DatasetReader:
 
     def _lacks(self, what: str, rel: str) -> Exception:
         """The error for a file of this reader's generation that is not there."""
+        if self.store is not None:
+            return CorruptFileError(f"dataset {self.where!r} lacks its {what} {rel!r}")
         gens = list_generations(self.path)
         newest = gens[-1] if gens else self.manifest.generation
         if newest > self.manifest.generation:
             return FileNotFoundError(
-                f"dataset {str(self.path)!r}: the {what} {rel!r} of generation {self.manifest.generation}, "
+                f"dataset {self.where!r}: the {what} {rel!r} of generation {self.manifest.generation}, "
                 f"which this Dataset opened, was garbage-collected (generation {newest} is current; a "
                 "superseded generation stays readable for the writers' gc_grace_seconds); reopen the dataset"
             )
-        return CorruptFileError(f"dataset {str(self.path)!r} lacks its {what} {rel!r}")
+        return CorruptFileError(f"dataset {self.where!r} lacks its {what} {rel!r}")
 
     def close(self) -> None:
         """Close the files the dataset opened for reading."""
@@ -364,6 +435,7 @@ class DatasetReader:
         if e.offsets is not None:
             data = self._file(e.part_of(index)).read_range(int(e.offsets[index]), int(e.lengths[index]))
         else:
+            self._local_only("chunks without a byte index (payloads a container re-encoded)")
             t = read_vortex_table(self.path / e.part_of(index), columns=["pixel_bytes"], rows=[e.row_of(index)])
             data = t.column(0)[0].as_buffer()
         if verify:
@@ -371,7 +443,7 @@ class DatasetReader:
             if crc != int(e.checksums[index]) or len(data) != int(e.lengths[index]):
                 key = e.chunk_key(index)
                 raise ChunkChecksumError(
-                    f"corrupt chunk in dataset {str(self.path)!r}: image {e.image_id!r} level "
+                    f"corrupt chunk in dataset {self.where!r}: image {e.image_id!r} level "
                     f"{e.level} chunk {key} (part {e.part_of(index)!r}) has CRC-32 {crc:#010x} over "
                     f"{len(data)} bytes, expected {int(e.checksums[index]):#010x} over "
                     f"{int(e.lengths[index])} bytes"
@@ -389,7 +461,7 @@ class DatasetReader:
 
         def frames_error(i: int, ka: int, kb: int, lo: int, hi: int, exc: Exception) -> ChunkChecksumError:
             return ChunkChecksumError(
-                f"corrupt chunk in dataset {str(self.path)!r}: image {iid!r} level {level} chunk "
+                f"corrupt chunk in dataset {self.where!r}: image {iid!r} level {level} chunk "
                 f"{e.chunk_key(i)} (part {e.part_of(i)!r}): its zstd frames {ka}..{kb - 1} "
                 f"(bytes {lo}..{hi} of the chunk) fail to decode or to match their checksums ({exc})"
             )
@@ -449,11 +521,21 @@ class DatasetReader:
             span = frame_span(i, r0, r1)
             return int(e.lengths[i]) if span is None else span[4] - span[3]
 
-        try:
-            meta_bytes = self.images_read_path.stat().st_size + manifest_file(self.path, self.manifest).stat().st_size
-        except FileNotFoundError:
-            raise self._lacks("images table", self.images_path.name) from None
-        how = "byte-range reads" if e.offsets is not None else "vortex row takes"
+        extra: dict[str, Any] = {"dataset": self, "entry": e}
+        if self.store is not None:
+            _ = self._entries  # the images index is read (and counted) before the chunks
+            meta_bytes = self._meta_nbytes
+            how = f"ranged GETs from {self.store.location.scheme}://, coalesced and concurrent"
+            extra["prefetch"] = lambda picked, spans: self._prefetch(e, picked)
+            extra["requests"] = lambda picked: self._describe_requests(e, picked)
+        else:
+            try:
+                meta_bytes = (
+                    self.images_read_path.stat().st_size + manifest_file(self.path, self.manifest).stat().st_size
+                )
+            except FileNotFoundError:
+                raise self._lacks("images table", self.images_path.name) from None
+            how = "byte-range reads" if e.offsets is not None else "vortex row takes"
         return RegularPieces(
             e.shape,
             dtype,
@@ -461,14 +543,71 @@ class DatasetReader:
             decode,
             e.lengths,
             True,
-            f"{self.format} dataset {str(self.path)!r} image {iid!r} level {level} "
+            f"{self.format} dataset {self.where!r} image {iid!r} level {level} "
             f"(chunks {e.chunk_shape} ZYX, codec {e.codec}"
             + (f" in frames of {e.frame_rows} rows" if frames is not None else "")
             + f", {how})",
             metadata_nbytes=meta_bytes,
-            extra={"dataset": self, "entry": e},
-            bands=RowBands(decode_rows, span_nbytes) if frames is not None else None,
+            extra=extra,
+            # Remote reads fetch whole chunks (one coalesced round trip), so no partial bands.
+            bands=RowBands(decode_rows, span_nbytes) if frames is not None and self.store is None else None,
         )
+
+    def _chunk_ranges(self, e: ImageEntry, picked: np.ndarray) -> dict[str, list[tuple[int, int]]]:
+        """Byte ranges of chunks ``picked`` of ``e``, by part."""
+        out: dict[str, list[tuple[int, int]]] = {}
+        if e.offsets is None:
+            return out
+        for i in np.asarray(picked, dtype=np.int64).tolist():
+            a = int(e.offsets[i])
+            out.setdefault(e.part_of(i), []).append((a, a + int(e.lengths[i])))
+        return out
+
+    def _prefetch(self, e: ImageEntry, picked: np.ndarray) -> None:
+        """Fetch the chunks a read touches at once: coalesced ranges, concurrent requests, cached.
+
+        At most half the shared cache's budget is fetched ahead (the first
+        chunks in grid order); the rest are read as they are decoded, so a
+        read larger than the cache never evicts what it fetched before using it.
+        """
+        budget = _cache.shared_cache().max_bytes // 2
+        if e.offsets is not None and budget > 0:
+            sizes = np.cumsum(e.lengths[np.asarray(picked, dtype=np.int64)])
+            picked = np.asarray(picked)[: int(np.searchsorted(sizes, budget, side="right"))]
+        elif budget <= 0:
+            return
+        by_part = self._chunk_ranges(e, picked)
+        jobs = []
+        for part, ranges in by_part.items():
+            f = self._file(part)
+            if isinstance(f, RemoteFile):
+                jobs.append(functools.partial(f.read_ranges, ranges))
+        if jobs:
+            _run_all(jobs)
+
+    def _describe_requests(self, e: ImageEntry, picked: np.ndarray) -> str:
+        """What a remote read of chunks ``picked`` costs: requests, bytes and the merged ranges."""
+        by_part = self._chunk_ranges(e, picked)
+        merged = {part: coalesce(r) for part, r in by_part.items()}
+        n = sum(len(m) for m in merged.values())
+        nbytes = sum(b - a for m in merged.values() for a, b in m)
+        shown = "; ".join(
+            f"{part}: " + ", ".join(f"{a}-{b}" for a, b in m[:4]) + (" ..." if len(m) > 4 else "")
+            for part, m in merged.items()
+        )
+        chunks = int(np.asarray(picked).size)
+        return (
+            f"{n} concurrent GET{'s' if n != 1 else ''} ({nbytes} bytes) for {chunks} chunk"
+            f"{'s' if chunks != 1 else ''} after coalescing ranges < {remote.COALESCE_GAP} bytes apart"
+            + (f" [{shown}]" if shown else "")
+        )
+
+    def _local_only(self, what: str) -> None:
+        if self.store is not None:
+            raise UnsupportedFormatError(
+                f"dataset {self.where!r}: reading {what} from object storage is not supported; "
+                "copy the dataset to a local directory first"
+            )
 
     def _read_part_range(self, e: ImageEntry, index: int, lo: int, hi: int) -> Any:
         """Bytes ``lo:hi`` of chunk ``index``'s payload: one pread when the byte index is known."""
@@ -491,6 +630,15 @@ class DatasetReader:
 
     def _read_rows(self, part: str, cols: list[str], start: int | None, n: int | None) -> pa.Table:
         p = self.path / part
+        if self.store is not None:
+            if self.format != "parquet":
+                self._local_only("vortex chunk tables")
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(self.store.open(part), pre_buffer=True)
+            if start is None:
+                return pf.read(columns=cols, use_threads=False)
+            return _slice_row_groups(pf, cols, start, n or 0)
         if self.format == "parquet":
             # Memory-mapped through Arrow's own file, never a Python file object:
             # pyarrow reading a Python file from worker threads can abort the
@@ -498,17 +646,7 @@ class DatasetReader:
             with contextlib.closing(open_parquet(p)) as pf:
                 if start is None:
                     return pf.read(columns=cols)
-                # Read only the row groups that overlap [start, start + n).
-                md = pf.metadata
-                acc, groups, first = 0, [], None
-                for g in range(md.num_row_groups):
-                    k = md.row_group(g).num_rows
-                    if acc + k > start and acc < start + (n or 0):
-                        groups.append(g)
-                        first = acc if first is None else first
-                    acc += k
-                t = pf.read_row_groups(groups, columns=cols)
-                return t.slice(start - (first or 0), n)
+                return _slice_row_groups(pf, cols, start, n or 0)
         rows = None if start is None else range(start, start + (n or 0))
         return read_vortex_table(p, columns=cols, rows=rows)
 

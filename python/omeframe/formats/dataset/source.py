@@ -31,7 +31,7 @@ class DatasetSource(LazySource):
         self._stats: dict[str, np.ndarray] | None = None
         # Pickles as (dataset, image, level): the dataset pickles as its path and generation.
         set_recipe(self, DatasetSource, (dataset, self.entry.image_id, level))
-        self.describe = f"{dataset.format} dataset {str(dataset.path)!r} image {self.entry.image_id!r} level {level}"
+        self.describe = f"{dataset.format} dataset {dataset.where!r} image {self.entry.image_id!r} level {level}"
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:

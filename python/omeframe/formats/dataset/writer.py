@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
@@ -60,6 +60,7 @@ from omeframe.formats.dataset.manifest import (
     write_manifest,
 )
 from omeframe.formats.dataset.reader import DatasetReader
+from omeframe.formats.dataset.remote import commit_manifest_remote
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
 from omeframe.formats.vortex.file import write_vortex_stream, write_vortex_table
@@ -67,6 +68,8 @@ from omeframe.model.dtypes import dtype_name
 from omeframe.model.errors import ConcurrentWriteError, CorruptFileError, SchemaError
 from omeframe.model.header import normalize_chunk_shape
 from omeframe.storage.atomic import atomic_path, commit_step, fsync_dir, fsync_file
+from omeframe.storage.remote import RemoteStore, _run_all
+from omeframe.storage.url import local_path, parse_location
 
 __all__ = [
     "WriteOptions",
@@ -411,6 +414,9 @@ class WriteOptions:
         Grace period of the garbage collection run after the commit:
         superseded generations stay readable this long (see
         :mod:`omeframe.formats.dataset.gc`).
+    storage_options
+        Options of the fsspec filesystem when the dataset is a URL
+        (credentials, ``endpoint_url`` ...).
 
     Example
     -------
@@ -428,6 +434,7 @@ class WriteOptions:
     progress: bool | None = None
     retries: int = 0
     gc_grace_seconds: float = DEFAULT_GC_GRACE_SECONDS
+    storage_options: dict[str, Any] | None = None
 
 
 class WriteItem(NamedTuple):
@@ -653,7 +660,9 @@ def write_items(
     compression, compression_level = options.compression, options.compression_level
     row_group_bytes, frame_bytes, progress = options.row_group_bytes, options.frame_bytes, options.progress
     retries = options.retries
-    root = Path(path)
+    if parse_location(path) is not None:
+        return _write_remote(items, os.fspath(path), options)
+    root = local_path(path)
     if not items:
         raise ValueError("nothing to write: no images given")
     if mode not in ("create", "append", "overwrite"):
@@ -795,3 +804,121 @@ def write_items(
     if base is not None:
         maybe_collect(root, options.gc_grace_seconds)
     return manifest
+
+
+def _write_remote(
+    items: Sequence[WriteItem | tuple[LazySource | ImageInput, str | None, int, str | None]],
+    url: str,
+    options: WriteOptions,
+) -> Manifest:
+    """:func:`write_items` into object storage: build locally, upload, commit by conditional put.
+
+    The chunk parts and the images table are written (and checked) in a
+    local temporary dataset exactly as a local write does, then uploaded
+    under their final names; only then is the generation committed by the
+    conditional creation of ``_manifests/<generation>.json``. A lost race
+    (:class:`~omeframe.model.errors.ConcurrentWriteError`) is retried
+    ``options.retries`` times on the newest generation; when it gives up, the
+    uploaded files are removed again.
+    """
+    import tempfile
+
+    store = RemoteStore(url, options.storage_options)
+    mode = options.mode
+    if mode not in ("create", "append", "overwrite"):
+        raise ValueError(f"mode must be 'create', 'append' or 'overwrite', got {mode!r}")
+    if not isinstance(options.retries, (int, np.integer)) or isinstance(options.retries, bool) or options.retries < 0:
+        raise ValueError(f"retries must be a non-negative integer, got {options.retries!r}")
+    if not items:
+        raise ValueError("nothing to write: no images given")
+
+    def current() -> DatasetReader | None:
+        try:
+            return DatasetReader(url, storage_options=options.storage_options)
+        except FileNotFoundError:
+            return None
+
+    prior = current()
+    if prior is not None and mode == "create":
+        raise FileExistsError(
+            f"{url!r} already holds a dataset; pass mode='append' to add images or mode='overwrite' to replace it"
+        )
+    fmt = prior.format if prior is not None and mode == "append" else (options.format or "parquet")
+    if options.format is not None and prior is not None and mode == "append" and options.format != prior.format:
+        raise ValueError(f"the dataset at {url!r} is {prior.format}; cannot append {options.format}")
+    chunk_shape = options.chunk_shape
+    keep = prior if mode == "append" else None
+    if chunk_shape is None and keep is not None and keep._entries:
+        chunk_shape = next(iter(keep._entries.values())).chunk_shape
+    # Unnamed images get ids after the dataset's, as a local append names them.
+    n_ids = len({iid for iid, _ in keep._entries}) if keep is not None else 0
+    named: list[WriteItem] = []
+    for obj, iid, lvl, parent in items:
+        if iid is None:
+            inp = obj if isinstance(obj, ImageInput) else source_input(obj)
+            if inp.header.image_id in ("unnamed", ""):
+                iid, n_ids = f"img-{n_ids}", n_ids + 1
+        named.append(WriteItem(obj, iid, lvl, parent))
+    token = uuid.uuid4().hex[:8]
+    uploaded: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="omeframe-upload-") as tmp:
+        local = Path(tmp) / "dataset"
+        built = write_items(
+            named, local,
+            replace(options, mode="create", format=cast(Literal["parquet", "vortex"], fmt), chunk_shape=chunk_shape,
+                    storage_options=None, retries=0),
+        )
+        new_rows = DatasetReader(local).images_table
+        mine = list(built.parts)
+        try:
+            _run_all([functools.partial(_upload, store, local / rel, rel, uploaded) for rel in mine])
+            base = prior.manifest if prior is not None else None
+            for attempt in range(options.retries + 1):
+                if keep is not None:
+                    clash = sorted(set(zip(new_rows["image_id"].to_pylist(), new_rows["level"].to_pylist(),
+                                           strict=True)) & set(keep._entries))
+                    if clash:
+                        shown = ", ".join(f"{i!r} level {lv}" for i, lv in clash[:5])
+                        raise (ConcurrentWriteError if attempt else ValueError)(
+                            f"dataset {url!r} already holds image {shown}; image ids must be unique "
+                            "(nothing was committed)"
+                        )
+                gen = base.generation + 1 if base is not None else 1
+                ext = "parquet" if fmt == "parquet" else "vortex"
+                images_rel = f"images-{gen:05d}-{token}.{ext}"
+                table = pa.concat_tables([keep.images_table, new_rows]) if keep is not None else new_rows
+                _write_images_table(table, Path(tmp) / images_rel, fmt)
+                for rel in (images_rel, images_rel.rsplit(".", 1)[0] + ".arrow"):
+                    _upload(store, Path(tmp) / rel, rel, uploaded)
+                manifest = Manifest(
+                    format=fmt, generation=gen, images=images_rel,
+                    parts=(list(base.parts) if keep is not None and base is not None else []) + mine,
+                )
+                try:
+                    commit_manifest_remote(store, manifest, table)
+                    return manifest
+                except ConcurrentWriteError as exc:
+                    if attempt == options.retries:
+                        if options.retries:
+                            raise ConcurrentWriteError(f"{exc} (gave up after {options.retries} retries)") from None
+                        raise
+                    prior = current()
+                    base = prior.manifest if prior is not None else None
+                    keep = prior if mode == "append" else None
+                    if prior is not None and prior.format != fmt and keep is not None:
+                        raise ConcurrentWriteError(
+                            f"concurrent write to dataset {url!r}: the generation another writer committed "
+                            f"stores {prior.format} chunks; this append wrote {fmt} and committed nothing"
+                        ) from None
+        except BaseException:
+            for rel in uploaded:
+                with contextlib.suppress(Exception):
+                    store.delete(rel)
+            raise
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _upload(store: RemoteStore, src: Path, rel: str, uploaded: list[str]) -> None:
+    """Upload the complete local file ``src`` as object ``rel`` (recorded for clean-up)."""
+    uploaded.append(rel)
+    store.upload(src, rel)

@@ -8,6 +8,7 @@ lazily; :func:`header_from_record` is the :class:`ImageHeader` of a record;
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,13 @@ from omeframe.engine.source import LazySource
 from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.record.decode import record_source
 from omeframe.formats.record.files import detect_format, find_record_column, read_record
-from omeframe.model.errors import CorruptFileError, SchemaError
+from omeframe.model.errors import CorruptFileError, SchemaError, UnsupportedFormatError
 from omeframe.model.header import ImageHeader, select_channels
 from omeframe.model.record import RecordView
 from omeframe.storage import files
 from omeframe.storage import parquet as pqio
+from omeframe.storage.remote import open_remote_file
+from omeframe.storage.url import local_path
 
 __all__ = ["RecordTableSource", "header_from_record", "record_like", "build_record"]
 
@@ -131,18 +134,26 @@ class RecordTableSource(LazySource):
         column_name: str | None = "ome_arrow",
         row_index: int = 0,
         format: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.path = Path(path)
-        if not self.path.exists():
+        remote = open_remote_file(path, storage_options)
+        self.path = Path(remote.store.location.join(remote.rel).path) if remote is not None else local_path(path)
+        where = remote.url if remote is not None else str(self.path)
+        if remote is None and not self.path.exists():
             raise FileNotFoundError(f"no such file: {str(self.path)!r}")
         self.format = detect_format(self.path, format)
         self.row_index = int(row_index)
         self._record: pa.StructScalar | None = None
+        if remote is not None and self.format != "parquet":
+            raise UnsupportedFormatError(
+                f"{where!r}: Vortex record tables are read from local files only; download it first "
+                "(or store the table as Parquet, which is read by byte ranges)"
+            )
         if self.format == "parquet":
             # Through files.open_input (the single wrappable entry point), so
             # tests can count the bytes a record read touches.
-            fh = files.open_input(self.path)
+            fh: Any = remote if remote is not None else files.open_input(self.path)
             try:
                 self._pf = pqio.open_parquet(fh)
             except CorruptFileError as exc:
@@ -166,7 +177,7 @@ class RecordTableSource(LazySource):
             }
         self._hdr_view = RecordView(self._header_record())
         self.describe = (
-            f"{self.format} record table {str(self.path)!r} column {self.column!r} row {self.row_index}"
+            f"{self.format} record table {where!r} column {self.column!r} row {self.row_index}"
         )
 
     def _header_record(self) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from omeframe.formats.record.files import (
     write_record_table,
 )
 from omeframe.formats.record.image_table import ImageTable, normalize_rows
+from omeframe.formats.record.remote import read_table_remote, write_remote
 from omeframe.formats.record.source import record_like
 from omeframe.formats.record.writer import write_record_batches
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME, OME_ARROW_KNOWN_STRUCTS
@@ -44,6 +45,8 @@ from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.errors import CorruptFileError, RowIndexError, SchemaError
 from omeframe.model.header import ImageHeader
 from omeframe.model.record import RecordView, as_record_scalar
+from omeframe.storage.remote import open_remote_file
+from omeframe.storage.url import parse_location
 
 __all__ = [
     "to_ome_parquet",
@@ -80,8 +83,12 @@ def to_ome_parquet(
     inline_chunk_encoding: Literal["existing", "list", "bytes"] = "existing",
     inline_chunk_compression: str | None = None,
     inline_chunk_compression_level: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Write one record to a Parquet file (one row, one struct column), atomically.
+
+    ``out_path`` may be a URL (``s3://`` ...; ``storage_options`` configure
+    it): the file is written locally, then uploaded whole under its key.
 
     ``compression`` is the Parquet codec of the metadata columns (and of the
     pixels when the chunks are stored raw); already-compressed chunk bytes
@@ -93,6 +100,11 @@ def to_ome_parquet(
     compressed with ``inline_chunk_compression`` (``None``: raw), ``"list"``
     stores ``list<uint16>`` chunks (``DtypeError`` for data that does not fit).
     """
+    if parse_location(out_path) is not None:
+        return write_remote(os.fspath(out_path), storage_options, lambda p: to_ome_parquet(
+            data, p, column_name, file_metadata, compression, row_group_size, inline_chunk_encoding,
+            inline_chunk_compression, inline_chunk_compression_level,
+        ))
     if inline_chunk_encoding not in ("existing", "list", "bytes"):
         raise ValueError(
             "inline_chunk_encoding must be 'existing', 'list' or 'bytes', got "
@@ -136,8 +148,12 @@ def from_ome_parquet(
     row_index: int = 0,
     strict_schema: bool = False,
     return_array: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> pa.StructScalar | tuple[pa.StructScalar, pa.StructArray]:
     """Read record ``row_index`` from a Parquet record table.
+
+    ``parquet_path`` may be a URL (``storage_options`` configure it): ranged
+    reads fetch the footer and the row group holding the row.
 
     Only the row group holding the row and only the OME-Arrow column are
     read. ``column_name`` falls back to auto-detection (with a warning) when
@@ -154,6 +170,16 @@ def from_ome_parquet(
     CorruptFileError
         If the file is truncated or not Parquet.
     """
+    if parse_location(parquet_path) is not None:
+        url = os.fspath(parquet_path)
+        t = read_table_remote(url, rows=[row_index], storage_options=storage_options)
+        col = find_record_column(t.schema, column_name, source=repr(url))
+        arr = t[col].combine_chunks()
+        if strict_schema and arr.type not in OME_ARROW_KNOWN_STRUCTS:
+            raise SchemaError(
+                f"column {col!r} is not exactly a canonical OME-Arrow struct (strict_schema=True); got {arr.type}"
+            )
+        return (arr[0], arr) if return_array else arr[0]
     indexed = _indexed_table(parquet_path, "parquet")
     if indexed is not None and isinstance(row_index, (int, np.integer)) and not isinstance(row_index, bool):
         col = find_record_column(indexed.schema, column_name, source=repr(os.fspath(parquet_path)))
@@ -193,8 +219,24 @@ def from_ome_vortex(
     row_index: int = 0,
     strict_schema: bool = False,
     return_array: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> pa.StructScalar | tuple[pa.StructScalar, pa.StructArray]:
-    """Read record ``row_index`` from a Vortex record table (memory-mapped take)."""
+    """Read record ``row_index`` from a Vortex record table (memory-mapped take).
+
+    A URL (``storage_options`` configure it) is downloaded whole to a
+    temporary file first: Vortex files are read memory-mapped.
+    """
+    remote = open_remote_file(vortex_path, storage_options)
+    if remote is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="omeframe-download-") as tmp:
+            local = Path(tmp) / "table.vortex"
+            local.write_bytes(remote.read_range(0, remote.size))
+            return from_ome_vortex(
+                local, column_name=column_name, row_index=row_index, strict_schema=strict_schema,
+                return_array=return_array,
+            )
     scalar, arr, _ = read_record(
         vortex_path,
         column_name=column_name,
@@ -536,8 +578,9 @@ def write_table(
     compression: str | None = "zstd",
     file_metadata: Mapping[str, str] | None = None,
     pixel_index: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
     **encode: Any,
-) -> Path:
+) -> Path | str:
     """Write an image table: one row per image, plus any extra columns.
 
     A stack of same-shape images is encoded without Python work per image
@@ -582,11 +625,15 @@ def write_table(
     pixel_index
         Add the pixel index (see :class:`ImageTable`) when chunks are
         compressed per chunk, as by default.
+    storage_options
+        When ``path`` is a URL (``s3://`` ...): options of its fsspec
+        filesystem. The table is written locally, then uploaded whole under
+        its key (never half a table under the final name).
 
     Returns
     -------
-    pathlib.Path
-        The written path.
+    pathlib.Path or str
+        The written path (the URL for remote tables).
 
     Example
     -------
@@ -596,6 +643,14 @@ def write_table(
     >>> of.write_table(path, crops, dim_order="CYX", columns={"area": np.arange(100)}).name
     'cells.parquet'
     """
+    if parse_location(path) is not None:
+        url = os.fspath(path)
+        write_remote(url, storage_options, lambda p: write_table(
+            p, images, column_name=column_name, columns=columns, format=format or detect_format(url, None),
+            row_group_bytes=row_group_bytes, compression=compression, file_metadata=file_metadata,
+            pixel_index=pixel_index, **encode,
+        ))
+        return url
     # Tiny chunks of a stack go raw into zstd-compressed pages when the table
     # is Parquet with zstd pages and a pixel index (see SMALL_CHUNK_BYTES).
     pages_ok = (
@@ -620,12 +675,31 @@ def read_table(
     columns: Sequence[str] | None = None,
     rows: Sequence[int] | None = None,
     format: Literal["parquet", "vortex"] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> pa.Table:
     """Read an image table (all of it, or some ``columns`` / ``rows``).
+
+    ``path`` may be a URL (``s3://``, ``gs://``, ``https://`` ...; options in
+    ``storage_options``): a Parquet table is read by ranged requests (the
+    footer, the projected column chunks, and for ``rows`` only their row
+    groups); a Vortex table is downloaded whole first.
 
     Rows of a Parquet table with a pixel index are read by position (their
     row groups' other columns, and just their own pixel bytes).
     """
+    remote = parse_location(path)
+    if remote is not None:
+        url = os.fspath(path)
+        if detect_format(url.split("?", 1)[0], format) == "vortex":
+            f = open_remote_file(url, storage_options)
+            assert f is not None
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="omeframe-download-") as tmp:
+                local = Path(tmp) / "table.vortex"
+                local.write_bytes(f.read_range(0, f.size))
+                return read_record_table(local, columns=columns, rows=rows, format="vortex")
+        return read_table_remote(url, columns=columns, rows=rows, storage_options=storage_options)
     if rows is not None:
         indexed = _indexed_table(path, format)
         if indexed is not None:

@@ -58,7 +58,7 @@ import struct
 import threading
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -79,6 +79,8 @@ from omeframe.formats.tiff.omexml import (
 )
 from omeframe.model.errors import CorruptFileError, OmeframeError, OptionalDependencyError, SchemaError
 from omeframe.model.header import Channel, ImageHeader, default_channels
+from omeframe.storage.remote import open_remote_file
+from omeframe.storage.url import local_path
 
 __all__ = [
     "TiffSource",
@@ -128,7 +130,7 @@ def imagecodecs_installed() -> bool:
 class _TiffHandle:
     """One open ``tifffile.TiffFile``, closed when its last user is gone."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fileobj: Any = None) -> None:
         import tifffile
 
         self.path = path
@@ -136,7 +138,10 @@ class _TiffHandle:
         self.users = 0
         self.closed = False
         try:
-            self.tf = tifffile.TiffFile(str(path))
+            # A remote file: tifffile reads it through the file-object protocol (ranged GETs).
+            self.tf = tifffile.TiffFile(fileobj, name=path.name) if fileobj is not None else tifffile.TiffFile(
+                str(path)
+            )
         except tifffile.TiffFileError as exc:
             raise CorruptFileError(f"{str(path)!r} is not a readable TIFF file: {exc}") from exc
         except (ValueError, EOFError, OSError, IndexError, KeyError, struct.error) as exc:
@@ -908,13 +913,22 @@ def _unsupported(code: int, exc: BaseException) -> bool:
     return False
 
 
-def open_tiff_source(path: str | os.PathLike[str], *, series: int = 0, level: int = 0) -> TiffSource:
+def open_tiff_source(
+    path: str | os.PathLike[str],
+    *,
+    series: int = 0,
+    level: int = 0,
+    storage_options: Mapping[str, Any] | None = None,
+) -> TiffSource:
     """Open one series (scene) and pyramid level of a TIFF / OME-TIFF file lazily.
 
     Parameters
     ----------
     path
-        The TIFF file.
+        The TIFF file: a path or a URL (``s3://``, ``https://`` ...), which is
+        read through ranged GETs.
+    storage_options
+        Options of a URL's fsspec filesystem (credentials, ``endpoint_url`` ...).
     series
         Which series (scene) of a multi-series file (``tifffile``'s numbering).
     level
@@ -926,12 +940,17 @@ def open_tiff_source(path: str | os.PathLike[str], *, series: int = 0, level: in
     TiffSource
         Holds the file open; close it with ``close()`` or a ``with`` block.
     """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such TIFF file: {str(p)!r}")
-    if p.is_dir():
-        raise IsADirectoryError(f"{str(p)!r} is a directory, not a TIFF file")
-    handle = _TiffHandle(p)
+    remote = open_remote_file(path, storage_options)
+    if remote is not None:
+        p = Path(remote.url.split("://", 1)[1])
+        handle = _TiffHandle(p, remote)
+    else:
+        p = local_path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"no such TIFF file: {str(p)!r}")
+        if p.is_dir():
+            raise IsADirectoryError(f"{str(p)!r} is a directory, not a TIFF file")
+        handle = _TiffHandle(p)
     try:
         n = len(handle.series)
         if n == 0:

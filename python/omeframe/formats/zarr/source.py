@@ -23,6 +23,7 @@ behaviour: a sparse OME-Zarr reads like the dense array zarr itself returns.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from omeframe.formats.zarr.array import ZarrArraySource, open_zarr_source
 from omeframe.model.dims import CANONICAL
 from omeframe.model.errors import DimOrderError, SchemaError
 from omeframe.model.header import ImageHeader, default_channels
+from omeframe.storage.url import parse_location
 
 __all__ = ["OmeZarrSource", "open_ome_zarr_source", "label_names"]
 
@@ -232,6 +234,35 @@ def label_names(labels_group: Any, label: str = "labels group") -> list[str]:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise SchemaError(f"{label}: 'labels' must be a list of label group names, got {names!r}")
     return list(names)
+
+
+def open_remote_zarr(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """The zarr group (or array) at a remote ``url``, through zarr's own fsspec store (read-only).
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no zarr node at ``url``.
+
+    Example
+    -------
+    >>> group = open_remote_zarr("s3://bucket/cells.ome.zarr", {"anon": True})   # doctest: +SKIP
+    """
+    import zarr
+    from zarr.storage import FsspecStore
+
+    loc = parse_location(url)
+    if loc is None:
+        raise ValueError(f"{url!r} is not a remote URL")
+    store = FsspecStore.from_url(loc.url, storage_options=dict(storage_options or {}), read_only=True)
+    try:
+        return zarr.open(store=store, mode="r")
+    except (FileNotFoundError, KeyError) as exc:
+        raise FileNotFoundError(f"no dataset or zarr store at {url!r} ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - zarr raises many kinds
+        if "not found" in str(exc).lower() or type(exc).__name__ in ("GroupNotFoundError", "NodeNotFoundError"):
+            raise FileNotFoundError(f"no dataset or zarr store at {url!r}: {exc}") from exc
+        raise
 
 
 def open_ome_zarr_source(

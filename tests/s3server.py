@@ -1,0 +1,231 @@
+"""An S3 server on the loopback address for the tests: moto in server mode behind a counting proxy.
+
+:func:`start` launches ``moto.server.ThreadedMotoServer`` on 127.0.0.1 (a free
+port) and a small HTTP proxy in front of it. Clients talk to the proxy, which
+counts every request and the body bytes it returns per path, and can inject
+faults: latency, HTTP 5xx answers, dropped connections and truncated bodies.
+Nothing leaves the loopback address.
+
+Example (inside a test)::
+
+    server = s3server.start()
+    server.faults.status(503, times=2)     # the next two requests get 503
+    server.counts.reset(); ...; server.counts.requests("bucket/ds/")
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Counts:
+    """Requests and response body bytes per request path (thread-safe)."""
+
+    log: list[tuple[str, str, int, float, float]] = field(default_factory=list)  # method, path, bytes, t0, t1
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, method: str, path: str, nbytes: int, t0: float) -> None:
+        with self.lock:
+            self.log.append((method, path, nbytes, t0, time.monotonic()))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.log.clear()
+
+    def requests(self, prefix: str = "", method: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for m, p, _, _, _ in self.log if p.lstrip("/").startswith(prefix) and method in (None, m))
+
+    def bytes(self, prefix: str = "") -> int:
+        with self.lock:
+            return sum(n for _, p, n, _, _ in self.log if p.lstrip("/").startswith(prefix))
+
+    def rounds(self, prefix: str = "") -> int:
+        """Sequential round trips: the most requests of which each started after the previous ended.
+
+        Requests sent together overlap (the proxy's latency keeps them in
+        flight together), so they count as one round.
+        """
+        with self.lock:
+            spans = sorted((t1, t0) for _, p, _, t0, t1 in self.log if p.lstrip("/").startswith(prefix))
+        n, end = 0, float("-inf")
+        for t1, t0 in spans:
+            if t0 >= end:
+                n, end = n + 1, t1
+        return n
+
+    def by_path(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        with self.lock:
+            for _, p, _, _, _ in self.log:
+                out[p] += 1
+        return dict(out)
+
+
+@dataclass
+class Faults:
+    """Faults the proxy injects into the next requests (each entry is used once)."""
+
+    latency: float = 0.0
+    queue: list[tuple[str, Any]] = field(default_factory=list)
+    match: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def status(self, code: int, times: int = 1, match: str = "") -> None:
+        """Answer the next ``times`` requests (whose path contains ``match``) with HTTP ``code``."""
+        with self.lock:
+            self.queue += [("status", (code, match))] * times
+
+    def drop(self, times: int = 1, match: str = "") -> None:
+        """Close the connection without an answer, ``times`` times."""
+        with self.lock:
+            self.queue += [("drop", (0, match))] * times
+
+    def truncate(self, times: int = 1, match: str = "") -> None:
+        """Send half of the body (with the full Content-Length) and close, ``times`` times."""
+        with self.lock:
+            self.queue += [("truncate", (0, match))] * times
+
+    def clear(self) -> None:
+        with self.lock:
+            self.queue.clear()
+            self.latency = 0.0
+
+    def take(self, path: str) -> tuple[str, int] | None:
+        with self.lock:
+            for i, (kind, (code, match)) in enumerate(self.queue):
+                if match in path:
+                    del self.queue[i]
+                    return kind, code
+        return None
+
+
+class _Proxy(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _handle(self) -> None:
+        srv = self.server
+        t0 = time.monotonic()
+        path = urlsplit(self.path).path
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            body = self._read_chunked()
+        else:
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
+        if srv.faults.latency:
+            time.sleep(srv.faults.latency)
+        fault = srv.faults.take(path)
+        if fault is not None and fault[0] == "drop":
+            srv.counts.add(self.command, path, 0, t0)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault is not None and fault[0] == "status":
+            code = {403: "AccessDenied", 404: "NoSuchKey", 429: "SlowDown", 503: "SlowDown"}.get(
+                fault[1], "InternalError" if fault[1] >= 500 else "InvalidRequest")
+            msg = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+            srv.counts.add(self.command, path, 0, t0)
+            self.send_response(fault[1])
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            self.wfile.write(msg)
+            return
+        conn = http.client.HTTPConnection("127.0.0.1", srv.upstream_port, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        if body or self.command in ("PUT", "POST"):
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+            headers["Content-Length"] = str(len(body))
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        srv.counts.add(self.command, path, len(data), t0)
+        self.send_response(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in HOP and (k.lower() != "content-length" or self.command == "HEAD"):
+                self.send_header(k, v)
+        if self.command != "HEAD":
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if fault is not None and fault[0] == "truncate" and len(data) > 1:
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(data)
+
+    def _read_chunked(self) -> bytes:
+        out = bytearray()
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return bytes(out)
+            out += self.rfile.read(size)
+            self.rfile.readline()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+
+@dataclass
+class S3Server:
+    """A running moto server and its proxy (use :attr:`endpoint` as ``endpoint_url``)."""
+
+    endpoint: str
+    counts: Counts
+    faults: Faults
+    moto: Any
+    proxy: ThreadingHTTPServer
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {"key": "testing", "secret": "testing", "endpoint_url": self.endpoint,
+                "client_kwargs": {"region_name": "us-east-1"}}
+
+    def stop(self) -> None:
+        self.proxy.shutdown()
+        self.proxy.server_close()
+        self.moto.stop()
+
+
+def start() -> S3Server:
+    """Start moto (server mode) and the proxy on 127.0.0.1; both on free ports."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    proxy.daemon_threads = True
+    proxy.upstream_port = port  # type: ignore[attr-defined]
+    proxy.counts = Counts()  # type: ignore[attr-defined]
+    proxy.faults = Faults()  # type: ignore[attr-defined]
+    threading.Thread(target=proxy.serve_forever, daemon=True, name="s3-proxy").start()
+    endpoint = f"http://127.0.0.1:{proxy.server_address[1]}"
+    return S3Server(endpoint, proxy.counts, proxy.faults, moto, proxy)  # type: ignore[attr-defined]
