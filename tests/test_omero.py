@@ -578,6 +578,16 @@ def test_tile_provider_over_an_omero_source(conn: FakeGateway, server: FakeServe
     np.testing.assert_array_equal(tp.load_overview(max_size=100), low[0, :, 0])
 
 
+def test_plans_pick_omero_levels_and_the_zarr_view_serves_them(conn: FakeGateway, server: FakeServer) -> None:
+    low, mid, full = server.images[22]["levels"]
+    img = omeframe.scan(OmeroSource(conn, 22))
+    server.calls.clear()
+    np.testing.assert_array_equal(img.at_resolution(0.5).export("numpy"), mid)  # level 1: 0.5 µm per pixel
+    assert {c[1] for c in server.calls if c[0] == "getTile"} == {1}  # OMERO level 1 of 0..2
+    group = img.zarr_group()
+    np.testing.assert_array_equal(np.asarray(group["2"][:]).reshape(low.shape), low)
+
+
 def test_ingest_into_a_dataset(conn: FakeGateway, server: FakeServer, tmp_path: Path) -> None:
     omeframe.write_dataset([OmeroSource(conn, 11), OmeroSource(conn, 22)], tmp_path / "omero.ds")
     slide = omeframe.scan(tmp_path / "omero.ds", image_id="22")
