@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         scan,
         write_dataset,
     )
+    from omeframe.formats.omero.source import OmeroSource, omero_catalog, open_omero
     from omeframe.formats.record.arrays import (
         from_jax_array,
         from_numpy,
@@ -136,6 +137,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "TileProvider": ("omeframe.tiles", 'TileProvider'),
     "PlaneProvider": ("omeframe.tiles", 'PlaneProvider'),
     "get_array_at_mpp": ("omeframe.tiles", 'get_array_at_mpp'),
+    "OmeroSource": ("omeframe.formats.omero.source", 'OmeroSource'),
+    "open_omero": ("omeframe.formats.omero.source", 'open_omero'),
+    "omero_catalog": ("omeframe.formats.omero.source", 'omero_catalog'),
     "UnitError": ("omeframe.model.errors", 'UnitError'),
     "FileTimeoutError": ("omeframe.model.errors", 'FileTimeoutError'),
     "MissingChunksWarning": ("omeframe.model.errors", 'MissingChunksWarning'),
@@ -306,6 +310,9 @@ __all__ = [
     "TileProvider",
     "PlaneProvider",
     "get_array_at_mpp",
+    "OmeroSource",
+    "open_omero",
+    "omero_catalog",
     "UnitError",
     "OmeframeError",
     "DimOrderError",
