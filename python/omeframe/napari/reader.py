@@ -30,7 +30,7 @@ channel, named after it), ``scale`` from the physical pixel sizes (T gets 1),
 ``units`` when pint knows them, ``colormap`` from each channel's colour
 (white or no colour: napari's defaults), ``contrast_limits`` from the stored
 display windows (OME-Zarr ``omero``), else the stored chunk statistics
-(datasets: min and max over the chunks), else the dtype's range (floats:
+(datasets: min and max over the chunks of the coarsest stored level), else the dtype's range (floats:
 ``(0, 1)``). Nothing here reads pixels.
 
 ``napari`` itself is never imported: the tuples are plain data, so this
@@ -288,10 +288,12 @@ def _stored_limits(source: LazySource) -> list[tuple[float, float] | None]:
     windows = _omero_windows(source, n)
     if any(w is not None for w in windows):
         return windows
-    stats = source.chunk_stats()
+    # the coarsest stored level covers the whole image with the fewest chunks to summarise
+    coarsest = source.levels()[-1]
+    stats = coarsest.chunk_stats()
     if not stats or "min" not in stats or "max" not in stats:
         return [None] * n
-    chan = np.asarray(source.pixel_source().origins)[:, 1]
+    chan = np.asarray(coarsest.pixel_source().origins)[:, 1]
     lo = np.asarray(stats["min"], dtype=np.float64)
     hi = np.asarray(stats["max"], dtype=np.float64)
     if lo.shape != chan.shape or hi.shape != chan.shape:
