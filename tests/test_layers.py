@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, float]] = [
     ("tiles", 8.5),
     ("facade", 9), ("query", 9), ("models", 9), ("errors", 9),
     ("loaders", 10), ("catalog", 10), ("duckdb", 10), ("polars", 10), ("dask", 10), ("torch", 10), ("jax", 10),
-    ("cli", 11), ("compat", 12),
+    ("cli", 11), ("napari", 11), ("compat", 12),
     ("__main__", 12), ("", 12),
 ]
 
@@ -95,6 +95,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("omeframe.formats.zarr.source", "omeframe.formats.zarr.models"): "pydantic",
     ("omeframe.formats.zarr.writer", "omeframe.formats.zarr.models"): "pydantic",
     ("omeframe.facade.omearrow", "omeframe.formats.zarr.view"): "zarr",
+    ("omeframe.napari.reader", "omeframe.formats.zarr.view"): "zarr",
     ("omeframe.query.duckdb_conn", "omeframe.formats.vortex.arrow_dataset"): "pyarrow.dataset",
     ("omeframe.query.polars_scan", "omeframe.formats.vortex.arrow_dataset"): "pyarrow.dataset",
 }
