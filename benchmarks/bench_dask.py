@@ -10,10 +10,14 @@ warm-up run that opens the files on the workers:
   least 1.7x as fast as one.
 * ``catalog``: ``catalog.build(..., client=)`` of ``--files`` small ``.npy``
   files (a fresh catalog each run).
+* ``ingest``: ``write_dataset(..., client=)`` of the reduced image read from
+  its dataset (decode, re-encode with zstd, write part files on the
+  workers, one commit on the driver; a fresh dataset each run).
 
 Usage::
 
     python benchmarks/bench_dask.py [--size 8192] [--files 2000] [--repeat 3]
+    python benchmarks/bench_dask.py --quick      # 4096², 400 files, 1 run: a loaded machine
 
 Data is generated under ``bench-output/dask-data/`` (fixed seed) and reused.
 The machine's other load shows in the numbers: run it on an idle machine.
@@ -22,6 +26,7 @@ The machine's other load shows in the numbers: run it on an idle machine.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 from pathlib import Path
@@ -31,6 +36,7 @@ import numpy as np
 
 import omeframe
 from omeframe import catalog
+from omeframe.engine import threads as _threads
 
 OUT = Path("bench-output") / "dask-data"
 
@@ -78,15 +84,20 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=8192, help="Y and X of the reduced image")
     ap.add_argument("--files", type=int, default=2000, help="files of the catalog build")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="small sizes and one run (--size 4096 --files 400 --repeat 1)")
     args = ap.parse_args()
+    if args.quick:
+        args.size, args.files, args.repeat = 4096, 400, 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     from dask.distributed import Client, LocalCluster
 
     OUT.mkdir(parents=True, exist_ok=True)
     ds_path, folder = _dataset(args.size), _files(args.files)
-    results: dict[str, dict[int, float]] = {"reduction": {}, "catalog": {}}
+    results: dict[str, dict[int, float]] = {"reduction": {}, "catalog": {}, "ingest": {}}
     for n in (1, 2):
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
+            client.run(_threads.set_num_threads, 1)  # one core per worker process, as in a catalog build
             arr = omeframe.open_dataset(ds_path).to_dask("big")
 
             def reduction(arr: Any = arr) -> None:
@@ -100,9 +111,20 @@ def main() -> None:
                 catalog.build(folder, out, client=client)
 
             results["catalog"][n] = _time(build, args.repeat)
+            plan = omeframe.open_dataset(ds_path).scan("big")
+            target = OUT / f"ingest-{n}.ds"
+
+            def ingest(client: Any = client, plan: Any = plan, target: Path = target) -> None:
+                shutil.rmtree(target, ignore_errors=True)
+                omeframe.write_dataset(plan, target, image_ids=["big"], chunk_shape=(1, 512, 512), client=client)
+
+            results["ingest"][n] = _time(ingest, args.repeat)
+            shutil.rmtree(target, ignore_errors=True)
     chunks = (-(-args.size // 512)) ** 2
+    print(f"load average at start: {load:.2f} on {os.cpu_count()} cores")
     print("| workload | 1 worker | 2 workers | speed-up |\n|---|---|---|---|")
-    for name, what in (("reduction", f"{args.size}² uint16, {chunks} chunks"), ("catalog", f"{args.files} files")):
+    image = f"{args.size}² uint16, {chunks} chunks"
+    for name, what in (("reduction", image), ("catalog", f"{args.files} files"), ("ingest", image)):
         one, two = results[name][1], results[name][2]
         print(f"| {name} ({what}) | {one:.2f} s | {two:.2f} s | {one / two:.2f}x |")
 

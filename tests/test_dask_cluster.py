@@ -36,7 +36,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def client() -> Iterator[Any]:
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None, worker_dashboard_address=None,
+        dashboard_address=":0", worker_dashboard_address=None,  # any free port: 8787 may be taken
     )
     with distributed.Client(cluster) as c:
         yield c
@@ -122,3 +122,127 @@ def test_catalog_build_on_the_cluster_survives_a_killed_worker(client: Any, tmp_
     # same deterministic row order as the local build
     assert rows["urlpath"].to_pylist() == read_catalog(tmp_path / "local.catalog")["urlpath"].to_pylist()
     assert (catalog.build(src, out, client=client)).n_skipped == 24
+
+
+# ---------------------------------------------------------------------------
+# distributed ingest: write_dataset(client=) and to_ome_zarr(client=)
+# ---------------------------------------------------------------------------
+
+_CHUNK_COLUMNS = ["image_id", "level", "n_chunks", "chunk_lengths", "chunk_checksums", "chunk_frame_lengths", "dtype"]
+
+
+def test_write_dataset_on_the_cluster_equals_the_local_write(client: Any, tmp_path: Path) -> None:
+    import tifffile
+
+    rng = np.random.default_rng(5)
+    imgs = [rng.integers(0, 60000, (1, 2, 3, 70, 90), dtype=np.uint16) for _ in range(3)]
+    tifffile.imwrite(tmp_path / "a.ome.tif", imgs[0][0], metadata={"axes": "CZYX"})
+    # a file-backed source (travels as its path) and two in-memory images (by value)
+    inputs = [omeframe.scan(tmp_path / "a.ome.tif"), imgs[1], imgs[2]]
+    opts: dict[str, Any] = {"image_ids": ["a", "b", "c"], "chunk_shape": (1, 32, 32)}
+    local = omeframe.write_dataset(inputs, tmp_path / "local.ds", **opts)
+    dist = omeframe.write_dataset(inputs, tmp_path / "dist.ds", client=client, **opts)
+    assert dist.generation == 1 and len(dist.manifest.parts) > 2  # one part file per task
+    for iid, img in zip("abc", imgs, strict=True):
+        np.testing.assert_array_equal(dist.scan(iid).export("numpy"), img)
+    # byte for byte the same chunks (payload lengths and checksums), only spread over more parts
+    assert dist.images_table.select(_CHUNK_COLUMNS).equals(local.images_table.select(_CHUNK_COLUMNS))
+    assert all(o is not None for o in dist.images_table["chunk_offsets"].to_pylist())
+    # append on the cluster too: one more generation with the old parts kept
+    grown = dist.append(imgs[1][:, :1], image_ids=["d"], client=client)
+    assert grown.generation == 2 and set(dist.manifest.parts) < set(grown.manifest.parts)
+    np.testing.assert_array_equal(grown.scan("d").export("numpy"), imgs[1][:, :1])
+    np.testing.assert_array_equal(grown.scan("a").export("numpy"), imgs[0])
+    with pytest.raises(TypeError, match="dask.distributed.Client"):
+        omeframe.write_dataset(imgs[1], tmp_path / "bad.ds", client="tcp://127.0.0.1:1")
+
+
+def test_to_ome_zarr_on_the_cluster_equals_the_local_export(client: Any, tmp_path: Path) -> None:
+    import zarr
+
+    rng = np.random.default_rng(6)
+    img = rng.integers(0, 4000, (1, 2, 2, 100, 80), dtype=np.uint16)
+    src = omeframe.write_dataset(img, tmp_path / "in.ds", image_ids=["a"], chunk_shape=(1, 64, 64)).scan("a")
+    kw: dict[str, Any] = {"multiscale_levels": 2, "chunks": (1, 1, 1, 16, 16), "shards": (1, 1, 1, 32, 64)}
+    a = omeframe.to_ome_zarr(src, tmp_path / "local.zarr", **kw)
+    b = omeframe.to_ome_zarr(src, tmp_path / "dist.zarr", client=client, **kw)
+    ga, gb = zarr.open_group(a, mode="r"), zarr.open_group(b, mode="r")
+    assert dict(gb.attrs) == dict(ga.attrs)  # same OME metadata, display windows included
+    assert sorted(gb.array_keys()) == ["0", "1"]
+    np.testing.assert_array_equal(gb["0"][...], img)
+    np.testing.assert_array_equal(gb["1"][...], ga["1"][...])  # level 1 reduced from level 0 as written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist.zarr", "in.ds", "local.zarr"]  # no temp stores
+
+
+def _kill_once(read: Any, marker: str, t: int, c: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> Any:
+    """A block reader that kills its worker process (mid-task) the first time it reads a given chunk."""
+    if (c, z0, y0, x0) == (1, 1, 32, 32) and not os.path.exists(marker):
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return read(t, c, z0, z1, y0, y1, x0, x1)
+
+
+def _fail_on(read: Any, t: int, c: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> Any:
+    if (c, z0, y0, x0) == (0, 2, 32, 0):
+        raise OSError("injected read error")
+    return read(t, c, z0, z1, y0, y1, x0, x1)
+
+
+def _with_reader(img: np.ndarray, wrap: Any, *args: Any) -> Any:
+    import functools
+    from dataclasses import replace
+
+    from omeframe.formats.dataset.inputs import source_input
+    from omeframe.registry import open_source
+
+    inp = source_input(open_source(img))
+    return replace(inp, read_block=functools.partial(wrap, inp.read_block, *args))
+
+
+def test_a_worker_killed_mid_write_leaves_the_committed_state_intact(client: Any, tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 255, (1, 1, 1, 40, 40), dtype=np.uint8)
+    imgs = [rng.integers(0, 60000, (1, 2, 3, 64, 64), dtype=np.uint16) for _ in range(3)]
+    path = tmp_path / "ds"
+    omeframe.write_dataset(base, path, image_ids=["base"], chunk_shape=(1, 32, 32))
+    seen: set[tuple[int, tuple[str, ...]]] = set()
+    done = threading.Event()
+
+    def watch() -> None:  # what a reader sees while the distributed append runs
+        while not done.is_set():
+            ds = omeframe.open_dataset(path)
+            seen.add((ds.generation, tuple(sorted(ds.image_ids))))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    marker = str(tmp_path / "killed")
+    inputs = [_with_reader(imgs[0], _kill_once, marker), imgs[1], imgs[2]]
+    try:
+        grown = omeframe.write_dataset(inputs, path, mode="append", image_ids=["a", "b", "c"],
+                                       chunk_shape=(1, 32, 32), client=client)
+    finally:
+        done.set()
+        watcher.join()
+    assert os.path.exists(marker)  # a worker did die in the middle of a task
+    # the scheduler re-ran the dead worker's task, which rewrote its own part file
+    assert seen <= {(1, ("base",)), (2, ("a", "b", "base", "c"))}  # never a half generation
+    assert grown.generation == 2
+    for iid, img in zip("abc", imgs, strict=True):
+        np.testing.assert_array_equal(grown.scan(iid).export("numpy"), img)
+    assert not list((path / "chunks").glob("*.tmp"))
+
+    # a task that fails for good: nothing is committed, generation 2 stays as it was
+    bad = [imgs[0], _with_reader(imgs[1], _fail_on)]
+    with pytest.raises(OSError, match="injected read error"):
+        omeframe.write_dataset(bad, path, mode="append", image_ids=["x", "y"], chunk_shape=(1, 32, 32),
+                               client=client)
+    again = omeframe.open_dataset(path)
+    assert again.generation == 2 and sorted(again.image_ids) == ["a", "b", "base", "c"]
+    # and the rerun finishes
+    fixed = omeframe.write_dataset(imgs[:2], path, mode="append", image_ids=["x", "y"], chunk_shape=(1, 32, 32),
+                                   client=client)
+    assert fixed.generation == 3
+    np.testing.assert_array_equal(fixed.scan("y").export("numpy"), imgs[1])
+    np.testing.assert_array_equal(omeframe.open_dataset(path).scan("base").export("numpy"), base)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker

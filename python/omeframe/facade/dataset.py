@@ -186,6 +186,7 @@ def write_dataset(
     retries: int = 0,
     gc_grace_seconds: float = DEFAULT_GC_GRACE_SECONDS,
     storage_options: Mapping[str, Any] | None = None,
+    client: Any = None,
 ) -> Dataset:
     """Write images into a chunked dataset directory, streaming chunk by chunk.
 
@@ -226,6 +227,12 @@ def write_dataset(
         Axes of numpy inputs (inferred from the rank when ``None``).
     level
         Pyramid level the images are written as (0 = full resolution).
+    client
+        A ``dask.distributed.Client``: read, encode and write the chunks in
+        tasks on its workers (part files per task), then commit one manifest
+        from this process. The workers must see ``path``; file-backed inputs
+        travel as their paths. Pixels and chunk checksums equal a local
+        write's. See ``docs/howto/scale-out-dask.md``.
 
     Returns
     -------
@@ -245,6 +252,7 @@ def write_dataset(
     Example
     -------
     >>> ds = omeframe.write_dataset(np.zeros((1, 2, 3, 600, 700), np.uint16), "out/", image_ids=["a"])  # doctest: +SKIP
+    >>> ds = omeframe.write_dataset([omeframe.scan(p) for p in paths], "big/", client=client)  # doctest: +SKIP
     """
     given = list(images) if isinstance(images, (list, tuple)) else [images]
     if not given:
@@ -261,7 +269,7 @@ def write_dataset(
         frame_bytes=frame_bytes, progress=progress, retries=retries, gc_grace_seconds=gc_grace_seconds,
         storage_options=dict(storage_options) if storage_options else None,
     )
-    committed = write_items(items, path, opts)
+    committed = write_items(items, path, opts, client=client)
     return Dataset(path, generation=committed.generation, storage_options=storage_options)
 
 

@@ -108,6 +108,13 @@ class _ImageLog:
     heads: list[bytes] = field(default_factory=list)
     frame_lengths: list[int] = field(default_factory=list)
     raw: list[bool] = field(default_factory=list)
+    #: ``[lo, hi)`` of the image's chunk keys (C order) this log writes; ``None``: all of them.
+    key_range: tuple[int, int] | None = None
+
+    def keys(self) -> np.ndarray:
+        """The chunk keys (t, c, z, y, x, dz, dy, dx) this log writes, in C order."""
+        keys = _grid_keys(self.inp.shape, self.grid)
+        return keys if self.key_range is None else keys[self.key_range[0] : self.key_range[1]]
 
 
 def _grid_keys(shape: tuple[int, ...], grid: tuple[int, int, int]) -> np.ndarray:
@@ -136,7 +143,7 @@ class _ChunkStream:
         self.rows = 0
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        total = sum(len(_grid_keys(log.inp.shape, log.grid)) for log in self.logs)
+        total = sum(len(log.keys()) for log in self.logs)
         bar = progress_bar(self.progress, total=total, desc="writing chunks", unit="chunk")
         cols: dict[str, list[Any]] = {f.name: [] for f in CHUNKS_SCHEMA}
         buffered = 0
@@ -144,7 +151,7 @@ class _ChunkStream:
         try:
             for log in self.logs:
                 log.row_start = self.rows
-                keys = _grid_keys(log.inp.shape, log.grid)
+                keys = log.keys()
                 dname = dtype_name(log.inp.dtype)
                 image_id = log.inp.header.image_id
                 for lo in range(0, len(keys), step):
@@ -358,6 +365,202 @@ def _images_rows(logs: list[_ImageLog], parts: list[_Part], offsets: np.ndarray 
         rows["chunk_frame_lengths"].append(log.frame_lengths if log.frame_rows is not None else None)
         rows["chunk_raw"].append(log.raw if log.codec is not None and any(log.raw) else None)
     return pa.table({f.name: pa.array(rows[f.name], f.type) for f in IMAGES_SCHEMA}, schema=IMAGES_SCHEMA)
+
+
+def _write_parts_here(
+    folder: Path, prefix: str, ext: str, fmt: str, stream: _ChunkStream, txn: _Txn, keepalive: _KeepAlive,
+    logs: list[_ImageLog],
+) -> np.ndarray | None:
+    """Write, locate and rename this process's part files; the byte offset of every chunk (or ``None``)."""
+    _write_parts(
+        folder, prefix, ext, fmt, stream, None if fmt == "parquet" else VORTEX_PART_BYTES, txn.parts, keepalive
+    )
+    parts = txn.parts
+    heads = [h for log in logs for h in log.heads]
+    lengths = [n for log in logs for n in log.lengths]
+    crcs = [c for log in logs for c in log.checksums]
+    located: list[np.ndarray] = []
+    for part in parts:
+        lo, hi = part.row_start, part.row_end
+        off = locate_payloads(part.tmp, heads[lo:hi], lengths[lo:hi], crcs[lo:hi])
+        if off is None:
+            located = []
+            break
+        located.append(off)
+        keepalive.touch()
+    for part in parts:
+        os.replace(part.tmp, folder / part.rel)
+        keepalive.rename(part.tmp, folder / part.rel)
+        commit_step(f"rename:{part.rel}")
+    return np.concatenate(located) if located else None
+
+
+# ---------------------------------------------------------------------------
+# distributed writes: chunk batches on dask.distributed workers, one commit here
+# ---------------------------------------------------------------------------
+
+#: Raw (decoded) bytes of chunks per task of a distributed write, at most.
+DASK_TASK_BYTES = 64 << 20
+#: A distributed write cuts at least this many tasks per worker thread (when it has the chunks).
+DASK_TASKS_PER_THREAD = 4
+
+
+@dataclass
+class _TaskResult:
+    """What one worker task of a distributed write wrote: its parts and per-image chunk logs."""
+
+    parts: list[tuple[str, int, int]]  # (rel, first row, end row) within the task
+    logs: list[tuple[list[int], list[int], list[int], list[bool]]]  # lengths, checksums, frames, raw
+    offsets: np.ndarray | None
+
+
+#: One image segment of a task: (input, level, grid, codec, frame_rows, first key, end key).
+_Segment = tuple[ImageInput, int, tuple[int, int, int], str | None, int | None, int, int]
+
+
+def _write_task(
+    segments: list[_Segment],
+    folder: str,
+    prefix: str,
+    fmt: str,
+    compression: str | None,
+    level: int | None,
+    row_group_bytes: int,
+) -> _TaskResult:
+    """Run on a worker: encode the segments' chunks into part files ``<prefix>*`` under ``folder``.
+
+    Names depend only on ``prefix`` (one per task), so a task the scheduler
+    runs again after its worker died rewrites its own files; they are
+    written as ``.tmp`` files, located (byte offsets) and renamed, and stay
+    invisible to readers until the driver commits a manifest naming them.
+    """
+    root = Path(folder)
+    logs = [
+        _ImageLog(inp=inp, level=lv, grid=grid, codec=codec, frame_rows=fr, key_range=(lo, hi))
+        for inp, lv, grid, codec, fr, lo, hi in segments
+    ]
+    stream = _ChunkStream(logs, compression=compression, level=level, row_group_bytes=row_group_bytes, progress=False)
+    txn = _Txn(root)
+    ext = "parquet" if fmt == "parquet" else "vortex"
+    try:
+        offsets = _write_parts_here(root, prefix, ext, fmt, stream, txn, _KeepAlive(), logs)
+    except BaseException:
+        txn.rollback()
+        raise
+    fsync_dir(root / "chunks")
+    return _TaskResult(
+        parts=[(p.rel, p.row_start, p.row_end) for p in txn.parts],
+        logs=[(log.lengths, log.checksums, log.frame_lengths, log.raw) for log in logs],
+        offsets=offsets,
+    )
+
+
+def _task_segments(logs: list[_ImageLog], slots: int) -> list[list[tuple[int, int, int]]]:
+    """Cut the write's chunks (images in order, keys in C order) into tasks of ``(log, lo, hi)`` runs.
+
+    At most :data:`DASK_TASK_BYTES` raw bytes per task, and at least
+    :data:`DASK_TASKS_PER_THREAD` tasks per worker thread while there are chunks.
+    """
+    counts = np.array([len(_grid_keys(log.inp.shape, log.grid)) for log in logs], dtype=np.int64)
+    chunk_bytes = np.array(
+        [int(np.prod(log.grid)) * np.dtype(log.inp.dtype).itemsize for log in logs], dtype=np.int64
+    )
+    total = int(counts.sum())
+    raw = int((counts * chunk_bytes).sum())
+    n_tasks = max(1, min(total, max(-(-raw // DASK_TASK_BYTES), DASK_TASKS_PER_THREAD * max(1, slots))))
+    bounds = np.unique(np.linspace(0, total, n_tasks + 1).round().astype(np.int64))
+    starts = np.concatenate(([0], np.cumsum(counts)))
+    tasks = []
+    for g0, g1 in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        first = int(np.searchsorted(starts, g0, side="right")) - 1
+        last = int(np.searchsorted(starts, g1, side="left"))  # images [first, last) overlap [g0, g1)
+        segs = []
+        for i in range(first, last):
+            lo, hi = max(g0, int(starts[i])) - int(starts[i]), min(g1, int(starts[i + 1])) - int(starts[i])
+            if hi > lo:
+                segs.append((i, lo, hi))
+        tasks.append(segs)
+    return tasks
+
+
+def _write_parts_on_client(
+    client: Any,
+    folder: Path,
+    prefix: str,
+    fmt: str,
+    logs: list[_ImageLog],
+    compression: str | None,
+    level: int | None,
+    row_group_bytes: int,
+    progress: bool | None,
+    txn: _Txn,
+    keepalive: _KeepAlive,
+) -> np.ndarray | None:
+    """Write the part files on ``client``'s workers; fill ``logs`` and ``txn.parts`` as the local write does.
+
+    Every task writes ``<prefix>-t<task>*`` (parts of a task that failed on
+    the driver's side are removed here; files of a task still running after
+    a failure are left to garbage collection). Inputs travel to the workers
+    by pickle: file-backed sources as their paths, in-memory ones by value.
+    """
+    from distributed import as_completed  # lazy: distributed
+
+    slots = sum(int(n) for n in client.nthreads().values())
+    tasks = _task_segments(logs, slots)
+    futures = []
+    for k, segs in enumerate(tasks):
+        payload = [
+            (logs[i].inp, logs[i].level, logs[i].grid, logs[i].codec, logs[i].frame_rows, lo, hi)
+            for i, lo, hi in segs
+        ]
+        futures.append(client.submit(
+            _write_task, payload, str(folder), f"{prefix}-t{k:05d}", fmt, compression, level, row_group_bytes,
+            key=f"omeframe-write-{Path(prefix).name}-t{k:05d}", pure=False,
+        ))
+    order = {f.key: k for k, f in enumerate(futures)}
+    results: list[_TaskResult | None] = [None] * len(tasks)
+    n_chunks = sum(hi - lo for segs in tasks for _, lo, hi in segs)
+    bar = progress_bar(progress, total=n_chunks, desc="writing chunks", unit="chunk", large=n_chunks > 64)
+    try:
+        for fut in as_completed(futures):
+            res: _TaskResult = fut.result()
+            k = order[fut.key]
+            results[k] = res
+            for rel, _, _ in res.parts:
+                keepalive.add(folder / rel)
+            keepalive.touch()
+            bar.update(sum(hi - lo for _, lo, hi in tasks[k]))
+    except BaseException:
+        client.cancel(futures)
+        stem = Path(prefix).name
+        for p in (folder / Path(prefix).parent).glob(f"{stem}-t*"):
+            p.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    row = 0
+    located: list[np.ndarray] = []
+    have_offsets = True
+    for segs, maybe in zip(tasks, results, strict=True):
+        assert maybe is not None  # every future completed
+        for rel, r0, r1 in maybe.parts:
+            txn.parts.append(_Part(rel=rel, tmp=folder / (rel + ".tmp"), row_start=row + r0, row_end=row + r1))
+        for (i, _, _), (lengths, crcs, frames, raw) in zip(segs, maybe.logs, strict=True):
+            log = logs[i]
+            log.lengths.extend(lengths)
+            log.checksums.extend(crcs)
+            log.frame_lengths.extend(frames)
+            log.raw.extend(raw)
+        if maybe.offsets is None:
+            have_offsets = False
+        else:
+            located.append(maybe.offsets)
+        row += sum(len(lengths) for lengths, _, _, _ in maybe.logs)
+    start = 0
+    for log in logs:
+        log.row_start = start
+        start += len(log.lengths)
+    return np.concatenate(located) if have_offsets and located else None
 
 
 def _write_images_table(table: pa.Table, path: Path, fmt: str) -> None:
@@ -620,6 +823,8 @@ def write_items(
     items: Sequence[WriteItem | tuple[LazySource | ImageInput, str | None, int, str | None]],
     path: str | os.PathLike[str],
     options: WriteOptions = WriteOptions(),
+    *,
+    client: Any = None,
 ) -> Manifest:
     """Write ``(image, image_id, level, parent_id)`` items as one committed generation.
 
@@ -634,6 +839,15 @@ def write_items(
     :mod:`omeframe.formats.dataset.manifest`): a crash at any point leaves
     the old or the new generation, and readers that opened the old one keep
     reading it (see :mod:`omeframe.formats.dataset.gc`).
+
+    With ``client`` (a ``dask.distributed.Client``) the chunks are read,
+    encoded and written into part files by tasks on the cluster's workers
+    (runs of chunks in write order, at most :data:`DASK_TASK_BYTES` raw
+    bytes each, named per task so a task re-run after a worker died
+    rewrites its own files); this process then commits one manifest exactly
+    as a local write does. The workers must see ``path`` (one machine or a
+    shared file system) and open the inputs themselves: file-backed sources
+    travel as their paths, in-memory arrays by value.
 
     Returns
     -------
@@ -661,6 +875,12 @@ def write_items(
     row_group_bytes, frame_bytes, progress = options.row_group_bytes, options.frame_bytes, options.progress
     retries = options.retries
     if parse_location(path) is not None:
+        if client is not None:
+            raise ValueError(
+                f"client= writes part files from the workers onto a path they all see; {os.fspath(path)!r} "
+                "is a URL: write to object storage without client= (the driver uploads and commits), "
+                "or write to a shared file system with client="
+            )
         return _write_remote(items, os.fspath(path), options)
     root = local_path(path)
     if not items:
@@ -671,6 +891,10 @@ def write_items(
         raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
     if not options.gc_grace_seconds >= 0:
         raise ValueError(f"gc_grace_seconds must be a non-negative number, got {options.gc_grace_seconds!r}")
+    if client is not None and not all(callable(getattr(client, a, None)) for a in ("submit", "nthreads")):
+        raise TypeError(
+            f"client must be a dask.distributed.Client (or None for a local write), got a {type(client).__name__}"
+        )
     comp = normalize_compression(compression)
     if frame_bytes is not None and (not isinstance(frame_bytes, (int, np.integer)) or frame_bytes < 0):
         raise ValueError(
@@ -746,28 +970,15 @@ def write_items(
     keepalive = _KeepAlive()
     manifest: Manifest | None = None
     try:
-        _write_parts(
-            folder, f"chunks/part-{gen:05d}-{token}", ext, fmt, stream,
-            None if fmt == "parquet" else VORTEX_PART_BYTES, txn.parts, keepalive,
-        )
+        prefix = f"chunks/part-{gen:05d}-{token}"
+        if client is None:
+            offsets = _write_parts_here(folder, prefix, ext, fmt, stream, txn, keepalive, logs)
+        else:
+            offsets = _write_parts_on_client(
+                client, folder, prefix, fmt, logs, comp, compression_level, row_group_bytes, progress, txn,
+                keepalive,
+            )
         parts = txn.parts
-        heads = [h for log in logs for h in log.heads]
-        lengths = [n for log in logs for n in log.lengths]
-        crcs = [c for log in logs for c in log.checksums]
-        located: list[np.ndarray] = []
-        for part in parts:
-            lo, hi = part.row_start, part.row_end
-            off = locate_payloads(part.tmp, heads[lo:hi], lengths[lo:hi], crcs[lo:hi])
-            if off is None:
-                located = []
-                break
-            located.append(off)
-            keepalive.touch()
-        offsets = np.concatenate(located) if located else None
-        for part in parts:
-            os.replace(part.tmp, folder / part.rel)
-            keepalive.rename(part.tmp, folder / part.rel)
-            commit_step(f"rename:{part.rel}")
         fsync_dir(folder / "chunks")
         commit_step("fsync-dir:chunks")
         new_rows = _images_rows(logs, parts, offsets)

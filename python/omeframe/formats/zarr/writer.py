@@ -11,7 +11,10 @@ min/max of level 0).
 
 The store is written into a temporary directory beside ``out_path`` and
 renamed into place at the end: a failed export leaves nothing behind, and an
-existing store is replaced only with ``overwrite=True``.
+existing store is replaced only with ``overwrite=True``. With ``client=`` the
+write units of each level are stored by tasks on ``dask.distributed``
+workers; this process creates the arrays, writes the group's OME metadata
+after the last level and renames the store into place.
 """
 
 from __future__ import annotations
@@ -160,50 +163,52 @@ def _unit_regions(shape: tuple[int, ...], unit: tuple[int, ...]) -> list[tuple[s
     ]
 
 
-def _write_level(
-    arr: Any,
-    src: LazySource,
-    order: str,
-    unit: tuple[int, ...],
-    *,
-    out_dtype: np.dtype[Any],
-    clamp: bool,
-    measure: bool,
+#: Decoded bytes of write units per task of a distributed export, at most.
+DASK_TASK_BYTES = 64 << 20
+#: A distributed export cuts at least this many tasks per worker thread (when it has the units).
+DASK_TASKS_PER_THREAD = 4
+
+
+def _write_unit(
+    arr: Any, plan: LazyImage, order: str, region: tuple[slice, ...], clamp: bool, measure: bool
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Stream ``src`` into ``arr`` unit by unit; per-channel (min, max) when ``measure``."""
-    plan = LazyImage(src)
-    if src.dtype != out_dtype:
-        plan = plan.with_dtype(out_dtype)
-    regions = _unit_regions(tuple(int(s) for s in arr.shape), unit)
+    """Read one write unit's block through ``plan``, store it; its per-channel (min, max) when ``measure``."""
     pos = {a: i for i, a in enumerate(order)}
-    sc = src.shape[1]
+    sel: dict[str, Any] = {}
+    for a in CANONICAL:
+        r = region[pos[a]] if a in pos else slice(0, 1)
+        if a in "YX":
+            sel[a.lower()] = (r.start, r.stop)
+        else:
+            sel[a.lower()] = slice(r.start, r.stop)
+    block = plan.select(**sel).execute(clamp=clamp)
+    out = block.reshape([block.shape[i] for i, a in enumerate(CANONICAL) if a in pos])
+    arr[region] = out
+    if not measure:
+        return None
+    sc = plan.source.shape[1]
+    c0 = region[pos["C"]].start if "C" in pos else 0
+    lo = np.full(sc, np.nan)
+    hi = np.full(sc, np.nan)
+    for j in range(block.shape[1]):
+        part = block[:, j]
+        if part.dtype.kind == "f":
+            if np.isnan(part).all():
+                continue
+            lo[c0 + j], hi[c0 + j] = float(np.nanmin(part)), float(np.nanmax(part))
+        else:
+            lo[c0 + j], hi[c0 + j] = float(part.min()), float(part.max())
+    return lo, hi
 
-    def one(region: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-        sel: dict[str, Any] = {}
-        for a in CANONICAL:
-            r = region[pos[a]] if a in pos else slice(0, 1)
-            if a in "YX":
-                sel[a.lower()] = (r.start, r.stop)
-            else:
-                sel[a.lower()] = slice(r.start, r.stop)
-        block = plan.select(**sel).execute(clamp=clamp)
-        out = block.reshape([block.shape[i] for i, a in enumerate(CANONICAL) if a in pos])
-        arr[region] = out
-        if not measure:
-            return None
-        c0 = region[pos["C"]].start if "C" in pos else 0
-        lo = np.full(sc, np.nan)
-        hi = np.full(sc, np.nan)
-        for j in range(block.shape[1]):
-            part = block[:, j]
-            if part.dtype.kind == "f":
-                if np.isnan(part).all():
-                    continue
-                lo[c0 + j], hi[c0 + j] = float(np.nanmin(part)), float(np.nanmax(part))
-            else:
-                lo[c0 + j], hi[c0 + j] = float(part.min()), float(part.max())
-        return lo, hi
 
+def _write_regions(
+    arr: Any, plan: LazyImage, order: str, regions: list[tuple[slice, ...]], clamp: bool, measure: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write ``regions`` of ``arr`` (a few at a time in the thread pool); per-channel (min, max) of all.
+
+    The task a distributed export runs on a worker, too.
+    """
+    sc = plan.source.shape[1]
     lo_all = np.full(sc, np.nan)
     hi_all = np.full(sc, np.nan)
 
@@ -216,14 +221,69 @@ def _write_level(
         step = max(1, _threads.num_threads() * 2)  # bounded: a few units in flight
         pool = _threads.pool()
         for i in range(0, len(regions), step):
-            futs = [pool.submit(one, r) for r in regions[i : i + step]]
+            futs = [pool.submit(_write_unit, arr, plan, order, r, clamp, measure) for r in regions[i : i + step]]
             wait(futs)  # all settle before an error propagates (nothing writes after cleanup)
             for f in futs:
                 fold(f.result())
     else:
         for region in regions:
-            fold(one(region))
-    return (lo_all, hi_all) if measure else None
+            fold(_write_unit(arr, plan, order, region, clamp, measure))
+    return lo_all, hi_all
+
+
+def _regions_on_client(
+    client: Any, arr: Any, plan: LazyImage, order: str, regions: list[tuple[slice, ...]], unit_bytes: int,
+    clamp: bool, measure: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_write_regions` in tasks on ``client``'s workers (runs of regions); the folded (min, max).
+
+    Every task writes whole write units (shards or chunks), so no two tasks
+    touch one stored object and a task re-run after its worker died rewrites
+    exactly its own objects.
+    """
+    slots = sum(int(n) for n in client.nthreads().values())
+    n = len(regions)
+    n_tasks = max(1, min(n, max(-(-n * unit_bytes // DASK_TASK_BYTES), DASK_TASKS_PER_THREAD * max(1, slots))))
+    bounds = np.unique(np.linspace(0, n, n_tasks + 1).round().astype(np.int64)).tolist()
+    futures = [
+        client.submit(_write_regions, arr, plan, order, regions[a:b], clamp, measure, pure=False)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    try:
+        results = client.gather(futures)
+    except BaseException:
+        client.cancel(futures)
+        raise
+    sc = plan.source.shape[1]
+    lo_all, hi_all = np.full(sc, np.nan), np.full(sc, np.nan)
+    for lo, hi in results:
+        np.fmin(lo_all, lo, out=lo_all)
+        np.fmax(hi_all, hi, out=hi_all)
+    return lo_all, hi_all
+
+
+def _write_level(
+    arr: Any,
+    src: LazySource,
+    order: str,
+    unit: tuple[int, ...],
+    *,
+    out_dtype: np.dtype[Any],
+    clamp: bool,
+    measure: bool,
+    client: Any = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Stream ``src`` into ``arr`` unit by unit (on ``client``'s workers if given); per-channel (min, max)."""
+    plan = LazyImage(src)
+    if src.dtype != out_dtype:
+        plan = plan.with_dtype(out_dtype)
+    regions = _unit_regions(tuple(int(s) for s in arr.shape), unit)
+    if client is not None and regions:
+        unit_bytes = int(np.prod(unit)) * out_dtype.itemsize
+        lo, hi = _regions_on_client(client, arr, plan, order, regions, unit_bytes, clamp, measure)
+    else:
+        lo, hi = _write_regions(arr, plan, order, regions, clamp, measure)
+    return (lo, hi) if measure else None
 
 
 def _windows(lo: np.ndarray, hi: np.ndarray, dtype: np.dtype[Any]) -> list[tuple[float, float, float, float]]:
@@ -257,6 +317,7 @@ def to_ome_zarr(
     compressor_level: int | None = 3,
     image_name: str | None = None,
     overwrite: bool = False,
+    client: Any = None,
 ) -> str:
     """Write ``data`` as an OME-Zarr image, streaming chunk by chunk.
 
@@ -292,11 +353,25 @@ def to_ome_zarr(
         ``multiscales[0].name`` (default: the image's name).
     overwrite
         Replace an existing ``out_path``; otherwise it is an error.
+    client
+        A ``dask.distributed.Client``: the chunks (or shards) of every level
+        are read, encoded and stored by tasks on its workers (runs of whole
+        write units, so no object is written by two tasks, and they measure
+        the display windows on the way); this process creates the arrays,
+        writes the OME group metadata last and moves the store into place. The workers must see
+        ``out_path`` (one machine or a shared file system); the source
+        travels to them by pickle (a file as its path). The result equals a
+        local export's.
 
     Returns
     -------
     str
         ``out_path``.
+
+    Example
+    -------
+    >>> omeframe.to_ome_zarr(omeframe.scan("big.ome.tif"), "big.ome.zarr", multiscale_levels=3)  # doctest: +SKIP
+    >>> omeframe.to_ome_zarr(omeframe.scan("big.ome.tif"), "big.ome.zarr", client=client)        # doctest: +SKIP
     """
     import zarr
 
@@ -316,6 +391,10 @@ def to_ome_zarr(
         raise FileExistsError(f"{str(out)!r} already exists; pass overwrite=True to replace it")
     if not out.parent.exists():
         raise FileNotFoundError(f"parent directory of {str(out)!r} does not exist")
+    if client is not None and not all(callable(getattr(client, a, None)) for a in ("submit", "nthreads")):
+        raise TypeError(
+            f"client must be a dask.distributed.Client (or None for a local export), got a {type(client).__name__}"
+        )
 
     source = as_export_source(data)
     shape = source.shape
@@ -364,7 +443,7 @@ def to_ome_zarr(
                 kwargs["shards"] = sh
             arr = root.create_array(**kwargs)
             measured = _write_level(
-                arr, level_src, order, sh or ch, out_dtype=out_dtype, clamp=clamp, measure=lv == 0
+                arr, level_src, order, sh or ch, out_dtype=out_dtype, clamp=clamp, measure=lv == 0, client=client
             )
             if measured is not None:
                 windows = _windows(measured[0], measured[1], out_dtype)
