@@ -28,12 +28,6 @@ from urllib.parse import urlsplit
 HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Counts:
     """Requests and response body bytes per request path (thread-safe)."""
@@ -218,9 +212,11 @@ def start() -> S3Server:
     """Start moto (server mode) and the proxy on 127.0.0.1; both on free ports."""
     from moto.server import ThreadedMotoServer
 
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # port 0: the server binds an ephemeral port itself (no window in which another
+    # process could take a port chosen beforehand)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
+    port = moto.get_host_and_port()[1]
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
     proxy.daemon_threads = True
     proxy.upstream_port = port  # type: ignore[attr-defined]

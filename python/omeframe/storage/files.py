@@ -13,10 +13,72 @@ import io
 import os
 import threading
 
-__all__ = ["InputFile", "open_input"]
+__all__ = ["InputFile", "PositionalFile", "open_input"]
 
 
-class InputFile(io.RawIOBase):
+class PositionalFile(io.RawIOBase):
+    """A read-only binary file object over positional reads, shared by local and remote files.
+
+    Subclasses set ``_pos`` and ``_lock`` and provide ``size`` and
+    ``_read_at(pos, n)`` (``n`` bytes at ``pos``, fewer only at the end); this
+    class adds the file-object protocol pyarrow and tifffile need: ``seek``,
+    ``tell``, ``read``, ``readinto``, thread-safe for the position.
+    """
+
+    _pos: int
+    _lock: threading.Lock
+
+    @property
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def _read_at(self, pos: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with self._lock:
+            if whence == io.SEEK_SET:
+                self._pos = offset
+            elif whence == io.SEEK_CUR:
+                self._pos += offset
+            else:
+                self._pos = self.size + offset
+            return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        with self._lock:
+            pos = self._pos
+        data = self._read_at(pos, len(b))
+        n = len(data)
+        memoryview(b)[:n] = data
+        with self._lock:
+            self._pos = pos + n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        with self._lock:
+            pos = self._pos
+        if size is None or size < 0:
+            size = self.size - pos
+        data = self._read_at(pos, size)
+        with self._lock:
+            self._pos = pos + len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+
+class InputFile(PositionalFile):
     """A read-only local file with thread-safe ``read_range(offset, length)``."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -36,45 +98,8 @@ class InputFile(io.RawIOBase):
     def size(self) -> int:
         return self._size
 
-    # --- file-object protocol (for pyarrow) -------------------------------
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        with self._lock:
-            if whence == io.SEEK_SET:
-                self._pos = offset
-            elif whence == io.SEEK_CUR:
-                self._pos += offset
-            else:
-                self._pos = self._size + offset
-            return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        with self._lock:
-            pos = self._pos
-        data = self.read_range(pos, len(b))
-        n = len(data)
-        memoryview(b)[:n] = data
-        with self._lock:
-            self._pos = pos + n
-        return n
-
-    def read(self, size: int = -1) -> bytes:
-        with self._lock:
-            pos = self._pos
-        if size is None or size < 0:
-            size = self._size - pos
-        data = self.read_range(pos, size)
-        with self._lock:
-            self._pos = pos + len(data)
-        return data
+    def _read_at(self, pos: int, n: int) -> bytes:
+        return self.read_range(pos, n)
 
     def close(self) -> None:
         if not self.closed:

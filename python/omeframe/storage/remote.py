@@ -35,7 +35,6 @@ Example
 from __future__ import annotations
 
 import functools
-import io
 import os
 import random
 import threading
@@ -46,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from omeframe.model.errors import ConcurrentWriteError, OptionalDependencyError, RemoteStorageError
+from omeframe.storage.files import PositionalFile
 from omeframe.storage.url import RemoteURL, join_url, parse_location
 
 __all__ = [
@@ -501,7 +501,7 @@ class RemoteStore:
 _MEMORY_LOCK = threading.Lock()
 
 
-class RemoteFile(io.RawIOBase):
+class RemoteFile(PositionalFile):
     """One remote object: thread-safe cached range reads and a read-only file object.
 
     Use :meth:`RemoteStore.open`. ``read_range(offset, length)`` matches
@@ -591,26 +591,6 @@ class RemoteFile(io.RawIOBase):
                 return b""
         return self.read_ranges([(offset, stop)])[0]
 
-    # ---- file-object protocol ---------------------------------------------------
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        with self._lock:
-            if whence == io.SEEK_SET:
-                self._pos = offset
-            elif whence == io.SEEK_CUR:
-                self._pos += offset
-            else:
-                self._pos = self.size + offset
-            return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
     def _read_at(self, pos: int, size: int) -> bytes:
         """Sequential reads through a read-ahead block (small metadata reads cost one request)."""
         end = min(pos + size, self.size)
@@ -625,29 +605,6 @@ class RemoteFile(io.RawIOBase):
         block = self.read_ranges([(pos, stop)], cache=False)[0]
         self._block = (pos, block)
         return block[: end - pos]
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        with self._lock:
-            pos = self._pos
-        data = self._read_at(pos, len(b))
-        n = len(data)
-        memoryview(b)[:n] = data
-        with self._lock:
-            self._pos = pos + n
-        return n
-
-    def read(self, size: int = -1) -> bytes:
-        with self._lock:
-            pos = self._pos
-        if size is None or size < 0:
-            size = self.size - pos
-        data = self._read_at(pos, size)
-        with self._lock:
-            self._pos = pos + len(data)
-        return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
 
 
 def open_remote_file(location: object, storage_options: Mapping[str, Any] | None = None) -> RemoteFile | None:
