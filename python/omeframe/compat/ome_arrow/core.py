@@ -222,7 +222,7 @@ class OMEArrow(_of.OMEArrow):
             self._open_warnings = ()
         return self
 
-    def tensor_view(  # type: ignore[override]
+    def tensor_view(
         self,
         *,
         scene: int | None = None,

@@ -246,8 +246,8 @@ class BioImage:
 
     @property
     def channel_names(self) -> list[str]:
-        """The channel names from the file's metadata."""
-        return [c.name for c in self._header.channels]
+        """The channel names from the file's metadata (``C<i>`` where a channel has none)."""
+        return [c.name or f"C{i}" for i, c in enumerate(self._header.channels)]
 
     @property
     def data(self) -> np.ndarray:

@@ -24,9 +24,10 @@ cannot be mapped raises :class:`~omeframe.SchemaError` naming the axes.
 Metadata. The header comes from the OME-XML when present (channel names,
 colours, wavelengths in µm, physical sizes with their units, acquisition
 date), else from ImageJ metadata (``spacing``, ``unit``, LUT colours) and the
-resolution tags (read as declared: 72 dpi is 352.78 µm per pixel), else defaults. **OME-XML that disagrees with the pixel data**
-(sizes that differ from the IFD shapes, planes it declares that the file does
-not hold) is reported with an :class:`~omeframe.formats.tiff.omexml.OMEXMLMismatchWarning`;
+resolution tags (read as declared: 72 dpi is 352.78 µm per pixel), else
+defaults. **OME-XML that disagrees with the pixel data** (sizes that differ
+from the IFD shapes, planes it declares that the file does not hold) is
+reported with an :class:`~omeframe.formats.tiff.omexml.OMEXMLMismatchWarning`;
 omeframe always follows the pixel data: missing planes read as zeros (as in
 ``tifffile``), physical sizes and the acquisition date are kept, channel
 metadata is used only when its channel count matches.
