@@ -79,4 +79,5 @@ def test_reference_suite_against_compat(tmp_path: Path) -> None:
     fixed = sorted(k for k in listed if outcomes.get(k) == "passed")
     assert not unexpected, f"reference tests failing that expected_failures.toml does not list: {unexpected}"
     assert not fixed, f"listed in expected_failures.toml but passing now (remove them): {fixed}"
-    assert len(expected.get("intentional", {})) <= 6
+    # the target of issue 12: at most 5 items that are not mere wording
+    assert len(expected.get("intentional", {})) + len(expected.get("gaps", {})) <= 5

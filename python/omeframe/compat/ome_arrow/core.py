@@ -14,9 +14,10 @@ then, not at ``scan``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -24,12 +25,14 @@ import pyarrow as pa
 import omeframe as _of
 from omeframe.engine.lazy import LazyImage
 from omeframe.formats.record.files import detect_format
+from omeframe.ops.tensor_spec import ViewSpec
 from omeframe.registry import detect, open_source
 
 from . import ingest as _ingest
 from .dataset import write_ome_arrow_dataset
 from .export import to_ome_tiff, to_ome_zarr
 from .ingest import from_jax_array, from_numpy, from_stack_pattern_path, from_tiff, from_torch_array
+from .tensor import LazyTensorView, TensorView, check_chunk_policy, emit_deferred
 from .utils import reference_info
 from .view import view_matplotlib, view_pyvista
 
@@ -98,6 +101,8 @@ class OMEArrow(_of.OMEArrow):
         self._image_type = image_type
         self._pending: tuple[str, str, int] | None = None
         self._plan_value: LazyImage | None = None
+        self._open_warnings: tuple[warnings.WarningMessage, ...] = ()
+        self._struct_array: pa.StructArray | None = None
         if lazy:
             if not isinstance(data, (str, os.PathLike)):
                 raise TypeError(
@@ -113,7 +118,10 @@ class OMEArrow(_of.OMEArrow):
             return
         if isinstance(data, (str, os.PathLike)):
             self._source = str(data)
-            self._set_data(self._read_path(str(data), column_name, row_index, image_type))
+            scalar, array = self._read_path(str(data), column_name, row_index, image_type)
+            self._set_data(scalar)
+            if array is not None and self._data is scalar:  # the record is that array's row
+                self._struct_array = array
         elif isinstance(data, np.ndarray):
             self._set_data(from_numpy(data, dim_order=dim_order or "TCZYX", image_type=image_type))
         elif _is_torch(data):
@@ -129,23 +137,27 @@ class OMEArrow(_of.OMEArrow):
             )
 
     @staticmethod
-    def _read_path(path: str, column_name: str, row_index: int, image_type: str | None) -> pa.StructScalar:
+    def _read_path(
+        path: str, column_name: str, row_index: int, image_type: str | None
+    ) -> tuple[pa.StructScalar, pa.StructArray | None]:
+        """The record at ``path`` and, for record tables, the one-row Arrow array it is a row of."""
         if any(ch in path for ch in _PATTERN_CHARS):
-            return from_stack_pattern_path(path, image_type=image_type)
+            return from_stack_pattern_path(path, image_type=image_type), None
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"no such file or folder: {path!r}")
         entry = detect(p)
         if entry.name == "tiff":
-            return from_tiff(p, image_type=image_type)
+            return from_tiff(p, image_type=image_type), None
         if entry.name == "record-table":
             reader = _ingest.from_ome_vortex if detect_format(p) == "vortex" else _ingest.from_ome_parquet
-            return reader(p, column_name=column_name, row_index=row_index)
+            scalar, array = reader(p, column_name=column_name, row_index=row_index, return_array=True)
+            return scalar, array
         if entry.name in ("ome-zarr", "zarr"):
-            return _ingest.from_ome_zarr(p, image_type=image_type)
+            return _ingest.from_ome_zarr(p, image_type=image_type), None
         # dataset folders (omeframe's and ome-arrow's typed-chunk folders) keep their dtype
         src = open_source(p)
-        return _ingest.to_record(src, chunk_encoding="list", write=_ingest.WriteOptions(compression=None))
+        return _ingest.to_record(src, chunk_encoding="list", write=_ingest.WriteOptions(compression=None)), None
 
     @classmethod
     def scan(  # type: ignore[override]
@@ -165,7 +177,12 @@ class OMEArrow(_of.OMEArrow):
     def _plan(self) -> LazyImage | None:
         if self._plan_value is None and self._pending is not None:
             path, column_name, row_index = self._pending
-            self._plan_value = LazyImage(open_source(path, column_name=column_name, row_index=row_index))
+            # ome-arrow opens a scanned file when the data is read: warnings about the
+            # file (such as the column auto-detection) are kept and emitted then
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._plan_value = LazyImage(open_source(path, column_name=column_name, row_index=row_index))
+            self._open_warnings = tuple(caught)
             self._pending = None
         return self._plan_value
 
@@ -183,9 +200,18 @@ class OMEArrow(_of.OMEArrow):
         new = OMEArrow.__new__(OMEArrow)
         new._pending = None
         new._plan_value = None
+        new._struct_array = None
+        new._open_warnings = self._open_warnings if obj._plan is not None else ()
         for key, value in vars(obj).items():
             setattr(new, key, value)
         return new
+
+    @property
+    def data(self) -> pa.StructScalar:
+        """The record; reading it runs the plan of a lazy image (the source's warnings are emitted then)."""
+        if self._data is None and self._plan is not None:
+            emit_deferred(self._open_warnings)
+        return super().data
 
     def collect(self) -> OMEArrow:
         """Materialise in place (read the plan's chunks) and return ``self``."""
@@ -193,7 +219,41 @@ class OMEArrow(_of.OMEArrow):
             scalar = self.data
             self._plan = None
             self._data = scalar
+            self._open_warnings = ()
         return self
+
+    def tensor_view(
+        self,
+        *,
+        scene: int | None = None,
+        t: int | slice | Sequence[int] | None = None,
+        z: int | slice | Sequence[int] | None = None,
+        c: int | slice | Sequence[int] | None = None,
+        roi: tuple[int, int, int, int] | None = None,
+        roi3d: tuple[int, int, int, int, int, int] | None = None,
+        roi_nd: tuple[int, ...] | None = None,
+        roi_type: Literal["2d", "2d_timelapse", "3d", "4d"] | None = None,
+        tile: tuple[int, int] | None = None,
+        layout: str | None = None,
+        dtype: Any = None,
+        chunk_policy: Literal["auto", "combine", "keep"] = "auto",
+        channel_policy: Literal["error", "first"] = "error",
+    ) -> LazyTensorView | TensorView:
+        """A tensor view: lazy for a scanned or planned image, else over the record (or its Arrow array).
+
+        Layouts are spelled with H/W (``"CHW"``); see :mod:`omeframe.compat.ome_arrow.tensor`.
+        """
+        if scene not in (None, 0):
+            raise ValueError(f"scene {scene} does not exist: an OME-Arrow record holds one scene (0)")
+        check_chunk_policy(chunk_policy)
+        if self._plan is not None:
+            spec = ViewSpec(t, z, c, roi, roi3d, roi_nd, roi_type, tile, layout, dtype, channel_policy)
+            return LazyTensorView(self._plan, spec, open_warnings=self._open_warnings, layout_as_given=layout)
+        return TensorView(
+            self._struct_array if self._struct_array is not None else self.data, t=t, z=z, c=c, roi=roi,
+            roi3d=roi3d, roi_nd=roi_nd, roi_type=roi_type, tile=tile, layout=layout, dtype=dtype,
+            chunk_policy=chunk_policy, channel_policy=channel_policy,
+        )
 
     def info(self) -> dict[str, Any]:
         """``shape``, ``type``, ``summary``, ``channels``, ``is_multichannel`` (ome-arrow's keys)."""

@@ -3,7 +3,8 @@
 The defaults are ome-arrow 0.1.0's: ``clamp_to_uint16=True`` (pixels become
 ``uint16``), list-encoded chunks (``chunk_encoding="list"``) without chunk
 compression, and ``dim_order="TCZYX"`` for numpy arrays. Files are read with
-omeframe's own readers (tifffile, zarr), not BioIO.
+omeframe's own readers (tifffile, zarr), not BioIO, behind a small
+BioIO-shaped :class:`BioImage` adapter that can be replaced.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -19,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import omeframe as _of
+from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import HeaderOptions
 from omeframe.formats.dataset.ingest import to_record
 from omeframe.formats.dataset.writer import WriteOptions
@@ -28,6 +31,7 @@ from omeframe.registry import open_source
 from .meta import OME_ARROW_KNOWN_STRUCTS, OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
 
 __all__ = [
+    "BioImage",
     "OME_ARROW_KNOWN_STRUCTS",
     "OME_ARROW_TAG_TYPE",
     "OME_ARROW_TAG_VERSION",
@@ -193,6 +197,67 @@ def from_jax_array(arr: Any, *, dim_order: str | None = None, **kwargs: Any) -> 
     return _of.from_jax_array(arr, dim_order=dim_order, **_array_kwargs(kwargs))
 
 
+class BioImage:
+    """omeframe's reader behind the part of ``bioio.BioImage`` that file ingest uses.
+
+    ``from_tiff`` and ``from_ome_zarr`` look this name up in this module when
+    they are called, so code (and tests) that replace ``ingest.BioImage``
+    with another object exposing ``data``, ``dims`` and
+    ``physical_pixel_sizes`` (and optionally ``channel_names``), as BioIO's
+    ``BioImage`` does, get that object's pixels ingested. This class itself
+    opens the file with omeframe's readers (tifffile, zarr): the attributes
+    below are read from the file's header, and ``data`` reads every pixel,
+    while the ingest functions stream the chunks through :attr:`source`
+    instead.
+
+    Parameters
+    ----------
+    image
+        Path of a TIFF file or an OME-Zarr store.
+
+    Raises
+    ------
+    FileNotFoundError
+        When nothing exists at ``image``.
+
+    Example
+    -------
+    >>> img = BioImage(image="cells.ome.tiff")          # doctest: +SKIP
+    >>> img.dims.C, img.physical_pixel_sizes.X, img.data.shape   # doctest: +SKIP
+    (2, 0.65, (1, 2, 1, 512, 512))
+    """
+
+    def __init__(self, image: str | os.PathLike[str]) -> None:
+        self.source = open_source(image)
+        self._header = self.source.header()
+
+    @property
+    def dims(self) -> SimpleNamespace:
+        """Axis sizes as attributes ``T``, ``C``, ``Z``, ``Y``, ``X``."""
+        return SimpleNamespace(**dict(zip("TCZYX", self.source.shape, strict=True)))
+
+    @property
+    def physical_pixel_sizes(self) -> SimpleNamespace:
+        """``X``, ``Y``, ``Z`` pixel sizes and the ``unit`` of X (``None`` where unknown)."""
+        h = self._header
+        return SimpleNamespace(
+            X=h.physical_size_x, Y=h.physical_size_y, Z=h.physical_size_z, unit=h.physical_size_x_unit
+        )
+
+    @property
+    def channel_names(self) -> list[str]:
+        """The channel names from the file's metadata (``C<i>`` where a channel has none)."""
+        return [c.name or f"C{i}" for i, c in enumerate(self._header.channels)]
+
+    @property
+    def data(self) -> np.ndarray:
+        """All pixels as a TCZYX array in their stored dtype (reads the whole image)."""
+        return LazyImage(self.source).execute()
+
+
+_OmeframeImage = BioImage
+
+
 def _file_record(
     path: str | os.PathLike[str],
     header: HeaderOptions,
@@ -201,10 +266,49 @@ def _file_record(
     chunk_compression: str | None,
     chunk_compression_level: int | None,
 ) -> pa.StructScalar:
-    write = WriteOptions(compression=chunk_compression, compression_level=chunk_compression_level)
-    return to_record(
-        open_source(path), header=header, write=write, clamp_to_uint16=clamp_to_uint16,
-        chunk_encoding=chunk_encoding,
+    # the module-level name is looked up at call time: replacing ``ingest.BioImage`` changes the reader
+    img: Any = BioImage(image=path)
+    if isinstance(img, _OmeframeImage):
+        write = WriteOptions(compression=chunk_compression, compression_level=chunk_compression_level)
+        return to_record(
+            img.source, header=header, write=write, clamp_to_uint16=clamp_to_uint16,
+            chunk_encoding=chunk_encoding,
+        )
+    return _record_from_image(img, header, clamp_to_uint16, chunk_encoding, chunk_compression, chunk_compression_level)
+
+
+def _record_from_image(
+    img: Any,
+    header: HeaderOptions,
+    clamp_to_uint16: bool,
+    chunk_encoding: Encoding,
+    chunk_compression: str | None,
+    chunk_compression_level: int | None,
+) -> pa.StructScalar:
+    """A record from a BioIO-style image object (``data``, ``dims``, ``physical_pixel_sizes``)."""
+    arr = np.asarray(img.data)
+    dims = tuple(int(getattr(img.dims, a)) for a in "TCZYX")
+    if arr.shape != dims:
+        raise ValueError(
+            f"the image's data has shape {arr.shape} but its dims say TCZYX={dims}; "
+            "BioImage.data must be a TCZYX array"
+        )
+    pps = getattr(img, "physical_pixel_sizes", None)
+
+    def size(axis: str) -> float:
+        value = getattr(pps, axis, None) if pps is not None else None
+        return float(value) if value else 1.0
+
+    names = header.channel_names
+    if names is None or len(names) != dims[1]:
+        found = getattr(img, "channel_names", None)
+        names = [str(n) for n in found] if found is not None and len(found) == dims[1] else None
+    return from_numpy(
+        arr, dim_order="TCZYX", image_id=header.image_id, name=header.name, image_type=header.image_type,
+        channel_names=names, acquisition_datetime=header.acquisition_datetime,
+        clamp_to_uint16=clamp_to_uint16, chunk_encoding=chunk_encoding, chunk_compression=chunk_compression,
+        chunk_compression_level=chunk_compression_level, physical_size_x=size("X"), physical_size_y=size("Y"),
+        physical_size_z=size("Z"), physical_size_unit=str(getattr(pps, "unit", None) or "µm"),
     )
 
 
@@ -220,7 +324,10 @@ def from_tiff(
     chunk_compression: str | None = None,
     chunk_compression_level: int | None = None,
 ) -> pa.StructScalar:
-    """Read a (OME-)TIFF file into one record (``uint16`` and list chunks by default)."""
+    """Read a (OME-)TIFF file into one record (``uint16`` and list chunks by default).
+
+    The file is opened with this module's :class:`BioImage` (omeframe's TIFF reader).
+    """
     head = HeaderOptions(
         image_id=image_id, name=name, image_type=image_type, channel_names=channel_names,
         acquisition_datetime=acquisition_datetime,
@@ -240,7 +347,10 @@ def from_ome_zarr(
     chunk_compression: str | None = None,
     chunk_compression_level: int | None = None,
 ) -> pa.StructScalar:
-    """Read an OME-Zarr image (level 0) into one record (``uint16`` and list chunks by default)."""
+    """Read an OME-Zarr image (level 0) into one record (``uint16`` and list chunks by default).
+
+    The store is opened with this module's :class:`BioImage` (omeframe's OME-Zarr reader).
+    """
     head = HeaderOptions(
         image_id=image_id, name=name, image_type=image_type, channel_names=channel_names,
         acquisition_datetime=acquisition_datetime,

@@ -1,23 +1,25 @@
-"""Shape and relationship tables (``ome_arrow.shapes``), mapped onto :mod:`omeframe.shapes`."""
+"""Shape and relationship tables (``ome_arrow.shapes``), mapped onto :mod:`omeframe.shapes`.
+
+Tables, metadata and checks are omeframe's; the errors (``ValueError``
+subclasses naming the offending row and field) start with ome-arrow's words
+(``"Unsupported geometry_encoding"``, ``"Missing schema metadata"``,
+``"geometry row 0"``, ``"child_id values must not be null"``,
+``"Unsupported relationship_type"``), followed by omeframe's explanation.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from omeframe import shapes as _shapes
-from omeframe.shapes import (
-    geometry_storage_type,
-    make_relationship_table,
-    make_shape_table,
-    relationship_schema,
-    shape_metadata,
-    shape_schema,
-)
+from omeframe.model.errors import ShapeValidationError
+from omeframe.shapes import relationship_schema, shape_metadata
 from omeframe.shapes.schema import read_shape_metadata
 
 OME_ARROW_SHAPES_METADATA_KEY = _shapes.SHAPES_METADATA_KEY
@@ -44,11 +46,60 @@ __all__ = [
 ]
 
 
+_METADATA_KEYS = {
+    k.decode() if isinstance(k, bytes) else str(k)
+    for k in (OME_ARROW_SHAPES_METADATA_KEY, OME_ARROW_RELATIONSHIPS_METADATA_KEY)
+}
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reference_words(err: ShapeValidationError) -> str:
+    """``err``'s message led by the words ome-arrow 0.1.0 uses for the same problem."""
+    msg, field, row = str(err), err.field, err.row
+    if field == "geometry_encoding":
+        head = "Unsupported geometry_encoding"
+    elif row is None and field in _METADATA_KEYS:
+        head = f"Missing schema metadata {field!r}"
+    elif row is not None and field == "relationship_type" and "is not one of" in msg:
+        head = f"Unsupported relationship_type in row {row}"
+    elif row is not None and msg.split(". Fix the value")[0].endswith(f"{field} is null"):
+        head = f"{field} values must not be null (row {row})"
+    elif row is not None and field is not None:
+        head = f"{field} row {row}"
+    else:
+        return msg
+    return f"{head}: {msg}"
+
+
+def _with_reference_words(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` raising its :class:`ShapeValidationError` with :func:`_reference_words`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except ShapeValidationError as err:
+            raise ShapeValidationError(
+                _reference_words(err), row=err.row, field=err.field, object_id=err.object_id
+            ) from err
+
+    return wrapper
+
+
+shape_schema = _with_reference_words(_shapes.shape_schema)
+geometry_storage_type = _with_reference_words(_shapes.geometry_storage_type)
+make_shape_table = _with_reference_words(_shapes.make_shape_table)
+make_relationship_table = _with_reference_words(_shapes.make_relationship_table)
+
+
+@_with_reference_words
 def validate_shape_table(table: pa.Table) -> None:
     """Raise ``ValueError`` naming the first invalid row and field; return ``None`` when valid."""
     _shapes.validate_shape_table(table)
 
 
+@_with_reference_words
 def validate_relationship_table(table: pa.Table) -> None:
     """Raise ``ValueError`` naming the first invalid edge; return ``None`` when valid."""
     _shapes.validate_relationship_table(table)

@@ -24,9 +24,10 @@ cannot be mapped raises :class:`~omeframe.SchemaError` naming the axes.
 Metadata. The header comes from the OME-XML when present (channel names,
 colours, wavelengths in µm, physical sizes with their units, acquisition
 date), else from ImageJ metadata (``spacing``, ``unit``, LUT colours) and the
-resolution tags, else defaults. **OME-XML that disagrees with the pixel data**
-(sizes that differ from the IFD shapes, planes it declares that the file does
-not hold) is reported with an :class:`~omeframe.formats.tiff.omexml.OMEXMLMismatchWarning`;
+resolution tags (read as declared: 72 dpi is 352.78 µm per pixel), else
+defaults. **OME-XML that disagrees with the pixel data** (sizes that differ
+from the IFD shapes, planes it declares that the file does not hold) is
+reported with an :class:`~omeframe.formats.tiff.omexml.OMEXMLMismatchWarning`;
 omeframe always follows the pixel data: missing planes read as zeros (as in
 ``tifffile``), physical sizes and the acquisition date are kept, channel
 metadata is used only when its channel count matches.
@@ -606,10 +607,13 @@ class TiffSource(LazySource):
         return val(282), val(283)
 
     def _resolution_um(self) -> tuple[float, float] | None:
-        """Pixel size from XResolution/YResolution in inch or cm units.
+        """Pixel size in µm from XResolution/YResolution in inch or cm units.
 
-        Resolutions of 1000 pixels per inch or less (72/96/300 dpi...) describe
-        print or screen size, not the specimen, and are ignored.
+        The tags are read as the TIFF specification defines them (pixels per
+        ResolutionUnit), as tifffile, BioIO and Bio-Formats read them: a
+        72 dpi file has 25400 / 72 = 352.78 µm pixels, even where 72 dpi is an
+        image editor's default rather than a property of the specimen. Files
+        without a unit (ResolutionUnit 1, tifffile's default) have no size.
         """
         unit_tag = self._kf.tags.get(296)
         if unit_tag is None:
@@ -618,10 +622,7 @@ class TiffSource(LazySource):
         rx, ry = self._resolution()
         if per_unit is None or rx is None or ry is None:
             return None
-        px, py = per_unit / rx, per_unit / ry
-        if max(px, py) >= 25.4:
-            return None
-        return px, py
+        return per_unit / rx, per_unit / ry
 
     def _tiff_datetime(self) -> datetime | None:
         t = self._kf.tags.get(306)
