@@ -73,8 +73,9 @@ def decode_zstd_into(
     Frame ``i`` is ``data[starts[i]:starts[i] + lengths[i]]`` (``data``: any
     buffer, e.g. an Arrow buffer or a memory map) and must decode to exactly
     ``sizes[i]`` bytes (no frame may expand beyond it) and pass its checksum.
-    All frames are decoded in one call of ``zstandard``'s multi-frame decoder,
-    in its own threads.
+    Frames are decoded in blocks of about :data:`DECODE_BLOCK_BYTES` by
+    ``zstandard``'s multi-frame decoder, one block per thread of the shared
+    pool, each block copied into place by the thread that decoded it.
 
     Raises
     ------
@@ -87,22 +88,45 @@ def decode_zstd_into(
         raise PixelPayloadError(f"{what}: {n} frames of {int(np.sum(sizes))} bytes do not fill {flat.size} bytes")
     if n == 0:
         return
+    sizes = np.asarray(sizes, dtype=np.int64)
+    cum = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(sizes, out=cum[1:])
+    # Blocks of about DECODE_BLOCK_BYTES decoded bytes, each decoded and copied into
+    # place by one thread while its buffer is still in cache: the copy runs in
+    # parallel too, and zstd's own output buffers stay small.
+    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), DECODE_BLOCK_BYTES), side="right") - 1
+    bounds = np.unique(np.append(cuts, n))
+
+    def block(b: int) -> None:
+        lo, hi = int(bounds[b]), int(bounds[b + 1])
+        _decode_block(flat[int(cum[lo]) : int(cum[hi])], data, starts[lo:hi], lengths[lo:hi], sizes[lo:hi], lo, what)
+
+    _threads.run_each(block, range(len(bounds) - 1))
+
+
+#: Decoded bytes per block of a bulk decode (one thread decodes and places a block).
+DECODE_BLOCK_BYTES = 4 << 20
+
+
+def _decode_block(
+    flat: np.ndarray, data: Any, starts: np.ndarray, lengths: np.ndarray, sizes: np.ndarray, first: int, what: str
+) -> None:
+    """Decode one run of frames into ``flat`` in this thread (frame numbers count from ``first``)."""
     import zstandard
 
-    seg = np.empty((n, 2), dtype=np.uint64)
+    seg = np.empty((len(starts), 2), dtype=np.uint64)
     seg[:, 0] = starts
     seg[:, 1] = lengths
-    frames = zstandard.BufferWithSegments(data, seg.tobytes())
-    threads = _threads.num_threads() if _threads.can_parallelize() and n > 64 else 0
     try:
         decoded = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
-            frames, decompressed_sizes=np.asarray(sizes, dtype=np.uint64).tobytes(), threads=threads
+            zstandard.BufferWithSegments(data, seg.tobytes()),
+            decompressed_sizes=sizes.astype(np.uint64).tobytes(), threads=0,
         )
     except zstandard.ZstdError as exc:
         m = re.search(r"item (\d+)", str(exc))
-        where = f" (frame {m.group(1)})" if m else ""
+        where = f" (frame {first + int(m.group(1))})" if m else ""
         raise PixelPayloadError(f"{what}: a zstd chunk payload does not decode{where}: {exc}") from exc
-    gather_segments(decoded, np.asarray(sizes, dtype=np.int64), flat)
+    gather_segments(decoded, sizes, flat)
 
 
 def gather_segments(decoded: Any, sizes: np.ndarray, flat: np.ndarray) -> None:
