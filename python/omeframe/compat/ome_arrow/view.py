@@ -12,10 +12,8 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
-from omeframe.formats.record.decode import to_dict, to_numpy
 from omeframe.ops.view import view_matplotlib
+from omeframe.ops.view3d import view_pyvista as _view_pyvista
 
 __all__ = ["view_matplotlib", "view_pyvista"]
 
@@ -51,10 +49,9 @@ def view_pyvista(
 ) -> Any:
     """Render channel ``c`` (first time point) as a PyVista volume and return the ``Plotter``.
 
-    ``scaling_values`` are the (Z, Y, X) voxel spacings (the record's physical
-    sizes by default); ``clim`` defaults to the ``percentile_clim``
-    percentiles of the volume; ``backend`` is passed to
-    ``pyvista.set_jupyter_backend`` unless ``"auto"``.
+    The reference's behaviour when PyVista is missing (a ``RuntimeWarning``,
+    then ``RuntimeError``), then :func:`omeframe.view_pyvista`, which reads
+    only channel ``c`` and every ``downsample``-th voxel lazily.
 
     Raises
     ------
@@ -70,29 +67,8 @@ def view_pyvista(
             stacklevel=2,
         )
         raise RuntimeError("PyVista-based visualization needs the pyvista package: pip install pyvista")
-    step = max(1, int(downsample))
-    vol = to_numpy(data)[0, int(c)][:, ::step, ::step].astype(np.float32)
-    if scaling_values is None:
-        pm = to_dict(data)["pixels_meta"]
-        sz, sy, sx = (float(pm.get(f"physical_size_{a}") or 1.0) for a in "zyx")
-    else:
-        sz, sy, sx = scaling_values
-    grid = pyvista.ImageData(dimensions=vol.shape[::-1], spacing=(sx * step, sy * step, sz))
-    grid.point_data["intensity"] = vol.ravel(order="C")
-    if clim is None:
-        lo, hi = np.percentile(vol, percentile_clim)
-        clim = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
-    if backend != "auto":
-        pyvista.set_jupyter_backend(backend)
-    plotter = pyvista.Plotter(off_screen=not show)
-    plotter.set_background(background)
-    plotter.add_volume(
-        grid, scalars="intensity", opacity=opacity, clim=clim, shade=False,
-        mapper="smart", opacity_unit_distance=sampling_scale * min(sx, sy, sz),
+    # ome-arrow treats a downsample below 1 as 1; omeframe's renderer refuses it
+    return _view_pyvista(
+        data, c, max(1, int(downsample)), scaling_values, opacity, clim, show_axes, backend,
+        interpolation, background, percentile_clim, sampling_scale, show,
     )
-    plotter.volume.prop.interpolation_type = interpolation
-    if show_axes:
-        plotter.show_axes()
-    if show:
-        plotter.show()
-    return plotter
