@@ -16,6 +16,7 @@ reader.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -183,6 +184,72 @@ def _parse_header(buf: bytes) -> tuple[_Header, int]:
     return h, r.pos
 
 
+#: Slots of :func:`_fast_header`'s result.
+_TYPE, _UNCOMP, _COMP, _CRC, _NVALUES, _NNULLS, _ENCODING, _DEFLEN, _REPLEN, _ISCOMP = range(10)
+_TOP_SLOTS = {1: _TYPE, 2: _UNCOMP, 3: _COMP, 4: _CRC}
+_V1_SLOTS = {1: _NVALUES, 2: _ENCODING}
+_V2_SLOTS = {1: _NVALUES, 2: _NNULLS, 4: _ENCODING, 5: _DEFLEN, 6: _REPLEN}
+
+
+def _fast_header(buf: bytes | mmap.mmap, pos: int) -> tuple[_Header, int] | None:
+    """:func:`_parse_header` for the headers writers usually emit, in one flat loop.
+
+    Reads a header at ``buf[pos:]`` made of short-form field ids, I32 fields
+    and the v1/v2 data-page structs (no statistics). Returns ``None`` for
+    anything else (or a header cut off by the end of ``buf``), and the caller
+    falls back to the general parser. A table of small images has one page
+    per few kilobytes, so this loop runs tens of thousands of times per file.
+    """
+    vals = [-1, -1, -1, -1, -1, 0, -1, 0, 0, 1]
+    has_crc = False
+    slots = _TOP_SLOTS
+    top = True
+    last = outer_last = 0
+    try:
+        while True:
+            head = buf[pos]
+            pos += 1
+            t = head & 0x0F
+            if t == _STOP:
+                if top:
+                    break
+                top, slots, last = True, _TOP_SLOTS, outer_last
+                continue
+            delta = head >> 4
+            if not delta:
+                return None
+            last += delta
+            if t == _I32:
+                b = buf[pos]
+                pos += 1
+                v = b & 0x7F
+                shift = 7
+                while b & 0x80:
+                    b = buf[pos]
+                    pos += 1
+                    v |= (b & 0x7F) << shift
+                    shift += 7
+                slot = slots.get(last)
+                if slot is not None:
+                    vals[slot] = (v >> 1) ^ -(v & 1)
+                    has_crc |= slot == _CRC and top
+            elif t == _STRUCT and top and last in (5, 8):
+                top, slots, outer_last, last = False, (_V1_SLOTS if last == 5 else _V2_SLOTS), last, 0
+            elif t in (_TRUE, _FALSE) and not top and slots is _V2_SLOTS and last == 7:
+                vals[_ISCOMP] = int(t == _TRUE)
+            elif t == _STRUCT and not top and buf[pos] == _STOP:  # empty statistics
+                pos += 1
+            else:
+                return None
+    except IndexError:
+        return None
+    h = _Header(
+        vals[_TYPE], vals[_UNCOMP], vals[_COMP], vals[_CRC] & 0xFFFFFFFF if has_crc else None, vals[_NVALUES],
+        vals[_NNULLS], vals[_ENCODING], vals[_DEFLEN], vals[_REPLEN], bool(vals[_ISCOMP]),
+    )
+    return h, pos
+
+
 @dataclass(frozen=True)
 class ValuePages:
     """Where a column's values start, page by page.
@@ -227,7 +294,7 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
     crcs: list[int] = []
     codecs: set[str] = set()
     seen = 0
-    with open(os.fspath(path), "rb") as fh:
+    with open(os.fspath(path), "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         for g in range(md.num_row_groups):
             cc = md.row_group(g).column(column_index)
             codecs.add(cc.compression)
@@ -237,16 +304,15 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
                 raise UnsupportedLayout(f"row group {g}: the column has a dictionary page")
             pos = cc.data_page_offset
             end = cc.data_page_offset + cc.total_compressed_size
+            if end > len(mm) or pos < 0:
+                raise UnsupportedLayout(f"row group {g}: the column chunk lies past the end of the file")
             while pos < end:
-                fh.seek(pos)
-                head = fh.read(min(256, end - pos))
-                try:
-                    h, hlen = _parse_header(head)
-                except EOFError:
-                    fh.seek(pos)
-                    head = fh.read(min(1 << 16, end - pos))
+                parsed = _fast_header(mm, pos)
+                if parsed is not None and parsed[1] <= end:
+                    h, hlen = parsed[0], parsed[1] - pos
+                else:
                     try:
-                        h, hlen = _parse_header(head)
+                        h, hlen = _parse_header(mm[pos : min(pos + (1 << 16), end)])
                     except EOFError:
                         raise UnsupportedLayout(f"row group {g}: unreadable page header") from None
                 body = pos + hlen
@@ -254,12 +320,10 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
                 if h.type == _DATA_PAGE:
                     if h.encoding != _PLAIN or cc.compression != "UNCOMPRESSED":
                         raise UnsupportedLayout(f"row group {g}: a v1 data page is compressed or not PLAIN")
-                    fh.seek(body)
                     vstart = body
                     for present in (max_rep > 0, max_def > 0):  # v1: 4-byte-length-prefixed RLE levels
                         if present:
-                            fh.seek(vstart)
-                            vstart += 4 + int.from_bytes(fh.read(4), "little")
+                            vstart += 4 + int.from_bytes(mm[vstart : vstart + 4], "little")
                     n_values = h.num_values
                 elif h.type == _DATA_PAGE_V2:
                     if h.encoding != _PLAIN:

@@ -11,6 +11,7 @@ chunk also gets its pixel index (see :mod:`~omeframe.formats.record.pixel_index`
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from omeframe.formats.vortex.file import write_vortex_stream
 from omeframe.model.errors import SchemaError
 from omeframe.model.record import looks_like_record_type
 from omeframe.storage import parquet as pqio
-from omeframe.storage.atomic import atomic_path
+from omeframe.storage.atomic import atomic_path, fsync_file
 
 __all__ = ["write_record_batches", "SMALL_IMAGE_BYTES", "SMALL_IMAGE_ROW_GROUP_BYTES"]
 
@@ -42,7 +43,7 @@ SMALL_IMAGE_ROW_GROUP_BYTES = 64 << 20
 #: Data-page size of raw chunks compressed by Parquet: a random take
 #: decompresses one page per row it reads, a scan pays a small cost per page
 #: (measured in ``benchmarks/bench_tables.py``; see docs/concepts/layouts.md).
-RAW_PAGE_BYTES = 16 << 10
+RAW_PAGE_BYTES = 4 << 10
 
 
 def _check_batch(batch: pa.Table, column_name: str, schema: pa.Schema | None) -> pa.Table:
@@ -116,11 +117,11 @@ def write_record_batches(
 
 def _mean_chunk_bytes(column: pa.ChunkedArray) -> int:
     """Average stored bytes of one chunk payload (plus its 4-byte Parquet length)."""
-    arr = column.combine_chunks()
-    if not len(arr) or arr.type.get_field_index("chunks") < 0:
+    if not len(column) or column.type.get_field_index("chunks") < 0:
         return 1
-    n_chunks = int(pc.sum(pc.list_value_length(arr.field("chunks"))).as_py() or 0)
-    pixels = float(record_row_sizes(column).sum()) - 512.0 * len(arr)
+    # Chunk by chunk: combining the column would copy every pixel byte once more.
+    n_chunks = sum(int(pc.sum(pc.list_value_length(pc.struct_field(c, "chunks"))).as_py() or 0) for c in column.chunks)
+    pixels = float(record_row_sizes(column).sum()) - 512.0 * len(column)
     return max(1, int(pixels / max(n_chunks, 1)) + 4)
 
 
@@ -152,11 +153,14 @@ def _write_parquet(
     schema = first.schema.with_metadata(merged)
     kwargs = pqio._writer_kwargs(schema, compression, precompressed)
     if mode == "pages" and index.usable:
+        value_bytes = _mean_chunk_bytes(first[column_name])
+        page_values = max(1, RAW_PAGE_BYTES // value_bytes)
         kwargs.update(
             data_page_version="2.0",  # levels apart from values: a page's values are found from its header
-            data_page_size=RAW_PAGE_BYTES,
-            # Pages are cut between write batches: a batch of a quarter page keeps them near the target.
-            write_batch_size=max(1, RAW_PAGE_BYTES // 4 // _mean_chunk_bytes(first[column_name])),
+            # Pages are cut between write batches, once a page holds ``data_page_size`` bytes: a
+            # batch of one page's values and a size just under it make every page one batch.
+            data_page_size=max(1, page_values * value_bytes - value_bytes // 2),
+            write_batch_size=page_values,
         )
     pending: list[pa.Table] = []
     sizes: list[np.ndarray] = []
@@ -196,5 +200,12 @@ def _write_parquet(
             if total == 0:
                 writer.write_table(schema.empty_table())
         if index.usable and total:
-            append_index(tmp, f"{column_name}.chunks.list.element.pixel_bytes", index)
+            # The bulk of the file goes to disk while the index is built from its
+            # page headers; the commit's own fsync then has only the index left.
+            flushing = threading.Thread(target=fsync_file, args=(tmp,), name="omeframe-fsync", daemon=True)
+            flushing.start()
+            try:
+                append_index(tmp, f"{column_name}.chunks.list.element.pixel_bytes", index)
+            finally:
+                flushing.join()
     return Path(path)
