@@ -326,8 +326,9 @@ def records_from_arrays(
 #: Raw pixel bytes per encoded batch when writing a stack or a list of arrays:
 #: bounds the memory a write holds beside its input.
 BATCH_BYTES = 64 << 20
-#: Chunks of a stack below this many raw bytes are stored raw, in Parquet pages
-#: compressed with zstd, unless a chunk codec is chosen explicitly.
+#: Chunks of a stack below this many raw bytes are stored raw (in Parquet pages
+#: compressed with zstd, or in Vortex's compressed column) unless a chunk codec
+#: is chosen explicitly.
 SMALL_CHUNK_BYTES = 2048
 #: Images per batch on the per-image (general) path.
 BATCH_IMAGES = 4096
@@ -610,8 +611,9 @@ def write_table(
         ``chunk_compression=`` (``compression`` here is the Parquet codec).
         Without one, chunks of a stack are zstd frames, except tiny chunks
         (under :data:`SMALL_CHUNK_BYTES`, e.g. 16×16 uint8 crops), which are
-        stored raw in zstd-compressed Parquet pages: smaller, faster to write
-        and to scan (measured; see docs/concepts/layouts.md).
+        stored raw in zstd-compressed Parquet pages (in Vortex: raw, in its
+        compressed column): smaller, faster to write and to scan (measured;
+        see docs/concepts/layouts.md).
     columns
         Extra columns (plate, well, cell id, features ...) as a mapping of
         equal-length sequences or a table with one row per image.
@@ -651,11 +653,12 @@ def write_table(
             pixel_index=pixel_index, **encode,
         ))
         return url
-    # Tiny chunks of a stack go raw into zstd-compressed pages when the table
-    # is Parquet with zstd pages and a pixel index (see SMALL_CHUNK_BYTES).
-    pages_ok = (
-        pixel_index and compression is not None and str(compression).lower() == "zstd"
-        and detect_format(path, format) == "parquet"
+    # Tiny chunks of a stack are stored raw when the table compresses them
+    # across records: Parquet with zstd pages and a pixel index, or Vortex,
+    # whose own encodings compress the column (see SMALL_CHUNK_BYTES).
+    fmt = detect_format(path, format)
+    pages_ok = fmt == "vortex" or (
+        pixel_index and compression is not None and str(compression).lower() == "zstd" and fmt == "parquet"
     )
     return write_record_batches(
         path,
