@@ -210,7 +210,12 @@ class S3Server:
 
 def start() -> S3Server:
     """Start moto (server mode) and the proxy on 127.0.0.1; both on free ports."""
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    # moto serves through werkzeug, which logs every request at INFO: keep test and benchmark output clean
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
     # port 0: the server binds an ephemeral port itself (no window in which another
     # process could take a port chosen beforehand)
