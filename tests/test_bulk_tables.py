@@ -389,3 +389,21 @@ def test_gather_segments_equals_joining_every_frame(threads):
     out = np.empty(int(sizes.sum()), dtype=np.uint8)
     gather_segments(decoded, sizes, out)
     assert out.tobytes() == b"".join(raw)
+
+
+def test_page_tables_decode_in_blocks_with_raw_stored_pages(tmp_path, monkeypatch):
+    """Full scans and takes over many decode blocks, with pages zstd cannot shrink stored raw."""
+    from omeframe.formats.record import pixel_index
+
+    monkeypatch.setattr(pixel_index, "DECODE_BLOCK_BYTES", 64 << 10)  # many blocks from a small table
+    rng = np.random.default_rng(5)
+    tiny = cells(3000, y=16, x=16, seed=43)
+    tiny[1000:1400] = rng.integers(0, 256, tiny[1000:1400].shape, dtype=np.uint8)  # incompressible noise
+    t = of.open_table(of.write_table(tmp_path / "t.parquet", tiny, dim_order="CYX"))
+    pages = t._index.pages
+    assert pages is not None and len(pages.num_values) > 50
+    assert (pages.values_stored < 0).any() and (pages.values_stored > 0).any()  # raw and compressed pages
+    assert np.array_equal(t.to_numpy(), tiny)
+    rows = rng.permutation(3000)[:700]  # unsorted, across every block
+    assert np.array_equal(t.to_numpy(rows), tiny[rows])
+    assert np.array_equal(t.to_numpy(np.arange(1200, 1300)), tiny[1200:1300])

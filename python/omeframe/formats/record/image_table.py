@@ -384,8 +384,8 @@ class ImageTable:
         if index.pages is not None:
             if ulay.codec is not None or (sizes != index.value_size).any():
                 return None
-            values = read_page_values(mm, index, chunk_ids, what=what)
-            target.reshape(-1).view(np.uint8)[:] = values.reshape(-1)
+            flat = target.reshape(-1).view(np.uint8).reshape(len(chunk_ids), index.value_size)
+            read_page_values(mm, index, chunk_ids, what=what, out=flat)
             if not whole:
                 scatter_chunks(target, ulay, out6)
             return out6

@@ -37,7 +37,7 @@ import numpy as np
 
 from omeframe.engine import threads as _threads
 from omeframe.formats.record.decode import _flat_struct
-from omeframe.formats.record.stack import binary_offsets, gather_segments, uniform_layout
+from omeframe.formats.record.stack import DECODE_BLOCK_BYTES, binary_offsets, gather_segments, uniform_layout
 from omeframe.model.dtypes import dtype_name
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError, PixelPayloadError
 from omeframe.storage.parquet_pages import UnsupportedLayout, ValuePages, value_pages
@@ -389,13 +389,18 @@ def layout_of(arr: pa.StructArray) -> Layout | None:
     return Layout(lay.shape, dtype_name(lay.dtype), lay.keys, (lay.codec,) * len(lay.keys))
 
 
-def read_page_values(mm: Any, index: PixelIndex, chunk_ids: np.ndarray, *, what: str) -> np.ndarray:
+def read_page_values(
+    mm: Any, index: PixelIndex, chunk_ids: np.ndarray, *, what: str, out: np.ndarray | None = None
+) -> np.ndarray:
     """The payloads of ``chunk_ids`` from a table whose raw chunks lie in compressed pages.
 
-    Reads each page the chunks live in once, checks its Parquet CRC-32,
-    decompresses the values of all those pages in one multi-frame call and
-    gathers the chunks, whose payloads all have ``index.value_size`` bytes.
-    Returns a ``(len(chunk_ids), value_size)`` uint8 array in the order asked.
+    Reads each page the chunks live in once, checks its Parquet CRC-32 and
+    decompresses it; pages are handled in blocks of at most
+    :data:`DECODE_BLOCK_BYTES` decoded bytes, each decoded, checked and
+    copied into place by one thread of the shared pool while it is in cache
+    (a full scan holds no more than a block per thread beside its result).
+    Returns (or fills ``out`` with) a ``(len(chunk_ids), value_size)`` uint8
+    array in the order asked.
 
     Raises
     ------
@@ -406,16 +411,57 @@ def read_page_values(mm: Any, index: PixelIndex, chunk_ids: np.ndarray, *, what:
     CorruptFileError
         When a value's stored length disagrees with the index.
     """
+    pages = index.pages
+    assert pages is not None and pages.values_raw is not None
+    vsize = index.value_size
+    width = vsize + 4
+    n = len(chunk_ids)
+    if out is None:
+        out = np.empty((n, vsize), dtype=np.uint8)
+    elif out.shape != (n, vsize) or out.dtype != np.uint8:
+        raise ValueError(f"out must be a ({n}, {vsize}) uint8 array, got {out.shape} {out.dtype}")
+    if not n:
+        return out
+    page_of = np.searchsorted(pages.first_value, chunk_ids, side="right") - 1
+    order = None if n == 1 or bool((np.diff(page_of) >= 0).all()) else np.argsort(page_of, kind="stable")
+    spages = page_of if order is None else page_of[order]
+    sids = chunk_ids if order is None else chunk_ids[order]
+    used, first = np.unique(spages, return_index=True)
+    pos = np.append(first, n)  # the chunks of used page u sit at sorted positions pos[u]:pos[u + 1]
+    raw = pages.values_raw[used].astype(np.int64)
+    cum = np.zeros(len(used) + 1, dtype=np.int64)
+    np.cumsum(raw, out=cum[1:])
+    # Blocks: at most DECODE_BLOCK_BYTES, and at least one per thread for a small take.
+    per = max(64 << 10, min(DECODE_BLOCK_BYTES, -(-int(cum[-1]) // _threads.num_threads())))
+    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), per), side="right") - 1
+    bounds = np.unique(np.append(cuts, len(used)))
+
+    def block(b: int) -> None:
+        u0, u1 = int(bounds[b]), int(bounds[b + 1])
+        rows = _decode_pages(mm, pages, used[u0:u1], raw[u0:u1], what).reshape(-1, width)
+        s0, s1 = int(pos[u0]), int(pos[u1])
+        page_row = (cum[u0:u1] - cum[u0]) // width  # first row of each page in ``rows``
+        local = page_row[np.searchsorted(used[u0:u1], spages[s0:s1])] + (sids[s0:s1] - pages.first_value[spages[s0:s1]])
+        whole = order is None and s1 - s0 == len(rows) and int(local[0]) == 0 and bool((np.diff(local) == 1).all())
+        picked = rows if whole else rows[local]
+        prefix = np.ndarray((len(picked),), dtype="<u4", buffer=picked, strides=(width,))
+        if (prefix != vsize).any():
+            raise CorruptFileError(f"{what}: a value's stored length disagrees with the pixel index")
+        if order is None:
+            out[s0:s1] = picked[:, 4:]
+        else:
+            out[order[s0:s1]] = picked[:, 4:]
+
+    _threads.run_each(block, range(len(bounds) - 1))
+    return out
+
+
+def _decode_pages(mm: Any, pages: ValuePages, used: np.ndarray, raw: np.ndarray, what: str) -> np.ndarray:
+    """Check the CRCs of pages ``used`` and return their values back to back (``raw[i]`` bytes each)."""
     import zstandard
 
-    pages = index.pages
-    assert pages is not None and pages.values_stored is not None and pages.values_raw is not None
-    assert pages.body_start is not None and pages.body_len is not None and pages.crc is not None
-    width = index.value_size + 4
-    if not len(chunk_ids):  # zstandard's multi-frame decoder must not see an empty batch
-        return np.zeros((0, index.value_size), dtype=np.uint8)
-    page_of = np.searchsorted(pages.first_value, chunk_ids, side="right") - 1
-    used, where = np.unique(page_of, return_inverse=True)
+    assert pages.values_stored is not None and pages.body_start is not None
+    assert pages.body_len is not None and pages.crc is not None
     view = memoryview(mm)
     try:
         for p in used.tolist():  # one CRC per page read, not per chunk
@@ -428,8 +474,8 @@ def read_page_values(mm: Any, index: PixelIndex, chunk_ids: np.ndarray, *, what:
     finally:
         view.release()
     stored = pages.values_stored[used]
-    packed = np.flatnonzero(stored >= 0)  # pages whose values are zstd frames
-    parts: list[Any] = [None] * len(used)
+    buf = np.empty(int(raw.sum()), dtype=np.uint8)
+    packed = np.flatnonzero(stored >= 0)  # pages whose values are zstd frames (the writer may keep some raw)
     if len(packed):
         seg = np.empty((len(packed), 2), dtype=np.uint64)
         seg[:, 0] = pages.values_start[used[packed]]
@@ -437,28 +483,18 @@ def read_page_values(mm: Any, index: PixelIndex, chunk_ids: np.ndarray, *, what:
         try:
             decoded = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
                 zstandard.BufferWithSegments(mm, seg.tobytes()),
-                decompressed_sizes=pages.values_raw[used[packed]].astype(np.uint64).tobytes(),
-                threads=_threads.num_threads() if _threads.can_parallelize() and len(packed) > 8 else 0,
+                decompressed_sizes=raw[packed].astype(np.uint64).tobytes(), threads=0,
             )
         except zstandard.ZstdError as exc:
             raise PixelPayloadError(f"{what}: a page of the pixel column does not decompress: {exc}") from exc
-        if len(packed) == len(used):  # every page compressed: one copy per decoder buffer
-            sizes = pages.values_raw[used].astype(np.int64)
-            flat = np.empty(int(sizes.sum()), dtype=np.uint8)
-            gather_segments(decoded, sizes, flat)
-        else:
-            for j, i in enumerate(packed.tolist()):
-                parts[i] = decoded[j]
-    if len(packed) < len(used):
-        for i in np.flatnonzero(stored < 0).tolist():  # values the writer kept raw (incompressible)
-            lo = int(pages.values_start[used[i]])
-            parts[i] = mm[lo : lo - int(stored[i])]
-        flat = np.frombuffer(b"".join(parts), dtype=np.uint8)
-    rows = flat.reshape(-1, width)
-    base = np.zeros(len(used), dtype=np.int64)
-    if len(used) > 1:
-        np.cumsum(pages.num_values[used][:-1], out=base[1:])
-    picked = rows[base[where] + (chunk_ids - pages.first_value[page_of])]
-    if (picked[:, :4].copy().view("<u4").reshape(-1) != index.value_size).any():
-        raise CorruptFileError(f"{what}: a value's stored length disagrees with the pixel index")
-    return picked[:, 4:]
+        if len(packed) == len(used):  # one copy per decoder buffer
+            gather_segments(decoded, raw, buf)
+            return buf
+    at = np.zeros(len(used) + 1, dtype=np.int64)
+    np.cumsum(raw, out=at[1:])
+    for j, i in enumerate(packed.tolist()):
+        buf[at[i] : at[i + 1]] = np.frombuffer(decoded[j].tobytes(), dtype=np.uint8)
+    for i in np.flatnonzero(stored < 0).tolist():
+        lo = int(pages.values_start[used[i]])
+        buf[at[i] : at[i + 1]] = np.frombuffer(mm[lo : lo + int(raw[i])], dtype=np.uint8)
+    return buf
