@@ -407,3 +407,45 @@ def test_page_tables_decode_in_blocks_with_raw_stored_pages(tmp_path, monkeypatc
     rows = rng.permutation(3000)[:700]  # unsorted, across every block
     assert np.array_equal(t.to_numpy(rows), tiny[rows])
     assert np.array_equal(t.to_numpy(np.arange(1200, 1300)), tiny[1200:1300])
+
+
+@pytest.mark.parametrize("stats", [False, True])
+@pytest.mark.parametrize("checksum", [False, True])
+def test_page_header_parsers_agree_on_every_page(tmp_path, stats, checksum):
+    """The regex match, the flat loop and the general Thrift walk read every page header alike."""
+    import mmap
+
+    from omeframe.storage import parquet_pages as pp
+
+    rng = np.random.default_rng(3)
+    values = [rng.integers(0, 40, int(n), dtype=np.uint8).tobytes() for n in rng.integers(200, 900, 400)]
+    path = tmp_path / "p.parquet"
+    pq.write_table(
+        pa.table({"v": pa.array(values, pa.large_binary())}), path, compression="zstd", use_dictionary=False,
+        data_page_version="2.0", data_page_size=4000, write_batch_size=8, write_statistics=stats,
+        write_page_checksum=checksum, row_group_size=150,
+    )
+    md = pq.ParquetFile(path).metadata
+    seen = {"regex": 0, "flat": 0}
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        for g in range(md.num_row_groups):
+            cc = md.row_group(g).column(0)
+            pos, end = cc.data_page_offset, cc.data_page_offset + cc.total_compressed_size
+            while pos < end:
+                general, hlen = pp._parse_header(mm[pos : pos + 4096])
+                flat = pp._fast_header(mm, pos)
+                if flat is not None:
+                    seen["flat"] += 1
+                    assert flat == (general, pos + hlen)
+                m = pp._V2_HEADER.match(mm, pos)
+                if m is not None:
+                    seen["regex"] += 1
+                    unc, comp, crc, nv, *_ = (pp._zigzag_varint(b) for b in m.groups()[:-1])
+                    assert m.end() == pos + hlen
+                    assert (unc, comp, nv) == (general.uncompressed_size, general.compressed_size, general.num_values)
+                    assert crc & 0xFFFFFFFF == general.crc
+                pos += hlen + general.compressed_size
+    # Arrow's usual header (checksum, no statistics) takes the regex; statistics need the general walk
+    assert seen["regex"] > 0 if (checksum and not stats) else seen["regex"] == 0
+    pages = value_pages(path, pq.ParquetFile(path), 0)
+    assert int(pages.num_values.sum()) == 400

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -184,6 +185,30 @@ def _parse_header(buf: bytes) -> tuple[_Header, int]:
     return h, r.pos
 
 
+_VARINT = rb"([\x80-\xff]{0,4}[\x00-\x7f])"
+#: The v2 data-page header Arrow writes for a column without statistics:
+#: type, sizes, CRC, then the v2 struct (values, nulls, rows, encoding, level
+#: lengths, is_compressed, an empty statistics struct), each a short-form field.
+_V2_HEADER = re.compile(
+    rb"\x15\x06\x15" + _VARINT + rb"\x15" + _VARINT + rb"\x15" + _VARINT + rb"\x4c"
+    + b"".join(rb"\x15" + _VARINT for _ in range(6)) + rb"([\x11\x12])(?:\x1c\x00)?\x00\x00",
+    re.DOTALL,
+)
+_varints: dict[bytes, int] = {}
+
+
+def _zigzag_varint(b: bytes) -> int:
+    v = _varints.get(b)
+    if v is None:
+        v = 0
+        for i, x in enumerate(b):
+            v |= (x & 0x7F) << (7 * i)
+        v = (v >> 1) ^ -(v & 1)
+        if len(_varints) < 1 << 16:  # sizes and counts repeat from page to page; CRCs do not
+            _varints[b] = v
+    return v
+
+
 #: Slots of :func:`_fast_header`'s result.
 _TYPE, _UNCOMP, _COMP, _CRC, _NVALUES, _NNULLS, _ENCODING, _DEFLEN, _REPLEN, _ISCOMP = range(10)
 _TOP_SLOTS = {1: _TYPE, 2: _UNCOMP, 3: _COMP, 4: _CRC}
@@ -284,14 +309,10 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
     md = pf.metadata
     col_schema = pf.schema.column(column_index)
     max_rep, max_def = col_schema.max_repetition_level, col_schema.max_definition_level
-    firsts: list[int] = []
-    starts: list[int] = []
-    counts: list[int] = []
-    stored: list[int] = []
-    raw: list[int] = []
-    bodies: list[int] = []
-    body_lens: list[int] = []
-    crcs: list[int] = []
+    # per page: first value, values start, value count, stored and raw bytes of the values,
+    # body start, body length, CRC (-1: none)
+    recs: list[tuple[int, int, int, int, int, int, int, int]] = []
+    match, z = _V2_HEADER.match, _zigzag_varint
     codecs: set[str] = set()
     seen = 0
     with open(os.fspath(path), "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -307,6 +328,25 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
             if end > len(mm) or pos < 0:
                 raise UnsupportedLayout(f"row group {g}: the column chunk lies past the end of the file")
             while pos < end:
+                m = match(mm, pos)
+                if m is not None and m.end() <= end:  # the usual v2 page header, matched in C
+                    unc, comp, crc, nv, nn, _rows, enc, dl, rl, flag = m.groups()
+                    levels = z(dl) + z(rl)
+                    comp_size, n_values = z(comp), z(nv)
+                    if z(enc) != _PLAIN or z(nn):
+                        raise UnsupportedLayout(f"row group {g}: a v2 data page holds nulls or is not PLAIN")
+                    body = m.end()
+                    vstored, vraw = comp_size - levels, z(unc) - levels
+                    if flag == b"\x12" and cc.compression != "UNCOMPRESSED":  # values kept raw (see below)
+                        if vstored != vraw:
+                            raise UnsupportedLayout(f"row group {g}: a raw-stored page has two sizes")
+                        vstored = -vraw
+                    if n_values:
+                        crc32 = z(crc) & 0xFFFFFFFF
+                        recs.append((seen, body + levels, n_values, vstored, vraw, body, comp_size, crc32))
+                        seen += n_values
+                    pos = body + comp_size
+                    continue
                 parsed = _fast_header(mm, pos)
                 if parsed is not None and parsed[1] <= end:
                     h, hlen = parsed[0], parsed[1] - pos
@@ -348,23 +388,16 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
                 if h.compressed_size < 0:
                     raise UnsupportedLayout(f"row group {g}: a page header has no size")
                 if n_values:
-                    firsts.append(seen)
-                    starts.append(vstart)
-                    counts.append(n_values)
-                    stored.append(vstored)
-                    raw.append(vraw)
-                    bodies.append(body)
-                    body_lens.append(h.compressed_size)
-                    crcs.append(-1 if h.crc is None else h.crc)
+                    recs.append(
+                        (seen, vstart, n_values, vstored, vraw, body, h.compressed_size, -1 if h.crc is None else h.crc)
+                    )
                     seen += n_values
                 pos = body + h.compressed_size
     if len(codecs) > 1:
         raise UnsupportedLayout(f"the column's row groups use different codecs: {sorted(codecs)}")
     codec = codecs.pop() if codecs else "UNCOMPRESSED"
-    as64 = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    cols = np.asarray(recs, dtype=np.int64).reshape(-1, 8).T.copy()
+    firsts, starts, counts, stored, raw, bodies, body_lens, crcs = cols
     if codec == "UNCOMPRESSED":
-        return ValuePages(as64(firsts), as64(starts), as64(counts))
-    return ValuePages(
-        as64(firsts), as64(starts), as64(counts), codec, as64(stored), as64(raw), as64(bodies), as64(body_lens),
-        as64(crcs),
-    )
+        return ValuePages(firsts, starts, counts)
+    return ValuePages(firsts, starts, counts, codec, stored, raw, bodies, body_lens, crcs)
