@@ -170,3 +170,39 @@ def test_finished_read_does_not_keep_the_record_payloads_alive(tmp_path: Path) -
     gc.collect()
     assert np.array_equal(out, a)
     assert pa.total_allocated_bytes() - before < stored // 4
+
+
+def test_read_ahead_keeps_order_runs_one_ahead_and_reraises() -> None:
+    pulled: list[int] = []
+    threads: set[str] = set()
+
+    def produce():
+        for i in range(5):
+            pulled.append(i)
+            threads.add(threading.current_thread().name)
+            yield i
+
+    it = _threads.read_ahead(produce())
+    assert next(it) == 0
+    assert next(it) == 1
+    assert pulled[-1] <= 2  # at most one item computed ahead of the consumer
+    assert list(it) == [2, 3, 4]
+    assert all(name.startswith("omeframe-ahead") for name in threads)
+
+    def failing():
+        yield 1
+        raise RuntimeError("batch 2 is broken")
+
+    with pytest.raises(RuntimeError, match="batch 2 is broken"):
+        list(_threads.read_ahead(failing()))
+
+
+def test_a_failing_batch_stream_leaves_no_table(tmp_path: Path) -> None:
+    def batches():
+        yield np.zeros((4, 2, 8, 8), np.uint8)
+        raise ValueError("the third camera went away")
+
+    target = tmp_path / "t.parquet"
+    with pytest.raises(ValueError, match="camera went away"):
+        of.write_table(target, batches(), dim_order="CYX")
+    assert not target.exists() and list(tmp_path.iterdir()) == []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 _DONE = object()
@@ -151,6 +151,24 @@ def run_each(fn: Callable[[T], object], items: Sequence[T]) -> None:
             job.done.acquire()
     if failed:
         raise failed[0]
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """Yield the items of ``items`` while the next one is computed on another thread.
+
+    For a producer and a consumer that both release the GIL (encoding a batch
+    while the previous one is written), the two overlap. The producer is only
+    ever advanced by one thread, one item ahead; its exceptions surface where
+    the item would have been yielded.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omeframe-ahead") as ex:
+        nxt: Future[Any] = ex.submit(next, items, _DONE)
+        while True:
+            item = nxt.result()
+            if item is _DONE:
+                return
+            nxt = ex.submit(next, items, _DONE)
+            yield cast(T, item)
 
 
 def _after_fork_in_child() -> None:

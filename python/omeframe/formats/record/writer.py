@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from omeframe.engine import threads as _threads
 from omeframe.formats.record.files import (
     _pixels_precompressed,
     detect_format,
@@ -96,7 +97,8 @@ def write_record_batches(
     fmt = detect_format(path, format)
     if row_group_bytes is not None and row_group_bytes <= 0:
         raise ValueError(f"row_group_bytes must be positive, got {row_group_bytes}")
-    it = iter(batches)
+    # The next batch is encoded while the writer compresses and writes this one.
+    it = _threads.read_ahead(iter(batches))
     first = next(it, None)
     if first is None:
         raise ValueError("no batches to write; pass at least one batch of images")
