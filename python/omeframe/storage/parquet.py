@@ -67,6 +67,10 @@ def _is_pixel_leaf(path: str) -> bool:
     return path.endswith(_PIXEL_LEAVES)
 
 
+#: Leaf paths inside a record's nested lists and chunk grid.
+_NESTED_RECORD_LISTS = (".chunks.list.element.", ".planes.list.element.", ".channels.list.element.", ".chunk_grid.")
+
+
 def _writer_kwargs(
     schema: pa.Schema, compression: str | None, pixels_precompressed: bool
 ) -> dict[str, Any]:
@@ -78,7 +82,10 @@ def _writer_kwargs(
     plain = [p for p in leaves if not _is_pixel_leaf(p)]
     return {
         "compression": comp,
-        "write_statistics": plain,
+        # Statistics where a filter can use them: not on the elements of a record's
+        # nested lists (chunk keys, planes, channels), which no row filter prunes
+        # by, and which cost 13% of writing a table of small crops.
+        "write_statistics": [p for p in plain if not any(part in p for part in _NESTED_RECORD_LISTS)],
         "use_dictionary": plain,
         # A CRC32 in every page header, verified by open_parquet's readers: a
         # damaged page is an error, never wrong values.
