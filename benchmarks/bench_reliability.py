@@ -23,6 +23,7 @@ import shutil
 import statistics
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ])
 
     # -- record tables in Vortex: the row CRC-32 of the hidden column -----------------
+    # The reader checks blocks of rows: one CRC over a block's bytes (libdeflate when
+    # imagecodecs is installed, else zlib) against the fold of its rows' stored CRCs.
+    from omeframe.formats.vortex import checksum as vortex_checksum
     from omeframe.formats.vortex import file as vortex_file
 
     tiny = cells(n, 16, seed=3)  # tiny crops: raw chunks in Vortex's own encodings, the row CRC is their check
@@ -133,13 +137,27 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             vortex_file._stores_crcs = checks
 
-    vx = interleaved({v: (lambda v=v: read_vortex(v)) for v in (True, False)}, reps * 2)
+    vx = interleaved({v: (lambda v=v: read_vortex(v)) for v in (True, False)}, reps * 4)
     vx_cost = vx[True] / vx[False] - 1
+    fast = vortex_checksum.crc32_function()
     rows.append([
-        f"Vortex record table, full read of {n} crops 3x16x16: row CRC-32",
-        f"{vx[True] * 1e3:.0f} ms", f"{vx[False] * 1e3:.0f} ms", f"{vx_cost:+.1%}",
+        f"Vortex record table, full read of {n} crops 3x16x16: row CRC-32 ({fast.__module__.split('.')[0]})",
+        f"{vx[True] * 1e3:.1f} ms", f"{vx[False] * 1e3:.1f} ms", f"{vx_cost:+.1%}",
         "PASS" if vx_cost <= 0.05 else "FAIL", "<= 5%",
     ])
+    if fast is not zlib.crc32:  # the same read without imagecodecs: zlib's CRC
+        saved = vortex_checksum.crc32_function
+        vortex_checksum.crc32_function = lambda: zlib.crc32
+        try:
+            vz = interleaved({v: (lambda v=v: read_vortex(v)) for v in (True, False)}, reps * 4)
+        finally:
+            vortex_checksum.crc32_function = saved
+        vz_cost = vz[True] / vz[False] - 1
+        rows.append([
+            f"Vortex record table, full read of {n} crops 3x16x16: row CRC-32 (zlib)",
+            f"{vz[True] * 1e3:.1f} ms", f"{vz[False] * 1e3:.1f} ms", f"{vz_cost:+.1%}",
+            "PASS" if vz_cost <= 0.05 else "FAIL", "<= 5%",
+        ])
 
     # -- datasets: per-chunk CRC on a warm ROI --------------------------------------
     side = 2048 if args.quick else 4096
