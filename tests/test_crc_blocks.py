@@ -16,8 +16,9 @@ import pyarrow as pa
 import pytest
 
 import omeframe as of
+from omeframe.formats.vortex import checksum as vchecksum
 from omeframe.formats.vortex import file as vfile
-from omeframe.formats.vortex.checksum import BLOCK_BYTES, _byte_spans, bad_rows, row_crcs
+from omeframe.formats.vortex.checksum import _byte_spans, bad_rows, row_crcs
 from omeframe.storage import crc as crcmod
 from omeframe.storage.crc import crc32, crc32_combine_groups
 
@@ -64,10 +65,18 @@ def test_combine_groups_rejects_bad_groups():
         crc32_combine_groups(crcs, lengths[:2], np.array([0]))
 
 
+@pytest.fixture(params=[512, None], ids=["512-byte-blocks", "default-blocks"])
+def block_bytes(request, monkeypatch) -> int:
+    """The block size under test: small (many blocks, rows of their own) and the default."""
+    if request.param is not None:
+        monkeypatch.setattr(vchecksum, "BLOCK_BYTES", request.param)
+    return vchecksum.BLOCK_BYTES
+
+
 def _column() -> tuple[pa.StructArray, list[np.ndarray]]:
     """Raw-chunk records of mixed sizes: 1-byte rows, small crops, and rows longer than a block."""
     rng = np.random.default_rng(2)
-    shapes = [(1, 1), (3, 5), (80, 100), (16, 16), (40, 40), (1, 1), (70, 90)] + [(16, 24)] * 30 + [(2, 3)] * 8
+    shapes = [(1, 1), (3, 5), (200, 180), (16, 16), (40, 40), (1, 1), (190, 200)] + [(64, 64)] * 30 + [(2, 3)] * 8
     images = [rng.integers(0, 256, s, dtype=np.uint8) for s in shapes]
     return of.records_from_arrays(images, dim_order="YX", chunk_compression=None), images
 
@@ -78,15 +87,15 @@ def _damaged(images: list[np.ndarray], row: int, byte: int, bit: int) -> pa.Stru
     return of.records_from_arrays([*images[:row], image, *images[row + 1 :]], dim_order="YX", chunk_compression=None)
 
 
-def test_the_column_spans_blocks_of_small_rows_and_rows_of_their_own():
+def test_the_column_spans_blocks_of_small_rows_and_rows_of_their_own(block_bytes):
     col, _ = _column()
     _, starts, stops = _byte_spans(col)
     lengths = stops - starts
-    assert (lengths >= BLOCK_BYTES).sum() == 2 and (lengths < 8).sum() >= 9
-    assert stops[-1] > 4 * BLOCK_BYTES  # several blocks
+    assert (lengths >= block_bytes).sum() >= 2 and (lengths < 8).sum() >= 9
+    assert stops[-1] > 4 * block_bytes  # several blocks
 
 
-def test_every_damaged_pixel_row_is_named_exactly():
+def test_every_damaged_pixel_row_is_named_exactly(block_bytes):
     col, images = _column()
     crcs = row_crcs([col])
     assert bad_rows([col], crcs).size == 0
@@ -98,7 +107,7 @@ def test_every_damaged_pixel_row_is_named_exactly():
             assert bad_rows([damaged], crcs).tolist() == [row], (row, byte)
 
 
-def test_damaged_stored_crcs_and_several_rows_are_named():
+def test_damaged_stored_crcs_and_several_rows_are_named(block_bytes):
     col, images = _column()
     crcs = row_crcs([col])
     for row in (0, 2, 5, 20, len(images) - 1):
@@ -112,7 +121,7 @@ def test_damaged_stored_crcs_and_several_rows_are_named():
     assert bad_rows([damaged], both).tolist() == [9, 10]
 
 
-def test_chunked_and_sliced_columns_and_several_columns():
+def test_chunked_and_sliced_columns_and_several_columns(block_bytes):
     col, images = _column()
     crcs = row_crcs([col])
     chunked = pa.chunked_array([col.slice(0, 11), col.slice(11, 20), col.slice(31)])

@@ -124,20 +124,18 @@ def _digit_tables(position: int) -> np.ndarray:
 
 def _times_x8n(v: np.ndarray, n: np.ndarray) -> np.ndarray:
     """``v[i] * x**(8 * n[i])`` for arrays of CRCs ``v`` (uint32) and byte counts ``n`` (int64 >= 0)."""
-    v = v.astype(np.uint32, copy=True)
+    v = np.ascontiguousarray(v, dtype="<u4")
     top = int(n.max()) if n.size else 0
     position = 0
     while top >> (4 * position):
-        digit = ((n >> (4 * position)) & 15).astype(np.intp)
+        digit = (n >> (4 * position)) & 15
         if digit.any():
             table = _digit_tables(position)
             base = digit * 1024
-            v = (
-                table[base + (v & 255)]
-                ^ table[base + 256 + ((v >> 8) & 255)]
-                ^ table[base + 512 + ((v >> 16) & 255)]
-                ^ table[base + 768 + (v >> 24)]
-            )
+            octets = v.view(np.uint8).reshape(-1, 4)  # little-endian: octet i is bits 8i..8i+7
+            v = table[base + octets[:, 0]]
+            for i in (1, 2, 3):
+                v ^= table[base + (256 * i) + octets[:, i]]
         position += 1
     return v
 

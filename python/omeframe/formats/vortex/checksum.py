@@ -22,14 +22,16 @@ and per-row CRCs only inside a block that fails, to name its damaged rows.
 Blocks hold the rows starting in one :data:`BLOCK_BYTES` window (a row that long
 is a block of its own), so a block of small rows spans less than twice that.
 
-The block check is as strong as the row check where it matters: the fold
-equals the block's CRC exactly when the stored CRCs and the bytes agree, so any
-damage confined to one row — any flipped byte, any burst of up to 32 bits, in
-the pixels or in the stored CRC — is caught exactly as by that row's own check,
-and a block of under 11 KiB keeps CRC-32's Hamming distance 4 (every error of up
-to 3 bits is caught) that a row of 372 bytes to 11 KiB has on its own. Damage
-spread over several rows of one block passes only when the errors cancel in the
-32-bit fold (about 2**-32 for random damage, the odds of any single CRC-32).
+The block check gives the row check's verdict on any damage confined to one
+row, whatever it is (pixel bytes, the stored CRC, or both): the block's CRC
+and the fold differ by that row's own discrepancy times a power of ``x``,
+which is zero exactly when the row's check would pass. So every flipped byte,
+every burst of up to 32 bits and every damaged row is caught as before.
+Damage spread over several rows of one block passes only if the rows'
+discrepancies cancel in the 32-bit fold (about 2**-32 for random damage, the
+odds of any CRC-32; 1- and 2-bit errors are always caught as blocks stay far
+below 2**32 bits). What blocks give up is the extra worst-case guarantee a
+short row has on its own (every 3-bit error within a row of under 11 KiB).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from omeframe.storage.crc import crc32_combine_groups, crc32_function
 __all__ = ["BLOCK_BYTES", "bad_rows", "ome_columns", "row_crcs"]
 
 #: Rows whose pixel bytes start in one window of this many bytes are checked as one block.
-BLOCK_BYTES = 5632  # blocks of small rows stay under 11 KiB: CRC-32's Hamming distance 4
+BLOCK_BYTES = 32768  # blocks of small rows stay under 64 KiB: ~1 CRC call per 32 KiB
 
 
 def ome_columns(schema: pa.Schema) -> list[str]:
