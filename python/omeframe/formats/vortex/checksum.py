@@ -49,6 +49,8 @@ __all__ = ["BLOCK_BYTES", "bad_rows", "ome_columns", "row_crcs"]
 
 #: Rows whose pixel bytes start in one window of this many bytes are checked as one block.
 BLOCK_BYTES = 32768  # blocks of small rows stay under 64 KiB: ~1 CRC call per 32 KiB
+#: Fewer rows than this are checked row by row (under ~1 ms; blocks need tables built once per process).
+ROWWISE_BELOW = 1024
 
 
 def ome_columns(schema: pa.Schema) -> list[str]:
@@ -128,9 +130,9 @@ def bad_rows(columns: Sequence[pa.Array | pa.ChunkedArray], expected: np.ndarray
     """Indices of the rows whose pixel bytes over ``columns`` fail their stored CRC-32 ``expected``.
 
     Same answer as ``np.flatnonzero(row_crcs(columns) != expected)``, computed
-    block-wise for a single OME-Arrow column (see the module docstring): one
-    CRC call per block of rows plus a vectorised fold of the stored CRCs, and
-    per-row CRCs only in blocks that fail.
+    block-wise for a single OME-Arrow column of at least :data:`ROWWISE_BELOW`
+    rows (see the module docstring): one CRC call per block of rows plus a
+    vectorised fold of the stored CRCs, and per-row CRCs only in blocks that fail.
 
     Example
     -------
@@ -156,7 +158,7 @@ def bad_rows(columns: Sequence[pa.Array | pa.ChunkedArray], expected: np.ndarray
     n = len(starts)
     if n == 0:
         return np.zeros(0, dtype=np.intp)
-    if n > 1 and not np.array_equal(starts[1:], stops[:-1]):  # not adjacent: row by row
+    if n < ROWWISE_BELOW or not np.array_equal(starts[1:], stops[:-1]):  # few, or not adjacent: row by row
         return np.flatnonzero(row_crcs(columns) != expected)
     lengths = stops - starts
     big = lengths >= BLOCK_BYTES
