@@ -17,8 +17,8 @@ The algebra (as in zlib): in zlib's reflected bit order,
 ``crc32(A + B) == crc32(A) * x**(8 * len(B)) ^ crc32(B)`` with the product in
 GF(2)[x] modulo the CRC polynomial. Multiplying by a fixed power of ``x`` is
 linear over 32 bits, so it is four 256-entry table lookups per value; the power
-``x**(8 * n)`` is applied one byte of ``n`` at a time, with a table set per byte
-position (1 MiB, built once per process, in milliseconds).
+``x**(8 * n)`` is applied one hexadecimal digit of ``n`` at a time, with a table
+set per digit position built once per process.
 """
 
 from __future__ import annotations
@@ -122,40 +122,20 @@ def _digit_tables(position: int) -> np.ndarray:
     return p.astype(np.uint32).reshape(-1)
 
 
-def _apply(table: np.ndarray, digit: np.ndarray | int, v: np.ndarray) -> np.ndarray:
-    """Multiply CRCs ``v`` by the constants of ``digit`` (scalar or per value) in a flat table set."""
-    octets = np.ascontiguousarray(v, dtype="<u4").view(np.uint8).reshape(*v.shape, 4)  # octet i: bits 8i..
-    base = np.asarray(digit, dtype=np.intp) * 1024
-    out = table[base + octets[..., 0]]
-    for i in (1, 2, 3):
-        out ^= table[base + (256 * i) + octets[..., i]]
-    return out
-
-
-@cache
-def _octet_tables(position: int) -> np.ndarray:
-    """Like :func:`_digit_tables` for one byte of the count: ``T[d, i, b]``, d < 256, for
-    ``x**(8 * d * 256**position)`` (built from two hexadecimal-digit table sets; 1 MiB)."""
-    low, high = _digit_tables(2 * position), _digit_tables(2 * position + 1)
-    lo = low.reshape(16, 1024)
-    out = np.empty((16, 16, 1024), dtype=np.uint32)
-    for h in range(16):  # constant of digit (h, l) = high[h] * low[l]
-        out[h] = _apply(high, h, lo)
-    return out.reshape(-1)
-
-
 def _times_x8n(v: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """``v[i] * x**(8 * n[i])`` for arrays of CRCs ``v`` (uint32) and byte counts ``n`` (int64 >= 0).
-
-    One pass of four table lookups per byte of the largest count.
-    """
-    v = np.asarray(v, dtype=np.uint32)
+    """``v[i] * x**(8 * n[i])`` for arrays of CRCs ``v`` (uint32) and byte counts ``n`` (int64 >= 0)."""
+    v = np.ascontiguousarray(v, dtype="<u4")
     top = int(n.max()) if n.size else 0
     position = 0
-    while top >> (8 * position):
-        digit = (n >> (8 * position)) & 255
+    while top >> (4 * position):
+        digit = (n >> (4 * position)) & 15
         if digit.any():
-            v = _apply(_octet_tables(position), digit, v)
+            table = _digit_tables(position)
+            base = digit * 1024
+            octets = v.view(np.uint8).reshape(-1, 4)  # little-endian: octet i is bits 8i..8i+7
+            v = table[base + octets[:, 0]]
+            for i in (1, 2, 3):
+                v ^= table[base + (256 * i) + octets[:, i]]
         position += 1
     return v
 
