@@ -23,6 +23,7 @@ import shutil
 import statistics
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ])
 
     # -- record tables in Vortex: the row CRC-32 of the hidden column -----------------
+    # The reader checks blocks of rows: one CRC over a block's bytes (libdeflate when
+    # imagecodecs is installed, else zlib) against the fold of its rows' stored CRCs.
+    from omeframe.formats.vortex import checksum as vortex_checksum
     from omeframe.formats.vortex import file as vortex_file
 
     tiny = cells(n, 16, seed=3)  # tiny crops: raw chunks in Vortex's own encodings, the row CRC is their check
@@ -126,20 +130,35 @@ def main(argv: list[str] | None = None) -> int:
     of.write_table(vpath, tiny, dim_order="CYX")
     checks = vortex_file._stores_crcs
 
-    def read_vortex(check: bool) -> object:
+    def read_vortex(check: bool, decode: bool = True) -> object:
         vortex_file._stores_crcs = checks if check else (lambda vf, name: False)
         try:
-            return of.to_numpy_stack(of.read_table(vpath).column(0))
+            table = of.read_table(vpath)
+            return of.to_numpy_stack(table.column(0)) if decode else table
         finally:
             vortex_file._stores_crcs = checks
 
-    vx = interleaved({v: (lambda v=v: read_vortex(v)) for v in (True, False)}, reps * 2)
-    vx_cost = vx[True] / vx[False] - 1
-    rows.append([
-        f"Vortex record table, full read of {n} crops 3x16x16: row CRC-32",
-        f"{vx[True] * 1e3:.0f} ms", f"{vx[False] * 1e3:.0f} ms", f"{vx_cost:+.1%}",
-        "PASS" if vx_cost <= 0.05 else "FAIL", "<= 5%",
-    ])
+    def vortex_row(label: str) -> None:
+        # The check's cost is the difference of the table reads with and without it (short
+        # runs, best of many: robust on a loaded machine) over the full read (table + pixels).
+        full = interleaved({v: (lambda v=v: read_vortex(v)) for v in (True, False)}, reps * 4)
+        table = interleaved({v: (lambda v=v: read_vortex(v, decode=False)) for v in (True, False)}, reps * 20)
+        share = (table[True] - table[False]) / full[False]
+        rows.append([
+            f"Vortex record table, full read of {n} crops 3x16x16: row CRC-32 ({label}; share of a full read)",
+            f"{full[True] * 1e3:.1f} ms", f"{full[False] * 1e3:.1f} ms", f"{share:+.1%}",
+            "PASS" if share <= 0.05 else "FAIL", "<= 5%",
+        ])
+
+    fast = vortex_checksum.crc32_function()
+    vortex_row(fast.__module__.split(".")[0])
+    if fast is not zlib.crc32:  # the same read without imagecodecs: zlib's CRC
+        saved = vortex_checksum.crc32_function
+        vortex_checksum.crc32_function = lambda: zlib.crc32
+        try:
+            vortex_row("zlib")
+        finally:
+            vortex_checksum.crc32_function = saved
 
     # -- datasets: per-chunk CRC on a warm ROI --------------------------------------
     side = 2048 if args.quick else 4096

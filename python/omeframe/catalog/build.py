@@ -26,7 +26,10 @@ Decisions
   table overlaps the workers' reading instead of following it. Large images
   are reported back and streamed by the parent into ``dataset/`` (the dataset
   writer already encodes chunks in a thread pool) while the workers carry on,
-  up to 16 per committed generation; a failing batch is retried image by
+  up to 16 per committed generation. With a ``timeout`` the streaming runs in
+  a child process the parent kills when a group overruns its files' budget
+  (a stalled or endlessly slow read cannot hang the build; a killed write
+  leaves no committed generation); a failing batch is retried image by
   image so the error lands on the right file (``layout="dataset"`` over many
   small files therefore does not scale with ``workers``: prefer ``"auto"``).
   Workers are forked on Linux (the parent's objects frozen for the fork, so
@@ -83,6 +86,7 @@ import math
 import multiprocessing as mp
 import os
 import re
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -145,7 +149,7 @@ from omeframe.catalog.worker import (
     process_batch,
 )
 from omeframe.engine import progress as _progress
-from omeframe.engine.limits import get_max_bytes
+from omeframe.engine.limits import get_max_bytes, set_max_bytes
 from omeframe.formats.dataset.inputs import source_input
 from omeframe.formats.dataset.writer import WriteOptions, write_items
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
@@ -460,27 +464,10 @@ class _Builder:
             return
         root = self.out / DATASET_NAME
 
-        def item(td: _Todo, oc: dict[str, Any], opened: list[Any]) -> tuple[Any, str, int, None]:
-            src = self.seams.open_image(td.path, td.reader)
-            opened.append(src)
-            inp = source_input(src)
-            h = replace(inp.header, image_id=td.image_id, name=td.path.name)
-            if h.acquisition_datetime is None and (oc.get("file") or {}).get("mtime") is not None:
-                h = replace(h, acquisition_datetime=datetime.fromtimestamp(oc["file"]["mtime"] / 1e9, tz=UTC))
-            return (replace(inp, header=h), td.image_id, 0, None)
-
         def write(group: list[tuple[_Todo, dict[str, Any]]]) -> None:
-            opened: list[Any] = []
-            try:
-                items = [item(td, oc, opened) for td, oc in group]
-                write_items(items, root, WriteOptions(
-                    mode="append", chunk_shape=self.opts.chunk_shape,
-                    compression=self.opts.compression,
-                    compression_level=self.opts.compression_level, progress=False,
-                ))
-            finally:
-                for src in opened:
-                    close_source(src)
+            specs = [(os.fspath(td.path), td.reader, td.image_id, (oc.get("file") or {}).get("mtime"))
+                     for td, oc in group]
+            _stream_large_guarded(specs, root, self.opts)
 
         t0 = time.perf_counter()
         try:
@@ -564,6 +551,74 @@ class _Builder:
 
 
 
+def _stream_large(specs: list[tuple[str, str, str, int | None]], root: str, opts: WorkerOptions) -> None:
+    """Append large images to the dataset at ``root``: ``(path, reader, image_id, mtime_ns)`` each.
+
+    Runs in the building process (``timeout=None``) or in a child process of it.
+    """
+    opened: list[Any] = []
+    try:
+        items = []
+        for path, reader, image_id, mtime in specs:
+            src = opts.open_image(path, reader)
+            opened.append(src)
+            inp = source_input(src)
+            h = replace(inp.header, image_id=image_id, name=Path(path).name)
+            if h.acquisition_datetime is None and mtime is not None:
+                h = replace(h, acquisition_datetime=datetime.fromtimestamp(mtime / 1e9, tz=UTC))
+            items.append((replace(inp, header=h), image_id, 0, None))
+        write_items(items, Path(root), WriteOptions(
+            mode="append", chunk_shape=opts.chunk_shape, compression=opts.compression,
+            compression_level=opts.compression_level, progress=False,
+        ))
+    finally:
+        for src in opened:
+            close_source(src)
+
+
+def _init_streamer(max_bytes: int | None) -> None:
+    """Initializer of the child that streams large images: the build's memory limit, Ctrl-C to the parent.
+
+    Unlike a catalog worker it keeps the thread pool (the dataset writer encodes chunks in it).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if max_bytes is not None:
+        set_max_bytes(max_bytes)
+
+
+def _stream_large_guarded(specs: list[tuple[str, str, str, int | None]], root: Path, opts: WorkerOptions) -> None:
+    """:func:`_stream_large` under the per-file ``opts.timeout``.
+
+    Without a timeout, in this process. With one, in a child process that is
+    killed when the group takes longer than ``len(specs) * timeout`` plus a
+    grace period (its reads stalled on a hung mount or crawl through a
+    hostile file): :class:`FileTimeoutError`, and the dataset keeps its last
+    committed generation (the killed write never committed; its litter is
+    collected later). A child that dies raises ``BrokenProcessPool``.
+    """
+    if opts.timeout is None:
+        _stream_large(specs, os.fspath(root), opts)
+        return
+    limit = len(specs) * opts.timeout + _grace(opts.timeout)
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=mp_context(), initializer=_init_streamer,
+                               initargs=(opts.max_bytes,))
+    killed = False
+    try:
+        future = pool.submit(_stream_large, specs, os.fspath(root), opts)
+        try:
+            future.result(timeout=limit)
+        except FutureTimeout:
+            _kill_workers(pool)
+            killed = True
+            names = ", ".join(repr(Path(p).as_posix()) for p, *_ in specs[:3]) + (" ..." if len(specs) > 3 else "")
+            raise FileTimeoutError(
+                f"{names}: streaming into the dataset took longer than timeout={opts.timeout} s per file; "
+                "the writing process was killed and nothing of it was committed"
+            ) from None
+    finally:
+        pool.shutdown(wait=not killed, cancel_futures=True)
+
+
 #: Seconds one file may take in a catalog worker (``build(timeout=)``).
 DEFAULT_TIMEOUT = 600.0
 #: Extra seconds the building process grants a worker past ``timeout`` before it kills it.
@@ -638,7 +693,10 @@ def build(
     timeout
         Seconds one file may take in a worker (default 600; ``None``: no
         limit). A file past it gets a ``FileTimeoutError`` row; a worker that
-        does not give up by itself is killed and replaced. Workers also apply
+        does not give up by itself is killed and replaced. Large images are
+        streamed into ``dataset/`` by a child process under the same budget
+        per file: one whose reads stall is killed with its write uncommitted,
+        the image gets a ``FileTimeoutError`` row and the others are written. Workers also apply
         the memory limit (:func:`omeframe.set_max_bytes`) of this process.
         FIFOs, devices, sockets and symlink loops get a
         ``NotRegularFileError`` row without being opened.

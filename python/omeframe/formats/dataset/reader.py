@@ -14,7 +14,6 @@ import contextlib
 import functools
 import os
 import threading
-import zlib
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +46,7 @@ from omeframe.model.errors import (
 from omeframe.model.header import ImageHeader
 from omeframe.model.selection import Selection
 from omeframe.storage import files, remote
+from omeframe.storage.crc import crc32
 from omeframe.storage.parquet import open_parquet
 from omeframe.storage.remote import RemoteFile, RemoteStore, _run_all, coalesce
 from omeframe.storage.url import local_path, parse_location
@@ -439,7 +439,7 @@ class DatasetReader:
             t = read_vortex_table(self.path / e.part_of(index), columns=["pixel_bytes"], rows=[e.row_of(index)])
             data = t.column(0)[0].as_buffer()
         if verify:
-            crc = zlib.crc32(data) & 0xFFFFFFFF
+            crc = crc32(memoryview(data).cast("B"))  # libdeflate when imagecodecs is installed
             if crc != int(e.checksums[index]) or len(data) != int(e.lengths[index]):
                 key = e.chunk_key(index)
                 raise ChunkChecksumError(

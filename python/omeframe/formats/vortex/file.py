@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from omeframe.formats.vortex.checksum import ome_columns, row_crcs
+from omeframe.formats.vortex.checksum import bad_rows, ome_columns, row_crcs
 from omeframe.model.errors import (
     ChunkChecksumError,
     CorruptFileError,
@@ -504,8 +504,7 @@ def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | N
     if stored.null_count:
         raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
     expected = np.asarray(stored.to_numpy(), dtype=np.uint32)
-    actual = row_crcs([table.column(name).combine_chunks() for name in ome])
-    bad = np.flatnonzero(expected != actual)
+    bad = bad_rows([table.column(name) for name in ome], expected)
     if bad.size:
         where = bad if rows is None else rows[bad]
         listed = ", ".join(str(int(r)) for r in where[:10]) + (" ..." if where.size > 10 else "")

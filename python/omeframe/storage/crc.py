@@ -1,0 +1,183 @@
+"""CRC-32 (the zlib / IEEE 802.3 polynomial) fast, and combined without the data.
+
+Two tools for checking many small checksummed pieces at the speed of one big
+checksum:
+
+* :func:`crc32` is ``zlib.crc32`` with the same values, computed by libdeflate
+  (PCLMUL-folding, about 20 GB/s against zlib's 3 GB/s) when ``imagecodecs``
+  (the ``omeframe[tiff]`` extra) is installed, by ``zlib`` otherwise.
+* :func:`crc32_combine_groups` folds the CRCs of consecutive pieces into the
+  CRC of each group's concatenation, for whole arrays of pieces at once in
+  numpy (zlib's ``crc32_combine``, vectorised). A reader that stores one CRC
+  per row can so check a run of rows with one :func:`crc32` call over their
+  contiguous bytes: the run's CRC equals the fold of its rows' stored CRCs
+  exactly when no row changed, and any damage confined to one row changes it.
+
+The algebra (as in zlib): in zlib's reflected bit order,
+``crc32(A + B) == crc32(A) * x**(8 * len(B)) ^ crc32(B)`` with the product in
+GF(2)[x] modulo the CRC polynomial. Multiplying by a fixed power of ``x`` is
+linear over 32 bits, so it is four 256-entry table lookups per value; the power
+``x**(8 * n)`` is applied one hexadecimal digit of ``n`` at a time, with a table
+set per digit position built once per process.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+__all__ = ["crc32", "crc32_combine_groups", "crc32_function"]
+
+#: The reflected CRC-32 polynomial of zlib.
+POLY = 0xEDB88320
+_ONE = 1 << 31  # x**0 in the reflected representation
+
+
+@cache
+def crc32_function() -> Callable[..., int]:
+    """The function behind :func:`crc32`, for loops over many buffers (saves a call per buffer).
+
+    ``f(data, value=0)`` returns ``zlib.crc32(data, value)``: libdeflate's when
+    ``imagecodecs`` is installed, else ``zlib.crc32`` itself. Pass byte-format
+    (``"B"``) buffers: imagecodecs takes a slow path for signed-byte memoryviews.
+
+    Example
+    -------
+    >>> import zlib
+    >>> crc32_function()(b"abc") == zlib.crc32(b"abc")
+    True
+    """
+    try:
+        from imagecodecs import deflate_crc32  # lazy: imagecodecs
+    except ImportError:
+        return zlib.crc32
+    if deflate_crc32(b"omeframe", 7) != zlib.crc32(b"omeframe", 7):  # pragma: no cover - a broken build
+        return zlib.crc32
+    return deflate_crc32
+
+
+def crc32(data: Any, value: int = 0) -> int:
+    """CRC-32 of ``data`` (any contiguous buffer) continuing from ``value``; equals ``zlib.crc32``.
+
+    Example
+    -------
+    >>> import zlib
+    >>> crc32(b"pixels") == zlib.crc32(b"pixels")
+    True
+    """
+    return int(crc32_function()(data, value)) & 0xFFFFFFFF
+
+
+def _mulmod(a: int, b: int) -> int:
+    """``a * b`` modulo the CRC polynomial, reflected representation (zlib's ``multmodp``)."""
+    m, p = _ONE, 0
+    while m:
+        if a & m:
+            p ^= b
+        b = (b >> 1) ^ POLY if b & 1 else b >> 1
+        m >>= 1
+    return p
+
+
+@cache
+def _x_pow_2k(k: int) -> int:
+    """``x ** (2 ** k)`` modulo the polynomial."""
+    if k == 0:
+        return _ONE >> 1  # x**1
+    half = _x_pow_2k(k - 1)
+    return _mulmod(half, half)
+
+
+def _x_pow(e: int) -> int:
+    """``x ** e`` modulo the polynomial, by squaring."""
+    p, k = _ONE, 0
+    while e:
+        if e & 1:
+            p = _mulmod(_x_pow_2k(k), p)
+        e >>= 1
+        k += 1
+    return p
+
+
+@cache
+def _digit_tables(position: int) -> np.ndarray:
+    """Flat ``uint32`` tables ``T[d, i, b] = (b << 8*i) * x**(8 * d * 16**position)``, d < 16.
+
+    Multiplying a CRC ``v`` by ``x**(8 * d * 16**position)`` is
+    ``T[d,0,v&255] ^ T[d,1,(v>>8)&255] ^ T[d,2,(v>>16)&255] ^ T[d,3,v>>24]``.
+    """
+    consts = np.array([_x_pow(8 * d * 16**position) for d in range(16)], dtype=np.uint64)
+    a = (np.arange(256, dtype=np.uint64)[None, :] << (8 * np.arange(4, dtype=np.uint64))[:, None])[None]
+    b = np.broadcast_to(consts[:, None, None], (16, 4, 256)).copy()
+    p = np.zeros((16, 4, 256), dtype=np.uint64)
+    m = np.uint64(_ONE)
+    for _ in range(32):  # 32 vectorised steps of zlib's multmodp over all 16 x 1024 entries
+        p ^= np.where(a & m, b, np.uint64(0))
+        b = (b >> np.uint64(1)) ^ np.where(b & np.uint64(1), np.uint64(POLY), np.uint64(0))
+        m >>= np.uint64(1)
+    return p.astype(np.uint32).reshape(-1)
+
+
+def _times_x8n(v: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """``v[i] * x**(8 * n[i])`` for arrays of CRCs ``v`` (uint32) and byte counts ``n`` (int64 >= 0)."""
+    v = np.ascontiguousarray(v, dtype="<u4")
+    top = int(n.max()) if n.size else 0
+    position = 0
+    while top >> (4 * position):
+        digit = (n >> (4 * position)) & 15
+        if digit.any():
+            table = _digit_tables(position)
+            base = digit * 1024
+            octets = v.view(np.uint8).reshape(-1, 4)  # little-endian: octet i is bits 8i..8i+7
+            v = table[base + octets[:, 0]]
+            for i in (1, 2, 3):
+                v ^= table[base + (256 * i) + octets[:, i]]
+        position += 1
+    return v
+
+
+def crc32_combine_groups(crcs: np.ndarray, lengths: np.ndarray, firsts: np.ndarray) -> np.ndarray:
+    """CRC-32 of each group of consecutive pieces, from the pieces' CRCs and byte lengths.
+
+    Parameters
+    ----------
+    crcs, lengths : numpy.ndarray
+        ``crcs[i]`` is the CRC-32 of piece ``i``, ``lengths[i]`` its length in bytes.
+    firsts : numpy.ndarray
+        Index of the first piece of each group, strictly increasing, starting at 0;
+        group ``g`` is pieces ``firsts[g]`` up to (excluding) ``firsts[g + 1]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint32``: for each group, ``zlib.crc32`` of its pieces' bytes concatenated
+        (0 for a group of empty pieces whose CRCs are 0).
+
+    Example
+    -------
+    >>> import zlib, numpy as np
+    >>> parts = [b"ab", b"", b"cde", b"f"]
+    >>> crcs = np.array([zlib.crc32(p) for p in parts], dtype=np.uint32)
+    >>> got = crc32_combine_groups(crcs, np.array([2, 0, 3, 1]), np.array([0, 2]))
+    >>> [int(c) for c in got] == [zlib.crc32(b"ab"), zlib.crc32(b"cdef")]
+    True
+    """
+    crcs = np.asarray(crcs, dtype=np.uint32)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    firsts = np.asarray(firsts, dtype=np.intp)
+    if crcs.shape != lengths.shape or crcs.ndim != 1:
+        raise ValueError(
+            f"crcs and lengths must be 1-d arrays of one length, got shapes {crcs.shape} and {lengths.shape}"
+        )
+    if crcs.size == 0:
+        return np.zeros(0, dtype=np.uint32)
+    if firsts.size == 0 or firsts[0] != 0 or np.any(np.diff(firsts) <= 0) or firsts[-1] >= crcs.size:
+        raise ValueError("firsts must be strictly increasing piece indices starting at 0, each < len(crcs)")
+    # Bytes after each piece up to the end of its group: the power of x its CRC is shifted by.
+    ends = np.cumsum(lengths)
+    group_end = np.repeat(ends[np.append(firsts[1:], crcs.size) - 1], np.diff(np.append(firsts, crcs.size)))
+    return np.bitwise_xor.reduceat(_times_x8n(crcs, group_end - ends), firsts).astype(np.uint32)
