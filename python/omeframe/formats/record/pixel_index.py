@@ -40,6 +40,7 @@ from omeframe.formats.record.decode import _flat_struct
 from omeframe.formats.record.stack import DECODE_BLOCK_BYTES, binary_offsets, gather_segments, uniform_layout
 from omeframe.model.dtypes import dtype_name
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError, PixelPayloadError
+from omeframe.storage.crc import crc32_function
 from omeframe.storage.parquet_pages import UnsupportedLayout, ValuePages, value_pages
 
 if TYPE_CHECKING:
@@ -431,14 +432,16 @@ def read_page_values(
     raw = pages.values_raw[used].astype(np.int64)
     cum = np.zeros(len(used) + 1, dtype=np.int64)
     np.cumsum(raw, out=cum[1:])
-    # Blocks: at most DECODE_BLOCK_BYTES, and at least one per thread for a small take.
-    per = max(64 << 10, min(DECODE_BLOCK_BYTES, -(-int(cum[-1]) // _threads.num_threads())))
-    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), per), side="right") - 1
-    bounds = np.unique(np.append(cuts, len(used)))
+    # A take within one block: one multi-frame call, on every core. A scan: blocks of
+    # DECODE_BLOCK_BYTES, each decoded and placed by one thread while in cache.
+    single = int(cum[-1]) <= DECODE_BLOCK_BYTES
+    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), DECODE_BLOCK_BYTES), side="right") - 1
+    bounds = np.array([0, len(used)]) if single else np.unique(np.append(cuts, len(used)))
+    threads = _threads.num_threads() if single and len(used) > 8 and _threads.can_parallelize() else 0
 
     def block(b: int) -> None:
         u0, u1 = int(bounds[b]), int(bounds[b + 1])
-        rows = _decode_pages(mm, pages, used[u0:u1], raw[u0:u1], what).reshape(-1, width)
+        rows = _decode_pages(mm, pages, used[u0:u1], raw[u0:u1], what, threads).reshape(-1, width)
         s0, s1 = int(pos[u0]), int(pos[u1])
         page_row = (cum[u0:u1] - cum[u0]) // width  # first row of each page in ``rows``
         local = page_row[np.searchsorted(used[u0:u1], spages[s0:s1])] + (sids[s0:s1] - pages.first_value[spages[s0:s1]])
@@ -452,22 +455,31 @@ def read_page_values(
         else:
             out[order[s0:s1]] = picked[:, 4:]
 
-    _threads.run_each(block, range(len(bounds) - 1))
+    if single:
+        block(0)
+    else:
+        _threads.run_each(block, range(len(bounds) - 1))
     return out
 
 
-def _decode_pages(mm: Any, pages: ValuePages, used: np.ndarray, raw: np.ndarray, what: str) -> np.ndarray:
-    """Check the CRCs of pages ``used`` and return their values back to back (``raw[i]`` bytes each)."""
+def _decode_pages(
+    mm: Any, pages: ValuePages, used: np.ndarray, raw: np.ndarray, what: str, threads: int = 0
+) -> np.ndarray:
+    """Check the CRCs of pages ``used`` and return their values back to back (``raw[i]`` bytes each).
+
+    ``threads`` is handed to zstandard's multi-frame decoder (0: this thread only).
+    """
     import zstandard
 
     assert pages.values_stored is not None and pages.body_start is not None
     assert pages.body_len is not None and pages.crc is not None
-    view = memoryview(mm)
+    crc32 = crc32_function()
+    view = memoryview(mm).cast("B")
     try:
         for p in used.tolist():  # one CRC per page read, not per chunk
             crc = int(pages.crc[p])
             lo = int(pages.body_start[p])
-            if crc >= 0 and zlib.crc32(view[lo : lo + int(pages.body_len[p])]) != crc:
+            if crc >= 0 and crc32(view[lo : lo + int(pages.body_len[p])]) != crc:
                 raise ChunkChecksumError(
                     f"{what}: page {p} of the pixel column fails its CRC-32 (the file is damaged)"
                 )
@@ -483,7 +495,7 @@ def _decode_pages(mm: Any, pages: ValuePages, used: np.ndarray, raw: np.ndarray,
         try:
             decoded = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
                 zstandard.BufferWithSegments(mm, seg.tobytes()),
-                decompressed_sizes=raw[packed].astype(np.uint64).tobytes(), threads=0,
+                decompressed_sizes=raw[packed].astype(np.uint64).tobytes(), threads=threads,
             )
         except zstandard.ZstdError as exc:
             raise PixelPayloadError(f"{what}: a page of the pixel column does not decompress: {exc}") from exc
