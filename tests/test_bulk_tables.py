@@ -301,7 +301,7 @@ def test_vortex_tables_store_row_crcs_and_verify_names_damaged_rows(tmp_path):
     assert (row_crcs([damaged.column(0).combine_chunks()]) != crcs).sum() == 2
     original = vfile.row_crcs
     try:
-        vfile.row_crcs = lambda cols: crcs  # the writer stores the CRCs of the intact rows
+        vfile.row_crcs = lambda cols, scope: crcs  # the writer stores the CRCs of the intact rows
         vfile.write_vortex_table(damaged, tmp_path / "d.vortex")
     finally:
         vfile.row_crcs = original

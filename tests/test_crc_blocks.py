@@ -136,10 +136,10 @@ def test_chunked_and_sliced_columns_and_several_columns(block_bytes):
     assert bad_rows([col, damaged], two).tolist() == [33]
 
 
-def _zlib_row_crcs(columns: list[pa.Array]) -> np.ndarray:
+def _zlib_row_crcs(columns: list[pa.Array], scope: int = vchecksum.SCOPE) -> np.ndarray:
     """Per-row CRCs as the first writer computed them: zlib, row by row, columns chained."""
     out = []
-    spans = [_byte_spans(c) for c in columns]
+    spans = [_byte_spans(c, scope) for c in columns]
     for r in range(len(columns[0])):
         value = 0
         for data, starts, stops in spans:
@@ -159,7 +159,7 @@ def test_files_with_row_crcs_read_and_a_damaged_row_is_named(tmp_path, monkeypat
     assert back.column("img").to_pylist() == col.to_pylist()
     # Store the intact rows' CRCs next to damaged pixels (as a flip in a Vortex segment would).
     crcs = _zlib_row_crcs([col])
-    monkeypatch.setattr(vfile, "row_crcs", lambda cols: crcs)
+    monkeypatch.setattr(vfile, "row_crcs", lambda cols, scope: crcs)
     vfile.write_vortex_table(pa.table({"img": _damaged(images, 20, 100, 4)}), tmp_path / "bad.vortex")
     with pytest.raises(of.ChunkChecksumError, match=r"1 row\(s\) fail their CRC-32 \(rows 20\)"):
         of.read_table(tmp_path / "bad.vortex")
@@ -167,3 +167,50 @@ def test_files_with_row_crcs_read_and_a_damaged_row_is_named(tmp_path, monkeypat
         of.read_table(tmp_path / "bad.vortex", rows=[40, 20, 3])
     taken = of.read_table(tmp_path / "bad.vortex", rows=[19, 21]).column("img").to_pylist()
     assert [r["chunks"] for r in taken] == [r["chunks"] for r in col.take([19, 21]).to_pylist()]
+
+
+def _list_encoded(n: int = 200) -> tuple[np.ndarray, pa.Table]:
+    crops = np.random.default_rng(8).integers(0, 4000, (n, 2, 8, 8), dtype=np.uint16)
+    recs = of.records_from_arrays(list(crops), dim_order="CYX", chunk_encoding="list")
+    return crops, pa.table({"ome_arrow": recs})
+
+
+def test_row_crcs_cover_list_encoded_chunk_pixels():
+    crops, table = _list_encoded(5)
+    col = table.column("ome_arrow")
+    crc = row_crcs([col])
+    changed = crops.copy()
+    changed[3, 1, 4, 4] ^= 1
+    recs = of.records_from_arrays(list(changed), dim_order="CYX", chunk_encoding="list")
+    again = row_crcs([pa.chunked_array([recs])])
+    assert (again != crc).tolist() == [False, False, False, True, False]
+    assert (row_crcs([col], 1) == 0).all()  # the scope of older files covered no list-encoded pixels
+
+
+def test_vortex_tables_of_list_encoded_chunks_check_their_pixels(tmp_path, monkeypatch):
+    crops, table = _list_encoded()
+    path = tmp_path / "list.vortex"
+    real = vfile.row_crcs
+
+    def damaged(columns, scope):
+        out = real(columns, scope)
+        out[7] ^= 0x40  # as if row 7's pixel bytes had changed after the CRC was taken
+        return out
+
+    monkeypatch.setattr(vfile, "row_crcs", damaged)
+    vfile.write_vortex_table(table, path)
+    monkeypatch.setattr(vfile, "row_crcs", real)
+    with pytest.raises(of.ChunkChecksumError, match=r"rows 7\b"):
+        vfile.read_vortex_table(path)
+    vfile.write_vortex_table(table, path)
+    back = vfile.read_vortex_table(path)
+    assert vchecksum.SCOPE_KEY not in (back.schema.metadata or {})  # bookkeeping stays hidden
+    assert np.array_equal(of.to_numpy_stack(back["ome_arrow"]), crops)
+
+
+def test_vortex_tables_written_with_the_older_crc_scope_still_read(tmp_path, monkeypatch):
+    crops, table = _list_encoded()
+    monkeypatch.setattr(vfile, "SCOPE", 1)  # what files written before the scope key hold
+    vfile.write_vortex_table(table, tmp_path / "old.vortex")
+    monkeypatch.undo()
+    assert np.array_equal(of.to_numpy_stack(vfile.read_vortex_table(tmp_path / "old.vortex")["ome_arrow"]), crops)

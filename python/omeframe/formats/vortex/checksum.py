@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,8 +46,14 @@ import pyarrow as pa
 from omeframe.model.record import looks_like_record_type
 from omeframe.storage.crc import crc32_combine_groups, crc32_function
 
-__all__ = ["BLOCK_BYTES", "bad_rows", "ome_columns", "row_crcs"]
+__all__ = ["BLOCK_BYTES", "SCOPE", "SCOPE_KEY", "bad_rows", "ome_columns", "row_crcs"]
 
+#: What a row CRC covers, stored in the table's schema metadata under
+#: :data:`SCOPE_KEY`. 1 (files written before the key existed): the
+#: ``chunks[].pixel_bytes`` of the bytes variant or the ``planes[].pixels``;
+#: 2: also the ``chunks[].pixels`` of list-encoded chunks.
+SCOPE = 2
+SCOPE_KEY = b"omeframe.pixel_crc_scope"
 #: Rows whose pixel bytes start in one window of this many bytes are checked as one block.
 BLOCK_BYTES = 32768  # blocks of small rows stay under 64 KiB: ~1 CRC call per 32 KiB
 #: Fewer rows than this are checked row by row (cheaper than the fold's fixed numpy overhead).
@@ -72,13 +79,25 @@ def _list_parts(lst: pa.Array) -> tuple[np.ndarray, pa.Array]:
     return offs, lst.values
 
 
-def _byte_spans(arr: pa.Array | pa.ChunkedArray) -> tuple[memoryview, np.ndarray, np.ndarray]:
+def _list_spans(lst: pa.Array, outer: np.ndarray) -> tuple[Any, np.ndarray, int]:
+    """``(data buffer, element bounds per row, itemsize)`` of a list column of fixed-width pixels."""
+    inner_offs, values = _list_parts(lst)
+    bounds = inner_offs[outer] + values.offset
+    itemsize = values.type.bit_width // 8 if values.type.bit_width >= 8 else 1
+    return values.buffers()[1], bounds, itemsize
+
+
+def _byte_spans(arr: pa.Array | pa.ChunkedArray, scope: int = SCOPE) -> tuple[memoryview, np.ndarray, np.ndarray]:
     """``(data, starts, stops)``: row ``r``'s pixel bytes are ``data[starts[r]:stops[r]]``."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     names = {arr.type.field(i).name for i in range(arr.type.num_fields)}
     n = len(arr)
-    if "chunks" in names and arr.type.field("chunks").type.value_type.get_field_index("pixel_bytes") >= 0:
+    chunk_type = arr.type.field("chunks").type.value_type if "chunks" in names else None
+    if scope >= 2 and chunk_type is not None and chunk_type.get_field_index("pixels") >= 0:
+        outer, items = _list_parts(_child(arr, "chunks"))  # list-encoded chunks: chunks[].pixels
+        data, bounds, itemsize = _list_spans(_child(items, "pixels"), outer)
+    elif chunk_type is not None and chunk_type.get_field_index("pixel_bytes") >= 0:
         outer, items = _list_parts(_child(arr, "chunks"))
         values = _child(items, "pixel_bytes")
         if not (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)):
@@ -90,19 +109,17 @@ def _byte_spans(arr: pa.Array | pa.ChunkedArray) -> tuple[memoryview, np.ndarray
         itemsize = 1
     elif "planes" in names:
         outer, items = _list_parts(_child(arr, "planes"))
-        pixels = _child(items, "pixels")
-        inner_offs, values = _list_parts(pixels)
-        bounds = inner_offs[outer] + values.offset
-        itemsize = values.type.bit_width // 8 if values.type.bit_width >= 8 else 1
-        data = values.buffers()[1]
+        data, bounds, itemsize = _list_spans(_child(items, "pixels"), outer)
     else:
         return memoryview(b""), np.zeros(n, np.int64), np.zeros(n, np.int64)
     view = memoryview(data).cast("B") if data is not None else memoryview(b"")
     return view, bounds[:-1] * itemsize, bounds[1:] * itemsize
 
 
-def row_crcs(columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
+def row_crcs(columns: Sequence[pa.Array | pa.ChunkedArray], scope: int = SCOPE) -> np.ndarray:
     """CRC-32 of each row's pixel bytes over ``columns`` (OME-Arrow arrays of equal length).
+
+    ``scope`` is what the CRC covers (see :data:`SCOPE`); files record theirs.
 
     Example
     -------
@@ -117,7 +134,7 @@ def row_crcs(columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
         return np.zeros(0, np.uint32)
     n = len(columns[0])
     out = np.zeros(n, dtype=np.uint32)
-    spans = [_byte_spans(col) for col in columns]
+    spans = [_byte_spans(col, scope) for col in columns]
     for data, starts, stops in spans:
         out[:] = [
             zlib.crc32(data[s:e], int(c))
@@ -126,7 +143,9 @@ def row_crcs(columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
     return out
 
 
-def bad_rows(columns: Sequence[pa.Array | pa.ChunkedArray], expected: np.ndarray) -> np.ndarray:
+def bad_rows(
+    columns: Sequence[pa.Array | pa.ChunkedArray], expected: np.ndarray, scope: int = SCOPE
+) -> np.ndarray:
     """Indices of the rows whose pixel bytes over ``columns`` fail their stored CRC-32 ``expected``.
 
     Same answer as ``np.flatnonzero(row_crcs(columns) != expected)``, computed
@@ -146,20 +165,20 @@ def bad_rows(columns: Sequence[pa.Array | pa.ChunkedArray], expected: np.ndarray
     """
     expected = np.asarray(expected, dtype=np.uint32)
     if len(columns) != 1:  # the row CRC chains several columns: check row by row
-        return np.flatnonzero(row_crcs(columns) != expected)
+        return np.flatnonzero(row_crcs(columns, scope) != expected)
     column = columns[0]
     if isinstance(column, pa.ChunkedArray):  # chunk by chunk: no copy into one array
         found, at = [], 0
         for chunk in column.chunks:
-            found.append(bad_rows([chunk], expected[at : at + len(chunk)]) + at)
+            found.append(bad_rows([chunk], expected[at : at + len(chunk)], scope) + at)
             at += len(chunk)
         return np.concatenate(found) if found else np.zeros(0, dtype=np.intp)
-    data, starts, stops = _byte_spans(column)
+    data, starts, stops = _byte_spans(column, scope)
     n = len(starts)
     if n == 0:
         return np.zeros(0, dtype=np.intp)
     if n < ROWWISE_BELOW or not np.array_equal(starts[1:], stops[:-1]):  # few, or not adjacent: row by row
-        return np.flatnonzero(row_crcs(columns) != expected)
+        return np.flatnonzero(row_crcs(columns, scope) != expected)
     lengths = stops - starts
     big = lengths >= BLOCK_BYTES
     window = starts // BLOCK_BYTES

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from omeframe.formats.vortex.checksum import bad_rows, ome_columns, row_crcs
+from omeframe.formats.vortex.checksum import SCOPE, SCOPE_KEY, bad_rows, ome_columns, row_crcs
 from omeframe.model.errors import (
     ChunkChecksumError,
     CorruptFileError,
@@ -161,6 +161,9 @@ def _stored_schema(vf: Any, path: str) -> tuple[pa.Schema, bool]:
                 f"{path!r}: the stored Arrow schema names columns {schema.names}, "
                 f"but the file holds {names[:-1]}"
             )
+        meta = dict(schema.metadata or {})
+        if meta.pop(SCOPE_KEY, None) is not None:  # omeframe's own bookkeeping, not the user's metadata
+            schema = schema.with_metadata(meta) if meta else schema.remove_metadata()
         return schema, True
     # A file written by another tool: best effort from the vortex dtype.
     base = vf.dtype.to_arrow_schema()
@@ -250,14 +253,17 @@ def write_vortex_stream(
         k = key.encode() if isinstance(key, str) else bytes(key)
         v = value.encode() if isinstance(value, str) else bytes(value)
         merged[k] = v
+    # The hidden column's name carries the schema; its values carry the CRC-32
+    # of each row's pixel bytes when the table has OME-Arrow columns (null-typed
+    # otherwise: a null column stores nothing), and the schema records what they cover.
+    ome = [schema.get_field_index(name) for name in ome_columns(schema)]
+    merged.pop(SCOPE_KEY, None)
+    if ome:
+        merged[SCOPE_KEY] = str(SCOPE).encode()
     stored = schema.remove_metadata()
     if merged:
         stored = stored.with_metadata(merged)
     encoded = base64.b64encode(stored.serialize().to_pybytes()).decode("ascii")
-    # The hidden column's name carries the schema; its values carry the CRC-32
-    # of each row's pixel bytes when the table has OME-Arrow columns (null-typed
-    # otherwise: a null column stores nothing).
-    ome = [schema.get_field_index(name) for name in ome_columns(schema)]
     hidden = pa.field(SCHEMA_COLUMN_PREFIX + encoded, pa.uint32() if ome else pa.null())
     out_schema = schema.remove_metadata().append(hidden)
 
@@ -267,7 +273,7 @@ def write_vortex_stream(
         try:
             for batch in batches:
                 if ome:
-                    extra = pa.array(row_crcs([batch.column(i) for i in ome]), type=pa.uint32())
+                    extra = pa.array(row_crcs([batch.column(i) for i in ome], SCOPE), type=pa.uint32())
                 else:
                     extra = pa.nulls(batch.num_rows)
                 arrays = list(batch.columns) + [extra]
@@ -490,6 +496,16 @@ def read_vortex_table(
     return table
 
 
+def _crc_scope(hidden_name: str) -> int:
+    """What the row CRCs of a file cover (:data:`~omeframe.formats.vortex.checksum.SCOPE`)."""
+    raw = base64.b64decode(hidden_name[len(SCHEMA_COLUMN_PREFIX) :].encode("ascii"))
+    value = (pa.ipc.read_schema(pa.py_buffer(raw)).metadata or {}).get(SCOPE_KEY, b"1")
+    try:
+        return int(value)
+    except ValueError:
+        raise CorruptFileError(f"the pixel CRC scope {value!r} in a Vortex table is not a number") from None
+
+
 def _stores_crcs(vf: Any, hidden_name: str) -> bool:
     """True when the hidden last column of an omeframe file holds row CRCs."""
     if not hidden_name.startswith(SCHEMA_COLUMN_PREFIX):
@@ -504,7 +520,7 @@ def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | N
     if stored.null_count:
         raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
     expected = np.asarray(stored.to_numpy(), dtype=np.uint32)
-    bad = bad_rows([table.column(name) for name in ome], expected)
+    bad = bad_rows([table.column(name) for name in ome], expected, _crc_scope(table.column_names[-1]))
     if bad.size:
         where = bad if rows is None else rows[bad]
         listed = ", ".join(str(int(r)) for r in where[:10]) + (" ..." if where.size > 10 else "")
