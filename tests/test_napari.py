@@ -271,3 +271,21 @@ def test_viewer_opens_a_table_and_labels(
     assert [list(layer.contrast_limits) for layer in layers[:2]] == [list(w) for w in WINDOWS]
     assert tuple(layers[2].scale) == (1.0, 2.0, 0.5, 0.5) and layers[2].multiscale
     assert len(viewer.layers) == 5
+
+
+def test_unknown_physical_sizes_are_shown_in_pixels(viewer_model: Any, tmp_path: Path) -> None:
+    a = np.arange(2 * 3 * 32 * 40, dtype=np.uint16).reshape(1, 2, 3, 32, 40)
+    of.write_dataset(a, tmp_path / "u.omeds", image_ids=["u"])  # no physical sizes given: unknown
+    (data, kw, kind), = read_layers(tmp_path / "u.omeds")
+    assert kw["scale"] == [(1.0, 1.0, 1.0, 1.0)] * 2 and "units" not in kw
+    # X and Y known in µm, Z unknown: Z stays in pixels with scale 1
+    rec = of.from_numpy(a, dim_order="TCZYX", physical_size_x=0.25, physical_size_y=0.25)
+    of.to_ome_zarr(rec, tmp_path / "k.ome.zarr")
+    (data, kw, kind), = read_layers(tmp_path / "k.ome.zarr")
+    assert kw["scale"] == [(1.0, 1.0, 0.25, 0.25)] * 2
+    assert kw["units"] == [("pixel", "pixel", "micrometer", "micrometer")] * 2
+    layers = viewer_model().open(str(tmp_path / "u.omeds"), plugin="omeframe")
+    assert [str(u) for u in layers[0].units] == ["pixel"] * 4
+    layers = viewer_model().open(str(tmp_path / "k.ome.zarr"), plugin="omeframe")
+    assert [str(u) for u in layers[0].units] == ["pixel", "pixel", "micrometer", "micrometer"]
+    np.testing.assert_array_equal(np.asarray(layers[1].data[0, 2]), a[0, 1, 2])

@@ -193,7 +193,8 @@ def test_each_invalid_channel_value_is_dropped(tmp_path, ome_xsd, field, value, 
     "size,unit", [(0.0, "µm"), (-1.0, "µm"), (math.nan, "µm"), (0.5, "parsecs")]
 )
 def test_invalid_physical_sizes_are_dropped(tmp_path, ome_xsd, size, unit):
-    d = _record_with([{}], physical_size_x=size, physical_size_x_unit=unit)
+    d = _record_with([{}], physical_size_x=size, physical_size_x_unit=unit, physical_size_y=1.0,
+                     physical_size_y_unit="µm")
     with pytest.warns(InvalidOMEXMLValueWarning, match="PhysicalSizeX"):
         out = of.to_ome_tiff(d, tmp_path / "px.ome.tif")
     xml = _xml_of(out)

@@ -75,7 +75,9 @@ def test_2d_plain_tiff_record_and_defaults(tmp_path):
     assert rec["id"].as_py() == "plain" and rec["name"].as_py() == "plain.tif"
     meta = rec["pixels_meta"].as_py()
     assert [c["name"] for c in meta["channels"]] == ["C0"]
-    assert (meta["size_x"], meta["size_y"], meta["physical_size_x"]) == (200, 300, 1.0)
+    assert (meta["size_x"], meta["size_y"]) == (200, 300)
+    # no resolution tags: the pixel size is unknown (null), not 1 µm
+    assert meta["physical_size_x"] is None and meta["physical_size_x_unit"] is None
 
 
 def test_ome_tiff_channel_metadata(tmp_path):

@@ -287,6 +287,42 @@ def test_repr_of_a_large_pyramid_is_bounded(big_pyramid: Path, monkeypatch: pyte
     assert "<td>big</td><td>1 1 1 16384 16384</td><td>uint8</td><td>8</td>" in listing
 
 
+def test_plan_display_has_a_bounded_thumbnail(big_pyramid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omeframe.engine.lazy import LazyImage
+    from omeframe.formats.dataset import reader
+    from omeframe.storage import files
+
+    read, decoded = [0], [0]
+    orig_range = files.InputFile.read_range
+
+    def counting_range(self: files.InputFile, offset: int, length: int) -> bytes:
+        read[0] += length
+        return orig_range(self, offset, length)
+
+    def counting(fn):  # noqa: ANN001, ANN202
+        def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            out = fn(*args, **kwargs)
+            decoded[0] += out.nbytes
+            return out
+        return wrapped
+
+    monkeypatch.setattr(files.InputFile, "read_range", counting_range)
+    monkeypatch.setattr(reader, "decode_payload", counting(reader.decode_payload))
+    monkeypatch.setattr(reader, "decode_frames", counting(reader.decode_frames))
+    plan = of.open_dataset(big_pyramid).scan("big")._lazy()
+    assert isinstance(plan, LazyImage)
+    html = plan._repr_html_()
+    assert html.count("<img") == 1 and "level 7 (128×128)" in html and "omeframe LazyImage (plan)" in html
+    assert read[0] <= 4 << 20 and decoded[0] == 128 * 128, (read, decoded)  # one plane of the coarsest level
+    assert len(html) < 8000
+    read[0] = decoded[0] = 0
+    roi = plan.select(y=(0, 2048), x=(0, 2048))  # the thumbnail follows the selection: level 4 (128²)
+    assert "level 4 (128×128)" in roi._repr_html_() and 0 < decoded[0] <= 1 << 20  # within one stored chunk
+    # without a pyramid, a plane over the decode budget is not read: the display says so
+    html = of.scan(_Gradient(16384))._lazy()._repr_html_()
+    assert "<img" not in html and "no thumbnail" in html and "more than 16.0 MiB" in html
+
+
 def test_record_display_is_small(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     rec = of.from_numpy(rng.integers(0, 60000, (3, 512, 512), dtype=np.uint16), dim_order="CYX")
@@ -303,7 +339,7 @@ def test_record_display_is_small(tmp_path: Path) -> None:
 
 
 def test_displays_of_tables_datasets_views(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from omeframe.ops import display
+    from omeframe.engine import thumbnail as display  # where the thumbnail budgets live
 
     a = np.arange(2 * 40 * 50, dtype=np.uint16).reshape(2, 40, 50)
     ds = of.write_dataset([a, a], tmp_path / "ds", image_ids=["<b>x</b>", "y"], dim_order="CYX", progress=False)

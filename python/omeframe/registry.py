@@ -341,8 +341,8 @@ def _reopen_path(path: str, options: OpenOptions, stamp: tuple[int, int] | None)
 def array_source(arr: np.ndarray, dim_order: str | None = None) -> ArraySource:
     """A numpy array (axes ``dim_order``, inferred from the rank when ``None``) as a source.
 
-    The header is the default one of unnamed arrays (id ``"unnamed"``, unit
-    sizes); big-endian arrays are converted to native byte order.
+    The header is the default one of unnamed arrays (id ``"unnamed"``, physical
+    sizes unknown); big-endian arrays are converted to native byte order.
     """
     arr = _check_array(arr)
     view = to_tczyx(arr, dim_order or default_dim_order(arr.ndim))
@@ -351,8 +351,6 @@ def array_source(arr: np.ndarray, dim_order: str | None = None) -> ArraySource:
     header = ImageHeader(
         image_id="unnamed", name="unknown", image_type=None, acquisition_datetime=None,
         channels=default_channels(None, view.shape[1]),
-        physical_size_x=1.0, physical_size_y=1.0, physical_size_z=1.0,
-        physical_size_x_unit="µm", physical_size_y_unit="µm", physical_size_z_unit="µm",
     )
     return ArraySource(view, header)
 

@@ -107,7 +107,7 @@ def plan_facts(plan: LazyImage, *, read_facts: bool = True) -> list[tuple[str, s
     sizes = []
     for axis, (value, unit) in plan.physical_sizes.items():
         if value is not None:
-            sizes.append(f"{axis} {value:g} {unit or ''}".strip())
+            sizes.append(f"{axis} {value:g} {unit or '(no unit)'}")
     rows.append(("pixel size", esc(", ".join(sizes) or "unknown")))
     if h.image_type:
         rows.append(("image type", esc(h.image_type)))

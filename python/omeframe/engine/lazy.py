@@ -17,12 +17,12 @@ import numpy as np
 
 from omeframe.engine import resample as _resample
 from omeframe.engine.dask_array import plan_to_dask
-from omeframe.engine.display import card, plan_facts
 from omeframe.engine.executor import assemble, select_pieces, selected_nbytes
 from omeframe.engine.limits import check_alloc
 from omeframe.engine.pieces import Pieces
 from omeframe.engine.predicates import ChunkPredicate
 from omeframe.engine.source import LazySource
+from omeframe.engine.thumbnail import image_html
 from omeframe.model.errors import SelectionError
 from omeframe.model.header import ImageHeader, select_channels
 from omeframe.model.selection import ResolvedSelection, Selection
@@ -248,11 +248,13 @@ class LazyImage:
         return f"<LazyImage TCZYX {self.shape} {self.source.dtype.name}{cast} from {desc}>"
 
     def _repr_html_(self) -> str:
-        """Notebook display: shape, dtype, channels, pixel sizes, levels and what a read costs.
+        """Notebook display: a bounded thumbnail, shape, dtype, channels, pixel sizes, levels, read cost.
 
-        No pixels are read (``omeframe.OMEArrow`` adds a thumbnail).
+        The thumbnail is one plane of the coarsest level at least 128 pixels
+        wide, read only within the budgets of :mod:`omeframe.engine.thumbnail`
+        (at most 4 MiB stored, 16 MiB decoded); the display is a few KB.
         """
-        return card("omeframe LazyImage (plan)", plan_facts(self))
+        return image_html(self, "omeframe LazyImage (plan)")
 
     def __getitem__(self, key: Any) -> LazyImage:
         """``plan[t, c, z, y0:y1, x0:x1]``: a lazy :meth:`select` (nothing is read).

@@ -93,6 +93,12 @@ class ImageHeader:
     ``channels`` may be given as mappings (OME-Arrow ``channels`` entries);
     they are stored as a tuple of :class:`Channel`.
 
+    A physical pixel size that is not known is ``None`` (with a ``None``
+    unit): it is stored as a null in the record's ``pixels_meta`` (the
+    OME-Arrow struct is unchanged; its fields are nullable) and every read in
+    micrometres refuses it (:func:`omeframe.model.units.pixel_size_um`). A
+    size without a unit is not known in micrometres either.
+
     Examples
     --------
     >>> from dataclasses import replace
@@ -108,12 +114,12 @@ class ImageHeader:
     image_type: str | None
     acquisition_datetime: datetime | None
     channels: tuple[Channel, ...]
-    physical_size_x: float | None = 1.0
-    physical_size_y: float | None = 1.0
-    physical_size_z: float | None = 1.0
-    physical_size_x_unit: str | None = "µm"
-    physical_size_y_unit: str | None = "µm"
-    physical_size_z_unit: str | None = "µm"
+    physical_size_x: float | None = None
+    physical_size_y: float | None = None
+    physical_size_z: float | None = None
+    physical_size_x_unit: str | None = None
+    physical_size_y_unit: str | None = None
+    physical_size_z_unit: str | None = None
     dtype_meta: str | None = None
     dimension_order: str | None = None
     type_: str = OME_ARROW_TAG_TYPE
@@ -158,22 +164,17 @@ class ImageHeader:
         """A header for a source that knows little: ids, default channels, spacing.
 
         ``physical`` maps ``"x"``/``"y"``/``"z"`` to pixel sizes and ``"unit"``
-        to their unit (missing entries: 1.0 and ``"µm"``).
+        to their unit (default ``"µm"``); a missing or ``None`` size is
+        unknown (``None``, with a ``None`` unit; see :func:`physical_fields`).
         """
         phys = physical or {}
-        unit = phys.get("unit") or "µm"
         return cls(
             image_id=image_id,
             name=name,
             image_type=image_type,
             acquisition_datetime=None,
             channels=default_channels(channel_names, size_c),
-            physical_size_x=phys.get("x", 1.0),
-            physical_size_y=phys.get("y", 1.0),
-            physical_size_z=phys.get("z", 1.0),
-            physical_size_x_unit=unit,
-            physical_size_y_unit=unit,
-            physical_size_z_unit=unit,
+            **physical_fields(phys.get("x"), phys.get("y"), phys.get("z"), phys.get("unit")),
         )
 
     @classmethod
@@ -209,6 +210,29 @@ class ImageHeader:
             type_=type_ or OME_ARROW_TAG_TYPE,
             version=version or OME_ARROW_TAG_VERSION,
         )
+
+
+def physical_fields(
+    x: float | None, y: float | None, z: float | None, unit: str | None = None
+) -> dict[str, Any]:
+    """The six ``physical_size_*`` header fields from per-axis sizes and one unit.
+
+    A size of ``None`` is unknown: it stays ``None`` and so does its unit.
+    A known size gets ``unit`` (``"µm"`` when ``None``).
+
+    Examples
+    --------
+    >>> physical_fields(0.5, 0.5, None)["physical_size_z"] is None
+    True
+    >>> physical_fields(0.5, 0.5, None, "nm")["physical_size_x_unit"]
+    'nm'
+    """
+    out: dict[str, Any] = {}
+    for axis, value in (("x", x), ("y", y), ("z", z)):
+        known = value is not None
+        out[f"physical_size_{axis}"] = float(value) if known else None  # type: ignore[arg-type]
+        out[f"physical_size_{axis}_unit"] = (unit or "µm") if known else None
+    return out
 
 
 def default_channels(names: Sequence[str] | None, size_c: int) -> tuple[Channel, ...]:

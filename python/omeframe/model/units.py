@@ -101,18 +101,23 @@ def pixel_size_um(header: Any, axis: str) -> float:
     size = getattr(header, f"physical_size_{axis}", None)
     unit = getattr(header, f"physical_size_{axis}_unit", None)
     name = getattr(header, "image_id", None) or "the image"
+    how = (
+        "select in pixels instead, or give the image its pixel size when it is ingested "
+        "(e.g. omeframe.from_numpy(arr, physical_size_x=0.5, physical_size_y=0.5, physical_size_unit='µm'), "
+        "or write the source file with its pixel size: OME-XML PhysicalSize*, TIFF resolution tags, "
+        "OME-Zarr scale with a unit)"
+    )
     if size is None:
         raise UnitError(
-            f"{name!r} has no physical pixel size along {axis.upper()}, so a size or position in "
-            f"micrometres cannot be converted to pixels; select in pixels instead, or set the pixel "
-            f"size when ingesting (e.g. physical_size_{axis}=0.5 with physical_size_unit='µm')"
+            f"{name!r} has no physical pixel size along {axis.upper()} (it is unknown, not 1 µm), so a size, "
+            f"position or resolution in micrometres cannot be converted to pixels; {how}"
         )
     value = float(size)
     if not value > 0:
         raise UnitError(f"{name!r} has physical_size_{axis}={size!r}; a pixel size must be > 0")
     if unit is None:
         raise UnitError(
-            f"{name!r} has physical_size_{axis}={value} without a unit, so it cannot be converted to "
-            f"micrometres; set physical_size_{axis}_unit (e.g. 'µm')"
+            f"{name!r} has physical_size_{axis}={value:g} without a unit, so its pixel size in micrometres is "
+            f"unknown; {how}"
         )
     return value * micrometres_per(unit)

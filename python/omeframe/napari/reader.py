@@ -26,8 +26,10 @@ nearest for labels) down to :data:`COARSEST_SIDE`. A record-table row is one
 ``dask`` block that decodes that row alone.
 
 The layer keywords come from metadata: ``channel_axis=1`` (one layer per
-channel, named after it), ``scale`` from the physical pixel sizes (T gets 1),
-``units`` when pint knows them, ``colormap`` from each channel's colour
+channel, named after it), ``scale`` from the physical pixel sizes (T and any
+axis without a known size get 1), ``units`` per axis when pint knows them
+(an axis without a known size or unit is in ``"pixel"``, so an image without
+physical sizes is never shown in µm), ``colormap`` from each channel's colour
 (white or no colour: napari's defaults), ``contrast_limits`` from the stored
 display windows (OME-Zarr ``omero``), else the stored chunk statistics
 (datasets: min and max over the chunks of the coarsest stored level), else the dtype's range (floats:
@@ -236,29 +238,41 @@ def _channel_name(h: ImageHeader, c: int) -> str:
 
 
 def _scale(h: ImageHeader, leading: tuple[float, ...]) -> tuple[float, ...]:
-    """Layer scale ``(*leading, t, z, y, x)`` from the header's pixel sizes (unknown: 1)."""
+    """Layer scale ``(*leading, t, z, y, x)`` from the header's pixel sizes (unknown: 1).
+
+    A size stored without a unit keeps its value (the file's relative
+    spacing); :func:`_units` then claims no length for it.
+    """
 
     def size(v: float | None) -> float:
-        return float(v) if v is not None and v > 0 else 1.0
+        return float(v) if v is not None and math.isfinite(v) and v > 0 else 1.0
 
     return (*leading, 1.0, size(h.physical_size_z), size(h.physical_size_y), size(h.physical_size_x))
 
 
 def _units(h: ImageHeader, leading: tuple[str, ...]) -> tuple[str, ...] | None:
-    """Layer units ``(*leading, t, z, y, x)`` when pint parses the spatial units, else ``None``."""
+    """Layer units ``(*leading, t, z, y, x)``; ``None`` when no spatial size is known in a length.
+
+    An axis whose size or unit is unknown (or not a unit pint knows) is in
+    ``"pixel"``: an image without physical sizes is never shown as µm.
+    """
     try:
         import pint  # lazy: pint (a napari dependency)
     except ImportError:  # pragma: no cover - napari installs pint
         return None
     reg = pint.get_application_registry()
     spatial = []
-    for u in (h.physical_size_z_unit, h.physical_size_y_unit, h.physical_size_x_unit):
-        if not u:
-            return None
-        try:
-            spatial.append(str(reg.Unit(u)))
-        except Exception:  # noqa: BLE001 - pint raises several types for unknown units
-            return None
+    for axis in "zyx":
+        size, u = getattr(h, f"physical_size_{axis}"), getattr(h, f"physical_size_{axis}_unit")
+        unit = "pixel"
+        if u and size is not None:
+            try:
+                unit = str(reg.Unit(u))
+            except Exception:  # noqa: BLE001 - pint raises several types for unknown units
+                unit = "pixel"
+        spatial.append(unit)
+    if all(u == "pixel" for u in spatial):
+        return None
     return (*leading, "pixel", *spatial)
 
 

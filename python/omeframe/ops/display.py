@@ -1,14 +1,8 @@
 """Notebook displays of images, plans, datasets and tensor views, with bounded thumbnails.
 
-A thumbnail is read from the coarsest pyramid level that is still at least
-:data:`THUMBNAIL_SIZE` pixels on its longer side (the full-resolution image
-when there is no pyramid): one ``(t=0, middle z)`` plane of the first few
-channels. Before reading, the plan's own accounting (``explain()``'s numbers)
-is checked against :data:`THUMBNAIL_READ_BUDGET` stored bytes and
-:data:`THUMBNAIL_DECODE_BUDGET` decoded bytes; a display whose thumbnail would
-cost more shows a note instead, so rendering an image is cheap whatever its
-size. The picture is embedded as a PNG (JPEG when the PNG would be larger than
-:data:`THUMBNAIL_MAX_BYTES`), so a display stays a few kilobytes.
+The thumbnails themselves (read from the coarsest pyramid level within a
+read and decode budget, embedded as a small PNG or JPEG) are made by
+:mod:`omeframe.engine.thumbnail`, re-exported here, so a plan renders one too.
 
 :func:`display` wraps anything image-like (records included: a record is a
 ``pyarrow.StructScalar``, whose own repr prints every pixel byte) in an object
@@ -17,8 +11,6 @@ whose ``repr`` and ``_repr_html_`` are bounded.
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +22,16 @@ from omeframe.engine.derived import as_source
 from omeframe.engine.display import card, esc, fmt_bytes, plan_facts, shorten
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource, SourceLike
+from omeframe.engine.thumbnail import (
+    THUMBNAIL_DECODE_BUDGET,
+    THUMBNAIL_MAX_BYTES,
+    THUMBNAIL_READ_BUDGET,
+    THUMBNAIL_SIZE,
+    image_html,
+    thumbnail_of,
+)
 from omeframe.formats.array.source import RecordSource
 from omeframe.model.record import as_record_scalar
-from omeframe.ops.thumbnail import composite_rgb, downsample_cyx
 
 __all__ = [
     "display",
@@ -46,103 +45,6 @@ __all__ = [
     "THUMBNAIL_DECODE_BUDGET",
     "THUMBNAIL_MAX_BYTES",
 ]
-
-#: Longer side of a display thumbnail, in pixels.
-THUMBNAIL_SIZE = 128
-#: Most stored bytes a display reads for its thumbnail.
-THUMBNAIL_READ_BUDGET = 4 << 20
-#: Most decoded bytes a display's thumbnail plane may hold.
-THUMBNAIL_DECODE_BUDGET = 16 << 20
-#: Largest embedded picture (bytes before base64).
-THUMBNAIL_MAX_BYTES = 12 << 10
-#: Channels composited into a thumbnail.
-THUMBNAIL_CHANNELS = 4
-
-
-def _thumbnail_level(plan: LazyImage, size: int) -> tuple[int, LazyImage]:
-    """The coarsest level of ``plan`` at least ``size`` pixels on its longer side (else level 0)."""
-    levels = plan.levels
-    for k in range(len(levels) - 1, -1, -1):
-        if max(levels[k].shape[3], levels[k].shape[4]) >= size:
-            return k, levels[k]
-    return 0, levels[0]
-
-
-def _encode(rgb: np.ndarray) -> tuple[str, bytes]:
-    """``(mime type, bytes)`` of ``rgb``: PNG, or JPEG (smaller each round) over the size cap."""
-    from PIL import Image  # lazy: Pillow
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", optimize=True)
-    if buf.tell() <= THUMBNAIL_MAX_BYTES:
-        return "image/png", buf.getvalue()
-    img = Image.fromarray(rgb, mode="RGB")
-    while True:
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=70)
-        if buf.tell() <= THUMBNAIL_MAX_BYTES or max(img.size) <= 16:
-            return "image/jpeg", buf.getvalue()
-        img = img.resize((max(1, img.size[0] // 2), max(1, img.size[1] // 2)))
-
-
-def thumbnail_of(plan: LazyImage, size: int = THUMBNAIL_SIZE) -> tuple[str | None, str]:
-    """A bounded thumbnail of ``plan``: ``(data URI or None, note)``.
-
-    Reads one plane (``t=0``, middle ``z``, the first :data:`THUMBNAIL_CHANNELS`
-    channels) of the coarsest level that is at least ``size`` pixels wide,
-    and only when that read fits :data:`THUMBNAIL_READ_BUDGET` (stored) and
-    :data:`THUMBNAIL_DECODE_BUDGET` (decoded) bytes; otherwise returns
-    ``None`` and a note saying why. Never raises for a failing source.
-
-    Example
-    -------
-    >>> uri, note = thumbnail_of(omeframe.scan("slides/", image_id="s1")._lazy())   # doctest: +SKIP
-    >>> note                                                                         # doctest: +SKIP
-    'level 6 (256×256), plane t=0 z=0, read 128.0 KiB'
-    """
-    try:
-        idx, lv = _thumbnail_level(plan, size)
-        _, sc, sz, ly, lx = lv.shape
-        k = min(sc, THUMBNAIL_CHANNELS)
-        one = lv.select(t=[0], c=list(range(k)), z=[sz // 2])
-        decoded = one.nbytes
-        if decoded > THUMBNAIL_DECODE_BUDGET:
-            return None, (
-                f"no thumbnail: the smallest level's plane is {ly}×{lx} ({fmt_bytes(decoded)} decoded, more "
-                f"than {fmt_bytes(THUMBNAIL_DECODE_BUDGET)}); write a pyramid or call omeframe.thumbnail_png(img)"
-            )
-        info = one.info()
-        if info.bytes_read > THUMBNAIL_READ_BUDGET:
-            return None, (
-                f"no thumbnail: its plane would read {fmt_bytes(info.bytes_read)} (more than "
-                f"{fmt_bytes(THUMBNAIL_READ_BUDGET)}); write a pyramid or call omeframe.thumbnail_png(img)"
-            )
-        cyx = one.execute(clamp=True)[0, :, 0]
-        colors = [ch.color_rgba for ch in one.header.channels]
-        rgb = composite_rgb(downsample_cyx(cyx, size), colors if len(colors) == k else None)
-        mime, data = _encode(rgb)
-    except Exception as exc:  # noqa: BLE001 - a display must render whatever the source does
-        return None, f"no thumbnail ({type(exc).__name__}: {str(exc)[:120]})"
-    note = (
-        f"level {idx} ({ly}×{lx}), plane t=0 z={sz // 2}"
-        + (f", channels 0-{k - 1}" if sc > k else "")
-        + f", read {fmt_bytes(info.bytes_read)}"
-    )
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", note
-
-
-def image_html(plan: LazyImage, title: str, *, lazy: bool = True, thumbnail: bool = True) -> str:
-    """The display of one image or plan: thumbnail, shape, dtype, channels, sizes, levels, read cost."""
-    rows = plan_facts(plan, read_facts=lazy)
-    side = ""
-    if thumbnail:
-        uri, note = thumbnail_of(plan)
-        if uri is not None:
-            style = "image-rendering:pixelated;max-width:160px"
-            side = f'<img src="{uri}" alt="thumbnail" title="{esc(note)}" style="{style}"/>'
-        rows.append(("thumbnail", esc(note)))
-    return card(title, rows, side=side)
-
 
 def dataset_html(ds: Any) -> str:
     """The display of a dataset (a :class:`~omeframe.formats.dataset.reader.DatasetReader`): metadata only."""

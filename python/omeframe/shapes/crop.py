@@ -532,8 +532,8 @@ def _encode(img: _Image, chans: list[int], masks: bool, ids: list[str], data: An
     chunk = tuple(int(v) for v in data.shape[3:]) if isinstance(data, np.ndarray) else (1, 512, 512)
     return records_from_arrays(
         data, dim_order="TCZYX", image_ids=ids, names=ids, channel_names=names, chunk_shape=chunk,  # type: ignore[arg-type]
-        physical_size_x=h.physical_size_x or 1.0, physical_size_y=h.physical_size_y or 1.0,
-        physical_size_z=h.physical_size_z or 1.0, physical_size_unit=h.physical_size_x_unit or "µm",
+        physical_size_x=h.physical_size_x, physical_size_y=h.physical_size_y,
+        physical_size_z=h.physical_size_z, physical_size_unit=h.physical_size_x_unit,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 
 import omeframe as _of
 from omeframe.engine.lazy import LazyImage
-from omeframe.engine.source import HeaderOptions
+from omeframe.engine.source import HeaderOptions, HeaderOverride, LazySource
 from omeframe.formats.dataset.ingest import to_record
 from omeframe.formats.dataset.writer import WriteOptions
 from omeframe.formats.record.arrays import to_ome_arrow as _to_ome_arrow
@@ -271,7 +272,7 @@ def _file_record(
     if isinstance(img, _OmeframeImage):
         write = WriteOptions(compression=chunk_compression, compression_level=chunk_compression_level)
         return to_record(
-            img.source, header=header, write=write, clamp_to_uint16=clamp_to_uint16,
+            _unit_sizes(img.source), header=header, write=write, clamp_to_uint16=clamp_to_uint16,
             chunk_encoding=chunk_encoding,
         )
     return _record_from_image(img, header, clamp_to_uint16, chunk_encoding, chunk_compression, chunk_compression_level)
@@ -379,4 +380,20 @@ def from_stack_pattern_path(
 
 def _to_list(scalar: pa.StructScalar) -> pa.StructScalar:
     """The record re-encoded with list chunks (ome-arrow's encoding), pixels unchanged."""
-    return to_record(open_source(scalar), chunk_encoding="list", write=WriteOptions(compression=None))
+    return to_record(_unit_sizes(open_source(scalar)), chunk_encoding="list", write=WriteOptions(compression=None))
+
+
+def _unit_sizes(source: LazySource) -> LazySource:
+    """``source`` with ome-arrow's fill-in for unknown pixel sizes: 1.0 and ``"µm"``.
+
+    omeframe keeps an unknown size unknown (null); ome-arrow 0.1.0 records
+    1.0 µm for it, and this module reproduces ome-arrow.
+    """
+    h = source.header()
+    changes: dict[str, Any] = {}
+    for ax in "xyz":
+        if getattr(h, f"physical_size_{ax}") is None:
+            changes[f"physical_size_{ax}"] = 1.0
+        if getattr(h, f"physical_size_{ax}_unit") is None:
+            changes[f"physical_size_{ax}_unit"] = "µm"
+    return HeaderOverride(source, replace(h, **changes)) if changes else source

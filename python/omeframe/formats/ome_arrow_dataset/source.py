@@ -20,8 +20,8 @@ writes a directory of Parquet tables, all tagged with the schema metadata
 
 Compression is Parquet's own column compression (``compression=`` names the
 Parquet codec), so a chunk payload comes out of Parquet as raw bytes. Physical
-pixel sizes are not stored by the peer (the header falls back to 1 µm unless
-the images table carries ``physical_size_*`` columns).
+pixel sizes are not stored by the peer: unless the images table carries
+``physical_size_*`` columns they are unknown (``None``), and reads in µm say so.
 
 A chunk spans ``shape_t x shape_c`` planes-stacks; omeframe's pieces are
 single ``(t, c)`` ZYX blocks, so such a chunk becomes ``shape_t * shape_c``
@@ -266,11 +266,12 @@ class OMEArrowDatasetSource(StoredSource):
 
         # ome-arrow 0.1.0 does not store physical sizes; use them when a table has them.
         def num(key: str) -> float | None:
-            if key not in row:
-                return 1.0
-            return None if row[key] is None else float(row[key])
+            # a size the images table does not carry is unknown, never 1 µm
+            return None if row.get(key) is None else float(row[key])
 
         def unit(key: str) -> str | None:
+            if num(key.removesuffix("_unit")) is None:
+                return None
             return row[key] if key in row else "µm"
 
         return ImageHeader(

@@ -14,7 +14,7 @@ from omeframe.model.arrow import OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.dtypes import SUPPORTED_DTYPES, to_numpy_dtype
 from omeframe.model.errors import DtypeError, OptionalDependencyError, PixelPayloadError
-from omeframe.model.header import ImageHeader, channels_of, default_channels
+from omeframe.model.header import ImageHeader, channels_of, default_channels, physical_fields
 from omeframe.model.record import as_record_scalar
 
 __all__ = ["from_numpy", "from_torch_array", "from_jax_array", "to_ome_arrow", "clamp_u16"]
@@ -94,10 +94,10 @@ def from_numpy(
     chunk_shape: tuple[int, int, int] | None = (1, 512, 512),
     chunk_order: str = "ZYX",
     build_chunks: bool = True,
-    physical_size_x: float = 1.0,
-    physical_size_y: float = 1.0,
-    physical_size_z: float = 1.0,
-    physical_size_unit: str = "µm",
+    physical_size_x: float | None = None,
+    physical_size_y: float | None = None,
+    physical_size_z: float | None = None,
+    physical_size_unit: str | None = "µm",
     dtype_meta: str | None = None,
     chunk_encoding: Literal["bytes", "list"] = "bytes",
     compression: str | None = DEFAULT_COMPRESSION,
@@ -135,7 +135,10 @@ def from_numpy(
         Store chunked pixels (default). ``False`` stores ``planes[]`` instead
         (list variant only).
     physical_size_x, physical_size_y, physical_size_z, physical_size_unit
-        Pixel spacing and its unit.
+        Pixel spacing and its unit. A size left ``None`` is unknown: it is
+        stored as null (so is its unit) and reads in micrometres
+        (``select(x_um=...)``, ``at_resolution``, ``ome_crop_um`` ...) raise
+        :class:`~omeframe.errors.UnitError` instead of assuming 1 µm.
     dtype_meta
         Overrides the dtype name written to ``pixels_meta.type``.
     chunk_encoding
@@ -188,12 +191,7 @@ def from_numpy(
         image_type=None if image_type is None else str(image_type),
         acquisition_datetime=acquisition_datetime,
         channels=default_channels(channel_names, tczyx.shape[1]),
-        physical_size_x=float(physical_size_x),
-        physical_size_y=float(physical_size_y),
-        physical_size_z=float(physical_size_z),
-        physical_size_x_unit=physical_size_unit,
-        physical_size_y_unit=physical_size_unit,
-        physical_size_z_unit=physical_size_unit,
+        **physical_fields(physical_size_x, physical_size_y, physical_size_z, physical_size_unit),
         dtype_meta=dtype_meta,
     )
     builder.add(tczyx, header)
@@ -254,10 +252,10 @@ def to_ome_arrow(
     size_z: int = 1,
     size_c: int = 1,
     size_t: int = 1,
-    physical_size_x: float = 1.0,
-    physical_size_y: float = 1.0,
-    physical_size_z: float = 1.0,
-    physical_size_unit: str = "µm",
+    physical_size_x: float | None = None,
+    physical_size_y: float | None = None,
+    physical_size_z: float | None = None,
+    physical_size_unit: str | None = "µm",
     channels: list[dict[str, Any]] | None = None,
     planes: list[dict[str, Any]] | None = None,
     chunks: list[dict[str, Any]] | None = None,
@@ -315,12 +313,7 @@ def to_ome_arrow(
                 "size_z": shape[2],
                 "size_c": shape[1],
                 "size_t": shape[0],
-                "physical_size_x": physical_size_x,
-                "physical_size_y": physical_size_y,
-                "physical_size_z": physical_size_z,
-                "physical_size_x_unit": physical_size_unit,
-                "physical_size_y_unit": physical_size_unit,
-                "physical_size_z_unit": physical_size_unit,
+                **physical_fields(physical_size_x, physical_size_y, physical_size_z, physical_size_unit),
                 "channels": [c.as_dict() for c in chan],
             },
             "chunk_grid": {
@@ -365,12 +358,7 @@ def to_ome_arrow(
             image_type=image_type,
             acquisition_datetime=acquisition_datetime,
             channels=chan,
-            physical_size_x=physical_size_x,
-            physical_size_y=physical_size_y,
-            physical_size_z=physical_size_z,
-            physical_size_x_unit=physical_size_unit,
-            physical_size_y_unit=physical_size_unit,
-            physical_size_z_unit=physical_size_unit,
+            **physical_fields(physical_size_x, physical_size_y, physical_size_z, physical_size_unit),
             dimension_order=dimension_order,
             type_=type_,
             version=version,

@@ -118,10 +118,10 @@ def encode_stack(
     names: Sequence[Any] | np.ndarray | None = None,
     image_type: str | None = None,
     channel_names: Sequence[str] | None = None,
-    physical_size_x: float = 1.0,
-    physical_size_y: float = 1.0,
-    physical_size_z: float = 1.0,
-    physical_size_unit: str = "µm",
+    physical_size_x: float | None = None,
+    physical_size_y: float | None = None,
+    physical_size_z: float | None = None,
+    physical_size_unit: str | None = "µm",
     start: int = 0,
 ) -> pa.StructArray | None:
     """Encode ``N`` same-shape images as one ``StructArray`` of byte-variant records.

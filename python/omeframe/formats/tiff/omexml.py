@@ -379,6 +379,8 @@ def tifffile_ome_metadata(
             dropped.append(f"{key}={val!r} (must be a number > 0)")
             continue
         raw_unit = getattr(header, f"physical_size_{ax}_unit", None)
+        if raw_unit is None:
+            continue  # a size without a unit is unknown in µm: OME-XML would read it as µm
         unit = normalize_length_unit(raw_unit)
         if unit is not None and unit not in OME_LENGTH_UNITS:
             # without its unit the size would read as µm: leave both out

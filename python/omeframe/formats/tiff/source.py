@@ -102,6 +102,11 @@ _STRIP_PIECE_ROWS = 256
 _SAMPLE_COLORS = (0xFF0000FF, 0x00FF00FF, 0x0000FFFF, 0xFFFFFFFF)
 
 
+
+def _unit_of(phys: dict[str, float | None], units: dict[str, str | None], axis: str) -> str | None:
+    """The unit of a pixel size the file gives (``None`` when the size or its unit is not given)."""
+    return units.get(axis) if phys.get(axis) is not None else None
+
 class UnsupportedTiffCompressionError(OmeframeError, ValueError):
     """A TIFF's pixels use a compression that no installed codec can decode."""
 
@@ -540,12 +545,13 @@ class TiffSource(LazySource):
             image_type=None,
             acquisition_datetime=acq,
             channels=tuple(channels),
-            physical_size_x=phys.get("x") if phys.get("x") is not None else 1.0,
-            physical_size_y=phys.get("y") if phys.get("y") is not None else 1.0,
-            physical_size_z=phys.get("z") if phys.get("z") is not None else 1.0,
-            physical_size_x_unit=units.get("x") or "µm",
-            physical_size_y_unit=units.get("y") or "µm",
-            physical_size_z_unit=units.get("z") or "µm",
+            # a size the file does not give is unknown (None), never 1 µm
+            physical_size_x=phys.get("x"),
+            physical_size_y=phys.get("y"),
+            physical_size_z=phys.get("z"),
+            physical_size_x_unit=_unit_of(phys, units, "x"),
+            physical_size_y_unit=_unit_of(phys, units, "y"),
+            physical_size_z_unit=_unit_of(phys, units, "z"),
         )
 
     def _ome_image(self, images: list[OmeImage]) -> OmeImage | None:

@@ -958,6 +958,7 @@ class ImageMetadata(_Model):
             "z": pm.get("physical_size_z_unit"),
         }
         space_unit = next((unit_to_ngff(u) for u in units.values() if unit_to_ngff(u)), None)
+        phys = {k: pm.get(f"physical_size_{k}") for k in "xyz"}
         axes = []
         for a in order:
             typ = _AXIS_TYPES.get(a)
@@ -965,11 +966,11 @@ class ImageMetadata(_Model):
                 raise SchemaError(f"dim_order {dim_order!r}: unknown axis {a.upper()!r}")
             u = None
             if typ == "space":
-                u = unit_to_ngff(units[a]) or space_unit
+                # an unknown size (null) gets no unit: its scale of 1 then claims no length
+                u = unit_to_ngff(units[a]) or (space_unit if phys[a] is not None else None)
                 if u not in SPACE_UNITS:
                     u = None
             axes.append(Axis(name=a, type=typ, unit=u))
-        phys = {k: pm.get(f"physical_size_{k}") for k in "xyz"}
         scales = []
         for i in range(n_levels):
             f = float(downscale) ** i

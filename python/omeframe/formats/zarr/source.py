@@ -191,18 +191,22 @@ def _header(
     ms = metadata.multiscale
     scale = dict(zip((a.name.lower() for a in ms.axes), ms.level_scale(level), strict=True))
     chans = pm["channels"] or default_channels(None, pm["size_c"])
+    # An axis the image lacks has no size; an axis without a unit keeps its scale (relative spacing)
+    # but no unit, so its size in micrometres is unknown (reads in µm refuse it rather than assume µm).
+    from omeframe.formats.zarr.models import unit_to_ome_arrow  # lazy: pydantic
+
+    units = {a.name.lower(): unit_to_ome_arrow(a.unit) for a in ms.axes}
+    phys: dict[str, Any] = {}
+    for ax in "xyz":
+        phys[f"physical_size_{ax}"] = float(scale[ax]) if ax in scale else None
+        phys[f"physical_size_{ax}_unit"] = units.get(ax) if ax in scale else None
     return ImageHeader(
         image_id=image_id,
         name=name,
         image_type=image_type,
         acquisition_datetime=None,
         channels=chans,
-        physical_size_x=float(scale.get("x", 1.0)),
-        physical_size_y=float(scale.get("y", 1.0)),
-        physical_size_z=float(scale.get("z", 1.0)),
-        physical_size_x_unit=pm["physical_size_x_unit"],
-        physical_size_y_unit=pm["physical_size_y_unit"],
-        physical_size_z_unit=pm["physical_size_z_unit"],
+        **phys,
     )
 
 
