@@ -8,6 +8,7 @@ pyramids, ingest) streams a plan chunk by chunk like any other image.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -107,6 +108,10 @@ def as_source(data: object) -> LazySource:
     src = known_source(data)
     if src is not None:
         return src
-    if not _resolvers:  # pragma: no cover - omeframe/__init__ imports the registry
+    if not _resolvers:
+        # A format writer imported on its own (``from omeframe.formats.zarr.writer
+        # import to_ome_zarr``): the registry installs its resolver when imported.
+        importlib.import_module("omeframe.registry")
+    if not _resolvers:  # pragma: no cover - the registry always installs one
         raise TypeError(f"cannot use a {type(data).__name__} as an image: no format registry is loaded")
     return _resolvers[0](data)
