@@ -125,3 +125,26 @@ def test_discard_prefix() -> None:
     cache.put(("tile", "b", 0), b"3")
     assert cache.discard_prefix(("tile", "a")) == 2
     assert cache.info().entries == 1 and cache.info().bytes == 1
+
+
+def test_discard_prefix_from_inside_a_locked_section_does_not_deadlock() -> None:
+    """A source collected by GC inside the cache's own lock (its finalizer discards its prefix)."""
+    cache = ByteCache(1 << 20)
+    cache.put(("stack", "dead", 0), b"x" * 10)
+
+    class Key:
+        def __hash__(self) -> int:  # runs inside get()'s locked section, as a GC finalizer would
+            assert cache.discard_prefix(("stack", "dead")) == 0  # deferred, not waited for
+            return 1
+
+    done = threading.Event()
+
+    def probe() -> None:
+        cache.get(Key())
+        done.set()
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(10)
+    assert done.is_set(), "discard_prefix waited for a lock its own thread holds"
+    assert ("stack", "dead", 0) not in cache and cache.info().bytes == 0  # dropped when the section ended

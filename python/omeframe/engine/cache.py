@@ -99,6 +99,28 @@ class _Flight:
         self.error: BaseException | None = None
 
 
+class _Guard:
+    """The cache's lock, remembering its holder and running deferred discards on release."""
+
+    __slots__ = ("cache",)
+
+    def __init__(self, cache: ByteCache) -> None:
+        self.cache = cache
+
+    def __enter__(self) -> None:
+        self.cache._lock.acquire()
+        self.cache._owner = threading.get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        cache = self.cache
+        try:
+            while cache._pending:
+                cache._discard_locked(cache._pending.pop())
+        finally:
+            cache._owner = None
+            cache._lock.release()
+
+
 class ByteCache:
     """A thread-safe LRU cache bounded by the bytes of its values.
 
@@ -117,6 +139,9 @@ class ByteCache:
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self._max = _check_budget(max_bytes)
         self._lock = threading.Lock()
+        self._guard = _Guard(self)
+        self._owner: int | None = None  # the thread inside a locked section
+        self._pending: list[tuple[Any, ...]] = []  # prefixes discarded from inside one
         self._data: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._flights: dict[Hashable, _Flight] = {}
         self._bytes = 0
@@ -133,14 +158,14 @@ class ByteCache:
     def set_max_bytes(self, max_bytes: int) -> None:
         """Change the budget, evicting least recently used entries to fit."""
         budget = _check_budget(max_bytes)
-        with self._lock:
+        with self._guard:
             self._max = budget
             self._evict_locked()
 
     # ---- lookups --------------------------------------------------------
     def get(self, key: Hashable, default: Any = None) -> Any:
         """The value stored under ``key`` (marked most recently used), else ``default``."""
-        with self._lock:
+        with self._guard:
             item = self._data.get(key)
             if item is None:
                 self._misses += 1
@@ -150,13 +175,13 @@ class ByteCache:
             return item[0]
 
     def __contains__(self, key: Hashable) -> bool:
-        with self._lock:
+        with self._guard:
             return key in self._data
 
     def put(self, key: Hashable, value: Any, nbytes: int | None = None) -> None:
         """Store ``value`` under ``key``; values larger than the budget are not kept."""
         size = nbytes_of(value) if nbytes is None else int(nbytes)
-        with self._lock:
+        with self._guard:
             self._store_locked(key, value, size)
 
     def get_or_compute(
@@ -167,7 +192,7 @@ class ByteCache:
         Concurrent callers of a missing key wait for the one computation. If it
         raises, every waiting caller gets the exception and nothing is stored.
         """
-        with self._lock:
+        with self._guard:
             item = self._data.get(key)
             if item is not None:
                 self._data.move_to_end(key)
@@ -189,13 +214,13 @@ class ByteCache:
             value = compute()
         except BaseException as exc:
             flight.error = exc
-            with self._lock:
+            with self._guard:
                 self._flights.pop(key, None)
             flight.done.set()
             raise
         size = nbytes(value) if nbytes is not None else nbytes_of(value)
         flight.value = value
-        with self._lock:
+        with self._guard:
             self._flights.pop(key, None)
             self._store_locked(key, value, size)
         flight.done.set()
@@ -203,30 +228,43 @@ class ByteCache:
 
     def discard(self, key: Hashable) -> None:
         """Drop ``key`` if present."""
-        with self._lock:
+        with self._guard:
             item = self._data.pop(key, None)
             if item is not None:
                 self._bytes -= item[1]
 
     def discard_prefix(self, prefix: tuple[Any, ...]) -> int:
-        """Drop every tuple key starting with ``prefix``; returns how many."""
+        """Drop every tuple key starting with ``prefix``; returns how many.
+
+        Sources call this from ``weakref.finalize`` when they are collected, and
+        a collection can run inside one of this cache's own locked sections
+        (any allocation may trigger it). Called from there, the prefix is
+        dropped when that section ends (and 0 returned) instead of waiting
+        for the lock its own thread holds.
+        """
+        if self._owner == threading.get_ident():
+            self._pending.append(prefix)
+            return 0
+        with self._guard:
+            return self._discard_locked(prefix)
+
+    def _discard_locked(self, prefix: tuple[Any, ...]) -> int:
         n = len(prefix)
-        with self._lock:
-            doomed = [k for k in self._data if isinstance(k, tuple) and k[:n] == prefix]
-            for k in doomed:
-                self._bytes -= self._data.pop(k)[1]
+        doomed = [k for k in self._data if isinstance(k, tuple) and k[:n] == prefix]
+        for k in doomed:
+            self._bytes -= self._data.pop(k)[1]
         return len(doomed)
 
     def clear(self) -> None:
         """Drop every entry and reset the counters."""
-        with self._lock:
+        with self._guard:
             self._data.clear()
             self._bytes = 0
             self._hits = self._misses = self._evictions = 0
 
     def info(self) -> CacheInfo:
         """A snapshot of the counters."""
-        with self._lock:
+        with self._guard:
             return CacheInfo(
                 hits=self._hits,
                 misses=self._misses,
