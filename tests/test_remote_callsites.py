@@ -1,0 +1,79 @@
+"""URLs at the remaining call sites: open_table, loaders, torch/jax datasets, catalog.build, the CLI,
+to_ome_tiff / to_ome_zarr, and their bad-input errors (against moto on loopback, see tests/s3server.py)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import omeframe
+from omeframe.errors import RemoteStorageError
+
+
+@pytest.fixture(scope="module")
+def crops() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (600, 2, 64, 64), dtype=np.uint8)  # 4.9 MB incompressible
+
+
+@pytest.mark.parametrize("compression", ["zstd", None])
+def test_open_table_parquet_takes_read_only_their_rows(bucket, crops, compression) -> None:  # type: ignore[no-untyped-def]
+    url, opts, server = bucket
+    path = f"{url}/crops.parquet"
+    omeframe.write_table(path, crops, dim_order="CYX", compression=compression,
+                         columns={"well": [f"w{i % 7}" for i in range(len(crops))]}, storage_options=opts)
+    size = omeframe.storage.remote.RemoteStore(url, opts).size("crops.parquet")
+    server.counts.reset()
+    t = omeframe.open_table(path, storage_options=opts)
+    assert t.indexed and len(t) == len(crops) and t.column == "ome_arrow"
+    opened = server.counts.bytes()
+    assert opened <= omeframe.formats.record.image_table.REMOTE_TAIL_BYTES  # the tail: footer + pixel index
+    server.counts.reset()
+    got = t.to_numpy([590, 3, 4])
+    np.testing.assert_array_equal(got, crops[[590, 3, 4]])
+    assert server.counts.bytes() < size // 10  # three rows' chunks (or their pages), not the table
+    rows = t.take([10, 2], columns=["well", t.column])
+    assert rows["well"].to_pylist() == ["w3", "w2"]
+    np.testing.assert_array_equal(omeframe.OMEArrow(rows[t.column][0]).export("numpy")[0, :, 0], crops[10])
+    # pickles as its URL and options; the copy reopens by ranged reads
+    copy = pickle.loads(pickle.dumps(t))
+    np.testing.assert_array_equal(copy.to_numpy([7]), crops[[7]])
+    assert "stored" in t._repr_html_()
+
+
+def test_open_table_vortex_and_unindexed_parquet(bucket, crops) -> None:  # type: ignore[no-untyped-def]
+    url, opts, server = bucket
+    small = crops[:40]
+    omeframe.write_table(f"{url}/c.vortex", small, dim_order="CYX", format="vortex", storage_options=opts)
+    server.counts.reset()
+    t = omeframe.open_table(f"{url}/c.vortex", storage_options=opts)
+    assert len(t) == 40 and t.format == "vortex" and not t.indexed
+    np.testing.assert_array_equal(t.to_numpy([39, 0]), small[[39, 0]])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(t)).to_numpy(), small)
+    # a table without pixel index (and without suffix): format from the magic bytes, row-group reads
+    omeframe.write_table(f"{url}/plain", small, dim_order="CYX", format="parquet", storage_options=opts)
+    p = omeframe.open_table(f"{url}/plain", use_index=False, storage_options=opts)
+    assert p.format == "parquet" and not p.indexed
+    np.testing.assert_array_equal(p.to_numpy([5, 1]), small[[5, 1]])
+    assert p.read(["ome_arrow"]).num_rows == 40
+
+
+def test_open_table_bad_urls(bucket) -> None:  # type: ignore[no-untyped-def]
+    url, opts, server = bucket
+    with pytest.raises(FileNotFoundError, match=r"nope\.parquet"):
+        omeframe.open_table(f"{url}/nope.parquet", storage_options=opts)
+    with pytest.raises(ValueError, match="unknown URL scheme 'ftp'"):
+        omeframe.open_table("ftp://host/x.parquet")
+    with pytest.raises(ValueError, match="names no bucket"):
+        omeframe.open_table("s3://", storage_options=opts)
+    with pytest.raises(FileNotFoundError, match="no-such-bucket-x1"):
+        omeframe.open_table("s3://no-such-bucket-x1/t.parquet", storage_options=opts)
+    server.faults.status(403, 1, match="/denied.parquet")
+    with pytest.raises(RemoteStorageError, match=r"denied\.parquet.*HTTP 403.*credentials"):
+        omeframe.open_table(f"{url}/denied.parquet", storage_options=opts)
+    omeframe.storage.remote.RemoteStore(url, opts).put("junk.bin", b"0123456789abcdef")
+    with pytest.raises(omeframe.errors.CorruptFileError, match="neither a Parquet nor a Vortex"):
+        omeframe.open_table(f"{url}/junk.bin", storage_options=opts)
+    with pytest.raises(ValueError, match="storage_options apply to URLs only"):
+        omeframe.open_table("local.parquet", storage_options={"anon": True})
