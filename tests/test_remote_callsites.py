@@ -77,3 +77,70 @@ def test_open_table_bad_urls(bucket) -> None:  # type: ignore[no-untyped-def]
         omeframe.open_table(f"{url}/junk.bin", storage_options=opts)
     with pytest.raises(ValueError, match="storage_options apply to URLs only"):
         omeframe.open_table("local.parquet", storage_options={"anon": True})
+
+
+def _put_tiff(url: str, opts: dict, name: str, arr: np.ndarray, **kw) -> str:  # type: ignore[no-untyped-def,type-arg]
+    import io
+
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, **kw)
+    omeframe.storage.remote.RemoteStore(url, opts).put(name, buf.getvalue())
+    return f"{url}/{name}"
+
+
+def test_loaders_on_urls_pickle_and_reopen(bucket) -> None:  # type: ignore[no-untyped-def]
+    import zarr
+
+    from omeframe.loaders import load_iter_tiff, load_tiffs, load_zarrs
+
+    url, opts, server = bucket
+    pages = np.random.default_rng(1).integers(0, 60000, (3, 384, 384), dtype=np.uint16)  # 864 KiB
+    tif = _put_tiff(url, opts, "pages.tif", pages, tile=(128, 128), photometric="minisblack")
+    stacks = load_tiffs([tif], "SYX", storage_options=opts)
+    assert [s.origin for s in stacks] == [tif] * 3
+    server.counts.reset()
+    np.testing.assert_array_equal(stacks[2].read(y=(0, 100), x=(200, 250))[0, 0, 0], pages[2, :100, 200:250])
+    assert 0 < server.counts.bytes() < pages.nbytes // 8  # one tile (and the IFDs), not the object
+    copy = pickle.loads(pickle.dumps(stacks[1]))  # reopened by URL + options
+    np.testing.assert_array_equal(copy.to_numpy(), pages[1])
+    whole = load_tiffs(tif, "CYX", storage_options=opts)[0]
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(whole)).to_numpy(), pages)
+    assert next(load_iter_tiff(tif, "ZYX", storage_options=opts)).shape == (1, 1, 3, 384, 384)
+    # zarr: a plain array inside a store, through zarr's FsspecStore
+    arr = np.arange(2 * 48 * 40, dtype=np.uint8).reshape(2, 48, 40)
+    root = zarr.open_group(zarr.storage.FsspecStore.from_url(f"{url}/s.zarr", storage_options=opts), mode="w")
+    root.create_array("g/a", data=arr, chunks=(1, 16, 16))
+    zs = load_zarrs(f"{url}/s.zarr/g/a", "SYX", storage_options=opts)
+    assert len(zs) == 2 and zs[1].origin == f"{url}/s.zarr/g/a"
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(zs[1])).to_numpy(), arr[1])
+    with pytest.raises(FileNotFoundError, match="has no node 'g/b'"):
+        load_zarrs(f"{url}/s.zarr/g/b", "YX", storage_options=opts)
+    with pytest.raises(FileNotFoundError, match=r"missing\.tif"):
+        load_tiffs(f"{url}/missing.tif", "YX", storage_options=opts)
+    with pytest.raises(ValueError, match="storage_options apply to URLs only"):
+        load_tiffs("local.tif", "YX", storage_options=opts)
+
+
+def test_torch_and_jax_datasets_on_urls(bucket, crops, torch, jax) -> None:  # type: ignore[no-untyped-def]
+    from omeframe.jax import batches
+    from omeframe.torch import DatasetPatchDataset, ImageTableDataset
+
+    url, opts, server = bucket
+    small = crops[:50]
+    path = f"{url}/t.parquet"
+    omeframe.write_table(path, small, dim_order="CYX", columns={"y": list(range(50))}, storage_options=opts)
+    ds = ImageTableDataset(path, target="y", storage_options=opts)
+    x, y = ds.__getitems__([4, 40])
+    np.testing.assert_array_equal(x.numpy(), small[[4, 40]])
+    copy = pickle.loads(pickle.dumps(ds))  # what a spawn-started DataLoader worker receives
+    np.testing.assert_array_equal(copy[7][0].numpy(), small[7])
+    got = np.concatenate([np.asarray(b) for b in batches(path, 16, storage_options=opts)])
+    np.testing.assert_array_equal(got, small)
+    img = np.arange(2 * 96 * 96, dtype=np.uint16).reshape(1, 2, 1, 96, 96)
+    omeframe.write_dataset([img], f"{url}/ds", dim_order="TCZYX", image_ids=["a"], storage_options=opts)
+    patches = DatasetPatchDataset(f"{url}/ds", patch_shape=(32, 32), stride=(32, 32), storage_options=opts)
+    p = pickle.loads(pickle.dumps(patches))[4]
+    t, z, yy, xx = p["origin"].tolist()
+    np.testing.assert_array_equal(p["image"].numpy(), img[0, :, 0, yy : yy + 32, xx : xx + 32])
