@@ -144,3 +144,41 @@ def test_torch_and_jax_datasets_on_urls(bucket, crops, torch, jax) -> None:  # t
     p = pickle.loads(pickle.dumps(patches))[4]
     t, z, yy, xx = p["origin"].tolist()
     np.testing.assert_array_equal(p["image"].numpy(), img[0, :, 0, yy : yy + 32, xx : xx + 32])
+
+
+def test_to_ome_tiff_and_zarr_upload_then_publish(bucket) -> None:  # type: ignore[no-untyped-def]
+    url, opts, server = bucket
+    img = np.arange(2 * 3 * 80 * 96, dtype=np.uint16).reshape(2, 3, 1, 80, 96)
+    tif = f"{url}/out/a.ome.tif"
+    server.counts.reset()
+    assert omeframe.to_ome_tiff(img, tif, storage_options=opts) == tif
+    assert server.counts.requests(method="PUT") == 1  # the finished file, in one request
+    back = omeframe.scan(tif, storage_options=opts).export("numpy")
+    np.testing.assert_array_equal(back, img)
+    with pytest.raises(FileExistsError, match=r"a\.ome\.tif"):
+        omeframe.to_ome_tiff(img, tif, storage_options=opts)
+    # a failed upload leaves the key as it was (here: absent)
+    server.faults.status(403, 1, match="/out/b.ome.tif")
+    with pytest.raises(RemoteStorageError, match=r"b\.ome\.tif.*HTTP 403"):
+        omeframe.to_ome_tiff(img, f"{url}/out/b.ome.tif", storage_options=opts)
+    assert not omeframe.storage.remote.RemoteStore(f"{url}/out", opts).exists("b.ome.tif")
+
+    zurl = f"{url}/out/a.ome.zarr"
+    server.counts.reset()
+    assert omeframe.to_ome_zarr(img, zurl, chunks=(1, 1, 1, 40, 48), multiscale_levels=2,
+                                storage_options=opts) == zurl
+    puts = [p for m, p, *_ in server.counts.log if m == "PUT"]
+    assert puts[-1].endswith("/a.ome.zarr/zarr.json")  # the root group, which publishes the image, last
+    np.testing.assert_array_equal(omeframe.scan(zurl, storage_options=opts).export("numpy"), img)
+    with pytest.raises(FileExistsError, match="already holds a zarr store"):
+        omeframe.to_ome_zarr(img, zurl, storage_options=opts)
+    small = img[:1, :1]
+    omeframe.to_ome_zarr(small, zurl, overwrite=True, storage_options=opts)  # one level: level 1 must go
+    store = omeframe.storage.remote.RemoteStore(zurl, opts)
+    assert store.list("") == ["0", "zarr.json"]
+    np.testing.assert_array_equal(omeframe.scan(zurl, storage_options=opts).export("numpy"), small)
+    # a failing upload publishes nothing
+    server.faults.status(403, 1, match="/c.ome.zarr/0/")
+    with pytest.raises(RemoteStorageError, match="HTTP 403"):
+        omeframe.to_ome_zarr(img, f"{url}/out/c.ome.zarr", storage_options=opts)
+    assert not omeframe.storage.remote.RemoteStore(f"{url}/out/c.ome.zarr", opts).exists("zarr.json")
