@@ -182,3 +182,47 @@ def test_to_ome_tiff_and_zarr_upload_then_publish(bucket) -> None:  # type: igno
     with pytest.raises(RemoteStorageError, match="HTTP 403"):
         omeframe.to_ome_zarr(img, f"{url}/out/c.ome.zarr", storage_options=opts)
     assert not omeframe.storage.remote.RemoteStore(f"{url}/out/c.ome.zarr", opts).exists("zarr.json")
+
+
+def test_cli_on_urls(bucket, crops, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from omeframe.cli import main
+
+    url, opts, server = bucket
+    so = [f"--storage-option=endpoint_url={opts['endpoint_url']}"]
+    table = f"{url}/cli/t.parquet"
+    omeframe.write_table(table, crops[:20], dim_order="CYX", columns={"n": list(range(20))}, storage_options=opts)
+    img = np.arange(2 * 64 * 64, dtype=np.uint16).reshape(2, 64, 64)
+    omeframe.write_dataset(img, f"{url}/cli/ds", image_ids=["a"], dim_order="CYX", storage_options=opts)
+
+    assert main(["info", table, "--rows", "1", *so]) == 0
+    out = capsys.readouterr().out
+    assert "20 rows with a pixel index" in out and "'n'" in out
+    assert main(["info", f"{url}/cli/ds", *so]) == 0
+    assert "dataset" in capsys.readouterr().out
+    assert main(["verify", f"{url}/cli/ds", *so]) == 0
+    assert main(["verify", table, *so]) == 0
+    assert "20 records decode" in capsys.readouterr().out
+    assert main(["sql", "SELECT sum(n) AS s FROM t", "--table", f"t={table}", "--format", "csv", *so]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "190"
+    # remote source -> local and remote outputs (uploaded whole)
+    assert main(["export", f"{url}/cli/ds", str(tmp_path / "a.npy"), "--image-id", "a", *so]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy")[0, :, 0], img)
+    assert main(["export", table, f"{url}/cli/row3.npy", "--row", "3", *so]) == 0
+    f = omeframe.storage.remote.open_remote_file(f"{url}/cli/row3.npy", opts)
+    import io
+
+    np.testing.assert_array_equal(np.load(io.BytesIO(f.read_range(0, f.size)))[0, :, 0], crops[3])
+    assert main(["export", f"{url}/cli/ds", f"{url}/cli/a.ome.zarr", "--roi", "0,0,32,16", *so]) == 0
+    back = omeframe.scan(f"{url}/cli/a.ome.zarr", storage_options=opts).export("numpy")
+    np.testing.assert_array_equal(back[0, :, 0], img[:, :16, :32])
+    assert main(["export", table, f"{url}/cli/row3.npy", *so]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    # bad input: one line naming the URL
+    assert main(["info", f"{url}/cli/nope.parquet", *so]) == 1
+    assert "nope.parquet" in capsys.readouterr().err
+    assert main(["info", "gopher://x/y"]) == 1
+    assert "unknown URL scheme 'gopher'" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "a.npy"), "--storage-option", "anon=true"]) == 1
+    assert "applies to URLs only" in capsys.readouterr().err
+    assert main(["info", table, "--storage-option", "novalue"]) == 1
+    assert "KEY=VALUE" in capsys.readouterr().err
