@@ -38,6 +38,7 @@ from omeframe.engine.derived import as_source
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.pyramid import pyramid_levels
 from omeframe.engine.source import LazySource
+from omeframe.formats.zarr import ZARR_MARKERS
 from omeframe.formats.zarr.array import ZarrArraySource
 from omeframe.model.dims import CANONICAL
 from omeframe.model.dtypes import dtype_name, to_numpy_dtype
@@ -528,7 +529,7 @@ def to_ome_zarr(
 
 
 #: Objects at the root of a zarr store whose presence makes it (and its image) visible to readers.
-_ROOT_META = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
+_ROOT_META = ZARR_MARKERS
 
 
 def upload_store(local: Path, store: RemoteStore, *, replace: bool = False) -> None:
@@ -572,6 +573,6 @@ def upload_store(local: Path, store: RemoteStore, *, replace: bool = False) -> N
     for p, r in root:
         if r not in _ROOT_META:
             store.upload(p, r)
-    for p, r in sorted(root, key=lambda pr: pr[1] == "zarr.json" or pr[1] == ".zgroup"):
+    for p, r in sorted(root, key=lambda pr: pr[1] in ZARR_MARKERS[:2]):  # the v3 / v2 group marker last
         if r in _ROOT_META:
             store.upload(p, r)
