@@ -144,7 +144,8 @@ class _Proxy(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(msg)))
             self.end_headers()
-            self.wfile.write(msg)
+            if self.command != "HEAD":  # a body after a HEAD answer would corrupt the kept-alive connection
+                self.wfile.write(msg)
             return
         conn = http.client.HTTPConnection("127.0.0.1", srv.upstream_port, timeout=30)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}

@@ -1,9 +1,18 @@
-"""The ``omeframe`` command line: demo, info, ingest, verify, sql, export."""
+"""The ``omeframe`` command line: demo, info, ingest, verify, sql, export.
+
+``info``, ``verify``, ``sql --table`` and ``export`` (source and output) take
+URLs (``s3://``, ``gs://``, ``https://`` ...) as well as paths; options of
+their filesystem come from the environment (``AWS_*`` ...) and from
+``--storage-option KEY=VALUE`` (repeatable; values are parsed as JSON when
+they can be, dotted keys nest: ``client_kwargs.region_name=eu-west-1``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +24,8 @@ from omeframe.catalog import CATALOG_SCHEMA, build, open_image, read_catalog
 from omeframe.facade import OMEArrow, open_dataset, scan, write_dataset
 from omeframe.formats.dataset.manifest import MANIFEST_NAME
 from omeframe.formats.record.files import TABLE_FORMATS, detect_format, find_record_column
+from omeframe.formats.record.image_table import open_table
+from omeframe.formats.record.remote import write_remote
 from omeframe.formats.record.tables import from_ome_parquet, read_table, write_table
 from omeframe.formats.record.verify import verify_table
 from omeframe.formats.tiff import TIFF_SUFFIXES
@@ -26,6 +37,8 @@ from omeframe.model.errors import ImageNotFoundError, OmeframeError
 from omeframe.ops.thumbnail import thumbnail_png
 from omeframe.registry import find
 from omeframe.storage.parquet import open_parquet
+from omeframe.storage.remote import open_remote_file
+from omeframe.storage.url import parse_location
 
 __all__ = ["main"]
 
@@ -39,6 +52,83 @@ def _existing(path: str) -> Path:
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--storage-option KEY=VALUE`` flags as a (nested) dict; values parsed as JSON when they can be."""
+    out: dict[str, Any] = {}
+    for spec in getattr(args, "storage_option", None) or []:
+        key, sep, text = spec.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option expects KEY=VALUE (e.g. endpoint_url=http://minio:9000), got {spec!r}")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        *parents, leaf = key.split(".")
+        node = out
+        for k in parents:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--storage-option {spec!r}: {k!r} is given both as a value and as a group")
+        node[leaf] = value
+    return out
+
+
+def _url(path: str) -> str | None:
+    """The normalised URL when ``path`` is one, ``None`` for a local path."""
+    loc = parse_location(path)
+    if loc is None:
+        return None
+    return loc.url
+
+
+def _remote_kind(url: str, so: dict[str, Any]) -> str:
+    """``"record-table"``, ``"dataset"`` or ``"image"`` (TIFF, OME-Zarr ...) for a URL."""
+    name = url.split("?", 1)[0].rsplit("/", 1)[-1].lower()
+    if any(name.endswith(sfx) for sfx in TABLE_FORMATS):
+        return "record-table"
+    if name.endswith(ZARR_SUFFIX) or any(name.endswith(sfx) for sfx in TIFF_SUFFIXES) or name.endswith(".npy"):
+        return "image"
+    try:
+        open_dataset(url, storage_options=so)
+    except FileNotFoundError:
+        return "image"
+    return "dataset"
+
+
+def _info_remote(url: str, args: argparse.Namespace, so: dict[str, Any]) -> int:
+    kind = _remote_kind(url, so)
+    if kind == "dataset":
+        return _describe_dataset(url, open_dataset(url, storage_options=so))
+    if kind == "record-table":
+        t = open_table(url, storage_options=so)  # the footer only (ranged reads)
+        schema, n = t.schema, len(t)
+        _say(f"record table {url} ({t.format}): {n} rows" + (" with a pixel index" if t.indexed else ""))
+        _say(f"  OME-Arrow column: {t.column!r}; other columns: {[c for c in schema.names if c != t.column]}")
+        for i in range(min(n, args.rows)):
+            img = scan(url, row_index=i, column_name=t.column, storage_options=so)
+            _say(f"  row {i}: {img.info()['summary']}")
+        return 0
+    img = scan(url, storage_options=so)
+    _say(f"{url}: {img.info()['summary']}")
+    _say(img.explain())
+    return 0
+
+
+def _describe_dataset(p: Any, ds: Any) -> int:
+    _say(f"dataset {p} ({ds.format}), {len(ds)} images")
+    for iid in ds.image_ids:
+        for lv in ds.levels(iid):
+            m = ds.image_metadata(iid, lv)
+            _say(f"  {iid} level {lv}: TCZYX {m['shape']} {m['dtype']}, chunks {m['chunk_shape']}, "
+                 f"{m['n_chunks']} chunks, {m['stored_bytes'] / 2**20:.1f} MiB, codec {m['codec']}")
+    return 0
+
+
+def _no_options_for_local(what: str, so: dict[str, Any]) -> None:
+    if so:
+        raise ValueError(f"--storage-option applies to URLs only, but {what!r} is a local path")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -131,19 +221,17 @@ def _format_of(p: Path) -> str | None:
 
 
 def _info(args: argparse.Namespace) -> int:
+    so = _storage_options(args)
+    url = _url(args.path)
+    if url is not None:
+        return _info_remote(url, args, so)
+    _no_options_for_local(args.path, so)
     p = _existing(args.path)
     if _is_catalog(p):
         return _catalog_info(p)
     kind = _format_of(p)
     if kind == "dataset":
-        ds = open_dataset(p)
-        _say(f"dataset {p} ({ds.format}), {len(ds)} images")
-        for iid in ds.image_ids:
-            for lv in ds.levels(iid):
-                m = ds.image_metadata(iid, lv)
-                _say(f"  {iid} level {lv}: TCZYX {m['shape']} {m['dtype']}, chunks {m['chunk_shape']}, "
-                     f"{m['n_chunks']} chunks, {m['stored_bytes'] / 2**20:.1f} MiB, codec {m['codec']}")
-        return 0
+        return _describe_dataset(p, open_dataset(p))
     if kind == "record-table":
         fmt = detect_format(p)
         if fmt == "parquet":
@@ -164,6 +252,19 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    so = _storage_options(args)
+    url = _url(args.path)
+    if url is not None:
+        if _remote_kind(url, so) == "dataset":
+            return _verify_dataset(open_dataset(url, storage_options=so))
+        # verifying decodes every record, so every byte is read anyway: one download, then the local check
+        f = open_remote_file(url, so)
+        assert f is not None
+        with tempfile.TemporaryDirectory(prefix="omeframe-verify-") as tmp:
+            local = Path(tmp) / url.split("?", 1)[0].rsplit("/", 1)[-1]
+            local.write_bytes(f.read_range(0, f.size))
+            return _verify_table(local, url)
+    _no_options_for_local(args.path, so)
     p = _existing(args.path)
     if _is_catalog(p):
         rc = 0
@@ -173,17 +274,25 @@ def _verify(args: argparse.Namespace) -> int:
                 rc = max(rc, _verify(argparse.Namespace(path=str(p / sub))))
         return rc
     if _format_of(p) == "dataset":
-        res = open_dataset(p).verify(collect=True)
-        for message in res["damaged"]:
-            print(f"damaged: {message}", file=sys.stderr)
-        if res["damaged"]:
-            _say(f"FAILED: {len(res['damaged'])} of {res['chunks']} chunks damaged")
-            return 1
-        _say(f"ok: {res['images']} images, {res['chunks']} chunks, {res['bytes'] / 2**20:.1f} MiB checked")
-        return 0
+        return _verify_dataset(open_dataset(p))
+    return _verify_table(p, str(p))
+
+
+def _verify_dataset(ds: Any) -> int:
+    res = ds.verify(collect=True)
+    for message in res["damaged"]:
+        print(f"damaged: {message}", file=sys.stderr)
+    if res["damaged"]:
+        _say(f"FAILED: {len(res['damaged'])} of {res['chunks']} chunks damaged")
+        return 1
+    _say(f"ok: {res['images']} images, {res['chunks']} chunks, {res['bytes'] / 2**20:.1f} MiB checked")
+    return 0
+
+
+def _verify_table(p: Path, name: str) -> int:
     report = verify_table(p)
     for damage in report.damaged:
-        print(f"damaged: {p}: {damage}", file=sys.stderr)
+        print(f"damaged: {name}: {damage}", file=sys.stderr)
     if not report.ok:
         _say(f"FAILED: {len(report.damaged)} damaged, {report.records} records decode")
         return 1
@@ -313,6 +422,7 @@ def _without_nanoseconds(batch: Any) -> Any:
 
 
 def _sql(args: argparse.Namespace) -> int:
+    so = _storage_options(args)
     con = ofdb.connect()
     views: list[str] = []
     catalogs = [Path(c) for c in (args.catalog or [])]
@@ -326,6 +436,10 @@ def _sql(args: argparse.Namespace) -> int:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"--table expects NAME=PATH, got {spec!r}")
+        url = _url(path)
+        if url is not None:
+            views += list(ofdb.register(con, name, url, storage_options=so) or [name])
+            continue
         p = Path(path)
         if _is_catalog(p):
             views += _register_catalog(con, p, prefix=name + "_")
@@ -384,12 +498,14 @@ def _parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
     return x, y, w, h
 
 
-def _row_of_id(path: Path, image_id: str) -> int:
+def _row_of_id(path: Path | str, image_id: str, so: dict[str, Any] | None = None) -> int:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-
-    if detect_format(path) == "parquet":
+    if isinstance(path, str):  # a URL: the id leaf of the record column, by ranged reads
+        t = open_table(path, storage_options=so)
+        ids = pc.struct_field(t.read([t.column])[t.column], "id")
+    elif detect_format(path) == "parquet":
         import pyarrow.parquet as pq
 
         schema = pq.ParquetFile(path).schema_arrow
@@ -405,6 +521,16 @@ def _row_of_id(path: Path, image_id: str) -> int:
 
         raise ImageNotFoundError(f"no image {image_id!r} in {str(path)!r}")
     return int(hits[0])
+
+
+def _open_remote_for_export(url: str, image_id: str | None, row: int | None, so: dict[str, Any]) -> OMEArrow:
+    kind = _remote_kind(url, so)
+    if kind == "dataset":
+        return scan(url, image_id=image_id, storage_options=so)
+    if kind == "record-table":
+        idx = _row_of_id(url, image_id, so) if image_id is not None else (row or 0)
+        return scan(url, row_index=idx, storage_options=so)
+    return scan(url, storage_options=so)
 
 
 def _open_for_export(src: Path, image_id: str | None, row: int | None) -> OMEArrow:
@@ -448,19 +574,26 @@ def _export_kind(name: str) -> str | None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import numpy as np
 
+    so = _storage_options(args)
+    src_url, out_url = _url(args.src), _url(args.out)
+    if so and src_url is None and out_url is None:
+        _no_options_for_local(args.src, so)
     src, out = Path(args.src), Path(args.out)
-    if not src.exists():
+    if src_url is None and not src.exists():
         raise FileNotFoundError(f"no such file or directory: {str(src)!r}")
-    kind = _export_kind(out.name.lower())
+    name = (out_url.split("?", 1)[0].rsplit("/", 1)[-1] if out_url is not None else out.name).lower()
+    kind = _export_kind(name)
     if kind is None:
         raise ValueError(
-            f"cannot tell the export format of {out.name!r}; use .npy, .parquet, .vortex, .ome.tif or .ome.zarr"
+            f"cannot tell the export format of {name!r}; use .npy, .parquet, .vortex, .ome.tif or .ome.zarr"
         )
-    if out.exists() and not args.overwrite:
+    if out_url is None and out.exists() and not args.overwrite:
         raise FileExistsError(f"{str(out)!r} exists; pass --overwrite to replace it")
-    img = _open_for_export(src, args.image_id, args.row)
+    if src_url is not None:
+        img = _open_remote_for_export(src_url, args.image_id, args.row, so)
+    else:
+        img = _open_for_export(src, args.image_id, args.row)
     roi = _parse_roi(args.roi)
     if roi is not None:
         x, y, w, h = roi
@@ -468,20 +601,37 @@ def _export(args: argparse.Namespace) -> int:
         if x + w > sx or y + h > sy:
             raise ValueError(f"--roi {args.roi!r} reaches outside the image (X {sx}, Y {sy})")
         img = img.select(y=(y, y + h), x=(x, x + w))
-    if kind == "npy":
-        arr = img.export("numpy")
-        with open(out, "wb") as fh:
-            np.save(fh, arr)
-        shape = arr.shape
-    elif kind in ("parquet", "vortex"):
-        img.export(kind, out=out)
-        shape = img.shape
+    shape = img.shape
+    if out_url is not None and kind in ("npy", "parquet", "vortex"):
+        # written locally, uploaded whole once complete (never half a file under the key)
+        if not args.overwrite and open_remote_file_or_none(out_url, so) is not None:
+            raise FileExistsError(f"{out_url!r} exists; pass --overwrite to replace it")
+        write_remote(out_url, so, lambda local: _write_local(img, kind, local))
+    elif kind in ("npy", "parquet", "vortex"):
+        _write_local(img, kind, out)
     else:
         fn = to_ome_tiff if kind == "ome-tiff" else to_ome_zarr
-        fn(img, out, overwrite=args.overwrite) if args.overwrite else fn(img, out)
-        shape = img.shape
-    _say(f"wrote {out} ({kind}, TCZYX {tuple(int(v) for v in shape)})")
+        fn(img, out_url or out, overwrite=args.overwrite, storage_options=so if out_url else None)
+    _say(f"wrote {out_url or out} ({kind}, TCZYX {tuple(int(v) for v in shape)})")
     return 0
+
+
+def open_remote_file_or_none(url: str, so: dict[str, Any]) -> Any:
+    """The object at ``url``, or ``None`` when there is none."""
+    try:
+        return open_remote_file(url, so)
+    except FileNotFoundError:
+        return None
+
+
+def _write_local(img: OMEArrow, kind: str, out: Path) -> None:
+    import numpy as np
+
+    if kind == "npy":
+        with open(out, "wb") as fh:
+            np.save(fh, img.export("numpy"))
+    else:
+        img.export(kind, out=out)
 
 
 def _catalog_info(p: Path) -> int:
@@ -539,7 +689,7 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo-output", help="output directory (default: demo-output)")
     d.add_argument("--size", type=_positive_int, default=2048, help="slide size in pixels (default 2048)")
     d.set_defaults(fn=_demo)
-    i = sub.add_parser("info", help="describe a record table, dataset, OME-Zarr or TIFF")
+    i = sub.add_parser("info", help="describe a record table, dataset, OME-Zarr or TIFF (path or URL)")
     i.add_argument("path")
     i.add_argument("--rows", type=_positive_int, default=3, help="rows of a record table to describe")
     i.set_defaults(fn=_info)
@@ -588,6 +738,10 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--roi", metavar="x,y,w,h", help="export only this region (pixels)")
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(fn=_export)
+    for cmd in (i, v, q, e):
+        cmd.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                         help="an option of the URL's filesystem (repeatable; JSON values, dotted keys nest), "
+                              "e.g. endpoint_url=http://127.0.0.1:9000 or anon=true")
     return ap
 
 

@@ -20,7 +20,7 @@ Example
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from omeframe.formats.record.image_table import ImageTable
@@ -53,13 +53,15 @@ def batches(
     drop_last: bool = False,
     block_size: int = 1024,
     buffer_blocks: int = 8,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Iterator[Any]:
     """Yield the table's images as ``jax.Array`` batches ``(n, *dims)``.
 
     Parameters
     ----------
     table
-        An :class:`omeframe.ImageTable` or a record table path.
+        An :class:`omeframe.ImageTable`, or a record table path or URL
+        (``s3://...``, read by ranged requests; options in ``storage_options``).
     batch_size
         Rows per batch (the last one may be shorter unless ``drop_last``).
     shuffle, seed, epoch, block_size, buffer_blocks
@@ -94,7 +96,7 @@ def batches(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     jnp = _jnp()
     d = stack_dims(dims)
-    t = table if isinstance(table, ImageTable) else ImageTable(table)
+    t = table if isinstance(table, ImageTable) else ImageTable(table, storage_options=storage_options)
     rows, _ = shuffled_rows(
         len(t), shuffle=shuffle, seed=seed, epoch=epoch, block_size=block_size, buffer_blocks=buffer_blocks
     )

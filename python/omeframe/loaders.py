@@ -19,6 +19,16 @@ length, unknown or repeated letters, no ``Y``/``X``) raises
 its shape and the axes. Files are checked when they are opened (headers only),
 custom files when ``read_func`` first runs (on load when ``axes`` has ``S``,
 since the number of samples must be known; on first use otherwise).
+
+Remote files
+------------
+:func:`load_tiffs`, :func:`load_iter_tiff` and :func:`load_zarrs` also take
+URLs (``s3://``, ``gs://``, ``https://`` ..., see
+:mod:`omeframe.storage.url`) with ``storage_options=``: TIFF headers, tiles
+and strips are read by ranged requests, zarr chunks through zarr's
+``FsspecStore``. Every stack a loader returns for a file or URL pickles as
+that file and the loader's arguments and is opened again in the process that
+unpickles it (``DataLoader`` and Dask workers; see ``engine/reopen.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import pyarrow as pa
 
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.pieces import Pieces
+from omeframe.engine.reopen import set_recipe
 from omeframe.engine.source import LazySource
 from omeframe.facade import Dataset, OMEArrow, ingest_source, write_dataset
 from omeframe.formats.custom.source import (
@@ -45,9 +56,12 @@ from omeframe.formats.custom.source import (
 from omeframe.formats.czi.source import czi_scenes, import_pylibczirw, open_czi_source
 from omeframe.formats.stack.source import _tiff_physical
 from omeframe.formats.zarr import ZARR_SUFFIX
+from omeframe.formats.zarr.source import open_ome_zarr_source, open_remote_zarr
 from omeframe.model.errors import CorruptFileError, DimOrderError, SchemaError
 from omeframe.model.header import ImageHeader
 from omeframe.registry import open_source
+from omeframe.storage.remote import open_remote_file
+from omeframe.storage.url import RemoteURL, parse_location
 
 __all__ = [
     "ImageStack",
@@ -208,6 +222,29 @@ def _sid(base: str, s: int | None) -> str:
     return base if s is None else f"{base}_s{s}"
 
 
+def _with_recipes(
+    stacks: list[ImageStack], kind: str, item: str, axes: str, options: dict[str, Any]
+) -> list[ImageStack]:
+    """Make each stack pickle as ``(loader kind, file or URL, axes, options, position)``."""
+    opts = tuple(sorted(options.items()))
+    for k, st in enumerate(stacks):
+        set_recipe(st, _reload_stack, (kind, item, axes, opts, k))
+    return stacks
+
+
+def _reload_stack(kind: str, item: str, axes: str, options: tuple[tuple[str, Any], ...], k: int) -> ImageStack:
+    """Stack ``k`` of ``LOADERS[kind](item, axes, **options)`` (the unpickling side of a stack)."""
+    return list(LOADERS[kind](item, axes, **dict(options)))[k]
+
+
+def _check_options(item: Any, remote: RemoteURL | None, storage_options: Mapping[str, Any] | None) -> None:
+    if storage_options and remote is None:
+        raise ValueError(
+            f"storage_options apply to URLs only, but {str(item)!r} is a local path; drop storage_options "
+            "or pass a URL"
+        )
+
+
 # ------------------------------------------------------------------ arrays
 def load_arrays(source: Any, axes: str) -> ImageStacks:
     """Image stacks over in-memory arrays (views: nothing is copied).
@@ -243,38 +280,62 @@ def _file_axes(axes: str) -> str:
     return axes.replace("S", "C") if "S" in axes and "C" not in axes else axes
 
 
-def _open_tiff(path: Any, axes: str, series: int, level: int) -> list[ImageStack]:
+def _open_tiff(
+    path: Any, axes: str, series: int, level: int, storage_options: Mapping[str, Any] | None = None
+) -> list[ImageStack]:
+    stacks = _open_tiff_stacks(path, axes, series, level, storage_options)
+    opts: dict[str, Any] = {"series": series, "level": level}
+    if storage_options:
+        opts["storage_options"] = dict(storage_options)
+    return _with_recipes(stacks, "tiff", os.fspath(path), axes, opts)
+
+
+def _open_tiff_stacks(
+    path: Any, axes: str, series: int, level: int, storage_options: Mapping[str, Any] | None
+) -> list[ImageStack]:
     import tifffile
     import zarr
 
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no such TIFF file: {str(p)!r}")
+    remote = parse_location(path)
+    _check_options(path, remote, storage_options)
+    handle: Any
+    if remote is not None:
+        # ranged GETs: the IFDs through a read-ahead block, tiles and strips as asked
+        handle = open_remote_file(remote.url, storage_options)  # FileNotFoundError names the URL
+        p = Path(remote.url.split("?", 1)[0].rsplit("/", 1)[-1])
+        label = remote.url
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"no such TIFF file: {str(p)!r}")
+        handle, label = str(p), str(p)
     try:
-        tf = tifffile.TiffFile(str(p))
+        tf = tifffile.TiffFile(handle, name=p.name) if remote is not None else tifffile.TiffFile(handle)
     except (tifffile.TiffFileError, ValueError, OSError) as exc:
-        raise CorruptFileError(f"{str(p)!r} is not a readable TIFF file: {exc}") from exc
+        if remote is not None and isinstance(exc, OSError) and not isinstance(exc, tifffile.TiffFileError):
+            raise
+        raise CorruptFileError(f"{label!r} is not a readable TIFF file: {exc}") from exc
     try:
         if not 0 <= series < len(tf.series):
-            raise SchemaError(f"{str(p)!r} has {len(tf.series)} series; series {series} does not exist")
+            raise SchemaError(f"{label!r} has {len(tf.series)} series; series {series} does not exist")
         s = tf.series[series]
         if not 0 <= level < len(s.levels):
-            raise SchemaError(f"{str(p)!r} series {series} has {len(s.levels)} levels; level {level} does not exist")
+            raise SchemaError(f"{label!r} series {series} has {len(s.levels)} levels; level {level} does not exist")
         lv = s.levels[level]
         shape = tuple(int(v) for v in lv.shape)
-        order = check_axes(axes, shape, what=f"TIFF {str(p)!r} (tifffile axes {lv.axes!r})")
+        order = check_axes(axes, shape, what=f"TIFF {label!r} (tifffile axes {lv.axes!r})")
         sizes = dict(zip(order, shape, strict=True))
         expected = tuple(sizes.get(a, 1) for a in "TCZYX")
         if "S" not in order and _file_axes(lv.axes) == order:
             # The file agrees with the caller: use the regular TIFF source (pyramids, metadata).
             try:
-                src = open_source(p, series=series, level=level)
+                src = open_source(remote.url if remote is not None else p, series=series, level=level,
+                                  storage_options=storage_options)
             except Exception:  # noqa: BLE001 - fall back to the raw view below
                 src = None
             if src is not None and tuple(src.shape) == expected:
                 tf.close()
-                return [ImageStack(src, origin=str(p), axes=order, kind="tiff")]
+                return [ImageStack(src, origin=label, axes=order, kind="tiff")]
         phys = _tiff_physical(tf)
         arr = zarr.open(lv.aszarr(), mode="r")
         if isinstance(arr, zarr.Group):
@@ -285,12 +346,14 @@ def _open_tiff(path: Any, axes: str, series: int, level: int) -> list[ImageStack
 
     def make(si: int | None) -> LazySource:
         h = ImageHeader.basic(_sid(p.stem, si), p.name, sizes.get("C", 1), physical=phys)
-        return AxesArraySource(arr, order, h, f"TIFF {str(p)!r} series {series} level {level}", sample=si, keep=tf)
+        return AxesArraySource(arr, order, h, f"TIFF {label!r} series {series} level {level}", sample=si, keep=tf)
 
-    return _split(make, shape, order, origin=str(p), kind="tiff")
+    return _split(make, shape, order, origin=label, kind="tiff")
 
 
-def load_tiffs(source: Any, axes: str, *, series: int = 0, level: int = 0) -> ImageStacks:
+def load_tiffs(
+    source: Any, axes: str, *, series: int = 0, level: int = 0, storage_options: Mapping[str, Any] | None = None
+) -> ImageStacks:
     """Image stacks over TIFF files, read tile by tile / page by page on demand.
 
     ``axes`` describes the stored array of each file (the shape tifffile
@@ -298,21 +361,34 @@ def load_tiffs(source: Any, axes: str, *, series: int = 0, level: int = 0) -> Im
     can be declared as samples (``"SYX"``), channels (``"CYX"``), Z, etc.
     When it agrees with the file's axes, the regular TIFF source is used
     (pyramid levels and OME metadata kept). Only headers are read here.
+
+    Paths may be URLs (``s3://bucket/a.tif``; credentials and endpoint in
+    ``storage_options``), read by ranged requests.
+
+    Example
+    -------
+    >>> import numpy as np, tifffile, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "pages.tif")
+    >>> tifffile.imwrite(path, np.zeros((3, 16, 16), np.uint8))
+    >>> [s.shape for s in load_tiffs(path, "SYX")]
+    [(1, 1, 1, 16, 16), (1, 1, 1, 16, 16), (1, 1, 1, 16, 16)]
     """
     out = ImageStacks()
     for path in _paths(source, "load_tiffs"):
-        out += _open_tiff(path, axes, series, level)
+        out += _open_tiff(path, axes, series, level, storage_options)
     return out
 
 
-def load_iter_tiff(source: Any, axes: str, *, series: int = 0, level: int = 0) -> Iterator[ImageStack]:
+def load_iter_tiff(
+    source: Any, axes: str, *, series: int = 0, level: int = 0, storage_options: Mapping[str, Any] | None = None
+) -> Iterator[ImageStack]:
     """Like :func:`load_tiffs`, but a generator: each file is opened only when iterated to.
 
     Errors for a file (missing, unreadable, axes that do not fit) are raised
     when the iteration reaches it.
     """
     for path in _paths(source, "load_iter_tiff"):
-        yield from _open_tiff(path, axes, series, level)
+        yield from _open_tiff(path, axes, series, level, storage_options)
 
 
 # ------------------------------------------------------------------ zarr
@@ -340,16 +416,57 @@ def _ome_meta(node: Any) -> list[dict[str, Any]] | None:
     return attrs.get("multiscales")
 
 
-def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
+def _split_remote_zarr(url: RemoteURL) -> tuple[str, str]:
+    """``s3://b/p/store.zarr/group/array`` -> ``("s3://b/p/store.zarr", "group/array")`` (whole URL if no ``.zarr``)."""
+    scheme, rest = url.url.split("://", 1)
+    parts = rest.split("/")
+    for k, part in enumerate(parts):
+        if k and part.lower().endswith(ZARR_SUFFIX):
+            return f"{scheme}://" + "/".join(parts[: k + 1]), "/".join(parts[k + 1 :])
+    return url.url, ""
+
+
+def _open_zarr_item(
+    item: Any, axes: str, level: int, storage_options: Mapping[str, Any] | None = None
+) -> list[ImageStack]:
+    stacks = _open_zarr_stacks(item, axes, level, storage_options)
+    if not isinstance(item, str):
+        return stacks  # a zarr object given directly: nothing to reopen from
+    opts: dict[str, Any] = {"level": level}
+    if storage_options:
+        opts["storage_options"] = dict(storage_options)
+    return _with_recipes(stacks, "zarr", item, axes, opts)
+
+
+def _open_zarr_stacks(
+    item: Any, axes: str, level: int, storage_options: Mapping[str, Any] | None
+) -> list[ImageStack]:
     import zarr
 
-
-    if isinstance(item, str) and item.startswith("file://"):
+    remote = parse_location(item) if isinstance(item, str) else None
+    _check_options(item, remote, storage_options)
+    if remote is not None:
+        store_url, inner = _split_remote_zarr(remote)
+        root = open_remote_zarr(store_url, storage_options)  # FileNotFoundError names the URL
+        node: Any = root
+        if inner:
+            try:
+                node = root[inner] if isinstance(root, zarr.Group) else None
+            except KeyError:
+                node = None
+            if node is None:
+                raise FileNotFoundError(f"zarr URL {item!r}: store {store_url!r} has no node {inner!r}")
+        label = remote.url
+        stem = store_url.rsplit("/", 1)[-1]
+        stem = stem[: -len(ZARR_SUFFIX)] if stem.lower().endswith(ZARR_SUFFIX) else stem
+        base_id = f"{stem}/{inner}" if inner else stem
+        disk: Path | None = None
+    elif isinstance(item, str) and item.startswith("file://"):
         store, inner = parse_zarr_uri(item)
         if not store.exists():
             raise FileNotFoundError(f"zarr URI {item!r}: no such store {str(store)!r}")
         root = zarr.open(str(store), mode="r")
-        node: zarr.Array | zarr.Group = root
+        node = root
         if inner:
             if not isinstance(root, zarr.Group):
                 raise FileNotFoundError(
@@ -373,7 +490,7 @@ def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
             raise SchemaError(
                 f"{label!r} is a zarr group without OME-Zarr 'multiscales' metadata; point to one of "
                 f"its arrays {sorted(node.array_keys())[:5]} with a URI such as "
-                f"'file://{disk}/<array>'"
+                + (f"'file://{disk}/<array>'" if disk is not None else f"'{label}/<array>'")
             )
         datasets = ms[0].get("datasets") or []
         n = len(datasets)
@@ -391,7 +508,10 @@ def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
         shape = tuple(int(v) for v in arr.shape)
         order = check_axes(axes, shape, what=f"OME-Zarr {label!r} level {lv} (metadata axes {meta_axes!r})")
         if "S" not in order and order == meta_axes:
-            src = open_source(disk, level=lv)
+            src = (
+                open_source(disk, level=lv) if disk is not None
+                else open_ome_zarr_source(node, level=lv, image_id=base_id, name=label)
+            )
             return [ImageStack(src, origin=label, axes=order, kind="zarr")]
         # Caller's axes differ from the metadata: view the level array with them.
         array, desc = arr, f"OME-Zarr {label!r} level {lv} (chunks {arr.chunks})"
@@ -408,7 +528,9 @@ def _open_zarr_item(item: Any, axes: str, level: int) -> list[ImageStack]:
     return _split(make, shape, order, origin=label, kind="zarr")
 
 
-def load_zarrs(source: Any, axes: str, *, level: int = 0) -> ImageStacks:
+def load_zarrs(
+    source: Any, axes: str, *, level: int = 0, storage_options: Mapping[str, Any] | None = None
+) -> ImageStacks:
     """Image stacks over zarr arrays, read chunk by chunk.
 
     Parameters
@@ -423,10 +545,17 @@ def load_zarrs(source: Any, axes: str, *, level: int = 0) -> ImageStacks:
         OME-Zarr resolution level (0 = full resolution; negative counts from
         the smallest, ``-1`` = lowest). Plain arrays have one level and
         ignore it.
+    storage_options
+        Options of the filesystem of remote stores: ``source`` may hold URLs
+        such as ``s3://bucket/cells.ome.zarr`` or
+        ``s3://bucket/store.zarr/group/array``, read through zarr's
+        ``FsspecStore``.
     """
     out = ImageStacks()
     for item in _paths(source, "load_zarrs"):
-        out += _open_zarr_item(os.fspath(item) if isinstance(item, os.PathLike) else item, axes, level)
+        out += _open_zarr_item(
+            os.fspath(item) if isinstance(item, os.PathLike) else item, axes, level, storage_options
+        )
     return out
 
 

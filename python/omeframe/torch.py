@@ -44,9 +44,10 @@ Example
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ from omeframe.model.errors import (
     OptionalDependencyError,
     RowIndexError,
 )
+from omeframe.storage.url import is_remote
 
 __all__ = [
     "ImageTableDataset",
@@ -175,11 +177,15 @@ def _catalog_part(path: Path, part: str) -> Path:
     return path
 
 
-def _open_table(table_or_path: ImageTable | str | os.PathLike[str]) -> _PerProcess:
+def _open_table(
+    table_or_path: ImageTable | str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> _PerProcess:
     if isinstance(table_or_path, ImageTable):
         table = table_or_path
+    elif is_remote(table_or_path):
+        table = ImageTable(table_or_path, storage_options=storage_options)  # pickles with its options
     elif isinstance(table_or_path, (str, os.PathLike)):
-        table = ImageTable(_catalog_part(Path(table_or_path), IMAGES_NAME))
+        table = ImageTable(_catalog_part(Path(table_or_path), IMAGES_NAME), storage_options=storage_options)
     else:
         raise TypeError(
             f"expected an omeframe.ImageTable, a record table path or a catalog directory, "
@@ -217,7 +223,11 @@ class ImageTableDataset:
     ----------
     table_or_path
         An :class:`omeframe.ImageTable`, a record table path (Parquet or
-        Vortex) or a catalog directory (its ``images.parquet``).
+        Vortex) or URL (``s3://...``), or a catalog directory (its
+        ``images.parquet``).
+    storage_options
+        Options of a URL's filesystem (credentials, ``endpoint_url`` ...);
+        workers reopen the table with them.
     columns
         Feature columns returned beside the pixels (read once per process and
         kept in memory; numeric columns become tensors, others lists).
@@ -267,9 +277,10 @@ class ImageTableDataset:
         dims: str = "CYX",
         transform: Transform | None = None,
         target: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         _torch()
-        self._source = _open_table(table_or_path)
+        self._source = _open_table(table_or_path, storage_options)
         table: ImageTable = self._source.get()
         self._dims = stack_dims(dims)
         if columns is not None and target is not None:
@@ -499,6 +510,7 @@ class ImageTableIterableDataset:
         dims: str = "CYX",
         transform: Transform | None = None,
         target: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         torch = _torch()
         # DataLoader tells iterable datasets apart with isinstance(ds, IterableDataset);
@@ -510,7 +522,10 @@ class ImageTableIterableDataset:
             raise ValueError(f"block_size and buffer_blocks must be >= 1, got {block_size} and {buffer_blocks}")
         if drop_last and batch_size is None:
             raise ValueError("drop_last applies to batches; give batch_size= too")
-        self._map = ImageTableDataset(table_or_path, columns=columns, dims=dims, transform=transform, target=target)
+        self._map = ImageTableDataset(
+            table_or_path, columns=columns, dims=dims, transform=transform, target=target,
+            storage_options=storage_options,
+        )
         self._batch_size = None if batch_size is None else int(batch_size)
         self._shuffle = bool(shuffle)
         self._seed = int(seed)
@@ -584,28 +599,38 @@ def _unbatch(batch: dict[str, Any] | tuple[Any, Any], n: int) -> Iterator[Any]:
 # -- chunked datasets -------------------------------------------------------------------
 
 
-def _open_chunked(dataset_or_path: Dataset | str | os.PathLike[str]) -> _PerProcess:
+def _open_chunked(
+    dataset_or_path: Dataset | str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> _PerProcess:
+    so = dict(storage_options or {})
     if isinstance(dataset_or_path, Dataset):
-        path = dataset_or_path.path
+        path: str | Path = dataset_or_path.path
         ds = dataset_or_path
+        so = dict(getattr(getattr(dataset_or_path, "store", None), "storage_options", None) or so)
+    elif is_remote(dataset_or_path):
+        path = str(dataset_or_path)
+        ds = open_dataset(path, storage_options=so)
     elif isinstance(dataset_or_path, (str, os.PathLike)):
         path = _catalog_part(Path(dataset_or_path), DATASET_NAME)
-        ds = open_dataset(path)
+        ds = open_dataset(path, storage_options=so)
     else:
         raise TypeError(
             f"expected an omeframe.Dataset, a dataset directory or a catalog directory, "
             f"got {type(dataset_or_path).__name__}"
         )
-    return _PerProcess(ds, pickle.dumps(_DatasetRecipe(str(path))), str(path), "dataset")
+    return _PerProcess(ds, pickle.dumps(_DatasetRecipe(str(path), so)), str(path), "dataset")
 
 
 class _DatasetRecipe:
-    """Unpickles as the dataset at ``path``, opened afresh."""
+    """Unpickles as the dataset at ``path`` (a URL with its ``storage_options``), opened afresh."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self.path = path
+        self.storage_options = dict(storage_options or {})
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
+        if self.storage_options:
+            return (functools.partial(open_dataset, storage_options=self.storage_options), (self.path,))
         return (open_dataset, (self.path,))
 
 
@@ -629,8 +654,8 @@ class DatasetPatchDataset:
     Parameters
     ----------
     dataset_or_path
-        An :class:`omeframe.Dataset`, a dataset directory, or a catalog
-        directory (its ``dataset/``).
+        An :class:`omeframe.Dataset`, a dataset directory or URL, or a
+        catalog directory (its ``dataset/``).
     patch_shape
         ``(Y, X)`` for 2-D patches (one plane of one time point) or
         ``(Z, Y, X)`` for 3-D patches.
@@ -690,9 +715,10 @@ class DatasetPatchDataset:
         stride: Sequence[int] | None = None,
         seed: int = 0,
         transform: Transform | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         _torch()
-        self._source = _open_chunked(dataset_or_path)
+        self._source = _open_chunked(dataset_or_path, storage_options)
         ds: Dataset = self._source.get()
         ps = tuple(int(v) for v in patch_shape)
         if len(ps) not in (2, 3) or min(ps) < 1:

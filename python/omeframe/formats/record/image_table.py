@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +28,14 @@ from omeframe.formats.record.files import (
     find_record_column,
     read_record_table,
 )
-from omeframe.formats.record.pixel_index import PixelIndex, check_prefixes, load_index, read_page_values
+from omeframe.formats.record.pixel_index import (
+    _MAGIC,
+    _TRAILER,
+    PixelIndex,
+    check_prefixes,
+    load_index,
+    read_page_values,
+)
 from omeframe.formats.record.stack import (
     UniformLayout,
     decode_zstd_into,
@@ -36,15 +44,21 @@ from omeframe.formats.record.stack import (
     stack_dims,
     to_numpy_stack,
 )
-from omeframe.formats.vortex.file import read_vortex_schema, vortex_num_rows
+from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, RowIndexError
-from omeframe.storage.parquet import open_parquet
+from omeframe.storage.parquet import open_parquet, read_parquet_rows
+from omeframe.storage.remote import RemoteFile, open_remote_file
+from omeframe.storage.url import parse_location
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
 __all__ = ["ImageTable", "open_table", "normalize_rows"]
+
+#: Bytes read from the end of a remote Parquet table when it is opened: the
+#: footer and, in most tables, the pixel index in front of it (one request).
+REMOTE_TAIL_BYTES = 256 << 10
 
 
 def normalize_rows(rows: Any, num_rows: int, name: str) -> np.ndarray:
@@ -84,7 +98,8 @@ class ImageTable:
     Parameters
     ----------
     path
-        A Parquet or Vortex record table.
+        A Parquet or Vortex record table: a local path or a URL (``s3://``,
+        ``gs://``, ``https://`` ...; see :mod:`omeframe.storage.url`).
     column
         The OME-Arrow column (default: detected).
     format
@@ -92,12 +107,24 @@ class ImageTable:
     use_index
         Use the pixel index when the file has one (default ``True``); ``False``
         always reads through Parquet.
+    storage_options
+        Options of the URL's filesystem (credentials, ``endpoint_url`` ...),
+        as in pandas; only for URLs.
 
     Notes
     -----
     An ``ImageTable`` pickles as its path and options: a copy sent to a
     worker process (a ``DataLoader`` worker, a Dask task) reopens the file
     there.
+
+    A remote table is read by byte ranges, never downloaded whole. Opening a
+    Parquet table reads its last :data:`REMOTE_TAIL_BYTES` (footer and pixel
+    index; one more request when they are larger); a take through the pixel
+    index then fetches only its rows' chunk payloads (or the compressed
+    pages holding them), ranges close together merged into one request and
+    the requests sent at once, plus the row groups' other, small leaves. A
+    Vortex table is opened through its footer and reads only the segments of
+    the columns and rows asked for.
 
     Example
     -------
@@ -116,7 +143,30 @@ class ImageTable:
         column: str | None = None,
         format: str | None = None,
         use_index: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
+        self._column_arg = column
+        self._use_index = use_index
+        self._storage_options = dict(storage_options or {})
+        self._mm: mmap.mmap | None = None
+        self._index: PixelIndex | None = None
+        self._pf: pq.ParquetFile | None = None
+        self._column: str | None = None
+        self._num_rows: int | None = None
+        self._remote: RemoteFile | None = None
+        self._meta: pq.FileMetaData | None = None
+        loc = parse_location(path)
+        if loc is not None:
+            self._path = loc.url
+            self._remote = open_remote_file(loc.url, self._storage_options)
+            self._format: FileFormat = self._remote_format(format)
+            self._open_remote()
+            return
+        if self._storage_options:
+            raise ValueError(
+                f"storage_options apply to URLs only, but {os.fspath(path)!r} is a local path; "
+                "drop storage_options or pass a URL"
+            )
         self._path = os.fspath(path)
         if not os.path.exists(self._path):
             raise FileNotFoundError(f"no such record table: {self._path!r}")
@@ -124,15 +174,134 @@ class ImageTable:
             raise IsADirectoryError(
                 f"{self._path!r} is a directory; open a dataset with omeframe.open_dataset"
             )
-        self._column_arg = column
-        self._format: FileFormat = detect_format(self._path, format)
-        self._use_index = use_index
-        self._mm: mmap.mmap | None = None
-        self._index: PixelIndex | None = None
-        self._pf: pq.ParquetFile | None = None
-        self._column: str | None = None
-        self._num_rows: int | None = None
+        self._format = detect_format(self._path, format)
         self._open()
+
+    def _remote_format(self, format: str | None) -> FileFormat:
+        """The format from ``format``, the URL's suffix, else the object's first bytes."""
+        try:
+            return detect_format(self._path.split("?", 1)[0], format)
+        except ValueError:
+            if format is not None:
+                raise
+        assert self._remote is not None
+        head = self._remote.read_range(0, 4)
+        if head == b"PAR1":
+            return "parquet"
+        if head == b"VTXF":
+            return "vortex"
+        raise CorruptFileError(
+            f"{self._path!r} is neither a Parquet nor a Vortex file (first bytes {head!r}); "
+            "pass format='parquet' or format='vortex' if the name misleads"
+        )
+
+    def _open_remote(self) -> None:
+        """Read the footer (and pixel index) of a remote Parquet table from its tail."""
+        import pyarrow.parquet as pq
+
+        f = self._remote
+        assert f is not None
+        if self._format != "parquet":
+            return
+        size = f.size
+        if size < 12:
+            raise CorruptFileError(f"{self._path!r} is too short to be a Parquet file ({size} bytes)")
+        n = min(size, REMOTE_TAIL_BYTES)
+        tail = f.read_range(size - n, n)
+        if tail[-4:] != b"PAR1":
+            raise CorruptFileError(f"{self._path!r} is not a Parquet file (no PAR1 magic at its end)")
+        footer_len = struct.unpack_from("<I", tail, n - 8)[0]
+        need = min(size, footer_len + 8 + _TRAILER.size)
+        if need > n:
+            n = need
+            tail = f.read_range(size - n, n)
+        if footer_len + 8 > size:
+            raise CorruptFileError(f"{self._path!r}: its footer length exceeds the file (truncated?)")
+        try:
+            self._meta = pq.read_metadata(pa.BufferReader(tail[n - 8 - footer_len :]))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptFileError(f"{self._path!r}: unreadable Parquet footer: {exc}") from exc
+        self._num_rows = int(self._meta.num_rows)
+        if not self._use_index:
+            return
+        at = size - 8 - footer_len - _TRAILER.size
+        if at < 4 or at < size - n:
+            return
+        magic, off, length, _, _ = _TRAILER.unpack_from(tail, at - (size - n))
+        if magic != _MAGIC:
+            return
+        buf = mmap.mmap(-1, size)  # sparse: only the pages written below use memory
+        try:
+            buf[size - n :] = tail
+            if 0 <= off < size - n and off + length == at:
+                buf[off : size - n] = f.read_range(off, size - n - off)
+            try:
+                self._index = load_index(self._path, buf)
+            except CorruptFileError as exc:
+                warnings.warn(f"{exc}; reading through Parquet instead", UserWarning, stacklevel=4)
+                self._index = None
+        finally:
+            buf.close()
+
+    def _chunk_buffer(self, chunk_ids: np.ndarray) -> mmap.mmap:
+        """A sparse map of the remote file holding the bytes ``chunk_ids`` are read from.
+
+        Raw payloads are read with their 4-byte length prefixes, compressed
+        pages whole; ranges that overlap or touch are merged here (vectorised),
+        close ones into one request by :meth:`RemoteFile.read_ranges`.
+        """
+        index, f = self._index, self._remote
+        assert index is not None and f is not None
+        if index.pages is not None:
+            pages = index.pages
+            assert pages.body_start is not None and pages.body_len is not None
+            used = np.unique(np.searchsorted(pages.first_value, chunk_ids, side="right") - 1)
+            starts = pages.body_start[used].astype(np.int64)
+            stops = starts + pages.body_len[used].astype(np.int64)
+        else:
+            starts = index.offsets[chunk_ids].astype(np.int64) - 4
+            stops = starts + 4 + index.lengths[chunk_ids].astype(np.int64)
+        buf = mmap.mmap(-1, max(1, f.size))
+        if not len(starts):
+            return buf
+        order = np.argsort(starts, kind="stable")
+        starts, stops = starts[order], stops[order]
+        reach = np.maximum.accumulate(stops)
+        first = np.flatnonzero(np.concatenate([[True], starts[1:] > reach[:-1]]))
+        last = np.concatenate([first[1:] - 1, [len(starts) - 1]])
+        runs = list(zip(starts[first].tolist(), reach[last].tolist(), strict=True))
+        try:
+            for (a, _), block in zip(runs, f.read_ranges(runs), strict=True):
+                buf[a : a + len(block)] = block
+        except BaseException:
+            buf.close()
+            raise
+        return buf
+
+    def _pixel_buffer(self, chunk_ids: np.ndarray) -> Any:
+        """What pixel payloads are read from: the file's memory map, or a remote file's sparse map."""
+        if self._mm is not None:
+            return self._mm
+        return self._chunk_buffer(chunk_ids)
+
+    def _release(self, buf: Any) -> None:
+        if buf is not self._mm:
+            buf.close()
+
+    @property
+    def _has_index(self) -> bool:
+        return self._index is not None and (self._mm is not None or self._remote is not None)
+
+    def _read_fallback(self, columns: Sequence[str] | None, rows: Sequence[int] | None) -> pa.Table:
+        """Columns / rows through Parquet or Vortex (no pixel index)."""
+        if self._remote is None:
+            return read_record_table(self._path, columns=columns, rows=rows, format=self._format)
+        if self._format == "vortex":
+            return read_vortex_table(self._remote, columns=list(columns) if columns else None, rows=rows)
+        pf = self._parquet()
+        if rows is not None:
+            return read_parquet_rows(pf, rows, columns)
+        return pf.read(columns=list(columns) if columns else None)
 
     def _open(self) -> None:
         if self._format != "parquet":
@@ -153,11 +322,13 @@ class ImageTable:
 
     # -- pickling: reopen in the worker -------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self._path, "column": self._column_arg, "format": self._format, "use_index": self._use_index}
+        return {"path": self._path, "column": self._column_arg, "format": self._format, "use_index": self._use_index,
+                "storage_options": self._storage_options}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["path"], column=state["column"], format=state["format"], use_index=state["use_index"]
+            state["path"], column=state["column"], format=state["format"], use_index=state["use_index"],
+            storage_options=state.get("storage_options"),
         )
 
     def __repr__(self) -> str:
@@ -168,13 +339,16 @@ class ImageTable:
         cols = [f.name for f in self.schema]
         rows = [
             ("path", esc(self._path)),
-            ("format", esc(f"{self._format}, {fmt_bytes(os.path.getsize(self._path))} on disk")),
+            ("format", esc(f"{self._format}, {fmt_bytes(self._size())} {'stored' if self._remote else 'on disk'}")),
             ("rows", esc(f"{len(self):,} images")),
             ("image column", esc(self.column)),
             ("pixel index", "yes: takes read only their rows' chunks" if self.indexed else "no"),
             ("columns", esc(", ".join(shorten(cols)))),
         ]
         return card("omeframe ImageTable", rows)
+
+    def _size(self) -> int:
+        return self._remote.size if self._remote is not None else os.path.getsize(self._path)
 
     def close(self) -> None:
         """Release the memory map and the Parquet reader."""
@@ -194,7 +368,7 @@ class ImageTable:
     # -- properties ---------------------------------------------------------------------
     @property
     def path(self) -> str:
-        """The table's file path."""
+        """The table's file path (or URL)."""
         return self._path
 
     @property
@@ -209,7 +383,12 @@ class ImageTable:
 
     def _parquet(self) -> pq.ParquetFile:
         if self._pf is None:
-            self._pf = open_parquet(self._path)
+            if self._remote is not None:
+                import pyarrow.parquet as pq
+
+                self._pf = pq.ParquetFile(self._remote, metadata=self._meta, pre_buffer=True)
+            else:
+                self._pf = open_parquet(self._path)
         return self._pf
 
     @property
@@ -217,7 +396,7 @@ class ImageTable:
         """The Arrow schema of the table."""
         if self._format == "parquet":
             return self._parquet().schema_arrow
-        return read_vortex_schema(self._path)
+        return read_vortex_schema(self._remote if self._remote is not None else self._path)
 
     @property
     def column(self) -> str:
@@ -231,7 +410,7 @@ class ImageTable:
             if self._format == "parquet":
                 self._num_rows = int(self._parquet().metadata.num_rows)
             else:
-                self._num_rows = vortex_num_rows(self._path)
+                self._num_rows = vortex_num_rows(self._remote if self._remote is not None else self._path)
         return self._num_rows
 
     @property
@@ -242,7 +421,7 @@ class ImageTable:
     # -- reads --------------------------------------------------------------------------
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """Read the whole table (or some ``columns``) as Arrow."""
-        return read_record_table(self._path, columns=columns, format=self._format)
+        return self._read_fallback(columns, None)
 
     def take(self, rows: Any, columns: Sequence[str] | None = None) -> pa.Table:
         """Rows ``rows`` (in that order) as an Arrow table of records and ``columns``.
@@ -253,9 +432,9 @@ class ImageTable:
             For rows out of range, negative or repeated.
         """
         idx = normalize_rows(rows, len(self), repr(self._path))
-        if self._index is not None and self._mm is not None and len(idx):
+        if self._has_index and len(idx):
             return self._take_records(idx, columns)
-        return read_record_table(self._path, columns=columns, rows=idx.tolist(), format=self._format)
+        return self._read_fallback(columns, idx.tolist())
 
     def _take_records(self, idx: np.ndarray, columns: Sequence[str] | None) -> pa.Table:
         """Rows through the pixel index: every leaf but the pixel bytes from their row groups,
@@ -286,8 +465,8 @@ class ImageTable:
         return part.set_column(part.column_names.index(col), col, self._with_pixels(rec, full, idx))
 
     def _with_pixels(self, rec: pa.StructArray, full: pa.StructType, idx: np.ndarray) -> pa.StructArray:
-        index, mm = self._index, self._mm
-        assert index is not None and mm is not None
+        index = self._index
+        assert index is not None
         rec = _flat_struct(rec)
         chunks = rec.field("chunks")
         loffs = chunks.offsets.to_numpy().astype(np.int64)
@@ -299,15 +478,19 @@ class ImageTable:
             int(counts.sum())
         )
         lens = index.lengths[chunk_ids]
-        if index.pages is not None:
-            data = read_page_values(mm, index, chunk_ids, what=repr(self._path)).tobytes()
-        else:
-            offs = index.offsets[chunk_ids]
-            if not check_prefixes(mm, offs, lens):
-                raise CorruptFileError(f"{self._path!r}: the pixel index does not match the file's bytes")
-            view = memoryview(mm)
-            data = b"".join([view[o : o + n] for o, n in zip(offs.tolist(), lens.tolist(), strict=True)])
-            del view
+        mm = self._pixel_buffer(chunk_ids)
+        try:
+            if index.pages is not None:
+                data = read_page_values(mm, index, chunk_ids, what=repr(self._path)).tobytes()
+            else:
+                offs = index.offsets[chunk_ids]
+                if not check_prefixes(mm, offs, lens):
+                    raise CorruptFileError(f"{self._path!r}: the pixel index does not match the file's bytes")
+                view = memoryview(mm)
+                data = b"".join([view[o : o + n] for o, n in zip(offs.tolist(), lens.tolist(), strict=True)])
+                del view
+        finally:
+            self._release(mm)
         boffs = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=boffs[1:])
         pixel_bytes = pa.LargeBinaryArray.from_buffers(
@@ -349,7 +532,7 @@ class ImageTable:
         d = stack_dims(dims)
         n = len(self)
         idx = np.arange(n, dtype=np.int64) if rows is None else normalize_rows(rows, n, repr(self._path))
-        if self._index is not None and self._mm is not None:
+        if self._has_index:
             out6 = self._take_indexed(idx)
             if out6 is not None:
                 res = shape_dims(out6, d)
@@ -357,15 +540,12 @@ class ImageTable:
         if rows is None:
             col = self.read([self.column])[self.column]
         else:
-            col = read_record_table(self._path, columns=[self.column], rows=idx.tolist(), format=self._format)[
-                self.column
-            ]
+            col = self._read_fallback([self.column], idx.tolist())[self.column]
         return to_numpy_stack(col, dims=d, dtype=dtype)
 
     def _take_indexed(self, idx: np.ndarray) -> np.ndarray | None:
         index = self._index
-        mm = self._mm
-        assert index is not None and mm is not None
+        assert index is not None
         lay_ids = index.record_layout[idx]
         if len(idx) and (lay_ids != lay_ids[0]).any():
             return None  # mixed layouts among these rows: the general path stacks them
@@ -384,21 +564,24 @@ class ImageTable:
         if index.pages is not None:
             if ulay.codec is not None or (sizes != index.value_size).any():
                 return None
-            flat = target.reshape(-1).view(np.uint8).reshape(len(chunk_ids), index.value_size)
-            read_page_values(mm, index, chunk_ids, what=what, out=flat)
-            if not whole:
-                scatter_chunks(target, ulay, out6)
-            return out6
-        if ulay.codec != "zstd":
+        elif ulay.codec != "zstd":
             return None  # an index over uncompressed pages holds zstd frames only (IndexBuilder)
-        starts = index.offsets[chunk_ids]
-        lengths = index.lengths[chunk_ids]
-        if not check_prefixes(mm, starts, lengths):
-            raise CorruptFileError(
-                f"{self._path!r}: the pixel index does not match the file's bytes (was the file "
-                "modified in place?); reopen with use_index=False or rewrite the table"
-            )
-        decode_zstd_into(target, mm, starts, lengths, sizes, what=what)
+        mm = self._pixel_buffer(chunk_ids)
+        try:
+            if index.pages is not None:
+                flat = target.reshape(-1).view(np.uint8).reshape(len(chunk_ids), index.value_size)
+                read_page_values(mm, index, chunk_ids, what=what, out=flat)
+            else:
+                starts = index.offsets[chunk_ids]
+                lengths = index.lengths[chunk_ids]
+                if not check_prefixes(mm, starts, lengths):
+                    raise CorruptFileError(
+                        f"{self._path!r}: the pixel index does not match the file's bytes (was the file "
+                        "modified in place?); reopen with use_index=False or rewrite the table"
+                    )
+                decode_zstd_into(target, mm, starts, lengths, sizes, what=what)
+        finally:
+            self._release(mm)
         if not whole:
             scatter_chunks(target, ulay, out6)
         return out6
@@ -410,8 +593,13 @@ def open_table(
     column: str | None = None,
     format: str | None = None,
     use_index: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ImageTable:
     """Open a record table for reading pixels by row (see :class:`ImageTable`).
+
+    ``path`` may be a URL (``s3://bucket/crops.parquet``, options in
+    ``storage_options``): the table is then read by byte ranges, a take
+    fetching only its rows' pixel chunks.
 
     Example
     -------
@@ -421,4 +609,4 @@ def open_table(
     >>> of.open_table(path).to_numpy().shape
     (5, 3, 16, 16)
     """
-    return ImageTable(path, column=column, format=format, use_index=use_index)
+    return ImageTable(path, column=column, format=format, use_index=use_index, storage_options=storage_options)

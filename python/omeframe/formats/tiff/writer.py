@@ -17,6 +17,7 @@ import io
 import math
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,12 @@ from omeframe.engine.executor import clamp_cast
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.pyramid import DownsampledSource
 from omeframe.engine.source import LazySource
+from omeframe.formats.record.remote import write_remote
 from omeframe.formats.tiff.omexml import tifffile_ome_metadata
 from omeframe.formats.tiff.source import TIFF_EXTRA_HINT, imagecodecs_installed
 from omeframe.model.errors import DimOrderError, DtypeError, OptionalDependencyError
+from omeframe.storage.remote import RemoteStore
+from omeframe.storage.url import parse_location
 
 __all__ = ["to_ome_tiff"]
 
@@ -148,6 +152,7 @@ def to_ome_tiff(
     downscale: int = 2,
     bigtiff: bool | None = None,
     overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> str:
     """Write an image as OME-TIFF, streaming tiles from its plan.
 
@@ -157,7 +162,10 @@ def to_ome_tiff(
         ``OMEArrow`` (lazy or materialised), OME-Arrow record, ``LazyImage``,
         lazy source, numpy array (axes from its rank) or anything ``scan`` opens.
     out_path
-        Target file (``.ome.tif`` recommended).
+        Target file (``.ome.tif`` recommended), or a URL (``s3://bucket/a.ome.tif``,
+        options in ``storage_options``): the file is written to a local
+        temporary file and uploaded whole only when complete, so the key
+        never holds half a file (a failed export leaves it untouched).
     dtype, clamp
         Output pixel type (native when ``None``); ``clamp`` saturates values
         outside its range instead of wrapping them.
@@ -182,6 +190,8 @@ def to_ome_tiff(
         approaches 4 GiB.
     overwrite
         Replace an existing file (else ``FileExistsError``).
+    storage_options
+        Options of the URL's filesystem (credentials, ``endpoint_url`` ...).
 
     Returns
     -------
@@ -203,6 +213,19 @@ def to_ome_tiff(
     >>> to_ome_tiff(np.zeros((2, 64, 64), np.uint16), out, compression="zlib") == out
     True
     """
+    remote = parse_location(out_path)
+    if remote is not None:
+        parent, _, name = remote.url.rpartition("/")
+        if not overwrite and RemoteStore(parent, storage_options).exists(name):
+            raise FileExistsError(f"{remote.url!r} exists; pass overwrite=True to replace it")
+        _check_dim_order(dim_order)
+        return write_remote(remote.url, storage_options, lambda local: (to_ome_tiff(
+            data, local, dtype=dtype, clamp=clamp, dim_order=dim_order, compression=compression,
+            compression_level=compression_level, tile=tile, use_channel_colors=use_channel_colors,
+            pyramid_levels=pyramid_levels, downscale=downscale, bigtiff=bigtiff,
+        ), remote.url)[1])
+    if storage_options:
+        raise ValueError(f"storage_options apply to URLs only, but {os.fspath(out_path)!r} is a local path")
     out = Path(out_path)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{str(out)!r} exists; pass overwrite=True to replace it")

@@ -50,6 +50,7 @@ from omeframe.model.errors import (
     RowIndexError,
 )
 from omeframe.storage.atomic import atomic_path
+from omeframe.storage.remote import RemoteFile
 
 if TYPE_CHECKING:
     import pyarrow.dataset as pds
@@ -73,6 +74,27 @@ __all__ = [
 SCHEMA_COLUMN_PREFIX = "__omeframe_arrow_schema__:"
 
 PathLike = str | os.PathLike[str]
+#: What the readers accept: a local path, or a remote object
+#: (:class:`omeframe.storage.remote.RemoteFile`), read by ranged requests.
+Location = PathLike | RemoteFile
+
+
+class _RangeReader:
+    """A :class:`~omeframe.storage.remote.RemoteFile` as vortex's ``ReadBytesAt`` (ranged GETs, retried)."""
+
+    def __init__(self, f: RemoteFile) -> None:
+        self._f = f
+
+    def size(self) -> int:
+        return self._f.size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        return self._f.read_range(offset, length)
+
+
+def _name(path: Location) -> str:
+    """The path or URL naming ``path`` in messages."""
+    return path.url if isinstance(path, RemoteFile) else os.fspath(path)
 
 
 def _import_vortex() -> Any:
@@ -93,8 +115,12 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _open(path: PathLike, *, memory_map: bool = False) -> Any:
+def _open(path: Location, *, memory_map: bool = False) -> Any:
     """Open ``path`` with vortex, translating its errors.
+
+    A :class:`~omeframe.storage.remote.RemoteFile` is opened lazily through
+    :func:`vortex.open_readable`: the footer, then only the segments a scan
+    touches, each one ranged GET (``memory_map`` does not apply).
 
     Raises
     ------
@@ -105,6 +131,17 @@ def _open(path: PathLike, *, memory_map: bool = False) -> Any:
         If vortex cannot parse the file (truncated, corrupt, not a Vortex file).
     """
     vortex = _import_vortex()
+    if isinstance(path, RemoteFile):
+        try:
+            return vortex.open_readable(_RangeReader(path), concurrency=16)
+        except (RuntimeError, ValueError) as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, OSError):  # a request that failed (missing object, denied, ...)
+                raise cause from exc
+            raise CorruptFileError(
+                f"{path.url!r} is not a readable Vortex file (truncated, corrupt or another "
+                f"format): {_first_line(exc)}"
+            ) from exc
     p = os.fspath(path)
     with open(p, "rb"):
         pass
@@ -317,7 +354,7 @@ def _as_os_error(exc: BaseException, path: str) -> OSError | None:
     return OSError(code, f"cannot write Vortex file {path!r}: {first}; nothing was written")
 
 
-def read_vortex_schema(path: PathLike) -> pa.Schema:
+def read_vortex_schema(path: Location) -> pa.Schema:
     """Return the original Arrow schema of a Vortex file, with its metadata.
 
     Reads only the footer, never the data.
@@ -343,12 +380,11 @@ def read_vortex_schema(path: PathLike) -> pa.Schema:
     CorruptFileError
         If ``path`` is not a readable Vortex file.
     """
-    p = os.fspath(path)
-    schema, _ = _stored_schema(_open(p), p)
+    schema, _ = _stored_schema(_open(path), _name(path))
     return schema
 
 
-def vortex_num_rows(path: PathLike) -> int:
+def vortex_num_rows(path: Location) -> int:
     """Return the number of rows of a Vortex file, from its footer.
 
     Raises
@@ -389,7 +425,7 @@ def _normalize_rows(rows: Sequence[int] | np.ndarray, num_rows: int, path: str) 
 
 
 def read_vortex_table(
-    path: PathLike,
+    path: Location,
     *,
     columns: list[str] | None = None,
     rows: Sequence[int] | np.ndarray | None = None,
@@ -398,8 +434,9 @@ def read_vortex_table(
 
     Parameters
     ----------
-    path : str or os.PathLike
-        A Vortex file.
+    path : str, os.PathLike or RemoteFile
+        A Vortex file (a remote one is read by ranged requests: the footer
+        and the segments of the columns and rows asked for).
     columns : list of str, optional
         Top-level columns to return, in this order (a struct column comes back
         whole).  ``None`` returns all columns; ``[]`` returns no columns but
@@ -428,7 +465,7 @@ def read_vortex_table(
         no checksums, so some corruption of data pages reads back silently.
     """
     vortex = _import_vortex()
-    p = os.fspath(path)
+    p = _name(path)
     # A take of few rows maps the file instead of reading it: vortex fetches
     # whole segments (a column's 8192-row block) through its IO path, but with a
     # memory map only the touched pages are read.  Measured on a 33 MB file of
@@ -437,7 +474,7 @@ def read_vortex_table(
     # (~0.9 ms) with it.  Our writers replace files by rename, so a mapped file
     # never changes underneath (vortex warns that in-place truncation of a
     # mapped file can SIGBUS).
-    vf = _open(p, memory_map=rows is not None)
+    vf = _open(path, memory_map=rows is not None and not isinstance(path, RemoteFile))
     schema, _ = _stored_schema(vf, p)
     hidden_name = str(vf.dtype.names()[-1])
 

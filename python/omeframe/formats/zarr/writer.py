@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import wait
 from dataclasses import replace
 from itertools import product
@@ -37,11 +38,14 @@ from omeframe.engine.derived import as_source
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.pyramid import pyramid_levels
 from omeframe.engine.source import LazySource
+from omeframe.formats.zarr import ZARR_MARKERS
 from omeframe.formats.zarr.array import ZarrArraySource
 from omeframe.model.dims import CANONICAL
 from omeframe.model.dtypes import dtype_name, to_numpy_dtype
 from omeframe.model.errors import DimOrderError
 from omeframe.model.header import default_channels
+from omeframe.storage.remote import RemoteStore
+from omeframe.storage.url import parse_location
 
 __all__ = ["to_ome_zarr", "as_export_source"]
 
@@ -318,6 +322,7 @@ def to_ome_zarr(
     image_name: str | None = None,
     overwrite: bool = False,
     client: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> str:
     """Write ``data`` as an OME-Zarr image, streaming chunk by chunk.
 
@@ -329,7 +334,15 @@ def to_ome_zarr(
         (first image; use ``omeframe.scan(ds, image_id=...)`` for another) or
         any path ``omeframe.scan`` opens.
     out_path
-        The store directory to create (e.g. ``"image.ome.zarr"``).
+        The store directory to create (e.g. ``"image.ome.zarr"``), or a URL
+        (``s3://bucket/image.ome.zarr``, options in ``storage_options``). A
+        remote store is written to a local temporary store first, then
+        uploaded object by object (each object whole, in one request): the
+        arrays' metadata and chunks first, the root group's metadata
+        (``zarr.json``, or ``.zgroup`` / ``.zattrs``), which makes the image
+        visible, last. A failed export publishes nothing; with ``overwrite``
+        the old root metadata is removed first and objects of the old store
+        that the new one lacks are removed before the new root is published.
     dtype, clamp
         Output dtype (``None`` keeps the native one) and whether values are
         clipped into its range (otherwise numpy casting rules apply).
@@ -363,6 +376,9 @@ def to_ome_zarr(
         travels to them by pickle (a file as its path). The result equals a
         local export's.
 
+    storage_options
+        Options of the URL's filesystem (credentials, ``endpoint_url`` ...).
+
     Returns
     -------
     str
@@ -373,6 +389,23 @@ def to_ome_zarr(
     >>> omeframe.to_ome_zarr(omeframe.scan("big.ome.tif"), "big.ome.zarr", multiscale_levels=3)  # doctest: +SKIP
     >>> omeframe.to_ome_zarr(omeframe.scan("big.ome.tif"), "big.ome.zarr", client=client)        # doctest: +SKIP
     """
+    remote = parse_location(out_path)
+    if remote is not None:
+        store = RemoteStore(remote, storage_options)
+        old = [n for n in _ROOT_META if store.exists(n)]
+        if old and not overwrite:
+            raise FileExistsError(f"{remote.url!r} already holds a zarr store; pass overwrite=True to replace it")
+        with tempfile.TemporaryDirectory(prefix="omeframe-zarr-") as staging:
+            local = Path(staging) / (remote.url.rsplit("/", 1)[-1] or "image.ome.zarr")
+            to_ome_zarr(
+                data, local, dtype=dtype, clamp=clamp, dim_order=dim_order, multiscale_levels=multiscale_levels,
+                downscale_spatial_by=downscale_spatial_by, zarr_format=zarr_format, chunks=chunks, shards=shards,
+                compressor=compressor, compressor_level=compressor_level, image_name=image_name, client=client,
+            )
+            upload_store(local, store, replace=bool(old))
+        return remote.url
+    if storage_options:
+        raise ValueError(f"storage_options apply to URLs only, but {os.fspath(out_path)!r} is a local path")
     import zarr
 
     from omeframe.formats.zarr.models import ImageMetadata  # lazy: pydantic
@@ -493,3 +526,53 @@ def to_ome_zarr(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return str(out)
+
+
+#: Objects at the root of a zarr store whose presence makes it (and its image) visible to readers.
+_ROOT_META = ZARR_MARKERS
+
+
+def upload_store(local: Path, store: RemoteStore, *, replace: bool = False) -> None:
+    """Upload the local zarr store ``local`` to ``store``, publishing its root metadata last.
+
+    Every object is uploaded whole (one PUT, or a multipart upload the store
+    publishes on completion), the objects below the root concurrently, then
+    the root's own files. With ``replace`` (an older store is there) the old
+    root metadata is deleted first, so readers never see the old root over a
+    mix of old and new arrays, and old objects the new store lacks are
+    deleted before the new root appears.
+
+    Example
+    -------
+    >>> import numpy as np, tempfile
+    >>> local = Path(tempfile.mkdtemp()) / "a.ome.zarr"
+    >>> _ = to_ome_zarr(np.zeros((8, 8), np.uint8), local)
+    >>> upload_store(local, RemoteStore("memory://omeframe-doc/a.ome.zarr"))
+    >>> RemoteStore("memory://omeframe-doc/a.ome.zarr").exists("zarr.json")
+    True
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    rels = [p.relative_to(local).as_posix() for p in files]
+    inner = [(p, r) for p, r in zip(files, rels, strict=True) if "/" in r]
+    root = [(p, r) for p, r in zip(files, rels, strict=True) if "/" not in r]
+    if replace:
+        for name in _ROOT_META:
+            store.delete(name)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda pr: store.upload(pr[0], pr[1]), inner))
+    if replace:
+        prefix = store.location.path.rstrip("/") + "/"
+        keep = set(rels)
+        found = store.fs.find(store.location.path)
+        stale = [str(k)[len(prefix):] for k in found if str(k).startswith(prefix)]
+        for rel in stale:
+            if rel not in keep:
+                store.delete(rel)
+    for p, r in root:
+        if r not in _ROOT_META:
+            store.upload(p, r)
+    for p, r in sorted(root, key=lambda pr: pr[1] in ZARR_MARKERS[:2]):  # the v3 / v2 group marker last
+        if r in _ROOT_META:
+            store.upload(p, r)
