@@ -35,6 +35,20 @@ def test_dataset_to_dask_aligns_with_stored_chunks(dataset: omeframe.Dataset, im
     assert dataset.to_dask("a").name == arr.name  # deterministic: same files, same name
 
 
+def test_block_bytes_merges_neighbouring_chunks_along_their_edges(
+    dataset: omeframe.Dataset, image: np.ndarray
+) -> None:
+    chunk = 2 * 32 * 32 * 2  # bytes of one stored chunk
+    arr = dataset.to_dask("a", block_bytes=4 * chunk)  # 2 x 2 chunks per block
+    assert arr.chunks[3:] == ((64, 6), (64, 26))  # merged, still cut at the stored edges
+    assert arr.chunks[2] == (2, 2, 1)
+    np.testing.assert_array_equal(arr.compute(scheduler="sync"), image)
+    assert arr.name != dataset.to_dask("a").name
+    assert dataset.to_dask("a", block_bytes=1).chunks == dataset.to_dask("a").chunks  # never below one chunk
+    with pytest.raises(ValueError, match="block_bytes must be a positive"):
+        dataset.to_dask("a", block_bytes=0)
+
+
 def test_each_task_reads_one_byte_range(
     dataset: omeframe.Dataset, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -95,8 +95,20 @@ def _index_blocks(edges: np.ndarray, index: np.ndarray) -> tuple[int, ...]:
     return tuple(int(v) for v in np.diff(bounds))
 
 
-def block_grid(plan: LazyImage) -> BlockGrid:
+def _merge(sizes: tuple[int, ...], k: int) -> tuple[int, ...]:
+    """Block sizes of ``k`` consecutive blocks each (the last group may hold fewer)."""
+    if k <= 1:
+        return sizes
+    return tuple(sum(sizes[i : i + k]) for i in range(0, len(sizes), k))
+
+
+def block_grid(plan: LazyImage, block_bytes: int | None = None) -> BlockGrid:
     """The blocks of ``plan``'s output, cut where the source's pieces are cut.
+
+    With ``block_bytes``, neighbouring blocks along Y and X are merged (still
+    cut at piece edges) into blocks of at most about that many bytes, or one
+    piece where a piece is larger: fewer, bigger tasks for a scheduler whose
+    cost per task would otherwise outweigh reading a small chunk.
 
     T and C blocks are one plane each (pieces are per ``(t, c)``); Z, Y and X
     blocks end wherever a piece ends, clipped to the selection.
@@ -106,17 +118,24 @@ def block_grid(plan: LazyImage) -> BlockGrid:
     >>> grid = block_grid(omeframe.open_dataset("slides/").scan("a")._plan)   # doctest: +SKIP
     >>> len(grid), grid.chunks[3]                                            # doctest: +SKIP
     """
+    if block_bytes is not None and (isinstance(block_bytes, bool) or not isinstance(block_bytes, int)
+                                    or block_bytes <= 0):
+        raise ValueError(f"block_bytes must be a positive number of bytes or None, got {block_bytes!r}")
     src = plan.source
     pieces = src.pixel_source()
     sel = plan.selection.resolve(src.shape)
     _, _, sz, sy, sx = src.shape
-    chunks = (
-        (1,) * int(sel.t.size) or (0,),
-        (1,) * int(sel.c.size) or (0,),
-        _index_blocks(_edges(pieces, 0, sz), sel.z),
-        _range_blocks(_edges(pieces, 1, sy), *sel.y),
-        _range_blocks(_edges(pieces, 2, sx), *sel.x),
-    )
+    zb = _index_blocks(_edges(pieces, 0, sz), sel.z)
+    yb = _range_blocks(_edges(pieces, 1, sy), *sel.y)
+    xb = _range_blocks(_edges(pieces, 2, sx), *sel.x)
+    if block_bytes is not None:
+        one = max(zb) * max(yb) * max(xb) * np.dtype(plan.out_dtype).itemsize
+        k = max(1, block_bytes // max(one, 1))
+        kx = min(len(xb), max(1, int(np.sqrt(k))))
+        ky = min(len(yb), max(1, k // kx))
+        kx = min(len(xb), max(1, k // ky))  # a narrow image: what Y cannot take goes to X
+        yb, xb = _merge(yb, ky), _merge(xb, kx)
+    chunks = ((1,) * int(sel.t.size) or (0,), (1,) * int(sel.c.size) or (0,), zb, yb, xb)
     return BlockGrid(chunks)
 
 
@@ -130,12 +149,14 @@ def _token(plan: LazyImage) -> str:
     return hashlib.sha1(pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()[:24]
 
 
-def plan_to_dask(plan: LazyImage) -> Any:
+def plan_to_dask(plan: LazyImage, block_bytes: int | None = None) -> Any:
     """``plan``'s TCZYX result as a lazy ``dask.array.Array`` with one task per stored chunk.
 
     Each task runs the plan narrowed to its block, which touches one piece of
     the source (chunk filters of the plan still apply: skipped chunks read
-    as zeros). The array is 5-D (TCZYX) with the plan's output dtype.
+    as zeros). The array is 5-D (TCZYX) with the plan's output dtype. With
+    ``block_bytes`` a task reads several neighbouring chunks (see
+    :func:`block_grid`): blocks still align with the stored chunks.
 
     Raises
     ------
@@ -153,8 +174,8 @@ def plan_to_dask(plan: LazyImage) -> Any:
         raise OptionalDependencyError(
             "LazyImage.to_dask needs dask; install it with pip install 'omeframe[dask]'"
         ) from exc
-    grid = block_grid(plan)
-    name = "omeframe-" + _token(plan)
+    grid = block_grid(plan, block_bytes)
+    name = "omeframe-" + _token(plan) + ("" if block_bytes is None else f"-{block_bytes}")
     graph: dict[Any, Any] = {}
     if all(sum(c) > 0 for c in grid.chunks):
         for idx, (t, c, z, y, x) in grid.blocks():

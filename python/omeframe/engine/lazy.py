@@ -483,18 +483,21 @@ class LazyImage:
         )
 
     # ---- distributed ------------------------------------------------------
-    def to_dask(self) -> Any:
+    def to_dask(self, block_bytes: int | None = None) -> Any:
         """The plan's TCZYX result as a ``dask.array`` with one task per stored chunk.
 
         Blocks align with the source's chunks (pieces), each task reads only
         its own (for datasets one byte-range read) and the plan pickles as
-        the path and options it was opened from. See ``engine/dask_array.py``.
+        the path and options it was opened from. ``block_bytes`` merges
+        neighbouring chunks into blocks of about that size (e.g. ``64 << 20``),
+        still aligned with them: fewer tasks when chunks are small. See
+        ``engine/dask_array.py``.
 
         Example
         -------
         >>> plan.to_dask().max(axis=(3, 4)).compute()   # doctest: +SKIP
         """
-        return plan_to_dask(self)
+        return plan_to_dask(self, block_bytes)
 
 def _scale_range(r: tuple[int, int], full: int, level: int) -> tuple[int, int]:
     """Range ``r`` of an axis of size ``full`` mapped onto the same axis of size ``level`` (widened)."""

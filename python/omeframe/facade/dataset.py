@@ -41,18 +41,20 @@ class Dataset(DatasetReader):
         """A lazy plan over one image (see :class:`omeframe.OMEArrow`)."""
         return OMEArrow._from_plan(LazyImage(DatasetSource(self, image_id, level)))
 
-    def to_dask(self, image_id: str | None = None, level: int = 0) -> Any:
+    def to_dask(self, image_id: str | None = None, level: int = 0, *, block_bytes: int | None = None) -> Any:
         """One image (and level) as a TCZYX ``dask.array``: a task per stored chunk, each one byte-range read.
 
         The tasks carry this dataset as its path and the generation it reads,
         so workers read exactly this generation even while others append.
+        ``block_bytes`` merges neighbouring chunks into blocks of about that
+        size (aligned with the chunks) when chunks are small for a scheduler.
 
         Example
         -------
         >>> arr = omeframe.open_dataset("slides/").to_dask("slide-1", level=1)   # doctest: +SKIP
         >>> arr[0, 0].max().compute()                                          # doctest: +SKIP
         """
-        return LazyImage(DatasetSource(self, image_id, level)).to_dask()
+        return LazyImage(DatasetSource(self, image_id, level)).to_dask(block_bytes)
 
     def _repr_html_(self) -> str:
         """Notebook display: path, format, generation and the first images (metadata only)."""

@@ -363,14 +363,17 @@ class OMEArrow(SourceLike):
         """The read plan: source, selection, chunks and bytes it will read."""
         return self._lazy().explain()
 
-    def to_dask(self) -> Any:
+    def to_dask(self, block_bytes: int | None = None) -> Any:
         """The image (or the plan's selection) as a TCZYX ``dask.array``, one task per stored chunk.
+
+        ``block_bytes`` merges neighbouring chunks into blocks of about that
+        size (still aligned with them): fewer tasks when chunks are small.
 
         Example
         -------
         >>> omeframe.scan("slides/", image_id="a").to_dask().mean().compute()   # doctest: +SKIP
         """
-        return self._lazy().to_dask()
+        return self._lazy().to_dask(block_bytes)
 
     def plan_info(self) -> PlanInfo:
         """The numbers behind :meth:`explain`, for code rather than eyes.
