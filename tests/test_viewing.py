@@ -251,7 +251,9 @@ def big_pyramid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_repr_of_a_large_pyramid_is_bounded(big_pyramid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def dataset_io(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """``(bytes read, bytes decoded)`` by dataset reads from here on, as one-item lists."""
     from omeframe.formats.dataset import reader
     from omeframe.storage import files
 
@@ -272,6 +274,11 @@ def test_repr_of_a_large_pyramid_is_bounded(big_pyramid: Path, monkeypatch: pyte
     monkeypatch.setattr(files.InputFile, "read_range", counting_range)
     monkeypatch.setattr(reader, "decode_payload", counting(reader.decode_payload))
     monkeypatch.setattr(reader, "decode_frames", counting(reader.decode_frames))
+    return read, decoded
+
+
+def test_repr_of_a_large_pyramid_is_bounded(big_pyramid: Path, dataset_io: tuple[list[int], list[int]]) -> None:
+    read, decoded = dataset_io
     img = of.open_dataset(big_pyramid).scan("big")
     html = img._repr_html_()
     assert read[0] <= 4 << 20 and decoded[0] <= 4 << 20, (read, decoded)
@@ -287,28 +294,12 @@ def test_repr_of_a_large_pyramid_is_bounded(big_pyramid: Path, monkeypatch: pyte
     assert "<td>big</td><td>1 1 1 16384 16384</td><td>uint8</td><td>8</td>" in listing
 
 
-def test_plan_display_has_a_bounded_thumbnail(big_pyramid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_display_has_a_bounded_thumbnail(
+    big_pyramid: Path, dataset_io: tuple[list[int], list[int]]
+) -> None:
     from omeframe.engine.lazy import LazyImage
-    from omeframe.formats.dataset import reader
-    from omeframe.storage import files
 
-    read, decoded = [0], [0]
-    orig_range = files.InputFile.read_range
-
-    def counting_range(self: files.InputFile, offset: int, length: int) -> bytes:
-        read[0] += length
-        return orig_range(self, offset, length)
-
-    def counting(fn):  # noqa: ANN001, ANN202
-        def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            out = fn(*args, **kwargs)
-            decoded[0] += out.nbytes
-            return out
-        return wrapped
-
-    monkeypatch.setattr(files.InputFile, "read_range", counting_range)
-    monkeypatch.setattr(reader, "decode_payload", counting(reader.decode_payload))
-    monkeypatch.setattr(reader, "decode_frames", counting(reader.decode_frames))
+    read, decoded = dataset_io
     plan = of.open_dataset(big_pyramid).scan("big")._lazy()
     assert isinstance(plan, LazyImage)
     html = plan._repr_html_()
