@@ -294,9 +294,13 @@ def _slow_open(path, reader=None):
     return _real_open(path, reader)
 
 
-def test_ctrl_c_while_batches_are_written_keeps_catalog_and_images_in_step(tree, monkeypatch):
+def test_ctrl_c_while_batches_are_written_keeps_catalog_and_images_in_step(tree, monkeypatch, request):
     import signal
 
+    # Ctrl-C as in an interactive session: a shell starts background jobs (a CI
+    # runner's, say) with SIGINT ignored, and Python then installs no handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     monkeypatch.setenv("OMEFRAME_MP_START", "fork")  # the workers inherit the test's reader
     src, out = tree["src"], tree["root"] / "cat"
     _SLOW["name"] = discover(src)[0].name
