@@ -18,9 +18,9 @@ import pytest
 import omeframe as of
 from omeframe.formats.vortex import checksum as vchecksum
 from omeframe.formats.vortex import file as vfile
-from omeframe.formats.vortex.checksum import _byte_spans, bad_rows, row_crcs
+from omeframe.formats.vortex.checksum import _byte_spans, _view_bounds, bad_rows, row_crcs
 from omeframe.storage import crc as crcmod
-from omeframe.storage.crc import crc32, crc32_combine_groups
+from omeframe.storage.crc import crc32, crc32_combine_groups, crc32_fold_equal
 
 
 def test_crc32_equals_zlib_with_and_without_imagecodecs(monkeypatch):
@@ -63,6 +63,74 @@ def test_combine_groups_rejects_bad_groups():
         crc32_combine_groups(crcs, lengths, np.array([0, 2, 2]))
     with pytest.raises(ValueError, match="one length"):
         crc32_combine_groups(crcs, lengths[:2], np.array([0]))
+
+
+def test_fold_of_equal_pieces_equals_zlib_of_the_concatenation():
+    rng = np.random.default_rng(4)
+    for n, length in [(1, 5), (2, 7), (15, 1), (16, 3), (17, 2), (255, 768), (4_097, 12), (6, 0)]:
+        parts = [rng.integers(0, 256, length, dtype=np.uint8).tobytes() for _ in range(n)]
+        crcs = np.array([zlib.crc32(p) for p in parts], dtype=np.uint32)
+        assert crc32_fold_equal(crcs, length) == zlib.crc32(b"".join(parts)), (n, length)
+        assert crc32_fold_equal(crcs, length) == crc32_combine_groups(crcs, np.full(n, length), np.array([0]))[0]
+    assert crc32_fold_equal(np.zeros(0, np.uint32), 9) == 0
+    with pytest.raises(ValueError, match="length must be >= 0"):
+        crc32_fold_equal(np.zeros(2, np.uint32), -1)
+
+
+def _crops(n: int = 300) -> tuple[pa.StructArray, np.ndarray]:
+    """Raw-chunk crops of one shape (one chunk per channel): the equal-rows fast path."""
+    crops = np.random.default_rng(6).integers(0, 256, (n, 3, 6, 5), dtype=np.uint8)
+    return of.records_from_arrays(list(crops), dim_order="CYX", chunk_compression=None), crops
+
+
+def test_crops_of_one_shape_name_every_damaged_row():
+    col, crops = _crops()
+    crcs = row_crcs([col])
+    assert bad_rows([col], crcs).size == 0
+    for row in (0, 1, 150, 299):
+        for byte in (0, 37, 89):
+            damaged = crops.copy()
+            damaged[row].reshape(-1)[byte] ^= np.uint8(1 << (byte % 8))
+            bad = of.records_from_arrays(list(damaged), dim_order="CYX", chunk_compression=None)
+            assert bad_rows([bad], crcs).tolist() == [row], (row, byte)
+        flipped = crcs.copy()
+        flipped[row] ^= np.uint32(1 << 30)
+        assert bad_rows([col], flipped).tolist() == [row]
+
+
+def _views(lengths_offsets: list[tuple[int, int]], data: bytes) -> pa.Array:
+    """A ``binary_view`` array over one data buffer, item ``i`` at ``(length, offset)``."""
+    views = np.zeros((len(lengths_offsets), 4), dtype="<i4")
+    for i, (length, offset) in enumerate(lengths_offsets):
+        views[i] = [length, int.from_bytes(data[offset : offset + 4], "little", signed=True), 0, offset]
+    buffers = [None, pa.py_buffer(views.tobytes()), pa.py_buffer(data)]
+    return pa.Array.from_buffers(pa.binary_view(), len(views), buffers)
+
+
+def test_binary_views_are_read_in_place_only_when_back_to_back():
+    data = bytes(range(256)) * 2
+    in_order = _views([(20, 0), (30, 20), (16, 50)], data)
+    assert in_order.to_pylist() == [data[0:20], data[20:50], data[50:66]]
+    buffer, bounds = _view_bounds(in_order)
+    assert bounds.tolist() == [0, 20, 50, 66] and bytes(buffer[:66]) == data[:66]
+    assert _view_bounds(in_order.slice(1)) is not None
+    assert _view_bounds(_views([(20, 30), (30, 0)], data)) is None  # out of order
+    assert _view_bounds(_views([(20, 0), (30, 21)], data)) is None  # a gap
+    assert _view_bounds(pa.array([b"short", b"x" * 20], type=pa.binary_view())) is None  # an inline item
+    # The spans of a view column are those of the plain binary column it stands for.
+    col, _ = _crops(40)
+    as_views = col.cast(_with_views(col.type))
+    assert _view_bounds(as_views.field("chunks").flatten().field("pixel_bytes")) is not None
+    assert vchecksum.row_crcs([as_views]).tolist() == row_crcs([col]).tolist()
+
+
+def _with_views(t: pa.DataType) -> pa.DataType:
+    """``t`` with every binary type replaced by ``binary_view`` (the types Vortex reads back)."""
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _with_views(f.type)) for f in t])
+    if pa.types.is_list(t):
+        return pa.list_(_with_views(t.value_type))
+    return pa.binary_view() if pa.types.is_binary(t) or pa.types.is_large_binary(t) else t
 
 
 @pytest.fixture(params=[512, None], ids=["512-byte-blocks", "default-blocks"])

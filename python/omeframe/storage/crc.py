@@ -6,6 +6,10 @@ checksum:
 * :func:`crc32` is ``zlib.crc32`` with the same values, computed by libdeflate
   (PCLMUL-folding, about 20 GB/s against zlib's 3 GB/s) when ``imagecodecs``
   (the ``omeframe[tiff]`` extra) is installed, by ``zlib`` otherwise.
+* :func:`crc32_fold_equal` folds the CRCs of many pieces of one length (rows
+  of crops of one shape) into the CRC of their concatenation: a pairwise tree
+  whose every level multiplies by the same powers of ``x``, about four table
+  lookups per piece in all.
 * :func:`crc32_combine_groups` folds the CRCs of consecutive pieces into the
   CRC of each group's concatenation, for whole arrays of pieces at once in
   numpy (zlib's ``crc32_combine``, vectorised). A reader that stores one CRC
@@ -25,12 +29,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
 
-__all__ = ["crc32", "crc32_combine_groups", "crc32_function"]
+__all__ = ["crc32", "crc32_combine_groups", "crc32_fold_equal", "crc32_function"]
 
 #: The reflected CRC-32 polynomial of zlib.
 POLY = 0xEDB88320
@@ -181,3 +185,58 @@ def crc32_combine_groups(crcs: np.ndarray, lengths: np.ndarray, firsts: np.ndarr
     ends = np.cumsum(lengths)
     group_end = np.repeat(ends[np.append(firsts[1:], crcs.size) - 1], np.diff(np.append(firsts, crcs.size)))
     return np.bitwise_xor.reduceat(_times_x8n(crcs, group_end - ends), firsts).astype(np.uint32)
+
+
+@lru_cache(maxsize=256)
+def _const_table(nbytes: int) -> np.ndarray:
+    """Flat ``uint32`` table ``T[256 * i + b] = (b << 8*i) * x**(8 * nbytes)`` (see :func:`_digit_tables`)."""
+    const = _x_pow(8 * nbytes)
+    basis = np.array([_mulmod(1 << p, const) for p in range(32)], dtype=np.uint32).reshape(4, 8)
+    bits = ((np.arange(256)[:, None] >> np.arange(8)[None, :]) & 1).astype(bool)  # (256, 8)
+    table = np.bitwise_xor.reduce(np.where(bits[None], basis[:, None, :], np.uint32(0)), axis=2)
+    return np.ascontiguousarray(table, dtype=np.uint32).reshape(-1)
+
+
+@lru_cache(maxsize=64)
+def _radix_tables(nbytes: int) -> np.ndarray:
+    """Tables of :data:`_RADIX` multipliers, ``x**(8 * nbytes * (_RADIX - 1 - j))`` for column ``j``, flat."""
+    return np.concatenate([_const_table(nbytes * (_RADIX - 1 - j)) for j in range(_RADIX)])
+
+
+#: Pieces folded per tree node by :func:`crc32_fold_equal` (fewer levels, fewer numpy calls).
+_RADIX = 16
+_RADIX_BASE = (np.arange(_RADIX)[:, None] * 1024 + np.arange(4)[None, :] * 256).astype(np.intp)
+
+
+def crc32_fold_equal(crcs: np.ndarray, length: int) -> int:
+    """CRC-32 of the concatenation of pieces of ``length`` bytes each, from their CRCs alone.
+
+    Same value as ``crc32_combine_groups(crcs, full(len(crcs), length), [0])[0]``
+    for a fraction of the work: the pieces are folded in a tree of 16 pieces per node,
+    where piece ``j`` of every node of one level is multiplied by the same
+    power of ``x`` (pieces of zero length and CRC 0 pad a level on the left),
+    so the fold costs about four table lookups per piece in a few numpy calls.
+
+    Example
+    -------
+    >>> import zlib, numpy as np
+    >>> parts = [b"abc", b"def", b"ghi"]
+    >>> crcs = np.array([zlib.crc32(p) for p in parts], dtype=np.uint32)
+    >>> crc32_fold_equal(crcs, 3) == zlib.crc32(b"abcdefghi")
+    True
+    """
+    v = np.asarray(crcs, dtype=np.uint32).reshape(-1)
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    if v.size == 0:
+        return 0
+    size = int(length)
+    while v.size > 1:
+        pad = -v.size % _RADIX  # zero-length pieces of CRC 0 on the left: 0 * x**k ^ b == b
+        if pad:
+            v = np.concatenate([np.zeros(pad, dtype=np.uint32), v])
+        octets = np.ascontiguousarray(v, dtype="<u4").view(np.uint8).reshape(-1, _RADIX, 4)
+        products = _radix_tables(size)[_RADIX_BASE + octets]
+        v = np.bitwise_xor.reduce(products.reshape(len(octets), -1), axis=1)
+        size *= _RADIX
+    return int(v[0])

@@ -21,12 +21,19 @@ of the block's stored row CRCs (:func:`omeframe.storage.crc.crc32_combine_groups
 and per-row CRCs only inside a block that fails, to name its damaged rows.
 Blocks hold the rows starting in one :data:`BLOCK_BYTES` window (a row that long
 is a block of its own), so a block of small rows spans less than twice that.
+Rows of one length (crops of one shape, the common table) are checked first as
+a single block: one CRC over the batch's bytes against
+:func:`omeframe.storage.crc.crc32_fold_equal` of the stored CRCs, and the
+block-wise search runs only when that fails. The reader checks each batch as
+Vortex hands it over, while its bytes are still in the CPU's caches, and reads
+Vortex's ``binary_view`` payloads in place when they lie back to back.
 
 The block check gives the row check's verdict on any damage confined to one
 row, whatever it is (pixel bytes, the stored CRC, or both): the block's CRC
 and the fold differ by that row's own discrepancy times a power of ``x``,
 which is zero exactly when the row's check would pass. So every flipped byte,
-every burst of up to 32 bits and every damaged row is caught as before.
+every burst of up to 32 bits and every damaged row is caught as before (one
+batch stays far below the 2**32 bits up to which CRC-32 catches every 2-bit error).
 Damage spread over several rows of one block passes only if the rows'
 discrepancies cancel in the 32-bit fold (about 2**-32 for random damage, the
 odds of any CRC-32; 1- and 2-bit errors are always caught as blocks stay far
@@ -44,7 +51,7 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.model.record import looks_like_record_type
-from omeframe.storage.crc import crc32_combine_groups, crc32_function
+from omeframe.storage.crc import crc32_combine_groups, crc32_fold_equal, crc32_function
 
 __all__ = ["BLOCK_BYTES", "SCOPE", "SCOPE_KEY", "bad_rows", "ome_columns", "row_crcs"]
 
@@ -87,6 +94,26 @@ def _list_spans(lst: pa.Array, outer: np.ndarray) -> tuple[Any, np.ndarray, int]
     return values.buffers()[1], bounds, itemsize
 
 
+def _view_bounds(values: pa.Array) -> tuple[Any, np.ndarray] | None:
+    """``(data buffer, item bounds)`` of a ``binary_view`` array whose items lie back to back in one buffer.
+
+    ``None`` when they do not (inline items of up to 12 bytes, several data
+    buffers, gaps): the caller then copies the array into a plain binary one.
+    """
+    n = len(values)
+    buffers = values.buffers()
+    if n == 0 or len(buffers) < 3 or buffers[1] is None:
+        return None
+    views = np.frombuffer(buffers[1], dtype="<i4").reshape(-1, 4)[values.offset : values.offset + n]
+    lengths, which, offsets = views[:, 0].astype(np.int64), views[:, 2], views[:, 3].astype(np.int64)
+    if lengths.min() <= 12 or (which != which[0]).any():
+        return None
+    if not np.array_equal(offsets[1:], offsets[:-1] + lengths[:-1]):
+        return None
+    data = buffers[2 + int(which[0])]
+    return data, np.append(offsets, offsets[-1] + lengths[-1])
+
+
 def _byte_spans(arr: pa.Array | pa.ChunkedArray, scope: int = SCOPE) -> tuple[memoryview, np.ndarray, np.ndarray]:
     """``(data, starts, stops)``: row ``r``'s pixel bytes are ``data[starts[r]:stops[r]]``."""
     if isinstance(arr, pa.ChunkedArray):
@@ -100,11 +127,15 @@ def _byte_spans(arr: pa.Array | pa.ChunkedArray, scope: int = SCOPE) -> tuple[me
     elif chunk_type is not None and chunk_type.get_field_index("pixel_bytes") >= 0:
         outer, items = _list_parts(_child(arr, "chunks"))
         values = _child(items, "pixel_bytes")
-        if not (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)):
-            values = values.cast(pa.large_binary())
-        width = np.int64 if pa.types.is_large_binary(values.type) else np.int32
-        inner = np.frombuffer(values.buffers()[1], dtype=width)[values.offset : values.offset + len(values) + 1]
-        data = values.buffers()[2]
+        viewed = _view_bounds(values) if pa.types.is_binary_view(values.type) else None
+        if viewed is not None:  # Vortex reads binary views: one data buffer, payloads back to back
+            data, inner = viewed
+        else:
+            if not (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)):
+                values = values.cast(pa.large_binary())
+            width = np.int64 if pa.types.is_large_binary(values.type) else np.int32
+            inner = np.frombuffer(values.buffers()[1], dtype=width)[values.offset : values.offset + len(values) + 1]
+            data = values.buffers()[2]
         bounds = inner.astype(np.int64)[outer]
         itemsize = 1
     elif "planes" in names:
@@ -180,6 +211,10 @@ def bad_rows(
     if n < ROWWISE_BELOW or not np.array_equal(starts[1:], stops[:-1]):  # few, or not adjacent: row by row
         return np.flatnonzero(row_crcs(columns, scope) != expected)
     lengths = stops - starts
+    crc = crc32_function()
+    if lengths[0] == lengths[-1] and np.all(lengths == lengths[0]):  # crops of one shape: one CRC, one fold
+        if int(crc(data[int(starts[0]) : int(stops[-1])])) & 0xFFFFFFFF == crc32_fold_equal(expected, int(lengths[0])):
+            return np.zeros(0, dtype=np.intp)
     big = lengths >= BLOCK_BYTES
     window = starts // BLOCK_BYTES
     new = np.ones(n, dtype=bool)
@@ -188,7 +223,6 @@ def bad_rows(
     lasts = np.append(firsts[1:], n) - 1
     folded = crc32_combine_groups(expected, lengths, firsts)
     lo, hi = starts[firsts].tolist(), stops[lasts].tolist()
-    crc = crc32_function()
     actual = np.fromiter((crc(data[a:b]) for a, b in zip(lo, hi, strict=True)), dtype=np.uint32, count=len(lo))
     failed = np.flatnonzero(actual != folded)
     if failed.size == 0:

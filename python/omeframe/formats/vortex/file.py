@@ -516,14 +516,13 @@ def read_vortex_table(
             inverse = None
         vx_indices = vortex.array(pa.array(uniq.astype(np.uint64)))
     try:
-        table = vf.to_arrow(
-            [*columns, hidden_name] if check else columns, indices=vx_indices, schema=read_target
-        ).read_all()
+        reader = vf.to_arrow([*columns, hidden_name] if check else columns, indices=vx_indices, schema=read_target)
+        if check:  # each batch is checked as it arrives, while its bytes are still in the CPU's caches
+            table = _read_checked(reader, ome, p, None if idx is None else np.unique(idx))
+        else:
+            table = reader.read_all()
     except (RuntimeError, pa.ArrowException) as exc:
         raise CorruptFileError(f"{p!r} cannot be read: {_first_line(exc)}") from exc
-    if check:
-        _check_crcs(table, ome, p, None if idx is None else np.unique(idx))
-        table = table.drop_columns([hidden_name])
     if not table.schema.equals(target, check_metadata=False):
         # to_arrow(schema=...) already converts; keep a guard in case it did not.
         table = table.cast(target)
@@ -551,15 +550,28 @@ def _stores_crcs(vf: Any, hidden_name: str) -> bool:
     return bool(pa.types.is_uint32(field.type))
 
 
-def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | None) -> None:
-    """Raise :class:`ChunkChecksumError` naming the rows whose pixel bytes changed."""
-    stored = table.column(table.num_columns - 1)
-    if stored.null_count:
-        raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
-    expected = np.asarray(stored.to_numpy(), dtype=np.uint32)
-    bad = bad_rows([table.column(name) for name in ome], expected, _crc_scope(table.column_names[-1]))
-    if bad.size:
-        where = bad if rows is None else rows[bad]
+def _read_checked(reader: pa.RecordBatchReader, ome: list[str], path: str, rows: np.ndarray | None) -> pa.Table:
+    """Read every batch of ``reader``, check its rows' pixel CRCs and drop the hidden column.
+
+    Raises :class:`ChunkChecksumError` naming every row (of the file, through
+    ``rows`` for a take) whose pixel bytes changed, after the whole read.
+    """
+    scope = _crc_scope(reader.schema.names[-1])
+    hidden = len(reader.schema) - 1
+    batches, bad, at = [], [], 0
+    for batch in reader:
+        stored = batch.column(hidden)
+        if stored.null_count:
+            raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
+        expected = np.asarray(stored.to_numpy(), dtype=np.uint32)
+        found = bad_rows([batch.column(name) for name in ome], expected, scope)
+        if found.size:
+            bad.append(found + at)
+        at += batch.num_rows
+        batches.append(batch.drop_columns([reader.schema.names[-1]]))
+    if bad:
+        found = np.concatenate(bad)
+        where = found if rows is None else rows[found]
         listed = ", ".join(str(int(r)) for r in where[:10]) + (" ..." if where.size > 10 else "")
         error = ChunkChecksumError(
             f"{path!r}: the pixel bytes of {where.size} row(s) fail their CRC-32 "
@@ -568,6 +580,8 @@ def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | N
         )
         error.rows = [int(r) for r in where]  # type: ignore[attr-defined]
         raise error
+    schema = reader.schema.remove(hidden)
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 def vortex_dataset(path: PathLike) -> pds.Dataset:
