@@ -288,7 +288,7 @@ def test_failed_parquet_write_mid_way_leaves_target_untouched(tmp_path, monkeypa
     with pytest.raises(OSError, match="disk full"):
         # Raw 8 KiB images in 8 KiB row groups: one write_table call per image.
         of.write_table(target, imgs, row_group_bytes=8 << 10, chunk_compression=None)
-    assert calls["n"] == 2  # failed after a row group had been written
+    assert calls["n"] >= 2  # failed after a row group had been written (a second writer lane may try one more)
     assert _snapshot(tmp_path) == before  # byte-identical, no temp files
     monkeypatch.undo()
     assert np.array_equal(of.to_numpy(of.from_ome_parquet(target))[0, 0], IMG)

@@ -32,6 +32,7 @@ from omeframe.model.errors import SchemaError
 from omeframe.model.record import looks_like_record_type
 from omeframe.storage import parquet as pqio
 from omeframe.storage.atomic import atomic_path, fsync_file
+from omeframe.storage.parquet_parallel import ParallelParquetWriter
 
 __all__ = ["write_record_batches", "SMALL_IMAGE_BYTES", "SMALL_IMAGE_ROW_GROUP_BYTES"]
 
@@ -137,8 +138,6 @@ def _write_parquet(
     meta: dict[bytes, bytes],
     pixel_index: bool,
 ) -> Path:
-    import pyarrow.parquet as pq
-
     if row_group_bytes is None:
         mean = float(record_row_sizes(first[column_name]).mean()) if first.num_rows else 0.0
         row_group_bytes = SMALL_IMAGE_ROW_GROUP_BYTES if mean < SMALL_IMAGE_BYTES else pqio.DEFAULT_ROW_GROUP_BYTES
@@ -167,7 +166,10 @@ def _write_parquet(
     pending: list[pa.Table] = []
     sizes: list[np.ndarray] = []
     with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema, **kwargs) as writer:
+        # Row groups are written on all cores (Arrow's writer encodes a file on one thread) and
+        # stitched into one file; each lane holds one row group at a time.
+        lanes = _threads.num_threads() if _threads.can_parallelize() else 1
+        with ParallelParquetWriter(tmp, schema, lanes=lanes, **kwargs) as writer:
 
             def flush(final: bool) -> None:
                 if not pending:

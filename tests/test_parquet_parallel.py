@@ -1,0 +1,152 @@
+"""Parquet files written by several threads and stitched: same rows, same file as one writer would give.
+
+Pins the Thrift compact codec on real footers (decode then encode gives the
+same bytes), the stitched file against pyarrow's own reader (rows, order, row
+groups, statistics, page checksums, metadata) and the failure paths (a lane
+that fails, options that cannot be stitched, damaged footers).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import omeframe as of
+from omeframe.storage import parquet_parallel
+from omeframe.storage.parquet_parallel import ParallelParquetWriter
+from omeframe.storage.thrift_compact import I32, Field, decode_struct, encode_struct
+
+
+def _footer_bytes(path) -> bytes:
+    data = path.read_bytes()
+    (length,) = struct.unpack("<I", data[-8:-4])
+    return data[-8 - length : -8]
+
+
+SCHEMA = pa.schema({
+    "i": pa.int64(), "f": pa.float64(), "s": pa.string(), "flag": pa.bool_(),
+    "nested": pa.struct({"a": pa.int64(), "b": pa.list_(pa.int64())}), "blob": pa.large_binary(),
+}, metadata={"who": "test"})
+
+
+def _table(lo: int, n: int) -> pa.Table:
+    rng = np.random.default_rng(lo)
+    return pa.Table.from_pydict({
+        "i": pa.array(np.arange(lo, lo + n, dtype=np.int64)),
+        "f": pa.array(rng.random(n)),
+        "s": pa.array([f"row-{k}" for k in range(lo, lo + n)]),
+        "flag": pa.array((np.arange(n) % 3) == 0),
+        "nested": pa.array([{"a": k, "b": [k, k + 1]} for k in range(lo, lo + n)]),
+        "blob": pa.array([bytes([k % 256]) * (k % 7) for k in range(lo, lo + n)], type=pa.large_binary()),
+    }, schema=SCHEMA)
+
+
+def test_the_codec_gives_back_the_bytes_it_read(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(_table(0, 500), path, row_group_size=128, write_page_checksum=True)
+    footer = _footer_bytes(path)
+    fields, end = decode_struct(footer)
+    assert end == len(footer) and encode_struct(fields) == footer
+    assert encode_struct([Field(1, I32, -3), Field(40, I32, 7)]) == bytes([0x15, 0x05, 0x05, 0x50, 0x0E, 0x00])
+    assert decode_struct(bytes([0x15, 0x05, 0x05, 0x50, 0x0E, 0x00]))[0] == [Field(1, I32, -3), Field(40, I32, 7)]
+
+
+def test_truncated_thrift_is_a_corrupt_file():
+    with pytest.raises(of.CorruptFileError, match="ends early"):
+        decode_struct(bytes([0x15]))
+    with pytest.raises(of.CorruptFileError, match="unknown Thrift wire type"):
+        decode_struct(bytes([0x1D, 0x00]))
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+def test_rows_come_back_in_the_order_written(tmp_path, lanes):
+    path = tmp_path / "t.parquet"
+    sizes = [100, 37, 256, 1, 90, 64, 0, 12]
+    with ParallelParquetWriter(path, SCHEMA, lanes=lanes, write_page_checksum=True) as writer:
+        lo = 0
+        for n in sizes:
+            writer.write_table(_table(lo, n), row_group_size=max(n, 1) if n != 256 else 100)
+            lo += n
+    expected = pa.concat_tables([_table(0, 0)] + [_table(sum(sizes[:i]), n) for i, n in enumerate(sizes)])
+    pf = pq.ParquetFile(path, page_checksum_verification=True)
+    assert pf.read().equals(expected)
+    md = pf.metadata
+    assert md.num_rows == sum(sizes)
+    assert [md.row_group(i).num_rows for i in range(md.num_row_groups)] == [100, 37, 100, 100, 56, 1, 90, 64, 0, 12]
+    for i in range(md.num_row_groups):  # each row group's statistics still describe its own rows
+        stats = md.row_group(i).column(0).statistics
+        if md.row_group(i).num_rows:
+            group = pf.read_row_group(i).column("i").to_numpy()
+            assert (stats.min, stats.max) == (group.min(), group.max())
+    assert pf.schema_arrow.metadata == {b"who": b"test"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]  # no part files left
+
+
+def test_a_single_row_group_writes_no_part(tmp_path, monkeypatch):
+    path = tmp_path / "t.parquet"
+    monkeypatch.setattr(parquet_parallel, "_stitch", None)  # calling it would fail the test
+    with ParallelParquetWriter(path, SCHEMA, lanes=4) as writer:
+        writer.write_table(_table(0, 10))
+    assert pq.read_table(path).equals(_table(0, 10))
+    with ParallelParquetWriter(tmp_path / "empty.parquet", SCHEMA, lanes=2):
+        pass  # no table at all: a valid file without row groups
+    assert pq.read_table(tmp_path / "empty.parquet").num_rows == 0
+
+
+def test_a_failing_lane_raises_and_leaves_no_part(tmp_path):
+    path = tmp_path / "t.parquet"
+    with pytest.raises(ValueError, match="Table schema does not match"):
+        with ParallelParquetWriter(path, SCHEMA, lanes=2) as writer:
+            writer.write_table(_table(0, 5))
+            writer.write_table(pa.table({"other": [1, 2]}))  # the second lane cannot write another schema
+            for k in range(4):
+                writer.write_table(_table(10 * k, 5))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    with pytest.raises(ValueError, match="closed"):
+        writer.write_table(_table(0, 1))
+    late = ParallelParquetWriter(tmp_path / "late.parquet", SCHEMA, lanes=2)
+    late.write_table(_table(0, 5))
+    late.write_table(pa.table({"other": [1, 2]}))
+    with pytest.raises(ValueError, match="Table schema does not match"):
+        late.close()  # the error of a lane that failed after the last call
+    late.close()  # closing again does nothing
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_options_that_cannot_be_stitched_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="page indexes"):
+        ParallelParquetWriter(tmp_path / "t.parquet", SCHEMA, write_page_index=True)
+    with pytest.raises(ValueError, match="lanes must be an integer >= 1"):
+        ParallelParquetWriter(tmp_path / "t.parquet", SCHEMA, lanes=0)
+
+
+def test_damaged_footers_are_named(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(_table(0, 10), path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-4] + b"PARE")
+    with pytest.raises(of.CorruptFileError, match="does not end with PAR1"):
+        parquet_parallel._footer(path)
+    path.write_bytes(data[:4] + struct.pack("<I", 10**6) + b"PAR1")
+    with pytest.raises(of.CorruptFileError, match="footer length"):
+        parquet_parallel._footer(path)
+
+
+def test_record_tables_written_on_two_lanes_read_back_exactly(tmp_path, monkeypatch):
+    """A table of tiny crops big enough for several row groups: the stitched file's pixels and index."""
+    from omeframe.formats.record import writer
+
+    monkeypatch.setattr(writer, "SMALL_IMAGE_ROW_GROUP_BYTES", 64 << 10)
+    crops = np.random.default_rng(5).integers(0, 256, (3_000, 3, 8, 8), dtype=np.uint8)
+    path = tmp_path / "crops.parquet"
+    of.write_table(path, crops, dim_order="CYX", columns={"k": np.arange(3_000)})
+    assert pq.ParquetFile(path).metadata.num_row_groups >= 4
+    table = of.open_table(path)
+    assert np.array_equal(table.to_numpy(), crops)
+    rows = np.array([2_999, 0, 1_500, 17, 2_048])
+    assert np.array_equal(table.to_numpy(rows), crops[rows])
+    assert pq.read_table(path, columns=["k"])["k"].to_pylist() == list(range(3_000))
