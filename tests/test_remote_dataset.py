@@ -39,6 +39,43 @@ def test_cold_open_and_roi_in_three_round_trips(bucket) -> None:  # type: ignore
     assert server.counts.requests() == before  # warm: the shared cache holds the chunks
 
 
+def test_framed_chunks_fetch_whole_and_decode_only_the_rows_read(bucket) -> None:  # type: ignore[no-untyped-def]
+    from omeframe.engine import codec
+
+    url, opts, server = bucket
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 4000, (512, 512), dtype=np.uint16)
+    omeframe.write_dataset(img, f"{url}/ds", image_ids=["a"], chunk_shape=(1, 256, 256), frame_bytes=16 << 10,
+                           storage_options=opts)  # frames of 32 rows, 8 per chunk
+    ds = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
+    e = ds.entry("a")
+    assert e.frame_rows == 32
+    shared_cache().clear()
+    decoded: list[int] = []
+    real = codec.decode_frames
+
+    def counting(data, lengths, *args, **kw):  # type: ignore[no-untyped-def]
+        decoded.append(len(lengths))
+        return real(data, lengths, *args, **kw)
+
+    import omeframe.formats.dataset.reader as reader_mod
+
+    old = reader_mod.decode_frames
+    reader_mod.decode_frames = counting
+    try:
+        server.counts.reset()
+        np.testing.assert_array_equal(ds.read("a", y=(200, 300), x=(10, 500))[0, 0, 0], img[200:300, 10:500])
+        # whole chunks travel (one coalesced GET, cached) ...
+        assert server.counts.requests() == 1 and server.counts.bytes() >= int(e.lengths.sum())
+        # ... but only the frames of rows 200..255 and 0..43 are decoded: 2 + 2 per chunk column
+        assert sorted(decoded) == [2, 2, 2, 2], decoded
+        before = server.counts.requests()
+        np.testing.assert_array_equal(ds.read("a", y=(0, 512), x=(0, 512))[0, 0, 0], img)
+        assert server.counts.requests() == before  # the cached chunks serve every other row
+    finally:
+        reader_mod.decode_frames = old
+
+
 def test_explain_and_scan_of_a_url(bucket) -> None:  # type: ignore[no-untyped-def]
     url, opts, server = bucket
     img = _image()

@@ -517,6 +517,8 @@ class DatasetReader:
             return flat, row_a
 
         def span_nbytes(i: int, r0: int, r1: int) -> int:
+            if self.store is not None:
+                return int(e.lengths[i])  # remote reads fetch (and cache) whole chunks
             span = frame_span(i, r0, r1)
             return int(e.lengths[i]) if span is None else span[4] - span[3]
 
@@ -548,8 +550,9 @@ class DatasetReader:
             + f", {how})",
             metadata_nbytes=meta_bytes,
             extra=extra,
-            # Remote reads fetch whole chunks (one coalesced round trip), so no partial bands.
-            bands=RowBands(decode_rows, span_nbytes) if frames is not None and self.store is None else None,
+            # Remote reads fetch whole chunks (one coalesced round trip, cached for the next
+            # region) and decode only the frames of the rows a read needs.
+            bands=RowBands(decode_rows, span_nbytes) if frames is not None else None,
         )
 
     def _chunk_ranges(self, e: ImageEntry, picked: np.ndarray) -> dict[str, list[tuple[int, int]]]:
@@ -609,8 +612,9 @@ class DatasetReader:
             )
 
     def _read_part_range(self, e: ImageEntry, index: int, lo: int, hi: int) -> Any:
-        """Bytes ``lo:hi`` of chunk ``index``'s payload: one pread when the byte index is known."""
-        if e.offsets is not None:
+        """Bytes ``lo:hi`` of chunk ``index``'s payload: one pread when the byte index is known
+        (remote: a slice of the whole chunk, which the read fetched and cached)."""
+        if e.offsets is not None and self.store is None:
             return self._file(e.part_of(index)).read_range(int(e.offsets[index]) + lo, hi - lo)
         data = self.read_chunk_bytes(e.image_id, e.level, index, verify=False)
         return memoryview(data)[lo:hi]
