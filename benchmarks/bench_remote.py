@@ -11,7 +11,9 @@ three ways with the same chunking, then for each injected latency measures:
 
 The systems: ``omeframe.open_dataset`` (manifest, images index, coalesced
 concurrent chunk GETs), zarr v3 over ``zarr.storage.FsspecStore`` (same chunk
-shape, zstd), and tifffile over an fsspec file object (tiled TIFF, zstd tiles
+shape, zstd; what ``zarr.open_array("s3://...")`` uses) and, when obstore is
+installed, over ``zarr.storage.ObjectStore`` (a fresh ``S3Store`` per cold
+open), and tifffile over an fsspec file object (tiled TIFF, zstd tiles
 when imagecodecs is installed, else zlib) opened with a 256 KiB read-ahead,
 read as a zarr array through ``tifffile``'s own store. The warm ROI is the
 first read of a second region through the object the cold read opened. A second table compares the raw clients (fsspec /
@@ -132,6 +134,18 @@ def main() -> None:
         a = zarr.open_array(store, mode="r")
         return a, a[roi]
 
+    try:  # zarr's other remote store, when obstore is installed: what a user after speed would pick
+        from obstore.store import S3Store as _S3Store
+        from zarr.storage import ObjectStore
+    except ImportError:
+        ObjectStore = None  # noqa: N806
+
+    def zarr_obstore_cold() -> Any:
+        ost = _S3Store("bench", endpoint=server.endpoint, access_key_id="testing", secret_access_key="testing",
+                       region="us-east-1", client_options={"allow_http": True})
+        a = zarr.open_array(ObjectStore(ost, read_only=True), path="img.zarr", mode="r")
+        return a, a[roi]
+
     systems: dict[str, dict[str, Callable[..., Any]]] = {
         "omeframe dataset": {
             "cold": omeframe_cold,
@@ -141,6 +155,9 @@ def main() -> None:
         "zarr v3 (FsspecStore)": {
             "cold": zarr_cold, "warm": lambda h: h[roi2], "full": lambda h: h[:],
         },
+        **({"zarr v3 (ObjectStore, obstore)": {
+            "cold": zarr_obstore_cold, "warm": lambda h: h[roi2], "full": lambda h: h[:],
+        }} if ObjectStore is not None else {}),
         f"tifffile over fsspec ({tiff_comp})": {
             "cold": tiff_cold, "warm": lambda h: h[roi2], "full": lambda h: h[:],
         },

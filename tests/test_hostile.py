@@ -368,6 +368,22 @@ def test_a_part_outside_the_dataset_is_never_read(ds, tmp_path, how):
     assert str(ds) in str(info.value) and "image 'a'" in str(info.value)
 
 
+def test_a_remote_images_table_is_checked_without_touching_local_files(ds, monkeypatch):
+    from omeframe.formats.dataset.validate import validate_images
+
+    t, _ = _images(ds)
+
+    def local(*args: object, **kw: object) -> None:
+        raise AssertionError("a remote dataset's names were resolved on the local filesystem")
+
+    monkeypatch.setattr(os.path, "realpath", local)
+    monkeypatch.setattr(Path, "stat", local)
+    validate_images("s3://bucket/ds", t, "images.arrow", remote=True)
+    for part in ("../secret.txt", "/etc/hostname", "s3://other/chunks/p.parquet", "chunks/../../x"):
+        with pytest.raises(CorruptFileError, match=r"field 'part'.*not a path inside the dataset"):
+            validate_images("s3://bucket/ds", _set(t, "part", [part]), "images.arrow", remote=True)
+
+
 @pytest.mark.parametrize("field", ["images", "parts"])
 def test_manifest_paths_outside_the_dataset_are_refused(ds, tmp_path, field):
     _secret(tmp_path)

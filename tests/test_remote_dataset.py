@@ -27,14 +27,53 @@ def test_cold_open_and_roi_in_three_round_trips(bucket) -> None:  # type: ignore
     roi = ds.read("a", y=(100, 356), x=(100, 356))
     server.faults.latency = 0.0
     np.testing.assert_array_equal(roi[0, 0, 0], img[100:356, 100:356])
-    # round 1: listing, manifest.json and the latest images index; round 2: one coalesced GET for the 9 chunks
+    # round 1: the listing and the latest images index (which carries the manifest);
+    # round 2: one coalesced GET for the 9 chunks
     assert server.counts.rounds() == 2, server.counts.log
     gets = [p for m, p, *_ in server.counts.log if m == "GET" and "/chunks/" in p]
     assert len(gets) == 1
-    assert server.counts.requests() == 4
+    assert server.counts.requests() == 3
+    assert not any(p.endswith(".json") for _, p, *_ in server.counts.log), server.counts.log
     before = server.counts.requests()
     np.testing.assert_array_equal(ds.read("a", y=(120, 200), x=(120, 200))[0, 0, 0], img[120:200, 120:200])
     assert server.counts.requests() == before  # warm: the shared cache holds the chunks
+
+
+def test_framed_chunks_fetch_whole_and_decode_only_the_rows_read(bucket) -> None:  # type: ignore[no-untyped-def]
+    from omeframe.engine import codec
+
+    url, opts, server = bucket
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 4000, (512, 512), dtype=np.uint16)
+    omeframe.write_dataset(img, f"{url}/ds", image_ids=["a"], chunk_shape=(1, 256, 256), frame_bytes=16 << 10,
+                           storage_options=opts)  # frames of 32 rows, 8 per chunk
+    ds = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
+    e = ds.entry("a")
+    assert e.frame_rows == 32
+    shared_cache().clear()
+    decoded: list[int] = []
+    real = codec.decode_frames
+
+    def counting(data, lengths, *args, **kw):  # type: ignore[no-untyped-def]
+        decoded.append(len(lengths))
+        return real(data, lengths, *args, **kw)
+
+    import omeframe.formats.dataset.reader as reader_mod
+
+    old = reader_mod.decode_frames
+    reader_mod.decode_frames = counting
+    try:
+        server.counts.reset()
+        np.testing.assert_array_equal(ds.read("a", y=(200, 300), x=(10, 500))[0, 0, 0], img[200:300, 10:500])
+        # whole chunks travel (one coalesced GET, cached) ...
+        assert server.counts.requests() == 1 and server.counts.bytes() >= int(e.lengths.sum())
+        # ... but only the frames of rows 200..255 and 0..43 are decoded: 2 + 2 per chunk column
+        assert sorted(decoded) == [2, 2, 2, 2], decoded
+        before = server.counts.requests()
+        np.testing.assert_array_equal(ds.read("a", y=(0, 512), x=(0, 512))[0, 0, 0], img)
+        assert server.counts.requests() == before  # the cached chunks serve every other row
+    finally:
+        reader_mod.decode_frames = old
 
 
 def test_explain_and_scan_of_a_url(bucket) -> None:  # type: ignore[no-untyped-def]
@@ -126,7 +165,46 @@ def test_bad_remote_datasets(bucket) -> None:  # type: ignore[no-untyped-def]
     again = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
     assert again.image_ids == ["a"]
     fetched = [p.rsplit("/", 1)[-1] for m, p, *_ in server.counts.log if m == "GET"]
+    assert "0000000001.json" in fetched  # the generation's own manifest
     assert any(n.startswith("images-") and n.endswith(".arrow") for n in fetched), fetched  # the real index
+
+
+def test_a_stale_latest_index_is_not_used(bucket) -> None:  # type: ignore[no-untyped-def]
+    """A copy left behind by an older generation (a writer that stopped between its commit and the
+    copy's refresh) is ignored: the listing names the current generation, whose own files are read."""
+    from omeframe.formats.dataset.remote import LATEST_INDEX
+
+    url, opts, server = bucket
+    ds = omeframe.write_dataset(_image(64, 64), f"{url}/ds", image_ids=["a"], storage_options=opts)
+    assert ds.store is not None
+    old_copy = ds.store.cat(LATEST_INDEX)
+    ds.append(np.full((32, 32), 7, np.uint8), image_ids=["b"])
+    ds.store.put(LATEST_INDEX, old_copy)
+    server.counts.reset()
+    now = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
+    assert now.generation == 2 and now.image_ids == ["a", "b"]
+    np.testing.assert_array_equal(now.read("b")[0, 0, 0], np.full((32, 32), 7, np.uint8))
+    fetched = [p.rsplit("/", 1)[-1] for m, p, *_ in server.counts.log if m == "GET"]
+    assert "0000000002.json" in fetched, fetched
+
+
+def test_a_dataset_without_generations_opens_from_its_manifest_json(bucket, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The layout before ``_manifests/`` (only ``manifest.json``), e.g. an old local dataset uploaded as is."""
+    import shutil
+
+    from omeframe.storage.remote import RemoteStore
+
+    url, opts, server = bucket
+    img = _image(64, 64)
+    omeframe.write_dataset(img, tmp_path / "ds", image_ids=["a"], chunk_shape=(1, 32, 32))
+    shutil.rmtree(tmp_path / "ds" / "_manifests")
+    store = RemoteStore(url, opts)
+    store.fs.put(str(tmp_path / "ds"), f"{store.location.path}/old", recursive=True)
+    server.counts.reset()
+    ds = omeframe.open_dataset(f"{url}/old", storage_options=opts)
+    np.testing.assert_array_equal(ds.read("a")[0, 0, 0], img)
+    fetched = [p.rsplit("/", 1)[-1] for m, p, *_ in server.counts.log if m == "GET"]
+    assert "manifest.json" in fetched, fetched
 
 
 def test_tiff_and_ome_zarr_from_s3(bucket, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -151,7 +151,7 @@ def open_dataset(path: str | os.PathLike[str], *, storage_options: Mapping[str, 
     ``https://``, ``file://``); ``storage_options`` go to its fsspec
     filesystem (credentials, ``endpoint_url`` ...; see
     ``docs/howto/object-storage.md``). A remote open costs one round trip
-    (listing, manifest and images index fetched together); a region read then
+    (the listing and the images index, which carries the manifest, fetched together); a region read then
     fetches its chunks in one more (coalesced, concurrent requests).
 
     Raises

@@ -30,7 +30,7 @@ from omeframe.engine.reopen import reopen
 from omeframe.formats.dataset.manifest import Manifest, list_generations, manifest_file, read_manifest
 from omeframe.formats.dataset.remote import read_images_remote, read_manifest_remote
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
-from omeframe.formats.dataset.validate import validate_images, validate_manifest
+from omeframe.formats.dataset.validate import remote_name, validate_images, validate_manifest
 from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.vortex.file import read_vortex_table
 from omeframe.model.arrow import BYTE_CHUNK_STRUCT, OME_ARROW_BYTE_STRUCT
@@ -72,12 +72,10 @@ def _check_remote_names(where: str, manifest: Manifest) -> None:
     """The manifest's relative names must stay below the dataset's URL (no ``..``, no absolute names)."""
     if not isinstance(manifest.parts, list):
         raise CorruptFileError(f"dataset {where!r}: manifest 'parts' is not a list")
-    names = ([manifest.images] if manifest.images else []) + list(manifest.parts)
-    for name in names:
-        if not isinstance(name, str) or name.startswith("/") or "://" in name or ".." in name.split("/"):
-            raise CorruptFileError(
-                f"dataset {where!r}: the manifest names {name!r}, which is not a path inside the dataset"
-            )
+    if manifest.images:
+        remote_name(where, manifest.images, what="manifest 'images'")
+    for i, part in enumerate(manifest.parts):
+        remote_name(where, part, what=f"manifest 'parts[{i}]'")
 
 
 def _conform_images(t: pa.Table) -> pa.Table:
@@ -327,7 +325,8 @@ class DatasetReader:
     def _entries(self) -> dict[tuple[str, int], ImageEntry]:
         if self.store is not None:
             table = self.images_table
-            validate_images(self.where, table, self._remote_images[1] if self._remote_images else "images")
+            validate_images(self.where, table, self._remote_images[1] if self._remote_images else "images",
+                            remote=True)
             return {(r["image_id"], int(r["level"])): ImageEntry(r) for r in table.to_pylist()}
         validate_images(self.path, self.images_table, self.images_read_path.name)
         return {
@@ -518,6 +517,8 @@ class DatasetReader:
             return flat, row_a
 
         def span_nbytes(i: int, r0: int, r1: int) -> int:
+            if self.store is not None:
+                return int(e.lengths[i])  # remote reads fetch (and cache) whole chunks
             span = frame_span(i, r0, r1)
             return int(e.lengths[i]) if span is None else span[4] - span[3]
 
@@ -549,8 +550,9 @@ class DatasetReader:
             + f", {how})",
             metadata_nbytes=meta_bytes,
             extra=extra,
-            # Remote reads fetch whole chunks (one coalesced round trip), so no partial bands.
-            bands=RowBands(decode_rows, span_nbytes) if frames is not None and self.store is None else None,
+            # Remote reads fetch whole chunks (one coalesced round trip, cached for the next
+            # region) and decode only the frames of the rows a read needs.
+            bands=RowBands(decode_rows, span_nbytes) if frames is not None else None,
         )
 
     def _chunk_ranges(self, e: ImageEntry, picked: np.ndarray) -> dict[str, list[tuple[int, int]]]:
@@ -610,8 +612,9 @@ class DatasetReader:
             )
 
     def _read_part_range(self, e: ImageEntry, index: int, lo: int, hi: int) -> Any:
-        """Bytes ``lo:hi`` of chunk ``index``'s payload: one pread when the byte index is known."""
-        if e.offsets is not None:
+        """Bytes ``lo:hi`` of chunk ``index``'s payload: one pread when the byte index is known
+        (remote: a slice of the whole chunk, which the read fetched and cached)."""
+        if e.offsets is not None and self.store is None:
             return self._file(e.part_of(index)).read_range(int(e.offsets[index]) + lo, hi - lo)
         data = self.read_chunk_bytes(e.image_id, e.level, index, verify=False)
         return memoryview(data)[lo:hi]

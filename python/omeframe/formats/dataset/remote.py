@@ -5,12 +5,15 @@ A dataset under ``s3://bucket/prefix`` has the same layout as on disk
 ``.parquet``, ``chunks/part-*``). What differs is how it is opened and
 committed, and that is all here:
 
-* **open** — the listing of ``_manifests/``, ``manifest.json`` and the copy
-  of the newest images index (:data:`LATEST_INDEX`) are fetched concurrently
-  (one round trip); only when the listing names a newer generation than the
-  copy, or the index copy is of another generation, is the right file
-  fetched too. The chunks a region touches, coalesced and fetched
-  concurrently, are the second round trip.
+* **open** — the listing of ``_manifests/`` and the copy of the newest
+  images index (:data:`LATEST_INDEX`), which carries its generation's
+  manifest in its schema metadata, are fetched concurrently: two requests,
+  one round trip. Only when the copy is missing, damaged or of an older
+  generation than the listing's newest is that generation's manifest (and
+  then its images index) fetched too; ``manifest.json`` is read only for a
+  dataset without ``_manifests/`` (the layout before generations). The
+  chunks a region touches, coalesced and fetched concurrently, are the
+  second round trip.
 * **commit** — parts and the images table are uploaded first, then the
   generation's manifest is created with a *conditional* put (S3
   ``If-None-Match: *``): of two writers based on generation ``n`` exactly one
@@ -41,10 +44,12 @@ __all__ = [
 _GEN_RE = re.compile(r"^(\d+)\.json$")
 
 #: A copy of the newest generation's images index (Arrow IPC), fetched with the
-#: manifest so that a cold open needs no separate round trip for it. Its schema
-#: metadata names the images table it copies; a stale copy is simply not used.
+#: listing so that a cold open needs no separate round trip for it. Its schema
+#: metadata names the images table it copies and holds its generation's
+#: manifest; a stale or damaged copy is simply not used.
 LATEST_INDEX = "_index/images-latest.arrow"
 _INDEX_KEY = b"omeframe.images"
+_MANIFEST_KEY = b"omeframe.manifest"
 
 
 def _gen_rel(generation: int) -> str:
@@ -61,8 +66,11 @@ def read_manifest_remote(
 ) -> tuple[Manifest, int]:
     """The current (or ``generation``'s) manifest and the bytes read for it.
 
-    ``hint``, when given, receives the latest images index copy (fetched in the
-    same round trip) under ``"index"``, for :func:`read_images_remote`.
+    The current manifest costs one round trip of two requests when the
+    latest-index copy is current: the ``_manifests/`` listing and the copy,
+    which carries the manifest. ``hint``, when given, then receives the copy
+    under ``"index"`` for :func:`read_images_remote` (without ``hint`` the
+    copy is not fetched, and the manifest is the newest generation's file).
 
     Raises
     ------
@@ -81,45 +89,58 @@ def read_manifest_remote(
                 f"garbage-collected); its generations are {list_generations_remote(store)}"
             ) from None
         return _parse_remote(store, _gen_rel(generation), data), len(data)
+
+    def latest() -> bytes | None:
+        try:
+            return store.cat(LATEST_INDEX)
+        except FileNotFoundError:
+            return None
+
     gens_box: list[list[int]] = []
 
     def listing() -> bytes | None:
         gens_box.append(list_generations_remote(store))
         return None
 
-    def copy() -> bytes | None:
-        try:
-            return store.cat(MANIFEST_NAME)
-        except FileNotFoundError:
-            return None
-
-    def latest() -> bytes | None:
-        if hint is None:
-            return None
-        try:
-            return store.cat(LATEST_INDEX)
-        except FileNotFoundError:
-            return None
-
-    _, legacy, index = _run_all([listing, copy, latest])
-    if hint is not None and index is not None:
-        hint["index"] = index
+    index = _run_all([listing, latest])[1] if hint is not None else listing()
     gens = gens_box[0]
-    current = _parse_remote(store, MANIFEST_NAME, legacy) if legacy is not None else None
-    if gens and (current is None or gens[-1] > current.generation):
+    if index is not None and hint is not None:
+        hint["index"] = index  # read_images_remote uses it when it copies the manifest's images table
+    if gens:
+        carried = _carried_manifest(store, index) if index is not None else None
+        if carried is not None and carried.generation == gens[-1]:
+            return carried, len(index or b"")
         data = store.cat(_gen_rel(gens[-1]))
-        return _parse_remote(store, _gen_rel(gens[-1]), data), len(data)
-    if current is None:
+        return _parse_remote(store, _gen_rel(gens[-1]), data), len(data) + len(index or b"")
+    try:
+        data = store.cat(MANIFEST_NAME)  # a dataset of the layout before _manifests/
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"{where!r} is not an omeframe dataset: it has no {MANIFEST_NAME} and no {MANIFESTS_DIR}/ "
             "(check the URL; write one with omeframe.write_dataset)"
-        )
-    return current, len(legacy or b"") + len(index or b"")
+        ) from None
+    return _parse_remote(store, MANIFEST_NAME, data), len(data) + len(index or b"")
 
 
 def _parse_remote(store: RemoteStore, rel: str, data: bytes) -> Manifest:
     # _parse only formats its path into messages when given the bytes: the URL reads right there.
     return _parse(store.url_of(rel), data)  # type: ignore[arg-type]
+
+
+def _carried_manifest(store: RemoteStore, index: bytes) -> Manifest | None:
+    """The manifest a latest-index copy carries, or ``None`` (no such metadata, or damaged)."""
+    try:
+        meta = pa.ipc.open_file(pa.BufferReader(index)).schema.metadata or {}
+    except (pa.ArrowInvalid, OSError):
+        return None  # a damaged copy is only a missed shortcut
+    raw = meta.get(_MANIFEST_KEY)
+    if raw is None:
+        return None
+    try:
+        m = _parse_remote(store, LATEST_INDEX, raw)
+    except CorruptFileError:
+        return None
+    return m if meta.get(_INDEX_KEY) == (m.images or "").encode() else None
 
 
 def read_images_remote(
@@ -195,6 +216,7 @@ def commit_manifest_remote(store: RemoteStore, manifest: Manifest, images: pa.Ta
         if images is not None and manifest.images is not None:
             meta = dict(images.schema.metadata or {})
             meta[_INDEX_KEY] = manifest.images.encode()
+            meta[_MANIFEST_KEY] = _encode(manifest)
             sink = pa.BufferOutputStream()
             tagged = images.replace_schema_metadata(meta)
             with pa.ipc.new_file(sink, tagged.schema) as w:

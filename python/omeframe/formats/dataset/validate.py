@@ -33,7 +33,7 @@ from omeframe.engine.codec import normalize_compression
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, DtypeError
 
-__all__ = ["contained_path", "validate_manifest", "validate_images"]
+__all__ = ["contained_path", "remote_name", "validate_manifest", "validate_images"]
 
 
 def contained_path(root: str | os.PathLike[str], rel: object, *, what: str) -> Path:
@@ -83,6 +83,36 @@ def contained_path(root: str | os.PathLike[str], rel: object, *, what: str) -> P
     return path
 
 
+def remote_name(root: str, rel: object, *, what: str) -> str:
+    """``rel`` after checking it names an object below the dataset URL ``root``.
+
+    Object stores have no symlinks and no local files are touched: the name
+    must be a non-empty string that is not absolute, has no ``..`` part and
+    no URL scheme.
+
+    Raises
+    ------
+    CorruptFileError
+        When ``rel`` is not such a name.
+
+    Example
+    -------
+    >>> remote_name("s3://b/ds", "chunks/part-0.parquet", what="part")
+    'chunks/part-0.parquet'
+    >>> remote_name("s3://b/ds", "../other/x", what="part")
+    Traceback (most recent call last):
+    ...
+    omeframe.model.errors.CorruptFileError: dataset 's3://b/ds': part '../other/x' ...
+    """
+    if (not isinstance(rel, str) or not rel or "\x00" in rel or rel.startswith(("/", "\\")) or "://" in rel
+            or ".." in rel.replace("\\", "/").split("/")):
+        raise CorruptFileError(
+            f"dataset {root!r}: {what} {rel!r} is not a path inside the dataset (absolute, '..' and URL "
+            "names are not allowed); the dataset is damaged or crafted"
+        )
+    return rel
+
+
 def validate_manifest(root: str | os.PathLike[str], images: str | None, parts: list[str]) -> None:
     """Check that the manifest's images table (and its ``.arrow`` copy) and parts stay inside ``root``."""
     if images is not None:
@@ -110,8 +140,12 @@ def _flat(col: pa.ChunkedArray) -> np.ndarray:
     return _ints(pc.fill_null(pc.list_flatten(col).cast(pa.int64()), -1))
 
 
-def validate_images(root: str | os.PathLike[str], table: pa.Table, name: str) -> None:
+def validate_images(root: str | os.PathLike[str], table: pa.Table, name: str, *, remote: bool = False) -> None:
     """Check the images table of the dataset at ``root``; ``name`` is its file name (for messages).
+
+    With ``remote``, ``root`` is the dataset's URL: part names are checked with
+    :func:`remote_name` and part sizes are not known, so byte ranges are
+    checked for sign only (a range past the end of its object fails when read).
 
     Raises
     ------
@@ -202,11 +236,17 @@ def validate_images(root: str | os.PathLike[str], table: pa.Table, name: str) ->
     # Paths: the main part and every listed part stay inside the dataset.
     parts_col = table.column("parts").to_pylist()
     part_names: dict[str, None] = {}
+    def check(rel: object, what: str) -> None:
+        if remote:
+            remote_name(str(root), rel, what=what)
+        else:
+            contained_path(root, rel, what=what)
+
     for r, p in enumerate(table.column("part").to_pylist()):
-        contained_path(root, p, what=f"images table {name!r} image {ids[r]!r} field 'part'")
+        check(p, f"images table {name!r} image {ids[r]!r} field 'part'")
         part_names.setdefault(p, None)
         for q in parts_col[r] or []:
-            contained_path(root, q, what=f"images table {name!r} image {ids[r]!r} field 'parts'")
+            check(q, f"images table {name!r} image {ids[r]!r} field 'parts'")
             part_names.setdefault(q, None)
     n_parts = np.array([len(p) if p else 1 for p in parts_col], dtype=np.int64)
     chunk_part_col = table.column("chunk_part")
@@ -235,7 +275,7 @@ def validate_images(root: str | os.PathLike[str], table: pa.Table, name: str) ->
         # the part file of every located chunk: its index into a per-dataset list of part sizes
         names = list(part_names)
         index = {p: i for i, p in enumerate(names)}
-        fsize = np.array([_size(Path(root) / p) for p in names], dtype=np.float64)
+        fsize = np.array([-1 if remote else _size(Path(root) / p) for p in names], dtype=np.float64)
         main = np.array([index[p] for p in table.column("part").to_pylist()], dtype=np.int64)
         file_of = main[owner]
         if chunk_part_col.null_count < n:
