@@ -89,7 +89,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -138,6 +138,7 @@ from omeframe.catalog.discover import (
     path_columns,
 )
 from omeframe.catalog.distributed import client_pool, client_threads
+from omeframe.catalog.objects import RemoteInput, identity_checksum, location_of, name_of
 from omeframe.catalog.records import FILE_RECORD_SCHEMA, file_checksum, stat_path
 from omeframe.catalog.worker import (
     OpenImage,
@@ -154,6 +155,7 @@ from omeframe.formats.dataset.inputs import source_input
 from omeframe.formats.dataset.writer import WriteOptions, write_items
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.errors import FileTimeoutError, NotRegularFileError
+from omeframe.storage.url import local_path, parse_location
 
 __all__ = [
     "build",
@@ -203,8 +205,9 @@ class Seams:
     open_image
         ``(path, reader) -> LazySource``: opens an input, in the workers (to
         ingest it) and in the building process (to stream a large image into
-        the dataset). It is pickled to worker processes: pass a module-level
-        function.
+        the dataset); ``path`` is a string, or for an object-store input the
+        :class:`~omeframe.catalog.objects.RemoteInput`. It is pickled to
+        worker processes: pass a module-level function.
     open_pool
         ``(max_workers, mp_context) -> Executor``: the worker pool of a build
         with ``workers > 1``, of the one-by-one re-runs after a crash and of
@@ -359,7 +362,7 @@ def _sigint_deferred() -> Iterator[None]:
 @dataclass
 class _Todo:
     index: int
-    path: Path
+    path: Path | RemoteInput
     reader: str
     image_id: str
     extras: tuple[Any, ...]
@@ -393,7 +396,7 @@ class _Builder:
         f = oc.get("file") or {}
         row = {
             "image_id": todo.image_id,
-            "urlpath": f.get("urlpath", Path(os.path.abspath(todo.path)).as_posix()),
+            "urlpath": f.get("urlpath", _urlpath(todo.path)),
             "size": f.get("size"),
             "mtime": f.get("mtime"),
             "checksum": f.get("checksum"),
@@ -465,7 +468,7 @@ class _Builder:
         root = self.out / DATASET_NAME
 
         def write(group: list[tuple[_Todo, dict[str, Any]]]) -> None:
-            specs = [(os.fspath(td.path), td.reader, td.image_id, (oc.get("file") or {}).get("mtime"))
+            specs = [(_task_path(td.path), td.reader, td.image_id, (oc.get("file") or {}).get("mtime"))
                      for td, oc in group]
             _stream_large_guarded(specs, root, self.opts)
 
@@ -551,7 +554,7 @@ class _Builder:
 
 
 
-def _stream_large(specs: list[tuple[str, str, str, int | None]], root: str, opts: WorkerOptions) -> None:
+def _stream_large(specs: list[tuple[str | RemoteInput, str, str, int | None]], root: str, opts: WorkerOptions) -> None:
     """Append large images to the dataset at ``root``: ``(path, reader, image_id, mtime_ns)`` each.
 
     Runs in the building process (``timeout=None``) or in a child process of it.
@@ -563,7 +566,7 @@ def _stream_large(specs: list[tuple[str, str, str, int | None]], root: str, opts
             src = opts.open_image(path, reader)
             opened.append(src)
             inp = source_input(src)
-            h = replace(inp.header, image_id=image_id, name=Path(path).name)
+            h = replace(inp.header, image_id=image_id, name=name_of(path))
             if h.acquisition_datetime is None and mtime is not None:
                 h = replace(h, acquisition_datetime=datetime.fromtimestamp(mtime / 1e9, tz=UTC))
             items.append((replace(inp, header=h), image_id, 0, None))
@@ -586,7 +589,9 @@ def _init_streamer(max_bytes: int | None) -> None:
         set_max_bytes(max_bytes)
 
 
-def _stream_large_guarded(specs: list[tuple[str, str, str, int | None]], root: Path, opts: WorkerOptions) -> None:
+def _stream_large_guarded(
+    specs: list[tuple[str | RemoteInput, str, str, int | None]], root: Path, opts: WorkerOptions
+) -> None:
     """:func:`_stream_large` under the per-file ``opts.timeout``.
 
     Without a timeout, in this process. With one, in a child process that is
@@ -610,7 +615,7 @@ def _stream_large_guarded(specs: list[tuple[str, str, str, int | None]], root: P
         except FutureTimeout:
             _kill_workers(pool)
             killed = True
-            names = ", ".join(repr(Path(p).as_posix()) for p, *_ in specs[:3]) + (" ..." if len(specs) > 3 else "")
+            names = ", ".join(repr(location_of(p)) for p, *_ in specs[:3]) + (" ..." if len(specs) > 3 else "")
             raise FileTimeoutError(
                 f"{names}: streaming into the dataset took longer than timeout={opts.timeout} s per file; "
                 "the writing process was killed and nothing of it was committed"
@@ -647,17 +652,25 @@ def build(
     batch_size: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     client: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> CatalogResult:
     """Ingest many image files into the catalog directory ``out`` (created or appended).
 
     Parameters
     ----------
     sources
-        A directory, a glob pattern, a file, or a list of them (see :func:`discover`).
+        A directory, a glob pattern, a file, or a list of them (see :func:`discover`);
+        each may be an object-store URL (``s3://bucket/plates/``,
+        ``s3://bucket/plates/**/*.tif``, ``memory://`` ...): the prefix is
+        listed once and each object read by ranged requests; its ``urlpath``
+        is the URL, and its identity the listed size, last-modified time and
+        ETag (see :mod:`omeframe.catalog.objects`).
     out
         Catalog directory: ``images.parquet`` (small images as OME-Arrow
         records plus extra columns), ``dataset/`` (large images, chunked) and
-        ``catalog.parquet`` (one row per file, including errors).
+        ``catalog.parquet`` (one row per file, including errors). A local
+        path (or ``file://`` URL): an object-store URL raises ``ValueError``
+        (build locally, then copy the folder).
     layout
         ``"auto"``: images up to ``max_record_bytes`` (decoded) become records,
         larger ones go to the dataset; ``"records"`` / ``"dataset"``: all of them.
@@ -705,6 +718,10 @@ def build(
         (``workers`` defaults to its thread count) with the same row order,
         checkpoints and resumability; its workers must see ``sources`` and
         ``out`` under the same paths (see :mod:`omeframe.catalog.distributed`).
+    storage_options
+        Options of the object stores' filesystem for URL ``sources``
+        (credentials, ``endpoint_url`` ...), as in :func:`omeframe.open_table`;
+        they travel with each input to the workers, so they must pickle.
 
     Returns
     -------
@@ -714,7 +731,12 @@ def build(
     Raises
     ------
     ValueError
-        For an invalid option, or when ``sources`` name no image file.
+        For an invalid option, when ``sources`` name no image file, or when
+        ``out`` is an object-store URL.
+    FileNotFoundError
+        When the bucket of a URL source does not exist.
+    RemoteStorageError
+        When listing a URL source is refused (credentials) or keeps failing.
     CatalogError
         When another process is writing the catalog, when two files get the
         same image id, or (``on_error="raise"``) after the first failing file.
@@ -725,6 +747,8 @@ def build(
     ...             columns_from_path=r"(?P<plate>P\\d+)_(?P<well>[A-H]\\d+)")
     >>> print(res.summary())                                            # doctest: +SKIP
     7 ingested (6 records in images.parquet, 1 images in dataset/), 0 unchanged skipped, ...
+    >>> res = build("s3://bucket/plates/", "plates.catalog",              # doctest: +SKIP
+    ...             storage_options={"endpoint_url": "http://127.0.0.1:9000"})
     """
     seams = _DEFAULT_SEAMS
     if client is not None:
@@ -736,7 +760,7 @@ def build(
         columns_from_path=columns_from_path, on_error=on_error, image_id_from=image_id_from,
         max_record_bytes=max_record_bytes, resume=resume, chunk_shape=chunk_shape,
         compression=compression, compression_level=compression_level, column_name=column_name,
-        batch_size=batch_size, timeout=timeout,
+        batch_size=batch_size, timeout=timeout, storage_options=storage_options,
     )
 
 
@@ -762,6 +786,7 @@ def build_with(
     column_name: str = DEFAULT_COLUMN_NAME,
     batch_size: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> CatalogResult:
     """:func:`build` with the replaceable steps ``seams`` (see :class:`Seams`).
 
@@ -800,10 +825,17 @@ def build_with(
         raise ValueError(f"image_id_from must be 'stem', 'path' or a callable, got {image_id_from!r}")
     _progress.wanted(progress)  # a TypeError now for anything but True, False or None
 
-    out_p = Path(out)
+    if parse_location(out) is not None:
+        raise ValueError(
+            f"catalog output {os.fspath(out)!r} is a URL; a catalog is written to a local directory for now "
+            "(its commits rename files, which object stores cannot do): build it into a local folder, then "
+            "copy that folder to the bucket (e.g. `aws s3 sync out.catalog s3://bucket/out.catalog`); "
+            "its inputs may be URLs"
+        )
+    out_p = local_path(out)
     if out_p.exists() and not out_p.is_dir():
         raise ValueError(f"catalog output {str(out_p)!r} exists and is not a directory")
-    files = discover(sources, exclude=out_p)
+    files = discover(sources, exclude=out_p, storage_options=storage_options)
     out_p.mkdir(parents=True, exist_ok=True)
 
     if workers is None:
@@ -841,7 +873,7 @@ def build_with(
         todos: list[_Todo] = []
         refused: list[tuple[_Todo, NotRegularFileError]] = []  # never opened: error rows right away
 
-        def assign_id(p: Path, old: dict[str, Any] | None, urlpath: str) -> str:
+        def assign_id(p: Path | RemoteInput, old: dict[str, Any] | None, urlpath: str) -> str:
             """The file's image id: kept from the previous build, else derived and made unique."""
             if old is not None and old.get("image_id"):
                 iid = str(old["image_id"])
@@ -854,9 +886,18 @@ def build_with(
             return iid
 
         for p in files:
-            urlpath = p.as_posix()  # discover() returns absolute paths
+            urlpath = location_of(p)  # discover() returns absolute paths and URLs
             old = old_by_path.get(urlpath)
             size = 0
+            if isinstance(p, RemoteInput):
+                if resume and _unchanged_object(p, old):
+                    b.result.n_skipped += 1
+                    continue
+                iid = assign_id(p, old, urlpath)
+                todos.append(_Todo(len(todos) + len(refused), p, p.reader, iid, path_columns(regex, urlpath),
+                                   p.size or 0))
+                b.attempted.add(urlpath)
+                continue
             problem = file_problem(p)
             if problem is not None:
                 iid = assign_id(p, old, urlpath)
@@ -925,6 +966,23 @@ def build_with(
     return b.result
 
 
+def _unchanged_object(item: RemoteInput, old: dict[str, Any] | None) -> bool:
+    """Whether object-store input ``item`` is the one an ``ok`` row ``old`` recorded.
+
+    Size and last-modified time from the listing, then the checksum: the
+    ETag (or store listing hash) costs nothing, the edge checksum of an
+    object without an ETag costs one or two ranged reads (as for a local file).
+    """
+    if old is None or old["status"] != "ok" or not item.exists:
+        return False
+    if old["size"] != item.size or old["mtime"] != item.mtime:
+        return False
+    try:
+        return bool(old["checksum"] == identity_checksum(item))
+    except OSError:  # gone, or unreadable now: the worker reports it
+        return False
+
+
 def _make_batches(todos: list[_Todo], per: int, max_bytes: int) -> list[list[_Todo]]:
     batches: list[list[_Todo]] = []
     cur: list[_Todo] = []
@@ -940,8 +998,18 @@ def _make_batches(todos: list[_Todo], per: int, max_bytes: int) -> list[list[_To
     return batches
 
 
+def _task_path(path: Path | RemoteInput) -> str | RemoteInput:
+    """What a worker gets for an input: the path as a string, or the object-store input itself."""
+    return path if isinstance(path, RemoteInput) else os.fspath(path)
+
+
+def _urlpath(path: Path | RemoteInput) -> str:
+    """The ``urlpath`` of an input: its URL, or its absolute POSIX path."""
+    return path.url if isinstance(path, RemoteInput) else Path(os.path.abspath(path)).as_posix()
+
+
 def _tasks(batch: list[_Todo]) -> list[Task]:
-    return [(td.index, os.fspath(td.path), td.image_id, td.reader, td.extras) for td in batch]
+    return [(td.index, _task_path(td.path), td.image_id, td.reader, td.extras) for td in batch]
 
 
 def _should_stop(b: _Builder) -> bool:
@@ -1108,7 +1176,7 @@ def _isolate(b: _Builder, todos: list[_Todo], by_index: dict[int, _Todo], opts: 
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = None
                 exc = FileTimeoutError(
-                    f"{td.path.as_posix()!r}: reading it took longer than timeout={opts.timeout} s; "
+                    f"{_urlpath(td.path)!r}: reading it took longer than timeout={opts.timeout} s; "
                     "the worker was killed and replaced"
                 )
                 b.record(td, {"index": td.index, "status": "error", "error_type": type(exc).__name__,
