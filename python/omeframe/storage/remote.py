@@ -689,7 +689,8 @@ class RemoteFile(PositionalFile):
         is then cached under ``("remote", url, version, start, stop)`` (see the module docstring).
         """
         c = _BLOCK_CACHE if cache else None
-        out: list[bytes | None] = [c.get(("remote", self.url, self._version, a, b)) if c is not None else None for a, b in ranges]
+        v = self._version
+        out: list[bytes | None] = [c.get(("remote", self.url, v, a, b)) if c is not None else None for a, b in ranges]
         todo = [(a, b) for (a, b), v in zip(ranges, out, strict=True) if v is None and b > a]
         if todo:
             merged = coalesce(todo)
