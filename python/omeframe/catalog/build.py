@@ -51,8 +51,10 @@ Decisions
   their stale rows or dataset images are replaced, never duplicated. A lock
   file keeps two builds from writing one catalog at once.
 * **Resume / append**: a file whose ``(urlpath, size, mtime, checksum)`` equals
-  an ``ok`` row is skipped; a changed file is re-ingested under its old image
-  id (its old record or dataset image is replaced); new files are appended.
+  an ``ok`` row is skipped (an object-store input: its listed size,
+  last-modified time and ETag, so an unchanged object is not read at all);
+  a changed file is re-ingested under its old image id (its old record or
+  dataset image is replaced); new files are appended.
 * Records keep the native dtype; ``acquisition_datetime`` defaults to the
   file's mtime (deterministic, unlike the ingestion time).
 
@@ -63,8 +65,10 @@ of results, checkpoints, crash isolation). The other jobs live beside it:
 :mod:`~omeframe.catalog.discover` (walking folders, file kinds, opening an
 input, image ids and path columns), :mod:`~omeframe.catalog.worker` (what a
 worker does with a batch), :mod:`~omeframe.catalog.commit` (the tables, their
-atomic commits, the lock, :func:`read_catalog`) and
-:mod:`~omeframe.catalog.records` (file records and identity).
+atomic commits, the lock, :func:`read_catalog`),
+:mod:`~omeframe.catalog.records` (file records and identity),
+:mod:`~omeframe.catalog.objects` (inputs on an object store: one listing per
+prefix, identity by ETag) and :mod:`~omeframe.catalog.kinds` (file kinds).
 
 Seams
 -----
@@ -682,7 +686,7 @@ def build(
         terminal (never in logs, pipes or CI; see :mod:`omeframe.engine.progress`).
     columns_from_path
         A regex with named groups matched (``re.search``) against each file's
-        absolute path; every group becomes a string column of both tables
+        absolute path (an object's URL); every group becomes a string column of both tables
         (``None`` where it does not match), e.g.
         ``r"(?P<plate>P\\d+)_(?P<well>[A-H]\\d+)"``.
     on_error
@@ -691,7 +695,8 @@ def build(
         succeeded, then raise :class:`CatalogError`.
     image_id_from
         ``"stem"`` (file name without its image suffix; clashes get ``-<hash>``
-        appended), ``"path"`` (the absolute path) or a callable ``Path -> str``.
+        appended), ``"path"`` (the absolute path; an object's URL) or a callable
+        ``Path -> str`` (given the URL string for an object-store input).
         A re-ingested file keeps the id it already had.
     resume
         Skip files whose path, size, mtime and checksum equal an ``ok`` row.
