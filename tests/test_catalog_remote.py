@@ -207,6 +207,10 @@ def test_output_url_is_refused_with_what_to_do(tmp_path):
         build("memory://omeframe-catalog-t2/in", "s3://bucket/out.catalog", progress=False)
     with pytest.raises(ValueError, match="storage_options apply to URLs only"):
         discover(tmp_path, storage_options={"anon": True})
+    np.save(tmp_path / "b.npy", _arr((4, 4), 2))
+    res = build(f"file://{tmp_path}/b.npy", f"file://{tmp_path}/local.catalog", workers=1, progress=False)
+    assert res.n_ingested == 1 and (tmp_path / "local.catalog" / "catalog.parquet").is_file()
+    assert read_catalog(tmp_path / "local.catalog")["urlpath"].to_pylist() == [(tmp_path / "b.npy").as_posix()]
 
 
 def test_cli_ingest_of_a_bucket(bucket, tmp_path, capsys):
