@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import omeframe as of
-from omeframe.catalog import build, discover, read_catalog
+from omeframe.catalog import CatalogError, build, discover, read_catalog
 from omeframe.catalog.objects import RemoteInput
 from omeframe.model.errors import RemoteStorageError
 from omeframe.storage.remote import RemoteStore
@@ -201,16 +201,61 @@ def test_inputs_pickle_without_showing_credentials():
     assert back == item and back.storage_options == {"secret": "hunter2"}
 
 
-def test_output_url_is_refused_with_what_to_do(tmp_path):
-    RemoteStore("memory://omeframe-catalog-t2").put("in/a.npy", _npy_bytes(_arr((4, 4), 1)))
-    with pytest.raises(ValueError, match="local directory for now.*build it into a local folder, then copy"):
-        build("memory://omeframe-catalog-t2/in", "s3://bucket/out.catalog", progress=False)
+def test_file_urls_and_local_only_options(tmp_path):
     with pytest.raises(ValueError, match="storage_options apply to URLs only"):
         discover(tmp_path, storage_options={"anon": True})
     np.save(tmp_path / "b.npy", _arr((4, 4), 2))
     res = build(f"file://{tmp_path}/b.npy", f"file://{tmp_path}/local.catalog", workers=1, progress=False)
     assert res.n_ingested == 1 and (tmp_path / "local.catalog" / "catalog.parquet").is_file()
     assert read_catalog(tmp_path / "local.catalog")["urlpath"].to_pylist() == [(tmp_path / "b.npy").as_posix()]
+
+
+def test_catalog_written_to_a_bucket(bucket, tmp_path):
+    url, opts, server = bucket
+    store = RemoteStore(url, opts)
+    expected = _fill(store, tmp_path)
+    cat_url = f"{url}/out/plates.catalog"
+    kw = {"progress": False, "storage_options": opts, "max_record_bytes": 4000}  # the TIFFs go to dataset/
+    server.counts.reset()
+    res = build(f"{url}/plates", cat_url, workers=2, **kw)
+    assert (res.n_ingested, res.n_dataset, res.n_errors) == (len(expected), 3, 0)
+    assert res.out == cat_url and sorted(res.paths) == ["catalog", "dataset", "images"]
+    puts = [p for m, p, *_ in server.counts.log if m == "PUT"]
+    assert puts[-1].endswith("/plates.catalog/catalog.parquet")  # the commit point is written last
+    assert not store.exists("out/plates.catalog/.omeframe-catalog.lock")  # released
+    cat = read_catalog(cat_url, storage_options=opts)
+    assert cat.num_rows == len(expected) and res.catalog().equals(cat)
+    for iid, arr in expected.items():
+        row = cat.filter(pc.equal(cat["image_id"], iid)).to_pylist()[0]
+        if row["location"] == "dataset":
+            got = of.scan(f"{cat_url}/dataset", image_id=iid, storage_options=opts).export("numpy")
+        else:
+            ids = of.open_table(f"{cat_url}/images.parquet", storage_options=opts).read(
+                columns=["image_id"])["image_id"].to_pylist()
+            got = of.scan(f"{cat_url}/images.parquet", row_index=ids.index(iid), storage_options=opts).export("numpy")
+        assert np.array_equal(got, arr), iid
+
+    server.counts.reset()  # resume: no input read, nothing written but the lock object
+    assert build(f"{url}/plates", cat_url, workers=1, **kw).n_skipped == len(expected)
+    assert [p for m, p, *_ in server.counts.log if m == "PUT"] == [f"/{url[5:]}/out/plates.catalog/.omeframe-catalog.lock"]
+    assert server.counts.requests(f"{url[5:]}/plates/") == 0
+
+    new = _arr((2, 40, 36), 77)
+    store.put("plates/P1_A2.tif", _tiff_bytes(new))
+    again = build(f"{url}/plates", cat_url, workers=1, **kw)
+    assert (again.n_ingested, again.n_skipped) == (1, len(expected) - 1)
+    ds = of.open_dataset(f"{cat_url}/dataset", storage_options=opts)
+    assert sorted(ds.image_ids) == ["P1_A1", "P1_A2", "P2_B1"]  # replaced, not duplicated
+    got = of.scan(f"{cat_url}/dataset", image_id="P1_A2", storage_options=opts).export("numpy")
+    assert np.array_equal(got, new[None, :, None])
+
+    # a second build while one holds the lock: refused, nothing written
+    store.put("out/plates.catalog/.omeframe-catalog.lock", b'{"token": "t", "host": "h", "pid": 7, "started": "s"}')
+    before = store.stat("out/plates.catalog/catalog.parquet")
+    store.put("plates/P1_A1.tif", _tiff_bytes(new))
+    with pytest.raises(CatalogError, match=r"another build is writing the catalog .*pid 7.*delete .*\.omeframe-catalog"):
+        build(f"{url}/plates", cat_url, workers=1, **kw)
+    assert store.stat("out/plates.catalog/catalog.parquet") == before
 
 
 def test_cli_ingest_of_a_bucket(bucket, tmp_path, capsys):

@@ -90,7 +90,9 @@ import math
 import multiprocessing as mp
 import os
 import re
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -143,6 +145,7 @@ from omeframe.catalog.discover import (
 )
 from omeframe.catalog.distributed import client_pool, client_threads
 from omeframe.catalog.objects import RemoteInput, identity_checksum, location_of, name_of
+from omeframe.catalog.publish import RemoteCatalog, drop_remote_dataset_images
 from omeframe.catalog.records import FILE_RECORD_SCHEMA, file_checksum, stat_path
 from omeframe.catalog.worker import (
     OpenImage,
@@ -250,9 +253,13 @@ class Seams:
 
 @dataclass
 class CatalogResult:
-    """What :func:`build` did."""
+    """What :func:`build` did.
 
-    out: Path
+    ``out`` is the catalog directory, or the catalog's URL when it was built
+    into a bucket (then the ``*_path`` properties are URLs too).
+    """
+
+    out: Path | str
     n_files: int = 0
     n_ingested: int = 0
     n_records: int = 0
@@ -262,24 +269,31 @@ class CatalogResult:
     elapsed_s: float = 0.0
     workers: int = 1
     errors: pa.Table = field(default_factory=lambda: CATALOG_SCHEMA.empty_table())
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)
+    remote_parts: tuple[str, ...] = ()
+
+    def _at(self, name: str) -> Path | str:
+        return f"{self.out}/{name}" if isinstance(self.out, str) else self.out / name
 
     @property
-    def images_path(self) -> Path:
-        return self.out / IMAGES_NAME
+    def images_path(self) -> Path | str:
+        return self._at(IMAGES_NAME)
 
     @property
-    def dataset_path(self) -> Path:
-        return self.out / DATASET_NAME
+    def dataset_path(self) -> Path | str:
+        return self._at(DATASET_NAME)
 
     @property
-    def catalog_path(self) -> Path:
-        return self.out / CATALOG_NAME
+    def catalog_path(self) -> Path | str:
+        return self._at(CATALOG_NAME)
 
     @property
-    def paths(self) -> dict[str, Path]:
+    def paths(self) -> dict[str, Path | str]:
         """The tables that exist after the build."""
-        cand = {"images": self.images_path, "dataset": self.dataset_path, "catalog": self.catalog_path}
-        return {k: p for k, p in cand.items() if p.exists()}
+        names = {"images": IMAGES_NAME, "dataset": DATASET_NAME, "catalog": CATALOG_NAME}
+        if isinstance(self.out, str):
+            return {k: self._at(n) for k, n in names.items() if n in self.remote_parts}
+        return {k: p for k, n in names.items() if Path(p := self._at(n)).exists()}
 
     @property
     def files_per_s(self) -> float:
@@ -287,7 +301,7 @@ class CatalogResult:
 
     def catalog(self) -> pa.Table:
         """The whole ``catalog.parquet``."""
-        return read_catalog(self.out)
+        return read_catalog(self.out, storage_options=self.storage_options)
 
     def summary(self) -> str:
         return (
@@ -376,8 +390,10 @@ class _Todo:
 class _Builder:
     """State of one :func:`build` call."""
 
-    def __init__(self, out: Path, opts: WorkerOptions, seams: Seams, on_error: str) -> None:
+    def __init__(self, out: Path, opts: WorkerOptions, seams: Seams, on_error: str,
+                 remote: RemoteCatalog | None = None) -> None:
         self.out = out
+        self.remote = remote
         self.opts = opts
         self.seams = seams
         self.extra_names = list(opts.extra_names)
@@ -469,12 +485,13 @@ class _Builder:
         batch, self.large, self.large_bytes = self.large, [], 0
         if not batch:
             return
-        root = self.out / DATASET_NAME
+        root: Path | str = self.out / DATASET_NAME if self.remote is None else self.remote.dataset_url
+        so = None if self.remote is None else self.remote.storage_options
 
         def write(group: list[tuple[_Todo, dict[str, Any]]]) -> None:
             specs = [(_task_path(td.path), td.reader, td.image_id, (oc.get("file") or {}).get("mtime"))
                      for td, oc in group]
-            _stream_large_guarded(specs, root, self.opts)
+            _stream_large_guarded(specs, root, self.opts, so)
 
         t0 = time.perf_counter()
         try:
@@ -558,8 +575,10 @@ class _Builder:
 
 
 
-def _stream_large(specs: list[tuple[str | RemoteInput, str, str, int | None]], root: str, opts: WorkerOptions) -> None:
-    """Append large images to the dataset at ``root``: ``(path, reader, image_id, mtime_ns)`` each.
+def _stream_large(specs: list[tuple[str | RemoteInput, str, str, int | None]], root: str, opts: WorkerOptions,
+                  storage_options: dict[str, Any] | None = None) -> None:
+    """Append large images to the dataset at ``root`` (a path, or a URL with its
+    ``storage_options``): ``(path, reader, image_id, mtime_ns)`` each.
 
     Runs in the building process (``timeout=None``) or in a child process of it.
     """
@@ -574,9 +593,9 @@ def _stream_large(specs: list[tuple[str | RemoteInput, str, str, int | None]], r
             if h.acquisition_datetime is None and mtime is not None:
                 h = replace(h, acquisition_datetime=datetime.fromtimestamp(mtime / 1e9, tz=UTC))
             items.append((replace(inp, header=h), image_id, 0, None))
-        write_items(items, Path(root), WriteOptions(
+        write_items(items, root if parse_location(root) is not None else Path(root), WriteOptions(
             mode="append", chunk_shape=opts.chunk_shape, compression=opts.compression,
-            compression_level=opts.compression_level, progress=False,
+            compression_level=opts.compression_level, progress=False, storage_options=storage_options,
         ))
     finally:
         for src in opened:
@@ -594,7 +613,8 @@ def _init_streamer(max_bytes: int | None) -> None:
 
 
 def _stream_large_guarded(
-    specs: list[tuple[str | RemoteInput, str, str, int | None]], root: Path, opts: WorkerOptions
+    specs: list[tuple[str | RemoteInput, str, str, int | None]], root: Path | str, opts: WorkerOptions,
+    storage_options: dict[str, Any] | None = None,
 ) -> None:
     """:func:`_stream_large` under the per-file ``opts.timeout``.
 
@@ -606,14 +626,14 @@ def _stream_large_guarded(
     collected later). A child that dies raises ``BrokenProcessPool``.
     """
     if opts.timeout is None:
-        _stream_large(specs, os.fspath(root), opts)
+        _stream_large(specs, os.fspath(root), opts, storage_options)
         return
     limit = len(specs) * opts.timeout + _grace(opts.timeout)
     pool = ProcessPoolExecutor(max_workers=1, mp_context=mp_context(), initializer=_init_streamer,
                                initargs=(opts.max_bytes,))
     killed = False
     try:
-        future = pool.submit(_stream_large, specs, os.fspath(root), opts)
+        future = pool.submit(_stream_large, specs, os.fspath(root), opts, storage_options)
         try:
             future.result(timeout=limit)
         except FutureTimeout:
@@ -830,18 +850,20 @@ def build_with(
         raise ValueError(f"image_id_from must be 'stem', 'path' or a callable, got {image_id_from!r}")
     _progress.wanted(progress)  # a TypeError now for anything but True, False or None
 
-    if parse_location(out) is not None:
-        raise ValueError(
-            f"catalog output {os.fspath(out)!r} is a URL; a catalog is written to a local directory for now "
-            "(its commits rename files, which object stores cannot do): build it into a local folder, then "
-            "copy that folder to the bucket (e.g. `aws s3 sync out.catalog s3://bucket/out.catalog`); "
-            "its inputs may be URLs"
-        )
-    out_p = local_path(out)
-    if out_p.exists() and not out_p.is_dir():
-        raise ValueError(f"catalog output {str(out_p)!r} exists and is not a directory")
-    files = discover(sources, exclude=out_p, storage_options=storage_options)
-    out_p.mkdir(parents=True, exist_ok=True)
+    out_loc = parse_location(out)
+    rc: RemoteCatalog | None = None
+    if out_loc is not None:  # a catalog in a bucket: built in a local working copy, published (publish.py)
+        rc = RemoteCatalog(out_loc.url, dict(storage_options or {}))
+        files = [f for f in discover(sources, storage_options=storage_options)
+                 if not (isinstance(f, RemoteInput) and (f.url + "/").startswith(rc.url + "/"))]
+        out_p = Path(tempfile.mkdtemp(prefix="omeframe-catalog-"))
+        seams = replace(seams, write_catalog=rc.write_catalog(seams.write_catalog, out_p))
+    else:
+        out_p = local_path(out)
+        if out_p.exists() and not out_p.is_dir():
+            raise ValueError(f"catalog output {str(out_p)!r} exists and is not a directory")
+        files = discover(sources, exclude=out_p, storage_options=storage_options)
+        out_p.mkdir(parents=True, exist_ok=True)
 
     if workers is None:
         workers = max(1, os.cpu_count() or 1)
@@ -858,7 +880,7 @@ def build_with(
         max_bytes=get_max_bytes(),
     )
 
-    with Lock(out_p):
+    with _held(out_p, rc):
         for stale in out_p.glob(".pending-*"):  # records and temporary files of a crashed build
             if stale.is_file():
                 stale.unlink(missing_ok=True)
@@ -874,7 +896,7 @@ def build_with(
                 if r["image_id"]:
                     used_ids[r["image_id"]] = r["urlpath"]
 
-        b = _Builder(out_p, opts, seams, on_error)
+        b = _Builder(out_p, opts, seams, on_error, rc)
         todos: list[_Todo] = []
         refused: list[tuple[_Todo, NotRegularFileError]] = []  # never opened: error rows right away
 
@@ -938,7 +960,10 @@ def build_with(
 
         if todos:
             # Images of re-ingested files (or left by a crashed run) are replaced, not duplicated.
-            drop_dataset_images(out_p / DATASET_NAME, {td.image_id for td in todos})
+            if rc is None:
+                drop_dataset_images(out_p / DATASET_NAME, {td.image_id for td in todos})
+            else:
+                drop_remote_dataset_images(rc.dataset_url, rc.storage_options, {td.image_id for td in todos})
             if batch_size is None:  # ~16 tasks per worker for balance, <= 32 files for progress
                 per = max(1, min(32, len(todos) // (workers * 16) or 1))
             else:
@@ -966,9 +991,29 @@ def build_with(
         else:
             errors_schema = pa.schema(list(CATALOG_SCHEMA) + [pa.field(n, pa.string()) for n in extra_names])
             b.result.errors = errors_schema.empty_table()
+    if rc is not None:
+        b.result.out = rc.url
+        b.result.storage_options = rc.storage_options
+        b.result.remote_parts = tuple(sorted(rc.published | ({DATASET_NAME} if rc.store.list(DATASET_NAME) else set())))
     if on_error == "raise" and b.first_error is not None:
         raise CatalogError(f"ingest failed: {b.first_error}")
     return b.result
+
+
+@contextlib.contextmanager
+def _held(work: Path, rc: RemoteCatalog | None) -> Iterator[None]:
+    """The build's locks: the directory's lock file, and for a catalog in a bucket its lock
+    object, with the working copy pulled into ``work`` (removed afterwards)."""
+    try:
+        with contextlib.ExitStack() as stack:
+            if rc is not None:
+                stack.enter_context(rc.locked())
+                rc.pull(work)
+            stack.enter_context(Lock(work))
+            yield
+    finally:
+        if rc is not None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _unchanged_object(item: RemoteInput, old: dict[str, Any] | None) -> bool:
