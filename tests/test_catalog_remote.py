@@ -259,6 +259,17 @@ def test_catalog_written_to_a_bucket(bucket, tmp_path):
     assert store.stat("out/plates.catalog/catalog.parquet") == before
 
 
+def test_local_files_into_a_bucket_with_the_outputs_options(bucket, tmp_path):
+    url, opts, server = bucket
+    np.save(tmp_path / "a.npy", _arr((5, 6), 4))
+    res = build(tmp_path / "a.npy", f"{url}/c.catalog", workers=1, progress=False, storage_options=opts)
+    assert res.n_ingested == 1
+    assert read_catalog(f"{url}/c.catalog", storage_options=opts)["urlpath"].to_pylist() == [
+        (tmp_path / "a.npy").as_posix()]
+    with pytest.raises(FileNotFoundError, match="holds no catalog"):
+        read_catalog(f"{url}/nothing.catalog", storage_options=opts)
+
+
 def test_cli_ingest_of_a_bucket(bucket, tmp_path, capsys):
     from omeframe.cli import main
 
@@ -305,3 +316,25 @@ def test_a_rewritten_object_is_not_served_from_cached_blocks():
     store.put("x.bin", b"b" * 100)
     f2 = open_remote_file("memory://omeframe-catalog-cache/x.bin")
     assert f2 is not None and f2.read_range(10, 5) == b"bbbbb"
+
+
+_LOCK_THIEF = "memory://omeframe-catalog-t3/out.catalog"
+
+
+def _open_and_steal_the_lock(path, reader):  # a Seams.open_image: another build takes the lock over
+    from omeframe.catalog.discover import open_image
+
+    RemoteStore(_LOCK_THIEF).put(".omeframe-catalog.lock", b'{"token": "other"}')
+    return open_image(path, reader)
+
+
+def test_a_build_that_lost_its_lock_publishes_nothing():
+    import importlib
+
+    build_mod = importlib.import_module("omeframe.catalog.build")
+    store = RemoteStore("memory://omeframe-catalog-t3")
+    store.put("in/a.npy", _npy_bytes(_arr((4, 4), 1)))
+    with pytest.raises(CatalogError, match="no longer this build's"):
+        build_mod.build_with("memory://omeframe-catalog-t3/in", _LOCK_THIEF, workers=1, progress=False,
+                             seams=build_mod.Seams(open_image=_open_and_steal_the_lock))
+    assert store.find("out.catalog").keys() == {"out.catalog/.omeframe-catalog.lock"}  # the other build's

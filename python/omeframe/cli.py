@@ -701,7 +701,7 @@ def _build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("ingest", help="build or extend a catalog from image files, directories or globs")
     g.add_argument("paths", nargs="+", help="files, directories or glob patterns (TIFF, OME-Zarr, .npy, CZI); "
                    "local, or object-store URLs such as s3://bucket/plates/")
-    g.add_argument("--out", required=True, help="catalog directory (created, or appended to; a local path)")
+    g.add_argument("--out", required=True, help="catalog directory (created, or appended to), or its URL (s3://bucket/plates.catalog)")
     g.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: CPU count)")
     g.add_argument("--layout", choices=["auto", "records", "dataset"], default="auto",
                    help="auto: small images as records, large ones in the dataset (default)")

@@ -11,7 +11,8 @@ See :mod:`omeframe.catalog.build` for the layout and the resume/append rules
 :mod:`omeframe.catalog.commit` for the tables and their atomic commits,
 :mod:`omeframe.catalog.records` for file records and identity, and
 :mod:`omeframe.catalog.objects` for inputs in a bucket (``s3://...`` sources
-with ``storage_options=``).
+with ``storage_options=``) and :mod:`omeframe.catalog.publish` for catalogs
+written to one.
 """
 
 from __future__ import annotations

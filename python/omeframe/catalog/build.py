@@ -68,7 +68,9 @@ worker does with a batch), :mod:`~omeframe.catalog.commit` (the tables, their
 atomic commits, the lock, :func:`read_catalog`),
 :mod:`~omeframe.catalog.records` (file records and identity),
 :mod:`~omeframe.catalog.objects` (inputs on an object store: one listing per
-prefix, identity by ETag) and :mod:`~omeframe.catalog.kinds` (file kinds).
+prefix, identity by ETag), :mod:`~omeframe.catalog.publish` (a catalog
+written to a bucket: lock object, working copy, upload with the commit point
+last) and :mod:`~omeframe.catalog.kinds` (file kinds).
 
 Seams
 -----
@@ -693,8 +695,9 @@ def build(
         Catalog directory: ``images.parquet`` (small images as OME-Arrow
         records plus extra columns), ``dataset/`` (large images, chunked) and
         ``catalog.parquet`` (one row per file, including errors). A local
-        path (or ``file://`` URL): an object-store URL raises ``ValueError``
-        (build locally, then copy the folder).
+        path, or a URL (``s3://bucket/plates.catalog``): then the build
+        runs in a local working copy and publishes to the bucket under a
+        lock object (see :mod:`omeframe.catalog.publish`).
     layout
         ``"auto"``: images up to ``max_record_bytes`` (decoded) become records,
         larger ones go to the dataset; ``"records"`` / ``"dataset"``: all of them.
@@ -744,9 +747,10 @@ def build(
         checkpoints and resumability; its workers must see ``sources`` and
         ``out`` under the same paths (see :mod:`omeframe.catalog.distributed`).
     storage_options
-        Options of the object stores' filesystem for URL ``sources``
-        (credentials, ``endpoint_url`` ...), as in :func:`omeframe.open_table`;
-        they travel with each input to the workers, so they must pickle.
+        Options of the object stores' filesystem for URL ``sources`` and
+        ``out`` (credentials, ``endpoint_url`` ...), as in
+        :func:`omeframe.open_table`; they travel with each input to the
+        workers, so they must pickle.
 
     Returns
     -------
@@ -756,14 +760,14 @@ def build(
     Raises
     ------
     ValueError
-        For an invalid option, when ``sources`` name no image file, or when
-        ``out`` is an object-store URL.
+        For an invalid option, or when ``sources`` name no image file.
     FileNotFoundError
         When the bucket of a URL source does not exist.
     RemoteStorageError
         When listing a URL source is refused (credentials) or keeps failing.
     CatalogError
-        When another process is writing the catalog, when two files get the
+        When another process (another build, for a catalog in a bucket) is
+        writing the catalog, when two files get the
         same image id, or (``on_error="raise"``) after the first failing file.
 
     Examples
@@ -854,7 +858,9 @@ def build_with(
     rc: RemoteCatalog | None = None
     if out_loc is not None:  # a catalog in a bucket: built in a local working copy, published (publish.py)
         rc = RemoteCatalog(out_loc.url, dict(storage_options or {}))
-        files = [f for f in discover(sources, storage_options=storage_options)
+        sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+        urls_in = any(parse_location(s) is not None for s in sources)  # else the options are the output's
+        files = [f for f in discover(sources, storage_options=storage_options if urls_in else None)
                  if not (isinstance(f, RemoteInput) and (f.url + "/").startswith(rc.url + "/"))]
         out_p = Path(tempfile.mkdtemp(prefix="omeframe-catalog-"))
         seams = replace(seams, write_catalog=rc.write_catalog(seams.write_catalog, out_p))
