@@ -388,9 +388,9 @@ def list_sources(
             raise ValueError(f"{src!r} is a local path, not an object-store URL")
         if loc.protocol in ("http", "https"):
             raise ValueError(
-                f"cannot list {loc.url!r}: HTTP servers have no listing; catalogs read folders and "
-                "buckets from object stores (s3://, gs://, az://); name the files of an HTTP server one by one "
-                "after copying them, or serve them from a bucket"
+                f"cannot catalog {loc.url!r}: HTTP servers have no listing, and catalog inputs come from "
+                "object stores (s3://, gs://, az://, memory://) or local paths; download the files first, or "
+                "serve them from a bucket"
             )
         root, key = _split_root(loc.url)
         lister = _Lister(root, so)
