@@ -283,7 +283,10 @@ def test_cli_ingest_of_a_bucket(bucket, tmp_path, capsys):
     assert read_catalog(tmp_path / "c")["urlpath"].to_pylist() == [f"{url}/in/P1_A1.npy"]
 
 
-@pytest.mark.parametrize(("shape", "fortran"), [((2, 3, 5, 6), False), ((12, 10, 3), False), ((5, 6), True)])
+@pytest.mark.parametrize(("shape", "fortran"), [
+    ((2, 3, 5, 6), False), ((12, 10, 3), False), ((5, 6), True),           # read with the header
+    ((2, 3, 64, 100), False), ((200, 120, 3), False), ((180, 200), True),  # read by ranges
+])
 def test_remote_npy_reads_its_stacks_by_range(shape, fortran):
     from omeframe.engine.lazy import LazyImage
     from omeframe.formats.array.npy import infer_array_dims
@@ -301,8 +304,11 @@ def test_remote_npy_reads_its_stacks_by_range(shape, fortran):
     want = LazyImage(array_source(np.ascontiguousarray(a), infer_array_dims(a.shape))).execute()
     assert got.dtype == np.uint16 and np.array_equal(got, want)
     stacks = src.shape[0] * src.shape[1]
-    # TCZYX-ordered C arrays: one range per (t, c) stack; interleaved / Fortran: the payload once
-    assert STATS.snapshot()["ranges"] - before == (stacks if src.contiguous else 1)
+    # read with the header (small arrays); else TCZYX-ordered C arrays: one range per (t, c) stack,
+    # interleaved / Fortran ones: the payload once
+    assert (src._head is not None) == (a.nbytes < 60_000)
+    ranges = STATS.snapshot()["ranges"] - before
+    assert ranges == (0 if src._head is not None else stacks if src.contiguous else 1)
     assert src.contiguous == (len(shape) != 3 and not fortran)
 
 

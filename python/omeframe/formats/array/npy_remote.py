@@ -2,9 +2,8 @@
 
 A local ``.npy`` is memory-mapped (:func:`omeframe.formats.array.npy.load_npy`);
 a remote one has no memory map, so :func:`open_remote_npy` reads its header
-(one ranged GET of the first 64 KiB through the read-ahead of
-:class:`~omeframe.storage.remote.RemoteFile`) and hands out one piece per
-``(t, c)`` Z-stack. When the file stores its axes in TCZYX order (C order,
+(one ranged GET of the first 64 KiB; an array that fits in it is read
+whole by that request) and hands out one piece per ``(t, c)`` Z-stack. When the file stores its axes in TCZYX order (C order,
 no trailing RGB axis: ``YX``, ``ZYX``, ``TCYX``, ``TCZYX``) each piece is one
 contiguous byte range and costs one ranged GET of exactly its bytes; an
 interleaved (``YXC``) or Fortran-order array is read in one GET of its
@@ -43,8 +42,8 @@ __all__ = ["RemoteNpySource", "open_remote_npy"]
 _HEAD = 64 << 10
 
 
-def _read_header(f: RemoteFile) -> tuple[tuple[int, ...], np.dtype[Any], bool, int]:
-    """``(shape, dtype, fortran_order, data offset)`` of the ``.npy`` object ``f``."""
+def _read_header(f: RemoteFile) -> tuple[tuple[int, ...], np.dtype[Any], bool, int, bytes]:
+    """``(shape, dtype, fortran_order, data offset, first block)`` of the ``.npy`` object ``f``."""
     fmt = np.lib.format
     head = f.read_range(0, min(f.size, _HEAD))
     bio = io.BytesIO(head)
@@ -64,7 +63,7 @@ def _read_header(f: RemoteFile) -> tuple[tuple[int, ...], np.dtype[Any], bool, i
         raise CorruptFileError(f"{f.url!r} is not a readable .npy array file: {exc}") from exc
     if dtype.hasobject:
         raise CorruptFileError(f"{f.url!r} holds Python objects, not an image array")
-    return tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran), bio.tell()
+    return tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran), bio.tell(), head
 
 
 class RemoteNpySource(LazySource):
@@ -73,7 +72,7 @@ class RemoteNpySource(LazySource):
     def __init__(self, file: RemoteFile, dim_order: str | None = None) -> None:
         super().__init__()
         self.file = file
-        shape, dtype, fortran, offset = _read_header(file)
+        shape, dtype, fortran, offset, head = _read_header(file)
         self.file_shape, self.file_dtype, self.fortran, self.offset = shape, dtype, fortran, offset
         if not 2 <= len(shape) <= 5:
             raise CorruptFileError(f"{file.url!r}: a {len(shape)}-D array is no image (2 to 5 axes expected)")
@@ -89,6 +88,8 @@ class RemoteNpySource(LazySource):
         canonical = "".join(a for a in "TCZYX" if a in self.dims)
         self.contiguous = not fortran and self.dims == canonical
         self.describe = f"remote .npy {file.url!r} {shape} {dtype}"
+        # a small array came whole with the header block: no further request
+        self._head = head if offset + nbytes <= len(head) else None
         self._whole: np.ndarray | None = None
         self._whole_lock = threading.Lock()
 
@@ -110,7 +111,8 @@ class RemoteNpySource(LazySource):
         with self._whole_lock:
             if self._whole is None:
                 n = math.prod(self.file_shape) * self.file_dtype.itemsize
-                data = self.file.read_range(self.offset, n)
+                data = self._head[self.offset:self.offset + n] if self._head is not None else (
+                    self.file.read_range(self.offset, n))
                 arr = np.frombuffer(data, self.file_dtype).reshape(
                     self.file_shape, order="F" if self.fortran else "C")
                 self._whole = to_tczyx(arr, self.dims)
@@ -127,7 +129,7 @@ class RemoteNpySource(LazySource):
 
         def decode(i: int, strict: bool) -> np.ndarray:
             t, c = (int(v) for v in origins[i, :2])
-            if self.contiguous:
+            if self.contiguous and self._head is None:
                 start = self.offset + (t * sc + c) * stack
                 out = np.frombuffer(self.file.read_range(start, stack), self.file_dtype).reshape(sz, sy, sx)
             else:
