@@ -3,8 +3,9 @@
 A local ``.npy`` is memory-mapped (:func:`omeframe.formats.array.npy.load_npy`);
 a remote one has no memory map, so :func:`open_remote_npy` reads its header
 (one ranged GET of the first 64 KiB; an array that fits in it is read
-whole by that request) and hands out one piece per ``(t, c)`` Z-stack. When the file stores its axes in TCZYX order (C order,
-no trailing RGB axis: ``YX``, ``ZYX``, ``TCYX``, ``TCZYX``) each piece is one
+whole by that request) and hands out one piece per ``(t, c)`` Z-stack.
+When the file stores its axes in TCZYX order (C order, no trailing RGB
+axis: ``YX``, ``ZYX``, ``TCYX``, ``TCZYX``) each piece is one
 contiguous byte range and costs one ranged GET of exactly its bytes; an
 interleaved (``YXC``) or Fortran-order array is read in one GET of its
 whole payload, once, when the first piece is decoded.
