@@ -124,6 +124,28 @@ def test_catalog_build_on_the_cluster_survives_a_killed_worker(client: Any, tmp_
     assert (catalog.build(src, out, client=client)).n_skipped == 24
 
 
+def test_catalog_build_of_a_bucket_on_the_cluster(client: Any, bucket: Any, tmp_path: Path) -> None:
+    """URL inputs travel to the cluster's workers with their storage options and are read there."""
+    import io
+
+    from omeframe.storage.remote import RemoteStore
+
+    url, opts, server = bucket
+    store = RemoteStore(url, opts)
+    for i in range(6):
+        buf = io.BytesIO()
+        np.save(buf, np.full((8, 8), i, np.uint8))
+        store.put(f"in/img-{i:03d}.npy", buf.getvalue())
+    local = catalog.build(f"{url}/in", tmp_path / "local.catalog", workers=1, storage_options=opts)
+    server.counts.reset()
+    res = catalog.build(f"{url}/in", tmp_path / "dist.catalog", client=client, batch_size=2, storage_options=opts)
+    assert (res.n_ingested, res.n_errors) == (6, 0)
+    assert server.counts.requests(f"{url.split('://')[1]}/in/img-", "GET") >= 6  # read by the workers
+    keep = ["image_id", "urlpath", "size", "mtime", "checksum", "status", "shape"]
+    assert read_catalog(tmp_path / "dist.catalog").select(keep).equals(read_catalog(local.out).select(keep))
+    assert catalog.build(f"{url}/in", tmp_path / "dist.catalog", client=client, storage_options=opts).n_skipped == 6
+
+
 # ---------------------------------------------------------------------------
 # distributed ingest: write_dataset(client=) and to_ome_zarr(client=)
 # ---------------------------------------------------------------------------

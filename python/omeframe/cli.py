@@ -1,6 +1,6 @@
 """The ``omeframe`` command line: demo, info, ingest, verify, sql, export.
 
-``info``, ``verify``, ``sql --table`` and ``export`` (source and output) take
+``info``, ``verify``, ``sql --table``, ``ingest`` (its inputs) and ``export`` (source and output) take
 URLs (``s3://``, ``gs://``, ``https://`` ...) as well as paths; options of
 their filesystem come from the environment (``AWS_*`` ...) and from
 ``--storage-option KEY=VALUE`` (repeatable; values are parsed as JSON when
@@ -323,6 +323,7 @@ def _ingest(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         compression=None if args.compression == "none" else args.compression,
         timeout=None if args.timeout == 0 else args.timeout,
+        storage_options=_storage_options(args) or None,
     )
     _say(f"catalog {res.out}: {res.n_files} files found; {res.summary()}")
     for name, path in res.paths.items():
@@ -698,8 +699,9 @@ def _build_parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=_verify)
 
     g = sub.add_parser("ingest", help="build or extend a catalog from image files, directories or globs")
-    g.add_argument("paths", nargs="+", help="files, directories or glob patterns (TIFF, OME-Zarr, .npy, CZI)")
-    g.add_argument("--out", required=True, help="catalog directory (created, or appended to)")
+    g.add_argument("paths", nargs="+", help="files, directories or glob patterns (TIFF, OME-Zarr, .npy, CZI); "
+                   "local, or object-store URLs such as s3://bucket/plates/")
+    g.add_argument("--out", required=True, help="catalog directory (created, or appended to), or its URL (s3://bucket/plates.catalog)")
     g.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: CPU count)")
     g.add_argument("--layout", choices=["auto", "records", "dataset"], default="auto",
                    help="auto: small images as records, large ones in the dataset (default)")
@@ -738,7 +740,7 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--roi", metavar="x,y,w,h", help="export only this region (pixels)")
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(fn=_export)
-    for cmd in (i, v, q, e):
+    for cmd in (i, v, q, e, g):
         cmd.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                          help="an option of the URL's filesystem (repeatable; JSON values, dotted keys nest), "
                               "e.g. endpoint_url=http://127.0.0.1:9000 or anon=true")

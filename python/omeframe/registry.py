@@ -45,6 +45,7 @@ from omeframe.engine.reopen import file_stamp, recipe_of, set_recipe
 from omeframe.engine.source import LazySource
 from omeframe.formats.array import NPY_SUFFIXES
 from omeframe.formats.array.npy import infer_array_dims, load_npy
+from omeframe.formats.array.npy_remote import open_remote_npy
 from omeframe.formats.array.source import ArraySource, RecordSource
 from omeframe.formats.czi import CZI_EXTRA, CZI_SUFFIXES
 from omeframe.formats.czi.source import open_czi_source
@@ -283,7 +284,7 @@ def detect(path: str | os.PathLike[str]) -> FormatEntry:
 
 
 def open_url(url: RemoteURL, options: OpenOptions = OpenOptions()) -> LazySource:
-    """Open the image at a remote ``url``: by suffix (record tables, TIFF, ``.zarr``),
+    """Open the image at a remote ``url``: by suffix (record tables, TIFF, ``.npy``, ``.zarr``),
     else as a dataset (a ``manifest.json`` / ``_manifests/`` below it), else as OME-Zarr.
 
     Raises
@@ -301,6 +302,8 @@ def open_url(url: RemoteURL, options: OpenOptions = OpenOptions()) -> LazySource
         )
     if suffix in TIFF_SUFFIXES:
         return open_tiff_source(url.url, series=options.series, level=options.level, storage_options=so)
+    if suffix in NPY_SUFFIXES:
+        return open_remote_npy(url.url, so, options.dim_order)
     if suffix != ZARR_SUFFIX:
         try:
             return DatasetSource(DatasetReader(url.url, storage_options=so), options.image_id, options.level)

@@ -8,8 +8,11 @@ See :mod:`omeframe.catalog.build` for the layout and the resume/append rules
 (and the :class:`~omeframe.catalog.build.Seams` a test may replace),
 :mod:`omeframe.catalog.discover` for what is ingested and how it is opened,
 :mod:`omeframe.catalog.worker` for the per-file work,
-:mod:`omeframe.catalog.commit` for the tables and their atomic commits, and
-:mod:`omeframe.catalog.records` for file records and identity.
+:mod:`omeframe.catalog.commit` for the tables and their atomic commits,
+:mod:`omeframe.catalog.records` for file records and identity, and
+:mod:`omeframe.catalog.objects` for inputs in a bucket (``s3://...`` sources
+with ``storage_options=``) and :mod:`omeframe.catalog.publish` for catalogs
+written to one.
 """
 
 from __future__ import annotations

@@ -51,8 +51,10 @@ Decisions
   their stale rows or dataset images are replaced, never duplicated. A lock
   file keeps two builds from writing one catalog at once.
 * **Resume / append**: a file whose ``(urlpath, size, mtime, checksum)`` equals
-  an ``ok`` row is skipped; a changed file is re-ingested under its old image
-  id (its old record or dataset image is replaced); new files are appended.
+  an ``ok`` row is skipped (an object-store input: its listed size,
+  last-modified time and ETag, so an unchanged object is not read at all);
+  a changed file is re-ingested under its old image id (its old record or
+  dataset image is replaced); new files are appended.
 * Records keep the native dtype; ``acquisition_datetime`` defaults to the
   file's mtime (deterministic, unlike the ingestion time).
 
@@ -63,8 +65,12 @@ of results, checkpoints, crash isolation). The other jobs live beside it:
 :mod:`~omeframe.catalog.discover` (walking folders, file kinds, opening an
 input, image ids and path columns), :mod:`~omeframe.catalog.worker` (what a
 worker does with a batch), :mod:`~omeframe.catalog.commit` (the tables, their
-atomic commits, the lock, :func:`read_catalog`) and
-:mod:`~omeframe.catalog.records` (file records and identity).
+atomic commits, the lock, :func:`read_catalog`),
+:mod:`~omeframe.catalog.records` (file records and identity),
+:mod:`~omeframe.catalog.objects` (inputs on an object store: one listing per
+prefix, identity by ETag), :mod:`~omeframe.catalog.publish` (a catalog
+written to a bucket: lock object, working copy, upload with the commit point
+last) and :mod:`~omeframe.catalog.kinds` (file kinds).
 
 Seams
 -----
@@ -86,10 +92,12 @@ import math
 import multiprocessing as mp
 import os
 import re
+import shutil
 import signal
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -138,6 +146,8 @@ from omeframe.catalog.discover import (
     path_columns,
 )
 from omeframe.catalog.distributed import client_pool, client_threads
+from omeframe.catalog.objects import RemoteInput, identity_checksum, location_of, name_of
+from omeframe.catalog.publish import RemoteCatalog, drop_remote_dataset_images
 from omeframe.catalog.records import FILE_RECORD_SCHEMA, file_checksum, stat_path
 from omeframe.catalog.worker import (
     OpenImage,
@@ -154,6 +164,7 @@ from omeframe.formats.dataset.inputs import source_input
 from omeframe.formats.dataset.writer import WriteOptions, write_items
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.errors import FileTimeoutError, NotRegularFileError
+from omeframe.storage.url import local_path, parse_location
 
 __all__ = [
     "build",
@@ -203,8 +214,9 @@ class Seams:
     open_image
         ``(path, reader) -> LazySource``: opens an input, in the workers (to
         ingest it) and in the building process (to stream a large image into
-        the dataset). It is pickled to worker processes: pass a module-level
-        function.
+        the dataset); ``path`` is a string, or for an object-store input the
+        :class:`~omeframe.catalog.objects.RemoteInput`. It is pickled to
+        worker processes: pass a module-level function.
     open_pool
         ``(max_workers, mp_context) -> Executor``: the worker pool of a build
         with ``workers > 1``, of the one-by-one re-runs after a crash and of
@@ -243,9 +255,13 @@ class Seams:
 
 @dataclass
 class CatalogResult:
-    """What :func:`build` did."""
+    """What :func:`build` did.
 
-    out: Path
+    ``out`` is the catalog directory, or the catalog's URL when it was built
+    into a bucket (then the ``*_path`` properties are URLs too).
+    """
+
+    out: Path | str
     n_files: int = 0
     n_ingested: int = 0
     n_records: int = 0
@@ -255,24 +271,31 @@ class CatalogResult:
     elapsed_s: float = 0.0
     workers: int = 1
     errors: pa.Table = field(default_factory=lambda: CATALOG_SCHEMA.empty_table())
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)
+    remote_parts: tuple[str, ...] = ()
+
+    def _at(self, name: str) -> Path | str:
+        return f"{self.out}/{name}" if isinstance(self.out, str) else self.out / name
 
     @property
-    def images_path(self) -> Path:
-        return self.out / IMAGES_NAME
+    def images_path(self) -> Path | str:
+        return self._at(IMAGES_NAME)
 
     @property
-    def dataset_path(self) -> Path:
-        return self.out / DATASET_NAME
+    def dataset_path(self) -> Path | str:
+        return self._at(DATASET_NAME)
 
     @property
-    def catalog_path(self) -> Path:
-        return self.out / CATALOG_NAME
+    def catalog_path(self) -> Path | str:
+        return self._at(CATALOG_NAME)
 
     @property
-    def paths(self) -> dict[str, Path]:
+    def paths(self) -> dict[str, Path | str]:
         """The tables that exist after the build."""
-        cand = {"images": self.images_path, "dataset": self.dataset_path, "catalog": self.catalog_path}
-        return {k: p for k, p in cand.items() if p.exists()}
+        names = {"images": IMAGES_NAME, "dataset": DATASET_NAME, "catalog": CATALOG_NAME}
+        if isinstance(self.out, str):
+            return {k: self._at(n) for k, n in names.items() if n in self.remote_parts}
+        return {k: p for k, n in names.items() if Path(p := self._at(n)).exists()}
 
     @property
     def files_per_s(self) -> float:
@@ -280,7 +303,7 @@ class CatalogResult:
 
     def catalog(self) -> pa.Table:
         """The whole ``catalog.parquet``."""
-        return read_catalog(self.out)
+        return read_catalog(self.out, storage_options=self.storage_options)
 
     def summary(self) -> str:
         return (
@@ -359,7 +382,7 @@ def _sigint_deferred() -> Iterator[None]:
 @dataclass
 class _Todo:
     index: int
-    path: Path
+    path: Path | RemoteInput
     reader: str
     image_id: str
     extras: tuple[Any, ...]
@@ -369,8 +392,10 @@ class _Todo:
 class _Builder:
     """State of one :func:`build` call."""
 
-    def __init__(self, out: Path, opts: WorkerOptions, seams: Seams, on_error: str) -> None:
+    def __init__(self, out: Path, opts: WorkerOptions, seams: Seams, on_error: str,
+                 remote: RemoteCatalog | None = None) -> None:
         self.out = out
+        self.remote = remote
         self.opts = opts
         self.seams = seams
         self.extra_names = list(opts.extra_names)
@@ -393,7 +418,7 @@ class _Builder:
         f = oc.get("file") or {}
         row = {
             "image_id": todo.image_id,
-            "urlpath": f.get("urlpath", Path(os.path.abspath(todo.path)).as_posix()),
+            "urlpath": f.get("urlpath", _urlpath(todo.path)),
             "size": f.get("size"),
             "mtime": f.get("mtime"),
             "checksum": f.get("checksum"),
@@ -462,12 +487,13 @@ class _Builder:
         batch, self.large, self.large_bytes = self.large, [], 0
         if not batch:
             return
-        root = self.out / DATASET_NAME
+        root: Path | str = self.out / DATASET_NAME if self.remote is None else self.remote.dataset_url
+        so = None if self.remote is None else self.remote.storage_options
 
         def write(group: list[tuple[_Todo, dict[str, Any]]]) -> None:
-            specs = [(os.fspath(td.path), td.reader, td.image_id, (oc.get("file") or {}).get("mtime"))
+            specs = [(_task_path(td.path), td.reader, td.image_id, (oc.get("file") or {}).get("mtime"))
                      for td, oc in group]
-            _stream_large_guarded(specs, root, self.opts)
+            _stream_large_guarded(specs, root, self.opts, so)
 
         t0 = time.perf_counter()
         try:
@@ -551,8 +577,10 @@ class _Builder:
 
 
 
-def _stream_large(specs: list[tuple[str, str, str, int | None]], root: str, opts: WorkerOptions) -> None:
-    """Append large images to the dataset at ``root``: ``(path, reader, image_id, mtime_ns)`` each.
+def _stream_large(specs: list[tuple[str | RemoteInput, str, str, int | None]], root: str, opts: WorkerOptions,
+                  storage_options: dict[str, Any] | None = None) -> None:
+    """Append large images to the dataset at ``root`` (a path, or a URL with its
+    ``storage_options``): ``(path, reader, image_id, mtime_ns)`` each.
 
     Runs in the building process (``timeout=None``) or in a child process of it.
     """
@@ -563,13 +591,13 @@ def _stream_large(specs: list[tuple[str, str, str, int | None]], root: str, opts
             src = opts.open_image(path, reader)
             opened.append(src)
             inp = source_input(src)
-            h = replace(inp.header, image_id=image_id, name=Path(path).name)
+            h = replace(inp.header, image_id=image_id, name=name_of(path))
             if h.acquisition_datetime is None and mtime is not None:
                 h = replace(h, acquisition_datetime=datetime.fromtimestamp(mtime / 1e9, tz=UTC))
             items.append((replace(inp, header=h), image_id, 0, None))
-        write_items(items, Path(root), WriteOptions(
+        write_items(items, root if parse_location(root) is not None else Path(root), WriteOptions(
             mode="append", chunk_shape=opts.chunk_shape, compression=opts.compression,
-            compression_level=opts.compression_level, progress=False,
+            compression_level=opts.compression_level, progress=False, storage_options=storage_options,
         ))
     finally:
         for src in opened:
@@ -586,7 +614,10 @@ def _init_streamer(max_bytes: int | None) -> None:
         set_max_bytes(max_bytes)
 
 
-def _stream_large_guarded(specs: list[tuple[str, str, str, int | None]], root: Path, opts: WorkerOptions) -> None:
+def _stream_large_guarded(
+    specs: list[tuple[str | RemoteInput, str, str, int | None]], root: Path | str, opts: WorkerOptions,
+    storage_options: dict[str, Any] | None = None,
+) -> None:
     """:func:`_stream_large` under the per-file ``opts.timeout``.
 
     Without a timeout, in this process. With one, in a child process that is
@@ -597,20 +628,20 @@ def _stream_large_guarded(specs: list[tuple[str, str, str, int | None]], root: P
     collected later). A child that dies raises ``BrokenProcessPool``.
     """
     if opts.timeout is None:
-        _stream_large(specs, os.fspath(root), opts)
+        _stream_large(specs, os.fspath(root), opts, storage_options)
         return
     limit = len(specs) * opts.timeout + _grace(opts.timeout)
     pool = ProcessPoolExecutor(max_workers=1, mp_context=mp_context(), initializer=_init_streamer,
                                initargs=(opts.max_bytes,))
     killed = False
     try:
-        future = pool.submit(_stream_large, specs, os.fspath(root), opts)
+        future = pool.submit(_stream_large, specs, os.fspath(root), opts, storage_options)
         try:
             future.result(timeout=limit)
         except FutureTimeout:
             _kill_workers(pool)
             killed = True
-            names = ", ".join(repr(Path(p).as_posix()) for p, *_ in specs[:3]) + (" ..." if len(specs) > 3 else "")
+            names = ", ".join(repr(location_of(p)) for p, *_ in specs[:3]) + (" ..." if len(specs) > 3 else "")
             raise FileTimeoutError(
                 f"{names}: streaming into the dataset took longer than timeout={opts.timeout} s per file; "
                 "the writing process was killed and nothing of it was committed"
@@ -647,17 +678,26 @@ def build(
     batch_size: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     client: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> CatalogResult:
     """Ingest many image files into the catalog directory ``out`` (created or appended).
 
     Parameters
     ----------
     sources
-        A directory, a glob pattern, a file, or a list of them (see :func:`discover`).
+        A directory, a glob pattern, a file, or a list of them (see :func:`discover`);
+        each may be an object-store URL (``s3://bucket/plates/``,
+        ``s3://bucket/plates/**/*.tif``, ``memory://`` ...): the prefix is
+        listed once and each object read by ranged requests; its ``urlpath``
+        is the URL, and its identity the listed size, last-modified time and
+        ETag (see :mod:`omeframe.catalog.objects`).
     out
         Catalog directory: ``images.parquet`` (small images as OME-Arrow
         records plus extra columns), ``dataset/`` (large images, chunked) and
-        ``catalog.parquet`` (one row per file, including errors).
+        ``catalog.parquet`` (one row per file, including errors). A local
+        path, or a URL (``s3://bucket/plates.catalog``): then the build
+        runs in a local working copy and publishes to the bucket under a
+        lock object (see :mod:`omeframe.catalog.publish`).
     layout
         ``"auto"``: images up to ``max_record_bytes`` (decoded) become records,
         larger ones go to the dataset; ``"records"`` / ``"dataset"``: all of them.
@@ -669,7 +709,7 @@ def build(
         terminal (never in logs, pipes or CI; see :mod:`omeframe.engine.progress`).
     columns_from_path
         A regex with named groups matched (``re.search``) against each file's
-        absolute path; every group becomes a string column of both tables
+        absolute path (an object's URL); every group becomes a string column of both tables
         (``None`` where it does not match), e.g.
         ``r"(?P<plate>P\\d+)_(?P<well>[A-H]\\d+)"``.
     on_error
@@ -678,7 +718,8 @@ def build(
         succeeded, then raise :class:`CatalogError`.
     image_id_from
         ``"stem"`` (file name without its image suffix; clashes get ``-<hash>``
-        appended), ``"path"`` (the absolute path) or a callable ``Path -> str``.
+        appended), ``"path"`` (the absolute path; an object's URL) or a callable
+        ``Path -> str`` (given the URL string for an object-store input).
         A re-ingested file keeps the id it already had.
     resume
         Skip files whose path, size, mtime and checksum equal an ``ok`` row.
@@ -705,6 +746,11 @@ def build(
         (``workers`` defaults to its thread count) with the same row order,
         checkpoints and resumability; its workers must see ``sources`` and
         ``out`` under the same paths (see :mod:`omeframe.catalog.distributed`).
+    storage_options
+        Options of the object stores' filesystem for URL ``sources`` and
+        ``out`` (credentials, ``endpoint_url`` ...), as in
+        :func:`omeframe.open_table`; they travel with each input to the
+        workers, so they must pickle.
 
     Returns
     -------
@@ -715,8 +761,13 @@ def build(
     ------
     ValueError
         For an invalid option, or when ``sources`` name no image file.
+    FileNotFoundError
+        When the bucket of a URL source does not exist.
+    RemoteStorageError
+        When listing a URL source is refused (credentials) or keeps failing.
     CatalogError
-        When another process is writing the catalog, when two files get the
+        When another process (another build, for a catalog in a bucket) is
+        writing the catalog, when two files get the
         same image id, or (``on_error="raise"``) after the first failing file.
 
     Examples
@@ -725,6 +776,8 @@ def build(
     ...             columns_from_path=r"(?P<plate>P\\d+)_(?P<well>[A-H]\\d+)")
     >>> print(res.summary())                                            # doctest: +SKIP
     7 ingested (6 records in images.parquet, 1 images in dataset/), 0 unchanged skipped, ...
+    >>> res = build("s3://bucket/plates/", "plates.catalog",              # doctest: +SKIP
+    ...             storage_options={"endpoint_url": "http://127.0.0.1:9000"})
     """
     seams = _DEFAULT_SEAMS
     if client is not None:
@@ -736,7 +789,7 @@ def build(
         columns_from_path=columns_from_path, on_error=on_error, image_id_from=image_id_from,
         max_record_bytes=max_record_bytes, resume=resume, chunk_shape=chunk_shape,
         compression=compression, compression_level=compression_level, column_name=column_name,
-        batch_size=batch_size, timeout=timeout,
+        batch_size=batch_size, timeout=timeout, storage_options=storage_options,
     )
 
 
@@ -762,6 +815,7 @@ def build_with(
     column_name: str = DEFAULT_COLUMN_NAME,
     batch_size: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> CatalogResult:
     """:func:`build` with the replaceable steps ``seams`` (see :class:`Seams`).
 
@@ -800,11 +854,22 @@ def build_with(
         raise ValueError(f"image_id_from must be 'stem', 'path' or a callable, got {image_id_from!r}")
     _progress.wanted(progress)  # a TypeError now for anything but True, False or None
 
-    out_p = Path(out)
-    if out_p.exists() and not out_p.is_dir():
-        raise ValueError(f"catalog output {str(out_p)!r} exists and is not a directory")
-    files = discover(sources, exclude=out_p)
-    out_p.mkdir(parents=True, exist_ok=True)
+    out_loc = parse_location(out)
+    rc: RemoteCatalog | None = None
+    if out_loc is not None:  # a catalog in a bucket: built in a local working copy, published (publish.py)
+        rc = RemoteCatalog(out_loc.url, dict(storage_options or {}))
+        sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+        urls_in = any(parse_location(s) is not None for s in sources)  # else the options are the output's
+        files = [f for f in discover(sources, storage_options=storage_options if urls_in else None)
+                 if not (isinstance(f, RemoteInput) and (f.url + "/").startswith(rc.url + "/"))]
+        out_p = Path(tempfile.mkdtemp(prefix="omeframe-catalog-"))
+        seams = replace(seams, write_catalog=rc.write_catalog(seams.write_catalog, out_p))
+    else:
+        out_p = local_path(out)
+        if out_p.exists() and not out_p.is_dir():
+            raise ValueError(f"catalog output {str(out_p)!r} exists and is not a directory")
+        files = discover(sources, exclude=out_p, storage_options=storage_options)
+        out_p.mkdir(parents=True, exist_ok=True)
 
     if workers is None:
         workers = max(1, os.cpu_count() or 1)
@@ -821,7 +886,7 @@ def build_with(
         max_bytes=get_max_bytes(),
     )
 
-    with Lock(out_p):
+    with _held(out_p, rc):
         for stale in out_p.glob(".pending-*"):  # records and temporary files of a crashed build
             if stale.is_file():
                 stale.unlink(missing_ok=True)
@@ -837,11 +902,11 @@ def build_with(
                 if r["image_id"]:
                     used_ids[r["image_id"]] = r["urlpath"]
 
-        b = _Builder(out_p, opts, seams, on_error)
+        b = _Builder(out_p, opts, seams, on_error, rc)
         todos: list[_Todo] = []
         refused: list[tuple[_Todo, NotRegularFileError]] = []  # never opened: error rows right away
 
-        def assign_id(p: Path, old: dict[str, Any] | None, urlpath: str) -> str:
+        def assign_id(p: Path | RemoteInput, old: dict[str, Any] | None, urlpath: str) -> str:
             """The file's image id: kept from the previous build, else derived and made unique."""
             if old is not None and old.get("image_id"):
                 iid = str(old["image_id"])
@@ -854,9 +919,18 @@ def build_with(
             return iid
 
         for p in files:
-            urlpath = p.as_posix()  # discover() returns absolute paths
+            urlpath = location_of(p)  # discover() returns absolute paths and URLs
             old = old_by_path.get(urlpath)
             size = 0
+            if isinstance(p, RemoteInput):
+                if resume and _unchanged_object(p, old):
+                    b.result.n_skipped += 1
+                    continue
+                iid = assign_id(p, old, urlpath)
+                todos.append(_Todo(len(todos) + len(refused), p, p.reader, iid, path_columns(regex, urlpath),
+                                   p.size or 0))
+                b.attempted.add(urlpath)
+                continue
             problem = file_problem(p)
             if problem is not None:
                 iid = assign_id(p, old, urlpath)
@@ -892,7 +966,10 @@ def build_with(
 
         if todos:
             # Images of re-ingested files (or left by a crashed run) are replaced, not duplicated.
-            drop_dataset_images(out_p / DATASET_NAME, {td.image_id for td in todos})
+            if rc is None:
+                drop_dataset_images(out_p / DATASET_NAME, {td.image_id for td in todos})
+            else:
+                drop_remote_dataset_images(rc.dataset_url, rc.storage_options, {td.image_id for td in todos})
             if batch_size is None:  # ~16 tasks per worker for balance, <= 32 files for progress
                 per = max(1, min(32, len(todos) // (workers * 16) or 1))
             else:
@@ -920,9 +997,46 @@ def build_with(
         else:
             errors_schema = pa.schema(list(CATALOG_SCHEMA) + [pa.field(n, pa.string()) for n in extra_names])
             b.result.errors = errors_schema.empty_table()
+    if rc is not None:
+        b.result.out = rc.url
+        b.result.storage_options = rc.storage_options
+        b.result.remote_parts = tuple(sorted(rc.published | ({DATASET_NAME} if rc.store.list(DATASET_NAME) else set())))
     if on_error == "raise" and b.first_error is not None:
         raise CatalogError(f"ingest failed: {b.first_error}")
     return b.result
+
+
+@contextlib.contextmanager
+def _held(work: Path, rc: RemoteCatalog | None) -> Iterator[None]:
+    """The build's locks: the directory's lock file, and for a catalog in a bucket its lock
+    object, with the working copy pulled into ``work`` (removed afterwards)."""
+    try:
+        with contextlib.ExitStack() as stack:
+            if rc is not None:
+                stack.enter_context(rc.locked())
+                rc.pull(work)
+            stack.enter_context(Lock(work))
+            yield
+    finally:
+        if rc is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _unchanged_object(item: RemoteInput, old: dict[str, Any] | None) -> bool:
+    """Whether object-store input ``item`` is the one an ``ok`` row ``old`` recorded.
+
+    Size and last-modified time from the listing, then the checksum: the
+    ETag (or store listing hash) costs nothing, the edge checksum of an
+    object without an ETag costs one or two ranged reads (as for a local file).
+    """
+    if old is None or old["status"] != "ok" or not item.exists:
+        return False
+    if old["size"] != item.size or old["mtime"] != item.mtime:
+        return False
+    try:
+        return bool(old["checksum"] == identity_checksum(item))
+    except OSError:  # gone, or unreadable now: the worker reports it
+        return False
 
 
 def _make_batches(todos: list[_Todo], per: int, max_bytes: int) -> list[list[_Todo]]:
@@ -940,8 +1054,18 @@ def _make_batches(todos: list[_Todo], per: int, max_bytes: int) -> list[list[_To
     return batches
 
 
+def _task_path(path: Path | RemoteInput) -> str | RemoteInput:
+    """What a worker gets for an input: the path as a string, or the object-store input itself."""
+    return path if isinstance(path, RemoteInput) else os.fspath(path)
+
+
+def _urlpath(path: Path | RemoteInput) -> str:
+    """The ``urlpath`` of an input: its URL, or its absolute POSIX path."""
+    return path.url if isinstance(path, RemoteInput) else Path(os.path.abspath(path)).as_posix()
+
+
 def _tasks(batch: list[_Todo]) -> list[Task]:
-    return [(td.index, os.fspath(td.path), td.image_id, td.reader, td.extras) for td in batch]
+    return [(td.index, _task_path(td.path), td.image_id, td.reader, td.extras) for td in batch]
 
 
 def _should_stop(b: _Builder) -> bool:
@@ -1108,7 +1232,7 @@ def _isolate(b: _Builder, todos: list[_Todo], by_index: dict[int, _Todo], opts: 
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = None
                 exc = FileTimeoutError(
-                    f"{td.path.as_posix()!r}: reading it took longer than timeout={opts.timeout} s; "
+                    f"{_urlpath(td.path)!r}: reading it took longer than timeout={opts.timeout} s; "
                     "the worker was killed and replaced"
                 )
                 b.record(td, {"index": td.index, "status": "error", "error_type": type(exc).__name__,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -34,6 +34,8 @@ from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.errors import OmeframeError
 from omeframe.storage import parquet as pqio
 from omeframe.storage.atomic import atomic_path
+from omeframe.storage.remote import RemoteStore
+from omeframe.storage.url import local_path, parse_location
 
 __all__ = [
     "CATALOG_VERSION",
@@ -84,13 +86,15 @@ Records: TypeAlias = "pa.Table | str | None"
 # ---------------------------------------------------------------------------
 # tables
 # ---------------------------------------------------------------------------
-def read_catalog(out: str | os.PathLike[str]) -> pa.Table:
+def read_catalog(out: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
     """``catalog.parquet`` of the catalog directory ``out``: one row per source file.
 
     Parameters
     ----------
     out
-        The catalog directory.
+        The catalog directory, or its URL (``s3://bucket/plates.catalog``).
+    storage_options
+        Options of the URL's filesystem.
 
     Returns
     -------
@@ -116,7 +120,14 @@ def read_catalog(out: str | os.PathLike[str]) -> pa.Table:
     """
     import pyarrow.parquet as pq
 
-    p = Path(out) / CATALOG_NAME
+    loc = parse_location(out)
+    if loc is not None:
+        try:
+            data = RemoteStore(loc, storage_options).cat(CATALOG_NAME)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{loc.url!r} holds no catalog ({CATALOG_NAME} missing)") from None
+        return pq.ParquetFile(pa.BufferReader(data)).read()
+    p = local_path(out) / CATALOG_NAME
     if not p.is_file():
         raise FileNotFoundError(f"{str(out)!r} holds no catalog ({CATALOG_NAME} missing)")
     return pq.ParquetFile(p).read()

@@ -3,12 +3,12 @@
 Three jobs of a catalog build that need no worker and no commit:
 
 * **Discovery** (:func:`discover`): directories, globs and files become a
-  stable, de-duplicated list of absolute paths.
-* **File kinds** (:func:`detect_reader`, :func:`open_image`):
-  :func:`detect_reader` is the catalog's *only* decision about what a path
-  is; the walk, the file records and :func:`open_image` all ask it. (It is
-  the single place to hand over to :func:`omeframe.registry.detect` once the
-  registry knows every kind the catalog reads.)
+  stable, de-duplicated list of absolute paths; object-store URLs become
+  :class:`~omeframe.catalog.objects.RemoteInput` s (listed by
+  :mod:`omeframe.catalog.objects`).
+* **Opening** (:func:`open_image`): one input as a lazy source, local or
+  remote; what kind a path is, :func:`~omeframe.catalog.kinds.detect_reader`
+  decides (re-exported here).
 * **Path columns** (:func:`image_id_for`, :func:`path_columns`): the image id
   of a new file and the values of ``columns_from_path`` groups.
 """
@@ -21,17 +21,20 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from omeframe.catalog.kinds import INGESTED_KINDS, OME_TIFF_ENDINGS, STORE_KINDS, detect_reader
+from omeframe.catalog.objects import RemoteInput, list_sources
 from omeframe.formats.array.npy import infer_array_dims
-from omeframe.formats.tiff import TIFF_SUFFIXES
-from omeframe.formats.zarr import ZARR_ATTRS_FILES, ZARR_SUFFIX
+from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.model.errors import NotRegularFileError, OmeframeError, OptionalDependencyError
-from omeframe.registry import by_suffix, find, open_source
+from omeframe.registry import open_source
+from omeframe.storage.remote import open_remote_file
+from omeframe.storage.url import local_path, parse_location
 
 __all__ = [
     "discover",
@@ -44,77 +47,14 @@ __all__ = [
     "file_problem",
 ]
 
-#: Catalog kinds of the registry's file formats (the ``reader`` column of a catalog).
-_KIND_OF_FORMAT = {"tiff": "tiff", "czi": "czi", "numpy": "numpy", "record-table": "table"}
-#: Name endings of OME-TIFF files (a ``tiff`` whose metadata is OME-XML).
-_OME_TIFF_ENDINGS = tuple(".ome" + s for s in TIFF_SUFFIXES)
-
-#: Kinds (:func:`detect_reader` names) of the files and stores a directory walk picks up.
-INGESTED_KINDS = frozenset({"tiff", "ome-tiff", "numpy", "czi", "zarr", "ome-zarr"})
-_STORE_KINDS = frozenset({"zarr", "ome-zarr"})
-
-
-# ---------------------------------------------------------------------------
-# file kinds
-# ---------------------------------------------------------------------------
-def detect_reader(path: str | os.PathLike[str], *, is_dir: bool | None = None) -> str:
-    """Name of the reader a path goes through.
-
-    Parameters
-    ----------
-    path
-        A file or directory (it need not exist: a missing file is named by its suffix).
-    is_dir
-        Whether ``path`` is a directory, when the caller knows already (a
-        directory walk); ``None`` asks the file system.
-
-    Returns
-    -------
-    str
-        ``tiff``, ``ome-tiff``, ``ome-zarr``, ``zarr``, ``numpy``, ``czi``,
-        ``table``, ``dataset`` (an omeframe dataset directory), ``directory``
-        (a directory that is no store: a folder to walk) or ``unknown``.
-
-    Examples
-    --------
-    >>> detect_reader("plate/P01_A1.ome.tif", is_dir=False)
-    'ome-tiff'
-    >>> detect_reader("stack.npy", is_dir=False)
-    'numpy'
-    """
-    p = Path(path)
-    if p.is_dir() if is_dir is None else is_dir:
-        entry = find(p)
-        if entry is None:
-            return "directory"
-        if entry.name != "ome-zarr":
-            return entry.name  # "dataset", "ome-arrow-dataset"
-        if p.name.lower().endswith(".ome" + ZARR_SUFFIX):
-            return "ome-zarr"
-        for meta in ZARR_ATTRS_FILES:  # attributes holding OME multiscales
-            f = p / meta
-            if f.is_file():
-                try:
-                    if b"multiscales" in f.read_bytes():
-                        return "ome-zarr"
-                except OSError:
-                    pass
-        return "zarr"
-    entry = by_suffix(p)
-    if entry is None:
-        return "unknown"
-    if entry.name == "tiff" and p.name.lower().endswith(_OME_TIFF_ENDINGS):
-        return "ome-tiff"
-    return _KIND_OF_FORMAT[entry.name]
-
-
-def open_image(path: str | os.PathLike[str], reader: str | None = None) -> Any:
+def open_image(path: str | os.PathLike[str] | RemoteInput, reader: str | None = None) -> Any:
     """Open one catalog input lazily (a :class:`~omeframe.engine.source.LazySource`).
 
     Parameters
     ----------
     path
-        The file or store.
+        The file or store, or an object-store input found by :func:`discover`
+        (read through ranged requests with its ``storage_options``).
     reader
         Its kind (:func:`detect_reader`), when known already.
 
@@ -133,6 +73,8 @@ def open_image(path: str | os.PathLike[str], reader: str | None = None) -> Any:
         When ``path`` does not exist.
     OptionalDependencyError
         For a CZI file when no CZI reader is installed.
+    ValueError
+        For a CZI object on an object store (CZI is read from local files only).
 
     Examples
     --------
@@ -141,6 +83,8 @@ def open_image(path: str | os.PathLike[str], reader: str | None = None) -> Any:
     >>> open_image(f).shape
     (1, 1, 1, 4, 5)
     """
+    if isinstance(path, RemoteInput):
+        return _open_remote(path, reader or path.reader)
     p = Path(path)
     reader = reader or detect_reader(p)
     problem = file_problem(p)
@@ -163,10 +107,28 @@ def open_image(path: str | os.PathLike[str], reader: str | None = None) -> Any:
         raise
 
 
-def _plain_tiff(p: Path) -> Any:
+def _open_remote(item: RemoteInput, reader: str) -> Any:
+    """:func:`open_image` of an object-store input (ranged reads; zarr through its fsspec store)."""
+    if not item.exists:
+        raise FileNotFoundError(f"{item.url!r}: no such object (not in the listing of its folder)")
+    if reader == "czi":
+        raise ValueError(
+            f"{item.url!r}: CZI files are read from local paths only; copy it to a local folder and "
+            "build the catalog from there"
+        )
+    try:
+        return open_source(item.url, storage_options=item.storage_options)
+    except OmeframeError as exc:
+        if reader in ("tiff", "ome-tiff") and "cannot map to TCZYX" in str(exc):
+            fh = open_remote_file(item.url, item.storage_options)
+            return _plain_tiff(Path(item.name), fh)
+        raise
+
+
+def _plain_tiff(p: Path, fileobj: Any = None) -> Any:
     import tifffile
 
-    with tifffile.TiffFile(str(p)) as tf:
+    with (tifffile.TiffFile(fileobj, name=p.name) if fileobj is not None else tifffile.TiffFile(str(p))) as tf:
         arr = tf.series[0].asarray()
     arr = np.squeeze(arr) if arr.ndim > 2 else arr
     if arr.ndim > 5:
@@ -189,7 +151,7 @@ def close_source(src: Any) -> None:
 # discovery
 # ---------------------------------------------------------------------------
 def _is_store_dir(p: Path) -> bool:
-    return detect_reader(p, is_dir=True) in _STORE_KINDS
+    return detect_reader(p, is_dir=True) in STORE_KINDS
 
 
 def _has_magic(s: str) -> bool:
@@ -230,7 +192,8 @@ def discover(
     sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     *,
     exclude: str | os.PathLike[str] | None = None,
-) -> list[Path]:
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[Path | RemoteInput]:
     """The image files and stores named by ``sources``, in a stable order.
 
     Parameters
@@ -240,19 +203,32 @@ def discover(
         (walked recursively for TIFF / ``.npy`` / CZI files and zarr stores;
         hidden entries skipped; an OME-Zarr directory counts as one image), or
         a glob pattern (``**`` allowed). Missing explicit paths are kept, so
-        that they get an error row.
+        that they get an error row. Each may also be a ``file://`` URL, or an
+        object-store URL (``s3://bucket/prefix``, ``gs://``, ``az://``,
+        ``memory://`` ...) of a folder, a glob, an object or a zarr store,
+        listed as :mod:`omeframe.catalog.objects` describes.
     exclude
         A directory whose contents are left out (the catalog's own output).
+    storage_options
+        Options of the object stores' filesystem (credentials,
+        ``endpoint_url`` ...), as elsewhere in omeframe.
 
     Returns
     -------
-    list of Path
-        Absolute paths, directory by directory in sorted order, without duplicates.
+    list of Path or RemoteInput
+        Absolute paths, directory by directory in sorted order, and for URLs
+        :class:`~omeframe.catalog.objects.RemoteInput` s sorted by URL per
+        source; without duplicates.
 
     Raises
     ------
     ValueError
-        When nothing at all is found.
+        When nothing at all is found, or ``storage_options`` are given
+        without any URL among ``sources``.
+    FileNotFoundError
+        When the bucket of a URL does not exist.
+    RemoteStorageError
+        When listing a URL is refused (credentials) or keeps failing.
 
     Examples
     --------
@@ -265,8 +241,16 @@ def discover(
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
+    sources = list(sources)
+    urls = [os.fspath(s) for s in sources if parse_location(s) is not None]
+    if storage_options and not urls:
+        raise ValueError(
+            "storage_options apply to URLs only, but every source is a local path; drop storage_options "
+            "or name the sources as URLs (s3://bucket/prefix ...)"
+        )
+    remote = iter(list_sources(urls, storage_options)) if urls else iter(())
     ex = Path(exclude) if exclude is not None else None
-    out: list[Path] = []
+    out: list[Path | RemoteInput] = []
     seen: set[str] = set()
 
     ex_abs = os.path.abspath(ex) if ex is not None else None
@@ -279,8 +263,14 @@ def discover(
         out.append(Path(key))
 
     for src in sources:
-        s = os.fspath(src)
-        p = Path(s)
+        if parse_location(src) is not None:
+            for item in next(remote):
+                if item.url not in seen:
+                    seen.add(item.url)
+                    out.append(item)
+            continue
+        p = local_path(src)
+        s = os.fspath(p)
         if p.is_dir():
             if _is_store_dir(p):
                 add(p)
@@ -346,9 +336,11 @@ def file_problem(path: str | os.PathLike[str]) -> NotRegularFileError | None:
 # ---------------------------------------------------------------------------
 # path columns
 # ---------------------------------------------------------------------------
-def _stem(p: Path) -> str:
+def _stem(p: Path | RemoteInput) -> str:
     name = p.name
-    for suf in (*_OME_TIFF_ENDINGS, ".ome" + ZARR_SUFFIX):
+    if isinstance(p, RemoteInput):
+        p = Path(name)
+    for suf in (*OME_TIFF_ENDINGS, ".ome" + ZARR_SUFFIX):
         if name.lower().endswith(suf):
             return name[: -len(suf)]
     return p.stem if p.suffix else name
@@ -358,11 +350,14 @@ def _short_hash(s: str) -> str:
     return hashlib.blake2b(s.encode(), digest_size=4).hexdigest()
 
 
-def image_id_for(p: Path, image_id_from: str | Callable[[Path], str], used: dict[str, str]) -> str:
+def image_id_for(
+    p: Path | RemoteInput, image_id_from: str | Callable[[Path], str], used: dict[str, str]
+) -> str:
     """The image id of a new file ``p`` (absolute), unique among ``used`` (id -> urlpath).
 
     ``image_id_from`` is ``"stem"`` (file name without its image suffix),
-    ``"path"`` (the absolute POSIX path) or a callable ``Path -> str``. An id
+    ``"path"`` (the absolute POSIX path; an object's URL) or a callable
+    ``Path -> str`` (given the URL string for an object-store input). An id
     that another file holds gets ``-<hash of the path>`` appended.
 
     Raises
@@ -375,9 +370,9 @@ def image_id_for(p: Path, image_id_from: str | Callable[[Path], str], used: dict
     >>> image_id_for(Path("/d/P1_A1.ome.tif"), "stem", {})
     'P1_A1'
     """
-    urlpath = p.as_posix()
+    urlpath = p.url if isinstance(p, RemoteInput) else p.as_posix()
     if callable(image_id_from):
-        iid = str(image_id_from(p))
+        iid = str(image_id_from(p.url if isinstance(p, RemoteInput) else p))  # type: ignore[arg-type]
     elif image_id_from == "path":
         iid = urlpath
     else:

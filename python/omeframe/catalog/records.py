@@ -21,6 +21,12 @@ runs at ~1 GB/s, so a small TIFF costs microseconds. A directory store
 (OME-Zarr) is summarised by its listing: ``size`` is the total bytes of its
 files, ``mtime`` the newest mtime, and the checksum covers every relative path
 with its size plus the full content of the zarr metadata documents.
+
+Objects read from an object store (``s3://`` ...) keep their URL in
+``urlpath``, their listed size and last-modified time, and as checksum the
+store's ETag (``etag:...``) where the listing gives one, else this same edge
+checksum read with ranged requests: see :mod:`omeframe.catalog.objects` for
+why.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from omeframe.catalog.discover import detect_reader
+from omeframe.catalog.kinds import detect_reader
 from omeframe.formats.zarr import ZARR_MARKERS
 from omeframe.model.arrow import OME_ARROW_TAG_VERSION
 from omeframe.model.errors import NotRegularFileError
@@ -50,6 +56,8 @@ __all__ = [
     "detect_reader",
     "records_to_table",
     "records_from_table",
+    "edge_ranges",
+    "checksum_of_edges",
 ]
 
 CHECKSUM_ALGORITHM = "blake2b-128(size|first 1 MiB|last 1 MiB); dirs: listing + zarr metadata"
@@ -128,6 +136,30 @@ def file_checksum(path: str | os.PathLike[str], size: int | None = None) -> str:
     return h.hexdigest()
 
 
+def edge_ranges(size: int) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` byte ranges the checksum of a file of ``size`` bytes covers."""
+    if size <= 2 * _EDGE:
+        return [(0, size)]
+    return [(0, _EDGE), (size - _EDGE, size)]
+
+
+def checksum_of_edges(size: int, parts: list[bytes]) -> str:
+    """:func:`file_checksum` of a file from its size and the bytes of :func:`edge_ranges`.
+
+    For objects read by ranged requests: the same bytes give the same checksum as a local file.
+
+    Example
+    -------
+    >>> checksum_of_edges(3, [b"abc"]) == checksum_of_edges(3, [b"abd"])
+    False
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(int(size).to_bytes(8, "little"))
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
+
+
 def _to_ns(value: Any) -> int:
     """Nanoseconds since the epoch from an int (ns), float (s), datetime or pandas Timestamp."""
     if value is None:
@@ -156,7 +188,8 @@ class FileRecord:
     Attributes
     ----------
     urlpath
-        Absolute local path of the file or directory store (POSIX separators).
+        Absolute local path of the file or directory store (POSIX separators), or
+        the URL of an object (store) read from an object store.
     size
         Bytes (a directory store: the total of its files).
     mtime

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +31,7 @@ import pyarrow as pa
 
 from omeframe.catalog.commit import DATASET_NAME, IMAGES_NAME, Records
 from omeframe.catalog.discover import close_source, open_image
+from omeframe.catalog.objects import RemoteInput, identity_checksum, location_of, name_of
 from omeframe.catalog.records import FILE_RECORD_SCHEMA, FileRecord
 from omeframe.engine import threads as _threads
 from omeframe.engine.lazy import LazyImage
@@ -42,11 +42,12 @@ from omeframe.model.errors import CorruptFileError, FileTimeoutError
 
 __all__ = ["Task", "WorkerOptions", "process_batch", "init_worker", "one_line", "ping"]
 
-#: One file of a batch: ``(index, path, image_id, reader, path-column values)``.
-Task = tuple[int, str, str, str, tuple[Any, ...]]
+#: One file of a batch: ``(index, path, image_id, reader, path-column values)``; the
+#: path is a string, or the :class:`~omeframe.catalog.objects.RemoteInput` of an object.
+Task = tuple[int, str | RemoteInput, str, str, tuple[Any, ...]]
 
 #: What a worker does to open an input: ``(path, reader) -> LazySource``.
-OpenImage = Callable[[str | os.PathLike[str], str | None], Any]
+OpenImage = Callable[[Any, str | None], Any]
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def _process_batch(tasks: list[Task], opts: WorkerOptions) -> tuple[list[dict[st
         t0 = time.perf_counter()
         oc: dict[str, Any] = {"index": index, "status": "error", "file": None}
         try:
-            with _time_budget(opts.timeout, path):
+            with _time_budget(opts.timeout, location_of(path)):
                 _ingest_one(path, image_id, reader, opts, oc, arrays, rows, index)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
             oc["status"], oc["location"] = "error", None
@@ -228,12 +229,23 @@ def _process_batch(tasks: list[Task], opts: WorkerOptions) -> tuple[list[dict[st
     return outcomes, records
 
 
+def _file_record(path: str | RemoteInput, reader: str, image_id: str) -> FileRecord:
+    """The file record of an input: a local file is stat-ed and checksummed; an object
+    keeps what its listing said (its checksum read only when the store gives no ETag)."""
+    if not isinstance(path, RemoteInput):
+        return FileRecord.from_path(path, reader=reader, image_id=image_id)
+    if path.size is None:
+        raise FileNotFoundError(f"{path.url!r}: no such object (not in the listing of its folder)")
+    return FileRecord(urlpath=path.url, size=path.size, mtime=path.mtime, checksum=identity_checksum(path),
+                      reader=reader, image_id=image_id)
+
+
 def _ingest_one(
-    path: str, image_id: str, reader: str, opts: WorkerOptions, oc: dict[str, Any],
+    path: str | RemoteInput, image_id: str, reader: str, opts: WorkerOptions, oc: dict[str, Any],
     arrays: list[pa.Array], rows: list[int], index: int,
 ) -> None:
     """Stat, checksum, open and (small images) encode one file; fills ``oc`` in place."""
-    rec = FileRecord.from_path(path, reader=reader, image_id=image_id)
+    rec = _file_record(path, reader, image_id)
     oc["file"] = rec.to_record()
     src = oc["_src"] = opts.open_image(path, reader)
     shape = tuple(int(s) for s in src.shape)
@@ -242,12 +254,12 @@ def _ingest_one(
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > max(1, rec.size) * MAX_EXPANSION:
         raise CorruptFileError(
-            f"{path!r} declares a {'x'.join(map(str, shape))} {dtype} image ({nbytes:,} bytes) in a file of "
-            f"{rec.size:,} bytes: more than any codec can expand to; its header is damaged"
+            f"{location_of(path)!r} declares a {'x'.join(map(str, shape))} {dtype} image ({nbytes:,} bytes) "
+            f"in a file of {rec.size:,} bytes: more than any codec can expand to; its header is damaged"
         )
     small = opts.layout == "records" or (opts.layout == "auto" and nbytes <= opts.max_record_bytes)
     if small:
-        header = HeaderOptions(image_id=image_id, name=Path(path).name).header(src)
+        header = HeaderOptions(image_id=image_id, name=name_of(path)).header(src)
         if header.acquisition_datetime is None:
             header = replace(header, acquisition_datetime=rec.mtime_datetime)
         pixels = LazyImage(src).execute()

@@ -6,7 +6,7 @@ viewer that pans over ten images and a loader that reads remote chunks share one
 memory limit instead of each keeping its own.
 
 Keys are tuples whose first item names the kind of entry (``("tile", token,
-level, ...)``, ``("remote", url, start, stop)``), so kinds never collide.
+level, ...)``, ``("remote", url, version, start, stop)``), so kinds never collide.
 :meth:`ByteCache.get_or_compute` is *single-flight*: however many threads ask for
 a missing key at once, the value is computed once and every caller receives it;
 if the computation raises, every waiting caller receives that exception and

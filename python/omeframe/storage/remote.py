@@ -12,8 +12,11 @@ Reads cost round trips, not bytes:
   issues the independent requests at once on a bounded thread pool
   (:data:`MAX_CONCURRENCY`);
 * every block read lands in the process-wide byte cache
-  (:func:`omeframe.engine.cache.shared_cache`, keys ``("remote", url, start,
-  stop)``), so a second read of the same chunk costs no request;
+  (:func:`omeframe.engine.cache.shared_cache`, keys ``("remote", url,
+  version, start, stop)``), so a second read of the same chunk costs no
+  request; ``version`` is the ETag (else the last-modified time) the HEAD
+  request of the file saw, so an object rewritten under the same URL is
+  never served from the blocks of its previous content;
 * failures that can pass (HTTP 5xx, 429 / ``SlowDown`` throttling, timeouts,
   dropped connections, truncated bodies) are retried with exponential backoff
   and jitter (:data:`RETRIES` times); other 4xx are not retried. What still
@@ -59,6 +62,7 @@ __all__ = [
     "RequestStats",
     "coalesce",
     "filesystem",
+    "object_version",
     "open_remote_file",
     "set_block_cache",
 ]
@@ -170,6 +174,24 @@ def _run_all(fns: Sequence[Callable[[], T]]) -> list[T]:
 # ---------------------------------------------------------------------------
 _FS_CACHE: dict[tuple[str, str], Any] = {}
 _FS_LOCK = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: drop the parent's filesystems and request threads.
+
+    An fsspec filesystem of an async client (s3fs, gcsfs) is bound to an event
+    loop running on a thread of the parent, which the child does not have
+    (s3fs refuses: "not fork-safe"); the child makes its own on first use.
+    """
+    global _POOL, _FS_LOCK, _POOL_LOCK
+    _FS_CACHE.clear()
+    _POOL = None
+    _FS_LOCK = threading.Lock()
+    _POOL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _options_key(protocol: str, options: Mapping[str, Any]) -> tuple[str, str]:
@@ -401,8 +423,16 @@ class RemoteStore:
 
     def size(self, rel: str) -> int:
         """Size in bytes of object ``rel`` (one HEAD request)."""
+        return self.stat(rel)[0]
+
+    def stat(self, rel: str) -> tuple[int, str | None]:
+        """``(size, version)`` of object ``rel`` (one HEAD request).
+
+        ``version`` is the object's ETag, else its last-modified time as the
+        store reports it, else ``None``: it changes whenever the object is rewritten.
+        """
         info = _call("HEAD", self.url_of(rel), lambda: self.fs.info(self._path(rel)), self.stats)
-        return int(info["size"])
+        return int(info["size"]), object_version(info)
 
     def exists(self, rel: str) -> bool:
         """Whether object ``rel`` exists."""
@@ -423,6 +453,92 @@ class RemoteStore:
                 return []
 
         return sorted(_call("LIST", self.url_of(rel), run, self.stats))
+
+    def find(self, rel: str = "") -> dict[str, dict[str, Any]]:
+        """Every object at or below ``rel``, with what the listing says of it.
+
+        One paginated listing without a delimiter (S3 ``ListObjectsV2``: one
+        request per 1000 objects), never a request per object. Keys are paths
+        relative to this store (``""`` when the store URL itself names an object),
+        sorted; values are the filesystem's listing entries (``size``, and
+        where the store gives them ``ETag`` / ``LastModified`` ...). A prefix
+        with nothing below it gives ``{}``.
+
+        Raises
+        ------
+        FileNotFoundError
+            When the bucket (container) does not exist.
+
+        Example
+        -------
+        >>> store = RemoteStore("memory://omeframe-doc3")
+        >>> store.put("a/b.bin", b"xy")
+        >>> {k: v["size"] for k, v in store.find("a").items()}
+        {'a/b.bin': 2}
+        """
+        path = self._path(rel).rstrip("/")
+        base = self.location.path.rstrip("/")
+        url = self.url_of(rel)
+
+        def run() -> dict[str, dict[str, Any]]:
+            self.fs.invalidate_cache(path)
+            try:
+                found = self.fs.find(path, detail=True, withdirs=False)
+            except FileNotFoundError:
+                if self.location.protocol == "memory":
+                    return {}
+                raise
+            return dict(found)
+
+        try:
+            found = _call("LIST", url, run, self.stats)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"cannot list {url!r}: its bucket (container) does not exist; check the URL"
+            ) from exc
+        out: dict[str, dict[str, Any]] = {}
+        for p, info in found.items():
+            p = str(p).rstrip("/")
+            if p != path and not p.startswith(path + "/"):
+                continue  # a key that merely starts like the prefix ("a.tif" for "a")
+            if info.get("type", "file") != "file":
+                continue
+            out[p[len(base):].lstrip("/")] = dict(info)
+        return dict(sorted(out.items()))
+
+    def list_detail(self, rel: str) -> dict[str, dict[str, Any]]:
+        """The objects directly below folder ``rel`` with their listing entries, keyed by
+        path relative to the store (one listing with a delimiter; ``{}`` when none).
+
+        Raises
+        ------
+        FileNotFoundError
+            When the bucket (container) does not exist.
+        """
+        path = self._path(rel).rstrip("/")
+        base = self.location.path.rstrip("/")
+        url = self.url_of(rel)
+
+        def run() -> list[dict[str, Any]]:
+            try:
+                return list(self.fs.ls(path, detail=True, refresh=True))
+            except FileNotFoundError as exc:
+                if _status(exc)[1] != "NoSuchBucket" and (self.location.protocol == "memory" or rel):
+                    return []  # an empty folder; a missing bucket raises below
+                raise
+
+        try:
+            entries = _call("LIST", url, run, self.stats)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"cannot list {url!r}: its bucket (container) does not exist; check the URL"
+            ) from exc
+        out = {}
+        for info in entries:
+            p = str(info.get("name", "")).rstrip("/")
+            if info.get("type", "file") == "file" and p.startswith(path + "/"):
+                out[p[len(base):].lstrip("/")] = dict(info)
+        return dict(sorted(out.items()))
 
     def open(self, rel: str, size: int | None = None) -> RemoteFile:
         """Object ``rel`` as a :class:`RemoteFile` (``size`` saves a HEAD request when known)."""
@@ -501,6 +617,18 @@ class RemoteStore:
 _MEMORY_LOCK = threading.Lock()
 
 
+def object_version(info: Mapping[str, Any]) -> str | None:
+    """What changes when an object is rewritten, from its listing or HEAD entry:
+    the ETag, else the last-modified time (as text), else ``None``."""
+    for key in ("ETag", "etag", "Etag"):
+        if info.get(key):
+            return str(info[key]).strip('"')
+    for key in ("LastModified", "last_modified", "mtime", "updated", "created"):
+        if info.get(key) is not None:
+            return f"{key}={info[key]}"
+    return None
+
+
 class RemoteFile(PositionalFile):
     """One remote object: thread-safe cached range reads and a read-only file object.
 
@@ -516,6 +644,7 @@ class RemoteFile(PositionalFile):
         self.url = store.url_of(rel)
         self.path = self.url
         self._size = size
+        self._version: str | None = None
         self._pos = 0
         self._lock = threading.Lock()
         self._block: tuple[int, bytes] = (0, b"")
@@ -527,7 +656,7 @@ class RemoteFile(PositionalFile):
     def size(self) -> int:
         """Object size in bytes (one HEAD request the first time, unless given)."""
         if self._size is None:
-            self._size = self.store.size(self.rel)
+            self._size, self._version = self.store.stat(self.rel)
         return self._size
 
     def _fetch(self, start: int, stop: int) -> bytes:
@@ -557,10 +686,11 @@ class RemoteFile(PositionalFile):
 
         Ranges in the shared cache cost nothing; the others are coalesced
         (:func:`coalesce`) and the merged requests run concurrently. Each range
-        is then cached under ``("remote", url, start, stop)``.
+        is then cached under ``("remote", url, version, start, stop)`` (see the module docstring).
         """
         c = _BLOCK_CACHE if cache else None
-        out: list[bytes | None] = [c.get(("remote", self.url, a, b)) if c is not None else None for a, b in ranges]
+        v = self._version
+        out: list[bytes | None] = [c.get(("remote", self.url, v, a, b)) if c is not None else None for a, b in ranges]
         todo = [(a, b) for (a, b), v in zip(ranges, out, strict=True) if v is None and b > a]
         if todo:
             merged = coalesce(todo)
@@ -576,7 +706,7 @@ class RemoteFile(PositionalFile):
                 m0 = merged[j][0]
                 got[(a, b)] = blocks[j][a - m0 : b - m0]
                 if c is not None:
-                    c.put(("remote", self.url, a, b), got[(a, b)])
+                    c.put(("remote", self.url, self._version, a, b), got[(a, b)])
             out = [v if v is not None else (got.get((a, b), b"")) for (a, b), v in zip(ranges, out, strict=True)]
         return [v if v is not None else b"" for v in out]
 
