@@ -63,6 +63,15 @@ def test_blockwise_steps_fuse_into_the_reading_task(dataset: omeframe.Dataset, i
     np.testing.assert_array_equal(per_chunk.compute(scheduler="sync"), want)
 
 
+def test_block_bytes_groups_chunks_evenly(tmp_path: Path) -> None:
+    img = np.arange(4 * 64, dtype=np.uint16).reshape(1, 1, 1, 4, 64)
+    ds = omeframe.write_dataset(img, tmp_path / "row.ds", image_ids=["r"], chunk_shape=(1, 4, 4))  # 16 chunks in X
+    arr = ds.to_dask("r", block_bytes=5 * 4 * 4 * 2)  # at most 5 chunks per block
+    assert arr.chunks[4] == (16, 16, 16, 16)  # 4 blocks of 4 chunks, not 5 + 5 + 5 + 1
+    np.testing.assert_array_equal(arr.compute(scheduler="sync"), img)
+    assert ds.to_dask("r", block_bytes=6 * 4 * 4 * 2).chunks[4] == (24, 20, 20)  # 6 + 5 + 5 chunks
+
+
 def test_each_task_reads_one_byte_range(
     dataset: omeframe.Dataset, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
