@@ -1,16 +1,21 @@
 """Dask scale-out: 1 vs 2 worker processes on a ``LocalCluster`` (loopback).
 
-Two workloads, each timed with a cluster of one worker and one of two
-(1 thread each, ``processes=True``), best of ``--repeat`` runs after a
-warm-up run that opens the files on the workers:
+Each workload is timed on a cluster of one worker and one of two (1 thread
+each, ``processes=True``). Both clusters run side by side and the timed runs
+alternate between them (1, 2, 2, 1, ...) after a warm-up run on each that
+opens the files on the workers, so a change in the machine's other load hits
+both alike; the table shows the best of ``--repeat`` runs each, and the CPU
+the rest of the machine used meanwhile (``other CPU``: all busy CPU time
+minus the driver's and the timed cluster's workers', in cores; Linux only).
 
 * ``reduction``: a per-chunk reduction (max and sum of every chunk) over a
   large dataset image through ``Dataset.to_dask`` -- one task per stored
-  chunk, each one byte-range read and one zstd decode. Target: 2 workers at
+  chunk, each one byte-range read, one zstd decode and the reduction (the
+  ``map_blocks`` step fuses into the reading task). Target: 2 workers at
   least 1.7x as fast as one.
 * ``reduction, 16 MiB blocks``: the same with ``to_dask(..., block_bytes=16 << 20)``:
-  each task reads 16 neighbouring chunks (blocks still aligned with them), so
-  the work per task outweighs the scheduler's cost per task (about 5 ms).
+  each task reads several neighbouring chunks (blocks still aligned with
+  them), so the work per task outweighs the scheduler's cost per task.
 * ``catalog``: ``catalog.build(..., client=)`` of ``--files`` small ``.npy``
   files (a fresh catalog each run).
 * ``ingest``: ``write_dataset(..., client=)`` of the reduced image read from
@@ -19,11 +24,12 @@ warm-up run that opens the files on the workers:
 
 Usage::
 
-    python benchmarks/bench_dask.py [--size 8192] [--files 2000] [--repeat 3]
+    python benchmarks/bench_dask.py [--size 8192] [--files 2000] [--repeat 4]
     python benchmarks/bench_dask.py --quick      # 4096², 400 files, 1 run: a loaded machine
 
 Data is generated under ``bench-output/dask-data/`` (fixed seed) and reused.
-The machine's other load shows in the numbers: run it on an idle machine.
+On 2 cores the driver (which hosts the scheduler) shares the cores with the
+two workers: run it on an otherwise idle machine, and read ``other CPU``.
 """
 
 from __future__ import annotations
@@ -72,21 +78,47 @@ def _reduce(block: np.ndarray) -> np.ndarray:
     return out
 
 
-def _time(fn: Any, repeat: int) -> float:
-    fn()  # warm-up: workers import omeframe and open the files
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def _cpu() -> float:
+    """CPU seconds this process used so far (user + system)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def _busy() -> float:
+    """CPU seconds the whole machine spent busy so far (``nan`` where ``/proc/stat`` is missing)."""
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in f.readline().split()[1:8])
+    except OSError:
+        return float("nan")
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _time(fn: Any, clients: dict[int, Any], repeat: int) -> dict[int, tuple[float, float]]:
+    """``{workers: (best seconds, other CPU in cores during the runs)}``, runs alternating between the clusters."""
+    for client in clients.values():
+        fn(client)  # warm-up: workers import omeframe and open the files
+    walls: dict[int, list[float]] = {n: [] for n in clients}
+    other: dict[int, list[float]] = {n: [] for n in clients}
+    for i in range(repeat):
+        for n in sorted(clients, reverse=i % 2 == 1):
+            client = clients[n]
+            w0, d0, m0 = client.run(_cpu), _cpu(), _busy()
+            t0 = time.perf_counter()
+            fn(client)
+            wall = time.perf_counter() - t0
+            m1, d1, w1 = _busy(), _cpu(), client.run(_cpu)
+            ours = d1 - d0 + sum(w1[k] - w0[k] for k in w0)
+            walls[n].append(wall)
+            other[n].append(max(0.0, m1 - m0 - ours) / wall)
+    return {n: (min(walls[n]), float(np.median(other[n]))) for n in clients}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=8192, help="Y and X of the reduced image")
     ap.add_argument("--files", type=int, default=2000, help="files of the catalog build")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=4, help="timed runs per cluster and workload")
     ap.add_argument("--quick", action="store_true", help="small sizes and one run (--size 4096 --files 400 --repeat 1)")
     args = ap.parse_args()
     if args.quick:
@@ -96,46 +128,58 @@ def main() -> None:
 
     OUT.mkdir(parents=True, exist_ok=True)
     ds_path, folder = _dataset(args.size), _files(args.files)
-    results: dict[str, dict[int, float]] = {"reduction": {}, "reduction16": {}, "catalog": {}, "ingest": {}}
-    for n in (1, 2):
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=":0") as cluster, Client(cluster) as client:
+    clusters = {
+        n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0")
+        for n in (1, 2)
+    }
+    clients = {n: Client(cluster, set_as_default=False) for n, cluster in clusters.items()}
+    results: dict[str, dict[int, tuple[float, float]]] = {}
+    try:
+        for client in clients.values():
             client.run(_threads.set_num_threads, 1)  # one core per worker process, as in a catalog build
-            arr = omeframe.open_dataset(ds_path).to_dask("big")
+        arr = omeframe.open_dataset(ds_path).to_dask("big")
+        big_blocks = omeframe.open_dataset(ds_path).to_dask("big", block_bytes=16 << 20)
 
-            def reduction(arr: Any = arr) -> None:
-                arr.map_blocks(_reduce, chunks=(1, 1, 1, 1, 2), dtype=np.float64).compute()
+        def reduction(client: Any, arr: Any = arr) -> None:
+            client.compute(arr.map_blocks(_reduce, chunks=(1, 1, 1, 1, 2), dtype=np.float64)).result()
 
-            results["reduction"][n] = _time(reduction, args.repeat)
-            big_blocks = omeframe.open_dataset(ds_path).to_dask("big", block_bytes=16 << 20)
-            results["reduction16"][n] = _time(lambda a=big_blocks: reduction(a), args.repeat)
-            out = OUT / f"catalog-{n}"
+        results["reduction"] = _time(reduction, clients, args.repeat)
+        results["reduction16"] = _time(lambda client: reduction(client, big_blocks), clients, args.repeat)
 
-            def build(client: Any = client, out: Path = out) -> None:
-                shutil.rmtree(out, ignore_errors=True)
-                catalog.build(folder, out, client=client)
+        def build(client: Any) -> None:
+            out = OUT / f"catalog-{len(client.scheduler_info()['workers'])}"
+            shutil.rmtree(out, ignore_errors=True)
+            catalog.build(folder, out, client=client)
 
-            results["catalog"][n] = _time(build, args.repeat)
-            plan = omeframe.open_dataset(ds_path).scan("big")
-            target = OUT / f"ingest-{n}.ds"
+        results["catalog"] = _time(build, clients, args.repeat)
+        plan = omeframe.open_dataset(ds_path).scan("big")
 
-            def ingest(client: Any = client, plan: Any = plan, target: Path = target) -> None:
-                shutil.rmtree(target, ignore_errors=True)
-                omeframe.write_dataset(plan, target, image_ids=["big"], chunk_shape=(1, 512, 512), client=client)
-
-            results["ingest"][n] = _time(ingest, args.repeat)
+        def ingest(client: Any) -> None:
+            target = OUT / f"ingest-{len(client.scheduler_info()['workers'])}.ds"
             shutil.rmtree(target, ignore_errors=True)
+            omeframe.write_dataset(plan, target, image_ids=["big"], chunk_shape=(1, 512, 512), client=client)
+
+        results["ingest"] = _time(ingest, clients, args.repeat)
+    finally:
+        for client in clients.values():
+            client.close()
+        for cluster in clusters.values():
+            cluster.close()
+    for n in (1, 2):
+        shutil.rmtree(OUT / f"ingest-{n}.ds", ignore_errors=True)
     chunks = (-(-args.size // 512)) ** 2
-    print(f"load average at start: {load:.2f} on {os.cpu_count()} cores")
-    print("| workload | 1 worker | 2 workers | speed-up |\n|---|---|---|---|")
+    end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average at start {load:.2f}, at end {end:.2f}, on {os.cpu_count()} cores; best of {args.repeat}")
+    print("| workload | 1 worker | 2 workers | speed-up | other CPU (1 / 2) |\n|---|---|---|---|---|")
     image = f"{args.size}² uint16, {chunks} chunks"
     rows = (
-        ("reduction", "reduction", image), ("reduction16", "reduction, 16 MiB blocks", image),
+        ("reduction", "reduction", f"{image}, {arr.npartitions} tasks"),
+        ("reduction16", "reduction, 16 MiB blocks", f"{image}, {big_blocks.npartitions} tasks"),
         ("catalog", "catalog", f"{args.files} files"), ("ingest", "ingest", image),
     )
     for key, name, what in rows:
-        one, two = results[key][1], results[key][2]
-        print(f"| {name} ({what}) | {one:.2f} s | {two:.2f} s | {one / two:.2f}x |")
+        (one, o1), (two, o2) = results[key][1], results[key][2]
+        print(f"| {name} ({what}) | {one:.2f} s | {two:.2f} s | {one / two:.2f}x | {o1:.2f} / {o2:.2f} cores |")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,29 @@ def test_block_bytes_merges_neighbouring_chunks_along_their_edges(
         dataset.to_dask("a", block_bytes=0)
 
 
+def test_blockwise_steps_fuse_into_the_reading_task(dataset: omeframe.Dataset, image: np.ndarray) -> None:
+    import dask
+
+    arr = dataset.to_dask("a")
+    per_chunk = arr.map_blocks(lambda b: b.max(keepdims=True), chunks=(1, 1, 1, 1, 1), dtype=arr.dtype) + 1
+    (optimized,) = dask.optimize(per_chunk)
+    # one task per chunk: read, max and + 1 run in one task (no separate read tasks, no aliases)
+    assert len(dict(optimized.__dask_graph__())) == per_chunk.npartitions == arr.npartitions
+    want = np.zeros(per_chunk.shape, image.dtype)
+    for idx, (t, c, z, y, x) in block_grid(dataset.scan("a")._plan).blocks():
+        want[idx] = image[t, c, z[0] : z[1], y[0] : y[1], x[0] : x[1]].max() + 1
+    np.testing.assert_array_equal(per_chunk.compute(scheduler="sync"), want)
+
+
+def test_block_bytes_groups_chunks_evenly(tmp_path: Path) -> None:
+    img = np.arange(4 * 64, dtype=np.uint16).reshape(1, 1, 1, 4, 64)
+    ds = omeframe.write_dataset(img, tmp_path / "row.ds", image_ids=["r"], chunk_shape=(1, 4, 4))  # 16 chunks in X
+    arr = ds.to_dask("r", block_bytes=5 * 4 * 4 * 2)  # at most 5 chunks per block
+    assert arr.chunks[4] == (16, 16, 16, 16)  # 4 blocks of 4 chunks, not 5 + 5 + 5 + 1
+    np.testing.assert_array_equal(arr.compute(scheduler="sync"), img)
+    assert ds.to_dask("r", block_bytes=6 * 4 * 4 * 2).chunks[4] == (24, 20, 20)  # 6 + 5 + 5 chunks
+
+
 def test_each_task_reads_one_byte_range(
     dataset: omeframe.Dataset, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -179,6 +179,22 @@ def test_write_dataset_on_the_cluster_equals_the_local_write(client: Any, tmp_pa
         omeframe.write_dataset(imgs[1], tmp_path / "bad.ds", client="tcp://127.0.0.1:1")
 
 
+def test_cluster_writes_use_the_client_given_not_the_default_one(
+    client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distributed.client
+
+    def no_default(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the default client was looked up instead of the client= passed")
+
+    monkeypatch.setattr(distributed.client, "default_client", no_default)
+    img = np.random.default_rng(8).integers(0, 4000, (1, 1, 2, 70, 60), dtype=np.uint16)
+    ds = omeframe.write_dataset(img, tmp_path / "a.ds", image_ids=["a"], chunk_shape=(1, 32, 32), client=client)
+    np.testing.assert_array_equal(ds.scan("a").export("numpy"), img)
+    store = omeframe.to_ome_zarr(ds.scan("a"), tmp_path / "a.zarr", client=client)
+    np.testing.assert_array_equal(omeframe.scan(store).export("numpy"), img)
+
+
 def test_to_ome_zarr_on_the_cluster_equals_the_local_export(client: Any, tmp_path: Path) -> None:
     import zarr
 

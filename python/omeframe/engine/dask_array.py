@@ -7,8 +7,14 @@ chunk: for a dataset one byte-range read at its indexed offset. Sources made
 of irregular pieces (TIFF strips, file patterns ...) get blocks cut at every
 piece edge, so no block straddles a piece boundary.
 
-Tasks carry the plan, which pickles as the path (or URL) and options it was
-opened from (see ``engine/reopen.py``): a worker opens the source once and
+The array's graph is one blockwise layer of data-producing tasks (the layer
+``dask.array.from_array`` makes), not a materialized dict: a task is the
+plan and the slices of its block, and blockwise operations on the array
+(``map_blocks``, elementwise arithmetic, the first step of a reduction) fuse
+into the reading task, so a per-chunk reduction is one task per chunk, not a
+read task, a reduce task and an alias between them. Tasks carry the plan,
+which pickles as the path (or URL) and options it was opened from (a few
+hundred bytes, see ``engine/reopen.py``): a worker opens the source once and
 then reuses it for every block it computes. ``dask`` is imported only when
 an array is built (``pip install 'omeframe[dask]'``).
 
@@ -96,10 +102,22 @@ def _index_blocks(edges: np.ndarray, index: np.ndarray) -> tuple[int, ...]:
 
 
 def _merge(sizes: tuple[int, ...], k: int) -> tuple[int, ...]:
-    """Block sizes of ``k`` consecutive blocks each (the last group may hold fewer)."""
-    if k <= 1:
+    """Block sizes of groups of at most ``k`` consecutive blocks, as even as possible.
+
+    ``ceil(n / k)`` groups whose counts differ by at most one (16 blocks by 5:
+    4, 4, 4, 4, not 5, 5, 5, 1), so no task is a sliver that leaves a worker
+    idle while another reads a full group.
+    """
+    if k <= 1 or len(sizes) <= 1:
         return sizes
-    return tuple(sum(sizes[i : i + k]) for i in range(0, len(sizes), k))
+    groups = -(-len(sizes) // k)
+    base, extra = divmod(len(sizes), groups)
+    out, i = [], 0
+    for g in range(groups):
+        n = base + (g < extra)
+        out.append(sum(sizes[i : i + n]))
+        i += n
+    return tuple(out)
 
 
 def block_grid(plan: LazyImage, block_bytes: int | None = None) -> BlockGrid:
@@ -108,7 +126,8 @@ def block_grid(plan: LazyImage, block_bytes: int | None = None) -> BlockGrid:
     With ``block_bytes``, neighbouring blocks along Y and X are merged (still
     cut at piece edges) into blocks of at most about that many bytes, or one
     piece where a piece is larger: fewer, bigger tasks for a scheduler whose
-    cost per task would otherwise outweigh reading a small chunk.
+    cost per task would otherwise outweigh reading a small chunk. Along each
+    axis the groups hold as even a number of pieces as possible.
 
     T and C blocks are one plane each (pieces are per ``(t, c)``); Z, Y and X
     blocks end wherever a piece ends, clipped to the selection.
@@ -139,9 +158,14 @@ def block_grid(plan: LazyImage, block_bytes: int | None = None) -> BlockGrid:
     return BlockGrid(chunks)
 
 
-def read_block(plan: LazyImage, t: int, c: int, z: tuple[int, int], y: tuple[int, int], x: tuple[int, int]) -> Any:
-    """One block of ``plan``'s output (the task a ``dask.array`` of the plan runs)."""
-    return plan.select(t=[t], c=[c], z=slice(*z), y=y, x=x).execute()
+def read_block(plan: LazyImage, block: tuple[slice, ...]) -> Any:
+    """The block of ``plan``'s output at the TCZYX ``block`` slices (the task a ``dask.array`` of the plan runs).
+
+    T and C slices hold one index each (blocks are one plane); Z, Y and X
+    slices are ranges of the plan's output.
+    """
+    t, c, z, y, x = block
+    return plan.select(t=[t.start], c=[c.start], z=z, y=(y.start, y.stop), x=(x.start, x.stop)).execute()
 
 
 def _token(plan: LazyImage) -> str:
@@ -156,7 +180,9 @@ def plan_to_dask(plan: LazyImage, block_bytes: int | None = None) -> Any:
     the source (chunk filters of the plan still apply: skipped chunks read
     as zeros). The array is 5-D (TCZYX) with the plan's output dtype. With
     ``block_bytes`` a task reads several neighbouring chunks (see
-    :func:`block_grid`): blocks still align with the stored chunks.
+    :func:`block_grid`): blocks still align with the stored chunks. The graph
+    is one blockwise layer, so blockwise operations on the array run in the
+    task that reads the block.
 
     Raises
     ------
@@ -170,16 +196,17 @@ def plan_to_dask(plan: LazyImage, block_bytes: int | None = None) -> Any:
     """
     try:
         import dask.array as da  # lazy: dask
+        from dask.array.core import graph_from_arraylike
     except ImportError as exc:  # pragma: no cover - dask is in the test extra
         raise OptionalDependencyError(
             "LazyImage.to_dask needs dask; install it with pip install 'omeframe[dask]'"
         ) from exc
     grid = block_grid(plan, block_bytes)
     name = "omeframe-" + _token(plan) + ("" if block_bytes is None else f"-{block_bytes}")
-    graph: dict[Any, Any] = {}
-    if all(sum(c) > 0 for c in grid.chunks):
-        for idx, (t, c, z, y, x) in grid.blocks():
-            graph[(name, *idx)] = (read_block, plan, t, c, z, y, x)
-    else:  # an empty selection: one empty block
-        graph[(name, 0, 0, 0, 0, 0)] = (np.zeros, tuple(sum(c) for c in grid.chunks), plan.out_dtype)
-    return da.Array(graph, name, grid.chunks, dtype=plan.out_dtype)
+    shape = tuple(sum(c) for c in grid.chunks)
+    if all(shape):
+        # the plan is inlined into every task (it pickles small); the tasks are data producers
+        graph = graph_from_arraylike(plan, grid.chunks, shape, name, getitem=read_block, inline_array=True)
+        return da.Array(graph, name, grid.chunks, dtype=plan.out_dtype)
+    # an empty selection: one empty block
+    return da.Array({(name, 0, 0, 0, 0, 0): (np.zeros, shape, plan.out_dtype)}, name, grid.chunks, dtype=plan.out_dtype)

@@ -522,7 +522,7 @@ def _write_parts_on_client(
     n_chunks = sum(hi - lo for segs in tasks for _, lo, hi in segs)
     bar = progress_bar(progress, total=n_chunks, desc="writing chunks", unit="chunk", large=n_chunks > 64)
     try:
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):  # this client, not the default one
             res: _TaskResult = fut.result()
             k = order[fut.key]
             results[k] = res
