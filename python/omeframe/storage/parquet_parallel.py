@@ -61,6 +61,7 @@ _MAGIC = b"PAR1"
 _CHUNK_OFFSETS = (9, 10, 11, 14)
 _PAGE_INDEX = (4, 6)
 _DONE = object()
+_BUFFER_BYTES = 1 << 20
 
 
 class _Lane:
@@ -79,9 +80,13 @@ class _Lane:
     def _run(self, schema: pa.Schema, kwargs: dict[str, Any]) -> None:
         import pyarrow.parquet as pq
 
-        writer = None
+        writer = raw = sink = None
         try:
-            writer = pq.ParquetWriter(self.path, schema, **kwargs)
+            # Buffered: Arrow writes each page with its own write and position call otherwise
+            # (two system calls per 4 KiB page of a tiny-crop table, 12% of its write).
+            raw = pa.OSFile(str(self.path), "wb")
+            sink = pa.BufferedOutputStream(raw, buffer_size=_BUFFER_BYTES)
+            writer = pq.ParquetWriter(sink, schema, **kwargs)
             while (job := self._jobs.get()) is not _DONE:
                 writer.write_table(job[0], row_group_size=job[1])
         except BaseException as exc:  # re-raised by the caller's next put or close
@@ -89,11 +94,12 @@ class _Lane:
             while self._jobs.get() is not _DONE:  # drain: the caller must never block on a dead lane
                 pass
         finally:
-            if writer is not None:
-                try:
-                    writer.close()
-                except BaseException as exc:
-                    self.error = self.error or exc
+            for closing in (writer, sink, raw):
+                if closing is not None:
+                    try:
+                        closing.close()
+                    except BaseException as exc:
+                        self.error = self.error or exc
 
     def put(self, table: pa.Table, row_group_size: int) -> None:
         if self.error is not None:

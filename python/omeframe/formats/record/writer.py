@@ -42,6 +42,7 @@ SMALL_IMAGE_BYTES = 256 << 10
 #: groups, so groups are sized for scans and a small footer (measured in
 #: ``benchmarks/bench_tables.py``; see docs/concepts/layouts.md).
 SMALL_IMAGE_ROW_GROUP_BYTES = 64 << 20
+FLUSH_FACTOR = 2.0
 #: Data-page size of raw chunks compressed by Parquet: a random take
 #: decompresses one page per row it reads, a scan pays a small cost per page
 #: (measured in ``benchmarks/bench_tables.py``; see docs/concepts/layouts.md).
@@ -197,7 +198,7 @@ def _write_parquet(
                 pending.append(batch)
                 sizes.append(record_row_sizes(col))
                 total += batch.num_rows
-                if sum(int(s.sum()) for s in sizes) >= 2 * row_group_bytes:
+                if sum(int(s.sum()) for s in sizes) >= FLUSH_FACTOR * row_group_bytes:
                     flush(final=False)
                 batch = next(rest, None)
             flush(final=True)
