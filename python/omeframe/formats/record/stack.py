@@ -94,7 +94,9 @@ def decode_zstd_into(
     # Blocks of about DECODE_BLOCK_BYTES decoded bytes, each decoded and copied into
     # place by one thread while its buffer is still in cache: the copy runs in
     # parallel too, and zstd's own output buffers stay small.
-    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), DECODE_BLOCK_BYTES), side="right") - 1
+    # A take smaller than one block still uses every thread: at least MIN_BLOCK_BYTES each.
+    per = min(DECODE_BLOCK_BYTES, max(MIN_BLOCK_BYTES, -(-int(cum[-1]) // _threads.num_threads())))
+    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), per), side="right") - 1
     bounds = np.unique(np.append(cuts, n))
 
     def block(b: int) -> None:
@@ -106,6 +108,8 @@ def decode_zstd_into(
 
 #: Decoded bytes per block of a bulk decode (one thread decodes and places a block).
 DECODE_BLOCK_BYTES = 4 << 20
+#: Smallest block a decode is split into to use every thread (a random batch of crops).
+MIN_BLOCK_BYTES = 256 << 10
 
 
 def _decode_block(
