@@ -59,19 +59,25 @@ class _Reader:
         self.buf, self.pos = buf, pos
 
     def byte(self) -> int:
-        if self.pos >= len(self.buf):
-            raise CorruptFileError("a Thrift structure ends early: the Parquet footer is truncated or damaged")
-        b = self.buf[self.pos]
+        b = self.buf[self.pos]  # an IndexError past the end: decode_struct reports a truncated footer
         self.pos += 1
         return int(b)
 
     def varint(self) -> int:
-        shift = result = 0
+        buf, pos = self.buf, self.pos
+        b = buf[pos]
+        pos += 1
+        if b < 0x80:  # most varints of a footer are one byte
+            self.pos = pos
+            return int(b)
+        result, shift = b & 0x7F, 7
         while True:
-            b = self.byte()
+            b = buf[pos]
+            pos += 1
             result |= (b & 0x7F) << shift
             if b < 0x80:
-                return result
+                self.pos = pos
+                return int(result)
             shift += 7
             if shift > 70:
                 raise CorruptFileError("a Thrift varint runs over 10 bytes: the Parquet footer is damaged")
@@ -145,7 +151,10 @@ def decode_struct(buf: bytes | memoryview, pos: int = 0) -> tuple[list[Field], i
     (1, 2, 3)
     """
     reader = _Reader(buf, pos)
-    return reader.struct(), reader.pos
+    try:
+        return reader.struct(), reader.pos
+    except IndexError:
+        raise CorruptFileError("a Thrift structure ends early: the Parquet footer is truncated or damaged") from None
 
 
 def _varint(out: bytearray, n: int) -> None:

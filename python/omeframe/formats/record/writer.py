@@ -42,7 +42,10 @@ SMALL_IMAGE_BYTES = 256 << 10
 #: groups, so groups are sized for scans and a small footer (measured in
 #: ``benchmarks/bench_tables.py``; see docs/concepts/layouts.md).
 SMALL_IMAGE_ROW_GROUP_BYTES = 64 << 20
+#: Pending rows are written once they reach this many row groups (the last one stays pending).
 FLUSH_FACTOR = 2.0
+#: The last rows of a write are cut into one row group per writer lane when each gets at least this much.
+LANE_MIN_BYTES = 1 << 20
 #: Data-page size of raw chunks compressed by Parquet: a random take
 #: decompresses one page per row it reads, a scan pays a small cost per page
 #: (measured in ``benchmarks/bench_tables.py``; see docs/concepts/layouts.md).
@@ -178,6 +181,9 @@ def _write_parquet(
                 table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
                 row_sizes = np.concatenate(sizes)
                 bounds = pqio._group_bounds(row_sizes, row_group_bytes)
+                if final and len(bounds) < lanes:  # a small table or tail: one row group per lane
+                    share = max(LANE_MIN_BYTES, -(-int(row_sizes.sum()) // lanes))
+                    bounds = pqio._group_bounds(row_sizes, min(share, row_group_bytes))
                 keep_from = table.num_rows if final or len(bounds) < 2 else bounds[-1][0]
                 for lo, hi in bounds:
                     if lo >= keep_from:
