@@ -454,6 +454,15 @@ class RemoteStore:
 
         return sorted(_call("LIST", self.url_of(rel), run, self.stats))
 
+    def _listing(self, url: str, run: Callable[[], T]) -> T:
+        """Run one listing call; a missing bucket is a ``FileNotFoundError`` that says so."""
+        try:
+            return _call("LIST", url, run, self.stats)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"cannot list {url!r}: its bucket (container) does not exist; check the URL"
+            ) from exc
+
     def find(self, rel: str = "") -> dict[str, dict[str, Any]]:
         """Every object at or below ``rel``, with what the listing says of it.
 
@@ -490,12 +499,7 @@ class RemoteStore:
                 raise
             return dict(found)
 
-        try:
-            found = _call("LIST", url, run, self.stats)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(
-                f"cannot list {url!r}: its bucket (container) does not exist; check the URL"
-            ) from exc
+        found = self._listing(url, run)
         out: dict[str, dict[str, Any]] = {}
         for p, info in found.items():
             p = str(p).rstrip("/")
@@ -527,12 +531,7 @@ class RemoteStore:
                     return []  # an empty folder; a missing bucket raises below
                 raise
 
-        try:
-            entries = _call("LIST", url, run, self.stats)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(
-                f"cannot list {url!r}: its bucket (container) does not exist; check the URL"
-            ) from exc
+        entries = self._listing(url, run)
         out = {}
         for info in entries:
             p = str(info.get("name", "")).rstrip("/")

@@ -33,6 +33,7 @@ import numpy as np
 from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import LazySource
 from omeframe.formats.array.npy import infer_array_dims
+from omeframe.formats.array.source import tc_stacks
 from omeframe.model.dims import to_tczyx
 from omeframe.model.errors import CorruptFileError
 from omeframe.model.header import ImageHeader, default_channels
@@ -120,11 +121,8 @@ class RemoteNpySource(LazySource):
             return self._whole
 
     def _open_pixels(self) -> Pieces:
-        st, sc, sz, sy, sx = self.shape
-        tc = np.indices((st, sc)).reshape(2, -1).T
-        origins = np.zeros((len(tc), 5), dtype=np.int64)
-        origins[:, :2] = tc
-        extents = np.tile(np.array([[sz, sy, sx]], dtype=np.int64), (len(tc), 1))
+        _, sc, sz, sy, sx = self.shape
+        origins, extents = tc_stacks(self.shape)
         stack = sz * sy * sx * self.file_dtype.itemsize
         native = self.dtype
 
@@ -137,7 +135,7 @@ class RemoteNpySource(LazySource):
                 out = self._tczyx()[t, c]
             return out.astype(native, copy=False)
 
-        nbytes = np.full(len(tc), stack, dtype=np.int64)
+        nbytes = np.full(len(origins), stack, dtype=np.int64)
         return make_pieces(self.shape, native, origins, extents, decode, nbytes, False, self.describe)
 
 

@@ -16,6 +16,22 @@ from omeframe.model.record import RecordView
 __all__ = ["RecordSource", "ArraySource"]
 
 
+
+def tc_stacks(shape: tuple[int, int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(origins, extents)`` of the pieces of a TCZYX image read one (t, c) stack at a time.
+
+    Example
+    -------
+    >>> origins, extents = tc_stacks((1, 2, 3, 4, 5))
+    >>> origins.tolist(), extents.tolist()
+    ([[0, 0, 0, 0, 0], [0, 1, 0, 0, 0]], [[3, 4, 5], [3, 4, 5]])
+    """
+    st, sc, sz, sy, sx = shape
+    tc = np.indices((st, sc)).reshape(2, -1).T
+    origins = np.zeros((len(tc), 5), dtype=np.int64)
+    origins[:, :2] = tc
+    return origins, np.tile(np.array([[sz, sy, sx]], dtype=np.int64), (len(tc), 1))
+
 class RecordSource(LazySource):
     """An OME-Arrow record in memory."""
 
@@ -66,16 +82,12 @@ class ArraySource(LazySource):
         return self._header
 
     def _open_pixels(self) -> Pieces:
-        st, sc, sz, sy, sx = self.shape
-        tc = np.indices((st, sc)).reshape(2, -1).T
-        origins = np.zeros((len(tc), 5), dtype=np.int64)
-        origins[:, :2] = tc
-        extents = np.tile(np.array([[sz, sy, sx]], dtype=np.int64), (len(tc), 1))
+        origins, extents = tc_stacks(self.shape)
         arr = self.array
 
         def decode(i: int, strict: bool) -> np.ndarray:
             t, c = (int(v) for v in origins[i, :2])
             return arr[t, c]
 
-        nbytes = np.full(len(tc), sz * sy * sx * arr.dtype.itemsize, dtype=np.int64)
+        nbytes = np.full(len(origins), int(np.prod(self.shape[2:])) * arr.dtype.itemsize, dtype=np.int64)
         return make_pieces(self.shape, arr.dtype, origins, extents, decode, nbytes, False, self.describe)
