@@ -88,6 +88,19 @@ def test_write_table_from_a_stack_is_indexed_and_exact(tmp_path, monkeypatch):
     assert np.array_equal(of.to_numpy(of.read_table(path, rows=[77])["ome_arrow"][0])[0, :, 0], stack[77])
 
 
+def test_streamed_batches_larger_than_an_encode_batch_keep_their_columns_aligned(tmp_path, monkeypatch):
+    """A yielded (stack, columns) batch is encoded in several parts: each part gets its own rows."""
+    monkeypatch.setattr(tables_mod, "BATCH_BYTES", 20 * 3 * 24 * 20)  # 20 images per encoded part
+    stack = cells(130, seed=5)
+    batches = ((stack[lo : lo + 65], {"k": np.arange(lo, lo + 65)}) for lo in (0, 65))
+    path = of.write_table(tmp_path / "s.parquet", batches, dim_order="CYX")
+    full = pq.read_table(path)
+    assert full["k"].to_pylist() == list(range(130))
+    assert np.array_equal(of.to_numpy_stack(full["ome_arrow"]), stack)
+    with pytest.raises(ValueError, match=r"batch 0: its columns have 64 rows but it holds 65 images"):
+        of.write_table(tmp_path / "bad.parquet", iter([(stack[:65], {"k": np.arange(64)})]), dim_order="CYX")
+
+
 def test_indexed_tables_stay_plain_parquet(tmp_path):
     import duckdb
     import polars as pl

@@ -489,8 +489,17 @@ def _record_batches(
                     f"batch {i}: expected a numpy stack, a list of arrays, records or a table; "
                     f"got {type(imgs).__name__}"
                 )
+            extra = None if cols is None else _extra_table(cols)
+            if extra is not None:
+                size = imgs.num_rows if isinstance(imgs, pa.Table) else len(imgs)
+                if size != extra.num_rows:
+                    raise ValueError(f"batch {i}: its columns have {extra.num_rows} rows but it holds {size} images")
+            at = 0
             for arr, _, here in _record_batches(imgs, encode, pages_ok=pages_ok):
-                yield arr, cols, here
+                # A large batch is encoded in several parts: each gets its own rows of the columns.
+                n = arr.num_rows if isinstance(arr, pa.Table) else len(arr)
+                yield arr, None if extra is None else extra.slice(at, n), here
+                at += n
     else:
         raise TypeError(
             "images must be a numpy stack (N, ...), a sequence of numpy arrays, OME-Arrow "
