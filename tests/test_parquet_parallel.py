@@ -86,6 +86,30 @@ def test_rows_come_back_in_the_order_written(tmp_path, lanes):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]  # no part files left
 
 
+@pytest.mark.parametrize("kernel", ["refused", "partial", "absent"])
+def test_parts_are_appended_without_the_kernel_copy_too(tmp_path, monkeypatch, kernel):
+    real = getattr(parquet_parallel.os, "copy_file_range", None)
+    calls = []
+
+    def partial(src, dst, count, offset_src, offset_dst):
+        calls.append(count)
+        if kernel == "refused" or len(calls) > 1:
+            raise OSError(18, "cross-device")
+        return real(src, dst, min(count, 100), offset_src, offset_dst)
+
+    if kernel == "absent" or real is None:
+        monkeypatch.delattr(parquet_parallel.os, "copy_file_range", raising=False)
+    else:
+        monkeypatch.setattr(parquet_parallel.os, "copy_file_range", partial)
+    path = tmp_path / "t.parquet"
+    with ParallelParquetWriter(path, SCHEMA, lanes=2) as writer:
+        for lo in range(0, 300, 100):
+            writer.write_table(_table(lo, 100))
+    assert pq.ParquetFile(path, page_checksum_verification=True).read().equals(
+        pa.concat_tables([_table(lo, 100) for lo in range(0, 300, 100)])
+    )
+
+
 def test_a_single_row_group_writes_no_part(tmp_path, monkeypatch):
     path = tmp_path / "t.parquet"
     monkeypatch.setattr(parquet_parallel, "_stitch", None)  # calling it would fail the test

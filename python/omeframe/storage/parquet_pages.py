@@ -19,102 +19,25 @@ from __future__ import annotations
 import mmap
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from omeframe.model.errors import CorruptFileError
+from omeframe.storage.thrift_compact import FALSE, I32, STOP, STRUCT, TRUE, Field, decode_struct
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
 __all__ = ["UnsupportedLayout", "ValuePages", "value_pages"]
 
-# Thrift compact types
-_STOP, _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(13)
 _DATA_PAGE, _INDEX_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 1, 2, 3
 _PLAIN = 0
 
 
 class UnsupportedLayout(Exception):
     """The column is not stored in the layout value ranges can be computed for."""
-
-
-class _Reader:
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
-        self.pos = 0
-
-    def byte(self) -> int:
-        if self.pos >= len(self.buf):
-            raise EOFError
-        b = self.buf[self.pos]
-        self.pos += 1
-        return b
-
-    def varint(self) -> int:
-        shift = result = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-            if shift > 63:
-                raise UnsupportedLayout("malformed Thrift varint in a page header")
-
-    def zigzag(self) -> int:
-        v = self.varint()
-        return (v >> 1) ^ -(v & 1)
-
-    def skip(self, ttype: int) -> None:
-        if ttype in (_TRUE, _FALSE):
-            return
-        if ttype == _BYTE:
-            self.pos += 1
-        elif ttype in (_I16, _I32, _I64):
-            self.varint()
-        elif ttype == _DOUBLE:
-            self.pos += 8
-        elif ttype == _BINARY:
-            size = self.varint()  # read the length before moving past it
-            self.pos += size
-        elif ttype in (_LIST, _SET):
-            h = self.byte()
-            size = h >> 4
-            if size == 15:
-                size = self.varint()
-            et = h & 0x0F
-            for _ in range(size):
-                self.skip(et)
-        elif ttype == _MAP:
-            size = self.varint()
-            if size:
-                kv = self.byte()
-                for _ in range(size):
-                    self.skip(kv >> 4)
-                    self.skip(kv & 0x0F)
-        elif ttype == _STRUCT:
-            self.struct(lambda fid, t: False)
-        else:
-            raise UnsupportedLayout(f"unknown Thrift type {ttype} in a page header")
-
-    def struct(self, on_field: Callable[[int, int], bool]) -> None:
-        """Walk a struct; ``on_field(id, type)`` reads the value and returns True, or skips."""
-        last = 0
-        while True:
-            h = self.byte()
-            ttype = h & 0x0F
-            if ttype == _STOP:
-                return
-            delta = h >> 4
-            fid = last + delta if delta else self.zigzag()
-            last = fid
-            if ttype in (_TRUE, _FALSE):
-                on_field(fid, ttype)
-                continue
-            if not on_field(fid, ttype):
-                self.skip(ttype)
 
 
 @dataclass
@@ -132,57 +55,31 @@ class _Header:
 
 
 def _parse_header(buf: bytes) -> tuple[_Header, int]:
-    r = _Reader(buf)
-    h = _Header()
+    """Any page header (the general path): ``(fields that matter, header length)``."""
+    try:
+        fields, end = decode_struct(buf)
+    except CorruptFileError as exc:
+        raise UnsupportedLayout(f"unreadable page header: {exc}") from None
 
-    def page_header(fid: int, t: int) -> bool:
-        if fid == 1 and t == _I32:
-            h.type = r.zigzag()
-        elif fid == 2 and t == _I32:
-            h.uncompressed_size = r.zigzag()
-        elif fid == 3 and t == _I32:
-            h.compressed_size = r.zigzag()
-        elif fid == 4 and t == _I32:
-            h.crc = r.zigzag() & 0xFFFFFFFF
-        elif fid == 5 and t == _STRUCT:
-            r.struct(v1)
-        elif fid == 8 and t == _STRUCT:
-            r.struct(v2)
-        else:
-            return False
-        return True
+    def ints(struct: list[Field]) -> dict[int, int]:
+        return {f.id: int(f.value) for f in struct if f.type == I32}
 
-    def v1(fid: int, t: int) -> bool:
-        if fid == 1 and t == _I32:
-            h.num_values = r.zigzag()
-        elif fid == 2 and t == _I32:
-            h.encoding = r.zigzag()
-        else:
-            return False
-        return True
-
-    def v2(fid: int, t: int) -> bool:
-        if t in (_TRUE, _FALSE):
-            if fid == 7:
-                h.is_compressed = t == _TRUE
-            return True
-        if t != _I32:
-            return False
-        value = r.zigzag()
-        if fid == 1:
-            h.num_values = value
-        elif fid == 2:
-            h.num_nulls = value
-        elif fid == 4:
-            h.encoding = value
-        elif fid == 5:
-            h.def_len = value
-        elif fid == 6:
-            h.rep_len = value
-        return True
-
-    r.struct(page_header)
-    return h, r.pos
+    top = ints(fields)
+    h = _Header(
+        type=top.get(1, -1), uncompressed_size=top.get(2, -1), compressed_size=top.get(3, -1),
+        crc=top[4] & 0xFFFFFFFF if 4 in top else None,
+    )
+    for f in fields:
+        if f.type != STRUCT:
+            continue
+        inner = ints(f.value)
+        if f.id == 5:  # DataPageHeader (v1)
+            h.num_values, h.encoding = inner.get(1, -1), inner.get(2, -1)
+        elif f.id == 8:  # DataPageHeaderV2
+            h.num_values, h.num_nulls, h.encoding = inner.get(1, -1), inner.get(2, 0), inner.get(4, -1)
+            h.def_len, h.rep_len = inner.get(5, 0), inner.get(6, 0)
+            h.is_compressed = next((bool(g.value) for g in f.value if g.id == 7 and g.type in (TRUE, FALSE)), True)
+    return h, end
 
 
 _VARINT = rb"([\x80-\xff]{0,4}[\x00-\x7f])"
@@ -235,7 +132,7 @@ def _fast_header(buf: bytes | mmap.mmap, pos: int) -> tuple[_Header, int] | None
             head = buf[pos]
             pos += 1
             t = head & 0x0F
-            if t == _STOP:
+            if t == STOP:
                 if top:
                     break
                 top, slots, last = True, _TOP_SLOTS, outer_last
@@ -244,7 +141,7 @@ def _fast_header(buf: bytes | mmap.mmap, pos: int) -> tuple[_Header, int] | None
             if not delta:
                 return None
             last += delta
-            if t == _I32:
+            if t == I32:
                 b = buf[pos]
                 pos += 1
                 v = b & 0x7F
@@ -258,11 +155,11 @@ def _fast_header(buf: bytes | mmap.mmap, pos: int) -> tuple[_Header, int] | None
                 if slot is not None:
                     vals[slot] = (v >> 1) ^ -(v & 1)
                     has_crc |= slot == _CRC and top
-            elif t == _STRUCT and top and last in (5, 8):
+            elif t == STRUCT and top and last in (5, 8):
                 top, slots, outer_last, last = False, (_V1_SLOTS if last == 5 else _V2_SLOTS), last, 0
-            elif t in (_TRUE, _FALSE) and not top and slots is _V2_SLOTS and last == 7:
-                vals[_ISCOMP] = int(t == _TRUE)
-            elif t == _STRUCT and not top and buf[pos] == _STOP:  # empty statistics
+            elif t in (TRUE, FALSE) and not top and slots is _V2_SLOTS and last == 7:
+                vals[_ISCOMP] = int(t == TRUE)
+            elif t == STRUCT and not top and buf[pos] == STOP:  # empty statistics
                 pos += 1
             else:
                 return None
@@ -353,8 +250,8 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
                 else:
                     try:
                         h, hlen = _parse_header(mm[pos : min(pos + (1 << 16), end)])
-                    except EOFError:
-                        raise UnsupportedLayout(f"row group {g}: unreadable page header") from None
+                    except UnsupportedLayout as exc:
+                        raise UnsupportedLayout(f"row group {g}: {exc}") from None
                 body = pos + hlen
                 vstored = vraw = 0
                 if h.type == _DATA_PAGE:

@@ -260,10 +260,11 @@ def _copy_range(src: Path, start: int, stop: int, dst: Any) -> None:
                     if done == 0:
                         break
                     left -= done
-                dst.seek(0, os.SEEK_END)
-            except OSError:  # a filesystem without it: copy through user space
-                f.seek(stop - left)
+            except OSError:  # a filesystem without it: copy the rest through user space
+                pass
+            dst.seek(0, os.SEEK_END)  # the kernel moved the descriptor's offset under the buffered file
         if left > 0:
+            f.seek(stop - left)
             shutil.copyfileobj(_Limited(f, left), dst, 8 << 20)
 
 
