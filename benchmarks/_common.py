@@ -24,7 +24,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -372,12 +372,46 @@ def zstd_chunk_frames(path: str, column: str) -> tuple[Any, Any, int, int, int] 
     the ``uint64`` sizes they decode to, or ``None`` when the chunks are not
     all zstd frames (e.g. raw chunks in compressed Parquet pages).
     """
+    import pyarrow.parquet as pq
+
+    return _frames_of(pq.read_table(path, columns=[column])[column].combine_chunks())
+
+
+def zstd_chunk_frame_blocks(
+    path: str, column: str, max_raw_bytes: int = 512 << 20
+) -> Iterator[tuple[Any, Any, int, int, int] | None]:
+    """:func:`zstd_chunk_frames` row group by row group, in blocks of at most ``max_raw_bytes`` decoded.
+
+    Memory stays bounded by one block (a 12 GB table does not have to fit in
+    RAM twice to time its floor). Yields ``None`` once, and stops, when the
+    chunks are not all zstd frames.
+    """
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    meta = pf.metadata
+    col_idx = [i for i in range(meta.num_columns) if meta.schema.column(i).path.split(".")[0] == column]
+    group: list[int] = []
+    group_raw = 0
+    for rg in range(meta.num_row_groups):
+        rg_raw = sum(meta.row_group(rg).column(i).total_uncompressed_size for i in col_idx)
+        if group and group_raw + rg_raw > max_raw_bytes:
+            found = _frames_of(pf.read_row_groups(group, columns=[column])[column].combine_chunks())
+            yield found
+            if found is None:
+                return
+            group, group_raw = [], 0
+        group.append(rg)
+        group_raw += rg_raw
+    if group:
+        yield _frames_of(pf.read_row_groups(group, columns=[column])[column].combine_chunks())
+
+
+def _frames_of(rec: Any) -> tuple[Any, Any, int, int, int] | None:
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
     import zstandard
 
-    rec = pq.read_table(path, columns=[column])[column].combine_chunks()
     chunks = rec.field("chunks").flatten()  # one entry per chunk, all records
     if set(chunks.field("compression").unique().to_pylist()) != {"zstd"}:
         return None

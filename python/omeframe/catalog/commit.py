@@ -307,7 +307,7 @@ def write_catalog(path: Path, table: pa.Table) -> None:
 
     meta = {k.encode(): v.encode() for k, v in _file_meta().items()}
     table = table.replace_schema_metadata(meta)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, sweep=True) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
 

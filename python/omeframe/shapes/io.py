@@ -125,7 +125,7 @@ def write_shapes(
         return str(out)
     import pyarrow.parquet as pq
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, sweep=True) as tmp:
         pq.write_table(table, tmp, compression=compression, row_group_size=row_group_size, use_dictionary=True)
     return str(out)
 

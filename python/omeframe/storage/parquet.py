@@ -128,7 +128,7 @@ def write_parquet_table(
     import pyarrow.parquet as pq
 
     kwargs = _writer_kwargs(table.schema, compression, pixels_precompressed)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, sweep=True) as tmp:
         with pq.ParquetWriter(tmp, table.schema, **kwargs) as writer:
             if n == 0:
                 writer.write_table(table)

@@ -48,6 +48,7 @@ from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, 
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, RowIndexError
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
+from omeframe.storage.prefetch import CAN_ADVISE, will_need
 from omeframe.storage.remote import RemoteFile, open_remote_file
 from omeframe.storage.url import parse_location
 
@@ -90,6 +91,10 @@ def normalize_rows(rows: Any, num_rows: int, name: str) -> np.ndarray:
         u, counts = np.unique(arr, return_counts=True)
         raise RowIndexError(f"row {int(u[counts > 1][0])} is requested twice from {name}; pass each row once")
     return arr
+
+# Takes of up to this many chunks advise the kernel of their byte ranges first (one call per
+# range); larger reads are scans, which the kernel's sequential readahead already serves.
+_ADVISE_MAX_CHUNKS = 1 << 16
 
 
 class ImageTable:
@@ -250,17 +255,9 @@ class ImageTable:
         pages whole; ranges that overlap or touch are merged here (vectorised),
         close ones into one request by :meth:`RemoteFile.read_ranges`.
         """
-        index, f = self._index, self._remote
-        assert index is not None and f is not None
-        if index.pages is not None:
-            pages = index.pages
-            assert pages.body_start is not None and pages.body_len is not None
-            used = np.unique(np.searchsorted(pages.first_value, chunk_ids, side="right") - 1)
-            starts = pages.body_start[used].astype(np.int64)
-            stops = starts + pages.body_len[used].astype(np.int64)
-        else:
-            starts = index.offsets[chunk_ids].astype(np.int64) - 4
-            stops = starts + 4 + index.lengths[chunk_ids].astype(np.int64)
+        f = self._remote
+        assert f is not None
+        starts, stops = self._chunk_ranges(chunk_ids)
         buf = mmap.mmap(-1, max(1, f.size))
         if not len(starts):
             return buf
@@ -279,10 +276,37 @@ class ImageTable:
         return buf
 
     def _pixel_buffer(self, chunk_ids: np.ndarray) -> Any:
-        """What pixel payloads are read from: the file's memory map, or a remote file's sparse map."""
-        if self._mm is not None:
-            return self._mm
-        return self._chunk_buffer(chunk_ids)
+        """What pixel payloads are read from: the file's memory map, or a remote file's sparse map.
+
+        For a take from the memory map, the kernel is first told every byte
+        range the take will touch, so that ranges not in the page cache are
+        read from disk concurrently rather than one page fault at a time.
+        """
+        if self._mm is None:
+            return self._chunk_buffer(chunk_ids)
+        if CAN_ADVISE and len(chunk_ids) <= _ADVISE_MAX_CHUNKS:
+            try:
+                fd = os.open(self._path, os.O_RDONLY)
+            except OSError:  # the advice is only a hint; the map still reads
+                return self._mm
+            try:
+                will_need(fd, *self._chunk_ranges(chunk_ids))
+            finally:
+                os.close(fd)
+        return self._mm
+
+    def _chunk_ranges(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, stops)`` of the file bytes holding ``chunk_ids``: their pages, or length-prefixed frames."""
+        index = self._index
+        assert index is not None
+        if index.pages is not None:
+            pages = index.pages
+            assert pages.body_start is not None and pages.body_len is not None
+            used = np.unique(np.searchsorted(pages.first_value, chunk_ids, side="right") - 1)
+            starts = pages.body_start[used].astype(np.int64)
+            return starts, starts + pages.body_len[used].astype(np.int64)
+        starts = index.offsets[chunk_ids].astype(np.int64) - 4
+        return starts, starts + 4 + index.lengths[chunk_ids].astype(np.int64)
 
     def _release(self, buf: Any) -> None:
         if buf is not self._mm:

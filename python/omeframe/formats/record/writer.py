@@ -169,7 +169,7 @@ def _write_parquet(
         )
     pending: list[pa.Table] = []
     sizes: list[np.ndarray] = []
-    with atomic_path(path) as tmp:
+    with atomic_path(path, sweep=True) as tmp:
         # Row groups are written on all cores (Arrow's writer encodes a file on one thread) and
         # stitched into one file; each lane holds one row group at a time.
         lanes = _threads.num_threads() if _threads.can_parallelize() else 1

@@ -320,7 +320,7 @@ def write_vortex_stream(
             raise
 
     reader = pa.RecordBatchReader.from_batches(out_schema, with_hidden())
-    with atomic_path(path) as tmp:
+    with atomic_path(path, sweep=True) as tmp:
         try:
             vortex.io.write(reader, os.fspath(tmp))
         except Exception as exc:
