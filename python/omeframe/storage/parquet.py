@@ -137,16 +137,22 @@ def write_parquet_table(
 
 
 def _group_bounds(sizes: np.ndarray, target: int) -> list[tuple[int, int]]:
-    """Greedy split of rows into consecutive groups of about ``target`` bytes."""
+    """Greedy split of rows into consecutive groups of about ``target`` bytes.
+
+    A group takes rows while its total stays within ``target`` (and at least
+    one row); found per group by a binary search over the running total, so
+    the cost follows the number of groups, not of rows.
+    """
+    n = int(sizes.size)
+    cum = np.zeros(n + 1, dtype=np.float64 if sizes.dtype.kind == "f" else np.int64)
+    np.cumsum(sizes, out=cum[1:])
     bounds: list[tuple[int, int]] = []
-    start, acc = 0, 0.0
-    for i, s in enumerate(sizes.tolist()):
-        if i > start and acc + s > target:
-            bounds.append((start, i))
-            start, acc = i, 0.0
-        acc += s
-    if sizes.size:
-        bounds.append((start, int(sizes.size)))
+    start = 0
+    while start < n:
+        stop = int(np.searchsorted(cum, cum[start] + target, side="right")) - 1
+        stop = min(n, max(stop, start + 1))
+        bounds.append((start, stop))
+        start = stop
     return bounds
 
 

@@ -50,6 +50,7 @@ from typing import Any
 import pyarrow as pa
 
 from omeframe.model.errors import CorruptFileError
+from omeframe.storage.atomic import fsync_file
 from omeframe.storage.thrift_compact import I64, LIST, STRUCT, Field, Seq, decode_struct, encode_struct
 
 __all__ = ["ParallelParquetWriter"]
@@ -67,8 +68,9 @@ _BUFFER_BYTES = 1 << 20
 class _Lane:
     """One writer on a thread of its own, fed through a queue of one table (bounded memory)."""
 
-    def __init__(self, path: Path, schema: pa.Schema, kwargs: dict[str, Any]) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, kwargs: dict[str, Any], sync: bool = False) -> None:
         self.path = path
+        self.sync = sync
         self.groups: list[int] = []  # row groups of each write_table call, in order
         self.error: BaseException | None = None
         self._jobs: queue.Queue[Any] = queue.Queue(maxsize=1)
@@ -89,6 +91,9 @@ class _Lane:
             writer = pq.ParquetWriter(sink, schema, **kwargs)
             while (job := self._jobs.get()) is not _DONE:
                 writer.write_table(job[0], row_group_size=job[1])
+            writer.close()
+            if self.sync:  # on disk while the caller stitches (Python work): its final fsync has less to do
+                fsync_file(self.path)
         except BaseException as exc:  # re-raised by the caller's next put or close
             self.error = exc
             while self._jobs.get() is not _DONE:  # drain: the caller must never block on a dead lane
@@ -125,6 +130,10 @@ class ParallelParquetWriter:
     lanes
         Writer threads (>= 1). With 1 the file is written exactly as by one
         ``ParquetWriter``, on a thread of its own.
+    durable
+        Flush lane 0's rows (the target file) to disk as soon as they are
+        written, while the parts are stitched: a caller that fsyncs the
+        finished file then waits only for the stitched parts and the footer.
     **kwargs
         ``ParquetWriter`` options, the same for every lane. Page indexes
         (``write_page_index=True``) cannot be stitched and are refused.
@@ -134,7 +143,9 @@ class ParallelParquetWriter:
     next call or at :meth:`close`, and leaves no part file behind.
     """
 
-    def __init__(self, where: str | os.PathLike[str], schema: pa.Schema, *, lanes: int = 2, **kwargs: Any) -> None:
+    def __init__(
+        self, where: str | os.PathLike[str], schema: pa.Schema, *, lanes: int = 2, durable: bool = False, **kwargs: Any
+    ) -> None:
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be an integer >= 1, got {lanes!r}")
         if kwargs.get("write_page_index"):
@@ -143,6 +154,7 @@ class ParallelParquetWriter:
         self._schema, self._kwargs = schema, kwargs
         self._lanes: list[_Lane] = []
         self._max_lanes = lanes
+        self._durable = durable
         self._order: list[int] = []  # lane of each write_table call
         self._closed = False
 
@@ -150,7 +162,7 @@ class ParallelParquetWriter:
         while len(self._lanes) <= i:  # lanes start on first use: a one-row-group file has no parts
             j = len(self._lanes)
             path = self.path if j == 0 else self.path.with_name(f".{self.path.name}.part{j}-{uuid.uuid4().hex[:8]}")
-            self._lanes.append(_Lane(path, self._schema, self._kwargs))
+            self._lanes.append(_Lane(path, self._schema, self._kwargs, sync=self._durable and j == 0))
         return self._lanes[i]
 
     def write_table(self, table: pa.Table, row_group_size: int | None = None) -> None:

@@ -25,7 +25,7 @@ STOP, TRUE, FALSE, I8, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = r
 _MAX_DEPTH = 64
 
 
-@dataclass
+@dataclass(slots=True)
 class Field:
     """One field of a struct: its id, wire type and value (see the module docstring)."""
 
@@ -34,7 +34,7 @@ class Field:
     value: Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Seq:
     """A list or set: the elements' wire type and the elements."""
 
@@ -43,7 +43,7 @@ class Seq:
     kind: int = LIST  # LIST or SET
 
 
-@dataclass
+@dataclass(slots=True)
 class Map:
     """A map: key and value wire types and the ``(key, value)`` pairs."""
 
@@ -52,93 +52,117 @@ class Map:
     items: list[tuple[Any, Any]]
 
 
-class _Reader:
-    __slots__ = ("buf", "pos")
+_INTS = (I16, I32, I64)
+# Written as plain functions over (buffer, position) with the one-byte varint inlined: a footer
+# holds tens of thousands of small values, and stitching a Parquet file decodes and encodes
+# its footers on the write path (method calls per byte cost twice the time).
 
-    def __init__(self, buf: bytes | memoryview, pos: int) -> None:
-        self.buf, self.pos = buf, pos
 
-    def byte(self) -> int:
-        b = self.buf[self.pos]  # an IndexError past the end: decode_struct reports a truncated footer
-        self.pos += 1
-        return int(b)
-
-    def varint(self) -> int:
-        buf, pos = self.buf, self.pos
-        b = buf[pos]
+def _varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]  # an IndexError past the end: decode_struct reports a truncated footer
         pos += 1
-        if b < 0x80:  # most varints of a footer are one byte
-            self.pos = pos
-            return int(b)
-        result, shift = b & 0x7F, 7
-        while True:
-            b = buf[pos]
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 70:
+            raise CorruptFileError("a Thrift varint runs over 10 bytes: the Parquet footer is damaged")
+
+
+def _read_value(buf: bytes | memoryview, pos: int, ttype: int, depth: int) -> tuple[Any, int]:
+    if ttype == I32 or ttype == I64 or ttype == I16:
+        b = buf[pos]
+        if b < 0x80:
+            return (b >> 1) ^ -(b & 1), pos + 1
+        n, pos = _varint(buf, pos)
+        return (n >> 1) ^ -(n & 1), pos
+    if ttype == BINARY:
+        n = buf[pos]
+        if n < 0x80:
             pos += 1
-            result |= (b & 0x7F) << shift
-            if b < 0x80:
-                self.pos = pos
-                return int(result)
-            shift += 7
-            if shift > 70:
-                raise CorruptFileError("a Thrift varint runs over 10 bytes: the Parquet footer is damaged")
-
-    def zigzag(self) -> int:
-        n = self.varint()
-        return (n >> 1) ^ -(n & 1)
-
-    def raw(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.buf):
+        else:
+            n, pos = _varint(buf, pos)
+        end = pos + n
+        if end > len(buf):
             raise CorruptFileError("a Thrift field runs past the end of its buffer: the Parquet footer is damaged")
-        out = bytes(self.buf[self.pos : self.pos + n])
-        self.pos += n
-        return out
+        return bytes(buf[pos:end]), end
+    if ttype == STRUCT:
+        return _read_struct(buf, pos, depth + 1)
+    if ttype == LIST or ttype == SET:
+        head = buf[pos]
+        pos += 1
+        size = head >> 4
+        if size == 15:
+            size, pos = _varint(buf, pos)
+        elem = head & 0x0F
+        items: list[Any] = []
+        append = items.append
+        if elem == I32 or elem == I64 or elem == I16:
+            for _ in range(size):
+                b = buf[pos]
+                if b < 0x80:
+                    pos += 1
+                    append((b >> 1) ^ -(b & 1))
+                else:
+                    n, pos = _varint(buf, pos)
+                    append((n >> 1) ^ -(n & 1))
+        else:
+            if depth > _MAX_DEPTH:
+                raise CorruptFileError("Thrift structures nest deeper than 64 levels: the Parquet footer is damaged")
+            for _ in range(size):
+                item, pos = _read_value(buf, pos, elem, depth + 1)
+                append(item)
+        return Seq(elem, items, ttype), pos
+    if ttype == TRUE or ttype == FALSE:  # a bool inside a list, set or map: one byte
+        return buf[pos] == TRUE, pos + 1
+    if ttype == I8:
+        b = buf[pos]
+        return (b - 256 if b > 127 else b), pos + 1
+    if ttype == DOUBLE:
+        if pos + 8 > len(buf):
+            raise CorruptFileError("a Thrift field runs past the end of its buffer: the Parquet footer is damaged")
+        return bytes(buf[pos : pos + 8]), pos + 8
+    if ttype == MAP:
+        size, pos = _varint(buf, pos)
+        if size == 0:
+            return Map(0, 0, []), pos
+        kinds = buf[pos]
+        pos += 1
+        kt, vt = kinds >> 4, kinds & 0x0F
+        pairs: list[tuple[Any, Any]] = []
+        for _ in range(size):
+            key, pos = _read_value(buf, pos, kt, depth + 1)
+            val, pos = _read_value(buf, pos, vt, depth + 1)
+            pairs.append((key, val))
+        return Map(kt, vt, pairs), pos
+    raise CorruptFileError(f"unknown Thrift wire type {ttype}: the Parquet footer is damaged")
 
-    def value(self, ttype: int, depth: int) -> Any:
-        if depth > _MAX_DEPTH:
-            raise CorruptFileError("Thrift structures nest deeper than 64 levels: the Parquet footer is damaged")
-        if ttype in (TRUE, FALSE):  # a bool inside a list, set or map: one byte
-            return self.byte() == TRUE
-        if ttype == I8:
-            b = self.byte()
-            return b - 256 if b > 127 else b
-        if ttype in (I16, I32, I64):
-            return self.zigzag()
-        if ttype == DOUBLE:
-            return self.raw(8)
-        if ttype == BINARY:
-            return self.raw(self.varint())
-        if ttype in (LIST, SET):
-            head = self.byte()
-            size = head >> 4
-            if size == 15:
-                size = self.varint()
-            elem = head & 0x0F
-            return Seq(elem, [self.value(elem, depth + 1) for _ in range(size)], ttype)
-        if ttype == MAP:
-            size = self.varint()
-            if size == 0:
-                return Map(0, 0, [])
-            kinds = self.byte()
-            kt, vt = kinds >> 4, kinds & 0x0F
-            return Map(kt, vt, [(self.value(kt, depth + 1), self.value(vt, depth + 1)) for _ in range(size)])
-        if ttype == STRUCT:
-            return self.struct(depth + 1)
-        raise CorruptFileError(f"unknown Thrift wire type {ttype}: the Parquet footer is damaged")
 
-    def struct(self, depth: int = 0) -> list[Field]:
-        fields: list[Field] = []
-        last = 0
-        while True:
-            head = self.byte()
-            if head == STOP:
-                return fields
-            ttype, delta = head & 0x0F, head >> 4
-            fid = last + delta if delta else self.zigzag()
-            if ttype in (TRUE, FALSE):
-                fields.append(Field(fid, ttype, ttype == TRUE))
-            else:
-                fields.append(Field(fid, ttype, self.value(ttype, depth)))
-            last = fid
+def _read_struct(buf: bytes | memoryview, pos: int, depth: int) -> tuple[list[Field], int]:
+    if depth > _MAX_DEPTH:
+        raise CorruptFileError("Thrift structures nest deeper than 64 levels: the Parquet footer is damaged")
+    fields: list[Field] = []
+    append = fields.append
+    last = 0
+    while True:
+        head = buf[pos]
+        pos += 1
+        if head == STOP:
+            return fields, pos
+        ttype, delta = head & 0x0F, head >> 4
+        if delta:
+            fid = last + delta
+        else:
+            n, pos = _varint(buf, pos)
+            fid = (n >> 1) ^ -(n & 1)
+        if ttype == TRUE or ttype == FALSE:
+            append(Field(fid, ttype, ttype == TRUE))
+        else:
+            value, pos = _read_value(buf, pos, ttype, depth)
+            append(Field(fid, ttype, value))
+        last = fid
 
 
 def decode_struct(buf: bytes | memoryview, pos: int = 0) -> tuple[list[Field], int]:
@@ -150,72 +174,83 @@ def decode_struct(buf: bytes | memoryview, pos: int = 0) -> tuple[list[Field], i
     >>> (fields[0].id, fields[0].value, end)
     (1, 2, 3)
     """
-    reader = _Reader(buf, pos)
     try:
-        return reader.struct(), reader.pos
+        return _read_struct(buf, pos, 0)
     except IndexError:
         raise CorruptFileError("a Thrift structure ends early: the Parquet footer is truncated or damaged") from None
 
 
-def _varint(out: bytearray, n: int) -> None:
+def _put_varint(out: bytearray, n: int) -> None:
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
 
 
-def _zigzag(out: bytearray, n: int) -> None:
-    _varint(out, (n << 1) ^ (n >> 63) if n < 0 else n << 1)
+def _put_zigzag(out: bytearray, n: int) -> None:
+    n = n << 1 if n >= 0 else (n << 1) ^ -1
+    if n < 0x80:
+        out.append(n)
+    else:
+        _put_varint(out, n)
 
 
-def _value(out: bytearray, ttype: int, value: Any) -> None:
-    if ttype in (TRUE, FALSE):
+def _write_value(out: bytearray, ttype: int, value: Any) -> None:
+    if ttype == I32 or ttype == I64 or ttype == I16:
+        _put_zigzag(out, int(value))
+    elif ttype == BINARY:
+        _put_varint(out, len(value))
+        out += value
+    elif ttype == STRUCT:
+        _write_struct(out, value)
+    elif ttype == LIST or ttype == SET:
+        items, elem = value.items, value.elem_type
+        size = len(items)
+        if size < 15:
+            out.append((size << 4) | elem)
+        else:
+            out.append(0xF0 | elem)
+            _put_varint(out, size)
+        if elem == STRUCT:
+            for item in items:
+                _write_struct(out, item)
+        else:
+            for item in items:
+                _write_value(out, elem, item)
+    elif ttype == TRUE or ttype == FALSE:
         out.append(TRUE if value else FALSE)
     elif ttype == I8:
         out.append(value & 0xFF)
-    elif ttype in (I16, I32, I64):
-        _zigzag(out, int(value))
     elif ttype == DOUBLE:
         out += value
-    elif ttype == BINARY:
-        _varint(out, len(value))
-        out += value
-    elif ttype in (LIST, SET):
-        size = len(value.items)
-        if size < 15:
-            out.append((size << 4) | value.elem_type)
-        else:
-            out.append(0xF0 | value.elem_type)
-            _varint(out, size)
-        for item in value.items:
-            _value(out, value.elem_type, item)
     elif ttype == MAP:
-        _varint(out, len(value.items))
+        _put_varint(out, len(value.items))
         if value.items:
             out.append((value.key_type << 4) | value.value_type)
             for k, v in value.items:
-                _value(out, value.key_type, k)
-                _value(out, value.value_type, v)
-    elif ttype == STRUCT:
-        _struct(out, value)
+                _write_value(out, value.key_type, k)
+                _write_value(out, value.value_type, v)
     else:
         raise ValueError(f"unknown Thrift wire type {ttype}")
 
 
-def _struct(out: bytearray, fields: list[Field]) -> None:
+def _write_struct(out: bytearray, fields: list[Field]) -> None:
     last = 0
+    append = out.append
     for f in fields:
-        ttype = (TRUE if f.value else FALSE) if f.type in (TRUE, FALSE) else f.type
-        delta = f.id - last
+        fid, ttype = f.id, f.type
+        if ttype == TRUE or ttype == FALSE:
+            ttype = TRUE if f.value else FALSE
+        delta = fid - last
         if 0 < delta <= 15:
-            out.append((delta << 4) | ttype)
+            append((delta << 4) | ttype)
         else:
-            out.append(ttype)
-            _zigzag(out, f.id)
-        if f.type not in (TRUE, FALSE):
-            _value(out, f.type, f.value)
-        last = f.id
-    out.append(STOP)
+            append(ttype)
+            _put_zigzag(out, fid)
+        if ttype != TRUE and ttype != FALSE:
+            _write_value(out, ttype, f.value)
+        last = fid
+    append(STOP)
 
 
 def encode_struct(fields: list[Field]) -> bytes:
@@ -227,5 +262,5 @@ def encode_struct(fields: list[Field]) -> bytes:
     b'\\x15\\x04\\x00'
     """
     out = bytearray()
-    _struct(out, fields)
+    _write_struct(out, fields)
     return bytes(out)

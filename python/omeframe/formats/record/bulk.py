@@ -107,6 +107,12 @@ def _ids(values: Sequence[Any] | np.ndarray | None, prefix: str, start: int, n: 
     return pa.array([str(v) for v in values], pa.string())
 
 
+def _repeat_struct(value: dict[str, Any], type_: pa.StructType, n: int) -> pa.Array:
+    """``n`` copies of one struct value, by a vectorised take (``pa.repeat`` of a nested struct
+    scalar costs ~1 µs per row: 86% of encoding 10,000 tiny crops)."""
+    return pa.array([value], type_).take(pa.array(np.zeros(n, dtype=np.int32)))
+
+
 def encode_stack(
     stack: np.ndarray,
     *,
@@ -193,10 +199,8 @@ def encode_stack(
         "name": _ids(names, "img-", start, n),
         "image_type": pa.repeat(pa.scalar(image_type, pa.string()), n),
         "acquisition_datetime": pa.repeat(pa.scalar(datetime.now(UTC), pa.timestamp("us")), n),
-        "pixels_meta": pa.repeat(
-            pa.scalar(header.pixels_meta((st, sc, sz, sy, sx), dname), PIXELS_META_STRUCT), n
-        ),
-        "chunk_grid": pa.repeat(pa.scalar(grid, CHUNK_GRID_STRUCT), n),
+        "pixels_meta": _repeat_struct(header.pixels_meta((st, sc, sz, sy, sx), dname), PIXELS_META_STRUCT, n),
+        "chunk_grid": _repeat_struct(grid, CHUNK_GRID_STRUCT, n),
         "chunks": pa.ListArray.from_arrays(list_offsets, chunk_values, type=pa.list_(BYTE_CHUNK_STRUCT)),
         "planes": pa.ListArray.from_arrays(
             pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], PLANE_STRUCT), type=pa.list_(PLANE_STRUCT)

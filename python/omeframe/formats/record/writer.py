@@ -173,7 +173,7 @@ def _write_parquet(
         # Row groups are written on all cores (Arrow's writer encodes a file on one thread) and
         # stitched into one file; each lane holds one row group at a time.
         lanes = _threads.num_threads() if _threads.can_parallelize() else 1
-        with ParallelParquetWriter(tmp, schema, lanes=lanes, **kwargs) as writer:
+        with ParallelParquetWriter(tmp, schema, lanes=lanes, durable=True, **kwargs) as writer:
 
             def flush(final: bool) -> None:
                 if not pending:
