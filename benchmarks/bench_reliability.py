@@ -128,15 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     tiny = cells(n, 16, seed=3)  # tiny crops: raw chunks in Vortex's own encodings, the row CRC is their check
     vpath = out / "crops.vortex"
     of.write_table(vpath, tiny, dim_order="CYX")
-    checks = vortex_file._stores_crcs
+    checks = vortex_file._stored_crc_type
 
     def read_vortex(check: bool, decode: bool = True) -> object:
-        vortex_file._stores_crcs = checks if check else (lambda vf, name: False)
+        vortex_file._stored_crc_type = checks if check else (lambda vf, name: None)
         try:
             table = of.read_table(vpath)
             return of.to_numpy_stack(table.column(0)) if decode else table
         finally:
-            vortex_file._stores_crcs = checks
+            vortex_file._stored_crc_type = checks
 
     def vortex_row(label: str) -> None:
         # The check's cost is the difference of the table reads with and without it (short

@@ -9,6 +9,7 @@ every kind of damage a row can take.
 from __future__ import annotations
 
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -216,25 +217,105 @@ def _zlib_row_crcs(columns: list[pa.Array], scope: int = vchecksum.SCOPE) -> np.
     return np.array(out, dtype=np.uint32)
 
 
-def test_files_with_row_crcs_read_and_a_damaged_row_is_named(tmp_path, monkeypatch, block_bytes):
-    """The format is unchanged: per-row CRCs stored as by the row-wise writer read back exactly,
-    and a row whose pixels changed is named whether it is read whole or taken."""
+def _legacy_vortex(table: pa.Table, path, crcs: np.ndarray) -> None:
+    """A Vortex file as omeframe wrote them before running CRCs: one ``uint32`` row CRC in the hidden column."""
+    import vortex
+
+    probe = path.with_name("probe-" + path.name)
+    vfile.write_vortex_table(table, probe)  # only for the schema-bearing name of the hidden column
+    hidden = str(vfile._open(probe).dtype.names()[-1])
+    probe.unlink()
+    out = table.append_column(pa.field(hidden, pa.uint32()), pa.array(crcs, type=pa.uint32()))
+    vortex.io.write(out, str(path))
+
+
+def test_files_with_row_crcs_read_and_a_damaged_row_is_named(tmp_path, block_bytes):
+    """Files of the earlier format (one row CRC per row) read back exactly, and a row whose
+    pixels changed is named whether it is read whole or taken."""
     col, images = _column()
-    monkeypatch.setattr(vfile, "row_crcs", _zlib_row_crcs)
     table = pa.table({"img": col})
-    vfile.write_vortex_table(table, tmp_path / "ok.vortex")
+    _legacy_vortex(table, tmp_path / "ok.vortex", _zlib_row_crcs([col]))
     back = of.read_table(tmp_path / "ok.vortex")
     assert back.column("img").to_pylist() == col.to_pylist()
     # Store the intact rows' CRCs next to damaged pixels (as a flip in a Vortex segment would).
-    crcs = _zlib_row_crcs([col])
-    monkeypatch.setattr(vfile, "row_crcs", lambda cols, scope: crcs)
-    vfile.write_vortex_table(pa.table({"img": _damaged(images, 20, 100, 4)}), tmp_path / "bad.vortex")
+    _legacy_vortex(pa.table({"img": _damaged(images, 20, 100, 4)}), tmp_path / "bad.vortex", _zlib_row_crcs([col]))
     with pytest.raises(of.ChunkChecksumError, match=r"1 row\(s\) fail their CRC-32 \(rows 20\)"):
         of.read_table(tmp_path / "bad.vortex")
     with pytest.raises(of.ChunkChecksumError, match=r"rows 20\)"):
         of.read_table(tmp_path / "bad.vortex", rows=[40, 20, 3])
     taken = of.read_table(tmp_path / "bad.vortex", rows=[19, 21]).column("img").to_pylist()
     assert [r["chunks"] for r in taken] == [r["chunks"] for r in col.take([19, 21]).to_pylist()]
+
+
+def _write_with_intact_crcs(intact: pa.Table, damaged: pa.Table, path, monkeypatch) -> None:
+    """Write ``damaged`` with the CRCs of ``intact`` (as a flip inside a Vortex segment would leave them)."""
+    stored = vchecksum.stored_crcs([intact.column(0).combine_chunks()])
+    monkeypatch.setattr(vfile, "stored_crcs", lambda cols, scope, start: stored)
+    vfile.write_vortex_table(damaged, path)
+    monkeypatch.undo()
+
+
+def _decode_visibly(table: pa.Table) -> None:
+    """Decode every record; a missing chunk must be announced (as the hostile-record tests require)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", of.MissingChunksWarning)
+        of.to_numpy_stack(table.column(0))
+
+
+def test_running_crcs_name_damaged_rows_and_headers_fail_at_decode(tmp_path, monkeypatch):
+    """Files written now store, per row, the running CRC and the row's own CRC: a full read checks
+    a batch in one CRC call and still names every row whose pixel bytes changed; a changed chunk
+    key, image size or cut between two rows' bytes fails when the pixels are decoded."""
+    col, images = _column()
+    table = pa.table({"img": col})
+    vfile.write_vortex_table(table, tmp_path / "ok.vortex")
+    assert of.read_table(tmp_path / "ok.vortex").column("img").to_pylist() == col.to_pylist()
+    recs = col.to_pylist()
+
+    def written(rows_changed, edit):
+        changed = [dict(r) for r in recs]
+        for r in rows_changed:
+            edit(changed[r])
+        return pa.table({"img": pa.array(changed, type=col.type)})
+
+    def flip_pixel(rec):
+        rec["chunks"] = [dict(c) for c in rec["chunks"]]
+        b = rec["chunks"][0]["pixel_bytes"]
+        rec["chunks"][0]["pixel_bytes"] = bytes([b[0] ^ 1]) + b[1:]
+
+    path = tmp_path / "pixels.vortex"
+    _write_with_intact_crcs(table, written((5, 31), flip_pixel), path, monkeypatch)
+    with pytest.raises(of.ChunkChecksumError, match=r"2 row\(s\) fail their CRC-32 \(rows 5, 31\)"):
+        of.read_table(path)
+    with pytest.raises(of.ChunkChecksumError, match=r"rows 31\)"):
+        of.read_table(path, rows=[40, 31, 3])
+
+    def move_chunk(rec):  # a chunk key changed: its bytes would land elsewhere
+        rec["chunks"] = [dict(c) for c in rec["chunks"]]
+        rec["chunks"][0]["x"] += 1
+
+    def grow_image(rec):
+        rec["pixels_meta"] = dict(rec["pixels_meta"], size_x=rec["pixels_meta"]["size_x"] + 1)
+
+    for name, edit in (("key", move_chunk), ("size", grow_image)):
+        path = tmp_path / f"{name}.vortex"
+        _write_with_intact_crcs(table, written((5, 31), edit), path, monkeypatch)
+        with pytest.raises((of.OmeframeError, of.MissingChunksWarning)):
+            _decode_visibly(of.read_table(path))
+    # Bytes moved from row 9 to row 8 (a damaged offset): the batch's bytes as a whole are intact,
+    # the two rows' chunks no longer have their shapes' lengths.
+    moved = [dict(r) for r in recs]
+    a = [dict(c) for c in moved[8]["chunks"]]
+    b = [dict(c) for c in moved[9]["chunks"]]
+    a[-1]["pixel_bytes"] = a[-1]["pixel_bytes"] + b[0]["pixel_bytes"][:2]
+    b[0]["pixel_bytes"] = b[0]["pixel_bytes"][2:]
+    moved[8]["chunks"], moved[9]["chunks"] = a, b
+    path = tmp_path / "moved.vortex"
+    _write_with_intact_crcs(table, pa.table({"img": pa.array(moved, type=col.type)}), path, monkeypatch)
+    with pytest.raises((of.OmeframeError, of.MissingChunksWarning)):
+        _decode_visibly(of.read_table(path))
+    with pytest.raises(of.ChunkChecksumError, match=r"rows 8\)"):  # a take checks each row's own CRC
+        of.read_table(path, rows=[8])
 
 
 def _list_encoded(n: int = 200) -> tuple[np.ndarray, pa.Table]:
@@ -258,16 +339,10 @@ def test_row_crcs_cover_list_encoded_chunk_pixels():
 def test_vortex_tables_of_list_encoded_chunks_check_their_pixels(tmp_path, monkeypatch):
     crops, table = _list_encoded()
     path = tmp_path / "list.vortex"
-    real = vfile.row_crcs
-
-    def damaged(columns, scope):
-        out = real(columns, scope)
-        out[7] ^= 0x40  # as if row 7's pixel bytes had changed after the CRC was taken
-        return out
-
-    monkeypatch.setattr(vfile, "row_crcs", damaged)
-    vfile.write_vortex_table(table, path)
-    monkeypatch.setattr(vfile, "row_crcs", real)
+    changed = crops.copy()
+    changed[7, 1, 4, 4] ^= 1  # as if row 7's pixel bytes had changed after the CRC was taken
+    recs = of.records_from_arrays(list(changed), dim_order="CYX", chunk_encoding="list")
+    _write_with_intact_crcs(table, pa.table({"ome_arrow": recs}), path, monkeypatch)
     with pytest.raises(of.ChunkChecksumError, match=r"rows 7\b"):
         vfile.read_vortex_table(path)
     vfile.write_vortex_table(table, path)

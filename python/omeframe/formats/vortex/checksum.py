@@ -1,44 +1,49 @@
-"""Per-row CRC-32 of the pixel bytes of OME-Arrow columns, for Vortex files.
+"""CRC-32 of the pixel bytes of OME-Arrow columns, per row and running, for Vortex files.
 
 Vortex stores no checksums, and raw pixel chunks (the default for tiny crops)
 carry none of their own, so a flipped byte in a Vortex record table could read
 back as a wrong pixel. omeframe's Vortex writer therefore stores, in the hidden
 last column that already carries the Arrow schema in its name (see
-:mod:`omeframe.formats.vortex.file`), one ``uint32`` per row: the CRC-32 of
-that row's pixel bytes over every OME-Arrow column in schema order (the
-``chunks[].pixel_bytes`` payloads of the bytes variant, the ``planes[].pixels``
-values of the planes variant). Readers that see the hidden column as before
-keep working; omeframe's reader checks the CRC of every row it returns in
-full.
+:mod:`omeframe.formats.vortex.file`), one ``uint64`` per row
+(:func:`stored_crcs`):
+
+* the high half is the *running* CRC-32 of every pixel byte of the table from
+  its first row through this one;
+* the low half is the row's own CRC-32 of its pixel bytes.
+
+Pixel bytes are taken over every OME-Arrow column in schema order (the
+``chunks[].pixel_bytes`` payloads of the bytes variant, the
+``planes[].pixels`` values of the planes variant). Readers that see the hidden
+column as before keep working; omeframe's reader checks every row it returns.
 
 A row's pixel bytes are one contiguous span of the column's data buffer (the
 chunks of a row are consecutive list items), and consecutive rows' spans are
-adjacent, so the writer computes one ``zlib.crc32`` call per row and column
-(about 1 µs per row plus 3 GB/s). The reader checks rows in blocks instead
-(:func:`bad_rows`): one CRC over the contiguous bytes of a block of rows
-(libdeflate when ``imagecodecs`` is installed, about 20 GB/s) against the fold
-of the block's stored row CRCs (:func:`omeframe.storage.crc.crc32_combine_groups`),
-and per-row CRCs only inside a block that fails, to name its damaged rows.
-Blocks hold the rows starting in one :data:`BLOCK_BYTES` window (a row that long
-is a block of its own), so a block of small rows spans less than twice that.
-Rows of one length (crops of one shape, the common table) are checked first as
-a single block: one CRC over the batch's bytes against
-:func:`omeframe.storage.crc.crc32_fold_equal` of the stored CRCs, and the
-block-wise search runs only when that fails. The reader checks each batch as
-Vortex hands it over, while its bytes are still in the CPU's caches, and reads
-Vortex's ``binary_view`` payloads in place when they lie back to back.
+adjacent. The writer makes one CRC call per row, continuing the running CRC,
+and derives the rows' own CRCs from consecutive running CRCs
+(``crc(A + B) == crc(A) * x**(8 len B) ^ crc(B)``, vectorised).
 
-The block check gives the row check's verdict on any damage confined to one
-row, whatever it is (pixel bytes, the stored CRC, or both): the block's CRC
-and the fold differ by that row's own discrepancy times a power of ``x``,
-which is zero exactly when the row's check would pass. So every flipped byte,
-every burst of up to 32 bits and every damaged row is caught as before (one
-batch stays far below the 2**32 bits up to which CRC-32 catches every 2-bit error).
-Damage spread over several rows of one block passes only if the rows'
-discrepancies cancel in the 32-bit fold (about 2**-32 for random damage, the
-odds of any CRC-32; 1- and 2-bit errors are always caught as blocks stay far
-below 2**32 bits). What blocks give up is the extra worst-case guarantee a
-short row has on its own (every 3-bit error within a row of under 11 KiB).
+A full read checks each batch Vortex hands over with **one CRC call** over the
+batch's bytes, continuing from the stored running CRC before the batch, against
+the stored running CRC of its last row (:func:`batch_crc_ok`): no work per row,
+which matters because every array call costs tens of microseconds right after
+a read has filled the caches with pixels. Only a batch that fails is searched
+row by row against the rows' own CRCs (:func:`bad_rows`), which also check
+takes. Batches of a large table are checked on pool threads while Vortex
+decodes the next one.
+
+The batch check gives the row check's verdict on any damage confined to the
+bytes of one row: the two CRCs differ by that row's own discrepancy times a
+power of ``x``, which is zero exactly when the row's check would pass (every
+flipped byte and every burst of up to 32 bits is caught; damage spread over
+several rows passes only if it cancels, about 2**-32 for random damage). A
+batch check does not bind where the batch's bytes are cut into rows: a damaged
+offset that moves bytes between neighbouring rows is caught when the pixels are
+decoded (chunk lengths against chunk shapes, zstd frame sizes and checksums).
+
+Files written before running CRCs hold one ``uint32`` per row, the row's own
+CRC; they are checked in blocks of rows against the fold of their stored CRCs
+(:func:`omeframe.storage.crc.crc32_fold_equal` and
+:func:`omeframe.storage.crc.crc32_combine_groups`).
 """
 
 from __future__ import annotations
@@ -51,9 +56,12 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.model.record import looks_like_record_type
-from omeframe.storage.crc import crc32_combine_groups, crc32_fold_equal, crc32_function
+from omeframe.storage.crc import _times_x8n, crc32_combine_groups, crc32_fold_equal, crc32_function
 
-__all__ = ["BLOCK_BYTES", "SCOPE", "SCOPE_KEY", "bad_rows", "ome_columns", "row_crcs"]
+__all__ = [
+    "BLOCK_BYTES", "SCOPE", "SCOPE_KEY", "bad_rows", "batch_crc_ok", "ome_columns", "row_and_running_crcs", "row_crcs",
+    "stored_crcs",
+]
 
 #: What a row CRC covers, stored in the table's schema metadata under
 #: :data:`SCOPE_KEY`. 1 (files written before the key existed): the
@@ -155,9 +163,8 @@ def row_crcs(columns: Sequence[pa.Array | pa.ChunkedArray], scope: int = SCOPE) 
     Example
     -------
     >>> import numpy as np, omeframe
-    >>> rec = omeframe.from_numpy(np.arange(16, dtype=np.uint8).reshape(4, 4), dim_order="YX")
-    >>> import pyarrow as pa
-    >>> crc = row_crcs([pa.array([rec])])
+    >>> col = omeframe.records_from_arrays([np.arange(16, dtype=np.uint8).reshape(4, 4)], dim_order="YX")
+    >>> crc = row_crcs([col])
     >>> crc.dtype, len(crc)
     (dtype('uint32'), 1)
     """
@@ -174,6 +181,146 @@ def row_crcs(columns: Sequence[pa.Array | pa.ChunkedArray], scope: int = SCOPE) 
     return out
 
 
+def row_and_running_crcs(
+    columns: Sequence[pa.Array | pa.ChunkedArray], scope: int = SCOPE, start: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(row CRCs, running CRCs)`` of the pixel bytes over ``columns``, as the writer stores them.
+
+    The running CRC of row ``r`` is the CRC-32 of every pixel byte from the
+    first row of the table through row ``r`` (``start``: the running CRC
+    before the first row given, from the previous batch), so that a full read
+    checks a batch with one CRC call continuing from the previous batch's last
+    value, and no fold. Row CRCs (:func:`row_crcs`) follow from consecutive
+    running CRCs by one vectorised multiplication each, so the writer still
+    makes one CRC call per row and column.
+
+    Example
+    -------
+    >>> import numpy as np, omeframe, pyarrow as pa
+    >>> images = [np.full((4, 4), i, np.uint8) for i in range(3)]
+    >>> col = omeframe.records_from_arrays(images, dim_order="YX", compression=None)
+    >>> rows, running = row_and_running_crcs([col])
+    >>> bool((rows == row_crcs([col])).all())
+    True
+    >>> int(running[-1]) == zlib.crc32(b"".join(bytes([i]) * 16 for i in range(3)))
+    True
+    """
+    n = len(columns[0]) if columns else 0
+    running = np.zeros(n, dtype=np.uint32)
+    if not n:
+        return np.zeros(0, np.uint32), running
+    spans = [_byte_spans(col, scope) for col in columns]
+    crc = crc32_function()
+    value = int(start) & 0xFFFFFFFF
+    lengths = np.zeros(n, dtype=np.int64)
+    if len(spans) == 1:
+        data, starts, stops = spans[0]
+        out = []
+        for s, e in zip(starts.tolist(), stops.tolist(), strict=True):
+            value = crc(data[s:e], value)
+            out.append(value)
+        running[:] = out
+        lengths = stops - starts
+    else:  # a row's bytes chain its columns in schema order
+        bounds = [(data, st.tolist(), sp.tolist()) for data, st, sp in spans]
+        for r in range(n):
+            for data, st, sp in bounds:
+                value = crc(data[st[r] : sp[r]], value)
+            running[r] = value
+        for _, st, sp in spans:
+            lengths += sp - st
+    before = np.empty(n, dtype=np.uint32)
+    before[0] = start
+    before[1:] = running[:-1]
+    # crc(A + B) == crc(A) * x**(8 len B) ^ crc(B): a row's own CRC from the running CRCs around it
+    rows = (_times_x8n(before, lengths) ^ running).astype(np.uint32)
+    return rows, running
+
+
+def stored_crcs(
+    columns: Sequence[pa.Array | pa.ChunkedArray], scope: int = SCOPE, start: int = 0
+) -> tuple[np.ndarray, int]:
+    """The ``uint64`` per row a writer stores, and the running CRC after the last row.
+
+    High half: the running CRC of the pixel bytes through the row (see
+    :func:`row_and_running_crcs`); low half: the row's own pixel CRC.
+    """
+    rows, running = row_and_running_crcs(columns, scope, start)
+    if not len(rows):
+        return np.zeros(0, dtype=np.uint64), int(start)
+    return (running.astype(np.uint64) << np.uint64(32)) | rows.astype(np.uint64), int(running[-1])
+
+
+def batch_crc_ok(
+    columns: Sequence[pa.Array | pa.ChunkedArray], scope: int, stored: np.ndarray, start: int
+) -> bool | None:
+    """Whether the pixel bytes of a batch of rows continue the running CRC ``start`` to its last row's.
+
+    ``stored`` are the batch's ``uint64`` values (:func:`stored_crcs`), whose
+    last high half is the running CRC through the batch. One CRC call over the
+    batch's bytes, which lie back to back in one buffer, and no work per row: a
+    few array calls in all (each costs tens of microseconds right after a read,
+    when the caches hold the pixels), so a full read pays little more than the
+    CRC itself. ``None`` when the rows' bytes are not in one buffer (several
+    OME-Arrow columns): the caller checks row by row.
+
+    Damage confined to the bytes of one row gets that row's own verdict (see the
+    module docstring). What a batch check does not bind is where the batch's
+    bytes are cut into rows: a damaged offset that moves bytes from one row to
+    its neighbour changes the rows' chunk lengths, which every decode checks
+    against the chunk shapes (raw chunks) or zstd's frame sizes and checksums.
+    """
+    if len(columns) != 1:
+        return None
+    column = columns[0]
+    if isinstance(column, pa.ChunkedArray):
+        if column.num_chunks != 1:
+            return None
+        column = column.chunk(0)
+    values = np.asarray(stored, dtype=np.uint64)
+    if not len(values):
+        return True
+    end = int(values[-1]) >> 32
+    found = _byte_range(column)
+    if found is None:  # another layout: its rows' spans, which lie back to back
+        data, starts, stops = _byte_spans(column, scope)
+        if len(starts) != len(values):
+            return False
+        found = data, int(starts[0]), int(stops[-1])
+    data, a, b = found
+    return (int(crc32_function()(data[a:b], int(start))) & 0xFFFFFFFF) == end
+
+
+def _byte_range(arr: pa.Array) -> tuple[Any, int, int] | None:
+    """``(data, start, stop)`` of all rows' ``chunks[].pixel_bytes`` of a bytes-variant column (offsets only).
+
+    The bytes of consecutive rows are consecutive (one list of chunks per
+    row, one binary buffer), so the whole column is one span found from four
+    offsets; ``None`` for other layouts (views, list-encoded chunks, planes).
+    """
+    kind = arr.type
+    at = kind.get_field_index("chunks")
+    if at < 0 or not pa.types.is_list(kind.field(at).type):
+        return None
+    chunk_type = kind.field(at).type.value_type
+    pix = chunk_type.get_field_index("pixel_bytes")
+    if pix < 0 or chunk_type.get_field_index("pixels") >= 0 or not pa.types.is_large_binary(chunk_type.field(pix).type):
+        return None
+    lst = _child(arr, "chunks")
+    n = len(lst)
+    if not n:
+        return memoryview(b""), 0, 0
+    offsets = lst.buffers()[1]
+    first = int(np.frombuffer(offsets, dtype=np.int32, count=1, offset=4 * lst.offset)[0])
+    last = int(np.frombuffer(offsets, dtype=np.int32, count=1, offset=4 * (lst.offset + n))[0])
+    values = _child(lst.values, "pixel_bytes")  # logical positions of the list's items
+    inner = values.buffers()[1]
+    first_at = int(np.frombuffer(inner, dtype=np.int64, count=1, offset=8 * (values.offset + first))[0])
+    last_at = int(np.frombuffer(inner, dtype=np.int64, count=1, offset=8 * (values.offset + last))[0])
+    data = values.buffers()[2]
+    return (memoryview(data).cast("B") if data is not None else memoryview(b"")), first_at, last_at
+
+
 def bad_rows(
     columns: Sequence[pa.Array | pa.ChunkedArray], expected: np.ndarray, scope: int = SCOPE
 ) -> np.ndarray:
@@ -187,8 +334,7 @@ def bad_rows(
     Example
     -------
     >>> import numpy as np, omeframe, pyarrow as pa
-    >>> recs = [omeframe.from_numpy(np.full((4, 4), i, np.uint8), dim_order="YX") for i in range(3)]
-    >>> col = pa.array(recs)
+    >>> col = omeframe.records_from_arrays([np.full((4, 4), i, np.uint8) for i in range(3)], dim_order="YX")
     >>> crcs = row_crcs([col])
     >>> crcs[1] ^= 1  # a damaged stored CRC
     >>> bad_rows([col], crcs).tolist()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import operator
 import os
 import re
@@ -42,7 +43,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from omeframe.formats.vortex.checksum import SCOPE, SCOPE_KEY, bad_rows, ome_columns, row_crcs
+from omeframe.engine import threads as _threads
+from omeframe.formats.vortex.checksum import (
+    SCOPE,
+    SCOPE_KEY,
+    bad_rows,
+    batch_crc_ok,
+    ome_columns,
+    stored_crcs,
+)
 from omeframe.model.errors import (
     ChunkChecksumError,
     CorruptFileError,
@@ -301,16 +310,19 @@ def write_vortex_stream(
     if merged:
         stored = stored.with_metadata(merged)
     encoded = base64.b64encode(stored.serialize().to_pybytes()).decode("ascii")
-    hidden = pa.field(SCHEMA_COLUMN_PREFIX + encoded, pa.uint32() if ome else pa.null())
+    # uint64 per row: the running CRC through the row (high half), the row's own CRC (low half).
+    hidden = pa.field(SCHEMA_COLUMN_PREFIX + encoded, pa.uint64() if ome else pa.null())
     out_schema = schema.remove_metadata().append(hidden)
 
     failure: list[BaseException] = []
 
     def with_hidden() -> Iterator[pa.RecordBatch]:
+        running = 0
         try:
             for batch in batches:
                 if ome:
-                    extra = pa.array(row_crcs([batch.column(i) for i in ome], SCOPE), type=pa.uint32())
+                    packed, running = stored_crcs([batch.column(i) for i in ome], SCOPE, running)
+                    extra = pa.array(packed, type=pa.uint64())
                 else:
                     extra = pa.nulls(batch.num_rows)
                 arrays = list(batch.columns) + [extra]
@@ -504,8 +516,9 @@ def read_vortex_table(
     # Check the rows' pixel CRCs when the file stores them and the read returns
     # every OME-Arrow column in full (the CRC covers them together).
     ome = ome_columns(schema)
-    check = bool(ome) and set(ome) <= set(columns) and _stores_crcs(vf, hidden_name)
-    read_target = target.append(pa.field(hidden_name, pa.uint32())) if check else target
+    crc_type = _stored_crc_type(vf, hidden_name) if ome and set(ome) <= set(columns) else None
+    check = crc_type is not None
+    read_target = target.append(pa.field(hidden_name, crc_type)) if crc_type is not None else target
     vx_indices = None
     inverse = None
     if idx is not None:
@@ -518,7 +531,7 @@ def read_vortex_table(
     try:
         reader = vf.to_arrow([*columns, hidden_name] if check else columns, indices=vx_indices, schema=read_target)
         if check:  # each batch is checked as it arrives, while its bytes are still in the CPU's caches
-            table = _read_checked(reader, ome, p, None if idx is None else np.unique(idx))
+            table = _read_checked(reader, ome, p, None if idx is None else np.unique(idx), n_out)
         else:
             table = reader.read_all()
     except (RuntimeError, pa.ArrowException) as exc:
@@ -532,6 +545,7 @@ def read_vortex_table(
     return table
 
 
+@functools.lru_cache(maxsize=64)
 def _crc_scope(hidden_name: str) -> int:
     """What the row CRCs of a file cover (:data:`~omeframe.formats.vortex.checksum.SCOPE`)."""
     raw = base64.b64decode(hidden_name[len(SCHEMA_COLUMN_PREFIX) :].encode("ascii"))
@@ -542,36 +556,82 @@ def _crc_scope(hidden_name: str) -> int:
         raise CorruptFileError(f"the pixel CRC scope {value!r} in a Vortex table is not a number") from None
 
 
-def _stores_crcs(vf: Any, hidden_name: str) -> bool:
-    """True when the hidden last column of an omeframe file holds row CRCs."""
+def _stored_crc_type(vf: Any, hidden_name: str) -> pa.DataType | None:
+    """The type of the pixel CRCs in the hidden last column of an omeframe file, or ``None`` without them.
+
+    ``uint64``: the running CRC and the row's own CRC of each row (files
+    written now); ``uint32``: the row's own CRC only (earlier files).
+    """
     if not hidden_name.startswith(SCHEMA_COLUMN_PREFIX):
-        return False
-    field = vf.dtype.to_arrow_schema().field(hidden_name)
-    return bool(pa.types.is_uint32(field.type))
+        return None
+    kind = vf.dtype.fields()[-1].to_arrow_type()  # the last field alone: converting the whole schema costs 40 µs
+    return kind if pa.types.is_uint32(kind) or pa.types.is_uint64(kind) else None
 
 
-def _read_checked(reader: pa.RecordBatchReader, ome: list[str], path: str, rows: np.ndarray | None) -> pa.Table:
-    """Read every batch of ``reader``, check its rows' pixel CRCs and drop the hidden column.
+#: Tables of up to this many rows are read in one call (vortex hands them over as one
+#: batch); larger ones batch by batch, each batch checked on a pool thread while vortex
+#: decodes the next one (its decode runs on one core).
+ONE_CALL_ROWS = 8192
+
+
+def _read_checked(
+    reader: pa.RecordBatchReader, ome: list[str], path: str, rows: np.ndarray | None, num_rows: int
+) -> pa.Table:
+    """Read ``reader``, check its rows' pixel CRCs batch by batch and drop the hidden column.
 
     Raises :class:`ChunkChecksumError` naming every row (of the file, through
     ``rows`` for a take) whose pixel bytes changed, after the whole read.
     """
-    scope = _crc_scope(reader.schema.names[-1])
-    hidden = len(reader.schema) - 1
-    batches, bad, at = [], [], 0
-    for batch in reader:
-        stored = batch.column(hidden)
+    hidden_name = reader.schema.names[-1]
+    scope = _crc_scope(hidden_name)
+    # A full read of a file with running CRCs checks each batch with one CRC call from the
+    # stored running CRC before the batch to the one at its end (no fold of row CRCs, and
+    # batches independent of each other); rows are searched only in a batch that fails.
+    # Takes, and earlier files, check their rows' own CRCs.
+    wide = pa.types.is_uint64(reader.schema.field(hidden_name).type)
+    chained = rows is None and wide
+
+    def check(columns: list[Any], values: np.ndarray, start: int, at: int) -> np.ndarray:
+        verdict = batch_crc_ok(columns, scope, values, start) if chained else None
+        if verdict:
+            return np.zeros(0, dtype=np.intp)
+        # the rows' own CRCs: the low half of files with running CRCs
+        expected = np.asarray(values, dtype=np.uint64).astype(np.uint32) if wide else np.asarray(values, np.uint32)
+        return bad_rows(columns, expected, scope) + at
+
+    def hidden_values(stored: Any) -> np.ndarray:
         if stored.null_count:
             raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
-        expected = np.asarray(stored.to_numpy(), dtype=np.uint32)
-        found = bad_rows([batch.column(name) for name in ome], expected, scope)
-        if found.size:
-            bad.append(found + at)
-        at += batch.num_rows
-        batches.append(batch.drop_columns([reader.schema.names[-1]]))
-    if bad:
-        found = np.concatenate(bad)
-        where = found if rows is None else rows[found]
+        return stored.to_numpy()
+
+    found: list[np.ndarray] = []
+    if num_rows <= ONE_CALL_ROWS or not _threads.can_parallelize():
+        table = reader.read_all()  # one call into vortex: cheaper than a Python loop over its batches
+        record_columns = [table.column(name) for name in ome]
+        at = start = 0
+        for i, stored in enumerate(table.column(hidden_name).chunks):
+            if len(stored):
+                values = hidden_values(stored)
+                found.append(check([col.chunk(i) for col in record_columns], values, start, at))
+                start, at = int(values[-1]) >> 32, at + len(stored)
+        table = table.drop_columns([hidden_name])
+    else:
+        pool = _threads.pool()
+        hidden = len(reader.schema) - 1
+        batches, pending = [], []
+        at = start = 0
+        for batch in reader:
+            if batch.num_rows:
+                values = hidden_values(batch.column(hidden))
+                columns = [batch.column(name) for name in ome]
+                pending.append(pool.submit(check, columns, values, start, at))
+                start, at = int(values[-1]) >> 32, at + batch.num_rows
+            batches.append(batch.drop_columns([hidden_name]))
+        found = [f.result() for f in pending]
+        table = pa.Table.from_batches(batches, schema=reader.schema.remove(hidden))
+    bad = np.concatenate(found) if found else np.zeros(0, dtype=np.intp)
+    if bad.size:
+        where = bad if rows is None else rows[bad]
         listed = ", ".join(str(int(r)) for r in where[:10]) + (" ..." if where.size > 10 else "")
         error = ChunkChecksumError(
             f"{path!r}: the pixel bytes of {where.size} row(s) fail their CRC-32 "
@@ -580,8 +640,7 @@ def _read_checked(reader: pa.RecordBatchReader, ome: list[str], path: str, rows:
         )
         error.rows = [int(r) for r in where]  # type: ignore[attr-defined]
         raise error
-    schema = reader.schema.remove(hidden)
-    return pa.Table.from_batches(batches, schema=schema)
+    return table
 
 
 def vortex_dataset(path: PathLike) -> pds.Dataset:
