@@ -65,6 +65,33 @@ def test_to_dask_runs_on_worker_processes(client: Any, tmp_path: Path) -> None:
     assert all(v == ["omeframe.formats.dataset.reader"] for v in seen.values())
 
 
+def _maps_for_a_megabyte() -> int:
+    """New memory maps the process makes to hold a 1 MiB buffer (0: it came from the heap)."""
+    def maps() -> int:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+
+    before = maps()
+    held = bytearray(1 << 20)
+    after = maps()
+    del held
+    return after - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and /proc are Linux's")
+def test_workers_keep_chunk_buffers_on_the_heap(client: Any, tmp_path: Path) -> None:
+    """The nanny's MALLOC_TRIM_THRESHOLD_ freezes glibc's mmap threshold at 128 KiB; the first
+    omeframe task on a worker raises it, so chunk-sized buffers stop costing a map each."""
+    assert all(client.run(lambda: "MALLOC_TRIM_THRESHOLD_" in os.environ).values())
+    img = np.arange(64 * 64, dtype=np.uint16).reshape(1, 1, 1, 64, 64)
+    ds = omeframe.write_dataset(img, tmp_path / "ds", image_ids=["a"], chunk_shape=(1, 32, 32))
+    arr = ds.to_dask("a")
+    for addr in client.run(lambda: 0):  # an omeframe read on every worker
+        client.submit(lambda a=arr: int(a[..., :32, :32].sum().compute(scheduler="sync")), workers=[addr],
+                      pure=False).result()
+    assert all(n == 0 for n in client.run(_maps_for_a_megabyte).values())
+
+
 def test_read_table_on_the_cluster(client: Any, tmp_path: Path) -> None:
     import omeframe.dask as ofd
 
