@@ -52,7 +52,6 @@ class Map:
     items: list[tuple[Any, Any]]
 
 
-_INTS = (I16, I32, I64)
 # Written as plain functions over (buffer, position) with the one-byte varint inlined: a footer
 # holds tens of thousands of small values, and stitching a Parquet file decodes and encodes
 # its footers on the write path (method calls per byte cost twice the time).

@@ -16,7 +16,6 @@ from omeframe.model.record import RecordView
 __all__ = ["RecordSource", "ArraySource"]
 
 
-
 def tc_stacks(shape: tuple[int, int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """``(origins, extents)`` of the pieces of a TCZYX image read one (t, c) stack at a time.
 
@@ -31,6 +30,7 @@ def tc_stacks(shape: tuple[int, int, int, int, int]) -> tuple[np.ndarray, np.nda
     origins = np.zeros((len(tc), 5), dtype=np.int64)
     origins[:, :2] = tc
     return origins, np.tile(np.array([[sz, sy, sx]], dtype=np.int64), (len(tc), 1))
+
 
 class RecordSource(LazySource):
     """An OME-Arrow record in memory."""

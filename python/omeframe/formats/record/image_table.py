@@ -92,6 +92,7 @@ def normalize_rows(rows: Any, num_rows: int, name: str) -> np.ndarray:
         raise RowIndexError(f"row {int(u[counts > 1][0])} is requested twice from {name}; pass each row once")
     return arr
 
+
 # Takes of up to this many chunks advise the kernel of their byte ranges first (one call per
 # range); larger reads are scans, which the kernel's sequential readahead already serves.
 _ADVISE_MAX_CHUNKS = 1 << 16

@@ -530,7 +530,7 @@ def read_vortex_table(
         vx_indices = vortex.array(pa.array(uniq.astype(np.uint64)))
     try:
         reader = vf.to_arrow([*columns, hidden_name] if check else columns, indices=vx_indices, schema=read_target)
-        if check:  # each batch is checked as it arrives, while its bytes are still in the CPU's caches
+        if check:  # each batch's pixel bytes against its stored CRCs (see _read_checked)
             table = _read_checked(reader, ome, p, None if idx is None else np.unique(idx), n_out)
         else:
             table = reader.read_all()
