@@ -85,6 +85,7 @@ from _common import (  # noqa: E402
     MiB,
     best_of,
     case_main,
+    compile_omeframe,
     dir_size,
     fmt_ratio,
     machine_summary,
@@ -918,6 +919,7 @@ class Runner:
         z = self.zygotes.get(family)
         if z is not None and z[0].poll() is None:
             return z[0]
+        compile_omeframe()
         log = open(self.log_dir / f"zygote-{family}.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, str(SCRIPT), "--zygote", family],

@@ -29,8 +29,8 @@ process that imports, opens and decodes its first random batch (wall time of
 the whole subprocess), a metadata query in DuckDB (``count(*) GROUP BY well
 WHERE area > 300``, each format's natural way), a DuckDB ``ome_stats`` pass
 (omeframe only; on a subset when the table is large), and one torch
-``DataLoader`` epoch with 2 workers, batches of 256 (samples/s). Times are the
-best of 5 runs (3 for slow cases, 1 with ``--quick``).
+``DataLoader`` epoch with 2 workers, batches of 256 (samples/s, the best of 3
+epochs). Times are the best of 5 runs (fewer for slow cases, 1 with ``--quick``).
 
 The decode floor is computed with ``zstandard`` (the library omeframe decodes
 with): one ``multi_decompress_to_buffer`` call over exactly the chunk payloads
@@ -93,6 +93,7 @@ IMAGE = "image"  # pixel column of the Lance tables
 ZSTD_LEVEL = 3
 ZARR_CROPS_PER_CHUNK = 256
 BATCH = 256  # random-batch and DataLoader batch size
+LOADER_EPOCHS = 3  # best of this many DataLoader epochs (one with --quick)
 AREA_CUT = 300.0
 QUERY = "SELECT well, count(*) AS n FROM cells WHERE area > {cut} GROUP BY well ORDER BY well"
 STATS_QUERY = "SELECT well, avg((ome_stats({col}, 0)).mean) AS m FROM {src} GROUP BY well"
@@ -691,9 +692,20 @@ def run_loader(ctx: CaseContext) -> dict[str, Any]:
     system = make_system(name, p["path"], int(p["size"]))
     system.name = name
     n = int(p["rows"])
-    out = {"loader": _loader_epoch(system, p, n, shuffle=False)}
+    budget = float(p["budget"])
+    epochs = min(LOADER_EPOCHS, int(p["repeats"]))
+
+    def best_epoch(shuffle: bool) -> dict[str, Any]:
+        """The fastest of up to LOADER_EPOCHS epochs (workers start anew each epoch), within the budget."""
+        runs = [_loader_epoch(system, p, n, shuffle=shuffle)]
+        while len(runs) < epochs and sum(r["seconds"] for r in runs) + runs[-1]["seconds"] <= budget:
+            runs.append(_loader_epoch(system, p, n, shuffle=shuffle))
+        best = min(runs, key=lambda r: r["seconds"])
+        return {**best, "epochs": len(runs)}
+
+    out = {"loader": best_epoch(False)}
     if name in OMEFRAME:
-        out["loader_shuffled"] = _loader_epoch(system, p, n, shuffle=True)
+        out["loader_shuffled"] = best_epoch(True)
     return out
 
 
@@ -835,7 +847,7 @@ def run_config(cfg: Config, workdir: Path, args: argparse.Namespace, systems: tu
     res = Result(cfg)
     slow = cfg.raw_bytes > 200e6
     base.update(
-        repeats=1 if args.quick else 3,
+        repeats=1 if args.quick else 5,  # write and decode: fewer once a run would pass the budget
         fast_repeats=1 if args.quick else 5,
         budget=60.0 if not args.quick else 5.0,
         loader=args.loader,
@@ -1072,9 +1084,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine_summary()}; 1-min load average {load_start:.2f} at start, "
         f"{os.getloadavg()[0]:.2f} at end. {_versions()}.",
         "",
-        f"Best of {1 if args.quick else 3} runs (write, decode) / {1 if args.quick else 5} (batch, query, fresh "
-        "process); one DataLoader epoch. Every system runs in a fresh interpreter; the fresh-process time "
-        "includes interpreter start-up. ome-arrow bytes writes at most "
+        f"Best of {1 if args.quick else 5} runs (write and decode: fewer where another run would pass "
+        "60 s, 120 s above 200 MB raw); DataLoader: best of "
+        f"{1 if args.quick else LOADER_EPOCHS} epochs, each starting its workers. Every system runs in a "
+        "fresh interpreter; the fresh-process time includes interpreter start-up. ome-arrow bytes writes at most "
         f"{OA_MAX_ROWS:,} crops (the subset is marked); the ome_stats pass runs over at most "
         f"{STATS_MAX_ROWS:,} rows.",
     ]

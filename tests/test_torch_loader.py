@@ -173,6 +173,35 @@ def test_fork_workers_reopen_the_table(table, crops, torch):
     assert sorted(rows) == list(range(N))
 
 
+def _threads_seen(x):
+    """A transform that reports the worker's omeframe thread count in every pixel."""
+    from omeframe.engine import threads
+
+    return x * 0 + threads.num_threads()
+
+
+@pytest.mark.parametrize("chosen", [None, 3])
+def test_fork_workers_share_the_cores_unless_a_count_was_chosen(table, torch, chosen):
+    from omeframe.engine import threads
+
+    before = (threads.num_threads(), threads._chosen)
+    try:
+        if chosen is not None:
+            of.set_num_threads(chosen)
+        else:  # as in a process where no one has chosen a count (other tests may have)
+            threads._chosen = False
+        ds = ImageTableDataset(table, transform=_threads_seen)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=10, collate_fn=collate, num_workers=2, multiprocessing_context="fork", timeout=60
+        )
+        seen = {int(b["image"].max()) for b in loader}
+    finally:
+        threads._set(before[0])
+        threads._chosen = before[1]
+    assert seen == {chosen if chosen is not None else max(1, (os.cpu_count() or 1) // 2)}
+    assert threads.num_threads() == before[0]  # the parent keeps its own count
+
+
 def test_the_table_reopens_when_the_process_id_changes(table, monkeypatch):
     ds = ImageTableDataset(table)
     first = ds.table

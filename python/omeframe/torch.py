@@ -25,6 +25,8 @@ it pickles as paths and options, and a process whose id differs from the one
 that opened the source (a forked worker) reopens it before its first read, so
 no memory map or file handle is shared across processes. A worker that cannot
 reopen its source raises an error naming the file, which the loader re-raises.
+Each worker decodes with its share of the cores (``cpu_count // num_workers``
+threads, at least one) unless :func:`omeframe.set_num_threads` chose a count.
 Transforms stay outside the readers: ``transform`` is called on whole batch
 tensors.
 
@@ -55,6 +57,7 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.catalog.commit import CATALOG_NAME, DATASET_NAME, IMAGES_NAME
+from omeframe.engine import threads as _threads
 from omeframe.facade.dataset import Dataset, open_dataset
 from omeframe.formats.record.image_table import ImageTable, normalize_rows
 from omeframe.formats.record.stack import stack_dims
@@ -153,6 +156,9 @@ class _PerProcess:
             except OSError as exc:
                 raise OSError(f"process {pid} cannot reopen the {self._kind} {self.path!r}: {exc}") from exc
             self._obj, self._pid = obj, pid
+            info = _torch().utils.data.get_worker_info()
+            if info is not None:  # a loader worker: the workers share the cores
+                _threads.share_cores(int(info.num_workers))
         return self._obj
 
     def __getstate__(self) -> dict[str, Any]:

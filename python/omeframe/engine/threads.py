@@ -16,6 +16,7 @@ _lock = threading.Lock()
 _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _workers: int = max(1, os.cpu_count() or 1)
+_chosen = False  # set_num_threads was called: automatic sharing leaves the count alone
 
 
 def num_threads() -> int:
@@ -31,14 +32,32 @@ def set_num_threads(n: int) -> None:
     n
         Number of threads. ``1`` makes every read and write single-threaded.
     """
-    global _pool, _workers
+    global _chosen
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads expects an integer >= 1, got {n!r}")
+    _set(n)
+    _chosen = True
+
+
+def _set(n: int) -> None:
+    global _pool, _workers
     with _lock:
         if _pool is not None:
             _pool.shutdown(wait=True)
             _pool = None
         _workers = n
+
+
+def share_cores(processes: int) -> None:
+    """Use this process's share of the cores when ``processes`` processes read side by side.
+
+    Called in each worker of a loader: ``num_workers`` workers each running
+    a pool as large as the machine would keep twice as many threads busy as
+    there are cores. A count chosen with :func:`set_num_threads` (in the
+    parent before the workers start, or in a ``worker_init_fn``) is kept.
+    """
+    if not _chosen and processes > 1:
+        _set(max(1, (os.cpu_count() or 1) // processes))
 
 
 def _mark_worker() -> None:

@@ -432,16 +432,25 @@ def read_page_values(
     raw = pages.values_raw[used].astype(np.int64)
     cum = np.zeros(len(used) + 1, dtype=np.int64)
     np.cumsum(raw, out=cum[1:])
-    # A take within one block: one multi-frame call, on every core. A scan: blocks of
-    # DECODE_BLOCK_BYTES, each decoded and placed by one thread while in cache.
-    single = int(cum[-1]) <= DECODE_BLOCK_BYTES
-    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), DECODE_BLOCK_BYTES), side="right") - 1
-    bounds = np.array([0, len(used)]) if single else np.unique(np.append(cuts, len(used)))
-    threads = _threads.num_threads() if single and len(used) > 8 and _threads.can_parallelize() else 0
+    # A scan: blocks of at most DECODE_BLOCK_BYTES, each checked, decoded and placed by
+    # one thread of the pool while in cache. A take within one block: one share per
+    # thread, decoded while one thread checks every page's CRC (a loop that holds the
+    # GIL, so it runs on one thread, beside decoders that release it).
+    block_bytes = DECODE_BLOCK_BYTES
+    split = int(cum[-1]) <= block_bytes and len(used) > 8 and _threads.can_parallelize()
+    if split:
+        block_bytes = -(-int(cum[-1]) // _threads.num_threads())
+    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), block_bytes), side="right") - 1
+    bounds = np.unique(np.concatenate([[0], cuts, [len(used)]]))
 
     def block(b: int) -> None:
+        if b < 0:
+            _check_pages(mm, pages, used, what)
+            return
         u0, u1 = int(bounds[b]), int(bounds[b + 1])
-        rows = _decode_pages(mm, pages, used[u0:u1], raw[u0:u1], what, threads).reshape(-1, width)
+        if not split:
+            _check_pages(mm, pages, used[u0:u1], what)
+        rows = _decode_pages(mm, pages, used[u0:u1], raw[u0:u1], what).reshape(-1, width)
         s0, s1 = int(pos[u0]), int(pos[u1])
         page_row = (cum[u0:u1] - cum[u0]) // width  # first row of each page in ``rows``
         local = page_row[np.searchsorted(used[u0:u1], spages[s0:s1])] + (sids[s0:s1] - pages.first_value[spages[s0:s1]])
@@ -455,36 +464,37 @@ def read_page_values(
         else:
             out[order[s0:s1]] = picked[:, 4:]
 
-    if single:
+    if split:
+        _threads.run_each(block, range(-1, len(bounds) - 1))
+    elif len(bounds) == 2:
         block(0)
     else:
         _threads.run_each(block, range(len(bounds) - 1))
     return out
 
 
-def _decode_pages(
-    mm: Any, pages: ValuePages, used: np.ndarray, raw: np.ndarray, what: str, threads: int = 0
-) -> np.ndarray:
-    """Check the CRCs of pages ``used`` and return their values back to back (``raw[i]`` bytes each).
-
-    ``threads`` is handed to zstandard's multi-frame decoder (0: this thread only).
-    """
-    import zstandard
-
-    assert pages.values_stored is not None and pages.body_start is not None
-    assert pages.body_len is not None and pages.crc is not None
+def _check_pages(mm: Any, pages: ValuePages, used: np.ndarray, what: str) -> None:
+    """Raise :class:`ChunkChecksumError` unless every page in ``used`` matches its Parquet CRC-32."""
+    assert pages.body_start is not None and pages.body_len is not None and pages.crc is not None
     crc32 = crc32_function()
     view = memoryview(mm).cast("B")
-    try:
-        for p in used.tolist():  # one CRC per page read, not per chunk
-            crc = int(pages.crc[p])
-            lo = int(pages.body_start[p])
-            if crc >= 0 and crc32(view[lo : lo + int(pages.body_len[p])]) != crc:
+    starts, stops = pages.body_start[used], pages.body_start[used] + pages.body_len[used]
+    try:  # one CRC per page read, not per chunk
+        rows = zip(used.tolist(), pages.crc[used].tolist(), starts.tolist(), stops.tolist(), strict=True)
+        for p, crc, lo, hi in rows:
+            if crc >= 0 and crc32(view[lo:hi]) != crc:
                 raise ChunkChecksumError(
                     f"{what}: page {p} of the pixel column fails its CRC-32 (the file is damaged)"
                 )
     finally:
         view.release()
+
+
+def _decode_pages(mm: Any, pages: ValuePages, used: np.ndarray, raw: np.ndarray, what: str) -> np.ndarray:
+    """The values of pages ``used`` back to back (``raw[i]`` bytes each), their CRCs not checked."""
+    import zstandard
+
+    assert pages.values_stored is not None
     stored = pages.values_stored[used]
     buf = np.empty(int(raw.sum()), dtype=np.uint8)
     packed = np.flatnonzero(stored >= 0)  # pages whose values are zstd frames (the writer may keep some raw)
@@ -495,7 +505,7 @@ def _decode_pages(
         try:
             decoded = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
                 zstandard.BufferWithSegments(mm, seg.tobytes()),
-                decompressed_sizes=raw[packed].astype(np.uint64).tobytes(), threads=threads,
+                decompressed_sizes=raw[packed].astype(np.uint64).tobytes(),
             )
         except zstandard.ZstdError as exc:
             raise PixelPayloadError(f"{what}: a page of the pixel column does not decompress: {exc}") from exc

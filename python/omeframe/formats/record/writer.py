@@ -49,7 +49,7 @@ LANE_MIN_BYTES = 1 << 20
 #: Data-page size of raw chunks compressed by Parquet: a random take
 #: decompresses one page per row it reads, a scan pays a small cost per page
 #: (measured in ``benchmarks/bench_tables.py``; see docs/concepts/layouts.md).
-RAW_PAGE_BYTES = 4 << 10
+RAW_PAGE_BYTES = 8 << 10
 
 
 def _check_batch(batch: pa.Table, column_name: str, schema: pa.Schema | None) -> pa.Table:
