@@ -213,20 +213,104 @@ class S3Server:
         self.moto.stop()
 
 
-def start() -> S3Server:
-    """Start moto (server mode) and the proxy on 127.0.0.1; both on free ports."""
+def _serve_moto() -> None:
+    """Child process of :func:`start` with ``own_process=True``: run moto, print its port, stop at stdin's end."""
     import logging
+    import sys
 
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    _serve_ranges_from_memory()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    print(moto.get_host_and_port()[1], flush=True)
+    sys.stdin.read()  # returns when the parent closes the pipe (or exits)
+    moto.stop()
+
+
+def _serve_ranges_from_memory() -> None:
+    """Make a ranged GET cost what it costs on S3, not a read of the whole object.
+
+    moto answers every GET, ranged or not, by reading the object's whole body
+    from its spool file and slicing it: a 1 KiB range of a 32 MiB object took
+    21 ms against 2 ms for a small object. Here each object's body is read
+    once and kept (objects are immutable; writing a key drops its copy), so
+    a range costs its own bytes, as on a real object store.
+    """
+    from moto.s3.models import FakeKey
+
+    prop = FakeKey.value
+    read, write = prop.fget, prop.fset
+
+    def value(self: Any) -> bytes:
+        body = self.__dict__.get("_kept_body")
+        if body is None:
+            body = self.__dict__["_kept_body"] = read(self)
+        return body
+
+    def set_value(self: Any, new: Any) -> None:
+        self.__dict__.pop("_kept_body", None)
+        write(self, new)
+
+    FakeKey.value = property(value, set_value)  # type: ignore[method-assign,assignment]
+
+
+class _MotoProcess:
+    """moto in a process of its own (the ``moto`` of an :class:`S3Server` started with ``own_process``)."""
+
+    def __init__(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        code = f"import sys; sys.path.insert(0, {here!r}); import s3server; s3server._serve_moto()"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line.strip().isdigit():
+            self._proc.kill()
+            raise RuntimeError(f"moto's server process did not report its port (got {line!r})")
+        self.port = int(line)
+
+    def stop(self) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.close()
+            self._proc.wait(10)
+        except Exception:  # noqa: BLE001 - a server that does not stop is killed
+            self._proc.kill()
+
+
+def start(own_process: bool = False) -> S3Server:
+    """Start moto (server mode) and the proxy on 127.0.0.1; both on free ports.
+
+    With ``own_process`` (the benchmarks), moto runs in a process of its own,
+    as a real object store would, so its request handling does not compete
+    with the client for this interpreter, and serves ranged GETs from a kept
+    copy of each object (:func:`_serve_ranges_from_memory`). The proxy, which
+    counts and injects faults, stays in this process.
+    """
+    import logging
 
     # moto serves through werkzeug, which logs every request at INFO: keep test and benchmark output clean
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
-    # port 0: the server binds an ephemeral port itself (no window in which another
-    # process could take a port chosen beforehand)
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    port = moto.get_host_and_port()[1]
+    moto: Any
+    if own_process:
+        moto = _MotoProcess()
+        port = moto.port
+    else:
+        from moto.server import ThreadedMotoServer
+
+        # port 0: the server binds an ephemeral port itself (no window in which another
+        # process could take a port chosen beforehand)
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        moto.start()
+        port = moto.get_host_and_port()[1]
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
     proxy.daemon_threads = True
     proxy.upstream_port = port  # type: ignore[attr-defined]

@@ -23,8 +23,10 @@ Reads cost round trips, not bytes:
   fails raises :class:`~omeframe.model.errors.RemoteStorageError` naming the
   URL and the HTTP status (a missing object raises ``FileNotFoundError``).
 
-The client is fsspec (s3fs for ``s3://``), which always works; its own retry
-loops are switched off so that one layer decides. Every request is counted in
+The client is fsspec (s3fs for ``s3://``), which always works; GETs and
+one-level listings of ``s3://`` go through obstore's Rust client instead where
+it is installed and can stand in (:mod:`omeframe.storage.obstore_reads`).
+Both clients' own retry loops are switched off so that one layer decides. Every request is counted in
 :data:`STATS` (and per store), which is what ``explain()`` and the tests read.
 
 Example
@@ -49,6 +51,7 @@ from typing import Any, Protocol, TypeVar
 
 from omeframe.model.errors import ConcurrentWriteError, OptionalDependencyError, RemoteStorageError
 from omeframe.storage.files import PositionalFile
+from omeframe.storage.obstore_reads import ObstoreReader, obstore_reader
 from omeframe.storage.url import RemoteURL, join_url, parse_location
 
 __all__ = [
@@ -380,6 +383,8 @@ class RemoteStore:
         self.storage_options: dict[str, Any] = dict(storage_options or {})
         self.fs = filesystem(loc.protocol, self.storage_options)
         self.stats = RequestStats()
+        # GETs and one-level listings go through obstore where it can stand in for s3fs.
+        self.reader: ObstoreReader | None = obstore_reader(loc, self.storage_options)
 
     def __repr__(self) -> str:
         return f"<RemoteStore {self.url!r}>"
@@ -391,6 +396,11 @@ class RemoteStore:
     def _path(self, rel: str) -> str:
         return self.location.join(rel).path if rel else self.location.path
 
+    def _key(self, rel: str) -> str:
+        """``rel``'s key inside its bucket (what :attr:`reader` is given)."""
+        parts = self._path(rel).split("/", 1)
+        return parts[1] if len(parts) > 1 else ""
+
     def child(self, rel: str) -> RemoteStore:
         """The store at ``rel`` below this one (same options)."""
         return RemoteStore(self.url_of(rel), self.storage_options)
@@ -398,9 +408,13 @@ class RemoteStore:
     # ---- reads -------------------------------------------------------------
     def cat(self, rel: str) -> bytes:
         """The whole object ``rel``."""
-        # s3fs would HEAD the object first to split big reads: one round trip too many here.
-        kw = {"max_concurrency": 1} if self.location.protocol == "s3" else {}
-        data = _call("GET", self.url_of(rel), lambda: self.fs.cat_file(self._path(rel), **kw), self.stats)
+        reader = self.reader
+        if reader is not None:
+            data = _call("GET", self.url_of(rel), lambda: reader.get(self._key(rel)), self.stats)
+        else:
+            # s3fs would HEAD the object first to split big reads: one round trip too many here.
+            kw = {"max_concurrency": 1} if self.location.protocol == "s3" else {}
+            data = _call("GET", self.url_of(rel), lambda: self.fs.cat_file(self._path(rel), **kw), self.stats)
         n = len(data)
         STATS.add(bytes=n)
         self.stats.add(bytes=n)
@@ -446,8 +460,12 @@ class RemoteStore:
         """Names of the objects directly below ``rel`` (one LIST request; empty when none)."""
         path = self._path(rel)
 
+        reader = self.reader
+
         def run() -> list[str]:
             try:
+                if reader is not None:
+                    return reader.list_names(self._key(rel))
                 return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False, refresh=True)]
             except FileNotFoundError:
                 return []
@@ -660,9 +678,13 @@ class RemoteFile(PositionalFile):
 
     def _fetch(self, start: int, stop: int) -> bytes:
         path = self.store._path(self.rel)
+        reader = self.store.reader
 
         def run() -> bytes:
-            data = self.store.fs.cat_file(path, start=start, end=stop)
+            if reader is not None:
+                data = reader.get_range(self.store._key(self.rel), start, stop)
+            else:
+                data = self.store.fs.cat_file(path, start=start, end=stop)
             if len(data) != stop - start and (self._size is None or stop <= self._size):
                 raise _Truncated(f"got {len(data)} bytes of range {start}..{stop}")
             return bytes(data)
