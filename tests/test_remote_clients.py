@@ -77,12 +77,12 @@ def test_obstore_stands_in_only_where_the_options_mean_the_same(monkeypatch) -> 
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    cfg = obstore_reads._config("bkt", {"key": "k", "secret": "s", "token": "t",
-                                        "endpoint_url": "http://127.0.0.1:9", "client_kwargs": {"region_name": "eu"}})
+    cfg = obstore_reads._config({"key": "k", "secret": "s", "token": "t",
+                                 "endpoint_url": "http://127.0.0.1:9", "client_kwargs": {"region_name": "eu"}})
     assert cfg == {"access_key_id": "k", "secret_access_key": "s", "session_token": "t", "region": "eu",
                    "endpoint": "http://127.0.0.1:9", "client_options": {"allow_http": True},
                    "retry_config": {"max_retries": 0}}
-    anon = obstore_reads._config("bkt", {"anon": True, "client_kwargs": {"region_name": "us-west-2"}})
+    anon = obstore_reads._config({"anon": True, "client_kwargs": {"region_name": "us-west-2"}})
     assert isinstance(anon, dict) and anon["skip_signature"] is True and anon["client_options"] == {}
     for options, why in (
         ({"key": "k", "secret": "s", "profile": "lab"}, "profile"),
@@ -91,7 +91,7 @@ def test_obstore_stands_in_only_where_the_options_mean_the_same(monkeypatch) -> 
         ({"client_kwargs": {"region_name": "eu"}}, "~/.aws"),
         ({"key": "k", "secret": "s"}, "region"),
     ):
-        reason = obstore_reads._config("bkt", options)
+        reason = obstore_reads._config(options)
         assert isinstance(reason, str) and why in reason
         obstore_reads._CACHE.clear()
         assert obstore_reader(loc, options) is None  # auto: s3fs serves it

@@ -136,7 +136,7 @@ _FORKED_AFTER_START = False
 _OPTION_KEYS = {"key", "secret", "token", "anon", "endpoint_url", "client_kwargs", "config_kwargs"}
 
 
-def _config(bucket: str, options: Mapping[str, Any]) -> dict[str, Any] | str:
+def _config(options: Mapping[str, Any]) -> dict[str, Any] | str:
     """obstore ``S3Store`` arguments for s3fs-style ``options``, or why obstore cannot stand in."""
     unknown = set(options) - _OPTION_KEYS
     if unknown:
@@ -210,7 +210,7 @@ def obstore_reader(location: RemoteURL, options: Mapping[str, Any]) -> ObstoreRe
             raise OptionalDependencyError(f"{CLIENT_ENV}=obstore needs obstore: pip install obstore ({exc})") from exc
         reader = None
     else:
-        cfg = _config(bucket, options)
+        cfg = _config(options)
         if isinstance(cfg, str):
             if choice == "obstore":
                 raise ValueError(f"{CLIENT_ENV}=obstore cannot read {location.url!r}: {cfg}")
