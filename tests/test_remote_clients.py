@@ -153,3 +153,24 @@ def test_a_process_forked_after_obstore_ran_reads_through_fsspec(bucket, monkeyp
     with multiprocessing.get_context("fork").Pool(1) as pool:
         on_fsspec, data = pool.apply_async(_child_read, (url, opts)).get(timeout=60)
     assert on_fsspec and data == b"payload"  # a hang or crash here is what the fallback prevents
+
+
+def test_a_bucket_in_another_region_moves_the_reads_to_fsspec(bucket, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    url, opts, server = bucket
+    monkeypatch.setenv(CLIENT_ENV, "auto")
+    obstore_reads._CACHE.clear()
+    store = RemoteStore(url, opts)
+    store.put("x.bin", b"payload")
+    assert store.reader is not None and not store.reader.redirected
+    server.faults.status(301, 1)  # what S3 answers a request sent to another region's endpoint
+    server.counts.reset()
+    assert store.cat("x.bin") == b"payload"  # s3fs, which finds the bucket's own region, served it
+    assert server.counts.requests() == 2 and store.reader.redirected
+    other = RemoteStore(url, opts)  # every store of the bucket now reads through fsspec
+    assert other.reader is store.reader
+    other.put("y.bin", b"more")
+    assert other.cat("y.bin") == b"more" and other.list("") == ["x.bin", "y.bin"]
+    server.faults.status(403, 1)
+    with pytest.raises(RemoteStorageError, match="HTTP 403"):  # other answers are errors, not fallbacks
+        RemoteStore(url, {**opts, "token": "other"}).cat("x.bin")
+    obstore_reads._CACHE.clear()

@@ -25,7 +25,10 @@ credentials as s3fs would:
   bucket's region by itself).
 
 A process forked after obstore ran in its parent reads through fsspec:
-obstore's request threads do not survive a fork (a request there hangs).
+obstore's request threads do not survive a fork (a request there hangs). A
+bucket that answers as if it lay in another region than the one given (a
+redirect, or a 400 to a request signed for another region) is read through
+fsspec from then on, since s3fs finds a bucket's own region.
 
 ``OMEFRAME_REMOTE_CLIENT`` overrides the choice: ``fsspec`` never uses
 obstore, ``obstore`` raises :class:`~omeframe.OptionalDependencyError` or
@@ -49,7 +52,7 @@ from typing import Any
 from omeframe.model.errors import OptionalDependencyError
 from omeframe.storage.url import RemoteURL
 
-__all__ = ["CLIENT_ENV", "ObstoreReader", "obstore_reader"]
+__all__ = ["CLIENT_ENV", "WRONG_REGION", "ObstoreHTTPError", "ObstoreReader", "obstore_reader"]
 
 #: Environment variable choosing the read client: ``auto`` (default), ``fsspec`` or ``obstore``.
 CLIENT_ENV = "OMEFRAME_REMOTE_CLIENT"
@@ -77,23 +80,38 @@ def _translate(exc: Exception) -> Exception:
     text = str(exc)
     if isinstance(exc, NotFoundError):
         return FileNotFoundError(text)
-    m = _STATUS_RE.search(text)
+    head = text.split("\n\nDebug source:", 1)[0]  # the debug dump names every setting ("retry_timeout" ...)
+    if "redirect" in head.lower():  # S3's answer from another region's endpoint (no Location to follow)
+        return ObstoreHTTPError(text, 301)
+    m = _STATUS_RE.search(head)
     if m is not None:
         status = int(m.group(1))
         return FileNotFoundError(text) if status == 404 else ObstoreHTTPError(text, status)
     kind = type(exc).__name__
     if kind in ("PermissionDeniedError", "UnauthenticatedError"):
         return ObstoreHTTPError(text, 403 if kind == "PermissionDeniedError" else 401)
-    if any(w in text.lower() for w in _NETWORK_WORDS):
+    if any(w in head.lower() for w in _NETWORK_WORDS):
         return ObstoreNetworkError(text)
     return exc
 
 
+#: Answers that mean obstore was sent to the wrong place: a bucket in another region
+#: than the one obstore was given answers 301 (or 400, for a request signed for
+#: another region); s3fs looks a bucket's region up and follows.
+WRONG_REGION = frozenset({301, 307, 400})
+
+
 class ObstoreReader:
-    """GETs (whole and ranged) and one-level listings of one S3 bucket through obstore."""
+    """GETs (whole and ranged) and one-level listings of one S3 bucket through obstore.
+
+    ``redirected`` turns true once the bucket answered as if it lay in another
+    region (:data:`WRONG_REGION`); from then on every store of this bucket
+    reads through fsspec.
+    """
 
     def __init__(self, store: Any) -> None:
         self._store = store
+        self.redirected = False
 
     def get(self, path: str) -> bytes:
         """The whole object at ``path`` (a key in the bucket)."""

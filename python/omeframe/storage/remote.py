@@ -51,7 +51,7 @@ from typing import Any, Protocol, TypeVar
 
 from omeframe.model.errors import ConcurrentWriteError, OptionalDependencyError, RemoteStorageError
 from omeframe.storage.files import PositionalFile
-from omeframe.storage.obstore_reads import ObstoreReader, obstore_reader
+from omeframe.storage.obstore_reads import WRONG_REGION, ObstoreHTTPError, ObstoreReader, obstore_reader
 from omeframe.storage.url import RemoteURL, join_url, parse_location
 
 __all__ = [
@@ -396,6 +396,18 @@ class RemoteStore:
     def _path(self, rel: str) -> str:
         return self.location.join(rel).path if rel else self.location.path
 
+    def _read(self, with_obstore: Callable[[ObstoreReader], T], with_fsspec: Callable[[], T]) -> T:
+        """One read through obstore where it serves this store, else through fsspec (inside one :func:`_call`)."""
+        reader = self.reader
+        if reader is not None and not reader.redirected:
+            try:
+                return with_obstore(reader)
+            except ObstoreHTTPError as exc:
+                if exc.status not in WRONG_REGION:
+                    raise
+                reader.redirected = True  # the bucket lies elsewhere: s3fs looks its region up
+        return with_fsspec()
+
     def _key(self, rel: str) -> str:
         """``rel``'s key inside its bucket (what :attr:`reader` is given)."""
         parts = self._path(rel).split("/", 1)
@@ -408,13 +420,10 @@ class RemoteStore:
     # ---- reads -------------------------------------------------------------
     def cat(self, rel: str) -> bytes:
         """The whole object ``rel``."""
-        reader = self.reader
-        if reader is not None:
-            data = _call("GET", self.url_of(rel), lambda: reader.get(self._key(rel)), self.stats)
-        else:
-            # s3fs would HEAD the object first to split big reads: one round trip too many here.
-            kw = {"max_concurrency": 1} if self.location.protocol == "s3" else {}
-            data = _call("GET", self.url_of(rel), lambda: self.fs.cat_file(self._path(rel), **kw), self.stats)
+        # s3fs would HEAD the object first to split big reads: one round trip too many here.
+        kw = {"max_concurrency": 1} if self.location.protocol == "s3" else {}
+        data = _call("GET", self.url_of(rel), lambda: self._read(
+            lambda r: r.get(self._key(rel)), lambda: self.fs.cat_file(self._path(rel), **kw)), self.stats)
         n = len(data)
         STATS.add(bytes=n)
         self.stats.add(bytes=n)
@@ -460,13 +469,12 @@ class RemoteStore:
         """Names of the objects directly below ``rel`` (one LIST request; empty when none)."""
         path = self._path(rel)
 
-        reader = self.reader
+        def ls() -> list[str]:
+            return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False, refresh=True)]
 
         def run() -> list[str]:
             try:
-                if reader is not None:
-                    return reader.list_names(self._key(rel))
-                return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False, refresh=True)]
+                return self._read(lambda r: r.list_names(self._key(rel)), ls)
             except FileNotFoundError:
                 return []
 
@@ -678,13 +686,11 @@ class RemoteFile(PositionalFile):
 
     def _fetch(self, start: int, stop: int) -> bytes:
         path = self.store._path(self.rel)
-        reader = self.store.reader
-
         def run() -> bytes:
-            if reader is not None:
-                data = reader.get_range(self.store._key(self.rel), start, stop)
-            else:
-                data = self.store.fs.cat_file(path, start=start, end=stop)
+            data = self.store._read(
+                lambda r: r.get_range(self.store._key(self.rel), start, stop),
+                lambda: self.store.fs.cat_file(path, start=start, end=stop),
+            )
             if len(data) != stop - start and (self._size is None or stop <= self._size):
                 raise _Truncated(f"got {len(data)} bytes of range {start}..{stop}")
             return bytes(data)
