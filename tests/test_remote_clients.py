@@ -143,25 +143,29 @@ def _child_read(url: str, opts: dict[str, Any]) -> tuple[bool, bytes]:
     return store.reader is None, store.cat("x.bin")
 
 
-def test_a_process_forked_after_obstore_ran_reads_through_fsspec(bucket, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    url, opts, _ = bucket
-    monkeypatch.setenv(CLIENT_ENV, "auto")
-    obstore_reads._CACHE.clear()
-    store = RemoteStore(url, opts)
-    store.put("x.bin", b"payload")
-    assert store.reader is not None and store.cat("x.bin") == b"payload"  # obstore's threads now run here
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        on_fsspec, data = pool.apply_async(_child_read, (url, opts)).get(timeout=60)
-    assert on_fsspec and data == b"payload"  # a hang or crash here is what the fallback prevents
-
-
-def test_a_bucket_in_another_region_moves_the_reads_to_fsspec(bucket, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def auto_store(bucket, monkeypatch):  # type: ignore[no-untyped-def]
+    """``(store, url, options, server)``: a store read through obstore by the default rule, holding x.bin."""
     url, opts, server = bucket
     monkeypatch.setenv(CLIENT_ENV, "auto")
     obstore_reads._CACHE.clear()
     store = RemoteStore(url, opts)
     store.put("x.bin", b"payload")
     assert store.reader is not None and not store.reader.redirected
+    yield store, url, opts, server
+    obstore_reads._CACHE.clear()
+
+
+def test_a_process_forked_after_obstore_ran_reads_through_fsspec(auto_store) -> None:  # type: ignore[no-untyped-def]
+    store, url, opts, _ = auto_store
+    assert store.cat("x.bin") == b"payload"  # obstore's threads now run here
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        on_fsspec, data = pool.apply_async(_child_read, (url, opts)).get(timeout=60)
+    assert on_fsspec and data == b"payload"  # a hang or crash here is what the fallback prevents
+
+
+def test_a_bucket_in_another_region_moves_the_reads_to_fsspec(auto_store) -> None:  # type: ignore[no-untyped-def]
+    store, url, opts, server = auto_store
     server.faults.status(301, 1)  # what S3 answers a request sent to another region's endpoint
     server.counts.reset()
     assert store.cat("x.bin") == b"payload"  # s3fs, which finds the bucket's own region, served it
@@ -173,4 +177,3 @@ def test_a_bucket_in_another_region_moves_the_reads_to_fsspec(bucket, monkeypatc
     server.faults.status(403, 1)
     with pytest.raises(RemoteStorageError, match="HTTP 403"):  # other answers are errors, not fallbacks
         RemoteStore(url, {**opts, "token": "other"}).cat("x.bin")
-    obstore_reads._CACHE.clear()
