@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from omeframe.storage.url import parse_location
 
 
 @pytest.fixture(params=["obstore", "fsspec"])
-def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Force one read client for the test (fresh readers either way); obstore comes with the remote extra."""
     monkeypatch.setenv(CLIENT_ENV, request.param)
     obstore_reads._CACHE.clear()
@@ -177,3 +178,20 @@ def test_a_bucket_in_another_region_moves_the_reads_to_fsspec(auto_store) -> Non
     server.faults.status(403, 1)
     with pytest.raises(RemoteStorageError, match="HTTP 403"):  # other answers are errors, not fallbacks
         RemoteStore(url, {**opts, "token": "other"}).cat("x.bin")
+
+
+def test_only_a_redirect_or_a_region_complaint_counts_as_the_wrong_region() -> None:
+    from obstore.exceptions import GenericError
+
+    def translated(message: str) -> Exception:
+        return obstore_reads._translate(GenericError(message + "\n\nDebug source: retry_timeout: 180s"))
+
+    moved = translated("Error performing GET in 4ms - Received redirect without LOCATION")
+    assert isinstance(moved, obstore_reads.ObstoreHTTPError) and moved.wrong_region and moved.status == 301
+    signed = translated("Server returned non-2xx status code: 400 Bad Request: the region 'us-east-1' is wrong")
+    assert isinstance(signed, obstore_reads.ObstoreHTTPError) and signed.wrong_region
+    bad = translated("Server returned non-2xx status code: 400 Bad Request: <Code>InvalidRequest</Code>")
+    assert isinstance(bad, obstore_reads.ObstoreHTTPError) and not bad.wrong_region and bad.status == 400
+    other = translated("Generic S3 error: something unexpected")  # the debug dump's "timeout" is not read
+    assert not isinstance(other, (ConnectionError, obstore_reads.ObstoreHTTPError))
+    assert isinstance(translated("HTTP error: error sending request"), ConnectionError)

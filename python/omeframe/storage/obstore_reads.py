@@ -52,7 +52,7 @@ from typing import Any
 from omeframe.model.errors import OptionalDependencyError
 from omeframe.storage.url import RemoteURL
 
-__all__ = ["CLIENT_ENV", "WRONG_REGION", "ObstoreHTTPError", "ObstoreReader", "obstore_reader"]
+__all__ = ["CLIENT_ENV", "ObstoreHTTPError", "ObstoreReader", "obstore_reader"]
 
 #: Environment variable choosing the read client: ``auto`` (default), ``fsspec`` or ``obstore``.
 CLIENT_ENV = "OMEFRAME_REMOTE_CLIENT"
@@ -62,11 +62,18 @@ _NETWORK_WORDS = ("error sending request", "connection", "timed out", "timeout",
 
 
 class ObstoreHTTPError(Exception):
-    """An obstore request that the server answered with an HTTP error ``status``."""
+    """An obstore request that the server answered with an HTTP error ``status``.
 
-    def __init__(self, message: str, status: int) -> None:
+    ``wrong_region`` is true for the answers of a bucket that lies in another
+    region than the one obstore was given: a redirect (obstore gets no
+    Location to follow), or a 400 whose message names the region (a request
+    signed for another region). s3fs looks a bucket's region up and follows.
+    """
+
+    def __init__(self, message: str, status: int, wrong_region: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.wrong_region = wrong_region
 
 
 class ObstoreNetworkError(ConnectionError):
@@ -81,31 +88,28 @@ def _translate(exc: Exception) -> Exception:
     if isinstance(exc, NotFoundError):
         return FileNotFoundError(text)
     head = text.split("\n\nDebug source:", 1)[0]  # the debug dump names every setting ("retry_timeout" ...)
-    if "redirect" in head.lower():  # S3's answer from another region's endpoint (no Location to follow)
-        return ObstoreHTTPError(text, 301)
+    low = head.lower()
+    if "redirect" in low:  # S3's answer from another region's endpoint (no Location to follow)
+        return ObstoreHTTPError(text, 301, wrong_region=True)
     m = _STATUS_RE.search(head)
     if m is not None:
         status = int(m.group(1))
-        return FileNotFoundError(text) if status == 404 else ObstoreHTTPError(text, status)
+        if status == 404:
+            return FileNotFoundError(text)
+        return ObstoreHTTPError(text, status, wrong_region=status in (301, 307) or (status == 400 and "region" in low))
     kind = type(exc).__name__
     if kind in ("PermissionDeniedError", "UnauthenticatedError"):
         return ObstoreHTTPError(text, 403 if kind == "PermissionDeniedError" else 401)
-    if any(w in head.lower() for w in _NETWORK_WORDS):
+    if any(w in low for w in _NETWORK_WORDS):
         return ObstoreNetworkError(text)
     return exc
-
-
-#: Answers that mean obstore was sent to the wrong place: a bucket in another region
-#: than the one obstore was given answers 301 (or 400, for a request signed for
-#: another region); s3fs looks a bucket's region up and follows.
-WRONG_REGION = frozenset({301, 307, 400})
 
 
 class ObstoreReader:
     """GETs (whole and ranged) and one-level listings of one S3 bucket through obstore.
 
     ``redirected`` turns true once the bucket answered as if it lay in another
-    region (:data:`WRONG_REGION`); from then on every store of this bucket
+    region (:attr:`ObstoreHTTPError.wrong_region`); from then on every store of this bucket
     reads through fsspec.
     """
 

@@ -26,8 +26,9 @@ Reads cost round trips, not bytes:
 The client is fsspec (s3fs for ``s3://``), which always works; GETs and
 one-level listings of ``s3://`` go through obstore's Rust client instead where
 it is installed and can stand in (:mod:`omeframe.storage.obstore_reads`).
-Both clients' own retry loops are switched off so that one layer decides. Every request is counted in
-:data:`STATS` (and per store), which is what ``explain()`` and the tests read.
+Both clients' own retry loops are switched off so that one layer decides.
+Every request is counted in :data:`STATS` (and per store), which is what
+``explain()`` and the tests read.
 
 Example
 -------
@@ -51,7 +52,7 @@ from typing import Any, Protocol, TypeVar
 
 from omeframe.model.errors import ConcurrentWriteError, OptionalDependencyError, RemoteStorageError
 from omeframe.storage.files import PositionalFile
-from omeframe.storage.obstore_reads import WRONG_REGION, ObstoreHTTPError, ObstoreReader, obstore_reader
+from omeframe.storage.obstore_reads import ObstoreHTTPError, ObstoreReader, obstore_reader
 from omeframe.storage.url import RemoteURL, join_url, parse_location
 
 __all__ = [
@@ -403,7 +404,7 @@ class RemoteStore:
             try:
                 return with_obstore(reader)
             except ObstoreHTTPError as exc:
-                if exc.status not in WRONG_REGION:
+                if not exc.wrong_region:
                     raise
                 reader.redirected = True  # the bucket lies elsewhere: s3fs looks its region up
         return with_fsspec()
@@ -686,6 +687,7 @@ class RemoteFile(PositionalFile):
 
     def _fetch(self, start: int, stop: int) -> bytes:
         path = self.store._path(self.rel)
+
         def run() -> bytes:
             data = self.store._read(
                 lambda r: r.get_range(self.store._key(self.rel), start, stop),
