@@ -343,7 +343,7 @@ def _parquet_file(path: str, fh: files.InputFile) -> Any:
     try:
         if md is None:
             md = _read_footer(fh)
-        pf = pq.ParquetFile(fh, metadata=md)
+        pf = pq.ParquetFile(fh, metadata=md, page_checksum_verification=True)
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptFileError(
             f"{path!r} is not a readable Parquet file (truncated or corrupt?): {exc}"

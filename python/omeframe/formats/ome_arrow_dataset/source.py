@@ -172,7 +172,7 @@ class _Fragment:
                 f"{str(self.path)!r} has {len(self.group_rows)} row groups; the index points at row group {group}"
             )
         with open_input(self.path) as fh:
-            pf = pq.ParquetFile(fh, metadata=self.metadata)
+            pf = pq.ParquetFile(fh, metadata=self.metadata, page_checksum_verification=True)
             return pf.read_row_group(group, columns=["chunk_id", "pixel_bytes"])
 
 

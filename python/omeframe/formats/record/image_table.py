@@ -411,7 +411,9 @@ class ImageTable:
             if self._remote is not None:
                 import pyarrow.parquet as pq
 
-                self._pf = pq.ParquetFile(self._remote, metadata=self._meta, pre_buffer=True)
+                self._pf = pq.ParquetFile(
+                    self._remote, metadata=self._meta, pre_buffer=True, page_checksum_verification=True
+                )
             else:
                 self._pf = open_parquet(self._path)
         return self._pf

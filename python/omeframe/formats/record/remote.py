@@ -85,7 +85,7 @@ def read_table_remote(
 
     fs, path = arrow_filesystem(url, storage_options)
     try:
-        pf = pq.ParquetFile(fs.open_input_file(path), pre_buffer=True)
+        pf = pq.ParquetFile(fs.open_input_file(path), pre_buffer=True, page_checksum_verification=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"no record table at {url!r}") from None
     cols = list(columns) if columns is not None else None

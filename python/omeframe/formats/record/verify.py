@@ -20,7 +20,7 @@ from omeframe.formats.record.decode import to_numpy, to_numpy_batch
 from omeframe.formats.record.files import detect_format, find_record_column
 from omeframe.formats.record.pixel_index import check_prefixes, load_index
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
-from omeframe.model.errors import OmeframeError
+from omeframe.model.errors import CorruptFileError, OmeframeError
 from omeframe.storage.parquet import open_parquet
 
 __all__ = ["Damage", "TableReport", "verify_table"]
@@ -139,7 +139,7 @@ def verify_table(path: str | os.PathLike[str], *, column: str | None = None) -> 
             k = md.row_group(g).num_rows
             try:
                 part = pf.read_row_group(g, columns=[col])[col]
-            except (OSError, pa.ArrowException) as exc:
+            except (CorruptFileError, OSError, pa.ArrowException) as exc:
                 _locate_damage(p, g, col, row0, k, str(exc).splitlines()[0], report)
                 row0 += k
                 continue

@@ -113,13 +113,16 @@ def _view_bounds(values: pa.Array) -> tuple[Any, np.ndarray] | None:
     if n == 0 or len(buffers) < 3 or buffers[1] is None:
         return None
     views = np.frombuffer(buffers[1], dtype="<i4").reshape(-1, 4)[values.offset : values.offset + n]
-    lengths, which, offsets = views[:, 0].astype(np.int64), views[:, 2], views[:, 3].astype(np.int64)
+    lengths, which, offsets = views[:, 0], views[:, 2], views[:, 3]
     if lengths.min() <= 12 or (which != which[0]).any():
         return None
+    # int32 sums: an overflow (a buffer near 2 GiB) can only break the equality, never fake it
     if not np.array_equal(offsets[1:], offsets[:-1] + lengths[:-1]):
         return None
-    data = buffers[2 + int(which[0])]
-    return data, np.append(offsets, offsets[-1] + lengths[-1])
+    bounds = np.empty(n + 1, dtype=np.int64)
+    bounds[:-1] = offsets
+    bounds[-1] = int(offsets[-1]) + int(lengths[-1])
+    return buffers[2 + int(which[0])], bounds
 
 
 def _byte_spans(arr: pa.Array | pa.ChunkedArray, scope: int = SCOPE) -> tuple[memoryview, np.ndarray, np.ndarray]:
@@ -144,7 +147,7 @@ def _byte_spans(arr: pa.Array | pa.ChunkedArray, scope: int = SCOPE) -> tuple[me
             width = np.int64 if pa.types.is_large_binary(values.type) else np.int32
             inner = np.frombuffer(values.buffers()[1], dtype=width)[values.offset : values.offset + len(values) + 1]
             data = values.buffers()[2]
-        bounds = inner.astype(np.int64)[outer]
+        bounds = np.asarray(inner, dtype=np.int64)[outer]
         itemsize = 1
     elif "planes" in names:
         outer, items = _list_parts(_child(arr, "planes"))

@@ -1,0 +1,148 @@
+"""Parquet page CRCs checked by omeframe on local reads (storage/parquet_crc.py)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import omeframe as of
+from omeframe.storage.parquet import open_parquet
+from omeframe.storage.parquet_crc import CheckedParquetFile, chunk_pages
+
+OPTIONS = [
+    {"data_page_version": "1.0", "compression": "NONE", "use_dictionary": False},
+    {"data_page_version": "2.0", "compression": "zstd", "use_dictionary": True},
+    {"data_page_version": "1.0", "compression": "snappy", "use_dictionary": True, "write_statistics": True},
+    {"data_page_version": "2.0", "compression": "NONE", "use_dictionary": False, "write_statistics": False},
+]
+
+
+def _table(n: int = 3000) -> pa.Table:
+    rng = np.random.default_rng(5)
+    return pa.table({
+        "id": np.arange(n),
+        "well": pa.array([f"W{i % 17:02d}" for i in range(n)]),
+        "blob": pa.array([rng.bytes(int(k)) for k in rng.integers(0, 200, n)], pa.binary()),
+        "vals": pa.array([list(range(i % 5)) for i in range(n)], pa.list_(pa.int32())),
+    })
+
+
+def _chunks(path):
+    md = pq.ParquetFile(path).metadata
+    for g in range(md.num_row_groups):
+        for c in range(md.num_columns):
+            cc = md.row_group(g).column(c)
+            start = cc.dictionary_page_offset if cc.has_dictionary_page else cc.data_page_offset
+            yield g, c, cc.path_in_schema, int(start), int(start + cc.total_compressed_size)
+
+
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
+def test_every_page_of_every_layout_is_found_and_its_crc_matches(tmp_path, opts):
+    path = tmp_path / "t.parquet"
+    pq.write_table(
+        _table(), path, write_page_checksum=True, data_page_size=2000, row_group_size=1000, write_batch_size=100, **opts
+    )
+    data = path.read_bytes()
+    num_pages = 0
+    for *_, start, end in _chunks(path):
+        pages = chunk_pages(data, start, end, "chunk")
+        assert (pages.crcs >= 0).all()
+        assert pages.starts[0] > start and pages.starts[-1] + pages.lengths[-1] == end
+        num_pages += len(pages.starts)
+    assert num_pages > 12  # more pages than column chunks: the walk crossed page boundaries
+    with CheckedParquetFile(path) as pf:
+        pf.check()
+        assert pf.read().equals(pq.read_table(path))
+
+
+@pytest.mark.parametrize("opts", OPTIONS[:2], ids=["v1", "v2-zstd-dict"])
+def test_a_flipped_byte_in_any_page_body_is_named(tmp_path, opts):
+    path = tmp_path / "t.parquet"
+    pq.write_table(
+        _table(), path, write_page_checksum=True, data_page_size=2000, row_group_size=1000, write_batch_size=100, **opts
+    )
+    pristine = path.read_bytes()
+    for g, _c, name, start, end in _chunks(path):
+        pages = chunk_pages(pristine, start, end, "chunk")
+        at = int(pages.starts[-1] + pages.lengths[-1] // 2)
+        damaged = bytearray(pristine)
+        damaged[at] ^= 0x10
+        path.write_bytes(bytes(damaged))
+        with CheckedParquetFile(path) as pf:
+            pf.read(columns=[n for n in pf.schema_arrow.names if n != name.split(".")[0]])  # other columns read
+            named = rf"page {len(pages.starts) - 1} of column '{name}' in row group {g}"
+            with pytest.raises(of.ChunkChecksumError, match=named):
+                pf.read_row_group(g)
+            with pytest.raises(of.ChunkChecksumError):
+                list(pf.iter_batches(row_groups=[g], columns=[name.split(".")[0]]))
+    path.write_bytes(pristine)
+
+
+def test_a_record_tables_metadata_column_is_checked_on_every_read(tmp_path):
+    stack = np.arange(40 * 2 * 8 * 8, dtype=np.uint8).reshape(40, 2, 8, 8)
+    path = of.write_table(tmp_path / "c.parquet", stack, dim_order="CYX", columns={"score": np.arange(40.0)})
+    ((g, c, name, start, end),) = [k for k in _chunks(path) if k[2] == "score"]
+    pages = chunk_pages(path.read_bytes(), start, end, "score")
+    raw = bytearray(path.read_bytes())
+    raw[int(pages.starts[-1] + pages.lengths[-1] - 3)] ^= 0x40  # inside the last double
+    path.write_bytes(bytes(raw))
+    unchecked = pq.ParquetFile(path, page_checksum_verification=False).read(columns=["score"])["score"]
+    assert unchecked.to_pylist() != list(np.arange(40.0))  # without a check the value is silently wrong
+    with pytest.raises(of.ChunkChecksumError, match="'score'"):
+        of.read_table(path)
+    with pytest.raises(of.ChunkChecksumError, match="'score'"):
+        of.open_table(path).take([3])
+    assert np.array_equal(of.open_table(path).to_numpy([3]), stack[[3]])  # the pixels are intact
+
+
+def test_pages_without_a_crc_read_unchecked_and_bad_sizes_are_corrupt(tmp_path):
+    path = tmp_path / "plain.parquet"
+    pq.write_table(_table(200), path)  # no page checksums written
+    pf = open_parquet(path)
+    assert isinstance(pf, CheckedParquetFile)
+    assert pf.read().equals(pq.read_table(path))
+    _g, _c, _name, start, end = next(_chunks(path))
+    assert (chunk_pages(path.read_bytes(), start, end, "x").crcs == -1).all()
+    with pytest.raises(of.CorruptFileError, match="past the column chunk's end"):
+        chunk_pages(path.read_bytes(), start, end - 1, "x")
+    with pytest.raises(of.CorruptFileError, match="outside the file"):
+        chunk_pages(b"abc", 0, 10, "x")
+    pf.close()
+    with pytest.raises(ValueError, match="closed"):
+        pf.check()
+
+
+def _rewrite_in_place(path, at: int, mask: int) -> None:
+    """Flip bits at ``at`` in place, keeping inode, size and modification time (what the cache keys on)."""
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        fh.seek(at)
+        b = fh.read(1)[0]
+        fh.seek(at)
+        fh.write(bytes([b ^ mask]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_later_reads_check_whole_chunks_and_catch_changed_headers(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(_table(), path, write_page_checksum=True, data_page_size=2000, write_batch_size=100)
+    expected = pq.read_table(path)
+    with CheckedParquetFile(path) as pf:
+        assert pf.read().equals(expected)  # verified page by page: whole-chunk CRCs kept
+        tables = dict(pf._tables)
+    assert tables and all(t.whole is not None for t in tables.values())
+    (g, c), first = sorted(tables.items())[0]
+    body = int(first.starts[0])
+    _rewrite_in_place(path, body - 2, 0x01)  # inside the first page header, not its body
+    with CheckedParquetFile(path) as pf:
+        assert pf._tables is not None and pf._tables[(g, c)] is first  # the same file version: tables reused
+        with pytest.raises(of.ChunkChecksumError, match="changed since this process first read them"):
+            pf.read()
+    _rewrite_in_place(path, body - 2, 0x01)  # restored
+    _rewrite_in_place(path, body + 1, 0x20)  # now a page body
+    with CheckedParquetFile(path) as pf, pytest.raises(of.ChunkChecksumError, match="page 0 of column"):
+        pf.read_row_group(g)
