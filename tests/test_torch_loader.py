@@ -169,6 +169,9 @@ def test_fork_workers_reopen_the_table(table, crops, torch):
     rows = []
     for b in loader:
         assert np.array_equal(b["image"].numpy(), crops[b["row"].numpy()])
+        # a worker sends the batch and its rows in one shared-memory segment
+        assert b["image"].untyped_storage().data_ptr() == b["row"].untyped_storage().data_ptr()
+        assert b["image"].is_shared() and b["row"].dtype == torch.int64
         rows += b["row"].tolist()
     assert sorted(rows) == list(range(N))
 
@@ -219,6 +222,9 @@ def test_spawn_workers_split_an_iterable_epoch(table, crops, torch):
     rows = []
     for b in loader:
         assert np.array_equal(b["image"].numpy(), crops[b["row"].numpy()])
+        # a worker sends the batch and its rows in one shared-memory segment
+        assert b["image"].untyped_storage().data_ptr() == b["row"].untyped_storage().data_ptr()
+        assert b["image"].is_shared() and b["row"].dtype == torch.int64
         rows += b["row"].tolist()
     assert sorted(rows) == list(range(N))
     expected = np.concatenate([ds.rows(0, 2), ds.rows(1, 2)])  # the epoch-1 plan, both workers
