@@ -28,11 +28,14 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, image: np.ndarray) -> omef
 
 
 def test_dataset_to_dask_aligns_with_stored_chunks(dataset: omeframe.Dataset, image: np.ndarray) -> None:
-    arr = dataset.to_dask("a")
+    arr = dataset.to_dask("a", block_bytes=None)  # one block per stored chunk
     assert arr.shape == image.shape and arr.dtype == image.dtype
     assert arr.chunks == ((1, 1), (1, 1), (2, 2, 1), (32, 32, 6), (32, 32, 26))
     np.testing.assert_array_equal(arr.compute(scheduler="sync"), image)
-    assert dataset.to_dask("a").name == arr.name  # deterministic: same files, same name
+    assert dataset.to_dask("a", block_bytes=None).name == arr.name  # deterministic: same files, same name
+    merged = dataset.to_dask("a")  # by default chunks merge into blocks of up to 16 MiB
+    assert merged.chunks == ((1, 1), (1, 1), (2, 2, 1), (70,), (90,))
+    np.testing.assert_array_equal(merged.compute(scheduler="sync"), image)
 
 
 def test_block_bytes_merges_neighbouring_chunks_along_their_edges(
@@ -43,8 +46,8 @@ def test_block_bytes_merges_neighbouring_chunks_along_their_edges(
     assert arr.chunks[3:] == ((64, 6), (64, 26))  # merged, still cut at the stored edges
     assert arr.chunks[2] == (2, 2, 1)
     np.testing.assert_array_equal(arr.compute(scheduler="sync"), image)
-    assert arr.name != dataset.to_dask("a").name
-    assert dataset.to_dask("a", block_bytes=1).chunks == dataset.to_dask("a").chunks  # never below one chunk
+    assert arr.name != dataset.to_dask("a", block_bytes=None).name
+    assert dataset.to_dask("a", block_bytes=1).chunks == dataset.to_dask("a", block_bytes=None).chunks  # one chunk
     with pytest.raises(ValueError, match="block_bytes must be a positive"):
         dataset.to_dask("a", block_bytes=0)
 
@@ -52,7 +55,7 @@ def test_block_bytes_merges_neighbouring_chunks_along_their_edges(
 def test_blockwise_steps_fuse_into_the_reading_task(dataset: omeframe.Dataset, image: np.ndarray) -> None:
     import dask
 
-    arr = dataset.to_dask("a")
+    arr = dataset.to_dask("a", block_bytes=None)
     per_chunk = arr.map_blocks(lambda b: b.max(keepdims=True), chunks=(1, 1, 1, 1, 1), dtype=arr.dtype) + 1
     (optimized,) = dask.optimize(per_chunk)
     # one task per chunk: read, max and + 1 run in one task (no separate read tasks, no aliases)
@@ -76,7 +79,7 @@ def test_each_task_reads_one_byte_range(
     dataset: omeframe.Dataset, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = dataset.scan("a").select(t=[1], z=[4, 0, 1], y=(10, 70), x=(30, 90))
-    arr = plan.to_dask()
+    arr = plan.to_dask(block_bytes=None)
     assert arr.chunks == ((1,), (1, 1), (1, 2), (22, 32, 6), (2, 32, 26))
     reads: list[tuple[int, int]] = []
     real = files.InputFile.read_range

@@ -51,7 +51,7 @@ def test_to_dask_runs_on_worker_processes(client: Any, tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     img = rng.integers(0, 60000, (1, 2, 3, 96, 80), dtype=np.uint16)
     ds = omeframe.write_dataset(img, tmp_path / "ds", image_ids=["a"], chunk_shape=(1, 32, 32))
-    arr = ds.to_dask("a")
+    arr = ds.to_dask("a", block_bytes=None)  # one task per chunk
     # a per-chunk reduction: each task reads and reduces one chunk on a worker
     per_chunk = arr.map_blocks(lambda b: b.max(keepdims=True), chunks=(1, 1, 1, 1, 1)).compute()
     ref = np.array([[[[[img[0, c, z, y:y + 32, x:x + 32].max() for x in range(0, 80, 32)]

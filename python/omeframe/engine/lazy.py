@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from omeframe.engine import resample as _resample
-from omeframe.engine.dask_array import plan_to_dask
+from omeframe.engine.dask_array import DEFAULT_BLOCK_BYTES, plan_to_dask
 from omeframe.engine.executor import assemble, select_pieces, selected_nbytes
 from omeframe.engine.limits import check_alloc
 from omeframe.engine.pieces import Pieces
@@ -483,15 +483,15 @@ class LazyImage:
         )
 
     # ---- distributed ------------------------------------------------------
-    def to_dask(self, block_bytes: int | None = None) -> Any:
-        """The plan's TCZYX result as a ``dask.array`` with one task per stored chunk.
+    def to_dask(self, block_bytes: int | None = DEFAULT_BLOCK_BYTES) -> Any:
+        """The plan's TCZYX result as a ``dask.array`` whose blocks are whole stored chunks.
 
         Blocks align with the source's chunks (pieces), each task reads only
-        its own (for datasets one byte-range read) and the plan pickles as
-        the path and options it was opened from. ``block_bytes`` merges
-        neighbouring chunks into blocks of about that size (e.g. ``64 << 20``),
-        still aligned with them: fewer tasks when chunks are small. See
-        ``engine/dask_array.py``.
+        its own (for datasets byte-range reads) and the plan pickles as the
+        path and options it was opened from. Neighbouring chunks are merged
+        into blocks of about ``block_bytes`` (default 16 MiB: a scheduler's
+        cost per task outweighs reading one small chunk); ``None`` gives one
+        block per chunk. See ``engine/dask_array.py``.
 
         Example
         -------

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from omeframe.engine.dask_array import DEFAULT_BLOCK_BYTES
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
 from omeframe.facade.omearrow import OMEArrow
@@ -41,13 +42,16 @@ class Dataset(DatasetReader):
         """A lazy plan over one image (see :class:`omeframe.OMEArrow`)."""
         return OMEArrow._from_plan(LazyImage(DatasetSource(self, image_id, level)))
 
-    def to_dask(self, image_id: str | None = None, level: int = 0, *, block_bytes: int | None = None) -> Any:
-        """One image (and level) as a TCZYX ``dask.array``: a task per stored chunk, each one byte-range read.
+    def to_dask(
+        self, image_id: str | None = None, level: int = 0, *, block_bytes: int | None = DEFAULT_BLOCK_BYTES
+    ) -> Any:
+        """One image (and level) as a TCZYX ``dask.array`` of whole stored chunks, read by byte ranges.
 
         The tasks carry this dataset as its path and the generation it reads,
         so workers read exactly this generation even while others append.
-        ``block_bytes`` merges neighbouring chunks into blocks of about that
-        size (aligned with the chunks) when chunks are small for a scheduler.
+        Neighbouring chunks are merged into blocks of about ``block_bytes``
+        (default 16 MiB, aligned with the chunks); ``None`` gives one block
+        (one byte-range read) per chunk.
 
         Example
         -------

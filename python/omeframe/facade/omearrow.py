@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from omeframe.engine.dask_array import DEFAULT_BLOCK_BYTES
 from omeframe.engine.derived import PlanSource, is_identity
 from omeframe.engine.lazy import LazyImage, PhysicalSize, PlanInfo
 from omeframe.engine.predicates import ChunkPredicate
@@ -363,11 +364,12 @@ class OMEArrow(SourceLike):
         """The read plan: source, selection, chunks and bytes it will read."""
         return self._lazy().explain()
 
-    def to_dask(self, block_bytes: int | None = None) -> Any:
-        """The image (or the plan's selection) as a TCZYX ``dask.array``, one task per stored chunk.
+    def to_dask(self, block_bytes: int | None = DEFAULT_BLOCK_BYTES) -> Any:
+        """The image (or the plan's selection) as a TCZYX ``dask.array`` whose blocks are whole stored chunks.
 
-        ``block_bytes`` merges neighbouring chunks into blocks of about that
-        size (still aligned with them): fewer tasks when chunks are small.
+        Neighbouring chunks are merged into blocks of about ``block_bytes``
+        (default 16 MiB, still aligned with them); ``None`` gives one block
+        per stored chunk.
 
         Example
         -------
