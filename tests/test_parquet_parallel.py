@@ -9,6 +9,7 @@ that fails, options that cannot be stitched, damaged footers).
 from __future__ import annotations
 
 import struct
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -138,6 +139,30 @@ def test_a_failing_lane_raises_and_leaves_no_part(tmp_path):
     with pytest.raises(ValueError, match="Table schema does not match"):
         late.close()  # the error of a lane that failed after the last call
     late.close()  # closing again does nothing
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_lane_failing_after_its_last_table_does_not_hang_close(tmp_path, monkeypatch):
+    def full_disk(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(parquet_parallel, "fsync_file", full_disk)  # lane 0 syncs its file after closing it
+    writer = ParallelParquetWriter(tmp_path / "t.parquet", SCHEMA, lanes=2, durable=True)
+    writer.write_table(_table(0, 5))
+    writer.write_table(_table(5, 5))
+    done: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            writer.close()
+        except OSError as exc:
+            done.append(exc)
+
+    closer = threading.Thread(target=close, daemon=True)
+    closer.start()
+    closer.join(timeout=30)
+    assert not closer.is_alive(), "close() hangs on a lane that failed after its last table"
+    assert len(done) == 1 and done[0].errno == 28
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

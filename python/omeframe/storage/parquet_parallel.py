@@ -83,6 +83,7 @@ class _Lane:
         import pyarrow.parquet as pq
 
         writer = raw = sink = None
+        job: Any = None
         try:
             # Buffered: Arrow writes each page with its own write and position call otherwise
             # (two system calls per 4 KiB page of a tiny-crop table, 12% of its write).
@@ -96,8 +97,10 @@ class _Lane:
                 fsync_file(self.path)
         except BaseException as exc:  # re-raised by the caller's next put or close
             self.error = exc
-            while self._jobs.get() is not _DONE:  # drain: the caller must never block on a dead lane
-                pass
+            # drain: the caller must never block on a dead lane (nothing is left to drain when
+            # the failure came after the last table, from closing or syncing the file)
+            while job is not _DONE:
+                job = self._jobs.get()
         finally:
             for closing in (writer, sink, raw):
                 if closing is not None:
