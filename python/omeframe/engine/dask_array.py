@@ -28,8 +28,8 @@ an array is built (``pip install 'omeframe[dask]'``).
 Example
 -------
 >>> arr = omeframe.open_dataset("slides/").to_dask("slide-1")   # doctest: +SKIP
->>> arr.chunksize                                                # doctest: +SKIP
-(1, 1, 1, 2560, 3072)
+>>> arr.chunksize          # uint16, 512² chunks: 6 x 5 chunks  # doctest: +SKIP
+(1, 1, 1, 3072, 2560)
 >>> arr.max(axis=(3, 4)).compute()                               # doctest: +SKIP
 """
 

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError
 from omeframe.storage.crc import crc32_function
-from omeframe.storage.parquet_pages import _V2_HEADER, UnsupportedLayout, _fast_header, _parse_header, _zigzag_varint
+from omeframe.storage.parquet_pages import _V2_HEADER, UnsupportedLayout, _zigzag_varint, read_header
 
 __all__ = ["CACHED_FILES", "CheckedParquetFile", "PageTable", "chunk_pages"]
 
@@ -127,14 +127,10 @@ def chunk_pages(buf: Any, start: int, end: int, what: str) -> PageTable:
         if m is not None and m.end() <= end:  # the v2 data page header Arrow writes, matched in C
             body, size, crc = m.end(), z(m.group(2)), z(m.group(3)) & 0xFFFFFFFF
         else:
-            parsed = _fast_header(buf, pos)
-            if parsed is None or parsed[1] > end:
-                try:
-                    h, hlen = _parse_header(bytes(buf[pos : min(pos + (1 << 16), end)]))
-                except UnsupportedLayout as exc:
-                    raise CorruptFileError(f"{what}: the page header at byte {pos} is unreadable ({exc})") from None
-                parsed = h, pos + hlen
-            h, body = parsed
+            try:
+                h, body = read_header(buf, pos, end)
+            except UnsupportedLayout as exc:
+                raise CorruptFileError(f"{what}: the page header at byte {pos} is unreadable ({exc})") from None
             size, crc = h.compressed_size, -1 if h.crc is None else h.crc
         if size < 0 or body + size > end:
             raise CorruptFileError(

@@ -30,7 +30,7 @@ from omeframe.storage.thrift_compact import FALSE, I32, STOP, STRUCT, TRUE, Fiel
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
-__all__ = ["UnsupportedLayout", "ValuePages", "value_pages"]
+__all__ = ["UnsupportedLayout", "ValuePages", "read_header", "value_pages"]
 
 _DATA_PAGE, _INDEX_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 1, 2, 3
 _PLAIN = 0
@@ -94,6 +94,20 @@ _V2_HEADER = re.compile(
 _varints: dict[bytes, int] = {}
 
 
+def read_header(buf: bytes | mmap.mmap | memoryview, pos: int, end: int) -> tuple[_Header, int]:
+    """The page header at ``buf[pos:]`` (it must end by ``end``) and where its page body starts.
+
+    The usual headers go through :func:`_fast_header`, anything else through
+    :func:`_parse_header`. Raises :class:`UnsupportedLayout` for a header
+    that cannot be parsed.
+    """
+    parsed = _fast_header(buf, pos)
+    if parsed is not None and parsed[1] <= end:
+        return parsed
+    h, hlen = _parse_header(bytes(buf[pos : min(pos + (1 << 16), end)]))
+    return h, pos + hlen
+
+
 def _zigzag_varint(b: bytes) -> int:
     v = _varints.get(b)
     if v is None:
@@ -113,7 +127,7 @@ _V1_SLOTS = {1: _NVALUES, 2: _ENCODING}
 _V2_SLOTS = {1: _NVALUES, 2: _NNULLS, 4: _ENCODING, 5: _DEFLEN, 6: _REPLEN}
 
 
-def _fast_header(buf: bytes | mmap.mmap, pos: int) -> tuple[_Header, int] | None:
+def _fast_header(buf: bytes | mmap.mmap | memoryview, pos: int) -> tuple[_Header, int] | None:
     """:func:`_parse_header` for the headers writers usually emit, in one flat loop.
 
     Reads a header at ``buf[pos:]`` made of short-form field ids, I32 fields
@@ -244,15 +258,10 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
                         seen += n_values
                     pos = body + comp_size
                     continue
-                parsed = _fast_header(mm, pos)
-                if parsed is not None and parsed[1] <= end:
-                    h, hlen = parsed[0], parsed[1] - pos
-                else:
-                    try:
-                        h, hlen = _parse_header(mm[pos : min(pos + (1 << 16), end)])
-                    except UnsupportedLayout as exc:
-                        raise UnsupportedLayout(f"row group {g}: {exc}") from None
-                body = pos + hlen
+                try:
+                    h, body = read_header(mm, pos, end)
+                except UnsupportedLayout as exc:
+                    raise UnsupportedLayout(f"row group {g}: {exc}") from None
                 vstored = vraw = 0
                 if h.type == _DATA_PAGE:
                     if h.encoding != _PLAIN or cc.compression != "UNCOMPRESSED":
