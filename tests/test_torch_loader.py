@@ -159,7 +159,12 @@ def test_pin_memory_path(table, torch):
         assert b["image"].is_pinned()
 
 
-def test_fork_workers_reopen_the_table(table, crops, torch):
+@pytest.mark.parametrize("by_value", [True, False])
+def test_fork_workers_reopen_the_table(table, crops, torch, monkeypatch, by_value):
+    import omeframe.torch as oft
+
+    if not by_value:  # the forked workers inherit the limit: every batch is "large"
+        monkeypatch.setattr(oft, "BY_VALUE_BYTES", 0)
     ds = ImageTableDataset(table)
     ds[0]  # the parent has opened (and memory-mapped) the table before the fork
     loader = torch.utils.data.DataLoader(
@@ -168,12 +173,45 @@ def test_fork_workers_reopen_the_table(table, crops, torch):
     )
     rows = []
     for b in loader:
-        assert np.array_equal(b["image"].numpy(), crops[b["row"].numpy()])
-        # a worker sends the batch and its rows in one shared-memory segment
-        assert b["image"].untyped_storage().data_ptr() == b["row"].untyped_storage().data_ptr()
-        assert b["image"].is_shared() and b["row"].dtype == torch.int64
+        assert type(b) is dict and np.array_equal(b["image"].numpy(), crops[b["row"].numpy()])
+        assert b["row"].dtype == torch.int64 and b["image"].is_contiguous()
+        if by_value:  # a small batch arrives pickled: tensors in the main process's own memory
+            assert not b["image"].is_shared() and not b["row"].is_shared()
+        else:  # a large one: the batch and its rows in one shared-memory segment
+            assert b["image"].untyped_storage().data_ptr() == b["row"].untyped_storage().data_ptr()
+            assert b["image"].is_shared()
         rows += b["row"].tolist()
     assert sorted(rows) == list(range(N))
+
+
+def test_a_small_target_batch_travels_by_value(table, crops, torch):
+    ds = ImageTableDataset(table, target="label")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=7, collate_fn=collate, num_workers=1, multiprocessing_context="fork", timeout=60,
+    )
+    x, y = next(iter(loader))
+    assert type(x) is torch.Tensor and not x.is_shared() and x.shape[0] == 7 and y.shape == (7,)
+    assert np.array_equal(x.numpy(), crops[:7])
+    assert ds.__getitems__([0, 1])[0].shape[0] == 2  # outside a worker: the plain tuple
+
+
+def test_batches_pickle_by_value_only_when_small(torch, monkeypatch):
+    import copy
+    import pickle
+
+    import omeframe.torch as oft
+
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())  # as in a worker
+    small = {"image": torch.arange(12, dtype=torch.uint8).view(3, 4), "row": torch.arange(3), "well": ["a", "b", "c"]}
+    sent = oft._for_transport(torch, small)
+    assert type(copy.copy(sent)) is type(sent)  # the loader's default_convert copies batches
+    back = pickle.loads(pickle.dumps(sent))
+    assert type(back) is dict and list(back) == ["image", "row", "well"] and back["well"] == ["a", "b", "c"]
+    assert torch.equal(back["image"], small["image"]) and back["image"].data_ptr() != small["image"].data_ptr()
+    pair = pickle.loads(pickle.dumps(oft._for_transport(torch, (small["image"], torch.ones(3, dtype=torch.bfloat16)))))
+    assert type(pair) is tuple and pair[1].dtype == torch.bfloat16 and torch.equal(pair[0], small["image"])
+    big = {"image": torch.zeros(oft.BY_VALUE_BYTES + 1, dtype=torch.uint8)}
+    assert oft._for_transport(torch, big) is big
 
 
 def _threads_seen(x):
@@ -222,9 +260,8 @@ def test_spawn_workers_split_an_iterable_epoch(table, crops, torch):
     rows = []
     for b in loader:
         assert np.array_equal(b["image"].numpy(), crops[b["row"].numpy()])
-        # a worker sends the batch and its rows in one shared-memory segment
-        assert b["image"].untyped_storage().data_ptr() == b["row"].untyped_storage().data_ptr()
-        assert b["image"].is_shared() and b["row"].dtype == torch.int64
+        # a small batch leaves a spawned worker by value
+        assert type(b) is dict and not b["image"].is_shared() and b["row"].dtype == torch.int64
         rows += b["row"].tolist()
     assert sorted(rows) == list(range(N))
     expected = np.concatenate([ds.rows(0, 2), ds.rows(1, 2)])  # the epoch-1 plan, both workers
