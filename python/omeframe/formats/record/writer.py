@@ -70,6 +70,27 @@ def _check_batch(batch: pa.Table, column_name: str, schema: pa.Schema | None) ->
     return batch
 
 
+def _batches_along(table: pa.Table, column_name: str) -> list[pa.RecordBatch]:
+    """The record batches of ``table`` cut where its record column's chunks are cut.
+
+    ``Table.to_batches`` cuts at every chunk boundary of every column, so
+    feature columns chunked differently (a table read from Parquet, say)
+    would slice the record column; the features are re-chunked instead (they
+    are small), and the record column is handed over as built.
+    """
+    rec = table.column(column_name)
+    sizes = [len(c) for c in rec.chunks]
+    if all([len(c) for c in col.chunks] == sizes for col in table.columns):
+        return table.to_batches()
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    batches = []
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        arrays = [rec.chunk(i) if name == column_name else col.slice(a, b - a).combine_chunks()
+                  for name, col in zip(table.column_names, table.columns, strict=True)]
+        batches.append(pa.RecordBatch.from_arrays(arrays, schema=table.schema))
+    return batches
+
+
 def write_record_batches(
     path: str | os.PathLike[str],
     batches: Iterable[pa.Table],
@@ -113,9 +134,9 @@ def write_record_batches(
         schema = first.schema
 
         def all_batches() -> Iterator[pa.RecordBatch]:
-            yield from first.to_batches()
+            yield from _batches_along(first, column_name)
             for b in it:
-                yield from _check_batch(b, column_name, schema).to_batches()
+                yield from _batches_along(_check_batch(b, column_name, schema), column_name)
 
         write_vortex_stream(schema, all_batches(), path, metadata=meta)
         return Path(path)

@@ -325,7 +325,7 @@ def write_vortex_stream(
                     extra = pa.array(packed, type=pa.uint64())
                 else:
                     extra = pa.nulls(batch.num_rows)
-                arrays = list(batch.columns) + [extra]
+                arrays = [_unsliced(col) for col in batch.columns] + [extra]
                 yield pa.RecordBatch.from_arrays(arrays, schema=out_schema)
         except BaseException as exc:
             failure.append(exc)
@@ -344,6 +344,27 @@ def write_vortex_stream(
             if os_error is not None:  # the temporary file is removed by atomic_path
                 raise os_error from None
             raise
+
+
+def _nests_a_struct(kind: pa.DataType) -> bool:
+    """Whether a struct type has a struct among its fields."""
+    return any(pa.types.is_struct(kind.field(i).type) for i in range(kind.num_fields))
+
+
+def _unsliced(arr: pa.Array) -> pa.Array:
+    """``arr``, copied to offset 0 when it is a sliced struct that nests a struct.
+
+    vortex-data 0.93 panics (``assertion failed: end <= self.len()`` in
+    arrow-data's ``ArrayData::slice``) when a record batch it writes holds a
+    sliced ``struct<struct<...>>`` array, such as an OME-Arrow record column
+    (``pixels_meta``, ``chunk_grid``) cut by ``Table.to_batches`` at another
+    column's chunk boundary: the slice offset is applied twice to the inner
+    struct. Reproduced with ``struct<inner: struct<x: int32>>`` of 1,000 rows
+    written as slices of 400. Arrays at offset 0 are written correctly.
+    """
+    if arr.offset and pa.types.is_struct(arr.type) and _nests_a_struct(arr.type):
+        return pa.concat_arrays([arr])
+    return arr
 
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
