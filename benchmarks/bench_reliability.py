@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
               reference=True)
 
     # -- record tables in Vortex: the row CRC-32 of the hidden column -----------------
-    # The reader checks blocks of rows: one CRC over a block's bytes (zlib-ng, else
-    # zlib) against the fold of its rows' stored CRCs.
+    # A full read checks each batch with one CRC over its bytes (zlib-ng, else zlib),
+    # from the stored running CRC before the batch to the one at its end.
     from omeframe.formats.vortex import file as vortex_file
 
     checks = vortex_file._stored_crc_type

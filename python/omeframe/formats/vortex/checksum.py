@@ -28,8 +28,8 @@ the stored running CRC of its last row (:func:`batch_crc_ok`): no work per row,
 which matters because every array call costs tens of microseconds right after
 a read has filled the caches with pixels. Only a batch that fails is searched
 row by row against the rows' own CRCs (:func:`bad_rows`), which also check
-takes. Batches of a large table are checked on pool threads while Vortex
-decodes the next one.
+takes. The batches of a large table are checked after Vortex has read them,
+on two threads (the CRC releases the GIL).
 
 The batch check gives the row check's verdict on any damage confined to the
 bytes of one row: the two CRCs differ by that row's own discrepancy times a

@@ -564,7 +564,7 @@ def read_vortex_table(
         table = table.cast(target)
     table = table.replace_schema_metadata(target.metadata)
     if pick is not None:
-        if len(pick) and int(pick[-1]) - int(pick[0]) == len(pick) - 1 and bool((np.diff(pick) == 1).all()):
+        if len(pick) and bool((np.diff(pick) == 1).all()):
             table = table.slice(int(pick[0]), len(pick))  # the rows asked for, in order: no copy
         else:
             table = table.take(pa.array(pick))
