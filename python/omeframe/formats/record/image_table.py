@@ -45,6 +45,7 @@ from omeframe.formats.record.stack import (
     to_numpy_stack,
 )
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
+from omeframe.formats.vortex.splits import take_from_splits
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, RowIndexError
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
@@ -161,6 +162,7 @@ class ImageTable:
         self._num_rows: int | None = None
         self._remote: RemoteFile | None = None
         self._meta: pq.FileMetaData | None = None
+        self._row_nbytes: int | None = None  # decoded bytes of one image, once a take has shown it
         loc = parse_location(path)
         if loc is not None:
             self._path = loc.url
@@ -564,11 +566,19 @@ class ImageTable:
             if out6 is not None:
                 res = shape_dims(out6, d)
                 return res if dtype is None else res.astype(dtype)
+        if rows is not None and self._format == "vortex" and self._remote is None:
+            # a take dense in its splits: rows of decoded splits kept in the shared cache
+            kept = take_from_splits(self._path, self.column, idx, d, self._row_nbytes)
+            if kept is not None:
+                return kept if dtype is None else kept.astype(dtype)
         if rows is None:
             col = self.read([self.column])[self.column]
         else:
             col = self._read_fallback([self.column], idx.tolist())[self.column]
-        return to_numpy_stack(col, dims=d, dtype=dtype)
+        out = to_numpy_stack(col, dims=d)
+        if len(out):
+            self._row_nbytes = out.nbytes // len(out)
+        return out if dtype is None else out.astype(dtype)
 
     def _take_indexed(self, idx: np.ndarray) -> np.ndarray | None:
         index = self._index

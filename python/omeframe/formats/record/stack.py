@@ -384,25 +384,39 @@ def to_numpy_stack(records: Any, *, dims: str = "CYX", dtype: Any = None) -> np.
     (4, 2, 8, 8)
     """
     d = stack_dims(dims)
+    fast = uniform_stack(records, d)
+    if fast is not None:
+        return fast if dtype is None else fast.astype(dtype)
     parts = _parts(records)
-    layouts = [uniform_layout(p) for p in parts] if parts is not None else None
-    if parts is not None and layouts is not None and all(layouts) and parts:
-        first = layouts[0]
-        assert first is not None
-        if all(lay.shape == first.shape and lay.dtype == first.dtype for lay in layouts if lay):
-            total = sum(len(p) for p in parts)
-            out6 = np.empty((total, *first.shape), dtype=first.dtype)
-            pos = 0
-            for p, lay in zip(parts, layouts, strict=True):
-                assert lay is not None
-                decode_uniform(p, lay, out6[pos : pos + len(p)], what=f"records {pos}..{pos + len(p) - 1}")
-                pos += len(p)
-            res = shape_dims(out6, d)
-            return res if dtype is None else res.astype(dtype)
     for part in parts or []:
         _require_fields(part.type)
     arrays = to_numpy_batch(records)
     return stack_arrays(arrays, d, dtype)
+
+
+def uniform_stack(records: Any, dims: str | None) -> np.ndarray | None:
+    """The fast path of :func:`to_numpy_stack`: ``(N, *dims)``, or ``None`` when it does not apply.
+
+    It applies when the records share shape, dtype and chunk layout, with raw
+    or zstd chunks; ``None`` means "decode them one by one" (nothing was decoded).
+    ``dims`` is already checked (:func:`stack_dims`); ``None`` returns ``(N, T, C, Z, Y, X)``.
+    """
+    parts = _parts(records)
+    layouts = [uniform_layout(p) for p in parts] if parts is not None else None
+    if not parts or layouts is None or not all(layouts):
+        return None
+    first = layouts[0]
+    assert first is not None
+    if not all(lay.shape == first.shape and lay.dtype == first.dtype for lay in layouts if lay):
+        return None
+    total = sum(len(p) for p in parts)
+    out6 = np.empty((total, *first.shape), dtype=first.dtype)
+    pos = 0
+    for p, lay in zip(parts, layouts, strict=True):
+        assert lay is not None
+        decode_uniform(p, lay, out6[pos : pos + len(p)], what=f"records {pos}..{pos + len(p) - 1}")
+        pos += len(p)
+    return out6 if dims is None else shape_dims(out6, dims)
 
 
 def _require_fields(t: pa.DataType) -> None:

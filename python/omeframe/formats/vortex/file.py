@@ -430,6 +430,11 @@ def vortex_num_rows(path: Location) -> int:
     return len(_open(path))
 
 
+def vortex_splits(path: PathLike) -> np.ndarray:
+    """``(k, 2)`` row bounds of the splits (blocks of up to 8,192 rows) vortex reads a local file in."""
+    return np.asarray(_open(path, memory_map=True).splits(), dtype=np.int64).reshape(-1, 2)
+
+
 def _row_error(row: int, num_rows: int, path: str) -> RowIndexError:
     return RowIndexError(f"row {row} is out of range for {path!r} with {num_rows} rows")
 
