@@ -157,3 +157,22 @@ def test_no_budget_keeps_nothing(table_path) -> None:
         rows = np.arange(lo, lo + 256)
         assert np.array_equal(t.to_numpy(rows), stack[rows])
     assert of.cache_info().entries == 0
+
+
+def test_loaders_shuffle_whole_splits_of_a_vortex_table(table_path, tmp_path: Path) -> None:
+    from omeframe.torch import local_blocks, shuffled_rows
+
+    path, stack = table_path
+    t = of.ImageTable(path)
+    assert t.block_rows == 8192
+    assert local_blocks(t, None, None) == (8192, 1)  # one split per shuffle buffer
+    assert local_blocks(t, 512, None) == (512, 16) and local_blocks(t, None, 3) == (8192, 3)
+    parquet = of.ImageTable(of.write_table(tmp_path / "crops.parquet", stack[:10], dim_order="CYX"))
+    assert parquet.block_rows is None and local_blocks(parquet, None, None) == (1024, 8)
+    # a shuffled epoch in batches of 256 reads each split whole once, then serves it from memory
+    rows, _ = shuffled_rows(len(t), seed=4, block_size=8192, buffer_blocks=1)
+    assert sorted(rows.tolist()) == list(range(N)) and rows[:300].tolist() != list(range(300))
+    t.to_numpy(rows[:256])  # learns the image size
+    for i in range(0, N, 256):
+        assert np.array_equal(t.to_numpy(rows[i : i + 256]), stack[rows[i : i + 256]])
+    assert of.cache_info().misses == 2 and of.cache_info().entries == 2

@@ -26,7 +26,7 @@ from typing import Any
 from omeframe.formats.record.image_table import ImageTable
 from omeframe.formats.record.stack import stack_dims
 from omeframe.model.errors import OptionalDependencyError
-from omeframe.torch import shuffled_rows
+from omeframe.torch import local_blocks, shuffled_rows
 
 __all__ = ["batches"]
 
@@ -51,8 +51,8 @@ def batches(
     epoch: int = 0,
     dims: str = "CYX",
     drop_last: bool = False,
-    block_size: int = 1024,
-    buffer_blocks: int = 8,
+    block_size: int | None = None,
+    buffer_blocks: int | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Iterator[Any]:
     """Yield the table's images as ``jax.Array`` batches ``(n, *dims)``.
@@ -65,7 +65,8 @@ def batches(
     batch_size
         Rows per batch (the last one may be shorter unless ``drop_last``).
     shuffle, seed, epoch, block_size, buffer_blocks
-        Local shuffling (see :func:`omeframe.torch.shuffled_rows`); pass a
+        Local shuffling (see :func:`omeframe.torch.shuffled_rows`; blocks by
+        default as :func:`omeframe.torch.local_blocks` picks them); pass a
         new ``epoch`` each epoch for a new order. ``shuffle=False`` reads in
         row order.
     dims
@@ -97,9 +98,8 @@ def batches(
     jnp = _jnp()
     d = stack_dims(dims)
     t = table if isinstance(table, ImageTable) else ImageTable(table, storage_options=storage_options)
-    rows, _ = shuffled_rows(
-        len(t), shuffle=shuffle, seed=seed, epoch=epoch, block_size=block_size, buffer_blocks=buffer_blocks
-    )
+    size, count = local_blocks(t, block_size, buffer_blocks)
+    rows, _ = shuffled_rows(len(t), shuffle=shuffle, seed=seed, epoch=epoch, block_size=size, buffer_blocks=count)
     bs = int(batch_size)
     stop = len(rows) - len(rows) % bs if drop_last else len(rows)
     return (jnp.asarray(t.to_numpy(rows[i : i + bs], dims=d)) for i in range(0, stop, bs))

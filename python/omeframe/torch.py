@@ -75,6 +75,7 @@ __all__ = [
     "ImageTableIterableDataset",
     "DatasetPatchDataset",
     "collate",
+    "local_blocks",
     "shuffled_rows",
 ]
 
@@ -501,6 +502,31 @@ class ImageTableDataset:
         return state
 
 
+#: Rows per shuffle buffer when ``buffer_blocks`` is not given (:func:`local_blocks`).
+BUFFER_ROWS = 8192
+
+
+def local_blocks(table: ImageTable, block_size: int | None, buffer_blocks: int | None) -> tuple[int, int]:
+    """``(block_size, buffer_blocks)`` for shuffling ``table`` so that reads stay local.
+
+    Given values are kept. Without ``block_size``: the rows ``table`` reads
+    together (:attr:`ImageTable.block_rows`: a local Vortex table's splits),
+    else 1,024. Without ``buffer_blocks``: buffers of about
+    :data:`BUFFER_ROWS` rows.
+
+    Example
+    -------
+    >>> import numpy as np, omeframe as of, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "crops.parquet")
+    >>> t = of.ImageTable(of.write_table(path, np.zeros((4, 1, 2, 2), np.uint8), dim_order="CYX"))
+    >>> local_blocks(t, None, None), local_blocks(t, 100, None), local_blocks(t, 100, 2)
+    ((1024, 8), (100, 81), (100, 2))
+    """
+    size = int(block_size) if block_size is not None else (table.block_rows or 1024)
+    count = int(buffer_blocks) if buffer_blocks is not None else max(1, BUFFER_ROWS // size)
+    return size, count
+
+
 def shuffled_rows(
     num_rows: int,
     *,
@@ -573,7 +599,10 @@ class ImageTableIterableDataset:
         Seed of the shuffle; each epoch (:meth:`set_epoch`) reshuffles.
     block_size, buffer_blocks
         Rows per block and blocks per shuffle buffer: reads touch about
-        ``block_size * buffer_blocks`` neighbouring rows at a time.
+        ``block_size * buffer_blocks`` neighbouring rows at a time. Default
+        (:func:`local_blocks`): the blocks the table's format reads together
+        (a local Vortex table's splits of 8,192 rows, which a walking take
+        decodes once), else 1,024 rows, in buffers of about 8,192 rows.
     drop_last
         With ``batch_size``, drop each worker's last, short batch.
     columns, dims, transform, target
@@ -607,8 +636,8 @@ class ImageTableIterableDataset:
         batch_size: int | None = None,
         shuffle: bool = True,
         seed: int = 0,
-        block_size: int = 1024,
-        buffer_blocks: int = 8,
+        block_size: int | None = None,
+        buffer_blocks: int | None = None,
         drop_last: bool = False,
         columns: Sequence[str] | None = None,
         dims: str = "CYX",
@@ -622,7 +651,7 @@ class ImageTableIterableDataset:
         torch.utils.data.IterableDataset.register(ImageTableIterableDataset)
         if batch_size is not None and int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-        if int(block_size) < 1 or int(buffer_blocks) < 1:
+        if (block_size is not None and int(block_size) < 1) or (buffer_blocks is not None and int(buffer_blocks) < 1):
             raise ValueError(f"block_size and buffer_blocks must be >= 1, got {block_size} and {buffer_blocks}")
         if drop_last and batch_size is None:
             raise ValueError("drop_last applies to batches; give batch_size= too")
@@ -633,8 +662,7 @@ class ImageTableIterableDataset:
         self._batch_size = None if batch_size is None else int(batch_size)
         self._shuffle = bool(shuffle)
         self._seed = int(seed)
-        self._block_size = int(block_size)
-        self._buffer_blocks = int(buffer_blocks)
+        self._block_size, self._buffer_blocks = local_blocks(self._map.table, block_size, buffer_blocks)
         self._drop_last = bool(drop_last)
         self._epoch = 0
 

@@ -45,7 +45,7 @@ from omeframe.formats.record.stack import (
     to_numpy_stack,
 )
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
-from omeframe.formats.vortex.splits import take_from_splits
+from omeframe.formats.vortex.splits import split_bounds, take_from_splits
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, RowIndexError
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
@@ -402,6 +402,21 @@ class ImageTable:
     def format(self) -> FileFormat:
         """``"parquet"`` or ``"vortex"``."""
         return self._format
+
+    @property
+    def block_rows(self) -> int | None:
+        """Rows the format reads together, when takes are cheaper inside such a block.
+
+        A local Vortex table reads in splits of 8,192 rows, and a take that walks a
+        split decodes it once (see :mod:`omeframe.formats.vortex.splits`): the
+        split length. ``None`` for Parquet (takes read single images through the
+        pixel index) and remote tables. Loaders shuffle blocks of this many rows
+        by default (:class:`omeframe.torch.ImageTableIterableDataset`).
+        """
+        if self._format != "vortex" or self._remote is not None:
+            return None
+        bounds = split_bounds(self._path)
+        return int(bounds[0, 1] - bounds[0, 0]) if len(bounds) else None
 
     @property
     def indexed(self) -> bool:

@@ -44,7 +44,7 @@ import numpy as np
 from omeframe.engine.cache import shared_cache
 from omeframe.formats.record.stack import shape_dims
 
-__all__ = ["DENSE_FRACTION", "DENSE_RUN", "MAX_SPLIT_BYTES", "dense_splits", "take_from_splits"]
+__all__ = ["DENSE_FRACTION", "DENSE_RUN", "MAX_SPLIT_BYTES", "dense_splits", "split_bounds", "take_from_splits"]
 
 #: A take is dense in a split when it asks for at least this share of its rows
 #: (256 of 8,192: one loader batch of the usual size) ...
@@ -80,6 +80,16 @@ def _bounds(path: str, identity: tuple[int, ...]) -> np.ndarray:
     return bounds
 
 
+def _identity(path: str) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def split_bounds(path: str) -> np.ndarray:
+    """``(k, 2)`` row bounds of the splits of the local Vortex table ``path`` (read-only; remembered per file)."""
+    return _bounds(path, _identity(path))
+
+
 def _decode_split(path: str, column: str, lo: int, hi: int) -> np.ndarray | None:
     from omeframe.formats.record.stack import uniform_stack
     from omeframe.formats.vortex.file import read_vortex_table
@@ -102,8 +112,7 @@ def take_from_splits(path: str, column: str, idx: np.ndarray, dims: str, row_nby
     cache = shared_cache()
     if cache.max_bytes <= 0 or not len(idx):
         return None
-    st = os.stat(path)
-    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    identity = _identity(path)
     bounds = _bounds(path, identity)
     if not len(bounds):
         return None
