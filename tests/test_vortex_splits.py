@@ -14,9 +14,9 @@ pytest.importorskip("vortex")
 
 import omeframe as of  # noqa: E402
 from omeframe.engine.cache import DEFAULT_CACHE_BYTES, shared_cache  # noqa: E402
+from omeframe.formats.record.vortex_splits import dense_splits, take_from_splits  # noqa: E402
 from omeframe.formats.vortex import checksum as vchecksum  # noqa: E402
 from omeframe.formats.vortex import file as vfile  # noqa: E402
-from omeframe.formats.vortex.splits import dense_splits, take_from_splits  # noqa: E402
 
 N = 9000  # two splits: rows 0..8191 and 8192..8999
 

@@ -44,8 +44,8 @@ from omeframe.formats.record.stack import (
     stack_dims,
     to_numpy_stack,
 )
+from omeframe.formats.record.vortex_splits import split_bounds, take_from_splits
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
-from omeframe.formats.vortex.splits import split_bounds, take_from_splits
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, RowIndexError
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
@@ -408,7 +408,7 @@ class ImageTable:
         """Rows the format reads together, when takes are cheaper inside such a block.
 
         A local Vortex table reads in splits of 8,192 rows, and a take that walks a
-        split decodes it once (see :mod:`omeframe.formats.vortex.splits`): the
+        split decodes it once (see :mod:`omeframe.formats.record.vortex_splits`): the
         split length. ``None`` for Parquet (takes read single images through the
         pixel index) and remote tables. Loaders shuffle blocks of this many rows
         by default (:class:`omeframe.torch.ImageTableIterableDataset`).

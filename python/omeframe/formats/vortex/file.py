@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import itertools
 import operator
 import os
 import re
@@ -52,6 +53,7 @@ from omeframe.formats.vortex.checksum import (
     ome_columns,
     stored_crcs,
 )
+from omeframe.formats.vortex.constants import to_vortex
 from omeframe.model.errors import (
     ChunkChecksumError,
     CorruptFileError,
@@ -331,10 +333,25 @@ def write_vortex_stream(
             failure.append(exc)
             raise
 
-    reader = pa.RecordBatchReader.from_batches(out_schema, with_hidden())
+    def converted() -> Iterator[Any]:  # constant list fields as literals (see .constants)
+        try:
+            for batch in with_hidden():
+                yield to_vortex(vortex, batch)
+        except BaseException as exc:
+            if not failure:
+                failure.append(exc)
+            raise
+
+    arrays = converted()
+    first = next(arrays, None)
+    source: Any = (
+        pa.RecordBatchReader.from_batches(out_schema, [])
+        if first is None
+        else vortex.ArrayIterator.from_iter(first.dtype, itertools.chain([first], arrays))
+    )
     with atomic_path(path, sweep=True) as tmp:
         try:
-            vortex.io.write(reader, os.fspath(tmp))
+            vortex.io.write(source, os.fspath(tmp))
         except Exception as exc:
             # vortex wraps an error of the batch producer in a RuntimeError
             # ("C Data interface error"); re-raise the producer's own exception.

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from omeframe.engine.cache import shared_cache
-from omeframe.formats.record.stack import shape_dims
+from omeframe.formats.record.stack import shape_dims, uniform_stack
+from omeframe.formats.vortex.file import read_vortex_table, vortex_splits
 
 __all__ = ["DENSE_FRACTION", "DENSE_RUN", "MAX_SPLIT_BYTES", "dense_splits", "split_bounds", "take_from_splits"]
 
@@ -73,8 +74,6 @@ def dense_splits(rows: np.ndarray, splits: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _bounds(path: str, identity: tuple[int, ...]) -> np.ndarray:
-    from omeframe.formats.vortex.file import vortex_splits
-
     bounds = vortex_splits(path)
     bounds.setflags(write=False)
     return bounds
@@ -91,9 +90,6 @@ def split_bounds(path: str) -> np.ndarray:
 
 
 def _decode_split(path: str, column: str, lo: int, hi: int) -> np.ndarray | None:
-    from omeframe.formats.record.stack import uniform_stack
-    from omeframe.formats.vortex.file import read_vortex_table
-
     records = read_vortex_table(path, columns=[column], rows=np.arange(lo, hi))[column]
     stack = uniform_stack(records, None)
     if stack is not None:
