@@ -53,6 +53,9 @@ DENSE_FRACTION = 1 / 32
 #: ... or for at least this many consecutive rows of it (a smaller batch of a
 #: loader that walks the table in order).
 DENSE_RUN = 32
+#: Splits decoded so far, per file and column: a superset of those the cache still holds.
+_DECODED: dict[tuple[Any, ...], set[int]] = {}
+
 #: Decoded splits larger than this are not kept (about 8,192 crops of 3x16x16 uint8
 #: take 6 MiB; large images gather cheaply and would crowd the cache).
 MAX_SPLIT_BYTES = 16 << 20
@@ -115,7 +118,12 @@ def take_from_splits(path: str, column: str, idx: np.ndarray, dims: str, row_nby
     which = np.searchsorted(bounds[:, 0], idx, side="right") - 1
     touched = np.unique(which)
     key: tuple[Any, ...] = ("vortex-split", path, *identity, column)
-    kept = np.fromiter(((*key, int(s)) in cache for s in touched), dtype=bool, count=len(touched))
+    # only splits once decoded can be in the cache: look those up (a random take touches ~all)
+    kept = np.zeros(len(touched), dtype=bool)
+    ever = _DECODED.get(key)
+    if ever:
+        for i in np.flatnonzero(np.isin(touched, np.fromiter(ever, dtype=np.int64, count=len(ever)))):
+            kept[i] = (*key, int(touched[i])) in cache
     if not kept.all():
         if row_nbytes is None:
             return None
@@ -123,6 +131,7 @@ def take_from_splits(path: str, column: str, idx: np.ndarray, dims: str, row_nby
         fits = span * row_nbytes <= min(MAX_SPLIT_BYTES, cache.max_bytes // 4)
         if not (kept | (fits & dense_splits(np.sort(idx), bounds)[touched])).all():
             return None
+    _DECODED.setdefault(key, set()).update(int(s) for s in touched)
     stacks = [
         cache.get_or_compute(
             (*key, int(s)), functools.partial(_decode_split, path, column, int(bounds[s, 0]), int(bounds[s, 1]))
