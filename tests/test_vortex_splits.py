@@ -138,7 +138,15 @@ def test_a_damaged_split_fails_every_time_and_is_not_kept(tmp_path: Path, monkey
         "chunks"
     ][0]["pixel_bytes"][1:]
     damaged = pa.table({"ome_arrow": pa.array(recs, type=intact.type)})
-    monkeypatch.setattr(vfile, "stored_crcs", lambda cols, scope, start: stored)  # CRCs of the intact pixels
+    packed = np.asarray(stored[0], dtype=np.uint64)
+    at = [0]
+
+    def intact_crcs(cols, scope, start):  # the CRCs of the intact pixels, batch by batch
+        part = packed[at[0] : at[0] + len(cols[0])]
+        at[0] += len(part)
+        return part, int(part[-1]) >> 32
+
+    monkeypatch.setattr(vfile, "stored_crcs", intact_crcs)
     vfile.write_vortex_table(damaged, path)
     monkeypatch.undo()
     t = of.ImageTable(path)

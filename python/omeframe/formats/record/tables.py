@@ -40,6 +40,7 @@ from omeframe.formats.record.image_table import ImageTable, normalize_rows
 from omeframe.formats.record.remote import read_table_remote, write_remote
 from omeframe.formats.record.source import record_like
 from omeframe.formats.record.writer import write_record_batches
+from omeframe.formats.vortex.file import BLOCK_ROWS as VORTEX_BLOCK_ROWS
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME, OME_ARROW_KNOWN_STRUCTS
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.errors import CorruptFileError, RowIndexError, SchemaError
@@ -377,6 +378,8 @@ def _encode_stack_batches(
     fast = set(opts) <= _STACK_OPTIONS
     per_image = max(1, stack[:1].nbytes)
     step = max(1, BATCH_BYTES // per_image)
+    if step > VORTEX_BLOCK_ROWS:  # whole Vortex blocks: written as they are (see vortex.file._in_blocks)
+        step -= step % VORTEX_BLOCK_ROWS
     bounds = list(range(0, n, step))
     for lo in track(bounds, progress, total=len(bounds), desc="encoding batches", unit="batch", large=n > 10000):
         hi = min(n, lo + step)

@@ -321,7 +321,7 @@ def write_vortex_stream(
     def with_hidden() -> Iterator[pa.RecordBatch]:
         running = 0
         try:
-            for batch in batches:
+            for batch in _in_blocks(batches):
                 if ome:
                     packed, running = stored_crcs([batch.column(i) for i in ome], SCOPE, running)
                     extra = pa.array(packed, type=pa.uint64())
@@ -361,6 +361,50 @@ def write_vortex_stream(
             if os_error is not None:  # the temporary file is removed by atomic_path
                 raise os_error from None
             raise
+
+
+#: vortex-data 0.93 writes a file in blocks of this many rows.
+BLOCK_ROWS = 8192
+#: Batches re-cut by :func:`_in_blocks` hold at most this many rows.
+MAX_BATCH_ROWS = 8 * BLOCK_ROWS
+
+
+def _copy(table: pa.Table) -> pa.RecordBatch:
+    """``table`` as one record batch in buffers of its own, every array at offset 0."""
+    return pa.RecordBatch.from_arrays([pa.concat_arrays(c.chunks) for c in table.columns], schema=table.schema)
+
+
+def _in_blocks(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches`` re-cut so that each one but the last holds whole blocks (a multiple of :data:`BLOCK_ROWS`).
+
+    vortex-data 0.93 writes batches that do not end on a block boundary about
+    4x slower: 300,000 crops 3x16x16 took 1.2-1.8 s in batches of 81,920,
+    90,112 or 163,840 rows and 5.4-6.2 s in batches of 70,000 or 24,676 rows
+    (a stack's batches hold 64 MiB of pixels: 87,381 such crops). Batches that
+    already hold whole blocks pass unchanged; the others are gathered and cut
+    into copies of at most :data:`MAX_BATCH_ROWS` rows.
+    """
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        if not pending and batch.num_rows % BLOCK_ROWS == 0:
+            yield batch
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        if count < BLOCK_ROWS:
+            continue
+        whole = count - count % BLOCK_ROWS
+        table = pa.Table.from_batches(pending)
+        for start in range(0, whole, MAX_BATCH_ROWS):
+            yield _copy(table.slice(start, min(MAX_BATCH_ROWS, whole - start)))
+        rest = table.slice(whole)
+        pending = [_copy(rest)] if rest.num_rows else []
+        count = rest.num_rows
+    if pending:
+        yield _copy(pa.Table.from_batches(pending))
 
 
 def _nests_a_struct(kind: pa.DataType) -> bool:
