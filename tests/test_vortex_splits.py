@@ -66,13 +66,30 @@ def test_walking_the_table_returns_every_row_from_two_kept_splits(table_path, ba
     assert info.bytes == stack.nbytes  # the two splits hold every image once
 
 
-def test_sparse_takes_gather_and_keep_nothing(table_path) -> None:
-    path, stack = table_path
+def test_sparse_takes_of_a_large_table_gather_and_keep_nothing(tmp_path: Path) -> None:
+    n = 5 * 8192  # 492 KB of images: more than half of the budget below, a split under a quarter
+    stack = crops(n)
+    path = tmp_path / "large.vortex"
+    of.write_table(path, stack, dim_order="CYX")
+    of.set_cache_bytes(800_000)
     t = of.ImageTable(path)
-    rows = np.random.default_rng(1).choice(N, 64, replace=False)
+    rows = np.random.default_rng(1).choice(n, 64, replace=False)
     for _ in range(3):
         assert np.array_equal(t.to_numpy(rows), stack[rows])
     assert of.cache_info().entries == 0
+    t.to_numpy(np.arange(8192, 8192 + 300))  # dense in split 1: kept
+    assert of.cache_info().entries == 1
+
+
+def test_a_small_table_is_kept_whole_by_random_takes(table_path) -> None:
+    path, stack = table_path  # 108 KB of images: under half of the default budget
+    t = of.ImageTable(path)
+    rng = np.random.default_rng(2)
+    for _ in range(4):
+        rows = rng.choice(N, 64, replace=False)
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    info = of.cache_info()
+    assert info.entries == 2 and info.misses == 2 and info.hits >= 4  # both splits decoded once
 
 
 def test_a_kept_split_serves_any_rows_in_any_order(table_path) -> None:

@@ -13,6 +13,9 @@ splits for a row or two) keep gathering rows through Vortex.
 
 A take is dense in a split when it asks for at least :data:`DENSE_FRACTION` of
 the split's rows, or for a run of at least :data:`DENSE_RUN` consecutive rows.
+A table whose decoded images fit in :data:`WHOLE_TABLE_SHARE` of the cache
+keeps every split a take touches (random mini-batches over it then cost a
+copy once the first ones have decoded the table).
 Only splits whose decoded stack fits :data:`MAX_SPLIT_BYTES` (and a quarter of
 the cache) are kept, and only when their records share one shape, dtype and
 chunk layout (the fast path of :func:`~omeframe.to_numpy_stack`); a split that
@@ -45,7 +48,10 @@ from omeframe.engine.cache import shared_cache
 from omeframe.formats.record.stack import shape_dims, uniform_stack
 from omeframe.formats.vortex.file import read_vortex_table, vortex_splits
 
-__all__ = ["DENSE_FRACTION", "DENSE_RUN", "MAX_SPLIT_BYTES", "dense_splits", "split_bounds", "take_from_splits"]
+__all__ = [
+    "DENSE_FRACTION", "DENSE_RUN", "MAX_SPLIT_BYTES", "WHOLE_TABLE_SHARE", "dense_splits", "split_bounds",
+    "take_from_splits",
+]
 
 #: A take is dense in a split when it asks for at least this share of its rows
 #: (256 of 8,192: one loader batch of the usual size) ...
@@ -53,6 +59,11 @@ DENSE_FRACTION = 1 / 32
 #: ... or for at least this many consecutive rows of it (a smaller batch of a
 #: loader that walks the table in order).
 DENSE_RUN = 32
+#: A table whose decoded images take at most this share of the cache budget keeps
+#: every split a take touches, dense or not: after a first random batch has decoded
+#: them, random batches copy rows from memory (100,000 crops 3x16x16: 77 MB).
+WHOLE_TABLE_SHARE = 0.5
+
 #: Splits decoded so far, per file and column: a superset of those the cache still holds.
 _DECODED: dict[tuple[Any, ...], set[int]] = {}
 
@@ -129,7 +140,10 @@ def take_from_splits(path: str, column: str, idx: np.ndarray, dims: str, row_nby
             return None
         span = bounds[touched, 1] - bounds[touched, 0]
         fits = span * row_nbytes <= min(MAX_SPLIT_BYTES, cache.max_bytes // 4)
-        if not (kept | (fits & dense_splits(np.sort(idx), bounds)[touched])).all():
+        # a table whose images fit in a share of the cache is kept whole, however it is touched
+        small = int(bounds[-1, 1]) * row_nbytes <= cache.max_bytes * WHOLE_TABLE_SHARE
+        wanted = True if small else dense_splits(np.sort(idx), bounds)[touched]
+        if not (kept | (fits & wanted)).all():
             return None
     _DECODED.setdefault(key, set()).update(int(s) for s in touched)
     stacks = [
