@@ -33,8 +33,8 @@ WHERE area > 300``, each format's natural way), a DuckDB ``ome_stats`` pass
 epochs). Times are the best of 5 runs (fewer for slow cases, 1 with ``--quick``).
 An omeframe Vortex table whose decoded images fit in half of omeframe's cache
 (10^5 crops 3x16x16 do, 10^6 do not) keeps the blocks its takes decode, so its
-best random batch is a copy from memory; its first batch (decoding) is in the
-fresh-process time.
+best random batch is a copy from memory (the take that decodes the table, a
+process's second, costs about 0.3 s at 10^5 crops and is not the best).
 
 The decode floor is computed with ``zstandard`` (the library omeframe decodes
 with): one ``multi_decompress_to_buffer`` call over exactly the chunk payloads
