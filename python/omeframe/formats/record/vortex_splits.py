@@ -46,7 +46,7 @@ import numpy as np
 
 from omeframe.engine.cache import shared_cache
 from omeframe.formats.record.stack import shape_dims, uniform_stack
-from omeframe.formats.vortex.file import read_vortex_table, vortex_splits
+from omeframe.formats.vortex.file import read_vortex_table, rows_per_split, vortex_splits
 
 __all__ = [
     "DENSE_FRACTION", "DENSE_RUN", "MAX_SPLIT_BYTES", "WHOLE_TABLE_SHARE", "dense_splits", "split_bounds",
@@ -74,16 +74,9 @@ MAX_SPLIT_BYTES = 16 << 20
 
 def dense_splits(rows: np.ndarray, splits: np.ndarray) -> np.ndarray:
     """Per split of ``splits`` (``(k, 2)`` row bounds): is a take of ``rows`` (sorted, unique) dense in it?"""
-    start, end = splits[:, 0], splits[:, 1]
-    lo, hi = np.searchsorted(rows, start), np.searchsorted(rows, end)
-    count = hi - lo
-    if not len(rows):
-        return np.zeros(len(splits), dtype=bool)
-    # rows sorted and unique: the rows of a split are one run when first + count - 1 == last
-    first = rows[np.minimum(lo, len(rows) - 1)]
-    last = rows[np.maximum(hi - 1, 0)]
+    count, first, last = rows_per_split(rows, splits)
     run = (count >= DENSE_RUN) & (last - first == count - 1)
-    return (count > 0) & (run | (count >= np.maximum(1, (end - start) * DENSE_FRACTION)))
+    return (count > 0) & (run | (count >= np.maximum(1, (splits[:, 1] - splits[:, 0]) * DENSE_FRACTION)))
 
 
 @functools.lru_cache(maxsize=64)

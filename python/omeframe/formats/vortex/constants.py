@@ -132,7 +132,7 @@ def to_vortex(vortex: Any, batch: pa.RecordBatch) -> Any:
             # the literal must read back as the first row, bit for bit (float payloads, time units ...)
             back = array.slice(0, 1).apply(literal).to_arrow_array()
             same = _bits(back.cast(column.type)).equals(_bits(column.slice(0, 1)))
-        except (ValueError, TypeError, pa.ArrowException):
+        except (ValueError, TypeError, RuntimeError, pa.ArrowException):  # no literal: as it is
             same = False
         if same:
             literals[path] = literal

@@ -400,8 +400,8 @@ def _in_blocks(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         table = pa.Table.from_batches(pending)
         for start in range(0, whole, MAX_BATCH_ROWS):
             yield _copy(table.slice(start, min(MAX_BATCH_ROWS, whole - start)))
-        rest = table.slice(whole)
-        pending = [_copy(rest)] if rest.num_rows else []
+        rest = table.slice(whole)  # copied when it goes out with the next rows
+        pending = rest.to_batches()
         count = rest.num_rows
     if pending:
         yield _copy(pa.Table.from_batches(pending))
@@ -637,6 +637,24 @@ def read_vortex_table(
     return table
 
 
+def rows_per_split(rows: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(count, first, last)`` per split of ``bounds`` (``(k, 2)``) for sorted, unique ``rows``.
+
+    ``first`` / ``last`` are the first and last row asked for in each split
+    (meaningless where ``count`` is 0); the rows of a split form one run
+    exactly when ``last - first == count - 1``.
+
+    Example
+    -------
+    >>> [v.tolist() for v in rows_per_split(np.array([3, 4, 20]), np.array([[0, 16], [16, 32]]))]
+    [[2, 1], [3, 20], [4, 20]]
+    """
+    lo, hi = np.searchsorted(rows, bounds[:, 0]), np.searchsorted(rows, bounds[:, 1])
+    if not len(rows):
+        return hi - lo, np.zeros(len(bounds), np.int64), np.zeros(len(bounds), np.int64)
+    return hi - lo, rows[np.minimum(lo, len(rows) - 1)], rows[np.maximum(hi - 1, 0)]
+
+
 def _break_runs(rows: np.ndarray, splits: Sequence[tuple[int, int]]) -> np.ndarray:
     """``rows`` (sorted, unique) plus one row in each split whose rows asked for form a single short run.
 
@@ -660,10 +678,7 @@ def _break_runs(rows: np.ndarray, splits: Sequence[tuple[int, int]]) -> np.ndarr
         return rows
     bounds = np.asarray(splits, dtype=np.int64).reshape(-1, 2)
     start, end = bounds[:, 0], bounds[:, 1]
-    lo, hi = np.searchsorted(rows, start), np.searchsorted(rows, end)
-    count = hi - lo
-    first = rows[np.minimum(lo, len(rows) - 1)]
-    last = rows[np.maximum(hi - 1, 0)]
+    count, first, last = rows_per_split(rows, bounds)
     run = (count > 0) & (last - first == count - 1) & (count <= (end - start) // 4)
     extra = np.where(last + 2 < end, last + 2, np.where(first - 2 >= start, first - 2, -1))[run]
     extra = extra[extra >= 0]
