@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
+from omeframe.storage import crc as _crc
+
 T = TypeVar("T")
 _DONE = object()
 
@@ -201,3 +203,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_crc.set_runner(run_each)  # the storage layer's checks (below the engine) use this pool

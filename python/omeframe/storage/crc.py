@@ -27,13 +27,47 @@ set per digit position built once per process.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
 
-__all__ = ["crc32", "crc32_combine_groups", "crc32_fold_equal", "crc32_function"]
+__all__ = ["crc32", "crc32_combine_groups", "crc32_fold_equal", "crc32_function", "run_each", "set_runner"]
+
+Runner = Callable[[Callable[[Any], object], Sequence[Any]], None]
+_RUNNER: Runner | None = None
+
+
+def set_runner(runner: Runner | None) -> None:
+    """Let :func:`run_each` spread its items over ``runner`` (``None``: run them in the calling thread).
+
+    The storage layer sits below the engine, so the engine's thread pool
+    (:func:`omeframe.engine.threads.run_each`) registers itself here when it
+    is imported.
+    """
+    global _RUNNER
+    _RUNNER = runner
+
+
+def run_each(fn: Callable[[Any], object], items: Sequence[Any]) -> None:
+    """Call ``fn`` on every item: on the engine's threads when it registered them, else in turn.
+
+    For checks over many large buffers (a CRC releases the GIL while it runs).
+    The first exception is re-raised.
+
+    Example
+    -------
+    >>> sums = []
+    >>> run_each(lambda b: sums.append(crc32(b)), [b"a" * 10, b"b" * 10])
+    >>> sorted(sums) == sorted([crc32(b"a" * 10), crc32(b"b" * 10)])
+    True
+    """
+    if _RUNNER is None or len(items) < 2:
+        for item in items:
+            fn(item)
+    else:
+        _RUNNER(fn, items)
 
 #: The reflected CRC-32 polynomial of zlib.
 POLY = 0xEDB88320

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError
-from omeframe.storage.crc import crc32_function
+from omeframe.storage.crc import crc32_function, run_each
 from omeframe.storage.parquet_pages import _V2_HEADER, UnsupportedLayout, _zigzag_varint, read_header
 
 __all__ = ["CACHED_FILES", "CheckedParquetFile", "PageTable", "chunk_pages"]
@@ -68,6 +68,8 @@ class PageTable:
 CACHED_FILES = 64
 _TABLES: OrderedDict[tuple[int, ...], dict[tuple[int, int], PageTable]] = OrderedDict()
 _TABLES_LOCK = threading.Lock()
+#: Checks of at least this many bytes spread their column chunks over the engine's threads.
+PARALLEL_CHECK_BYTES = 8 << 20
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
@@ -207,18 +209,26 @@ class CheckedParquetFile(pq.ParquetFile):
         view = self._view
         if view is None:
             raise ValueError(f"{self._path!r}: the file is closed")
+        todo = [
+            (int(g), int(c)) for g in groups if 0 <= int(g) < md.num_row_groups for c in cols
+        ]  # pyarrow raises its own error for a row group that is not there
         crc32 = crc32_function()
-        for g in groups:
-            g = int(g)
-            if not 0 <= g < md.num_row_groups:
-                continue  # pyarrow raises its own error for a row group that is not there
+
+        def one(chunk: tuple[int, int]) -> None:
+            g, c = chunk
             rg = md.row_group(g)
-            for c in cols:
-                pages = self._pages(rg, g, int(c))
-                # A chunk verified page by page before: one CRC over all of it (headers too)
-                if pages.whole is not None and crc32(view[pages.start : pages.end]) == pages.whole:
-                    continue
-                self._check_pages(view, pages, rg, g, int(c))
+            pages = self._pages(rg, g, c)
+            # A chunk verified page by page before: one CRC over all of it (headers too)
+            if pages.whole is not None and crc32(view[pages.start : pages.end]) == pages.whole:
+                return
+            self._check_pages(view, pages, rg, g, c)
+
+        # Chunks in parallel (the CRC releases the GIL) once there is enough to share
+        if sum(md.row_group(g).column(c).total_compressed_size for g, c in todo) >= PARALLEL_CHECK_BYTES:
+            run_each(one, todo)
+        else:
+            for chunk in todo:
+                one(chunk)
 
     def _check_pages(self, view: memoryview, pages: PageTable, rg: Any, g: int, c: int) -> None:
         crc32 = crc32_function()
