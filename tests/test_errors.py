@@ -295,19 +295,23 @@ def test_failed_parquet_write_mid_way_leaves_target_untouched(tmp_path, monkeypa
 
 
 def test_failed_vortex_write_leaves_target_untouched(tmp_path, monkeypatch):
-    import vortex.io
+    from omeframe.formats.vortex import file as vortex_file
 
     target = of.write_table(tmp_path / "t.vortex", [IMG], dim_order="ZYX")
     before = _snapshot(tmp_path)
-    original = vortex.io.write
+    original = vortex_file.vortex_write_options
 
-    def partial_then_fail(table, path, *args, **kwargs):
-        original(table, path, *args, **kwargs)
-        with open(path, "r+b") as fh:
-            fh.truncate(100)  # leave a half-written file behind
-        raise RuntimeError("killed mid-write (simulated)")
+    class PartialThenFail:
+        def __init__(self, real):
+            self.real = real
 
-    monkeypatch.setattr(vortex.io, "write", partial_then_fail)
+        def write(self, table, path):
+            self.real.write(table, path)
+            with open(path, "r+b") as fh:
+                fh.truncate(100)  # leave a half-written file behind
+            raise RuntimeError("killed mid-write (simulated)")
+
+    monkeypatch.setattr(vortex_file, "vortex_write_options", lambda vx, codec: PartialThenFail(original(vx, codec)))
     with pytest.raises(RuntimeError, match="killed mid-write"):
         of.write_table(target, [IMG + 5, IMG], dim_order="ZYX")
     assert _snapshot(tmp_path) == before

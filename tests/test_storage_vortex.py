@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -303,14 +304,20 @@ def test_failure_inside_write_leaves_existing_file(
 ) -> None:
     before = vfile.read_bytes()
     names_before = _siblings(vfile)
-    real_write = vortex.io.write
+    from omeframe.formats.vortex import file as vortex_file
 
-    def half_then_fail(data: object, path: str, **kwargs: object) -> None:
-        real_write(data, path)  # a complete temp file exists ...
-        Path(path).write_bytes(b"partial")  # ... is damaged ...
-        raise RuntimeError("disk full")  # ... and the write fails
+    real_options = vortex_file.vortex_write_options
 
-    monkeypatch.setattr(vortex.io, "write", half_then_fail)
+    class HalfThenFail:
+        def __init__(self, real: object) -> None:
+            self.real = real
+
+        def write(self, data: object, path: str) -> None:
+            self.real.write(data, path)  # type: ignore[attr-defined]  # a complete temp file exists ...
+            Path(path).write_bytes(b"partial")  # ... is damaged ...
+            raise RuntimeError("disk full")  # ... and the write fails
+
+    monkeypatch.setattr(vortex_file, "vortex_write_options", lambda vx, codec: HalfThenFail(real_options(vx, codec)))
     with pytest.raises(RuntimeError, match="disk full"):
         write_vortex_table(table.slice(0, 3), vfile)
     assert vfile.read_bytes() == before
@@ -380,3 +387,47 @@ def test_record_table_streamed_in_odd_batches_reads_back(tmp_path: Path) -> None
     path = tmp_path / "odd.vortex"
     of.write_table(path, (crops[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)), dim_order="CYX")
     assert np.array_equal(of.open_table(path).to_numpy(), crops)  # every row's CRC checked on the way
+
+
+def _cells(n: int, size: int, seed: int) -> np.ndarray:
+    """Tiny crops of blobs plus noise (stored raw: the pixel column is Vortex's to compress)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = rng.uniform(0, size, (2, n, 1, 1, 1))
+    blob = 150 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / size) * rng.uniform(0.3, 1, (n, 3, 1, 1))
+    return np.clip(blob + rng.normal(10, 3, (n, 3, size, size)), 0, 255).astype(np.uint8)
+
+
+def test_vortex_compression_chooses_the_encodings(tmp_path: Path) -> None:
+    # "zstd" (write_table's default) writes with Vortex's compact encodings: a smaller
+    # file of the same pixels; None keeps Vortex's default encodings
+    import numpy as np
+
+    import omeframe as of
+
+    crops = _cells(20_000, 12, seed=3)
+    sizes = {}
+    for codec in ("zstd", None):
+        path = tmp_path / f"{codec}.vortex"
+        of.write_table(path, crops, dim_order="CYX", columns={"n": np.arange(len(crops))}, compression=codec)
+        sizes[codec] = path.stat().st_size
+        table = of.open_table(path)
+        assert np.array_equal(table.to_numpy(), crops)
+        assert np.array_equal(table.to_numpy([19_999, 5, 8192]), crops[[19_999, 5, 8192]])
+    assert sizes["zstd"] < 0.95 * sizes[None], sizes
+    default = tmp_path / "default.vortex"
+    of.write_table(default, crops, dim_order="CYX", columns={"n": np.arange(len(crops))})
+    assert default.stat().st_size == sizes["zstd"]
+
+
+@pytest.mark.parametrize("codec", ["snappy", "gzip", "lz4"])
+def test_vortex_refuses_a_parquet_codec(tmp_path: Path, codec: str) -> None:
+    import numpy as np
+
+    import omeframe as of
+
+    path = tmp_path / "t.vortex"
+    with pytest.raises(ValueError, match="compression='zstd'.*or None"):
+        of.write_table(path, np.zeros((4, 2, 2), np.uint8), dim_order="YX", compression=codec)
+    assert not path.exists()
+    of.write_table(tmp_path / "t.parquet", np.zeros((4, 2, 2), np.uint8), dim_order="YX", compression=codec)

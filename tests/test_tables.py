@@ -224,7 +224,7 @@ def test_reading_one_row_reads_only_its_row_group(tmp_path):
 
 def test_vortex_row_reads_return_the_right_row(tmp_path):
     imgs = _images(5, seed=6)
-    path = of.write_table(tmp_path / "v.vortex", imgs, dim_order="ZYX", columns=EXTRAS, compression="lz4")
+    path = of.write_table(tmp_path / "v.vortex", imgs, dim_order="ZYX", columns=EXTRAS, chunk_compression="lz4")
     for k in (3, 0, 4, 1):
         rec = of.from_ome_vortex(path, row_index=k)
         assert rec["pixels_meta"]["size_x"].as_py() == imgs[k].shape[2]

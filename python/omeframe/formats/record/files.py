@@ -227,7 +227,7 @@ def write_record_table(
             metadata=meta,
         )
     else:
-        write_vortex_table(table, path, metadata=meta)
+        write_vortex_table(table, path, metadata=meta, compression=compression)
     return Path(path)
 
 

@@ -110,7 +110,10 @@ def write_record_batches(
         Tables of one schema, each with the OME-Arrow column ``column_name``.
         An empty iterator writes nothing and raises ``ValueError``.
     compression
-        Parquet codec of the metadata columns (and of raw pixel chunks).
+        Parquet codec of the metadata columns (and of raw pixel chunks); for
+        Vortex, ``"zstd"`` writes with Vortex's compact encodings and
+        ``None`` with its default ones (see
+        :func:`~omeframe.formats.vortex.file.vortex_write_options`).
     row_group_bytes
         Parquet row groups hold about this many bytes (estimated per record).
         Default (``None``): :data:`SMALL_IMAGE_ROW_GROUP_BYTES` when the first
@@ -138,7 +141,7 @@ def write_record_batches(
             for b in it:
                 yield from _batches_along(_check_batch(b, column_name, schema), column_name)
 
-        write_vortex_stream(schema, all_batches(), path, metadata=meta)
+        write_vortex_stream(schema, all_batches(), path, metadata=meta, compression=compression)
         return Path(path)
     return _write_parquet(path, first, it, column_name, compression, row_group_bytes, meta, pixel_index)
 
