@@ -11,6 +11,8 @@ Systems (zstd level 3 wherever a codec is chosen):
 * ``omeframe parquet`` / ``omeframe vortex``: ``omeframe.write_table(path,
   stack, dim_order="CYX", columns=features)`` (an iterator of ``(stack,
   features)`` batches when streaming);
+* ``omeframe vortex-zstd``: the same with ``compression="zstd"`` (Vortex's
+  compact encodings, which add zstd: an opt-in, shown without targets);
 * ``lance zstd``: pylance, pixels in a ``binary`` column with field metadata
   ``lance-encoding:compression=zstd`` (Lance leaves a ``fixed_size_list<uint8>``
   column uncompressed whatever the metadata says), features beside them;
@@ -111,11 +113,14 @@ STATS_MAX_ROWS = 20_000  # the ome_stats pass runs over at most this many rows
 LOADER_CHOICES = ("auto", "omeframe.torch", "minimal")
 
 SYSTEMS = (
-    "omeframe parquet", "omeframe parquet-pages", "omeframe vortex", "lance zstd", "lance raw", "zarr v3",
-    "ome-arrow bytes",
+    "omeframe parquet", "omeframe parquet-pages", "omeframe vortex", "omeframe vortex-zstd", "lance zstd",
+    "lance raw", "zarr v3", "ome-arrow bytes",
 )
 #: "parquet": one zstd frame per chunk (the default); "parquet-pages": raw
 #: chunks in zstd-compressed Parquet pages (``chunk_compression=None``).
+#: "vortex-zstd" (``compression="zstd"``: Vortex's compact encodings) is an
+#: opt-in variant shown beside them: no targets, no shuffled epoch (a
+#: random take of it decompresses whole blocks; see docs/concepts/layouts.md).
 OMEFRAME = ("omeframe parquet", "omeframe parquet-pages", "omeframe vortex")
 
 
@@ -326,8 +331,10 @@ class System:
 class OmeframeSystem(System):
     def __init__(self, path: str, size: int, fmt: str) -> None:
         super().__init__(path, size)
-        self.fmt = "parquet" if fmt == "parquet-pages" else fmt
-        self.options: dict[str, Any] = {"chunk_compression": None} if fmt == "parquet-pages" else {}
+        self.fmt = {"parquet-pages": "parquet", "vortex-zstd": "vortex"}.get(fmt, fmt)
+        self.options: dict[str, Any] = {
+            "parquet-pages": {"chunk_compression": None}, "vortex-zstd": {"compression": "zstd"},
+        }.get(fmt, {})
 
     def write(self, src: Source, limit: int | None) -> None:
         import omeframe
@@ -541,6 +548,7 @@ def store_path(workdir: Path, cfg: Config, system: str) -> str:
     slug = system.replace(" ", "_").replace("-", "")
     suffix = {
         "omeframe parquet": ".parquet", "omeframe parquet-pages": ".parquet", "omeframe vortex": ".vortex",
+        "omeframe vortex-zstd": ".vortex",
         "ome-arrow bytes": ".parquet",
     }
     ext = suffix.get(system, ".lance" if system.startswith("lance") else ".zarr")

@@ -283,3 +283,16 @@ def test_read_table_does_not_keep_the_file_mapped(tmp_path):
     imgs = _images(3)
     assert np.array_equal(of.to_numpy(table["ome_arrow"][2])[0, 0], imgs[2])
     assert np.array_equal(of.to_numpy(rec)[0, 0], imgs[1])
+
+
+def test_auto_compression_is_zstd_pages_in_parquet(tmp_path):
+    # write_table's default "auto" is each format's own choice: zstd pages in Parquet
+    crops = (np.arange(600 * 3 * 16 * 16) % 37).astype(np.uint8).reshape(600, 3, 16, 16)
+    sizes = {}
+    for codec in ("auto", "zstd", None):
+        path = of.write_table(tmp_path / f"{codec}.parquet", crops, dim_order="CYX", compression=codec)
+        rg = pq.ParquetFile(path).metadata.row_group(0)
+        sizes[codec] = {rg.column(j).compression for j in range(rg.num_columns)}
+        assert np.array_equal(of.open_table(path).to_numpy(), crops)
+    assert sizes["auto"] == sizes["zstd"] == {"ZSTD"}
+    assert sizes[None] == {"UNCOMPRESSED"}

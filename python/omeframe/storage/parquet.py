@@ -27,6 +27,7 @@ from omeframe.storage.parquet_crc import CheckedParquetFile
 __all__ = [
     "DEFAULT_ROW_GROUP_BYTES",
     "leaf_paths",
+    "parquet_codec",
     "write_parquet_table",
     "open_parquet",
     "read_parquet_rows",
@@ -70,6 +71,20 @@ def _is_pixel_leaf(path: str) -> bool:
 
 #: Leaf paths inside a record's nested lists and chunk grid.
 _NESTED_RECORD_LISTS = (".chunks.list.element.", ".planes.list.element.", ".channels.list.element.", ".chunk_grid.")
+
+
+def parquet_codec(compression: str | None) -> str | None:
+    """The Parquet page codec for a table writer's ``compression`` (``"auto"``: zstd).
+
+    Record-table writers take ``"auto"`` for each format's own default
+    (Parquet: zstd pages; Vortex: its default encodings).
+
+    Example
+    -------
+    >>> parquet_codec("auto"), parquet_codec(None), parquet_codec("snappy")
+    ('zstd', None, 'snappy')
+    """
+    return "zstd" if compression == "auto" else compression
 
 
 def _writer_kwargs(

@@ -196,12 +196,16 @@ def write_record_table(
     *,
     column_name: str,
     format: str | None = None,
-    compression: str | None = "zstd",
+    compression: str | None = "auto",
     row_group_bytes: int = pqio.DEFAULT_ROW_GROUP_BYTES,
     row_group_size: int | None = None,
     file_metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write a table holding an OME-Arrow column atomically; return the path."""
+    """Write a table holding an OME-Arrow column atomically; return the path.
+
+    ``compression``: ``"auto"`` is zstd pages in Parquet and Vortex's default
+    encodings in Vortex; see :func:`~omeframe.formats.record.writer.write_record_batches`.
+    """
     if column_name not in table.column_names:
         raise SchemaError(f"table has no column {column_name!r}; columns: {table.column_names}")
     col = table[column_name]
@@ -222,7 +226,7 @@ def write_record_table(
             path,
             row_sizes=sizes,
             row_group_bytes=row_group_bytes,
-            compression=compression,
+            compression=pqio.parquet_codec(compression),
             pixels_precompressed=_pixels_precompressed(col),
             metadata=meta,
         )

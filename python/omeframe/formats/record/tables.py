@@ -46,6 +46,7 @@ from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.errors import CorruptFileError, RowIndexError, SchemaError
 from omeframe.model.header import ImageHeader
 from omeframe.model.record import RecordView, as_record_scalar
+from omeframe.storage import parquet as pqio
 from omeframe.storage.remote import open_remote_file
 from omeframe.storage.url import parse_location
 
@@ -588,7 +589,7 @@ def write_table(
     columns: Mapping[str, Sequence[Any]] | pa.Table | None = None,
     format: Literal["parquet", "vortex"] | None = None,
     row_group_bytes: int | None = None,
-    compression: str | None = "zstd",
+    compression: str | None = "auto",
     file_metadata: Mapping[str, str] | None = None,
     pixel_index: bool = True,
     storage_options: Mapping[str, Any] | None = None,
@@ -635,13 +636,15 @@ def write_table(
         groups keep the footer small and scans fast), else 4 MiB, so every
         large image gets a row group of its own.
     compression
-        Parquet: the page codec of non-pixel columns (and of raw pixel
-        chunks). Vortex: ``"zstd"`` (default) writes with Vortex's compact
-        encodings, which include zstd: about 12% smaller tables of tiny raw
-        crops in the same write time; ``None`` keeps Vortex's default
-        encodings, whose takes of a few random rows of a large table cost
-        about 5× less (measured; see docs/concepts/layouts.md). Other codecs
-        are refused for Vortex.
+        ``"auto"`` (default): each format's own choice, zstd pages in
+        Parquet and Vortex's default encodings in Vortex. Parquet: the page
+        codec of non-pixel columns (and of raw pixel chunks); ``None``
+        writes uncompressed pages. Vortex: ``"zstd"`` writes Vortex's
+        compact encodings, which add zstd: about 12% smaller tables of tiny
+        raw crops, but a take decompresses whole 8,192-row blocks, so random
+        rows of a large table cost about 5× more (measured; see
+        docs/concepts/layouts.md); ``None`` is the same as ``"auto"``.
+        Other codecs are refused for Vortex.
     pixel_index
         Add the pixel index (see :class:`ImageTable`) when chunks are
         compressed per chunk, as by default.
@@ -675,8 +678,9 @@ def write_table(
     # across records: Parquet with zstd pages and a pixel index, or Vortex,
     # whose own encodings compress the column (see SMALL_CHUNK_BYTES).
     fmt = detect_format(path, format)
+    codec = pqio.parquet_codec(compression)
     pages_ok = fmt == "vortex" or (
-        pixel_index and compression is not None and str(compression).lower() == "zstd" and fmt == "parquet"
+        pixel_index and codec is not None and str(codec).lower() == "zstd" and fmt == "parquet"
     )
     return write_record_batches(
         path,

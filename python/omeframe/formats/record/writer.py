@@ -97,7 +97,7 @@ def write_record_batches(
     *,
     column_name: str,
     format: str | None = None,
-    compression: str | None = "zstd",
+    compression: str | None = "auto",
     row_group_bytes: int | None = None,
     file_metadata: Mapping[str, str] | None = None,
     pixel_index: bool = True,
@@ -110,9 +110,9 @@ def write_record_batches(
         Tables of one schema, each with the OME-Arrow column ``column_name``.
         An empty iterator writes nothing and raises ``ValueError``.
     compression
-        Parquet codec of the metadata columns (and of raw pixel chunks); for
-        Vortex, ``"zstd"`` writes with Vortex's compact encodings and
-        ``None`` with its default ones (see
+        Parquet codec of the metadata columns (and of raw pixel chunks;
+        ``"auto"``: zstd); for Vortex, ``"auto"`` or ``None`` write Vortex's
+        default encodings and ``"zstd"`` its compact ones (see
         :func:`~omeframe.formats.vortex.file.vortex_write_options`).
     row_group_bytes
         Parquet row groups hold about this many bytes (estimated per record).
@@ -143,7 +143,9 @@ def write_record_batches(
 
         write_vortex_stream(schema, all_batches(), path, metadata=meta, compression=compression)
         return Path(path)
-    return _write_parquet(path, first, it, column_name, compression, row_group_bytes, meta, pixel_index)
+    return _write_parquet(
+        path, first, it, column_name, pqio.parquet_codec(compression), row_group_bytes, meta, pixel_index
+    )
 
 
 def _mean_chunk_bytes(column: pa.ChunkedArray) -> int:

@@ -242,11 +242,12 @@ def write_vortex_table(
         File-level key/value metadata, merged over ``table.schema.metadata``
         (these keys win).  Returned by :func:`read_vortex_schema` and
         :func:`read_vortex_table` as ``schema.metadata`` (bytes keys/values).
-    compression : {"zstd", None}, optional
-        ``"zstd"``: Vortex's compact write strategy, whose encodings include
-        zstd (smaller files; a take decompresses whole blocks of a column);
-        ``None`` (default): Vortex's default encodings (FSST, bit packing
-        ...: no general-purpose codec). See :func:`vortex_write_options`.
+    compression : {"auto", "zstd", None}, optional
+        ``"auto"`` or ``None`` (default): Vortex's default encodings (FSST,
+        bit packing ...: no general-purpose codec); ``"zstd"``: its compact
+        write strategy, whose encodings add zstd (smaller files; a take
+        decompresses whole blocks of a column). See
+        :func:`vortex_write_options`.
 
     Raises
     ------
@@ -255,7 +256,7 @@ def write_vortex_table(
         types (for example ``duration``, ``fixed_size_binary``, unions).
     ValueError
         If column names are duplicated or use the reserved prefix, or
-        ``compression`` is neither ``"zstd"`` nor ``None``.
+        ``compression`` is none of ``"auto"``, ``"zstd"``, ``None``.
     FileNotFoundError
         If the target directory does not exist.
 
@@ -273,15 +274,18 @@ def write_vortex_table(
 
 
 def vortex_write_options(vortex: Any, compression: str | None) -> Any:
-    """vortex-data's write options for ``compression`` (``"zstd"``: compact; ``None``: default).
+    """vortex-data's write options for ``compression``: ``"zstd"`` compact, ``"auto"`` or ``None`` default.
 
-    Measured with vortex-data 0.93 on 100,000 crops 3x16x16 uint8 stored raw
-    (features beside them): compact writes a 57.3 MB file instead of 64.9 MB
-    in about the same time (0.60 s against 0.54 s), decodes every crop in
-    109 ms instead of 65 ms, and at 10^6 crops a random take of 256 rows costs
-    230 ms instead of 47 ms (a take decompresses the zstd blocks of the
-    8,192-row blocks it touches). Crops stored as zstd frames gain nothing
-    either way (163.2 MB against 163.5 MB at 20,000 crops 3x64x64).
+    Vortex's default encodings (FSST for bytes, bit packing ...) use no
+    general-purpose codec; its compact strategy adds zstd. Measured with
+    vortex-data 0.93 on crops 3x16x16 uint8 stored raw, five feature columns
+    beside them: at 10^5 crops compact writes 57.3 MB instead of 64.9 MB
+    (0.60 s against 0.54 s) and decodes every crop in 109 ms instead of 65
+    ms; at 10^6 crops a random take of 256 rows costs 230 ms instead of 47
+    ms, since a take decompresses the zstd blocks of every 8,192-row block it
+    touches, and a shuffled DataLoader epoch slows down about as much. Crops
+    stored as zstd frames gain nothing either way (163.2 MB against 163.5 MB
+    at 20,000 crops 3x64x64). Hence ``"auto"`` keeps the default encodings.
 
     Raises
     ------
@@ -289,17 +293,17 @@ def vortex_write_options(vortex: Any, compression: str | None) -> Any:
         For any other codec name.
     """
     kind = None if compression is None else str(compression).lower()
-    if kind not in (None, "zstd"):
+    if kind not in (None, "auto", "zstd"):
         raise ValueError(
-            f"Vortex tables take compression='zstd' (Vortex's compact encodings, the default of "
-            f"write_table) or None (its default encodings), got {compression!r}"
+            f"Vortex tables take compression='auto' or None (Vortex's default encodings) or 'zstd' "
+            f"(its compact encodings, which add zstd: smaller files, slower random takes), got {compression!r}"
         )
     options = getattr(getattr(vortex, "io", None), "VortexWriteOptions", None)
     if options is None:
         if kind == "zstd":
             raise ValueError(
                 "this vortex-data has no VortexWriteOptions to choose its encodings; upgrade vortex-data "
-                "(0.93 is tested) or pass compression=None"
+                "(0.93 is tested) or pass compression='auto'"
             )
         return None
     return options.compact() if kind == "zstd" else options.default()
