@@ -42,9 +42,12 @@ def test_block_bytes_merges_neighbouring_chunks_along_their_edges(
     dataset: omeframe.Dataset, image: np.ndarray
 ) -> None:
     chunk = 2 * 32 * 32 * 2  # bytes of one stored chunk
-    arr = dataset.to_dask("a", block_bytes=4 * chunk)  # 2 x 2 chunks per block
-    assert arr.chunks[3:] == ((64, 6), (64, 26))  # merged, still cut at the stored edges
+    arr = dataset.to_dask("a", block_bytes=4 * chunk)  # a 3 x 3 grid, up to 4 chunks per block
+    assert arr.chunks[3:] == ((32, 32, 6), (90,))  # 3 blocks of a row of 3 (fewest), not 4 of 2 x 2
     assert arr.chunks[2] == (2, 2, 1)
+    six = dataset.to_dask("a", block_bytes=6 * chunk)  # 2 blocks of 3 x 2 chunks, still cut at stored edges
+    assert six.chunks[3:] == ((70,), (64, 26))
+    np.testing.assert_array_equal(six.compute(scheduler="sync"), image)
     np.testing.assert_array_equal(arr.compute(scheduler="sync"), image)
     assert arr.name != dataset.to_dask("a", block_bytes=None).name
     assert dataset.to_dask("a", block_bytes=1).chunks == dataset.to_dask("a", block_bytes=None).chunks  # one chunk

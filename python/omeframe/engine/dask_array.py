@@ -127,6 +127,32 @@ def _merge(sizes: tuple[int, ...], k: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _pieces_per_block(ny: int, nx: int, k: int, py: int, px: int) -> tuple[int, int]:
+    """Pieces per block along Y and X (at most ``k`` in all): the fewest blocks, then the squarest.
+
+    Fewer blocks are fewer tasks; among as many, the one closest to square
+    (pieces of ``py`` by ``px`` pixels). A grid of 32 x 32 pieces of 512²
+    with room for 32 per block: 4 x 8 pieces, 32 equal tasks (not 6 x 5
+    pieces, whose 42 tasks come in four sizes).
+
+    Example
+    -------
+    >>> _pieces_per_block(32, 32, 32, 512, 512)
+    (4, 8)
+    >>> _pieces_per_block(1, 16, 5, 4, 4)
+    (1, 5)
+    """
+    best: tuple[tuple[int, float], int, int] | None = None
+    for ky in range(1, min(k, ny) + 1):
+        kx = min(nx, k // ky)
+        blocks = -(-ny // ky) * -(-nx // kx)
+        key = (blocks, abs(float(np.log((ky * py) / (kx * px)))))
+        if best is None or key < best[0]:
+            best = (key, ky, kx)
+    assert best is not None
+    return best[1], best[2]
+
+
 #: Default size of a ``to_dask`` block: neighbouring chunks merged up to about this many bytes.
 DEFAULT_BLOCK_BYTES = 16 << 20
 
@@ -137,8 +163,9 @@ def block_grid(plan: LazyImage, block_bytes: int | None = None) -> BlockGrid:
     With ``block_bytes``, neighbouring blocks along Y and X are merged (still
     cut at piece edges) into blocks of at most about that many bytes, or one
     piece where a piece is larger: fewer, bigger tasks for a scheduler whose
-    cost per task would otherwise outweigh reading a small chunk. Along each
-    axis the groups hold as even a number of pieces as possible.
+    cost per task would otherwise outweigh reading a small chunk: as few
+    blocks as fit, then the squarest (:func:`_pieces_per_block`), and along
+    each axis groups holding as even a number of pieces as possible.
 
     T and C blocks are one plane each (pieces are per ``(t, c)``); Z, Y and X
     blocks end wherever a piece ends, clipped to the selection.
@@ -160,10 +187,7 @@ def block_grid(plan: LazyImage, block_bytes: int | None = None) -> BlockGrid:
     xb = _range_blocks(_edges(pieces, 2, sx), *sel.x)
     if block_bytes is not None:
         one = max(zb) * max(yb) * max(xb) * np.dtype(plan.out_dtype).itemsize
-        k = max(1, block_bytes // max(one, 1))
-        kx = min(len(xb), max(1, int(np.sqrt(k))))
-        ky = min(len(yb), max(1, k // kx))
-        kx = min(len(xb), max(1, k // ky))  # a narrow image: what Y cannot take goes to X
+        ky, kx = _pieces_per_block(len(yb), len(xb), max(1, block_bytes // max(one, 1)), max(yb), max(xb))
         yb, xb = _merge(yb, ky), _merge(xb, kx)
     chunks = ((1,) * int(sel.t.size) or (0,), (1,) * int(sel.c.size) or (0,), zb, yb, xb)
     return BlockGrid(chunks)
