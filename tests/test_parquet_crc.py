@@ -146,3 +146,33 @@ def test_later_reads_check_whole_chunks_and_catch_changed_headers(tmp_path):
     _rewrite_in_place(path, body + 1, 0x20)  # now a page body
     with CheckedParquetFile(path) as pf, pytest.raises(of.ChunkChecksumError, match="page 0 of column"):
         pf.read_row_group(g)
+
+
+def test_large_checks_spread_chunks_over_threads_and_still_name_the_damage(tmp_path, monkeypatch):
+    from omeframe.storage import parquet_crc
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(_table(), path, write_page_checksum=True, data_page_size=2000, row_group_size=1000)
+    calls = []
+    real = parquet_crc.run_each
+
+    def recorded(fn, items):
+        calls.append(len(items))
+        real(fn, items)
+
+    monkeypatch.setattr(parquet_crc, "run_each", recorded)
+    monkeypatch.setattr(parquet_crc, "PARALLEL_CHECK_BYTES", 0)  # this small table counts as large
+    with CheckedParquetFile(path) as pf:
+        assert pf.read().equals(pq.read_table(path))
+    assert calls == [3 * 4]  # every chunk of the 3 row groups x 4 columns, in one parallel check
+    g, _c, name, start, end = list(_chunks(path))[-1]
+    pages = chunk_pages(path.read_bytes(), start, end, "chunk")
+    raw = bytearray(path.read_bytes())
+    raw[int(pages.starts[0] + pages.lengths[0] // 2)] ^= 0x08
+    path.write_bytes(bytes(raw))
+    with CheckedParquetFile(path) as pf, pytest.raises(of.ChunkChecksumError, match=f"'{name}' in row group {g}"):
+        pf.read()
+    monkeypatch.setattr(parquet_crc, "PARALLEL_CHECK_BYTES", 1 << 40)  # small checks run in the calling thread
+    with CheckedParquetFile(path) as pf, pytest.raises(of.ChunkChecksumError, match=f"'{name}' in row group {g}"):
+        pf.read()
+    assert len(calls) == 2

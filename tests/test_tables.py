@@ -288,11 +288,11 @@ def test_read_table_does_not_keep_the_file_mapped(tmp_path):
 def test_auto_compression_is_zstd_pages_in_parquet(tmp_path):
     # write_table's default "auto" is each format's own choice: zstd pages in Parquet
     crops = (np.arange(600 * 3 * 16 * 16) % 37).astype(np.uint8).reshape(600, 3, 16, 16)
-    sizes = {}
+    codecs = {}
     for codec in ("auto", "zstd", None):
         path = of.write_table(tmp_path / f"{codec}.parquet", crops, dim_order="CYX", compression=codec)
         rg = pq.ParquetFile(path).metadata.row_group(0)
-        sizes[codec] = {rg.column(j).compression for j in range(rg.num_columns)}
+        codecs[codec] = {rg.column(j).compression for j in range(rg.num_columns)}
         assert np.array_equal(of.open_table(path).to_numpy(), crops)
-    assert sizes["auto"] == sizes["zstd"] == {"ZSTD"}
-    assert sizes[None] == {"UNCOMPRESSED"}
+    assert codecs["auto"] == codecs["zstd"] == {"ZSTD"}
+    assert codecs[None] == {"UNCOMPRESSED"}

@@ -146,7 +146,7 @@ def _pieces_per_block(ny: int, nx: int, k: int, py: int, px: int) -> tuple[int, 
     for ky in range(1, min(k, ny) + 1):
         kx = min(nx, k // ky)
         blocks = -(-ny // ky) * -(-nx // kx)
-        key = (blocks, abs(float(np.log((ky * py) / (kx * px)))))
+        key = (blocks, abs(float(np.log((ky * max(py, 1)) / (kx * max(px, 1))))))  # a 0-wide piece: no division by 0
         if best is None or key < best[0]:
             best = (key, ky, kx)
     assert best is not None

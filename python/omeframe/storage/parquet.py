@@ -81,10 +81,10 @@ def parquet_codec(compression: str | None) -> str | None:
 
     Example
     -------
-    >>> parquet_codec("auto"), parquet_codec(None), parquet_codec("snappy")
-    ('zstd', None, 'snappy')
+    >>> parquet_codec("auto"), parquet_codec("AUTO"), parquet_codec(None), parquet_codec("snappy")
+    ('zstd', 'zstd', None, 'snappy')
     """
-    return "zstd" if compression == "auto" else compression
+    return "zstd" if compression is not None and str(compression).lower() == "auto" else compression
 
 
 def _writer_kwargs(

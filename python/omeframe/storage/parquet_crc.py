@@ -209,25 +209,27 @@ class CheckedParquetFile(pq.ParquetFile):
         view = self._view
         if view is None:
             raise ValueError(f"{self._path!r}: the file is closed")
-        todo = [
-            (int(g), int(c)) for g in groups if 0 <= int(g) < md.num_row_groups for c in cols
-        ]  # pyarrow raises its own error for a row group that is not there
+        chunks: list[tuple[int, int, Any, PageTable]] = []
+        for g in groups:
+            g = int(g)
+            if not 0 <= g < md.num_row_groups:
+                continue  # pyarrow raises its own error for a row group that is not there
+            rg = md.row_group(g)
+            chunks += [(g, int(c), rg, self._pages(rg, g, int(c))) for c in cols]
         crc32 = crc32_function()
 
-        def one(chunk: tuple[int, int]) -> None:
-            g, c = chunk
-            rg = md.row_group(g)
-            pages = self._pages(rg, g, c)
+        def one(chunk: tuple[int, int, Any, PageTable]) -> None:
+            g, c, rg, pages = chunk
             # A chunk verified page by page before: one CRC over all of it (headers too)
             if pages.whole is not None and crc32(view[pages.start : pages.end]) == pages.whole:
                 return
             self._check_pages(view, pages, rg, g, c)
 
         # Chunks in parallel (the CRC releases the GIL) once there is enough to share
-        if sum(md.row_group(g).column(c).total_compressed_size for g, c in todo) >= PARALLEL_CHECK_BYTES:
-            run_each(one, todo)
+        if sum(pages.end - pages.start for *_, pages in chunks) >= PARALLEL_CHECK_BYTES:
+            run_each(one, chunks)
         else:
-            for chunk in todo:
+            for chunk in chunks:
                 one(chunk)
 
     def _check_pages(self, view: memoryview, pages: PageTable, rg: Any, g: int, c: int) -> None:
