@@ -43,9 +43,10 @@ from omeframe.formats.record.stack import (
     shape_dims,
     stack_dims,
     to_numpy_stack,
+    uniform_stack,
 )
 from omeframe.formats.record.vortex_splits import split_bounds, take_from_splits
-from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
+from omeframe.formats.vortex.file import read_vortex_pixels, read_vortex_schema, read_vortex_table, vortex_num_rows
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, RowIndexError
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
@@ -586,6 +587,15 @@ class ImageTable:
             kept = take_from_splits(self._path, self.column, idx, d, self._row_nbytes)
             if kept is not None:
                 return kept if dtype is None else kept.astype(dtype)
+            # a sparse take: only the fields pixel decoding needs, from the lazily scanned file
+            pixels = read_vortex_pixels(self._path, self.column, idx)
+            fast = None if pixels is None else uniform_stack(pixels[0], d)
+            if fast is not None:
+                assert pixels is not None
+                self._row_nbytes = fast.nbytes // max(len(fast), 1)
+                if pixels[1] is not None:
+                    fast = fast[pixels[1]]  # back to the order asked for
+                return fast if dtype is None else fast.astype(dtype)
         if rows is None:
             col = self.read([self.column])[self.column]
         else:

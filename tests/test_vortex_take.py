@@ -1,0 +1,185 @@
+"""Sparse takes from local Vortex files go through their lazily scanned columns, leaf by leaf."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("vortex")
+
+import omeframe as of  # noqa: E402
+from omeframe.engine.cache import DEFAULT_CACHE_BYTES, shared_cache  # noqa: E402
+from omeframe.formats.vortex import checksum as vchecksum  # noqa: E402
+from omeframe.formats.vortex import file as vfile  # noqa: E402
+from omeframe.formats.vortex import take as vtake  # noqa: E402
+
+N = 20_000  # three splits of up to 8,192 rows
+SPARSE = np.array([19_999, 5, 8_200, 77, 16_400, 5, 12_345])  # unsorted, one repeat, every split
+
+
+@pytest.fixture(autouse=True)
+def no_kept_splits() -> None:
+    """Keep decoded splits out of the way: these tests are about the lazy takes."""
+    of.set_cache_bytes(0)
+    shared_cache().clear()
+    yield
+    of.set_cache_bytes(DEFAULT_CACHE_BYTES)
+
+
+def crops(n: int = N, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (n, 3, 2, 2), dtype=np.uint8)
+
+
+def mixed_table(n: int = N) -> pa.Table:
+    """Every kind of leaf: constants, values that change between splits, nulls, NaN, nested structs, lists."""
+    rng = np.random.default_rng(1)
+    idx = np.arange(n)
+    point = pa.StructArray.from_arrays(
+        [pa.array(idx % 7, pa.int16()), pa.array(["p"] * n)],
+        names=["k", "tag"],
+        mask=pa.array(idx % 5 == 0),
+    )
+    return pa.table({
+        "same": pa.array(np.full(n, 3, np.int32)),
+        "split_const": pa.array((idx >= 8192).astype(np.int64)),  # constant within each split only
+        "nan": pa.array(np.full(n, np.nan)),
+        "f": pa.array(rng.random(n).astype(np.float32)),
+        "s": pa.array([f"cell-{i}" if i % 3 else None for i in range(n)]),
+        "point": point,
+        "tags": pa.array([[str(i % 4)] * (i % 3) for i in range(n)], pa.list_(pa.string())),
+        "blob": pa.array([bytes([i % 251]) * (i % 9) for i in range(n)], pa.binary()),
+        # 800 random bytes a row: enough bytes for vortex to cut the file into splits of 8,192 rows
+        "payload": pa.array(list(rng.integers(0, 256, (n, 800), dtype=np.uint8)), pa.list_(pa.uint8())),
+    })
+
+
+def test_worth_taking_sparse_rows_of_several_splits() -> None:
+    bounds = np.array([[0, 8192], [8192, 16384], [16384, 20000]])
+    assert vtake.worth_taking(np.array([5, 9000]), bounds)
+    assert not vtake.worth_taking(np.array([5, 6, 7]), bounds)  # one split: the indices scan
+    assert not vtake.worth_taking(np.arange(0, 20000, 2), bounds)  # ~3,300 rows per split
+    assert vtake.worth_taking(np.arange(0, 20000, 40), bounds)
+    assert not vtake.worth_taking(np.array([], dtype=np.int64), bounds)
+    assert not vtake.worth_taking(np.array([1, 2]), bounds[:1])
+
+
+def test_sparse_takes_equal_a_full_read_taken(tmp_path: Path) -> None:
+    table = mixed_table()
+    path = tmp_path / "mixed.vortex"
+    vfile.write_vortex_table(table, path)
+    assert len(vtake.lazy_file(str(path)).bounds) == 3
+    whole = vfile.read_vortex_table(path)
+    got = vfile.read_vortex_table(path, rows=SPARSE)
+    assert got.schema == whole.schema
+    others = [c for c in whole.column_names if c != "nan"]  # NaN != NaN: compared apart
+    assert got.select(others).to_pylist() == whole.select(others).take(pa.array(SPARSE)).to_pylist()
+    assert len(got) == len(SPARSE) and np.isnan(got["nan"].to_numpy()).all()
+    assert got["point"].null_count == int((SPARSE % 5 == 0).sum())
+    lazy = vtake.lazy_file(str(path))
+    # one leaf per field taken, and a constant taken by repeating its value
+    assert lazy._leaves[("same",)].constant is not None
+    assert lazy._leaves[("split_const",)].constant is None
+    # the same rows again (through the kept leaves), and a selection of columns
+    cols = ["tags", "point"]
+    again = vfile.read_vortex_table(path, columns=cols, rows=SPARSE)
+    assert again.to_pylist() == whole.select(cols).take(pa.array(SPARSE)).to_pylist()
+
+
+def test_two_threads_take_the_same_rows(tmp_path: Path, monkeypatch) -> None:
+    table = mixed_table()
+    path = tmp_path / "mixed.vortex"
+    vfile.write_vortex_table(table, path)
+    rows = np.random.default_rng(2).choice(N, 300, replace=False)
+    lazy = vtake.lazy_file(str(path))
+    fields = [table.schema.field(c) for c in ("s", "point", "tags", "blob")]
+    uniq = np.unique(rows)
+    monkeypatch.setattr(vtake, "PARALLEL_ROWS", 10**9)
+    one = lazy.take(fields, uniq)
+    monkeypatch.setattr(vtake, "PARALLEL_ROWS", 2)
+    two = lazy.take(fields, uniq)
+    assert [a.to_pylist() for a in one] == [b.to_pylist() for b in two]
+    assert two[0].to_pylist() == table["s"].take(pa.array(uniq)).to_pylist()
+
+
+def test_images_of_a_sparse_take_and_their_order(tmp_path: Path) -> None:
+    stack = crops()
+    path = tmp_path / "crops.vortex"
+    of.write_table(path, stack, dim_order="CYX")
+    t = of.ImageTable(path)
+    rows = SPARSE[np.sort(np.unique(SPARSE, return_index=True)[1])]  # no repeats, unsorted
+    assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert np.array_equal(t.to_numpy(rows, dims="YXC"), stack[rows].transpose(0, 2, 3, 1))
+    # read_vortex_pixels: pixel fields only, sorted rows and the way back to the order asked for
+    recs, order = vfile.read_vortex_pixels(path, t.column, rows)
+    assert [f.name for f in recs.type] == ["pixels_meta", "chunk_grid", "chunks"]
+    assert "channels" not in [f.name for f in recs.type.field("pixels_meta").type]
+    assert order is not None and np.array_equal(np.sort(rows)[order], rows)
+    assert vfile.read_vortex_pixels(path, t.column, np.arange(100, 200)) is None  # one split: not sparse
+    whole = of.read_table(path, rows=rows)
+    assert whole.column_names == ["ome_arrow"]
+    assert np.array_equal(of.to_numpy_stack(whole["ome_arrow"]), stack[rows])
+
+
+def test_a_table_with_two_record_columns_is_read_in_full(tmp_path: Path) -> None:
+    stack, other = crops(), crops(seed=5)
+    path = tmp_path / "two.vortex"
+    table = pa.table({
+        "a": of.records_from_arrays(stack, dim_order="CYX"),
+        "b": of.records_from_arrays(other, dim_order="CYX"),
+    })
+    vfile.write_vortex_table(table, path)
+    assert vfile.read_vortex_pixels(path, "a", SPARSE) is None  # their CRCs cover both columns
+    t = of.ImageTable(path, column="b")
+    rows = np.array([19_000, 3, 9_000])
+    assert np.array_equal(t.to_numpy(rows), other[rows])
+
+
+def test_a_damaged_row_fails_a_sparse_take(tmp_path: Path, monkeypatch) -> None:
+    stack = crops()
+    path = tmp_path / "damaged.vortex"
+    intact = of.records_from_arrays(stack, dim_order="CYX")
+    packed = np.asarray(vchecksum.stored_crcs([intact])[0], dtype=np.uint64)
+    recs = intact.to_pylist()
+    chunk = recs[8_200]["chunks"][1]
+    chunk["pixel_bytes"] = bytes([chunk["pixel_bytes"][0] ^ 4]) + chunk["pixel_bytes"][1:]
+    at = [0]
+
+    def intact_crcs(cols, scope, start):  # the CRCs of the intact pixels, batch by batch
+        part = packed[at[0] : at[0] + len(cols[0])]
+        at[0] += len(part)
+        return part, int(part[-1]) >> 32
+
+    monkeypatch.setattr(vfile, "stored_crcs", intact_crcs)
+    vfile.write_vortex_table(pa.table({"ome_arrow": pa.array(recs, type=intact.type)}), path)
+    monkeypatch.undo()
+    t = of.ImageTable(path)
+    clean = np.array([5, 9_000, 17_000])
+    assert np.array_equal(t.to_numpy(clean), stack[clean])
+    for read in (lambda r: t.to_numpy(r), lambda r: of.read_table(path, rows=r)):
+        with pytest.raises(of.ChunkChecksumError, match=r"rows 8200\b"):
+            read(np.array([17_000, 8_200, 5]))
+
+
+def test_a_file_replaced_under_its_name_is_taken_anew(tmp_path: Path) -> None:
+    path = tmp_path / "crops.vortex"
+    first, second = crops(seed=1), crops(seed=2)
+    of.write_table(path, first, dim_order="CYX")
+    rows = np.array([3, 9_000, 18_000])
+    assert np.array_equal(of.ImageTable(path).to_numpy(rows), first[rows])
+    of.write_table(path, second, dim_order="CYX")
+    assert np.array_equal(of.ImageTable(path).to_numpy(rows), second[rows])
+
+
+def test_only_a_few_files_stay_open(tmp_path: Path) -> None:
+    paths = []
+    for i in range(vtake.MAX_FILES + 2):
+        p = tmp_path / f"t{i}.vortex"
+        vfile.write_vortex_table(pa.table({"x": np.arange(10)}), p)
+        paths.append(str(p))
+        vtake.lazy_file(str(p))
+    open_paths = {key[1] for key in vtake._FILES}
+    assert len(vtake._FILES) <= vtake.MAX_FILES
+    assert str(Path(paths[-1]).resolve()) in open_paths and str(Path(paths[0]).resolve()) not in open_paths
