@@ -193,39 +193,64 @@ class LazyFile:
             self._constant_structs[key] = None
         return None
 
-    def _assemble(self, node: _Node, rows: np.ndarray) -> pa.Array:
+    def _needed(self, node: _Node, out: list[_Leaf]) -> None:
+        """The leaves (and struct validities) a take of ``node`` decodes, appended to ``out``."""
         if not node.children:
-            return self._leaf(node.path, node.field.type).take(self._vortex, rows)
+            leaf = self._leaf(node.path, node.field.type)
+            if leaf.constant is None:
+                out.append(leaf)
+        elif self._folded(node) is None:
+            for kid in node.children:
+                self._needed(kid, out)
+            if node.field.nullable:
+                valid = self._leaf(node.path, node.field.type, validity=True)
+                if valid.constant is None:
+                    out.append(valid)
+
+    def _assemble(self, node: _Node, n: int, decoded: dict[int, pa.Array]) -> pa.Array:
+        zeros = pa.array(np.zeros(n, dtype=np.int32))
+        if not node.children:
+            leaf = self._leaf(node.path, node.field.type)
+            return leaf.constant.take(zeros) if leaf.constant is not None else decoded[id(leaf)]
         folded = self._folded(node)
         if folded is not None:
-            return folded.take(pa.array(np.zeros(len(rows), dtype=np.int32)))
-        kids = [self._assemble(k, rows) for k in node.children]
+            return folded.take(zeros)
+        kids = [self._assemble(k, n, decoded) for k in node.children]
         mask = None
         if node.field.nullable:
-            valid = self._leaf(node.path, node.field.type, validity=True).take(self._vortex, rows)
+            leaf = self._leaf(node.path, node.field.type, validity=True)
+            valid = leaf.constant.take(zeros) if leaf.constant is not None else decoded[id(leaf)]
             if valid.null_count or not pa.compute.all(valid).as_py():
                 mask = pa.compute.invert(valid.fill_null(False))
         return pa.StructArray.from_arrays(kids, fields=list(node.field.type), mask=mask)
 
-    def _take_all(self, nodes: Sequence[_Node], rows: np.ndarray) -> list[pa.Array]:
-        return [self._assemble(n, rows) for n in nodes]
+    def _decode(self, leaves: Sequence[_Leaf], rows: np.ndarray) -> list[pa.Array]:
+        return [leaf.take(self._vortex, rows) for leaf in leaves]
 
     def take(self, fields: Sequence[pa.Field], rows: np.ndarray) -> list[pa.Array]:
         """The top-level ``fields`` (by name, with their Arrow types) at sorted, unique ``rows``.
 
-        Raises whatever vortex raises for a damaged file (``RuntimeError``,
-        ``pyarrow.ArrowException``); the caller translates it.
+        The leaves that are not constant are decoded first, by vortex (on two
+        threads, each over one half of the rows, for :data:`PARALLEL_ROWS` or
+        more), then assembled in Arrow. Raises whatever vortex raises for a
+        damaged file (``RuntimeError``, ``pyarrow.ArrowException``); the caller
+        translates it.
         """
         import pyarrow.compute  # noqa: F401 - pa.compute in _assemble
 
         nodes = [_plan(f, (f.name,)) for f in fields]
-        if len(rows) >= PARALLEL_ROWS and _threads.can_parallelize():
+        leaves: list[_Leaf] = []
+        for node in nodes:
+            self._needed(node, leaves)
+        if leaves and len(rows) >= PARALLEL_ROWS and _threads.can_parallelize():
             half = len(rows) // 2
-            later = _threads.pool().submit(self._take_all, nodes, rows[half:])
-            first = self._take_all(nodes, rows[:half])
-            second = later.result()
-            return [pa.concat_arrays([a, b]) for a, b in zip(first, second, strict=True)]
-        return self._take_all(nodes, rows)
+            later = _threads.pool().submit(self._decode, leaves, rows[half:])
+            first = self._decode(leaves, rows[:half])
+            arrays = [pa.concat_arrays([a, b]) for a, b in zip(first, later.result(), strict=True)]
+        else:
+            arrays = self._decode(leaves, rows)
+        decoded = {id(leaf): arr for leaf, arr in zip(leaves, arrays, strict=True)}
+        return [self._assemble(node, len(rows), decoded) for node in nodes]
 
 
 _FILES: OrderedDict[tuple[Any, ...], LazyFile] = OrderedDict()
