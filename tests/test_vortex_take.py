@@ -183,3 +183,20 @@ def test_only_a_few_files_stay_open(tmp_path: Path) -> None:
     open_paths = {key[1] for key in vtake._FILES}
     assert len(vtake._FILES) <= vtake.MAX_FILES
     assert str(Path(paths[-1]).resolve()) in open_paths and str(Path(paths[0]).resolve()) not in open_paths
+
+
+def test_compact_files_take_through_the_indices_scan(tmp_path: Path) -> None:
+    stack = crops()
+    path = tmp_path / "compact.vortex"
+    of.write_table(path, stack, dim_order="CYX", compression="ZSTD", columns={"k": np.arange(N)})
+    hidden = str(vtake.lazy_file(str(path)).file.dtype.names()[-1])
+    assert vfile._compact(hidden)
+    assert vfile.ENCODINGS_KEY not in (vfile.read_vortex_schema(path).metadata or {})  # not the user's metadata
+    rows = np.array([19_000, 3, 9_000])
+    assert vfile.read_vortex_pixels(path, "ome_arrow", rows) is None
+    assert np.array_equal(of.ImageTable(path).to_numpy(rows), stack[rows])
+    assert of.read_table(path, rows=rows)["k"].to_pylist() == rows.tolist()
+    assert not vtake.lazy_file(str(path))._leaves  # nothing scanned lazily
+    plain = tmp_path / "plain.vortex"
+    of.write_table(plain, stack[:10], dim_order="CYX")
+    assert not vfile._compact(str(vtake.lazy_file(str(plain)).file.dtype.names()[-1]))

@@ -87,6 +87,10 @@ __all__ = [
 #: Name prefix of the hidden, null-typed column whose name carries the original
 #: Arrow schema (``prefix + base64(schema.serialize())``).
 SCHEMA_COLUMN_PREFIX = "__omeframe_arrow_schema__:"
+#: Key of the stored schema's metadata naming vortex-data's write strategy when it is
+#: not the default one (``b"compact"``): takes from such files read through the
+#: indices scan (see :func:`_compact`).
+ENCODINGS_KEY = b"omeframe.vortex_encodings"
 
 PathLike = str | os.PathLike[str]
 #: What the readers accept: a local path, or a remote object
@@ -214,7 +218,8 @@ def _stored_schema(vf: Any, path: str) -> tuple[pa.Schema, bool]:
                 f"but the file holds {names[:-1]}"
             )
         meta = dict(schema.metadata or {})
-        if meta.pop(SCOPE_KEY, None) is not None:  # omeframe's own bookkeeping, not the user's metadata
+        # omeframe's own bookkeeping, not the user's metadata
+        if (meta.pop(SCOPE_KEY, None), meta.pop(ENCODINGS_KEY, None)) != (None, None):
             schema = schema.with_metadata(meta) if meta else schema.remove_metadata()
         return schema, True
     # A file written by another tool: best effort from the vortex dtype.
@@ -356,8 +361,11 @@ def write_vortex_stream(
     # otherwise: a null column stores nothing), and the schema records what they cover.
     ome = [schema.get_field_index(name) for name in ome_columns(schema)]
     merged.pop(SCOPE_KEY, None)
+    merged.pop(ENCODINGS_KEY, None)
     if ome:
         merged[SCOPE_KEY] = str(SCOPE).encode()
+    if str(compression).lower() == "zstd":
+        merged[ENCODINGS_KEY] = b"compact"
     stored = schema.remove_metadata()
     if merged:
         stored = stored.with_metadata(merged)
@@ -674,7 +682,7 @@ def read_vortex_table(
         # the indices scan, a row that breaks a lone run, see _break_runs) and put the
         # caller's rows back in their order (with repeats) afterwards.
         uniq, inverse = np.unique(idx, return_inverse=True)
-        taken = lazy is not None and worth_taking(uniq, lazy.bounds)
+        taken = lazy is not None and not _compact(hidden_name) and worth_taking(uniq, lazy.bounds)
         read_rows = uniq if taken else _break_runs(uniq, vf.splits())
         if not (len(read_rows) == len(idx) and np.array_equal(read_rows, idx)):
             pick = np.searchsorted(read_rows, uniq)[np.asarray(inverse).reshape(-1)]
@@ -748,8 +756,8 @@ def read_vortex_pixels(
     if fields is None:  # what to read, worked out once per file
         schema, _ = _stored_schema(lazy.file, p)
         fields = []
-        if column in schema.names and ome_columns(schema) == [column]:
-            hidden_name = str(lazy.file.dtype.names()[-1])
+        hidden_name = str(lazy.file.dtype.names()[-1])
+        if column in schema.names and ome_columns(schema) == [column] and not _compact(hidden_name):
             crc_type = _stored_crc_type(lazy.file, hidden_name)
             fields = [_pixel_field(schema.field(column))]
             if crc_type is not None:
@@ -820,10 +828,28 @@ def _break_runs(rows: np.ndarray, splits: Sequence[tuple[int, int]]) -> np.ndarr
 
 
 @functools.lru_cache(maxsize=64)
+def _bookkeeping(hidden_name: str) -> dict[bytes, bytes]:
+    """The metadata of the schema stored in the name of an omeframe file's hidden column."""
+    if not hidden_name.startswith(SCHEMA_COLUMN_PREFIX):
+        return {}
+    raw = base64.b64decode(hidden_name[len(SCHEMA_COLUMN_PREFIX) :].encode("ascii"))
+    return dict(pa.ipc.read_schema(pa.py_buffer(raw)).metadata or {})
+
+
+def _compact(hidden_name: str) -> bool:
+    """Whether the file was written with vortex-data's compact encodings (``compression="zstd"``).
+
+    A take from such a file decompresses whole zstd blocks either way, and
+    through the lazy columns once per leaf: 256 random rows of 10⁶ crops took
+    458 ms there against 242 ms through the indices scan, so its takes keep
+    the indices scan.
+    """
+    return _bookkeeping(hidden_name).get(ENCODINGS_KEY) == b"compact"
+
+
 def _crc_scope(hidden_name: str) -> int:
     """What the row CRCs of a file cover (:data:`~omeframe.formats.vortex.checksum.SCOPE`)."""
-    raw = base64.b64decode(hidden_name[len(SCHEMA_COLUMN_PREFIX) :].encode("ascii"))
-    value = (pa.ipc.read_schema(pa.py_buffer(raw)).metadata or {}).get(SCOPE_KEY, b"1")
+    value = _bookkeeping(hidden_name).get(SCOPE_KEY, b"1")
     try:
         return int(value)
     except ValueError:
