@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +181,7 @@ def test_only_a_few_files_stay_open(tmp_path: Path) -> None:
         vfile.write_vortex_table(pa.table({"x": np.arange(10)}), p)
         paths.append(str(p))
         vtake.lazy_file(str(p))
-    open_paths = {key[1] for key in vtake._FILES}
+    open_paths = {key[0] for key in vtake._FILES}
     assert len(vtake._FILES) <= vtake.MAX_FILES
     assert str(Path(paths[-1]).resolve()) in open_paths and str(Path(paths[0]).resolve()) not in open_paths
 
@@ -200,3 +201,23 @@ def test_compact_files_take_through_the_indices_scan(tmp_path: Path) -> None:
     plain = tmp_path / "plain.vortex"
     of.write_table(plain, stack[:10], dim_order="CYX")
     assert not vfile._compact(str(vtake.lazy_file(str(plain)).file.dtype.names()[-1]))
+
+
+def test_a_forked_child_opens_its_own_files(tmp_path: Path) -> None:
+    stack = crops()
+    path = tmp_path / "crops.vortex"
+    of.write_table(path, stack, dim_order="CYX")
+    rows = np.array([19_000, 3, 9_000])
+    assert np.array_equal(of.ImageTable(path).to_numpy(rows), stack[rows])
+    parent = vtake.lazy_file(str(path))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a fresh cache, its own open file, the same pixels
+        ok = not vtake._FILES and vtake.lazy_file(str(path)) is not parent
+        ok = ok and np.array_equal(of.ImageTable(path).to_numpy(rows), stack[rows])
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    assert vtake.lazy_file(str(path)) is parent

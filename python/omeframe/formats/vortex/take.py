@@ -70,12 +70,15 @@ _SCALAR_KINDS: tuple[Callable[[pa.DataType], bool], ...] = (
 def worth_taking(rows: np.ndarray, bounds: np.ndarray) -> bool:
     """Whether sorted, unique ``rows`` of a file with split ``bounds`` ``(k, 2)`` are sparse enough.
 
-    Measured on 10⁶ crops 3×16×16 (one thread, whole table): 256 random rows
-    took 25 ms through the lazy columns against 139 ms through the indices
-    scan; 20,000 random rows (~160 per split) 71 against 55 ms before the
-    lazy leaves were cached; 8,192 consecutive rows (one split) 6 ms through
-    the indices scan. So: the lazy columns when the rows touch more than one
-    split and ask for at most :data:`MAX_ROWS_PER_SPLIT` rows per split touched.
+    Measured on 10⁶ crops 3×16×16 (123 splits; lazy leaves already scanned;
+    ``read_table(rows=...)`` / ``ImageTable.to_numpy``), lazy columns against
+    the indices scan: 2,000 random rows (16 per split) 14 / 6 ms against
+    75 / 84 ms; 20,000 (163 per split) 36 / 25 against 98 / 114 ms; 120,000
+    (976 per split) 124 / 155 against 154 / 220 ms; 250,000 (2,033 per split)
+    477 / 684 against 213 / 348 ms. So: the lazy columns when the rows touch
+    more than one split and ask for at most :data:`MAX_ROWS_PER_SPLIT` rows
+    per split touched (one split alone: the indices scan, 6 ms for 8,192
+    consecutive rows).
     """
     if not len(rows) or len(bounds) < 2:
         return False
@@ -255,18 +258,30 @@ class LazyFile:
 
 _FILES: OrderedDict[tuple[Any, ...], LazyFile] = OrderedDict()
 _FILES_LOCK = threading.Lock()
+#: The files a forked process inherited: kept, never used (their vortex objects are not
+#: dropped in the child, whose copy of vortex's runtime may hold locks of the parent's threads).
+_INHERITED: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    global _FILES, _FILES_LOCK
+    _INHERITED.append(_FILES)
+    _FILES, _FILES_LOCK = OrderedDict(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def lazy_file(path: str, opener: Callable[[str], Any] | None = None) -> LazyFile:
     """The cached :class:`LazyFile` of the current version of local ``path``.
 
     A version is the file's identity (real path, size, modification time,
-    inode) in this process: a file replaced by a rename is a new entry, and a
-    forked worker starts with none of its parent's. ``opener`` opens the file
-    memory-mapped (default: ``vortex.open(path, memory_map=True)``).
+    inode): a file replaced by a rename is a new entry, and a forked worker
+    starts with none of its parent's. ``opener`` opens the file memory-mapped
+    (default: ``vortex.open(path, memory_map=True)``).
     """
     st = os.stat(path)
-    key = (os.getpid(), os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
     with _FILES_LOCK:
         lf = _FILES.get(key)
         if lf is not None:
@@ -281,8 +296,6 @@ def lazy_file(path: str, opener: Callable[[str], Any] | None = None) -> LazyFile
     lf = LazyFile(vf)
     with _FILES_LOCK:
         lf = _FILES.setdefault(key, lf)
-        for stale in [k for k in _FILES if k[0] != key[0]]:
-            del _FILES[stale]
         while len(_FILES) > MAX_FILES:
             _FILES.popitem(last=False)
     return lf
