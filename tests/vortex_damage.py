@@ -1,0 +1,36 @@
+"""A Vortex record table whose stored pixel CRCs are those of the intact pixels, with one byte flipped.
+
+It stands for a table damaged on disk after it was written: the hidden
+column holds the CRCs of the pixels as they were, the file the flipped byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import omeframe as of
+from omeframe.formats.vortex import checksum as vchecksum
+from omeframe.formats.vortex import file as vfile
+
+
+def write_flipped(path: Path, stack: np.ndarray, row: int, chunk: int, mask: int) -> None:
+    """Write ``stack`` (``(N, C, Y, X)``) with the first pixel byte of ``chunk`` of ``row`` XORed with ``mask``."""
+    intact = of.records_from_arrays(stack, dim_order="CYX")
+    packed = np.asarray(vchecksum.stored_crcs([intact])[0], dtype=np.uint64)
+    recs = intact.to_pylist()
+    payload = recs[row]["chunks"][chunk]["pixel_bytes"]
+    recs[row]["chunks"][chunk]["pixel_bytes"] = bytes([payload[0] ^ mask]) + payload[1:]
+    at = [0]
+
+    def intact_crcs(cols, scope, start):  # type: ignore[no-untyped-def] # the intact CRCs, batch by batch
+        part = packed[at[0] : at[0] + len(cols[0])]
+        at[0] += len(part)
+        return part, int(part[-1]) >> 32
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vfile, "stored_crcs", intact_crcs)
+        vfile.write_vortex_table(pa.table({"ome_arrow": pa.array(recs, type=intact.type)}), path)
