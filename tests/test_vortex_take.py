@@ -17,8 +17,8 @@ from omeframe.formats.vortex import file as vfile  # noqa: E402
 from omeframe.formats.vortex import take as vtake  # noqa: E402
 from vortex_damage import write_flipped  # noqa: E402
 
-N = 20_000  # three splits of up to 8,192 rows
-SPARSE = np.array([19_999, 5, 8_200, 77, 16_400, 5, 12_345])  # unsorted, one repeat, every split
+N = 36_000  # five splits of up to 8,192 rows
+SPARSE = np.array([35_999, 5, 8_200, 77, 16_400, 5, 12_345, 30_000])  # unsorted, one repeat, every split
 
 
 @pytest.fixture(autouse=True)
@@ -58,28 +58,32 @@ def mixed_table(n: int = N) -> pa.Table:
 
 
 def test_worth_taking_sparse_rows_of_several_splits() -> None:
-    bounds = np.array([[0, 8192], [8192, 16384], [16384, 20000]])
-    assert vtake.worth_taking(np.array([5, 9000]), bounds)
-    assert not vtake.worth_taking(np.array([5, 6, 7]), bounds)  # one split: the indices scan
-    assert not vtake.worth_taking(np.arange(0, 20000, 2), bounds)  # ~3,300 rows per split
-    assert vtake.worth_taking(np.arange(0, 20000, 40), bounds)
+    bounds = np.array([[0, 8192], [8192, 16384], [16384, 24576], [24576, 32768], [32768, 36000]])
+    assert vtake.worth_taking(np.array([5, 9000, 17000, 25000]), bounds)
+    assert not vtake.worth_taking(np.array([5, 9000, 17000]), bounds)  # three splits: the indices scan
+    assert not vtake.worth_taking(np.array([5, 6, 7]), bounds)
+    assert not vtake.worth_taking(np.arange(0, 36000, 2), bounds)  # ~3,600 rows per split
+    assert vtake.worth_taking(np.arange(0, 36000, 40), bounds)
     assert not vtake.worth_taking(np.array([], dtype=np.int64), bounds)
-    assert not vtake.worth_taking(np.array([1, 2]), bounds[:1])
+    assert not vtake.worth_taking(np.array([1, 9000, 17000, 25000]), bounds[:3])
 
 
 def test_sparse_takes_equal_a_full_read_taken(tmp_path: Path) -> None:
     table = mixed_table()
     path = tmp_path / "mixed.vortex"
     vfile.write_vortex_table(table, path)
-    assert len(vtake.lazy_file(str(path)).bounds) == 3
+    lazy = vtake.lazy_file(str(path))
+    assert len(lazy.bounds) == 5
     whole = vfile.read_vortex_table(path)
+    first = vfile.read_vortex_table(path, rows=SPARSE)
+    assert not lazy._leaves  # a file's first sparse take goes through the indices scan
     got = vfile.read_vortex_table(path, rows=SPARSE)
     assert got.schema == whole.schema
     others = [c for c in whole.column_names if c != "nan"]  # NaN != NaN: compared apart
+    assert lazy._leaves and first.select(others).equals(got.select(others))
     assert got.select(others).to_pylist() == whole.select(others).take(pa.array(SPARSE)).to_pylist()
     assert len(got) == len(SPARSE) and np.isnan(got["nan"].to_numpy()).all()
     assert got["point"].null_count == int((SPARSE % 5 == 0).sum())
-    lazy = vtake.lazy_file(str(path))
     # one leaf per field taken, and a constant taken by repeating its value
     assert lazy._leaves[("same",)].constant is not None
     assert lazy._leaves[("split_const",)].constant is None
@@ -134,8 +138,9 @@ def test_a_table_with_two_record_columns_is_read_in_full(tmp_path: Path) -> None
     vfile.write_vortex_table(table, path)
     assert vfile.read_vortex_pixels(path, "a", SPARSE) is None  # their CRCs cover both columns
     t = of.ImageTable(path, column="b")
-    rows = np.array([19_000, 3, 9_000])
-    assert np.array_equal(t.to_numpy(rows), other[rows])
+    rows = np.array([35_000, 3, 9_000, 17_000, 26_000])
+    for _ in range(2):
+        assert np.array_equal(t.to_numpy(rows), other[rows])
 
 
 def test_a_damaged_row_fails_a_sparse_take(tmp_path: Path) -> None:
@@ -143,21 +148,26 @@ def test_a_damaged_row_fails_a_sparse_take(tmp_path: Path) -> None:
     path = tmp_path / "damaged.vortex"
     write_flipped(path, stack, row=8_200, chunk=1, mask=4)
     t = of.ImageTable(path)
-    clean = np.array([5, 9_000, 17_000])
-    assert np.array_equal(t.to_numpy(clean), stack[clean])
+    clean = np.array([5, 9_000, 17_000, 26_000, 34_000])
+    for _ in range(2):  # the second take goes through the lazy columns
+        assert np.array_equal(t.to_numpy(clean), stack[clean])
+    assert vtake.lazy_file(str(path))._leaves
     for read in (lambda r: t.to_numpy(r), lambda r: of.read_table(path, rows=r)):
         with pytest.raises(of.ChunkChecksumError, match=r"rows 8200\b"):
-            read(np.array([17_000, 8_200, 5]))
+            read(np.array([34_000, 17_000, 8_200, 26_000, 5]))
 
 
 def test_a_file_replaced_under_its_name_is_taken_anew(tmp_path: Path) -> None:
     path = tmp_path / "crops.vortex"
     first, second = crops(seed=1), crops(seed=2)
     of.write_table(path, first, dim_order="CYX")
-    rows = np.array([3, 9_000, 18_000])
-    assert np.array_equal(of.ImageTable(path).to_numpy(rows), first[rows])
+    rows = np.array([3, 9_000, 18_000, 27_000])
+    for _ in range(2):
+        assert np.array_equal(of.ImageTable(path).to_numpy(rows), first[rows])
     of.write_table(path, second, dim_order="CYX")
-    assert np.array_equal(of.ImageTable(path).to_numpy(rows), second[rows])
+    for _ in range(2):
+        assert np.array_equal(of.ImageTable(path).to_numpy(rows), second[rows])
+    assert vtake.lazy_file(str(path))._leaves
 
 
 def test_only_a_few_files_stay_open(tmp_path: Path) -> None:
@@ -179,10 +189,11 @@ def test_compact_files_take_through_the_indices_scan(tmp_path: Path) -> None:
     hidden = str(vtake.lazy_file(str(path)).file.dtype.names()[-1])
     assert vfile._compact(hidden)
     assert vfile.ENCODINGS_KEY not in (vfile.read_vortex_schema(path).metadata or {})  # not the user's metadata
-    rows = np.array([19_000, 3, 9_000])
-    assert vfile.read_vortex_pixels(path, "ome_arrow", rows) is None
-    assert np.array_equal(of.ImageTable(path).to_numpy(rows), stack[rows])
-    assert of.read_table(path, rows=rows)["k"].to_pylist() == rows.tolist()
+    rows = np.array([35_000, 3, 9_000, 17_000, 26_000])
+    for _ in range(2):
+        assert vfile.read_vortex_pixels(path, "ome_arrow", rows) is None
+        assert np.array_equal(of.ImageTable(path).to_numpy(rows), stack[rows])
+        assert of.read_table(path, rows=rows)["k"].to_pylist() == rows.tolist()
     assert not vtake.lazy_file(str(path))._leaves  # nothing scanned lazily
     plain = tmp_path / "plain.vortex"
     of.write_table(plain, stack[:10], dim_order="CYX")
@@ -193,14 +204,17 @@ def test_a_forked_child_opens_its_own_files(tmp_path: Path) -> None:
     stack = crops()
     path = tmp_path / "crops.vortex"
     of.write_table(path, stack, dim_order="CYX")
-    rows = np.array([19_000, 3, 9_000])
-    assert np.array_equal(of.ImageTable(path).to_numpy(rows), stack[rows])
+    rows = np.array([35_000, 3, 9_000, 17_000, 26_000])
+    for _ in range(2):
+        assert np.array_equal(of.ImageTable(path).to_numpy(rows), stack[rows])
     parent = vtake.lazy_file(str(path))
+    assert parent._leaves
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: a fresh cache, its own open file, the same pixels
         ok = not vtake._FILES and vtake.lazy_file(str(path)) is not parent
-        ok = ok and np.array_equal(of.ImageTable(path).to_numpy(rows), stack[rows])
+        ok = ok and all(np.array_equal(of.ImageTable(path).to_numpy(rows), stack[rows]) for _ in range(2))
+        ok = ok and bool(vtake.lazy_file(str(path))._leaves)
         os.write(write, b"1" if ok else b"0")
         os._exit(0)
     os.close(write)

@@ -54,7 +54,7 @@ from omeframe.formats.vortex.checksum import (
     stored_crcs,
 )
 from omeframe.formats.vortex.constants import to_vortex
-from omeframe.formats.vortex.take import lazy_file, worth_taking
+from omeframe.formats.vortex.take import lazy_file
 from omeframe.model.errors import (
     ChunkChecksumError,
     CorruptFileError,
@@ -682,7 +682,7 @@ def read_vortex_table(
         # the indices scan, a row that breaks a lone run, see _break_runs) and put the
         # caller's rows back in their order (with repeats) afterwards.
         uniq, inverse = np.unique(idx, return_inverse=True)
-        taken = lazy is not None and not _compact(hidden_name) and worth_taking(uniq, lazy.bounds)
+        taken = lazy is not None and not _compact(hidden_name) and lazy.wants(uniq)
         read_rows = uniq if taken else _break_runs(uniq, vf.splits())
         if not (len(read_rows) == len(idx) and np.array_equal(read_rows, idx)):
             pick = np.searchsorted(read_rows, uniq)[np.asarray(inverse).reshape(-1)]
@@ -740,7 +740,8 @@ def read_vortex_pixels(
     (``pixels_meta`` without ``channels``) at the sorted, unique rows, and the
     positions in it of the rows as given (``None`` when that is the identity;
     reorder the decoded pixels, not the records). ``None`` means the caller
-    reads the rows in full: the rows are not sparse (:func:`~omeframe.formats.vortex.take.worth_taking`),
+    reads the rows in full: the rows are not sparse, or this is the file's first sparse take
+    (:meth:`~omeframe.formats.vortex.take.LazyFile.wants`),
     or the table holds other record columns (its pixel CRCs cover them together).
 
     Raises
@@ -766,7 +767,7 @@ def read_vortex_pixels(
     if not fields or not len(rows):
         return None
     uniq, inverse = np.unique(rows, return_inverse=True)
-    if not worth_taking(uniq, lazy.bounds):
+    if not lazy.wants(uniq, count=False, pixels=True):  # the full read this falls back to counts the take
         return None
     try:
         table = pa.Table.from_arrays(lazy.take(fields, uniq), schema=pa.schema(fields))

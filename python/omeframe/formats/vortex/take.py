@@ -20,9 +20,10 @@ has scanned; :func:`lazy_file` caches a few of them per process. A leaf that
 is one constant in every split (the pixel metadata of a table of crops of one
 shape) is taken by repeating its value, without calling into vortex.
 
-Which rows go this way is decided by :func:`worth_taking`: sparse takes
-(few rows per split touched); dense ones keep the indices scan, which decodes
-each split once for all its rows.
+Which rows go this way is decided by :meth:`LazyFile.wants`: sparse takes
+(few rows per split, over several splits: :func:`worth_taking`) from a file's
+second sparse take on; dense ones keep the indices scan, which decodes each
+split once for all its rows.
 
 Example
 -------
@@ -49,16 +50,23 @@ import pyarrow as pa
 
 from omeframe.engine import threads as _threads
 
-__all__ = ["LazyFile", "MAX_FILES", "PARALLEL_ROWS", "lazy_file", "worth_taking"]
+__all__ = ["LazyFile", "MAX_FILES", "MIN_SPLITS", "MIN_SPLITS_PIXELS", "PARALLEL_ROWS", "lazy_file", "worth_taking"]
 
 #: Open files kept per process (each holds its memory map and scanned leaves).
 MAX_FILES = 4
 #: Takes of at least this many rows run on two threads, each over one half of the rows
-#: (vortex releases the GIL while it decodes).
-PARALLEL_ROWS = 64
+#: (vortex releases the GIL while it decodes): 16 random rows of 10⁶ crops, every
+#: column, took 7.1 ms so against 10.6 ms on one thread.
+PARALLEL_ROWS = 8
 #: A take goes through the lazy columns while it asks for at most this many rows per
 #: split it touches on average (measured crossover: see :func:`worth_taking`).
 MAX_ROWS_PER_SPLIT = 1024
+#: ... and touches at least this many splits, or an eighth of the file's splits when that
+#: is more (fewer cost less through the indices scan: see :meth:`LazyFile.wants`) ...
+MIN_SPLITS = 4
+#: ... or, for the pixel fields alone (:func:`omeframe.formats.vortex.file.read_vortex_pixels`),
+#: at least this many.
+MIN_SPLITS_PIXELS = 2
 
 #: Leaf types whose constant value round-trips through Python exactly.
 _SCALAR_KINDS: tuple[Callable[[pa.DataType], bool], ...] = (
@@ -67,7 +75,7 @@ _SCALAR_KINDS: tuple[Callable[[pa.DataType], bool], ...] = (
 )
 
 
-def worth_taking(rows: np.ndarray, bounds: np.ndarray) -> bool:
+def worth_taking(rows: np.ndarray, bounds: np.ndarray, min_splits: int = MIN_SPLITS) -> bool:
     """Whether sorted, unique ``rows`` of a file with split ``bounds`` ``(k, 2)`` are sparse enough.
 
     Measured on 10⁶ crops 3×16×16 (123 splits; lazy leaves already scanned;
@@ -76,15 +84,15 @@ def worth_taking(rows: np.ndarray, bounds: np.ndarray) -> bool:
     75 / 84 ms; 20,000 (163 per split) 36 / 25 against 98 / 114 ms; 120,000
     (976 per split) 124 / 155 against 154 / 220 ms; 250,000 (2,033 per split)
     477 / 684 against 213 / 348 ms. So: the lazy columns when the rows touch
-    more than one split and ask for at most :data:`MAX_ROWS_PER_SPLIT` rows
-    per split touched (one split alone: the indices scan, 6 ms for 8,192
-    consecutive rows).
+    at least ``min_splits`` splits and ask for at most
+    :data:`MAX_ROWS_PER_SPLIT` rows per split touched (one split alone: the
+    indices scan, 6 ms for 8,192 consecutive rows).
     """
-    if not len(rows) or len(bounds) < 2:
+    if not len(rows) or len(bounds) < min_splits:
         return False
     which = np.searchsorted(bounds[:, 0], rows, side="right") - 1
     touched = int(np.count_nonzero(np.diff(which))) + 1
-    return touched > 1 and len(rows) <= MAX_ROWS_PER_SPLIT * touched
+    return touched >= min_splits and len(rows) <= MAX_ROWS_PER_SPLIT * touched
 
 
 @dataclass
@@ -153,7 +161,36 @@ class LazyFile:
         self._constant_structs: dict[tuple[Any, ...], pa.Array | None] = {}
         #: facts about the file its readers work out once (keyed by the reader)
         self.memo: dict[Any, Any] = {}
+        self._sparse_takes = 0
         self._lock = threading.Lock()
+
+    def wants(self, rows: np.ndarray, *, count: bool = True, pixels: bool = False) -> bool:
+        """Whether a take of sorted, unique ``rows`` should go through the lazy columns.
+
+        Sparse rows (:func:`worth_taking`), from the file's second sparse take
+        on: scanning the leaves once costs about as much as one take through
+        the indices scan (30–90 ms for the whole rows of 10⁶ crops, 5–15 ms at
+        10⁵), so a file read once by a few sparse rows keeps the indices scan,
+        and a training loop pays the scan with its second batch. ``count=False``
+        asks without counting this take (a reader that falls back to another
+        reader for it, which counts it).
+
+        How many splits the rows must touch: the lazy columns cost a little per
+        leaf and split of the *file*, the indices scan per split *touched*.
+        Measured at 10⁶ crops (123 splits; the whole rows, warm): 4 random rows
+        5.1 ms lazily against 3.0 ms, 16 rows 7.1 against 8.0 ms, 64 rows 9.9
+        against 21.9 ms; at 10⁵ crops (13 splits) 3 rows 2.4 against 2.8 ms.
+        Hence at least :data:`MIN_SPLITS`, or an eighth of the file's splits.
+        ``pixels=True`` (the few leaves pixel decoding needs) goes lazily from
+        :data:`MIN_SPLITS_PIXELS`: 2 rows of 10⁶ crops in 1.2 against 2.5 ms.
+        """
+        least = MIN_SPLITS_PIXELS if pixels else max(MIN_SPLITS, -(-len(self.bounds) // 8))
+        if not worth_taking(rows, self.bounds, least):
+            return False
+        with self._lock:
+            seen = self._sparse_takes
+            self._sparse_takes += int(count)
+        return seen > 0
 
     def _expr(self, path: tuple[str, ...], validity: bool) -> Any:
         import vortex.expr as ve
