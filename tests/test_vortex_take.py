@@ -47,6 +47,7 @@ def mixed_table(n: int = N) -> pa.Table:
         "same": pa.array(np.full(n, 3, np.int32)),
         "split_const": pa.array((idx >= 8192).astype(np.int64)),  # constant within each split only
         "nan": pa.array(np.full(n, np.nan)),
+        "zero": pa.array(np.where(idx >= 8192, -0.0, 0.0)),  # equal as numbers, not bit for bit
         "f": pa.array(rng.random(n).astype(np.float32)),
         "s": pa.array([f"cell-{i}" if i % 3 else None for i in range(n)]),
         "point": point,
@@ -87,6 +88,8 @@ def test_sparse_takes_equal_a_full_read_taken(tmp_path: Path) -> None:
     # one leaf per field taken, and a constant taken by repeating its value
     assert lazy._leaves[("same",)].constant is not None
     assert lazy._leaves[("split_const",)].constant is None
+    assert lazy._leaves[("zero",)].constant is None
+    assert np.signbit(got["zero"].to_numpy()).tolist() == (SPARSE >= 8192).tolist()
     # the same rows again (through the kept leaves), and a selection of columns
     cols = ["tags", "point"]
     again = vfile.read_vortex_table(path, columns=cols, rows=SPARSE)
@@ -221,3 +224,36 @@ def test_a_forked_child_opens_its_own_files(tmp_path: Path) -> None:
     assert os.read(read, 1) == b"1"
     os.waitpid(pid, 0)
     assert vtake.lazy_file(str(path)) is parent
+
+
+class _Const:
+    """Stands for a vortex chunk stored as one constant (what ``_constant`` reads of it)."""
+
+    id = "vortex.constant"
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def scalar_at(self, i: int) -> _Const:
+        return self
+
+    def as_py(self) -> object:
+        return self.value
+
+
+class _Chunks:
+    def __init__(self, *values: object) -> None:
+        self._chunks = [_Const(v) for v in values]
+
+    def chunks(self) -> list[_Const]:
+        return self._chunks
+
+
+def test_a_leaf_is_one_constant_only_when_every_chunk_holds_it_bit_for_bit() -> None:
+    assert vtake._constant(_Chunks(3, 3), pa.int32()).to_pylist() == [3]
+    assert vtake._constant(_Chunks(3, 4), pa.int32()) is None
+    assert vtake._constant(_Chunks(0.0, -0.0), pa.float64()) is None  # equal numbers, different bits
+    assert np.isnan(vtake._constant(_Chunks(np.nan, np.nan), pa.float32()).to_numpy()).all()
+    assert vtake._constant(_Chunks(None, None), pa.string()).to_pylist() == [None]
+    assert vtake._constant(_Chunks(1, True), pa.int64()) is None  # True == 1, but not the same value
+    assert vtake._constant(_Chunks([1], [1]), pa.list_(pa.int8())) is None  # lists are taken as stored

@@ -22,10 +22,13 @@ Nothing else changes: ``scan``, the loaders, the CLI and the writers pick it up.
 
 Example
 -------
->>> entry = detect("cells.ome.tif")          # doctest: +SKIP
->>> entry.name
-'tiff'
->>> src = open_source("cells.ome.tif", series=0)   # doctest: +SKIP
+>>> import os, tempfile, numpy as np
+>>> path = os.path.join(tempfile.mkdtemp(), "cells.npy")
+>>> np.save(path, np.zeros((2, 8, 8), np.uint16))
+>>> detect(path).name
+'numpy'
+>>> open_source(path, dim_order="CYX").shape
+(1, 2, 1, 8, 8)
 """
 
 from __future__ import annotations

@@ -307,7 +307,7 @@ def file_problem(path: str | os.PathLike[str]) -> NotRegularFileError | None:
     --------
     >>> import tempfile, os
     >>> d = tempfile.mkdtemp(); os.symlink("/dev/zero", os.path.join(d, "z.tif"))
-    >>> str(file_problem(os.path.join(d, "z.tif"))).split(": ")[-1]
+    >>> str(file_problem(os.path.join(d, "z.tif"))).split("z.tif': ")[-1]
     'a character device (through a symlink), not a regular file: never opened'
     """
     p = os.fspath(path)

@@ -18,17 +18,20 @@ in place is opened anew rather than served from the cache.
 
 Example
 -------
->>> import pickle
->>> from omeframe.engine.reopen import recipe_of, reopen, set_recipe
->>> class Opened:
-...     def __init__(self, path: str) -> None:
-...         self.path = path
-...     def __reduce__(self):
-...         return reopen, recipe_of(self)
->>> obj = set_recipe(Opened("a.tif"), Opened, ("a.tif",))
->>> copy = pickle.loads(pickle.dumps(obj))
->>> copy.path, copy is pickle.loads(pickle.dumps(obj))
-('a.tif', True)
+A source opened from a file carries its recipe (the registry's opener, the
+path, the options and the file's size and modification time):
+
+>>> import os, pickle, tempfile, numpy as np
+>>> from omeframe.engine.reopen import recipe_of
+>>> from omeframe.registry import open_source
+>>> path = os.path.join(tempfile.mkdtemp(), "a.npy")
+>>> np.save(path, np.zeros((4, 4), np.uint8))
+>>> src = open_source(path)
+>>> recipe_of(src)[1][0] == path
+True
+>>> copy = pickle.loads(pickle.dumps(src))  # reopened from the path ...
+>>> copy is src, copy is pickle.loads(pickle.dumps(src))  # ... once per process
+(False, True)
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def verify_table(path: str | os.PathLike[str], *, column: str | None = None) -> 
     -------
     >>> import numpy as np, omeframe as of, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "t.parquet")
-    >>> _ = of.write_table(path, np.zeros((3, 8, 8), np.uint8), dim_order="ZYX")
+    >>> _ = of.write_table(path, np.zeros((3, 8, 8), np.uint8), dim_order="YX")  # three 8x8 images
     >>> of.verify_table(path).ok
     True
     """

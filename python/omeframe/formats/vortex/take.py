@@ -29,9 +29,9 @@ Example
 -------
 >>> import numpy as np, pyarrow as pa, tempfile, os
 >>> from omeframe.formats.vortex.file import write_vortex_table
->>> d = tempfile.mkdtemp()
->>> p = write_vortex_table(pa.table({"x": np.arange(20000)}), os.path.join(d, "t.vortex"))
->>> lf = lazy_file(str(p))
+>>> p = os.path.join(tempfile.mkdtemp(), "t.vortex")
+>>> write_vortex_table(pa.table({"x": np.arange(20000)}), p)
+>>> lf = lazy_file(p)
 >>> lf.take([pa.field("x", pa.int64())], np.array([3, 17000]))[0].to_pylist()
 [3, 17000]
 """
@@ -121,7 +121,12 @@ def _constant(array: Any, arrow_type: pa.DataType) -> pa.Array | None:
         return None
     values = [c.scalar_at(0).as_py() for c in chunks]
     first = values[0]
-    if any(type(v) is not type(first) or v != first for v in values[1:]):  # NaN != NaN: not constant
+    keys: list[Any]
+    if pa.types.is_floating(arrow_type):  # bit for bit: 0.0 and -0.0 differ, NaN equals itself
+        keys = [None if v is None else np.float64(v).tobytes() for v in values]
+    else:
+        keys = [(type(v), v) for v in values]
+    if any(k != keys[0] for k in keys[1:]):
         return None
     return pa.array([first], type=arrow_type)
 
