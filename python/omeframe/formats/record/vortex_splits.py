@@ -159,8 +159,13 @@ def take_from_splits(path: str, column: str, idx: np.ndarray, dims: str, row_nby
             out6 = first[local]
     else:
         out6 = np.empty((len(idx), *first.shape[1:]), dtype=first.dtype)
-        for s, stack in zip(touched, stacks, strict=True):
+        # the rows grouped by split once (not one mask per split): positions in out6, rows in the split
+        order = np.argsort(which, kind="stable")
+        local = idx[order] - bounds[which[order], 0]
+        ends = np.searchsorted(which[order], touched, side="right")
+        start = 0
+        for stack, end in zip(stacks, ends.tolist(), strict=True):
             assert stack is not None
-            mine = which == s
-            out6[mine] = stack[idx[mine] - bounds[s, 0]]
+            out6[order[start:end]] = stack[local[start:end]]
+            start = end
     return shape_dims(out6, dims)
