@@ -257,3 +257,14 @@ def test_a_leaf_is_one_constant_only_when_every_chunk_holds_it_bit_for_bit() -> 
     assert vtake._constant(_Chunks(None, None), pa.string()).to_pylist() == [None]
     assert vtake._constant(_Chunks(1, True), pa.int64()) is None  # True == 1, but not the same value
     assert vtake._constant(_Chunks([1], [1]), pa.list_(pa.int8())) is None  # lists are taken as stored
+
+
+def test_records_of_list_encoded_chunks_are_read_in_full(tmp_path: Path) -> None:
+    stack = crops()
+    path = tmp_path / "lists.vortex"
+    of.write_table(path, stack, dim_order="CYX", chunk_encoding="list")
+    rows = np.array([35_000, 3, 9_000, 17_000, 26_000])
+    t = of.ImageTable(path)
+    for _ in range(2):  # warm, and still no pruned read: only the bytes variant is pruned
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert vfile.read_vortex_pixels(path, "ome_arrow", rows) is None

@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
 from omeframe.formats.vortex.file import _first_line, _import_vortex, _stored_schema, read_vortex_table
+from omeframe.formats.vortex.take import file_key
 from omeframe.model.arrow import field_type
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage import files
@@ -83,11 +84,6 @@ class _ReadBytesAt:
 _FOOTER_CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _FOOTER_CACHE_SIZE = 64
 _FOOTER_LOCK = threading.Lock()
-
-
-def _file_key(path: str) -> tuple[Any, ...]:
-    st = os.stat(path)
-    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 @dataclass
@@ -133,7 +129,7 @@ def open_vortex_input(path: str | os.PathLike[str]) -> VortexInput:
     """
     vortex = _import_vortex()
     p = os.fspath(path)
-    key = _file_key(p)
+    key = file_key(p)
     fh = files.open_input(p)
     try:
         with _FOOTER_LOCK:
@@ -170,7 +166,7 @@ def open_vortex_mapped(path: str | os.PathLike[str]) -> Any:
     """
     vortex = _import_vortex()
     p = os.fspath(path)
-    key = _file_key(p)
+    key = file_key(p)
     with _FOOTER_LOCK:
         footer = _FOOTER_CACHE.get(key)
     if footer is None:

@@ -716,6 +716,17 @@ def read_vortex_table(
 PIXEL_FIELDS = ("pixels_meta", "chunk_grid", "chunks")
 
 
+def _bytes_variant(t: pa.DataType) -> bool:
+    """Whether record type ``t`` stores ``chunks[].pixel_bytes``: the variant whose row CRCs
+    cover those bytes alone (whatever their scope) and the one a uniform stack decodes."""
+    if not pa.types.is_struct(t) or t.get_field_index("chunks") < 0:
+        return False
+    chunks = t.field("chunks").type
+    return (pa.types.is_list(chunks) or pa.types.is_large_list(chunks)) and pa.types.is_struct(chunks.value_type) and (
+        chunks.value_type.get_field_index("pixel_bytes") >= 0
+    )
+
+
 def _pixel_field(f: pa.Field) -> pa.Field:
     """``f`` (an OME-Arrow record column) pruned to :data:`PIXEL_FIELDS`."""
     kept = []
@@ -741,8 +752,10 @@ def read_vortex_pixels(
     positions in it of the rows as given (``None`` when that is the identity;
     reorder the decoded pixels, not the records). ``None`` means the caller
     reads the rows in full: the rows are not sparse, or this is the file's first sparse take
-    (:meth:`~omeframe.formats.vortex.take.LazyFile.wants`),
-    or the table holds other record columns (its pixel CRCs cover them together).
+    (:meth:`~omeframe.formats.vortex.take.LazyFile.wants`), the table holds other
+    record columns (its pixel CRCs cover them together), or its records are not
+    the bytes variant (list-encoded chunks and planes are not pruned: their CRCs
+    may cover ``planes``).
 
     Raises
     ------
@@ -758,7 +771,10 @@ def read_vortex_pixels(
         schema, _ = _stored_schema(lazy.file, p)
         fields = []
         hidden_name = str(lazy.file.dtype.names()[-1])
-        if column in schema.names and ome_columns(schema) == [column] and not _compact(hidden_name):
+        if (
+            column in schema.names and ome_columns(schema) == [column] and _bytes_variant(schema.field(column).type)
+            and not _compact(hidden_name)
+        ):
             crc_type = _stored_crc_type(lazy.file, hidden_name)
             fields = [_pixel_field(schema.field(column))]
             if crc_type is not None:

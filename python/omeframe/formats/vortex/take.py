@@ -50,7 +50,10 @@ import pyarrow as pa
 
 from omeframe.engine import threads as _threads
 
-__all__ = ["LazyFile", "MAX_FILES", "MIN_SPLITS", "MIN_SPLITS_PIXELS", "PARALLEL_ROWS", "lazy_file", "worth_taking"]
+__all__ = [
+    "LazyFile", "MAX_FILES", "MIN_SPLITS", "MIN_SPLITS_PIXELS", "PARALLEL_ROWS",
+    "file_key", "lazy_file", "worth_taking",
+]
 
 #: Open files kept per process (each holds its memory map and scanned leaves).
 MAX_FILES = 4
@@ -104,8 +107,7 @@ class _Leaf:
     constant: pa.Array | None
 
     def take(self, vortex: Any, rows: np.ndarray) -> pa.Array:
-        if self.constant is not None:
-            return self.constant.take(pa.array(np.zeros(len(rows), dtype=np.int32)))
+        """The leaf at ``rows`` (not constant: constants are repeated by the caller)."""
         out = self.array.take(vortex.array(pa.array(rows.astype(np.uint64, copy=False)))).to_arrow_array()
         if isinstance(out, pa.ChunkedArray):
             out = out.combine_chunks()
@@ -252,15 +254,15 @@ class LazyFile:
                 if valid.constant is None:
                     out.append(valid)
 
-    def _assemble(self, node: _Node, n: int, decoded: dict[int, pa.Array]) -> pa.Array:
-        zeros = pa.array(np.zeros(n, dtype=np.int32))
+    def _assemble(self, node: _Node, zeros: pa.Array, decoded: dict[int, pa.Array]) -> pa.Array:
+        """``node`` at the rows taken: ``zeros`` (one 0 per row) repeats a constant."""
         if not node.children:
             leaf = self._leaf(node.path, node.field.type)
             return leaf.constant.take(zeros) if leaf.constant is not None else decoded[id(leaf)]
         folded = self._folded(node)
         if folded is not None:
             return folded.take(zeros)
-        kids = [self._assemble(k, n, decoded) for k in node.children]
+        kids = [self._assemble(k, zeros, decoded) for k in node.children]
         mask = None
         if node.field.nullable:
             leaf = self._leaf(node.path, node.field.type, validity=True)
@@ -295,7 +297,8 @@ class LazyFile:
         else:
             arrays = self._decode(leaves, rows)
         decoded = {id(leaf): arr for leaf, arr in zip(leaves, arrays, strict=True)}
-        return [self._assemble(node, len(rows), decoded) for node in nodes]
+        zeros = pa.array(np.zeros(len(rows), dtype=np.int32))
+        return [self._assemble(node, zeros, decoded) for node in nodes]
 
 
 _FILES: OrderedDict[tuple[Any, ...], LazyFile] = OrderedDict()
@@ -314,16 +317,21 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def file_key(path: str) -> tuple[Any, ...]:
+    """The identity of the current version of local file ``path``: real path, size, modification time, inode."""
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def lazy_file(path: str, opener: Callable[[str], Any] | None = None) -> LazyFile:
     """The cached :class:`LazyFile` of the current version of local ``path``.
 
-    A version is the file's identity (real path, size, modification time,
-    inode): a file replaced by a rename is a new entry, and a forked worker
-    starts with none of its parent's. ``opener`` opens the file memory-mapped
-    (default: ``vortex.open(path, memory_map=True)``).
+    A version is the file's identity (:func:`file_key`): a file replaced by a
+    rename is a new entry, and a forked worker starts with none of its
+    parent's. ``opener`` opens the file memory-mapped (default:
+    ``vortex.open(path, memory_map=True)``).
     """
-    st = os.stat(path)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = file_key(path)
     with _FILES_LOCK:
         lf = _FILES.get(key)
         if lf is not None:
