@@ -32,7 +32,8 @@ the whole subprocess), a metadata query in DuckDB (``count(*) GROUP BY well
 WHERE area > 300``, each format's natural way), a DuckDB ``ome_stats`` pass
 (omeframe only; on a subset when the table is large), and one torch
 ``DataLoader`` epoch with 2 workers, batches of 256 (samples/s, the best of 3
-epochs). Times are the best of 5 runs (fewer for slow cases, 1 with ``--quick``).
+epochs). Times are the best of 5 runs (fewer for slow cases, 1 with ``--quick``);
+random batches, a few milliseconds each, the best of 20.
 An omeframe Vortex table whose decoded images fit in half of omeframe's cache
 (10^5 crops 3x16x16 do, 10^6 do not) keeps the blocks its takes decode, so its
 best random batch is a copy from memory (the take that decodes the table, a
@@ -676,7 +677,7 @@ def run_system(ctx: CaseContext) -> dict[str, Any]:
         last_rows[:] = [take_rows(n, next(counter))]
         return system.take(handle, last_rows[0])
 
-    timing, got = best_of(one_take, fast)
+    timing, got = best_of(one_take, int(p["take_repeats"]))
     out["take"] = timing.as_dict()
     rows = last_rows[0]
     want = np.stack([src.rows(int(r), int(r) + 1)[0] for r in rows[:8]])  # checked outside the timing
@@ -861,6 +862,7 @@ def run_config(cfg: Config, workdir: Path, args: argparse.Namespace, systems: tu
     base.update(
         repeats=1 if args.quick else 5,  # write and decode: fewer once a run would pass the budget
         fast_repeats=1 if args.quick else 5,
+        take_repeats=1 if args.quick else 20,  # a few ms each: more batches, less noise
         budget=60.0 if not args.quick else 5.0,
         loader=args.loader,
         loader_epoch=not args.no_loader,
@@ -1097,7 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.getloadavg()[0]:.2f} at end. {_versions()}.",
         "",
         f"Best of {1 if args.quick else 5} runs (write and decode: fewer where another run would pass "
-        "60 s, 120 s above 200 MB raw); DataLoader: best of "
+        f"60 s, 120 s above 200 MB raw; random batches: best of {1 if args.quick else 20}); DataLoader: best of "
         f"{1 if args.quick else LOADER_EPOCHS} epochs, each starting its workers. Every system runs in a "
         "fresh interpreter; the fresh-process time includes interpreter start-up. ome-arrow bytes writes at most "
         f"{OA_MAX_ROWS:,} crops (the subset is marked); the ome_stats pass runs over at most "

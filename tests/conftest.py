@@ -1,4 +1,4 @@
-"""Shared fixtures: the optional array libraries (torch, JAX) the tensor tests need.
+"""Shared fixtures: the optional array libraries (torch, JAX) the tensor tests need, and more.
 
 pyproject's ``test`` extra declares JAX for every supported Python and torch
 for Python 3.11 only (the one torch wheel this project's machines hold is a
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
@@ -113,3 +114,15 @@ def bucket(s3):  # type: ignore[no-untyped-def]
     s3.counts.reset()
     yield f"s3://{name}", s3.storage_options, s3
     s3.faults.clear()
+
+
+@pytest.fixture
+def default_cache() -> Iterator[None]:
+    """The shared byte cache with its default budget, empty before and after the test."""
+    from omeframe.engine.cache import DEFAULT_CACHE_BYTES, shared_cache
+
+    shared_cache().set_max_bytes(DEFAULT_CACHE_BYTES)
+    shared_cache().clear()
+    yield
+    shared_cache().set_max_bytes(DEFAULT_CACHE_BYTES)
+    shared_cache().clear()

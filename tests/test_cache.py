@@ -25,6 +25,20 @@ def test_lru_evicts_by_bytes() -> None:
     assert (info.entries, info.evictions, info.bytes) == (3, 1, 3000)
 
 
+def test_get_all_is_all_or_nothing_and_marks_every_key_recent() -> None:
+    cache = ByteCache(max_bytes=3000)
+    for i in range(3):
+        cache.put(("k", i), np.full(1000, i, np.uint8))
+    assert cache.get_all([("k", 2), ("k", 9)]) is None  # one missing: nothing counted, nothing moved
+    assert cache.info().hits == 0
+    got = cache.get_all([("k", 1), ("k", 0)])
+    assert got is not None and [int(a[0]) for a in got] == [1, 0]
+    assert cache.info().hits == 2
+    cache.put(("k", 3), np.zeros(1000, np.uint8))  # 2 is now the least recently used
+    assert ("k", 2) not in cache and ("k", 0) in cache and ("k", 1) in cache
+    assert cache.get_all([]) == []
+
+
 def test_value_larger_than_budget_is_not_kept() -> None:
     cache = ByteCache(max_bytes=100)
     out = cache.get_or_compute("big", lambda: b"x" * 500)

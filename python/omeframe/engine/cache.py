@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -173,6 +173,29 @@ class ByteCache:
             self._data.move_to_end(key)
             self._hits += 1
             return item[0]
+
+    def get_all(self, keys: Sequence[Hashable]) -> list[Any] | None:
+        """The values under every one of ``keys`` (marked most recently used), or ``None`` if one is missing.
+
+        One lock for all keys; counts a hit per key when all are present and
+        nothing when one is missing (the caller then computes what it needs).
+
+        Example
+        -------
+        >>> c = ByteCache(1 << 20)
+        >>> c.put("a", b"x"); c.put("b", b"y")
+        >>> c.get_all(["a", "b"]), c.get_all(["a", "z"])
+        ([b'x', b'y'], None)
+        """
+        with self._guard:
+            data = self._data
+            items = [data.get(key) for key in keys]
+            if any(item is None for item in items):
+                return None
+            for key in keys:
+                data.move_to_end(key)
+            self._hits += len(items)
+            return [item[0] for item in items]  # type: ignore[index]
 
     def __contains__(self, key: Hashable) -> bool:
         with self._guard:

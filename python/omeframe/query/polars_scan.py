@@ -325,16 +325,11 @@ _PQ_META: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _PQ_LOCK = threading.Lock()
 
 
-def _file_key(path: str) -> tuple[Any, ...]:
-    st = os.stat(path)
-    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
-
-
 def _parquet_file(path: str, fh: files.InputFile) -> Any:
     """``pq.ParquetFile`` over ``fh``; the footer is parsed once per file version."""
     import pyarrow.parquet as pq
 
-    key = _file_key(path)
+    key = files.file_key(path)
     with _PQ_LOCK:
         md = _PQ_META.get(key)
         if md is not None:
@@ -1383,8 +1378,8 @@ def scan(
         for path in paths:
             _check_parquet(path)
         return pl.scan_parquet(paths, glob=False, hive_partitioning=False)
-    file_key = (_file_key(paths[0]), fmt) if paths else None
-    cached = _schema_cache_get(file_key)
+    version = (files.file_key(paths[0]), fmt) if paths else None
+    cached = _schema_cache_get(version)
     if cached is not None:
         schema = cached
     elif paths:
@@ -1393,12 +1388,12 @@ def scan(
         schema = CHUNKS_SCHEMA
     virtual = _virtual_columns(schema, kind, column_name, header_columns, label)
     tbl = _Table(paths, fmt, schema, virtual, label)
-    pl_key = (file_key, tuple(virtual.items())) if file_key is not None else None
+    pl_key = (version, tuple(virtual.items())) if version is not None else None
     pl_schema = _schema_cache_get(pl_key)
     if pl_schema is None:
         pl_schema = polars_schema(tbl.out_schema())
-        if file_key is not None and pl_key is not None:
-            _schema_cache_put(file_key, schema)
+        if version is not None and pl_key is not None:
+            _schema_cache_put(version, schema)
             _schema_cache_put(pl_key, pl_schema)
     src = _ScanSource(tbl, pl_schema, reader)
     key = next(_SOURCE_IDS)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import io
 import os
 import threading
+from typing import Any
 
-__all__ = ["InputFile", "PositionalFile", "open_input"]
+__all__ = ["InputFile", "PositionalFile", "file_key", "open_input"]
 
 
 class PositionalFile(io.RawIOBase):
@@ -110,3 +111,24 @@ class InputFile(PositionalFile):
 def open_input(path: str | os.PathLike[str]) -> InputFile:
     """Open ``path`` for range reads (the single entry point tests may wrap)."""
     return InputFile(path)
+
+
+def file_key(path: str | os.PathLike[str]) -> tuple[Any, ...]:
+    """The identity of the current version of local file ``path``: real path, size, modification time, inode.
+
+    Caches of what was read from a file key on it, so that a file replaced
+    (by a rename, as omeframe's writers do) or rewritten is read anew.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.bin")
+    >>> _ = open(p, "wb").write(b"one")
+    >>> before = file_key(p)
+    >>> _ = open(p + ".new", "wb").write(b"three")
+    >>> os.replace(p + ".new", p)
+    >>> file_key(p) == before
+    False
+    """
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)

@@ -28,6 +28,7 @@ from omeframe.formats.record.files import (
     find_record_column,
     read_record_table,
 )
+from omeframe.formats.record.kept_blocks import fixed_blocks, take_from_blocks
 from omeframe.formats.record.pixel_index import (
     _MAGIC,
     _TRAILER,
@@ -49,8 +50,9 @@ from omeframe.formats.record.vortex_splits import split_bounds, take_from_splits
 from omeframe.formats.vortex.file import read_vortex_pixels, read_vortex_schema, read_vortex_table, vortex_num_rows
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, RowIndexError
+from omeframe.storage.files import file_key
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
-from omeframe.storage.prefetch import CAN_ADVISE, will_need
+from omeframe.storage.prefetch import CAN_ADVISE, ResidencyCheck, will_need
 from omeframe.storage.remote import RemoteFile, open_remote_file
 from omeframe.storage.url import parse_location
 
@@ -157,6 +159,7 @@ class ImageTable:
         self._use_index = use_index
         self._storage_options = dict(storage_options or {})
         self._mm: mmap.mmap | None = None
+        self._resident = ResidencyCheck()  # the map wholly cached: takes skip the read-ahead advice
         self._index: PixelIndex | None = None
         self._pf: pq.ParquetFile | None = None
         self._column: str | None = None
@@ -288,7 +291,7 @@ class ImageTable:
         """
         if self._mm is None:
             return self._chunk_buffer(chunk_ids)
-        if CAN_ADVISE and len(chunk_ids) <= _ADVISE_MAX_CHUNKS:
+        if CAN_ADVISE and len(chunk_ids) <= _ADVISE_MAX_CHUNKS and not self._resident(self._mm):
             try:
                 fd = os.open(self._path, os.O_RDONLY)
             except OSError:  # the advice is only a hint; the map still reads
@@ -573,13 +576,32 @@ class ImageTable:
         PixelPayloadError, CorruptFileError
             When stored bytes are damaged (checksums and length prefixes are
             checked on every read).
+
+        Notes
+        -----
+        On a local table, random takes after the first from a table whose
+        decoded images fit in half of the shared cache
+        (:func:`omeframe.set_cache_bytes`), and on a Vortex table also takes
+        that walk it in order, decode blocks of rows whole once and copy
+        later rows out of them (:mod:`omeframe.formats.record.kept_blocks`).
         """
         d = stack_dims(dims)
         n = len(self)
         idx = np.arange(n, dtype=np.int64) if rows is None else normalize_rows(rows, n, repr(self._path))
         if self._has_index:
+            if rows is not None and self._remote is None:
+                # a sparse take from a small table: rows of decoded blocks kept in the shared cache
+                # (see omeframe.formats.record.kept_blocks; consecutive rows gather cheaply through the pages)
+                key = ("parquet-block", *file_key(self._path), self.column)
+                kept = take_from_blocks(
+                    key, fixed_blocks(n), idx, d, self._row_nbytes, self._decode_block, keep_dense=False
+                )
+                if kept is not None:
+                    return kept if dtype is None else kept.astype(dtype)
             out6 = self._take_indexed(idx)
             if out6 is not None:
+                if len(out6):
+                    self._row_nbytes = out6.nbytes // len(out6)
                 res = shape_dims(out6, d)
                 return res if dtype is None else res.astype(dtype)
         if rows is not None and self._format == "vortex" and self._remote is None:
@@ -604,6 +626,10 @@ class ImageTable:
         if len(out):
             self._row_nbytes = out.nbytes // len(out)
         return out if dtype is None else out.astype(dtype)
+
+    def _decode_block(self, lo: int, hi: int) -> np.ndarray | None:
+        """Rows ``lo:hi`` as one ``(hi - lo, T, C, Z, Y, X)`` stack through the pixel index (checked)."""
+        return self._take_indexed(np.arange(lo, hi, dtype=np.int64))
 
     def _take_indexed(self, idx: np.ndarray) -> np.ndarray | None:
         index = self._index

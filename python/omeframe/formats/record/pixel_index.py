@@ -450,7 +450,12 @@ def read_page_values(
         u0, u1 = int(bounds[b]), int(bounds[b + 1])
         if not split:
             _check_pages(mm, pages, used[u0:u1], what)
-        rows = _decode_pages(mm, pages, used[u0:u1], raw[u0:u1], what).reshape(-1, width)
+        try:
+            rows = _decode_pages(mm, pages, used[u0:u1], raw[u0:u1], what).reshape(-1, width)
+        except PixelPayloadError:
+            if split:  # the CRCs are checked on another thread: name the damage the same way whichever ends first
+                _check_pages(mm, pages, used[u0:u1], what)
+            raise
         s0, s1 = int(pos[u0]), int(pos[u1])
         page_row = (cum[u0:u1] - cum[u0]) // width  # first row of each page in ``rows``
         local = page_row[np.searchsorted(used[u0:u1], spages[s0:s1])] + (sids[s0:s1] - pages.first_value[spages[s0:s1]])

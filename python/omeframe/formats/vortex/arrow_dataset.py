@@ -50,10 +50,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
 from omeframe.formats.vortex.file import _first_line, _import_vortex, _stored_schema, read_vortex_table
-from omeframe.formats.vortex.take import file_key
 from omeframe.model.arrow import field_type
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage import files
+from omeframe.storage.files import file_key
 
 __all__ = [
     "VortexPlainDataset",

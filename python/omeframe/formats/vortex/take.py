@@ -49,10 +49,11 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.engine import threads as _threads
+from omeframe.storage.files import file_key
 
 __all__ = [
     "LazyFile", "MAX_FILES", "MIN_SPLITS", "MIN_SPLITS_PIXELS", "PARALLEL_ROWS",
-    "file_key", "lazy_file", "worth_taking",
+    "lazy_file", "worth_taking",
 ]
 
 #: Open files kept per process (each holds its memory map and scanned leaves).
@@ -315,12 +316,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def file_key(path: str) -> tuple[Any, ...]:
-    """The identity of the current version of local file ``path``: real path, size, modification time, inode."""
-    st = os.stat(path)
-    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def lazy_file(path: str, opener: Callable[[str], Any] | None = None) -> LazyFile:

@@ -1,0 +1,181 @@
+"""Takes served from decoded blocks kept in the shared cache: the rules both formats share, and Parquet's.
+
+Vortex keeps its splits for takes that walk the table too (see
+``test_vortex_splits.py``); an indexed Parquet table gathers consecutive rows
+through its pages and keeps blocks only for sparse takes of a small table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import omeframe as of
+from omeframe.engine.cache import shared_cache
+from omeframe.formats.record.kept_blocks import BLOCK_ROWS, dense_blocks, fixed_blocks
+from omeframe.formats.vortex.file import rows_per_split
+
+pytestmark = pytest.mark.usefixtures("default_cache")
+
+N = 9000  # two blocks: rows 0..8191 and 8192..8999
+#: Whether a take dense in a block has it decoded and kept, per format.
+KEEPS_DENSE = {"parquet": False, "vortex": True}
+
+
+def crops(n: int = N, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, (n, 3, 4, 4), dtype=np.uint8)
+
+
+@pytest.fixture(params=["parquet", "vortex"])
+def fmt(request: pytest.FixtureRequest) -> str:
+    if request.param == "vortex":
+        pytest.importorskip("vortex")
+    return str(request.param)
+
+
+@pytest.fixture
+def table_path(tmp_path: Path, fmt: str) -> tuple[Path, np.ndarray]:
+    stack = crops()
+    path = tmp_path / f"crops.{fmt}"
+    of.write_table(path, stack, dim_order="CYX")
+    if fmt == "parquet":
+        t = of.ImageTable(path)
+        assert t._index is not None and t._index.pages is not None  # raw chunks in compressed pages
+    return path, stack
+
+
+def test_blocks_and_density() -> None:
+    assert fixed_blocks(0).shape == (0, 2)
+    assert fixed_blocks(BLOCK_ROWS).tolist() == [[0, BLOCK_ROWS]]
+    bounds = fixed_blocks(N, 4096)
+    assert bounds.tolist() == [[0, 4096], [4096, 8192], [8192, 9000]]
+    assert not bounds.flags.writeable
+    count, first, last = rows_per_split(np.array([1, 2, 5000, 8999]), bounds)
+    assert count.tolist() == [2, 1, 1] and first.tolist() == [1, 5000, 8999] and last.tolist() == [2, 5000, 8999]
+    two = np.array([[0, 8192], [8192, 9000]])
+    assert dense_blocks(np.arange(0, 256), two).tolist() == [True, False]  # 1/32 of the block
+    assert dense_blocks(np.arange(8192, 8192 + 32), two).tolist() == [False, True]  # a run of 32
+    assert dense_blocks(np.arange(8192, 8192 + 20), two).tolist() == [False, False]  # 20 rows of 808
+    assert dense_blocks(np.arange(0, 8192, 100), two).tolist() == [False, False]  # 82 scattered rows
+    assert dense_blocks(np.arange(0, 8192, 30), two).tolist() == [True, False]  # 274 scattered rows
+    assert dense_blocks(np.array([], dtype=np.int64), two).tolist() == [False, False]
+
+
+@pytest.mark.parametrize("batch", [256, 100, 1000])
+def test_walking_the_table_keeps_blocks_where_the_format_gathers_slowly(table_path, fmt: str, batch: int) -> None:
+    path, stack = table_path
+    t = of.ImageTable(path)
+    for lo in range(0, N, batch):
+        rows = np.arange(lo, min(lo + batch, N))
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    info = of.cache_info()
+    if KEEPS_DENSE[fmt]:  # one decoded stack per block, holding every image once
+        assert info.entries == 2 and info.misses == 2 and info.hits > 0 and info.bytes == stack.nbytes
+    else:  # consecutive rows cost about 1 us each through the pages: no block is worth decoding
+        assert info.entries == 0
+
+
+def test_a_small_table_is_kept_whole_by_random_takes(table_path) -> None:
+    path, stack = table_path
+    t = of.ImageTable(path)
+    rng = np.random.default_rng(2)
+    for _ in range(4):
+        rows = rng.choice(N, 64, replace=False)
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    info = of.cache_info()
+    assert info.entries == 2 and info.misses == 2 and info.hits >= 4  # both blocks decoded once
+    hits = info.hits
+    assert np.array_equal(t.to_numpy(np.arange(100, 1100)), stack[100:1100])  # dense, from kept block 0
+    assert of.cache_info().hits == hits + 1 and of.cache_info().misses == 2
+
+
+def test_sparse_takes_of_a_large_table_gather_and_keep_nothing(tmp_path: Path, fmt: str) -> None:
+    n = 5 * 8192  # 1.97 MB of images: more than half of the budget below, a block (393 KB) under a quarter
+    stack = crops(n)
+    path = tmp_path / f"large.{fmt}"
+    of.write_table(path, stack, dim_order="CYX")
+    of.set_cache_bytes(2_000_000)
+    t = of.ImageTable(path)
+    rows = np.random.default_rng(1).choice(n, 64, replace=False)
+    for _ in range(3):
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert of.cache_info().entries == 0
+    assert np.array_equal(t.to_numpy(np.arange(8192, 8192 + 300)), stack[8192:8492])  # dense in block 1
+    assert of.cache_info().entries == int(KEEPS_DENSE[fmt])
+
+
+def test_a_kept_block_serves_any_rows_dims_and_dtype(table_path) -> None:
+    path, stack = table_path
+    t = of.ImageTable(path)
+    t.to_numpy(np.arange(0, 256))  # the first take learns the image size
+    t.to_numpy(np.array([5, 900, 3000]))  # sparse in block 0 of a small table: decoded and kept
+    rows = np.array([4000, 7, 8191, 300])
+    assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert np.array_equal(t.to_numpy(rows, dims="YXC"), stack[rows].transpose(0, 2, 3, 1))
+    assert t.to_numpy(rows, dtype=np.float32).dtype == np.float32
+    for got in (t.to_numpy(rows), t.to_numpy(np.arange(300, 340))):  # gathered and sliced: the caller's own
+        assert got.flags.writeable
+        got[:] = 0
+    assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert np.array_equal(t.to_numpy(np.arange(300, 340)), stack[300:340])
+    assert of.cache_info().entries == 1  # block 0 only, one stack for every dims
+
+
+def test_a_table_replaced_under_its_name_is_read_anew(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"crops.{fmt}"
+    first, second = crops(seed=1), crops(seed=2)
+    of.write_table(path, first, dim_order="CYX")
+    t = of.ImageTable(path)
+    rows = np.array([3, 700, 5000, 8500])
+    t.to_numpy(np.arange(0, 256))
+    assert np.array_equal(t.to_numpy(rows), first[rows])
+    assert of.cache_info().entries == 2
+    of.write_table(path, second, dim_order="CYX")
+    t2 = of.ImageTable(path)
+    t2.to_numpy(np.arange(0, 256))
+    assert np.array_equal(t2.to_numpy(rows), second[rows])
+    assert of.cache_info().entries == 4  # the new version's blocks beside the old ones
+
+
+def test_blocks_of_several_shapes_are_remembered_and_gathered(tmp_path: Path, fmt: str) -> None:
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 255, (3, 2, 2) if i % 50 else (3, 4, 4), dtype=np.uint8) for i in range(N)]
+    path = tmp_path / f"mixed.{fmt}"
+    of.write_table(path, images, dim_order="CYX")
+    t = of.ImageTable(path)
+    rows = np.array([1, 701, 3001, 8999])  # one shape, sparse in the blocks of a small table of two shapes
+    for _ in range(3):
+        assert np.array_equal(t.to_numpy(rows), np.stack([images[r] for r in rows]))
+    info = of.cache_info()  # each block tried once and remembered as not one stack
+    assert info.misses == 2 and info.entries == 2 and info.bytes < 1000
+
+
+def test_no_budget_keeps_nothing(table_path) -> None:
+    path, stack = table_path
+    of.set_cache_bytes(0)
+    t = of.ImageTable(path)
+    rng = np.random.default_rng(6)
+    for rows in [rng.choice(N, 64, replace=False) for _ in range(3)] + [np.arange(0, 256), np.arange(256, 512)]:
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert of.cache_info().entries == 0
+
+
+def test_a_damaged_parquet_page_fails_every_time_and_nothing_is_kept(tmp_path: Path) -> None:
+    stack = crops()
+    path = tmp_path / "crops.parquet"
+    of.write_table(path, stack, dim_order="CYX")
+    pages = of.ImageTable(path)._index.pages  # type: ignore[union-attr]
+    assert pages is not None
+    raw = bytearray(path.read_bytes())
+    raw[int(pages.values_start[5]) + 3] ^= 0x10  # inside the compressed values of a page of block 0
+    path.write_bytes(bytes(raw))
+    t = of.ImageTable(path)
+    assert np.array_equal(t.to_numpy(np.arange(8192, 8448)), stack[8192:8448])  # learns the size
+    for _ in range(2):  # sparse in block 0 of a small table: decoding it whole meets the damaged page
+        with pytest.raises(of.ChunkChecksumError, match="CRC"):
+            t.to_numpy(np.array([3, 4000, 8000]))
+    assert all(key[0] != "parquet-block" or key[-1] != 0 for key in shared_cache()._data)
+    assert np.array_equal(t.to_numpy(np.array([8200, 8900])), stack[[8200, 8900]])
