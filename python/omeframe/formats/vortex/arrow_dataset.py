@@ -53,7 +53,6 @@ from omeframe.formats.vortex.file import _first_line, _import_vortex, _stored_sc
 from omeframe.model.arrow import field_type
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage import files
-from omeframe.storage.files import file_key
 
 __all__ = [
     "VortexPlainDataset",
@@ -129,7 +128,7 @@ def open_vortex_input(path: str | os.PathLike[str]) -> VortexInput:
     """
     vortex = _import_vortex()
     p = os.fspath(path)
-    key = file_key(p)
+    key = files.file_key(p)
     fh = files.open_input(p)
     try:
         with _FOOTER_LOCK:
@@ -166,7 +165,7 @@ def open_vortex_mapped(path: str | os.PathLike[str]) -> Any:
     """
     vortex = _import_vortex()
     p = os.fspath(path)
-    key = file_key(p)
+    key = files.file_key(p)
     with _FOOTER_LOCK:
         footer = _FOOTER_CACHE.get(key)
     if footer is None:
