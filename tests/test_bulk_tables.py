@@ -386,6 +386,36 @@ def test_tiny_chunks_go_to_compressed_pages_unless_a_codec_is_chosen(tmp_path):
     assert np.array_equal(auto.to_numpy([3, 49]), framed.to_numpy([3, 49]))
 
 
+def test_tables_too_large_to_keep_decoded_get_smaller_pages(tmp_path, monkeypatch):
+    """A stack whose raw pixels exceed KEPT_TABLE_BYTES goes into 4 KiB pages; the same rows as
+    batches (size unknown up front), or a smaller stack, into 8 KiB pages. All read back the same."""
+    from omeframe.formats.record import writer
+
+    tiny = cells(2000, y=16, x=16, seed=44)  # 768 pixel bytes a row: 1.5 MB
+    monkeypatch.setattr(writer, "KEPT_TABLE_BYTES", 1_000_000)
+
+    def page_raw(path):
+        t = of.open_table(path)
+        assert t._index is not None and t._index.pages is not None
+        return t, float(np.median(t._index.pages.values_raw))  # about the page size (a page is whole values)
+
+    large, large_raw = page_raw(of.write_table(tmp_path / "large.parquet", tiny, dim_order="CYX"))
+    small, small_raw = page_raw(of.write_table(tmp_path / "small.parquet", tiny[:1000], dim_order="CYX"))
+    streamed, streamed_raw = page_raw(
+        of.write_table(tmp_path / "streamed.parquet", (tiny[lo : lo + 500] for lo in range(0, 2000, 500)),
+                       dim_order="CYX")
+    )
+    for got, want in ((large_raw, writer.LARGE_TABLE_PAGE_BYTES), (small_raw, writer.RAW_PAGE_BYTES),
+                      (streamed_raw, writer.RAW_PAGE_BYTES)):
+        assert abs(got - want) < 0.1 * want
+    rows = np.random.default_rng(3).permutation(1000)[:300]
+    for t, stack in ((large, tiny), (small, tiny[:1000]), (streamed, tiny)):
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+        assert np.array_equal(t.to_numpy(), stack)
+    with pytest.raises(ValueError, match="expected_rows"):
+        writer.write_record_batches(tmp_path / "x.parquet", iter([]), column_name="ome_arrow", expected_rows=-1)
+
+
 @pytest.mark.parametrize("threads", [0, 2])
 def test_gather_segments_equals_joining_every_frame(threads):
     """The decoder's buffers are copied run by run, exactly as joining frame by frame would."""

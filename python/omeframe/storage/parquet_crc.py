@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError
 from omeframe.storage.crc import crc32_function, run_each
-from omeframe.storage.parquet_pages import _V2_HEADER, UnsupportedLayout, _zigzag_varint, read_header
+from omeframe.storage.parquet_pages import UnsupportedLayout, read_header, usual_v2_headers
 
 __all__ = ["CACHED_FILES", "CheckedParquetFile", "PageTable", "chunk_pages"]
 
@@ -121,26 +121,27 @@ def chunk_pages(buf: Any, start: int, end: int, what: str) -> PageTable:
     """
     if start < 0 or end > len(buf) or start > end:
         raise CorruptFileError(f"{what}: the column chunk lies outside the file (bytes {start}..{end} of {len(buf)})")
-    recs: list[tuple[int, int, int]] = []
-    match, z = _V2_HEADER.match, _zigzag_varint
+    blocks: list[np.ndarray] = []
     pos = start
     while pos < end:
-        m = match(buf, pos)
-        if m is not None and m.end() <= end:  # the v2 data page header Arrow writes, matched in C
-            body, size, crc = m.end(), z(m.group(2)), z(m.group(3)) & 0xFFFFFFFF
+        heads, pos = usual_v2_headers(buf, pos, end)
+        if heads is not None:  # the v2 data page headers Arrow writes, matched in C and decoded in bulk
+            block = np.stack([heads.body, heads.compressed_size, heads.crc, heads.start], axis=1)
         else:
             try:
                 h, body = read_header(buf, pos, end)
             except UnsupportedLayout as exc:
                 raise CorruptFileError(f"{what}: the page header at byte {pos} is unreadable ({exc})") from None
-            size, crc = h.compressed_size, -1 if h.crc is None else h.crc
-        if size < 0 or body + size > end:
+            block = np.array([[body, h.compressed_size, -1 if h.crc is None else h.crc, pos]], dtype=np.int64)
+            pos = body + h.compressed_size
+        bad = np.flatnonzero((block[:, 1] < 0) | (block[:, 0] + block[:, 1] > end))
+        if len(bad):
+            size, at = int(block[bad[0], 1]), int(block[bad[0], 3])
             raise CorruptFileError(
-                f"{what}: the page at byte {pos} claims {size} bytes, past the column chunk's end at {end}"
+                f"{what}: the page at byte {at} claims {size} bytes, past the column chunk's end at {end}"
             )
-        recs.append((body, size, crc))
-        pos = body + size
-    arr = np.asarray(recs, dtype=np.int64).reshape(-1, 3)
+        blocks.append(block)
+    arr = np.concatenate(blocks) if blocks else np.zeros((0, 4), dtype=np.int64)
     return PageTable(start, end, arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy())
 
 

@@ -30,7 +30,7 @@ from omeframe.storage.thrift_compact import FALSE, I32, STOP, STRUCT, TRUE, Fiel
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
-__all__ = ["UnsupportedLayout", "ValuePages", "read_header", "value_pages"]
+__all__ = ["UnsupportedLayout", "V2Headers", "ValuePages", "read_header", "usual_v2_headers", "value_pages"]
 
 _DATA_PAGE, _INDEX_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 1, 2, 3
 _PLAIN = 0
@@ -92,6 +92,103 @@ _V2_HEADER = re.compile(
     re.DOTALL,
 )
 _varints: dict[bytes, int] = {}
+#: Byte values of the optional empty statistics struct (field 8, struct) in :data:`_V2_HEADER`.
+_EMPTY_STATS = 0x1C
+_TRUE_FLAG = 0x11
+
+
+@dataclass(frozen=True)
+class V2Headers:
+    """Consecutive v2 data-page headers of the usual form (:data:`_V2_HEADER`), field by field.
+
+    Each array holds one entry per page, in file order: where its header
+    starts (``start``) and its body begins (``body``), then the header's
+    fields. Built by :func:`usual_v2_headers`.
+    """
+
+    start: np.ndarray
+    body: np.ndarray
+    uncompressed_size: np.ndarray
+    compressed_size: np.ndarray
+    crc: np.ndarray  # the CRC-32 as an unsigned value (the usual header always carries one)
+    num_values: np.ndarray
+    num_nulls: np.ndarray
+    encoding: np.ndarray
+    def_len: np.ndarray
+    rep_len: np.ndarray
+    is_compressed: np.ndarray
+
+
+def _zigzag_varints_at(u8: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The zigzag varints (at most 5 bytes, as the regex matched) starting at ``pos``, and the positions after them."""
+    lanes = np.arange(5)
+    b = u8[np.minimum(pos[:, None] + lanes, len(u8) - 1)].astype(np.int64)
+    length = ((b & 0x80) == 0).argmax(axis=1) + 1
+    v = (((b & 0x7F) << (7 * lanes)) * (lanes < length[:, None])).sum(axis=1)
+    return (v >> 1) ^ -(v & 1), pos + length
+
+
+def usual_v2_headers(buf: bytes | mmap.mmap | memoryview, pos: int, end: int) -> tuple[V2Headers | None, int]:
+    """The run of usual v2 page headers (:data:`_V2_HEADER`) from ``pos``, and where the run stops.
+
+    A page table is a chain (each page's position follows from the one
+    before), so the walk itself is a loop: one regex match (in C) and one
+    varint per page. Every other field is decoded afterwards for all pages at
+    once from the matched bytes. The run stops at ``end`` or at the first
+    header of another form, which the caller parses with
+    :func:`read_header`; ``(None, pos)`` when the header at ``pos`` already
+    is one. The run also stops after a page of negative size; the pages'
+    sizes are not checked against ``end`` here.
+
+    Example
+    -------
+    >>> import io, pyarrow as pa, pyarrow.parquet as pq
+    >>> sink = io.BytesIO()
+    >>> pq.write_table(pa.table({"v": [b"x" * 100] * 50}), sink, data_page_version="2.0",
+    ...                write_statistics=False, write_page_checksum=True, data_page_size=1000,
+    ...                write_batch_size=10, use_dictionary=False)
+    >>> cc = pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata.row_group(0).column(0)
+    >>> heads, stop = usual_v2_headers(sink.getvalue(), cc.data_page_offset,
+    ...                                cc.data_page_offset + cc.total_compressed_size)
+    >>> heads.num_values.tolist(), stop == cc.data_page_offset + cc.total_compressed_size
+    ([10, 10, 10, 10, 10], True)
+    """
+    match, z = _V2_HEADER.match, _zigzag_varint
+    starts: list[int] = []
+    bodies: list[int] = []
+    while pos < end:
+        m = match(buf, pos)
+        if m is None or m.end() > end:
+            break
+        starts.append(pos)
+        body = m.end()
+        bodies.append(body)
+        size = z(m.group(2))
+        if size < 0:  # a damaged size: the caller refuses the page (never walk backwards)
+            pos = body
+            break
+        pos = body + size
+    if not starts:
+        return None, pos
+    u8 = np.frombuffer(buf, dtype=np.uint8)
+    p = np.asarray(starts, dtype=np.int64) + 3  # \x15\x06\x15: type DATA_PAGE_V2, then field 2
+    fields = []
+    for skip in (0, 1, 1, 2, 1, 1, 1, 1, 1):  # \x15 before each field; \x4c opens the v2 struct
+        p = p + skip
+        value, p = _zigzag_varints_at(u8, p)
+        fields.append(value)
+    flag = u8[p]
+    p = p + 1
+    p = p + 2 * (u8[np.minimum(p, len(u8) - 1)] == _EMPTY_STATS) + 2
+    body_arr = np.asarray(bodies, dtype=np.int64)
+    if not np.array_equal(p, body_arr):  # pragma: no cover - the regex fixes the layout decoded above
+        raise UnsupportedLayout("page headers decode differently from how they matched")
+    unc, comp, crc, nv, nn, _rows, enc, dl, rl = fields
+    heads = V2Headers(
+        np.asarray(starts, dtype=np.int64), body_arr, unc, comp, crc & 0xFFFFFFFF, nv, nn, enc, dl, rl,
+        flag == _TRUE_FLAG,
+    )
+    return heads, pos
 
 
 def read_header(buf: bytes | mmap.mmap | memoryview, pos: int, end: int) -> tuple[_Header, int]:
@@ -220,12 +317,10 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
     md = pf.metadata
     col_schema = pf.schema.column(column_index)
     max_rep, max_def = col_schema.max_repetition_level, col_schema.max_definition_level
-    # per page: first value, values start, value count, stored and raw bytes of the values,
-    # body start, body length, CRC (-1: none)
-    recs: list[tuple[int, int, int, int, int, int, int, int]] = []
-    match, z = _V2_HEADER.match, _zigzag_varint
+    # per block of pages: values start, value count, stored and raw bytes of the values,
+    # body start, body length, CRC (-1: none); the first value of each page follows from the counts
+    blocks: list[np.ndarray] = []
     codecs: set[str] = set()
-    seen = 0
     with open(os.fspath(path), "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         for g in range(md.num_row_groups):
             cc = md.row_group(g).column(column_index)
@@ -239,24 +334,9 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
             if end > len(mm) or pos < 0:
                 raise UnsupportedLayout(f"row group {g}: the column chunk lies past the end of the file")
             while pos < end:
-                m = match(mm, pos)
-                if m is not None and m.end() <= end:  # the usual v2 page header, matched in C
-                    unc, comp, crc, nv, nn, _rows, enc, dl, rl, flag = m.groups()
-                    levels = z(dl) + z(rl)
-                    comp_size, n_values = z(comp), z(nv)
-                    if z(enc) != _PLAIN or z(nn):
-                        raise UnsupportedLayout(f"row group {g}: a v2 data page holds nulls or is not PLAIN")
-                    body = m.end()
-                    vstored, vraw = comp_size - levels, z(unc) - levels
-                    if flag == b"\x12" and cc.compression != "UNCOMPRESSED":  # values kept raw (see below)
-                        if vstored != vraw:
-                            raise UnsupportedLayout(f"row group {g}: a raw-stored page has two sizes")
-                        vstored = -vraw
-                    if n_values:
-                        crc32 = z(crc) & 0xFFFFFFFF
-                        recs.append((seen, body + levels, n_values, vstored, vraw, body, comp_size, crc32))
-                        seen += n_values
-                    pos = body + comp_size
+                heads, pos = usual_v2_headers(mm, pos, end)
+                if heads is not None:  # the usual v2 page headers, matched in C and decoded in bulk
+                    blocks.append(_usual_pages(heads, g, cc.compression))
                     continue
                 try:
                     h, body = read_header(mm, pos, end)
@@ -293,17 +373,37 @@ def value_pages(path: str | os.PathLike[str], pf: pq.ParquetFile, column_index: 
                     vstart = body
                 if h.compressed_size < 0:
                     raise UnsupportedLayout(f"row group {g}: a page header has no size")
-                if n_values:
-                    recs.append(
-                        (seen, vstart, n_values, vstored, vraw, body, h.compressed_size, -1 if h.crc is None else h.crc)
-                    )
-                    seen += n_values
+                crc = -1 if h.crc is None else h.crc
+                blocks.append(np.array([[vstart, n_values, vstored, vraw, body, h.compressed_size, crc]], np.int64))
                 pos = body + h.compressed_size
     if len(codecs) > 1:
         raise UnsupportedLayout(f"the column's row groups use different codecs: {sorted(codecs)}")
     codec = codecs.pop() if codecs else "UNCOMPRESSED"
-    cols = np.asarray(recs, dtype=np.int64).reshape(-1, 8).T.copy()
-    firsts, starts, counts, stored, raw, bodies, body_lens, crcs = cols
+    table = np.concatenate(blocks) if blocks else np.zeros((0, 7), dtype=np.int64)
+    if (table[:, 1] < 0).any():
+        raise UnsupportedLayout("a data page header has no value count")
+    table = table[table[:, 1] > 0]  # pages without values (index pages ...) locate nothing
+    starts, counts, stored, raw, bodies, body_lens, crcs = table.T.copy()
+    firsts = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=firsts[1:])
     if codec == "UNCOMPRESSED":
         return ValuePages(firsts, starts, counts)
     return ValuePages(firsts, starts, counts, codec, stored, raw, bodies, body_lens, crcs)
+
+
+def _usual_pages(heads: V2Headers, g: int, compression: str) -> np.ndarray:
+    """:func:`value_pages`' rows for a run of usual v2 headers of row group ``g`` (values in ``compression``)."""
+    if (heads.compressed_size < 0).any():
+        raise UnsupportedLayout(f"row group {g}: a page header has no size")
+    if (heads.encoding != _PLAIN).any() or heads.num_nulls.any():
+        raise UnsupportedLayout(f"row group {g}: a v2 data page holds nulls or is not PLAIN")
+    levels = heads.def_len + heads.rep_len
+    stored = heads.compressed_size - levels
+    raw = heads.uncompressed_size - levels
+    kept_raw = ~heads.is_compressed & (compression != "UNCOMPRESSED")  # values kept raw (see value_pages)
+    if (stored[kept_raw] != raw[kept_raw]).any():
+        raise UnsupportedLayout(f"row group {g}: a raw-stored page has two sizes")
+    stored = np.where(kept_raw, -raw, stored)
+    return np.stack(
+        [heads.body + levels, heads.num_values, stored, raw, heads.body, heads.compressed_size, heads.crc], axis=1
+    )

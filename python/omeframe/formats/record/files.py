@@ -141,13 +141,17 @@ def find_record_column(schema: pa.Schema, column_name: str | None, *, source: st
     return candidates[0]
 
 
+#: The estimate of a record's bytes besides its pixels in :func:`record_row_sizes`.
+ROW_HEADER_BYTES = 512
+
+
 def record_row_sizes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Estimated bytes of each record: its pixel payload plus a small header."""
+    """Estimated bytes of each record: its pixel payload plus :data:`ROW_HEADER_BYTES`."""
     if isinstance(column, pa.ChunkedArray):
         parts = [record_row_sizes(c) for c in column.chunks]
         return np.concatenate(parts) if parts else np.zeros(0)
     n = len(column)
-    sizes = np.full(n, 512.0)
+    sizes = np.full(n, float(ROW_HEADER_BYTES))
     if n == 0 or column.type.get_field_index("chunks") < 0:
         return sizes + column.nbytes / max(n, 1)
     arr = column if not column.offset else pa.StructArray.from_arrays(

@@ -691,7 +691,15 @@ def write_table(
         row_group_bytes=row_group_bytes,
         file_metadata=file_metadata,
         pixel_index=pixel_index,
+        expected_rows=_known_rows(images),
     )
+
+
+def _known_rows(images: Any) -> int | None:
+    """How many images ``images`` holds when that is known before writing: a stack or records, not batches."""
+    if isinstance(images, (np.ndarray, pa.Array, pa.ChunkedArray, pa.Table)):
+        return len(images)
+    return None
 
 
 def read_table(

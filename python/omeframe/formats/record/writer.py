@@ -20,12 +20,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from omeframe.engine import threads as _threads
+from omeframe.engine.cache import DEFAULT_CACHE_BYTES
 from omeframe.formats.record.files import (
+    ROW_HEADER_BYTES,
     _pixels_precompressed,
     detect_format,
     record_row_sizes,
     table_metadata,
 )
+from omeframe.formats.record.kept_blocks import WHOLE_TABLE_SHARE
 from omeframe.formats.record.pixel_index import INDEX_KEY, INDEX_VERSION, IndexBuilder, append_index
 from omeframe.formats.vortex.file import write_vortex_stream
 from omeframe.model.errors import SchemaError
@@ -34,7 +37,10 @@ from omeframe.storage import parquet as pqio
 from omeframe.storage.atomic import atomic_path, fsync_file
 from omeframe.storage.parquet_parallel import ParallelParquetWriter
 
-__all__ = ["write_record_batches", "SMALL_IMAGE_BYTES", "SMALL_IMAGE_ROW_GROUP_BYTES"]
+__all__ = [
+    "KEPT_TABLE_BYTES", "LARGE_TABLE_PAGE_BYTES", "RAW_PAGE_BYTES", "SMALL_IMAGE_BYTES", "SMALL_IMAGE_ROW_GROUP_BYTES",
+    "raw_page_bytes", "write_record_batches",
+]
 
 #: Images below this many stored bytes on average count as small (cell crops).
 SMALL_IMAGE_BYTES = 256 << 10
@@ -50,6 +56,28 @@ LANE_MIN_BYTES = 1 << 20
 #: decompresses one page per row it reads, a scan pays a small cost per page
 #: (measured in ``benchmarks/bench_tables.py``; see docs/concepts/layouts.md).
 RAW_PAGE_BYTES = 8 << 10
+#: ... and of tables known to hold more raw pixel bytes than :data:`KEPT_TABLE_BYTES`,
+#: whose random takes always read pages: half the page, half the decompression per
+#: row taken, for slower writes and scans (measured in ``benchmarks/bench_tables.py``;
+#: see docs/concepts/layouts.md).
+LARGE_TABLE_PAGE_BYTES = 4 << 10
+#: Tables up to this many raw pixel bytes are served from blocks kept decoded in the
+#: shared cache once taken from twice (:mod:`omeframe.formats.record.kept_blocks`, at
+#: the default cache size), so their page size only matters to writes and scans.
+KEPT_TABLE_BYTES = int(WHOLE_TABLE_SHARE * DEFAULT_CACHE_BYTES)
+
+
+def raw_page_bytes(expected_rows: int | None, row_bytes: float) -> int:
+    """Page size for raw chunks of a table of ``expected_rows`` rows (``None``: unknown), ``row_bytes`` of pixels each.
+
+    Example
+    -------
+    >>> raw_page_bytes(10_000, 768), raw_page_bytes(1_000_000, 768), raw_page_bytes(None, 768)
+    (8192, 4096, 8192)
+    """
+    if expected_rows is not None and expected_rows * row_bytes > KEPT_TABLE_BYTES:
+        return LARGE_TABLE_PAGE_BYTES
+    return RAW_PAGE_BYTES
 
 
 def _check_batch(batch: pa.Table, column_name: str, schema: pa.Schema | None) -> pa.Table:
@@ -101,6 +129,7 @@ def write_record_batches(
     row_group_bytes: int | None = None,
     file_metadata: Mapping[str, str] | None = None,
     pixel_index: bool = True,
+    expected_rows: int | None = None,
 ) -> Path:
     """Write record batches to ``path`` atomically; return the path.
 
@@ -122,8 +151,14 @@ def write_record_batches(
         that every large image gets a row group of its own.
     pixel_index
         Add the pixel index to a Parquet table when its layout allows one.
+    expected_rows
+        How many rows the batches hold in all, when the caller knows: raw
+        tiny chunks of a table larger than :data:`KEPT_TABLE_BYTES` go into
+        smaller Parquet pages (:func:`raw_page_bytes`). ``None``: unknown.
     """
     fmt = detect_format(path, format)
+    if expected_rows is not None and expected_rows < 0:
+        raise ValueError(f"expected_rows must be >= 0 or None, got {expected_rows}")
     if row_group_bytes is not None and row_group_bytes <= 0:
         raise ValueError(f"row_group_bytes must be positive, got {row_group_bytes}")
     # The next batch is encoded while the writer compresses and writes this one.
@@ -144,18 +179,19 @@ def write_record_batches(
         write_vortex_stream(schema, all_batches(), path, metadata=meta, compression=compression)
         return Path(path)
     return _write_parquet(
-        path, first, it, column_name, pqio.parquet_codec(compression), row_group_bytes, meta, pixel_index
+        path, first, it, column_name, pqio.parquet_codec(compression), row_group_bytes, meta, pixel_index,
+        expected_rows,
     )
 
 
-def _mean_chunk_bytes(column: pa.ChunkedArray) -> int:
-    """Average stored bytes of one chunk payload (plus its 4-byte Parquet length)."""
+def _mean_chunk_bytes(column: pa.ChunkedArray) -> tuple[int, float]:
+    """Average stored bytes of one chunk payload (plus its 4-byte Parquet length), and of one record's payloads."""
     if not len(column) or column.type.get_field_index("chunks") < 0:
-        return 1
+        return 1, 0.0
     # Chunk by chunk: combining the column would copy every pixel byte once more.
     n_chunks = sum(int(pc.sum(pc.list_value_length(pc.struct_field(c, "chunks"))).as_py() or 0) for c in column.chunks)
-    pixels = float(record_row_sizes(column).sum()) - 512.0 * len(column)
-    return max(1, int(pixels / max(n_chunks, 1)) + 4)
+    pixels = float(record_row_sizes(column).sum()) - float(ROW_HEADER_BYTES) * len(column)
+    return max(1, int(pixels / max(n_chunks, 1)) + 4), pixels / len(column)
 
 
 def _write_parquet(
@@ -167,6 +203,7 @@ def _write_parquet(
     row_group_bytes: int | None,
     meta: dict[bytes, bytes],
     pixel_index: bool,
+    expected_rows: int | None,
 ) -> Path:
     if row_group_bytes is None:
         mean = float(record_row_sizes(first[column_name]).mean()) if first.num_rows else 0.0
@@ -184,8 +221,8 @@ def _write_parquet(
     schema = first.schema.with_metadata(merged)
     kwargs = pqio._writer_kwargs(schema, compression, precompressed)
     if mode == "pages" and index.usable:
-        value_bytes = _mean_chunk_bytes(first[column_name])
-        page_values = max(1, RAW_PAGE_BYTES // value_bytes)
+        value_bytes, row_pixels = _mean_chunk_bytes(first[column_name])
+        page_values = max(1, raw_page_bytes(expected_rows, row_pixels) // value_bytes)
         kwargs.update(
             data_page_version="2.0",  # levels apart from values: a page's values are found from its header
             # Pages are cut between write batches, once a page holds ``data_page_size`` bytes: a
