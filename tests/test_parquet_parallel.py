@@ -56,11 +56,46 @@ def test_the_codec_gives_back_the_bytes_it_read(tmp_path):
     assert decode_struct(bytes([0x15, 0x05, 0x05, 0x50, 0x0E, 0x00]))[0] == [Field(1, I32, -3), Field(40, I32, 7)]
 
 
+@pytest.mark.parametrize("keep", [{}, {4: None}, {3: None, 4: {1: {3: {9: None}}, 7: None}}])
+def test_a_selective_decode_keeps_the_rest_as_its_bytes(tmp_path, keep):
+    """Fields left out of ``keep`` come back as Raw bytes; the struct encodes to the bytes read,
+    and the kept fields hold the values a full decode gives."""
+    from omeframe.storage.thrift_compact import Raw
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(_table(0, 500), path, row_group_size=128, write_page_checksum=True)
+    footer = _footer_bytes(path)
+    full, _ = decode_struct(footer)
+    part, end = decode_struct(footer, keep=keep)
+    assert end == len(footer) and encode_struct(part) == footer
+    assert [f.id for f in part] == [f.id for f in full]
+    for got, want in zip(part, full, strict=True):
+        if got.id in keep and keep[got.id] is None:
+            assert got == want
+        elif got.id not in keep:
+            assert isinstance(got.value, Raw)
+            assert encode_struct([got]) == encode_struct([Field(got.id, got.type, want.value)])
+    if 4 in keep and keep[4]:  # row groups -> columns -> meta_data -> data_page_offset
+        groups = next(f for f in part if f.id == 4).value.items
+        meta = next(f for f in groups[0] if f.id == 1).value.items[0]
+        offsets = next(f for f in meta if f.id == 3).value
+        assert [f.id for f in offsets if not isinstance(f.value, Raw)] == [9]
+        first = pq.ParquetFile(path).metadata.row_group(0).column(0)
+        assert next(f.value for f in offsets if f.id == 9) == first.data_page_offset
+
+
 def test_truncated_thrift_is_a_corrupt_file():
     with pytest.raises(of.CorruptFileError, match="ends early"):
         decode_struct(bytes([0x15]))
     with pytest.raises(of.CorruptFileError, match="unknown Thrift wire type"):
         decode_struct(bytes([0x1D, 0x00]))
+    for keep in ({}, {1: {}}):  # the same refusals when the fields are skipped, not decoded
+        with pytest.raises(of.CorruptFileError, match="ends early"):
+            decode_struct(bytes([0x1C, 0x15]), keep=keep)
+        with pytest.raises(of.CorruptFileError, match="unknown Thrift wire type"):
+            decode_struct(bytes([0x1C, 0x1D, 0x00, 0x00]), keep=keep)
+        with pytest.raises(of.CorruptFileError, match="past the end"):
+            decode_struct(bytes([0x1C, 0x18, 0x09, 0x61, 0x00, 0x00]), keep=keep)
 
 
 @pytest.mark.parametrize("lanes", [1, 2, 3])

@@ -51,7 +51,7 @@ import pyarrow as pa
 
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage.atomic import fsync_file
-from omeframe.storage.thrift_compact import I64, LIST, STRUCT, Field, Seq, decode_struct, encode_struct
+from omeframe.storage.thrift_compact import I64, LIST, STRUCT, Field, Keep, Seq, decode_struct, encode_struct
 
 __all__ = ["ParallelParquetWriter"]
 
@@ -217,8 +217,20 @@ class ParallelParquetWriter:
             self.abort()
 
 
+#: What stitching reads of a footer (FileMetaData): the row count and, per row group, its
+#: row count, offset and ordinal, and per column chunk its offsets (and page index
+#: offsets, which it refuses); everything else is copied as it was (thrift_compact.Raw).
+_STITCH_KEEP: Keep = {
+    3: None,
+    4: {  # row_groups
+        1: {2: None, 3: dict.fromkeys(_CHUNK_OFFSETS), **dict.fromkeys(_PAGE_INDEX)},  # columns
+        3: None, 5: None, 7: None,
+    },
+}
+
+
 def _footer(path: Path) -> tuple[list[Field], int]:
-    """``(decoded FileMetaData, byte offset where it starts)`` of a Parquet file."""
+    """``(FileMetaData decoded as far as stitching needs, byte offset where it starts)`` of a Parquet file."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         if size < 12:
@@ -232,7 +244,7 @@ def _footer(path: Path) -> tuple[list[Field], int]:
         if start < 4:
             raise CorruptFileError(f"{str(path)!r}: its footer length {length} exceeds the file")
         f.seek(start)
-        fields, _ = decode_struct(f.read(length))
+        fields, _ = decode_struct(f.read(length), keep=_STITCH_KEEP)
     return fields, start
 
 

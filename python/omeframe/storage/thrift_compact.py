@@ -10,6 +10,12 @@ bytes it read when nothing changed (a test pins that on real footers).
 Values by wire type: integers (``i8``, ``i16``, ``i32``, ``i64``) as ``int``,
 ``bool`` as ``bool``, ``double`` as its 8 raw bytes, ``binary`` as ``bytes``,
 lists and sets as :class:`Seq`, maps as :class:`Map`, structs as ``list[Field]``.
+
+An edit usually touches a few fields of a large struct, so :func:`decode_struct`
+takes a ``keep`` spec naming the fields to decode (nested specs for structs and
+lists of structs); every other field is walked over without building values
+and kept as :class:`Raw`, its encoded bytes, which :func:`encode_struct` writes
+back unchanged. Stitching a footer so decodes about a tenth of its values.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ from typing import Any
 
 from omeframe.model.errors import CorruptFileError
 
-__all__ = ["BINARY", "I16", "I32", "I64", "LIST", "STRUCT", "Field", "Map", "Seq", "decode_struct", "encode_struct"]
+__all__ = [
+    "BINARY", "I16", "I32", "I64", "LIST", "STRUCT", "Field", "Keep", "Map", "Raw", "Seq", "decode_struct",
+    "encode_struct",
+]
 
 STOP, TRUE, FALSE, I8, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(13)
 _MAX_DEPTH = 64
@@ -50,6 +59,18 @@ class Map:
     key_type: int
     value_type: int
     items: list[tuple[Any, Any]]
+
+
+@dataclass(slots=True)
+class Raw:
+    """A value left encoded by a selective decode: its compact-protocol bytes, written back as they are."""
+
+    data: bytes
+
+
+#: Which fields :func:`decode_struct` decodes: field id -> the spec of its value (a nested
+#: ``Keep`` for a struct, or for a list, set or map of structs; ``None``: decode all of it).
+Keep = dict[int, "Keep | None"]
 
 
 # Written as plain functions over (buffer, position) with the one-byte varint inlined: a footer
@@ -164,17 +185,129 @@ def _read_struct(buf: bytes | memoryview, pos: int, depth: int) -> tuple[list[Fi
         last = fid
 
 
-def decode_struct(buf: bytes | memoryview, pos: int = 0) -> tuple[list[Field], int]:
+def _skip_value(buf: bytes | memoryview, pos: int, ttype: int, depth: int) -> int:
+    """The position after the value of wire type ``ttype`` at ``buf[pos]``, without building it."""
+    if ttype == I32 or ttype == I64 or ttype == I16:
+        while buf[pos] >= 0x80:
+            pos += 1
+        return pos + 1
+    if ttype == BINARY:
+        n = buf[pos]
+        if n < 0x80:
+            pos += 1
+        else:
+            n, pos = _varint(buf, pos)
+        if pos + n > len(buf):
+            raise CorruptFileError("a Thrift field runs past the end of its buffer: the Parquet footer is damaged")
+        return pos + n
+    if depth > _MAX_DEPTH:
+        raise CorruptFileError("Thrift structures nest deeper than 64 levels: the Parquet footer is damaged")
+    if ttype == STRUCT:
+        while True:
+            head = buf[pos]
+            pos += 1
+            if head == STOP:
+                return pos
+            if not head >> 4:  # a long-form field id
+                while buf[pos] >= 0x80:
+                    pos += 1
+                pos += 1
+            t = head & 0x0F
+            if t != TRUE and t != FALSE:
+                pos = _skip_value(buf, pos, t, depth + 1)
+    if ttype == LIST or ttype == SET:
+        head = buf[pos]
+        pos += 1
+        size = head >> 4
+        if size == 15:
+            size, pos = _varint(buf, pos)
+        elem = head & 0x0F
+        for _ in range(size):
+            pos = _skip_value(buf, pos, elem, depth + 1)
+        return pos
+    if ttype == TRUE or ttype == FALSE or ttype == I8:
+        return pos + 1
+    if ttype == DOUBLE:
+        return pos + 8
+    if ttype == MAP:
+        size, pos = _varint(buf, pos)
+        if size == 0:
+            return pos
+        kinds = buf[pos]
+        pos += 1
+        for _ in range(size):
+            pos = _skip_value(buf, pos, kinds >> 4, depth + 1)
+            pos = _skip_value(buf, pos, kinds & 0x0F, depth + 1)
+        return pos
+    raise CorruptFileError(f"unknown Thrift wire type {ttype}: the Parquet footer is damaged")
+
+
+def _read_kept(buf: bytes | memoryview, pos: int, ttype: int, spec: Keep | None, depth: int) -> tuple[Any, int]:
+    """A value decoded as far as ``spec`` asks (``None``: all of it)."""
+    if spec is None:
+        return _read_value(buf, pos, ttype, depth)
+    if ttype == STRUCT:
+        return _read_selected(buf, pos, spec, depth + 1)
+    if ttype == LIST or ttype == SET:
+        head = buf[pos]
+        pos += 1
+        size = head >> 4
+        if size == 15:
+            size, pos = _varint(buf, pos)
+        elem = head & 0x0F
+        items = []
+        for _ in range(size):
+            item, pos = _read_kept(buf, pos, elem, spec, depth + 1)
+            items.append(item)
+        return Seq(elem, items, ttype), pos
+    return _read_value(buf, pos, ttype, depth)
+
+
+def _read_selected(buf: bytes | memoryview, pos: int, keep: Keep, depth: int) -> tuple[list[Field], int]:
+    if depth > _MAX_DEPTH:
+        raise CorruptFileError("Thrift structures nest deeper than 64 levels: the Parquet footer is damaged")
+    fields: list[Field] = []
+    last = 0
+    while True:
+        head = buf[pos]
+        pos += 1
+        if head == STOP:
+            return fields, pos
+        ttype, delta = head & 0x0F, head >> 4
+        if delta:
+            fid = last + delta
+        else:
+            n, pos = _varint(buf, pos)
+            fid = (n >> 1) ^ -(n & 1)
+        if ttype == TRUE or ttype == FALSE:
+            fields.append(Field(fid, ttype, ttype == TRUE))
+        elif fid in keep:
+            value, pos = _read_kept(buf, pos, ttype, keep[fid], depth)
+            fields.append(Field(fid, ttype, value))
+        else:
+            end = _skip_value(buf, pos, ttype, depth)
+            fields.append(Field(fid, ttype, Raw(bytes(buf[pos:end]))))
+            pos = end
+        last = fid
+
+
+def decode_struct(buf: bytes | memoryview, pos: int = 0, keep: Keep | None = None) -> tuple[list[Field], int]:
     """Decode the struct starting at ``buf[pos]``; return its fields and the position after it.
+
+    ``keep`` (default: everything) names the fields to decode, nested for
+    structs and lists of structs (see :data:`Keep`); the others are kept as
+    :class:`Raw` bytes.
 
     Example
     -------
     >>> fields, end = decode_struct(bytes([0x15, 0x04, 0x00]))  # field 1, i32 = 2
     >>> (fields[0].id, fields[0].value, end)
     (1, 2, 3)
+    >>> decode_struct(bytes([0x15, 0x04, 0x18, 0x01, 0x61, 0x00]), keep={1: None})[0]
+    [Field(id=1, type=5, value=2), Field(id=2, type=8, value=Raw(data=b'\\x01a'))]
     """
     try:
-        return _read_struct(buf, pos, 0)
+        return _read_struct(buf, pos, 0) if keep is None else _read_selected(buf, pos, keep, 0)
     except IndexError:
         raise CorruptFileError("a Thrift structure ends early: the Parquet footer is truncated or damaged") from None
 
@@ -195,7 +328,9 @@ def _put_zigzag(out: bytearray, n: int) -> None:
 
 
 def _write_value(out: bytearray, ttype: int, value: Any) -> None:
-    if ttype == I32 or ttype == I64 or ttype == I16:
+    if type(value) is Raw:
+        out += value.data
+    elif ttype == I32 or ttype == I64 or ttype == I16:
         _put_zigzag(out, int(value))
     elif ttype == BINARY:
         _put_varint(out, len(value))
