@@ -32,8 +32,10 @@ the whole subprocess), a metadata query in DuckDB (``count(*) GROUP BY well
 WHERE area > 300``, each format's natural way), a DuckDB ``ome_stats`` pass
 (omeframe only; on a subset when the table is large), and one torch
 ``DataLoader`` epoch with 2 workers, batches of 256 (samples/s, the best of 3
-epochs). Times are the best of 5 runs (fewer for slow cases, 1 with ``--quick``);
-random batches, a few milliseconds each, the best of 20.
+epochs). Times are the best of 5 runs (fewer for slow cases, 1 with ``--quick``;
+15 for configurations under ``SMALL_RAW_BYTES`` of raw pixels, whose writes and
+decodes take about 0.1 s, where the machine's noise is largest); random batches,
+a few milliseconds each, the best of 20.
 An omeframe Vortex table whose decoded images fit in half of omeframe's cache
 (10^5 crops 3x16x16 do, 10^6 do not) keeps the blocks its takes decode, so its
 best random batch is a copy from memory (the take that decodes the table, a
@@ -101,6 +103,8 @@ ZSTD_LEVEL = 3
 ZARR_CROPS_PER_CHUNK = 256
 BATCH = 256  # random-batch and DataLoader batch size
 LOADER_EPOCHS = 3  # best of this many DataLoader epochs (one with --quick)
+SMALL_RAW_BYTES = 20e6  # configurations below this many raw pixel bytes (10^4 crops 3x16x16) ...
+SMALL_REPEATS = 15  # ... take the best of this many writes and decodes
 AREA_CUT = 300.0
 QUERY = "SELECT well, count(*) AS n FROM cells WHERE area > {cut} GROUP BY well ORDER BY well"
 STATS_QUERY = "SELECT well, avg((ome_stats({col}, 0)).mean) AS m FROM {src} GROUP BY well"
@@ -860,7 +864,8 @@ def run_config(cfg: Config, workdir: Path, args: argparse.Namespace, systems: tu
     res = Result(cfg)
     slow = cfg.raw_bytes > 200e6
     base.update(
-        repeats=1 if args.quick else 5,  # write and decode: fewer once a run would pass the budget
+        # write and decode: fewer once a run would pass the budget, more for runs of ~0.1 s
+        repeats=1 if args.quick else SMALL_REPEATS if cfg.raw_bytes < SMALL_RAW_BYTES else 5,
         fast_repeats=1 if args.quick else 5,
         take_repeats=1 if args.quick else 20,  # a few ms each: more batches, less noise
         budget=60.0 if not args.quick else 5.0,
@@ -1099,7 +1104,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.getloadavg()[0]:.2f} at end. {_versions()}.",
         "",
         f"Best of {1 if args.quick else 5} runs (write and decode: fewer where another run would pass "
-        f"60 s, 120 s above 200 MB raw; random batches: best of {1 if args.quick else 20}); DataLoader: best of "
+        f"60 s, 120 s above 200 MB raw, {1 if args.quick else SMALL_REPEATS} under {SMALL_RAW_BYTES / 1e6:.0f} MB "
+        f"raw; random batches: best of {1 if args.quick else 20}); DataLoader: best of "
         f"{1 if args.quick else LOADER_EPOCHS} epochs, each starting its workers. Every system runs in a "
         "fresh interpreter; the fresh-process time includes interpreter start-up. ome-arrow bytes writes at most "
         f"{OA_MAX_ROWS:,} crops (the subset is marked); the ome_stats pass runs over at most "
