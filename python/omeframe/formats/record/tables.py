@@ -626,7 +626,9 @@ def write_table(
         (under :data:`SMALL_CHUNK_BYTES`, e.g. 16×16 uint8 crops), which are
         stored raw in zstd-compressed Parquet pages (in Vortex: raw, in its
         compressed column): smaller, faster to write and to scan (measured;
-        see docs/concepts/layouts.md).
+        see docs/concepts/layouts.md). Pages hold 8 KiB of them, 4 KiB when
+        ``images`` is a stack or records too large to be kept decoded for
+        random takes (over 256 MiB of pixels: ``KEPT_TABLE_BYTES``).
     columns
         Extra columns (plate, well, cell id, features ...) as a mapping of
         equal-length sequences or a table with one row per image.
