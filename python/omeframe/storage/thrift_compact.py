@@ -91,6 +91,28 @@ def _varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise CorruptFileError("a Thrift varint runs over 10 bytes: the Parquet footer is damaged")
 
 
+def _list_header(buf: bytes | memoryview, pos: int) -> tuple[int, int, int]:
+    """A list's or set's ``(size, element wire type, position after the header)``."""
+    head = buf[pos]
+    pos += 1
+    size = head >> 4
+    if size == 15:
+        size, pos = _varint(buf, pos)
+    return size, head & 0x0F, pos
+
+
+def _binary_span(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """Where the bytes of the binary value at ``buf[pos]`` start and end (after its length)."""
+    n = buf[pos]
+    if n < 0x80:
+        pos += 1
+    else:
+        n, pos = _varint(buf, pos)
+    if pos + n > len(buf):
+        raise CorruptFileError("a Thrift field runs past the end of its buffer: the Parquet footer is damaged")
+    return pos, pos + n
+
+
 def _read_value(buf: bytes | memoryview, pos: int, ttype: int, depth: int) -> tuple[Any, int]:
     if ttype == I32 or ttype == I64 or ttype == I16:
         b = buf[pos]
@@ -99,24 +121,12 @@ def _read_value(buf: bytes | memoryview, pos: int, ttype: int, depth: int) -> tu
         n, pos = _varint(buf, pos)
         return (n >> 1) ^ -(n & 1), pos
     if ttype == BINARY:
-        n = buf[pos]
-        if n < 0x80:
-            pos += 1
-        else:
-            n, pos = _varint(buf, pos)
-        end = pos + n
-        if end > len(buf):
-            raise CorruptFileError("a Thrift field runs past the end of its buffer: the Parquet footer is damaged")
+        pos, end = _binary_span(buf, pos)
         return bytes(buf[pos:end]), end
     if ttype == STRUCT:
         return _read_struct(buf, pos, depth + 1)
     if ttype == LIST or ttype == SET:
-        head = buf[pos]
-        pos += 1
-        size = head >> 4
-        if size == 15:
-            size, pos = _varint(buf, pos)
-        elem = head & 0x0F
+        size, elem, pos = _list_header(buf, pos)
         items: list[Any] = []
         append = items.append
         if elem == I32 or elem == I64 or elem == I16:
@@ -160,7 +170,10 @@ def _read_value(buf: bytes | memoryview, pos: int, ttype: int, depth: int) -> tu
     raise CorruptFileError(f"unknown Thrift wire type {ttype}: the Parquet footer is damaged")
 
 
-def _read_struct(buf: bytes | memoryview, pos: int, depth: int) -> tuple[list[Field], int]:
+def _read_struct(
+    buf: bytes | memoryview, pos: int, depth: int, keep: Keep | None = None
+) -> tuple[list[Field], int]:
+    """A struct's fields; with ``keep``, only the fields it names are decoded, the others kept as :class:`Raw`."""
     if depth > _MAX_DEPTH:
         raise CorruptFileError("Thrift structures nest deeper than 64 levels: the Parquet footer is damaged")
     fields: list[Field] = []
@@ -179,9 +192,16 @@ def _read_struct(buf: bytes | memoryview, pos: int, depth: int) -> tuple[list[Fi
             fid = (n >> 1) ^ -(n & 1)
         if ttype == TRUE or ttype == FALSE:
             append(Field(fid, ttype, ttype == TRUE))
-        else:
+        elif keep is None:
             value, pos = _read_value(buf, pos, ttype, depth)
             append(Field(fid, ttype, value))
+        elif fid in keep:
+            value, pos = _read_kept(buf, pos, ttype, keep[fid], depth)
+            append(Field(fid, ttype, value))
+        else:
+            end = _skip_value(buf, pos, ttype, depth)
+            append(Field(fid, ttype, Raw(bytes(buf[pos:end]))))
+            pos = end
         last = fid
 
 
@@ -192,14 +212,7 @@ def _skip_value(buf: bytes | memoryview, pos: int, ttype: int, depth: int) -> in
             pos += 1
         return pos + 1
     if ttype == BINARY:
-        n = buf[pos]
-        if n < 0x80:
-            pos += 1
-        else:
-            n, pos = _varint(buf, pos)
-        if pos + n > len(buf):
-            raise CorruptFileError("a Thrift field runs past the end of its buffer: the Parquet footer is damaged")
-        return pos + n
+        return _binary_span(buf, pos)[1]
     if depth > _MAX_DEPTH:
         raise CorruptFileError("Thrift structures nest deeper than 64 levels: the Parquet footer is damaged")
     if ttype == STRUCT:
@@ -216,12 +229,7 @@ def _skip_value(buf: bytes | memoryview, pos: int, ttype: int, depth: int) -> in
             if t != TRUE and t != FALSE:
                 pos = _skip_value(buf, pos, t, depth + 1)
     if ttype == LIST or ttype == SET:
-        head = buf[pos]
-        pos += 1
-        size = head >> 4
-        if size == 15:
-            size, pos = _varint(buf, pos)
-        elem = head & 0x0F
+        size, elem, pos = _list_header(buf, pos)
         for _ in range(size):
             pos = _skip_value(buf, pos, elem, depth + 1)
         return pos
@@ -247,48 +255,15 @@ def _read_kept(buf: bytes | memoryview, pos: int, ttype: int, spec: Keep | None,
     if spec is None:
         return _read_value(buf, pos, ttype, depth)
     if ttype == STRUCT:
-        return _read_selected(buf, pos, spec, depth + 1)
+        return _read_struct(buf, pos, depth + 1, spec)
     if ttype == LIST or ttype == SET:
-        head = buf[pos]
-        pos += 1
-        size = head >> 4
-        if size == 15:
-            size, pos = _varint(buf, pos)
-        elem = head & 0x0F
+        size, elem, pos = _list_header(buf, pos)
         items = []
         for _ in range(size):
             item, pos = _read_kept(buf, pos, elem, spec, depth + 1)
             items.append(item)
         return Seq(elem, items, ttype), pos
     return _read_value(buf, pos, ttype, depth)
-
-
-def _read_selected(buf: bytes | memoryview, pos: int, keep: Keep, depth: int) -> tuple[list[Field], int]:
-    if depth > _MAX_DEPTH:
-        raise CorruptFileError("Thrift structures nest deeper than 64 levels: the Parquet footer is damaged")
-    fields: list[Field] = []
-    last = 0
-    while True:
-        head = buf[pos]
-        pos += 1
-        if head == STOP:
-            return fields, pos
-        ttype, delta = head & 0x0F, head >> 4
-        if delta:
-            fid = last + delta
-        else:
-            n, pos = _varint(buf, pos)
-            fid = (n >> 1) ^ -(n & 1)
-        if ttype == TRUE or ttype == FALSE:
-            fields.append(Field(fid, ttype, ttype == TRUE))
-        elif fid in keep:
-            value, pos = _read_kept(buf, pos, ttype, keep[fid], depth)
-            fields.append(Field(fid, ttype, value))
-        else:
-            end = _skip_value(buf, pos, ttype, depth)
-            fields.append(Field(fid, ttype, Raw(bytes(buf[pos:end]))))
-            pos = end
-        last = fid
 
 
 def decode_struct(buf: bytes | memoryview, pos: int = 0, keep: Keep | None = None) -> tuple[list[Field], int]:
@@ -307,7 +282,7 @@ def decode_struct(buf: bytes | memoryview, pos: int = 0, keep: Keep | None = Non
     [Field(id=1, type=5, value=2), Field(id=2, type=8, value=Raw(data=b'\\x01a'))]
     """
     try:
-        return _read_struct(buf, pos, 0) if keep is None else _read_selected(buf, pos, keep, 0)
+        return _read_struct(buf, pos, 0, keep)
     except IndexError:
         raise CorruptFileError("a Thrift structure ends early: the Parquet footer is truncated or damaged") from None
 
