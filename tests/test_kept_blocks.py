@@ -179,3 +179,20 @@ def test_a_damaged_parquet_page_fails_every_time_and_nothing_is_kept(tmp_path: P
             t.to_numpy(np.array([3, 4000, 8000]))
     assert all(key[0] != "parquet-block" or key[-1] != 0 for key in shared_cache()._data)
     assert np.array_equal(t.to_numpy(np.array([8200, 8900])), stack[[8200, 8900]])
+
+
+def test_a_table_held_open_across_a_replacement_keeps_its_own_blocks(tmp_path: Path) -> None:
+    """Kept blocks are keyed by the version a table maps: a table opened before its file was
+    replaced decodes the old pixels, and a table opened after reads the new ones, whichever
+    decoded its blocks first."""
+    old, new = crops(seed=1), crops(seed=2)
+    path = tmp_path / "crops.parquet"
+    of.write_table(path, old, dim_order="CYX")
+    before = of.ImageTable(path)
+    of.write_table(path, new, dim_order="CYX")  # replaced by rename, while `before` maps the old file
+    after = of.ImageTable(path)
+    rows = np.random.default_rng(4).permutation(N)[:256]
+    for _ in range(3):  # the second take of each decodes and keeps blocks; the third copies from them
+        assert np.array_equal(before.to_numpy(rows), old[rows])
+        assert np.array_equal(after.to_numpy(rows), new[rows])
+    assert any(k[0] == "parquet-block" for k in shared_cache()._data)  # the takes went through kept blocks

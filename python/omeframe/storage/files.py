@@ -113,11 +113,14 @@ def open_input(path: str | os.PathLike[str]) -> InputFile:
     return InputFile(path)
 
 
-def file_key(path: str | os.PathLike[str]) -> tuple[Any, ...]:
+def file_key(path: str | os.PathLike[str], stat: os.stat_result | None = None) -> tuple[Any, ...]:
     """The identity of the current version of local file ``path``: real path, size, modification time, inode.
 
     Caches of what was read from a file key on it, so that a file replaced
-    (by a rename, as omeframe's writers do) or rewritten is read anew.
+    (by a rename, as omeframe's writers do) or rewritten is read anew. A
+    reader that keeps a file open passes ``stat``, the ``os.fstat`` of its
+    descriptor, so that its key names the version it reads even after the
+    path has been replaced.
 
     Example
     -------
@@ -130,5 +133,5 @@ def file_key(path: str | os.PathLike[str]) -> tuple[Any, ...]:
     >>> file_key(p) == before
     False
     """
-    st = os.stat(path)
+    st = os.stat(path) if stat is None else stat
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)

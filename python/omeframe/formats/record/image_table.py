@@ -159,6 +159,7 @@ class ImageTable:
         self._use_index = use_index
         self._storage_options = dict(storage_options or {})
         self._mm: mmap.mmap | None = None
+        self._mapped_key: tuple[Any, ...] | None = None  # file_key of the version mapped (kept blocks key on it)
         self._resident = ResidencyCheck()  # the map wholly cached: takes skip the read-ahead advice
         self._index: PixelIndex | None = None
         self._pf: pq.ParquetFile | None = None
@@ -342,6 +343,7 @@ class ImageTable:
             if size < 12:
                 raise CorruptFileError(f"{self._path!r} is too short to be a Parquet file ({size} bytes)")
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self._mapped_key = file_key(self._path, os.fstat(fh.fileno()))
         if self._use_index:
             try:
                 self._index = load_index(self._path, self._mm)
@@ -589,10 +591,12 @@ class ImageTable:
         n = len(self)
         idx = np.arange(n, dtype=np.int64) if rows is None else normalize_rows(rows, n, repr(self._path))
         if self._has_index:
-            if rows is not None and self._remote is None:
+            if rows is not None and self._mapped_key is not None:
                 # a sparse take from a small table: rows of decoded blocks kept in the shared cache
-                # (see omeframe.formats.record.kept_blocks; consecutive rows gather cheaply through the pages)
-                key = ("parquet-block", *file_key(self._path), self.column)
+                # (see omeframe.formats.record.kept_blocks; consecutive rows gather cheaply through the pages).
+                # Keyed by the version this table maps, which its blocks are decoded from, not by
+                # whatever the path names now.
+                key = ("parquet-block", *self._mapped_key, self.column)
                 kept = take_from_blocks(
                     key, fixed_blocks(n), idx, d, self._row_nbytes, self._decode_block, keep_dense=False
                 )

@@ -31,7 +31,9 @@ The formats give the blocks: a Vortex table its splits
 index runs of :data:`BLOCK_ROWS` rows decoded through the index
 (:class:`~omeframe.formats.record.image_table.ImageTable`). Entries are keyed
 by the file's identity (:func:`omeframe.storage.files.file_key`): a table
-replaced under the same name (omeframe writes by rename) gets new entries.
+replaced under the same name (omeframe writes by rename) gets new entries. The
+key names the version the blocks are decoded from: an ``ImageTable`` over
+Parquet passes the identity of the file it mapped when opened.
 A block's bytes are checked (row CRCs, page CRCs) when it is decoded, as in
 any read; rows copied from a kept block are those checked bytes.
 
