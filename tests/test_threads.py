@@ -197,6 +197,28 @@ def test_read_ahead_keeps_order_runs_one_ahead_and_reraises() -> None:
         list(_threads.read_ahead(failing()))
 
 
+def test_an_abandoned_read_ahead_does_not_wait_for_the_item_in_flight() -> None:
+    """Closing a read-ahead (as the garbage collector does after a failed write) returns at once:
+    joining the producer from a finalizer can deadlock inside threading's bookkeeping."""
+    release = threading.Event()
+
+    def produce():
+        yield 0
+        release.wait(30)  # the item in flight when the consumer gives up
+        yield 1
+
+    it = _threads.read_ahead(produce())
+    assert next(it) == 0
+    closer = threading.Thread(target=it.close)
+    closer.start()
+    closer.join(5)
+    try:
+        assert not closer.is_alive(), "closing the read-ahead waited for the producer"
+    finally:
+        release.set()
+        closer.join()
+
+
 def test_a_failing_batch_stream_leaves_no_table(tmp_path: Path) -> None:
     def batches():
         yield np.zeros((4, 2, 8, 8), np.uint8)

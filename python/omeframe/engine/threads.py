@@ -181,15 +181,27 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
     while the previous one is written), the two overlap. The producer is only
     ever advanced by one thread, one item ahead; its exceptions surface where
     the item would have been yielded.
+
+    A read-ahead abandoned before its end (closed, or dropped after an error
+    and finalized by the garbage collector) does not wait for the item in
+    flight: it finishes on its own and is dropped. Joining the producer there
+    can deadlock, since the collector may finalize the generator inside
+    ``threading``'s own bookkeeping of a thread being started (seen on
+    Python 3.12: the joining thread waits for a lock it already holds).
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omeframe-ahead") as ex:
+    ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omeframe-ahead")
+    finished = False
+    try:
         nxt: Future[Any] = ex.submit(next, items, _DONE)
         while True:
             item = nxt.result()
             if item is _DONE:
+                finished = True
                 return
             nxt = ex.submit(next, items, _DONE)
             yield cast(T, item)
+    finally:
+        ex.shutdown(wait=finished, cancel_futures=True)
 
 
 def _after_fork_in_child() -> None:
