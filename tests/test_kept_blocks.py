@@ -196,3 +196,29 @@ def test_a_table_held_open_across_a_replacement_keeps_its_own_blocks(tmp_path: P
         assert np.array_equal(before.to_numpy(rows), old[rows])
         assert np.array_equal(after.to_numpy(rows), new[rows])
     assert any(k[0] == "parquet-block" for k in shared_cache()._data)  # the takes went through kept blocks
+
+
+def test_the_blocks_remembered_per_table_are_bounded(table_path, monkeypatch) -> None:
+    """A long-lived process reading many tables forgets the oldest tables' decoded blocks; a
+    forgotten table's takes still read exact pixels, and its blocks still in the cache serve them."""
+    from omeframe.formats.record import kept_blocks
+
+    monkeypatch.setattr(kept_blocks, "MAX_TABLES", 3)
+    monkeypatch.setattr(kept_blocks, "_DECODED", type(kept_blocks._DECODED)())
+    path, stack = table_path
+    t = of.ImageTable(path)
+    rng = np.random.default_rng(5)
+    for _ in range(2):  # the first take shows the images' size, the second decodes and keeps both blocks
+        rows = rng.choice(N, 64, replace=False)
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert len(kept_blocks._DECODED) == 1 and of.cache_info().entries == 2
+    for k in range(5):  # other tables come and go
+        kept_blocks._remember_decoded(("other", k), np.arange(2))
+    assert len(kept_blocks._DECODED) == 3 and ("other", 4) in kept_blocks._DECODED
+    assert not any(key[0] != "other" for key in kept_blocks._DECODED)  # ours was forgotten
+    misses = of.cache_info().misses
+    for _ in range(3):
+        rows = rng.choice(N, 64, replace=False)
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert of.cache_info().misses == misses  # its blocks were still kept: nothing decoded again
+    assert len(kept_blocks._DECODED) == 3

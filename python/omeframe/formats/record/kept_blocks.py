@@ -47,6 +47,8 @@ Example
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -57,7 +59,7 @@ from omeframe.formats.record.stack import shape_dims
 from omeframe.formats.vortex.file import rows_per_split  # any (k, 2) row bounds, not only Vortex's
 
 __all__ = [
-    "BLOCK_ROWS", "DENSE_FRACTION", "DENSE_RUN", "MAX_BLOCK_BYTES", "WHOLE_TABLE_SHARE", "dense_blocks",
+    "BLOCK_ROWS", "DENSE_FRACTION", "DENSE_RUN", "MAX_BLOCK_BYTES", "MAX_TABLES", "WHOLE_TABLE_SHARE", "dense_blocks",
     "fixed_blocks", "take_from_blocks",
 ]
 
@@ -77,8 +79,30 @@ WHOLE_TABLE_SHARE = 0.5
 #: take 6 MiB; large images gather cheaply and would crowd the cache).
 MAX_BLOCK_BYTES = 16 << 20
 
+#: Tables whose decoded blocks are remembered, the least recently used forgotten first (a
+#: forgotten table's blocks still in the cache are found again by the next take that decodes).
+MAX_TABLES = 256
 #: Blocks decoded so far, per table: a superset of those the cache still holds.
-_DECODED: dict[tuple[Any, ...], set[int]] = {}
+_DECODED: OrderedDict[tuple[Any, ...], set[int]] = OrderedDict()
+_DECODED_LOCK = threading.Lock()
+
+
+def _decoded_so_far(key: tuple[Any, ...]) -> np.ndarray:
+    """The blocks of table ``key`` decoded so far (a superset of those still kept)."""
+    with _DECODED_LOCK:
+        ever = _DECODED.get(key)
+        if ever is None:
+            return np.empty(0, dtype=np.int64)
+        _DECODED.move_to_end(key)
+        return np.fromiter(ever, dtype=np.int64, count=len(ever))
+
+
+def _remember_decoded(key: tuple[Any, ...], blocks: np.ndarray) -> None:
+    with _DECODED_LOCK:
+        _DECODED.setdefault(key, set()).update(blocks.tolist())
+        _DECODED.move_to_end(key)
+        while len(_DECODED) > MAX_TABLES:
+            _DECODED.popitem(last=False)
 
 
 def dense_blocks(rows: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -123,9 +147,9 @@ def _decoded_blocks(
         return None
     # only blocks once decoded can be in the cache: look those up (a random take touches ~all)
     kept = np.zeros(len(touched), dtype=bool)
-    ever = _DECODED.get(key)
-    if ever:
-        for i in np.flatnonzero(np.isin(touched, np.fromiter(ever, dtype=np.int64, count=len(ever)))):
+    ever = _decoded_so_far(key)
+    if len(ever):
+        for i in np.flatnonzero(np.isin(touched, ever)):
             kept[i] = (*key, int(touched[i])) in cache
     span = bounds[touched, 1] - bounds[touched, 0]
     fits = span * row_nbytes <= min(MAX_BLOCK_BYTES, cache.max_bytes // 4)
@@ -135,7 +159,7 @@ def _decoded_blocks(
     wanted = (small | dense) if keep_dense else (small & ~dense)
     if not (kept | (fits & wanted)).all():
         return None
-    _DECODED.setdefault(key, set()).update(int(s) for s in touched)
+    _remember_decoded(key, touched)
 
     def block(s: int) -> np.ndarray | None:
         stack = decode(int(bounds[s, 0]), int(bounds[s, 1]))
