@@ -54,6 +54,7 @@ def test_take_from_a_cold_file_advises_and_is_exact(tmp_path: Path, size: int, m
     monkeypatch.setattr(image_table, "will_need", lambda fd, a, b: calls.append(real(fd, a, b)) or calls[-1])
     table = of.open_table(path)
     assert table.indexed
+    assert table.column  # opens the Parquet reader now: the kernel's read-ahead of its open must not refill the file
     rows = rng.choice(len(cells), 200, replace=False)
     _evict(path)
     np.testing.assert_array_equal(table.to_numpy(rows), cells[rows])

@@ -58,6 +58,7 @@ from omeframe.formats.record.files import TABLE_FORMATS, detect_format, field_ty
 from omeframe.formats.record.remote import ranged_filesystem
 from omeframe.model.errors import CorruptFileError, OptionalDependencyError
 from omeframe.storage import files
+from omeframe.storage.parquet_footer import check_metadata
 from omeframe.storage.url import parse_location
 
 if TYPE_CHECKING:
@@ -339,6 +340,8 @@ def _parquet_file(path: str, fh: files.InputFile) -> Any:
         if md is None:
             md = _read_footer(fh)
         pf = pq.ParquetFile(fh, metadata=md, page_checksum_verification=True)
+        if not cached:
+            check_metadata(pf.metadata, repr(path))  # the scan asks for column-chunk sizes and statistics
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptFileError(
             f"{path!r} is not a readable Parquet file (truncated or corrupt?): {exc}"

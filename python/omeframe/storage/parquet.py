@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 from omeframe.model.errors import CorruptFileError, RowIndexError
 from omeframe.storage.atomic import atomic_path
 from omeframe.storage.parquet_crc import CheckedParquetFile
+from omeframe.storage.parquet_footer import check_metadata
 
 __all__ = [
     "DEFAULT_ROW_GROUP_BYTES",
@@ -223,8 +224,10 @@ def open_parquet(source: str | os.PathLike[str] | BinaryIO | io.RawIOBase) -> pq
 
     try:
         if isinstance(source, (str, os.PathLike)):
-            return CheckedParquetFile(source)
-        return pq.ParquetFile(source, page_checksum_verification=True)
+            return CheckedParquetFile(source)  # checks its footer
+        pf = pq.ParquetFile(source, page_checksum_verification=True)
+        check_metadata(pf.metadata, _name(source))
+        return pf
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptFileError(
             f"{_name(source)} is not a readable Parquet file (truncated or corrupt?): {exc}"

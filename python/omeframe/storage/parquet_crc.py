@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError
 from omeframe.storage.crc import crc32_function, run_each
+from omeframe.storage.parquet_footer import check_metadata
 from omeframe.storage.parquet_pages import UnsupportedLayout, read_header, usual_v2_headers
 
 __all__ = ["CACHED_FILES", "CheckedParquetFile", "PageTable", "chunk_pages"]
@@ -145,6 +146,15 @@ def chunk_pages(buf: Any, start: int, end: int, what: str) -> PageTable:
     return PageTable(start, end, arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy())
 
 
+def _stored_footer(view: memoryview) -> memoryview | None:
+    """The Thrift footer of the mapped Parquet file ``view`` (``None`` if its length does not fit)."""
+    n = len(view)
+    if n < 12:
+        return None
+    length = int.from_bytes(view[n - 8 : n - 4], "little")
+    return view[n - 8 - length : n - 8] if length + 12 <= n else None
+
+
 class CheckedParquetFile(pq.ParquetFile):
     """A memory-mapped :class:`pyarrow.parquet.ParquetFile` whose reads check page CRCs first.
 
@@ -180,6 +190,7 @@ class CheckedParquetFile(pq.ParquetFile):
         self._tables = _page_tables(before)
         try:
             super().__init__(self._file, page_checksum_verification=False)
+            check_metadata(self.metadata, repr(self._path), _stored_footer(self._view))  # before column metadata
         except BaseException:
             self.close()
             raise

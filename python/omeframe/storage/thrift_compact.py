@@ -16,6 +16,8 @@ takes a ``keep`` spec naming the fields to decode (nested specs for structs and
 lists of structs); every other field is walked over without building values
 and kept as :class:`Raw`, its encoded bytes, which :func:`encode_struct` writes
 back unchanged. Stitching a footer so decodes about a tenth of its values.
+A check that only reads (:mod:`omeframe.storage.parquet_footer`) passes
+``raw=False`` and the other fields are walked over and dropped.
 """
 
 from __future__ import annotations
@@ -171,9 +173,12 @@ def _read_value(buf: bytes | memoryview, pos: int, ttype: int, depth: int) -> tu
 
 
 def _read_struct(
-    buf: bytes | memoryview, pos: int, depth: int, keep: Keep | None = None
+    buf: bytes | memoryview, pos: int, depth: int, keep: Keep | None = None, raw: bool = True
 ) -> tuple[list[Field], int]:
-    """A struct's fields; with ``keep``, only the fields it names are decoded, the others kept as :class:`Raw`."""
+    """A struct's fields; with ``keep``, only the fields it names are decoded, the others kept as :class:`Raw`.
+
+    ``raw=False`` drops the others instead (a read-only decode: nothing copied).
+    """
     if depth > _MAX_DEPTH:
         raise CorruptFileError("Thrift structures nest deeper than 64 levels: the Parquet footer is damaged")
     fields: list[Field] = []
@@ -196,11 +201,12 @@ def _read_struct(
             value, pos = _read_value(buf, pos, ttype, depth)
             append(Field(fid, ttype, value))
         elif fid in keep:
-            value, pos = _read_kept(buf, pos, ttype, keep[fid], depth)
+            value, pos = _read_kept(buf, pos, ttype, keep[fid], depth, raw)
             append(Field(fid, ttype, value))
         else:
             end = _skip_value(buf, pos, ttype, depth)
-            append(Field(fid, ttype, Raw(bytes(buf[pos:end]))))
+            if raw:
+                append(Field(fid, ttype, Raw(bytes(buf[pos:end]))))
             pos = end
         last = fid
 
@@ -226,10 +232,22 @@ def _skip_value(buf: bytes | memoryview, pos: int, ttype: int, depth: int) -> in
                     pos += 1
                 pos += 1
             t = head & 0x0F
-            if t != TRUE and t != FALSE:
+            if t == I32 or t == I64 or t == I16:  # most fields: walked here, not by a call
+                while buf[pos] >= 0x80:
+                    pos += 1
+                pos += 1
+            elif t == BINARY:
+                pos = _binary_span(buf, pos)[1]
+            elif t != TRUE and t != FALSE:
                 pos = _skip_value(buf, pos, t, depth + 1)
     if ttype == LIST or ttype == SET:
         size, elem, pos = _list_header(buf, pos)
+        if elem == I32 or elem == I64 or elem == I16:
+            for _ in range(size):
+                while buf[pos] >= 0x80:
+                    pos += 1
+                pos += 1
+            return pos
         for _ in range(size):
             pos = _skip_value(buf, pos, elem, depth + 1)
         return pos
@@ -250,28 +268,33 @@ def _skip_value(buf: bytes | memoryview, pos: int, ttype: int, depth: int) -> in
     raise CorruptFileError(f"unknown Thrift wire type {ttype}: the Parquet footer is damaged")
 
 
-def _read_kept(buf: bytes | memoryview, pos: int, ttype: int, spec: Keep | None, depth: int) -> tuple[Any, int]:
+def _read_kept(
+    buf: bytes | memoryview, pos: int, ttype: int, spec: Keep | None, depth: int, raw: bool = True
+) -> tuple[Any, int]:
     """A value decoded as far as ``spec`` asks (``None``: all of it)."""
     if spec is None:
         return _read_value(buf, pos, ttype, depth)
     if ttype == STRUCT:
-        return _read_struct(buf, pos, depth + 1, spec)
+        return _read_struct(buf, pos, depth + 1, spec, raw)
     if ttype == LIST or ttype == SET:
         size, elem, pos = _list_header(buf, pos)
         items = []
         for _ in range(size):
-            item, pos = _read_kept(buf, pos, elem, spec, depth + 1)
+            item, pos = _read_kept(buf, pos, elem, spec, depth + 1, raw)
             items.append(item)
         return Seq(elem, items, ttype), pos
     return _read_value(buf, pos, ttype, depth)
 
 
-def decode_struct(buf: bytes | memoryview, pos: int = 0, keep: Keep | None = None) -> tuple[list[Field], int]:
+def decode_struct(
+    buf: bytes | memoryview, pos: int = 0, keep: Keep | None = None, *, raw: bool = True
+) -> tuple[list[Field], int]:
     """Decode the struct starting at ``buf[pos]``; return its fields and the position after it.
 
     ``keep`` (default: everything) names the fields to decode, nested for
     structs and lists of structs (see :data:`Keep`); the others are kept as
-    :class:`Raw` bytes.
+    :class:`Raw` bytes, or left out with ``raw=False`` (a decode that only
+    reads: cheaper, but the result cannot be encoded back).
 
     Example
     -------
@@ -280,9 +303,11 @@ def decode_struct(buf: bytes | memoryview, pos: int = 0, keep: Keep | None = Non
     (1, 2, 3)
     >>> decode_struct(bytes([0x15, 0x04, 0x18, 0x01, 0x61, 0x00]), keep={1: None})[0]
     [Field(id=1, type=5, value=2), Field(id=2, type=8, value=Raw(data=b'\\x01a'))]
+    >>> decode_struct(bytes([0x15, 0x04, 0x18, 0x01, 0x61, 0x00]), keep={1: None}, raw=False)[0]
+    [Field(id=1, type=5, value=2)]
     """
     try:
-        return _read_struct(buf, pos, 0, keep)
+        return _read_struct(buf, pos, 0, keep, raw)
     except IndexError:
         raise CorruptFileError("a Thrift structure ends early: the Parquet footer is truncated or damaged") from None
 

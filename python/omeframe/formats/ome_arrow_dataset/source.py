@@ -54,6 +54,7 @@ from omeframe.model.header import Channel, ImageHeader, default_channels
 
 _CHANNEL_KEYS = frozenset(f.name for f in fields(Channel))
 from omeframe.storage.files import open_input
+from omeframe.storage.parquet_footer import check_metadata
 
 __all__ = ["OMEArrowDatasetSource", "is_ome_arrow_dataset", "open_ome_arrow_dataset"]
 
@@ -151,6 +152,7 @@ class _Fragment:
             raise CorruptFileError(f"ome-arrow dataset is missing its chunk table {str(path)!r}")
         try:
             self.metadata = pq.read_metadata(path)
+            check_metadata(self.metadata, repr(str(path)))  # before asking for column-chunk sizes
         except (pa.ArrowException, OSError) as exc:
             raise CorruptFileError(f"{str(path)!r} is not a readable Parquet file ({exc})") from exc
         schema = self.metadata.schema.to_arrow_schema()

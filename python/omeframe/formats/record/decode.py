@@ -216,6 +216,11 @@ def _dict_codes(col: pa.Array) -> tuple[np.ndarray, list[Any]]:
     return codes, enc.dictionary.to_pylist()
 
 
+#: Fields the batch path reads from ``pixels_meta`` and from each chunk entry.
+_SIZE_FIELDS = frozenset({"size_t", "size_c", "size_z", "size_y", "size_x", "type"})
+_CHUNK_FIELDS = frozenset({"t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x", "pixel_bytes"})
+
+
 def _batch_byte_variant(
     arr: pa.StructArray, dtype: Any, strict: bool, clamp: bool
 ) -> list[np.ndarray | None]:
@@ -223,8 +228,8 @@ def _batch_byte_variant(
     n = len(arr)
     out: list[np.ndarray | None] = [None] * n
     pm = arr.field("pixels_meta")
-    if pm.null_count or arr.null_count:
-        return out
+    if pm.null_count or arr.null_count or not _SIZE_FIELDS <= {f.name for f in pm.type}:
+        return out  # the record path decodes them, or names what is missing
     sizes = np.stack(
         [
             pm.field(k).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -248,8 +253,8 @@ def _batch_byte_variant(
     inner = _flat_struct(lst.values.slice(int(loffs[0]), int(loffs[-1] - loffs[0])))
     loffs = loffs - loffs[0]
     names = set(inner.type.names) if hasattr(inner.type, "names") else {f.name for f in inner.type}
-    if "pixel_bytes" not in names:
-        return out
+    if not _CHUNK_FIELDS <= names:
+        return out  # the record path names the missing field
     keys = np.stack(
         [
             inner.field(k).to_numpy(zero_copy_only=False).astype(np.int64)

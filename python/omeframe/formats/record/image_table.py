@@ -52,6 +52,7 @@ from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, RowIndexError
 from omeframe.storage.files import file_key
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
+from omeframe.storage.parquet_footer import check_metadata
 from omeframe.storage.prefetch import CAN_ADVISE, ResidencyCheck, will_need
 from omeframe.storage.remote import RemoteFile, open_remote_file
 from omeframe.storage.url import parse_location
@@ -232,6 +233,7 @@ class ImageTable:
             raise CorruptFileError(f"{self._path!r}: its footer length exceeds the file (truncated?)")
         try:
             self._meta = pq.read_metadata(pa.BufferReader(tail[n - 8 - footer_len :]))
+            check_metadata(self._meta, repr(self._path), tail[n - 8 - footer_len : n - 8])
         except (pa.ArrowInvalid, OSError) as exc:
             raise CorruptFileError(f"{self._path!r}: unreadable Parquet footer: {exc}") from exc
         self._num_rows = int(self._meta.num_rows)

@@ -1,0 +1,184 @@
+"""Check a Parquet footer for what pyarrow's column-chunk metadata assumes, before anyone asks for it.
+
+pyarrow builds a column chunk's metadata (``RowGroupMetaData.column(i)``, and
+everything that goes through it: ``statistics``, ``to_dict()``, the datasets'
+row-group statistics) in C++ code whose exceptions it does not translate. A
+footer that contradicts itself therefore does not raise: it *aborts the
+interpreter* (``terminate called after throwing an instance of
+'parquet::ParquetException'``). One flipped bit in a schema element is enough,
+for example when it turns a ``BYTE_ARRAY`` leaf into an ``INT64`` one whose
+chunks still carry byte-array size statistics, or a required field into an
+optional one whose chunks carry a definition-level histogram one entry short.
+Reading the same file with ``pyarrow.parquet.read_table`` raises ``OSError``;
+only the metadata accessors abort.
+
+:func:`check_metadata` refuses, with a :class:`CorruptFileError` naming the
+row group, the column and the field, every footer in which, for some column
+chunk:
+
+- the row group lists another number of column chunks than the schema has leaves;
+- the chunk's metadata is missing or encrypted (omeframe reads no encrypted Parquet);
+- its physical type differs from its schema leaf's;
+- its size statistics carry a level histogram whose length is not the leaf's
+  maximum level + 1, or a byte-array size for a leaf that holds no byte arrays;
+- its min/max statistics of a fixed-width type are not that width.
+
+It decodes the footer pyarrow parsed (re-serialised by pyarrow itself, so the
+check sees exactly what the accessors will see) with omeframe's Thrift codec,
+keeping only the fields above, and remembers footers found sound (by CRC-32
+and length), so reopening a file costs one CRC of its footer.
+:func:`omeframe.storage.parquet.open_parquet` and every reader of omeframe's
+that asks pyarrow for column-chunk metadata call it first.
+
+Example
+-------
+>>> import io, pyarrow as pa, pyarrow.parquet as pq
+>>> sink = io.BytesIO()
+>>> pq.write_table(pa.table({"a": [1, 2, 3]}), sink)
+>>> md = pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata
+>>> check_metadata(md, "t.parquet")
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import pyarrow as pa
+
+from omeframe.model.errors import CorruptFileError
+from omeframe.storage.crc import crc32_function
+from omeframe.storage.thrift_compact import Field, Keep, Raw, Seq, decode_struct
+
+__all__ = ["check_metadata"]
+
+#: Footers found sound, by (CRC-32, length, as stored in the file) of their Thrift bytes,
+#: as stored in the file or as pyarrow re-serialises them.
+MAX_REMEMBERED = 256
+_SOUND: OrderedDict[tuple[int, int, bool], None] = OrderedDict()
+_LOCK = threading.Lock()
+
+#: Thrift field ids of ``parquet.thrift``
+_ROW_GROUPS = 4  # FileMetaData
+_COLUMNS = 1  # RowGroup
+_META, _CRYPTO, _ENCRYPTED_META = 3, 8, 9  # ColumnChunk
+_TYPE, _STATISTICS, _SIZE_STATISTICS = 1, 12, 16  # ColumnMetaData
+_STAT_VALUES = (1, 2, 5, 6)  # Statistics: max, min, max_value, min_value
+_UNENCODED_BYTES, _REP_HISTOGRAM, _DEF_HISTOGRAM = 1, 2, 3  # SizeStatistics
+
+_KEEP: Keep = {
+    _ROW_GROUPS: {
+        _COLUMNS: {
+            _META: {_TYPE: None, _STATISTICS: dict.fromkeys(_STAT_VALUES), _SIZE_STATISTICS: None},
+            _CRYPTO: {},  # only whether they are there
+            _ENCRYPTED_META: None,
+        },
+    },
+}
+
+#: pyarrow's physical type names, by their Thrift value
+_TYPES = ("BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
+_WIDTHS = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
+
+
+def _fields(value: Any) -> dict[int, Any]:
+    return {f.id: f.value for f in value} if isinstance(value, list) else {}
+
+
+def _thrift_bytes(md: Any) -> bytes:
+    sink = pa.BufferOutputStream()
+    md.write_metadata_file(sink)  # "PAR1", the Thrift FileMetaData, its length, "PAR1"
+    data = sink.getvalue().to_pybytes()
+    return data[4:-8]
+
+
+def check_metadata(md: Any, what: str, footer: bytes | memoryview | None = None) -> None:
+    """Raise :class:`CorruptFileError` when pyarrow's ``md`` (a ``FileMetaData``) contradicts itself.
+
+    See the module docstring for what is checked. ``what`` names the file in
+    the error. ``footer``, the file's Thrift footer bytes ``md`` was parsed
+    from when the caller holds them, lets a footer found sound before be
+    recognised by one CRC of them, without re-serialising ``md``.
+
+    Raises
+    ------
+    CorruptFileError
+        Naming the row group, the column and the field that is wrong.
+    """
+    num_leaves = md.num_columns
+    for g in range(md.num_row_groups):  # num_columns of a row group is safe to ask
+        if md.row_group(g).num_columns != num_leaves:
+            raise CorruptFileError(
+                f"{what}: row group {g} has {md.row_group(g).num_columns} column chunks, but the schema has "
+                f"{num_leaves} leaf columns (the Parquet footer is damaged)"
+            )
+    crc32 = crc32_function()
+    keys = [] if footer is None else [(crc32(footer), len(footer), True)]
+    with _LOCK:
+        if keys and keys[0] in _SOUND:
+            _SOUND.move_to_end(keys[0])
+            return
+    data = _thrift_bytes(md)
+    keys.append((crc32(data), len(data), False))
+    with _LOCK:
+        if keys[-1] in _SOUND:
+            _SOUND.move_to_end(keys[-1])
+            return
+    leaves = [md.schema.column(j) for j in range(num_leaves)]  # schema accessors are safe
+    fields, _ = decode_struct(data, keep=_KEEP, raw=False)
+    groups = _fields(fields).get(_ROW_GROUPS)
+    for g, group in enumerate(groups.items if isinstance(groups, Seq) else []):
+        columns = _fields(group).get(_COLUMNS)
+        for j, chunk in enumerate(columns.items if isinstance(columns, Seq) else []):
+            _check_chunk(_fields(chunk), leaves[j], f"{what}: column {leaves[j].path!r} in row group {g}")
+    with _LOCK:
+        for key in keys:
+            _SOUND[key] = None
+        while len(_SOUND) > MAX_REMEMBERED:
+            _SOUND.popitem(last=False)
+
+
+def _check_chunk(chunk: dict[int, Any], leaf: Any, where: str) -> None:
+    damaged = "(the Parquet footer is damaged)"
+    if _CRYPTO in chunk or _ENCRYPTED_META in chunk:
+        raise CorruptFileError(f"{where}: its metadata is encrypted, which omeframe does not read {damaged}")
+    meta = chunk.get(_META)
+    if not isinstance(meta, list):
+        raise CorruptFileError(f"{where}: the column chunk has no metadata {damaged}")
+    meta_fields = _fields(meta)
+    kind = meta_fields.get(_TYPE)
+    name = _TYPES[kind] if isinstance(kind, int) and 0 <= kind < len(_TYPES) else f"unknown type {kind!r}"
+    if name != leaf.physical_type:
+        raise CorruptFileError(
+            f"{where}: the chunk holds {name} values, its schema leaf {leaf.physical_type} values {damaged}"
+        )
+    width = _WIDTHS.get(name) if name != "FIXED_LEN_BYTE_ARRAY" else leaf.length
+    stats = meta_fields.get(_STATISTICS)
+    if width is not None and isinstance(stats, list):
+        for f in stats:
+            if f.id in _STAT_VALUES and not isinstance(f.value, Raw) and isinstance(f.value, bytes):
+                if len(f.value) != width:
+                    raise CorruptFileError(
+                        f"{where}: a min/max statistic of {len(f.value)} bytes for {name} values of {width} {damaged}"
+                    )
+    sizes = meta_fields.get(_SIZE_STATISTICS)
+    if isinstance(sizes, list):
+        _check_sizes(sizes, leaf, name, where)
+
+
+def _check_sizes(sizes: list[Field], leaf: Any, name: str, where: str) -> None:
+    damaged = "(the Parquet footer is damaged)"
+    for f in sizes:
+        if f.id == _UNENCODED_BYTES and name != "BYTE_ARRAY":
+            raise CorruptFileError(f"{where}: size statistics count byte-array bytes of {name} values {damaged}")
+        for fid, label, level in (
+            (_REP_HISTOGRAM, "repetition", leaf.max_repetition_level),
+            (_DEF_HISTOGRAM, "definition", leaf.max_definition_level),
+        ):
+            if f.id == fid:
+                n = len(f.value.items) if isinstance(f.value, Seq) else -1
+                if n not in (0, level + 1):
+                    raise CorruptFileError(
+                        f"{where}: a {label}-level histogram of {n} entries, for a maximum level of {level} {damaged}"
+                    )
