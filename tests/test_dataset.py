@@ -718,3 +718,52 @@ def test_write_from_zarr_source(tmp_path):
     z[:] = a
     ds = of.write_dataset(of.scan(z, dim_order="ZYX"), tmp_path / "z", image_ids=["z"], chunk_shape=(2, 32, 32))
     assert np.array_equal(ds.read("z")[0, 0], a)
+
+
+def test_an_images_index_with_offsets_out_of_bounds_is_refused(tmp_path, images):
+    """The Arrow IPC copy of the images table is validated in full before any value is read: offsets
+    that point outside their buffer (a flipped bit) once crashed the open with a segmentation fault.
+    Runs in a child process, so a regression fails the test instead of killing the suite."""
+    path = tmp_path / "ds"
+    ds = of.write_dataset([images["a"], images["b"]], path, chunk_shape=(2, 32, 40),
+                          image_ids=["alpha-0001", "b"], dim_order="TCZYX", progress=False)
+    fast = ds.images_read_path
+    assert fast.suffix == ".arrow"
+    data = bytearray(fast.read_bytes())
+    offsets = np.array([0, 10, 11], dtype=np.int32).tobytes()  # the image_id offsets of the two rows
+    at = data.find(offsets)
+    assert at > 0 and data.find(offsets, at + 1) < 0
+    data[at + 4 : at + 8] = np.array([(1 << 28) + 10], dtype=np.int32).tobytes()  # a high bit flipped
+    fast.write_bytes(bytes(data))
+    script = textwrap.dedent(
+        f"""
+        import omeframe as of
+        try:
+            of.open_dataset({str(path)!r}).image_ids
+            print("no error")
+        except of.CorruptFileError as exc:
+            print("CorruptFileError:", exc)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"opening the dataset killed the process ({run.returncode}): {run.stderr[-1500:]}"
+    assert run.stdout.startswith("CorruptFileError: unreadable Arrow IPC file (images index)"), run.stdout
+    assert "out of bounds" in run.stdout  # only a full validation looks at the offsets between the ends
+
+
+def test_an_images_table_value_python_cannot_hold_is_refused(tmp_path, images):
+    """A timestamp beyond Python's dates in the images table (a flipped high bit) is a CorruptFileError."""
+    path = tmp_path / "ds"
+    ds = of.write_dataset([images["a"], images["b"]], path, chunk_shape=(2, 32, 40), image_ids=["a", "b"],
+                          dim_order="TCZYX", progress=False)
+    fast = ds.images_read_path
+    table = pa.ipc.open_file(fast).read_all()
+    stamps = [i for i, f in enumerate(table.schema) if pa.types.is_timestamp(f.type)]
+    if not stamps:
+        pytest.fail("the images table has no timestamp column to damage")
+    i = stamps[0]
+    far = pa.array([2**62] * table.num_rows, pa.int64()).cast(table.schema.field(i).type)
+    with pa.OSFile(str(fast), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table.set_column(i, table.schema.field(i), far))
+    with pytest.raises(of.CorruptFileError, match="cannot be read"):
+        list(of.open_dataset(path).image_ids)

@@ -112,6 +112,7 @@ def test_schema_and_num_rows_do_not_scan(
 
     monkeypatch.setattr(vortex.file.VortexFile, "to_arrow", boom)
     monkeypatch.setattr(vortex.file.VortexFile, "scan", boom)
+    monkeypatch.setattr(vortex.file.VortexFile, "to_repeated_scan", boom)
     assert vortex_num_rows(vfile) == 12
     assert read_vortex_schema(vfile).names == ["n", "name", "img"]
     with pytest.raises(AssertionError, match="data was read"):

@@ -268,3 +268,63 @@ def test_records_of_list_encoded_chunks_are_read_in_full(tmp_path: Path) -> None
     for _ in range(2):  # warm, and still no pruned read: only the bytes variant is pruned
         assert np.array_equal(t.to_numpy(rows), stack[rows])
     assert vfile.read_vortex_pixels(path, "ome_arrow", rows) is None
+
+
+def _panic() -> BaseException:
+    """An exception of the type pyo3 raises for a Rust panic: ``pyo3_runtime.PanicException``, a BaseException."""
+    kind = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
+    return kind("range end index 306024 out of range for slice of length 284384\nBacktrace: ...")
+
+
+def test_a_panic_inside_vortex_is_a_corrupt_file_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vortex-data panics on some damaged files instead of returning an error; pyo3 hands the panic over
+    as a BaseException that ``except Exception`` misses. Every read of omeframe's names the file instead:
+    full reads and dense takes (the scan), sparse takes (the lazy columns) and the pixel fields alone."""
+    stack = crops()
+    path = tmp_path / "t.vortex"
+    of.write_table(path, stack, dim_order="CYX")
+    assert vfile.is_vortex_panic(_panic()) and not vfile.is_vortex_panic(RuntimeError("x"))
+
+    def panics(*args: object, **kwargs: object) -> None:
+        raise _panic()
+
+    with monkeypatch.context() as m:  # full reads and dense takes go through the scan
+        m.setattr(vfile, "_scan_to_arrow", panics)
+        for read in (lambda: of.read_table(path), lambda: of.ImageTable(path).to_numpy(np.arange(10))):
+            with pytest.raises(of.CorruptFileError, match=r"t\.vortex.* cannot be read: range end index"):
+                read()
+    sparse = np.array([5, 9_000, 17_000, 26_000, 34_000])
+    t = of.ImageTable(path)
+    for _ in range(2):  # the second sparse take goes through the lazy columns
+        assert np.array_equal(t.to_numpy(sparse), stack[sparse])
+    monkeypatch.setattr(vtake.LazyFile, "take", panics)
+    for read in (lambda: t.to_numpy(sparse), lambda: of.read_table(path, rows=sparse)):
+        with pytest.raises(of.CorruptFileError, match="range end index"):
+            read()
+    with pytest.raises(KeyboardInterrupt):  # anything else propagates as it is
+        monkeypatch.setattr(vtake.LazyFile, "take", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        t.to_numpy(sparse)
+
+
+def test_the_scan_reads_what_the_arrow_stream_reads(tmp_path: Path) -> None:
+    """_scan_to_arrow (two halves of the file on two threads) returns the rows and types vortex's
+    Arrow stream returns, for every row, for rows by index and for an empty file."""
+    stack = crops()
+    path = tmp_path / "t.vortex"
+    of.write_table(path, stack, dim_order="CYX", columns={"area": np.arange(len(stack), dtype=np.float32)})
+    import vortex
+
+    vf = vortex.open(str(path))
+    names = [str(n) for n in vf.dtype.names()]
+    target = of.read_table(path, rows=[0]).schema
+    target = target.append(pa.field(names[-1], vf.dtype.to_arrow_schema().field(names[-1]).type))
+    target = pa.schema([target.field(n) if n in target.names else pa.field(n, pa.null()) for n in names])
+    picks = vortex.array(pa.array(np.array([3, 4, 8_191, 8_192, 20_000, 34_999], dtype=np.uint64)))
+    for indices in (None, picks):
+        got = vfile._scan_to_arrow(vf, names, indices, target)
+        want = vf.to_arrow(names, indices=indices, schema=target).read_all()
+        assert got.equals(want)
+    empty = tmp_path / "e.vortex"
+    vortex.io.write(pa.table({"x": pa.array([], pa.int64())}), str(empty))
+    got = vfile._scan_to_arrow(vortex.open(str(empty)), ["x"], None, pa.schema([("x", pa.int64())]))
+    assert got.num_rows == 0 and got.schema == pa.schema([("x", pa.int64())])

@@ -56,6 +56,7 @@ from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA
 from omeframe.formats.record.files import TABLE_FORMATS, detect_format, field_type, find_record_column
 from omeframe.formats.record.remote import ranged_filesystem
+from omeframe.formats.vortex.file import corrupt_or_raise
 from omeframe.model.errors import CorruptFileError, OptionalDependencyError
 from omeframe.storage import files
 from omeframe.storage.parquet_footer import check_metadata
@@ -782,8 +783,8 @@ class _Reader:
             vf = open_vortex_mapped(vin.path)
         try:
             reader = vf.to_arrow(projection, **kwargs)
-        except (RuntimeError, pa.ArrowException) as exc:
-            raise CorruptFileError(f"{vin.path!r} cannot be read: {exc}") from exc
+        except BaseException as exc:
+            raise corrupt_or_raise(exc, f"{vin.path!r} cannot be read") from exc
         for batch in reader:
             if not batch.schema.equals(target):
                 batch = pa.RecordBatch.from_arrays(

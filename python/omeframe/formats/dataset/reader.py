@@ -47,6 +47,7 @@ from omeframe.model.header import ImageHeader
 from omeframe.model.selection import Selection
 from omeframe.storage import files, remote
 from omeframe.storage.crc import crc32
+from omeframe.storage.ipc import read_ipc_file
 from omeframe.storage.parquet import open_parquet
 from omeframe.storage.remote import RemoteFile, RemoteStore, _run_all, coalesce
 from omeframe.storage.url import local_path, parse_location
@@ -302,10 +303,7 @@ class DatasetReader:
             # The writer's Arrow IPC copy of the same table: opening it needs no
             # Parquet or Vortex reader, which keeps a cold open to milliseconds.
             with files.open_input(fast) as fh:
-                try:
-                    t = pa.ipc.open_file(pa.BufferReader(fh.read_range(0, fh.size))).read_all()
-                except (pa.ArrowInvalid, OSError) as exc:
-                    raise CorruptFileError(f"unreadable images index {str(fast)!r}: {exc}") from exc
+                t = read_ipc_file(fh.read_range(0, fh.size), f"(images index) {str(fast)!r}")
             return _conform_images(t)
         if self.format == "parquet":
             import pyarrow.parquet as pq
@@ -323,15 +321,20 @@ class DatasetReader:
 
     @cached_property
     def _entries(self) -> dict[tuple[str, int], ImageEntry]:
+        table = self.images_table
         if self.store is not None:
-            table = self.images_table
-            validate_images(self.where, table, self._remote_images[1] if self._remote_images else "images",
-                            remote=True)
-            return {(r["image_id"], int(r["level"])): ImageEntry(r) for r in table.to_pylist()}
-        validate_images(self.path, self.images_table, self.images_read_path.name)
-        return {
-            (r["image_id"], int(r["level"])): ImageEntry(r) for r in self.images_table.to_pylist()
-        }
+            name = self._remote_images[1] if self._remote_images else "images"
+            validate_images(self.where, table, name, remote=True)
+        else:
+            name = self.images_read_path.name
+            validate_images(self.path, table, name)
+        try:
+            rows = table.to_pylist()
+        except (OverflowError, ValueError) as exc:  # e.g. a timestamp beyond Python's datetime
+            raise CorruptFileError(
+                f"{name!r}: a value of the images table cannot be read ({exc}); the file is damaged"
+            ) from exc
+        return {(r["image_id"], int(r["level"])): ImageEntry(r) for r in rows}
 
     @property
     def image_ids(self) -> list[str]:

@@ -32,6 +32,7 @@ import pyarrow as pa
 from omeframe.formats.dataset.manifest import MANIFEST_NAME, MANIFESTS_DIR, Manifest, _encode, _parse
 from omeframe.formats.vortex.file import read_vortex_table
 from omeframe.model.errors import ConcurrentWriteError, CorruptFileError
+from omeframe.storage.ipc import read_ipc_file
 from omeframe.storage.remote import RemoteStore, _run_all
 
 __all__ = [
@@ -158,17 +159,14 @@ def read_images_remote(
     fast = rel.rsplit(".", 1)[0] + ".arrow"
     if hint and "index" in hint:
         try:
-            t = pa.ipc.open_file(pa.BufferReader(hint["index"])).read_all()
+            t = read_ipc_file(hint["index"], "(latest index)")
             if (t.schema.metadata or {}).get(_INDEX_KEY) == rel.encode():
                 return t.replace_schema_metadata(None), fast, 0
-        except (pa.ArrowInvalid, OSError):
+        except CorruptFileError:
             pass  # a damaged copy is only a missed shortcut: read the real index
     try:
         data = store.cat(fast)
-        try:
-            return pa.ipc.open_file(pa.BufferReader(data)).read_all(), fast, len(data)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise CorruptFileError(f"unreadable images index {store.url_of(fast)!r}: {exc}") from exc
+        return read_ipc_file(data, f"(images index) {store.url_of(fast)!r}"), fast, len(data)
     except FileNotFoundError:
         pass
     try:

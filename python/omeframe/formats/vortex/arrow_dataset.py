@@ -49,9 +49,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
-from omeframe.formats.vortex.file import _first_line, _import_vortex, _stored_schema, read_vortex_table
+from omeframe.formats.vortex.file import _import_vortex, _stored_schema, corrupt_or_raise, read_vortex_table
 from omeframe.model.arrow import field_type
-from omeframe.model.errors import CorruptFileError
 from omeframe.storage import files
 
 __all__ = [
@@ -137,10 +136,9 @@ def open_vortex_input(path: str | os.PathLike[str]) -> VortexInput:
                 _FOOTER_CACHE.move_to_end(key)
         try:
             vf = vortex.open_readable(_ReadBytesAt(fh), footer=footer)
-        except (RuntimeError, ValueError) as exc:
-            raise CorruptFileError(
-                f"{p!r} is not a readable Vortex file (truncated, corrupt or another "
-                f"format): {_first_line(exc)}"
+        except BaseException as exc:
+            raise corrupt_or_raise(
+                exc, f"{p!r} is not a readable Vortex file (truncated, corrupt or another format)"
             ) from exc
         if footer is None:
             with _FOOTER_LOCK:
@@ -174,8 +172,8 @@ def open_vortex_mapped(path: str | os.PathLike[str]) -> Any:
             footer = _FOOTER_CACHE.get(key)
     try:
         return vortex.open(p, memory_map=True, footer=footer)
-    except (RuntimeError, ValueError) as exc:
-        raise CorruptFileError(f"{p!r} is not a readable Vortex file: {_first_line(exc)}") from exc
+    except BaseException as exc:
+        raise corrupt_or_raise(exc, f"{p!r} is not a readable Vortex file") from exc
 
 
 def vortex_literal(arrow_type: pa.DataType, value: Any) -> Any:
@@ -535,8 +533,8 @@ class _ScanSpec:
                 kwargs["batch_size"] = int(self.batch_size)
             try:
                 reader = vin.file.to_arrow(names, **kwargs)
-            except (RuntimeError, pa.ArrowException) as exc:
-                raise CorruptFileError(f"{ds.path!r} cannot be read: {_first_line(exc)}") from exc
+            except BaseException as exc:
+                raise corrupt_or_raise(exc, f"{ds.path!r} cannot be read") from exc
             for batch in reader:
                 if not batch.schema.equals(target):
                     batch = pa.RecordBatch.from_arrays(
