@@ -288,6 +288,12 @@ def test_a_panic_inside_vortex_is_a_corrupt_file_error(tmp_path: Path, monkeypat
     def panics(*args: object, **kwargs: object) -> None:
         raise _panic()
 
+    with monkeypatch.context() as m:  # scans name the file
+        import vortex
+
+        m.setattr(vortex.file.VortexFile, "to_repeated_scan", panics)
+        with pytest.raises(of.CorruptFileError, match=r"t\.vortex.* cannot be read: range end index"):
+            next(vfile.scan_batches(vortex.open(str(path)), ["ome_arrow"], pa.schema([]), repr(str(path))))
     with monkeypatch.context() as m:  # full reads and dense takes go through the scan
         m.setattr(vfile, "_scan_to_arrow", panics)
         for read in (lambda: of.read_table(path), lambda: of.ImageTable(path).to_numpy(np.arange(10))):
@@ -324,6 +330,17 @@ def test_the_scan_reads_what_the_arrow_stream_reads(tmp_path: Path) -> None:
         got = vfile._scan_to_arrow(vf, names, indices, target)
         want = vf.to_arrow(names, indices=indices, schema=target).read_all()
         assert got.equals(want)
+    import vortex.expr as ve
+
+    from omeframe.formats.vortex.arrow_dataset import vortex_literal
+
+    small = pa.schema([target.field("area")])
+    above = ve.column("area") > vortex_literal(pa.float32(), 20_000.5)
+    for options in ({"expr": above}, {"batch_size": 1000}, {"indices": picks}):
+        got = pa.Table.from_batches(list(vfile.scan_batches(vf, ["area"], small, "t.vortex", **options)), small)
+        want = vf.to_arrow(["area"], schema=small, **options).read_all()
+        assert got.equals(want) and got.num_rows
+    assert got.column("area").to_pylist() == [3.0, 4.0, 8191.0, 8192.0, 20000.0, 34999.0]  # in order
     empty = tmp_path / "e.vortex"
     vortex.io.write(pa.table({"x": pa.array([], pa.int64())}), str(empty))
     got = vfile._scan_to_arrow(vortex.open(str(empty)), ["x"], None, pa.schema([("x", pa.int64())]))

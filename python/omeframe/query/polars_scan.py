@@ -56,7 +56,7 @@ from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA
 from omeframe.formats.record.files import TABLE_FORMATS, detect_format, field_type, find_record_column
 from omeframe.formats.record.remote import ranged_filesystem
-from omeframe.formats.vortex.file import corrupt_or_raise
+from omeframe.formats.vortex.file import scan_batches
 from omeframe.model.errors import CorruptFileError, OptionalDependencyError
 from omeframe.storage import files
 from omeframe.storage.parquet_footer import check_metadata
@@ -769,23 +769,20 @@ class _Reader:
             projection = real
             target_fields = [schema.field(c) for c in real]
         target = pa.schema(target_fields)
-        kwargs: dict[str, Any] = {"schema": target, "batch_size": self.batch_size}
-        if vx_filter is not None:
-            kwargs["expr"] = vx_filter
+        picks = None
         if indices is not None:
-            kwargs["indices"] = vortex.array(pa.array(indices, pa.uint64()))
+            picks = vortex.array(pa.array(indices, pa.uint64()))
         elif end is not None and end < len(vin):
-            kwargs["indices"] = vortex.array(pa.array(np.arange(end, dtype=np.uint64)))
+            picks = vortex.array(pa.array(np.arange(end, dtype=np.uint64)))
         vf = vin.file
-        if "indices" in kwargs:  # a take: map the file, touch only the needed pages
+        if picks is not None:  # a take: map the file, touch only the needed pages
             from omeframe.formats.vortex.arrow_dataset import open_vortex_mapped  # lazy: pyarrow.dataset
 
             vf = open_vortex_mapped(vin.path)
-        try:
-            reader = vf.to_arrow(projection, **kwargs)
-        except BaseException as exc:
-            raise corrupt_or_raise(exc, f"{vin.path!r} cannot be read") from exc
-        for batch in reader:
+        batches = scan_batches(
+            vf, projection, target, repr(vin.path), indices=picks, expr=vx_filter, batch_size=self.batch_size
+        )
+        for batch in batches:
             if not batch.schema.equals(target):
                 batch = pa.RecordBatch.from_arrays(
                     [c.cast(f.type) for c, f in zip(batch.columns, target, strict=True)], schema=target

@@ -49,7 +49,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
-from omeframe.formats.vortex.file import _import_vortex, _stored_schema, corrupt_or_raise, read_vortex_table
+from omeframe.formats.vortex.file import (
+    _import_vortex,
+    _stored_schema,
+    corrupt_or_raise,
+    read_vortex_table,
+    scan_batches,
+)
 from omeframe.model.arrow import field_type
 from omeframe.storage import files
 
@@ -526,16 +532,10 @@ class _ScanSpec:
         names = self.read_columns
         target = pa.schema([ds._file_schema.field(c) for c in names])
         with open_vortex_input(ds.path) as vin:
-            kwargs: dict[str, Any] = {"schema": target}
-            if self.vx_filter is not None:
-                kwargs["expr"] = self.vx_filter
-            if self.batch_size:
-                kwargs["batch_size"] = int(self.batch_size)
-            try:
-                reader = vin.file.to_arrow(names, **kwargs)
-            except BaseException as exc:
-                raise corrupt_or_raise(exc, f"{ds.path!r} cannot be read") from exc
-            for batch in reader:
+            batches = scan_batches(
+                vin.file, names, target, repr(ds.path), expr=self.vx_filter, batch_size=self.batch_size
+            )
+            for batch in batches:
                 if not batch.schema.equals(target):
                     batch = pa.RecordBatch.from_arrays(
                         [c.cast(f.type) for c, f in zip(batch.columns, target, strict=True)], schema=target
