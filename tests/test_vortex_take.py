@@ -345,3 +345,36 @@ def test_the_scan_reads_what_the_arrow_stream_reads(tmp_path: Path) -> None:
     vortex.io.write(pa.table({"x": pa.array([], pa.int64())}), str(empty))
     got = vfile._scan_to_arrow(vortex.open(str(empty)), ["x"], None, pa.schema([("x", pa.int64())]))
     assert got.num_rows == 0 and got.schema == pa.schema([("x", pa.int64())])
+
+
+def test_scan_batches_takes_a_chunked_conversion_apart() -> None:
+    """vortex converts a chunked array (a run of splits over a column stored in other chunks, seen on a
+    Polars filter of 10⁶ rows) to a ChunkedArray: each chunk becomes a batch, in order."""
+    schema = pa.schema([("x", pa.float32())])
+    values = pa.StructArray.from_arrays([pa.array(np.arange(5, dtype=np.float32))], fields=list(schema))
+
+    class Converted:
+        def __init__(self, lo: int, hi: int) -> None:
+            self.lo, self.hi = lo, hi
+
+        def to_arrow_array(self, arrow_type: pa.DataType) -> pa.ChunkedArray:
+            assert arrow_type == pa.struct(list(schema))
+            part = values.slice(self.lo, self.hi - self.lo)
+            return pa.chunked_array([part.slice(0, 1), part.slice(1)])
+
+    class File:
+        def splits(self) -> list[tuple[int, int]]:
+            return [(0, 2), (2, 5)]
+
+        def __len__(self) -> int:
+            return 5
+
+        def to_repeated_scan(self, projection: list[str], **options: object) -> File:
+            return self
+
+        def execute(self, row_range: tuple[int, int]) -> list[Converted]:
+            return [Converted(*row_range)]
+
+    batches = list(vfile.scan_batches(File(), ["x"], schema, "f.vortex"))
+    assert [b.num_rows for b in batches] == [1, 1, 1, 2]
+    assert pa.Table.from_batches(batches).column("x").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0]
