@@ -49,7 +49,7 @@ import pyarrow as pa
 
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage.crc import crc32_function
-from omeframe.storage.thrift_compact import Field, Keep, Raw, Seq, decode_struct
+from omeframe.storage.thrift_compact import Field, Keep, Seq, decode_struct
 
 __all__ = ["check_metadata"]
 
@@ -80,6 +80,7 @@ _KEEP: Keep = {
 #: pyarrow's physical type names, by their Thrift value
 _TYPES = ("BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
 _WIDTHS = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
+_DAMAGED = "(the Parquet footer is damaged)"
 
 
 def _fields(value: Any) -> dict[int, Any]:
@@ -111,7 +112,7 @@ def check_metadata(md: Any, what: str, footer: bytes | memoryview | None = None)
         if md.row_group(g).num_columns != num_leaves:
             raise CorruptFileError(
                 f"{what}: row group {g} has {md.row_group(g).num_columns} column chunks, but the schema has "
-                f"{num_leaves} leaf columns (the Parquet footer is damaged)"
+                f"{num_leaves} leaf columns {_DAMAGED}"
             )
     crc32 = crc32_function()
     keys = [] if footer is None else [(crc32(footer), len(footer), True)]
@@ -140,38 +141,35 @@ def check_metadata(md: Any, what: str, footer: bytes | memoryview | None = None)
 
 
 def _check_chunk(chunk: dict[int, Any], leaf: Any, where: str) -> None:
-    damaged = "(the Parquet footer is damaged)"
     if _CRYPTO in chunk or _ENCRYPTED_META in chunk:
-        raise CorruptFileError(f"{where}: its metadata is encrypted, which omeframe does not read {damaged}")
+        raise CorruptFileError(f"{where}: its metadata is encrypted, which omeframe does not read {_DAMAGED}")
     meta = chunk.get(_META)
     if not isinstance(meta, list):
-        raise CorruptFileError(f"{where}: the column chunk has no metadata {damaged}")
+        raise CorruptFileError(f"{where}: the column chunk has no metadata {_DAMAGED}")
     meta_fields = _fields(meta)
     kind = meta_fields.get(_TYPE)
     name = _TYPES[kind] if isinstance(kind, int) and 0 <= kind < len(_TYPES) else f"unknown type {kind!r}"
     if name != leaf.physical_type:
         raise CorruptFileError(
-            f"{where}: the chunk holds {name} values, its schema leaf {leaf.physical_type} values {damaged}"
+            f"{where}: the chunk holds {name} values, its schema leaf {leaf.physical_type} values {_DAMAGED}"
         )
     width = _WIDTHS.get(name) if name != "FIXED_LEN_BYTE_ARRAY" else leaf.length
     stats = meta_fields.get(_STATISTICS)
     if width is not None and isinstance(stats, list):
         for f in stats:
-            if f.id in _STAT_VALUES and not isinstance(f.value, Raw) and isinstance(f.value, bytes):
-                if len(f.value) != width:
-                    raise CorruptFileError(
-                        f"{where}: a min/max statistic of {len(f.value)} bytes for {name} values of {width} {damaged}"
-                    )
+            if f.id in _STAT_VALUES and isinstance(f.value, bytes) and len(f.value) != width:
+                raise CorruptFileError(
+                    f"{where}: a min/max statistic of {len(f.value)} bytes for {name} values of {width} {_DAMAGED}"
+                )
     sizes = meta_fields.get(_SIZE_STATISTICS)
     if isinstance(sizes, list):
         _check_sizes(sizes, leaf, name, where)
 
 
 def _check_sizes(sizes: list[Field], leaf: Any, name: str, where: str) -> None:
-    damaged = "(the Parquet footer is damaged)"
     for f in sizes:
         if f.id == _UNENCODED_BYTES and name != "BYTE_ARRAY":
-            raise CorruptFileError(f"{where}: size statistics count byte-array bytes of {name} values {damaged}")
+            raise CorruptFileError(f"{where}: size statistics count byte-array bytes of {name} values {_DAMAGED}")
         for fid, label, level in (
             (_REP_HISTOGRAM, "repetition", leaf.max_repetition_level),
             (_DEF_HISTOGRAM, "definition", leaf.max_definition_level),
@@ -180,5 +178,5 @@ def _check_sizes(sizes: list[Field], leaf: Any, name: str, where: str) -> None:
                 n = len(f.value.items) if isinstance(f.value, Seq) else -1
                 if n not in (0, level + 1):
                     raise CorruptFileError(
-                        f"{where}: a {label}-level histogram of {n} entries, for a maximum level of {level} {damaged}"
+                        f"{where}: a {label}-level histogram of {n} entries, for a maximum level of {level} {_DAMAGED}"
                     )
