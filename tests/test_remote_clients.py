@@ -139,9 +139,9 @@ def test_obstore_forced_without_obstore_names_the_package(monkeypatch) -> None: 
     obstore_reads._CACHE.clear()
 
 
-def _child_read(url: str, opts: dict[str, Any]) -> tuple[bool, bytes]:
+def _child_read(url: str, opts: dict[str, Any]) -> tuple[bool, bytes, int]:
     store = RemoteStore(url, opts)
-    return store.reader is None, store.cat("x.bin")
+    return store.reader is None, store.cat("x.bin"), sum(len(c) for c in obstore_reads._INHERITED)
 
 
 @pytest.fixture
@@ -161,8 +161,9 @@ def test_a_process_forked_after_obstore_ran_reads_through_fsspec(auto_store) -> 
     store, url, opts, _ = auto_store
     assert store.cat("x.bin") == b"payload"  # obstore's threads now run here
     with multiprocessing.get_context("fork").Pool(1) as pool:
-        on_fsspec, data = pool.apply_async(_child_read, (url, opts)).get(timeout=60)
+        on_fsspec, data, inherited = pool.apply_async(_child_read, (url, opts)).get(timeout=60)
     assert on_fsspec and data == b"payload"  # a hang or crash here is what the fallback prevents
+    assert inherited >= 1  # the parent's client was set aside in the child, never dropped there
 
 
 def test_a_bucket_in_another_region_moves_the_reads_to_fsspec(auto_store) -> None:  # type: ignore[no-untyped-def]

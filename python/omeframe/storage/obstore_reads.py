@@ -245,10 +245,17 @@ def obstore_reader(location: RemoteURL, options: Mapping[str, Any]) -> ObstoreRe
         return _CACHE.setdefault(key, reader)
 
 
+#: The clients a forked child inherited: kept, never used. Dropping them in the child runs their
+#: Rust destructors against a runtime whose threads stayed in the parent (a DataLoader worker hung
+#: there in CI).
+_INHERITED: list[dict[tuple[str, str], ObstoreReader | None]] = []
+
+
 def _forget_after_fork() -> None:
-    """In a forked child: drop the parent's clients; after one existed, read through fsspec."""
-    global _LOCK, _FORKED_AFTER_START
-    _CACHE.clear()
+    """In a forked child: set the parent's clients aside (never dropped); after one existed, read through fsspec."""
+    global _CACHE, _LOCK, _FORKED_AFTER_START
+    _INHERITED.append(_CACHE)
+    _CACHE = {}
     _LOCK = threading.Lock()
     _FORKED_AFTER_START = _FORKED_AFTER_START or _STARTED
 
