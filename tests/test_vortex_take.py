@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 pytest.importorskip("vortex")
@@ -126,9 +127,57 @@ def test_images_of_a_sparse_take_and_their_order(tmp_path: Path) -> None:
     assert "channels" not in [f.name for f in recs.type.field("pixels_meta").type]
     assert order is not None and np.array_equal(np.sort(rows)[order], rows)
     assert vfile.read_vortex_pixels(path, t.column, np.arange(100, 200)) is None  # one split: not sparse
+    assert vtake.lazy_file(str(path))._leaves[("ome_arrow", "chunks")].pattern is not None
     whole = of.read_table(path, rows=rows)
     assert whole.column_names == ["ome_arrow"]
     assert np.array_equal(of.to_numpy_stack(whole["ome_arrow"]), stack[rows])
+
+
+def _items(n: int, *, odd_row: int | None = None, null_element_row: int | None = None) -> pa.Array:
+    """Three elements a row, the same but for their bytes (one row may differ or hold a null element)."""
+    rng = np.random.default_rng(3)
+    keys = np.tile(np.array([0, 1, 2], np.int16), n)
+    if odd_row is not None:
+        keys[3 * odd_row + 1] = 7
+    element = pa.StructArray.from_arrays(
+        [
+            pa.array(keys),
+            pa.array(["a", None, "c"] * n),
+            pa.array(np.tile(np.array([0.5, -0.0, np.nan], np.float32), n)),
+            pa.array(list(rng.integers(0, 256, (3 * n, 100), dtype=np.uint8).view("S100").ravel())),
+        ],
+        names=["k", "name", "f", "data"],
+        mask=None if null_element_row is None else pa.array(np.arange(3 * n) == 3 * null_element_row),
+    )
+    return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * 3), element)
+
+
+def test_a_list_field_of_one_pattern_is_taken_through_its_bytes(tmp_path: Path) -> None:
+    table = pa.table({
+        "items": _items(N),
+        "odd": _items(N, odd_row=30_000),  # one row in the last splits differs
+        "hole": _items(N, null_element_row=20_000),
+    })
+    path = tmp_path / "items.vortex"
+    vfile.write_vortex_table(table, path)
+    rows = np.unique(SPARSE)
+    expected = table.take(pa.array(rows))
+    vfile.read_vortex_table(path, rows=rows)  # the first sparse take: indices scan
+    got = vfile.read_vortex_table(path, rows=rows)
+    lazy = vtake.lazy_file(str(path))
+    assert lazy._leaves[("items",)].pattern is not None  # taken through its bytes alone
+    assert lazy._leaves[("odd",)].pattern is None and lazy._leaves[("hole",)].pattern is None
+    for name in table.column_names:  # bit for bit: -0.0 stays negative, NaN stays NaN
+        a = pc.list_flatten(got[name]).combine_chunks()
+        b = pc.list_flatten(expected[name]).combine_chunks()
+        assert a.field("k").equals(b.field("k")) and a.field("name").equals(b.field("name"))
+        assert a.field("data").equals(b.field("data")) and a.is_null().equals(b.is_null())
+        assert a.field("f").to_numpy(zero_copy_only=False).view(np.uint32).tolist() == (
+            b.field("f").to_numpy(zero_copy_only=False).view(np.uint32).tolist()
+        )
+    assert got["odd"].to_pylist()[-2][1]["k"] == 7  # row 30,000 kept its own key
+    # the repeated elements come from the file: every row checked, not only the rows taken
+    assert lazy._leaves[("items",)].pattern.small.field("name").to_pylist() == ["a", None, "c"]
 
 
 def test_a_table_with_two_record_columns_is_read_in_full(tmp_path: Path) -> None:

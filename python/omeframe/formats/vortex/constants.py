@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["MIN_ROWS", "constant_lists", "to_vortex"]
+__all__ = ["MIN_ROWS", "constant_lists", "RowPattern", "to_vortex"]
 
 #: Batches with fewer rows are converted as they are (the check would cost more than it saves).
 MIN_ROWS = 256
@@ -59,18 +59,53 @@ def _bits(arr: pa.Array) -> pa.Array:
     return arr
 
 
+class RowPattern:
+    """The values every row of some list arrays holds, checked array by array, bit for bit.
+
+    Floats are compared by their bits, nulls as nulls; a list array matches
+    when it has no null rows and each of its rows holds exactly the values
+    of the first row of the first array given (which must hold at least
+    one). Used to find constant list columns before a write and, by
+    :mod:`omeframe.formats.vortex.take`, list fields that repeat one pattern
+    in every row of a file (there, split by split: the repeated pattern is
+    built once per row count).
+
+    Example
+    -------
+    >>> rp = RowPattern()
+    >>> rp.matches(pa.array([[1, 2], [1, 2]])), rp.matches(pa.array([[1, 2]])), rp.values.to_pylist()
+    (True, True, [1, 2])
+    >>> rp.matches(pa.array([[1, 3]]))
+    False
+    """
+
+    def __init__(self) -> None:
+        #: the values of one row (``None`` until an array matched)
+        self.values: pa.Array | None = None
+        self._tiled: dict[int, pa.Array] = {}
+
+    def matches(self, lst: pa.Array) -> bool:
+        """Whether every row of the list array ``lst`` holds :attr:`values` (set from ``lst`` if unset)."""
+        n = len(lst)
+        if not n or lst.null_count:
+            return False
+        offsets = np.asarray(lst.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+        lengths = np.diff(offsets)
+        k = int(lengths[0]) if self.values is None else len(self.values)
+        if k == 0 or (lengths != k).any():
+            return False
+        values = lst.flatten()
+        if self.values is None:
+            self.values = values.slice(0, k)
+        tiled = self._tiled.get(n)
+        if tiled is None:
+            tiled = self._tiled[n] = _bits(self.values).take(pa.array(np.tile(np.arange(k), n)))
+        return bool(tiled.equals(_bits(values)))
+
+
 def _is_constant(lst: pa.Array) -> bool:
-    """Whether every row of the list array ``lst`` equals its first row, bit for bit (no nulls)."""
-    n = len(lst)
-    if n < 2 or lst.null_count:
-        return False
-    offsets = np.asarray(lst.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
-    lengths = np.diff(offsets)
-    k = int(lengths[0])
-    if k == 0 or (lengths != k).any():  # empty lists cost Vortex nothing
-        return False
-    values = _bits(lst.flatten())
-    return bool(values.slice(0, k).take(pa.array(np.tile(np.arange(k), n))).equals(values))
+    """Whether every row of the list array ``lst`` equals its first row, bit for bit (no nulls, ≥ 2 rows)."""
+    return len(lst) >= 2 and RowPattern().matches(lst)
 
 
 def _children(arr: pa.StructArray) -> list[pa.Array]:
