@@ -152,6 +152,15 @@ def _items(n: int, *, odd_row: int | None = None, null_element_row: int | None =
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * 3), element)
 
 
+def _same_items(got: pa.ChunkedArray, expected: pa.ChunkedArray) -> bool:
+    """Bit for bit: -0.0 stays negative, NaN stays NaN (which ``equals`` would call different)."""
+    a, b = (pc.list_flatten(x).combine_chunks() for x in (got, expected))
+    bits = [x.field("f").to_numpy(zero_copy_only=False).view(np.uint32).tolist() for x in (a, b)]
+    same = all(a.field(f).equals(b.field(f)) for f in ("k", "name", "data"))
+    offsets = [pc.list_value_length(x).combine_chunks() for x in (got, expected)]
+    return same and a.is_null().equals(b.is_null()) and bits[0] == bits[1] and offsets[0].equals(offsets[1])
+
+
 def test_a_list_field_of_one_pattern_is_taken_through_its_bytes(tmp_path: Path) -> None:
     table = pa.table({
         "items": _items(N),
@@ -165,19 +174,32 @@ def test_a_list_field_of_one_pattern_is_taken_through_its_bytes(tmp_path: Path) 
     vfile.read_vortex_table(path, rows=rows)  # the first sparse take: indices scan
     got = vfile.read_vortex_table(path, rows=rows)
     lazy = vtake.lazy_file(str(path))
-    assert lazy._leaves[("items",)].pattern is not None  # taken through its bytes alone
-    assert lazy._leaves[("odd",)].pattern is None and lazy._leaves[("hole",)].pattern is None
-    for name in table.column_names:  # bit for bit: -0.0 stays negative, NaN stays NaN
-        a = pc.list_flatten(got[name]).combine_chunks()
-        b = pc.list_flatten(expected[name]).combine_chunks()
-        assert a.field("k").equals(b.field("k")) and a.field("name").equals(b.field("name"))
-        assert a.field("data").equals(b.field("data")) and a.is_null().equals(b.is_null())
-        assert a.field("f").to_numpy(zero_copy_only=False).view(np.uint32).tolist() == (
-            b.field("f").to_numpy(zero_copy_only=False).view(np.uint32).tolist()
-        )
+    items, odd, hole = (lazy._leaves[(c,)].pattern for c in table.column_names)
+    assert items is not None and not items.broken  # taken through its bytes alone
+    assert odd.broken and hole.broken  # the splits of rows 30,000 and 20,000 were touched
+    for name in table.column_names:
+        assert _same_items(got[name], expected[name])
     assert got["odd"].to_pylist()[-2][1]["k"] == 7  # row 30,000 kept its own key
-    # the repeated elements come from the file: every row checked, not only the rows taken
-    assert lazy._leaves[("items",)].pattern.small.field("name").to_pylist() == ["a", None, "c"]
+    # the repeated elements come from the file: every row of a split touched is checked
+    assert items.small.field("name").to_pylist() == ["a", None, "c"]
+
+
+def test_a_pattern_is_checked_in_the_splits_a_take_touches(tmp_path: Path) -> None:
+    table = pa.table({"odd": _items(N, odd_row=30_000)})  # in the fourth split of five
+    path = tmp_path / "odd.vortex"
+    vfile.write_vortex_table(table, path)
+    early = np.array([5, 8_200, 8_300, 16_400, 20_000, 33_000])  # every split but the fourth
+    vfile.read_vortex_table(path, rows=early)  # the first sparse take: indices scan
+    assert _same_items(vfile.read_vortex_table(path, rows=early)["odd"], table.take(pa.array(early))["odd"])
+    lazy = vtake.lazy_file(str(path))
+    pattern = lazy._leaves[("odd",)].pattern
+    assert not pattern.broken and pattern._checked.tolist() == [True, True, True, False, True]
+    late = np.array([5, 8_200, 16_400, 29_999, 30_000, 35_999])
+    got = vfile.read_vortex_table(path, rows=late)
+    assert pattern.broken and _same_items(got["odd"], table.take(pa.array(late))["odd"])
+    assert got["odd"].to_pylist()[4][1]["k"] == 7
+    again = vfile.read_vortex_table(path, rows=early)["odd"]  # through the whole leaf now
+    assert _same_items(again, table.take(pa.array(early))["odd"])
 
 
 def test_a_table_with_two_record_columns_is_read_in_full(tmp_path: Path) -> None:

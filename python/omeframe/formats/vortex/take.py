@@ -128,9 +128,8 @@ def _is_payload(t: pa.DataType) -> bool:
     return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
 
 
-@dataclass
 class _Pattern:
-    """A ``list<struct>`` leaf every row of which holds the same elements but for their payload fields.
+    """A ``list<struct>`` leaf whose rows hold the same elements but for their payload fields.
 
     The ``chunks`` of a table of crops of one shape: every record lists the
     same chunk keys, shapes, dtype and codec, and only ``pixel_bytes``
@@ -138,20 +137,62 @@ class _Pattern:
     touches, about 60 µs per split for the eleven fields of a ``chunks``
     element; a take of the leaf cast to its payload fields converts one
     (about 35 µs), and the other fields are repeated from :attr:`small`.
+
+    Whether the rows repeat one pattern is checked split by split, the first
+    time a take touches the split (:meth:`covers`): its fields other than
+    payload are converted and compared with the pattern bit for bit (about
+    1 ms per split of 8,192 crops), so a take never pays for splits it does
+    not read. The first split that breaks the pattern ends it for the file:
+    its takes go through the whole leaf.
     """
 
-    payload: Any  # the leaf cast to list<struct<payload fields>>, lazily scanned
-    payload_type: pa.DataType
-    small: pa.StructArray  # the elements of every row, without their payload fields
-    arrow_type: pa.DataType
+    def __init__(self, payload: Any, payload_type: pa.DataType, small: Sequence[Any], small_type: pa.DataType,
+                 arrow_type: pa.DataType) -> None:
+        self.payload = payload  # the leaf cast to list<struct<payload fields>>, lazily scanned
+        self.payload_type = payload_type
+        self.arrow_type = arrow_type
+        self._small = list(small)  # per split: the leaf cast to its other fields, lazily scanned
+        self._small_type = small_type
+        self._starts = np.cumsum([0, *(len(c) for c in self._small)])
+        self._checked = np.zeros(len(self._small), dtype=bool)
+        self._rows = RowPattern()
+        self._lock = threading.Lock()
+        self.broken = False
+
+    @property
+    def small(self) -> pa.StructArray:
+        """The elements every row checked so far holds, without their payload fields."""
+        if self._rows.values is None:
+            raise RuntimeError("no split has been checked yet")
+        return self._rows.values
+
+    def covers(self, rows: np.ndarray) -> bool:
+        """Whether every split holding the sorted ``rows`` repeats the pattern (checking the new ones)."""
+        if self.broken:
+            return False
+        which = np.unique(np.searchsorted(self._starts, rows, side="right") - 1)
+        for i in which[~self._checked[which]].tolist():
+            try:
+                values = _arrow(self._small[i], self._small_type)
+            except (RuntimeError, ValueError, TypeError, pa.ArrowException):  # the whole leaf decides
+                values = None
+            with self._lock:
+                if values is None or not self._rows.matches(values):
+                    self.broken = True
+                if self.broken:
+                    return False
+                self._checked[i] = True
+        return True
 
     def take(self, vortex: Any, rows: np.ndarray) -> pa.Array:
+        """The leaf at sorted ``rows``, all in splits :meth:`covers` accepted."""
         got = _take(vortex, self.payload, rows, self.payload_type)
-        n, k = len(rows), len(self.small)
+        pattern = self.small
+        n, k = len(rows), len(pattern)
         values = got.flatten()
-        if got.null_count or len(values) != n * k:  # checked for the whole file when scanned
-            raise RuntimeError(f"a list field changed since it was scanned: {len(values)} elements for {n} rows")
-        small = self.small.take(pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
+        if got.null_count or len(values) != n * k:  # the splits were checked
+            raise RuntimeError(f"a list field changed since it was checked: {len(values)} elements for {n} rows")
+        small = pattern.take(pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
         element = self.arrow_type.value_type
         kids = [values.field(f.name) if _is_payload(f.type) else small.field(f.name) for f in element]
         mask = values.is_null() if values.null_count else None
@@ -173,7 +214,7 @@ class _Leaf:
 
     def take(self, vortex: Any, rows: np.ndarray) -> pa.Array:
         """The leaf at ``rows`` (not constant: constants are repeated by the caller)."""
-        if self.pattern is not None:
+        if self.pattern is not None and self.pattern.covers(rows):
             return self.pattern.take(vortex, rows)
         return _take(vortex, self.array, rows, self.arrow_type)
 
@@ -276,31 +317,20 @@ class LazyFile:
         with self._lock:
             leaf = self._leaves.get(key)
             if leaf is None:
-                pattern = None if validity else self._pattern(path, arrow_type)
-                if pattern is not None:
-                    leaf = self._leaves[key] = _Leaf(None, arrow_type, None, pattern)
-                    return leaf
                 array = self.file.scan(self._expr(path, validity)).read_all()
                 kind = pa.bool_() if validity else arrow_type
-                leaf = self._leaves[key] = _Leaf(array, kind, _constant(array, kind))
+                pattern = None if validity else self._pattern(path, arrow_type)
+                constant = None if pattern is not None else _constant(array, kind)
+                leaf = self._leaves[key] = _Leaf(array, kind, constant, pattern)
         return leaf
 
     def _pattern(self, path: tuple[str, ...], arrow_type: pa.DataType) -> _Pattern | None:
-        """The leaf at ``path`` as a :class:`_Pattern`, when it is a ``list<struct>`` that repeats one.
+        """The leaf at ``path`` as a :class:`_Pattern`, when it is a ``list<struct>`` of payload and other fields.
 
-        Scans the leaf's fields other than payload once, split by split, and
-        checks every row against the first, bit for bit (the chunk keys of
-        10⁶ crops: about 30 ms); the first row that differs ends the check.
-        ``None`` also when vortex cannot cast the leaf or read a split of it:
-        the leaf is then taken whole, and only takes that touch a damaged
-        split fail.
+        ``None`` also when vortex cannot cast the leaf to either part (the
+        leaf is then taken whole). Nothing is checked yet: :meth:`_Pattern.covers`
+        checks each split when a take first touches it.
         """
-        try:
-            return self._find_pattern(path, arrow_type)
-        except (RuntimeError, ValueError, TypeError, pa.ArrowException):
-            return None
-
-    def _find_pattern(self, path: tuple[str, ...], arrow_type: pa.DataType) -> _Pattern | None:
         if not (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)):
             return None
         element = arrow_type.value_type
@@ -315,15 +345,16 @@ class LazyFile:
         listed = pa.large_list if pa.types.is_large_list(arrow_type) else pa.list_
         expr = self._expr(path, False)
         small_type, payload_type = listed(pa.struct(small)), listed(pa.struct(payload))
-        scanned = self.file.scan(ve.cast(expr, self._vortex.DType.from_arrow(small_type))).read_all()
-        pattern = RowPattern()
-        for chunk in scanned.chunks() if hasattr(scanned, "chunks") else [scanned]:
-            if not pattern.matches(_arrow(chunk, small_type)):
+        try:
+            scanned = self.file.scan(ve.cast(expr, self._vortex.DType.from_arrow(small_type))).read_all()
+            array = self.file.scan(ve.cast(expr, self._vortex.DType.from_arrow(payload_type))).read_all()
+            if not len(array):
                 return None
-        if pattern.values is None:
+            _take(self._vortex, array, np.zeros(1, dtype=np.int64), payload_type)  # vortex can convert it
+        except (RuntimeError, ValueError, TypeError, pa.ArrowException):
             return None
-        array = self.file.scan(ve.cast(expr, self._vortex.DType.from_arrow(payload_type))).read_all()
-        return _Pattern(array, payload_type, pattern.values, arrow_type)
+        chunks = scanned.chunks() if hasattr(scanned, "chunks") else [scanned]
+        return _Pattern(array, payload_type, chunks, small_type, arrow_type)
 
     def _folded(self, node: _Node) -> pa.Array | None:
         """A struct node every leaf of which is constant (and never null), as one length-1 array."""
