@@ -76,6 +76,9 @@ MIN_SPLITS = 4
 #: at least this many.
 MIN_SPLITS_PIXELS = 2
 
+#: Constants repeated to a take's length kept per file (a loader asks for one length again and again).
+MAX_REPEATS = 64
+
 #: Leaf types whose constant value round-trips through Python exactly.
 _SCALAR_KINDS: tuple[Callable[[pa.DataType], bool], ...] = (
     pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_string,
@@ -157,6 +160,7 @@ class _Pattern:
         self._checked = np.zeros(len(self._small), dtype=bool)
         self._rows = RowPattern()
         self._lock = threading.Lock()
+        self._repeats: dict[int, tuple[pa.StructArray, pa.Array]] = {}
         self.broken = False
 
     @property
@@ -192,15 +196,30 @@ class _Pattern:
         values = got.flatten()
         if got.null_count or len(values) != n * k:  # the splits were checked
             raise RuntimeError(f"a list field changed since it was checked: {len(values)} elements for {n} rows")
-        small = pattern.take(pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
+        small, offsets = self._repeated(pattern, n)
         element = self.arrow_type.value_type
         kids = [values.field(f.name) if _is_payload(f.type) else small.field(f.name) for f in element]
         mask = values.is_null() if values.null_count else None
         elements = pa.StructArray.from_arrays(kids, fields=list(element), mask=mask)
-        large = pa.types.is_large_list(self.arrow_type)
-        offsets = pa.array(np.arange(n + 1, dtype=np.int64 if large else np.int32) * k)
-        kind = pa.LargeListArray if large else pa.ListArray
+        kind = pa.LargeListArray if pa.types.is_large_list(self.arrow_type) else pa.ListArray
         return kind.from_arrays(offsets, elements, type=self.arrow_type)
+
+    def _repeated(self, pattern: pa.StructArray, n: int) -> tuple[pa.StructArray, pa.Array]:
+        """The pattern's elements repeated for ``n`` rows, and the list offsets of those rows (remembered per ``n``)."""
+        with self._lock:
+            hit = self._repeats.get(n)
+        if hit is None:
+            k = len(pattern)
+            large = pa.types.is_large_list(self.arrow_type)
+            hit = (
+                pattern.take(pa.array(np.tile(np.arange(k, dtype=np.int32), n))),
+                pa.array(np.arange(n + 1, dtype=np.int64 if large else np.int32) * k),
+            )
+            with self._lock:
+                if len(self._repeats) >= MAX_REPEATS:
+                    self._repeats.clear()
+                self._repeats[n] = hit
+        return hit
 
 
 @dataclass
@@ -271,6 +290,7 @@ class LazyFile:
         self.bounds = np.asarray(vf.splits(), dtype=np.int64).reshape(-1, 2)
         self._leaves: dict[tuple[str, ...], _Leaf] = {}
         self._constant_structs: dict[tuple[Any, ...], pa.Array | None] = {}
+        self._repeats: dict[tuple[int, int], tuple[pa.Array, pa.Array]] = {}
         #: facts about the file its readers work out once (keyed by the reader)
         self.memo: dict[Any, Any] = {}
         self._sparse_takes = 0
@@ -393,19 +413,33 @@ class LazyFile:
                 if valid.constant is None:
                     out.append(valid)
 
-    def _assemble(self, node: _Node, zeros: pa.Array, decoded: dict[int, pa.Array]) -> pa.Array:
-        """``node`` at the rows taken: ``zeros`` (one 0 per row) repeats a constant."""
+    def _repeated(self, value: pa.Array, n: int) -> pa.Array:
+        """The length-1 array ``value`` repeated ``n`` times (remembered: a loader asks for the same ``n``)."""
+        key = (id(value), n)
+        with self._lock:
+            hit = self._repeats.get(key)
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        out = value.take(pa.array(np.zeros(n, dtype=np.int32)))
+        with self._lock:
+            if len(self._repeats) >= MAX_REPEATS:
+                self._repeats.clear()
+            self._repeats[key] = (value, out)
+        return out
+
+    def _assemble(self, node: _Node, n: int, decoded: dict[int, pa.Array]) -> pa.Array:
+        """``node`` at the ``n`` rows taken (constants repeated)."""
         if not node.children:
             leaf = self._leaf(node.path, node.field.type)
-            return leaf.constant.take(zeros) if leaf.constant is not None else decoded[id(leaf)]
+            return self._repeated(leaf.constant, n) if leaf.constant is not None else decoded[id(leaf)]
         folded = self._folded(node)
         if folded is not None:
-            return folded.take(zeros)
-        kids = [self._assemble(k, zeros, decoded) for k in node.children]
+            return self._repeated(folded, n)
+        kids = [self._assemble(k, n, decoded) for k in node.children]
         mask = None
         if node.field.nullable:
             leaf = self._leaf(node.path, node.field.type, validity=True)
-            valid = leaf.constant.take(zeros) if leaf.constant is not None else decoded[id(leaf)]
+            valid = self._repeated(leaf.constant, n) if leaf.constant is not None else decoded[id(leaf)]
             if valid.null_count or not pa.compute.all(valid).as_py():
                 mask = pa.compute.invert(valid.fill_null(False))
         return pa.StructArray.from_arrays(kids, fields=list(node.field.type), mask=mask)
@@ -436,8 +470,7 @@ class LazyFile:
         else:
             arrays = self._decode(leaves, rows)
         decoded = {id(leaf): arr for leaf, arr in zip(leaves, arrays, strict=True)}
-        zeros = pa.array(np.zeros(len(rows), dtype=np.int32))
-        return [self._assemble(node, zeros, decoded) for node in nodes]
+        return [self._assemble(node, len(rows), decoded) for node in nodes]
 
 
 _FILES: OrderedDict[tuple[Any, ...], LazyFile] = OrderedDict()
