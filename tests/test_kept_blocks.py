@@ -72,8 +72,8 @@ def test_walking_the_table_keeps_blocks_where_the_format_gathers_slowly(table_pa
         rows = np.arange(lo, min(lo + batch, N))
         assert np.array_equal(t.to_numpy(rows), stack[rows])
     info = of.cache_info()
-    if KEEPS_DENSE[fmt]:  # one decoded stack per block, holding every image once
-        assert info.entries == 2 and info.misses == 2 and info.hits > 0 and info.bytes == stack.nbytes
+    if KEEPS_DENSE[fmt]:  # each block decoded once, then both stitched into one stack of every image
+        assert info.entries == 1 and info.misses == 2 and info.hits > 0 and info.bytes == stack.nbytes
     else:  # consecutive rows cost about 1 us each through the pages: no block is worth decoding
         assert info.entries == 0
 
@@ -85,10 +85,10 @@ def test_a_small_table_is_kept_whole_by_random_takes(table_path) -> None:
     for _ in range(4):
         rows = rng.choice(N, 64, replace=False)
         assert np.array_equal(t.to_numpy(rows), stack[rows])
-    info = of.cache_info()
-    assert info.entries == 2 and info.misses == 2 and info.hits >= 4  # both blocks decoded once
+    info = of.cache_info()  # both blocks decoded once, then stitched into one stack of every image
+    assert info.entries == 1 and info.misses == 2 and info.hits >= 4 and info.bytes == stack.nbytes
     hits = info.hits
-    assert np.array_equal(t.to_numpy(np.arange(100, 1100)), stack[100:1100])  # dense, from kept block 0
+    assert np.array_equal(t.to_numpy(np.arange(100, 1100)), stack[100:1100])  # dense, from the stack
     assert of.cache_info().hits == hits + 1 and of.cache_info().misses == 2
 
 
@@ -132,12 +132,12 @@ def test_a_table_replaced_under_its_name_is_read_anew(tmp_path: Path, fmt: str) 
     rows = np.array([3, 700, 5000, 8500])
     t.to_numpy(np.arange(0, 256))
     assert np.array_equal(t.to_numpy(rows), first[rows])
-    assert of.cache_info().entries == 2
+    assert of.cache_info().entries == 1  # both blocks, stitched
     of.write_table(path, second, dim_order="CYX")
     t2 = of.ImageTable(path)
     t2.to_numpy(np.arange(0, 256))
     assert np.array_equal(t2.to_numpy(rows), second[rows])
-    assert of.cache_info().entries == 4  # the new version's blocks beside the old ones
+    assert of.cache_info().entries == 2  # the new version's stack beside the old one
 
 
 def test_blocks_of_several_shapes_are_remembered_and_gathered(tmp_path: Path, fmt: str) -> None:
@@ -204,6 +204,7 @@ def test_the_blocks_remembered_per_table_are_bounded(table_path, monkeypatch) ->
     from omeframe.formats.record import kept_blocks
 
     monkeypatch.setattr(kept_blocks, "MAX_TABLES", 3)
+    monkeypatch.setattr(kept_blocks, "_stitch", lambda *args: None)  # the blocks themselves serve the takes
     monkeypatch.setattr(kept_blocks, "_DECODED", type(kept_blocks._DECODED)())
     path, stack = table_path
     t = of.ImageTable(path)
@@ -222,3 +223,31 @@ def test_the_blocks_remembered_per_table_are_bounded(table_path, monkeypatch) ->
         assert np.array_equal(t.to_numpy(rows), stack[rows])
     assert of.cache_info().misses == misses  # its blocks were still kept: nothing decoded again
     assert len(kept_blocks._DECODED) == 3
+
+
+def test_a_small_table_is_stitched_into_one_stack_once_every_block_is_kept(tmp_path: Path, fmt: str) -> None:
+    n = 20_000  # three blocks
+    stack = crops(n, seed=7)
+    path = tmp_path / f"three.{fmt}"
+    of.write_table(path, stack, dim_order="CYX")
+    t = of.ImageTable(path)
+    rng = np.random.default_rng(3)
+    near = rng.choice(8192, 64, replace=False)  # block 0 only: nothing to stitch yet
+    t.to_numpy(near)
+    assert np.array_equal(t.to_numpy(near), stack[near])
+    assert of.cache_info().entries == 1 and of.cache_info().bytes < stack.nbytes
+    for _ in range(3):
+        rows = rng.choice(n, 256, replace=False)
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    info = of.cache_info()
+    assert info.entries == 1 and info.bytes == stack.nbytes and info.misses == 3  # each block decoded once
+    rows = rng.choice(n, 300, replace=False)
+    got = t.to_numpy(rows, dims="YXC", dtype=np.float32)
+    assert np.array_equal(got, stack[rows].transpose(0, 2, 3, 1).astype(np.float32))
+    mine = t.to_numpy(rows)
+    mine[:] = 0  # the caller's own copy: the kept stack is untouched
+    assert np.array_equal(t.to_numpy(rows), stack[rows]) and of.cache_info().misses == 3
+    shared_cache().clear()  # evicted: the blocks are decoded (and stitched) again
+    for _ in range(2):
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert of.cache_info().entries == 1 and of.cache_info().bytes == stack.nbytes

@@ -14,7 +14,9 @@ A take is dense in a block when it asks for at least :data:`DENSE_FRACTION` of
 the block's rows, or for a run of at least :data:`DENSE_RUN` consecutive rows.
 A table whose decoded images fit in :data:`WHOLE_TABLE_SHARE` of the cache
 keeps every block a take touches (random mini-batches over it then cost a copy
-once the first ones have decoded the table). A format that gathers
+once the first ones have decoded the table); once all of its blocks are kept,
+they are stitched into one stack (:data:`WHOLE`), so a random batch is one
+gather however many blocks its rows fall in. A format that gathers
 consecutive rows about as cheaply as decoding them whole (Parquet through its
 pixel index: about 1 µs a row of 3x16x16 crops) keeps blocks only for sparse
 takes of a small table (``keep_dense=False``): a loader whose workers each
@@ -59,8 +61,8 @@ from omeframe.formats.record.stack import shape_dims
 from omeframe.formats.vortex.file import rows_per_split  # any (k, 2) row bounds, not only Vortex's
 
 __all__ = [
-    "BLOCK_ROWS", "DENSE_FRACTION", "DENSE_RUN", "MAX_BLOCK_BYTES", "MAX_TABLES", "WHOLE_TABLE_SHARE", "dense_blocks",
-    "fixed_blocks", "take_from_blocks",
+    "BLOCK_ROWS", "DENSE_FRACTION", "DENSE_RUN", "MAX_BLOCK_BYTES", "MAX_TABLES", "WHOLE", "WHOLE_TABLE_SHARE",
+    "dense_blocks", "fixed_blocks", "take_from_blocks",
 ]
 
 #: Rows per block of a format without blocks of its own (Vortex's splits are this long too).
@@ -75,6 +77,9 @@ DENSE_RUN = 32
 #: every block a take touches, dense or not: after a first random batch has decoded
 #: them, random batches copy rows from memory (100,000 crops 3x16x16: 77 MB).
 WHOLE_TABLE_SHARE = 0.5
+#: The last part of the cache key of a small table's blocks stitched into one stack: random
+#: batches then cost one gather (100,000 crops 3x16x16: 13 blocks, ~10 µs of gathering each).
+WHOLE = "whole"
 #: Decoded blocks larger than this are not kept (8,192 crops of 3x16x16 uint8
 #: take 6 MiB; large images gather cheaply and would crowd the cache).
 MAX_BLOCK_BYTES = 16 << 20
@@ -210,8 +215,13 @@ def take_from_blocks(
     cache = shared_cache()
     if cache.max_bytes <= 0 or not len(idx) or not len(bounds):
         return None
-    if not keep_dense and not _small(bounds, row_nbytes, cache.max_bytes):
+    small = _small(bounds, row_nbytes, cache.max_bytes)
+    if not keep_dense and not small:
         return None  # only a small table keeps blocks: no lookups
+    if small and (*key, WHOLE) in cache:  # in the cache: no miss counted for tables without one
+        whole = cache.get((*key, WHOLE))
+        if whole is not None and len(whole) == int(bounds[-1, 1]):
+            return shape_dims(whole[idx], dims)
     which = np.searchsorted(bounds[:, 0], idx, side="right") - 1
     touched = np.unique(which)
     stacks = cache.get_all([(*key, s) for s in touched.tolist()])  # every block kept: one lookup
@@ -242,4 +252,32 @@ def take_from_blocks(
             assert stack is not None
             out6[order[start:end]] = stack[local[start:end]]
             start = end
+    if small:
+        _stitch(cache, key, bounds)
     return shape_dims(out6, dims)
+
+
+def _stitch(cache: Any, key: tuple[Any, ...], bounds: np.ndarray) -> None:
+    """Keep the blocks of a small table as one stack (under ``(*key, WHOLE)``) once all are kept.
+
+    A random batch then costs one gather, however many blocks its rows fall
+    in; the blocks' own entries are dropped (the stack holds their rows).
+    Nothing happens while a block has not been decoded, or when the blocks
+    differ in image shape or dtype.
+    """
+    if len(bounds) < 2 or int(bounds[0, 0]) != 0 or not np.array_equal(bounds[1:, 0], bounds[:-1, 1]):
+        return
+    if len(_decoded_so_far(key)) < len(bounds):  # cheap: a block was never decoded
+        return
+    stacks = cache.get_all([(*key, s) for s in range(len(bounds))])
+    if stacks is None or any(s is None for s in stacks):
+        return
+    first = stacks[0]
+    if any(s.shape[1:] != first.shape[1:] or s.dtype != first.dtype for s in stacks):
+        return
+    whole = np.concatenate(stacks)
+    whole.setflags(write=False)  # shared by every later take: never handed out, only copied from
+    cache.put((*key, WHOLE), whole, whole.nbytes)
+    if (*key, WHOLE) in cache:  # kept (a budget shrunk meanwhile keeps nothing): the blocks are redundant
+        for s in range(len(bounds)):
+            cache.discard((*key, s))
