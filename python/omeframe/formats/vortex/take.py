@@ -131,6 +131,26 @@ def _is_payload(t: pa.DataType) -> bool:
     return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
 
 
+class _Repeats:
+    """Arrays built for a take's length, remembered (at most :data:`MAX_REPEATS`; a loader asks for one
+    length again and again)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: dict[Any, Any] = {}
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            hit = self._made.get(key)
+        if hit is None:
+            hit = make()
+            with self._lock:
+                if len(self._made) >= MAX_REPEATS:
+                    self._made.clear()
+                self._made[key] = hit
+        return hit
+
+
 class _Pattern:
     """A ``list<struct>`` leaf whose rows hold the same elements but for their payload fields.
 
@@ -160,7 +180,7 @@ class _Pattern:
         self._checked = np.zeros(len(self._small), dtype=bool)
         self._rows = RowPattern()
         self._lock = threading.Lock()
-        self._repeats: dict[int, tuple[pa.StructArray, pa.Array]] = {}
+        self._repeats = _Repeats()
         self.broken = False
 
     @property
@@ -196,7 +216,7 @@ class _Pattern:
         values = got.flatten()
         if got.null_count or len(values) != n * k:  # the splits were checked
             raise RuntimeError(f"a list field changed since it was checked: {len(values)} elements for {n} rows")
-        small, offsets = self._repeated(pattern, n)
+        small, offsets = self._repeats.get(n, lambda: self._repeated(pattern, n))
         element = self.arrow_type.value_type
         kids = [values.field(f.name) if _is_payload(f.type) else small.field(f.name) for f in element]
         mask = values.is_null() if values.null_count else None
@@ -205,21 +225,13 @@ class _Pattern:
         return kind.from_arrays(offsets, elements, type=self.arrow_type)
 
     def _repeated(self, pattern: pa.StructArray, n: int) -> tuple[pa.StructArray, pa.Array]:
-        """The pattern's elements repeated for ``n`` rows, and the list offsets of those rows (remembered per ``n``)."""
-        with self._lock:
-            hit = self._repeats.get(n)
-        if hit is None:
-            k = len(pattern)
-            large = pa.types.is_large_list(self.arrow_type)
-            hit = (
-                pattern.take(pa.array(np.tile(np.arange(k, dtype=np.int32), n))),
-                pa.array(np.arange(n + 1, dtype=np.int64 if large else np.int32) * k),
-            )
-            with self._lock:
-                if len(self._repeats) >= MAX_REPEATS:
-                    self._repeats.clear()
-                self._repeats[n] = hit
-        return hit
+        """The pattern's elements repeated for ``n`` rows, and the list offsets of those rows."""
+        k = len(pattern)
+        large = pa.types.is_large_list(self.arrow_type)
+        return (
+            pattern.take(pa.array(np.tile(np.arange(k, dtype=np.int32), n))),
+            pa.array(np.arange(n + 1, dtype=np.int64 if large else np.int32) * k),
+        )
 
 
 @dataclass
@@ -290,7 +302,7 @@ class LazyFile:
         self.bounds = np.asarray(vf.splits(), dtype=np.int64).reshape(-1, 2)
         self._leaves: dict[tuple[str, ...], _Leaf] = {}
         self._constant_structs: dict[tuple[Any, ...], pa.Array | None] = {}
-        self._repeats: dict[tuple[int, int], tuple[pa.Array, pa.Array]] = {}
+        self._repeats = _Repeats()
         #: facts about the file its readers work out once (keyed by the reader)
         self.memo: dict[Any, Any] = {}
         self._sparse_takes = 0
@@ -414,18 +426,12 @@ class LazyFile:
                     out.append(valid)
 
     def _repeated(self, value: pa.Array, n: int) -> pa.Array:
-        """The length-1 array ``value`` repeated ``n`` times (remembered: a loader asks for the same ``n``)."""
-        key = (id(value), n)
-        with self._lock:
-            hit = self._repeats.get(key)
-        if hit is not None and hit[0] is value:
-            return hit[1]
-        out = value.take(pa.array(np.zeros(n, dtype=np.int32)))
-        with self._lock:
-            if len(self._repeats) >= MAX_REPEATS:
-                self._repeats.clear()
-            self._repeats[key] = (value, out)
-        return out
+        """The length-1 array ``value`` repeated ``n`` times (remembered: a loader asks for the same ``n``).
+
+        Keyed by ``id(value)``: the entry holds ``value`` too, so no other array takes that id meanwhile.
+        """
+        pair = self._repeats.get((id(value), n), lambda: (value, value.take(pa.array(np.zeros(n, dtype=np.int32)))))
+        return pair[1]
 
     def _assemble(self, node: _Node, n: int, decoded: dict[int, pa.Array]) -> pa.Array:
         """``node`` at the ``n`` rows taken (constants repeated)."""
