@@ -176,3 +176,29 @@ def test_large_checks_spread_chunks_over_threads_and_still_name_the_damage(tmp_p
     with CheckedParquetFile(path) as pf, pytest.raises(of.ChunkChecksumError, match=f"'{name}' in row group {g}"):
         pf.read()
     assert len(calls) == 2
+
+
+def test_the_footer_checked_is_the_footer_parsed_even_if_the_file_changes_in_place(tmp_path, monkeypatch):
+    # A writer rewriting the file in place between the parse and the check must not make the
+    # check vouch for other bytes than those pyarrow parsed: both come from one copy.
+    from omeframe.storage import parquet_crc
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(_table(200).replace_schema_metadata({"k": "marker-A"}), path, write_page_checksum=True)
+    original = path.read_bytes()
+    at = original.rindex(b"marker-A")
+    real = parquet_crc.check_metadata
+    seen = []
+
+    def rewrite_then_check(md, what, footer=None):
+        with open(path, "r+b") as f:  # in place: the reader's mapping sees it
+            f.seek(at)
+            f.write(b"marker-B")
+        seen.append(bytes(footer))
+        return real(md, what, footer)
+
+    monkeypatch.setattr(parquet_crc, "check_metadata", rewrite_then_check)
+    with CheckedParquetFile(path) as pf:
+        assert b"marker-A" in seen[0] and b"marker-B" not in seen[0]
+        assert pf.metadata.metadata[b"k"] == b"marker-A"
+        assert pf.read()["id"].to_pylist() == list(range(200))

@@ -146,13 +146,22 @@ def chunk_pages(buf: Any, start: int, end: int, what: str) -> PageTable:
     return PageTable(start, end, arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy())
 
 
-def _stored_footer(view: memoryview) -> memoryview | None:
-    """The Thrift footer of the mapped Parquet file ``view`` (``None`` if its length does not fit)."""
+def _stored_footer(view: memoryview) -> bytes | None:
+    """A copy of the Thrift footer of the mapped Parquet file ``view`` (``None`` if its length does not fit).
+
+    A copy, not a view of the mapping: a writer that changes the file in
+    place cannot make the bytes checked differ from the bytes parsed.
+    """
     n = len(view)
     if n < 12:
         return None
     length = int.from_bytes(view[n - 8 : n - 4], "little")
-    return view[n - 8 - length : n - 8] if length + 12 <= n else None
+    return bytes(view[n - 8 - length : n - 8]) if length + 12 <= n else None
+
+
+def _parse_footer(footer: bytes) -> pq.FileMetaData:
+    """pyarrow's metadata parsed from the Thrift ``footer`` bytes alone (raises ``OSError`` as pyarrow does)."""
+    return pq.read_metadata(pa.BufferReader(footer + len(footer).to_bytes(4, "little") + b"PAR1"))
 
 
 class CheckedParquetFile(pq.ParquetFile):
@@ -189,8 +198,12 @@ class CheckedParquetFile(pq.ParquetFile):
         self._view: memoryview | None = memoryview(self._file.read_buffer()).cast("B")
         self._tables = _page_tables(before)
         try:
-            super().__init__(self._file, page_checksum_verification=False)
-            check_metadata(self.metadata, repr(self._path), _stored_footer(self._view))  # before column metadata
+            # The footer is copied once and both parsed and checked from that copy, so what
+            # pyarrow reads is what was checked even if another writer rewrites the file in place.
+            footer = _stored_footer(self._view)
+            metadata = None if footer is None else _parse_footer(footer)
+            super().__init__(self._file, page_checksum_verification=False, metadata=metadata)
+            check_metadata(self.metadata, repr(self._path), footer)  # before column metadata
         except BaseException:
             self.close()
             raise
