@@ -92,7 +92,7 @@ def test_a_small_table_is_kept_whole_by_random_takes(table_path) -> None:
     assert of.cache_info().hits == hits + 1 and of.cache_info().misses == 2
 
 
-def test_sparse_takes_of_a_large_table_gather_and_keep_nothing(tmp_path: Path, fmt: str) -> None:
+def test_sparse_takes_of_a_large_table_gather_and_keep_nothing(tmp_path: Path, fmt: str, monkeypatch) -> None:
     n = 5 * 8192  # 1.97 MB of images: more than half of the budget below, a block (393 KB) under a quarter
     stack = crops(n)
     path = tmp_path / f"large.{fmt}"
@@ -105,6 +105,18 @@ def test_sparse_takes_of_a_large_table_gather_and_keep_nothing(tmp_path: Path, f
     assert of.cache_info().entries == 0
     assert np.array_equal(t.to_numpy(np.arange(8192, 8192 + 300)), stack[8192:8492])  # dense in block 1
     assert of.cache_info().entries == int(KEEPS_DENSE[fmt])
+    if KEEPS_DENSE[fmt]:
+        few = np.array([8200, 9000, 12000])  # sparse, all in the kept block 1: served from it
+        before = of.cache_info()
+        assert np.array_equal(t.to_numpy(few), stack[few])
+        assert of.cache_info().hits == before.hits + 1
+        other = np.array([10, 9000, 20000])  # blocks 0 and 2 were never decoded: not even looked up
+        cache, lookups = shared_cache(), []
+        real = cache.get_all
+        monkeypatch.setattr(cache, "get_all", lambda keys: lookups.append(keys) or real(keys))
+        assert np.array_equal(t.to_numpy(other), stack[other])
+        assert lookups == []
+        assert np.array_equal(t.to_numpy(few), stack[few]) and len(lookups) == 1
 
 
 def test_a_kept_block_serves_any_rows_dims_and_dtype(table_path) -> None:

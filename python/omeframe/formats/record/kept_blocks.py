@@ -224,6 +224,8 @@ def take_from_blocks(
             return shape_dims(whole[idx], dims)
     which = np.searchsorted(bounds[:, 0], idx, side="right") - 1
     touched = np.unique(which)
+    if not small and not (dense_blocks(np.sort(idx), bounds)[touched] | np.isin(touched, _decoded_so_far(key))).all():
+        return None  # a block neither dense nor ever decoded (a random batch of a large table): no lookups
     stacks = cache.get_all([(*key, s) for s in touched.tolist()])  # every block kept: one lookup
     if stacks is None:
         stacks = _decoded_blocks(cache, key, bounds, touched, idx, row_nbytes, decode, keep_dense)

@@ -11,6 +11,7 @@ agree (ragged crops, list variant, mixed codecs) take the per-record path of
 from __future__ import annotations
 
 import ctypes
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -252,9 +253,16 @@ def uniform_layout(arr: pa.StructArray) -> UniformLayout | None:
             codec = None if v is None or str(v).lower() in ("", "none") else str(v).lower()
             if codec not in (None, "zstd"):
                 return None
-    if not _tiles(first, shape):
+    if not _tiles_once(first.tobytes(), len(first), shape):
         return None
     return UniformLayout(shape=shape, dtype=dtype, keys=first, codec=codec)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=256)
+def _tiles_once(keys: bytes, k: int, shape: tuple[int, ...]) -> bool:
+    """:func:`_tiles` of the ``(k, 8)`` int64 ``keys`` given as bytes, remembered (a loader asks for one layout
+    again and again; the check costs about 60 µs)."""
+    return _tiles(np.frombuffer(keys, dtype=np.int64).reshape(k, 8), shape)
 
 
 def _tiles(keys: np.ndarray, shape: tuple[int, ...]) -> bool:

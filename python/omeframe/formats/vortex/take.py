@@ -276,11 +276,14 @@ class _Node:
     field: pa.Field
     path: tuple[str, ...]
     children: list[_Node] = field(default_factory=list)
+    #: the children's names, nested (what a struct node of a given path holds)
+    names: tuple[Any, ...] = ()
 
 
 def _plan(f: pa.Field, path: tuple[str, ...]) -> _Node:
     if pa.types.is_struct(f.type):
-        return _Node(f, path, [_plan(f.type.field(i), (*path, f.type.field(i).name)) for i in range(f.type.num_fields)])
+        kids = [_plan(k, (*path, k.name)) for k in f.type]
+        return _Node(f, path, kids, tuple((k.field.name, k.names) for k in kids))
     return _Node(f, path)
 
 
@@ -389,8 +392,12 @@ class LazyFile:
         return _Pattern(array, payload_type, chunks, small_type, arrow_type)
 
     def _folded(self, node: _Node) -> pa.Array | None:
-        """A struct node every leaf of which is constant (and never null), as one length-1 array."""
-        key = (node.path, node.field.type)
+        """A struct node every leaf of which is constant (and never null), as one length-1 array.
+
+        Remembered by the node's path, nullability and children's names (its leaves are
+        remembered by path, :meth:`_leaf`): hashing a nested Arrow type costs 10-30 µs.
+        """
+        key = (node.path, node.field.nullable, node.names)
         with self._lock:
             if key in self._constant_structs:
                 return self._constant_structs[key]
