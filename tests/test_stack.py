@@ -269,3 +269,35 @@ def test_physical_sizes_and_byte_order(tmp_path):
     src = StackSource(tmp_path / "be_z<0-0>.tif")
     assert src.dtype == np.dtype("uint16") and src.dtype.isnative
     np.testing.assert_array_equal(LazyImage(src).execute()[0, 0, 0], a[0])
+
+
+@pytest.mark.parametrize(
+    ("values", "kind", "expected"),
+    [
+        (["uint8"] * 5, pa.string(), (True, "uint8")),
+        (["uint8"] * 4 + ["uint9"], pa.string(), (False, None)),  # same length, other bytes
+        (["uint8"] * 4 + ["int16"], pa.string(), (False, None)),
+        (["uint8", "uint16"], pa.string(), (False, None)),  # other lengths
+        ([None] * 3, pa.string(), (True, None)),
+        (["zstd", None, "zstd"], pa.string(), (False, None)),  # a null beside a value
+        (["", "", ""], pa.string(), (True, "")),
+        (["µm"] * 3, pa.string(), (True, "µm")),
+        (["uint8"] * 3, pa.large_string(), (True, "uint8")),
+        ([], pa.string(), (True, None)),
+    ],
+)
+def test_single_value_of_a_string_column(values, kind, expected) -> None:
+    from omeframe.formats.record.stack import _single_value
+
+    assert _single_value(pa.array(values, kind)) == expected
+
+
+def test_single_value_honours_a_slice_and_refuses_bytes_that_are_not_text() -> None:
+    from omeframe.formats.record.stack import _single_value
+
+    col = pa.array(["a", "bb", "bb", "bb", "c"])
+    assert _single_value(col.slice(1, 3)) == (True, "bb")
+    assert _single_value(col.slice(0, 3)) == (False, None)
+    offsets = pa.py_buffer(np.array([0, 1, 2], dtype=np.int32).tobytes())
+    bad = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"\xff\xff")])
+    assert _single_value(bad) == (False, None)

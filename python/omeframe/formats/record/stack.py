@@ -203,26 +203,62 @@ def _column_values(arr: pa.Array) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False)
 
 
+def _has_fields(kind: pa.DataType, names: Sequence[str]) -> bool:
+    """Whether struct type ``kind`` has every field in ``names`` (without building its fields)."""
+    return all(kind.get_field_index(name) >= 0 for name in names)
+
+
+def _single_value(col: pa.Array) -> tuple[bool, Any]:
+    """``(True, value)`` when every item of the string column ``col`` is one value (``None``: all null).
+
+    A column of one repeated string is recognised from its buffers (every
+    item as long as the first and holding its bytes), without hashing; other
+    columns go through ``pyarrow.compute.unique``.
+    """
+    n = len(col)
+    if n == 0 or col.null_count == n:
+        return True, None
+    if not col.null_count and pa.types.is_string(col.type):
+        offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset : col.offset + n + 1]
+        width = int(offsets[1] - offsets[0])
+        data = col.buffers()[2]
+        if bool((np.diff(offsets) == width).all()):
+            if width == 0:
+                return True, ""
+            start = int(offsets[0])
+            items = np.frombuffer(data, dtype=np.uint8)[start : start + n * width].reshape(n, width)
+            if not bool((items == items[0]).all()):
+                return False, None
+            try:
+                return True, items[0].tobytes().decode("utf-8")
+            except UnicodeDecodeError:  # not text: let the caller's slow path judge the records
+                return False, None
+    uniq = pc.unique(col)
+    return (True, uniq[0].as_py()) if len(uniq) == 1 else (False, None)
+
+
+_SIZES = tuple(f"size_{a}" for a in "tczyx")
+
+
 def uniform_layout(arr: pa.StructArray) -> UniformLayout | None:
     """The shared layout of a flat record array, or ``None`` when records differ."""
-    names = {f.name for f in arr.type}
-    if not {"pixels_meta", "chunks"} <= names or arr.null_count:
+    if not _has_fields(arr.type, ("pixels_meta", "chunks")) or arr.null_count:
         return None
     pm = arr.field("pixels_meta")
-    if pm.null_count or not {f"size_{a}" for a in "tczyx"} | {"type"} <= {f.name for f in pm.type}:
+    if pm.null_count or not _has_fields(pm.type, (*_SIZES, "type")):
         return None
-    sizes = [pm.field(f"size_{a}") for a in "tczyx"]
+    sizes = [pm.field(name) for name in _SIZES]
     if any(s.null_count for s in sizes):
         return None
-    vals = [_column_values(s) for s in sizes]
-    shape = tuple(int(v[0]) for v in vals)
-    if any((v != v[0]).any() for v in vals) or min(shape) <= 0:
+    vals = np.stack([_column_values(s) for s in sizes])
+    shape = tuple(int(v) for v in vals[:, 0])
+    if bool((vals != vals[:, :1]).any()) or min(shape) <= 0:
         return None
-    types = pc.unique(pm.field("type"))
-    if len(types) != 1 or types[0].as_py() is None:
+    single, kind = _single_value(pm.field("type"))
+    if not single or kind is None:
         return None
     try:
-        dtype = to_numpy_dtype(types[0].as_py())
+        dtype = to_numpy_dtype(kind)
     except Exception:
         return None
     chunks = arr.field("chunks")
@@ -234,25 +270,22 @@ def uniform_layout(arr: pa.StructArray) -> UniformLayout | None:
     if k == 0 or (counts != k).any():
         return None
     inner = chunks.values.slice(int(loffs[0]), int(loffs[-1] - loffs[0]))
-    if not {*_KEYS, "pixel_bytes", "dtype", "compression"} <= {f.name for f in inner.type}:
+    if not _has_fields(inner.type, (*_KEYS, "pixel_bytes", "dtype", "compression")):
         return None
     inner = _flat_struct(inner)
-    keys = np.stack([_column_values(inner.field(f)).astype(np.int64) for f in _KEYS], axis=1)
+    keys = np.stack([_column_values(inner.field(f)) for f in _KEYS], axis=1).astype(np.int64)
     first = keys[:k]
     if not (keys.reshape(-1, k, 8) == first).all():
         return None
-    for f, expect in (("dtype", dtype), ("compression", None)):
-        col = inner.field(f)
-        uniq = pc.unique(col)
-        if len(uniq) != 1:
-            return None
-        v = uniq[0].as_py()
-        if f == "dtype" and v is not None and to_numpy_dtype(v) != expect:
-            return None
-        if f == "compression":
-            codec = None if v is None or str(v).lower() in ("", "none") else str(v).lower()
-            if codec not in (None, "zstd"):
-                return None
+    single, chunk_dtype = _single_value(inner.field("dtype"))
+    if not single or (chunk_dtype is not None and to_numpy_dtype(chunk_dtype) != dtype):
+        return None
+    single, compression = _single_value(inner.field("compression"))
+    if not single:
+        return None
+    codec = None if compression is None or str(compression).lower() in ("", "none") else str(compression).lower()
+    if codec not in (None, "zstd"):
+        return None
     if not _tiles_once(first.tobytes(), len(first), shape):
         return None
     return UniformLayout(shape=shape, dtype=dtype, keys=first, codec=codec)  # type: ignore[arg-type]
