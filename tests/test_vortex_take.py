@@ -202,6 +202,26 @@ def test_a_pattern_is_checked_in_the_splits_a_take_touches(tmp_path: Path) -> No
     assert _same_items(again, table.take(pa.array(early))["odd"])
 
 
+def test_a_list_of_fields_asked_for_again_reuses_its_plan(tmp_path: Path, monkeypatch) -> None:
+    table = pa.table({"x": np.arange(N), "items": _items(N)})
+    path = tmp_path / "plan.vortex"
+    vfile.write_vortex_table(table, path)
+    lazy = vtake.lazy_file(str(path))
+    fields = list(table.schema)
+    planned = []
+    real = vtake._plan
+    monkeypatch.setattr(vtake, "_plan", lambda f, p: planned.append(p) or real(f, p))
+    rows = np.unique(SPARSE)
+    for _ in range(3):
+        got = lazy.take(fields, rows)
+        assert got[0].to_pylist() == rows.tolist() and _same_items(
+            pa.chunked_array([got[1]]), table.take(pa.array(rows))["items"]
+        )
+    assert planned == [("x",), ("items",)]  # planned by the first take only
+    lazy.take(list(fields), rows)  # another list (its own plan, however equal)
+    assert len(planned) == 4
+
+
 def test_a_table_with_two_record_columns_is_read_in_full(tmp_path: Path) -> None:
     stack, other = crops(), crops(seed=5)
     path = tmp_path / "two.vortex"

@@ -132,8 +132,8 @@ def _is_payload(t: pa.DataType) -> bool:
 
 
 class _Repeats:
-    """Arrays built for a take's length, remembered (at most :data:`MAX_REPEATS`; a loader asks for one
-    length again and again)."""
+    """Values built once and asked for again, remembered (at most :data:`MAX_REPEATS`): the arrays built
+    for a take's length (a loader asks for one length again and again), the plan of a list of fields."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -306,6 +306,7 @@ class LazyFile:
         self._leaves: dict[tuple[str, ...], _Leaf] = {}
         self._constant_structs: dict[tuple[Any, ...], pa.Array | None] = {}
         self._repeats = _Repeats()
+        self._plans = _Repeats()  # per list of fields asked for: its nodes and the leaves they decode
         #: facts about the file its readers work out once (keyed by the reader)
         self.memo: dict[Any, Any] = {}
         self._sparse_takes = 0
@@ -460,6 +461,14 @@ class LazyFile:
     def _decode(self, leaves: Sequence[_Leaf], rows: np.ndarray) -> list[pa.Array]:
         return [leaf.take(self._vortex, rows) for leaf in leaves]
 
+    def _prepare(self, fields: Sequence[pa.Field]) -> tuple[list[_Node], list[_Leaf]]:
+        """The nodes of ``fields`` and the leaves a take of them decodes."""
+        nodes = [_plan(f, (f.name,)) for f in fields]
+        leaves: list[_Leaf] = []
+        for node in nodes:
+            self._needed(node, leaves)
+        return nodes, leaves
+
     def take(self, fields: Sequence[pa.Field], rows: np.ndarray) -> list[pa.Array]:
         """The top-level ``fields`` (by name, with their Arrow types) at sorted, unique ``rows``.
 
@@ -471,10 +480,9 @@ class LazyFile:
         """
         import pyarrow.compute  # noqa: F401 - pa.compute in _assemble
 
-        nodes = [_plan(f, (f.name,)) for f in fields]
-        leaves: list[_Leaf] = []
-        for node in nodes:
-            self._needed(node, leaves)
+        # a reader that asks with the same list of fields again and again (its own memo) gets the
+        # plan it got before; the entry holds the list, so no other list takes its id meanwhile
+        _, nodes, leaves = self._plans.get(id(fields), lambda: (fields, *self._prepare(fields)))
         if leaves and len(rows) >= PARALLEL_ROWS and _threads.can_parallelize():
             half = len(rows) // 2
             later = _threads.pool().submit(self._decode, leaves, rows[half:])
