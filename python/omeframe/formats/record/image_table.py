@@ -92,9 +92,10 @@ def normalize_rows(rows: Any, num_rows: int, name: str) -> np.ndarray:
             f"row {first} is out of range for {name}, which has {num_rows} rows "
             f"(valid 0..{num_rows - 1}; negative indices are not allowed)"
         )
-    if len(np.unique(arr)) != arr.size:
-        u, counts = np.unique(arr, return_counts=True)
-        raise RowIndexError(f"row {int(u[counts > 1][0])} is requested twice from {name}; pass each row once")
+    ordered = np.sort(arr)
+    twice = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if len(twice):
+        raise RowIndexError(f"row {int(ordered[twice[0]])} is requested twice from {name}; pass each row once")
     return arr
 
 
