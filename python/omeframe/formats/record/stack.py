@@ -184,16 +184,7 @@ class UniformLayout:
     @property
     def whole_blocks(self) -> bool:
         """True when chunk ``j`` is plane set ``(t, c) = divmod(j, C)`` in full."""
-        st, sc, sz, sy, sx = self.shape
-        k = len(self.keys)
-        if k != st * sc:
-            return False
-        tc = np.stack([np.repeat(np.arange(st), sc), np.tile(np.arange(sc), st)], axis=1)
-        return bool(
-            np.array_equal(self.keys[:, :2], tc)
-            and not self.keys[:, 2:5].any()
-            and (self.keys[:, 5:] == (sz, sy, sx)).all()
-        )
+        return _whole_blocks(np.ascontiguousarray(self.keys, dtype=np.int64).tobytes(), len(self.keys), self.shape)
 
     def chunk_bytes(self) -> np.ndarray:
         return self.keys[:, 5:].prod(axis=1) * self.dtype.itemsize
@@ -289,6 +280,17 @@ def uniform_layout(arr: pa.StructArray) -> UniformLayout | None:
     if not _tiles_once(first.tobytes(), len(first), shape):
         return None
     return UniformLayout(shape=shape, dtype=dtype, keys=first, codec=codec)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=256)
+def _whole_blocks(keys: bytes, k: int, shape: tuple[int, int, int, int, int]) -> bool:
+    """:attr:`UniformLayout.whole_blocks` of the ``(k, 8)`` int64 ``keys`` given as bytes, remembered."""
+    st, sc, sz, sy, sx = shape
+    if k != st * sc:
+        return False
+    grid = np.frombuffer(keys, dtype=np.int64).reshape(k, 8)
+    tc = np.stack([np.repeat(np.arange(st), sc), np.tile(np.arange(sc), st)], axis=1)
+    return bool(np.array_equal(grid[:, :2], tc) and not grid[:, 2:5].any() and (grid[:, 5:] == (sz, sy, sx)).all())
 
 
 @functools.lru_cache(maxsize=256)

@@ -174,6 +174,9 @@ class _Pattern:
         self.payload = payload  # the leaf cast to list<struct<payload fields>>, lazily scanned
         self.payload_type = payload_type
         self.arrow_type = arrow_type
+        self._element_fields = list(arrow_type.value_type)
+        #: per element field, in order: its name and whether it is payload (taken) or repeated
+        self._element_parts = [(f.name, _is_payload(f.type)) for f in self._element_fields]
         self._small = list(small)  # per split: the leaf cast to its other fields, lazily scanned
         self._small_type = small_type
         self._starts = np.cumsum([0, *(len(c) for c in self._small)])
@@ -217,10 +220,9 @@ class _Pattern:
         if got.null_count or len(values) != n * k:  # the splits were checked
             raise RuntimeError(f"a list field changed since it was checked: {len(values)} elements for {n} rows")
         small, offsets = self._repeats.get(n, lambda: self._repeated(pattern, n))
-        element = self.arrow_type.value_type
-        kids = [values.field(f.name) if _is_payload(f.type) else small.field(f.name) for f in element]
+        kids = [(values if payload else small).field(name) for name, payload in self._element_parts]
         mask = values.is_null() if values.null_count else None
-        elements = pa.StructArray.from_arrays(kids, fields=list(element), mask=mask)
+        elements = pa.StructArray.from_arrays(kids, fields=self._element_fields, mask=mask)
         kind = pa.LargeListArray if pa.types.is_large_list(self.arrow_type) else pa.ListArray
         return kind.from_arrays(offsets, elements, type=self.arrow_type)
 
