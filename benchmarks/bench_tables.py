@@ -28,7 +28,9 @@ warm page cache): write (s, MB/s of raw pixels), size, full decode to one
 ``(N, 3, Y, X)`` array, a random batch of 256 rows decoded to numpy (each
 repeat a different batch, the same batches for every system), a fresh
 process that imports, opens and decodes its first random batch (wall time of
-the whole subprocess), a metadata query in DuckDB (``count(*) GROUP BY well
+the whole subprocess; once every system has written its files, the systems
+take turns, one fresh process each per round, when the disk holds all their
+files at once), a metadata query in DuckDB (``count(*) GROUP BY well
 WHERE area > 300``, each format's natural way), a DuckDB ``ome_stats`` pass
 (omeframe only; on a subset when the table is large), and one torch
 ``DataLoader`` epoch with 2 workers, batches of 256 (samples/s, the best of 3
@@ -802,22 +804,48 @@ FRESH = {
 }
 
 
+def _fresh_once(system: str, path: str, n: int, workdir: Path) -> float:
+    """Wall time of one new interpreter that imports, opens and decodes one random batch (the same rows for every
+    system of ``n`` rows)."""
+    rows_file = workdir / f"fresh_rows_{n}.json"
+    if not rows_file.exists():
+        rows_file.write_text(json.dumps([int(r) for r in take_rows(n, 999)]))
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH[system.split()[0]], path, str(rows_file)], capture_output=True, text=True
+    )
+    took = time.perf_counter() - t0
+    if proc.returncode:
+        raise CaseError(f"fresh open of {system} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return took
+
+
 def fresh_open(system: str, path: str, n: int, repeats: int, workdir: Path) -> dict[str, Any]:
-    """Wall time of a new interpreter that imports, opens and decodes one random batch."""
-    rows_file = workdir / "fresh_rows.json"
-    rows_file.write_text(json.dumps([int(r) for r in take_rows(n, 999)]))
-    code = FRESH[system.split()[0]]
-    env = dict(os.environ)
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-c", code, path, str(rows_file)], capture_output=True, text=True, env=env
-        )
-        runs.append(time.perf_counter() - t0)
-        if proc.returncode:
-            raise CaseError(f"fresh open of {system} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    """Best wall time of ``repeats`` new interpreters that import, open and decode one random batch."""
+    runs = [_fresh_once(system, path, n, workdir) for _ in range(repeats)]
     return {"best": min(runs), "runs": runs}
+
+
+def fresh_round_robin(tables: list[tuple[str, str, int]], repeats: int, workdir: Path) -> dict[str, dict[str, Any]]:
+    """:func:`fresh_open` of every ``(system, path, rows)`` in ``tables``, one process of each system per round.
+
+    The systems take turns (the order reversed every other round), so a
+    slower or busier minute of the machine weighs on all of them alike
+    rather than on the system whose turn it was. A system whose fresh open
+    fails is left out of the result (and reported by the caller).
+    """
+    runs: dict[str, list[float]] = {s: [] for s, _, _ in tables}
+    failed: set[str] = set()
+    for k in range(repeats):
+        for system, path, n in tables if k % 2 == 0 else tables[::-1]:
+            if system in failed:
+                continue
+            try:
+                runs[system].append(_fresh_once(system, path, n, workdir))
+            except CaseError as exc:
+                failed.add(system)
+                _log(f"{system}: {exc}")
+    return {s: {"best": min(r), "runs": r} for s, r in runs.items() if r and s not in failed}
 
 
 # =============================================================== orchestration
@@ -867,6 +895,11 @@ def _prepare(cfg: Config, workdir: Path, args: argparse.Namespace) -> dict[str, 
     return {"cells": str(cells), "features": str(feats), "n": cfg.n, "size": cfg.size, "stream": cfg.stream}
 
 
+def _room_for_all(cfg: Config, systems: tuple[str, ...], workdir: Path) -> bool:
+    """Whether every system's files of ``cfg`` fit on the disk at once (raw size each, with half the disk spare)."""
+    return cfg.raw_bytes * len(systems) * 2 < shutil.disk_usage(workdir).free
+
+
 def run_config(cfg: Config, workdir: Path, args: argparse.Namespace, systems: tuple[str, ...]) -> Result:
     base = _prepare(cfg, workdir, args)
     res = Result(cfg)
@@ -884,6 +917,10 @@ def run_config(cfg: Config, workdir: Path, args: argparse.Namespace, systems: tu
     )
     if slow:
         base["budget"] = 120.0
+    fresh_repeats = 1 if args.quick else 5
+    # every system's files kept until all are written, when the disk has room: fresh opens then take turns
+    together = _room_for_all(cfg, systems, workdir)
+    kept: list[tuple[str, str, int]] = []
     for system in systems:
         path = store_path(workdir, cfg, system)
         t0 = time.perf_counter()
@@ -891,7 +928,10 @@ def run_config(cfg: Config, workdir: Path, args: argparse.Namespace, systems: tu
             r = run_case(SCRIPT, "system", dict(base, system=system, path=path), timeout=args.timeout)
             res.rows[system] = r
             fresh_n = r["rows"]
-            r["fresh"] = fresh_open(system, path, fresh_n, 1 if args.quick else 5, workdir)
+            if together:
+                kept.append((system, path, fresh_n))
+            else:
+                r["fresh"] = fresh_open(system, path, fresh_n, fresh_repeats, workdir)
             if base["loader_epoch"] and (system in OMEFRAME or system.startswith("lance")):
                 lp = dict(base, system=system, path=path, rows=fresh_n)
                 r.update(run_case(SCRIPT, "loader", lp, timeout=args.timeout))
@@ -902,13 +942,23 @@ def run_config(cfg: Config, workdir: Path, args: argparse.Namespace, systems: tu
             _log(
                 f"[{cfg.label}] {system:<16} write {fmt_seconds(res.t(system, 'write'))} "
                 f"decode {fmt_seconds(res.t(system, 'decode'))} take {fmt_seconds(res.t(system, 'take'))} "
-                f"fresh {fmt_seconds(r['fresh']['best'])} query {fmt_seconds(res.t(system, 'query'))} "
-                f"({time.perf_counter() - t0:.0f} s)"
+                + ("" if together else f"fresh {fmt_seconds(r['fresh']['best'])} ")
+                + f"query {fmt_seconds(res.t(system, 'query'))} ({time.perf_counter() - t0:.0f} s)"
             )
         except CaseError as exc:
             res.problems.append(f"{cfg.label} {system}: {exc}")
             _log(f"[{cfg.label}] {system} FAILED: {exc}")
         finally:
+            if not args.keep and not (kept and kept[-1][0] == system):  # removed now unless kept for later
+                make_system(system, path, cfg.size).remove()
+    if kept:
+        fresh = fresh_round_robin(kept, fresh_repeats, workdir)
+        for system, path, _ in kept:
+            if system in fresh:
+                res.rows[system]["fresh"] = fresh[system]
+                _log(f"[{cfg.label}] {system:<16} fresh {fmt_seconds(fresh[system]['best'])} (systems taking turns)")
+            else:
+                res.problems.append(f"{cfg.label} {system}: its fresh open failed")
             if not args.keep:
                 make_system(system, path, cfg.size).remove()
     for f in (base["cells"], base["features"]):
@@ -1116,7 +1166,8 @@ def main(argv: list[str] | None = None) -> int:
         f"60 s, 120 s above 200 MB raw, {1 if args.quick else SMALL_REPEATS} under {SMALL_RAW_BYTES / 1e6:.0f} MB "
         f"raw; random batches: best of {takes}); DataLoader: best of "
         f"{1 if args.quick else LOADER_EPOCHS} epochs, each starting its workers. Every system runs in a "
-        "fresh interpreter; the fresh-process time includes interpreter start-up. ome-arrow bytes writes at most "
+        "fresh interpreter; the fresh-process time includes interpreter start-up, and once every system has "
+        "written its files the systems take turns at it (when the disk holds them all). ome-arrow bytes writes at most "
         f"{OA_MAX_ROWS:,} crops (the subset is marked); the ome_stats pass runs over at most "
         f"{STATS_MAX_ROWS:,} rows.",
     ]
