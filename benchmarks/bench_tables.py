@@ -820,32 +820,39 @@ def _fresh_once(system: str, path: str, n: int, workdir: Path) -> float:
     return took
 
 
-def fresh_open(system: str, path: str, n: int, repeats: int, workdir: Path) -> dict[str, Any]:
-    """Best wall time of ``repeats`` new interpreters that import, open and decode one random batch."""
-    runs = [_fresh_once(system, path, n, workdir) for _ in range(repeats)]
-    return {"best": min(runs), "runs": runs}
+def fresh_round_robin(tables: list[tuple[str, str, int]], repeats: int, workdir: Path) -> dict[str, Any]:
+    """Best wall time of ``repeats`` new interpreters per ``(system, path, rows)`` in ``tables``, taking turns.
 
-
-def fresh_round_robin(tables: list[tuple[str, str, int]], repeats: int, workdir: Path) -> dict[str, dict[str, Any]]:
-    """:func:`fresh_open` of every ``(system, path, rows)`` in ``tables``, one process of each system per round.
-
-    The systems take turns (the order reversed every other round), so a
-    slower or busier minute of the machine weighs on all of them alike
-    rather than on the system whose turn it was. A system whose fresh open
-    fails is left out of the result (and reported by the caller).
+    One process of each system per round (the order reversed every other
+    round), so a slower or busier minute of the machine weighs on all of them
+    alike rather than on the system whose turn it was. Per system:
+    ``{"best": ..., "runs": [...]}``, or the :class:`CaseError` of its first
+    failed run (it runs no more).
     """
-    runs: dict[str, list[float]] = {s: [] for s, _, _ in tables}
-    failed: set[str] = set()
+    out: dict[str, Any] = {s: {"runs": []} for s, _, _ in tables}
     for k in range(repeats):
         for system, path, n in tables if k % 2 == 0 else tables[::-1]:
-            if system in failed:
+            if isinstance(out[system], CaseError):
                 continue
             try:
-                runs[system].append(_fresh_once(system, path, n, workdir))
+                out[system]["runs"].append(_fresh_once(system, path, n, workdir))
             except CaseError as exc:
-                failed.add(system)
-                _log(f"{system}: {exc}")
-    return {s: {"best": min(r), "runs": r} for s, r in runs.items() if r and s not in failed}
+                out[system] = exc
+    for r in out.values():
+        if isinstance(r, dict):
+            r["best"] = min(r["runs"])
+    return out
+
+
+def _record_fresh(res: Result, tables: list[tuple[str, str, int]], repeats: int, workdir: Path, how: str) -> None:
+    """Measure the fresh opens of ``tables`` (:func:`fresh_round_robin`) into ``res``, logging each."""
+    for system, fresh in fresh_round_robin(tables, repeats, workdir).items():
+        if isinstance(fresh, CaseError):
+            res.problems.append(f"{res.cfg.label} {system}: {fresh}")
+            _log(f"[{res.cfg.label}] {system} fresh open FAILED: {fresh}")
+        else:
+            res.rows[system]["fresh"] = fresh
+            _log(f"[{res.cfg.label}] {system:<16} fresh {fmt_seconds(fresh['best'])}{how}")
 
 
 # =============================================================== orchestration
@@ -931,7 +938,7 @@ def run_config(cfg: Config, workdir: Path, args: argparse.Namespace, systems: tu
             if together:
                 kept.append((system, path, fresh_n))
             else:
-                r["fresh"] = fresh_open(system, path, fresh_n, fresh_repeats, workdir)
+                _record_fresh(res, [(system, path, fresh_n)], fresh_repeats, workdir, "")
             if base["loader_epoch"] and (system in OMEFRAME or system.startswith("lance")):
                 lp = dict(base, system=system, path=path, rows=fresh_n)
                 r.update(run_case(SCRIPT, "loader", lp, timeout=args.timeout))
@@ -942,8 +949,7 @@ def run_config(cfg: Config, workdir: Path, args: argparse.Namespace, systems: tu
             _log(
                 f"[{cfg.label}] {system:<16} write {fmt_seconds(res.t(system, 'write'))} "
                 f"decode {fmt_seconds(res.t(system, 'decode'))} take {fmt_seconds(res.t(system, 'take'))} "
-                + ("" if together else f"fresh {fmt_seconds(r['fresh']['best'])} ")
-                + f"query {fmt_seconds(res.t(system, 'query'))} ({time.perf_counter() - t0:.0f} s)"
+                f"query {fmt_seconds(res.t(system, 'query'))} ({time.perf_counter() - t0:.0f} s)"
             )
         except CaseError as exc:
             res.problems.append(f"{cfg.label} {system}: {exc}")
@@ -952,13 +958,8 @@ def run_config(cfg: Config, workdir: Path, args: argparse.Namespace, systems: tu
             if not args.keep and not (kept and kept[-1][0] == system):  # removed now unless kept for later
                 make_system(system, path, cfg.size).remove()
     if kept:
-        fresh = fresh_round_robin(kept, fresh_repeats, workdir)
+        _record_fresh(res, kept, fresh_repeats, workdir, " (systems taking turns)")
         for system, path, _ in kept:
-            if system in fresh:
-                res.rows[system]["fresh"] = fresh[system]
-                _log(f"[{cfg.label}] {system:<16} fresh {fmt_seconds(fresh[system]['best'])} (systems taking turns)")
-            else:
-                res.problems.append(f"{cfg.label} {system}: its fresh open failed")
             if not args.keep:
                 make_system(system, path, cfg.size).remove()
     for f in (base["cells"], base["features"]):

@@ -142,25 +142,27 @@ def _decoded_blocks(
     key: tuple[Any, ...],
     bounds: np.ndarray,
     touched: np.ndarray,
-    idx: np.ndarray,
+    seen: np.ndarray,
+    dense: np.ndarray,
+    small: bool,
     row_nbytes: int | None,
     decode: Callable[[int, int], np.ndarray | None],
     keep_dense: bool,
 ) -> list[np.ndarray | None] | None:
-    """The stacks of blocks ``touched``, decoding those not kept when the rules allow, else ``None``."""
+    """The stacks of blocks ``touched``, decoding those not kept when the rules allow, else ``None``.
+
+    ``seen``, ``dense``: per block touched, whether it was ever decoded and whether the take is dense
+    in it; ``small``: whether the table's images fit in :data:`WHOLE_TABLE_SHARE` of the cache.
+    """
     if row_nbytes is None:
         return None
     # only blocks once decoded can be in the cache: look those up (a random take touches ~all)
     kept = np.zeros(len(touched), dtype=bool)
-    ever = _decoded_so_far(key)
-    if len(ever):
-        for i in np.flatnonzero(np.isin(touched, ever)):
-            kept[i] = (*key, int(touched[i])) in cache
+    for i in np.flatnonzero(seen):
+        kept[i] = (*key, int(touched[i])) in cache
     span = bounds[touched, 1] - bounds[touched, 0]
     fits = span * row_nbytes <= min(MAX_BLOCK_BYTES, cache.max_bytes // 4)
     # a table whose images fit in a share of the cache is kept whole, however it is touched
-    small = _small(bounds, row_nbytes, cache.max_bytes)
-    dense = dense_blocks(np.sort(idx), bounds)[touched]
     wanted = (small | dense) if keep_dense else (small & ~dense)
     if not (kept | (fits & wanted)).all():
         return None
@@ -224,11 +226,13 @@ def take_from_blocks(
             return shape_dims(whole[idx], dims)
     which = np.searchsorted(bounds[:, 0], idx, side="right") - 1
     touched = np.unique(which)
-    if not small and not (dense_blocks(np.sort(idx), bounds)[touched] | np.isin(touched, _decoded_so_far(key))).all():
+    seen = np.isin(touched, _decoded_so_far(key))
+    dense = dense_blocks(np.sort(idx), bounds)[touched]
+    if not small and not (dense | seen).all():
         return None  # a block neither dense nor ever decoded (a random batch of a large table): no lookups
     stacks = cache.get_all([(*key, s) for s in touched.tolist()])  # every block kept: one lookup
     if stacks is None:
-        stacks = _decoded_blocks(cache, key, bounds, touched, idx, row_nbytes, decode, keep_dense)
+        stacks = _decoded_blocks(cache, key, bounds, touched, seen, dense, small, row_nbytes, decode, keep_dense)
         if stacks is None:
             return None
     if any(s is None for s in stacks):

@@ -184,7 +184,8 @@ class UniformLayout:
     @property
     def whole_blocks(self) -> bool:
         """True when chunk ``j`` is plane set ``(t, c) = divmod(j, C)`` in full."""
-        return _whole_blocks(np.ascontiguousarray(self.keys, dtype=np.int64).tobytes(), len(self.keys), self.shape)
+        keys = np.ascontiguousarray(self.keys, dtype=np.int64)
+        return _grid_facts(keys.tobytes(), len(keys), tuple(self.shape))[1]
 
     def chunk_bytes(self) -> np.ndarray:
         return self.keys[:, 5:].prod(axis=1) * self.dtype.itemsize
@@ -277,27 +278,28 @@ def uniform_layout(arr: pa.StructArray) -> UniformLayout | None:
     codec = None if compression is None or str(compression).lower() in ("", "none") else str(compression).lower()
     if codec not in (None, "zstd"):
         return None
-    if not _tiles_once(first.tobytes(), len(first), shape):
+    if not _grid_facts(first.tobytes(), len(first), shape)[0]:
         return None
     return UniformLayout(shape=shape, dtype=dtype, keys=first, codec=codec)  # type: ignore[arg-type]
 
 
 @functools.lru_cache(maxsize=256)
-def _whole_blocks(keys: bytes, k: int, shape: tuple[int, int, int, int, int]) -> bool:
-    """:attr:`UniformLayout.whole_blocks` of the ``(k, 8)`` int64 ``keys`` given as bytes, remembered."""
-    st, sc, sz, sy, sx = shape
-    if k != st * sc:
-        return False
+def _grid_facts(keys: bytes, k: int, shape: tuple[int, int, int, int, int]) -> tuple[bool, bool]:
+    """``(tiles, whole_blocks)`` of one record's ``(k, 8)`` int64 chunk ``keys`` (given as bytes) for ``shape``.
+
+    ``tiles``: the chunk boxes cover the image exactly once (:func:`_tiles`);
+    ``whole_blocks``: chunk ``j`` is plane set ``(t, c) = divmod(j, C)`` in
+    full. Remembered: a loader asks about one layout again and again, and the
+    checks cost about 60 µs.
+    """
     grid = np.frombuffer(keys, dtype=np.int64).reshape(k, 8)
-    tc = np.stack([np.repeat(np.arange(st), sc), np.tile(np.arange(sc), st)], axis=1)
-    return bool(np.array_equal(grid[:, :2], tc) and not grid[:, 2:5].any() and (grid[:, 5:] == (sz, sy, sx)).all())
-
-
-@functools.lru_cache(maxsize=256)
-def _tiles_once(keys: bytes, k: int, shape: tuple[int, ...]) -> bool:
-    """:func:`_tiles` of the ``(k, 8)`` int64 ``keys`` given as bytes, remembered (a loader asks for one layout
-    again and again; the check costs about 60 µs)."""
-    return _tiles(np.frombuffer(keys, dtype=np.int64).reshape(k, 8), shape)
+    st, sc, sz, sy, sx = shape
+    whole = k == st * sc and bool(
+        np.array_equal(grid[:, :2], np.stack([np.repeat(np.arange(st), sc), np.tile(np.arange(sc), st)], axis=1))
+        and not grid[:, 2:5].any()
+        and (grid[:, 5:] == (sz, sy, sx)).all()
+    )
+    return _tiles(grid, shape), whole
 
 
 def _tiles(keys: np.ndarray, shape: tuple[int, ...]) -> bool:
