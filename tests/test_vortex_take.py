@@ -14,6 +14,7 @@ pytest.importorskip("vortex")
 
 import omeframe as of  # noqa: E402
 from omeframe.engine.cache import DEFAULT_CACHE_BYTES, shared_cache  # noqa: E402
+from omeframe.formats.record.vortex_pixels import take_vortex_stack  # noqa: E402
 from omeframe.formats.vortex import file as vfile  # noqa: E402
 from omeframe.formats.vortex import take as vtake  # noqa: E402
 from vortex_damage import write_flipped  # noqa: E402
@@ -121,12 +122,14 @@ def test_images_of_a_sparse_take_and_their_order(tmp_path: Path) -> None:
     rows = SPARSE[np.sort(np.unique(SPARSE, return_index=True)[1])]  # no repeats, unsorted
     assert np.array_equal(t.to_numpy(rows), stack[rows])
     assert np.array_equal(t.to_numpy(rows, dims="YXC"), stack[rows].transpose(0, 2, 3, 1))
-    # read_vortex_pixels: pixel fields only, sorted rows and the way back to the order asked for
-    recs, order = vfile.read_vortex_pixels(path, t.column, rows)
-    assert [f.name for f in recs.type] == ["pixels_meta", "chunk_grid", "chunks"]
-    assert "channels" not in [f.name for f in recs.type.field("pixels_meta").type]
+    # take_vortex_stack: pixel fields only, sorted rows and the way back to the order asked for
+    out6, order = take_vortex_stack(path, t.column, rows)
+    assert out6.shape == (len(rows), 1, 3, 1, 2, 2) and np.array_equal(out6[:, 0, :, 0], stack[np.sort(rows)])
     assert order is not None and np.array_equal(np.sort(rows)[order], rows)
-    assert vfile.read_vortex_pixels(path, t.column, np.arange(100, 200)) is None  # one split: not sparse
+    pruned = vtake.lazy_file(str(path)).memo[("pixels", t.column)][0]
+    assert [f.name for f in pruned.type] == ["pixels_meta", "chunk_grid", "chunks"]
+    assert "channels" not in [f.name for f in pruned.type.field("pixels_meta").type]
+    assert take_vortex_stack(path, t.column, np.arange(100, 200)) is None  # one split: not sparse
     assert vtake.lazy_file(str(path))._leaves[("ome_arrow", "chunks")].pattern is not None
     whole = of.read_table(path, rows=rows)
     assert whole.column_names == ["ome_arrow"]
@@ -230,7 +233,7 @@ def test_a_table_with_two_record_columns_is_read_in_full(tmp_path: Path) -> None
         "b": of.records_from_arrays(other, dim_order="CYX"),
     })
     vfile.write_vortex_table(table, path)
-    assert vfile.read_vortex_pixels(path, "a", SPARSE) is None  # their CRCs cover both columns
+    assert take_vortex_stack(path, "a", SPARSE) is None  # their CRCs cover both columns
     t = of.ImageTable(path, column="b")
     rows = np.array([35_000, 3, 9_000, 17_000, 26_000])
     for _ in range(2):
@@ -249,6 +252,71 @@ def test_a_damaged_row_fails_a_sparse_take(tmp_path: Path) -> None:
     for read in (lambda r: t.to_numpy(r), lambda r: of.read_table(path, rows=r)):
         with pytest.raises(of.ChunkChecksumError, match=r"rows 8200\b"):
             read(np.array([34_000, 17_000, 8_200, 26_000, 5]))
+
+
+@pytest.mark.parametrize("encode", [{}, {"chunk_shape": (1, 1, 2), "chunk_compression": "zstd"}])
+def test_crops_of_one_layout_are_taken_by_their_payloads_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encode: dict
+) -> None:
+    """Once one record has shown a table's layout, a take gathers the rows' payloads and CRCs alone: no
+    record is assembled, on one thread or two, for raw planes and for zstd tiles (scattered into place)."""
+    stack = crops()
+    path = tmp_path / "crops.vortex"
+    of.write_table(path, stack, dim_order="CYX", **encode)
+    t = of.ImageTable(path)
+    rows = np.array([35_999, 5, 8_200, 77, 16_400, 12_345, 30_000])
+    for _ in range(2):  # the second sparse take goes through the lazy columns and works out the layout
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    layout = vtake.lazy_file(str(path)).memo[("layout", t.column)]
+    assert (len(layout.keys), layout.codec) == ((6, "zstd") if encode else (3, None))
+
+    def assembled(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a take assembled records")
+
+    monkeypatch.setattr(vfile, "_take_records", assembled)
+    monkeypatch.setattr(vtake.LazyFile, "take", assembled)
+    for parallel in (10**9, 2):
+        monkeypatch.setattr(vtake, "PARALLEL_ROWS", parallel)
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+        assert np.array_equal(t.to_numpy(rows[:4], dims="YXC"), stack[rows[:4]].transpose(0, 2, 3, 1))
+
+
+def test_rows_that_reach_another_layout_are_read_as_records(tmp_path: Path) -> None:
+    """Raw chunks in the first four splits, zstd chunks after: takes within the first splits go by their
+    payloads until a take reaches a split that breaks the pattern; from then on every take reads records,
+    and every take returns the right pixels."""
+    stack = crops()
+    raw = of.records_from_arrays(stack[:32_768], dim_order="CYX", chunk_compression=None)
+    packed = of.records_from_arrays(stack[32_768:], dim_order="CYX", chunk_compression="zstd")
+    path = tmp_path / "two_codecs.vortex"
+    vfile.write_vortex_table(pa.table({"ome_arrow": pa.concat_arrays([raw, packed])}), path)
+    t = of.ImageTable(path)
+    early, late = np.array([5, 8_300, 17_000, 25_000]), np.array([20, 9_000, 33_000, 35_000])
+    for _ in range(2):
+        assert np.array_equal(t.to_numpy(early), stack[early])
+    lazy = vtake.lazy_file(str(path))
+    pattern = lazy._leaves[("ome_arrow", "chunks")].pattern
+    assert pattern is not None and not pattern.broken and lazy.memo[("layout", "ome_arrow")].codec is None
+    for rows in (np.concatenate([early, late]), late, early):
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert pattern.broken
+
+
+def test_a_raw_payload_of_the_wrong_length_is_named_by_its_row(tmp_path: Path) -> None:
+    """A payload one byte short, stored with the CRC of the bytes it holds (its writer's mistake, not damage
+    on disk): the take decodes nothing of it and names the file's row and the chunk."""
+    stack = crops()
+    recs = of.records_from_arrays(stack, dim_order="CYX", chunk_compression=None)
+    items = recs.to_pylist()
+    items[8_200]["chunks"][1]["pixel_bytes"] = items[8_200]["chunks"][1]["pixel_bytes"][:-1]
+    path = tmp_path / "short.vortex"
+    vfile.write_vortex_table(pa.table({"ome_arrow": pa.array(items, type=recs.type)}), path)
+    t = of.ImageTable(path)
+    clean = np.array([5, 9_000, 17_000, 26_000, 34_000])
+    for _ in range(2):
+        assert np.array_equal(t.to_numpy(clean), stack[clean])
+    with pytest.raises(of.PixelPayloadError, match=r"short\.vortex.*row 8200 chunk 1 holds 3 raw bytes, expected 4"):
+        t.to_numpy(np.array([34_000, 17_000, 8_200, 26_000, 5]))
 
 
 def test_a_file_replaced_under_its_name_is_taken_anew(tmp_path: Path) -> None:
@@ -285,7 +353,7 @@ def test_compact_files_take_through_the_indices_scan(tmp_path: Path) -> None:
     assert vfile.ENCODINGS_KEY not in (vfile.read_vortex_schema(path).metadata or {})  # not the user's metadata
     rows = np.array([35_000, 3, 9_000, 17_000, 26_000])
     for _ in range(2):
-        assert vfile.read_vortex_pixels(path, "ome_arrow", rows) is None
+        assert take_vortex_stack(path, "ome_arrow", rows) is None
         assert np.array_equal(of.ImageTable(path).to_numpy(rows), stack[rows])
         assert of.read_table(path, rows=rows)["k"].to_pylist() == rows.tolist()
     assert not vtake.lazy_file(str(path))._leaves  # nothing scanned lazily
@@ -358,7 +426,7 @@ def test_records_of_list_encoded_chunks_are_read_in_full(tmp_path: Path) -> None
     t = of.ImageTable(path)
     for _ in range(2):  # warm, and still no pruned read: only the bytes variant is pruned
         assert np.array_equal(t.to_numpy(rows), stack[rows])
-    assert vfile.read_vortex_pixels(path, "ome_arrow", rows) is None
+    assert take_vortex_stack(path, "ome_arrow", rows) is None
 
 
 def _panic() -> BaseException:
@@ -394,13 +462,18 @@ def test_a_panic_inside_vortex_is_a_corrupt_file_error(tmp_path: Path, monkeypat
     t = of.ImageTable(path)
     for _ in range(2):  # the second sparse take goes through the lazy columns
         assert np.array_equal(t.to_numpy(sparse), stack[sparse])
+    monkeypatch.setattr(vtake.LazyFile, "take_payloads", panics)  # crops of one layout: their payloads alone
+    with pytest.raises(of.CorruptFileError, match="range end index"):
+        t.to_numpy(sparse)
     monkeypatch.setattr(vtake.LazyFile, "take", panics)
     for read in (lambda: t.to_numpy(sparse), lambda: of.read_table(path, rows=sparse)):
         with pytest.raises(of.CorruptFileError, match="range end index"):
             read()
-    with pytest.raises(KeyboardInterrupt):  # anything else propagates as it is
-        monkeypatch.setattr(vtake.LazyFile, "take", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
-        t.to_numpy(sparse)
+    interrupt = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())  # noqa: E731
+    for name in ("take_payloads", "take"):  # anything else propagates as it is
+        with pytest.raises(KeyboardInterrupt):
+            monkeypatch.setattr(vtake.LazyFile, name, interrupt)
+            t.to_numpy(sparse) if name == "take_payloads" else of.read_table(path, rows=sparse)
 
 
 def test_the_scan_reads_what_the_arrow_stream_reads(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "decode_payload",
     "decode_frames",
     "frame_rows_for",
+    "binary_offsets",
     "pack_large_binary",
     "resolve_codec",
     "CODECS",
@@ -462,3 +463,23 @@ def pack_large_binary(payloads: Sequence[Any]) -> pa.LargeBinaryArray:
     return pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), len(views), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
+
+
+def binary_offsets(values: pa.Array) -> tuple[np.ndarray, pa.Buffer]:
+    """``(int64 offsets, data buffer)`` of a binary column of any Arrow flavour.
+
+    ``large_binary`` and ``binary`` are read in place; other flavours (e.g.
+    ``binary_view`` from some engines) are converted to ``large_binary`` first.
+
+    Example
+    -------
+    >>> offsets, data = binary_offsets(pa.array([b"ab", b"", b"cde"]))
+    >>> offsets.tolist(), data.to_pybytes()[:5]
+    ([0, 2, 2, 5], b'abcde')
+    """
+    if pa.types.is_large_binary(values.type) or pa.types.is_binary(values.type):
+        width = np.int64 if pa.types.is_large_binary(values.type) else np.int32
+        offs = np.frombuffer(values.buffers()[1], dtype=width)[values.offset : values.offset + len(values) + 1]
+        data = values.buffers()[2]
+        return offs.astype(np.int64, copy=False), data if data is not None else pa.py_buffer(b"")
+    return binary_offsets(values.cast(pa.large_binary()))

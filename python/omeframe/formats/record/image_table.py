@@ -44,10 +44,10 @@ from omeframe.formats.record.stack import (
     shape_dims,
     stack_dims,
     to_numpy_stack,
-    uniform_stack,
 )
+from omeframe.formats.record.vortex_pixels import take_vortex_stack
 from omeframe.formats.record.vortex_splits import split_bounds, take_from_splits
-from omeframe.formats.vortex.file import read_vortex_pixels, read_vortex_schema, read_vortex_table, vortex_num_rows
+from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, RowIndexError
 from omeframe.storage.files import file_key
@@ -617,13 +617,11 @@ class ImageTable:
             if kept is not None:
                 return kept if dtype is None else kept.astype(dtype)
             # a sparse take: only the fields pixel decoding needs, from the lazily scanned file
-            pixels = read_vortex_pixels(self._path, self.column, idx)
-            fast = None if pixels is None else uniform_stack(pixels[0], d)
-            if fast is not None:
-                assert pixels is not None
-                self._row_nbytes = fast.nbytes // max(len(fast), 1)
-                if pixels[1] is not None:
-                    fast = fast[pixels[1]]  # back to the order asked for
+            stacked = take_vortex_stack(self._path, self.column, idx)
+            if stacked is not None:
+                out6, order = stacked
+                self._row_nbytes = out6.nbytes // max(len(out6), 1)
+                fast = shape_dims(out6 if order is None else out6[order], d)  # back to the order asked for
                 return fast if dtype is None else fast.astype(dtype)
         if rows is None:
             col = self.read([self.column])[self.column]

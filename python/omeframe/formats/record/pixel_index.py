@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from omeframe.engine import threads as _threads
+from omeframe.engine.codec import binary_offsets
 from omeframe.formats.record.decode import _flat_struct
-from omeframe.formats.record.stack import DECODE_BLOCK_BYTES, binary_offsets, gather_segments, uniform_layout
+from omeframe.formats.record.stack import DECODE_BLOCK_BYTES, gather_segments, uniform_layout
 from omeframe.model.dtypes import dtype_name
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError, PixelPayloadError
 from omeframe.storage.crc import crc32_function

@@ -22,12 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from omeframe.engine import threads as _threads
+from omeframe.engine.codec import binary_offsets
 from omeframe.formats.record.decode import _flat_struct, to_numpy_batch
 from omeframe.model.dims import CANONICAL
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import PixelPayloadError, SchemaError
 
-__all__ = ["to_numpy_stack", "stack_dims", "decode_zstd_into", "scatter_chunks", "UniformLayout"]
+__all__ = ["to_numpy_stack", "stack_dims", "decode_payloads", "decode_zstd_into", "scatter_chunks", "UniformLayout"]
 
 _KEYS = ("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x")
 
@@ -318,20 +319,6 @@ def _tiles(keys: np.ndarray, shape: tuple[int, ...]) -> bool:
     return bool((cover == 1).all())
 
 
-def binary_offsets(values: pa.Array) -> tuple[np.ndarray, pa.Buffer]:
-    """``(int64 offsets, data buffer)`` of a binary column of any Arrow flavour.
-
-    ``large_binary`` and ``binary`` are read in place; other flavours (e.g.
-    ``binary_view`` from some engines) are converted to ``large_binary`` first.
-    """
-    if pa.types.is_large_binary(values.type) or pa.types.is_binary(values.type):
-        width = np.int64 if pa.types.is_large_binary(values.type) else np.int32
-        offs = np.frombuffer(values.buffers()[1], dtype=width)[values.offset : values.offset + len(values) + 1]
-        data = values.buffers()[2]
-        return offs.astype(np.int64, copy=False), data if data is not None else pa.py_buffer(b"")
-    return binary_offsets(pc.cast(values, pa.large_binary()))
-
-
 def decode_uniform(
     arr: pa.StructArray, layout: UniformLayout, out6: np.ndarray, *, what: str
 ) -> None:
@@ -339,9 +326,30 @@ def decode_uniform(
     chunks = arr.field("chunks")
     loffs = chunks.offsets.to_numpy()
     inner = _flat_struct(chunks.values.slice(int(loffs[0]), int(loffs[-1] - loffs[0])))
-    poffs, data = binary_offsets(inner.field("pixel_bytes"))
-    n = len(arr)
+    decode_payloads(inner.field("pixel_bytes"), layout, out6, what=what)
+
+
+def decode_payloads(
+    payloads: pa.Array, layout: UniformLayout, out6: np.ndarray, *, what: str, rows: np.ndarray | None = None
+) -> None:
+    """Decode the chunk payloads of records sharing ``layout`` into ``out6`` ``(N, T, C, Z, Y, X)``.
+
+    ``payloads`` is a binary array of the records' ``pixel_bytes``, record
+    after record, each record's chunks in the layout's order (``N * k`` items).
+    ``rows`` names the records in errors (default: their positions).
+
+    Raises
+    ------
+    PixelPayloadError
+        When a raw chunk holds the wrong number of bytes (names the record
+        and chunk) or a zstd frame does not decode to its chunk (names the
+        frame, counting ``k`` per record).
+    """
+    poffs, data = binary_offsets(payloads)
+    n = out6.shape[0]
     k = len(layout.keys)
+    if len(poffs) != n * k + 1:
+        raise PixelPayloadError(f"{what}: {len(poffs) - 1} chunk payloads for {n} records of {k} chunks each")
     sizes = layout.chunk_bytes()
     if layout.whole_blocks and len(set(sizes.tolist())) == 1:
         target = out6
@@ -355,9 +363,9 @@ def decode_uniform(
         bad = np.flatnonzero(stored != expect)
         if bad.size:
             j = int(bad[0])
+            record = f"record {j // k}" if rows is None else f"row {int(rows[j // k])}"
             raise PixelPayloadError(
-                f"{what}: record {j // k} chunk {j % k} holds {int(stored[j])} raw bytes, "
-                f"expected {int(expect[j])}"
+                f"{what}: {record} chunk {j % k} holds {int(stored[j])} raw bytes, expected {int(expect[j])}"
             )
         src = np.frombuffer(data, dtype=np.uint8)[int(poffs[0]) : int(poffs[-1])]
         target.reshape(-1).view(np.uint8)[:] = src

@@ -59,8 +59,8 @@ from omeframe.model.record import looks_like_record_type
 from omeframe.storage.crc import _times_x8n, crc32_combine_groups, crc32_fold_equal, crc32_function
 
 __all__ = [
-    "BLOCK_BYTES", "SCOPE", "SCOPE_KEY", "bad_rows", "batch_crc_ok", "ome_columns", "row_and_running_crcs", "row_crcs",
-    "stored_crcs",
+    "BLOCK_BYTES", "SCOPE", "SCOPE_KEY", "bad_rows", "bad_spans", "batch_crc_ok", "ome_columns",
+    "row_and_running_crcs", "row_crcs", "stored_crcs",
 ]
 
 #: What a row CRC covers, stored in the table's schema metadata under
@@ -354,11 +354,35 @@ def bad_rows(
             at += len(chunk)
         return np.concatenate(found) if found else np.zeros(0, dtype=np.intp)
     data, starts, stops = _byte_spans(column, scope)
+    return bad_spans(data, starts, stops, expected)
+
+
+def bad_spans(data: memoryview, starts: np.ndarray, stops: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Indices of the rows whose bytes ``data[starts[r]:stops[r]]`` fail their CRC-32 ``expected[r]``.
+
+    The work of :func:`bad_rows` once a column's rows are byte spans: spans
+    back to back are checked block-wise (one CRC call per block and a
+    vectorised fold of the stored CRCs; rows of one length with a single
+    call), others row by row.
+
+    Example
+    -------
+    >>> import zlib, numpy as np
+    >>> data = memoryview(b"abcdef")
+    >>> crcs = np.array([zlib.crc32(b"abc"), zlib.crc32(b"deX")], dtype=np.uint32)
+    >>> bad_spans(data, np.array([0, 3]), np.array([3, 6]), crcs).tolist()
+    [1]
+    """
+    expected = np.asarray(expected, dtype=np.uint32)
     n = len(starts)
     if n == 0:
         return np.zeros(0, dtype=np.intp)
     if n < ROWWISE_BELOW or not np.array_equal(starts[1:], stops[:-1]):  # few, or not adjacent: row by row
-        return np.flatnonzero(row_crcs(columns, scope) != expected)
+        actual = np.fromiter(
+            (zlib.crc32(data[s:e]) for s, e in zip(starts.tolist(), stops.tolist(), strict=True)),
+            dtype=np.uint32, count=n,
+        )
+        return np.flatnonzero(actual != expected)
     lengths = stops - starts
     crc = crc32_function()
     if lengths[0] == lengths[-1] and np.all(lengths == lengths[0]):  # crops of one shape: one CRC, one fold

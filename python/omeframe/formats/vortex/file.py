@@ -39,17 +39,20 @@ import itertools
 import operator
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from omeframe.engine import threads as _threads
+from omeframe.engine.codec import binary_offsets
 from omeframe.formats.vortex.checksum import (
     SCOPE,
     SCOPE_KEY,
     bad_rows,
+    bad_spans,
     batch_crc_ok,
     ome_columns,
     stored_crcs,
@@ -76,6 +79,7 @@ FileMetadata = Mapping[str, str | bytes] | Mapping[bytes, str | bytes] | Mapping
 __all__ = [
     "SCHEMA_COLUMN_PREFIX",
     "PIXEL_FIELDS",
+    "PixelRead",
     "read_vortex_pixels",
     "read_vortex_schema",
     "read_vortex_table",
@@ -844,35 +848,15 @@ def _pixel_field(f: pa.Field) -> pa.Field:
     return f.with_type(pa.struct(kept))
 
 
-def read_vortex_pixels(
-    path: PathLike, column: str, rows: np.ndarray
-) -> tuple[pa.StructArray, np.ndarray | None] | None:
-    """The pixel fields of record column ``column`` at ``rows`` of a local file, CRC-checked, or ``None``.
+def _pixel_fields(lazy: Any, p: str, column: str) -> list[pa.Field]:
+    """What a pixel take of record column ``column`` reads from the file of ``lazy`` (worked out once per file).
 
-    A sparse take for pixel decoding (:func:`omeframe.to_numpy_stack`) does not
-    need a record's ids, names, dates or channel names: leaving them out halves
-    a random batch of 256 crops from 10⁶ (see :mod:`omeframe.formats.vortex.take`).
-    Returns ``(records, order)``: the record column pruned to :data:`PIXEL_FIELDS`
-    (``pixels_meta`` without ``channels``) at the sorted, unique rows, and the
-    positions in it of the rows as given (``None`` when that is the identity;
-    reorder the decoded pixels, not the records). ``None`` means the caller
-    reads the rows in full: the rows are not sparse, or this is the file's first sparse take
-    (:meth:`~omeframe.formats.vortex.take.LazyFile.wants`), the table holds other
-    record columns (its pixel CRCs cover them together), or its records are not
-    the bytes variant (list-encoded chunks and planes are not pruned: their CRCs
-    may cover ``planes``).
-
-    Raises
-    ------
-    ChunkChecksumError
-        When a row's pixel bytes fail their stored CRC.
-    CorruptFileError
-        When vortex cannot read the file.
+    The record field pruned to :data:`PIXEL_FIELDS` and, when the file has
+    them, the row CRCs; empty when pixel takes do not apply (see
+    :func:`read_vortex_pixels`).
     """
-    p = _name(path)
-    lazy = lazy_file(p, functools.partial(_open, memory_map=True))
-    fields = lazy.memo.get(("pixels", column))
-    if fields is None:  # what to read, worked out once per file
+    fields: list[pa.Field] | None = lazy.memo.get(("pixels", column))
+    if fields is None:
         schema, _ = _stored_schema(lazy.file, p)
         fields = []
         hidden_name = str(lazy.file.dtype.names()[-1])
@@ -885,20 +869,126 @@ def read_vortex_pixels(
             if crc_type is not None:
                 fields.append(pa.field(hidden_name, crc_type))
         lazy.memo[("pixels", column)] = fields
-    if not fields or not len(rows):
-        return None
-    uniq, inverse = np.unique(rows, return_inverse=True)
-    if not lazy.wants(uniq, count=False, pixels=True):  # the full read this falls back to counts the take
-        return None
+    return fields
+
+
+def _order(rows: np.ndarray, uniq: np.ndarray, inverse: np.ndarray) -> np.ndarray | None:
+    """Where each of ``rows`` sits among their sorted, unique values ``uniq`` (``None``: the same)."""
+    same = len(uniq) == len(rows) and np.array_equal(uniq, rows)
+    return None if same else np.asarray(inverse).reshape(-1)
+
+
+def _take_records(lazy: Any, fields: list[pa.Field], p: str, column: str, uniq: np.ndarray) -> pa.StructArray:
     try:
         table = pa.Table.from_arrays(lazy.take(fields, uniq), schema=pa.schema(fields))
         if len(fields) > 1:
             table = _check_crcs(table, [column], p, uniq, len(uniq))
     except BaseException as exc:
         raise corrupt_or_raise(exc, f"{p!r} cannot be read") from exc
-    out = table.column(0).combine_chunks()
-    same = len(uniq) == len(rows) and np.array_equal(uniq, rows)
-    return out, None if same else np.asarray(inverse).reshape(-1)
+    return table.column(0).combine_chunks()
+
+
+@dataclass(frozen=True)
+class PixelRead:
+    """What :func:`read_vortex_pixels` read: the rows' pruned records, or their layout and payloads.
+
+    Attributes
+    ----------
+    rows
+        The sorted, unique rows read.
+    order
+        Where each row asked for sits in ``rows`` (``None``: the rows as given).
+    records
+        The record column pruned to :data:`PIXEL_FIELDS` at ``rows``, CRC-checked;
+        ``None`` when the rows were read by their payloads.
+    layout
+        What the caller's ``layout_of`` made of one record, the layout every row
+        shares but for its payloads (``None`` with ``records``).
+    payloads
+        The rows' chunk payloads, row after row, each row's in its chunks'
+        order, CRC-checked (``None`` with ``records``).
+    """
+
+    rows: np.ndarray
+    order: np.ndarray | None
+    records: pa.StructArray | None = None
+    layout: Any = None
+    payloads: pa.Array | None = None
+
+
+def read_vortex_pixels(
+    path: PathLike, column: str, rows: np.ndarray, layout_of: Callable[[pa.StructArray], Any]
+) -> PixelRead | None:
+    """The pixel fields of record column ``column`` at ``rows`` of a local file, CRC-checked, or ``None``.
+
+    A sparse take for pixel decoding (:meth:`ImageTable.to_numpy
+    <omeframe.ImageTable.to_numpy>`) needs neither a record's ids, names,
+    dates nor channel names: it reads the record field pruned to
+    :data:`PIXEL_FIELDS` (``pixels_meta`` without ``channels``) and the rows'
+    CRCs at the sorted, unique rows, through the lazily scanned columns
+    (:mod:`omeframe.formats.vortex.take`): :attr:`PixelRead.records`.
+
+    A table of crops of one layout (every pixel field one value throughout
+    the file but the chunk payloads, whose other fields repeat one pattern:
+    :meth:`~omeframe.formats.vortex.take.LazyFile.take_payloads`) takes a
+    shortcut: ``layout_of`` (one record → its layout, ``None`` when the
+    caller has no fast path for it) is asked once per file, and a take then
+    gathers the rows' payloads and CRCs alone and checks them, without
+    assembling records: :attr:`PixelRead.layout` and :attr:`PixelRead.payloads`.
+
+    ``None`` means the caller reads the rows in full: the rows are not sparse,
+    or this is the file's first sparse take
+    (:meth:`~omeframe.formats.vortex.take.LazyFile.wants`), the table holds
+    other record columns (its pixel CRCs cover them together), or its records
+    are not the bytes variant (list-encoded chunks and planes are not pruned:
+    their CRCs may cover ``planes``).
+
+    Raises
+    ------
+    ChunkChecksumError
+        When a row's pixel bytes fail their stored CRC.
+    CorruptFileError
+        When vortex cannot read the file.
+    """
+    p = _name(path)
+    lazy = lazy_file(p, functools.partial(_open, memory_map=True))
+    fields = _pixel_fields(lazy, p, column)
+    if not fields or not len(rows):
+        return None
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    if not lazy.wants(uniq, count=False, pixels=True):  # the full read this falls back to counts the take
+        return None
+    order = _order(rows, uniq, inverse)
+    try:
+        got = lazy.take_payloads(fields, uniq)
+    except BaseException as exc:
+        raise corrupt_or_raise(exc, f"{p!r} cannot be read") from exc
+    key = ("layout", column)
+    if got is not None and key not in lazy.memo:
+        # one record of a row the pattern covers: what every record of such rows holds but its payloads
+        lazy.memo[key] = layout_of(_take_records(lazy, fields, p, column, uniq[:1]))
+    layout = lazy.memo.get(key) if got is not None else None
+    if got is None or layout is None:
+        return PixelRead(uniq, order, records=_take_records(lazy, fields, p, column, uniq))
+    payloads, k, others = got
+    if others:
+        _check_payload_crcs(payloads, k, others[0], p, uniq)
+    return PixelRead(uniq, order, layout=layout, payloads=payloads)
+
+
+def _check_payload_crcs(payloads: pa.Array, k: int, stored: pa.Array, path: str, rows: np.ndarray) -> None:
+    """Check the rows' payloads (``k`` per row) against their stored CRCs (:func:`_check_crcs`'s errors)."""
+    if stored.null_count:
+        raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
+    values = stored.to_numpy()
+    expected = values.astype(np.uint32) if values.dtype == np.uint64 else np.asarray(values, np.uint32)
+    offsets, data = binary_offsets(payloads)
+    if len(offsets) != len(rows) * k + 1:
+        raise CorruptFileError(f"{path!r}: {len(offsets) - 1} chunk payloads for {len(rows)} rows of {k} chunks")
+    bounds = offsets[::k]
+    bad = bad_spans(memoryview(data).cast("B"), bounds[:-1], bounds[1:], expected)
+    if bad.size:
+        raise _checksum_error(path, rows[bad])
 
 
 def rows_per_split(rows: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1039,16 +1129,20 @@ def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | N
     found = [check(*job) for job in (jobs[0::2] if share else jobs)] + [f.result() for f in pending]
     bad = np.sort(np.concatenate(found)) if found else np.zeros(0, dtype=np.intp)
     if bad.size:
-        where = bad if rows is None else rows[bad]
-        listed = ", ".join(str(int(r)) for r in where[:10]) + (" ..." if where.size > 10 else "")
-        error = ChunkChecksumError(
-            f"{path!r}: the pixel bytes of {where.size} row(s) fail their CRC-32 "
-            f"(rows {listed}); the file is damaged — restore it from a copy, or run "
-            "`omeframe verify` to list every damaged row"
-        )
-        error.rows = [int(r) for r in where]  # type: ignore[attr-defined]
-        raise error
+        raise _checksum_error(path, bad if rows is None else rows[bad])
     return table
+
+
+def _checksum_error(path: str, where: np.ndarray) -> ChunkChecksumError:
+    """The error naming the rows ``where`` (of the file) whose pixel bytes fail their CRC."""
+    listed = ", ".join(str(int(r)) for r in where[:10]) + (" ..." if where.size > 10 else "")
+    error = ChunkChecksumError(
+        f"{path!r}: the pixel bytes of {where.size} row(s) fail their CRC-32 "
+        f"(rows {listed}); the file is damaged — restore it from a copy, or run "
+        "`omeframe verify` to list every damaged row"
+    )
+    error.rows = [int(r) for r in where]  # type: ignore[attr-defined]
+    return error
 
 
 def vortex_dataset(path: PathLike) -> pds.Dataset:

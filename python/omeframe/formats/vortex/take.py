@@ -72,7 +72,7 @@ MAX_ROWS_PER_SPLIT = 1024
 #: ... and touches at least this many splits, or an eighth of the file's splits when that
 #: is more (fewer cost less through the indices scan: see :meth:`LazyFile.wants`) ...
 MIN_SPLITS = 4
-#: ... or, for the pixel fields alone (:func:`omeframe.formats.vortex.file.read_vortex_pixels`),
+#: ... or, for the pixel fields alone (:func:`omeframe.formats.vortex.file.take_vortex_stack`),
 #: at least this many.
 MIN_SPLITS_PIXELS = 2
 
@@ -494,6 +494,95 @@ class LazyFile:
             arrays = self._decode(leaves, rows)
         decoded = {id(leaf): arr for leaf, arr in zip(leaves, arrays, strict=True)}
         return [self._assemble(node, len(rows), decoded) for node in nodes]
+
+    def take_payloads(
+        self, fields: Sequence[pa.Field], rows: np.ndarray
+    ) -> tuple[pa.Array, int, list[pa.Array]] | None:
+        """``(payloads, k, others)``: the payloads of ``fields[0]`` and the other ``fields`` at ``rows``, or ``None``.
+
+        For a record field all of whose leaves are one value throughout the
+        file but one :class:`_Pattern` leaf with a single payload field (the
+        records of a table of crops of one layout), whose splits holding the
+        sorted, unique ``rows`` all repeat the pattern: the payloads of
+        ``rows``, ``k`` per row in the pattern's order (``len(rows) * k``
+        items), and each other field (a leaf) at ``rows``. Nothing is
+        assembled: the records of these rows are the pattern's and the
+        constants' but for these payloads. ``None`` when ``fields`` are not
+        such, the rows reach a split that breaks the pattern, or the rows
+        taken do not hold ``k`` payloads each, none null: the caller takes the
+        records (:meth:`take`).
+        """
+        plan = self._plans.get(("payloads", id(fields)), lambda: (fields, self._payload_plan(fields)))[1]
+        if plan is None:
+            return None
+        leaf, name, others = plan
+        pattern = leaf.pattern
+        assert pattern is not None
+        if not pattern.covers(rows):
+            return None
+
+        def decode(part: np.ndarray) -> list[pa.Array]:
+            got = _take(self._vortex, pattern.payload, part, pattern.payload_type)
+            return [got, *(
+                other.take(self._vortex, part) if other.constant is None else self._repeated(other.constant, len(part))
+                for other in others
+            )]
+
+        if len(rows) >= PARALLEL_ROWS and _threads.can_parallelize():
+            half = len(rows) // 2
+            later = _threads.pool().submit(decode, rows[half:])
+            first = decode(rows[:half])
+            arrays = [pa.concat_arrays([a, b]) for a, b in zip(first, later.result(), strict=True)]
+        else:
+            arrays = decode(rows)
+        listed = arrays[0]
+        if listed.null_count or not (np.diff(listed.offsets.to_numpy()) == len(pattern.small)).all():
+            return None  # the splits were checked: a file changed since, or damaged (the caller's read tells)
+        elements = listed.flatten()
+        if elements.null_count:
+            return None
+        payloads = elements.field(name)
+        if payloads.null_count:
+            return None
+        return payloads, len(pattern.small), arrays[1:]
+
+    def _payload_plan(self, fields: Sequence[pa.Field]) -> tuple[_Leaf, str, list[_Leaf]] | None:
+        """``(pattern leaf, payload field name, other leaves)`` for :meth:`take_payloads`, or ``None``."""
+        if not fields or not pa.types.is_struct(fields[0].type):
+            return None
+        node = _plan(fields[0], (fields[0].name,))
+        needed: list[_Leaf] = []
+        self._needed(node, needed)
+        if len(needed) != 1 or needed[0].pattern is None or not self._never_null(node):
+            return None
+        leaf = needed[0]
+        assert leaf.pattern is not None
+        payload = list(leaf.pattern.payload_type.value_type)
+        if len(payload) != 1:
+            return None
+        others = []
+        for f in fields[1:]:
+            if pa.types.is_struct(f.type):
+                return None
+            other = self._leaf((f.name,), f.type)
+            if other.pattern is not None:
+                return None
+            others.append(other)
+        return leaf, payload[0].name, others
+
+    def _never_null(self, node: _Node) -> bool:
+        """Whether no struct of ``node`` is null in any row: each nullable one is valid throughout the file.
+
+        (A struct whose validity varies has it among the leaves a take decodes;
+        one that is null in every row has it constant, and false.)
+        """
+        if not node.children or self._folded(node) is not None:  # folded: only when valid
+            return True
+        if node.field.nullable:
+            valid = self._leaf(node.path, node.field.type, validity=True).constant
+            if valid is None or valid[0].as_py() is not True:
+                return False
+        return all(self._never_null(kid) for kid in node.children)
 
 
 _FILES: OrderedDict[tuple[Any, ...], LazyFile] = OrderedDict()
