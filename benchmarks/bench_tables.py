@@ -1132,7 +1132,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown system(s) {bad}; choose from {', '.join(SYSTEMS)}")
     t_start, load_start = time.perf_counter(), os.getloadavg()[0]
-    workdir = Path(tempfile.mkdtemp(prefix="omeframe-bench-tables-", dir=os.environ.get("BENCH_TMP")))
+    scratch = os.environ.get("BENCH_TMP")  # where the tables go (a disk with room for them); made if missing
+    if scratch:
+        os.makedirs(scratch, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="omeframe-bench-tables-", dir=scratch))
     results: list[Result] = []
     sections: list[str] = []
     try:

@@ -14,6 +14,7 @@ import pytest
 
 import omeframe as of
 from omeframe.engine.cache import shared_cache
+from omeframe.formats.record import kept_blocks
 from omeframe.formats.record.kept_blocks import BLOCK_ROWS, dense_blocks, fixed_blocks
 from omeframe.formats.vortex.file import rows_per_split
 
@@ -62,6 +63,33 @@ def test_blocks_and_density() -> None:
     assert dense_blocks(np.arange(0, 8192, 100), two).tolist() == [False, False]  # 82 scattered rows
     assert dense_blocks(np.arange(0, 8192, 30), two).tolist() == [True, False]  # 274 scattered rows
     assert dense_blocks(np.array([], dtype=np.int64), two).tolist() == [False, False]
+
+
+def test_the_block_of_the_first_row_settles_a_take_only_as_every_block_would() -> None:
+    """A take that the block of its first row calls sparse and never decoded is one the test over every
+    block it touches sends to its rows too; random batches are settled so, runs and dense takes are not."""
+    bounds = fixed_blocks(100_000)
+    key = ("test-first-block", id(bounds))
+    kept_blocks._remember_decoded(key, np.array([2]))
+    rng = np.random.default_rng(4)
+    settled = {"random": 0, "run": 0, "seen": 0}
+    for i in range(600):
+        kind = ["random", "run", "seen"][i % 3]
+        if kind == "random":
+            idx = rng.choice(100_000, int(rng.integers(1, 600)), replace=False)
+        elif kind == "run":
+            start = int(rng.integers(0, 99_000))
+            idx = rng.permutation(np.arange(start, start + int(rng.integers(1, 300))))
+        else:  # a first row in the block decoded before, then random rows
+            first = 2 * BLOCK_ROWS + int(rng.integers(BLOCK_ROWS))
+            idx = np.concatenate([[first], np.setdiff1d(rng.choice(100_000, 20, replace=False), [first])])
+        if sparse := kept_blocks._sparse_and_new(key, bounds, idx):
+            touched = np.unique(np.searchsorted(bounds[:, 0], idx, side="right") - 1)
+            dense = dense_blocks(np.sort(idx), bounds)[touched]
+            assert not (dense | np.isin(touched, [2])).all(), (kind, idx[:5])
+        settled[kind] += int(sparse)
+    assert settled["random"] > 100 and settled["seen"] == 0
+    assert 0 < settled["run"] < 200  # short runs are sparse; runs of 32 rows or more may be dense
 
 
 @pytest.mark.parametrize("batch", [256, 100, 1000])
