@@ -281,6 +281,27 @@ def test_crops_of_one_layout_are_taken_by_their_payloads_alone(
         assert np.array_equal(t.to_numpy(rows[:4], dims="YXC"), stack[rows[:4]].transpose(0, 2, 3, 1))
 
 
+def test_records_without_a_fast_layout_are_taken_as_records_without_gathering_payloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lz4 chunks repeat one pattern too, but the stack's fast path decodes raw and zstd chunks only: once
+    one record has shown that, takes read records and gather no payloads they would throw away."""
+    stack = crops()
+    path = tmp_path / "lz4.vortex"
+    of.write_table(path, stack, dim_order="CYX", chunk_compression="lz4")
+    t = of.ImageTable(path)
+    rows = np.array([35_999, 5, 8_200, 16_400, 30_000])
+    for _ in range(2):
+        assert np.array_equal(t.to_numpy(rows), stack[rows])
+    assert vtake.lazy_file(str(path)).memo[("layout", t.column)] is None
+
+    def gathered(*args: object, **kwargs: object) -> None:
+        raise AssertionError("payloads gathered")
+
+    monkeypatch.setattr(vtake.LazyFile, "take_payloads", gathered)
+    assert np.array_equal(t.to_numpy(rows[::-1]), stack[rows[::-1]])
+
+
 def test_rows_that_reach_another_layout_are_read_as_records(tmp_path: Path) -> None:
     """Raw chunks in the first four splits, zstd chunks after: takes within the first splits go by their
     payloads until a take reaches a split that breaks the pattern; from then on every take reads records,

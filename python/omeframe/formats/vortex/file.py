@@ -888,6 +888,10 @@ def _take_records(lazy: Any, fields: list[pa.Field], p: str, column: str, uniq: 
     return table.column(0).combine_chunks()
 
 
+#: The layout of a file's records not worked out yet (see :func:`read_vortex_pixels`).
+_UNKNOWN = object()
+
+
 @dataclass(frozen=True)
 class PixelRead:
     """What :func:`read_vortex_pixels` read: the rows' pruned records, or their layout and payloads.
@@ -959,15 +963,17 @@ def read_vortex_pixels(
     if not lazy.wants(uniq, count=False, pixels=True):  # the full read this falls back to counts the take
         return None
     order = _order(rows, uniq, inverse)
-    try:
-        got = lazy.take_payloads(fields, uniq)
-    except BaseException as exc:
-        raise corrupt_or_raise(exc, f"{p!r} cannot be read") from exc
     key = ("layout", column)
-    if got is not None and key not in lazy.memo:
-        # one record of a row the pattern covers: what every record of such rows holds but its payloads
-        lazy.memo[key] = layout_of(_take_records(lazy, fields, p, column, uniq[:1]))
-    layout = lazy.memo.get(key) if got is not None else None
+    layout = lazy.memo.get(key, _UNKNOWN)  # None: the caller has no fast path for this file's records
+    got = None
+    if layout is not None:
+        try:
+            got = lazy.take_payloads(fields, uniq)
+        except BaseException as exc:
+            raise corrupt_or_raise(exc, f"{p!r} cannot be read") from exc
+        if got is not None and layout is _UNKNOWN:
+            # one record of a row the pattern covers: what every record of such rows holds but its payloads
+            layout = lazy.memo[key] = layout_of(_take_records(lazy, fields, p, column, uniq[:1]))
     if got is None or layout is None:
         return PixelRead(uniq, order, records=_take_records(lazy, fields, p, column, uniq))
     payloads, k, others = got
