@@ -105,10 +105,10 @@ def _decoded_so_far(key: tuple[Any, ...]) -> np.ndarray:
 def _sparse_and_new(key: tuple[Any, ...], bounds: np.ndarray, idx: np.ndarray) -> bool:
     """Whether the block of ``idx[0]`` is neither dense in the take (:func:`dense_blocks`) nor ever decoded.
 
-    The test :func:`take_from_blocks` makes of every block a take touches,
-    made of one block without sorting the rows: a random batch of a large
-    table fails it at its first row (about 10 µs against 50 for the blocks
-    of every row).
+    :func:`take_from_blocks` gives up on a large table's take when any block
+    it touches is such a block; this asks about one block, without sorting
+    the rows, so a random batch is turned away at its first row (about
+    10 µs, against 50 for the blocks of every row).
     """
     b = int(np.searchsorted(bounds[:, 0], idx[0], side="right")) - 1
     lo, hi = int(bounds[b, 0]), int(bounds[b, 1])

@@ -177,11 +177,17 @@ def row_crcs(columns: Sequence[pa.Array | pa.ChunkedArray], scope: int = SCOPE) 
     out = np.zeros(n, dtype=np.uint32)
     spans = [_byte_spans(col, scope) for col in columns]
     for data, starts, stops in spans:
-        out[:] = [
-            zlib.crc32(data[s:e], int(c))
-            for s, e, c in zip(starts.tolist(), stops.tolist(), out.tolist(), strict=True)
-        ]
+        out = _span_crcs(data, starts, stops, out)
     return out
+
+
+def _span_crcs(data: memoryview, starts: np.ndarray, stops: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
+    """CRC-32 of each span ``data[starts[i]:stops[i]]``, continuing from ``init[i]`` (default 0), one call a span."""
+    inits = [0] * len(starts) if init is None else init.tolist()
+    return np.fromiter(
+        (zlib.crc32(data[s:e], int(c)) for s, e, c in zip(starts.tolist(), stops.tolist(), inits, strict=True)),
+        dtype=np.uint32, count=len(starts),
+    )
 
 
 def row_and_running_crcs(
@@ -378,11 +384,7 @@ def bad_spans(data: memoryview, starts: np.ndarray, stops: np.ndarray, expected:
     if n == 0:
         return np.zeros(0, dtype=np.intp)
     if n < ROWWISE_BELOW or not np.array_equal(starts[1:], stops[:-1]):  # few, or not adjacent: row by row
-        actual = np.fromiter(
-            (zlib.crc32(data[s:e]) for s, e in zip(starts.tolist(), stops.tolist(), strict=True)),
-            dtype=np.uint32, count=n,
-        )
-        return np.flatnonzero(actual != expected)
+        return np.flatnonzero(_span_crcs(data, starts, stops) != expected)
     lengths = stops - starts
     crc = crc32_function()
     if lengths[0] == lengths[-1] and np.all(lengths == lengths[0]):  # crops of one shape: one CRC, one fold
@@ -401,8 +403,4 @@ def bad_spans(data: memoryview, starts: np.ndarray, stops: np.ndarray, expected:
     if failed.size == 0:
         return np.zeros(0, dtype=np.intp)
     rows = np.concatenate([np.arange(firsts[g], lasts[g] + 1) for g in failed.tolist()])
-    mine = np.array(
-        [zlib.crc32(data[s:e]) for s, e in zip(starts[rows].tolist(), stops[rows].tolist(), strict=True)],
-        dtype=np.uint32,
-    )
-    return rows[mine != expected[rows]]
+    return rows[_span_crcs(data, starts[rows], stops[rows]) != expected[rows]]

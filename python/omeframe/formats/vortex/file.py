@@ -984,10 +984,7 @@ def read_vortex_pixels(
 
 def _check_payload_crcs(payloads: pa.Array, k: int, stored: pa.Array, path: str, rows: np.ndarray) -> None:
     """Check the rows' payloads (``k`` per row) against their stored CRCs (:func:`_check_crcs`'s errors)."""
-    if stored.null_count:
-        raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
-    values = stored.to_numpy()
-    expected = values.astype(np.uint32) if values.dtype == np.uint64 else np.asarray(values, np.uint32)
+    expected = _own_crcs(_hidden_values(stored, path))
     offsets, data = binary_offsets(payloads)
     if len(offsets) != len(rows) * k + 1:
         raise CorruptFileError(f"{path!r}: {len(offsets) - 1} chunk payloads for {len(rows)} rows of {k} chunks")
@@ -1110,21 +1107,14 @@ def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | N
         verdict = batch_crc_ok(columns, scope, values, start) if chained else None
         if verdict:
             return np.zeros(0, dtype=np.intp)
-        # the rows' own CRCs: the low half of files with running CRCs
-        expected = np.asarray(values, dtype=np.uint64).astype(np.uint32) if wide else np.asarray(values, np.uint32)
-        return bad_rows(columns, expected, scope) + at
-
-    def hidden_values(stored: Any) -> np.ndarray:
-        if stored.null_count:
-            raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
-        return stored.to_numpy()
+        return bad_rows(columns, _own_crcs(values), scope) + at
 
     record_columns = [table.column(name) for name in ome]
     jobs = []
     at = start = 0
     for i, stored in enumerate(table.column(hidden_name).chunks):
         if len(stored):
-            values = hidden_values(stored)
+            values = _hidden_values(stored, path)
             jobs.append(([col.chunk(i) for col in record_columns], values, start, at))
             start, at = int(values[-1]) >> 32, at + len(stored)
     table = table.drop_columns([hidden_name])
@@ -1137,6 +1127,18 @@ def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | N
     if bad.size:
         raise _checksum_error(path, bad if rows is None else rows[bad])
     return table
+
+
+def _hidden_values(stored: pa.Array, path: str) -> np.ndarray:
+    """The stored pixel CRCs of a batch of rows (``uint64`` or ``uint32``), refusing nulls."""
+    if stored.null_count:
+        raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
+    return stored.to_numpy()
+
+
+def _own_crcs(values: np.ndarray) -> np.ndarray:
+    """The rows' own CRCs among stored ``values``: the low half of running CRCs (``uint64``), else the values."""
+    return values.astype(np.uint32) if values.dtype == np.uint64 else np.asarray(values, dtype=np.uint32)
 
 
 def _checksum_error(path: str, where: np.ndarray) -> ChunkChecksumError:

@@ -72,7 +72,7 @@ MAX_ROWS_PER_SPLIT = 1024
 #: ... and touches at least this many splits, or an eighth of the file's splits when that
 #: is more (fewer cost less through the indices scan: see :meth:`LazyFile.wants`) ...
 MIN_SPLITS = 4
-#: ... or, for the pixel fields alone (:func:`omeframe.formats.vortex.file.take_vortex_stack`),
+#: ... or, for the pixel fields alone (:func:`omeframe.formats.vortex.file.read_vortex_pixels`),
 #: at least this many.
 MIN_SPLITS_PIXELS = 2
 
@@ -124,6 +124,16 @@ def _arrow(array: Any, arrow_type: pa.DataType) -> pa.Array:
 def _take(vortex: Any, array: Any, rows: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
     """``array`` (a lazily scanned vortex array) at ``rows``, as Arrow."""
     return _arrow(array.take(vortex.array(pa.array(rows.astype(np.uint64, copy=False)))), arrow_type)
+
+
+def _by_halves(decode: Callable[[np.ndarray], list[pa.Array]], rows: np.ndarray) -> list[pa.Array]:
+    """``decode(rows)``, on two threads over one half of the rows each from :data:`PARALLEL_ROWS` rows on."""
+    if len(rows) < PARALLEL_ROWS or not _threads.can_parallelize():
+        return decode(rows)
+    half = len(rows) // 2
+    later = _threads.pool().submit(decode, rows[half:])
+    first = decode(rows[:half])
+    return [pa.concat_arrays([a, b]) for a, b in zip(first, later.result(), strict=True)]
 
 
 def _is_payload(t: pa.DataType) -> bool:
@@ -485,13 +495,7 @@ class LazyFile:
         # a reader that asks with the same list of fields again and again (its own memo) gets the
         # plan it got before; the entry holds the list, so no other list takes its id meanwhile
         _, nodes, leaves = self._plans.get(id(fields), lambda: (fields, *self._prepare(fields)))
-        if leaves and len(rows) >= PARALLEL_ROWS and _threads.can_parallelize():
-            half = len(rows) // 2
-            later = _threads.pool().submit(self._decode, leaves, rows[half:])
-            first = self._decode(leaves, rows[:half])
-            arrays = [pa.concat_arrays([a, b]) for a, b in zip(first, later.result(), strict=True)]
-        else:
-            arrays = self._decode(leaves, rows)
+        arrays = _by_halves(lambda part: self._decode(leaves, part), rows) if leaves else []
         decoded = {id(leaf): arr for leaf, arr in zip(leaves, arrays, strict=True)}
         return [self._assemble(node, len(rows), decoded) for node in nodes]
 
@@ -528,13 +532,7 @@ class LazyFile:
                 for other in others
             )]
 
-        if len(rows) >= PARALLEL_ROWS and _threads.can_parallelize():
-            half = len(rows) // 2
-            later = _threads.pool().submit(decode, rows[half:])
-            first = decode(rows[:half])
-            arrays = [pa.concat_arrays([a, b]) for a, b in zip(first, later.result(), strict=True)]
-        else:
-            arrays = decode(rows)
+        arrays = _by_halves(decode, rows)
         listed = arrays[0]
         if listed.null_count or not (np.diff(listed.offsets.to_numpy()) == len(pattern.small)).all():
             return None  # the splits were checked: a file changed since, or damaged (the caller's read tells)
