@@ -319,6 +319,45 @@ def test_running_crcs_name_damaged_rows_and_headers_fail_at_decode(tmp_path, mon
         of.read_table(path, rows=[8])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_full_read_of_many_batches_names_damaged_rows_in_every_batch(tmp_path, monkeypatch, threads):
+    """A read of more than one Vortex batch (8,192 rows each) checks the batches on the caller's
+    thread and the engine's helpers, which take them from one queue: every damaged row is named,
+    in file order, whichever thread checked its batch; intact rows read back exactly."""
+    n = 20_000  # three batches
+    crops = (np.arange(n * 256, dtype=np.uint32).reshape(n, 1, 16, 16) % 251).astype(np.uint8)
+    table = pa.table({"img": of.records_from_arrays(crops, dim_order="CYX", chunk_compression=None)})
+    damaged = crops.copy()
+    rows = [3, 8_200, 8_191, 19_999]  # batches 0, 1, 0 and 2
+    for r in rows:
+        damaged[r, 0, 7, 9] ^= 0x10
+    bad = pa.table({"img": of.records_from_arrays(damaged, dim_order="CYX", chunk_compression=None)})
+    path = tmp_path / "many.vortex"
+    stored, _ = vchecksum.stored_crcs([table.column(0).combine_chunks()], vchecksum.SCOPE, 0)
+    at = [0]
+
+    def intact_crcs(cols, scope, start):  # the writer asks batch by batch
+        part = stored[at[0] : at[0] + len(cols[0])]
+        at[0] += len(part)
+        return part, int(part[-1]) >> 32
+
+    monkeypatch.setattr(vfile, "stored_crcs", intact_crcs)
+    vfile.write_vortex_table(bad, path)
+    monkeypatch.undo()
+    assert at[0] == n
+    assert len(vfile._open(path).splits()) == 3  # three batches
+    previous = of.num_threads()
+    of.set_num_threads(threads)
+    try:
+        with pytest.raises(of.ChunkChecksumError, match=r"4 row\(s\) fail their CRC-32 \(rows 3, 8191, 8200, 19999\)"):
+            of.read_table(path)
+        intact = tmp_path / "intact.vortex"
+        vfile.write_vortex_table(table, intact)
+        assert np.array_equal(of.to_numpy_stack(of.read_table(intact).column("img")).reshape(crops.shape), crops)
+    finally:
+        of.set_num_threads(previous)
+
+
 def _list_encoded(n: int = 200) -> tuple[np.ndarray, pa.Table]:
     crops = np.random.default_rng(8).integers(0, 4000, (n, 2, 8, 8), dtype=np.uint16)
     recs = of.records_from_arrays(list(crops), dim_order="CYX", chunk_encoding="list")

@@ -1118,11 +1118,14 @@ def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | N
             jobs.append(([col.chunk(i) for col in record_columns], values, start, at))
             start, at = int(values[-1]) >> 32, at + len(stored)
     table = table.drop_columns([hidden_name])
-    # vortex's decode threads are idle now: the pool checks every other batch while this
-    # thread checks the rest (the CRC releases the GIL)
-    share = len(jobs) > 1 and num_rows > PARALLEL_ROWS and _threads.can_parallelize()
-    pending = [_threads.pool().submit(check, *job) for job in jobs[1::2]] if share else []
-    found = [check(*job) for job in (jobs[0::2] if share else jobs)] + [f.result() for f in pending]
+    # vortex's decode threads are idle now: this thread and the engine's parked helpers take
+    # batches from one queue until none is left (the CRC releases the GIL), so no core idles
+    # while another still has two batches, and no third thread competes for the two cores
+    found: list[np.ndarray] = []
+    if num_rows > PARALLEL_ROWS:
+        _threads.run_each(lambda job: found.append(check(*job)), jobs)
+    else:
+        found = [check(*job) for job in jobs]
     bad = np.sort(np.concatenate(found)) if found else np.zeros(0, dtype=np.intp)
     if bad.size:
         raise _checksum_error(path, bad if rows is None else rows[bad])
