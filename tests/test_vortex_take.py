@@ -129,11 +129,36 @@ def test_images_of_a_sparse_take_and_their_order(tmp_path: Path) -> None:
     pruned = vtake.lazy_file(str(path)).memo[("pixels", t.column)][0]
     assert [f.name for f in pruned.type] == ["pixels_meta", "chunk_grid", "chunks"]
     assert "channels" not in [f.name for f in pruned.type.field("pixels_meta").type]
-    assert take_vortex_stack(path, t.column, np.arange(100, 200)) is None  # one split: not sparse
+    # rows of one split go by their pixel fields too (a loader's batch of consecutive rows) ...
+    one_split = take_vortex_stack(path, t.column, np.arange(100, 200))
+    assert one_split is not None and np.array_equal(one_split[0][:, 0, :, 0], stack[100:200])
+    assert take_vortex_stack(path, t.column, np.arange(100, 2_000)) is None  # ... unless dense in it
     assert vtake.lazy_file(str(path))._leaves[("ome_arrow", "chunks")].pattern is not None
     whole = of.read_table(path, rows=rows)
     assert whole.column_names == ["ome_arrow"]
     assert np.array_equal(of.to_numpy_stack(whole["ome_arrow"]), stack[rows])
+
+
+def test_batches_within_one_split_are_counted_and_then_gather_payloads(tmp_path: Path, monkeypatch) -> None:
+    """A loader's batches of consecutive rows, each within one split (too large to keep decoded): the
+    file's first batch reads its rows in full and counts as its first sparse take, and the next batches
+    gather their payloads alone."""
+    stack = crops()
+    path = tmp_path / "crops.vortex"
+    of.write_table(path, stack, dim_order="CYX")
+    t = of.ImageTable(path)
+    gathered: list[int] = []
+    real = vtake.LazyFile.take_payloads
+
+    def spy(self, fields, rows):
+        gathered.append(len(rows))
+        return real(self, fields, rows)
+
+    monkeypatch.setattr(vtake.LazyFile, "take_payloads", spy)
+    for lo in (0, 256, 512, 8_192 - 100):  # the last one reaches into the second split
+        assert np.array_equal(t.to_numpy(np.arange(lo, lo + 256)), stack[lo : lo + 256])
+    assert vtake.lazy_file(str(path))._sparse_takes == 4  # each counted once
+    assert gathered == [256, 256, 256]
 
 
 def _items(n: int, *, odd_row: int | None = None, null_element_row: int | None = None) -> pa.Array:

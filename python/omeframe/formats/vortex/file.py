@@ -960,7 +960,8 @@ def read_vortex_pixels(
     if not fields or not len(rows):
         return None
     uniq, inverse = np.unique(rows, return_inverse=True)
-    if not lazy.wants(uniq, count=False, pixels=True):  # the full read this falls back to counts the take
+    # the full read this falls back to counts the take when its own rule finds the rows sparse
+    if not lazy.wants(uniq, count=not lazy.sparse(uniq), pixels=True):
         return None
     order = _order(rows, uniq, inverse)
     key = ("layout", column)
