@@ -960,8 +960,7 @@ def read_vortex_pixels(
     if not fields or not len(rows):
         return None
     uniq, inverse = np.unique(rows, return_inverse=True)
-    # the full read this falls back to counts the take when its own rule finds the rows sparse
-    if not lazy.wants(uniq, count=not lazy.sparse(uniq), pixels=True):
+    if not lazy.wants(uniq, pixels=True):  # a take turned away is counted once (see LazyFile.wants)
         return None
     order = _order(rows, uniq, inverse)
     key = ("layout", column)

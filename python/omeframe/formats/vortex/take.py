@@ -100,11 +100,20 @@ def worth_taking(rows: np.ndarray, bounds: np.ndarray, min_splits: int = MIN_SPL
     :data:`MAX_ROWS_PER_SPLIT` rows per split touched (one split alone: the
     indices scan, 6 ms for 8,192 consecutive rows).
     """
-    if not len(rows) or len(bounds) < min_splits:
-        return False
+    return _sparse(len(rows), _splits_touched(rows, bounds), min_splits)
+
+
+def _splits_touched(rows: np.ndarray, bounds: np.ndarray) -> int:
+    """How many of the splits ``bounds`` the sorted, unique ``rows`` fall in."""
+    if not len(rows) or not len(bounds):
+        return 0
     which = np.searchsorted(bounds[:, 0], rows, side="right") - 1
-    touched = int(np.count_nonzero(np.diff(which))) + 1
-    return touched >= min_splits and len(rows) <= MAX_ROWS_PER_SPLIT * touched
+    return int(np.count_nonzero(np.diff(which))) + 1
+
+
+def _sparse(n: int, touched: int, min_splits: int) -> bool:
+    """:func:`worth_taking`'s rule for ``n`` rows in ``touched`` splits."""
+    return n > 0 and touched >= min_splits and n <= MAX_ROWS_PER_SPLIT * touched
 
 
 def _arrow(array: Any, arrow_type: pa.DataType) -> pa.Array:
@@ -325,21 +334,14 @@ class LazyFile:
         self._sparse_takes = 0
         self._lock = threading.Lock()
 
-    def sparse(self, rows: np.ndarray, *, pixels: bool = False) -> bool:
-        """Whether sorted, unique ``rows`` are sparse enough for the lazy columns (:meth:`wants`' rule, uncounted)."""
-        least = MIN_SPLITS_PIXELS if pixels else max(MIN_SPLITS, -(-len(self.bounds) // 8))
-        return worth_taking(rows, self.bounds, least)
-
-    def wants(self, rows: np.ndarray, *, count: bool = True, pixels: bool = False) -> bool:
+    def wants(self, rows: np.ndarray, *, pixels: bool = False) -> bool:
         """Whether a take of sorted, unique ``rows`` should go through the lazy columns.
 
         Sparse rows (:func:`worth_taking`), from the file's second sparse take
         on: scanning the leaves once costs about as much as one take through
         the indices scan (30–90 ms for the whole rows of 10⁶ crops, 5–15 ms at
         10⁵), so a file read once by a few sparse rows keeps the indices scan,
-        and a training loop pays the scan with its second batch. ``count=False``
-        asks without counting this take (a reader that falls back to another
-        reader for it, which counts it).
+        and a training loop pays the scan with its second batch.
 
         How many splits the rows must touch: the lazy columns cost a little per
         leaf and split of the *file*, the indices scan per split *touched*.
@@ -353,12 +355,20 @@ class LazyFile:
         256 consecutive crops 3×64×64 of 10⁵ (zstd frames) 8.6 against 13.4 ms
         decoded, one row 0.8 against 4.7 ms, 16 rows of 10⁶ crops 3×16×16 1.4
         against 6.0 ms.
+
+        Every sparse take counts once. A pixel take that this turns away falls
+        back to a read of its rows whose own ``wants`` counts the rows that
+        the general rule finds sparse; a pixel take counts only the others
+        (rows of fewer splits: a loader's batch of consecutive rows).
         """
-        if not self.sparse(rows, pixels=pixels):
+        general = max(MIN_SPLITS, -(-len(self.bounds) // 8))
+        touched = _splits_touched(rows, self.bounds)
+        if not _sparse(len(rows), touched, MIN_SPLITS_PIXELS if pixels else general):
             return False
+        counts = not pixels or not _sparse(len(rows), touched, general)
         with self._lock:
             seen = self._sparse_takes
-            self._sparse_takes += int(count)
+            self._sparse_takes += int(counts)
         return seen > 0
 
     def _expr(self, path: tuple[str, ...], validity: bool) -> Any:
