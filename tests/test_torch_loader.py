@@ -243,6 +243,28 @@ def test_fork_workers_share_the_cores_unless_a_count_was_chosen(table, torch, ch
     assert threads.num_threads() == before[0]  # the parent keeps its own count
 
 
+def _heap_gives_back(x):
+    from heap_probe import goes_back
+
+    return x * 0 + int(goes_back())
+
+
+@pytest.mark.skipif(
+    not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"), reason="the heap policy is glibc's"
+)
+def test_fork_workers_keep_a_batchs_memory_and_the_parent_heap_is_left_alone(table, torch, monkeypatch):
+    from omeframe.engine import heap
+
+    for name in (*heap.MALLOC_VARIABLES, "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    ds = ImageTableDataset(table, transform=_heap_gives_back)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=10, collate_fn=collate, num_workers=2, multiprocessing_context="fork", timeout=60
+    )
+    assert {int(b["image"].max()) for b in loader} == {0}  # 8 MB freed in a worker stay in its heap
+    assert os.getpid() not in heap._kept  # the process that made the loader keeps glibc's own policy
+
+
 def test_the_table_reopens_when_the_process_id_changes(table, monkeypatch):
     ds = ImageTableDataset(table)
     first = ds.table

@@ -15,6 +15,7 @@ from omeframe._version import __version__
 if TYPE_CHECKING:
     from omeframe import catalog, loaders, models, shapes
     from omeframe.engine.cache import cache_info, set_cache_bytes
+    from omeframe.engine.heap import keep_batch_memory
     from omeframe.engine.lazy import LazyImage, PlanInfo
     from omeframe.engine.limits import get_max_bytes, set_max_bytes
     from omeframe.engine.predicates import chunk
@@ -128,6 +129,7 @@ _WITHOUT_REGISTRY = (
     "omeframe.engine.threads",
     "omeframe.engine.limits",
     "omeframe.engine.cache",
+    "omeframe.engine.heap",
 )
 _LAZY: dict[str, tuple[str, str | None]] = {
     "get_max_bytes": ("omeframe.engine.limits", 'get_max_bytes'),
@@ -153,6 +155,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "chunk": ("omeframe.engine.predicates", 'chunk'),
     "num_threads": ("omeframe.engine.threads", 'num_threads'),
     "set_num_threads": ("omeframe.engine.threads", 'set_num_threads'),
+    "keep_batch_memory": ("omeframe.engine.heap", 'keep_batch_memory'),
     "Dataset": ("omeframe.facade", 'Dataset'),
     "OMEArrow": ("omeframe.facade", 'OMEArrow'),
     "from_ome_zarr": ("omeframe.facade", 'from_ome_zarr'),
@@ -303,6 +306,7 @@ __all__ = [
     "view_pyvista",
     "num_threads",
     "set_num_threads",
+    "keep_batch_memory",
     "get_max_bytes",
     "set_max_bytes",
     "set_cache_bytes",

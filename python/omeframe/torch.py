@@ -26,7 +26,13 @@ that opened the source (a forked worker) reopens it before its first read, so
 no memory map or file handle is shared across processes. A worker that cannot
 reopen its source raises an error naming the file, which the loader re-raises.
 Each worker decodes with its share of the cores (``cpu_count // num_workers``
-threads, at least one) unless :func:`omeframe.set_num_threads` chose a count.
+threads, at least one) unless :func:`omeframe.set_num_threads` chose a count,
+and keeps the memory of one batch for the next: glibc's ``malloc`` would hand
+a batch's few MB back to the kernel and fault them in again for the next
+(:mod:`omeframe.engine.heap`; 27,000 against 41,000 samples/s for crops
+3×64×64 from Vortex with 2 workers on 2 cores). The environment's own malloc
+tuning (``GLIBC_TUNABLES``, ``MALLOC_*_``) stands, and the process that
+creates the loader is never changed.
 Transforms stay outside the readers: ``transform`` is called on whole batch
 tensors.
 
@@ -57,6 +63,7 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.catalog.commit import CATALOG_NAME, DATASET_NAME, IMAGES_NAME
+from omeframe.engine import heap as _heap
 from omeframe.engine import threads as _threads
 from omeframe.facade.dataset import Dataset, open_dataset
 from omeframe.formats.record.image_table import ImageTable, normalize_rows
@@ -158,8 +165,9 @@ class _PerProcess:
                 raise OSError(f"process {pid} cannot reopen the {self._kind} {self.path!r}: {exc}") from exc
             self._obj, self._pid = obj, pid
             info = _torch().utils.data.get_worker_info()
-            if info is not None:  # a loader worker: the workers share the cores
+            if info is not None:  # a loader worker: the workers share the cores; its heap keeps a batch's memory
                 _threads.share_cores(int(info.num_workers))
+                _heap.keep_batch_memory()
         return self._obj
 
     def __getstate__(self) -> dict[str, Any]:
