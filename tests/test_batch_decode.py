@@ -59,3 +59,26 @@ def test_batch_rejects_chunks_outside_the_image() -> None:
     bad = pa.repeat(of.OMEArrow(d).data, 1)
     with pytest.raises(PixelPayloadError, match=r"lies outside the image TCZYX=\(1, 1, 1, 4, 4\)"):
         of.to_numpy_batch(bad)
+
+
+@pytest.mark.parametrize("compression", ["zstd", None])
+@pytest.mark.parametrize("chunk_shape", [(1, 512, 512), (1, 4, 4)])  # whole planes / chunks placed after
+def test_payloads_decode_in_the_order_asked_for(compression, chunk_shape) -> None:
+    from omeframe.formats.record.decode import _flat_struct
+    from omeframe.formats.record.stack import decode_payloads, uniform_layout
+
+    stack = np.random.default_rng(3).integers(0, 255, (9, 2, 8, 8), dtype=np.uint8)
+    records = _flat_struct(
+        of.records_from_arrays(stack, dim_order="CYX", chunk_shape=chunk_shape, compression=compression)
+    )
+    layout = uniform_layout(records)
+    assert layout is not None and (layout.codec is None) == (compression is None)
+    payloads = _flat_struct(records.field("chunks").flatten()).field("pixel_bytes")
+    order = np.array([4, 0, 8, 2, 7, 1, 6, 3, 5])
+    out6 = np.empty((9, *layout.shape), dtype=layout.dtype)
+    decode_payloads(payloads, layout, out6, what="t", order=order)
+    assert np.array_equal(out6[:, 0, :, 0], stack[order])
+    decode_payloads(payloads, layout, out6, what="t")
+    assert np.array_equal(out6[:, 0, :, 0], stack)
+    with pytest.raises(ValueError, match="order names 3 records for 9"):
+        decode_payloads(payloads, layout, out6, what="t", order=order[:3])

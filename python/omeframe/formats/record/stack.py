@@ -330,13 +330,22 @@ def decode_uniform(
 
 
 def decode_payloads(
-    payloads: pa.Array, layout: UniformLayout, out6: np.ndarray, *, what: str, rows: np.ndarray | None = None
+    payloads: pa.Array,
+    layout: UniformLayout,
+    out6: np.ndarray,
+    *,
+    what: str,
+    rows: np.ndarray | None = None,
+    order: np.ndarray | None = None,
 ) -> None:
     """Decode the chunk payloads of records sharing ``layout`` into ``out6`` ``(N, T, C, Z, Y, X)``.
 
     ``payloads`` is a binary array of the records' ``pixel_bytes``, record
     after record, each record's chunks in the layout's order (``N * k`` items).
     ``rows`` names the records in errors (default: their positions).
+    ``order`` (a permutation of ``0..N-1``) decodes record ``order[i]`` into
+    ``out6[i]``: the frames are decoded in that order, without a copy of the
+    decoded records to put them in order.
 
     Raises
     ------
@@ -350,6 +359,8 @@ def decode_payloads(
     k = len(layout.keys)
     if len(poffs) != n * k + 1:
         raise PixelPayloadError(f"{what}: {len(poffs) - 1} chunk payloads for {n} records of {k} chunks each")
+    if order is not None and len(order) != n:
+        raise ValueError(f"order names {len(order)} records for {n} decoded ones")
     sizes = layout.chunk_bytes()
     if layout.whole_blocks and len(set(sizes.tolist())) == 1:
         target = out6
@@ -368,9 +379,17 @@ def decode_payloads(
                 f"{what}: {record} chunk {j % k} holds {int(stored[j])} raw bytes, expected {int(expect[j])}"
             )
         src = np.frombuffer(data, dtype=np.uint8)[int(poffs[0]) : int(poffs[-1])]
-        target.reshape(-1).view(np.uint8)[:] = src
+        flat = target.reshape(-1).view(np.uint8)
+        if order is None:
+            flat[:] = src
+        else:  # records of equal size, back to back: one gather
+            np.take(src.reshape(n, -1), order, axis=0, out=flat.reshape(n, -1))
     else:
-        decode_zstd_into(target, data, poffs[:-1], stored, np.tile(sizes, n), what=what)
+        starts = poffs[:-1]
+        if order is not None:
+            frames = (np.asarray(order, dtype=np.int64)[:, None] * k + np.arange(k)).reshape(-1)
+            starts, stored = starts[frames], stored[frames]
+        decode_zstd_into(target, data, starts, stored, np.tile(sizes, n), what=what)
     if not block:
         scatter_chunks(target, layout, out6)
 

@@ -27,9 +27,11 @@ def take_vortex_stack(
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """The pixels of record column ``column`` at ``rows`` of a local Vortex file, or ``None``.
 
-    Returns ``(stack, order)``: the ``(n, T, C, Z, Y, X)`` pixels of the
-    sorted, unique rows, and the position in them of each row asked for
-    (``None`` when that is the order given). ``None`` where
+    Returns ``(stack, order)``: the ``(n, T, C, Z, Y, X)`` pixels, and
+    ``None`` when they are in the order of ``rows`` (always for crops of one
+    layout: their frames are decoded in that order), else the pixels of the
+    sorted, unique rows and the position in them of each row asked for.
+    ``None`` where
     :func:`~omeframe.formats.vortex.file.read_vortex_pixels` returns it, or
     when the rows' images differ in layout: the caller then reads the rows
     in full.
@@ -54,8 +56,8 @@ def take_vortex_stack(
     True
     >>> _ = of.read_table(path, rows=rows)
     >>> out6, order = take_vortex_stack(path, "ome_arrow", rows)
-    >>> out6.shape, bool((out6[order][:, 0, :, 0] == crops[rows]).all())
-    ((5, 1, 3, 1, 8, 8), True)
+    >>> out6.shape, order is None, bool((out6[:, 0, :, 0] == crops[rows]).all())
+    ((5, 1, 3, 1, 8, 8), True, True)
     """
     got = read_vortex_pixels(path, column, rows, uniform_layout)
     if got is None:
@@ -67,5 +69,6 @@ def take_vortex_stack(
     layout = got.layout
     out6 = np.empty((len(got.rows), *layout.shape), dtype=layout.dtype)
     what = f"{os.fspath(path)!r} (a take of rows {int(got.rows[0])}..{int(got.rows[-1])})"
-    decode_payloads(got.payloads, layout, out6, what=what, rows=got.rows)
-    return out6, got.order
+    order = got.order if got.order is not None and len(got.order) == len(got.rows) else None
+    decode_payloads(got.payloads, layout, out6, what=what, rows=got.rows, order=order)  # in the order asked for
+    return out6, None if order is not None else got.order
