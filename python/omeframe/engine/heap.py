@@ -27,8 +27,9 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+from collections.abc import Mapping
 
-__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_batch_memory", "user_tunes_malloc"]
+__all__ = ["MALLOC_VARIABLES", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_batch_memory", "user_tunes_malloc"]
 
 #: Blocks below this many bytes come from the heap (glibc's largest allowed value on 64-bit).
 MMAP_THRESHOLD = 32 << 20
@@ -48,7 +49,7 @@ _lock = threading.Lock()
 _kept: dict[int, bool] = {}  # per process id: what keep_batch_memory did
 
 
-def user_tunes_malloc(environ: dict[str, str] | None = None) -> bool:
+def user_tunes_malloc(environ: Mapping[str, str] | None = None) -> bool:
     """Whether the environment tunes glibc's malloc (then omeframe leaves it alone).
 
     Parameters
