@@ -252,14 +252,15 @@ def _heap_gives_back(x):
 @pytest.mark.skipif(
     not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"), reason="the heap policy is glibc's"
 )
-def test_fork_workers_keep_a_batchs_memory_and_the_parent_heap_is_left_alone(table, torch, monkeypatch):
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_workers_keep_a_batchs_memory_and_the_parent_heap_is_left_alone(table, torch, monkeypatch, context):
     from omeframe.engine import heap
 
     for name in (*heap.MALLOC_VARIABLES, "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
     ds = ImageTableDataset(table, transform=_heap_gives_back)
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=10, collate_fn=collate, num_workers=2, multiprocessing_context="fork", timeout=60
+        ds, batch_size=10, collate_fn=collate, num_workers=2, multiprocessing_context=context, timeout=120
     )
     assert {int(b["image"].max()) for b in loader} == {0}  # 8 MB freed in a worker stay in its heap
     assert os.getpid() not in heap._kept  # the process that made the loader keeps glibc's own policy
