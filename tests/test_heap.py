@@ -19,7 +19,6 @@ import pytest
 from omeframe.engine import heap
 
 PROBE = Path(__file__).with_name("heap_probe.py")
-GLIBC = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None
 
 
 def _probe(*args: str, **env: str) -> dict[str, object]:
@@ -32,7 +31,7 @@ def _probe(*args: str, **env: str) -> dict[str, object]:
 
 
 pytestmark = pytest.mark.skipif(
-    not (GLIBC or "").startswith("glibc"), reason="mallopt thresholds are glibc's; this C library is not glibc"
+    not heap._glibc(), reason="mallopt thresholds are glibc's; this C library is not glibc"
 )
 
 

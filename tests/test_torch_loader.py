@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import omeframe as of
+from omeframe.engine import heap as _heap
 from omeframe.model.errors import OptionalDependencyError, RowIndexError
 from omeframe.torch import (
     DatasetPatchDataset,
@@ -249,21 +250,17 @@ def _heap_gives_back(x):
     return x * 0 + int(goes_back())
 
 
-@pytest.mark.skipif(
-    not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"), reason="the heap policy is glibc's"
-)
+@pytest.mark.skipif(not _heap._glibc(), reason="the heap policy is glibc's")
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_workers_keep_a_batchs_memory_and_the_parent_heap_is_left_alone(table, torch, monkeypatch, context):
-    from omeframe.engine import heap
-
-    for name in (*heap.MALLOC_VARIABLES, "GLIBC_TUNABLES"):
+    for name in (*_heap.MALLOC_VARIABLES, "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
     ds = ImageTableDataset(table, transform=_heap_gives_back)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=10, collate_fn=collate, num_workers=2, multiprocessing_context=context, timeout=120
     )
     assert {int(b["image"].max()) for b in loader} == {0}  # 8 MB freed in a worker stay in its heap
-    assert os.getpid() not in heap._kept  # the process that made the loader keeps glibc's own policy
+    assert os.getpid() not in _heap._kept  # the process that made the loader keeps glibc's own policy
 
 
 def test_the_table_reopens_when_the_process_id_changes(table, monkeypatch):

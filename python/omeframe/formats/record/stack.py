@@ -352,7 +352,7 @@ def decode_payloads(
     PixelPayloadError
         When a raw chunk holds the wrong number of bytes (names the record
         and chunk) or a zstd frame does not decode to its chunk (names the
-        frame, counting ``k`` per record).
+        frame, counting ``k`` per record in the order decoded).
     """
     poffs, data = binary_offsets(payloads)
     n = out6.shape[0]

@@ -69,6 +69,6 @@ def take_vortex_stack(
     layout = got.layout
     out6 = np.empty((len(got.rows), *layout.shape), dtype=layout.dtype)
     what = f"{os.fspath(path)!r} (a take of rows {int(got.rows[0])}..{int(got.rows[-1])})"
-    order = got.order if got.order is not None and len(got.order) == len(got.rows) else None
-    decode_payloads(got.payloads, layout, out6, what=what, rows=got.rows, order=order)  # in the order asked for
-    return out6, None if order is not None else got.order
+    permuted = got.order is not None and len(got.order) == len(got.rows)  # no repeats: decode in the order asked for
+    decode_payloads(got.payloads, layout, out6, what=what, rows=got.rows, order=got.order if permuted else None)
+    return out6, None if permuted else got.order
