@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,7 @@ def test_doc_files_exist():
 @pytest.mark.parametrize("path", RUNNABLE, ids=_rel)
 def test_doc_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # an example's tempfile.mkdtemp() lands here, not in /tmp
     monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace: dict[str, object] = {"__name__": f"docs:{_rel(path)}"}
     for first_line, code in _blocks(path):
@@ -89,7 +91,7 @@ def test_doc_examples_run_on_a_plain_install(doc: str, tmp_path: Path) -> None:
     path = ROOT / doc
     blocks = _blocks(path)
     assert blocks, f"{doc} has no runnable examples"
-    env = dict(os.environ, MPLBACKEND="Agg")
+    env = dict(os.environ, MPLBACKEND="Agg", TMPDIR=str(tmp_path))
     env["PYTHONPATH"] = str(ROOT / "python") + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [sys.executable, "-c", _RUN_WITHOUT, json.dumps(PLAIN_INSTALL_DOCS[doc]), str(path)],

@@ -13,6 +13,7 @@ import doctest
 import importlib
 import io
 import pkgutil
+import tempfile
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def test_docstring_examples(name: str, tmp_path: Path, monkeypatch: pytest.Monke
         _optional(*NEEDS[name])
     module = importlib.import_module(name)
     monkeypatch.chdir(tmp_path)  # an example that writes a relative path writes it here
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # and tempfile.mkdtemp() lands here too, not in /tmp
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(verbose=False, optionflags=doctest.ELLIPSIS)  # "..." ends long messages
     report = io.StringIO()
@@ -45,3 +47,12 @@ def test_docstring_examples(name: str, tmp_path: Path, monkeypatch: pytest.Monke
             runner.run(test, out=report.write)
     failed, _ = runner.summarize(verbose=False)
     assert failed == 0, report.getvalue()
+
+
+def test_examples_leave_nothing_in_the_system_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system_tmp = Path(tempfile.gettempdir())
+    before = set(system_tmp.iterdir())
+    test_docstring_examples("omeframe.registry", tmp_path, monkeypatch)  # its example calls tempfile.mkdtemp()
+    assert any(tmp_path.rglob("cells.npy"))
+    new = set(system_tmp.iterdir()) - before
+    assert not [p for p in new if (p / "cells.npy").exists()]

@@ -369,7 +369,7 @@ def load_tiffs(
     -------
     >>> import numpy as np, tifffile, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "pages.tif")
-    >>> tifffile.imwrite(path, np.zeros((3, 16, 16), np.uint8))
+    >>> tifffile.imwrite(path, np.zeros((3, 16, 16), np.uint8), photometric="minisblack")
     >>> [s.shape for s in load_tiffs(path, "SYX")]
     [(1, 1, 1, 16, 16), (1, 1, 1, 16, 16), (1, 1, 1, 16, 16)]
     """
