@@ -190,7 +190,7 @@ def test_tables_without_an_index_read_the_same(tmp_path, kwargs):
 def _payload_span(path):
     t = of.open_table(path)
     assert t._index is not None
-    return int(t._index.offsets[0]), int(t._index.lengths[0])
+    return int(t._index.offsets_of([0])[0]), int(t._index.lengths[0])
 
 
 def test_a_flipped_pixel_byte_is_an_error_not_a_wrong_pixel(tmp_path):
@@ -238,10 +238,11 @@ def test_value_pages_locate_plain_values_in_v1_and_v2_pages(tmp_path):
         pages = value_pages(path, pf, 0)
         assert pages.num_values.sum() == 500 and len(pages.num_values) > 3
         lengths = np.array([len(v) for v in values])
-        from omeframe.formats.record.pixel_index import _file_offsets
+        from omeframe.formats.record.pixel_index import _plain_values
 
-        offs = _file_offsets(lengths, pages.first_value, pages.values_start, pages.num_values)
         data = path.read_bytes()
+        plain = _plain_values(lengths, pages.first_value, pages.values_start, pages.num_values, len(data), "t")
+        offs = plain.offsets_of(np.arange(len(values)))
         assert all(data[o : o + len(v)] == v for o, v in zip(offs.tolist(), values, strict=True))
     zpath = tmp_path / "z.parquet"
     zstd_v1 = pa.table({"v": pa.array(values, pa.large_binary())})
@@ -339,7 +340,7 @@ def test_verify_table_names_every_damaged_record(tmp_path):
     raw = bytearray(path.read_bytes())
     for row in (3, 31):
         chunk = int(index.first_chunk[row]) + 1
-        raw[int(index.offsets[chunk]) + int(index.lengths[chunk]) // 2] ^= 0xFF
+        raw[int(index.offsets_of([chunk])[0]) + int(index.lengths[chunk]) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
     report = of.verify_table(path)
     assert not report.ok
@@ -496,3 +497,59 @@ def test_page_header_parsers_agree_on_every_page(tmp_path, stats, checksum):
     assert seen["regex"] > 0 if (checksum and not stats) else seen["regex"] == 0
     pages = value_pages(path, pq.ParquetFile(path), 0)
     assert int(pages.num_values.sum()) == 400
+
+
+def _rewrite_index(path, change) -> None:
+    """Rewrite the pixel index blob of ``path`` after ``change(arrays)`` (a valid CRC: only the content lies)."""
+    import zlib
+
+    from omeframe.formats.record import pixel_index as pi
+
+    data = path.read_bytes()
+    footer_len = struct.unpack_from("<I", data, len(data) - 8)[0]
+    at = len(data) - 8 - footer_len - pi._TRAILER.size
+    magic, off, length, _, _ = pi._TRAILER.unpack_from(data, at)
+    arrays, meta = pi._unpack(data[off : off + length])
+    arrays = {k: v.copy() for k, v in arrays.items()}
+    change(arrays)
+    blob = pi._pack(arrays, meta)
+    trailer = pi._TRAILER.pack(magic, off, len(blob), zlib.crc32(blob), 0)
+    path.write_bytes(data[:off] + blob + trailer + data[at + pi._TRAILER.size :])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.__setitem__("page_start", a["page_start"] + 10**9), "points outside the data"),
+        (lambda a: a["lengths"].__setitem__(-1, a["lengths"][-1] + 10**6), "points outside the data"),
+        (lambda a: a["page_first"].__setitem__(-1, a["page_first"][-1] + 1), "page table does not cover"),
+        (lambda a: a.__setitem__("lengths", a["lengths"].astype(np.float32)), "stores lengths as float32"),
+        (lambda a: a.__setitem__("lengths", a["lengths"].astype(np.int64) * -1), "negative length"),
+    ],
+    ids=["pages-past-the-end", "a-long-last-value", "pages-out-of-order", "float-lengths", "negative-lengths"],
+)
+def test_a_pixel_index_that_lies_is_refused_and_the_table_reads_through_parquet(tmp_path, change, message):
+    stack = np.random.default_rng(8).integers(0, 50, (300, 2, 16, 16), dtype=np.uint8)
+    path = of.write_table(
+        tmp_path / "t.parquet", stack, dim_order="CYX", row_group_bytes=20_000, chunk_compression="zstd"
+    )
+    assert of.open_table(path).indexed
+    _rewrite_index(path, change)
+    with pytest.warns(UserWarning, match=message):
+        t = of.open_table(path)
+    assert not t.indexed
+    np.testing.assert_array_equal(t.to_numpy([5, 299, 0]), stack[[5, 299, 0]])
+
+
+def test_chunk_offsets_are_computed_for_the_chunks_asked_for(tmp_path):
+    stack = np.random.default_rng(9).integers(0, 50, (500, 3, 8, 8), dtype=np.uint8)
+    path = of.write_table(
+        tmp_path / "t.parquet", stack, dim_order="CYX", row_group_bytes=20_000, chunk_compression="zstd"
+    )
+    index = of.open_table(path)._index
+    assert index is not None and index.plain is not None and len(index.plain.page_first) > 3
+    data = np.frombuffer(path.read_bytes(), np.uint8)
+    ids = np.array([0, 1499, 700, 64 * 3, 64 * 3 - 1])
+    offs = index.offsets_of(ids)
+    prefixes = data[(offs - 4)[:, None] + np.arange(4)].copy().view("<u4").reshape(-1)
+    np.testing.assert_array_equal(prefixes, index.lengths[ids])  # each offset follows its value's length prefix

@@ -189,7 +189,7 @@ def test_verify_names_damaged_records_and_exits_non_zero(tmp_path, capsys):
     index = of.open_table(path)._index
     raw = bytearray(path.read_bytes())
     chunk = int(index.first_chunk[7])
-    raw[int(index.offsets[chunk]) + 3] ^= 0x40
+    raw[int(index.offsets_of([chunk])[0]) + 3] ^= 0x40
     path.write_bytes(bytes(raw))
     bad = inproc(capsys, "verify", str(path))
     assert bad.returncode == 1

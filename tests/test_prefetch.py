@@ -78,16 +78,60 @@ def test_resident_tells_a_cached_map_from_an_evicted_one(tmp_path: Path) -> None
         assert prefetch.resident(mm)
 
 
+@pytest.fixture
+def no_kept_blocks():
+    """Every take reads the file: no decoded blocks kept between takes (the shared cache off)."""
+    before = of.cache_info().max_bytes
+    of.set_cache_bytes(0)
+    yield
+    of.set_cache_bytes(before)
+
+
+MAP = bytes(100 * PAGE)  # what a check asks about: its size sets the first estimate of asking's cost
+
+
+def _paid(check: prefetch.ResidencyCheck) -> None:
+    """Report enough advice to pay for asking about :data:`MAP`."""
+    check.advised(int(100 * prefetch.ASK_S_PER_PAGE / prefetch.ADVICE_S) + 1)
+
+
+def test_a_map_is_asked_about_once_the_advice_has_paid_for_asking(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+    monkeypatch.setattr(prefetch, "resident", lambda mm: asked.append(1) or False)
+    check = prefetch.ResidencyCheck()
+    assert check(MAP) is False and asked == []  # a first take advises rather than asks
+    check.advised(int(100 * prefetch.ASK_S_PER_PAGE / prefetch.ADVICE_S) - 1)
+    assert check(MAP) is False and asked == []  # not paid for yet
+    check.advised(2)
+    assert check(MAP) is False and asked == [1]
+    monkeypatch.setattr(prefetch, "RESIDENT_RECHECK_S", 0.0)
+    monkeypatch.setattr(prefetch, "RESIDENT_RECHECK_FACTOR", 0)
+    check._until = -1.0
+    assert check(MAP) is False and asked == [1]  # the count starts again after each answer
+
+
+def test_a_large_map_is_not_asked_about_on_the_first_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Huge:
+        def __len__(self) -> int:
+            return 8 << 30
+
+    monkeypatch.setattr(prefetch, "resident", lambda mm: pytest.fail("asked about an 8 GB map on its first take"))
+    check = prefetch.ResidencyCheck()
+    check.advised(768)  # a first batch's advice
+    assert check(Huge()) is False  # type: ignore[arg-type]
+
+
 def test_a_residency_answer_stands_for_its_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     answers = iter([True, False])
     asked: list[int] = []
     monkeypatch.setattr(prefetch, "resident", lambda mm: asked.append(1) or next(answers))
     check = prefetch.ResidencyCheck()
-    assert check(None) is True and check(None) is True and len(asked) == 1  # asked once per interval
+    _paid(check)
+    assert check(MAP) is True and check(MAP) is True and len(asked) == 1  # asked once per interval
     monkeypatch.setattr(prefetch, "RESIDENT_RECHECK_S", 0.0)
     monkeypatch.setattr(prefetch, "RESIDENT_RECHECK_FACTOR", 0)
     check._until = -1.0
-    assert check(None) is False and len(asked) == 2
+    assert check(MAP) is False and len(asked) == 2  # a "cached" answer is checked again when it expires
 
 
 def test_a_slow_answer_stands_longer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,27 +140,34 @@ def test_a_slow_answer_stands_longer(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[int] = []
     monkeypatch.setattr(prefetch, "resident", lambda mm: asked.append(1) or True)
     check = prefetch.ResidencyCheck()
-    assert check(None) and len(asked) == 1  # t=100, done at 102
-    assert check(None) and check(None) and len(asked) == 1  # t=150, t=299: still standing
-    assert check(None) and len(asked) == 2  # t=301: asked again
+    _paid(check)
+    assert check(MAP) and len(asked) == 1  # t=100, done at 102
+    assert check(MAP) and check(MAP) and len(asked) == 1  # t=150, t=299: still standing
+    assert check(MAP) and len(asked) == 2  # t=301: asked again
 
 
 @needs_advice
 @needs_mincore
-def test_takes_from_a_cached_table_skip_the_advice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_takes_from_a_cached_table_stop_advising_once_asking_has_paid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_kept_blocks: None
+) -> None:
     rng = np.random.default_rng(7)
     cells = rng.integers(0, 4000, (3000, 3, 16, 16), dtype=np.uint16)
     path = tmp_path / "crops.parquet"
     of.write_table(path, cells, dim_order="CYX", progress=False)
     path.read_bytes()  # every page cached
     calls: list[int] = []
-    monkeypatch.setattr(image_table, "will_need", lambda fd, a, b: calls.append(1) or 1)
-    monkeypatch.setattr(prefetch, "RESIDENT_RECHECK_S", 0.0)  # ask the kernel before every take
+    monkeypatch.setattr(image_table, "will_need", lambda fd, a, b: calls.append(1) or 100)  # 100 calls each
+    monkeypatch.setattr(prefetch, "RESIDENT_RECHECK_S", 0.0)  # an answer stands until the next take
     monkeypatch.setattr(prefetch, "RESIDENT_RECHECK_FACTOR", 0)
     table = of.open_table(path)
-    rows = rng.choice(len(cells), 200, replace=False)
-    np.testing.assert_array_equal(table.to_numpy(rows), cells[rows])
-    assert calls == []
-    _evict(path)
+    pages = -(-os.path.getsize(path) // PAGE)
+    takes_to_pay = -(-pages * prefetch.ASK_S_PER_PAGE // (100 * prefetch.ADVICE_S))
+    for _ in range(int(takes_to_pay) + 2):
+        rows = rng.choice(len(cells), 200, replace=False)
+        np.testing.assert_array_equal(table.to_numpy(rows), cells[rows])
+    assert len(calls) == takes_to_pay  # advised until asking had paid; then asked, and the map was cached
+    calls.clear()
+    monkeypatch.setattr(prefetch, "resident", lambda mm: False)  # pages left the cache (the takes keep theirs mapped)
     np.testing.assert_array_equal(table.to_numpy(rows[::-1]), cells[rows[::-1]])
-    assert calls == [1]  # part of the file left the cache: the take advised its ranges again
+    assert calls == [1]  # the answer expired, was asked again, and the take advised its ranges again

@@ -11,7 +11,8 @@ read or in flight. On ranges already cached the advice costs about a
 microsecond each (``madvise`` on the map costs up to 50 µs each on first
 touch of a mapping, so the file's descriptor is advised instead), a quarter
 to half a millisecond for a batch of 256 random crops: :class:`ResidencyCheck`
-lets a reader skip it while the whole map is cached (:func:`resident`).
+lets a reader skip it while the whole map is cached (:func:`resident`), asking
+only once the advice given has cost as much as asking does.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import time
 
 import numpy as np
 
-__all__ = ["CAN_ADVISE", "RESIDENT_RECHECK_FACTOR", "RESIDENT_RECHECK_S", "ResidencyCheck", "resident", "will_need"]
+__all__ = [
+    "ADVICE_S", "ASK_S_PER_PAGE", "CAN_ADVISE", "RESIDENT_RECHECK_FACTOR", "RESIDENT_RECHECK_S", "ResidencyCheck",
+    "resident", "will_need",
+]
 
 #: Whether this platform can advise the kernel of reads to come (POSIX ``posix_fadvise``).
 CAN_ADVISE = hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_WILLNEED")
@@ -81,35 +85,65 @@ def resident(mm: mmap.mmap) -> bool:
         del view  # release the map's buffer: it can close
 
 
-class ResidencyCheck:
-    """Whether a map is wholly in the page cache, asked at most every :data:`RESIDENT_RECHECK_S` seconds.
+#: What one advice call costs on pages already cached (seconds; about a microsecond on this
+#: project's test machine).
+ADVICE_S = 1e-6
+#: What asking :func:`resident` costs per page of a map before it has been asked once (seconds:
+#: about 65 ns, 130 ms for a map of 8 GB on the same machine).
+ASK_S_PER_PAGE = 65e-9
 
-    (Or less often for a large map: asking costs about 1 ms per 100 MB, and an
-    answer stands for at least :data:`RESIDENT_RECHECK_FACTOR` times that.)
+
+class ResidencyCheck:
+    """Whether a map is wholly in the page cache, asked only when asking pays.
 
     Advice on ranges already cached only costs time (about 1 µs a range, a
-    quarter of a millisecond for a batch of 256 random crops): a reader skips
-    it while the map's last answer says every page is cached, and advises
-    as before otherwise. An answer can go stale within its interval (pages
-    evicted meanwhile): reads then fault those pages in one at a time, as
-    without advice, and are never wrong.
+    quarter of a millisecond for a batch of 256 random crops), and asking
+    costs time too (about 1 ms per 15 MB of map). So:
+
+    - Until an answer says the map is cached, a reader advises every take
+      and reports how many calls it made (:meth:`advised`). The map is asked
+      about once that advice has cost as much as asking does (estimated from
+      the map's size with :data:`ASK_S_PER_PAGE` until asked once, then what
+      asking took): a fresh process's first take from a large table does not
+      wait for the kernel to walk the whole map, and a reader never spends
+      more than twice what the better choice would have cost.
+    - An answer stands for at least :data:`RESIDENT_RECHECK_S` seconds, and
+      at least :data:`RESIDENT_RECHECK_FACTOR` times as long as asking took.
+      While the last answer says every page is cached, takes skip the advice.
+
+    An answer can go stale within its interval (pages evicted meanwhile):
+    reads then fault those pages in one at a time, as without advice, and
+    are never wrong.
     """
 
     def __init__(self) -> None:
         self._until = -1.0
         self._answer = False
+        self._owed = 0.0  # seconds of advice given since the last answer
+        self._cost: float | None = None  # seconds the last answer took
         self._lock = threading.Lock()
+
+    def advised(self, calls: int) -> None:
+        """Report ``calls`` advice calls made because the last answer was not "cached"."""
+        with self._lock:
+            self._owed += calls * ADVICE_S
 
     def __call__(self, mm: mmap.mmap) -> bool:
         now = time.monotonic()
         with self._lock:
             if now < self._until:
                 return self._answer
+            if not self._answer:
+                cost = self._cost if self._cost is not None else ASK_S_PER_PAGE * -(-len(mm) // _PAGE)
+                if self._owed < cost:
+                    return False
             self._until = now + RESIDENT_RECHECK_S  # one caller asks; the others keep the last answer
         answer = resident(mm)
         took = time.monotonic() - now
         with self._lock:
             self._answer = answer
+            self._cost = took
+            self._owed = 0.0
             self._until = now + max(RESIDENT_RECHECK_S, RESIDENT_RECHECK_FACTOR * took)
         return answer
 

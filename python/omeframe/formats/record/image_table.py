@@ -169,6 +169,7 @@ class ImageTable:
         self._num_rows: int | None = None
         self._remote: RemoteFile | None = None
         self._meta: pq.FileMetaData | None = None
+        self._schema: pa.Schema | None = None  # of a mapped Parquet file, read without the footer check
         self._row_nbytes: int | None = None  # decoded bytes of one image, once a take has shown it
         loc = parse_location(path)
         if loc is not None:
@@ -301,7 +302,7 @@ class ImageTable:
             except OSError:  # the advice is only a hint; the map still reads
                 return self._mm
             try:
-                will_need(fd, *self._chunk_ranges(chunk_ids))
+                self._resident.advised(will_need(fd, *self._chunk_ranges(chunk_ids)))
             finally:
                 os.close(fd)
         return self._mm
@@ -316,7 +317,7 @@ class ImageTable:
             used = np.unique(np.searchsorted(pages.first_value, chunk_ids, side="right") - 1)
             starts = pages.body_start[used].astype(np.int64)
             return starts, starts + pages.body_len[used].astype(np.int64)
-        starts = index.offsets[chunk_ids].astype(np.int64) - 4
+        starts = index.offsets_of(chunk_ids) - 4
         return starts, starts + 4 + index.lengths[chunk_ids].astype(np.int64)
 
     def _release(self, buf: Any) -> None:
@@ -448,8 +449,35 @@ class ImageTable:
     def schema(self) -> pa.Schema:
         """The Arrow schema of the table."""
         if self._format == "parquet":
+            if self._pf is None and self._mm is not None:
+                return self._mapped_schema()
             return self._parquet().schema_arrow
         return read_vortex_schema(self._remote if self._remote is not None else self._path)
+
+    def _mapped_schema(self) -> pa.Schema:
+        """The schema from the mapped file's footer, without checking its column-chunk metadata.
+
+        A take through the pixel index needs only the schema (to find the
+        image column): it never asks pyarrow for column-chunk metadata, so the
+        footer check of :func:`~omeframe.storage.parquet_footer.check_metadata`
+        (a few hundred milliseconds for a table of millions of rows) waits
+        until a read that does.
+        """
+        if self._schema is None:
+            import pyarrow.parquet as pq
+
+            mm = self._mm
+            assert mm is not None
+            size = len(mm)
+            footer_len = struct.unpack_from("<I", mm, size - 8)[0]
+            if mm[size - 4 : size] != b"PAR1" or footer_len + 12 > size:
+                raise CorruptFileError(f"{self._path!r} is not a Parquet file (its footer is missing or truncated)")
+            try:
+                meta = pq.read_metadata(pa.BufferReader(mm[size - 8 - footer_len : size]))
+                self._schema = meta.schema.to_arrow_schema()
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise CorruptFileError(f"{self._path!r}: unreadable Parquet footer: {exc}") from exc
+        return self._schema
 
     @property
     def column(self) -> str:
@@ -536,7 +564,7 @@ class ImageTable:
             if index.pages is not None:
                 data = read_page_values(mm, index, chunk_ids, what=repr(self._path)).tobytes()
             else:
-                offs = index.offsets[chunk_ids]
+                offs = index.offsets_of(chunk_ids)
                 if not check_prefixes(mm, offs, lens):
                     raise CorruptFileError(f"{self._path!r}: the pixel index does not match the file's bytes")
                 view = memoryview(mm)
@@ -665,7 +693,7 @@ class ImageTable:
                 flat = target.reshape(-1).view(np.uint8).reshape(len(chunk_ids), index.value_size)
                 read_page_values(mm, index, chunk_ids, what=what, out=flat)
             else:
-                starts = index.offsets[chunk_ids]
+                starts = index.offsets_of(chunk_ids)
                 lengths = index.lengths[chunk_ids]
                 if not check_prefixes(mm, starts, lengths):
                     raise CorruptFileError(

@@ -155,14 +155,38 @@ class IndexBuilder:
 
 
 @dataclass(frozen=True)
+class PlainValues:
+    """Where the values of uncompressed PLAIN pages lie, without an offset per value.
+
+    A value's bytes follow its 4-byte length prefix, back to back within its
+    page: value ``v`` of page ``p`` starts at ``base[p] + before[v] + 4 * v``,
+    where ``before[v]`` sums the lengths of the values ahead of ``v``. An
+    offset is computed for the chunks a read asks for, so opening a table of
+    millions of chunks builds one running sum instead of an offset array and
+    its temporaries.
+    """
+
+    page_first: np.ndarray  # (pages,) int64 first value of each page
+    base: np.ndarray  # (pages,) int64
+    before: np.ndarray  # (values + 1,) int64 running sum of the lengths, from 0
+
+    def offsets_of(self, ids: np.ndarray) -> np.ndarray:
+        """File offsets of values ``ids`` (int64)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        page = np.searchsorted(self.page_first, ids, side="right") - 1
+        return self.base[page] + self.before[ids] + 4 * ids
+
+
+@dataclass(frozen=True)
 class PixelIndex:
     """Byte ranges of every chunk payload of a Parquet record table."""
 
     layouts: tuple[Layout, ...]
     record_layout: np.ndarray  # (n,) uint32
     first_chunk: np.ndarray  # (n + 1,) int64
-    offsets: np.ndarray  # (chunks,) int64 file offset of each payload (uncompressed pages)
-    lengths: np.ndarray  # (chunks,) int64
+    lengths: np.ndarray  # (chunks,) uint32 or int64 stored length of each payload
+    #: Uncompressed pages: where each payload lies (see :meth:`offsets_of`).
+    plain: PlainValues | None = None
     #: Compressed pages (raw chunks, zstd-compressed v2 pages): every chunk
     #: payload has ``value_size`` bytes and the page table says where each
     #: page's compressed values lie; ``None`` for uncompressed pages.
@@ -176,6 +200,12 @@ class PixelIndex:
     def uniform(self) -> Layout | None:
         """The one layout of every record, or ``None`` when records differ."""
         return self.layouts[0] if len(self.layouts) == 1 else None
+
+    def offsets_of(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """File offset of the payload of each chunk in ``chunk_ids`` (uncompressed pages only)."""
+        if self.plain is None:
+            raise ValueError("the payloads of this table lie in compressed pages: read them with read_page_values")
+        return self.plain.offsets_of(chunk_ids)
 
 
 def _chunk_starts(layouts: tuple[Layout, ...], record_layout: np.ndarray) -> np.ndarray:
@@ -221,14 +251,29 @@ def _unpack(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return out, head["meta"]
 
 
-def _file_offsets(lengths: np.ndarray, firsts: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """File offset of each value's bytes from the page table and the value lengths."""
-    step = lengths + 4  # PLAIN byte arrays: 4-byte length prefix, then the bytes
-    excl = np.zeros(len(step), dtype=np.int64)
-    if len(step) > 1:
-        np.cumsum(step[:-1], out=excl[1:])
-    page_of = np.repeat(np.arange(len(firsts)), counts)
-    return starts[page_of] + (excl - excl[firsts[page_of]]) + 4
+def _plain_values(
+    lengths: np.ndarray, firsts: np.ndarray, starts: np.ndarray, counts: np.ndarray, end: int, what: str
+) -> PlainValues:
+    """Where the values lie, from the page table and the value lengths, checked against the data's ``end``.
+
+    Raises :class:`CorruptFileError` when the pages do not hold the values in
+    order, back to back, or a value would lie outside ``[4, end)``.
+    """
+    firsts, starts, counts = (np.asarray(a, dtype=np.int64) for a in (firsts, starts, counts))
+    n = len(lengths)
+    expect = np.zeros(len(counts), dtype=np.int64)
+    if len(counts) > 1:
+        np.cumsum(counts[:-1], out=expect[1:])
+    if len(firsts) != len(counts) or (counts < 0).any() or not np.array_equal(firsts, expect):
+        raise CorruptFileError(f"{what}: the pixel index page table does not cover the values in order")
+    before = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=before[1:])
+    base = starts + 4 - before[np.minimum(firsts, n)] - 4 * firsts
+    used = counts > 0
+    last = (firsts + counts - 1)[used]
+    if used.any() and ((starts[used] < 0).any() or int((base[used] + before[last + 1] + 4 * last).max()) > end):
+        raise CorruptFileError(f"{what}: the pixel index points outside the data")
+    return PlainValues(firsts, base, before)
 
 
 def check_prefixes(mm: Any, offsets: np.ndarray, lengths: np.ndarray) -> bool:
@@ -296,7 +341,13 @@ def append_index(path: str | os.PathLike[str], column_path: str, builder: IndexB
             page_body_len=pages.body_len, page_crc=pages.crc,
         )
     else:
-        offsets = _file_offsets(lengths, pages.first_value, pages.values_start, pages.num_values)
+        try:
+            plain = _plain_values(
+                lengths, pages.first_value, pages.values_start, pages.num_values, os.path.getsize(p), repr(p)
+            )
+        except CorruptFileError:  # the page table does not describe these values: no index
+            return False
+        offsets = plain.offsets_of(np.arange(len(lengths)))
     with open(p, "r+b") as fh:
         size = os.fstat(fh.fileno()).st_size
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -349,7 +400,13 @@ def load_index(path: str | os.PathLike[str], mm: Any) -> PixelIndex | None:
     ids = arrays["record_layout"].astype(np.int64)
     if ids.size and (ids.max() >= len(layouts)):
         raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index names an unknown layout")
-    lengths = arrays["lengths"].astype(np.int64)
+    lengths = arrays["lengths"]
+    if lengths.dtype != np.uint32:  # written as uint32; any other integers are checked as int64
+        if lengths.dtype.kind not in "iu":
+            raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index stores lengths as {lengths.dtype}")
+        lengths = lengths.astype(np.int64)
+        if len(lengths) and int(lengths.min()) < 0:
+            raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index holds a negative length")
     first = _chunk_starts(layouts, ids)
     if int(first[-1]) != len(lengths) or int(arrays["page_count"].sum()) != len(lengths):
         raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index chunk counts disagree")
@@ -371,11 +428,11 @@ def load_index(path: str | os.PathLike[str], mm: Any) -> PixelIndex | None:
         ):
             raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index points outside the data")
         value_size = int(lengths[0]) if len(lengths) else 0
-        return PixelIndex(layouts, ids.astype(np.uint32), first, np.zeros(0, np.int64), lengths, pages, value_size)
-    offsets = _file_offsets(lengths, arrays["page_first"], arrays["page_start"], arrays["page_count"])
-    if len(offsets) and (int(offsets.min()) < 4 or int((offsets + lengths).max()) > off):
-        raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index points outside the data")
-    return PixelIndex(layouts, ids.astype(np.uint32), first, offsets, lengths)
+        return PixelIndex(layouts, ids.astype(np.uint32), first, lengths, None, pages, value_size)
+    plain = _plain_values(
+        lengths, arrays["page_first"], arrays["page_start"], arrays["page_count"], off, repr(os.fspath(path))
+    )
+    return PixelIndex(layouts, ids.astype(np.uint32), first, lengths, plain)
 
 
 def layout_of_record(arr: pa.StructArray, i: int) -> Layout | None:
