@@ -77,3 +77,17 @@ def test_loaders_shuffle_whole_splits_of_a_vortex_table(table_path, tmp_path: Pa
         assert np.array_equal(t.to_numpy(rows[i : i + 256]), stack[rows[i : i + 256]])
     info = of.cache_info()  # both splits decoded once, then stitched into one stack of every image
     assert info.misses == 2 and info.entries == 1 and info.bytes == stack.nbytes
+
+
+@pytest.mark.parametrize("row", [0, 300, 8191, 8192, 8193, 8999])
+def test_a_full_read_names_the_damaged_row_in_any_split(tmp_path: Path, row: int) -> None:
+    """A full read checks each batch from the running CRC before it: damage at either end of a split, in the
+    first rows of the file or the last, is named by its row."""
+    stack = crops()
+    path = tmp_path / "damaged.vortex"
+    write_flipped(path, stack, row=row, chunk=1, mask=0x10)
+    with pytest.raises(of.ChunkChecksumError, match=rf"1 row\(s\) fail their CRC-32 \(rows {row}\)"):
+        of.read_table(path)
+    intact = tmp_path / "intact.vortex"
+    of.write_table(intact, stack, dim_order="CYX")
+    assert np.array_equal(of.to_numpy_stack(of.read_table(intact).column(0)), stack)
