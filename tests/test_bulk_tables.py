@@ -553,3 +553,19 @@ def test_chunk_offsets_are_computed_for_the_chunks_asked_for(tmp_path):
     offs = index.offsets_of(ids)
     prefixes = data[(offs - 4)[:, None] + np.arange(4)].copy().view("<u4").reshape(-1)
     np.testing.assert_array_equal(prefixes, index.lengths[ids])  # each offset follows its value's length prefix
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbled"])
+def test_a_take_from_a_table_whose_footer_is_damaged_is_refused(tmp_path, damage):
+    stack = np.random.default_rng(10).integers(0, 50, (20, 2, 8, 8), dtype=np.uint8)
+    path = of.write_table(tmp_path / "t.parquet", stack, dim_order="CYX", chunk_compression="zstd")
+    data = bytearray(path.read_bytes())
+    if damage == "cut":
+        data = data[:-3]
+    else:  # the footer's Thrift bytes overwritten, its length and magic intact
+        footer_len = struct.unpack_from("<I", data, len(data) - 8)[0]
+        data[len(data) - 8 - footer_len : len(data) - 8] = b"\xff" * footer_len
+    path.write_bytes(bytes(data))
+    table = of.open_table(path)  # without its magic the file has no pixel index (cut); the footer is unread (garbled)
+    with pytest.raises(of.CorruptFileError, match="t.parquet"):
+        table.to_numpy([0, 1])
