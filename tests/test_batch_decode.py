@@ -82,3 +82,25 @@ def test_payloads_decode_in_the_order_asked_for(compression, chunk_shape) -> Non
     assert np.array_equal(out6[:, 0, :, 0], stack)
     with pytest.raises(ValueError, match="order names 3 records for 9"):
         decode_payloads(payloads, layout, out6, what="t", order=order[:3])
+
+
+
+@pytest.mark.parametrize("permuted", [False, True])
+def test_a_damaged_frame_names_its_row_and_chunk_in_any_order(permuted) -> None:
+    from omeframe.formats.record.decode import _flat_struct
+    from omeframe.formats.record.stack import decode_payloads, uniform_layout
+
+    stack = np.random.default_rng(4).integers(0, 255, (9, 2, 8, 8), dtype=np.uint8)
+    records = _flat_struct(of.records_from_arrays(stack, dim_order="CYX", compression="zstd"))
+    layout = uniform_layout(records)
+    assert layout is not None and len(layout.keys) == 2
+    frames = _flat_struct(records.field("chunks").flatten()).field("pixel_bytes").to_pylist()
+    frames[2 * 7 + 1] = frames[2 * 7 + 1][:-3] + b"\0\0\0"  # record 7, chunk 1: a checksum that fails
+    payloads = pa.array(frames, pa.large_binary())
+    rows = np.arange(100, 109)  # the rows the records were taken from
+    order = np.array([4, 0, 8, 2, 7, 1, 6, 3, 5]) if permuted else None
+    out6 = np.empty((9, *layout.shape), dtype=layout.dtype)
+    with pytest.raises(of.PixelPayloadError, match=r"^t: row 107 chunk 1: a zstd chunk payload does not decode"):
+        decode_payloads(payloads, layout, out6, what="t", rows=rows, order=order)
+    with pytest.raises(of.PixelPayloadError, match=r"^t: record 7 chunk 1: "):
+        decode_payloads(payloads, layout, out6, what="t", order=order)

@@ -60,6 +60,10 @@ class RowIndexError(OmeframeError, IndexError, ValueError):
 class PixelPayloadError(OmeframeError, ValueError):
     """A chunk or plane carries a pixel payload of the wrong size or encoding."""
 
+    #: In a bulk decode of many frames: the number of the frame that failed (counting from 0 in
+    #: the order they were decoded), so that the caller can name its record; ``None`` otherwise.
+    frame: int | None = None
+
 
 class CorruptFileError(OmeframeError, ValueError):
     """A file is truncated, corrupt, or not of the format it claims."""

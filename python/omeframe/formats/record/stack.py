@@ -131,7 +131,9 @@ def _decode_block(
     except zstandard.ZstdError as exc:
         m = re.search(r"item (\d+)", str(exc))
         where = f" (frame {first + int(m.group(1))})" if m else ""
-        raise PixelPayloadError(f"{what}: a zstd chunk payload does not decode{where}: {exc}") from exc
+        error = PixelPayloadError(f"{what}: a zstd chunk payload does not decode{where}: {exc}")
+        error.frame = first + int(m.group(1)) if m else None
+        raise error from exc
     gather_segments(decoded, sizes, flat)
 
 
@@ -350,9 +352,9 @@ def decode_payloads(
     Raises
     ------
     PixelPayloadError
-        When a raw chunk holds the wrong number of bytes (names the record
-        and chunk) or a zstd frame does not decode to its chunk (names the
-        frame, counting ``k`` per record in the order decoded).
+        When a raw chunk holds the wrong number of bytes, or a zstd frame
+        does not decode to its chunk (either names the record, or its row
+        through ``rows``, and the chunk).
     """
     poffs, data = binary_offsets(payloads)
     n = out6.shape[0]
@@ -389,7 +391,16 @@ def decode_payloads(
         if order is not None:
             frames = (np.asarray(order, dtype=np.int64)[:, None] * k + np.arange(k)).reshape(-1)
             starts, stored = starts[frames], stored[frames]
-        decode_zstd_into(target, data, starts, stored, np.tile(sizes, n), what=what)
+        try:
+            decode_zstd_into(target, data, starts, stored, np.tile(sizes, n), what=what)
+        except PixelPayloadError as exc:
+            if exc.frame is None:
+                raise
+            j = int(order[exc.frame // k]) if order is not None else exc.frame // k
+            record = f"record {j}" if rows is None else f"row {int(rows[j])}"
+            raise PixelPayloadError(
+                f"{what}: {record} chunk {exc.frame % k}: a zstd chunk payload does not decode: {exc.__cause__}"
+            ) from exc
     if not block:
         scatter_chunks(target, layout, out6)
 
