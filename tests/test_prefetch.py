@@ -78,15 +78,6 @@ def test_resident_tells_a_cached_map_from_an_evicted_one(tmp_path: Path) -> None
         assert prefetch.resident(mm)
 
 
-@pytest.fixture
-def no_kept_blocks():
-    """Every take reads the file: no decoded blocks kept between takes (the shared cache off)."""
-    before = of.cache_info().max_bytes
-    of.set_cache_bytes(0)
-    yield
-    of.set_cache_bytes(before)
-
-
 MAP = bytes(100 * PAGE)  # what a check asks about: its size sets the first estimate of asking's cost
 
 
@@ -149,7 +140,7 @@ def test_a_slow_answer_stands_longer(monkeypatch: pytest.MonkeyPatch) -> None:
 @needs_advice
 @needs_mincore
 def test_takes_from_a_cached_table_stop_advising_once_asking_has_paid(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_kept_blocks: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_cache: None
 ) -> None:
     rng = np.random.default_rng(7)
     cells = rng.integers(0, 4000, (3000, 3, 16, 16), dtype=np.uint16)
@@ -160,6 +151,7 @@ def test_takes_from_a_cached_table_stop_advising_once_asking_has_paid(
     monkeypatch.setattr(image_table, "will_need", lambda fd, a, b: calls.append(1) or 100)  # 100 calls each
     monkeypatch.setattr(prefetch, "RESIDENT_RECHECK_S", 0.0)  # an answer stands until the next take
     monkeypatch.setattr(prefetch, "RESIDENT_RECHECK_FACTOR", 0)
+    of.set_cache_bytes(0)  # every take reads the file (no decoded blocks kept; default_cache restores the budget)
     table = of.open_table(path)
     pages = -(-os.path.getsize(path) // PAGE)
     takes_to_pay = -(-pages * prefetch.ASK_S_PER_PAGE // (100 * prefetch.ADVICE_S))

@@ -130,9 +130,10 @@ def _decode_block(
         )
     except zstandard.ZstdError as exc:
         m = re.search(r"item (\d+)", str(exc))
-        where = f" (frame {first + int(m.group(1))})" if m else ""
+        frame = first + int(m.group(1)) if m else None
+        where = "" if frame is None else f" (frame {frame})"
         error = PixelPayloadError(f"{what}: a zstd chunk payload does not decode{where}: {exc}")
-        error.frame = first + int(m.group(1)) if m else None
+        error.frame = frame
         raise error from exc
     gather_segments(decoded, sizes, flat)
 
