@@ -160,29 +160,76 @@ def test_pin_memory_path(table, torch):
         assert b["image"].is_pinned()
 
 
-@pytest.mark.parametrize("by_value", [True, False])
-def test_fork_workers_reopen_the_table(table, crops, torch, monkeypatch, by_value):
+def _in_ring(t) -> bool:
+    """Whether tensor ``t`` views a slot of a batch ring this process has attached."""
+    from omeframe.engine import batch_ring
+
+    at = t.data_ptr()
+    for ring in list(batch_ring._attached.values()):
+        base = np.frombuffer(ring.map, dtype=np.uint8).ctypes.data
+        if base <= at < base + len(ring.map):
+            return True
+    return False
+
+
+@pytest.fixture
+def no_rings(monkeypatch):
+    """Batch rings off (in this process and in the workers it forks)."""
+    from omeframe.engine import batch_ring
+
+    monkeypatch.setattr(batch_ring, "supported", lambda: False)
+    monkeypatch.setattr(batch_ring, "_mine", None)
+
+
+@pytest.mark.parametrize("transport", ["ring", "value", "shared"])
+def test_fork_workers_reopen_the_table(table, crops, torch, monkeypatch, request, transport):
     import omeframe.torch as oft
 
-    if not by_value:  # the forked workers inherit the limit: every batch is "large"
+    if transport != "ring":
+        request.getfixturevalue("no_rings")
+    if transport == "shared":  # the forked workers inherit the limit: every batch is "large"
         monkeypatch.setattr(oft, "BY_VALUE_BYTES", 0)
     ds = ImageTableDataset(table)
     ds[0]  # the parent has opened (and memory-mapped) the table before the fork
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=5, shuffle=True, collate_fn=collate, num_workers=2,
+        ds, batch_size=2, shuffle=True, collate_fn=collate, num_workers=2,
         multiprocessing_context="fork", timeout=60,
     )
-    rows = []
+    rows, ringed = [], 0
     for b in loader:
         assert type(b) is dict and np.array_equal(b["image"].numpy(), crops[b["row"].numpy()])
         assert b["row"].dtype == torch.int64 and b["image"].is_contiguous()
-        if by_value:  # a small batch arrives pickled: tensors in the main process's own memory
+        ringed += _in_ring(b["image"]) and _in_ring(b["row"])
+        if transport == "value":  # a small batch arrives pickled: tensors in the main process's own memory
             assert not b["image"].is_shared() and not b["row"].is_shared()
-        else:  # a large one: the batch and its rows in one shared-memory segment
+        elif transport == "shared":  # a large one: the batch and its rows in one shared-memory segment
             assert b["image"].untyped_storage().data_ptr() == b["row"].untyped_storage().data_ptr()
             assert b["image"].is_shared()
         rows += b["row"].tolist()
     assert sorted(rows) == list(range(N))
+    if transport == "ring":  # all but each worker's first batches (sent before the ring was attached)
+        assert ringed >= N // 2 - 2 * 2 * 2
+    else:
+        assert ringed == 0
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_batches_the_reader_keeps_are_never_overwritten(table, crops, torch, context):
+    from omeframe.engine import batch_ring
+
+    ds = ImageTableDataset(table, columns=["area"])
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=1, collate_fn=collate, num_workers=2, multiprocessing_context=context, timeout=120,
+    )
+    kept = list(loader)  # 40 batches held: more than the slots of both workers' rings
+    assert len(kept) == N > 2 * batch_ring.SLOTS
+    assert 0 < sum(_in_ring(b["image"]) for b in kept) <= 2 * batch_ring.SLOTS
+    for b in kept:
+        r = b["row"].numpy()
+        assert np.array_equal(b["image"].numpy(), crops[r]) and b["area"].tolist() == (r * 1.5).tolist()
+    del kept
+    again = [(b["row"].tolist(), _in_ring(b["image"])) for b in loader]  # freed batches free their slots
+    assert sorted(r for rows, _ in again for r in rows) == list(range(N))
 
 
 def test_a_small_target_batch_travels_by_value(table, crops, torch):
@@ -196,7 +243,7 @@ def test_a_small_target_batch_travels_by_value(table, crops, torch):
     assert ds.__getitems__([0, 1])[0].shape[0] == 2  # outside a worker: the plain tuple
 
 
-def test_batches_pickle_by_value_only_when_small(torch, monkeypatch):
+def test_batches_pickle_by_value_only_when_small(torch, monkeypatch, no_rings):
     import copy
     import pickle
 
@@ -212,7 +259,36 @@ def test_batches_pickle_by_value_only_when_small(torch, monkeypatch):
     pair = pickle.loads(pickle.dumps(oft._for_transport(torch, (small["image"], torch.ones(3, dtype=torch.bfloat16)))))
     assert type(pair) is tuple and pair[1].dtype == torch.bfloat16 and torch.equal(pair[0], small["image"])
     big = {"image": torch.zeros(oft.BY_VALUE_BYTES + 1, dtype=torch.uint8)}
-    assert oft._for_transport(torch, big) is big
+    sent_big = oft._for_transport(torch, big)
+    assert sent_big._how[0] == "shared" and sent_big == big
+    from multiprocessing.reduction import ForkingPickler  # what a worker's queue pickles with
+
+    assert pickle.loads(ForkingPickler.dumps(sent_big))["image"].is_shared()  # torch's own way
+
+
+def test_a_worker_batch_travels_through_the_ring_once_attached(torch, monkeypatch):
+    import pickle
+
+    import omeframe.torch as oft
+    from omeframe.engine import batch_ring
+
+    monkeypatch.setattr(batch_ring, "_mine", None)
+    monkeypatch.setattr(batch_ring, "_attached", {})
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())  # as in a worker
+    batch = {
+        "image": torch.from_numpy(np.arange(60, dtype=np.uint16).reshape(4, 3, 5)), "row": torch.arange(4),
+        "half": torch.ones(4, dtype=torch.bfloat16), "well": list("abcd"),
+    }
+    first = pickle.loads(pickle.dumps(oft._for_transport(torch, batch, merge=("image", "row"))))
+    assert not _in_ring(first["image"])  # sent by value, with the ring's address: now attached
+    sent = oft._for_transport(torch, batch, merge=("image", "row"))
+    assert sent._how[0] == "ring"
+    back = pickle.loads(pickle.dumps(sent))
+    assert type(back) is dict and list(back) == list(batch) and back["well"] == list("abcd")
+    assert _in_ring(back["image"]) and _in_ring(back["row"]) and not _in_ring(back["half"])
+    assert all(torch.equal(back[k], batch[k]) for k in ("image", "row", "half"))
+    again = pickle.loads(pickle.dumps(sent))  # pickled twice: its slot is read once, the copy goes by value
+    assert not _in_ring(again["image"]) and torch.equal(again["image"], batch["image"])
 
 
 def _threads_seen(x):

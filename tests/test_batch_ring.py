@@ -1,0 +1,147 @@
+"""The batch ring: batches from a worker process through slots of memory both processes map once."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+
+import numpy as np
+import pytest
+
+from omeframe.engine import batch_ring as br
+
+pytestmark = pytest.mark.skipif(not br.supported(), reason="batch rings need memfd_create and /proc (Linux)")
+
+
+@pytest.fixture(autouse=True)
+def fresh_rings(monkeypatch):
+    """Each test starts with no ring of its own and none attached."""
+    monkeypatch.setattr(br, "_mine", None)
+    monkeypatch.setattr(br, "_attached", {})
+    monkeypatch.setattr(br, "_refused", set())
+
+
+def _attached_ring() -> br.RingAddress:
+    """This process's ring for small batches, attached by this process itself."""
+    assert br.pack([np.zeros(10, np.uint8)]) is None  # creates the ring; nobody has attached yet
+    address = br.invitation()
+    assert address is not None and address.pid == os.getpid() and br.attach(address)
+    assert br.invitation() is None  # attached: nothing more to announce
+    return address
+
+
+def test_arrays_round_trip_through_a_slot():
+    _attached_ring()
+    arrays = [
+        np.arange(24, dtype=np.int16).reshape(2, 3, 4),
+        np.arange(10.0)[::3],  # not contiguous
+        np.array([True, False, True]),
+        np.zeros((0, 5), np.uint32),
+        np.arange(6, dtype=">u2"),  # byte order kept
+    ]
+    packed = br.pack(arrays)
+    assert packed is not None and packed.slot == 0
+    out = br.unpack(packed)
+    for a, b in zip(arrays, out, strict=True):
+        assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b)
+    assert all(b.ctypes.data % 64 == 0 for b in out)
+
+
+def test_a_slot_is_reused_only_after_every_view_of_it_is_freed():
+    _attached_ring()
+    first = br.pack([np.full(8, 1, np.uint8)])
+    assert first is not None
+    (x,) = br.unpack(first)
+    tail = x[4:]  # a view made by the reader keeps the slot
+    del x
+    gc.collect()
+    assert br.pack([np.full(8, 2, np.uint8)]).slot == 1
+    assert tail.tolist() == [1] * 4  # never overwritten while visible
+    del tail
+    gc.collect()
+    assert br.pack([np.full(8, 3, np.uint8)]).slot == 0
+
+
+def test_with_every_slot_taken_the_batch_goes_the_usual_way():
+    _attached_ring()
+    held = [br.unpack(br.pack([np.full(4, i, np.uint8)]))[0] for i in range(br.SLOTS)]
+    assert br.pack([np.zeros(4, np.uint8)]) is None
+    assert [int(h[0]) for h in held] == list(range(br.SLOTS))
+    held.pop()
+    gc.collect()
+    assert br.pack([np.zeros(4, np.uint8)]).slot == br.SLOTS - 1
+
+
+def test_a_larger_batch_gets_a_ring_of_larger_slots_which_must_be_attached_again():
+    old = _attached_ring()
+    big = np.ones(old.slot_bytes + 1, np.uint8)
+    assert br.pack([big]) is None
+    new = br.invitation()
+    assert new is not None and new.token != old.token and new.slot_bytes >= big.nbytes
+    assert br.attach(new)
+    (back,) = br.unpack(br.pack([big]))
+    assert np.array_equal(back, big)
+
+
+def test_attach_refuses_a_ring_that_is_not_the_one_announced():
+    good = _attached_ring()
+    assert not br.attach(good._replace(token=os.urandom(16)))  # another token at that descriptor
+    assert not br.attach(good._replace(token=os.urandom(16), slots=good.slots + 1))  # another size
+    closed = good._replace(token=os.urandom(16), fd=9999)
+    assert not br.attach(closed)
+    assert closed.token in br._refused and not br.attach(closed)
+
+
+def test_unpacking_from_a_ring_this_process_never_attached_is_an_error():
+    _attached_ring()
+    packed = br.pack([np.zeros(3, np.uint8)])
+    br._attached.clear()
+    with pytest.raises(RuntimeError, match="has not mapped"):
+        br.unpack(packed)
+
+
+def _worker(conn, count: int) -> None:
+    """A worker: announces its ring, waits for the attach, then sends ``count`` batches (or ``None``)."""
+    arrays = [np.arange(3000, dtype=np.uint16).reshape(3, 1000)]
+    assert br.pack(arrays) is None
+    conn.send(br.invitation())
+    conn.recv()  # attached
+    for i in range(count):
+        batch = [arrays[0] + i]
+        conn.send((br.pack(batch), i))
+    conn.recv()  # the reader is done with what it holds
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_a_reader_that_holds_batches_never_sees_them_change(context):
+    ctx = mp.get_context(context)
+    here, there = ctx.Pipe()
+    count = br.SLOTS + 3
+    child = ctx.Process(target=_worker, args=(there, count))
+    child.start()
+    try:
+        assert here.poll(60), "the worker did not announce its ring"
+        address = here.recv()
+        assert address.pid == child.pid and br.attach(address)
+        here.send("attached")
+        held, fell_back = [], []
+        for _ in range(count):
+            packed, i = here.recv()
+            if packed is None:
+                fell_back.append(i)
+            else:
+                held.append((br.unpack(packed)[0], i))
+        assert fell_back == list(range(br.SLOTS, count))  # every slot was taken by a held batch
+        for arr, i in held:
+            assert np.array_equal(arr, np.arange(3000, dtype=np.uint16).reshape(3, 1000) + i)
+        here.send("done")
+        child.join(60)
+        assert child.exitcode == 0
+        # another worker's ring attaches: the exited worker's ring is dropped, its batches stay readable
+        _attached_ring()
+        assert address.token not in br._attached
+        assert all(np.array_equal(arr, np.arange(3000, dtype=np.uint16).reshape(3, 1000) + i) for arr, i in held)
+    finally:
+        if child.is_alive():
+            child.kill()
