@@ -267,6 +267,7 @@ def test_batches_pickle_by_value_only_when_small(torch, monkeypatch, no_rings):
 
 
 def test_a_worker_batch_travels_through_the_ring_once_attached(torch, monkeypatch):
+    import copy
     import pickle
 
     import omeframe.torch as oft
@@ -289,6 +290,10 @@ def test_a_worker_batch_travels_through_the_ring_once_attached(torch, monkeypatc
     assert all(torch.equal(back[k], batch[k]) for k in ("image", "row", "half"))
     again = pickle.loads(pickle.dumps(sent))  # pickled twice: its slot is read once, the copy goes by value
     assert not _in_ring(again["image"]) and torch.equal(again["image"], batch["image"])
+    fresh = oft._for_transport(torch, batch)
+    clone = copy.copy(fresh)  # the loader's default_convert sends a copy: the copy owns the slot
+    assert clone._how[0] == "ring" and fresh._how[0] == "value"
+    assert _in_ring(pickle.loads(pickle.dumps(clone))["image"])
 
 
 def _threads_seen(x):

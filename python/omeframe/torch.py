@@ -335,7 +335,11 @@ def _reduce_sent(keys: list[Any] | None, values: list[Any], how: tuple[Any, ...]
 
 
 def _sent_once(sent: _SentDict | _SentTuple) -> tuple[Any, ...]:
-    """``sent``'s way; a second pickling of a ring batch goes by value (its slot is read once)."""
+    """``sent``'s way, which a ring batch hands over once: pickled (or copied) again, it goes by value.
+
+    A ring slot is freed when the reader frees the views of one unpickling,
+    so no two unpicklings may view it.
+    """
     how = sent._how
     if how[0] == "ring":
         sent._how = ("value", None, how[2])
@@ -352,7 +356,7 @@ class _SentDict(dict):
 
     def __copy__(self) -> _SentDict:  # kept by the loader's default_convert (batch_size=None)
         clone = _SentDict(self)
-        clone._how = self._how
+        clone._how = _sent_once(self)  # the copy is the one sent
         return clone
 
 
