@@ -84,6 +84,12 @@ def test_a_larger_batch_gets_a_ring_of_larger_slots_which_must_be_attached_again
     assert np.array_equal(back, big)
 
 
+def test_a_batch_over_the_slot_limit_goes_the_usual_way_and_makes_no_ring(monkeypatch):
+    monkeypatch.setattr(br, "MAX_SLOT_BYTES", 1024)
+    assert br.pack([np.zeros(1025, np.uint8)]) is None and br._mine is None
+    assert br.pack([np.zeros(1024, np.uint8)]) is None and br._mine is not None  # made; not attached yet
+
+
 def test_attach_refuses_a_ring_that_is_not_the_one_announced():
     good = _attached_ring()
     assert not br.attach(good._replace(token=os.urandom(16)))  # another token at that descriptor

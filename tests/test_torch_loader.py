@@ -150,6 +150,52 @@ def test_collate_falls_back_to_default_collate_for_sample_lists(table, torch):
     assert batch["image"].shape == (2, 2, 6, 5) and batch["label"].tolist() == [0, 1]
 
 
+def _same_batch(a, b, torch) -> bool:
+    """Equal batches: the same container types, keys, tensor dtypes and values."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same_batch(a[k], b[k], torch) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_batch(x, y, torch) for x, y in zip(a, b, strict=True))
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    return bool(a == b)
+
+
+def test_collate_in_a_worker_stacks_samples_as_default_collate_does(torch, monkeypatch):
+    import pickle
+
+    from omeframe.engine import batch_ring
+
+    monkeypatch.setattr(batch_ring, "_mine", None)
+    monkeypatch.setattr(batch_ring, "_attached", {})
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())  # as in a worker
+    samples = [
+        {"image": torch.full((2, 3), i, dtype=torch.uint8), "row": i, "area": i * 1.5, "well": f"w{i}"}
+        for i in range(5)
+    ]
+    expected = torch.utils.data.default_collate(samples)
+    for _ in range(2):  # the first batch announces the ring, the second travels through it
+        sent = collate(samples)
+        assert sent._how[0] in ("ring", "value")
+        back = pickle.loads(pickle.dumps(sent))
+        assert _same_batch(back, expected, torch)
+    assert _in_ring(back["image"]) and _in_ring(back["row"])
+    others = [  # default_collate's own: tuples become lists, bools, shapes that differ, keys that differ
+        [(torch.zeros(2), 1), (torch.ones(2), 2)],
+        [{"flag": True}, {"flag": False}],
+        [{"a": torch.zeros(2)}, {"a": torch.zeros(3)}],
+        [{"a": 1}, {"b": 2}],
+    ]
+    assert _same_batch(collate(others[0]), torch.utils.data.default_collate(others[0]), torch)
+    assert _same_batch(collate(others[1]), torch.utils.data.default_collate(others[1]), torch)
+    with pytest.raises(RuntimeError):
+        collate(others[2])
+    with pytest.raises(KeyError):
+        collate(others[3])
+
+
 def test_pin_memory_path(table, torch):
     ds = ImageTableDataset(table, columns=["label"])
     cuda = torch.cuda.is_available()
@@ -411,6 +457,21 @@ def test_shuffled_rows_partition_and_stay_local():
         shuffled_rows(n, shard=2, num_shards=2)
     with pytest.raises(ValueError, match="block_size"):
         shuffled_rows(n, block_size=0)
+
+
+def test_iterable_samples_collated_in_workers_travel_through_the_ring(table, crops, torch):
+    ds = ImageTableIterableDataset(table, block_size=6, buffer_blocks=2, seed=5, columns=["label", "well"])
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=3, collate_fn=collate, num_workers=2, multiprocessing_context="fork", timeout=60
+    )
+    rows, ringed = [], 0
+    for b in loader:
+        r = b["row"].numpy()
+        assert type(b) is dict and b["row"].dtype == torch.int64 and b["label"].dtype == torch.int64
+        assert np.array_equal(b["image"].numpy(), crops[r]) and b["well"] == [f"w{i}" for i in r]
+        ringed += _in_ring(b["image"])
+        rows += r.tolist()
+    assert sorted(rows) == list(range(N)) and ringed >= N // 3 - 2 * 2 * 2
 
 
 def test_iterable_samples_each_row_once_per_epoch_and_reshuffle(table, crops, torch):

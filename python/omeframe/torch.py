@@ -115,8 +115,13 @@ def collate(batch: Any) -> Any:
     ``__getitems__`` with the ``n`` indices of a batch; it returns the batch
     itself (a ``dict`` or ``tuple`` of batch tensors), which this function
     returns unchanged. A ``list`` of single samples (a dataset without
-    ``__getitems__``, or a sampler that yields single indices) is collated
-    with torch's ``default_collate``.
+    ``__getitems__``, a sampler that yields single indices, an
+    :class:`ImageTableIterableDataset` without ``batch_size``) is collated as
+    torch's ``default_collate`` does. In a loader worker, ``dict`` samples of
+    tensors, ``int``, ``float`` and ``str`` values are stacked by omeframe,
+    with the same keys, types and values, and the batch leaves the worker
+    through its batch ring (see :func:`_for_transport`); other samples go to
+    ``default_collate``.
 
     Example
     -------
@@ -125,8 +130,49 @@ def collate(batch: Any) -> Any:
     {'image': 'already a batch'}
     """
     if isinstance(batch, list):
-        return _torch().utils.data.default_collate(batch)
+        torch = _torch()
+        if torch.utils.data.get_worker_info() is not None:
+            stacked = _stack_samples(torch, batch)
+            if stacked is not None:
+                return _for_transport(torch, stacked)
+        return torch.utils.data.default_collate(batch)
     return batch
+
+
+def _stack_samples(torch: Any, samples: list[Any]) -> dict[str, Any] | None:
+    """``dict`` samples stacked as ``default_collate`` stacks them, in the process's own memory.
+
+    Tensors (CPU, strided, one shape and dtype per key) are stacked, Python
+    ``int`` and ``float`` values become ``int64`` and ``float64`` tensors,
+    strings a list. ``None`` for anything else (``default_collate`` then
+    handles it, errors included). ``default_collate`` itself stacks into a new
+    shared-memory segment when it runs in a loader worker.
+    """
+    if not samples or any(type(s) is not dict for s in samples):
+        return None
+    keys = list(samples[0])
+    if any(list(s) != keys for s in samples):
+        return None
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = [s[key] for s in samples]
+        first = values[0]
+        if isinstance(first, torch.Tensor):
+            if not all(
+                isinstance(v, torch.Tensor) and v.layout == torch.strided and v.device.type == "cpu"
+                and v.shape == first.shape and v.dtype == first.dtype
+                for v in values
+            ):
+                return None
+            out[key] = torch.stack(values)
+        elif type(first) in (int, float, str) and all(type(v) is type(first) for v in values):
+            if type(first) is str:
+                out[key] = values
+            else:
+                out[key] = torch.tensor(values, dtype=torch.int64 if type(first) is int else torch.float64)
+        else:
+            return None
+    return out
 
 
 # -- one source per process -------------------------------------------------------------

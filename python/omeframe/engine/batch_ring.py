@@ -49,10 +49,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SLOTS", "Packed", "RingAddress", "attach", "invitation", "pack", "supported", "unpack"]
+__all__ = ["MAX_SLOT_BYTES", "SLOTS", "Packed", "RingAddress", "attach", "invitation", "pack", "supported", "unpack"]
 
 #: Batches one worker can have in flight at once (sent and not yet freed by the reader).
 SLOTS = 8
+#: Largest batch a ring takes. The slots a worker has used stay in memory while it
+#: lives; for larger batches the per-batch cost of a new segment is small beside the
+#: work of making the batch, and it frees its memory with the batch.
+MAX_SLOT_BYTES = 64 << 20
 _HEADER = 4096  # token, attached flag, slot flags; slots start on the next page
 _TOKEN = 16
 _ATTACHED = 16
@@ -165,12 +169,15 @@ def pack(arrays: Sequence[np.ndarray]) -> Packed | None:
     """Copy ``arrays`` into a free slot of this process's ring; ``None`` when the ring cannot take them.
 
     ``None`` until a reader has attached the ring (see :func:`invitation`),
-    while every slot is taken, or where rings are not supported; the caller
-    then sends the arrays the usual way. A batch larger than the ring's slots
+    while every slot is taken, for a batch over :data:`MAX_SLOT_BYTES`, or
+    where rings are not supported; the caller then sends the arrays the usual
+    way. A batch larger than the ring's slots
     replaces the ring with one of larger slots (the old one lives on in the
     reader for as long as its batches do).
     """
     layout, need = _layout(arrays)
+    if need > MAX_SLOT_BYTES:
+        return None
     with _mine_lock:
         ring = _ring_for(need)
         if ring is None or not ring.attached:
