@@ -63,6 +63,28 @@ def test_a_slot_is_reused_only_after_every_view_of_it_is_freed():
     assert br.pack([np.full(8, 3, np.uint8)]).slot == 0
 
 
+_held: list[np.ndarray] = []
+
+
+def _drop_held() -> None:
+    _held.clear()
+    gc.collect()
+
+
+def test_a_forked_child_dropping_inherited_views_does_not_free_their_slot():
+    _attached_ring()
+    _held.extend(br.unpack(br.pack([np.full(16, 7, np.uint8)])))
+    child = mp.get_context("fork").Process(target=_drop_held)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    try:
+        assert br.pack([np.zeros(16, np.uint8)]).slot == 1  # slot 0 is still the reader's
+        assert _held[0].tolist() == [7] * 16
+    finally:
+        _held.clear()
+
+
 def test_with_every_slot_taken_the_batch_goes_the_usual_way():
     _attached_ring()
     held = [br.unpack(br.pack([np.full(4, i, np.uint8)]))[0] for i in range(br.SLOTS)]

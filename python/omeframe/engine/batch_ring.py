@@ -262,8 +262,14 @@ def attach(address: RingAddress) -> bool:
         return True
 
 
-def _release(flags: np.ndarray, slot: int) -> None:
-    flags[slot] = 0
+def _release(flags: np.ndarray, slot: int, pid: int) -> None:
+    """Mark ``slot`` free, in the process that unpacked it only.
+
+    A process forked from the reader inherits its views (and their
+    finalizers); its copies dying must not free a slot the reader still sees.
+    """
+    if os.getpid() == pid:
+        flags[slot] = 0
 
 
 def unpack(packed: Packed) -> list[np.ndarray]:
@@ -284,7 +290,8 @@ def unpack(packed: Packed) -> list[np.ndarray]:
         )
     size = packed.ring.slot_bytes
     whole = np.frombuffer(ring.map, dtype=np.uint8, count=size, offset=_HEADER + packed.slot * size)
-    weakref.finalize(whole, _release, ring.flags, packed.slot).atexit = False  # every view below keeps `whole` alive
+    # every view below keeps `whole` alive; the slot is freed with the last of them
+    weakref.finalize(whole, _release, ring.flags, packed.slot, os.getpid()).atexit = False
     out = []
     for at, dtype, shape in packed.layout:
         dt = np.dtype(dtype)
