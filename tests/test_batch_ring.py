@@ -16,10 +16,15 @@ pytestmark = pytest.mark.skipif(not br.supported(), reason="batch rings need mem
 
 @pytest.fixture(autouse=True)
 def fresh_rings(monkeypatch):
-    """Each test starts with no ring of its own and none attached."""
+    """Each test starts with no ring of its own and none attached; this process may attach its own rings."""
+    import weakref
+
     monkeypatch.setattr(br, "_mine", None)
     monkeypatch.setattr(br, "_attached", {})
+    monkeypatch.setattr(br, "_older", weakref.WeakValueDictionary())
     monkeypatch.setattr(br, "_refused", set())
+    monkeypatch.setattr(br, "_held", {})
+    monkeypatch.setattr(br, "_self_attach", True)
 
 
 def _attached_ring() -> br.RingAddress:
@@ -71,13 +76,18 @@ def _drop_held() -> None:
     gc.collect()
 
 
-def test_a_forked_child_dropping_inherited_views_does_not_free_their_slot():
+def test_a_child_forked_without_the_fork_hooks_frees_nothing_of_the_reader():
+    import ctypes
+
     _attached_ring()
     _held.extend(br.unpack(br.pack([np.full(16, 7, np.uint8)])))
-    child = mp.get_context("fork").Process(target=_drop_held)
-    child.start()
-    child.join(60)
-    assert child.exitcode == 0
+    pid = ctypes.CDLL(None).fork()  # a fork from C: Python's at-fork hooks do not run
+    if pid == 0:  # the child drops its inherited views: their finalizers run here
+        try:
+            _drop_held()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
     try:
         assert br.pack([np.zeros(16, np.uint8)]).slot == 1  # slot 0 is still the reader's
         assert _held[0].tolist() == [7] * 16
@@ -85,14 +95,61 @@ def test_a_forked_child_dropping_inherited_views_does_not_free_their_slot():
         _held.clear()
 
 
-def test_with_every_slot_taken_the_batch_goes_the_usual_way():
-    _attached_ring()
+def test_with_every_slot_taken_a_new_ring_starts_and_the_old_one_lives_with_its_batches():
+    old = _attached_ring()
     held = [br.unpack(br.pack([np.full(4, i, np.uint8)]))[0] for i in range(br.SLOTS)]
-    assert br.pack([np.zeros(4, np.uint8)]) is None
+    assert br.pack([np.zeros(4, np.uint8)]) is None  # every slot taken: a new ring, to be attached
+    new = br.invitation()
+    assert new is not None and new.token != old.token and br.attach(new)
+    assert old.token not in br._attached and old.token in br._older  # kept by its batches only
+    assert br.pack([np.full(4, 99, np.uint8)]).slot == 0
     assert [int(h[0]) for h in held] == list(range(br.SLOTS))
-    held.pop()
+    del held
     gc.collect()
-    assert br.pack([np.zeros(4, np.uint8)]).slot == br.SLOTS - 1
+    assert old.token not in br._older
+
+
+def test_a_process_never_attaches_its_own_ring_and_reads_its_own_batches_as_copies(monkeypatch):
+    monkeypatch.setattr(br, "_self_attach", False)
+    assert br.pack([np.zeros(8, np.uint8)]) is None
+    own = br.invitation()
+    assert not br.attach(own) and br.invitation() == own  # still waiting for its reader
+    br._mine.header[br._ATTACHED] = 1  # as when the reader attaches
+    packed = br.pack([np.arange(8, dtype=np.uint8)])
+    (copy,) = br.unpack(packed)  # a deep copy inside the worker
+    assert copy.tolist() == list(range(8)) and copy.base is None
+    assert br.pack([np.zeros(8, np.uint8)]).slot == packed.slot  # freed at once
+
+
+def _read_inherited_after(conn) -> None:
+    conn.recv()  # the parent has dropped its views and sent more batches
+    conn.send(_held[0].tolist())
+
+
+def test_slots_held_when_the_reader_forks_are_never_written_again():
+    _attached_ring()
+    _held.extend(br.unpack(br.pack([np.full(16, 7, np.uint8)])))
+    here, there = mp.get_context("fork").Pipe()
+    child = mp.get_context("fork").Process(target=_read_inherited_after, args=(there,))
+    child.start()
+    try:
+        _held.clear()
+        gc.collect()  # the reader drops its views: the child still has its inherited copies
+        first = br._mine.address.token
+        for i in range(3 * br.SLOTS):  # batches read and dropped, slot after slot
+            packed = br.pack([np.full(16, i, np.uint8)])
+            if packed is None:  # only if every slot were taken: a new ring
+                assert br.attach(br.invitation())
+                continue
+            assert not (packed.ring.token == first and packed.slot == 0)  # the pinned slot
+            br.unpack(packed)
+            gc.collect()
+        here.send("look")
+        assert here.poll(60) and here.recv() == [7] * 16
+    finally:
+        child.join(60)
+        if child.is_alive():
+            child.kill()
 
 
 def test_a_larger_batch_gets_a_ring_of_larger_slots_which_must_be_attached_again():
@@ -100,7 +157,7 @@ def test_a_larger_batch_gets_a_ring_of_larger_slots_which_must_be_attached_again
     big = np.ones(old.slot_bytes + 1, np.uint8)
     assert br.pack([big]) is None
     new = br.invitation()
-    assert new is not None and new.token != old.token and new.slot_bytes >= big.nbytes
+    assert new is not None and new.token != old.token and new.slot_bytes >= 2 * old.slot_bytes
     assert br.attach(new)
     (back,) = br.unpack(br.pack([big]))
     assert np.array_equal(back, big)

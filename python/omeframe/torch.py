@@ -334,85 +334,83 @@ def _as_arrays(torch: Any, values: Sequence[Any]) -> list[np.ndarray | None]:
 def _for_transport(torch: Any, batch: Any, *, merge: tuple[str, str] | None = None) -> Any:
     """``batch`` (a dict or tuple) as a DataLoader worker should return it.
 
-    In a worker, the batch's CPU tensors travel to the main process through
-    the worker's batch ring (:mod:`omeframe.engine.batch_ring`): copied into a
-    slot of memory both processes have mapped once, received as tensors
-    viewing that slot, which is reused once the main process has freed them.
-    The first batches (before the main process has mapped the ring) and
-    batches that find every slot taken go the usual way: by value when their
-    tensors hold at most :data:`BY_VALUE_BYTES`, else through torch's shared
-    memory (with ``merge=(image_key, row_key)``, those two tensors in one
-    segment). The main process always receives a plain dict (tuple). Outside
-    a worker, ``batch`` is returned as it is.
+    In a worker, the batch is returned as a dict (tuple) that chooses its way
+    to the main process when it is pickled, from the values it holds then
+    (:func:`_reduce_sent`): its CPU tensors through the worker's batch ring
+    (:mod:`omeframe.engine.batch_ring`), copied into a slot of memory both
+    processes have mapped once and received as tensors viewing that slot,
+    which is reused once the main process has freed them. The first batches
+    (before the main process has mapped the ring) go the usual way: by value
+    when their tensors hold at most :data:`BY_VALUE_BYTES`, else through
+    torch's shared memory (with ``merge=(image_key, row_key)``, those two
+    tensors in one segment). The main process always receives a plain dict
+    (tuple). Outside a worker, ``batch`` is returned as it is.
     """
     if torch.utils.data.get_worker_info() is None:
         return batch
-    keyed = isinstance(batch, dict)
-    values = list(batch.values()) if keyed else list(batch)
-    arrays = _as_arrays(torch, values)
-    carried = [a for a in arrays if a is not None]
-    packed = _batch_ring.pack(carried) if carried else None
-    if packed is not None:
-        kind = "ring"
-    elif sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor)) <= BY_VALUE_BYTES:
-        kind = "value"
-    else:
-        kind = "shared"
-        if keyed and merge is not None:
-            image, row = merge
-            batch = dict(batch)
-            batch[image], batch[row] = _one_segment(torch, batch[image], batch[row].numpy())
-    sent: _SentDict | _SentTuple = _SentDict(batch) if keyed else _SentTuple(batch)
-    sent._how = (kind, packed, _batch_ring.invitation())
+    sent: _SentDict | _SentTuple = _SentDict(batch) if isinstance(batch, dict) else _SentTuple(batch)
+    sent._merge = merge
     return sent
 
 
-def _reduce_sent(keys: list[Any] | None, values: list[Any], how: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
-    """What a sent batch pickles as: :func:`_received` and its arguments."""
-    kind, packed, invite = how
+def _reduce_sent(keys: list[Any] | None, values: list[Any], merge: tuple[str, str] | None) -> tuple[Any, ...]:
+    """What a sent batch pickles as: :func:`_received` and its arguments, packed from ``values`` now."""
     torch = _torch()
-    arrays = _as_arrays(torch, values) if kind != "shared" else [None] * len(values)
+    arrays = _as_arrays(torch, values)
     carried = [a is not None for a in arrays]
-    if kind == "ring":  # the tensors are in the ring's slot: send where, not what
+    packed = _batch_ring.pack([a for a in arrays if a is not None]) if any(carried) else None
+    if packed is not None:  # the tensors are in the ring's slot: send where, not what
+        kind = "ring"
         values = [None if c else v for v, c in zip(values, carried, strict=True)]
-    elif kind == "value":
-        values = [a if c else v for v, a, c in zip(values, arrays, carried, strict=True)]
-    return _received, (keys, kind, values, carried, packed, invite)
-
-
-def _sent_once(sent: _SentDict | _SentTuple) -> tuple[Any, ...]:
-    """``sent``'s way, which a ring batch hands over once: pickled (or copied) again, it goes by value.
-
-    A ring slot is freed when the reader frees the views of one unpickling,
-    so no two unpicklings may view it.
-    """
-    how = sent._how
-    if how[0] == "ring":
-        sent._how = ("value", None, how[2])
-    return how
+    elif sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor)) <= BY_VALUE_BYTES:
+        kind = "value"
+        values = [a if a is not None else v for v, a in zip(values, arrays, strict=True)]
+    else:
+        kind = "shared"
+        if keys is not None and merge is not None and merge[0] in keys and merge[1] in keys:
+            i, j = keys.index(merge[0]), keys.index(merge[1])
+            if isinstance(values[i], torch.Tensor) and isinstance(values[j], torch.Tensor):
+                values = list(values)
+                values[i], values[j] = _one_segment(torch, values[i], values[j].numpy())
+    return _received, (keys, kind, values, carried, packed, _batch_ring.invitation())
 
 
 class _SentDict(dict):
     """A batch dict as a worker sends it (see :func:`_for_transport`)."""
 
-    _how: tuple[Any, ...] = ("shared", None, None)
+    _merge: tuple[str, str] | None = None
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _reduce_sent(list(self), list(self.values()), _sent_once(self))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _reduce_sent(list(self), list(self.values()), self._merge)
 
     def __copy__(self) -> _SentDict:  # kept by the loader's default_convert (batch_size=None)
         clone = _SentDict(self)
-        clone._how = _sent_once(self)  # the copy is the one sent
+        clone._merge = self._merge
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SentDict:
+        import copy
+
+        clone = _SentDict(copy.deepcopy(dict(self), memo))
+        clone._merge = self._merge
         return clone
 
 
 class _SentTuple(tuple):
     """A batch tuple as a worker sends it (see :func:`_for_transport`)."""
 
-    _how: tuple[Any, ...] = ("shared", None, None)
+    _merge: tuple[str, str] | None = None
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _reduce_sent(None, list(self), _sent_once(self))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _reduce_sent(None, list(self), None)
+
+    def __copy__(self) -> _SentTuple:
+        return _SentTuple(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SentTuple:
+        import copy
+
+        return _SentTuple(copy.deepcopy(tuple(self), memo))
 
 
 def _received(
@@ -428,7 +426,10 @@ def _received(
     if invite is not None:
         _batch_ring.attach(invite)
     if kind == "ring" and packed is not None:
-        ring = iter(_batch_ring.unpack(packed))
+        arrays = _batch_ring.unpack(packed)
+        if len(arrays) != sum(carried):
+            raise RuntimeError(f"a batch arrived with {len(arrays)} arrays in its ring slot, expected {sum(carried)}")
+        ring = iter(arrays)
         values = [torch.from_numpy(next(ring)) if c else v for v, c in zip(values, carried, strict=True)]
     elif kind == "value":
         values = [torch.from_numpy(v) if c else v for v, c in zip(values, carried, strict=True)]

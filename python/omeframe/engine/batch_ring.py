@@ -20,17 +20,28 @@ A *batch ring* is one shared-memory file per worker process, cut into
 
 The file is an anonymous ``memfd`` of the worker; the reader opens it once as
 ``/proc/<worker pid>/fd/<fd>`` (:func:`attach`), checks its random token and
-size, and sets the ring's *attached* flag. Until the worker sees that flag,
-and whenever every slot is taken (a reader that keeps many batches), a batch
-too large for a slot arrives, or the platform lacks ``memfd``, :func:`pack`
-returns ``None`` and the caller sends the batch the usual way, with the
-ring's address (:func:`invitation`) so the reader attaches. Nothing relies on
-the ring for correctness: every fallback is the ordinary path.
+size, and sets the ring's *attached* flag. Until the worker sees that flag, for
+a batch over :data:`MAX_SLOT_BYTES`, or where the platform lacks ``memfd``,
+:func:`pack` returns ``None`` and the caller sends the batch the usual way,
+with the ring's address (:func:`invitation`) so the reader attaches. Nothing
+relies on the ring for correctness: every fallback is the ordinary path.
 
-The reader keeps each attached ring mapped while its worker lives (a ring is
-attached once, on a worker's first batches); rings of workers that have
-exited are dropped when another ring attaches, and their memory is freed with
-the last batch still using it.
+Rules that keep a batch the reader holds from ever changing:
+
+* only the reading process frees a slot (a process forked from it inherits
+  the views and their finalizers, but its copies dying free nothing);
+* a slot the reader holds when it forks is never freed: the child may read
+  its inherited views, and the worker would otherwise write the slot again;
+* a worker whose slots are all taken (a reader that keeps many batches, or
+  slots held across forks) starts a new ring rather than waiting, and the
+  reader keeps the old ring only for as long as batches in it are alive;
+* a batch unpickled in the process that packed it (a deep copy in the
+  worker) is copied out of its slot, which is freed at once; a process never
+  attaches its own ring.
+
+The reader keeps a worker's newest ring mapped while the worker lives; its
+older rings, and rings of workers that have exited, stay mapped only while
+batches in them are alive.
 
 Measured with 2 workers on 2 cores, batches of 256 crops 3×64×64 uint8
 copied from memory (no decoding): 116,000–120,000 samples/s and 3.4 ms of CPU
@@ -105,6 +116,11 @@ def supported() -> bool:
 class _WorkerRing:
     """A ring owned by this process: its memfd, its mapping and its header."""
 
+    @staticmethod
+    def _close(fd: int, pid: int) -> None:
+        if os.getpid() == pid:  # a forked child's copy of the ring closes nothing of the owner's
+            os.close(fd)
+
     def __init__(self, slot_bytes: int, slots: int = SLOTS) -> None:
         self.pid = os.getpid()
         self.fd = os.memfd_create("omeframe-batch-ring", os.MFD_CLOEXEC)
@@ -117,7 +133,7 @@ class _WorkerRing:
             raise
         self.map[:_TOKEN] = self.address.token
         self.header = np.frombuffer(self.map, dtype=np.uint8, count=_HEADER)
-        weakref.finalize(self, os.close, self.fd)
+        weakref.finalize(self, _WorkerRing._close, self.fd, self.pid).atexit = False
 
     @property
     def attached(self) -> bool:
@@ -149,31 +165,38 @@ def _layout(arrays: Sequence[np.ndarray]) -> tuple[tuple[tuple[int, str, tuple[i
     return tuple(out), at
 
 
-def _ring_for(need: int) -> _WorkerRing | None:
-    """This process's ring, created (or replaced by one with larger slots) to hold ``need`` bytes."""
+def _new_ring(slot_bytes: int) -> _WorkerRing | None:
+    """A new ring for this process, replacing its current one (``None`` where rings cannot be made)."""
     global _mine
-    ring = _mine
-    if ring is not None and ring.pid == os.getpid() and need <= ring.address.slot_bytes:
-        return ring
     if not supported():
         return None
     try:
-        ring = _WorkerRing(_round_up(max(need, 1), _PAGE))
+        ring = _WorkerRing(_round_up(max(slot_bytes, 1), _PAGE))
     except OSError:  # no memfd here, or no memory for it: the usual path
         return None
     _mine = ring
     return ring
 
 
+def _ring_for(need: int) -> _WorkerRing | None:
+    """This process's ring, created (or replaced by one with slots twice as large) to hold ``need`` bytes."""
+    ring = _mine
+    if ring is not None and ring.pid == os.getpid():
+        if need <= ring.address.slot_bytes:
+            return ring
+        return _new_ring(max(need, 2 * ring.address.slot_bytes))
+    return _new_ring(need)
+
+
 def pack(arrays: Sequence[np.ndarray]) -> Packed | None:
     """Copy ``arrays`` into a free slot of this process's ring; ``None`` when the ring cannot take them.
 
     ``None`` until a reader has attached the ring (see :func:`invitation`),
-    while every slot is taken, for a batch over :data:`MAX_SLOT_BYTES`, or
-    where rings are not supported; the caller then sends the arrays the usual
-    way. A batch larger than the ring's slots
-    replaces the ring with one of larger slots (the old one lives on in the
-    reader for as long as its batches do).
+    for a batch over :data:`MAX_SLOT_BYTES`, or where rings are not
+    supported; the caller then sends the arrays the usual way. A batch larger
+    than the ring's slots, or one that finds every slot taken, starts a new
+    ring (which the reader attaches from the next invitation); the old one
+    lives on in the reader for as long as its batches do.
     """
     layout, need = _layout(arrays)
     if need > MAX_SLOT_BYTES:
@@ -183,8 +206,9 @@ def pack(arrays: Sequence[np.ndarray]) -> Packed | None:
         if ring is None or not ring.attached:
             return None
         slot = ring.claim()
-    if slot is None:
-        return None
+        if slot is None:
+            _new_ring(ring.address.slot_bytes)
+            return None
     base = _HEADER + slot * ring.address.slot_bytes
     for a, (at, _, _) in zip(arrays, layout, strict=True):
         dst = np.frombuffer(ring.map, dtype=a.dtype, count=a.size, offset=base + at).reshape(a.shape)
@@ -223,9 +247,13 @@ class _ReaderRing:
         self.map[_ATTACHED] = 1
 
 
-_attached: dict[bytes, _ReaderRing] = {}  # token -> ring, while its worker lives
+_attached: dict[bytes, _ReaderRing] = {}  # token -> the newest ring of a live worker
+_older: weakref.WeakValueDictionary[bytes, _ReaderRing] = weakref.WeakValueDictionary()  # kept by their batches
 _refused: set[bytes] = set()
 _attach_lock = threading.Lock()
+_self_attach = False  # tests attach rings of their own process
+_held: dict[int, weakref.finalize] = {}  # slots this process holds, by finalizer number
+_numbers = iter(range(1 << 62))
 
 
 def _alive(pid: int) -> bool:
@@ -242,18 +270,20 @@ def attach(address: RingAddress) -> bool:
     """Map a worker's ring in this process (once); whether it is mapped.
 
     ``False`` when the ring cannot be opened (the worker has exited, or
-    ``/proc`` does not let this process open the worker's descriptors); the
-    worker then keeps sending batches the usual way. Rings of workers that
-    have exited are dropped here.
+    ``/proc`` does not let this process open the worker's descriptors) and
+    for a ring of this very process; the worker then keeps sending batches
+    the usual way. The worker's older rings, and rings of workers that have
+    exited, are kept from here on only by their batches still alive.
     """
     with _attach_lock:
         if address.token in _attached:
             return True
-        if address.token in _refused:
+        if address.token in _refused or (address.pid == os.getpid() and not _self_attach):
             return False
         for token, ring in list(_attached.items()):
-            if not _alive(ring.address.pid):
-                del _attached[token]  # its batches still in use keep the mapping alive
+            if ring.address.pid == address.pid or not _alive(ring.address.pid):
+                _older[token] = ring  # its batches still in use keep the mapping alive
+                del _attached[token]
         try:
             _attached[address.token] = _ReaderRing(address)
         except (OSError, ValueError):
@@ -262,18 +292,58 @@ def attach(address: RingAddress) -> bool:
         return True
 
 
-def _release(flags: np.ndarray, slot: int, pid: int) -> None:
+def _release(ring: _ReaderRing, slot: int, pid: int, number: int) -> None:
     """Mark ``slot`` free, in the process that unpacked it only.
 
     A process forked from the reader inherits its views (and their
     finalizers); its copies dying must not free a slot the reader still sees.
     """
     if os.getpid() == pid:
-        flags[slot] = 0
+        _held.pop(number, None)
+        ring.flags[slot] = 0
+
+
+def _keep_held_slots() -> None:
+    """Before this process forks: the slots it holds are never freed (the child may read them)."""
+    for fin in list(_held.values()):
+        fin.detach()
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_keep_held_slots)
+
+
+def _own_copy(packed: Packed) -> list[np.ndarray]:
+    """The arrays of a batch this process packed itself, copied out of its slot, which is freed."""
+    ring = _mine
+    if ring is None or ring.address.token != packed.ring.token:
+        raise RuntimeError(
+            f"a batch packed by this process arrived in slot {packed.slot} of a batch ring it no longer has"
+        )
+    _, views = _views(ring.map, packed)
+    out = [v.copy() for v in views]
+    ring.header[_FLAGS + packed.slot] = 0
+    return out
+
+
+def _views(buffer: mmap.mmap, packed: Packed) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(the slot's bytes, the batch's arrays)``: every array is a view with the slot's array as its base."""
+    size = packed.ring.slot_bytes
+    whole = np.frombuffer(buffer, dtype=np.uint8, count=size, offset=_HEADER + packed.slot * size)
+    out = []
+    for at, dtype, shape in packed.layout:
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        out.append(whole[at : at + count * dt.itemsize].view(dt).reshape(shape))
+    return whole, out
 
 
 def unpack(packed: Packed) -> list[np.ndarray]:
     """The arrays of a packed batch: views of the ring's slot, which is freed with the last of them.
+
+    In the process that packed the batch (a deep copy inside a worker), copies
+    instead, and the slot is freed at once.
 
     Raises
     ------
@@ -281,20 +351,19 @@ def unpack(packed: Packed) -> list[np.ndarray]:
         When the ring is not mapped in this process (a worker sends packed
         batches only once its reader has attached the ring).
     """
+    if packed.ring.pid == os.getpid() and not _self_attach:
+        return _own_copy(packed)
     with _attach_lock:
-        ring = _attached.get(packed.ring.token)
+        ring = _attached.get(packed.ring.token) or _older.get(packed.ring.token)
     if ring is None:
         raise RuntimeError(
             f"a batch arrived in slot {packed.slot} of the batch ring of process {packed.ring.pid}, "
             "which this process has not mapped; batch rings carry batches to the process that attached them"
         )
-    size = packed.ring.slot_bytes
-    whole = np.frombuffer(ring.map, dtype=np.uint8, count=size, offset=_HEADER + packed.slot * size)
-    # every view below keeps `whole` alive; the slot is freed with the last of them
-    weakref.finalize(whole, _release, ring.flags, packed.slot, os.getpid()).atexit = False
-    out = []
-    for at, dtype, shape in packed.layout:
-        dt = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
-        out.append(whole[at : at + count * dt.itemsize].view(dt).reshape(shape))
+    whole, out = _views(ring.map, packed)
+    number = next(_numbers)
+    # every view keeps `whole` alive, and the finalizer keeps the ring: the slot is freed with the last view
+    fin = weakref.finalize(whole, _release, ring, packed.slot, os.getpid(), number)
+    fin.atexit = False
+    _held[number] = fin
     return out
