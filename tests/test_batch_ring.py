@@ -169,6 +169,16 @@ def test_a_batch_over_the_slot_limit_goes_the_usual_way_and_makes_no_ring(monkey
     assert br.pack([np.zeros(1024, np.uint8)]) is None and br._mine is not None  # made; not attached yet
 
 
+def test_slots_double_when_batches_grow_but_never_past_the_limit(monkeypatch):
+    monkeypatch.setattr(br, "MAX_SLOT_BYTES", 3 * br._PAGE)
+    _attached_ring()  # one-page slots
+    assert br.pack([np.zeros(br._PAGE + 1, np.uint8)]) is None
+    assert br.invitation().slot_bytes == 2 * br._PAGE
+    assert br.attach(br.invitation())
+    assert br.pack([np.zeros(2 * br._PAGE + 1, np.uint8)]) is None
+    assert br.invitation().slot_bytes == 3 * br._PAGE  # not 4: the limit
+
+
 def test_attach_refuses_a_ring_that_is_not_the_one_announced():
     good = _attached_ring()
     assert not br.attach(good._replace(token=os.urandom(16)))  # another token at that descriptor

@@ -179,12 +179,15 @@ def _new_ring(slot_bytes: int) -> _WorkerRing | None:
 
 
 def _ring_for(need: int) -> _WorkerRing | None:
-    """This process's ring, created (or replaced by one with slots twice as large) to hold ``need`` bytes."""
+    """This process's ring, created (or replaced by one with slots twice as large) to hold ``need`` bytes.
+
+    Slots grow at most to :data:`MAX_SLOT_BYTES` (``need`` is never more).
+    """
     ring = _mine
     if ring is not None and ring.pid == os.getpid():
         if need <= ring.address.slot_bytes:
             return ring
-        return _new_ring(max(need, 2 * ring.address.slot_bytes))
+        return _new_ring(min(max(need, 2 * ring.address.slot_bytes), MAX_SLOT_BYTES))
     return _new_ring(need)
 
 
