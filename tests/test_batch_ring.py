@@ -68,11 +68,11 @@ def test_a_slot_is_reused_only_after_every_view_of_it_is_freed():
     assert br.pack([np.full(8, 3, np.uint8)]).slot == 0
 
 
-_held: list[np.ndarray] = []
+_kept_views: list[np.ndarray] = []
 
 
 def _drop_held() -> None:
-    _held.clear()
+    _kept_views.clear()
     gc.collect()
 
 
@@ -80,7 +80,7 @@ def test_a_child_forked_without_the_fork_hooks_frees_nothing_of_the_reader():
     import ctypes
 
     _attached_ring()
-    _held.extend(br.unpack(br.pack([np.full(16, 7, np.uint8)])))
+    _kept_views.extend(br.unpack(br.pack([np.full(16, 7, np.uint8)])))
     pid = ctypes.CDLL(None).fork()  # a fork from C: Python's at-fork hooks do not run
     if pid == 0:  # the child drops its inherited views: their finalizers run here
         try:
@@ -90,9 +90,9 @@ def test_a_child_forked_without_the_fork_hooks_frees_nothing_of_the_reader():
     os.waitpid(pid, 0)
     try:
         assert br.pack([np.zeros(16, np.uint8)]).slot == 1  # slot 0 is still the reader's
-        assert _held[0].tolist() == [7] * 16
+        assert _kept_views[0].tolist() == [7] * 16
     finally:
-        _held.clear()
+        _kept_views.clear()
 
 
 def test_with_every_slot_taken_a_new_ring_starts_and_the_old_one_lives_with_its_batches():
@@ -123,17 +123,17 @@ def test_a_process_never_attaches_its_own_ring_and_reads_its_own_batches_as_copi
 
 def _read_inherited_after(conn) -> None:
     conn.recv()  # the parent has dropped its views and sent more batches
-    conn.send(_held[0].tolist())
+    conn.send(_kept_views[0].tolist())
 
 
 def test_slots_held_when_the_reader_forks_are_never_written_again():
     _attached_ring()
-    _held.extend(br.unpack(br.pack([np.full(16, 7, np.uint8)])))
+    _kept_views.extend(br.unpack(br.pack([np.full(16, 7, np.uint8)])))
     here, there = mp.get_context("fork").Pipe()
     child = mp.get_context("fork").Process(target=_read_inherited_after, args=(there,))
     child.start()
     try:
-        _held.clear()
+        _kept_views.clear()
         gc.collect()  # the reader drops its views: the child still has its inherited copies
         first = br._mine.address.token
         for i in range(3 * br.SLOTS):  # batches read and dropped, slot after slot

@@ -348,7 +348,9 @@ def _for_transport(torch: Any, batch: Any, *, merge: tuple[str, str] | None = No
     """
     if torch.utils.data.get_worker_info() is None:
         return batch
-    sent: _SentDict | _SentTuple = _SentDict(batch) if isinstance(batch, dict) else _SentTuple(batch)
+    if not isinstance(batch, dict):
+        return _SentTuple(batch)
+    sent = _SentDict(batch)
     sent._merge = merge
     return sent
 
@@ -398,8 +400,6 @@ class _SentDict(dict):
 
 class _SentTuple(tuple):
     """A batch tuple as a worker sends it (see :func:`_for_transport`)."""
-
-    _merge: tuple[str, str] | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _reduce_sent(None, list(self), None)

@@ -51,6 +51,7 @@ per batch through the ring.
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import threading
@@ -256,7 +257,8 @@ _refused: set[bytes] = set()
 _attach_lock = threading.Lock()
 _self_attach = False  # tests attach rings of their own process
 _held: dict[int, weakref.finalize] = {}  # slots this process holds, by finalizer number
-_numbers = iter(range(1 << 62))
+_held_lock = threading.Lock()  # held across a fork: no slot is unpacked while the fork pins them
+_numbers = itertools.count()
 
 
 def _alive(pid: int) -> bool:
@@ -307,14 +309,19 @@ def _release(ring: _ReaderRing, slot: int, pid: int, number: int) -> None:
 
 
 def _keep_held_slots() -> None:
-    """Before this process forks: the slots it holds are never freed (the child may read them)."""
+    """Before this process forks: the slots it holds are never freed (the child may read them).
+
+    The lock stays taken until the fork is done (in parent and child alike),
+    so a slot unpacked by another thread meanwhile is pinned too.
+    """
+    _held_lock.acquire()
     for fin in list(_held.values()):
         fin.detach()
     _held.clear()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_keep_held_slots)
+    os.register_at_fork(before=_keep_held_slots, after_in_parent=_held_lock.release, after_in_child=_held_lock.release)
 
 
 def _own_copy(packed: Packed) -> list[np.ndarray]:
@@ -364,9 +371,10 @@ def unpack(packed: Packed) -> list[np.ndarray]:
             "which this process has not mapped; batch rings carry batches to the process that attached them"
         )
     whole, out = _views(ring.map, packed)
-    number = next(_numbers)
-    # every view keeps `whole` alive, and the finalizer keeps the ring: the slot is freed with the last view
-    fin = weakref.finalize(whole, _release, ring, packed.slot, os.getpid(), number)
-    fin.atexit = False
-    _held[number] = fin
+    with _held_lock:
+        number = next(_numbers)
+        # every view keeps `whole` alive, and the finalizer keeps the ring: the slot is freed with the last view
+        fin = weakref.finalize(whole, _release, ring, packed.slot, os.getpid(), number)
+        fin.atexit = False
+        _held[number] = fin
     return out
