@@ -39,6 +39,45 @@ def test_crc32_equals_zlib_with_and_without_zlib_ng(monkeypatch):
         crcmod.crc32_function.cache_clear()
 
 
+def test_crc32_combine_equals_zlib_of_the_concatenation_with_and_without_zlib_ng(monkeypatch):
+    rng = np.random.default_rng(4)
+    cases = [(b"", b""), (b"abc", b""), (b"", b"abc")]
+    def noise(n):
+        return rng.integers(0, 256, int(n), dtype=np.uint8).tobytes()
+
+    cases += [(noise(a), noise(b)) for a, b in rng.integers(0, 70_000, (20, 2))]
+    for fallback in (False, True):
+        crcmod._combine_function.cache_clear()
+        if fallback:  # not installed: the same product in Python
+            for name in ("zlib_ng", "zlib_ng.zlib_ng"):
+                monkeypatch.setitem(sys.modules, name, None)
+        try:
+            assert (crcmod._combine_function() is crcmod._py_combine) == fallback
+            for a, b in cases:
+                assert crcmod.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+        finally:
+            crcmod._combine_function.cache_clear()
+    with pytest.raises(ValueError, match="length2 must be >= 0"):
+        crcmod.crc32_combine(1, 2, -1)
+
+
+def test_a_batch_measured_where_it_was_scanned_ties_to_the_stored_running_crcs():
+    """continues() gives batch_crc_ok()'s verdict from a batch's (CRC, length) alone."""
+    crops = (np.arange(300 * 3 * 16 * 16) % 241).astype(np.uint8).reshape(300, 3, 16, 16)
+    col = of.records_from_arrays(crops, dim_order="CYX", chunk_compression=None)
+    stored, _ = vchecksum.stored_crcs([col], vchecksum.SCOPE, 0)
+    first, second = col.slice(0, 120), col.slice(120)
+    start = int(stored[119]) >> 32
+    measured = vchecksum.batch_crc([second], vchecksum.SCOPE)
+    assert measured is not None and measured[1] == 180 * 3 * 256
+    assert vchecksum.continues(start, measured, int(stored[-1]) >> 32)
+    assert vchecksum.batch_crc_ok([second], vchecksum.SCOPE, stored[120:], start)
+    assert not vchecksum.continues(start ^ 1, measured, int(stored[-1]) >> 32)  # another start
+    assert not vchecksum.continues(start, (measured[0], measured[1] - 1), int(stored[-1]) >> 32)  # another length
+    assert vchecksum.continues(0, vchecksum.batch_crc([first], vchecksum.SCOPE), start)
+    assert vchecksum.batch_crc([first, second], vchecksum.SCOPE) is None  # two columns: not one buffer
+
+
 def test_combine_groups_equals_zlib_of_the_concatenation():
     rng = np.random.default_rng(1)
     for trial in range(30):
@@ -326,14 +365,15 @@ def test_a_full_read_of_many_batches_names_damaged_rows_in_every_batch(tmp_path,
     in file order, whichever thread checked its batch; intact rows read back exactly."""
     n = 20_000  # three batches
     crops = (np.arange(n * 256, dtype=np.uint32).reshape(n, 1, 16, 16) % 251).astype(np.uint8)
-    table = pa.table({"img": of.records_from_arrays(crops, dim_order="CYX", chunk_compression=None)})
+    area = np.arange(n, dtype=np.float32)  # a feature column first: the records are the scan's second column
+    table = pa.table({"area": area, "img": of.records_from_arrays(crops, dim_order="CYX", chunk_compression=None)})
     damaged = crops.copy()
     rows = [3, 8_200, 8_191, 19_999]  # batches 0, 1, 0 and 2
     for r in rows:
         damaged[r, 0, 7, 9] ^= 0x10
-    bad = pa.table({"img": of.records_from_arrays(damaged, dim_order="CYX", chunk_compression=None)})
+    bad = pa.table({"area": area, "img": of.records_from_arrays(damaged, dim_order="CYX", chunk_compression=None)})
     path = tmp_path / "many.vortex"
-    stored, _ = vchecksum.stored_crcs([table.column(0).combine_chunks()], vchecksum.SCOPE, 0)
+    stored, _ = vchecksum.stored_crcs([table.column("img").combine_chunks()], vchecksum.SCOPE, 0)
     at = [0]
 
     def intact_crcs(cols, scope, start):  # the writer asks batch by batch

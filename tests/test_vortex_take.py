@@ -537,9 +537,11 @@ def test_the_scan_reads_what_the_arrow_stream_reads(tmp_path: Path) -> None:
     target = pa.schema([target.field(n) if n in target.names else pa.field(n, pa.null()) for n in names])
     picks = vortex.array(pa.array(np.array([3, 4, 8_191, 8_192, 20_000, 34_999], dtype=np.uint64)))
     for indices in (None, picks):
-        got = vfile._scan_to_arrow(vf, names, indices, target)
+        got, sizes = vfile._scan_to_arrow(vf, names, indices, target, lambda batch: batch.num_rows)
         want = vf.to_arrow(names, indices=indices, schema=target).read_all()
         assert got.equals(want)
+        # each batch's measure, taken where it was converted, lines up with the table's chunks
+        assert sizes == [len(chunk) for chunk in got.column(0).chunks] and len(sizes) > (1 if indices is None else 0)
     import vortex.expr as ve
 
     from omeframe.formats.vortex.arrow_dataset import vortex_literal
@@ -553,8 +555,8 @@ def test_the_scan_reads_what_the_arrow_stream_reads(tmp_path: Path) -> None:
     assert got.column("area").to_pylist() == [3.0, 4.0, 8191.0, 8192.0, 20000.0, 34999.0]  # in order
     empty = tmp_path / "e.vortex"
     vortex.io.write(pa.table({"x": pa.array([], pa.int64())}), str(empty))
-    got = vfile._scan_to_arrow(vortex.open(str(empty)), ["x"], None, pa.schema([("x", pa.int64())]))
-    assert got.num_rows == 0 and got.schema == pa.schema([("x", pa.int64())])
+    got, measured = vfile._scan_to_arrow(vortex.open(str(empty)), ["x"], None, pa.schema([("x", pa.int64())]))
+    assert got.num_rows == 0 and measured == [] and got.schema == pa.schema([("x", pa.int64())])
 
 
 def test_scan_batches_takes_a_chunked_conversion_apart() -> None:

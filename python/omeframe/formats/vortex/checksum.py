@@ -28,8 +28,13 @@ the stored running CRC of its last row (:func:`batch_crc_ok`): no work per row,
 which matters because every array call costs tens of microseconds right after
 a read has filled the caches with pixels. Only a batch that fails is searched
 row by row against the rows' own CRCs (:func:`bad_rows`), which also check
-takes. The batches of a large table are checked after Vortex has read them,
-on two threads (the CRC releases the GIL).
+takes. A scan takes each batch's CRC from zero (:func:`batch_crc`) in the
+thread that has just converted the batch, beside the conversion of the next
+one; the read then ties these to the stored running CRCs
+(:func:`continues`: ``crc(A + B)`` from ``crc(A)``, ``crc(B)`` and the length
+of ``B``), at no cost per byte. The CRC, which runs at memory speed, thus
+reads bytes the scan has just written instead of a second pass over the
+whole table.
 
 The batch check gives the row check's verdict on any damage confined to the
 bytes of one row: the two CRCs differ by that row's own discrepancy times a
@@ -50,16 +55,17 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
 from omeframe.model.record import looks_like_record_type
-from omeframe.storage.crc import _times_x8n, crc32_combine_groups, crc32_fold_equal, crc32_function
+from omeframe.storage.crc import _times_x8n, crc32_combine, crc32_combine_groups, crc32_fold_equal, crc32_function
 
 __all__ = [
-    "BLOCK_BYTES", "SCOPE", "SCOPE_KEY", "bad_rows", "bad_spans", "batch_crc_ok", "ome_columns",
+    "BLOCK_BYTES", "SCOPE", "SCOPE_KEY", "bad_rows", "bad_spans", "batch_crc", "batch_crc_ok", "continues",
+    "ome_columns", "pixel_span",
     "row_and_running_crcs", "row_crcs", "stored_crcs",
 ]
 
@@ -279,6 +285,24 @@ def batch_crc_ok(
     its neighbour changes the rows' chunk lengths, which every decode checks
     against the chunk shapes (raw chunks) or zstd's frame sizes and checksums.
     """
+    values = np.asarray(stored, dtype=np.uint64)
+    if not len(values):
+        return True
+    found = pixel_span(columns, scope, len(values))
+    if not isinstance(found, tuple):  # None: not in one buffer; False: a row count that disagrees
+        return found
+    data, a, b = found
+    return (int(crc32_function()(data[a:b], int(start))) & 0xFFFFFFFF) == int(values[-1]) >> 32
+
+
+def pixel_span(
+    columns: Sequence[pa.Array | pa.ChunkedArray], scope: int, num_rows: int
+) -> tuple[Any, int, int] | Literal[False] | None:
+    """``(data, start, stop)``: the pixel bytes of a batch of ``num_rows`` rows, back to back in one buffer.
+
+    ``None`` when they are not in one buffer (several OME-Arrow columns, a
+    chunked column); ``False`` when the column does not hold ``num_rows`` rows.
+    """
     if len(columns) != 1:
         return None
     column = columns[0]
@@ -286,18 +310,46 @@ def batch_crc_ok(
         if column.num_chunks != 1:
             return None
         column = column.chunk(0)
-    values = np.asarray(stored, dtype=np.uint64)
-    if not len(values):
-        return True
-    end = int(values[-1]) >> 32
+    if len(column) != num_rows:
+        return False
     found = _byte_range(column)
     if found is None:  # another layout: its rows' spans, which lie back to back
         data, starts, stops = _byte_spans(column, scope)
-        if len(starts) != len(values):
-            return False
-        found = data, int(starts[0]), int(stops[-1])
+        found = (data, int(starts[0]), int(stops[-1])) if len(starts) else (memoryview(b""), 0, 0)
+    return found
+
+
+def batch_crc(columns: Sequence[pa.Array | pa.ChunkedArray], scope: int) -> tuple[int, int] | None:
+    """``(CRC-32, length)`` of a batch's pixel bytes, for :func:`continues` (``None``: not in one buffer).
+
+    A scan computes it in the thread that has just converted the batch, while
+    its bytes are still in the caches; :func:`continues` later ties it to the
+    stored running CRCs at no cost per byte.
+    """
+    n = len(columns[0]) if columns else 0
+    found = pixel_span(columns, scope, n)
+    if not isinstance(found, tuple):
+        return None
     data, a, b = found
-    return (int(crc32_function()(data[a:b], int(start))) & 0xFFFFFFFF) == end
+    return int(crc32_function()(data[a:b], 0)) & 0xFFFFFFFF, b - a
+
+
+def continues(start: int, measured: tuple[int, int], end: int) -> bool:
+    """Whether bytes of ``measured = (CRC-32, length)`` (:func:`batch_crc`) take the running CRC
+    ``start`` to ``end`` (the stored running CRCs before a batch and through its last row).
+
+    ``crc(A + B) == crc(A) * x**(8 len B) ^ crc(B)`` gives the verdict of
+    :func:`batch_crc_ok` over the same bytes, without reading them again.
+
+    Example
+    -------
+    >>> import zlib
+    >>> a, b = b"first batch", b"second batch"
+    >>> continues(zlib.crc32(a), (zlib.crc32(b), len(b)), zlib.crc32(a + b))
+    True
+    """
+    crc, length = measured
+    return crc32_combine(start, crc, length) == end
 
 
 def _byte_range(arr: pa.Array) -> tuple[Any, int, int] | None:

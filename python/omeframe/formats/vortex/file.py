@@ -53,7 +53,9 @@ from omeframe.formats.vortex.checksum import (
     SCOPE_KEY,
     bad_rows,
     bad_spans,
+    batch_crc,
     batch_crc_ok,
+    continues,
     ome_columns,
     stored_crcs,
 )
@@ -723,10 +725,17 @@ def read_vortex_table(
         if taken:  # sparse rows: through the lazily scanned columns (see omeframe.formats.vortex.take)
             assert lazy is not None and read_rows is not None
             table = pa.Table.from_arrays(lazy.take(list(read_target), read_rows), schema=read_target)
+            measured = None
         else:
-            table = _scan_to_arrow(vf, [*columns, hidden_name] if check else columns, vx_indices, read_target)
+            # a full read of a file with running CRCs takes each batch's CRC where the batch is converted
+            chained = vx_indices is None and crc_type is not None and pa.types.is_uint64(crc_type)
+            at = [read_target.get_field_index(name) for name in ome]
+            measure = functools.partial(_measure, at, _crc_scope(hidden_name)) if chained else None
+            table, measured = _scan_to_arrow(
+                vf, [*columns, hidden_name] if check else columns, vx_indices, read_target, measure
+            )
         if check:  # each batch's pixel bytes against its stored CRCs (see _check_crcs)
-            table = _check_crcs(table, ome, p, read_rows, n_out)
+            table = _check_crcs(table, ome, p, read_rows, n_out, measured)
     except BaseException as exc:
         raise corrupt_or_raise(exc, f"{p!r} cannot be read") from exc
     if not table.schema.equals(target, check_metadata=False):
@@ -780,6 +789,15 @@ def scan_batches(
 def _scan_batches(
     vf: Any, projection: list[str], target: pa.Schema, indices: Any, expr: Any, batch_size: int | None
 ) -> Iterator[pa.RecordBatch]:
+    for batch, _ in _scan_pairs(vf, projection, target, indices, expr, batch_size, None):
+        yield batch
+
+
+def _scan_pairs(
+    vf: Any, projection: list[str], target: pa.Schema, indices: Any, expr: Any, batch_size: int | None,
+    measure: Callable[[pa.RecordBatch], Any] | None,
+) -> Iterator[tuple[pa.RecordBatch, Any]]:
+    """:func:`_scan_batches`, each batch with ``measure(batch)`` (``None`` without), taken where it was converted."""
     bounds = np.asarray(vf.splits(), dtype=np.int64).reshape(-1, 2)
     if not len(bounds) or len(vf) == 0:
         return
@@ -789,12 +807,14 @@ def _scan_batches(
         options["batch_size"] = int(batch_size)
     scan = vf.to_repeated_scan(projection, **options)
 
-    def split(lo: int, hi: int) -> list[pa.RecordBatch]:
+    def split(lo: int, hi: int) -> list[tuple[pa.RecordBatch, Any]]:
         out = []
         for a in scan.execute(row_range=(lo, hi)):
             arr = a.to_arrow_array(arrow_type=struct)  # a chunked vortex array converts to a ChunkedArray
             parts = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
-            out += [pa.RecordBatch.from_struct_array(c) for c in parts]
+            for c in parts:
+                batch = pa.RecordBatch.from_struct_array(c)
+                out.append((batch, measure(batch) if measure is not None else None))
         return out
 
     # Runs of splits: each run is one scan call (about 0.7 ms each: one per split made a header-only
@@ -814,9 +834,14 @@ def _scan_batches(
         yield from pending.popleft().result()
 
 
-def _scan_to_arrow(vf: Any, projection: list[str], indices: Any, target: pa.Schema) -> pa.Table:
-    """The rows of ``vf`` (all, or vortex ``indices``) in ``projection``, as one table (:func:`scan_batches`)."""
-    return pa.Table.from_batches(list(_scan_batches(vf, projection, target, indices, None, None)), schema=target)
+def _scan_to_arrow(
+    vf: Any, projection: list[str], indices: Any, target: pa.Schema,
+    measure: Callable[[pa.RecordBatch], Any] | None = None,
+) -> tuple[pa.Table, list[Any]]:
+    """The rows of ``vf`` (all, or vortex ``indices``) in ``projection``, as one table (:func:`scan_batches`),
+    and ``measure`` of each of its chunks (the batches), in order."""
+    pairs = list(_scan_pairs(vf, projection, target, indices, None, None, measure))
+    return pa.Table.from_batches([b for b, _ in pairs], schema=target), [m for _, m in pairs]
 
 
 #: The fields of an OME-Arrow record that decoding chunked pixels and their CRCs need
@@ -1088,10 +1113,21 @@ def _stored_crc_type(vf: Any, hidden_name: str) -> pa.DataType | None:
 PARALLEL_ROWS = 8192
 
 
-def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | None, num_rows: int) -> pa.Table:
+def _measure(at: list[int], scope: int, batch: pa.RecordBatch) -> tuple[int, int] | None:
+    """``(CRC-32, length)`` of the pixel bytes of a scanned batch's OME-Arrow columns (at positions ``at``),
+    or ``None`` (:func:`~omeframe.formats.vortex.checksum.batch_crc`)."""
+    return batch_crc([batch.column(i) for i in at], scope)
+
+
+def _check_crcs(
+    table: pa.Table, ome: list[str], path: str, rows: np.ndarray | None, num_rows: int,
+    measured: Sequence[tuple[int, int] | None] | None = None,
+) -> pa.Table:
     """Check the rows' pixel CRCs of ``table`` batch by batch and drop the hidden column.
 
-    Raises :class:`ChunkChecksumError` naming every row (of the file, through
+    ``measured``: each batch's ``(CRC-32, length)`` of its pixel bytes, taken
+    by the scan (:func:`_measure`), or ``None`` where it was not. Raises
+    :class:`ChunkChecksumError` naming every row (of the file, through
     ``rows`` for a take) whose pixel bytes changed, after the whole read.
     """
     hidden_name = table.schema.names[-1]
@@ -1103,8 +1139,9 @@ def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | N
     wide = pa.types.is_uint64(table.schema.field(hidden_name).type)
     chained = rows is None and wide
 
-    def check(columns: list[Any], values: np.ndarray, start: int, at: int) -> np.ndarray:
-        verdict = batch_crc_ok(columns, scope, values, start) if chained else None
+    def check(columns: list[Any], values: np.ndarray, start: int, at: int, measured: Any) -> np.ndarray:
+        # measured (by the scan): its batch failed continues() already; search its rows
+        verdict = batch_crc_ok(columns, scope, values, start) if chained and measured is None else None
         if verdict:
             return np.zeros(0, dtype=np.intp)
         return bad_rows(columns, _own_crcs(values), scope) + at
@@ -1115,8 +1152,12 @@ def _check_crcs(table: pa.Table, ome: list[str], path: str, rows: np.ndarray | N
     for i, stored in enumerate(table.column(hidden_name).chunks):
         if len(stored):
             values = _hidden_values(stored, path)
-            jobs.append(([col.chunk(i) for col in record_columns], values, start, at))
-            start, at = int(values[-1]) >> 32, at + len(stored)
+            end = int(values[-1]) >> 32
+            done = measured[i] if chained and measured is not None else None
+            # a batch measured by the scan is tied to the stored running CRCs here, at no cost per byte
+            if done is None or not continues(start, done, end):
+                jobs.append(([col.chunk(i) for col in record_columns], values, start, at, done))
+            start, at = end, at + len(stored)
     table = table.drop_columns([hidden_name])
     # vortex's decode threads are idle now: this thread and the engine's parked helpers take
     # batches from one queue until none is left (the CRC releases the GIL), so no core idles
