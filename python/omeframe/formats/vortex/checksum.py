@@ -33,8 +33,9 @@ thread that has just converted the batch, beside the conversion of the next
 one; the read then ties these to the stored running CRCs
 (:func:`continues`: ``crc(A + B)`` from ``crc(A)``, ``crc(B)`` and the length
 of ``B``), at no cost per byte. The CRC, which runs at memory speed, thus
-reads bytes the scan has just written instead of a second pass over the
-whole table.
+overlaps the scan instead of making a second pass over the whole table after
+it (measured on 50,000 crops 3×16×16: 0.2–0.7 ms less per read, of about
+1.5–2.5 ms that the check costs).
 
 The batch check gives the row check's verdict on any damage confined to the
 bytes of one row: the two CRCs differ by that row's own discrepancy times a
@@ -323,7 +324,7 @@ def batch_crc(columns: Sequence[pa.Array | pa.ChunkedArray], scope: int) -> tupl
     """``(CRC-32, length)`` of a batch's pixel bytes, for :func:`continues` (``None``: not in one buffer).
 
     A scan computes it in the thread that has just converted the batch, while
-    its bytes are still in the caches; :func:`continues` later ties it to the
+    Vortex decodes the next ones; :func:`continues` later ties it to the
     stored running CRCs at no cost per byte.
     """
     n = len(columns[0]) if columns else 0
