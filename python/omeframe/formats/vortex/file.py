@@ -1139,9 +1139,9 @@ def _check_crcs(
     wide = pa.types.is_uint64(table.schema.field(hidden_name).type)
     chained = rows is None and wide
 
-    def check(columns: list[Any], values: np.ndarray, start: int, at: int, measured: Any) -> np.ndarray:
-        # measured (by the scan): its batch failed continues() already; search its rows
-        verdict = batch_crc_ok(columns, scope, values, start) if chained and measured is None else None
+    def check(columns: list[Any], values: np.ndarray, start: int, at: int, done: Any) -> np.ndarray:
+        # done (measured by the scan): the batch failed continues() already; search its rows
+        verdict = batch_crc_ok(columns, scope, values, start) if chained and done is None else None
         if verdict:
             return np.zeros(0, dtype=np.intp)
         return bad_rows(columns, _own_crcs(values), scope) + at
