@@ -20,6 +20,7 @@ def fresh_rings(monkeypatch):
     import weakref
 
     monkeypatch.setattr(br, "_mine", None)
+    monkeypatch.setattr(br, "_replaced", {})
     monkeypatch.setattr(br, "_attached", {})
     monkeypatch.setattr(br, "_older", weakref.WeakValueDictionary())
     monkeypatch.setattr(br, "_refused", set())
@@ -119,6 +120,45 @@ def test_a_process_never_attaches_its_own_ring_and_reads_its_own_batches_as_copi
     (copy,) = br.unpack(packed)  # a deep copy inside the worker
     assert copy.tolist() == list(range(8)) and copy.base is None
     assert br.pack([np.zeros(8, np.uint8)]).slot == packed.slot  # freed at once
+
+
+def test_a_process_reads_its_own_batch_from_a_ring_it_has_since_replaced(monkeypatch):
+    monkeypatch.setattr(br, "_self_attach", False)
+    assert br.pack([np.zeros(8, np.uint8)]) is None
+    br._mine.header[br._ATTACHED] = 1  # as when the reader attaches
+    first = br._mine
+    packed = [br.pack([np.full(8, i, np.uint8)]) for i in range(br.SLOTS)]
+    assert br.pack([np.zeros(8, np.uint8)]) is None  # every slot taken: a new ring
+    assert br._mine is not first and first.address.token in br._replaced
+    (mine,) = br.unpack(packed[3])  # from the replaced ring, whose slot is freed
+    assert mine.tolist() == [3] * 8 and not first.flags[3]
+    br._mine.header[br._ATTACHED] = 1
+    br.pack([np.zeros(8, np.uint8)])
+    assert first.address.token in br._replaced  # seven slots still taken
+    for p in packed[:3] + packed[4:]:
+        br.unpack(p)
+    br.pack([np.zeros(8, np.uint8)])
+    assert first.address.token not in br._replaced  # every slot free: forgotten at the next pack
+
+
+def test_a_packed_batch_is_received_once(monkeypatch):
+    _attached_ring()
+    packed = br.pack([np.arange(8, dtype=np.uint8)])
+    (view,) = br.unpack(packed)
+    with pytest.raises(RuntimeError, match="already received"):  # the same pickle read twice
+        br.unpack(packed)
+    del view
+    gc.collect()
+    again = br.pack([np.full(8, 5, np.uint8)])
+    assert again.slot == packed.slot and again.number != packed.number
+    with pytest.raises(RuntimeError, match="already received"):  # its slot now holds another batch
+        br.unpack(packed)
+    assert br.unpack(again)[0].tolist() == [5] * 8
+    monkeypatch.setattr(br, "_self_attach", False)  # the worker's own copy is checked as well
+    own = br.pack([np.full(8, 6, np.uint8)])
+    assert br.unpack(own)[0].tolist() == [6] * 8
+    with pytest.raises(RuntimeError, match="already received"):
+        br.unpack(own)
 
 
 def _read_inherited_after(conn) -> None:

@@ -164,8 +164,6 @@ def _same_batch(a, b, torch) -> bool:
 
 
 def test_collate_in_a_worker_stacks_samples_as_default_collate_does(torch, monkeypatch):
-    import pickle
-
     from omeframe.engine import batch_ring
 
     monkeypatch.setattr(batch_ring, "_mine", None)
@@ -178,7 +176,7 @@ def test_collate_in_a_worker_stacks_samples_as_default_collate_does(torch, monke
     ]
     expected = torch.utils.data.default_collate(samples)
     for _ in range(2):  # the first batch announces the ring, the second travels through it
-        back = pickle.loads(pickle.dumps(collate(samples)))
+        back = _over_queue(collate(samples))
         assert _same_batch(back, expected, torch)
     assert _in_ring(back["image"]) and _in_ring(back["row"])
     others = [  # default_collate's own: tuples become lists, bools, shapes that differ, keys that differ
@@ -203,6 +201,14 @@ def test_pin_memory_path(table, torch):
     assert b["image"].is_contiguous() and b["row"].is_contiguous() and b["label"].is_contiguous()
     if cuda:  # pragma: no cover - no CUDA on this machine
         assert b["image"].is_pinned()
+
+
+def _over_queue(batch):
+    """``batch`` sent as a DataLoader worker's result queue sends it (multiprocessing's pickler)."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    return pickle.loads(ForkingPickler.dumps(batch))
 
 
 def _in_ring(t) -> bool:
@@ -298,22 +304,21 @@ def test_batches_pickle_by_value_only_when_small(torch, monkeypatch, no_rings):
     small = {"image": torch.arange(12, dtype=torch.uint8).view(3, 4), "row": torch.arange(3), "well": ["a", "b", "c"]}
     sent = oft._for_transport(torch, small)
     assert type(copy.copy(sent)) is type(sent)  # the loader's default_convert copies batches
-    back = pickle.loads(pickle.dumps(sent))
+    back = _over_queue(sent)
     assert type(back) is dict and list(back) == ["image", "row", "well"] and back["well"] == ["a", "b", "c"]
     assert torch.equal(back["image"], small["image"]) and back["image"].data_ptr() != small["image"].data_ptr()
-    pair = pickle.loads(pickle.dumps(oft._for_transport(torch, (small["image"], torch.ones(3, dtype=torch.bfloat16)))))
+    pair = _over_queue(oft._for_transport(torch, (small["image"], torch.ones(3, dtype=torch.bfloat16))))
     assert type(pair) is tuple and pair[1].dtype == torch.bfloat16 and torch.equal(pair[0], small["image"])
     big = {"image": torch.zeros(oft.BY_VALUE_BYTES + 1, dtype=torch.uint8)}
     sent_big = oft._for_transport(torch, big)
     assert sent_big == big
-    from multiprocessing.reduction import ForkingPickler  # what a worker's queue pickles with
-
-    assert pickle.loads(ForkingPickler.dumps(sent_big))["image"].is_shared()  # torch's own way
+    assert _over_queue(sent_big)["image"].is_shared()  # torch's own way
+    plain = pickle.loads(pickle.dumps(sent_big))  # any other pickler: a plain dict, by value
+    assert type(plain) is dict and not plain["image"].is_shared() and torch.equal(plain["image"], big["image"])
 
 
 def test_a_worker_batch_travels_through_the_ring_once_attached(torch, monkeypatch):
     import copy
-    import pickle
 
     import omeframe.torch as oft
     from omeframe.engine import batch_ring
@@ -326,29 +331,54 @@ def test_a_worker_batch_travels_through_the_ring_once_attached(torch, monkeypatc
         "image": torch.from_numpy(np.arange(60, dtype=np.uint16).reshape(4, 3, 5)), "row": torch.arange(4),
         "half": torch.ones(4, dtype=torch.bfloat16), "well": list("abcd"),
     }
-    first = pickle.loads(pickle.dumps(oft._for_transport(torch, batch, merge=("image", "row"))))
+    first = _over_queue(oft._for_transport(torch, batch, merge=("image", "row")))
     assert not _in_ring(first["image"])  # sent by value, with the ring's address: now attached
     sent = oft._for_transport(torch, batch, merge=("image", "row"))
-    back = pickle.loads(pickle.dumps(sent))
+    back = _over_queue(sent)
     assert type(back) is dict and list(back) == list(batch) and back["well"] == list("abcd")
     assert _in_ring(back["image"]) and _in_ring(back["row"]) and not _in_ring(back["half"])
     assert all(torch.equal(back[k], batch[k]) for k in ("image", "row", "half"))
-    again = pickle.loads(pickle.dumps(sent))  # pickled twice: a slot of its own each time
+    again = _over_queue(sent)  # pickled twice: a slot of its own each time
     assert _in_ring(again["image"]) and again["image"].data_ptr() != back["image"].data_ptr()
     assert torch.equal(again["image"], batch["image"]) and torch.equal(back["image"], batch["image"])
     clone = copy.copy(sent)  # the loader's default_convert sends a copy
-    assert type(clone) is type(sent) and torch.equal(pickle.loads(pickle.dumps(clone))["image"], batch["image"])
+    assert type(clone) is type(sent) and torch.equal(_over_queue(clone)["image"], batch["image"])
     # changed after __getitems__ returned it (a subclass post-processing the batch): sent as it is then
     changed = oft._for_transport(torch, batch, merge=("image", "row"))
     changed["image"] = changed["image"].float() / 2
     changed["extra"] = torch.arange(3)
     changed["row"] = changed["row"].to(torch.bfloat16)
-    got = pickle.loads(pickle.dumps(changed))
+    got = _over_queue(changed)
     assert list(got) == [*batch, "extra"] and got["image"].dtype == torch.float32
     assert torch.equal(got["image"], batch["image"].float() / 2) and got["extra"].tolist() == [0, 1, 2]
     assert got["row"].dtype == torch.bfloat16 and got["row"].tolist() == [0, 1, 2, 3]
-    pair = pickle.loads(pickle.dumps(copy.deepcopy(oft._for_transport(torch, (batch["image"], batch["row"])))))
+    pair = _over_queue(copy.deepcopy(oft._for_transport(torch, (batch["image"], batch["row"]))))
     assert type(pair) is tuple and torch.equal(pair[0], batch["image"]) and _in_ring(pair[0])
+
+
+def test_a_worker_batch_pickled_or_saved_outside_the_queue_is_plain_and_takes_no_slot(torch, monkeypatch, tmp_path):
+    import pickle
+
+    import omeframe.torch as oft
+    from omeframe.engine import batch_ring
+
+    monkeypatch.setattr(batch_ring, "_mine", None)
+    monkeypatch.setattr(batch_ring, "_attached", {})
+    monkeypatch.setattr(batch_ring, "_self_attach", True)  # this process plays worker and reader
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())  # as in a worker
+    batch = {"image": torch.arange(24, dtype=torch.uint8).view(2, 3, 4), "row": torch.arange(2)}
+    _over_queue(oft._for_transport(torch, batch))  # announces the ring, which this process attaches
+    assert batch_ring._mine.attached
+    sent = oft._for_transport(torch, batch)
+    as_dict = pickle.loads(pickle.dumps(sent))
+    as_tuple = pickle.loads(pickle.dumps(oft._for_transport(torch, (batch["image"],))))
+    assert type(as_dict) is dict and type(as_tuple) is tuple
+    assert not any(_in_ring(t) for t in [*as_dict.values(), *as_tuple])
+    assert torch.equal(as_dict["image"], batch["image"]) and torch.equal(as_tuple[0], batch["image"])
+    torch.save(sent, tmp_path / "batch.pt")  # saved inside a worker: readable by any process later
+    assert torch.equal(torch.load(tmp_path / "batch.pt", weights_only=False)["image"], batch["image"])
+    assert not batch_ring._mine.flags.any()  # no slot was taken for any of them
+    assert _in_ring(_over_queue(sent)["image"])  # the worker's queue still takes the ring
 
 
 def _threads_seen(x):

@@ -61,6 +61,7 @@ import functools
 import os
 import pickle
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
@@ -335,8 +336,9 @@ def _for_transport(torch: Any, batch: Any, *, merge: tuple[str, str] | None = No
     """``batch`` (a dict or tuple) as a DataLoader worker should return it.
 
     In a worker, the batch is returned as a dict (tuple) that chooses its way
-    to the main process when it is pickled, from the values it holds then
-    (:func:`_reduce_sent`): its CPU tensors through the worker's batch ring
+    to the main process when the worker's queue pickles it (multiprocessing's
+    ``ForkingPickler``), from the values it holds then (:func:`_reduce_sent`):
+    its CPU tensors through the worker's batch ring
     (:mod:`omeframe.engine.batch_ring`), copied into a slot of memory both
     processes have mapped once and received as tensors viewing that slot,
     which is reused once the main process has freed them. The first batches
@@ -344,7 +346,11 @@ def _for_transport(torch: Any, batch: Any, *, merge: tuple[str, str] | None = No
     when their tensors hold at most :data:`BY_VALUE_BYTES`, else through
     torch's shared memory (with ``merge=(image_key, row_key)``, those two
     tensors in one segment). The main process always receives a plain dict
-    (tuple). Outside a worker, ``batch`` is returned as it is.
+    (tuple). Any other pickling (``pickle.dumps``, ``torch.save`` in the
+    worker) gives the plain dict (tuple) with its tensors by value, readable
+    by any process (with ``torch.load(..., weights_only=False)``: the batch
+    pickles as a call of ``dict`` or ``tuple``, which torch's weights-only
+    loader refuses). Outside a worker, ``batch`` is returned as it is.
     """
     if torch.utils.data.get_worker_info() is None:
         return batch
@@ -382,8 +388,8 @@ class _SentDict(dict):
 
     _merge: tuple[str, str] | None = None
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _reduce_sent(list(self), list(self.values()), self._merge)
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled elsewhere than on the worker's queue: a plain dict
+        return dict, (dict(self),)
 
     def __copy__(self) -> _SentDict:  # kept by the loader's default_convert (batch_size=None)
         clone = _SentDict(self)
@@ -401,8 +407,8 @@ class _SentDict(dict):
 class _SentTuple(tuple):
     """A batch tuple as a worker sends it (see :func:`_for_transport`)."""
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _reduce_sent(None, list(self), None)
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled elsewhere than on the worker's queue: a plain tuple
+        return tuple, (tuple(self),)
 
     def __copy__(self) -> _SentTuple:
         return _SentTuple(self)
@@ -411,6 +417,20 @@ class _SentTuple(tuple):
         import copy
 
         return _SentTuple(copy.deepcopy(tuple(self), memo))
+
+
+def _sent_dict_on_queue(sent: _SentDict) -> tuple[Any, ...]:
+    return _reduce_sent(list(sent), list(sent.values()), sent._merge)
+
+
+def _sent_tuple_on_queue(sent: _SentTuple) -> tuple[Any, ...]:
+    return _reduce_sent(None, list(sent), None)
+
+
+# A DataLoader worker's result queue pickles with multiprocessing's ForkingPickler: only
+# there does a batch take the batch ring (its reader is the process that attached it).
+ForkingPickler.register(_SentDict, _sent_dict_on_queue)
+ForkingPickler.register(_SentTuple, _sent_tuple_on_queue)
 
 
 def _received(

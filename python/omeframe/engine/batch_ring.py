@@ -32,12 +32,16 @@ Rules that keep a batch the reader holds from ever changing:
   the views and their finalizers, but its copies dying free nothing);
 * a slot the reader holds when it forks is never freed: the child may read
   its inherited views, and the worker would otherwise write the slot again;
+* each batch carries its number in its slot, and the reader marks the slot
+  received: a pickled batch unpickled a second time, or after its slot was
+  reused, is refused instead of showing another batch's data;
 * a worker whose slots are all taken (a reader that keeps many batches, or
   slots held across forks) starts a new ring rather than waiting, and the
   reader keeps the old ring only for as long as batches in it are alive;
-* a batch unpickled in the process that packed it (a deep copy in the
-  worker) is copied out of its slot, which is freed at once; a process never
-  attaches its own ring.
+* a batch unpickled in the process that packed it is copied out of its
+  slot, which is freed at once; a process never attaches its own ring. A
+  worker keeps a ring it has replaced for as long as any of its slots is
+  taken, so such a batch is found in an older ring too.
 
 The reader keeps a worker's newest ring mapped while the worker lives; its
 older rings, and rings of workers that have exited, stay mapped only while
@@ -72,7 +76,10 @@ MAX_SLOT_BYTES = 64 << 20
 _HEADER = 4096  # token, attached flag, slot flags; slots start on the next page
 _TOKEN = 16
 _ATTACHED = 16
-_FLAGS = 64
+_FLAGS = 64  # one byte per slot: FREE, SENT (packed by the worker) or HELD (unpacked by the reader)
+_NUMBERS = 128  # one uint64 per slot: the number of the batch last packed into it
+_MAX_SLOTS = _NUMBERS - _FLAGS
+_FREE, _SENT, _HELD = 0, 1, 2
 _ALIGN = 64  # every array of a slot starts on a 64-byte boundary
 _PAGE = mmap.PAGESIZE
 
@@ -98,6 +105,7 @@ class Packed(NamedTuple):
     ring: RingAddress
     slot: int
     layout: tuple[tuple[int, str, tuple[int, ...]], ...]
+    number: int  # the batch's number in its slot: a stale or repeated Packed is refused
 
 
 def supported() -> bool:
@@ -123,6 +131,8 @@ class _WorkerRing:
             os.close(fd)
 
     def __init__(self, slot_bytes: int, slots: int = SLOTS) -> None:
+        if not 0 < slots <= _MAX_SLOTS:
+            raise ValueError(f"a batch ring has 1 to {_MAX_SLOTS} slots, got {slots}")
         self.pid = os.getpid()
         self.fd = os.memfd_create("omeframe-batch-ring", os.MFD_CLOEXEC)
         self.address = RingAddress(os.urandom(_TOKEN), self.pid, self.fd, slot_bytes, slots)
@@ -134,6 +144,9 @@ class _WorkerRing:
             raise
         self.map[:_TOKEN] = self.address.token
         self.header = np.frombuffer(self.map, dtype=np.uint8, count=_HEADER)
+        self.flags = self.header[_FLAGS : _FLAGS + slots]
+        self.numbers = np.frombuffer(self.map, dtype=np.uint64, count=slots, offset=_NUMBERS)
+        self.packed = itertools.count(1)
         weakref.finalize(self, _WorkerRing._close, self.fd, self.pid).atexit = False
 
     @property
@@ -142,15 +155,16 @@ class _WorkerRing:
 
     def claim(self) -> int | None:
         """The lowest free slot, now marked taken; ``None`` when every slot is taken."""
-        free = np.flatnonzero(self.header[_FLAGS : _FLAGS + self.address.slots] == 0)
+        free = np.flatnonzero(self.flags == _FREE)
         if not len(free):
             return None
         slot = int(free[0])
-        self.header[_FLAGS + slot] = 1
+        self.flags[slot] = _SENT
         return slot
 
 
 _mine: _WorkerRing | None = None
+_replaced: dict[bytes, _WorkerRing] = {}  # token -> an older ring of this process with slots still taken
 _mine_lock = threading.Lock()
 
 
@@ -167,7 +181,11 @@ def _layout(arrays: Sequence[np.ndarray]) -> tuple[tuple[tuple[int, str, tuple[i
 
 
 def _new_ring(slot_bytes: int) -> _WorkerRing | None:
-    """A new ring for this process, replacing its current one (``None`` where rings cannot be made)."""
+    """A new ring for this process, replacing its current one (``None`` where rings cannot be made).
+
+    The replaced ring stays with this process while any of its slots is taken
+    (see :func:`_forget_free_rings`).
+    """
     global _mine
     if not supported():
         return None
@@ -175,8 +193,19 @@ def _new_ring(slot_bytes: int) -> _WorkerRing | None:
         ring = _WorkerRing(_round_up(max(slot_bytes, 1), _PAGE))
     except OSError:  # no memfd here, or no memory for it: the usual path
         return None
+    old = _mine
+    if old is not None and old.pid == ring.pid:
+        _replaced[old.address.token] = old
     _mine = ring
     return ring
+
+
+def _forget_free_rings() -> None:
+    """Drop the replaced rings of this process none of whose slots is taken any more."""
+    pid = os.getpid()
+    for token, ring in list(_replaced.items()):
+        if ring.pid != pid or not ring.flags.any():
+            del _replaced[token]
 
 
 def _ring_for(need: int) -> _WorkerRing | None:
@@ -206,6 +235,8 @@ def pack(arrays: Sequence[np.ndarray]) -> Packed | None:
     if need > MAX_SLOT_BYTES:
         return None
     with _mine_lock:
+        if _replaced:
+            _forget_free_rings()
         ring = _ring_for(need)
         if ring is None or not ring.attached:
             return None
@@ -217,7 +248,9 @@ def pack(arrays: Sequence[np.ndarray]) -> Packed | None:
     for a, (at, _, _) in zip(arrays, layout, strict=True):
         dst = np.frombuffer(ring.map, dtype=a.dtype, count=a.size, offset=base + at).reshape(a.shape)
         np.copyto(dst, a, casting="no")
-    return Packed(ring.address, slot, layout)
+    number = next(ring.packed)
+    ring.numbers[slot] = number
+    return Packed(ring.address, slot, layout, number)
 
 
 def invitation() -> RingAddress | None:
@@ -248,6 +281,7 @@ class _ReaderRing:
             self.map.close()
             raise OSError(f"/proc/{address.pid}/fd/{address.fd} is not the batch ring announced")
         self.flags = np.frombuffer(self.map, dtype=np.uint8, count=_HEADER)[_FLAGS : _FLAGS + address.slots]
+        self.numbers = np.frombuffer(self.map, dtype=np.uint64, count=address.slots, offset=_NUMBERS)
         self.map[_ATTACHED] = 1
 
 
@@ -305,7 +339,7 @@ def _release(ring: _ReaderRing, slot: int, pid: int, number: int) -> None:
     """
     if os.getpid() == pid:
         _held.pop(number, None)
-        ring.flags[slot] = 0
+        ring.flags[slot] = _FREE
 
 
 def _keep_held_slots() -> None:
@@ -325,16 +359,37 @@ if hasattr(os, "register_at_fork"):
 
 
 def _own_copy(packed: Packed) -> list[np.ndarray]:
-    """The arrays of a batch this process packed itself, copied out of its slot, which is freed."""
-    ring = _mine
-    if ring is None or ring.address.token != packed.ring.token:
-        raise RuntimeError(
-            f"a batch packed by this process arrived in slot {packed.slot} of a batch ring it no longer has"
-        )
-    _, views = _views(ring.map, packed)
-    out = [v.copy() for v in views]
-    ring.header[_FLAGS + packed.slot] = 0
+    """The arrays of a batch this process packed itself, copied out of its slot, which is freed.
+
+    The slot may lie in a ring this process has since replaced: a replaced
+    ring is kept while any of its slots is taken.
+    """
+    token = packed.ring.token
+    with _mine_lock:
+        ring = _mine if _mine is not None and _mine.address.token == token else _replaced.get(token)
+        if ring is None or ring.pid != os.getpid():
+            raise RuntimeError(
+                f"a batch packed by this process arrived in slot {packed.slot} of a batch ring it no longer has"
+            )
+        _check_sent(ring.flags, ring.numbers, packed)
+        _, views = _views(ring.map, packed)
+        out = [v.copy() for v in views]
+        ring.flags[packed.slot] = _FREE
     return out
+
+
+def _check_sent(flags: np.ndarray, numbers: np.ndarray, packed: Packed) -> None:
+    """Refuse a packed batch whose slot does not hold it, waiting to be received, any more.
+
+    A pickled batch may be unpickled only once: its slot is freed when the
+    batch is dropped and then filled with another batch. Reading a stale or
+    repeated ``Packed`` would return that other batch's data.
+    """
+    if flags[packed.slot] != _SENT or int(numbers[packed.slot]) != packed.number:
+        raise RuntimeError(
+            f"batch {packed.number} of the batch ring of process {packed.ring.pid} is no longer in slot "
+            f"{packed.slot}: it was already received (a batch sent through a ring can be unpickled once)"
+        )
 
 
 def _views(buffer: mmap.mmap, packed: Packed) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -352,14 +407,15 @@ def _views(buffer: mmap.mmap, packed: Packed) -> tuple[np.ndarray, list[np.ndarr
 def unpack(packed: Packed) -> list[np.ndarray]:
     """The arrays of a packed batch: views of the ring's slot, which is freed with the last of them.
 
-    In the process that packed the batch (a deep copy inside a worker), copies
-    instead, and the slot is freed at once.
+    In the process that packed the batch, copies instead, and the slot is
+    freed at once.
 
     Raises
     ------
     RuntimeError
         When the ring is not mapped in this process (a worker sends packed
-        batches only once its reader has attached the ring).
+        batches only once its reader has attached the ring), or the slot no
+        longer holds this batch (the same pickled batch unpickled twice).
     """
     if packed.ring.pid == os.getpid() and not _self_attach:
         return _own_copy(packed)
@@ -370,8 +426,10 @@ def unpack(packed: Packed) -> list[np.ndarray]:
             f"a batch arrived in slot {packed.slot} of the batch ring of process {packed.ring.pid}, "
             "which this process has not mapped; batch rings carry batches to the process that attached them"
         )
-    whole, out = _views(ring.map, packed)
     with _held_lock:
+        _check_sent(ring.flags, ring.numbers, packed)
+        ring.flags[packed.slot] = _HELD
+        whole, out = _views(ring.map, packed)
         number = next(_numbers)
         # every view keeps `whole` alive, and the finalizer keeps the ring: the slot is freed with the last view
         fin = weakref.finalize(whole, _release, ring, packed.slot, os.getpid(), number)
