@@ -23,6 +23,7 @@ def fresh_rings(monkeypatch):
     monkeypatch.setattr(br, "_replaced", {})
     monkeypatch.setattr(br, "_attached", {})
     monkeypatch.setattr(br, "_older", weakref.WeakValueDictionary())
+    monkeypatch.setattr(br, "_in_flight", {})
     monkeypatch.setattr(br, "_refused", set())
     monkeypatch.setattr(br, "_held", {})
     monkeypatch.setattr(br, "_self_attach", True)
@@ -106,6 +107,20 @@ def test_with_every_slot_taken_a_new_ring_starts_and_the_old_one_lives_with_its_
     assert br.pack([np.full(4, 99, np.uint8)]).slot == 0
     assert [int(h[0]) for h in held] == list(range(br.SLOTS))
     del held
+    gc.collect()
+    assert old.token not in br._older
+
+
+def test_a_batch_sent_through_an_older_ring_arrives_after_the_new_ring_is_attached():
+    old = _attached_ring()
+    first = br.pack([np.full(8, 1, np.uint8)])  # sent, still on its way
+    assert br.pack([np.zeros(2 * old.slot_bytes, np.uint8)]) is None  # larger: a new ring, announced
+    new = br.invitation()
+    assert br.attach(new) and old.token in br._in_flight
+    gc.collect()
+    (x,) = br.unpack(first)  # arrives after the batch that announced the new ring
+    assert x.tolist() == [1] * 8 and old.token not in br._in_flight  # its view keeps the ring from here on
+    del x
     gc.collect()
     assert old.token not in br._older
 

@@ -25,7 +25,7 @@ from omeframe.engine import batch_ring as br
 
 pytestmark = pytest.mark.skipif(not br.supported(), reason="batch rings need memfd_create and /proc (Linux)")
 
-_STATE = ("_mine", "_replaced", "_attached", "_older", "_refused", "_held", "_self_attach")
+_STATE = ("_mine", "_replaced", "_attached", "_older", "_in_flight", "_refused", "_held", "_self_attach")
 
 
 @st.composite
@@ -53,6 +53,7 @@ class RingModel(RuleBasedStateMachine):
         br._replaced = {}
         br._attached = {}
         br._older = weakref.WeakValueDictionary()
+        br._in_flight = {}
         br._refused = set()
         br._held = {}
         br._self_attach = True
