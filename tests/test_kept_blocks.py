@@ -7,6 +7,7 @@ through its pages and keeps blocks only for sparse takes of a small table.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +292,29 @@ def test_a_small_table_is_stitched_into_one_stack_once_every_block_is_kept(tmp_p
     for _ in range(2):
         assert np.array_equal(t.to_numpy(rows), stack[rows])
     assert of.cache_info().entries == 1 and of.cache_info().bytes == stack.nbytes
+
+
+def test_a_read_that_would_open_a_replaced_file_again_raises(tmp_path: Path, fmt: str) -> None:
+    """A table reads the version it was opened on: Parquet's pixels from its map; any read by the
+    file's name (every Vortex read, Parquet columns) raises FileChangedError, never the new rows."""
+    old, new = crops(seed=1), crops(n=500, seed=2)
+    path = tmp_path / f"crops.{fmt}"
+    of.write_table(path, old, dim_order="CYX")
+    t = of.ImageTable(path)
+    assert len(t) == N
+    of.write_table(path, new, dim_order="CYX")
+    rows = np.array([3, 8500, 17])
+    if fmt == "parquet":  # the pixels come from the version it maps
+        assert np.array_equal(t.to_numpy(rows), old[rows]) and np.array_equal(t.to_numpy(), old)
+    else:
+        for read in (lambda: t.to_numpy(rows), t.to_numpy, lambda: t.schema):
+            with pytest.raises(of.FileChangedError, match="open it again") as err:
+                read()
+            assert err.value.errno == errno.ESTALE and err.value.filename == str(path)
+    with pytest.raises(of.FileChangedError):  # Parquet too: columns are read through the file's name
+        t.read()
+    fresh = of.ImageTable(path)
+    assert len(fresh) == 500 and np.array_equal(fresh.to_numpy(rows[[0, 2]]), new[[3, 17]])
+    path.unlink()
+    with pytest.raises(of.FileChangedError):  # removed: no version to read by name any more
+        fresh.read()

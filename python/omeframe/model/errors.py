@@ -25,6 +25,7 @@ __all__ = [
     "ResourceLimitError",
     "MissingChunksWarning",
     "NotRegularFileError",
+    "FileChangedError",
     "FileTimeoutError",
     "InvalidOMEXMLValueWarning",
     "ShapeValidationError",
@@ -149,6 +150,15 @@ class MissingChunksWarning(UserWarning):
 
 class NotRegularFileError(OmeframeError, OSError):
     """A path names a FIFO, device, socket, symlink loop or dangling symlink: it is never opened."""
+
+
+class FileChangedError(OmeframeError, OSError):
+    """A table's file was replaced or rewritten since the table was opened (``errno.ESTALE``).
+
+    Raised by a read that would have to open the file again by its name and
+    would then read another version than the one the table describes. Open
+    the table again to read the new version.
+    """
 
 
 class FileTimeoutError(OmeframeError, TimeoutError):

@@ -10,12 +10,13 @@ with :func:`~omeframe.formats.record.stack.to_numpy_stack`.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +50,7 @@ from omeframe.formats.record.vortex_pixels import take_vortex_stack
 from omeframe.formats.record.vortex_splits import split_bounds, take_from_splits
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
 from omeframe.model.dtypes import to_numpy_dtype
-from omeframe.model.errors import CorruptFileError, RowIndexError
+from omeframe.model.errors import CorruptFileError, FileChangedError, RowIndexError
 from omeframe.storage.files import file_key
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
 from omeframe.storage.parquet_footer import check_metadata
@@ -104,6 +105,14 @@ def normalize_rows(rows: Any, num_rows: int, name: str) -> np.ndarray:
 _ADVISE_MAX_CHUNKS = 1 << 16
 
 
+_T = TypeVar("_T")
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells versions of a local file apart: device, inode, size, modification time."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class ImageTable:
     """A record table opened for reading pixels by row.
 
@@ -128,6 +137,14 @@ class ImageTable:
     An ``ImageTable`` pickles as its path and options: a copy sent to a
     worker process (a ``DataLoader`` worker, a Dask task) reopens the file
     there.
+
+    A local table reads the version of its file it was opened on. When the
+    file is replaced or rewritten under its name while the table is open, a
+    Parquet table with a pixel index keeps reading pixels from the version it
+    has mapped; any read that would open the file again by its name (a
+    Vortex table, Parquet columns other than the pixels, a table without the
+    index) raises :class:`~omeframe.errors.FileChangedError` instead of
+    reading the new version. Open the table again to read the new version.
 
     A remote table is read by byte ranges, never downloaded whole. Opening a
     Parquet table reads its last :data:`REMOTE_TAIL_BYTES` (footer and pixel
@@ -171,6 +188,7 @@ class ImageTable:
         self._meta: pq.FileMetaData | None = None
         self._schema: pa.Schema | None = None  # of a mapped Parquet file, read without the footer check
         self._row_nbytes: int | None = None  # decoded bytes of one image, once a take has shown it
+        self._version: tuple[int, int, int, int] | None = None  # of the local file this table reads
         loc = parse_location(path)
         if loc is not None:
             self._path = loc.url
@@ -191,6 +209,7 @@ class ImageTable:
                 f"{self._path!r} is a directory; open a dataset with omeframe.open_dataset"
             )
         self._format = detect_format(self._path, format)
+        self._version = _version(os.stat(self._path))
         self._open()
 
     def _remote_format(self, format: str | None) -> FileFormat:
@@ -331,7 +350,7 @@ class ImageTable:
     def _read_fallback(self, columns: Sequence[str] | None, rows: Sequence[int] | None) -> pa.Table:
         """Columns / rows through Parquet or Vortex (no pixel index)."""
         if self._remote is None:
-            return read_record_table(self._path, columns=columns, rows=rows, format=self._format)
+            return self._by_path(lambda p: read_record_table(p, columns=columns, rows=rows, format=self._format))
         if self._format == "vortex":
             return read_vortex_table(self._remote, columns=list(columns) if columns else None, rows=rows)
         pf = self._parquet()
@@ -347,7 +366,9 @@ class ImageTable:
             if size < 12:
                 raise CorruptFileError(f"{self._path!r} is too short to be a Parquet file ({size} bytes)")
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            self._mapped_key = file_key(self._path, os.fstat(fh.fileno()))
+            st = os.fstat(fh.fileno())
+            self._mapped_key = file_key(self._path, st)
+            self._version = _version(st)  # what the map holds, even if the file changed since __init__
         if self._use_index:
             try:
                 self._index = load_index(self._path, self._mm)
@@ -385,7 +406,9 @@ class ImageTable:
         return card("omeframe ImageTable", rows)
 
     def _size(self) -> int:
-        return self._remote.size if self._remote is not None else os.path.getsize(self._path)
+        if self._remote is not None:
+            return self._remote.size
+        return self._version[2] if self._version is not None else os.path.getsize(self._path)
 
     def close(self) -> None:
         """Release the memory map and the Parquet reader."""
@@ -401,6 +424,33 @@ class ImageTable:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _check_version(self) -> None:
+        """Raise :class:`FileChangedError` when the local file is no longer the version this table reads."""
+        if self._version is None:
+            return
+        try:
+            now = _version(os.stat(self._path))
+        except FileNotFoundError:
+            now = None
+        if now != self._version:
+            raise FileChangedError(
+                errno.ESTALE,
+                "the record table was replaced, rewritten or removed since it was opened; open it again "
+                "(omeframe.open_table) to read its current version",
+                self._path,
+            )
+
+    def _by_path(self, read: Callable[[str], _T]) -> _T:
+        """``read(path)``, checked to have read the version of the file this table was opened on.
+
+        The check runs before and after the read, so a file replaced while
+        it is read raises too.
+        """
+        self._check_version()
+        out = read(self._path)
+        self._check_version()
+        return out
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -425,7 +475,7 @@ class ImageTable:
         """
         if self._format != "vortex" or self._remote is not None:
             return None
-        bounds = split_bounds(self._path)
+        bounds = self._by_path(split_bounds)
         return int(bounds[0, 1] - bounds[0, 0]) if len(bounds) else None
 
     @property
@@ -442,7 +492,7 @@ class ImageTable:
                     self._remote, metadata=self._meta, pre_buffer=True, page_checksum_verification=True
                 )
             else:
-                self._pf = open_parquet(self._path)
+                self._pf = self._by_path(open_parquet)
         return self._pf
 
     @property
@@ -452,7 +502,9 @@ class ImageTable:
             if self._pf is None and self._mm is not None:
                 return self._mapped_schema()
             return self._parquet().schema_arrow
-        return read_vortex_schema(self._remote if self._remote is not None else self._path)
+        if self._remote is not None:
+            return read_vortex_schema(self._remote)
+        return self._by_path(read_vortex_schema)
 
     def _mapped_schema(self) -> pa.Schema:
         """The schema from the mapped file's footer, without checking its column-chunk metadata.
@@ -491,7 +543,9 @@ class ImageTable:
             if self._format == "parquet":
                 self._num_rows = int(self._parquet().metadata.num_rows)
             else:
-                self._num_rows = vortex_num_rows(self._remote if self._remote is not None else self._path)
+                self._num_rows = (
+                    vortex_num_rows(self._remote) if self._remote is not None else self._by_path(vortex_num_rows)
+                )
         return self._num_rows
 
     @property
@@ -641,11 +695,12 @@ class ImageTable:
                 return res if dtype is None else res.astype(dtype)
         if rows is not None and self._format == "vortex" and self._remote is None:
             # a take dense in its splits: rows of decoded splits kept in the shared cache
-            kept = take_from_splits(self._path, self.column, idx, d, self._row_nbytes)
+            col = self.column
+            kept = self._by_path(lambda p: take_from_splits(p, col, idx, d, self._row_nbytes))
             if kept is not None:
                 return kept if dtype is None else kept.astype(dtype)
             # a sparse take: only the fields pixel decoding needs, from the lazily scanned file
-            stacked = take_vortex_stack(self._path, self.column, idx)
+            stacked = self._by_path(lambda p: take_vortex_stack(p, col, idx))
             if stacked is not None:
                 out6, order = stacked
                 self._row_nbytes = out6.nbytes // max(len(out6), 1)
