@@ -318,3 +318,20 @@ def test_a_read_that_would_open_a_replaced_file_again_raises(tmp_path: Path, fmt
     path.unlink()
     with pytest.raises(of.FileChangedError):  # removed: no version to read by name any more
         fresh.read()
+
+
+def test_a_read_that_fails_because_the_file_changed_under_it_says_so(tmp_path: Path, monkeypatch) -> None:
+    from omeframe.formats.record import image_table
+
+    path = tmp_path / "crops.vortex"
+    of.write_table(path, crops(n=50, seed=1), dim_order="CYX")
+    t = of.ImageTable(path)
+
+    def replaced_mid_read(p, **kw):  # the file is replaced while the read runs, which then fails
+        of.write_table(path, crops(n=60, seed=2), dim_order="CYX")
+        raise of.CorruptFileError(f"{p!r}: bytes of two versions")
+
+    monkeypatch.setattr(image_table, "read_record_table", replaced_mid_read)
+    with pytest.raises(of.FileChangedError) as err:
+        t.read()
+    assert isinstance(err.value.__context__, of.CorruptFileError)

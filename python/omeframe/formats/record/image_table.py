@@ -445,10 +445,15 @@ class ImageTable:
         """``read(path)``, checked to have read the version of the file this table was opened on.
 
         The check runs before and after the read, so a file replaced while
-        it is read raises too.
+        it is read raises too (also when the read itself failed on the mix of
+        versions it met).
         """
         self._check_version()
-        out = read(self._path)
+        try:
+            out = read(self._path)
+        except Exception:
+            self._check_version()
+            raise
         self._check_version()
         return out
 
