@@ -350,6 +350,7 @@ class ImageTable:
     def _read_fallback(self, columns: Sequence[str] | None, rows: Sequence[int] | None) -> pa.Table:
         """Columns / rows through Parquet or Vortex (no pixel index)."""
         if self._remote is None:
+            self._check_version()  # before too: a whole read of another version could be long
             return self._by_path(lambda p: read_record_table(p, columns=columns, rows=rows, format=self._format))
         if self._format == "vortex":
             return read_vortex_table(self._remote, columns=list(columns) if columns else None, rows=rows)
@@ -444,11 +445,10 @@ class ImageTable:
     def _by_path(self, read: Callable[[str], _T]) -> _T:
         """``read(path)``, checked to have read the version of the file this table was opened on.
 
-        The check runs before and after the read, so a file replaced while
-        it is read raises too (also when the read itself failed on the mix of
-        versions it met).
+        The check runs once the read is done (or has failed, perhaps on the
+        mix of versions it met): a file that changed before or during the
+        read is no longer the version then, as versions only move on.
         """
-        self._check_version()
         try:
             out = read(self._path)
         except Exception:
