@@ -176,6 +176,17 @@ def test_a_packed_batch_is_received_once(monkeypatch):
         br.unpack(own)
 
 
+def test_a_stale_batch_is_refused_while_its_slot_is_being_filled_again():
+    _attached_ring()
+    packed = br.pack([np.full(8, 1, np.uint8)])
+    (view,) = br.unpack(packed)
+    del view
+    gc.collect()
+    assert br._mine.claim() == packed.slot  # the worker has taken the slot and is copying the next batch in
+    with pytest.raises(RuntimeError, match="already received"):
+        br.unpack(packed)
+
+
 def _read_inherited_after(conn) -> None:
     conn.recv()  # the parent has dropped its views and sent more batches
     conn.send(_kept_views[0].tolist())

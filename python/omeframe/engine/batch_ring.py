@@ -160,6 +160,7 @@ class _WorkerRing:
         if not len(free):
             return None
         slot = int(free[0])
+        self.numbers[slot] = 0  # no batch's number (they count from 1) until this one is in place
         self.flags[slot] = _SENT
         return slot
 
