@@ -86,3 +86,29 @@ def test_polars_scan_pushes_projection(table) -> None:  # type: ignore[no-untype
     assert out.height == 8
     assert server.counts.bytes() < 0.02 * size, (server.counts.bytes(), size)
     assert isinstance(lf.select("well").collect().to_arrow(), pa.Table)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+def test_a_table_held_open_while_its_object_is_overwritten_never_reads_the_new_object(bucket, fmt) -> None:  # type: ignore[no-untyped-def]
+    """Range GETs are conditional on the ETag the table saw when it opened (obstore's If-Match)."""
+    url, opts, server = bucket
+    rng = np.random.default_rng(5)
+    n = 20_000  # Vortex: three splits of 8,192 rows, so rows of the last ones are not read (or cached) yet
+    old = rng.integers(0, 255, (n, 3, 4, 4), dtype=np.uint8)  # random bytes: the same sizes in both versions
+    new = rng.integers(0, 255, (n, 3, 4, 4), dtype=np.uint8)
+    path = f"{url}/held.{fmt}"
+    omeframe.write_table(path, old, dim_order="CYX", columns={"area": np.arange(n) * 0.5}, storage_options=opts)
+    t = omeframe.open_table(path, storage_options=opts)
+    assert t._remote is not None and t._remote.store.reader is not None  # the conditional GETs go through obstore
+    np.testing.assert_array_equal(t.to_numpy([0, 5]), old[[0, 5]])
+    omeframe.write_table(path, new, dim_order="CYX", columns={"area": np.arange(n) * 2.0}, storage_options=opts)
+    try:  # the old version's rows where their ranges were read before (cached under its ETag), else refused
+        np.testing.assert_array_equal(t.to_numpy([9000, 17000]), old[[9000, 17000]])
+    except omeframe.FileChangedError:
+        pass
+    with pytest.raises(omeframe.FileChangedError, match="overwritten since it was opened") as err:
+        t.read(["area"])  # never read before: a GET of the old version, which is gone
+    assert err.value.filename == path
+    np.testing.assert_array_equal(t.to_numpy([0, 5]), old[[0, 5]])  # read before: the old version's
+    again = omeframe.open_table(path, storage_options=opts)
+    np.testing.assert_array_equal(again.to_numpy([9000, 17000]), new[[9000, 17000]])

@@ -80,13 +80,19 @@ class ObstoreNetworkError(ConnectionError):
     """An obstore request that got no complete answer (dropped, timed out, short body)."""
 
 
+class ObjectChangedError(Exception):
+    """A conditional GET found the object rewritten: its ETag no longer matches (HTTP 412)."""
+
+
 def _translate(exc: Exception) -> Exception:
     """The exception :func:`omeframe.storage.remote._call` understands for an obstore error."""
-    from obstore.exceptions import NotFoundError
+    from obstore.exceptions import NotFoundError, PreconditionError
 
     text = str(exc)
     if isinstance(exc, NotFoundError):
         return FileNotFoundError(text)
+    if isinstance(exc, PreconditionError):
+        return ObjectChangedError(text)
     head = text.split("\n\nDebug source:", 1)[0]  # the debug dump names every setting ("retry_timeout" ...)
     low = head.lower()
     if "redirect" in low:  # S3's answer from another region's endpoint (no Location to follow)
@@ -126,12 +132,19 @@ class ObstoreReader:
         except Exception as exc:  # noqa: BLE001 - translated for the caller's retry loop
             raise _translate(exc) from exc
 
-    def get_range(self, path: str, start: int, stop: int) -> bytes:
-        """Bytes ``[start, stop)`` of ``path`` (fewer only past the end of the object)."""
+    def get_range(self, path: str, start: int, stop: int, if_match: str | None = None) -> bytes:
+        """Bytes ``[start, stop)`` of ``path`` (fewer only past the end of the object).
+
+        With ``if_match`` (an ETag), the request succeeds only while the object
+        still has that ETag; otherwise :class:`ObjectChangedError` is raised.
+        """
         import obstore
 
         try:
-            return bytes(obstore.get_range(self._store, path, start=start, end=stop))
+            if if_match is None:
+                return bytes(obstore.get_range(self._store, path, start=start, end=stop))
+            got = obstore.get(self._store, path, options={"range": (start, stop), "if_match": if_match})
+            return bytes(got.bytes())
         except Exception as exc:  # noqa: BLE001
             raise _translate(exc) from exc
 

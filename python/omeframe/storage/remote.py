@@ -16,7 +16,11 @@ Reads cost round trips, not bytes:
   version, start, stop)``), so a second read of the same chunk costs no
   request; ``version`` is the ETag (else the last-modified time) the HEAD
   request of the file saw, so an object rewritten under the same URL is
-  never served from the blocks of its previous content;
+  never served from the blocks of its previous content; through obstore,
+  range GETs are conditional on that ETag (``If-Match``), so a file held open
+  while its object is overwritten raises
+  :class:`~omeframe.model.errors.FileChangedError` instead of reading the new
+  object (fsspec's clients send plain GETs);
 * failures that can pass (HTTP 5xx, 429 / ``SlowDown`` throttling, timeouts,
   dropped connections, truncated bodies) are retried with exponential backoff
   and jitter (:data:`RETRIES` times); other 4xx are not retried. What still
@@ -40,6 +44,7 @@ Example
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import random
@@ -50,9 +55,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from omeframe.model.errors import ConcurrentWriteError, OptionalDependencyError, RemoteStorageError
+from omeframe.model.errors import ConcurrentWriteError, FileChangedError, OptionalDependencyError, RemoteStorageError
 from omeframe.storage.files import PositionalFile
-from omeframe.storage.obstore_reads import ObstoreHTTPError, ObstoreReader, obstore_reader
+from omeframe.storage.obstore_reads import ObjectChangedError, ObstoreHTTPError, ObstoreReader, obstore_reader
 from omeframe.storage.url import RemoteURL, join_url, parse_location
 
 __all__ = [
@@ -300,12 +305,19 @@ def _call(what: str, url: str, fn: Callable[[], T], stats: RequestStats | None) 
             stats.add(requests=1, retries=1 if attempt else 0)
         try:
             return fn()
-        except (ConcurrentWriteError, FileNotFoundError) as exc:
+        except (ConcurrentWriteError, FileNotFoundError, ObjectChangedError) as exc:
             if isinstance(exc, FileNotFoundError) and _status(exc)[0] not in (None, 404):
                 pass  # fall through: a FileNotFoundError wrapping another status
             else:
                 if isinstance(exc, FileNotFoundError):
                     raise FileNotFoundError(f"{what} {url!r}: no such object (HTTP 404)") from exc
+                if isinstance(exc, ObjectChangedError):
+                    raise FileChangedError(
+                        errno.ESTALE,
+                        f"{what}: the object was overwritten since it was opened (its ETag no longer matches); "
+                        "open it again to read its current version",
+                        url,
+                    ) from exc
                 raise
         except Exception as exc:  # noqa: BLE001 - classified below
             if attempt < RETRIES and _retryable(exc):
@@ -655,6 +667,11 @@ def object_version(info: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _etag(version: str | None) -> str | None:
+    """The ETag in an :func:`object_version` (``None`` for a modification time, which it writes as ``key=value``)."""
+    return version if version and "=" not in version else None
+
+
 class RemoteFile(PositionalFile):
     """One remote object: thread-safe cached range reads and a read-only file object.
 
@@ -671,6 +688,7 @@ class RemoteFile(PositionalFile):
         self.path = self.url
         self._size = size
         self._version: str | None = None
+        self.failure: OSError | None = None  # the last failed read a caller (vortex) could not pass on
         self._pos = 0
         self._lock = threading.Lock()
         self._block: tuple[int, bytes] = (0, b"")
@@ -687,10 +705,11 @@ class RemoteFile(PositionalFile):
 
     def _fetch(self, start: int, stop: int) -> bytes:
         path = self.store._path(self.rel)
+        etag = _etag(self._version)
 
         def run() -> bytes:
             data = self.store._read(
-                lambda r: r.get_range(self.store._key(self.rel), start, stop),
+                lambda r: r.get_range(self.store._key(self.rel), start, stop, if_match=etag),
                 lambda: self.store.fs.cat_file(path, start=start, end=stop),
             )
             if len(data) != stop - start and (self._size is None or stop <= self._size):

@@ -116,7 +116,23 @@ class _RangeReader:
         return self._f.size
 
     def read_at(self, offset: int, length: int) -> bytes:
-        return self._f.read_range(offset, length)
+        try:
+            return self._f.read_range(offset, length)
+        except OSError as exc:  # vortex reports it as a RuntimeError: kept for the reader to raise instead
+            self._f.failure = exc
+            raise
+
+
+def _raise_failed_request(path: Location) -> None:
+    """Raise the request failure (``OSError``) behind a vortex error on remote file ``path``, if there was one.
+
+    Call it in an ``except`` block: the failure is raised with vortex's
+    error as its context, instead of reporting a file that could not be
+    fetched (an object overwritten, a denied or failing request) as corrupt.
+    """
+    if isinstance(path, RemoteFile) and path.failure is not None:
+        failure, path.failure = path.failure, None
+        raise failure
 
 
 def _name(path: Location) -> str:
@@ -189,6 +205,7 @@ def _open(path: Location, *, memory_map: bool = False) -> Any:
         try:
             return vortex.open_readable(_RangeReader(path), concurrency=16)
         except (RuntimeError, ValueError) as exc:
+            _raise_failed_request(path)
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, OSError):  # a request that failed (missing object, denied, ...)
                 raise cause from exc
@@ -737,6 +754,7 @@ def read_vortex_table(
         if check:  # each batch's pixel bytes against its stored CRCs (see _check_crcs)
             table = _check_crcs(table, ome, p, read_rows, n_out, measured)
     except BaseException as exc:
+        _raise_failed_request(path)
         raise corrupt_or_raise(exc, f"{p!r} cannot be read") from exc
     if not table.schema.equals(target, check_metadata=False):
         # to_arrow(schema=...) already converts; keep a guard in case it did not.
