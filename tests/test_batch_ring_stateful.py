@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, rule
 
 from omeframe.engine import batch_ring as br
+from stateful_runs import stateful_case
 
 pytestmark = pytest.mark.skipif(not br.supported(), reason="batch rings need memfd_create and /proc (Linux)")
 
@@ -127,10 +127,4 @@ def _assert_same(got: list[np.ndarray], expected: list[np.ndarray]) -> None:
         assert g.dtype == e.dtype and g.shape == e.shape and np.array_equal(g, e)
 
 
-RingModel.TestCase.settings = settings(
-    max_examples=40,
-    stateful_step_count=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
-TestRingModel = RingModel.TestCase
+TestRingModel = stateful_case(RingModel, examples=40, steps=40)

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import omeframe as of
+from stateful_runs import stateful_case
 
 IDS = ["a", "b", "c", "d"]
 
@@ -135,10 +135,4 @@ class DatasetModel(RuleBasedStateMachine):
             assert ds.verify()["chunks"] == sum(ds.entry(i).n_chunks for i in self.model)
 
 
-DatasetModel.TestCase.settings = settings(
-    max_examples=12,
-    stateful_step_count=6,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-TestDatasetModel = DatasetModel.TestCase
+TestDatasetModel = stateful_case(DatasetModel, examples=12, steps=6)

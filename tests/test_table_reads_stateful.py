@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 import omeframe as of
 from omeframe.engine.cache import DEFAULT_CACHE_BYTES, shared_cache
+from stateful_runs import stateful_case
 
 BUDGETS = [0, 1 << 20, 8 << 20, DEFAULT_CACHE_BYTES]
 
@@ -107,10 +107,4 @@ class TableReads(RuleBasedStateMachine):
         self.tables.append((of.ImageTable(self.path), stack, version))
 
 
-TableReads.TestCase.settings = settings(
-    max_examples=15,
-    stateful_step_count=20,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-TestTableReads = TableReads.TestCase
+TestTableReads = stateful_case(TableReads, examples=15, steps=20)
