@@ -112,3 +112,19 @@ def test_a_table_held_open_while_its_object_is_overwritten_never_reads_the_new_o
     np.testing.assert_array_equal(t.to_numpy([0, 5]), old[[0, 5]])  # read before: the old version's
     again = omeframe.open_table(path, storage_options=opts)
     np.testing.assert_array_equal(again.to_numpy([9000, 17000]), new[[9000, 17000]])
+
+
+def test_an_earlier_request_failure_is_not_blamed_for_a_damaged_vortex_object(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A remote Vortex read reports the request failures of its own reads only."""
+    from omeframe.errors import CorruptFileError
+    from omeframe.formats.vortex.file import read_vortex_table
+    from omeframe.storage.remote import RemoteStore
+
+    local = tmp_path / "t.vortex"
+    omeframe.write_table(local, np.zeros((10, 1, 4, 4), np.uint8), dim_order="CYX")
+    store = RemoteStore("memory://omeframe-stale-failure")
+    store.put("t.vortex", local.read_bytes()[: local.stat().st_size // 2])  # truncated: not readable
+    remote = store.open("t.vortex")
+    remote.failure = OSError("an earlier read that failed")
+    with pytest.raises(CorruptFileError, match="not a readable Vortex file"):
+        read_vortex_table(remote)

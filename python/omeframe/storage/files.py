@@ -14,7 +14,7 @@ import os
 import threading
 from typing import Any
 
-__all__ = ["InputFile", "PositionalFile", "file_key", "open_input"]
+__all__ = ["InputFile", "PositionalFile", "file_key", "file_version", "open_input"]
 
 
 class PositionalFile(io.RawIOBase):
@@ -135,3 +135,13 @@ def file_key(path: str | os.PathLike[str], stat: os.stat_result | None = None) -
     """
     st = os.stat(path) if stat is None else stat
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def file_version(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells versions of one open file apart, from its ``os.stat``/``os.fstat``: device, inode, size, mtime.
+
+    :func:`file_key` without the real path (a ``stat`` alone, no path
+    resolution): a reader that keeps a path compares the version it opened
+    with ``file_version(os.stat(path))`` before trusting a read by that path.
+    """
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)

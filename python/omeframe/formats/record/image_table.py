@@ -51,7 +51,7 @@ from omeframe.formats.record.vortex_splits import split_bounds, take_from_splits
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, FileChangedError, RowIndexError
-from omeframe.storage.files import file_key
+from omeframe.storage.files import file_key, file_version
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
 from omeframe.storage.parquet_footer import check_metadata
 from omeframe.storage.prefetch import CAN_ADVISE, ResidencyCheck, will_need
@@ -106,11 +106,6 @@ _ADVISE_MAX_CHUNKS = 1 << 16
 
 
 _T = TypeVar("_T")
-
-
-def _version(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What tells versions of a local file apart: device, inode, size, modification time."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class ImageTable:
@@ -209,7 +204,7 @@ class ImageTable:
                 f"{self._path!r} is a directory; open a dataset with omeframe.open_dataset"
             )
         self._format = detect_format(self._path, format)
-        self._version = _version(os.stat(self._path))
+        self._version = file_version(os.stat(self._path))
         self._open()
 
     def _remote_format(self, format: str | None) -> FileFormat:
@@ -369,7 +364,7 @@ class ImageTable:
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
             st = os.fstat(fh.fileno())
             self._mapped_key = file_key(self._path, st)
-            self._version = _version(st)  # what the map holds, even if the file changed since __init__
+            self._version = file_version(st)  # what the map holds, even if the file changed since __init__
         if self._use_index:
             try:
                 self._index = load_index(self._path, self._mm)
@@ -431,7 +426,7 @@ class ImageTable:
         if self._version is None:
             return
         try:
-            now = _version(os.stat(self._path))
+            now = file_version(os.stat(self._path))
         except FileNotFoundError:
             now = None
         if now != self._version:

@@ -202,6 +202,7 @@ def _open(path: Location, *, memory_map: bool = False) -> Any:
     """
     vortex = _import_vortex()
     if isinstance(path, RemoteFile):
+        path.failure = None  # only a failure of this file's reads from here on explains a vortex error
         try:
             return vortex.open_readable(_RangeReader(path), concurrency=16)
         except (RuntimeError, ValueError) as exc:
