@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from omeframe.engine.cache import shared_cache
@@ -90,3 +92,29 @@ def test_conditional_put(bucket) -> None:  # type: ignore[no-untyped-def]
         store.put("_manifests/1.json", b"two", if_none_match=True)
     assert store.cat("_manifests/1.json") == b"one"
     assert store.list("_manifests") == ["1.json"]
+
+
+@pytest.mark.parametrize("client", ["s3", "memory"])
+def test_an_open_file_reads_its_version_or_raises_file_changed(bucket, client, default_cache) -> None:  # type: ignore[no-untyped-def]
+    """Overwritten (longer, shorter, same size) or removed: never the new bytes, never a retry loop."""
+    from omeframe.errors import FileChangedError
+
+    url, opts, _ = bucket
+    store = RemoteStore(url, opts) if client == "s3" else RemoteStore(f"memory://{url[5:]}")
+    old = bytes(range(256)) * 8
+    for new in (b"x" * 100, b"y" * len(old), b"z" * (2 * len(old)), None):
+        store.put("a.bin", old)
+        f = store.open("a.bin")
+        assert f.size == len(old)  # the HEAD that pins the version (as opening a table does)
+        assert f.read_range(0, 16) == old[:16]
+        if new is None:
+            store.delete("a.bin")
+        else:
+            store.put("a.bin", new)
+        retries = remote.STATS.snapshot()["retries"]
+        assert f.read_range(0, 16) == old[:16]  # cached under the version it was opened at
+        with pytest.raises(FileChangedError, match="open it again") as err:
+            f.read_range(1000, 24)  # never read: the old version is gone
+        assert err.value.filename == f.url and err.value.errno == errno.ESTALE
+        assert ("removed" if new is None else "overwritten") in str(err.value)
+        assert remote.STATS.snapshot()["retries"] == retries

@@ -4,18 +4,22 @@ Tables of small crops read through the pixel index, kept blocks, stitched
 stacks and Vortex's splits, whichever path a read takes: the rules pick
 random rows (each once, in any order), runs of consecutive rows and whole
 tables, change the shared cache's budget between reads, rewrite the file
-under its name and open it again while older tables stay open. Every read
-must return exactly the pixels of the version its table was opened on; a
-table opened before the file was replaced may instead raise
-``FileChangedError`` (a read that would open the file by its name again),
-and the tables of the current version never do.
+under its name and open it again while older tables stay open. The file
+lies on the local disk, in fsspec's ``memory://`` store or on the test S3
+server (where a replacement overwrites the object). Every read must return
+exactly the pixels of the version its table was opened on; a table opened
+before the file was replaced may instead raise ``FileChangedError`` (a read
+that would open the file by its name again, or a GET of an object that has
+changed), and the tables of the current version never do.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,23 +44,40 @@ def _crops(n: int, seed: int) -> np.ndarray:
 class TableReads(RuleBasedStateMachine):
     """Open tables, each with the stack it must read."""
 
-    @initialize(fmt=st.sampled_from(["parquet", "vortex"]), n=st.sampled_from([300, 9000, 17000]))
-    def start(self, fmt: str, n: int) -> None:
+    s3: Any = None  # the test S3 server, set by the fixture below
+
+    @initialize(fmt=st.sampled_from(["parquet", "vortex"]), n=st.sampled_from([300, 9000, 17000]),
+                where=st.sampled_from(["local", "memory", "s3"]))
+    def start(self, fmt: str, n: int, where: str) -> None:
         if fmt == "vortex":
             pytest.importorskip("vortex")
         shared_cache().set_max_bytes(DEFAULT_CACHE_BYTES)
         shared_cache().clear()
-        self.tmp = tempfile.mkdtemp(prefix="omeframe-reads-")
-        self.path = Path(self.tmp) / f"crops.{fmt}"
+        self.options: dict[str, Any] = {}
+        self.path: Path | str
+        if where == "local":
+            self.tmp = tempfile.mkdtemp(prefix="omeframe-reads-")
+            self.path = Path(self.tmp) / f"crops.{fmt}"
+        elif where == "memory":
+            self.path = f"memory://reads-{uuid.uuid4().hex[:10]}/crops.{fmt}"
+        else:
+            import boto3
+
+            bucket = f"reads-{uuid.uuid4().hex[:10]}"
+            boto3.client("s3", endpoint_url=self.s3.endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+            self.path, self.options = f"s3://{bucket}/crops.{fmt}", self.s3.storage_options
         self.n = n
         self.seed = 0
         self.tables: list[tuple[of.ImageTable, np.ndarray, int]] = []  # (table, its pixels, its version)
         self._write()
 
+    def _open(self) -> of.ImageTable:
+        return of.open_table(self.path, storage_options=self.options or None)
+
     def _write(self) -> None:
         stack = _crops(self.n, self.seed)
-        of.write_table(self.path, stack, dim_order="CYX")
-        self.tables.append((of.ImageTable(self.path), stack, self.seed))
+        of.write_table(self.path, stack, dim_order="CYX", storage_options=self.options or None)
+        self.tables.append((self._open(), stack, self.seed))
 
     def teardown(self) -> None:
         self.tables = []
@@ -104,7 +125,13 @@ class TableReads(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         _, stack, version = self.tables[-1]
-        self.tables.append((of.ImageTable(self.path), stack, version))
+        self.tables.append((self._open(), stack, version))
 
 
 TestTableReads = stateful_case(TableReads, examples=15, steps=20)
+
+
+@pytest.fixture(autouse=True)
+def _s3_server(s3: Any) -> None:
+    """The machine's S3 tables live on the session's test server."""
+    TableReads.s3 = s3

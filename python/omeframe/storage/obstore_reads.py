@@ -81,7 +81,13 @@ class ObstoreNetworkError(ConnectionError):
 
 
 class ObjectChangedError(Exception):
-    """A conditional GET found the object rewritten: its ETag no longer matches (HTTP 412)."""
+    """A GET found the object rewritten since it was opened (a 412 to ``If-Match``, or a new version).
+
+    ``str()`` is the reason, phrased to follow "GET <url>: ".
+    """
+
+    def __init__(self, reason: str = "the object was overwritten since it was opened (its ETag no longer matches)"):
+        super().__init__(reason)
 
 
 def _translate(exc: Exception) -> Exception:
@@ -92,7 +98,7 @@ def _translate(exc: Exception) -> Exception:
     if isinstance(exc, NotFoundError):
         return FileNotFoundError(text)
     if isinstance(exc, PreconditionError):
-        return ObjectChangedError(text)
+        return ObjectChangedError()  # obstore's text rides along as the cause
     head = text.split("\n\nDebug source:", 1)[0]  # the debug dump names every setting ("retry_timeout" ...)
     low = head.lower()
     if "redirect" in low:  # S3's answer from another region's endpoint (no Location to follow)

@@ -16,11 +16,15 @@ Reads cost round trips, not bytes:
   version, start, stop)``), so a second read of the same chunk costs no
   request; ``version`` is the ETag (else the last-modified time) the HEAD
   request of the file saw, so an object rewritten under the same URL is
-  never served from the blocks of its previous content; through obstore,
-  range GETs are conditional on that ETag (``If-Match``), so a file held open
-  while its object is overwritten raises
-  :class:`~omeframe.model.errors.FileChangedError` instead of reading the new
-  object (fsspec's clients send plain GETs);
+  never served from the blocks of its previous content;
+* a file held open while its object is overwritten never reads the new
+  object: it raises :class:`~omeframe.model.errors.FileChangedError`. On
+  ``s3://`` (obstore or s3fs) and ``http(s)://`` with a strong ETag, range
+  GETs are conditional on the ETag seen at open (``If-Match``; the store
+  answers 412 once the object changed). Elsewhere (``gs://``, ``az://``,
+  ``memory://``, servers without a strong ETag) each batch of range reads
+  is followed by one HEAD request comparing the version, and nothing read
+  is returned or cached before it matched;
 * failures that can pass (HTTP 5xx, 429 / ``SlowDown`` throttling, timeouts,
   dropped connections, truncated bodies) are retried with exponential backoff
   and jitter (:data:`RETRIES` times); other 4xx are not retried. What still
@@ -313,11 +317,7 @@ def _call(what: str, url: str, fn: Callable[[], T], stats: RequestStats | None) 
                     raise FileNotFoundError(f"{what} {url!r}: no such object (HTTP 404)") from exc
                 if isinstance(exc, ObjectChangedError):
                     raise FileChangedError(
-                        errno.ESTALE,
-                        f"{what}: the object was overwritten since it was opened (its ETag no longer matches); "
-                        "open it again to read its current version",
-                        url,
-                    ) from exc
+                        errno.ESTALE, f"{what}: {exc}; open it again to read its current version", url) from exc
                 raise
         except Exception as exc:  # noqa: BLE001 - classified below
             if attempt < RETRIES and _retryable(exc):
@@ -668,8 +668,23 @@ def object_version(info: Mapping[str, Any]) -> str | None:
 
 
 def _etag(version: str | None) -> str | None:
-    """The ETag in an :func:`object_version` (``None`` for a modification time, which it writes as ``key=value``)."""
-    return version if version and "=" not in version else None
+    """The strong ETag in an :func:`object_version`, which a GET can be conditional on.
+
+    ``None`` for a modification time (written as ``key=value``) and for a weak
+    ETag (``W/...``), which ``If-Match`` never matches.
+    """
+    return version if version and "=" not in version and not version.startswith("W/") else None
+
+
+async def _s3_get_if_match(fs: Any, path: str, start: int, stop: int, etag: str) -> bytes:
+    """A range GET through s3fs that S3 answers only while the object's ETag is ``etag`` (else 412)."""
+    bucket, key, _ = fs.split_path(path)
+    resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}",
+                             IfMatch=f'"{etag}"')
+    try:
+        return bytes(await resp["Body"].read())
+    finally:
+        resp["Body"].close()
 
 
 class RemoteFile(PositionalFile):
@@ -678,6 +693,13 @@ class RemoteFile(PositionalFile):
     Use :meth:`RemoteStore.open`. ``read_range(offset, length)`` matches
     :class:`omeframe.storage.files.InputFile`; ``read_ranges`` reads many
     ranges in the fewest concurrent requests.
+
+    The HEAD request that learns :attr:`size` also pins the object's version:
+    from then on every read returns bytes of that version or raises
+    :class:`~omeframe.model.errors.FileChangedError` (see the module
+    docstring). A file that never made that request (its ``size`` given, or
+    never asked) reads whatever the object holds: for objects never
+    rewritten, such as a dataset's chunk parts.
     """
 
     def __init__(self, store: RemoteStore, rel: str, size: int | None = None) -> None:
@@ -703,21 +725,74 @@ class RemoteFile(PositionalFile):
             self._size, self._version = self.store.stat(self.rel)
         return self._size
 
+    def _if_match(self) -> str | None:
+        """The ETag range GETs are conditional on, or ``None`` where the client cannot send one.
+
+        s3:// (obstore and s3fs alike) and http(s):// send ``If-Match``; the
+        other schemes check the version after reading (:meth:`_check_unchanged`).
+        """
+        if self.store.location.protocol not in ("s3", "http", "https"):
+            return None
+        return _etag(self._version)
+
+    def _fsspec_range(self, path: str, start: int, stop: int, etag: str | None) -> bytes:
+        fs = self.store.fs
+        if etag is None:
+            return bytes(fs.cat_file(path, start=start, end=stop))
+        if self.store.location.protocol == "s3":
+            import fsspec.asyn  # type: ignore[import-untyped]
+
+            return bytes(fsspec.asyn.sync(fs.loop, _s3_get_if_match, fs, path, start, stop, etag))
+        headers = {**(fs.kwargs.get("headers") or {}), "If-Match": f'"{etag}"'}  # keep the user's headers
+        return bytes(fs.cat_file(path, start=start, end=stop, headers=headers))
+
+    def _changed(self) -> str | None:
+        """What changed since the object was opened (one HEAD), or ``None`` while its version is the same."""
+        self.store.fs.invalidate_cache(self.store._path(self.rel))  # a cached listing must not answer
+        try:
+            now: str | None = self.store.stat(self.rel)[1]
+        except FileNotFoundError:
+            return "the object was removed since it was opened"
+        if now == self._version:
+            return None
+        return f"the object was overwritten since it was opened (its version {self._version!r} is now {now!r})"
+
+    def _check_unchanged(self) -> None:
+        """Raise :class:`FileChangedError` unless the object still has the version it was opened at (one HEAD)."""
+        change = self._changed()
+        if change is not None:
+            raise FileChangedError(errno.ESTALE, f"GET: {change}; open it again to read its current version", self.url)
+
     def _fetch(self, start: int, stop: int) -> bytes:
         path = self.store._path(self.rel)
-        etag = _etag(self._version)
+        etag = self._if_match()
 
         def run() -> bytes:
-            data = self.store._read(
-                lambda r: r.get_range(self.store._key(self.rel), start, stop, if_match=etag),
-                lambda: self.store.fs.cat_file(path, start=start, end=stop),
-            )
+            try:
+                data = self.store._read(
+                    lambda r: r.get_range(self.store._key(self.rel), start, stop, if_match=etag),
+                    lambda: self._fsspec_range(path, start, stop, etag),
+                )
+            except ObjectChangedError:
+                raise
+            except Exception as exc:
+                if etag is not None and _status(exc)[0] == 412:
+                    raise ObjectChangedError() from exc
+                raise
             if len(data) != stop - start and (self._size is None or stop <= self._size):
+                change = self._changed() if etag is None and self._version is not None else None
+                if change is not None:  # a shorter object under the same name: no retry mends that
+                    raise ObjectChangedError(change)
                 raise _Truncated(f"got {len(data)} bytes of range {start}..{stop}")
             return bytes(data)
 
         try:
             data = _call("GET", self.url, run, self.store.stats)
+        except FileNotFoundError as exc:
+            if self._version is None:
+                raise
+            raise FileChangedError(errno.ESTALE, "GET: the object was removed since it was opened; "
+                                   "open it again to read its current version", self.url) from exc
         except RemoteStorageError as exc:
             if isinstance(exc.__cause__, _Truncated) or any(isinstance(e, _Truncated) for e in _chain(exc)):
                 raise RemoteStorageError(
@@ -745,6 +820,8 @@ class RemoteFile(PositionalFile):
             STATS.add(ranges=len(todo), merged=len(merged))
             self.store.stats.add(ranges=len(todo), merged=len(merged))
             blocks = _run_all([functools.partial(self._fetch, a, b) for a, b in merged])
+            if self._version is not None and self._if_match() is None:
+                self._check_unchanged()  # before anything read is returned or cached
             starts = [a for a, _ in merged]
             import bisect
 
