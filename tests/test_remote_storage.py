@@ -118,3 +118,15 @@ def test_an_open_file_reads_its_version_or_raises_file_changed(bucket, client, d
         assert err.value.filename == f.url and err.value.errno == errno.ESTALE
         assert ("removed" if new is None else "overwritten") in str(err.value)
         assert remote.STATS.snapshot()["retries"] == retries
+
+
+def test_object_versions_and_the_etags_a_get_can_be_conditional_on() -> None:
+    """Each client's name for the ETag or modification time; only strong ETags go into If-Match."""
+    assert remote.object_version({"ETag": '"abc"', "LastModified": 1}) == "abc"  # s3fs
+    assert remote.object_version({"etag": "0x8D1"}) == "0x8D1"  # adlfs, gcsfs
+    assert remote.object_version({"Last-Modified": "Sun, 06 Dec 2026 14:49:53 GMT"}) == (
+        "Last-Modified=Sun, 06 Dec 2026 14:49:53 GMT")  # fsspec's HTTP client, a server without ETags
+    assert remote.object_version({"size": 3}) is None
+    assert remote._etag("abc") == "abc"
+    assert remote._etag("created=2026-12-06") is None  # a time, not an ETag
+    assert remote._etag(remote.object_version({"ETag": 'W/"5f3c-1a2b"'})) is None  # weak: If-Match never matches

@@ -661,7 +661,7 @@ def object_version(info: Mapping[str, Any]) -> str | None:
     for key in ("ETag", "etag", "Etag"):
         if info.get(key):
             return str(info[key]).strip('"')
-    for key in ("LastModified", "last_modified", "mtime", "updated", "created"):
+    for key in ("LastModified", "last_modified", "Last-Modified", "mtime", "updated", "created"):
         if info.get(key) is not None:
             return f"{key}={info[key]}"
     return None
