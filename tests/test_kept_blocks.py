@@ -8,6 +8,8 @@ through its pages and keeps blocks only for sparse takes of a small table.
 from __future__ import annotations
 
 import errno
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -335,3 +337,35 @@ def test_a_read_that_fails_because_the_file_changed_under_it_says_so(tmp_path: P
     with pytest.raises(of.FileChangedError) as err:
         t.read()
     assert isinstance(err.value.__context__, of.CorruptFileError)
+
+
+@pytest.mark.parametrize("pixels", ["frames", "pages"])
+def test_a_table_rewritten_in_place_under_its_map_raises_instead_of_reading_other_bytes(
+        tmp_path: Path, pixels: str) -> None:
+    """``cp`` over an open Parquet table changes the bytes under its memory map: a take refuses them."""
+    import shutil
+
+    rng = np.random.default_rng(7)
+    shape = (2000, 3, 64, 64) if pixels == "frames" else (3000, 3, 16, 16)  # zstd frames, or raw chunks in pages
+    old, new = (rng.integers(0, 255, shape, dtype=np.uint8) for _ in range(2))
+    for x in (old, new):  # noise compresses to nothing: frames of one size, at the same offsets in both files
+        x[..., 0, 0], x[..., 0, 1] = 0, 254  # and the same statistics
+    path, other = tmp_path / "t.parquet", tmp_path / "other.parquet"
+    of.write_table(path, old, dim_order="CYX")
+    of.write_table(other, new, dim_order="CYX")
+    of.set_cache_bytes(0)  # no kept blocks: every take reads the map (the module's fixture restores the budget)
+    t = of.ImageTable(path)
+    assert t.indexed and np.array_equal(t.to_numpy([0, 5]), old[[0, 5]])
+    time.sleep(0.02)  # beyond the file system's timestamp granularity (same-size rewrites show by mtime only)
+    shutil.copyfile(other, path)  # in place: the same inode, new bytes
+    for read in (lambda: t.to_numpy([1000, 1500]), lambda: t.take([7], columns=[t.column])):
+        with pytest.raises(of.FileChangedError, match="rewritten") as err:
+            read()
+        assert err.value.errno == errno.ESTALE and err.value.filename == str(path)
+    unread = of.ImageTable(path)  # its footer not read from the map yet
+    os.truncate(path, 100_000)  # a writer that truncated first: refused before the map is read past its end
+    for table in (t, unread):
+        with pytest.raises(of.FileChangedError, match="rewritten in place"):
+            table.to_numpy([shape[0] - 1])
+    t.close()
+    assert t._fd is None

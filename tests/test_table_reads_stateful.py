@@ -4,19 +4,22 @@ Tables of small crops read through the pixel index, kept blocks, stitched
 stacks and Vortex's splits, whichever path a read takes: the rules pick
 random rows (each once, in any order), runs of consecutive rows and whole
 tables, change the shared cache's budget between reads, rewrite the file
-under its name and open it again while older tables stay open. The file
-lies on the local disk, in fsspec's ``memory://`` store or on the test S3
-server (where a replacement overwrites the object). Every read must return
-exactly the pixels of the version its table was opened on; a table opened
-before the file was replaced may instead raise ``FileChangedError`` (a read
-that would open the file by its name again, or a GET of an object that has
-changed), and the tables of the current version never do.
+under its name (replaced by rename, or for local files also copied over in
+place, under the maps of open tables) and open it again while older tables
+stay open. The file lies on the local disk, in fsspec's ``memory://`` store
+or on the test S3 server (where a replacement overwrites the object). Every
+read must return exactly the pixels of the version its table was opened on;
+a table opened before the file was replaced may instead raise
+``FileChangedError`` (a read that would open the file by its name again, a
+take from a map whose file was rewritten in place, or a GET of an object
+that has changed), and the tables of the current version never do.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -121,6 +124,19 @@ class TableReads(RuleBasedStateMachine):
         """Rewrite the table under its name (a new seed); tables opened before stay open."""
         self.seed += 1
         self._write()
+
+    @rule()
+    def rewrite_in_place(self) -> None:
+        """Copy a new version over the local file itself (the same inode, as ``cp`` does), under open maps."""
+        if not isinstance(self.path, Path):
+            return  # an object is always replaced whole
+        self.seed += 1
+        stack = _crops(self.n, self.seed)
+        staged = Path(self.tmp) / f"staged{self.path.suffix}"
+        of.write_table(staged, stack, dim_order="CYX")
+        time.sleep(0.01)  # past the file system's timestamp granularity: same-size rewrites show by mtime only
+        shutil.copyfile(staged, self.path)
+        self.tables.append((self._open(), stack, self.seed))
 
     @rule()
     def reopen(self) -> None:

@@ -10,12 +10,15 @@ with :func:`~omeframe.formats.record.stack.to_numpy_stack`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
 import struct
+import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -66,6 +69,10 @@ __all__ = ["ImageTable", "open_table", "normalize_rows"]
 #: Bytes read from the end of a remote Parquet table when it is opened: the
 #: footer and, in most tables, the pixel index in front of it (one request).
 REMOTE_TAIL_BYTES = 256 << 10
+
+
+#: mmap keeps its own copy of the descriptor unless told not to (Python 3.13+); the table keeps one anyway.
+_NO_FD_COPY: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 
 def normalize_rows(rows: Any, num_rows: int, name: str) -> np.ndarray:
@@ -139,7 +146,10 @@ class ImageTable:
     has mapped; any read that would open the file again by its name (a
     Vortex table, Parquet columns other than the pixels, a table without the
     index) raises :class:`~omeframe.errors.FileChangedError` instead of
-    reading the new version. Open the table again to read the new version.
+    reading the new version. A file rewritten in place (``cp`` over it)
+    changes the bytes under the map: takes from the map check the mapped
+    file's size and modification time before and after reading, and raise
+    ``FileChangedError`` too. Open the table again to read the new version.
 
     A remote table is read by byte ranges, never downloaded whole. Opening a
     Parquet table reads its last :data:`REMOTE_TAIL_BYTES` (footer and pixel
@@ -173,6 +183,8 @@ class ImageTable:
         self._use_index = use_index
         self._storage_options = dict(storage_options or {})
         self._mm: mmap.mmap | None = None
+        self._fd: int | None = None  # the mapped file's descriptor
+        self._close_fd: weakref.finalize | None = None
         self._mapped_key: tuple[Any, ...] | None = None  # file_key of the version mapped (kept blocks key on it)
         self._resident = ResidencyCheck()  # the map wholly cached: takes skip the read-ahead advice
         self._index: PixelIndex | None = None
@@ -310,15 +322,9 @@ class ImageTable:
         """
         if self._mm is None:
             return self._chunk_buffer(chunk_ids)
-        if CAN_ADVISE and len(chunk_ids) <= _ADVISE_MAX_CHUNKS and not self._resident(self._mm):
-            try:
-                fd = os.open(self._path, os.O_RDONLY)
-            except OSError:  # the advice is only a hint; the map still reads
-                return self._mm
-            try:
-                self._resident.advised(will_need(fd, *self._chunk_ranges(chunk_ids)))
-            finally:
-                os.close(fd)
+        fd = self._fd
+        if CAN_ADVISE and fd is not None and len(chunk_ids) <= _ADVISE_MAX_CHUNKS and not self._resident(self._mm):
+            self._resident.advised(will_need(fd, *self._chunk_ranges(chunk_ids)))
         return self._mm
 
     def _chunk_ranges(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -337,6 +343,25 @@ class ImageTable:
     def _release(self, buf: Any) -> None:
         if buf is not self._mm:
             buf.close()
+
+    @contextlib.contextmanager
+    def _reading(self, chunk_ids: np.ndarray) -> Iterator[Any]:
+        """The buffer the payloads of ``chunk_ids`` are read from (:meth:`_pixel_buffer`), checked around the read.
+
+        Before the read, a mapped file must still have its size (never read a
+        truncated file past its end); after it, or after a read that failed,
+        it must not have been rewritten in place (:meth:`_check_mapped`).
+        """
+        self._check_mapped()
+        buf = self._pixel_buffer(chunk_ids)
+        try:
+            yield buf
+        except Exception:
+            self._check_mapped()  # a read that failed on bytes rewritten under the map says so
+            raise
+        finally:
+            self._release(buf)
+        self._check_mapped()
 
     @property
     def _has_index(self) -> bool:
@@ -357,20 +382,29 @@ class ImageTable:
     def _open(self) -> None:
         if self._format != "parquet":
             return
-        with open(self._path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
+        # The descriptor stays open beside the map: its fstat shows a rewrite in place (_check_mapped).
+        fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            size = os.fstat(fd).st_size
             if size < 12:
                 raise CorruptFileError(f"{self._path!r} is too short to be a Parquet file ({size} bytes)")
-            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            st = os.fstat(fh.fileno())
-            self._mapped_key = file_key(self._path, st)
-            self._version = file_version(st)  # what the map holds, even if the file changed since __init__
+            self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ, **_NO_FD_COPY)
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._close_fd = weakref.finalize(self, os.close, fd)
+        self._mapped_key = file_key(self._path, st)
+        self._version = file_version(st)  # what the map holds, even if the file changed since __init__
         if self._use_index:
             try:
                 self._index = load_index(self._path, self._mm)
             except CorruptFileError as exc:
+                self._check_mapped()  # not damage: the file was rewritten while it was being opened
                 warnings.warn(f"{exc}; reading through Parquet instead", UserWarning, stacklevel=3)
                 self._index = None
+            self._check_mapped()
             if self._index is not None:
                 self._num_rows = self._index.num_rows
 
@@ -414,6 +448,10 @@ class ImageTable:
         if self._mm is not None:
             self._mm.close()
             self._mm = None
+        if self._close_fd is not None:
+            self._close_fd()
+            self._close_fd = None
+            self._fd = None
 
     def __enter__(self) -> ImageTable:
         return self
@@ -434,6 +472,26 @@ class ImageTable:
                 errno.ESTALE,
                 "the record table was replaced, rewritten or removed since it was opened; open it again "
                 "(omeframe.open_table) to read its current version",
+                self._path,
+            )
+
+    def _check_mapped(self) -> None:
+        """Raise :class:`FileChangedError` when the file this table maps was modified in place.
+
+        A replacement by rename leaves the map on the version it holds, which
+        stays readable; a rewrite of the same file (``cp``, a writer that
+        truncates and writes) changes the bytes under the map, which its
+        descriptor's size and modification time show. Checked before a read
+        of the map (never read a truncated file past its end) and after it.
+        """
+        if self._fd is None or self._version is None:
+            return
+        st = os.fstat(self._fd)
+        if st.st_size != self._version[2] or st.st_mtime_ns != self._version[3]:
+            raise FileChangedError(
+                errno.ESTALE,
+                "the record table was rewritten in place since it was opened (its bytes under this table's "
+                "memory map changed); open it again (omeframe.open_table) to read its current version",
                 self._path,
             )
 
@@ -520,15 +578,22 @@ class ImageTable:
 
             mm = self._mm
             assert mm is not None
-            size = len(mm)
-            footer_len = struct.unpack_from("<I", mm, size - 8)[0]
-            if mm[size - 4 : size] != b"PAR1" or footer_len + 12 > size:
-                raise CorruptFileError(f"{self._path!r} is not a Parquet file (its footer is missing or truncated)")
+            self._check_mapped()  # a file truncated in place is not read past its end
             try:
-                meta = pq.read_metadata(pa.BufferReader(mm[size - 8 - footer_len : size]))
-                self._schema = meta.schema.to_arrow_schema()
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise CorruptFileError(f"{self._path!r}: unreadable Parquet footer: {exc}") from exc
+                size = len(mm)
+                footer_len = struct.unpack_from("<I", mm, size - 8)[0]
+                if mm[size - 4 : size] != b"PAR1" or footer_len + 12 > size:
+                    raise CorruptFileError(
+                        f"{self._path!r} is not a Parquet file (its footer is missing or truncated)")
+                try:
+                    meta = pq.read_metadata(pa.BufferReader(mm[size - 8 - footer_len : size]))
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise CorruptFileError(f"{self._path!r}: unreadable Parquet footer: {exc}") from exc
+            except CorruptFileError:
+                self._check_mapped()  # a footer rewritten in place under the map says so
+                raise
+            self._check_mapped()
+            self._schema = meta.schema.to_arrow_schema()
         return self._schema
 
     @property
@@ -613,8 +678,7 @@ class ImageTable:
             int(counts.sum())
         )
         lens = index.lengths[chunk_ids]
-        mm = self._pixel_buffer(chunk_ids)
-        try:
+        with self._reading(chunk_ids) as mm:
             if index.pages is not None:
                 data = read_page_values(mm, index, chunk_ids, what=repr(self._path)).tobytes()
             else:
@@ -624,8 +688,6 @@ class ImageTable:
                 view = memoryview(mm)
                 data = b"".join([view[o : o + n] for o, n in zip(offs.tolist(), lens.tolist(), strict=True)])
                 del view
-        finally:
-            self._release(mm)
         boffs = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=boffs[1:])
         pixel_bytes = pa.LargeBinaryArray.from_buffers(
@@ -742,8 +804,7 @@ class ImageTable:
                 return None
         elif ulay.codec != "zstd":
             return None  # an index over uncompressed pages holds zstd frames only (IndexBuilder)
-        mm = self._pixel_buffer(chunk_ids)
-        try:
+        with self._reading(chunk_ids) as mm:
             if index.pages is not None:
                 flat = target.reshape(-1).view(np.uint8).reshape(len(chunk_ids), index.value_size)
                 read_page_values(mm, index, chunk_ids, what=what, out=flat)
@@ -756,8 +817,6 @@ class ImageTable:
                         "modified in place?); reopen with use_index=False or rewrite the table"
                     )
                 decode_zstd_into(target, mm, starts, lengths, sizes, what=what)
-        finally:
-            self._release(mm)
         if not whole:
             scatter_chunks(target, ulay, out6)
         return out6
