@@ -348,9 +348,10 @@ class ImageTable:
     def _reading(self, chunk_ids: np.ndarray) -> Iterator[Any]:
         """The buffer the payloads of ``chunk_ids`` are read from (:meth:`_pixel_buffer`), checked around the read.
 
-        Before the read, a mapped file must still have its size (never read a
-        truncated file past its end); after it, or after a read that failed,
-        it must not have been rewritten in place (:meth:`_check_mapped`).
+        Before the read, and after it (or after a read that failed), a mapped
+        file must not have been rewritten in place (:meth:`_check_mapped`):
+        a truncated file is never read past its end, and bytes of another
+        version are never returned.
         """
         self._check_mapped()
         buf = self._pixel_buffer(chunk_ids)
