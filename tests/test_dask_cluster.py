@@ -79,6 +79,19 @@ def _maps_for_a_megabyte() -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and /proc are Linux's")
+def test_to_dask_of_a_dataset_in_a_bucket_reads_its_generation_on_the_workers(client: Any, bucket: Any) -> None:
+    """The tasks carry the dataset's URL, storage options and generation: an overwrite does not reach them."""
+    url, opts, _ = bucket
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 60000, (1, 1, 2, 64, 48), dtype=np.uint16)
+    ds = omeframe.write_dataset(img, f"{url}/ds", image_ids=["a"], chunk_shape=(1, 32, 32), storage_options=opts)
+    arr = ds.to_dask("a", block_bytes=None)
+    omeframe.write_dataset(img[..., ::-1, :] // 2, f"{url}/ds", image_ids=["a"], mode="overwrite",
+                           chunk_shape=(1, 32, 32), storage_options=opts)
+    assert omeframe.open_dataset(f"{url}/ds", storage_options=opts).generation == ds.generation + 1
+    np.testing.assert_array_equal(arr.compute(), img)  # the generation the graph was built on
+
+
 def test_workers_keep_chunk_buffers_on_the_heap(client: Any, tmp_path: Path) -> None:
     """The nanny's MALLOC_TRIM_THRESHOLD_ freezes glibc's mmap threshold at 128 KiB; the first
     omeframe task on a worker raises it, so chunk-sized buffers stop costing a map each."""

@@ -610,6 +610,26 @@ def test_grid_patches_cover_the_image_in_3d_and_load_in_workers(chunked, torch):
     assert n == len(ds)
 
 
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_workers_read_the_generation_the_patches_were_planned_on(tmp_path, where, torch):
+    """An overwrite after the dataset was opened does not reach the workers, local or in a bucket."""
+    img = np.random.default_rng(6).integers(0, 60000, (1, 1, 1, 40, 40), dtype=np.uint16)
+    path = str(tmp_path / "d.omeds") if where == "local" else f"memory://patches-{tmp_path.name}/d.omeds"
+    of.write_dataset([img], path, dim_order="TCZYX", image_ids=["a"], chunk_shape=(1, 16, 16), progress=False)
+    ds = DatasetPatchDataset(path, patch_shape=(16, 16), stride=(16, 16))
+    of.write_dataset([img // 3 + 1], path, dim_order="TCZYX", image_ids=["a"], chunk_shape=(1, 16, 16),
+                     mode="overwrite", progress=False)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=2, collate_fn=collate, num_workers=2, multiprocessing_context="fork", timeout=60
+    )
+    n = 0
+    for b in loader:
+        for patch, (t, z, y, x) in zip(b["image"].numpy(), b["origin"].tolist(), strict=True):
+            assert np.array_equal(patch, img[t, :, z, y : y + 16, x : x + 16])
+            n += 1
+    assert n == len(ds) == 9  # origins 0, 16 and 24 on each axis
+
+
 def test_patch_errors(chunked):
     path, _ = chunked
     with pytest.raises(ValueError, match="exactly one"):

@@ -57,7 +57,6 @@ Example
 
 from __future__ import annotations
 
-import functools
 import os
 import pickle
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -877,34 +876,19 @@ def _open_chunked(
 ) -> _PerProcess:
     so = dict(storage_options or {})
     if isinstance(dataset_or_path, Dataset):
-        path: str | Path = dataset_or_path.path
         ds = dataset_or_path
-        so = dict(getattr(getattr(dataset_or_path, "store", None), "storage_options", None) or so)
     elif is_remote(dataset_or_path):
-        path = str(dataset_or_path)
-        ds = open_dataset(path, storage_options=so)
+        ds = open_dataset(str(dataset_or_path), storage_options=so)
     elif isinstance(dataset_or_path, (str, os.PathLike)):
-        path = _catalog_part(Path(dataset_or_path), DATASET_NAME)
-        ds = open_dataset(path, storage_options=so)
+        ds = open_dataset(_catalog_part(Path(dataset_or_path), DATASET_NAME), storage_options=so)
     else:
         raise TypeError(
             f"expected an omeframe.Dataset, a dataset directory or a catalog directory, "
             f"got {type(dataset_or_path).__name__}"
         )
-    return _PerProcess(ds, pickle.dumps(_DatasetRecipe(str(path), so)), str(path), "dataset")
-
-
-class _DatasetRecipe:
-    """Unpickles as the dataset at ``path`` (a URL with its ``storage_options``), opened afresh."""
-
-    def __init__(self, path: str, storage_options: Mapping[str, Any] | None = None) -> None:
-        self.path = path
-        self.storage_options = dict(storage_options or {})
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        if self.storage_options:
-            return (functools.partial(open_dataset, storage_options=self.storage_options), (self.path,))
-        return (open_dataset, (self.path,))
+    # A dataset pickles as its location, storage options and generation: every worker reads the
+    # generation the samples were planned on, even after another writer appends or overwrites.
+    return _PerProcess(ds, pickle.dumps(ds), ds.where, "dataset")
 
 
 def _label_namer(with_labels: str | Callable[[str], str] | None) -> Callable[[str], str] | None:

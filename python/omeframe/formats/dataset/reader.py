@@ -217,6 +217,13 @@ class ImageEntry:
         }
 
 
+def _open_generation(
+    cls: type[DatasetReader], where: str, generation: int, storage_options: Mapping[str, Any] | None
+) -> DatasetReader:
+    """``cls`` at ``where`` (a directory or a URL), reading ``generation``: what a pickled reader reopens."""
+    return cls(where, generation, storage_options=storage_options)
+
+
 class DatasetReader:
     """Reads a chunked image dataset directory (images table + chunks table parts).
 
@@ -388,8 +395,10 @@ class DatasetReader:
         return f"<omeframe.Dataset {self.where!r} format={self.format} images={len(self)}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Pickles as its location and the generation it reads; reopened once per process.
-        return (reopen, (type(self), (str(self.path), self.manifest.generation)))
+        # Pickles as its location (a URL with its storage options, or a directory) and the
+        # generation it reads; reopened once per process.
+        options = dict(self.store.storage_options) if self.store is not None else None
+        return (reopen, (_open_generation, (type(self), self.where, self.manifest.generation, options)))
 
     # ---- chunk access ---------------------------------------------------
     def _file(self, part: str) -> files.InputFile | RemoteFile:
