@@ -369,3 +369,19 @@ def test_a_table_rewritten_in_place_under_its_map_raises_instead_of_reading_othe
             table.to_numpy([shape[0] - 1])
     t.close()
     assert t._fd is None
+
+
+def test_a_copy_sent_to_another_process_refuses_a_file_replaced_since(tmp_path: Path, fmt: str) -> None:
+    """A pickled table (a DataLoader or Dask worker's copy) reopens only the version its sender opened."""
+    import pickle
+
+    old, new = crops(seed=1), crops(n=500, seed=2)
+    path = tmp_path / f"crops.{fmt}"
+    of.write_table(path, old, dim_order="CYX")
+    sent = pickle.dumps(of.ImageTable(path))
+    assert np.array_equal(pickle.loads(sent).to_numpy([3, 8500]), old[[3, 8500]])  # unchanged: reopened
+    of.write_table(path, new, dim_order="CYX")
+    with pytest.raises(of.FileChangedError, match="replaced or rewritten since") as err:
+        pickle.loads(sent)
+    assert err.value.errno == errno.ESTALE and err.value.filename == str(path)
+    assert len(pickle.loads(pickle.dumps(of.ImageTable(path)))) == 500  # a table opened now travels

@@ -162,3 +162,17 @@ def test_an_earlier_request_failure_is_not_blamed_for_a_damaged_vortex_object(tm
     remote.failure = OSError("an earlier read that failed")
     with pytest.raises(CorruptFileError, match="not a readable Vortex file"):
         read_vortex_table(remote)
+
+
+def test_a_pickled_remote_table_reopens_only_the_version_its_sender_opened(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pickle
+
+    path = f"memory://pickled-{tmp_path.name}/t.parquet"
+    crops = np.arange(40 * 2 * 8 * 8, dtype=np.uint16).reshape(40, 2, 8, 8)
+    omeframe.write_table(path, crops, dim_order="CYX")
+    sent = pickle.dumps(omeframe.open_table(path))
+    np.testing.assert_array_equal(pickle.loads(sent).to_numpy([3]), crops[[3]])
+    omeframe.write_table(path, crops[::-1].copy(), dim_order="CYX")
+    with pytest.raises(omeframe.FileChangedError, match="replaced or rewritten since") as err:
+        pickle.loads(sent)
+    assert err.value.filename == path

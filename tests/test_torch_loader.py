@@ -610,6 +610,21 @@ def test_grid_patches_cover_the_image_in_3d_and_load_in_workers(chunked, torch):
     assert n == len(ds)
 
 
+def test_workers_refuse_a_table_replaced_after_the_dataset_was_made(tmp_path, crops, torch):
+    """Workers reopen the table by its path: one replaced since fails the loader, naming it, instead of
+    serving rows of another version under the parent's length and columns."""
+    path = tmp_path / "crops.parquet"
+    of.write_table(path, crops, dim_order="CYX")
+    ds = ImageTableDataset(str(path))
+    of.write_table(path, crops[::-1].copy(), dim_order="CYX")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=4, collate_fn=collate, num_workers=1, multiprocessing_context="fork", timeout=60
+    )
+    with pytest.raises(Exception, match="replaced or rewritten since") as err:
+        next(iter(loader))
+    assert str(path) in str(err.value)
+
+
 @pytest.mark.parametrize("where", ["local", "memory"])
 def test_workers_read_the_generation_the_patches_were_planned_on(tmp_path, where, torch):
     """An overwrite after the dataset was opened does not reach the workers, local or in a bucket."""

@@ -136,9 +136,11 @@ class ImageTable:
 
     Notes
     -----
-    An ``ImageTable`` pickles as its path and options: a copy sent to a
-    worker process (a ``DataLoader`` worker, a Dask task) reopens the file
-    there.
+    An ``ImageTable`` pickles as its path, options and the version it
+    opened: a copy sent to a worker process (a ``DataLoader`` worker, a Dask
+    task) reopens the file there, and raises
+    :class:`~omeframe.errors.FileChangedError` if the file was replaced or
+    rewritten since, rather than serve rows of another version.
 
     A local table reads the version of its file it was opened on. When the
     file is replaced or rewritten under its name while the table is open, a
@@ -412,13 +414,30 @@ class ImageTable:
     # -- pickling: reopen in the worker -------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self._path, "column": self._column_arg, "format": self._format, "use_index": self._use_index,
-                "storage_options": self._storage_options}
+                "storage_options": self._storage_options, "version": self._pinned()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
             state["path"], column=state["column"], format=state["format"], use_index=state["use_index"],
             storage_options=state.get("storage_options"),
         )
+        sent = state.get("version")
+        if sent is not None and self._pinned() != sent:
+            self.close()
+            raise FileChangedError(
+                errno.ESTALE,
+                "the record table was replaced or rewritten since the table sent to this process was opened "
+                "(its rows and its copies here would come from different versions); open it again "
+                "(omeframe.open_table) and send that",
+                self._path,
+            )
+
+    def _pinned(self) -> Any:
+        """What a copy in another process must find at the path: the inode, size and mtime of a local file
+        (not its device, which differs between machines sharing a file system), or an object's version."""
+        if self._remote is not None:
+            return self._remote._version
+        return None if self._version is None else self._version[1:]
 
     def __repr__(self) -> str:
         return f"ImageTable({self._path!r}, rows={len(self)}, format={self._format!r}, indexed={self.indexed})"
