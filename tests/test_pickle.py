@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,29 @@ def test_reopen_reuses_until_the_file_changes(tmp_path: Path) -> None:
     assert omeframe.scan(p).shape[-1] == 5
     assert pickle.loads(pickle.dumps(omeframe.scan(p)._plan.source)).shape[-1] == 5
     assert file_stamp(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("name", ["x.ome.tif", "a.npy"])
+def test_a_plan_refuses_to_reopen_a_file_replaced_since_it_was_made(tmp_path: Path, name: str) -> None:
+    """A worker must not mix pixels of another file (of the same shape) into a plan made from the old one."""
+    a = (np.arange(3 * 40 * 50) % 251).astype(np.uint16).reshape(1, 1, 3, 40, 50)
+    p = tmp_path / name
+
+    def write(img: np.ndarray) -> None:
+        if name.endswith(".npy"):
+            np.save(p, img[0, 0])
+        else:
+            omeframe.to_ome_tiff(img, p, overwrite=True)
+
+    write(a)
+    blob = pickle.dumps(omeframe.scan(p).select(y=(0, 8)))
+    np.testing.assert_array_equal(_roundtrip(pickle.loads(blob)).export("numpy"), a[:, :, :, :8])
+    time.sleep(0.02)  # past the file system's timestamp granularity
+    write(a[..., ::-1, :].copy())  # the same shape and type, other pixels
+    clear_reopened()
+    with pytest.raises(omeframe.FileChangedError, match="make the plan again") as err:
+        pickle.loads(blob)
+    assert err.value.filename == str(p)
 
 
 def test_reopen_failure_is_not_cached(tmp_path: Path) -> None:

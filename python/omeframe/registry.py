@@ -33,6 +33,7 @@ Example
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -65,7 +66,7 @@ from omeframe.formats.zarr import ZARR_SUFFIX, is_zarr_dir
 from omeframe.formats.zarr.source import open_ome_zarr_source, open_remote_zarr
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.dims import default_dim_order, to_tczyx
-from omeframe.model.errors import UnsupportedFormatError
+from omeframe.model.errors import FileChangedError, UnsupportedFormatError
 from omeframe.model.header import ImageHeader, default_channels
 from omeframe.storage.url import RemoteURL, local_path, parse_location
 
@@ -340,8 +341,24 @@ def open_path(path: str | os.PathLike[str], options: OpenOptions = OpenOptions()
 
 
 def _reopen_path(path: str, options: OpenOptions, stamp: tuple[int, int] | None) -> LazySource:
-    """:func:`open_path` again (``stamp``, the file's size and mtime when first opened, keys the reuse)."""
-    return open_path(path, options)
+    """:func:`open_path` again, in another process: the file must still be the one first opened.
+
+    ``stamp`` is the local file's size and mtime when it was first opened
+    (``None`` for URLs). A file replaced or rewritten since raises
+    :class:`~omeframe.model.errors.FileChangedError`: the plan that carried
+    the source was made from the old file's header (shape, type, chunks), and
+    its tasks must not mix in pixels of another file. Checked after opening,
+    so the version opened is the version checked.
+    """
+    src = open_path(path, options)
+    if stamp is not None and file_stamp(path) != stamp:
+        raise FileChangedError(
+            errno.ESTALE,
+            "the image file was replaced or rewritten since the plan that reads it was made (its size or "
+            "modification time differs); make the plan again from the file as it is now",
+            path,
+        )
+    return src
 
 
 def array_source(arr: np.ndarray, dim_order: str | None = None) -> ArraySource:
