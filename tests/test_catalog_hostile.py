@@ -172,6 +172,33 @@ def test_a_file_past_its_timeout_gets_an_error_row(tmp_path):
     assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)  # the build's timer handler is gone
 
 
+def _still_written_open(path, reader=None):
+    """Opens the file, then the acquisition appends to ``growing.tif`` while omeframe reads it."""
+    src = open_image(path, reader)
+    if Path(path).name == "growing.tif":
+        time.sleep(0.02)  # past the file system's timestamp granularity
+        with open(path, "ab") as f:
+            f.write(b"\0" * 512)
+    return src
+
+
+def test_a_file_that_changes_while_it_is_read_gets_an_error_row_and_is_read_again_next_build(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / "a.npy", VALID["good1"])
+    tifffile.imwrite(src / "growing.tif", VALID["good2"])
+    out = tmp_path / "cat"
+    res = build_with(src, out, seams=Seams(open_image=_still_written_open), workers=1, progress=False)
+    rows = _rows(out)
+    assert rows["growing.tif"]["error_type"] == "FileChangedError", rows["growing.tif"]
+    assert "changed while it was read" in rows["growing.tif"]["error"] and rows["a.npy"]["status"] == "ok"
+    assert (res.n_ingested, res.n_errors) == (1, 1)
+    again = build(src, out, workers=1, progress=False)  # complete now: read again, the finished file skipped
+    rows = _rows(out)
+    assert rows["growing.tif"]["status"] == "ok" and again.n_ingested == 1
+    assert len(of.open_table(out / "images.parquet")) == 2  # each image once
+
+
 @pytest.mark.slow
 def test_a_worker_deaf_to_its_timer_is_killed_and_replaced(tmp_path, request, monkeypatch):
     if not (os.environ.get("OMEFRAME_SLOW") == "1" or "slow" in (request.config.getoption("markexpr", "") or "")):
