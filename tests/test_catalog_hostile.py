@@ -182,21 +182,30 @@ def _still_written_open(path, reader=None):
     return src
 
 
-def test_a_file_that_changes_while_it_is_read_gets_an_error_row_and_is_read_again_next_build(tmp_path):
+@pytest.mark.parametrize("layout", ["records", "dataset"])
+def test_a_file_that_changes_while_it_is_read_gets_an_error_row_and_is_read_again_next_build(tmp_path, layout):
     src = tmp_path / "src"
     src.mkdir()
     np.save(src / "a.npy", VALID["good1"])
     tifffile.imwrite(src / "growing.tif", VALID["good2"])
     out = tmp_path / "cat"
-    res = build_with(src, out, seams=Seams(open_image=_still_written_open), workers=1, progress=False)
+    res = build_with(src, out, seams=Seams(open_image=_still_written_open), workers=1, progress=False,
+                     layout=layout)
     rows = _rows(out)
     assert rows["growing.tif"]["error_type"] == "FileChangedError", rows["growing.tif"]
     assert "changed while it was read" in rows["growing.tif"]["error"] and rows["a.npy"]["status"] == "ok"
     assert (res.n_ingested, res.n_errors) == (1, 1)
-    again = build(src, out, workers=1, progress=False)  # complete now: read again, the finished file skipped
+    if layout == "dataset":  # nothing of the changing file was committed
+        assert of.open_dataset(out / "dataset").image_ids == [rows["a.npy"]["image_id"]]
+    again = build(src, out, workers=1, progress=False, layout=layout)  # complete now: read again
     rows = _rows(out)
     assert rows["growing.tif"]["status"] == "ok" and again.n_ingested == 1
-    assert len(of.open_table(out / "images.parquet")) == 2  # each image once
+    if layout == "records":
+        assert len(of.open_table(out / "images.parquet")) == 2  # each image once
+    else:
+        got = of.open_dataset(out / "dataset")
+        assert sorted(got.image_ids) == sorted(r["image_id"] for r in rows.values())
+        assert np.array_equal(got.read(rows["growing.tif"]["image_id"]).reshape(16, 16), VALID["good2"])
 
 
 @pytest.mark.slow

@@ -86,6 +86,7 @@ function) to reach worker processes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import gc
 import math
@@ -163,7 +164,7 @@ from omeframe.engine.limits import get_max_bytes, set_max_bytes
 from omeframe.formats.dataset.inputs import source_input
 from omeframe.formats.dataset.writer import WriteOptions, write_items
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
-from omeframe.model.errors import FileTimeoutError, NotRegularFileError
+from omeframe.model.errors import FileChangedError, FileTimeoutError, NotRegularFileError
 from omeframe.storage.url import local_path, parse_location
 
 __all__ = [
@@ -491,8 +492,8 @@ class _Builder:
         so = None if self.remote is None else self.remote.storage_options
 
         def write(group: list[tuple[_Todo, dict[str, Any]]]) -> None:
-            specs = [(_task_path(td.path), td.reader, td.image_id, (oc.get("file") or {}).get("mtime"))
-                     for td, oc in group]
+            specs = [(_task_path(td.path), td.reader, td.image_id, (oc.get("file") or {}).get("mtime"),
+                      (oc.get("file") or {}).get("size")) for td, oc in group]
             _stream_large_guarded(specs, root, self.opts, so)
 
         t0 = time.perf_counter()
@@ -577,17 +578,36 @@ class _Builder:
 
 
 
-def _stream_large(specs: list[tuple[str | RemoteInput, str, str, int | None]], root: str, opts: WorkerOptions,
-                  storage_options: dict[str, Any] | None = None) -> None:
-    """Append large images to the dataset at ``root`` (a path, or a URL with its
-    ``storage_options``): ``(path, reader, image_id, mtime_ns)`` each.
+#: What :func:`_stream_large` appends: ``(path, reader, image_id, mtime_ns, size)`` of each file, as stat-ed
+#: when its worker read its header.
+LargeSpec = tuple[str | RemoteInput, str, str, int | None, int | None]
 
-    Runs in the building process (``timeout=None``) or in a child process of it.
+
+def _stream_large(specs: list[LargeSpec], root: str, opts: WorkerOptions,
+                  storage_options: dict[str, Any] | None = None) -> None:
+    """Append large images to the dataset at ``root`` (a path, or a URL with its ``storage_options``).
+
+    Runs in the building process (``timeout=None``) or in a child process of
+    it. Nothing is committed when a local file's size or mtime differ, once
+    its pixels are read, from what its worker saw (a file still being
+    written): :class:`~omeframe.model.errors.FileChangedError`.
     """
+
+    def unchanged() -> None:
+        for path, _, _, mtime, size in specs:
+            if not isinstance(path, RemoteInput) and mtime is not None and size is not None:
+                if stat_path(path) != (size, mtime):
+                    raise FileChangedError(
+                        errno.ESTALE,
+                        "the file changed while it was read (is it still being written?); nothing was "
+                        "committed for it, and the next build reads it again",
+                        location_of(path),
+                    )
+
     opened: list[Any] = []
     try:
         items = []
-        for path, reader, image_id, mtime in specs:
+        for path, reader, image_id, mtime, _ in specs:
             src = opts.open_image(path, reader)
             opened.append(src)
             inp = source_input(src)
@@ -598,6 +618,7 @@ def _stream_large(specs: list[tuple[str | RemoteInput, str, str, int | None]], r
         write_items(items, root if parse_location(root) is not None else Path(root), WriteOptions(
             mode="append", chunk_shape=opts.chunk_shape, compression=opts.compression,
             compression_level=opts.compression_level, progress=False, storage_options=storage_options,
+            before_commit=unchanged,
         ))
     finally:
         for src in opened:
@@ -615,7 +636,7 @@ def _init_streamer(max_bytes: int | None) -> None:
 
 
 def _stream_large_guarded(
-    specs: list[tuple[str | RemoteInput, str, str, int | None]], root: Path | str, opts: WorkerOptions,
+    specs: list[LargeSpec], root: Path | str, opts: WorkerOptions,
     storage_options: dict[str, Any] | None = None,
 ) -> None:
     """:func:`_stream_large` under the per-file ``opts.timeout``.

@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -620,6 +620,11 @@ class WriteOptions:
     storage_options
         Options of the fsspec filesystem when the dataset is a URL
         (credentials, ``endpoint_url`` ...).
+    before_commit
+        Called once every chunk has been read and written, before anything
+        is committed; an exception there commits nothing (the write's files
+        are removed). Catalog builds check there that the files they read did
+        not change meanwhile.
 
     Example
     -------
@@ -638,6 +643,7 @@ class WriteOptions:
     retries: int = 0
     gc_grace_seconds: float = DEFAULT_GC_GRACE_SECONDS
     storage_options: dict[str, Any] | None = None
+    before_commit: Callable[[], None] | None = None
 
 
 class WriteItem(NamedTuple):
@@ -982,6 +988,8 @@ def write_items(
         fsync_dir(folder / "chunks")
         commit_step("fsync-dir:chunks")
         new_rows = _images_rows(logs, parts, offsets)
+        if options.before_commit is not None:
+            options.before_commit()
         if base is None:
             manifest = _create(root, txn, fmt, token, new_rows)
             if manifest is None:  # another writer created the dataset first
