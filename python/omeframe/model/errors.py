@@ -153,11 +153,21 @@ class NotRegularFileError(OmeframeError, OSError):
 
 
 class FileChangedError(OmeframeError, OSError):
-    """A table's file was replaced or rewritten since the table was opened (``errno.ESTALE``).
+    """A file or object changed since it was opened, so reading on would mix versions (``errno.ESTALE``).
 
-    Raised by a read that would have to open the file again by its name and
-    would then read another version than the one the table describes. Open
-    the table again to read the new version.
+    ``filename`` names the path or URL. Raised, instead of returning bytes of
+    another version:
+
+    * by a record table whose file was replaced or rewritten since it was
+      opened, on a read that would open the file again by its name, a take
+      from its memory map after a rewrite in place, or a range GET of a
+      remote object overwritten (or removed) since;
+    * in a worker process, by a table or a lazy plan sent there whose file is
+      no longer the version its sender opened;
+    * as a catalog build's error row, for a file that changed while it was
+      read (the next build reads it again).
+
+    Open the table (or make the plan) again to read the current version.
     """
 
 
