@@ -86,7 +86,6 @@ function) to reach worker processes.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import gc
 import math
@@ -149,7 +148,7 @@ from omeframe.catalog.discover import (
 from omeframe.catalog.distributed import client_pool, client_threads
 from omeframe.catalog.objects import RemoteInput, identity_checksum, location_of, name_of
 from omeframe.catalog.publish import RemoteCatalog, drop_remote_dataset_images
-from omeframe.catalog.records import FILE_RECORD_SCHEMA, file_checksum, stat_path
+from omeframe.catalog.records import FILE_RECORD_SCHEMA, check_unread_changes, file_checksum, stat_path
 from omeframe.catalog.worker import (
     OpenImage,
     Task,
@@ -164,7 +163,7 @@ from omeframe.engine.limits import get_max_bytes, set_max_bytes
 from omeframe.formats.dataset.inputs import source_input
 from omeframe.formats.dataset.writer import WriteOptions, write_items
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
-from omeframe.model.errors import FileChangedError, FileTimeoutError, NotRegularFileError
+from omeframe.model.errors import FileTimeoutError, NotRegularFileError
 from omeframe.storage.url import local_path, parse_location
 
 __all__ = [
@@ -596,13 +595,8 @@ def _stream_large(specs: list[LargeSpec], root: str, opts: WorkerOptions,
     def unchanged() -> None:
         for path, _, _, mtime, size in specs:
             if not isinstance(path, RemoteInput) and mtime is not None and size is not None:
-                if stat_path(path) != (size, mtime):
-                    raise FileChangedError(
-                        errno.ESTALE,
-                        "the file changed while it was read (is it still being written?); nothing was "
-                        "committed for it, and the next build reads it again",
-                        location_of(path),
-                    )
+                check_unread_changes(
+                    path, size, mtime, "nothing was committed for it, and the next build reads it again")
 
     opened: list[Any] = []
     try:

@@ -31,6 +31,7 @@ why.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -45,7 +46,7 @@ import pyarrow as pa
 from omeframe.catalog.kinds import detect_reader
 from omeframe.formats.zarr import ZARR_MARKERS
 from omeframe.model.arrow import OME_ARROW_TAG_VERSION
-from omeframe.model.errors import NotRegularFileError
+from omeframe.model.errors import FileChangedError, NotRegularFileError
 
 __all__ = [
     "FileRecord",
@@ -53,6 +54,7 @@ __all__ = [
     "CHECKSUM_ALGORITHM",
     "file_checksum",
     "stat_path",
+    "check_unread_changes",
     "detect_reader",
     "records_to_table",
     "records_from_table",
@@ -104,6 +106,16 @@ def stat_path(path: str | os.PathLike[str]) -> tuple[int, int]:
         size += int(fst.st_size)
         mtime = max(mtime, int(fst.st_mtime_ns))
     return size, mtime
+
+
+def check_unread_changes(path: str | os.PathLike[str], size: int, mtime: int, outcome: str) -> None:
+    """Raise :class:`FileChangedError` when ``path`` no longer has the ``size`` and ``mtime`` it was
+    stat-ed with before its pixels were read (a file still being written); ``outcome`` says what
+    the build does about it."""
+    if stat_path(path) != (size, mtime):
+        raise FileChangedError(
+            errno.ESTALE, f"the file changed while it was read (is it still being written?); {outcome}", os.fspath(path)
+        )
 
 
 def file_checksum(path: str | os.PathLike[str], size: int | None = None) -> str:

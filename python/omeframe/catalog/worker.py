@@ -16,7 +16,6 @@ plain values plus the ``open_image`` step, a module-level function).
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
 import os
@@ -33,13 +32,13 @@ import pyarrow as pa
 from omeframe.catalog.commit import DATASET_NAME, IMAGES_NAME, Records
 from omeframe.catalog.discover import close_source, open_image
 from omeframe.catalog.objects import RemoteInput, identity_checksum, location_of, name_of
-from omeframe.catalog.records import FILE_RECORD_SCHEMA, FileRecord, stat_path
+from omeframe.catalog.records import FILE_RECORD_SCHEMA, FileRecord, check_unread_changes
 from omeframe.engine import threads as _threads
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.limits import set_max_bytes
 from omeframe.engine.source import HeaderOptions
 from omeframe.formats.record.builder import RecordBuilder
-from omeframe.model.errors import CorruptFileError, FileChangedError, FileTimeoutError
+from omeframe.model.errors import CorruptFileError, FileTimeoutError
 
 __all__ = ["Task", "WorkerOptions", "process_batch", "init_worker", "one_line", "ping"]
 
@@ -264,13 +263,8 @@ def _ingest_one(
         if header.acquisition_datetime is None:
             header = replace(header, acquisition_datetime=rec.mtime_datetime)
         pixels = LazyImage(src).execute()
-        if not isinstance(path, RemoteInput) and stat_path(path) != (rec.size, rec.mtime):
-            raise FileChangedError(
-                errno.ESTALE,
-                "the file changed while it was read (is it still being written?); its row is an error, "
-                "so the next build reads it again",
-                location_of(path),
-            )
+        if not isinstance(path, RemoteInput):
+            check_unread_changes(path, rec.size, rec.mtime, "its row is an error, so the next build reads it again")
         builder = RecordBuilder(
             chunk_encoding="bytes",
             compression=opts.compression,

@@ -293,6 +293,14 @@ class _Truncated(Exception):
     """A body shorter than the range asked for (retried)."""
 
 
+_REMOVED = "the object was removed since it was opened"
+
+
+def _file_changed(what: str, url: str, reason: str) -> FileChangedError:
+    """The error of a request that found the object it reads no longer the version opened (``reason``)."""
+    return FileChangedError(errno.ESTALE, f"{what}: {reason}; open it again to read its current version", url)
+
+
 def _retryable(exc: BaseException) -> bool:
     status, code = _status(exc)
     if status is not None:
@@ -316,8 +324,7 @@ def _call(what: str, url: str, fn: Callable[[], T], stats: RequestStats | None) 
                 if isinstance(exc, FileNotFoundError):
                     raise FileNotFoundError(f"{what} {url!r}: no such object (HTTP 404)") from exc
                 if isinstance(exc, ObjectChangedError):
-                    raise FileChangedError(
-                        errno.ESTALE, f"{what}: {exc}; open it again to read its current version", url) from exc
+                    raise _file_changed(what, url, str(exc)) from exc
                 raise
         except Exception as exc:  # noqa: BLE001 - classified below
             if attempt < RETRIES and _retryable(exc):
@@ -752,7 +759,7 @@ class RemoteFile(PositionalFile):
         try:
             now: str | None = self.store.stat(self.rel)[1]
         except FileNotFoundError:
-            return "the object was removed since it was opened"
+            return _REMOVED
         if now == self._version:
             return None
         return f"the object was overwritten since it was opened (its version {self._version!r} is now {now!r})"
@@ -761,7 +768,7 @@ class RemoteFile(PositionalFile):
         """Raise :class:`FileChangedError` unless the object still has the version it was opened at (one HEAD)."""
         change = self._changed()
         if change is not None:
-            raise FileChangedError(errno.ESTALE, f"GET: {change}; open it again to read its current version", self.url)
+            raise _file_changed("GET", self.url, change)
 
     def _fetch(self, start: int, stop: int) -> bytes:
         path = self.store._path(self.rel)
@@ -791,8 +798,7 @@ class RemoteFile(PositionalFile):
         except FileNotFoundError as exc:
             if self._version is None:
                 raise
-            raise FileChangedError(errno.ESTALE, "GET: the object was removed since it was opened; "
-                                   "open it again to read its current version", self.url) from exc
+            raise _file_changed("GET", self.url, _REMOVED) from exc
         except RemoteStorageError as exc:
             if isinstance(exc.__cause__, _Truncated) or any(isinstance(e, _Truncated) for e in _chain(exc)):
                 raise RemoteStorageError(

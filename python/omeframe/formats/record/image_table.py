@@ -114,6 +114,13 @@ _ADVISE_MAX_CHUNKS = 1 << 16
 
 _T = TypeVar("_T")
 
+_OPEN_AGAIN = "open it again (omeframe.open_table) to read its current version"
+
+
+def _table_changed(path: str, what: str) -> FileChangedError:
+    """``FileChangedError`` (``ESTALE``) for the record table at ``path``: "the record table was <what>"."""
+    return FileChangedError(errno.ESTALE, f"the record table was {what}", path)
+
 
 class ImageTable:
     """A record table opened for reading pixels by row.
@@ -424,12 +431,10 @@ class ImageTable:
         sent = state.get("version")
         if sent is not None and self._pinned() != sent:
             self.close()
-            raise FileChangedError(
-                errno.ESTALE,
-                "the record table was replaced or rewritten since the table sent to this process was opened "
-                "(its rows and its copies here would come from different versions); open it again "
-                "(omeframe.open_table) and send that",
+            raise _table_changed(
                 self._path,
+                "replaced or rewritten since the table sent to this process was opened (its rows and its "
+                "copies here would come from different versions); open it again (omeframe.open_table) and send that",
             )
 
     def _pinned(self) -> Any:
@@ -488,12 +493,7 @@ class ImageTable:
         except FileNotFoundError:
             now = None
         if now != self._version:
-            raise FileChangedError(
-                errno.ESTALE,
-                "the record table was replaced, rewritten or removed since it was opened; open it again "
-                "(omeframe.open_table) to read its current version",
-                self._path,
-            )
+            raise _table_changed(self._path, f"replaced, rewritten or removed since it was opened; {_OPEN_AGAIN}")
 
     def _check_mapped(self) -> None:
         """Raise :class:`FileChangedError` when the file this table maps was modified in place.
@@ -508,11 +508,10 @@ class ImageTable:
             return
         st = os.fstat(self._fd)
         if st.st_size != self._version[2] or st.st_mtime_ns != self._version[3]:
-            raise FileChangedError(
-                errno.ESTALE,
-                "the record table was rewritten in place since it was opened (its bytes under this table's "
-                "memory map changed); open it again (omeframe.open_table) to read its current version",
+            raise _table_changed(
                 self._path,
+                "rewritten in place since it was opened (its bytes under this table's memory map changed); "
+                + _OPEN_AGAIN,
             )
 
     def _by_path(self, read: Callable[[str], _T]) -> _T:
