@@ -26,6 +26,7 @@ from typing import Any
 from omeframe.formats.record.image_table import ImageTable
 from omeframe.formats.record.stack import stack_dims
 from omeframe.model.errors import OptionalDependencyError
+from omeframe.storage.url import check_storage_options
 from omeframe.torch import local_blocks, shuffled_rows
 
 __all__ = ["batches"]
@@ -97,6 +98,7 @@ def batches(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     jnp = _jnp()
     d = stack_dims(dims)
+    check_storage_options(storage_options, table)
     t = table if isinstance(table, ImageTable) else ImageTable(table, storage_options=storage_options)
     size, count = local_blocks(t, block_size, buffer_blocks)
     rows, _ = shuffled_rows(len(t), shuffle=shuffle, seed=seed, epoch=epoch, block_size=size, buffer_blocks=count)

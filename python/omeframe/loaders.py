@@ -61,7 +61,7 @@ from omeframe.model.errors import CorruptFileError, DimOrderError, SchemaError
 from omeframe.model.header import ImageHeader
 from omeframe.registry import open_source
 from omeframe.storage.remote import open_remote_file
-from omeframe.storage.url import RemoteURL, parse_location
+from omeframe.storage.url import RemoteURL, check_storage_options, parse_location
 
 __all__ = [
     "ImageStack",
@@ -237,14 +237,6 @@ def _reload_stack(kind: str, item: str, axes: str, options: tuple[tuple[str, Any
     return list(LOADERS[kind](item, axes, **dict(options)))[k]
 
 
-def _check_options(item: Any, remote: RemoteURL | None, storage_options: Mapping[str, Any] | None) -> None:
-    if storage_options and remote is None:
-        raise ValueError(
-            f"storage_options apply to URLs only, but {str(item)!r} is a local path; drop storage_options "
-            "or pass a URL"
-        )
-
-
 # ------------------------------------------------------------------ arrays
 def load_arrays(source: Any, axes: str) -> ImageStacks:
     """Image stacks over in-memory arrays (views: nothing is copied).
@@ -297,7 +289,7 @@ def _open_tiff_stacks(
     import zarr
 
     remote = parse_location(path)
-    _check_options(path, remote, storage_options)
+    check_storage_options(storage_options, path)
     handle: Any
     if remote is not None:
         # ranged GETs: the IFDs through a read-ahead block, tiles and strips as asked
@@ -444,7 +436,7 @@ def _open_zarr_stacks(
     import zarr
 
     remote = parse_location(item) if isinstance(item, str) else None
-    _check_options(item, remote, storage_options)
+    check_storage_options(storage_options, item)
     if remote is not None:
         store_url, inner = _split_remote_zarr(remote)
         root = open_remote_zarr(store_url, storage_options)  # FileNotFoundError names the URL

@@ -68,7 +68,7 @@ from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.errors import FileChangedError, UnsupportedFormatError
 from omeframe.model.header import ImageHeader, default_channels
-from omeframe.storage.url import RemoteURL, local_path, parse_location
+from omeframe.storage.url import RemoteURL, check_storage_options, local_path, parse_location
 
 __all__ = [
     "FORMATS",
@@ -414,6 +414,7 @@ def open_source(
     -------
     >>> src = open_source("slides/", image_id="slide-1", level=1)   # doctest: +SKIP
     """
+    check_storage_options(storage_options, obj)
     opts = OpenOptions(
         column_name=column_name, row_index=row_index, image_id=image_id, level=level,
         dim_order=dim_order, series=series, format=format,

@@ -81,7 +81,7 @@ from omeframe.model.errors import (
     OptionalDependencyError,
     RowIndexError,
 )
-from omeframe.storage.url import is_remote
+from omeframe.storage.url import check_storage_options, is_remote
 
 __all__ = [
     "ImageTableDataset",
@@ -247,6 +247,7 @@ def _catalog_part(path: Path, part: str) -> Path:
 def _open_table(
     table_or_path: ImageTable | str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
 ) -> _PerProcess:
+    check_storage_options(storage_options, table_or_path)
     if isinstance(table_or_path, ImageTable):
         table = table_or_path
     elif is_remote(table_or_path):
@@ -874,6 +875,7 @@ def _unbatch(batch: dict[str, Any] | tuple[Any, Any], n: int) -> Iterator[Any]:
 def _open_chunked(
     dataset_or_path: Dataset | str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
 ) -> _PerProcess:
+    check_storage_options(storage_options, dataset_or_path)
     so = dict(storage_options or {})
     if isinstance(dataset_or_path, Dataset):
         ds = dataset_or_path

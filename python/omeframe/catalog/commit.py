@@ -35,7 +35,7 @@ from omeframe.model.errors import OmeframeError
 from omeframe.storage import parquet as pqio
 from omeframe.storage.atomic import atomic_path
 from omeframe.storage.remote import RemoteStore
-from omeframe.storage.url import local_path, parse_location
+from omeframe.storage.url import check_storage_options, local_path, parse_location
 
 __all__ = [
     "CATALOG_VERSION",
@@ -120,6 +120,7 @@ def read_catalog(out: str | os.PathLike[str], *, storage_options: Mapping[str, A
     """
     import pyarrow.parquet as pq
 
+    check_storage_options(storage_options, out)
     loc = parse_location(out)
     if loc is not None:
         try:

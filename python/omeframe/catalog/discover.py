@@ -34,7 +34,7 @@ from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.model.errors import NotRegularFileError, OmeframeError, OptionalDependencyError
 from omeframe.registry import open_source
 from omeframe.storage.remote import open_remote_file
-from omeframe.storage.url import local_path, parse_location
+from omeframe.storage.url import check_storage_options, local_path, parse_location
 
 __all__ = [
     "discover",
@@ -242,12 +242,8 @@ def discover(
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sources = list(sources)
+    check_storage_options(storage_options, *sources)
     urls = [os.fspath(s) for s in sources if parse_location(s) is not None]
-    if storage_options and not urls:
-        raise ValueError(
-            "storage_options apply to URLs only, but every source is a local path; drop storage_options "
-            "or name the sources as URLs (s3://bucket/prefix ...)"
-        )
     remote = iter(list_sources(urls, storage_options)) if urls else iter(())
     ex = Path(exclude) if exclude is not None else None
     out: list[Path | RemoteInput] = []

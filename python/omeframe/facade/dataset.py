@@ -25,6 +25,7 @@ from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESS
 from omeframe.model.errors import UnsupportedFormatError
 from omeframe.ops.display import dataset_html
 from omeframe.registry import open_source
+from omeframe.storage.url import check_storage_options
 
 
 class Dataset(DatasetReader):
@@ -260,6 +261,7 @@ def write_dataset(
     >>> ds = omeframe.write_dataset(np.zeros((1, 2, 3, 600, 700), np.uint16), "out/", image_ids=["a"])  # doctest: +SKIP
     >>> ds = omeframe.write_dataset([omeframe.scan(p) for p in paths], "big/", client=client)  # doctest: +SKIP
     """
+    check_storage_options(storage_options, path)
     given = list(images) if isinstance(images, (list, tuple)) else [images]
     if not given:
         raise ValueError("write_dataset needs at least one image")

@@ -22,7 +22,7 @@ from omeframe.formats.stack.source import MissingPolicy, StackSource
 from omeframe.formats.tiff.source import open_tiff_source
 from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.formats.zarr.source import open_ome_zarr_source, open_remote_zarr
-from omeframe.storage.url import is_remote
+from omeframe.storage.url import check_storage_options, is_remote
 
 Out = str | os.PathLike[str]
 
@@ -113,6 +113,7 @@ def ingest_source(
     -------
     >>> ds = omeframe.ingest_source(omeframe.registry.open_source("big.ome.tif"), out="ds/")  # doctest: +SKIP
     """
+    check_storage_options(storage_options, out)
     header = HeaderOptions(
         image_id=image_id, name=name, image_type=image_type,
         channel_names=channel_names, acquisition_datetime=acquisition_datetime,
@@ -128,6 +129,11 @@ def ingest_source(
     check_clamp(source, clamp_to_uint16)
     ingest(source, out, header=header, write=write, levels=levels, labels=labels)
     return Dataset(out, storage_options=storage_options)
+
+
+def _remote_only(storage_options: Mapping[str, Any] | None, location: object) -> Mapping[str, Any] | None:
+    """``storage_options`` for ``location`` when it is a URL, else ``None`` (they were given for another one)."""
+    return storage_options if isinstance(location, (str, os.PathLike)) and is_remote(location) else None
 
 
 @overload
@@ -220,12 +226,14 @@ def from_tiff(
     >>> rec = omeframe.from_tiff("cells.ome.tif")                         # doctest: +SKIP
     >>> ds = omeframe.from_tiff("slide.ome.tif", out="ds/", levels="all")  # doctest: +SKIP
     """
-    with open_tiff_source(tiff_path, series=series, storage_options=storage_options) as src:
+    check_storage_options(storage_options, tiff_path, out)
+    with open_tiff_source(tiff_path, series=series, storage_options=_remote_only(storage_options, tiff_path)) as src:
         return ingest_source(
             src, out=out, format=format, mode=mode, levels=levels, image_id=image_id, name=name,
             image_type=image_type, channel_names=channel_names, acquisition_datetime=acquisition_datetime,
             clamp_to_uint16=clamp_to_uint16, chunk_shape=chunk_shape, compression=compression,
-            compression_level=compression_level, progress=progress, storage_options=storage_options,
+            compression_level=compression_level, progress=progress,
+            storage_options=_remote_only(storage_options, out),
         )
 
 
@@ -327,6 +335,7 @@ def from_ome_zarr(
     >>> rec = omeframe.from_ome_zarr("cells.ome.zarr")                          # doctest: +SKIP
     >>> ds = omeframe.from_ome_zarr("cells.ome.zarr", out="ds/", labels=True)   # doctest: +SKIP
     """
+    check_storage_options(storage_options, zarr_path, out)
     if is_remote(zarr_path):
         url = os.fspath(zarr_path)
         stem = url.rstrip("/").rsplit("/", 1)[-1]
@@ -343,7 +352,7 @@ def from_ome_zarr(
         name=name, image_type=image_type, channel_names=channel_names,
         acquisition_datetime=acquisition_datetime, clamp_to_uint16=clamp_to_uint16,
         chunk_shape=chunk_shape, compression=compression, compression_level=compression_level,
-        progress=progress, storage_options=storage_options,
+        progress=progress, storage_options=_remote_only(storage_options, out),
     )
 
 

@@ -29,7 +29,7 @@ from omeframe.formats.record.files import TABLE_FORMATS, detect_format, find_rec
 from omeframe.formats.record.remote import ranged_filesystem, read_schema_remote
 from omeframe.model.errors import NoOmeArrowColumnError, UnsupportedFormatError
 from omeframe.query.duckdb_udfs import register_functions as _reg
-from omeframe.storage.url import local_path, parse_location
+from omeframe.storage.url import check_storage_options, local_path, parse_location
 
 __all__ = ["connect", "register", "register_functions"]
 
@@ -239,6 +239,7 @@ def register(
     into the scanner (``EXPLAIN`` shows them in the scan operator).
     """
     _ident(name)
+    check_storage_options(storage_options, path)
     if not isinstance(path, (str, os.PathLike)):
         import pyarrow as pa
 

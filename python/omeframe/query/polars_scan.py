@@ -60,7 +60,7 @@ from omeframe.formats.vortex.file import scan_batches
 from omeframe.model.errors import CorruptFileError, OptionalDependencyError
 from omeframe.storage import files
 from omeframe.storage.parquet_footer import check_metadata
-from omeframe.storage.url import parse_location
+from omeframe.storage.url import check_storage_options, parse_location
 
 if TYPE_CHECKING:
     import polars as pl
@@ -1369,6 +1369,7 @@ def scan(
 
     if reader not in READERS:
         raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
+    check_storage_options(storage_options, source)
     if parse_location(source) is not None:
         return _scan_remote(pl, os.fspath(source), table, header_columns, storage_options)
     paths, fmt, kind = _describe(source, table, format)

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "is_remote",
     "local_path",
     "join_url",
+    "check_storage_options",
 ]
 
 #: Accepted remote schemes -> the fsspec protocol that serves them.
@@ -160,6 +163,55 @@ def parse_location(location: object) -> RemoteURL | None:
 def is_remote(location: object) -> bool:
     """True when ``location`` is a remote URL (see :func:`parse_location`)."""
     return parse_location(location) is not None
+
+
+def check_storage_options(storage_options: Mapping[str, Any] | None, *locations: object) -> None:
+    """Refuse ``storage_options`` where nothing would use them.
+
+    Options configure the filesystem of a remote URL; a call may take several
+    locations (an input and an output), ``None`` for one not given. When none
+    of them is a URL, the options would do nothing: with local paths
+    (``file://`` included), with an object that is already open (an
+    ``ImageTable`` or ``Dataset`` reads with the options it was opened with)
+    or with an array. The call is then refused rather than leaving the user to
+    believe they applied. Empty options (``None``, ``{}``) are no options.
+
+    Raises
+    ------
+    ValueError
+        Naming the locations or the object's type, and what to do instead.
+
+    Example
+    -------
+    >>> check_storage_options({"anon": True}, "s3://bucket/t.parquet")
+    >>> check_storage_options({}, "t.parquet")
+    >>> check_storage_options({"anon": True}, "t.parquet", None)
+    Traceback (most recent call last):
+    ...
+    ValueError: storage_options apply to URLs only, but 't.parquet' is a local path; drop storage_options or pass a URL
+    """
+    if not storage_options:
+        return
+    given = [loc for loc in locations if loc is not None]
+    paths = [os.fspath(loc) for loc in given if isinstance(loc, (str, os.PathLike))]
+    if any(parse_location(p) is not None for p in paths):
+        return
+    for loc in given:
+        if not isinstance(loc, (str, os.PathLike)):
+            kind = type(loc).__name__
+            if kind in ("ImageTable", "Dataset", "DatasetReader"):
+                raise ValueError(
+                    f"storage_options apply to a path or URL, but an open {kind} was given, which reads with "
+                    f"the options it was opened with; drop storage_options, or pass its URL instead"
+                )
+            raise ValueError(f"storage_options apply to a path or URL, but a {kind} was given; drop storage_options")
+    if not paths:
+        raise ValueError("storage_options apply to URLs only, but no URL was given; drop storage_options")
+    named = " and ".join(repr(p) for p in paths)
+    raise ValueError(
+        f"storage_options apply to URLs only, but {named} {'is a local path' if len(paths) == 1 else 'are local'}; "
+        "drop storage_options or pass a URL"
+    )
 
 
 def local_path(location: str | os.PathLike[str]) -> Path:

@@ -50,7 +50,7 @@ from omeframe.storage.crc import crc32
 from omeframe.storage.ipc import read_ipc_file
 from omeframe.storage.parquet import open_parquet
 from omeframe.storage.remote import RemoteFile, RemoteStore, _run_all, coalesce
-from omeframe.storage.url import local_path, parse_location
+from omeframe.storage.url import check_storage_options, local_path, parse_location
 
 __all__ = ["DatasetReader", "ImageEntry"]
 
@@ -243,6 +243,7 @@ class DatasetReader:
         *,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
+        check_storage_options(storage_options, path)
         loc = parse_location(path)
         #: The object store holding the dataset, or ``None`` for a local directory.
         self.store: RemoteStore | None = None

@@ -59,7 +59,7 @@ from omeframe.storage.parquet import open_parquet, read_parquet_rows
 from omeframe.storage.parquet_footer import check_metadata
 from omeframe.storage.prefetch import CAN_ADVISE, ResidencyCheck, will_need
 from omeframe.storage.remote import RemoteFile, open_remote_file
-from omeframe.storage.url import parse_location
+from omeframe.storage.url import check_storage_options, parse_location
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
@@ -212,11 +212,7 @@ class ImageTable:
             self._format: FileFormat = self._remote_format(format)
             self._open_remote()
             return
-        if self._storage_options:
-            raise ValueError(
-                f"storage_options apply to URLs only, but {os.fspath(path)!r} is a local path; "
-                "drop storage_options or pass a URL"
-            )
+        check_storage_options(self._storage_options, path)
         self._path = os.fspath(path)
         if not os.path.exists(self._path):
             raise FileNotFoundError(f"no such record table: {self._path!r}")

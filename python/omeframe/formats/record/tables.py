@@ -48,7 +48,7 @@ from omeframe.model.header import ImageHeader
 from omeframe.model.record import RecordView, as_record_scalar
 from omeframe.storage import parquet as pqio
 from omeframe.storage.remote import open_remote_file
-from omeframe.storage.url import parse_location
+from omeframe.storage.url import check_storage_options, parse_location
 
 __all__ = [
     "to_ome_parquet",
@@ -102,6 +102,7 @@ def to_ome_parquet(
     compressed with ``inline_chunk_compression`` (``None``: raw), ``"list"``
     stores ``list<uint16>`` chunks (``DtypeError`` for data that does not fit).
     """
+    check_storage_options(storage_options, out_path)
     if parse_location(out_path) is not None:
         return write_remote(os.fspath(out_path), storage_options, lambda p: to_ome_parquet(
             data, p, column_name, file_metadata, compression, row_group_size, inline_chunk_encoding,
@@ -172,6 +173,7 @@ def from_ome_parquet(
     CorruptFileError
         If the file is truncated or not Parquet.
     """
+    check_storage_options(storage_options, parquet_path)
     if parse_location(parquet_path) is not None:
         url = os.fspath(parquet_path)
         t = read_table_remote(url, rows=[row_index], storage_options=storage_options)
@@ -228,6 +230,7 @@ def from_ome_vortex(
     A URL (``storage_options`` configure it) is downloaded whole to a
     temporary file first: Vortex files are read memory-mapped.
     """
+    check_storage_options(storage_options, vortex_path)
     remote = open_remote_file(vortex_path, storage_options)
     if remote is not None:
         import tempfile
@@ -668,6 +671,7 @@ def write_table(
     >>> of.write_table(path, crops, dim_order="CYX", columns={"area": np.arange(100)}).name
     'cells.parquet'
     """
+    check_storage_options(storage_options, path)
     if parse_location(path) is not None:
         url = os.fspath(path)
         write_remote(url, storage_options, lambda p: write_table(
@@ -722,6 +726,7 @@ def read_table(
     Rows of a Parquet table with a pixel index are read by position (their
     row groups' other columns, and just their own pixel bytes).
     """
+    check_storage_options(storage_options, path)
     remote = parse_location(path)
     if remote is not None:
         url = os.fspath(path)

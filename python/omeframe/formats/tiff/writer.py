@@ -33,7 +33,7 @@ from omeframe.formats.tiff.omexml import tifffile_ome_metadata
 from omeframe.formats.tiff.source import TIFF_EXTRA_HINT, imagecodecs_installed
 from omeframe.model.errors import DimOrderError, DtypeError, OptionalDependencyError
 from omeframe.storage.remote import RemoteStore
-from omeframe.storage.url import parse_location
+from omeframe.storage.url import check_storage_options, parse_location
 
 __all__ = ["to_ome_tiff"]
 
@@ -224,8 +224,7 @@ def to_ome_tiff(
             compression_level=compression_level, tile=tile, use_channel_colors=use_channel_colors,
             pyramid_levels=pyramid_levels, downscale=downscale, bigtiff=bigtiff,
         ), remote.url)[1])
-    if storage_options:
-        raise ValueError(f"storage_options apply to URLs only, but {os.fspath(out_path)!r} is a local path")
+    check_storage_options(storage_options, out_path)
     out = Path(out_path)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{str(out)!r} exists; pass overwrite=True to replace it")

@@ -45,7 +45,7 @@ from omeframe.model.dtypes import dtype_name, to_numpy_dtype
 from omeframe.model.errors import DimOrderError
 from omeframe.model.header import default_channels
 from omeframe.storage.remote import RemoteStore
-from omeframe.storage.url import parse_location
+from omeframe.storage.url import check_storage_options, parse_location
 
 __all__ = ["to_ome_zarr", "as_export_source"]
 
@@ -404,8 +404,7 @@ def to_ome_zarr(
             )
             upload_store(local, store, replace=bool(old))
         return remote.url
-    if storage_options:
-        raise ValueError(f"storage_options apply to URLs only, but {os.fspath(out_path)!r} is a local path")
+    check_storage_options(storage_options, out_path)
     import zarr
 
     from omeframe.formats.zarr.models import ImageMetadata  # lazy: pydantic
