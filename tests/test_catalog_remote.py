@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import omeframe as of
-from omeframe.catalog import CatalogError, build, discover, read_catalog
+from omeframe.catalog import CatalogError, build, discover, open_image, read_catalog
+from omeframe.catalog.build import Seams, build_with
 from omeframe.catalog.objects import RemoteInput
 from omeframe.model.errors import RemoteStorageError
 from omeframe.storage.remote import RemoteStore
@@ -142,6 +143,41 @@ def test_bucket_prefix_listed_once_read_by_ranges_and_resumed(bucket, tmp_path):
     cat3 = read_catalog(out)
     assert cat3.num_rows == len(expected) and sorted(cat3["urlpath"].to_pylist()) == urls
     _check(out, {**expected, "P1_A2": new[None, :, None]})
+
+
+REPLACEMENT = _arr((2, 40, 36), 98)
+
+
+def _replaced_after_listing(path, reader=None):
+    """Opens an input, after another writer replaced ``P1_A2.tif`` (once: while it is still the one listed)."""
+    if isinstance(path, RemoteInput) and path.name == "P1_A2.tif":
+        base, name = path.url.rsplit("/", 1)
+        store, new = RemoteStore(base, path.storage_options), _tiff_bytes(REPLACEMENT)
+        if store.cat(name) != new:
+            store.put(name, new)  # same size, other pixels
+    return open_image(path, reader)
+
+
+@pytest.mark.parametrize("layout", ["records", "dataset"])
+def test_an_object_replaced_after_the_listing_is_not_read_as_the_one_listed(bucket, tmp_path, layout):
+    url, opts, server = bucket
+    store = RemoteStore(url, opts)
+    old = _arr((2, 40, 36), 1)
+    store.put("replaced/P1_A1.tif", _tiff_bytes(_arr((2, 40, 36), 0)))
+    store.put("replaced/P1_A2.tif", _tiff_bytes(old))
+    out = tmp_path / "cat"
+    server.counts.reset()
+    res = build_with(f"{url}/replaced", out, seams=Seams(open_image=_replaced_after_listing), workers=1,
+                     progress=False, layout=layout, storage_options=opts)
+    rows = {r["image_id"]: r for r in read_catalog(out).to_pylist()}
+    assert rows["P1_A2"]["error_type"] == "FileChangedError", rows["P1_A2"]["error"]
+    assert "P1_A2.tif" in rows["P1_A2"]["error"] and rows["P1_A1"]["status"] == "ok"
+    assert (res.n_ingested, res.n_errors) == (1, 1)
+    assert server.counts.requests(method="HEAD") == 0  # the listing told each object's size and ETag
+    again = build(f"{url}/replaced", out, workers=1, progress=False, layout=layout, storage_options=opts)
+    assert (again.n_ingested, again.n_errors) == (1, 0)  # read again, as the object it is now
+    assert _pixels(out, "P1_A2").reshape(REPLACEMENT.shape).tolist() == REPLACEMENT.tolist()
+    assert read_catalog(out).num_rows == 2
 
 
 def test_glob_missing_key_and_workers_2_match_workers_1(bucket, tmp_path):

@@ -176,3 +176,25 @@ def test_a_pickled_remote_table_reopens_only_the_version_its_sender_opened(tmp_p
     with pytest.raises(omeframe.FileChangedError, match="replaced or rewritten since") as err:
         pickle.loads(sent)
     assert err.value.filename == path
+
+
+@pytest.mark.parametrize("client", ["auto", "fsspec"])
+def test_an_object_replaced_by_another_writer_after_a_listing_opens_as_its_new_version(  # type: ignore[no-untyped-def]
+        bucket, tmp_path, client, monkeypatch) -> None:
+    """The HEAD that pins an opened file's version is never answered from a listing this process made."""
+    import boto3
+
+    from omeframe.storage import obstore_reads
+    from omeframe.storage.remote import RemoteStore
+
+    monkeypatch.setenv(obstore_reads.CLIENT_ENV, client)
+    obstore_reads._CACHE.clear()
+    url, opts, server = bucket
+    old = np.arange(2 * 16 * 16, dtype=np.uint8).reshape(1, 2, 16, 16)
+    omeframe.write_table(f"{url}/p/t.parquet", old, dim_order="CYX", storage_options=opts)
+    assert list(RemoteStore(f"{url}/p", opts).find("")) == ["t.parquet"]  # fsspec keeps this listing
+    omeframe.write_table(tmp_path / "t.parquet", old + 1, dim_order="CYX")
+    boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1").put_object(  # another writer
+        Bucket=url[5:], Key="p/t.parquet", Body=(tmp_path / "t.parquet").read_bytes())
+    t = omeframe.open_table(f"{url}/p/t.parquet", storage_options=opts)
+    np.testing.assert_array_equal(t.to_numpy([0]), old + 1)

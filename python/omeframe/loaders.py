@@ -57,7 +57,7 @@ from omeframe.formats.czi.source import czi_scenes, import_pylibczirw, open_czi_
 from omeframe.formats.stack.source import _tiff_physical
 from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.formats.zarr.source import open_ome_zarr_source, open_remote_zarr
-from omeframe.model.errors import CorruptFileError, DimOrderError, SchemaError
+from omeframe.model.errors import CorruptFileError, DimOrderError, SchemaError, reraise_access_error
 from omeframe.model.header import ImageHeader
 from omeframe.registry import open_source
 from omeframe.storage.remote import open_remote_file
@@ -306,6 +306,7 @@ def _open_tiff_stacks(
     except (tifffile.TiffFileError, ValueError, OSError) as exc:
         if remote is not None and isinstance(exc, OSError) and not isinstance(exc, tifffile.TiffFileError):
             raise
+        reraise_access_error(exc)
         raise CorruptFileError(f"{label!r} is not a readable TIFF file: {exc}") from exc
     try:
         if not 0 <= series < len(tf.series):

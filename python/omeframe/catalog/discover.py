@@ -22,18 +22,19 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from omeframe.catalog.kinds import INGESTED_KINDS, OME_TIFF_ENDINGS, STORE_KINDS, detect_reader
-from omeframe.catalog.objects import RemoteInput, list_sources
+from omeframe.catalog.objects import ETAG_PREFIX, RemoteInput, list_sources
 from omeframe.formats.array.npy import infer_array_dims
 from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.model.errors import NotRegularFileError, OmeframeError, OptionalDependencyError
 from omeframe.registry import open_source
-from omeframe.storage.remote import open_remote_file
+from omeframe.storage.remote import listed_version, open_remote_file
 from omeframe.storage.url import check_storage_options, local_path, parse_location
 
 __all__ = [
@@ -116,13 +117,16 @@ def _open_remote(item: RemoteInput, reader: str) -> Any:
             f"{item.url!r}: CZI files are read from local paths only; copy it to a local folder and "
             "build the catalog from there"
         )
-    try:
-        return open_source(item.url, storage_options=item.storage_options)
-    except OmeframeError as exc:
-        if reader in ("tiff", "ome-tiff") and "cannot map to TCZYX" in str(exc):
-            fh = open_remote_file(item.url, item.storage_options)
-            return _plain_tiff(Path(item.name), fh)
-        raise
+    # Read the version listed (its size and ETag go into the catalog row), not one written since.
+    etag = item.checksum[len(ETAG_PREFIX):] if item.checksum and item.checksum.startswith(ETAG_PREFIX) else None
+    with listed_version(item.url, item.size, etag) if etag and item.size is not None else nullcontext():
+        try:
+            return open_source(item.url, storage_options=item.storage_options)
+        except OmeframeError as exc:
+            if reader in ("tiff", "ome-tiff") and "cannot map to TCZYX" in str(exc):
+                fh = open_remote_file(item.url, item.storage_options)
+                return _plain_tiff(Path(item.name), fh)
+            raise
 
 
 def _plain_tiff(p: Path, fileobj: Any = None) -> Any:

@@ -85,9 +85,11 @@ from omeframe.formats.zarr import ZARR_ATTRS_FILES, ZARR_MARKERS, ZARR_SUFFIX
 from omeframe.storage.remote import RemoteStore
 from omeframe.storage.url import parse_location
 
-__all__ = ["RemoteInput", "list_inputs", "list_sources", "identity_checksum", "location_of", "name_of"]
+__all__ = ["ETAG_PREFIX", "RemoteInput", "list_inputs", "list_sources", "identity_checksum", "location_of", "name_of"]
 
 _MAGIC = re.compile(r"[*?\[]")
+#: Prefix of an identity checksum taken from the store's ETag (``"etag:<ETag>"``).
+ETAG_PREFIX = "etag:"
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,7 @@ class _Lister:
         etag = _etag(info)
         return RemoteInput(
             url=self.url(rel), reader=detect_reader(PurePosixPath(rel), is_dir=False), size=int(info["size"]),
-            mtime=_mtime_ns(info), checksum=None if etag is None else f"etag:{etag}",
+            mtime=_mtime_ns(info), checksum=None if etag is None else f"{ETAG_PREFIX}{etag}",
             storage_options=self.options,
         )
 

@@ -207,3 +207,38 @@ class ShapeValidationError(SchemaError):
 
 class UnitError(OmeframeError, ValueError):
     """A physical size is missing, or its unit is not a length omeframe converts to µm."""
+
+
+#: Errors that say a file could not be read as it was opened (gone, denied, changed, a request that
+#: failed), never that its bytes are damaged: readers pass them on instead of raising CorruptFileError.
+ACCESS_ERRORS: tuple[type[BaseException], ...] = (
+    OmeframeError, FileNotFoundError, PermissionError, IsADirectoryError, TimeoutError, InterruptedError,
+)
+
+
+def reraise_access_error(exc: BaseException) -> None:
+    """Re-raise ``exc`` if it is one of :data:`ACCESS_ERRORS`; return otherwise.
+
+    Parsers (tifffile, pyarrow) raise ``OSError`` and ``ValueError`` for damaged
+    bytes, and readers turn those into :class:`CorruptFileError`. The same
+    parsers pass on what the file object under them raised: a remote object
+    overwritten since it was opened (:class:`FileChangedError`), a failed
+    request (:class:`RemoteStorageError`), a file removed or denied. Call this
+    first in such an ``except`` block, so that these keep their own type and
+    message instead of calling the file corrupt (omeframe's own errors, a
+    :class:`ChunkChecksumError` among them, are already precise).
+
+    Example
+    -------
+    >>> try:
+    ...     try:
+    ...         raise FileChangedError(116, "overwritten since it was opened", "s3://b/a.tif")
+    ...     except OSError as exc:
+    ...         reraise_access_error(exc)
+    ...         raise CorruptFileError("not a readable TIFF file") from exc
+    ... except OSError as exc:
+    ...     print(type(exc).__name__)
+    FileChangedError
+    """
+    if isinstance(exc, ACCESS_ERRORS):
+        raise exc

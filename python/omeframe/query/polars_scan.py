@@ -57,7 +57,7 @@ from omeframe.formats.dataset.schema import CHUNKS_SCHEMA
 from omeframe.formats.record.files import TABLE_FORMATS, detect_format, field_type, find_record_column
 from omeframe.formats.record.remote import ranged_filesystem
 from omeframe.formats.vortex.file import scan_batches
-from omeframe.model.errors import CorruptFileError, OptionalDependencyError
+from omeframe.model.errors import CorruptFileError, OptionalDependencyError, reraise_access_error
 from omeframe.storage import files
 from omeframe.storage.parquet_footer import check_metadata
 from omeframe.storage.url import check_storage_options, parse_location
@@ -344,6 +344,7 @@ def _parquet_file(path: str, fh: files.InputFile) -> Any:
         if not cached:
             check_metadata(pf.metadata, repr(path))  # the scan asks for column-chunk sizes and statistics
     except (pa.ArrowInvalid, OSError) as exc:
+        reraise_access_error(exc)
         raise CorruptFileError(
             f"{path!r} is not a readable Parquet file (truncated or corrupt?): {exc}"
         ) from exc
@@ -564,6 +565,7 @@ class _Reader:
         try:
             table = pf.read_row_groups(groups, columns=cols, use_threads=True)
         except (pa.ArrowInvalid, OSError) as exc:
+            reraise_access_error(exc)
             raise CorruptFileError(f"cannot read row groups of {self.tbl.label}: {exc}") from exc
         if take_last is not None:
             md = pf.metadata

@@ -25,6 +25,9 @@ Reads cost round trips, not bytes:
   ``memory://``, servers without a strong ETag) each batch of range reads
   is followed by one HEAD request comparing the version, and nothing read
   is returned or cached before it matched;
+* a caller that learnt an object's size and ETag from a listing opens it as
+  that version (:func:`listed_version`): no HEAD, and reads of an object
+  replaced since the listing raise ``FileChangedError`` like the above;
 * failures that can pass (HTTP 5xx, 429 / ``SlowDown`` throttling, timeouts,
   dropped connections, truncated bodies) are retried with exponential backoff
   and jitter (:data:`RETRIES` times); other 4xx are not retried. What still
@@ -54,8 +57,10 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -75,6 +80,7 @@ __all__ = [
     "RequestStats",
     "coalesce",
     "filesystem",
+    "listed_version",
     "object_version",
     "open_remote_file",
     "set_block_cache",
@@ -473,8 +479,17 @@ class RemoteStore:
 
         ``version`` is the object's ETag, else its last-modified time as the
         store reports it, else ``None``: it changes whenever the object is rewritten.
+        Never answered from a listing this process made earlier (fsspec keeps
+        them): another writer may have replaced the object since, and a file
+        opened with a stale version would refuse every read.
         """
-        info = _call("HEAD", self.url_of(rel), lambda: self.fs.info(self._path(rel)), self.stats)
+        path = self._path(rel)
+
+        def head() -> Any:
+            self.fs.invalidate_cache(path)
+            return self.fs.info(path)
+
+        info = _call("HEAD", self.url_of(rel), head, self.stats)
         return int(info["size"]), object_version(info)
 
     def exists(self, rel: str) -> bool:
@@ -674,6 +689,33 @@ def object_version(info: Mapping[str, Any]) -> str | None:
     return None
 
 
+_LISTED: ContextVar[tuple[str, int, str] | None] = ContextVar("omeframe_listed_version", default=None)
+
+
+@contextmanager
+def listed_version(url: str, size: int, etag: str) -> Iterator[None]:
+    """Open the object at ``url`` as the version a listing reported, within this block.
+
+    A :class:`RemoteFile` of ``url`` that learns its size inside the block
+    takes ``size`` and ``etag`` from the listing instead of a HEAD request,
+    and so reads that version or raises
+    :class:`~omeframe.model.errors.FileChangedError`: an object replaced
+    between the listing and the read is never read as if it were the one
+    listed (a catalog records the listing's size and ETag beside the pixels
+    it read). The hint holds for the current thread (a context variable).
+
+    Example
+    -------
+    >>> with listed_version("s3://bucket/a.tif", 1234, "9b2cf535f27731c9"):   # doctest: +SKIP
+    ...     src = omeframe.registry.open_source("s3://bucket/a.tif")
+    """
+    token = _LISTED.set((url, int(size), etag))
+    try:
+        yield
+    finally:
+        _LISTED.reset(token)
+
+
 def _etag(version: str | None) -> str | None:
     """The strong ETag in an :func:`object_version`, which a GET can be conditional on.
 
@@ -727,9 +769,17 @@ class RemoteFile(PositionalFile):
 
     @property
     def size(self) -> int:
-        """Object size in bytes (one HEAD request the first time, unless given)."""
+        """Object size in bytes (one HEAD request the first time, unless given or listed).
+
+        Inside :func:`listed_version` for this URL, the listing's size and
+        ETag are taken instead of a HEAD request's.
+        """
         if self._size is None:
-            self._size, self._version = self.store.stat(self.rel)
+            listed = _LISTED.get()
+            if listed is not None and listed[0] == self.url:
+                self._size, self._version = listed[1], listed[2]
+            else:
+                self._size, self._version = self.store.stat(self.rel)
         return self._size
 
     def _if_match(self) -> str | None:
@@ -755,7 +805,6 @@ class RemoteFile(PositionalFile):
 
     def _changed(self) -> str | None:
         """What changed since the object was opened (one HEAD), or ``None`` while its version is the same."""
-        self.store.fs.invalidate_cache(self.store._path(self.rel))  # a cached listing must not answer
         try:
             now: str | None = self.store.stat(self.rel)[1]
         except FileNotFoundError:

@@ -49,7 +49,7 @@ from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import StoredSource
 from omeframe.formats.dataset.manifest import MANIFEST_NAME
 from omeframe.model.dtypes import to_numpy_dtype
-from omeframe.model.errors import CorruptFileError, PixelPayloadError, SchemaError
+from omeframe.model.errors import CorruptFileError, PixelPayloadError, SchemaError, reraise_access_error
 from omeframe.model.header import Channel, ImageHeader, default_channels
 
 _CHANNEL_KEYS = frozenset(f.name for f in fields(Channel))
@@ -134,6 +134,7 @@ def _read_parquet(path: Path, what: str, columns: list[str] | None = None, filte
     try:
         return pq.read_table(path, columns=columns, filters=filters)
     except (pa.ArrowException, OSError) as exc:
+        reraise_access_error(exc)
         raise CorruptFileError(f"{str(path)!r} is not a readable Parquet table ({exc})") from exc
 
 
@@ -154,6 +155,7 @@ class _Fragment:
             self.metadata = pq.read_metadata(path)
             check_metadata(self.metadata, repr(str(path)))  # before asking for column-chunk sizes
         except (pa.ArrowException, OSError) as exc:
+            reraise_access_error(exc)
             raise CorruptFileError(f"{str(path)!r} is not a readable Parquet file ({exc})") from exc
         schema = self.metadata.schema.to_arrow_schema()
         for col in ("chunk_id", "pixel_bytes"):

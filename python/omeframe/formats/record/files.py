@@ -27,7 +27,7 @@ from omeframe.model.arrow import (
     OME_ARROW_TAG_VERSION,
     field_type,
 )
-from omeframe.model.errors import CorruptFileError, NoOmeArrowColumnError, SchemaError
+from omeframe.model.errors import CorruptFileError, NoOmeArrowColumnError, SchemaError, reraise_access_error
 from omeframe.model.record import as_record_scalar, looks_like_record_type
 from omeframe.storage import parquet as pqio
 
@@ -295,6 +295,7 @@ def read_record_table(
             try:
                 return pf.read(columns=list(columns) if columns else None)
             except (pa.ArrowInvalid, OSError) as exc:
+                reraise_access_error(exc)
                 raise CorruptFileError(f"cannot read {os.fspath(path)!r}: {exc}") from exc
     return read_vortex_table(path, columns=list(columns) if columns else None, rows=rows)
 

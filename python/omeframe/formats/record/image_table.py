@@ -53,7 +53,7 @@ from omeframe.formats.record.vortex_pixels import take_vortex_stack
 from omeframe.formats.record.vortex_splits import split_bounds, take_from_splits
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
 from omeframe.model.dtypes import to_numpy_dtype
-from omeframe.model.errors import CorruptFileError, FileChangedError, RowIndexError
+from omeframe.model.errors import CorruptFileError, FileChangedError, RowIndexError, reraise_access_error
 from omeframe.storage.files import file_key, file_version
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
 from omeframe.storage.parquet_footer import check_metadata
@@ -668,6 +668,7 @@ class ImageTable:
         try:
             part = pf.read_row_groups(used.tolist(), columns=keep)
         except (pa.ArrowInvalid, OSError) as exc:
+            reraise_access_error(exc)  # a remote object overwritten since it was opened, a failed request
             raise CorruptFileError(f"cannot read row groups {used.tolist()} of {self._path!r}: {exc}") from exc
         # position of each wanted row inside the concatenated groups
         base = np.concatenate([[0], np.cumsum(sizes[used])])

@@ -57,7 +57,7 @@ from omeframe.engine.cache import shared_cache
 from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import StoredSource
 from omeframe.formats.tiff import TIFF_SUFFIXES
-from omeframe.model.errors import CorruptFileError, DimOrderError, PixelPayloadError
+from omeframe.model.errors import CorruptFileError, DimOrderError, PixelPayloadError, reraise_access_error
 from omeframe.model.header import ImageHeader
 
 __all__ = [
@@ -370,6 +370,7 @@ def probe_image_file(path: str | os.PathLike[str]) -> FileInfo:
                 axes, shape, dtype = s.axes, tuple(int(v) for v in s.shape), np.dtype(s.dtype)
                 phys = _tiff_physical(tf)
         except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+            reraise_access_error(exc)
             raise CorruptFileError(f"{str(p)!r} is not a readable TIFF file: {exc}") from exc
     elif suffix == ".npy":
         try:
@@ -387,6 +388,7 @@ def probe_image_file(path: str | os.PathLike[str]) -> FileInfo:
                 mode, (w, h) = im.mode, im.size
                 frames = int(getattr(im, "n_frames", 1) or 1)
         except (UnidentifiedImageError, OSError) as exc:
+            reraise_access_error(exc)
             raise CorruptFileError(f"{str(p)!r} is not an image file Pillow can read: {exc}") from exc
         if mode not in _PIL_MODES:
             raise CorruptFileError(f"{str(p)!r}: Pillow image mode {mode!r} is not supported")
@@ -416,6 +418,7 @@ def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
                 s = tf.series[0]
                 arr, axes = s.asarray(), s.axes
         except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+            reraise_access_error(exc)
             raise CorruptFileError(f"{str(p)!r} is not a readable TIFF file: {exc}") from exc
     elif suffix == ".npy":
         arr = np.load(p, mmap_mode="r")

@@ -78,7 +78,13 @@ from omeframe.formats.tiff.omexml import (
     parse_datetime,
     parse_ome_xml,
 )
-from omeframe.model.errors import CorruptFileError, OmeframeError, OptionalDependencyError, SchemaError
+from omeframe.model.errors import (
+    CorruptFileError,
+    OmeframeError,
+    OptionalDependencyError,
+    SchemaError,
+    reraise_access_error,
+)
 from omeframe.model.header import Channel, ImageHeader, default_channels
 from omeframe.storage.remote import open_remote_file
 from omeframe.storage.url import local_path
@@ -151,13 +157,13 @@ class _TiffHandle:
         except tifffile.TiffFileError as exc:
             raise CorruptFileError(f"{str(path)!r} is not a readable TIFF file: {exc}") from exc
         except (ValueError, EOFError, OSError, IndexError, KeyError, struct.error) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
+            reraise_access_error(exc)  # gone, denied, changed since opened: not damage
             raise CorruptFileError(f"{str(path)!r} is not a readable TIFF file ({type(exc).__name__}: {exc})") from exc
         try:
             self.series = list(self.tf.series)
         except Exception as exc:  # noqa: BLE001 - tifffile raises many types on broken files
             self.tf.close()
+            reraise_access_error(exc)
             raise CorruptFileError(
                 f"{str(path)!r}: cannot parse the TIFF image series ({type(exc).__name__}: {exc})"
             ) from exc
