@@ -198,3 +198,32 @@ def test_an_object_replaced_by_another_writer_after_a_listing_opens_as_its_new_v
         Bucket=url[5:], Key="p/t.parquet", Body=(tmp_path / "t.parquet").read_bytes())
     t = omeframe.open_table(f"{url}/p/t.parquet", storage_options=opts)
     np.testing.assert_array_equal(t.to_numpy([0]), old + 1)
+
+
+def test_readers_report_an_object_overwritten_under_them_as_changed_not_corrupt(  # type: ignore[no-untyped-def]
+        bucket, tmp_path) -> None:
+    """Parsers (pyarrow, tifffile) pass on the FileChangedError of the file under them; readers keep its type."""
+    from omeframe.storage.remote import RemoteStore
+
+    url, opts, _ = bucket
+    store = RemoteStore(url, opts)
+    rng = np.random.default_rng(3)
+    crops = [rng.integers(0, 255, (3000, 2, 16, 16), dtype=np.uint8) for _ in range(2)]
+    for i, c in enumerate(crops):  # no pixel index: takes read row groups through pyarrow
+        omeframe.write_table(tmp_path / f"t{i}.parquet", c, dim_order="CYX", pixel_index=False)
+    store.put("t.parquet", (tmp_path / "t0.parquet").read_bytes())
+    t = omeframe.open_table(f"{url}/t.parquet", storage_options=opts)
+    assert not t.indexed
+    np.testing.assert_array_equal(t.to_numpy([0]), crops[0][[0]])
+    store.put("t.parquet", (tmp_path / "t1.parquet").read_bytes())
+    with pytest.raises(omeframe.FileChangedError, match="overwritten"):
+        t.to_numpy([2900])
+
+    planes = [rng.integers(0, 4000, (2, 256, 256), dtype=np.uint16) for _ in range(2)]
+    for i, p in enumerate(planes):
+        omeframe.to_ome_tiff(p[None, :, None], tmp_path / f"i{i}.ome.tif", tile=(64, 64), compression=None)
+    store.put("i.ome.tif", (tmp_path / "i0.ome.tif").read_bytes())
+    plan = omeframe.scan(f"{url}/i.ome.tif", storage_options=opts)
+    store.put("i.ome.tif", (tmp_path / "i1.ome.tif").read_bytes())
+    with pytest.raises(omeframe.FileChangedError, match="overwritten"):
+        plan.export("numpy")

@@ -20,7 +20,7 @@ import pyarrow as pa
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
-from omeframe.model.errors import CorruptFileError, RowIndexError
+from omeframe.model.errors import CorruptFileError, RowIndexError, reraise_access_error
 from omeframe.storage.atomic import atomic_path
 from omeframe.storage.parquet_crc import CheckedParquetFile
 from omeframe.storage.parquet_footer import check_metadata
@@ -229,6 +229,7 @@ def open_parquet(source: str | os.PathLike[str] | BinaryIO | io.RawIOBase) -> pq
         check_metadata(pf.metadata, _name(source))
         return pf
     except (pa.ArrowInvalid, OSError) as exc:
+        reraise_access_error(exc)
         raise CorruptFileError(
             f"{_name(source)} is not a readable Parquet file (truncated or corrupt?): {exc}"
         ) from exc
@@ -273,6 +274,7 @@ def read_parquet_rows(
     try:
         parts = {g: pf.read_row_group(g, columns=list(columns) if columns else None) for g in groups}
     except (pa.ArrowInvalid, OSError) as exc:
+        reraise_access_error(exc)
         raise CorruptFileError(f"cannot read row groups {groups}: {exc}") from exc
     pieces = [parts[g].slice(i, 1) for g, i in located]
     if not pieces:

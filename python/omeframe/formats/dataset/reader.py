@@ -42,6 +42,7 @@ from omeframe.model.errors import (
     PixelPayloadError,
     SelectionError,
     UnsupportedFormatError,
+    reraise_access_error,
 )
 from omeframe.model.header import ImageHeader
 from omeframe.model.selection import Selection
@@ -322,6 +323,7 @@ class DatasetReader:
                     # object read the footer region twice (tail, then columns).
                     t = pq.ParquetFile(pa.BufferReader(fh.read_range(0, fh.size))).read()
                 except (pa.ArrowInvalid, OSError) as exc:
+                    reraise_access_error(exc)
                     raise CorruptFileError(f"unreadable images table {str(p)!r}: {exc}") from exc
         else:
             t = read_vortex_table(p)

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from omeframe.formats.dataset.manifest import MANIFEST_NAME, MANIFESTS_DIR, Manifest, _encode, _parse
 from omeframe.formats.vortex.file import read_vortex_table
-from omeframe.model.errors import ConcurrentWriteError, CorruptFileError
+from omeframe.model.errors import ConcurrentWriteError, CorruptFileError, reraise_access_error
 from omeframe.storage.ipc import read_ipc_file
 from omeframe.storage.remote import RemoteStore, _run_all
 
@@ -186,6 +186,7 @@ def read_images_remote(
             p.write_bytes(data)
             return read_vortex_table(p), rel, len(data)
     except (pa.ArrowInvalid, OSError) as exc:
+        reraise_access_error(exc)
         raise CorruptFileError(f"unreadable images table {store.url_of(rel)!r}: {exc}") from exc
 
 

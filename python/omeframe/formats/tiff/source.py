@@ -797,6 +797,7 @@ class TiffSource(LazySource):
                     try:
                         page = series[fi]
                     except Exception as exc:  # noqa: BLE001 - broken IFD chains
+                        reraise_access_error(exc)
                         raise CorruptFileError(
                             f"{self._label}: cannot read page {fi} ({type(exc).__name__}: {exc})"
                         ) from exc
@@ -861,6 +862,7 @@ class TiffSource(LazySource):
                     ) from exc
                 raise CorruptFileError(f"{path!r}: {what} cannot be decoded ({type(exc).__name__}: {exc})") from exc
             except Exception as exc:  # noqa: BLE001 - codec errors have many types
+                reraise_access_error(exc)
                 raise CorruptFileError(f"{path!r}: {what} cannot be decoded ({type(exc).__name__}: {exc})") from exc
             return arr  # None: tifffile found no pixels in the segment
 
