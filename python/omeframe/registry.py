@@ -36,7 +36,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,35 @@ class OpenOptions:
     format: str | None = None
     storage_options: dict[str, Any] | None = None
 
+    def check(self, accepted: frozenset[str], what: str) -> None:
+        """Refuse options set away from their default that ``what`` does not read.
+
+        ``accepted`` names the fields its opener uses (``storage_options``
+        are checked where URLs are told from paths). An option that would do
+        nothing is an error, not a silent no-op: ``image_id=`` on a record
+        table would otherwise return row 0.
+
+        Raises
+        ------
+        ValueError
+            Naming the options, what was opened and the options it takes.
+        """
+        unused = [
+            f.name for f in fields(self)
+            if f.name != "storage_options" and f.name not in accepted
+            and getattr(self, f.name) != getattr(_DEFAULT_OPTIONS, f.name)
+        ]
+        if unused:
+            takes = ", ".join(f"{n}=" for n in sorted(accepted)) or "none of these options"
+            named = ", ".join(f"{n}=" for n in unused)
+            raise ValueError(
+                f"{named} {'does' if len(unused) == 1 else 'do'} not apply to {what}, which takes {takes}; "
+                f"drop {named}"
+            )
+
+
+_DEFAULT_OPTIONS = OpenOptions()
+
 
 @dataclass(frozen=True, kw_only=True)
 class FormatEntry:
@@ -138,6 +167,9 @@ class FormatEntry:
         True when the format is a directory rather than a file.
     extra
         The ``omeframe[<extra>]`` extra its reader needs, or ``None``.
+    options
+        The :class:`OpenOptions` fields its opener reads; others set to a
+        non-default value are refused (:meth:`OpenOptions.check`).
     """
 
     name: str
@@ -147,6 +179,11 @@ class FormatEntry:
     matches: Callable[[Path], bool] | None = None
     directory: bool = False
     extra: str | None = None
+    options: frozenset[str] = frozenset()
+
+    def check(self, where: str, options: OpenOptions) -> None:
+        """Refuse ``options`` this format does not read (``where`` names the path or URL)."""
+        options.check(self.options, f"{where!r}, {_article(self.description)} {self.description}")
 
     def claims(self, path: Path) -> bool:
         """True when ``path`` (which exists) is of this format."""
@@ -161,6 +198,10 @@ class FormatEntry:
         what = ", ".join(self.suffixes) if self.suffixes else ("a directory" if self.directory else "")
         hint = f"; needs pip install 'omeframe[{self.extra}]'" if self.extra else ""
         return f"{self.name} ({what}{hint})"
+
+
+def _article(text: str) -> str:
+    return "an" if text[:1].lower() in "aeio" else "a"
 
 
 def _is_dataset(p: Path) -> bool:
@@ -191,40 +232,42 @@ def _open_npy(p: Path, o: OpenOptions) -> LazySource:
 FORMATS: tuple[FormatEntry, ...] = (
     FormatEntry(
         name="dataset", description=f"omeframe chunked dataset (directory with {MANIFEST_NAME})",
-        suffixes=(), directory=True, matches=_is_dataset,
+        suffixes=(), directory=True, matches=_is_dataset, options=frozenset({"image_id", "level"}),
         open=lambda p, o: DatasetSource(DatasetReader(p), o.image_id, o.level),
     ),
     FormatEntry(
         name="ome-zarr", description="OME-Zarr 0.4/0.5 image (zarr v2 or v3 store)",
-        suffixes=(ZARR_SUFFIX,), directory=True, matches=_is_zarr,
+        suffixes=(ZARR_SUFFIX,), directory=True, matches=_is_zarr, options=frozenset({"level", "dim_order"}),
         open=lambda p, o: open_ome_zarr_source(p, level=o.level, dim_order=o.dim_order),
     ),
     FormatEntry(
         name="ome-arrow-dataset", description="ome-arrow typed-chunk dataset directory",
-        suffixes=(), directory=True, matches=is_ome_arrow_dataset,
+        suffixes=(), directory=True, matches=is_ome_arrow_dataset, options=frozenset({"image_id"}),
         open=lambda p, o: open_ome_arrow_dataset(p, image_id=o.image_id),
     ),
     FormatEntry(
         name="tiff", description="TIFF / OME-TIFF file",
-        suffixes=TIFF_SUFFIXES,
+        suffixes=TIFF_SUFFIXES, options=frozenset({"series", "level"}),
         open=lambda p, o: open_tiff_source(p, series=o.series, level=o.level),
     ),
     FormatEntry(
         name="czi", description="Zeiss CZI file", suffixes=CZI_SUFFIXES, extra=CZI_EXTRA, open=_open_czi,
+        options=frozenset({"series"}),
     ),
     FormatEntry(
         name="numpy", description="numpy array file (memory-mapped; axes from dim_order or the shape)",
-        suffixes=NPY_SUFFIXES, open=_open_npy,
+        suffixes=NPY_SUFFIXES, open=_open_npy, options=frozenset({"dim_order"}),
     ),
     FormatEntry(
         name="record-table", description="OME-Arrow record table (Parquet or Vortex)",
-        suffixes=TABLE_SUFFIXES, matches=_is_table_file,
+        suffixes=TABLE_SUFFIXES, matches=_is_table_file, options=frozenset({"column_name", "row_index", "format"}),
         open=lambda p, o: RecordTableSource(p, column_name=o.column_name, row_index=o.row_index, format=o.format),
     ),
 )
 
 
 _RECORD_TABLE = next(e for e in FORMATS if e.name == "record-table")
+_BY_NAME = {e.name: e for e in FORMATS}
 
 
 def formats_help() -> str:
@@ -300,19 +343,26 @@ def open_url(url: RemoteURL, options: OpenOptions = OpenOptions()) -> LazySource
     name = url.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].lower()
     suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
     if options.format is not None or suffix in TABLE_SUFFIXES:
+        _RECORD_TABLE.check(url.url, options)
         return RecordTableSource(
             url.url, column_name=options.column_name, row_index=options.row_index, format=options.format,
             storage_options=so,
         )
     if suffix in TIFF_SUFFIXES:
+        _BY_NAME["tiff"].check(url.url, options)
         return open_tiff_source(url.url, series=options.series, level=options.level, storage_options=so)
     if suffix in NPY_SUFFIXES:
+        _BY_NAME["numpy"].check(url.url, options)
         return open_remote_npy(url.url, so, options.dim_order)
     if suffix != ZARR_SUFFIX:
         try:
-            return DatasetSource(DatasetReader(url.url, storage_options=so), options.image_id, options.level)
+            reader = DatasetReader(url.url, storage_options=so)
         except FileNotFoundError:
             pass
+        else:
+            _BY_NAME["dataset"].check(url.url, options)
+            return DatasetSource(reader, options.image_id, options.level)
+    _BY_NAME["ome-zarr"].check(url.url, options)
     group = open_remote_zarr(url.url, so)
     stem = name[: -len(ZARR_SUFFIX)] if name.endswith(ZARR_SUFFIX) else name
     return open_ome_zarr_source(group, level=options.level, dim_order=options.dim_order, image_id=stem, name=name)
@@ -331,10 +381,9 @@ def open_path(path: str | os.PathLike[str], options: OpenOptions = OpenOptions()
             set_recipe(src, _reopen_path, (os.fspath(path), options, None))
         return src
     p = local_path(path)
-    if options.format is not None and p.is_file():  # the caller names the table format
-        src = _RECORD_TABLE.open(p, options)
-    else:
-        src = detect(p).open(p, options)
+    entry = _RECORD_TABLE if options.format is not None and p.is_file() else detect(p)  # format=: a table
+    entry.check(os.fspath(path), options)
+    src = entry.open(p, options)
     if recipe_of(src) is None:
         set_recipe(src, _reopen_path, (os.fspath(path), options, file_stamp(p)))
     return src
@@ -420,19 +469,25 @@ def open_source(
         dim_order=dim_order, series=series, format=format,
         storage_options=dict(storage_options) if storage_options else None,
     )
+    what = f"{_article(type(obj).__name__)} {type(obj).__name__}"
     src = known_source(obj)
     if src is not None:
+        opts.check(frozenset(), f"{what} (an image opened already)")
         return src
     if isinstance(obj, DatasetReader):
+        opts.check(frozenset({"image_id", "level"}), what)
         return DatasetSource(obj, image_id, level)
     if isinstance(obj, np.ndarray):
+        opts.check(frozenset({"dim_order"}), "a numpy array")
         return array_source(obj, dim_order)
     if isinstance(obj, (pa.StructScalar, pa.StructArray, pa.ChunkedArray, dict)):
+        opts.check(frozenset(), f"{what} (an OME-Arrow record)")
         return RecordSource(obj)
     if type(obj).__module__.partition(".")[0] == "zarr":
         import zarr  # heavy: imported only when a zarr object is passed
 
         if isinstance(obj, (zarr.Array, zarr.Group)):
+            opts.check(frozenset({"level", "dim_order"}), f"a zarr {type(obj).__name__}")
             return open_ome_zarr_source(obj, level=level, dim_order=dim_order)
     if isinstance(obj, (str, os.PathLike)):
         return open_path(obj, opts)

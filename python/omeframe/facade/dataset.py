@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import numpy as np
+
 from omeframe.engine.dask_array import DEFAULT_BLOCK_BYTES
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.source import LazySource
@@ -140,7 +142,8 @@ def _write_source(obj: object, dim_order: str | None) -> LazySource | ImageInput
         return obj
     if not isinstance(obj, (str, os.PathLike)):
         try:
-            return open_source(obj, dim_order=dim_order)
+            # dim_order names the axes of arrays; other images carry their own (documented in write_dataset)
+            return open_source(obj, dim_order=dim_order if isinstance(obj, np.ndarray) else None)
         except UnsupportedFormatError:
             pass
     raise UnsupportedFormatError(

@@ -37,7 +37,7 @@ from omeframe.ops.tensor_spec import ViewSpec
 from omeframe.ops.tensor_view import LazyTensorView, TensorView
 from omeframe.ops.view import view_matplotlib
 from omeframe.ops.view3d import view_pyvista
-from omeframe.registry import detect, open_source
+from omeframe.registry import OpenOptions, detect, open_source
 
 
 def _as_tcz(tcz: Any) -> tuple[int, int, int]:
@@ -108,12 +108,14 @@ class OMEArrow(SourceLike):
             )
             self._source = str(data) if isinstance(data, (str, os.PathLike)) else None
             return
+        options = OpenOptions(column_name=column_name, row_index=row_index, dim_order=dim_order)
         if isinstance(data, (str, os.PathLike)):
             path = Path(data)
             self._source = str(path)
             if not path.exists():
                 raise FileNotFoundError(f"no such file: {str(path)!r}")
             entry = detect(path)
+            entry.check(str(path), options)  # no option it would not read (dim_order= on a table ...)
             if entry.name == "tiff":
                 with open_tiff_source(path) as tiff:
                     self._set_data(to_record(tiff, header=HeaderOptions(image_type=image_type)))
@@ -125,8 +127,10 @@ class OMEArrow(SourceLike):
                 )
             scalar, _, _ = read_record(path, column_name=column_name, row_index=row_index)
         elif isinstance(data, np.ndarray):
+            options.check(frozenset({"dim_order"}), "a numpy array")
             scalar = from_numpy(data, dim_order=dim_order, image_type=image_type)
         else:
+            options.check(frozenset(), f"a {type(data).__name__} (an OME-Arrow record)")
             scalar = as_record_scalar(data)
         self._set_data(scalar)
 
@@ -153,6 +157,9 @@ class OMEArrow(SourceLike):
         ``data`` is a record table path (``column_name``, ``row_index``), a
         dataset directory or :class:`~omeframe.Dataset` (``image_id=``,
         ``level=``), an OME-Zarr store, a TIFF file, an array or a record.
+        An option ``data`` does not read (``image_id=`` for a record table,
+        ``dim_order=`` for an OME-Zarr group ...) raises ``ValueError``
+        naming the options it takes, rather than being ignored.
         """
         src = open_source(data, column_name=column_name, row_index=row_index, **source_options)
         obj = cls._from_plan(LazyImage(src), tcz=tcz, image_type=image_type)

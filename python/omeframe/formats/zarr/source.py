@@ -337,9 +337,19 @@ def open_ome_zarr_source(
     if _label is not None:
         label = _label
     if isinstance(node, zarr.Array):
+        if level:
+            raise ValueError(
+                f"level={level} applies to OME-Zarr groups (multiscale images); {label} is a plain zarr array "
+                "with one resolution; drop level="
+            )
         return open_zarr_source(node, dim_order=dim_order)
     if not isinstance(node, zarr.Group):
         raise SchemaError(f"{label} is neither a zarr group nor a zarr array")
+    if dim_order is not None:
+        raise ValueError(
+            f"dim_order= applies to plain zarr arrays; {label} is an OME-Zarr group whose axes come from its "
+            "multiscales metadata; drop dim_order="
+        )
     where = label if label.startswith("zarr") else f"zarr group {label}"
     meta = ImageMetadata.from_attrs(node.attrs.asdict(), where=where)
     ms = meta.multiscale

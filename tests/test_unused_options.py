@@ -1,0 +1,89 @@
+"""An option a call would not use is refused, never silently dropped: ``scan`` / ``OMEArrow`` options the
+opened format does not read, and the options of other calls that apply only in some modes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+
+import omeframe
+
+#: A non-default value for every option of ``omeframe.scan``.
+SET = {"column_name": "image", "row_index": 1, "image_id": "b", "level": 1, "dim_order": "CZTYX", "series": 1,
+       "format": "vortex"}
+#: The options each kind of source reads (others set must be refused).
+READS = {
+    "record table": {"column_name", "row_index", "format"},
+    "dataset": {"image_id", "level"},
+    "tiff": {"series", "level", "format"},  # format= on a file: read it as a record table of that format
+    "ome-zarr": {"level"},
+    "npy": {"dim_order", "format"},
+    "array": {"dim_order"},
+    "record": set(),
+    "Dataset": {"image_id", "level"},
+    "OMEArrow": set(),
+    "plan": set(),
+    "zarr group": {"level"},
+}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    d = tmp_path_factory.mktemp("unused")
+    a = np.arange(2 * 3 * 4 * 16 * 16, dtype=np.uint16).reshape(2, 3, 4, 16, 16)
+    omeframe.write_table(d / "t.parquet", [a[0], a[1]], dim_order="CZYX")
+    omeframe.write_dataset([a, a + 1], d / "ds", image_ids=["a", "b"])
+    omeframe.to_ome_tiff(a, d / "a.ome.tif")
+    omeframe.to_ome_zarr(a, d / "a.ome.zarr")
+    np.save(d / "a.npy", a[0, 0])
+    return {
+        "record table": d / "t.parquet", "dataset": d / "ds", "tiff": d / "a.ome.tif",
+        "ome-zarr": d / "a.ome.zarr", "npy": d / "a.npy", "array": a[0, 0], "record": omeframe.from_numpy(a),
+        "Dataset": omeframe.open_dataset(d / "ds"), "OMEArrow": omeframe.scan(d / "a.ome.tif"),
+        "plan": omeframe.scan(d / "a.ome.tif")._lazy(), "zarr group": zarr.open_group(d / "a.ome.zarr", mode="r"),
+    }
+
+
+@pytest.mark.parametrize("option", list(SET))
+@pytest.mark.parametrize("kind", list(READS))
+def test_scan_refuses_options_its_source_does_not_read(sources: dict[str, Any], kind: str, option: str) -> None:
+    if option in READS[kind]:
+        return  # read (its effect is tested with each format)
+    with pytest.raises(ValueError, match=rf"{option}=.* appl.*; drop {option}="):
+        omeframe.scan(sources[kind], **{option: SET[option]})
+
+
+def test_options_a_source_reads_still_apply(sources: dict[str, Any]) -> None:
+    first = omeframe.scan(sources["record table"]).export("numpy")
+    second = omeframe.scan(sources["record table"], row_index=1).export("numpy")
+    assert not np.array_equal(first, second)
+    assert omeframe.scan(sources["dataset"], image_id="b").header.image_id == "b"
+    assert omeframe.scan(sources["npy"], dim_order="ZYX").shape == (1, 1, 4, 16, 16)
+    # defaults given explicitly are no options: OMEArrow.scan passes column_name and row_index always
+    assert omeframe.OMEArrow.scan(sources["tiff"], column_name="ome_arrow", row_index=0).shape[1] == 3
+
+
+def test_plain_zarr_arrays_take_dim_order_and_refuse_level(tmp_path: Path) -> None:
+    arr = zarr.create_array(store=str(tmp_path / "plain.zarr"), shape=(8, 9), chunks=(4, 4), dtype="uint8")
+    assert omeframe.scan(arr, dim_order="YX").shape == (1, 1, 1, 8, 9)
+    with pytest.raises(ValueError, match="level=1 applies to OME-Zarr groups"):
+        omeframe.scan(arr, level=1)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_omearrow_refuses_options_its_data_does_not_read(sources: dict[str, Any], lazy: bool) -> None:
+    with pytest.raises(ValueError, match="dim_order= does not apply to .*a.ome.tif"):
+        omeframe.OMEArrow(sources["tiff"], dim_order="ZCTYX", lazy=lazy)
+    with pytest.raises(ValueError, match="row_index= does not apply to .*a.ome.tif"):
+        omeframe.OMEArrow(sources["tiff"], row_index=5, lazy=lazy)
+    with pytest.raises(ValueError, match="dim_order= does not apply to .*t.parquet"):
+        omeframe.OMEArrow(sources["record table"], dim_order="CZYX", lazy=lazy)
+    with pytest.raises(ValueError, match="column_name= does not apply to a numpy array"):
+        omeframe.OMEArrow(sources["array"], column_name="image", lazy=lazy)
+    with pytest.raises(ValueError, match="row_index= does not apply to .*OME-Arrow record"):
+        omeframe.OMEArrow(sources["record"], row_index=1, lazy=lazy)
+    assert omeframe.OMEArrow(sources["record table"], row_index=1, lazy=lazy).shape[1] == 3
