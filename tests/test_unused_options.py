@@ -11,6 +11,7 @@ import pytest
 import zarr
 
 import omeframe
+import omeframe.registry
 
 #: A non-default value for every option of ``omeframe.scan``.
 SET = {"column_name": "image", "row_index": 1, "image_id": "b", "level": 1, "dim_order": "CZTYX", "series": 1,
@@ -87,3 +88,80 @@ def test_omearrow_refuses_options_its_data_does_not_read(sources: dict[str, Any]
     with pytest.raises(ValueError, match="row_index= does not apply to .*OME-Arrow record"):
         omeframe.OMEArrow(sources["record"], row_index=1, lazy=lazy)
     assert omeframe.OMEArrow(sources["record table"], row_index=1, lazy=lazy).shape[1] == 3
+
+
+@pytest.mark.parametrize(("option", "value"), [("levels", "all"), ("format", "vortex"), ("mode", "append"),
+                                               ("progress", True)])
+def test_dataset_options_without_out_are_refused(sources: dict[str, Any], option: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=rf"{option}=.* applies to datasets, but without out="):
+        omeframe.from_tiff(sources["tiff"], **{option: value})
+    with pytest.raises(ValueError, match=rf"{option}=.* applies to datasets, but without out="):
+        omeframe.from_ome_zarr(sources["ome-zarr"], **{option: value})
+
+
+def test_labels_without_out_and_list_chunks_with_out_are_refused(sources: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="labels=True applies to datasets"):
+        omeframe.from_ome_zarr(sources["ome-zarr"], labels=True)
+    src = omeframe.registry.open_source(sources["tiff"])
+    with pytest.raises(ValueError, match="chunk_encoding='list' applies to records"):
+        omeframe.ingest_source(src, out=tmp_path / "ds", chunk_encoding="list")
+    assert not (tmp_path / "ds").exists()
+    assert omeframe.ingest_source(src, chunk_encoding="list") is not None  # records take it
+
+
+def test_seed_without_shuffle_is_refused(sources: dict[str, Any]) -> None:
+    jax_batches = pytest.importorskip("omeframe.jax").batches
+    with pytest.raises(ValueError, match="seed= and epoch= apply to shuffled batches"):
+        next(jax_batches(sources["record table"], 1, seed=3, dims="CZYX"))
+    with pytest.raises(ValueError, match="seed= and epoch= apply to shuffled batches"):
+        next(jax_batches(sources["record table"], 1, epoch=2, dims="CZYX"))
+    assert next(jax_batches(sources["record table"], 1, shuffle=True, seed=3, dims="CZYX")).shape[0] == 1
+
+
+def test_torch_seed_without_shuffle_is_refused(sources: dict[str, Any]) -> None:
+    pytest.importorskip("torch", reason="torch installs on Python 3.11 only (see the Makefile)")
+    import omeframe.torch
+
+    with pytest.raises(ValueError, match="seed= applies to shuffled epochs"):
+        omeframe.torch.ImageTableIterableDataset(sources["record table"], shuffle=False, seed=1)
+
+
+def test_polars_scan_of_a_dataset_refuses_another_format(sources: dict[str, Any]) -> None:
+    import omeframe.polars
+
+    with pytest.raises(ValueError, match="dataset .* is parquet"):
+        omeframe.polars.scan(sources["dataset"], format="vortex")
+    assert omeframe.polars.scan(sources["dataset"], format="parquet").collect().height == 2
+
+
+def test_crop_labels_without_masks_are_refused() -> None:
+    img = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    lab = np.zeros((64, 64), np.uint8)
+    lab[10:20, 30:36] = 1
+    with pytest.raises(ValueError, match="labels= are the label images of masks"):
+        omeframe.crop_objects(img, omeframe.shapes_from_labels(lab), size=16, labels=lab)
+    assert omeframe.crop_objects(img, omeframe.shapes_from_labels(lab), size=16, labels=lab, masks=True).num_rows
+
+
+def test_duckdb_checks_column_name_on_frames(sources: dict[str, Any]) -> None:
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    import omeframe.duckdb
+    from omeframe.errors import NoOmeArrowColumnError
+
+    frame = pl.from_arrow(pq.read_table(sources["record table"]))
+    con = omeframe.duckdb.connect()
+    with pytest.raises(NoOmeArrowColumnError, match="no OME-Arrow column 'image'"):
+        omeframe.duckdb.register(con, "a", frame, column_name="image")
+    assert omeframe.duckdb.register(con, "a", frame, column_name="ome_arrow") == ["a"]
+
+
+def test_tensor_view_refuses_roi_type_without_roi_nd_and_a_loader_for_a_plan(sources: dict[str, Any]) -> None:
+    rec = sources["record"]
+    with pytest.raises(ValueError, match="roi_type must be one of"):
+        omeframe.TensorView(rec, roi_nd=(0, 0, 4, 4), roi_type="bogus")
+    with pytest.raises(ValueError, match="roi_type= says how to read roi_nd"):
+        omeframe.TensorView(rec, roi_type="3d")
+    with pytest.raises(ValueError, match="plane_loader= reads the planes of a record"):
+        omeframe.TensorView(omeframe.scan(rec)._lazy(), plane_loader=lambda *a: None)

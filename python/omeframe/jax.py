@@ -96,6 +96,8 @@ def batches(
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not shuffle and (seed or epoch):
+        raise ValueError("seed= and epoch= apply to shuffled batches; pass shuffle=True too, or drop them")
     jnp = _jnp()
     d = stack_dims(dims)
     check_storage_options(storage_options, table)

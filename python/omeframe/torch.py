@@ -797,6 +797,8 @@ class ImageTableIterableDataset:
             raise ValueError(f"block_size and buffer_blocks must be >= 1, got {block_size} and {buffer_blocks}")
         if drop_last and batch_size is None:
             raise ValueError("drop_last applies to batches; give batch_size= too")
+        if seed and not shuffle:
+            raise ValueError("seed= applies to shuffled epochs; pass shuffle=True too, or drop seed=")
         self._map = ImageTableDataset(
             table_or_path, columns=columns, dims=dims, transform=transform, target=target,
             storage_options=storage_options,

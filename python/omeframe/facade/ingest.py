@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from omeframe.engine.source import HeaderOptions, LazySource
 from omeframe.facade.dataset import Dataset
-from omeframe.formats.dataset.ingest import Levels, check_clamp, ingest, to_record
+from omeframe.formats.dataset.ingest import Levels, check_clamp, check_out_options, ingest, to_record
 from omeframe.formats.dataset.writer import (
     WriteOptions,
 )
@@ -114,6 +114,10 @@ def ingest_source(
     >>> ds = omeframe.ingest_source(omeframe.registry.open_source("big.ome.tif"), out="ds/")  # doctest: +SKIP
     """
     check_storage_options(storage_options, out)
+    check_out_options(out, {
+        "format": (format, None), "mode": (mode, "create"), "levels": (levels, "first"), "labels": (labels, False),
+        "progress": (progress, None), "chunk_encoding": (chunk_encoding, "bytes"),
+    })
     header = HeaderOptions(
         image_id=image_id, name=name, image_type=image_type,
         channel_names=channel_names, acquisition_datetime=acquisition_datetime,

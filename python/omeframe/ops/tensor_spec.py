@@ -68,6 +68,10 @@ class ViewSpec:
         given = [n for n in ("roi", "roi3d", "roi_nd", "tile") if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(f"give at most one of roi, roi3d, roi_nd, tile; got {given}")
+        if self.roi_type is not None and self.roi_type not in _ROI_KINDS:
+            raise ValueError(f"roi_type must be one of {sorted(_ROI_KINDS)}, got {self.roi_type!r}")
+        if self.roi_type is not None and self.roi_nd is None:
+            raise ValueError("roi_type= says how to read roi_nd; pass roi_nd= too, or drop roi_type=")
         if self.roi_nd is not None and self.roi_type is None:
             # 4 values can only be a 2-D box, 8 only a 4-D (T, Z, Y, X) box; 6 is 3-D or 2-D + time
             inferred = {4: "2d", 8: "4d"}.get(len(self.roi_nd))
@@ -88,6 +92,9 @@ class ViewSpec:
                 real.setdefault(k, None)
         return replace(self, **real)
 
+
+#: roi_type -> the number of bounds roi_nd holds.
+_ROI_KINDS: dict[str, int] = {"2d": 4, "2d_timelapse": 6, "3d": 6, "4d": 8}
 
 _ROI_FIELDS: dict[str, str] = {
     "roi": "(x, y, w, h)",
@@ -145,7 +152,7 @@ def _spatial(spec: ViewSpec, plan: LazyImage) -> Selection:
         return _roi_box(shape, label, z=(z, z + d), y=(y, y + h), x=(x, x + w))
     if spec.roi_nd is not None:
         r = _ints(spec.roi_nd, "roi_nd")
-        kinds = {"2d": 4, "2d_timelapse": 6, "3d": 6, "4d": 8}
+        kinds = _ROI_KINDS
         if spec.roi_type not in kinds:
             raise ValueError(f"roi_type must be one of {sorted(kinds)}, got {spec.roi_type!r}")
         if len(r) != kinds[spec.roi_type]:

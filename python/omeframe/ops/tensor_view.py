@@ -333,6 +333,8 @@ class TensorView(_ViewBase):
         if chunk_policy not in ("auto", "combine", "keep"):
             raise ValueError(f"chunk_policy must be 'auto', 'combine' or 'keep', got {chunk_policy!r}")
         if isinstance(data, LazyImage):
+            if plane_loader is not None:
+                raise ValueError("plane_loader= reads the planes of a record; data is a plan already: drop it")
             plan = data
         else:
             if isinstance(data, pa.ChunkedArray) and chunk_policy == "combine":

@@ -91,6 +91,21 @@ def _register_arrow(con: Any, name: str, obj: Any) -> None:
     con.register(name, obj)
 
 
+def _frame_schema(frame: Any) -> Any:
+    """The Arrow schema of a Polars or pandas data frame (to check ``column_name`` against)."""
+    import pyarrow as pa
+
+    if hasattr(frame, "to_arrow"):  # Polars (zero-copy)
+        return frame.to_arrow().schema
+    try:
+        return pa.Schema.from_pandas(frame)
+    except (TypeError, pa.ArrowException) as exc:
+        raise ValueError(
+            f"column_name= cannot be checked against a {type(frame).__name__}; register an Arrow table, a "
+            "Polars or pandas frame, a file or a dataset, or drop column_name="
+        ) from exc
+
+
 def _check_record_column(schema: Any, column_name: str | None, source: str) -> None:
     if column_name is None:
         return
@@ -246,6 +261,8 @@ def register(
         schema = getattr(path, "schema", None)
         if isinstance(schema, pa.Schema):
             _check_record_column(schema, column_name, "the registered object")
+        elif column_name is not None:  # a Polars or pandas frame: check it as Arrow sees it
+            _check_record_column(_frame_schema(path), column_name, "the registered object")
         _register_arrow(con, name, path)
         return [name]
     if parse_location(path) is not None:

@@ -1187,6 +1187,11 @@ def _describe(
     p = Path(source)
     if p.is_dir():
         m = read_manifest(p)
+        if format is not None and format != m.format:
+            raise ValueError(
+                f"format= names the format of record table files; dataset {str(p)!r} is {m.format} (its "
+                "manifest says so); drop format="
+            )
         kind = table or "images"
         if kind == "images":
             if m.images is None:

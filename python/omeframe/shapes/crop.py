@@ -343,6 +343,8 @@ def crop_objects(
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
     if int(pad) < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
+    if labels is not None and not masks:
+        raise ValueError("labels= are the label images of masks; pass masks=True too, or drop labels=")
     pad = int(pad)
     table = _shape_table(shapes)
     meta = read_shape_metadata(table.schema)

@@ -9,9 +9,9 @@ a :class:`~omeframe.engine.source.LazySource`; the public functions (in
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -126,6 +126,39 @@ def ingest(
                 if lv < len(label_levels):
                     items.append(WriteItem(HeaderOverride(label_levels[lv], replace(lh, image_id=lid)), lid, lv, iid))
     return write_items(items, out, write)
+
+
+def check_out_options(out: object, given: Mapping[str, tuple[Any, Any]]) -> None:
+    """Refuse options that apply to the other kind of result than the one ``out`` asks for.
+
+    ``given`` maps each option to ``(value, default)``. Without ``out`` the
+    image comes back as one record, so the dataset options (``format``,
+    ``mode``, ``levels``, ``labels``, ``progress``) would do nothing; with
+    ``out`` a dataset is written, which has no ``chunk_encoding``.
+
+    Raises
+    ------
+    ValueError
+        Naming the options set and what to do instead.
+    """
+    record_only = {"chunk_encoding"}
+    unused = [
+        k for k, (v, d) in given.items()
+        if v != d and ((out is None) != (k in record_only))
+    ]
+    if not unused:
+        return
+    named = ", ".join(f"{k}={given[k][0]!r}" for k in unused)
+    if out is None:
+        raise ValueError(
+            f"{named} {'applies' if len(unused) == 1 else 'apply'} to datasets, but without out= the image is "
+            "returned as one record (level 0, no label images); pass out=<directory> to write a dataset, or drop "
+            f"{', '.join(k + '=' for k in unused)}"
+        )
+    raise ValueError(
+        f"{named} {'applies' if len(unused) == 1 else 'apply'} to records (out=None); a dataset stores "
+        f"compressed byte chunks; drop {', '.join(k + '=' for k in unused)}"
+    )
 
 
 def check_clamp(source: LazySource, clamp_to_uint16: bool) -> None:
