@@ -11,6 +11,7 @@ import pytest
 import zarr
 
 import omeframe
+import omeframe.catalog
 import omeframe.registry
 
 #: A non-default value for every option of ``omeframe.scan``.
@@ -165,3 +166,57 @@ def test_tensor_view_refuses_roi_type_without_roi_nd_and_a_loader_for_a_plan(sou
         omeframe.TensorView(rec, roi_type="3d")
     with pytest.raises(ValueError, match="plane_loader= reads the planes of a record"):
         omeframe.TensorView(omeframe.scan(rec)._lazy(), plane_loader=lambda *a: None)
+
+
+@pytest.mark.parametrize("write", ["dataset", "record", "table"])
+def test_compression_levels_where_they_cannot_apply(tmp_path: Path, write: str) -> None:
+    a = np.random.default_rng(0).integers(0, 4000, (2, 32, 32), dtype=np.uint16)
+
+    def run(**kw: Any) -> Any:
+        if write == "dataset":
+            return omeframe.write_dataset(a, tmp_path / "d", dim_order="CYX", mode="overwrite", **kw).read()
+        if write == "record":
+            return omeframe.to_numpy(omeframe.from_numpy(a, dim_order="CYX", **kw))
+        omeframe.write_table(tmp_path / "t.parquet", a[None], dim_order="CYX",
+                             **{f"chunk_{k}": v for k, v in kw.items()})
+        return omeframe.open_table(tmp_path / "t.parquet").to_numpy([0])
+
+    # snappy takes no level: the default is no request (it used to fail in Arrow), another level is refused
+    np.testing.assert_array_equal(np.asarray(run(compression="snappy")).reshape(a.shape), a)
+    with pytest.raises(ValueError, match="snappy chunks take no compression level"):
+        run(compression="snappy", compression_level=5)
+    with pytest.raises(ValueError, match="compression_level=7 applies to compressed chunks"):
+        run(compression=None, compression_level=7)
+    np.testing.assert_array_equal(np.asarray(run(compression="gzip", compression_level=2)).reshape(a.shape), a)
+
+
+def test_zarr_compressor_level_without_a_compressor_is_refused(tmp_path: Path) -> None:
+    a = np.zeros((1, 1, 1, 8, 8), np.uint8)
+    with pytest.raises(ValueError, match="compressor_level=19 applies to compressed chunks"):
+        omeframe.to_ome_zarr(a, tmp_path / "z.zarr", compressor=None, compressor_level=19)
+    omeframe.to_ome_zarr(a, tmp_path / "z.zarr", compressor=None)
+
+
+def test_inline_chunk_compression_needs_bytes_encoding(sources: dict[str, Any], tmp_path: Path) -> None:
+    rec = sources["record"]
+    for encoding in ("existing", "list"):
+        with pytest.raises(ValueError, match="inline_chunk_compression applies with inline_chunk_encoding='bytes'"):
+            omeframe.to_ome_parquet(rec, tmp_path / "r.parquet", inline_chunk_encoding=encoding,
+                                    inline_chunk_compression="zstd")
+    listed = omeframe.from_numpy(np.arange(64, dtype=np.uint16).reshape(8, 8), chunk_encoding="list")
+    omeframe.to_ome_parquet(listed, tmp_path / "r.parquet", inline_chunk_encoding="bytes",
+                            inline_chunk_compression="lz4")
+    back = omeframe.from_ome_parquet(tmp_path / "r.parquet", column_name="image")
+    assert omeframe.to_numpy(back).reshape(8, 8).tolist() == np.arange(64).reshape(8, 8).tolist()
+
+
+def test_a_catalog_refuses_another_record_column_on_resume(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / "a.npy", np.arange(64, dtype=np.uint16).reshape(8, 8))
+    omeframe.catalog.build(src, tmp_path / "cat", workers=1, progress=False)
+    np.save(src / "b.npy", np.ones((8, 8), np.uint16))
+    with pytest.raises(ValueError, match="stores its records in column 'ome_arrow'.*not 'img'"):
+        omeframe.catalog.build(src, tmp_path / "cat", workers=1, progress=False, column_name="img")
+    res = omeframe.catalog.build(src, tmp_path / "cat", workers=1, progress=False)
+    assert res.n_ingested == 1

@@ -162,8 +162,9 @@ from omeframe.engine import progress as _progress
 from omeframe.engine.limits import get_max_bytes, set_max_bytes
 from omeframe.formats.dataset.inputs import source_input
 from omeframe.formats.dataset.writer import WriteOptions, write_items
+from omeframe.formats.record.files import find_record_column
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
-from omeframe.model.errors import FileTimeoutError, NotRegularFileError
+from omeframe.model.errors import FileTimeoutError, NotRegularFileError, OmeframeError
 from omeframe.storage.url import local_path, parse_location
 
 __all__ = [
@@ -674,6 +675,27 @@ _KILL_GRACE = 15.0
 _WRITE_DEFAULTS = WriteOptions()
 
 
+def _check_record_column(images: Path, column_name: str) -> None:
+    """Refuse a build whose ``column_name`` differs from the record column of the catalog's ``images.parquet``.
+
+    Records of another column would go into a second record column, each
+    with nulls where the other has its rows.
+    """
+    if not images.is_file():
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        found = find_record_column(pq.read_schema(images), None, source=repr(str(images)))
+    except (OSError, pa.ArrowException, OmeframeError):
+        return  # an unreadable images.parquet is reported (and rebuilt) where it is read
+    if found != column_name:
+        raise ValueError(
+            f"this catalog stores its records in column {found!r} of {str(images)!r}, not {column_name!r}; "
+            f"build it with column_name={found!r}, or into another folder"
+        )
+
+
 def build(
     sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -906,6 +928,7 @@ def build_with(
             if stale.is_file():
                 stale.unlink(missing_ok=True)
         old_catalog = read_catalog(out_p) if (out_p / CATALOG_NAME).is_file() else None
+        _check_record_column(out_p / IMAGES_NAME, column_name)
         old_by_path: dict[str, dict[str, Any]] = {}
         used_ids: dict[str, str] = {}  # image_id -> urlpath
         if old_catalog is not None:

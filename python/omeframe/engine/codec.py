@@ -31,6 +31,7 @@ __all__ = [
     "binary_offsets",
     "pack_large_binary",
     "resolve_codec",
+    "check_level",
     "CODECS",
 ]
 
@@ -131,6 +132,48 @@ def _codec(name: str, level: int | None) -> pa.Codec:
 def _preset(compression: str) -> tuple[str, int | None]:
     """``(codec, default level)`` of a normalised compression name (presets resolved)."""
     return _PRESETS.get(compression, (compression, None))
+
+
+#: The compression level chunks get unless one is asked for (zstd's default).
+DEFAULT_LEVEL = 3
+
+
+def check_level(compression: str | None, level: int | None) -> int | None:
+    """The level to compress chunks of (normalised) ``compression`` at, or ``None`` for the codec's own.
+
+    The default level (:data:`DEFAULT_LEVEL`, which every writer passes unless
+    told otherwise) is no request: codecs without levels (``snappy``) and raw
+    chunks simply take none. Any other level where it cannot apply is an error
+    rather than a silent no-op.
+
+    Raises
+    ------
+    ValueError
+        For a level with ``compression=None`` or with a codec that takes none.
+
+    Example
+    -------
+    >>> check_level("zstd", 7), check_level("snappy", DEFAULT_LEVEL), check_level(None, DEFAULT_LEVEL)
+    (7, None, None)
+    """
+    if level is None:
+        return None
+    if compression is None:
+        if level == DEFAULT_LEVEL:
+            return None
+        raise ValueError(
+            f"compression_level={level} applies to compressed chunks, but compression is None (raw bytes); "
+            "set compression= or drop compression_level="
+        )
+    name = _preset(compression)[0]
+    if name == "zstd" or pa.Codec.supports_compression_level(name):
+        return int(level)
+    if level == DEFAULT_LEVEL:
+        return None
+    raise ValueError(
+        f"{name} chunks take no compression level, got compression_level={level}; drop compression_level= "
+        "or pick a codec with levels (zstd, lz4, gzip, brotli, bz2)"
+    )
 
 
 def resolve_codec(compression: str | None) -> str | None:

@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from omeframe.engine import threads as _threads
 from omeframe.engine.codec import (
+    check_level,
     encode_framed,
     frame_rows_for,
     normalize_compression,
@@ -902,6 +903,7 @@ def write_items(
             f"client must be a dask.distributed.Client (or None for a local write), got a {type(client).__name__}"
         )
     comp = normalize_compression(compression)
+    compression_level = check_level(comp, compression_level)  # the default level on snappy or raw: none
     if frame_bytes is not None and (not isinstance(frame_bytes, (int, np.integer)) or frame_bytes < 0):
         raise ValueError(
             f"frame_bytes must be None or a non-negative integer (0 = one frame per chunk), got {frame_bytes!r}"

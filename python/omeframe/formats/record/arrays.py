@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from omeframe.engine.codec import DEFAULT_LEVEL, check_level, normalize_compression
 from omeframe.formats.record.builder import RecordBuilder
 from omeframe.model.arrow import OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
 from omeframe.model.dims import default_dim_order, to_tczyx
@@ -20,7 +21,7 @@ from omeframe.model.record import as_record_scalar
 __all__ = ["from_numpy", "from_torch_array", "from_jax_array", "to_ome_arrow", "clamp_u16"]
 
 DEFAULT_COMPRESSION = "zstd"
-DEFAULT_COMPRESSION_LEVEL = 3
+DEFAULT_COMPRESSION_LEVEL = DEFAULT_LEVEL
 
 
 class _Unset:
@@ -49,6 +50,7 @@ def resolve_chunk_compression(
         compression, compression_level = chunk_compression, None
     if chunk_compression_level is not UNSET:
         compression_level = chunk_compression_level
+    check_level(normalize_compression(compression), compression_level)  # no level that would do nothing
     return compression, compression_level
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from omeframe.engine import threads as _threads
 from omeframe.engine.codec import (
+    check_level,
     encode_payload,
     normalize_compression,
     pack_large_binary,
@@ -100,7 +101,7 @@ class RecordBuilder:
             )
         self.encoding: ChunkEncoding = chunk_encoding
         self.compression = normalize_compression(compression)
-        self.level = compression_level
+        self.level = check_level(self.compression, compression_level)
         self.chunk_shape = chunk_shape
         self.build_chunks = build_chunks
         self._headers: list[dict[str, Any]] = []

@@ -101,6 +101,11 @@ def to_ome_parquet(
     way out: ``"existing"`` keeps it, ``"bytes"`` stores native-dtype chunks
     compressed with ``inline_chunk_compression`` (``None``: raw), ``"list"``
     stores ``list<uint16>`` chunks (``DtypeError`` for data that does not fit).
+    As in ome-arrow, a record that already holds byte chunks keeps them as
+    they are (its codec included) with ``"bytes"``; to change the codec of
+    such a record, rebuild it (``omeframe.from_numpy(omeframe.to_numpy(rec),
+    compression=...)``). ``inline_chunk_compression[_level]`` with another
+    encoding than ``"bytes"`` would do nothing and raise ``ValueError``.
     """
     check_storage_options(storage_options, out_path)
     if parse_location(out_path) is not None:
@@ -112,6 +117,13 @@ def to_ome_parquet(
         raise ValueError(
             "inline_chunk_encoding must be 'existing', 'list' or 'bytes', got "
             f"{inline_chunk_encoding!r}"
+        )
+    if inline_chunk_encoding != "bytes" and (
+        inline_chunk_compression is not None or inline_chunk_compression_level is not None
+    ):
+        raise ValueError(
+            f"inline_chunk_compression applies with inline_chunk_encoding='bytes', not "
+            f"{inline_chunk_encoding!r}; pass inline_chunk_encoding='bytes', or drop inline_chunk_compression[_level]="
         )
     if inline_chunk_encoding != "existing":
         data = _reencode(

@@ -111,6 +111,11 @@ def _per_axis(value: Sequence[int], order: str, what: str) -> dict[str, int]:
 def _codec(compressor: str | None, level: int | None, zarr_format: int) -> Any:
     name = None if compressor is None else str(compressor).lower()
     if name in (None, "none", "raw", ""):
+        if level not in (None, 3):  # 3: to_ome_zarr's default, no request
+            raise ValueError(
+                f"compressor_level={level} applies to compressed chunks, but compressor is None; set compressor= "
+                "or drop compressor_level="
+            )
         return None
     if zarr_format == 3:
         from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
