@@ -220,3 +220,15 @@ def test_a_catalog_refuses_another_record_column_on_resume(tmp_path: Path) -> No
         omeframe.catalog.build(src, tmp_path / "cat", workers=1, progress=False, column_name="img")
     res = omeframe.catalog.build(src, tmp_path / "cat", workers=1, progress=False)
     assert res.n_ingested == 1
+
+
+def test_compression_of_list_chunks_is_refused() -> None:
+    a = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    with pytest.raises(ValueError, match="'lz4' .* applies to the byte variant only"):
+        omeframe.from_numpy(a, chunk_encoding="list", compression="lz4")
+    with pytest.raises(ValueError, match=r"level 9\) applies to the byte variant only"):
+        omeframe.from_numpy(a, chunk_encoding="list", compression_level=9)
+    src = omeframe.registry.open_source(a, dim_order="YX")
+    with pytest.raises(ValueError, match="applies to the byte variant only"):
+        omeframe.ingest_source(src, chunk_encoding="list", compression="gzip")
+    assert omeframe.to_numpy(omeframe.from_numpy(a, chunk_encoding="list")).reshape(8, 8).tolist() == a.tolist()

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.engine.codec import DEFAULT_LEVEL, check_level, normalize_compression
-from omeframe.formats.record.builder import RecordBuilder
+from omeframe.formats.record.builder import RecordBuilder, list_or_bytes_codec
 from omeframe.model.arrow import OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.dtypes import SUPPORTED_DTYPES, to_numpy_dtype
@@ -179,10 +179,11 @@ def from_numpy(
     if dtype_meta is not None:
         dtype_meta = to_numpy_dtype(dtype_meta).name
     encoding = chunk_encoding
+    codec, level = list_or_bytes_codec(encoding, compression, compression_level)
     builder = RecordBuilder(
         chunk_encoding=encoding,
-        compression=compression if encoding == "bytes" else None,
-        compression_level=compression_level if encoding == "bytes" else None,
+        compression=codec,
+        compression_level=level,
         chunk_shape=chunk_shape,
         chunk_order=chunk_order,
         build_chunks=build_chunks,
@@ -344,10 +345,11 @@ def to_ome_arrow(
                 f"{shape[3] * shape[4]}"
             )
         full[t, c, z] = pix.reshape(shape[3], shape[4])
+    codec, level = list_or_bytes_codec(chunk_encoding, compression, compression_level)
     builder = RecordBuilder(
         chunk_encoding=chunk_encoding,
-        compression=compression if chunk_encoding == "bytes" else None,
-        compression_level=compression_level if chunk_encoding == "bytes" else None,
+        compression=codec,
+        compression_level=level,
         chunk_shape=chunk_shape,
         chunk_order=chunk_order,
         build_chunks=build_chunks,

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from omeframe.engine import threads as _threads
 from omeframe.engine.codec import (
+    DEFAULT_LEVEL,
     check_level,
     encode_payload,
     normalize_compression,
@@ -52,6 +53,30 @@ class _Columns:
     comps: list[str | None] = field(default_factory=list)
     payloads: list[Any] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)  # chunks per image
+
+
+def list_or_bytes_codec(
+    chunk_encoding: str, compression: str | None, compression_level: int | None
+) -> tuple[str | None, int | None]:
+    """The codec and level a :class:`RecordBuilder` of ``chunk_encoding`` gets from a writer's options.
+
+    Writers default to zstd at level 3 for the byte variant; the list variant
+    stores plain ``list<uint16>`` chunks, so those defaults mean nothing there,
+    and anything else asked for would do nothing: it is refused.
+
+    Raises
+    ------
+    ValueError
+        For another compression or level with ``chunk_encoding="list"``.
+    """
+    if chunk_encoding != "list":
+        return compression, compression_level
+    if normalize_compression(compression) not in (None, "zstd") or compression_level not in (None, DEFAULT_LEVEL):
+        raise ValueError(
+            f"compression={compression!r} (level {compression_level}) applies to the byte variant only; the list "
+            "variant stores plain list<uint16> (use the file's compression instead, or chunk_encoding='bytes')"
+        )
+    return None, None
 
 
 class RecordBuilder:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import LazySource
-from omeframe.formats.record.builder import RecordBuilder
+from omeframe.formats.record.builder import RecordBuilder, list_or_bytes_codec
 from omeframe.formats.record.decode import record_source
 from omeframe.formats.record.files import detect_format, find_record_column, read_record
 from omeframe.model.errors import CorruptFileError, SchemaError, UnsupportedFormatError
@@ -65,10 +65,11 @@ def build_record(
     -------
     >>> rec = build_record(np.zeros((1, 1, 1, 8, 8), np.uint8), header, chunk_shape=None)  # doctest: +SKIP
     """
+    codec, level = list_or_bytes_codec(chunk_encoding, compression, compression_level)
     builder = RecordBuilder(
         chunk_encoding=chunk_encoding,  # type: ignore[arg-type]
-        compression=compression if chunk_encoding == "bytes" else None,
-        compression_level=compression_level if chunk_encoding == "bytes" else None,
+        compression=codec,
+        compression_level=level,
         chunk_shape=chunk_shape or (1, 512, 512),
     )
     builder.add(pixels, header)

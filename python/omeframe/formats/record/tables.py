@@ -25,7 +25,7 @@ from omeframe.formats.record.arrays import (
     clamp_u16,
     resolve_chunk_compression,
 )
-from omeframe.formats.record.builder import RecordBuilder
+from omeframe.formats.record.builder import RecordBuilder, list_or_bytes_codec
 from omeframe.formats.record.bulk import encode_stack
 from omeframe.formats.record.decode import read_region
 from omeframe.formats.record.files import (
@@ -314,10 +314,11 @@ def records_from_arrays(
     for label, seq in (("image_ids", image_ids), ("names", names)):
         if seq is not None and len(seq) != n:
             raise ValueError(f"{label} has {len(seq)} entries for {n} images")
+    codec, level = list_or_bytes_codec(chunk_encoding, compression, compression_level)
     builder = RecordBuilder(
         chunk_encoding=chunk_encoding,
-        compression=compression if chunk_encoding == "bytes" else None,
-        compression_level=compression_level if chunk_encoding == "bytes" else None,
+        compression=codec,
+        compression_level=level,
         chunk_shape=chunk_shape,
     )
     it = track(images, progress, total=n, desc="encoding images", unit="img", large=n > 1000)
