@@ -110,8 +110,8 @@ def test_labels_without_out_and_list_chunks_with_out_are_refused(sources: dict[s
     assert omeframe.ingest_source(src, chunk_encoding="list") is not None  # records take it
 
 
-def test_seed_without_shuffle_is_refused(sources: dict[str, Any]) -> None:
-    jax_batches = pytest.importorskip("omeframe.jax").batches
+def test_seed_without_shuffle_is_refused(sources: dict[str, Any], jax: Any) -> None:
+    from omeframe.jax import batches as jax_batches
     with pytest.raises(ValueError, match="seed= and epoch= apply to shuffled batches"):
         next(jax_batches(sources["record table"], 1, seed=3, dims="CZYX"))
     with pytest.raises(ValueError, match="seed= and epoch= apply to shuffled batches"):
@@ -119,8 +119,7 @@ def test_seed_without_shuffle_is_refused(sources: dict[str, Any]) -> None:
     assert next(jax_batches(sources["record table"], 1, shuffle=True, seed=3, dims="CZYX")).shape[0] == 1
 
 
-def test_torch_seed_without_shuffle_is_refused(sources: dict[str, Any]) -> None:
-    pytest.importorskip("torch", reason="torch installs on Python 3.11 only (see the Makefile)")
+def test_torch_seed_without_shuffle_is_refused(sources: dict[str, Any], torch: Any) -> None:
     import omeframe.torch
 
     with pytest.raises(ValueError, match="seed= applies to shuffled epochs"):
