@@ -72,7 +72,7 @@ def test_zero_size_axes(shape):
         of.from_numpy(np.zeros(shape, np.uint16))
     with pytest.raises(ValueError, match="at least Y and X"):
         of.from_numpy(np.zeros(4, np.uint16))
-    with pytest.raises(ValueError, match="sizes must be positive"):
+    with pytest.raises(ValueError, match="size_x must be a positive integer, got 0"):
         of.to_ome_arrow(size_x=0)
 
 

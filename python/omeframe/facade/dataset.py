@@ -25,6 +25,7 @@ from omeframe.formats.dataset.writer import (
 )
 from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
 from omeframe.model.errors import UnsupportedFormatError
+from omeframe.model.header import check_labels
 from omeframe.ops.display import dataset_html
 from omeframe.registry import open_source
 from omeframe.storage.url import check_storage_options
@@ -268,8 +269,7 @@ def write_dataset(
     given = list(images) if isinstance(images, (list, tuple)) else [images]
     if not given:
         raise ValueError("write_dataset needs at least one image")
-    if image_ids is not None and len(image_ids) != len(given):
-        raise ValueError(f"image_ids has {len(image_ids)} entries for {len(given)} images")
+    check_labels("image_ids", image_ids, len(given))
     items = [
         WriteItem(_write_source(obj, dim_order), None if image_ids is None else str(image_ids[i]), level, None)
         for i, obj in enumerate(given)

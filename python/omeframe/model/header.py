@@ -235,6 +235,57 @@ def physical_fields(
     return out
 
 
+def check_labels(label: str, values: Sequence[Any] | None, n: int, of: str = "images") -> None:
+    """Check per-image ``image_ids`` / ``names`` / ``channel_names``: one non-empty entry per item.
+
+    Entries are strings (integers are taken as their decimal text, as ids
+    often are); ``None``, empty strings and other types are refused, and a
+    string where a list is expected is not split into characters.
+
+    Raises
+    ------
+    TypeError
+        For a string instead of a list, or entries of another type.
+    ValueError
+        For the wrong number of entries, or an empty or missing one.
+
+    Example
+    -------
+    >>> check_labels("image_ids", ["a", "b"], 2)
+    >>> check_labels("image_ids", "ab", 2)
+    Traceback (most recent call last):
+    ...
+    TypeError: image_ids must be a list with one entry per item, not a string; for one item pass ['ab']
+    """
+    if values is None:
+        return
+    if isinstance(values, (str, bytes)):
+        raise TypeError(
+            f"{label} must be a list with one entry per item, not a string; for one item pass [{values!r}]"
+        )
+    if len(values) != n:
+        raise ValueError(f"{label} has {len(values)} entries for {n} {of}")
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        arr = pa.array(values) if not isinstance(values, pa.Array) else values
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise TypeError(f"{label} must hold strings (or integers), got mixed or other values: {exc}") from exc
+    if pa.types.is_integer(arr.type):
+        bad = arr.null_count
+    elif pa.types.is_null(arr.type):
+        bad = len(arr)
+    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        bad = arr.null_count + int(pc.sum(pc.equal(pc.utf8_length(arr), 0)).as_py() or 0)
+    else:
+        raise TypeError(f"{label} must hold strings (or integers), got {arr.type} values")
+    if bad:
+        raise ValueError(
+            f"{label} has {bad} empty or missing entr{'y' if bad == 1 else 'ies'}; each must be a non-empty string"
+        )
+
+
 def default_channels(names: Sequence[str] | None, size_c: int) -> tuple[Channel, ...]:
     """Channel entries for ``size_c`` channels (names ``C0..`` when not given).
 
@@ -243,8 +294,9 @@ def default_channels(names: Sequence[str] | None, size_c: int) -> tuple[Channel,
     >>> [c.name for c in default_channels(["DNA", "actin"], 2)]
     ['DNA', 'actin']
     """
-    if not names or len(names) != size_c:
+    if names is None or len(names) == 0:
         names = [f"C{i}" for i in range(size_c)]
+    check_labels("channel_names", names, size_c, of="channels")
     return tuple(Channel(id=f"ch-{i}", name=str(n), color_rgba=DEFAULT_COLOR_RGBA) for i, n in enumerate(names))
 
 

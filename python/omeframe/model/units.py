@@ -20,6 +20,7 @@ Example
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from omeframe.model.errors import UnitError
@@ -65,6 +66,45 @@ def micrometres_per(unit: str) -> float:
             "nm, µm (um, micron), mm, cm, m, Å and inch; fix the image's physical_size_*_unit metadata"
         )
     return factor
+
+
+#: Length units OME allows besides physical ones: sizes in pixels, or in an unnamed reference frame.
+NON_PHYSICAL_UNITS = frozenset({"pixel", "reference frame"})
+
+
+def check_physical_sizes(sizes: dict[str, Any], unit: str | None) -> None:
+    """Check pixel sizes given when an image is built: finite and > 0, in a length unit OME knows.
+
+    ``sizes`` maps ``"physical_size_x"`` ... to a value or ``None`` (unknown).
+
+    Raises
+    ------
+    ValueError
+        For a size that is not a finite number > 0.
+    UnitError
+        For a unit that is not a length (``"pixel"`` and ``"reference frame"`` are allowed).
+
+    Example
+    -------
+    >>> check_physical_sizes({"physical_size_x": 0.5}, "nm")
+    >>> check_physical_sizes({"physical_size_x": -1.0}, "µm")
+    Traceback (most recent call last):
+    ...
+    ValueError: physical_size_x must be a finite number > 0 (a pixel size), got -1.0; pass None when it is unknown
+    """
+    for name, value in sizes.items():
+        if value is None:
+            continue
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if isinstance(value, bool) or not math.isfinite(v) or v <= 0:
+            raise ValueError(
+                f"{name} must be a finite number > 0 (a pixel size), got {value!r}; pass None when it is unknown"
+            )
+    if unit is not None and str(unit).strip().lower() not in NON_PHYSICAL_UNITS:
+        micrometres_per(unit)
 
 
 def to_micrometres(value: float, unit: str) -> float:

@@ -34,6 +34,7 @@ from omeframe.formats.dataset.validate import remote_name, validate_images, vali
 from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.vortex.file import read_vortex_table
 from omeframe.model.arrow import BYTE_CHUNK_STRUCT, OME_ARROW_BYTE_STRUCT
+from omeframe.model.columns import check_columns
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import (
     ChunkChecksumError,
@@ -637,8 +638,16 @@ class DatasetReader:
     def chunk_table(
         self, image_id: str | None = None, level: int | None = 0, *, columns: Sequence[str] | None = None
     ) -> pa.Table:
-        """Rows of the chunks table (without ``pixel_bytes`` unless asked) for one image or all."""
-        cols = list(columns) if columns else [f.name for f in CHUNKS_SCHEMA if f.name != "pixel_bytes"]
+        """Rows of the chunks table (without ``pixel_bytes`` unless asked) for one image or all.
+
+        Raises
+        ------
+        KeyError
+            For a column the chunks table does not have (``TypeError`` for a string).
+        """
+        cols = check_columns(columns, CHUNKS_SCHEMA.names, f"the chunks table of {self.where!r}") or [
+            f.name for f in CHUNKS_SCHEMA if f.name != "pixel_bytes"
+        ]
         if image_id is not None:
             e = self.entry(image_id, level or 0)
             pieces = [self._read_rows(part, cols, start, n) for part, start, n in e.part_ranges()]

@@ -904,6 +904,10 @@ def write_items(
         )
     comp = normalize_compression(compression)
     compression_level = check_level(comp, compression_level)  # the default level on snappy or raw: none
+    if isinstance(row_group_bytes, bool) or not isinstance(row_group_bytes, (int, np.integer)) or row_group_bytes < 1:
+        raise ValueError(
+            f"row_group_bytes must be a positive integer (bytes per row group), got {row_group_bytes!r}"
+        )
     if frame_bytes is not None and (not isinstance(frame_bytes, (int, np.integer)) or frame_bytes < 0):
         raise ValueError(
             f"frame_bytes must be None or a non-negative integer (0 = one frame per chunk), got {frame_bytes!r}"
@@ -944,6 +948,10 @@ def write_items(
         if parent is not None:
             inp = replace(inp, parent_id=parent)
         iid = inp.header.image_id
+        if not isinstance(iid, str) or not iid:
+            raise ValueError(f"image id {iid!r} is empty; give every image a non-empty id (image_ids=[...])")
+        if isinstance(lvl, bool) or not isinstance(lvl, (int, np.integer)) or lvl < 0:
+            raise ValueError(f"level must be a non-negative integer (0: full resolution), got {lvl!r}")
         if (iid, int(lvl)) in taken:
             raise ValueError(
                 f"image id {iid!r} level {lvl} is already in the dataset (or given twice); "

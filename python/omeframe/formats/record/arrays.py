@@ -17,6 +17,7 @@ from omeframe.model.dtypes import SUPPORTED_DTYPES, to_numpy_dtype
 from omeframe.model.errors import DtypeError, OptionalDependencyError, PixelPayloadError
 from omeframe.model.header import ImageHeader, channels_of, default_channels, physical_fields
 from omeframe.model.record import as_record_scalar
+from omeframe.model.units import check_physical_sizes
 
 __all__ = ["from_numpy", "from_torch_array", "from_jax_array", "to_ome_arrow", "clamp_u16"]
 
@@ -172,6 +173,10 @@ def from_numpy(
         compression, compression_level, chunk_compression, chunk_compression_level
     )
     arr = _check_array(arr)
+    check_physical_sizes(
+        {"physical_size_x": physical_size_x, "physical_size_y": physical_size_y, "physical_size_z": physical_size_z},
+        physical_size_unit,
+    )
     order = dim_order if dim_order is not None else default_dim_order(arr.ndim)
     tczyx = to_tczyx(arr, order)
     if clamp_to_uint16:
@@ -294,9 +299,24 @@ def to_ome_arrow(
     if masks is not None:
         raise ValueError("masks is reserved by the OME-Arrow schema and must be None")
     np_dtype = to_numpy_dtype(dtype)
+    sizes = {"size_t": size_t, "size_c": size_c, "size_z": size_z, "size_y": size_y, "size_x": size_x}
+    for key, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+            raise ValueError(f"{key} must be a positive integer, got {v!r}")
     shape = (int(size_t), int(size_c), int(size_z), int(size_y), int(size_x))
-    if min(shape) <= 0:
-        raise ValueError(f"sizes must be positive, got TCZYX={shape}")
+    if (
+        not isinstance(dimension_order, str) or not dimension_order
+        or not set(dimension_order.upper()) <= set("TCZYX") or len(set(dimension_order)) != len(dimension_order)
+    ):
+        raise ValueError(
+            f"dimension_order must name axes among X, Y, Z, C and T, each once (OME: 'XYZCT' ...), "
+            f"got {dimension_order!r}"
+        )
+    check_physical_sizes(
+        {"physical_size_x": physical_size_x, "physical_size_y": physical_size_y, "physical_size_z": physical_size_z},
+        physical_size_unit,
+    )
+
     chan = channels_of(channels) if channels is not None else default_channels(None, shape[1])
     if chunks is not None:
         is_bytes = bool(chunks) and "pixel_bytes" in chunks[0]

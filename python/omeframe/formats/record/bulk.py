@@ -36,6 +36,7 @@ from omeframe.model.dims import to_tczyx
 from omeframe.model.dtypes import SUPPORTED_DTYPES, dtype_name
 from omeframe.model.errors import DtypeError
 from omeframe.model.header import ImageHeader, normalize_chunk_shape
+from omeframe.model.units import check_physical_sizes
 
 __all__ = ["stack_tczyx", "encode_stack", "zstd_frames", "segments_of"]
 
@@ -139,6 +140,10 @@ def encode_stack(
     """
     if stack.ndim < 3:
         raise ValueError(f"a stack of images needs at least 3 axes (N, Y, X); got {stack.ndim}")
+    check_physical_sizes(
+        {"physical_size_x": physical_size_x, "physical_size_y": physical_size_y, "physical_size_z": physical_size_z},
+        physical_size_unit,
+    )
     if stack.dtype.name not in SUPPORTED_DTYPES and stack.dtype.newbyteorder("=").name not in SUPPORTED_DTYPES:
         raise DtypeError(
             f"pixel dtype {stack.dtype} is not supported; expected one of {', '.join(SUPPORTED_DTYPES)}"

@@ -27,6 +27,7 @@ from omeframe.model.arrow import (
     OME_ARROW_TAG_VERSION,
     field_type,
 )
+from omeframe.model.columns import check_columns
 from omeframe.model.errors import CorruptFileError, NoOmeArrowColumnError, SchemaError, reraise_access_error
 from omeframe.model.record import as_record_scalar, looks_like_record_type
 from omeframe.storage import parquet as pqio
@@ -290,6 +291,7 @@ def read_record_table(
     fmt = detect_format(path, format)
     if fmt == "parquet":
         with contextlib.closing(pqio.open_parquet(path)) as pf:  # unmap now, not at GC
+            columns = check_columns(columns, pf.schema_arrow.names, repr(os.fspath(path)))
             if rows is not None:
                 return pqio.read_parquet_rows(pf, rows, columns)
             try:
@@ -297,7 +299,7 @@ def read_record_table(
             except (pa.ArrowInvalid, OSError) as exc:
                 reraise_access_error(exc)
                 raise CorruptFileError(f"cannot read {os.fspath(path)!r}: {exc}") from exc
-    return read_vortex_table(path, columns=list(columns) if columns else None, rows=rows)
+    return read_vortex_table(path, columns=columns or None, rows=rows)  # a str is refused there
 
 
 def as_record_array(records: Any) -> pa.StructArray | pa.ChunkedArray:

@@ -52,6 +52,7 @@ from omeframe.formats.record.stack import (
 from omeframe.formats.record.vortex_pixels import take_vortex_stack
 from omeframe.formats.record.vortex_splits import split_bounds, take_from_splits
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
+from omeframe.model.columns import check_columns
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, FileChangedError, RowIndexError, reraise_access_error
 from omeframe.storage.files import file_key, file_version
@@ -211,6 +212,7 @@ class ImageTable:
             self._remote = open_remote_file(loc.url, self._storage_options)
             self._format: FileFormat = self._remote_format(format)
             self._open_remote()
+            self._check_column_arg()
             return
         check_storage_options(self._storage_options, path)
         self._path = os.fspath(path)
@@ -223,6 +225,12 @@ class ImageTable:
         self._format = detect_format(self._path, format)
         self._version = file_version(os.stat(self._path))
         self._open()
+        self._check_column_arg()
+
+    def _check_column_arg(self) -> None:
+        """A ``column=`` given must name an OME-Arrow column now: takes through the pixel index never ask."""
+        if self._column_arg is not None:
+            self.column  # noqa: B018 - raises SchemaError / warns as find_record_column does
 
     def _remote_format(self, format: str | None) -> FileFormat:
         """The format from ``format``, the URL's suffix, else the object's first bytes."""
@@ -635,8 +643,14 @@ class ImageTable:
 
     # -- reads --------------------------------------------------------------------------
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """Read the whole table (or some ``columns``) as Arrow."""
-        return self._read_fallback(columns, None)
+        """Read the whole table (or some ``columns``) as Arrow.
+
+        Raises
+        ------
+        KeyError
+            For a column the table does not have (``TypeError`` for a string).
+        """
+        return self._read_fallback(check_columns(columns, self.schema.names, repr(self._path)), None)
 
     def take(self, rows: Any, columns: Sequence[str] | None = None) -> pa.Table:
         """Rows ``rows`` (in that order) as an Arrow table of records and ``columns``.
@@ -645,8 +659,11 @@ class ImageTable:
         ------
         RowIndexError
             For rows out of range, negative or repeated.
+        KeyError
+            For a column the table does not have (``TypeError`` for a string).
         """
         idx = normalize_rows(rows, len(self), repr(self._path))
+        columns = check_columns(columns, self.schema.names, repr(self._path))
         if self._has_index and len(idx):
             return self._take_records(idx, columns)
         return self._read_fallback(columns, idx.tolist())

@@ -44,8 +44,9 @@ from omeframe.formats.vortex.file import BLOCK_ROWS as VORTEX_BLOCK_ROWS
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME, OME_ARROW_KNOWN_STRUCTS
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.errors import CorruptFileError, RowIndexError, SchemaError
-from omeframe.model.header import ImageHeader
+from omeframe.model.header import ImageHeader, check_labels
 from omeframe.model.record import RecordView, as_record_scalar
+from omeframe.model.units import check_physical_sizes
 from omeframe.storage import parquet as pqio
 from omeframe.storage.remote import open_remote_file
 from omeframe.storage.url import check_storage_options, parse_location
@@ -297,6 +298,10 @@ def records_from_arrays(
     ``compression[_level]``; through :func:`write_table`, whose own
     ``compression`` is the Parquet codec, they are the way to pick the chunk codec.
     """
+    check_physical_sizes(
+        {"physical_size_x": physical_size_x, "physical_size_y": physical_size_y, "physical_size_z": physical_size_z},
+        physical_size_unit,
+    )
     compression, compression_level = resolve_chunk_compression(
         compression, compression_level, chunk_compression, chunk_compression_level
     )
@@ -311,9 +316,8 @@ def records_from_arrays(
         if stacked is not None:
             return stacked
     n = len(images)
-    for label, seq in (("image_ids", image_ids), ("names", names)):
-        if seq is not None and len(seq) != n:
-            raise ValueError(f"{label} has {len(seq)} entries for {n} images")
+    check_labels("image_ids", image_ids, n)
+    check_labels("names", names, n)
     codec, level = list_or_bytes_codec(chunk_encoding, compression, compression_level)
     builder = RecordBuilder(
         chunk_encoding=chunk_encoding,
@@ -389,9 +393,8 @@ def _encode_stack_batches(
         if int(np.prod(six.shape[3:])) * stack.dtype.itemsize < SMALL_CHUNK_BYTES:
             comp, level = None, None
     ids, names = opts.pop("image_ids", None), opts.pop("names", None)
-    for label, seq in (("image_ids", ids), ("names", names)):
-        if seq is not None and len(seq) != n:
-            raise ValueError(f"{label} has {len(seq)} entries for {n} images")
+    check_labels("image_ids", ids, n)
+    check_labels("names", names, n)
     fast = set(opts) <= _STACK_OPTIONS
     per_image = max(1, stack[:1].nbytes)
     step = max(1, BATCH_BYTES // per_image)
@@ -433,9 +436,8 @@ def _encode_uniform_list_batches(
     n = len(images)
     opts = dict(encode)
     ids, names = opts.pop("image_ids", None), opts.pop("names", None)
-    for label, seq in (("image_ids", ids), ("names", names)):
-        if seq is not None and len(seq) != n:
-            raise ValueError(f"{label} has {len(seq)} entries for {n} images")
+    check_labels("image_ids", ids, n)
+    check_labels("names", names, n)
     step = max(1, BATCH_BYTES // max(1, images[0].nbytes))
     for lo in range(0, n, step):
         hi = min(n, lo + step)
@@ -451,9 +453,8 @@ def _encode_list_batches(images: Sequence[np.ndarray], encode: dict[str, Any]) -
     """Records of a list of arrays (any shapes), a bounded batch at a time."""
     n = len(images)
     ids, names = encode.pop("image_ids", None), encode.pop("names", None)
-    for label, seq in (("image_ids", ids), ("names", names)):
-        if seq is not None and len(seq) != n:
-            raise ValueError(f"{label} has {len(seq)} entries for {n} images")
+    check_labels("image_ids", ids, n)
+    check_labels("names", names, n)
     lo = 0
     while lo < n:
         hi, acc = lo, 0

@@ -61,6 +61,7 @@ from omeframe.formats.vortex.checksum import (
 )
 from omeframe.formats.vortex.constants import to_vortex
 from omeframe.formats.vortex.take import lazy_file
+from omeframe.model.columns import check_columns
 from omeframe.model.errors import (
     ChunkChecksumError,
     CorruptFileError,
@@ -639,7 +640,7 @@ def _normalize_rows(rows: Sequence[int] | np.ndarray, num_rows: int, path: str) 
 def read_vortex_table(
     path: Location,
     *,
-    columns: list[str] | None = None,
+    columns: Sequence[str] | None = None,
     rows: Sequence[int] | np.ndarray | None = None,
 ) -> pa.Table:
     """Read columns and rows of a Vortex file with the original Arrow types.
@@ -697,17 +698,9 @@ def read_vortex_table(
     schema, _ = _stored_schema(vf, p)
     hidden_name = str(vf.dtype.names()[-1])
 
+    columns = check_columns(columns, schema.names, repr(p))
     if columns is None:
         columns = list(schema.names)
-    else:
-        if isinstance(columns, str):
-            raise TypeError("columns must be a list of column names, not a str")
-        columns = list(columns)
-        missing = [c for c in columns if c not in schema.names]
-        if missing:
-            raise KeyError(f"{p!r} has no column(s) {missing}; columns: {schema.names}")
-        if len(set(columns)) != len(columns):
-            raise ValueError(f"columns contains duplicates: {columns}")
 
     num_rows = len(vf)
     idx = None if rows is None else _normalize_rows(rows, num_rows, p)

@@ -1,0 +1,107 @@
+"""Bad arguments end in a precise error naming them, before anything is written or read wrong:
+image ids and levels, per-image labels, channel names, pixel sizes, record fields, column selections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import omeframe
+from omeframe.errors import SchemaError, UnitError
+
+A = np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8)
+
+
+@pytest.mark.parametrize(("kw", "error", "match"), [
+    ({"image_ids": [""]}, ValueError, "image_ids has 1 empty or missing entry"),
+    ({"image_ids": [None]}, ValueError, "image_ids has 1 empty or missing entry"),
+    ({"image_ids": "x"}, TypeError, "not a string; for one item pass \\['x'\\]"),
+    ({"image_ids": ["x"], "level": -1}, ValueError, "level must be a non-negative integer"),
+    ({"image_ids": ["x"], "level": True}, ValueError, "level must be a non-negative integer"),
+    ({"image_ids": ["x"], "row_group_bytes": 0}, ValueError, "row_group_bytes must be a positive integer"),
+])
+def test_an_append_with_bad_ids_or_levels_is_refused_and_the_dataset_stays_readable(
+        tmp_path: Path, kw: dict, error: type, match: str) -> None:  # type: ignore[type-arg]
+    ds = omeframe.write_dataset(A, tmp_path / "d", dim_order="CYX", image_ids=["a"])
+    with pytest.raises(error, match=match):
+        ds.append([A], dim_order="CYX", **kw)
+    again = omeframe.open_dataset(tmp_path / "d")  # it used to commit, and the dataset no longer opened
+    assert again.image_ids == ["a"] and again.generation == 1
+    with pytest.raises(error, match=match):
+        omeframe.write_dataset([A], tmp_path / "new", dim_order="CYX", **({"image_ids": ["x"]} | kw))
+    assert not (tmp_path / "new").exists()
+
+
+def test_per_image_labels_of_record_writers(tmp_path: Path) -> None:
+    stack = np.zeros((3, 2, 8, 8), np.uint8)
+    with pytest.raises(TypeError, match="image_ids must be a list"):
+        omeframe.records_from_arrays(list(stack), dim_order="CYX", image_ids="abc")
+    with pytest.raises(ValueError, match="names has 1 empty or missing entry"):
+        omeframe.write_table(tmp_path / "t.parquet", stack, dim_order="CYX", names=["a", "", "c"])
+    with pytest.raises(TypeError, match="image_ids must hold strings"):
+        omeframe.write_table(tmp_path / "t.parquet", stack, dim_order="CYX", image_ids=[1.5, 2.5, 3.5])
+    assert not (tmp_path / "t.parquet").exists()
+    omeframe.write_table(tmp_path / "t.parquet", stack, dim_order="CYX", image_ids=[7, 8, 9])  # ints: their text
+    assert omeframe.read_table(tmp_path / "t.parquet")["ome_arrow"][2]["id"].as_py() == "9"
+
+
+def test_channel_names_must_name_every_channel() -> None:
+    img = np.zeros((1, 2, 1, 4, 4), np.uint8)
+    with pytest.raises(ValueError, match="channel_names has 1 entries for 2 channels"):
+        omeframe.from_numpy(img, dim_order="TCZYX", channel_names=["a"])
+    with pytest.raises(TypeError, match="channel_names must be a list"):
+        omeframe.from_numpy(img, dim_order="TCZYX", channel_names="ab")
+    rec = omeframe.from_numpy(img, dim_order="TCZYX", channel_names=["dna", "actin"])
+    assert [c["name"] for c in rec["pixels_meta"]["channels"].as_py()] == ["dna", "actin"]
+
+
+@pytest.mark.parametrize(("kw", "error", "match"), [
+    ({"physical_size_x": -1.0}, ValueError, "physical_size_x must be a finite number > 0"),
+    ({"physical_size_y": float("nan")}, ValueError, "physical_size_y must be a finite number > 0"),
+    ({"physical_size_z": 0.0}, ValueError, "physical_size_z must be a finite number > 0"),
+    ({"physical_size_x": 0.5, "physical_size_unit": "bogus"}, UnitError, "unit 'bogus' is not a length"),
+])
+def test_pixel_sizes_are_checked_when_an_image_is_built(tmp_path: Path, kw: dict, error: type,  # type: ignore[type-arg]
+                                                        match: str) -> None:
+    with pytest.raises(error, match=match):
+        omeframe.from_numpy(A, dim_order="CYX", **kw)
+    with pytest.raises(error, match=match):
+        omeframe.write_table(tmp_path / "t.parquet", A[None], dim_order="CYX", **kw)
+    rec = omeframe.from_numpy(A, dim_order="CYX", physical_size_x=0.25, physical_size_unit="pixel")
+    assert rec["pixels_meta"]["physical_size_x_unit"].as_py() == "pixel"  # OME's non-physical unit is kept
+
+
+def test_record_fields_of_to_ome_arrow() -> None:
+    plane = [{"z": 0, "t": 0, "c": 0, "pixels": list(range(12))}]
+    base = {"size_x": 4, "size_y": 3, "size_z": 1, "size_c": 1, "size_t": 1, "planes": plane, "dtype": "uint16"}
+    with pytest.raises(ValueError, match="dimension_order must name axes among X, Y, Z, C and T"):
+        omeframe.to_ome_arrow(**base, dimension_order="ABCDE")
+    with pytest.raises(ValueError, match="size_x must be a positive integer, got 1.5"):
+        omeframe.to_ome_arrow(**(base | {"size_x": 1.5}))
+    assert omeframe.to_ome_arrow(**base, dimension_order="XYCT")["pixels_meta"]["size_x"].as_py() == 4
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "vortex"])
+def test_column_selections_name_columns_the_table_has(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"t.{fmt}"
+    omeframe.write_table(path, np.zeros((3, 2, 8, 8), np.uint8), dim_order="CYX", columns={"label": [1, 2, 3]})
+    t = omeframe.open_table(path)
+    for call in (lambda c: omeframe.read_table(path, columns=c), lambda c: omeframe.read_table(path, columns=c,
+                 rows=[0]), t.read, lambda c: t.take([0], columns=c)):
+        with pytest.raises(KeyError, match=r"has no column\(s\) \['nope'\]; its columns: \['ome_arrow', 'label'\]"):
+            call(["nope"])
+        with pytest.raises(TypeError, match="not a string; pass \\['label'\\]"):
+            call("label")
+        assert call(["label"]).column_names == ["label"]
+
+
+def test_chunk_table_columns_and_a_record_column_that_is_not_one(tmp_path: Path) -> None:
+    ds = omeframe.write_dataset(A, tmp_path / "d", dim_order="CYX", image_ids=["a"])
+    with pytest.raises(KeyError, match=r"chunks table of .* has no column\(s\) \['nope'\]"):
+        ds.chunk_table("a", columns=["nope"])
+    assert ds.chunk_table("a", columns=["c", "max"]).column_names == ["c", "max"]
+    omeframe.write_table(tmp_path / "t.parquet", A[None], dim_order="CYX", columns={"label": [1]})
+    with pytest.raises(SchemaError, match="column 'label' .* is not an OME-Arrow struct"):
+        omeframe.open_table(tmp_path / "t.parquet", column="label")  # takes never asked: pixels came back
