@@ -27,7 +27,7 @@ from omeframe.formats.record.image_table import ImageTable
 from omeframe.formats.record.stack import stack_dims
 from omeframe.model.errors import OptionalDependencyError
 from omeframe.storage.url import check_storage_options
-from omeframe.torch import local_blocks, shuffled_rows
+from omeframe.torch import _integer, local_blocks, shuffled_rows
 
 __all__ = ["batches"]
 
@@ -79,9 +79,13 @@ def batches(
     ------
     OptionalDependencyError
         When JAX is not installed.
+    TypeError
+        When ``batch_size``, ``seed``, ``epoch``, ``block_size`` or
+        ``buffer_blocks`` is not an integer (bools are not).
     ValueError
-        For ``batch_size < 1`` and invalid ``dims`` (checked when called,
-        before the first batch).
+        For ``batch_size < 1``, a negative ``seed`` or ``epoch``,
+        ``block_size`` or ``buffer_blocks`` below 1 and invalid ``dims``
+        (checked when called, before the first batch).
     FileNotFoundError
         When ``table`` is a path that does not exist.
 
@@ -94,8 +98,9 @@ def batches(
     >>> [b.shape for b in batches(path, 2, shuffle=True, seed=1)]
     [(2, 1, 4, 4), (2, 1, 4, 4), (1, 1, 4, 4)]
     """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _integer("batch_size", batch_size, 1, "rows per batch")
+    _integer("seed", seed, 0, "the seed of the shuffle")
+    _integer("epoch", epoch, 0, "the epoch, which reseeds the shuffle")
     if not shuffle and (seed or epoch):
         raise ValueError("seed= and epoch= apply to shuffled batches; pass shuffle=True too, or drop them")
     jnp = _jnp()

@@ -96,6 +96,45 @@ __all__ = [
 Transform = Callable[[Any], Any]
 
 
+def _integer(name: str, value: Any, lo: int, what: str) -> int:
+    """``value`` as an ``int`` (a Python or numpy integer, not a bool) of at least ``lo``.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an integer (``"2"``, ``1.5`` and ``True`` are not).
+    ValueError
+        If it is below ``lo``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {lo} ({what}), got {type(value).__name__} {value!r}")
+    if value < lo:
+        raise ValueError(f"{name} must be >= {lo} ({what}), got {int(value)}")
+    return int(value)
+
+
+def _check_transform(transform: Any) -> Transform | None:
+    """``transform`` if it is ``None`` or callable, else a :class:`TypeError`."""
+    if transform is not None and not callable(transform):
+        raise TypeError(
+            f"transform must be a callable (batch tensor in, tensor out) or None, got "
+            f"{type(transform).__name__} {transform!r}"
+        )
+    return transform
+
+
+def _sizes(name: str, value: Any, lengths: tuple[int, ...], what: str) -> tuple[int, ...]:
+    """``value`` as a tuple of positive integers (not bools) of one of ``lengths``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)) or len(value) not in lengths:
+        raise ValueError(f"{name} must be {what} of positive integers, got {value!r}")
+    bad = [v for v in value if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+    if bad:
+        raise TypeError(f"{name} must be {what} of positive integers, got {value!r} (holding {bad[0]!r})")
+    if min(value) < 1:
+        raise ValueError(f"{name} must be {what} of positive integers, got {value!r}")
+    return tuple(int(v) for v in value)
+
+
 def _torch() -> Any:
     """The ``torch`` module, or :class:`OptionalDependencyError` with the install hint."""
     try:
@@ -130,6 +169,11 @@ def collate(batch: Any) -> Any:
     {'image': 'already a batch'}
     """
     if isinstance(batch, list):
+        if not batch:
+            raise ValueError(
+                "collate needs at least one sample, got an empty list; a loader never passes one, "
+                "so check the sampler or batch_sampler that produced it"
+            )
         torch = _torch()
         if torch.utils.data.get_worker_info() is not None:
             stacked = _stack_samples(torch, batch)
@@ -523,6 +567,7 @@ class ImageTableDataset:
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         _torch()
+        _check_transform(transform)
         self._source = _open_table(table_or_path, storage_options)
         table: ImageTable = self._source.get()
         self._dims = stack_dims(dims)
@@ -651,7 +696,8 @@ BUFFER_ROWS = 8192
 def local_blocks(table: ImageTable, block_size: int | None, buffer_blocks: int | None) -> tuple[int, int]:
     """``(block_size, buffer_blocks)`` for shuffling ``table`` so that reads stay local.
 
-    Given values are kept. Without ``block_size``: the rows ``table`` reads
+    Given values are kept (each must be an integer >= 1: a :class:`TypeError`
+    or :class:`ValueError` otherwise). Without ``block_size``: the rows ``table`` reads
     together (:attr:`ImageTable.block_rows`: a local Vortex table's splits),
     else 1,024. Without ``buffer_blocks``: buffers of about
     :data:`BUFFER_ROWS` rows.
@@ -664,6 +710,10 @@ def local_blocks(table: ImageTable, block_size: int | None, buffer_blocks: int |
     >>> local_blocks(t, None, None), local_blocks(t, 100, None), local_blocks(t, 100, 2)
     ((1024, 8), (100, 81), (100, 2))
     """
+    if block_size is not None:
+        _integer("block_size", block_size, 1, "rows per shuffle block, or None for the table's own")
+    if buffer_blocks is not None:
+        _integer("buffer_blocks", buffer_blocks, 1, "blocks per shuffle buffer, or None")
     size = int(block_size) if block_size is not None else (table.block_rows or 1024)
     count = int(buffer_blocks) if buffer_blocks is not None else max(1, BUFFER_ROWS // size)
     return size, count
@@ -701,10 +751,15 @@ def shuffled_rows(
     >>> rows.tolist(), starts.tolist()
     ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [0, 4, 8, 10])
     """
-    for name, v, lo in (("num_rows", num_rows, 0), ("block_size", block_size, 1),
-                        ("buffer_blocks", buffer_blocks, 1), ("num_shards", num_shards, 1)):
-        if int(v) < lo:
-            raise ValueError(f"{name} must be >= {lo}, got {v}")
+    for name, v, lo, what in (
+        ("num_rows", num_rows, 0, "rows of the table"),
+        ("block_size", block_size, 1, "rows per shuffle block"),
+        ("buffer_blocks", buffer_blocks, 1, "blocks per shuffle buffer"),
+        ("num_shards", num_shards, 1, "shards the rows are dealt to"),
+        ("seed", seed, 0, "the seed of the shuffle"),
+        ("epoch", epoch, 0, "the epoch, which reseeds the shuffle"),
+    ):
+        _integer(name, v, lo, what)
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard must be in 0..{num_shards - 1}, got {shard}")
     n_blocks = -(-num_rows // block_size)
@@ -791,10 +846,9 @@ class ImageTableIterableDataset:
         # DataLoader tells iterable datasets apart with isinstance(ds, IterableDataset);
         # registering keeps torch out of this module's import.
         torch.utils.data.IterableDataset.register(ImageTableIterableDataset)
-        if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-        if (block_size is not None and int(block_size) < 1) or (buffer_blocks is not None and int(buffer_blocks) < 1):
-            raise ValueError(f"block_size and buffer_blocks must be >= 1, got {block_size} and {buffer_blocks}")
+        if batch_size is not None:
+            _integer("batch_size", batch_size, 1, "rows per batch, or None for single samples")
+        _integer("seed", seed, 0, "the seed of the shuffle")
         if drop_last and batch_size is None:
             raise ValueError("drop_last applies to batches; give batch_size= too")
         if seed and not shuffle:
@@ -822,9 +876,7 @@ class ImageTableIterableDataset:
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for ``epoch`` (call it before each epoch's loop)."""
-        if int(epoch) < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self._epoch = int(epoch)
+        self._epoch = _integer("epoch", epoch, 0, "the epoch, which reseeds the shuffle")
 
     def __repr__(self) -> str:
         return (
@@ -979,11 +1031,11 @@ class DatasetPatchDataset:
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         _torch()
+        ps = _sizes("patch_shape", patch_shape, (2, 3), "(Y, X) or (Z, Y, X)")
+        _check_transform(transform)
+        _integer("seed", seed, 0, "the seed of the random patches")
         self._source = _open_chunked(dataset_or_path, storage_options)
         ds: Dataset = self._source.get()
-        ps = tuple(int(v) for v in patch_shape)
-        if len(ps) not in (2, 3) or min(ps) < 1:
-            raise ValueError(f"patch_shape must be (Y, X) or (Z, Y, X) of positive sizes, got {patch_shape!r}")
         self._patch = ps if len(ps) == 3 else (1, *ps)
         self._three_d = len(ps) == 3
         if (n_patches is None) == (stride is None):
@@ -1030,14 +1082,10 @@ class DatasetPatchDataset:
         self._transform = transform
         self._seed = int(seed)
         self._epoch = 0
-        self._n_patches = None if n_patches is None else int(n_patches)
-        if self._n_patches is not None and self._n_patches < 1:
-            raise ValueError(f"n_patches must be >= 1, got {n_patches}")
+        self._n_patches = None if n_patches is None else _integer("n_patches", n_patches, 1, "random patches per epoch")
         self._stride: tuple[int, int, int] | None = None
         if stride is not None:
-            st = tuple(int(v) for v in stride)
-            if len(st) != len(ps) or min(st) < 1:
-                raise ValueError(f"stride must have {len(ps)} positive sizes like patch_shape {ps}, got {stride!r}")
+            st = _sizes("stride", stride, (len(ps),), f"{len(ps)} sizes like patch_shape {ps}")
             self._stride = (st[0], st[1], st[2]) if len(st) == 3 else (1, st[0], st[1])
         self._origins = self._make_origins()
 
@@ -1072,9 +1120,7 @@ class DatasetPatchDataset:
 
     def set_epoch(self, epoch: int) -> None:
         """Draw new random patches for ``epoch`` (gridded patches do not change)."""
-        if int(epoch) < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self._epoch = int(epoch)
+        self._epoch = _integer("epoch", epoch, 0, "the epoch, which reseeds the random patches")
         self._origins = self._make_origins()
 
     @property

@@ -137,6 +137,7 @@ from omeframe.catalog.commit import (
     write_catalog,
 )
 from omeframe.catalog.discover import (
+    EmptyImageIdError,
     close_source,
     detect_reader,
     discover,
@@ -159,12 +160,14 @@ from omeframe.catalog.worker import (
     process_batch,
 )
 from omeframe.engine import progress as _progress
+from omeframe.engine.codec import check_level, encode_payload, normalize_compression, resolve_codec
 from omeframe.engine.limits import get_max_bytes, set_max_bytes
 from omeframe.formats.dataset.inputs import source_input
 from omeframe.formats.dataset.writer import WriteOptions, write_items
 from omeframe.formats.record.files import find_record_column
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
 from omeframe.model.errors import FileTimeoutError, NotRegularFileError, OmeframeError
+from omeframe.model.header import normalize_chunk_shape
 from omeframe.storage.url import local_path, parse_location
 
 __all__ = [
@@ -797,7 +800,15 @@ def build(
     Raises
     ------
     ValueError
-        For an invalid option, or when ``sources`` name no image file.
+        For an invalid option (checked before any file is listed or read:
+        ``chunk_shape``, ``compression``, ``compression_level``,
+        ``batch_size``, a ``columns_from_path`` that does not compile ...),
+        when ``sources`` name no image file, or when an ``image_id_from``
+        callable returns an empty id (the message names the file).
+    TypeError
+        For an option of the wrong type (``columns_from_path=5``, a
+        ``client`` that is no ``dask.distributed.Client``, an
+        ``image_id_from`` callable returning a non-string ...).
     FileNotFoundError
         When the bucket of a URL source does not exist.
     RemoteStorageError
@@ -817,6 +828,12 @@ def build(
     ...             storage_options={"endpoint_url": "http://127.0.0.1:9000"})
     """
     seams = _DEFAULT_SEAMS
+    if client is not None and not all(
+        callable(getattr(client, a, None)) for a in ("run", "scheduler_info", "get_executor")
+    ):
+        raise TypeError(
+            f"client must be a dask.distributed.Client (or None for a local build), got a {type(client).__name__}"
+        )
     if client is not None:
         seams = replace(seams, open_pool=functools.partial(client_pool, client))
         # at least 2: one "worker" would ingest in this process instead of on the cluster
@@ -877,7 +894,20 @@ def build_with(
         raise ValueError(f"max_record_bytes must be positive, got {max_record_bytes}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-    regex = re.compile(columns_from_path) if isinstance(columns_from_path, str) else columns_from_path
+    regex = _path_regex(columns_from_path)
+    chunk_shape = _check_chunk_shape(chunk_shape)
+    _check_codec(compression, compression_level)
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+            raise TypeError(
+                f"batch_size must be an integer >= 1 (files per worker task) or None to size it from the file "
+                f"count, got {type(batch_size).__name__} {batch_size!r}"
+            )
+        if batch_size < 1:
+            raise ValueError(
+                f"batch_size must be >= 1 (files per worker task) or None to size it from the file count, "
+                f"got {batch_size}"
+            )
     extra_names: list[str] = list(regex.groupindex) if regex is not None else []
     if regex is not None and not extra_names:
         raise ValueError(
@@ -913,7 +943,7 @@ def build_with(
     opts = WorkerOptions(
         layout=layout,
         max_record_bytes=int(max_record_bytes),
-        chunk_shape=tuple(chunk_shape) if chunk_shape else None,  # type: ignore[arg-type]
+        chunk_shape=chunk_shape,
         compression=compression,
         compression_level=compression_level,
         column_name=column_name,
@@ -951,6 +981,8 @@ def build_with(
             else:
                 try:
                     iid = image_id_for(p, image_id_from, used_ids)
+                except EmptyImageIdError:
+                    raise  # a bad image_id_from, not a clash of ids
                 except ValueError as exc:
                     raise CatalogError(str(exc)) from None
             used_ids[iid] = urlpath
@@ -1011,7 +1043,7 @@ def build_with(
             if batch_size is None:  # ~16 tasks per worker for balance, <= 32 files for progress
                 per = max(1, min(32, len(todos) // (workers * 16) or 1))
             else:
-                per = max(1, int(batch_size))
+                per = int(batch_size)
             batches = _make_batches(todos, per, 64 << 20)
             n_workers = min(workers, len(batches))
             b.result.workers = n_workers
@@ -1042,6 +1074,90 @@ def build_with(
     if on_error == "raise" and b.first_error is not None:
         raise CatalogError(f"ingest failed: {b.first_error}")
     return b.result
+
+
+def _path_regex(columns_from_path: Any) -> re.Pattern[str] | None:
+    """``columns_from_path`` compiled (``None`` stays ``None``).
+
+    Raises
+    ------
+    TypeError
+        For anything but a string, a compiled ``str`` pattern or ``None``.
+    ValueError
+        For a string that is no valid regular expression.
+    """
+    if columns_from_path is None:
+        return None
+    if isinstance(columns_from_path, re.Pattern) and isinstance(columns_from_path.pattern, str):
+        return columns_from_path
+    if not isinstance(columns_from_path, str):
+        raise TypeError(
+            f"columns_from_path must be a regular expression (a string or a compiled str pattern) with named "
+            rf"groups, like r'(?P<plate>P\d+)', or None; got {type(columns_from_path).__name__} "
+            f"{columns_from_path!r}"
+        )
+    try:
+        return re.compile(columns_from_path)
+    except re.error as exc:
+        raise ValueError(
+            f"columns_from_path {columns_from_path!r} is not a valid regular expression ({exc}); fix the "
+            r"pattern, e.g. r'(?P<plate>P\d+)_(?P<well>[A-H]\d+)'"
+        ) from None
+
+
+def _check_chunk_shape(chunk_shape: Any) -> tuple[int, int, int] | None:
+    """``chunk_shape`` as three positive integers, checked as the writers check it (``None`` stays ``None``)."""
+    if chunk_shape is None:
+        return None
+    if isinstance(chunk_shape, (str, bytes)):
+        raise ValueError(f"chunk_shape must be three positive integers (Z, Y, X), got {chunk_shape!r}")
+    big = 1 << 62  # no clipping: only the check
+    return normalize_chunk_shape(chunk_shape, big, big, big)
+
+
+def _check_codec(compression: Any, compression_level: Any) -> None:
+    """Refuse a compression or level the records and dataset writers would fail on, before any file is read.
+
+    The name and the level go through the writers' own checks
+    (:func:`~omeframe.engine.codec.normalize_compression`,
+    :func:`~omeframe.engine.codec.check_level`), then one tiny chunk is
+    encoded with them: a level the codec refuses (zstd above 22, gzip above 9)
+    fails here once instead of in every file. A level above the codec's
+    highest, which some codecs (lz4, brotli) would silently lower, is refused too.
+
+    Raises
+    ------
+    TypeError
+        For a level that is not an integer.
+    ValueError
+        For an unknown codec, a level where it cannot apply, above the
+        codec's highest, or that the codec refuses.
+    """
+    comp = normalize_compression(compression)
+    if compression_level is not None and (
+        isinstance(compression_level, bool) or not isinstance(compression_level, (int, np.integer))
+    ):
+        raise TypeError(
+            f"compression_level must be an integer or None, got {type(compression_level).__name__} "
+            f"{compression_level!r}"
+        )
+    level = check_level(comp, None if compression_level is None else int(compression_level))
+    codec = resolve_codec(comp)
+    if level is not None and codec is not None and pa.Codec.supports_compression_level(codec):
+        hi = pa.Codec.maximum_compression_level(codec)
+        if level > hi:
+            raise ValueError(
+                f"compression_level={level} is above the highest level of {codec} ({hi}); pick a level up to "
+                f"{hi} or drop compression_level="
+            )
+    if comp is not None:
+        try:
+            encode_payload(np.zeros(256, np.uint8), comp, level)
+        except (ValueError, OSError, NotImplementedError, pa.ArrowException) as exc:
+            raise ValueError(
+                f"compression={compression!r} with compression_level={compression_level!r} cannot encode chunks "
+                f"here ({exc}); pick another codec or level"
+            ) from exc
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from omeframe.catalog.objects import ETAG_PREFIX, RemoteInput, list_sources
 from omeframe.formats.array.npy import infer_array_dims
 from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.model.errors import NotRegularFileError, OmeframeError, OptionalDependencyError
-from omeframe.registry import open_source
+from omeframe.registry import FORMATS, open_source
 from omeframe.storage.remote import listed_version, open_remote_file
 from omeframe.storage.url import check_storage_options, local_path, parse_location
 
@@ -46,7 +46,16 @@ __all__ = [
     "image_id_for",
     "path_columns",
     "file_problem",
+    "EmptyImageIdError",
+    "KNOWN_READERS",
 ]
+
+#: The kinds :func:`detect_reader` names (the ``reader`` values :func:`open_image` accepts).
+KNOWN_READERS = frozenset(
+    INGESTED_KINDS
+    | {"table", "directory", "unknown"}
+    | {e.name for e in FORMATS if e.directory and e.name != "ome-zarr"}  # "dataset", "ome-arrow-dataset"
+)
 
 def open_image(path: str | os.PathLike[str] | RemoteInput, reader: str | None = None) -> Any:
     """Open one catalog input lazily (a :class:`~omeframe.engine.source.LazySource`).
@@ -57,7 +66,8 @@ def open_image(path: str | os.PathLike[str] | RemoteInput, reader: str | None = 
         The file or store, or an object-store input found by :func:`discover`
         (read through ranged requests with its ``storage_options``).
     reader
-        Its kind (:func:`detect_reader`), when known already.
+        Its kind (:func:`detect_reader`), when known already: one of
+        :data:`KNOWN_READERS`.
 
     Returns
     -------
@@ -75,7 +85,8 @@ def open_image(path: str | os.PathLike[str] | RemoteInput, reader: str | None = 
     OptionalDependencyError
         For a CZI file when no CZI reader is installed.
     ValueError
-        For a CZI object on an object store (CZI is read from local files only).
+        For a CZI object on an object store (CZI is read from local files only),
+        or a ``reader`` that is not one of :data:`KNOWN_READERS`.
 
     Examples
     --------
@@ -84,6 +95,11 @@ def open_image(path: str | os.PathLike[str] | RemoteInput, reader: str | None = 
     >>> open_image(f).shape
     (1, 1, 1, 4, 5)
     """
+    if reader is not None and (not isinstance(reader, str) or reader not in KNOWN_READERS):
+        raise ValueError(
+            f"reader must be one of {', '.join(sorted(KNOWN_READERS))} (a kind detect_reader() names) or None "
+            f"to detect it, got {reader!r}"
+        )
     if isinstance(path, RemoteInput):
         return _open_remote(path, reader or path.reader)
     p = Path(path)
@@ -227,8 +243,11 @@ def discover(
     Raises
     ------
     ValueError
-        When nothing at all is found, or ``storage_options`` are given
-        without any URL among ``sources``.
+        When nothing at all is found, a source is an empty string (pass
+        ``"."`` for the current directory), or ``storage_options`` are
+        given without any URL among ``sources``.
+    TypeError
+        When a source is not a string or path.
     FileNotFoundError
         When the bucket of a URL does not exist.
     RemoteStorageError
@@ -246,6 +265,17 @@ def discover(
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sources = list(sources)
+    for src in sources:
+        if not isinstance(src, (str, os.PathLike)):
+            raise TypeError(
+                f"sources must be paths, URLs or glob patterns (str or os.PathLike), or a list of them; "
+                f"got {type(src).__name__} {src!r}"
+            )
+        if os.fspath(src) == "":
+            raise ValueError(
+                "sources holds an empty path ''; name a directory, a file, a glob or a URL (pass '.' for the "
+                "current directory)"
+            )
     check_storage_options(storage_options, *sources)
     urls = [os.fspath(s) for s in sources if parse_location(s) is not None]
     remote = iter(list_sources(urls, storage_options)) if urls else iter(())
@@ -336,6 +366,10 @@ def file_problem(path: str | os.PathLike[str]) -> NotRegularFileError | None:
 # ---------------------------------------------------------------------------
 # path columns
 # ---------------------------------------------------------------------------
+class EmptyImageIdError(ValueError):
+    """An ``image_id_from`` callable returned an empty id (a bad argument, not a clash of ids)."""
+
+
 def _stem(p: Path | RemoteInput) -> str:
     name = p.name
     if isinstance(p, RemoteInput):
@@ -363,7 +397,10 @@ def image_id_for(
     Raises
     ------
     ValueError
-        When even the suffixed id is taken (two paths give the same id and hash).
+        When even the suffixed id is taken (two paths give the same id and hash),
+        or (:class:`EmptyImageIdError`) the callable returns an empty id.
+    TypeError
+        When the callable returns anything but a string.
 
     Examples
     --------
@@ -372,7 +409,17 @@ def image_id_for(
     """
     urlpath = p.url if isinstance(p, RemoteInput) else p.as_posix()
     if callable(image_id_from):
-        iid = str(image_id_from(p.url if isinstance(p, RemoteInput) else p))  # type: ignore[arg-type]
+        iid = image_id_from(p.url if isinstance(p, RemoteInput) else p)  # type: ignore[arg-type]
+        if not isinstance(iid, str):
+            raise TypeError(
+                f"image_id_from returned {type(iid).__name__} {iid!r} for {urlpath!r}; it must return the "
+                "image id as a non-empty string"
+            )
+        if not iid:
+            raise EmptyImageIdError(
+                f"image_id_from returned an empty image id {iid!r} for {urlpath!r}; it must return a "
+                "non-empty string (every image needs an id)"
+            )
     elif image_id_from == "path":
         iid = urlpath
     else:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import numbers
 import os
 import stat
 from collections.abc import Mapping
@@ -43,7 +44,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from omeframe.catalog.kinds import detect_reader
+from omeframe.catalog.kinds import STORE_KINDS, detect_reader
 from omeframe.formats.zarr import ZARR_MARKERS
 from omeframe.model.arrow import OME_ARROW_TAG_VERSION
 from omeframe.model.errors import FileChangedError, NotRegularFileError
@@ -119,10 +120,47 @@ def check_unread_changes(path: str | os.PathLike[str], size: int, mtime: int, ou
 
 
 def file_checksum(path: str | os.PathLike[str], size: int | None = None) -> str:
-    """The identity checksum of a file or directory store (hex, 32 characters)."""
+    """The identity checksum of a file or directory store (hex, 32 characters).
+
+    Parameters
+    ----------
+    path
+        A regular file, or a zarr / OME-Zarr directory store.
+    size
+        Hash the file as if it had this many bytes (at most its size: the
+        size it was stat-ed with, so a file still growing hashes the same);
+        ``None`` for its current size. Files only.
+
+    Raises
+    ------
+    IsADirectoryError
+        When ``path`` is a directory but no zarr store (a folder of files: hash
+        each file).
+    TypeError, ValueError
+        When ``size`` is not a non-negative integer, or is given for a directory store.
+    NotRegularFileError
+        For a FIFO, device or socket.
+    """
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+            raise TypeError(f"size must be a non-negative integer number of bytes or None, got {size!r}")
+        if size < 0:
+            raise ValueError(f"size must be a non-negative integer number of bytes or None, got {size}")
     p = Path(path)
     h = hashlib.blake2b(digest_size=16)
     if p.is_dir():
+        if detect_reader(p, is_dir=True) not in STORE_KINDS:
+            raise IsADirectoryError(
+                errno.EISDIR,
+                "a directory that is no zarr store: file_checksum hashes a file or a (OME-)Zarr store; "
+                "hash the files inside it one by one",
+                os.fspath(p),
+            )
+        if size is not None:
+            raise ValueError(
+                f"size applies to files, but {str(p)!r} is a directory store (hashed by its listing); "
+                "pass size=None"
+            )
         h.update(b"dir\0")
         for rel, st in _walk_files(p):
             h.update(f"{rel}\0{st.st_size}\0".encode())

@@ -7,6 +7,7 @@ which it is false without reading them (their pixels read as zero).
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,10 +49,21 @@ class ChunkPredicate:
     def __call__(self, stats: Stats) -> np.ndarray:
         return np.asarray(self.fn(stats), dtype=bool)
 
+    def _operand(self, op: str, other: object) -> ChunkPredicate:
+        if not isinstance(other, ChunkPredicate):
+            raise TypeError(
+                f"a chunk predicate can only be combined with another chunk predicate, got "
+                f"({self.text}) {op} {type(other).__name__} {other!r}; build both sides from omeframe.chunk, "
+                "e.g. (chunk.max > 100) & (chunk.min < 5)"
+            )
+        return other
+
     def __and__(self, other: ChunkPredicate) -> ChunkPredicate:
+        other = self._operand("&", other)
         return ChunkPredicate(partial(_both, self, other), f"({self.text}) & ({other.text})")
 
     def __or__(self, other: ChunkPredicate) -> ChunkPredicate:
+        other = self._operand("|", other)
         return ChunkPredicate(partial(_either, self, other), f"({self.text}) | ({other.text})")
 
     def __invert__(self) -> ChunkPredicate:
@@ -73,6 +85,11 @@ class ChunkStat:
     def _cmp(self, op: Callable[[Any, Any], Any], sym: str, value: float) -> ChunkPredicate:
         if not isinstance(value, (int, float, np.number)):
             raise TypeError(f"compare chunk.{self.name} with a number, got {type(value).__name__}")
+        if isinstance(value, (float, np.floating)) and math.isnan(value):
+            raise ValueError(
+                f"chunk.{self.name} {sym} nan would be {'true' if sym == '!=' else 'false'} for every chunk "
+                "(NaN compares unequal to everything); compare with a real number"
+            )
         name = self.name
         return ChunkPredicate(partial(_compare, op, name, value), f"chunk.{name} {sym} {value!r}")
 

@@ -35,8 +35,54 @@ __all__ = ["connect", "register", "register_functions"]
 
 
 def register_functions(con: Any) -> Any:
-    """Add the ``ome_*`` SQL functions to an existing DuckDB connection."""
+    """Add the ``ome_*`` SQL functions to an existing DuckDB connection; return it.
+
+    Raises
+    ------
+    TypeError
+        If ``con`` is not a DuckDB connection.
+    """
+    _check_connection(con)
     return _reg(con)
+
+
+def _check_connection(con: Any) -> None:
+    """A :class:`TypeError` unless ``con`` is a DuckDB connection."""
+    try:
+        import duckdb
+    except ImportError:  # then nothing is a DuckDB connection
+        ok = False
+    else:
+        ok = isinstance(con, duckdb.DuckDBPyConnection)
+    if not ok:
+        raise TypeError(
+            f"con must be a DuckDB connection, got {type(con).__name__} {con!r}; open one with "
+            "omeframe.duckdb.connect() (or duckdb.connect())"
+        )
+
+
+#: Top-level packages of the Arrow objects and data frames ``register`` hands to DuckDB as they are.
+_FRAME_PACKAGES = ("pyarrow", "polars", "pandas")
+
+
+def _check_path(path: Any) -> None:
+    """A :class:`TypeError` unless ``path`` is something :func:`register` registers."""
+    if isinstance(path, (str, os.PathLike)):
+        if not os.fspath(path):
+            raise ValueError("path must name a record table, a dataset directory or a URL, got an empty string")
+        return
+    if type(path).__module__.split(".", 1)[0] in _FRAME_PACKAGES:
+        return
+    many = (
+        f"; register each of the {len(path)} under its own name"
+        if isinstance(path, (list, tuple)) and path
+        else ""
+    )
+    raise TypeError(
+        "path must be one record table (Parquet or Vortex) or dataset directory, as a path or URL, or an "
+        f"Arrow object (pyarrow.Table, pyarrow.dataset.Dataset, a Polars or pandas frame), got "
+        f"{type(path).__name__} {path!r}{many}"
+    )
 
 
 def connect(database: str = ":memory:", **kwargs: Any) -> Any:
@@ -246,6 +292,16 @@ def register(
     list of str
         The names of the views created.
 
+    Raises
+    ------
+    TypeError
+        If ``con`` is not a DuckDB connection, or ``path`` is none of the
+        above (a list of tables included: register each under its own name).
+    ValueError
+        For an empty ``name`` or ``path``.
+    FileNotFoundError
+        If a local ``path`` does not exist.
+
     Notes
     -----
     Parquet views read through ``read_parquet``: DuckDB prunes columns and
@@ -253,7 +309,9 @@ def register(
     scanned through pyarrow, with DuckDB's projections and filters pushed
     into the scanner (``EXPLAIN`` shows them in the scan operator).
     """
+    _check_connection(con)
     _ident(name)
+    _check_path(path)
     check_storage_options(storage_options, path)
     if not isinstance(path, (str, os.PathLike)):
         import pyarrow as pa

@@ -158,6 +158,12 @@ class PlaneProvider:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         if not isinstance(max_pending, int) or max_pending < 0:
             raise ValueError(f"max_pending must be an integer >= 0, got {max_pending!r}")
+        if cache is not None and not isinstance(cache, ByteCache):
+            raise TypeError(
+                f"cache must be an omeframe.engine.cache.ByteCache or None (the process-wide cache), got "
+                f"{type(cache).__name__} {cache!r}; to change the budget pass ByteCache(max_bytes=...) or call "
+                "omeframe.set_cache_bytes(...)"
+            )
         self.source: LazySource = as_source(source)
         self.cache = shared_cache() if cache is None else cache
         self.workers = workers
@@ -388,9 +394,16 @@ class PlaneProvider:
         prefetch calls that have not started are cancelled.
         """
         lv = self._level(level)
+        if isinstance(planes, (str, bytes)) or not isinstance(planes, Iterable):
+            raise TypeError(f"planes must be an iterable of (t, c, z) tuples, got {type(planes).__name__} {planes!r}")
         todo = []
-        for t, c, z in planes:
-            t, c, z = self._tcz(lv, t, c, z)
+        for p in planes:
+            if isinstance(p, (str, bytes)) or not isinstance(p, Sequence) or len(p) != 3:
+                raise ValueError(
+                    f"planes must hold (t, c, z) index triples, got the item {p!r}; "
+                    "pass e.g. [(0, 0, z) for z in range(4)]"
+                )
+            t, c, z = self._tcz(lv, *p)
             if ("plane", self._tokens[lv], t, c, z) not in self.cache:
                 todo.append((t, c, z))
 
@@ -606,23 +619,49 @@ class TileProvider(PlaneProvider):
         """
         key = self._tile_key(level, t, c, z, ty, tx)
         lv = int(level)
-        if not isinstance(radius, int) or radius < 0 or not isinstance(z_radius, int) or z_radius < 0:
+        if (
+            any(isinstance(r, bool) or not isinstance(r, int) for r in (radius, z_radius))
+            or radius < 0
+            or z_radius < 0
+        ):
             raise ValueError(f"radius and z_radius must be integers >= 0, got {radius!r}, {z_radius!r}")
         ny, nx = self.tile_grid(lv)
         nz = self._sources[lv].shape[2]
         t, c, z, ty, tx = key[3], key[4], key[5], key[6], key[7]
-        cand = [
-            (max(abs(dy), abs(dx), abs(dz)), z + dz, ty + dy, tx + dx)
-            for dz in range(-z_radius, z_radius + 1)
-            for dy in range(-radius, radius + 1)
-            for dx in range(-radius, radius + 1)
-            if (dz, dy, dx) != (0, 0, 0) and 0 <= z + dz < nz and 0 <= ty + dy < ny and 0 <= tx + dx < nx
-        ]
-        cand.sort()
         tok = self._tokens[lv]
 
         def job(k: tuple[Any, ...]) -> Any:
             return lambda: self._fetch(k, lambda: self._compute_tile(k, lv), foreground=False)
 
-        keys = [("tile", tok, self.tile, t, c, zz, yy, xx) for _, zz, yy, xx in cand]
+        keys = (
+            ("tile", tok, self.tile, t, c, zz, yy, xx)
+            for zz, yy, xx in _neighbors((z, ty, tx), (nz, ny, nx), z_radius, radius)
+        )
         return self._submit((job(k) for k in keys if k not in self.cache), cancel_previous)
+
+
+def _neighbors(
+    at: tuple[int, int, int], grid: tuple[int, int, int], z_radius: int, radius: int
+) -> Iterable[tuple[int, int, int]]:
+    """The ``(z, ty, tx)`` positions of ``grid`` around ``at``, nearest ring first (lazily).
+
+    Ring ``d`` holds the positions at Chebyshev distance ``d`` (``|dz| <= z_radius``,
+    ``|dy|, |dx| <= radius``), in ascending ``(z, ty, tx)`` order. Only positions
+    inside the grid are visited, so the work is proportional to the tiles that
+    exist (and stops as soon as the caller stops), however large the radius.
+    """
+    z, ty, tx = at
+    nz, ny, nx = grid
+    zr = min(z_radius, max(z, nz - 1 - z))
+    yxr = min(radius, max(ty, ny - 1 - ty, tx, nx - 1 - tx))
+    for d in range(1, max(zr, yxr) + 1):
+        dzr, r = min(d, zr), min(d, yxr)
+        for zz in range(max(0, z - dzr), min(nz, z + dzr + 1)):
+            on_z = abs(zz - z) == d
+            if not on_z and d > yxr:
+                continue  # the ring lies beyond the x/y radius: only its z faces exist
+            for yy in range(max(0, ty - r), min(ny, ty + r + 1)):
+                if on_z or abs(yy - ty) == d:
+                    yield from ((zz, yy, xx) for xx in range(max(0, tx - r), min(nx, tx + r + 1)))
+                else:
+                    yield from ((zz, yy, xx) for xx in (tx - d, tx + d) if 0 <= xx < nx)
