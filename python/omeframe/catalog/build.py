@@ -160,7 +160,7 @@ from omeframe.catalog.worker import (
     process_batch,
 )
 from omeframe.engine import progress as _progress
-from omeframe.engine.codec import check_level, encode_payload, normalize_compression, resolve_codec
+from omeframe.engine.codec import check_level, normalize_compression
 from omeframe.engine.limits import get_max_bytes, set_max_bytes
 from omeframe.formats.dataset.inputs import source_input
 from omeframe.formats.dataset.writer import WriteOptions, write_items
@@ -1118,46 +1118,18 @@ def _check_chunk_shape(chunk_shape: Any) -> tuple[int, int, int] | None:
 def _check_codec(compression: Any, compression_level: Any) -> None:
     """Refuse a compression or level the records and dataset writers would fail on, before any file is read.
 
-    The name and the level go through the writers' own checks
-    (:func:`~omeframe.engine.codec.normalize_compression`,
-    :func:`~omeframe.engine.codec.check_level`), then one tiny chunk is
-    encoded with them: a level the codec refuses (zstd above 22, gzip above 9)
-    fails here once instead of in every file. A level above the codec's
-    highest, which some codecs (lz4, brotli) would silently lower, is refused too.
+    The writers' own checks (:func:`~omeframe.engine.codec.normalize_compression`,
+    :func:`~omeframe.engine.codec.check_level`), run once here instead of
+    failing in every file.
 
     Raises
     ------
     TypeError
         For a level that is not an integer.
     ValueError
-        For an unknown codec, a level where it cannot apply, above the
-        codec's highest, or that the codec refuses.
+        For an unknown codec, or a level where it cannot apply or outside the codec's range.
     """
-    comp = normalize_compression(compression)
-    if compression_level is not None and (
-        isinstance(compression_level, bool) or not isinstance(compression_level, (int, np.integer))
-    ):
-        raise TypeError(
-            f"compression_level must be an integer or None, got {type(compression_level).__name__} "
-            f"{compression_level!r}"
-        )
-    level = check_level(comp, None if compression_level is None else int(compression_level))
-    codec = resolve_codec(comp)
-    if level is not None and codec is not None and pa.Codec.supports_compression_level(codec):
-        hi = pa.Codec.maximum_compression_level(codec)
-        if level > hi:
-            raise ValueError(
-                f"compression_level={level} is above the highest level of {codec} ({hi}); pick a level up to "
-                f"{hi} or drop compression_level="
-            )
-    if comp is not None:
-        try:
-            encode_payload(np.zeros(256, np.uint8), comp, level)
-        except (ValueError, OSError, NotImplementedError, pa.ArrowException) as exc:
-            raise ValueError(
-                f"compression={compression!r} with compression_level={compression_level!r} cannot encode chunks "
-                f"here ({exc}); pick another codec or level"
-            ) from exc
+    check_level(normalize_compression(compression), compression_level)
 
 
 @contextlib.contextmanager

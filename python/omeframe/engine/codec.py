@@ -64,13 +64,25 @@ def normalize_compression(compression: str | None) -> str | None:
         return None
     if value in _PRESETS:
         return value
-    if value not in CODECS or not pa.Codec.is_available(value):
+    if value not in CODECS or not _usable(value):
         raise ValueError(
             f"unknown chunk compression {compression!r}; expected None or one of "
-            f"{', '.join(c for c in CODECS if pa.Codec.is_available(c))} "
+            f"{', '.join(c for c in CODECS if _usable(c))} "
             f"or a preset ({', '.join(_PRESETS)})"
         )
     return value
+
+
+@functools.cache
+def _usable(name: str) -> bool:
+    """Whether this Arrow build compresses chunks with codec ``name`` (bz2 is available, yet refuses one-shot)."""
+    if not pa.Codec.is_available(name):
+        return False
+    try:
+        pa.Codec(name).compress(b"\0" * 16)
+    except (pa.ArrowException, NotImplementedError):
+        return False
+    return True
 
 
 _tls = threading.local()
@@ -148,8 +160,12 @@ def check_level(compression: str | None, level: int | None) -> int | None:
 
     Raises
     ------
+    TypeError
+        For a level that is not an integer.
     ValueError
-        For a level with ``compression=None`` or with a codec that takes none.
+        For a level with ``compression=None`` or with a codec that takes
+        none, or outside the codec's range (lz4 and brotli would otherwise
+        clamp it silently; zstd, gzip and bz2 would fail on every chunk).
 
     Example
     -------
@@ -158,6 +174,8 @@ def check_level(compression: str | None, level: int | None) -> int | None:
     """
     if level is None:
         return None
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
+        raise TypeError(f"compression_level must be an integer or None, got {type(level).__name__} {level!r}")
     if compression is None:
         if level == DEFAULT_LEVEL:
             return None
@@ -166,7 +184,13 @@ def check_level(compression: str | None, level: int | None) -> int | None:
             "set compression= or drop compression_level="
         )
     name = _preset(compression)[0]
-    if name == "zstd" or pa.Codec.supports_compression_level(name):
+    if pa.Codec.supports_compression_level(name):
+        lo, hi = pa.Codec.minimum_compression_level(name), pa.Codec.maximum_compression_level(name)
+        if not lo <= level <= hi:
+            raise ValueError(
+                f"compression_level={level} is outside the levels of {name} ({lo} to {hi}); pick a level in that "
+                "range or drop compression_level="
+            )
         return int(level)
     if level == DEFAULT_LEVEL:
         return None
