@@ -105,3 +105,71 @@ def test_chunk_table_columns_and_a_record_column_that_is_not_one(tmp_path: Path)
     omeframe.write_table(tmp_path / "t.parquet", A[None], dim_order="CYX", columns={"label": [1]})
     with pytest.raises(SchemaError, match="column 'label' .* is not an OME-Arrow struct"):
         omeframe.open_table(tmp_path / "t.parquet", column="label")  # takes never asked: pixels came back
+
+
+def test_record_header_fields_of_the_wrong_type() -> None:
+    with pytest.raises(TypeError, match="acquisition_datetime must be a datetime.datetime .* got str '2020'"):
+        omeframe.from_numpy(A, dim_order="CYX", acquisition_datetime="2020")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="image_type must be a string .* got int 5"):
+        omeframe.OMEArrow(A, image_type=5)  # type: ignore[arg-type]
+    assert omeframe.verify_ome_arrow(None, omeframe.from_numpy(A, dim_order="CYX").type) is False
+
+
+def test_to_ome_arrow_planes_and_sizes_checked_before_allocating() -> None:
+    from omeframe.errors import PixelPayloadError, ResourceLimitError
+
+    with pytest.raises(ResourceLimitError, match="1x1x1x1x1000000000000 uint16 image of to_ome_arrow"):
+        omeframe.to_ome_arrow(size_x=10**12)
+    with pytest.raises(PixelPayloadError, match=r"planes\[0\] lacks field\(s\) \['t', 'c', 'pixels'\]"):
+        omeframe.to_ome_arrow(planes=[{"z": 0}])
+    with pytest.raises(PixelPayloadError, match=r"chunks\[0\] lacks field\(s\)"):
+        omeframe.to_ome_arrow(chunks=[{}])
+
+
+def test_parquet_options_of_record_and_shape_writers(tmp_path: Path) -> None:
+    rec = omeframe.from_numpy(A, dim_order="CYX")
+    with pytest.raises(ValueError, match="unknown Parquet compression 'bogus'"):
+        omeframe.write_table(tmp_path / "t.parquet", A[None], dim_order="CYX", compression="bogus")
+    with pytest.raises(TypeError, match="compression must be a Parquet codec name or None, got int"):
+        omeframe.to_ome_parquet(rec, tmp_path / "r.parquet", compression=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="file_metadata must be a mapping"):
+        omeframe.to_ome_parquet(rec, tmp_path / "r.parquet", file_metadata="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown Parquet compression 'bogus'"):
+        omeframe.OMEArrow(rec).export("parquet", out=tmp_path / "e.parquet", parquet_compression="bogus")
+    from omeframe.shapes import make_shape_table, write_shapes
+
+    spots = make_shape_table([{"object_id": "a", "geometry": [1.0, 2.0]}], geometry_encoding="geoarrow.point")
+    with pytest.raises(ValueError, match="unknown Parquet compression 'bogus'"):
+        write_shapes(spots, tmp_path / "s.parquet", compression="bogus")
+    assert not list(tmp_path.iterdir())
+    omeframe.write_table(tmp_path / "t.parquet", A[None], dim_order="CYX", compression="none")
+
+
+def test_export_in_memory_refuses_an_output_path(tmp_path: Path) -> None:
+    img = omeframe.OMEArrow(omeframe.from_numpy(A, dim_order="CYX"))
+    with pytest.raises(ValueError, match="returns the image in memory; out= is for the formats that write files"):
+        img.export("numpy", out=tmp_path / "x.npy")
+    with pytest.raises(TypeError, match="how must be the name of an export format"):
+        img.export(5)  # type: ignore[arg-type]
+
+
+def test_chunk_indices_and_output_dtypes(tmp_path: Path) -> None:
+    from omeframe.errors import DtypeError, RowIndexError
+
+    ds = omeframe.write_dataset(A, tmp_path / "d", dim_order="CYX", image_ids=["a"])
+    n = ds.entry("a").n_chunks
+    for bad in (-1, n, 1.5, "0", True):
+        with pytest.raises(RowIndexError, match=rf"chunk index .* is not in \[0, {n}\)"):
+            ds.read_chunk_bytes("a", 0, bad)  # type: ignore[arg-type]
+    assert len(ds.read_chunk_bytes("a", 0, n - 1)) > 0
+    omeframe.write_table(tmp_path / "t.parquet", A[None], dim_order="CYX")
+    t = omeframe.open_table(tmp_path / "t.parquet")
+    plan = omeframe.scan(tmp_path / "t.parquet")
+    for bad in ("bogus", complex, "U8"):
+        with pytest.raises(DtypeError):
+            t.to_numpy([0], dtype=bad)
+        with pytest.raises(DtypeError):
+            plan.export("numpy", dtype=bad)
+        with pytest.raises(DtypeError):
+            omeframe.to_numpy_stack(t.read()["ome_arrow"], dtype=bad)
+    assert t.to_numpy([0], dtype="float16").dtype == np.float16  # any bool, integer or float dtype

@@ -169,7 +169,8 @@ def test_file_checksum_refuses_folders_and_bad_sizes(tif: Path) -> None:
 # -- torch / jax loaders -----------------------------------------------------------------
 
 
-def test_jax_batches_checks_its_integers(table: str, jax: Any) -> None:
+def test_jax_batches_checks_its_integers(table: str) -> None:
+    """Arguments are checked before jax is imported (jax's threads in this process would make later forks unsafe)."""
     from omeframe.jax import batches
 
     with pytest.raises(ValueError, match=r"block_size must be >= 1 \(rows per shuffle block"):
@@ -185,7 +186,6 @@ def test_jax_batches_checks_its_integers(table: str, jax: Any) -> None:
         batches(table, 2, shuffle=True, seed=-1)
     with pytest.raises(ValueError, match="epoch must be >= 0"):
         batches(table, 2, shuffle=True, epoch=-1)
-    assert [b.shape for b in batches(table, np.int64(4))] == [(4, 1, 4, 4), (2, 1, 4, 4)]
 
 
 def test_torch_datasets_check_their_arguments(table: str, tmp_path: Path, torch: Any) -> None:

@@ -73,3 +73,10 @@ def test_without_jax_batches_raises_optional_dependency_error(table, monkeypatch
 
 def test_the_howto_jax_example_runs(tmp_path):
     assert run_loader_examples("jax", tmp_path) == 1
+
+
+def test_batches_take_numpy_integers(jax, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "t.parquet"
+    of.write_table(path, np.zeros((6, 1, 4, 4), np.uint8), dim_order="CYX")
+    assert [b.shape for b in batches(path, np.int64(4))] == [(4, 1, 4, 4), (2, 1, 4, 4)]
+    assert next(batches(path, 1, shuffle=True, seed=3)).shape[0] == 1

@@ -103,7 +103,6 @@ def batches(
     _integer("epoch", epoch, 0, "the epoch, which reseeds the shuffle")
     if not shuffle and (seed or epoch):
         raise ValueError("seed= and epoch= apply to shuffled batches; pass shuffle=True too, or drop them")
-    jnp = _jnp()
     d = stack_dims(dims)
     check_storage_options(storage_options, table)
     t = table if isinstance(table, ImageTable) else ImageTable(table, storage_options=storage_options)
@@ -111,4 +110,5 @@ def batches(
     rows, _ = shuffled_rows(len(t), shuffle=shuffle, seed=seed, epoch=epoch, block_size=size, buffer_blocks=count)
     bs = int(batch_size)
     stop = len(rows) - len(rows) % bs if drop_last else len(rows)
+    jnp = _jnp()  # imported once the arguments are known to be good
     return (jnp.asarray(t.to_numpy(rows[i : i + bs], dims=d)) for i in range(0, stop, bs))

@@ -23,6 +23,7 @@ from omeframe.engine.pieces import Pieces
 from omeframe.engine.predicates import ChunkPredicate
 from omeframe.engine.source import LazySource
 from omeframe.engine.thumbnail import image_html
+from omeframe.model.dtypes import output_dtype
 from omeframe.model.errors import SelectionError
 from omeframe.model.header import ImageHeader, select_channels
 from omeframe.model.selection import ResolvedSelection, Selection
@@ -402,7 +403,7 @@ class LazyImage:
 
     def with_dtype(self, dtype: Any) -> LazyImage:
         """Cast the result to ``dtype`` (values clipped into its range)."""
-        return replace(self, cast=None if dtype is None else np.dtype(dtype))
+        return replace(self, cast=None if dtype is None else output_dtype(dtype))
 
     # ---- planning -------------------------------------------------------
     def _pieces(self, src: Pieces, sel: ResolvedSelection) -> tuple[np.ndarray, int]:

@@ -98,6 +98,8 @@ class OMEArrow(SourceLike):
         lazy: bool = False,
     ) -> None:
         self.tcz = _as_tcz(tcz)
+        if image_type is not None and not isinstance(image_type, str):
+            raise TypeError(f"image_type must be a string (or None), got {type(image_type).__name__} {image_type!r}")
         self._source: str | None = None
         self._plan: LazyImage | None = None
         self._data: pa.StructScalar | None = None
@@ -543,7 +545,14 @@ class OMEArrow(SourceLike):
         numpy.ndarray | dict | pyarrow.StructScalar | str
             The array, dict or scalar, or the written path.
         """
+        if not isinstance(how, str):
+            raise TypeError(f"how must be the name of an export format, got {type(how).__name__} {how!r}")
         kind = how.lower().replace("_", "-")
+        if kind in ("numpy", "dict", "scalar") and out is not None:
+            raise ValueError(
+                f"export(how={how!r}) returns the image in memory; out= is for the formats that write files "
+                "('parquet', 'vortex', 'ome-tiff', 'ome-zarr'): drop out= or pick one of them"
+            )
         if kind == "numpy":
             if self._plan is not None and self._data is None:
                 plan = self._plan if dtype is None else self._plan.with_dtype(dtype)

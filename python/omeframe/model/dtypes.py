@@ -82,6 +82,28 @@ def to_numpy_dtype(value: Any) -> np.dtype[Any]:
     return SUPPORTED_DTYPES[name]
 
 
+def output_dtype(value: Any) -> np.dtype[Any]:
+    """The numpy dtype pixels are read out as: any bool, integer or float dtype numpy knows (float16 too).
+
+    Raises
+    ------
+    DtypeError
+        For a name numpy does not know, or complex, string and object dtypes.
+
+    Example
+    -------
+    >>> output_dtype("float16")
+    dtype('float16')
+    """
+    try:
+        dt = np.dtype(value)
+    except TypeError as exc:
+        raise DtypeError(f"dtype {value!r} is no numpy dtype; pass e.g. 'uint16' or 'float32'") from exc
+    if dt.kind not in "biuf":
+        raise DtypeError(f"pixels cannot be read out as {dt}; pass a bool, integer or float dtype")
+    return dt
+
+
 def dtype_name(value: Any) -> str:
     """Return the canonical record name (``"uint16"``, ``"float32"`` ...) of a dtype."""
     return to_numpy_dtype(value).name

@@ -49,7 +49,12 @@ def describe_ome_arrow(data: Any) -> dict[str, Any]:
 
 
 def verify_ome_arrow(data: Any, struct: pa.StructType) -> bool:
-    """Return True when ``data`` converts to (or already has) the Arrow type ``struct``."""
+    """Return True when ``data`` converts to (or already has) the Arrow type ``struct``.
+
+    ``None`` is no record (a null would convert to any struct type): False.
+    """
+    if data is None:
+        return False
     if isinstance(data, (pa.StructScalar, pa.Array, pa.ChunkedArray)):
         return data.type == struct
     try:

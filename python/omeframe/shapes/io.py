@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from omeframe.formats.record.files import TABLE_FORMATS
@@ -23,6 +24,7 @@ from omeframe.model.errors import ShapeValidationError
 from omeframe.shapes.schema import read_shape_metadata, table_kind
 from omeframe.shapes.validate import validate_relationship_table, validate_shape_table
 from omeframe.storage.atomic import atomic_path
+from omeframe.storage.parquet import parquet_codec
 
 __all__ = ["write_shapes", "read_shapes"]
 
@@ -117,8 +119,9 @@ def write_shapes(
     fmt = _format(out, format)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{str(out)!r} exists; pass overwrite=True to replace it")
-    if row_group_size < 1:
-        raise ValueError(f"row_group_size must be >= 1, got {row_group_size}")
+    if isinstance(row_group_size, bool) or not isinstance(row_group_size, (int, np.integer)) or row_group_size < 1:
+        raise ValueError(f"row_group_size must be an integer >= 1, got {row_group_size!r}")
+    codec = parquet_codec(compression)  # a name Parquet does not know: ValueError now, not after validating
     _validate(table, strict=validate)
     if fmt == "vortex":
         write_vortex_table(table, out)
@@ -126,7 +129,7 @@ def write_shapes(
     import pyarrow.parquet as pq
 
     with atomic_path(out, sweep=True) as tmp:
-        pq.write_table(table, tmp, compression=compression, row_group_size=row_group_size, use_dictionary=True)
+        pq.write_table(table, tmp, compression=codec, row_group_size=row_group_size, use_dictionary=True)
     return str(out)
 
 

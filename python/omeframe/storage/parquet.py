@@ -74,18 +74,39 @@ def _is_pixel_leaf(path: str) -> bool:
 _NESTED_RECORD_LISTS = (".chunks.list.element.", ".planes.list.element.", ".channels.list.element.", ".chunk_grid.")
 
 
+#: Page codecs Parquet defines that Arrow writes (when the build has them).
+PARQUET_CODECS = ("zstd", "snappy", "gzip", "brotli", "lz4")
+
+
 def parquet_codec(compression: str | None) -> str | None:
     """The Parquet page codec for a table writer's ``compression`` (``"auto"``: zstd).
 
     Record-table writers take ``"auto"`` for each format's own default
     (Parquet: zstd pages; Vortex: its default encodings).
 
+    Raises
+    ------
+    TypeError, ValueError
+        For anything but ``None`` or the name of a Parquet codec this Arrow writes.
+
     Example
     -------
     >>> parquet_codec("auto"), parquet_codec("AUTO"), parquet_codec(None), parquet_codec("snappy")
     ('zstd', 'zstd', None, 'snappy')
     """
-    return "zstd" if compression is not None and str(compression).lower() == "auto" else compression
+    if compression is None:
+        return None
+    if not isinstance(compression, str):
+        raise TypeError(f"compression must be a Parquet codec name or None, got {type(compression).__name__}")
+    name = compression.lower()
+    if name == "auto":
+        return "zstd"
+    usable = [c for c in PARQUET_CODECS if pa.Codec.is_available(c)]
+    if name not in usable and name not in ("none", "uncompressed"):
+        raise ValueError(
+            f"unknown Parquet compression {compression!r}; expected None, 'auto' or one of {', '.join(usable)}"
+        )
+    return compression
 
 
 def _writer_kwargs(

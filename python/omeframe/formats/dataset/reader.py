@@ -41,6 +41,7 @@ from omeframe.model.errors import (
     CorruptFileError,
     ImageNotFoundError,
     PixelPayloadError,
+    RowIndexError,
     SelectionError,
     UnsupportedFormatError,
     reraise_access_error,
@@ -445,8 +446,19 @@ class DatasetReader:
         self.close()
 
     def read_chunk_bytes(self, image_id: str | None, level: int, index: int, *, verify: bool = True) -> bytes:
-        """Stored (encoded) bytes of chunk ``index`` (grid order) of an image."""
+        """Stored (encoded) bytes of chunk ``index`` (grid order) of an image.
+
+        Raises
+        ------
+        RowIndexError
+            For an index that is not an integer in ``[0, n_chunks)`` (an ``IndexError``).
+        """
         e = self.entry(image_id, level)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < e.n_chunks:
+            raise RowIndexError(
+                f"chunk index {index!r} is not in [0, {e.n_chunks}) for image {e.image_id!r} level {e.level} of "
+                f"{self.where!r}"
+            )
         if e.offsets is not None:
             data = self._file(e.part_of(index)).read_range(int(e.offsets[index]), int(e.lengths[index]))
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -10,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.engine.codec import DEFAULT_LEVEL, check_level, normalize_compression
+from omeframe.engine.limits import check_alloc
 from omeframe.formats.record.builder import RecordBuilder, list_or_bytes_codec
 from omeframe.model.arrow import OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
 from omeframe.model.dims import default_dim_order, to_tczyx
@@ -319,6 +321,10 @@ def to_ome_arrow(
 
     chan = channels_of(channels) if channels is not None else default_channels(None, shape[1])
     if chunks is not None:
+        for i, ch in enumerate(chunks):
+            missing = [k for k in ("t", "c", "z", "y", "x", "shape_z", "shape_y", "shape_x") if k not in ch]
+            if missing:
+                raise PixelPayloadError(f"chunks[{i}] lacks field(s) {missing} of an OME-Arrow chunk")
         is_bytes = bool(chunks) and "pixel_bytes" in chunks[0]
         cz, cy, cx = (int(chunks[0][k]) for k in ("shape_z", "shape_y", "shape_x")) if chunks else (1, 1, 1)
         record = {
@@ -350,8 +356,13 @@ def to_ome_arrow(
         if not is_bytes:
             record["chunks"] = [dict(c) for c in chunks]
         return as_record_scalar(record)
+    what = f"the {'x'.join(map(str, shape))} {np_dtype} image of to_ome_arrow"
+    check_alloc(math.prod(shape) * np_dtype.itemsize, what)
     full = np.zeros(shape, dtype=np_dtype)
     for i, p in enumerate(planes or []):
+        missing = [k for k in ("t", "c", "z", "pixels") if k not in p]
+        if missing:
+            raise PixelPayloadError(f"planes[{i}] lacks field(s) {missing}; a plane is {{'t', 'c', 'z', 'pixels'}}")
         t, c, z = int(p["t"]), int(p["c"]), int(p["z"])
         if not (0 <= t < shape[0] and 0 <= c < shape[1] and 0 <= z < shape[2]):
             raise PixelPayloadError(

@@ -55,6 +55,20 @@ class _Columns:
     counts: list[int] = field(default_factory=list)  # chunks per image
 
 
+def _check_header_types(header: ImageHeader) -> None:
+    """The header fields a record stores as strings and a timestamp hold those types (names the field)."""
+    for field_name in ("image_id", "name", "image_type"):
+        value = getattr(header, field_name)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{field_name} must be a string (or None), got {type(value).__name__} {value!r}")
+    when = header.acquisition_datetime
+    if when is not None and not isinstance(when, datetime):
+        raise TypeError(
+            f"acquisition_datetime must be a datetime.datetime (or None), got {type(when).__name__} {when!r}; "
+            "parse text first, e.g. datetime.fromisoformat('2020-01-31T12:00:00')"
+        )
+
+
 def list_or_bytes_codec(
     chunk_encoding: str, compression: str | None, compression_level: int | None
 ) -> tuple[str | None, int | None]:
@@ -155,6 +169,7 @@ class RecordBuilder:
                     f"{name} data without loss; use chunk_encoding='bytes' (native "
                     "dtype) or clamp_to_uint16=True to convert explicitly"
                 )
+        _check_header_types(header)
         st, sc, sz, sy, sx = (int(v) for v in tczyx.shape)
         self._headers.append(self._header_row(header, tczyx.shape, header.dtype_meta or name))
         if self.build_chunks:

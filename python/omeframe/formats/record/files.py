@@ -89,7 +89,15 @@ def detect_format(path: str | os.PathLike[str], format: str | None = None) -> Fi
 
 
 def table_metadata(extra: Mapping[str, str] | None = None) -> dict[bytes, bytes]:
-    """The file-level keys omeframe writes (the ones ome-arrow writes, plus ours)."""
+    """The file-level keys omeframe writes (the ones ome-arrow writes, plus ours).
+
+    Raises
+    ------
+    TypeError
+        When ``extra`` is not a mapping of keys to values.
+    """
+    if extra is not None and not isinstance(extra, Mapping):
+        raise TypeError(f"file_metadata must be a mapping of keys to values, got {type(extra).__name__} {extra!r}")
     meta = {
         METADATA_KEY_TYPE: OME_ARROW_TAG_TYPE.encode(),
         METADATA_KEY_VERSION: OME_ARROW_TAG_VERSION.encode(),

@@ -53,7 +53,7 @@ from omeframe.formats.record.vortex_pixels import take_vortex_stack
 from omeframe.formats.record.vortex_splits import split_bounds, take_from_splits
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
 from omeframe.model.columns import check_columns
-from omeframe.model.dtypes import to_numpy_dtype
+from omeframe.model.dtypes import output_dtype, to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, FileChangedError, RowIndexError, reraise_access_error
 from omeframe.storage.files import file_key, file_version
 from omeframe.storage.parquet import open_parquet, read_parquet_rows
@@ -768,6 +768,7 @@ class ImageTable:
         later rows out of them (:mod:`omeframe.formats.record.kept_blocks`).
         """
         d = stack_dims(dims)
+        dtype = None if dtype is None else output_dtype(dtype)  # DtypeError for a name numpy does not know
         n = len(self)
         idx = np.arange(n, dtype=np.int64) if rows is None else normalize_rows(rows, n, repr(self._path))
         if self._has_index:

@@ -25,7 +25,7 @@ from omeframe.engine import threads as _threads
 from omeframe.engine.codec import binary_offsets
 from omeframe.formats.record.decode import _flat_struct, to_numpy_batch
 from omeframe.model.dims import CANONICAL
-from omeframe.model.dtypes import to_numpy_dtype
+from omeframe.model.dtypes import output_dtype, to_numpy_dtype
 from omeframe.model.errors import PixelPayloadError, SchemaError
 
 __all__ = ["to_numpy_stack", "stack_dims", "decode_payloads", "decode_zstd_into", "scatter_chunks", "UniformLayout"]
@@ -468,6 +468,7 @@ def to_numpy_stack(records: Any, *, dims: str = "CYX", dtype: Any = None) -> np.
     (4, 2, 8, 8)
     """
     d = stack_dims(dims)
+    dtype = None if dtype is None else output_dtype(dtype)  # DtypeError for a name numpy does not know
     fast = uniform_stack(records, d)
     if fast is not None:
         return fast if dtype is None else fast.astype(dtype)

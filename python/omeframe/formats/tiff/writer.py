@@ -31,6 +31,7 @@ from omeframe.engine.source import LazySource
 from omeframe.formats.record.remote import write_remote
 from omeframe.formats.tiff.omexml import tifffile_ome_metadata
 from omeframe.formats.tiff.source import TIFF_EXTRA_HINT, imagecodecs_installed
+from omeframe.model.dtypes import output_dtype
 from omeframe.model.errors import DimOrderError, DtypeError, OptionalDependencyError
 from omeframe.storage.remote import RemoteStore
 from omeframe.storage.url import check_storage_options, parse_location
@@ -287,7 +288,7 @@ def _write(
 ) -> str:
     import tifffile
 
-    out_dtype = np.dtype(dtype) if dtype is not None else np.dtype(src.dtype)
+    out_dtype = output_dtype(dtype) if dtype is not None else np.dtype(src.dtype)
     if out_dtype.name not in _OME_DTYPES:
         raise DtypeError(
             f"OME-TIFF cannot store {out_dtype.name} pixels; pass dtype= one of {', '.join(_OME_DTYPES)}"
