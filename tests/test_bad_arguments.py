@@ -173,3 +173,28 @@ def test_chunk_indices_and_output_dtypes(tmp_path: Path) -> None:
         with pytest.raises(DtypeError):
             omeframe.to_numpy_stack(t.read()["ome_arrow"], dtype=bad)
     assert t.to_numpy([0], dtype="float16").dtype == np.float16  # any bool, integer or float dtype
+
+
+def test_plans_planes_and_generations_check_their_arguments(tmp_path: Path) -> None:
+    from omeframe.engine.lazy import LazyImage
+    from omeframe.errors import SelectionError
+
+    with pytest.raises(ValueError, match=r"chunk_shape must be three positive integers .* got \(1.5, 4, 4\)"):
+        omeframe.from_numpy(A, dim_order="CYX", chunk_shape=(1.5, 4, 4))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"tcz=\(0, 2, 0\) is outside the image: T=1, C=2, Z=1"):
+        omeframe.OMEArrow(A, dim_order="CYX", tcz=(0, 2, 0))
+    with pytest.raises(ValueError, match="three non-negative ints"):
+        omeframe.OMEArrow(A, dim_order="CYX", tcz=(-1, 0, 0))
+    img = omeframe.OMEArrow(A, dim_order="CYX", tcz=(0, 1, 0))
+    assert img.select(c=[0]).data is not None  # a derived plan keeps its parent's plane, unchecked
+    with pytest.raises(TypeError, match="LazyImage plans over a LazySource, got NoneType"):
+        LazyImage(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ingest_source reads a LazySource, got ndarray"):
+        omeframe.ingest_source(A)  # type: ignore[arg-type]
+    with pytest.raises(SelectionError, match="it has no such element"):
+        omeframe.scan(A, dim_order="CYX")._lazy()[:, -3]
+    omeframe.write_dataset(A, tmp_path / "d", dim_order="CYX", image_ids=["a"])
+    for bad in (True, "1", 1.5, 0):
+        with pytest.raises(ValueError, match="generation must be an integer >= 1"):
+            omeframe.Dataset(tmp_path / "d", generation=bad)  # type: ignore[arg-type]
+    assert omeframe.Dataset(tmp_path / "d", generation=1).generation == 1

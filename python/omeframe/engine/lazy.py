@@ -62,9 +62,10 @@ def _index_item(item: Any, axis: str, size: int) -> Any:
     if isinstance(item, (int, np.integer)):
         i = int(item)
         if i < 0:
+            hint = f"use {size + i} for the element {-i} from the end" if size + i >= 0 else "it has no such element"
             raise SelectionError(
                 f"plan[...] index {i} on axis {label} is negative; plans take non-negative indices "
-                f"(axis {label} has size {size}: use {size + i} for the element {-i} from the end)"
+                f"(axis {label} has size {size}: {hint})"
             )
         if i >= size:
             raise SelectionError(f"plan[...] index {i} is out of range for axis {label} of size {size}")
@@ -152,6 +153,20 @@ class LazyImage:
     predicate: ChunkPredicate | None = None
     cast: Any = None
     fill_missing: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, LazySource):
+            raise TypeError(
+                f"LazyImage plans over a LazySource, got {type(self.source).__name__}; open images with "
+                "omeframe.scan(...) (paths, arrays, records, datasets) or omeframe.registry.open_source(...)"
+            )
+        if not isinstance(self.selection, Selection):
+            raise TypeError(f"selection must be an omeframe Selection, got {type(self.selection).__name__}")
+        if self.predicate is not None and not isinstance(self.predicate, ChunkPredicate):
+            raise TypeError(
+                f"predicate must be a chunk predicate (e.g. omeframe.chunk.max > 100), got "
+                f"{type(self.predicate).__name__}"
+            )
 
     # ---- shape ----------------------------------------------------------
     @property

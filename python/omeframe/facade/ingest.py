@@ -113,6 +113,11 @@ def ingest_source(
     -------
     >>> ds = omeframe.ingest_source(omeframe.registry.open_source("big.ome.tif"), out="ds/")  # doctest: +SKIP
     """
+    if not isinstance(source, LazySource):
+        raise TypeError(
+            f"ingest_source reads a LazySource, got {type(source).__name__}; open it with "
+            "omeframe.registry.open_source(...), or write arrays and records with omeframe.write_dataset"
+        )
     check_storage_options(storage_options, out)
     check_out_options(out, {
         "format": (format, None), "mode": (mode, "create"), "levels": (levels, "first"), "labels": (labels, False),

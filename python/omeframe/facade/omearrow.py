@@ -41,11 +41,15 @@ from omeframe.registry import OpenOptions, detect, open_source
 
 
 def _as_tcz(tcz: Any) -> tuple[int, int, int]:
-    """``tcz`` as a tuple of three ints; a clear error for any other length."""
-    values = tuple(int(v) for v in tcz)
-    if len(values) != 3:
-        raise ValueError(f"tcz must be a (t, c, z) plane index of three ints, got {tcz!r}")
-    return values[0], values[1], values[2]
+    """``tcz`` as a tuple of three non-negative ints; a clear error for anything else."""
+    import numbers
+
+    if (
+        isinstance(tcz, (str, bytes)) or not isinstance(tcz, (tuple, list)) or len(tcz) != 3
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= 0 for v in tcz)
+    ):
+        raise ValueError(f"tcz must be a (t, c, z) plane index of three non-negative ints, got {tcz!r}")
+    return int(tcz[0]), int(tcz[1]), int(tcz[2])
 
 
 def _describe_shape(shape: tuple[int, int, int, int, int], dtype: np.dtype[Any]) -> dict[str, Any]:
@@ -109,6 +113,7 @@ class OMEArrow(SourceLike):
                 open_source(data, column_name=column_name, row_index=row_index, dim_order=dim_order)
             )
             self._source = str(data) if isinstance(data, (str, os.PathLike)) else None
+            self._check_tcz()
             return
         options = OpenOptions(column_name=column_name, row_index=row_index, dim_order=dim_order)
         if isinstance(data, (str, os.PathLike)):
@@ -121,6 +126,7 @@ class OMEArrow(SourceLike):
             if entry.name == "tiff":
                 with open_tiff_source(path) as tiff:
                     self._set_data(to_record(tiff, header=HeaderOptions(image_type=image_type)))
+                self._check_tcz()
                 return
             if entry.name != "record-table":
                 raise ValueError(
@@ -135,12 +141,20 @@ class OMEArrow(SourceLike):
             options.check(frozenset(), f"a {type(data).__name__} (an OME-Arrow record)")
             scalar = as_record_scalar(data)
         self._set_data(scalar)
+        self._check_tcz()
 
     def _set_data(self, scalar: pa.StructScalar) -> None:
         it = self._image_type
         if it is not None and RecordView(scalar).header("image_type") != it:
             scalar = _with_field(scalar, "image_type", it)
         self._data = scalar
+
+    def _check_tcz(self) -> None:
+        """The default plane ``tcz`` lies inside the image (``ValueError`` naming its sizes)."""
+        t, c, z = self.tcz
+        st, sc, sz = self.shape[:3]
+        if t >= st or c >= sc or z >= sz:
+            raise ValueError(f"tcz={self.tcz} is outside the image: T={st}, C={sc}, Z={sz} (indices from 0)")
 
     # ---- construction ------------------------------------------------------
     @classmethod

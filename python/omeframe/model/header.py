@@ -317,12 +317,13 @@ def normalize_chunk_shape(
     """Clip a ``(Z, Y, X)`` chunk shape to the image; ``None`` means (1, 512, 512)."""
     if chunk_shape is None:
         chunk_shape = (1, 512, 512)
-    try:
-        vals = tuple(int(v) for v in chunk_shape)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"chunk_shape must be three positive integers (Z, Y, X), got {chunk_shape!r}"
-        ) from exc
+    import numbers
+
+    if isinstance(chunk_shape, (str, bytes)) or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in chunk_shape
+    ):
+        raise ValueError(f"chunk_shape must be three positive integers (Z, Y, X), got {chunk_shape!r}")
+    vals = tuple(int(v) for v in chunk_shape)
     if len(vals) != 3 or min(vals) <= 0:
         raise ValueError(
             f"chunk_shape must be three positive integers (Z, Y, X), got {chunk_shape!r}"

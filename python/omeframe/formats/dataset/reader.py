@@ -247,6 +247,10 @@ class DatasetReader:
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         check_storage_options(storage_options, path)
+        if generation is not None and (
+            isinstance(generation, bool) or not isinstance(generation, (int, np.integer)) or generation < 1
+        ):
+            raise ValueError(f"generation must be an integer >= 1 (a committed generation) or None, got {generation!r}")
         loc = parse_location(path)
         #: The object store holding the dataset, or ``None`` for a local directory.
         self.store: RemoteStore | None = None
