@@ -198,3 +198,53 @@ def test_plans_planes_and_generations_check_their_arguments(tmp_path: Path) -> N
         with pytest.raises(ValueError, match="generation must be an integer >= 1"):
             omeframe.Dataset(tmp_path / "d", generation=bad)  # type: ignore[arg-type]
     assert omeframe.Dataset(tmp_path / "d", generation=1).generation == 1
+
+
+def test_leftover_arguments_of_writers_readers_and_loaders(tmp_path: Path) -> None:
+    from omeframe.errors import SchemaError as Schema
+    from omeframe.shapes import make_shape_table, read_shapes, write_shapes
+
+    with pytest.raises(ValueError, match=r"tile must be \(height, width\) with multiples of 16, got \(16,\)"):
+        omeframe.to_ome_tiff(A[None, :, None], tmp_path / "a.tif", tile=(16,))
+    with pytest.raises(ValueError, match="tile must be .* got 16"):
+        omeframe.to_ome_tiff(A[None, :, None], tmp_path / "a.tif", tile=16)  # type: ignore[arg-type]
+    omeframe.to_ome_tiff(A[None, :, None], tmp_path / "a.tif")
+    with pytest.raises(Schema, match="is not a zarr store"):
+        omeframe.load_zarrs(str(tmp_path / "a.tif"), "CYX")
+    spots = make_shape_table([{"object_id": "a", "class": "x", "geometry": [1.0, 2.0]}],
+                             geometry_encoding="geoarrow.point")
+    p = write_shapes(spots, tmp_path / "s.parquet")
+    with pytest.raises(KeyError, match=r"has no column\(s\) \['nope'\]"):
+        read_shapes(p, columns=["nope"])
+    with pytest.raises(KeyError, match=r"filters name column\(s\) \['nope'\]"):
+        read_shapes(p, filters=[("nope", "==", 1)])
+    assert read_shapes(p, columns=["object_id"], filters=[("class", "==", "x")]).num_rows == 1
+    with pytest.raises(ValueError, match="row_group_bytes must be a positive integer .* got 'a'"):
+        omeframe.write_table(tmp_path / "t.parquet", A[None], dim_order="CYX", row_group_bytes="a")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="thumbnail size must be a positive integer"):
+        omeframe.thumbnail_png(A, size="a")  # type: ignore[arg-type]
+    ds = omeframe.write_dataset(A, tmp_path / "d", dim_order="CYX", image_ids=["a"])
+    with pytest.raises(ValueError, match="grace_seconds must be a non-negative number"):
+        ds.gc(grace_seconds="x")  # type: ignore[arg-type]
+
+
+def test_huge_requests_are_refused_before_allocating(tmp_path: Path) -> None:
+    from omeframe.errors import ResourceLimitError
+
+    img = np.zeros((64, 64), np.uint16)
+    lab = np.zeros((64, 64), np.uint8)
+    lab[10:20, 30:36] = 1
+    with pytest.raises(ResourceLimitError, match="1 crops of size 1000000"):
+        omeframe.crop_objects(img, omeframe.shapes_from_labels(lab), size=10**6)
+    rec = omeframe.from_numpy(img, dim_order="YX", physical_size_x=0.5, physical_size_y=0.5)
+    with pytest.raises(ResourceLimitError, match="the chunk grid"):
+        omeframe.scan(rec).at_resolution(1e-9).export("numpy")
+
+
+def test_patch_datasets_refuse_a_huge_patch_count(tmp_path: Path, torch: object) -> None:
+    from omeframe.errors import ResourceLimitError
+    from omeframe.torch import DatasetPatchDataset
+
+    omeframe.write_dataset(np.zeros((64, 64), np.uint8), tmp_path / "d", dim_order="YX", image_ids=["a"])
+    with pytest.raises(ResourceLimitError, match="n_patches=1000000000000"):
+        DatasetPatchDataset(tmp_path / "d", patch_shape=(8, 8), n_patches=10**12)

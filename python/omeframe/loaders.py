@@ -55,7 +55,7 @@ from omeframe.formats.custom.source import (
 )
 from omeframe.formats.czi.source import czi_scenes, import_pylibczirw, open_czi_source
 from omeframe.formats.stack.source import _tiff_physical
-from omeframe.formats.zarr import ZARR_SUFFIX
+from omeframe.formats.zarr import ZARR_SUFFIX, is_zarr_dir
 from omeframe.formats.zarr.source import open_ome_zarr_source, open_remote_zarr
 from omeframe.model.errors import CorruptFileError, DimOrderError, SchemaError, reraise_access_error
 from omeframe.model.header import ImageHeader
@@ -475,6 +475,11 @@ def _open_zarr_stacks(
         disk = Path(item)
         if not disk.exists():
             raise FileNotFoundError(f"no such zarr store: {str(disk)!r}")
+        if not is_zarr_dir(disk):
+            raise SchemaError(
+                f"{str(disk)!r} is not a zarr store (no zarr.json, .zgroup or .zarray); load TIFF files with "
+                "omeframe.load_tiffs and other images with omeframe.scan"
+            )
         node = zarr.open(str(disk), mode="r")
         label, base_id = str(disk), disk.stem
     if isinstance(node, zarr.Group):

@@ -71,6 +71,7 @@ from omeframe.catalog.commit import CATALOG_NAME, DATASET_NAME, IMAGES_NAME
 from omeframe.engine import batch_ring as _batch_ring
 from omeframe.engine import heap as _heap
 from omeframe.engine import threads as _threads
+from omeframe.engine.limits import check_alloc
 from omeframe.facade.dataset import Dataset, open_dataset
 from omeframe.formats.record.image_table import ImageTable, normalize_rows
 from omeframe.formats.record.stack import stack_dims
@@ -1100,6 +1101,7 @@ class DatasetPatchDataset:
         """``(n, 5)`` int64: image index, t, z, y, x of every patch."""
         valid = self._valid()
         if self._n_patches is not None:
+            check_alloc(self._n_patches * 5 * 8 * 3, f"the origins of n_patches={self._n_patches} patches")
             rng = np.random.default_rng([self._seed, self._epoch])
             weight = valid.prod(axis=1).astype(np.float64)
             img = rng.choice(len(valid), size=self._n_patches, p=weight / weight.sum())

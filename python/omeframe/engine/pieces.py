@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from omeframe.engine.limits import check_alloc
 from omeframe.model.errors import PixelPayloadError
 
 __all__ = [
@@ -51,6 +53,7 @@ def _regular_grid_arrays(shape: Shape5, chunk: tuple[int, int, int]) -> tuple[np
     st, sc, sz, sy, sx = shape
     cz, cy, cx = chunk
     grid = (st, sc, -(-sz // cz), -(-sy // cy), -(-sx // cx))
+    check_alloc(math.prod(grid) * 5 * 8 * 3, f"the chunk grid {grid} of a {shape} image")  # origins, extents, temps
     origins = np.indices(grid).reshape(5, -1).T.astype(np.int64)
     origins *= np.array([1, 1, cz, cy, cx], dtype=np.int64)
     extents = np.stack(

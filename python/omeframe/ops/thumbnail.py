@@ -30,8 +30,8 @@ def thumbnail_png(data: object, size: int = 256, *, t: int = 0, z: int | None = 
     """
     from PIL import Image  # Pillow: imported only when a thumbnail is drawn
 
-    if size <= 0:
-        raise ValueError(f"thumbnail size must be positive, got {size}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+        raise ValueError(f"thumbnail size must be a positive integer (pixels), got {size!r}")
     colors: list[int | None] | None = None
     if isinstance(data, np.ndarray):
         arr = data

@@ -13,6 +13,7 @@ per crop.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 
 from omeframe.engine import threads as _threads
 from omeframe.engine.lazy import LazyImage
+from omeframe.engine.limits import check_alloc
 from omeframe.engine.source import LazySource
 from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.formats.record.tables import records_from_arrays
@@ -482,7 +484,9 @@ def crop_objects(
         nc = len(work[0][1]) + (1 if masks else 0)
         zdim = int(w1[ok][0, 0] - w0[ok][0, 0])
         ext = (w1[ok] - w0[ok])[0]
-        stack = np.zeros((int(ok.sum()), st, nc, zdim, int(ext[1]), int(ext[2])), dtype=first.source.dtype)
+        dims6 = (int(ok.sum()), st, nc, zdim, int(ext[1]), int(ext[2]))
+        check_alloc(math.prod(dims6) * np.dtype(first.source.dtype).itemsize, f"{dims6[0]} crops of size {size!r}")
+        stack = np.zeros(dims6, dtype=first.source.dtype)
     slot = np.cumsum(ok) - 1
 
     def run(item: tuple[_Image, list[int], np.ndarray]) -> None:

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from omeframe.formats.record.files import TABLE_FORMATS
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, write_vortex_table
+from omeframe.model.columns import check_columns
 from omeframe.model.errors import ShapeValidationError
 from omeframe.shapes.schema import read_shape_metadata, table_kind
 from omeframe.shapes.validate import validate_relationship_table, validate_shape_table
@@ -144,6 +145,22 @@ def _expression(filters: Any) -> Any:
     return pq.filters_to_expression(filters)
 
 
+def _check_filter_fields(filters: Any, schema: pa.Schema, src: Path) -> None:
+    """Columns named by DNF ``filters`` (``[("class", "==", "a")]``, lists of them) must exist (``KeyError``).
+
+    An expression object is checked by Arrow itself when it is evaluated.
+    """
+    if filters is None or not isinstance(filters, (list, tuple)):
+        return
+    terms = [t for group in filters for t in (group if isinstance(group, list) else [group])]
+    named = {t[0] for t in terms if isinstance(t, tuple) and t and isinstance(t[0], str)}
+    missing = sorted(named - set(schema.names))
+    if missing:
+        raise KeyError(
+            f"filters name column(s) {missing} that {str(src)!r} does not have; its columns: {schema.names}"
+        )
+
+
 def read_shapes(
     path: str | os.PathLike[str],
     *,
@@ -202,11 +219,14 @@ def read_shapes(
 
         schema = pq.read_schema(src)
         _kind(schema)
-        table = pq.read_table(src, columns=list(columns) if columns is not None else None, filters=expr)
+        _check_filter_fields(filters, schema, src)
+        wanted = check_columns(columns, schema.names, repr(str(src)))
+        table = pq.read_table(src, columns=wanted, filters=expr)
     else:
         schema = read_vortex_schema(src)
         _kind(schema)
-        wanted = None if columns is None else list(columns)
+        _check_filter_fields(filters, schema, src)
+        wanted = check_columns(columns, schema.names, repr(str(src)))
         if expr is not None and wanted is not None:
             # read the filter's columns too, then drop them
             needed = [n for n in schema.names if n in set(wanted) or n in _field_refs(expr)]

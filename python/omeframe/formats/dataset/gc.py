@@ -123,7 +123,7 @@ def collect_garbage(
     -------
     >>> collect_garbage("slides/", grace_seconds=600).removed   # doctest: +SKIP
     """
-    if not grace_seconds >= 0:
+    if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, (int, float)) or not grace_seconds >= 0:
         raise ValueError(f"grace_seconds must be a non-negative number of seconds, got {grace_seconds!r}")
     root = Path(root)
     t = time.time() if now is None else float(now)

@@ -159,8 +159,10 @@ def write_record_batches(
     fmt = detect_format(path, format)
     if expected_rows is not None and expected_rows < 0:
         raise ValueError(f"expected_rows must be >= 0 or None, got {expected_rows}")
-    if row_group_bytes is not None and row_group_bytes <= 0:
-        raise ValueError(f"row_group_bytes must be positive, got {row_group_bytes}")
+    if row_group_bytes is not None and (
+        isinstance(row_group_bytes, bool) or not isinstance(row_group_bytes, (int, np.integer)) or row_group_bytes <= 0
+    ):
+        raise ValueError(f"row_group_bytes must be a positive integer (bytes per row group), got {row_group_bytes!r}")
     # The next batch is encoded while the writer compresses and writes this one.
     it = _threads.read_ahead(iter(batches))
     first = next(it, None)

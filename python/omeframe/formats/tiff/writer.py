@@ -300,9 +300,15 @@ def _write(
     if tile is None:
         tile = (256, 256) if max(sy, sx) > 512 else None
     if tile is not None:
-        tile = (int(tile[0]), int(tile[1]))
-        if len(tile) != 2 or min(tile) < 16 or tile[0] % 16 or tile[1] % 16:
-            raise ValueError(f"tile must be (height, width) with multiples of 16, got {tile!r}")
+        given = tile
+        if (
+            isinstance(given, (str, bytes)) or not isinstance(given, (tuple, list)) or len(given) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in given)
+        ):
+            raise ValueError(f"tile must be (height, width) with multiples of 16, got {given!r}")
+        tile = (int(given[0]), int(given[1]))
+        if min(tile) < 16 or tile[0] % 16 or tile[1] % 16:
+            raise ValueError(f"tile must be (height, width) with multiples of 16, got {given!r}")
     total = sum(math.prod(lv.shape) for lv in levels) * out_dtype.itemsize
     if bigtiff is None:
         bigtiff = total > _BIGTIFF_THRESHOLD
