@@ -200,6 +200,7 @@ class ImageTable:
         self._index: PixelIndex | None = None
         self._pf: pq.ParquetFile | None = None
         self._column: str | None = None
+        self._column_names: tuple[str, ...] | None = None
         self._num_rows: int | None = None
         self._remote: RemoteFile | None = None
         self._meta: pq.FileMetaData | None = None
@@ -636,6 +637,12 @@ class ImageTable:
                 )
         return self._num_rows
 
+    def _names(self) -> tuple[str, ...]:
+        """The table's column names, read once (a Vortex schema is read from the file on every ``schema``)."""
+        if self._column_names is None:
+            self._column_names = tuple(self.schema.names)
+        return self._column_names
+
     @property
     def num_rows(self) -> int:
         """Number of images (rows)."""
@@ -650,7 +657,7 @@ class ImageTable:
         KeyError
             For a column the table does not have (``TypeError`` for a string).
         """
-        return self._read_fallback(check_columns(columns, self.schema.names, repr(self._path)), None)
+        return self._read_fallback(check_columns(columns, self._names(), repr(self._path)), None)
 
     def take(self, rows: Any, columns: Sequence[str] | None = None) -> pa.Table:
         """Rows ``rows`` (in that order) as an Arrow table of records and ``columns``.
@@ -663,7 +670,7 @@ class ImageTable:
             For a column the table does not have (``TypeError`` for a string).
         """
         idx = normalize_rows(rows, len(self), repr(self._path))
-        columns = check_columns(columns, self.schema.names, repr(self._path))
+        columns = check_columns(columns, self._names(), repr(self._path))
         if self._has_index and len(idx):
             return self._take_records(idx, columns)
         return self._read_fallback(columns, idx.tolist())
