@@ -75,6 +75,7 @@ from omeframe.engine.limits import check_alloc
 from omeframe.facade.dataset import Dataset, open_dataset
 from omeframe.formats.record.image_table import ImageTable, normalize_rows
 from omeframe.formats.record.stack import stack_dims
+from omeframe.model.checks import is_integer
 from omeframe.model.errors import (
     CorruptFileError,
     ImageNotFoundError,
@@ -107,7 +108,7 @@ def _integer(name: str, value: Any, lo: int, what: str) -> int:
     ValueError
         If it is below ``lo``.
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    if not is_integer(value):
         raise TypeError(f"{name} must be an integer >= {lo} ({what}), got {type(value).__name__} {value!r}")
     if value < lo:
         raise ValueError(f"{name} must be >= {lo} ({what}), got {int(value)}")
@@ -128,7 +129,7 @@ def _sizes(name: str, value: Any, lengths: tuple[int, ...], what: str) -> tuple[
     """``value`` as a tuple of positive integers (not bools) of one of ``lengths``."""
     if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)) or len(value) not in lengths:
         raise ValueError(f"{name} must be {what} of positive integers, got {value!r}")
-    bad = [v for v in value if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+    bad = [v for v in value if not is_integer(v)]
     if bad:
         raise TypeError(f"{name} must be {what} of positive integers, got {value!r} (holding {bad[0]!r})")
     if min(value) < 1:
@@ -665,7 +666,7 @@ class ImageTableDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any] | tuple[Any, Any]:
         """The sample of row ``index`` (see the class notes)."""
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+        if not is_integer(index):
             raise TypeError(
                 f"index must be an integer row, got {type(index).__name__}; "
                 "for a batch use __getitems__(indices)"
@@ -1162,7 +1163,7 @@ class DatasetPatchDataset:
         return a if self._three_d else a[:, 0]
 
     def _check(self, index: Any) -> int:
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+        if not is_integer(index):
             raise TypeError(f"index must be an integer, got {type(index).__name__}")
         if not 0 <= int(index) < len(self._origins):
             raise RowIndexError(

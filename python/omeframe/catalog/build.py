@@ -166,6 +166,7 @@ from omeframe.formats.dataset.inputs import source_input
 from omeframe.formats.dataset.writer import WriteOptions, write_items
 from omeframe.formats.record.files import find_record_column
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
+from omeframe.model.checks import is_integer
 from omeframe.model.errors import FileTimeoutError, NotRegularFileError, OmeframeError
 from omeframe.model.header import normalize_chunk_shape
 from omeframe.storage.url import local_path, parse_location
@@ -898,7 +899,7 @@ def build_with(
     chunk_shape = _check_chunk_shape(chunk_shape)
     _check_codec(compression, compression_level)
     if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        if not is_integer(batch_size):
             raise TypeError(
                 f"batch_size must be an integer >= 1 (files per worker task) or None to size it from the file "
                 f"count, got {type(batch_size).__name__} {batch_size!r}"

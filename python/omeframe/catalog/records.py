@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import numbers
 import os
 import stat
 from collections.abc import Mapping
@@ -47,6 +46,7 @@ import pyarrow as pa
 from omeframe.catalog.kinds import STORE_KINDS, detect_reader
 from omeframe.formats.zarr import ZARR_MARKERS
 from omeframe.model.arrow import OME_ARROW_TAG_VERSION
+from omeframe.model.checks import is_integer
 from omeframe.model.errors import FileChangedError, NotRegularFileError
 
 __all__ = [
@@ -142,7 +142,7 @@ def file_checksum(path: str | os.PathLike[str], size: int | None = None) -> str:
         For a FIFO, device or socket.
     """
     if size is not None:
-        if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+        if not is_integer(size):
             raise TypeError(f"size must be a non-negative integer number of bytes or None, got {size!r}")
         if size < 0:
             raise ValueError(f"size must be a non-negative integer number of bytes or None, got {size}")

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from omeframe.engine.limits import check_alloc
+from omeframe.model.checks import is_integer
 from omeframe.model.errors import PixelPayloadError
 
 __all__ = [
@@ -174,7 +175,7 @@ def check_level(compression: str | None, level: int | None) -> int | None:
     """
     if level is None:
         return None
-    if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
+    if not is_integer(level):
         raise TypeError(f"compression_level must be an integer or None, got {type(level).__name__} {level!r}")
     if compression is None:
         if level == DEFAULT_LEVEL:

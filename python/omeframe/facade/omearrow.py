@@ -27,6 +27,7 @@ from omeframe.formats.tiff.source import open_tiff_source
 from omeframe.formats.tiff.writer import to_ome_tiff
 from omeframe.formats.zarr.writer import to_ome_zarr
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
+from omeframe.model.checks import is_integer
 from omeframe.model.errors import SchemaError
 from omeframe.model.header import ImageHeader
 from omeframe.model.record import RecordView, as_record_scalar
@@ -42,11 +43,9 @@ from omeframe.registry import OpenOptions, detect, open_source
 
 def _as_tcz(tcz: Any) -> tuple[int, int, int]:
     """``tcz`` as a tuple of three non-negative ints; a clear error for anything else."""
-    import numbers
-
     if (
         isinstance(tcz, (str, bytes)) or not isinstance(tcz, (tuple, list)) or len(tcz) != 3
-        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= 0 for v in tcz)
+        or not all(is_integer(v) and int(v) >= 0 for v in tcz)
     ):
         raise ValueError(f"tcz must be a (t, c, z) plane index of three non-negative ints, got {tcz!r}")
     return int(tcz[0]), int(tcz[1]), int(tcz[2])

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from omeframe.model.arrow import OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
+from omeframe.model.checks import is_integer
 
 #: ``color_rgba`` of a channel without a colour of its own (opaque white).
 DEFAULT_COLOR_RGBA = 0xFFFFFFFF
@@ -317,11 +318,7 @@ def normalize_chunk_shape(
     """Clip a ``(Z, Y, X)`` chunk shape to the image; ``None`` means (1, 512, 512)."""
     if chunk_shape is None:
         chunk_shape = (1, 512, 512)
-    import numbers
-
-    if isinstance(chunk_shape, (str, bytes)) or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in chunk_shape
-    ):
+    if isinstance(chunk_shape, (str, bytes)) or not all(is_integer(v) for v in chunk_shape):
         raise ValueError(f"chunk_shape must be three positive integers (Z, Y, X), got {chunk_shape!r}")
     vals = tuple(int(v) for v in chunk_shape)
     if len(vals) != 3 or min(vals) <= 0:

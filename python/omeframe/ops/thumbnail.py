@@ -14,6 +14,7 @@ import numpy as np
 from omeframe.engine.derived import as_source
 from omeframe.engine.lazy import LazyImage
 from omeframe.engine.thumbnail import composite_rgb, downsample_cyx
+from omeframe.model.checks import is_integer
 
 __all__ = ["thumbnail_png", "composite_rgb", "downsample_cyx"]
 
@@ -30,7 +31,7 @@ def thumbnail_png(data: object, size: int = 256, *, t: int = 0, z: int | None = 
     """
     from PIL import Image  # Pillow: imported only when a thumbnail is drawn
 
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+    if not is_integer(size) or size <= 0:
         raise ValueError(f"thumbnail size must be a positive integer (pixels), got {size!r}")
     colors: list[int | None] | None = None
     if isinstance(data, np.ndarray):

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from omeframe.formats.record.files import TABLE_FORMATS
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, write_vortex_table
+from omeframe.model.checks import is_integer
 from omeframe.model.columns import check_columns
 from omeframe.model.errors import ShapeValidationError
 from omeframe.shapes.schema import read_shape_metadata, table_kind
@@ -120,7 +120,7 @@ def write_shapes(
     fmt = _format(out, format)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{str(out)!r} exists; pass overwrite=True to replace it")
-    if isinstance(row_group_size, bool) or not isinstance(row_group_size, (int, np.integer)) or row_group_size < 1:
+    if not is_integer(row_group_size) or row_group_size < 1:
         raise ValueError(f"row_group_size must be an integer >= 1, got {row_group_size!r}")
     codec = parquet_codec(compression)  # a name Parquet does not know: ValueError now, not after validating
     _validate(table, strict=validate)

@@ -54,6 +54,7 @@ from omeframe.engine.executor import assemble, select_pieces, selected_nbytes
 from omeframe.engine.pyramid import DownsampledSource, level_for_scale
 from omeframe.engine.resample import resample_block
 from omeframe.engine.source import LazySource
+from omeframe.model.checks import is_integer
 from omeframe.model.errors import SelectionError
 from omeframe.model.selection import Selection
 
@@ -116,7 +117,7 @@ class ProviderStats:
 
 
 def _check_index(name: str, value: Any, size: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_integer(value):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     v = int(value)
     if not 0 <= v < size:
@@ -319,7 +320,7 @@ class PlaneProvider:
         :mod:`omeframe.engine.resample`. ``z`` defaults to the middle plane,
         ``c`` to every channel.
         """
-        if isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)) or max_size < 1:
+        if not is_integer(max_size) or max_size < 1:
             raise ValueError(f"max_size must be an integer >= 1, got {max_size!r}")
         fits = [i for i, s in enumerate(self.levels) if max(s[3], s[4]) <= max_size]
         lv = fits[0] if fits else len(self._sources) - 1
@@ -485,7 +486,7 @@ class TileProvider(PlaneProvider):
         workers: int = 2,
         max_pending: int = 64,
     ) -> None:
-        if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+        if not is_integer(tile) or tile < 1:
             raise ValueError(f"tile must be an integer >= 1 (pixels per side), got {tile!r}")
         self.tile = int(tile)
         self._computed: list[bool] = []
@@ -620,7 +621,7 @@ class TileProvider(PlaneProvider):
         key = self._tile_key(level, t, c, z, ty, tx)
         lv = int(level)
         if (
-            any(isinstance(r, bool) or not isinstance(r, int) for r in (radius, z_radius))
+            any(not is_integer(r) for r in (radius, z_radius))
             or radius < 0
             or z_radius < 0
         ):

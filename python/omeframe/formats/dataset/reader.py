@@ -34,6 +34,7 @@ from omeframe.formats.dataset.validate import remote_name, validate_images, vali
 from omeframe.formats.record.builder import RecordBuilder
 from omeframe.formats.vortex.file import read_vortex_table
 from omeframe.model.arrow import BYTE_CHUNK_STRUCT, OME_ARROW_BYTE_STRUCT
+from omeframe.model.checks import is_integer
 from omeframe.model.columns import check_columns
 from omeframe.model.dtypes import to_numpy_dtype
 from omeframe.model.errors import (
@@ -248,7 +249,7 @@ class DatasetReader:
     ) -> None:
         check_storage_options(storage_options, path)
         if generation is not None and (
-            isinstance(generation, bool) or not isinstance(generation, (int, np.integer)) or generation < 1
+            not is_integer(generation) or generation < 1
         ):
             raise ValueError(f"generation must be an integer >= 1 (a committed generation) or None, got {generation!r}")
         loc = parse_location(path)
@@ -458,7 +459,7 @@ class DatasetReader:
             For an index that is not an integer in ``[0, n_chunks)`` (an ``IndexError``).
         """
         e = self.entry(image_id, level)
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < e.n_chunks:
+        if not is_integer(index) or not 0 <= index < e.n_chunks:
             raise RowIndexError(
                 f"chunk index {index!r} is not in [0, {e.n_chunks}) for image {e.image_id!r} level {e.level} of "
                 f"{self.where!r}"

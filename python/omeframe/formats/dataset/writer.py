@@ -65,6 +65,7 @@ from omeframe.formats.dataset.remote import commit_manifest_remote
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA, IMAGES_SCHEMA
 from omeframe.formats.record.arrays import DEFAULT_COMPRESSION, DEFAULT_COMPRESSION_LEVEL
 from omeframe.formats.vortex.file import write_vortex_stream, write_vortex_table
+from omeframe.model.checks import is_integer
 from omeframe.model.dtypes import dtype_name
 from omeframe.model.errors import ConcurrentWriteError, CorruptFileError, SchemaError
 from omeframe.model.header import normalize_chunk_shape
@@ -904,7 +905,7 @@ def write_items(
         )
     comp = normalize_compression(compression)
     compression_level = check_level(comp, compression_level)  # the default level on snappy or raw: none
-    if isinstance(row_group_bytes, bool) or not isinstance(row_group_bytes, (int, np.integer)) or row_group_bytes < 1:
+    if not is_integer(row_group_bytes) or row_group_bytes < 1:
         raise ValueError(
             f"row_group_bytes must be a positive integer (bytes per row group), got {row_group_bytes!r}"
         )
@@ -950,7 +951,7 @@ def write_items(
         iid = inp.header.image_id
         if not isinstance(iid, str) or not iid:
             raise ValueError(f"image id {iid!r} is empty; give every image a non-empty id (image_ids=[...])")
-        if isinstance(lvl, bool) or not isinstance(lvl, (int, np.integer)) or lvl < 0:
+        if not is_integer(lvl) or lvl < 0:
             raise ValueError(f"level must be a non-negative integer (0: full resolution), got {lvl!r}")
         if (iid, int(lvl)) in taken:
             raise ValueError(

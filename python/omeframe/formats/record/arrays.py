@@ -14,6 +14,7 @@ from omeframe.engine.codec import DEFAULT_LEVEL, check_level, normalize_compress
 from omeframe.engine.limits import check_alloc
 from omeframe.formats.record.builder import RecordBuilder, list_or_bytes_codec
 from omeframe.model.arrow import OME_ARROW_TAG_TYPE, OME_ARROW_TAG_VERSION
+from omeframe.model.checks import is_integer
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.dtypes import SUPPORTED_DTYPES, to_numpy_dtype
 from omeframe.model.errors import DtypeError, OptionalDependencyError, PixelPayloadError
@@ -303,7 +304,7 @@ def to_ome_arrow(
     np_dtype = to_numpy_dtype(dtype)
     sizes = {"size_t": size_t, "size_c": size_c, "size_z": size_z, "size_y": size_y, "size_x": size_x}
     for key, v in sizes.items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+        if not is_integer(v) or v <= 0:
             raise ValueError(f"{key} must be a positive integer, got {v!r}")
     shape = (int(size_t), int(size_c), int(size_z), int(size_y), int(size_x))
     if (

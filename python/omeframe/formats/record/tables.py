@@ -42,6 +42,7 @@ from omeframe.formats.record.source import record_like
 from omeframe.formats.record.writer import write_record_batches
 from omeframe.formats.vortex.file import BLOCK_ROWS as VORTEX_BLOCK_ROWS
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME, OME_ARROW_KNOWN_STRUCTS
+from omeframe.model.checks import is_integer
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.errors import CorruptFileError, RowIndexError, SchemaError
 from omeframe.model.header import ImageHeader, check_labels
@@ -198,7 +199,7 @@ def from_ome_parquet(
             )
         return (arr[0], arr) if return_array else arr[0]
     indexed = _indexed_table(parquet_path, "parquet")
-    if indexed is not None and isinstance(row_index, (int, np.integer)) and not isinstance(row_index, bool):
+    if indexed is not None and is_integer(row_index):
         col = find_record_column(indexed.schema, column_name, source=repr(os.fspath(parquet_path)))
         if 0 <= row_index < len(indexed):
             arr = indexed.take([int(row_index)], columns=[col])[col].combine_chunks()

@@ -31,6 +31,7 @@ from omeframe.formats.record.files import (
 from omeframe.formats.record.kept_blocks import WHOLE_TABLE_SHARE
 from omeframe.formats.record.pixel_index import INDEX_KEY, INDEX_VERSION, IndexBuilder, append_index
 from omeframe.formats.vortex.file import write_vortex_stream
+from omeframe.model.checks import is_integer
 from omeframe.model.errors import SchemaError
 from omeframe.model.record import looks_like_record_type
 from omeframe.storage import parquet as pqio
@@ -160,7 +161,7 @@ def write_record_batches(
     if expected_rows is not None and expected_rows < 0:
         raise ValueError(f"expected_rows must be >= 0 or None, got {expected_rows}")
     if row_group_bytes is not None and (
-        isinstance(row_group_bytes, bool) or not isinstance(row_group_bytes, (int, np.integer)) or row_group_bytes <= 0
+        not is_integer(row_group_bytes) or row_group_bytes <= 0
     ):
         raise ValueError(f"row_group_bytes must be a positive integer (bytes per row group), got {row_group_bytes!r}")
     # The next batch is encoded while the writer compresses and writes this one.

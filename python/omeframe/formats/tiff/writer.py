@@ -31,6 +31,7 @@ from omeframe.engine.source import LazySource
 from omeframe.formats.record.remote import write_remote
 from omeframe.formats.tiff.omexml import tifffile_ome_metadata
 from omeframe.formats.tiff.source import TIFF_EXTRA_HINT, imagecodecs_installed
+from omeframe.model.checks import is_integer
 from omeframe.model.dtypes import output_dtype
 from omeframe.model.errors import DimOrderError, DtypeError, OptionalDependencyError
 from omeframe.storage.remote import RemoteStore
@@ -303,7 +304,7 @@ def _write(
         given = tile
         if (
             isinstance(given, (str, bytes)) or not isinstance(given, (tuple, list)) or len(given) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in given)
+            or not all(is_integer(v) for v in given)
         ):
             raise ValueError(f"tile must be (height, width) with multiples of 16, got {given!r}")
         tile = (int(given[0]), int(given[1]))
