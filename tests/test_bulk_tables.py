@@ -113,7 +113,7 @@ def test_indexed_tables_stay_plain_parquet(tmp_path):
     df = pl.read_parquet(path)
     assert df.height == 50 and df["area"].to_list() == list(np.arange(50.0))
     meta = pq.ParquetFile(path).schema_arrow.metadata
-    assert meta[b"omeframe.pixel_index"] == b"1" and meta[b"ome.arrow.type"] == b"ome.arrow"
+    assert meta[b"omeframe.pixel_index"] == b"2" and meta[b"ome.arrow.type"] == b"ome.arrow"
 
 
 def test_streaming_batches_number_images_globally(tmp_path):
@@ -376,15 +376,40 @@ def test_raw_chunks_get_compressed_pages_and_page_takes(tmp_path):
     assert not of.verify_table(path).ok
 
 
-def test_tiny_chunks_go_to_compressed_pages_unless_a_codec_is_chosen(tmp_path):
+def test_small_chunks_go_to_compressed_pages_unless_a_codec_is_chosen(tmp_path):
+    """Parquet: chunks under PAGE_CHUNK_BYTES go raw into pages, larger ones are zstd frames."""
+    from omeframe.formats.record.tables import PAGE_CHUNK_BYTES
+
     tiny = cells(50, y=16, x=16, seed=41)  # 256-byte chunks
+    crops = cells(40, y=64, x=64, seed=42)  # 4 KiB chunks
     auto = of.open_table(of.write_table(tmp_path / "a.parquet", tiny, dim_order="CYX"))
     framed = of.open_table(of.write_table(tmp_path / "f.parquet", tiny, dim_order="CYX", chunk_compression="zstd"))
-    big = of.open_table(of.write_table(tmp_path / "b.parquet", cells(5, y=64, x=64, seed=42), dim_order="CYX"))
+    paged = of.open_table(of.write_table(tmp_path / "p.parquet", crops, dim_order="CYX"))
+    side = int(np.sqrt(PAGE_CHUNK_BYTES))  # uint8 chunks of exactly PAGE_CHUNK_BYTES: frames
+    big = of.open_table(of.write_table(tmp_path / "b.parquet", cells(3, y=side, x=side, seed=43), dim_order="CYX"))
     assert auto._index is not None and auto._index.pages is not None
     assert framed._index is not None and framed._index.pages is None
+    assert paged._index is not None and paged._index.pages is not None
     assert big._index is not None and big._index.pages is None
     assert np.array_equal(auto.to_numpy([3, 49]), framed.to_numpy([3, 49]))
+    assert np.array_equal(paged.to_numpy([39, 2, 17]), crops[[39, 2, 17]])
+    assert np.array_equal(paged.to_numpy(), crops)
+
+
+def test_vortex_keeps_frames_for_chunks_its_encodings_compress_less(tmp_path):
+    """Vortex stores chunks raw only under VORTEX_RAW_CHUNK_BYTES (its encodings are no zstd)."""
+    import pyarrow.compute as pc
+
+    from omeframe.formats.record.tables import VORTEX_RAW_CHUNK_BYTES
+
+    def codecs(path):
+        col = of.read_table(path)["ome_arrow"].combine_chunks()
+        return set(pc.list_flatten(pc.struct_field(col, "chunks")).field("compression").to_pylist())
+
+    assert VORTEX_RAW_CHUNK_BYTES <= 64 * 64
+    small = of.write_table(tmp_path / "s.vortex", cells(20, y=16, x=16, seed=46), dim_order="CYX")
+    crops = of.write_table(tmp_path / "c.vortex", cells(20, y=64, x=64, seed=47), dim_order="CYX")
+    assert codecs(small) == {None} and codecs(crops) == {"zstd"}
 
 
 def test_tables_too_large_to_keep_decoded_get_smaller_pages(tmp_path, monkeypatch):
@@ -569,3 +594,78 @@ def test_a_take_from_a_table_whose_footer_is_damaged_is_refused(tmp_path, damage
     table = of.open_table(path)  # without its magic the file has no pixel index (cut); the footer is unread (garbled)
     with pytest.raises(of.CorruptFileError, match="t.parquet"):
         table.to_numpy([0, 1])
+
+
+def _as_version_1(path):
+    """Rewrite the pixel index of the table at ``path`` as omeframe wrote it before version 2:
+    every array as int64 (lengths uint32), page offsets absolute, page body lengths stored."""
+    import json
+    import zlib
+
+    import zstandard
+
+    from omeframe.formats.record import pixel_index as pix
+
+    data = path.read_bytes()
+    size = len(data)
+    at = size - 8 - struct.unpack_from("<I", data, size - 8)[0] - pix._TRAILER.size
+    magic, off, length, _, _ = pix._TRAILER.unpack_from(data, at)
+    arrays, meta = pix._unpack(data[off : off + length])
+    if "page_body_extra" in arrays:
+        arrays["page_start"] = arrays["page_body"] + arrays["page_start"]
+        arrays["page_body_len"] = np.abs(arrays["page_stored"]) + arrays.pop("page_body_extra")
+    zc = zstandard.ZstdCompressor(level=3)
+    parts, desc = [], []
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a.astype(np.uint32 if name == "lengths" else np.int64))
+        parts.append(zc.compress(a.tobytes()))
+        desc.append({"name": name, "dtype": a.dtype.str, "count": int(a.size), "nbytes": len(parts[-1])})
+    head = json.dumps({"version": "1", "meta": meta, "arrays": desc}).encode()
+    blob = struct.pack("<I", len(head)) + head + b"".join(parts)
+    trailer = pix._TRAILER.pack(magic, off, len(blob), zlib.crc32(blob), 0)
+    path.write_bytes(data[:off] + blob + trailer + data[at + pix._TRAILER.size :])
+
+
+@pytest.mark.parametrize("chunks", ["pages", "frames"])
+def test_a_table_indexed_before_version_2_still_reads_through_its_index(tmp_path, chunks):
+    crops = cells(30, y=64, x=64, seed=48)
+    kw = {"chunk_compression": "zstd"} if chunks == "frames" else {}
+    path = of.write_table(tmp_path / "t.parquet", crops, dim_order="CYX", **kw)
+    now = of.open_table(path)._index
+    _as_version_1(path)
+    old = of.open_table(path)
+    assert old.indexed and (old._index.pages is None) == (chunks == "frames")
+    assert np.array_equal(old._index.lengths, now.lengths) and np.array_equal(old._index.first_chunk, now.first_chunk)
+    if chunks == "pages":
+        for field in ("first_value", "values_start", "values_stored", "values_raw", "body_start", "body_len", "crc"):
+            assert np.array_equal(getattr(old._index.pages, field), getattr(now.pages, field)), field
+    assert np.array_equal(old.to_numpy([29, 3, 11]), crops[[29, 3, 11]])
+    assert np.array_equal(old.to_numpy(), crops)
+
+
+def test_pixel_index_arrays_are_stored_in_their_smallest_form():
+    """Rising offsets as differences, every integer array in its smallest type, values round-trip exactly."""
+    from omeframe.formats.record import pixel_index as pix
+
+    rng = np.random.default_rng(7)
+    arrays = {
+        "offsets": np.cumsum(rng.integers(8_000, 9_000, 5_000)).astype(np.int64) + 3_000_000_000,
+        "sizes": rng.integers(0, 9_000, 5_000).astype(np.int64),
+        "crc": rng.integers(0, 2**32, 5_000).astype(np.int64),
+        "negative": rng.integers(-(2**40), 2**40, 100).astype(np.int64),
+        "lengths": np.full(7, 4096, np.uint32),
+        "empty": np.zeros(0, np.int64),
+    }
+    blob = pix._pack(arrays, {"k": 1})
+    back, meta = pix._unpack(blob)
+    assert meta == {"k": 1}
+    for name, a in arrays.items():
+        assert back[name].dtype == a.dtype and np.array_equal(back[name], a), name
+    import json
+
+    desc = {d["name"]: d for d in json.loads(blob[4 : 4 + struct.unpack_from("<I", blob)[0]])["arrays"]}
+    assert desc["offsets"]["delta"] == "1" and desc["offsets"]["dtype"] == "<u2"
+    assert "delta" not in desc["sizes"] and desc["sizes"]["dtype"] == "<u2"
+    assert desc["crc"]["dtype"] == "<u4" and desc["negative"]["dtype"] == "<i8"
+    assert desc["offsets"]["base"] == str(arrays["offsets"][0])
+    assert len(blob) < 5_000 * (2 + 2 + 4) + 2_000

@@ -38,7 +38,13 @@ import numpy as np
 from omeframe.engine import threads as _threads
 from omeframe.engine.codec import binary_offsets
 from omeframe.formats.record.decode import _flat_struct
-from omeframe.formats.record.stack import DECODE_BLOCK_BYTES, gather_segments, uniform_layout
+from omeframe.formats.record.stack import (
+    DECODE_BLOCK_BYTES,
+    DECODE_CALL_BYTES,
+    FrameError,
+    decode_frames_into,
+    uniform_layout,
+)
 from omeframe.model.dtypes import dtype_name
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError, PixelPayloadError
 from omeframe.storage.crc import crc32_function
@@ -58,7 +64,11 @@ __all__ = [
 
 #: File metadata key marking a table that carries a pixel index (value: index version).
 INDEX_KEY = b"omeframe.pixel_index"
-INDEX_VERSION = "1"
+#: Version 2 stores rising integer arrays (page offsets) as differences and every
+#: integer array in its smallest type: 0.9 instead of 1.4 MB for the 100,000 pages
+#: of 100,000 crops 3×64×64. Version 1 indexes are still read.
+INDEX_VERSION = "2"
+READABLE_VERSIONS = frozenset({"1", "2"})
 _MAGIC = b"OFPXIDX1"
 _TRAILER = struct.Struct("<8sQQII")  # magic, blob offset, blob length, crc32, reserved
 
@@ -223,12 +233,52 @@ def _pack(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
     parts: list[bytes] = []
     desc = []
     for name, arr in arrays.items():
-        a = np.ascontiguousarray(arr)
-        packed = zc.compress(a.tobytes())
-        desc.append({"name": name, "dtype": a.dtype.str, "count": int(a.size), "nbytes": len(packed)})
+        # Integer arrays as values or as differences (page offsets rise, row group by row group),
+        # each in its smallest type: whichever compresses smaller.
+        packed, a, how = min(
+            ((zc.compress(c.tobytes()), c, h) for c, h in _narrowed(np.ascontiguousarray(arr))),
+            key=lambda t: len(t[0]),
+        )
+        desc.append({"name": name, "dtype": a.dtype.str, "count": int(a.size), "nbytes": len(packed), **how})
         parts.append(packed)
     head = json.dumps({"version": INDEX_VERSION, "meta": meta, "arrays": desc}).encode()
     return struct.pack("<I", len(head)) + head + b"".join(parts)
+
+
+def _narrowed(a: np.ndarray) -> list[tuple[np.ndarray, dict[str, str]]]:
+    """Ways to store ``a``: itself, and for integers its values, or its first value (``base``) and the
+    differences from each value to the next, in their smallest types."""
+    if a.dtype.kind not in "iu" or not a.size:
+        return [(a, {})]
+    wide = a.astype(np.int64)
+    ways = [(_smallest(wide), {"as": a.dtype.str})]
+    if a.size > 1 and int(wide.max()) - int(wide.min()) < 2**62:  # differences of such values cannot overflow
+        first = int(wide[0])
+        ways.append((_smallest(np.diff(wide, prepend=wide[:1])), {"as": a.dtype.str, "delta": "1", "base": str(first)}))
+    return ways
+
+
+def _smallest(wide: np.ndarray) -> np.ndarray:
+    """``wide`` (int64) in the smallest integer type that holds its values."""
+    lo, hi = int(wide.min()), int(wide.max())
+    for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32):
+        info = np.iinfo(t)
+        if info.min <= lo and hi <= info.max:
+            return wide.astype(t)
+    return wide
+
+
+def _widen(a: np.ndarray, d: dict[str, Any]) -> np.ndarray:
+    """Undo :func:`_narrowed` for one stored array described by ``d``."""
+    if "as" not in d:
+        return a
+    out = np.cumsum(a, dtype=np.int64) + int(d["base"]) if d.get("delta") == "1" else a.astype(np.int64)
+    target = np.dtype(d["as"])
+    if target.kind not in "iu":
+        raise ValueError(f"pixel index array {d['name']!r} claims the type {target}")
+    if out.size and (int(out.min()) < np.iinfo(target).min or int(out.max()) > np.iinfo(target).max):
+        raise ValueError(f"pixel index array {d['name']!r} does not fit its type {target}")
+    return out.astype(target)
 
 
 def _unpack(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -236,8 +286,8 @@ def _unpack(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
     (hlen,) = struct.unpack_from("<I", blob, 0)
     head = json.loads(blob[4 : 4 + hlen])
-    if head.get("version") != INDEX_VERSION:
-        raise ValueError(f"pixel index version {head.get('version')!r} is not {INDEX_VERSION!r}")
+    if head.get("version") not in READABLE_VERSIONS:
+        raise ValueError(f"pixel index version {head.get('version')!r} is not one of {sorted(READABLE_VERSIONS)}")
     pos = 4 + hlen
     out: dict[str, np.ndarray] = {}
     zd = zstandard.ZstdDecompressor()
@@ -246,7 +296,7 @@ def _unpack(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raw = zd.decompress(blob[pos : pos + d["nbytes"]], max_output_size=int(d["count"]) * dt.itemsize)
         if len(raw) != int(d["count"]) * dt.itemsize:
             raise ValueError(f"pixel index array {d['name']!r} has the wrong size")
-        out[d["name"]] = np.frombuffer(raw, dtype=dt)
+        out[d["name"]] = _widen(np.frombuffer(raw, dtype=dt), d)
         pos += d["nbytes"]
     return out, head["meta"]
 
@@ -336,9 +386,12 @@ def append_index(path: str | os.PathLike[str], column_path: str, builder: IndexB
             return False
         if not np.array_equal(pages.num_values * (4 + int(lengths[0])), pages.values_raw):
             return False
+        # A page's values start a few bytes (its levels) into its body, and its body is its values'
+        # compressed bytes plus those: stored as these few bytes, they compress to almost nothing.
         arrays.update(
-            page_stored=pages.values_stored, page_raw=pages.values_raw, page_body=pages.body_start,
-            page_body_len=pages.body_len, page_crc=pages.crc,
+            page_start=pages.values_start - pages.body_start, page_stored=pages.values_stored,
+            page_raw=pages.values_raw, page_body=pages.body_start,
+            page_body_extra=pages.body_len - np.abs(pages.values_stored), page_crc=pages.crc,
         )
     else:
         try:
@@ -412,14 +465,20 @@ def load_index(path: str | os.PathLike[str], mm: Any) -> PixelIndex | None:
         raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index chunk counts disagree")
     if meta.get("pages", "uncompressed") == "zstd":
         try:
+            body = arrays["page_body"].astype(np.int64)
+            stored = arrays["page_stored"].astype(np.int64)
+            start = arrays["page_start"].astype(np.int64)
+            if "page_body_extra" in arrays:  # version 2: offsets within the page body (see append_index)
+                start = body + start
+                body_len = np.abs(stored) + arrays["page_body_extra"].astype(np.int64)
+            else:
+                body_len = arrays["page_body_len"].astype(np.int64)
             pages = ValuePages(
-                arrays["page_first"].astype(np.int64), arrays["page_start"].astype(np.int64),
-                arrays["page_count"].astype(np.int64), "ZSTD", arrays["page_stored"].astype(np.int64),
-                arrays["page_raw"].astype(np.int64), arrays["page_body"].astype(np.int64),
-                arrays["page_body_len"].astype(np.int64), arrays["page_crc"].astype(np.int64),
+                arrays["page_first"].astype(np.int64), start, arrays["page_count"].astype(np.int64), "ZSTD",
+                stored, arrays["page_raw"].astype(np.int64), body, body_len, arrays["page_crc"].astype(np.int64),
             )
-        except KeyError as exc:
-            raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index lacks {exc}") from None
+        except (KeyError, ValueError) as exc:
+            raise CorruptFileError(f"{os.fspath(path)!r}: the pixel index lacks or garbles {exc}") from None
         assert pages.body_start is not None and pages.body_len is not None and pages.values_stored is not None
         if len(lengths) and (
             (lengths != lengths[0]).any()
@@ -491,32 +550,28 @@ def read_page_values(
     cum = np.zeros(len(used) + 1, dtype=np.int64)
     np.cumsum(raw, out=cum[1:])
     # A scan: blocks of at most DECODE_BLOCK_BYTES, each checked, decoded and placed by
-    # one thread of the pool while in cache. A take within one block: one share per
-    # thread, decoded while one thread checks every page's CRC (a loop that holds the
-    # GIL, so it runs on one thread, beside decoders that release it).
+    # one thread of the pool while in cache. A take of at most one block per thread:
+    # one share per thread, decoded while one thread checks every page's CRC (a loop
+    # that holds the GIL, so it runs on one thread, beside decoders that release it).
     block_bytes = DECODE_BLOCK_BYTES
-    split = int(cum[-1]) <= block_bytes and len(used) > 8 and _threads.can_parallelize()
+    threads = _threads.num_threads()
+    split = int(cum[-1]) <= threads * block_bytes and len(used) > 8 and _threads.can_parallelize()
     if split:
-        block_bytes = -(-int(cum[-1]) // _threads.num_threads())
+        block_bytes = -(-int(cum[-1]) // threads)
     cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), block_bytes), side="right") - 1
     bounds = np.unique(np.concatenate([[0], cuts, [len(used)]]))
 
-    def block(b: int) -> None:
-        if b < 0:
-            _check_pages(mm, pages, used, what)
-            return
-        u0, u1 = int(bounds[b]), int(bounds[b + 1])
-        if not split:
-            _check_pages(mm, pages, used[u0:u1], what)
+    def place(v0: int, v1: int) -> None:
+        """Decode pages ``used[v0:v1]`` and place the values asked for."""
         try:
-            rows = _decode_pages(mm, pages, used[u0:u1], raw[u0:u1], what).reshape(-1, width)
+            rows = _decode_pages(mm, pages, used[v0:v1], raw[v0:v1], what).reshape(-1, width)
         except PixelPayloadError:
             if split:  # the CRCs are checked on another thread: name the damage the same way whichever ends first
-                _check_pages(mm, pages, used[u0:u1], what)
+                _check_pages(mm, pages, used[v0:v1], what)
             raise
-        s0, s1 = int(pos[u0]), int(pos[u1])
-        page_row = (cum[u0:u1] - cum[u0]) // width  # first row of each page in ``rows``
-        local = page_row[np.searchsorted(used[u0:u1], spages[s0:s1])] + (sids[s0:s1] - pages.first_value[spages[s0:s1]])
+        s0, s1 = int(pos[v0]), int(pos[v1])
+        page_row = (cum[v0:v1] - cum[v0]) // width  # first row of each page in ``rows``
+        local = page_row[np.searchsorted(used[v0:v1], spages[s0:s1])] + (sids[s0:s1] - pages.first_value[spages[s0:s1]])
         whole = order is None and s1 - s0 == len(rows) and int(local[0]) == 0 and bool((np.diff(local) == 1).all())
         picked = rows if whole else rows[local]
         prefix = np.ndarray((len(picked),), dtype="<u4", buffer=picked, strides=(width,))
@@ -526,6 +581,20 @@ def read_page_values(
             out[s0:s1] = picked[:, 4:]
         else:
             out[order[s0:s1]] = picked[:, 4:]
+
+    def block(b: int) -> None:
+        if b < 0:
+            _check_pages(mm, pages, used, what)
+            return
+        u0, u1 = int(bounds[b]), int(bounds[b + 1])
+        if not split:
+            _check_pages(mm, pages, used[u0:u1], what)
+        # Runs of pages of about DECODE_CALL_BYTES: the decoded pages stay small and in cache
+        # (and in reused heap memory) until their values are placed.
+        subs = np.searchsorted(cum[u0 : u1 + 1], np.arange(cum[u0], cum[u1], DECODE_CALL_BYTES), side="right") - 1
+        runs = np.unique(np.append(subs, u1 - u0)).tolist()
+        for v0, v1 in zip(runs[:-1], runs[1:], strict=True):
+            place(u0 + v0, u0 + v1)
 
     if split:
         _threads.run_each(block, range(-1, len(bounds) - 1))
@@ -555,30 +624,25 @@ def _check_pages(mm: Any, pages: ValuePages, used: np.ndarray, what: str) -> Non
 
 def _decode_pages(mm: Any, pages: ValuePages, used: np.ndarray, raw: np.ndarray, what: str) -> np.ndarray:
     """The values of pages ``used`` back to back (``raw[i]`` bytes each), their CRCs not checked."""
-    import zstandard
-
     assert pages.values_stored is not None
     stored = pages.values_stored[used]
     buf = np.empty(int(raw.sum()), dtype=np.uint8)
-    packed = np.flatnonzero(stored >= 0)  # pages whose values are zstd frames (the writer may keep some raw)
-    if len(packed):
-        seg = np.empty((len(packed), 2), dtype=np.uint64)
-        seg[:, 0] = pages.values_start[used[packed]]
-        seg[:, 1] = stored[packed]
-        try:
-            decoded = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
-                zstandard.BufferWithSegments(mm, seg.tobytes()),
-                decompressed_sizes=raw[packed].astype(np.uint64).tobytes(),
-            )
-        except zstandard.ZstdError as exc:
-            raise PixelPayloadError(f"{what}: a page of the pixel column does not decompress: {exc}") from exc
-        if len(packed) == len(used):  # one copy per decoder buffer
-            gather_segments(decoded, raw, buf)
-            return buf
     at = np.zeros(len(used) + 1, dtype=np.int64)
     np.cumsum(raw, out=at[1:])
-    for j, i in enumerate(packed.tolist()):
-        buf[at[i] : at[i + 1]] = np.frombuffer(decoded[j].tobytes(), dtype=np.uint8)
+    packed = np.flatnonzero(stored >= 0)  # pages whose values are zstd frames (the writer may keep some raw)
+    if len(packed):
+        whole = len(packed) == len(used)
+        into = buf if whole else np.empty(int(raw[packed].sum()), dtype=np.uint8)
+        try:
+            decode_frames_into(into, mm, pages.values_start[used[packed]], stored[packed], raw[packed])
+        except FrameError as exc:
+            raise PixelPayloadError(f"{what}: a page of the pixel column does not decompress: {exc}") from exc
+        if whole:
+            return buf
+        offs = np.zeros(len(packed) + 1, dtype=np.int64)
+        np.cumsum(raw[packed], out=offs[1:])
+        for j, i in enumerate(packed.tolist()):  # pages stored raw are rare: copy the others one by one
+            buf[at[i] : at[i + 1]] = into[offs[j] : offs[j + 1]]
     for i in np.flatnonzero(stored < 0).tolist():
         lo = int(pages.values_start[used[i]])
         buf[at[i] : at[i + 1]] = np.frombuffer(mm[lo : lo + int(raw[i])], dtype=np.uint8)

@@ -349,10 +349,16 @@ def records_from_arrays(
 #: Raw pixel bytes per encoded batch when writing a stack or a list of arrays:
 #: bounds the memory a write holds beside its input.
 BATCH_BYTES = 64 << 20
-#: Chunks of a stack below this many raw bytes are stored raw (in Parquet pages
-#: compressed with zstd, or in Vortex's compressed column) unless a chunk codec
-#: is chosen explicitly.
-SMALL_CHUNK_BYTES = 2048
+#: Chunks of a stack below this many raw bytes are stored raw in a Parquet table
+#: with a pixel index, in zstd-compressed pages of at least two images, unless a
+#: chunk codec is chosen explicitly: zstd decodes a 4 KiB frame at about half
+#: its speed on large ones (each frame builds its own entropy tables), so
+#: per-chunk frames of small crops scan slower than a zarr array of many crops
+#: per chunk (measured in ``benchmarks/bench_tables.py``; see docs/concepts/layouts.md).
+PAGE_CHUNK_BYTES = 16 << 10
+#: ... and in a Vortex table, raw in its compressed column (Vortex's default
+#: encodings compress raw crops larger than this less than zstd frames do).
+VORTEX_RAW_CHUNK_BYTES = 2048
 #: Images per batch on the per-image (general) path.
 BATCH_IMAGES = 4096
 
@@ -368,12 +374,13 @@ def _slice_opt(value: Any, lo: int, hi: int) -> Any:
 
 
 def _encode_stack_batches(
-    stack: np.ndarray, encode: dict[str, Any], *, pages_ok: bool = False, start: int = 0
+    stack: np.ndarray, encode: dict[str, Any], *, raw_below: int = 0, start: int = 0
 ) -> Iterator[pa.StructArray]:
     """Records of an ``(N, ...)`` stack, batch by batch (vectorised when the layout allows).
 
     ``start`` numbers the default ids (``img-<start + i>``) of a stack that
-    continues an earlier one.
+    continues an earlier one. Chunks under ``raw_below`` bytes are stored raw
+    when no chunk codec is chosen (the table compresses them across records).
     """
     n = int(stack.shape[0])
     opts = dict(encode)
@@ -386,12 +393,12 @@ def _encode_stack_batches(
         opts.pop("chunk_compression", UNSET),
         opts.pop("chunk_compression_level", UNSET),
     )
-    if not chosen and pages_ok and stack.ndim >= 3:
-        # Tiny chunks: zstd's fixed cost per frame outweighs per-chunk frames;
-        # raw chunks in Parquet-compressed pages are smaller and faster (measured
-        # in benchmarks/bench_tables.py; docs/concepts/layouts.md).
+    if not chosen and raw_below and stack.ndim >= 3:
+        # Small chunks: zstd's cost per frame outweighs per-chunk frames; raw
+        # chunks compressed by the table across records are faster to write and
+        # to scan (measured in benchmarks/bench_tables.py; docs/concepts/layouts.md).
         six = to_tczyx(stack[:1], dim_order, stacked=True)
-        if int(np.prod(six.shape[3:])) * stack.dtype.itemsize < SMALL_CHUNK_BYTES:
+        if int(np.prod(six.shape[3:])) * stack.dtype.itemsize < raw_below:
             comp, level = None, None
     ids, names = opts.pop("image_ids", None), opts.pop("names", None)
     check_labels("image_ids", ids, n)
@@ -430,7 +437,7 @@ def _uniform(images: Sequence[np.ndarray]) -> bool:
 
 
 def _encode_uniform_list_batches(
-    images: Sequence[np.ndarray], encode: dict[str, Any], *, pages_ok: bool = False
+    images: Sequence[np.ndarray], encode: dict[str, Any], *, raw_below: int = 0
 ) -> Iterator[pa.StructArray]:
     """Records of a list of same-shape arrays: stacked a bounded batch at a time, then
     encoded like a stack (one copy per batch instead of Python work per image)."""
@@ -447,7 +454,7 @@ def _encode_uniform_list_batches(
             part_opts["image_ids"] = ids[lo:hi]
         if names is not None:
             part_opts["names"] = names[lo:hi]
-        yield from _encode_stack_batches(np.stack(images[lo:hi]), part_opts, pages_ok=pages_ok, start=lo)
+        yield from _encode_stack_batches(np.stack(images[lo:hi]), part_opts, raw_below=raw_below, start=lo)
 
 
 def _encode_list_batches(images: Sequence[np.ndarray], encode: dict[str, Any]) -> Iterator[pa.StructArray]:
@@ -476,7 +483,7 @@ def _is_array_list(images: Any) -> bool:
 
 
 def _record_batches(
-    images: Any, encode: dict[str, Any], *, pages_ok: bool = False
+    images: Any, encode: dict[str, Any], *, raw_below: int = 0
 ) -> Iterator[tuple[Any, Any, bool]]:
     """``(records, columns_or_None, encoded_here)`` triples from any accepted ``images`` input."""
     if isinstance(images, pa.Table):
@@ -484,10 +491,10 @@ def _record_batches(
             raise TypeError(f"encoding options {sorted(encode)} apply to numpy images only")
         yield images, None, False
     elif isinstance(images, np.ndarray):
-        for arr in _encode_stack_batches(images, encode, pages_ok=pages_ok):
+        for arr in _encode_stack_batches(images, encode, raw_below=raw_below):
             yield arr, None, True
     elif _is_array_list(images) and _uniform(images):
-        for arr in _encode_uniform_list_batches(images, encode, pages_ok=pages_ok):
+        for arr in _encode_uniform_list_batches(images, encode, raw_below=raw_below):
             yield arr, None, True
     elif _is_array_list(images):
         for arr in _encode_list_batches(images, dict(encode)):
@@ -517,7 +524,7 @@ def _record_batches(
                 if size != extra.num_rows:
                     raise ValueError(f"batch {i}: its columns have {extra.num_rows} rows but it holds {size} images")
             at = 0
-            for arr, _, here in _record_batches(imgs, encode, pages_ok=pages_ok):
+            for arr, _, here in _record_batches(imgs, encode, raw_below=raw_below):
                 # A large batch is encoded in several parts: each gets its own rows of the columns.
                 n = arr.num_rows if isinstance(arr, pa.Table) else len(arr)
                 yield arr, None if extra is None else extra.slice(at, n), here
@@ -552,7 +559,7 @@ def _numbered_batches(
     columns: Mapping[str, Any] | pa.Table | None,
     encode: dict[str, Any],
     *,
-    pages_ok: bool = False,
+    raw_below: int = 0,
 ) -> Iterator[pa.Table]:
     """Tables of records plus their user columns, batch by batch.
 
@@ -567,7 +574,7 @@ def _numbered_batches(
         if total != extra.num_rows:
             raise ValueError(f"extra columns have {extra.num_rows} rows but there are {total} images")
     pos = 0
-    for recs, cols, encoded_here in _record_batches(images, encode, pages_ok=pages_ok):
+    for recs, cols, encoded_here in _record_batches(images, encode, raw_below=raw_below):
         table = recs if isinstance(recs, pa.Table) else pa.table({column_name: recs})
         if streaming and encoded_here and defaults:
             table = _renumber(table, column_name, pos, defaults)
@@ -640,13 +647,15 @@ def write_table(
         Numpy images are encoded with ``**encode``, the keyword arguments of
         :func:`records_from_arrays`; pick the chunk codec with
         ``chunk_compression=`` (``compression`` here is the Parquet codec).
-        Without one, chunks of a stack are zstd frames, except tiny chunks
-        (under :data:`SMALL_CHUNK_BYTES`, e.g. 16×16 uint8 crops), which are
-        stored raw in zstd-compressed Parquet pages (in Vortex: raw, in its
-        compressed column): smaller, faster to write and to scan (measured;
-        see docs/concepts/layouts.md). Pages hold 8 KiB of them, 4 KiB when
+        Without one, chunks of a stack are zstd frames, except small chunks
+        (under :data:`PAGE_CHUNK_BYTES` in Parquet, e.g. 64×64 uint16 or
+        16×16 uint8 crops), which are stored raw in zstd-compressed Parquet
+        pages: faster to write and to scan (measured; see
+        docs/concepts/layouts.md). Pages hold 8 KiB of them (4 KiB when
         ``images`` is a stack or records too large to be kept decoded for
-        random takes (over 256 MiB of pixels: ``KEPT_TABLE_BYTES``).
+        random takes: over 256 MiB of pixels, ``KEPT_TABLE_BYTES``), and at
+        least two images. In Vortex, chunks under :data:`VORTEX_RAW_CHUNK_BYTES`
+        are stored raw, in its compressed column.
     columns
         Extra columns (plate, well, cell id, features ...) as a mapping of
         equal-length sequences or a table with one row per image.
@@ -695,17 +704,16 @@ def write_table(
             pixel_index=pixel_index, **encode,
         ))
         return url
-    # Tiny chunks of a stack are stored raw when the table compresses them
+    # Small chunks of a stack are stored raw when the table compresses them
     # across records: Parquet with zstd pages and a pixel index, or Vortex,
-    # whose own encodings compress the column (see SMALL_CHUNK_BYTES).
+    # whose own encodings compress the column (see PAGE_CHUNK_BYTES).
     fmt = detect_format(path, format)
     codec = pqio.parquet_codec(compression)
-    pages_ok = fmt == "vortex" or (
-        pixel_index and codec is not None and str(codec).lower() == "zstd" and fmt == "parquet"
-    )
+    pages = pixel_index and codec is not None and str(codec).lower() == "zstd" and fmt == "parquet"
+    raw_below = VORTEX_RAW_CHUNK_BYTES if fmt == "vortex" else PAGE_CHUNK_BYTES if pages else 0
     return write_record_batches(
         path,
-        _numbered_batches(images, column_name, columns, encode, pages_ok=pages_ok),
+        _numbered_batches(images, column_name, columns, encode, raw_below=raw_below),
         column_name=column_name,
         format=format,
         compression=compression,
