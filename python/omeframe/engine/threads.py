@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
+from omeframe.model.checks import is_integer
 from omeframe.storage import crc as _crc
 
 T = TypeVar("T")
@@ -35,9 +36,9 @@ def set_num_threads(n: int) -> None:
         Number of threads. ``1`` makes every read and write single-threaded.
     """
     global _chosen
-    if not isinstance(n, int) or n < 1:
+    if not is_integer(n) or n < 1:
         raise ValueError(f"set_num_threads expects an integer >= 1, got {n!r}")
-    _set(n)
+    _set(int(n))
     _chosen = True
 
 

@@ -141,6 +141,12 @@ def _write_source(obj: object, dim_order: str | None) -> LazySource | ImageInput
     """What the writer reads for one of :func:`write_dataset`'s images."""
     if isinstance(obj, ImageInput):
         return obj
+    if isinstance(obj, Mapping) and "pixels_meta" not in obj:
+        raise TypeError(
+            f"a dict is read as one OME-Arrow record (record.as_py()), but this one has no 'pixels_meta' "
+            f"(keys {sorted(map(str, obj))[:5]}); to write images under ids, pass a list and "
+            "image_ids=: write_dataset(list(d.values()), path, image_ids=list(d))"
+        )
     if not isinstance(obj, (str, os.PathLike)):
         try:
             # dim_order names the axes of arrays; other images carry their own (documented in write_dataset)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["check_columns"]
+__all__ = ["check_column_name", "check_columns"]
 
 
 def check_columns(columns: Sequence[str] | None, names: Sequence[str], where: str) -> list[str] | None:
@@ -49,3 +49,29 @@ def check_columns(columns: Sequence[str] | None, names: Sequence[str], where: st
     if len(set(wanted)) != len(wanted):
         raise ValueError(f"columns names a column twice: {wanted}")
     return wanted
+
+
+def check_column_name(name: object, argument: str = "column_name", *, optional: bool = False) -> None:
+    """Refuse a column name that is not a non-empty string (``None`` too, when ``optional``).
+
+    Raises
+    ------
+    TypeError
+        For anything but a string (a number, a list ...).
+    ValueError
+        For the empty string.
+
+    Example
+    -------
+    >>> check_column_name("image")
+    >>> check_column_name(5)
+    Traceback (most recent call last):
+    ...
+    TypeError: column_name must be the name of a column (a string), got 5
+    """
+    if name is None and optional:
+        return
+    if not isinstance(name, str):
+        raise TypeError(f"{argument} must be the name of a column (a string), got {name!r}")
+    if not name:
+        raise ValueError(f"{argument} must not be empty")

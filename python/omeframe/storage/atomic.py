@@ -115,9 +115,18 @@ def atomic_path(path: str | os.PathLike[str], *, durable: bool = True, sweep: bo
     a later write can recognise: with ``sweep``, the temporaries of earlier
     writes of the same ``path`` whose process is gone are removed first (see
     :func:`sweep_stale_temps`).
+
+    Raises
+    ------
+    IsADirectoryError
+        When ``path`` is a directory (nothing is written).
+    FileNotFoundError
+        When its directory does not exist.
     """
     target = Path(path)
     parent = target.parent
+    if target.is_dir():
+        raise IsADirectoryError(f"cannot write {str(target)!r}: it is a directory; name a file inside it")
     if not parent.exists():
         raise FileNotFoundError(
             f"cannot write {str(target)!r}: its directory {str(parent)!r} does not "

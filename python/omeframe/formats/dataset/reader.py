@@ -378,6 +378,12 @@ class DatasetReader:
                     f"{' ...' if len(ids) > 5 else ''})"
                 )
             image_id = ids[0]
+        if is_integer(image_id):  # ids given as integers are stored as their strings
+            image_id = str(image_id)
+        if not isinstance(image_id, str):
+            raise TypeError(f"image_id must be a string (one of {self.image_ids[:5]}), got {image_id!r}")
+        if not is_integer(level):
+            raise TypeError(f"level must be an integer (0 = full resolution), got {level!r}")
         try:
             return self._entries[(image_id, int(level))]
         except KeyError:

@@ -9,7 +9,7 @@ preallocated output.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -454,6 +454,11 @@ def to_numpy_batch(
         parts = records.chunks
     elif isinstance(records, pa.Array):
         parts = [records]
+    elif isinstance(records, (str, bytes, dict)) or not isinstance(records, Iterable):
+        raise TypeError(
+            "records must be OME-Arrow records: a StructArray or ChunkedArray (e.g. table['ome_arrow']) "
+            f"or a sequence of records, got {type(records).__name__}"
+        )
     else:
         return [to_numpy(r, dtype=dtype, strict=strict, clamp=clamp) for r in records]
     result: list[np.ndarray] = []

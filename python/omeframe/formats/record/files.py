@@ -27,7 +27,7 @@ from omeframe.model.arrow import (
     OME_ARROW_TAG_VERSION,
     field_type,
 )
-from omeframe.model.columns import check_columns
+from omeframe.model.columns import check_column_name, check_columns
 from omeframe.model.errors import CorruptFileError, NoOmeArrowColumnError, SchemaError, reraise_access_error
 from omeframe.model.record import as_record_scalar, looks_like_record_type
 from omeframe.storage import parquet as pqio
@@ -121,6 +121,7 @@ def find_record_column(schema: pa.Schema, column_name: str | None, *, source: st
     SchemaError
         When the named column exists but is not an OME-Arrow struct.
     """
+    check_column_name(column_name, optional=True)
     names = schema.names
     if column_name is not None and column_name in names:
         t = schema.field(column_name).type

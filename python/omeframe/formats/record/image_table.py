@@ -52,7 +52,7 @@ from omeframe.formats.record.stack import (
 from omeframe.formats.record.vortex_pixels import take_vortex_stack
 from omeframe.formats.record.vortex_splits import split_bounds, take_from_splits
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
-from omeframe.model.columns import check_columns
+from omeframe.model.columns import check_column_name, check_columns
 from omeframe.model.dtypes import output_dtype, to_numpy_dtype
 from omeframe.model.errors import CorruptFileError, FileChangedError, RowIndexError, reraise_access_error
 from omeframe.storage.files import file_key, file_version
@@ -189,6 +189,7 @@ class ImageTable:
         use_index: bool = True,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
+        check_column_name(column, "column", optional=True)
         self._column_arg = column
         self._use_index = use_index
         self._storage_options = dict(storage_options or {})
@@ -778,6 +779,9 @@ class ImageTable:
         dtype = None if dtype is None else output_dtype(dtype)  # DtypeError for a name numpy does not know
         n = len(self)
         idx = np.arange(n, dtype=np.int64) if rows is None else normalize_rows(rows, n, repr(self._path))
+        if not len(idx) and n and not self._has_index:  # no rows: an empty stack of the images' shape (row 0's)
+            first = self.to_numpy([0], dims=dims, dtype=dtype)
+            return np.empty((0, *first.shape[1:]), dtype=first.dtype)
         if self._has_index:
             if rows is not None and self._mapped_key is not None:
                 # a sparse take from a small table: rows of decoded blocks kept in the shared cache

@@ -43,6 +43,7 @@ from omeframe.formats.record.writer import write_record_batches
 from omeframe.formats.vortex.file import BLOCK_ROWS as VORTEX_BLOCK_ROWS
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME, OME_ARROW_KNOWN_STRUCTS
 from omeframe.model.checks import is_integer
+from omeframe.model.columns import check_column_name
 from omeframe.model.dims import default_dim_order, to_tczyx
 from omeframe.model.errors import CorruptFileError, RowIndexError, SchemaError
 from omeframe.model.header import ImageHeader, check_labels
@@ -109,6 +110,7 @@ def to_ome_parquet(
     compression=...)``). ``inline_chunk_compression[_level]`` with another
     encoding than ``"bytes"`` would do nothing and raise ``ValueError``.
     """
+    check_column_name(column_name)
     check_storage_options(storage_options, out_path)
     if parse_location(out_path) is not None:
         return write_remote(os.fspath(out_path), storage_options, lambda p: to_ome_parquet(
@@ -149,6 +151,7 @@ def to_ome_vortex(
     file_metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Write one record to a Vortex file (one row, one struct column), atomically."""
+    check_column_name(column_name)
     write_record_table(
         _single_record_table(data, column_name),
         out_path,
@@ -299,6 +302,10 @@ def records_from_arrays(
     ``compression[_level]``; through :func:`write_table`, whose own
     ``compression`` is the Parquet codec, they are the way to pick the chunk codec.
     """
+    if isinstance(images, (str, bytes)) or not isinstance(images, (np.ndarray, Sequence)):
+        raise TypeError(
+            f"images must be a numpy stack (N, ...) or a sequence of numpy arrays, got {type(images).__name__}"
+        )
     check_physical_sizes(
         {"physical_size_x": physical_size_x, "physical_size_y": physical_size_y, "physical_size_z": physical_size_z},
         physical_size_unit,
@@ -499,6 +506,8 @@ def _record_batches(
     elif _is_array_list(images):
         for arr in _encode_list_batches(images, dict(encode)):
             yield arr, None, True
+    elif isinstance(images, Sequence) and not isinstance(images, (str, bytes)) and not len(images):
+        raise ValueError("no images to write: the list is empty; pass at least one image")
     elif isinstance(images, (pa.StructArray, pa.ChunkedArray, pa.StructScalar, Sequence)):
         if encode:
             raise TypeError(
@@ -695,6 +704,7 @@ def write_table(
     >>> of.write_table(path, crops, dim_order="CYX", columns={"area": np.arange(100)}).name
     'cells.parquet'
     """
+    check_column_name(column_name)
     check_storage_options(storage_options, path)
     if parse_location(path) is not None:
         url = os.fspath(path)

@@ -32,6 +32,7 @@ from omeframe.formats.record.kept_blocks import WHOLE_TABLE_SHARE
 from omeframe.formats.record.pixel_index import INDEX_KEY, INDEX_VERSION, IndexBuilder, append_index
 from omeframe.formats.vortex.file import write_vortex_stream
 from omeframe.model.checks import is_integer
+from omeframe.model.columns import check_column_name
 from omeframe.model.errors import SchemaError
 from omeframe.model.record import looks_like_record_type
 from omeframe.storage import parquet as pqio
@@ -157,6 +158,7 @@ def write_record_batches(
         tiny chunks of a table larger than :data:`KEPT_TABLE_BYTES` go into
         smaller Parquet pages (:func:`raw_page_bytes`). ``None``: unknown.
     """
+    check_column_name(column_name)
     fmt = detect_format(path, format)
     if expected_rows is not None and expected_rows < 0:
         raise ValueError(f"expected_rows must be >= 0 or None, got {expected_rows}")

@@ -78,6 +78,7 @@ from omeframe.formats.tiff.omexml import (
     parse_datetime,
     parse_ome_xml,
 )
+from omeframe.model.checks import is_integer
 from omeframe.model.errors import (
     CorruptFileError,
     OmeframeError,
@@ -955,6 +956,9 @@ def open_tiff_source(
     TiffSource
         Holds the file open; close it with ``close()`` or a ``with`` block.
     """
+    for name, value in (("series", series), ("level", level)):
+        if not is_integer(value):
+            raise TypeError(f"{name} must be an integer (counted from 0), got {value!r}")
     remote = open_remote_file(path, storage_options)
     if remote is not None:
         p = Path(remote.url.split("://", 1)[1])

@@ -58,10 +58,10 @@ def _as_source(data: Any) -> LazySource:
 
 def _levels(src: LazySource, n: int, factor: int) -> list[LazySource]:
     """``n`` levels (fewer when the image gets too small): native levels when their shapes match."""
-    if n < 1:
-        raise ValueError(f"pyramid_levels must be >= 1, got {n}")
-    if factor < 2:
-        raise ValueError(f"downscale must be an integer >= 2, got {factor}")
+    if not is_integer(n) or n < 1:
+        raise ValueError(f"pyramid_levels must be an integer >= 1, got {n!r}")
+    if not is_integer(factor) or factor < 2:
+        raise ValueError(f"downscale must be an integer >= 2, got {factor!r}")
     native = src.levels()
     out = [src]
     method = "nearest" if (src.header().image_type or "") == "label" else "mean"
@@ -296,7 +296,7 @@ def _write(
         )
     if out_dtype.kind == "b":
         out_dtype = np.dtype(np.uint8)  # OME 'bit' pages are bilevel; store 0/1 bytes instead
-    levels = _levels(src, int(pyramid_levels), int(downscale))
+    levels = _levels(src, pyramid_levels, downscale)
     st, sc, sz, sy, sx = src.shape
     if tile is None:
         tile = (256, 256) if max(sy, sx) > 512 else None
