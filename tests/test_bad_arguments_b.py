@@ -133,3 +133,20 @@ def test_thread_counts_are_integers_not_booleans():
     assert threads.num_threads() == before
     of.set_num_threads(np.int64(before))
     assert threads.num_threads() == before and isinstance(threads.num_threads(), int)
+
+
+@pytest.mark.parametrize(("kw", "error", "msg"), [
+    ({"size": 1.5}, TypeError, "size must be an integer or a tuple of integers"),
+    ({"size": (8, 8.5)}, TypeError, "size must be an integer or a tuple of integers"),
+    ({"size": True}, TypeError, "size must be an integer or a tuple of integers"),
+    ({"pad": 1.5}, ValueError, "pad must be an integer >= 0"),
+    ({"pad": -1}, ValueError, "pad must be an integer >= 0"),
+    ({"column_name": 5}, TypeError, "column_name must be the name of a column"),
+])
+def test_crops_by_object_take_integer_sizes_and_a_column_name(kw, error, msg):
+    img = np.zeros((64, 64), np.uint16)
+    lab = np.zeros((64, 64), np.int32)
+    lab[10:20, 10:20] = 1
+    with pytest.raises(error, match=msg):
+        of.crop_objects(img, of.shapes_from_labels(lab), **kw)
+    assert of.crop_objects(img, of.shapes_from_labels(lab), size=(8, np.int64(8)), pad=np.int32(1)).num_rows == 1

@@ -30,6 +30,8 @@ from omeframe.engine.source import LazySource
 from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.formats.record.tables import records_from_arrays
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME, OME_ARROW_BYTE_STRUCT
+from omeframe.model.checks import is_integer
+from omeframe.model.columns import check_column_name
 from omeframe.model.errors import ShapeValidationError
 from omeframe.registry import open_source
 from omeframe.shapes.io import read_shapes
@@ -110,7 +112,12 @@ def _coord_matrix(coords: pa.Array, dims: int) -> np.ndarray:
 
 
 def _size3(size: int | Sequence[int], spatial: int) -> np.ndarray:
-    vals = [int(size)] * spatial if isinstance(size, (int, np.integer)) else [int(v) for v in size]
+    if is_integer(size):
+        vals = [int(size)] * spatial  # type: ignore[arg-type]
+    elif isinstance(size, Sequence) and not isinstance(size, str) and all(is_integer(v) for v in size):
+        vals = [int(v) for v in size]
+    else:
+        raise TypeError(f"size must be an integer or a tuple of integers ((Y, X) or (Z, Y, X)), got {size!r}")
     if len(vals) not in (2, 3) or (len(vals) == 3 and spatial == 2):
         raise ValueError(
             f"size must be an int, a (Y, X) pair or, for shapes with a z axis, a (Z, Y, X) triple; got {size!r}"
@@ -343,8 +350,9 @@ def crop_objects(
     """
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
-    if int(pad) < 0:
-        raise ValueError(f"pad must be >= 0, got {pad}")
+    check_column_name(column_name)
+    if not is_integer(pad) or pad < 0:
+        raise ValueError(f"pad must be an integer >= 0 (pixels), got {pad!r}")
     if labels is not None and not masks:
         raise ValueError("labels= are the label images of masks; pass masks=True too, or drop labels=")
     pad = int(pad)

@@ -64,9 +64,10 @@ __all__ = [
 
 #: File metadata key marking a table that carries a pixel index (value: index version).
 INDEX_KEY = b"omeframe.pixel_index"
-#: Version 2 stores rising integer arrays (page offsets) as differences and every
-#: integer array in its smallest type: 0.9 instead of 1.4 MB for the 100,000 pages
-#: of 100,000 crops 3×64×64. Version 1 indexes are still read.
+#: Version 2 stores every integer array in its smallest type, as its values or as
+#: differences (page numbers and offsets rise), whichever compresses smaller, and
+#: page offsets relative to their page bodies: 0.74 instead of 1.41 MB for the
+#: 100,000 pages of 100,000 crops 3×64×64. Version 1 indexes are still read.
 INDEX_VERSION = "2"
 READABLE_VERSIONS = frozenset({"1", "2"})
 _MAGIC = b"OFPXIDX1"
@@ -550,14 +551,13 @@ def read_page_values(
     cum = np.zeros(len(used) + 1, dtype=np.int64)
     np.cumsum(raw, out=cum[1:])
     # A scan: blocks of at most DECODE_BLOCK_BYTES, each checked, decoded and placed by
-    # one thread of the pool while in cache. A take of at most one block per thread:
-    # one share per thread, decoded while one thread checks every page's CRC (a loop
-    # that holds the GIL, so it runs on one thread, beside decoders that release it).
+    # one thread of the pool while in cache. A take within one block: one share per
+    # thread, decoded while one thread checks every page's CRC (a loop that holds the
+    # GIL, so it runs on one thread, beside decoders that release it).
     block_bytes = DECODE_BLOCK_BYTES
-    threads = _threads.num_threads()
-    split = int(cum[-1]) <= threads * block_bytes and len(used) > 8 and _threads.can_parallelize()
+    split = int(cum[-1]) <= block_bytes and len(used) > 8 and _threads.can_parallelize()
     if split:
-        block_bytes = -(-int(cum[-1]) // threads)
+        block_bytes = -(-int(cum[-1]) // _threads.num_threads())
     cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), block_bytes), side="right") - 1
     bounds = np.unique(np.concatenate([[0], cuts, [len(used)]]))
 
