@@ -30,6 +30,7 @@ __all__ = [
     "decode_frames",
     "frame_rows_for",
     "binary_offsets",
+    "zstd_decompressor",
     "pack_large_binary",
     "resolve_codec",
     "check_level",
@@ -89,7 +90,7 @@ def _usable(name: str) -> bool:
 _tls = threading.local()
 
 
-def _zstd_d() -> Any:
+def zstd_decompressor() -> Any:
     """This thread's reusable zstd decompression context (``zstandard``), or ``None``."""
     d = getattr(_tls, "zd", False)
     if d is False:
@@ -369,7 +370,7 @@ def _decompress_bounded(payload: Any, name: str, nbytes: int, label: str) -> Any
     say how many bytes they really produced are read as streams.
     """
     if name == "zstd":
-        zd = _zstd_d()
+        zd = zstd_decompressor()
         if zd is not None:
             return _zstd_bounded(zd, payload, nbytes, label)
     if name == "snappy":
@@ -450,7 +451,7 @@ def decode_frames(
         When a frame does not decode (damaged bytes, checksum mismatch) or the
         frames do not hold ``count`` values.
     """
-    zd = _zstd_d()
+    zd = zstd_decompressor()
     if zd is None or len(frame_lengths) == 0:  # pragma: no cover - zstandard is a dependency
         return decode_payload(payload, "zstd", dtype, count, label=label)
     mv = memoryview(payload).cast("B")

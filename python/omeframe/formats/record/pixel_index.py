@@ -42,6 +42,7 @@ from omeframe.formats.record.stack import (
     DECODE_BLOCK_BYTES,
     DECODE_CALL_BYTES,
     FrameError,
+    byte_runs,
     decode_frames_into,
     uniform_layout,
 )
@@ -558,8 +559,7 @@ def read_page_values(
     split = int(cum[-1]) <= block_bytes and len(used) > 8 and _threads.can_parallelize()
     if split:
         block_bytes = -(-int(cum[-1]) // _threads.num_threads())
-    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), block_bytes), side="right") - 1
-    bounds = np.unique(np.concatenate([[0], cuts, [len(used)]]))
+    bounds = byte_runs(cum, block_bytes)
 
     def place(v0: int, v1: int) -> None:
         """Decode pages ``used[v0:v1]`` and place the values asked for."""
@@ -586,13 +586,12 @@ def read_page_values(
         if b < 0:
             _check_pages(mm, pages, used, what)
             return
-        u0, u1 = int(bounds[b]), int(bounds[b + 1])
+        u0, u1 = bounds[b], bounds[b + 1]
         if not split:
             _check_pages(mm, pages, used[u0:u1], what)
         # Runs of pages of about DECODE_CALL_BYTES: the decoded pages stay small and in cache
         # (and in reused heap memory) until their values are placed.
-        subs = np.searchsorted(cum[u0 : u1 + 1], np.arange(cum[u0], cum[u1], DECODE_CALL_BYTES), side="right") - 1
-        runs = np.unique(np.append(subs, u1 - u0)).tolist()
+        runs = byte_runs(cum[u0 : u1 + 1] - cum[u0], DECODE_CALL_BYTES)
         for v0, v1 in zip(runs[:-1], runs[1:], strict=True):
             place(u0 + v0, u0 + v1)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,14 +22,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from omeframe.engine import threads as _threads
-from omeframe.engine.codec import binary_offsets
+from omeframe.engine.codec import binary_offsets, zstd_decompressor
 from omeframe.formats.record.decode import _flat_struct, to_numpy_batch
 from omeframe.model.dims import CANONICAL
 from omeframe.model.dtypes import output_dtype, to_numpy_dtype
 from omeframe.model.errors import PixelPayloadError, SchemaError
 
 __all__ = [
-    "to_numpy_stack", "stack_dims", "decode_payloads", "decode_zstd_into", "decode_frames_into", "scatter_chunks",
+    "to_numpy_stack", "stack_dims", "decode_payloads", "decode_zstd_into", "decode_frames_into", "byte_runs",
+    "scatter_chunks",
     "UniformLayout",
 ]
 
@@ -102,8 +102,7 @@ def decode_zstd_into(
     # parallel too, and zstd's own output buffers stay small.
     # A take smaller than one block still uses every thread: at least MIN_BLOCK_BYTES each.
     per = min(DECODE_BLOCK_BYTES, max(MIN_BLOCK_BYTES, -(-int(cum[-1]) // _threads.num_threads())))
-    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), per), side="right") - 1
-    bounds = np.unique(np.append(cuts, n))
+    bounds = byte_runs(cum, per)
 
     def block(b: int) -> None:
         lo, hi = int(bounds[b]), int(bounds[b + 1])
@@ -126,7 +125,6 @@ MIN_BLOCK_BYTES = 256 << 10
 #: instead of 0.8 s) (measured).
 DECODE_CALL_BYTES = 1 << 20
 
-_local = threading.local()
 
 
 class FrameError(Exception):
@@ -137,14 +135,20 @@ class FrameError(Exception):
         self.index = index
 
 
-def _decompressor() -> Any:
-    """This thread's reusable ``zstandard.ZstdDecompressor`` (one decoding context per thread)."""
-    d = getattr(_local, "zstd", None)
-    if d is None:
-        import zstandard
+def byte_runs(cum: np.ndarray, limit: int) -> list[int]:
+    """Bounds of runs of consecutive items of about ``limit`` bytes (at least one item each).
 
-        d = _local.zstd = zstandard.ZstdDecompressor()
-    return d
+    ``cum`` holds the items' cumulative sizes from 0 (``n + 1`` values); a run
+    starts at each item holding a multiple of ``limit``. Returns ``[0, ..., n]``.
+
+    Example
+    -------
+    >>> byte_runs(np.array([0, 4, 8, 12, 16]), 8)
+    [0, 2, 4]
+    """
+    n = len(cum) - 1
+    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), max(1, limit)), side="right") - 1
+    return np.unique(np.concatenate([[0], cuts, [n]])).astype(int).tolist()
 
 
 def decode_frames_into(flat: np.ndarray, data: Any, starts: np.ndarray, lengths: np.ndarray, sizes: np.ndarray) -> None:
@@ -164,13 +168,12 @@ def decode_frames_into(flat: np.ndarray, data: Any, starts: np.ndarray, lengths:
     sizes = np.asarray(sizes, dtype=np.int64)
     cum = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=cum[1:])
-    cuts = np.searchsorted(cum, np.arange(0, int(cum[-1]), DECODE_CALL_BYTES), side="right") - 1
-    bounds = np.unique(np.append(cuts, len(sizes))).tolist()
+    bounds = byte_runs(cum, DECODE_CALL_BYTES)
     seg = np.empty((len(sizes), 2), dtype=np.uint64)
     seg[:, 0] = starts
     seg[:, 1] = lengths
     want = sizes.astype(np.uint64)
-    d = _decompressor()
+    d = zstd_decompressor()
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         try:
             decoded = d.multi_decompress_to_buffer(
