@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from omeframe.engine import threads as _threads
-from omeframe.engine.codec import binary_offsets
+from omeframe.engine.codec import binary_offsets, thread_scratch
 from omeframe.formats.record.decode import _flat_struct
 from omeframe.formats.record.stack import (
     DECODE_BLOCK_BYTES,
@@ -622,10 +622,14 @@ def _check_pages(mm: Any, pages: ValuePages, used: np.ndarray, what: str) -> Non
 
 
 def _decode_pages(mm: Any, pages: ValuePages, used: np.ndarray, raw: np.ndarray, what: str) -> np.ndarray:
-    """The values of pages ``used`` back to back (``raw[i]`` bytes each), their CRCs not checked."""
+    """The values of pages ``used`` back to back (``raw[i]`` bytes each), their CRCs not checked.
+
+    The values are in this thread's scratch buffer (:func:`thread_scratch`):
+    valid until the thread decodes its next pages.
+    """
     assert pages.values_stored is not None
     stored = pages.values_stored[used]
-    buf = np.empty(int(raw.sum()), dtype=np.uint8)
+    buf = thread_scratch(int(raw.sum()))
     at = np.zeros(len(used) + 1, dtype=np.int64)
     np.cumsum(raw, out=at[1:])
     packed = np.flatnonzero(stored >= 0)  # pages whose values are zstd frames (the writer may keep some raw)
