@@ -78,6 +78,7 @@ class Faults:
     """Faults the proxy injects into the next requests (each entry is used once)."""
 
     latency: float = 0.0
+    ignore_if_match: bool = False  # forward requests without If-Match, as a server or cache that ignores it
     queue: list[tuple[str, Any]] = field(default_factory=list)
     match: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -101,6 +102,7 @@ class Faults:
         with self.lock:
             self.queue.clear()
             self.latency = 0.0
+            self.ignore_if_match = False
 
     def take(self, path: str) -> tuple[str, int] | None:
         with self.lock:
@@ -152,7 +154,8 @@ class _Proxy(BaseHTTPRequestHandler):
                 self.wfile.write(msg)
             return
         conn = http.client.HTTPConnection("127.0.0.1", srv.upstream_port, timeout=30)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        dropped = HOP | ({"if-match"} if srv.faults.ignore_if_match else set())
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
         if body or self.command in ("PUT", "POST"):
             headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
             headers["Content-Length"] = str(len(body))

@@ -92,12 +92,15 @@ def _writer_and_reader(bucket, client, fmt, monkeypatch):  # type: ignore[no-unt
     """``(write(crops, area), read_url, read_options, conditional)`` for one read client of a held-open table.
 
     ``s3 obstore`` and ``s3 s3fs`` read the S3 server through either client, ``http`` reads the same
-    objects as public HTTP resources (If-Match on a strong ETag), ``memory`` is fsspec's in-memory
-    store, which has no conditional GET (its reads are checked by a HEAD after each batch).
+    objects as public HTTP resources (If-Match on a strong ETag), ``http ignoring If-Match`` through
+    a proxy that drops the header (the probe finds that out: reads are checked by a HEAD after each
+    batch), ``memory`` is fsspec's in-memory store, which has no conditional GET (HEAD checks too).
     """
-    from omeframe.storage import obstore_reads
+    from omeframe.storage import obstore_reads, remote
 
     url, opts, server = bucket
+    monkeypatch.setattr(remote, "_IF_MATCH_HONOURED", {})  # learnt afresh for this test's server
+    monkeypatch.setattr(server.faults, "ignore_if_match", client == "http ignoring If-Match")
     monkeypatch.setenv(obstore_reads.CLIENT_ENV, "fsspec" if client == "s3 s3fs" else "auto")
     obstore_reads._CACHE.clear()
     if client == "memory":
@@ -110,17 +113,17 @@ def _writer_and_reader(bucket, client, fmt, monkeypatch):  # type: ignore[no-unt
 
     def write_s3(crops, area):  # type: ignore[no-untyped-def]
         omeframe.write_table(path, crops, dim_order="CYX", columns={"area": area}, storage_options=opts)
-        if client == "http":
+        if client.startswith("http"):
             import boto3
 
             boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1").put_object_acl(
                 Bucket=url[5:], Key=f"held.{fmt}", ACL="public-read")
-    if client == "http":
+    if client.startswith("http"):
         return write_s3, f"{server.endpoint}/{url[5:]}/held.{fmt}", {}
     return write_s3, path, opts
 
 
-@pytest.mark.parametrize("client", ["s3 obstore", "s3 s3fs", "http", "memory"])
+@pytest.mark.parametrize("client", ["s3 obstore", "s3 s3fs", "http", "http ignoring If-Match", "memory"])
 @pytest.mark.parametrize("fmt", ["parquet", "vortex"])
 def test_a_table_held_open_while_its_object_is_overwritten_never_reads_the_new_object(  # type: ignore[no-untyped-def]
         bucket, fmt, client, monkeypatch, default_cache) -> None:
@@ -146,6 +149,10 @@ def test_a_table_held_open_while_its_object_is_overwritten_never_reads_the_new_o
     np.testing.assert_array_equal(t.to_numpy([0, 5]), old[[0, 5]])  # read before: the old version's
     again = omeframe.open_table(path, storage_options=opts)
     np.testing.assert_array_equal(again.to_numpy([9000, 17000]), new[[9000, 17000]])
+    if client.startswith("http"):  # what the one probe learnt of the server
+        from omeframe.storage import remote
+
+        assert remote._IF_MATCH_HONOURED == {bucket[2].endpoint: client == "http"}
 
 
 def test_an_earlier_request_failure_is_not_blamed_for_a_damaged_vortex_object(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -21,10 +21,14 @@ Reads cost round trips, not bytes:
   object: it raises :class:`~omeframe.model.errors.FileChangedError`. On
   ``s3://`` (obstore or s3fs) and ``http(s)://`` with a strong ETag, range
   GETs are conditional on the ETag seen at open (``If-Match``; the store
-  answers 412 once the object changed). Elsewhere (``gs://``, ``az://``,
-  ``memory://``, servers without a strong ETag) each batch of range reads
-  is followed by one HEAD request comparing the version, and nothing read
-  is returned or cached before it matched;
+  answers 412 once the object changed). An HTTP(S) server is asked once per
+  process whether it honours ``If-Match`` (a range GET conditional on an
+  ETag no object has); one that answers anyway, as some servers and caches
+  in front of them do, is treated like the following. Elsewhere (``gs://``,
+  ``az://``, ``memory://``, servers without a strong ETag or that ignore
+  ``If-Match``) each batch of range reads is followed by one HEAD request
+  comparing the version, and nothing read is returned or cached before it
+  matched;
 * a caller that learnt an object's size and ETag from a listing opens it as
   that version (:func:`listed_version`): no HEAD, and reads of an object
   replaced since the listing raise ``FileChangedError`` like the above;
@@ -63,6 +67,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from omeframe.model.errors import ConcurrentWriteError, FileChangedError, OptionalDependencyError, RemoteStorageError
 from omeframe.storage.files import PositionalFile
@@ -716,6 +721,15 @@ def listed_version(url: str, size: int, etag: str) -> Iterator[None]:
         _LISTED.reset(token)
 
 
+#: For each HTTP(S) server (``scheme://host:port``), whether it refuses a range
+#: GET whose ``If-Match`` names an ETag the object does not have (412): learnt
+#: by one request per server and process (:meth:`RemoteFile._server_checks_if_match`).
+_IF_MATCH_HONOURED: dict[str, bool] = {}
+_IF_MATCH_LOCK = threading.Lock()
+#: The ETag of that request: no object has it (ETags are hashes or versions).
+_PROBE_ETAG = "omeframe-probe-no-object-has-this-etag"
+
+
 def _etag(version: str | None) -> str | None:
     """The strong ETag in an :func:`object_version`, which a GET can be conditional on.
 
@@ -788,9 +802,50 @@ class RemoteFile(PositionalFile):
         s3:// (obstore and s3fs alike) and http(s):// send ``If-Match``; the
         other schemes check the version after reading (:meth:`_check_unchanged`).
         """
-        if self.store.location.protocol not in ("s3", "http", "https"):
+        proto = self.store.location.protocol
+        if proto not in ("s3", "http", "https"):
             return None
-        return _etag(self._version)
+        etag = _etag(self._version)
+        if etag is None or proto == "s3" or self._server_checks_if_match():
+            return etag
+        return None
+
+    def _server_checks_if_match(self) -> bool:
+        """Whether this object's HTTP(S) server honours ``If-Match`` (one probe per server and process).
+
+        The probe is a one-byte range GET of this object conditional on an
+        ETag no object has: a server that checks answers 412; one that
+        ignores the header (or answers anything else but 404) is read with a
+        HEAD request after each batch instead.
+        """
+        parts = urlsplit(self.url)
+        server = f"{parts.scheme}://{parts.netloc}"
+        with _IF_MATCH_LOCK:
+            known = _IF_MATCH_HONOURED.get(server)
+            if known is not None:
+                return known
+            path = self.store._path(self.rel)
+
+            def probe() -> bool | None:
+                try:
+                    self._fsspec_range(path, 0, 1, _PROBE_ETAG)
+                except FileNotFoundError:
+                    return None  # gone since it was opened: the read itself reports that
+                except Exception as exc:
+                    status = _status(exc)[0]
+                    if status == 412:
+                        return True
+                    if status == 404:
+                        return None
+                    if status is None or _retryable(exc):
+                        raise  # no answer yet: retried, then reported
+                return False
+
+            answer = _call("GET", self.url, probe, self.store.stats)
+            if answer is None:
+                return False  # not learnt: this read is checked by a HEAD request
+            _IF_MATCH_HONOURED[server] = answer
+            return answer
 
     def _fsspec_range(self, path: str, start: int, stop: int, etag: str | None) -> bytes:
         fs = self.store.fs
