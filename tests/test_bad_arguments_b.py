@@ -150,3 +150,11 @@ def test_crops_by_object_take_integer_sizes_and_a_column_name(kw, error, msg):
     with pytest.raises(error, match=msg):
         of.crop_objects(img, of.shapes_from_labels(lab), **kw)
     assert of.crop_objects(img, of.shapes_from_labels(lab), size=(8, np.int64(8)), pad=np.int32(1)).num_rows == 1
+
+
+def test_an_image_stack_wraps_a_lazy_source_not_an_array():
+    with pytest.raises(TypeError, match=r"ImageStack wraps a LazySource .* got ndarray; .*load_arrays"):
+        of.ImageStack(np.zeros((2, 4, 4), np.uint8), origin="a", axes="CYX", kind="array")
+    (stack,) = of.load_arrays(np.zeros((2, 4, 4), np.uint8), "CYX")
+    again = of.ImageStack(stack.source, origin="a", axes="CYX", kind="array")
+    assert again.to_numpy().shape == (2, 4, 4)

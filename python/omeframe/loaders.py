@@ -95,6 +95,11 @@ class ImageStack(LazySource):
     """
 
     def __init__(self, source: LazySource, *, origin: str, axes: str, kind: str, sample: int | None = None) -> None:
+        if not isinstance(source, LazySource):
+            raise TypeError(
+                f"ImageStack wraps a LazySource (what the loaders return, e.g. a TIFF or zarr source), got "
+                f"{type(source).__name__}; for arrays call omeframe.load_arrays(arrays, axes) instead"
+            )
         super().__init__()
         self.source = source
         self.origin = origin
