@@ -234,3 +234,23 @@ def test_readers_report_an_object_overwritten_under_them_as_changed_not_corrupt(
     store.put("i.ome.tif", (tmp_path / "i1.ome.tif").read_bytes())
     with pytest.raises(omeframe.FileChangedError, match="overwritten"):
         plan.export("numpy")
+
+
+def test_an_http_object_removed_before_the_if_match_probe_is_reported_removed(bucket, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The probe of a server's If-Match learns nothing from a missing object; the read reports it removed."""
+    import boto3
+
+    from omeframe.storage import remote
+
+    url, opts, server = bucket
+    monkeypatch.setattr(remote, "_IF_MATCH_HONOURED", {})
+    crops = np.arange(4 * 2 * 8 * 8, dtype=np.uint8).reshape(4, 2, 8, 8)
+    omeframe.write_table(f"{url}/gone.parquet", crops, dim_order="CYX", storage_options=opts)
+    s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
+    s3.put_object_acl(Bucket=url[5:], Key="gone.parquet", ACL="public-read")
+    f = remote.RemoteStore(f"{server.endpoint}/{url[5:]}").open("gone.parquet")
+    assert f.size > 0  # the HEAD that pins the version
+    s3.delete_object(Bucket=url[5:], Key="gone.parquet")
+    with pytest.raises(omeframe.FileChangedError, match="removed"):
+        f.read_ranges([(0, 4)])
+    assert remote._IF_MATCH_HONOURED == {}  # nothing learnt: asked again next time

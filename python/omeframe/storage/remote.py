@@ -815,8 +815,10 @@ class RemoteFile(PositionalFile):
 
         The probe is a one-byte range GET of this object conditional on an
         ETag no object has: a server that checks answers 412; one that
-        ignores the header (or answers anything else but 404) is read with a
-        HEAD request after each batch instead.
+        returns the byte ignores the header, and its objects are read with a
+        HEAD request after each batch instead. Other answers (the object
+        gone, empty) teach nothing: this read gets the HEAD check, and the
+        next read asks again.
         """
         parts = urlsplit(self.url)
         server = f"{parts.scheme}://{parts.netloc}"
@@ -835,11 +837,10 @@ class RemoteFile(PositionalFile):
                     status = _status(exc)[0]
                     if status == 412:
                         return True
-                    if status == 404:
-                        return None
                     if status is None or _retryable(exc):
                         raise  # no answer yet: retried, then reported
-                return False
+                    return None  # another refusal (e.g. 416 for an empty object) tells nothing
+                return False  # the bytes, whatever the ETag: the server ignores If-Match
 
             answer = _call("GET", self.url, probe, self.store.stats)
             if answer is None:
