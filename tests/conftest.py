@@ -21,6 +21,12 @@ import pytest
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 
+# gcsfs (from 2026.x) asks Google's gRPC storage-control API whether each bucket is
+# zonal or hierarchical before its first request; the GCS emulator of the ``gcs``
+# fixture serves only the JSON API, so every new bucket would wait out a 60 s
+# timeout. gcsfs reads this switch when it is imported.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
 #: torch is declared in the test extra for these Pythons only (see pyproject.toml).
 TORCH_DECLARED = sys.version_info < (3, 12)
 
@@ -114,6 +120,37 @@ def bucket(s3):  # type: ignore[no-untyped-def]
     s3.counts.reset()
     yield f"s3://{name}", s3.storage_options, s3
     s3.faults.clear()
+
+
+@pytest.fixture(scope="session")
+def gcs_server():  # type: ignore[no-untyped-def]
+    """A Google Cloud Storage emulator (``gcp-storage-emulator``, JSON API) on 127.0.0.1, in memory."""
+    _optional("gcp_storage_emulator", True, "")  # declared in the test extra
+    _optional("gcsfs", True, "")
+    import logging
+
+    from gcp_storage_emulator.server import create_server
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)  # it logs every request at INFO
+    server = create_server("127.0.0.1", 0, in_memory=True)  # port 0: the server binds a free port itself
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server._api._httpd.server_address[1]}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gcs(gcs_server):  # type: ignore[no-untyped-def]
+    """A fresh bucket on the GCS emulator: ``(url, storage_options)``."""
+    import uuid
+
+    import gcsfs
+
+    opts = {"endpoint_url": gcs_server, "token": "anon", "project": "omeframe-tests"}
+    name = f"b-{uuid.uuid4().hex[:10]}"
+    gcsfs.GCSFileSystem(**opts).mkdir(name)
+    yield f"gs://{name}", opts
 
 
 @pytest.fixture
