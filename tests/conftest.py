@@ -131,13 +131,55 @@ def gcs_server():  # type: ignore[no-untyped-def]
 
     from gcp_storage_emulator.server import create_server
 
-    logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)  # it logs every request at INFO
+    # it logs every request at INFO and every 404 (a probe for an optional object) at ERROR
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
+    _honour_if_generation_match()
     server = create_server("127.0.0.1", 0, in_memory=True)  # port 0: the server binds a free port itself
     server.start()
     try:
         yield f"http://127.0.0.1:{server._api._httpd.server_address[1]}"
     finally:
         server.stop()
+
+
+def _honour_if_generation_match() -> None:
+    """Make the emulator's uploads refuse ``ifGenerationMatch=0`` when the object exists, as GCS does.
+
+    ``gcp-storage-emulator`` ignores the precondition; GCS answers 412
+    (``conditionNotMet``) to a create-only upload of an object that has a live
+    version, which is how datasets commit a generation. Only that one
+    condition is added; uploads without it are untouched.
+    """
+    from http import HTTPStatus
+
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    if getattr(objects, "_omeframe_precondition", False):
+        return
+
+    def conditional(upload):  # type: ignore[no-untyped-def]
+        def run(request, response, storage):  # type: ignore[no-untyped-def]
+            if request.query.get("ifGenerationMatch") == ["0"]:
+                name = request.query.get("name", [None])[0]
+                if name is None and isinstance(request.data, dict):
+                    name = (request.data.get("meta") or {}).get("name")
+                try:
+                    storage.get_file_obj(request.params["bucket_name"], name)
+                except NotFound:
+                    pass
+                else:
+                    response.status = HTTPStatus.PRECONDITION_FAILED
+                    response.json({"error": {"code": 412, "message": "At least one of the pre-conditions "
+                                             "you specified did not hold.", "errors": [
+                                                 {"reason": "conditionNotMet", "message": "conditionNotMet"}]}})
+                    return None
+            return upload(request, response, storage)
+        return run
+
+    objects._multipart_upload = conditional(objects._multipart_upload)
+    objects._media_upload = conditional(objects._media_upload)
+    objects._omeframe_precondition = True
 
 
 @pytest.fixture

@@ -117,8 +117,10 @@ def _race(monkeypatch, ds, names: list[str], retries: int) -> dict[str, object]:
     return results
 
 
-def test_concurrent_appenders_never_lose_images(bucket, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    url, opts, _ = bucket
+@pytest.mark.parametrize("where", ["s3", "gcs"])
+def test_concurrent_appenders_never_lose_images(where, request, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Commits are conditional creates: S3's If-None-Match, GCS's ifGenerationMatch=0 (the emulator)."""
+    url, opts = request.getfixturevalue("bucket")[:2] if where == "s3" else request.getfixturevalue("gcs")
     ds = omeframe.write_dataset(_image(64, 64), f"{url}/ds", image_ids=["a"], storage_options=opts)
     with pytest.raises(FileExistsError):
         omeframe.write_dataset(_image(64, 64), f"{url}/ds", image_ids=["z"], storage_options=opts)

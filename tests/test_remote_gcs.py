@@ -15,7 +15,6 @@ import pytest
 import tifffile
 
 import omeframe
-from omeframe.errors import RemoteStorageError
 
 
 def _crops(n: int, seed: int) -> np.ndarray:
@@ -56,9 +55,11 @@ def test_a_gcs_table_held_open_while_its_object_is_overwritten_never_reads_the_n
     np.testing.assert_array_equal(omeframe.open_table(path, storage_options=opts).to_numpy([17_000]), new[[17_000]])
 
 
-def test_a_catalog_of_a_gcs_prefix_reads_every_image_and_pins_each_etag(gcs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_catalog_of_a_gcs_prefix_published_to_gcs(gcs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Inputs listed and read from the bucket (ETags pinned), the catalog published under its lock."""
     import gcsfs
-    import pyarrow.parquet as pq
+
+    from omeframe.catalog.commit import CatalogError
 
     url, opts = gcs
     fs = gcsfs.GCSFileSystem(**opts)
@@ -66,28 +67,34 @@ def test_a_catalog_of_a_gcs_prefix_reads_every_image_and_pins_each_etag(gcs, tmp
         local = tmp_path / f"img{i}.tif"
         tifffile.imwrite(local, np.full((2, 32, 32), i, np.uint16))
         fs.put_file(os.fspath(local), f"{url[5:]}/imgs/img{i}.tif")
-    result = omeframe.catalog.build(f"{url}/imgs", tmp_path / "cat", storage_options=opts, workers=1)
+    out = f"{url}/out/imgs.catalog"
+    result = omeframe.catalog.build(f"{url}/imgs", out, storage_options=opts, workers=1, progress=False)
     assert (result.n_files, result.n_ingested, result.n_errors) == (3, 3, 0)
-    rows = pq.read_table(tmp_path / "cat" / "catalog.parquet").to_pylist()
+    rows = omeframe.catalog.read_catalog(out, storage_options=opts).to_pylist()
     assert sorted(r["urlpath"] for r in rows) == [f"{url}/imgs/img{i}.tif" for i in range(3)]
-    assert all(r["checksum"].startswith("etag:") for r in rows)
     for r in rows:
-        assert r["status"] == "ok", r
+        assert r["status"] == "ok" and r["checksum"].startswith("etag:"), r
         assert (r["shape"], r["dtype"]) == ([1, 1, 2, 32, 32], "uint16"), r  # a plain TIFF's pages are Z
-    images = omeframe.read_table(tmp_path / "cat" / "images.parquet")
+    images = omeframe.read_table(f"{out}/images.parquet", storage_options=opts)
     stack = omeframe.to_numpy_stack(images["ome_arrow"], dims="ZYX")
     ids = [int(rec["id"][-1]) for rec in images["ome_arrow"].to_pylist()]  # img0 ... img2, in any order
     np.testing.assert_array_equal(stack, np.stack([np.full((2, 32, 32), i, np.uint16) for i in ids]))
     assert sorted(ids) == [0, 1, 2]
-
-
-def test_a_dataset_on_gcs_is_refused_before_anything_is_written(gcs) -> None:  # type: ignore[no-untyped-def]
-    """Datasets commit by a conditional create, which omeframe does not issue to gcs:// yet."""
-    import gcsfs
-
-    url, opts = gcs
-    with pytest.raises(RemoteStorageError, match=r"conditional writes .* not gcs://"):
-        omeframe.write_dataset([np.zeros((16, 16), np.uint8)], f"{url}/ds", storage_options=opts)
-    fs = gcsfs.GCSFileSystem(**opts)
     fs.invalidate_cache()
-    assert not fs.find(f"{url[5:]}/ds/_manifests")  # no manifest: nothing a reader could open
+    assert not fs.exists(f"{out[5:]}/.omeframe-catalog.lock")  # released
+    fs.pipe_file(f"{out[5:]}/.omeframe-catalog.lock", b'{"token": "t", "host": "h", "pid": 7, "started": "s"}')
+    with pytest.raises(CatalogError, match=r"another build is writing the catalog .*pid 7"):
+        omeframe.catalog.build(f"{url}/imgs", out, storage_options=opts, workers=1, progress=False)
+
+
+def test_a_dataset_on_gcs_commits_appends_and_reads(gcs) -> None:  # type: ignore[no-untyped-def]
+    url, opts = gcs
+    slide = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) % 65521).astype(np.uint16)
+    ds = omeframe.write_dataset(slide, f"{url}/ds", image_ids=["s1"], chunk_shape=(1, 64, 64), storage_options=opts)
+    ds.append(slide[::-1].copy(), image_ids=["s2"])
+    again = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
+    assert again.generation == 2 and sorted(again.image_ids) == ["s1", "s2"]
+    np.testing.assert_array_equal(again.scan("s2").select(y=(10, 90), x=(30, 200)).export("numpy")[0, 0, 0],
+                                  slide[::-1][10:90, 30:200])
+    checked = again.verify(collect=True)  # every chunk's CRC, read back from the store
+    assert (checked["images"], checked["chunks"], checked["damaged"]) == (2, 32, [])

@@ -6,13 +6,13 @@ can neither rename nor replace two objects at once, so a build there works
 differently from a local one (:mod:`omeframe.catalog.commit`):
 
 * **Lock.** A build first creates ``.omeframe-catalog.lock`` with a
-  *conditional* put (S3 ``If-None-Match: *``): of two builds exactly one
+  *conditional* put (S3 ``If-None-Match: *``, GCS ``ifGenerationMatch=0``): of two builds exactly one
   creates it, the other raises :class:`~omeframe.catalog.commit.CatalogError`
   naming the URL and the holder. The lock records a random token; before
   each commit the build reads it back and stops (committing nothing) when
   the lock is no longer its own. A build that dies leaves its lock: the
   message of the next build says which object to delete. Stores without
-  conditional writes (only S3 and ``memory://`` have them here) are refused
+  conditional writes (only S3, GCS and ``memory://`` have them here) are refused
   before anything is written.
 * **Working copy.** ``catalog.parquet`` and ``images.parquet`` are fetched
   into a local temporary directory (whole objects: the build rewrites

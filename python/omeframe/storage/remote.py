@@ -613,9 +613,10 @@ class RemoteStore:
     def put(self, rel: str, data: bytes, *, if_none_match: bool = False) -> None:
         """Write object ``rel`` in one request.
 
-        With ``if_none_match`` the write is conditional (S3 ``If-None-Match: *``):
-        it fails with :class:`~omeframe.model.errors.ConcurrentWriteError` when
-        the object exists, which makes it a compare-and-swap.
+        With ``if_none_match`` the write is conditional (S3 ``If-None-Match: *``,
+        GCS ``ifGenerationMatch=0``): it fails with
+        :class:`~omeframe.model.errors.ConcurrentWriteError` when the object
+        exists, which makes it a compare-and-swap.
         """
         url = self.url_of(rel)
         path = self._path(rel)
@@ -641,6 +642,13 @@ class RemoteStore:
                         raise ConcurrentWriteError(f"{url!r} exists (conditional put refused)") from exc
                     raise
             return s3put
+        if proto == "gcs":
+            def gcsput() -> None:
+                try:  # gcsfs sends ifGenerationMatch=0: GCS creates the object only if it has no live version
+                    self.fs.pipe_file(path, data, mode="create")
+                except FileExistsError as exc:  # gcsfs's name for GCS's 412
+                    raise ConcurrentWriteError(f"{url!r} exists (conditional create refused)") from exc
+            return gcsput
         if proto == "memory":
             lock = _MEMORY_LOCK
 
@@ -651,9 +659,9 @@ class RemoteStore:
                     self.fs.pipe_file(path, data)
             return memput
         raise RemoteStorageError(
-            f"cannot commit to {url!r}: conditional writes (If-None-Match) are implemented for s3:// "
-            f"and memory:// only, not {proto}://; write the dataset to S3 (or an S3-compatible store) "
-            "or locally", url=url,
+            f"cannot commit to {url!r}: conditional writes (a create that fails when the object exists) "
+            f"are implemented for s3://, gs:// and memory:// only, not {proto}://; write the dataset to "
+            "S3 (or an S3-compatible store), Google Cloud Storage or a local disk", url=url,
         )
 
     def upload(self, src: str | os.PathLike[str], rel: str) -> None:

@@ -16,7 +16,7 @@ committed, and that is all here:
   second round trip.
 * **commit** — parts and the images table are uploaded first, then the
   generation's manifest is created with a *conditional* put (S3
-  ``If-None-Match: *``): of two writers based on generation ``n`` exactly one
+  ``If-None-Match: *``, GCS ``ifGenerationMatch=0``): of two writers based on generation ``n`` exactly one
   creates ``n + 1``; the other gets
   :class:`~omeframe.model.errors.ConcurrentWriteError` (and with
   ``retries=`` rebases and tries again). Readers list generations, so they
