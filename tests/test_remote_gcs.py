@@ -98,3 +98,27 @@ def test_a_dataset_on_gcs_commits_appends_and_reads(gcs) -> None:  # type: ignor
                                   slide[::-1][10:90, 30:200])
     checked = again.verify(collect=True)  # every chunk's CRC, read back from the store
     assert (checked["images"], checked["chunks"], checked["damaged"]) == (2, 32, [])
+
+
+def test_a_gcs_failure_gcsfs_already_retried_is_reported_with_its_status_not_retried_again() -> None:
+    from gcsfs.retry import HttpError
+
+    from omeframe.errors import RemoteStorageError
+    from omeframe.storage import remote
+
+    calls = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise HttpError({"code": 503, "message": "backend unavailable"})
+
+    stats = remote.RequestStats()
+    with pytest.raises(RemoteStorageError, match=r"HTTP 503; gave up after the client's own retries") as err:
+        remote._call("GET", "gs://b/k", failing, stats)
+    assert err.value.status == 503 and len(calls) == 1 and stats.snapshot()["retries"] == 0
+
+    def refused() -> None:
+        raise HttpError({"code": 400, "message": "bad"})
+
+    with pytest.raises(RemoteStorageError, match=r"HTTP 400; the request is not valid"):
+        remote._call("GET", "gs://b/k", refused, None)

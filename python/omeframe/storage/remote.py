@@ -41,7 +41,9 @@ Reads cost round trips, not bytes:
 The client is fsspec (s3fs for ``s3://``), which always works; GETs and
 one-level listings of ``s3://`` go through obstore's Rust client instead where
 it is installed and can stand in (:mod:`omeframe.storage.obstore_reads`).
-Both clients' own retry loops are switched off so that one layer decides.
+Both clients' own retry loops are switched off so that one layer decides;
+gcsfs's cannot be (its count is fixed per class), so errors it has already
+retried are not retried again here, only reported with their HTTP status.
 Every request is counted in :data:`STATS` (and per store), which is what
 ``explain()`` and the tests read.
 
@@ -284,7 +286,20 @@ def _status(exc: BaseException) -> tuple[int | None, str]:
         status = getattr(e, "status", None) or getattr(e, "status_code", None)
         if isinstance(status, int):
             return status, ""
+        if _client_retried(e):
+            return int(e.code), ""  # type: ignore[attr-defined]
     return None, ""
+
+
+def _client_retried(exc: BaseException) -> bool:
+    """Whether ``exc`` is gcsfs's ``HttpError``: an answer gcsfs has already retried if it could.
+
+    gcsfs retries failed requests itself (6 tries, with backoff); unlike
+    s3fs's, its count is fixed when the class is defined and cannot be
+    turned off per filesystem, so this module does not retry them again.
+    """
+    return type(exc).__name__ == "HttpError" and type(exc).__module__.startswith("gcsfs") and isinstance(
+        getattr(exc, "code", None), int)
 
 
 def _is_network(exc: BaseException) -> bool:
@@ -338,7 +353,7 @@ def _call(what: str, url: str, fn: Callable[[], T], stats: RequestStats | None) 
                     raise _file_changed(what, url, str(exc)) from exc
                 raise
         except Exception as exc:  # noqa: BLE001 - classified below
-            if attempt < RETRIES and _retryable(exc):
+            if attempt < RETRIES and _retryable(exc) and not _client_retried(exc):
                 delay = min(5.0, BACKOFF_SECONDS * (2**attempt)) * (0.5 + random.random())
                 time.sleep(delay)
                 attempt += 1
@@ -348,10 +363,11 @@ def _call(what: str, url: str, fn: Callable[[], T], stats: RequestStats | None) 
                 raise FileNotFoundError(f"{what} {url!r}: no such object (HTTP 404)") from exc
             head = f"HTTP {status}" + (f" {code}" if code and code != str(status) else "") if status else (
                 f"{type(exc).__name__}: {exc}")
+            retried = "the client's own retries" if _client_retried(exc) else f"{attempt} retries"
             hint = (
                 "check the credentials (storage_options= or the environment) and the bucket policy"
                 if status in (401, 403) else
-                f"gave up after {attempt} retries; the server or network keeps failing, try again later"
+                f"gave up after {retried}; the server or network keeps failing, try again later"
                 if _retryable(exc) else "the request is not valid for this object; check the URL and options"
             )
             raise RemoteStorageError(f"{what} {url!r} failed: {head}; {hint}", url=url, status=status) from exc
