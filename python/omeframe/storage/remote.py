@@ -208,12 +208,17 @@ def _forget_after_fork() -> None:
     An fsspec filesystem of an async client (s3fs, gcsfs) is bound to an event
     loop running on a thread of the parent, which the child does not have
     (s3fs refuses: "not fork-safe"); the child makes its own on first use.
+    The module's locks are made anew: one held by a parent thread at the
+    fork (an If-Match probe waiting for its server) would never be released
+    in the child. What the probes learnt stays true and is kept.
     """
-    global _POOL, _FS_LOCK, _POOL_LOCK
+    global _POOL, _FS_LOCK, _POOL_LOCK, _IF_MATCH_LOCK, _MEMORY_LOCK
     _FS_CACHE.clear()
     _POOL = None
     _FS_LOCK = threading.Lock()
     _POOL_LOCK = threading.Lock()
+    _IF_MATCH_LOCK = threading.Lock()
+    _MEMORY_LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
