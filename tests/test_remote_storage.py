@@ -6,6 +6,7 @@ import errno
 
 import pytest
 
+from forking import run_forked
 from omeframe.engine.cache import shared_cache
 from omeframe.errors import ConcurrentWriteError, RemoteStorageError
 from omeframe.storage import remote
@@ -134,25 +135,14 @@ def test_object_versions_and_the_etags_a_get_can_be_conditional_on() -> None:
 
 def test_locks_held_by_a_parent_thread_at_fork_are_free_in_the_child() -> None:
     """A fork while another thread probes a server (or commits to memory://) leaves the child usable."""
-    import os
-    import subprocess
-    import sys
-
-    if not hasattr(os, "fork"):
-        pytest.skip("needs fork")
-    code = (
-        "import os, threading, omeframe.storage.remote as r\n"
+    run_forked(
+        "import threading, omeframe.storage.remote as r\n"
         "held, done = threading.Event(), threading.Event()\n"
         "def hold():\n"
         "    with r._IF_MATCH_LOCK, r._MEMORY_LOCK:\n"
         "        held.set(); done.wait(30)\n"
-        "threading.Thread(target=hold, daemon=True).start(); held.wait(10)\n"
-        "pid = os.fork()\n"
-        "if pid == 0:\n"
-        "    ok = r._IF_MATCH_LOCK.acquire(timeout=5) and r._MEMORY_LOCK.acquire(timeout=5)\n"
-        "    os._exit(0 if ok else 3)\n"
-        "_, status = os.waitpid(pid, 0); done.set()\n"
-        "raise SystemExit(os.waitstatus_to_exitcode(status))\n"
+        "threading.Thread(target=hold, daemon=True).start(); held.wait(10)\n",
+        "ok = r._IF_MATCH_LOCK.acquire(timeout=5) and r._MEMORY_LOCK.acquire(timeout=5)\n"
+        "os._exit(0 if ok else 3)\n",
+        after="done.set()\n",
     )
-    res = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import omeframe as of
+from forking import run_forked
 from omeframe.engine import threads as _threads
 
 
@@ -116,32 +117,22 @@ def test_run_each_does_not_wait_for_a_busy_helper() -> None:
 
 
 def test_helpers_restart_after_fork(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    if of.num_threads() < 2 or not hasattr(os, "fork"):
-        pytest.skip("needs fork and 2 threads")
-    code = (
-        "import os, threading, omeframe.engine.threads as t\n"
-        "t.run_each(lambda i: None, [0, 1, 2])\n"  # helpers exist in the parent
-        "pid = os.fork()\n"
-        "if pid == 0:\n"
-        "    gate, out = threading.Barrier(2, timeout=10), []\n"
-        "    def work(i):\n"
-        "        if i < 2:\n"
-        "            gate.wait()\n"  # needs a live helper in the child
-        "        out.append(i)\n"
-        "    try:\n"
-        "        t.run_each(work, list(range(8)))\n"
-        "    except threading.BrokenBarrierError:\n"
-        "        os._exit(4)\n"
-        "    os._exit(0 if sorted(out) == list(range(8)) else 3)\n"
-        "_, status = os.waitpid(pid, 0)\n"
-        "raise SystemExit(os.waitstatus_to_exitcode(status))\n"
+    if of.num_threads() < 2:
+        pytest.skip("needs 2 threads")
+    run_forked(
+        "import threading, omeframe.engine.threads as t\n"
+        "t.run_each(lambda i: None, [0, 1, 2])\n",  # helpers exist in the parent
+        "gate, out = threading.Barrier(2, timeout=10), []\n"
+        "def work(i):\n"
+        "    if i < 2:\n"
+        "        gate.wait()\n"  # needs a live helper in the child
+        "    out.append(i)\n"
+        "try:\n"
+        "    t.run_each(work, list(range(8)))\n"
+        "except threading.BrokenBarrierError:\n"
+        "    os._exit(4)\n"
+        "os._exit(0 if sorted(out) == list(range(8)) else 3)\n",
     )
-    res = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
 
 
 def test_finished_read_does_not_keep_the_record_payloads_alive(tmp_path: Path) -> None:
