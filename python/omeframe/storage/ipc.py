@@ -40,6 +40,6 @@ def read_ipc_file(data: Any, what: str) -> pa.Table:
     try:
         table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
         table.validate(full=True)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise CorruptFileError(f"unreadable Arrow IPC file {what}: {exc}") from exc
     return table

@@ -249,7 +249,7 @@ def open_parquet(source: str | os.PathLike[str] | BinaryIO | io.RawIOBase) -> pq
         pf = pq.ParquetFile(source, page_checksum_verification=True)
         check_metadata(pf.metadata, _name(source))
         return pf
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         reraise_access_error(exc)
         raise CorruptFileError(
             f"{_name(source)} is not a readable Parquet file (truncated or corrupt?): {exc}"
@@ -294,7 +294,7 @@ def read_parquet_rows(
     groups = sorted({g for g, _ in located})
     try:
         parts = {g: pf.read_row_group(g, columns=list(columns) if columns else None) for g in groups}
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         reraise_access_error(exc)
         raise CorruptFileError(f"cannot read row groups {groups}: {exc}") from exc
     pieces = [parts[g].slice(i, 1) for g, i in located]

@@ -204,6 +204,11 @@ class CheckedParquetFile(pq.ParquetFile):
             metadata = None if footer is None else _parse_footer(footer)
             super().__init__(self._file, page_checksum_verification=False, metadata=metadata)
             check_metadata(self.metadata, repr(self._path), footer)  # before column metadata
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # a damaged footer pyarrow could not take
+            self.close()
+            raise CorruptFileError(
+                f"{self._path!r} is not a readable Parquet file (its footer is damaged): {exc}"
+            ) from exc
         except BaseException:
             self.close()
             raise
@@ -235,12 +240,15 @@ class CheckedParquetFile(pq.ParquetFile):
         if view is None:
             raise ValueError(f"{self._path!r}: the file is closed")
         chunks: list[tuple[int, int, Any, PageTable]] = []
-        for g in groups:
-            g = int(g)
-            if not 0 <= g < md.num_row_groups:
-                continue  # pyarrow raises its own error for a row group that is not there
-            rg = md.row_group(g)
-            chunks += [(g, int(c), rg, self._pages(rg, g, int(c))) for c in cols]
+        try:
+            for g in groups:
+                g = int(g)
+                if not 0 <= g < md.num_row_groups:
+                    continue  # pyarrow raises its own error for a row group that is not there
+                rg = md.row_group(g)
+                chunks += [(g, int(c), rg, self._pages(rg, g, int(c))) for c in cols]
+        except (pa.ArrowException, UnicodeDecodeError) as exc:  # column metadata of a damaged footer
+            raise CorruptFileError(f"{self._path!r}: its footer's column metadata is damaged: {exc}") from exc
         crc32 = crc32_function()
 
         def one(chunk: tuple[int, int, Any, PageTable]) -> None:

@@ -51,7 +51,7 @@ from omeframe.model.errors import CorruptFileError
 from omeframe.storage.crc import crc32_function
 from omeframe.storage.thrift_compact import Field, Keep, Seq, decode_struct
 
-__all__ = ["check_metadata"]
+__all__ = ["check_metadata", "read_footer"]
 
 #: Footers found sound, by (CRC-32, length, as stored in the file) of their Thrift bytes,
 #: as stored in the file or as pyarrow re-serialises them.
@@ -87,6 +87,37 @@ def _fields(value: Any) -> dict[int, Any]:
     return {f.id: f.value for f in value} if isinstance(value, list) else {}
 
 
+def read_footer(fh: Any) -> tuple[Any, bytes | None]:
+    """The metadata of the Parquet file ``fh`` and the footer bytes it was parsed from, reading exactly the footer.
+
+    ``fh`` is an :class:`omeframe.storage.files.InputFile` (``size``,
+    ``read_range``). pyarrow's own open reads the last 64 KiB speculatively,
+    which in a small image table is mostly pixel bytes. Pass both to
+    :func:`check_metadata`. ``(None, None)`` lets pyarrow handle what this
+    does not (encrypted footers).
+
+    Raises
+    ------
+    pyarrow.ArrowInvalid
+        When the tail is not a Parquet footer (no magic bytes, a length that does not fit).
+    """
+    import pyarrow.parquet as pq
+
+    size = fh.size
+    if size < 12:
+        raise pa.ArrowInvalid(f"file of {size} bytes is too small to be Parquet")
+    tail = fh.read_range(size - 8, 8)
+    if tail[4:] != b"PAR1":
+        if tail[4:] == b"PARE":
+            return None, None
+        raise pa.ArrowInvalid("Parquet magic bytes not found in footer")
+    n = int.from_bytes(tail[:4], "little")
+    if n + 12 > size:
+        raise pa.ArrowInvalid(f"footer of {n} bytes does not fit in a file of {size} bytes")
+    footer = bytes(fh.read_range(size - 8 - n, n))
+    return pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail)), footer
+
+
 def _thrift_bytes(md: Any) -> bytes:
     sink = pa.BufferOutputStream()
     md.write_metadata_file(sink)  # "PAR1", the Thrift FileMetaData, its length, "PAR1"
@@ -115,19 +146,23 @@ def check_metadata(md: Any, what: str, footer: bytes | memoryview | None = None)
                 f"{num_leaves} leaf columns {_DAMAGED}"
             )
     crc32 = crc32_function()
-    keys = [] if footer is None else [(crc32(footer), len(footer), True)]
+    if footer is not None:
+        # the bytes ``md`` was parsed from, decoded as they are: re-serialising a damaged
+        # FileMetaData (pyarrow's write_metadata_file) can end the process with SIGSEGV
+        data = bytes(footer)
+        keys = [(crc32(data), len(data), True)]
+    else:
+        data = _thrift_bytes(md)
+        keys = [(crc32(data), len(data), False)]
     with _LOCK:
-        if keys and keys[0] in _SOUND:
+        if keys[0] in _SOUND:
             _SOUND.move_to_end(keys[0])
             return
-    data = _thrift_bytes(md)
-    keys.append((crc32(data), len(data), False))
-    with _LOCK:
-        if keys[-1] in _SOUND:
-            _SOUND.move_to_end(keys[-1])
-            return
     leaves = [md.schema.column(j) for j in range(num_leaves)]  # schema accessors are safe
-    fields, _ = decode_struct(data, keep=_KEEP, raw=False)
+    try:
+        fields, _ = decode_struct(data, keep=_KEEP, raw=False)
+    except CorruptFileError as exc:
+        raise CorruptFileError(f"{what}: {exc}") from exc
     groups = _fields(fields).get(_ROW_GROUPS)
     for g, group in enumerate(groups.items if isinstance(groups, Seq) else []):
         columns = _fields(group).get(_COLUMNS)

@@ -53,8 +53,9 @@ from omeframe.model.errors import CorruptFileError, PixelPayloadError, SchemaErr
 from omeframe.model.header import Channel, ImageHeader, default_channels
 
 _CHANNEL_KEYS = frozenset(f.name for f in fields(Channel))
+from omeframe.storage import files
 from omeframe.storage.files import open_input
-from omeframe.storage.parquet_footer import check_metadata
+from omeframe.storage.parquet_footer import check_metadata, read_footer
 
 __all__ = ["OMEArrowDatasetSource", "is_ome_arrow_dataset", "open_ome_arrow_dataset"]
 
@@ -152,8 +153,11 @@ class _Fragment:
         if not path.is_file():
             raise CorruptFileError(f"ome-arrow dataset is missing its chunk table {str(path)!r}")
         try:
-            self.metadata = pq.read_metadata(path)
-            check_metadata(self.metadata, repr(str(path)))  # before asking for column-chunk sizes
+            # the footer is checked as stored, parsed from the same bytes (read once, at open)
+            with files.open_input(path) as fh:
+                md, footer = read_footer(fh)
+            self.metadata = pq.read_metadata(path) if md is None else md
+            check_metadata(self.metadata, repr(str(path)), footer)  # before asking for column-chunk sizes
         except (pa.ArrowException, OSError) as exc:
             reraise_access_error(exc)
             raise CorruptFileError(f"{str(path)!r} is not a readable Parquet file ({exc})") from exc

@@ -305,7 +305,7 @@ def read_record_table(
                 return pqio.read_parquet_rows(pf, rows, columns)
             try:
                 return pf.read(columns=list(columns) if columns else None)
-            except (pa.ArrowInvalid, OSError) as exc:
+            except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
                 reraise_access_error(exc)
                 raise CorruptFileError(f"cannot read {os.fspath(path)!r}: {exc}") from exc
     return read_vortex_table(path, columns=columns or None, rows=rows)  # a str is refused there

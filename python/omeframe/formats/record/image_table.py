@@ -277,7 +277,7 @@ class ImageTable:
         try:
             self._meta = pq.read_metadata(pa.BufferReader(tail[n - 8 - footer_len :]))
             check_metadata(self._meta, repr(self._path), tail[n - 8 - footer_len : n - 8])
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
             raise CorruptFileError(f"{self._path!r}: unreadable Parquet footer: {exc}") from exc
         self._num_rows = int(self._meta.num_rows)
         if not self._use_index:
@@ -612,7 +612,7 @@ class ImageTable:
                         f"{self._path!r} is not a Parquet file (its footer is missing or truncated)")
                 try:
                     meta = pq.read_metadata(pa.BufferReader(mm[size - 8 - footer_len : size]))
-                except (pa.ArrowInvalid, OSError) as exc:
+                except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
                     raise CorruptFileError(f"{self._path!r}: unreadable Parquet footer: {exc}") from exc
             except CorruptFileError:
                 self._check_mapped()  # a footer rewritten in place under the map says so
@@ -692,7 +692,7 @@ class ImageTable:
         used = np.unique(groups)
         try:
             part = pf.read_row_groups(used.tolist(), columns=keep)
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
             reraise_access_error(exc)  # a remote object overwritten since it was opened, a failed request
             raise CorruptFileError(f"cannot read row groups {used.tolist()} of {self._path!r}: {exc}") from exc
         # position of each wanted row inside the concatenated groups

@@ -54,6 +54,7 @@ from omeframe.formats.vortex.file import (
     _stored_schema,
     corrupt_or_raise,
     read_vortex_table,
+    row_crc_check,
     scan_batches,
 )
 from omeframe.model.arrow import field_type
@@ -529,9 +530,17 @@ class _ScanSpec:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         ds = self.ds
-        names = self.read_columns
-        target = pa.schema([ds._file_schema.field(c) for c in names])
+        names = list(self.read_columns)
+        fields = [ds._file_schema.field(c) for c in names]
         with open_vortex_input(ds.path) as vin:
+            # every OME-Arrow column read whole: each row's pixel bytes are checked against
+            # its CRC in the hidden column (read beside them, dropped after the check)
+            rows = np.arange(len(vin)) if self.vx_filter is None else None  # unknown under a filter
+            check = row_crc_check(vin.file, ds._file_schema, names, os.fspath(ds.path), rows)
+            if check is not None:
+                names.append(check.field.name)
+                fields.append(check.field)
+            target = pa.schema(fields)
             batches = scan_batches(
                 vin.file, names, target, repr(ds.path), expr=self.vx_filter, batch_size=self.batch_size
             )
@@ -540,6 +549,8 @@ class _ScanSpec:
                     batch = pa.RecordBatch.from_arrays(
                         [c.cast(f.type) for c, f in zip(batch.columns, target, strict=True)], schema=target
                     )
+                if check is not None:
+                    batch = check(batch)
                 if self.post_filter is not None:
                     batch = _filter_batch(batch, self.post_filter)
                     if batch is None:

@@ -91,6 +91,8 @@ __all__ = [
     "write_vortex_table",
     "write_vortex_stream",
     "vortex_write_options",
+    "RowCrcCheck",
+    "row_crc_check",
 ]
 
 #: Name prefix of the hidden, null-typed column whose name carries the original
@@ -226,6 +228,20 @@ def _open(path: Location, *, memory_map: bool = False) -> Any:
         ) from exc
 
 
+def _lazy_file(p: str) -> Any:
+    """The memory-mapped, lazily scanned file ``p`` (:func:`~omeframe.formats.vortex.take.lazy_file`).
+
+    Raises
+    ------
+    CorruptFileError
+        When vortex cannot list the file's splits (a damaged layout).
+    """
+    try:
+        return lazy_file(p, functools.partial(_open, memory_map=True))
+    except BaseException as exc:
+        raise corrupt_or_raise(exc, f"{p!r} is not a readable Vortex file (its layout is damaged)") from exc
+
+
 def _unview(t: pa.DataType) -> pa.DataType:
     """Map view types to plain ones, recursively (for files without a stored schema)."""
     if t == pa.string_view():
@@ -250,6 +266,19 @@ def _unview(t: pa.DataType) -> pa.DataType:
     return t
 
 
+def _decode_names(fields: Sequence[pa.Field]) -> None:
+    """Decode every field name of ``fields`` and of their nested types (raises ``UnicodeDecodeError``)."""
+    for f in fields:
+        _ = f.name
+        t = f.type
+        if pa.types.is_struct(t):
+            _decode_names([t.field(i) for i in range(t.num_fields)])
+        elif pa.types.is_map(t):
+            _decode_names([t.key_field, t.item_field])
+        elif isinstance(t, (pa.ListType, pa.LargeListType, pa.FixedSizeListType)) or pa.types.is_list_view(t):
+            _decode_names([t.value_field])
+
+
 def _stored_schema(vf: Any, path: str) -> tuple[pa.Schema, bool]:
     """Return the original Arrow schema of an open file and whether it was stored.
 
@@ -261,7 +290,8 @@ def _stored_schema(vf: Any, path: str) -> tuple[pa.Schema, bool]:
         try:
             raw = base64.b64decode(payload.encode("ascii"), validate=True)
             schema = pa.ipc.read_schema(pa.py_buffer(raw))
-        except (UnicodeEncodeError, binascii.Error, pa.ArrowException) as exc:
+            _decode_names(list(schema))  # every (nested) field name decoded here: a damaged one is not UTF-8
+        except (UnicodeError, binascii.Error, pa.ArrowException, OSError) as exc:
             raise CorruptFileError(
                 f"{path!r}: the stored Arrow schema cannot be decoded: {exc}"
             ) from exc
@@ -606,8 +636,18 @@ def vortex_num_rows(path: Location) -> int:
 
 
 def vortex_splits(path: PathLike) -> np.ndarray:
-    """``(k, 2)`` row bounds of the splits (blocks of up to 8,192 rows) vortex reads a local file in."""
-    return np.asarray(_open(path, memory_map=True).splits(), dtype=np.int64).reshape(-1, 2)
+    """``(k, 2)`` row bounds of the splits (blocks of up to 8,192 rows) vortex reads a local file in.
+
+    Raises
+    ------
+    CorruptFileError
+        If vortex cannot list them (a damaged layout in the footer).
+    """
+    vf = _open(path, memory_map=True)
+    try:
+        return np.asarray(vf.splits(), dtype=np.int64).reshape(-1, 2)
+    except BaseException as exc:
+        raise corrupt_or_raise(exc, f"{_name(path)!r} is not a readable Vortex file (its layout is damaged)") from exc
 
 
 def _row_error(row: int, num_rows: int, path: str) -> RowIndexError:
@@ -691,7 +731,7 @@ def read_vortex_table(
     # earlier takes scanned, see omeframe.formats.vortex.take).
     lazy = None
     if rows is not None and not isinstance(path, RemoteFile):
-        lazy = lazy_file(p, functools.partial(_open, memory_map=True))
+        lazy = _lazy_file(p)
         vf = lazy.file
     else:
         vf = _open(path, memory_map=not isinstance(path, RemoteFile))
@@ -992,7 +1032,7 @@ def read_vortex_pixels(
         When vortex cannot read the file.
     """
     p = _name(path)
-    lazy = lazy_file(p, functools.partial(_open, memory_map=True))
+    lazy = _lazy_file(p)
     fields = _pixel_fields(lazy, p, column)
     if not fields or not len(rows):
         return None
@@ -1183,6 +1223,63 @@ def _check_crcs(
     if bad.size:
         raise _checksum_error(path, bad if rows is None else rows[bad])
     return table
+
+
+@dataclass
+class RowCrcCheck:
+    """Checks each row's own pixel CRC in the successive batches of one scan, then drops the hidden column.
+
+    For scans that return rows in any order or filtered (a full read checks
+    whole batches at once, see :func:`_check_crcs`). Made by
+    :func:`row_crc_check`; the scan reads :attr:`field` (the hidden CRC
+    column) last, beside ``ome`` (every OME-Arrow column, read whole).
+    ``rows`` are the scan's row numbers in the file, in order (``None`` when a
+    filter chose them).
+    """
+
+    field: pa.Field
+    ome: list[str]
+    path: str
+    rows: np.ndarray | None
+    at: int = 0
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch`` without the hidden column, once every row's pixel bytes passed their CRC.
+
+        Raises
+        ------
+        ChunkChecksumError
+            Naming the rows whose pixel bytes fail their CRC-32.
+        """
+        hidden_name = self.field.name
+        values = _hidden_values(batch.column(hidden_name), self.path)
+        bad = bad_rows([batch.column(name) for name in self.ome], _own_crcs(values), _crc_scope(hidden_name))
+        at, self.at = self.at, self.at + batch.num_rows
+        if bad.size:
+            if self.rows is None:
+                raise ChunkChecksumError(
+                    f"{self.path!r}: the pixel bytes of {bad.size} row(s) a filtered scan returned fail their "
+                    "CRC-32; the file is damaged — restore it from a copy, or run `omeframe verify` to list "
+                    "every damaged row"
+                )
+            raise _checksum_error(self.path, self.rows[at + bad])
+        return batch.drop_columns([hidden_name])
+
+
+def row_crc_check(
+    vf: Any, schema: pa.Schema, read: Sequence[str], path: str, rows: np.ndarray | None
+) -> RowCrcCheck | None:
+    """The row-CRC check of a scan of ``vf`` reading the top-level columns ``read``, or ``None``.
+
+    ``None`` unless ``read`` holds every OME-Arrow column of ``schema`` (the
+    CRC covers them together) and the file stores row CRCs.
+    """
+    ome = ome_columns(schema)
+    if not ome or not set(ome) <= set(read):
+        return None
+    hidden_name = str(vf.dtype.names()[-1])
+    kind = _stored_crc_type(vf, hidden_name)
+    return None if kind is None else RowCrcCheck(pa.field(hidden_name, kind), ome, path, rows)
 
 
 def _hidden_values(stored: pa.Array, path: str) -> np.ndarray:
