@@ -466,7 +466,9 @@ def test_commit_by_older_version_is_seen(tmp_path: Path) -> None:
     _write(path, ["a"])
     ds = _write(path, ["b"], mode="append")
     copy = json.loads((path / MANIFEST_NAME).read_text())
-    older = {**copy, "generation": 3, "parts": copy["parts"][:1]}  # a commit list that names one part
+    # a commit list that names one part, by a version that records no CRCs
+    older = {**{k: v for k, v in copy.items() if k not in ("crc32", "checksums")}, "generation": 3,
+             "parts": copy["parts"][:1]}
     (path / MANIFEST_NAME).write_text(json.dumps(older))
     assert read_manifest(path).generation == 3 and read_manifest(path).parts == copy["parts"][:1]
     assert of.open_dataset(path).generation == 3

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import uuid
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -330,6 +331,25 @@ def _images(path: Path) -> tuple[pa.Table, Path]:
     return pq.read_table(path / m["images"]), path / m["images"]
 
 
+def _seal(target: Path, m: dict[str, Any]) -> None:
+    """Write manifest ``m`` to ``target`` with its own CRC made to match, as a crafter would."""
+    from omeframe.formats.dataset.manifest import _content_crc
+
+    m = {k: v for k, v in m.items() if k != "crc32"}
+    m["crc32"] = _content_crc(m)
+    target.write_text(json.dumps(m))
+
+
+def _reseal(path: Path, names: list[Path]) -> None:
+    """Record the CRCs of the files ``names`` in the dataset's current manifests (a crafted dataset is consistent)."""
+    from omeframe.formats.dataset.manifest import generation_path, list_generations
+
+    for target in (generation_path(path, list_generations(path)[-1]), path / "manifest.json"):
+        m = json.loads(target.read_text())
+        m["checksums"] = {**m.get("checksums", {}), **{f.name: zlib.crc32(f.read_bytes()) for f in names}}
+        _seal(target, m)
+
+
 def _rewrite(path: Path, table: pa.Table) -> None:
     """Replace the images table (and its Arrow IPC copy) of a dataset: a crafted dataset."""
     _, p = _images(path)
@@ -338,6 +358,7 @@ def _rewrite(path: Path, table: pa.Table) -> None:
     if fast.exists():
         with pa.OSFile(str(fast), "wb") as fh, pa.ipc.new_file(fh, table.schema) as w:
             w.write_table(table)
+    _reseal(path, [p, fast] if fast.exists() else [p])
 
 
 def _set(table: pa.Table, name: str, values: list[Any]) -> pa.Table:
@@ -393,8 +414,126 @@ def test_manifest_paths_outside_the_dataset_are_refused(ds, tmp_path, field):
     m = json.loads(current.read_text())
     m[field] = "../secret.txt" if field == "images" else ["/etc/hostname"]
     for target in (current, ds / "manifest.json"):
-        target.write_text(json.dumps(m))
+        _seal(target, m)
     with pytest.raises(CorruptFileError, match=f"manifest '{field}"):
+        of.open_dataset(ds).read("a")
+
+
+def test_every_flipped_byte_of_the_images_files_is_caught_by_the_manifest_crc(ds):
+    """The images table and its Arrow IPC copy carry no checksum of their own: one flipped bit could
+    change an image's dtype or where its chunks lie. The manifest records the CRC-32 of both files."""
+    _, p = _images(ds)
+    fast = p.with_suffix(".arrow")
+    want = of.open_dataset(ds).read("a")
+    for f in (fast, p):  # the copy readers prefer, then (with the copy gone) the table itself
+        good = f.read_bytes()
+        for at in np.random.default_rng(5).choice(len(good), 40, replace=False).tolist():
+            bad = bytearray(good)
+            bad[at] ^= 1 << (at % 8)
+            f.write_bytes(bytes(bad))
+            with pytest.raises(of.ChunkChecksumError, match=f"{f.name}.*fails the CRC-32 that generation 1"):
+                of.open_dataset(ds).read("a")
+        f.write_bytes(good)
+        np.testing.assert_array_equal(of.open_dataset(ds).read("a"), want)
+        if f is fast:
+            fast.unlink()
+
+
+def test_a_damaged_manifest_fails_its_own_crc(ds):
+    from omeframe.formats.dataset.manifest import generation_path
+
+    current = generation_path(ds, 1)
+    good = current.read_text()
+    m = json.loads(good)
+    part = m["parts"][0]
+    # well-formed JSON that means something else: another part name of the same length
+    current.write_text(good.replace(part, part[:-9] + ("0" if part[-9] != "0" else "1") + part[-8:]))
+    with pytest.raises(CorruptFileError, match="0000000001.json.*fails its CRC-32"):
+        of.open_dataset(ds)
+    current.write_text(good)
+    assert of.open_dataset(ds).image_ids == ["a"]
+
+
+def test_a_manifest_that_is_a_fifo_is_refused_without_blocking(ds):
+    """Opening a FIFO for reading waits for a writer: a manifest that is one must be refused, not read."""
+    from omeframe.formats.dataset.manifest import generation_path
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("needs os.mkfifo")
+    current = generation_path(ds, 1)
+    current.unlink()
+    os.mkfifo(current)
+    code = (
+        "import omeframe as of\n"
+        "try:\n"
+        f"    of.open_dataset({str(ds)!r})\n"
+        "except of.NotRegularFileError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-1500:]
+    assert run.stdout.startswith("refused:") and "0000000001.json" in run.stdout and "not a regular file" in run.stdout
+
+
+def test_a_chunk_part_whose_footer_renames_a_column_is_corrupt(ds):
+    """A flipped byte in a column name of a part's footer made chunk_stats drop that column silently."""
+    (part,) = (ds / "chunks").glob("part-*.parquet")
+    data = part.read_bytes()
+    n = int.from_bytes(data[-8:-4], "little")
+    body, footer = data[: len(data) - 8 - n], data[len(data) - 8 - n : -8]
+    assert footer.count(b"mean") >= 1
+    part.write_bytes(body + footer.replace(b"mean", b"meam") + data[-8:])
+    with pytest.raises(CorruptFileError, match=r"part-.*holds columns \['min', 'max', 'nonzero'\] where"):
+        of.open_dataset(ds).chunk_stats("a")
+
+
+def test_a_vortex_part_with_a_damaged_layout_is_corrupt(tmp_path):
+    path = tmp_path / "v"
+    of.write_dataset(A, path, chunk_shape=(1, 16, 16), progress=False, image_ids=["a"], format="vortex")
+    (part,) = (path / "chunks").glob("part-*.vortex")
+    data = part.read_bytes()
+    at = data.index(b"vortex.flat\x00") + 3  # a layout encoding of the footer: 'vortex.flat' -> 'vorUex.flat'
+    part.write_bytes(data[:at] + b"U" + data[at + 1 :])
+    with pytest.raises(CorruptFileError, match="part-.*vortex"):
+        of.open_dataset(path).chunk_stats("a")
+
+
+@pytest.mark.parametrize("how", ["symlink", "directory"])
+def test_a_manifest_that_is_a_symlink_or_a_directory_is_refused(ds, tmp_path, how):
+    from omeframe.formats.dataset.manifest import generation_path
+
+    current = generation_path(ds, 1)
+    outside = tmp_path / "elsewhere.json"
+    outside.write_bytes(current.read_bytes())  # a valid manifest, outside the dataset
+    current.unlink()
+    if how == "symlink":
+        current.symlink_to(outside)
+    else:
+        current.mkdir()
+    with pytest.raises(of.NotRegularFileError, match="0000000001.json' is (a symbolic link|not a regular file)"):
+        of.open_dataset(ds)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("generation", "x", "'generation' is 'x'"),
+        ("format", "zarr", "'format' is 'zarr'"),
+        ("parts", "chunks", "'parts' is not a list"),
+        ("checksums", {"a": "b"}, "'checksums' is not"),
+        ("images", None, "names no images table"),
+        ("images", "chunks", "lacks its images table 'chunks'"),
+    ],
+)
+def test_manifest_fields_of_the_wrong_type_are_refused(ds, field, value, message):
+    """A crafted manifest (its own CRC made to match): each field is checked, no assertion or TypeError escapes."""
+    from omeframe.formats.dataset.manifest import generation_path
+
+    for target in (generation_path(ds, 1), ds / "manifest.json"):
+        m = json.loads(target.read_text())
+        m[field] = value
+        _seal(target, m)
+    with pytest.raises(CorruptFileError, match=message):
         of.open_dataset(ds).read("a")
 
 
@@ -568,3 +707,122 @@ def test_the_full_disk_message_reaches_the_cli_as_one_line(tmp_path):
         assert not [n for n in os.listdir(mnt) if n.endswith(".vortex")]
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def _replace_in_footer(path: Path, old: bytes, new: bytes) -> None:
+    """Replace ``old`` by ``new`` (same length) in the Thrift footer of the Parquet file ``path``."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[-8:-4], "little")
+    body, footer = data[: len(data) - 8 - n], data[len(data) - 8 - n : -8]
+    assert old in footer and len(old) == len(new)
+    path.write_bytes(body + footer.replace(old, new) + data[-8:])
+
+
+def test_a_damaged_parquet_footer_is_a_corrupt_file_on_every_read(tmp_path):
+    """pyarrow raises UnicodeDecodeError for a column name that is not UTF-8: typed, with the file named."""
+    stack = np.random.default_rng(1).integers(0, 255, (20, 3, 8, 8), dtype=np.uint8)
+    path = of.write_table(tmp_path / "t.parquet", stack, dim_order="CYX", columns={"cell_id": list(range(20))})
+    _replace_in_footer(path, b"cell_id", b"\xffell_id")  # in the schema and in every chunk's path
+    for read in (lambda: of.read_table(path), lambda: of.open_table(path).to_numpy([0, 1]),
+                 lambda: of.verify_table(path)):
+        with pytest.raises(CorruptFileError, match="t.parquet"):
+            read()
+
+
+def test_verify_table_reports_damaged_feature_columns(tmp_path):
+    """A flipped byte in a feature column's page: every checking reader refuses the row group, so the
+    report must name it too (it used to check the record column only)."""
+    from omeframe.storage.parquet_crc import CheckedParquetFile
+
+    stack = np.random.default_rng(2).integers(0, 255, (30, 3, 8, 8), dtype=np.uint8)
+    path = of.write_table(tmp_path / "t.parquet", stack, dim_order="CYX", columns={"cell_id": list(range(30))},
+                          compression=None)
+    with CheckedParquetFile(path) as pf:
+        leaf = pf._leaves(["cell_id"])[0]
+        pages = pf._pages(pf.metadata.row_group(0), 0, leaf)
+        at = int(pages.starts[0] + pages.lengths[0] - 3)
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x11
+    path.write_bytes(bytes(data))
+    report = of.verify_table(path)
+    assert not report.ok and "cell_id" in str(report.damaged[0]), report
+    with pytest.raises(of.ChunkChecksumError, match="cell_id"):
+        of.read_table(path)
+
+
+def test_a_vortex_table_with_a_damaged_layout_is_corrupt_on_takes(tmp_path):
+    """vortex lists a file's splits lazily: a damaged layout raised a bare RuntimeError from takes."""
+    stack = np.random.default_rng(3).integers(0, 255, (20, 3, 8, 8), dtype=np.uint8)
+    path = of.write_table(tmp_path / "t.vortex", stack, dim_order="CYX")
+    data = path.read_bytes()
+    at = data.index(b"vortex.flat\x00") + 3
+    path.write_bytes(data[:at] + b"U" + data[at + 1 :])
+    for read in (lambda: of.open_table(path).to_numpy([0, 3]), lambda: of.read_table(path, rows=[2])):
+        with pytest.raises(CorruptFileError, match="t.vortex"):
+            read()
+
+
+def test_a_symlinked_manifest_json_copy_is_ignored_when_generations_rule(ds, tmp_path):
+    """manifest.json is a convenience copy: as a symlink it is neither followed nor in the way."""
+    outside = tmp_path / "elsewhere.json"
+    outside.write_bytes((ds / "manifest.json").read_bytes())
+    (ds / "manifest.json").unlink()
+    (ds / "manifest.json").symlink_to(outside)
+    np.testing.assert_array_equal(of.open_dataset(ds).read("a"), A)
+
+
+def test_the_images_table_carries_page_crcs_for_readers_other_than_omeframe(ds):
+    from omeframe.storage.parquet_crc import CheckedParquetFile
+
+    _, p = _images(ds)
+    with CheckedParquetFile(p) as pf:
+        pages = [pf._pages(pf.metadata.row_group(g), g, c) for g in range(pf.metadata.num_row_groups)
+                 for c in range(pf.metadata.num_columns)]
+    assert pages and all((t.crcs >= 0).all() for t in pages)
+
+
+def test_a_stored_vortex_schema_with_a_name_that_is_not_utf8_is_corrupt():
+    """A damaged byte in a nested field name of the stored Arrow schema surfaced later as UnicodeDecodeError."""
+    import base64
+
+    from omeframe.formats.vortex import file as vfile
+
+    inner = pa.struct([("inner_name", pa.list_(pa.field("item", pa.uint8())))])
+    schema = pa.schema([("a", pa.int32()), ("rec", inner)])
+    raw = schema.serialize().to_pybytes()
+    assert raw.count(b"inner_name") == 1
+    damaged = raw.replace(b"inner_name", b"inner\xbaname")
+
+    class _DType:
+        def names(self) -> list[str]:
+            return ["a", "rec", vfile.SCHEMA_COLUMN_PREFIX + base64.b64encode(damaged).decode("ascii")]
+
+    class _File:
+        dtype = _DType()
+
+    with pytest.raises(CorruptFileError, match="'t.vortex': the stored Arrow schema cannot be decoded"):
+        vfile._stored_schema(_File(), "t.vortex")
+
+
+def test_lazy_scans_and_registration_name_damaged_parquet_files(tmp_path):
+    """Arrow's page check and thrift parser raise plain OSError: omeframe.scan and duckdb.register name the file."""
+    import omeframe.duckdb as ofdb
+    from omeframe.storage.parquet_crc import CheckedParquetFile
+
+    stack = np.random.default_rng(6).integers(0, 255, (12, 3, 8, 8), dtype=np.uint8)
+    path = of.write_table(tmp_path / "t.parquet", stack, dim_order="CYX", compression=None)
+    with CheckedParquetFile(path) as pf:
+        leaf = pf._leaves(["ome_arrow"])[-1]
+        pages = pf._pages(pf.metadata.row_group(0), 0, leaf)
+        at = int(pages.starts[0] + pages.lengths[0] // 2)
+    good = path.read_bytes()
+    bad = bytearray(good)
+    bad[at] ^= 0x04
+    path.write_bytes(bytes(bad))
+    with pytest.raises(CorruptFileError, match="t.parquet"):  # the page check, or the page's header
+        of.scan(path, row_index=0).export("numpy")
+    n = int.from_bytes(good[-8:-4], "little")
+    start = len(good) - 8 - n
+    path.write_bytes(good[:start] + b"\xff" * 8 + good[start + 8 :])  # a footer thrift cannot parse
+    with pytest.raises(CorruptFileError, match="t.parquet"):
+        ofdb.register(ofdb.connect(), "t", path)

@@ -190,6 +190,35 @@ def test_a_stale_latest_index_is_not_used(bucket) -> None:  # type: ignore[no-un
     assert "0000000002.json" in fetched, fetched
 
 
+def test_the_latest_index_is_used_only_when_it_holds_the_checked_images_index(bucket) -> None:  # type: ignore[no-untyped-def]
+    """The latest-index shortcut is checked against the CRC the manifest records for the images index."""
+    import pyarrow as pa
+
+    from omeframe.formats.dataset.remote import LATEST_INDEX
+
+    url, opts, server = bucket
+    ds = omeframe.write_dataset(_image(64, 64), f"{url}/ds", image_ids=["a"], storage_options=opts)
+    assert ds.store is not None
+
+    def opened_via_index_copy() -> bool:
+        shared_cache().clear()
+        server.counts.reset()
+        again = omeframe.open_dataset(f"{url}/ds", storage_options=opts)
+        assert again.image_ids == ["a"]
+        fetched = [p.rsplit("/", 1)[-1] for m, p, *_ in server.counts.log if m == "GET"]
+        return not any(n.startswith("images-0") and n.endswith(".arrow") for n in fetched)  # the generation's
+
+    assert opened_via_index_copy()  # the shortcut: one GET for manifest and index
+    copy = pa.ipc.open_file(pa.BufferReader(ds.store.cat(LATEST_INDEX))).read_all()
+    i = copy.schema.get_field_index("image_id")
+    changed = copy.set_column(i, copy.schema.field(i), pa.array(["z"], copy.schema.field(i).type))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, changed.schema) as w:  # well-formed, metadata intact, one value changed
+        w.write_table(changed)
+    ds.store.put(LATEST_INDEX, sink.getvalue().to_pybytes())
+    assert not opened_via_index_copy()  # the checked images index is read instead
+
+
 def test_a_dataset_without_generations_opens_from_its_manifest_json(bucket, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The layout before ``_manifests/`` (only ``manifest.json``), e.g. an old local dataset uploaded as is."""
     import shutil

@@ -327,8 +327,10 @@ def drop_dataset_images(root: Path, ids: set[str]) -> None:
     gen = m.generation + 1
     ext = "parquet" if m.format == "parquet" else "vortex"
     images_rel = f"images-{gen:05d}.{ext}"
-    _write_images_table(table.filter(pc.invert(mask)), root / images_rel, m.format)
-    write_manifest(root, Manifest(format=m.format, generation=gen, images=images_rel, parts=list(m.parts)))
+    sums = _write_images_table(table.filter(pc.invert(mask)), root / images_rel, m.format)
+    write_manifest(
+        root, Manifest(format=m.format, generation=gen, images=images_rel, parts=list(m.parts), checksums=sums)
+    )
     # Superseded images tables stay for readers of older generations until
     # their grace period ends (see docs/concepts/guarantees.md).
     maybe_collect(root)

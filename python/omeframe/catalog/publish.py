@@ -194,8 +194,8 @@ def drop_remote_dataset_images(url: str, storage_options: Mapping[str, Any] | No
     kept = table.filter(pc.invert(mask))
     store = RemoteStore(url, storage_options)
     with tempfile.TemporaryDirectory(prefix="omeframe-drop-") as tmp:
-        _write_images_table(kept, Path(tmp) / images_rel, m.format)
+        sums = _write_images_table(kept, Path(tmp) / images_rel, m.format)
         for rel in (images_rel, images_rel.rsplit(".", 1)[0] + ".arrow"):
             store.upload(Path(tmp) / rel, rel)
     commit_manifest_remote(store, Manifest(format=m.format, generation=gen, images=images_rel,
-                                           parts=list(m.parts)), kept)
+                                           parts=list(m.parts), checksums=sums), kept)

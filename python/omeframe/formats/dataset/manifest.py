@@ -21,17 +21,21 @@ one generation. When ``manifest.json`` names a higher generation than
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import uuid
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omeframe._version import __version__
 from omeframe.formats.dataset.schema import DATASET_FORMAT_VERSION
-from omeframe.model.errors import ConcurrentWriteError, CorruptFileError
+from omeframe.model.errors import ChunkChecksumError, ConcurrentWriteError, CorruptFileError, NotRegularFileError
 from omeframe.storage.atomic import atomic_path, commit_step, fsync_dir, fsync_file, link_exclusive
+from omeframe.storage.crc import crc32_function
 
 __all__ = [
     "Manifest",
@@ -63,6 +67,28 @@ class Manifest:
     format_version: int = DATASET_FORMAT_VERSION
     writer: str = f"omeframe {__version__}"
     kind: str = "omeframe.formats.dataset"
+    #: CRC-32 of the bytes of this generation's images table and its Arrow IPC
+    #: copy, by relative path (empty in manifests written before omeframe
+    #: recorded them: their images files are read unchecked).
+    checksums: dict[str, int] = field(default_factory=dict)
+
+    def check_file(self, rel: str, data: bytes | memoryview, what: str) -> None:
+        """Raise :class:`ChunkChecksumError` naming ``what`` when ``data`` (file ``rel``'s bytes) fails its CRC.
+
+        Files the manifest records no CRC for pass unchecked.
+
+        Example
+        -------
+        >>> m = Manifest(format="parquet", checksums={"a.arrow": zlib.crc32(b"abc")})
+        >>> m.check_file("a.arrow", b"abc", "'a.arrow'")
+        >>> m.check_file("b.arrow", b"anything", "'b.arrow'")
+        """
+        want = self.checksums.get(rel)
+        if want is not None and crc32_function()(data) != want:
+            raise ChunkChecksumError(
+                f"{what} fails the CRC-32 that generation {self.generation}'s manifest records for it "
+                "(the file is damaged or was replaced); restore it from a copy, or write the dataset again"
+            )
 
 
 def generation_path(root: str | os.PathLike[str], generation: int) -> Path:
@@ -79,10 +105,71 @@ def list_generations(root: str | os.PathLike[str]) -> list[int]:
     return sorted(int(m.group(1)) for m in map(_GEN_RE.match, names) if m)
 
 
+#: The manifest's own CRC-32, over the rest of its content (see :func:`_content_crc`).
+_SELF_CRC = "crc32"
+
+
+def _content_crc(raw: dict[str, object]) -> int:
+    """CRC-32 of a manifest's content without its own CRC: its keys sorted, in compact JSON."""
+    body = {k: v for k, v in raw.items() if k != _SELF_CRC}
+    return zlib.crc32(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of manifest ``path``, which must be a regular file, not a symbolic link.
+
+    A FIFO or device is never read from (opening a FIFO waits for a writer:
+    O_NONBLOCK, and the check is on the open file), and a symbolic link is
+    not followed: omeframe writes none, and one could point outside the dataset.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and path.is_symlink():
+            raise NotRegularFileError(
+                f"dataset manifest {str(path)!r} is a symbolic link: not followed (omeframe writes none, and it "
+                "could point outside the dataset); replace it with the file it points to"
+            ) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(
+                f"dataset manifest {str(path)!r} is not a regular file (a directory, FIFO or device): not read"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def _check_fields(m: Manifest) -> None:
+    """Raise ``TypeError``/``ValueError`` for a manifest field of the wrong type or value."""
+    if m.format not in ("parquet", "vortex"):
+        raise ValueError(f"'format' is {m.format!r}, expected 'parquet' or 'vortex'")
+    if not isinstance(m.generation, int) or isinstance(m.generation, bool) or m.generation < 0:
+        raise TypeError(f"'generation' is {m.generation!r}, expected an integer >= 0")
+    if m.images is not None and not isinstance(m.images, str):
+        raise TypeError(f"'images' is {m.images!r}, expected a relative path")
+    if not isinstance(m.parts, list) or not all(isinstance(p, str) for p in m.parts):
+        raise TypeError("'parts' is not a list of relative paths")
+    if not isinstance(m.checksums, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in m.checksums.items()
+    ):
+        raise TypeError("'checksums' is not an object of file names and CRC-32 values")
+
+
 def _parse(path: Path, data: bytes | None = None) -> Manifest:
     try:
-        raw = json.loads((path.read_bytes() if data is None else data).decode("utf-8"))
+        raw = json.loads((_read_regular(path) if data is None else data).decode("utf-8"))
+        if not isinstance(raw, dict):
+            raise TypeError(f"a manifest is a JSON object, got {type(raw).__name__}")
+        stored = raw.get(_SELF_CRC)
+        if stored is not None and stored != _content_crc(raw):
+            raise ValueError("its content fails its CRC-32 (the file is damaged)")
         m = Manifest(**{k: raw[k] for k in raw if k in Manifest.__dataclass_fields__})
+        if m.kind == "omeframe.formats.dataset" and m.format_version <= DATASET_FORMAT_VERSION:
+            _check_fields(m)  # (a manifest of another kind or newer layout is refused below)
     except (ValueError, TypeError, KeyError) as exc:
         raise CorruptFileError(f"unreadable dataset manifest {str(path)!r}: {exc}") from exc
     if m.kind != "omeframe.formats.dataset" or m.format_version > DATASET_FORMAT_VERSION:
@@ -107,7 +194,9 @@ def read_manifest_file(path: str | os.PathLike[str]) -> Manifest:
 
 
 def _encode(manifest: Manifest) -> bytes:
-    return (json.dumps(asdict(manifest), indent=1) + "\n").encode("utf-8")
+    raw: dict[str, object] = asdict(manifest)
+    raw[_SELF_CRC] = _content_crc(raw)
+    return (json.dumps(raw, indent=1) + "\n").encode("utf-8")
 
 
 def read_manifest(root: str | os.PathLike[str], generation: int | None = None) -> Manifest:
@@ -148,7 +237,7 @@ def read_manifest(root: str | os.PathLike[str], generation: int | None = None) -
         # manifest.json ahead of _manifests/; its commit is then the newest.
         try:
             copy = _parse(legacy)
-        except CorruptFileError:
+        except (CorruptFileError, NotRegularFileError):
             return current  # the copy is a convenience; the generation files rule
         if copy.generation > current.generation:
             return copy
@@ -172,7 +261,7 @@ def publish_copy(root: Path) -> None:
         gens = list_generations(root)
         if not gens:
             return
-        data = generation_path(root, gens[-1]).read_bytes()
+        data = _read_regular(generation_path(root, gens[-1]))
         with atomic_path(root / MANIFEST_NAME) as tmp:
             tmp.write_bytes(data)
         if list_generations(root)[-1] == gens[-1]:
@@ -209,7 +298,7 @@ def write_manifest(root: str | os.PathLike[str], manifest: Manifest) -> Path:
     prev = generation_path(root, manifest.generation - 1)
     if manifest.generation > 1 and not prev.is_file() and legacy.is_file():
         try:
-            data = legacy.read_bytes()
+            data = _read_regular(legacy)
             base = _parse(legacy, data)
         except CorruptFileError:
             base = None

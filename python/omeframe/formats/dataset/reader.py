@@ -288,7 +288,10 @@ class DatasetReader:
     @property
     def images_path(self) -> Path:
         """Path of the current images table."""
-        assert self.manifest.images is not None
+        if self.manifest.images is None:
+            raise CorruptFileError(
+                f"dataset {self.where!r}: generation {self.manifest.generation}'s manifest names no images table"
+            )
         return self.path / self.manifest.images
 
     @property
@@ -312,28 +315,36 @@ class DatasetReader:
             self._meta_nbytes += n
             return _conform_images(t)
         p = self.images_path
-        if not p.exists():
+        if not p.is_file():  # missing, or not a file (a directory named by a damaged manifest)
             raise self._lacks("images table", p.name)
         fast = self.images_read_path
         if fast != p:
             # The writer's Arrow IPC copy of the same table: opening it needs no
             # Parquet or Vortex reader, which keeps a cold open to milliseconds.
             with files.open_input(fast) as fh:
-                t = read_ipc_file(fh.read_range(0, fh.size), f"(images index) {str(fast)!r}")
-            return _conform_images(t)
+                data = fh.read_range(0, fh.size)
+            what = f"(images index) {str(fast)!r}"
+            self.manifest.check_file(fast.name, data, what)
+            return _conform_images(read_ipc_file(data, what))
+        # The images table itself (small): its bytes are checked before they are parsed
+        with files.open_input(p) as fh:
+            data = fh.read_range(0, fh.size)
+        self.manifest.check_file(p.name, data, f"images table {str(p)!r}")
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
-            with files.open_input(p) as fh:
-                try:
-                    # One read of the whole (small) file: parsing from the file
-                    # object read the footer region twice (tail, then columns).
-                    t = pq.ParquetFile(pa.BufferReader(fh.read_range(0, fh.size))).read()
-                except (pa.ArrowInvalid, OSError) as exc:
-                    reraise_access_error(exc)
-                    raise CorruptFileError(f"unreadable images table {str(p)!r}: {exc}") from exc
+            try:
+                t = pq.ParquetFile(pa.BufferReader(data)).read()
+                t.validate(full=True)  # offsets and UTF-8 of every value, before any is read
+            except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+                reraise_access_error(exc)
+                raise CorruptFileError(f"unreadable images table {str(p)!r}: {exc}") from exc
         else:
-            t = read_vortex_table(p)
+            t = read_vortex_table(p)  # the file checked above, unless replaced in between (never by omeframe)
+            try:
+                t.validate(full=True)
+            except pa.ArrowInvalid as exc:
+                raise CorruptFileError(f"unreadable images table {str(p)!r}: {exc}") from exc
         return _conform_images(t)
 
     @cached_property
@@ -679,6 +690,30 @@ class DatasetReader:
         return pa.concat_tables(parts) if parts else CHUNKS_SCHEMA.empty_table().select(cols)
 
     def _read_rows(self, part: str, cols: list[str], start: int | None, n: int | None) -> pa.Table:
+        """Rows ``start .. start + n`` (all without ``start``) of part ``part``: columns ``cols``, as the chunks
+        table types them; a part whose columns are not the chunks table's is corrupt (a damaged footer)."""
+        where = repr(str(self.path / part)) if self.store is None else repr(self.store.url_of(part))
+        try:
+            t = self._read_part_rows(part, cols, start, n)
+        except (pa.ArrowException, UnicodeDecodeError) as exc:  # OSError subclasses propagate as they are
+            raise CorruptFileError(f"chunks table {where} cannot be read (the file is damaged): {exc}") from exc
+        if t.column_names != cols:
+            raise CorruptFileError(
+                f"chunks table {where} holds columns {t.column_names} where {cols} were asked for: its footer "
+                "is damaged (restore the file from a copy)"
+            )
+        want = pa.schema([CHUNKS_SCHEMA.field(c) for c in cols])
+        if not t.schema.equals(want, check_metadata=False):
+            try:
+                t = t.cast(want)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise CorruptFileError(
+                    f"chunks table {where}: its columns' types {t.schema.types} are not the chunks table's "
+                    f"{want.types} (its footer is damaged): {exc}"
+                ) from exc
+        return t
+
+    def _read_part_rows(self, part: str, cols: list[str], start: int | None, n: int | None) -> pa.Table:
         p = self.path / part
         if self.store is not None:
             if self.format != "parquet":

@@ -32,6 +32,7 @@ import pyarrow as pa
 from omeframe.formats.dataset.manifest import MANIFEST_NAME, MANIFESTS_DIR, Manifest, _encode, _parse
 from omeframe.formats.vortex.file import read_vortex_table
 from omeframe.model.errors import ConcurrentWriteError, CorruptFileError, reraise_access_error
+from omeframe.storage.crc import crc32_function
 from omeframe.storage.ipc import read_ipc_file
 from omeframe.storage.remote import RemoteStore, _run_all
 
@@ -132,7 +133,7 @@ def _carried_manifest(store: RemoteStore, index: bytes) -> Manifest | None:
     """The manifest a latest-index copy carries, or ``None`` (no such metadata, or damaged)."""
     try:
         meta = pa.ipc.open_file(pa.BufferReader(index)).schema.metadata or {}
-    except (pa.ArrowInvalid, OSError):
+    except (pa.ArrowException, OSError, UnicodeDecodeError):
         return None  # a damaged copy is only a missed shortcut
     raw = meta.get(_MANIFEST_KEY)
     if raw is None:
@@ -154,25 +155,33 @@ def read_images_remote(
     back to the Parquet table when the copy is missing. Vortex images tables
     without a copy are read whole.
     """
-    assert manifest.images is not None
+    if manifest.images is None:
+        raise CorruptFileError(
+            f"dataset {store.url!r}: generation {manifest.generation}'s manifest names no images table"
+        )
     rel = manifest.images
     fast = rel.rsplit(".", 1)[0] + ".arrow"
     if hint and "index" in hint:
         try:
             t = read_ipc_file(hint["index"], "(latest index)")
-            if (t.schema.metadata or {}).get(_INDEX_KEY) == rel.encode():
+            meta = t.schema.metadata or {}
+            if meta.get(_INDEX_KEY) == rel.encode() and _copies(t, manifest, fast):
                 return t.replace_schema_metadata(None), fast, 0
         except CorruptFileError:
             pass  # a damaged copy is only a missed shortcut: read the real index
     try:
         data = store.cat(fast)
-        return read_ipc_file(data, f"(images index) {store.url_of(fast)!r}"), fast, len(data)
     except FileNotFoundError:
         pass
+    else:
+        what = f"(images index) {store.url_of(fast)!r}"
+        manifest.check_file(fast, data, what)
+        return read_ipc_file(data, what), fast, len(data)
     try:
         data = store.cat(rel)
     except FileNotFoundError:
         raise CorruptFileError(f"dataset {store.url!r} lacks its images table {rel!r}") from None
+    manifest.check_file(rel, data, f"images table {store.url_of(rel)!r}")
     try:
         if manifest.format == "parquet":
             import pyarrow.parquet as pq
@@ -185,9 +194,29 @@ def read_images_remote(
             p = Path(tmp) / "images.vortex"
             p.write_bytes(data)
             return read_vortex_table(p), rel, len(data)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         reraise_access_error(exc)
         raise CorruptFileError(f"unreadable images table {store.url_of(rel)!r}: {exc}") from exc
+
+
+def _copies(index: pa.Table, manifest: Manifest, fast: str) -> bool:
+    """Whether the latest-index table ``index`` holds the bytes of ``manifest``'s checked IPC copy ``fast``.
+
+    The latest index is the copy written again with two more metadata keys;
+    written again without them it must give the copy's bytes, whose CRC-32
+    the manifest records. A manifest without that CRC (written before
+    omeframe recorded one) takes the index as it is. A mismatch (damage, or
+    another pyarrow writing IPC files differently) only skips the shortcut.
+    """
+    want = manifest.checksums.get(fast)
+    if want is None:
+        return True
+    meta = {k: v for k, v in (index.schema.metadata or {}).items() if k not in (_INDEX_KEY, _MANIFEST_KEY)}
+    sink = pa.BufferOutputStream()
+    plain = index.replace_schema_metadata(meta or None)
+    with pa.ipc.new_file(sink, plain.schema) as w:
+        w.write_table(plain)
+    return bool(crc32_function()(sink.getvalue()) == want)
 
 
 def commit_manifest_remote(store: RemoteStore, manifest: Manifest, images: pa.Table | None = None) -> None:

@@ -70,6 +70,7 @@ from omeframe.model.dtypes import dtype_name
 from omeframe.model.errors import ConcurrentWriteError, CorruptFileError, SchemaError
 from omeframe.model.header import normalize_chunk_shape
 from omeframe.storage.atomic import atomic_path, commit_step, fsync_dir, fsync_file
+from omeframe.storage.crc import crc32_function
 from omeframe.storage.remote import RemoteStore, _run_all
 from omeframe.storage.url import local_path, parse_location
 
@@ -565,19 +566,27 @@ def _write_parts_on_client(
     return np.concatenate(located) if have_offsets and located else None
 
 
-def _write_images_table(table: pa.Table, path: Path, fmt: str) -> None:
+def _write_images_table(table: pa.Table, path: Path, fmt: str) -> dict[str, int]:
+    """Write the images table at ``path`` and its Arrow IPC copy beside it.
+
+    Returns the CRC-32 of each file's bytes as written, by file name, for the
+    manifest (:attr:`Manifest.checksums`), read back from the files.
+    """
     # The fast-open copy: Arrow IPC needs no Parquet or Vortex reader, so a
     # cold process opens the dataset without importing either (see reader).
-    with atomic_path(path.with_suffix(".arrow")) as tmp:
+    fast = path.with_suffix(".arrow")
+    with atomic_path(fast) as tmp:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
             w.write_table(table)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, compression="zstd")
+        with atomic_path(path) as tmp:  # page CRCs too: DuckDB and Polars read this file themselves
+            pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
     else:
         write_vortex_table(table, path)
+    crc32 = crc32_function()
+    return {p.name: crc32(p.read_bytes()) for p in (path, fast)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -764,10 +773,10 @@ def _commit_in_place(
         images_rel = f"images-{gen:05d}-{token}.{ext}"
         txn.files += [images_rel, str(Path(images_rel).with_suffix(".arrow"))]
         table = pa.concat_tables([prior.images_table, new_rows]) if prior is not None else new_rows
-        _write_images_table(table, root / images_rel, fmt)
+        sums = _write_images_table(table, root / images_rel, fmt)
         manifest = Manifest(
             format=fmt, generation=gen, images=images_rel,
-            parts=(list(base.parts) if mode == "append" else []) + mine,
+            parts=(list(base.parts) if mode == "append" else []) + mine, checksums=sums,
         )
         gone = [rel for rel in mine if not (root / rel).is_file()]
         if gone:
@@ -802,8 +811,10 @@ def _create(root: Path, txn: _Txn, fmt: str, token: str, new_rows: pa.Table) -> 
     staging = txn.folder
     ext = "parquet" if fmt == "parquet" else "vortex"
     images_rel = f"images-00001-{token}.{ext}"
-    _write_images_table(new_rows, staging / images_rel, fmt)
-    manifest = Manifest(format=fmt, generation=1, images=images_rel, parts=[p.rel for p in txn.parts])
+    sums = _write_images_table(new_rows, staging / images_rel, fmt)
+    manifest = Manifest(
+        format=fmt, generation=1, images=images_rel, parts=[p.rel for p in txn.parts], checksums=sums
+    )
     write_manifest(staging, manifest)
     fsync_dir(staging)
     if root.is_dir() and not _is_dataset(root) and any(root.iterdir()):
@@ -1117,12 +1128,13 @@ def _write_remote(
                 ext = "parquet" if fmt == "parquet" else "vortex"
                 images_rel = f"images-{gen:05d}-{token}.{ext}"
                 table = pa.concat_tables([keep.images_table, new_rows]) if keep is not None else new_rows
-                _write_images_table(table, Path(tmp) / images_rel, fmt)
+                sums = _write_images_table(table, Path(tmp) / images_rel, fmt)
                 for rel in (images_rel, images_rel.rsplit(".", 1)[0] + ".arrow"):
                     _upload(store, Path(tmp) / rel, rel, uploaded)
                 manifest = Manifest(
                     format=fmt, generation=gen, images=images_rel,
                     parts=(list(base.parts) if keep is not None and base is not None else []) + mine,
+                    checksums=sums,
                 )
                 try:
                     commit_manifest_remote(store, manifest, table)
