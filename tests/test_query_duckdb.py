@@ -555,3 +555,45 @@ def test_register_reads_through_the_native_scan(con, data, fmt, name):
     assert ours.num_rows > 0 and ours.equals(theirs)
     plan = _explain(con, sql.format(t="cells"))
     assert operator in plan, plan
+
+
+def test_damaged_pixels_never_reach_duckdb(tmp_path):
+    """DuckDB's Parquet reader checks no page CRCs: register() checks them first (verify=True); Vortex
+    views check each row's pixel CRC whenever a query reads the record column."""
+    import duckdb
+
+    from omeframe.storage.parquet_crc import CheckedParquetFile
+    from vortex_damage import write_flipped
+
+    stack = np.random.default_rng(4).integers(0, 255, (30, 3, 16, 16), dtype=np.uint8)
+    path = of.write_table(tmp_path / "t.parquet", stack, dim_order="CYX", columns={"cell_id": list(range(30))})
+    con = ofdb.connect()
+    ofdb.register(con, "fine", path)
+    assert con.sql("SELECT count(*) FROM fine").fetchall() == [(30,)]
+    with CheckedParquetFile(path) as pf:
+        leaf = pf._leaves(["ome_arrow"])[-1]
+        pages = pf._pages(pf.metadata.row_group(0), 0, leaf)
+        at = int(pages.starts[0] + pages.lengths[0] // 2)
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x08
+    path.write_bytes(bytes(data))
+    with pytest.raises(of.ChunkChecksumError, match="t.parquet.*fails its CRC-32"):
+        ofdb.register(con, "cells", path)
+    ofdb.register(con, "cells", path, verify=False)  # the caller's choice: the view reads unchecked
+    with pytest.raises(TypeError, match="verify must be True or False"):
+        ofdb.register(con, "x", path, verify="yes")
+
+    vx = tmp_path / "t.vortex"
+    write_flipped(vx, stack, row=13, chunk=2, mask=0x40)
+    ofdb.register(con, "vcells", vx)
+    for sql in ("SELECT ome_arrow FROM vcells", "SELECT ome_stats(ome_arrow, 2) FROM vcells"):
+        with pytest.raises(duckdb.Error, match=r"pixel bytes of 1 row\(s\) fail their CRC-32 \(rows 13\)"):
+            con.sql(sql).fetchall()
+
+    ds = of.write_dataset(stack[0], tmp_path / "ds", dim_order="CYX", chunk_shape=(1, 8, 8), image_ids=["a"])
+    images = ds.images_path
+    raw = bytearray(images.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    images.write_bytes(bytes(raw))
+    with pytest.raises(of.ChunkChecksumError, match="images table.*fails the CRC-32"):
+        ofdb.register(con, "slide", tmp_path / "ds")

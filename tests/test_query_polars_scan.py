@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -419,9 +420,12 @@ def test_explain_names_the_scan(tables: dict[str, Path]) -> None:
         plan = op.scan(tables["parquet"], **kwargs).filter(pl.col("cell_id") > 3).select("plate").explain()
         assert "PYTHON[omeframe] SCAN" in plan and "omeframe scan #" in plan, plan
         assert "SELECTION" in plan
-    # a Parquet table without header columns is Polars' own scan, as it is
-    plan = op.scan(tables["parquet"]).filter(pl.col("cell_id") > 3).select("plate").explain()
-    assert "Parquet SCAN" in plan and "PYTHON" not in plan, plan
+    # a Parquet table without header columns: the plugin, which hands plain reads to Polars' own scan
+    # after checking the page CRCs of what that scan decodes
+    q = op.scan(tables["parquet"]).filter(pl.col("cell_id") > 3).select("plate")
+    assert "PYTHON[omeframe] SCAN" in q.explain()
+    q.collect()
+    assert [r.via for r in op.scan_routes(q)] == ["polars.scan_parquet"]
     plan = op.scan(tables["vortex"]).select("plate").explain()
     assert "PYTHON[omeframe] SCAN" in plan, plan
 
@@ -535,7 +539,7 @@ def test_native_route_of_a_dataset(dataset_dir: Path) -> None:
     want = q(chunks.lazy()).collect()
     lf = q(op.scan(dataset_dir, table="chunks"))  # Polars' own scan of the manifest's parts
     assert_frame_equal(lf.collect(), want)
-    assert "Parquet SCAN" in lf.explain() and op.scan_routes(lf) == []
+    assert [r.via for r in op.scan_routes(lf)] == ["polars.scan_parquet"]
     lf = q(op.scan(dataset_dir, table="chunks", reader="native"))  # the same, through the plugin
     assert_frame_equal(lf.collect(), want)
     (route,) = op.scan_routes(lf)
@@ -549,3 +553,54 @@ def test_native_route_of_a_dataset(dataset_dir: Path) -> None:
 def test_reader_must_be_known(tables: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="reader must be one of"):
         op.scan(tables["parquet"], reader="pyarrow")
+
+
+def test_damaged_pixels_never_reach_polars(tmp_path: Path) -> None:
+    """Polars' Parquet reader checks no page CRCs, and a Vortex scan returns what the file holds: a flipped
+    pixel byte must raise ChunkChecksumError from every reader and route, never come back as pixels."""
+    from omeframe.storage.parquet_crc import CheckedParquetFile
+    from vortex_damage import write_flipped
+
+    rng = np.random.default_rng(3)
+    stack = rng.integers(0, 255, (40, 3, 16, 16), dtype=np.uint8)
+    pq_path = tmp_path / "cells.parquet"
+    write_table(pq_path, stack, dim_order="CYX", columns={"cell_id": list(range(40))}, row_group_bytes=8192)
+    with CheckedParquetFile(pq_path) as pf:  # a page body of the pixel bytes in the row group of row 25
+        md = pf.metadata
+        ends = np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)])
+        g = int(np.searchsorted(ends, 25, side="right"))
+        assert g > 0 and ends[0] >= 5, ends
+        leaf = [md.schema.column(j).path for j in range(md.num_columns)].index(
+            "ome_arrow.chunks.list.element.pixel_bytes"
+        )
+        pages = pf._pages(md.row_group(g), g, leaf)
+        at = int(pages.starts[0] + pages.lengths[0] // 2)
+    # checked once per version of the file: the intact file passes, its damaged rewrite is checked anew
+    assert op.scan(pq_path).collect().height == 40
+    time.sleep(0.05)  # a rewrite in the same timestamp tick would look like the same version
+    data = bytearray(pq_path.read_bytes())
+    data[at] ^= 0x20
+    pq_path.write_bytes(bytes(data))
+    for reader in ("auto", "native", "omeframe"):
+        # omeframe's reader decodes with Arrow's own page check (a CorruptFileError naming the page)
+        error, match = (CorruptFileError, "page integrity") if reader == "omeframe" else (
+            of.ChunkChecksumError, f"row group {g}")
+        lf = op.scan(pq_path, reader=reader)
+        with pytest.raises(error, match=match):
+            lf.collect()
+        with pytest.raises(error, match=match):
+            lf.filter(pl.col("cell_id") == 25).collect()
+    # the first rows lie in row groups before the damage: a head reads and checks those only
+    head = op.scan(pq_path).head(5).collect()
+    assert np.array_equal(of.to_numpy_stack(head["ome_arrow"].to_arrow()), stack[:5])
+    assert op.scan(pq_path).select("cell_id").collect()["cell_id"].to_list() == list(range(40))
+
+    vx_path = tmp_path / "cells.vortex"
+    write_flipped(vx_path, stack, row=27, chunk=1, mask=0x10)
+    by_id = pl.col("ome_arrow").struct.field("id")
+    for lf in (op.scan(vx_path), op.scan(vx_path, reader="omeframe"), op.scan(vx_path).filter(by_id == "img-27"),
+               op.scan(vx_path).head(30)):
+        with pytest.raises(of.ChunkChecksumError, match=r"rows 27\)"):
+            lf.collect()
+    fine = op.scan(vx_path).filter(by_id == "img-26").collect()
+    assert np.array_equal(of.to_numpy_stack(fine["ome_arrow"].to_arrow()), stack[26:27])

@@ -1,7 +1,8 @@
 """Polars scan of omeframe tables: ``omeframe.polars.scan(path)``.
 
 :func:`scan` hands every Parquet read it cannot improve on to Polars' own
-``pl.scan_parquet`` and reads the rest (and Vortex, where it is at least as
+``pl.scan_parquet`` (after checking the page CRCs of what it will decode)
+and reads the rest (and Vortex, where it is at least as
 fast as ``pl.scan_pyarrow_dataset``) itself, inside a Polars IO plugin
 (``polars.io.plugins.register_io_source``); the routing rule is in
 :func:`scan`'s notes, and :func:`scan_routes` tells which reader served a
@@ -56,10 +57,11 @@ from omeframe.formats.dataset.reader import DatasetReader
 from omeframe.formats.dataset.schema import CHUNKS_SCHEMA
 from omeframe.formats.record.files import TABLE_FORMATS, detect_format, field_type, find_record_column
 from omeframe.formats.record.remote import ranged_filesystem
-from omeframe.formats.vortex.file import scan_batches
+from omeframe.formats.vortex.file import row_crc_check, scan_batches
 from omeframe.model.errors import CorruptFileError, OptionalDependencyError, reraise_access_error
 from omeframe.storage import files
-from omeframe.storage.parquet_footer import check_metadata
+from omeframe.storage.parquet_crc import CheckedParquetFile
+from omeframe.storage.parquet_footer import check_metadata, read_footer
 from omeframe.storage.url import check_storage_options, parse_location
 
 if TYPE_CHECKING:
@@ -337,13 +339,14 @@ def _parquet_file(path: str, fh: files.InputFile) -> Any:
         if md is not None:
             _PQ_META.move_to_end(key)
     cached = md is not None
+    footer = None
     try:
         if md is None:
-            md = _read_footer(fh)
+            md, footer = read_footer(fh)
         pf = pq.ParquetFile(fh, metadata=md, page_checksum_verification=True)
         if not cached:
-            check_metadata(pf.metadata, repr(path))  # the scan asks for column-chunk sizes and statistics
-    except (pa.ArrowInvalid, OSError) as exc:
+            check_metadata(pf.metadata, repr(path), footer)  # the scan asks for column-chunk sizes and statistics
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         reraise_access_error(exc)
         raise CorruptFileError(
             f"{path!r} is not a readable Parquet file (truncated or corrupt?): {exc}"
@@ -354,30 +357,6 @@ def _parquet_file(path: str, fh: files.InputFile) -> Any:
             while len(_PQ_META) > 64:
                 _PQ_META.popitem(last=False)
     return pf
-
-
-def _read_footer(fh: files.InputFile) -> Any:
-    """The file metadata, reading exactly the footer.
-
-    pyarrow's own open reads the last 64 KiB speculatively, which in a small
-    image table is mostly pixel bytes.  ``None`` lets pyarrow handle what this
-    does not (encrypted footers).
-    """
-    import pyarrow.parquet as pq
-
-    size = fh.size
-    if size < 12:
-        raise pa.ArrowInvalid(f"file of {size} bytes is too small to be Parquet")
-    tail = fh.read_range(size - 8, 8)
-    if tail[4:] != b"PAR1":
-        if tail[4:] == b"PARE":
-            return None
-        raise pa.ArrowInvalid("Parquet magic bytes not found in footer")
-    n = int.from_bytes(tail[:4], "little")
-    if n + 12 > size:
-        raise pa.ArrowInvalid(f"footer of {n} bytes does not fit in a file of {size} bytes")
-    footer = fh.read_range(size - 8 - n, n)
-    return pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
 
 
 #: (file version, format) -> its Arrow schema, and ((file version, format),
@@ -403,16 +382,66 @@ def _schema_cache_put(key: tuple[Any, ...], value: Any) -> None:
             _SCHEMAS.popitem(last=False)
 
 
-def _check_parquet(path: str) -> None:
-    """Raise :class:`CorruptFileError` unless ``path`` starts and ends like a Parquet file."""
-    with files.open_input(path) as fh:
-        size = fh.size
-        ok = size >= 12 and fh.read_range(0, 4) == b"PAR1" and fh.read_range(size - 4, 4) in (b"PAR1", b"PARE")
-    if not ok:
-        raise CorruptFileError(
-            f"{path!r} is not a readable Parquet file (no Parquet magic bytes: truncated or "
-            "not Parquet?); rewrite it or pass format='vortex' if it is a Vortex file"
-        )
+#: Column chunks of file versions (:func:`files.file_key`) whose pages passed their CRCs
+#: before Polars' own reader decoded them in this process: ``key -> {(row group, leaf)}``.
+_VERIFIED: OrderedDict[tuple[Any, ...], set[tuple[Any, ...]]] = OrderedDict()
+_VERIFIED_LOCK = threading.Lock()
+#: File versions remembered in :data:`_VERIFIED`.
+VERIFIED_FILES = 64
+
+
+def _check_native_pages(tbl: _Table, columns: Sequence[str], n_rows: int | None, filtered: bool) -> None:
+    """Check the page CRCs of the column chunks Polars' own Parquet reader is about to decode.
+
+    Polars checks no page CRCs, so a damaged page would come back as wrong
+    values (pixels included): the chunks of ``columns`` (top-level or header
+    columns, which read their record column) are checked first, at memory
+    speed (:class:`~omeframe.storage.parquet_crc.CheckedParquetFile`), in
+    every row group or, for ``n_rows`` without a filter, in the row groups
+    holding the first ``n_rows`` rows. A chunk is checked once per version of
+    its file in a process (keyed by :func:`omeframe.storage.files.file_key`:
+    path, size, modification time, inode), as DuckDB views are checked once
+    when registered: later queries of the same file version cost a ``stat``.
+
+    Raises
+    ------
+    ChunkChecksumError
+        Naming the file, row group, column and page that fails its CRC-32.
+    """
+    tops = sorted({tbl.virtual[c][0] if c in tbl.virtual else c for c in columns})
+    remaining = None if filtered else n_rows
+    for path in tbl.paths:
+        if remaining is not None and remaining <= 0:
+            return
+        key = files.file_key(path)
+        query = ("all row groups", *tops)  # every row group of these columns, checked before
+        with _VERIFIED_LOCK:
+            done = _VERIFIED.get(key)
+            if done is not None:
+                _VERIFIED.move_to_end(key)
+                if remaining is None and query in done:
+                    continue
+        with CheckedParquetFile(path) as pf:  # checks the footer as it opens
+            md = pf.metadata
+            groups: Sequence[int] = range(md.num_row_groups)
+            if remaining is not None:
+                ends = np.cumsum([md.row_group(g).num_rows for g in groups], dtype=np.int64)
+                k = min(int(np.searchsorted(ends, remaining)) + 1, md.num_row_groups)
+                groups = range(k)
+                remaining -= int(ends[k - 1]) if k else 0
+            leaves = pf._leaves(tops) if tops else []
+            todo: list[tuple[Any, ...]] = [
+                (g, leaf) for g in groups for leaf in leaves if done is None or (g, leaf) not in done
+            ]
+            for g in sorted({g for g, _ in todo}):
+                pf.check([g], sorted(leaf for h, leaf in todo if h == g))
+        if remaining is None:  # (all row groups were asked for)
+            todo.append(query)
+        with _VERIFIED_LOCK:
+            _VERIFIED.setdefault(key, set()).update(todo)
+            _VERIFIED.move_to_end(key)
+            while len(_VERIFIED) > VERIFIED_FILES:
+                _VERIFIED.popitem(last=False)
 
 
 def _file_schema(path: str, fmt: str) -> pa.Schema:
@@ -564,7 +593,7 @@ class _Reader:
             cols = [self._smallest_leaf(pf)]
         try:
             table = pf.read_row_groups(groups, columns=cols, use_threads=True)
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
             reraise_access_error(exc)
             raise CorruptFileError(f"cannot read row groups of {self.tbl.label}: {exc}") from exc
         if take_last is not None:
@@ -770,13 +799,25 @@ class _Reader:
         else:
             projection = real
             target_fields = [schema.field(c) for c in real]
+        vf = vin.file
+        rows = None  # the file rows of what the scan returns, in order (unknown under a filter)
+        if indices is not None:
+            rows = np.asarray(indices, dtype=np.int64)
+        elif vx_filter is None:
+            rows = np.arange(len(vin) if end is None else end, dtype=np.int64)
+        # Every OME-Arrow column read whole: each row's pixel bytes are checked against
+        # its CRC in the hidden column (read beside them, dropped after the check)
+        check = row_crc_check(vf, schema, real, os.fspath(vin.path), rows)
+        if check is not None:
+            hidden = check.field.name
+            projection = ve.pack({**fields, hidden: ve.column(hidden)}) if by_top else [*projection, hidden]
+            target_fields.append(check.field)
         target = pa.schema(target_fields)
         picks = None
         if indices is not None:
             picks = vortex.array(pa.array(indices, pa.uint64()))
         elif end is not None and end < len(vin):
             picks = vortex.array(pa.array(np.arange(end, dtype=np.uint64)))
-        vf = vin.file
         if picks is not None:  # a take: map the file, touch only the needed pages
             from omeframe.formats.vortex.arrow_dataset import open_vortex_mapped  # lazy: pyarrow.dataset
 
@@ -789,6 +830,8 @@ class _Reader:
                 batch = pa.RecordBatch.from_arrays(
                     [c.cast(f.type) for c, f in zip(batch.columns, target, strict=True)], schema=target
                 )
+            if check is not None:
+                batch = check(batch)
             yield pl.from_arrow(batch)
 
 
@@ -1124,6 +1167,9 @@ class _ScanSource:
             unknown = [c for c in route.columns if c not in schema]
             if unknown:
                 raise KeyError(f"no column(s) {unknown} in {self.tbl.label}; columns: {schema.names()}")
+            if self.tbl.format == "parquet":
+                used = list(route.columns) + (list(predicate.meta.root_names()) if predicate is not None else [])
+                _check_native_pages(self.tbl, used, n_rows, predicate is not None)
             df = _native_frame(self.tbl, route.columns, predicate, n_rows).collect()
             df = _match_schema(df, schema)
             step = max(int(batch_size or 100_000), 1)
@@ -1336,11 +1382,7 @@ def scan(
     -----
     Routing (``reader="auto"``), decided first from the options, then per query:
 
-    * **A Parquet table without header columns** is ``pl.scan_parquet`` over
-      its files, returned as it is: Polars prunes columns and row groups and
-      materialises late itself, and nothing stands between it and the query
-      (``explain()`` shows ``Parquet SCAN``).
-    * **Otherwise** the scan is a Polars IO plugin.  Polars hands it each
+    * The scan is a Polars IO plugin.  Polars hands it each
       query's columns (those of the predicate included), predicate and
       ``n_rows``, and the plugin uses omeframe's reader when it reads less than
       the native scan would:
@@ -1362,6 +1404,10 @@ def scan(
       to Polars' own scan (``pl.scan_pyarrow_dataset`` over omeframe's Vortex
       Arrow dataset for Vortex).
       :func:`scan_routes` tells which reader served a query and why.
+    * **Checksums.** Polars' Parquet reader checks no page CRCs: before it
+      runs, the plugin checks the pages of the column chunks it will decode
+      (:func:`_check_native_pages`). On Vortex files, a read of the whole
+      record column checks each row's pixel bytes against its stored CRC.
 
     Either way the result is the same frame.
 
@@ -1381,12 +1427,6 @@ def scan(
         return _scan_remote(pl, os.fspath(source), table, header_columns, storage_options)
     paths, fmt, kind = _describe(source, table, format)
     label = repr(os.fspath(source)) + (f" ({kind} table)" if kind != "records" else "")
-    if reader == "auto" and fmt == "parquet" and paths and not header_columns:
-        # Nothing for omeframe's reader to add that is worth a plugin layer:
-        # Polars' own scan, as it is.
-        for path in paths:
-            _check_parquet(path)
-        return pl.scan_parquet(paths, glob=False, hive_partitioning=False)
     version = (files.file_key(paths[0]), fmt) if paths else None
     cached = _schema_cache_get(version)
     if cached is not None:
