@@ -483,6 +483,11 @@ def test_a_chunk_part_whose_footer_renames_a_column_is_corrupt(ds):
     body, footer = data[: len(data) - 8 - n], data[len(data) - 8 - n : -8]
     assert footer.count(b"mean") >= 1
     part.write_bytes(body + footer.replace(b"mean", b"meam") + data[-8:])
+    with pytest.raises(CorruptFileError, match=r"part-.*'mean' is named 'meam' in the Parquet schema"):
+        of.open_dataset(ds).chunk_stats("a")
+    # a part without the stored Arrow schema is refused by its columns
+    table = pq.read_table(part)
+    pq.write_table(table, part, store_schema=False)
     with pytest.raises(CorruptFileError, match=r"part-.*holds columns \['min', 'max', 'nonzero'\] where"):
         of.open_dataset(ds).chunk_stats("a")
 

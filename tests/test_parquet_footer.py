@@ -9,6 +9,7 @@ instead of killing the suite.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -24,9 +25,20 @@ import pytest
 import omeframe as of
 from omeframe.storage import parquet_footer
 from omeframe.storage.parquet_footer import check_metadata
-from omeframe.storage.thrift_compact import I32, I64, LIST, STRUCT, Field, Seq, decode_struct, encode_struct
+from omeframe.storage.thrift_compact import (
+    BINARY,
+    I32,
+    I64,
+    LIST,
+    STRUCT,
+    Field,
+    Seq,
+    decode_struct,
+    encode_struct,
+)
 
 BYTE_ARRAY, INT32, INT64 = 6, 1, 2
+I16 = 4
 OPTIONAL, REQUIRED = 1, 0
 
 
@@ -117,9 +129,44 @@ def _area_required(fields: list[Field]) -> None:
     _set(_leaf_elements(fields)["area"], 3, I32, REQUIRED)
 
 
+def _element(fields: list[Field], name: bytes) -> list[Field]:
+    """The first schema element named ``name``."""
+    return next(el for el in _get(fields, 2).value.items if any(f.id == 4 and f.value == name for f in el))
+
+
+def _size_z_renamed(fields: list[Field]) -> None:
+    """One flipped bit in a name of the Parquet schema: pyarrow would return a field ``size_{``."""
+    _set(_element(fields, b"size_z"), 4, BINARY, b"size_{")
+
+
+def _image_type_binary(fields: list[Field]) -> None:
+    """A string leaf without its string annotations: DuckDB would return it as binary."""
+    el = _element(fields, b"image_type")
+    el[:] = [f for f in el if f.id not in (6, 10)]
+
+
+def _key_values(fields: list[Field]) -> list[list[Field]]:
+    return _get(fields, 5).value.items
+
+
+def _version_changed(fields: list[Field]) -> None:
+    """omeframe's metadata changed in the footer but not in the stored Arrow schema's copy."""
+    kv = next(kv for kv in _key_values(fields) if _get(kv, 1).value == b"ome.arrow.version")
+    _set(kv, 2, BINARY, b"9.9.9")
+
+
+def _stored_schema_dropped(fields: list[Field]) -> None:
+    """A footer of omeframe's without the Arrow schema it always stores."""
+    _get(fields, 5).value.items[:] = [kv for kv in _key_values(fields) if _get(kv, 1).value != b"ARROW:schema"]
+
+
 CASES: dict[str, tuple[Callable[[list[Field]], None], str]] = {
     "physical type": (_id_as_int64, "holds BYTE_ARRAY values, its schema leaf INT64"),
     "definition levels": (_area_required, "definition-level histogram of 2 entries, for a maximum level of 0"),
+    "renamed field": (_size_z_renamed, "field 'ome_arrow.pixels_meta.size_z' is named 'size_{'"),
+    "string annotation": (_image_type_binary, "'ome_arrow.image_type' is not annotated as a string"),
+    "metadata value": (_version_changed, "metadata 'ome.arrow.version' differs from its copy"),
+    "stored schema": (_stored_schema_dropped, "has no Arrow schema (ARROW:schema)"),
 }
 
 
@@ -132,9 +179,10 @@ def test_damaged_footers_are_refused_by_every_reader_without_aborting(tmp_path, 
     bad = _rewrite(table_path, tmp_path / "bad.parquet", edit)
     check = textwrap.dedent(
         f"""
-        import json, sys, numpy as np, omeframe as of, omeframe.polars
+        import json, sys, numpy as np, omeframe as of, omeframe.polars, omeframe.duckdb as ofdb
         p = {str(bad)!r}
         calls = {{
+            "duckdb register": lambda: ofdb.register(ofdb.connect(), "t", p, verify=True),
             "take": lambda: of.open_table(p).to_numpy(np.arange(3)).tolist(),
             "open_table read": lambda: of.open_table(p).read(["area"]),
             "read_table": lambda: of.read_table(p),
@@ -213,9 +261,172 @@ def test_each_contradiction_is_named(tmp_path, table_path):
             md = pq.read_metadata(bad)
         except (OSError, pa.ArrowException):
             continue  # pyarrow refuses this one itself when it opens the footer
-        with pytest.raises(of.CorruptFileError, match=message):
+        with pytest.raises(of.CorruptFileError, match=re.escape(message)):
             check_metadata(md, name)
             pytest.fail(f"{name}: not refused")
+
+
+def test_footer_fields_are_checked_as_stored(tmp_path, table_path):
+    """Wire types, enum values, required fields and the footer's length, in the bytes as stored: readers
+    generated from parquet.thrift (DuckDB's) refuse such footers, a lenient one may read on."""
+    area = _column(table_path, "area")
+    md = pq.ParquetFile(table_path).metadata
+
+    def converted_as_i16(fields: list[Field]) -> None:
+        el = _element(fields, b"image_type")
+        next(f for f in el if f.id == 6).type = I16
+
+    def negative_encoding(fields: list[Field]) -> None:
+        encodings = next(f.value for f in _chunk_meta(fields, 0, area) if f.id == 2)
+        encodings.items[0] = -1
+
+    def no_num_values(fields: list[Field]) -> None:
+        meta = _chunk_meta(fields, 0, area)
+        meta[:] = [f for f in meta if f.id != 5]
+
+    def negative_rows(fields: list[Field]) -> None:
+        _set(fields, 3, I64, -40)
+
+    cases = {
+        "wire type": (converted_as_i16, "].converted_type is stored as i16, expected i32"),
+        "enum value": (negative_encoding, "meta_data.encodings[0] is -1, outside 0..9"),
+        "required field": (no_num_values, "(ColumnMetaData) lacks its required num_values"),
+        "negative count": (negative_rows, "FileMetaData.num_rows is -40, outside 0.."),
+    }
+    for name, (edit, message) in cases.items():
+        data, fields, start = _footer(table_path)
+        edit(fields)
+        with pytest.raises(of.CorruptFileError, match=re.escape(message)):
+            check_metadata(md, name, encode_struct(fields))
+    data, _, start = _footer(table_path)
+    with pytest.raises(of.CorruptFileError, match=r"metadata ends after \d+ of its \d+ bytes"):
+        check_metadata(md, "trailing", data[start:-8] + b"\x00")
+    check_metadata(md, "intact", data[start:-8])
+
+
+def _variants() -> dict[str, Callable[[Path], None]]:
+    """Writers of tables whose footers are sound: pyarrow's options, DuckDB and Polars."""
+    import datetime
+    import decimal
+
+    n = 40
+    table = pa.table(
+        {
+            "req": pa.array(np.arange(n, dtype=np.int8)),
+            "u64": pa.array(np.arange(n, dtype=np.uint64)),
+            "s": pa.array([f"x{i}" for i in range(n)]),
+            "ls": pa.array(["y"] * n, pa.large_string()),
+            "b": pa.array([b"ab"] * n),
+            "lb": pa.array([b"ab"] * n, pa.large_binary()),
+            "fsb": pa.array([b"abcd"] * n, pa.binary(4)),
+            "dec": pa.array([decimal.Decimal("1.25")] * n, pa.decimal128(10, 2)),
+            "ts": pa.array([datetime.datetime(2020, 1, 1)] * n, pa.timestamp("ns", tz="UTC")),
+            "date": pa.array([datetime.date(2020, 1, 1)] * n),
+            "dict": pa.array(["a", "b"] * (n // 2)).dictionary_encode(),
+            "bool": pa.array([True, False] * (n // 2)),
+            "lst": pa.array([[1, 2]] * n),
+            "fsl": pa.array([[1, 2]] * n, pa.list_(pa.int32(), 2)),
+            "st": pa.array([{"a": 1, "b": "x"}] * n),
+            "m": pa.array([[("k", 1)]] * n, pa.map_(pa.string(), pa.int64())),
+            "nested": pa.array([[{"a": [1], "s": {"q": "z"}}]] * n),
+        }
+    )
+    table = table.cast(table.schema.set(0, pa.field("req", pa.int8(), nullable=False)))
+    options: list[dict[str, object]] = [
+        {},
+        {"data_page_version": "2.0", "compression": "zstd", "row_group_size": 7},
+        {"use_dictionary": False, "write_statistics": False, "version": "1.0"},
+        {"write_page_index": True, "write_page_checksum": True, "bloom_filter_options": {"s": True}},
+        {"use_compliant_nested_type": False, "sorting_columns": [pq.SortingColumn(0)]},
+        {"store_schema": False},
+    ]
+    out: dict[str, Callable[[Path], None]] = {
+        f"pyarrow {o}": (lambda p, o=o: pq.write_table(table.append_column("null", pa.nulls(n)), p, **o))
+        for o in options
+    }
+
+    def duck(p: Path) -> None:
+        import duckdb
+
+        con = duckdb.connect()
+        con.register("t", table)
+        con.sql(f"copy t to '{p}' (format parquet)")
+
+    def polars(p: Path) -> None:
+        import polars as pl
+
+        pl.from_arrow(table).write_parquet(p, statistics="full")
+
+    out.update(duckdb=duck, polars=polars)
+    return out
+
+
+def test_sound_footers_of_other_writers_pass(tmp_path):
+    """No false refusals: footers of every common writer and option pass, as stored and re-serialised."""
+    for k, (name, write) in enumerate(_variants().items()):
+        path = tmp_path / f"{k}.parquet"
+        write(path)
+        data, _, start = _footer(path)
+        md = pq.ParquetFile(path).metadata
+        parquet_footer._SOUND.clear()
+        check_metadata(md, name, data[start:-8])
+        check_metadata(md, name)
+
+
+def test_footer_bit_flips_give_an_error_or_the_same_table(tmp_path, table_path):
+    """One bit flipped at sampled positions of a record table's footer: omeframe's read_table and a DuckDB
+    view registered with verify=True each return the intact table, schema and metadata included, or a
+    typed error (from DuckDB's page reader, one naming the file), in a child process that must not die.
+    (Names, string annotations and omeframe's metadata carry no checksum: the stored Arrow schema is their
+    second copy.)"""
+    script = textwrap.dedent(
+        f"""
+        import json, os, numpy as np, pyarrow as pa, duckdb, omeframe as of, omeframe.duckdb as ofdb
+        src = {str(table_path)!r}
+        data = open(src, "rb").read()
+        n = int.from_bytes(data[-8:-4], "little")
+        start = len(data) - 8 - n
+        want = of.read_table(src)
+        want_sql = duckdb.connect().sql(f"select * from '{{src}}'").to_arrow_table()
+        def _sql(p):
+            con = ofdb.connect()
+            ofdb.register(con, "t", p, verify=True)
+            return con.sql("select * from t").to_arrow_table()
+
+        rng = np.random.default_rng(11)
+        picked = sorted(rng.choice(np.arange(start, len(data) - 8), 300, replace=False).tolist())
+        errors = (of.OmeframeError, OSError, ValueError, pa.ArrowException, duckdb.Error)
+        wrong, untyped = [], []
+        for i, q in enumerate(picked):
+            d = bytearray(data)
+            d[q] ^= 1 << int(rng.integers(0, 8))
+            p = os.path.join({str(tmp_path)!r}, f"f{{i}}.parquet")
+            open(p, "wb").write(bytes(d))
+            for name, read, ref in (
+                ("read_table", lambda: of.read_table(p), want),
+                ("duckdb", lambda: _sql(p), want_sql),
+            ):
+                try:
+                    got = read()
+                except errors as exc:
+                    # DuckDB's own errors reading pages (a codec flipped to another that is valid) name the file
+                    if isinstance(exc, duckdb.Error) and os.path.basename(p) not in str(exc):
+                        untyped.append((q - start, name, type(exc).__name__, str(exc)[:160]))
+                    continue
+                except Exception as exc:
+                    untyped.append((q - start, name, type(exc).__name__, str(exc)[:160]))
+                    continue
+                if not got.equals(ref, check_metadata=True):
+                    wrong.append((q - start, name))
+            os.remove(p)
+        print(json.dumps({{"wrong": wrong, "untyped": untyped}}))
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"the reader process died ({run.returncode}): {run.stderr[-2000:]}"
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not result["wrong"], f"a changed table and no error after flips at footer offsets {result['wrong']}"
+    assert not result["untyped"], result["untyped"]
 
 
 def test_sound_footers_are_remembered(table_path, monkeypatch):

@@ -23,8 +23,17 @@ chunk:
   maximum level + 1, or a byte-array size for a leaf that holds no byte arrays;
 - its min/max statistics of a fixed-width type are not that width.
 
-It decodes the footer pyarrow parsed (re-serialised by pyarrow itself, so the
-check sees exactly what the accessors will see) with omeframe's Thrift codec,
+Besides, the footer must have the shape ``parquet.thrift`` gives it
+(:mod:`omeframe.storage.parquet_shape`: wire types, enum values, required
+fields, non-negative sizes, no bytes after it), which readers generated from
+the Thrift schema (DuckDB's) enforce and pyarrow does not; and its Parquet
+schema and omeframe's metadata must agree with their second copy, the Arrow
+schema stored beside them (:mod:`omeframe.storage.stored_schema`), so a
+flipped byte in a name, a string annotation or ``omeframe.*`` metadata is
+refused rather than read.
+
+It decodes the footer as stored when the caller holds its bytes (else as
+pyarrow re-serialises it) with omeframe's Thrift codec,
 keeping only the fields above, and remembers footers found sound (by CRC-32
 and length), so reopening a file costs one CRC of its footer.
 :func:`omeframe.storage.parquet.open_parquet` and every reader of omeframe's
@@ -49,7 +58,9 @@ import pyarrow as pa
 
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage.crc import crc32_function
-from omeframe.storage.thrift_compact import Field, Keep, Seq, decode_struct
+from omeframe.storage.parquet_shape import FILE_METADATA
+from omeframe.storage.stored_schema import check_stored_schema
+from omeframe.storage.thrift_compact import Field, Keep, Seq, check_shape, decode_struct
 
 __all__ = ["check_metadata", "read_footer"]
 
@@ -60,7 +71,7 @@ _SOUND: OrderedDict[tuple[int, int, bool], None] = OrderedDict()
 _LOCK = threading.Lock()
 
 #: Thrift field ids of ``parquet.thrift``
-_ROW_GROUPS = 4  # FileMetaData
+_SCHEMA, _ROW_GROUPS, _KEY_VALUE = 2, 4, 5  # FileMetaData
 _COLUMNS = 1  # RowGroup
 _META, _CRYPTO, _ENCRYPTED_META = 3, 8, 9  # ColumnChunk
 _TYPE, _STATISTICS, _SIZE_STATISTICS = 1, 12, 16  # ColumnMetaData
@@ -68,6 +79,8 @@ _STAT_VALUES = (1, 2, 5, 6)  # Statistics: max, min, max_value, min_value
 _UNENCODED_BYTES, _REP_HISTOGRAM, _DEF_HISTOGRAM = 1, 2, 3  # SizeStatistics
 
 _KEEP: Keep = {
+    _SCHEMA: None,  # compared with the stored Arrow schema (omeframe.storage.stored_schema)
+    _KEY_VALUE: None,
     _ROW_GROUPS: {
         _COLUMNS: {
             _META: {_TYPE: None, _STATISTICS: dict.fromkeys(_STAT_VALUES), _SIZE_STATISTICS: None},
@@ -160,14 +173,18 @@ def check_metadata(md: Any, what: str, footer: bytes | memoryview | None = None)
             return
     leaves = [md.schema.column(j) for j in range(num_leaves)]  # schema accessors are safe
     try:
+        end = check_shape(data, FILE_METADATA, f"{what}: FileMetaData")
         fields, _ = decode_struct(data, keep=_KEEP, raw=False)
     except CorruptFileError as exc:
-        raise CorruptFileError(f"{what}: {exc}") from exc
+        raise CorruptFileError(f"{exc} {_DAMAGED}" if str(exc).startswith(what) else f"{what}: {exc}") from exc
+    if end != len(data):  # a damaged field length or type ends the structure early
+        raise CorruptFileError(f"{what}: the footer's metadata ends after {end} of its {len(data)} bytes {_DAMAGED}")
     groups = _fields(fields).get(_ROW_GROUPS)
     for g, group in enumerate(groups.items if isinstance(groups, Seq) else []):
         columns = _fields(group).get(_COLUMNS)
         for j, chunk in enumerate(columns.items if isinstance(columns, Seq) else []):
             _check_chunk(_fields(chunk), leaves[j], f"{what}: column {leaves[j].path!r} in row group {g}")
+    check_stored_schema(_fields(fields), what)
     with _LOCK:
         for key in keys:
             _SOUND[key] = None

@@ -22,17 +22,19 @@ A check that only reads (:mod:`omeframe.storage.parquet_footer`) passes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omeframe.model.errors import CorruptFileError
 
 __all__ = [
-    "BINARY", "I16", "I32", "I64", "LIST", "STRUCT", "Field", "Keep", "Map", "Raw", "Seq", "decode_struct",
-    "encode_struct",
+    "BINARY", "BOOL", "I8", "I16", "I32", "I64", "LIST", "STRUCT", "Field", "Keep", "Map", "Raw", "Seq", "Shape",
+    "check_shape", "decode_struct", "encode_struct",
 ]
 
 STOP, TRUE, FALSE, I8, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(13)
+#: The wire type a :class:`Shape` gives a boolean field (stored as ``TRUE`` or ``FALSE``).
+BOOL = TRUE
 _MAX_DEPTH = 64
 
 
@@ -398,3 +400,149 @@ def encode_struct(fields: list[Field]) -> bytes:
     out = bytearray()
     _write_struct(out, fields)
     return bytes(out)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The wire types a struct's fields must have, and the fields it must hold (see :func:`check_shape`).
+
+    ``fields`` maps a field id to its name, its wire type and, for a struct,
+    its :class:`Shape`; for a list, ``(element wire type, element Shape, or
+    the range of an integer element's values, or None)``. Fields it does not
+    name may have any type. ``values`` bounds integer fields (enums, sizes)
+    to the values they may take.
+    """
+
+    name: str
+    fields: dict[int, tuple[str, int, Any]]
+    required: frozenset[int] = frozenset()
+    values: dict[int, range] = field(default_factory=dict)
+
+
+def _type_name(ttype: int) -> str:
+    names = ("stop", "bool", "bool", "i8", "i16", "i32", "i64", "double", "binary", "list", "set", "map", "struct")
+    return names[ttype] if 0 <= ttype < len(names) else f"type {ttype}"
+
+
+class _ShapeError(Exception):
+    """A shape violation; the path to it is prepended while it unwinds (built only on failure)."""
+
+    def __init__(self, path: list[str], problem: str) -> None:
+        super().__init__(problem)
+        self.path, self.problem = path, problem
+
+
+def _int_value(buf: bytes | memoryview, pos: int, ttype: int) -> tuple[int, int]:
+    if ttype == I8:
+        return buf[pos] - 256 * (buf[pos] > 127), pos + 1
+    n, pos = _varint(buf, pos)
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _check_struct(buf: bytes | memoryview, pos: int, shape: Shape, depth: int) -> int:
+    if depth > _MAX_DEPTH:
+        raise CorruptFileError("Thrift structures nest deeper than 64 levels: the Parquet footer is damaged")
+    fields, values, required = shape.fields, shape.values, shape.required
+    seen: set[int] | None = set() if required else None
+    last = 0
+    while True:
+        head = buf[pos]
+        pos += 1
+        if head == STOP:
+            if seen is not None and not required <= seen:
+                names = ", ".join(fields[f][0] for f in sorted(required - seen))
+                raise _ShapeError([], f" ({shape.name}) lacks its required {names}")
+            return pos
+        ttype, delta = head & 0x0F, head >> 4
+        if delta:
+            fid = last + delta
+        else:
+            n, pos = _varint(buf, pos)
+            fid = (n >> 1) ^ -(n & 1)
+        last = fid
+        if seen is not None:
+            seen.add(fid)
+        spec = fields.get(fid)
+        if spec is None:
+            if ttype != TRUE and ttype != FALSE:
+                pos = _skip_value(buf, pos, ttype, depth)
+            continue
+        want, inner = spec[1], spec[2]
+        if ttype != want and not (want == BOOL and ttype == FALSE):
+            raise _ShapeError([f".{spec[0]}"], f" is stored as {_type_name(ttype)}, expected {_type_name(want)}")
+        allowed = values.get(fid) if values else None
+        if allowed is not None and ttype in (I8, I16, I32, I64):
+            if ttype != I8 and buf[pos] < 0x80:  # a one-byte varint: most values
+                n = buf[pos]
+                value, pos = (n >> 1) ^ -(n & 1), pos + 1
+            else:
+                value, pos = _int_value(buf, pos, ttype)
+            if value not in allowed:
+                raise _ShapeError([f".{spec[0]}"], f" is {value}, outside {allowed.start}..{allowed.stop - 1}")
+        elif ttype == STRUCT and inner is not None:
+            try:
+                pos = _check_struct(buf, pos, inner, depth + 1)
+            except _ShapeError as exc:
+                exc.path.insert(0, f".{spec[0]}")
+                raise
+        elif ttype == LIST and inner is not None:
+            size, elem, pos = _list_header(buf, pos)
+            elem_want, elem_shape = inner
+            if size and elem != elem_want:
+                raise _ShapeError(
+                    [f".{spec[0]}"], f" is a list of {_type_name(elem)}, expected {_type_name(elem_want)}"
+                )
+            if isinstance(elem_shape, Shape):
+                for k in range(size):
+                    try:
+                        pos = _check_struct(buf, pos, elem_shape, depth + 1)
+                    except _ShapeError as exc:
+                        exc.path.insert(0, f".{spec[0]}[{k}]")
+                        raise
+            elif isinstance(elem_shape, range) and elem in (I8, I16, I32, I64):
+                for k in range(size):
+                    value, pos = _int_value(buf, pos, elem)
+                    if value not in elem_shape:
+                        raise _ShapeError(
+                            [f".{spec[0]}[{k}]"], f" is {value}, outside {elem_shape.start}..{elem_shape.stop - 1}"
+                        )
+            else:
+                for _ in range(size):
+                    pos = _skip_value(buf, pos, elem, depth + 1)
+        elif ttype != TRUE and ttype != FALSE:
+            pos = _skip_value(buf, pos, ttype, depth)
+
+
+def check_shape(buf: bytes | memoryview, shape: Shape, what: str) -> int:
+    """Check that the struct at ``buf[0]`` has the wire types, values and required fields of ``shape``; return its end.
+
+    A reader generated from the Thrift schema (DuckDB's, Polars') skips a
+    field whose wire type is not the schema's and then refuses the struct for
+    the required field it lacks; a lenient decoder (pyarrow's) may read on.
+    ``what`` names the struct in the error.
+
+    Raises
+    ------
+    CorruptFileError
+        Naming the field (by its path) that has another type or value, or is missing.
+
+    Example
+    -------
+    >>> point = Shape("Point", {1: ("x", I32, None)}, frozenset({1}))
+    >>> check_shape(bytes([0x15, 0x04, 0x00]), point, "p")
+    3
+    >>> check_shape(bytes([0x16, 0x04, 0x00]), point, "p")
+    Traceback (most recent call last):
+    ...
+    omeframe.model.errors.CorruptFileError: p.x is stored as i64, expected i32
+    >>> check_shape(bytes([0x00]), point, "p")
+    Traceback (most recent call last):
+    ...
+    omeframe.model.errors.CorruptFileError: p (Point) lacks its required x
+    """
+    try:
+        return _check_struct(buf, 0, shape, 0)
+    except _ShapeError as exc:
+        raise CorruptFileError(what + "".join(exc.path) + exc.problem) from None
+    except IndexError:
+        raise CorruptFileError(f"{what}: a Thrift structure ends early (truncated or damaged)") from None

@@ -1,0 +1,221 @@
+"""Check that a Parquet footer's schema agrees with the Arrow schema stored beside it (``ARROW:schema``).
+
+A Parquet footer carries no checksum. Arrow's Parquet writer stores the table's
+Arrow schema twice: as the Parquet schema (names, nesting, repetition, logical
+types) and, serialised, in the footer's key-value metadata under
+``ARROW:schema``, together with the table's own key-value metadata. One flipped
+byte in a field name or in a string annotation of the Parquet schema is
+otherwise read without complaint: pyarrow then returns a column ``size_{``
+instead of ``size_z``, and DuckDB a ``binary`` column where the table has a
+``string`` one. One flipped byte in a key or value of omeframe's metadata
+(``omeframe.*``, ``ome.arrow.*``) changes what omeframe makes of the table.
+
+:func:`check_stored_schema` compares the two copies: the same fields with the
+same names, nesting and nullability, strings annotated as strings and binary
+columns not, and the same ``omeframe.*`` / ``ome.arrow.*`` metadata. A footer
+without ``ARROW:schema`` (written by another tool) is compared with nothing,
+except that omeframe's own writer always stores one.
+
+Example
+-------
+>>> import io, pyarrow as pa, pyarrow.parquet as pq
+>>> from omeframe.storage.thrift_compact import decode_struct
+>>> sink = io.BytesIO()
+>>> pq.write_table(pa.table({"a": ["x"]}), sink)
+>>> data = sink.getvalue()
+>>> n = int.from_bytes(data[-8:-4], "little")
+>>> fields, _ = decode_struct(data[-8 - n : -8])
+>>> check_stored_schema({f.id: f.value for f in fields}, "t.parquet")
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import pyarrow as pa
+
+from omeframe.model.errors import CorruptFileError
+from omeframe.storage.thrift_compact import BINARY, I32, STRUCT, Field, Seq
+
+__all__ = ["check_stored_schema", "OWN_PREFIXES"]
+
+#: Key-value metadata omeframe (and ome-arrow) write, compared between the two copies.
+OWN_PREFIXES = (b"omeframe.", b"ome.arrow.")
+
+_STORED = b"ARROW:schema"
+_WRITER = b"omeframe.writer"
+_DAMAGED = "(the Parquet footer is damaged)"
+
+#: Thrift field ids of ``parquet.thrift``
+_SCHEMA, _KEY_VALUE = 2, 5  # FileMetaData
+_KEY, _VALUE = 1, 2  # KeyValue
+_REPETITION, _NAME, _NUM_CHILDREN, _CONVERTED, _LOGICAL = 3, 4, 5, 6, 10  # SchemaElement
+_REQUIRED, _OPTIONAL = 0, 1
+#: Wire types of the SchemaElement fields (type, type_length, repetition_type, name, num_children,
+#: converted_type, scale, precision, field_id, logicalType) in Thrift's compact protocol
+_WIRE_TYPES = {1: I32, 2: I32, 3: I32, 4: BINARY, 5: I32, 6: I32, 7: I32, 8: I32, 9: I32, 10: STRUCT}
+_UTF8, _ENUM, _JSON = 0, 4, 19  # ConvertedType values that mark text
+_STRING, _LOGICAL_ENUM, _LOGICAL_JSON = 1, 4, 12  # LogicalType members that mark text
+
+
+def _fields(value: Any) -> dict[int, Any]:
+    return {f.id: f.value for f in value} if isinstance(value, list) else {}
+
+
+def _key_values(items: Any) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    for kv in items.items if isinstance(items, Seq) else []:
+        f = _fields(kv)
+        key, value = f.get(_KEY), f.get(_VALUE, b"")
+        if isinstance(key, bytes) and isinstance(value, bytes):
+            out.setdefault(key, value)
+    return out
+
+
+def _element(el: list[Field], path: str, what: str) -> dict[int, Any]:
+    """A schema element's values by field id, once each known field has its wire type.
+
+    A reader that meets another wire type skips the field (DuckDB then reads
+    a string column as binary), so a damaged type byte is refused here.
+    """
+    for f in el:
+        want = _WIRE_TYPES.get(f.id)
+        if want is not None and f.type != want:
+            raise CorruptFileError(
+                f"{what}: field {path!r}: schema element field {f.id} has wire type {f.type}, not {want} {_DAMAGED}"
+            )
+    return {f.id: f.value for f in el}
+
+
+def _text(el: dict[int, Any]) -> bool:
+    """Whether a schema element is annotated as text (UTF-8 string, enum or JSON)."""
+    logical = _fields(el.get(_LOGICAL))
+    return el.get(_CONVERTED) in (_UTF8, _ENUM, _JSON) or bool({_STRING, _LOGICAL_ENUM, _LOGICAL_JSON} & set(logical))
+
+
+def _storage(t: pa.DataType) -> pa.DataType:
+    while True:
+        if isinstance(t, pa.ExtensionType):
+            t = t.storage_type
+        elif pa.types.is_dictionary(t):
+            t = t.value_type
+        else:
+            return t
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_fixed_size_list(t)
+        or pa.types.is_list_view(t)
+        or pa.types.is_large_list_view(t)
+    )
+
+
+class _Walk:
+    """Walks the flat list of Parquet schema elements beside the Arrow fields, depth first."""
+
+    def __init__(self, elements: list[list[Field]], what: str) -> None:
+        self.elements = elements
+        self.what = what
+        self.i = 1  # element 0 is the schema's root
+
+    def _next(self, path: str) -> dict[int, Any]:
+        if self.i >= len(self.elements):
+            self._fail(path, "is missing from the Parquet schema")
+        el = self.elements[self.i]
+        self.i += 1
+        return _element(el, path, self.what)
+
+    def _fail(self, path: str, problem: str) -> None:
+        raise CorruptFileError(
+            f"{self.what}: field {path!r} {problem}, unlike in the Arrow schema stored beside it "
+            f"(ARROW:schema) {_DAMAGED}"
+        )
+
+    def _children(self, el: dict[int, Any], n: int, path: str) -> None:
+        got = el.get(_NUM_CHILDREN, 0)
+        if got != n:
+            self._fail(path, f"has {got} child field(s) in the Parquet schema, not {n}")
+
+    def field(self, f: pa.Field, path: str, named: bool = True) -> None:
+        el = self._next(path)
+        if named:
+            name = el.get(_NAME)
+            if name != f.name.encode("utf-8"):
+                shown = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+                self._fail(path, f"is named {shown!r} in the Parquet schema")
+        want = _OPTIONAL if f.nullable else _REQUIRED
+        if el.get(_REPETITION) != want:
+            self._fail(path, f"has repetition {el.get(_REPETITION)!r} in the Parquet schema, not {want}")
+        t = _storage(f.type)
+        if pa.types.is_struct(t):
+            self._children(el, t.num_fields, path)
+            for k in range(t.num_fields):
+                child = t.field(k)
+                self.field(child, f"{path}.{child.name}")
+        elif _is_list(t) or pa.types.is_map(t):
+            self._children(el, 1, path)
+            repeated = self._next(path)
+            pair = pa.types.is_map(t)
+            self._children(repeated, 2 if pair else 1, path)
+            if pair:
+                self.field(t.key_field, f"{path}.key", named=False)
+                self.field(t.item_field, f"{path}.value", named=False)
+            else:
+                self.field(t.value_field, f"{path}[]", named=False)
+        else:
+            self._children(el, 0, path)
+            if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+                if not _text(el):
+                    self._fail(path, "is not annotated as a string in the Parquet schema")
+            elif (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)) and _text(el):
+                self._fail(path, "is annotated as a string in the Parquet schema, but holds binary values")
+
+
+def check_stored_schema(footer: dict[int, Any], what: str) -> None:
+    """Raise :class:`CorruptFileError` when a footer's two schemas disagree (see the module docstring).
+
+    ``footer`` maps the Thrift field ids of the decoded ``FileMetaData`` to
+    their values (the schema elements and the key-value metadata decoded in
+    full); ``what`` names the file.
+    """
+    kv = _key_values(footer.get(_KEY_VALUE))
+    stored = kv.get(_STORED)
+    if stored is None:
+        if _WRITER in kv:
+            raise CorruptFileError(
+                f"{what}: the footer has no Arrow schema (ARROW:schema), which omeframe's writer always "
+                f"stores {_DAMAGED}"
+            )
+        return
+    try:
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(stored, validate=True)))
+        names = [f.name for f in schema]  # (field names decoded here: a damaged one is not UTF-8)
+    except (binascii.Error, ValueError, pa.ArrowException, OSError) as exc:
+        raise CorruptFileError(
+            f"{what}: the stored Arrow schema (ARROW:schema) cannot be decoded: {exc} {_DAMAGED}"
+        ) from exc
+    meta = schema.metadata or {}
+    for key in sorted({k for k in (*kv, *meta) if k.startswith(OWN_PREFIXES)}):
+        if kv.get(key) != meta.get(key):
+            raise CorruptFileError(
+                f"{what}: the footer's metadata {key.decode('utf-8', 'replace')!r} differs from its copy in the "
+                f"stored Arrow schema (ARROW:schema) {_DAMAGED}"
+            )
+    items = footer.get(_SCHEMA)
+    elements = list(items.items) if isinstance(items, Seq) else []
+    walk = _Walk(elements, what)
+    if not elements:
+        walk._fail("<root>", "is missing")
+    walk._children(_element(elements[0], "<root>", what), len(names), "<root>")
+    try:
+        for f in schema:
+            walk.field(f, f.name)
+    except UnicodeError as exc:
+        raise CorruptFileError(f"{what}: a field name of the stored Arrow schema is not UTF-8 {_DAMAGED}") from exc
+    if walk.i != len(elements):
+        walk._fail("<root>", f"has {len(elements) - walk.i} more schema element(s) in the Parquet schema")
