@@ -597,3 +597,37 @@ def test_damaged_pixels_never_reach_duckdb(tmp_path):
     images.write_bytes(bytes(raw))
     with pytest.raises(of.ChunkChecksumError, match="images table.*fails the CRC-32"):
         ofdb.register(con, "slide", tmp_path / "ds")
+
+
+def test_damaged_chunks_of_a_vortex_dataset_never_reach_duckdb(tmp_path):
+    """A Vortex dataset's chunks view checks every payload a query reads against its row's checksum
+    (Vortex stores no checksums of its own; Parquet parts are checked page by page at register)."""
+    import duckdb
+
+    from omeframe.formats.vortex.file import read_vortex_table, write_vortex_table
+
+    stack = np.random.default_rng(5).integers(0, 255, (3, 16, 16), dtype=np.uint8)
+    root = tmp_path / "vds"
+    of.write_dataset(stack, root, dim_order="CYX", chunk_shape=(1, 8, 8), image_ids=["a"], format="vortex")
+    (part,) = (root / "chunks").glob("part-*.vortex")
+    con = ofdb.connect()
+    ofdb.register(con, "fine", root)
+    intact = con.sql("SELECT pixel_bytes FROM fine_chunks ORDER BY c, y, x").fetchall()
+    assert len(intact) == 12
+    # damaged on disk after it was written: one payload byte differs, its checksum is the intact one
+    table = read_vortex_table(part)
+    payloads = table.column("pixel_bytes").to_pylist()
+    payloads[5] = bytes([payloads[5][0] ^ 0x10]) + payloads[5][1:]
+    at = table.schema.get_field_index("pixel_bytes")
+    write_vortex_table(table.set_column(at, "pixel_bytes", pa.array(payloads, pa.large_binary())), part)
+    ofdb.register(con, "slide", root)
+    assert con.sql("SELECT count(*), sum(nbytes) FROM slide_chunks").fetchall()[0][0] == 12  # no payload read
+    for sql in (
+        "SELECT pixel_bytes FROM slide_chunks",
+        "SELECT octet_length(pixel_bytes) FROM slide_chunks WHERE c = 1",
+    ):
+        with pytest.raises(
+            duckdb.Error, match=r"payloads of 1 chunk\(s\) fail their CRC-32 \(the first: \{'image_id': 'a'"
+        ):
+            con.sql(sql).fetchall()
+    assert con.sql("SELECT octet_length(pixel_bytes) FROM slide_chunks WHERE c = 2").fetchall()  # other chunks read

@@ -49,6 +49,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
+from omeframe.formats.dataset.schema import CHUNK_KEY, CHUNKS_SCHEMA
+from omeframe.formats.vortex.checksum import bad_values
 from omeframe.formats.vortex.file import (
     _import_vortex,
     _stored_schema,
@@ -58,6 +60,7 @@ from omeframe.formats.vortex.file import (
     scan_batches,
 )
 from omeframe.model.arrow import field_type
+from omeframe.model.errors import ChunkChecksumError, CorruptFileError
 from omeframe.storage import files
 
 __all__ = [
@@ -540,6 +543,14 @@ class _ScanSpec:
             if check is not None:
                 names.append(check.field.name)
                 fields.append(check.field)
+            # a dataset's chunk part: each payload read is checked against its row's CRC-32
+            # (the chunk's key read beside it, to name a damaged chunk)
+            chunk_crcs = "pixel_bytes" in names and ds._file_schema.names == CHUNKS_SCHEMA.names
+            if chunk_crcs:
+                for extra in ("checksum", *CHUNK_KEY):
+                    if extra not in names:
+                        names.append(extra)
+                        fields.append(ds._file_schema.field(extra))
             target = pa.schema(fields)
             batches = scan_batches(
                 vin.file, names, target, repr(ds.path), expr=self.vx_filter, batch_size=self.batch_size
@@ -551,6 +562,8 @@ class _ScanSpec:
                     )
                 if check is not None:
                     batch = check(batch)
+                if chunk_crcs:
+                    _check_chunk_crcs(batch, os.fspath(ds.path))
                 if self.post_filter is not None:
                     batch = _filter_batch(batch, self.post_filter)
                     if batch is None:
@@ -560,6 +573,20 @@ class _ScanSpec:
                 else:
                     batch = batch.select(self.columns)
                 yield batch.replace_schema_metadata(self.out_schema.metadata)
+
+
+def _check_chunk_crcs(batch: pa.RecordBatch, path: str) -> None:
+    """Raise :class:`ChunkChecksumError` naming the chunks of ``batch`` whose payload fails its ``checksum``."""
+    checksums = batch.column("checksum")
+    if checksums.null_count:
+        raise CorruptFileError(f"{path!r}: a chunk row has no checksum (the dataset part is damaged)")
+    bad = bad_values(batch.column("pixel_bytes"), checksums.to_numpy(zero_copy_only=False))
+    if bad.size:
+        first = {n: batch.column(n)[int(bad[0])].as_py() for n in CHUNK_KEY}
+        raise ChunkChecksumError(
+            f"{path!r}: the payloads of {bad.size} chunk(s) fail their CRC-32 (the first: {first}); the dataset "
+            "is damaged — restore the part from a copy, or run `omeframe verify` to list every damaged chunk"
+        )
 
 
 def _filter_batch(batch: pa.RecordBatch, expr: pc.Expression) -> pa.RecordBatch | None:

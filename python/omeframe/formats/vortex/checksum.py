@@ -65,8 +65,8 @@ from omeframe.model.record import looks_like_record_type
 from omeframe.storage.crc import _times_x8n, crc32_combine, crc32_combine_groups, crc32_fold_equal, crc32_function
 
 __all__ = [
-    "BLOCK_BYTES", "SCOPE", "SCOPE_KEY", "bad_rows", "bad_spans", "batch_crc", "batch_crc_ok", "continues",
-    "ome_columns", "pixel_span",
+    "BLOCK_BYTES", "SCOPE", "SCOPE_KEY", "bad_rows", "bad_spans", "bad_values", "batch_crc", "batch_crc_ok",
+    "continues", "ome_columns", "pixel_span",
     "row_and_running_crcs", "row_crcs", "stored_crcs",
 ]
 
@@ -132,6 +132,39 @@ def _view_bounds(values: pa.Array) -> tuple[Any, np.ndarray] | None:
     return buffers[2 + int(which[0])], bounds
 
 
+def _binary_bounds(values: pa.Array) -> tuple[Any, np.ndarray]:
+    """``(data buffer, item bounds)`` of a binary, large binary or binary view array."""
+    viewed = _view_bounds(values) if pa.types.is_binary_view(values.type) else None
+    if viewed is not None:  # Vortex reads binary views: one data buffer, payloads back to back
+        return viewed
+    if not (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)):
+        values = values.cast(pa.large_binary())
+    width = np.int64 if pa.types.is_large_binary(values.type) else np.int32
+    inner = np.frombuffer(values.buffers()[1], dtype=width)[values.offset : values.offset + len(values) + 1]
+    return values.buffers()[2], np.asarray(inner, dtype=np.int64)
+
+
+def bad_values(values: pa.Array | pa.ChunkedArray, expected: np.ndarray) -> np.ndarray:
+    """Indices of the items of a binary array whose bytes fail their CRC-32 ``expected``.
+
+    Checked block-wise, as :func:`bad_spans` checks spans.
+
+    Example
+    -------
+    >>> import zlib, numpy as np, pyarrow as pa
+    >>> values = pa.array([b"abc", b"de"], pa.large_binary())
+    >>> bad_values(values, np.array([zlib.crc32(b"abc"), zlib.crc32(b"dX")])).tolist()
+    [1]
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.intp)
+    data, bounds = _binary_bounds(values)
+    view = memoryview(data).cast("B") if data is not None else memoryview(b"")
+    return bad_spans(view, bounds[:-1], bounds[1:], expected)
+
+
 def _byte_spans(arr: pa.Array | pa.ChunkedArray, scope: int = SCOPE) -> tuple[memoryview, np.ndarray, np.ndarray]:
     """``(data, starts, stops)``: row ``r``'s pixel bytes are ``data[starts[r]:stops[r]]``."""
     if isinstance(arr, pa.ChunkedArray):
@@ -144,17 +177,8 @@ def _byte_spans(arr: pa.Array | pa.ChunkedArray, scope: int = SCOPE) -> tuple[me
         data, bounds, itemsize = _list_spans(_child(items, "pixels"), outer)
     elif chunk_type is not None and chunk_type.get_field_index("pixel_bytes") >= 0:
         outer, items = _list_parts(_child(arr, "chunks"))
-        values = _child(items, "pixel_bytes")
-        viewed = _view_bounds(values) if pa.types.is_binary_view(values.type) else None
-        if viewed is not None:  # Vortex reads binary views: one data buffer, payloads back to back
-            data, inner = viewed
-        else:
-            if not (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)):
-                values = values.cast(pa.large_binary())
-            width = np.int64 if pa.types.is_large_binary(values.type) else np.int32
-            inner = np.frombuffer(values.buffers()[1], dtype=width)[values.offset : values.offset + len(values) + 1]
-            data = values.buffers()[2]
-        bounds = np.asarray(inner, dtype=np.int64)[outer]
+        data, inner = _binary_bounds(_child(items, "pixel_bytes"))
+        bounds = inner[outer]
         itemsize = 1
     elif "planes" in names:
         outer, items = _list_parts(_child(arr, "planes"))
