@@ -37,7 +37,7 @@ from typing import Any
 import pyarrow as pa
 
 from omeframe.model.errors import CorruptFileError
-from omeframe.storage.thrift_compact import BINARY, I32, STRUCT, Field, Seq
+from omeframe.storage.thrift_compact import Field, Seq
 
 __all__ = ["check_stored_schema", "OWN_PREFIXES"]
 
@@ -53,9 +53,6 @@ _SCHEMA, _KEY_VALUE = 2, 5  # FileMetaData
 _KEY, _VALUE = 1, 2  # KeyValue
 _REPETITION, _NAME, _NUM_CHILDREN, _CONVERTED, _LOGICAL = 3, 4, 5, 6, 10  # SchemaElement
 _REQUIRED, _OPTIONAL = 0, 1
-#: Wire types of the SchemaElement fields (type, type_length, repetition_type, name, num_children,
-#: converted_type, scale, precision, field_id, logicalType) in Thrift's compact protocol
-_WIRE_TYPES = {1: I32, 2: I32, 3: I32, 4: BINARY, 5: I32, 6: I32, 7: I32, 8: I32, 9: I32, 10: STRUCT}
 _UTF8, _ENUM, _JSON = 0, 4, 19  # ConvertedType values that mark text
 _STRING, _LOGICAL_ENUM, _LOGICAL_JSON = 1, 4, 12  # LogicalType members that mark text
 
@@ -72,21 +69,6 @@ def _key_values(items: Any) -> dict[bytes, bytes]:
         if isinstance(key, bytes) and isinstance(value, bytes):
             out.setdefault(key, value)
     return out
-
-
-def _element(el: list[Field], path: str, what: str) -> dict[int, Any]:
-    """A schema element's values by field id, once each known field has its wire type.
-
-    A reader that meets another wire type skips the field (DuckDB then reads
-    a string column as binary), so a damaged type byte is refused here.
-    """
-    for f in el:
-        want = _WIRE_TYPES.get(f.id)
-        if want is not None and f.type != want:
-            raise CorruptFileError(
-                f"{what}: field {path!r}: schema element field {f.id} has wire type {f.type}, not {want} {_DAMAGED}"
-            )
-    return {f.id: f.value for f in el}
 
 
 def _text(el: dict[int, Any]) -> bool:
@@ -128,7 +110,7 @@ class _Walk:
             self._fail(path, "is missing from the Parquet schema")
         el = self.elements[self.i]
         self.i += 1
-        return _element(el, path, self.what)
+        return _fields(el)
 
     def _fail(self, path: str, problem: str) -> None:
         raise CorruptFileError(
@@ -181,7 +163,8 @@ def check_stored_schema(footer: dict[int, Any], what: str) -> None:
 
     ``footer`` maps the Thrift field ids of the decoded ``FileMetaData`` to
     their values (the schema elements and the key-value metadata decoded in
-    full); ``what`` names the file.
+    full), whose wire types :mod:`omeframe.storage.parquet_shape` checked;
+    ``what`` names the file.
     """
     kv = _key_values(footer.get(_KEY_VALUE))
     stored = kv.get(_STORED)
@@ -211,7 +194,7 @@ def check_stored_schema(footer: dict[int, Any], what: str) -> None:
     walk = _Walk(elements, what)
     if not elements:
         walk._fail("<root>", "is missing")
-    walk._children(_element(elements[0], "<root>", what), len(names), "<root>")
+    walk._children(_fields(elements[0]), len(names), "<root>")
     try:
         for f in schema:
             walk.field(f, f.name)
