@@ -287,11 +287,23 @@ def test_footer_fields_are_checked_as_stored(tmp_path, table_path):
     def negative_rows(fields: list[Field]) -> None:
         _set(fields, 3, I64, -40)
 
+    def empty_union(fields: list[Field]) -> None:
+        _get(fields, 7).value.items[0][:] = []  # a ColumnOrder with no member
+
+    def no_bytes(fields: list[Field]) -> None:
+        _set(_chunk_meta(fields, 0, area), 7, I64, 0)  # pyarrow reads the pages anyway; Polars reads none
+
+    def created_by_not_text(fields: list[Field]) -> None:
+        _set(fields, 6, BINARY, b"parquet-cpp-arrow \xff")
+
     cases = {
+        "text": (created_by_not_text, "FileMetaData.created_by is not UTF-8 text"),
         "wire type": (converted_as_i16, "].converted_type is stored as i16, expected i32"),
         "enum value": (negative_encoding, "meta_data.encodings[0] is -1, outside 0..9"),
         "required field": (no_num_values, "(ColumnMetaData) lacks its required num_values"),
         "negative count": (negative_rows, "FileMetaData.num_rows is -40, outside 0.."),
+        "union": (empty_union, "column_orders[0] (ColumnOrder, a union) has 0 members set, not one"),
+        "no bytes": (no_bytes, "column 'area' in row group 0: the chunk holds 40 values in 0 bytes"),
     }
     for name, (edit, message) in cases.items():
         data, fields, start = _footer(table_path)
@@ -302,6 +314,90 @@ def test_footer_fields_are_checked_as_stored(tmp_path, table_path):
     with pytest.raises(of.CorruptFileError, match=r"metadata ends after \d+ of its \d+ bytes"):
         check_metadata(md, "trailing", data[start:-8] + b"\x00")
     check_metadata(md, "intact", data[start:-8])
+
+
+def test_a_chunk_whose_footer_miscounts_or_miscodes_it_is_refused(tmp_path, table_path):
+    """Footer fields pyarrow reads past but Polars trusts: a chunk's value count (checked against its pages'
+    when they are checked) and its codec (a valid other one: Polars' failure to decompress is reported as
+    CorruptFileError naming the file)."""
+    import omeframe.polars  # noqa: F401 - registers of.polars
+
+    area = _column(table_path, "area")
+    miscounted = _rewrite(table_path, tmp_path / "count.parquet", lambda f: _set(_chunk_meta(f, 0, area), 5, I64, 41))
+    for read in (lambda: of.read_table(miscounted), lambda: of.polars.scan(miscounted).select("area").collect()):
+        with pytest.raises(of.CorruptFileError, match=r"count.parquet.*'area'.*hold 40 values, the footer says 41"):
+            read()
+    gzip = 2  # CompressionCodec.GZIP, one bit away from ZSTD's zigzag encoding
+    miscoded = _rewrite(table_path, tmp_path / "codec.parquet", lambda f: _set(_chunk_meta(f, 0, area), 4, I32, gzip))
+    with pytest.raises(of.CorruptFileError, match=r"Polars cannot read .*codec.parquet.*\(the file is damaged\)"):
+        of.polars.scan(miscoded).select("area").collect()
+    with pytest.raises(of.CorruptFileError, match="codec.parquet"):
+        of.read_table(miscoded)
+
+
+def _edit_stored_schema(fields: list[Field], edit: Callable[[bytes], bytes]) -> None:
+    """Replace the footer's ARROW:schema by ``edit`` of its decoded bytes."""
+    import base64
+
+    kv = next(kv for kv in _key_values(fields) if _get(kv, 1).value == b"ARROW:schema")
+    _set(kv, 2, BINARY, base64.b64encode(edit(base64.b64decode(_get(kv, 2).value))))
+
+
+def test_the_stored_arrow_schema_is_checked(tmp_path, table_path):
+    """Damage in the stored Arrow schema that pyarrow reads past, but Polars' reader refuses or panics on:
+    bytes pyarrow's own encoding does not give back, a list item's name that is not UTF-8, a list made
+    a fixed-size list of 0 items; and a physical type that cannot hold the column's Arrow type."""
+    md = pq.ParquetFile(table_path).metadata
+    raw = __import__("base64").b64decode(md.metadata[b"ARROW:schema"])
+    intact = pa.ipc.read_schema(pa.py_buffer(raw))
+
+    def reencoded_differently(data: bytes) -> bytes:
+        """The first single-bit flip pyarrow decodes to the same schema, metadata included."""
+        for at in range(len(data)):
+            flipped = data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
+            try:
+                if pa.ipc.read_schema(pa.py_buffer(flipped)).equals(intact, check_metadata=True):
+                    return flipped
+            except (pa.ArrowException, OSError, ValueError):
+                continue
+        raise AssertionError("no such flip")
+
+    def item_name(data: bytes) -> bytes:
+        at = data.index(b"item")
+        return data[: at + 1] + b"\xf5" + data[at + 2 :]
+
+    def fixed_size_channels(data: bytes) -> bytes:
+        ome = intact.field("ome_arrow").type
+        pm = ome.field("pixels_meta").type
+        channels = pm.field("channels")
+        pm2 = pa.struct([pm.field(i) if pm.field(i).name != "channels" else
+                         channels.with_type(pa.list_(channels.type.value_field, 0)) for i in range(pm.num_fields)])
+        ome2 = pa.struct([ome.field(i) if ome.field(i).name != "pixels_meta" else ome.field(i).with_type(pm2)
+                          for i in range(ome.num_fields)])
+        changed = intact.set(0, intact.field("ome_arrow").with_type(ome2))
+        return changed.serialize().to_pybytes()
+
+    def area_as_int64(fields: list[Field]) -> None:  # the schema leaf and its chunks agree, the Arrow schema not
+        _set(_leaf_elements(fields)["area"], 1, I32, INT64)
+        meta = _chunk_meta(fields, 0, _column(table_path, "area"))
+        _set(meta, 1, I32, INT64)
+        meta[:] = [f for f in meta if f.id != 12]  # no 4-byte statistics left over
+
+    cases: dict[str, tuple[Callable[[list[Field]], None], str]] = {
+        "re-encoded": (
+            lambda f: _edit_stored_schema(f, reencoded_differently), "is not as the writer encodes it"
+        ),
+        "item name": (lambda f: _edit_stored_schema(f, item_name), "a field name of the stored Arrow schema is not"),
+        "fixed size 0": (
+            lambda f: _edit_stored_schema(f, fixed_size_channels), "is a fixed-size list of 0 items"
+        ),
+        "physical type": (area_as_int64, "field 'area' is stored as physical type 2, which cannot hold int32"),
+    }
+    for name, (edit, message) in cases.items():
+        bad = _rewrite(table_path, tmp_path / f"{name}.parquet", edit)
+        data, _, start = _footer(bad)
+        with pytest.raises(of.CorruptFileError, match=re.escape(message)):
+            check_metadata(pq.read_metadata(bad), name, data[start:-8])
 
 
 def _variants() -> dict[str, Callable[[Path], None]]:
@@ -374,20 +470,23 @@ def test_sound_footers_of_other_writers_pass(tmp_path):
 
 
 def test_footer_bit_flips_give_an_error_or_the_same_table(tmp_path, table_path):
-    """One bit flipped at sampled positions of a record table's footer: omeframe's read_table and a DuckDB
-    view registered with verify=True each return the intact table, schema and metadata included, or a
+    """One bit flipped at sampled positions of a record table's footer: omeframe's read_table, a DuckDB
+    view registered with verify=True and a Polars scan each return the intact table, schema and metadata
+    included, or a
     typed error (from DuckDB's page reader, one naming the file), in a child process that must not die.
     (Names, string annotations and omeframe's metadata carry no checksum: the stored Arrow schema is their
     second copy.)"""
     script = textwrap.dedent(
         f"""
         import json, os, numpy as np, pyarrow as pa, duckdb, omeframe as of, omeframe.duckdb as ofdb
+        import omeframe.polars
         src = {str(table_path)!r}
         data = open(src, "rb").read()
         n = int.from_bytes(data[-8:-4], "little")
         start = len(data) - 8 - n
         want = of.read_table(src)
         want_sql = duckdb.connect().sql(f"select * from '{{src}}'").to_arrow_table()
+        want_pl = of.polars.scan(src).collect().to_arrow()
         def _sql(p):
             con = ofdb.connect()
             ofdb.register(con, "t", p, verify=True)
@@ -405,6 +504,7 @@ def test_footer_bit_flips_give_an_error_or_the_same_table(tmp_path, table_path):
             for name, read, ref in (
                 ("read_table", lambda: of.read_table(p), want),
                 ("duckdb", lambda: _sql(p), want_sql),
+                ("polars", lambda: of.polars.scan(p).collect().to_arrow(), want_pl),
             ):
                 try:
                     got = read()
@@ -413,7 +513,7 @@ def test_footer_bit_flips_give_an_error_or_the_same_table(tmp_path, table_path):
                     if isinstance(exc, duckdb.Error) and os.path.basename(p) not in str(exc):
                         untyped.append((q - start, name, type(exc).__name__, str(exc)[:160]))
                     continue
-                except Exception as exc:
+                except BaseException as exc:  # (Polars hands its panics over as BaseException)
                     untyped.append((q - start, name, type(exc).__name__, str(exc)[:160]))
                     continue
                 if not got.equals(ref, check_metadata=True):
@@ -426,7 +526,7 @@ def test_footer_bit_flips_give_an_error_or_the_same_table(tmp_path, table_path):
     assert run.returncode == 0, f"the reader process died ({run.returncode}): {run.stderr[-2000:]}"
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert not result["wrong"], f"a changed table and no error after flips at footer offsets {result['wrong']}"
-    assert not result["untyped"], result["untyped"]
+    assert not result["untyped"], json.dumps(result["untyped"])
 
 
 def test_sound_footers_are_remembered(table_path, monkeypatch):
@@ -527,4 +627,4 @@ def test_bit_flips_in_page_headers_and_footer_give_an_error_or_exact_pixels(tmp_
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["done"] == 400
     assert not result["wrong"], f"silently wrong pixels after flips at {result['wrong']}"
-    assert not result["untyped"], result["untyped"]
+    assert not result["untyped"], json.dumps(result["untyped"])

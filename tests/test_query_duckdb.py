@@ -627,7 +627,15 @@ def test_damaged_chunks_of_a_vortex_dataset_never_reach_duckdb(tmp_path):
         "SELECT octet_length(pixel_bytes) FROM slide_chunks WHERE c = 1",
     ):
         with pytest.raises(
-            duckdb.Error, match=r"payloads of 1 chunk\(s\) fail their CRC-32 \(the first: \{'image_id': 'a'"
+            duckdb.Error, match=r"the .pixel_bytes. of 1 row\(s\) fail their CRC-32 \(the first: \{.image_id.: .a."
         ):
             con.sql(sql).fetchall()
     assert con.sql("SELECT octet_length(pixel_bytes) FROM slide_chunks WHERE c = 2").fetchall()  # other chunks read
+
+    from omeframe.formats.vortex.arrow_dataset import PayloadCrcs, vortex_plain_dataset
+
+    checked = vortex_plain_dataset(part, payload_crcs=PayloadCrcs("pixel_bytes", "checksum", ("image_id",)))
+    with pytest.raises(of.ChunkChecksumError, match=r"1 row\(s\) fail their CRC-32 \(the first: \{'image_id': 'a'\}"):
+        checked.take([4, 5], columns=["pixel_bytes"])  # takes go through the check too
+    with pytest.raises(ValueError, match=r"names column\(s\) \['crc'\]"):
+        vortex_plain_dataset(part, payload_crcs=PayloadCrcs("pixel_bytes", "crc"))

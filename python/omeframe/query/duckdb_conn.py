@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from omeframe.formats.dataset import CHUNKS_SCHEMA, DatasetReader
+from omeframe.formats.dataset.schema import CHUNK_KEY
 from omeframe.formats.record.files import TABLE_FORMATS, detect_format, find_record_column
 from omeframe.formats.record.remote import ranged_filesystem, read_schema_remote
 from omeframe.model.errors import NoOmeArrowColumnError, UnsupportedFormatError
@@ -112,10 +113,12 @@ def _parquet_list(paths: list[Path]) -> str:
     return "[" + ", ".join(_literal(p) for p in paths) + "]"
 
 
-def _vortex_dataset(path: Path) -> Any:
-    from omeframe.formats.vortex.arrow_dataset import vortex_plain_dataset  # lazy: pyarrow.dataset
+def _vortex_dataset(path: Path, chunks: bool = False) -> Any:
+    """``path`` as an Arrow dataset; a dataset's chunk part (``chunks``) checks each payload it reads."""
+    from omeframe.formats.vortex.arrow_dataset import PayloadCrcs, vortex_plain_dataset  # lazy: pyarrow.dataset
 
-    return vortex_plain_dataset(path)
+    crcs = PayloadCrcs("pixel_bytes", "checksum", CHUNK_KEY) if chunks else None
+    return vortex_plain_dataset(path, payload_crcs=crcs)
 
 
 def _drop(con: Any, name: str) -> None:
@@ -205,14 +208,14 @@ def _register_dataset(con: Any, name: str, path: Path, verify: bool) -> list[str
         return [images, chunks]
     _register_arrow(con, images, _vortex_dataset(ds.images_path))
     if len(parts) == 1:
-        _register_arrow(con, chunks, _vortex_dataset(parts[0]))
+        _register_arrow(con, chunks, _vortex_dataset(parts[0], chunks=True))
     elif parts:
         # one registered scan per part under a UNION ALL view: DuckDB pushes
         # projections and filters into every branch
         selects = []
         for i, part in enumerate(parts):
             part_name = f"__{chunks}_part{i}"
-            _register_arrow(con, part_name, _vortex_dataset(part))
+            _register_arrow(con, part_name, _vortex_dataset(part, chunks=True))
             selects.append(f"SELECT * FROM {_ident(part_name)}")
         _view(con, chunks, " UNION ALL ".join(selects))
     else:

@@ -1170,7 +1170,14 @@ class _ScanSource:
             if self.tbl.format == "parquet":
                 used = list(route.columns) + (list(predicate.meta.root_names()) if predicate is not None else [])
                 _check_native_pages(self.tbl, used, n_rows, predicate is not None)
-            df = _native_frame(self.tbl, route.columns, predicate, n_rows).collect()
+            try:
+                df = _native_frame(self.tbl, route.columns, predicate, n_rows).collect()
+            except pl.exceptions.ComputeError as exc:
+                if not str(exc).startswith("parquet"):
+                    raise
+                # Polars' Parquet reader refuses what passed omeframe's checks (a page codec flipped
+                # to another valid one, which nothing else records): the file is damaged
+                raise CorruptFileError(f"Polars cannot read {self.tbl.label}: {exc} (the file is damaged)") from exc
             df = _match_schema(df, schema)
             step = max(int(batch_size or 100_000), 1)
             if df.height <= step:

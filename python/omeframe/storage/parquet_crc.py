@@ -91,7 +91,11 @@ def _page_tables(st: os.stat_result) -> dict[tuple[int, int], PageTable]:
         return found
 
 
-def chunk_pages(buf: Any, start: int, end: int, what: str) -> PageTable:
+#: Page types of data pages (``PageType``), whose values a column chunk counts
+_DATA_PAGE, _DATA_PAGE_V2 = 0, 3
+
+
+def chunk_pages(buf: Any, start: int, end: int, what: str, num_values: int | None = None) -> PageTable:
     """Parse the page headers of the column chunk ``buf[start:end]``.
 
     Parameters
@@ -103,11 +107,16 @@ def chunk_pages(buf: Any, start: int, end: int, what: str) -> PageTable:
         first data page) and the byte after its last page.
     what
         Names the column chunk in errors.
+    num_values
+        The values the footer says the chunk holds, checked against the sum
+        over its data pages when given (pyarrow reads a chunk's pages whatever
+        its footer says; other readers, Polars', trust the footer).
 
     Raises
     ------
     CorruptFileError
-        When a header cannot be parsed or the pages overrun the chunk.
+        When a header cannot be parsed, the pages overrun the chunk or hold
+        another number of values.
 
     Example
     -------
@@ -124,10 +133,12 @@ def chunk_pages(buf: Any, start: int, end: int, what: str) -> PageTable:
         raise CorruptFileError(f"{what}: the column chunk lies outside the file (bytes {start}..{end} of {len(buf)})")
     blocks: list[np.ndarray] = []
     pos = start
+    values = 0
     while pos < end:
         heads, pos = usual_v2_headers(buf, pos, end)
         if heads is not None:  # the v2 data page headers Arrow writes, matched in C and decoded in bulk
             block = np.stack([heads.body, heads.compressed_size, heads.crc, heads.start], axis=1)
+            values += int(heads.num_values.sum())
         else:
             try:
                 h, body = read_header(buf, pos, end)
@@ -135,6 +146,8 @@ def chunk_pages(buf: Any, start: int, end: int, what: str) -> PageTable:
                 raise CorruptFileError(f"{what}: the page header at byte {pos} is unreadable ({exc})") from None
             block = np.array([[body, h.compressed_size, -1 if h.crc is None else h.crc, pos]], dtype=np.int64)
             pos = body + h.compressed_size
+            if h.type in (_DATA_PAGE, _DATA_PAGE_V2):
+                values += h.num_values
         bad = np.flatnonzero((block[:, 1] < 0) | (block[:, 0] + block[:, 1] > end))
         if len(bad):
             size, at = int(block[bad[0], 1]), int(block[bad[0], 3])
@@ -142,6 +155,10 @@ def chunk_pages(buf: Any, start: int, end: int, what: str) -> PageTable:
                 f"{what}: the page at byte {at} claims {size} bytes, past the column chunk's end at {end}"
             )
         blocks.append(block)
+    if num_values is not None and values != num_values:
+        raise CorruptFileError(
+            f"{what}: the pages hold {values} values, the footer says {num_values} (the file is damaged)"
+        )
     arr = np.concatenate(blocks) if blocks else np.zeros((0, 4), dtype=np.int64)
     return PageTable(start, end, arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy())
 
@@ -292,7 +309,7 @@ class CheckedParquetFile(pq.ParquetFile):
             what = f"{self._path!r}: column {cc.path_in_schema!r} in row group {g}"
             assert self._view is not None
             end = int(start + cc.total_compressed_size)
-            found = self._tables[(g, c)] = chunk_pages(self._view, int(start), end, what)
+            found = self._tables[(g, c)] = chunk_pages(self._view, int(start), end, what, int(cc.num_values))
         return found
 
     def _leaves(self, columns: Any, use_pandas_metadata: bool = False) -> list[int] | None:

@@ -19,6 +19,7 @@ chunk:
 - the row group lists another number of column chunks than the schema has leaves;
 - the chunk's metadata is missing or encrypted (omeframe reads no encrypted Parquet);
 - its physical type differs from its schema leaf's;
+- it holds values in no bytes (pyarrow finds pages without the chunk's size, other readers do not);
 - its size statistics carry a level histogram whose length is not the leaf's
   maximum level + 1, or a byte-array size for a leaf that holds no byte arrays;
 - its min/max statistics of a fixed-width type are not that width.
@@ -71,19 +72,26 @@ _SOUND: OrderedDict[tuple[int, int, bool], None] = OrderedDict()
 _LOCK = threading.Lock()
 
 #: Thrift field ids of ``parquet.thrift``
-_SCHEMA, _ROW_GROUPS, _KEY_VALUE = 2, 4, 5  # FileMetaData
+_SCHEMA, _ROW_GROUPS, _KEY_VALUE, _CREATED_BY = 2, 4, 5, 6  # FileMetaData
 _COLUMNS = 1  # RowGroup
 _META, _CRYPTO, _ENCRYPTED_META = 3, 8, 9  # ColumnChunk
-_TYPE, _STATISTICS, _SIZE_STATISTICS = 1, 12, 16  # ColumnMetaData
+_TYPE, _NUM_VALUES, _COMPRESSED, _STATISTICS, _SIZE_STATISTICS = 1, 5, 7, 12, 16  # ColumnMetaData
 _STAT_VALUES = (1, 2, 5, 6)  # Statistics: max, min, max_value, min_value
 _UNENCODED_BYTES, _REP_HISTOGRAM, _DEF_HISTOGRAM = 1, 2, 3  # SizeStatistics
 
 _KEEP: Keep = {
     _SCHEMA: None,  # compared with the stored Arrow schema (omeframe.storage.stored_schema)
     _KEY_VALUE: None,
+    _CREATED_BY: None,
     _ROW_GROUPS: {
         _COLUMNS: {
-            _META: {_TYPE: None, _STATISTICS: dict.fromkeys(_STAT_VALUES), _SIZE_STATISTICS: None},
+            _META: {
+                _TYPE: None,
+                _NUM_VALUES: None,
+                _COMPRESSED: None,
+                _STATISTICS: dict.fromkeys(_STAT_VALUES),
+                _SIZE_STATISTICS: None,
+            },
             _CRYPTO: {},  # only whether they are there
             _ENCRYPTED_META: None,
         },
@@ -204,6 +212,12 @@ def _check_chunk(chunk: dict[int, Any], leaf: Any, where: str) -> None:
     if name != leaf.physical_type:
         raise CorruptFileError(
             f"{where}: the chunk holds {name} values, its schema leaf {leaf.physical_type} values {_DAMAGED}"
+        )
+    # pyarrow finds the pages without the chunk's size; the page checks and other readers use it
+    if meta_fields.get(_NUM_VALUES, 0) > 0 and meta_fields.get(_COMPRESSED, 0) <= 0:
+        raise CorruptFileError(
+            f"{where}: the chunk holds {meta_fields[_NUM_VALUES]} values in {meta_fields.get(_COMPRESSED, 0)} "
+            f"bytes {_DAMAGED}"
         )
     width = _WIDTHS.get(name) if name != "FIXED_LEN_BYTE_ARRAY" else leaf.length
     stats = meta_fields.get(_STATISTICS)

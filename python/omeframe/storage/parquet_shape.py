@@ -21,7 +21,7 @@ True
 
 from __future__ import annotations
 
-from omeframe.storage.thrift_compact import BINARY, BOOL, I8, I16, I32, I64, LIST, STRUCT, Shape
+from omeframe.storage.thrift_compact import BINARY, BOOL, I8, I16, I32, I64, LIST, STRING, STRUCT, Shape
 
 __all__ = ["FILE_METADATA"]
 
@@ -40,7 +40,9 @@ def _fields(*specs: tuple[int, str, int, object]) -> dict[int, tuple[str, int, o
 
 
 _TIME_UNIT = Shape(
-    "TimeUnit", _fields((1, "MILLIS", STRUCT, None), (2, "MICROS", STRUCT, None), (3, "NANOS", STRUCT, None))
+    "TimeUnit",
+    _fields((1, "MILLIS", STRUCT, None), (2, "MICROS", STRUCT, None), (3, "NANOS", STRUCT, None)),
+    union=True,
 )
 _TIME = Shape(
     "TimeType", _fields((1, "isAdjustedToUTC", BOOL, None), (2, "unit", STRUCT, _TIME_UNIT)), frozenset({1, 2})
@@ -59,19 +61,20 @@ _LOGICAL = Shape(
         (10, "INTEGER", STRUCT, Shape("IntType", _fields((1, "bitWidth", I8, None), (2, "isSigned", BOOL, None)),
                                       frozenset({1, 2}))),
     ),
+    union=True,
 )
 _SCHEMA_ELEMENT = Shape(
     "SchemaElement",
     _fields(
         (1, "type", I32, None), (2, "type_length", I32, None), (3, "repetition_type", I32, None),
-        (4, "name", BINARY, None), (5, "num_children", I32, None), (6, "converted_type", I32, None),
+        (4, "name", BINARY, STRING), (5, "num_children", I32, None), (6, "converted_type", I32, None),
         (7, "scale", I32, None), (8, "precision", I32, None), (9, "field_id", I32, None),
         (10, "logicalType", STRUCT, _LOGICAL),
     ),
     frozenset({4}),
     {1: _TYPES, 2: _SIZE, 3: _REPETITIONS, 5: _SIZE, 6: _CONVERTED},
 )
-_KEY_VALUE = Shape("KeyValue", _fields((1, "key", BINARY, None), (2, "value", BINARY, None)), frozenset({1}))
+_KEY_VALUE = Shape("KeyValue", _fields((1, "key", BINARY, STRING), (2, "value", BINARY, STRING)), frozenset({1}))
 _STATISTICS = Shape(
     "Statistics",
     _fields(
@@ -99,7 +102,8 @@ _SIZE_STATISTICS = Shape(
 _COLUMN_META = Shape(
     "ColumnMetaData",
     _fields(
-        (1, "type", I32, None), (2, "encodings", LIST, (I32, _ENCODINGS)), (3, "path_in_schema", LIST, (BINARY, None)),
+        (1, "type", I32, None), (2, "encodings", LIST, (I32, _ENCODINGS)),
+        (3, "path_in_schema", LIST, (BINARY, STRING)),
         (4, "codec", I32, None), (5, "num_values", I64, None), (6, "total_uncompressed_size", I64, None),
         (7, "total_compressed_size", I64, None), (8, "key_value_metadata", LIST, (STRUCT, _KEY_VALUE)),
         (9, "data_page_offset", I64, None), (10, "index_page_offset", I64, None),
@@ -114,7 +118,7 @@ _COLUMN_META = Shape(
 _COLUMN_CHUNK = Shape(
     "ColumnChunk",
     _fields(
-        (1, "file_path", BINARY, None), (2, "file_offset", I64, None), (3, "meta_data", STRUCT, _COLUMN_META),
+        (1, "file_path", BINARY, STRING), (2, "file_offset", I64, None), (3, "meta_data", STRUCT, _COLUMN_META),
         (4, "offset_index_offset", I64, None), (5, "offset_index_length", I32, None),
         (6, "column_index_offset", I64, None), (7, "column_index_length", I32, None),
         (8, "crypto_metadata", STRUCT, None), (9, "encrypted_column_metadata", BINARY, None),
@@ -138,13 +142,16 @@ _ROW_GROUP = Shape(
     frozenset({1, 2, 3}),
     dict.fromkeys((2, 3, 5, 6, 7), _SIZE),
 )
+_COLUMN_ORDER = Shape(
+    "ColumnOrder", _fields((1, "TYPE_ORDER", STRUCT, None), (2, "IEEE_754_TOTAL_ORDER", STRUCT, None)), union=True
+)
 #: ``FileMetaData``, the footer's root struct.
 FILE_METADATA = Shape(
     "FileMetaData",
     _fields(
         (1, "version", I32, None), (2, "schema", LIST, (STRUCT, _SCHEMA_ELEMENT)), (3, "num_rows", I64, None),
         (4, "row_groups", LIST, (STRUCT, _ROW_GROUP)), (5, "key_value_metadata", LIST, (STRUCT, _KEY_VALUE)),
-        (6, "created_by", BINARY, None), (7, "column_orders", LIST, (STRUCT, None)),
+        (6, "created_by", BINARY, STRING), (7, "column_orders", LIST, (STRUCT, _COLUMN_ORDER)),
         (8, "encryption_algorithm", STRUCT, None), (9, "footer_signing_key_metadata", BINARY, None),
     ),
     frozenset({1, 2, 3, 4}),

@@ -45,13 +45,15 @@ __all__ = ["check_stored_schema", "OWN_PREFIXES"]
 OWN_PREFIXES = (b"omeframe.", b"ome.arrow.")
 
 _STORED = b"ARROW:schema"
+#: The ``created_by`` of files written by the pyarrow running here.
+_THIS_WRITER = f"parquet-cpp-arrow version {pa.__version__}".encode()
 _WRITER = b"omeframe.writer"
 _DAMAGED = "(the Parquet footer is damaged)"
 
 #: Thrift field ids of ``parquet.thrift``
-_SCHEMA, _KEY_VALUE = 2, 5  # FileMetaData
+_SCHEMA, _KEY_VALUE, _CREATED_BY = 2, 5, 6  # FileMetaData
 _KEY, _VALUE = 1, 2  # KeyValue
-_REPETITION, _NAME, _NUM_CHILDREN, _CONVERTED, _LOGICAL = 3, 4, 5, 6, 10  # SchemaElement
+_TYPE, _REPETITION, _NAME, _NUM_CHILDREN, _CONVERTED, _LOGICAL = 1, 3, 4, 5, 6, 10  # SchemaElement
 _REQUIRED, _OPTIONAL = 0, 1
 _UTF8, _ENUM, _JSON = 0, 4, 19  # ConvertedType values that mark text
 _STRING, _LOGICAL_ENUM, _LOGICAL_JSON = 1, 4, 12  # LogicalType members that mark text
@@ -87,6 +89,41 @@ def _storage(t: pa.DataType) -> pa.DataType:
             return t
 
 
+#: Parquet physical types (``Type``) by name
+_BOOLEAN, _INT32, _INT64, _INT96, _FLOAT, _DOUBLE, _BYTE_ARRAY, _FIXED = range(8)
+
+
+def _physical(t: pa.DataType) -> frozenset[int] | None:
+    """The Parquet physical types Arrow's writer may store a leaf of Arrow type ``t`` as (``None``: not checked)."""
+    types = pa.types
+    if types.is_boolean(t):
+        return frozenset({_BOOLEAN})
+    if types.is_uint32(t):  # INT64 under format version 1.0
+        return frozenset({_INT32, _INT64})
+    if types.is_integer(t):
+        return frozenset({_INT64} if t.bit_width == 64 else {_INT32})
+    if types.is_float16(t):
+        return frozenset({_FIXED})
+    if types.is_float32(t):
+        return frozenset({_FLOAT})
+    if types.is_float64(t):
+        return frozenset({_DOUBLE})
+    if types.is_date(t) or types.is_time32(t) or types.is_null(t):
+        return frozenset({_INT32})
+    if types.is_time64(t) or types.is_duration(t):
+        return frozenset({_INT64})
+    if types.is_timestamp(t):
+        return frozenset({_INT64, _INT96})
+    if (
+        types.is_string(t) or types.is_large_string(t) or types.is_string_view(t)
+        or types.is_binary(t) or types.is_large_binary(t) or types.is_binary_view(t)
+    ):
+        return frozenset({_BYTE_ARRAY})
+    if types.is_fixed_size_binary(t) and not types.is_decimal(t):
+        return frozenset({_FIXED})
+    return None
+
+
 def _is_list(t: pa.DataType) -> bool:
     return (
         pa.types.is_list(t)
@@ -100,9 +137,10 @@ def _is_list(t: pa.DataType) -> bool:
 class _Walk:
     """Walks the flat list of Parquet schema elements beside the Arrow fields, depth first."""
 
-    def __init__(self, elements: list[list[Field]], what: str) -> None:
+    def __init__(self, elements: list[list[Field]], what: str, own: bool) -> None:
         self.elements = elements
         self.what = what
+        self.own = own  # written by omeframe
         self.i = 1  # element 0 is the schema's root
 
     def _next(self, path: str) -> dict[int, Any]:
@@ -125,6 +163,7 @@ class _Walk:
 
     def field(self, f: pa.Field, path: str, named: bool = True) -> None:
         el = self._next(path)
+        f.name.encode("utf-8")  # every name decoded, list items' too: a damaged one may not be UTF-8
         if named:
             name = el.get(_NAME)
             if name != f.name.encode("utf-8"):
@@ -140,6 +179,8 @@ class _Walk:
                 child = t.field(k)
                 self.field(child, f"{path}.{child.name}")
         elif _is_list(t) or pa.types.is_map(t):
+            if self.own and pa.types.is_fixed_size_list(t) and t.list_size == 0:
+                self._fail(path, "is a fixed-size list of 0 items, which omeframe never writes")
             self._children(el, 1, path)
             repeated = self._next(path)
             pair = pa.types.is_map(t)
@@ -151,6 +192,9 @@ class _Walk:
                 self.field(t.value_field, f"{path}[]", named=False)
         else:
             self._children(el, 0, path)
+            kinds = _physical(t)
+            if kinds is not None and el.get(_TYPE) not in kinds:
+                self._fail(path, f"is stored as physical type {el.get(_TYPE)!r}, which cannot hold {t} values")
             if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
                 if not _text(el):
                     self._fail(path, "is not annotated as a string in the Parquet schema")
@@ -176,12 +220,20 @@ def check_stored_schema(footer: dict[int, Any], what: str) -> None:
             )
         return
     try:
-        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(stored, validate=True)))
+        raw = base64.b64decode(stored, validate=True)
+        schema = pa.ipc.read_schema(pa.py_buffer(raw))
         names = [f.name for f in schema]  # (field names decoded here: a damaged one is not UTF-8)
+        # written by this very pyarrow: its own encoding of what it decodes gives the same bytes back,
+        # unless some were damaged where pyarrow does not look (Polars' reader does)
+        same = footer.get(_CREATED_BY) != _THIS_WRITER or schema.serialize().to_pybytes() == raw
     except (binascii.Error, ValueError, pa.ArrowException, OSError) as exc:
         raise CorruptFileError(
             f"{what}: the stored Arrow schema (ARROW:schema) cannot be decoded: {exc} {_DAMAGED}"
         ) from exc
+    if not same:
+        raise CorruptFileError(
+            f"{what}: the stored Arrow schema (ARROW:schema) is not as the writer encodes it {_DAMAGED}"
+        )
     meta = schema.metadata or {}
     for key in sorted({k for k in (*kv, *meta) if k.startswith(OWN_PREFIXES)}):
         if kv.get(key) != meta.get(key):
@@ -191,7 +243,7 @@ def check_stored_schema(footer: dict[int, Any], what: str) -> None:
             )
     items = footer.get(_SCHEMA)
     elements = list(items.items) if isinstance(items, Seq) else []
-    walk = _Walk(elements, what)
+    walk = _Walk(elements, what, _WRITER in kv)
     if not elements:
         walk._fail("<root>", "is missing")
     walk._children(_fields(elements[0]), len(names), "<root>")

@@ -28,13 +28,17 @@ from typing import Any
 from omeframe.model.errors import CorruptFileError
 
 __all__ = [
-    "BINARY", "BOOL", "I8", "I16", "I32", "I64", "LIST", "STRUCT", "Field", "Keep", "Map", "Raw", "Seq", "Shape",
+    "BINARY", "BOOL", "I8", "I16", "I32", "I64", "LIST", "STRING", "STRUCT", "Field", "Keep", "Map", "Raw", "Seq",
+    "Shape",
     "check_shape", "decode_struct", "encode_struct",
 ]
 
 STOP, TRUE, FALSE, I8, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(13)
 #: The wire type a :class:`Shape` gives a boolean field (stored as ``TRUE`` or ``FALSE``).
 BOOL = TRUE
+#: What a :class:`Shape` gives as the inner spec of a ``BINARY`` field (or list element) that holds text:
+#: Thrift's ``string``, which must be UTF-8.
+STRING = "string"
 _MAX_DEPTH = 64
 
 
@@ -407,8 +411,9 @@ class Shape:
     """The wire types a struct's fields must have, and the fields it must hold (see :func:`check_shape`).
 
     ``fields`` maps a field id to its name, its wire type and, for a struct,
-    its :class:`Shape`; for a list, ``(element wire type, element Shape, or
-    the range of an integer element's values, or None)``. Fields it does not
+    its :class:`Shape`, for text, :data:`STRING`; for a list, ``(element wire
+    type, element Shape, STRING, the range of an integer element's values, or
+    None)``. Fields it does not
     name may have any type. ``values`` bounds integer fields (enums, sizes)
     to the values they may take.
     """
@@ -417,6 +422,8 @@ class Shape:
     fields: dict[int, tuple[str, int, Any]]
     required: frozenset[int] = frozenset()
     values: dict[int, range] = field(default_factory=dict)
+    #: A Thrift union: exactly one field set.
+    union: bool = False
 
 
 def _type_name(ttype: int) -> str:
@@ -439,11 +446,21 @@ def _int_value(buf: bytes | memoryview, pos: int, ttype: int) -> tuple[int, int]
     return (n >> 1) ^ -(n & 1), pos
 
 
+def _check_text(buf: bytes | memoryview, pos: int, at: str) -> int:
+    """The end of the ``string`` at ``buf[pos]``, which must be UTF-8."""
+    start, end = _binary_span(buf, pos)
+    try:
+        bytes(buf[start:end]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _ShapeError([at], " is not UTF-8 text") from None
+    return end
+
+
 def _check_struct(buf: bytes | memoryview, pos: int, shape: Shape, depth: int) -> int:
     if depth > _MAX_DEPTH:
         raise CorruptFileError("Thrift structures nest deeper than 64 levels: the Parquet footer is damaged")
     fields, values, required = shape.fields, shape.values, shape.required
-    seen: set[int] | None = set() if required else None
+    seen: set[int] | None = set() if required or shape.union else None
     last = 0
     while True:
         head = buf[pos]
@@ -452,6 +469,8 @@ def _check_struct(buf: bytes | memoryview, pos: int, shape: Shape, depth: int) -
             if seen is not None and not required <= seen:
                 names = ", ".join(fields[f][0] for f in sorted(required - seen))
                 raise _ShapeError([], f" ({shape.name}) lacks its required {names}")
+            if shape.union and len(seen or ()) != 1:
+                raise _ShapeError([], f" ({shape.name}, a union) has {len(seen or ())} members set, not one")
             return pos
         ttype, delta = head & 0x0F, head >> 4
         if delta:
@@ -479,6 +498,8 @@ def _check_struct(buf: bytes | memoryview, pos: int, shape: Shape, depth: int) -
                 value, pos = _int_value(buf, pos, ttype)
             if value not in allowed:
                 raise _ShapeError([f".{spec[0]}"], f" is {value}, outside {allowed.start}..{allowed.stop - 1}")
+        elif inner is STRING:
+            pos = _check_text(buf, pos, f".{spec[0]}")
         elif ttype == STRUCT and inner is not None:
             try:
                 pos = _check_struct(buf, pos, inner, depth + 1)
@@ -499,6 +520,9 @@ def _check_struct(buf: bytes | memoryview, pos: int, shape: Shape, depth: int) -
                     except _ShapeError as exc:
                         exc.path.insert(0, f".{spec[0]}[{k}]")
                         raise
+            elif elem_shape is STRING and elem == BINARY:
+                for k in range(size):
+                    pos = _check_text(buf, pos, f".{spec[0]}[{k}]")
             elif isinstance(elem_shape, range) and elem in (I8, I16, I32, I64):
                 for k in range(size):
                     value, pos = _int_value(buf, pos, elem)

@@ -49,7 +49,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
-from omeframe.formats.dataset.schema import CHUNK_KEY, CHUNKS_SCHEMA
 from omeframe.formats.vortex.checksum import bad_values
 from omeframe.formats.vortex.file import (
     _import_vortex,
@@ -64,6 +63,7 @@ from omeframe.model.errors import ChunkChecksumError, CorruptFileError
 from omeframe.storage import files
 
 __all__ = [
+    "PayloadCrcs",
     "VortexPlainDataset",
     "VortexPlainScanner",
     "VortexInput",
@@ -488,6 +488,32 @@ def _and(a: pc.Expression | None, b: pc.Expression | None) -> pc.Expression | No
     return a & b
 
 
+@dataclass(frozen=True)
+class PayloadCrcs:
+    """A column of payloads and the column of their CRC-32s, checked on every scan that reads the payloads.
+
+    ``key`` names the columns that identify a row in the error (a dataset's
+    chunk part: ``image_id``, ``level`` and the chunk's grid position).
+    """
+
+    payload: str
+    crc: str
+    key: tuple[str, ...] = ()
+
+    def check(self, batch: pa.RecordBatch, path: str) -> None:
+        """Raise :class:`ChunkChecksumError` naming the rows of ``batch`` whose payload fails its CRC-32."""
+        stored = batch.column(self.crc)
+        if stored.null_count:
+            raise CorruptFileError(f"{path!r}: a row has no {self.crc!r} (the file is damaged)")
+        bad = bad_values(batch.column(self.payload), stored.to_numpy(zero_copy_only=False))
+        if bad.size:
+            first = {n: batch.column(n)[int(bad[0])].as_py() for n in self.key}
+            raise ChunkChecksumError(
+                f"{path!r}: the {self.payload!r} of {bad.size} row(s) fail their CRC-32 (the first: {first}); "
+                "the file is damaged — restore it from a copy, or run `omeframe verify` to list every damaged chunk"
+            )
+
+
 class _ScanSpec:
     """One scan: which columns, which filter, how to read them."""
 
@@ -543,11 +569,11 @@ class _ScanSpec:
             if check is not None:
                 names.append(check.field.name)
                 fields.append(check.field)
-            # a dataset's chunk part: each payload read is checked against its row's CRC-32
-            # (the chunk's key read beside it, to name a damaged chunk)
-            chunk_crcs = "pixel_bytes" in names and ds._file_schema.names == CHUNKS_SCHEMA.names
-            if chunk_crcs:
-                for extra in ("checksum", *CHUNK_KEY):
+            # payloads with a CRC-32 beside them (a dataset's chunk part): each payload read is
+            # checked, the row's key read beside it to name a damaged one
+            crcs = ds.payload_crcs if ds.payload_crcs is not None and ds.payload_crcs.payload in names else None
+            if crcs is not None:
+                for extra in (crcs.crc, *crcs.key):
                     if extra not in names:
                         names.append(extra)
                         fields.append(ds._file_schema.field(extra))
@@ -562,8 +588,8 @@ class _ScanSpec:
                     )
                 if check is not None:
                     batch = check(batch)
-                if chunk_crcs:
-                    _check_chunk_crcs(batch, os.fspath(ds.path))
+                if crcs is not None:
+                    crcs.check(batch, ds.path)
                 if self.post_filter is not None:
                     batch = _filter_batch(batch, self.post_filter)
                     if batch is None:
@@ -573,20 +599,6 @@ class _ScanSpec:
                 else:
                     batch = batch.select(self.columns)
                 yield batch.replace_schema_metadata(self.out_schema.metadata)
-
-
-def _check_chunk_crcs(batch: pa.RecordBatch, path: str) -> None:
-    """Raise :class:`ChunkChecksumError` naming the chunks of ``batch`` whose payload fails its ``checksum``."""
-    checksums = batch.column("checksum")
-    if checksums.null_count:
-        raise CorruptFileError(f"{path!r}: a chunk row has no checksum (the dataset part is damaged)")
-    bad = bad_values(batch.column("pixel_bytes"), checksums.to_numpy(zero_copy_only=False))
-    if bad.size:
-        first = {n: batch.column(n)[int(bad[0])].as_py() for n in CHUNK_KEY}
-        raise ChunkChecksumError(
-            f"{path!r}: the payloads of {bad.size} chunk(s) fail their CRC-32 (the first: {first}); the dataset "
-            "is damaged — restore the part from a copy, or run `omeframe verify` to list every damaged chunk"
-        )
 
 
 def _filter_batch(batch: pa.RecordBatch, expr: pc.Expression) -> pa.RecordBatch | None:
@@ -662,12 +674,19 @@ class VortexPlainDataset(pds.Dataset):
         path: str | os.PathLike[str],
         *,
         cheap_first: bool = True,
+        payload_crcs: PayloadCrcs | None = None,
         _filter: pc.Expression | None = None,
     ) -> None:  # the C++ base stays uninitialised (as in vortex.dataset)
         self.path = os.fspath(path)
         with open_vortex_input(self.path) as vin:
             self._file_schema = vin.schema
             self._num_rows = len(vin)
+        if payload_crcs is not None:
+            missing = [c for c in (payload_crcs.payload, payload_crcs.crc, *payload_crcs.key)
+                       if c not in self._file_schema.names]
+            if missing:
+                raise ValueError(f"payload_crcs names column(s) {missing} that {self.path!r} does not have")
+        self.payload_crcs = payload_crcs
         self.cheap_first = cheap_first
         self._schema = _cheap_first(vin.schema) if cheap_first else vin.schema
         weights = [_weight(f.type) for f in self._file_schema]
@@ -734,7 +753,7 @@ class VortexPlainDataset(pds.Dataset):
         filter: pc.Expression | None = None,
         **kwargs: Any,
     ) -> pa.Table:
-        if filter is None and self._filter is None:
+        if filter is None and self._filter is None and self.payload_crcs is None:
             # Row takes straight from the file: vortex reads only the touched blocks.
             idx = np.asarray(indices.to_numpy() if hasattr(indices, "to_numpy") else indices)
             cols = list(self._schema.names) if columns is None else list(columns)
@@ -767,7 +786,7 @@ class VortexPlainDataset(pds.Dataset):
         raise NotImplementedError("sort_by is not supported; read a table first")
 
     def __reduce__(self) -> Any:
-        return (_rebuild, (self.path, self.cheap_first, self._filter))
+        return (_rebuild, (self.path, self.cheap_first, self.payload_crcs, self._filter))
 
     def __repr__(self) -> str:
         return (
@@ -776,12 +795,14 @@ class VortexPlainDataset(pds.Dataset):
         )
 
 
-def _rebuild(path: str, cheap_first: bool, flt: pc.Expression | None) -> VortexPlainDataset:
-    return VortexPlainDataset(path, cheap_first=cheap_first, _filter=flt)
+def _rebuild(
+    path: str, cheap_first: bool, payload_crcs: PayloadCrcs | None, flt: pc.Expression | None
+) -> VortexPlainDataset:
+    return VortexPlainDataset(path, cheap_first=cheap_first, payload_crcs=payload_crcs, _filter=flt)
 
 
 def vortex_plain_dataset(
-    path: str | os.PathLike[str], *, cheap_first: bool = True
+    path: str | os.PathLike[str], *, cheap_first: bool = True, payload_crcs: PayloadCrcs | None = None
 ) -> VortexPlainDataset:
     """Wrap a Vortex file as a ``pyarrow.dataset.Dataset`` that DuckDB can register.
 
@@ -795,12 +816,17 @@ def vortex_plain_dataset(
     cheap_first
         Report the cheapest fixed-width column first (DuckDB reads column 0 for
         ``count(*)``); ``False`` keeps the file's column order.
+    payload_crcs
+        A payload column to check against a column of CRC-32s whenever a scan
+        reads it (Vortex stores no checksums of its own).
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
+    ValueError
+        If ``payload_crcs`` names columns the file does not have.
     CorruptFileError
         If it is not a readable Vortex file.
     """
-    return VortexPlainDataset(path, cheap_first=cheap_first)
+    return VortexPlainDataset(path, cheap_first=cheap_first, payload_crcs=payload_crcs)
