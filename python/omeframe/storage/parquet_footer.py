@@ -61,7 +61,7 @@ from omeframe.model.errors import CorruptFileError
 from omeframe.storage.crc import crc32_function
 from omeframe.storage.parquet_shape import FILE_METADATA
 from omeframe.storage.stored_schema import check_stored_schema
-from omeframe.storage.thrift_compact import Field, Keep, Seq, check_shape, decode_struct
+from omeframe.storage.thrift_compact import Field, Keep, Seq, by_id, check_shape, decode_struct
 
 __all__ = ["check_metadata", "read_footer"]
 
@@ -102,10 +102,6 @@ _KEEP: Keep = {
 _TYPES = ("BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
 _WIDTHS = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
 _DAMAGED = "(the Parquet footer is damaged)"
-
-
-def _fields(value: Any) -> dict[int, Any]:
-    return {f.id: f.value for f in value} if isinstance(value, list) else {}
 
 
 def read_footer(fh: Any) -> tuple[Any, bytes | None]:
@@ -187,12 +183,12 @@ def check_metadata(md: Any, what: str, footer: bytes | memoryview | None = None)
         raise CorruptFileError(f"{exc} {_DAMAGED}" if str(exc).startswith(what) else f"{what}: {exc}") from exc
     if end != len(data):  # a damaged field length or type ends the structure early
         raise CorruptFileError(f"{what}: the footer's metadata ends after {end} of its {len(data)} bytes {_DAMAGED}")
-    groups = _fields(fields).get(_ROW_GROUPS)
+    groups = by_id(fields).get(_ROW_GROUPS)
     for g, group in enumerate(groups.items if isinstance(groups, Seq) else []):
-        columns = _fields(group).get(_COLUMNS)
+        columns = by_id(group).get(_COLUMNS)
         for j, chunk in enumerate(columns.items if isinstance(columns, Seq) else []):
-            _check_chunk(_fields(chunk), leaves[j], f"{what}: column {leaves[j].path!r} in row group {g}")
-    check_stored_schema(_fields(fields), what)
+            _check_chunk(by_id(chunk), leaves[j], f"{what}: column {leaves[j].path!r} in row group {g}")
+    check_stored_schema(by_id(fields), what)
     with _LOCK:
         for key in keys:
             _SOUND[key] = None
@@ -206,7 +202,7 @@ def _check_chunk(chunk: dict[int, Any], leaf: Any, where: str) -> None:
     meta = chunk.get(_META)
     if not isinstance(meta, list):
         raise CorruptFileError(f"{where}: the column chunk has no metadata {_DAMAGED}")
-    meta_fields = _fields(meta)
+    meta_fields = by_id(meta)
     kind = meta_fields.get(_TYPE)
     name = _TYPES[kind] if isinstance(kind, int) and 0 <= kind < len(_TYPES) else f"unknown type {kind!r}"
     if name != leaf.physical_type:

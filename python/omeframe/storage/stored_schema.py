@@ -19,13 +19,13 @@ except that omeframe's own writer always stores one.
 Example
 -------
 >>> import io, pyarrow as pa, pyarrow.parquet as pq
->>> from omeframe.storage.thrift_compact import decode_struct
+>>> from omeframe.storage.thrift_compact import by_id, decode_struct
 >>> sink = io.BytesIO()
 >>> pq.write_table(pa.table({"a": ["x"]}), sink)
 >>> data = sink.getvalue()
 >>> n = int.from_bytes(data[-8:-4], "little")
 >>> fields, _ = decode_struct(data[-8 - n : -8])
->>> check_stored_schema({f.id: f.value for f in fields}, "t.parquet")
+>>> check_stored_schema(by_id(fields), "t.parquet")
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from omeframe.model.arrow import METADATA_KEY_WRITER
 from omeframe.model.errors import CorruptFileError
-from omeframe.storage.thrift_compact import Field, Seq
+from omeframe.storage.thrift_compact import Field, Seq, by_id
 
 __all__ = ["check_stored_schema", "OWN_PREFIXES"]
 
@@ -47,7 +48,6 @@ OWN_PREFIXES = (b"omeframe.", b"ome.arrow.")
 _STORED = b"ARROW:schema"
 #: The ``created_by`` of files written by the pyarrow running here.
 _THIS_WRITER = f"parquet-cpp-arrow version {pa.__version__}".encode()
-_WRITER = b"omeframe.writer"
 _DAMAGED = "(the Parquet footer is damaged)"
 
 #: Thrift field ids of ``parquet.thrift``
@@ -59,14 +59,10 @@ _UTF8, _ENUM, _JSON = 0, 4, 19  # ConvertedType values that mark text
 _STRING, _LOGICAL_ENUM, _LOGICAL_JSON = 1, 4, 12  # LogicalType members that mark text
 
 
-def _fields(value: Any) -> dict[int, Any]:
-    return {f.id: f.value for f in value} if isinstance(value, list) else {}
-
-
 def _key_values(items: Any) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
     for kv in items.items if isinstance(items, Seq) else []:
-        f = _fields(kv)
+        f = by_id(kv)
         key, value = f.get(_KEY), f.get(_VALUE, b"")
         if isinstance(key, bytes) and isinstance(value, bytes):
             out.setdefault(key, value)
@@ -75,7 +71,7 @@ def _key_values(items: Any) -> dict[bytes, bytes]:
 
 def _text(el: dict[int, Any]) -> bool:
     """Whether a schema element is annotated as text (UTF-8 string, enum or JSON)."""
-    logical = _fields(el.get(_LOGICAL))
+    logical = by_id(el.get(_LOGICAL))
     return el.get(_CONVERTED) in (_UTF8, _ENUM, _JSON) or bool({_STRING, _LOGICAL_ENUM, _LOGICAL_JSON} & set(logical))
 
 
@@ -87,6 +83,14 @@ def _storage(t: pa.DataType) -> pa.DataType:
             t = t.value_type
         else:
             return t
+
+
+def _holds_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _holds_bytes(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
 
 
 #: Parquet physical types (``Type``) by name
@@ -114,10 +118,7 @@ def _physical(t: pa.DataType) -> frozenset[int] | None:
         return frozenset({_INT64})
     if types.is_timestamp(t):
         return frozenset({_INT64, _INT96})
-    if (
-        types.is_string(t) or types.is_large_string(t) or types.is_string_view(t)
-        or types.is_binary(t) or types.is_large_binary(t) or types.is_binary_view(t)
-    ):
+    if _holds_text(t) or _holds_bytes(t):
         return frozenset({_BYTE_ARRAY})
     if types.is_fixed_size_binary(t) and not types.is_decimal(t):
         return frozenset({_FIXED})
@@ -148,7 +149,7 @@ class _Walk:
             self._fail(path, "is missing from the Parquet schema")
         el = self.elements[self.i]
         self.i += 1
-        return _fields(el)
+        return by_id(el)
 
     def _fail(self, path: str, problem: str) -> None:
         raise CorruptFileError(
@@ -195,10 +196,10 @@ class _Walk:
             kinds = _physical(t)
             if kinds is not None and el.get(_TYPE) not in kinds:
                 self._fail(path, f"is stored as physical type {el.get(_TYPE)!r}, which cannot hold {t} values")
-            if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+            if _holds_text(t):
                 if not _text(el):
                     self._fail(path, "is not annotated as a string in the Parquet schema")
-            elif (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)) and _text(el):
+            elif _holds_bytes(t) and _text(el):
                 self._fail(path, "is annotated as a string in the Parquet schema, but holds binary values")
 
 
@@ -213,7 +214,7 @@ def check_stored_schema(footer: dict[int, Any], what: str) -> None:
     kv = _key_values(footer.get(_KEY_VALUE))
     stored = kv.get(_STORED)
     if stored is None:
-        if _WRITER in kv:
+        if METADATA_KEY_WRITER in kv:
             raise CorruptFileError(
                 f"{what}: the footer has no Arrow schema (ARROW:schema), which omeframe's writer always "
                 f"stores {_DAMAGED}"
@@ -243,10 +244,10 @@ def check_stored_schema(footer: dict[int, Any], what: str) -> None:
             )
     items = footer.get(_SCHEMA)
     elements = list(items.items) if isinstance(items, Seq) else []
-    walk = _Walk(elements, what, _WRITER in kv)
+    walk = _Walk(elements, what, METADATA_KEY_WRITER in kv)
     if not elements:
         walk._fail("<root>", "is missing")
-    walk._children(_fields(elements[0]), len(names), "<root>")
+    walk._children(by_id(elements[0]), len(names), "<root>")
     try:
         for f in schema:
             walk.field(f, f.name)

@@ -29,8 +29,7 @@ from omeframe.model.errors import CorruptFileError
 
 __all__ = [
     "BINARY", "BOOL", "I8", "I16", "I32", "I64", "LIST", "STRING", "STRUCT", "Field", "Keep", "Map", "Raw", "Seq",
-    "Shape",
-    "check_shape", "decode_struct", "encode_struct",
+    "Shape", "by_id", "check_shape", "decode_struct", "encode_struct",
 ]
 
 STOP, TRUE, FALSE, I8, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(13)
@@ -292,6 +291,17 @@ def _read_kept(
     return _read_value(buf, pos, ttype, depth)
 
 
+def by_id(value: Any) -> dict[int, Any]:
+    """The values of a decoded struct's fields by field id (``{}`` for anything but a struct).
+
+    Example
+    -------
+    >>> by_id(decode_struct(bytes([0x15, 0x04, 0x00]))[0])
+    {1: 2}
+    """
+    return {f.id: f.value for f in value} if isinstance(value, list) else {}
+
+
 def decode_struct(
     buf: bytes | memoryview, pos: int = 0, keep: Keep | None = None, *, raw: bool = True
 ) -> tuple[list[Field], int]:
@@ -413,9 +423,8 @@ class Shape:
     ``fields`` maps a field id to its name, its wire type and, for a struct,
     its :class:`Shape`, for text, :data:`STRING`; for a list, ``(element wire
     type, element Shape, STRING, the range of an integer element's values, or
-    None)``. Fields it does not
-    name may have any type. ``values`` bounds integer fields (enums, sizes)
-    to the values they may take.
+    None)``. Fields it does not name may have any type. ``values`` bounds
+    integer fields (enums, sizes) to the values they may take.
     """
 
     name: str
@@ -491,11 +500,7 @@ def _check_struct(buf: bytes | memoryview, pos: int, shape: Shape, depth: int) -
             raise _ShapeError([f".{spec[0]}"], f" is stored as {_type_name(ttype)}, expected {_type_name(want)}")
         allowed = values.get(fid) if values else None
         if allowed is not None and ttype in (I8, I16, I32, I64):
-            if ttype != I8 and buf[pos] < 0x80:  # a one-byte varint: most values
-                n = buf[pos]
-                value, pos = (n >> 1) ^ -(n & 1), pos + 1
-            else:
-                value, pos = _int_value(buf, pos, ttype)
+            value, pos = _int_value(buf, pos, ttype)
             if value not in allowed:
                 raise _ShapeError([f".{spec[0]}"], f" is {value}, outside {allowed.start}..{allowed.stop - 1}")
         elif inner is STRING:
@@ -569,4 +574,4 @@ def check_shape(buf: bytes | memoryview, shape: Shape, what: str) -> int:
     except _ShapeError as exc:
         raise CorruptFileError(what + "".join(exc.path) + exc.problem) from None
     except IndexError:
-        raise CorruptFileError(f"{what}: a Thrift structure ends early (truncated or damaged)") from None
+        raise CorruptFileError(f"{what}: a Thrift structure ends early (truncated)") from None
