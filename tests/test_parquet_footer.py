@@ -160,6 +160,12 @@ def _stored_schema_dropped(fields: list[Field]) -> None:
     _get(fields, 5).value.items[:] = [kv for kv in _key_values(fields) if _get(kv, 1).value != b"ARROW:schema"]
 
 
+def _area_codec_gzip(fields: list[Field]) -> None:
+    """The page codec of ``area`` (the last leaf) flipped from ZSTD to GZIP, another valid codec."""
+    for group in _get(fields, 4).value.items:
+        _set(_get(_get(group, 1).value.items[-1], 3).value, 4, I32, 2)
+
+
 CASES: dict[str, tuple[Callable[[list[Field]], None], str]] = {
     "physical type": (_id_as_int64, "holds BYTE_ARRAY values, its schema leaf INT64"),
     "definition levels": (_area_required, "definition-level histogram of 2 entries, for a maximum level of 0"),
@@ -167,6 +173,7 @@ CASES: dict[str, tuple[Callable[[list[Field]], None], str]] = {
     "string annotation": (_image_type_binary, "'ome_arrow.image_type' is not annotated as a string"),
     "metadata value": (_version_changed, "metadata 'ome.arrow.version' differs from its copy"),
     "stored schema": (_stored_schema_dropped, "has no Arrow schema (ARROW:schema)"),
+    "page codec": (_area_codec_gzip, "its pages are compressed with GZIP, the writer recorded ZSTD (omeframe.file)"),
 }
 
 
@@ -328,11 +335,26 @@ def test_a_chunk_whose_footer_miscounts_or_miscodes_it_is_refused(tmp_path, tabl
         with pytest.raises(of.CorruptFileError, match=r"count.parquet.*'area'.*hold 40 values, the footer says 41"):
             read()
     gzip = 2  # CompressionCodec.GZIP, one bit away from ZSTD's zigzag encoding
-    miscoded = _rewrite(table_path, tmp_path / "codec.parquet", lambda f: _set(_chunk_meta(f, 0, area), 4, I32, gzip))
-    with pytest.raises(of.CorruptFileError, match=r"Polars cannot read .*codec.parquet.*\(the file is damaged\)"):
-        of.polars.scan(miscoded).select("area").collect()
-    with pytest.raises(of.CorruptFileError, match="codec.parquet"):
-        of.read_table(miscoded)
+
+    def miscode(fields: list[Field]) -> None:
+        _set(_chunk_meta(fields, 0, area), 4, I32, gzip)
+
+    # omeframe's file: its footer-only key records each column's codec
+    miscoded = _rewrite(table_path, tmp_path / "codec.parquet", miscode)
+    for read in (lambda: of.read_table(miscoded), lambda: of.polars.scan(miscoded).select("area").collect()):
+        with pytest.raises(of.CorruptFileError, match=r"codec.parquet.*'area' in row group 0: the footer says its "
+                           r"pages are compressed with GZIP, the writer recorded ZSTD"):
+            read()
+
+    def foreign(fields: list[Field]) -> None:  # the same, in a file nothing records the codecs of
+        miscode(fields)
+        _get(fields, 5).value.items[:] = [kv for kv in _key_values(fields) if _get(kv, 1).value != b"omeframe.file"]
+
+    unrecorded = _rewrite(table_path, tmp_path / "foreign.parquet", foreign)
+    with pytest.raises(of.CorruptFileError, match=r"Polars cannot read .*foreign.parquet.*\(the file is damaged\)"):
+        of.polars.scan(unrecorded).select("area").collect()
+    with pytest.raises(of.CorruptFileError, match="foreign.parquet"):
+        of.read_table(unrecorded)
 
 
 def _edit_stored_schema(fields: list[Field], edit: Callable[[bytes], bytes]) -> None:
@@ -383,7 +405,14 @@ def test_the_stored_arrow_schema_is_checked(tmp_path, table_path):
         _set(meta, 1, I32, INT64)
         meta[:] = [f for f in meta if f.id != 12]  # no 4-byte statistics left over
 
+    def list_annotated_string(fields: list[Field]) -> None:
+        """A string leaf whose logical type turned LIST (its converted type still UTF8), in a file not marked
+        as omeframe's: pyarrow reads such a leaf as binary."""
+        _get(fields, 5).value.items[:] = [kv for kv in _key_values(fields) if _get(kv, 1).value != b"omeframe.file"]
+        _set(_element(fields, b"image_type"), 10, STRUCT, [Field(3, STRUCT, [])])
+
     cases: dict[str, tuple[Callable[[list[Field]], None], str]] = {
+        "logical type": (list_annotated_string, "'ome_arrow.image_type' is not annotated as a string (and nothing"),
         "re-encoded": (
             lambda f: _edit_stored_schema(f, reencoded_differently), "is not as the writer encodes it"
         ),
@@ -392,6 +421,21 @@ def test_the_stored_arrow_schema_is_checked(tmp_path, table_path):
             lambda f: _edit_stored_schema(f, fixed_size_channels), "is a fixed-size list of 0 items"
         ),
         "physical type": (area_as_int64, "field 'area' is stored as physical type 2, which cannot hold int32"),
+        # names Arrow's writer gives the levels of a list in omeframe's files (pyarrow takes the damaged ones)
+        "list element": (
+            lambda f: _set(_element(f, b"element"), 4, BINARY, b"dlement"),
+            "is named 'dlement' in the Parquet schema, which Arrow's writer names 'element' or 'item'",
+        ),
+        "repeated group": (
+            lambda f: _set(_element(f, b"list"), 4, BINARY, b"lisu"),
+            "has its repeated group named 'lisu', not 'list'",
+        ),
+        # an int16 leaf (a chunk key) whose converted type is gone: pyarrow derives another type from what is
+        # left; in omeframe's files each element must be the one Arrow's writer gives the stored schema
+        "converted type": (
+            lambda f: _element(f, b"c").__setitem__(slice(None), [x for x in _element(f, b"c") if x.id != 6]),
+            "field 'c' differs from the element Arrow's writer gives it",
+        ),
     }
     for name, (edit, message) in cases.items():
         bad = _rewrite(table_path, tmp_path / f"{name}.parquet", edit)
@@ -400,8 +444,9 @@ def test_the_stored_arrow_schema_is_checked(tmp_path, table_path):
             check_metadata(pq.read_metadata(bad), name, data[start:-8])
 
 
-def _variants() -> dict[str, Callable[[Path], None]]:
-    """Writers of tables whose footers are sound: pyarrow's options, DuckDB and Polars."""
+def _variant_table(extensions: bool = False) -> pa.Table:
+    """A table of every common column kind (maps, nested lists, fixed-size lists, dictionaries ...), with
+    ``extensions`` Arrow's canonical extension types too (which DuckDB and Polars do not all take)."""
     import datetime
     import decimal
 
@@ -428,7 +473,19 @@ def _variants() -> dict[str, Callable[[Path], None]]:
         }
     )
     table = table.cast(table.schema.set(0, pa.field("req", pa.int8(), nullable=False)))
-    options: list[dict[str, object]] = [
+    if extensions:
+        storage = pa.array([[1, 2]] * n, pa.list_(pa.int32(), 2))
+        table = table.append_column("tensor", pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.int32(), [2]),
+                                                                             storage))
+        table = table.append_column("uuid", pa.array([b"0123456789abcdef"] * n, pa.uuid()))
+        table = table.append_column("json", pa.array(['{"a": 1}'] * n, pa.json_()))
+        table = table.append_column("bool8", pa.array([1, 0] * (n // 2), pa.int8()).cast(pa.bool8()))
+    return table
+
+
+def _writer_options() -> list[dict[str, object]]:
+    """Options of Arrow's Parquet writer whose footers differ."""
+    return [
         {},
         {"data_page_version": "2.0", "compression": "zstd", "row_group_size": 7},
         {"use_dictionary": False, "write_statistics": False, "version": "1.0"},
@@ -436,9 +493,16 @@ def _variants() -> dict[str, Callable[[Path], None]]:
         {"use_compliant_nested_type": False, "sorting_columns": [pq.SortingColumn(0)]},
         {"store_schema": False},
     ]
+
+
+def _variants() -> dict[str, Callable[[Path], None]]:
+    """Writers of tables whose footers are sound: pyarrow's options, DuckDB and Polars."""
+    n = 40
+    table = _variant_table()
+    full = _variant_table(extensions=True).append_column("null", pa.nulls(n))
     out: dict[str, Callable[[Path], None]] = {
-        f"pyarrow {o}": (lambda p, o=o: pq.write_table(table.append_column("null", pa.nulls(n)), p, **o))
-        for o in options
+        f"pyarrow {o}": (lambda p, o=o: pq.write_table(full, p, **o))
+        for o in _writer_options()
     }
 
     def duck(p: Path) -> None:
@@ -457,6 +521,22 @@ def _variants() -> dict[str, Callable[[Path], None]]:
     return out
 
 
+def test_a_time_zone_that_names_no_zone_is_refused(tmp_path):
+    """The Parquet schema keeps no copy of a timestamp's time zone: a damaged one names no zone at all."""
+    import datetime
+
+    path = tmp_path / "tz.parquet"
+    ts = pa.array([datetime.datetime(2020, 1, 1)], pa.timestamp("us", tz="Europe/Paris"))
+    pq.write_table(pa.table({"t": ts, "f": pa.array([ts[0].value], pa.timestamp("us", tz="+05:30"))}), path)
+    data, _, start = _footer(path)
+    check_metadata(pq.read_metadata(path), "sound", data[start:-8])
+    bad = _rewrite(path, tmp_path / "bad.parquet", lambda f: _edit_stored_schema(
+        f, lambda b: b.replace(b"Europe/Paris", b"Europe/Parhs")))
+    data, _, start = _footer(bad)
+    with pytest.raises(of.CorruptFileError, match="field 't' has time zone 'Europe/Parhs' in the stored Arrow schema"):
+        check_metadata(pq.read_metadata(bad), "bad", data[start:-8])
+
+
 def test_sound_footers_of_other_writers_pass(tmp_path):
     """No false refusals: footers of every common writer and option pass, as stored and re-serialised."""
     for k, (name, write) in enumerate(_variants().items()):
@@ -467,6 +547,33 @@ def test_sound_footers_of_other_writers_pass(tmp_path):
         parquet_footer._SOUND.clear()
         check_metadata(md, name, data[start:-8])
         check_metadata(md, name)
+
+
+def test_sound_footers_of_omeframe_files_pass_its_stricter_rules(tmp_path):
+    """omeframe's own files (its footer-only key) are held to its writer's rules: they pass for every column
+    kind, in a table as built and as read back from Parquet (its maps keep their entries' Parquet name). A
+    table read from such a file and written again by pyarrow, with any of its options, does not carry the
+    key, so the rules do not hold it: no false refusal of a rewritten copy."""
+    from omeframe.model.arrow import METADATA_KEY_FILE
+
+    built = _variant_table(extensions=True)
+    pq.write_table(built, tmp_path / "plain.parquet")
+    for k, table in enumerate([built, pq.read_table(tmp_path / "plain.parquet")]):
+        path = tmp_path / f"own{k}.parquet"
+        with pq.ParquetWriter(path, table.schema) as w:
+            w.write_table(table)
+            w.add_key_value_metadata({METADATA_KEY_FILE: b"{}"})
+        data, _, start = _footer(path)
+        parquet_footer._SOUND.clear()
+        check_metadata(pq.read_metadata(path), f"own {k}", data[start:-8])
+        assert METADATA_KEY_FILE not in (pq.read_table(path).schema.metadata or {})
+        copy = pq.ParquetFile(path).read()  # (this read hands the footer-only key over: in both copies then)
+        assert METADATA_KEY_FILE in copy.schema.metadata
+        for j, options in enumerate([*_writer_options(), {"compression": "snappy", "coerce_timestamps": "us"}]):
+            rewritten = tmp_path / f"copy{k}-{j}.parquet"
+            pq.write_table(copy, rewritten, **options)
+            data, _, start = _footer(rewritten)
+            check_metadata(pq.read_metadata(rewritten), f"copy {options}", data[start:-8])
 
 
 def test_footer_bit_flips_give_an_error_or_the_same_table(tmp_path, table_path):
@@ -628,3 +735,31 @@ def test_bit_flips_in_page_headers_and_footer_give_an_error_or_exact_pixels(tmp_
     assert result["done"] == 400
     assert not result["wrong"], f"silently wrong pixels after flips at {result['wrong']}"
     assert not result["untyped"], json.dumps(result["untyped"])
+
+
+@pytest.mark.parametrize("compression", [None, "snappy", "gzip", "brotli", "lz4", "zstd"])
+def test_omeframe_records_the_codec_of_every_leaf(tmp_path, compression):
+    """The writer's copy of each leaf's codec (in omeframe.file) is what the footer holds, for every codec
+    and for feature columns of nested kinds (maps, lists of structs, fixed-size lists, extension types); the
+    key stays in the footer (a table read from the file does not carry it)."""
+    from omeframe.model.arrow import METADATA_KEY_FILE
+
+    n = 6
+    tensor = pa.ExtensionArray.from_storage(
+        pa.fixed_shape_tensor(pa.int32(), [2]), pa.array([[1, 2]] * n, pa.list_(pa.int32(), 2))
+    )
+    columns = {
+        "area": np.arange(n),
+        "m": pa.array([[("k", 1)]] * n, pa.map_(pa.string(), pa.int64())),
+        "ls": pa.array([[{"a": 1, "b": "x"}]] * n),
+        "t": tensor,
+    }
+    path = of.write_table(tmp_path / "t.parquet", _crops(n), dim_order="CYX", columns=columns, compression=compression)
+    md = pq.read_metadata(path)
+    recorded = json.loads(md.metadata[METADATA_KEY_FILE])["codecs"]
+    thrift = {"UNCOMPRESSED": 0, "SNAPPY": 1, "GZIP": 2, "BROTLI": 4, "ZSTD": 6, "LZ4": 7}
+    for g in range(md.num_row_groups):
+        assert [str(thrift[md.row_group(g).column(j).compression]) for j in range(md.num_columns)] == list(recorded)
+    assert of.read_table(path).num_rows == n
+    assert METADATA_KEY_FILE not in of.read_table(path).schema.metadata
+    assert METADATA_KEY_FILE not in pq.read_table(path).schema.metadata

@@ -262,3 +262,27 @@ def test_validation_is_vectorised_over_many_rows():
     with pytest.raises(ShapeValidationError) as info:
         validate_shape_table(t2)
     assert info.value.row == n - 7 and info.value.object_id == str(n - 7)
+
+
+def test_every_flipped_bit_of_a_parquet_shape_table_is_refused_or_harmless(tmp_path):
+    """Page CRCs, the footer checks and omeframe's writer key (its stored Arrow schema must be there):
+    one flipped bit anywhere gives a CorruptFileError naming the file, or the same table."""
+    p = write_shapes(make_shape_table(_rows("geoarrow.polygon", 6), geometry_encoding="geoarrow.polygon"),
+                     tmp_path / "s.parquet")
+    good = read_shapes(p)
+    assert good.schema.metadata.keys() == {b"ome.arrow.shapes"}  # the writer key stays in the file
+    data = open(p, "rb").read()
+    outcomes = {"same": 0, "refused": 0}
+    for i in range(len(data)):
+        raw = bytearray(data)
+        raw[i] ^= 1
+        open(p, "wb").write(bytes(raw))
+        try:
+            got = read_shapes(p, validate=False)
+        except of.CorruptFileError as exc:
+            assert p in str(exc)
+            outcomes["refused"] += 1
+        else:
+            assert got.equals(good, check_metadata=True), f"byte {i}: a changed shape table read without an error"
+            outcomes["same"] += 1
+    assert outcomes["refused"] > len(data) // 2, outcomes

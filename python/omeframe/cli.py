@@ -267,7 +267,7 @@ def _verify(args: argparse.Namespace) -> int:
     _no_options_for_local(args.path, so)
     p = _existing(args.path)
     if _is_catalog(p):
-        rc = 0
+        rc = _verify_catalog_table(p)
         for sub in ("images.parquet", "dataset"):
             if (p / sub).exists():
                 _say(f"{sub}:")
@@ -276,6 +276,18 @@ def _verify(args: argparse.Namespace) -> int:
     if _format_of(p) == "dataset":
         return _verify_dataset(open_dataset(p))
     return _verify_table(p, str(p))
+
+
+def _verify_catalog_table(p: Path) -> int:
+    _say("catalog.parquet:")
+    try:
+        n = read_catalog(p).num_rows  # footer and every page's CRC checked
+    except OmeframeError as exc:  # CorruptFileError, ChunkChecksumError
+        print(f"damaged: {p / 'catalog.parquet'}: {exc}", file=sys.stderr)
+        _say("FAILED: catalog.parquet is damaged")
+        return 1
+    _say(f"ok: {n} source files listed")
+    return 0
 
 
 def _verify_dataset(ds: Any) -> int:
@@ -507,19 +519,15 @@ def _row_of_id(path: Path | str, image_id: str, so: dict[str, Any] | None = None
         t = open_table(path, storage_options=so)
         ids = pc.struct_field(t.read([t.column])[t.column], "id")
     elif detect_format(path) == "parquet":
-        import pyarrow.parquet as pq
-
-        schema = pq.ParquetFile(path).schema_arrow
-        col = find_record_column(schema, None, source=str(path))
-        ids = pq.ParquetFile(path).read(columns=[f"{col}.id"]).column(0).combine_chunks().field("id")
+        with open_parquet(path) as pf:  # footer and page CRCs checked
+            col = find_record_column(pf.schema_arrow, None, source=str(path))
+            ids = pf.read(columns=[f"{col}.id"]).column(0).combine_chunks().field("id")
     else:
-
         t = read_table(path)
         col = find_record_column(t.schema, None, source=str(path))
         ids = pc.struct_field(t[col], "id")
     hits = pc.indices_nonzero(pc.equal(ids, pa.scalar(image_id, pa.string()))).to_pylist()
     if not hits:
-
         raise ImageNotFoundError(f"no image {image_id!r} in {str(path)!r}")
     return int(hits[0])
 

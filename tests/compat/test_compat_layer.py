@@ -107,3 +107,20 @@ def test_scan_warnings_are_emitted_when_the_data_is_read(tmp_path: Path) -> None
 def test_shape_errors_start_with_ome_arrows_words() -> None:
     with pytest.raises(of.ShapeValidationError, match=r"^geometry row 0: shape table row 0 \(object_id 'c'\)"):
         make_shape_table([{"object_id": "c", "geometry": [0.0, 1.0, 2.0]}], geometry_encoding="geoarrow.point")
+
+
+def test_shape_parquet_pages_carry_crcs_that_reads_check(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from omeframe.compat.ome_arrow.shapes import read_shape_parquet, write_shape_parquet
+
+    rows = [{"object_id": f"o{i}", "image_id": "img", "geometry": [float(i), 2.0]} for i in range(20)]
+    path = tmp_path / "spots.parquet"
+    write_shape_parquet(make_shape_table(rows, geometry_encoding="geoarrow.point"), path)
+    assert read_shape_parquet(path).num_rows == 20
+    cc = pq.read_metadata(path).row_group(0).column(0)  # object_id
+    raw = bytearray(path.read_bytes())
+    raw[(cc.dictionary_page_offset or cc.data_page_offset) + cc.total_compressed_size - 2] ^= 0x04
+    path.write_bytes(bytes(raw))
+    with pytest.raises(OSError, match="CRC"):
+        read_shape_parquet(path)

@@ -31,9 +31,9 @@ from omeframe.formats.dataset.reader import DatasetReader as Dataset
 from omeframe.formats.dataset.writer import _write_images_table
 from omeframe.formats.record.files import record_row_sizes, table_metadata
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
-from omeframe.model.errors import OmeframeError
+from omeframe.model.errors import CorruptFileError, OmeframeError, reraise_access_error
 from omeframe.storage import parquet as pqio
-from omeframe.storage.atomic import atomic_path
+from omeframe.storage.atomic import commit_step, fsync_dir, fsync_file
 from omeframe.storage.remote import RemoteStore
 from omeframe.storage.url import check_storage_options, local_path, parse_location
 
@@ -110,6 +110,10 @@ def read_catalog(out: str | os.PathLike[str], *, storage_options: Mapping[str, A
     ------
     FileNotFoundError
         When ``out`` holds no ``catalog.parquet``.
+    CorruptFileError
+        When ``catalog.parquet`` is damaged: a page fails its CRC-32
+        (:class:`~omeframe.errors.ChunkChecksumError`), or its footer fails
+        omeframe's checks, or pyarrow cannot decode it.
 
     Examples
     --------
@@ -118,8 +122,6 @@ def read_catalog(out: str | os.PathLike[str], *, storage_options: Mapping[str, A
     >>> cat.filter(pc.equal(cat["status"], "error")).num_rows      # doctest: +SKIP
     1
     """
-    import pyarrow.parquet as pq
-
     check_storage_options(storage_options, out)
     loc = parse_location(out)
     if loc is not None:
@@ -127,11 +129,21 @@ def read_catalog(out: str | os.PathLike[str], *, storage_options: Mapping[str, A
             data = RemoteStore(loc, storage_options).cat(CATALOG_NAME)
         except FileNotFoundError:
             raise FileNotFoundError(f"{loc.url!r} holds no catalog ({CATALOG_NAME} missing)") from None
-        return pq.ParquetFile(pa.BufferReader(data)).read()
+        return _read_checked(pa.BufferReader(data), f"{loc.url}/{CATALOG_NAME}")
     p = local_path(out) / CATALOG_NAME
     if not p.is_file():
         raise FileNotFoundError(f"{str(out)!r} holds no catalog ({CATALOG_NAME} missing)")
-    return pq.ParquetFile(p).read()
+    return _read_checked(p, str(p))
+
+
+def _read_checked(source: Any, name: str, columns: list[str] | None = None) -> pa.Table:
+    """A catalog table read whole, footer and page CRCs checked (:func:`~omeframe.storage.parquet.open_parquet`)."""
+    try:
+        with pqio.open_parquet(source) as pf:
+            return pf.read(columns=columns)
+    except (pa.ArrowException, OSError) as exc:  # pages pyarrow cannot decode (CRC-less pages of older catalogs)
+        reraise_access_error(exc)
+        raise CorruptFileError(f"{name!r} cannot be read (the file is damaged): {exc}") from exc
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -196,7 +208,9 @@ class ImagesWriter:
         self._parts: list[pa.Table] = []  # new rows of the row group being filled
         self._rows = 0
         self._acc = 0.0
-        old = pq.ParquetFile(path) if path.exists() else None
+        # Checked as it is read (footer, page CRCs): a damaged table is refused, never copied
+        # into the new one under fresh CRCs
+        old = pqio.open_parquet(path) if path.exists() else None
         try:
             schemas = ([old.schema_arrow] if old is not None else []) + ([new_schema] if new_schema is not None else [])
             if not schemas:
@@ -204,6 +218,7 @@ class ImagesWriter:
             schema = unify(schemas).remove_metadata()
             self.schema = schema.with_metadata(table_metadata(_file_meta()))
             kwargs = pqio._writer_kwargs(self.schema, "zstd", compression is not None)
+            self._facts = pqio.footer_facts(self.schema, kwargs["compression"])
             self.writer: Any = pq.ParquetWriter(self.tmp, self.schema, **kwargs)
             try:
                 if old is not None:
@@ -252,9 +267,16 @@ class ImagesWriter:
         """Write the last row group, close the file and rename it over ``images.parquet``."""
         try:
             self._write_group()
+            self.writer.add_key_value_metadata(self._facts)
             self.writer.close()
             self.writer = None
+            # durable before the catalog that lists its rows is committed
+            fsync_file(self.tmp)
+            commit_step(f"fsync:{self.path.name}")
             os.replace(self.tmp, self.path)
+            commit_step(f"rename:{self.path.name}")
+            fsync_dir(self.path.parent)
+            commit_step(f"fsync-dir:{self.path.name}")
         except BaseException:
             self.abort()
             raise
@@ -296,20 +318,16 @@ def rewrite_images(
 def holds_any(images: Path, urlpaths: set[str]) -> bool:
     """Whether ``images.parquet`` has a row of any of ``urlpaths``."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    col = pq.ParquetFile(images).read(columns=["urlpath"])["urlpath"]
+    col = _read_checked(images, str(images), ["urlpath"])["urlpath"]
     return bool(pc.any(pc.is_in(col, value_set=pa.array(sorted(urlpaths), pa.string()))).as_py())
 
 
 def write_catalog(path: Path, table: pa.Table) -> None:
     """Write ``catalog.parquet`` atomically (the commit point of a build)."""
-    import pyarrow.parquet as pq
-
     meta = {k.encode(): v.encode() for k, v in _file_meta().items()}
-    table = table.replace_schema_metadata(meta)
-    with atomic_path(path, sweep=True) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    # page CRCs on every page, checked by read_catalog
+    pqio.write_parquet_table(table.replace_schema_metadata(meta), path, compression="zstd")
 
 
 def drop_dataset_images(root: Path, ids: set[str]) -> None:

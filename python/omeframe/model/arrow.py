@@ -18,6 +18,7 @@ __all__ = [
     "METADATA_KEY_TYPE",
     "METADATA_KEY_VERSION",
     "METADATA_KEY_WRITER",
+    "METADATA_KEY_FILE",
     "CHANNEL_STRUCT",
     "PIXELS_META_STRUCT",
     "CHUNK_GRID_STRUCT",
@@ -40,6 +41,12 @@ METADATA_KEY_TYPE = b"ome.arrow.type"
 METADATA_KEY_VERSION = b"ome.arrow.version"
 #: omeframe's own key: which library and version wrote the file.
 METADATA_KEY_WRITER = b"omeframe.writer"
+#: omeframe's key in the footer alone of a Parquet file its writers wrote (never in the
+#: stored Arrow schema, so a table read from the file does not carry it into another): it
+#: marks the file as omeframe's own, held to its writers' rules, and records facts the
+#: footer keeps no second copy of (JSON; ``codecs``: each leaf column's page codec, one
+#: digit per leaf, the Thrift ``CompressionCodec`` value, in leaf order).
+METADATA_KEY_FILE = b"omeframe.file"
 
 #: Default name of the column that holds OME-Arrow records.
 DEFAULT_COLUMN_NAME = "ome_arrow"

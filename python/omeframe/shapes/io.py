@@ -21,11 +21,12 @@ from omeframe.formats.record.files import TABLE_FORMATS
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, write_vortex_table
 from omeframe.model.checks import is_integer
 from omeframe.model.columns import check_columns
-from omeframe.model.errors import ShapeValidationError
+from omeframe.model.errors import CorruptFileError, ShapeValidationError, reraise_access_error
 from omeframe.shapes.schema import read_shape_metadata, table_kind
 from omeframe.shapes.validate import validate_relationship_table, validate_shape_table
 from omeframe.storage.atomic import atomic_path
-from omeframe.storage.parquet import parquet_codec
+from omeframe.storage.parquet import footer_facts, open_parquet, parquet_codec
+from omeframe.storage.parquet_crc import without_footer_only
 
 __all__ = ["write_shapes", "read_shapes"]
 
@@ -129,8 +130,13 @@ def write_shapes(
         return str(out)
     import pyarrow.parquet as pq
 
-    with atomic_path(out, sweep=True) as tmp:
-        pq.write_table(table, tmp, compression=codec, row_group_size=row_group_size, use_dictionary=True)
+    table = without_footer_only(table)  # another file's key (a table read whole by pyarrow carries it)
+    with atomic_path(out, sweep=True) as tmp:  # a CRC in every page header, checked by read_shapes
+        with pq.ParquetWriter(
+            tmp, table.schema, compression=codec, use_dictionary=True, write_page_checksum=True
+        ) as writer:
+            writer.write_table(table, row_group_size=row_group_size)
+            writer.add_key_value_metadata(footer_facts(table.schema, codec))  # omeframe's file: checked as such
     return str(out)
 
 
@@ -159,6 +165,21 @@ def _check_filter_fields(filters: Any, schema: pa.Schema, src: Path) -> None:
         raise KeyError(
             f"filters name column(s) {missing} that {str(src)!r} does not have; its columns: {schema.names}"
         )
+
+
+def _wanted_columns(schema: pa.Schema, columns: Sequence[str] | None, filters: Any, src: Path) -> list[str] | None:
+    """The columns asked for, once the file is known to hold a shape table and the filter's columns."""
+    _kind(schema)
+    _check_filter_fields(filters, schema, src)
+    return check_columns(columns, schema.names, repr(str(src)))
+
+
+def _with_filter_columns(schema: pa.Schema, wanted: list[str] | None, expr: Any) -> list[str] | None:
+    """``wanted`` plus the columns ``expr`` reads (dropped again after filtering), in file order."""
+    if expr is None or wanted is None:
+        return wanted
+    refs = _field_refs(expr)
+    return [n for n in schema.names if n in set(wanted) or n in refs]
 
 
 def read_shapes(
@@ -215,26 +236,22 @@ def read_shapes(
     fmt = _format(src, format)
     expr = _expression(filters)
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        schema = pq.read_schema(src)
-        _kind(schema)
-        _check_filter_fields(filters, schema, src)
-        wanted = check_columns(columns, schema.names, repr(str(src)))
-        table = pq.read_table(src, columns=wanted, filters=expr)
+        try:
+            with open_parquet(src) as pf:  # its footer and the CRC of every page read are checked
+                schema = pf.schema_arrow
+                wanted = _wanted_columns(schema, columns, filters, src)
+                table = pf.read(columns=_with_filter_columns(schema, wanted, expr))
+        except (pa.ArrowException, OSError) as exc:  # what the checks leave to pyarrow's decoder
+            reraise_access_error(exc)
+            raise CorruptFileError(f"{str(src)!r} cannot be read (the file is damaged): {exc}") from exc
     else:
         schema = read_vortex_schema(src)
-        _kind(schema)
-        _check_filter_fields(filters, schema, src)
-        wanted = check_columns(columns, schema.names, repr(str(src)))
-        if expr is not None and wanted is not None:
-            # read the filter's columns too, then drop them
-            needed = [n for n in schema.names if n in set(wanted) or n in _field_refs(expr)]
-            table = read_vortex_table(src, columns=needed).filter(expr).select(wanted)
-        else:
-            table = read_vortex_table(src, columns=wanted)
-            if expr is not None:
-                table = table.filter(expr)
+        wanted = _wanted_columns(schema, columns, filters, src)
+        table = read_vortex_table(src, columns=_with_filter_columns(schema, wanted, expr))
+    if expr is not None:
+        table = table.filter(expr)
+    if wanted is not None and table.column_names != wanted:
+        table = table.select(wanted)
     table = _arrow_list_names(table).replace_schema_metadata(schema.metadata)
     if validate:
         kind = table_kind(schema)

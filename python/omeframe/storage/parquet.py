@@ -10,6 +10,7 @@ cut by bytes, so one large image gets a row group of its own and reading row
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -20,6 +21,7 @@ import pyarrow as pa
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
+from omeframe.model.arrow import METADATA_KEY_FILE
 from omeframe.model.errors import CorruptFileError, RowIndexError, reraise_access_error
 from omeframe.storage.atomic import atomic_path
 from omeframe.storage.parquet_crc import CheckedParquetFile
@@ -29,6 +31,7 @@ __all__ = [
     "DEFAULT_ROW_GROUP_BYTES",
     "leaf_paths",
     "parquet_codec",
+    "footer_facts",
     "write_parquet_table",
     "open_parquet",
     "read_parquet_rows",
@@ -49,6 +52,8 @@ def leaf_paths(schema: pa.Schema) -> list[str]:
     out: list[str] = []
 
     def walk(prefix: str, t: pa.DataType) -> None:
+        if isinstance(t, pa.BaseExtensionType):  # stored as its storage type
+            t = t.storage_type
         if pa.types.is_struct(t):
             for i in range(t.num_fields):
                 f = t.field(i)
@@ -131,6 +136,49 @@ def _writer_kwargs(
     }
 
 
+#: Thrift ``CompressionCodec`` values of the codec names Arrow's writer takes (its lz4 is LZ4_RAW).
+_THRIFT_CODECS = {"none": 0, "uncompressed": 0, "snappy": 1, "gzip": 2, "brotli": 4, "zstd": 6, "lz4": 7, "lz4_raw": 7}
+
+
+def _parquet_leaf_paths(schema: pa.Schema) -> list[str]:
+    """The dotted column paths Arrow's Parquet writer gives ``schema``'s leaves (from the footer of an empty file)."""
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), sink)
+    md = pq.read_metadata(pa.BufferReader(sink.getvalue()))
+    return [md.schema.column(i).path for i in range(md.num_columns)]
+
+
+def footer_facts(schema: pa.Schema, compression: Mapping[str, str] | str | None) -> dict[bytes, bytes]:
+    """The footer-only key (:data:`~omeframe.model.arrow.METADATA_KEY_FILE`) of a file omeframe writes.
+
+    Pass it to ``ParquetWriter.add_key_value_metadata`` (it must not go into the
+    table's schema metadata, which the stored Arrow schema copies). It marks
+    the file as omeframe's, so the footer checks hold it to omeframe's writer
+    (:func:`~omeframe.storage.parquet_footer.check_metadata`), and records the
+    page codec of each leaf: ``compression`` maps every leaf's column path to
+    its codec, as :func:`_writer_kwargs` gives them, or is the one codec of all
+    (``None``: uncompressed). A codec flipped to another
+    valid one is then refused before a page is decompressed with it. The
+    codecs are left out unless the paths are exactly the ones Arrow's writer
+    gives the leaves, in its order, each with a codec name it takes.
+
+    Example
+    -------
+    >>> footer_facts(pa.schema([("a", pa.int8()), ("b", pa.list_(pa.string()))]),
+    ...              {"a": "zstd", "b.list.element": "NONE"})
+    {b'omeframe.file': b'{"codecs": "60"}'}
+    """
+    if not isinstance(compression, Mapping):
+        compression = dict.fromkeys(leaf_paths(schema), compression or "none")
+    digits = [_THRIFT_CODECS.get(str(c).lower()) for c in compression.values()]
+    facts = {}
+    if all(d is not None for d in digits) and list(compression) == _parquet_leaf_paths(schema):
+        facts["codecs"] = "".join(str(d) for d in digits)
+    return {METADATA_KEY_FILE: json.dumps(facts).encode()}
+
+
 def write_parquet_table(
     table: pa.Table,
     path: str | os.PathLike[str],
@@ -155,10 +203,10 @@ def write_parquet_table(
     """
     if row_group_bytes <= 0:
         raise ValueError(f"row_group_bytes must be positive, got {row_group_bytes}")
-    if metadata:
-        merged = dict(table.schema.metadata or {})
-        merged.update(metadata)
-        table = table.replace_schema_metadata(merged)
+    merged = dict(table.schema.metadata or {})
+    merged.pop(METADATA_KEY_FILE, None)  # another file's key (a table read whole by pyarrow carries it)
+    merged.update(metadata or {})
+    table = table.replace_schema_metadata(merged)
     n = table.num_rows
     if row_sizes is None:
         row_sizes = np.full(n, table.nbytes / max(n, 1))
@@ -172,6 +220,7 @@ def write_parquet_table(
                 writer.write_table(table)
             for lo, hi in bounds:
                 writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
+            writer.add_key_value_metadata(footer_facts(table.schema, kwargs["compression"]))
 
 
 def _group_bounds(sizes: np.ndarray, target: int) -> list[tuple[int, int]]:

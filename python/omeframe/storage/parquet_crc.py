@@ -39,12 +39,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from omeframe.model.arrow import METADATA_KEY_FILE
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError
 from omeframe.storage.crc import crc32_function, run_each
 from omeframe.storage.parquet_footer import check_metadata
 from omeframe.storage.parquet_pages import UnsupportedLayout, read_header, usual_v2_headers
 
-__all__ = ["CACHED_FILES", "CheckedParquetFile", "PageTable", "chunk_pages"]
+__all__ = ["CACHED_FILES", "CheckedParquetFile", "PageTable", "chunk_pages", "without_footer_only"]
 
 
 class PageTable:
@@ -181,6 +182,23 @@ def _parse_footer(footer: bytes) -> pq.FileMetaData:
     return pq.read_metadata(pa.BufferReader(footer + len(footer).to_bytes(4, "little") + b"PAR1"))
 
 
+def without_footer_only(data: Any) -> Any:
+    """``data`` (a table, batch or schema) without omeframe's footer-only key.
+
+    pyarrow's ``ParquetFile.read`` hands a footer's key-value metadata to the
+    table even when it is not in the stored Arrow schema; the key
+    (:data:`~omeframe.model.arrow.METADATA_KEY_FILE`) describes that one file,
+    and a table written elsewhere must not carry it.
+    """
+    meta = data.schema.metadata if not isinstance(data, pa.Schema) else data.metadata
+    if not meta or METADATA_KEY_FILE not in meta:
+        return data
+    kept = {k: v for k, v in meta.items() if k != METADATA_KEY_FILE}
+    if isinstance(data, pa.Schema):
+        return data.with_metadata(kept)
+    return data.replace_schema_metadata(kept)
+
+
 class CheckedParquetFile(pq.ParquetFile):
     """A memory-mapped :class:`pyarrow.parquet.ParquetFile` whose reads check page CRCs first.
 
@@ -221,6 +239,7 @@ class CheckedParquetFile(pq.ParquetFile):
             metadata = None if footer is None else _parse_footer(footer)
             super().__init__(self._file, page_checksum_verification=False, metadata=metadata)
             check_metadata(self.metadata, repr(self._path), footer)  # before column metadata
+            self._stored_meta = self.schema_arrow.metadata
         except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # a damaged footer pyarrow could not take
             self.close()
             raise CorruptFileError(
@@ -312,6 +331,18 @@ class CheckedParquetFile(pq.ParquetFile):
             found = self._tables[(g, c)] = chunk_pages(self._view, int(start), end, what, int(cc.num_values))
         return found
 
+    def _as_stored(self, data: Any) -> Any:
+        """``data`` with the metadata of the stored Arrow schema, as ``pq.read_table`` gives it.
+
+        pyarrow's ``ParquetFile`` reads also hand over key-value metadata of the
+        footer that the stored schema does not hold (omeframe's footer-only
+        key, :data:`~omeframe.model.arrow.METADATA_KEY_FILE`, describes that one
+        file); a damaged byte there would otherwise change the table returned.
+        """
+        if self._stored_meta is None or data.schema.metadata == self._stored_meta:
+            return data
+        return data.replace_schema_metadata(self._stored_meta)
+
     def _leaves(self, columns: Any, use_pandas_metadata: bool = False) -> list[int] | None:
         return self._get_column_indices(columns, use_pandas_metadata=use_pandas_metadata)
 
@@ -319,24 +350,25 @@ class CheckedParquetFile(pq.ParquetFile):
         self, i: int, columns: Any = None, use_threads: bool = True, use_pandas_metadata: bool = False
     ) -> Any:
         self.check([i], self._leaves(columns, use_pandas_metadata))
-        return super().read_row_group(i, columns, use_threads, use_pandas_metadata)
+        return self._as_stored(super().read_row_group(i, columns, use_threads, use_pandas_metadata))
 
     def read_row_groups(
         self, row_groups: Any, columns: Any = None, use_threads: bool = True, use_pandas_metadata: bool = False
     ) -> Any:
         self.check(row_groups, self._leaves(columns, use_pandas_metadata))
-        return super().read_row_groups(row_groups, columns, use_threads, use_pandas_metadata)
+        return self._as_stored(super().read_row_groups(row_groups, columns, use_threads, use_pandas_metadata))
 
     def iter_batches(
         self, batch_size: int = 65536, row_groups: Any = None, columns: Any = None, use_threads: bool = True,
         use_pandas_metadata: bool = False,
     ) -> Any:
         self.check(row_groups, self._leaves(columns, use_pandas_metadata))
-        return super().iter_batches(batch_size, row_groups, columns, use_threads, use_pandas_metadata)
+        batches = super().iter_batches(batch_size, row_groups, columns, use_threads, use_pandas_metadata)
+        return (self._as_stored(b) for b in batches)
 
     def read(self, columns: Any = None, use_threads: bool = True, use_pandas_metadata: bool = False) -> Any:
         self.check(None, self._leaves(columns, use_pandas_metadata))
-        return super().read(columns, use_threads, use_pandas_metadata)
+        return self._as_stored(super().read(columns, use_threads, use_pandas_metadata))
 
     def scan_contents(self, columns: Any = None, batch_size: int = 65536) -> Any:
         self.check(None, self._leaves(columns))

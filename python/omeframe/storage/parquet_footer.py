@@ -22,7 +22,11 @@ chunk:
 - it holds values in no bytes (pyarrow finds pages without the chunk's size, other readers do not);
 - its size statistics carry a level histogram whose length is not the leaf's
   maximum level + 1, or a byte-array size for a leaf that holds no byte arrays;
-- its min/max statistics of a fixed-width type are not that width.
+- its min/max statistics of a fixed-width type are not that width;
+- its page codec is not the one omeframe's writer recorded for the column
+  (in the footer-only key ``omeframe.file`` of files omeframe wrote: the
+  footer keeps no other copy, and a codec flipped to another valid one would
+  fail only when a page is decompressed).
 
 Besides, the footer must have the shape ``parquet.thrift`` gives it
 (:mod:`omeframe.storage.parquet_shape`: wire types, enum values, required
@@ -51,16 +55,18 @@ Example
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from typing import Any
 
 import pyarrow as pa
 
+from omeframe.model.arrow import METADATA_KEY_FILE
 from omeframe.model.errors import CorruptFileError
 from omeframe.storage.crc import crc32_function
 from omeframe.storage.parquet_shape import FILE_METADATA
-from omeframe.storage.stored_schema import check_stored_schema
+from omeframe.storage.stored_schema import check_stored_schema, key_values
 from omeframe.storage.thrift_compact import Field, Keep, Seq, by_id, check_shape, decode_struct
 
 __all__ = ["check_metadata", "read_footer"]
@@ -75,7 +81,9 @@ _LOCK = threading.Lock()
 _SCHEMA, _ROW_GROUPS, _KEY_VALUE, _CREATED_BY = 2, 4, 5, 6  # FileMetaData
 _COLUMNS = 1  # RowGroup
 _META, _CRYPTO, _ENCRYPTED_META = 3, 8, 9  # ColumnChunk
-_TYPE, _NUM_VALUES, _COMPRESSED, _STATISTICS, _SIZE_STATISTICS = 1, 5, 7, 12, 16  # ColumnMetaData
+_TYPE, _CODEC, _NUM_VALUES, _COMPRESSED, _STATISTICS, _SIZE_STATISTICS = 1, 4, 5, 7, 12, 16  # ColumnMetaData
+#: Thrift ``CompressionCodec`` names, by value
+_CODECS = ("UNCOMPRESSED", "SNAPPY", "GZIP", "LZO", "BROTLI", "LZ4", "ZSTD", "LZ4_RAW")
 _STAT_VALUES = (1, 2, 5, 6)  # Statistics: max, min, max_value, min_value
 _UNENCODED_BYTES, _REP_HISTOGRAM, _DEF_HISTOGRAM = 1, 2, 3  # SizeStatistics
 
@@ -87,6 +95,7 @@ _KEEP: Keep = {
         _COLUMNS: {
             _META: {
                 _TYPE: None,
+                _CODEC: None,
                 _NUM_VALUES: None,
                 _COMPRESSED: None,
                 _STATISTICS: dict.fromkeys(_STAT_VALUES),
@@ -183,17 +192,53 @@ def check_metadata(md: Any, what: str, footer: bytes | memoryview | None = None)
         raise CorruptFileError(f"{exc} {_DAMAGED}" if str(exc).startswith(what) else f"{what}: {exc}") from exc
     if end != len(data):  # a damaged field length or type ends the structure early
         raise CorruptFileError(f"{what}: the footer's metadata ends after {end} of its {len(data)} bytes {_DAMAGED}")
-    groups = by_id(fields).get(_ROW_GROUPS)
-    for g, group in enumerate(groups.items if isinstance(groups, Seq) else []):
-        columns = by_id(group).get(_COLUMNS)
-        for j, chunk in enumerate(columns.items if isinstance(columns, Seq) else []):
-            _check_chunk(by_id(chunk), leaves[j], f"{what}: column {leaves[j].path!r} in row group {g}")
-    check_stored_schema(by_id(fields), what)
+    footer_fields = by_id(fields)
+    groups = footer_fields.get(_ROW_GROUPS)
+    chunks = [
+        (g, j, by_id(chunk))
+        for g, group in enumerate(groups.items if isinstance(groups, Seq) else [])
+        for columns in [by_id(group).get(_COLUMNS)]
+        for j, chunk in enumerate(columns.items if isinstance(columns, Seq) else [])
+    ]
+    for g, j, chunk in chunks:
+        _check_chunk(chunk, leaves[j], f"{what}: column {leaves[j].path!r} in row group {g}")
+    own = check_stored_schema(footer_fields, what)  # a file omeframe's writers wrote
+    codecs = _recorded_codecs(footer_fields, num_leaves, what) if own else None
+    if codecs is not None:
+        for g, j, chunk in chunks:
+            _check_codec(chunk, codecs[j], f"{what}: column {leaves[j].path!r} in row group {g}")
     with _LOCK:
         for key in keys:
             _SOUND[key] = None
         while len(_SOUND) > MAX_REMEMBERED:
             _SOUND.popitem(last=False)
+
+
+def _recorded_codecs(footer: dict[int, Any], num_leaves: int, what: str) -> list[int] | None:
+    """The page codec omeframe's writer recorded for each leaf (``codecs`` of ``omeframe.file``), or ``None``."""
+    facts = key_values(footer.get(_KEY_VALUE)).get(METADATA_KEY_FILE, b"{}")
+    try:
+        recorded = json.loads(facts).get("codecs")
+    except (ValueError, AttributeError) as exc:  # not JSON, or not an object
+        raise CorruptFileError(f"{what}: omeframe.file ({facts[:40]!r}) is not omeframe's JSON {_DAMAGED}") from exc
+    if recorded is None:
+        return None
+    if not isinstance(recorded, str) or len(recorded) != num_leaves or not set(recorded) <= set("0124567"):
+        raise CorruptFileError(
+            f"{what}: omeframe.file records codecs {str(recorded)[:40]!r}, not one for each of the "
+            f"{num_leaves} leaf columns {_DAMAGED}"
+        )
+    return [int(d) for d in recorded]
+
+
+def _check_codec(chunk: dict[int, Any], codec: int, where: str) -> None:
+    got = by_id(chunk.get(_META)).get(_CODEC)
+    if got != codec:
+        shown = _CODECS[got] if isinstance(got, int) and 0 <= got < len(_CODECS) else repr(got)
+        raise CorruptFileError(
+            f"{where}: the footer says its pages are compressed with {shown}, the writer recorded "
+            f"{_CODECS[codec]} (omeframe.file) {_DAMAGED}"
+        )
 
 
 def _check_chunk(chunk: dict[int, Any], leaf: Any, where: str) -> None:

@@ -44,6 +44,7 @@ import shutil
 import struct
 import threading
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,13 @@ _BUFFER_BYTES = 1 << 20
 class _Lane:
     """One writer on a thread of its own, fed through a queue of one table (bounded memory)."""
 
-    def __init__(self, path: Path, schema: pa.Schema, kwargs: dict[str, Any], sync: bool = False) -> None:
+    def __init__(
+        self, path: Path, schema: pa.Schema, kwargs: dict[str, Any], sync: bool = False,
+        footer_only: Mapping[bytes, bytes] | None = None,
+    ) -> None:
         self.path = path
         self.sync = sync
+        self.footer_only = footer_only
         self.groups: list[int] = []  # row groups of each write_table call, in order
         self.error: BaseException | None = None
         self._jobs: queue.Queue[Any] = queue.Queue(maxsize=1)
@@ -92,6 +97,8 @@ class _Lane:
             writer = pq.ParquetWriter(sink, schema, **kwargs)
             while (job := self._jobs.get()) is not _DONE:
                 writer.write_table(job[0], row_group_size=job[1])
+            if self.footer_only:
+                writer.add_key_value_metadata(dict(self.footer_only))
             writer.close()
             if self.sync:  # on disk while the caller stitches (Python work): its final fsync has less to do
                 fsync_file(self.path)
@@ -137,6 +144,10 @@ class ParallelParquetWriter:
         Flush lane 0's rows (the target file) to disk as soon as they are
         written, while the parts are stitched: a caller that fsyncs the
         finished file then waits only for the stitched parts and the footer.
+    footer_only
+        Key-value metadata for the footer alone (``add_key_value_metadata``):
+        not in the stored Arrow schema, so a table read from the file does not
+        carry it into another.
     **kwargs
         ``ParquetWriter`` options, the same for every lane. Page indexes
         (``write_page_index=True``) cannot be stitched and are refused.
@@ -147,7 +158,8 @@ class ParallelParquetWriter:
     """
 
     def __init__(
-        self, where: str | os.PathLike[str], schema: pa.Schema, *, lanes: int = 2, durable: bool = False, **kwargs: Any
+        self, where: str | os.PathLike[str], schema: pa.Schema, *, lanes: int = 2, durable: bool = False,
+        footer_only: Mapping[bytes, bytes] | None = None, **kwargs: Any,
     ) -> None:
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be an integer >= 1, got {lanes!r}")
@@ -158,6 +170,7 @@ class ParallelParquetWriter:
         self._lanes: list[_Lane] = []
         self._max_lanes = lanes
         self._durable = durable
+        self._footer_only = footer_only
         self._order: list[int] = []  # lane of each write_table call
         self._closed = False
 
@@ -165,7 +178,8 @@ class ParallelParquetWriter:
         while len(self._lanes) <= i:  # lanes start on first use: a one-row-group file has no parts
             j = len(self._lanes)
             path = self.path if j == 0 else self.path.with_name(f".{self.path.name}.part{j}-{uuid.uuid4().hex[:8]}")
-            self._lanes.append(_Lane(path, self._schema, self._kwargs, sync=self._durable and j == 0))
+            self._lanes.append(_Lane(path, self._schema, self._kwargs, sync=self._durable and j == 0,
+                                     footer_only=self._footer_only if j == 0 else None))
         return self._lanes[i]
 
     def write_table(self, table: pa.Table, row_group_size: int | None = None) -> None:

@@ -140,14 +140,17 @@ class OMEArrowDataset:
         first = OMEArrowDatasetSource(self.path, image_id=self._first_id())
         self._sources[first.image_id] = first
         self._ids = list(first.image_ids)
-        self.images = pq.read_table(self.path / IMAGES)
-        self.index: pa.Table | None = pq.read_table(self.path / INDEX) if (self.path / INDEX).exists() else None
+        self.images = pq.read_table(self.path / IMAGES, page_checksum_verification=True)
+        self.index: pa.Table | None = (
+            pq.read_table(self.path / INDEX, page_checksum_verification=True) if (self.path / INDEX).exists() else None
+        )
         self.pixels = OMEArrowPixels(self)
 
     def _first_id(self) -> str:
         if not (self.path / IMAGES).exists():
             raise FileNotFoundError(f"no ome-arrow dataset at {str(self.path)!r} (missing {IMAGES})")
-        ids = pq.read_table(self.path / IMAGES, columns=["image_id"])["image_id"].to_pylist()
+        ids = pq.read_table(self.path / IMAGES, columns=["image_id"], page_checksum_verification=True)
+        ids = ids["image_id"].to_pylist()
         if not ids:
             raise ValueError(f"ome-arrow dataset {str(self.path)!r} holds no images")
         return str(ids[0])
@@ -224,7 +227,7 @@ class OMEArrowDataset:
         expr = pc.field("image_id") == src.image_id
         for axis, span in zip("tczyx", spans, strict=True):
             expr &= (pc.field(axis) < span.stop) & ((pc.field(axis) + pc.field(f"shape_{axis}")) > span.start)
-        return pq.read_table(self.path / CHUNKS, filters=expr)
+        return pq.read_table(self.path / CHUNKS, filters=expr, page_checksum_verification=True)
 
 
 class OMEArrowPixels:

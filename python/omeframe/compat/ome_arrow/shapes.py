@@ -119,7 +119,7 @@ def write_shape_parquet(
         _validate_any(table)
     pq.write_table(
         table, os.fspath(path), compression=compression, row_group_size=row_group_size,
-        use_dictionary=use_dictionary,
+        use_dictionary=use_dictionary, write_page_checksum=True,  # checked by read_shape_parquet
     )
 
 
@@ -139,10 +139,14 @@ def read_shape_parquet(
     memory_map: bool = True,
     validate: bool = True,
 ) -> pa.Table:
-    """Read a shape table with column projection and row filters (pyarrow filter syntax)."""
+    """Read a shape table with column projection and row filters (pyarrow filter syntax).
+
+    Pages that carry a CRC-32 (all pages :func:`write_shape_parquet` writes) are
+    checked: a damaged one raises ``OSError`` naming the CRC mismatch.
+    """
     table = pq.read_table(
         os.fspath(path), columns=None if columns is None else list(columns), filters=filters,
-        memory_map=memory_map,
+        memory_map=memory_map, page_checksum_verification=True,
     )
     if validate and columns is None:
         _validate_any(table)

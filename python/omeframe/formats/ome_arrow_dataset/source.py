@@ -133,7 +133,7 @@ def _read_parquet(path: Path, what: str, columns: list[str] | None = None, filte
     if not path.is_file():
         raise CorruptFileError(f"ome-arrow dataset is missing {what}: {str(path)!r}")
     try:
-        return pq.read_table(path, columns=columns, filters=filters)
+        return pq.read_table(path, columns=columns, filters=filters, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         reraise_access_error(exc)
         raise CorruptFileError(f"{str(path)!r} is not a readable Parquet table ({exc})") from exc

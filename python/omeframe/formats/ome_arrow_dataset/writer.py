@@ -278,7 +278,9 @@ class _ChunkTableWriter:
 
     def __init__(self, path: Path, compression: str | None, rows_per_group: int, metadata: dict[bytes, bytes]):
         self.schema = CHUNK_TABLE_SCHEMA.with_metadata(metadata)
-        self.writer = pq.ParquetWriter(path, self.schema, compression=compression or "none")
+        self.writer = pq.ParquetWriter(
+            path, self.schema, compression=compression or "none", write_page_checksum=True
+        )
         self.rows_per_group = rows_per_group
         self.pending: list[dict[str, Any]] = []
         self.written = 0
@@ -442,10 +444,10 @@ def write_ome_arrow_dataset(
         finally:
             chunks.close()
         table = pa.Table.from_pylist(image_rows, schema=IMAGE_TABLE_SCHEMA.with_metadata(metadata))
-        pq.write_table(table, stage / IMAGES, compression=compression or "none")
+        pq.write_table(table, stage / IMAGES, compression=compression or "none", write_page_checksum=True)
         if build_physical_index:
             index = pa.Table.from_pylist(chunks.index, schema=INDEX_TABLE_SCHEMA.with_metadata(metadata))
-            pq.write_table(index, stage / INDEX, compression=compression or "none")
+            pq.write_table(index, stage / INDEX, compression=compression or "none", write_page_checksum=True)
         manifest = {
             "type": str(OME_ARROW_TAG_TYPE),
             "version": str(OME_ARROW_TAG_VERSION),

@@ -31,6 +31,7 @@ from omeframe.formats.record.files import (
 from omeframe.formats.record.kept_blocks import WHOLE_TABLE_SHARE
 from omeframe.formats.record.pixel_index import INDEX_KEY, INDEX_VERSION, IndexBuilder, append_index
 from omeframe.formats.vortex.file import write_vortex_stream
+from omeframe.model.arrow import METADATA_KEY_FILE
 from omeframe.model.checks import is_integer
 from omeframe.model.columns import check_column_name
 from omeframe.model.errors import SchemaError
@@ -222,6 +223,7 @@ def _write_parquet(
     if index.usable:
         meta = {**meta, INDEX_KEY: INDEX_VERSION.encode()}
     merged = dict(first.schema.metadata or {})
+    merged.pop(METADATA_KEY_FILE, None)  # another file's key (a table read whole by pyarrow carries it)
     merged.update(meta)
     schema = first.schema.with_metadata(merged)
     kwargs = pqio._writer_kwargs(schema, compression, precompressed)
@@ -241,7 +243,8 @@ def _write_parquet(
         # Row groups are written on all cores (Arrow's writer encodes a file on one thread) and
         # stitched into one file; each lane holds one row group at a time.
         lanes = _threads.num_threads() if _threads.can_parallelize() else 1
-        with ParallelParquetWriter(tmp, schema, lanes=lanes, durable=True, **kwargs) as writer:
+        facts = pqio.footer_facts(schema, kwargs["compression"])
+        with ParallelParquetWriter(tmp, schema, lanes=lanes, durable=True, footer_only=facts, **kwargs) as writer:
 
             def flush(final: bool) -> None:
                 if not pending:
