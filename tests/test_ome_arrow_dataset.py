@@ -249,3 +249,43 @@ def test_no_warnings_from_omeframe_side(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _same(of.scan(d).export("numpy"), np.ones((1, 1, 1, 3, 4), np.int16))
+
+
+def test_flipped_bits_in_a_dataset_omeframe_wrote_give_an_error_or_exact_pixels(tmp_path):
+    """omeframe's writer of the typed-chunk layout stores page CRCs, which its reader checks; footers are
+    checked too: a flipped bit in any of the three tables gives exact pixels or a typed error, never other
+    pixels (before: 179 of 4,425 sampled flips read other pixels, 16 raised OSError or UnicodeDecodeError)."""
+    from omeframe.errors import OmeframeError
+    from omeframe.formats.ome_arrow_dataset.writer import write_ome_arrow_dataset
+    from omeframe.registry import open_source
+
+    images = [_img("uint16", (2, 96, 80), seed=s) for s in (1, 2)]
+    out = tmp_path / "x.oad"
+    write_ome_arrow_dataset([open_source(a) for a in images], out, chunk_shape=(1, 1, 1, 64, 64))
+    ids = ("image-00000", "image-00001")
+
+    def read() -> list[np.ndarray]:
+        return [of.scan(out, image_id=i).export("numpy") for i in ids]
+
+    want = read()
+    rng = np.random.default_rng(5)
+    outcomes = {"same": 0, "refused": 0}
+    kinds: set[tuple[str, str]] = set()
+    for name, flips in (("chunks.parquet", 120), ("images.parquet", 90), ("index.parquet", 90)):
+        path = out / name
+        data = path.read_bytes()
+        for at in rng.choice(len(data), flips, replace=False):
+            raw = bytearray(data)
+            raw[at] ^= 1 << int(rng.integers(0, 8))
+            path.write_bytes(bytes(raw))
+            try:
+                got = read()
+            except OmeframeError as exc:
+                outcomes["refused"] += 1
+                kinds.add((name, type(exc).__name__))
+            else:
+                assert all(_same(a, b) for a, b in zip(got, want, strict=True)), f"{name} byte {at}: other pixels"
+                outcomes["same"] += 1
+        path.write_bytes(data)
+    assert outcomes["refused"] > 100, outcomes
+    assert ("chunks.parquet", "ChunkChecksumError") in kinds  # a damaged page of pixels is named as such

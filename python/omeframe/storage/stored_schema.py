@@ -371,7 +371,7 @@ def _writer_elements(raw: bytes) -> list[Any]:
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.ipc.read_schema(pa.py_buffer(raw)).empty_table(), sink)
+    pq.write_metadata(pa.ipc.read_schema(pa.py_buffer(raw)), sink)  # a footer without row groups
     data = sink.getvalue().to_pybytes()
     n = int.from_bytes(data[-8:-4], "little")
     fields, _ = decode_struct(data[-8 - n : -8], keep={_SCHEMA: None}, raw=False)
