@@ -214,3 +214,25 @@ def test_verify_lists_every_damaged_dataset_chunk_and_exits_non_zero(tmp_path, c
     assert len(lines) == 2 and all("image 'im'" in ln for ln in lines)
     with pytest.raises(of.ChunkChecksumError):
         of.open_dataset(ds.path).verify()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".vortex"])
+def test_verify_checks_shape_tables(tmp_path, capsys, suffix):
+    from omeframe.shapes import make_shape_table, write_shapes
+
+    rows = [{"object_id": f"o{i}", "image_id": "img", "geometry": [float(i), 1.0]} for i in range(30)]
+    path = Path(write_shapes(make_shape_table(rows, geometry_encoding="geoarrow.point"), tmp_path / f"s{suffix}"))
+    ok = inproc(capsys, "verify", str(path))
+    assert ok.returncode == 0 and "ok: 30 shapes" in ok.stdout
+    assert ("page CRCs and rows checked" in ok.stdout) == (suffix == ".parquet")
+    if suffix == ".parquet":  # a flipped byte in the last page of object_id
+        import pyarrow.parquet as pq
+
+        cc = pq.read_metadata(path).row_group(0).column(0)
+        raw = bytearray(path.read_bytes())
+        raw[(cc.dictionary_page_offset or cc.data_page_offset) + cc.total_compressed_size - 2] ^= 0x08
+        path.write_bytes(bytes(raw))
+        bad = inproc(capsys, "verify", str(path))
+        assert bad.returncode == 1
+        assert f"damaged: {path}" in bad.stderr and "fails its CRC-32" in bad.stderr
+        assert "FAILED: the shapes table is damaged or invalid" in bad.stdout
