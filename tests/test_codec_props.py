@@ -326,3 +326,35 @@ def test_header_declaring_a_huge_content_size_is_damage_not_memory_error() -> No
         decode_frames(bytes(damaged), lengths, block.dtype, block.size, label="t")
     with pytest.raises(PixelPayloadError, match="declares .* bytes of content in its header|cannot decode"):
         decode_payload(bytes(damaged)[: lengths[0]], "zstd", block.dtype, block.size, label="t")
+
+
+@pytest.mark.parametrize("compression", ["gzip", "brotli", "lz4", "snappy", "zstd"])
+def test_chunks_compressed_by_several_threads_at_once_decode(compression):
+    """Arrow's gzip codec compresses through a zlib stream it holds: a codec object shared by the threads that
+    compress a dataset's chunks corrupted their payloads (a gzip header, then another chunk's raw bytes) or
+    failed. Each thread has its own codec objects."""
+    import threading
+
+    from omeframe.engine.codec import decode_payload, encode_payload
+
+    rng = np.random.default_rng(0)
+    blocks = [rng.integers(0, 4000, (64, 64), dtype=np.uint16) for _ in range(32)]
+    failures: list[str] = []
+
+    def work(first: int) -> None:
+        for _ in range(20):
+            for i in range(first, len(blocks), 4):
+                try:
+                    name, payload = encode_payload(blocks[i], compression, None)
+                    out = decode_payload(payload, name, np.dtype(np.uint16), blocks[i].size, label=f"block {i}")
+                    if not np.array_equal(out, blocks[i].reshape(-1)):
+                        failures.append(f"block {i}: other values")
+                except Exception as exc:  # noqa: BLE001 - every failure is reported below
+                    failures.append(f"block {i}: {exc}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]

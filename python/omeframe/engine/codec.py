@@ -165,11 +165,22 @@ def _decode_errors() -> tuple[type[BaseException], ...]:
     return (*errors, zstandard.ZstdError)
 
 
-@functools.lru_cache(maxsize=64)
 def _codec(name: str, level: int | None) -> pa.Codec:
-    if level is None:
-        return pa.Codec(name)
-    return pa.Codec(name, compression_level=level)
+    """This thread's Arrow codec ``name`` at ``level``.
+
+    One per thread, never shared: Arrow's gzip codec compresses and
+    decompresses through a zlib stream held in the codec object, so two threads
+    using one object corrupt each other's output (chunks compressed on the
+    shared pool came out as a gzip header followed by another chunk's raw
+    bytes, or failed with "zlib deflate failed").
+    """
+    cache: dict[tuple[str, int | None], pa.Codec] | None = getattr(_tls, "codecs", None)
+    if cache is None:
+        cache = _tls.codecs = {}
+    codec = cache.get((name, level))
+    if codec is None:
+        codec = cache[(name, level)] = pa.Codec(name) if level is None else pa.Codec(name, compression_level=level)
+    return codec
 
 
 def _preset(compression: str) -> tuple[str, int | None]:
