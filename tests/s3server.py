@@ -15,6 +15,7 @@ Example (inside a test)::
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -159,9 +160,16 @@ class _Proxy(BaseHTTPRequestHandler):
         if body or self.command in ("PUT", "POST"):
             headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
             headers["Content-Length"] = str(len(body))
-        conn.request(self.command, self.path, body=body, headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
+        # S3 decides a conditional write and makes it in one step; moto checks the condition, then
+        # writes, on a thread per request, so two conditional creates of one key could both succeed.
+        # The proxy lets one conditional write through at a time, as S3 behaves.
+        conditional = self.command in ("PUT", "POST") and any(
+            k.lower() in ("if-none-match", "if-match") for k in headers
+        )
+        with srv.conditional_writes if conditional else contextlib.nullcontext():
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
         conn.close()
         srv.counts.add(self.command, path, len(data), t0)
         self.send_response(resp.status, resp.reason)
@@ -317,6 +325,7 @@ def start(own_process: bool = False) -> S3Server:
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
     proxy.daemon_threads = True
     proxy.upstream_port = port  # type: ignore[attr-defined]
+    proxy.conditional_writes = threading.Lock()  # type: ignore[attr-defined]
     proxy.counts = Counts()  # type: ignore[attr-defined]
     proxy.faults = Faults()  # type: ignore[attr-defined]
     threading.Thread(target=proxy.serve_forever, daemon=True, name="s3-proxy").start()

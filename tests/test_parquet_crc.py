@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import omeframe as of
+from omeframe.errors import ChunkChecksumError
 from omeframe.storage.parquet import open_parquet
 from omeframe.storage.parquet_crc import CheckedParquetFile, chunk_pages
 
@@ -202,3 +203,23 @@ def test_the_footer_checked_is_the_footer_parsed_even_if_the_file_changes_in_pla
         assert b"marker-A" in seen[0] and b"marker-B" not in seen[0]
         assert pf.metadata.metadata[b"k"] == b"marker-A"
         assert pf.read()["id"].to_pylist() == list(range(200))
+
+
+def test_a_chunk_two_readers_check_at_once_is_not_called_changed(tmp_path):
+    """Readers of one file version share its page tables. Two threads that both find a chunk not yet
+    verified check its pages side by side; the one that finishes second finds the whole-chunk CRC the
+    first recorded. The same value is no change (it used to raise "changed since this process first
+    read them" for a file nobody touched)."""
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": np.arange(1000)}), path, write_page_checksum=True)
+    first, second = CheckedParquetFile(path), CheckedParquetFile(path)
+    rg = first.metadata.row_group(0)
+    pages = first._pages(rg, 0, 0)
+    assert second._pages(rg, 0, 0) is pages and pages.whole is None  # one table for both readers
+    first._check_pages(first._view, pages, rg, 0, 0)  # the first thread records the chunk's CRC ...
+    second._check_pages(second._view, pages, rg, 0, 0)  # ... while the second had found none: no error
+    pages.whole ^= 1  # a chunk whose bytes really differ from what was recorded is still refused
+    with pytest.raises(ChunkChecksumError, match="changed since this process first read them"):
+        second._check_pages(second._view, pages, rg, 0, 0)
+    first.close()
+    second.close()

@@ -312,7 +312,10 @@ class CheckedParquetFile(pq.ParquetFile):
                     f"in row group {g} fails its CRC-32 (the file is damaged)"
                 )
         whole = crc32(view[pages.start : pages.end])
-        if pages.whole is not None:  # every page matches its stored CRC, yet the chunk changed
+        # Every page matches its stored CRC, yet the chunk is not what it was when its pages last
+        # passed. (Another thread may have checked the same chunk meanwhile and recorded the same
+        # value: that is no change.)
+        if pages.whole is not None and pages.whole != whole:
             raise ChunkChecksumError(
                 f"{self._path!r}: the bytes of column {rg.column(c).path_in_schema!r} in row group {g} changed "
                 "since this process first read them (a page header or an unchecked page: the file was "

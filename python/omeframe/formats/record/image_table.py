@@ -16,6 +16,7 @@ import mmap
 import os
 import struct
 import sys
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -200,6 +201,9 @@ class ImageTable:
         self._resident = ResidencyCheck()  # the map wholly cached: takes skip the read-ahead advice
         self._index: PixelIndex | None = None
         self._pf: pq.ParquetFile | None = None
+        # pyarrow's ParquetFile is not safe for reads from several threads at once (its read-range
+        # cache, its column readers): reads through the one this table keeps go one at a time
+        self._pf_lock = threading.RLock()
         self._column: str | None = None
         self._column_names: tuple[str, ...] | None = None
         self._num_rows: int | None = None
@@ -390,10 +394,11 @@ class ImageTable:
             return self._by_path(lambda p: read_record_table(p, columns=columns, rows=rows, format=self._format))
         if self._format == "vortex":
             return read_vortex_table(self._remote, columns=list(columns) if columns else None, rows=rows)
-        pf = self._parquet()
-        if rows is not None:
-            return read_parquet_rows(pf, rows, columns)
-        return pf.read(columns=list(columns) if columns else None)
+        with self._pf_lock:
+            pf = self._parquet()
+            if rows is not None:
+                return read_parquet_rows(pf, rows, columns)
+            return pf.read(columns=list(columns) if columns else None)
 
     def _open(self) -> None:
         if self._format != "parquet":
@@ -473,9 +478,10 @@ class ImageTable:
 
     def close(self) -> None:
         """Release the memory map and the Parquet reader."""
-        if self._pf is not None:
-            self._pf.close()
-            self._pf = None
+        with self._pf_lock:  # not under a read of another thread
+            if self._pf is not None:
+                self._pf.close()
+                self._pf = None
         if self._mm is not None:
             self._mm.close()
             self._mm = None
@@ -567,16 +573,17 @@ class ImageTable:
         return self._index is not None
 
     def _parquet(self) -> pq.ParquetFile:
-        if self._pf is None:
-            if self._remote is not None:
-                import pyarrow.parquet as pq
+        with self._pf_lock:  # one file object, however many threads ask first
+            if self._pf is None:
+                if self._remote is not None:
+                    import pyarrow.parquet as pq
 
-                self._pf = pq.ParquetFile(
-                    self._remote, metadata=self._meta, pre_buffer=True, page_checksum_verification=True
-                )
-            else:
-                self._pf = self._by_path(open_parquet)
-        return self._pf
+                    self._pf = pq.ParquetFile(
+                        self._remote, metadata=self._meta, pre_buffer=True, page_checksum_verification=True
+                    )
+                else:
+                    self._pf = self._by_path(open_parquet)
+            return self._pf
 
     @property
     def schema(self) -> pa.Schema:
@@ -691,7 +698,8 @@ class ImageTable:
         groups = np.searchsorted(starts, idx, side="right") - 1
         used = np.unique(groups)
         try:
-            part = pf.read_row_groups(used.tolist(), columns=keep)
+            with self._pf_lock:
+                part = pf.read_row_groups(used.tolist(), columns=keep)
         except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
             reraise_access_error(exc)  # a remote object overwritten since it was opened, a failed request
             raise CorruptFileError(f"cannot read row groups {used.tolist()} of {self._path!r}: {exc}") from exc
