@@ -223,3 +223,20 @@ def test_a_chunk_two_readers_check_at_once_is_not_called_changed(tmp_path):
         second._check_pages(second._view, pages, rg, 0, 0)
     first.close()
     second.close()
+
+
+def test_reads_return_the_stored_schemas_metadata_not_footer_only_keys(tmp_path):
+    """pyarrow's ParquetFile.read hands footer-only keys to the table; omeframe's reads return the metadata of
+    the stored Arrow schema, as pq.read_table does, also when that schema has none."""
+    from omeframe.model.arrow import METADATA_KEY_FILE
+
+    for meta in ({b"k": b"v"}, None):
+        path = tmp_path / f"t{meta is None}.parquet"
+        table = pa.table({"a": [1, 2]}).replace_schema_metadata(meta)
+        with pq.ParquetWriter(path, table.schema, write_page_checksum=True) as w:
+            w.write_table(table)
+            w.add_key_value_metadata({METADATA_KEY_FILE: b"{}"})
+        assert METADATA_KEY_FILE in pq.ParquetFile(path).read().schema.metadata
+        with open_parquet(path) as pf:
+            assert pf.read().schema.metadata == meta
+            assert next(pf.iter_batches()).schema.metadata == meta

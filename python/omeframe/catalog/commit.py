@@ -31,7 +31,7 @@ from omeframe.formats.dataset.reader import DatasetReader as Dataset
 from omeframe.formats.dataset.writer import _write_images_table
 from omeframe.formats.record.files import record_row_sizes, table_metadata
 from omeframe.model.arrow import DEFAULT_COLUMN_NAME
-from omeframe.model.errors import CorruptFileError, OmeframeError, reraise_access_error
+from omeframe.model.errors import OmeframeError
 from omeframe.storage import parquet as pqio
 from omeframe.storage.atomic import commit_step, fsync_dir, fsync_file
 from omeframe.storage.remote import RemoteStore
@@ -138,12 +138,8 @@ def read_catalog(out: str | os.PathLike[str], *, storage_options: Mapping[str, A
 
 def _read_checked(source: Any, name: str, columns: list[str] | None = None) -> pa.Table:
     """A catalog table read whole, footer and page CRCs checked (:func:`~omeframe.storage.parquet.open_parquet`)."""
-    try:
-        with pqio.open_parquet(source) as pf:
-            return pf.read(columns=columns)
-    except (pa.ArrowException, OSError) as exc:  # pages pyarrow cannot decode (CRC-less pages of older catalogs)
-        reraise_access_error(exc)
-        raise CorruptFileError(f"{name!r} cannot be read (the file is damaged): {exc}") from exc
+    with pqio.read_errors(name), pqio.open_parquet(source) as pf:
+        return pf.read(columns=columns)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

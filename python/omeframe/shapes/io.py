@@ -21,12 +21,11 @@ from omeframe.formats.record.files import TABLE_FORMATS
 from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, write_vortex_table
 from omeframe.model.checks import is_integer
 from omeframe.model.columns import check_columns
-from omeframe.model.errors import CorruptFileError, ShapeValidationError, reraise_access_error
+from omeframe.model.errors import ShapeValidationError
 from omeframe.shapes.schema import read_shape_metadata, table_kind
 from omeframe.shapes.validate import validate_relationship_table, validate_shape_table
 from omeframe.storage.atomic import atomic_path
-from omeframe.storage.parquet import footer_facts, open_parquet, parquet_codec
-from omeframe.storage.parquet_crc import without_footer_only
+from omeframe.storage.parquet import footer_facts, open_parquet, parquet_codec, read_errors, without_footer_only
 
 __all__ = ["write_shapes", "read_shapes"]
 
@@ -236,14 +235,10 @@ def read_shapes(
     fmt = _format(src, format)
     expr = _expression(filters)
     if fmt == "parquet":
-        try:
-            with open_parquet(src) as pf:  # its footer and the CRC of every page read are checked
-                schema = pf.schema_arrow
-                wanted = _wanted_columns(schema, columns, filters, src)
-                table = pf.read(columns=_with_filter_columns(schema, wanted, expr))
-        except (pa.ArrowException, OSError) as exc:  # what the checks leave to pyarrow's decoder
-            reraise_access_error(exc)
-            raise CorruptFileError(f"{str(src)!r} cannot be read (the file is damaged): {exc}") from exc
+        with read_errors(src), open_parquet(src) as pf:  # its footer and the CRC of every page read are checked
+            schema = pf.schema_arrow
+            wanted = _wanted_columns(schema, columns, filters, src)
+            table = pf.read(columns=_with_filter_columns(schema, wanted, expr))
     else:
         schema = read_vortex_schema(src)
         wanted = _wanted_columns(schema, columns, filters, src)

@@ -9,10 +9,11 @@ cut by bytes, so one large image gets a row group of its own and reading row
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
 from omeframe.model.arrow import METADATA_KEY_FILE
-from omeframe.model.errors import CorruptFileError, RowIndexError, reraise_access_error
+from omeframe.model.errors import ChunkChecksumError, CorruptFileError, RowIndexError, reraise_access_error
 from omeframe.storage.atomic import atomic_path
 from omeframe.storage.parquet_crc import CheckedParquetFile
 from omeframe.storage.parquet_footer import check_metadata
@@ -32,6 +33,8 @@ __all__ = [
     "leaf_paths",
     "parquet_codec",
     "footer_facts",
+    "without_footer_only",
+    "read_errors",
     "write_parquet_table",
     "open_parquet",
     "read_parquet_rows",
@@ -179,6 +182,47 @@ def footer_facts(schema: pa.Schema, compression: Mapping[str, str] | str | None)
     return {METADATA_KEY_FILE: json.dumps(facts).encode()}
 
 
+def without_footer_only(data: Any) -> Any:
+    """``data`` (a table, batch or schema) without omeframe's footer-only key.
+
+    pyarrow's ``ParquetFile.read`` hands a footer's key-value metadata to the
+    table even when it is not in the stored Arrow schema; the key
+    (:data:`~omeframe.model.arrow.METADATA_KEY_FILE`, :func:`footer_facts`)
+    describes that one file, and a table written elsewhere must not carry it.
+    Writers call this on what they are given.
+    """
+    meta = data.metadata if isinstance(data, pa.Schema) else data.schema.metadata
+    if not meta or METADATA_KEY_FILE not in meta:
+        return data
+    kept = {k: v for k, v in meta.items() if k != METADATA_KEY_FILE}
+    return data.with_metadata(kept) if isinstance(data, pa.Schema) else data.replace_schema_metadata(kept)
+
+
+@contextlib.contextmanager
+def read_errors(name: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn what pyarrow raises over a damaged Parquet file into omeframe's errors naming ``name``.
+
+    Arrow's own page check (files opened with ``page_checksum_verification``)
+    fails with a plain ``OSError`` (:class:`ChunkChecksumError` here), a damaged
+    footer name with ``UnicodeDecodeError``, anything else pyarrow cannot decode
+    with ``OSError`` or an Arrow error (:class:`CorruptFileError`). omeframe's
+    own errors get the file's name when they lack it (a file object or a
+    buffer was read); access errors (missing file, permissions, a failed
+    request) propagate as they are.
+    """
+    try:
+        yield
+    except CorruptFileError as exc:
+        if str(name) in str(exc):
+            raise
+        raise type(exc)(f"{str(name)!r}: {exc}") from exc
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
+        if isinstance(exc, OSError):
+            reraise_access_error(exc)
+        kind = ChunkChecksumError if "CRC" in str(exc) or "checksum" in str(exc) else CorruptFileError
+        raise kind(f"{str(name)!r} cannot be read (the file is damaged): {exc}") from exc
+
+
 def write_parquet_table(
     table: pa.Table,
     path: str | os.PathLike[str],
@@ -203,8 +247,7 @@ def write_parquet_table(
     """
     if row_group_bytes <= 0:
         raise ValueError(f"row_group_bytes must be positive, got {row_group_bytes}")
-    merged = dict(table.schema.metadata or {})
-    merged.pop(METADATA_KEY_FILE, None)  # another file's key (a table read whole by pyarrow carries it)
+    merged = dict(without_footer_only(table.schema).metadata or {})
     merged.update(metadata or {})
     table = table.replace_schema_metadata(merged)
     n = table.num_rows

@@ -39,13 +39,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from omeframe.model.arrow import METADATA_KEY_FILE
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError
 from omeframe.storage.crc import crc32_function, run_each
 from omeframe.storage.parquet_footer import check_metadata
 from omeframe.storage.parquet_pages import UnsupportedLayout, read_header, usual_v2_headers
 
-__all__ = ["CACHED_FILES", "CheckedParquetFile", "PageTable", "chunk_pages", "without_footer_only"]
+__all__ = ["CACHED_FILES", "CheckedParquetFile", "PageTable", "chunk_pages"]
 
 
 class PageTable:
@@ -180,23 +179,6 @@ def _stored_footer(view: memoryview) -> bytes | None:
 def _parse_footer(footer: bytes) -> pq.FileMetaData:
     """pyarrow's metadata parsed from the Thrift ``footer`` bytes alone (raises ``OSError`` as pyarrow does)."""
     return pq.read_metadata(pa.BufferReader(footer + len(footer).to_bytes(4, "little") + b"PAR1"))
-
-
-def without_footer_only(data: Any) -> Any:
-    """``data`` (a table, batch or schema) without omeframe's footer-only key.
-
-    pyarrow's ``ParquetFile.read`` hands a footer's key-value metadata to the
-    table even when it is not in the stored Arrow schema; the key
-    (:data:`~omeframe.model.arrow.METADATA_KEY_FILE`) describes that one file,
-    and a table written elsewhere must not carry it.
-    """
-    meta = data.schema.metadata if not isinstance(data, pa.Schema) else data.metadata
-    if not meta or METADATA_KEY_FILE not in meta:
-        return data
-    kept = {k: v for k, v in meta.items() if k != METADATA_KEY_FILE}
-    if isinstance(data, pa.Schema):
-        return data.with_metadata(kept)
-    return data.replace_schema_metadata(kept)
 
 
 class CheckedParquetFile(pq.ParquetFile):
@@ -342,7 +324,7 @@ class CheckedParquetFile(pq.ParquetFile):
         key, :data:`~omeframe.model.arrow.METADATA_KEY_FILE`, describes that one
         file); a damaged byte there would otherwise change the table returned.
         """
-        if self._stored_meta is None or data.schema.metadata == self._stored_meta:
+        if data.schema.metadata == self._stored_meta:  # (None when the stored schema has no metadata)
             return data
         return data.replace_schema_metadata(self._stored_meta)
 

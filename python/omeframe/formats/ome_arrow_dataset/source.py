@@ -49,19 +49,13 @@ from omeframe.engine.pieces import Pieces, make_pieces
 from omeframe.engine.source import StoredSource
 from omeframe.formats.dataset.manifest import MANIFEST_NAME
 from omeframe.model.dtypes import to_numpy_dtype
-from omeframe.model.errors import (
-    ChunkChecksumError,
-    CorruptFileError,
-    PixelPayloadError,
-    SchemaError,
-    reraise_access_error,
-)
+from omeframe.model.errors import CorruptFileError, PixelPayloadError, SchemaError, reraise_access_error
 from omeframe.model.header import Channel, ImageHeader, default_channels
 
 _CHANNEL_KEYS = frozenset(f.name for f in fields(Channel))
 from omeframe.storage import files
 from omeframe.storage.files import open_input
-from omeframe.storage.parquet import open_parquet
+from omeframe.storage.parquet import open_parquet, read_errors
 from omeframe.storage.parquet_footer import check_metadata, read_footer
 
 __all__ = ["OMEArrowDatasetSource", "is_ome_arrow_dataset", "open_ome_arrow_dataset"]
@@ -140,12 +134,8 @@ def _read_parquet(path: Path, what: str, columns: list[str] | None = None) -> pa
     """A whole table of the dataset, its footer and the CRC of every page it reads checked (when written)."""
     if not path.is_file():
         raise CorruptFileError(f"ome-arrow dataset is missing {what}: {str(path)!r}")
-    try:
-        with open_parquet(path) as pf:
-            return pf.read(columns=columns)
-    except (pa.ArrowException, OSError) as exc:  # what the checks leave to pyarrow's decoder
-        reraise_access_error(exc)
-        raise CorruptFileError(f"{str(path)!r} is not a readable Parquet table ({exc})") from exc
+    with read_errors(path), open_parquet(path) as pf:
+        return pf.read(columns=columns)
 
 
 def _require(table: pa.Table, columns: tuple[str, ...], label: str) -> None:
@@ -188,16 +178,9 @@ class _Fragment:
             raise PixelPayloadError(
                 f"{str(self.path)!r} has {len(self.group_rows)} row groups; the index points at row group {group}"
             )
-        try:
-            with open_input(self.path) as fh:
-                pf = pq.ParquetFile(fh, metadata=self.metadata, page_checksum_verification=True)
-                return pf.read_row_group(group, columns=["chunk_id", "pixel_bytes"])
-        except (pa.ArrowException, OSError) as exc:
-            reraise_access_error(exc)
-            where = f"{str(self.path)!r}, row group {group}"
-            if "CRC checksum verification failed" in str(exc):  # Arrow's own page check
-                raise ChunkChecksumError(f"{where}: a page fails its CRC-32 (the file is damaged): {exc}") from exc
-            raise CorruptFileError(f"{where} cannot be read (the file is damaged): {exc}") from exc
+        with read_errors(f"{self.path} (row group {group})"), open_input(self.path) as fh:
+            pf = pq.ParquetFile(fh, metadata=self.metadata, page_checksum_verification=True)
+            return pf.read_row_group(group, columns=["chunk_id", "pixel_bytes"])
 
 
 class _GroupCache:

@@ -7,9 +7,8 @@ lazily; :func:`header_from_record` is the :class:`ImageHeader` of a record;
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,9 @@ from omeframe.formats.record.builder import RecordBuilder, list_or_bytes_codec
 from omeframe.formats.record.decode import record_source
 from omeframe.formats.record.files import detect_format, find_record_column, read_record
 from omeframe.model.errors import (
-    ChunkChecksumError,
     CorruptFileError,
     SchemaError,
     UnsupportedFormatError,
-    reraise_access_error,
 )
 from omeframe.model.header import ImageHeader, select_channels
 from omeframe.model.record import RecordView
@@ -128,27 +125,6 @@ def record_like(
 _HEADER_FIELDS = ("type", "version", "id", "name", "image_type", "acquisition_datetime", "pixels_meta", "chunk_grid")
 
 
-@contextlib.contextmanager
-def _read_errors(path: Path | str) -> Iterator[None]:
-    """Turn what pyarrow raises over a damaged Parquet file into omeframe's errors naming ``path``.
-
-    Arrow's own page check (this reader opens file objects with it on) fails
-    with a plain ``OSError``; a damaged footer name with ``UnicodeDecodeError``.
-    Access errors (missing file, permissions) propagate as they are.
-    """
-    try:
-        yield
-    except CorruptFileError as exc:  # raised below without the file's name (a file object was read)
-        if str(path) in str(exc):
-            raise
-        raise type(exc)(f"{str(path)!r}: {exc}") from exc
-    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
-        if isinstance(exc, OSError):
-            reraise_access_error(exc)
-        kind = ChunkChecksumError if "CRC" in str(exc) or "checksum" in str(exc) else CorruptFileError
-        raise kind(f"{str(path)!r} cannot be read (the file is damaged): {exc}") from exc
-
-
 class RecordTableSource(LazySource):
     """Row ``row_index`` of a Parquet/Vortex record table, read only when needed.
 
@@ -195,7 +171,7 @@ class RecordTableSource(LazySource):
             st = self._pf.schema_arrow.field(self.column).type
             present = [f for f in _HEADER_FIELDS if st.get_field_index(f) >= 0]
             cols = [f"{self.column}.{f}" for f in present]
-            with _read_errors(self.path):
+            with pqio.read_errors(self.path):
                 tbl = self._pf.read_row_group(self._group, columns=cols)
             self._hdr = tbl[self.column][self._row_in_group].as_py()
         else:
@@ -237,7 +213,7 @@ class RecordTableSource(LazySource):
     def record(self) -> pa.StructScalar:
         """The full record (reads the row group / row on first call)."""
         if self._record is None:
-            with _read_errors(self.path):
+            with pqio.read_errors(self.path):
                 tbl = pqio.read_parquet_rows(self._pf, [self.row_index], columns=[self.column])
             self._record = tbl[self.column].combine_chunks()[0]
         return self._record
@@ -278,7 +254,7 @@ class RecordTableSource(LazySource):
             if st.get_field_index(field) < 0:
                 continue
             cols = [f"{self.column}.{field}.list.element.{k}" for k in keys]
-            with _read_errors(self.path):
+            with pqio.read_errors(self.path):
                 tbl = self._pf.read_row_group(self._group, columns=cols)
             lst = tbl[self.column][self._row_in_group][field]
             if not lst.is_valid or len(lst.values) == 0:
@@ -300,7 +276,7 @@ class RecordTableSource(LazySource):
             return 0
         rg = self._pf.metadata.row_group(self._group)
         prefix = self.column + "."
-        with _read_errors(self.path):
+        with pqio.read_errors(self.path):
             return sum(
                 rg.column(i).total_compressed_size
                 for i in range(rg.num_columns)

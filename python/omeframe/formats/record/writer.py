@@ -31,7 +31,6 @@ from omeframe.formats.record.files import (
 from omeframe.formats.record.kept_blocks import WHOLE_TABLE_SHARE
 from omeframe.formats.record.pixel_index import INDEX_KEY, INDEX_VERSION, IndexBuilder, append_index
 from omeframe.formats.vortex.file import write_vortex_stream
-from omeframe.model.arrow import METADATA_KEY_FILE
 from omeframe.model.checks import is_integer
 from omeframe.model.columns import check_column_name
 from omeframe.model.errors import SchemaError
@@ -222,8 +221,7 @@ def _write_parquet(
     index = IndexBuilder(usable=pixel_index and (precompressed or compression is not None), mode=mode)
     if index.usable:
         meta = {**meta, INDEX_KEY: INDEX_VERSION.encode()}
-    merged = dict(first.schema.metadata or {})
-    merged.pop(METADATA_KEY_FILE, None)  # another file's key (a table read whole by pyarrow carries it)
+    merged = dict(pqio.without_footer_only(first.schema).metadata or {})
     merged.update(meta)
     schema = first.schema.with_metadata(merged)
     kwargs = pqio._writer_kwargs(schema, compression, precompressed)
