@@ -34,3 +34,30 @@ def write_flipped(path: Path, stack: np.ndarray, row: int, chunk: int, mask: int
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(vfile, "stored_crcs", intact_crcs)
         vfile.write_vortex_table(pa.table({"ome_arrow": pa.array(recs, type=intact.type)}), path)
+
+
+def write_changed(path: Path, table: pa.Table, row: int, column: str, value: object) -> None:
+    """Write ``table`` with ``column``'s value in ``row`` replaced by ``value``, under the digests of the intact rows.
+
+    It stands for a Vortex table without OME-Arrow columns whose value in that
+    row changed on disk after it was written.
+    """
+    from omeframe.storage.digest import row_digests
+
+    intact = row_digests(table.columns)
+    values = table.column(column).to_pylist()
+    values[row] = value
+    changed = table.set_column(
+        table.schema.get_field_index(column), table.schema.field(column),
+        pa.array(values, type=table.schema.field(column).type),
+    )
+    at = [0]
+
+    def intact_digests(columns):  # type: ignore[no-untyped-def] # the intact digests, batch by batch
+        part = intact[at[0] : at[0] + len(columns[0])]
+        at[0] += len(part)
+        return part
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vfile, "row_digests", intact_digests)
+        vfile.write_vortex_table(changed, path)

@@ -30,7 +30,7 @@ from omeframe.formats.record.tables import from_ome_parquet, read_table, write_t
 from omeframe.formats.record.verify import verify_table
 from omeframe.formats.tiff import TIFF_SUFFIXES
 from omeframe.formats.tiff.writer import to_ome_tiff
-from omeframe.formats.vortex.file import read_vortex_schema, vortex_num_rows
+from omeframe.formats.vortex.file import read_vortex_schema, vortex_has_digests, vortex_num_rows
 from omeframe.formats.zarr import ZARR_SUFFIX
 from omeframe.formats.zarr.writer import to_ome_zarr
 from omeframe.model.errors import ImageNotFoundError, OmeframeError
@@ -301,8 +301,12 @@ def _verify_shapes(p: Path, kind: str) -> int:
         print(f"damaged: {p}: {exc}", file=sys.stderr)
         _say(f"FAILED: the {kind} table is damaged or invalid")
         return 1
-    parquet = detect_format(p) == "parquet"
-    what = "page CRCs and rows checked" if parquet else "rows checked; Vortex stores no checksums"
+    if detect_format(p) == "parquet":
+        what = "page CRCs and rows checked"
+    elif vortex_has_digests(p):
+        what = "each row's values against its digest and every row checked"
+    else:
+        what = "rows checked; this Vortex file stores no checksums (written by another tool or an earlier omeframe)"
     _say(f"ok: {n} {'shapes' if kind == 'shapes' else 'relationships'}, {what}")
     return 0
 

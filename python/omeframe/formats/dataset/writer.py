@@ -315,7 +315,7 @@ def _write_parts(
             fsync_file(part.tmp)  # (Vortex parts are fsynced by their atomic write)
             commit_step(f"fsync:{rel}")
         else:
-            write_vortex_stream(CHUNKS_SCHEMA, take(), part.tmp)
+            write_vortex_stream(CHUNKS_SCHEMA, take(), part.tmp, digests=False)  # payload CRCs of their own
         part.row_end = stream.rows
         if part.row_end == part.row_start and len(parts) > 1:  # an empty tail part
             part.tmp.unlink(missing_ok=True)

@@ -15,11 +15,15 @@ installed package, not guessed):
 * Null-typed fields (top level or inside a struct) survive as ``pa.null()``.
 
 Because the original Arrow schema is not recoverable from the file, the writer
-stores it -- IPC-serialized, with its metadata, base64-encoded -- as the *name*
-of one extra, null-typed, last top-level column (see :data:`SCHEMA_COLUMN_PREFIX`).
-A null column stores no data and column names live in the footer, so the schema
+stores it -- IPC-serialized, with its metadata, base64-encoded, followed by the
+CRC-32 of that text -- as the *name* of one extra, last top-level column (see
+:data:`SCHEMA_COLUMN_PREFIX`). Column names live in the footer, so the schema
 travels inside the single file, survives atomic renames and copies, and is read
-back from the footer alone.  The cost: plain vortex readers (``vortex.open``,
+back from the footer alone. The column's values are omeframe's checksums,
+since Vortex stores none: each row's pixel CRCs in a table with OME-Arrow
+columns (:mod:`omeframe.formats.vortex.checksum`), each row's digest of all its
+values in any other table (:mod:`omeframe.storage.digest`), or nothing (a
+null-typed column) where the writer is asked for none.  The cost: plain vortex readers (``vortex.open``,
 ``to_dataset``, DuckDB) see that extra column; every reader in this module hides
 it.  Files written by other tools have no such column; for them the schema is
 derived from the vortex dtype with view types mapped to ``string`` / ``binary``
@@ -39,6 +43,7 @@ import itertools
 import operator
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,6 +75,7 @@ from omeframe.model.errors import (
     RowIndexError,
 )
 from omeframe.storage.atomic import atomic_path
+from omeframe.storage.digest import row_digests
 from omeframe.storage.remote import RemoteFile
 
 if TYPE_CHECKING:
@@ -87,17 +93,26 @@ __all__ = [
     "read_vortex_schema",
     "read_vortex_table",
     "vortex_dataset",
+    "vortex_has_digests",
     "vortex_num_rows",
     "write_vortex_table",
     "write_vortex_stream",
     "vortex_write_options",
     "RowCrcCheck",
+    "RowDigestCheck",
     "row_crc_check",
 ]
 
-#: Name prefix of the hidden, null-typed column whose name carries the original
-#: Arrow schema (``prefix + base64(schema.serialize())``).
+#: Name prefix of the hidden last column whose name carries the original Arrow
+#: schema (``prefix + base64(schema.serialize()) + "~" + CRC-32 of the base64, hex``).
 SCHEMA_COLUMN_PREFIX = "__omeframe_arrow_schema__:"
+#: Separates the base64 schema in the hidden column's name from its CRC-32 (hexadecimal).
+SCHEMA_CRC_SEPARATOR = "~"
+#: Key of the stored schema's metadata saying that the hidden column of a table
+#: without OME-Arrow columns holds each row's digest of its values
+#: (:func:`omeframe.storage.digest.row_digests`); the value is the digest's version.
+DIGEST_KEY = b"omeframe.row_digest"
+DIGEST_VERSION = 1
 #: Key of the stored schema's metadata naming vortex-data's write strategy when it is
 #: not the default one (``b"compact"``): takes from such files read through the
 #: indices scan (see :func:`_compact`).
@@ -286,9 +301,8 @@ def _stored_schema(vf: Any, path: str) -> tuple[pa.Schema, bool]:
     """
     names: list[str] = list(vf.dtype.names())
     if names and names[-1].startswith(SCHEMA_COLUMN_PREFIX):
-        payload = names[-1][len(SCHEMA_COLUMN_PREFIX) :]
         try:
-            raw = base64.b64decode(payload.encode("ascii"), validate=True)
+            raw = _schema_bytes(names[-1])
             schema = pa.ipc.read_schema(pa.py_buffer(raw))
             _decode_names(list(schema))  # every (nested) field name decoded here: a damaged one is not UTF-8
         except (UnicodeError, binascii.Error, pa.ArrowException, OSError) as exc:
@@ -302,13 +316,58 @@ def _stored_schema(vf: Any, path: str) -> tuple[pa.Schema, bool]:
             )
         meta = dict(schema.metadata or {})
         # omeframe's own bookkeeping, not the user's metadata
-        if (meta.pop(SCOPE_KEY, None), meta.pop(ENCODINGS_KEY, None)) != (None, None):
+        if [meta.pop(key, None) for key in (SCOPE_KEY, ENCODINGS_KEY, DIGEST_KEY)] != [None] * 3:
             schema = schema.with_metadata(meta) if meta else schema.remove_metadata()
         return schema, True
+    if names and _damaged_hidden_name(names[-1]):
+        raise CorruptFileError(
+            f"{path!r}: the name of omeframe's hidden schema column is damaged "
+            f"({names[-1][: len(SCHEMA_COLUMN_PREFIX)]!r}); the file is damaged"
+        )
     # A file written by another tool: best effort from the vortex dtype.
     base = vf.dtype.to_arrow_schema()
     fields = [f.with_type(_unview(f.type)) for f in base]
     return pa.schema(fields), False
+
+
+def _damaged_hidden_name(name: str) -> bool:
+    """Whether ``name``, which lacks :data:`SCHEMA_COLUMN_PREFIX`, is a hidden column's name with a damaged prefix.
+
+    It is when it ends with a CRC-32 suffix, as every hidden column written
+    now does, and its start differs from the prefix in at most two
+    characters (a flipped bit changes one).
+    """
+    head = name[: len(SCHEMA_COLUMN_PREFIX)]
+    suffix = rf"{re.escape(SCHEMA_CRC_SEPARATOR)}[0-9a-f]{{8}}$"
+    if len(head) != len(SCHEMA_COLUMN_PREFIX) or not re.search(suffix, name):
+        return False
+    return sum(a != b for a, b in zip(head, SCHEMA_COLUMN_PREFIX, strict=True)) <= 2
+
+
+def _schema_bytes(hidden_name: str) -> bytes:
+    """The serialized Arrow schema in the name of an omeframe file's hidden column, its CRC-32 checked.
+
+    The name is :data:`SCHEMA_COLUMN_PREFIX`, the base64 of the schema, then
+    :data:`SCHEMA_CRC_SEPARATOR` and the CRC-32 of that base64 text in eight
+    hexadecimal digits (files written before the CRC end at the base64).
+
+    Raises
+    ------
+    binascii.Error
+        If the text is not base64.
+    UnicodeError
+        If the name is not ASCII.
+    CorruptFileError
+        If the name's CRC-32 is malformed or does not match: the schema changed on disk.
+    """
+    payload = hidden_name[len(SCHEMA_COLUMN_PREFIX) :]
+    if SCHEMA_CRC_SEPARATOR in payload:
+        payload, stored = payload.rsplit(SCHEMA_CRC_SEPARATOR, 1)
+        if not re.fullmatch(r"[0-9a-f]{8}", stored) or int(stored, 16) != zlib.crc32(payload.encode("utf-8")):
+            raise CorruptFileError(
+                "the Arrow schema stored in a Vortex table's hidden column fails its CRC-32; the file is damaged"
+            )
+    return base64.b64decode(payload.encode("ascii"), validate=True)
 
 
 def write_vortex_table(
@@ -407,12 +466,17 @@ def write_vortex_stream(
     *,
     metadata: FileMetadata | None = None,
     compression: str | None = None,
+    digests: bool = True,
 ) -> None:
     """Stream record batches of ``schema`` into a Vortex file, atomically.
 
     The batches are pulled one at a time while vortex writes, so a writer
     producing them lazily never holds the whole table in memory. Same rules,
     ``compression`` and hidden schema column as :func:`write_vortex_table`.
+
+    ``digests=False`` stores no row digests in a table without OME-Arrow
+    columns (the hidden column is then null-typed): for tables that carry
+    checksums of their own, as a dataset's chunk parts do.
     """
     vortex = _import_vortex()
     options = vortex_write_options(vortex, compression)
@@ -443,18 +507,23 @@ def write_vortex_stream(
     # of each row's pixel bytes when the table has OME-Arrow columns (null-typed
     # otherwise: a null column stores nothing), and the schema records what they cover.
     ome = [schema.get_field_index(name) for name in ome_columns(schema)]
-    merged.pop(SCOPE_KEY, None)
-    merged.pop(ENCODINGS_KEY, None)
+    digested = digests and not ome and len(schema) > 0
+    for key in (SCOPE_KEY, ENCODINGS_KEY, DIGEST_KEY):
+        merged.pop(key, None)
     if ome:
         merged[SCOPE_KEY] = str(SCOPE).encode()
+    if digested:
+        merged[DIGEST_KEY] = str(DIGEST_VERSION).encode()
     if str(compression).lower() == "zstd":
         merged[ENCODINGS_KEY] = b"compact"
     stored = schema.remove_metadata()
     if merged:
         stored = stored.with_metadata(merged)
     encoded = base64.b64encode(stored.serialize().to_pybytes()).decode("ascii")
-    # uint64 per row: the running CRC through the row (high half), the row's own CRC (low half).
-    hidden = pa.field(SCHEMA_COLUMN_PREFIX + encoded, pa.uint64() if ome else pa.null())
+    # uint64 per row: the running CRC through the row (high half), the row's own CRC (low half);
+    # or, without OME-Arrow columns, the row's digest of every value (storage.digest)
+    name = f"{SCHEMA_COLUMN_PREFIX}{encoded}{SCHEMA_CRC_SEPARATOR}{zlib.crc32(encoded.encode('ascii')):08x}"
+    hidden = pa.field(name, pa.uint64() if ome or digested else pa.null())
     out_schema = schema.remove_metadata().append(hidden)
 
     failure: list[BaseException] = []
@@ -466,6 +535,8 @@ def write_vortex_stream(
                 if ome:
                     packed, running = stored_crcs([batch.column(i) for i in ome], SCOPE, running)
                     extra = pa.array(packed, type=pa.uint64())
+                elif digested:
+                    extra = pa.array(row_digests(batch.columns), type=pa.uint64())
                 else:
                     extra = pa.nulls(batch.num_rows)
                 arrays = [_unsliced(col) for col in batch.columns] + [extra]
@@ -622,6 +693,25 @@ def read_vortex_schema(path: Location) -> pa.Schema:
     return schema
 
 
+def vortex_has_digests(path: Location) -> bool:
+    """Whether the Vortex file ``path`` stores a digest of each row's values, which every full read checks.
+
+    omeframe's Vortex writer stores them in tables without OME-Arrow columns
+    (shape, relationship and feature tables); tables with OME-Arrow columns
+    store their rows' pixel CRCs instead. Files written by other tools, or by
+    omeframe before it stored digests, have none.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    CorruptFileError
+        If ``path`` is not a readable Vortex file.
+    """
+    vf = _open(path)
+    return _has_digests(vf, str(vf.dtype.names()[-1]))
+
+
 def vortex_num_rows(path: Location) -> int:
     """Return the number of rows of a Vortex file, from its footer.
 
@@ -754,11 +844,19 @@ def read_vortex_table(
 
     target = pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
     # Check the rows' pixel CRCs when the file stores them and the read returns
-    # every OME-Arrow column in full (the CRC covers them together).
+    # every OME-Arrow column in full (the CRC covers them together). A table
+    # without OME-Arrow columns may store each row's digest of all its values
+    # instead: every column is then read, checked, and those not asked for dropped.
     ome = ome_columns(schema)
     crc_type = _stored_crc_type(vf, hidden_name) if ome and set(ome) <= set(columns) else None
+    digested = not ome and _has_digests(vf, hidden_name)
+    read_columns = list(schema.names) if digested else columns
+    if digested:
+        crc_type = pa.uint64()
     check = crc_type is not None
-    read_target = target.append(pa.field(hidden_name, crc_type)) if crc_type is not None else target
+    read_target = pa.schema([schema.field(c) for c in read_columns], metadata=schema.metadata)
+    if crc_type is not None:
+        read_target = read_target.append(pa.field(hidden_name, crc_type))
     vx_indices = None
     read_rows = pick = None
     taken = False
@@ -779,13 +877,15 @@ def read_vortex_table(
             measured = None
         else:
             # a full read of a file with running CRCs takes each batch's CRC where the batch is converted
-            chained = vx_indices is None and crc_type is not None and pa.types.is_uint64(crc_type)
+            chained = vx_indices is None and bool(ome) and crc_type is not None and pa.types.is_uint64(crc_type)
             at = [read_target.get_field_index(name) for name in ome]
             measure = functools.partial(_measure, at, _crc_scope(hidden_name)) if chained else None
             table, measured = _scan_to_arrow(
-                vf, [*columns, hidden_name] if check else columns, vx_indices, read_target, measure
+                vf, [*read_columns, hidden_name] if check else read_columns, vx_indices, read_target, measure
             )
-        if check:  # each batch's pixel bytes against its stored CRCs (see _check_crcs)
+        if digested:  # each row's values against its stored digest
+            table = _check_digests(table, p, read_rows).select(columns)
+        elif check:  # each batch's pixel bytes against its stored CRCs (see _check_crcs)
             table = _check_crcs(table, ome, p, read_rows, n_out, measured)
     except BaseException as exc:
         _raise_failed_request(path)
@@ -1124,7 +1224,7 @@ def _bookkeeping(hidden_name: str) -> dict[bytes, bytes]:
     """The metadata of the schema stored in the name of an omeframe file's hidden column."""
     if not hidden_name.startswith(SCHEMA_COLUMN_PREFIX):
         return {}
-    raw = base64.b64decode(hidden_name[len(SCHEMA_COLUMN_PREFIX) :].encode("ascii"))
+    raw = _schema_bytes(hidden_name)
     return dict(pa.ipc.read_schema(pa.py_buffer(raw)).metadata or {})
 
 
@@ -1146,6 +1246,52 @@ def _crc_scope(hidden_name: str) -> int:
         return int(value)
     except ValueError:
         raise CorruptFileError(f"the pixel CRC scope {value!r} in a Vortex table is not a number") from None
+
+
+def _has_digests(vf: Any, hidden_name: str) -> bool:
+    """Whether the hidden column of ``vf`` holds row digests (:data:`DIGEST_KEY`).
+
+    Raises
+    ------
+    CorruptFileError
+        If the schema says so but the column is not ``uint64``, or names a
+        digest version this omeframe does not know.
+    """
+    version = _bookkeeping(hidden_name).get(DIGEST_KEY)
+    if version is None:
+        return False
+    if version != str(DIGEST_VERSION).encode():
+        raise CorruptFileError(
+            f"a Vortex table's row digests are of version {version!r}, this omeframe knows "
+            f"{DIGEST_VERSION}; the file is damaged or written by a newer omeframe (upgrade to read it)"
+        )
+    kind = vf.dtype.fields()[-1].to_arrow_type()
+    if not pa.types.is_uint64(kind):
+        raise CorruptFileError(f"a Vortex table's row digest column is of type {kind}, not uint64; the file is damaged")
+    return True
+
+
+def _check_digests(table: pa.Table, path: str, rows: np.ndarray | None) -> pa.Table:
+    """``table`` without its last (hidden) column, once each row's values match the digest stored there.
+
+    ``rows``: the rows' numbers in the file (``None``: ``table`` is the whole
+    file in order).
+
+    Raises
+    ------
+    ChunkChecksumError
+        Naming every row (of the file) whose values fail their digest.
+    """
+    hidden_name = table.schema.names[-1]
+    stored = table.column(hidden_name)
+    if stored.null_count:
+        raise CorruptFileError(f"{path!r}: the hidden row-digest column holds nulls; the file is damaged")
+    table = table.drop_columns([hidden_name])
+    bad = np.flatnonzero(row_digests(table.columns) != stored.to_numpy())
+    if bad.size:
+        where = bad if rows is None else rows[bad]
+        raise _checksum_error(path, where, "values", "row digest")
+    return table
 
 
 def _stored_crc_type(vf: Any, hidden_name: str) -> pa.DataType | None:
@@ -1266,18 +1412,63 @@ class RowCrcCheck:
         return batch.drop_columns([hidden_name])
 
 
+@dataclass
+class RowDigestCheck:
+    """Checks each row's digest of its values in the successive batches of one scan, then drops the hidden column.
+
+    Made by :func:`row_crc_check` for a table without OME-Arrow columns whose
+    hidden column holds row digests, when the scan reads every column
+    (``names``, in the table's order; the digest covers whole rows).
+    """
+
+    field: pa.Field
+    names: list[str]
+    path: str
+    rows: np.ndarray | None
+    at: int = 0
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch`` without the hidden column, once every row's values passed their digest.
+
+        Raises
+        ------
+        ChunkChecksumError
+            Naming the rows whose values fail their digest.
+        """
+        stored = batch.column(self.field.name)
+        if stored.null_count:
+            raise CorruptFileError(f"{self.path!r}: the hidden row-digest column holds nulls; the file is damaged")
+        bad = np.flatnonzero(row_digests([batch.column(n) for n in self.names]) != stored.to_numpy())
+        at, self.at = self.at, self.at + batch.num_rows
+        if bad.size:
+            if self.rows is None:
+                raise ChunkChecksumError(
+                    f"{self.path!r}: the values of {bad.size} row(s) a filtered scan returned fail their row "
+                    "digest; the file is damaged — restore it from a copy, or run `omeframe verify` to list "
+                    "every damaged row"
+                )
+            raise _checksum_error(self.path, self.rows[at + bad], "values", "row digest")
+        return batch.drop_columns([self.field.name])
+
+
 def row_crc_check(
     vf: Any, schema: pa.Schema, read: Sequence[str], path: str, rows: np.ndarray | None
-) -> RowCrcCheck | None:
-    """The row-CRC check of a scan of ``vf`` reading the top-level columns ``read``, or ``None``.
+) -> RowCrcCheck | RowDigestCheck | None:
+    """The row check of a scan of ``vf`` reading the top-level columns ``read``, or ``None``.
 
-    ``None`` unless ``read`` holds every OME-Arrow column of ``schema`` (the
-    CRC covers them together) and the file stores row CRCs.
+    A table with OME-Arrow columns: the check of its rows' pixel CRCs, unless
+    ``read`` misses one of them (the CRC covers them together) or the file
+    stores none. A table without: the check of its rows' digests, when the
+    file stores them and ``read`` holds every column.
     """
     ome = ome_columns(schema)
-    if not ome or not set(ome) <= set(read):
-        return None
     hidden_name = str(vf.dtype.names()[-1])
+    if not ome:
+        if not set(schema.names) <= set(read) or not _has_digests(vf, hidden_name):
+            return None
+        return RowDigestCheck(pa.field(hidden_name, pa.uint64()), list(schema.names), path, rows)
+    if not set(ome) <= set(read):
+        return None
     kind = _stored_crc_type(vf, hidden_name)
     return None if kind is None else RowCrcCheck(pa.field(hidden_name, kind), ome, path, rows)
 
@@ -1294,11 +1485,13 @@ def _own_crcs(values: np.ndarray) -> np.ndarray:
     return values.astype(np.uint32) if values.dtype == np.uint64 else np.asarray(values, dtype=np.uint32)
 
 
-def _checksum_error(path: str, where: np.ndarray) -> ChunkChecksumError:
-    """The error naming the rows ``where`` (of the file) whose pixel bytes fail their CRC."""
+def _checksum_error(
+    path: str, where: np.ndarray, what: str = "pixel bytes", check: str = "CRC-32"
+) -> ChunkChecksumError:
+    """The error naming the rows ``where`` (of the file) whose ``what`` fail their ``check``."""
     listed = ", ".join(str(int(r)) for r in where[:10]) + (" ..." if where.size > 10 else "")
     error = ChunkChecksumError(
-        f"{path!r}: the pixel bytes of {where.size} row(s) fail their CRC-32 "
+        f"{path!r}: the {what} of {where.size} row(s) fail their {check} "
         f"(rows {listed}); the file is damaged — restore it from a copy, or run "
         "`omeframe verify` to list every damaged row"
     )

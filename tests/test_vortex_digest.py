@@ -1,0 +1,284 @@
+"""Row digests: every value of a Vortex table without OME-Arrow columns is checked on read.
+
+Vortex stores no checksums; omeframe's writer stores each row's digest of its
+values (:mod:`omeframe.storage.digest`) in the hidden column, and its readers
+check it: a value that changed on disk raises instead of reading back.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import omeframe as of
+from omeframe.cli import main as cli_main
+from omeframe.formats.vortex import file as vfile
+from omeframe.storage.digest import row_digests, value_hashes
+
+sys.path.insert(0, str(Path(__file__).parent))
+from vortex_damage import write_changed  # noqa: E402
+
+
+def _rich(n: int = 300) -> pa.Table:
+    rng = np.random.default_rng(1)
+    f = rng.random(n)
+    f[::7] = np.nan
+    f[3] = -0.0
+    f[5] = np.inf
+    return pa.table({
+        "i8": pa.array(rng.integers(-100, 100, n).astype(np.int8)),
+        "u64": pa.array(rng.integers(0, 2**63, n, dtype=np.uint64)),
+        "f": pa.array(f),
+        "f32": pa.array(f.astype(np.float32), mask=rng.random(n) < 0.1),
+        "b": pa.array(rng.random(n) < 0.5, mask=rng.random(n) < 0.1),
+        "s": pa.array([None if i % 11 == 0 else f"cell-{i}" * (i % 4) for i in range(n)]),
+        "lb": pa.array([bytes([i % 256]) * (i % 5) for i in range(n)], pa.large_binary()),
+        "ts": pa.array(np.arange(n).astype("datetime64[us]")).cast(pa.timestamp("us", tz="UTC")),
+        "d": pa.array(np.arange(n).astype("datetime64[D]")),
+        "poly": pa.array(
+            [[[[float(i), float(j)] for j in range(i % 4)]] for i in range(n)],
+            pa.list_(pa.list_(pa.list_(pa.float64()))),
+        ),
+        "st": pa.array([{"a": i, "b": None if i % 3 else "x"} for i in range(n)]),
+        "cat": pa.array([["a", "b", "c"][i % 3] for i in range(n)]).dictionary_encode(),
+        "nul": pa.nulls(n),
+        "fsl": pa.array([[i, i + 1] for i in range(n)], pa.list_(pa.int32(), 2)),
+    })
+
+
+def test_a_digest_is_of_values_not_of_their_layout():
+    t = _rich()
+    d = row_digests(t.columns)
+    assert len(np.unique(d)) == t.num_rows  # distinct rows, distinct digests
+    # slices and chunks
+    assert np.array_equal(row_digests(t.slice(17, 50).columns), d[17:67])
+    assert np.array_equal(row_digests(pa.concat_tables([t.slice(0, 100), t.slice(100)]).columns), d)
+    # large, view and dictionary variants of the same values
+    s = t.column("s").combine_chunks()
+    for kind in (pa.large_string(), pa.string_view()):
+        assert np.array_equal(value_hashes(s.cast(kind)), value_hashes(s))
+    assert np.array_equal(value_hashes(s.dictionary_encode()), value_hashes(s))
+    poly = t.column("poly").combine_chunks()
+    assert np.array_equal(value_hashes(poly.cast(pa.large_list(poly.type.value_type))), value_hashes(poly))
+    # whatever lies under a null, and every NaN payload
+    under = pa.Array.from_buffers(pa.int32(), 2, [pa.py_buffer(np.packbits([1, 0], bitorder="little")),
+                                                   pa.py_buffer(np.array([5, 999], np.int32))])
+    assert np.array_equal(value_hashes(under), value_hashes(pa.array([5, None], pa.int32())))
+    nan2 = np.array([np.nan, 1.0]).view(np.uint64)
+    nan2[0] |= 1  # another NaN payload
+    assert np.array_equal(value_hashes(pa.array(nan2.view(np.float64))), value_hashes(pa.array([np.nan, 1.0])))
+    with pytest.raises(TypeError, match="no row digest"):
+        value_hashes(pa.UnionArray.from_sparse(pa.array([0], pa.int8()), [pa.array([1])]))
+    with pytest.raises(ValueError, match="at least one column"):
+        row_digests([])
+
+
+_values = st.one_of(
+    st.lists(st.integers(-(2**63), 2**63 - 1) | st.none(), min_size=1, max_size=20).map(
+        lambda v: pa.array(v, pa.int64())
+    ),
+    st.lists(st.floats(allow_nan=False) | st.none(), min_size=1, max_size=20).map(
+        lambda v: pa.array(v, pa.float64())
+    ),
+    st.lists(st.text(max_size=8) | st.none(), min_size=1, max_size=20).map(lambda v: pa.array(v, pa.string())),
+    st.lists(st.lists(st.integers(0, 255), max_size=5) | st.none(), min_size=1, max_size=20).map(
+        lambda v: pa.array(v, pa.list_(pa.uint8()))
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_values, st.data())
+def test_changing_any_value_changes_its_rows_digest_alone(arr, data):
+    row = data.draw(st.integers(0, len(arr) - 1))
+    values = arr.to_pylist()
+    kinds = {
+        pa.int64(): st.integers(-(2**63), 2**63 - 1), pa.float64(): st.floats(allow_nan=False),
+        pa.string(): st.text(max_size=8),
+    }
+    new = data.draw(kinds.get(arr.type, st.lists(st.integers(0, 255), max_size=5)) | st.none())
+    if new == values[row] or (isinstance(new, float) and isinstance(values[row], float) and new == 0 == values[row]
+                              and np.signbit(new) == np.signbit(values[row])):
+        return
+    values[row] = new
+    changed = pa.array(values, arr.type)
+    before, after = row_digests([arr]), row_digests([changed])
+    assert before[row] != after[row]
+    assert np.array_equal(np.delete(before, row), np.delete(after, row))
+
+
+def test_vortex_tables_store_and_check_row_digests(tmp_path):
+    t = _rich()
+    p = tmp_path / "t.vortex"
+    vfile.write_vortex_table(t, p)
+    assert vfile.vortex_has_digests(p)
+    back = vfile.read_vortex_table(p)
+    assert back.schema.equals(t.schema, check_metadata=True)  # the bookkeeping key is not the user's
+    assert np.array_equal(row_digests(back.columns), row_digests(t.columns))
+    assert vfile.read_vortex_table(p, rows=[5, 3, 299, 3]).column("s").to_pylist() == [
+        t.column("s")[i].as_py() for i in (5, 3, 299, 3)
+    ]
+    assert vfile.read_vortex_table(p, columns=["s", "f"]).schema.names == ["s", "f"]
+
+
+@pytest.mark.parametrize("column, value", [("f", 0.25), ("s", "cell-X"), ("poly", [[[1.0, 2.0]]]), ("nul", None),
+                                           ("st", {"a": 7, "b": "y"}), ("u64", 12345)])
+def test_a_changed_value_raises_on_every_read(tmp_path, column, value):
+    t = _rich()
+    p = tmp_path / "t.vortex"
+    write_changed(p, t, row=42, column=column, value=value)
+    if column == "nul":  # a null column cannot change: the write is intact
+        assert vfile.read_vortex_table(p).num_rows == t.num_rows
+        return
+    where = r"values of 1 row\(s\) fail their row digest \(rows 42\)"
+    with pytest.raises(of.ChunkChecksumError, match=where) as info:
+        vfile.read_vortex_table(p)
+    assert info.value.rows == [42]
+    with pytest.raises(of.ChunkChecksumError, match=where):
+        vfile.read_vortex_table(p, rows=[1, 42, 7])
+    with pytest.raises(of.ChunkChecksumError, match=where):  # a projection: every column is read and checked
+        vfile.read_vortex_table(p, columns=["i8"])
+    assert vfile.read_vortex_table(p, rows=[1, 41, 43]).num_rows == 3  # the other rows read
+
+
+def test_scans_check_row_digests(tmp_path):
+    from omeframe.formats.vortex.arrow_dataset import VortexPlainDataset
+
+    t = _rich()
+    p = tmp_path / "t.vortex"
+    write_changed(p, t, row=42, column="s", value="cell-X")
+    ds = VortexPlainDataset(p)
+    with pytest.raises(of.ChunkChecksumError, match=r"rows 42"):
+        ds.to_table()
+    assert ds.to_table(columns=["i8"]).num_rows == t.num_rows  # a projection is not checked by a scan
+    intact = tmp_path / "ok.vortex"
+    vfile.write_vortex_table(t, intact)
+    assert VortexPlainDataset(intact).to_table().num_rows == t.num_rows
+
+
+def test_shape_tables_in_vortex_are_checked_and_verified(tmp_path, capsys):
+    rows = [
+        {"object_id": f"cell-{i}", "image_id": "img", "label_image_id": "labels", "label_value": i + 1,
+         "geometry": [[[0.0, 0.0], [0.0, 4.0 + i], [4.0, 4.0], [0.0, 0.0]]], "centroid": [2.0, 2.0 + i],
+         "bbox": {"min": [0.0, 0.0], "max": [4.0, 4.0 + i]}, "class": "cell", "confidence": 0.5, "area": 16.0 + i}
+        for i in range(20)
+    ]
+    t = of.make_shape_table(rows, geometry_encoding="geoarrow.polygon")
+    good = of.write_shapes(t, tmp_path / "ok.vortex")
+    assert cli_main(["verify", str(good)]) == 0
+    assert "against its digest" in capsys.readouterr().out
+    bad = tmp_path / "bad.vortex"
+    write_changed(bad, t, row=6, column="centroid", value=[2.0, 9.0])
+    with pytest.raises(of.ChunkChecksumError, match=r"rows 6\)"):
+        of.read_shapes(bad)
+    assert cli_main(["verify", str(bad)]) == 1
+    assert "damaged:" in capsys.readouterr().err
+
+
+def test_tables_without_digests_still_read(tmp_path, capsys):
+    t = _rich()
+    p = tmp_path / "old.vortex"
+    vfile.write_vortex_stream(t.schema, t.to_batches(), p, digests=False)
+    assert not vfile.vortex_has_digests(p)
+    assert pa.types.is_null(vfile._open(p).dtype.fields()[-1].to_arrow_type())
+    assert vfile.read_vortex_table(p).num_rows == t.num_rows
+
+
+def test_a_damaged_stored_schema_is_refused(tmp_path):
+    import vortex
+
+    t = pa.table({"x": pa.array([1, 2, 3], pa.int32())})
+    p = tmp_path / "t.vortex"
+    vfile.write_vortex_table(t, p)
+    name = vfile._open(p).dtype.names()[-1]
+    payload, crc = name[len(vfile.SCHEMA_COLUMN_PREFIX):].rsplit(vfile.SCHEMA_CRC_SEPARATOR, 1)
+    raw = bytearray(base64.b64decode(payload))
+    raw[len(raw) // 2] ^= 0x01
+    for bad_name in (
+        vfile.SCHEMA_COLUMN_PREFIX + base64.b64encode(bytes(raw)).decode() + vfile.SCHEMA_CRC_SEPARATOR + crc,
+        vfile.SCHEMA_COLUMN_PREFIX + payload + vfile.SCHEMA_CRC_SEPARATOR + "xyz",
+    ):
+        q = tmp_path / "bad.vortex"
+        vortex.io.write(pa.table({"x": t.column("x"), bad_name: pa.array([0, 0, 0], pa.uint64())}), str(q))
+        with pytest.raises(of.CorruptFileError, match="schema"):
+            vfile.read_vortex_table(q)
+
+
+def test_a_damaged_hidden_column_name_is_refused(tmp_path):
+    import vortex
+
+    t = pa.table({"x": pa.array([1, 2, 3], pa.int32())})
+    p = tmp_path / "t.vortex"
+    vfile.write_vortex_table(t, p)
+    name = vfile._open(p).dtype.names()[-1]
+    bad_name = name[:3] + chr(ord(name[3]) ^ 0x01) + name[4:]  # one bit of the prefix
+    q = tmp_path / "bad.vortex"
+    vortex.io.write(pa.table({"x": t.column("x"), bad_name: pa.array([0, 0, 0], pa.uint64())}), str(q))
+    with pytest.raises(of.CorruptFileError, match="hidden schema column is damaged"):
+        vfile.read_vortex_table(q)
+    # a column of another tool's file that merely ends like a CRC is a column
+    other = tmp_path / "other.vortex"
+    vortex.io.write(pa.table({"x": t.column("x"), "note~0badf00d": pa.array([0, 0, 0], pa.uint64())}), str(other))
+    assert vfile.read_vortex_table(other).schema.names == ["x", "note~0badf00d"]
+
+
+def test_flipped_bits_in_a_vortex_shape_table_give_an_error_or_the_same_table(tmp_path):
+    """Single-bit flips all over a Vortex shape table, its footer included: the intact table or a typed error."""
+    rows = [
+        {"object_id": f"cell-{i}", "image_id": "img-a" if i % 2 else "img-b", "label_image_id": "labels",
+         "label_value": i + 1, "geometry": [[[0.0 + i, 0.0], [0.0, 6.0], [4.0, 6.0], [0.0 + i, 0.0]]],
+         "centroid": [2.0, 2.0 + i], "bbox": {"min": [0.0, 0.0], "max": [4.0, 4.0 + i]},
+         "class": "nucleus" if i % 3 else "cell", "confidence": 0.5 + i / 1000, "area": 16.0 + i}
+        for i in range(40)
+    ]
+    path = Path(of.write_shapes(of.make_shape_table(rows, geometry_encoding="geoarrow.polygon"), tmp_path / "s.vortex"))
+    intact = of.read_shapes(path)
+    pristine = path.read_bytes()
+    rng = np.random.default_rng(7)
+    tail = len(pristine) // 4  # the footer (schema, layout, statistics) lies in the last quarter
+    positions = np.concatenate([rng.choice(len(pristine) - tail, 60, replace=False),
+                                len(pristine) - tail + rng.choice(tail, 60, replace=False)])
+    wrong, errors = [], 0
+    for pos in positions.tolist():
+        damaged = bytearray(pristine)
+        damaged[pos] ^= 1 << int(rng.integers(0, 8))
+        path.write_bytes(bytes(damaged))
+        try:
+            got = of.read_shapes(path)
+        except of.OmeframeError:  # CorruptFileError, ChunkChecksumError, ShapeValidationError
+            errors += 1
+            continue
+        if not got.equals(intact, check_metadata=True):
+            wrong.append(pos)
+    assert not wrong, f"silently changed shape table after flips at {wrong}"
+    assert errors > 30  # most flips are noticed (the rest hit padding or unused bytes)
+
+
+def test_dataset_chunk_parts_carry_payload_crcs_not_digests(tmp_path):
+    img = np.random.default_rng(3).integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    ds = of.write_dataset(img, tmp_path / "d.omeds", dim_order="CYX", chunk_shape=(1, 32, 32), format="vortex")
+    part = ds.chunk_paths[0]
+    assert not vfile.vortex_has_digests(part)
+    assert pa.types.is_null(vfile._open(part).dtype.fields()[-1].to_arrow_type())
+    assert np.array_equal(ds.read(ds.image_ids[0]).reshape(img.shape), img)
+
+
+@pytest.mark.parametrize("items", [[5, 5, 5, 5, 5, 5], [5, 7, 0, 2**64 - 1, 3, 9]])
+def test_segment_polynomials_follow_their_definition(items):
+    from omeframe.storage import digest
+
+    bounds = np.array([0, 2, 2, 6], dtype=np.int64)
+    got = digest._polynomials(np.array(items, dtype=np.uint64), bounds)
+    mask = 2**64 - 1
+    for i in range(len(bounds) - 1):
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        poly = sum(items[j] * pow(digest._P, j - a, 2**64) for j in range(a, b)) & mask
+        length = int(digest._scramble(np.array([((b - a) * int(digest._LEN)) & mask], dtype=np.uint64))[0])
+        assert int(got[i]) == (poly + length) & mask
