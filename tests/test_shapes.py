@@ -286,3 +286,37 @@ def test_every_flipped_bit_of_a_parquet_shape_table_is_refused_or_harmless(tmp_p
             assert got.equals(good, check_metadata=True), f"byte {i}: a changed shape table read without an error"
             outcomes["same"] += 1
     assert outcomes["refused"] > len(data) // 2, outcomes
+
+
+def test_a_filtered_parquet_read_decodes_only_the_row_groups_that_match(tmp_path, monkeypatch):
+    """The filter's columns are read first; the geometry of the other row groups is never decoded."""
+    from omeframe.storage.parquet_crc import CheckedParquetFile
+
+    rows = [
+        dict(r, object_id=f"cell-{i}", image_id=f"img-{i // 10}") for i, r in enumerate(_rows("geoarrow.polygon", 60))
+    ]
+    t = make_shape_table(rows, geometry_encoding="geoarrow.polygon")
+    path = write_shapes(t, tmp_path / "s.parquet", row_group_size=10)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 6
+    groups: list[list[int]] = []
+    read_row_groups = CheckedParquetFile.read_row_groups
+
+    def spy(self, row_groups, columns=None, **kw):  # type: ignore[no-untyped-def]
+        groups.append(list(row_groups))
+        return read_row_groups(self, row_groups, columns=columns, **kw)
+
+    monkeypatch.setattr(CheckedParquetFile, "read_row_groups", spy)
+    for filters, want in (
+        ([("image_id", "==", "img-3")], [3]),
+        ([[("image_id", "==", "img-1")], [("image_id", "==", "img-4")]], [1, 4]),
+        (pc.field("label_value") > 55, [5]),
+        ([("image_id", "==", "nowhere")], []),
+    ):
+        groups.clear()
+        got = read_shapes(path, filters=filters)
+        assert groups == [want]
+        expected = t.filter(filters if isinstance(filters, pc.Expression) else pq.filters_to_expression(filters))
+        assert got.equals(expected)
+    groups.clear()  # only the filter's own columns asked for: one read of them, no second pass
+    assert read_shapes(path, columns=["image_id"], filters=[("image_id", "==", "img-2")]).num_rows == 10
+    assert groups == []
