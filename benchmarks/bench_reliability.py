@@ -12,7 +12,8 @@ Measured (best of N, same data, same process):
   for reference: one difference of two long runs, noisier); and, for
   reference, the same read checked by Arrow;
   Vortex tables (the same crops, and tiny 3x16x16 crops stored raw, the
-  worst case) with their row CRCs checked and not.
+  worst case, each beside two feature columns) with their row CRCs and the
+  features' row digests checked and not.
   Target: checksums cost <= 5% of a full read.
 * **datasets, warm ROI**: a 512x512 region of a 4096x4096 uint16 image read
   with per-chunk CRC verification on and off. Target: <= 10% of a warm ROI.
@@ -216,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def vortex_rows(stack: np.ndarray, name: str) -> Callable[[str, bool], None]:
         vpath = out / name
-        of.write_table(vpath, stack, dim_order="CYX")
+        # crops beside their features, as a profiling table holds them: the row CRCs cover the
+        # pixels, each row's digest the features
+        features = {"well": np.arange(len(stack)) % 384, "area": np.random.default_rng(2).gamma(4.0, 50.0, len(stack))}
+        of.write_table(vpath, stack, dim_order="CYX", columns=features)
         shape = "x".join(map(str, stack.shape[1:]))
 
         def read_vortex(check: bool, decode: bool = True) -> object:
@@ -228,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                 vortex_file._stored_crc_type = checks
 
         def vortex_row(label: str, reference: bool = False) -> None:
-            share_row(f"Vortex record table, full read of {len(stack)} crops {shape}: row CRC-32 "
-                      f"({label}; share of a full read)", read_vortex, reference)
+            share_row(f"Vortex record table, full read of {len(stack)} crops {shape} and 2 features: row CRC-32 "
+                      f"({label}) + features' row digest (share of a full read)", read_vortex, reference)
 
         return vortex_row
 

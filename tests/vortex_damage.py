@@ -39,12 +39,13 @@ def write_flipped(path: Path, stack: np.ndarray, row: int, chunk: int, mask: int
 def write_changed(path: Path, table: pa.Table, row: int, column: str, value: object) -> None:
     """Write ``table`` with ``column``'s value in ``row`` replaced by ``value``, under the digests of the intact rows.
 
-    It stands for a Vortex table without OME-Arrow columns whose value in that
-    row changed on disk after it was written.
+    It stands for a Vortex table whose value in that row changed on disk after
+    it was written (``column`` is not an OME-Arrow column).
     """
     from omeframe.storage.digest import row_digests
 
-    intact = row_digests(table.columns)
+    # the digest covers every column of a table without records, the other columns beside records
+    intact = row_digests([table.column(n) for n in table.column_names if n not in vchecksum.ome_columns(table.schema)])
     values = table.column(column).to_pylist()
     values[row] = value
     changed = table.set_column(

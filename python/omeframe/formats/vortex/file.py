@@ -113,6 +113,10 @@ SCHEMA_CRC_SEPARATOR = "~"
 #: (:func:`omeframe.storage.digest.row_digests`); the value is the digest's version.
 DIGEST_KEY = b"omeframe.row_digest"
 DIGEST_VERSION = 1
+#: The hidden column's type in a table with OME-Arrow columns *and* other columns
+#: beside them (the features of crops): each row's pixel CRCs (as the plain ``uint64``
+#: column of a table of records alone) and its digest of the other columns' values.
+CRC_AND_DIGEST = pa.struct([pa.field("crc", pa.uint64()), pa.field("digest", pa.uint64())])
 #: Key of the stored schema's metadata naming vortex-data's write strategy when it is
 #: not the default one (``b"compact"``): takes from such files read through the
 #: indices scan (see :func:`_compact`).
@@ -334,14 +338,22 @@ def _damaged_hidden_name(name: str) -> bool:
     """Whether ``name``, which lacks :data:`SCHEMA_COLUMN_PREFIX`, is a hidden column's name with a damaged prefix.
 
     It is when it ends with a CRC-32 suffix, as every hidden column written
-    now does, and its start differs from the prefix in at most two
-    characters (a flipped bit changes one).
+    now does, and either the text between its first ``:`` and the suffix
+    matches that CRC (the schema is intact, the prefix before it is not:
+    vortex may even return a damaged character escaped, as ``\\u{7f}``), or its
+    start differs from the prefix in at most two characters.
     """
-    head = name[: len(SCHEMA_COLUMN_PREFIX)]
-    suffix = rf"{re.escape(SCHEMA_CRC_SEPARATOR)}[0-9a-f]{{8}}$"
-    if len(head) != len(SCHEMA_COLUMN_PREFIX) or not re.search(suffix, name):
+    crc = re.search(rf"{re.escape(SCHEMA_CRC_SEPARATOR)}([0-9a-f]{{8}})$", name)
+    if crc is None:
         return False
-    return sum(a != b for a, b in zip(head, SCHEMA_COLUMN_PREFIX, strict=True)) <= 2
+    body = name[: crc.start()]
+    colon = body.find(":")
+    if colon >= 0 and zlib.crc32(body[colon + 1 :].encode("utf-8", "surrogatepass")) == int(crc.group(1), 16):
+        return True
+    head = name[: len(SCHEMA_COLUMN_PREFIX)]
+    return len(head) == len(SCHEMA_COLUMN_PREFIX) and sum(
+        a != b for a, b in zip(head, SCHEMA_COLUMN_PREFIX, strict=True)
+    ) <= 2
 
 
 def _schema_bytes(hidden_name: str) -> bytes:
@@ -474,9 +486,10 @@ def write_vortex_stream(
     producing them lazily never holds the whole table in memory. Same rules,
     ``compression`` and hidden schema column as :func:`write_vortex_table`.
 
-    ``digests=False`` stores no row digests in a table without OME-Arrow
-    columns (the hidden column is then null-typed): for tables that carry
-    checksums of their own, as a dataset's chunk parts do.
+    ``digests=False`` stores no digests of the values of the columns that
+    are not OME-Arrow records (a table without records then has a null-typed
+    hidden column): for tables that carry checksums of their own, as a
+    dataset's chunk parts do.
     """
     vortex = _import_vortex()
     options = vortex_write_options(vortex, compression)
@@ -507,7 +520,8 @@ def write_vortex_stream(
     # of each row's pixel bytes when the table has OME-Arrow columns (null-typed
     # otherwise: a null column stores nothing), and the schema records what they cover.
     ome = [schema.get_field_index(name) for name in ome_columns(schema)]
-    digested = digests and not ome and len(schema) > 0
+    others = [i for i in range(len(schema)) if i not in ome]
+    digested = digests and bool(others)  # the digests of the values of the columns that are not records
     for key in (SCOPE_KEY, ENCODINGS_KEY, DIGEST_KEY):
         merged.pop(key, None)
     if ome:
@@ -523,7 +537,8 @@ def write_vortex_stream(
     # uint64 per row: the running CRC through the row (high half), the row's own CRC (low half);
     # or, without OME-Arrow columns, the row's digest of every value (storage.digest)
     name = f"{SCHEMA_COLUMN_PREFIX}{encoded}{SCHEMA_CRC_SEPARATOR}{zlib.crc32(encoded.encode('ascii')):08x}"
-    hidden = pa.field(name, pa.uint64() if ome or digested else pa.null())
+    kind = (CRC_AND_DIGEST if digested else pa.uint64()) if ome else pa.uint64() if digested else pa.null()
+    hidden = pa.field(name, kind)
     out_schema = schema.remove_metadata().append(hidden)
 
     failure: list[BaseException] = []
@@ -535,6 +550,9 @@ def write_vortex_stream(
                 if ome:
                     packed, running = stored_crcs([batch.column(i) for i in ome], SCOPE, running)
                     extra = pa.array(packed, type=pa.uint64())
+                    if digested:
+                        digest = pa.array(row_digests([batch.column(i) for i in others]), type=pa.uint64())
+                        extra = pa.StructArray.from_arrays([extra, digest], fields=list(CRC_AND_DIGEST))
                 elif digested:
                     extra = pa.array(row_digests(batch.columns), type=pa.uint64())
                 else:
@@ -847,12 +865,18 @@ def read_vortex_table(
     # every OME-Arrow column in full (the CRC covers them together). A table
     # without OME-Arrow columns may store each row's digest of all its values
     # instead: every column is then read, checked, and those not asked for dropped.
+    # A table of records with other columns beside them (features) may store each
+    # row's digest of those: a read of any of them reads and checks them all.
     ome = ome_columns(schema)
-    crc_type = _stored_crc_type(vf, hidden_name) if ome and set(ome) <= set(columns) else None
+    others = [n for n in schema.names if n not in ome]
+    stored_type = _stored_crc_type(vf, hidden_name) if ome else None
+    pixel_check = stored_type is not None and set(ome) <= set(columns)
+    feature_check = stored_type is not None and stored_type.equals(CRC_AND_DIGEST) and bool(set(others) & set(columns))
     digested = not ome and _has_digests(vf, hidden_name)
-    read_columns = list(schema.names) if digested else columns
-    if digested:
-        crc_type = pa.uint64()
+    read_columns = columns
+    if digested or feature_check:
+        read_columns = [n for n in schema.names if n in columns or n in others]
+    crc_type = pa.uint64() if digested else stored_type if pixel_check or feature_check else None
     check = crc_type is not None
     read_target = pa.schema([schema.field(c) for c in read_columns], metadata=schema.metadata)
     if crc_type is not None:
@@ -877,16 +901,25 @@ def read_vortex_table(
             measured = None
         else:
             # a full read of a file with running CRCs takes each batch's CRC where the batch is converted
-            chained = vx_indices is None and bool(ome) and crc_type is not None and pa.types.is_uint64(crc_type)
+            chained = vx_indices is None and pixel_check and crc_type is not None and pa.types.is_uint64(
+                _crc_part(crc_type)
+            )
             at = [read_target.get_field_index(name) for name in ome]
             measure = functools.partial(_measure, at, _crc_scope(hidden_name)) if chained else None
             table, measured = _scan_to_arrow(
                 vf, [*read_columns, hidden_name] if check else read_columns, vx_indices, read_target, measure
             )
         if digested:  # each row's values against its stored digest
-            table = _check_digests(table, p, read_rows).select(columns)
-        elif check:  # each batch's pixel bytes against its stored CRCs (see _check_crcs)
-            table = _check_crcs(table, ome, p, read_rows, n_out, measured)
+            table = _check_digests(table, p, read_rows)
+        elif check:
+            if feature_check:  # each row's other columns against its stored digest
+                _check_values([table.column(n) for n in others], table.column(hidden_name), p, read_rows)
+            if pixel_check:  # each batch's pixel bytes against its stored CRCs (see _check_crcs)
+                table = _check_crcs(table, ome, p, read_rows, n_out, measured)
+            else:
+                table = table.drop_columns([hidden_name])
+        if read_columns is not columns:
+            table = table.select(columns)
     except BaseException as exc:
         _raise_failed_request(path)
         raise corrupt_or_raise(exc, f"{p!r} cannot be read") from exc
@@ -1266,8 +1299,10 @@ def _has_digests(vf: Any, hidden_name: str) -> bool:
             f"{DIGEST_VERSION}; the file is damaged or written by a newer omeframe (upgrade to read it)"
         )
     kind = vf.dtype.fields()[-1].to_arrow_type()
-    if not pa.types.is_uint64(kind):
-        raise CorruptFileError(f"a Vortex table's row digest column is of type {kind}, not uint64; the file is damaged")
+    if not (pa.types.is_uint64(kind) or kind.equals(CRC_AND_DIGEST)):
+        raise CorruptFileError(
+            f"a Vortex table's row digest column is of type {kind}, not uint64 or {CRC_AND_DIGEST}; the file is damaged"
+        )
     return True
 
 
@@ -1284,26 +1319,58 @@ def _check_digests(table: pa.Table, path: str, rows: np.ndarray | None) -> pa.Ta
     """
     hidden_name = table.schema.names[-1]
     stored = table.column(hidden_name)
+    table = table.drop_columns([hidden_name])
+    _check_values(table.columns, stored, path, rows)
+    return table
+
+
+def _check_values(
+    columns: Sequence[pa.Array | pa.ChunkedArray], stored: pa.Array | pa.ChunkedArray, path: str,
+    rows: np.ndarray | None,
+) -> None:
+    """Check the rows' digest of ``columns`` (in the table's order) against ``stored`` (the hidden column).
+
+    Raises :class:`ChunkChecksumError` naming every failing row (of the file,
+    through ``rows``; ``None``: ``columns`` are the whole file, in order).
+    """
+    expected = _digest_values(stored, path)
+    bad = np.flatnonzero(row_digests(columns) != expected)
+    if bad.size:
+        raise _checksum_error(path, bad if rows is None else rows[bad], "values", "row digest")
+
+
+def _digest_values(stored: pa.Array | pa.ChunkedArray, path: str) -> np.ndarray:
+    """The row digests among the hidden column's values (``uint64``, or the ``digest`` of :data:`CRC_AND_DIGEST`)."""
+    if isinstance(stored, pa.ChunkedArray):
+        stored = stored.combine_chunks()
+    if pa.types.is_struct(stored.type):
+        if stored.null_count:
+            raise CorruptFileError(f"{path!r}: the hidden checksum column holds nulls; the file is damaged")
+        stored = stored.field("digest")
     if stored.null_count:
         raise CorruptFileError(f"{path!r}: the hidden row-digest column holds nulls; the file is damaged")
-    table = table.drop_columns([hidden_name])
-    bad = np.flatnonzero(row_digests(table.columns) != stored.to_numpy())
-    if bad.size:
-        where = bad if rows is None else rows[bad]
-        raise _checksum_error(path, where, "values", "row digest")
-    return table
+    return stored.to_numpy()
 
 
 def _stored_crc_type(vf: Any, hidden_name: str) -> pa.DataType | None:
     """The type of the pixel CRCs in the hidden last column of an omeframe file, or ``None`` without them.
 
     ``uint64``: the running CRC and the row's own CRC of each row (files
-    written now); ``uint32``: the row's own CRC only (earlier files).
+    written now); :data:`CRC_AND_DIGEST`: those and the row's digest of its
+    other columns; ``uint32``: the row's own CRC only (earlier files).
     """
     if not hidden_name.startswith(SCHEMA_COLUMN_PREFIX):
         return None
     kind = vf.dtype.fields()[-1].to_arrow_type()  # the last field alone: converting the whole schema costs 40 µs
+    if kind.equals(CRC_AND_DIGEST):
+        _has_digests(vf, hidden_name)  # its version known
+        return kind
     return kind if pa.types.is_uint32(kind) or pa.types.is_uint64(kind) else None
+
+
+def _crc_part(kind: pa.DataType) -> pa.DataType:
+    """The type of the pixel CRCs within a hidden column of type ``kind``."""
+    return kind.field("crc").type if pa.types.is_struct(kind) else kind
 
 
 #: Reads of more rows than this check their batches' CRCs on two threads (vortex hands
@@ -1334,7 +1401,7 @@ def _check_crcs(
     # stored running CRC before the batch to the one at its end (no fold of row CRCs, and
     # batches independent of each other); rows are searched only in a batch that fails.
     # Takes, and earlier files, check their rows' own CRCs.
-    wide = pa.types.is_uint64(table.schema.field(hidden_name).type)
+    wide = pa.types.is_uint64(_crc_part(table.schema.field(hidden_name).type))
     chained = rows is None and wide
 
     def check(columns: list[Any], values: np.ndarray, start: int, at: int, done: Any) -> np.ndarray:
@@ -1388,19 +1455,35 @@ class RowCrcCheck:
     path: str
     rows: np.ndarray | None
     at: int = 0
+    #: The other columns (every one), when the scan reads them and the file stores their rows' digests.
+    others: list[str] | None = None
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """``batch`` without the hidden column, once every row's pixel bytes passed their CRC.
+        """``batch`` without the hidden column, once every row's pixel bytes passed their CRC
+        (and its other columns their digest, with :attr:`others`).
 
         Raises
         ------
         ChunkChecksumError
-            Naming the rows whose pixel bytes fail their CRC-32.
+            Naming the rows whose pixel bytes fail their CRC-32 (or whose other columns fail their digest).
         """
         hidden_name = self.field.name
+        at, self.at = self.at, self.at + batch.num_rows
+        if self.others:
+            rows = None if self.rows is None else self.rows[at : at + batch.num_rows]
+            try:
+                _check_values([batch.column(n) for n in self.others], batch.column(hidden_name), self.path, rows)
+            except ChunkChecksumError:
+                if rows is not None:
+                    raise
+                raise ChunkChecksumError(
+                    f"{self.path!r}: the values of row(s) a filtered scan returned fail their row digest; the "
+                    "file is damaged — restore it from a copy, or run `omeframe verify` to list every damaged row"
+                ) from None
+        if not self.ome:
+            return batch.drop_columns([hidden_name])
         values = _hidden_values(batch.column(hidden_name), self.path)
         bad = bad_rows([batch.column(name) for name in self.ome], _own_crcs(values), _crc_scope(hidden_name))
-        at, self.at = self.at, self.at + batch.num_rows
         if bad.size:
             if self.rows is None:
                 raise ChunkChecksumError(
@@ -1458,8 +1541,10 @@ def row_crc_check(
 
     A table with OME-Arrow columns: the check of its rows' pixel CRCs, unless
     ``read`` misses one of them (the CRC covers them together) or the file
-    stores none. A table without: the check of its rows' digests, when the
-    file stores them and ``read`` holds every column.
+    stores none, and of its rows' digests of the other columns when the file
+    stores them and ``read`` holds every other column. A table without: the
+    check of its rows' digests, when the file stores them and ``read`` holds
+    every column.
     """
     ome = ome_columns(schema)
     hidden_name = str(vf.dtype.names()[-1])
@@ -1467,14 +1552,26 @@ def row_crc_check(
         if not set(schema.names) <= set(read) or not _has_digests(vf, hidden_name):
             return None
         return RowDigestCheck(pa.field(hidden_name, pa.uint64()), list(schema.names), path, rows)
-    if not set(ome) <= set(read):
-        return None
     kind = _stored_crc_type(vf, hidden_name)
-    return None if kind is None else RowCrcCheck(pa.field(hidden_name, kind), ome, path, rows)
+    if kind is None:
+        return None
+    pixels = set(ome) <= set(read)
+    others = [n for n in schema.names if n not in ome]
+    features = kind.equals(CRC_AND_DIGEST) and set(others) <= set(read)
+    if not pixels and not features:
+        return None
+    return RowCrcCheck(
+        pa.field(hidden_name, kind), ome if pixels else [], path, rows, others=others if features else None
+    )
 
 
 def _hidden_values(stored: pa.Array, path: str) -> np.ndarray:
-    """The stored pixel CRCs of a batch of rows (``uint64`` or ``uint32``), refusing nulls."""
+    """The stored pixel CRCs of a batch of rows (``uint64`` or ``uint32``, or the ``crc`` of
+    :data:`CRC_AND_DIGEST`), refusing nulls."""
+    if pa.types.is_struct(stored.type):
+        if stored.null_count:
+            raise CorruptFileError(f"{path!r}: the hidden checksum column holds nulls; the file is damaged")
+        stored = stored.field("crc")
     if stored.null_count:
         raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
     return stored.to_numpy()
