@@ -1,10 +1,12 @@
 """A 64-bit digest of each row's values, computed column by column in numpy.
 
-Vortex files store no checksums. omeframe's Vortex writer stores, for tables
-without OME-Arrow columns (shape and relationship tables, feature tables), one
-:func:`row_digests` value per row in the file's hidden last column, and its
-readers recompute it over the rows they return: a value that changed on disk
-then fails its row's digest instead of reading back silently.
+Vortex files store no checksums. omeframe's Vortex writer stores one
+:func:`row_digests` value per row in the file's hidden last column, over every
+column of a table without OME-Arrow columns (shape, relationship and feature
+tables) and over the columns beside the records of a record table (the
+features of crops, next to the rows' pixel CRCs); its readers recompute it over
+the rows they return: a value that changed on disk then fails its row's digest
+instead of reading back silently.
 
 The digest is a function of the row's *values* under their Arrow types, not of
 how Arrow lays them out: slices, chunking, offsets that do not start at zero,
@@ -16,16 +18,21 @@ How it is computed, all in vectorised numpy over whole columns (no Python
 work per row):
 
 * a fixed-width value (integers, floats, temporal types, booleans) is widened
-  to 64 bits and mixed by the SplitMix64 finaliser, a bijection;
-* a variable-length value (strings, binaries, wider fixed-size values and
-  every list) is the polynomial ``sum(e[j] * P**j)`` of its items ``e`` (bytes,
-  or the child values' hashes) over positions ``j`` counted from the value's
-  start, taken from prefix sums in one pass over the column and brought back
-  to position 0 with the inverse of the odd ``P``; its length is mixed in;
+  to 64 bits and scrambled by a bijection (a multiplication by an odd
+  constant, then an xorshift), so that changes of several values do not
+  cancel out in the sums below;
+* a string or binary value is the polynomial ``sum(b[j] * P**j)`` of its bytes
+  over positions ``j`` counted from the value's start, taken from prefix sums
+  in one pass over the column and brought back to position 0 with the inverse
+  of the odd ``P``, plus a hash of its length;
+* a list (lists of lists of points included: the chain is flattened) is the
+  same polynomial over the hashes of its innermost items, plus one such
+  polynomial per inner level over the lengths (and validity) of that level's
+  lists, so that items moved between inner lists change it;
 * a struct adds its children's hashes, each times an odd constant of its own;
 * a null is one constant;
 * the row's digest adds its columns' hashes, each times the column's odd
-  constant, and mixes the sum.
+  constant, and mixes the sum with SplitMix64's finaliser.
 
 Everything is arithmetic modulo 2**64. A change of any one value changes its
 item's hash by a non-zero amount, times an odd power or constant, so the

@@ -99,7 +99,6 @@ __all__ = [
     "write_vortex_stream",
     "vortex_write_options",
     "RowCrcCheck",
-    "RowDigestCheck",
     "row_crc_check",
 ]
 
@@ -516,9 +515,10 @@ def write_vortex_stream(
         k = key.encode() if isinstance(key, str) else bytes(key)
         v = value.encode() if isinstance(value, str) else bytes(value)
         merged[k] = v
-    # The hidden column's name carries the schema; its values carry the CRC-32
-    # of each row's pixel bytes when the table has OME-Arrow columns (null-typed
-    # otherwise: a null column stores nothing), and the schema records what they cover.
+    # The hidden column's name carries the schema (and its CRC-32); its values carry the
+    # CRC-32 of each row's pixel bytes when the table has OME-Arrow columns, each row's
+    # digest of the other columns when it has others (both: a struct of the two), or
+    # nothing (null-typed); the schema records what they cover.
     ome = [schema.get_field_index(name) for name in ome_columns(schema)]
     others = [i for i in range(len(schema)) if i not in ome]
     digested = digests and bool(others)  # the digests of the values of the columns that are not records
@@ -534,8 +534,8 @@ def write_vortex_stream(
     if merged:
         stored = stored.with_metadata(merged)
     encoded = base64.b64encode(stored.serialize().to_pybytes()).decode("ascii")
-    # uint64 per row: the running CRC through the row (high half), the row's own CRC (low half);
-    # or, without OME-Arrow columns, the row's digest of every value (storage.digest)
+    # pixel CRCs: uint64 per row, the running CRC through the row (high half), the row's own
+    # CRC (low half); digests: uint64 per row (storage.digest)
     name = f"{SCHEMA_COLUMN_PREFIX}{encoded}{SCHEMA_CRC_SEPARATOR}{zlib.crc32(encoded.encode('ascii')):08x}"
     kind = (CRC_AND_DIGEST if digested else pa.uint64()) if ome else pa.uint64() if digested else pa.null()
     hidden = pa.field(name, kind)
@@ -714,10 +714,11 @@ def read_vortex_schema(path: Location) -> pa.Schema:
 def vortex_has_digests(path: Location) -> bool:
     """Whether the Vortex file ``path`` stores a digest of each row's values, which every full read checks.
 
-    omeframe's Vortex writer stores them in tables without OME-Arrow columns
-    (shape, relationship and feature tables); tables with OME-Arrow columns
-    store their rows' pixel CRCs instead. Files written by other tools, or by
-    omeframe before it stored digests, have none.
+    omeframe's Vortex writer stores them, for the columns that are not
+    OME-Arrow records, in every table that has such columns (shape,
+    relationship and feature tables; the features beside crops, next to the
+    rows' pixel CRCs). Files written by other tools, or by omeframe before it
+    stored digests, have none.
 
     Raises
     ------
@@ -821,9 +822,14 @@ def read_vortex_table(
         If a column is not in the file.
     RowIndexError
         If a row is outside ``[0, num_rows)``.
+    ChunkChecksumError
+        Naming the rows whose pixel bytes fail their CRC-32, or whose values
+        (of the columns beside the records, or of every column of a table
+        without records) fail their row digest.
     CorruptFileError
-        If the file is truncated, corrupt, or not a Vortex file.  Vortex stores
-        no checksums, so some corruption of data pages reads back silently.
+        If the file is truncated, corrupt, or not a Vortex file. Vortex stores
+        no checksums of its own: a file written by another tool (or by
+        omeframe before it stored them) may read back damaged data silently.
     """
     vortex = _import_vortex()
     p = _name(path)
@@ -864,9 +870,9 @@ def read_vortex_table(
     # Check the rows' pixel CRCs when the file stores them and the read returns
     # every OME-Arrow column in full (the CRC covers them together). A table
     # without OME-Arrow columns may store each row's digest of all its values
-    # instead: every column is then read, checked, and those not asked for dropped.
-    # A table of records with other columns beside them (features) may store each
-    # row's digest of those: a read of any of them reads and checks them all.
+    # instead, and one with other columns beside the records (features) each
+    # row's digest of those: a read of any of them reads and checks them all,
+    # then drops those not asked for.
     ome = ome_columns(schema)
     others = [n for n in schema.names if n not in ome]
     stored_type = _stored_crc_type(vf, hidden_name) if ome else None
@@ -909,15 +915,12 @@ def read_vortex_table(
             table, measured = _scan_to_arrow(
                 vf, [*read_columns, hidden_name] if check else read_columns, vx_indices, read_target, measure
             )
-        if digested:  # each row's values against its stored digest
-            table = _check_digests(table, p, read_rows)
+        if digested or feature_check:  # each row's values (of the columns beside the records) against its digest
+            _check_values([table.column(n) for n in others], table.column(hidden_name), p, read_rows)
+        if pixel_check:  # each batch's pixel bytes against its stored CRCs (see _check_crcs)
+            table = _check_crcs(table, ome, p, read_rows, n_out, measured)
         elif check:
-            if feature_check:  # each row's other columns against its stored digest
-                _check_values([table.column(n) for n in others], table.column(hidden_name), p, read_rows)
-            if pixel_check:  # each batch's pixel bytes against its stored CRCs (see _check_crcs)
-                table = _check_crcs(table, ome, p, read_rows, n_out, measured)
-            else:
-                table = table.drop_columns([hidden_name])
+            table = table.drop_columns([hidden_name])
         if read_columns is not columns:
             table = table.select(columns)
     except BaseException as exc:
@@ -1287,8 +1290,9 @@ def _has_digests(vf: Any, hidden_name: str) -> bool:
     Raises
     ------
     CorruptFileError
-        If the schema says so but the column is not ``uint64``, or names a
-        digest version this omeframe does not know.
+        If the schema says so but the column is neither ``uint64`` nor
+        :data:`CRC_AND_DIGEST`, or names a digest version this omeframe does
+        not know.
     """
     version = _bookkeeping(hidden_name).get(DIGEST_KEY)
     if version is None:
@@ -1304,24 +1308,6 @@ def _has_digests(vf: Any, hidden_name: str) -> bool:
             f"a Vortex table's row digest column is of type {kind}, not uint64 or {CRC_AND_DIGEST}; the file is damaged"
         )
     return True
-
-
-def _check_digests(table: pa.Table, path: str, rows: np.ndarray | None) -> pa.Table:
-    """``table`` without its last (hidden) column, once each row's values match the digest stored there.
-
-    ``rows``: the rows' numbers in the file (``None``: ``table`` is the whole
-    file in order).
-
-    Raises
-    ------
-    ChunkChecksumError
-        Naming every row (of the file) whose values fail their digest.
-    """
-    hidden_name = table.schema.names[-1]
-    stored = table.column(hidden_name)
-    table = table.drop_columns([hidden_name])
-    _check_values(table.columns, stored, path, rows)
-    return table
 
 
 def _check_values(
@@ -1343,13 +1329,7 @@ def _digest_values(stored: pa.Array | pa.ChunkedArray, path: str) -> np.ndarray:
     """The row digests among the hidden column's values (``uint64``, or the ``digest`` of :data:`CRC_AND_DIGEST`)."""
     if isinstance(stored, pa.ChunkedArray):
         stored = stored.combine_chunks()
-    if pa.types.is_struct(stored.type):
-        if stored.null_count:
-            raise CorruptFileError(f"{path!r}: the hidden checksum column holds nulls; the file is damaged")
-        stored = stored.field("digest")
-    if stored.null_count:
-        raise CorruptFileError(f"{path!r}: the hidden row-digest column holds nulls; the file is damaged")
-    return stored.to_numpy()
+    return _hidden_part(stored, "digest", path, "row-digest")
 
 
 def _stored_crc_type(vf: Any, hidden_name: str) -> pa.DataType | None:
@@ -1440,14 +1420,15 @@ def _check_crcs(
 
 @dataclass
 class RowCrcCheck:
-    """Checks each row's own pixel CRC in the successive batches of one scan, then drops the hidden column.
+    """Checks each row's own pixel CRC, and its digest of the other columns, in the successive batches of one
+    scan, then drops the hidden column.
 
     For scans that return rows in any order or filtered (a full read checks
     whole batches at once, see :func:`_check_crcs`). Made by
-    :func:`row_crc_check`; the scan reads :attr:`field` (the hidden CRC
-    column) last, beside ``ome`` (every OME-Arrow column, read whole).
-    ``rows`` are the scan's row numbers in the file, in order (``None`` when a
-    filter chose them).
+    :func:`row_crc_check`; the scan reads :attr:`field` (the hidden checksum
+    column) last, beside ``ome`` (every OME-Arrow column, read whole; none
+    when the pixels are not read) and :attr:`others`. ``rows`` are the scan's
+    row numbers in the file, in order (``None`` when a filter chose them).
     """
 
     field: pa.Field
@@ -1495,48 +1476,9 @@ class RowCrcCheck:
         return batch.drop_columns([hidden_name])
 
 
-@dataclass
-class RowDigestCheck:
-    """Checks each row's digest of its values in the successive batches of one scan, then drops the hidden column.
-
-    Made by :func:`row_crc_check` for a table without OME-Arrow columns whose
-    hidden column holds row digests, when the scan reads every column
-    (``names``, in the table's order; the digest covers whole rows).
-    """
-
-    field: pa.Field
-    names: list[str]
-    path: str
-    rows: np.ndarray | None
-    at: int = 0
-
-    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """``batch`` without the hidden column, once every row's values passed their digest.
-
-        Raises
-        ------
-        ChunkChecksumError
-            Naming the rows whose values fail their digest.
-        """
-        stored = batch.column(self.field.name)
-        if stored.null_count:
-            raise CorruptFileError(f"{self.path!r}: the hidden row-digest column holds nulls; the file is damaged")
-        bad = np.flatnonzero(row_digests([batch.column(n) for n in self.names]) != stored.to_numpy())
-        at, self.at = self.at, self.at + batch.num_rows
-        if bad.size:
-            if self.rows is None:
-                raise ChunkChecksumError(
-                    f"{self.path!r}: the values of {bad.size} row(s) a filtered scan returned fail their row "
-                    "digest; the file is damaged — restore it from a copy, or run `omeframe verify` to list "
-                    "every damaged row"
-                )
-            raise _checksum_error(self.path, self.rows[at + bad], "values", "row digest")
-        return batch.drop_columns([self.field.name])
-
-
 def row_crc_check(
     vf: Any, schema: pa.Schema, read: Sequence[str], path: str, rows: np.ndarray | None
-) -> RowCrcCheck | RowDigestCheck | None:
+) -> RowCrcCheck | None:
     """The row check of a scan of ``vf`` reading the top-level columns ``read``, or ``None``.
 
     A table with OME-Arrow columns: the check of its rows' pixel CRCs, unless
@@ -1551,7 +1493,7 @@ def row_crc_check(
     if not ome:
         if not set(schema.names) <= set(read) or not _has_digests(vf, hidden_name):
             return None
-        return RowDigestCheck(pa.field(hidden_name, pa.uint64()), list(schema.names), path, rows)
+        return RowCrcCheck(pa.field(hidden_name, pa.uint64()), [], path, rows, others=list(schema.names))
     kind = _stored_crc_type(vf, hidden_name)
     if kind is None:
         return None
@@ -1568,12 +1510,17 @@ def row_crc_check(
 def _hidden_values(stored: pa.Array, path: str) -> np.ndarray:
     """The stored pixel CRCs of a batch of rows (``uint64`` or ``uint32``, or the ``crc`` of
     :data:`CRC_AND_DIGEST`), refusing nulls."""
+    return _hidden_part(stored, "crc", path, "pixel-CRC")
+
+
+def _hidden_part(stored: pa.Array, part: str, path: str, what: str) -> np.ndarray:
+    """The values of the hidden column (its field ``part`` when it is a :data:`CRC_AND_DIGEST`), refusing nulls."""
     if pa.types.is_struct(stored.type):
         if stored.null_count:
             raise CorruptFileError(f"{path!r}: the hidden checksum column holds nulls; the file is damaged")
-        stored = stored.field("crc")
+        stored = stored.field(part)
     if stored.null_count:
-        raise CorruptFileError(f"{path!r}: the hidden pixel-CRC column holds nulls; the file is damaged")
+        raise CorruptFileError(f"{path!r}: the hidden {what} column holds nulls; the file is damaged")
     return stored.to_numpy()
 
 
