@@ -114,8 +114,10 @@ DIGEST_KEY = b"omeframe.row_digest"
 DIGEST_VERSION = 1
 #: The hidden column's type in a table with OME-Arrow columns *and* other columns
 #: beside them (the features of crops): each row's pixel CRCs (as the plain ``uint64``
-#: column of a table of records alone) and its digest of the other columns' values.
-CRC_AND_DIGEST = pa.struct([pa.field("crc", pa.uint64()), pa.field("digest", pa.uint64())])
+#: column of a table of records alone) and its digest of the other columns' values,
+#: cut to its low 32 bits (4 bytes a row beside crops of a few hundred bytes; a change
+#: then passes with a chance of 2**-32, as one of the pixels' CRC-32 does).
+CRC_AND_DIGEST = pa.struct([pa.field("crc", pa.uint64()), pa.field("digest", pa.uint32())])
 #: Key of the stored schema's metadata naming vortex-data's write strategy when it is
 #: not the default one (``b"compact"``): takes from such files read through the
 #: indices scan (see :func:`_compact`).
@@ -535,7 +537,7 @@ def write_vortex_stream(
         stored = stored.with_metadata(merged)
     encoded = base64.b64encode(stored.serialize().to_pybytes()).decode("ascii")
     # pixel CRCs: uint64 per row, the running CRC through the row (high half), the row's own
-    # CRC (low half); digests: uint64 per row (storage.digest)
+    # CRC (low half); digests: uint64 per row (storage.digest), their low half (uint32) beside records
     name = f"{SCHEMA_COLUMN_PREFIX}{encoded}{SCHEMA_CRC_SEPARATOR}{zlib.crc32(encoded.encode('ascii')):08x}"
     kind = (CRC_AND_DIGEST if digested else pa.uint64()) if ome else pa.uint64() if digested else pa.null()
     hidden = pa.field(name, kind)
@@ -551,7 +553,7 @@ def write_vortex_stream(
                     packed, running = stored_crcs([batch.column(i) for i in ome], SCOPE, running)
                     extra = pa.array(packed, type=pa.uint64())
                     if digested:
-                        digest = pa.array(row_digests([batch.column(i) for i in others]), type=pa.uint64())
+                        digest = pa.array(row_digests([batch.column(i) for i in others]).astype(np.uint32))
                         extra = pa.StructArray.from_arrays([extra, digest], fields=list(CRC_AND_DIGEST))
                 elif digested:
                     extra = pa.array(row_digests(batch.columns), type=pa.uint64())
@@ -1320,13 +1322,17 @@ def _check_values(
     through ``rows``; ``None``: ``columns`` are the whole file, in order).
     """
     expected = _digest_values(stored, path)
-    bad = np.flatnonzero(row_digests(columns) != expected)
+    computed = row_digests(columns)
+    if expected.dtype == np.uint32:  # the low half, beside records (CRC_AND_DIGEST)
+        computed = computed.astype(np.uint32)
+    bad = np.flatnonzero(computed != expected)
     if bad.size:
         raise _checksum_error(path, bad if rows is None else rows[bad], "values", "row digest")
 
 
 def _digest_values(stored: pa.Array | pa.ChunkedArray, path: str) -> np.ndarray:
-    """The row digests among the hidden column's values (``uint64``, or the ``digest`` of :data:`CRC_AND_DIGEST`)."""
+    """The row digests among the hidden column's values (``uint64``, or the ``uint32`` ``digest`` of
+    :data:`CRC_AND_DIGEST`)."""
     if isinstance(stored, pa.ChunkedArray):
         stored = stored.combine_chunks()
     return _hidden_part(stored, "digest", path, "row-digest")
