@@ -75,10 +75,9 @@ def polygons(n: int, k: int, seed: int = 5) -> object:
     coords = pa.ListArray.from_arrays(pa.array(np.arange(0, ring.size + 1, 2, dtype=np.int32)), pa.array(ring))
     rings = pa.ListArray.from_arrays(pa.array(np.arange(0, n * (k + 1) + 1, k + 1, dtype=np.int32)), coords)
     geometry = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), rings)
-    rows = [{"object_id": f"cell-{i}", "image_id": "img", "label_value": i + 1} for i in range(n)]
-    table = of.make_shape_table(rows[:1], geometry_encoding="geoarrow.polygon")
+    table = of.make_shape_table([{"object_id": "x"}], geometry_encoding="geoarrow.polygon")  # its schema
     columns = {
-        "object_id": pa.array([row["object_id"] for row in rows]), "image_id": pa.array(["img"] * n),
+        "object_id": pa.array([f"cell-{i}" for i in range(n)]), "image_id": pa.array(["img"] * n),
         "label_value": pa.array(np.arange(1, n + 1)), "geometry": geometry,
         "centroid": pa.ListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)),
                                              pa.array(np.stack([cx, cy], -1).reshape(-1))),

@@ -52,7 +52,6 @@ import pyarrow as pa
 
 __all__ = ["row_digests", "value_hashes"]
 
-_MASK = (1 << 64) - 1
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 #: The hash of a null (any value, any type).

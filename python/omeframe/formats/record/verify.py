@@ -20,7 +20,7 @@ import pyarrow as pa
 from omeframe.formats.record.decode import to_numpy, to_numpy_batch
 from omeframe.formats.record.files import detect_format, find_record_column
 from omeframe.formats.record.pixel_index import check_prefixes, load_index
-from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_num_rows
+from omeframe.formats.vortex.file import read_vortex_schema, read_vortex_table, vortex_has_digests, vortex_num_rows
 from omeframe.model.errors import CorruptFileError, OmeframeError
 from omeframe.storage.parquet import open_parquet
 from omeframe.storage.parquet_crc import CheckedParquetFile
@@ -184,7 +184,7 @@ def _check_other_vortex_columns(path: str, col: str, n: int, report: TableReport
     too); the report names each row that fails it. Earlier files have none.
     """
     others = [name for name in read_vortex_schema(path).names if name != col]
-    if not others:
+    if not others or not vortex_has_digests(path):  # nothing to check them against: not read
         return
     for lo in range(0, n, _BATCH_ROWS):
         rows = list(range(lo, min(n, lo + _BATCH_ROWS)))

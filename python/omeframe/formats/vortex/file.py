@@ -918,7 +918,9 @@ def read_vortex_table(
                 vf, [*read_columns, hidden_name] if check else read_columns, vx_indices, read_target, measure
             )
         if digested or feature_check:  # each row's values (of the columns beside the records) against its digest
-            _check_values([table.column(n) for n in others], table.column(hidden_name), p, read_rows)
+            bad = _failing_digests([table.column(n) for n in others], table.column(hidden_name), p)
+            if bad.size:
+                raise _checksum_error(p, bad if read_rows is None else read_rows[bad], "values", "row digest")
         if pixel_check:  # each batch's pixel bytes against its stored CRCs (see _check_crcs)
             table = _check_crcs(table, ome, p, read_rows, n_out, measured)
         elif check:
@@ -1312,22 +1314,16 @@ def _has_digests(vf: Any, hidden_name: str) -> bool:
     return True
 
 
-def _check_values(
-    columns: Sequence[pa.Array | pa.ChunkedArray], stored: pa.Array | pa.ChunkedArray, path: str,
-    rows: np.ndarray | None,
-) -> None:
-    """Check the rows' digest of ``columns`` (in the table's order) against ``stored`` (the hidden column).
-
-    Raises :class:`ChunkChecksumError` naming every failing row (of the file,
-    through ``rows``; ``None``: ``columns`` are the whole file, in order).
-    """
+def _failing_digests(
+    columns: Sequence[pa.Array | pa.ChunkedArray], stored: pa.Array | pa.ChunkedArray, path: str
+) -> np.ndarray:
+    """Positions of the rows whose digest of ``columns`` (in the table's order) differs from ``stored``
+    (the hidden column)."""
     expected = _digest_values(stored, path)
     computed = row_digests(columns)
     if expected.dtype == np.uint32:  # the low half, beside records (CRC_AND_DIGEST)
         computed = computed.astype(np.uint32)
-    bad = np.flatnonzero(computed != expected)
-    if bad.size:
-        raise _checksum_error(path, bad if rows is None else rows[bad], "values", "row digest")
+    return np.flatnonzero(computed != expected)
 
 
 def _digest_values(stored: pa.Array | pa.ChunkedArray, path: str) -> np.ndarray:
@@ -1457,16 +1453,15 @@ class RowCrcCheck:
         hidden_name = self.field.name
         at, self.at = self.at, self.at + batch.num_rows
         if self.others:
-            rows = None if self.rows is None else self.rows[at : at + batch.num_rows]
-            try:
-                _check_values([batch.column(n) for n in self.others], batch.column(hidden_name), self.path, rows)
-            except ChunkChecksumError:
-                if rows is not None:
-                    raise
+            failed = _failing_digests([batch.column(n) for n in self.others], batch.column(hidden_name), self.path)
+            if failed.size and self.rows is not None:
+                raise _checksum_error(self.path, self.rows[at + failed], "values", "row digest")
+            if failed.size:
                 raise ChunkChecksumError(
-                    f"{self.path!r}: the values of row(s) a filtered scan returned fail their row digest; the "
-                    "file is damaged — restore it from a copy, or run `omeframe verify` to list every damaged row"
-                ) from None
+                    f"{self.path!r}: the values of {failed.size} row(s) a filtered scan returned fail their row "
+                    "digest; the file is damaged — restore it from a copy, or run `omeframe verify` to list every "
+                    "damaged row"
+                )
         if not self.ome:
             return batch.drop_columns([hidden_name])
         values = _hidden_values(batch.column(hidden_name), self.path)
