@@ -207,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     share_row("record table, the same read: Parquet page CRCs (Arrow's check; share of a full read)", read_arrow,
               reference=True)
 
-    # -- record tables in Vortex: the row CRC-32 of the hidden column -----------------
-    # A full read checks each batch with one CRC over its bytes (zlib-ng, else zlib),
-    # from the stored running CRC before the batch to the one at its end.
+    # -- record tables in Vortex: the row CRC-32 and header digest of the hidden column --
+    # A full read checks each batch with one CRC over its bytes (zlib-ng, else zlib), taken
+    # where the scan converted it, against the fold of the rows' stored CRCs, each XORed with
+    # the digest of the row's header fields (ids, names, channels: all rows at once).
     from omeframe.formats.vortex import file as vortex_file
 
     checks = vortex_file._stored_crc_type
@@ -232,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def vortex_row(label: str, reference: bool = False) -> None:
             share_row(f"Vortex record table, full read of {len(stack)} crops {shape} and 2 features: row CRC-32 "
-                      f"({label}) + features' row digest (share of a full read)", read_vortex, reference)
+                      f"({label}) and header digest + features' row digest (share of a full read)", read_vortex,
+                      reference)
 
         return vortex_row
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +23,9 @@ from omeframe.formats.vortex import file as vfile
 from omeframe.formats.vortex.checksum import _byte_spans, _view_bounds, bad_rows, row_crcs
 from omeframe.storage import crc as crcmod
 from omeframe.storage.crc import crc32, crc32_combine_groups, crc32_fold_equal
+
+sys.path.insert(0, str(Path(__file__).parent))
+from vortex_damage import with_header_of  # noqa: E402
 
 
 def test_crc32_equals_zlib_with_and_without_zlib_ng(monkeypatch):
@@ -62,20 +66,21 @@ def test_crc32_combine_equals_zlib_of_the_concatenation_with_and_without_zlib_ng
 
 
 def test_a_batch_measured_where_it_was_scanned_ties_to_the_stored_running_crcs():
-    """continues() gives batch_crc_ok()'s verdict from a batch's (CRC, length) alone."""
+    """continues() gives batch_crc_ok()'s verdict from a batch's (CRC, length) alone (files of scope 2,
+    whose high halves are running CRCs)."""
     crops = (np.arange(300 * 3 * 16 * 16) % 241).astype(np.uint8).reshape(300, 3, 16, 16)
     col = of.records_from_arrays(crops, dim_order="CYX", chunk_compression=None)
-    stored, _ = vchecksum.stored_crcs([col], vchecksum.SCOPE, 0)
+    stored, _ = vchecksum.stored_crcs([col], 2, 0)
     first, second = col.slice(0, 120), col.slice(120)
     start = int(stored[119]) >> 32
-    measured = vchecksum.batch_crc([second], vchecksum.SCOPE)
+    measured = vchecksum.batch_crc([second], 2)
     assert measured is not None and measured[1] == 180 * 3 * 256
     assert vchecksum.continues(start, measured, int(stored[-1]) >> 32)
-    assert vchecksum.batch_crc_ok([second], vchecksum.SCOPE, stored[120:], start)
+    assert vchecksum.batch_crc_ok([second], 2, stored[120:], start)
     assert not vchecksum.continues(start ^ 1, measured, int(stored[-1]) >> 32)  # another start
     assert not vchecksum.continues(start, (measured[0], measured[1] - 1), int(stored[-1]) >> 32)  # another length
-    assert vchecksum.continues(0, vchecksum.batch_crc([first], vchecksum.SCOPE), start)
-    assert vchecksum.batch_crc([first, second], vchecksum.SCOPE) is None  # two columns: not one buffer
+    assert vchecksum.continues(0, vchecksum.batch_crc([first], 2), start)
+    assert vchecksum.batch_crc([first, second], 2) is None  # two columns: not one buffer
 
 
 def test_combine_groups_equals_zlib_of_the_concatenation():
@@ -303,9 +308,9 @@ def _decode_visibly(table: pa.Table) -> None:
 
 
 def test_running_crcs_name_damaged_rows_and_headers_fail_at_decode(tmp_path, monkeypatch):
-    """Files written now store, per row, the running CRC and the row's own CRC: a full read checks
-    a batch in one CRC call and still names every row whose pixel bytes changed; a changed chunk
-    key, image size or cut between two rows' bytes fails when the pixels are decoded."""
+    """A full read names every row whose pixel bytes changed; a changed chunk key or image size fails
+    the read (their rows' header digests, scope 3) or the decode, and so does a cut between two rows'
+    bytes (the rows' lengths no longer fold to the batch's CRC)."""
     col, images = _column()
     table = pa.table({"img": col})
     vfile.write_vortex_table(table, tmp_path / "ok.vortex")
@@ -371,7 +376,8 @@ def test_a_full_read_of_many_batches_names_damaged_rows_in_every_batch(tmp_path,
     rows = [3, 8_200, 8_191, 19_999]  # batches 0, 1, 0 and 2
     for r in rows:
         damaged[r, 0, 7, 9] ^= 0x10
-    bad = pa.table({"area": area, "img": of.records_from_arrays(damaged, dim_order="CYX", chunk_compression=None)})
+    bad_records = of.records_from_arrays(damaged, dim_order="CYX", chunk_compression=None)
+    bad = pa.table({"area": area, "img": with_header_of(bad_records, table.column("img"))})
     path = tmp_path / "many.vortex"
     stored, _ = vchecksum.stored_crcs([table.column("img").combine_chunks()], vchecksum.SCOPE, 0)
     at = [0]
@@ -422,6 +428,7 @@ def test_vortex_tables_of_list_encoded_chunks_check_their_pixels(tmp_path, monke
     changed = crops.copy()
     changed[7, 1, 4, 4] ^= 1  # as if row 7's pixel bytes had changed after the CRC was taken
     recs = of.records_from_arrays(list(changed), dim_order="CYX", chunk_encoding="list")
+    recs = with_header_of(recs, table.column("ome_arrow"))  # the same header: its pixels changed alone
     _write_with_intact_crcs(table, pa.table({"ome_arrow": recs}), path, monkeypatch)
     with pytest.raises(of.ChunkChecksumError, match=r"rows 7\b"):
         vfile.read_vortex_table(path)

@@ -587,7 +587,7 @@ def test_damaged_pixels_never_reach_duckdb(tmp_path):
     write_flipped(vx, stack, row=13, chunk=2, mask=0x40)
     ofdb.register(con, "vcells", vx)
     for sql in ("SELECT ome_arrow FROM vcells", "SELECT ome_stats(ome_arrow, 2) FROM vcells"):
-        with pytest.raises(duckdb.Error, match=r"pixel bytes of 1 row\(s\) fail their CRC-32 \(rows 13\)"):
+        with pytest.raises(duckdb.Error, match=r"header fields of 1 row\(s\) fail their CRC-32 \(rows 13\)"):
             con.sql(sql).fetchall()
 
     ds = of.write_dataset(stack[0], tmp_path / "ds", dim_order="CYX", chunk_shape=(1, 8, 8), image_ids=["a"])

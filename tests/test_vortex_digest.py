@@ -334,3 +334,64 @@ def test_tables_of_records_with_features_read_back_exactly(tmp_path):
     only_records = tmp_path / "records.vortex"
     vfile.write_vortex_table(t.select(["ome_arrow"]), only_records)  # nothing else: the plain uint64 CRC column
     assert pa.types.is_uint64(vfile._open(only_records).dtype.fields()[-1].to_arrow_type())
+
+
+def _row_by_row(arr: pa.Array) -> np.ndarray:
+    """The hashes of ``arr``'s values one slot at a time: no run of equal values to hash once."""
+    return np.concatenate([value_hashes(arr.slice(i, 1)) for i in range(len(arr))])
+
+
+_row_values = st.fixed_dictionaries({
+    "s": st.text(max_size=6) | st.none(),
+    "i": st.integers(-(2**31), 2**31 - 1) | st.none(),
+    "f": st.floats(width=32) | st.none(),
+    "tags": st.lists(st.fixed_dictionaries({"k": st.text(max_size=3), "v": st.integers(0, 9) | st.none()}),
+                     max_size=3) | st.none(),
+    "deep": st.lists(st.lists(st.integers(0, 3), max_size=2), max_size=2),
+})
+_row_type = pa.struct([
+    ("s", pa.string()), ("i", pa.int32()), ("f", pa.float32()),
+    ("tags", pa.list_(pa.struct([("k", pa.string()), ("v", pa.int16())]))),
+    ("deep", pa.list_(pa.list_(pa.int8()))),
+])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_row_values, min_size=1, max_size=3), st.integers(1, 40), st.data())
+def test_repeated_rows_hash_as_they_do_one_by_one(pattern, repeats, data):
+    # a table of crops repeats most header values in every row: hashed once per pattern, the same hashes
+    rows = pattern * repeats
+    if data.draw(st.booleans()):  # one row differs somewhere: no shortcut may hide it
+        at = data.draw(st.integers(0, len(rows) - 1))
+        rows[at] = data.draw(_row_values)
+    arr = pa.array(rows, _row_type)
+    assert np.array_equal(value_hashes(arr), _row_by_row(arr))
+    for name in ("s", "i", "f", "tags", "deep"):
+        child = arr.field(name)
+        assert np.array_equal(value_hashes(child), _row_by_row(child)), name
+
+
+def test_header_digests_leave_out_the_pixel_bytes_alone():
+    from omeframe.formats.vortex.checksum import header_digests
+
+    stack = np.arange(4 * 2 * 3 * 3, dtype=np.uint8).reshape(4, 2, 3, 3)
+    col = of.records_from_arrays(stack, dim_order="CYX")
+    before = header_digests([col])
+    assert len(set(before.tolist())) == 4  # the rows' ids differ
+    recs = col.to_pylist()
+    for rec in recs:  # other pixels, the same header
+        for chunk in rec["chunks"]:
+            chunk["pixel_bytes"] = bytes(255 - b for b in chunk["pixel_bytes"])
+    assert np.array_equal(header_digests([pa.array(recs, col.type)]), before)
+    recs = col.to_pylist()
+    recs[2]["pixels_meta"]["channels"][1]["name"] = "DNA"
+    after = header_digests([pa.array(recs, col.type)])
+    assert np.flatnonzero(after != before).tolist() == [2]
+
+
+def test_repeated_lists_with_a_field_null_throughout_hash_as_one_by_one():
+    # the channels of crops: several per row, the same in every row, a field null in all of them
+    rows = [{"s": "x", "i": 1, "f": None, "tags": [{"k": "a", "v": None}, {"k": "bc", "v": None}], "deep": []}] * 50
+    arr = pa.array(rows, _row_type)
+    assert np.array_equal(value_hashes(arr), _row_by_row(arr))
+    assert np.array_equal(value_hashes(arr.field("tags")), _row_by_row(arr.field("tags")))

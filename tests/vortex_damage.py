@@ -7,6 +7,7 @@ column holds the CRCs of the pixels as they were, the file the flipped byte.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,10 +18,13 @@ from omeframe.formats.vortex import checksum as vchecksum
 from omeframe.formats.vortex import file as vfile
 
 
-def write_flipped(path: Path, stack: np.ndarray, row: int, chunk: int, mask: int) -> None:
-    """Write ``stack`` (``(N, C, Y, X)``) with the first pixel byte of ``chunk`` of ``row`` XORed with ``mask``."""
+def write_flipped(
+    path: Path, stack: np.ndarray, row: int, chunk: int, mask: int, scope: int = vchecksum.SCOPE
+) -> None:
+    """Write ``stack`` (``(N, C, Y, X)``) with the first pixel byte of ``chunk`` of ``row`` XORed with ``mask``
+    (``scope``: of the stored CRCs, an earlier one stands for a file omeframe wrote before)."""
     intact = of.records_from_arrays(stack, dim_order="CYX")
-    packed = np.asarray(vchecksum.stored_crcs([intact])[0], dtype=np.uint64)
+    packed = np.asarray(vchecksum.stored_crcs([intact], scope)[0], dtype=np.uint64)
     recs = intact.to_pylist()
     payload = recs[row]["chunks"][chunk]["pixel_bytes"]
     recs[row]["chunks"][chunk]["pixel_bytes"] = bytes([payload[0] ^ mask]) + payload[1:]
@@ -33,6 +37,7 @@ def write_flipped(path: Path, stack: np.ndarray, row: int, chunk: int, mask: int
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(vfile, "stored_crcs", intact_crcs)
+        mp.setattr(vfile, "SCOPE", scope)
         vfile.write_vortex_table(pa.table({"ome_arrow": pa.array(recs, type=intact.type)}), path)
 
 
@@ -62,3 +67,42 @@ def write_changed(path: Path, table: pa.Table, row: int, column: str, value: obj
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(vfile, "row_digests", intact_digests)
         vfile.write_vortex_table(changed, path)
+
+
+def write_header_changed(path: Path, table: pa.Table, row: int, change: Any) -> None:
+    """Write ``table`` with ``change(record)`` applied to the record of ``row`` in its ``ome_arrow`` column,
+    under the pixel CRCs and header digests of the intact rows.
+
+    It stands for a Vortex record table whose header field (an id, a channel
+    name ...) changed on disk after it was written.
+    """
+    col = table.column("ome_arrow").combine_chunks()
+    packed = np.asarray(vchecksum.stored_crcs([col])[0], dtype=np.uint64)
+    recs = col.to_pylist()
+    change(recs[row])
+    changed = table.set_column(
+        table.schema.get_field_index("ome_arrow"), table.schema.field("ome_arrow"), pa.array(recs, type=col.type)
+    )
+    at = [0]
+
+    def intact_crcs(cols, scope, start):  # type: ignore[no-untyped-def] # the intact values, batch by batch
+        part = packed[at[0] : at[0] + len(cols[0])]
+        at[0] += len(part)
+        return part, 0
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vfile, "stored_crcs", intact_crcs)
+        vfile.write_vortex_table(changed, path)
+
+
+def with_header_of(damaged: pa.Array | pa.ChunkedArray, intact: pa.Array | pa.ChunkedArray) -> pa.StructArray:
+    """The records of ``damaged`` with every header field (all but ``chunks`` and ``planes``) of ``intact``.
+
+    Records encoded twice differ in their ``acquisition_datetime`` (the time of
+    encoding); a table that stands for ``intact`` with some pixel bytes changed
+    on disk keeps its header.
+    """
+    d = damaged.combine_chunks() if isinstance(damaged, pa.ChunkedArray) else damaged
+    i = intact.combine_chunks() if isinstance(intact, pa.ChunkedArray) else intact
+    fields = [d.field(f.name) if f.name in ("chunks", "planes") else i.field(f.name) for f in i.type]
+    return pa.StructArray.from_arrays(fields, fields=list(i.type))

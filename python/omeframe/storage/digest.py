@@ -43,6 +43,7 @@ It is an integrity check against damage, not a cryptographic hash.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -93,6 +94,7 @@ def _scramble(x: np.ndarray) -> np.ndarray:
     return x
 
 
+@functools.cache
 def _odd(k: int) -> np.uint64:
     """The odd constant of position ``k`` (a column, a struct's field)."""
     return np.uint64(int(_mix(np.array([k + 1], dtype=np.uint64))[0]) | 1)
@@ -121,12 +123,30 @@ def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return made
 
 
+#: Prefix sums of up to this many items reuse one buffer per thread (64 MiB at most); longer ones
+#: get their own. A fresh buffer of a few MiB costs more in page faults than the sums themselves.
+_SCRATCH_ITEMS = 1 << 23
+_scratch = threading.local()
+
+
+def _prefix_buffer(n: int) -> np.ndarray:
+    """A ``uint64`` buffer of ``n`` items, this thread's reused one when it is small enough."""
+    if n > _SCRATCH_ITEMS:
+        return np.empty(n, dtype=np.uint64)
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or len(buf) < n:
+        buf = np.empty(max(n, 1 << 16, 2 * (0 if buf is None else len(buf))), dtype=np.uint64)
+        _scratch.buf = buf
+    return buf[:n]
+
+
 def _polynomials(items: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """``sum(items[j] * P**(j - bounds[i]))`` over each segment ``[bounds[i], bounds[i + 1])``, plus its length's hash.
 
-    ``items`` is ``uint64`` scratch (overwritten); ``bounds`` are positions in it.
+    ``items``: unsigned integers (the bytes of strings, hashes); ``bounds``: positions in them.
     """
     n_items = len(items)
+    bounds = bounds.astype(np.intp, copy=False)  # gathers with other index types convert them each time
     counts = np.diff(bounds)
     lengths = counts.astype(np.uint64)
     lengths *= _LEN
@@ -134,16 +154,25 @@ def _polynomials(items: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     if n_items and bool((items == items[0]).all()):
         # one value throughout (the lengths of a polygon's points, say): its polynomial over a segment
         # of m items is the value times sum(P**j for j < m), the same sum with no pass over the items
-        poly += items[0] * _power_tables(int(counts.max()) + 1)[2][counts]
+        poly += np.uint64(items[0]) * _power_tables(int(counts.max()) + 1)[2][counts]
     elif n_items:
         up, down, _ = _power_tables(n_items + 1)
-        prefix = np.empty(n_items + 1, dtype=np.uint64)
+        prefix = _prefix_buffer(n_items + 1)
         prefix[0] = 0
-        np.multiply(items, up[:n_items], out=items)
-        np.cumsum(items, dtype=np.uint64, out=prefix[1:])
+        prefix[1:] = items  # widened to uint64 first: a multiplication of mixed types costs twice as much
+        np.multiply(prefix[1:], up[:n_items], out=prefix[1:])
+        np.cumsum(prefix, out=prefix)
         starts = bounds[:-1]
         poly += (prefix[bounds[1:]] - prefix[starts]) * down[starts]
     return poly
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_binary(t) or pa.types.is_string(t) or pa.types.is_large_binary(t)
+        or pa.types.is_large_string(t) or pa.types.is_binary_view(t) or pa.types.is_string_view(t)
+        or pa.types.is_fixed_size_binary(t) or pa.types.is_decimal(t)
+    )
 
 
 def _is_list(t: pa.DataType) -> bool:
@@ -153,29 +182,42 @@ def _is_list(t: pa.DataType) -> bool:
     )
 
 
-def _nested_lists(arr: pa.Array) -> np.ndarray:
+def _nested_lists(arr: pa.Array, period: int) -> _Hashes:
     """The hashes of a list array, nested lists flattened: one polynomial per level over each slot's span.
 
     A chain of lists (``list<list<list<double>>>``, a polygon) is hashed as the
     polynomial of each slot's innermost items, from the slot's first one, plus
     one polynomial per inner level of its lists' lengths (and validity), so
     that bytes moved between inner lists change the hash: one pass per level
-    over the whole column instead of a hash per inner list.
+    over the whole column instead of a hash per inner list. A single list
+    level whose lists repeat every ``period`` slots (the channels of every
+    crop) is hashed once for the first ``period`` slots.
     """
-    bounds = np.arange(len(arr) + 1, dtype=np.int64)
-    out = np.zeros(len(arr), dtype=np.uint64)
-    cur, level = arr, 0
+    n = len(arr)
+    cur, bounds = _list_items(arr)
+    out = np.zeros(n, dtype=np.uint64)
+    level = 1
     while _is_list(cur.type) and not isinstance(cur.type, pa.BaseExtensionType):
         values, offsets = _list_items(cur)
-        if level:  # the lengths and validity of this level's lists, per slot of the top array
-            shape = np.diff(offsets).astype(np.uint64)
-            shape <<= np.uint64(1)
-            valid = _valid(cur)
-            shape |= np.uint64(1) if valid is None else valid.astype(np.uint64)
-            out += _polynomials(_scramble(shape), bounds) * _odd(100 + level)
+        # the lengths and validity of this level's lists, per slot of the top array
+        shape = np.diff(offsets).astype(np.uint64)
+        shape <<= np.uint64(1)
+        valid = _valid(cur)
+        shape |= np.uint64(1) if valid is None else valid.astype(np.uint64)
+        out += _polynomials(_scramble(shape), bounds) * _odd(100 + level)
         bounds = offsets[bounds]
         cur, level = values, level + 1
-    out += _polynomials(value_hashes(cur), bounds)
+    # one list level whose lengths repeat every `period` slots: the items of those slots may repeat too
+    repeats = level == 1 and _periodic(np.diff(bounds), period)
+    block = int(bounds[period] - bounds[0]) if repeats else 0
+    items = _hashes(cur, block)
+    if repeats and (
+        block == 0 or (isinstance(items, _Tiled) and len(items.block) == block)
+        or _periodic(items := _full(items), block)
+    ):  # the same lists in every period of slots: hashed once
+        first = items.block if isinstance(items, _Tiled) else items[:block]
+        return _Tiled(_scramble(_polynomials(first, bounds[: period + 1])), n)
+    out += _polynomials(_full(items), bounds)
     return _scramble(out)
 
 
@@ -194,8 +236,11 @@ def _valid(arr: pa.Array) -> np.ndarray | None:
     return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _fixed(arr: pa.Array, width: int) -> np.ndarray:
-    """The values of a fixed-width array of ``width`` bytes (1, 2, 4 or 8), widened to ``uint64`` and scrambled."""
+def _fixed(arr: pa.Array, width: int, period: int) -> _Hashes:
+    """The values of a fixed-width array of ``width`` bytes (1, 2, 4 or 8), widened to ``uint64`` and scrambled.
+
+    Values that repeat every ``period`` slots are scrambled once (see :func:`_periodic`).
+    """
     data = arr.buffers()[1]
     n = len(arr)
     if data is None or n == 0:
@@ -207,6 +252,8 @@ def _fixed(arr: pa.Array, width: int) -> np.ndarray:
         is_nan = np.isnan(floats) if floats is not None else ((raw & 0x7C00) == 0x7C00) & ((raw & 0x3FF) != 0)
         if is_nan.any():
             raw = np.where(is_nan, nan, raw)
+    if _periodic(raw, period):  # the same values in every row (a header field of crops): scrambled once
+        return _Tiled(_scramble(raw[:period].astype(np.uint64)), n)
     if width == 8:  # scrambled out of place: no copy of the values first
         out = np.multiply(raw, _M1)
         out ^= out >> np.uint64(32)
@@ -214,8 +261,54 @@ def _fixed(arr: pa.Array, width: int) -> np.ndarray:
     return _scramble(raw.astype(np.uint64))
 
 
+class _Tiled:
+    """The hashes of ``n`` slots that repeat their first ``len(block)`` values, kept as that one block."""
+
+    __slots__ = ("block", "n")
+
+    def __init__(self, block: np.ndarray, n: int) -> None:
+        self.block, self.n = block, n
+
+    def full(self) -> np.ndarray:
+        return np.tile(self.block, self.n // len(self.block))
+
+
+#: Hashes of slots: all of them, or one block that repeats.
+_Hashes = np.ndarray | _Tiled
+
+
+def _full(h: _Hashes) -> np.ndarray:
+    return h.full() if isinstance(h, _Tiled) else h
+
+
+def _periodic(values: np.ndarray, period: int) -> bool:
+    """Whether ``values`` repeat their first ``period`` items throughout, at least twice (a probe of the last
+    period first, then the full comparison): a header field of a table of crops, the same in every row."""
+    n = len(values)
+    if period < 1 or n < 2 * period or n % period:
+        return False
+    if not np.array_equal(values[:period], values[n - period :]):
+        return False
+    # periodic exactly when equal to itself shifted by one period (a contiguous comparison, no broadcast)
+    return bool(np.array_equal(values[period:], values[:-period]))
+
+
+def _bytes_hashes(arr: pa.Array, period: int) -> _Hashes:
+    """The hashes of a binary-like array's values: the polynomial of their bytes, and of their length.
+
+    Values that repeat every ``period`` slots are hashed once (see :func:`_periodic`).
+    """
+    raw, offsets = _bytes_items(arr)
+    n = len(offsets) - 1
+    if _periodic(np.diff(offsets), period):
+        block = int(offsets[period])
+        if block == 0 or _periodic(raw, block):
+            return _Tiled(_scramble(_polynomials(raw[:block], offsets[: period + 1])), n)
+    return _scramble(_polynomials(raw, offsets))
+
+
 def _bytes_items(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """``(bytes as uint64 items, offsets from 0)`` of a binary-like array."""
+    """``(bytes as uint8, offsets from 0)`` of a binary-like array."""
     t = arr.type
     if pa.types.is_fixed_size_binary(t) or pa.types.is_decimal(t):
         width = t.byte_width
@@ -225,19 +318,19 @@ def _bytes_items(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
             np.frombuffer(data, dtype=np.uint8, count=(arr.offset + n) * width)[arr.offset * width :]
             if data is not None else np.zeros(0, np.uint8)
         )
-        return raw.astype(np.uint64), np.arange(n + 1, dtype=np.int64) * width
+        return raw, np.arange(n + 1, dtype=np.int64) * width
     if pa.types.is_string_view(t) or pa.types.is_binary_view(t):
         arr = arr.cast(pa.large_string() if pa.types.is_string_view(t) else pa.large_binary())
     wide = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
     offsets_buf, data = arr.buffers()[1], arr.buffers()[2]
     n = len(arr)
     if offsets_buf is None:  # an empty array may come without buffers
-        return np.zeros(0, np.uint64), np.zeros(n + 1, np.int64)
+        return np.zeros(0, np.uint8), np.zeros(n + 1, np.int64)
     offsets = np.frombuffer(offsets_buf, dtype=np.int64 if wide else np.int32, count=arr.offset + n + 1)
-    offsets = offsets[arr.offset :].astype(np.int64)
+    offsets = offsets[arr.offset :]
     lo, hi = int(offsets[0]), int(offsets[-1])
     raw = np.frombuffer(data, dtype=np.uint8, count=hi)[lo:] if data is not None and hi > lo else np.zeros(0, np.uint8)
-    return raw.astype(np.uint64), offsets - lo
+    return raw, (offsets - np.asarray(lo, dtype=offsets.dtype)) if lo else offsets
 
 
 def _list_items(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -271,44 +364,78 @@ def value_hashes(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     >>> bool((a == b).all())
     True
     """
+    return _full(_hashes(arr, 1))
+
+
+def _hashes(arr: pa.Array | pa.ChunkedArray, period: int) -> _Hashes:
+    """:func:`value_hashes`, with values that may repeat every ``period`` slots (0: no such hint) hashed once."""
     if isinstance(arr, pa.ChunkedArray):
-        parts = [value_hashes(c) for c in arr.chunks]
+        if 1 < arr.num_chunks and len(arr) <= MERGE_ROWS:  # the batches of a read: hashed as one array
+            return _hashes(pa.concat_arrays(arr.chunks), period)
+        parts = [_full(_hashes(c, period)) for c in arr.chunks]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
     t = arr.type
     n = len(arr)
     if isinstance(t, pa.BaseExtensionType):
-        return value_hashes(arr.storage)
+        return _hashes(arr.storage, period)
     if pa.types.is_dictionary(t):
-        return value_hashes(arr.dictionary_decode())
-    if pa.types.is_null(t):
-        return np.full(n, _NULL, dtype=np.uint64)
+        return _hashes(arr.dictionary_decode(), period)
+    if pa.types.is_null(t) or (n and arr.null_count == n):
+        return _Tiled(np.full(1, _NULL, dtype=np.uint64), n) if n else np.zeros(0, dtype=np.uint64)
+    out: _Hashes
     if pa.types.is_boolean(t):
         out = _scramble(np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=np.uint64) + _LEN)
     elif pa.types.is_struct(t):
-        out = np.zeros(n, dtype=np.uint64)
-        for i in range(t.num_fields):
-            child = arr.field(i)  # pyarrow applies the struct's offset and length here
-            if len(child) != n:  # an older pyarrow returned the whole child
-                child = child.slice(arr.offset, n)
-            out += value_hashes(child) * _odd(i)
-        out = _scramble(out)
+        out = _struct_hashes(arr, period)
     elif _is_list(t):
-        out = _nested_lists(arr)
-    elif (
-        pa.types.is_binary(t) or pa.types.is_string(t) or pa.types.is_large_binary(t)
-        or pa.types.is_large_string(t) or pa.types.is_binary_view(t) or pa.types.is_string_view(t)
-        or pa.types.is_fixed_size_binary(t) or pa.types.is_decimal(t)
-    ):
-        items, offsets = _bytes_items(arr)
-        out = _scramble(_polynomials(items, offsets))
+        out = _nested_lists(arr, period)
+    elif _is_bytes(t):
+        out = _bytes_hashes(arr, period)
     elif _width(t) in (8, 16, 32, 64):
-        out = _fixed(arr, _width(t) // 8)
+        out = _fixed(arr, _width(t) // 8, period)
     else:
         raise TypeError(f"no row digest for Arrow type {t}")
     valid = _valid(arr)
     if valid is not None:
+        out = _full(out)
         out[~valid] = _NULL
     return out
+
+
+#: Chunked arrays of at most this many rows are hashed as one array (copied into one: a few numpy calls per
+#: field for the whole read, instead of per batch of it).
+MERGE_ROWS = 1 << 22
+
+
+def _struct_hashes(arr: pa.StructArray, period: int) -> _Hashes:
+    """The weighted sum of a struct's children's hashes, scrambled (kept as one block while they all repeat)."""
+    t = arr.type
+    n = len(arr)
+    parts: list[tuple[_Hashes, np.uint64]] = []
+    strings: list[tuple[pa.Array, _Hashes]] = []
+    for i in range(t.num_fields):
+        child = arr.field(i)  # pyarrow applies the struct's offset and length here
+        if len(child) != n:  # an older pyarrow returned the whole child
+            child = child.slice(arr.offset, n)
+        same = next((h for c, h in strings if c.type == child.type and c.equals(child)), None)
+        hashed = same if same is not None else _hashes(child, period)
+        if same is None and _is_bytes(child.type):  # a record's name is often its id: hashed once
+            strings.append((child, hashed))
+        parts.append((hashed, _odd(i)))
+    longest = max((len(h.block) for h, _ in parts if isinstance(h, _Tiled)), default=0)
+    if longest and all(isinstance(h, _Tiled) and longest % len(h.block) == 0 for h, _ in parts):
+        block = np.zeros(longest, dtype=np.uint64)
+        for h, weight in parts:  # a block of one value (a null field) repeats within the longer ones
+            assert isinstance(h, _Tiled)
+            block.reshape(-1, len(h.block))[:] += h.block * weight
+        return _Tiled(_scramble(block), n)
+    out = np.zeros(n, dtype=np.uint64)
+    for h, weight in parts:
+        if isinstance(h, _Tiled):  # one block, tiled into the sum without a copy per child
+            out.reshape(-1, len(h.block))[:] += h.block * weight
+        else:
+            out += h * weight
+    return _scramble(out)
 
 
 def row_digests(columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:

@@ -125,9 +125,9 @@ def verify_table(path: str | os.PathLike[str], *, column: str | None = None) -> 
             try:
                 part = read_vortex_table(p, columns=[col], rows=rows)[col]
             except (OmeframeError, OSError, RuntimeError, pa.ArrowException) as exc:
-                bad = getattr(exc, "rows", None)  # rows failing their pixel CRC, when known
+                bad = getattr(exc, "rows", None)  # rows failing their pixel CRC (or header digest), when known
                 for span in [(r, r + 1) for r in bad] if bad else [(rows[0], rows[-1] + 1)]:
-                    what = "pixel bytes fail their CRC-32" if bad else str(exc).splitlines()[0]
+                    what = getattr(exc, "failed", "pixel bytes fail their CRC-32") if bad else str(exc).splitlines()[0]
                     report.damaged.append(Damage(span, None, what))
                 continue
             _check_records(part, lo, report)

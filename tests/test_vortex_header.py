@@ -1,0 +1,131 @@
+"""The header fields of Vortex record tables are checked as their pixels are.
+
+A record's pixel CRC covers its pixel bytes alone. Since scope 3 the value
+stored beside each row also binds the row's header digest (every field of the
+record but its pixel bytes): an id, a name, a channel name or a timestamp that
+changed on disk fails its row's check instead of reading back silently.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import omeframe as of
+from omeframe.formats.vortex import checksum as vchecksum
+from omeframe.formats.vortex import file as vfile
+
+sys.path.insert(0, str(Path(__file__).parent))
+from vortex_damage import write_flipped, write_header_changed  # noqa: E402
+
+N = 300  # more rows than bad_rows checks one by one: the block-wise fold is exercised
+ROW = 137
+
+
+def _set(path: tuple[Any, ...], value: Any) -> Any:
+    def change(record: dict[str, Any]) -> None:
+        node: Any = record
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return change
+
+
+def _later(record: dict[str, Any]) -> None:
+    record["acquisition_datetime"] = record["acquisition_datetime"] + datetime.timedelta(microseconds=1)
+
+
+CHANGES = {
+    "id": _set(("id",), "img-X"),
+    "name": _set(("name",), "img-1370"),
+    "type": _set(("type",), "ome.arroW"),
+    "channel name": _set(("pixels_meta", "channels", 1, "name"), "C9"),
+    "channel id": _set(("pixels_meta", "channels", 0, "id"), "ch-7"),
+    "unit": _set(("pixels_meta", "physical_size_x_unit"), "nm"),
+    "timestamp": _later,
+}
+
+
+def _table(features: bool = False) -> pa.Table:
+    stack = np.random.default_rng(3).integers(0, 255, (N, 2, 8, 8), dtype=np.uint8)
+    t = pa.table({"ome_arrow": of.records_from_arrays(stack, dim_order="CYX")})
+    return t.append_column("area", pa.array(np.linspace(1, 2, N))) if features else t
+
+
+@pytest.mark.parametrize("change", CHANGES.values(), ids=list(CHANGES))
+def test_a_changed_header_field_fails_its_rows_check(tmp_path, change):
+    t = _table()
+    p = tmp_path / "t.vortex"
+    write_header_changed(p, t, ROW, change)
+    where = rf"pixel bytes or header fields of 1 row\(s\) fail their CRC-32 \(rows {ROW}\)"
+    for read in (
+        lambda: of.read_table(p),
+        lambda: vfile.read_vortex_table(p, rows=[5, ROW]),
+        lambda: vfile.read_vortex_table(p, columns=["ome_arrow"]),
+    ):
+        with pytest.raises(of.ChunkChecksumError, match=where) as caught:
+            read()
+        assert caught.value.rows == [ROW]  # type: ignore[attr-defined]
+    # the rows around it read back as written
+    assert vfile.read_vortex_table(p, rows=[ROW - 1, ROW + 1]).column(0).equals(t.column(0).take([ROW - 1, ROW + 1]))
+    report = of.verify_table(p)
+    failed = "pixel bytes or header fields fail their CRC-32"
+    assert [(d.rows, d.message) for d in report.damaged] == [((ROW, ROW + 1), failed)]
+
+
+def test_scans_check_the_header_fields(tmp_path):
+    import polars as pl
+
+    import omeframe.polars as ofpl
+    from omeframe.formats.vortex.arrow_dataset import VortexPlainDataset
+
+    t = _table(features=True)
+    p = tmp_path / "t.vortex"
+    write_header_changed(p, t, ROW, CHANGES["channel name"])
+    with pytest.raises(of.ChunkChecksumError, match=rf"header fields .*rows {ROW}"):
+        VortexPlainDataset(p).to_table()
+    with pytest.raises(of.ChunkChecksumError, match="header fields"):  # a filtered scan: rows chosen by value
+        VortexPlainDataset(p).to_table(filter=pa.compute.field("area") > 1.2)
+    with pytest.raises((of.ChunkChecksumError, pl.exceptions.ComputeError), match="header fields"):
+        ofpl.scan(p).select(["ome_arrow", "area"]).collect()
+
+
+def test_pixel_takes_of_intact_rows_read_through_a_damaged_header_elsewhere(tmp_path):
+    t = _table()
+    p = tmp_path / "t.vortex"
+    write_header_changed(p, t, ROW, CHANGES["channel name"])
+    stack = np.random.default_rng(3).integers(0, 255, (N, 2, 8, 8), dtype=np.uint8)
+    rows = [ROW + 1, 3, ROW - 1]
+    assert np.array_equal(of.open_table(p).to_numpy(rows=rows), stack[rows])
+    # a take of pixels reads the pixel fields and the rows' own CRCs, not the channel names: its pixels are right
+    assert np.array_equal(of.open_table(p).to_numpy(rows=[ROW, 3]), stack[[ROW, 3]])
+
+
+@pytest.mark.parametrize("mask", [0x01, 0x80])
+def test_files_of_earlier_scopes_still_read_and_check_their_pixels(tmp_path, monkeypatch, mask):
+    t = _table()
+    p = tmp_path / "old.vortex"
+    monkeypatch.setattr(vfile, "SCOPE", 2)  # running CRCs beside the rows' own, as omeframe wrote them before
+    vfile.write_vortex_table(t, p)
+    monkeypatch.undo()
+    assert vfile._crc_scope(vfile._open(p).dtype.names()[-1]) == 2
+    intact = t.column(0).combine_chunks()
+    assert of.read_table(p).column("ome_arrow").combine_chunks().equals(intact)
+    assert vfile.read_vortex_table(p, rows=[ROW]).column(0).combine_chunks().equals(intact.take([ROW]))
+    stack = np.random.default_rng(3).integers(0, 255, (N, 2, 8, 8), dtype=np.uint8)
+    damaged = tmp_path / "damaged.vortex"
+    write_flipped(damaged, stack, ROW, 1, mask, scope=2)
+    assert vfile._crc_scope(vfile._open(damaged).dtype.names()[-1]) == 2
+    for read in (lambda: of.read_table(damaged), lambda: vfile.read_vortex_table(damaged, rows=[4, ROW])):
+        with pytest.raises(of.ChunkChecksumError, match=rf"the pixel bytes of 1 row\(s\) .*rows {ROW}\)"):
+            read()
+    new = tmp_path / "new.vortex"
+    vfile.write_vortex_table(t, new)
+    assert vfile._crc_scope(vfile._open(new).dtype.names()[-1]) == vchecksum.SCOPE == 3
