@@ -129,3 +129,24 @@ def test_files_of_earlier_scopes_still_read_and_check_their_pixels(tmp_path, mon
     new = tmp_path / "new.vortex"
     vfile.write_vortex_table(t, new)
     assert vfile._crc_scope(vfile._open(new).dtype.names()[-1]) == vchecksum.SCOPE == 3
+
+
+def test_a_scanned_batch_folds_to_its_rows_crcs_whatever_their_lengths():
+    # a full read ties the CRC the scan took of a batch to the rows' expected CRCs without a second pass
+    rng = np.random.default_rng(5)
+    shapes = [(3, 5), (16, 16), (1, 1), (40, 7)] * 40
+    for compression in (None, "zstd"):  # raw rows of several lengths; zstd frames of as many lengths
+        col = of.records_from_arrays([rng.integers(0, 9, s, dtype=np.uint8) for s in shapes], dim_order="YX",
+                                     chunk_compression=compression)
+        rows = vchecksum.row_crcs([col])
+        measured = vchecksum.batch_crc([col], vchecksum.SCOPE)
+        assert measured is not None
+        assert vchecksum.folds_to([col], rows, measured, vchecksum.SCOPE)
+        damaged = rows.copy()
+        damaged[77] ^= 4
+        assert not vchecksum.folds_to([col], damaged, measured, vchecksum.SCOPE)
+        assert not vchecksum.folds_to([col], rows, (measured[0], measured[1] + 1), vchecksum.SCOPE)
+    same = of.records_from_arrays(rng.integers(0, 9, (200, 4, 4), dtype=np.uint8), dim_order="YX",
+                                  chunk_compression=None)  # one length: the fold of equal pieces
+    measured = vchecksum.batch_crc([same], vchecksum.SCOPE)
+    assert measured is not None and vchecksum.folds_to([same], vchecksum.row_crcs([same]), measured, vchecksum.SCOPE)

@@ -370,8 +370,6 @@ def value_hashes(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def _hashes(arr: pa.Array | pa.ChunkedArray, period: int) -> _Hashes:
     """:func:`value_hashes`, with values that may repeat every ``period`` slots (0: no such hint) hashed once."""
     if isinstance(arr, pa.ChunkedArray):
-        if 1 < arr.num_chunks and len(arr) <= MERGE_ROWS:  # the batches of a read: hashed as one array
-            return _hashes(pa.concat_arrays(arr.chunks), period)
         parts = [_full(_hashes(c, period)) for c in arr.chunks]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
     t = arr.type
@@ -400,11 +398,6 @@ def _hashes(arr: pa.Array | pa.ChunkedArray, period: int) -> _Hashes:
         out = _full(out)
         out[~valid] = _NULL
     return out
-
-
-#: Chunked arrays of at most this many rows are hashed as one array (copied into one: a few numpy calls per
-#: field for the whole read, instead of per batch of it).
-MERGE_ROWS = 1 << 22
 
 
 def _struct_hashes(arr: pa.StructArray, period: int) -> _Hashes:

@@ -138,7 +138,11 @@ def header_digests(columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
     >>> h.dtype, bool(h[0] != h[1])  # the rows' ids differ
     (dtype('uint32'), True)
     """
-    return row_digests([_header(c) for c in columns]).astype(np.uint32)
+    # the batches of a read as one array: a few numpy calls per header field for the whole read
+    # instead of per batch (about 8 against 11 ms for 50,000 crop records; only header values are copied)
+    headers = [_header(c) for c in columns]
+    merged = [pa.concat_arrays(h.chunks) if isinstance(h, pa.ChunkedArray) and h.num_chunks > 1 else h for h in headers]
+    return row_digests(merged).astype(np.uint32)
 
 
 def ome_columns(schema: pa.Schema) -> list[str]:
@@ -449,10 +453,10 @@ def folds_to(
     columns: Sequence[pa.Array | pa.ChunkedArray], expected: np.ndarray, measured: tuple[int, int], scope: int
 ) -> bool:
     """Whether a batch's pixel bytes, measured as ``(CRC-32, length)`` (:func:`batch_crc`), are the rows'
-    bytes whose CRCs are ``expected``: the fold of those CRCs (rows of one length, one OME-Arrow column).
+    bytes whose CRCs are ``expected``: the fold of those CRCs by the rows' lengths (one OME-Arrow column).
 
-    ``False`` also when the fold does not apply (rows of several lengths): the caller then searches the
-    rows (:func:`bad_rows`), which gives the verdict either way.
+    ``False`` also when the fold does not apply (several columns): the caller then searches the rows
+    (:func:`bad_rows`), which gives the verdict either way.
 
     Example
     -------
@@ -468,13 +472,11 @@ def folds_to(
     _, starts, stops = _byte_spans(columns[0], scope)
     lengths = stops - starts
     crc, length = measured
-    if len(lengths) != len(expected) or not _periodic_lengths(lengths) or int(lengths.sum()) != length:
+    if len(lengths) != len(expected) or int(lengths.sum()) != length:
         return False
-    return crc32_fold_equal(expected, int(lengths[0])) == crc
-
-
-def _periodic_lengths(lengths: np.ndarray) -> bool:
-    return bool(lengths[0] == lengths[-1] and (lengths == lengths[0]).all())
+    if lengths[0] == lengths[-1] and bool((lengths == lengths[0]).all()):  # crops of one shape, raw
+        return crc32_fold_equal(expected, int(lengths[0])) == crc
+    return int(crc32_combine_groups(expected, lengths, np.zeros(1, dtype=np.intp))[0]) == crc  # zstd frames
 
 
 def continues(start: int, measured: tuple[int, int], end: int) -> bool:
