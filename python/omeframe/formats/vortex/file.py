@@ -913,7 +913,8 @@ def read_vortex_table(
             table = pa.Table.from_arrays(lazy.take(list(read_target), read_rows), schema=read_target)
             measured = None
         else:
-            # a full read of a file with running CRCs takes each batch's CRC where the batch is converted
+            # a full read takes each batch's CRC where the batch is converted, to tie it to the stored
+            # running CRCs (scope 2) or to the fold of the rows' expected CRCs (scope 3) after the scan
             chained = (
                 vx_indices is None and pixel_check and crc_type is not None
                 and pa.types.is_uint64(_crc_part(crc_type))
@@ -1393,11 +1394,12 @@ def _check_crcs(
     """
     hidden_name = table.schema.names[-1]
     scope = _crc_scope(hidden_name)
-    # Scope 3: each batch's rows against their own CRCs XOR their header digests (one CRC
-    # call and a fold of the expected CRCs per block of rows, see bad_rows). Scope 2 (running
-    # CRCs): a full read checks each batch with one CRC call from the stored running CRC
-    # before the batch to the one at its end; rows are searched only in a batch that fails.
-    # Takes, and earlier files, check their rows' own CRCs.
+    # Scope 3: each batch's rows are expected to have their stored CRC XOR their header digest;
+    # a full read compares the CRC the scan took of the batch with the fold of those by the rows'
+    # lengths (folds_to), others check blocks of rows (bad_rows). Scope 2 (running CRCs): a full
+    # read checks each batch with one CRC call from the stored running CRC before the batch to the
+    # one at its end. Rows are searched only in a batch that fails. Takes of pixels alone, and
+    # earlier files, check their rows' own CRCs.
     wide = pa.types.is_uint64(_crc_part(table.schema.field(hidden_name).type))
     header = whole and wide and scope >= 3
     chained = rows is None and wide and scope < 3
