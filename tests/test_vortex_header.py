@@ -150,3 +150,24 @@ def test_a_scanned_batch_folds_to_its_rows_crcs_whatever_their_lengths():
                                   chunk_compression=None)  # one length: the fold of equal pieces
     measured = vchecksum.batch_crc([same], vchecksum.SCOPE)
     assert measured is not None and vchecksum.folds_to([same], vchecksum.row_crcs([same]), measured, vchecksum.SCOPE)
+
+
+def test_a_table_read_again_reuses_its_header_digests_and_damage_still_fails(tmp_path, monkeypatch):
+    t = _table()
+    intact, damaged = tmp_path / "intact.vortex", tmp_path / "damaged.vortex"
+    vfile.write_vortex_table(t, intact)
+    write_header_changed(damaged, t, ROW, CHANGES["name"])
+    vchecksum._DIGESTS.clear()  # the writer's own digests may be kept: start from none
+    calls = []
+    digests = vchecksum.row_digests
+    monkeypatch.setattr(vchecksum, "row_digests", lambda columns: calls.append(1) or digests(columns))
+    first = of.read_table(intact)
+    hashed = len(calls)
+    assert hashed >= 1
+    assert of.read_table(intact).equals(first)
+    assert len(calls) == hashed  # the same header values: their digests are reused, not hashed again
+    for _ in range(2):  # the damaged table's header values differ: hashed, and failing, every time
+        with pytest.raises(of.ChunkChecksumError, match=rf"header fields .*\(rows {ROW}\)"):
+            of.read_table(damaged)
+    assert len(calls) == hashed + 1  # its digests are kept too: the second read fails against them
+    assert vchecksum._fingerprint([pa.chunked_array([t.column(0).combine_chunks().slice(1)])]) is None  # a slice
