@@ -26,7 +26,11 @@ one length) and the header digests of all rows computed at once after the
 scan; only a batch that fails is searched row by row (:func:`bad_rows`),
 and takes and filtered scans check each row. Measured on 50,000 crops
 3×16×16 with two features, the header digests cost about 8 ms of CPU, a
-quarter of the read (most of it the rows' ids), and the CRC 1–2 ms.
+quarter of the read (most of it the rows' ids), and the CRC 1–2 ms. Header
+values hashed once in a process are found again by a fingerprint of their
+decoded buffers (sizes and CRC-32s, about 1.5 ms), so a table read again
+reuses its digests; each read still checks them against its own stored
+CRCs.
 
 Scope 2 (files written between 2026-11 and 2026-12-07): the high half is the
 *running* CRC-32 of every pixel byte of the table from its first row
