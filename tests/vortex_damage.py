@@ -28,9 +28,14 @@ def write_flipped(
     recs = intact.to_pylist()
     payload = recs[row]["chunks"][chunk]["pixel_bytes"]
     recs[row]["chunks"][chunk]["pixel_bytes"] = bytes([payload[0] ^ mask]) + payload[1:]
+    _write_under(path, pa.table({"ome_arrow": pa.array(recs, type=intact.type)}), packed, scope)
+
+
+def _write_under(path: Path, table: pa.Table, packed: np.ndarray, scope: int = vchecksum.SCOPE) -> None:
+    """Write ``table`` with the stored CRCs ``packed`` (those of the intact rows, handed out batch by batch)."""
     at = [0]
 
-    def intact_crcs(cols, scope, start):  # type: ignore[no-untyped-def] # the intact CRCs, batch by batch
+    def intact_crcs(cols, _scope, start):  # type: ignore[no-untyped-def] # the intact CRCs, batch by batch
         part = packed[at[0] : at[0] + len(cols[0])]
         at[0] += len(part)
         return part, int(part[-1]) >> 32
@@ -38,7 +43,7 @@ def write_flipped(
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(vfile, "stored_crcs", intact_crcs)
         mp.setattr(vfile, "SCOPE", scope)
-        vfile.write_vortex_table(pa.table({"ome_arrow": pa.array(recs, type=intact.type)}), path)
+        vfile.write_vortex_table(table, path)
 
 
 def write_changed(path: Path, table: pa.Table, row: int, column: str, value: object) -> None:
@@ -83,16 +88,7 @@ def write_header_changed(path: Path, table: pa.Table, row: int, change: Any) -> 
     changed = table.set_column(
         table.schema.get_field_index("ome_arrow"), table.schema.field("ome_arrow"), pa.array(recs, type=col.type)
     )
-    at = [0]
-
-    def intact_crcs(cols, scope, start):  # type: ignore[no-untyped-def] # the intact values, batch by batch
-        part = packed[at[0] : at[0] + len(cols[0])]
-        at[0] += len(part)
-        return part, 0
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(vfile, "stored_crcs", intact_crcs)
-        vfile.write_vortex_table(changed, path)
+    _write_under(path, changed, packed)
 
 
 def with_header_of(damaged: pa.Array | pa.ChunkedArray, intact: pa.Array | pa.ChunkedArray) -> pa.StructArray:

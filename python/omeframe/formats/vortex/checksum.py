@@ -430,17 +430,18 @@ def stored_crcs(
 
 
 def row_checks(
-    columns: Sequence[pa.Array | pa.ChunkedArray], stored: np.ndarray, scope: int
+    columns: Sequence[pa.Array | pa.ChunkedArray], stored: np.ndarray, scope: int, digests: np.ndarray | None = None
 ) -> np.ndarray:
     """What each row's pixel CRC must be, from the stored values of a batch (``uint32``) and its whole
     OME-Arrow ``columns``: a row whose pixel bytes or header fields changed fails :func:`bad_rows` against it.
 
-    Scope 3: the high half XOR the rows' :func:`header_digests`; earlier
-    files: the row's own CRC (the low half, or the ``uint32`` value).
+    Scope 3: the high half XOR the rows' :func:`header_digests` (``digests``
+    when the caller has them already, else computed from ``columns``);
+    earlier files: the row's own CRC (the low half, or the ``uint32`` value).
     """
     values = np.asarray(stored)
     if scope >= 3 and values.dtype == np.uint64:
-        return (values >> np.uint64(32)).astype(np.uint32) ^ header_digests(columns)
+        return (values >> np.uint64(32)).astype(np.uint32) ^ (header_digests(columns) if digests is None else digests)
     return values.astype(np.uint32)
 
 

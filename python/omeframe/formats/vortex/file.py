@@ -1416,7 +1416,7 @@ def _check_crcs(
                 return np.zeros(0, dtype=np.intp)
             return bad_rows(columns, _own_crcs(values), scope) + at
         assert digests is not None
-        expected = (values >> np.uint64(32)).astype(np.uint32) ^ digests[at : at + len(values)]
+        expected = row_checks(columns, values, scope, digests[at : at + len(values)])
         if done is not None and folds_to(columns, expected, done, scope):  # the scan's CRC: no second pass
             return np.zeros(0, dtype=np.intp)
         return bad_rows(columns, expected, scope) + at
