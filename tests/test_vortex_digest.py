@@ -271,12 +271,16 @@ def test_dataset_chunk_parts_carry_payload_crcs_not_digests(tmp_path):
     assert np.array_equal(ds.read(ds.image_ids[0]).reshape(img.shape), img)
 
 
-@pytest.mark.parametrize("items", [[5, 5, 5, 5, 5, 5], [5, 7, 0, 2**64 - 1, 3, 9]])
-def test_segment_polynomials_follow_their_definition(items):
+@pytest.mark.parametrize(
+    "items, dtype",
+    [([5, 5, 5, 5, 5, 5], np.uint64), ([5, 7, 0, 2**64 - 1, 3, 9], np.uint64), ([5, 7, 0, 255, 3, 9], np.uint8),
+     ([5, 7, 0, 255, 3, 5], np.uint8)],
+)
+def test_segment_polynomials_follow_their_definition(items, dtype):
     from omeframe.storage import digest
 
     bounds = np.array([0, 2, 2, 6], dtype=np.int64)
-    got = digest._polynomials(np.array(items, dtype=np.uint64), bounds)
+    got = digest._polynomials(np.array(items, dtype=dtype), bounds)
     mask = 2**64 - 1
     for i in range(len(bounds) - 1):
         a, b = int(bounds[i]), int(bounds[i + 1])
@@ -395,3 +399,29 @@ def test_repeated_lists_with_a_field_null_throughout_hash_as_one_by_one():
     arr = pa.array(rows, _row_type)
     assert np.array_equal(value_hashes(arr), _row_by_row(arr))
     assert np.array_equal(value_hashes(arr.field("tags")), _row_by_row(arr.field("tags")))
+
+
+def test_long_columns_hash_as_their_short_slices_do():
+    # columns long enough for the block-wise shifts, floats with NaN payloads of several kinds
+    from omeframe.storage import digest
+
+    n = 3 * digest._SHIFT_BLOCK + 17
+    rng = np.random.default_rng(4)
+    f = rng.random(n)
+    f[rng.integers(0, n, 50)] = np.nan
+    bits = f.view(np.uint64)
+    bits[np.flatnonzero(np.isnan(f))[::2]] |= 5  # other NaN payloads
+    t = pa.table({
+        "f": pa.array(f), "i": pa.array(rng.integers(-(2**62), 2**62, n)),
+        "poly": pa.ListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)),
+                                         pa.array(rng.random(2 * n))),
+    })
+    whole = row_digests(t.columns)
+    step = digest._SHIFT_BLOCK // 3  # slices short enough for the plain shift
+    parts = np.concatenate([row_digests(t.slice(a, step).columns) for a in range(0, n, step)])
+    assert np.array_equal(whole, parts)
+    x = rng.integers(0, 2**63, n, dtype=np.uint64)
+    assert np.array_equal(digest._xorshift(x.copy(), 29), x ^ (x >> np.uint64(29)))
+    canonical = f.copy()
+    canonical[np.isnan(f)] = np.nan
+    assert np.array_equal(value_hashes(pa.array(canonical)), value_hashes(pa.array(f)))

@@ -171,3 +171,34 @@ def test_a_table_read_again_reuses_its_header_digests_and_damage_still_fails(tmp
             of.read_table(damaged)
     assert len(calls) == hashed + 1  # its digests are kept too: the second read fails against them
     assert vchecksum._fingerprint([pa.chunked_array([t.column(0).combine_chunks().slice(1)])]) is None  # a slice
+
+
+
+def test_the_fingerprint_a_scan_takes_batch_by_batch_is_the_one_of_the_whole_column(tmp_path):
+    batches = pa.chunked_array(
+        [of.records_from_arrays(np.full((k, 2, 8, 8), k, np.uint8), dim_order="CYX") for k in (3, 5)]
+    )
+    whole = vchecksum._fingerprint([batches])
+    joined = vchecksum.joined_fingerprint([batches.type], [vchecksum.batch_prints([c]) for c in batches.chunks])
+    assert whole is not None and joined == whole
+    assert vchecksum.joined_fingerprint([batches.type], [None, vchecksum.batch_prints([batches.chunk(1)])]) is None
+    # the key a full read takes from its scan finds the digests a call on the read column looks for
+    vfile.write_vortex_table(_table(), tmp_path / "t.vortex")
+    vchecksum._DIGESTS.clear()
+    column = of.read_table(tmp_path / "t.vortex").column(0)
+    assert list(vchecksum._DIGESTS) == [vchecksum._fingerprint([column])]
+
+
+def test_the_fingerprint_leaves_out_the_pixel_bytes_alone():
+    def records(pixels: int, name: str) -> pa.Array:
+        col = of.records_from_arrays(np.full((4, 2, 8, 8), pixels, np.uint8), dim_order="CYX", compression=None)
+        rows = col.to_pylist()
+        for r in rows:  # the same header values whatever the pixels (records_from_arrays stamps the time)
+            r["acquisition_datetime"] = datetime.datetime(2026, 1, 1)
+        rows[2]["name"] = name
+        return pa.array(rows, col.type)
+
+    base = vchecksum._fingerprint([records(1, "a")])
+    assert base is not None
+    assert vchecksum._fingerprint([records(2, "a")]) == base  # other pixel bytes: the digests still apply
+    assert vchecksum._fingerprint([records(1, "b")]) != base  # another name: hashed again

@@ -74,12 +74,11 @@ _powers: tuple[np.ndarray, np.ndarray, np.ndarray] = (
 
 def _mix(x: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser of ``x`` (``uint64``), in place: a bijection that spreads every bit."""
-    x ^= x >> np.uint64(30)
+    _xorshift(x, 30)
     x *= _M1
-    x ^= x >> np.uint64(27)
+    _xorshift(x, 27)
     x *= _M2
-    x ^= x >> np.uint64(31)
-    return x
+    return _xorshift(x, 31)
 
 
 def _scramble(x: np.ndarray) -> np.ndarray:
@@ -90,7 +89,23 @@ def _scramble(x: np.ndarray) -> np.ndarray:
     sum's arithmetic; three passes over the items against SplitMix64's eight.
     """
     x *= _M1
-    x ^= x >> np.uint64(32)
+    return _xorshift(x, 32)
+
+
+#: Shifts of longer arrays go block by block: a temporary as long as the array costs more in page
+#: faults than the shift (11.6 against 4.5 ms for the scramble of 2.8 million values).
+_SHIFT_BLOCK = 1 << 15
+
+
+def _xorshift(x: np.ndarray, bits: int) -> np.ndarray:
+    """``x ^= x >> bits`` in place (``uint64``), through one small temporary."""
+    shift = np.uint64(bits)
+    if len(x) <= 2 * _SHIFT_BLOCK:
+        x ^= x >> shift
+        return x
+    for i in range(0, len(x), _SHIFT_BLOCK):
+        part = x[i : i + _SHIFT_BLOCK]
+        part ^= part >> shift
     return x
 
 
@@ -151,7 +166,8 @@ def _polynomials(items: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     lengths = counts.astype(np.uint64)
     lengths *= _LEN
     poly = _scramble(lengths)
-    if n_items and bool((items == items[0]).all()):
+    # (a probe of the last and middle items first: the full comparison is a pass over the items)
+    if n_items and items[-1] == items[0] == items[n_items // 2] and bool((items == items[0]).all()):
         # one value throughout (the lengths of a polygon's points, say): its polynomial over a segment
         # of m items is the value times sum(P**j for j < m), the same sum with no pass over the items
         poly += np.uint64(items[0]) * _power_tables(int(counts.max()) + 1)[2][counts]
@@ -159,8 +175,11 @@ def _polynomials(items: np.ndarray, bounds: np.ndarray) -> np.ndarray:
         up, down, _ = _power_tables(n_items + 1)
         prefix = _prefix_buffer(n_items + 1)
         prefix[0] = 0
-        prefix[1:] = items  # widened to uint64 first: a multiplication of mixed types costs twice as much
-        np.multiply(prefix[1:], up[:n_items], out=prefix[1:])
+        if items.dtype == np.uint64:
+            np.multiply(items, up[:n_items], out=prefix[1:])
+        else:  # widened to uint64 first: a multiplication of mixed types costs twice as much
+            prefix[1:] = items
+            np.multiply(prefix[1:], up[:n_items], out=prefix[1:])
         np.cumsum(prefix, out=prefix)
         starts = bounds[:-1]
         poly += (prefix[bounds[1:]] - prefix[starts]) * down[starts]
@@ -249,15 +268,15 @@ def _fixed(arr: pa.Array, width: int, period: int) -> _Hashes:
     if pa.types.is_floating(arr.type):  # every NaN as the one NaN of its width
         nan = _NANS[width]
         floats = raw.view(f"<f{width}") if width > 2 else None
-        is_nan = np.isnan(floats) if floats is not None else ((raw & 0x7C00) == 0x7C00) & ((raw & 0x3FF) != 0)
-        if is_nan.any():
-            raw = np.where(is_nan, nan, raw)
+        # min() is NaN when any value is: one reduction, no mask, for the usual column without NaN
+        if floats is None or bool(np.isnan(floats.min())):
+            is_nan = np.isnan(floats) if floats is not None else ((raw & 0x7C00) == 0x7C00) & ((raw & 0x3FF) != 0)
+            if is_nan.any():
+                raw = np.where(is_nan, nan, raw)
     if _periodic(raw, period):  # the same values in every row (a header field of crops): scrambled once
         return _Tiled(_scramble(raw[:period].astype(np.uint64)), n)
     if width == 8:  # scrambled out of place: no copy of the values first
-        out = np.multiply(raw, _M1)
-        out ^= out >> np.uint64(32)
-        return out
+        return _xorshift(np.multiply(raw, _M1), 32)
     return _scramble(raw.astype(np.uint64))
 
 

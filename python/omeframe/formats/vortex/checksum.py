@@ -28,9 +28,10 @@ and takes and filtered scans check each row. Measured on 50,000 crops
 3×16×16 with two features, the header digests cost about 8 ms of CPU, a
 quarter of the read (most of it the rows' ids), and the CRC 1–2 ms. Header
 values hashed once in a process are found again by a fingerprint of their
-decoded buffers (sizes and CRC-32s, about 1.5 ms), so a table read again
-reuses its digests; each read still checks them against its own stored
-CRCs.
+decoded buffers (:func:`_fingerprint`: each buffer's size and CRC-32, the
+buffers of the pixel bytes left out), which the scan's threads take batch by
+batch beside the CRC (:func:`batch_prints`), so a table read again reuses
+its digests; each read still checks them against its own stored CRCs.
 
 Scope 2 (files written between 2026-11 and 2026-12-07): the high half is the
 *running* CRC-32 of every pixel byte of the table from its first row
@@ -68,6 +69,7 @@ CRC; they are checked in blocks of rows against the fold of their stored CRCs
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import zlib
 from collections.abc import Sequence
@@ -82,8 +84,8 @@ from omeframe.storage.digest import row_digests
 
 __all__ = [
     "BLOCK_BYTES", "SCOPE", "SCOPE_KEY", "bad_rows", "bad_spans", "bad_values", "batch_crc", "batch_crc_ok",
-    "continues", "folds_to", "header_digests", "header_type", "ome_columns", "PIXEL_PATHS", "pixel_span",
-    "row_and_running_crcs", "row_checks", "row_crcs", "stored_crcs",
+    "batch_prints", "continues", "folds_to", "header_digests", "header_type", "joined_fingerprint", "ome_columns",
+    "PIXEL_PATHS", "pixel_span", "row_and_running_crcs", "row_checks", "row_crcs", "stored_crcs",
 ]
 
 #: What a row CRC covers, stored in the table's schema metadata under
@@ -105,6 +107,7 @@ ROWWISE_BELOW = 128
 PIXEL_PATHS = frozenset({("chunks", "pixel_bytes"), ("chunks", "pixels"), ("planes", "pixels")})
 
 
+@functools.lru_cache(maxsize=64)
 def header_type(kind: pa.DataType, drop: frozenset[tuple[str, ...]] = PIXEL_PATHS) -> pa.DataType:
     """The type ``kind`` without the struct fields at the paths ``drop`` (list levels not named)."""
     if pa.types.is_struct(kind):
@@ -127,14 +130,19 @@ def _header(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     return column if target.equals(column.type) else column.cast(target)
 
 
-def header_digests(columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
+def header_digests(
+    columns: Sequence[pa.Array | pa.ChunkedArray], fingerprint: tuple[Any, ...] | None = None
+) -> np.ndarray:
     """The low 32 bits of each row's digest of every field of its OME-Arrow ``columns`` but the pixel bytes.
 
     The fields the pixel CRC does not cover (ids, names, channels, sizes,
     chunk positions and shapes ...): the row digest
     (:func:`omeframe.storage.digest.row_digests`) of the records cast to
     their :func:`header_type`. A changed header value fails its row's
-    check, as a changed pixel byte does.
+    check, as a changed pixel byte does. ``fingerprint``: the
+    :func:`_fingerprint` of ``columns`` when the caller has it (a scan takes
+    it batch by batch, :func:`batch_prints` and :func:`joined_fingerprint`),
+    else computed here.
 
     Example
     -------
@@ -144,14 +152,14 @@ def header_digests(columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
     >>> h.dtype, bool(h[0] != h[1])  # the rows' ids differ
     (dtype('uint32'), True)
     """
-    headers = [_header(c) for c in columns]
-    key = _fingerprint(headers)
+    key = _fingerprint(columns) if fingerprint is None else fingerprint
     if key is not None:
         with _DIGESTS_LOCK:
             known = _DIGESTS.get(key)
             if known is not None:
                 _DIGESTS.move_to_end(key)
                 return known
+    headers = [_header(c) for c in columns]
     # the batches of a read as one array: a few numpy calls per header field for the whole read
     # instead of per batch (about 8 against 11 ms for 50,000 crop records; only header values are copied)
     merged = [pa.concat_arrays(h.chunks) if isinstance(h, pa.ChunkedArray) and h.num_chunks > 1 else h for h in headers]
@@ -166,41 +174,129 @@ def header_digests(columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
 
 
 #: Header digests of the last few header contents seen in this process, by :func:`_fingerprint`: a
-#: table read again hashes its header fields once (the fingerprint costs about 1.5 ms for 50,000
-#: crop records, the digests 8 ms). Sound whatever file the values come from: equal fingerprints
-#: mean equal header values (up to CRC-32 collisions, as for the pixels), and the digests are a
-#: function of the values; each read still checks them against its own file's stored CRCs.
+#: table read again hashes its header fields once (the fingerprint costs about 3 ms of CPU for 50,000
+#: crop records, 17 MB of header buffers, on the scan's threads; the digests 8 ms). Sound whatever file the values come
+#: from: equal fingerprints mean equal header values (up to CRC-32 collisions, as for the pixels), and
+#: the digests are a function of the values; each read still checks them against its own file's
+#: stored CRCs.
 DIGESTS_KEPT = 8
 _DIGESTS: collections.OrderedDict[tuple[Any, ...], np.ndarray] = collections.OrderedDict()
 _DIGESTS_LOCK = threading.Lock()
 
 
-def _fingerprint(headers: Sequence[pa.Array | pa.ChunkedArray]) -> tuple[Any, ...] | None:
-    """The type, lengths and the size and CRC-32 of every buffer of ``headers``, or ``None`` when an
-    array or a child starts at an offset (its buffers would not determine its values alone)."""
-    crc = crc32_function()
+def _fingerprint(columns: Sequence[pa.Array | pa.ChunkedArray]) -> tuple[Any, ...] | None:
+    """The types and lengths of OME-Arrow ``columns``, and the size and CRC-32 of every buffer but those of
+    their pixel bytes (:func:`_print`), or ``None`` when an array or a child starts at an offset (its
+    buffers would not determine its values alone).
+
+    Equal fingerprints mean equal header fields (up to CRC-32 collisions): the
+    buffers left out hold pixel bytes alone, which the row CRCs cover. No cast
+    to the :func:`header_type` (which costs more than the CRCs of the buffers).
+    """
     key: list[Any] = []
-    for h in headers:
-        key.append(h.type)
-        for chunk in h.chunks if isinstance(h, pa.ChunkedArray) else [h]:
-            if not _unsliced(chunk):
+    for column in columns:
+        key.append(column.type)
+        for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+            part = _print(chunk)
+            if part is None:
                 return None
-            key.append(len(chunk))
-            key.extend((-1, 0) if b is None else (b.size, crc(b)) for b in chunk.buffers())
+            key.extend(part)
     return tuple(key)
+
+
+def batch_prints(columns: Sequence[pa.Array]) -> tuple[tuple[Any, ...], ...] | None:
+    """What :func:`_fingerprint` takes of each of a batch's OME-Arrow ``columns``, for
+    :func:`joined_fingerprint`; ``None`` when one of them has none (a slice).
+
+    A scan takes it in the thread that has just converted the batch, where the
+    buffers are still in cache and Vortex decodes the next batches beside it.
+    """
+    parts = []
+    for column in columns:
+        part = _print(column)
+        if part is None:
+            return None
+        parts.append(part)
+    return tuple(parts)
+
+
+def joined_fingerprint(
+    kinds: Sequence[pa.DataType], prints: Sequence[tuple[tuple[Any, ...], ...] | None]
+) -> tuple[Any, ...] | None:
+    """The :func:`_fingerprint` of OME-Arrow columns of types ``kinds`` made of batches with
+    :func:`batch_prints` ``prints``, in order (``None`` when a batch has none): the key
+    :func:`header_digests` would compute from the columns."""
+    if any(p is None for p in prints):
+        return None
+    key: list[Any] = []
+    for j, kind in enumerate(kinds):
+        key.append(kind)
+        for p in prints:
+            assert p is not None
+            key.extend(p[j])
+    return tuple(key)
+
+
+def _print(arr: pa.Array) -> tuple[Any, ...] | None:
+    """The length of records ``arr`` and the size and CRC-32 of each of its buffers but those that hold
+    their pixel bytes (:func:`_pixel_buffers`), or ``None`` when the buffers do not determine the values
+    alone (:func:`_unsliced`)."""
+    if not _unsliced(arr):
+        return None
+    crc = crc32_function()
+    skip = _pixel_buffers(arr)
+    key: list[Any] = [len(arr)]
+    key.extend(
+        (-1, 0) if b is None else (b.size, 0 if (b.address, b.size) in skip else crc(b)) for b in arr.buffers()
+    )
+    return tuple(key)
+
+
+def _pixel_buffers(records: pa.Array) -> set[tuple[int, int]]:
+    """``(address, size)`` of the buffers that hold the pixel bytes of unsliced ``records``: the values
+    below each of :data:`PIXEL_PATHS` (the data of ``chunks[].pixel_bytes``, the items of
+    ``chunks[].pixels`` and ``planes[].pixels``), not their validity or offsets."""
+    found: set[tuple[int, int]] = set()
+    kind = records.type
+    for outer, leaf in PIXEL_PATHS:
+        if not isinstance(kind, pa.StructType) or kind.get_field_index(outer) < 0:
+            continue
+        items = records.field(outer)
+        if not isinstance(items.type, (pa.ListType, pa.LargeListType)):
+            continue
+        values = items.values
+        if not isinstance(values.type, pa.StructType) or values.type.get_field_index(leaf) < 0:
+            continue
+        found.update((b.address, b.size) for b in values.field(leaf).buffers()[2:] if b is not None)
+    return found
 
 
 def _unsliced(arr: pa.Array) -> bool:
     """Whether ``arr`` and every child array below it start at offset 0, and are of types whose values
     their buffers alone hold (structs, lists, primitives, strings; not dictionaries, whose dictionary
     :meth:`pyarrow.Array.buffers` leaves out)."""
+    return _plain(arr.type) and _at_zero(arr)
+
+
+def _at_zero(arr: pa.Array) -> bool:
+    """Whether ``arr`` and every child array below it (of a :func:`_plain` type) start at offset 0."""
     if arr.offset:
         return False
     kind = arr.type
+    if isinstance(kind, pa.StructType):
+        return all(_at_zero(arr.field(i)) for i in range(kind.num_fields))
+    if isinstance(kind, (pa.ListType, pa.LargeListType)):
+        return _at_zero(arr.values)
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _plain(kind: pa.DataType) -> bool:
+    """Whether values of type ``kind`` are held by their buffers alone (see :func:`_unsliced`)."""
     if pa.types.is_struct(kind):
-        return all(_unsliced(arr.field(i)) for i in range(kind.num_fields))
+        return all(_plain(kind.field(i).type) for i in range(kind.num_fields))
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return _unsliced(arr.values)
+        return _plain(kind.value_type)
     return bool(
         pa.types.is_primitive(kind) or pa.types.is_null(kind) or pa.types.is_string(kind)
         or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
