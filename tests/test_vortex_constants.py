@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -29,7 +30,10 @@ def write_both(tmp_path: Path, table: pa.Table, monkeypatch: pytest.MonkeyPatch)
     with monkeypatch.context() as m:
         m.setattr(vfile, "to_vortex", _plain)
         vfile.write_vortex_table(table, plain)
-    assert str(vortex.open(str(fast)).dtype) == str(vortex.open(str(plain)).dtype)  # the same file types
+    def unsealed(path: Path) -> str:  # the dtype but the seal of its file's footer
+        return re.sub(r"@[0-9a-f]{24}~", "@~", str(vortex.open(str(path)).dtype))
+
+    assert unsealed(fast) == unsealed(plain)  # the same file types
     return vfile.read_vortex_table(fast), vfile.read_vortex_table(plain), fast
 
 

@@ -51,6 +51,7 @@ import pyarrow.dataset as pds
 
 from omeframe.formats.vortex.checksum import bad_values
 from omeframe.formats.vortex.file import (
+    SCHEMA_COLUMN_PREFIX,
     _import_vortex,
     _stored_schema,
     corrupt_or_raise,
@@ -58,6 +59,7 @@ from omeframe.formats.vortex.file import (
     row_crc_check,
     scan_batches,
 )
+from omeframe.formats.vortex.seal import check_seal
 from omeframe.model.arrow import field_type
 from omeframe.model.errors import ChunkChecksumError, CorruptFileError
 from omeframe.storage import files
@@ -75,18 +77,31 @@ __all__ = [
 
 # --------------------------------------------------------------------------- IO
 class _ReadBytesAt:
-    """vortex ``ReadBytesAt`` over an omeframe :class:`~omeframe.storage.files.InputFile`."""
+    """vortex ``ReadBytesAt`` over an omeframe :class:`~omeframe.storage.files.InputFile`.
 
-    __slots__ = ("_f",)
+    ``known``: ``(offset, bytes)`` already read from the file (the end that
+    :func:`~omeframe.formats.vortex.seal.check_seal` read), served from
+    memory while vortex opens the file; :meth:`forget` drops them.
+    """
 
-    def __init__(self, f: files.InputFile) -> None:
+    __slots__ = ("_f", "_known")
+
+    def __init__(self, f: files.InputFile, known: tuple[int, bytes] | None = None) -> None:
         self._f = f
+        self._known = known
 
     def size(self) -> int:
         return self._f.size
 
     def read_at(self, offset: int, length: int) -> bytes:
+        known = self._known
+        if known is not None and known[0] <= offset and offset + length <= known[0] + len(known[1]):
+            at = offset - known[0]
+            return known[1][at : at + length]
         return self._f.read_range(offset, length)
+
+    def forget(self) -> None:
+        self._known = None
 
 
 _FOOTER_CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
@@ -144,12 +159,19 @@ def open_vortex_input(path: str | os.PathLike[str]) -> VortexInput:
             footer = _FOOTER_CACHE.get(key)
             if footer is not None:
                 _FOOTER_CACHE.move_to_end(key)
+        # the footer's seal before vortex parses the footer; vortex's first read is then served from memory
+        known = None
+        if footer is None:
+            known = check_seal(fh.size, fh.read_range, repr(p), SCHEMA_COLUMN_PREFIX.encode("ascii"))
+        reader = _ReadBytesAt(fh, known)
         try:
-            vf = vortex.open_readable(_ReadBytesAt(fh), footer=footer)
+            vf = vortex.open_readable(reader, footer=footer)
         except BaseException as exc:
             raise corrupt_or_raise(
                 exc, f"{p!r} is not a readable Vortex file (truncated, corrupt or another format)"
             ) from exc
+        finally:
+            reader.forget()
         if footer is None:
             with _FOOTER_LOCK:
                 _FOOTER_CACHE[key] = vf.footer

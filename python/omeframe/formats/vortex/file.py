@@ -15,9 +15,10 @@ installed package, not guessed):
 * Null-typed fields (top level or inside a struct) survive as ``pa.null()``.
 
 Because the original Arrow schema is not recoverable from the file, the writer
-stores it -- IPC-serialized, with its metadata, base64-encoded, followed by the
-CRC-32 of that text -- as the *name* of one extra, last top-level column (see
-:data:`SCHEMA_COLUMN_PREFIX`). Column names live in the footer, so the schema
+stores it -- IPC-serialized, with its metadata, base64-encoded, then the seal
+of the file's footer (:mod:`omeframe.formats.vortex.seal`, checked before
+vortex parses the footer) and the CRC-32 of the base64 text -- as the *name*
+of one extra, last top-level column (see :data:`SCHEMA_COLUMN_PREFIX`). Column names live in the footer, so the schema
 travels inside the single file, survives atomic renames and copies, and is read
 back from the footer alone. The column's values are omeframe's checksums,
 since Vortex stores none: each row's pixel CRCs in a table with OME-Arrow
@@ -70,6 +71,7 @@ from omeframe.formats.vortex.checksum import (
     stored_crcs,
 )
 from omeframe.formats.vortex.constants import to_vortex
+from omeframe.formats.vortex.seal import PLACEHOLDER, check_seal, seal_file, split_seal
 from omeframe.formats.vortex.take import lazy_file
 from omeframe.model.columns import check_columns
 from omeframe.model.errors import (
@@ -108,7 +110,8 @@ __all__ = [
 ]
 
 #: Name prefix of the hidden last column whose name carries the original Arrow
-#: schema (``prefix + base64(schema.serialize()) + "~" + CRC-32 of the base64, hex``).
+#: schema (``prefix + base64(schema.serialize()) + seal + "~" + CRC-32 of the base64, hex``;
+#: the seal, :data:`~omeframe.formats.vortex.seal.PLACEHOLDER` filled in, since 2026-12-07).
 SCHEMA_COLUMN_PREFIX = "__omeframe_arrow_schema__:"
 #: Separates the base64 schema in the hidden column's name from its CRC-32 (hexadecimal).
 SCHEMA_CRC_SEPARATOR = "~"
@@ -231,6 +234,8 @@ def _open(path: Location, *, memory_map: bool = False) -> Any:
     vortex = _import_vortex()
     if isinstance(path, RemoteFile):
         path.failure = None  # only a failure of this file's reads from here on explains a vortex error
+        # the footer's seal before vortex parses the footer (a failed request is raised as itself)
+        check_seal(path.size, path.read_range, repr(path.url), SCHEMA_COLUMN_PREFIX.encode("ascii"))
         try:
             return vortex.open_readable(_RangeReader(path), concurrency=16)
         except (RuntimeError, ValueError) as exc:
@@ -243,8 +248,9 @@ def _open(path: Location, *, memory_map: bool = False) -> Any:
                 f"format): {_first_line(exc)}"
             ) from exc
     p = os.fspath(path)
-    with open(p, "rb"):
-        pass
+    with open(p, "rb") as fh:  # the usual OSError subclasses; the footer's seal before vortex parses it
+        fd = fh.fileno()
+        check_seal(os.fstat(fd).st_size, lambda at, n: os.pread(fd, n, at), repr(p), SCHEMA_COLUMN_PREFIX.encode())
     try:
         return vortex.open(p, memory_map=memory_map)
     except BaseException as exc:
@@ -352,7 +358,7 @@ def _damaged_hidden_name(name: str) -> bool:
     crc = re.search(rf"{re.escape(SCHEMA_CRC_SEPARATOR)}([0-9a-f]{{8}})$", name)
     if crc is None:
         return False
-    body = name[: crc.start()]
+    body, _ = split_seal(name[: crc.start()])
     colon = body.find(":")
     if colon >= 0 and zlib.crc32(body[colon + 1 :].encode("utf-8", "surrogatepass")) == int(crc.group(1), 16):
         return True
@@ -365,9 +371,11 @@ def _damaged_hidden_name(name: str) -> bool:
 def _schema_bytes(hidden_name: str) -> bytes:
     """The serialized Arrow schema in the name of an omeframe file's hidden column, its CRC-32 checked.
 
-    The name is :data:`SCHEMA_COLUMN_PREFIX`, the base64 of the schema, then
-    :data:`SCHEMA_CRC_SEPARATOR` and the CRC-32 of that base64 text in eight
-    hexadecimal digits (files written before the CRC end at the base64).
+    The name is :data:`SCHEMA_COLUMN_PREFIX`, the base64 of the schema, the
+    footer's seal (files written since 2026-12-07, see
+    :mod:`omeframe.formats.vortex.seal`; checked when the file was opened),
+    then :data:`SCHEMA_CRC_SEPARATOR` and the CRC-32 of that base64 text in
+    eight hexadecimal digits (files written before the CRC end at the base64).
 
     Raises
     ------
@@ -381,6 +389,7 @@ def _schema_bytes(hidden_name: str) -> bytes:
     payload = hidden_name[len(SCHEMA_COLUMN_PREFIX) :]
     if SCHEMA_CRC_SEPARATOR in payload:
         payload, stored = payload.rsplit(SCHEMA_CRC_SEPARATOR, 1)
+        payload, _ = split_seal(payload)  # the footer's seal, checked before the file was opened
         if not re.fullmatch(r"[0-9a-f]{8}", stored) or int(stored, 16) != zlib.crc32(payload.encode("utf-8")):
             raise CorruptFileError(
                 "the Arrow schema stored in a Vortex table's hidden column fails its CRC-32; the file is damaged"
@@ -544,7 +553,9 @@ def write_vortex_stream(
     # pixel CRCs: uint64 per row, the row's own CRC XOR its header digest (high half), the row's own
     # CRC (low half; see checksum.SCOPE); digests: uint64 per row (storage.digest), their low half
     # (uint32) beside records
-    name = f"{SCHEMA_COLUMN_PREFIX}{encoded}{SCHEMA_CRC_SEPARATOR}{zlib.crc32(encoded.encode('ascii')):08x}"
+    # the footer's seal (see .seal) as zeros, filled in once vortex has written the file
+    crc = zlib.crc32(encoded.encode("ascii"))
+    name = f"{SCHEMA_COLUMN_PREFIX}{encoded}{PLACEHOLDER}{SCHEMA_CRC_SEPARATOR}{crc:08x}"
     kind = (CRC_AND_DIGEST if digested else pa.uint64()) if ome else pa.uint64() if digested else pa.null()
     hidden = pa.field(name, kind)
     out_schema = schema.remove_metadata().append(hidden)
@@ -593,6 +604,7 @@ def write_vortex_stream(
                 vortex.io.write(source, os.fspath(tmp))
             else:
                 options.write(source, os.fspath(tmp))
+            seal_file(tmp, vortex)
         except Exception as exc:
             # vortex wraps an error of the batch producer in a RuntimeError
             # ("C Data interface error"); re-raise the producer's own exception.
