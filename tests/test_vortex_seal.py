@@ -105,7 +105,7 @@ def test_a_damaged_footer_of_a_large_table_fails_every_kind_of_open(tmp_path):
         of.read_table(_flipped(path, tmp_path / "data.vortex", at + 5, bit=2))
 
 
-def test_a_damaged_seal_is_refused(tmp_path):
+def test_a_damaged_seal_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "t.vortex"
     of.write_table(path, _crops(4), dim_order="CYX", format="vortex")
     at, start, _ = _seal_of(path)
@@ -115,6 +115,13 @@ def test_a_damaged_seal_is_refused(tmp_path):
     (tmp_path / "late.vortex").write_bytes(bytes(late))
     with pytest.raises(of.CorruptFileError, match="starts at byte .* after the seal itself"):
         of.read_table(tmp_path / "late.vortex")
+    far = bytearray(data)
+    far[at + 1 : at + 17] = f"{0:016x}".encode()
+    monkeypatch.setattr(vseal, "SEARCH_BYTES", len(data) // 2)  # a start further from the end than a search goes
+    (tmp_path / "far.vortex").write_bytes(bytes(far))
+    with pytest.raises(of.CorruptFileError, match=r"starts at byte 0, more than \d+ bytes before the end"):
+        of.read_table(tmp_path / "far.vortex")
+    monkeypatch.undo()
     digit = bytearray(data)
     digit[at + 20] = ord("g")  # not hexadecimal: no seal found, and the name's schema no longer parses
     (tmp_path / "digit.vortex").write_bytes(bytes(digit))
@@ -130,9 +137,13 @@ def test_tables_without_a_seal_still_read(tmp_path, monkeypatch):
     monkeypatch.setattr(vfile, "seal_file", lambda path, vortex: False)  # a footer the writer could not seal
     of.write_table(tmp_path / "zeros.vortex", crops, dim_order="CYX", format="vortex")
     monkeypatch.undo()
+    monkeypatch.setattr(vseal, "SEARCH_BYTES", 1000)  # what vortex reads at open lies further back: not sealed
+    of.write_table(tmp_path / "far.vortex", crops, dim_order="CYX", format="vortex")
+    monkeypatch.undo()
+    assert _seal_of(tmp_path / "far.vortex")[1:] == (0, 0)
     assert "@" not in vfile._import_vortex().open(str(tmp_path / "old.vortex")).dtype.names()[-1]
     assert _seal_of(tmp_path / "zeros.vortex")[1:] == (0, 0)
-    for name in ("old.vortex", "zeros.vortex"):
+    for name in ("old.vortex", "zeros.vortex", "far.vortex"):
         np.testing.assert_array_equal(of.to_numpy_stack(of.read_table(tmp_path / name).column(0)), crops)
 
 

@@ -91,6 +91,8 @@ def seal_file(path: str | os.PathLike[str], vortex: Any) -> bool:
 
     vortex.open_readable(Recorder())
     start = min(reads) if reads else 0
+    if size - start > SEARCH_BYTES:
+        return False  # a footer larger than readers search: left unsealed
     with open(p, "r+b") as fh:
         fh.seek(start)
         tail = bytearray(fh.read())
@@ -140,10 +142,11 @@ def check_seal(size: int, read_range: Callable[[int, int], bytes], where: str, p
     if (start, crc) == (0, 0):
         return first, tail  # written by a vortex whose footer the writer could not seal
     name_at = first + seal_at
-    if start > name_at:
+    if start > name_at or size - start > SEARCH_BYTES:
         raise CorruptFileError(
-            f"{where}: the seal of the Vortex footer starts at byte {start}, after the seal itself "
-            f"(byte {name_at}); the file is damaged"
+            f"{where}: the seal of the Vortex footer starts at byte {start}, "
+            + ("after the seal itself" if start > name_at else f"more than {SEARCH_BYTES} bytes before the end")
+            + f" (the seal is at byte {name_at} of {size}); the file is damaged"
         )
     covered = bytearray(read_range(start, size - start) if start < first else tail[start - first :])
     at = name_at - start
