@@ -163,6 +163,11 @@ def test_the_seal_is_found_past_a_lookalike_and_beyond_the_first_read():
     with pytest.raises(of.CorruptFileError, match=FOOTER + r" \(bytes 5 to"):  # a CRC that does not match
         vseal.check_seal(len(data), read, "x", prefix)
     assert reads[0] == vseal.FIRST_READ and max(reads) > vseal.FIRST_READ
+    # a name written before the seal ends the search at the first read (nothing more is read for it)
+    reads.clear()
+    data = b"z" * 200_000 + prefix + b"QUJD~abcdef01" + b"w" * 20_000
+    assert vseal.check_seal(len(data), read, "x", prefix) == (len(data) - vseal.FIRST_READ, data[-vseal.FIRST_READ :])
+    assert reads == [vseal.FIRST_READ]
     assert re.fullmatch(r"@0{24}", vseal.PLACEHOLDER)
 
 

@@ -25,7 +25,9 @@ cache or a remote store's range cache) and its CRC (a few microseconds).
 Files written before the seal, by other tools, or by a vortex whose footer
 does not hold the name as plain bytes carry none (or zeros) and are opened
 as before; so is a file whose name lies further than :data:`SEARCH_BYTES`
-from its end.
+from its end. The search stops at the first read for an omeframe file
+(sealed or not); a foreign file is searched up to :data:`SEARCH_BYTES`
+(about 0.6 ms per open).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ SEAL_MARK = "@"
 #: The seal as vortex writes it: ``start`` and the CRC-32 as zeros.
 PLACEHOLDER = SEAL_MARK + "0" * 24
 #: How far from the end of a file :func:`check_seal` looks for the hidden column's name.
-SEARCH_BYTES = 4 << 20
+SEARCH_BYTES = 1 << 20
 #: The first read of the search: what vortex-data 0.93 reads first when it opens a file.
 FIRST_READ = 65535
 _SEAL = re.compile(rf"{re.escape(SEAL_MARK)}([0-9a-f]{{16}})([0-9a-f]{{8}})$")
@@ -132,7 +134,8 @@ def check_seal(size: int, read_range: Callable[[int, int], bytes], where: str, p
     while True:
         tail = read_range(size - span, span)
         found = _sealed_name(tail, prefix)
-        if found is not None or span >= min(size, SEARCH_BYTES):
+        # a name without a seal (a file written before it) ends the search as a sealed one does
+        if found is not None or prefix in tail or span >= min(size, SEARCH_BYTES):
             break
         span = min(size, SEARCH_BYTES, 4 * span)
     first = size - span  # where `tail` starts in the file
