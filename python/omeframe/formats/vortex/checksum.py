@@ -174,11 +174,11 @@ def header_digests(
 
 
 #: Header digests of the last few header contents seen in this process, by :func:`_fingerprint`: a
-#: table read again hashes its header fields once (the fingerprint costs about 3 ms of CPU for 50,000
-#: crop records, 17 MB of header buffers, on the scan's threads; the digests 8 ms). Sound whatever file the values come
-#: from: equal fingerprints mean equal header values (up to CRC-32 collisions, as for the pixels), and
-#: the digests are a function of the values; each read still checks them against its own file's
-#: stored CRCs.
+#: table read again hashes its header fields once (the fingerprint costs about 3 ms of CPU for the
+#: 17 MB of header buffers of 50,000 crop records, on the scan's threads; the digests 8 ms). Sound
+#: whatever file the values come from: equal fingerprints mean equal header values (up to CRC-32
+#: collisions, as for the pixels), and the digests are a function of the values; each read still
+#: checks them against its own file's stored CRCs.
 DIGESTS_KEPT = 8
 _DIGESTS: collections.OrderedDict[tuple[Any, ...], np.ndarray] = collections.OrderedDict()
 _DIGESTS_LOCK = threading.Lock()

@@ -18,9 +18,10 @@ Because the original Arrow schema is not recoverable from the file, the writer
 stores it -- IPC-serialized, with its metadata, base64-encoded, then the seal
 of the file's footer (:mod:`omeframe.formats.vortex.seal`, checked before
 vortex parses the footer) and the CRC-32 of the base64 text -- as the *name*
-of one extra, last top-level column (see :data:`SCHEMA_COLUMN_PREFIX`). Column names live in the footer, so the schema
-travels inside the single file, survives atomic renames and copies, and is read
-back from the footer alone. The column's values are omeframe's checksums,
+of one extra, last top-level column (see :data:`SCHEMA_COLUMN_PREFIX`).
+Column names live in the footer, so the schema travels inside the single
+file, survives atomic renames and copies, and is read back from the footer
+alone. The column's values are omeframe's checksums,
 since Vortex stores none: each row's pixel CRCs in a table with OME-Arrow
 columns (:mod:`omeframe.formats.vortex.checksum`), each row's digest of all its
 values in any other table (:mod:`omeframe.storage.digest`), or nothing (a
@@ -1388,7 +1389,9 @@ def _crc_part(kind: pa.DataType) -> pa.DataType:
 PARALLEL_ROWS = 8192
 
 
-def _measure(at: list[int], scope: int, batch: pa.RecordBatch) -> tuple[tuple[int, int] | None, Any]:
+def _measure(
+    at: list[int], scope: int, batch: pa.RecordBatch
+) -> tuple[tuple[int, int] | None, tuple[tuple[Any, ...], ...] | None]:
     """``(CRC-32, length)`` of the pixel bytes of a scanned batch's OME-Arrow columns (at positions ``at``),
     or ``None`` (:func:`~omeframe.formats.vortex.checksum.batch_crc`), and in scope 3 what the fingerprint
     of their header fields takes of the batch (:func:`~omeframe.formats.vortex.checksum.batch_prints`).
@@ -1412,8 +1415,9 @@ def _check_crcs(
     by the scan (:func:`_measure`), or ``None`` where it was not. ``whole``:
     the OME-Arrow columns hold every field, so that their header fields are
     checked too (files of scope 3); a take of pixels alone reads fewer.
-    ``fingerprint``: that of the header fields, when the scan took it
-    (:func:`~omeframe.formats.vortex.checksum.header_digests`). Raises
+    ``fingerprint``: the fingerprint of the OME-Arrow columns' buffers, when
+    the scan took it (:func:`~omeframe.formats.vortex.checksum.joined_fingerprint`,
+    for :func:`~omeframe.formats.vortex.checksum.header_digests`). Raises
     :class:`ChunkChecksumError` naming every row (of the file, through
     ``rows`` for a take) whose pixel bytes (or header fields) changed, after
     the whole read.

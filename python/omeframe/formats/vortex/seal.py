@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omeframe.model.errors import CorruptFileError
-from omeframe.storage.crc import crc32_function
+from omeframe.storage.crc import crc32
 
 __all__ = ["SEAL_MARK", "PLACEHOLDER", "SEARCH_BYTES", "check_seal", "seal_file", "split_seal"]
 
@@ -50,7 +50,9 @@ PLACEHOLDER = SEAL_MARK + "0" * 24
 SEARCH_BYTES = 1 << 20
 #: The first read of the search: what vortex-data 0.93 reads first when it opens a file.
 FIRST_READ = 65535
-_SEAL = re.compile(rf"{re.escape(SEAL_MARK)}([0-9a-f]{{16}})([0-9a-f]{{8}})$")
+#: The seal's digits: ``start`` and the CRC-32, in hexadecimal.
+_DIGITS = "([0-9a-f]{16})([0-9a-f]{8})"
+_SEAL = re.compile(re.escape(SEAL_MARK) + _DIGITS + "$")
 
 
 def split_seal(payload: str) -> tuple[str, tuple[int, int] | None]:
@@ -103,7 +105,7 @@ def seal_file(path: str | os.PathLike[str], vortex: Any) -> bool:
         if at < 0 or tail.find(marker, at + 1) >= 0:
             return False
         tail[at + 1 : at + 17] = f"{start:016x}".encode("ascii")
-        crc = int(crc32_function()(tail)) & 0xFFFFFFFF
+        crc = crc32(tail)
         tail[at + 17 : at + 25] = f"{crc:08x}".encode("ascii")
         fh.seek(start + at + 1)
         fh.write(bytes(tail[at + 1 : at + 25]))
@@ -154,7 +156,7 @@ def check_seal(size: int, read_range: Callable[[int, int], bytes], where: str, p
     covered = bytearray(read_range(start, size - start) if start < first else tail[start - first :])
     at = name_at - start
     covered[at + 17 : at + 25] = b"0" * 8
-    if int(crc32_function()(covered)) & 0xFFFFFFFF != crc:
+    if crc32(covered) != crc:
         raise CorruptFileError(
             f"{where}: the footer of the Vortex file fails its CRC-32 (bytes {start} to {size}); the file is "
             "damaged (restore it from a copy)"
@@ -163,9 +165,7 @@ def check_seal(size: int, read_range: Callable[[int, int], bytes], where: str, p
 
 
 #: A sealed hidden column's name after its prefix: base64, the seal, the schema's CRC.
-_SEALED = re.compile(
-    rb"[A-Za-z0-9+/=]*" + re.escape(SEAL_MARK.encode("ascii")) + rb"([0-9a-f]{16})([0-9a-f]{8})~[0-9a-f]{8}"
-)
+_SEALED = re.compile(("[A-Za-z0-9+/=]*" + re.escape(SEAL_MARK) + _DIGITS + "~[0-9a-f]{8}").encode("ascii"))
 
 
 def _sealed_name(tail: bytes, prefix: bytes) -> tuple[int, int, int] | None:
