@@ -297,6 +297,7 @@ def test_byte_flips_anywhere_give_an_error_or_exact_pixels(tmp_path, kind):
 def test_vortex_tables_store_row_crcs_and_verify_names_damaged_rows(tmp_path):
     """Vortex record tables carry a CRC-32 of each row's pixel bytes in the hidden column."""
     from omeframe.formats.vortex.checksum import row_crcs, stored_crcs
+    from vortex_damage import stale_body
 
     stack = cells(30, y=16, x=16, seed=24)  # tiny crops: raw chunks, Vortex's own encodings
     path = of.write_table(tmp_path / "t.vortex", stack, dim_order="CYX")
@@ -320,7 +321,8 @@ def test_vortex_tables_store_row_crcs_and_verify_names_damaged_rows(tmp_path):
     original = vfile.stored_crcs
     try:
         vfile.stored_crcs = lambda cols, scope, start: intact  # the writer stores the CRCs of the intact rows
-        vfile.write_vortex_table(damaged, tmp_path / "d.vortex")
+        with stale_body():  # and a CRC of the file's body that its bytes no longer match
+            vfile.write_vortex_table(damaged, tmp_path / "d.vortex")
     finally:
         vfile.stored_crcs = original
     with pytest.raises(of.ChunkChecksumError, match=r"rows 3, 17"):

@@ -4,7 +4,9 @@ vortex-data trusts its footer: a flipped bit in the layout metadata can make
 it allocate 10¹⁷ bytes and abort the process, beyond any ``except``. The
 seal (in the hidden column's name, see ``omeframe.formats.vortex.seal``)
 covers the bytes vortex reads when it opens a file, so such damage is
-refused with ``CorruptFileError`` before vortex sees it.
+refused with ``CorruptFileError`` before vortex sees it. It also holds a
+CRC-32 of the bytes before the footer (the body), which full reads check
+before vortex decodes them, in place of the rows' checks.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _crops(n: int, size: int = 16) -> np.ndarray:
     return np.random.default_rng(2).integers(0, 255, (n, 3, size, size), dtype=np.uint8)
 
 
-def _seal_of(path: Path) -> tuple[int, int, int]:
+def _seal_of(path: Path) -> tuple[int, int, int, int | None]:
     data = path.read_bytes()
     found = vseal._sealed_name(data, vfile.SCHEMA_COLUMN_PREFIX.encode())
     assert found is not None
@@ -48,12 +50,14 @@ def test_a_written_table_is_sealed_and_its_seal_covers_what_vortex_reads_first(t
     of.write_table(small, _crops(8), dim_order="CYX", format="vortex")
     of.write_table(large, _crops(2000), dim_order="CYX", format="vortex", columns={"area": np.arange(2000.0)})
     for path in (small, large):
-        at, start, crc = _seal_of(path)
+        at, start, crc, body = _seal_of(path)
         size = path.stat().st_size
         assert start == max(0, size - vseal.FIRST_READ)  # vortex-data 0.93 reads the last 64 KiB first
         covered = bytearray(path.read_bytes()[start:])
         covered[at - start + 17 : at - start + 25] = b"0" * 8
         assert zlib.crc32(covered) == crc
+        assert body == zlib.crc32(path.read_bytes()[:start])  # the body's CRC: 0 for a table sealed whole
+        assert vfile.check_vortex_body(path)
     np.testing.assert_array_equal(of.to_numpy_stack(of.read_table(large).column(0)), _crops(2000))
 
 
@@ -66,7 +70,7 @@ def test_every_flipped_bit_of_a_small_table_is_refused_before_vortex_parses_the_
     size = path.stat().st_size
     assert size < vseal.FIRST_READ
     seal_at = _seal_of(path)[0]
-    name = range(path.read_bytes().rfind(vfile.SCHEMA_COLUMN_PREFIX.encode()), seal_at + 25 + 9)
+    name = range(path.read_bytes().rfind(vfile.SCHEMA_COLUMN_PREFIX.encode()), seal_at + 33 + 9)
     sealed = in_name = 0
     for at in range(0, size, 7):
         bad = _flipped(path, tmp_path / "bad.vortex", at, bit=at % 8)
@@ -108,7 +112,7 @@ def test_a_damaged_footer_of_a_large_table_fails_every_kind_of_open(tmp_path):
 def test_a_damaged_seal_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "t.vortex"
     of.write_table(path, _crops(4), dim_order="CYX", format="vortex")
-    at, start, _ = _seal_of(path)
+    at, start, _, _ = _seal_of(path)
     data = bytearray(path.read_bytes())
     late = bytearray(data)
     late[at + 1 : at + 17] = f"{at + 100:016x}".encode()  # a start after the seal itself
@@ -140,9 +144,9 @@ def test_tables_without_a_seal_still_read(tmp_path, monkeypatch):
     monkeypatch.setattr(vseal, "SEARCH_BYTES", 1000)  # what vortex reads at open lies further back: not sealed
     of.write_table(tmp_path / "far.vortex", crops, dim_order="CYX", format="vortex")
     monkeypatch.undo()
-    assert _seal_of(tmp_path / "far.vortex")[1:] == (0, 0)
+    assert _seal_of(tmp_path / "far.vortex")[1:] == (0, 0, 0)
     assert "@" not in vfile._import_vortex().open(str(tmp_path / "old.vortex")).dtype.names()[-1]
-    assert _seal_of(tmp_path / "zeros.vortex")[1:] == (0, 0)
+    assert _seal_of(tmp_path / "zeros.vortex")[1:] == (0, 0, 0)
     for name in ("old.vortex", "zeros.vortex", "far.vortex"):
         np.testing.assert_array_equal(of.to_numpy_stack(of.read_table(tmp_path / name).column(0)), crops)
 
@@ -151,7 +155,9 @@ def test_the_seal_is_found_past_a_lookalike_and_beyond_the_first_read():
     prefix = vfile.SCHEMA_COLUMN_PREFIX.encode()
     name = prefix + b"QUJD@" + b"0" * 15 + b"5" + b"1" * 8 + b"~abcdef01"
     tail = b"x" * 10 + name + b"y" * 5 + prefix + b"not a sealed name"
-    assert vseal._sealed_name(tail, prefix) == (10 + len(prefix) + 4, 5, 0x11111111)
+    assert vseal._sealed_name(tail, prefix) == (10 + len(prefix) + 4, 5, 0x11111111, None)  # before the body CRC
+    body = prefix + b"QUJD@" + b"0" * 15 + b"5" + b"1" * 8 + b"2" * 8 + b"~abcdef01"
+    assert vseal._sealed_name(b"x" + body, prefix) == (1 + len(prefix) + 4, 5, 0x11111111, 0x22222222)
     # a name further from the end than the first read: the search reads more
     reads = []
     data = b"z" * 100 + name + b"w" * 200_000
@@ -166,9 +172,11 @@ def test_the_seal_is_found_past_a_lookalike_and_beyond_the_first_read():
     # a name written before the seal ends the search at the first read (nothing more is read for it)
     reads.clear()
     data = b"z" * 200_000 + prefix + b"QUJD~abcdef01" + b"w" * 20_000
-    assert vseal.check_seal(len(data), read, "x", prefix) == (len(data) - vseal.FIRST_READ, data[-vseal.FIRST_READ :])
+    assert vseal.check_seal(len(data), read, "x", prefix) == vseal.Seal(
+        len(data) - vseal.FIRST_READ, data[-vseal.FIRST_READ :]
+    )
     assert reads == [vseal.FIRST_READ]
-    assert re.fullmatch(r"@0{24}", vseal.PLACEHOLDER)
+    assert re.fullmatch(r"@0{32}", vseal.PLACEHOLDER)
 
 
 def test_a_remote_table_with_a_damaged_footer_is_refused(tmp_path):
@@ -183,3 +191,108 @@ def test_a_remote_table_with_a_damaged_footer_is_refused(tmp_path):
     assert read_vortex_table(store.open("good.vortex")).num_rows == 10
     with pytest.raises(of.CorruptFileError, match=FOOTER):
         read_vortex_table(store.open("bad.vortex"))
+
+
+def _counting_row_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the full reads that check their rows one by one (those whose body was not found intact)."""
+    calls: list[int] = []
+    check = vfile._check_crcs
+    monkeypatch.setattr(vfile, "_check_crcs", lambda *a, **k: calls.append(1) or check(*a, **k))
+    return calls
+
+
+def test_a_full_read_checks_the_body_in_place_of_the_rows(tmp_path, monkeypatch):
+    n = 2000
+    crops = _crops(n)
+    path = tmp_path / "t.vortex"
+    of.write_table(path, crops, dim_order="CYX", format="vortex", columns={"area": np.arange(float(n))})
+    start = _seal_of(path)[1]
+    assert start > 0  # a body before the footer
+    rows_checked = _counting_row_checks(monkeypatch)
+    intact = of.read_table(path)
+    np.testing.assert_array_equal(of.to_numpy_stack(intact.column(0)), crops)
+    assert rows_checked == []  # the body's CRC stood for the rows' checks
+    # the file replaced by another at the same path: its own body is checked, not the last one's map
+    other = _crops(n)[::-1].copy()
+    of.write_table(path, other, dim_order="CYX", format="vortex", columns={"area": np.arange(float(n))})
+    np.testing.assert_array_equal(of.to_numpy_stack(of.read_table(path).column(0)), other)
+    assert rows_checked == []
+    of.write_table(path, crops, dim_order="CYX", format="vortex", columns={"area": np.arange(float(n))})
+    # the leading magic, which vortex does not read: a damage no row's check sees
+    magic = _flipped(path, tmp_path / "magic.vortex", 0, bit=2)
+    with pytest.raises(of.CorruptFileError, match=rf"bytes 0 to {start} of the Vortex file .* fail their CRC-32"):
+        vfile.check_vortex_body(magic)
+    written = of.read_table(path)
+    assert of.read_table(magic).equals(written)  # the rows, checked one by one, are intact: the exact table
+    assert rows_checked == [1]
+    report = of.verify_table(magic)
+    assert [(d.rows, "fail their CRC-32" in d.message) for d in report.damaged] == [((0, 0), True)]
+    assert cli_main(["verify", str(magic)]) == 1
+    # a pixel flipped in place after a full read of the same file (same inode): found, and its row named
+    at = path.read_bytes().find(crops[10, 0].tobytes())
+    assert 0 < at < start
+    with open(path, "r+b") as fh:
+        fh.seek(at + 5)
+        byte = fh.read(1)
+        fh.seek(at + 5)
+        fh.write(bytes([byte[0] ^ 4]))
+    with pytest.raises(of.ChunkChecksumError, match=r"\(rows 10\)"):
+        of.read_table(path)
+
+
+def _seal_before_body_crc(path: Path, vortex: object) -> bool:
+    """Seal ``path`` as omeframe did before the body's CRC: ``start`` and the footer's CRC-32 alone."""
+    data = bytearray(Path(path).read_bytes())
+    start = max(0, len(data) - vseal.FIRST_READ)
+    at = data.index(b"@" + b"0" * 24, start)
+    data[at + 1 : at + 17] = f"{start:016x}".encode()
+    data[at + 17 : at + 25] = f"{zlib.crc32(data[start:]):08x}".encode()
+    Path(path).write_bytes(bytes(data))
+    return True
+
+
+def test_files_sealed_before_the_body_crc_read_with_their_rows_checked(tmp_path, monkeypatch):
+    n = 2000
+    crops = _crops(n)
+    path = tmp_path / "old.vortex"
+    with monkeypatch.context() as m:
+        m.setattr(vfile, "PLACEHOLDER", "@" + "0" * 24)
+        m.setattr(vfile, "seal_file", _seal_before_body_crc)
+        of.write_table(path, crops, dim_order="CYX", format="vortex")
+    _, start, _, body = _seal_of(path)
+    assert start > 0 and body is None
+    assert vfile.check_vortex_body(path) is False  # nothing to check the body against
+    rows_checked = _counting_row_checks(monkeypatch)
+    np.testing.assert_array_equal(of.to_numpy_stack(of.read_table(path).column(0)), crops)
+    assert rows_checked == [1]
+    with pytest.raises(of.CorruptFileError, match=FOOTER):  # its footer's seal is still checked
+        of.read_table(_flipped(path, tmp_path / "footer.vortex", path.stat().st_size - 300))
+    at = path.read_bytes().find(crops[7, 1].tobytes())
+    with pytest.raises(of.ChunkChecksumError, match=r"\(rows 7\)"):
+        of.read_table(_flipped(path, tmp_path / "pixel.vortex", at + 3))
+
+
+def test_a_file_renamed_over_after_its_open_is_not_taken_for_the_one_checked(tmp_path, monkeypatch):
+    crops = _crops(2000)
+    path, copy = tmp_path / "t.vortex", tmp_path / "copy.vortex"
+    of.write_table(path, crops, dim_order="CYX", format="vortex")
+    copy.write_bytes(path.read_bytes())
+    at = path.read_bytes().find(crops[3, 2].tobytes())
+    _flipped(copy, path, at + 1)  # the file vortex opens has a damaged pixel
+    _, sealed = vfile._open_local(str(path))
+    assert sealed is not None and sealed.body_intact(str(path)) is False
+    copy.replace(path)  # an intact copy renamed over it: its body matches the seal ...
+    assert sealed.body_intact(str(path)) is False  # ... but vortex still reads the damaged file it opened
+    assert vfile._open_local(str(path))[1].body_intact(str(path)) is True
+    # a rename between the seal's check and vortex's open: no seal to trust
+    vortex = vfile._import_vortex()
+    other = tmp_path / "other.vortex"
+    of.write_table(other, crops, dim_order="CYX", format="vortex")
+
+    class Renaming:
+        def open(self, p: str, **kw: object) -> object:
+            other.replace(p)
+            return vortex.open(p, **kw)
+
+    monkeypatch.setattr(vfile, "_import_vortex", Renaming)
+    assert vfile._open_local(str(path))[1] is None

@@ -1,11 +1,15 @@
 """A Vortex record table whose stored pixel CRCs are those of the intact pixels, with one byte flipped.
 
 It stands for a table damaged on disk after it was written: the hidden
-column holds the CRCs of the pixels as they were, the file the flipped byte.
+column holds the CRCs of the pixels as they were, the file the flipped byte,
+and the footer's seal a CRC-32 of the file's body that its bytes no longer
+match (:func:`stale_body`), so that full reads check the rows one by one.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,20 @@ import pytest
 import omeframe as of
 from omeframe.formats.vortex import checksum as vchecksum
 from omeframe.formats.vortex import file as vfile
+from omeframe.formats.vortex import seal as vseal
+
+
+@contextlib.contextmanager
+def stale_body() -> Iterator[None]:
+    """Within it, the Vortex writer seals each file with a body CRC-32 that its bytes do not match.
+
+    The file then stands for one whose body changed on disk after it was
+    written: every full read finds the body damaged and checks the rows one by one.
+    """
+    crc_before = vseal._crc_before
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vseal, "_crc_before", lambda fd, end: crc_before(fd, end) ^ 0xFFFFFFFF)
+        yield
 
 
 def write_flipped(
@@ -40,7 +58,7 @@ def _write_under(path: Path, table: pa.Table, packed: np.ndarray, scope: int = v
         at[0] += len(part)
         return part, int(part[-1]) >> 32
 
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, stale_body():
         mp.setattr(vfile, "stored_crcs", intact_crcs)
         mp.setattr(vfile, "SCOPE", scope)
         vfile.write_vortex_table(table, path)
@@ -69,7 +87,7 @@ def write_changed(path: Path, table: pa.Table, row: int, column: str, value: obj
         at[0] += len(part)
         return part
 
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, stale_body():
         mp.setattr(vfile, "row_digests", intact_digests)
         vfile.write_vortex_table(changed, path)
 

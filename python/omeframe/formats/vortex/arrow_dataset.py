@@ -162,7 +162,8 @@ def open_vortex_input(path: str | os.PathLike[str]) -> VortexInput:
         # the footer's seal before vortex parses the footer; vortex's first read is then served from memory
         known = None
         if footer is None:
-            known = check_seal(fh.size, fh.read_range, repr(p), SCHEMA_COLUMN_PREFIX.encode("ascii"))
+            seal = check_seal(fh.size, fh.read_range, repr(p), SCHEMA_COLUMN_PREFIX.encode("ascii"))
+            known = (seal.first, seal.tail)
         reader = _ReadBytesAt(fh, known)
         try:
             vf = vortex.open_readable(reader, footer=footer)

@@ -72,7 +72,7 @@ from omeframe.formats.vortex.checksum import (
     stored_crcs,
 )
 from omeframe.formats.vortex.constants import to_vortex
-from omeframe.formats.vortex.seal import PLACEHOLDER, check_seal, seal_file, split_seal
+from omeframe.formats.vortex.seal import PLACEHOLDER, Seal, body_intact, check_seal, seal_file, split_seal
 from omeframe.formats.vortex.take import lazy_file
 from omeframe.model.columns import check_columns
 from omeframe.model.errors import (
@@ -97,6 +97,7 @@ __all__ = [
     "SCHEMA_COLUMN_PREFIX",
     "PIXEL_FIELDS",
     "PixelRead",
+    "check_vortex_body",
     "read_vortex_pixels",
     "read_vortex_schema",
     "read_vortex_table",
@@ -248,16 +249,57 @@ def _open(path: Location, *, memory_map: bool = False) -> Any:
                 f"{path.url!r} is not a readable Vortex file (truncated, corrupt or another "
                 f"format): {_first_line(exc)}"
             ) from exc
-    p = os.fspath(path)
+    return _open_local(os.fspath(path), memory_map=memory_map)[0]
+
+
+@dataclass(frozen=True)
+class _Sealed:
+    """The seal of a local file vortex opened, and which file it was (``os.stat``'s device and inode)."""
+
+    seal: Seal
+    device: int
+    inode: int
+
+    def body_intact(self, p: str) -> bool | None:
+        """Whether the bytes of ``p`` before its footer match the seal's body CRC-32 (see :func:`body_intact`).
+
+        ``None`` when the seal holds no body CRC, ``False`` when ``p`` is no
+        longer the file vortex opened (replaced since: its rows are then
+        checked one by one, as those of a file without the body's CRC).
+        """
+        if self.seal.body_crc is None:
+            return None
+        try:
+            with open(p, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                # vortex's mapping holds the file it opened, so its inode is not reused meanwhile
+                if (st.st_dev, st.st_ino) != (self.device, self.inode):
+                    return False
+                return body_intact(p, fh.fileno(), self.seal)
+        except OSError:
+            return False
+
+
+def _open_local(p: str, *, memory_map: bool = False) -> tuple[Any, _Sealed | None]:
+    """:func:`_open` of a local file, with its :class:`_Sealed` (``None`` when the path changed files meanwhile)."""
+    vortex = _import_vortex()
     with open(p, "rb") as fh:  # the usual OSError subclasses; the footer's seal before vortex parses it
         fd = fh.fileno()
-        check_seal(os.fstat(fd).st_size, lambda at, n: os.pread(fd, n, at), repr(p), SCHEMA_COLUMN_PREFIX.encode())
-    try:
-        return vortex.open(p, memory_map=memory_map)
-    except BaseException as exc:
-        raise corrupt_or_raise(
-            exc, f"{p!r} is not a readable Vortex file (truncated, corrupt or another format)"
-        ) from exc
+        st = os.fstat(fd)
+        seal = check_seal(st.st_size, lambda at, n: os.pread(fd, n, at), repr(p), SCHEMA_COLUMN_PREFIX.encode())
+        try:
+            vf = vortex.open(p, memory_map=memory_map)
+        except BaseException as exc:
+            raise corrupt_or_raise(
+                exc, f"{p!r} is not a readable Vortex file (truncated, corrupt or another format)"
+            ) from exc
+        try:  # the file checked is the one vortex opened (unless renamed over meanwhile)
+            now = os.stat(p)
+        except OSError:
+            return vf, None
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return vf, None
+    return vf, _Sealed(seal, st.st_dev, st.st_ino)
 
 
 def _lazy_file(p: str) -> Any:
@@ -732,6 +774,34 @@ def read_vortex_schema(path: Location) -> pa.Schema:
     return schema
 
 
+def check_vortex_body(path: PathLike) -> bool:
+    """Check every byte of the local Vortex file ``path`` before its footer against the seal's CRC-32.
+
+    Returns ``False`` when the file stores no such CRC (written by omeframe
+    before 2026-12-08, or by another tool), ``True`` when the bytes match.
+    The footer's CRC is checked first, as by every open. Full reads check
+    the body this way before vortex decodes it; :func:`verify_table
+    <omeframe.formats.record.verify.verify_table>` calls this to report
+    damage that no row's check sees (bytes vortex does not decode into values).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    CorruptFileError
+        If the footer or the body fails its CRC-32.
+    """
+    p = os.fspath(path)
+    _, sealed = _open_local(p)
+    intact = None if sealed is None else sealed.body_intact(p)
+    if intact is False:
+        raise CorruptFileError(
+            f"{p!r}: bytes 0 to {sealed.seal.start if sealed else 0} of the Vortex file (its data before the "
+            "footer) fail their CRC-32; the file is damaged (restore it from a copy)"
+        )
+    return bool(intact)
+
+
 def vortex_has_digests(path: Location) -> bool:
     """Whether the Vortex file ``path`` stores a digest of each row's values, which every full read checks.
 
@@ -866,11 +936,14 @@ def read_vortex_table(
     # Takes from a local file reuse its open, memory-mapped version (and the leaves
     # earlier takes scanned, see omeframe.formats.vortex.take).
     lazy = None
+    sealed = None
     if rows is not None and not isinstance(path, RemoteFile):
         lazy = _lazy_file(p)
         vf = lazy.file
+    elif isinstance(path, RemoteFile):
+        vf = _open(path)
     else:
-        vf = _open(path, memory_map=not isinstance(path, RemoteFile))
+        vf, sealed = _open_local(p, memory_map=True)
     schema, _ = _stored_schema(vf, p)
     hidden_name = str(vf.dtype.names()[-1])
 
@@ -901,6 +974,11 @@ def read_vortex_table(
     pixel_check = stored_type is not None and set(ome) <= set(columns)
     feature_check = stored_type is not None and stored_type.equals(CRC_AND_DIGEST) and bool(set(others) & set(columns))
     digested = not ome and _has_digests(vf, hidden_name)
+    if idx is None and (pixel_check or digested) and sealed is not None and sealed.body_intact(p):
+        # A whole table, every byte before its footer checked by one CRC-32 (at memory speed) before vortex
+        # decodes a segment, as the footer's was at open: the rows' CRCs and digests then add nothing. When
+        # it fails, they are checked below, which names the damaged rows.
+        pixel_check = feature_check = digested = False
     read_columns = columns
     if digested or feature_check:
         read_columns = [n for n in schema.names if n in columns or n in others]
