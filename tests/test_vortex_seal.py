@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 
 import omeframe as of
@@ -296,3 +297,64 @@ def test_a_file_renamed_over_after_its_open_is_not_taken_for_the_one_checked(tmp
 
     monkeypatch.setattr(vfile, "_import_vortex", Renaming)
     assert vfile._open_local(str(path))[1] is None
+
+
+def test_a_whole_scan_of_the_dataset_checks_the_body_in_place_of_the_rows(tmp_path, monkeypatch):
+    from vortex_damage import write_flipped
+
+    n = 2000
+    crops = _crops(n)
+    path = tmp_path / "t.vortex"
+    of.write_table(path, crops, dim_order="CYX", format="vortex", columns={"area": np.arange(float(n))})
+    checked: list[int] = []
+    call = vfile.RowCrcCheck.__call__
+    monkeypatch.setattr(vfile.RowCrcCheck, "__call__", lambda self, b: checked.append(b.num_rows) or call(self, b))
+    ds = vortex_plain_dataset(path)
+    table = ds.to_table()  # what Polars' scan_pyarrow_dataset asks for: every batch taken
+    np.testing.assert_array_equal(of.to_numpy_stack(table.column("ome_arrow")), crops)
+    assert checked == []
+    # a stream the caller may stop, a filter, the features alone: the rows' checks, not the whole body
+    assert sum(b.num_rows for b in ds.to_batches()) == n and sum(checked) == n
+    checked.clear()
+    assert ds.to_table(filter=pc.field("area") < 10).num_rows == 10 and checked
+    checked.clear()
+    assert ds.to_table(columns=["area"]).column("area").to_pylist() == list(np.arange(float(n)))
+    assert sum(checked) == n
+    # a body that fails its CRC: the rows are checked and the damaged one named
+    write_flipped(tmp_path / "bad.vortex", crops[:300], row=27, chunk=1, mask=0x10)
+    with pytest.raises(of.ChunkChecksumError, match=r"rows 27\b"):
+        vortex_plain_dataset(tmp_path / "bad.vortex").to_table()
+
+
+def test_a_full_read_of_a_remote_table_fetches_it_whole_and_checks_its_body(tmp_path, monkeypatch):
+    from omeframe.formats.vortex.file import read_vortex_table
+    from omeframe.storage.remote import RemoteStore
+
+    n = 2000
+    crops = _crops(n)
+    local = tmp_path / "t.vortex"
+    of.write_table(local, crops, dim_order="CYX", format="vortex", columns={"area": np.arange(float(n))})
+    start = _seal_of(local)[1]
+    at = local.read_bytes().find(crops[12, 1].tobytes())
+    assert 0 < at < start
+    store = RemoteStore(f"memory://omeframe-body-{tmp_path.name}")
+    store.put("good.vortex", local.read_bytes())
+    store.put("magic.vortex", _flipped(local, tmp_path / "magic.vortex", 0, bit=2).read_bytes())
+    store.put("pixel.vortex", _flipped(local, tmp_path / "pixel.vortex", at + 2).read_bytes())
+    rows_checked = _counting_row_checks(monkeypatch)
+    monkeypatch.setattr(vfile, "MAX_REQUEST_BYTES", 100_000)  # fetched in several concurrent pieces
+    np.testing.assert_array_equal(of.to_numpy_stack(read_vortex_table(store.open("good.vortex")).column(0)), crops)
+    assert rows_checked == []
+    # bytes no value comes from: the rows, checked one by one, give the exact table
+    assert read_vortex_table(store.open("magic.vortex")).equals(read_vortex_table(store.open("good.vortex")))
+    assert rows_checked == [1]
+    with pytest.raises(of.ChunkChecksumError, match=r"\(rows 12\)"):
+        read_vortex_table(store.open("pixel.vortex"))
+    # some columns: ranged reads of what they need, and the rows' checks
+    rows_checked.clear()
+    part = read_vortex_table(store.open("good.vortex"), columns=["ome_arrow"])
+    np.testing.assert_array_equal(of.to_numpy_stack(part.column(0)), crops)
+    assert rows_checked == [1]
+    store.put("footer.vortex", _flipped(local, tmp_path / "footer.vortex", local.stat().st_size - 300).read_bytes())
+    with pytest.raises(of.CorruptFileError, match=FOOTER):  # the footer, checked again on the bytes fetched
+        read_vortex_table(store.open("footer.vortex"))

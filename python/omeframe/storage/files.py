@@ -99,6 +99,9 @@ class InputFile(PositionalFile):
     def size(self) -> int:
         return self._size
 
+    def fileno(self) -> int:
+        return self._fd
+
     def _read_at(self, pos: int, n: int) -> bytes:
         return self.read_range(pos, n)
 

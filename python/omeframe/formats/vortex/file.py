@@ -83,8 +83,9 @@ from omeframe.model.errors import (
     RowIndexError,
 )
 from omeframe.storage.atomic import atomic_path
+from omeframe.storage.crc import crc32
 from omeframe.storage.digest import row_digests
-from omeframe.storage.remote import RemoteFile
+from omeframe.storage.remote import MAX_REQUEST_BYTES, RemoteFile
 
 if TYPE_CHECKING:
     import pyarrow.dataset as pds
@@ -156,6 +157,50 @@ class _RangeReader:
             raise
 
 
+class _MemoryReader:
+    """Bytes already fetched (a whole remote object) as vortex's ``ReadBytesAt``."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def size(self) -> int:
+        return len(self._data)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        return self._data[offset : offset + length]
+
+
+def _open_remote_whole(path: RemoteFile) -> tuple[Any, bool | None]:
+    """Fetch the whole remote Vortex file ``path``, check its seal and body, and open it in memory.
+
+    For a full read, which needs every byte anyway: vortex then reads from
+    memory instead of one ranged request per segment, and the body's CRC-32
+    is checked before vortex decodes a segment, as for a local file. Returns
+    the open file and whether its body matched the seal's CRC (``None``:
+    the file stores none).
+
+    Raises
+    ------
+    OSError
+        When the request fails.
+    CorruptFileError
+        If the footer fails its seal, or vortex cannot parse the file.
+    """
+    vortex = _import_vortex()
+    path.failure = None
+    step, size = MAX_REQUEST_BYTES, path.size  # concurrent requests of up to 32 MiB, not kept in the range cache
+    data = b"".join(path.read_ranges([(a, min(a + step, size)) for a in range(0, size, step)], cache=False))
+    seal = check_seal(len(data), lambda at, n: data[at : at + n], repr(path.url), SCHEMA_COLUMN_PREFIX.encode())
+    intact = None
+    if seal.start is not None and seal.body_crc is not None:
+        with memoryview(data)[: seal.start] as body:
+            intact = crc32(body) == seal.body_crc
+    try:
+        return vortex.open_readable(_MemoryReader(data)), intact
+    except BaseException as exc:
+        raise unreadable(exc, repr(path.url)) from exc
+
+
 def _raise_failed_request(path: Location) -> None:
     """Raise the request failure (``OSError``) behind a vortex error on remote file ``path``, if there was one.
 
@@ -210,6 +255,11 @@ def corrupt_or_raise(exc: BaseException, message: str) -> CorruptFileError:
     if isinstance(exc, (RuntimeError, ValueError, pa.ArrowException)) or is_vortex_panic(exc):
         return CorruptFileError(f"{message}: {_first_line(exc)}")
     raise exc
+
+
+def unreadable(exc: BaseException, where: str) -> CorruptFileError:
+    """:func:`corrupt_or_raise` for a file vortex could not open (``where`` names it)."""
+    return corrupt_or_raise(exc, f"{where} is not a readable Vortex file (truncated, corrupt or another format)")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -290,9 +340,7 @@ def _open_local(p: str, *, memory_map: bool = False) -> tuple[Any, _Sealed | Non
         try:
             vf = vortex.open(p, memory_map=memory_map)
         except BaseException as exc:
-            raise corrupt_or_raise(
-                exc, f"{p!r} is not a readable Vortex file (truncated, corrupt or another format)"
-            ) from exc
+            raise unreadable(exc, repr(p)) from exc
         try:  # the file checked is the one vortex opened (unless renamed over meanwhile)
             now = os.stat(p)
         except OSError:
@@ -778,7 +826,7 @@ def check_vortex_body(path: PathLike) -> bool:
     """Check every byte of the local Vortex file ``path`` before its footer against the seal's CRC-32.
 
     Returns ``False`` when the file stores no such CRC (written by omeframe
-    before 2026-12-08, or by another tool), ``True`` when the bytes match.
+    before it stored one, or by another tool), ``True`` when the bytes match.
     The footer's CRC is checked first, as by every open. Full reads check
     the body this way before vortex decodes it; :func:`verify_table
     <omeframe.formats.record.verify.verify_table>` calls this to report
@@ -922,6 +970,15 @@ def read_vortex_table(
         If the file is truncated, corrupt, or not a Vortex file. Vortex stores
         no checksums of its own: a file written by another tool (or by
         omeframe before it stored them) may read back damaged data silently.
+
+    Notes
+    -----
+    A read of every row with the OME-Arrow columns whole (or every column of
+    a table without them) checks the CRC-32 of the file's body, kept in its
+    footer's seal since 2026-12-07 (:mod:`omeframe.formats.vortex.seal`),
+    before vortex decodes a segment, and then needs none of the rows'
+    checks; a remote file read with no ``columns`` is fetched whole for it.
+    When the body fails, the rows' checks run and name the damaged rows.
     """
     vortex = _import_vortex()
     p = _name(path)
@@ -937,11 +994,15 @@ def read_vortex_table(
     # earlier takes scanned, see omeframe.formats.vortex.take).
     lazy = None
     sealed = None
+    remote_body = None  # a whole remote file fetched: whether its body matched the seal
     if rows is not None and not isinstance(path, RemoteFile):
         lazy = _lazy_file(p)
         vf = lazy.file
     elif isinstance(path, RemoteFile):
-        vf = _open(path)
+        if rows is None and columns is None:  # every byte is read: fetched at once, checked as a local file
+            vf, remote_body = _open_remote_whole(path)
+        else:
+            vf = _open(path)
     else:
         vf, sealed = _open_local(p, memory_map=True)
     schema, _ = _stored_schema(vf, p)
@@ -974,7 +1035,7 @@ def read_vortex_table(
     pixel_check = stored_type is not None and set(ome) <= set(columns)
     feature_check = stored_type is not None and stored_type.equals(CRC_AND_DIGEST) and bool(set(others) & set(columns))
     digested = not ome and _has_digests(vf, hidden_name)
-    if idx is None and (pixel_check or digested) and sealed is not None and sealed.body_intact(p):
+    if idx is None and (pixel_check or digested) and (sealed.body_intact(p) if sealed else remote_body):
         # A whole table, every byte before its footer checked by one CRC-32 (at memory speed) before vortex
         # decodes a segment, as the footer's was at open: the rows' CRCs and digests then add nothing. When
         # it fails, they are checked below, which names the damaged rows.

@@ -15,7 +15,7 @@ filled in place afterwards (same length, so no offset moves):
 * 8 digits: the CRC-32 of the bytes from ``start`` to the end of the file,
   with these 8 digits as zeros (the *footer's* CRC);
 * 8 digits: the CRC-32 of the bytes before ``start`` (the *body's* CRC:
-  every data segment; files sealed before 2026-12-08 end without it).
+  every data segment; the first files sealed, earlier on 2026-12-07, end without it).
 
 Every omeframe open of a local or remote Vortex file calls :func:`check_seal`
 first: it reads the end of the file, finds the name, and compares the CRC
@@ -176,6 +176,8 @@ def body_intact(path: str, fd: int, seal: Seal) -> bool | None:
     """
     if seal.start is None or seal.body_crc is None:
         return None
+    if seal.start == 0:  # a file sealed whole: no body
+        return seal.body_crc == crc32(b"")
     with memoryview(_mapping(path, fd))[: seal.start] as body:
         return crc32(body) == seal.body_crc
 
