@@ -194,6 +194,15 @@ def test_a_remote_table_with_a_damaged_footer_is_refused(tmp_path):
         read_vortex_table(store.open("bad.vortex"))
 
 
+def _with_area(path: Path, n: int = 2000) -> tuple[np.ndarray, int]:
+    """Write ``n`` crops beside an ``area`` feature to ``path``: the crops, and where the sealed footer starts."""
+    crops = _crops(n)
+    of.write_table(path, crops, dim_order="CYX", format="vortex", columns={"area": np.arange(float(n))})
+    start = _seal_of(path)[1]
+    assert start > 0  # a body before the footer
+    return crops, start
+
+
 def _counting_row_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the full reads that check their rows one by one (those whose body was not found intact)."""
     calls: list[int] = []
@@ -204,11 +213,8 @@ def _counting_row_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_a_full_read_checks_the_body_in_place_of_the_rows(tmp_path, monkeypatch):
     n = 2000
-    crops = _crops(n)
     path = tmp_path / "t.vortex"
-    of.write_table(path, crops, dim_order="CYX", format="vortex", columns={"area": np.arange(float(n))})
-    start = _seal_of(path)[1]
-    assert start > 0  # a body before the footer
+    crops, start = _with_area(path, n)
     rows_checked = _counting_row_checks(monkeypatch)
     intact = of.read_table(path)
     np.testing.assert_array_equal(of.to_numpy_stack(intact.column(0)), crops)
@@ -303,9 +309,8 @@ def test_a_whole_scan_of_the_dataset_checks_the_body_in_place_of_the_rows(tmp_pa
     from vortex_damage import write_flipped
 
     n = 2000
-    crops = _crops(n)
     path = tmp_path / "t.vortex"
-    of.write_table(path, crops, dim_order="CYX", format="vortex", columns={"area": np.arange(float(n))})
+    crops, _ = _with_area(path, n)
     checked: list[int] = []
     call = vfile.RowCrcCheck.__call__
     monkeypatch.setattr(vfile.RowCrcCheck, "__call__", lambda self, b: checked.append(b.num_rows) or call(self, b))
@@ -330,11 +335,8 @@ def test_a_full_read_of_a_remote_table_fetches_it_whole_and_checks_its_body(tmp_
     from omeframe.formats.vortex.file import read_vortex_table
     from omeframe.storage.remote import RemoteStore
 
-    n = 2000
-    crops = _crops(n)
     local = tmp_path / "t.vortex"
-    of.write_table(local, crops, dim_order="CYX", format="vortex", columns={"area": np.arange(float(n))})
-    start = _seal_of(local)[1]
+    crops, start = _with_area(local)
     at = local.read_bytes().find(crops[12, 1].tobytes())
     assert 0 < at < start
     store = RemoteStore(f"memory://omeframe-body-{tmp_path.name}")
