@@ -352,6 +352,14 @@ def test_a_full_read_of_a_remote_table_fetches_it_whole_and_checks_its_body(tmp_
     assert rows_checked == [1]
     with pytest.raises(of.ChunkChecksumError, match=r"\(rows 12\)"):
         read_vortex_table(store.open("pixel.vortex"))
+    # an object larger than a quarter of the memory limit: read by ranges, its rows checked
+    rows_checked.clear()
+    previous = of.set_max_bytes(4 * local.stat().st_size - 1)
+    try:
+        np.testing.assert_array_equal(of.to_numpy_stack(read_vortex_table(store.open("good.vortex")).column(0)), crops)
+    finally:
+        of.set_max_bytes(previous)
+    assert rows_checked == [1]
     # some columns: ranged reads of what they need, and the rows' checks
     rows_checked.clear()
     part = read_vortex_table(store.open("good.vortex"), columns=["ome_arrow"])

@@ -55,6 +55,7 @@ import pyarrow as pa
 
 from omeframe.engine import threads as _threads
 from omeframe.engine.codec import binary_offsets
+from omeframe.engine.limits import get_max_bytes
 from omeframe.formats.vortex.checksum import (
     SCOPE,
     SCOPE_KEY,
@@ -155,6 +156,12 @@ class _RangeReader:
         except OSError as exc:  # vortex reports it as a RuntimeError: kept for the reader to raise instead
             self._f.failure = exc
             raise
+
+
+#: A full read fetches a remote Vortex file whole when it is at most this fraction of the memory limit
+#: (:func:`omeframe.get_max_bytes`), else by ranges: the fetched pieces, their joined copy and the decoded table
+#: are in memory at once.
+WHOLE_FETCH_SHARE = 4
 
 
 class _MemoryReader:
@@ -977,7 +984,8 @@ def read_vortex_table(
     a table without them) checks the CRC-32 of the file's body, kept in its
     footer's seal since 2026-12-07 (:mod:`omeframe.formats.vortex.seal`),
     before vortex decodes a segment, and then needs none of the rows'
-    checks; a remote file read with no ``columns`` is fetched whole for it.
+    checks; a remote file read with no ``columns`` is fetched whole for it
+    (when it is at most a quarter of :func:`omeframe.get_max_bytes`).
     When the body fails, the rows' checks run and name the damaged rows.
     """
     vortex = _import_vortex()
@@ -999,7 +1007,9 @@ def read_vortex_table(
         lazy = _lazy_file(p)
         vf = lazy.file
     elif isinstance(path, RemoteFile):
-        if rows is None and columns is None:  # every byte is read: fetched at once, checked as a local file
+        if rows is None and columns is None and path.size <= get_max_bytes() // WHOLE_FETCH_SHARE:
+            # every byte is read: fetched at once and checked as a local file (when the object, its joined
+            # copy and the decoded table fit well within the memory limit; else by ranges, rows checked)
             vf, remote_body = _open_remote_whole(path)
         else:
             vf = _open(path)
