@@ -73,7 +73,15 @@ from omeframe.formats.vortex.checksum import (
     stored_crcs,
 )
 from omeframe.formats.vortex.constants import to_vortex
-from omeframe.formats.vortex.seal import PLACEHOLDER, Seal, body_intact, check_seal, seal_file, split_seal
+from omeframe.formats.vortex.seal import (
+    PLACEHOLDER,
+    Seal,
+    body_intact,
+    body_matches,
+    check_seal,
+    seal_file,
+    split_seal,
+)
 from omeframe.formats.vortex.take import lazy_file
 from omeframe.model.columns import check_columns
 from omeframe.model.errors import (
@@ -84,7 +92,6 @@ from omeframe.model.errors import (
     RowIndexError,
 )
 from omeframe.storage.atomic import atomic_path
-from omeframe.storage.crc import crc32
 from omeframe.storage.digest import row_digests
 from omeframe.storage.remote import MAX_REQUEST_BYTES, RemoteFile
 
@@ -198,10 +205,7 @@ def _open_remote_whole(path: RemoteFile) -> tuple[Any, bool | None]:
     step, size = MAX_REQUEST_BYTES, path.size  # concurrent requests of up to 32 MiB, not kept in the range cache
     data = b"".join(path.read_ranges([(a, min(a + step, size)) for a in range(0, size, step)], cache=False))
     seal = check_seal(len(data), lambda at, n: data[at : at + n], repr(path.url), SCHEMA_COLUMN_PREFIX.encode())
-    intact = None
-    if seal.start is not None and seal.body_crc is not None:
-        with memoryview(data)[: seal.start] as body:
-            intact = crc32(body) == seal.body_crc
+    intact = body_matches(seal, data)
     try:
         return vortex.open_readable(_MemoryReader(data)), intact
     except BaseException as exc:
@@ -337,13 +341,18 @@ class _Sealed:
             return False
 
 
+def _check_local_seal(p: str, fd: int, size: int) -> Seal:
+    """:func:`~omeframe.formats.vortex.seal.check_seal` of the local file ``p``, open as ``fd``, of ``size`` bytes."""
+    return check_seal(size, lambda at, n: os.pread(fd, n, at), repr(p), SCHEMA_COLUMN_PREFIX.encode())
+
+
 def _open_local(p: str, *, memory_map: bool = False) -> tuple[Any, _Sealed | None]:
     """:func:`_open` of a local file, with its :class:`_Sealed` (``None`` when the path changed files meanwhile)."""
     vortex = _import_vortex()
     with open(p, "rb") as fh:  # the usual OSError subclasses; the footer's seal before vortex parses it
         fd = fh.fileno()
         st = os.fstat(fd)
-        seal = check_seal(st.st_size, lambda at, n: os.pread(fd, n, at), repr(p), SCHEMA_COLUMN_PREFIX.encode())
+        seal = _check_local_seal(p, fd, st.st_size)
         try:
             vf = vortex.open(p, memory_map=memory_map)
         except BaseException as exc:
@@ -847,12 +856,14 @@ def check_vortex_body(path: PathLike) -> bool:
         If the footer or the body fails its CRC-32.
     """
     p = os.fspath(path)
-    _, sealed = _open_local(p)
-    intact = None if sealed is None else sealed.body_intact(p)
+    with open(p, "rb") as fh:
+        fd = fh.fileno()
+        seal = _check_local_seal(p, fd, os.fstat(fd).st_size)
+        intact = body_intact(p, fd, seal)
     if intact is False:
         raise CorruptFileError(
-            f"{p!r}: bytes 0 to {sealed.seal.start if sealed else 0} of the Vortex file (its data before the "
-            "footer) fail their CRC-32; the file is damaged (restore it from a copy)"
+            f"{p!r}: bytes 0 to {seal.start} of the Vortex file (its data before the footer) fail their "
+            "CRC-32; the file is damaged (restore it from a copy)"
         )
     return bool(intact)
 

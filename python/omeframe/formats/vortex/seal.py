@@ -51,8 +51,8 @@ from omeframe.model.errors import CorruptFileError
 from omeframe.storage.crc import crc32
 
 __all__ = [
-    "SEAL_MARK", "PLACEHOLDER", "SEARCH_BYTES", "MAPPED_FILES", "Seal", "body_intact", "check_seal", "seal_file",
-    "split_seal",
+    "SEAL_MARK", "PLACEHOLDER", "SEARCH_BYTES", "MAPPED_FILES", "Seal", "body_intact", "body_matches", "check_seal",
+    "seal_file", "split_seal",
 ]
 
 #: Starts the seal in the hidden column's name (not a base64 character).
@@ -176,9 +176,21 @@ def body_intact(path: str, fd: int, seal: Seal) -> bool | None:
     """
     if seal.start is None or seal.body_crc is None:
         return None
-    if seal.start == 0:  # a file sealed whole: no body
-        return seal.body_crc == crc32(b"")
-    with memoryview(_mapping(path, fd))[: seal.start] as body:
+    return body_matches(seal, _mapping(path, fd) if seal.start else b"")  # a file sealed whole has no body
+
+
+def body_matches(seal: Seal, data: Any) -> bool | None:
+    """Whether ``data`` (the file's bytes from its first, at least up to ``seal.start``) matches the body's
+    CRC-32 of ``seal``; ``None`` when the seal holds none (see :func:`body_intact`).
+
+    Example
+    -------
+    >>> body_matches(Seal(0, b"", 3, 0x352441C2), b"abc" + b"footer")
+    True
+    """
+    if seal.start is None or seal.body_crc is None:
+        return None
+    with memoryview(data)[: seal.start] as body:
         return crc32(body) == seal.body_crc
 
 
