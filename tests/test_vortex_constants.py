@@ -14,7 +14,7 @@ vortex = pytest.importorskip("vortex")
 
 import omeframe as of  # noqa: E402
 from omeframe.formats.vortex import file as vfile  # noqa: E402
-from omeframe.formats.vortex.constants import MIN_ROWS, constant_lists, to_vortex  # noqa: E402
+from omeframe.formats.vortex.constants import MIN_ROWS, RowPattern, constant_lists, to_vortex  # noqa: E402
 
 N = 1000
 
@@ -108,3 +108,28 @@ def test_to_vortex_without_constants_is_the_plain_conversion() -> None:
     batch = pa.record_batch({"n": np.arange(N), "lists": pa.array([[i] for i in range(N)])})
     assert constant_lists(batch) == []
     assert to_vortex(vortex, batch).to_arrow_table().equals(pa.Table.from_batches([batch]))
+
+
+@pytest.mark.parametrize("odd", [0, 1, 2, N // 2 - 1, N // 2, N // 2 + 1, N - 2, N - 1])
+def test_one_differing_row_anywhere_breaks_the_pattern(odd: int) -> None:
+    rows = [[1, 2, 3]] * N
+    rows[odd] = [1, 2, 4]
+    assert constant_lists(pa.record_batch({"x": pa.array(rows)})) == []
+    rows[odd] = [1, 2, 3]
+    assert constant_lists(pa.record_batch({"x": pa.array(rows)})) == [("x",)]
+
+
+def test_rows_that_differ_early_are_refused_without_tiling_the_pattern(monkeypatch) -> None:
+    # chunk lists of crops hold every pixel byte: the pattern is not repeated N times to compare them
+    stack = np.random.default_rng(1).integers(0, 255, (N, 3, 8, 8), dtype=np.uint8)
+    chunks = of.records_from_arrays(stack, dim_order="CYX").field("chunks")
+    patterns: list[RowPattern] = []
+    real = RowPattern.__init__
+
+    def tracked(self: RowPattern) -> None:
+        real(self)
+        patterns.append(self)
+
+    monkeypatch.setattr(RowPattern, "__init__", tracked)
+    assert constant_lists(pa.record_batch({"chunks": chunks})) == []
+    assert patterns and all(not p._tiled for p in patterns)
