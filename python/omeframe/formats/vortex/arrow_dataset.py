@@ -59,6 +59,7 @@ from omeframe.formats.vortex.file import (
     row_crc_check,
     scan_batches,
     unreadable,
+    verified_version,
 )
 from omeframe.formats.vortex.seal import Seal, body_intact, check_seal
 from omeframe.model.arrow import field_type
@@ -138,6 +139,10 @@ class VortexInput:
         if self.seal is None:
             return None
         return body_intact(self.path, self._input.fileno(), self.seal)
+
+    def version(self) -> tuple[Any, ...]:
+        """The identity of the file this input reads (:func:`omeframe.storage.files.file_key` of its descriptor)."""
+        return files.file_key(self.path, os.fstat(self._input.fileno()))
 
     def __enter__(self) -> VortexInput:
         return self
@@ -605,6 +610,11 @@ class _ScanSpec:
             # its CRC in the hidden column (read beside them, dropped after the check)
             rows = np.arange(len(vin)) if self.vx_filter is None else None  # unknown under a filter
             check = row_crc_check(vin.file, ds._file_schema, names, os.fspath(ds.path), rows)
+            if check is not None and ds._verified is not None and vin.version() == ds._verified:
+                # the dataset checked every byte of this file version when it was made (verify=True):
+                # whatever this scan reads or filters on was checked (payload CRCs, below, are still
+                # checked: they tie each payload to the checksum its writer computed)
+                check = None
             if (
                 check is not None and whole and self.vx_filter is None and self.post_filter is None
                 and (check.ome or not ome_columns(ds._file_schema)) and vin.body_intact()
@@ -722,9 +732,12 @@ class VortexPlainDataset(pds.Dataset):
         *,
         cheap_first: bool = True,
         payload_crcs: PayloadCrcs | None = None,
+        verify: bool = False,
         _filter: pc.Expression | None = None,
     ) -> None:  # the C++ base stays uninitialised (as in vortex.dataset)
         self.path = os.fspath(path)
+        #: the version of the file whose every byte was checked here (verify=True), else None
+        self._verified = verified_version(self.path) if verify else None
         with open_vortex_input(self.path) as vin:
             self._file_schema = vin.schema
             self._num_rows = len(vin)
@@ -849,7 +862,11 @@ def _rebuild(
 
 
 def vortex_plain_dataset(
-    path: str | os.PathLike[str], *, cheap_first: bool = True, payload_crcs: PayloadCrcs | None = None
+    path: str | os.PathLike[str],
+    *,
+    cheap_first: bool = True,
+    payload_crcs: PayloadCrcs | None = None,
+    verify: bool = False,
 ) -> VortexPlainDataset:
     """Wrap a Vortex file as a ``pyarrow.dataset.Dataset`` that DuckDB can register.
 
@@ -866,6 +883,17 @@ def vortex_plain_dataset(
     payload_crcs
         A payload column to check against a column of CRC-32s whenever a scan
         reads it (Vortex stores no checksums of its own).
+    verify
+        Check every byte of the file now, against the CRC-32 of its body in
+        the footer's seal (one pass at memory speed once the file is in the
+        page cache; it reads the whole file from disk otherwise). Scans of
+        the same file version (same inode, size and modification time) then
+        skip the rows' checks: what they read, return and filter on was
+        checked, including the columns a query reads only in part, which the
+        rows' checks do not cover (a row's digest covers all the columns
+        beside the records together). A file replaced afterwards is read with
+        the rows' checks; one without a body CRC (older, or another tool's)
+        always is. ``False`` (the default): the rows' checks of each scan.
 
     Raises
     ------
@@ -874,6 +902,7 @@ def vortex_plain_dataset(
     ValueError
         If ``payload_crcs`` names columns the file does not have.
     CorruptFileError
-        If it is not a readable Vortex file.
+        If it is not a readable Vortex file, or with ``verify=True`` when its
+        body fails its CRC-32.
     """
-    return VortexPlainDataset(path, cheap_first=cheap_first, payload_crcs=payload_crcs)
+    return VortexPlainDataset(path, cheap_first=cheap_first, payload_crcs=payload_crcs, verify=verify)

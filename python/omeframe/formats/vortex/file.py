@@ -93,6 +93,7 @@ from omeframe.model.errors import (
 )
 from omeframe.storage.atomic import atomic_path
 from omeframe.storage.digest import row_digests
+from omeframe.storage.files import file_key
 from omeframe.storage.remote import MAX_REQUEST_BYTES, RemoteFile
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ __all__ = [
     "PIXEL_FIELDS",
     "PixelRead",
     "check_vortex_body",
+    "verified_version",
     "read_vortex_pixels",
     "read_vortex_schema",
     "read_vortex_table",
@@ -855,17 +857,36 @@ def check_vortex_body(path: PathLike) -> bool:
     CorruptFileError
         If the footer or the body fails its CRC-32.
     """
+    return verified_version(path) is not None
+
+
+def verified_version(path: PathLike) -> tuple[Any, ...] | None:
+    """Check the footer and the body of the local Vortex file ``path`` (:func:`check_vortex_body`), and name
+    the version checked.
+
+    Returns the identity of the file read (:func:`omeframe.storage.files.file_key`
+    of its descriptor: a reader that finds the same key reads the bytes checked
+    here), or ``None`` when the file stores no body CRC.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    CorruptFileError
+        If the footer or the body fails its CRC-32.
+    """
     p = os.fspath(path)
     with open(p, "rb") as fh:
         fd = fh.fileno()
-        seal = _check_local_seal(p, fd, os.fstat(fd).st_size)
+        stat = os.fstat(fd)
+        seal = _check_local_seal(p, fd, stat.st_size)
         intact = body_intact(p, fd, seal)
     if intact is False:
         raise CorruptFileError(
             f"{p!r}: bytes 0 to {seal.start} of the Vortex file (its data before the footer) fail their "
             "CRC-32; the file is damaged (restore it from a copy)"
         )
-    return bool(intact)
+    return None if intact is None else file_key(p, stat)
 
 
 def vortex_has_digests(path: Location) -> bool:
