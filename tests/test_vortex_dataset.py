@@ -323,37 +323,46 @@ def _features_table(tmp_path: Path, name: str = "f.vortex", seed: int = 7) -> Pa
     return write_table(tmp_path / name, stack, dim_order="CYX", columns=columns)
 
 
-def test_verify_checks_every_byte_once_then_scans_skip_the_rows_checks(
+def test_scans_the_rows_checks_cannot_cover_check_the_body_once_per_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from omeframe.formats.vortex.file import RowCrcCheck
+    from omeframe.formats.vortex.file import RowCrcCheck, is_verified
 
     path = _features_table(tmp_path)
     calls = []
     real = RowCrcCheck.__call__
     monkeypatch.setattr(RowCrcCheck, "__call__", lambda self, batch: calls.append(1) or real(self, batch))
     expected = read_vortex_table(path)
-    plain, verified = vortex_plain_dataset(path), vortex_plain_dataset(path, verify=True)
-    for ds, checked in ((plain, True), (verified, False)):
-        got = ds.to_table(columns=expected.column_names, filter=pc.field("area") > 50)
-        assert got.equals(expected.filter(pc.field("area") > 50))
-        assert bool(calls) == checked  # the plain dataset's filtered scan checks the rows it returns
-        calls.clear()
+    everything = expected.column_names
+
+    def streamed(ds: vxd.VortexPlainDataset) -> pa.Table:  # batches: no whole-table body check
+        return pa.Table.from_batches(list(ds.to_batches(columns=everything)))
+
+    plain = vortex_plain_dataset(path)
+    assert streamed(plain).equals(expected) and calls  # every column read: the rows' checks cover it
+    calls.clear()
+    key = files.file_key(path)
+    assert not is_verified(key)
+    # one feature column, or a filter: the rows' checks cannot vouch for it, the body is checked once
+    assert plain.to_table(columns=["area"]).column(0).equals(expected.column("area"))
+    assert is_verified(key) and not calls
+    above = expected.filter(pc.field("area") > 50)
+    assert plain.to_table(columns=everything, filter=pc.field("area") > 50).equals(above)
     con = duckdb.connect()
-    con.register("t", verified)
-    above = int(pc.sum(pc.greater(expected["area"], 50)).as_py())
-    assert con.sql("SELECT count(*) FROM t WHERE area > 50").fetchall() == [(above,)]
-    assert len(con.sql("SELECT ome_arrow FROM t WHERE n % 2 = 0").fetchall()) == 20
-    assert not calls  # the version checked at creation: no row check
-    # replaced under its name: the new version is read with the rows' checks
-    replaced = _features_table(tmp_path, "g.vortex", seed=8)
-    os.replace(replaced, path)
-    fresh = read_vortex_table(path, columns=["ome_arrow", "n"]).filter(pc.field("n") > 3)
-    assert verified.to_table(columns=["ome_arrow", "n"], filter=pc.field("n") > 3).equals(fresh)
-    assert calls
+    con.register("t", plain)
+    assert con.sql("SELECT count(*) FROM t WHERE area > 50").fetchall() == [(above.num_rows,)]
+    assert streamed(plain).equals(expected) and not calls  # this version was checked whole
+    # replaced under its name: the new version is read with the rows' checks again, or checked whole by verify=True
+    os.replace(_features_table(tmp_path, "g.vortex", seed=8), path)
+    fresh = read_vortex_table(path)
+    assert streamed(plain).equals(fresh) and calls
+    calls.clear()
+    vortex_plain_dataset(path, verify=True)
+    assert is_verified(files.file_key(path))
+    assert streamed(plain).equals(fresh) and not calls
 
 
-def test_verify_refuses_damage_that_partial_scans_do_not_see(tmp_path: Path) -> None:
+def test_damage_that_the_rows_checks_cannot_see_fails_the_body(tmp_path: Path) -> None:
     from omeframe.model.errors import CorruptFileError
 
     n = 30_000  # the area column's bytes lie before the sealed end of the file (its last 64 KiB)
@@ -372,17 +381,23 @@ def test_verify_refuses_damage_that_partial_scans_do_not_see(tmp_path: Path) -> 
     where = where[where < len(data) - 70_000]
     assert where.size, "the area column lies in the sealed end of the file: make the table larger"
     intact = read_vortex_table(path, columns=["area"])
-    unseen = 0
+    kept = read_vortex_table(path, columns=["n"]).filter(pa.array(area > 50))
+    refused = 0
     for at in where[:: max(1, where.size // 40)]:
         damaged = bytearray(data)
         damaged[int(at)] ^= 0x10
         path.write_bytes(bytes(damaged))
-        try:  # a scan of one feature column: the rows' digests cover the two together
-            changed = not vortex_plain_dataset(path).to_table(columns=["area"]).equals(intact)
-        except Exception:  # noqa: BLE001 - refused: fine either way
-            changed = False
-        if changed:
-            unseen += 1
-            with pytest.raises(CorruptFileError, match="fail their CRC-32"):
-                vortex_plain_dataset(path, verify=True)
-    assert unseen, "no flip changed the area column: the sweep missed its bytes"
+        for read, exact in (
+            (lambda: vortex_plain_dataset(path).to_table(columns=["area"]), intact),  # one of two feature columns
+            (lambda: vortex_plain_dataset(path).to_table(columns=["n"], filter=pc.field("area") > 50), kept),
+        ):
+            try:
+                got = read()
+            except CorruptFileError as exc:
+                assert "fail their CRC-32" in str(exc)
+                refused += 1
+                continue
+            assert got.equals(exact)
+        with pytest.raises(CorruptFileError, match="fail their CRC-32"):
+            vortex_plain_dataset(path, verify=True)
+    assert refused

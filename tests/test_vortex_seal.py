@@ -24,6 +24,7 @@ from omeframe.cli import main as cli_main
 from omeframe.formats.vortex import file as vfile
 from omeframe.formats.vortex import seal as vseal
 from omeframe.formats.vortex.arrow_dataset import vortex_plain_dataset
+from omeframe.storage import files
 
 FOOTER = "footer of the Vortex file fails its CRC-32"
 
@@ -318,13 +319,14 @@ def test_a_whole_scan_of_the_dataset_checks_the_body_in_place_of_the_rows(tmp_pa
     table = ds.to_table()  # what Polars' scan_pyarrow_dataset asks for: every batch taken
     np.testing.assert_array_equal(of.to_numpy_stack(table.column("ome_arrow")), crops)
     assert checked == []
-    # a stream the caller may stop, a filter, the features alone: the rows' checks, not the whole body
+    # a stream the caller may stop: the rows' checks, not the whole body
     assert sum(b.num_rows for b in ds.to_batches()) == n and sum(checked) == n
     checked.clear()
-    assert ds.to_table(filter=pc.field("area") < 10).num_rows == 10 and checked
-    checked.clear()
+    # a filter (rows chosen by value), the features alone: the body, once for this version of the file
+    assert ds.to_table(filter=pc.field("area") < 10).num_rows == 10 and not checked
+    assert vfile.is_verified(files.file_key(path))
     assert ds.to_table(columns=["area"]).column("area").to_pylist() == list(np.arange(float(n)))
-    assert sum(checked) == n
+    assert sum(b.num_rows for b in ds.to_batches()) == n and not checked
     # a body that fails its CRC: the rows are checked and the damaged one named
     write_flipped(tmp_path / "bad.vortex", crops[:300], row=27, chunk=1, mask=0x10)
     with pytest.raises(of.ChunkChecksumError, match=r"rows 27\b"):

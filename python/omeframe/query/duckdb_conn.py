@@ -329,13 +329,15 @@ def register(
         against the CRC-32 of its body in the footer's seal (about 1 ms per
         33 MB in the page cache), and queries of the file version checked
         then skip the rows' checks: what they read and filter on was
-        checked, including feature columns a query reads only some of
-        (which the rows' digests do not cover alone). A Vortex file without
-        a body CRC (older, another tool's), one replaced after registration,
-        or one registered with ``False`` is read through omeframe's scan with
-        each row's pixel CRC (and its features' digest, when the query reads
-        every feature column) checked. Remote Parquet is read through pyarrow
-        with its page check on, whatever this option.
+        checked. Otherwise (``False``, or a file replaced after
+        registration) a query checks each row it returns against its pixel
+        CRCs and feature digests, and a query those cannot vouch for (a
+        filter, some of the feature columns) checks the body first, once
+        per file version and process (see
+        :func:`~omeframe.formats.vortex.arrow_dataset.vortex_plain_dataset`);
+        a Vortex file without a body CRC (older, another tool's) has only
+        the rows' checks. Remote Parquet is read through pyarrow with its
+        page check on, whatever this option.
 
     Returns
     -------

@@ -52,11 +52,16 @@ import pyarrow.dataset as pds
 from omeframe.formats.vortex.checksum import bad_values, ome_columns
 from omeframe.formats.vortex.file import (
     SCHEMA_COLUMN_PREFIX,
+    RowCrcCheck,
     _import_vortex,
     _stored_schema,
+    body_failure,
     corrupt_or_raise,
+    is_verified,
+    mark_verified,
     read_vortex_table,
     row_crc_check,
+    rows_cover,
     scan_batches,
     unreadable,
     verified_version,
@@ -143,6 +148,33 @@ class VortexInput:
     def version(self) -> tuple[Any, ...]:
         """The identity of the file this input reads (:func:`omeframe.storage.files.file_key` of its descriptor)."""
         return files.file_key(self.path, os.fstat(self._input.fileno()))
+
+    def verified(self, check: RowCrcCheck | None, read: Sequence[str], filtered: bool) -> bool:
+        """Whether every byte of this file version passed its body CRC, in this scan or before in the process.
+
+        A scan that the rows' ``check`` does not cover (:func:`rows_cover`: it
+        reads ``read`` whole, under a filter when ``filtered``) checks the body
+        now, once per file version and process; then no rows' check is needed.
+        ``False``: the file has no body CRC, or the rows' checks cover the scan
+        (and nothing checked this version before).
+
+        Raises
+        ------
+        CorruptFileError
+            When the body fails its CRC-32 (a scan the rows' checks do not cover cannot name damaged rows).
+        """
+        if self.seal is None or self.seal.body_crc is None:
+            return False
+        key = self.version()
+        if is_verified(key):
+            return True
+        if rows_cover(check, read, filtered):
+            return False
+        intact = self.body_intact()
+        if intact is False:
+            raise body_failure(self.path, self.seal)
+        mark_verified(key)
+        return True
 
     def __enter__(self) -> VortexInput:
         return self
@@ -609,13 +641,14 @@ class _ScanSpec:
             # every OME-Arrow column read whole: each row's pixel bytes are checked against
             # its CRC in the hidden column (read beside them, dropped after the check)
             rows = np.arange(len(vin)) if self.vx_filter is None else None  # unknown under a filter
-            check = row_crc_check(vin.file, ds._file_schema, names, os.fspath(ds.path), rows)
-            if check is not None and ds._verified is not None and vin.version() == ds._verified:
-                # the dataset checked every byte of this file version when it was made (verify=True):
-                # whatever this scan reads or filters on was checked (payload CRCs, below, are still
-                # checked: they tie each payload to the checksum its writer computed)
+            read = [] if self.drop_all else list(names)  # rows alone: no value returned
+            check = row_crc_check(vin.file, ds._file_schema, read, os.fspath(ds.path), rows)
+            if vin.verified(check, read, self.vx_filter is not None or self.post_filter is not None):
+                # every byte of this file version was checked (by verify=True, or now: the rows' checks do not
+                # cover a scan of some feature columns or under a filter): whatever this scan reads or filters
+                # on was checked (payload CRCs, below, still are: they tie each payload to its writer's CRC)
                 check = None
-            if (
+            elif (
                 check is not None and whole and self.vx_filter is None and self.post_filter is None
                 and (check.ome or not ome_columns(ds._file_schema)) and vin.body_intact()
             ):
@@ -736,8 +769,8 @@ class VortexPlainDataset(pds.Dataset):
         _filter: pc.Expression | None = None,
     ) -> None:  # the C++ base stays uninitialised (as in vortex.dataset)
         self.path = os.fspath(path)
-        #: the version of the file whose every byte was checked here (verify=True), else None
-        self._verified = verified_version(self.path) if verify else None
+        if verify:  # every byte now: scans of this version then need no rows' checks
+            verified_version(self.path)
         with open_vortex_input(self.path) as vin:
             self._file_schema = vin.schema
             self._num_rows = len(vin)
@@ -886,14 +919,21 @@ def vortex_plain_dataset(
     verify
         Check every byte of the file now, against the CRC-32 of its body in
         the footer's seal (one pass at memory speed once the file is in the
-        page cache; it reads the whole file from disk otherwise). Scans of
-        the same file version (same inode, size and modification time) then
-        skip the rows' checks: what they read, return and filter on was
-        checked, including the columns a query reads only in part, which the
-        rows' checks do not cover (a row's digest covers all the columns
-        beside the records together). A file replaced afterwards is read with
-        the rows' checks; one without a body CRC (older, or another tool's)
-        always is. ``False`` (the default): the rows' checks of each scan.
+        page cache; it reads the whole file from disk otherwise), as
+        ``omeframe.duckdb.register`` does. ``False`` (the default): the
+        first scan that needs it does (below).
+
+    Notes
+    -----
+    What a scan checks: each row it returns, against the pixel CRCs and
+    feature digests in the hidden column, when it reads the records whole or
+    every column beside them; a scan under a filter, or of only some feature
+    columns, which the rows' checks cannot vouch for (a damaged value could
+    leave a row out; a row's digest covers all its feature columns together),
+    checks the file's body instead, once per file version (same inode, size
+    and modification time) and process. Scans of a version checked whole
+    need no rows' checks. A file without a body CRC (written by another
+    tool, or by omeframe before 2026-12-07) has only the rows' checks.
 
     Raises
     ------
@@ -903,6 +943,6 @@ def vortex_plain_dataset(
         If ``payload_crcs`` names columns the file does not have.
     CorruptFileError
         If it is not a readable Vortex file, or with ``verify=True`` when its
-        body fails its CRC-32.
+        body fails its CRC-32 (scans that check the body raise it too).
     """
     return VortexPlainDataset(path, cheap_first=cheap_first, payload_crcs=payload_crcs, verify=verify)

@@ -45,6 +45,7 @@ import itertools
 import operator
 import os
 import re
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -109,6 +110,10 @@ __all__ = [
     "PixelRead",
     "check_vortex_body",
     "verified_version",
+    "is_verified",
+    "mark_verified",
+    "rows_cover",
+    "body_failure",
     "read_vortex_pixels",
     "read_vortex_schema",
     "read_vortex_table",
@@ -860,13 +865,58 @@ def check_vortex_body(path: PathLike) -> bool:
     return verified_version(path) is not None
 
 
+#: File versions (:func:`omeframe.storage.files.file_key`) whose every byte this process checked against the
+#: body CRC in their seal: scans of them need no rows' checks (the last :data:`VERIFIED_VERSIONS`).
+_VERIFIED: collections.OrderedDict[tuple[Any, ...], None] = collections.OrderedDict()
+_VERIFIED_LOCK = threading.Lock()
+VERIFIED_VERSIONS = 1024
+
+
+def mark_verified(key: tuple[Any, ...]) -> None:
+    """Remember that every byte of the file version ``key`` passed its body CRC in this process."""
+    with _VERIFIED_LOCK:
+        _VERIFIED[key] = None
+        _VERIFIED.move_to_end(key)
+        while len(_VERIFIED) > VERIFIED_VERSIONS:
+            _VERIFIED.popitem(last=False)
+
+
+def is_verified(key: tuple[Any, ...]) -> bool:
+    """Whether this process checked every byte of the file version ``key`` (:func:`mark_verified`)."""
+    with _VERIFIED_LOCK:
+        return key in _VERIFIED
+
+
+def body_failure(path: str, seal: Seal) -> CorruptFileError:
+    """The error for a Vortex file whose body fails the CRC-32 in its ``seal``."""
+    return CorruptFileError(
+        f"{path!r}: bytes 0 to {seal.start} of the Vortex file (its data before the footer) fail their "
+        "CRC-32; the file is damaged (restore it from a copy; `omeframe verify` names the damaged rows)"
+    )
+
+
+def rows_cover(check: RowCrcCheck | None, read: Sequence[str], filtered: bool) -> bool:
+    """Whether the rows' ``check`` covers a scan that reads the top-level columns ``read`` whole.
+
+    It does not when a filter chose the rows (a damaged value could leave a
+    row out, and only the rows returned are checked), or when the scan reads
+    a column the check does not take (a feature column read without the
+    others: a row's digest covers them together; a file without checksums).
+    """
+    if filtered:
+        return False
+    covered = set(check.ome) | set(check.others or ()) if check is not None else set()
+    return set(read) <= covered
+
+
 def verified_version(path: PathLike) -> tuple[Any, ...] | None:
     """Check the footer and the body of the local Vortex file ``path`` (:func:`check_vortex_body`), and name
     the version checked.
 
     Returns the identity of the file read (:func:`omeframe.storage.files.file_key`
     of its descriptor: a reader that finds the same key reads the bytes checked
-    here), or ``None`` when the file stores no body CRC.
+    here), or ``None`` when the file stores no body CRC. The version is
+    remembered (:func:`is_verified`): scans of it skip the rows' checks.
 
     Raises
     ------
@@ -882,11 +932,12 @@ def verified_version(path: PathLike) -> tuple[Any, ...] | None:
         seal = _check_local_seal(p, fd, stat.st_size)
         intact = body_intact(p, fd, seal)
     if intact is False:
-        raise CorruptFileError(
-            f"{p!r}: bytes 0 to {seal.start} of the Vortex file (its data before the footer) fail their "
-            "CRC-32; the file is damaged (restore it from a copy)"
-        )
-    return None if intact is None else file_key(p, stat)
+        raise body_failure(p, seal)
+    if intact is None:
+        return None
+    key = file_key(p, stat)
+    mark_verified(key)
+    return key
 
 
 def vortex_has_digests(path: Location) -> bool:
