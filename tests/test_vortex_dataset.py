@@ -401,3 +401,19 @@ def test_damage_that_the_rows_checks_cannot_see_fails_the_body(tmp_path: Path) -
         with pytest.raises(CorruptFileError, match="fail their CRC-32"):
             vortex_plain_dataset(path, verify=True)
     assert refused
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_forked_child_keeps_the_checked_versions_with_a_free_lock(tmp_path: Path) -> None:
+    from omeframe.formats.vortex import file as vfile
+
+    path = _features_table(tmp_path)
+    key = vfile.verified_version(path)
+    assert key is not None and vfile.is_verified(key)
+    with vfile._VERIFIED_LOCK:  # held by this thread while the child is forked
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            ok = vfile._VERIFIED_LOCK.acquire(timeout=5) and vfile.is_verified(key)
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -854,13 +854,7 @@ def check_vortex_body(path: PathLike) -> bool:
     the body this way before vortex decodes it; :func:`verify_table
     <omeframe.formats.record.verify.verify_table>` calls this to report
     damage that no row's check sees (bytes vortex does not decode into values).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    CorruptFileError
-        If the footer or the body fails its CRC-32.
+    Raises what :func:`verified_version` raises.
     """
     return verified_version(path) is not None
 
@@ -879,6 +873,16 @@ def mark_verified(key: tuple[Any, ...]) -> None:
         _VERIFIED.move_to_end(key)
         while len(_VERIFIED) > VERIFIED_VERSIONS:
             _VERIFIED.popitem(last=False)
+
+
+def _new_lock_after_fork() -> None:
+    """A forked child gets a free lock (a thread of the parent may have held it); the versions stay verified."""
+    global _VERIFIED_LOCK
+    _VERIFIED_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def is_verified(key: tuple[Any, ...]) -> bool:
